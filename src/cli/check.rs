@@ -1,0 +1,134 @@
+//! `strata check [-f FILE] [--error-on-warnings]`
+
+use std::path::PathBuf;
+
+use strata::dockerfile::{self, lint};
+use strata::plan;
+
+use super::render;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The Dockerfile (`-` for standard input).
+    #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
+    file: PathBuf,
+    /// Exit with status 1 when there are warnings.
+    #[arg(long)]
+    error_on_warnings: bool,
+    /// Set a build-time variable (as for `build`); `K` alone takes the value from the environment.
+    #[arg(long = "build-arg", value_name = "K[=V]", value_parser = super::parse_build_arg)]
+    build_args: Vec<(String, Option<String>)>,
+    /// The stage to check the plan for (default: the last stage).
+    #[arg(long)]
+    target: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
+    let src = super::read_dockerfile(&a.file)?;
+    let mut options = plan::Options {
+        target: a.target.clone(),
+        ..plan::Options::default()
+    };
+    for (k, v) in &a.build_args {
+        let v = match v {
+            Some(v) => Some(v.clone()),
+            None => std::env::var(k).ok(),
+        };
+        if let Some(v) = v {
+            options.build_args.insert(k.clone(), v);
+        }
+    }
+    let result = dockerfile::load(&src).and_then(|(df, cmds)| {
+        let mut warnings = lint::lint_syntax(&df, &cmds);
+        let p = plan::plan(&df, cmds, options.clone())?;
+        warnings.extend(plan::lint::lint_plan(&p, &|_| None));
+        Ok((df, warnings))
+    });
+    let (df, mut warnings) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("{}", render::diagnostic(&e));
+            return Ok(1);
+        }
+    };
+    // The check directive, overridden by the BUILDKIT_DOCKERFILE_CHECK build arg.
+    let config_text = options
+        .build_args
+        .get("BUILDKIT_DOCKERFILE_CHECK")
+        .cloned()
+        .or_else(|| {
+            df.directives
+                .iter()
+                .find(|d| d.name == "check")
+                .map(|d| d.value.clone())
+        });
+    let config = match config_text
+        .as_deref()
+        .map(lint::CheckConfig::parse)
+        .transpose()
+    {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+    };
+    warnings.retain(|w| !config.skips(w.rule));
+    // `# check=skip=Rule` comments directly above an instruction apply to it alone.
+    let commands = dockerfile::type_all(&df).unwrap_or_default();
+    warnings.retain(|w| {
+        !commands.iter().any(|c| {
+            c.span.start <= w.span.start
+                && w.span.start <= c.span.end
+                && c.comments.iter().any(|cm| {
+                    cm.strip_prefix("check=")
+                        .and_then(|v| lint::CheckConfig::parse(v).ok())
+                        .is_some_and(|cc| cc.skips(w.rule))
+                })
+        })
+    });
+    warnings.sort_by_key(|w| w.span.start);
+
+    match a.format {
+        Format::Human => {
+            for w in &warnings {
+                eprint!(
+                    "{}",
+                    render::warning(&src, w.rule, &w.message, w.span, w.hint.as_deref())
+                );
+                eprintln!();
+            }
+            let n = warnings.len();
+            eprintln!(
+                "{}: {} warning{} found",
+                src.name(),
+                n,
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        Format::Json => {
+            let items: Vec<serde_json::Value> = warnings
+                .iter()
+                .map(|w| {
+                    let p = src.position(w.span.start);
+                    serde_json::json!({
+                        "rule": w.rule, "message": w.message, "hint": w.hint,
+                        "file": src.name(), "line": p.line, "column": p.column,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+    }
+    let fail = !warnings.is_empty() && (a.error_on_warnings || config.error);
+    Ok(if fail { 1 } else { 0 })
+}

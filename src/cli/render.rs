@@ -1,0 +1,119 @@
+//! Rendering of diagnostics and lint warnings with source snippets:
+//!
+//! ```text
+//! error: unknown instruction: FNTRYPOINT
+//!  --> Dockerfile:2:1
+//!   |
+//! 2 | FNTRYPOINT ["x"]
+//!   | ^^^^^^^^^^
+//!   = hint: did you mean ENTRYPOINT?
+//! ```
+
+use std::fmt::Write;
+
+use strata::dockerfile::{Diagnostic, Source, Span};
+
+/// Most source lines shown for one span.
+const MAX_LINES: usize = 8;
+
+pub fn diagnostic(d: &Diagnostic) -> String {
+    let mut out = format!("error: {}\n", d.message);
+    if let Some(src) = &d.file {
+        snippet(&mut out, src, d.span);
+    }
+    if let Some(h) = &d.hint {
+        let _ = writeln!(out, "  = hint: {h}");
+    }
+    out
+}
+
+pub fn warning(src: &Source, rule: &str, message: &str, span: Span, hint: Option<&str>) -> String {
+    let mut out = format!("warning: {rule}: {message}\n");
+    snippet(&mut out, src, span);
+    if let Some(h) = hint {
+        let _ = writeln!(out, "  = hint: {h}");
+    }
+    out
+}
+
+fn floor(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// ` --> file:line:col` and the lines of `span` with `^` under the spanned text.
+pub fn snippet(out: &mut String, src: &Source, span: Span) {
+    let text = src.text();
+    let start = src.position(span.start);
+    let end_off = if span.end > span.start {
+        span.end - 1
+    } else {
+        span.start
+    };
+    let end = src.position(end_off);
+    let _ = writeln!(out, " --> {}:{}:{}", src.name(), start.line, start.column);
+    let width = end.line.to_string().len();
+    let pad = " ".repeat(width);
+    let _ = writeln!(out, "{pad} |");
+    let last = end.line.min(start.line + MAX_LINES - 1);
+    for line in start.line..=last {
+        let lt = src.line_text(line);
+        let ls = src.line_start(line);
+        let _ = writeln!(out, "{line:>width$} | {}", lt.replace('\t', "    "));
+        // The part of this line inside the span.
+        let from = if line == start.line {
+            floor(text, span.start).saturating_sub(ls)
+        } else {
+            lt.len() - lt.trim_start().len()
+        };
+        let to = if line == end.line {
+            floor(text, span.end.max(span.start + 1))
+                .saturating_sub(ls)
+                .min(lt.len())
+        } else {
+            lt.len()
+        };
+        let from = floor(lt, from.min(lt.len()));
+        let to = floor(lt, to);
+        let col = lt[..from].replace('\t', "    ").chars().count();
+        let n = lt[from..to.max(from)]
+            .replace('\t', "    ")
+            .chars()
+            .count()
+            .max(1);
+        let _ = writeln!(out, "{pad} | {}{}", " ".repeat(col), "^".repeat(n));
+    }
+    if last < end.line {
+        let _ = writeln!(out, "{pad} | ... ({} more lines)", end.line - last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_marker_under_span() {
+        let src = Source::new("Dockerfile", "FROM a\nFNTRYPOINT x\n");
+        let d = Diagnostic::new("unknown instruction: FNTRYPOINT", Span::new(7, 17))
+            .with_hint("did you mean ENTRYPOINT?")
+            .with_source(&src);
+        let r = diagnostic(&d);
+        assert_eq!(
+            r,
+            "error: unknown instruction: FNTRYPOINT\n --> Dockerfile:2:1\n  |\n2 | FNTRYPOINT x\n  | ^^^^^^^^^^\n  = hint: did you mean ENTRYPOINT?\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_spans_show_every_line() {
+        let src = Source::new("Dockerfile", "FROM a\nCOPY \\\n  x\n");
+        let d = Diagnostic::new("bad", Span::new(7, 17)).with_source(&src);
+        let r = diagnostic(&d);
+        assert!(r.contains("2 | COPY \\\n"), "{r}");
+        assert!(r.contains("3 |   x\n"), "{r}");
+    }
+}

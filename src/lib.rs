@@ -1,0 +1,16 @@
+//! strata: build OCI images from Dockerfiles with no daemon and no root.
+//!
+//! The modules follow the pipeline, left to right:
+//!
+//! ```text
+//! Dockerfile text ─► dockerfile/ ─► plan/ ─► (engine, store, oci: later issues)
+//! ```
+//!
+//! - [`dockerfile`]: source spans, lexer and parser, variable expansion, typed instructions,
+//!   lint rules. Pure.
+//! - [`plan`]: stages, ARG scoping, the stage DAG and target pruning. Pure.
+//!
+//! The binary's command-line layer lives in `src/cli/` and is not part of the library API.
+
+pub mod dockerfile;
+pub mod plan;

@@ -1,0 +1,22 @@
+//! The `strata` binary. Start-up order matters: the hidden sandbox-child entry (a later issue)
+//! must run before any thread exists; then the command line is parsed; errors become exit codes
+//! in one place.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("Caused by: {cause}");
+            }
+            1
+        }
+    };
+    std::process::exit(code);
+}
