@@ -183,7 +183,7 @@ fn split_lines(text: &str) -> Vec<Line> {
     let bytes = text.as_bytes();
     let mut start = 0;
     while start < bytes.len() {
-        let nl = memchr(b'\n', &bytes[start..]).map(|i| start + i);
+        let nl = text[start..].find('\n').map(|i| start + i);
         let end_nl = nl.map(|i| i + 1).unwrap_or(bytes.len());
         let mut end = nl.unwrap_or(bytes.len());
         while end > start && (bytes[end - 1] == b'\r' || bytes[end - 1] == b'\n') {
@@ -193,10 +193,6 @@ fn split_lines(text: &str) -> Vec<Line> {
         start = end_nl;
     }
     lines
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 fn trim_left_ws(s: &str) -> &str {
@@ -414,7 +410,7 @@ impl<'a> Parser<'a> {
             let content = if is_comment(trimmed) { "" } else { trimmed };
 
             let mut map = LineMap::default();
-            let mut line = String::new();
+            let mut line = String::with_capacity(content.len() + 64);
             map.push(0, content_start);
             let mut continued = match self.trim_continuation(content) {
                 Some(body) => {
@@ -564,7 +560,11 @@ fn node_from_line(
         let skip = after.len() - after.trim_start_matches(is_split_ws).len();
         let args_text = &after[skip..];
         let args_base = kw_start + kw_len + skip;
-        let (consumed, raw_flags) = extract_flags(args_text, escape);
+        let (consumed, raw_flags) = if args_text.trim_start().starts_with("--") {
+            extract_flags(args_text, escape)
+        } else {
+            (0, Vec::new())
+        };
         for (s, e, text) in raw_flags {
             flags.push(Flag {
                 text,

@@ -86,6 +86,11 @@ impl Lexer {
         }
     }
 
+    /// Text with nothing to expand, unquote or unescape comes out unchanged.
+    fn is_plain(&self, input: &str) -> bool {
+        !input.contains(['$', '\'', '"', self.escape])
+    }
+
     /// Expand as one word: quotes removed, no field splitting.
     pub fn process_word(&self, input: &str, env: &dyn Lookup) -> Result<String, ShellError> {
         self.process_word_with_matches(input, env).map(|(w, _)| w)
@@ -96,6 +101,9 @@ impl Lexer {
         input: &str,
         env: &dyn Lookup,
     ) -> Result<(String, Matches), ShellError> {
+        if self.is_plain(input) {
+            return Ok((input.to_string(), Matches::default()));
+        }
         let mut sw = ShellWord::new(self, input, env);
         let (word, _) = sw.process_stop_on(None, false)?;
         Ok((word, sw.matches))
@@ -104,6 +112,9 @@ impl Lexer {
     /// Expand and split into words on unquoted whitespace, including whitespace that an
     /// unquoted variable expands to.
     pub fn process_words(&self, input: &str, env: &dyn Lookup) -> Result<Vec<String>, ShellError> {
+        if self.is_plain(input) {
+            return Ok(input.split_whitespace().map(str::to_string).collect());
+        }
         let mut sw = ShellWord::new(self, input, env);
         let (_, words) = sw.process_stop_on(None, false)?;
         Ok(words)

@@ -266,7 +266,9 @@ impl Planner<'_> {
         let mut stages: Vec<Stage> = Vec::new();
         let mut iter = commands.into_iter().peekable();
 
-        // Global scope: only ARG before the first FROM.
+        // Global scope: only ARG before the first FROM. `from_scope` is what FROM lines and
+        // later global ARG defaults see.
+        let mut from_scope = self.options.platform_args();
         while let Some(cmd) = iter.next_if(|c| !matches!(c.instruction, Instruction::From(_))) {
             let Instruction::Arg(decls) = &cmd.instruction else {
                 return Err(Diagnostic::new(
@@ -281,24 +283,20 @@ impl Planner<'_> {
                 ));
             };
             for ArgDecl { name, default } in decls {
-                let value = match self.options.build_args.get(name) {
-                    Some(v) => Some(v.clone()),
-                    None => match default {
-                        Some(d) => {
-                            let mut scope = self.options.platform_args();
-                            scope.extend(
-                                meta_args
-                                    .iter()
-                                    .filter_map(|m| Some((m.name.clone(), m.value.clone()?))),
-                            );
-                            Some(lexer.process_word(d, &scope).map_err(|e| {
+                let value =
+                    match self.options.build_args.get(name) {
+                        Some(v) => Some(v.clone()),
+                        None => match default {
+                            Some(d) => Some(lexer.process_word(d, &from_scope).map_err(|e| {
                                 Diagnostic::new(format!("ARG {name}: {e}"), cmd.span)
-                            })?)
-                        }
-                        None => None,
-                    },
-                };
+                            })?),
+                            None => None,
+                        },
+                    };
                 let description = description_for(&cmd.comments, name);
+                if let Some(v) = &value {
+                    from_scope.push((name.clone(), v.clone()));
+                }
                 meta_args.push(MetaArg {
                     name: name.clone(),
                     value,
@@ -313,13 +311,6 @@ impl Planner<'_> {
                 Diagnostic::new("dockerfile contains no stages to build", span)
                     .with_hint("add a FROM line to start a stage"),
             );
-        }
-
-        let mut from_scope = self.options.platform_args();
-        for m in &meta_args {
-            if let Some(v) = &m.value {
-                from_scope.push((m.name.clone(), v.clone()));
-            }
         }
 
         for cmd in iter {
@@ -389,42 +380,60 @@ impl Planner<'_> {
         // --from references in COPY and RUN --mount, including ONBUILD triggers of a base stage.
         for i in 0..stages.len() {
             let mut refs: Vec<(String, DepKind, Span)> = Vec::new();
-            let mut triggers = Vec::new();
+            let mut triggers: Vec<(&Instruction, Span)> = Vec::new();
             if let Base::Stage(b) = stages[i].base {
                 for c in &stages[b].commands {
                     if let Instruction::Onbuild(o) = &c.instruction {
-                        triggers.push((o.trigger.as_ref().clone(), c.span));
+                        triggers.push((o.trigger.as_ref(), c.span));
                     }
                 }
             }
-            let mut scope = StageScope::new(&meta_args, &self.options);
-            let own: Vec<(Instruction, Span)> = stages[i]
-                .commands
-                .iter()
-                .map(|c| (c.instruction.clone(), c.span))
-                .collect();
-            for (ins, span) in triggers.iter().chain(own.iter()) {
+            let own = stages[i].commands.iter().map(|c| (&c.instruction, c.span));
+            // ARG/ENV scope is only needed to expand a `$` in a mount's `from`.
+            let needs_scope = triggers.iter().copied().chain(own.clone()).any(|(ins, _)| {
+                matches!(ins, Instruction::Run(r) if r.mounts.iter().any(|m| m.contains('$')))
+            });
+            let mut scope = needs_scope.then(|| StageScope::new(&meta_args, &self.options));
+            for (ins, span) in triggers.iter().copied().chain(own) {
                 match ins {
                     Instruction::Copy(c) => {
                         if let Some(f) = &c.from {
-                            refs.push((f.clone(), DepKind::CopyFrom, *span));
+                            refs.push((f.clone(), DepKind::CopyFrom, span));
                         }
                     }
                     Instruction::Run(r) => {
                         for m in &r.mounts {
-                            let env = scope.lookup_env();
-                            let expanded =
-                                lexer.process_word(m, &env).unwrap_or_else(|_| m.clone());
+                            // Typing checked the mount; only a `from` can add an edge.
+                            if !m.to_ascii_lowercase().contains("from") {
+                                continue;
+                            }
+                            let expanded = if m.contains('$') {
+                                let env = scope
+                                    .as_ref()
+                                    .map(StageScope::lookup_env)
+                                    .unwrap_or_default();
+                                lexer.process_word(m, &env).unwrap_or_else(|_| m.clone())
+                            } else {
+                                m.clone()
+                            };
                             let spec = MountSpec::parse(&expanded, false).map_err(|e| {
-                                Diagnostic::new(format!("invalid --mount: {e}"), *span)
+                                Diagnostic::new(format!("invalid --mount: {e}"), span)
                             })?;
                             if let Some(f) = spec.from {
-                                refs.push((f, DepKind::MountFrom, *span));
+                                refs.push((f, DepKind::MountFrom, span));
                             }
                         }
                     }
-                    Instruction::Arg(decls) => scope.declare(decls, &lexer),
-                    Instruction::Env(kvs) => scope.set_env(kvs, &lexer),
+                    Instruction::Arg(decls) => {
+                        if let Some(sc) = scope.as_mut() {
+                            sc.declare(decls, &lexer)
+                        }
+                    }
+                    Instruction::Env(kvs) => {
+                        if let Some(sc) = scope.as_mut() {
+                            sc.set_env(kvs, &lexer)
+                        }
+                    }
                     _ => {}
                 }
             }
