@@ -35,6 +35,12 @@ impl StageScope {
         }
     }
 
+    /// Set TARGETSTAGE, the name of the stage being built (see [`super::Plan::scope`]).
+    pub fn with_target_stage(mut self, name: &str) -> StageScope {
+        self.platform.push(("TARGETSTAGE".into(), name.to_string()));
+        self
+    }
+
     /// Start from a base image's (or base stage's) environment.
     pub fn with_env(mut self, env: Vec<(String, String)>) -> StageScope {
         self.env = env;
@@ -81,9 +87,19 @@ impl StageScope {
     pub fn declare(&mut self, decls: &[ArgDecl], lexer: &Lexer) {
         for d in decls {
             let v = self.arg_value(d, lexer).ok().flatten();
-            self.args.retain(|(k, _)| *k != d.name);
-            self.args.push((d.name.clone(), v));
+            self.set_arg(&d.name, v);
         }
+    }
+
+    /// Record an ARG's value. Re-declaring with no value keeps the value it already has.
+    fn set_arg(&mut self, name: &str, value: Option<String>) {
+        let previous = self.args.iter().position(|(k, _)| k == name);
+        let value = match (value, previous) {
+            (None, Some(i)) => self.args[i].1.clone(),
+            (v, _) => v,
+        };
+        self.args.retain(|(k, _)| k != name);
+        self.args.push((name.to_string(), value));
     }
 
     /// Apply ENV lines (values as written; all are expanded against the scope before the line).
@@ -127,8 +143,7 @@ impl StageScope {
                                 }),
                         },
                     };
-                    self.args.retain(|(k, _)| *k != d.name);
-                    self.args.push((d.name.clone(), v));
+                    self.set_arg(&d.name, v);
                 }
             }
             Instruction::Env(kvs) => {

@@ -229,6 +229,18 @@ impl Plan {
             .and_then(|m| m.value.as_deref())
     }
 
+    /// A fresh ARG/ENV scope for a stage of this plan: global ARG values, build args, the
+    /// automatic platform args and TARGETSTAGE (the target's name, or `default` when the last
+    /// stage is unnamed and targeted implicitly).
+    pub fn scope(&self) -> StageScope {
+        let target = match (&self.options.target, &self.stages[self.target].name) {
+            (_, Some(n)) => n.to_ascii_lowercase(),
+            (Some(t), None) => t.clone(),
+            (None, None) => "default".to_string(),
+        };
+        StageScope::new(&self.meta_args, &self.options).with_target_stage(&target)
+    }
+
     pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
         self.stages.iter().find(|s| {
             s.name

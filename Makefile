@@ -1,0 +1,31 @@
+# The developer entry point. `make test` is the README's test command and what CI runs.
+.PHONY: test test-deps lint fmt check bench fuzz
+
+CARGO ?= cargo
+
+## Install what the tests need, then run formatting, lints and every test.
+test: test-deps lint
+	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} $(CARGO) test --all-targets --locked
+	$(CARGO) test --doc --locked
+
+test-deps:
+	bash scripts/test-deps.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Check a Dockerfile: make check FILE=path/to/Dockerfile
+check:
+	$(CARGO) run --release --locked -- check -f $(or $(FILE),Dockerfile)
+
+bench:
+	$(CARGO) bench --bench frontend
+
+## Fuzz the front end (cargo install cargo-fuzz; uses the stable toolchain with RUSTC_BOOTSTRAP).
+fuzz:
+	bash fuzz/seed.sh
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frontend -- -max_total_time=$(or $(SECONDS),600) -max_len=16384

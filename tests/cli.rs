@@ -1,0 +1,213 @@
+//! The `strata` binary: exit codes, stdout and stderr of `parse` and `check`.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn strata(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tmp_file(name: &str, content: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("strata-cli-{}-{name}", std::process::id()));
+    fs_err::create_dir_all(&dir).unwrap();
+    let p = dir.join("Dockerfile");
+    fs_err::write(&p, content).unwrap();
+    p
+}
+
+#[test]
+fn parse_dump_prints_the_buildkit_tree() {
+    let out = strata(
+        &["parse", "--dump", "-"],
+        Some(
+            "FROM a AS b\nRUN --mount=type=cache,target=/c echo hi\nONBUILD ADD . /app\nENV k=v\n",
+        ),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "(from \"a\" \"AS\" \"b\")\n(run [\"--mount=type=cache,target=/c\"] \"echo hi\")\n(onbuild (add \".\" \"/app\"))\n(env \"k\" \"v\" \"=\")\n"
+    );
+}
+
+#[test]
+fn parse_outline_lists_stages() {
+    let out = strata(
+        &["parse", "-"],
+        Some("FROM python:3.12 AS build\nRUN true\nFROM build\nCOPY --from=build /a /a\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "<stdin>: 4 instructions, 2 stages\n  [0] build from python:3.12 (1 instructions)\n  [1] stage-1 from stage build (1 instructions) (target)\n"
+    );
+}
+
+#[test]
+fn parse_error_shows_location_marker_and_hint() {
+    let out = strata(&["parse", "-"], Some("FROM a\nFNTRYPOINT x\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "error: unknown instruction: FNTRYPOINT\n --> <stdin>:2:1\n  |\n2 | FNTRYPOINT x\n  | ^^^^^^^^^^\n  = hint: did you mean ENTRYPOINT?\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn parse_dump_rejects_invalid_input() {
+    let out = strata(&["parse", "--dump", "-"], Some("# only a comment\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).starts_with("error: file with no instructions\n"));
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let out = strata(&["parse", "/nonexistent/Dockerfile.strata"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("/nonexistent/Dockerfile.strata"), "{err}");
+}
+
+#[test]
+fn check_reports_warnings_with_locations_and_count() {
+    let p = tmp_file("warn", "FROM a as build\nMAINTAINER me\nCMD echo hi\n");
+    let out = strata(&["check", "-f", p.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    let f = p.display();
+    assert!(
+        err.contains(&format!(
+            "warning: FromAsCasing: 'as' and 'FROM' keywords' casing do not match\n --> {f}:1:1\n"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("warning: MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label\n --> {f}:2:1\n")), "{err}");
+    assert!(err.contains(&format!(" --> {f}:3:1\n  |\n3 | CMD echo hi\n  | ^^^^^^^^^^^\n  = hint: write CMD [\"executable\", \"arg\"]\n")), "{err}");
+    assert!(err.ends_with(&format!("{f}: 3 warnings found\n")), "{err}");
+}
+
+#[test]
+fn check_error_on_warnings_and_directive() {
+    let p = tmp_file("eow", "FROM a\nCMD echo hi\n");
+    let out = strata(
+        &["check", "--error-on-warnings", "-f", p.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let p = tmp_file("dir", "# check=error=true\nFROM a\nCMD echo hi\n");
+    assert_eq!(
+        strata(&["check", "-f", p.to_str().unwrap()], None)
+            .status
+            .code(),
+        Some(1)
+    );
+    let p = tmp_file(
+        "skip",
+        "# check=skip=JSONArgsRecommended;error=true\nFROM a\nCMD echo hi\n",
+    );
+    let out = strata(&["check", "-f", p.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).ends_with("0 warnings found\n"));
+    // The build arg overrides the directive.
+    let out = strata(
+        &[
+            "check",
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=all",
+            "-f",
+            "-",
+        ],
+        Some("# check=error=true\nFROM a\nCMD x\n"),
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn check_skip_comment_above_one_instruction() {
+    let out = strata(
+        &["check", "-f", "-"],
+        Some("FROM a\nARG GITHUB_TOKEN\n# check=skip=SecretsUsedInArgOrEnv\nARG API_KEY\n"),
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("GITHUB_TOKEN") && !err.contains("API_KEY"),
+        "{err}"
+    );
+    assert!(err.ends_with("1 warning found\n"));
+}
+
+#[test]
+fn check_fails_on_errors() {
+    let out = strata(&["check", "-f", "-"], Some("FROM a\nCOPY onlyone\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr)
+        .starts_with("error: COPY requires at least two arguments, but only one was provided."));
+}
+
+#[test]
+fn check_json_format() {
+    let out = strata(
+        &["check", "--format", "json", "-f", "-"],
+        Some("FROM a\nENV k v\n"),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["rule"], "LegacyKeyValueFormat");
+    assert_eq!(v[0]["line"], 2);
+    assert_eq!(v[0]["column"], 1);
+}
+
+#[test]
+fn check_uses_build_args_and_target() {
+    let out = strata(
+        &["check", "--target", "bulid", "-f", "-"],
+        Some("FROM a AS build\nFROM b\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("hint: did you mean build?"));
+    let out = strata(
+        &["check", "--build-arg", "V=1", "-f", "-"],
+        Some("ARG V\nARG X=${V:?\"set V\"}\nFROM a\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = strata(&["check", "--no-such-flag"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn python_fixture_is_clean() {
+    let f = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/python-app/Dockerfile"
+    );
+    let out = strata(&["check", "-f", f], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).ends_with("0 warnings found\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = strata(&["parse", f], None);
+    assert_eq!(
+        text(&out.stdout),
+        format!("{f}: 19 instructions, 2 stages\n  [0] builder from python:3.12-slim (8 instructions)\n  [1] runtime from python:3.12-slim (8 instructions) (target)\n")
+    );
+}
