@@ -211,3 +211,12 @@ fn python_fixture_is_clean() {
         format!("{f}: 19 instructions, 2 stages\n  [0] builder from python:3.12-slim (8 instructions)\n  [1] runtime from python:3.12-slim (8 instructions) (target)\n")
     );
 }
+
+#[test]
+fn unknown_target_error_has_no_misleading_snippet() {
+    let out = strata(
+        &["check", "--target", "bulid", "-f", "-"],
+        Some("FROM a AS build\nFROM b\n"),
+    );
+    assert_eq!(text(&out.stderr), "error: target stage \"bulid\" could not be found\n --> <stdin>\n  = hint: did you mean build?\n");
+}

@@ -18,8 +18,12 @@ const MAX_LINES: usize = 8;
 
 pub fn diagnostic(d: &Diagnostic) -> String {
     let mut out = format!("error: {}\n", d.message);
-    if let Some(src) = &d.file {
-        snippet(&mut out, src, d.span);
+    match &d.file {
+        Some(src) if d.located => snippet(&mut out, src, d.span),
+        Some(src) => {
+            let _ = writeln!(out, " --> {}", src.name());
+        }
+        None => {}
     }
     if let Some(h) = &d.hint {
         let _ = writeln!(out, "  = hint: {h}");

@@ -16,6 +16,8 @@ pub struct Diagnostic {
     pub hint: Option<String>,
     /// The file this diagnostic points into; set by the public entry points.
     pub file: Option<Source>,
+    /// False for problems about the file as a whole (an unknown `--target`): no line is shown.
+    pub located: bool,
 }
 
 impl Diagnostic {
@@ -25,6 +27,15 @@ impl Diagnostic {
             span,
             hint: None,
             file: None,
+            located: true,
+        }
+    }
+
+    /// A diagnostic about the whole file rather than a place in it.
+    pub fn unlocated(message: impl Into<String>) -> Self {
+        Diagnostic {
+            located: false,
+            ..Diagnostic::new(message, Span::default())
         }
     }
 
@@ -48,6 +59,9 @@ impl Diagnostic {
     /// `file:line:col`, or nothing without a source.
     pub fn location(&self) -> Option<String> {
         let src = self.file.as_ref()?;
+        if !self.located {
+            return Some(src.name().to_string());
+        }
         let p = src.position(self.span.start);
         Some(format!("{}:{}:{}", src.name(), p.line, p.column))
     }

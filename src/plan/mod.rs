@@ -512,10 +512,8 @@ impl Planner<'_> {
             None => stages.len() - 1,
             Some(t) => find_stage(&stages, t).ok_or_else(|| {
                 let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-                let mut d = Diagnostic::new(
-                    format!("target stage \"{t}\" could not be found"),
-                    Span::default(),
-                );
+                let mut d =
+                    Diagnostic::unlocated(format!("target stage \"{t}\" could not be found"));
                 if let Some(s) = did_you_mean(t, names.iter().copied()) {
                     d = d.with_hint(format!("did you mean {s}?"));
                 } else if !names.is_empty() {
