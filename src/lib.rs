@@ -13,4 +13,7 @@
 //! The binary's command-line layer lives in `src/cli/` and is not part of the library API.
 
 pub mod dockerfile;
+pub mod layer;
+pub mod oci;
 pub mod plan;
+pub mod store;

@@ -7,6 +7,12 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // Die quietly on a closed pipe (`strata inspect x | head`), as other command-line tools do,
+    // instead of panicking in println!.
+    // SAFETY: called before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     let code = match cli::run(cli) {
         Ok(code) => code,

@@ -4,6 +4,7 @@
 mod check;
 mod parse;
 pub mod render;
+mod store_cmds;
 
 use std::path::PathBuf;
 
@@ -13,6 +14,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, propagate_version = true)]
 pub struct Cli {
+    /// The image store (default: $STRATA_ROOT, else $XDG_DATA_HOME/strata, else
+    /// ~/.local/share/strata).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Commands,
 }
@@ -23,13 +28,59 @@ pub enum Commands {
     Parse(parse::ParseArgs),
     /// Check a Dockerfile: parse, type and plan it, and report lint warnings.
     Check(check::CheckArgs),
+    /// List images in the store.
+    Images(store_cmds::ImagesArgs),
+    /// Show an image's config and manifest as JSON.
+    Inspect(store_cmds::ImageArg),
+    /// Show an image's history: one line per instruction, with layer sizes.
+    History(store_cmds::ImageArg),
+    /// Give an image another name.
+    Tag(store_cmds::TagArgs),
+    /// Remove image names.
+    Rmi(store_cmds::RmiArgs),
+    /// Remove unreferenced blobs, snapshots and leftovers; print the bytes freed.
+    Prune(store_cmds::PruneArgs),
+    /// Show the store's disk use.
+    Df,
+    /// Check every blob and reference in the store.
+    Fsck,
+    /// Make a one-layer image from a root filesystem directory or a tar.
+    Import(store_cmds::ImportArgs),
+    /// Write images to an oci-archive, docker-archive or OCI layout directory.
+    Save(store_cmds::SaveArgs),
+    /// Load images from an OCI layout, oci-archive or docker-archive.
+    Load(store_cmds::LoadArgs),
+    /// Unpack an image's root filesystem into a directory (layers applied in order).
+    Unpack(store_cmds::UnpackArgs),
 }
 
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let store = || -> anyhow::Result<strata::store::Store> {
+        let root = cli
+            .root
+            .clone()
+            .or_else(strata::store::default_root)
+            .ok_or_else(|| {
+                anyhow::anyhow!("no store location: set --root, STRATA_ROOT, XDG_DATA_HOME or HOME")
+            })?;
+        Ok(strata::store::Store::open(root)?)
+    };
     match cli.command {
         Commands::Parse(a) => parse::run(a),
         Commands::Check(a) => check::run(a),
+        Commands::Images(a) => store_cmds::images(&store()?, a),
+        Commands::Inspect(a) => store_cmds::inspect(&store()?, a),
+        Commands::History(a) => store_cmds::history(&store()?, a),
+        Commands::Tag(a) => store_cmds::tag(&store()?, a),
+        Commands::Rmi(a) => store_cmds::rmi(&store()?, a),
+        Commands::Prune(a) => store_cmds::prune(&store()?, a),
+        Commands::Df => store_cmds::df(&store()?),
+        Commands::Fsck => store_cmds::fsck(&store()?),
+        Commands::Import(a) => store_cmds::import(&store()?, a),
+        Commands::Save(a) => store_cmds::save(&store()?, a),
+        Commands::Load(a) => store_cmds::load(&store()?, a),
+        Commands::Unpack(a) => store_cmds::unpack(&store()?, a),
     }
 }
 

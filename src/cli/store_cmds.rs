@@ -1,0 +1,406 @@
+//! Store subcommands: `images`, `inspect`, `history`, `tag`, `rmi`, `prune`, `df`, `fsck`,
+//! `import`, `save`, `load`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use strata::layer::Compression;
+use strata::oci;
+use strata::store::{ImageRecord, ImageRef, SaveFormat, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImageArg {
+    /// An image: NAME[:TAG], or an id (config digest or a prefix of it).
+    image: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// The image to name.
+    source: String,
+    /// The new name, NAME[:TAG].
+    target: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// Names or ids; an id removes every name of that image. Blobs stay until `prune`.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Also remove every snapshot (unpacked layers are rebuilt when needed).
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// A directory (the root filesystem) or a tar (plain, gzip or zstd).
+    source: PathBuf,
+    /// The image name, NAME[:TAG].
+    name: String,
+    /// Layer compression.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SaveArgs {
+    /// Images to save (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Where to write.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Archive format.
+    #[arg(long, default_value = "oci-archive", value_parser = ["oci-archive", "docker-archive", "oci-dir"])]
+    format: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnpackArgs {
+    /// The image.
+    image: String,
+    /// A new (or empty) directory to unpack its root filesystem into.
+    dest: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// An OCI layout directory, an oci-archive or a docker-archive (the format is detected).
+    #[arg(short = 'i', long = "input")]
+    input: PathBuf,
+}
+
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+fn ago(created: Option<&str>) -> String {
+    let Some(c) = created else {
+        return "unknown".into();
+    };
+    let Some(secs) = parse_rfc3339(c) else {
+        return c.to_string();
+    };
+    let d = oci::now_secs() - secs;
+    match d {
+        d if d < 0 => "in the future".into(),
+        d if d < 60 => "just now".into(),
+        d if d < 3600 => format!("{} minutes ago", d / 60),
+        d if d < 86_400 => format!("{} hours ago", d / 3600),
+        d if d < 86_400 * 60 => format!("{} days ago", d / 86_400),
+        d if d < 86_400 * 730 => format!("{} months ago", d / (86_400 * 30)),
+        d => format!("{} years ago", d / (86_400 * 365)),
+    }
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let (y, mo, d) = (
+        s.get(0..4)?.parse::<i64>().ok()?,
+        s.get(5..7)?.parse::<i64>().ok()?,
+        s.get(8..10)?.parse::<i64>().ok()?,
+    );
+    let (h, mi, se) = (
+        s.get(11..13)?.parse::<i64>().ok()?,
+        s.get(14..16)?.parse::<i64>().ok()?,
+        s.get(17..19)?.parse::<i64>().ok()?,
+    );
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
+    let imgs = store.images()?;
+    match a.format {
+        Format::Json => {
+            let v: Vec<serde_json::Value> = imgs
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "names": i.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                        "id": i.id().to_string(),
+                        "digest": i.manifest_digest.to_string(),
+                        "created": i.config.created,
+                        "size": i.size(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let mut rows = vec![[
+                "NAME".to_string(),
+                "TAG".into(),
+                "IMAGE ID".into(),
+                "CREATED".into(),
+                "SIZE".into(),
+            ]];
+            for i in &imgs {
+                let names: Vec<(String, String)> = if i.names.is_empty() {
+                    vec![("<none>".into(), "<none>".into())]
+                } else {
+                    i.names
+                        .iter()
+                        .map(|n| (n.name.clone(), n.tag.clone()))
+                        .collect()
+                };
+                for (n, t) in names {
+                    rows.push([
+                        n,
+                        t,
+                        i.id().short().to_string(),
+                        ago(i.config.created.as_deref()),
+                        human_size(i.size()),
+                    ]);
+                }
+            }
+            print_table(&rows);
+        }
+    }
+    Ok(0)
+}
+
+fn print_table(rows: &[[String; 5]]) {
+    let mut w = [0usize; 5];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 4 {
+                    c.clone()
+                } else {
+                    format!("{c:<width$}", width = w[i])
+                }
+            })
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+}
+
+pub fn inspect(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
+    let i = store.resolve(&a.image)?;
+    let v = serde_json::json!({
+        "Id": i.id().to_string(),
+        "Names": i.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        "Digest": i.manifest_digest.to_string(),
+        "Manifest": i.manifest,
+        "Config": i.config,
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(0)
+}
+
+pub fn history(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
+    let i = store.resolve(&a.image)?;
+    let mut layers = i.manifest.layers.iter();
+    println!("{:<22} {:>10}   CREATED BY", "CREATED", "SIZE");
+    let mut rows = Vec::new();
+    for h in &i.config.history {
+        let size = if h.empty_layer {
+            0
+        } else {
+            layers.next().map(|l| l.size).unwrap_or(0)
+        };
+        rows.push((
+            h.created.clone().unwrap_or_default(),
+            size,
+            h.created_by.clone().unwrap_or_default(),
+        ));
+    }
+    for (c, s, by) in rows.iter().rev() {
+        println!("{:<22} {:>10}   {}", c, human_size(*s), by);
+    }
+    Ok(0)
+}
+
+pub fn tag(store: &Store, a: TagArgs) -> anyhow::Result<i32> {
+    let target = ImageRef::parse(&a.target)?;
+    store.tag(&a.source, &target)?;
+    Ok(0)
+}
+
+pub fn rmi(store: &Store, a: RmiArgs) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for i in &a.images {
+        match store.remove(i) {
+            Ok(names) => {
+                for n in names {
+                    println!("Untagged: {n}");
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
+    let freed = store.prune(a.all)?;
+    println!(
+        "Total reclaimed space: {} ({freed} bytes)",
+        human_size(freed)
+    );
+    Ok(0)
+}
+
+pub fn df(store: &Store) -> anyhow::Result<i32> {
+    let du = store.disk_usage()?;
+    println!("{:<20} {:>10}", "images", du.images);
+    println!("{:<20} {:>10}", "blobs", human_size(du.blobs));
+    println!(
+        "{:<20} {:>10}",
+        "reclaimable blobs",
+        human_size(du.reclaimable_blobs)
+    );
+    println!("{:<20} {:>10}", "snapshots", human_size(du.snapshots));
+    println!("{:<20} {:>10}", "temporary", human_size(du.tmp));
+    Ok(0)
+}
+
+pub fn fsck(store: &Store) -> anyhow::Result<i32> {
+    let r = store.fsck()?;
+    for p in &r.problems {
+        println!("problem: {}", p.0);
+    }
+    if r.leftovers > 0 {
+        println!("note: {} leftover temporary entries from interrupted writes (harmless; `strata prune` removes them)", r.leftovers);
+    }
+    println!(
+        "{} blobs and {} image references checked: {} problem{}",
+        r.blobs_checked,
+        r.images_checked,
+        r.problems.len(),
+        if r.problems.len() == 1 { "" } else { "s" }
+    );
+    Ok(if r.problems.is_empty() { 0 } else { 1 })
+}
+
+fn epoch() -> anyhow::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Ok(Some(v.parse().with_context(|| {
+            format!("invalid SOURCE_DATE_EPOCH \"{v}\": expected seconds since 1970")
+        })?)),
+        _ => Ok(None),
+    }
+}
+
+pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<i32> {
+    let name = ImageRef::parse(&a.name)?;
+    let c = Compression::parse(&a.compression).expect("clap checked the value");
+    let img = store.import(&a.source, &name, c, epoch()?)?;
+    println!("{}", img.id());
+    Ok(0)
+}
+
+fn resolve_with_names(
+    store: &Store,
+    what: &[String],
+) -> anyhow::Result<Vec<(ImageRecord, Vec<ImageRef>)>> {
+    let mut out = Vec::new();
+    for w in what {
+        let img = store.resolve(w)?;
+        let names = match ImageRef::parse(w) {
+            Ok(r) if img.names.contains(&r) => vec![r],
+            _ => img.names.clone(),
+        };
+        out.push((img, names));
+    }
+    Ok(out)
+}
+
+pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<i32> {
+    let format = SaveFormat::parse(&a.format).expect("clap checked the value");
+    let images = resolve_with_names(store, &a.images)?;
+    if format == SaveFormat::OciDir
+        && a.output.exists()
+        && !a.output.join("oci-layout").exists()
+        && a.output.read_dir().is_ok_and(|mut d| d.next().is_some())
+    {
+        bail!(
+            "{}: exists and is not an OCI layout; choose an empty or new directory",
+            a.output.display()
+        );
+    }
+    store.save(&images, &a.output, format)?;
+    Ok(0)
+}
+
+pub fn load(store: &Store, a: LoadArgs) -> anyhow::Result<i32> {
+    let imgs = store.load(&a.input)?;
+    for i in imgs {
+        if i.names.is_empty() {
+            println!("Loaded image ID: {}", i.id());
+        }
+        for n in &i.names {
+            println!("Loaded image: {n}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn unpack(store: &Store, a: UnpackArgs) -> anyhow::Result<i32> {
+    let img = store.resolve(&a.image)?;
+    let reports = store.unpack(&img, &a.dest)?;
+    let devices: Vec<&String> = reports.iter().flat_map(|r| &r.skipped_devices).collect();
+    if !devices.is_empty() {
+        eprintln!(
+            "warning: {} device node(s) skipped (creating devices needs privileges): {}",
+            devices.len(),
+            devices
+                .iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let owners: u64 = reports.iter().map(|r| r.owners_not_set).sum();
+    if owners > 0 {
+        eprintln!("warning: {owners} file(s) keep your ownership: setting other owners needs root or a user namespace");
+    }
+    Ok(0)
+}

@@ -1,0 +1,381 @@
+//! Apply a layer tar onto a directory, safely.
+//!
+//! Nothing outside the target is ever written, however the tar is built: entry paths are cleaned
+//! and `..` that would climb out is an error; absolute paths are taken relative to the target;
+//! every parent directory is resolved inside the target (a symlink on the way is followed as if
+//! the target were `/`, never out of it); the last component is never followed; hard links must
+//! point inside the target. OCI whiteouts remove what they name; an opaque marker empties its
+//! directory of everything lower layers put there. Device nodes that cannot be made (rootless)
+//! are skipped and reported; owners that cannot be set are left as they are and reported.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use tar::EntryType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("layer entry \"{entry}\": {reason}")]
+    Entry { entry: String, reason: String },
+    #[error("reading the layer: {0}")]
+    Read(io::Error),
+}
+
+fn entry_err(entry: &Path, reason: impl ToString) -> ApplyError {
+    ApplyError::Entry {
+        entry: entry.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Set owners from the tar (needs root, or ids mapped in a user namespace).
+    pub chown: bool,
+}
+
+/// What had to be left out or changed, for a warning.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    pub entries: u64,
+    pub skipped_devices: Vec<String>,
+    pub owners_not_set: u64,
+    pub xattrs_not_set: u64,
+}
+
+/// Clean an entry name: no `.`, no empty parts, leading `/` dropped; `None` if `..` climbs out.
+pub fn clean_entry_path(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    Some(out)
+}
+
+/// Resolve `rel` (already clean) inside `root`, following symlinks in every component but the
+/// last as if `root` were `/`. The result is always below `root`.
+pub fn resolve_parent_in_root(root: &Path, rel: &Path) -> io::Result<PathBuf> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let mut resolved = resolve_in_root(root, parent, 0)?;
+    if let Some(name) = rel.file_name() {
+        resolved.push(name);
+    }
+    Ok(root.join(resolved))
+}
+
+/// Resolve every component of `rel` inside `root`; returns a path relative to `root`.
+fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBuf> {
+    if depth > 40 {
+        return Err(io::Error::other("too many levels of symbolic links"));
+    }
+    let mut cur = PathBuf::new();
+    let comps: Vec<Component> = rel.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        match c {
+            Component::Normal(n) => {
+                let candidate = cur.join(n);
+                match std::fs::symlink_metadata(root.join(&candidate)) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        let target = std::fs::read_link(root.join(&candidate))?;
+                        let base = if target.is_absolute() {
+                            PathBuf::new()
+                        } else {
+                            cur.clone()
+                        };
+                        let mut rest = base.join(&target);
+                        for r in &comps[i + 1..] {
+                            rest.push(r.as_os_str());
+                        }
+                        // Clean lexically, clamping `..` at the root.
+                        let mut clean = PathBuf::new();
+                        for rc in rest.components() {
+                            match rc {
+                                Component::Normal(x) => clean.push(x),
+                                Component::ParentDir => {
+                                    clean.pop();
+                                }
+                                _ => {}
+                            }
+                        }
+                        return resolve_in_root(root, &clean, depth + 1);
+                    }
+                    _ => cur = candidate,
+                }
+            }
+            Component::ParentDir => {
+                cur.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(cur)
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Make sure the directory `rel_dir` exists, following symlinks in it inside `root` (a parent
+/// that is a symlink to a directory is used, as Docker does; it is never replaced).
+fn mkdir_all_in_root(root: &Path, rel_dir: &Path) -> io::Result<()> {
+    let resolved = root.join(resolve_in_root(root, rel_dir, 0)?);
+    match std::fs::symlink_metadata(&resolved) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => {
+            // A file (or a dangling symlink after resolution) where a directory must be.
+            std::fs::remove_file(&resolved)?;
+            std::fs::create_dir_all(&resolved)
+        }
+        Err(_) => std::fs::create_dir_all(&resolved),
+    }
+}
+
+/// Apply an uncompressed tar stream onto `root`.
+pub fn apply_layer<R: Read>(
+    tar: R,
+    root: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport, ApplyError> {
+    let mut report = ApplyReport::default();
+    let mut archive = tar::Archive::new(tar);
+    let mut created: HashSet<PathBuf> = HashSet::new();
+    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
+    let is_root = rustix::process::geteuid().is_root();
+
+    for entry in archive.entries().map_err(ApplyError::Read)? {
+        let mut entry = entry.map_err(ApplyError::Read)?;
+        let raw = entry.path().map_err(ApplyError::Read)?.into_owned();
+        let rel = clean_entry_path(&raw)
+            .ok_or_else(|| entry_err(&raw, "path climbs out of the layer with `..`"))?;
+        report.entries += 1;
+        if rel.as_os_str().is_empty() {
+            continue; // the root itself
+        }
+        let name = rel.file_name().unwrap_or_default().as_bytes().to_vec();
+        let io_err = |e: io::Error| entry_err(&raw, e);
+
+        // Whiteouts.
+        if name == b".wh..wh..opq" {
+            let dir_rel = rel.parent().unwrap_or(Path::new(""));
+            let dir = resolve_parent_in_root(root, &dir_rel.join("x")).map_err(io_err)?;
+            let dir = dir.parent().unwrap_or(root).to_path_buf();
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    let child_rel = dir_rel.join(e.file_name());
+                    if !created.contains(&child_rel) {
+                        remove_any(&e.path()).map_err(io_err)?;
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(b".wh.") {
+            let target = rel.with_file_name(OsStr::from_bytes(hidden));
+            let abs = resolve_parent_in_root(root, &target).map_err(io_err)?;
+            remove_any(&abs).map_err(io_err)?;
+            continue;
+        }
+
+        if let Some(parent) = rel.parent() {
+            mkdir_all_in_root(root, parent).map_err(io_err)?;
+        }
+        let abs = resolve_parent_in_root(root, &rel).map_err(io_err)?;
+        let kind = entry.header().entry_type();
+        let mode = entry.header().mode().map_err(io_err)? & 0o7777;
+        let mtime = entry.header().mtime().unwrap_or(0) as i64;
+        let uid = entry.header().uid().unwrap_or(0);
+        let gid = entry.header().gid().unwrap_or(0);
+
+        // Replace whatever is there, except a directory by a directory.
+        let existing = std::fs::symlink_metadata(&abs).ok();
+        let keep_dir =
+            kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
+        if existing.is_some() && !keep_dir {
+            remove_any(&abs).map_err(io_err)?;
+        }
+
+        match kind {
+            EntryType::Directory => {
+                if !keep_dir {
+                    std::fs::create_dir(&abs).map_err(io_err)?;
+                }
+                dir_times.push((abs.clone(), mtime));
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&abs)
+                    .map_err(io_err)?;
+                io::copy(&mut entry, &mut f).map_err(io_err)?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_err)?
+                    .ok_or_else(|| entry_err(&raw, "symlink without a target"))?;
+                std::os::unix::fs::symlink(&*target, &abs).map_err(io_err)?;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(io_err)?
+                    .ok_or_else(|| entry_err(&raw, "hard link without a target"))?;
+                let trel = clean_entry_path(&target).ok_or_else(|| {
+                    entry_err(
+                        &raw,
+                        format!(
+                            "hard link target \"{}\" climbs out of the layer",
+                            target.display()
+                        ),
+                    )
+                })?;
+                let tabs = resolve_parent_in_root(root, &trel).map_err(io_err)?;
+                let tm = std::fs::symlink_metadata(&tabs).map_err(|e| {
+                    entry_err(
+                        &raw,
+                        format!("hard link target \"{}\": {e}", target.display()),
+                    )
+                })?;
+                if tm.is_dir() {
+                    return Err(entry_err(&raw, "hard link to a directory"));
+                }
+                std::fs::hard_link(&tabs, &abs).map_err(io_err)?;
+                created.insert(rel.clone());
+                continue;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let ft = match kind {
+                    EntryType::Char => rustix::fs::FileType::CharacterDevice,
+                    EntryType::Block => rustix::fs::FileType::BlockDevice,
+                    _ => rustix::fs::FileType::Fifo,
+                };
+                let dev = rustix::fs::makedev(
+                    entry.header().device_major().ok().flatten().unwrap_or(0),
+                    entry.header().device_minor().ok().flatten().unwrap_or(0),
+                );
+                match rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &abs,
+                    ft,
+                    rustix::fs::Mode::from_raw_mode(mode),
+                    dev,
+                ) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::PERM) if kind != EntryType::Fifo => {
+                        report.skipped_devices.push(rel.display().to_string());
+                        continue;
+                    }
+                    Err(e) => return Err(entry_err(&raw, io::Error::from(e))),
+                }
+            }
+            EntryType::XHeader
+            | EntryType::XGlobalHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => continue,
+            other => return Err(entry_err(&raw, format!("unsupported entry type {other:?}"))),
+        }
+        created.insert(rel.clone());
+
+        // xattrs from PAX records.
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+                    continue;
+                };
+                let Ok(ckey) = std::ffi::CString::new(key) else {
+                    continue;
+                };
+                if rustix::fs::lsetxattr(
+                    &abs,
+                    ckey.as_c_str(),
+                    ext.value_bytes(),
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .is_err()
+                {
+                    report.xattrs_not_set += 1;
+                }
+            }
+        }
+        if opts.chown || is_root {
+            let r = std::os::unix::fs::lchown(&abs, Some(uid as u32), Some(gid as u32));
+            if r.is_err() {
+                report.owners_not_set += 1;
+            }
+        } else if uid != u64::from(rustix::process::geteuid().as_raw()) {
+            report.owners_not_set += 1;
+        }
+        if kind != EntryType::Symlink {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err)?;
+        }
+        if kind != EntryType::Directory {
+            set_mtime(&abs, mtime);
+        }
+    }
+    // Directory times last: creating children changed them.
+    for (d, t) in dir_times.into_iter().rev() {
+        set_mtime(&d, t);
+    }
+    Ok(report)
+}
+
+fn set_mtime(p: &Path, secs: i64) {
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        },
+    };
+    let _ = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &ts,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(
+            clean_entry_path(Path::new("./a/./b/")),
+            Some(PathBuf::from("a/b"))
+        );
+        assert_eq!(
+            clean_entry_path(Path::new("/etc/passwd")),
+            Some(PathBuf::from("etc/passwd"))
+        );
+        assert_eq!(
+            clean_entry_path(Path::new("a/../b")),
+            Some(PathBuf::from("b"))
+        );
+        assert_eq!(clean_entry_path(Path::new("../x")), None);
+        assert_eq!(clean_entry_path(Path::new("a/../../x")), None);
+    }
+}

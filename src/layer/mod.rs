@@ -1,0 +1,193 @@
+//! Layer tarballs: a deterministic tar from a directory ([`write_layer`]), compressed on all
+//! cores, with the diffID and the compressed digest computed in the same pass; and the safe
+//! application of a tar onto a directory ([`apply`]). Never mounts anything.
+
+pub mod apply;
+pub mod pargz;
+mod writer;
+
+pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport};
+pub use writer::{write_tree, WriteOptions};
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use crate::oci::{media, Digest, HashingWriter};
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+}
+
+impl Compression {
+    pub const GZIP: Compression = Compression::Gzip { level: 6 };
+    pub const ZSTD: Compression = Compression::Zstd { level: 3 };
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => media::OCI_LAYER,
+            Compression::Gzip { .. } => media::OCI_LAYER_GZIP,
+            Compression::Zstd { .. } => media::OCI_LAYER_ZSTD,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Compression> {
+        match s {
+            "gzip" => Some(Compression::GZIP),
+            "zstd" => Some(Compression::ZSTD),
+            "none" | "uncompressed" => Some(Compression::None),
+            _ => None,
+        }
+    }
+}
+
+/// What a layer blob is, once written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the blob as stored.
+    pub digest: Digest,
+    pub size: u64,
+    pub uncompressed_size: u64,
+    pub media_type: &'static str,
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+enum Enc<W: Write> {
+    None(W),
+    Gzip(pargz::ParGzEncoder<W>),
+    Zstd(zstd::stream::Encoder<'static, W>),
+}
+
+/// A `Write` for the uncompressed tar stream: hashes it (diffID), compresses it, and hashes the
+/// compressed bytes (digest) on their way to `out`, all in one pass.
+pub struct LayerSink<W: Write> {
+    tar_hash: HashingWriter<io::Sink>,
+    enc: Enc<HashingWriter<W>>,
+    compression: Compression,
+}
+
+impl<W: Write> LayerSink<W> {
+    pub fn new(out: W, compression: Compression) -> io::Result<Self> {
+        let hw = HashingWriter::new(out);
+        let enc = match compression {
+            Compression::None => Enc::None(hw),
+            Compression::Gzip { level } => {
+                Enc::Gzip(pargz::ParGzEncoder::new(hw, level, threads()))
+            }
+            Compression::Zstd { level } => {
+                let mut e = zstd::stream::Encoder::new(hw, level)?;
+                let n = threads() as u32;
+                if n > 1 {
+                    e.multithread(n)?;
+                }
+                Enc::Zstd(e)
+            }
+        };
+        Ok(LayerSink {
+            tar_hash: HashingWriter::new(io::sink()),
+            enc,
+            compression,
+        })
+    }
+
+    pub fn finish(self) -> io::Result<(W, LayerInfo)> {
+        let (_, diff_id, uncompressed_size) = self.tar_hash.finish();
+        let hw = match self.enc {
+            Enc::None(w) => w,
+            Enc::Gzip(g) => g.finish()?,
+            Enc::Zstd(z) => z.finish()?,
+        };
+        let (out, digest, size) = hw.finish();
+        Ok((
+            out,
+            LayerInfo {
+                diff_id,
+                digest,
+                size,
+                uncompressed_size,
+                media_type: self.compression.media_type(),
+            },
+        ))
+    }
+}
+
+impl<W: Write> Write for LayerSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match &mut self.enc {
+            Enc::None(w) => w.write(buf)?,
+            Enc::Gzip(g) => g.write(buf)?,
+            Enc::Zstd(z) => z.write(buf)?,
+        };
+        self.tar_hash.write_all(&buf[..n])?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compress an existing tar stream into a layer blob.
+pub fn compress_tar<R: Read, W: Write>(
+    mut tar: R,
+    out: W,
+    compression: Compression,
+) -> io::Result<(W, LayerInfo)> {
+    let mut sink = LayerSink::new(out, compression)?;
+    io::copy(&mut tar, &mut sink)?;
+    sink.finish()
+}
+
+/// What a blob's first bytes say about its compression.
+pub fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::GZIP
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::ZSTD
+    } else {
+        Compression::None
+    }
+}
+
+/// A reader of the uncompressed tar inside a layer blob, whatever its compression.
+pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Read + 'a>> {
+    let mut br = BufReader::with_capacity(256 * 1024, r);
+    let kind = sniff(br.fill_buf()?);
+    Ok(match kind {
+        Compression::Gzip { .. } => Box::new(flate2::bufread::MultiGzDecoder::new(br)),
+        Compression::Zstd { .. } => Box::new(zstd::stream::Decoder::with_buffer(br)?),
+        Compression::None => Box::new(br),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_digests_match_separate_hashes() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 97) as u8).collect();
+        for c in [Compression::None, Compression::GZIP, Compression::ZSTD] {
+            let (blob, info) = compress_tar(&data[..], Vec::new(), c).unwrap();
+            assert_eq!(info.diff_id, Digest::of(&data));
+            assert_eq!(info.digest, Digest::of(&blob));
+            assert_eq!(info.size, blob.len() as u64);
+            assert_eq!(info.uncompressed_size, data.len() as u64);
+            let mut back = Vec::new();
+            decompress(&blob[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{c:?}");
+        }
+    }
+}

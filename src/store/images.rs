@@ -1,0 +1,511 @@
+//! Images in the store: references, listing, tagging, import, and garbage collection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::{at, io_util, Error, Result, Store};
+use crate::layer::{self, Compression, LayerInfo};
+use crate::oci::{
+    self, canonical_json, media, Descriptor, Digest, History, ImageConfig, Index, Manifest,
+    Platform, RootFs, REF_NAME,
+};
+
+/// A parsed image reference `name[:tag]`, normalized the way users type it (`busybox:latest`,
+/// not `docker.io/library/busybox:latest`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ImageRef {
+    pub name: String,
+    pub tag: String,
+}
+
+impl ImageRef {
+    pub fn parse(s: &str) -> Result<ImageRef> {
+        let bad = |why: &str| Error::Invalid(format!("invalid image reference \"{s}\": {why}"));
+        let s2 = s
+            .strip_prefix("docker.io/library/")
+            .or_else(|| s.strip_prefix("docker.io/"))
+            .unwrap_or(s);
+        // The tag is after the last ':' that comes after the last '/' (a registry port is not a tag).
+        let slash = s2.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (name, tag) = match s2[slash..].rfind(':') {
+            Some(i) => (&s2[..slash + i], &s2[slash + i + 1..]),
+            None => (s2, "latest"),
+        };
+        if name.is_empty() {
+            return Err(bad("the name is empty"));
+        }
+        if name.contains('@') {
+            return Err(bad("digest references are not tags; use the image id"));
+        }
+        // A registry host (first of several parts) may have upper case and a port.
+        let parts = name.split('/').count();
+        let ok_name = name.split('/').enumerate().all(|(i, part)| {
+            let host = i == 0 && parts > 1;
+            !part.is_empty()
+                && part.chars().all(|c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || "._-".contains(c)
+                        || (host && (c == ':' || c.is_ascii_uppercase()))
+                })
+        });
+        if !ok_name {
+            return Err(bad("names are lowercase letters, digits and . _ - / (for example myapp or registry:5000/team/app)"));
+        }
+        let ok_tag = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            && !tag.starts_with(['.', '-']);
+        if !ok_tag {
+            return Err(bad(
+                "tags are up to 128 letters, digits, _ . - and cannot start with . or -",
+            ));
+        }
+        Ok(ImageRef {
+            name: name.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.name, self.tag)
+    }
+}
+
+/// One image of the store with every name it has.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    pub names: Vec<ImageRef>,
+    pub manifest_digest: Digest,
+    pub manifest: Manifest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+}
+
+impl ImageRecord {
+    /// The image id: the config digest.
+    pub fn id(&self) -> &Digest {
+        &self.config_digest
+    }
+
+    /// Bytes of the layer blobs as stored.
+    pub fn size(&self) -> u64 {
+        self.manifest.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+/// The manifest for `want` in an index, or the first one when none says its platform.
+pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
+    index
+        .manifests
+        .iter()
+        .filter(|d| media::is_manifest(&d.media_type))
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(want)))
+        .or_else(|| {
+            index
+                .manifests
+                .iter()
+                .find(|d| media::is_manifest(&d.media_type) && d.platform.is_none())
+        })
+}
+
+impl Store {
+    fn load_record(&self, manifest_digest: &Digest, names: Vec<ImageRef>) -> Result<ImageRecord> {
+        let mbytes = self.read_blob(manifest_digest)?;
+        let manifest: Manifest = oci::parse_json(&mbytes, &format!("manifest {manifest_digest}"))?;
+        let cbytes = self.read_blob(&manifest.config.digest)?;
+        let config: ImageConfig =
+            oci::parse_json(&cbytes, &format!("config {}", manifest.config.digest))?;
+        Ok(ImageRecord {
+            names,
+            manifest_digest: manifest_digest.clone(),
+            config_digest: manifest.config.digest.clone(),
+            manifest,
+            config,
+        })
+    }
+
+    /// Every image, with its names, sorted by name.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let index = self.index()?;
+        let mut by_manifest: BTreeMap<Digest, Vec<ImageRef>> = BTreeMap::new();
+        for d in &index.manifests {
+            let names = by_manifest.entry(d.digest.clone()).or_default();
+            if let Some(r) = d
+                .annotations
+                .get(REF_NAME)
+                .and_then(|r| ImageRef::parse(r).ok())
+            {
+                names.push(r);
+            }
+        }
+        let mut out = Vec::new();
+        for (digest, mut names) in by_manifest {
+            names.sort();
+            out.push(self.load_record(&digest, names)?);
+        }
+        out.sort_by(|a, b| a.names.first().cmp(&b.names.first()));
+        Ok(out)
+    }
+
+    /// Find an image by `name[:tag]`, by id (config digest, or a unique prefix of its hex of at
+    /// least 4 digits) or by manifest digest.
+    pub fn resolve(&self, what: &str) -> Result<ImageRecord> {
+        let images = self.images()?;
+        if let Ok(r) = ImageRef::parse(what) {
+            if let Some(img) = images.iter().find(|i| i.names.contains(&r)) {
+                return Ok(img.clone());
+            }
+        }
+        let hex = what.strip_prefix("sha256:").unwrap_or(what);
+        if hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<&ImageRecord> = images
+                .iter()
+                .filter(|i| {
+                    i.config_digest.hex().starts_with(hex)
+                        || i.manifest_digest.hex().starts_with(hex)
+                })
+                .collect();
+            match hits.len() {
+                1 => return Ok(hits[0].clone()),
+                n if n > 1 => {
+                    return Err(Error::Invalid(format!(
+                        "image id prefix \"{what}\" matches {n} images; give more digits"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Err(Error::NotFound(what.to_string()))
+    }
+
+    /// Point `name` at a manifest already in the store (replacing what the name pointed at).
+    pub fn set_ref(&self, name: &ImageRef, manifest: &Descriptor) -> Result<()> {
+        let mut d = manifest.clone();
+        d.annotations.insert(REF_NAME.to_string(), name.to_string());
+        self.update_index(|idx| {
+            idx.manifests.retain(|m| {
+                m.annotations.get(REF_NAME).map(String::as_str) != Some(&name.to_string())
+            });
+            // An untagged entry for the same manifest is now redundant.
+            idx.manifests
+                .retain(|m| m.digest != d.digest || m.annotations.contains_key(REF_NAME));
+            idx.manifests.push(d);
+            Ok(())
+        })
+    }
+
+    /// Add an image (config and layer blobs already in the store) under `names`.
+    pub fn add_image(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        names: &[ImageRef],
+    ) -> Result<ImageRecord> {
+        let _w = self.writer_lock()?;
+        let cbytes = canonical_json(config);
+        let cdigest = self.put_blob(&cbytes)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            config: Descriptor::new(media::OCI_CONFIG, cdigest, cbytes.len() as u64),
+            layers: layers.to_vec(),
+            annotations: BTreeMap::new(),
+        };
+        self.add_manifest(
+            &manifest,
+            Some(Platform {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+                os_version: None,
+                variant: config.variant.clone(),
+            }),
+            names,
+        )
+    }
+
+    /// Store a manifest and name it; every blob it points to must already be here.
+    pub fn add_manifest(
+        &self,
+        manifest: &Manifest,
+        platform: Option<Platform>,
+        names: &[ImageRef],
+    ) -> Result<ImageRecord> {
+        for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            if !self.has_blob(&d.digest) {
+                return Err(Error::MissingBlob(d.digest.clone()));
+            }
+        }
+        let mbytes = canonical_json(manifest);
+        let mdigest = self.put_blob(&mbytes)?;
+        let mut desc = Descriptor::new(
+            manifest
+                .media_type
+                .as_deref()
+                .unwrap_or(media::OCI_MANIFEST),
+            mdigest.clone(),
+            mbytes.len() as u64,
+        );
+        desc.platform = platform;
+        if names.is_empty() {
+            self.update_index(|idx| {
+                if !idx.manifests.iter().any(|m| m.digest == mdigest) {
+                    idx.manifests.push(desc.clone());
+                }
+                Ok(())
+            })?;
+        }
+        for n in names {
+            self.set_ref(n, &desc)?;
+        }
+        self.load_record(&mdigest, names.to_vec())
+    }
+
+    /// Give an image another name.
+    pub fn tag(&self, source: &str, target: &ImageRef) -> Result<()> {
+        let _w = self.writer_lock()?;
+        let img = self.resolve(source)?;
+        let idx = self.index()?;
+        let desc = idx
+            .manifests
+            .iter()
+            .find(|d| d.digest == img.manifest_digest)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(source.to_string()))?;
+        let mut desc = desc;
+        desc.annotations.remove(REF_NAME);
+        self.set_ref(target, &desc)
+    }
+
+    /// Remove a name, or every name of an image given by id. Blobs stay until `prune`.
+    /// Returns the names removed.
+    pub fn remove(&self, what: &str) -> Result<Vec<String>> {
+        let img = self.resolve(what)?;
+        let by_name = ImageRef::parse(what).ok().filter(|r| img.names.contains(r));
+        self.update_index(|idx| {
+            let mut removed = Vec::new();
+            idx.manifests.retain(|m| {
+                if m.digest != img.manifest_digest {
+                    return true;
+                }
+                let name = m.annotations.get(REF_NAME).cloned();
+                let drop = match (&by_name, &name) {
+                    (Some(r), Some(n)) => *n == r.to_string(),
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                };
+                if drop {
+                    removed.push(name.unwrap_or_else(|| img.config_digest.to_string()));
+                }
+                !drop
+            });
+            Ok(removed)
+        })
+    }
+
+    /// Store a layer blob from a writer closure that fills a [`layer::LayerSink`].
+    pub fn put_layer(
+        &self,
+        compression: Compression,
+        fill: impl FnOnce(&mut layer::LayerSink<std::fs::File>) -> std::io::Result<()>,
+    ) -> Result<LayerInfo> {
+        let mut tmp = self.temp_file()?;
+        let file = tmp.with(|f| f.try_clone())?;
+        let mut sink = at(tmp.path(), layer::LayerSink::new(file, compression))?;
+        at(tmp.path(), fill(&mut sink))?;
+        let (_f, info) = at(tmp.path(), sink.finish())?;
+        self.commit_blob(tmp, &info.digest)?;
+        Ok(info)
+    }
+
+    /// `strata import`: a directory or a tar (plain or compressed) becomes a one-layer image.
+    pub fn import(
+        &self,
+        source: &Path,
+        name: &ImageRef,
+        compression: Compression,
+        epoch: Option<i64>,
+    ) -> Result<ImageRecord> {
+        let _w = self.writer_lock()?;
+        let meta = at(source, std::fs::metadata(source))?;
+        let info = if meta.is_dir() {
+            let opts = layer::WriteOptions {
+                source_date_epoch: epoch,
+                overlay_whiteouts: false,
+            };
+            self.put_layer(compression, |sink| {
+                layer::write_tree(source, sink, &opts).map(|_| ())
+            })?
+        } else {
+            let f = super::open_file(source)?;
+            let mut r = at(source, layer::decompress(f))?;
+            self.put_layer(compression, |sink| std::io::copy(&mut r, sink).map(|_| ()))?
+        };
+        let created = oci::rfc3339(epoch.unwrap_or_else(oci::now_secs));
+        let host = Platform::host();
+        let config = ImageConfig {
+            created: Some(created.clone()),
+            architecture: host.architecture,
+            os: host.os,
+            variant: host.variant,
+            config: Some(Default::default()),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![info.diff_id.clone()],
+            },
+            history: vec![History {
+                created: Some(created),
+                created_by: Some(format!(
+                    "strata import {}",
+                    source.file_name().unwrap_or_default().to_string_lossy()
+                )),
+                comment: Some("imported".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let layer = Descriptor::new(info.media_type, info.digest.clone(), info.size);
+        self.add_image(&config, &[layer], std::slice::from_ref(name))
+    }
+
+    /// Every blob the index reaches.
+    fn reachable(&self) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
+        let mut blobs = BTreeSet::new();
+        let mut diff_ids = BTreeSet::new();
+        let index = self.index()?;
+        let mut todo: Vec<Descriptor> = index.manifests.clone();
+        while let Some(d) = todo.pop() {
+            if !blobs.insert(d.digest.clone()) {
+                continue;
+            }
+            if media::is_index(&d.media_type) {
+                let i: Index = oci::parse_json(&self.read_blob(&d.digest)?, "index")?;
+                todo.extend(i.manifests);
+            } else if media::is_manifest(&d.media_type) {
+                let m: Manifest = oci::parse_json(&self.read_blob(&d.digest)?, "manifest")?;
+                if let Ok(c) = self.read_blob(&m.config.digest) {
+                    if let Ok(cfg) = oci::parse_json::<ImageConfig>(&c, "config") {
+                        diff_ids.extend(cfg.rootfs.diff_ids);
+                    }
+                }
+                blobs.insert(m.config.digest.clone());
+                blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+            }
+        }
+        Ok((blobs, diff_ids))
+    }
+
+    /// Remove unreferenced blobs and snapshots, and leftovers in tmp; with `all`, every
+    /// snapshot too (they are rebuilt on demand). Returns bytes freed.
+    pub fn prune(&self, all: bool) -> Result<u64> {
+        let _gc = self.lock("gc.lock", super::LockKind::Exclusive)?;
+        let (keep, keep_diffs) = self.reachable()?;
+        let mut freed = 0;
+        let blobs = self.layout_dir().join("blobs/sha256");
+        for e in at(&blobs, std::fs::read_dir(&blobs))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep_it = format!("sha256:{name}")
+                .parse::<Digest>()
+                .is_ok_and(|d| keep.contains(&d));
+            if !keep_it {
+                freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                at(&e.path(), std::fs::remove_file(e.path()))?;
+            }
+        }
+        let snaps = self.base.join("snapshots/sha256");
+        for e in at(&snaps, std::fs::read_dir(&snaps))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep_it = !all
+                && format!("sha256:{name}")
+                    .parse::<Digest>()
+                    .is_ok_and(|d| keep_diffs.contains(&d));
+            if !keep_it {
+                freed += tree_size(&e.path());
+                make_writable(&e.path());
+                at(&e.path(), std::fs::remove_dir_all(e.path()))?;
+            }
+        }
+        // With gc.lock exclusive no writer is running: everything in tmp is a leftover.
+        let tmp = self.tmp_dir();
+        for e in at(&tmp, std::fs::read_dir(&tmp))?.flatten() {
+            freed += tree_size(&e.path());
+            make_writable(&e.path());
+            let p = e.path();
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            at(&p, r)?;
+        }
+        io_util::sync_dir(&blobs);
+        Ok(freed)
+    }
+
+    /// Disk use: (referenced blob bytes, unreferenced blob bytes, snapshot bytes, tmp bytes).
+    pub fn disk_usage(&self) -> Result<DiskUsage> {
+        let (keep, _) = self.reachable()?;
+        let mut du = DiskUsage::default();
+        let blobs = self.layout_dir().join("blobs/sha256");
+        for e in at(&blobs, std::fs::read_dir(&blobs))?.flatten() {
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            let referenced = format!("sha256:{}", e.file_name().to_string_lossy())
+                .parse::<Digest>()
+                .is_ok_and(|d| keep.contains(&d));
+            if referenced {
+                du.blobs += size;
+            } else {
+                du.reclaimable_blobs += size;
+            }
+        }
+        du.snapshots = tree_size(&self.base.join("snapshots"));
+        du.tmp = tree_size(&self.tmp_dir());
+        du.images = self.images()?.len();
+        Ok(du)
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DiskUsage {
+    pub images: usize,
+    pub blobs: u64,
+    pub reclaimable_blobs: u64,
+    pub snapshots: u64,
+    pub tmp: u64,
+}
+
+pub(crate) fn tree_size(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !m.is_dir() {
+        return m.len();
+    }
+    std::fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum::<u64>())
+        .unwrap_or(0)
+        + m.len()
+}
+
+/// Snapshots may contain read-only directories; give the owner write access so they can go.
+pub(crate) fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return;
+    };
+    if m.is_dir() {
+        let _ = std::fs::set_permissions(
+            p,
+            std::fs::Permissions::from_mode(m.permissions().mode() | 0o700),
+        );
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                make_writable(&e.path());
+            }
+        }
+    }
+}

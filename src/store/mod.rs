@@ -1,0 +1,297 @@
+//! The local image store: a content-addressed OCI image layout on disk, tags, locks, atomic
+//! writes, snapshots (unpacked layers) and garbage collection.
+//!
+//! Layout (versioned, so a future format can live beside this one):
+//!
+//! ```text
+//! $ROOT/CACHEDIR.TAG
+//! $ROOT/v1/oci/            an OCI image layout: oci-layout, index.json, blobs/sha256/
+//! $ROOT/v1/snapshots/sha256/<diffID>/   each layer unpacked once, shared read-only
+//! $ROOT/v1/tmp/            temp files; anything here is garbage once no writer holds the lock
+//! $ROOT/v1/locks/          index.lock (read-modify-write of index.json), gc.lock
+//! ```
+//!
+//! Invariants: a blob file's name is the sha256 of its bytes (checked when written and when
+//! read from outside); index.json and blobs are replaced by rename after fsync, so a process
+//! killed at any instant leaves either the old or the new state; writers hold `gc.lock` shared
+//! while they add blobs and references, and prune holds it exclusive, so prune never removes a
+//! blob that is about to be referenced. Tags are `org.opencontainers.image.ref.name`
+//! annotations of index.json entries, so skopeo and umoci read the store as it is
+//! (`oci:$ROOT/v1/oci:NAME:TAG`).
+
+// Every std::fs call here goes through `at(path, …)`, which names the path in the error: the
+// reason clippy.toml steers code to fs-err is met, so std::fs is allowed in this file.
+#![allow(clippy::disallowed_methods)]
+
+mod fsck;
+mod images;
+mod io_util;
+mod snapshots;
+mod transfer;
+
+pub use fsck::{FsckReport, Problem};
+pub use images::{select_platform, DiskUsage, ImageRecord, ImageRef};
+pub use io_util::TempFile;
+pub use transfer::SaveFormat;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::oci::{self, canonical_json, media, Digest, Index, REF_NAME};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("image \"{0}\" not found in the store")]
+    NotFound(String),
+    #[error("blob {0} is missing from the store")]
+    MissingBlob(Digest),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Oci(#[from] oci::Error),
+    #[error(transparent)]
+    Apply(#[from] crate::layer::ApplyError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn at<T>(path: &Path, r: io::Result<T>) -> Result<T> {
+    r.map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// An open store. Cheap: no lock is held between calls.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    base: PathBuf,
+}
+
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n# This file marks the strata image store as a cache directory.\n# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// Where the store lives: `--root`, else `$STRATA_ROOT`, else `$XDG_DATA_HOME/strata`, else
+/// `~/.local/share/strata`.
+pub fn default_root() -> Option<PathBuf> {
+    if let Some(r) = std::env::var_os("STRATA_ROOT").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(r));
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(x).join("strata"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/strata"))
+}
+
+/// Which lock, and how.
+#[derive(Debug, Clone, Copy)]
+enum LockKind {
+    Shared,
+    Exclusive,
+}
+
+/// A held file lock; released on drop.
+pub struct Lock(#[allow(dead_code)] File);
+
+impl Store {
+    /// Open (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        let base = root.join("v1");
+        for d in ["oci/blobs/sha256", "snapshots/sha256", "tmp", "locks"] {
+            let p = base.join(d);
+            at(&p, std::fs::create_dir_all(&p))?;
+        }
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            io_util::write_atomic(&base.join("tmp"), &tag, CACHEDIR_TAG.as_bytes())?;
+        }
+        let layout = base.join("oci/oci-layout");
+        if !layout.exists() {
+            let body = format!(
+                "{{\"imageLayoutVersion\":\"{}\"}}",
+                media::OCI_LAYOUT_VERSION
+            );
+            io_util::write_atomic(&base.join("tmp"), &layout, body.as_bytes())?;
+        }
+        let index = base.join("oci/index.json");
+        if !index.exists() {
+            let _l = Store {
+                root: root.clone(),
+                base: base.clone(),
+            }
+            .lock("index.lock", LockKind::Exclusive)?;
+            if !index.exists() {
+                io_util::write_atomic(
+                    &base.join("tmp"),
+                    &index,
+                    &canonical_json(&Index::default()),
+                )?;
+            }
+        }
+        Ok(Store { root, base })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The OCI image layout directory inside the store.
+    pub fn layout_dir(&self) -> PathBuf {
+        self.base.join("oci")
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.base.join("tmp")
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.base.join("oci/blobs/sha256").join(d.hex())
+    }
+
+    fn lock(&self, name: &str, kind: LockKind) -> Result<Lock> {
+        let p = self.base.join("locks").join(name);
+        let f = at(
+            &p,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&p),
+        )?;
+        let r = match kind {
+            LockKind::Shared => f.lock_shared(),
+            LockKind::Exclusive => f.lock(),
+        };
+        at(&p, r)?;
+        Ok(Lock(f))
+    }
+
+    /// Hold while adding blobs that a reference will point to: prune waits for it.
+    pub fn writer_lock(&self) -> Result<Lock> {
+        self.lock("gc.lock", LockKind::Shared)
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).exists()
+    }
+
+    /// Read a whole blob and check it against its digest.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        let p = self.blob_path(d);
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::MissingBlob(d.clone()))
+            }
+            Err(e) => return Err(Error::Io { path: p, source: e }),
+        };
+        let actual = Digest::of(&bytes);
+        if &actual != d {
+            return Err(oci::Error::DigestMismatch {
+                what: p.display().to_string(),
+                expected: d.clone(),
+                actual,
+            }
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        let p = self.blob_path(d);
+        match File::open(&p) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::MissingBlob(d.clone())),
+            Err(e) => Err(Error::Io { path: p, source: e }),
+        }
+    }
+
+    /// A temp file in the store, to be turned into a blob with [`Store::commit_blob`].
+    pub fn temp_file(&self) -> Result<TempFile> {
+        TempFile::new(&self.tmp_dir())
+    }
+
+    /// Move a finished temp file into place as the blob `digest` (fsync, then rename).
+    pub fn commit_blob(&self, tmp: TempFile, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        if dest.exists() {
+            return Ok(());
+        }
+        tmp.persist(&dest)
+    }
+
+    /// Copy `r` into the store as a blob, verifying it against `expected` when given.
+    pub fn put_blob_from(
+        &self,
+        r: impl Read,
+        expected: Option<(&Digest, Option<u64>)>,
+        what: &str,
+    ) -> Result<(Digest, u64)> {
+        let mut tmp = self.temp_file()?;
+        let mut hr = oci::HashingReader::new(r);
+        tmp.with(|f| io::copy(&mut hr, f))?;
+        let (digest, size) = hr.finish();
+        if let Some((want, want_size)) = expected {
+            if &digest != want {
+                return Err(oci::Error::DigestMismatch {
+                    what: what.to_string(),
+                    expected: want.clone(),
+                    actual: digest,
+                }
+                .into());
+            }
+            if let Some(ws) = want_size {
+                if ws != size {
+                    return Err(oci::Error::SizeMismatch {
+                        what: what.to_string(),
+                        expected: ws,
+                        actual: size,
+                    }
+                    .into());
+                }
+            }
+        }
+        self.commit_blob(tmp, &digest)?;
+        Ok((digest, size))
+    }
+
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        if !self.has_blob(&d) {
+            self.put_blob_from(bytes, Some((&d, Some(bytes.len() as u64))), "blob")?;
+        }
+        Ok(d)
+    }
+
+    /// The store's index.json.
+    pub fn index(&self) -> Result<Index> {
+        let p = self.layout_dir().join("index.json");
+        let bytes = at(&p, std::fs::read(&p))?;
+        Ok(oci::parse_json(&bytes, &p.display().to_string())?)
+    }
+
+    /// Read-modify-write index.json under the index lock; written atomically.
+    pub fn update_index<T>(&self, f: impl FnOnce(&mut Index) -> Result<T>) -> Result<T> {
+        let _l = self.lock("index.lock", LockKind::Exclusive)?;
+        let mut index = self.index()?;
+        let out = f(&mut index)?;
+        index.manifests.sort_by(|a, b| {
+            (a.annotations.get(REF_NAME), &a.digest).cmp(&(b.annotations.get(REF_NAME), &b.digest))
+        });
+        let p = self.layout_dir().join("index.json");
+        io_util::write_atomic(&self.tmp_dir(), &p, &canonical_json(&index))?;
+        Ok(out)
+    }
+}
+
+/// Open a file for reading; the error names the path.
+pub(crate) fn open_file(p: &Path) -> Result<File> {
+    at(p, File::open(p))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! Snapshots: each layer unpacked once into `snapshots/sha256/<diffID>/`, then shared read-only
+//! (the sandbox mounts them as overlay lower dirs). A snapshot is unpacked into tmp and renamed
+//! into place, so it is either whole or absent.
+
+use std::path::PathBuf;
+
+use super::{at, Error, Result, Store};
+use crate::layer::{self, ApplyOptions, ApplyReport};
+use crate::oci::{Descriptor, Digest};
+
+impl Store {
+    pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
+        self.base.join("snapshots/sha256").join(diff_id.hex())
+    }
+
+    /// The layer blob whose uncompressed content is `diff_id`, from any image in the store.
+    pub fn layer_for_diff_id(&self, diff_id: &Digest) -> Result<Descriptor> {
+        for img in self.images()? {
+            if let Some(i) = img.config.rootfs.diff_ids.iter().position(|d| d == diff_id) {
+                if let Some(l) = img.manifest.layers.get(i) {
+                    return Ok(l.clone());
+                }
+            }
+        }
+        Err(Error::Invalid(format!(
+            "no image in the store has a layer with diffID {diff_id}"
+        )))
+    }
+
+    /// The unpacked layer `diff_id`, unpacking it on first use. Returns its path and, when it
+    /// was unpacked now, what had to be left out.
+    pub fn snapshot(&self, diff_id: &Digest) -> Result<(PathBuf, Option<ApplyReport>)> {
+        let dest = self.snapshot_path(diff_id);
+        if dest.exists() {
+            return Ok((dest, None));
+        }
+        let _w = self.writer_lock()?;
+        if dest.exists() {
+            return Ok((dest, None));
+        }
+        let desc = self.layer_for_diff_id(diff_id)?;
+        let tmp = self.tmp_dir().join(super::io_util::unique_name("snapshot"));
+        at(&tmp, std::fs::create_dir(&tmp))?;
+        let result = (|| {
+            let blob = self.open_blob(&desc.digest)?;
+            let r = at(&tmp, layer::decompress(blob))?;
+            let mut hr = crate::oci::HashingReader::new(r);
+            let report = layer::apply_layer(&mut hr, &tmp, &ApplyOptions::default())?;
+            // Drain the tar's end padding so the hash covers the whole stream.
+            at(&tmp, std::io::copy(&mut hr, &mut std::io::sink()))?;
+            let (actual, _) = hr.finish();
+            if &actual != diff_id {
+                return Err(crate::oci::Error::DigestMismatch {
+                    what: format!("layer {}", desc.digest),
+                    expected: diff_id.clone(),
+                    actual,
+                }
+                .into());
+            }
+            Ok(report)
+        })();
+        match result {
+            Ok(report) => {
+                at(&dest, std::fs::rename(&tmp, &dest))?;
+                super::io_util::sync_dir(dest.parent().unwrap_or(&dest));
+                Ok((dest, Some(report)))
+            }
+            Err(e) => {
+                super::images::make_writable(&tmp);
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Apply every layer of an image, in order, onto `dest` (created; must not exist or be
+    /// empty). Returns what each layer had to leave out.
+    pub fn unpack(
+        &self,
+        img: &super::ImageRecord,
+        dest: &std::path::Path,
+    ) -> Result<Vec<ApplyReport>> {
+        if dest.exists()
+            && std::fs::read_dir(dest)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(Error::Invalid(format!(
+                "{}: exists and is not empty",
+                dest.display()
+            )));
+        }
+        at(dest, std::fs::create_dir_all(dest))?;
+        let mut reports = Vec::new();
+        for l in &img.manifest.layers {
+            let r = at(dest, layer::decompress(self.open_blob(&l.digest)?))?;
+            reports.push(layer::apply_layer(r, dest, &ApplyOptions::default())?);
+        }
+        Ok(reports)
+    }
+}

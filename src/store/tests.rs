@@ -1,0 +1,344 @@
+use super::*;
+use crate::layer::Compression;
+use crate::oci::{ImageConfig, Platform};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("strata-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn tree(name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let d = tmp(&format!("tree-{name}"));
+    for (p, c) in files {
+        let f = d.join(p);
+        fs_err::create_dir_all(f.parent().unwrap()).unwrap();
+        fs_err::write(f, c).unwrap();
+    }
+    d
+}
+
+fn r(s: &str) -> ImageRef {
+    ImageRef::parse(s).unwrap()
+}
+
+#[test]
+fn open_lays_out_a_versioned_oci_layout() {
+    let root = tmp("open");
+    let s = Store::open(&root).unwrap();
+    assert!(root.join("CACHEDIR.TAG").exists());
+    assert!(s.layout_dir().join("oci-layout").exists());
+    assert_eq!(s.index().unwrap().manifests.len(), 0);
+    Store::open(&root).unwrap();
+}
+
+#[test]
+fn refs_parse_and_normalize() {
+    assert_eq!(r("busybox").to_string(), "busybox:latest");
+    assert_eq!(
+        r("docker.io/library/python:3.12").to_string(),
+        "python:3.12"
+    );
+    assert_eq!(
+        r("localhost:5000/team/app:v1").name,
+        "localhost:5000/team/app"
+    );
+    assert_eq!(r("localhost:5000/team/app").tag, "latest");
+    for bad in ["", "UPPER", "a:", "a:-x", "a b", "x@sha256:00"] {
+        assert!(ImageRef::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn blobs_are_verified_when_written() {
+    let s = Store::open(tmp("verify")).unwrap();
+    let wrong = Digest::of(b"other");
+    let e = s
+        .put_blob_from(&b"data"[..], Some((&wrong, None)), "test blob")
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("digest mismatch for test blob"),
+        "{e}"
+    );
+    assert!(!s.has_blob(&wrong) && !s.has_blob(&Digest::of(b"data")));
+    assert_eq!(
+        std::fs::read_dir(s.tmp_dir()).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+}
+
+#[test]
+fn import_tag_resolve_remove() {
+    let s = Store::open(tmp("itr")).unwrap();
+    let t = tree(
+        "itr",
+        &[("bin/hello", "hi"), ("etc/os-release", "ID=test\n")],
+    );
+    let img = s
+        .import(&t, &r("hello:1"), Compression::GZIP, Some(0))
+        .unwrap();
+    assert_eq!(img.config.rootfs.diff_ids.len(), 1);
+    assert_eq!(img.config.created.as_deref(), Some("1970-01-01T00:00:00Z"));
+    s.tag("hello:1", &r("hello:latest")).unwrap();
+    assert_eq!(s.resolve("hello").unwrap().id(), img.id());
+    assert_eq!(s.resolve(&img.id().hex()[..8]).unwrap().id(), img.id());
+    assert_eq!(s.resolve(img.id().as_str()).unwrap().names.len(), 2);
+    assert!(matches!(s.resolve("nope"), Err(Error::NotFound(_))));
+    assert_eq!(s.remove("hello:1").unwrap(), vec!["hello:1"]);
+    assert_eq!(s.resolve("hello").unwrap().names, vec![r("hello:latest")]);
+    s.remove(img.id().as_str()).unwrap();
+    assert!(s.images().unwrap().is_empty());
+}
+
+#[test]
+fn import_is_reproducible_with_an_epoch() {
+    let t = tree("repro", &[("a", "1"), ("b/c", "2")]);
+    let a = Store::open(tmp("repro-a"))
+        .unwrap()
+        .import(&t, &r("x"), Compression::GZIP, Some(1_700_000_000))
+        .unwrap();
+    let b = Store::open(tmp("repro-b"))
+        .unwrap()
+        .import(&t, &r("x"), Compression::GZIP, Some(1_700_000_000))
+        .unwrap();
+    assert_eq!(a.manifest_digest, b.manifest_digest);
+}
+
+#[test]
+fn prune_frees_only_unreferenced_blobs() {
+    let s = Store::open(tmp("prune")).unwrap();
+    let keep = s
+        .import(
+            &tree("keep", &[("k", "keep")]),
+            &r("keep"),
+            Compression::GZIP,
+            Some(0),
+        )
+        .unwrap();
+    let drop = s
+        .import(
+            &tree("drop", &[("d", "drop me")]),
+            &r("drop"),
+            Compression::GZIP,
+            Some(0),
+        )
+        .unwrap();
+    s.remove("drop").unwrap();
+    let freed = s.prune(false).unwrap();
+    assert!(freed > 0);
+    assert!(s.has_blob(&keep.manifest.layers[0].digest));
+    assert!(!s.has_blob(&drop.manifest.layers[0].digest));
+    assert_eq!(s.prune(false).unwrap(), 0);
+    assert!(s.fsck().unwrap().problems.is_empty());
+}
+
+#[test]
+fn fsck_finds_corrupt_and_missing_blobs() {
+    let s = Store::open(tmp("fsck")).unwrap();
+    let img = s
+        .import(
+            &tree("fsck", &[("f", "content")]),
+            &r("f"),
+            Compression::None,
+            Some(0),
+        )
+        .unwrap();
+    assert!(s.fsck().unwrap().problems.is_empty());
+    let layer = s.blob_path(&img.manifest.layers[0].digest);
+    let mut bytes = fs_err::read(&layer).unwrap();
+    bytes[600] ^= 0xff;
+    fs_err::write(&layer, &bytes).unwrap();
+    let rep = s.fsck().unwrap();
+    assert!(
+        rep.problems.iter().any(|p| p.0.contains("is corrupt")),
+        "{:?}",
+        rep.problems
+    );
+    fs_err::remove_file(s.blob_path(&img.config_digest)).unwrap();
+    let rep = s.fsck().unwrap();
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.0.contains("f:latest: config")),
+        "{:?}",
+        rep.problems
+    );
+}
+
+#[test]
+fn concurrent_writers_lose_no_tag() {
+    let root = tmp("conc");
+    let s = Store::open(&root).unwrap();
+    s.import(
+        &tree("conc", &[("x", "y")]),
+        &r("base"),
+        Compression::GZIP,
+        Some(0),
+    )
+    .unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let s = Store::open(&root).unwrap();
+                for j in 0..5 {
+                    s.tag("base", &ImageRef::parse(&format!("t{i}:{j}")).unwrap())
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(s.resolve("base").unwrap().names.len(), 41);
+}
+
+#[test]
+fn snapshots_are_unpacked_once() {
+    let s = Store::open(tmp("snap")).unwrap();
+    let img = s
+        .import(
+            &tree(
+                "snap",
+                &[("usr/bin/tool", "#!/bin/sh\n"), ("etc/conf", "c")],
+            ),
+            &r("snap"),
+            Compression::ZSTD,
+            Some(0),
+        )
+        .unwrap();
+    let diff = &img.config.rootfs.diff_ids[0];
+    let (p, first) = s.snapshot(diff).unwrap();
+    assert!(first.is_some());
+    assert_eq!(fs_err::read_to_string(p.join("etc/conf")).unwrap(), "c");
+    let (p2, second) = s.snapshot(diff).unwrap();
+    assert_eq!((p2, second.is_none()), (p, true));
+    // prune keeps it while the image exists; --all removes it.
+    s.prune(false).unwrap();
+    assert!(s.snapshot_path(diff).exists());
+    s.prune(true).unwrap();
+    assert!(!s.snapshot_path(diff).exists());
+}
+
+#[test]
+fn save_and_load_round_trip_every_format() {
+    let src = Store::open(tmp("rt-src")).unwrap();
+    let img = src
+        .import(
+            &tree("rt", &[("a", "1"), ("d/b", "2")]),
+            &r("app:1.0"),
+            Compression::GZIP,
+            Some(0),
+        )
+        .unwrap();
+    for (fmt, name) in [
+        (SaveFormat::OciArchive, "a.tar"),
+        (SaveFormat::DockerArchive, "d.tar"),
+        (SaveFormat::OciDir, "dir"),
+    ] {
+        let out = tmp(&format!("rt-out-{name}"));
+        fs_err::create_dir_all(&out).unwrap();
+        let dest = out.join(name);
+        src.save(&[(img.clone(), vec![r("app:1.0")])], &dest, fmt)
+            .unwrap();
+        let dst = Store::open(tmp(&format!("rt-dst-{name}"))).unwrap();
+        let loaded = dst.load(&dest).unwrap();
+        assert_eq!(loaded.len(), 1, "{fmt:?}");
+        assert_eq!(loaded[0].names, vec![r("app:1.0")], "{fmt:?}");
+        assert_eq!(
+            loaded[0].config_digest, img.config_digest,
+            "{fmt:?}: the config is kept byte for byte"
+        );
+        if fmt != SaveFormat::DockerArchive {
+            assert_eq!(loaded[0].manifest_digest, img.manifest_digest, "{fmt:?}");
+        }
+        assert!(dst.fsck().unwrap().problems.is_empty());
+    }
+}
+
+#[test]
+fn load_picks_the_host_platform_from_an_index() {
+    let src = Store::open(tmp("mp-src")).unwrap();
+    let host = src
+        .import(
+            &tree("mp-h", &[("p", "host")]),
+            &r("h"),
+            Compression::GZIP,
+            Some(0),
+        )
+        .unwrap();
+    let mut other_cfg: ImageConfig = host.config.clone();
+    other_cfg.architecture = "s390x".into();
+    let other = src
+        .add_image(&other_cfg, &host.manifest.layers, &[r("o")])
+        .unwrap();
+    // An OCI layout whose index.json points at an image index with both.
+    let out = tmp("mp-out");
+    src.save(
+        &[(host.clone(), vec![]), (other.clone(), vec![])],
+        &out,
+        SaveFormat::OciDir,
+    )
+    .unwrap();
+    let mut idx = oci::Index::default();
+    for (img, arch) in [
+        (&other, "s390x"),
+        (&host, Platform::host().architecture.as_str()),
+    ] {
+        let mut d = oci::Descriptor::new(
+            media::OCI_MANIFEST,
+            img.manifest_digest.clone(),
+            fs_err::metadata(src.blob_path(&img.manifest_digest))
+                .unwrap()
+                .len(),
+        );
+        d.platform = Some(Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            ..Default::default()
+        });
+        idx.manifests.push(d);
+    }
+    let ib = canonical_json(&idx);
+    let id = Digest::of(&ib);
+    fs_err::write(out.join("blobs/sha256").join(id.hex()), &ib).unwrap();
+    let mut top = oci::Index::default();
+    let mut d = oci::Descriptor::new(media::OCI_INDEX, id, ib.len() as u64);
+    d.annotations.insert(REF_NAME.into(), "multi:1".into());
+    top.manifests.push(d);
+    fs_err::write(out.join("index.json"), canonical_json(&top)).unwrap();
+    let dst = Store::open(tmp("mp-dst")).unwrap();
+    let loaded = dst.load(&out).unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].config.architecture, Platform::host().architecture);
+    assert_eq!(loaded[0].names, vec![r("multi:1")]);
+}
+
+#[test]
+fn load_rejects_tampered_archives() {
+    let src = Store::open(tmp("tamper-src")).unwrap();
+    let img = src
+        .import(
+            &tree("tamper", &[("a", "original")]),
+            &r("t"),
+            Compression::None,
+            Some(0),
+        )
+        .unwrap();
+    let out = tmp("tamper-out");
+    src.save(&[(img.clone(), vec![r("t")])], &out, SaveFormat::OciDir)
+        .unwrap();
+    let layer = out
+        .join("blobs/sha256")
+        .join(img.manifest.layers[0].digest.hex());
+    let mut b = fs_err::read(&layer).unwrap();
+    let pos = b.windows(8).position(|w| w == b"original").unwrap();
+    b[pos] = b'X';
+    fs_err::write(&layer, b).unwrap();
+    let dst = Store::open(tmp("tamper-dst")).unwrap();
+    let e = dst.load(&out).unwrap_err();
+    assert!(e.to_string().contains("digest mismatch"), "{e}");
+    assert!(dst.images().unwrap().is_empty());
+}

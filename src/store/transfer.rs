@@ -1,0 +1,597 @@
+//! `save` and `load`: OCI layout directories, oci-archive tars and docker-archive tars (the
+//! `docker save` format), in and out. Everything read from outside is checked against its
+//! digest before it is referenced.
+
+// Every std::fs call here goes through `at(path, …)`, which names the path in the error: the
+// reason clippy.toml steers code to fs-err is met, so std::fs is allowed in this file.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::{at, Error, ImageRecord, ImageRef, Result, Store};
+use crate::layer;
+use crate::oci::{
+    self, canonical_json, media, Descriptor, Digest, ImageConfig, Index, Manifest, Platform,
+    REF_NAME,
+};
+
+/// The annotation containerd and docker use for an image's full name in an OCI layout.
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// Largest JSON file read into memory from an archive.
+const MAX_JSON: u64 = 64 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    OciArchive,
+    DockerArchive,
+    OciDir,
+}
+
+impl SaveFormat {
+    pub fn parse(s: &str) -> Option<SaveFormat> {
+        match s {
+            "oci-archive" => Some(SaveFormat::OciArchive),
+            "docker-archive" => Some(SaveFormat::DockerArchive),
+            "oci-dir" | "oci" => Some(SaveFormat::OciDir),
+            _ => None,
+        }
+    }
+}
+
+/// `name:tag` as docker and containerd spell it in full.
+fn full_name(r: &ImageRef) -> String {
+    let first = r.name.split('/').next().unwrap_or("");
+    let has_registry = r.name.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    if has_registry {
+        r.to_string()
+    } else if r.name.contains('/') {
+        format!("docker.io/{r}")
+    } else {
+        format!("docker.io/library/{r}")
+    }
+}
+
+fn tar_header(path: &str, size: u64, dir: bool) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    let _ = h.set_path(path);
+    h.set_cksum();
+    h
+}
+
+/// An OCI layout's `ref.name` as an image name. A full reference (`app:1`, `team/app`) is
+/// used as is; a tag-like ref (`latest`, `3.12`, `v2`) names a tag of `fallback` (the archive's
+/// file name); any other word is taken as the image name with the tag `latest`, as the lab's
+/// layouts and skopeo's `oci:DIR:NAME` use it.
+fn ref_to_name(r: &str, fallback: &str) -> String {
+    if r.contains(':') || r.contains('/') {
+        return r.to_string();
+    }
+    let tag_like = r == "latest"
+        || r.starts_with(|c: char| c.is_ascii_digit())
+        || (r.starts_with('v') && r[1..].starts_with(|c: char| c.is_ascii_digit()));
+    if tag_like {
+        format!("{fallback}:{r}")
+    } else {
+        format!("{r}:latest")
+    }
+}
+
+impl Store {
+    /// The descriptors (with names) an OCI export of `images` lists in its index.
+    fn export_descriptors(
+        &self,
+        images: &[(ImageRecord, Vec<ImageRef>)],
+    ) -> Result<Vec<Descriptor>> {
+        let index = self.index()?;
+        let mut out = Vec::new();
+        for (img, names) in images {
+            let base = index
+                .manifests
+                .iter()
+                .find(|d| d.digest == img.manifest_digest)
+                .cloned()
+                .ok_or_else(|| Error::MissingBlob(img.manifest_digest.clone()))?;
+            let names: Vec<Option<&ImageRef>> = if names.is_empty() {
+                vec![None]
+            } else {
+                names.iter().map(Some).collect()
+            };
+            for n in names {
+                let mut d = base.clone();
+                d.annotations.clear();
+                if let Some(n) = n {
+                    d.annotations.insert(REF_NAME.into(), n.tag.clone());
+                    d.annotations.insert(CONTAINERD_NAME.into(), full_name(n));
+                }
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    fn blobs_of(&self, img: &ImageRecord) -> Vec<Descriptor> {
+        let mut v = vec![
+            Descriptor::new(media::OCI_MANIFEST, img.manifest_digest.clone(), 0),
+            img.manifest.config.clone(),
+        ];
+        v.extend(img.manifest.layers.iter().cloned());
+        v
+    }
+
+    /// Write `images` to `dest` in `format`. Archives are written to a temp file beside `dest`
+    /// and renamed, so a failed save leaves no half-written archive.
+    pub fn save(
+        &self,
+        images: &[(ImageRecord, Vec<ImageRef>)],
+        dest: &Path,
+        format: SaveFormat,
+    ) -> Result<()> {
+        match format {
+            SaveFormat::OciDir => self.save_oci_dir(images, dest),
+            SaveFormat::OciArchive | SaveFormat::DockerArchive => {
+                let dir = dest
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let tmp = dir.join(format!(
+                    ".{}.tmp",
+                    super::io_util::unique_name("strata-save")
+                ));
+                let f = at(&tmp, std::fs::File::create(&tmp))?;
+                let r = (|| {
+                    let w = io::BufWriter::with_capacity(1 << 20, f);
+                    let w = if format == SaveFormat::OciArchive {
+                        self.write_oci_archive(images, w)?
+                    } else {
+                        self.write_docker_archive(images, w)?
+                    };
+                    let f = at(&tmp, w.into_inner().map_err(|e| e.into_error()))?;
+                    at(&tmp, f.sync_all())
+                })();
+                if let Err(e) = r {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+                at(dest, std::fs::rename(&tmp, dest))
+            }
+        }
+    }
+
+    fn save_oci_dir(&self, images: &[(ImageRecord, Vec<ImageRef>)], dest: &Path) -> Result<()> {
+        let blobs = dest.join("blobs/sha256");
+        at(&blobs, std::fs::create_dir_all(&blobs))?;
+        let layout = dest.join("oci-layout");
+        if !layout.exists() {
+            at(
+                &layout,
+                std::fs::write(
+                    &layout,
+                    format!(
+                        "{{\"imageLayoutVersion\":\"{}\"}}",
+                        media::OCI_LAYOUT_VERSION
+                    ),
+                ),
+            )?;
+        }
+        for (img, _) in images {
+            for d in self.blobs_of(img) {
+                let to = blobs.join(d.digest.hex());
+                if to.exists() {
+                    continue;
+                }
+                let from = self.blob_path(&d.digest);
+                if std::fs::hard_link(&from, &to).is_err() {
+                    let tmp = blobs.join(format!(".{}", super::io_util::unique_name("copy")));
+                    at(&tmp, std::fs::copy(&from, &tmp))?;
+                    at(&to, std::fs::rename(&tmp, &to))?;
+                }
+            }
+        }
+        let index_path = dest.join("index.json");
+        let mut index = if index_path.exists() {
+            oci::parse_json::<Index>(
+                &at(&index_path, std::fs::read(&index_path))?,
+                &index_path.display().to_string(),
+            )?
+        } else {
+            Index::default()
+        };
+        for d in self.export_descriptors(images)? {
+            if let Some(r) = d.annotations.get(REF_NAME) {
+                index
+                    .manifests
+                    .retain(|m| m.annotations.get(REF_NAME) != Some(r));
+            }
+            index.manifests.push(d);
+        }
+        let tmp = dest.join(format!(".{}", super::io_util::unique_name("index")));
+        at(&tmp, std::fs::write(&tmp, canonical_json(&index)))?;
+        at(&index_path, std::fs::rename(&tmp, &index_path))
+    }
+
+    fn write_oci_archive<W: Write>(
+        &self,
+        images: &[(ImageRecord, Vec<ImageRef>)],
+        w: W,
+    ) -> Result<W> {
+        let mut b = tar::Builder::new(w);
+        let io_err = |e: io::Error| Error::Io {
+            path: PathBuf::from("<archive>"),
+            source: e,
+        };
+        let layout = format!(
+            "{{\"imageLayoutVersion\":\"{}\"}}",
+            media::OCI_LAYOUT_VERSION
+        );
+        b.append(
+            &tar_header("oci-layout", layout.len() as u64, false),
+            layout.as_bytes(),
+        )
+        .map_err(io_err)?;
+        let index = Index {
+            manifests: self.export_descriptors(images)?,
+            ..Index::default()
+        };
+        let ib = canonical_json(&index);
+        b.append(&tar_header("index.json", ib.len() as u64, false), &ib[..])
+            .map_err(io_err)?;
+        b.append(&tar_header("blobs/", 0, true), io::empty())
+            .map_err(io_err)?;
+        b.append(&tar_header("blobs/sha256/", 0, true), io::empty())
+            .map_err(io_err)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (img, _) in images {
+            for d in self.blobs_of(img) {
+                if !seen.insert(d.digest.clone()) {
+                    continue;
+                }
+                let f = self.open_blob(&d.digest)?;
+                let size = at(&self.blob_path(&d.digest), f.metadata())?.len();
+                b.append(
+                    &tar_header(&format!("blobs/sha256/{}", d.digest.hex()), size, false),
+                    f,
+                )
+                .map_err(io_err)?;
+            }
+        }
+        b.into_inner().map_err(io_err)
+    }
+
+    fn write_docker_archive<W: Write>(
+        &self,
+        images: &[(ImageRecord, Vec<ImageRef>)],
+        w: W,
+    ) -> Result<W> {
+        let mut b = tar::Builder::new(w);
+        let io_err = |e: io::Error| Error::Io {
+            path: PathBuf::from("<archive>"),
+            source: e,
+        };
+        let mut manifest = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (img, names) in images {
+            let config_name = format!("{}.json", img.config_digest.hex());
+            if seen.insert(config_name.clone()) {
+                let cb = self.read_blob(&img.config_digest)?;
+                b.append(&tar_header(&config_name, cb.len() as u64, false), &cb[..])
+                    .map_err(io_err)?;
+            }
+            let mut layers = Vec::new();
+            for (l, diff) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids) {
+                let name = format!("{}/layer.tar", diff.hex());
+                layers.push(name.clone());
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                // docker-archive layers are plain tars: uncompress into a temp file first, since a
+                // tar entry needs its size up front.
+                let mut tmp = self.temp_file()?;
+                let mut r = at(tmp.path(), layer::decompress(self.open_blob(&l.digest)?))?;
+                let size = tmp.with(|f| io::copy(&mut r, f))?;
+                let mut f = tmp.with(|f| f.try_clone())?;
+                at(tmp.path(), io::Seek::seek(&mut f, io::SeekFrom::Start(0)))?;
+                b.append(
+                    &tar_header(&format!("{}/", diff.hex()), 0, true),
+                    io::empty(),
+                )
+                .map_err(io_err)?;
+                b.append(&tar_header(&name, size, false), f)
+                    .map_err(io_err)?;
+            }
+            manifest.push(serde_json::json!({
+                "Config": config_name,
+                "RepoTags": names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "Layers": layers,
+            }));
+        }
+        let mb = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+        b.append(
+            &tar_header("manifest.json", mb.len() as u64, false),
+            &mb[..],
+        )
+        .map_err(io_err)?;
+        b.into_inner().map_err(io_err)
+    }
+
+    /// Load every image of an OCI layout directory, an oci-archive or a docker-archive
+    /// (optionally gzip- or zstd-compressed). Returns the images with their names.
+    pub fn load(&self, src: &Path) -> Result<Vec<ImageRecord>> {
+        let _w = self.writer_lock()?;
+        let fallback = src
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "loaded".into());
+        let fallback = fallback
+            .split('.')
+            .next()
+            .unwrap_or("loaded")
+            .to_ascii_lowercase();
+        if at(src, std::fs::metadata(src))?.is_dir() {
+            if !src.join("oci-layout").exists() {
+                return Err(Error::Invalid(format!(
+                    "{}: not an OCI image layout (no oci-layout file)",
+                    src.display()
+                )));
+            }
+            let blobs = src.join("blobs/sha256");
+            let index_bytes = at(
+                &src.join("index.json"),
+                std::fs::read(src.join("index.json")),
+            )?;
+            let index: Index =
+                oci::parse_json(&index_bytes, &src.join("index.json").display().to_string())?;
+            let mut needed = Vec::new();
+            for d in &index.manifests {
+                self.collect_needed(
+                    d,
+                    &|dg: &Digest| std::fs::read(blobs.join(dg.hex())).ok(),
+                    &mut needed,
+                )?;
+            }
+            for d in &needed {
+                if !self.has_blob(&d.digest) {
+                    let p = blobs.join(d.digest.hex());
+                    let f = at(&p, std::fs::File::open(&p))?;
+                    self.put_blob_from(f, Some((&d.digest, None)), &p.display().to_string())?;
+                }
+            }
+            return self.name_oci_index(&index, &fallback);
+        }
+        let f = at(src, std::fs::File::open(src))?;
+        let r = at(src, layer::decompress(f))?;
+        let mut archive = tar::Archive::new(r);
+        let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut files: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
+        for entry in at(src, archive.entries())? {
+            let mut entry = at(src, entry)?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = at(src, entry.path())?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            let what = format!("{}: {path}", src.display());
+            if matches!(
+                path.as_str(),
+                "oci-layout" | "index.json" | "manifest.json" | "repositories"
+            ) {
+                let mut v = Vec::new();
+                at(src, entry.by_ref().take(MAX_JSON).read_to_end(&mut v))?;
+                small.insert(path, v);
+            } else if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+                let want: Digest = format!("sha256:{hex}").parse().map_err(|_| {
+                    Error::Invalid(format!("{what}: blob name is not a sha256 digest"))
+                })?;
+                let got = self.put_blob_from(&mut entry, Some((&want, None)), &what)?;
+                files.insert(path, got);
+            } else {
+                let got = self.put_blob_from(&mut entry, None, &what)?;
+                files.insert(path, got);
+            }
+        }
+        if let Some(m) = small.get("manifest.json") {
+            return self.name_docker_archive(m, &files, src);
+        }
+        if let Some(i) = small.get("index.json") {
+            let index: Index = oci::parse_json(i, &format!("{}: index.json", src.display()))?;
+            return self.name_oci_index(&index, &fallback);
+        }
+        Err(Error::Invalid(format!(
+            "{}: neither an OCI archive (index.json) nor a docker archive (manifest.json)",
+            src.display()
+        )))
+    }
+
+    /// Every descriptor a top-level index entry needs, reading manifests with `read`.
+    fn collect_needed(
+        &self,
+        d: &Descriptor,
+        read: &dyn Fn(&Digest) -> Option<Vec<u8>>,
+        out: &mut Vec<Descriptor>,
+    ) -> Result<()> {
+        out.push(d.clone());
+        let bytes = read(&d.digest).ok_or_else(|| Error::MissingBlob(d.digest.clone()))?;
+        if media::is_index(&d.media_type) {
+            let i: Index = oci::parse_json(&bytes, &format!("index {}", d.digest))?;
+            if let Some(m) = super::select_platform(&i, &Platform::host()) {
+                self.collect_needed(m, read, out)?;
+            }
+        } else {
+            let m: Manifest = oci::parse_json(&bytes, &format!("manifest {}", d.digest))?;
+            out.push(m.config.clone());
+            out.extend(m.layers.iter().cloned());
+        }
+        Ok(())
+    }
+
+    fn name_oci_index(&self, index: &Index, fallback: &str) -> Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        for d in &index.manifests {
+            let mut d = d.clone();
+            if media::is_index(&d.media_type) {
+                let i: Index =
+                    oci::parse_json(&self.read_blob(&d.digest)?, &format!("index {}", d.digest))?;
+                let chosen = super::select_platform(&i, &Platform::host()).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "image index {} has no manifest for {}/{}",
+                        d.digest,
+                        Platform::host().os,
+                        Platform::host().architecture
+                    ))
+                })?;
+                let annotations = d.annotations.clone();
+                d = chosen.clone();
+                d.annotations = annotations;
+            }
+            if !media::is_manifest(&d.media_type) {
+                continue;
+            }
+            let m: Manifest = oci::parse_json(
+                &self.read_blob(&d.digest)?,
+                &format!("manifest {}", d.digest),
+            )?;
+            for b in std::iter::once(&m.config).chain(&m.layers) {
+                if !self.has_blob(&b.digest) {
+                    return Err(Error::MissingBlob(b.digest.clone()));
+                }
+            }
+            let name = d.annotations.get(CONTAINERD_NAME).cloned().or_else(|| {
+                d.annotations
+                    .get(REF_NAME)
+                    .map(|r| ref_to_name(r, fallback))
+            });
+            let names: Vec<ImageRef> = name
+                .map(|n| ImageRef::parse(&n))
+                .transpose()?
+                .into_iter()
+                .collect();
+            let mut desc = d.clone();
+            desc.annotations.clear();
+            out.push(self.name_manifest(&desc, &names)?);
+        }
+        Ok(out)
+    }
+
+    /// Name a manifest that is already stored, as it is (its digest does not change).
+    fn name_manifest(&self, desc: &Descriptor, names: &[ImageRef]) -> Result<ImageRecord> {
+        if names.is_empty() {
+            let d = desc.clone();
+            self.update_index(|idx| {
+                if !idx.manifests.iter().any(|m| m.digest == d.digest) {
+                    idx.manifests.push(d);
+                }
+                Ok(())
+            })?;
+        }
+        for n in names {
+            self.set_ref(n, desc)?;
+        }
+        let mut rec = self
+            .resolve(desc.digest.as_str())
+            .map_err(|_| Error::NotFound(desc.digest.to_string()))?;
+        rec.names = names.to_vec();
+        Ok(rec)
+    }
+
+    fn name_docker_archive(
+        &self,
+        manifest_json: &[u8],
+        files: &BTreeMap<String, (Digest, u64)>,
+        src: &Path,
+    ) -> Result<Vec<ImageRecord>> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            layers: Vec<String>,
+        }
+        let entries: Vec<Entry> =
+            oci::parse_json(manifest_json, &format!("{}: manifest.json", src.display()))?;
+        let file = |p: &str| {
+            files
+                .get(p.trim_start_matches("./"))
+                .cloned()
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: manifest.json names {p}, which the archive does not contain",
+                        src.display()
+                    ))
+                })
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let (cdigest, csize) = file(&e.config)?;
+            let config: ImageConfig = oci::parse_json(
+                &self.read_blob(&cdigest)?,
+                &format!("{}: {}", src.display(), e.config),
+            )?;
+            let mut layers = Vec::new();
+            for (i, lp) in e.layers.iter().enumerate() {
+                let (digest, size) = file(lp)?;
+                let mut head = [0u8; 4];
+                let n = at(
+                    &self.blob_path(&digest),
+                    self.open_blob(&digest)?.read(&mut head),
+                )?;
+                let kind = layer::sniff(&head[..n]);
+                let diff_id = if kind == layer::Compression::None {
+                    digest.clone()
+                } else {
+                    let mut hr = oci::HashingReader::new(at(
+                        &self.blob_path(&digest),
+                        layer::decompress(self.open_blob(&digest)?),
+                    )?);
+                    at(&self.blob_path(&digest), io::copy(&mut hr, &mut io::sink()))?;
+                    hr.finish().0
+                };
+                let want = config.rootfs.diff_ids.get(i);
+                if want != Some(&diff_id) {
+                    return Err(Error::Invalid(format!(
+                        "{}: layer {lp} has diffID {diff_id}, but the config says {}",
+                        src.display(),
+                        want.map(|d| d.to_string())
+                            .unwrap_or_else(|| "nothing".into())
+                    )));
+                }
+                layers.push(Descriptor::new(kind.media_type(), digest, size));
+            }
+            let manifest = Manifest {
+                schema_version: 2,
+                media_type: Some(media::OCI_MANIFEST.into()),
+                config: Descriptor::new(media::OCI_CONFIG, cdigest, csize),
+                layers,
+                annotations: BTreeMap::new(),
+            };
+            let names: Vec<ImageRef> = e
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .map(|t| ImageRef::parse(t))
+                .collect::<Result<_>>()?;
+            let platform = Platform {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+                os_version: None,
+                variant: config.variant.clone(),
+            };
+            out.push(self.add_manifest(&manifest, Some(platform), &names)?);
+        }
+        Ok(out)
+    }
+}
