@@ -5,7 +5,9 @@ CARGO ?= cargo
 
 ## Install what the tests need, then run formatting, lints and every test.
 test: test-deps lint
-	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} $(CARGO) test --all-targets --locked
+	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} \
+	STRATA_REQUIRE_TOOLS=$${STRATA_REQUIRE_TOOLS:-$${CI:+1}} \
+	$(CARGO) test --all-targets --locked
 	$(CARGO) test --doc --locked
 
 test-deps:
@@ -22,8 +24,12 @@ fmt:
 check:
 	$(CARGO) run --release --locked -- check -f $(or $(FILE),Dockerfile)
 
+## Benchmarks: front end (criterion), layer rates (criterion), layer writing vs gzip/pigz and
+## memory (hyperfine; needs root, hyperfine and pigz).
 bench:
 	$(CARGO) bench --bench frontend
+	bash benches/layer.sh
+	STRATA_BENCH_TREE=$${STRATA_BENCH_TREE:-/tmp/strata-bench/base/rootfs/python} $(CARGO) bench --bench layer
 
 ## Fuzz the front end (cargo install cargo-fuzz; uses the stable toolchain with RUSTC_BOOTSTRAP).
 fuzz:

@@ -16,9 +16,9 @@ if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned";
   fi
 fi
 
-# Debian packages the tests use (none beyond the toolchain for the front end yet; the store,
-# sandbox and build issues add skopeo, umoci, busybox-static, docker-registry and a test user).
-packages=()
+# Debian packages the tests use: skopeo and umoci check what the store writes; busybox-static
+# makes the test base image; gzip reads parallel-gzip output back.
+packages=(skopeo umoci busybox-static gzip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,5 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The unprivileged user the rootless tests run as (runuser -u strata-test).
+if ! id strata-test >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh strata-test
 fi
 echo "test-deps: ready"

@@ -105,31 +105,30 @@ impl Store {
             let p = base.join(d);
             at(&p, std::fs::create_dir_all(&p))?;
         }
+        let store = Store {
+            root: root.clone(),
+            base: base.clone(),
+        };
         let tag = root.join("CACHEDIR.TAG");
-        if !tag.exists() {
-            io_util::write_atomic(&base.join("tmp"), &tag, CACHEDIR_TAG.as_bytes())?;
-        }
         let layout = base.join("oci/oci-layout");
-        if !layout.exists() {
-            let body = format!(
-                "{{\"imageLayoutVersion\":\"{}\"}}",
-                media::OCI_LAYOUT_VERSION
-            );
-            io_util::write_atomic(&base.join("tmp"), &layout, body.as_bytes())?;
-        }
         let index = base.join("oci/index.json");
-        if !index.exists() {
-            let _l = Store {
-                root: root.clone(),
-                base: base.clone(),
+        if !(tag.exists() && layout.exists() && index.exists()) {
+            // First use: write the fixed files through tmp, with prune kept out of tmp.
+            let _w = store.writer_lock()?;
+            let _l = store.lock("index.lock", LockKind::Exclusive)?;
+            let tmp = base.join("tmp");
+            if !tag.exists() {
+                io_util::write_atomic(&tmp, &tag, CACHEDIR_TAG.as_bytes())?;
             }
-            .lock("index.lock", LockKind::Exclusive)?;
+            if !layout.exists() {
+                let body = format!(
+                    "{{\"imageLayoutVersion\":\"{}\"}}",
+                    media::OCI_LAYOUT_VERSION
+                );
+                io_util::write_atomic(&tmp, &layout, body.as_bytes())?;
+            }
             if !index.exists() {
-                io_util::write_atomic(
-                    &base.join("tmp"),
-                    &index,
-                    &canonical_json(&Index::default()),
-                )?;
+                io_util::write_atomic(&tmp, &index, &canonical_json(&Index::default()))?;
             }
         }
         Ok(Store { root, base })
@@ -276,6 +275,8 @@ impl Store {
 
     /// Read-modify-write index.json under the index lock; written atomically.
     pub fn update_index<T>(&self, f: impl FnOnce(&mut Index) -> Result<T>) -> Result<T> {
+        // The new index is written in tmp first: keep prune from clearing tmp meanwhile.
+        let _w = self.writer_lock()?;
         let _l = self.lock("index.lock", LockKind::Exclusive)?;
         let mut index = self.index()?;
         let out = f(&mut index)?;

@@ -1,0 +1,468 @@
+//! The store checked by tools nobody here wrote: skopeo and umoci read what strata writes, and
+//! strata loads what skopeo writes. Every scenario runs as the user running the tests and, when
+//! that is root, again as the unprivileged user `strata-test` (made by scripts/test-deps.sh).
+//! Also: a process killed with SIGKILL at any point leaves a store that works, and several
+//! processes can write one store at once.
+//!
+//! Needs skopeo, umoci and busybox-static (Debian packages). Where one is missing the test says
+//! SKIPPED and why; with STRATA_REQUIRE_TOOLS=1 (set by CI) it fails instead.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TEST_USER: &str = "strata-test";
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("{tool} is not installed and STRATA_REQUIRE_TOOLS=1 (run scripts/test-deps.sh)");
+        }
+        eprintln!(
+            "SKIPPED: {tool} is not installed (Debian package; scripts/test-deps.sh installs it)"
+        );
+    }
+    ok
+}
+
+/// Who to run as: ourselves, plus the unprivileged user when we are root.
+fn runners() -> Vec<Option<&'static str>> {
+    let mut v = vec![None];
+    if rustix::process::geteuid().is_root() {
+        let exists = Command::new("id")
+            .arg(TEST_USER)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if exists {
+            v.push(Some(TEST_USER));
+        } else if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("user {TEST_USER} does not exist (scripts/test-deps.sh creates it)");
+        } else {
+            eprintln!("SKIPPED (part): no user {TEST_USER}, so the rootless runs are left out");
+        }
+    }
+    v
+}
+
+fn run(user: Option<&str>, prog: &str, args: &[&str]) -> Output {
+    let mut c = match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--", prog]);
+            c
+        }
+        None => Command::new(prog),
+    };
+    c.args(args).env_remove("STRATA_ROOT");
+    c.output().unwrap_or_else(|e| panic!("running {prog}: {e}"))
+}
+
+fn ok(user: Option<&str>, prog: &str, args: &[&str]) -> String {
+    let o = run(user, prog, args);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} as {user:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn strata() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+/// A scratch directory the runner can write (world-writable parent for the test user).
+fn scratch(name: &str, user: Option<&str>) -> PathBuf {
+    let base = std::env::temp_dir().join(format!("strata-tools-{}", std::process::id()));
+    fs_err::create_dir_all(&base).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let d = base.join(format!("{name}-{}", user.unwrap_or("self")));
+    let _ = std::fs::remove_dir_all(&d);
+    ok(user, "mkdir", &["-p", d.to_str().unwrap()]);
+    d
+}
+
+/// A busybox root filesystem from Debian's busybox-static, made by the runner.
+fn busybox_rootfs(dir: &Path, user: Option<&str>) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    let script = format!(
+        "set -e; r={r}; mkdir -p $r/bin $r/etc $r/tmp; cp /bin/busybox $r/bin/busybox; \
+         for a in sh ls cat echo true; do ln -s busybox $r/bin/$a; done; \
+         printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/:/bin/false\\n' > $r/etc/passwd; \
+         printf 'root:x:0:\\nnobody:x:65534:\\n' > $r/etc/group; chmod 1777 $r/tmp",
+        r = rootfs.display()
+    );
+    ok(user, "sh", &["-c", &script]);
+    rootfs
+}
+
+#[test]
+fn skopeo_and_umoci_read_what_strata_writes() {
+    if !(have("skopeo") && have("umoci") && Path::new("/bin/busybox").exists()) {
+        if !Path::new("/bin/busybox").exists() {
+            eprintln!("SKIPPED: /bin/busybox (busybox-static) is not installed");
+        }
+        return;
+    }
+    for user in runners() {
+        let d = scratch("read", user);
+        let root = d.join("store");
+        let root_s = root.to_str().unwrap();
+        let rootfs = busybox_rootfs(&d, user);
+        ok(
+            user,
+            strata(),
+            &["--root", root_s, "import", rootfs.to_str().unwrap(), "bb:1"],
+        );
+        let json: serde_json::Value = serde_json::from_str(&ok(
+            user,
+            strata(),
+            &["--root", root_s, "images", "--format", "json"],
+        ))
+        .unwrap();
+        let digest = json[0]["digest"].as_str().unwrap().to_string();
+
+        // The store itself is an OCI layout.
+        let layout = format!("oci:{root_s}/v1/oci:bb:1");
+        let inspect: serde_json::Value =
+            serde_json::from_str(&ok(user, "skopeo", &["inspect", &layout])).unwrap();
+        assert_eq!(
+            inspect["Digest"].as_str(),
+            Some(digest.as_str()),
+            "as {user:?}"
+        );
+        let cfg: serde_json::Value =
+            serde_json::from_str(&ok(user, "skopeo", &["inspect", "--config", &layout])).unwrap();
+        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+        let bundle = d.join("bundle");
+        ok(
+            user,
+            "umoci",
+            &[
+                "unpack",
+                "--rootless",
+                "--image",
+                &format!("{root_s}/v1/oci:bb:1"),
+                bundle.to_str().unwrap(),
+            ],
+        );
+        assert!(bundle.join("rootfs/bin/busybox").exists());
+        assert_eq!(
+            std::fs::read_link(bundle.join("rootfs/bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
+
+        // Every save format, read back by skopeo (and umoci for the OCI ones).
+        let oci_tar = d.join("bb-oci.tar");
+        let docker_tar = d.join("bb-docker.tar");
+        let oci_dir = d.join("bb-dir");
+        ok(
+            user,
+            strata(),
+            &[
+                "--root",
+                root_s,
+                "save",
+                "bb:1",
+                "-o",
+                oci_tar.to_str().unwrap(),
+            ],
+        );
+        ok(
+            user,
+            strata(),
+            &[
+                "--root",
+                root_s,
+                "save",
+                "bb:1",
+                "--format",
+                "docker-archive",
+                "-o",
+                docker_tar.to_str().unwrap(),
+            ],
+        );
+        ok(
+            user,
+            strata(),
+            &[
+                "--root",
+                root_s,
+                "save",
+                "bb:1",
+                "--format",
+                "oci-dir",
+                "-o",
+                oci_dir.to_str().unwrap(),
+            ],
+        );
+        for src in [
+            format!("oci-archive:{}", oci_tar.display()),
+            format!("oci:{}:1", oci_dir.display()),
+        ] {
+            let i: serde_json::Value =
+                serde_json::from_str(&ok(user, "skopeo", &["inspect", &src])).unwrap();
+            assert_eq!(i["Digest"].as_str(), Some(digest.as_str()), "{src}");
+        }
+        let di: serde_json::Value = serde_json::from_str(&ok(
+            user,
+            "skopeo",
+            &[
+                "inspect",
+                &format!("docker-archive:{}", docker_tar.display()),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(di["Layers"].as_array().unwrap().len(), 1);
+        let copied = d.join("from-docker");
+        ok(
+            user,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &format!("docker-archive:{}", docker_tar.display()),
+                &format!("oci:{}:x", copied.display()),
+            ],
+        );
+        ok(
+            user,
+            "umoci",
+            &[
+                "unpack",
+                "--rootless",
+                "--image",
+                &format!("{}:x", copied.display()),
+                d.join("bundle2").to_str().unwrap(),
+            ],
+        );
+        assert!(d.join("bundle2/rootfs/bin/busybox").exists());
+        ok(
+            user,
+            "umoci",
+            &[
+                "unpack",
+                "--rootless",
+                "--image",
+                &format!("{}:1", oci_dir.display()),
+                d.join("bundle3").to_str().unwrap(),
+            ],
+        );
+
+        // And strata loads what skopeo writes.
+        let sk_docker = d.join("sk-docker.tar");
+        let sk_oci = d.join("sk-oci.tar");
+        ok(
+            user,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &layout,
+                &format!("docker-archive:{}:skd:2", sk_docker.display()),
+            ],
+        );
+        ok(
+            user,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                &layout,
+                &format!("oci-archive:{}:sko:3", sk_oci.display()),
+            ],
+        );
+        let root2 = d.join("store2");
+        let r2 = root2.to_str().unwrap();
+        assert!(ok(
+            user,
+            strata(),
+            &["--root", r2, "load", "-i", sk_docker.to_str().unwrap()]
+        )
+        .contains("Loaded image: skd:2"));
+        assert!(ok(
+            user,
+            strata(),
+            &["--root", r2, "load", "-i", sk_oci.to_str().unwrap()]
+        )
+        .contains("Loaded image: sko:3"));
+        let listed = ok(user, strata(), &["--root", r2, "images"]);
+        assert!(listed.contains("skd") && listed.contains("sko"), "{listed}");
+        assert!(ok(user, strata(), &["--root", r2, "fsck"]).contains(": 0 problems"));
+        // Unpacking as this user: files, links and (for root) owners.
+        let un = d.join("unpacked");
+        ok(
+            user,
+            strata(),
+            &["--root", r2, "unpack", "skd:2", un.to_str().unwrap()],
+        );
+        assert!(un.join("bin/busybox").exists());
+    }
+}
+
+#[test]
+fn sigkill_at_any_moment_leaves_a_working_store() {
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIPPED: /bin/busybox (busybox-static) is not installed");
+        return;
+    }
+    let d = scratch("kill", None);
+    let root = d.join("store");
+    let root_s = root.to_str().unwrap();
+    // 48 MiB of incompressible data spread over files, so an import takes a while.
+    let big = d.join("big");
+    fs_err::create_dir_all(&big).unwrap();
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..12 {
+        let mut buf = vec![0u8; 4 << 20];
+        for b in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        fs_err::write(big.join(format!("f{i}")), &buf).unwrap();
+    }
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            root_s,
+            "import",
+            busybox_rootfs(&d, None).to_str().unwrap(),
+            "small:1",
+        ],
+    );
+    let mut killed = 0;
+    for delay_ms in [5u64, 20, 60, 120, 250, 400, 700] {
+        let mut child = Command::new(strata())
+            .args([
+                "--root",
+                root_s,
+                "import",
+                big.to_str().unwrap(),
+                &format!("big:{delay_ms}"),
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let status = child.wait().unwrap();
+        if !status.success() {
+            killed += 1;
+        }
+        // The store is usable as is: fsck finds no problem, images lists, a new write works.
+        let fsck = run(None, strata(), &["--root", root_s, "fsck"]);
+        assert!(
+            fsck.status.success(),
+            "after a kill at {delay_ms} ms: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        assert!(ok(None, strata(), &["--root", root_s, "images"]).contains("small"));
+    }
+    assert!(
+        killed >= 3,
+        "only {killed} imports were killed before they finished; the data set is too small"
+    );
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            root_s,
+            "import",
+            big.to_str().unwrap(),
+            "big:done",
+        ],
+    );
+    ok(None, strata(), &["--root", root_s, "prune"]);
+    let fsck = ok(None, strata(), &["--root", root_s, "fsck"]);
+    assert!(
+        fsck.contains(": 0 problems") && !fsck.contains("leftover"),
+        "{fsck}"
+    );
+}
+
+#[test]
+fn processes_writing_one_store_at_once() {
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIPPED: /bin/busybox (busybox-static) is not installed");
+        return;
+    }
+    let d = scratch("conc", None);
+    let root = d.join("store");
+    let root_s = root.to_str().unwrap().to_string();
+    let rootfs = busybox_rootfs(&d, None);
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            &root_s,
+            "import",
+            rootfs.to_str().unwrap(),
+            "base:1",
+        ],
+    );
+    let mut children = Vec::new();
+    for i in 0..6 {
+        children.push(
+            Command::new(strata())
+                .args(["--root", &root_s, "tag", "base:1", &format!("tag{i}:x")])
+                .spawn()
+                .unwrap(),
+        );
+        children.push(
+            Command::new(strata())
+                .args([
+                    "--root",
+                    &root_s,
+                    "import",
+                    rootfs.to_str().unwrap(),
+                    &format!("imp{i}:y"),
+                ])
+                .spawn()
+                .unwrap(),
+        );
+        children.push(
+            Command::new(strata())
+                .args(["--root", &root_s, "prune"])
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        None,
+        strata(),
+        &["--root", &root_s, "images", "--format", "json"],
+    ))
+    .unwrap();
+    let names: Vec<String> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| {
+            i["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+        })
+        .collect();
+    for i in 0..6 {
+        assert!(
+            names.contains(&format!("tag{i}:x")) && names.contains(&format!("imp{i}:y")),
+            "{names:?}"
+        );
+    }
+    assert!(ok(None, strata(), &["--root", &root_s, "fsck"]).contains(": 0 problems"));
+}
