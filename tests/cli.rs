@@ -220,3 +220,84 @@ fn unknown_target_error_has_no_misleading_snippet() {
     );
     assert_eq!(text(&out.stderr), "error: target stage \"bulid\" could not be found\n --> <stdin>\n  = hint: did you mean build?\n");
 }
+
+fn store_dir(name: &str) -> String {
+    let d = std::env::temp_dir().join(format!("strata-cli-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d.display().to_string()
+}
+
+#[test]
+fn store_commands_end_to_end() {
+    let root = store_dir("e2e");
+    let tree = tmp_file("e2e-tree", "FROM scratch\n")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let s = |args: &[&str]| strata(&[&["--root", root.as_str()][..], args].concat(), None);
+    let out = s(&["import", tree.to_str().unwrap(), "demo:1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71);
+    assert_eq!(s(&["tag", "demo:1", "demo:latest"]).status.code(), Some(0));
+    let images = text(&s(&["images"]).stdout);
+    assert!(
+        images.starts_with("NAME   TAG      IMAGE ID       CREATED    SIZE\n"),
+        "{images}"
+    );
+    assert!(
+        images.contains(&format!("demo   1        {}", &id[7..19])),
+        "{images}"
+    );
+    let hist = text(&s(&["history", "demo"]).stdout);
+    assert!(hist.contains("strata import strata-cli-"), "{hist}");
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&s(&["inspect", &id[7..15]]).stdout).unwrap();
+    assert_eq!(inspect["Id"], id.as_str());
+    assert_eq!(
+        inspect["Names"],
+        serde_json::json!(["demo:1", "demo:latest"])
+    );
+    assert_eq!(text(&s(&["rmi", "demo:1"]).stdout), "Untagged: demo:1\n");
+    assert_eq!(text(&s(&["rmi", &id]).stdout), "Untagged: demo:latest\n");
+    let prune = text(&s(&["prune"]).stdout);
+    assert!(
+        prune.starts_with("Total reclaimed space: ") && !prune.contains("(0 bytes)"),
+        "{prune}"
+    );
+    assert!(text(&s(&["df"]).stdout).starts_with("images                        0\n"));
+    assert_eq!(
+        text(&s(&["fsck"]).stdout),
+        "0 blobs and 0 image references checked: 0 problems\n"
+    );
+}
+
+#[test]
+fn store_errors_name_what_is_wrong() {
+    let root = store_dir("errs");
+    let s = |args: &[&str]| strata(&[&["--root", root.as_str()][..], args].concat(), None);
+    let out = s(&["inspect", "nothere:1"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr)),
+        (
+            Some(1),
+            "error: image \"nothere:1\" not found in the store\n".to_string()
+        )
+    );
+    let out = s(&["import", "/no/such/dir", "x"]);
+    assert!(
+        text(&out.stderr).contains("/no/such/dir"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s(&["tag", "a", "Bad Name"]);
+    assert!(text(&out.stderr).contains("invalid image reference \"Bad Name\""));
+    let junk = tmp_file("junk", "not an archive");
+    let out = s(&["load", "-i", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(junk.to_str().unwrap()),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -483,3 +483,77 @@ fn truncated_tar_is_an_error_not_a_panic() {
     t.truncate(1500);
     assert!(apply_layer(Cursor::new(t), &target, &ApplyOptions::default()).is_err());
 }
+
+/// Keeps the first bytes written and counts the rest.
+struct Head {
+    head: Vec<u8>,
+    total: u64,
+}
+
+impl Write for Head {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let room = 8192usize.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&b[..room.min(b.len())]);
+        self.total += b.len() as u64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn files_over_8_gib_get_a_pax_size() {
+    let d = tmpdir("big");
+    let f = fs_err::File::create(d.join("huge")).unwrap();
+    let size: u64 = (8 << 30) + 1;
+    if f.set_len(size).is_err() {
+        eprintln!("SKIPPED: the temp filesystem cannot hold a sparse 8 GiB file");
+        return;
+    }
+    drop(f);
+    let out = layer::write_tree(
+        &d,
+        Head {
+            head: Vec::new(),
+            total: 0,
+        },
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.head);
+    assert!(text.contains(&format!("size={size}")), "no PAX size record");
+    // header + PAX header + data padded to 512 + two zero blocks at the end.
+    assert!(out.total > size && out.total < size + 8192);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn file_capabilities_are_kept() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: setting security.capability needs root");
+        return;
+    }
+    let d = tmpdir("caps");
+    fs_err::write(d.join("ping"), "x").unwrap();
+    // VFS_CAP_REVISION_2 with CAP_NET_RAW (13) permitted and effective.
+    let mut cap = Vec::new();
+    cap.extend_from_slice(&(0x0200_0001u32).to_le_bytes());
+    cap.extend_from_slice(&(1u32 << 13).to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    rustix::fs::setxattr(
+        d.join("ping"),
+        c"security.capability",
+        &cap,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let t = tar_of(&d, &WriteOptions::default());
+    let out = tmpdir("caps-out");
+    apply_layer(Cursor::new(&t), &out, &ApplyOptions::default()).unwrap();
+    let mut buf = [0u8; 64];
+    let n = rustix::fs::getxattr(out.join("ping"), c"security.capability", &mut buf).unwrap();
+    assert_eq!(&buf[..n], &cap[..]);
+}

@@ -293,7 +293,20 @@ pub fn apply_layer<R: Read>(
         }
         created.insert(rel.clone());
 
-        // xattrs from PAX records.
+        if opts.chown || is_root {
+            let r = std::os::unix::fs::lchown(&abs, Some(uid as u32), Some(gid as u32));
+            if r.is_err() {
+                report.owners_not_set += 1;
+            }
+        } else if uid != u64::from(rustix::process::geteuid().as_raw()) {
+            report.owners_not_set += 1;
+        }
+        if kind != EntryType::Symlink {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(mode))
+                .map_err(io_err)?;
+        }
+        // xattrs from PAX records, after chown and chmod: a chown clears security.capability.
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
                 let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
@@ -313,19 +326,6 @@ pub fn apply_layer<R: Read>(
                     report.xattrs_not_set += 1;
                 }
             }
-        }
-        if opts.chown || is_root {
-            let r = std::os::unix::fs::lchown(&abs, Some(uid as u32), Some(gid as u32));
-            if r.is_err() {
-                report.owners_not_set += 1;
-            }
-        } else if uid != u64::from(rustix::process::geteuid().as_raw()) {
-            report.owners_not_set += 1;
-        }
-        if kind != EntryType::Symlink {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(mode))
-                .map_err(io_err)?;
         }
         if kind != EntryType::Directory {
             set_mtime(&abs, mtime);

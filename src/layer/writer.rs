@@ -247,7 +247,7 @@ impl<W: Write> TreeWriter<'_, W> {
                 }
                 self.links.insert(key, rel.to_path_buf());
             }
-            let f = fs_err::File::open(abs)?;
+            let f = std::io::BufReader::with_capacity(1 << 20, fs_err::File::open(abs)?);
             let h = self.header(&m, EntryType::Regular);
             return with_path(abs, self.append(h, rel, None, uid, gid, m.len(), &xs, f));
         }
