@@ -62,29 +62,27 @@ fn threads() -> usize {
 }
 
 enum Enc<W: Write> {
+    /// Uncompressed: the blob is the tar, so its digest is the diffID (hashed once).
     None(W),
-    Gzip(pargz::ParGzEncoder<W>),
-    Zstd(zstd::stream::Encoder<'static, W>),
+    Gzip(pargz::ParGzEncoder<HashingWriter<W>>),
+    Zstd(zstd::stream::Encoder<'static, HashingWriter<W>>),
 }
 
 /// A `Write` for the uncompressed tar stream: hashes it (diffID), compresses it, and hashes the
 /// compressed bytes (digest) on their way to `out`, all in one pass.
 pub struct LayerSink<W: Write> {
     tar_hash: HashingWriter<io::Sink>,
-    enc: Enc<HashingWriter<W>>,
+    enc: Enc<W>,
     compression: Compression,
 }
 
 impl<W: Write> LayerSink<W> {
     pub fn new(out: W, compression: Compression) -> io::Result<Self> {
-        let hw = HashingWriter::new(out);
         let enc = match compression {
-            Compression::None => Enc::None(hw),
-            Compression::Gzip { level } => {
-                Enc::Gzip(pargz::ParGzEncoder::new(hw, level, threads()))
-            }
+            Compression::None => Enc::None(out),
+            Compression::Gzip { level } => Enc::Gzip(pargz::ParGzEncoder::new(HashingWriter::new(out), level, threads())),
             Compression::Zstd { level } => {
-                let mut e = zstd::stream::Encoder::new(hw, level)?;
+                let mut e = zstd::stream::Encoder::new(HashingWriter::new(out), level)?;
                 let n = threads() as u32;
                 if n > 1 {
                     e.multithread(n)?;
@@ -92,31 +90,22 @@ impl<W: Write> LayerSink<W> {
                 Enc::Zstd(e)
             }
         };
-        Ok(LayerSink {
-            tar_hash: HashingWriter::new(io::sink()),
-            enc,
-            compression,
-        })
+        Ok(LayerSink { tar_hash: HashingWriter::new(io::sink()), enc, compression })
     }
 
     pub fn finish(self) -> io::Result<(W, LayerInfo)> {
         let (_, diff_id, uncompressed_size) = self.tar_hash.finish();
+        let media_type = self.compression.media_type();
         let hw = match self.enc {
-            Enc::None(w) => w,
+            Enc::None(out) => {
+                let info = LayerInfo { digest: diff_id.clone(), diff_id, size: uncompressed_size, uncompressed_size, media_type };
+                return Ok((out, info));
+            }
             Enc::Gzip(g) => g.finish()?,
             Enc::Zstd(z) => z.finish()?,
         };
         let (out, digest, size) = hw.finish();
-        Ok((
-            out,
-            LayerInfo {
-                diff_id,
-                digest,
-                size,
-                uncompressed_size,
-                media_type: self.compression.media_type(),
-            },
-        ))
+        Ok((out, LayerInfo { diff_id, digest, size, uncompressed_size, media_type }))
     }
 }
 

@@ -247,7 +247,10 @@ impl<W: Write> TreeWriter<'_, W> {
                 }
                 self.links.insert(key, rel.to_path_buf());
             }
-            let f = std::io::BufReader::with_capacity(1 << 20, fs_err::File::open(abs)?);
+            // A buffer sized to the file (at most 1 MiB): big files copy in few calls, small ones
+            // do not pay for a large allocation.
+            let cap = (m.len() as usize).clamp(8 << 10, 1 << 20);
+            let f = std::io::BufReader::with_capacity(cap, fs_err::File::open(abs)?);
             let h = self.header(&m, EntryType::Regular);
             return with_path(abs, self.append(h, rel, None, uid, gid, m.len(), &xs, f));
         }
