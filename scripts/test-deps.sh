@@ -16,9 +16,9 @@ if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned";
   fi
 fi
 
-# Debian packages the tests use: skopeo and umoci check what the store writes; busybox-static
+# Debian packages the tests use: skopeo, umoci and podman check what the store writes; busybox-static
 # makes the test base image; gzip reads parallel-gzip output back.
-packages=(skopeo umoci busybox-static gzip)
+packages=(skopeo umoci podman busybox-static gzip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
