@@ -415,6 +415,7 @@ fn processes_writing_one_store_at_once() {
         children.push(
             Command::new(strata())
                 .args(["--root", &root_s, "tag", "base:1", &format!("tag{i}:x")])
+                .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap(),
         );
@@ -427,12 +428,14 @@ fn processes_writing_one_store_at_once() {
                     rootfs.to_str().unwrap(),
                     &format!("imp{i}:y"),
                 ])
+                .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap(),
         );
         children.push(
             Command::new(strata())
                 .args(["--root", &root_s, "prune"])
+                .stdout(std::process::Stdio::null())
                 .spawn()
                 .unwrap(),
         );
@@ -473,28 +476,69 @@ fn podman_loads_what_strata_saves() {
         return;
     }
     if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: podman's rootless storage needs subuid ranges for this user; run as root");
+        eprintln!(
+            "SKIPPED: podman's rootless storage needs subuid ranges for this user; run as root"
+        );
         return;
     }
     let d = scratch("podman", None);
     let root = d.join("store");
     let r = root.to_str().unwrap();
-    ok(None, strata(), &["--root", r, "import", busybox_rootfs(&d, None).to_str().unwrap(), "pm:7"]);
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            r,
+            "import",
+            busybox_rootfs(&d, None).to_str().unwrap(),
+            "pm:7",
+        ],
+    );
     let docker = d.join("pm-docker.tar");
     let oci = d.join("pm-oci.tar");
-    ok(None, strata(), &["--root", r, "save", "pm:7", "--format", "docker-archive", "-o", docker.to_str().unwrap()]);
-    ok(None, strata(), &["--root", r, "save", "pm:7", "-o", oci.to_str().unwrap()]);
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            r,
+            "save",
+            "pm:7",
+            "--format",
+            "docker-archive",
+            "-o",
+            docker.to_str().unwrap(),
+        ],
+    );
+    ok(
+        None,
+        strata(),
+        &["--root", r, "save", "pm:7", "-o", oci.to_str().unwrap()],
+    );
     let pm = |args: &[&str]| {
-        let mut a = vec!["--root", d.join("pr").to_str().unwrap().to_string().leak(), "--runroot", d.join("rr").to_str().unwrap().to_string().leak(), "--storage-driver", "vfs"];
+        let mut a = vec![
+            "--root",
+            d.join("pr").to_str().unwrap().to_string().leak(),
+            "--runroot",
+            d.join("rr").to_str().unwrap().to_string().leak(),
+            "--storage-driver",
+            "vfs",
+        ];
         a.extend_from_slice(args);
         ok(None, "podman", &a)
     };
     assert!(pm(&["load", "-i", docker.to_str().unwrap()]).contains("Loaded image: localhost/pm:7"));
-    assert!(pm(&["load", "-i", oci.to_str().unwrap()]).contains("Loaded image: docker.io/library/pm:7"));
+    assert!(
+        pm(&["load", "-i", oci.to_str().unwrap()]).contains("Loaded image: docker.io/library/pm:7")
+    );
     let id = ok(None, strata(), &["--root", r, "images", "--format", "json"]);
     let id: serde_json::Value = serde_json::from_str(&id).unwrap();
     let short = &id[0]["id"].as_str().unwrap()[7..19];
-    assert!(pm(&["images"]).contains(short), "podman sees the same image id");
+    assert!(
+        pm(&["images"]).contains(short),
+        "podman sees the same image id"
+    );
 }
 
 #[test]
@@ -503,23 +547,80 @@ fn device_nodes_are_skipped_with_a_warning_rootless() {
         eprintln!("SKIPPED: making the device node for the test image needs root");
         return;
     }
-    let Some(user) = runners().into_iter().flatten().next() else { return };
+    let Some(user) = runners().into_iter().flatten().next() else {
+        return;
+    };
     let d = scratch("dev", None);
     let tree = d.join("tree");
     fs_err::create_dir_all(tree.join("dev")).unwrap();
-    rustix::fs::mknodat(rustix::fs::CWD, &tree.join("dev/null"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from_raw_mode(0o666), rustix::fs::makedev(1, 3)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &tree.join("dev/null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
     fs_err::write(tree.join("file"), "f").unwrap();
     let archive = d.join("dev.tar");
     let root = d.join("store");
-    ok(None, strata(), &["--root", root.to_str().unwrap(), "import", tree.to_str().unwrap(), "dev:1"]);
-    ok(None, strata(), &["--root", root.to_str().unwrap(), "save", "dev:1", "-o", archive.to_str().unwrap()]);
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "import",
+            tree.to_str().unwrap(),
+            "dev:1",
+        ],
+    );
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "save",
+            "dev:1",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+    );
     std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o644)).unwrap();
     let ud = scratch("dev-user", Some(user));
     let ustore = ud.join("store");
-    ok(Some(user), strata(), &["--root", ustore.to_str().unwrap(), "load", "-i", archive.to_str().unwrap()]);
-    let out = run(Some(user), strata(), &["--root", ustore.to_str().unwrap(), "unpack", "dev:1", ud.join("u").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(
+        Some(user),
+        strata(),
+        &[
+            "--root",
+            ustore.to_str().unwrap(),
+            "load",
+            "-i",
+            archive.to_str().unwrap(),
+        ],
+    );
+    let out = run(
+        Some(user),
+        strata(),
+        &[
+            "--root",
+            ustore.to_str().unwrap(),
+            "unpack",
+            "dev:1",
+            ud.join("u").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("warning: 1 device node(s) skipped") && err.contains("dev/null"), "{err}");
+    assert!(
+        err.contains("warning: 1 device node(s) skipped") && err.contains("dev/null"),
+        "{err}"
+    );
     assert!(ud.join("u/file").exists() && !ud.join("u/dev/null").exists());
 }

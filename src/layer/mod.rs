@@ -80,7 +80,11 @@ impl<W: Write> LayerSink<W> {
     pub fn new(out: W, compression: Compression) -> io::Result<Self> {
         let enc = match compression {
             Compression::None => Enc::None(out),
-            Compression::Gzip { level } => Enc::Gzip(pargz::ParGzEncoder::new(HashingWriter::new(out), level, threads())),
+            Compression::Gzip { level } => Enc::Gzip(pargz::ParGzEncoder::new(
+                HashingWriter::new(out),
+                level,
+                threads(),
+            )),
             Compression::Zstd { level } => {
                 let mut e = zstd::stream::Encoder::new(HashingWriter::new(out), level)?;
                 let n = threads() as u32;
@@ -90,7 +94,11 @@ impl<W: Write> LayerSink<W> {
                 Enc::Zstd(e)
             }
         };
-        Ok(LayerSink { tar_hash: HashingWriter::new(io::sink()), enc, compression })
+        Ok(LayerSink {
+            tar_hash: HashingWriter::new(io::sink()),
+            enc,
+            compression,
+        })
     }
 
     pub fn finish(self) -> io::Result<(W, LayerInfo)> {
@@ -98,14 +106,29 @@ impl<W: Write> LayerSink<W> {
         let media_type = self.compression.media_type();
         let hw = match self.enc {
             Enc::None(out) => {
-                let info = LayerInfo { digest: diff_id.clone(), diff_id, size: uncompressed_size, uncompressed_size, media_type };
+                let info = LayerInfo {
+                    digest: diff_id.clone(),
+                    diff_id,
+                    size: uncompressed_size,
+                    uncompressed_size,
+                    media_type,
+                };
                 return Ok((out, info));
             }
             Enc::Gzip(g) => g.finish()?,
             Enc::Zstd(z) => z.finish()?,
         };
         let (out, digest, size) = hw.finish();
-        Ok((out, LayerInfo { diff_id, digest, size, uncompressed_size, media_type }))
+        Ok((
+            out,
+            LayerInfo {
+                diff_id,
+                digest,
+                size,
+                uncompressed_size,
+                media_type,
+            },
+        ))
     }
 }
 

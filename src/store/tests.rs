@@ -346,11 +346,35 @@ fn load_rejects_tampered_archives() {
 #[test]
 fn an_oci_layout_with_several_refs_loads_all() {
     let src = Store::open(tmp("refs-src")).unwrap();
-    let a = src.import(&tree("refs-a", &[("a", "1")]), &r("one:1"), Compression::GZIP, Some(0)).unwrap();
-    let b = src.import(&tree("refs-b", &[("b", "2")]), &r("two:2"), Compression::ZSTD, Some(0)).unwrap();
+    let a = src
+        .import(
+            &tree("refs-a", &[("a", "1")]),
+            &r("one:1"),
+            Compression::GZIP,
+            Some(0),
+        )
+        .unwrap();
+    let b = src
+        .import(
+            &tree("refs-b", &[("b", "2")]),
+            &r("two:2"),
+            Compression::ZSTD,
+            Some(0),
+        )
+        .unwrap();
     let out = tmp("refs-out");
-    src.save(&[(a, vec![r("one:1")]), (b, vec![r("two:2")])], &out, SaveFormat::OciDir).unwrap();
+    src.save(
+        &[(a, vec![r("one:1")]), (b, vec![r("two:2")])],
+        &out,
+        SaveFormat::OciDir,
+    )
+    .unwrap();
     let dst = Store::open(tmp("refs-dst")).unwrap();
-    let names: Vec<String> = dst.load(&out).unwrap().iter().flat_map(|i| i.names.iter().map(|n| n.to_string())).collect();
+    let names: Vec<String> = dst
+        .load(&out)
+        .unwrap()
+        .iter()
+        .flat_map(|i| i.names.iter().map(|n| n.to_string()))
+        .collect();
     assert_eq!(names, vec!["one:1", "two:2"]);
 }
