@@ -555,7 +555,7 @@ fn device_nodes_are_skipped_with_a_warning_rootless() {
     fs_err::create_dir_all(tree.join("dev")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &tree.join("dev/null"),
+        tree.join("dev/null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
