@@ -17,8 +17,9 @@ if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned";
 fi
 
 # Debian packages the tests use: skopeo, umoci and podman check what the store writes; busybox-static
-# makes the test base image; gzip reads parallel-gzip output back.
-packages=(skopeo umoci podman busybox-static gzip)
+# makes the test base image; gzip reads parallel-gzip output back; uidmap (newuidmap/newgidmap)
+# maps subordinate ids for the rootless sandbox; procps (pkill) for the process-lifetime tests.
+packages=(skopeo umoci podman busybox-static gzip uidmap procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,8 +29,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The unprivileged user the rootless tests run as (runuser -u strata-test).
+# The unprivileged users the rootless tests run as (runuser -u …): strata-test with a range of
+# subordinate ids, strata-nosub with none (only root can be mapped in its user namespace).
 if ! id strata-test >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh strata-test
 fi
+grep -q '^strata-test:' /etc/subuid 2>/dev/null || usermod --add-subuids 100000-165535 strata-test
+grep -q '^strata-test:' /etc/subgid 2>/dev/null || usermod --add-subgids 100000-165535 strata-test
+if ! id strata-nosub >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 strata-nosub
+fi
+sed -i '/^strata-nosub:/d' /etc/subuid /etc/subgid 2>/dev/null || true
 echo "test-deps: ready"

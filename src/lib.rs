@@ -16,4 +16,5 @@ pub mod dockerfile;
 pub mod layer;
 pub mod oci;
 pub mod plan;
+pub mod sandbox;
 pub mod store;

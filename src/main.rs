@@ -7,6 +7,12 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    // The sandbox child: before anything else, while this process has one thread.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(strata::sandbox::CHILD_ARG))
+    {
+        strata::sandbox::child_main(&cli::run::hook);
+    }
     // Die quietly on a closed pipe (`strata inspect x | head`), as other command-line tools do,
     // instead of panicking in println!.
     // SAFETY: called before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.

@@ -4,6 +4,7 @@
 mod check;
 mod parse;
 pub mod render;
+pub mod run;
 mod store_cmds;
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ pub enum Commands {
     Load(store_cmds::LoadArgs),
     /// Unpack an image's root filesystem into a directory (layers applied in order).
     Unpack(store_cmds::UnpackArgs),
+    /// Run a command in an image, in the rootless sandbox; passes its exit code through.
+    Run(run::RunArgs),
+    /// Check that this machine can run builds rootless, and say how to fix what is missing.
+    Doctor,
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -81,6 +86,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Save(a) => store_cmds::save(&store()?, a),
         Commands::Load(a) => store_cmds::load(&store()?, a),
         Commands::Unpack(a) => store_cmds::unpack(&store()?, a),
+        Commands::Run(a) => run::run(&store()?, a),
+        Commands::Doctor => run::doctor(),
     }
 }
 

@@ -35,6 +35,10 @@ fn entry_err(entry: &Path, reason: impl ToString) -> ApplyError {
 pub struct ApplyOptions {
     /// Set owners from the tar (needs root, or ids mapped in a user namespace).
     pub chown: bool,
+    /// Record whiteouts the way overlayfs reads them in a lower dir (a 0/0 character device,
+    /// and `user.overlay.opaque=y` on opaque dirs, for a `userxattr` mount) instead of deleting:
+    /// for a layer unpacked on its own as a snapshot.
+    pub overlay_whiteouts: bool,
 }
 
 /// What had to be left out or changed, for a warning.
@@ -171,6 +175,42 @@ pub fn apply_layer<R: Read>(
         let io_err = |e: io::Error| entry_err(&raw, e);
 
         // Whiteouts.
+        if opts.overlay_whiteouts && name.starts_with(b".wh.") {
+            if let Some(parent) = rel.parent() {
+                mkdir_all_in_root(root, parent).map_err(io_err)?;
+            }
+            if name == b".wh..wh..opq" {
+                let dir = root.join(
+                    resolve_in_root(root, rel.parent().unwrap_or(Path::new("")), 0)
+                        .map_err(io_err)?,
+                );
+                rustix::fs::lsetxattr(
+                    &dir,
+                    c"user.overlay.opaque",
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(|e| entry_err(&raw, format!("marking {} opaque: {e}", dir.display())))?;
+            } else {
+                let target = rel.with_file_name(OsStr::from_bytes(&name[4..]));
+                let abs = resolve_parent_in_root(root, &target).map_err(io_err)?;
+                remove_any(&abs).map_err(io_err)?;
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &abs,
+                    rustix::fs::FileType::CharacterDevice,
+                    rustix::fs::Mode::empty(),
+                    0,
+                )
+                .map_err(|e| {
+                    entry_err(
+                        &raw,
+                        format!("creating the overlay whiteout {}: {e}", abs.display()),
+                    )
+                })?;
+            }
+            continue;
+        }
         if name == b".wh..wh..opq" {
             let dir_rel = rel.parent().unwrap_or(Path::new(""));
             let dir = resolve_parent_in_root(root, &dir_rel.join("x")).map_err(io_err)?;

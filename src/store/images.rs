@@ -335,7 +335,7 @@ impl Store {
         let info = if meta.is_dir() {
             let opts = layer::WriteOptions {
                 source_date_epoch: epoch,
-                overlay_whiteouts: false,
+                ..Default::default()
             };
             self.put_layer(compression, |sink| {
                 layer::write_tree(source, sink, &opts).map(|_| ())

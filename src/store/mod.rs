@@ -32,6 +32,7 @@ mod transfer;
 pub use fsck::{FsckReport, Problem};
 pub use images::{select_platform, DiskUsage, ImageRecord, ImageRef};
 pub use io_util::TempFile;
+pub use snapshots::unpack_verified;
 pub use transfer::SaveFormat;
 
 use std::fs::File;

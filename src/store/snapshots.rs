@@ -27,43 +27,51 @@ impl Store {
         )))
     }
 
-    /// The unpacked layer `diff_id`, unpacking it on first use. Returns its path and, when it
-    /// was unpacked now, what had to be left out.
+    /// The unpacked layer `diff_id`, unpacking it on first use (in this process). Returns its
+    /// path and, when it was unpacked now, what had to be left out.
     pub fn snapshot(&self, diff_id: &Digest) -> Result<(PathBuf, Option<ApplyReport>)> {
+        let mut report = None;
+        let p = self.snapshot_with(diff_id, |blob, dest| {
+            let r =
+                at(blob, std::fs::File::open(blob)).and_then(|f| at(dest, layer::decompress(f)))?;
+            report = Some(unpack_verified(
+                r,
+                dest,
+                diff_id,
+                &ApplyOptions {
+                    overlay_whiteouts: true,
+                    ..Default::default()
+                },
+            )?);
+            Ok(())
+        })?;
+        Ok((p, report))
+    }
+
+    /// The unpacked layer `diff_id`; on first use `unpack(blob, dir)` fills a new directory
+    /// (for example inside a user namespace, so that owners are kept as seen there), which is
+    /// then renamed into place.
+    pub fn snapshot_with(
+        &self,
+        diff_id: &Digest,
+        unpack: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let dest = self.snapshot_path(diff_id);
         if dest.exists() {
-            return Ok((dest, None));
+            return Ok(dest);
         }
         let _w = self.writer_lock()?;
         if dest.exists() {
-            return Ok((dest, None));
+            return Ok(dest);
         }
         let desc = self.layer_for_diff_id(diff_id)?;
         let tmp = self.tmp_dir().join(super::io_util::unique_name("snapshot"));
         at(&tmp, std::fs::create_dir(&tmp))?;
-        let result = (|| {
-            let blob = self.open_blob(&desc.digest)?;
-            let r = at(&tmp, layer::decompress(blob))?;
-            let mut hr = crate::oci::HashingReader::new(r);
-            let report = layer::apply_layer(&mut hr, &tmp, &ApplyOptions::default())?;
-            // Drain the tar's end padding so the hash covers the whole stream.
-            at(&tmp, std::io::copy(&mut hr, &mut std::io::sink()))?;
-            let (actual, _) = hr.finish();
-            if &actual != diff_id {
-                return Err(crate::oci::Error::DigestMismatch {
-                    what: format!("layer {}", desc.digest),
-                    expected: diff_id.clone(),
-                    actual,
-                }
-                .into());
-            }
-            Ok(report)
-        })();
-        match result {
-            Ok(report) => {
+        match unpack(&self.blob_path(&desc.digest), &tmp) {
+            Ok(()) => {
                 at(&dest, std::fs::rename(&tmp, &dest))?;
                 super::io_util::sync_dir(dest.parent().unwrap_or(&dest));
-                Ok((dest, Some(report)))
+                Ok(dest)
             }
             Err(e) => {
                 super::images::make_writable(&tmp);
@@ -72,6 +80,29 @@ impl Store {
             }
         }
     }
+}
+
+/// Apply a layer and check that the tar hashes to `diff_id`.
+pub fn unpack_verified<R: std::io::Read>(
+    r: R,
+    dest: &std::path::Path,
+    diff_id: &Digest,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let mut hr = crate::oci::HashingReader::new(r);
+    let report = layer::apply_layer(&mut hr, dest, opts)?;
+    // Drain the tar's end padding so the hash covers the whole stream.
+    at(dest, std::io::copy(&mut hr, &mut std::io::sink()))?;
+    let (actual, _) = hr.finish();
+    if &actual != diff_id {
+        return Err(crate::oci::Error::DigestMismatch {
+            what: format!("layer {diff_id}"),
+            expected: diff_id.clone(),
+            actual,
+        }
+        .into());
+    }
+    Ok(report)
 }
 
 impl Store {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The cost of a trivial RUN step: `strata run IMAGE true` on busybox, against running `true`
+# directly and against the hand-made floor of ../shared/lab/userns-run-floor.sh (unshare +
+# overlay + chroot), in the same hyperfine invocation, as root and as the unprivileged user
+# strata-test (scripts/test-deps.sh makes it).
+#   benches/run.sh          (as root; needs hyperfine and busybox-static)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cargo build --release --manifest-path "$here/Cargo.toml" >&2
+strata=$here/target/release/strata
+work=$(mktemp -d /tmp/strata-run-bench.XXXX)
+chmod 1777 "$work"
+trap 'rm -rf "$work"' EXIT
+floor=$here/../shared/lab/userns-run-floor.sh
+bench() { # USER
+  local who=$1 d=$work/$1
+  runuser -u "$who" -- mkdir -p "$d"
+  runuser -u "$who" -- sh -c "set -e; r=$d/rootfs; mkdir -p \$r/bin \$r/etc \$r/proc \$r/tmp; cp /bin/busybox \$r/bin/; ln -s busybox \$r/bin/sh; ln -s busybox \$r/bin/true; ln -s busybox \$r/bin/mkdir; ln -s busybox \$r/bin/echo; echo 'root:x:0:0::/:/bin/sh' > \$r/etc/passwd; $strata --root $d/store import \$r bb:1 >/dev/null"
+  local extra=()
+  [ -f "$floor" ] && extra=(-n "floor: userns-run-floor.sh" "bash $floor $d/rootfs")
+  echo "== as $who"
+  runuser -u "$who" -- hyperfine -N --warmup 5 --runs 40 --export-json "$work/$who.json" \
+    -n "strata run bb:1 true" "$strata --root $d/store run bb:1 true" \
+    -n "true (the process alone)" "$d/rootfs/bin/true" "${extra[@]}"
+  python3 - "$work/$who.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"  median {r['median'] * 1000:.1f} ms  {r['command']}")
+PY
+}
+bench root
+id strata-test >/dev/null 2>&1 && bench strata-test

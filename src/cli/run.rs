@@ -1,0 +1,497 @@
+//! `strata run`, `strata doctor`, and the hooks the sandbox child runs inside the user
+//! namespace (unpacking snapshots so that owners are kept, removing trees owned by
+//! subordinate ids).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context};
+use strata::layer::ApplyOptions;
+use strata::oci::Digest;
+use strata::sandbox::{self, idmap, Bind, HookSpec, Network, Rootfs, Spec};
+use strata::store::Store;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Remove the container's writable layer when it exits (always done; accepted for docker
+    /// compatibility).
+    #[arg(long)]
+    rm: bool,
+    /// Set an environment variable (K=V, or K to take the value from this environment).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Network: the host's, or none (an empty network namespace).
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    network: String,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
+    volumes: Vec<String>,
+    /// Run as this user (name, uid, name:group or uid:gid) instead of the image's USER.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory instead of the image's WORKDIR.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Save the container's changes as a new image (one layer on top), like `docker commit`.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    commit: Option<String>,
+    /// The image.
+    image: String,
+    /// The command, replacing the image's CMD (ENTRYPOINT stays).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// The hooks `main()` gives the sandbox child.
+pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
+    match (name, args) {
+        ("unpack", [blob, dest, diff_id]) => {
+            let diff: Digest = diff_id.parse().map_err(|e| format!("{e}"))?;
+            let f = fs_err::File::open(blob).map_err(|e| format!("{blob}: {e}"))?;
+            let r = strata::layer::decompress(f).map_err(|e| format!("{blob}: {e}"))?;
+            let report = strata::store::unpack_verified(
+                r,
+                Path::new(dest),
+                &diff,
+                &ApplyOptions {
+                    chown: true,
+                    overlay_whiteouts: true,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            if !report.skipped_devices.is_empty() {
+                eprintln!(
+                    "warning: {} device node(s) left out of layer {diff}: {}",
+                    report.skipped_devices.len(),
+                    report.skipped_devices.join(", ")
+                );
+            }
+            Ok(())
+        }
+        ("remove", paths) => {
+            for p in paths {
+                make_writable(Path::new(p));
+                match std::fs::remove_dir_all(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("removing {p}: {e}")),
+                }
+            }
+            Ok(())
+        }
+        ("diff", [upper, out, rest @ ..]) => {
+            // The step's layer: read inside the user namespace, so owners are as seen there.
+            // rest = mount points the sandbox created, "--", then the lower dirs.
+            let split = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
+            let (created, lowers) = (&rest[..split], rest.get(split + 1..).unwrap_or(&[]));
+            forget_mount_points(Path::new(upper), created, lowers);
+            let opts = strata::layer::WriteOptions {
+                overlay_whiteouts: true,
+                ..Default::default()
+            };
+            let f = fs_err::File::create(out).map_err(|e| format!("{out}: {e}"))?;
+            let w = strata::layer::write_tree(Path::new(upper), std::io::BufWriter::new(f), &opts)
+                .map_err(|e| format!("reading {upper}: {e}"))?;
+            w.into_inner()
+                .map_err(|e| e.to_string())?
+                .sync_all()
+                .map_err(|e| e.to_string())
+        }
+        ("overlay-test", [dir]) => {
+            let d = Path::new(dir);
+            for s in ["l", "u", "w", "m"] {
+                std::fs::create_dir_all(d.join(s)).map_err(|e| e.to_string())?;
+            }
+            fs_err::write(d.join("l/f"), "x").map_err(|e| e.to_string())?;
+            let data = format!(
+                "lowerdir={0}/l,upperdir={0}/u,workdir={0}/w,userxattr",
+                d.display()
+            );
+            rustix::mount::mount(
+                "overlay",
+                d.join("m"),
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                Some(
+                    std::ffi::CString::new(data)
+                        .map_err(|e| e.to_string())?
+                        .as_c_str(),
+                ),
+            )
+            .map_err(|e| format!("mount -t overlay: {e}"))?;
+            fs_err::read(d.join("m/f"))
+                .map(|_| ())
+                .map_err(|e| format!("reading through the overlay: {e}"))
+        }
+        ("noop", []) => Ok(()),
+        _ => Err(format!("unknown sandbox hook {name} {args:?}")),
+    }
+}
+
+/// Take out of the upper dir what exists only because the sandbox mounted over it: the files it
+/// created (/etc/hosts, …) and directories copied up just to hold them, when the lower dir has the
+/// same directory with the same owner and mode.
+fn forget_mount_points(upper: &Path, created: &[String], lowers: &[String]) {
+    use std::os::unix::fs::MetadataExt;
+    for c in created {
+        let rel = Path::new(c.trim_start_matches('/'));
+        let p = upper.join(rel);
+        let _ = if p.is_dir() {
+            std::fs::remove_dir(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        let mut parent = rel.parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            let up = upper.join(dir);
+            let empty = std::fs::read_dir(&up)
+                .map(|mut r| r.next().is_none())
+                .unwrap_or(false);
+            let same_below = std::fs::metadata(&up).ok().is_some_and(|m| {
+                lowers.iter().any(|l| {
+                    std::fs::metadata(Path::new(l).join(dir)).is_ok_and(|lm| {
+                        lm.is_dir()
+                            && lm.uid() == m.uid()
+                            && lm.gid() == m.gid()
+                            && lm.mode() == m.mode()
+                    })
+                })
+            });
+            if !(empty && same_below) || std::fs::remove_dir(&up).is_err() {
+                break;
+            }
+            parent = dir.parent();
+        }
+    }
+}
+
+fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        if m.is_dir() {
+            let _ = std::fs::set_permissions(
+                p,
+                std::fs::Permissions::from_mode(m.permissions().mode() | 0o700),
+            );
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+}
+
+fn exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("finding the strata binary to re-execute for the sandbox")
+}
+
+fn sandbox_err(e: sandbox::Error) -> anyhow::Error {
+    let mut msg = e.to_string();
+    for a in e.advice() {
+        msg.push_str(&format!("\n  hint: {a}"));
+    }
+    anyhow::anyhow!(msg)
+}
+
+/// Remove a tree that may hold files owned by subordinate ids: inside the user namespace.
+pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if maps.root_only || rustix::process::getuid().is_root() {
+        make_writable(path);
+        return std::fs::remove_dir_all(path)
+            .with_context(|| format!("removing {}", path.display()));
+    }
+    let h = HookSpec {
+        name: "remove".into(),
+        args: vec![path.display().to_string()],
+        maps: maps.clone(),
+    };
+    match sandbox::run_hook(&exe()?, &h).map_err(sandbox_err)? {
+        sandbox::Outcome::Exited(0) => Ok(()),
+        o => bail!(
+            "removing {} in the user namespace ended with {o:?}",
+            path.display()
+        ),
+    }
+}
+
+/// The snapshot of every layer of an image, bottom first, unpacked inside the user namespace.
+pub fn snapshots(
+    store: &Store,
+    diff_ids: &[Digest],
+    maps: &idmap::IdMaps,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let exe = exe()?;
+    let mut out = Vec::new();
+    for d in diff_ids {
+        let p = store.snapshot_with(d, |blob, dest| {
+            let h = HookSpec {
+                name: "unpack".into(),
+                args: vec![
+                    blob.display().to_string(),
+                    dest.display().to_string(),
+                    d.to_string(),
+                ],
+                maps: maps.clone(),
+            };
+            match sandbox::run_hook(&exe, &h) {
+                Ok(sandbox::Outcome::Exited(0)) => Ok(()),
+                Ok(o) => Err(strata::store::Error::Invalid(format!(
+                    "unpacking layer {d} ended with {o:?}"
+                ))),
+                Err(e) => Err(strata::store::Error::Invalid(format!(
+                    "unpacking layer {d}: {e}"
+                ))),
+            }
+        })?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
+    let img = store.resolve(&a.image)?;
+    let maps = idmap::for_current_user();
+    let lowers = snapshots(store, &img.config.rootfs.diff_ids, &maps)?;
+    let cfg = img.config.config.clone().unwrap_or_default();
+    let mut argv: Vec<String> = cfg.entrypoint.clone().unwrap_or_default();
+    if a.command.is_empty() {
+        argv.extend(cfg.cmd.clone().unwrap_or_default());
+    } else {
+        argv.extend(a.command.iter().cloned());
+    }
+    if argv.is_empty() {
+        bail!(
+            "image {} has no ENTRYPOINT or CMD: give a command (strata run {} sh)",
+            a.image,
+            a.image
+        );
+    }
+    let mut env: Vec<String> = cfg.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    for e in &a.env {
+        let kv = match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => format!("{e}={}", std::env::var(e).unwrap_or_default()),
+        };
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    let hostname = img.id().short().to_string();
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    let mut binds = Vec::new();
+    for v in &a.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (host, target, ro) = match parts.as_slice() {
+            [h, t] => (*h, *t, false),
+            [h, t, "ro"] => (*h, *t, true),
+            [h, t, "rw"] => (*h, *t, false),
+            _ => bail!("invalid volume \"{v}\": expected HOST:CONTAINER[:ro]"),
+        };
+        let host = std::fs::canonicalize(host)
+            .with_context(|| format!("volume \"{v}\": host path {host}"))?;
+        if !target.starts_with('/') {
+            bail!("invalid volume \"{v}\": the container path must be absolute");
+        }
+        binds.push(Bind {
+            host,
+            target: target.to_string(),
+            readonly: ro,
+        });
+    }
+
+    let step = store
+        .tmp_dir()
+        .join(format!("run-{}-{}", std::process::id(), hostname));
+    let (upper, work, merged, etc) = (
+        step.join("upper"),
+        step.join("work"),
+        step.join("merged"),
+        step.join("etc"),
+    );
+    for d in [&upper, &work, &merged, &etc] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let resolv = fs_err::read("/etc/resolv.conf").unwrap_or_default();
+    fs_err::write(etc.join("resolv.conf"), resolv)?;
+    fs_err::write(etc.join("hosts"), format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"))?;
+    fs_err::write(etc.join("hostname"), format!("{hostname}\n"))?;
+    let mut lower: Vec<PathBuf> = lowers.into_iter().rev().collect();
+    if lower.is_empty() {
+        let empty = step.join("empty");
+        std::fs::create_dir_all(&empty)?;
+        lower.push(empty);
+    }
+    let spec = Spec {
+        rootfs: Rootfs::Overlay {
+            lower,
+            upper,
+            work,
+            merged,
+        },
+        argv,
+        env,
+        user: a.user.clone().or(cfg.user.clone()).unwrap_or_default(),
+        workdir: a
+            .workdir
+            .clone()
+            .or(cfg.working_dir.clone())
+            .unwrap_or_else(|| "/".into()),
+        network: if a.network == "none" {
+            Network::None
+        } else {
+            Network::Host
+        },
+        hostname,
+        etc_files: ["resolv.conf", "hosts", "hostname"]
+            .iter()
+            .map(|n| (n.to_string(), etc.join(n)))
+            .collect(),
+        binds,
+        maps: maps.clone(),
+    };
+    let _ = a.rm;
+    let result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());
+    let committed = match (&result, &a.commit) {
+        (Ok(f), Some(name)) => Some(commit(store, &img, &spec, &step, &f.created, name, &maps)),
+        _ => None,
+    };
+    let cleanup = remove_tree(&step, &maps);
+    let finished = result.map_err(sandbox_err)?;
+    if let Some(c) = committed {
+        println!("{}", c?);
+    }
+    cleanup?;
+    Ok(finished.outcome.code())
+}
+
+/// The upper dir as a layer on top of `img`, named `name`.
+fn commit(
+    store: &Store,
+    img: &strata::store::ImageRecord,
+    spec: &Spec,
+    step: &Path,
+    created: &[String],
+    name: &str,
+    maps: &idmap::IdMaps,
+) -> anyhow::Result<Digest> {
+    let name = strata::store::ImageRef::parse(name)?;
+    let Rootfs::Overlay { upper, .. } = &spec.rootfs;
+    let tar = step.join("layer.tar");
+    let mut args = vec![upper.display().to_string(), tar.display().to_string()];
+    args.extend(created.iter().cloned());
+    args.push("--".into());
+    let Rootfs::Overlay { lower, .. } = &spec.rootfs;
+    args.extend(lower.iter().map(|l| l.display().to_string()));
+    let h = HookSpec {
+        name: "diff".into(),
+        args,
+        maps: maps.clone(),
+    };
+    match sandbox::run_hook(&exe()?, &h).map_err(sandbox_err)? {
+        sandbox::Outcome::Exited(0) => {}
+        o => bail!("reading the container's changes ended with {o:?}"),
+    }
+    let mut f = fs_err::File::open(&tar).with_context(|| format!("{}", tar.display()))?;
+    let info = store.put_layer(strata::layer::Compression::GZIP, |sink| {
+        std::io::copy(&mut f, sink).map(|_| ())
+    })?;
+    let mut config = img.config.clone();
+    config.rootfs.diff_ids.push(info.diff_id.clone());
+    let now = strata::oci::rfc3339(strata::oci::now_secs());
+    config.created = Some(now.clone());
+    config.history.push(strata::oci::History {
+        created: Some(now),
+        created_by: Some(format!("strata run {}", spec.argv.join(" "))),
+        comment: Some("strata run --commit".into()),
+        ..Default::default()
+    });
+    let mut layers = img.manifest.layers.clone();
+    layers.push(strata::oci::Descriptor::new(
+        info.media_type,
+        info.digest,
+        info.size,
+    ));
+    Ok(store.add_image(&config, &layers, &[name])?.config_digest)
+}
+
+pub fn doctor() -> anyhow::Result<i32> {
+    let mut bad = 0;
+    for c in sandbox::probe::all_checks() {
+        let mark = match (c.ok, c.optional) {
+            (true, _) => "ok  ",
+            (false, true) => "WARN",
+            (false, false) => "FAIL",
+        };
+        println!("{mark} {}: {}", c.name, c.detail);
+        if !c.ok {
+            if !c.optional {
+                bad += 1;
+            }
+            if let Some(f) = c.fix {
+                println!("     fix: {f}");
+            }
+        }
+    }
+    // The real thing: a user namespace with the maps strata would use, and an overlay in it.
+    let maps = idmap::for_current_user();
+    let tmp = std::env::temp_dir().join(format!("strata-doctor-{}", std::process::id()));
+    let ov = HookSpec {
+        name: "overlay-test".into(),
+        args: vec![tmp.display().to_string()],
+        maps: maps.clone(),
+    };
+    match sandbox::run_hook(&exe()?, &ov) {
+        Ok(sandbox::Outcome::Exited(0)) => {
+            println!("ok   overlay in a user namespace: mounted (userxattr)")
+        }
+        Ok(o) => {
+            bad += 1;
+            println!("FAIL overlay in a user namespace: ended with {o:?}");
+        }
+        Err(e) => {
+            bad += 1;
+            println!("FAIL overlay in a user namespace: {e}");
+            println!("     fix: Linux 5.11+ mounts overlayfs in user namespaces; on older kernels or filesystems that refuse it, strata needs the copy fallback (not available yet)");
+        }
+    }
+    let _ = remove_tree(&tmp, &maps);
+    let h = HookSpec {
+        name: "noop".into(),
+        args: vec![],
+        maps: maps.clone(),
+    };
+    match sandbox::run_hook(&exe()?, &h) {
+        Ok(sandbox::Outcome::Exited(0)) => {
+            println!("ok   user namespace: created, uids {:?}", maps.uid)
+        }
+        Ok(o) => {
+            bad += 1;
+            println!("FAIL user namespace: the test ended with {o:?}");
+        }
+        Err(e) => {
+            bad += 1;
+            println!("FAIL user namespace: {e}");
+            for a in e.advice() {
+                println!("     fix: {a}");
+            }
+        }
+    }
+    println!(
+        "{}",
+        if bad == 0 {
+            "strata can build here."
+        } else {
+            "strata cannot build here until the failures above are fixed."
+        }
+    );
+    Ok(if bad == 0 { 0 } else { 1 })
+}

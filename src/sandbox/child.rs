@@ -1,0 +1,436 @@
+//! The re-executed child: enters the namespaces, builds the root, runs the process as pid 1's
+//! child, and reports how it ended. Runs single-threaded from the first instruction of `main()`.
+
+// Errors here are strings that name their path (`format!("creating {path}: {e}")`): the reason
+// clippy.toml steers code to fs-err is met, so std::fs is allowed in this file.
+#![allow(clippy::disallowed_methods)]
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::Path;
+
+use super::{user, Bind, Network, Outcome, Report, Rootfs, Spec, Task, SPEC_ENV};
+
+type R<T> = Result<T, String>;
+
+fn errno(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s.as_bytes()).unwrap_or_else(|_| CString::new("?").expect("no NUL"))
+}
+
+fn report(r: &Report) {
+    // SAFETY: fd 3 is the report pipe the parent set up; we never close it explicitly.
+    let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(3) });
+    let mut line = serde_json::to_string(r).unwrap_or_default();
+    line.push('\n');
+    let _ = f.write_all(line.as_bytes());
+}
+
+fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R<()> {
+    let (s, t, f, d) = (cstr(src), cstr(target), cstr(fstype), cstr(data));
+    // SAFETY: all pointers are valid NUL-terminated strings (or null where allowed).
+    let rc = unsafe {
+        libc::mount(
+            if src.is_empty() {
+                std::ptr::null()
+            } else {
+                s.as_ptr()
+            },
+            t.as_ptr(),
+            if fstype.is_empty() {
+                std::ptr::null()
+            } else {
+                f.as_ptr()
+            },
+            flags,
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                d.as_ptr() as *const libc::c_void
+            },
+        )
+    };
+    if rc != 0 {
+        return Err(errno(&format!("mount {fstype} {src} on {target} ({data})")));
+    }
+    Ok(())
+}
+
+/// The child's entry point: never returns. `hook` runs named hooks of `main()`.
+pub fn child_main(hook: &super::Hook) -> ! {
+    let code = match run_child(hook) {
+        Ok(code) => code,
+        Err(e) => {
+            report(&Report::Error(e));
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_child(hook: &super::Hook) -> R<i32> {
+    let json =
+        std::env::var(SPEC_ENV).map_err(|_| "no sandbox spec in the environment".to_string())?;
+    let task: Task = serde_json::from_str(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
+    // Die with the parent (Ctrl-C, kill): nothing must outlive a build.
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+
+    // 1. User namespace; the parent writes our maps.
+    // SAFETY: unshare has no memory-safety preconditions.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        return Err(errno("unshare(CLONE_NEWUSER)"));
+    }
+    // SAFETY: fds 3 and 4 are the pipes the parent dup'ed for us.
+    let (mut to_parent, mut from_parent) = unsafe {
+        (
+            std::mem::ManuallyDrop::new(std::fs::File::from_raw_fd(3)),
+            std::fs::File::from_raw_fd(4),
+        )
+    };
+    to_parent
+        .write_all(b"R")
+        .map_err(|e| format!("signalling the parent: {e}"))?;
+    let mut b = [0u8; 1];
+    if from_parent
+        .read(&mut b)
+        .map_err(|e| format!("waiting for the parent: {e}"))?
+        != 1
+    {
+        return Err("the parent did not write the uid/gid maps".into());
+    }
+    drop(from_parent);
+    // SAFETY: plain credential syscalls.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+            return Err(errno("becoming root in the user namespace"));
+        }
+    }
+
+    match task {
+        Task::Hook(h) => {
+            // SAFETY: see above.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(errno("unshare(CLONE_NEWNS)"));
+            }
+            hook(&h.name, &h.args)?;
+            report(&Report::Outcome(Outcome::Exited(0)));
+            Ok(0)
+        }
+        Task::Run(spec) => run_spec(&spec),
+    }
+}
+
+fn run_spec(spec: &Spec) -> R<i32> {
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: see above.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(errno("unshare(mount, pid, uts, ipc namespaces)"));
+    }
+    // The first child is pid 1 of the new pid namespace; when it exits, the kernel kills every
+    // process left in the namespace.
+    // SAFETY: single-threaded process; the child only continues this function.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(errno("fork"));
+    }
+    if pid > 0 {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Ok(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        });
+    }
+    // SAFETY: see above.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let code = match init(spec) {
+        Ok(o) => {
+            report(&Report::Outcome(o));
+            o.code()
+        }
+        Err(e) => {
+            report(&Report::Error(e));
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn ensure_file(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        if let Some(p) = Path::new(path).parent() {
+            std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+        }
+        std::fs::write(path, b"").map_err(|e| format!("creating {path}: {e}"))?;
+        created.push(inside.to_string());
+    }
+    Ok(())
+}
+
+fn ensure_dir(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        std::fs::create_dir_all(path).map_err(|e| format!("creating {path}: {e}"))?;
+        created.push(inside.to_string());
+    }
+    Ok(())
+}
+
+/// pid 1: build the root, start the process, reap until it ends.
+fn init(spec: &Spec) -> R<Outcome> {
+    let rec_private = libc::MS_REC | libc::MS_PRIVATE;
+    mount("", "/", "", rec_private, "")?;
+    let Rootfs::Overlay {
+        lower,
+        upper,
+        work,
+        merged,
+    } = &spec.rootfs;
+    let root = merged.display().to_string();
+    let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},userxattr",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    );
+    mount("overlay", &root, "overlay", 0, &data)?;
+
+    let mut created = Vec::new();
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    ensure_dir(&format!("{root}/proc"), &mut created, "/proc")?;
+    mount(
+        "proc",
+        &format!("{root}/proc"),
+        "proc",
+        nosuid_nodev_noexec,
+        "",
+    )?;
+
+    // /dev: a small tmpfs with the usual nodes bound from the host, pts and shm.
+    ensure_dir(&format!("{root}/dev"), &mut created, "/dev")?;
+    mount(
+        "tmpfs",
+        &format!("{root}/dev"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=755,size=65536k",
+    )?;
+    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let t = format!("{root}/dev/{d}");
+        std::fs::write(&t, b"").map_err(|e| format!("creating {t}: {e}"))?;
+        mount(&format!("/dev/{d}"), &t, "", libc::MS_BIND, "")?;
+    }
+    std::fs::create_dir_all(format!("{root}/dev/pts")).map_err(|e| e.to_string())?;
+    mount(
+        "devpts",
+        &format!("{root}/dev/pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    std::fs::create_dir_all(format!("{root}/dev/shm")).map_err(|e| e.to_string())?;
+    mount(
+        "shm",
+        &format!("{root}/dev/shm"),
+        "tmpfs",
+        nosuid_nodev_noexec,
+        "mode=1777,size=65536k",
+    )?;
+    for (l, t) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(t, format!("{root}/dev/{l}"))
+            .map_err(|e| format!("/dev/{l}: {e}"))?;
+    }
+
+    // /sys: the host's, read-only.
+    ensure_dir(&format!("{root}/sys"), &mut created, "/sys")?;
+    mount(
+        "/sys",
+        &format!("{root}/sys"),
+        "",
+        libc::MS_BIND | libc::MS_REC,
+        "",
+    )?;
+    mount(
+        "",
+        &format!("{root}/sys"),
+        "",
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | nosuid_nodev_noexec,
+        "",
+    )?;
+
+    // resolv.conf, hosts, hostname: provided, not part of the layer.
+    for (name, host) in &spec.etc_files {
+        let t = format!("{root}/etc/{name}");
+        ensure_file(&t, &mut created, &format!("/etc/{name}"))?;
+        mount(&host.display().to_string(), &t, "", libc::MS_BIND, "")?;
+        mount(
+            "",
+            &t,
+            "",
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            "",
+        )?;
+    }
+    for Bind {
+        host,
+        target,
+        readonly,
+    } in &spec.binds
+    {
+        let t = format!("{root}/{}", target.trim_start_matches('/'));
+        if host.is_dir() {
+            ensure_dir(&t, &mut created, target)?;
+        } else {
+            ensure_file(&t, &mut created, target)?;
+        }
+        mount(
+            &host.display().to_string(),
+            &t,
+            "",
+            libc::MS_BIND | libc::MS_REC,
+            "",
+        )?;
+        if *readonly {
+            mount(
+                "",
+                &t,
+                "",
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                "",
+            )?;
+        }
+    }
+    report(&Report::Created(created));
+
+    // pivot_root(".", ".") then detach the old root: no directory is left in the new root.
+    std::env::set_current_dir(&root).map_err(|e| format!("chdir {root}: {e}"))?;
+    let dot = cstr(".");
+    // SAFETY: pivot_root via syscall with valid path pointers.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
+        return Err(errno("pivot_root"));
+    }
+    // SAFETY: see above.
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(errno("detaching the old root"));
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    let host = cstr(&spec.hostname);
+    // SAFETY: valid pointer and length.
+    unsafe { libc::sethostname(host.as_ptr(), spec.hostname.len()) };
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let ids = user::resolve(&spec.user, &passwd, &group)?;
+    if spec.maps.root_only && (ids.uid != 0 || ids.gid != 0) {
+        return Err(format!(
+            "USER {} needs uid {} and gid {}, but only root is mapped in this user namespace (no subordinate ids for this user in /etc/subuid and /etc/subgid, or newuidmap/newgidmap missing; see `strata doctor`)",
+            spec.user, ids.uid, ids.gid
+        ));
+    }
+    let workdir = if spec.workdir.is_empty() {
+        "/".to_string()
+    } else {
+        spec.workdir.clone()
+    };
+    if std::fs::metadata(&workdir).is_err() {
+        std::fs::create_dir_all(&workdir)
+            .map_err(|e| format!("creating WORKDIR {workdir}: {e}"))?;
+    }
+
+    let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect();
+    if argv.is_empty() {
+        return Err("no command to run".into());
+    }
+    let env: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
+    let path_var = spec
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .to_string();
+    let prog = if spec.argv[0].contains('/') {
+        spec.argv[0].clone()
+    } else {
+        path_var
+            .split(':')
+            .map(|d| format!("{d}/{}", spec.argv[0]))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+            .ok_or_else(|| {
+                format!(
+                    "{}: executable file not found in $PATH ({path_var})",
+                    spec.argv[0]
+                )
+            })?
+    };
+    let prog_c = cstr(&prog);
+
+    // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(errno("fork"));
+    }
+    if pid == 0 {
+        let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_p.push(std::ptr::null());
+        let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+        env_p.push(std::ptr::null());
+        let groups: Vec<libc::gid_t> = ids.groups.clone();
+        let wd = cstr(&workdir);
+        let devnull = cstr("/dev/null");
+        // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
+        unsafe {
+            let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::dup2(fd, 0);
+                libc::close(fd);
+            }
+            libc::close(3);
+            libc::setsid();
+            if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                libc::_exit(126);
+            }
+            if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
+                || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
+            {
+                libc::_exit(126);
+            }
+            if libc::chdir(wd.as_ptr()) != 0 {
+                libc::_exit(126);
+            }
+            libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    // Reap everything; return when our process ends (the rest dies with the namespace).
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for any child of pid 1.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            return Err(errno("waitpid"));
+        }
+        if r == pid {
+            if libc::WIFEXITED(status) {
+                return Ok(Outcome::Exited(libc::WEXITSTATUS(status)));
+            }
+            return Ok(Outcome::Signaled(libc::WTERMSIG(status)));
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! uid/gid maps for the user namespace: root inside is the calling user; with subordinate ranges
+//! in /etc/subuid and /etc/subgid (and newuidmap/newgidmap installed), ids 1..N map to them.
+//! Real root maps the whole id space onto itself, so running as root goes through the same path.
+
+// System files are read best-effort (a missing /etc/subuid means no ranges) and writes name
+// their path in the error, so std::fs is allowed in this file.
+#![allow(clippy::disallowed_methods)]
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+
+/// One line of a map: `inside outside count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Range {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdMaps {
+    pub uid: Vec<Range>,
+    pub gid: Vec<Range>,
+    /// Only root is mapped: other ids do not exist inside.
+    pub root_only: bool,
+    /// The maps are written with newuidmap/newgidmap (setuid helpers).
+    pub use_helpers: bool,
+}
+
+/// The first range for `user` (name or uid) in a subuid/subgid file.
+pub fn subordinate_range(file: &str, name: &str, id: u32) -> Option<(u32, u32)> {
+    file.lines().find_map(|l| {
+        let mut f = l.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        if who != name && who != id.to_string() {
+            return None;
+        }
+        Some((start.parse().ok()?, count.parse().ok()?)).filter(|(_, c)| *c > 0)
+    })
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+    })
+}
+
+pub fn helpers_installed() -> bool {
+    ["/usr/bin/newuidmap", "/usr/bin/newgidmap"]
+        .iter()
+        .all(|p| Path::new(p).exists())
+}
+
+/// The maps for the current user.
+pub fn for_current_user() -> IdMaps {
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    if uid == 0 {
+        let all = vec![Range {
+            inside: 0,
+            outside: 0,
+            count: u32::MAX,
+        }];
+        return IdMaps {
+            uid: all.clone(),
+            gid: all,
+            root_only: false,
+            use_helpers: false,
+        };
+    }
+    let name = user_name(uid).unwrap_or_default();
+    let sub_u = std::fs::read_to_string("/etc/subuid")
+        .ok()
+        .and_then(|f| subordinate_range(&f, &name, uid));
+    let sub_g = std::fs::read_to_string("/etc/subgid")
+        .ok()
+        .and_then(|f| subordinate_range(&f, &name, uid));
+    match (sub_u, sub_g) {
+        (Some((us, uc)), Some((gs, gc))) if helpers_installed() => IdMaps {
+            uid: vec![
+                Range {
+                    inside: 0,
+                    outside: uid,
+                    count: 1,
+                },
+                Range {
+                    inside: 1,
+                    outside: us,
+                    count: uc,
+                },
+            ],
+            gid: vec![
+                Range {
+                    inside: 0,
+                    outside: gid,
+                    count: 1,
+                },
+                Range {
+                    inside: 1,
+                    outside: gs,
+                    count: gc,
+                },
+            ],
+            root_only: false,
+            use_helpers: true,
+        },
+        _ => IdMaps {
+            uid: vec![Range {
+                inside: 0,
+                outside: uid,
+                count: 1,
+            }],
+            gid: vec![Range {
+                inside: 0,
+                outside: gid,
+                count: 1,
+            }],
+            root_only: true,
+            use_helpers: false,
+        },
+    }
+}
+
+fn map_text(ranges: &[Range]) -> String {
+    ranges
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
+        .collect()
+}
+
+/// Write the maps of process `pid` (which has just unshared its user namespace).
+pub fn apply(maps: &IdMaps, pid: u32) -> io::Result<()> {
+    if maps.use_helpers {
+        for (tool, ranges) in [("newuidmap", &maps.uid), ("newgidmap", &maps.gid)] {
+            let mut args = vec![pid.to_string()];
+            for r in ranges {
+                args.extend([
+                    r.inside.to_string(),
+                    r.outside.to_string(),
+                    r.count.to_string(),
+                ]);
+            }
+            let out = Command::new(tool).args(&args).output()?;
+            if !out.status.success() {
+                return Err(io::Error::other(format!(
+                    "{tool} {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        return Ok(());
+    }
+    let proc = format!("/proc/{pid}");
+    if maps.root_only {
+        // An unprivileged process may map only itself, and only with setgroups denied.
+        std::fs::write(format!("{proc}/setgroups"), "deny")
+            .map_err(|e| io::Error::new(e.kind(), format!("{proc}/setgroups: {e}")))?;
+    }
+    std::fs::write(format!("{proc}/uid_map"), map_text(&maps.uid))
+        .map_err(|e| io::Error::new(e.kind(), format!("{proc}/uid_map: {e}")))?;
+    std::fs::write(format!("{proc}/gid_map"), map_text(&maps.gid))
+        .map_err(|e| io::Error::new(e.kind(), format!("{proc}/gid_map: {e}")))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_by_name_or_id() {
+        let f = "alice:100000:65536\n1001:200000:1000\nbob:0:0\n";
+        assert_eq!(subordinate_range(f, "alice", 1000), Some((100000, 65536)));
+        assert_eq!(subordinate_range(f, "carol", 1001), Some((200000, 1000)));
+        assert_eq!(subordinate_range(f, "bob", 1002), None);
+        assert_eq!(
+            map_text(&[Range {
+                inside: 0,
+                outside: 1000,
+                count: 1
+            }]),
+            "0 1000 1\n"
+        );
+    }
+}

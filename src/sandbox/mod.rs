@@ -1,0 +1,276 @@
+//! The rootless sandbox: runs one process the way a Dockerfile RUN step runs, with nothing but
+//! the kernel — a user namespace, a mount namespace with an overlay root, a pid namespace, and
+//! optionally an empty network namespace.
+//!
+//! The child is the strata binary itself, re-executed with the hidden subcommand `__sandbox`,
+//! which `main()` dispatches before any thread exists (creating a user namespace fails in a
+//! multithreaded process). Parent and child talk over two pipes: the child says when it has
+//! unshared its user namespace, the parent writes the uid/gid maps (with newuidmap/newgidmap when
+//! the user has subordinate ids), and the child reports its outcome as one JSON line.
+//!
+//! Synchronous, no tokio; knows paths, not layers or caches.
+
+mod child;
+pub mod idmap;
+pub mod probe;
+pub mod user;
+
+pub use child::child_main;
+
+/// A named hook `main()` runs for the sandbox child (see [`HookSpec`]).
+pub type Hook = dyn Fn(&str, &[String]) -> Result<(), String>;
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+/// The hidden subcommand of the re-executed child.
+pub const CHILD_ARG: &str = "__sandbox";
+const SPEC_ENV: &str = "STRATA_SANDBOX_SPEC";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Network {
+    /// The host's network (pip and apt reach their mirrors).
+    #[default]
+    Host,
+    /// An empty network namespace: only a loopback that is down.
+    None,
+}
+
+/// The root filesystem of the process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Rootfs {
+    /// An overlay: read-only lower dirs (top first) under a writable upper dir.
+    Overlay {
+        lower: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        merged: PathBuf,
+    },
+}
+
+/// A host path mounted into the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// What to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub rootfs: Rootfs,
+    pub argv: Vec<String>,
+    /// `NAME=value`, exactly what the process gets.
+    pub env: Vec<String>,
+    /// As in USER: `name`, `uid`, `name:group`, `uid:gid`; empty for root.
+    pub user: String,
+    /// Created if missing.
+    pub workdir: String,
+    pub network: Network,
+    pub hostname: String,
+    /// Files bind-mounted read-only over /etc/resolv.conf, /etc/hosts and /etc/hostname.
+    pub etc_files: Vec<(String, PathBuf)>,
+    pub binds: Vec<Bind>,
+    pub maps: idmap::IdMaps,
+}
+
+/// Work the child does inside the user namespace without a new root: a named hook that
+/// `main()` provides (for example unpacking a layer so that owners are kept as seen inside).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HookSpec {
+    pub name: String,
+    pub args: Vec<String>,
+    pub maps: idmap::IdMaps,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Task {
+    Run(Box<Spec>),
+    Hook(HookSpec),
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Outcome {
+    /// A shell-style exit code: the code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Outcome::Exited(c) => c,
+            Outcome::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Report {
+    Outcome(Outcome),
+    Error(String),
+    /// Paths the sandbox created in the root to mount over (to leave out of the layer).
+    Created(Vec<String>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the sandbox: {message}")]
+    Setup {
+        message: String,
+        advice: Vec<String>,
+    },
+    #[error("sandbox: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    pub fn advice(&self) -> &[String] {
+        match self {
+            Error::Setup { advice, .. } => advice,
+            Error::Io(_) => &[],
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub outcome: Outcome,
+    /// Paths (inside the root) the sandbox created as mount points.
+    pub created: Vec<String>,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Run `spec` and wait for it. Output goes where `stdout`/`stderr` say.
+pub fn run(
+    exe: &std::path::Path,
+    spec: &Spec,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<Finished, Error> {
+    let (outcome, created) = launch(
+        exe,
+        &Task::Run(Box::new(spec.clone())),
+        &spec.maps,
+        stdout,
+        stderr,
+    )?;
+    Ok(Finished { outcome, created })
+}
+
+/// Run a hook of `main()` inside the user namespace (no new root). Its stdout and stderr are
+/// inherited.
+pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error> {
+    launch(
+        exe,
+        &Task::Hook(hook.clone()),
+        &hook.maps,
+        Stdio::inherit(),
+        Stdio::inherit(),
+    )
+    .map(|(o, _)| o)
+}
+
+fn launch(
+    exe: &std::path::Path,
+    task: &Task,
+    maps: &idmap::IdMaps,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<(Outcome, Vec<String>), Error> {
+    let (report_r, report_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let spec_json = serde_json::to_string(task).map_err(io::Error::other)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(CHILD_ARG)
+        .env_clear()
+        .env(SPEC_ENV, spec_json)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    let (rw, gr) = (report_w.as_raw_fd(), go_r.as_raw_fd());
+    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(rw, 3) < 0 || libc::dup2(gr, 4) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    drop(report_w);
+    drop(go_r);
+    let mut report = std::fs::File::from(report_r);
+    let mut go = std::fs::File::from(go_w);
+
+    // Wait for the child to unshare its user namespace, then map it.
+    let mut b = [0u8; 1];
+    let n = report.read(&mut b)?;
+    if n == 1 && b[0] == b'R' {
+        if let Err(e) = idmap::apply(maps, child.id()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Setup {
+                message: format!("writing the uid/gid maps: {e}"),
+                advice: probe::advice(),
+            });
+        }
+        go.write_all(b"G")?;
+    }
+    drop(go);
+    let mut rest = String::new();
+    report.read_to_string(&mut rest)?;
+    let status = child.wait()?;
+    let mut created = Vec::new();
+    let mut outcome = None;
+    for line in rest.lines().filter(|l| !l.is_empty()) {
+        match serde_json::from_str::<Report>(line) {
+            Ok(Report::Outcome(o)) => outcome = Some(o),
+            Ok(Report::Created(c)) => created = c,
+            Ok(Report::Error(message)) => {
+                return Err(Error::Setup {
+                    advice: if message.contains("EPERM")
+                        || message.contains("Operation not permitted")
+                    {
+                        probe::advice()
+                    } else {
+                        Vec::new()
+                    },
+                    message,
+                })
+            }
+            Err(_) => {}
+        }
+    }
+    match outcome {
+        Some(o) => Ok((o, created)),
+        None if n == 0 => Err(Error::Setup {
+            message: format!(
+                "the sandbox child exited ({status}) before creating its user namespace"
+            ),
+            advice: probe::advice(),
+        }),
+        None => Err(Error::Setup {
+            message: format!("the sandbox child exited ({status}) without reporting"),
+            advice: Vec::new(),
+        }),
+    }
+}

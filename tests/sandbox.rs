@@ -1,0 +1,427 @@
+//! `strata run` in the rootless sandbox, as root, as an unprivileged user with subordinate ids
+//! (`strata-test`) and as one without (`strata-nosub`); both users are made by
+//! scripts/test-deps.sh. Base image: busybox from Debian's busybox-static, imported per user.
+//! Where a user or busybox is missing the test says SKIPPED; with STRATA_REQUIRE_TOOLS=1 (CI) it
+//! fails instead.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn require(what: &str) {
+    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{what} (run scripts/test-deps.sh)");
+    }
+    eprintln!("SKIPPED: {what}");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Who {
+    Me,
+    Sub,
+    NoSub,
+}
+
+impl Who {
+    fn user(self) -> Option<&'static str> {
+        match self {
+            Who::Me => None,
+            Who::Sub => Some("strata-test"),
+            Who::NoSub => Some("strata-nosub"),
+        }
+    }
+    /// Can ids other than root exist inside?
+    fn many_ids(self) -> bool {
+        self != Who::NoSub
+    }
+}
+
+fn runners() -> Vec<Who> {
+    let mut v = vec![Who::Me];
+    if rustix::process::geteuid().is_root() {
+        for w in [Who::Sub, Who::NoSub] {
+            let u = w.user().unwrap();
+            if Command::new("id")
+                .arg(u)
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                v.push(w);
+            } else {
+                require(&format!("no user {u}: its runs are left out"));
+            }
+        }
+    }
+    v
+}
+
+struct Env {
+    who: Who,
+    root: String,
+    dir: PathBuf,
+}
+
+fn cmd(who: Who, prog: &str, args: &[&str]) -> Command {
+    let mut c = match who.user() {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--", prog]);
+            c
+        }
+        None => Command::new(prog),
+    };
+    c.args(args).env_remove("STRATA_ROOT").current_dir("/tmp");
+    c
+}
+
+fn strata() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+impl Env {
+    fn new(name: &str, who: Who) -> Option<Env> {
+        if !Path::new("/bin/busybox").exists() {
+            require("/bin/busybox (busybox-static) is not installed");
+            return None;
+        }
+        let base = std::env::temp_dir().join(format!("strata-sbx-{}", std::process::id()));
+        fs_err::create_dir_all(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dir = base.join(format!("{name}-{who:?}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let r = cmd(who, "mkdir", &["-p", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(r.status.success());
+        let rootfs = dir.join("rootfs");
+        let script = format!(
+            "set -e; r={r}; mkdir -p $r/bin $r/etc $r/tmp $r/root; cp /bin/busybox $r/bin/busybox; \
+             for a in $(/bin/busybox --list); do [ \"$a\" = busybox ] || ln -sf busybox $r/bin/$a; done; \
+             printf 'root:x:0:0:root:/root:/bin/sh\\nnobody:x:65534:65534:nobody:/:/bin/sh\\n' > $r/etc/passwd; \
+             printf 'root:x:0:\\nnogroup:x:65534:\\n' > $r/etc/group; chmod 1777 $r/tmp",
+            r = rootfs.display()
+        );
+        let o = cmd(who, "sh", &["-c", &script]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let e = Env {
+            who,
+            root: dir.join("store").display().to_string(),
+            dir,
+        };
+        let o = e.strata(&["import", rootfs.to_str().unwrap(), "bb:1"]);
+        assert!(
+            o.status.success(),
+            "import as {who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Some(e)
+    }
+
+    fn strata(&self, args: &[&str]) -> Output {
+        let mut a = vec!["--root", self.root.as_str()];
+        a.extend_from_slice(args);
+        cmd(self.who, strata(), &a).output().unwrap()
+    }
+
+    /// `strata run bb:1 sh -c SCRIPT` with extra flags; returns (code, stdout, stderr).
+    fn sh(&self, flags: &[&str], script: &str) -> (i32, String, String) {
+        let mut a = vec!["run"];
+        a.extend_from_slice(flags);
+        a.extend_from_slice(&["bb:1", "sh", "-c", script]);
+        let o = self.strata(&a);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn exit_codes_signals_and_output() {
+    for who in runners() {
+        let Some(e) = Env::new("basic", who) else {
+            return;
+        };
+        assert_eq!(
+            e.sh(&[], "echo hello"),
+            (0, "hello\n".into(), String::new()),
+            "{who:?}"
+        );
+        assert_eq!(e.sh(&[], "exit 7").0, 7, "{who:?}");
+        assert_eq!(e.sh(&[], "kill -9 $$").0, 137, "{who:?}");
+        // pid 1 is strata's init; the process is its child.
+        assert_eq!(e.sh(&[], "echo $$").1, "2\n", "{who:?}");
+        let (code, out, _) = e.sh(&[], "head -c 20000000 /dev/zero | tr '\\0' x");
+        assert_eq!(
+            (code, out.len()),
+            (0, 20_000_000),
+            "{who:?}: megabytes of output"
+        );
+        assert_eq!(
+            e.sh(&[], "cat - < /dev/stdin | wc -c").1.trim(),
+            "0",
+            "stdin is /dev/null"
+        );
+    }
+}
+
+#[test]
+fn environment_is_the_images_and_nothing_from_the_host() {
+    for who in runners() {
+        let Some(e) = Env::new("env", who) else {
+            return;
+        };
+        let a = vec!["--root", e.root.as_str(), "run", "-e", "A=1", "bb:1", "env"];
+        let o = cmd(who, strata(), &a)
+            .env("STRATA_LEAK", "secret")
+            .output()
+            .unwrap();
+        let mut env: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        env.sort();
+        let keys: Vec<&str> = env.iter().map(|l| l.split('=').next().unwrap()).collect();
+        assert_eq!(keys, vec!["A", "HOSTNAME", "PATH"], "{who:?}: {env:?}");
+    }
+}
+
+#[test]
+fn users_workdir_and_etc_files() {
+    for who in runners() {
+        let Some(e) = Env::new("user", who) else {
+            return;
+        };
+        let (code, out, err) = e.sh(&["--user", "nobody"], "id -u; id -g");
+        if who.many_ids() {
+            assert_eq!(
+                (code, out.as_str()),
+                (0, "65534\n65534\n"),
+                "{who:?}: {err}"
+            );
+            let (_, out, err) = e.sh(&[], "su -s /bin/sh nobody -c 'id -u'");
+            assert_eq!(out, "65534\n", "{who:?}: privilege drop: {err}");
+            let (code, out, err) = e.sh(&["--user", "1234:5678"], "id -u; id -g");
+            assert_eq!((code, out.as_str()), (0, "1234\n5678\n"), "{who:?}: {err}");
+        } else {
+            assert_ne!(code, 0);
+            assert!(
+                err.contains("only root is mapped") && err.contains("strata doctor"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            e.sh(&["--workdir", "/made/for/you"], "pwd").1,
+            "/made/for/you\n",
+            "{who:?}"
+        );
+        let (_, out, _) = e.sh(
+            &[],
+            "cat /etc/hostname; hostname; grep -c localhost /etc/hosts",
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], lines[1], "{who:?}");
+        assert_eq!(lines[2], "2");
+        let host_resolv = fs_err::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        assert_eq!(e.sh(&[], "cat /etc/resolv.conf").1, host_resolv, "{who:?}");
+    }
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    for who in runners() {
+        let Some(e) = Env::new("net", who) else {
+            return;
+        };
+        let (_, out, _) = e.sh(
+            &["--network", "none"],
+            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+        );
+        assert_eq!(out, "lo\n", "{who:?}");
+        let (_, host, _) = e.sh(&[], "tail -n +3 /proc/net/dev | wc -l");
+        assert!(host.trim().parse::<u32>().unwrap() >= 1, "{who:?}");
+    }
+}
+
+#[test]
+fn chown_setuid_whiteouts_and_hardlinks_in_the_layer() {
+    for who in runners() {
+        let Some(e) = Env::new("layer", who) else {
+            return;
+        };
+        let script = if who.many_ids() {
+            "set -e; rm /bin/cat; rm -rf /root; mkdir /root; touch /root/new; \
+             for i in 1 42 1000 65534; do touch /f$i; chown $i:$i /f$i; done; \
+             cp /bin/busybox /suid; chmod 4755 /suid; echo x > /a; ln /a /b"
+        } else {
+            "set -e; rm /bin/cat; rm -rf /root; mkdir /root; touch /root/new; cp /bin/busybox /suid; chmod 4755 /suid; echo x > /a; ln /a /b; \
+             if chown 42 /a 2>/dev/null; then exit 9; fi"
+        };
+        let (code, _, err) = e.sh(&["--commit", "layer:1"], script);
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let out = e.dir.join("saved");
+        let o = e.strata(&[
+            "save",
+            "layer:1",
+            "--format",
+            "oci-dir",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Read the top layer as root (the saved blobs are plain files).
+        let idx: serde_json::Value =
+            serde_json::from_slice(&fs_err::read(out.join("index.json")).unwrap()).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(
+            &fs_err::read(
+                out.join("blobs/sha256")
+                    .join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..]),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let top = &m["layers"].as_array().unwrap().last().unwrap()["digest"]
+            .as_str()
+            .unwrap()[7..];
+        let blob = fs_err::File::open(out.join("blobs/sha256").join(top)).unwrap();
+        let mut tar = tar::Archive::new(strata::layer::decompress(blob).unwrap());
+        let mut entries = std::collections::BTreeMap::new();
+        for en in tar.entries().unwrap() {
+            let en = en.unwrap();
+            let h = en.header();
+            entries.insert(
+                en.path()
+                    .unwrap()
+                    .display()
+                    .to_string()
+                    .trim_end_matches('/')
+                    .to_string(),
+                (
+                    h.entry_type(),
+                    h.uid().unwrap(),
+                    h.mode().unwrap(),
+                    en.link_name().unwrap().map(|l| l.display().to_string()),
+                ),
+            );
+        }
+        assert!(entries.contains_key("bin/.wh.cat"), "{who:?}: {entries:?}");
+        assert!(
+            entries.contains_key("root/.wh..wh..opq") && entries.contains_key("root/new"),
+            "{who:?}: rm -rf then mkdir makes an opaque dir: {entries:?}"
+        );
+        assert_eq!(entries["suid"].2 & 0o7777, 0o4755, "{who:?}");
+        let (a, b) = (&entries["a"], &entries["b"]);
+        assert!(
+            a.0 == tar::EntryType::Link || b.0 == tar::EntryType::Link,
+            "{who:?}: hard link kept: {a:?} {b:?}"
+        );
+        if who.many_ids() {
+            for i in [1u64, 42, 1000, 65534] {
+                assert_eq!(
+                    entries[&format!("f{i}")].1,
+                    i,
+                    "{who:?}: owner as seen inside"
+                );
+            }
+        }
+        for mp in [
+            "etc",
+            "etc/hosts",
+            "etc/resolv.conf",
+            "etc/hostname",
+            "proc",
+            "dev",
+            "sys",
+        ] {
+            assert!(
+                !entries.contains_key(mp),
+                "{who:?}: sandbox mount point {mp} leaked into the layer: {entries:?}"
+            );
+        }
+    }
+}
+
+/// Processes whose command line is exactly `marker` (`sleep 99xy`).
+fn sleepers(marker: &str) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = fs_err::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&c)
+                .trim_end_matches('\0')
+                .replace('\0', " ")
+                == marker
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn background_processes_and_killed_steps_leave_nothing() {
+    for who in runners() {
+        let Some(e) = Env::new("life", who) else {
+            return;
+        };
+        let marker = format!("sleep 99{}", who as u8);
+        // A daemon left behind by the step dies with it.
+        let t = Instant::now();
+        let (code, out, _) = e.sh(&[], &format!("{marker}7 & echo started"));
+        assert_eq!((code, out.as_str()), (0, "started\n"));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            sleepers(&format!("{marker}7")),
+            0,
+            "{who:?}: the background process must be killed"
+        );
+        // A long step whose strata is killed with SIGKILL.
+        let mut child = cmd(
+            who,
+            strata(),
+            &[
+                "--root",
+                &e.root,
+                "run",
+                "bb:1",
+                "sh",
+                "-c",
+                &format!("{marker}8"),
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sleepers(&format!("{marker}8")) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let started = sleepers(&format!("{marker}8"));
+        // runuser's child is strata: SIGKILL strata itself (and runuser).
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", &format!("strata --root {} run", e.root)])
+            .status();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(started, 1, "{who:?}: the step started");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sleepers(&format!("{marker}8")) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            sleepers(&format!("{marker}8")),
+            0,
+            "{who:?}: no process outlives a killed strata"
+        );
+        let mounts = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&e.root), "{who:?}: no mount left behind");
+        assert_eq!(
+            e.sh(&[], "sleep 1; echo done").1,
+            "done\n",
+            "{who:?}: long step"
+        );
+    }
+}
