@@ -425,3 +425,243 @@ fn background_processes_and_killed_steps_leave_nothing() {
         );
     }
 }
+
+type Entry = (String, u8, u64, u64, u32, String);
+
+/// (path, type, uid, gid, permission bits, link) of every entry of a layer blob.
+fn layer_entries(blob: &Path) -> Vec<Entry> {
+    let f = fs_err::File::open(blob).unwrap();
+    let mut t = tar::Archive::new(strata::layer::decompress(f).unwrap());
+    let mut v: Vec<Entry> = t
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (
+                e.path()
+                    .unwrap()
+                    .display()
+                    .to_string()
+                    .trim_end_matches('/')
+                    .to_string(),
+                h.entry_type().as_byte(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                h.mode().unwrap() & 0o7777,
+                e.link_name()
+                    .unwrap()
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The top layer of the only image of an oci-archive.
+fn top_layer_of_archive(archive: &Path, dir: &Path) -> PathBuf {
+    fs_err::create_dir_all(dir).unwrap();
+    assert!(Command::new("tar")
+        .args([
+            "-C",
+            dir.to_str().unwrap(),
+            "-xf",
+            archive.to_str().unwrap()
+        ])
+        .status()
+        .unwrap()
+        .success());
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(dir.join("index.json")).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(
+            dir.join("blobs/sha256")
+                .join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    dir.join("blobs/sha256").join(
+        &m["layers"].as_array().unwrap().last().unwrap()["digest"]
+            .as_str()
+            .unwrap()[7..],
+    )
+}
+
+#[test]
+fn run_step_layer_matches_buildah() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!(
+            "SKIPPED: buildah is driven as root here (its rootless mode needs its own user set-up)"
+        );
+        return;
+    }
+    if !Command::new("sh")
+        .args(["-c", "command -v buildah"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        require("buildah is not installed");
+        return;
+    }
+    let Some(e) = Env::new("buildah", Who::Me) else {
+        return;
+    };
+    // A base whose /root has a file, so that `rm -rf /root; mkdir /root` must hide it.
+    let (code, _, err) = e.sh(&["--commit", "bb:1"], "touch /root/old");
+    assert_eq!(code, 0, "{err}");
+    let script = "set -e; rm /bin/cat; rm -rf /root; mkdir /root; touch /root/new; mkdir -p /d; echo x > /d/a; ln /d/a /d/b; \
+                  chown 42:42 /d/a; cp /bin/busybox /suid; chmod 4755 /suid; mkdir -m 0700 /private; ln -s ../d/a /d/link";
+    let (code, _, err) = e.sh(&["--commit", "mine:1"], script);
+    assert_eq!(code, 0, "{err}");
+    let base = e.dir.join("base.tar");
+    let mine = e.dir.join("mine.tar");
+    assert!(e
+        .strata(&["save", "bb:1", "-o", base.to_str().unwrap()])
+        .status
+        .success());
+    assert!(e
+        .strata(&["save", "mine:1", "-o", mine.to_str().unwrap()])
+        .status
+        .success());
+    let bh = e.dir.join("buildah");
+    let b = |args: &[&str]| {
+        let mut a = vec![
+            "--storage-driver",
+            "vfs",
+            "--root",
+            bh.join("root").to_str().unwrap().to_string().leak(),
+            "--runroot",
+            bh.join("run").to_str().unwrap().to_string().leak(),
+        ];
+        a.extend_from_slice(args);
+        let o = Command::new("buildah").args(&a).output().unwrap();
+        assert!(
+            o.status.success(),
+            "buildah {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let ctr = b(&[
+        "from",
+        "--pull-never",
+        &format!("oci-archive:{}", base.display()),
+    ]);
+    b(&[
+        "run",
+        "--isolation",
+        "chroot",
+        &ctr,
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let theirs = e.dir.join("theirs.tar");
+    b(&[
+        "commit",
+        "-q",
+        &ctr,
+        &format!("oci-archive:{}", theirs.display()),
+    ]);
+    let ours = layer_entries(&top_layer_of_archive(&mine, &e.dir.join("x-mine")));
+    let theirs = layer_entries(&top_layer_of_archive(&theirs, &e.dir.join("x-theirs")));
+    // buildah 1.28 also writes the mount points it made (/etc files, /dev, /proc, /sys, /run);
+    // strata leaves them out.
+    let buildah_only = [
+        "etc",
+        "etc/hostname",
+        "etc/hosts",
+        "etc/resolv.conf",
+        "run",
+        "dev",
+        "proc",
+        "sys",
+    ];
+    let theirs: Vec<Entry> = theirs
+        .into_iter()
+        .filter(|t| !buildah_only.contains(&t.0.as_str()))
+        .collect();
+    // A re-created directory: overlay marks it opaque, buildah's diff whites out each old child.
+    let opaque: Vec<String> = ours
+        .iter()
+        .filter_map(|o| o.0.strip_suffix("/.wh..wh..opq").map(str::to_string))
+        .collect();
+    assert_eq!(opaque, vec!["root"]);
+    let ours_n: Vec<&Entry> = ours
+        .iter()
+        .filter(|o| !o.0.ends_with("/.wh..wh..opq"))
+        .collect();
+    let theirs_n: Vec<&Entry> = theirs
+        .iter()
+        .filter(|t| !(t.0.starts_with("root/.wh.") && opaque.contains(&"root".to_string())))
+        .collect();
+    assert!(
+        theirs.iter().any(|t| t.0 == "root/.wh.old"),
+        "buildah whites out the old child: {theirs:?}"
+    );
+    assert_eq!(
+        ours_n, theirs_n,
+        "the same paths, types, owners, modes, links and whiteouts"
+    );
+    // And the two layers give the same filesystem on the same base.
+    let theirs_archive = e.dir.join("theirs.tar");
+    let r2 = e.dir.join("store2");
+    let s2 = |args: &[&str]| {
+        let mut a = vec!["--root", r2.to_str().unwrap()];
+        a.extend_from_slice(args);
+        let o = Command::new(strata()).args(&a).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // buildah's archive has no name: strata loads it untagged and prints its id.
+    let loaded = s2(&["load", "-i", theirs_archive.to_str().unwrap()]);
+    let id = loaded.trim().rsplit(' ').next().unwrap().to_string();
+    s2(&["load", "-i", mine.to_str().unwrap()]);
+    s2(&["unpack", &id, e.dir.join("fs-theirs").to_str().unwrap()]);
+    s2(&["unpack", "mine:1", e.dir.join("fs-mine").to_str().unwrap()]);
+    assert_eq!(tree(&e.dir.join("fs-mine")), tree(&e.dir.join("fs-theirs")));
+}
+
+/// Every path below `root` with its type, owner and mode.
+fn tree(root: &Path) -> Vec<(String, u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs_err::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            out.push((
+                p.strip_prefix(root).unwrap().display().to_string(),
+                m.uid(),
+                m.gid(),
+                m.mode(),
+            ));
+            if m.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out.retain(|(p, ..)| {
+        ![
+            "etc/hostname",
+            "etc/hosts",
+            "etc/resolv.conf",
+            "run",
+            "dev",
+            "proc",
+            "sys",
+        ]
+        .contains(&p.as_str())
+    });
+    out.sort();
+    out
+}
