@@ -665,3 +665,90 @@ fn tree(root: &Path) -> Vec<(String, u32, u32, u32)> {
     out.sort();
     out
 }
+
+/// Layer entries with a re-created directory written either way (opaque marker or a whiteout per
+/// old child) reduced to the same form.
+fn normalized(entries: &[Entry]) -> Vec<Entry> {
+    let opaque: Vec<String> = entries
+        .iter()
+        .filter_map(|e| e.0.strip_suffix("/.wh..wh..opq").map(str::to_string))
+        .collect();
+    let explicit: Vec<String> = entries
+        .iter()
+        .filter(|e| e.0.contains("/.wh.") && !e.0.ends_with(".wh..opq"))
+        .map(|e| e.0.rsplit_once("/.wh.").unwrap().0.to_string())
+        .collect();
+    entries
+        .iter()
+        .filter(|e| !e.0.ends_with("/.wh..wh..opq"))
+        .filter(|e| {
+            !(e.0.contains("/.wh.")
+                && (opaque.iter().any(|o| e.0.starts_with(&format!("{o}/")))
+                    || explicit.iter().any(|d| {
+                        e.0.starts_with(&format!("{d}/.wh."))
+                            && entries.iter().any(|x| x.0 == *d && x.1 == b'5')
+                    })))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn copy_snapshotter_gives_the_same_layer_and_says_so() {
+    for who in runners().into_iter().filter(|w| w.many_ids()) {
+        let Some(e) = Env::new("copy", who) else {
+            return;
+        };
+        let (code, _, err) = e.sh(
+            &["--commit", "bb:1"],
+            "touch /root/old; mkdir -p /keep; touch /keep/k",
+        );
+        assert_eq!(code, 0, "{err}");
+        let script = "set -e; rm /bin/cat; rm -rf /root; mkdir /root; touch /root/new; mkdir -p /d; echo x > /d/a; ln /d/a /d/b; \
+                      chown 42:42 /d/a; cp /bin/busybox /suid; chmod 4755 /suid; ln -s ../d/a /d/link; rm /keep/k";
+        let (code, _, err) = e.sh(&["--commit", "ov:1"], script);
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let mut a = vec![
+            "--root",
+            e.root.as_str(),
+            "run",
+            "--commit",
+            "cp:1",
+            "bb:1",
+            "sh",
+            "-c",
+            script,
+        ];
+        let o = cmd(who, strata(), &std::mem::take(&mut a))
+            .env("STRATA_SNAPSHOTTER", "copy")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("note: using copied snapshots"));
+        let mut layers = Vec::new();
+        for img in ["ov:1", "cp:1"] {
+            let out = e.dir.join(format!("{}.tar", img.replace(':', "-")));
+            assert!(e
+                .strata(&["save", img, "-o", out.to_str().unwrap()])
+                .status
+                .success());
+            let x = e.dir.join(format!("x-{}", img.replace(':', "-")));
+            layers.push(layer_entries(&top_layer_of_archive(&out, &x)));
+        }
+        assert!(
+            layers[1].iter().any(|x| x.0 == "root/.wh.old"),
+            "{who:?}: {:?}",
+            layers[1]
+        );
+        assert!(
+            layers[1].iter().any(|x| x.0 == "keep/.wh.k"),
+            "{who:?}: {:?}",
+            layers[1]
+        );
+        assert_eq!(normalized(&layers[0]), normalized(&layers[1]), "{who:?}");
+    }
+}

@@ -97,6 +97,17 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
                 .sync_all()
                 .map_err(|e| e.to_string())
         }
+        ("copydiff", [root, state, upper, out, rest @ ..]) => {
+            // Copy snapshotter: gather the changes into an upper-shaped dir, then as "diff".
+            let before =
+                sandbox::copyfs::State::load(Path::new(state)).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(upper).map_err(|e| format!("{upper}: {e}"))?;
+            sandbox::copyfs::diff(Path::new(root), &before, Path::new(upper))
+                .map_err(|e| e.to_string())?;
+            let mut args = vec![upper.clone(), out.clone()];
+            args.extend(rest.iter().cloned());
+            hook("diff", &args)
+        }
         ("overlay-test", [dir]) => {
             let d = Path::new(dir);
             for s in ["l", "u", "w", "m"] {
@@ -330,13 +341,24 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         std::fs::create_dir_all(&empty)?;
         lower.push(empty);
     }
-    let spec = Spec {
-        rootfs: Rootfs::Overlay {
-            lower,
-            upper,
-            work,
-            merged,
-        },
+    let copy_forced = std::env::var("STRATA_SNAPSHOTTER").as_deref() == Ok("copy");
+    let copy = Rootfs::Copy {
+        lower: lower.clone(),
+        root: step.join("rootfs"),
+        state: step.join("rootfs.state"),
+    };
+    let overlay = Rootfs::Overlay {
+        lower,
+        upper,
+        work,
+        merged,
+    };
+    if copy_forced {
+        eprintln!("note: using copied snapshots (STRATA_SNAPSHOTTER=copy), which is slower than overlayfs");
+        std::fs::create_dir_all(step.join("rootfs"))?;
+    }
+    let mut spec = Spec {
+        rootfs: if copy_forced { copy.clone() } else { overlay },
         argv,
         env,
         user: a.user.clone().or(cfg.user.clone()).unwrap_or_default(),
@@ -359,7 +381,15 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         maps: maps.clone(),
     };
     let _ = a.rm;
-    let result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());
+    let mut result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());
+    if let Err(sandbox::Error::Setup { message, .. }) = &result {
+        if message.starts_with("mount overlay") && !copy_forced {
+            eprintln!("note: overlayfs cannot be mounted in a user namespace here ({message}); using copied snapshots, which is slower");
+            std::fs::create_dir_all(step.join("rootfs"))?;
+            spec.rootfs = copy;
+            result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());
+        }
+    }
     let committed = match (&result, &a.commit) {
         (Ok(f), Some(name)) => Some(commit(store, &img, &spec, &step, &f.created, name, &maps)),
         _ => None,
@@ -384,15 +414,29 @@ fn commit(
     maps: &idmap::IdMaps,
 ) -> anyhow::Result<Digest> {
     let name = strata::store::ImageRef::parse(name)?;
-    let Rootfs::Overlay { upper, .. } = &spec.rootfs;
     let tar = step.join("layer.tar");
-    let mut args = vec![upper.display().to_string(), tar.display().to_string()];
+    let (hook_name, mut args, lower) = match &spec.rootfs {
+        Rootfs::Overlay { upper, lower, .. } => (
+            "diff",
+            vec![upper.display().to_string(), tar.display().to_string()],
+            lower,
+        ),
+        Rootfs::Copy { root, state, lower } => (
+            "copydiff",
+            vec![
+                root.display().to_string(),
+                state.display().to_string(),
+                step.join("changes").display().to_string(),
+                tar.display().to_string(),
+            ],
+            lower,
+        ),
+    };
     args.extend(created.iter().cloned());
     args.push("--".into());
-    let Rootfs::Overlay { lower, .. } = &spec.rootfs;
     args.extend(lower.iter().map(|l| l.display().to_string()));
     let h = HookSpec {
-        name: "diff".into(),
+        name: hook_name.into(),
         args,
         maps: maps.clone(),
     };

@@ -190,21 +190,36 @@ fn ensure_dir(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
 fn init(spec: &Spec) -> R<Outcome> {
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
     mount("", "/", "", rec_private, "")?;
-    let Rootfs::Overlay {
-        lower,
-        upper,
-        work,
-        merged,
-    } = &spec.rootfs;
-    let root = merged.display().to_string();
-    let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},userxattr",
-        lowers.join(":"),
-        upper.display(),
-        work.display()
-    );
-    mount("overlay", &root, "overlay", 0, &data)?;
+    let root = match &spec.rootfs {
+        Rootfs::Overlay {
+            lower,
+            upper,
+            work,
+            merged,
+        } => {
+            let root = merged.display().to_string();
+            let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={},userxattr",
+                lowers.join(":"),
+                upper.display(),
+                work.display()
+            );
+            mount("overlay", &root, "overlay", 0, &data)?;
+            root
+        }
+        Rootfs::Copy { lower, root, state } => {
+            if !state.exists() {
+                let st = super::copyfs::prepare(lower, root)
+                    .map_err(|e| format!("copying the image into {}: {e}", root.display()))?;
+                st.save(state).map_err(|e| e.to_string())?;
+            }
+            let r = root.display().to_string();
+            // pivot_root needs a mount point.
+            mount(&r, &r, "", libc::MS_BIND | libc::MS_REC, "")?;
+            r
+        }
+    };
 
     let mut created = Vec::new();
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;

@@ -11,6 +11,7 @@
 //! Synchronous, no tokio; knows paths, not layers or caches.
 
 mod child;
+pub mod copyfs;
 pub mod idmap;
 pub mod probe;
 pub mod user;
@@ -50,6 +51,13 @@ pub enum Rootfs {
         upper: PathBuf,
         work: PathBuf,
         merged: PathBuf,
+    },
+    /// Where overlayfs cannot be mounted: the lower dirs (top first) copied into `root` (with
+    /// reflinks where possible); `state` records each entry so [`copyfs::diff`] finds changes.
+    Copy {
+        lower: Vec<PathBuf>,
+        root: PathBuf,
+        state: PathBuf,
     },
 }
 
