@@ -752,3 +752,41 @@ fn copy_snapshotter_gives_the_same_layer_and_says_so() {
         assert_eq!(normalized(&layers[0]), normalized(&layers[1]), "{who:?}");
     }
 }
+
+#[test]
+fn ctrl_c_stops_the_step() {
+    let Some(e) = Env::new("sigint", Who::Me) else {
+        return;
+    };
+    use std::os::unix::process::CommandExt;
+    let marker = "sleep 9931";
+    let mut child = Command::new(strata())
+        .args(["--root", &e.root, "run", "bb:1", "sh", "-c", marker])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleepers(marker) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = sleepers(marker);
+    // What a terminal does on Ctrl-C: SIGINT to the foreground process group.
+    let pgid = child.id() as i32;
+    // SAFETY: kill(2) on a process group we created.
+    unsafe { libc::kill(-pgid, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleepers(marker) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(started, 1, "the step started");
+    assert!(!status.success());
+    assert_eq!(sleepers(marker), 0, "no process outlives Ctrl-C");
+    assert!(
+        !fs_err::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&e.root),
+        "no mount left behind"
+    );
+}

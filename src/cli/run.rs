@@ -264,6 +264,8 @@ pub fn snapshots(
 }
 
 pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
+    // Keep prune away from this run's step directory and snapshots while it runs.
+    let _writer = store.writer_lock()?;
     let img = store.resolve(&a.image)?;
     let maps = idmap::for_current_user();
     let lowers = snapshots(store, &img.config.rootfs.diff_ids, &maps)?;

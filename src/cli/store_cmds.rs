@@ -279,7 +279,13 @@ pub fn rmi(store: &Store, a: RmiArgs) -> anyhow::Result<i32> {
 }
 
 pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
-    let freed = store.prune(a.all)?;
+    // Snapshots and leftover steps may hold files owned by subordinate ids: remove those trees
+    // inside the user namespace.
+    let maps = strata::sandbox::idmap::for_current_user();
+    let freed = store.prune_with(a.all, &|p: &std::path::Path| {
+        super::run::remove_tree(p, &maps)
+            .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
+    })?;
     println!(
         "Total reclaimed space: {} ({freed} bytes)",
         human_size(freed)

@@ -402,6 +402,15 @@ impl Store {
     /// Remove unreferenced blobs and snapshots, and leftovers in tmp; with `all`, every
     /// snapshot too (they are rebuilt on demand). Returns bytes freed.
     pub fn prune(&self, all: bool) -> Result<u64> {
+        self.prune_with(all, &|p: &Path| {
+            make_writable(p);
+            at(p, std::fs::remove_dir_all(p))
+        })
+    }
+
+    /// [`Store::prune`] with the way to remove a directory tree given: trees unpacked in a user
+    /// namespace hold files owned by subordinate ids, which only that namespace can remove.
+    pub fn prune_with(&self, all: bool, remove_dir: &dyn Fn(&Path) -> Result<()>) -> Result<u64> {
         let _gc = self.lock("gc.lock", super::LockKind::Exclusive)?;
         let (keep, keep_diffs) = self.reachable()?;
         let mut freed = 0;
@@ -425,22 +434,19 @@ impl Store {
                     .is_ok_and(|d| keep_diffs.contains(&d));
             if !keep_it {
                 freed += tree_size(&e.path());
-                make_writable(&e.path());
-                at(&e.path(), std::fs::remove_dir_all(e.path()))?;
+                remove_dir(&e.path())?;
             }
         }
         // With gc.lock exclusive no writer is running: everything in tmp is a leftover.
         let tmp = self.tmp_dir();
         for e in at(&tmp, std::fs::read_dir(&tmp))?.flatten() {
             freed += tree_size(&e.path());
-            make_writable(&e.path());
             let p = e.path();
-            let r = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
+            if p.is_dir() {
+                remove_dir(&p)?;
             } else {
-                std::fs::remove_file(&p)
-            };
-            at(&p, r)?;
+                at(&p, std::fs::remove_file(&p))?;
+            }
         }
         io_util::sync_dir(&blobs);
         Ok(freed)
