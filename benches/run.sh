@@ -7,10 +7,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --manifest-path "$here/Cargo.toml" >&2
-strata=$here/target/release/strata
 work=$(mktemp -d /tmp/strata-run-bench.XXXX)
 chmod 1777 "$work"
 trap 'rm -rf "$work"' EXIT
+# A copy the unprivileged user can run wherever the checkout is.
+install -m 0755 "$here/target/release/strata" "$work/strata"
+strata=$work/strata
 floor=$here/../shared/lab/userns-run-floor.sh
 bench() { # USER
   local who=$1 d=$work/$1
