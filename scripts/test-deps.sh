@@ -16,11 +16,12 @@ if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned";
   fi
 fi
 
-# Debian packages the tests use: skopeo, umoci and podman check what the store writes, buildah
+# Debian packages the tests use: skopeo, umoci, podman and docker.io (dockerd started by the test
+# itself) check what the store writes, buildah
 # makes the reference RUN layer; busybox-static
 # makes the test base image; gzip reads parallel-gzip output back; uidmap (newuidmap/newgidmap)
 # maps subordinate ids for the rootless sandbox; procps (pkill) for the process-lifetime tests.
-packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps)
+packages=(skopeo umoci podman buildah docker.io busybox-static gzip uidmap procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
