@@ -669,7 +669,12 @@ impl Dockerd {
                 "--iptables=false",
                 "--ip6tables=false",
             ])
-            .stdout(std::fs::File::create(dir.join("dockerd.log")).ok()?)
+            .stdout(
+                fs_err::File::create(dir.join("dockerd.log"))
+                    .ok()?
+                    .into_parts()
+                    .0,
+            )
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
