@@ -12,6 +12,7 @@
 //!
 //! The binary's command-line layer lives in `src/cli/` and is not part of the library API.
 
+pub mod context;
 pub mod dockerfile;
 pub mod layer;
 pub mod oci;

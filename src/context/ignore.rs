@@ -1,0 +1,295 @@
+//! `.dockerignore` with Docker's semantics, not gitignore's: patterns are root-anchored and
+//! matched against the whole path (no basename matching), `**` spans directories, `!` makes an
+//! exception, the last applicable pattern wins, and a pattern that matches a parent directory
+//! excludes everything below it.
+//!
+//! Each pattern is translated to an anchored regular expression the way Docker's pattern
+//! matcher does it, so the corner cases (classes, escapes, `a**/b`) behave the same.
+
+use regex::Regex;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("illegal exclusion pattern: \"!\"")]
+    LoneBang,
+    #[error("syntax error in pattern \"{pattern}\": {reason}")]
+    BadPattern { pattern: String, reason: String },
+}
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    exclusion: bool,
+    re: Regex,
+}
+
+/// A compiled `.dockerignore`.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    patterns: Vec<Pattern>,
+}
+
+/// Go's `path.Clean`: no doubled or trailing slashes, `.` and `..` resolved lexically.
+pub fn clean(p: &str) -> String {
+    if p.is_empty() {
+        return ".".into();
+    }
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+/// One class element as Go's `filepath.Match` reads it: not `-` or `]` first, `\` escapes,
+/// something must follow.
+fn class_char(chars: &[char], i: usize) -> Result<usize, String> {
+    match chars.get(i) {
+        None | Some('-') | Some(']') => return Err("bad character class".into()),
+        _ => {}
+    }
+    let mut j = i;
+    if chars[j] == '\\' {
+        j += 1;
+        if j >= chars.len() {
+            return Err("trailing backslash in character class".into());
+        }
+    }
+    j += 1;
+    if j >= chars.len() {
+        return Err("unterminated character class".into());
+    }
+    Ok(j)
+}
+
+/// Check a pattern as Go's `filepath.Match` would: well-formed classes, no trailing lone `\`.
+fn validate(p: &str) -> Result<(), String> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                if i + 1 >= chars.len() {
+                    return Err("trailing backslash".into());
+                }
+                i += 2;
+            }
+            '[' => {
+                i += 1;
+                if chars.get(i) == Some(&'^') {
+                    i += 1;
+                }
+                let mut nrange = 0;
+                loop {
+                    if chars.get(i) == Some(&']') && nrange > 0 {
+                        i += 1;
+                        break;
+                    }
+                    i = class_char(&chars, i)?;
+                    if chars.get(i) == Some(&'-') {
+                        i = class_char(&chars, i + 1)?;
+                    }
+                    nrange += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The anchored regular expression for one (cleaned) pattern.
+fn to_regex(p: &str) -> String {
+    let chars: Vec<char> = p.chars().collect();
+    let mut re = String::from("^");
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                i += 2;
+                if chars.get(i) == Some(&'/') {
+                    i += 1;
+                }
+                if i >= chars.len() {
+                    re.push_str(".*");
+                } else {
+                    re.push_str("(.*/)?");
+                }
+                continue;
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
+                re.push('\\');
+                re.push(c);
+            }
+            '\\' => {
+                if let Some(&n) = chars.get(i + 1) {
+                    re.push_str(&regex::escape(&n.to_string()));
+                    i += 2;
+                    continue;
+                }
+                re.push_str("\\\\");
+            }
+            c => re.push(c),
+        }
+        i += 1;
+    }
+    re.push('$');
+    re
+}
+
+impl Matcher {
+    /// Compile patterns in `.dockerignore` order.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Matcher, Error> {
+        let mut out = Vec::new();
+        for p in patterns {
+            let p = p.as_ref().trim();
+            if p.is_empty() {
+                continue;
+            }
+            let p = clean(p);
+            let (exclusion, body) = match p.strip_prefix('!') {
+                Some("") => return Err(Error::LoneBang),
+                Some(b) => (true, b.to_string()),
+                None => (false, p.clone()),
+            };
+            validate(&body).map_err(|reason| Error::BadPattern {
+                pattern: body.clone(),
+                reason,
+            })?;
+            let re = Regex::new(&to_regex(&body)).map_err(|e| Error::BadPattern {
+                pattern: body.clone(),
+                reason: e.to_string(),
+            })?;
+            out.push(Pattern { exclusion, re });
+        }
+        Ok(Matcher { patterns: out })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Is `path` (slash-separated, relative to the context root) excluded? The path itself
+    /// and each of its parent directories are tried against every pattern.
+    pub fn excluded(&self, path: &str) -> bool {
+        // Go's path.Dir: everything before the last slash ("a/b/" has the parent "a/b").
+        let parent = match path.rsplit_once('/') {
+            Some((d, _)) if !d.is_empty() => {
+                Some(d.trim_end_matches('/')).filter(|d| !d.is_empty())
+            }
+            _ => None,
+        };
+        let parents: Vec<&str> = parent.map(|d| d.split('/').collect()).unwrap_or_default();
+        let mut matched = false;
+        for p in &self.patterns {
+            if p.exclusion != matched {
+                continue;
+            }
+            let mut hit = p.re.is_match(path);
+            if !hit && !parents.is_empty() {
+                for i in 1..=parents.len() {
+                    if p.re.is_match(&parents[..i].join("/")) {
+                        hit = true;
+                        break;
+                    }
+                }
+            }
+            if hit {
+                matched = !p.exclusion;
+            }
+        }
+        matched
+    }
+}
+
+/// Read a `.dockerignore` file's text into patterns: BOM stripped, `#` lines (column 0)
+/// skipped, lines trimmed, empty ones dropped, paths cleaned and one leading `/` removed,
+/// `! path` read as `!path`.
+pub fn read_patterns(text: &str) -> Vec<String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut p = line.trim();
+        if p.is_empty() {
+            continue;
+        }
+        let bang = p.starts_with('!');
+        if bang {
+            p = p[1..].trim();
+        }
+        if !p.is_empty() {
+            let mut c = clean(p);
+            if let Some(stripped) = c.strip_prefix('/') {
+                c = if stripped.is_empty() {
+                    "/".to_string()
+                } else {
+                    stripped.to_string()
+                };
+            }
+            out.push(if bang { format!("!{c}") } else { c });
+        } else {
+            out.push(if bang { "!".to_string() } else { String::new() });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &[&str]) -> Matcher {
+        Matcher::new(p).unwrap()
+    }
+
+    #[test]
+    fn docker_not_gitignore() {
+        assert!(!m(&["*.go"]).excluded("a/b.go"), "no basename matching");
+        assert!(m(&["**/*.go"]).excluded("a/b.go"));
+        assert!(
+            m(&["docs"]).excluded("docs/a/b"),
+            "a matching parent excludes"
+        );
+        assert!(!m(&["docs", "!docs/README.md"]).excluded("docs/README.md"));
+        assert!(m(&["!x", "*.go"]).excluded("x.go"));
+        assert!(!m(&["dir/**"]).excluded("dir"));
+        assert!(m(&["a**/*.txt"]).excluded("a/dir/dir/file.txt"));
+        assert_eq!(Matcher::new(&["!"]).unwrap_err(), Error::LoneBang);
+        assert!(Matcher::new(&["["]).is_err());
+    }
+
+    #[test]
+    fn go_clean() {
+        for (i, o) in [
+            ("a//b/", "a/b"),
+            ("./a/../b", "b"),
+            ("/../a", "/a"),
+            ("", "."),
+            ("..", ".."),
+            ("a/..", "."),
+        ] {
+            assert_eq!(clean(i), o, "{i}");
+        }
+    }
+}
