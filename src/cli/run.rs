@@ -70,7 +70,7 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
         }
         ("remove", paths) => {
             for p in paths {
-                make_writable(Path::new(p));
+                strata::store::make_writable(Path::new(p));
                 match std::fs::remove_dir_all(p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -176,23 +176,6 @@ fn forget_mount_points(upper: &Path, created: &[String], lowers: &[String]) {
     }
 }
 
-fn make_writable(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::symlink_metadata(p) {
-        if m.is_dir() {
-            let _ = std::fs::set_permissions(
-                p,
-                std::fs::Permissions::from_mode(m.permissions().mode() | 0o700),
-            );
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    make_writable(&e.path());
-                }
-            }
-        }
-    }
-}
-
 fn exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("finding the strata binary to re-execute for the sandbox")
 }
@@ -211,7 +194,7 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
         return Ok(());
     }
     if maps.root_only || rustix::process::getuid().is_root() {
-        make_writable(path);
+        strata::store::make_writable(path);
         return std::fs::remove_dir_all(path)
             .with_context(|| format!("removing {}", path.display()));
     }

@@ -497,8 +497,8 @@ pub(crate) fn tree_size(p: &Path) -> u64 {
         + m.len()
 }
 
-/// Snapshots may contain read-only directories; give the owner write access so they can go.
-pub(crate) fn make_writable(p: &Path) {
+/// Trees may contain read-only directories; give the owner write access so they can be removed.
+pub fn make_writable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(m) = std::fs::symlink_metadata(p) else {
         return;
