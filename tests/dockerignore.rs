@@ -1,7 +1,7 @@
-//! `.dockerignore` matching against ../shared/conformance/dockerignore (cases.tsv and the
-//! ignore-file reader case). The walk cases (walk_cases.txt) belong to the context walker of the
-//! build engine and are not run yet. Skips with a reason where the corpus is absent;
-//! STRATA_REQUIRE_CONFORMANCE=1 (CI) makes that a failure.
+//! `.dockerignore` matching and the filtered context walk against
+//! ../shared/conformance/dockerignore (cases.tsv, walk_cases.txt and the ignore-file reader
+//! case). Skips with a reason where the corpus is absent; STRATA_REQUIRE_CONFORMANCE=1 (CI)
+//! makes that a failure.
 
 use std::path::{Path, PathBuf};
 
@@ -80,4 +80,103 @@ fn ignore_file_reader() {
         .map(str::to_string)
         .collect();
     assert_eq!(read_patterns(&input), want);
+}
+
+#[test]
+fn walk_cases() {
+    use strata::context::{walk, Filter, Kind};
+    let Some(dir) = corpus() else { return };
+    let text = fs_err::read_to_string(dir.join("walk_cases.txt")).unwrap();
+    let base = std::env::temp_dir().join(format!("strata-walk-{}", std::process::id()));
+    let (mut pass, mut total, mut failures) = (0, 0, Vec::new());
+    let mut block: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if line != "end" {
+            block.push(line);
+            continue;
+        }
+        let id = block[0].strip_prefix("case ").unwrap().to_string();
+        let root = base.join(&id);
+        fs_err::create_dir_all(&root).unwrap();
+        let (mut include, mut exclude, mut expect, mut visible, mut hidden) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let (mut want_error, mut want_empty) = (false, false);
+        for l in &block[1..] {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            match k {
+                "node" => {
+                    let (kind, p) = v.split_once(' ').unwrap();
+                    let full = root.join(p);
+                    match kind {
+                        "dir" => fs_err::create_dir_all(&full).unwrap(),
+                        "file" => fs_err::write(&full, "x").unwrap(),
+                        other => std::os::unix::fs::symlink(
+                            other.strip_prefix("symlink:").unwrap(),
+                            &full,
+                        )
+                        .unwrap(),
+                    }
+                }
+                "include" => include.push(v.to_string()),
+                "exclude" => exclude.push(v.to_string()),
+                "expect" => {
+                    let (kind, p) = v.split_once(' ').unwrap();
+                    expect.push((kind.to_string(), p.to_string()));
+                }
+                "expect-empty" => want_empty = true,
+                "expect-error" => want_error = true,
+                "visible" => visible.push(v.to_string()),
+                "hidden" => hidden.push(v.to_string()),
+                other => panic!("unknown line {other}"),
+            }
+        }
+        block.clear();
+        total += 1;
+        let result = Filter::new(&include, &exclude).and_then(|f| Ok((walk(&root, &f)?, f)));
+        let ok = match result {
+            Err(_) => want_error,
+            Ok(_) if want_error => false,
+            Ok((entries, f)) => {
+                let got: Vec<(String, String)> = entries
+                    .iter()
+                    .map(|e| {
+                        (
+                            match e.kind {
+                                Kind::Dir => "dir",
+                                Kind::File => "file",
+                                Kind::Symlink => "symlink",
+                            }
+                            .to_string(),
+                            e.path.clone(),
+                        )
+                    })
+                    .collect();
+                let walk_ok = if want_empty {
+                    got.is_empty()
+                } else {
+                    expect.is_empty() || got == expect
+                };
+                let open_ok =
+                    visible.iter().all(|p| f.visible(p)) && hidden.iter().all(|p| !f.visible(p));
+                if !(walk_ok && open_ok) {
+                    failures.push(format!(
+                        "{id}: got {got:?}, want {expect:?}; visible {visible:?} hidden {hidden:?}"
+                    ));
+                }
+                walk_ok && open_ok
+            }
+        };
+        if ok {
+            pass += 1;
+        } else if failures.last().is_none_or(|l| !l.starts_with(&id)) {
+            failures.push(format!("{id}: error expectation not met"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    println!("conformance dockerignore/walk_cases.txt: {pass}/{total}");
+    assert_eq!(total, 26);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -18,6 +18,8 @@ pub enum Error {
 
 #[derive(Debug, Clone)]
 struct Pattern {
+    /// The cleaned pattern without its `!`.
+    text: String,
     exclusion: bool,
     re: Regex,
 }
@@ -178,13 +180,38 @@ impl Matcher {
                 pattern: body.clone(),
                 reason: e.to_string(),
             })?;
-            out.push(Pattern { exclusion, re });
+            out.push(Pattern {
+                text: body,
+                exclusion,
+                re,
+            });
         }
         Ok(Matcher { patterns: out })
     }
 
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
+    }
+
+    /// Could a pattern (an exception when `exceptions`, else an ordinary one) match something
+    /// strictly below the directory `dir`? Decides whether a walk must enter a directory that
+    /// is itself excluded, or not (yet) included.
+    pub fn could_match_below(&self, dir: &str, exceptions: bool) -> bool {
+        let dsegs: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+        self.patterns
+            .iter()
+            .filter(|p| p.exclusion == exceptions)
+            .any(|p| {
+                if p.text.contains("**") {
+                    return true;
+                }
+                let psegs: Vec<&str> = p.text.split('/').collect();
+                psegs.len() > dsegs.len()
+                    && dsegs
+                        .iter()
+                        .zip(&psegs)
+                        .all(|(d, pat)| Regex::new(&to_regex(pat)).is_ok_and(|re| re.is_match(d)))
+            })
     }
 
     /// Is `path` (slash-separated, relative to the context root) excluded? The path itself

@@ -1,7 +1,150 @@
-//! The build context: `.dockerignore` matching with Docker's semantics ([`ignore`]).
+//! The build context: `.dockerignore` matching with Docker's semantics ([`ignore`]) and the
+//! filtered walk that COPY sources and `.dockerignore` make of a context tree ([`walk`]).
 //!
-//! To come with the build engine: walking the context with include (COPY sources) and exclude
-//! patterns, and content checksums cached by (size, mtime, inode, ctime). Never follows a
-//! symlink out of the context.
+//! To come with the build engine: content checksums cached by (size, mtime, inode, ctime).
+//! Never follows a symlink: links are reported as links.
 
 pub mod ignore;
+
+use std::path::Path;
+
+use ignore::Matcher;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry a filtered walk yields, with its slash-separated path below the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub kind: Kind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Pattern(#[from] ignore::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Include patterns (COPY sources; none means everything) and exclude patterns
+/// (`.dockerignore`), as the walk applies them.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    include: Option<Matcher>,
+    exclude: Matcher,
+}
+
+impl Filter {
+    pub fn new<S: AsRef<str>>(include: &[S], exclude: &[S]) -> Result<Filter, Error> {
+        let include = if include.is_empty() {
+            None
+        } else {
+            Some(Matcher::new(include)?)
+        };
+        Ok(Filter {
+            include,
+            exclude: Matcher::new(exclude)?,
+        })
+    }
+
+    fn included(&self, path: &str) -> bool {
+        self.include.as_ref().is_none_or(|m| m.excluded(path))
+    }
+
+    /// Does the filter let `path` through (what opening it through the filter decides)?
+    pub fn visible(&self, path: &str) -> bool {
+        self.included(path) && !self.exclude.excluded(path)
+    }
+}
+
+/// Walk `root` in lexical order, yielding what passes the filter. A directory that is not
+/// itself yielded is still entered when something below it could be (an include pattern deeper
+/// down, an exception under an excluded directory); it is then yielded just before its first
+/// yielded descendant.
+pub fn walk(root: &Path, filter: &Filter) -> Result<Vec<Entry>, Error> {
+    let mut out = Vec::new();
+    let mut pending: Vec<(Entry, bool)> = Vec::new();
+    walk_dir(root, "", filter, &mut pending, &mut out)?;
+    Ok(out)
+}
+
+/// `pending`: the directories entered but not yielded yet (and whether they have been since).
+fn walk_dir(
+    root: &Path,
+    rel: &str,
+    f: &Filter,
+    pending: &mut Vec<(Entry, bool)>,
+    out: &mut Vec<Entry>,
+) -> Result<(), Error> {
+    let dir = root.join(rel);
+    let io = |e: std::io::Error| Error::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    let mut names: Vec<(String, std::fs::FileType)> = fs_err::read_dir(&dir)
+        .map_err(io)?
+        .map(|e| e.and_then(|e| Ok((e.file_name().to_string_lossy().into_owned(), e.file_type()?))))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, ft) in names {
+        let path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let is_dir = ft.is_dir();
+        let kind = if is_dir {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else {
+            Kind::File
+        };
+        let included = f.included(&path);
+        let may_include_below = is_dir
+            && !included
+            && f.include
+                .as_ref()
+                .is_some_and(|m| m.could_match_below(&path, false));
+        if !included && !may_include_below {
+            continue;
+        }
+        let entry = Entry {
+            path: path.clone(),
+            kind,
+        };
+        if f.exclude.excluded(&path) {
+            if is_dir && f.exclude.could_match_below(&path, true) {
+                pending.push((entry, false));
+                walk_dir(root, &path, f, pending, out)?;
+                pending.pop();
+            }
+            continue;
+        }
+        if included {
+            for (p, done) in pending.iter_mut().filter(|(_, done)| !*done) {
+                out.push(p.clone());
+                *done = true;
+            }
+            out.push(entry);
+            if is_dir {
+                walk_dir(root, &path, f, pending, out)?;
+            }
+        } else {
+            pending.push((entry, false));
+            walk_dir(root, &path, f, pending, out)?;
+            pending.pop();
+        }
+    }
+    Ok(())
+}
