@@ -21,7 +21,10 @@ fi
 # makes the reference RUN layer; busybox-static
 # makes the test base image; gzip reads parallel-gzip output back; uidmap (newuidmap/newgidmap)
 # maps subordinate ids for the rootless sandbox; procps (pkill) for the process-lifetime tests.
-packages=(skopeo umoci podman buildah docker.io busybox-static gzip uidmap procps)
+packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps)
+# A machine that already has a Docker engine (GitHub's runners ship Docker CE, whose containerd
+# conflicts with Debian's) keeps it.
+command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
