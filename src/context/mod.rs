@@ -1,9 +1,10 @@
 //! The build context: `.dockerignore` matching with Docker's semantics ([`ignore`]) and the
 //! filtered walk that COPY sources and `.dockerignore` make of a context tree ([`walk`]).
 //!
-//! To come with the build engine: content checksums cached by (size, mtime, inode, ctime).
-//! Never follows a symlink: links are reported as links.
+//! Content digests of what a walk yields, with a metadata cache so a no-op rebuild reads no
+//! file ([`checksum`]). Never follows a symlink: links are reported as links.
 
+pub mod checksum;
 pub mod ignore;
 
 use std::path::Path;
