@@ -237,7 +237,8 @@ pub fn snapshots(
                     "unpacking layer {d} ended with {o:?}"
                 ))),
                 Err(e) => Err(strata::store::Error::Invalid(format!(
-                    "unpacking layer {d}: {e}"
+                    "unpacking layer {d}: {}",
+                    sandbox_err(e)
                 ))),
             }
         })?;

@@ -244,7 +244,13 @@ fn launch(
         go.write_all(b"G")?;
     }
     drop(go);
-    let mut rest = String::new();
+    // Without the 'R' marker (the child failed before or while unsharing its user namespace),
+    // that first byte already belongs to the report.
+    let mut rest = if n == 1 && b[0] != b'R' {
+        String::from(b[0] as char)
+    } else {
+        String::new()
+    };
     report.read_to_string(&mut rest)?;
     let status = child.wait()?;
     let mut created = Vec::new();
@@ -255,7 +261,8 @@ fn launch(
             Ok(Report::Created(c)) => created = c,
             Ok(Report::Error(message)) => {
                 return Err(Error::Setup {
-                    advice: if message.contains("EPERM")
+                    advice: if message.contains("CLONE_NEWUSER")
+                        || message.contains("EPERM")
                         || message.contains("Operation not permitted")
                     {
                         probe::advice()
