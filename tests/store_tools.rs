@@ -103,6 +103,24 @@ fn busybox_rootfs(dir: &Path, user: Option<&str>) -> PathBuf {
     rootfs
 }
 
+/// A scratch dir with a store (as the test's own user) holding busybox as `name`.
+fn busybox_store(dir: &str, name: &str) -> (PathBuf, String) {
+    let d = scratch(dir, None);
+    let root = d.join("store").display().to_string();
+    ok(
+        None,
+        strata(),
+        &[
+            "--root",
+            &root,
+            "import",
+            busybox_rootfs(&d, None).to_str().unwrap(),
+            name,
+        ],
+    );
+    (d, root)
+}
+
 #[test]
 fn skopeo_and_umoci_read_what_strata_writes() {
     if !(have("skopeo") && have("umoci") && Path::new("/bin/busybox").exists()) {
@@ -483,20 +501,8 @@ fn podman_loads_what_strata_saves() {
         );
         return;
     }
-    let d = scratch("podman", None);
-    let root = d.join("store");
-    let r = root.to_str().unwrap();
-    ok(
-        None,
-        strata(),
-        &[
-            "--root",
-            r,
-            "import",
-            busybox_rootfs(&d, None).to_str().unwrap(),
-            "pm:7",
-        ],
-    );
+    let (d, root) = busybox_store("podman", "pm:7");
+    let r = root.as_str();
     let docker = d.join("pm-docker.tar");
     let oci = d.join("pm-oci.tar");
     ok(
@@ -708,20 +714,8 @@ fn docker_loads_and_runs_a_strata_docker_archive() {
         eprintln!("SKIPPED: dockerd needs root");
         return;
     }
-    let d = scratch("docker", None);
-    let root = d.join("store");
-    let r = root.to_str().unwrap();
-    ok(
-        None,
-        strata(),
-        &[
-            "--root",
-            r,
-            "import",
-            busybox_rootfs(&d, None).to_str().unwrap(),
-            "dk:5",
-        ],
-    );
+    let (d, root) = busybox_store("docker", "dk:5");
+    let r = root.as_str();
     let archive = d.join("dk.tar");
     ok(
         None,
