@@ -757,3 +757,64 @@ fn docker_loads_and_runs_a_strata_docker_archive() {
         "docker sees the same image id"
     );
 }
+
+#[test]
+fn unprivileged_unpack_of_read_only_directories() {
+    let users = runners();
+    let Some(user) = users.iter().flatten().next().copied() else {
+        eprintln!("SKIPPED: needs root to run as the unprivileged test user");
+        return;
+    };
+    let d = scratch("rodirs", Some(user));
+    // A layer whose directories give their owner no write (and one no search) permission, with
+    // entries below them, as images often have (/usr/share/... 0555, /root 0500).
+    let mut tar = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar);
+        for (path, mode, body) in [
+            ("ro/", 0o555, None),
+            ("ro/f", 0o644, Some("f")),
+            ("ro/x/", 0o500, None),
+            ("ro/x/g", 0o600, Some("g")),
+        ] {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(path).unwrap();
+            h.set_mode(mode);
+            h.set_entry_type(if body.is_none() {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_size(body.map_or(0, |b| b.len() as u64));
+            h.set_cksum();
+            b.append(&h, body.unwrap_or("").as_bytes()).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let tarfile = d.join("ro.tar");
+    fs_err::write(&tarfile, &tar).unwrap();
+    std::fs::set_permissions(&tarfile, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let root = d.join("store");
+    let r = root.to_str().unwrap();
+    ok(
+        Some(user),
+        strata(),
+        &["--root", r, "import", tarfile.to_str().unwrap(), "ro:1"],
+    );
+    let out = d.join("out");
+    ok(
+        Some(user),
+        strata(),
+        &["--root", r, "unpack", "ro:1", out.to_str().unwrap()],
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs_err::read_to_string(out.join("ro/x/g")).unwrap(), "g");
+    assert_eq!(
+        std::fs::metadata(out.join("ro")).unwrap().mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(
+        std::fs::metadata(out.join("ro/x")).unwrap().mode() & 0o7777,
+        0o500
+    );
+}

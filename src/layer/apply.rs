@@ -126,6 +126,66 @@ fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBuf> {
     Ok(cur)
 }
 
+/// For an unprivileged applier: directories whose mode lacks owner rwx (from this or an earlier
+/// layer) are opened up while entries are written below them, and put back at the end.
+struct Unlocker {
+    enabled: bool,
+    seen: HashSet<PathBuf>,
+    restore: Vec<(PathBuf, u32)>,
+}
+
+impl Unlocker {
+    /// Give the owner rwx on `dir` and every directory between `root` and it.
+    fn ensure(&mut self, root: &Path, dir: &Path) {
+        if !self.enabled {
+            return;
+        }
+        let mut chain = Vec::new();
+        let mut d = Some(dir);
+        while let Some(x) = d.filter(|x| x.starts_with(root) && *x != root) {
+            chain.push(x.to_path_buf());
+            d = x.parent();
+        }
+        for d in chain.into_iter().rev() {
+            if !self.seen.insert(d.clone()) {
+                continue;
+            }
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            if let Ok(m) = std::fs::symlink_metadata(&d) {
+                if m.is_dir() && m.mode() & 0o700 != 0o700 {
+                    let mode = m.mode() & 0o7777;
+                    if std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o700))
+                        .is_ok()
+                    {
+                        self.restore.push((d, mode));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Before removing a tree: every directory in it writable by its owner.
+    fn open_tree(&mut self, p: &Path) {
+        if !self.enabled {
+            return;
+        }
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Ok(m) = std::fs::symlink_metadata(p) {
+            if m.is_dir() {
+                let _ = std::fs::set_permissions(
+                    p,
+                    std::fs::Permissions::from_mode((m.mode() & 0o7777) | 0o700),
+                );
+                if let Ok(rd) = std::fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        self.open_tree(&e.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn remove_any(p: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
@@ -137,8 +197,14 @@ fn remove_any(p: &Path) -> io::Result<()> {
 
 /// Make sure the directory `rel_dir` exists, following symlinks in it inside `root` (a parent
 /// that is a symlink to a directory is used, as Docker does; it is never replaced).
-fn mkdir_all_in_root(root: &Path, rel_dir: &Path) -> io::Result<()> {
+fn mkdir_all_in_root(root: &Path, rel_dir: &Path, unlock: &mut Unlocker) -> io::Result<()> {
     let resolved = root.join(resolve_in_root(root, rel_dir, 0)?);
+    // The deepest directory that exists must let us create what is missing below it.
+    let mut existing = resolved.as_path();
+    while !existing.exists() && existing != root {
+        existing = existing.parent().unwrap_or(root);
+    }
+    unlock.ensure(root, existing);
     match std::fs::symlink_metadata(&resolved) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => {
@@ -159,8 +225,15 @@ pub fn apply_layer<R: Read>(
     let mut report = ApplyReport::default();
     let mut archive = tar::Archive::new(tar);
     let mut created: HashSet<PathBuf> = HashSet::new();
-    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
+    // Directories get their mode and times last: a mode without write or search permission
+    // would stop an unprivileged applier from creating the entries below.
+    let mut dir_times: Vec<(PathBuf, i64, u32)> = Vec::new();
     let is_root = rustix::process::geteuid().is_root();
+    let mut unlock = Unlocker {
+        enabled: !is_root,
+        seen: HashSet::new(),
+        restore: Vec::new(),
+    };
 
     for entry in archive.entries().map_err(ApplyError::Read)? {
         let mut entry = entry.map_err(ApplyError::Read)?;
@@ -177,7 +250,7 @@ pub fn apply_layer<R: Read>(
         // Whiteouts.
         if opts.overlay_whiteouts && name.starts_with(b".wh.") {
             if let Some(parent) = rel.parent() {
-                mkdir_all_in_root(root, parent).map_err(io_err)?;
+                mkdir_all_in_root(root, parent, &mut unlock).map_err(io_err)?;
             }
             if name == b".wh..wh..opq" {
                 let dir = root.join(
@@ -194,6 +267,8 @@ pub fn apply_layer<R: Read>(
             } else {
                 let target = rel.with_file_name(OsStr::from_bytes(&name[4..]));
                 let abs = resolve_parent_in_root(root, &target).map_err(io_err)?;
+                unlock.ensure(root, abs.parent().unwrap_or(root));
+                unlock.open_tree(&abs);
                 remove_any(&abs).map_err(io_err)?;
                 rustix::fs::mknodat(
                     rustix::fs::CWD,
@@ -215,10 +290,12 @@ pub fn apply_layer<R: Read>(
             let dir_rel = rel.parent().unwrap_or(Path::new(""));
             let dir = resolve_parent_in_root(root, &dir_rel.join("x")).map_err(io_err)?;
             let dir = dir.parent().unwrap_or(root).to_path_buf();
+            unlock.ensure(root, &dir);
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 for e in rd.flatten() {
                     let child_rel = dir_rel.join(e.file_name());
                     if !created.contains(&child_rel) {
+                        unlock.open_tree(&e.path());
                         remove_any(&e.path()).map_err(io_err)?;
                     }
                 }
@@ -228,14 +305,17 @@ pub fn apply_layer<R: Read>(
         if let Some(hidden) = name.strip_prefix(b".wh.") {
             let target = rel.with_file_name(OsStr::from_bytes(hidden));
             let abs = resolve_parent_in_root(root, &target).map_err(io_err)?;
+            unlock.ensure(root, abs.parent().unwrap_or(root));
+            unlock.open_tree(&abs);
             remove_any(&abs).map_err(io_err)?;
             continue;
         }
 
         if let Some(parent) = rel.parent() {
-            mkdir_all_in_root(root, parent).map_err(io_err)?;
+            mkdir_all_in_root(root, parent, &mut unlock).map_err(io_err)?;
         }
         let abs = resolve_parent_in_root(root, &rel).map_err(io_err)?;
+        unlock.ensure(root, abs.parent().unwrap_or(root));
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().map_err(io_err)? & 0o7777;
         let mtime = entry.header().mtime().unwrap_or(0) as i64;
@@ -247,6 +327,7 @@ pub fn apply_layer<R: Read>(
         let keep_dir =
             kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
         if existing.is_some() && !keep_dir {
+            unlock.open_tree(&abs);
             remove_any(&abs).map_err(io_err)?;
         }
 
@@ -255,7 +336,7 @@ pub fn apply_layer<R: Read>(
                 if !keep_dir {
                     std::fs::create_dir(&abs).map_err(io_err)?;
                 }
-                dir_times.push((abs.clone(), mtime));
+                dir_times.push((abs.clone(), mtime, mode));
             }
             EntryType::Regular | EntryType::Continuous => {
                 let mut f = std::fs::OpenOptions::new()
@@ -341,7 +422,7 @@ pub fn apply_layer<R: Read>(
         } else if uid != u64::from(rustix::process::geteuid().as_raw()) {
             report.owners_not_set += 1;
         }
-        if kind != EntryType::Symlink {
+        if kind != EntryType::Symlink && kind != EntryType::Directory {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err)?;
@@ -371,8 +452,16 @@ pub fn apply_layer<R: Read>(
             set_mtime(&abs, mtime);
         }
     }
-    // Directory times last: creating children changed them.
-    for (d, t) in dir_times.into_iter().rev() {
+    // Put back what was opened up, then directory modes and times, deepest first (creating
+    // children changed the times).
+    for (d, mode) in unlock.restore.into_iter().rev() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
+    }
+    for (d, t, mode) in dir_times.into_iter().rev() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| entry_err(d.strip_prefix(root).unwrap_or(&d), e))?;
         set_mtime(&d, t);
     }
     Ok(report)
