@@ -3,12 +3,14 @@
 
 CARGO ?= cargo
 
-## Install what the tests need, then run formatting, lints and every test.
+## Install what the tests need, then run formatting, lints and every test, as root and again
+## as the unprivileged user strata-test.
 test: test-deps lint
 	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} \
 	STRATA_REQUIRE_TOOLS=$${STRATA_REQUIRE_TOOLS:-$${CI:+1}} \
 	$(CARGO) test --all-targets --locked
 	$(CARGO) test --doc --locked
+	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} bash scripts/test-as-user.sh
 
 test-deps:
 	bash scripts/test-deps.sh
