@@ -301,3 +301,43 @@ fn store_errors_name_what_is_wrong() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_knows_base_image_environment_from_the_store() {
+    let root = store_dir("undef");
+    let tree = tmp_file("undef-tree", "x").parent().unwrap().to_path_buf();
+    let s = |args: &[&str], stdin: Option<&str>| {
+        strata(&[&["--root", root.as_str()][..], args].concat(), stdin)
+    };
+    assert_eq!(
+        s(&["import", tree.to_str().unwrap(), "base:1"], None)
+            .status
+            .code(),
+        Some(0)
+    );
+    // The imported image has no ENV: an unknown variable is reported, with a suggestion.
+    let out = s(
+        &["check", "-f", "-"],
+        Some("FROM base:1\nARG VERSION=1\nENV PATH=/opt/bin:$PATH\nWORKDIR /app/$VERSON\n"),
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: UndefinedVar: Usage of undefined variable '$VERSON'")
+            && err.contains("hint: did you mean $VERSION?"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("1 warning found\n"),
+        "PATH comes with the image: {err}"
+    );
+    // An image the store does not have is not judged.
+    let out = s(
+        &["check", "-f", "-"],
+        Some("FROM unknown:1\nWORKDIR /app/$FROM_IMAGE\n"),
+    );
+    assert!(
+        !text(&out.stderr).contains("UndefinedVar"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -32,7 +32,7 @@ enum Format {
     Json,
 }
 
-pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
+pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
     let src = super::read_dockerfile(&a.file)?;
     let mut options = plan::Options {
         target: a.target.clone(),
@@ -50,7 +50,27 @@ pub fn run(a: CheckArgs) -> anyhow::Result<i32> {
     let result = dockerfile::load(&src).and_then(|(df, cmds)| {
         let mut warnings = lint::lint_syntax(&df, &cmds);
         let p = plan::plan(&df, cmds, options.clone())?;
-        warnings.extend(plan::lint::lint_plan(&p, &|_| None));
+        // Base images in the local store give their environment, so UndefinedVar can tell a
+        // variable the image defines from a typo. Without a store, those stages are not checked.
+        let store = root
+            .or_else(strata::store::default_root)
+            .filter(|r| r.join("v1/oci/index.json").exists())
+            .and_then(|r| strata::store::Store::open(r).ok());
+        let base_env = |image: &str| -> Option<Vec<(String, String)>> {
+            let img = store.as_ref()?.resolve(image).ok()?;
+            let mut env = strata::dockerfile::shell::env_from_list(
+                &img.config.config.and_then(|c| c.env).unwrap_or_default(),
+            );
+            // As a build does: an image without PATH gets the default one.
+            if !env.iter().any(|(k, _)| k == "PATH") {
+                env.push((
+                    "PATH".into(),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ));
+            }
+            Some(env)
+        };
+        warnings.extend(plan::lint::lint_plan(&p, &base_env));
         Ok((df, warnings))
     });
     let (df, mut warnings) = match result {

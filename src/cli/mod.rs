@@ -73,7 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     match cli.command {
         Commands::Parse(a) => parse::run(a),
-        Commands::Check(a) => check::run(a),
+        Commands::Check(a) => check::run(a, cli.root.clone()),
         Commands::Images(a) => store_cmds::images(&store()?, a),
         Commands::Inspect(a) => store_cmds::inspect(&store()?, a),
         Commands::History(a) => store_cmds::history(&store()?, a),
