@@ -33,7 +33,8 @@ bench:
 	bash benches/layer.sh
 	STRATA_BENCH_TREE=$${STRATA_BENCH_TREE:-/tmp/strata-bench/base/rootfs/python} $(CARGO) bench --bench layer
 
-## Fuzz the front end (cargo install cargo-fuzz; uses the stable toolchain with RUSTC_BOOTSTRAP).
+## Fuzz (cargo install cargo-fuzz; uses the stable toolchain with RUSTC_BOOTSTRAP):
+## make fuzz [TARGET=frontend|apply] [SECONDS=600]
 fuzz:
 	bash fuzz/seed.sh
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frontend -- -max_total_time=$(or $(SECONDS),600) -max_len=16384
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(or $(TARGET),frontend) -- -max_total_time=$(or $(SECONDS),600) -max_len=65536

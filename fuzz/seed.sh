@@ -30,3 +30,24 @@ for f in ["buildkit/parser-extra/heredocs.json", "buildkit/parser-extra/directiv
     walk(json.load(open(conf / f)))
 PY
 echo "seeded $(ls "$here/corpus/frontend" | wc -l) inputs"
+
+# Layer tars for the `apply` target: a normal one and the escapes the applier must refuse.
+mkdir -p "$here/corpus/apply"
+python3 - "$here/corpus/apply" <<'PY'
+import io, os, sys, tarfile
+out = sys.argv[1]
+def mk(name, members):
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for n, typ, data, link in members:
+            ti = tarfile.TarInfo(n); ti.type = typ; ti.linkname = link; ti.size = len(data)
+            ti.mode = 0o755 if typ == tarfile.DIRTYPE else 0o644
+            t.addfile(ti, io.BytesIO(data) if data else None)
+    open(os.path.join(out, name), "wb").write(bio.getvalue())
+mk("normal", [("a/", tarfile.DIRTYPE, b"", ""), ("a/f", tarfile.REGTYPE, b"x", ""), ("a/l", tarfile.SYMTYPE, b"", "f"), ("a/h", tarfile.LNKTYPE, b"", "a/f")])
+mk("dotdot", [("../outside/x", tarfile.REGTYPE, b"x", "")])
+mk("symlink-escape", [("l", tarfile.SYMTYPE, b"", "../outside"), ("l/x", tarfile.REGTYPE, b"x", "")])
+mk("whiteouts", [("d/", tarfile.DIRTYPE, b"", ""), ("d/.wh..wh..opq", tarfile.REGTYPE, b"", ""), ("d/.wh.x", tarfile.REGTYPE, b"", "")])
+mk("hardlink-escape", [("h", tarfile.LNKTYPE, b"", "../outside/y")])
+PY
+echo "seeded $(ls "$here/corpus/apply" | wc -l) layer tars"
