@@ -49,6 +49,20 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
     }
     let result = dockerfile::load(&src).and_then(|(df, cmds)| {
         let mut warnings = lint::lint_syntax(&df, &cmds);
+        // `# check=skip=Rule` comments directly above an instruction apply to it alone: keep
+        // each instruction's span with the rules its comments skip.
+        let local_skips: Vec<(strata::dockerfile::Span, lint::CheckConfig)> = cmds
+            .iter()
+            .flat_map(|c| {
+                c.comments
+                    .iter()
+                    .filter_map(|cm| {
+                        cm.strip_prefix("check=")
+                            .and_then(|v| lint::CheckConfig::parse(v).ok())
+                    })
+                    .map(move |cc| (c.span, cc))
+            })
+            .collect();
         let p = plan::plan(&df, cmds, options.clone())?;
         // Base images in the local store give their environment, so UndefinedVar can tell a
         // variable the image defines from a typo. Without a store, those stages are not checked.
@@ -71,9 +85,9 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
             Some(env)
         };
         warnings.extend(plan::lint::lint_plan(&p, &base_env));
-        Ok((df, warnings))
+        Ok((df, warnings, local_skips))
     });
-    let (df, mut warnings) = match result {
+    let (df, mut warnings, local_skips) = match result {
         Ok(r) => r,
         Err(e) => {
             eprint!("{}", render::diagnostic(&e));
@@ -103,17 +117,9 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
         }
     };
     warnings.retain(|w| !config.skips(w.rule));
-    // `# check=skip=Rule` comments directly above an instruction apply to it alone.
-    let commands = dockerfile::type_all(&df).unwrap_or_default();
     warnings.retain(|w| {
-        !commands.iter().any(|c| {
-            c.span.start <= w.span.start
-                && w.span.start <= c.span.end
-                && c.comments.iter().any(|cm| {
-                    cm.strip_prefix("check=")
-                        .and_then(|v| lint::CheckConfig::parse(v).ok())
-                        .is_some_and(|cc| cc.skips(w.rule))
-                })
+        !local_skips.iter().any(|(span, cc)| {
+            span.start <= w.span.start && w.span.start <= span.end && cc.skips(w.rule)
         })
     });
     warnings.sort_by_key(|w| w.span.start);

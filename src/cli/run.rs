@@ -188,6 +188,25 @@ fn sandbox_err(e: sandbox::Error) -> anyhow::Error {
     anyhow::anyhow!(msg)
 }
 
+/// Run a hook inside the user namespace; anything but exit status 0 is an error saying `what`.
+fn hook_ok(
+    exe: &Path,
+    name: &str,
+    args: Vec<String>,
+    maps: &idmap::IdMaps,
+    what: &str,
+) -> anyhow::Result<()> {
+    let h = HookSpec {
+        name: name.into(),
+        args,
+        maps: maps.clone(),
+    };
+    match sandbox::run_hook(exe, &h).map_err(sandbox_err)? {
+        sandbox::Outcome::Exited(0) => Ok(()),
+        o => bail!("{what} ended with {o:?}"),
+    }
+}
+
 /// Remove a tree that may hold files owned by subordinate ids: inside the user namespace.
 pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
     if !path.exists() {
@@ -198,18 +217,13 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
         return std::fs::remove_dir_all(path)
             .with_context(|| format!("removing {}", path.display()));
     }
-    let h = HookSpec {
-        name: "remove".into(),
-        args: vec![path.display().to_string()],
-        maps: maps.clone(),
-    };
-    match sandbox::run_hook(&exe()?, &h).map_err(sandbox_err)? {
-        sandbox::Outcome::Exited(0) => Ok(()),
-        o => bail!(
-            "removing {} in the user namespace ended with {o:?}",
-            path.display()
-        ),
-    }
+    hook_ok(
+        &exe()?,
+        "remove",
+        vec![path.display().to_string()],
+        maps,
+        &format!("removing {} in the user namespace", path.display()),
+    )
 }
 
 /// The snapshot of every layer of an image, bottom first, unpacked inside the user namespace.
@@ -222,25 +236,13 @@ pub fn snapshots(
     let mut out = Vec::new();
     for d in diff_ids {
         let p = store.snapshot_with(d, |blob, dest| {
-            let h = HookSpec {
-                name: "unpack".into(),
-                args: vec![
-                    blob.display().to_string(),
-                    dest.display().to_string(),
-                    d.to_string(),
-                ],
-                maps: maps.clone(),
-            };
-            match sandbox::run_hook(&exe, &h) {
-                Ok(sandbox::Outcome::Exited(0)) => Ok(()),
-                Ok(o) => Err(strata::store::Error::Invalid(format!(
-                    "unpacking layer {d} ended with {o:?}"
-                ))),
-                Err(e) => Err(strata::store::Error::Invalid(format!(
-                    "unpacking layer {d}: {}",
-                    sandbox_err(e)
-                ))),
-            }
+            let args = vec![
+                blob.display().to_string(),
+                dest.display().to_string(),
+                d.to_string(),
+            ];
+            hook_ok(&exe, "unpack", args, maps, &format!("unpacking layer {d}"))
+                .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
         })?;
         out.push(p);
     }
@@ -421,15 +423,13 @@ fn commit(
     args.extend(created.iter().cloned());
     args.push("--".into());
     args.extend(lower.iter().map(|l| l.display().to_string()));
-    let h = HookSpec {
-        name: hook_name.into(),
+    hook_ok(
+        &exe()?,
+        hook_name,
         args,
-        maps: maps.clone(),
-    };
-    match sandbox::run_hook(&exe()?, &h).map_err(sandbox_err)? {
-        sandbox::Outcome::Exited(0) => {}
-        o => bail!("reading the container's changes ended with {o:?}"),
-    }
+        maps,
+        "reading the container's changes",
+    )?;
     let mut f = fs_err::File::open(&tar).with_context(|| format!("{}", tar.display()))?;
     let info = store.put_layer(strata::layer::Compression::GZIP, |sink| {
         std::io::copy(&mut f, sink).map(|_| ())

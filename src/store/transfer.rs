@@ -89,6 +89,14 @@ fn ref_to_name(r: &str, fallback: &str) -> String {
     }
 }
 
+/// An error while writing an archive stream (the destination is named by `save`).
+fn archive_io(e: io::Error) -> Error {
+    Error::Io {
+        path: PathBuf::from("<archive>"),
+        source: e,
+    }
+}
+
 impl Store {
     /// The descriptors (with names) an OCI export of `images` lists in its index.
     fn export_descriptors(
@@ -228,10 +236,6 @@ impl Store {
         w: W,
     ) -> Result<W> {
         let mut b = tar::Builder::new(w);
-        let io_err = |e: io::Error| Error::Io {
-            path: PathBuf::from("<archive>"),
-            source: e,
-        };
         let layout = format!(
             "{{\"imageLayoutVersion\":\"{}\"}}",
             media::OCI_LAYOUT_VERSION
@@ -240,18 +244,18 @@ impl Store {
             &tar_header("oci-layout", layout.len() as u64, false),
             layout.as_bytes(),
         )
-        .map_err(io_err)?;
+        .map_err(archive_io)?;
         let index = Index {
             manifests: self.export_descriptors(images)?,
             ..Index::default()
         };
         let ib = canonical_json(&index);
         b.append(&tar_header("index.json", ib.len() as u64, false), &ib[..])
-            .map_err(io_err)?;
+            .map_err(archive_io)?;
         b.append(&tar_header("blobs/", 0, true), io::empty())
-            .map_err(io_err)?;
+            .map_err(archive_io)?;
         b.append(&tar_header("blobs/sha256/", 0, true), io::empty())
-            .map_err(io_err)?;
+            .map_err(archive_io)?;
         let mut seen = std::collections::BTreeSet::new();
         for (img, _) in images {
             for d in self.blobs_of(img) {
@@ -264,10 +268,10 @@ impl Store {
                     &tar_header(&format!("blobs/sha256/{}", d.digest.hex()), size, false),
                     f,
                 )
-                .map_err(io_err)?;
+                .map_err(archive_io)?;
             }
         }
-        b.into_inner().map_err(io_err)
+        b.into_inner().map_err(archive_io)
     }
 
     fn write_docker_archive<W: Write>(
@@ -276,10 +280,6 @@ impl Store {
         w: W,
     ) -> Result<W> {
         let mut b = tar::Builder::new(w);
-        let io_err = |e: io::Error| Error::Io {
-            path: PathBuf::from("<archive>"),
-            source: e,
-        };
         let mut manifest = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (img, names) in images {
@@ -287,7 +287,7 @@ impl Store {
             if seen.insert(config_name.clone()) {
                 let cb = self.read_blob(&img.config_digest)?;
                 b.append(&tar_header(&config_name, cb.len() as u64, false), &cb[..])
-                    .map_err(io_err)?;
+                    .map_err(archive_io)?;
             }
             let mut layers = Vec::new();
             for (l, diff) in img.manifest.layers.iter().zip(&img.config.rootfs.diff_ids) {
@@ -307,9 +307,9 @@ impl Store {
                     &tar_header(&format!("{}/", diff.hex()), 0, true),
                     io::empty(),
                 )
-                .map_err(io_err)?;
+                .map_err(archive_io)?;
                 b.append(&tar_header(&name, size, false), f)
-                    .map_err(io_err)?;
+                    .map_err(archive_io)?;
             }
             manifest.push(serde_json::json!({
                 "Config": config_name,
@@ -322,8 +322,8 @@ impl Store {
             &tar_header("manifest.json", mb.len() as u64, false),
             &mb[..],
         )
-        .map_err(io_err)?;
-        b.into_inner().map_err(io_err)
+        .map_err(archive_io)?;
+        b.into_inner().map_err(archive_io)
     }
 
     /// Load every image of an OCI layout directory, an oci-archive or a docker-archive
