@@ -279,55 +279,26 @@ fn chown_setuid_whiteouts_and_hardlinks_in_the_layer() {
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         // Read the top layer as root (the saved blobs are plain files).
-        let idx: serde_json::Value =
-            serde_json::from_slice(&fs_err::read(out.join("index.json")).unwrap()).unwrap();
-        let m: serde_json::Value = serde_json::from_slice(
-            &fs_err::read(
-                out.join("blobs/sha256")
-                    .join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..]),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let top = &m["layers"].as_array().unwrap().last().unwrap()["digest"]
-            .as_str()
-            .unwrap()[7..];
-        let blob = fs_err::File::open(out.join("blobs/sha256").join(top)).unwrap();
-        let mut tar = tar::Archive::new(strata::layer::decompress(blob).unwrap());
-        let mut entries = std::collections::BTreeMap::new();
-        for en in tar.entries().unwrap() {
-            let en = en.unwrap();
-            let h = en.header();
-            entries.insert(
-                en.path()
-                    .unwrap()
-                    .display()
-                    .to_string()
-                    .trim_end_matches('/')
-                    .to_string(),
-                (
-                    h.entry_type(),
-                    h.uid().unwrap(),
-                    h.mode().unwrap(),
-                    en.link_name().unwrap().map(|l| l.display().to_string()),
-                ),
-            );
-        }
+        let entries: std::collections::BTreeMap<String, Entry> =
+            layer_entries(&top_layer_of_layout(&out))
+                .into_iter()
+                .map(|e| (e.0.clone(), e))
+                .collect();
         assert!(entries.contains_key("bin/.wh.cat"), "{who:?}: {entries:?}");
         assert!(
             entries.contains_key("root/.wh..wh..opq") && entries.contains_key("root/new"),
             "{who:?}: rm -rf then mkdir makes an opaque dir: {entries:?}"
         );
-        assert_eq!(entries["suid"].2 & 0o7777, 0o4755, "{who:?}");
+        assert_eq!(entries["suid"].4, 0o4755, "{who:?}");
         let (a, b) = (&entries["a"], &entries["b"]);
         assert!(
-            a.0 == tar::EntryType::Link || b.0 == tar::EntryType::Link,
+            a.1 == tar::EntryType::Link.as_byte() || b.1 == tar::EntryType::Link.as_byte(),
             "{who:?}: hard link kept: {a:?} {b:?}"
         );
         if who.many_ids() {
             for i in [1u64, 42, 1000, 65534] {
                 assert_eq!(
-                    entries[&format!("f{i}")].1,
+                    entries[&format!("f{i}")].2,
                     i,
                     "{who:?}: owner as seen inside"
                 );
@@ -480,21 +451,21 @@ fn top_layer_of_archive(archive: &Path, dir: &Path) -> PathBuf {
         .status()
         .unwrap()
         .success());
-    let idx: serde_json::Value =
-        serde_json::from_slice(&fs_err::read(dir.join("index.json")).unwrap()).unwrap();
-    let m: serde_json::Value = serde_json::from_slice(
-        &fs_err::read(
-            dir.join("blobs/sha256")
-                .join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..]),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    dir.join("blobs/sha256").join(
-        &m["layers"].as_array().unwrap().last().unwrap()["digest"]
-            .as_str()
-            .unwrap()[7..],
-    )
+    top_layer_of_layout(dir)
+}
+
+/// The top layer blob of the only image of an OCI layout directory.
+fn top_layer_of_layout(dir: &Path) -> PathBuf {
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&fs_err::read(p).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        dir.join("blobs/sha256")
+            .join(&digest.as_str().unwrap()[7..])
+    };
+    let idx = json(dir.join("index.json"));
+    let m = json(blob(&idx["manifests"][0]["digest"]));
+    blob(&m["layers"].as_array().unwrap().last().unwrap()["digest"])
 }
 
 #[test]

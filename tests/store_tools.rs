@@ -181,46 +181,26 @@ fn skopeo_and_umoci_read_what_strata_writes() {
         let oci_tar = d.join("bb-oci.tar");
         let docker_tar = d.join("bb-docker.tar");
         let oci_dir = d.join("bb-dir");
-        ok(
-            user,
-            strata(),
-            &[
-                "--root",
-                root_s,
-                "save",
-                "bb:1",
-                "-o",
-                oci_tar.to_str().unwrap(),
-            ],
-        );
-        ok(
-            user,
-            strata(),
-            &[
-                "--root",
-                root_s,
-                "save",
-                "bb:1",
-                "--format",
-                "docker-archive",
-                "-o",
-                docker_tar.to_str().unwrap(),
-            ],
-        );
-        ok(
-            user,
-            strata(),
-            &[
-                "--root",
-                root_s,
-                "save",
-                "bb:1",
-                "--format",
-                "oci-dir",
-                "-o",
-                oci_dir.to_str().unwrap(),
-            ],
-        );
+        for (format, dest) in [
+            ("oci-archive", &oci_tar),
+            ("docker-archive", &docker_tar),
+            ("oci-dir", &oci_dir),
+        ] {
+            ok(
+                user,
+                strata(),
+                &[
+                    "--root",
+                    root_s,
+                    "save",
+                    "bb:1",
+                    "--format",
+                    format,
+                    "-o",
+                    dest.to_str().unwrap(),
+                ],
+            );
+        }
         for src in [
             format!("oci-archive:{}", oci_tar.display()),
             format!("oci:{}:1", oci_dir.display()),
