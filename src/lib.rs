@@ -14,6 +14,7 @@
 
 pub mod context;
 pub mod dockerfile;
+pub mod engine;
 pub mod layer;
 pub mod oci;
 pub mod plan;

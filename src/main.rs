@@ -11,7 +11,7 @@ fn main() {
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(strata::sandbox::CHILD_ARG))
     {
-        strata::sandbox::child_main(&cli::run::hook);
+        strata::sandbox::child_main(&strata::engine::exec::hook);
     }
     // Die quietly on a closed pipe (`strata inspect x | head`), as other command-line tools do,
     // instead of panicking in println!.

@@ -1,6 +1,7 @@
 //! The command line: clap types, one file per subcommand, and rendering of errors and
 //! warnings. Nothing else in the crate imports this module.
 
+mod build;
 mod check;
 mod parse;
 pub mod render;
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Commands {
+    /// Build an image from a Dockerfile and a context.
+    Build(build::BuildArgs),
     /// Parse a Dockerfile; print its outline, or BuildKit's syntax-tree dump with --dump.
     Parse(parse::ParseArgs),
     /// Check a Dockerfile: parse, type and plan it, and report lint warnings.
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Ok(strata::store::Store::open(root)?)
     };
     match cli.command {
+        Commands::Build(a) => build::run(&store()?, a),
         Commands::Parse(a) => parse::run(a),
         Commands::Check(a) => check::run(a, cli.root.clone()),
         Commands::Images(a) => store_cmds::images(&store()?, a),

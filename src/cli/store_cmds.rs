@@ -283,7 +283,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // inside the user namespace.
     let maps = strata::sandbox::idmap::for_current_user();
     let freed = store.prune_with(a.all, &|p: &std::path::Path| {
-        super::run::remove_tree(p, &maps)
+        strata::engine::exec::remove_tree(p, &maps)
             .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
     })?;
     println!(

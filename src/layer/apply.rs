@@ -79,7 +79,7 @@ pub fn resolve_parent_in_root(root: &Path, rel: &Path) -> io::Result<PathBuf> {
 }
 
 /// Resolve every component of `rel` inside `root`; returns a path relative to `root`.
-fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBuf> {
+pub fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBuf> {
     if depth > 40 {
         return Err(io::Error::other("too many levels of symbolic links"));
     }

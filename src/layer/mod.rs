@@ -14,7 +14,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use crate::oci::{media, Digest, HashingWriter};
 
 /// How a layer blob is compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     None,
     Gzip { level: u32 },

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::Path;
 
-use super::{user, Bind, Network, Outcome, Report, Rootfs, Spec, Task, SPEC_ENV};
+use super::{user, Bind, BindSource, Network, Outcome, Report, Rootfs, Spec, Task, SPEC_ENV};
 
 type R<T> = Result<T, String>;
 
@@ -307,9 +307,42 @@ fn init(spec: &Spec) -> R<Outcome> {
         host,
         target,
         readonly,
+        source,
     } in &spec.binds
     {
         let t = format!("{root}/{}", target.trim_start_matches('/'));
+        let host = match source {
+            BindSource::Host => host.clone(),
+            BindSource::Tmpfs { size } => {
+                ensure_dir(&t, &mut created, target)?;
+                let opts = match size {
+                    Some(n) => format!("mode=1777,size={n}"),
+                    None => "mode=1777".to_string(),
+                };
+                mount("tmpfs", &t, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, &opts)?;
+                continue;
+            }
+            BindSource::Layers { lower, sub } => {
+                let (m, u, w) = (host.join("m"), host.join("u"), host.join("w"));
+                for d in [&m, &u, &w] {
+                    std::fs::create_dir_all(d)
+                        .map_err(|e| format!("creating {}: {e}", d.display()))?;
+                }
+                let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+                let data = format!(
+                    "lowerdir={},upperdir={},workdir={},userxattr",
+                    lowers.join(":"),
+                    u.display(),
+                    w.display()
+                );
+                mount("overlay", &m.display().to_string(), "overlay", 0, &data)?;
+                let p = m.join(sub.trim_start_matches('/'));
+                if std::fs::symlink_metadata(&p).is_err() {
+                    return Err(format!("mount source {sub} not found for {target}"));
+                }
+                p
+            }
+        };
         if host.is_dir() {
             ensure_dir(&t, &mut created, target)?;
         } else {

@@ -67,6 +67,21 @@ pub struct Bind {
     pub host: PathBuf,
     pub target: String,
     pub readonly: bool,
+    #[serde(default)]
+    pub source: BindSource,
+}
+
+/// What a [`Bind`] mounts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub enum BindSource {
+    /// The host path `host`.
+    #[default]
+    Host,
+    /// An empty tmpfs (`size` in bytes).
+    Tmpfs { size: Option<u64> },
+    /// The path `sub` of an overlay of `lower` (top first), with a throwaway upper dir in
+    /// `host` (so writes to a read-write mount are discarded).
+    Layers { lower: Vec<PathBuf>, sub: String },
 }
 
 /// What to run.

@@ -56,6 +56,21 @@ impl Store {
         diff_id: &Digest,
         unpack: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<()>,
     ) -> Result<PathBuf> {
+        if self.snapshot_path(diff_id).exists() {
+            return Ok(self.snapshot_path(diff_id));
+        }
+        let desc = self.layer_for_diff_id(diff_id)?;
+        self.snapshot_of(diff_id, &desc.digest, unpack)
+    }
+
+    /// [`Store::snapshot_with`] for a layer blob known by digest (one no image refers to yet,
+    /// such as a build step's).
+    pub fn snapshot_of(
+        &self,
+        diff_id: &Digest,
+        blob: &Digest,
+        unpack: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<()>,
+    ) -> Result<PathBuf> {
         let dest = self.snapshot_path(diff_id);
         if dest.exists() {
             return Ok(dest);
@@ -64,10 +79,10 @@ impl Store {
         if dest.exists() {
             return Ok(dest);
         }
-        let desc = self.layer_for_diff_id(diff_id)?;
+        let desc_digest = blob.clone();
         let tmp = self.tmp_dir().join(super::io_util::unique_name("snapshot"));
         at(&tmp, std::fs::create_dir(&tmp))?;
-        match unpack(&self.blob_path(&desc.digest), &tmp) {
+        match unpack(&self.blob_path(&desc_digest), &tmp) {
             Ok(()) => {
                 at(&dest, std::fs::rename(&tmp, &dest))?;
                 super::io_util::sync_dir(dest.parent().unwrap_or(&dest));
@@ -78,6 +93,26 @@ impl Store {
                 let _ = std::fs::remove_dir_all(&tmp);
                 Err(e)
             }
+        }
+    }
+}
+
+impl Store {
+    /// Make `dir` (a finished step's upper dir, whose content is exactly the layer `diff_id`)
+    /// the snapshot of that layer, saving an unpack. Returns false (leaving `dir`) when the
+    /// snapshot already exists.
+    pub fn adopt_snapshot(&self, diff_id: &Digest, dir: &std::path::Path) -> Result<bool> {
+        let dest = self.snapshot_path(diff_id);
+        if dest.exists() {
+            return Ok(false);
+        }
+        match std::fs::rename(dir, &dest) {
+            Ok(()) => {
+                super::io_util::sync_dir(dest.parent().unwrap_or(&dest));
+                Ok(true)
+            }
+            Err(_) if dest.exists() => Ok(false),
+            Err(e) => Err(at(&dest, Err::<(), _>(e)).unwrap_err()),
         }
     }
 }

@@ -1,0 +1,281 @@
+//! `strata build`: the flags of `docker buildx build` where they overlap.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use strata::dockerfile;
+use strata::engine::{self, progress, BuildOptions, NamedContext, Output, SecretSource};
+use strata::plan;
+use strata::sandbox::Network;
+use strata::store::{ImageRef, Store};
+
+use super::render;
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Name (and optionally tag) the image: NAME[:TAG]; repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Build this stage (and what it needs) instead of the last one.
+    #[arg(long)]
+    target: Option<String>,
+    /// Set a build-time variable; `K` alone takes the value from the environment.
+    #[arg(long = "build-arg", value_name = "K[=V]", value_parser = super::parse_build_arg)]
+    build_args: Vec<(String, Option<String>)>,
+    /// Do not use the cache for any step.
+    #[arg(long)]
+    no_cache: bool,
+    /// Do not use the cache for these stages (repeatable, or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Set a label on the image: K=V; repeatable.
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+    /// Network for RUN steps: host (default) or none.
+    #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
+    network: String,
+    /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
+    #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
+    secrets: Vec<String>,
+    /// An SSH agent socket for RUN --mount=type=ssh: default (uses $SSH_AUTH_SOCK) or ID=SOCKET.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    ssh: Vec<String>,
+    /// Write the image id (config digest) to this file.
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Write the result instead of storing it: type=oci|docker|tar|local,dest=PATH.
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    outputs: Vec<String>,
+    /// Progress output: auto, tty, plain or json.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
+    progress: String,
+    /// Print only the image id.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Stages built at the same time (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// A named context for FROM, COPY --from and RUN --mount from=:
+    /// NAME=PATH, NAME=oci-layout://PATH or NAME=docker-image://REF.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
+    /// Layer compression: gzip (default), zstd or none.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    compression: String,
+    /// The build context: a directory, or `-` for a tar on standard input.
+    context: String,
+}
+
+fn parse_kv(s: &str, what: &str) -> anyhow::Result<HashMap<String, String>> {
+    s.split(',')
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .ok_or_else(|| anyhow!("invalid {what} \"{s}\": expected key=value pairs"))
+        })
+        .collect()
+}
+
+pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
+    if a.file.as_deref() == Some(Path::new("-")) && a.context == "-" {
+        bail!("the Dockerfile and the context cannot both come from standard input");
+    }
+    // A tar context on stdin: unpack it into the store's tmp dir for the build.
+    let mut unpacked = None;
+    let context = if a.context == "-" {
+        let dir = store
+            .tmp_dir()
+            .join(format!("context-{}", std::process::id()));
+        fs_err::create_dir_all(&dir)?;
+        let r = strata::layer::decompress(std::io::stdin().lock())
+            .context("reading the context tar from standard input")?;
+        strata::layer::apply_layer(r, &dir, &Default::default())
+            .context("unpacking the context tar from standard input")?;
+        unpacked = Some(dir.clone());
+        dir
+    } else {
+        let p = PathBuf::from(&a.context);
+        if !p.is_dir() {
+            bail!(
+                "build context \"{}\": not a directory (give a directory, or - for a tar on standard input)",
+                a.context
+            );
+        }
+        fs_err::canonicalize(&p)?
+    };
+    let result = build(store, &a, &context);
+    if let Some(d) = unpacked {
+        strata::store::make_writable(&d);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    result
+}
+
+fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
+    let file = match &a.file {
+        Some(f) if f.as_os_str() == "-" => f.clone(),
+        Some(f) if f.is_relative() && !f.exists() && context.join(f).exists() => context.join(f),
+        Some(f) => f.clone(),
+        None => {
+            let upper = context.join("Dockerfile");
+            let lower = context.join("dockerfile");
+            if !upper.exists() && lower.exists() {
+                lower
+            } else {
+                upper
+            }
+        }
+    };
+    if file.as_os_str() != "-" && !file.exists() {
+        bail!(
+            "no Dockerfile at {}\n  hint: give one with -f FILE",
+            file.display()
+        );
+    }
+    let src = super::read_dockerfile(&file)?;
+    // .dockerignore: <Dockerfile>.dockerignore next to the Dockerfile wins over the context's.
+    let ignore_text = {
+        let specific = PathBuf::from(format!("{}.dockerignore", file.display()));
+        if file.as_os_str() != "-" && specific.exists() {
+            fs_err::read_to_string(&specific)?
+        } else {
+            fs_err::read_to_string(context.join(".dockerignore")).unwrap_or_default()
+        }
+    };
+    let ignore = strata::context::ignore::read_patterns(&ignore_text);
+    strata::context::ignore::Matcher::new(&ignore).map_err(|e| anyhow!(".dockerignore: {e}"))?;
+
+    let mut build_args = BTreeMap::new();
+    for (k, v) in &a.build_args {
+        let v = match v {
+            Some(v) => Some(v.clone()),
+            None => std::env::var(k).ok(),
+        };
+        if let Some(v) = v {
+            build_args.insert(k.clone(), v);
+        }
+    }
+    let mut named = HashMap::new();
+    for c in &a.build_contexts {
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid --build-context \"{c}\": expected NAME=VALUE"))?;
+        let nc = match NamedContext::parse(v) {
+            NamedContext::Dir(p) => NamedContext::Dir(
+                fs_err::canonicalize(&p)
+                    .with_context(|| format!("--build-context {k}: {}", p.display()))?,
+            ),
+            other => other,
+        };
+        named.insert(k.to_string(), nc);
+    }
+    let options = plan::Options {
+        build_args: build_args.clone(),
+        target: a.target.clone(),
+        named_contexts: named.keys().cloned().collect(),
+        ..plan::Options::default()
+    };
+    let p = match dockerfile::load(&src).and_then(|(df, cmds)| plan::plan(&df, cmds, options)) {
+        Ok(p) => p,
+        Err(d) => {
+            eprint!("{}", render::diagnostic(&d));
+            return Ok(1);
+        }
+    };
+    let epoch = match build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+    {
+        Some(v) if !v.is_empty() => Some(
+            v.parse::<i64>()
+                .map_err(|_| anyhow!("invalid SOURCE_DATE_EPOCH: {v}"))?,
+        ),
+        _ => None,
+    };
+    let mut secrets = HashMap::new();
+    for s in &a.secrets {
+        let kv = parse_kv(s, "--secret")?;
+        let id = kv
+            .get("id")
+            .cloned()
+            .ok_or_else(|| anyhow!("--secret {s}: id= is required"))?;
+        let src = if let Some(e) = kv.get("env") {
+            SecretSource::Env(e.clone())
+        } else if let Some(p) = kv.get("src").or(kv.get("source")) {
+            SecretSource::File(PathBuf::from(p))
+        } else if std::env::var(&id).is_ok() {
+            SecretSource::Env(id.clone())
+        } else {
+            SecretSource::File(PathBuf::from(&id))
+        };
+        secrets.insert(id, src);
+    }
+    let mut ssh = HashMap::new();
+    for s in &a.ssh {
+        let (id, path) = match s.split_once('=') {
+            Some((i, p)) => (i.to_string(), PathBuf::from(p)),
+            None => (
+                s.clone(),
+                PathBuf::from(std::env::var("SSH_AUTH_SOCK").map_err(|_| {
+                    anyhow!("--ssh {s}: SSH_AUTH_SOCK is not set (give ID=SOCKET)")
+                })?),
+            ),
+        };
+        ssh.insert(id, path);
+    }
+    let mut labels = BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let outputs = a
+        .outputs
+        .iter()
+        .map(|o| Output::parse(o).map_err(|e| anyhow!("--output {o}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let tags = a
+        .tags
+        .iter()
+        .map(|t| ImageRef::parse(t).map_err(|e| anyhow!("-t {t}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mode = progress::Mode::parse(&a.progress, a.quiet)
+        .ok_or_else(|| anyhow!("invalid --progress {}", a.progress))?;
+    let opts = BuildOptions {
+        context: context.to_path_buf(),
+        dockerfile_name: src.name().to_string(),
+        ignore,
+        tags,
+        no_cache: a.no_cache,
+        no_cache_filter: a.no_cache_filter.clone(),
+        labels,
+        network: if a.network == "none" {
+            Network::None
+        } else {
+            Network::Host
+        },
+        secrets,
+        ssh,
+        iidfile: a.iidfile.clone(),
+        outputs,
+        progress: mode,
+        jobs: a.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        named_contexts: named,
+        compression: strata::layer::Compression::parse(&a.compression)
+            .unwrap_or(strata::layer::Compression::GZIP),
+        epoch,
+    };
+    let built = engine::build(store, &p, &opts)?;
+    if a.quiet {
+        println!("{}", built.image_id);
+    }
+    Ok(0)
+}

@@ -1,0 +1,116 @@
+//! The step cache: a key per step, and the store's map from keys to what the step produced.
+//!
+//! A key is the sha256 of a canonical JSON encoding of: the key format version, the parent's
+//! key (or the base image's digest), the instruction with its words expanded, the environment
+//! and build args it sees, and the digest of exactly the content it reads (context files after
+//! `.dockerignore`, a source stage's key, bind-mounted content). Secrets never enter a key.
+//!
+//! Records live in `$ROOT/v1/cache/<key>` as small JSON files written atomically; a record whose
+//! layer blob has been pruned is a miss.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layer::LayerInfo;
+use crate::oci::{Digest, Descriptor};
+use crate::store::Store;
+
+/// Bumped whenever what goes into a key, or what a step produces for it, changes.
+pub const KEY_VERSION: u32 = 1;
+
+/// A layer blob as the cache and the copy hook pass it around.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRec {
+    pub diff_id: Digest,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+impl From<LayerInfo> for LayerRec {
+    fn from(i: LayerInfo) -> Self {
+        LayerRec {
+            diff_id: i.diff_id,
+            digest: i.digest,
+            size: i.size,
+            media_type: i.media_type.to_string(),
+        }
+    }
+}
+
+impl LayerRec {
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(&self.media_type, self.digest.clone(), self.size)
+    }
+}
+
+/// What a step produced: its layer (none for metadata-only steps and empty diffs) and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub layer: Option<LayerRec>,
+    /// The history time of the step (RFC 3339), so a cached rebuild gives the same image.
+    pub created: String,
+    /// Directories the step is known to have created (COPY destinations, WORKDIR).
+    #[serde(default)]
+    pub dirs: Vec<String>,
+}
+
+/// Everything a key is computed from.
+#[derive(Debug, Serialize)]
+pub struct KeyInput<'a> {
+    pub version: u32,
+    pub parent: &'a str,
+    pub instruction: String,
+    pub env: &'a [String],
+    pub args: &'a [(String, String)],
+    /// Digests of what the step reads (context content, source stages, bind mounts).
+    pub inputs: &'a [String],
+    /// Settings that change what the step does (user, workdir, shell, network, platform).
+    pub settings: &'a [String],
+}
+
+impl KeyInput<'_> {
+    pub fn key(&self) -> Digest {
+        Digest::of(&crate::oci::canonical_json(self))
+    }
+}
+
+fn dir(store: &Store) -> PathBuf {
+    store.root().join("v1/cache")
+}
+
+/// The record for `key`, if present and its layer blob is still in the store.
+pub fn get(store: &Store, key: &Digest) -> Option<Record> {
+    let bytes = fs_err::read(dir(store).join(key.hex())).ok()?;
+    let rec: Record = serde_json::from_slice(&bytes).ok()?;
+    match &rec.layer {
+        Some(l) if !store.has_blob(&l.digest) => None,
+        _ => Some(rec),
+    }
+}
+
+/// Record what the step with `key` produced.
+pub fn put(store: &Store, key: &Digest, rec: &Record) -> anyhow::Result<()> {
+    let d = dir(store);
+    fs_err::create_dir_all(&d)?;
+    let bytes = serde_json::to_vec(rec)?;
+    crate::store::write_atomic(&store.tmp_dir(), &d.join(key.hex()), &bytes)?;
+    Ok(())
+}
+
+/// Every layer blob the cache refers to (kept by `prune` unless `--all`).
+pub fn referenced_blobs(root: &std::path::Path) -> Vec<Digest> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(root.join("v1/cache")) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        if let Ok(bytes) = fs_err::read(e.path()) {
+            if let Ok(Record { layer: Some(l), .. }) = serde_json::from_slice::<Record>(&bytes) {
+                out.push(l.digest);
+            }
+        }
+    }
+    out
+}

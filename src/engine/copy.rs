@@ -1,0 +1,990 @@
+//! COPY and ADD: Docker's path rules turned into a layer.
+//!
+//! A [`CopyJob`] names where the sources come from (the context, or the layers of a stage or
+//! image), what the destination filesystem looks like (the layers below), and the instruction's
+//! paths and flags. [`hook`] runs it inside the user namespace, where every owner in the layers
+//! can be read: it mounts read-only views of the source and destination layers, resolves the
+//! sources (wildcards, symlinks scoped to their root, a directory's contents rather than the
+//! directory), decides where each lands (trailing slashes, existing directories, symlinks in the
+//! destination path), and writes the entries straight into a compressed layer blob.
+//!
+//! [`resolve_sources`] is also used outside the namespace, on the context, for the step's cache
+//! key: the key covers exactly the files the step reads.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::context::{self, ignore::Matcher, Entry, Filter, Kind};
+use crate::layer::{Compression, LayerInfo, LayerSink};
+
+/// Where COPY reads from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Source {
+    /// The build context (a host directory) with its `.dockerignore` patterns.
+    Context { root: PathBuf, ignore: Vec<String> },
+    /// The layers (snapshot dirs, top first) of a stage or an image.
+    Layers(Vec<PathBuf>),
+}
+
+/// A heredoc source: a file of that name with that content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inline {
+    pub name: String,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyJob {
+    pub source: Source,
+    /// The layers below the step (snapshot dirs, top first); empty for scratch and `--link`.
+    pub dest_lowers: Vec<PathBuf>,
+    pub sources: Vec<String>,
+    pub inline: Vec<Inline>,
+    /// Absolute (WORKDIR applied), trailing slash kept.
+    pub dest: String,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub excludes: Vec<String>,
+    pub parents: bool,
+    /// ADD: local archives are extracted.
+    pub unpack: bool,
+    /// Clamp times to this (SOURCE_DATE_EPOCH).
+    pub epoch: Option<i64>,
+    /// The time given to directories and heredoc files the step creates.
+    pub now: i64,
+    /// A scratch directory for mount points and extracted archives.
+    pub work: PathBuf,
+    /// Where the layer blob is written.
+    pub out: PathBuf,
+    pub compression: Compression,
+    /// Where the result ([`CopyResult`]) is written as JSON.
+    pub result: PathBuf,
+    /// The instruction name, for messages.
+    pub what: String,
+}
+
+/// What the hook reports back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CopyResult {
+    Layer {
+        layer: super::cache::LayerRec,
+        entries: usize,
+        /// Directories the step created or copied (absolute), so later steps know they exist.
+        dirs: Vec<String>,
+    },
+    /// A user-facing error (a source not found, an unknown --chown user, ...).
+    Error(String),
+}
+
+/// One source after resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The real path below the source root (symlinks followed), slash-separated, "" for the root.
+    pub path: String,
+    /// The name the match has (the last component as written or matched, not the link target's).
+    pub name: String,
+    pub is_dir: bool,
+    /// With `--parents`: the path kept below the destination.
+    pub keep: Option<String>,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]` (with `^`/`!` and ranges)
+/// and `\` escapes.
+pub fn glob_match(pat: &str, name: &str) -> bool {
+    let p: Vec<char> = pat.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    fn class(p: &[char], mut i: usize, c: char) -> Option<(bool, usize)> {
+        // p[i] is just after '['
+        let negate = i < p.len() && (p[i] == '^' || p[i] == '!');
+        if negate {
+            i += 1;
+        }
+        let mut matched = false;
+        let mut first = true;
+        while i < p.len() && (p[i] != ']' || first) {
+            first = false;
+            let mut lo = p[i];
+            if lo == '\\' {
+                i += 1;
+                lo = *p.get(i)?;
+            }
+            let mut hi = lo;
+            if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+                hi = p[i + 2];
+                if hi == '\\' {
+                    hi = *p.get(i + 3)?;
+                    i += 1;
+                }
+                i += 2;
+            }
+            if lo <= c && c <= hi {
+                matched = true;
+            }
+            i += 1;
+        }
+        if i >= p.len() {
+            return None;
+        }
+        Some((matched != negate, i + 1))
+    }
+    fn m(p: &[char], n: &[char]) -> bool {
+        let (mut pi, mut ni) = (0, 0);
+        let (mut star_p, mut star_n) = (usize::MAX, 0);
+        while ni < n.len() {
+            if pi < p.len() {
+                match p[pi] {
+                    '*' => {
+                        star_p = pi;
+                        star_n = ni;
+                        pi += 1;
+                        continue;
+                    }
+                    '?' => {
+                        pi += 1;
+                        ni += 1;
+                        continue;
+                    }
+                    '[' => {
+                        if let Some((ok, next)) = class(p, pi + 1, n[ni]) {
+                            if ok {
+                                pi = next;
+                                ni += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    '\\' if pi + 1 < p.len() => {
+                        if p[pi + 1] == n[ni] {
+                            pi += 2;
+                            ni += 1;
+                            continue;
+                        }
+                    }
+                    c if c == n[ni] => {
+                        pi += 1;
+                        ni += 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            if star_p != usize::MAX {
+                pi = star_p + 1;
+                star_n += 1;
+                ni = star_n;
+                continue;
+            }
+            return false;
+        }
+        while pi < p.len() && p[pi] == '*' {
+            pi += 1;
+        }
+        pi == p.len()
+    }
+    m(&p, &n)
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+/// A source path as written, made relative to its root: leading `/` dropped, `.` and `..`
+/// resolved and clamped at the root.
+fn clean_rel(s: &str) -> String {
+    let c = context::ignore::clean(&format!("/{s}"));
+    c.trim_start_matches('/').to_string()
+}
+
+/// Resolve `sources` below `root`. A missing plain path is an error naming it; a wildcard may
+/// match nothing (the caller decides whether that leaves nothing to copy).
+pub fn resolve_sources(
+    root: &Path,
+    sources: &[String],
+    parents: bool,
+) -> Result<Vec<Resolved>, String> {
+    let mut out = Vec::new();
+    for s in sources {
+        // `--parents` with a `/./` pivot keeps only what follows it.
+        let (pivot, pattern) = match (parents, s.find("/./")) {
+            (true, Some(i)) => (clean_rel(&s[..i]), clean_rel(&s[i + 3..])),
+            _ => (String::new(), clean_rel(s)),
+        };
+        let full = join(&pivot, &pattern);
+        let matches: Vec<String> = if has_glob(&full) {
+            glob(root, &full)
+        } else {
+            vec![full.clone()]
+        };
+        if matches.is_empty() && !has_glob(&full) {
+            return Err(format!("\"/{full}\": not found"));
+        }
+        for m in matches {
+            let real = crate::layer::apply::resolve_in_root(root, Path::new(&m), 0)
+                .map_err(|e| format!("\"/{m}\": {e}"))?;
+            let real = real.to_string_lossy().into_owned();
+            let meta = match std::fs::metadata(root.join(&real)) {
+                Ok(md) => md,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(format!("\"/{m}\": not found"))
+                }
+                Err(e) => return Err(format!("\"/{m}\": {e}")),
+            };
+            let name = m.rsplit('/').next().unwrap_or("").to_string();
+            let keep = parents.then(|| {
+                let below = if pivot.is_empty() {
+                    m.clone()
+                } else {
+                    m.strip_prefix(&pivot)
+                        .unwrap_or(&m)
+                        .trim_start_matches('/')
+                        .to_string()
+                };
+                below
+            });
+            out.push(Resolved {
+                path: real,
+                name,
+                is_dir: meta.is_dir(),
+                keep,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every path below `root` matching `pattern` component by component (symlinked directories
+/// are followed inside the root), in lexical order.
+fn glob(root: &Path, pattern: &str) -> Vec<String> {
+    let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let mut found = vec![String::new()];
+    for (i, c) in comps.iter().enumerate() {
+        let mut next = Vec::new();
+        for base in &found {
+            if !has_glob(c) {
+                let p = join(base, c);
+                let real = crate::layer::apply::resolve_in_root(root, Path::new(&p), 0);
+                if real.is_ok_and(|r| std::fs::symlink_metadata(root.join(r)).is_ok()) {
+                    next.push(p);
+                }
+                continue;
+            }
+            let Ok(real) = crate::layer::apply::resolve_in_root(root, Path::new(base), 0) else {
+                continue;
+            };
+            let Ok(rd) = std::fs::read_dir(root.join(real)) else {
+                continue;
+            };
+            let mut names: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| glob_match(c, n))
+                .collect();
+            names.sort();
+            // A wildcard never matches a leading dot... Go's Match does match it; keep Go's.
+            let _ = i;
+            next.extend(names.into_iter().map(|n| join(base, &n)));
+        }
+        found = next;
+    }
+    found
+}
+
+/// Escape glob metacharacters so a literal path can be given to a [`Matcher`].
+pub fn escape_pattern(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The entries a resolved context source brings in, after `.dockerignore` and `--exclude`,
+/// with paths relative to the context root (the source itself first when it is a directory).
+pub fn source_entries(
+    root: &Path,
+    r: &Resolved,
+    ignore: &[String],
+    excludes: &[String],
+) -> Result<Vec<Entry>, String> {
+    if !r.is_dir {
+        return Ok(vec![Entry {
+            path: r.path.clone(),
+            kind: Kind::File,
+        }]);
+    }
+    let include: Vec<String> = if r.path.is_empty() {
+        Vec::new()
+    } else {
+        vec![escape_pattern(&r.path)]
+    };
+    let filter = Filter::new(&include, ignore).map_err(|e| e.to_string())?;
+    let mut entries = context::walk(root, &filter).map_err(|e| e.to_string())?;
+    if !excludes.is_empty() {
+        let ex = Matcher::new(excludes).map_err(|e| format!("--exclude: {e}"))?;
+        let prefix = if r.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", r.path)
+        };
+        entries.retain(|e| match e.path.strip_prefix(&prefix) {
+            Some(rel) => !ex.excluded(rel),
+            None => true,
+        });
+    }
+    Ok(entries)
+}
+
+/// What one tar entry is.
+#[derive(Debug, Clone)]
+enum Body {
+    Dir,
+    File(PathBuf),
+    Data(Vec<u8>),
+    Symlink(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+struct Out {
+    body: Body,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+/// The hook: run the job described by the JSON file `spec`.
+pub fn hook(spec: &str) -> Result<(), String> {
+    let text = fs_err::read_to_string(spec).map_err(|e| e.to_string())?;
+    let job: CopyJob = serde_json::from_str(&text).map_err(|e| format!("{spec}: {e}"))?;
+    let result = match run(&job) {
+        Ok(r) => r,
+        Err(e) => CopyResult::Error(e),
+    };
+    let json = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
+    fs_err::write(&job.result, json).map_err(|e| e.to_string())
+}
+
+/// A read-only view of `lowers` (top first) at `at`: the single dir itself, an empty dir, or
+/// an overlay of several.
+fn view(lowers: &[PathBuf], at: &Path) -> Result<PathBuf, String> {
+    match lowers {
+        [] => {
+            fs_err::create_dir_all(at).map_err(|e| e.to_string())?;
+            Ok(at.to_path_buf())
+        }
+        [one] => Ok(one.clone()),
+        many => {
+            fs_err::create_dir_all(at).map_err(|e| e.to_string())?;
+            let dirs: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+            let data = format!("lowerdir={},userxattr", dirs.join(":"));
+            rustix::mount::mount(
+                "overlay",
+                at,
+                "overlay",
+                rustix::mount::MountFlags::RDONLY,
+                Some(
+                    std::ffi::CString::new(data)
+                        .map_err(|e| e.to_string())?
+                        .as_c_str(),
+                ),
+            )
+            .map_err(|e| format!("mounting a view of {} layers: {e}", many.len()))?;
+            Ok(at.to_path_buf())
+        }
+    }
+}
+
+fn run(job: &CopyJob) -> Result<CopyResult, String> {
+    let dest_root = view(&job.dest_lowers, &job.work.join("dest"))?;
+    let (src_root, ignore, keep_owner) = match &job.source {
+        Source::Context { root, ignore } => (root.clone(), ignore.clone(), false),
+        Source::Layers(l) => (view(l, &job.work.join("src"))?, Vec::new(), true),
+    };
+    let owner = match &job.chown {
+        Some(spec) => {
+            let passwd = fs_err::read_to_string(dest_root.join("etc/passwd")).unwrap_or_default();
+            let group = fs_err::read_to_string(dest_root.join("etc/group")).unwrap_or_default();
+            Some(owner_ids(spec, &passwd, &group)?)
+        }
+        None => None,
+    };
+    if job.sources.is_empty() && job.inline.is_empty() {
+        // WORKDIR: just the directory (and its parents), owned as asked.
+        let mut plan = Planner {
+            job,
+            dest_root: &dest_root,
+            owner,
+            entries: BTreeMap::new(),
+            dirs: Vec::new(),
+        };
+        let dest = context::ignore::clean(&job.dest);
+        plan.parents_of(&dest);
+        let (uid, gid) = plan.owner.unwrap_or((0, 0));
+        let mtime = plan.clamp(job.now);
+        plan.add(
+            &dest,
+            Out {
+                body: Body::Dir,
+                mode: 0o755,
+                uid,
+                gid,
+                mtime,
+            },
+        );
+        let entries = plan.entries.len();
+        let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
+        return Ok(CopyResult::Layer {
+            layer: info.into(),
+            entries,
+            dirs: plan.dirs.clone(),
+        });
+    }
+    let resolved = resolve_sources(&src_root, &job.sources, job.parents)?;
+    if resolved.is_empty() && job.inline.is_empty() {
+        return Err(format!(
+            "{}: no source files were specified (the wildcards matched nothing)",
+            job.what
+        ));
+    }
+    let mut plan = Planner {
+        job,
+        dest_root: &dest_root,
+        owner,
+        entries: BTreeMap::new(),
+        dirs: Vec::new(),
+    };
+    let count = resolved.len() + job.inline.len();
+    let dest_is_dir = job.dest.ends_with('/')
+        || job.dest.ends_with("/.")
+        || count > 1
+        || plan.is_dir_in_dest(&job.dest)
+        || job.parents;
+    let dest = context::ignore::clean(&job.dest);
+    for inline in &job.inline {
+        let target = if dest_is_dir {
+            join_abs(&dest, &inline.name)
+        } else {
+            dest.clone()
+        };
+        plan.parents_of(&target);
+        let (uid, gid) = plan.owner.unwrap_or((0, 0));
+        plan.add(
+            &target,
+            Out {
+                body: Body::Data(inline.data.clone().into_bytes()),
+                mode: plan.mode(0o644, false),
+                uid,
+                gid,
+                mtime: plan.clamp(job.now),
+            },
+        );
+    }
+    for r in &resolved {
+        let base = match &r.keep {
+            Some(k) if r.is_dir => join_abs(&dest, k),
+            Some(k) => join_abs(&dest, k),
+            None if r.is_dir => dest.clone(),
+            None if dest_is_dir => join_abs(&dest, &r.name),
+            None => dest.clone(),
+        };
+        if !r.is_dir && job.unpack {
+            let path = src_root.join(&r.path);
+            if let Some(tmp) = extract_archive(&path, job)? {
+                plan.tree(&tmp, "", &base, &[], &[], true)?;
+                continue;
+            }
+        }
+        if r.is_dir {
+            let ig = if keep_owner { Vec::new() } else { ignore.clone() };
+            plan.tree(&src_root, &r.path, &base, &ig, &job.excludes, keep_owner)?;
+        } else {
+            plan.parents_of(&base);
+            let m = fs_err::metadata(src_root.join(&r.path)).map_err(|e| e.to_string())?;
+            let o = plan.file_out(&src_root.join(&r.path), &m, keep_owner);
+            plan.add(&base, o);
+        }
+    }
+    let entries = plan.entries.len();
+    let dirs = plan.dirs.clone();
+    let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
+    Ok(CopyResult::Layer {
+        layer: info.into(),
+        entries,
+        dirs,
+    })
+}
+
+fn join_abs(dir: &str, name: &str) -> String {
+    context::ignore::clean(&format!("{dir}/{name}"))
+}
+
+/// `--chown` ids: names resolved in the destination's passwd and group files.
+pub fn owner_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let uid_of = |u: &str| -> Result<(u32, Option<u32>), String> {
+        if let Ok(n) = u.parse::<u32>() {
+            return Ok((n, None));
+        }
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 4 && f[0] == u)
+            .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok())))
+            .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))
+    };
+    let gid_of = |g: &str| -> Result<u32, String> {
+        if let Ok(n) = g.parse::<u32>() {
+            return Ok(n);
+        }
+        group
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && f[0] == g)
+            .and_then(|f| f[2].parse().ok())
+            .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))
+    };
+    let (uid, primary) = uid_of(if u.is_empty() { "0" } else { u })?;
+    let gid = match g {
+        Some(g) => gid_of(g)?,
+        // A user alone: its primary group, or the uid as gid for a bare number (Docker's rule).
+        None => primary.unwrap_or(uid),
+    };
+    Ok((uid, gid))
+}
+
+/// Apply a `--chmod` value (octal or symbolic, as chmod(1)) to `mode`.
+pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32, String> {
+    if let Ok(n) = u32::from_str_radix(spec, 8) {
+        if n > 0o7777 {
+            return Err(format!("invalid chmod parameter: '{spec}'"));
+        }
+        return Ok(n);
+    }
+    let mut m = mode & 0o7777;
+    for clause in spec.split(',') {
+        let who_end = clause
+            .find(|c: char| !matches!(c, 'u' | 'g' | 'o' | 'a'))
+            .unwrap_or(clause.len());
+        let who = &clause[..who_end];
+        let mut rest = &clause[who_end..];
+        let mask = if who.is_empty() || who.contains('a') {
+            0o7777
+        } else {
+            let mut k = 0;
+            if who.contains('u') {
+                k |= 0o4700;
+            }
+            if who.contains('g') {
+                k |= 0o2070;
+            }
+            if who.contains('o') {
+                k |= 0o1007;
+            }
+            k
+        };
+        if rest.is_empty() {
+            return Err(format!("invalid chmod parameter: '{spec}'"));
+        }
+        while !rest.is_empty() {
+            let op = rest.chars().next().unwrap_or('?');
+            if !matches!(op, '+' | '-' | '=') {
+                return Err(format!("invalid chmod parameter: '{spec}'"));
+            }
+            let perm_end = rest[1..]
+                .find(['+', '-', '='])
+                .map(|i| i + 1)
+                .unwrap_or(rest.len());
+            let perms = &rest[1..perm_end];
+            rest = &rest[perm_end..];
+            let mut bits = 0u32;
+            for p in perms.chars() {
+                bits |= match p {
+                    'r' => 0o444,
+                    'w' => 0o222,
+                    'x' => 0o111,
+                    'X' if is_dir || m & 0o111 != 0 => 0o111,
+                    'X' => 0,
+                    's' => 0o6000,
+                    't' => 0o1000,
+                    _ => return Err(format!("invalid chmod parameter: '{spec}'")),
+                };
+            }
+            let bits = bits & mask;
+            match op {
+                '+' => m |= bits,
+                '-' => m &= !bits,
+                _ => m = (m & !mask) | bits,
+            }
+        }
+    }
+    Ok(m)
+}
+
+struct Planner<'a> {
+    job: &'a CopyJob,
+    dest_root: &'a Path,
+    owner: Option<(u32, u32)>,
+    /// Destination path (absolute, clean) → entry.
+    entries: BTreeMap<String, Out>,
+    dirs: Vec<String>,
+}
+
+impl Planner<'_> {
+    fn clamp(&self, t: i64) -> i64 {
+        match self.job.epoch {
+            Some(e) if t > e => e,
+            _ => t,
+        }
+    }
+
+    fn mode(&self, m: u32, is_dir: bool) -> u32 {
+        match &self.job.chmod {
+            Some(c) => apply_chmod(c, m, is_dir).unwrap_or(m),
+            None => m,
+        }
+    }
+
+    /// The real location of `abs` in the destination, following symlinks there.
+    fn real_dest(&self, abs: &str) -> String {
+        let rel = abs.trim_start_matches('/');
+        match crate::layer::apply::resolve_in_root(self.dest_root, Path::new(rel), 0) {
+            Ok(p) => format!("/{}", p.to_string_lossy()),
+            Err(_) => abs.to_string(),
+        }
+    }
+
+    fn exists_in_dest(&self, abs: &str) -> Option<std::fs::Metadata> {
+        let real = self.real_dest(abs);
+        std::fs::symlink_metadata(self.dest_root.join(real.trim_start_matches('/'))).ok()
+    }
+
+    fn is_dir_in_dest(&self, abs: &str) -> bool {
+        let a = context::ignore::clean(abs);
+        self.entries
+            .get(&a)
+            .map(|o| matches!(o.body, Body::Dir))
+            .unwrap_or_else(|| self.exists_in_dest(&a).is_some_and(|m| m.is_dir()))
+    }
+
+    /// Add (replacing) an entry at the destination path `abs`, redirected through symlinks of
+    /// the destination's directories.
+    fn add(&mut self, abs: &str, o: Out) {
+        let abs = context::ignore::clean(abs);
+        let parent = abs.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+        let name = abs.rsplit('/').next().unwrap_or("");
+        let real_parent = if parent.is_empty() {
+            String::new()
+        } else {
+            self.real_dest(parent)
+        };
+        let path = format!("{}/{name}", real_parent.trim_end_matches('/'));
+        if matches!(o.body, Body::Dir) {
+            self.dirs.push(path.clone());
+        }
+        self.entries.insert(path, o);
+    }
+
+    /// Create the missing directories above `abs` (root-owned 0755, or `--chown`'s owner).
+    fn parents_of(&mut self, abs: &str) {
+        let abs = context::ignore::clean(abs);
+        let mut cur = String::new();
+        let comps: Vec<&str> = abs.split('/').filter(|c| !c.is_empty()).collect();
+        for c in comps.iter().take(comps.len().saturating_sub(1)) {
+            cur = format!("{cur}/{c}");
+            if self.is_dir_in_dest(&cur) {
+                continue;
+            }
+            let (uid, gid) = self.owner.unwrap_or((0, 0));
+            let mtime = self.clamp(self.job.now);
+            self.add(
+                &cur.clone(),
+                Out {
+                    body: Body::Dir,
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime,
+                },
+            );
+        }
+    }
+
+    fn file_out(&self, path: &Path, m: &std::fs::Metadata, keep_owner: bool) -> Out {
+        let ft = m.file_type();
+        let is_dir = ft.is_dir();
+        let body = if is_dir {
+            Body::Dir
+        } else if ft.is_symlink() {
+            Body::Symlink(std::fs::read_link(path).unwrap_or_default())
+        } else if ft.is_file() {
+            Body::File(path.to_path_buf())
+        } else {
+            // Sockets, fifos, devices in a context: an empty regular file, as BuildKit does.
+            Body::Data(Vec::new())
+        };
+        let (uid, gid) = match (self.owner, keep_owner) {
+            (Some(o), _) => o,
+            (None, true) => (m.uid(), m.gid()),
+            (None, false) => (0, 0),
+        };
+        let mode = if matches!(body, Body::Symlink(_)) {
+            0o777
+        } else {
+            self.mode(m.mode() & 0o7777, is_dir)
+        };
+        Out {
+            body,
+            mode,
+            uid,
+            gid,
+            mtime: self.clamp(m.mtime()),
+        }
+    }
+
+    /// Copy the tree at `root/rel` (its contents, and its own metadata for the target dir)
+    /// to `target`.
+    fn tree(
+        &mut self,
+        root: &Path,
+        rel: &str,
+        target: &str,
+        ignore: &[String],
+        excludes: &[String],
+        keep_owner: bool,
+    ) -> Result<(), String> {
+        let r = Resolved {
+            path: rel.to_string(),
+            name: String::new(),
+            is_dir: true,
+            keep: None,
+        };
+        let entries = source_entries(root, &r, ignore, excludes)?;
+        self.parents_of(target);
+        if self.exists_in_dest(target).is_none_or(|m| !m.is_dir()) {
+            let m = fs_err::metadata(root.join(rel)).map_err(|e| e.to_string())?;
+            let o = self.file_out(&root.join(rel), &m, keep_owner);
+            self.add(target, o);
+        }
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        for e in entries {
+            let Some(below) = e.path.strip_prefix(&prefix) else {
+                continue;
+            };
+            if below.is_empty() {
+                continue;
+            }
+            let src = root.join(&e.path);
+            let m = fs_err::symlink_metadata(&src).map_err(|e| e.to_string())?;
+            let dest = join_abs(target, below);
+            // An existing directory keeps its owner and mode.
+            if m.is_dir() && self.exists_in_dest(&dest).is_some_and(|d| d.is_dir()) {
+                continue;
+            }
+            let o = self.file_out(&src, &m, keep_owner);
+            self.add(&dest, o);
+        }
+        Ok(())
+    }
+}
+
+/// Extract `path` into a scratch directory when it is a tar (plain, gzip or zstd); `None` when
+/// it is not an archive.
+fn extract_archive(path: &Path, job: &CopyJob) -> Result<Option<PathBuf>, String> {
+    let mut head = [0u8; 512];
+    let mut f = fs_err::File::open(path).map_err(|e| e.to_string())?;
+    let n = read_full(&mut f, &mut head).map_err(|e| e.to_string())?;
+    let comp = crate::layer::sniff(&head[..n]);
+    let is_tar = match comp {
+        Compression::None => n >= 262 && &head[257..262] == b"ustar",
+        _ => {
+            // Peek inside the compressed stream for a tar header.
+            let f = fs_err::File::open(path).map_err(|e| e.to_string())?;
+            let mut r = crate::layer::decompress(f).map_err(|e| e.to_string())?;
+            let mut h = [0u8; 512];
+            let k = read_full(&mut r, &mut h).unwrap_or(0);
+            k >= 262 && &h[257..262] == b"ustar"
+        }
+    };
+    if !is_tar {
+        return Ok(None);
+    }
+    let dir = job.work.join(format!(
+        "archive-{}",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    fs_err::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let f = fs_err::File::open(path).map_err(|e| e.to_string())?;
+    let r = crate::layer::decompress(f).map_err(|e| e.to_string())?;
+    crate::layer::apply_layer(
+        r,
+        &dir,
+        &crate::layer::ApplyOptions {
+            chown: true,
+            overlay_whiteouts: false,
+        },
+    )
+    .map_err(|e| format!("extracting {}: {e}", path.display()))?;
+    Ok(Some(dir))
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn write_layer(job: &CopyJob, entries: &BTreeMap<String, Out>) -> io::Result<LayerInfo> {
+    let f = fs_err::File::create(&job.out)?;
+    let sink = LayerSink::new(io::BufWriter::with_capacity(1 << 20, f), job.compression)?;
+    let mut b = tar::Builder::new(sink);
+    for (path, o) in entries {
+        let rel = path.trim_start_matches('/');
+        if rel.is_empty() {
+            continue;
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(o.mode);
+        h.set_uid(o.uid.into());
+        h.set_gid(o.gid.into());
+        h.set_mtime(o.mtime.max(0) as u64);
+        match &o.body {
+            Body::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{rel}/"), io::empty())?;
+            }
+            Body::File(p) => {
+                let f = fs_err::File::open(p)?;
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(f.metadata()?.len());
+                b.append_data(&mut h, rel, f)?;
+            }
+            Body::Data(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, rel, d.as_slice())?;
+            }
+            Body::Symlink(t) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, rel, t)?;
+            }
+        }
+    }
+    let sink = b.into_inner()?;
+    let (mut w, info) = sink.finish()?;
+    w.flush()?;
+    w.into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_is_go_filepath_match() {
+        for (p, n, want) in [
+            ("*.go", "a.go", true),
+            ("*.go", "a.rs", false),
+            ("f*.go", "foo.go", true),
+            ("?", "a", true),
+            ("?", "ab", false),
+            ("[a-c]x", "bx", true),
+            ("[^a-c]x", "bx", false),
+            ("[!a-c]x", "dx", true),
+            ("\\*", "*", true),
+            ("\\*", "a", false),
+            ("*", ".hidden", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+        ] {
+            assert_eq!(glob_match(p, n), want, "{p} vs {n}");
+        }
+    }
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        assert_eq!(apply_chmod("0644", 0o755, false).unwrap(), 0o644);
+        assert_eq!(apply_chmod("777", 0o600, false).unwrap(), 0o777);
+        assert_eq!(apply_chmod("go-w", 0o777, false).unwrap(), 0o755);
+        assert_eq!(apply_chmod("u=rw,g=r,o=r", 0o777, false).unwrap(), 0o644);
+        assert_eq!(apply_chmod("a+X", 0o644, true).unwrap(), 0o755);
+        assert_eq!(apply_chmod("a+X", 0o644, false).unwrap(), 0o644);
+        assert_eq!(apply_chmod("u+rw,g+r,o-x,o+w", 0o751, false).unwrap(), 0o752 | 0o040);
+        assert!(apply_chmod("64a", 0, false).is_err());
+        assert!(apply_chmod("10000", 0, false).is_err());
+    }
+
+    #[test]
+    fn chown_names_and_numbers() {
+        let passwd = "root:x:0:0::/root:/bin/sh\ndaemon:x:1:1::/:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n";
+        let group = "root:x:0:\ndaemon:x:1:\nstaff:x:50:\n";
+        assert_eq!(owner_ids("daemon", passwd, group).unwrap(), (1, 1));
+        assert_eq!(owner_ids("app:staff", passwd, group).unwrap(), (1000, 50));
+        assert_eq!(owner_ids("1042:1043", passwd, group).unwrap(), (1042, 1043));
+        assert_eq!(owner_ids("1042", passwd, group).unwrap(), (1042, 1042));
+        let e = owner_ids("nobody", passwd, group).unwrap_err();
+        assert!(e.contains("unable to find user nobody"), "{e}");
+    }
+
+    #[test]
+    fn sources_resolve_wildcards_symlinks_and_missing_paths() {
+        let d = std::env::temp_dir().join(format!("strata-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        fs_err::create_dir_all(d.join("sub/dir")).unwrap();
+        fs_err::write(d.join("a.go"), "a").unwrap();
+        fs_err::write(d.join("b.go"), "b").unwrap();
+        fs_err::write(d.join("sub/dir/f"), "f").unwrap();
+        std::os::unix::fs::symlink("/sub", d.join("link")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", d.join("escape")).unwrap();
+        let r = resolve_sources(&d, &["*.go".into()], false).unwrap();
+        assert_eq!(
+            r.iter().map(|x| x.path.as_str()).collect::<Vec<_>>(),
+            ["a.go", "b.go"]
+        );
+        let r = resolve_sources(&d, &["link/dir".into()], false).unwrap();
+        assert_eq!(r[0].path, "sub/dir");
+        assert!(r[0].is_dir);
+        // A link out of the context stays inside it: /etc below the context does not exist.
+        let e = resolve_sources(&d, &["escape/passwd".into()], false).unwrap_err();
+        assert!(e.contains("not found"), "{e}");
+        let e = resolve_sources(&d, &["nope".into()], false).unwrap_err();
+        assert_eq!(e, "\"/nope\": not found");
+        assert!(resolve_sources(&d, &["nomatch*".into()], false)
+            .unwrap()
+            .is_empty());
+        let r = resolve_sources(&d, &["sub/./dir/f".into()], true).unwrap();
+        assert_eq!(r[0].keep.as_deref(), Some("dir/f"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

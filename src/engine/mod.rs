@@ -1,0 +1,431 @@
+//! The build engine: runs a [`Plan`] against a context and the store, step by step, with the
+//! step cache, and writes the result.
+//!
+//! - [`build`]: the entry point. Stages the target needs run on threads, each as soon as the
+//!   stages it needs are done, at most `jobs` at a time; the first failure stops the others at
+//!   their next step.
+//! - [`stage`]: the executor of one stage, instruction by instruction.
+//! - [`copy`]: COPY and ADD, run inside the user namespace.
+//! - [`cache`]: step keys and the store's key → result records.
+//! - [`exec`]: the hooks the sandbox child runs, and helpers around them.
+//! - [`progress`]: tty, plain and json progress output.
+
+pub mod cache;
+pub mod copy;
+pub mod exec;
+pub mod progress;
+mod stage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use anyhow::{bail, Context as _};
+
+use crate::context::checksum;
+use crate::layer::Compression;
+use crate::oci::{Descriptor, Digest, ImageConfig};
+use crate::plan::Plan;
+use crate::sandbox::{idmap, Network};
+use crate::store::{ImageRef, SaveFormat, Store};
+
+/// A `--secret`: where its value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Where the result goes besides (or instead of) the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI layout: a tar (`tar=true`, the default) or a directory.
+    Oci { dest: PathBuf, tar: bool },
+    /// A docker-archive (`docker load`).
+    Docker { dest: PathBuf },
+    /// A tar of the root filesystem.
+    Tar { dest: PathBuf },
+    /// The root filesystem as a directory.
+    Local { dest: PathBuf },
+}
+
+impl Output {
+    /// Parse `type=oci|docker|tar|local,dest=PATH[,tar=false]` (a bare path means local).
+    pub fn parse(s: &str) -> Result<Output, String> {
+        let mut kind = None;
+        let mut dest = None;
+        let mut tar = true;
+        if !s.contains('=') {
+            return Ok(Output::Local {
+                dest: PathBuf::from(s),
+            });
+        }
+        for part in s.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("invalid output option \"{part}\": expected key=value"))?;
+            match k {
+                "type" => kind = Some(v.to_string()),
+                "dest" => dest = Some(PathBuf::from(v)),
+                "tar" => {
+                    tar = crate::dockerfile::instructions::parse_bool(v)
+                        .ok_or_else(|| format!("invalid tar value \"{v}\""))?
+                }
+                "name" | "compression" | "oci-mediatypes" => {}
+                other => return Err(format!("unknown output option \"{other}\"")),
+            }
+        }
+        let dest = dest.ok_or("--output needs dest=PATH")?;
+        match kind.as_deref() {
+            Some("oci") => Ok(Output::Oci { dest, tar }),
+            Some("docker") => Ok(Output::Docker { dest }),
+            Some("tar") => Ok(Output::Tar { dest }),
+            Some("local") | None => Ok(Output::Local { dest }),
+            Some(other) => Err(format!(
+                "unsupported output type \"{other}\": use oci, docker, tar or local"
+            )),
+        }
+    }
+}
+
+/// A `--build-context NAME=…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory.
+    Dir(PathBuf),
+    /// An OCI layout directory (`oci-layout://PATH[:TAG]`).
+    OciLayout(PathBuf, Option<String>),
+    /// An image (`docker-image://REF`), taken from the store.
+    Image(String),
+}
+
+impl NamedContext {
+    pub fn parse(v: &str) -> NamedContext {
+        if let Some(r) = v.strip_prefix("docker-image://") {
+            NamedContext::Image(r.to_string())
+        } else if let Some(p) = v.strip_prefix("oci-layout://") {
+            match p.rsplit_once(':') {
+                Some((path, tag)) if !tag.contains('/') => {
+                    NamedContext::OciLayout(PathBuf::from(path), Some(tag.to_string()))
+                }
+                _ => NamedContext::OciLayout(PathBuf::from(p), None),
+            }
+        } else {
+            NamedContext::Dir(PathBuf::from(v))
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The context directory (a tar on stdin is unpacked to a directory by the caller).
+    pub context: PathBuf,
+    /// The name shown in messages for the Dockerfile.
+    pub dockerfile_name: String,
+    /// `.dockerignore` patterns in force.
+    pub ignore: Vec<String>,
+    pub tags: Vec<ImageRef>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub network: Network,
+    pub secrets: HashMap<String, SecretSource>,
+    /// `--ssh ID=SOCKET` (`default` → $SSH_AUTH_SOCK).
+    pub ssh: HashMap<String, PathBuf>,
+    pub iidfile: Option<PathBuf>,
+    pub outputs: Vec<Output>,
+    pub progress: progress::Mode,
+    pub jobs: usize,
+    pub named_contexts: HashMap<String, NamedContext>,
+    pub compression: Compression,
+    /// SOURCE_DATE_EPOCH (from the environment or a build arg).
+    pub epoch: Option<i64>,
+}
+
+/// What a finished stage leaves for the stages after it.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+    pub key: Digest,
+    /// Directories known to exist (created by COPY or WORKDIR steps).
+    pub dirs: Vec<String>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image_id: Digest,
+    pub manifest_digest: Digest,
+    pub steps: usize,
+    pub cached: usize,
+}
+
+/// Shared state of one build.
+pub(crate) struct Build<'a> {
+    pub store: &'a Store,
+    pub opts: &'a BuildOptions,
+    pub plan: &'a Plan,
+    pub maps: idmap::IdMaps,
+    pub exe: PathBuf,
+    pub progress: progress::Progress,
+    pub checksums: Mutex<checksum::Cache>,
+    results: Mutex<HashMap<usize, Option<Arc<StageResult>>>>,
+    ready: Condvar,
+    pub failed: AtomicBool,
+    pub step_ids: AtomicUsize,
+    pub steps: AtomicUsize,
+    pub cached: AtomicUsize,
+    slots: Mutex<usize>,
+    slot_free: Condvar,
+    /// The first error, with the step it came from.
+    error: Mutex<Option<anyhow::Error>>,
+    /// Named contexts and images resolved to snapshots, by name.
+    pub externals: Mutex<HashMap<String, Arc<StageResult>>>,
+}
+
+impl Build<'_> {
+    /// Wait for stage `i`; `None` when it failed or was cancelled.
+    pub fn stage_result(&self, i: usize) -> Option<Arc<StageResult>> {
+        let mut r = self.results.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(v) = r.get(&i) {
+                return v.clone();
+            }
+            r = self.ready.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn set_result(&self, i: usize, v: Option<Arc<StageResult>>) {
+        self.results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(i, v);
+        self.ready.notify_all();
+    }
+
+    fn acquire(&self) {
+        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        while *s == 0 {
+            s = self.slot_free.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        *s -= 1;
+    }
+
+    fn release(&self) {
+        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.slot_free.notify_one();
+    }
+
+    fn fail(&self, e: anyhow::Error) {
+        self.failed.store(true, Ordering::SeqCst);
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+}
+
+/// The checksum cache file for a context directory.
+fn checksum_cache_path(store: &Store, context: &Path) -> PathBuf {
+    let id = Digest::of(context.as_os_str().as_encoded_bytes());
+    store
+        .root()
+        .join("v1/context")
+        .join(format!("{}.tsv", &id.hex()[..32]))
+}
+
+/// Run the build of `plan` and write its outputs.
+pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<Built> {
+    let _writer = store.writer_lock()?;
+    let cpath = checksum_cache_path(store, &opts.context);
+    fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
+    let b = Build {
+        store,
+        opts,
+        plan,
+        maps: idmap::for_current_user(),
+        exe: exec::exe()?,
+        progress: progress::Progress::new(opts.progress),
+        checksums: Mutex::new(checksum::Cache::load(&cpath)),
+        results: Mutex::new(HashMap::new()),
+        ready: Condvar::new(),
+        failed: AtomicBool::new(false),
+        step_ids: AtomicUsize::new(1),
+        steps: AtomicUsize::new(0),
+        cached: AtomicUsize::new(0),
+        slots: Mutex::new(opts.jobs.max(1)),
+        slot_free: Condvar::new(),
+        error: Mutex::new(None),
+        externals: Mutex::new(HashMap::new()),
+    };
+    std::thread::scope(|s| {
+        for &i in &plan.order {
+            let b = &b;
+            std::thread::Builder::new()
+                .name(format!("stage-{i}"))
+                .spawn_scoped(s, move || {
+                    // Wait for what the stage needs before taking a job slot, so that waiting
+                    // stages never hold the slots their dependencies need.
+                    let deps_ok = plan.stages[i]
+                        .deps
+                        .iter()
+                        .all(|d| b.stage_result(d.stage).is_some());
+                    if !deps_ok || b.failed.load(Ordering::SeqCst) {
+                        b.set_result(i, None);
+                        return;
+                    }
+                    b.acquire();
+                    let r = stage::run(b, i);
+                    b.release();
+                    match r {
+                        Ok(res) => b.set_result(i, Some(Arc::new(res))),
+                        Err(e) => {
+                            b.fail(e);
+                            b.set_result(i, None);
+                        }
+                    }
+                })
+                .expect("spawning a stage thread");
+        }
+    });
+    if let Err(e) = b
+        .checksums
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .save()
+    {
+        b.progress
+            .note(&format!("warning: saving the context checksum cache: {e}"));
+    }
+    if let Some(e) = b.error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(e);
+    }
+    let Some(result) = b.stage_result(plan.target) else {
+        bail!("the build stopped before the target stage finished");
+    };
+    let mut config = result.config.clone();
+    if !opts.labels.is_empty() {
+        let c = config.config.get_or_insert_with(Default::default);
+        let l = c.labels.get_or_insert_with(Default::default);
+        for (k, v) in &opts.labels {
+            l.insert(k.clone(), v.clone());
+        }
+    }
+    config.created = match opts.epoch {
+        Some(e) => Some(crate::oci::rfc3339(e)),
+        None => config
+            .history
+            .last()
+            .and_then(|h| h.created.clone())
+            .or_else(|| Some(crate::oci::rfc3339(crate::oci::now_secs()))),
+    };
+    let names = if opts.outputs.is_empty() {
+        opts.tags.clone()
+    } else {
+        Vec::new()
+    };
+    let img = store.add_image(&config, &result.layers, &names)?;
+    for o in &opts.outputs {
+        write_output(&b, store, &img, o)?;
+    }
+    if let Some(f) = &opts.iidfile {
+        fs_err::write(f, img.config_digest.to_string())
+            .with_context(|| format!("writing --iidfile {}", f.display()))?;
+    }
+    let steps = b.steps.load(Ordering::SeqCst);
+    let cached = b.cached.load(Ordering::SeqCst);
+    b.progress.finish(&format!(
+        "built {} ({steps} steps, {cached} cached){}",
+        img.config_digest,
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " as {}",
+                names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ));
+    Ok(Built {
+        image_id: img.config_digest.clone(),
+        manifest_digest: img.manifest_digest.clone(),
+        steps,
+        cached,
+    })
+}
+
+fn write_output(
+    b: &Build,
+    store: &Store,
+    img: &crate::store::ImageRecord,
+    o: &Output,
+) -> anyhow::Result<()> {
+    let names = if b.opts.tags.is_empty() {
+        vec![ImageRef::parse("strata-build:latest")?]
+    } else {
+        b.opts.tags.clone()
+    };
+    match o {
+        Output::Oci { dest, tar } => {
+            let f = if *tar {
+                SaveFormat::OciArchive
+            } else {
+                SaveFormat::OciDir
+            };
+            store.save(&[(img.clone(), names)], dest, f)?;
+        }
+        Output::Docker { dest } => {
+            store.save(&[(img.clone(), names)], dest, SaveFormat::DockerArchive)?;
+        }
+        Output::Local { dest } | Output::Tar { dest } => {
+            let local = matches!(o, Output::Local { .. });
+            let dir = if local {
+                if dest.exists()
+                    && fs_err::read_dir(dest)
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(false)
+                {
+                    bail!(
+                        "--output {}: the directory exists and is not empty",
+                        dest.display()
+                    );
+                }
+                dest.clone()
+            } else {
+                store
+                    .tmp_dir()
+                    .join(format!("rootfs-{}", std::process::id()))
+            };
+            store.unpack(img, &dir)?;
+            if !local {
+                let f = fs_err::File::create(dest)?;
+                let w = crate::layer::write_tree(
+                    &dir,
+                    std::io::BufWriter::new(f),
+                    &crate::layer::WriteOptions::default(),
+                )?;
+                w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+                crate::store::make_writable(&dir);
+                fs_err::remove_dir_all(&dir)?;
+            }
+        }
+    }
+    b.progress.note(&format!("wrote {}", describe(o)));
+    Ok(())
+}
+
+fn describe(o: &Output) -> String {
+    match o {
+        Output::Oci { dest, tar: true } => format!("OCI archive {}", dest.display()),
+        Output::Oci { dest, tar: false } => format!("OCI layout {}", dest.display()),
+        Output::Docker { dest } => format!("docker archive {}", dest.display()),
+        Output::Tar { dest } => format!("root filesystem tar {}", dest.display()),
+        Output::Local { dest } => format!("root filesystem in {}", dest.display()),
+    }
+}

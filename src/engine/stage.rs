@@ -1,0 +1,1419 @@
+//! One stage, instruction by instruction: the base, ONBUILD triggers, then each command with
+//! its cache key, a cache lookup, and on a miss the work (sandboxed RUN, COPY/ADD in the user
+//! namespace, a WORKDIR directory) and a record of what it produced.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+
+use anyhow::{anyhow, bail, Context as _};
+
+use super::cache::{self, KeyInput, LayerRec, Record};
+use super::copy::{self, CopyJob, CopyResult, Inline, Source};
+use super::exec::{self, hook_ok, remove_tree, sandbox_err};
+use super::{Build, NamedContext, SecretSource, StageResult};
+use crate::dockerfile::shell::{env_from_list, Lexer};
+use crate::dockerfile::{
+    self, instructions::parse_port, Command, CommandLine, Healthcheck, Instruction, MountKind,
+    MountSpec, Sharing,
+};
+use crate::oci::{Digest, History, ImageConfig};
+use crate::plan::{expand_instruction, Base, Platform, StageScope};
+use crate::sandbox::{self, Bind, BindSource, Network, Rootfs, Spec};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const COMMENT: &str = "strata.dockerfile.v0";
+
+/// Marks an error that only says "another stage failed first".
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled: another stage failed")]
+pub struct Cancelled;
+
+struct St<'b, 'a> {
+    b: &'b Build<'a>,
+    index: usize,
+    name: String,
+    lexer: Lexer,
+    config: ImageConfig,
+    layers: Vec<crate::oci::Descriptor>,
+    key: Digest,
+    scope: StageScope,
+    dirs: Vec<String>,
+    /// CMD was set in this stage (so ENTRYPOINT does not reset it).
+    cmd_set: bool,
+    no_cache: bool,
+    /// Why the previous step missed, carried to the next ones.
+    earlier_miss: bool,
+    total: usize,
+    n: usize,
+}
+
+/// The location `Dockerfile:LINE` of a command.
+fn loc(b: &Build, c: &Command) -> String {
+    format!("{}:{}", b.opts.dockerfile_name, c.start_line)
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("");
+    if l.chars().count() > 100 {
+        format!("{}…", l.chars().take(100).collect::<String>())
+    } else {
+        l.to_string()
+    }
+}
+
+pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
+    let stage = &b.plan.stages[i];
+    let name = stage.display_name();
+    let (mut config, layers, key, dirs) = base(b, i)?;
+    let c = config.config.get_or_insert_with(Default::default);
+    let env = c.env.get_or_insert_with(Vec::new);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    let base_env = env_from_list(env);
+    // ONBUILD triggers of the base run first, once: the stage's own config drops them.
+    let triggers: Vec<String> = c.on_build.take().unwrap_or_default();
+    let mut trigger_cmds = Vec::new();
+    for t in &triggers {
+        let src = dockerfile::Source::new(format!("ONBUILD trigger of {name}"), t.clone());
+        let (_, cmds) = dockerfile::load(&src)
+            .map_err(|d| anyhow!("ONBUILD trigger \"{t}\" of the base of stage {name}: {}", d.message))?;
+        trigger_cmds.extend(cmds);
+    }
+    let no_cache = b.opts.no_cache
+        || stage.name.as_deref().is_some_and(|n| {
+            b.opts
+                .no_cache_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(n))
+        })
+        || b.opts.no_cache_filter.iter().any(|f| f == &i.to_string());
+    let all: Vec<&Command> = trigger_cmds.iter().chain(stage.commands.iter()).collect();
+    let mut st = St {
+        b,
+        index: i,
+        name,
+        lexer: Lexer::new(b.plan.escape),
+        config,
+        layers,
+        key,
+        scope: b.plan.scope().with_env(base_env),
+        dirs,
+        cmd_set: false,
+        no_cache,
+        earlier_miss: false,
+        total: all.len(),
+        n: 0,
+    };
+    for cmd in all {
+        if b.failed.load(Ordering::SeqCst) {
+            return Err(Cancelled.into());
+        }
+        st.n += 1;
+        st.command(cmd)
+            .with_context(|| format!("{} {}", loc(b, cmd), first_line(&cmd.original)))?;
+    }
+    Ok(StageResult {
+        config: st.config,
+        layers: st.layers,
+        key: st.key,
+        dirs: st.dirs,
+    })
+}
+
+fn scratch_config(p: &Platform) -> ImageConfig {
+    ImageConfig {
+        created: None,
+        author: None,
+        architecture: p.arch.clone(),
+        os: p.os.clone(),
+        os_version: None,
+        variant: p.variant.clone(),
+        config: Some(Default::default()),
+        rootfs: Default::default(),
+        history: Vec::new(),
+        extra: Default::default(),
+    }
+}
+
+type BaseState = (
+    ImageConfig,
+    Vec<crate::oci::Descriptor>,
+    Digest,
+    Vec<String>,
+);
+
+fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
+    let stage = &b.plan.stages[i];
+    let want = match &stage.platform {
+        Some(p) => Some(
+            Platform::parse(p)
+                .ok_or_else(|| anyhow!("{}: invalid --platform \"{p}\"", loc(b, &stage.from)))?,
+        ),
+        None => None,
+    };
+    let from_image = |r: &str| -> anyhow::Result<BaseState> {
+        let img = image(b, r).with_context(|| loc(b, &stage.from))?;
+        if let Some(w) = &want {
+            if img.config.os != w.os || img.config.architecture != w.arch {
+                bail!(
+                    "{}: base image {r} is {}/{}, not the {w} that --platform asks for (strata does not emulate other platforms)",
+                    loc(b, &stage.from),
+                    img.config.os,
+                    img.config.architecture
+                );
+            }
+        }
+        Ok((
+            img.config.clone(),
+            img.manifest.layers.clone(),
+            img.config_digest.clone(),
+            Vec::new(),
+        ))
+    };
+    match &stage.base {
+        Base::Scratch => {
+            let p = want.unwrap_or_else(|| b.plan.options.target_platform.clone());
+            Ok((
+                scratch_config(&p),
+                Vec::new(),
+                Digest::of(format!("scratch {p}").as_bytes()),
+                Vec::new(),
+            ))
+        }
+        Base::Stage(j) => {
+            let r = b.stage_result(*j).ok_or(Cancelled)?;
+            Ok((r.config.clone(), r.layers.clone(), r.key.clone(), r.dirs.clone()))
+        }
+        Base::Image(r) => from_image(r),
+        Base::Context(name) => match b.opts.named_contexts.get(name) {
+            Some(NamedContext::Image(r)) => from_image(r),
+            Some(NamedContext::OciLayout(p, tag)) => {
+                let loaded = b
+                    .store
+                    .load(p)
+                    .with_context(|| format!("loading the OCI layout {}", p.display()))?;
+                let img = match tag {
+                    Some(t) => loaded
+                        .into_iter()
+                        .find(|i| i.names.iter().any(|n| n.tag == *t))
+                        .ok_or_else(|| anyhow!("{}: no image tagged {t}", p.display()))?,
+                    None => loaded
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| anyhow!("{}: no image in the layout", p.display()))?,
+                };
+                from_image(&img.config_digest.to_string())
+            }
+            Some(NamedContext::Dir(p)) => bail!(
+                "{}: FROM {name}: the build context {name} is a directory ({}); FROM needs an image (docker-image://REF or oci-layout://PATH)",
+                loc(b, &stage.from),
+                p.display()
+            ),
+            None => bail!("{}: no build context named {name}", loc(b, &stage.from)),
+        },
+    }
+}
+
+/// An image from the store, with an error that says what to do when it is missing.
+fn image(b: &Build, r: &str) -> anyhow::Result<crate::store::ImageRecord> {
+    b.store.resolve(r).map_err(|e| {
+        anyhow!(
+            "base image \"{r}\" is not in the local store ({e})\n  hint: strata does not pull from registries yet: import it (`strata import ROOTFS {r}`) or load it (`strata load IMAGE.tar`)"
+        )
+    })
+}
+
+/// Snapshots (top first) of `layers`, unpacked inside the user namespace on first use.
+fn lowers(b: &Build, config: &ImageConfig, layers: &[crate::oci::Descriptor]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
+        let p = b.store.snapshot_of(d, &l.digest, |blob, dest| {
+            let args = vec![
+                blob.display().to_string(),
+                dest.display().to_string(),
+                d.to_string(),
+            ];
+            hook_ok(&b.exe, "unpack", args, &b.maps, &format!("unpacking layer {d}"))
+                .map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
+        })?;
+        out.push(p);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// A unique scratch directory for a step.
+fn step_dir(b: &Build, what: &str) -> anyhow::Result<PathBuf> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let d = b.store.tmp_dir().join(format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    fs_err::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn rfc(secs: i64) -> String {
+    crate::oci::rfc3339(secs)
+}
+
+impl St<'_, '_> {
+    fn cfg(&mut self) -> &mut crate::oci::ContainerConfig {
+        self.config.config.get_or_insert_with(Default::default)
+    }
+
+    fn workdir(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.shell.clone())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn user(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default()
+    }
+
+    fn env_list(&self) -> Vec<String> {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+    }
+
+    /// Build args and ARGs with a value that the step sees (ENV wins over ARG).
+    fn visible_args(&self) -> Vec<(String, String)> {
+        let env = self.env_list();
+        self.scope
+            .args
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .filter(|(k, _)| !env.iter().any(|e| e.split('=').next() == Some(k)))
+            .collect()
+    }
+
+    fn history(&mut self, cmd: &Command, created: &str, empty: bool) {
+        self.config.history.push(History {
+            created: Some(created.to_string()),
+            created_by: Some(created_by(cmd)),
+            author: None,
+            comment: Some(COMMENT.into()),
+            empty_layer: empty,
+        });
+    }
+
+    fn now(&self) -> i64 {
+        self.b.opts.epoch.unwrap_or_else(crate::oci::now_secs)
+    }
+
+    fn command(&mut self, cmd: &Command) -> anyhow::Result<()> {
+        let ex = expand_instruction(&cmd.instruction, &self.scope, &self.lexer)
+            .map_err(|e| anyhow!("{e}"))?;
+        let ins = ex.instruction;
+        let label = format!("[{} {}/{}] {}", self.name, self.n, self.total, first_line(&cmd.original));
+        match &ins {
+            Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) => {
+                return self.layer_step(cmd, &ins, &label);
+            }
+            Instruction::Workdir(w) => {
+                let wd = resolve_workdir(&self.workdir(), w);
+                self.cfg().working_dir = Some(wd.clone());
+                return self.workdir_step(cmd, &wd, &label);
+            }
+            _ => {}
+        }
+        // Metadata: change the config, record a history entry (its time from the cache).
+        match &ins {
+            Instruction::Arg(_) => self.scope.apply(&ins),
+            Instruction::Env(kvs) => {
+                self.scope.apply(&ins);
+                let c = self.cfg();
+                let env = c.env.get_or_insert_with(Vec::new);
+                for kv in kvs {
+                    let prefix = format!("{}=", kv.key);
+                    let item = format!("{}={}", kv.key, kv.value);
+                    match env.iter_mut().find(|e| e.starts_with(&prefix)) {
+                        Some(e) => *e = item,
+                        None => env.push(item),
+                    }
+                }
+            }
+            Instruction::Label(kvs) => {
+                let l = self.cfg().labels.get_or_insert_with(BTreeMap::new);
+                for kv in kvs {
+                    l.insert(kv.key.clone(), kv.value.clone());
+                }
+            }
+            Instruction::Maintainer(m) => self.config.author = Some(m.clone()),
+            Instruction::Expose(ports) => {
+                let mut keys = Vec::new();
+                for p in ports {
+                    let spec = parse_port(p).map_err(|e| anyhow!("EXPOSE {p}: {e}"))?;
+                    for n in spec.start..=spec.end {
+                        keys.push(format!("{n}/{}", spec.proto.to_ascii_lowercase()));
+                    }
+                }
+                let e = self.cfg().exposed_ports.get_or_insert_with(BTreeMap::new);
+                for k in keys {
+                    e.insert(k, serde_json::json!({}));
+                }
+            }
+            Instruction::Volume(v) => {
+                let vols = self.cfg().volumes.get_or_insert_with(BTreeMap::new);
+                for p in v {
+                    if p.trim().is_empty() {
+                        bail!("VOLUME specified can not be an empty string");
+                    }
+                    vols.insert(p.clone(), serde_json::json!({}));
+                }
+            }
+            Instruction::User(u) => self.cfg().user = Some(u.clone()),
+            Instruction::Cmd(c) => {
+                let argv = self.command_line(c);
+                self.cfg().cmd = Some(argv);
+                self.cmd_set = true;
+            }
+            Instruction::Entrypoint(c) => {
+                let argv = self.command_line(c);
+                let cmd_set = self.cmd_set;
+                let cfg = self.cfg();
+                cfg.entrypoint = Some(argv);
+                if !cmd_set {
+                    cfg.cmd = None;
+                }
+            }
+            Instruction::Shell(s) => self.cfg().shell = Some(s.clone()),
+            Instruction::StopSignal(s) => self.cfg().stop_signal = Some(s.clone()),
+            Instruction::Healthcheck(h) => {
+                let v = match h {
+                    Healthcheck::None => serde_json::json!({"Test": ["NONE"]}),
+                    Healthcheck::Check {
+                        test,
+                        interval_ns,
+                        timeout_ns,
+                        start_period_ns,
+                        start_interval_ns,
+                        retries,
+                    } => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("Test".into(), serde_json::json!(test));
+                        for (k, v) in [
+                            ("Interval", interval_ns),
+                            ("Timeout", timeout_ns),
+                            ("StartPeriod", start_period_ns),
+                            ("StartInterval", start_interval_ns),
+                            ("Retries", retries),
+                        ] {
+                            if let Some(v) = v {
+                                m.insert(k.into(), serde_json::json!(v));
+                            }
+                        }
+                        serde_json::Value::Object(m)
+                    }
+                };
+                self.cfg().healthcheck = Some(v);
+            }
+            Instruction::Onbuild(o) => {
+                self.cfg()
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(o.expression.clone());
+            }
+            Instruction::From(_) => bail!("FROM inside a stage"),
+            _ => {}
+        }
+        let key = self.key_for(&ins, &[], &[]);
+        let rec = self.lookup(&key);
+        let created = match rec {
+            Some(r) => r.created,
+            None => {
+                let r = Record {
+                    layer: None,
+                    created: rfc(self.now()),
+                    dirs: Vec::new(),
+                };
+                cache::put(self.b.store, &key, &r)?;
+                r.created
+            }
+        };
+        self.key = key;
+        self.history(cmd, &created, true);
+        Ok(())
+    }
+
+    fn command_line(&self, c: &CommandLine) -> Vec<String> {
+        match c {
+            CommandLine::Exec(v) => v.clone(),
+            CommandLine::Shell(s) => {
+                let mut v = self.shell();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn key_for(&self, ins: &Instruction, inputs: &[String], extra: &[String]) -> Digest {
+        let env = self.env_list();
+        let args = self.visible_args();
+        let mut settings = vec![
+            format!("user={}", self.user()),
+            format!("workdir={}", self.workdir()),
+            format!("shell={:?}", self.shell()),
+            format!("platform={}/{}", self.config.os, self.config.architecture),
+        ];
+        settings.extend(extra.iter().cloned());
+        KeyInput {
+            version: cache::KEY_VERSION,
+            parent: self.key.as_str(),
+            instruction: format!("{ins:?}"),
+            env: &env,
+            args: &args,
+            inputs,
+            settings: &settings,
+        }
+        .key()
+    }
+
+    fn lookup(&self, key: &Digest) -> Option<Record> {
+        if self.no_cache {
+            return None;
+        }
+        cache::get(self.b.store, key)
+    }
+
+    fn push_layer(&mut self, l: &LayerRec) {
+        self.layers.push(l.descriptor());
+        self.config.rootfs.diff_ids.push(l.diff_id.clone());
+    }
+
+    /// Apply a step's record: its layer, known dirs and history.
+    fn apply(&mut self, cmd: &Command, key: Digest, rec: &Record) {
+        if let Some(l) = &rec.layer {
+            self.push_layer(l);
+        }
+        for d in &rec.dirs {
+            if !self.dirs.contains(d) {
+                self.dirs.push(d.clone());
+            }
+        }
+        self.key = key;
+        self.history(cmd, &rec.created, rec.layer.is_none());
+    }
+
+    fn workdir_step(&mut self, cmd: &Command, wd: &str, label: &str) -> anyhow::Result<()> {
+        let key = self.key_for(&Instruction::Workdir(wd.to_string()), &[], &[]);
+        if let Some(rec) = self.lookup(&key) {
+            self.apply(cmd, key, &rec);
+            return Ok(());
+        }
+        let known = wd == "/" || self.dirs.iter().any(|d| d == wd);
+        let exists = known || {
+            let lowers = lowers(self.b, &self.config, &self.layers)?;
+            exists_in_layers(&lowers, wd)
+        };
+        let created = rfc(self.now());
+        let rec = if exists {
+            Record {
+                layer: None,
+                created,
+                dirs: vec![wd.to_string()],
+            }
+        } else {
+            // Create it, owned by the current USER, with a COPY-like job of no sources.
+            let id = self.b.step_ids.fetch_add(1, Ordering::SeqCst);
+            self.b.progress.start(id, label);
+            self.b.steps.fetch_add(1, Ordering::SeqCst);
+            let layer = self.mkdir_layer(wd)?;
+            self.b.progress.done(id);
+            Record {
+                layer: Some(layer),
+                created,
+                dirs: vec![wd.to_string()],
+            }
+        };
+        cache::put(self.b.store, &key, &rec)?;
+        self.apply(cmd, key, &rec);
+        Ok(())
+    }
+
+    /// A layer holding directory `wd` (and missing parents), owned by the USER.
+    fn mkdir_layer(&mut self, wd: &str) -> anyhow::Result<LayerRec> {
+        let user = self.user();
+        let owner = if user.is_empty() {
+            None
+        } else {
+            Some(user)
+        };
+        let job_dir = step_dir(self.b, "workdir")?;
+        let result = self.copy_job(
+            &job_dir,
+            Source::Layers(Vec::new()),
+            Vec::new(),
+            vec![],
+            format!("{}/", wd.trim_end_matches('/')),
+            owner,
+            None,
+            false,
+            "WORKDIR",
+        );
+        let _ = remove_tree(&job_dir, &self.b.maps);
+        match result? {
+            (CopyResult::Layer { layer, .. }, _) => Ok(layer),
+            (CopyResult::Error(e), _) => bail!("WORKDIR {wd}: {e}"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_job(
+        &mut self,
+        dir: &Path,
+        source: Source,
+        sources: Vec<String>,
+        inline: Vec<Inline>,
+        dest: String,
+        chown: Option<String>,
+        chmod: Option<String>,
+        link: bool,
+        what: &str,
+    ) -> anyhow::Result<(CopyResult, Option<PathBuf>)> {
+        let dest_lowers = if link {
+            Vec::new()
+        } else {
+            lowers(self.b, &self.config, &self.layers)?
+        };
+        let out = dir.join("layer.blob");
+        let job = CopyJob {
+            source,
+            dest_lowers,
+            sources,
+            inline,
+            dest,
+            chown,
+            chmod,
+            excludes: Vec::new(),
+            parents: false,
+            unpack: false,
+            epoch: self.b.opts.epoch,
+            now: self.now(),
+            work: dir.join("work"),
+            out: out.clone(),
+            compression: self.b.opts.compression,
+            result: dir.join("result.json"),
+            what: what.to_string(),
+        };
+        self.run_copy(job)
+    }
+
+    fn run_copy(&mut self, job: CopyJob) -> anyhow::Result<(CopyResult, Option<PathBuf>)> {
+        fs_err::create_dir_all(&job.work)?;
+        let spec = job.work.with_file_name("job.json");
+        fs_err::write(&spec, serde_json::to_vec(&job)?)?;
+        hook_ok(
+            &self.b.exe,
+            "copy",
+            vec![spec.display().to_string()],
+            &self.b.maps,
+            &format!("{} in the user namespace", job.what),
+        )?;
+        let res: CopyResult = serde_json::from_slice(&fs_err::read(&job.result)?)
+            .with_context(|| format!("reading {}", job.result.display()))?;
+        if let CopyResult::Layer { layer, .. } = &res {
+            // The hook wrote the blob; verify and move it into the store.
+            let mut tmp = self.b.store.temp_file()?;
+            let mut f = fs_err::File::open(&job.out)?;
+            tmp.with(|t| std::io::copy(&mut f, t).map(|_| ()))?;
+            if !self.b.store.has_blob(&layer.digest) {
+                self.b.store.commit_blob(tmp, &layer.digest)?;
+            }
+        }
+        Ok((res, Some(job.out)))
+    }
+
+    /// RUN, COPY and ADD: key, lookup, and on a miss the work.
+    fn layer_step(&mut self, cmd: &Command, ins: &Instruction, label: &str) -> anyhow::Result<()> {
+        let b = self.b;
+        let id = b.step_ids.fetch_add(1, Ordering::SeqCst);
+        b.progress.start(id, label);
+        b.steps.fetch_add(1, Ordering::SeqCst);
+        let r = self.layer_step_inner(id, cmd, ins);
+        match &r {
+            Ok(true) => {
+                b.cached.fetch_add(1, Ordering::SeqCst);
+                b.progress.cached(id);
+            }
+            Ok(false) => b.progress.done(id),
+            Err(e) if e.downcast_ref::<Cancelled>().is_some() => b.progress.cancelled(id),
+            Err(e) => b.progress.failed(id, &format!("{e:#}")),
+        }
+        r.map(|_| ())
+    }
+
+    /// Returns whether the step was cached.
+    fn layer_step_inner(&mut self, id: usize, cmd: &Command, ins: &Instruction) -> anyhow::Result<bool> {
+        let (inputs, why_changed, extra) = self.inputs(ins)?;
+        let key = self.key_for(ins, &inputs, &extra);
+        if let Some(rec) = self.lookup(&key) {
+            self.apply(cmd, key, &rec);
+            return Ok(true);
+        }
+        let why = if self.no_cache {
+            "--no-cache".to_string()
+        } else if let Some(w) = why_changed {
+            w
+        } else if self.earlier_miss {
+            "an earlier step changed".to_string()
+        } else {
+            "not in the cache".to_string()
+        };
+        self.b.progress.miss(id, &why);
+        self.earlier_miss = true;
+        let created = rfc(self.now());
+        let (layer, dirs) = match ins {
+            Instruction::Run(r) => (self.run_step(id, cmd, r)?, Vec::new()),
+            Instruction::Copy(c) => self.copy_step(c, false)?,
+            Instruction::Add(c) => self.copy_step(c, true)?,
+            _ => unreachable!("layer_step is only called for RUN, COPY and ADD"),
+        };
+        let rec = Record {
+            layer,
+            created,
+            dirs,
+        };
+        cache::put(self.b.store, &key, &rec)?;
+        self.apply(cmd, key, &rec);
+        Ok(false)
+    }
+
+    /// What a step reads, as digests for its key; why it changed (when files changed); and
+    /// extra settings (network, mounts' sources).
+    #[allow(clippy::type_complexity)]
+    fn inputs(&mut self, ins: &Instruction) -> anyhow::Result<(Vec<String>, Option<String>, Vec<String>)> {
+        let mut inputs = Vec::new();
+        let mut changed: Vec<String> = Vec::new();
+        let mut extra = Vec::new();
+        match ins {
+            Instruction::Copy(c) | Instruction::Add(c) => {
+                let is_add = matches!(ins, Instruction::Add(_));
+                for s in &c.sources {
+                    if is_url(s) {
+                        if !is_add {
+                            bail!("source can't be a URL for COPY");
+                        }
+                        bail!("ADD {s}: URL and git sources are not supported yet (strata has no network fetcher); download it in a RUN step or into the context");
+                    }
+                }
+                if c.checksum.is_some() {
+                    bail!("checksum requires HTTP(S) or Git sources");
+                }
+                match &c.from {
+                    None => {
+                        let (d, ch) = self.context_digest(
+                            &self.b.opts.context.clone(),
+                            &self.b.opts.ignore.clone(),
+                            &c.sources,
+                            &c.excludes,
+                            c.parents,
+                        )?;
+                        inputs.push(d);
+                        changed.extend(ch);
+                    }
+                    Some(f) => match self.from_ref(f)? {
+                        FromRef::Stage(r) => inputs.push(r.key.to_string()),
+                        FromRef::Context(p) => {
+                            let (d, ch) =
+                                self.context_digest(&p, &[], &c.sources, &c.excludes, c.parents)?;
+                            inputs.push(d);
+                            changed.extend(ch);
+                        }
+                    },
+                }
+            }
+            Instruction::Run(r) => {
+                extra.push(format!("network={:?}", self.network(r)?));
+                for m in &r.mounts {
+                    let spec = MountSpec::parse(m, false).map_err(|e| anyhow!("--mount {m}: {e}"))?;
+                    if spec.kind == MountKind::Bind {
+                        let src = spec.source.clone().unwrap_or_else(|| ".".into());
+                        match &spec.from {
+                            None => {
+                                let (d, ch) = self.context_digest(
+                                    &self.b.opts.context.clone(),
+                                    &self.b.opts.ignore.clone(),
+                                    &[src],
+                                    &[],
+                                    false,
+                                )?;
+                                inputs.push(d);
+                                changed.extend(ch);
+                            }
+                            Some(f) => match self.from_ref(f)? {
+                                FromRef::Stage(r) => inputs.push(r.key.to_string()),
+                                FromRef::Context(p) => {
+                                    let (d, ch) = self.context_digest(&p, &[], &[src], &[], false)?;
+                                    inputs.push(d);
+                                    changed.extend(ch);
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        let why = (!changed.is_empty()).then(|| {
+            let n = changed.len();
+            let shown: Vec<&str> = changed.iter().take(5).map(|s| s.as_str()).collect();
+            format!(
+                "{n} file{} changed: {}{}",
+                if n == 1 { "" } else { "s" },
+                shown.join(", "),
+                if n > 5 { ", …" } else { "" }
+            )
+        });
+        Ok((inputs, why, extra))
+    }
+
+    /// The digest of exactly what `sources` read from a context directory (path, kind, mode,
+    /// owner, content), with the files that changed since the last build.
+    fn context_digest(
+        &self,
+        root: &Path,
+        ignore: &[String],
+        sources: &[String],
+        excludes: &[String],
+        parents: bool,
+    ) -> anyhow::Result<(String, Vec<String>)> {
+        let resolved = copy::resolve_sources(root, sources, parents).map_err(|e| anyhow!("{e}"))?;
+        let mut entries = Vec::new();
+        let mut names = Vec::new();
+        for r in &resolved {
+            if !r.path.is_empty() && !r.is_dir {
+                // A single file excluded by .dockerignore is not there for the build.
+                let m = crate::context::ignore::Matcher::new(ignore).map_err(|e| anyhow!("{e}"))?;
+                if m.excluded(&r.path) {
+                    bail!("\"/{}\": not found (excluded by .dockerignore)", r.path);
+                }
+            }
+            names.push(format!("{}:{}:{:?}", r.path, r.name, r.keep));
+            entries.extend(copy::source_entries(root, r, ignore, excludes).map_err(|e| anyhow!("{e}"))?);
+        }
+        let mut cache = self.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
+        let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
+        Ok((format!("{d} {}", names.join(" ")), stats.changed))
+    }
+
+    fn from_ref(&mut self, f: &str) -> anyhow::Result<FromRef> {
+        let plan = self.b.plan;
+        let idx = plan
+            .stage_by_name(f)
+            .map(|s| s.index)
+            .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
+        if let Some(i) = idx {
+            if i == self.index {
+                bail!("--from={f} names this stage itself");
+            }
+            let r = self.b.stage_result(i).ok_or(Cancelled)?;
+            return Ok(FromRef::Stage(r));
+        }
+        match self.b.opts.named_contexts.get(f) {
+            Some(NamedContext::Dir(p)) => return Ok(FromRef::Context(p.clone())),
+            Some(NamedContext::Image(r)) => return self.image_ref(r),
+            Some(NamedContext::OciLayout(p, _)) => {
+                let loaded = self.b.store.load(p)?;
+                let img = loaded
+                    .first()
+                    .ok_or_else(|| anyhow!("{}: no image in the layout", p.display()))?;
+                return self.image_ref(&img.config_digest.to_string());
+            }
+            None => {}
+        }
+        self.image_ref(f)
+    }
+
+    fn image_ref(&mut self, r: &str) -> anyhow::Result<FromRef> {
+        if let Some(x) = self.b.externals.lock().unwrap_or_else(|e| e.into_inner()).get(r) {
+            return Ok(FromRef::Stage(x.clone()));
+        }
+        let img = image(self.b, r)?;
+        let res = std::sync::Arc::new(StageResult {
+            config: img.config.clone(),
+            layers: img.manifest.layers.clone(),
+            key: img.config_digest.clone(),
+            dirs: Vec::new(),
+        });
+        self.b
+            .externals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r.to_string(), res.clone());
+        Ok(FromRef::Stage(res))
+    }
+
+    fn network(&self, r: &dockerfile::Run) -> anyhow::Result<Network> {
+        Ok(match r.network.as_deref() {
+            None | Some("default") => self.b.opts.network,
+            Some("none") => Network::None,
+            Some("host") => Network::Host,
+            Some(other) => bail!("unsupported network mode \"{other}\": use default, none or host"),
+        })
+    }
+
+    fn dest_path(&self, dest: &str) -> String {
+        if dest.starts_with('/') {
+            return dest.to_string();
+        }
+        let wd = self.workdir();
+        let sep = if wd.ends_with('/') { "" } else { "/" };
+        if dest.is_empty() {
+            format!("{wd}{sep}")
+        } else {
+            format!("{wd}{sep}{dest}")
+        }
+    }
+
+    fn copy_step(
+        &mut self,
+        c: &dockerfile::Copy,
+        is_add: bool,
+    ) -> anyhow::Result<(Option<LayerRec>, Vec<String>)> {
+        let source = match &c.from {
+            None => Source::Context {
+                root: self.b.opts.context.clone(),
+                ignore: self.b.opts.ignore.clone(),
+            },
+            Some(f) => match self.from_ref(f)? {
+                FromRef::Stage(r) => Source::Layers(lowers(self.b, &r.config, &r.layers)?),
+                FromRef::Context(p) => Source::Context {
+                    root: p,
+                    ignore: Vec::new(),
+                },
+            },
+        };
+        let env = self.scope.lookup_env();
+        let inline = c
+            .inline
+            .iter()
+            .map(|i| {
+                let data = if i.expand {
+                    self.lexer
+                        .process_word(&i.data, &env)
+                        .unwrap_or_else(|_| i.data.clone())
+                } else {
+                    i.data.clone()
+                };
+                Inline {
+                    name: i.path.clone(),
+                    data,
+                }
+            })
+            .collect();
+        let dir = step_dir(self.b, if is_add { "add" } else { "copy" })?;
+        let dest_lowers = if c.link {
+            Vec::new()
+        } else {
+            lowers(self.b, &self.config, &self.layers)?
+        };
+        let job = CopyJob {
+            source,
+            dest_lowers,
+            sources: c.sources.clone(),
+            inline,
+            dest: self.dest_path(&c.dest),
+            chown: c.chown.clone(),
+            chmod: c.chmod.clone(),
+            excludes: c.excludes.clone(),
+            parents: c.parents,
+            unpack: is_add && c.unpack != Some(false),
+            epoch: self.b.opts.epoch,
+            now: self.now(),
+            work: dir.join("work"),
+            out: dir.join("layer.blob"),
+            compression: self.b.opts.compression,
+            result: dir.join("result.json"),
+            what: if is_add { "ADD".into() } else { "COPY".into() },
+        };
+        let r = self.run_copy(job);
+        let _ = remove_tree(&dir, &self.b.maps);
+        match r?.0 {
+            CopyResult::Layer { layer, dirs, .. } => Ok((Some(layer), dirs)),
+            CopyResult::Error(e) => bail!("{e}"),
+        }
+    }
+
+    fn run_step(
+        &mut self,
+        id: usize,
+        cmd: &Command,
+        r: &dockerfile::Run,
+    ) -> anyhow::Result<Option<LayerRec>> {
+        let b = self.b;
+        let lower = lowers(b, &self.config, &self.layers)?;
+        let step = step_dir(b, "run")?;
+        let result = self.run_in(id, cmd, r, lower, &step);
+        let cleanup = remove_tree(&step, &b.maps);
+        let out = result?;
+        cleanup?;
+        Ok(out)
+    }
+
+    fn run_in(
+        &mut self,
+        id: usize,
+        cmd: &Command,
+        r: &dockerfile::Run,
+        mut lower: Vec<PathBuf>,
+        step: &Path,
+    ) -> anyhow::Result<Option<LayerRec>> {
+        let b = self.b;
+        let (upper, work, merged, etc) = (
+            step.join("upper"),
+            step.join("work"),
+            step.join("merged"),
+            step.join("etc"),
+        );
+        for d in [&upper, &work, &merged, &etc] {
+            fs_err::create_dir_all(d)?;
+        }
+        if lower.is_empty() {
+            let empty = step.join("empty");
+            fs_err::create_dir_all(&empty)?;
+            lower.push(empty);
+        }
+        let hostname = "strata".to_string();
+        fs_err::write(
+            etc.join("resolv.conf"),
+            fs_err::read("/etc/resolv.conf").unwrap_or_default(),
+        )?;
+        fs_err::write(
+            etc.join("hosts"),
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        )?;
+        fs_err::write(etc.join("hostname"), format!("{hostname}\n"))?;
+
+        let mut env = self.env_list();
+        for (k, v) in self.visible_args() {
+            env.push(format!("{k}={v}"));
+        }
+        if let Some(e) = b.opts.epoch {
+            if !env.iter().any(|x| x.starts_with("SOURCE_DATE_EPOCH=")) {
+                env.push(format!("SOURCE_DATE_EPOCH={e}"));
+            }
+        }
+        let mut binds = Vec::new();
+        let mut locks = Vec::new();
+        for (i, m) in r.mounts.iter().enumerate() {
+            let spec = MountSpec::parse(m, false).map_err(|e| anyhow!("--mount {m}: {e}"))?;
+            self.mount(&spec, step, i, &mut binds, &mut env, &mut locks)?;
+        }
+        let argv = match &r.command {
+            CommandLine::Exec(v) => v.clone(),
+            CommandLine::Shell(s) => {
+                let mut argv = self.shell();
+                let single = r.heredocs.len() == 1
+                    && s.trim()
+                        .trim_start_matches("<<")
+                        .trim_start_matches('-')
+                        .trim_matches(['"', '\''])
+                        == r.heredocs[0].name;
+                if single {
+                    let body = if r.heredocs[0].chomp {
+                        r.heredocs[0].chomped()
+                    } else {
+                        r.heredocs[0].content.clone()
+                    };
+                    if let Some(line) = body.strip_prefix("#!") {
+                        // A script with its own interpreter: run the file.
+                        let script = step.join("heredoc");
+                        fs_err::write(&script, &body)?;
+                        std::fs::set_permissions(
+                            &script,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                        )?;
+                        let target = format!("/dev/.strata-heredoc-{}", r.heredocs[0].name);
+                        let _ = line;
+                        binds.push(Bind {
+                            host: script,
+                            target: target.clone(),
+                            readonly: true,
+                            source: BindSource::Host,
+                        });
+                        argv = vec![target];
+                    } else {
+                        argv.push(body);
+                    }
+                } else {
+                    let mut text = s.clone();
+                    for h in &r.heredocs {
+                        text.push('\n');
+                        text.push_str(&h.content);
+                        text.push_str(&h.name);
+                    }
+                    argv.push(text);
+                }
+                argv
+            }
+        };
+        let spec = Spec {
+            rootfs: Rootfs::Overlay {
+                lower,
+                upper: upper.clone(),
+                work,
+                merged,
+            },
+            argv: argv.clone(),
+            env,
+            user: self.user(),
+            workdir: self.workdir(),
+            network: self.network(r)?,
+            hostname,
+            etc_files: ["resolv.conf", "hosts", "hostname"]
+                .iter()
+                .map(|n| (n.to_string(), etc.join(n)))
+                .collect(),
+            binds,
+            maps: b.maps.clone(),
+        };
+        let (reader, writer) = std::io::pipe()?;
+        let writer2 = writer.try_clone()?;
+        let progress = &b.progress;
+        let finished = std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut r = std::io::BufReader::new(reader);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match r.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let text = String::from_utf8_lossy(&line);
+                            progress.log(id, text.trim_end_matches(['\n', '\r']));
+                        }
+                    }
+                }
+            });
+            sandbox::run(&b.exe, &spec, Stdio::from(writer), Stdio::from(writer2))
+        });
+        drop(locks);
+        let finished = finished.map_err(sandbox_err)?;
+        if finished.outcome.code() != 0 {
+            bail!(
+                "process \"{}\" did not complete successfully: exit code: {}",
+                argv.join(" "),
+                finished.outcome.code()
+            );
+        }
+        let _ = cmd;
+        let tar = step.join("layer.tar");
+        exec::diff_to_tar(&spec, step, &finished.created, &tar, &b.maps)?;
+        let size = fs_err::metadata(&tar)?.len();
+        if size <= 1024 {
+            // Nothing changed: no layer (history marks it empty).
+            return Ok(None);
+        }
+        let mut f = fs_err::File::open(&tar)?;
+        let info = b.store.put_layer(b.opts.compression, |sink| {
+            std::io::copy(&mut f, sink).map(|_| ())
+        })?;
+        // The upper dir is this layer's content: keep it as the snapshot, saving an unpack.
+        let _ = b.store.adopt_snapshot(&info.diff_id, &upper);
+        Ok(Some(info.into()))
+    }
+
+    /// Set up one RUN --mount.
+    fn mount(
+        &mut self,
+        m: &MountSpec,
+        step: &Path,
+        i: usize,
+        binds: &mut Vec<Bind>,
+        env: &mut Vec<String>,
+        locks: &mut Vec<fs_err::File>,
+    ) -> anyhow::Result<()> {
+        let b = self.b;
+        let target = |t: &Option<String>| -> anyhow::Result<String> {
+            let t = t.clone().ok_or_else(|| anyhow!("--mount needs target="))?;
+            Ok(if t.starts_with('/') {
+                t
+            } else {
+                format!("{}/{t}", self.workdir().trim_end_matches('/'))
+            })
+        };
+        match m.kind {
+            MountKind::Bind => {
+                let t = target(&m.target)?;
+                let src = m.source.clone().unwrap_or_default();
+                let readonly = m.readonly.unwrap_or(true);
+                match &m.from {
+                    None => {
+                        let p = in_root(&b.opts.context, &src)?;
+                        binds.push(self.host_bind(p, t, readonly, step, i)?);
+                    }
+                    Some(f) => match self.from_ref(f)? {
+                        FromRef::Context(root) => {
+                            let p = in_root(&root, &src)?;
+                            binds.push(self.host_bind(p, t, readonly, step, i)?);
+                        }
+                        FromRef::Stage(r) => {
+                            let l = lowers(b, &r.config, &r.layers)?;
+                            let scratch = step.join(format!("mount{i}"));
+                            fs_err::create_dir_all(&scratch)?;
+                            let lower = if l.is_empty() {
+                                let e = scratch.join("empty");
+                                fs_err::create_dir_all(&e)?;
+                                vec![e]
+                            } else {
+                                l
+                            };
+                            binds.push(Bind {
+                                host: scratch,
+                                target: t,
+                                readonly,
+                                source: BindSource::Layers { lower, sub: src },
+                            });
+                        }
+                    },
+                }
+            }
+            MountKind::Cache => {
+                let t = target(&m.target)?;
+                let id = m.id.clone().unwrap_or_else(|| t.clone());
+                let dir = b
+                    .store
+                    .root()
+                    .join("v1/cache-mounts")
+                    .join(&Digest::of(id.as_bytes()).hex()[..32]);
+                fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
+                if !dir.exists() {
+                    hook_ok(
+                        &b.exe,
+                        "mkcache",
+                        vec![
+                            dir.display().to_string(),
+                            m.uid.unwrap_or(0).to_string(),
+                            m.gid.unwrap_or(0).to_string(),
+                            format!("{:o}", m.mode.unwrap_or(0o755)),
+                        ],
+                        &b.maps,
+                        &format!("creating cache mount {id}"),
+                    )?;
+                }
+                if m.sharing != Sharing::Shared {
+                    // locked (and private, taken as locked): one step at a time.
+                    let f = fs_err::OpenOptions::new()
+                        .create(true)
+                        .truncate(false)
+                        .write(true)
+                        .open(dir.with_extension("lock"))?;
+                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                        .map_err(|e| anyhow!("locking cache mount {id}: {e}"))?;
+                    locks.push(f);
+                }
+                binds.push(Bind {
+                    host: dir,
+                    target: t,
+                    readonly: m.readonly.unwrap_or(false),
+                    source: BindSource::Host,
+                });
+            }
+            MountKind::Tmpfs => {
+                binds.push(Bind {
+                    host: PathBuf::new(),
+                    target: target(&m.target)?,
+                    readonly: false,
+                    source: BindSource::Tmpfs { size: m.size },
+                });
+            }
+            MountKind::Secret => {
+                let id = m
+                    .id
+                    .clone()
+                    .or_else(|| {
+                        m.target
+                            .as_deref()
+                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                    })
+                    .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
+                let value = match b.opts.secrets.get(&id) {
+                    Some(SecretSource::File(p)) => Some(
+                        fs_err::read(p).with_context(|| format!("reading secret {id}"))?,
+                    ),
+                    Some(SecretSource::Env(v)) => Some(
+                        std::env::var(v)
+                            .map_err(|_| anyhow!("secret {id}: environment variable {v} is not set"))?
+                            .into_bytes(),
+                    ),
+                    None => None,
+                };
+                let Some(value) = value else {
+                    if m.required {
+                        bail!("secret {id}: not found\n  hint: pass it with --secret id={id},src=FILE or --secret id={id},env=VAR");
+                    }
+                    return Ok(());
+                };
+                if let Some(var) = &m.env {
+                    env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                    if m.target.is_none() {
+                        return Ok(());
+                    }
+                }
+                let t = m
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/secrets/{id}"));
+                // The file lives in the step's scratch dir (removed after the step), mounted
+                // read-only; it is never in the upper dir, so never in a layer.
+                let f = step.join(format!("secret{i}"));
+                fs_err::write(&f, &value)?;
+                std::fs::set_permissions(
+                    &f,
+                    std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o400)),
+                )?;
+                binds.push(Bind {
+                    host: f,
+                    target: t,
+                    readonly: true,
+                    source: BindSource::Host,
+                });
+            }
+            MountKind::Ssh => {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let sock = match b.opts.ssh.get(&id) {
+                    Some(p) => p.clone(),
+                    None if m.required => {
+                        bail!("ssh agent {id}: not given\n  hint: pass --ssh {id}=SOCKET (or --ssh default to use $SSH_AUTH_SOCK)")
+                    }
+                    None => return Ok(()),
+                };
+                let t = m
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{i}"));
+                env.push(format!("SSH_AUTH_SOCK={t}"));
+                binds.push(Bind {
+                    host: sock,
+                    target: t,
+                    readonly: false,
+                    source: BindSource::Host,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A bind of a context path: read-only as is; read-write on a throwaway copy.
+    fn host_bind(
+        &self,
+        p: PathBuf,
+        target: String,
+        readonly: bool,
+        step: &Path,
+        i: usize,
+    ) -> anyhow::Result<Bind> {
+        if readonly {
+            return Ok(Bind {
+                host: p,
+                target,
+                readonly: true,
+                source: BindSource::Host,
+            });
+        }
+        // rw: an overlay with the context path as its lower dir; writes are discarded.
+        let scratch = step.join(format!("mount{i}"));
+        fs_err::create_dir_all(&scratch)?;
+        if p.is_dir() {
+            Ok(Bind {
+                host: scratch,
+                target,
+                readonly: false,
+                source: BindSource::Layers {
+                    lower: vec![p],
+                    sub: String::new(),
+                },
+            })
+        } else {
+            let copy = scratch.join("file");
+            fs_err::copy(&p, &copy)?;
+            Ok(Bind {
+                host: copy,
+                target,
+                readonly: false,
+                source: BindSource::Host,
+            })
+        }
+    }
+}
+
+enum FromRef {
+    Stage(std::sync::Arc<StageResult>),
+    Context(PathBuf),
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://")
+        || s.starts_with("https://")
+        || s.starts_with("git@")
+        || s.starts_with("git://")
+}
+
+/// A path inside `root`, symlinks resolved as if `root` were `/`.
+fn in_root(root: &Path, rel: &str) -> anyhow::Result<PathBuf> {
+    let clean = crate::context::ignore::clean(&format!("/{rel}"));
+    let r = crate::layer::apply::resolve_in_root(root, Path::new(clean.trim_start_matches('/')), 0)?;
+    let p = root.join(r);
+    if std::fs::symlink_metadata(&p).is_err() {
+        bail!("mount source \"{rel}\": not found in {}", root.display());
+    }
+    Ok(p)
+}
+
+fn resolve_workdir(current: &str, w: &str) -> String {
+    let joined = if w.starts_with('/') {
+        w.to_string()
+    } else {
+        format!("{}/{w}", current.trim_end_matches('/'))
+    };
+    crate::context::ignore::clean(&joined)
+}
+
+/// Does a directory exist at `abs` in the union of `lowers` (top first)? Overlay whiteouts
+/// (0/0 character devices) hide what is below them.
+fn exists_in_layers(lowers: &[PathBuf], abs: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let rel = abs.trim_start_matches('/');
+    for l in lowers {
+        match std::fs::symlink_metadata(l.join(rel)) {
+            Ok(m) if m.file_type().is_char_device() => return false,
+            Ok(m) => return m.is_dir(),
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+fn created_by(cmd: &Command) -> String {
+    let text = cmd.original.trim();
+    match &cmd.instruction {
+        Instruction::Run(_) => format!("{text} # strata"),
+        Instruction::Copy(_) | Instruction::Add(_) => format!("{text} # strata"),
+        _ => text.to_string(),
+    }
+}
