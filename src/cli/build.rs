@@ -63,8 +63,9 @@ pub struct BuildArgs {
     /// NAME=PATH, NAME=oci-layout://PATH or NAME=docker-image://REF.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
-    /// Layer compression: gzip (default), zstd or none.
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "none"])]
+    /// Layer compression in the store: none (the default: a rebuild never waits for a
+    /// compressor), gzip or zstd, optionally with a level (gzip:6, zstd:3).
+    #[arg(long, default_value = "none")]
     compression: String,
     /// The build context: a directory, or `-` for a tar on standard input.
     context: String,
@@ -269,8 +270,12 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
                 .unwrap_or(1)
         }),
         named_contexts: named,
-        compression: strata::layer::Compression::parse(&a.compression)
-            .unwrap_or(strata::layer::Compression::GZIP),
+        compression: strata::layer::Compression::parse(&a.compression).ok_or_else(|| {
+            anyhow!(
+                "invalid --compression {}: use gzip, zstd or none, optionally with a level (gzip:1..9, zstd:1..22)",
+                a.compression
+            )
+        })?,
         epoch,
     };
     let built = engine::build(store, &p, &opts)?;

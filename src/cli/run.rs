@@ -269,7 +269,7 @@ fn commit(
 ) -> anyhow::Result<Digest> {
     let name = strata::store::ImageRef::parse(name)?;
     let tar = step.join("layer.tar");
-    exec::diff_to_tar(spec, step, created, &tar, maps)?;
+    exec::diff_to_tar(spec, step, created, &tar, maps, None)?;
     let mut f = fs_err::File::open(&tar).with_context(|| format!("{}", tar.display()))?;
     let info = store.put_layer(strata::layer::Compression::GZIP, |sink| {
         std::io::copy(&mut f, sink).map(|_| ())

@@ -505,7 +505,8 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
         if !r.is_dir && job.unpack {
             let path = src_root.join(&r.path);
             if let Some(tmp) = extract_archive(&path, job)? {
-                plan.tree(&tmp, "", &base, &[], &[], true)?;
+                // An archive's contents go into the destination directory itself.
+                plan.tree(&tmp, "", &dest, &[], &[], true)?;
                 continue;
             }
         }

@@ -50,13 +50,17 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
         }
         ("diff", [upper, out, rest @ ..]) => {
             // The step's layer: read inside the user namespace, so owners are as seen there.
-            // rest = mount points the sandbox created, "--", then the lower dirs.
+            // rest = [--epoch=N], mount points the sandbox created, "--", then the lower dirs.
+            let (epoch, rest) = match rest.first().and_then(|a| a.strip_prefix("--epoch=")) {
+                Some(e) => (Some(e.parse::<i64>().map_err(|e| e.to_string())?), &rest[1..]),
+                None => (None, rest),
+            };
             let split = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
             let (created, lowers) = (&rest[..split], rest.get(split + 1..).unwrap_or(&[]));
             forget_mount_points(Path::new(upper), created, lowers);
             let opts = crate::layer::WriteOptions {
                 overlay_whiteouts: true,
-                ..Default::default()
+                source_date_epoch: epoch,
             };
             let f = fs_err::File::create(out).map_err(|e| format!("{out}: {e}"))?;
             let w = crate::layer::write_tree(Path::new(upper), std::io::BufWriter::new(f), &opts)
@@ -245,6 +249,7 @@ pub fn diff_to_tar(
     created: &[String],
     tar: &Path,
     maps: &idmap::IdMaps,
+    epoch: Option<i64>,
 ) -> anyhow::Result<()> {
     let (hook_name, mut args, lower) = match &spec.rootfs {
         Rootfs::Overlay { upper, lower, .. } => (
@@ -263,6 +268,10 @@ pub fn diff_to_tar(
             lower,
         ),
     };
+    if let Some(e) = epoch {
+        // "copydiff" passes everything after its own four arguments on to "diff".
+        args.insert(if hook_name == "diff" { 2 } else { 4 }, format!("--epoch={e}"));
+    }
     args.extend(created.iter().cloned());
     args.push("--".into());
     args.extend(lower.iter().map(|l| l.display().to_string()));

@@ -183,6 +183,8 @@ pub(crate) struct Build<'a> {
     error: Mutex<Option<anyhow::Error>>,
     /// Named contexts and images resolved to snapshots, by name.
     pub externals: Mutex<HashMap<String, Arc<StageResult>>>,
+    /// Sandbox children running now (killed when a stage fails).
+    pub running: Mutex<Vec<u32>>,
 }
 
 impl Build<'_> {
@@ -220,6 +222,13 @@ impl Build<'_> {
 
     fn fail(&self, e: anyhow::Error) {
         self.failed.store(true, Ordering::SeqCst);
+        // Stop the steps running in other stages: their sandboxes die with their child.
+        for pid in self.running.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(*pid as i32).expect("a child pid is positive"),
+                rustix::process::Signal::KILL,
+            );
+        }
         let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(e);
@@ -259,6 +268,7 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
         slot_free: Condvar::new(),
         error: Mutex::new(None),
         externals: Mutex::new(HashMap::new()),
+        running: Mutex::new(Vec::new()),
     };
     std::thread::scope(|s| {
         for &i in &plan.order {

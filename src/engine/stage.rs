@@ -1110,9 +1110,38 @@ impl St<'_, '_> {
                     }
                 }
             });
-            sandbox::run(&b.exe, &spec, Stdio::from(writer), Stdio::from(writer2))
+            let mine = std::sync::atomic::AtomicU32::new(0);
+            let started = |pid: u32| {
+                mine.store(pid, Ordering::SeqCst);
+                b.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(pid);
+                // A failure elsewhere may have come just before this step started.
+                if b.failed.load(Ordering::SeqCst) {
+                    let _ = rustix::process::kill_process(
+                        rustix::process::Pid::from_raw(pid as i32).expect("a child pid is positive"),
+                        rustix::process::Signal::KILL,
+                    );
+                }
+            };
+            let r = sandbox::run_observed(
+                &b.exe,
+                &spec,
+                Stdio::from(writer),
+                Stdio::from(writer2),
+                &started,
+            );
+            b.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|p| *p != mine.load(Ordering::SeqCst));
+            r
         });
         drop(locks);
+        if b.failed.load(Ordering::SeqCst) {
+            return Err(Cancelled.into());
+        }
         let finished = finished.map_err(sandbox_err)?;
         if finished.outcome.code() != 0 {
             bail!(
@@ -1123,7 +1152,7 @@ impl St<'_, '_> {
         }
         let _ = cmd;
         let tar = step.join("layer.tar");
-        exec::diff_to_tar(&spec, step, &finished.created, &tar, &b.maps)?;
+        exec::diff_to_tar(&spec, step, &finished.created, &tar, &b.maps, b.opts.epoch)?;
         let size = fs_err::metadata(&tar)?.len();
         if size <= 1024 {
             // Nothing changed: no layer (history marks it empty).
@@ -1133,8 +1162,12 @@ impl St<'_, '_> {
         let info = b.store.put_layer(b.opts.compression, |sink| {
             std::io::copy(&mut f, sink).map(|_| ())
         })?;
-        // The upper dir is this layer's content: keep it as the snapshot, saving an unpack.
-        let _ = b.store.adopt_snapshot(&info.diff_id, &upper);
+        // The upper dir is this layer's content: keep it as the snapshot, saving an unpack
+        // (not with SOURCE_DATE_EPOCH, where the layer's times were clamped and the upper
+        // dir's were not).
+        if b.opts.epoch.is_none() {
+            let _ = b.store.adopt_snapshot(&info.diff_id, &upper);
+        }
         Ok(Some(info.into()))
     }
 

@@ -33,7 +33,23 @@ impl Compression {
         }
     }
 
+    /// `gzip`, `zstd`, `none`, or with a level: `gzip:1`, `zstd:19`.
     pub fn parse(s: &str) -> Option<Compression> {
+        if let Some((kind, level)) = s.split_once(':') {
+            return match kind {
+                "gzip" => level
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=9).contains(l))
+                    .map(|level| Compression::Gzip { level }),
+                "zstd" => level
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=22).contains(l))
+                    .map(|level| Compression::Zstd { level }),
+                _ => None,
+            };
+        }
         match s {
             "gzip" => Some(Compression::GZIP),
             "zstd" => Some(Compression::ZSTD),

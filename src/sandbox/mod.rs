@@ -188,12 +188,25 @@ pub fn run(
     stdout: Stdio,
     stderr: Stdio,
 ) -> Result<Finished, Error> {
+    run_observed(exe, spec, stdout, stderr, &|_| {})
+}
+
+/// [`run`], telling `started` the pid of the sandbox child as soon as it exists: killing that
+/// pid (SIGKILL) ends the step and every process in it (pid 1 inside dies with its parent).
+pub fn run_observed(
+    exe: &std::path::Path,
+    spec: &Spec,
+    stdout: Stdio,
+    stderr: Stdio,
+    started: &dyn Fn(u32),
+) -> Result<Finished, Error> {
     let (outcome, created) = launch(
         exe,
         &Task::Run(Box::new(spec.clone())),
         &spec.maps,
         stdout,
         stderr,
+        started,
     )?;
     Ok(Finished { outcome, created })
 }
@@ -207,6 +220,7 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
         &hook.maps,
         Stdio::inherit(),
         Stdio::inherit(),
+        &|_| {},
     )
     .map(|(o, _)| o)
 }
@@ -217,6 +231,7 @@ fn launch(
     maps: &idmap::IdMaps,
     stdout: Stdio,
     stderr: Stdio,
+    started: &dyn Fn(u32),
 ) -> Result<(Outcome, Vec<String>), Error> {
     let (report_r, report_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
@@ -239,6 +254,7 @@ fn launch(
         });
     }
     let mut child = cmd.spawn()?;
+    started(child.id());
     drop(report_w);
     drop(go_r);
     let mut report = std::fs::File::from(report_r);

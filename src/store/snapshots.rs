@@ -76,6 +76,11 @@ impl Store {
             return Ok(dest);
         }
         let _w = self.writer_lock()?;
+        // One unpack per layer at a time: concurrent builds (or stages) wait for the first.
+        let _one = self.lock(
+            &format!("snapshot-{}.lock", diff_id.hex()),
+            super::LockKind::Exclusive,
+        )?;
         if dest.exists() {
             return Ok(dest);
         }
