@@ -3,12 +3,14 @@
 //! The modules follow the pipeline, left to right:
 //!
 //! ```text
-//! Dockerfile text ─► dockerfile/ ─► plan/ ─► (engine, store, oci: later issues)
+//! Dockerfile text ─► dockerfile/ ─► plan/ ─► engine/ ─► store/ + oci/
 //! ```
 //!
 //! - [`dockerfile`]: source spans, lexer and parser, variable expansion, typed instructions,
 //!   lint rules. Pure.
 //! - [`plan`]: stages, ARG scoping, the stage DAG and target pruning. Pure.
+//! - [`engine`]: `strata build` — runs the plan step by step with the step cache, RUN in the
+//!   [`sandbox`], COPY/ADD into [`layer`]s, and writes the image to the [`store`].
 //!
 //! The binary's command-line layer lives in `src/cli/` and is not part of the library API.
 

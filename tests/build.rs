@@ -160,9 +160,10 @@ impl B {
             .unwrap()
             .iter()
             .find(|i| {
-                i["names"]
-                    .as_array()
-                    .is_some_and(|n| n.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with(image))))
+                i["names"].as_array().is_some_and(|n| {
+                    n.iter()
+                        .any(|x| x.as_str().is_some_and(|s| s.starts_with(image)))
+                })
             })
             .map(|i| i["id"].as_str().unwrap().to_string())
             .unwrap_or_else(|| panic!("{image} not in {out}"))
@@ -173,14 +174,16 @@ impl B {
         let mut hits = Vec::new();
         let mut stack = vec![PathBuf::from(&self.root)];
         while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let p = e.path();
                 let Ok(ft) = e.file_type() else { continue };
                 if ft.is_dir() {
                     stack.push(p);
                 } else if ft.is_file() {
-                    if let Ok(data) = std::fs::read(&p) {
+                    if let Ok(data) = fs_err::read(&p) {
                         if data.windows(needle.len()).any(|w| w == needle) {
                             hits.push(p);
                         }
@@ -227,23 +230,39 @@ ENTRYPOINT []
     assert_eq!(b.sh("r", "cat /exec"), "exec:from-cli\n");
     assert_eq!(b.sh("r", "cat /shellinst"), "via-shell-instruction\n");
     assert_eq!(b.sh("r", "cat /tmp/pwd"), "/w\n");
-    assert!(b.sh("r", "cat /tmp/id").starts_with("uid=1000(app) gid=1000(app)"));
+    assert!(b
+        .sh("r", "cat /tmp/id")
+        .starts_with("uid=1000(app) gid=1000(app)"));
     let rootid = b.sh("r", "cat /tmp/rootid");
-    assert!(rootid.starts_with("uid=0(root) gid=0(root) groups=0(root),10(wheel)"), "{rootid}");
+    assert!(
+        rootid.starts_with("uid=0(root) gid=0(root) groups=0(root),10(wheel)"),
+        "{rootid}"
+    );
     // ARGs are not kept in the image; ENV is.
     let env = b.config("r")["config"]["Env"].to_string();
-    assert!(env.contains("E=from-env") && !env.contains("A=from"), "{env}");
+    assert!(
+        env.contains("E=from-env") && !env.contains("A=from"),
+        "{env}"
+    );
 }
 
 #[test]
 fn failing_run_names_the_line_and_exits_non_zero() {
     let Some(b) = B::new("fail") else { return };
-    let f = [df("FROM busybox\nRUN echo before\nRUN echo some output; exit 3\nRUN echo never\n")];
+    let f = [df(
+        "FROM busybox\nRUN echo before\nRUN echo some output; exit 3\nRUN echo never\n",
+    )];
     let c = b.ctx("c", &files(&f));
     let err = b.fails(&c, &[]);
     assert!(err.contains("Dockerfile:3"), "{err}");
-    assert!(err.contains("did not complete successfully: exit code: 3"), "{err}");
-    assert!(err.contains("some output"), "the step's log is shown: {err}");
+    assert!(
+        err.contains("did not complete successfully: exit code: 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("some output"),
+        "the step's log is shown: {err}"
+    );
     assert!(!err.contains("never"), "{err}");
     // Nothing left behind in the store's tmp.
     let tmp: Vec<_> = fs_err::read_dir(Path::new(&b.root).join("v1/tmp"))
@@ -279,7 +298,9 @@ fn run_heredocs_script_and_shebang() {
 
 #[test]
 fn cache_mount_persists_is_owned_as_asked_and_stays_out_of_the_layer() {
-    let Some(b) = B::new("cachemount") else { return };
+    let Some(b) = B::new("cachemount") else {
+        return;
+    };
     let f = [df("FROM busybox\nUSER app\nARG N\nRUN --mount=type=cache,target=/cache,uid=1000,gid=1000,mode=0700 echo $N >> /cache/log && cat /cache/log > /tmp/seen && stat -c '%u %g %a' /cache > /tmp/owner\n")];
     let c = b.ctx("c", &files(&f));
     b.ok(&c, &["-t", "m", "--build-arg", "N=1"]);
@@ -302,7 +323,13 @@ fn bind_tmpfs_and_stage_mounts() {
     assert_eq!(b.sh("b", "cat /mode"), "ro\n");
     assert_eq!(b.sh("b", "cat /fromstage"), "from-stage\n");
     assert_eq!(b.sh("b", "cat /tmpfs"), "f\n");
-    assert_eq!(b.sh("b", "ls -A /scratch /ctx /o 2>/dev/null | grep -c . || true"), "0\n");
+    assert_eq!(
+        b.sh(
+            "b",
+            "ls -A /scratch /ctx /o 2>/dev/null | grep -c . || true"
+        ),
+        "0\n"
+    );
     // The bound content is part of the key: a change reruns the step.
     fs_err::write(c.join("input"), "v2").unwrap();
     let out = b.ok(&c, &["-t", "b"]);
@@ -326,7 +353,13 @@ fn secrets_reach_the_step_and_nothing_else() {
     assert_eq!(b.sh("s", "ls /run/secrets 2>/dev/null | wc -l"), "0\n");
     assert!(b.store_contains(value.as_bytes()).is_empty());
     // A required secret that is not given.
-    let c2 = b.ctx("c2", &[("Dockerfile", "FROM busybox\nRUN --mount=type=secret,id=missing,required cat /run/secrets/missing\n")]);
+    let c2 = b.ctx(
+        "c2",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=secret,id=missing,required cat /run/secrets/missing\n",
+        )],
+    );
     let err = b.fails(&c2, &[]);
     assert!(err.contains("secret missing: not found"), "{err}");
 }
@@ -340,7 +373,9 @@ fn ssh_mount_exposes_the_agent_socket() {
     let c = b.ctx("c", &files(&f));
     let arg = format!("default={}", sock.display());
     b.ok(&c, &["-t", "ssh", "--ssh", &arg]);
-    assert!(b.sh("ssh", "cat /sock").starts_with("/run/buildkit/ssh_agent."));
+    assert!(b
+        .sh("ssh", "cat /sock")
+        .starts_with("/run/buildkit/ssh_agent."));
 }
 
 // ---- COPY / ADD ---------------------------------------------------------------------------
@@ -365,12 +400,24 @@ fn copy_path_rules() {
         "contents:\nin\nnested\n\nglob:\na.go\nb.go\n\nmixed:\nfa\n\nmulti:\na.go\nb.go\n\nslash:\nin\nnested\n\nw/rel:\na.go\n\nwild:\ndeep\naaa"
     );
     // Owned by root, whatever the context's owner.
-    assert_eq!(b.sh("cp", "stat -c '%u:%g' /multi/a.go /contents/nested"), "0:0\n0:0\n");
+    assert_eq!(
+        b.sh("cp", "stat -c '%u:%g' /multi/a.go /contents/nested"),
+        "0:0\n0:0\n"
+    );
     // A missing source is named.
     let c2 = b.ctx("c2", &[("Dockerfile", "FROM busybox\nCOPY notexist /x\n")]);
     let err = b.fails(&c2, &[]);
-    assert!(err.contains("\"/notexist\": not found") && err.contains("Dockerfile:2"), "{err}");
-    let c3 = b.ctx("c3", &[("Dockerfile", "FROM busybox\nCOPY https://example.com/x /x\n")]);
+    assert!(
+        err.contains("\"/notexist\": not found") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
+    let c3 = b.ctx(
+        "c3",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nCOPY https://example.com/x /x\n",
+        )],
+    );
     assert!(b.fails(&c3, &[]).contains("source can't be a URL for COPY"));
 }
 
@@ -388,7 +435,13 @@ fn copy_chown_chmod_and_created_dirs() {
         b.sh("o", "stat -c '%n %u:%g %a' /owned /owned/deep /owned/deep/f /d1 /num /m1 /m2 /dir /dir/x"),
         "/owned 1000:50 755\n/owned/deep 1000:50 755\n/owned/deep/f 1000:50 644\n/d1 1:1 644\n/num 1042:1043 644\n/m1 0:0 640\n/m2 0:0 700\n/dir 1000:1000 755\n/dir/x 1000:1000 644\n"
     );
-    let c2 = b.ctx("c2", &[("Dockerfile", "FROM busybox\nCOPY --chown=nosuch f /f\n"), ("f", "f")]);
+    let c2 = b.ctx(
+        "c2",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY --chown=nosuch f /f\n"),
+            ("f", "f"),
+        ],
+    );
     assert!(b.fails(&c2, &[]).contains("unable to find user nosuch"));
 }
 
@@ -407,23 +460,47 @@ fn copy_from_stage_link_exclude_parents_heredoc() {
     ];
     let c = b.ctx("c", &files(&f));
     b.ok(&c, &["-t", "cf"]);
-    assert_eq!(b.sh("cf", "cat /viaLink; stat -c %u /fromstage/sub/one; readlink /fromstage/link"), "1\n1000\n/out/sub\n");
+    assert_eq!(
+        b.sh(
+            "cf",
+            "cat /viaLink; stat -c %u /fromstage/sub/one; readlink /fromstage/link"
+        ),
+        "1\n1000\n/out/sub\n"
+    );
     assert_eq!(b.sh("cf", "cat /linked/a.txt"), "a");
-    assert_eq!(b.sh("cf", "cd /assets && find . -type f | sort"), "./keep.txt\n./sub/keep.md.txt\n");
-    assert_eq!(b.sh("cf", "cd /par && find . -type f | sort"), "./x/q.txt\n./x/y/z.txt\n");
+    assert_eq!(
+        b.sh("cf", "cd /assets && find . -type f | sort"),
+        "./keep.txt\n./sub/keep.md.txt\n"
+    );
+    assert_eq!(
+        b.sh("cf", "cd /par && find . -type f | sort"),
+        "./x/q.txt\n./x/y/z.txt\n"
+    );
     assert_eq!(b.sh("cf", "cd /piv && find . -type f"), "./y/z.txt\n");
-    assert_eq!(b.sh("cf", "cat /hello /literal"), "hello world\nhello ${WHO}\n");
+    assert_eq!(
+        b.sh("cf", "cat /hello /literal"),
+        "hello world\nhello ${WHO}\n"
+    );
 }
 
 #[test]
 fn context_symlinks_never_reach_outside() {
     let Some(b) = B::new("symlink") else { return };
-    let c = b.ctx("c", &[("Dockerfile", "FROM busybox\nCOPY ln/hostname /got\n")]);
+    let c = b.ctx(
+        "c",
+        &[("Dockerfile", "FROM busybox\nCOPY ln/hostname /got\n")],
+    );
     std::os::unix::fs::symlink("/etc", c.join("ln")).unwrap();
     let err = b.fails(&c, &[]);
-    assert!(err.contains("not found"), "a link to /etc resolves inside the context: {err}");
+    assert!(
+        err.contains("not found"),
+        "a link to /etc resolves inside the context: {err}"
+    );
     // A link inside a copied directory is copied as a link.
-    let c2 = b.ctx("c2", &[("Dockerfile", "FROM busybox\nCOPY d /d\n"), ("d/f", "f")]);
+    let c2 = b.ctx(
+        "c2",
+        &[("Dockerfile", "FROM busybox\nCOPY d /d\n"), ("d/f", "f")],
+    );
     std::os::unix::fs::symlink("/etc/passwd", c2.join("d/l")).unwrap();
     b.ok(&c2, &["-t", "sl"]);
     assert_eq!(b.sh("sl", "readlink /d/l"), "/etc/passwd\n");
@@ -440,11 +517,20 @@ fn add_unpacks_local_archives_only_when_asked() {
         .unwrap();
     assert!(o.status.success());
     b.ok(&c, &["-t", "a"]);
-    assert_eq!(b.sh("a", "cat /x/dir/f; ls /kept /copied"), "f/copied:\nt.tar.gz\n\n/kept:\nt.tar.gz\n");
+    assert_eq!(
+        b.sh("a", "cat /x/dir/f; ls /kept /copied"),
+        "f/copied:\nt.tar.gz\n\n/kept:\nt.tar.gz\n"
+    );
     assert_eq!(b.sh("a", "stat -c '%u:%g' /owned/dir/f"), "100:200\n");
-    let c2 = b.ctx("c2", &[("Dockerfile", "FROM busybox\nADD https://example.com/f /f\n")]);
+    let c2 = b.ctx(
+        "c2",
+        &[("Dockerfile", "FROM busybox\nADD https://example.com/f /f\n")],
+    );
     let err = b.fails(&c2, &[]);
-    assert!(err.contains("not supported yet") && err.contains("Dockerfile:2"), "{err}");
+    assert!(
+        err.contains("not supported yet") && err.contains("Dockerfile:2"),
+        "{err}"
+    );
 }
 
 // ---- config instructions ------------------------------------------------------------------
@@ -474,7 +560,11 @@ ONBUILD RUN echo child
     let cc = &cfg["config"];
     assert_eq!(
         cc["Env"],
-        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=3", "B=2"])
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=3",
+            "B=2"
+        ])
     );
     assert_eq!(cc["Labels"]["org.example.x"], "y z");
     assert_eq!(cc["Labels"]["from.cli"], "yes");
@@ -492,14 +582,20 @@ ONBUILD RUN echo child
         serde_json::json!({"Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 5_000_000_000u64, "Retries": 2})
     );
     assert_eq!(cc["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
-    assert_eq!(cc["Entrypoint"], serde_json::json!(["/bin/sh", "-ec", "run it"]));
+    assert_eq!(
+        cc["Entrypoint"],
+        serde_json::json!(["/bin/sh", "-ec", "run it"])
+    );
     assert_eq!(cc["OnBuild"], serde_json::json!(["RUN echo child"]));
     // One history entry per instruction after the base; metadata ones are empty layers.
     let h = cfg["history"].as_array().unwrap();
     let ours: Vec<_> = h.iter().skip(1).collect();
     assert_eq!(ours.len(), 14, "{h:#?}");
     let created_dir = ours.iter().filter(|e| e["empty_layer"] != true).count();
-    assert_eq!(created_dir, 2, "two WORKDIRs that create directories: {h:#?}");
+    assert_eq!(
+        created_dir, 2,
+        "two WORKDIRs that create directories: {h:#?}"
+    );
     assert_eq!(
         cfg["rootfs"]["diff_ids"].as_array().unwrap().len(),
         3,
@@ -515,27 +611,60 @@ ONBUILD RUN echo child
 #[test]
 fn entrypoint_resets_inherited_cmd_and_onbuild_fires_once() {
     let Some(b) = B::new("onbuild") else { return };
-    let parent = b.ctx("p", &[("Dockerfile", "FROM busybox\nCMD [\"echo\", \"parent\"]\nONBUILD RUN echo fired >> /fired\n")]);
+    let parent = b.ctx(
+        "p",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nCMD [\"echo\", \"parent\"]\nONBUILD RUN echo fired >> /fired\n",
+        )],
+    );
     b.ok(&parent, &["-t", "parent"]);
-    let child = b.ctx("c", &[("Dockerfile", "FROM parent\nENTRYPOINT [\"/bin/echo\"]\n")]);
+    let child = b.ctx(
+        "c",
+        &[("Dockerfile", "FROM parent\nENTRYPOINT [\"/bin/echo\"]\n")],
+    );
     b.ok(&child, &["-t", "child"]);
     let cc = b.config("child")["config"].clone();
     assert!(cc["Cmd"].is_null(), "inherited CMD reset: {cc}");
     assert!(cc["OnBuild"].is_null(), "triggers cleared: {cc}");
-    let grandchild = b.ctx("g", &[("Dockerfile", "FROM child\nENTRYPOINT []\nRUN true\n")]);
+    let grandchild = b.ctx(
+        "g",
+        &[("Dockerfile", "FROM child\nENTRYPOINT []\nRUN true\n")],
+    );
     b.ok(&grandchild, &["-t", "gc"]);
-    assert_eq!(b.sh("gc", "cat /fired"), "fired\n", "fired in child, not again in the grandchild");
+    assert_eq!(
+        b.sh("gc", "cat /fired"),
+        "fired\n",
+        "fired in child, not again in the grandchild"
+    );
 }
 
 #[test]
 fn scratch_workdir_and_missing_base() {
     let Some(b) = B::new("scratch") else { return };
-    let c = b.ctx("c", &[("Dockerfile", "FROM scratch\nWORKDIR /app\nCOPY f .\n"), ("f", "f")]);
-    b.ok(&c, &["-t", "s", "--output", &format!("type=local,dest={}", b.dir.join("out").display())]);
+    let c = b.ctx(
+        "c",
+        &[
+            ("Dockerfile", "FROM scratch\nWORKDIR /app\nCOPY f .\n"),
+            ("f", "f"),
+        ],
+    );
+    b.ok(
+        &c,
+        &[
+            "-t",
+            "s",
+            "--output",
+            &format!("type=local,dest={}", b.dir.join("out").display()),
+        ],
+    );
     assert!(b.dir.join("out/app/f").is_file());
     let c2 = b.ctx("c2", &[("Dockerfile", "FROM nosuchimage:1\nRUN true\n")]);
     let err = b.fails(&c2, &[]);
-    assert!(err.contains("base image \"nosuchimage:1\" is not in the local store"), "{err}");
+    assert!(
+        err.contains("base image \"nosuchimage:1\" is not in the local store"),
+        "{err}"
+    );
     assert!(err.contains("Dockerfile:1"), "{err}");
 }
 
@@ -548,7 +677,10 @@ fn dockerignore_and_dockerfile_specific_ignore() {
         "c",
         &[
             ("Dockerfile", "FROM busybox\nCOPY . /c/\n"),
-            (".dockerignore", "ba*\n!bay\n*.log\nDockerfile\n.dockerignore\n"),
+            (
+                ".dockerignore",
+                "ba*\n!bay\n*.log\nDockerfile\n.dockerignore\n",
+            ),
             ("bar", ""),
             ("baz", ""),
             ("bay", ""),
@@ -569,7 +701,14 @@ fn dockerignore_and_dockerfile_specific_ignore() {
     fs_err::write(c.join(".dockerignore"), "!\n").unwrap();
     let err = b.fails(&c, &[]);
     assert!(err.contains("illegal exclusion pattern"), "{err}");
-    let c2 = b.ctx("c2", &[("Dockerfile", "FROM busybox\nCOPY secret.txt /\n"), (".dockerignore", "secret.txt\n"), ("secret.txt", "x")]);
+    let c2 = b.ctx(
+        "c2",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY secret.txt /\n"),
+            (".dockerignore", "secret.txt\n"),
+            ("secret.txt", "x"),
+        ],
+    );
     assert!(b.fails(&c2, &[]).contains("excluded by .dockerignore"));
 }
 
@@ -593,18 +732,30 @@ fn cache_noop_one_change_no_cache_and_filters() {
     let r1 = b.sh("c", "cat /r0 /r1");
     let again = b.ok(&c, &["-t", "c"]);
     assert_eq!(again.matches("CACHED").count(), 5, "{again}");
-    assert_eq!(b.id("c:latest"), id1, "a no-op rebuild gives the same image");
+    assert_eq!(
+        b.id("c:latest"),
+        id1,
+        "a no-op rebuild gives the same image"
+    );
     // touch changes nothing; a content change reruns that step and the ones after it.
     let f = c.join("app/main.py");
     fs_err::write(&f, "print(1)").unwrap();
     assert_eq!(b.ok(&c, &["-t", "c"]).matches("CACHED").count(), 5);
     fs_err::write(&f, "print(2)").unwrap();
     let out = b.ok(&c, &["-t", "c"]);
-    assert!(out.contains("COPY app /app\n#3 cache miss: 1 file changed: app/main.py") || out.contains("cache miss: 1 file changed: app/main.py"), "{out}");
+    assert!(
+        out.contains("COPY app /app\n#3 cache miss: 1 file changed: app/main.py")
+            || out.contains("cache miss: 1 file changed: app/main.py"),
+        "{out}"
+    );
     assert_eq!(out.matches("CACHED").count(), 2, "{out}");
     assert!(out.contains("an earlier step changed"), "{out}");
     let r2 = b.sh("c", "cat /r0 /r1");
-    assert_eq!(r1.lines().next(), r2.lines().next(), "stage s0 stayed cached");
+    assert_eq!(
+        r1.lines().next(),
+        r2.lines().next(),
+        "stage s0 stayed cached"
+    );
     assert_ne!(r1, r2);
     // A renamed file matched by a directory copy invalidates it.
     fs_err::rename(c.join("app/util.py"), c.join("app/util2.py")).unwrap();
@@ -623,16 +774,25 @@ fn source_date_epoch_gives_the_same_image_in_two_stores() {
     let df = "FROM busybox\nRUN echo $SOURCE_DATE_EPOCH > /epoch && mkdir /d && touch /d/f\nCOPY f /f\nWORKDIR /new\nENV X=1\n";
     // The same base image in both stores (an import stamps its own time).
     let archive = b1.dir.join("base.tar");
-    assert!(b1.strata(&["save", "-o", archive.to_str().unwrap(), "busybox:latest"]).status.success());
+    assert!(b1
+        .strata(&["save", "-o", archive.to_str().unwrap(), "busybox:latest"])
+        .status
+        .success());
     assert!(b2.strata(&["rmi", "busybox:latest"]).status.success());
     let o = b2.strata(&["load", "-i", archive.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut ids = Vec::new();
     for b in [&b1, &b2] {
         let c = b.ctx("c", &[("Dockerfile", df), ("f", "f")]);
-        b.ok(&c, &["-t", "r", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"]);
+        b.ok(
+            &c,
+            &["-t", "r", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"],
+        );
         ids.push(b.id("r:latest"));
-        assert_eq!(b.sh("r", "cat /epoch; stat -c %Y /d/f /f"), "1700000000\n1700000000\n1700000000\n");
+        assert_eq!(
+            b.sh("r", "cat /epoch; stat -c %Y /d/f /f"),
+            "1700000000\n1700000000\n1700000000\n"
+        );
         assert_eq!(b.config("r")["created"], "2023-11-14T22:13:20Z");
     }
     assert_eq!(ids[0], ids[1]);
@@ -654,10 +814,21 @@ fn target_builds_only_what_it_needs_and_failures_stop_the_rest() {
     let err = b.fails(&c, &["--jobs", "2"]);
     assert!(err.contains("exit code: 1"), "{err}");
     // The sleeping stage was stopped: the build did not wait the 30 s.
-    assert!(t.elapsed() < std::time::Duration::from_secs(25), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(25),
+        "{:?}",
+        t.elapsed()
+    );
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
-    assert!(!text(&ps.stdout).lines().any(|l| l == "sleep 30"), "a step process was left running");
-    let tmp: Vec<_> = fs_err::read_dir(Path::new(&b.root).join("v1/tmp")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(
+        !text(&ps.stdout).lines().any(|l| l == "sleep 30"),
+        "a step process was left running"
+    );
+    let tmp: Vec<_> = fs_err::read_dir(Path::new(&b.root).join("v1/tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(tmp.is_empty(), "leftovers: {tmp:?}");
 }
 
@@ -666,19 +837,35 @@ fn target_builds_only_what_it_needs_and_failures_stop_the_rest() {
 #[test]
 fn outputs_iidfile_and_stdin() {
     let Some(b) = B::new("out") else { return };
-    let c = b.ctx("c", &[("Dockerfile", "FROM busybox\nCOPY f /f\n"), ("f", "hello")]);
+    let c = b.ctx(
+        "c",
+        &[("Dockerfile", "FROM busybox\nCOPY f /f\n"), ("f", "hello")],
+    );
     let iid = b.dir.join("iid");
     b.ok(&c, &["-t", "o", "--iidfile", iid.to_str().unwrap()]);
     assert_eq!(fs_err::read_to_string(&iid).unwrap(), b.id("o:latest"));
-    for (kind, name) in [("oci", "o.oci.tar"), ("docker", "o.docker.tar"), ("tar", "o.rootfs.tar")] {
+    for (kind, name) in [
+        ("oci", "o.oci.tar"),
+        ("docker", "o.docker.tar"),
+        ("tar", "o.rootfs.tar"),
+    ] {
         let dest = b.dir.join(name);
-        b.ok(&c, &["--output", &format!("type={kind},dest={}", dest.display())]);
+        b.ok(
+            &c,
+            &["--output", &format!("type={kind},dest={}", dest.display())],
+        );
         let list = Command::new("tar").arg("-tf").arg(&dest).output().unwrap();
         let names = text(&list.stdout);
         match kind {
-            "oci" => assert!(names.contains("index.json") && names.contains("oci-layout"), "{names}"),
+            "oci" => assert!(
+                names.contains("index.json") && names.contains("oci-layout"),
+                "{names}"
+            ),
             "docker" => assert!(names.contains("manifest.json"), "{names}"),
-            _ => assert!(names.lines().any(|l| l.trim_start_matches("./") == "f"), "{names}"),
+            _ => assert!(
+                names.lines().any(|l| l.trim_start_matches("./") == "f"),
+                "{names}"
+            ),
         }
     }
     // -f - reads the Dockerfile from stdin; a context of - reads a tar from stdin.
@@ -691,15 +878,32 @@ fn outputs_iidfile_and_stdin() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"FROM busybox\nCOPY f /g\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM busybox\nCOPY f /g\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), b.id("stdin:latest"));
-    let tar = Command::new("tar").arg("-cf").arg(b.dir.join("ctx.tar")).arg("-C").arg(&c).arg(".").output().unwrap();
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg(b.dir.join("ctx.tar"))
+        .arg("-C")
+        .arg(&c)
+        .arg(".")
+        .output()
+        .unwrap();
     assert!(tar.status.success());
     let o = Command::new("sh")
         .arg("-c")
-        .arg(format!("{} --root {} build -q -t fromtar - < {}", common::strata_bin(), b.root, b.dir.join("ctx.tar").display()))
+        .arg(format!(
+            "{} --root {} build -q -t fromtar - < {}",
+            common::strata_bin(),
+            b.root,
+            b.dir.join("ctx.tar").display()
+        ))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -716,7 +920,14 @@ fn progress_json_is_one_event_per_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["start", "miss", "log", "done", "finished"], "{events:?}");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["start", "miss", "log", "done", "finished"],
+        "{events:?}"
+    );
     assert_eq!(events[2]["line"], "out-line");
 }

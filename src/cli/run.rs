@@ -292,4 +292,3 @@ fn commit(
     ));
     Ok(store.add_image(&config, &layers, &[name])?.config_digest)
 }
-

@@ -44,7 +44,8 @@ pub struct RmiArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
-    /// Also remove every snapshot (unpacked layers are rebuilt when needed).
+    /// Also remove every snapshot (unpacked layers are rebuilt when needed), the whole build
+    /// cache and the RUN --mount=type=cache directories.
     #[arg(long)]
     all: bool,
 }
@@ -282,10 +283,13 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // Snapshots and leftover steps may hold files owned by subordinate ids: remove those trees
     // inside the user namespace.
     let maps = strata::sandbox::idmap::for_current_user();
-    let freed = store.prune_with(a.all, &|p: &std::path::Path| {
+    let remove = |p: &std::path::Path| {
         strata::engine::exec::remove_tree(p, &maps)
             .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
-    })?;
+    };
+    let mut freed = store.prune_with(a.all, &remove)?;
+    // Build cache records whose layers are gone are misses anyway: drop them.
+    freed += strata::engine::cache::prune(store, a.all, &remove)?;
     println!(
         "Total reclaimed space: {} ({freed} bytes)",
         human_size(freed)

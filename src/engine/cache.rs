@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::layer::LayerInfo;
-use crate::oci::{Digest, Descriptor};
+use crate::oci::{Descriptor, Digest};
 use crate::store::Store;
 
 /// Bumped whenever what goes into a key, or what a step produces for it, changes.
@@ -113,4 +113,32 @@ pub fn referenced_blobs(root: &std::path::Path) -> Vec<Digest> {
         }
     }
     out
+}
+
+/// Remove the records whose layer blob is gone (every record, and the cache mounts, with
+/// `all`). Returns the bytes freed.
+pub fn prune(
+    store: &Store,
+    all: bool,
+    remove_dir: &dyn Fn(&std::path::Path) -> crate::store::Result<()>,
+) -> crate::store::Result<u64> {
+    let mut freed = 0;
+    if let Ok(rd) = std::fs::read_dir(dir(store)) {
+        for e in rd.flatten() {
+            let stale = all
+                || fs_err::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+                    .is_none_or(|r| r.layer.is_some_and(|l| !store.has_blob(&l.digest)));
+            if stale {
+                freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let mounts = store.root().join("v1/cache-mounts");
+    if all && mounts.exists() {
+        remove_dir(&mounts)?;
+    }
+    Ok(freed)
 }

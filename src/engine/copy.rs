@@ -161,13 +161,12 @@ pub fn glob_match(pat: &str, name: &str) -> bool {
                             }
                         }
                     }
-                    '\\' if pi + 1 < p.len() => {
-                        if p[pi + 1] == n[ni] {
-                            pi += 2;
-                            ni += 1;
-                            continue;
-                        }
+                    '\\' if pi + 1 < p.len() && p[pi + 1] == n[ni] => {
+                        pi += 2;
+                        ni += 1;
+                        continue;
                     }
+                    '\\' if pi + 1 < p.len() => {}
                     c if c == n[ni] => {
                         pi += 1;
                         ni += 1;
@@ -447,7 +446,8 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
             },
         );
         let entries = plan.entries.len();
-        let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
+        let info =
+            write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
         return Ok(CopyResult::Layer {
             layer: info.into(),
             entries,
@@ -511,7 +511,11 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
             }
         }
         if r.is_dir {
-            let ig = if keep_owner { Vec::new() } else { ignore.clone() };
+            let ig = if keep_owner {
+                Vec::new()
+            } else {
+                ignore.clone()
+            };
             plan.tree(&src_root, &r.path, &base, &ig, &job.excludes, keep_owner)?;
         } else {
             plan.parents_of(&base);
@@ -902,9 +906,7 @@ fn write_layer(job: &CopyJob, entries: &BTreeMap<String, Out>) -> io::Result<Lay
     let sink = b.into_inner()?;
     let (mut w, info) = sink.finish()?;
     w.flush()?;
-    w.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(info)
 }
 
@@ -941,14 +943,18 @@ mod tests {
         assert_eq!(apply_chmod("u=rw,g=r,o=r", 0o777, false).unwrap(), 0o644);
         assert_eq!(apply_chmod("a+X", 0o644, true).unwrap(), 0o755);
         assert_eq!(apply_chmod("a+X", 0o644, false).unwrap(), 0o644);
-        assert_eq!(apply_chmod("u+rw,g+r,o-x,o+w", 0o751, false).unwrap(), 0o752 | 0o040);
+        assert_eq!(
+            apply_chmod("u+rw,g+r,o-x,o+w", 0o751, false).unwrap(),
+            0o752 | 0o040
+        );
         assert!(apply_chmod("64a", 0, false).is_err());
         assert!(apply_chmod("10000", 0, false).is_err());
     }
 
     #[test]
     fn chown_names_and_numbers() {
-        let passwd = "root:x:0:0::/root:/bin/sh\ndaemon:x:1:1::/:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n";
+        let passwd =
+            "root:x:0:0::/root:/bin/sh\ndaemon:x:1:1::/:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n";
         let group = "root:x:0:\ndaemon:x:1:\nstaff:x:50:\n";
         assert_eq!(owner_ids("daemon", passwd, group).unwrap(), (1, 1));
         assert_eq!(owner_ids("app:staff", passwd, group).unwrap(), (1000, 50));

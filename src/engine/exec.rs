@@ -52,7 +52,10 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
             // The step's layer: read inside the user namespace, so owners are as seen there.
             // rest = [--epoch=N], mount points the sandbox created, "--", then the lower dirs.
             let (epoch, rest) = match rest.first().and_then(|a| a.strip_prefix("--epoch=")) {
-                Some(e) => (Some(e.parse::<i64>().map_err(|e| e.to_string())?), &rest[1..]),
+                Some(e) => (
+                    Some(e.parse::<i64>().map_err(|e| e.to_string())?),
+                    &rest[1..],
+                ),
                 None => (None, rest),
             };
             let split = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
@@ -239,7 +242,6 @@ pub fn snapshots(
     Ok(out)
 }
 
-
 /// Write the changes of a finished step (its upper dir, or for the copy snapshotter what differs
 /// from the recorded state) as an uncompressed layer tar at `tar`, read inside the user
 /// namespace so that owners are as seen there.
@@ -270,7 +272,10 @@ pub fn diff_to_tar(
     };
     if let Some(e) = epoch {
         // "copydiff" passes everything after its own four arguments on to "diff".
-        args.insert(if hook_name == "diff" { 2 } else { 4 }, format!("--epoch={e}"));
+        args.insert(
+            if hook_name == "diff" { 2 } else { 4 },
+            format!("--epoch={e}"),
+        );
     }
     args.extend(created.iter().cloned());
     args.push("--".into());

@@ -223,7 +223,12 @@ impl Build<'_> {
     fn fail(&self, e: anyhow::Error) {
         self.failed.store(true, Ordering::SeqCst);
         // Stop the steps running in other stages: their sandboxes die with their child.
-        for pid in self.running.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for pid in self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = rustix::process::kill_process(
                 rustix::process::Pid::from_raw(*pid as i32).expect("a child pid is positive"),
                 rustix::process::Signal::KILL,
@@ -300,12 +305,7 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
                 .expect("spawning a stage thread");
         }
     });
-    if let Err(e) = b
-        .checksums
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .save()
-    {
+    if let Err(e) = b.checksums.lock().unwrap_or_else(|e| e.into_inner()).save() {
         b.progress
             .note(&format!("warning: saving the context checksum cache: {e}"));
     }

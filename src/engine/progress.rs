@@ -102,8 +102,10 @@ impl Progress {
         let bar = self.multi.as_ref().map(|m| {
             let b = m.add(indicatif::ProgressBar::new_spinner());
             b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {prefix} {elapsed:>4}\n    {wide_msg:.dim}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {prefix} {elapsed:>4}\n    {wide_msg:.dim}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
             );
             b.set_prefix(name.to_string());
             b.enable_steady_tick(Duration::from_millis(100));
@@ -121,7 +123,9 @@ impl Progress {
         );
         match self.mode {
             Mode::Plain => self.line(&format!("#{id} {name}")),
-            Mode::Json => self.json(serde_json::json!({"event": "start", "step": id, "name": name})),
+            Mode::Json => {
+                self.json(serde_json::json!({"event": "start", "step": id, "name": name}))
+            }
             _ => {}
         }
     }
@@ -148,7 +152,10 @@ impl Progress {
     }
 
     fn end(&self, id: usize) -> Option<StepView> {
-        self.steps.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
     }
 
     pub fn cached(&self, id: usize) {
@@ -184,9 +191,8 @@ impl Progress {
         let t = s.as_ref().map(|s| s.started.elapsed()).unwrap_or_default();
         match self.mode {
             Mode::Plain => self.line(&format!("#{id} DONE {:.1}s", t.as_secs_f64())),
-            Mode::Json => self.json(
-                serde_json::json!({"event": "done", "step": id, "seconds": t.as_secs_f64()}),
-            ),
+            Mode::Json => self
+                .json(serde_json::json!({"event": "done", "step": id, "seconds": t.as_secs_f64()})),
             Mode::Tty => {
                 if let Some(s) = s {
                     if let Some(b) = s.bar {
@@ -207,7 +213,9 @@ impl Progress {
             b.finish_and_clear();
         }
         match self.mode {
-            Mode::Json => self.json(serde_json::json!({"event": "error", "step": id, "error": error})),
+            Mode::Json => {
+                self.json(serde_json::json!({"event": "error", "step": id, "error": error}))
+            }
             Mode::Plain => self.line(&format!("#{id} ERROR: {error}")),
             Mode::Tty | Mode::Quiet => {
                 if let Some(s) = s {

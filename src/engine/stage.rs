@@ -79,8 +79,12 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
     let mut trigger_cmds = Vec::new();
     for t in &triggers {
         let src = dockerfile::Source::new(format!("ONBUILD trigger of {name}"), t.clone());
-        let (_, cmds) = dockerfile::load(&src)
-            .map_err(|d| anyhow!("ONBUILD trigger \"{t}\" of the base of stage {name}: {}", d.message))?;
+        let (_, cmds) = dockerfile::load(&src).map_err(|d| {
+            anyhow!(
+                "ONBUILD trigger \"{t}\" of the base of stage {name}: {}",
+                d.message
+            )
+        })?;
         trigger_cmds.extend(cmds);
     }
     let no_cache = b.opts.no_cache
@@ -228,7 +232,11 @@ fn image(b: &Build, r: &str) -> anyhow::Result<crate::store::ImageRecord> {
 }
 
 /// Snapshots (top first) of `layers`, unpacked inside the user namespace on first use.
-fn lowers(b: &Build, config: &ImageConfig, layers: &[crate::oci::Descriptor]) -> anyhow::Result<Vec<PathBuf>> {
+fn lowers(
+    b: &Build,
+    config: &ImageConfig,
+    layers: &[crate::oci::Descriptor],
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
         let p = b.store.snapshot_of(d, &l.digest, |blob, dest| {
@@ -237,8 +245,14 @@ fn lowers(b: &Build, config: &ImageConfig, layers: &[crate::oci::Descriptor]) ->
                 dest.display().to_string(),
                 d.to_string(),
             ];
-            hook_ok(&b.exe, "unpack", args, &b.maps, &format!("unpacking layer {d}"))
-                .map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
+            hook_ok(
+                &b.exe,
+                "unpack",
+                args,
+                &b.maps,
+                &format!("unpacking layer {d}"),
+            )
+            .map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
         })?;
         out.push(p);
     }
@@ -329,7 +343,13 @@ impl St<'_, '_> {
         let ex = expand_instruction(&cmd.instruction, &self.scope, &self.lexer)
             .map_err(|e| anyhow!("{e}"))?;
         let ins = ex.instruction;
-        let label = format!("[{} {}/{}] {}", self.name, self.n, self.total, first_line(&cmd.original));
+        let label = format!(
+            "[{} {}/{}] {}",
+            self.name,
+            self.n,
+            self.total,
+            first_line(&cmd.original)
+        );
         match &ins {
             Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) => {
                 return self.layer_step(cmd, &ins, &label);
@@ -558,11 +578,7 @@ impl St<'_, '_> {
     /// A layer holding directory `wd` (and missing parents), owned by the USER.
     fn mkdir_layer(&mut self, wd: &str) -> anyhow::Result<LayerRec> {
         let user = self.user();
-        let owner = if user.is_empty() {
-            None
-        } else {
-            Some(user)
-        };
+        let owner = if user.is_empty() { None } else { Some(user) };
         let job_dir = step_dir(self.b, "workdir")?;
         let result = self.copy_job(
             &job_dir,
@@ -668,7 +684,12 @@ impl St<'_, '_> {
     }
 
     /// Returns whether the step was cached.
-    fn layer_step_inner(&mut self, id: usize, cmd: &Command, ins: &Instruction) -> anyhow::Result<bool> {
+    fn layer_step_inner(
+        &mut self,
+        id: usize,
+        cmd: &Command,
+        ins: &Instruction,
+    ) -> anyhow::Result<bool> {
         let (inputs, why_changed, extra) = self.inputs(ins)?;
         let key = self.key_for(ins, &inputs, &extra);
         if let Some(rec) = self.lookup(&key) {
@@ -706,7 +727,10 @@ impl St<'_, '_> {
     /// What a step reads, as digests for its key; why it changed (when files changed); and
     /// extra settings (network, mounts' sources).
     #[allow(clippy::type_complexity)]
-    fn inputs(&mut self, ins: &Instruction) -> anyhow::Result<(Vec<String>, Option<String>, Vec<String>)> {
+    fn inputs(
+        &mut self,
+        ins: &Instruction,
+    ) -> anyhow::Result<(Vec<String>, Option<String>, Vec<String>)> {
         let mut inputs = Vec::new();
         let mut changed: Vec<String> = Vec::new();
         let mut extra = Vec::new();
@@ -736,7 +760,7 @@ impl St<'_, '_> {
                         inputs.push(d);
                         changed.extend(ch);
                     }
-                    Some(f) => match self.from_ref(f)? {
+                    Some(f) => match self.source_ref(f)? {
                         FromRef::Stage(r) => inputs.push(r.key.to_string()),
                         FromRef::Context(p) => {
                             let (d, ch) =
@@ -750,7 +774,8 @@ impl St<'_, '_> {
             Instruction::Run(r) => {
                 extra.push(format!("network={:?}", self.network(r)?));
                 for m in &r.mounts {
-                    let spec = MountSpec::parse(m, false).map_err(|e| anyhow!("--mount {m}: {e}"))?;
+                    let spec =
+                        MountSpec::parse(m, false).map_err(|e| anyhow!("--mount {m}: {e}"))?;
                     if spec.kind == MountKind::Bind {
                         let src = spec.source.clone().unwrap_or_else(|| ".".into());
                         match &spec.from {
@@ -765,10 +790,11 @@ impl St<'_, '_> {
                                 inputs.push(d);
                                 changed.extend(ch);
                             }
-                            Some(f) => match self.from_ref(f)? {
+                            Some(f) => match self.source_ref(f)? {
                                 FromRef::Stage(r) => inputs.push(r.key.to_string()),
                                 FromRef::Context(p) => {
-                                    let (d, ch) = self.context_digest(&p, &[], &[src], &[], false)?;
+                                    let (d, ch) =
+                                        self.context_digest(&p, &[], &[src], &[], false)?;
                                     inputs.push(d);
                                     changed.extend(ch);
                                 }
@@ -814,14 +840,16 @@ impl St<'_, '_> {
                 }
             }
             names.push(format!("{}:{}:{:?}", r.path, r.name, r.keep));
-            entries.extend(copy::source_entries(root, r, ignore, excludes).map_err(|e| anyhow!("{e}"))?);
+            entries.extend(
+                copy::source_entries(root, r, ignore, excludes).map_err(|e| anyhow!("{e}"))?,
+            );
         }
         let mut cache = self.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
         let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
         Ok((format!("{d} {}", names.join(" ")), stats.changed))
     }
 
-    fn from_ref(&mut self, f: &str) -> anyhow::Result<FromRef> {
+    fn source_ref(&mut self, f: &str) -> anyhow::Result<FromRef> {
         let plan = self.b.plan;
         let idx = plan
             .stage_by_name(f)
@@ -850,7 +878,13 @@ impl St<'_, '_> {
     }
 
     fn image_ref(&mut self, r: &str) -> anyhow::Result<FromRef> {
-        if let Some(x) = self.b.externals.lock().unwrap_or_else(|e| e.into_inner()).get(r) {
+        if let Some(x) = self
+            .b
+            .externals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(r)
+        {
             return Ok(FromRef::Stage(x.clone()));
         }
         let img = image(self.b, r)?;
@@ -900,7 +934,7 @@ impl St<'_, '_> {
                 root: self.b.opts.context.clone(),
                 ignore: self.b.opts.ignore.clone(),
             },
-            Some(f) => match self.from_ref(f)? {
+            Some(f) => match self.source_ref(f)? {
                 FromRef::Stage(r) => Source::Layers(lowers(self.b, &r.config, &r.layers)?),
                 FromRef::Context(p) => Source::Context {
                     root: p,
@@ -1120,7 +1154,8 @@ impl St<'_, '_> {
                 // A failure elsewhere may have come just before this step started.
                 if b.failed.load(Ordering::SeqCst) {
                     let _ = rustix::process::kill_process(
-                        rustix::process::Pid::from_raw(pid as i32).expect("a child pid is positive"),
+                        rustix::process::Pid::from_raw(pid as i32)
+                            .expect("a child pid is positive"),
                         rustix::process::Signal::KILL,
                     );
                 }
@@ -1200,7 +1235,7 @@ impl St<'_, '_> {
                         let p = in_root(&b.opts.context, &src)?;
                         binds.push(self.host_bind(p, t, readonly, step, i)?);
                     }
-                    Some(f) => match self.from_ref(f)? {
+                    Some(f) => match self.source_ref(f)? {
                         FromRef::Context(root) => {
                             let p = in_root(&root, &src)?;
                             binds.push(self.host_bind(p, t, readonly, step, i)?);
@@ -1276,22 +1311,23 @@ impl St<'_, '_> {
                 });
             }
             MountKind::Secret => {
-                let id = m
-                    .id
-                    .clone()
-                    .or_else(|| {
-                        m.target
-                            .as_deref()
-                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                    })
-                    .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
+                let id =
+                    m.id.clone()
+                        .or_else(|| {
+                            m.target
+                                .as_deref()
+                                .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                        })
+                        .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
                 let value = match b.opts.secrets.get(&id) {
-                    Some(SecretSource::File(p)) => Some(
-                        fs_err::read(p).with_context(|| format!("reading secret {id}"))?,
-                    ),
+                    Some(SecretSource::File(p)) => {
+                        Some(fs_err::read(p).with_context(|| format!("reading secret {id}"))?)
+                    }
                     Some(SecretSource::Env(v)) => Some(
                         std::env::var(v)
-                            .map_err(|_| anyhow!("secret {id}: environment variable {v} is not set"))?
+                            .map_err(|_| {
+                                anyhow!("secret {id}: environment variable {v} is not set")
+                            })?
                             .into_bytes(),
                     ),
                     None => None,
@@ -1410,7 +1446,8 @@ fn is_url(s: &str) -> bool {
 /// A path inside `root`, symlinks resolved as if `root` were `/`.
 fn in_root(root: &Path, rel: &str) -> anyhow::Result<PathBuf> {
     let clean = crate::context::ignore::clean(&format!("/{rel}"));
-    let r = crate::layer::apply::resolve_in_root(root, Path::new(clean.trim_start_matches('/')), 0)?;
+    let r =
+        crate::layer::apply::resolve_in_root(root, Path::new(clean.trim_start_matches('/')), 0)?;
     let p = root.join(r);
     if std::fs::symlink_metadata(&p).is_err() {
         bail!("mount source \"{rel}\": not found in {}", root.display());

@@ -319,7 +319,13 @@ fn init(spec: &Spec) -> R<Outcome> {
                     Some(n) => format!("mode=1777,size={n}"),
                     None => "mode=1777".to_string(),
                 };
-                mount("tmpfs", &t, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, &opts)?;
+                mount(
+                    "tmpfs",
+                    &t,
+                    "tmpfs",
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    &opts,
+                )?;
                 continue;
             }
             BindSource::Layers { lower, sub } => {
