@@ -484,6 +484,37 @@ fn copy_from_stage_link_exclude_parents_heredoc() {
 }
 
 #[test]
+fn copy_link_layer_is_reused_when_the_base_changes() {
+    let Some(b) = B::new("link") else { return };
+    let other = b.ctx(
+        "o",
+        &[("Dockerfile", "FROM busybox\nRUN echo other > /other\n")],
+    );
+    b.ok(&other, &["-t", "other"]);
+    let c = b.ctx(
+        "c",
+        &[
+            (
+                "Dockerfile",
+                "ARG BASE=busybox\nFROM $BASE\nCOPY --link a.txt /linked/\nCOPY a.txt /plain/\n",
+            ),
+            ("a.txt", "a"),
+        ],
+    );
+    b.ok(&c, &["-t", "l1"]);
+    let out = b.ok(&c, &["-t", "l2", "--build-arg", "BASE=other"]);
+    assert!(
+        out.contains("COPY --link a.txt /linked/\n#1 CACHED"),
+        "{out}"
+    );
+    assert!(out.contains("COPY a.txt /plain/\n#2 cache miss"), "{out}");
+    assert_eq!(
+        b.sh("l2", "cat /other /linked/a.txt /plain/a.txt"),
+        "other\naa"
+    );
+}
+
+#[test]
 fn context_symlinks_never_reach_outside() {
     let Some(b) = B::new("symlink") else { return };
     let c = b.ctx(

@@ -492,6 +492,16 @@ impl St<'_, '_> {
     }
 
     fn key_for(&self, ins: &Instruction, inputs: &[String], extra: &[String]) -> Digest {
+        self.key_with_parent(self.key.as_str(), ins, inputs, extra)
+    }
+
+    fn key_with_parent(
+        &self,
+        parent: &str,
+        ins: &Instruction,
+        inputs: &[String],
+        extra: &[String],
+    ) -> Digest {
         let env = self.env_list();
         let args = self.visible_args();
         let mut settings = vec![
@@ -503,7 +513,7 @@ impl St<'_, '_> {
         settings.extend(extra.iter().cloned());
         KeyInput {
             version: cache::KEY_VERSION,
-            parent: self.key.as_str(),
+            parent,
             instruction: format!("{ins:?}"),
             env: &env,
             args: &args,
@@ -696,6 +706,23 @@ impl St<'_, '_> {
             self.apply(cmd, key, &rec);
             return Ok(true);
         }
+        // COPY --link: the layer does not depend on what is below, so it is also recorded
+        // under a key without the parent, and reused when only the layers below changed.
+        let link_key = match ins {
+            Instruction::Copy(c) | Instruction::Add(c) if c.link => {
+                Some(self.key_with_parent("link", ins, &inputs, &extra))
+            }
+            _ => None,
+        };
+        if let Some(rec) = link_key.as_ref().and_then(|k| self.lookup(k)) {
+            let rec = Record {
+                created: rfc(self.now()),
+                ..rec
+            };
+            cache::put(self.b.store, &key, &rec)?;
+            self.apply(cmd, key, &rec);
+            return Ok(true);
+        }
         let why = if self.no_cache {
             "--no-cache".to_string()
         } else if let Some(w) = why_changed {
@@ -720,6 +747,9 @@ impl St<'_, '_> {
             dirs,
         };
         cache::put(self.b.store, &key, &rec)?;
+        if let Some(k) = &link_key {
+            cache::put(self.b.store, k, &rec)?;
+        }
         self.apply(cmd, key, &rec);
         Ok(false)
     }
