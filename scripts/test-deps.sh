@@ -25,6 +25,8 @@ packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps)
 # A machine that already has a Docker engine (GitHub's runners ship Docker CE, whose containerd
 # conflicts with Debian's) keeps it.
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
+# git: ADD of a git repository (tests/build.rs serves a repository over HTTP).
+command -v git >/dev/null 2>&1 || packages+=(git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

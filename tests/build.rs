@@ -553,15 +553,145 @@ fn add_unpacks_local_archives_only_when_asked() {
         "f/copied:\nt.tar.gz\n\n/kept:\nt.tar.gz\n"
     );
     assert_eq!(b.sh("a", "stat -c '%u:%g' /owned/dir/f"), "100:200\n");
-    let c2 = b.ctx(
-        "c2",
-        &[("Dockerfile", "FROM busybox\nADD https://example.com/f /f\n")],
+}
+
+/// A static file server on 127.0.0.1 for `dir` (HTTP/1.0, GET only, every file with the same
+/// Last-Modified), enough for ADD's downloads and git's dumb HTTP protocol.
+fn serve(dir: PathBuf) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("/");
+                let path = path
+                    .split('?')
+                    .next()
+                    .unwrap_or("/")
+                    .trim_start_matches('/');
+                let mut w = conn;
+                match fs_err::read(dir.join(path)) {
+                    Ok(body) if !path.is_empty() => {
+                        let _ = write!(w, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = w.write_all(&body);
+                    }
+                    _ => {
+                        let _ = write!(w, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn add_from_urls_with_checksums() {
+    let Some(b) = B::new("addurl") else { return };
+    let www = b.dir.join("www");
+    fs_err::create_dir_all(www.join("files")).unwrap();
+    fs_err::write(www.join("files/data.txt"), "downloaded\n").unwrap();
+    let o = Command::new("tar")
+        .args(["-czf", "files/a.tar.gz", "-C", "files", "data.txt"])
+        .current_dir(&www)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let port = serve(www);
+    let base = format!("http://127.0.0.1:{port}/files");
+    let sum = format!("sha256:{}", strata::oci::Digest::of(b"downloaded\n").hex());
+    let df = format!("FROM busybox\nADD {base}/data.txt /d/\nADD --checksum={sum} {base}/data.txt /renamed.txt\nADD {base}/a.tar.gz /kept/\nADD --unpack=true {base}/a.tar.gz /unpacked/\nADD --chmod=644 {base}/data.txt /m\n");
+    let c = b.ctx("c", &[("Dockerfile", &df)]);
+    b.ok(&c, &["-t", "u"]);
+    assert_eq!(
+        b.sh("u", "cat /d/data.txt /renamed.txt /unpacked/data.txt; ls /kept; stat -c '%a %Y' /d/data.txt /m"),
+        "downloaded\ndownloaded\ndownloaded\na.tar.gz\n600 1700000000\n644 1700000000\n"
     );
+    // The download's digest is in the key: the same content is cached.
+    assert_eq!(b.ok(&c, &["-t", "u"]).matches("CACHED").count(), 5);
+    let bad = format!(
+        "FROM busybox\nADD --checksum=sha256:{} {base}/data.txt /x\n",
+        "0".repeat(64)
+    );
+    let c2 = b.ctx("c2", &[("Dockerfile", &bad)]);
     let err = b.fails(&c2, &[]);
     assert!(
-        err.contains("not supported yet") && err.contains("Dockerfile:2"),
+        err.contains("digest mismatch") && err.contains("Dockerfile:2"),
         "{err}"
     );
+    let local = format!(
+        "FROM busybox\nADD --checksum=sha256:{} f /f\n",
+        "0".repeat(64)
+    );
+    let c3 = b.ctx("c3", &[("Dockerfile", &local), ("f", "f")]);
+    let err = b.fails(&c3, &[]);
+    assert!(
+        err.contains("checksum requires HTTP(S) or Git sources"),
+        "{err}"
+    );
+}
+
+#[test]
+fn add_git_repository_at_a_ref_and_subdir() {
+    let Some(b) = B::new("addgit") else { return };
+    let www = b.dir.join("www");
+    let work = b.dir.join("work");
+    fs_err::create_dir_all(work.join("sub")).unwrap();
+    fs_err::write(work.join("top.txt"), "v1\n").unwrap();
+    fs_err::write(work.join("sub/inner.txt"), "inner\n").unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        let o = Command::new("git")
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", text(&o.stderr));
+    };
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-qm", "one"]);
+    git(&work, &["tag", "v1"]);
+    fs_err::write(work.join("top.txt"), "v2\n").unwrap();
+    git(&work, &["commit", "-qam", "two"]);
+    fs_err::create_dir_all(&www).unwrap();
+    git(
+        &www,
+        &["clone", "-q", "--bare", work.to_str().unwrap(), "repo.git"],
+    );
+    git(&www.join("repo.git"), &["update-server-info"]);
+    let port = serve(www);
+    let url = format!("http://127.0.0.1:{port}/repo.git");
+    let df = format!("FROM busybox\nADD {url} /head/\nADD {url}#v1 /v1/\nADD {url}#v1:sub /sub/\nADD --keep-git-dir=true {url}#v1 /withgit/\n");
+    let c = b.ctx("c", &[("Dockerfile", &df)]);
+    b.ok(&c, &["-t", "g"]);
+    assert_eq!(
+        b.sh("g", "cat /head/top.txt /v1/top.txt /sub/inner.txt; ls -A /v1; test -d /withgit/.git && echo has-git"),
+        "v2\nv1\ninner\nsub\ntop.txt\nhas-git\n"
+    );
+    let bad = format!("FROM busybox\nADD {url}#nosuchref /x/\n");
+    let c2 = b.ctx("c2", &[("Dockerfile", &bad)]);
+    assert!(b
+        .fails(&c2, &[])
+        .contains("repository does not contain ref nosuchref"));
 }
 
 // ---- config instructions ------------------------------------------------------------------

@@ -5,7 +5,8 @@
 //!   stages it needs are done, at most `jobs` at a time; the first failure stops the others at
 //!   their next step.
 //! - [`stage`]: the executor of one stage, instruction by instruction.
-//! - [`copy`]: COPY and ADD, run inside the user namespace.
+//! - [`copy`]: COPY and ADD, run inside the user namespace; [`fetch`]: ADD's URL and git
+//!   sources.
 //! - [`cache`]: step keys and the store's key → result records.
 //! - [`exec`]: the hooks the sandbox child runs, and helpers around them.
 //! - [`progress`]: tty, plain and json progress output.
@@ -13,6 +14,7 @@
 pub mod cache;
 pub mod copy;
 pub mod exec;
+pub mod fetch;
 pub mod progress;
 mod stage;
 

@@ -48,6 +48,8 @@ struct St<'b, 'a> {
     earlier_miss: bool,
     total: usize,
     n: usize,
+    /// ADD's downloads or clone for the current step (the scratch dir, what it holds).
+    fetched: Option<(PathBuf, super::fetch::Fetched)>,
 }
 
 /// The location `Dockerfile:LINE` of a command.
@@ -111,6 +113,7 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         earlier_miss: false,
         total: all.len(),
         n: 0,
+        fetched: None,
     };
     for cmd in all {
         if b.failed.load(Ordering::SeqCst) {
@@ -681,6 +684,9 @@ impl St<'_, '_> {
         b.progress.start(id, label);
         b.steps.fetch_add(1, Ordering::SeqCst);
         let r = self.layer_step_inner(id, cmd, ins);
+        if let Some((dir, _)) = self.fetched.take() {
+            let _ = fs_err::remove_dir_all(dir);
+        }
         match &r {
             Ok(true) => {
                 b.cached.fetch_add(1, Ordering::SeqCst);
@@ -767,13 +773,40 @@ impl St<'_, '_> {
         match ins {
             Instruction::Copy(c) | Instruction::Add(c) => {
                 let is_add = matches!(ins, Instruction::Add(_));
-                for s in &c.sources {
-                    if is_url(s) {
-                        if !is_add {
-                            bail!("source can't be a URL for COPY");
-                        }
-                        bail!("ADD {s}: URL and git sources are not supported yet (strata has no network fetcher); download it in a RUN step or into the context");
+                let remote: Vec<String> = c
+                    .sources
+                    .iter()
+                    .filter(|s| super::fetch::is_remote(s))
+                    .cloned()
+                    .collect();
+                if !remote.is_empty() {
+                    if !is_add {
+                        bail!("source can't be a URL for COPY");
                     }
+                    if remote.len() != c.sources.len() || c.from.is_some() {
+                        bail!("ADD: mixing URL or git sources with local files (or --from) in one ADD is not supported; use one ADD per kind of source");
+                    }
+                    let dir = step_dir(self.b, "fetch")?;
+                    let git = remote.iter().filter(|s| super::fetch::is_git(s)).count();
+                    let fetched = match (git, remote.as_slice()) {
+                        (0, _) => super::fetch::http(&remote, &dir, c.checksum.as_deref()),
+                        (1, [one]) => {
+                            super::fetch::git_repo(one, &dir, c.keep_git_dir, c.checksum.as_deref())
+                        }
+                        _ => Err(anyhow!(
+                            "ADD: one git repository per ADD, not mixed with other sources"
+                        )),
+                    };
+                    let fetched = match fetched {
+                        Ok(f) => f,
+                        Err(e) => {
+                            let _ = fs_err::remove_dir_all(&dir);
+                            return Err(e);
+                        }
+                    };
+                    inputs.extend(fetched.digests.iter().cloned());
+                    self.fetched = Some((dir, fetched));
+                    return Ok((inputs, None, extra));
                 }
                 if c.checksum.is_some() {
                     bail!("checksum requires HTTP(S) or Git sources");
@@ -959,7 +992,12 @@ impl St<'_, '_> {
         c: &dockerfile::Copy,
         is_add: bool,
     ) -> anyhow::Result<(Option<LayerRec>, Vec<String>)> {
+        let remote = self.fetched.as_ref().map(|(_, f)| f.clone());
         let source = match &c.from {
+            None if remote.is_some() => Source::Context {
+                root: remote.as_ref().map(|f| f.root.clone()).unwrap_or_default(),
+                ignore: Vec::new(),
+            },
             None => Source::Context {
                 root: self.b.opts.context.clone(),
                 ignore: self.b.opts.ignore.clone(),
@@ -999,14 +1037,22 @@ impl St<'_, '_> {
         let job = CopyJob {
             source,
             dest_lowers,
-            sources: c.sources.clone(),
+            sources: match &remote {
+                Some(f) => f.sources.clone(),
+                None => c.sources.clone(),
+            },
             inline,
             dest: self.dest_path(&c.dest),
             chown: c.chown.clone(),
             chmod: c.chmod.clone(),
             excludes: c.excludes.clone(),
             parents: c.parents,
-            unpack: is_add && c.unpack != Some(false),
+            // Local archives unpack unless --unpack=false; downloads only with --unpack=true.
+            unpack: is_add
+                && match &remote {
+                    Some(_) => c.unpack == Some(true),
+                    None => c.unpack != Some(false),
+                },
             epoch: self.b.opts.epoch,
             now: self.now(),
             work: dir.join("work"),
@@ -1464,13 +1510,6 @@ impl St<'_, '_> {
 enum FromRef {
     Stage(std::sync::Arc<StageResult>),
     Context(PathBuf),
-}
-
-fn is_url(s: &str) -> bool {
-    s.starts_with("http://")
-        || s.starts_with("https://")
-        || s.starts_with("git@")
-        || s.starts_with("git://")
 }
 
 /// A path inside `root`, symlinks resolved as if `root` were `/`.

@@ -1,0 +1,265 @@
+//! ADD's remote sources: HTTP(S) files (with `--checksum`) and git repositories, fetched into a
+//! scratch directory that the COPY machinery then reads like a context. The content digest (or
+//! the commit) goes into the step's key, so a changed download reruns the step.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context as _};
+
+use crate::oci::Digest;
+
+/// Is `s` a git source as ADD understands it (BuildKit's forms)?
+pub fn is_git(s: &str) -> bool {
+    let base = s.split(['#', '?']).next().unwrap_or(s);
+    s.starts_with("git@")
+        || s.starts_with("git://")
+        || s.starts_with("ssh://")
+        || ((s.starts_with("https://") || s.starts_with("http://"))
+            && (base.ends_with(".git") || base.contains(".git/")))
+        || s.starts_with("github.com/")
+}
+
+pub fn is_remote(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://") || is_git(s)
+}
+
+/// What a fetch left for the copy: a root directory and the sources below it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub root: PathBuf,
+    pub sources: Vec<String>,
+    /// For the key: content digests and commits.
+    pub digests: Vec<String>,
+}
+
+/// The file name ADD gives a URL's download: the last path segment, or `__unnamed__`.
+pub fn url_file_name(url: &str) -> String {
+    let no_query = url.split(['?', '#']).next().unwrap_or(url);
+    let path = no_query
+        .split_once("://")
+        .map(|(_, rest)| rest.split_once('/').map(|(_, p)| p).unwrap_or(""))
+        .unwrap_or("");
+    match path.rsplit('/').next() {
+        Some(n) if !n.is_empty() && n != "." && n != ".." => n.to_string(),
+        _ => "__unnamed__".to_string(),
+    }
+}
+
+/// Check `--checksum=sha256:HEX` against `actual`.
+fn check_checksum(expected: &str, actual: &Digest, url: &str) -> anyhow::Result<()> {
+    let Some((alg, hex)) = expected.split_once(':') else {
+        bail!("invalid checksum {expected}: expected sha256:<hex>");
+    };
+    if alg != "sha256" {
+        bail!("unsupported checksum algorithm {alg} (only sha256)");
+    }
+    if hex != actual.hex() {
+        bail!("digest mismatch for {url}: expected {expected}, got {actual}");
+    }
+    Ok(())
+}
+
+/// Download `urls` into `dir`.
+pub fn http(urls: &[String], dir: &Path, checksum: Option<&str>) -> anyhow::Result<Fetched> {
+    let client = reqwest::blocking::Client::builder()
+        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("setting up the HTTP client")?;
+    let mut out = Fetched {
+        root: dir.to_path_buf(),
+        sources: Vec::new(),
+        digests: Vec::new(),
+    };
+    for (i, url) in urls.iter().enumerate() {
+        // One subdirectory per URL, so two URLs with the same file name do not collide.
+        let sub = dir.join(i.to_string());
+        fs_err::create_dir_all(&sub)?;
+        let name = url_file_name(url);
+        let path = sub.join(&name);
+        let mut resp = client
+            .get(url)
+            .send()
+            .with_context(|| format!("downloading {url}"))?;
+        if !resp.status().is_success() {
+            bail!("downloading {url}: HTTP {}", resp.status());
+        }
+        let modified = resp
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(httpdate);
+        let f = fs_err::File::create(&path)?;
+        let mut w = crate::oci::HashingWriter::new(std::io::BufWriter::new(f));
+        resp.copy_to(&mut w)
+            .with_context(|| format!("downloading {url}"))?;
+        let (bw, digest, _) = w.finish();
+        bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        if let Some(c) = checksum {
+            check_checksum(c, &digest, url)?;
+        }
+        // Docker gives a downloaded file mode 0600 (unless --chmod says otherwise).
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if let Some(t) = modified {
+            let ts = rustix::fs::Timespec {
+                tv_sec: t,
+                tv_nsec: 0,
+            };
+            let _ = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &path,
+                &rustix::fs::Timestamps {
+                    last_access: ts,
+                    last_modification: ts,
+                },
+                rustix::fs::AtFlags::empty(),
+            );
+        }
+        out.sources.push(format!("{i}/{name}"));
+        out.digests
+            .push(format!("{url} {digest} {}", modified.unwrap_or(0)));
+    }
+    Ok(out)
+}
+
+/// Parse an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) into seconds since the epoch.
+fn httpdate(s: &str) -> Option<i64> {
+    let f: Vec<&str> = s.split_whitespace().collect();
+    if f.len() != 6 {
+        return None;
+    }
+    let day: i64 = f[1].parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == f[2])? as i64
+        + 1;
+    let year: i64 = f[3].parse().ok()?;
+    let hms: Vec<i64> = f[4].split(':').filter_map(|x| x.parse().ok()).collect();
+    if hms.len() != 3 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| anyhow!("running git (needed for ADD of a git repository): {e}"))?;
+    if !o.status.success() {
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// Clone `src` (`URL[#REF[:SUBDIR]]`) into `dir`; with `keep_git_dir` the `.git` stays.
+pub fn git_repo(
+    src: &str,
+    dir: &Path,
+    keep_git_dir: bool,
+    checksum: Option<&str>,
+) -> anyhow::Result<Fetched> {
+    let (url, fragment) = match src.split_once('#') {
+        Some((u, f)) => (u, Some(f)),
+        None => (src, None),
+    };
+    let (reference, subdir) = match fragment {
+        Some(f) => match f.split_once(':') {
+            Some((r, s)) => (Some(r).filter(|r| !r.is_empty()), Some(s)),
+            None => (Some(f).filter(|r| !r.is_empty()), None),
+        },
+        None => (None, None),
+    };
+    let url = if url.starts_with("github.com/") {
+        format!("https://{url}")
+    } else {
+        url.to_string()
+    };
+    let repo = dir.join("repo");
+    fs_err::create_dir_all(dir)?;
+    git(
+        dir,
+        &["clone", "--quiet", "--recurse-submodules", &url, "repo"],
+    )?;
+    if let Some(r) = reference {
+        git(&repo, &["checkout", "--quiet", r])
+            .map_err(|e| anyhow!("{url}: repository does not contain ref {r} ({e})"))?;
+        git(
+            &repo,
+            &["submodule", "--quiet", "update", "--init", "--recursive"],
+        )?;
+    }
+    let commit = git(&repo, &["rev-parse", "HEAD"])?;
+    if let Some(c) = checksum {
+        if !commit.starts_with(c) || c.len() < 7 {
+            bail!("{url}: expected checksum to match {c}, the ref resolved to commit {commit}");
+        }
+    }
+    if !keep_git_dir {
+        fs_err::remove_dir_all(repo.join(".git"))?;
+    }
+    let root = match subdir {
+        Some(s) => repo.join(s.trim_start_matches('/')),
+        None => repo,
+    };
+    if !root.is_dir() {
+        bail!(
+            "{url}: no directory {} in the repository",
+            subdir.unwrap_or("")
+        );
+    }
+    Ok(Fetched {
+        root,
+        sources: vec![".".into()],
+        digests: vec![format!("git {url} {commit} {}", subdir.unwrap_or(""))],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_dates_and_git_forms() {
+        assert_eq!(
+            url_file_name("https://example.com/a/b.tar.gz?x=1"),
+            "b.tar.gz"
+        );
+        assert_eq!(url_file_name("https://example.com/"), "__unnamed__");
+        assert_eq!(url_file_name("https://example.com"), "__unnamed__");
+        assert_eq!(httpdate("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
+        assert!(is_git("https://github.com/moby/buildkit.git#v0.10.1"));
+        assert!(is_git("git@github.com:moby/buildkit.git"));
+        assert!(is_git("http://127.0.0.1:8000/repo.git#main:sub"));
+        assert!(!is_git("https://example.com/file.tar.gz"));
+        let d = Digest::of(b"x");
+        assert!(check_checksum(&d.to_string(), &d, "u").is_ok());
+        assert!(check_checksum("md5:abc", &d, "u")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported"));
+        assert!(check_checksum("sha256:00", &d, "u")
+            .unwrap_err()
+            .to_string()
+            .contains("mismatch"));
+    }
+}
