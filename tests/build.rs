@@ -1092,3 +1092,57 @@ fn progress_json_is_one_event_per_line() {
     );
     assert_eq!(events[2]["line"], "out-line");
 }
+
+#[test]
+fn named_build_contexts_and_platform_checks() {
+    let Some(b) = B::new("named") else { return };
+    let extra = b.ctx("extra", &[("data/x.txt", "from-named-dir")]);
+    let layout = b.dir.join("layout");
+    assert!(b
+        .strata(&[
+            "save",
+            "--format",
+            "oci-dir",
+            "-o",
+            layout.to_str().unwrap(),
+            "busybox:latest"
+        ])
+        .status
+        .success());
+    let c = b.ctx(
+        "c",
+        &[(
+            "Dockerfile",
+            "FROM base AS one\nCOPY --from=extra data/x.txt /x.txt\nFROM fromlayout\nCOPY --from=one /x.txt /y.txt\n",
+        )],
+    );
+    let extra_arg = format!("extra={}", extra.display());
+    let layout_arg = format!("fromlayout=oci-layout://{}", layout.display());
+    b.ok(
+        &c,
+        &[
+            "-t",
+            "named",
+            "--build-context",
+            "base=docker-image://busybox:latest",
+            "--build-context",
+            &extra_arg,
+            "--build-context",
+            &layout_arg,
+        ],
+    );
+    assert_eq!(b.sh("named", "cat /y.txt"), "from-named-dir");
+    // A base image of another platform is refused, not emulated.
+    let c2 = b.ctx(
+        "c2",
+        &[(
+            "Dockerfile",
+            "FROM --platform=linux/s390x busybox\nRUN true\n",
+        )],
+    );
+    let err = b.fails(&c2, &[]);
+    assert!(
+        err.contains("not the linux/s390x that --platform asks for"),
+        "{err}"
+    );
+}
