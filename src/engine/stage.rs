@@ -666,13 +666,8 @@ impl St<'_, '_> {
         let res: CopyResult = serde_json::from_slice(&fs_err::read(&job.result)?)
             .with_context(|| format!("reading {}", job.result.display()))?;
         if let CopyResult::Layer { layer, .. } = &res {
-            // The hook wrote the blob; verify and move it into the store.
-            let mut tmp = self.b.store.temp_file()?;
-            let mut f = fs_err::File::open(&job.out)?;
-            tmp.with(|t| std::io::copy(&mut f, t).map(|_| ()))?;
-            if !self.b.store.has_blob(&layer.digest) {
-                self.b.store.commit_blob(tmp, &layer.digest)?;
-            }
+            // The hook wrote (and synced) the blob in the store's tmp dir: move it into place.
+            self.b.store.adopt_blob(&job.out, &layer.digest)?;
         }
         Ok((res, Some(job.out)))
     }
@@ -1270,16 +1265,32 @@ impl St<'_, '_> {
             return Ok(None);
         }
         let mut f = fs_err::File::open(&tar)?;
-        let info = b.store.put_layer(b.opts.compression, |sink| {
-            std::io::copy(&mut f, sink).map(|_| ())
-        })?;
+        let info: LayerRec = if b.opts.compression == crate::layer::Compression::None {
+            // The (synced) tar is the blob: hash it and move it into place, no second copy.
+            let mut h = crate::oci::HashingReader::new(&mut f);
+            std::io::copy(&mut h, &mut std::io::sink())?;
+            let (digest, size) = h.finish();
+            b.store.adopt_blob(&tar, &digest)?;
+            LayerRec {
+                diff_id: digest.clone(),
+                digest,
+                size,
+                media_type: crate::layer::Compression::None.media_type().to_string(),
+            }
+        } else {
+            b.store
+                .put_layer(b.opts.compression, |sink| {
+                    std::io::copy(&mut f, sink).map(|_| ())
+                })?
+                .into()
+        };
         // The upper dir is this layer's content: keep it as the snapshot, saving an unpack
         // (not with SOURCE_DATE_EPOCH, where the layer's times were clamped and the upper
         // dir's were not).
         if b.opts.epoch.is_none() {
             let _ = b.store.adopt_snapshot(&info.diff_id, &upper);
         }
-        Ok(Some(info.into()))
+        Ok(Some(info))
     }
 
     /// Set up one RUN --mount.

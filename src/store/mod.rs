@@ -224,6 +224,18 @@ impl Store {
         tmp.persist(&dest)
     }
 
+    /// Move a finished, synced file on the store's filesystem (a step's layer written by a
+    /// hook in the store's tmp dir) into place as blob `digest`, which the writer computed.
+    pub fn adopt_blob(&self, path: &Path, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        if dest.exists() {
+            return Ok(());
+        }
+        at(&dest, std::fs::rename(path, &dest))?;
+        io_util::sync_dir(dest.parent().unwrap_or(Path::new(".")));
+        Ok(())
+    }
+
     /// Copy `r` into the store as a blob, verifying it against `expected` when given.
     pub fn put_blob_from(
         &self,
