@@ -1146,3 +1146,28 @@ fn named_build_contexts_and_platform_checks() {
         "{err}"
     );
 }
+
+#[test]
+fn cache_mount_sharing_locked_and_private_in_parallel_stages() {
+    let Some(b) = B::new("sharing") else { return };
+    // Two stages use the same cache at the same time. locked: the second waits, so both
+    // writes land in the one cache. private: the second gets its own throwaway cache.
+    let df = "FROM busybox AS a\nRUN --mount=type=cache,id=c,target=/c,sharing=MODE echo a >> /c/log && sleep 1 && cp /c/log /seen\nFROM busybox AS b\nRUN --mount=type=cache,id=c,target=/c,sharing=MODE echo b >> /c/log && sleep 1 && cp /c/log /seen\nFROM busybox\nCOPY --from=a /seen /a\nCOPY --from=b /seen /b\nRUN --mount=type=cache,id=c,target=/c cat /c/log | sort > /final\n";
+    for (mode, want) in [("locked", "a\nb\n"), ("private", "one line")] {
+        let c = b.ctx(mode, &[("Dockerfile", &df.replace("MODE", mode))]);
+        b.ok(&c, &["-t", mode, "--jobs", "2"]);
+        let seen = b.sh(mode, "cat /a /b | sort | tr -d '\\n'");
+        let fin = b.sh(mode, "cat /final");
+        if mode == "locked" {
+            // The stage that ran second saw both lines.
+            assert!(seen == "aab" || seen == "abb", "{seen}");
+            assert_eq!(fin, want);
+        } else {
+            // Each saw only its own line; the one that held the cache wrote to it, the other
+            // wrote to a throwaway copy.
+            assert_eq!(seen, "ab");
+            assert!(fin == "a\n" || fin == "b\n", "{fin}");
+        }
+        let _ = b.strata(&["prune", "--all"]);
+    }
+}

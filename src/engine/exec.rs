@@ -119,14 +119,29 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
                 return Ok(());
             }
             let parse = |s: &str| s.parse::<u32>().map_err(|e| format!("{s}: {e}"));
-            let tmp = p.with_extension("new");
+            // Made under a unique name and renamed without replacing: two steps creating the
+            // same cache at once both end up with the one that won.
+            let tmp = p.with_extension(format!("new{}", std::process::id()));
             std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
             std::os::unix::fs::chown(&tmp, Some(parse(uid)?), Some(parse(gid)?))
                 .map_err(|e| format!("chown {}: {e}", tmp.display()))?;
             let mode = u32::from_str_radix(mode, 8).map_err(|e| format!("{mode}: {e}"))?;
             std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, p).map_err(|e| format!("{}: {e}", p.display()))
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &tmp,
+                rustix::fs::CWD,
+                p,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => Ok(()),
+                Err(_) if p.exists() => {
+                    let _ = std::fs::remove_dir(&tmp);
+                    Ok(())
+                }
+                Err(e) => Err(format!("{}: {e}", p.display())),
+            }
         }
         _ => Err(format!("unknown sandbox hook {name} {args:?}")),
     }

@@ -1371,19 +1371,42 @@ impl St<'_, '_> {
                         &format!("creating cache mount {id}"),
                     )?;
                 }
+                let mut host = dir.clone();
                 if m.sharing != Sharing::Shared {
-                    // locked (and private, taken as locked): one step at a time.
+                    // locked: one step at a time; private: a step that finds the cache in use
+                    // gets a fresh, throwaway one.
                     let f = fs_err::OpenOptions::new()
                         .create(true)
                         .truncate(false)
                         .write(true)
                         .open(dir.with_extension("lock"))?;
-                    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                        .map_err(|e| anyhow!("locking cache mount {id}: {e}"))?;
-                    locks.push(f);
+                    let op = if m.sharing == Sharing::Locked {
+                        rustix::fs::FlockOperation::LockExclusive
+                    } else {
+                        rustix::fs::FlockOperation::NonBlockingLockExclusive
+                    };
+                    match rustix::fs::flock(&f, op) {
+                        Ok(()) => locks.push(f),
+                        Err(rustix::io::Errno::WOULDBLOCK) => {
+                            host = step.join(format!("private-cache{i}"));
+                            hook_ok(
+                                &b.exe,
+                                "mkcache",
+                                vec![
+                                    host.display().to_string(),
+                                    m.uid.unwrap_or(0).to_string(),
+                                    m.gid.unwrap_or(0).to_string(),
+                                    format!("{:o}", m.mode.unwrap_or(0o755)),
+                                ],
+                                &b.maps,
+                                &format!("creating a private cache mount {id}"),
+                            )?;
+                        }
+                        Err(e) => bail!("locking cache mount {id}: {e}"),
+                    }
                 }
                 binds.push(Bind {
-                    host: dir,
+                    host,
                     target: t,
                     readonly: m.readonly.unwrap_or(false),
                     source: BindSource::Host,

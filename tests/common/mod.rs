@@ -11,7 +11,10 @@ pub fn strata_bin() -> &'static str {
         fs_err::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let dest = dir.join("strata");
-        if !dest.exists() {
+        // A directory left by an earlier process with the same pid holds an old binary.
+        let fresh = dest.exists()
+            && fs_err::read(&dest).ok() == fs_err::read(env!("CARGO_BIN_EXE_strata")).ok();
+        if !fresh {
             let tmp = dir
                 .join(format!("strata.{:?}", std::thread::current().id()).replace(['(', ')'], ""));
             fs_err::copy(env!("CARGO_BIN_EXE_strata"), &tmp).unwrap();
