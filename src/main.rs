@@ -1,5 +1,5 @@
-//! The `strata` binary. Start-up order matters: the hidden sandbox-child entry (a later issue)
-//! must run before any thread exists; then the command line is parsed; errors become exit codes
+//! The `strata` binary. Start-up order matters: the hidden sandbox-child entry (with the
+//! engine's hooks) must run before any thread exists; then the command line is parsed; errors become exit codes
 //! in one place.
 
 mod cli;

@@ -1,6 +1,5 @@
-//! `strata run`, `strata doctor`, and the hooks the sandbox child runs inside the user
-//! namespace (unpacking snapshots so that owners are kept, removing trees owned by
-//! subordinate ids).
+//! `strata run` and `strata doctor`. The hooks the sandbox child runs inside the user namespace
+//! live in the library (`strata::engine::exec`), shared with `strata build`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
