@@ -924,6 +924,10 @@ fn cache_noop_one_change_no_cache_and_filters() {
     // --no-cache-filter s0 reruns s0 only (and what depends on it).
     let out = b.ok(&c, &["-t", "c", "--no-cache-filter", "s0"]);
     assert!(out.contains("#1 cache miss: --no-cache"), "{out}");
+    assert!(
+        out.contains("cache miss: the source stage s0 changed"),
+        "{out}"
+    );
     let out = b.ok(&c, &["-t", "c", "--no-cache"]);
     assert_eq!(out.matches("CACHED").count(), 0, "{out}");
 }
@@ -1170,4 +1174,77 @@ fn cache_mount_sharing_locked_and_private_in_parallel_stages() {
         }
         let _ = b.strata(&["prune", "--all"]);
     }
+}
+
+#[test]
+fn special_files_in_the_context_are_copied_as_empty_files() {
+    let Some(b) = B::new("special") else { return };
+    let c = b.ctx(
+        "c",
+        &[("Dockerfile", "FROM busybox\nCOPY . /c/\n"), ("f", "f")],
+    );
+    let _l = std::os::unix::net::UnixListener::bind(c.join("sock")).unwrap();
+    b.ok(&c, &["-t", "sp"]);
+    assert_eq!(b.sh("sp", "test -f /c/sock && stat -c %s /c/sock"), "0\n");
+}
+
+#[test]
+fn builds_as_a_user_without_subordinate_ids() {
+    // Only root is mapped in the user namespace: everything but other owners still works.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: switching to strata-nosub needs root (this run is unprivileged; the root run covers it)");
+        return;
+    }
+    if !Command::new("id")
+        .arg("strata-nosub")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        require("no user strata-nosub (scripts/test-deps.sh creates it)");
+        return;
+    }
+    let Some(b) = B::new("nosub") else { return };
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&b.dir)
+        .output();
+    let root = b.dir.join("nosub-store");
+    let ctx = b.ctx("c", &[("Dockerfile", "FROM busybox AS a\nRUN echo a > /a\nFROM busybox\nCOPY f /f\nCOPY --from=a /a /a\nWORKDIR /w\nRUN --mount=type=cache,target=/c echo x >> /c/x && cat /a /f > /both\n"), ("f", "f\n")]);
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&b.dir)
+        .output();
+    let as_nosub = |args: &[&str]| {
+        Command::new("runuser")
+            .args([
+                "-u",
+                "strata-nosub",
+                "--",
+                common::strata_bin(),
+                "--root",
+                root.to_str().unwrap(),
+            ])
+            .args(args)
+            .current_dir("/tmp")
+            .output()
+            .unwrap()
+    };
+    let o = as_nosub(&[
+        "import",
+        b.dir.join("rootfs").to_str().unwrap(),
+        "busybox:latest",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = as_nosub(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "n",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = as_nosub(&["run", "n", "cat", "/both"]);
+    assert_eq!(text(&o.stdout), "a\nf\n", "{}", text(&o.stderr));
+    let _ = as_nosub(&["prune", "--all"]);
 }

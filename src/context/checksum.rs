@@ -173,6 +173,8 @@ pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Dige
             source: er,
         })?;
         let content = match e.kind {
+            // Sockets, fifos and devices are copied as empty files: never opened.
+            Kind::File if !m.file_type().is_file() => "special".to_string(),
             Kind::File => cache
                 .file_digest(root, &e.path, &m, &mut stats)?
                 .to_string(),

@@ -3,7 +3,7 @@
 //! A key is the sha256 of a canonical JSON encoding of: the key format version, the parent's
 //! key (or the base image's digest), the instruction with its words expanded, the environment
 //! and build args it sees, and the digest of exactly the content it reads (context files after
-//! `.dockerignore`, a source stage's key, bind-mounted content). Secrets never enter a key.
+//! `.dockerignore`, the layer diffIDs of a source stage, bind-mounted content). Secrets never enter a key.
 //!
 //! Records live in `$ROOT/v1/cache/<key>` as small JSON files written atomically; a record whose
 //! layer blob has been pruned is a miss.

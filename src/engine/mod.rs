@@ -153,6 +153,23 @@ pub struct StageResult {
     pub key: Digest,
     /// Directories known to exist (created by COPY or WORKDIR steps).
     pub dirs: Vec<String>,
+    /// Some step of the stage (or of the stages it is built on) ran instead of being cached.
+    pub ran: bool,
+}
+
+impl StageResult {
+    /// What the stage's filesystem is: its layers' diffIDs. A stage source in a step's key is
+    /// this, so the step follows the content, not the instructions that made it.
+    pub fn content_id(&self) -> String {
+        let ids: Vec<&str> = self
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| d.as_str())
+            .collect();
+        format!("layers {}", ids.join(","))
+    }
 }
 
 /// What a build produced.

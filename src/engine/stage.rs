@@ -70,6 +70,11 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
     let stage = &b.plan.stages[i];
     let name = stage.display_name();
     let (mut config, layers, key, dirs) = base(b, i)?;
+    // A stage built on a stage that ran has changed too.
+    let base_ran = match stage.base {
+        Base::Stage(j) => b.stage_result(j).is_some_and(|r| r.ran),
+        _ => false,
+    };
     let c = config.config.get_or_insert_with(Default::default);
     let env = c.env.get_or_insert_with(Vec::new);
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -128,6 +133,7 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         layers: st.layers,
         key: st.key,
         dirs: st.dirs,
+        ran: st.earlier_miss || base_ran,
     })
 }
 
@@ -193,7 +199,10 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
         }
         Base::Stage(j) => {
             let r = b.stage_result(*j).ok_or(Cancelled)?;
-            Ok((r.config.clone(), r.layers.clone(), r.key.clone(), r.dirs.clone()))
+            // The key of a stage's steps follows what it produced, not only how: a stage that
+            // reran (--no-cache-filter) with different output changes everything built on it.
+            let key = Digest::of(format!("{} {}", r.key, r.content_id()).as_bytes());
+            Ok((r.config.clone(), r.layers.clone(), key, r.dirs.clone()))
         }
         Base::Image(r) => from_image(r),
         Base::Context(name) => match b.opts.named_contexts.get(name) {
@@ -728,6 +737,8 @@ impl St<'_, '_> {
             "--no-cache".to_string()
         } else if let Some(w) = why_changed {
             w
+        } else if let Some(f) = from_of(ins).filter(|f| self.source_missed(f)) {
+            format!("the source stage {f} changed")
         } else if self.earlier_miss {
             "an earlier step changed".to_string()
         } else {
@@ -819,7 +830,7 @@ impl St<'_, '_> {
                         changed.extend(ch);
                     }
                     Some(f) => match self.source_ref(f)? {
-                        FromRef::Stage(r) => inputs.push(r.key.to_string()),
+                        FromRef::Stage(r) => inputs.push(r.content_id()),
                         FromRef::Context(p) => {
                             let (d, ch) =
                                 self.context_digest(&p, &[], &c.sources, &c.excludes, c.parents)?;
@@ -849,7 +860,7 @@ impl St<'_, '_> {
                                 changed.extend(ch);
                             }
                             Some(f) => match self.source_ref(f)? {
-                                FromRef::Stage(r) => inputs.push(r.key.to_string()),
+                                FromRef::Stage(r) => inputs.push(r.content_id()),
                                 FromRef::Context(p) => {
                                     let (d, ch) =
                                         self.context_digest(&p, &[], &[src], &[], false)?;
@@ -935,6 +946,16 @@ impl St<'_, '_> {
         self.image_ref(f)
     }
 
+    /// Did a step of the stage `f` (by name or index) run rather than come from the cache?
+    fn source_missed(&self, f: &str) -> bool {
+        let plan = self.b.plan;
+        plan.stage_by_name(f)
+            .map(|s| s.index)
+            .or_else(|| f.parse::<usize>().ok())
+            .and_then(|i| self.b.stage_result(i))
+            .is_some_and(|r| r.ran)
+    }
+
     fn image_ref(&mut self, r: &str) -> anyhow::Result<FromRef> {
         if let Some(x) = self
             .b
@@ -951,6 +972,7 @@ impl St<'_, '_> {
             layers: img.manifest.layers.clone(),
             key: img.config_digest.clone(),
             dirs: Vec::new(),
+            ran: false,
         });
         self.b
             .externals
@@ -1538,6 +1560,14 @@ impl St<'_, '_> {
                 source: BindSource::Host,
             })
         }
+    }
+}
+
+/// The `--from` of a COPY or ADD.
+fn from_of(ins: &Instruction) -> Option<&str> {
+    match ins {
+        Instruction::Copy(c) | Instruction::Add(c) => c.from.as_deref(),
+        _ => None,
     }
 }
 
