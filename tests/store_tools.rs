@@ -74,6 +74,15 @@ fn ok(user: Option<&str>, prog: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `umoci unpack --rootless --image IMAGE BUNDLE` as `user`, which must succeed.
+fn umoci_unpack(user: Option<&str>, image: &str, bundle: &str) {
+    ok(
+        user,
+        "umoci",
+        &["unpack", "--rootless", "--image", image, bundle],
+    );
+}
+
 fn strata() -> &'static str {
     common::strata_bin()
 }
@@ -160,16 +169,10 @@ fn skopeo_and_umoci_read_what_strata_writes() {
             serde_json::from_str(&ok(user, "skopeo", &["inspect", "--config", &layout])).unwrap();
         assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
         let bundle = d.join("bundle");
-        ok(
+        umoci_unpack(
             user,
-            "umoci",
-            &[
-                "unpack",
-                "--rootless",
-                "--image",
-                &format!("{root_s}/v1/oci:bb:1"),
-                bundle.to_str().unwrap(),
-            ],
+            &format!("{root_s}/v1/oci:bb:1"),
+            bundle.to_str().unwrap(),
         );
         assert!(bundle.join("rootfs/bin/busybox").exists());
         assert_eq!(
@@ -230,28 +233,16 @@ fn skopeo_and_umoci_read_what_strata_writes() {
                 &format!("oci:{}:x", copied.display()),
             ],
         );
-        ok(
+        umoci_unpack(
             user,
-            "umoci",
-            &[
-                "unpack",
-                "--rootless",
-                "--image",
-                &format!("{}:x", copied.display()),
-                d.join("bundle2").to_str().unwrap(),
-            ],
+            &format!("{}:x", copied.display()),
+            d.join("bundle2").to_str().unwrap(),
         );
         assert!(d.join("bundle2/rootfs/bin/busybox").exists());
-        ok(
+        umoci_unpack(
             user,
-            "umoci",
-            &[
-                "unpack",
-                "--rootless",
-                "--image",
-                &format!("{}:1", oci_dir.display()),
-                d.join("bundle3").to_str().unwrap(),
-            ],
+            &format!("{}:1", oci_dir.display()),
+            d.join("bundle3").to_str().unwrap(),
         );
 
         // And strata loads what skopeo writes.

@@ -1,7 +1,7 @@
 //! `strata run` and `strata doctor`. The hooks the sandbox child runs inside the user namespace
 //! live in the library (`strata::engine::exec`), shared with `strata build`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{bail, Context};
@@ -46,7 +46,13 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     let _writer = store.writer_lock()?;
     let img = store.resolve(&a.image)?;
     let maps = idmap::for_current_user();
-    let lowers = snapshots(store, &img.config.rootfs.diff_ids, &maps)?;
+    let lowers = snapshots(
+        store,
+        &exe()?,
+        &img.config.rootfs.diff_ids,
+        &img.manifest.layers,
+        &maps,
+    )?;
     let cfg = img.config.config.clone().unwrap_or_default();
     let mut argv: Vec<String> = cfg.entrypoint.clone().unwrap_or_default();
     if a.command.is_empty() {
@@ -103,36 +109,18 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     let step = store
         .tmp_dir()
         .join(format!("run-{}-{}", std::process::id(), hostname));
-    let (upper, work, merged, etc) = (
-        step.join("upper"),
-        step.join("work"),
-        step.join("merged"),
-        step.join("etc"),
-    );
-    for d in [&upper, &work, &merged, &etc] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-    }
-    let resolv = fs_err::read("/etc/resolv.conf").unwrap_or_default();
-    fs_err::write(etc.join("resolv.conf"), resolv)?;
-    fs_err::write(etc.join("hosts"), format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"))?;
-    fs_err::write(etc.join("hostname"), format!("{hostname}\n"))?;
-    let mut lower: Vec<PathBuf> = lowers.into_iter().rev().collect();
-    if lower.is_empty() {
-        let empty = step.join("empty");
-        std::fs::create_dir_all(&empty)?;
-        lower.push(empty);
-    }
+    let root = exec::step_root(&step, lowers.into_iter().rev().collect(), &hostname)?;
     let copy_forced = std::env::var("STRATA_SNAPSHOTTER").as_deref() == Ok("copy");
     let copy = Rootfs::Copy {
-        lower: lower.clone(),
+        lower: root.lower.clone(),
         root: step.join("rootfs"),
         state: step.join("rootfs.state"),
     };
     let overlay = Rootfs::Overlay {
-        lower,
-        upper,
-        work,
-        merged,
+        lower: root.lower,
+        upper: root.upper,
+        work: root.work,
+        merged: root.merged,
     };
     if copy_forced {
         eprintln!("note: using copied snapshots (STRATA_SNAPSHOTTER=copy), which is slower than overlayfs");
@@ -154,10 +142,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
             Network::Host
         },
         hostname,
-        etc_files: ["resolv.conf", "hosts", "hostname"]
-            .iter()
-            .map(|n| (n.to_string(), etc.join(n)))
-            .collect(),
+        etc_files: root.etc_files,
         binds,
         maps: maps.clone(),
     };
@@ -269,10 +254,7 @@ fn commit(
     let name = strata::store::ImageRef::parse(name)?;
     let tar = step.join("layer.tar");
     exec::diff_to_tar(spec, step, created, &tar, maps, None)?;
-    let mut f = fs_err::File::open(&tar).with_context(|| format!("{}", tar.display()))?;
-    let info = store.put_layer(strata::layer::Compression::GZIP, |sink| {
-        std::io::copy(&mut f, sink).map(|_| ())
-    })?;
+    let info = store.put_layer_file(&tar, strata::layer::Compression::GZIP)?;
     let mut config = img.config.clone();
     config.rootfs.diff_ids.push(info.diff_id.clone());
     let now = strata::oci::rfc3339(strata::oci::now_secs());

@@ -422,45 +422,6 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
         }
         None => None,
     };
-    if job.sources.is_empty() && job.inline.is_empty() {
-        // WORKDIR: just the directory (and its parents), owned as asked.
-        let mut plan = Planner {
-            job,
-            dest_root: &dest_root,
-            owner,
-            entries: BTreeMap::new(),
-            dirs: Vec::new(),
-        };
-        let dest = context::ignore::clean(&job.dest);
-        plan.parents_of(&dest);
-        let (uid, gid) = plan.owner.unwrap_or((0, 0));
-        let mtime = plan.clamp(job.now);
-        plan.add(
-            &dest,
-            Out {
-                body: Body::Dir,
-                mode: 0o755,
-                uid,
-                gid,
-                mtime,
-            },
-        );
-        let entries = plan.entries.len();
-        let info =
-            write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
-        return Ok(CopyResult::Layer {
-            layer: info.into(),
-            entries,
-            dirs: plan.dirs.clone(),
-        });
-    }
-    let resolved = resolve_sources(&src_root, &job.sources, job.parents)?;
-    if resolved.is_empty() && job.inline.is_empty() {
-        return Err(format!(
-            "{}: no source files were specified (the wildcards matched nothing)",
-            job.what
-        ));
-    }
     let mut plan = Planner {
         job,
         dest_root: &dest_root,
@@ -468,6 +429,38 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
         entries: BTreeMap::new(),
         dirs: Vec::new(),
     };
+    if job.sources.is_empty() && job.inline.is_empty() {
+        // WORKDIR: just the directory (and its parents), owned as asked.
+        let dest = context::ignore::clean(&job.dest);
+        plan.parents_of(&dest);
+        let o = plan.created(Body::Dir, 0o755);
+        plan.add(&dest, o);
+    } else {
+        copy_sources(&mut plan, &src_root, &ignore, keep_owner)?;
+    }
+    let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
+    Ok(CopyResult::Layer {
+        layer: info.into(),
+        entries: plan.entries.len(),
+        dirs: plan.dirs,
+    })
+}
+
+/// Plan the entries of the job's sources (below `src_root`) and heredocs at their destinations.
+fn copy_sources(
+    plan: &mut Planner,
+    src_root: &Path,
+    ignore: &[String],
+    keep_owner: bool,
+) -> Result<(), String> {
+    let job = plan.job;
+    let resolved = resolve_sources(src_root, &job.sources, job.parents)?;
+    if resolved.is_empty() && job.inline.is_empty() {
+        return Err(format!(
+            "{}: no source files were specified (the wildcards matched nothing)",
+            job.what
+        ));
+    }
     let count = resolved.len() + job.inline.len();
     let dest_is_dir = job.dest.ends_with('/')
         || job.dest.ends_with("/.")
@@ -482,21 +475,12 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
             dest.clone()
         };
         plan.parents_of(&target);
-        let (uid, gid) = plan.owner.unwrap_or((0, 0));
-        plan.add(
-            &target,
-            Out {
-                body: Body::Data(inline.data.clone().into_bytes()),
-                mode: plan.mode(0o644, false),
-                uid,
-                gid,
-                mtime: plan.clamp(job.now),
-            },
-        );
+        let mode = plan.mode(0o644, false);
+        let o = plan.created(Body::Data(inline.data.clone().into_bytes()), mode);
+        plan.add(&target, o);
     }
     for r in &resolved {
         let base = match &r.keep {
-            Some(k) if r.is_dir => join_abs(&dest, k),
             Some(k) => join_abs(&dest, k),
             None if r.is_dir => dest.clone(),
             None if dest_is_dir => join_abs(&dest, &r.name),
@@ -511,12 +495,7 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
             }
         }
         if r.is_dir {
-            let ig = if keep_owner {
-                Vec::new()
-            } else {
-                ignore.clone()
-            };
-            plan.tree(&src_root, &r.path, &base, &ig, &job.excludes, keep_owner)?;
+            plan.tree(src_root, &r.path, &base, ignore, &job.excludes, keep_owner)?;
         } else {
             plan.parents_of(&base);
             let m = fs_err::metadata(src_root.join(&r.path)).map_err(|e| e.to_string())?;
@@ -524,14 +503,7 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
             plan.add(&base, o);
         }
     }
-    let entries = plan.entries.len();
-    let dirs = plan.dirs.clone();
-    let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
-    Ok(CopyResult::Layer {
-        layer: info.into(),
-        entries,
-        dirs,
-    })
+    Ok(())
 }
 
 fn join_abs(dir: &str, name: &str) -> String {
@@ -660,6 +632,19 @@ impl Planner<'_> {
         }
     }
 
+    /// An entry the step creates (a directory or a heredoc file): `--chown`'s owner or root,
+    /// the build's time.
+    fn created(&self, body: Body, mode: u32) -> Out {
+        let (uid, gid) = self.owner.unwrap_or((0, 0));
+        Out {
+            body,
+            mode,
+            uid,
+            gid,
+            mtime: self.clamp(self.job.now),
+        }
+    }
+
     fn mode(&self, m: u32, is_dir: bool) -> u32 {
         match &self.job.chmod {
             Some(c) => apply_chmod(c, m, is_dir).unwrap_or(m),
@@ -717,18 +702,8 @@ impl Planner<'_> {
             if self.is_dir_in_dest(&cur) {
                 continue;
             }
-            let (uid, gid) = self.owner.unwrap_or((0, 0));
-            let mtime = self.clamp(self.job.now);
-            self.add(
-                &cur.clone(),
-                Out {
-                    body: Body::Dir,
-                    mode: 0o755,
-                    uid,
-                    gid,
-                    mtime,
-                },
-            );
+            let o = self.created(Body::Dir, 0o755);
+            self.add(&cur.clone(), o);
         }
     }
 

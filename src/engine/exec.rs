@@ -234,27 +234,78 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
     )
 }
 
-/// The snapshot of every layer of an image, bottom first, unpacked inside the user namespace.
+/// The snapshot of every layer (`diff_ids` with their blobs in `layers`), bottom first,
+/// unpacked inside the user namespace on first use.
 pub fn snapshots(
     store: &Store,
+    exe: &Path,
     diff_ids: &[Digest],
+    layers: &[crate::oci::Descriptor],
     maps: &idmap::IdMaps,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let exe = exe()?;
     let mut out = Vec::new();
-    for d in diff_ids {
-        let p = store.snapshot_with(d, |blob, dest| {
+    for (d, l) in diff_ids.iter().zip(layers) {
+        let p = store.snapshot_of(d, &l.digest, |blob, dest| {
             let args = vec![
                 blob.display().to_string(),
                 dest.display().to_string(),
                 d.to_string(),
             ];
-            hook_ok(&exe, "unpack", args, maps, &format!("unpacking layer {d}"))
+            hook_ok(exe, "unpack", args, maps, &format!("unpacking layer {d}"))
                 .map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
         })?;
         out.push(p);
     }
     Ok(out)
+}
+
+/// The overlay of a step and the files bind-mounted over /etc, laid out in `step`.
+pub struct StepRoot {
+    /// Top first; an empty directory when there are no layers (overlayfs needs one).
+    pub lower: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    /// resolv.conf (the host's), hosts and hostname, for [`Spec::etc_files`].
+    pub etc_files: Vec<(String, PathBuf)>,
+}
+
+/// Make the directories of a step's overlay root below `step`, over `lower` (top first), and
+/// write its /etc files for `hostname`.
+pub fn step_root(step: &Path, mut lower: Vec<PathBuf>, hostname: &str) -> anyhow::Result<StepRoot> {
+    let (upper, work, merged, etc) = (
+        step.join("upper"),
+        step.join("work"),
+        step.join("merged"),
+        step.join("etc"),
+    );
+    for d in [&upper, &work, &merged, &etc] {
+        fs_err::create_dir_all(d)?;
+    }
+    if lower.is_empty() {
+        let empty = step.join("empty");
+        fs_err::create_dir_all(&empty)?;
+        lower.push(empty);
+    }
+    fs_err::write(
+        etc.join("resolv.conf"),
+        fs_err::read("/etc/resolv.conf").unwrap_or_default(),
+    )?;
+    fs_err::write(
+        etc.join("hosts"),
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+    )?;
+    fs_err::write(etc.join("hostname"), format!("{hostname}\n"))?;
+    Ok(StepRoot {
+        lower,
+        upper,
+        work,
+        merged,
+        etc_files: ["resolv.conf", "hosts", "hostname"]
+            .iter()
+            .map(|n| (n.to_string(), etc.join(n)))
+            .collect(),
+    })
 }
 
 /// Write the changes of a finished step (its upper dir, or for the copy snapshotter what differs

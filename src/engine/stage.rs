@@ -249,25 +249,7 @@ fn lowers(
     config: &ImageConfig,
     layers: &[crate::oci::Descriptor],
 ) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
-        let p = b.store.snapshot_of(d, &l.digest, |blob, dest| {
-            let args = vec![
-                blob.display().to_string(),
-                dest.display().to_string(),
-                d.to_string(),
-            ];
-            hook_ok(
-                &b.exe,
-                "unpack",
-                args,
-                &b.maps,
-                &format!("unpacking layer {d}"),
-            )
-            .map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
-        })?;
-        out.push(p);
-    }
+    let mut out = exec::snapshots(b.store, &b.exe, &config.rootfs.diff_ids, layers, &b.maps)?;
     out.reverse();
     Ok(out)
 }
@@ -602,66 +584,58 @@ impl St<'_, '_> {
         let user = self.user();
         let owner = if user.is_empty() { None } else { Some(user) };
         let job_dir = step_dir(self.b, "workdir")?;
-        let result = self.copy_job(
-            &job_dir,
-            Source::Layers(Vec::new()),
-            Vec::new(),
-            vec![],
-            format!("{}/", wd.trim_end_matches('/')),
-            owner,
-            None,
-            false,
-            "WORKDIR",
-        );
+        // A job with no sources makes just the destination directory.
+        let result = self
+            .new_job(&job_dir, Source::Layers(Vec::new()), false, "WORKDIR")
+            .and_then(|base| {
+                self.run_copy(CopyJob {
+                    dest: format!("{}/", wd.trim_end_matches('/')),
+                    chown: owner,
+                    ..base
+                })
+            });
         let _ = remove_tree(&job_dir, &self.b.maps);
         match result? {
-            (CopyResult::Layer { layer, .. }, _) => Ok(layer),
-            (CopyResult::Error(e), _) => bail!("WORKDIR {wd}: {e}"),
+            CopyResult::Layer { layer, .. } => Ok(layer),
+            CopyResult::Error(e) => bail!("WORKDIR {wd}: {e}"),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn copy_job(
-        &mut self,
+    /// A copy job working in the scratch dir `dir`, with nothing to copy yet: the destination
+    /// is the layers below unless `link`, times and compression are the build's.
+    fn new_job(
+        &self,
         dir: &Path,
         source: Source,
-        sources: Vec<String>,
-        inline: Vec<Inline>,
-        dest: String,
-        chown: Option<String>,
-        chmod: Option<String>,
         link: bool,
         what: &str,
-    ) -> anyhow::Result<(CopyResult, Option<PathBuf>)> {
-        let dest_lowers = if link {
-            Vec::new()
-        } else {
-            lowers(self.b, &self.config, &self.layers)?
-        };
-        let out = dir.join("layer.blob");
-        let job = CopyJob {
+    ) -> anyhow::Result<CopyJob> {
+        Ok(CopyJob {
             source,
-            dest_lowers,
-            sources,
-            inline,
-            dest,
-            chown,
-            chmod,
+            dest_lowers: if link {
+                Vec::new()
+            } else {
+                lowers(self.b, &self.config, &self.layers)?
+            },
+            sources: Vec::new(),
+            inline: Vec::new(),
+            dest: String::new(),
+            chown: None,
+            chmod: None,
             excludes: Vec::new(),
             parents: false,
             unpack: false,
             epoch: self.b.opts.epoch,
             now: self.now(),
             work: dir.join("work"),
-            out: out.clone(),
+            out: dir.join("layer.blob"),
             compression: self.b.opts.compression,
             result: dir.join("result.json"),
             what: what.to_string(),
-        };
-        self.run_copy(job)
+        })
     }
 
-    fn run_copy(&mut self, job: CopyJob) -> anyhow::Result<(CopyResult, Option<PathBuf>)> {
+    fn run_copy(&mut self, job: CopyJob) -> anyhow::Result<CopyResult> {
         fs_err::create_dir_all(&job.work)?;
         let spec = job.work.with_file_name("job.json");
         fs_err::write(&spec, serde_json::to_vec(&job)?)?;
@@ -678,7 +652,7 @@ impl St<'_, '_> {
             // The hook wrote (and synced) the blob in the store's tmp dir: move it into place.
             self.b.store.adopt_blob(&job.out, &layer.digest)?;
         }
-        Ok((res, Some(job.out)))
+        Ok(res)
     }
 
     /// RUN, COPY and ADD: key, lookup, and on a miss the work.
@@ -817,28 +791,10 @@ impl St<'_, '_> {
                 if c.checksum.is_some() {
                     bail!("checksum requires HTTP(S) or Git sources");
                 }
-                match &c.from {
-                    None => {
-                        let (d, ch) = self.context_digest(
-                            &self.b.opts.context.clone(),
-                            &self.b.opts.ignore.clone(),
-                            &c.sources,
-                            &c.excludes,
-                            c.parents,
-                        )?;
-                        inputs.push(d);
-                        changed.extend(ch);
-                    }
-                    Some(f) => match self.source_ref(f)? {
-                        FromRef::Stage(r) => inputs.push(r.content_id()),
-                        FromRef::Context(p) => {
-                            let (d, ch) =
-                                self.context_digest(&p, &[], &c.sources, &c.excludes, c.parents)?;
-                            inputs.push(d);
-                            changed.extend(ch);
-                        }
-                    },
-                }
+                let (d, ch) =
+                    self.source_digest(c.from.as_deref(), &c.sources, &c.excludes, c.parents)?;
+                inputs.push(d);
+                changed.extend(ch);
             }
             Instruction::Run(r) => {
                 extra.push(format!("network={:?}", self.network(r)?));
@@ -847,28 +803,10 @@ impl St<'_, '_> {
                         MountSpec::parse(m, false).map_err(|e| anyhow!("--mount {m}: {e}"))?;
                     if spec.kind == MountKind::Bind {
                         let src = spec.source.clone().unwrap_or_else(|| ".".into());
-                        match &spec.from {
-                            None => {
-                                let (d, ch) = self.context_digest(
-                                    &self.b.opts.context.clone(),
-                                    &self.b.opts.ignore.clone(),
-                                    &[src],
-                                    &[],
-                                    false,
-                                )?;
-                                inputs.push(d);
-                                changed.extend(ch);
-                            }
-                            Some(f) => match self.source_ref(f)? {
-                                FromRef::Stage(r) => inputs.push(r.content_id()),
-                                FromRef::Context(p) => {
-                                    let (d, ch) =
-                                        self.context_digest(&p, &[], &[src], &[], false)?;
-                                    inputs.push(d);
-                                    changed.extend(ch);
-                                }
-                            },
-                        }
+                        let (d, ch) =
+                            self.source_digest(spec.from.as_deref(), &[src], &[], false)?;
+                        inputs.push(d);
+                        changed.extend(ch);
                     }
                 }
             }
@@ -887,6 +825,26 @@ impl St<'_, '_> {
         Ok((inputs, why, extra))
     }
 
+    /// The key input for what `sources` read from `from` (the build context when `None`): the
+    /// content of a context directory, or a stage's or image's layers; and the context files
+    /// that changed since the last build.
+    fn source_digest(
+        &mut self,
+        from: Option<&str>,
+        sources: &[String],
+        excludes: &[String],
+        parents: bool,
+    ) -> anyhow::Result<(String, Vec<String>)> {
+        let opts = self.b.opts;
+        match from {
+            None => self.context_digest(&opts.context, &opts.ignore, sources, excludes, parents),
+            Some(f) => match self.source_ref(f)? {
+                FromRef::Stage(r) => Ok((r.content_id(), Vec::new())),
+                FromRef::Context(p) => self.context_digest(&p, &[], sources, excludes, parents),
+            },
+        }
+    }
+
     /// The digest of exactly what `sources` read from a context directory (path, kind, mode,
     /// owner, content), with the files that changed since the last build.
     fn context_digest(
@@ -900,11 +858,11 @@ impl St<'_, '_> {
         let resolved = copy::resolve_sources(root, sources, parents).map_err(|e| anyhow!("{e}"))?;
         let mut entries = Vec::new();
         let mut names = Vec::new();
+        let ignored = crate::context::ignore::Matcher::new(ignore).map_err(|e| anyhow!("{e}"))?;
         for r in &resolved {
             if !r.path.is_empty() && !r.is_dir {
                 // A single file excluded by .dockerignore is not there for the build.
-                let m = crate::context::ignore::Matcher::new(ignore).map_err(|e| anyhow!("{e}"))?;
-                if m.excluded(&r.path) {
+                if ignored.excluded(&r.path) {
                     bail!("\"/{}\": not found (excluded by .dockerignore)", r.path);
                 }
             }
@@ -1046,14 +1004,8 @@ impl St<'_, '_> {
             })
             .collect();
         let dir = step_dir(self.b, if is_add { "add" } else { "copy" })?;
-        let dest_lowers = if c.link {
-            Vec::new()
-        } else {
-            lowers(self.b, &self.config, &self.layers)?
-        };
+        let base = self.new_job(&dir, source, c.link, if is_add { "ADD" } else { "COPY" })?;
         let job = CopyJob {
-            source,
-            dest_lowers,
             sources: match &remote {
                 Some(f) => f.sources.clone(),
                 None => c.sources.clone(),
@@ -1070,17 +1022,11 @@ impl St<'_, '_> {
                     Some(_) => c.unpack == Some(true),
                     None => c.unpack != Some(false),
                 },
-            epoch: self.b.opts.epoch,
-            now: self.now(),
-            work: dir.join("work"),
-            out: dir.join("layer.blob"),
-            compression: self.b.opts.compression,
-            result: dir.join("result.json"),
-            what: if is_add { "ADD".into() } else { "COPY".into() },
+            ..base
         };
         let r = self.run_copy(job);
         let _ = remove_tree(&dir, &self.b.maps);
-        match r?.0 {
+        match r? {
             CopyResult::Layer { layer, dirs, .. } => Ok((Some(layer), dirs)),
             CopyResult::Error(e) => bail!("{e}"),
         }
@@ -1107,35 +1053,11 @@ impl St<'_, '_> {
         id: usize,
         cmd: &Command,
         r: &dockerfile::Run,
-        mut lower: Vec<PathBuf>,
+        lower: Vec<PathBuf>,
         step: &Path,
     ) -> anyhow::Result<Option<LayerRec>> {
         let b = self.b;
-        let (upper, work, merged, etc) = (
-            step.join("upper"),
-            step.join("work"),
-            step.join("merged"),
-            step.join("etc"),
-        );
-        for d in [&upper, &work, &merged, &etc] {
-            fs_err::create_dir_all(d)?;
-        }
-        if lower.is_empty() {
-            let empty = step.join("empty");
-            fs_err::create_dir_all(&empty)?;
-            lower.push(empty);
-        }
-        let hostname = "strata".to_string();
-        fs_err::write(
-            etc.join("resolv.conf"),
-            fs_err::read("/etc/resolv.conf").unwrap_or_default(),
-        )?;
-        fs_err::write(
-            etc.join("hosts"),
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        )?;
-        fs_err::write(etc.join("hostname"), format!("{hostname}\n"))?;
-
+        let root = exec::step_root(step, lower, "strata")?;
         let mut env = self.env_list();
         for (k, v) in self.visible_args() {
             env.push(format!("{k}={v}"));
@@ -1201,21 +1123,18 @@ impl St<'_, '_> {
         };
         let spec = Spec {
             rootfs: Rootfs::Overlay {
-                lower,
-                upper: upper.clone(),
-                work,
-                merged,
+                lower: root.lower,
+                upper: root.upper.clone(),
+                work: root.work,
+                merged: root.merged,
             },
             argv: argv.clone(),
             env,
             user: self.user(),
             workdir: self.workdir(),
             network: self.network(r)?,
-            hostname,
-            etc_files: ["resolv.conf", "hosts", "hostname"]
-                .iter()
-                .map(|n| (n.to_string(), etc.join(n)))
-                .collect(),
+            hostname: "strata".into(),
+            etc_files: root.etc_files,
             binds,
             maps: b.maps.clone(),
         };
@@ -1286,31 +1205,12 @@ impl St<'_, '_> {
             // Nothing changed: no layer (history marks it empty).
             return Ok(None);
         }
-        let mut f = fs_err::File::open(&tar)?;
-        let info: LayerRec = if b.opts.compression == crate::layer::Compression::None {
-            // The (synced) tar is the blob: hash it and move it into place, no second copy.
-            let mut h = crate::oci::HashingReader::new(&mut f);
-            std::io::copy(&mut h, &mut std::io::sink())?;
-            let (digest, size) = h.finish();
-            b.store.adopt_blob(&tar, &digest)?;
-            LayerRec {
-                diff_id: digest.clone(),
-                digest,
-                size,
-                media_type: crate::layer::Compression::None.media_type().to_string(),
-            }
-        } else {
-            b.store
-                .put_layer(b.opts.compression, |sink| {
-                    std::io::copy(&mut f, sink).map(|_| ())
-                })?
-                .into()
-        };
+        let info: LayerRec = b.store.put_layer_file(&tar, b.opts.compression)?.into();
         // The upper dir is this layer's content: keep it as the snapshot, saving an unpack
         // (not with SOURCE_DATE_EPOCH, where the layer's times were clamped and the upper
         // dir's were not).
         if b.opts.epoch.is_none() {
-            let _ = b.store.adopt_snapshot(&info.diff_id, &upper);
+            let _ = b.store.adopt_snapshot(&info.diff_id, &root.upper);
         }
         Ok(Some(info))
     }
@@ -1380,18 +1280,7 @@ impl St<'_, '_> {
                     .join(&Digest::of(id.as_bytes()).hex()[..32]);
                 fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
                 if !dir.exists() {
-                    hook_ok(
-                        &b.exe,
-                        "mkcache",
-                        vec![
-                            dir.display().to_string(),
-                            m.uid.unwrap_or(0).to_string(),
-                            m.gid.unwrap_or(0).to_string(),
-                            format!("{:o}", m.mode.unwrap_or(0o755)),
-                        ],
-                        &b.maps,
-                        &format!("creating cache mount {id}"),
-                    )?;
+                    make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
                 }
                 let mut host = dir.clone();
                 if m.sharing != Sharing::Shared {
@@ -1411,18 +1300,8 @@ impl St<'_, '_> {
                         Ok(()) => locks.push(f),
                         Err(rustix::io::Errno::WOULDBLOCK) => {
                             host = step.join(format!("private-cache{i}"));
-                            hook_ok(
-                                &b.exe,
-                                "mkcache",
-                                vec![
-                                    host.display().to_string(),
-                                    m.uid.unwrap_or(0).to_string(),
-                                    m.gid.unwrap_or(0).to_string(),
-                                    format!("{:o}", m.mode.unwrap_or(0o755)),
-                                ],
-                                &b.maps,
-                                &format!("creating a private cache mount {id}"),
-                            )?;
+                            let what = format!("creating a private cache mount {id}");
+                            make_cache_dir(b, &host, m, &what)?;
                         }
                         Err(e) => bail!("locking cache mount {id}: {e}"),
                     }
@@ -1561,6 +1440,18 @@ impl St<'_, '_> {
             })
         }
     }
+}
+
+/// A cache mount's directory at `dir`, owned and moded as the mount asks, made inside the user
+/// namespace (the owner may be a subordinate id).
+fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> anyhow::Result<()> {
+    let args = vec![
+        dir.display().to_string(),
+        m.uid.unwrap_or(0).to_string(),
+        m.gid.unwrap_or(0).to_string(),
+        format!("{:o}", m.mode.unwrap_or(0o755)),
+    ];
+    hook_ok(&b.exe, "mkcache", args, &b.maps, what)
 }
 
 /// The `--from` of a COPY or ADD.

@@ -167,6 +167,22 @@ fn run_spec(spec: &Spec) -> R<i32> {
     std::process::exit(code)
 }
 
+/// Bind-mount `src` at `target` (with `flags` such as MS_REC), then make it read-only when
+/// asked (a bind mount takes MS_RDONLY only on a remount).
+fn bind(src: &str, target: &str, flags: libc::c_ulong, readonly: bool) -> R<()> {
+    mount(src, target, "", libc::MS_BIND | flags, "")?;
+    if readonly {
+        mount(
+            "",
+            target,
+            "",
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            "",
+        )?;
+    }
+    Ok(())
+}
+
 fn ensure_file(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
     if std::fs::symlink_metadata(path).is_err() {
         if let Some(p) = Path::new(path).parent() {
@@ -294,14 +310,7 @@ fn init(spec: &Spec) -> R<Outcome> {
     for (name, host) in &spec.etc_files {
         let t = format!("{root}/etc/{name}");
         ensure_file(&t, &mut created, &format!("/etc/{name}"))?;
-        mount(&host.display().to_string(), &t, "", libc::MS_BIND, "")?;
-        mount(
-            "",
-            &t,
-            "",
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-            "",
-        )?;
+        bind(&host.display().to_string(), &t, 0, true)?;
     }
     for Bind {
         host,
@@ -354,22 +363,7 @@ fn init(spec: &Spec) -> R<Outcome> {
         } else {
             ensure_file(&t, &mut created, target)?;
         }
-        mount(
-            &host.display().to_string(),
-            &t,
-            "",
-            libc::MS_BIND | libc::MS_REC,
-            "",
-        )?;
-        if *readonly {
-            mount(
-                "",
-                &t,
-                "",
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-                "",
-            )?;
-        }
+        bind(&host.display().to_string(), &t, libc::MS_REC, *readonly)?;
     }
     report(&Report::Created(created));
 

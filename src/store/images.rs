@@ -322,6 +322,27 @@ impl Store {
         Ok(info)
     }
 
+    /// Store the layer tar at `tar` (synced by whoever wrote it). Uncompressed, the file itself
+    /// becomes the blob: it is hashed and moved into place, not copied. Otherwise it is
+    /// compressed into a new blob and left where it is.
+    pub fn put_layer_file(&self, tar: &Path, compression: Compression) -> Result<LayerInfo> {
+        let mut f = at(tar, fs_err::File::open(tar))?;
+        if compression != Compression::None {
+            return self.put_layer(compression, |sink| std::io::copy(&mut f, sink).map(|_| ()));
+        }
+        let mut h = oci::HashingReader::new(&mut f);
+        at(tar, std::io::copy(&mut h, &mut std::io::sink()))?;
+        let (digest, size) = h.finish();
+        self.adopt_blob(tar, &digest)?;
+        Ok(LayerInfo {
+            diff_id: digest.clone(),
+            digest,
+            size,
+            uncompressed_size: size,
+            media_type: Compression::None.media_type(),
+        })
+    }
+
     /// `strata import`: a directory or a tar (plain or compressed) becomes a one-layer image.
     pub fn import(
         &self,
