@@ -311,7 +311,7 @@ fn cache_mount_persists_is_owned_as_asked_and_stays_out_of_the_layer() {
 fn bind_tmpfs_and_stage_mounts() {
     let Some(b) = B::new("bind") else { return };
     let f = [
-        df("FROM busybox AS s\nRUN mkdir /out && echo from-stage > /out/x\nFROM busybox\nRUN --mount=target=/ctx cat /ctx/input > /got && (touch /ctx/w 2>/dev/null && echo rw || echo ro) > /mode\nRUN --mount=type=bind,from=s,source=/out,target=/o,rw cat /o/x > /fromstage && echo scribble > /o/y\nRUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && ls /scratch > /tmpfs\n"),
+        df("FROM busybox AS s\nRUN mkdir /out && echo from-stage > /out/x\nFROM busybox\nRUN --mount=target=/ctx cat /ctx/input > /got && (touch /ctx/w 2>/dev/null && echo rw || echo ro) > /mode\nRUN --mount=type=bind,from=s,source=/out,target=/o,rw cat /o/x > /fromstage && echo scribble > /o/y\nRUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && ls /scratch > /tmpfs\nRUN --mount=type=bind,from=busybox:latest,source=/etc/group,target=/imagegroup head -n 1 /imagegroup > /fromimage\n"),
         ("input", "v1".into()),
     ];
     let c = b.ctx("c", &files(&f));
@@ -320,6 +320,7 @@ fn bind_tmpfs_and_stage_mounts() {
     assert_eq!(b.sh("b", "cat /mode"), "ro\n");
     assert_eq!(b.sh("b", "cat /fromstage"), "from-stage\n");
     assert_eq!(b.sh("b", "cat /tmpfs"), "f\n");
+    assert_eq!(b.sh("b", "cat /fromimage"), "root:x:0:\n");
     assert_eq!(
         b.sh(
             "b",
