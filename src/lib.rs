@@ -9,6 +9,8 @@
 //! - [`dockerfile`]: source spans, lexer and parser, variable expansion, typed instructions,
 //!   lint rules. Pure.
 //! - [`plan`]: stages, ARG scoping, the stage DAG and target pruning. Pure.
+//! - [`registry`]: references, credentials, registries.conf, and the distribution-protocol
+//!   client that pulls base images into the store and pushes images from it.
 //! - [`engine`]: `strata build` — runs the plan step by step with the step cache, RUN in the
 //!   [`sandbox`], COPY/ADD into [`layer`]s, and writes the image to the [`store`].
 //!
@@ -20,5 +22,6 @@ pub mod engine;
 pub mod layer;
 pub mod oci;
 pub mod plan;
+pub mod registry;
 pub mod sandbox;
 pub mod store;

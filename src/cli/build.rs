@@ -47,7 +47,8 @@ pub struct BuildArgs {
     /// Write the image id (config digest) to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
-    /// Write the result instead of storing it: type=oci|docker|tar|local,dest=PATH.
+    /// Write the result instead of storing it: type=oci|docker|tar|local,dest=PATH, or push it:
+    /// type=registry[,name=REF] (also type=image,push=true).
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// Progress output: auto, tty, plain or json.
@@ -67,6 +68,16 @@ pub struct BuildArgs {
     /// compressor), gzip or zstd, optionally with a level (gzip:6, zstd:3).
     #[arg(long, default_value = "none")]
     compression: String,
+    /// Always ask the registry for a newer version of each base image (one HEAD per base;
+    /// nothing is downloaded when the store has the same digest).
+    #[arg(long)]
+    pull: bool,
+    /// Push the image to every -t name after the build (the same as --output type=registry).
+    #[arg(long)]
+    push: bool,
+    /// Write buildx's JSON about the result (image and config digest, names, bases) here.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
     /// The build context: a directory, or `-` for a tar on standard input.
     context: String,
 }
@@ -277,6 +288,13 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
             )
         })?,
         epoch,
+        pull: if a.pull {
+            strata::registry::PullPolicy::Always
+        } else {
+            strata::registry::PullPolicy::Missing
+        },
+        push: a.push,
+        metadata_file: a.metadata_file.clone(),
     };
     let built = engine::build(store, &p, &opts)?;
     if a.quiet {

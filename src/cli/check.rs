@@ -70,8 +70,17 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
             .or_else(strata::store::default_root)
             .filter(|r| r.join("v1/oci/index.json").exists())
             .and_then(|r| strata::store::Store::open(r).ok());
+        // Through the image seam, store only: check never pulls.
+        let source = store.as_ref().map(|s| {
+            strata::registry::ImageSource::new(
+                s,
+                strata::registry::PullPolicy::Never,
+                strata::oci::Platform::host(),
+                std::sync::Arc::new(strata::registry::Quiet),
+            )
+        });
         let base_env = |image: &str| -> Option<Vec<(String, String)>> {
-            let img = store.as_ref()?.resolve(image).ok()?;
+            let img = source.as_ref()?.image(image).ok()?.record;
             let mut env = strata::dockerfile::shell::env_from_list(
                 &img.config.config.and_then(|c| c.env).unwrap_or_default(),
             );

@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod parse;
+mod registry_cmds;
 pub mod render;
 pub mod run;
 mod store_cmds;
@@ -27,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Build an image from a Dockerfile and a context.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Parse a Dockerfile; print its outline, or BuildKit's syntax-tree dump with --dump.
     Parse(parse::ParseArgs),
     /// Check a Dockerfile: parse, type and plan it, and report lint warnings.
@@ -60,6 +61,14 @@ pub enum Commands {
     Run(run::RunArgs),
     /// Check that this machine can run builds rootless, and say how to fix what is missing.
     Doctor,
+    /// Pull an image from its registry into the store (mirrors and credentials as configured).
+    Pull(registry_cmds::PullArgs),
+    /// Push an image of the store to a registry.
+    Push(registry_cmds::PushArgs),
+    /// Log in to a registry: check the credentials and save them in the containers auth file.
+    Login(registry_cmds::LoginArgs),
+    /// Remove a registry's saved credentials.
+    Logout(registry_cmds::LogoutArgs),
 }
 
 /// Run a parsed command line; returns the process exit code.
@@ -75,7 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Ok(strata::store::Store::open(root)?)
     };
     match cli.command {
-        Commands::Build(a) => build::run(&store()?, a),
+        Commands::Build(a) => build::run(&store()?, *a),
         Commands::Parse(a) => parse::run(a),
         Commands::Check(a) => check::run(a, cli.root.clone()),
         Commands::Images(a) => store_cmds::images(&store()?, a),
@@ -92,6 +101,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Unpack(a) => store_cmds::unpack(&store()?, a),
         Commands::Run(a) => run::run(&store()?, a),
         Commands::Doctor => run::doctor(),
+        Commands::Pull(a) => registry_cmds::pull(&store()?, a),
+        Commands::Push(a) => registry_cmds::push(&store()?, a),
+        Commands::Login(a) => registry_cmds::login(a),
+        Commands::Logout(a) => registry_cmds::logout(a),
     }
 }
 

@@ -44,7 +44,19 @@ pub struct RunArgs {
 pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     // Keep prune away from this run's step directory and snapshots while it runs.
     let _writer = store.writer_lock()?;
-    let img = store.resolve(&a.image)?;
+    // The store's image, or pulled from its registry as `docker run` does.
+    let progress = std::sync::Arc::new(strata::engine::progress::Progress::new(
+        strata::engine::progress::Mode::parse("auto", false)
+            .unwrap_or(strata::engine::progress::Mode::Plain),
+    ));
+    let img = strata::registry::ImageSource::new(
+        store,
+        strata::registry::PullPolicy::Missing,
+        strata::oci::Platform::host(),
+        progress,
+    )
+    .image(&a.image)?
+    .record;
     let maps = idmap::for_current_user();
     let lowers = snapshots(
         store,

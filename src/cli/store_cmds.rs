@@ -177,7 +177,7 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
                 } else {
                     i.names
                         .iter()
-                        .map(|n| (n.name.clone(), n.tag.clone()))
+                        .map(|n| (n.name(), n.tag().to_string()))
                         .collect()
                 };
                 for (n, t) in names {

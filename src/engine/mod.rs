@@ -29,6 +29,7 @@ use crate::context::checksum;
 use crate::layer::Compression;
 use crate::oci::{Descriptor, Digest, ImageConfig};
 use crate::plan::Plan;
+use crate::registry::{ImageSource, PullPolicy};
 use crate::sandbox::{idmap, Network};
 use crate::store::{ImageRef, SaveFormat, Store};
 
@@ -50,6 +51,9 @@ pub enum Output {
     Tar { dest: PathBuf },
     /// The root filesystem as a directory.
     Local { dest: PathBuf },
+    /// Push to a registry (`type=registry`, or `type=image,push=true`): to `name=` if given,
+    /// else to every `-t` name.
+    Registry { name: Option<String> },
 }
 
 impl Output {
@@ -58,6 +62,8 @@ impl Output {
         let mut kind = None;
         let mut dest = None;
         let mut tar = true;
+        let mut push = false;
+        let mut name = None;
         if !s.contains('=') {
             return Ok(Output::Local {
                 dest: PathBuf::from(s),
@@ -74,9 +80,22 @@ impl Output {
                     tar = crate::dockerfile::instructions::parse_bool(v)
                         .ok_or_else(|| format!("invalid tar value \"{v}\""))?
                 }
-                "name" | "compression" | "oci-mediatypes" => {}
+                "push" => {
+                    push = crate::dockerfile::instructions::parse_bool(v)
+                        .ok_or_else(|| format!("invalid push value \"{v}\""))?
+                }
+                "name" => name = Some(v.to_string()),
+                "compression" | "oci-mediatypes" => {}
                 other => return Err(format!("unknown output option \"{other}\"")),
             }
+        }
+        match kind.as_deref() {
+            Some("registry") => return Ok(Output::Registry { name }),
+            Some("image") if push => return Ok(Output::Registry { name }),
+            Some("image") => {
+                return Err("type=image without push=true is the store: use -t NAME".into())
+            }
+            _ => {}
         }
         let dest = dest.ok_or("--output needs dest=PATH")?;
         match kind.as_deref() {
@@ -85,7 +104,7 @@ impl Output {
             Some("tar") => Ok(Output::Tar { dest }),
             Some("local") | None => Ok(Output::Local { dest }),
             Some(other) => Err(format!(
-                "unsupported output type \"{other}\": use oci, docker, tar or local"
+                "unsupported output type \"{other}\": use oci, docker, tar, local, registry or image,push=true"
             )),
         }
     }
@@ -143,6 +162,12 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// SOURCE_DATE_EPOCH (from the environment or a build arg).
     pub epoch: Option<i64>,
+    /// When to ask a registry for base images (`--pull` is `Always`).
+    pub pull: PullPolicy,
+    /// `--push`: push the image to every `-t` name after the build.
+    pub push: bool,
+    /// `--metadata-file`: buildx's JSON about the result.
+    pub metadata_file: Option<PathBuf>,
 }
 
 /// What a finished stage leaves for the stages after it.
@@ -188,7 +213,11 @@ pub(crate) struct Build<'a> {
     pub plan: &'a Plan,
     pub maps: idmap::IdMaps,
     pub exe: PathBuf,
-    pub progress: progress::Progress,
+    pub progress: Arc<progress::Progress>,
+    /// Where base images come from (the store, or a registry).
+    pub source: ImageSource<'a>,
+    /// Each base image resolved, as (reference, digest), in the order the stages asked.
+    pub bases: Mutex<Vec<(String, Digest)>>,
     pub checksums: Mutex<checksum::Cache>,
     results: Mutex<HashMap<usize, Option<Arc<StageResult>>>>,
     ready: Condvar,
@@ -274,13 +303,22 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
+    let progress = Arc::new(progress::Progress::new(opts.progress));
+    let platform = crate::oci::Platform {
+        architecture: plan.options.target_platform.arch.clone(),
+        os: plan.options.target_platform.os.clone(),
+        os_version: None,
+        variant: plan.options.target_platform.variant.clone(),
+    };
     let b = Build {
         store,
         opts,
         plan,
         maps: idmap::for_current_user(),
         exe: exec::exe()?,
-        progress: progress::Progress::new(opts.progress),
+        source: ImageSource::new(store, opts.pull, platform, progress.clone()),
+        bases: Mutex::new(Vec::new()),
+        progress,
         checksums: Mutex::new(checksum::Cache::load(&cpath)),
         results: Mutex::new(HashMap::new()),
         ready: Condvar::new(),
@@ -355,9 +393,30 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
     } else {
         Vec::new()
     };
-    let img = store.add_image(&config, &result.layers, &names)?;
+    // The base of the target stage, as BuildKit records it.
+    let mut annotations = BTreeMap::new();
+    if let Some((r, d)) = target_base(&b) {
+        annotations.insert("org.opencontainers.image.base.name".to_string(), r);
+        annotations.insert(
+            "org.opencontainers.image.base.digest".to_string(),
+            d.to_string(),
+        );
+    }
+    let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
+    let mut pushed = Vec::new();
     for o in &opts.outputs {
-        write_output(&b, store, &img, o)?;
+        pushed.extend(write_output(&b, store, &img, o)?);
+    }
+    if opts.push {
+        if opts.tags.is_empty() {
+            bail!("--push needs a name to push to: give -t REGISTRY/REPOSITORY[:TAG]");
+        }
+        for t in &opts.tags {
+            pushed.push(push_to(&b, store, &img, t)?);
+        }
+    }
+    if let Some(f) = &opts.metadata_file {
+        write_metadata(&b, &img, &pushed, f)?;
     }
     if let Some(f) = &opts.iidfile {
         fs_err::write(f, img.config_digest.to_string())
@@ -389,12 +448,102 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
     })
 }
 
+/// The reference and digest of the target stage's base image, when it is an image.
+fn target_base(b: &Build) -> Option<(String, Digest)> {
+    let mut i = b.plan.target;
+    loop {
+        match &b.plan.stages[i].base {
+            crate::plan::Base::Stage(j) => i = *j,
+            crate::plan::Base::Image(r) => {
+                let bases = b.bases.lock().unwrap_or_else(|e| e.into_inner());
+                return bases.iter().find(|(x, _)| x == r).cloned();
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Push the built image to `to`; returns (reference, digest).
+fn push_to(
+    b: &Build,
+    store: &Store,
+    img: &crate::store::ImageRecord,
+    to: &ImageRef,
+) -> anyhow::Result<(String, Digest)> {
+    let reg = crate::registry::Registry::from_environment()?.with_observer(b.progress.clone());
+    let compression = match b.opts.compression {
+        Compression::None => Compression::GZIP,
+        c => c,
+    };
+    let p = reg
+        .push(
+            store,
+            img,
+            to,
+            &crate::registry::push::PushOptions {
+                compression,
+                chunk_size: None,
+            },
+        )
+        .with_context(|| format!("pushing {to}"))?;
+    b.progress.note(&format!(
+        "pushed {to}@{} ({} blobs uploaded, {} mounted, {} already there)",
+        p.digest, p.counts.0, p.counts.1, p.counts.2
+    ));
+    Ok((to.to_string(), p.digest))
+}
+
+/// buildx's `--metadata-file`, with strata's base-image record.
+fn write_metadata(
+    b: &Build,
+    img: &crate::store::ImageRecord,
+    pushed: &[(String, Digest)],
+    f: &Path,
+) -> anyhow::Result<()> {
+    let digest = pushed
+        .first()
+        .map(|(_, d)| d.clone())
+        .unwrap_or_else(|| img.manifest_digest.clone());
+    let names: Vec<String> = b.opts.tags.iter().map(|t| t.qualified()).collect();
+    let bases: Vec<serde_json::Value> = b
+        .bases
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(r, d)| serde_json::json!({"ref": r, "digest": d.to_string()}))
+        .collect();
+    let v = serde_json::json!({
+        "containerimage.digest": digest.to_string(),
+        "containerimage.config.digest": img.config_digest.to_string(),
+        "containerimage.descriptor": {
+            "mediaType": crate::oci::media::OCI_MANIFEST,
+            "digest": digest.to_string(),
+        },
+        "image.name": names.join(","),
+        "strata.pushed": pushed.iter().map(|(r, d)| format!("{r}@{d}")).collect::<Vec<_>>(),
+        "strata.base-images": bases,
+    });
+    fs_err::write(f, serde_json::to_vec_pretty(&v)?)
+        .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+    Ok(())
+}
+
 fn write_output(
     b: &Build,
     store: &Store,
     img: &crate::store::ImageRecord,
     o: &Output,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(String, Digest)>> {
+    if let Output::Registry { name } = o {
+        let targets = match name {
+            Some(n) => vec![ImageRef::parse(n).with_context(|| format!("--output name={n}"))?],
+            None if b.opts.tags.is_empty() => {
+                bail!("--output type=registry needs a name: give -t REGISTRY/REPOSITORY[:TAG] or name=")
+            }
+            None => b.opts.tags.clone(),
+        };
+        return targets.iter().map(|t| push_to(b, store, img, t)).collect();
+    }
     let names = if b.opts.tags.is_empty() {
         vec![ImageRef::parse("strata-build:latest")?]
     } else {
@@ -444,9 +593,10 @@ fn write_output(
                 fs_err::remove_dir_all(&dir)?;
             }
         }
+        Output::Registry { .. } => {}
     }
     b.progress.note(&format!("wrote {}", describe(o)));
-    Ok(())
+    Ok(Vec::new())
 }
 
 fn describe(o: &Output) -> String {
@@ -456,5 +606,6 @@ fn describe(o: &Output) -> String {
         Output::Docker { dest } => format!("docker archive {}", dest.display()),
         Output::Tar { dest } => format!("root filesystem tar {}", dest.display()),
         Output::Local { dest } => format!("root filesystem in {}", dest.display()),
+        Output::Registry { name } => format!("registry {}", name.as_deref().unwrap_or("tags")),
     }
 }

@@ -8,6 +8,9 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::oci::Digest;
+use crate::registry::{BlobOutcome, Observer};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Tty,
@@ -53,6 +56,8 @@ pub struct Progress {
     start: Instant,
     multi: Option<indicatif::MultiProgress>,
     steps: Mutex<HashMap<usize, StepView>>,
+    /// A bar per blob being pulled or pushed (tty view).
+    blobs: Mutex<HashMap<Digest, indicatif::ProgressBar>>,
     out: Mutex<std::io::Stderr>,
 }
 
@@ -69,6 +74,7 @@ impl Progress {
             start: Instant::now(),
             multi,
             steps: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(HashMap::new()),
             out: Mutex::new(std::io::stderr()),
         }
     }
@@ -249,5 +255,86 @@ impl Progress {
             ),
             _ => self.line(&format!("{summary} in {:.2}s", t.as_secs_f64())),
         }
+    }
+}
+
+/// Registry events: a bar per blob (bytes and rate) in the tty view, a line per blob in plain,
+/// an event per blob in json.
+impl Observer for Progress {
+    fn resolved(&self, reference: &str, digest: &Digest, source: &str) {
+        match self.mode {
+            Mode::Json => self.json(serde_json::json!({"event": "resolved", "ref": reference, "digest": digest.to_string(), "source": source})),
+            Mode::Quiet => {}
+            _ => self.line(&format!("resolve {reference} → {digest} ({source})")),
+        }
+    }
+
+    fn moved(&self, reference: &str, from: &Digest, to: &Digest) {
+        match self.mode {
+            Mode::Json => self.json(serde_json::json!({"event": "moved", "ref": reference, "from": from.to_string(), "to": to.to_string()})),
+            Mode::Quiet => {}
+            _ => self.line(&format!("{reference} moved from {from} to {to}")),
+        }
+    }
+
+    fn blob_start(&self, digest: &Digest, size: u64, push: bool) {
+        let verb = if push { "push" } else { "pull" };
+        match self.mode {
+            Mode::Tty => {
+                if let Some(m) = &self.multi {
+                    let b = m.add(indicatif::ProgressBar::new(size));
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    );
+                    b.set_prefix(format!("{verb} {}", digest.short()));
+                    self.blobs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(digest.clone(), b);
+                }
+            }
+            Mode::Plain => self.line(&format!("{verb} {} {size} bytes", digest.short())),
+            Mode::Json => self.json(serde_json::json!({"event": "blob-start", "digest": digest.to_string(), "size": size, "push": push})),
+            Mode::Quiet => {}
+        }
+    }
+
+    fn blob_progress(&self, digest: &Digest, done: u64) {
+        if let Some(b) = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            b.set_position(done);
+        }
+    }
+
+    fn blob_done(&self, digest: &Digest, outcome: BlobOutcome) {
+        if let Some(b) = self
+            .blobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest)
+        {
+            b.finish_and_clear();
+        }
+        match self.mode {
+            Mode::Plain => self.line(&format!("blob {} {}", digest.short(), outcome.as_str())),
+            Mode::Json => self.json(serde_json::json!({"event": "blob-done", "digest": digest.to_string(), "outcome": outcome.as_str()})),
+            _ => {}
+        }
+    }
+
+    fn retry(&self, what: &str, why: &str) {
+        self.note(&format!("retrying {what}: {why}"));
+    }
+
+    fn note(&self, msg: &str) {
+        Progress::note(self, msg);
     }
 }

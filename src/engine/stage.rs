@@ -46,6 +46,8 @@ struct St<'b, 'a> {
     no_cache: bool,
     /// Why the previous step missed, carried to the next ones.
     earlier_miss: bool,
+    /// `--pull` found the base image moved: the first step misses for that reason.
+    base_moved: Option<String>,
     total: usize,
     n: usize,
     /// ADD's downloads or clone for the current step (the scratch dir, what it holds).
@@ -69,7 +71,7 @@ fn first_line(s: &str) -> String {
 pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
     let stage = &b.plan.stages[i];
     let name = stage.display_name();
-    let (mut config, layers, key, dirs) = base(b, i)?;
+    let (mut config, layers, key, dirs, moved) = base(b, i)?;
     // A stage built on a stage that ran has changed too.
     let base_ran = match stage.base {
         Base::Stage(j) => b.stage_result(j).is_some_and(|r| r.ran),
@@ -116,6 +118,7 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         cmd_set: false,
         no_cache,
         earlier_miss: false,
+        base_moved: moved,
         total: all.len(),
         n: 0,
         fetched: None,
@@ -152,11 +155,14 @@ fn scratch_config(p: &Platform) -> ImageConfig {
     }
 }
 
+/// A stage's starting point: config, layers, key, known directories, and why its steps must
+/// miss when its base image moved (`--pull`).
 type BaseState = (
     ImageConfig,
     Vec<crate::oci::Descriptor>,
     Digest,
     Vec<String>,
+    Option<String>,
 );
 
 fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
@@ -169,7 +175,8 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
         None => None,
     };
     let from_image = |r: &str| -> anyhow::Result<BaseState> {
-        let img = image(b, r).with_context(|| loc(b, &stage.from))?;
+        let res = image(b, r).with_context(|| loc(b, &stage.from))?;
+        let img = &res.record;
         if let Some(w) = &want {
             if img.config.os != w.os || img.config.architecture != w.arch {
                 bail!(
@@ -185,6 +192,9 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
             img.manifest.layers.clone(),
             img.config_digest.clone(),
             Vec::new(),
+            res.moved_from
+                .as_ref()
+                .map(|from| format!("the base {r} moved from {} to {}", from, res.digest)),
         ))
     };
     match &stage.base {
@@ -195,6 +205,7 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
                 Vec::new(),
                 Digest::of(format!("scratch {p}").as_bytes()),
                 Vec::new(),
+                None,
             ))
         }
         Base::Stage(j) => {
@@ -202,7 +213,7 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
             // The key of a stage's steps follows what it produced, not only how: a stage that
             // reran (--no-cache-filter) with different output changes everything built on it.
             let key = Digest::of(format!("{} {}", r.key, r.content_id()).as_bytes());
-            Ok((r.config.clone(), r.layers.clone(), key, r.dirs.clone()))
+            Ok((r.config.clone(), r.layers.clone(), key, r.dirs.clone(), None))
         }
         Base::Image(r) => from_image(r),
         Base::Context(name) => match b.opts.named_contexts.get(name) {
@@ -215,7 +226,7 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
                 let img = match tag {
                     Some(t) => loaded
                         .into_iter()
-                        .find(|i| i.names.iter().any(|n| n.tag == *t))
+                        .find(|i| i.names.iter().any(|n| n.tag() == t))
                         .ok_or_else(|| anyhow!("{}: no image tagged {t}", p.display()))?,
                     None => loaded
                         .into_iter()
@@ -234,13 +245,14 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
     }
 }
 
-/// An image from the store, with an error that says what to do when it is missing.
-fn image(b: &Build, r: &str) -> anyhow::Result<crate::store::ImageRecord> {
-    b.store.resolve(r).map_err(|e| {
-        anyhow!(
-            "base image \"{r}\" is not in the local store ({e})\n  hint: strata does not pull from registries yet: import it (`strata import ROOTFS {r}`) or load it (`strata load IMAGE.tar`)"
-        )
-    })
+/// An image from the store, pulled from its registry when missing (or moved, with `--pull`).
+fn image(b: &Build, r: &str) -> anyhow::Result<crate::registry::Resolved> {
+    let res = b.source.image(r)?;
+    let mut bases = b.bases.lock().unwrap_or_else(|e| e.into_inner());
+    if !bases.iter().any(|(x, _)| x == r) {
+        bases.push((r.to_string(), res.digest.clone()));
+    }
+    Ok(res)
 }
 
 /// Snapshots (top first) of `layers`, unpacked inside the user namespace on first use.
@@ -713,6 +725,8 @@ impl St<'_, '_> {
             w
         } else if let Some(f) = from_of(ins).filter(|f| self.source_missed(f)) {
             format!("the source stage {f} changed")
+        } else if let Some(m) = self.base_moved.take() {
+            m
         } else if self.earlier_miss {
             "an earlier step changed".to_string()
         } else {
@@ -926,9 +940,9 @@ impl St<'_, '_> {
         }
         let img = image(self.b, r)?;
         let res = std::sync::Arc::new(StageResult {
-            config: img.config.clone(),
-            layers: img.manifest.layers.clone(),
-            key: img.config_digest.clone(),
+            config: img.record.config.clone(),
+            layers: img.record.manifest.layers.clone(),
+            key: img.record.config_digest.clone(),
             dirs: Vec::new(),
             ran: false,
         });

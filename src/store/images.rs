@@ -10,69 +10,13 @@ use crate::oci::{
     Platform, RootFs, REF_NAME,
 };
 
-/// A parsed image reference `name[:tag]`, normalized the way users type it (`busybox:latest`,
-/// not `docker.io/library/busybox:latest`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ImageRef {
-    pub name: String,
-    pub tag: String,
-}
+/// Names in the store are references, displayed the way users type them (`busybox:latest`, not
+/// `docker.io/library/busybox:latest`): the registry module's one reference type.
+pub use crate::registry::Reference as ImageRef;
 
-impl ImageRef {
-    pub fn parse(s: &str) -> Result<ImageRef> {
-        let bad = |why: &str| Error::Invalid(format!("invalid image reference \"{s}\": {why}"));
-        let s2 = s
-            .strip_prefix("docker.io/library/")
-            .or_else(|| s.strip_prefix("docker.io/"))
-            .unwrap_or(s);
-        // The tag is after the last ':' that comes after the last '/' (a registry port is not a tag).
-        let slash = s2.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (name, tag) = match s2[slash..].rfind(':') {
-            Some(i) => (&s2[..slash + i], &s2[slash + i + 1..]),
-            None => (s2, "latest"),
-        };
-        if name.is_empty() {
-            return Err(bad("the name is empty"));
-        }
-        if name.contains('@') {
-            return Err(bad("digest references are not tags; use the image id"));
-        }
-        // A registry host (first of several parts) may have upper case and a port.
-        let parts = name.split('/').count();
-        let ok_name = name.split('/').enumerate().all(|(i, part)| {
-            let host = i == 0 && parts > 1;
-            !part.is_empty()
-                && part.chars().all(|c| {
-                    c.is_ascii_lowercase()
-                        || c.is_ascii_digit()
-                        || "._-".contains(c)
-                        || (host && (c == ':' || c.is_ascii_uppercase()))
-                })
-        });
-        if !ok_name {
-            return Err(bad("names are lowercase letters, digits and . _ - / (for example myapp or registry:5000/team/app)"));
-        }
-        let ok_tag = !tag.is_empty()
-            && tag.len() <= 128
-            && tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-            && !tag.starts_with(['.', '-']);
-        if !ok_tag {
-            return Err(bad(
-                "tags are up to 128 letters, digits, _ . - and cannot start with . or -",
-            ));
-        }
-        Ok(ImageRef {
-            name: name.to_string(),
-            tag: tag.to_string(),
-        })
-    }
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.name, self.tag)
+impl From<crate::registry::ReferenceError> for Error {
+    fn from(e: crate::registry::ReferenceError) -> Error {
+        Error::Invalid(e.to_string())
     }
 }
 
@@ -152,6 +96,70 @@ impl Store {
         Ok(out)
     }
 
+    /// Every index entry that is an image manifest, with its record (names as annotated).
+    pub fn entries(&self) -> Result<Vec<(Descriptor, ImageRecord)>> {
+        let index = self.index()?;
+        let mut loaded: BTreeMap<Digest, ImageRecord> = BTreeMap::new();
+        let mut out = Vec::new();
+        for d in index.manifests {
+            if !media::is_manifest(&d.media_type) {
+                continue;
+            }
+            let rec = match loaded.get(&d.digest) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.load_record(&d.digest, Vec::new())?;
+                    loaded.insert(d.digest.clone(), r.clone());
+                    r
+                }
+            };
+            let mut rec = rec;
+            rec.names = d
+                .annotations
+                .get(REF_NAME)
+                .and_then(|r| ImageRef::parse(r).ok())
+                .into_iter()
+                .collect();
+            out.push((d, rec));
+        }
+        Ok(out)
+    }
+
+    /// The blob of layer `l` (stored uncompressed) compressed with `c`, made once and
+    /// remembered in `compressed/KIND/<digest>` (a push sends it; a second push reuses it).
+    pub fn compressed_layer(&self, l: &Descriptor, c: Compression) -> Result<Descriptor> {
+        let kind = match c {
+            Compression::None => return Ok(l.clone()),
+            Compression::Gzip { .. } => "gzip",
+            Compression::Zstd { .. } => "zstd",
+        };
+        let dir = self.base.join("compressed").join(kind);
+        let rec = dir.join(l.digest.hex());
+        if let Ok(bytes) = fs_err::read(&rec) {
+            if let Ok(d) = oci::parse_json::<Descriptor>(&bytes, "compressed layer record") {
+                if self.has_blob(&d.digest) {
+                    return Ok(d);
+                }
+            }
+        }
+        let _w = self.writer_lock()?;
+        let blob = self.blob_path(&l.digest);
+        let mut f = self.open_blob(&l.digest)?;
+        let info = self.put_layer(c, |sink| std::io::copy(&mut f, sink).map(|_| ()))?;
+        if info.diff_id != l.digest {
+            return Err(oci::Error::DigestMismatch {
+                what: blob.display().to_string(),
+                expected: l.digest.clone(),
+                actual: info.diff_id,
+            }
+            .into());
+        }
+        let d = Descriptor::new(c.media_type(), info.digest, info.size);
+        at(&dir, std::fs::create_dir_all(&dir))?;
+        io_util::write_atomic(&self.tmp_dir(), &rec, &canonical_json(&d))?;
+        Ok(d)
+    }
+
     /// Find an image by `name[:tag]`, by id (config digest, or a unique prefix of its hex of at
     /// least 4 digits) or by manifest digest.
     pub fn resolve(&self, what: &str) -> Result<ImageRecord> {
@@ -206,6 +214,17 @@ impl Store {
         layers: &[Descriptor],
         names: &[ImageRef],
     ) -> Result<ImageRecord> {
+        self.add_image_annotated(config, layers, names, BTreeMap::new())
+    }
+
+    /// [`Store::add_image`] with manifest annotations (the base image a build recorded).
+    pub fn add_image_annotated(
+        &self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        names: &[ImageRef],
+        annotations: BTreeMap<String, String>,
+    ) -> Result<ImageRecord> {
         let _w = self.writer_lock()?;
         let cbytes = canonical_json(config);
         let cdigest = self.put_blob(&cbytes)?;
@@ -214,7 +233,7 @@ impl Store {
             media_type: Some(media::OCI_MANIFEST.into()),
             config: Descriptor::new(media::OCI_CONFIG, cdigest, cbytes.len() as u64),
             layers: layers.to_vec(),
-            annotations: BTreeMap::new(),
+            annotations,
         };
         self.add_manifest(
             &manifest,

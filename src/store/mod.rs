@@ -175,6 +175,11 @@ impl Store {
         self.lock("gc.lock", LockKind::Shared)
     }
 
+    /// Held while one process downloads blob `d`: another that needs it waits, then finds it.
+    pub fn blob_lock(&self, d: &Digest) -> Result<Lock> {
+        self.lock(&format!("blob-{}.lock", d.hex()), LockKind::Exclusive)
+    }
+
     pub fn has_blob(&self, d: &Digest) -> bool {
         self.blob_path(d).exists()
     }

@@ -40,10 +40,10 @@ fn refs_parse_and_normalize() {
         "python:3.12"
     );
     assert_eq!(
-        r("localhost:5000/team/app:v1").name,
+        r("localhost:5000/team/app:v1").name(),
         "localhost:5000/team/app"
     );
-    assert_eq!(r("localhost:5000/team/app").tag, "latest");
+    assert_eq!(r("localhost:5000/team/app").tag(), "latest");
     for bad in ["", "UPPER", "a:", "a:-x", "a b", "x@sha256:00"] {
         assert!(ImageRef::parse(bad).is_err(), "{bad}");
     }

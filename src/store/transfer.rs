@@ -42,16 +42,7 @@ impl SaveFormat {
 
 /// `name:tag` as docker and containerd spell it in full.
 fn full_name(r: &ImageRef) -> String {
-    let first = r.name.split('/').next().unwrap_or("");
-    let has_registry = r.name.contains('/')
-        && (first.contains('.') || first.contains(':') || first == "localhost");
-    if has_registry {
-        r.to_string()
-    } else if r.name.contains('/') {
-        format!("docker.io/{r}")
-    } else {
-        format!("docker.io/library/{r}")
-    }
+    r.qualified()
 }
 
 fn tar_header(path: &str, size: u64, dir: bool) -> tar::Header {
@@ -121,7 +112,7 @@ impl Store {
                 let mut d = base.clone();
                 d.annotations.clear();
                 if let Some(n) = n {
-                    d.annotations.insert(REF_NAME.into(), n.tag.clone());
+                    d.annotations.insert(REF_NAME.into(), n.tag().to_string());
                     d.annotations.insert(CONTAINERD_NAME.into(), full_name(n));
                 }
                 out.push(d);
@@ -582,7 +573,7 @@ impl Store {
                 .repo_tags
                 .unwrap_or_default()
                 .iter()
-                .map(|t| ImageRef::parse(t))
+                .map(|t| ImageRef::parse(t).map_err(Error::from))
                 .collect::<Result<_>>()?;
             let platform = Platform {
                 architecture: config.architecture.clone(),

@@ -1,0 +1,722 @@
+//! One session with the registries a command talks to: an HTTP client per host (its CAs and
+//! client certificate from certs.d), the scheme (HTTPS; plain HTTP only for loopback hosts and
+//! hosts marked insecure, as Docker allows), the auth challenge learnt from `GET /v2/`, Bearer
+//! tokens cached per scope set (refreshed when they expire or a 401 comes back mid-run), and
+//! retries: transport errors, 408, 429 (honouring `Retry-After`) and 5xx are tried again with
+//! backoff; other answers go back to the caller.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{HeaderMap, AUTHORIZATION, WWW_AUTHENTICATE};
+use reqwest::StatusCode;
+
+use super::config::{host_certs, Policy};
+use super::credentials::{self, Credential, Secret};
+use super::{Error, Observer, Quiet, Result};
+
+/// The longest wait for an answer or for the next bytes of a body.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often and how long to try again.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub base: Duration,
+    pub max_wait: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        // go-containerregistry tries 3 times with 1 s ×3 backoff; a builder on a CI runner is
+        // better served by a couple more, shorter tries.
+        RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(250),
+            max_wait: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ms = self.base.as_millis() as u64 * (1u64 << attempt.min(6));
+        // Up to 10 % jitter, from the clock's nanoseconds (no RNG needed for this).
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0)
+            % (ms / 10 + 1);
+        Duration::from_millis(ms + jitter).min(self.max_wait)
+    }
+}
+
+/// The auth scheme a registry asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Challenge {
+    None,
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
+}
+
+/// Parse `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` (or `Basic realm=…`).
+pub fn parse_challenge(h: &str) -> Option<(Challenge, HashMap<String, String>)> {
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut params = HashMap::new();
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && b[i] != b'=' {
+            i += 1;
+        }
+        let key = rest[ks..i].trim().to_ascii_lowercase();
+        i += 1;
+        let val = if i < b.len() && b[i] == b'"' {
+            i += 1;
+            let mut v = Vec::new();
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' && i + 1 < b.len() {
+                    i += 1;
+                }
+                v.push(b[i]);
+                i += 1;
+            }
+            i += 1;
+            String::from_utf8_lossy(&v).into_owned()
+        } else {
+            let vs = i.min(b.len());
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            rest[vs..i.min(b.len())].trim().to_string()
+        };
+        if !key.is_empty() {
+            params.insert(key, val);
+        }
+    }
+    let c = match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Challenge::Basic,
+        "bearer" => Challenge::Bearer {
+            realm: params.get("realm")?.clone(),
+            service: params.get("service").cloned(),
+        },
+        _ => return None,
+    };
+    Some((c, params))
+}
+
+struct Token {
+    value: String,
+    expires: Instant,
+}
+
+/// One registry host.
+pub(crate) struct Host {
+    /// As in references: `docker.io`, `localhost:5000`.
+    pub name: String,
+    /// Where requests go: `https://registry-1.docker.io`, `http://127.0.0.1:5000`.
+    base: Mutex<Option<String>>,
+    plain_http_ok: bool,
+    http: Client,
+    challenge: Mutex<Option<Challenge>>,
+    tokens: Mutex<HashMap<String, Token>>,
+    creds: Mutex<HashMap<String, Option<Credential>>>,
+    certs_dirs: String,
+}
+
+/// A registry session: hosts, tokens, policy. Cheap to share across threads.
+pub struct Registry {
+    pub policy: Policy,
+    pub retry: RetryPolicy,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+    pub(crate) observer: Arc<dyn Observer + Send>,
+    /// Credentials given on the command line (login's check) for one host.
+    forced: Mutex<HashMap<String, Credential>>,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit()))
+        .map(|(h, _)| h)
+        .unwrap_or(host);
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h == "::1"
+        || h.parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The detail of a transport error, its causes included (reqwest's own text is terse).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn is_tls(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    d.contains("certificate") || d.contains("tls") || d.contains("handshake")
+}
+
+impl Registry {
+    pub fn new(policy: Policy) -> Registry {
+        Registry {
+            policy,
+            retry: RetryPolicy::default(),
+            hosts: Mutex::new(HashMap::new()),
+            observer: Arc::new(Quiet),
+            forced: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A session with the machine's registries.conf.
+    pub fn from_environment() -> Result<Registry> {
+        Ok(Registry::new(Policy::load()?))
+    }
+
+    pub fn with_observer(mut self, o: Arc<dyn Observer + Send>) -> Registry {
+        self.observer = o;
+        self
+    }
+
+    /// Use this credential for `host` instead of looking one up (login checks it this way).
+    pub fn force_credential(&self, host: &str, c: Credential) {
+        self.forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_string(), c);
+    }
+
+    pub(crate) fn host(&self, name: &str, insecure: bool) -> Result<Arc<Host>> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = hosts.get(name) {
+            return Ok(h.clone());
+        }
+        let certs = host_certs(&self.policy.certs_dirs, name)?;
+        let mut b = reqwest::ClientBuilder::new()
+            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30));
+        for (p, pem) in &certs.cas {
+            let cs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Config {
+                path: p.clone(),
+                message: format!("not a PEM certificate: {e}"),
+            })?;
+            for c in cs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if let Some((p, pem)) = &certs.client {
+            let id = reqwest::Identity::from_pem(pem).map_err(|e| Error::Config {
+                path: p.clone(),
+                message: format!("not a PEM certificate and key: {e}"),
+            })?;
+            b = b.identity(id);
+        }
+        if insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        // The blocking client's timeout bounds each wait (for the answer, and each read of a
+        // body): a stalled connection fails instead of hanging; long bodies are fine.
+        let http = reqwest::blocking::ClientBuilder::from(b)
+            .timeout(IO_TIMEOUT)
+            .build()
+            .map_err(|e| Error::Unreachable {
+                host: name.to_string(),
+                detail: format!("setting up the HTTP client: {}", chain(&e)),
+            })?;
+        let h = Arc::new(Host {
+            name: name.to_string(),
+            base: Mutex::new(None),
+            plain_http_ok: insecure || is_loopback(name),
+            http,
+            challenge: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            creds: Mutex::new(HashMap::new()),
+            certs_dirs: certs
+                .dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+        hosts.insert(name.to_string(), h.clone());
+        Ok(h)
+    }
+
+    fn credential(&self, host: &Host, repo: &str) -> Result<Option<Credential>> {
+        if let Some(c) = self
+            .forced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host.name)
+        {
+            return Ok(Some(c.clone()));
+        }
+        let mut m = host.creds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = m.get(repo) {
+            return Ok(c.clone());
+        }
+        let c = credentials::lookup(&host.name, repo)?;
+        m.insert(repo.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn transport_error(&self, host: &Host, e: &reqwest::Error) -> Error {
+        let detail = chain(e);
+        if is_tls(&detail) {
+            Error::Tls {
+                host: host.name.clone(),
+                detail,
+                dirs: host.certs_dirs.clone(),
+            }
+        } else {
+            Error::Unreachable {
+                host: host.name.clone(),
+                detail,
+            }
+        }
+    }
+
+    /// The base URL of `host`, learning its scheme and auth challenge from `GET /v2/` once.
+    pub(crate) fn base(&self, host: &Host) -> Result<String> {
+        if let Some(b) = host.base.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(b);
+        }
+        let api = if host.name == "docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            host.name.clone()
+        };
+        let mut schemes = vec!["https"];
+        if host.plain_http_ok {
+            schemes.push("http");
+        }
+        let mut last = None;
+        for scheme in schemes {
+            let base = format!("{scheme}://{api}");
+            let mut attempt = 0;
+            let resp = loop {
+                match host.http.get(format!("{base}/v2/")).send() {
+                    Ok(r) => break Ok(r),
+                    Err(e) => {
+                        let err = self.transport_error(host, &e);
+                        // A TLS failure or refusal on https: the plain-http fallback is next.
+                        if scheme == "https" && host.plain_http_ok {
+                            break Err(err);
+                        }
+                        attempt += 1;
+                        if attempt >= self.retry.attempts || matches!(err, Error::Tls { .. }) {
+                            break Err(err);
+                        }
+                        self.observer
+                            .retry(&format!("GET {base}/v2/"), &err.to_string());
+                        std::thread::sleep(self.retry.backoff(attempt));
+                    }
+                }
+            };
+            match resp {
+                Ok(r) => {
+                    let ch = match r.status() {
+                        StatusCode::UNAUTHORIZED => r
+                            .headers()
+                            .get(WWW_AUTHENTICATE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(parse_challenge)
+                            .map(|(c, _)| c)
+                            .unwrap_or(Challenge::None),
+                        _ => Challenge::None,
+                    };
+                    *host.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(ch);
+                    *host.base.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.clone());
+                    return Ok(base);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unreachable {
+            host: host.name.clone(),
+            detail: "no scheme to try".into(),
+        }))
+    }
+
+    /// A Bearer token for `scopes` (from the cache while it is fresh).
+    fn token(
+        &self,
+        host: &Host,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        repo: &str,
+        reference: &str,
+    ) -> Result<String> {
+        let key = scopes.join(" ");
+        if let Some(t) = host
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|t| t.expires > Instant::now())
+        {
+            return Ok(t.value.clone());
+        }
+        let cred = self.credential(host, repo)?;
+        let tried = cred
+            .as_ref()
+            .map(|c| c.source.clone())
+            .unwrap_or_else(|| "none (anonymous)".into());
+        let mut attempt = 0;
+        let resp = loop {
+            let rb = match cred.as_ref().map(|c| &c.secret) {
+                Some(Secret::IdentityToken { token }) => {
+                    let mut form = vec![
+                        ("grant_type", "refresh_token".to_string()),
+                        ("refresh_token", token.clone()),
+                        ("client_id", "strata".to_string()),
+                        ("scope", scopes.join(" ")),
+                    ];
+                    if let Some(s) = service {
+                        form.push(("service", s.to_string()));
+                    }
+                    host.http.post(realm).form(&form)
+                }
+                other => {
+                    let mut q: Vec<(&str, &str)> = Vec::new();
+                    if let Some(s) = service {
+                        q.push(("service", s));
+                    }
+                    for s in scopes {
+                        q.push(("scope", s));
+                    }
+                    let rb = host.http.get(realm).query(&q);
+                    match other {
+                        Some(Secret::Basic { username, password }) => {
+                            rb.basic_auth(username, Some(password))
+                        }
+                        _ => rb,
+                    }
+                }
+            };
+            match rb.send() {
+                Ok(r) if retryable(r.status()) && attempt + 1 < self.retry.attempts => {
+                    attempt += 1;
+                    let wait = retry_after(r.headers()).unwrap_or(self.retry.backoff(attempt));
+                    self.observer.retry(
+                        &format!("token from {realm}"),
+                        &format!("HTTP {}", r.status()),
+                    );
+                    std::thread::sleep(wait.min(self.retry.max_wait));
+                }
+                Ok(r) => break r,
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= self.retry.attempts {
+                        return Err(self.transport_error(host, &e));
+                    }
+                    self.observer
+                        .retry(&format!("token from {realm}"), &chain(&e));
+                    std::thread::sleep(self.retry.backoff(attempt));
+                }
+            }
+        };
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(Error::Denied {
+                reference: reference.to_string(),
+                registry: host.name.clone(),
+                detail: format!(
+                    "the token service {realm} answered HTTP {}",
+                    status.as_u16()
+                ),
+                tried,
+            });
+        }
+        if !status.is_success() {
+            return Err(Error::Http {
+                method: "GET".into(),
+                url: realm.to_string(),
+                status: status.as_u16(),
+                body: snippet(resp),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenReply {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+            #[serde(default)]
+            expires_in: Option<u64>,
+        }
+        let body = resp.bytes().map_err(|e| self.transport_error(host, &e))?;
+        let t: TokenReply = serde_json::from_slice(&body).map_err(|e| {
+            Error::Protocol(format!("the token service {realm} sent no JSON token: {e}"))
+        })?;
+        let value = t
+            .token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::Protocol(format!("the token service {realm} sent an empty token"))
+            })?;
+        // The spec's default lifetime is 60 s; renew 10 s early.
+        let life = t.expires_in.unwrap_or(60).max(20);
+        host.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key,
+                Token {
+                    value: value.clone(),
+                    expires: Instant::now() + Duration::from_secs(life - 10),
+                },
+            );
+        Ok(value)
+    }
+
+    fn authorize(
+        &self,
+        host: &Host,
+        rb: RequestBuilder,
+        scopes: &[String],
+        repo: &str,
+        reference: &str,
+    ) -> Result<RequestBuilder> {
+        let ch = host
+            .challenge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or(Challenge::None);
+        Ok(match ch {
+            Challenge::None => rb,
+            Challenge::Basic => match self.credential(host, repo)?.map(|c| c.secret) {
+                Some(Secret::Basic { username, password }) => {
+                    rb.basic_auth(username, Some(password))
+                }
+                _ => rb,
+            },
+            Challenge::Bearer { realm, service } => {
+                let t = self.token(host, &realm, service.as_deref(), scopes, repo, reference)?;
+                rb.header(AUTHORIZATION, format!("Bearer {t}"))
+            }
+        })
+    }
+
+    /// Send a request made by `mk(client, base_url)` with auth and retries. `scopes` are the
+    /// token scopes it needs; `repo` picks the credential; `reference` names it in errors.
+    pub(crate) fn send(
+        &self,
+        host: &Host,
+        what: &str,
+        scopes: &[String],
+        repo: &str,
+        reference: &str,
+        mk: &dyn Fn(&Client, &str) -> RequestBuilder,
+    ) -> Result<Response> {
+        let base = self.base(host)?;
+        let mut attempt = 0;
+        let mut reauthed = false;
+        loop {
+            let rb = self.authorize(host, mk(&host.http, &base), scopes, repo, reference)?;
+            match rb.send() {
+                Err(e) => {
+                    attempt += 1;
+                    let err = self.transport_error(host, &e);
+                    if attempt >= self.retry.attempts || matches!(err, Error::Tls { .. }) {
+                        return Err(err);
+                    }
+                    self.observer.retry(what, &chain(&e));
+                    std::thread::sleep(self.retry.backoff(attempt));
+                }
+                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !reauthed => {
+                    // A new or changed challenge, or an expired token: learn it, drop the
+                    // cached tokens, try once more.
+                    reauthed = true;
+                    if let Some((c, _)) = r
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge)
+                    {
+                        *host.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+                    }
+                    host.tokens
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                }
+                Ok(r)
+                    if r.status() == StatusCode::UNAUTHORIZED
+                        || r.status() == StatusCode::FORBIDDEN =>
+                {
+                    let tried = self
+                        .credential(host, repo)?
+                        .map(|c| c.source)
+                        .unwrap_or_else(|| "none (anonymous)".into());
+                    let detail = r
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_challenge)
+                        .and_then(|(_, p)| p.get("error").cloned())
+                        .unwrap_or_else(|| format!("HTTP {}", r.status().as_u16()));
+                    return Err(Error::Denied {
+                        reference: reference.to_string(),
+                        registry: host.name.clone(),
+                        detail: format!("{what}: {detail}"),
+                        tried,
+                    });
+                }
+                Ok(r) if retryable(r.status()) && attempt + 1 < self.retry.attempts => {
+                    attempt += 1;
+                    let wait = retry_after(r.headers()).unwrap_or(self.retry.backoff(attempt));
+                    self.observer
+                        .retry(what, &format!("HTTP {}", r.status().as_u16()));
+                    std::thread::sleep(wait.min(self.retry.max_wait));
+                }
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Check that the credential in force for `host` is accepted (what `login` does before it
+    /// saves one): `GET /v2/` with it must answer 200.
+    pub fn check_login(&self, host: &str) -> Result<()> {
+        let insecure = self
+            .policy
+            .rules
+            .iter()
+            .any(|r| r.prefix == host && r.insecure);
+        let h = self.host(host, insecure)?;
+        let r = self.send(&h, "GET /v2/", &[], "", host, &|c, base| {
+            c.get(format!("{base}/v2/"))
+        })?;
+        if r.status().is_success() {
+            return Ok(());
+        }
+        Err(Error::Http {
+            method: "GET".into(),
+            url: format!("{host}/v2/"),
+            status: r.status().as_u16(),
+            body: snippet(r),
+        })
+    }
+}
+
+pub(crate) fn retryable(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 408 | 429 | 499 | 500 | 502 | 503 | 504 | 522)
+}
+
+/// `Retry-After` in seconds (an HTTP date is treated as one second).
+pub(crate) fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    Some(Duration::from_secs(v.trim().parse::<u64>().unwrap_or(1)))
+}
+
+/// The start of an error body, for messages (bounded).
+pub(crate) fn snippet(r: Response) -> String {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let _ = r.take(2048).read_to_end(&mut buf);
+    let s = String::from_utf8_lossy(&buf).trim().to_string();
+    // A registry error body: {"errors":[{"code":…,"message":…}]}.
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&s) {
+        if let Some(errs) = v.get("errors").and_then(|e| e.as_array()) {
+            let parts: Vec<String> = errs
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e.get("code").and_then(|c| c.as_str()).unwrap_or("?"),
+                        e.get("message").and_then(|c| c.as_str()).unwrap_or("")
+                    )
+                })
+                .collect();
+            return parts.join("; ");
+        }
+    }
+    s
+}
+
+/// base64 of `user:password`, as Basic auth and auth.json spell it.
+pub fn basic_value(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges() {
+        let (c, p) = parse_challenge(
+            r#"Bearer realm="http://127.0.0.1:5558/token",service="strata-test",scope="repository:a/b:pull,push",error="insufficient_scope""#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            Challenge::Bearer {
+                realm: "http://127.0.0.1:5558/token".into(),
+                service: Some("strata-test".into())
+            }
+        );
+        assert_eq!(p["scope"], "repository:a/b:pull,push");
+        assert_eq!(p["error"], "insufficient_scope");
+        assert_eq!(
+            parse_challenge(r#"Basic realm="basic-realm""#).unwrap().0,
+            Challenge::Basic
+        );
+        assert!(parse_challenge("Negotiate abc").is_none());
+        assert!(parse_challenge("Bearer service=x").is_none(), "no realm");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "ghcr.io",
+            "localhost.evil.test",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let r = RetryPolicy::default();
+        assert!(r.backoff(1) < r.backoff(3));
+        assert!(r.backoff(30) <= r.max_wait);
+    }
+}

@@ -1,0 +1,515 @@
+//! Pulling: resolve a reference (mirrors first, as registries.conf says) to a manifest, pick the
+//! platform from an index or manifest list, then fetch the config and the layers, 6 at a time,
+//! each streamed through its sha256 into a store temp file and renamed into place only when the
+//! digest and size match. A dropped connection resumes with `Range`; a second process that
+//! needs the same blob waits for the first (a lock per digest) and finds it there.
+//!
+//! Manifests keep their exact bytes (Docker schema2 or OCI), so the image's digest is the
+//! registry's digest, and `--pull` can compare with one HEAD.
+
+use std::io::{Read, Seek, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
+use reqwest::StatusCode;
+
+use super::client::{snippet, Host};
+use super::config::PullSource;
+use super::{BlobOutcome, Error, Reference, Registry, Result};
+use crate::oci::{self, media, Descriptor, Digest, Index, Manifest, Platform};
+use crate::store::{ImageRecord, Store};
+
+/// Every manifest type strata reads, for `Accept` (distribution hides OCI manifests from a
+/// client that does not list them).
+pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// Manifests and configs are small; a larger answer is refused rather than held in memory.
+const MANIFEST_MAX: u64 = 8 << 20;
+const CONFIG_MAX: u64 = 32 << 20;
+/// Layers fetched at once per pull (skopeo uses 6, crane 4).
+pub const PARALLEL: usize = 6;
+
+/// Index annotations strata keeps on a pulled image's store entry.
+pub const ANN_DIGEST: &str = "io.strata.registry.digest";
+pub const ANN_SOURCE: &str = "io.strata.registry.repository";
+
+/// A pulled image.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub record: ImageRecord,
+    /// What the reference resolved to at the registry (an index's digest for a
+    /// multi-platform image, else the manifest's).
+    pub digest: Digest,
+    /// Where it came from (a mirror or the registry).
+    pub source: Reference,
+    /// Bytes downloaded (0 when every blob was already in the store).
+    pub downloaded: u64,
+}
+
+pub(crate) fn scope(repo: &str, actions: &str) -> String {
+    format!("repository:{repo}:{actions}")
+}
+
+impl Registry {
+    /// The digest `r` points to now, by HEAD (GET when the registry gives no digest header),
+    /// trying the mirrors first. Returns the digest and the source that answered.
+    pub fn head(&self, r: &Reference) -> Result<(Digest, Reference)> {
+        let sources = self.policy.pull_sources(r)?;
+        self.try_sources(r, &sources, |src| {
+            let host = self.host(src.reference.domain(), src.insecure)?;
+            let repo = src.reference.path().to_string();
+            let sel = src.reference.manifest_selector();
+            let resp = self.send(
+                &host,
+                &format!("HEAD manifest {}", src.reference),
+                &[scope(&repo, "pull")],
+                &repo,
+                &r.to_string(),
+                &|c, base| {
+                    c.head(format!("{base}/v2/{repo}/manifests/{sel}"))
+                        .header(ACCEPT, ACCEPT_MANIFESTS)
+                },
+            )?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Err(not_found(r, &src.reference, "manifest unknown"));
+            }
+            if !resp.status().is_success() {
+                return Err(Error::Http {
+                    method: "HEAD".into(),
+                    url: format!("{}/{repo}/manifests/{sel}", host.name),
+                    status: resp.status().as_u16(),
+                    body: String::new(),
+                });
+            }
+            let d = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Digest>().ok());
+            match d {
+                Some(d) => Ok((d, src.reference.clone())),
+                None => {
+                    let (_, bytes, _) = self.get_manifest(&host, &src.reference, r, &sel)?;
+                    Ok((Digest::of(&bytes), src.reference.clone()))
+                }
+            }
+        })
+    }
+
+    /// Try each source in order; a mirror's failure moves on to the next, the primary's is
+    /// the answer. The error of the last source is returned.
+    fn try_sources<T>(
+        &self,
+        r: &Reference,
+        sources: &[PullSource],
+        f: impl Fn(&PullSource) -> Result<T>,
+    ) -> Result<T> {
+        let mut last = None;
+        for (i, src) in sources.iter().enumerate() {
+            match f(src) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if i + 1 < sources.len() {
+                        self.observer.note(&format!(
+                            "{r}: mirror {} failed ({e}); trying the next source",
+                            src.reference.domain()
+                        ));
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Protocol(format!("{r}: no source to pull from"))))
+    }
+
+    /// GET a manifest by tag or digest: (media type, bytes, digest of the bytes). Checks the
+    /// bytes against a digest selector.
+    pub(crate) fn get_manifest(
+        &self,
+        host: &Host,
+        at: &Reference,
+        user_ref: &Reference,
+        sel: &str,
+    ) -> Result<(String, Vec<u8>, Digest)> {
+        let repo = at.path().to_string();
+        let resp = self.send(
+            host,
+            &format!("GET manifest {at}"),
+            &[scope(&repo, "pull")],
+            &repo,
+            &user_ref.to_string(),
+            &|c, base| {
+                c.get(format!("{base}/v2/{repo}/manifests/{sel}"))
+                    .header(ACCEPT, ACCEPT_MANIFESTS)
+            },
+        )?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(not_found(user_ref, at, &snippet(resp)));
+        }
+        if !resp.status().is_success() {
+            return Err(Error::Http {
+                method: "GET".into(),
+                url: format!("{}/v2/{repo}/manifests/{sel}", host.name),
+                status: resp.status().as_u16(),
+                body: snippet(resp),
+            });
+        }
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let mut bytes = Vec::new();
+        resp.take(MANIFEST_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Unreachable {
+                host: host.name.clone(),
+                detail: format!("reading manifest {sel}: {e}"),
+            })?;
+        if bytes.len() as u64 > MANIFEST_MAX {
+            return Err(Error::Protocol(format!(
+                "{at}: the manifest is larger than {} MiB",
+                MANIFEST_MAX >> 20
+            )));
+        }
+        let digest = Digest::of(&bytes);
+        if let Ok(want) = sel.parse::<Digest>() {
+            if want != digest {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest of {at}"),
+                    expected: want,
+                    actual: digest,
+                });
+            }
+        }
+        // The media type: the body's own field wins over the header (some servers send
+        // application/json).
+        let body_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| {
+                if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) {
+                    return Some(DOCKER_SCHEMA1.to_string());
+                }
+                v.get("mediaType")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+                    .or_else(|| {
+                        if v.get("manifests").is_some() {
+                            Some(media::OCI_INDEX.into())
+                        } else if v.get("layers").is_some() {
+                            Some(media::OCI_MANIFEST.into())
+                        } else {
+                            None
+                        }
+                    })
+            });
+        let mt = body_type.unwrap_or(ct);
+        Ok((mt, bytes, digest))
+    }
+
+    /// Pull `r` for `platform` into `store` and name it there.
+    pub fn pull(&self, store: &Store, r: &Reference, platform: &Platform) -> Result<Pulled> {
+        let sources = self.policy.pull_sources(r)?;
+        self.try_sources(r, &sources, |src| self.pull_from(store, r, src, platform))
+    }
+
+    fn pull_from(
+        &self,
+        store: &Store,
+        r: &Reference,
+        src: &PullSource,
+        platform: &Platform,
+    ) -> Result<Pulled> {
+        let at = &src.reference;
+        let host = self.host(at.domain(), src.insecure)?;
+        let (mt, bytes, top) = self.get_manifest(&host, at, r, &at.manifest_selector())?;
+        self.observer
+            .resolved(&r.to_string(), &top, &at.to_string());
+        let (mt, mbytes, mdigest, entry_platform) = if media::is_index(&mt) {
+            let index: Index = oci::parse_json(&bytes, &format!("index of {at}"))?;
+            let chosen = crate::store::select_platform(&index, platform).ok_or_else(|| {
+                let available: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|d| d.platform.as_ref())
+                    .filter(|p| p.os != "unknown")
+                    .map(|p| match &p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    })
+                    .collect();
+                Error::Platform {
+                    reference: r.to_string(),
+                    want: match &platform.variant {
+                        Some(v) => format!("{}/{}/{v}", platform.os, platform.architecture),
+                        None => format!("{}/{}", platform.os, platform.architecture),
+                    },
+                    available: if available.is_empty() {
+                        "no platforms".into()
+                    } else {
+                        available.join(", ")
+                    },
+                }
+            })?;
+            let (cmt, cbytes, cdigest) = self.get_manifest(&host, at, r, chosen.digest.as_str())?;
+            (cmt, cbytes, cdigest, chosen.platform.clone())
+        } else {
+            (mt, bytes, top.clone(), None)
+        };
+        if mt == DOCKER_SCHEMA1 {
+            return Err(Error::Protocol(format!(
+                "{r}: Docker schema 1 manifests are not supported (deprecated since 2017); push the image again with a current client"
+            )));
+        }
+        if !media::is_manifest(&mt) {
+            return Err(Error::Protocol(format!(
+                "{r}: the registry sent a {mt}, not an image manifest"
+            )));
+        }
+        let manifest: Manifest = oci::parse_json(&mbytes, &format!("manifest of {at}"))?;
+        let _w = store.writer_lock()?;
+        let repo = at.path().to_string();
+        let downloaded = AtomicUsize::new(0);
+        // The config first (small), then the layers in parallel.
+        self.fetch_blob(
+            &host,
+            &repo,
+            r,
+            &manifest.config,
+            store,
+            CONFIG_MAX,
+            &downloaded,
+        )?;
+        let config: oci::ImageConfig = oci::parse_json(
+            &store.read_blob(&manifest.config.digest)?,
+            &format!("config of {r}"),
+        )?;
+        let layers: Vec<&Descriptor> = manifest
+            .layers
+            .iter()
+            .filter(|l| l.media_type != media::DOCKER_FOREIGN_LAYER)
+            .collect();
+        if layers.len() != config.rootfs.diff_ids.len() {
+            return Err(Error::Protocol(format!(
+                "{r}: the manifest lists {} layers but the config {} diffIDs",
+                layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL.min(layers.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(l) = layers.get(i) else { break };
+                    if first_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some()
+                    {
+                        break;
+                    }
+                    if let Err(e) =
+                        self.fetch_blob(&host, &repo, r, l, store, u64::MAX, &downloaded)
+                    {
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                        break;
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        // The manifest as the registry sent it, then the name.
+        store.put_blob(&mbytes)?;
+        let mut desc = Descriptor::new(&mt, mdigest.clone(), mbytes.len() as u64);
+        desc.platform = entry_platform.or_else(|| {
+            Some(Platform {
+                architecture: config.architecture.clone(),
+                os: config.os.clone(),
+                os_version: None,
+                variant: config.variant.clone(),
+            })
+        });
+        desc.annotations.insert(ANN_DIGEST.into(), top.to_string());
+        desc.annotations.insert(ANN_SOURCE.into(), at.full_name());
+        let name = store_name(r);
+        store.set_ref(&name, &desc)?;
+        let mut record = store.resolve(mdigest.as_str())?;
+        record.names = vec![name];
+        Ok(Pulled {
+            record,
+            digest: top,
+            source: at.clone(),
+            downloaded: downloaded.load(Ordering::SeqCst) as u64,
+        })
+    }
+
+    /// Download one blob into the store (nothing to do when it is there).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fetch_blob(
+        &self,
+        host: &Host,
+        repo: &str,
+        user_ref: &Reference,
+        desc: &Descriptor,
+        store: &Store,
+        max: u64,
+        downloaded: &AtomicUsize,
+    ) -> Result<()> {
+        if desc.size > max {
+            return Err(Error::Protocol(format!(
+                "{user_ref}: blob {} is {} bytes, more than the {max} allowed for it",
+                desc.digest, desc.size
+            )));
+        }
+        if store.has_blob(&desc.digest) {
+            self.observer.blob_done(&desc.digest, BlobOutcome::Present);
+            return Ok(());
+        }
+        // One download per blob across threads and processes.
+        let _one = store.blob_lock(&desc.digest)?;
+        if store.has_blob(&desc.digest) {
+            self.observer.blob_done(&desc.digest, BlobOutcome::Present);
+            return Ok(());
+        }
+        self.observer.blob_start(&desc.digest, desc.size, false);
+        let mut tmp = store.temp_file()?;
+        let mut hasher = oci::Sha256::new();
+        let mut have: u64 = 0;
+        let mut breaks = 0u32;
+        let digest = desc.digest.clone();
+        let tmp_path = tmp.path().to_path_buf();
+        let io = |e: std::io::Error| crate::store::Error::Io {
+            path: tmp_path.clone(),
+            source: e,
+        };
+        'download: loop {
+            let from = have;
+            let resp = self.send(
+                host,
+                &format!("GET blob {}", digest.short()),
+                &[scope(repo, "pull")],
+                repo,
+                &user_ref.to_string(),
+                &|c, base| {
+                    let rb = c.get(format!("{base}/v2/{repo}/blobs/{digest}"));
+                    if from > 0 {
+                        rb.header(RANGE, format!("bytes={from}-"))
+                    } else {
+                        rb
+                    }
+                },
+            )?;
+            match resp.status() {
+                StatusCode::OK => {
+                    if have > 0 {
+                        // The server ignored the Range: start over.
+                        have = 0;
+                        hasher = oci::Sha256::new();
+                        let f = tmp.file_mut();
+                        f.set_len(0).map_err(io)?;
+                        f.rewind().map_err(io)?;
+                    }
+                }
+                StatusCode::PARTIAL_CONTENT if have > 0 => {}
+                StatusCode::NOT_FOUND => {
+                    return Err(Error::NotFound {
+                        reference: user_ref.to_string(),
+                        registry: host.name.clone(),
+                        repository: repo.to_string(),
+                        detail: format!("blob {digest} is missing ({})", snippet(resp)),
+                    })
+                }
+                s => {
+                    return Err(Error::Http {
+                        method: "GET".into(),
+                        url: format!("{}/v2/{repo}/blobs/{digest}", host.name),
+                        status: s.as_u16(),
+                        body: snippet(resp),
+                    })
+                }
+            }
+            let mut resp = resp;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match resp.read(&mut buf) {
+                    Ok(0) => break 'download,
+                    Ok(n) => {
+                        hasher.update(&buf[..n]);
+                        tmp.file_mut().write_all(&buf[..n]).map_err(io)?;
+                        have += n as u64;
+                        downloaded.fetch_add(n, Ordering::SeqCst);
+                        if have > desc.size {
+                            return Err(Error::Protocol(format!(
+                                "{user_ref}: blob {digest} is longer than the {} bytes its descriptor says; nothing was stored",
+                                desc.size
+                            )));
+                        }
+                        self.observer.blob_progress(&digest, have);
+                    }
+                    Err(e) => {
+                        breaks += 1;
+                        if breaks >= self.retry.attempts {
+                            return Err(Error::Unreachable {
+                                host: host.name.clone(),
+                                detail: format!(
+                                    "blob {digest}: the connection broke {breaks} times (last: {e})"
+                                ),
+                            });
+                        }
+                        self.observer.retry(
+                            &format!("GET blob {}", digest.short()),
+                            &format!("connection broke after {have} bytes ({e}); resuming"),
+                        );
+                        std::thread::sleep(self.retry.backoff(breaks));
+                        continue 'download;
+                    }
+                }
+            }
+        }
+        let actual = hasher.finish();
+        if actual != digest || have != desc.size {
+            return Err(Error::DigestMismatch {
+                what: format!("{user_ref}: blob ({have} of {} bytes)", desc.size),
+                expected: digest,
+                actual,
+            });
+        }
+        store.commit_blob(tmp, &digest)?;
+        self.observer.blob_done(&digest, BlobOutcome::Downloaded);
+        Ok(())
+    }
+}
+
+/// The store name of a pulled reference: `name:tag`, or `name@digest` for a pinned one.
+pub fn store_name(r: &Reference) -> Reference {
+    match r.digest() {
+        Some(d) => Reference::from_parts(r.domain(), r.path(), None, Some(d.clone())),
+        None => r.clone(),
+    }
+}
+
+fn not_found(user_ref: &Reference, at: &Reference, detail: &str) -> Error {
+    Error::NotFound {
+        reference: user_ref.to_string(),
+        registry: at.domain().to_string(),
+        repository: at.full_name(),
+        detail: if detail.is_empty() {
+            "manifest unknown".into()
+        } else {
+            detail.to_string()
+        },
+    }
+}

@@ -1,0 +1,485 @@
+//! Pushing an image of the store: blobs first (HEAD, then a cross-repository mount when the
+//! blob came from another repository of the same registry, else an upload, monolithic or in
+//! chunks), then the manifest by digest, then the tag. Layers stored uncompressed are sent
+//! gzip-compressed (or as `--compression` says); the compressed copy is kept in the store so a
+//! second push does not compress again. A failed upload starts a fresh session.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::StatusCode;
+
+use super::client::{snippet, Host};
+use super::pull::{scope, ANN_DIGEST, ANN_SOURCE};
+use super::{BlobOutcome, Error, Reference, Registry, Result};
+use crate::layer::Compression;
+use crate::oci::{canonical_json, media, Descriptor, Digest, Manifest};
+use crate::store::{ImageRecord, Store};
+
+/// Blobs sent at once.
+pub const PARALLEL: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// What uncompressed layers become on the wire (gzip by default; `None` sends them as they
+    /// are).
+    pub compression: Compression,
+    /// Upload in PATCH chunks of this size instead of one PUT.
+    pub chunk_size: Option<u64>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            compression: Compression::GZIP,
+            chunk_size: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub reference: Reference,
+    pub digest: Digest,
+    pub size: u64,
+    /// (uploaded, mounted, already there) blob counts.
+    pub counts: (usize, usize, usize),
+}
+
+fn is_uncompressed(mt: &str) -> bool {
+    mt == media::OCI_LAYER || mt == media::DOCKER_LAYER_TAR
+}
+
+impl Registry {
+    /// Push `img` to `dest` (its tag; a digest in `dest` is not allowed).
+    pub fn push(
+        &self,
+        store: &Store,
+        img: &ImageRecord,
+        dest: &Reference,
+        opts: &PushOptions,
+    ) -> Result<Pushed> {
+        if dest.digest().is_some() {
+            return Err(Error::Protocol(format!(
+                "{dest}: push to a tag, not a digest (the digest is the registry's answer)"
+            )));
+        }
+        let target = self.policy.push_target(dest)?;
+        let at = target.reference.clone();
+        let host = self.host(at.domain(), target.insecure)?;
+        let repo = at.path().to_string();
+        let _w = store.writer_lock()?;
+        // The layers as they go on the wire.
+        let mut layers = Vec::new();
+        let mut changed = false;
+        for l in &img.manifest.layers {
+            if is_uncompressed(&l.media_type) && opts.compression != Compression::None {
+                layers.push(store.compressed_layer(l, opts.compression)?);
+                changed = true;
+            } else {
+                layers.push(l.clone());
+            }
+        }
+        let (mt, mbytes) = if !changed {
+            // As stored: a pulled image keeps its digest when pushed elsewhere.
+            let bytes = store.read_blob(&img.manifest_digest)?;
+            let mt = img
+                .manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| media::OCI_MANIFEST.into());
+            (mt, bytes)
+        } else {
+            let mut config = img.manifest.config.clone();
+            config.media_type = media::OCI_CONFIG.into();
+            let m = Manifest {
+                schema_version: 2,
+                media_type: Some(media::OCI_MANIFEST.into()),
+                config,
+                layers: layers
+                    .iter()
+                    .map(|l| {
+                        let mut l = l.clone();
+                        if l.media_type == media::DOCKER_LAYER_GZIP {
+                            l.media_type = media::OCI_LAYER_GZIP.into();
+                        }
+                        l
+                    })
+                    .collect(),
+                annotations: img.manifest.annotations.clone(),
+            };
+            (media::OCI_MANIFEST.to_string(), canonical_json(&m))
+        };
+        let mdigest = Digest::of(&mbytes);
+        // Where each blob could be mounted from: repositories of the same registry that store
+        // images were pulled from or pushed to.
+        let sources = mount_sources(store, at.domain(), &repo)?;
+        let mut blobs = vec![img.manifest.config.clone()];
+        blobs.extend(layers.iter().cloned());
+        let counts = [
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        ];
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL.min(blobs.len()) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(b) = blobs.get(i) else { break };
+                    if first_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some()
+                    {
+                        break;
+                    }
+                    let from: Vec<&String> = sources
+                        .iter()
+                        .filter(|(_, ds)| ds.contains(&b.digest))
+                        .map(|(r, _)| r)
+                        .collect();
+                    match self.push_blob(&host, &repo, dest, store, b, &from, opts) {
+                        Ok(o) => {
+                            let k = match o {
+                                BlobOutcome::Mounted => 1,
+                                BlobOutcome::Present => 2,
+                                _ => 0,
+                            };
+                            counts[k].fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        // The manifest by digest, then the tag.
+        for sel in [mdigest.to_string(), at.tag().to_string()] {
+            let resp = self.send(
+                &host,
+                &format!("PUT manifest {sel}"),
+                &[scope(&repo, "pull,push")],
+                &repo,
+                &dest.to_string(),
+                &|c, base| {
+                    c.put(format!("{base}/v2/{repo}/manifests/{sel}"))
+                        .header(CONTENT_TYPE, mt.as_str())
+                        .body(mbytes.clone())
+                },
+            )?;
+            if !resp.status().is_success() {
+                return Err(Error::Http {
+                    method: "PUT".into(),
+                    url: format!("{}/v2/{repo}/manifests/{sel}", host.name),
+                    status: resp.status().as_u16(),
+                    body: snippet(resp),
+                });
+            }
+            if let Some(d) = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Digest>().ok())
+            {
+                if d != mdigest {
+                    return Err(Error::DigestMismatch {
+                        what: format!("the manifest pushed to {at}"),
+                        expected: mdigest,
+                        actual: d,
+                    });
+                }
+            }
+        }
+        // Keep the pushed manifest in the store under its name, with where it lives, so a
+        // later FROM of it is local and a later push to the same registry can mount its blobs.
+        store.put_blob(&mbytes)?;
+        let mut desc = Descriptor::new(&mt, mdigest.clone(), mbytes.len() as u64);
+        desc.platform = Some(crate::oci::Platform {
+            architecture: img.config.architecture.clone(),
+            os: img.config.os.clone(),
+            os_version: None,
+            variant: img.config.variant.clone(),
+        });
+        desc.annotations
+            .insert(ANN_DIGEST.into(), mdigest.to_string());
+        desc.annotations.insert(ANN_SOURCE.into(), at.full_name());
+        store.set_ref(dest, &desc)?;
+        let c = |i: usize| counts[i].load(Ordering::SeqCst);
+        Ok(Pushed {
+            reference: dest.clone(),
+            digest: mdigest,
+            size: mbytes.len() as u64,
+            counts: (c(0), c(1), c(2)),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_blob(
+        &self,
+        host: &Host,
+        repo: &str,
+        dest: &Reference,
+        store: &Store,
+        b: &Descriptor,
+        mount_from: &[&String],
+        opts: &PushOptions,
+    ) -> Result<BlobOutcome> {
+        let d = &b.digest;
+        let rs = dest.to_string();
+        let push_scope = [scope(repo, "pull,push")];
+        let head = self.send(
+            host,
+            &format!("HEAD blob {}", d.short()),
+            &push_scope,
+            repo,
+            &rs,
+            &|c, base| c.head(format!("{base}/v2/{repo}/blobs/{d}")),
+        )?;
+        if head.status().is_success() {
+            self.observer.blob_done(d, BlobOutcome::Present);
+            return Ok(BlobOutcome::Present);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // A session: a mount when a source repository is known (201 = mounted; 202 = not
+            // mounted, here is an upload session instead), else a plain upload.
+            let (resp, from) = match mount_from.first() {
+                Some(src) if attempt == 1 => {
+                    let scopes = [scope(repo, "pull,push"), scope(src, "pull")];
+                    let r = self.send(
+                        host,
+                        &format!("mount blob {}", d.short()),
+                        &scopes,
+                        repo,
+                        &rs,
+                        &|c, base| {
+                            c.post(format!(
+                                "{base}/v2/{repo}/blobs/uploads/?mount={d}&from={src}"
+                            ))
+                            .header(CONTENT_LENGTH, "0")
+                        },
+                    )?;
+                    (r, Some(src))
+                }
+                _ => (
+                    self.send(
+                        host,
+                        &format!("start upload {}", d.short()),
+                        &push_scope,
+                        repo,
+                        &rs,
+                        &|c, base| {
+                            c.post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                                .header(CONTENT_LENGTH, "0")
+                        },
+                    )?,
+                    None,
+                ),
+            };
+            if resp.status() == StatusCode::CREATED && from.is_some() {
+                self.observer.blob_done(d, BlobOutcome::Mounted);
+                return Ok(BlobOutcome::Mounted);
+            }
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(Error::Http {
+                    method: "POST".into(),
+                    url: format!("{}/v2/{repo}/blobs/uploads/", host.name),
+                    status: resp.status().as_u16(),
+                    body: snippet(resp),
+                });
+            }
+            let loc = location(&resp, &self.base(host)?)?;
+            self.observer.blob_start(d, b.size, true);
+            match self.upload(host, repo, &rs, store, b, &loc, opts) {
+                Ok(()) => {
+                    self.observer.blob_done(d, BlobOutcome::Uploaded);
+                    return Ok(BlobOutcome::Uploaded);
+                }
+                Err(e) if attempt < self.retry.attempts && !matches!(e, Error::Denied { .. }) => {
+                    self.observer.retry(
+                        &format!("upload of {}", d.short()),
+                        &format!("{e}; starting a new upload session"),
+                    );
+                    std::thread::sleep(self.retry.backoff(attempt));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Send the blob's bytes to an upload session at `loc` and close it with its digest.
+    #[allow(clippy::too_many_arguments)]
+    fn upload(
+        &self,
+        host: &Host,
+        repo: &str,
+        rs: &str,
+        store: &Store,
+        b: &Descriptor,
+        loc: &str,
+        opts: &PushOptions,
+    ) -> Result<()> {
+        let d = &b.digest;
+        let path = store.blob_path(d);
+        let push_scope = [scope(repo, "pull,push")];
+        let mut loc = loc.to_string();
+        let base = self.base(host)?;
+        if let Some(chunk) = opts.chunk_size.filter(|c| *c > 0 && *c < b.size) {
+            let mut off = 0u64;
+            while off < b.size {
+                let n = chunk.min(b.size - off);
+                let bytes = read_range(&path, off, n)?;
+                let l = loc.clone();
+                let resp = self.send_once(host, &push_scope, repo, rs, &|c| {
+                    c.patch(&l)
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header("Content-Range", format!("{off}-{}", off + n - 1))
+                        .header(CONTENT_LENGTH, n.to_string())
+                        .body(bytes.clone())
+                })?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(Error::Http {
+                        method: "PATCH".into(),
+                        url: format!("{}/v2/{repo}/blobs/uploads/…", host.name),
+                        status: resp.status().as_u16(),
+                        body: snippet(resp),
+                    });
+                }
+                // The session URL changes after every chunk (distribution puts state in it).
+                loc = location(&resp, &base)?;
+                off += n;
+            }
+            let url = with_digest(&loc, d);
+            let resp = self.send_once(host, &push_scope, repo, rs, &|c| {
+                c.put(&url).header(CONTENT_LENGTH, "0")
+            })?;
+            return finish(resp, host, repo, d);
+        }
+        let url = with_digest(&loc, d);
+        // Checked here so the request below only fails on the network.
+        let _ = crate::store::open_file(&path)?;
+        let resp = self.send_once(host, &push_scope, repo, rs, &|c| {
+            let body = match std::fs::OpenOptions::new().read(true).open(&path) {
+                Ok(f) => reqwest::blocking::Body::sized(f, b.size),
+                Err(_) => reqwest::blocking::Body::from(Vec::new()),
+            };
+            // The answer comes after the whole body: allow for a slow link (1 MB/s).
+            c.put(&url)
+                .timeout(
+                    super::client::IO_TIMEOUT + std::time::Duration::from_secs(b.size / 1_000_000),
+                )
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, b.size.to_string())
+                .body(body)
+        })?;
+        finish(resp, host, repo, d)
+    }
+
+    /// One request to an absolute URL (an upload session's), with auth but no retries: a
+    /// session cannot be replayed, so the caller starts a new one.
+    fn send_once(
+        &self,
+        host: &Host,
+        scopes: &[String],
+        repo: &str,
+        rs: &str,
+        mk: &dyn Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response> {
+        self.send(host, "upload", scopes, repo, rs, &|c, _| mk(c))
+            .and_then(|r| {
+                if super::client::retryable(r.status()) {
+                    Err(Error::Http {
+                        method: "upload".into(),
+                        url: host.name.clone(),
+                        status: r.status().as_u16(),
+                        body: snippet(r),
+                    })
+                } else {
+                    Ok(r)
+                }
+            })
+    }
+}
+
+fn finish(resp: reqwest::blocking::Response, host: &Host, repo: &str, d: &Digest) -> Result<()> {
+    if resp.status() == StatusCode::CREATED || resp.status().is_success() {
+        return Ok(());
+    }
+    Err(Error::Http {
+        method: "PUT".into(),
+        url: format!("{}/v2/{repo}/blobs/uploads/…?digest={d}", host.name),
+        status: resp.status().as_u16(),
+        body: snippet(resp),
+    })
+}
+
+fn read_range(path: &std::path::Path, off: u64, n: u64) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = crate::store::open_file(path)?;
+    let io = |e| crate::store::Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    f.seek(SeekFrom::Start(off)).map_err(io)?;
+    let mut v = vec![0u8; n as usize];
+    f.read_exact(&mut v).map_err(io)?;
+    Ok(v)
+}
+
+/// The absolute upload URL from a `Location` header (which may be relative).
+fn location(resp: &reqwest::blocking::Response, base: &str) -> Result<String> {
+    let l = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Error::Protocol("the registry started an upload without a Location".into())
+        })?;
+    if l.starts_with("http://") || l.starts_with("https://") {
+        Ok(l.to_string())
+    } else if l.starts_with('/') {
+        Ok(format!("{base}{l}"))
+    } else {
+        Ok(format!("{base}/{l}"))
+    }
+}
+
+fn with_digest(loc: &str, d: &Digest) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={d}")
+}
+
+/// Repositories of `domain` (other than `repo`) that store images came from, with their blobs.
+fn mount_sources(store: &Store, domain: &str, repo: &str) -> Result<Vec<(String, Vec<Digest>)>> {
+    let mut out: Vec<(String, Vec<Digest>)> = Vec::new();
+    for (desc, img) in store.entries()? {
+        let Some(src) = desc.annotations.get(ANN_SOURCE) else {
+            continue;
+        };
+        let Some((d, r)) = src.split_once('/') else {
+            continue;
+        };
+        if d != domain || r == repo {
+            continue;
+        }
+        let mut blobs = vec![img.manifest.config.digest.clone()];
+        blobs.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
+        match out.iter_mut().find(|(x, _)| x == r) {
+            Some((_, v)) => v.extend(blobs),
+            None => out.push((r.to_string(), blobs)),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,221 @@
+//! The one seam between a reference and a local image: build (`FROM`, `COPY --from=IMAGE`,
+//! `--build-context docker-image://`), `run` and `check` all resolve images here.
+//!
+//! - [`PullPolicy::Missing`] (the default): the store's copy if it has one, else a pull.
+//! - [`PullPolicy::Always`] (`--pull`): one HEAD asks the registry what the reference points to;
+//!   when the store has that digest nothing is downloaded, otherwise the new image is pulled and
+//!   the move is reported ("python:3.12-slim moved from sha256:a… to sha256:b…").
+//! - [`PullPolicy::Never`]: the store only (`check`).
+//!
+//! Each reference is resolved once per `ImageSource`, so the stages of one build agree.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::pull::{store_name, ANN_DIGEST};
+use super::{Error, Observer, Reference, Registry, Result};
+use crate::oci::{Descriptor, Digest, Platform};
+use crate::store::{ImageRecord, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    #[default]
+    Missing,
+    Always,
+    Never,
+}
+
+/// A reference resolved to an image in the store.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub record: ImageRecord,
+    /// The reference as normalised (None when the input was an image id).
+    pub reference: Option<Reference>,
+    /// The digest the reference stands for: the registry's (an index or a manifest) when the
+    /// image came from one, else the manifest's.
+    pub digest: Digest,
+    /// It was downloaded now.
+    pub pulled: bool,
+    /// With `--pull`: the digest the store had before the reference moved.
+    pub moved_from: Option<Digest>,
+}
+
+pub struct ImageSource<'a> {
+    store: &'a Store,
+    policy: PullPolicy,
+    platform: Platform,
+    observer: Arc<dyn Observer + Send + Sync>,
+    registry: OnceLock<std::result::Result<Registry, String>>,
+    done: Mutex<HashMap<String, Resolved>>,
+    /// One resolution at a time per reference (two stages with the same base pull it once).
+    busy: Mutex<()>,
+}
+
+impl<'a> ImageSource<'a> {
+    pub fn new(
+        store: &'a Store,
+        policy: PullPolicy,
+        platform: Platform,
+        observer: Arc<dyn Observer + Send + Sync>,
+    ) -> ImageSource<'a> {
+        ImageSource {
+            store,
+            policy,
+            platform,
+            observer,
+            registry: OnceLock::new(),
+            done: Mutex::new(HashMap::new()),
+            busy: Mutex::new(()),
+        }
+    }
+
+    fn registry(&self) -> Result<&Registry> {
+        let r = self.registry.get_or_init(|| {
+            Registry::from_environment()
+                .map(|r| r.with_observer(self.observer.clone()))
+                .map_err(|e| e.to_string())
+        });
+        r.as_ref()
+            .map_err(|e| Error::Protocol(format!("registry configuration: {e}")))
+    }
+
+    /// The image `input` names: a reference, or an image id (or unique id prefix) of the store.
+    pub fn image(&self, input: &str) -> Result<Resolved> {
+        let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = self
+            .done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(input)
+        {
+            return Ok(r.clone());
+        }
+        let r = self.resolve(input)?;
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(input.to_string(), r.clone());
+        Ok(r)
+    }
+
+    fn resolve(&self, input: &str) -> Result<Resolved> {
+        let parsed = match self.registry() {
+            Ok(reg) => reg.policy.parse_reference(input),
+            Err(_) => Reference::parse(input).map_err(Error::from),
+        };
+        let r = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                // Not a reference: an image id or a prefix of one.
+                return match self.store.resolve(input) {
+                    Ok(rec) => Ok(Resolved {
+                        digest: rec.manifest_digest.clone(),
+                        record: rec,
+                        reference: None,
+                        pulled: false,
+                        moved_from: None,
+                    }),
+                    Err(_) => Err(e),
+                };
+            }
+        };
+        let local = self.local(&r)?;
+        if self.policy != PullPolicy::Always {
+            if let Some((desc, rec)) = local {
+                return Ok(Resolved {
+                    digest: registry_digest(&desc, &rec),
+                    record: rec,
+                    reference: Some(r),
+                    pulled: false,
+                    moved_from: None,
+                });
+            }
+            // An image id typed as a bare hex prefix parses as a name: try the store's ids.
+            if let Ok(rec) = self.store.resolve(input) {
+                return Ok(Resolved {
+                    digest: rec.manifest_digest.clone(),
+                    record: rec,
+                    reference: Some(r),
+                    pulled: false,
+                    moved_from: None,
+                });
+            }
+            if self.policy == PullPolicy::Never {
+                return Err(Error::NotFound {
+                    reference: r.to_string(),
+                    registry: "the local store".into(),
+                    repository: r.full_name(),
+                    detail: "not pulled yet (this command does not pull)".into(),
+                });
+            }
+            return self.pull(&r, None);
+        }
+        // --pull: ask the registry where the reference points now.
+        let reg = self.registry()?;
+        let head = reg.head(&r);
+        match (head, local) {
+            (Ok((now, _)), Some((desc, rec))) => {
+                let had = registry_digest(&desc, &rec);
+                if had == now || rec.manifest_digest == now {
+                    return Ok(Resolved {
+                        digest: had,
+                        record: rec,
+                        reference: Some(r),
+                        pulled: false,
+                        moved_from: None,
+                    });
+                }
+                self.observer.moved(&r.to_string(), &had, &now);
+                self.pull(&r, Some(had))
+            }
+            (Ok(_), None) => self.pull(&r, None),
+            // A local image the registry does not know (built or imported here): use it.
+            (Err(Error::NotFound { .. }), Some((desc, rec)))
+                if !desc.annotations.contains_key(ANN_DIGEST) =>
+            {
+                Ok(Resolved {
+                    digest: rec.manifest_digest.clone(),
+                    record: rec,
+                    reference: Some(r),
+                    pulled: false,
+                    moved_from: None,
+                })
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    fn pull(&self, r: &Reference, moved_from: Option<Digest>) -> Result<Resolved> {
+        let reg = self.registry()?;
+        let p = reg.pull(self.store, r, &self.platform)?;
+        Ok(Resolved {
+            record: p.record,
+            reference: Some(r.clone()),
+            digest: p.digest,
+            pulled: true,
+            moved_from,
+        })
+    }
+
+    /// The store's entry for `r`: by name, or for a pinned reference by digest (the manifest's
+    /// or the registry's).
+    fn local(&self, r: &Reference) -> Result<Option<(Descriptor, ImageRecord)>> {
+        let entries = self.store.entries()?;
+        let name = store_name(r).to_string();
+        let found = entries.into_iter().find(|(d, rec)| match r.digest() {
+            Some(dg) => {
+                rec.manifest_digest == *dg
+                    || d.annotations.get(ANN_DIGEST).map(String::as_str) == Some(dg.as_str())
+            }
+            None => d.annotations.get(crate::oci::REF_NAME) == Some(&name),
+        });
+        Ok(found)
+    }
+}
+
+fn registry_digest(desc: &Descriptor, rec: &ImageRecord) -> Digest {
+    desc.annotations
+        .get(ANN_DIGEST)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| rec.manifest_digest.clone())
+}

@@ -1,0 +1,1177 @@
+//! Registries: pull, push, login, mirrors and faults, against Debian's `docker-registry` started
+//! here on 127.0.0.1 (anonymous, htpasswd and token auth), with skopeo and umoci checking what
+//! strata pushes and seeding what strata pulls. `make test` runs this file as root and again as
+//! the unprivileged user strata-test. Without docker-registry, skopeo or busybox the tests say
+//! SKIPPED (and fail under STRATA_REQUIRE_TOOLS=1, as in CI).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod harness;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::Ordering;
+
+use harness::{Auth, Fault, FaultProxy, Registry, Signer, TokenServer, PASSWORD, REFRESH, USER};
+
+fn require(what: &str) {
+    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
+        panic!("{what} (run scripts/test-deps.sh)");
+    }
+    eprintln!("SKIPPED: {what}");
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+fn fails(o: &Output, what: &str) -> String {
+    assert!(
+        !o.status.success(),
+        "{what} should fail:\nstdout: {}\nstderr: {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stderr)
+}
+
+/// One test's world: a directory with stores, a registries.conf and an auth file of its own,
+/// so nothing of the machine's configuration is read.
+struct T {
+    dir: PathBuf,
+    conf: PathBuf,
+    auth: PathBuf,
+    path_prefix: Option<PathBuf>,
+}
+
+impl Drop for T {
+    fn drop(&mut self) {
+        for e in fs_err::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if e.path().join("v1/oci").exists() {
+                let _ = self.strata_in(&e.path(), &["prune", "--all"]);
+            }
+        }
+        let _ = Command::new("chmod")
+            .args(["-R", "u+rwX"])
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl T {
+    fn new(name: &str) -> Option<T> {
+        for (tool, pkg) in [
+            ("docker-registry", "docker-registry"),
+            ("skopeo", "skopeo"),
+            ("openssl", "openssl"),
+        ] {
+            if !have(tool) {
+                require(&format!("{tool} is not installed (package {pkg})"));
+                return None;
+            }
+        }
+        if !Path::new("/bin/busybox").exists() {
+            require("/bin/busybox (busybox-static) is not installed");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("strata-reg-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fs_err::create_dir_all(dir.join("home")).unwrap();
+        let conf = dir.join("registries.conf");
+        fs_err::write(&conf, "").unwrap();
+        Some(T {
+            auth: dir.join("auth.json"),
+            conf,
+            dir,
+            path_prefix: None,
+        })
+    }
+
+    fn store(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn cmd_in(&self, root: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(common::strata_bin());
+        c.arg("--root")
+            .arg(root)
+            .args(args)
+            .env_remove("STRATA_ROOT")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("HOME", self.dir.join("home"))
+            .env("XDG_CONFIG_HOME", self.dir.join("home/.config"))
+            .env("DOCKER_CONFIG", self.dir.join("docker"))
+            .env("REGISTRY_AUTH_FILE", &self.auth)
+            .env("CONTAINERS_REGISTRIES_CONF", &self.conf)
+            .stdin(Stdio::null());
+        if let Some(p) = &self.path_prefix {
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", p.display()));
+        }
+        c
+    }
+
+    fn strata_in(&self, root: &Path, args: &[&str]) -> Output {
+        self.cmd_in(root, args).output().unwrap()
+    }
+
+    fn strata(&self, store: &str, args: &[&str]) -> Output {
+        self.strata_in(&self.store(store), args)
+    }
+
+    /// An OCI layout (tag `latest`) of a busybox image with passwd, made by strata: the
+    /// seed that skopeo copies into the registries.
+    fn busybox_layout(&self) -> PathBuf {
+        let layout = self.dir.join("bb-layout");
+        if layout.exists() {
+            return layout;
+        }
+        let r = self.dir.join("bb-rootfs");
+        for d in ["bin", "etc", "tmp", "root"] {
+            fs_err::create_dir_all(r.join(d)).unwrap();
+        }
+        fs_err::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+        for a in ["sh", "echo", "cat", "ls", "true", "env", "id", "uname"] {
+            std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
+        }
+        fs_err::write(
+            r.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs_err::write(r.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+        std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let seed = self.store("seed-store");
+        ok(
+            &self.strata_in(
+                &seed,
+                &[
+                    "import",
+                    r.to_str().unwrap(),
+                    "busybox:latest",
+                    "--compression",
+                    "gzip",
+                ],
+            ),
+            "import busybox",
+        );
+        ok(
+            &self.strata_in(
+                &seed,
+                &[
+                    "save",
+                    "busybox:latest",
+                    "-o",
+                    layout.to_str().unwrap(),
+                    "--format",
+                    "oci-dir",
+                ],
+            ),
+            "save busybox",
+        );
+        layout
+    }
+
+    /// `skopeo copy oci:LAYOUT:TAG docker://DEST` with extra flags.
+    fn seed(&self, src: &str, dest: &str, extra: &[&str]) {
+        let o = Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .args(extra)
+            .arg(src)
+            .arg(format!("docker://{dest}"))
+            .env("HOME", self.dir.join("home"))
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("REGISTRY_AUTH_FILE", self.dir.join("skopeo-auth.json"))
+            .output()
+            .unwrap();
+        ok(&o, &format!("skopeo copy {src} {dest}"));
+    }
+
+    fn seed_busybox(&self, dest: &str, extra: &[&str]) {
+        let l = self.busybox_layout();
+        self.seed(&format!("oci:{}:latest", l.display()), dest, extra);
+    }
+
+    fn skopeo_inspect(&self, r: &str, raw: bool, creds: Option<&str>) -> String {
+        let mut c = Command::new("skopeo");
+        c.args(["inspect", "--tls-verify=false"]);
+        if raw {
+            c.arg("--raw");
+        }
+        if let Some(cr) = creds {
+            c.args(["--creds", cr]);
+        }
+        c.arg(format!("docker://{r}"))
+            .env("HOME", self.dir.join("home"))
+            .env("REGISTRY_AUTH_FILE", self.dir.join("skopeo-auth.json"));
+        ok(&c.output().unwrap(), &format!("skopeo inspect {r}"))
+    }
+
+    fn write_conf(&self, text: &str) {
+        fs_err::write(&self.conf, text).unwrap();
+    }
+
+    fn context(&self, name: &str, dockerfile: &str) -> PathBuf {
+        let c = self.dir.join(name);
+        fs_err::create_dir_all(&c).unwrap();
+        fs_err::write(c.join("Dockerfile"), dockerfile).unwrap();
+        c
+    }
+
+    /// Every file under `dir`, as bytes (to look for secrets).
+    fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(p),
+                    Ok(t) if t.is_file() => {
+                        if let Ok(b) = std::fs::read(&p) {
+                            out.push((p, b));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+}
+
+fn digest_in(s: &str) -> String {
+    let i = s.find("sha256:").expect("a digest in the output");
+    s[i..i + 71].to_string()
+}
+
+#[test]
+fn pull_run_and_a_second_pull_downloads_nothing() {
+    let Some(t) = T::new("pull") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let proxy = FaultProxy::start(reg.port);
+    let r = format!("127.0.0.1:{}/library/busybox:1.0", proxy.port);
+    t.seed_busybox(&format!("{}/library/busybox:1.0", reg.host()), &[]);
+    let o = t.strata("s", &["pull", &r, "--progress", "plain"]);
+    let err = text(&o.stderr);
+    ok(&o, "pull");
+    assert!(err.contains("downloaded"), "{err}");
+    assert!(err.contains(&format!("resolve {r} → sha256:")), "{err}");
+    assert_eq!(
+        ok(
+            &t.strata("s", &["run", &r, "echo", "pulled-and-ran"]),
+            "run"
+        )
+        .trim(),
+        "pulled-and-ran"
+    );
+    let images = ok(&t.strata("s", &["images"]), "images");
+    assert!(
+        images.contains(&format!("127.0.0.1:{}/library/busybox", proxy.port)),
+        "{images}"
+    );
+    // Again: one manifest HEAD (after the /v2/ ping), nothing downloaded.
+    let before = proxy.requests().len();
+    let o = t.strata("s", &["pull", &r, "--progress", "plain"]);
+    ok(&o, "second pull");
+    assert!(
+        text(&o.stderr).contains("up to date"),
+        "{}",
+        text(&o.stderr)
+    );
+    let reqs: Vec<String> = proxy.requests()[before..].to_vec();
+    assert_eq!(
+        reqs.iter()
+            .filter(|x| x.starts_with("HEAD ") && x.contains("/manifests/"))
+            .count(),
+        1,
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|x| x.starts_with("GET ") && x.contains("/blobs/")),
+        "{reqs:?}"
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|x| x.starts_with("GET ") && x.contains("/manifests/")),
+        "{reqs:?}"
+    );
+    // Two processes pulling into one empty store at once: each blob is downloaded once.
+    let before = proxy.requests().len();
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| {
+            t.cmd_in(&t.store("s2"), &["pull", &r, "-q"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = kids
+        .drain(..)
+        .map(|k| k.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        ok(o, "concurrent pull");
+    }
+    assert_eq!(outs[0].stdout, outs[1].stdout);
+    let reqs: Vec<String> = proxy.requests()[before..].to_vec();
+    let blob_gets: Vec<&String> = reqs
+        .iter()
+        .filter(|x| x.starts_with("GET ") && x.contains("/blobs/"))
+        .collect();
+    assert_eq!(blob_gets.len(), 2, "config and layer once each: {reqs:?}");
+    // A build in an empty store pulls its FROM.
+    let ctx = t.context("ctx", &format!("FROM {r}\nRUN echo built > /built\n"));
+    let o = t.strata(
+        "s3",
+        &[
+            "build",
+            "-t",
+            "app",
+            "--progress",
+            "plain",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "build");
+    assert_eq!(
+        ok(&t.strata("s3", &["run", "app", "cat", "/built"]), "run app").trim(),
+        "built"
+    );
+}
+
+/// An OCI layout holding an index with the busybox manifest for linux/amd64 and a copy of it
+/// that says linux/arm64/v8, tagged `multi`.
+fn multi_platform_layout(t: &T) -> PathBuf {
+    let src = t.busybox_layout();
+    let dst = t.dir.join("multi-layout");
+    let o = Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap();
+    ok(&o, "cp layout");
+    let blob = |d: &str| {
+        dst.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = format!("sha256:{}", hex_sha256(bytes));
+        fs_err::write(blob(&d), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(dst.join("index.json")).unwrap()).unwrap();
+    let m1 = index["manifests"][0].clone();
+    let m1_digest = m1["digest"].as_str().unwrap().to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(blob(&m1_digest)).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    config["architecture"] = "arm64".into();
+    config["variant"] = "v8".into();
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let mut m2 = manifest.clone();
+    m2["config"]["digest"] = cd.into();
+    m2["config"]["size"] = cs.into();
+    let (m2d, m2s) = put(m2.to_string().as_bytes());
+    let idx = serde_json::json!({
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+    "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m1_digest, "size": m1["size"],
+         "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m2d, "size": m2s,
+         "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}}
+    ]});
+    let (id, is) = put(idx.to_string().as_bytes());
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": is,
+         "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    fs_err::write(dst.join("index.json"), top.to_string()).unwrap();
+    dst
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, b);
+    d.as_ref().iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn docker_schema2_zstd_and_multi_platform_indexes() {
+    let Some(t) = T::new("formats") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    t.seed_busybox(&format!("{h}/v2s2:1"), &["--format", "v2s2"]);
+    // skopeo 1.9 does not recompress to zstd: strata stores the layer as zstd and skopeo
+    // copies that layout as it is.
+    t.busybox_layout();
+    let zl = t.dir.join("zstd-layout");
+    let zs = t.store("zstd-seed");
+    ok(
+        &t.strata_in(
+            &zs,
+            &[
+                "import",
+                t.dir.join("bb-rootfs").to_str().unwrap(),
+                "bb:z",
+                "--compression",
+                "zstd",
+            ],
+        ),
+        "import zstd",
+    );
+    ok(
+        &t.strata_in(
+            &zs,
+            &[
+                "save",
+                "bb:z",
+                "-o",
+                zl.to_str().unwrap(),
+                "--format",
+                "oci-dir",
+            ],
+        ),
+        "save zstd",
+    );
+    t.seed(
+        &format!("oci:{}:z", zl.display()),
+        &format!("{h}/zstd:1"),
+        &[],
+    );
+    let raw = t.skopeo_inspect(&format!("{h}/v2s2:1"), true, None);
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{raw}"
+    );
+    let raw = t.skopeo_inspect(&format!("{h}/zstd:1"), true, None);
+    assert!(raw.contains("tar+zstd"), "{raw}");
+    for r in ["v2s2:1", "zstd:1"] {
+        let full = format!("{h}/{r}");
+        let o = t.strata("s", &["pull", &full, "-q"]);
+        let d = ok(&o, &format!("pull {r}"));
+        // The image keeps the registry's digest.
+        let inspect: serde_json::Value =
+            serde_json::from_str(&t.skopeo_inspect(&full, false, None)).unwrap();
+        assert_eq!(d.trim(), inspect["Digest"].as_str().unwrap(), "{r}");
+        assert_eq!(
+            ok(&t.strata("s", &["run", &full, "echo", "ok"]), "run").trim(),
+            "ok",
+            "{r}"
+        );
+    }
+    // A multi-platform index: the host's manifest by default, another with --platform, and an
+    // error that lists what there is.
+    let layout = multi_platform_layout(&t);
+    t.seed(
+        &format!("oci:{}:multi", layout.display()),
+        &format!("{h}/multi:1"),
+        &["--all"],
+    );
+    let m = format!("{h}/multi:1");
+    let arch = |store: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&t.strata(store, &["inspect", &m]), "inspect")).unwrap();
+        let c = &v["Config"];
+        match c["variant"].as_str() {
+            Some(var) => format!("{}/{var}", c["architecture"].as_str().unwrap_or("")),
+            None => c["architecture"].as_str().unwrap_or("").to_string(),
+        }
+    };
+    ok(&t.strata("m1", &["pull", &m]), "pull multi");
+    assert_eq!(arch("m1"), "amd64");
+    ok(
+        &t.strata("m2", &["pull", &m, "--platform", "linux/arm64/v8"]),
+        "pull arm64",
+    );
+    assert_eq!(arch("m2"), "arm64/v8");
+    let e = fails(
+        &t.strata("m3", &["pull", &m, "--platform", "linux/s390x"]),
+        "pull s390x",
+    );
+    assert!(
+        e.contains("linux/s390x") && e.contains("linux/amd64") && e.contains("linux/arm64/v8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn digests_and_errors_a_person_can_act_on() {
+    let Some(t) = T::new("refs") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    t.seed_busybox(&format!("{h}/team/bb:1"), &[]);
+    let d = ok(
+        &t.strata("s", &["pull", &format!("{h}/team/bb:1"), "-q"]),
+        "pull",
+    )
+    .trim()
+    .to_string();
+    // By digest, and tag@digest, into other stores; the digest is checked.
+    let o = t.strata("s2", &["pull", &format!("{h}/team/bb@{d}"), "-q"]);
+    assert_eq!(ok(&o, "pull by digest").trim(), d);
+    ok(
+        &t.strata("s3", &["pull", &format!("{h}/team/bb:1@{d}")]),
+        "pull tag@digest",
+    );
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let e = fails(
+        &t.strata("s4", &["pull", &format!("{h}/team/bb@{wrong}")]),
+        "unknown digest",
+    );
+    assert!(e.contains("not found"), "{e}");
+    let e = fails(
+        &t.strata("s4", &["pull", &format!("{h}/team/bb:nope")]),
+        "unknown tag",
+    );
+    assert!(
+        e.contains(&format!("{h}/team/bb:nope")) && e.contains("not found"),
+        "{e}"
+    );
+    let e = fails(
+        &t.strata("s4", &["pull", &format!("{h}/nosuch/repo:1")]),
+        "unknown repo",
+    );
+    assert!(e.contains("not found"), "{e}");
+    let e = fails(
+        &t.strata("s4", &["pull", &format!("{h}/Team/bb:1")]),
+        "upper case",
+    );
+    assert!(e.contains("lowercase"), "{e}");
+    let e = fails(&t.strata("s4", &["pull", "../../x"]), "path");
+    assert!(e.contains("invalid reference"), "{e}");
+    let dead = harness::free_port();
+    let e = fails(
+        &t.strata("s4", &["pull", &format!("127.0.0.1:{dead}/x:1")]),
+        "unreachable",
+    );
+    assert!(
+        e.contains("unreachable") && e.contains(&format!("127.0.0.1:{dead}")),
+        "{e}"
+    );
+    // Nothing half-written: the failed pulls left no blob in the store they used.
+    let blobs = std::fs::read_dir(t.store("s4").join("v1/oci/blobs/sha256"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0);
+}
+
+fn umoci_unpack(t: &T, layout_ref: &str, bundle: &Path) {
+    let mut c = Command::new("umoci");
+    c.arg("unpack");
+    if rustix_uid() != 0 {
+        c.arg("--rootless");
+    }
+    let o = c
+        .arg("--image")
+        .arg(layout_ref)
+        .arg(bundle)
+        .output()
+        .unwrap();
+    let _ = t;
+    ok(&o, "umoci unpack");
+}
+
+fn rustix_uid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+#[test]
+fn push_round_trip_skopeo_umoci_and_mounts() {
+    let Some(t) = T::new("push") else { return };
+    if !have("umoci") {
+        require("umoci is not installed");
+        return;
+    }
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    t.seed_busybox(&format!("{h}/library/busybox:1"), &[]);
+    let ctx = t.context(
+        "ctx",
+        &format!("FROM {h}/library/busybox:1\nRUN echo pushed-content > /hello\n"),
+    );
+    ok(
+        &t.strata("s", &["build", "-t", "app:1", ctx.to_str().unwrap()]),
+        "build",
+    );
+    let dest = format!("{h}/team/app:v1");
+    let o = t.strata("s", &["push", "app:1", &dest, "--progress", "plain"]);
+    let err = text(&o.stderr);
+    ok(&o, "push");
+    let pushed = digest_in(&err[err.find("pushed").unwrap()..]);
+    // Read back by skopeo: an OCI manifest with gzip layers and the same digest.
+    let raw = t.skopeo_inspect(&dest, true, None);
+    assert!(
+        raw.contains("application/vnd.oci.image.manifest.v1+json"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("tar+gzip") && !raw.contains("v1.tar\""),
+        "{raw}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&t.skopeo_inspect(&dest, false, None)).unwrap();
+    assert_eq!(info["Digest"].as_str().unwrap(), pushed);
+    // skopeo copies it out and umoci unpacks it: the RUN step's file is there.
+    let out = t.dir.join("out");
+    let o = Command::new("skopeo")
+        .args(["copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{dest}"))
+        .arg(format!("oci:{}:v1", out.display()))
+        .env("HOME", t.dir.join("home"))
+        .output()
+        .unwrap();
+    ok(&o, "skopeo copy out");
+    let bundle = t.dir.join("bundle");
+    umoci_unpack(&t, &format!("{}:v1", out.display()), &bundle);
+    assert_eq!(
+        fs_err::read_to_string(bundle.join("rootfs/hello")).unwrap(),
+        "pushed-content\n"
+    );
+    // Pulled back into an empty store: same digest, and it runs.
+    let d = ok(&t.strata("back", &["pull", &dest, "-q"]), "pull back");
+    assert_eq!(d.trim(), pushed);
+    assert_eq!(
+        ok(&t.strata("back", &["run", &dest, "cat", "/hello"]), "run").trim(),
+        "pushed-content"
+    );
+    // A second push sends nothing new; a push to another repository mounts.
+    let o = t.strata("s", &["push", "app:1", &dest, "--progress", "plain"]);
+    assert!(
+        text(&o.stderr).contains("0 blobs uploaded"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = t.strata(
+        "s",
+        &[
+            "push",
+            &dest,
+            &format!("{h}/other/app:v1"),
+            "--progress",
+            "plain",
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "push to another repository");
+    assert!(
+        err.contains("mounted") && err.contains("0 blobs uploaded"),
+        "{err}"
+    );
+    // Chunked uploads (PATCH) give the same image.
+    let o = t.strata(
+        "s",
+        &[
+            "push",
+            "app:1",
+            &format!("{h}/chunked/app:v1"),
+            "--chunk-size",
+            "65536",
+            "-q",
+        ],
+    );
+    assert_eq!(ok(&o, "chunked push").trim(), pushed);
+    // A digest is not a push target.
+    let e = fails(
+        &t.strata("s", &["push", "app:1", &format!("{h}/x@{pushed}")]),
+        "push to digest",
+    );
+    assert!(e.contains("push to a tag"), "{e}");
+}
+
+#[test]
+fn build_push_metadata_and_pull_reports_a_moved_base() {
+    let Some(t) = T::new("buildpush") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    let base = format!("{h}/base:1");
+    t.seed_busybox(&base, &[]);
+    let ctx = t.context("ctx", &format!("FROM {base}\nRUN echo one > /f\n"));
+    let meta = t.dir.join("meta.json");
+    let app = format!("{h}/app:latest");
+    let o = t.strata(
+        "s",
+        &[
+            "build",
+            "--push",
+            "-t",
+            &app,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "build --push");
+    let m: serde_json::Value = serde_json::from_slice(&fs_err::read(&meta).unwrap()).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&t.skopeo_inspect(&app, false, None)).unwrap();
+    assert_eq!(m["containerimage.digest"], info["Digest"], "{m}");
+    let base_digest: serde_json::Value =
+        serde_json::from_str(&t.skopeo_inspect(&base, false, None)).unwrap();
+    assert_eq!(
+        m["strata.base-images"][0]["ref"].as_str(),
+        Some(base.as_str())
+    );
+    assert_eq!(m["strata.base-images"][0]["digest"], base_digest["Digest"]);
+    // The base is recorded in the image's manifest, as BuildKit does.
+    let raw = t.skopeo_inspect(&app, true, None);
+    assert!(
+        raw.contains("org.opencontainers.image.base.digest"),
+        "{raw}"
+    );
+    // --output type=registry,name=… pushes too.
+    let o = t.strata(
+        "s",
+        &[
+            "build",
+            "--output",
+            &format!("type=registry,name={h}/app:2"),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "build --output type=registry");
+    t.skopeo_inspect(&format!("{h}/app:2"), false, None);
+    // The base moves: a plain build keeps the local copy; --pull sees the move and reruns.
+    let other = t.context("other", &format!("FROM {base}\nRUN echo moved > /moved\n"));
+    ok(
+        &t.strata("s2", &["build", "-t", &base, other.to_str().unwrap()]),
+        "build new base",
+    );
+    ok(&t.strata("s2", &["push", &base]), "push new base");
+    let o = t.strata(
+        "s",
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "x",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(text(&o.stderr).contains("CACHED"), "{}", text(&o.stderr));
+    let o = t.strata(
+        "s",
+        &[
+            "build",
+            "--pull",
+            "--progress",
+            "plain",
+            "-t",
+            "x",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "build --pull");
+    assert!(err.contains(&format!("{base} moved from sha256:")), "{err}");
+    assert!(
+        err.contains(&format!("cache miss: the base {base} moved from")),
+        "{err}"
+    );
+    assert_eq!(
+        ok(&t.strata("s", &["run", "x", "cat", "/moved"]), "run").trim(),
+        "moved"
+    );
+    // --pull again: the same digest, nothing moves, the step is cached.
+    let o = t.strata(
+        "s",
+        &[
+            "build",
+            "--pull",
+            "--progress",
+            "plain",
+            "-t",
+            "x",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(!err.contains("moved") && err.contains("CACHED"), "{err}");
+}
+
+#[test]
+fn basic_auth_login_logout_and_helpers() {
+    let Some(t) = T::new("basic") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Htpasswd);
+    let h = reg.host();
+    let r = format!("{h}/private/bb:1");
+    t.seed_busybox(&r, &["--dest-creds", &format!("{USER}:{PASSWORD}")]);
+    let e = fails(&t.strata("s", &["pull", &r]), "anonymous pull");
+    assert!(
+        e.contains("access denied") && e.contains("none (anonymous)") && e.contains("strata login"),
+        "{e}"
+    );
+    // A wrong password is refused and nothing is saved.
+    let mut c = t.cmd_in(
+        &t.store("s"),
+        &["login", "-u", USER, "--password-stdin", &h],
+    );
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut k = c.spawn().unwrap();
+    use std::io::Write;
+    k.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
+    let o = k.wait_with_output().unwrap();
+    fails(&o, "login with a wrong password");
+    assert!(!t.auth.exists());
+    let mut c = t.cmd_in(
+        &t.store("s"),
+        &["login", "-u", USER, "--password-stdin", &h],
+    );
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut k = c.spawn().unwrap();
+    k.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let o = k.wait_with_output().unwrap();
+    assert!(ok(&o, "login").contains("Login Succeeded"));
+    assert_eq!(
+        fs_err::metadata(&t.auth).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let o = t.strata("s", &["pull", &r, "--progress", "plain"]);
+    ok(&o, "pull after login");
+    // The password never reaches output, the store or the logs.
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(!all.contains(PASSWORD));
+    for (p, b) in T::all_bytes(&t.store("s")) {
+        assert!(
+            !b.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()),
+            "{} holds the password",
+            p.display()
+        );
+    }
+    // Push with the same login.
+    ok(
+        &t.strata("s", &["push", &r, &format!("{h}/private/copy:1")]),
+        "push with basic auth",
+    );
+    ok(&t.strata("s", &["logout", &h]), "logout");
+    let e = fails(&t.strata("s2", &["pull", &r]), "pull after logout");
+    assert!(e.contains("access denied"), "{e}");
+    // A docker config that names a credential helper: the helper is run and its answer used.
+    let bin = t.dir.join("bin");
+    fs_err::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-strata-test");
+    fs_err::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\necho \"$server\" > {}\nif [ \"$server\" = {h} ]; then printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"; else echo 'credentials not found in native keychain'; exit 1; fi\n",
+            t.dir.join("helper-called").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    fs_err::create_dir_all(t.dir.join("docker")).unwrap();
+    fs_err::write(
+        t.dir.join("docker/config.json"),
+        format!("{{\"credHelpers\": {{\"{h}\": \"strata-test\"}}}}"),
+    )
+    .unwrap();
+    let mut t = t;
+    t.path_prefix = Some(bin);
+    ok(
+        &t.strata("s3", &["pull", &r]),
+        "pull with a credential helper",
+    );
+    assert_eq!(
+        fs_err::read_to_string(t.dir.join("helper-called"))
+            .unwrap()
+            .trim(),
+        h
+    );
+}
+
+#[test]
+fn token_auth_scopes_identity_tokens_and_expiry() {
+    let Some(t) = T::new("token") else { return };
+    let rdir = t.dir.join("reg");
+    fs_err::create_dir_all(&rdir).unwrap();
+    let tokens = TokenServer::start(Signer::new(&rdir));
+    let reg = Registry::start(&rdir, Auth::Token(tokens.port));
+    let h = reg.host();
+    let r = format!("{h}/team/bb:1");
+    t.seed_busybox(&r, &["--dest-creds", &format!("{USER}:{PASSWORD}")]);
+    let e = fails(&t.strata("s", &["pull", &r]), "anonymous pull");
+    assert!(e.contains("access denied"), "{e}");
+    fs_err::write(
+        &t.auth,
+        serde_json::json!({"auths": {h.clone(): {"auth": base64_std(&format!("{USER}:{PASSWORD}"))}}}).to_string(),
+    )
+    .unwrap();
+    let before = tokens.issued.load(Ordering::SeqCst);
+    ok(&t.strata("s", &["pull", &r]), "pull with a token");
+    assert!(tokens.issued.load(Ordering::SeqCst) > before);
+    // A push to another repository mounts from the pulled one: the token covers both.
+    let o = t.strata(
+        "s",
+        &[
+            "push",
+            &r,
+            &format!("{h}/other/bb:1"),
+            "--progress",
+            "plain",
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "push with a token");
+    assert!(err.contains("mounted"), "{err}");
+    // An identity token (OAuth2 refresh token) is exchanged at the token endpoint.
+    fs_err::write(
+        &t.auth,
+        serde_json::json!({"auths": {h.clone(): {"identitytoken": REFRESH}}}).to_string(),
+    )
+    .unwrap();
+    ok(
+        &t.strata("s2", &["pull", &r]),
+        "pull with an identity token",
+    );
+    // A token that expires mid-run: the registry answers 401 once; strata gets a new token.
+    let proxy = FaultProxy::start(reg.port);
+    let challenge = format!(
+        "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"strata-test\",scope=\"repository:team/bb:pull\"",
+        tokens.port
+    );
+    proxy.add(
+        "GET",
+        "/blobs/",
+        1,
+        Fault::Status(401, vec![("WWW-Authenticate".into(), challenge)]),
+    );
+    let before = tokens.issued.load(Ordering::SeqCst);
+    let via = format!("127.0.0.1:{}/team/bb:1", proxy.port);
+    fs_err::write(
+        &t.auth,
+        serde_json::json!({"auths": {format!("127.0.0.1:{}", proxy.port): {"auth": base64_std(&format!("{USER}:{PASSWORD}"))}}}).to_string(),
+    )
+    .unwrap();
+    ok(&t.strata("s3", &["pull", &via]), "pull through an expiry");
+    assert!(
+        tokens.issued.load(Ordering::SeqCst) >= before + 2,
+        "a second token after the 401"
+    );
+}
+
+fn base64_std(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+fn faults_retries_resume_and_corruption() {
+    let Some(t) = T::new("faults") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    t.seed_busybox(&format!("{}/library/busybox:1", reg.host()), &[]);
+    let proxy = FaultProxy::start(reg.port);
+    let r = format!("127.0.0.1:{}/library/busybox:1", proxy.port);
+    let raw: serde_json::Value = serde_json::from_str(&t.skopeo_inspect(
+        &format!("{}/library/busybox:1", reg.host()),
+        true,
+        None,
+    ))
+    .unwrap();
+    let layer = raw["layers"][0]["digest"].as_str().unwrap().to_string();
+    // A 429 with Retry-After, 503 twice, a slow answer, and a connection cut 100 kB into the
+    // layer.
+    proxy.add(
+        "GET",
+        "/manifests/",
+        1,
+        Fault::Status(429, vec![("Retry-After".into(), "1".into())]),
+    );
+    proxy.add("GET", "/blobs/", 2, Fault::Status(503, vec![]));
+    proxy.add("GET", &layer, 1, Fault::CutAfter(100_000));
+    proxy.add(
+        "GET",
+        "/blobs/",
+        1,
+        Fault::Delay(std::time::Duration::from_millis(300)),
+    );
+    let o = t.strata("s", &["pull", &r, "--progress", "plain"]);
+    let err = text(&o.stderr);
+    ok(&o, "pull through faults");
+    assert!(err.contains("retrying"), "{err}");
+    assert!(
+        proxy.requests().iter().any(|x| x.contains("range=bytes=")),
+        "resumed with Range: {:?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        ok(&t.strata("s", &["run", &r, "echo", "whole"]), "run").trim(),
+        "whole"
+    );
+    // A corrupted byte: refused, and nothing of it is stored.
+    proxy.add("GET", "/blobs/", 100, Fault::Corrupt);
+    let e = fails(&t.strata("c", &["pull", &r]), "corrupted pull");
+    assert!(
+        e.contains("digest mismatch") && e.contains("nothing was stored"),
+        "{e}"
+    );
+    let stored: Vec<String> = std::fs::read_dir(t.store("c").join("v1/oci/blobs/sha256"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(stored.is_empty(), "{stored:?}");
+    let tmp_left = std::fs::read_dir(t.store("c").join("v1/tmp"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(tmp_left, 0);
+    proxy.rules.lock().unwrap().clear();
+    // A failed upload starts a fresh session.
+    proxy.add("PUT", "/blobs/uploads/", 1, Fault::Status(500, vec![]));
+    let o = t.strata(
+        "s",
+        &[
+            "push",
+            &r,
+            &format!("127.0.0.1:{}/copy/bb:1", proxy.port),
+            "--progress",
+            "plain",
+            "--compression",
+            "none",
+        ],
+    );
+    ok(&o, "push through a failed upload");
+    t.skopeo_inspect(&format!("{}/copy/bb:1", reg.host()), false, None);
+}
+
+#[test]
+fn registries_conf_mirrors_aliases_blocking_and_short_names() {
+    let Some(t) = T::new("mirrors") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    // docker.io's busybox, served by the local registry as a mirror.
+    t.seed_busybox(&format!("{h}/library/busybox:mirrored"), &[]);
+    let dead = harness::free_port();
+    t.write_conf(&format!(
+        "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"127.0.0.1:{dead}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{h}\"\ninsecure = true\n\n[[registry]]\nprefix = \"{h}/blocked\"\nblocked = true\n\n[aliases]\n\"bb\" = \"{h}/library/busybox\"\n"
+    ));
+    let ctx = t.context("ctx", "FROM busybox:mirrored\nRUN echo from-mirror > /m\n");
+    let o = t.strata(
+        "s",
+        &[
+            "build",
+            "-t",
+            "m",
+            "--progress",
+            "plain",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "build from a mirror");
+    assert!(
+        err.contains(&format!("mirror 127.0.0.1:{dead} failed")),
+        "{err}"
+    );
+    assert_eq!(
+        ok(&t.strata("s", &["run", "m", "cat", "/m"]), "run").trim(),
+        "from-mirror"
+    );
+    // The name in the store is the one in the Dockerfile.
+    assert!(ok(&t.strata("s", &["images"]), "images").contains("busybox"));
+    ok(&t.strata("s2", &["pull", "bb:mirrored"]), "pull an alias");
+    let e = fails(
+        &t.strata("s2", &["pull", &format!("{h}/blocked/x:1")]),
+        "blocked",
+    );
+    assert!(
+        e.contains("blocked by the registry policy") && e.contains(t.conf.to_str().unwrap()),
+        "{e}"
+    );
+    t.write_conf("short-name-mode = \"enforcing\"\n");
+    let e = fails(&t.strata("s3", &["pull", "python:3.11"]), "enforcing");
+    assert!(
+        e.contains("short name") && e.contains("docker.io/library/python"),
+        "{e}"
+    );
+    t.write_conf("[[registry]\n");
+    let e = fails(&t.strata("s3", &["pull", "python:3.11"]), "bad conf");
+    assert!(e.contains(t.conf.to_str().unwrap()), "{e}");
+}
+
+/// The README's main command: the Python example, `FROM python:3.11-slim` with a short name,
+/// built in an empty store through a registries.conf mirror for docker.io that serves the
+/// Debian-made python image (scripts/test-deps.sh makes it into target/test-images).
+#[test]
+fn python_example_builds_from_a_docker_hub_mirror() {
+    let Some(t) = T::new("python") else { return };
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci/python");
+    if !layout.join("index.json").exists() {
+        require(&format!(
+            "{} is missing: scripts/test-deps.sh makes it with ../shared/lab/make-base-images.sh",
+            layout.display()
+        ));
+        return;
+    }
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    t.seed(
+        &format!("oci:{}:latest", layout.display()),
+        &format!("{h}/library/python:3.11-slim"),
+        &[],
+    );
+    t.write_conf(&format!(
+        "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"{h}\"\ninsecure = true\n"
+    ));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-app");
+    let o = t.strata(
+        "s",
+        &[
+            "build",
+            "-t",
+            "app",
+            "--progress",
+            "plain",
+            example.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "build the Python example");
+    let out = ok(&t.strata("s", &["run", "app"]), "run the Python example");
+    assert!(out.contains("hello from strata"), "{out}");
+    let who = ok(&t.strata("s", &["run", "app", "id", "-u"]), "id");
+    assert_eq!(who.trim(), "10001");
+}
