@@ -223,8 +223,10 @@ fn params(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Read one HTTP/1.1 request: (request line, headers, body).
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+/// One HTTP/1.1 request: (request line, headers, body).
+type Request = (String, Vec<(String, String)>, Vec<u8>);
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;

@@ -254,7 +254,7 @@ impl T {
                 match e.file_type() {
                     Ok(t) if t.is_dir() => stack.push(p),
                     Ok(t) if t.is_file() => {
-                        if let Ok(b) = std::fs::read(&p) {
+                        if let Ok(b) = fs_err::read(&p) {
                             out.push((p, b));
                         }
                     }
