@@ -4,13 +4,17 @@
 CARGO ?= cargo
 
 ## Install what the tests need, then run formatting, lints and every test, as root and again
-## as the unprivileged user strata-test.
+## as the unprivileged user strata-test; then remove the copies of the binary the tests ran
+## (tests/common: /tmp/strata-bin-PID, where the unprivileged user can reach them).
 test: test-deps lint
+	@status=0; \
 	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} \
 	STRATA_REQUIRE_TOOLS=$${STRATA_REQUIRE_TOOLS:-$${CI:+1}} \
-	$(CARGO) test --all-targets --locked
-	$(CARGO) test --doc --locked
-	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} bash scripts/test-as-user.sh
+	$(CARGO) test --all-targets --locked || status=1; \
+	$(CARGO) test --doc --locked || status=1; \
+	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} bash scripts/test-as-user.sh || status=1; \
+	rm -rf "$${TMPDIR:-/tmp}"/strata-bin-*; \
+	exit $$status
 
 test-deps:
 	bash scripts/test-deps.sh

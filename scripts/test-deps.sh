@@ -21,7 +21,10 @@ fi
 # makes the reference RUN layer; busybox-static
 # makes the test base image; gzip reads parallel-gzip output back; uidmap (newuidmap/newgidmap)
 # maps subordinate ids for the rootless sandbox; procps (pkill) for the process-lifetime tests.
-packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps)
+# docker-registry (distribution) serves images to the registry tests, which start it themselves
+# on 127.0.0.1; openssl makes the token server's key; jq and debootstrap make the python base
+# image (../shared/lab/make-base-images.sh).
+packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps docker-registry openssl jq debootstrap)
 # A machine that already has a Docker engine (GitHub's runners ship Docker CE, whose containerd
 # conflicts with Debian's) keeps it.
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
@@ -33,8 +36,21 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # docker-registry's postinst starts a system service: keep every package from starting one
+  # (the tests start their own registries), unless the machine already says so.
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+fi
+# Should a registry service have started anyway (a machine with systemd), stop it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
 fi
 # The unprivileged users the rootless tests run as (runuser -u …): strata-test with a range of
 # subordinate ids, strata-nosub with none (only root can be mapped in its user namespace).
@@ -47,4 +63,20 @@ if ! id strata-nosub >/dev/null 2>&1; then
   useradd --create-home --shell /bin/sh -K SUB_UID_COUNT=0 -K SUB_GID_COUNT=0 strata-nosub
 fi
 sed -i '/^strata-nosub:/d' /etc/subuid /etc/subgid 2>/dev/null || true
+# The python base image for the registry tests' Python example (FROM python:3.11-slim through
+# a Docker Hub mirror): Debian's python3 as an OCI layout, made once into target/test-images
+# by the lab script of ../shared (a minute, over the Debian mirror). Without ../shared the test
+# says SKIPPED.
+here=$(cd "$(dirname "$0")/.." && pwd)
+lab=${STRATA_SHARED_DIR:-$here/../shared}/lab
+if [ -x "$lab/make-base-images.sh" ] || [ -f "$lab/make-base-images.sh" ]; then
+  if [ ! -f "$here/target/test-images/oci/python/index.json" ]; then
+    echo "test-deps: making the python base image (target/test-images)"
+    bash "$lab/make-base-images.sh" "$here/target/test-images" python >/dev/null
+  fi
+  # Readable by the unprivileged test user.
+  chmod -R a+rX "$here/target/test-images/oci" 2>/dev/null || true
+else
+  echo "test-deps: $lab is missing, so the Python example test will say SKIPPED"
+fi
 echo "test-deps: ready"
