@@ -13,13 +13,16 @@ fn main() {
     {
         strata::sandbox::child_main(&strata::engine::exec::hook);
     }
-    // Die quietly on a closed pipe (`strata inspect x | head`), as other command-line tools do,
-    // instead of panicking in println!.
-    // SAFETY: called before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = cli::Cli::parse();
+    // Die quietly on a closed pipe (`strata inspect x | head`), as other command-line tools do,
+    // instead of panicking in println!. Not for the commands that talk to a registry: a peer
+    // closing a TLS connection must be an error, not a silent death by SIGPIPE.
+    if !cli.command.uses_network() {
+        // SAFETY: called before any thread exists; SIG_DFL is a valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -71,6 +71,21 @@ pub enum Commands {
     Logout(registry_cmds::LogoutArgs),
 }
 
+impl Commands {
+    /// Does the command talk to registries (or fetch ADD sources)?
+    pub fn uses_network(&self) -> bool {
+        matches!(
+            self,
+            Commands::Build(_)
+                | Commands::Run(_)
+                | Commands::Pull(_)
+                | Commands::Push(_)
+                | Commands::Login(_)
+                | Commands::Logout(_)
+        )
+    }
+}
+
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let store = || -> anyhow::Result<strata::store::Store> {

@@ -289,6 +289,16 @@ impl Registry {
                 detail,
                 dirs: host.certs_dirs.clone(),
             }
+        } else if detail.contains("connection closed") && e.url().is_some_and(|u| u.scheme() == "https") {
+            // A TLS server that wants a client certificate closes the connection after the
+            // handshake.
+            Error::Unreachable {
+                host: host.name.clone(),
+                detail: format!(
+                    "{detail}\n  hint: if the registry requires a client certificate, put it in one of {} as NAME.cert with NAME.key",
+                    host.certs_dirs
+                ),
+            }
         } else {
             Error::Unreachable {
                 host: host.name.clone(),
@@ -307,56 +317,56 @@ impl Registry {
         } else {
             host.name.clone()
         };
-        let mut schemes = vec!["https"];
-        if host.plain_http_ok {
-            schemes.push("http");
-        }
-        let mut last = None;
-        for scheme in schemes {
-            let base = format!("{scheme}://{api}");
-            let mut attempt = 0;
-            let resp = loop {
-                match host.http.get(format!("{base}/v2/")).send() {
-                    Ok(r) => break Ok(r),
-                    Err(e) => {
-                        let err = self.transport_error(host, &e);
-                        // A TLS failure or refusal on https: the plain-http fallback is next.
-                        if scheme == "https" && host.plain_http_ok {
-                            break Err(err);
-                        }
-                        attempt += 1;
-                        if attempt >= self.retry.attempts || matches!(err, Error::Tls { .. }) {
-                            break Err(err);
-                        }
-                        self.observer
-                            .retry(&format!("GET {base}/v2/"), &err.to_string());
-                        std::thread::sleep(self.retry.backoff(attempt));
+        // HTTPS first; plain HTTP only for loopback and insecure hosts, and only when it
+        // answers like a registry (200 or 401): a TLS registry with an unknown CA must say so.
+        let https = self.ping(host, &format!("https://{api}"), !host.plain_http_ok);
+        let (base, resp) = match https {
+            Ok(r) => (format!("https://{api}"), r),
+            Err(e) if host.plain_http_ok => {
+                let base = format!("http://{api}");
+                match self.ping(host, &base, true) {
+                    Ok(r) if r.status().is_success() || r.status() == StatusCode::UNAUTHORIZED => {
+                        (base, r)
                     }
+                    _ => return Err(e),
                 }
-            };
-            match resp {
-                Ok(r) => {
-                    let ch = match r.status() {
-                        StatusCode::UNAUTHORIZED => r
-                            .headers()
-                            .get(WWW_AUTHENTICATE)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(parse_challenge)
-                            .map(|(c, _)| c)
-                            .unwrap_or(Challenge::None),
-                        _ => Challenge::None,
-                    };
-                    *host.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(ch);
-                    *host.base.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.clone());
-                    return Ok(base);
+            }
+            Err(e) => return Err(e),
+        };
+        let ch = match resp.status() {
+            StatusCode::UNAUTHORIZED => resp
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_challenge)
+                .map(|(c, _)| c)
+                .unwrap_or(Challenge::None),
+            _ => Challenge::None,
+        };
+        *host.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(ch);
+        *host.base.lock().unwrap_or_else(|e| e.into_inner()) = Some(base.clone());
+        Ok(base)
+    }
+
+    /// `GET BASE/v2/`, retried on transport errors when `retry` (not on TLS failures).
+    fn ping(&self, host: &Host, base: &str, retry: bool) -> Result<Response> {
+        let mut attempt = 0;
+        loop {
+            match host.http.get(format!("{base}/v2/")).send() {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    let err = self.transport_error(host, &e);
+                    attempt += 1;
+                    if !retry || attempt >= self.retry.attempts || matches!(err, Error::Tls { .. })
+                    {
+                        return Err(err);
+                    }
+                    self.observer
+                        .retry(&format!("GET {base}/v2/"), &err.to_string());
+                    std::thread::sleep(self.retry.backoff(attempt));
                 }
-                Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Unreachable {
-            host: host.name.clone(),
-            detail: "no scheme to try".into(),
-        }))
     }
 
     /// A Bearer token for `scopes` (from the cache while it is fresh).

@@ -41,6 +41,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(dir: &Path, auth: Auth) -> Registry {
+        Registry::start_with(dir, auth, "")
+    }
+
+    /// With more of the `http:` section (indented two spaces), such as `tls:`.
+    pub fn start_with(dir: &Path, auth: Auth, http_extra: &str) -> Registry {
         let port = free_port();
         fs_err::create_dir_all(dir.join("data")).unwrap();
         let auth_yaml = match auth {
@@ -58,7 +63,7 @@ impl Registry {
             ),
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-test-secret\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: strata-test-secret\n{http_extra}{auth_yaml}",
             dir.join("data").display()
         );
         fs_err::write(dir.join("config.yml"), config).unwrap();
@@ -500,5 +505,27 @@ fn serve(c: TcpStream, upstream: u16, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<
         _ => {
             let _ = c.write_all(&resp);
         }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl in `dir`:
+/// ca.crt, server.crt/.key, client.cert/.key.
+pub fn make_tls(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    run(&[&["genpkey"][..], &ec, &["-out", "ca.key"]].concat());
+    run(&["req", "-x509", "-new", "-key", "ca.key", "-days", "1", "-subj", "/CN=strata-test-ca", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "ca.crt"]);
+    for (name, eku, ext) in [("server", "serverAuth", "crt"), ("client", "clientAuth", "cert")] {
+        run(&[&["genpkey"][..], &ec, &["-out", &format!("{name}.key")]].concat());
+        run(&["req", "-new", "-key", &format!("{name}.key"), "-subj", &format!("/CN=strata-test-{name}"), "-out", &format!("{name}.csr")]);
+        fs_err::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nextendedKeyUsage={eku}\nsubjectAltName=IP:127.0.0.1\n"),
+        )
+        .unwrap();
+        run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.{ext}")]);
     }
 }

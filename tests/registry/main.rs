@@ -1175,3 +1175,50 @@ fn python_example_builds_from_a_docker_hub_mirror() {
     let who = ok(&t.strata("s", &["run", "app", "id", "-u"]), "id");
     assert_eq!(who.trim(), "10001");
 }
+
+#[test]
+fn tls_with_certs_d_ca_and_client_certificates() {
+    let Some(t) = T::new("tls") else { return };
+    let tls = t.dir.join("tls");
+    fs_err::create_dir_all(&tls).unwrap();
+    harness::make_tls(&tls);
+    let extra = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+        tls.join("server.crt").display(),
+        tls.join("server.key").display(),
+        tls.join("ca.crt").display()
+    );
+    let reg = Registry::start_with(&t.dir.join("reg"), Auth::Anonymous, &extra);
+    let h = reg.host();
+    // skopeo's cert dir: the CA and the client certificate and key, nothing else.
+    let sk = t.dir.join("skopeo-certs");
+    fs_err::create_dir_all(&sk).unwrap();
+    for f in ["ca.crt", "client.cert", "client.key"] {
+        fs_err::copy(tls.join(f), sk.join(f)).unwrap();
+    }
+    let o = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-cert-dir"])
+        .arg(&sk)
+        .arg(format!("oci:{}:latest", t.busybox_layout().display()))
+        .arg(format!("docker://{h}/tls/bb:1"))
+        .env("HOME", t.dir.join("home"))
+        .output()
+        .unwrap();
+    ok(&o, "skopeo copy over TLS");
+    let r = format!("{h}/tls/bb:1");
+    // An unknown CA: a TLS error that says where the CA goes.
+    let e = fails(&t.strata("s", &["pull", &r]), "pull with an unknown CA");
+    assert!(e.contains("TLS failure") && e.contains("certs.d"), "{e}");
+    // The CA in certs.d, but no client certificate: the server refuses the handshake.
+    let certs = t.dir.join("home/.config/containers/certs.d").join(&h);
+    fs_err::create_dir_all(&certs).unwrap();
+    fs_err::copy(tls.join("ca.crt"), certs.join("ca.crt")).unwrap();
+    let e = fails(&t.strata("s", &["pull", &r]), "pull without a client certificate");
+    assert!(e.contains(&h) && e.contains("client certificate"), "{e}");
+    // With the client certificate and key beside it: it works.
+    fs_err::copy(tls.join("client.cert"), certs.join("client.cert")).unwrap();
+    fs_err::copy(tls.join("client.key"), certs.join("client.key")).unwrap();
+    ok(&t.strata("s", &["pull", &r]), "pull with certs.d");
+    assert_eq!(ok(&t.strata("s", &["run", &r, "echo", "tls"]), "run").trim(), "tls");
+    ok(&t.strata("s", &["push", &r, &format!("{h}/tls/copy:1")]), "push over TLS");
+}
