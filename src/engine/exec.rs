@@ -17,7 +17,7 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
         ("unpack", [blob, dest, diff_id]) => {
             let diff: Digest = diff_id.parse().map_err(|e| format!("{e}"))?;
             let f = fs_err::File::open(blob).map_err(|e| format!("{blob}: {e}"))?;
-            let r = crate::layer::decompress(f).map_err(|e| format!("{blob}: {e}"))?;
+            let r = crate::layer::decompress_pipelined(f).map_err(|e| format!("{blob}: {e}"))?;
             let report = crate::store::unpack_verified(
                 r,
                 Path::new(dest),

@@ -197,9 +197,107 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Read + 'a>> {
     })
 }
 
+/// [`decompress`] on a thread of its own, handing 1 MiB chunks over a bounded queue: inflating
+/// a layer (CPU) overlaps with applying it (file system calls), so an unpack takes about the
+/// longer of the two instead of their sum. At most 8 chunks wait, so memory stays bounded.
+pub fn decompress_pipelined<R: Read + Send + 'static>(r: R) -> io::Result<Pipelined> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+    std::thread::Builder::new()
+        .name("decompress".into())
+        .spawn(move || {
+            let mut d = match decompress(r) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            pump(&mut d, &tx)
+        })?;
+    Ok(Pipelined {
+        rx,
+        cur: Vec::new(),
+        pos: 0,
+    })
+}
+
+fn pump(d: &mut dyn Read, tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0;
+        while n < buf.len() {
+            match d.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        buf.truncate(n);
+        if tx.send(Ok(buf)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The reading end of [`decompress_pipelined`].
+pub struct Pipelined {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Pipelined {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The producer finished (or died, and said why in its last message).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipelined_decompression_gives_the_same_bytes_and_errors() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        for c in [Compression::None, Compression::GZIP, Compression::ZSTD] {
+            let (blob, _) = compress_tar(&data[..], Vec::new(), c).unwrap();
+            let mut back = Vec::new();
+            decompress_pipelined(std::io::Cursor::new(blob))
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{c:?}");
+        }
+        // A truncated gzip stream is an error, not a short read.
+        let (blob, _) = compress_tar(&data[..], Vec::new(), Compression::GZIP).unwrap();
+        let cut = blob[..blob.len() / 2].to_vec();
+        let mut back = Vec::new();
+        assert!(decompress_pipelined(std::io::Cursor::new(cut))
+            .unwrap()
+            .read_to_end(&mut back)
+            .is_err());
+    }
 
     #[test]
     fn sink_digests_match_separate_hashes() {

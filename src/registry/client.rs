@@ -289,7 +289,9 @@ impl Registry {
                 detail,
                 dirs: host.certs_dirs.clone(),
             }
-        } else if detail.contains("connection closed") && e.url().is_some_and(|u| u.scheme() == "https") {
+        } else if detail.contains("connection closed")
+            && e.url().is_some_and(|u| u.scheme() == "https")
+        {
             // A TLS server that wants a client certificate closes the connection after the
             // handshake.
             Error::Unreachable {

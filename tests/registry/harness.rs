@@ -512,20 +512,74 @@ fn serve(c: TcpStream, upstream: u16, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<
 /// ca.crt, server.crt/.key, client.cert/.key.
 pub fn make_tls(dir: &Path) {
     let run = |args: &[&str]| {
-        let o = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-        assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     };
     let ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
     run(&[&["genpkey"][..], &ec, &["-out", "ca.key"]].concat());
-    run(&["req", "-x509", "-new", "-key", "ca.key", "-days", "1", "-subj", "/CN=strata-test-ca", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", "ca.crt"]);
-    for (name, eku, ext) in [("server", "serverAuth", "crt"), ("client", "clientAuth", "cert")] {
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=strata-test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        "ca.crt",
+    ]);
+    for (name, eku, ext) in [
+        ("server", "serverAuth", "crt"),
+        ("client", "clientAuth", "cert"),
+    ] {
         run(&[&["genpkey"][..], &ec, &["-out", &format!("{name}.key")]].concat());
-        run(&["req", "-new", "-key", &format!("{name}.key"), "-subj", &format!("/CN=strata-test-{name}"), "-out", &format!("{name}.csr")]);
+        run(&[
+            "req",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN=strata-test-{name}"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
         fs_err::write(
             dir.join(format!("{name}.ext")),
-            format!("basicConstraints=CA:FALSE\nextendedKeyUsage={eku}\nsubjectAltName=IP:127.0.0.1\n"),
+            format!(
+                "basicConstraints=CA:FALSE\nextendedKeyUsage={eku}\nsubjectAltName=IP:127.0.0.1\n"
+            ),
         )
         .unwrap();
-        run(&["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", &format!("{name}.ext"), "-out", &format!("{name}.{ext}")]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.{ext}"),
+        ]);
     }
 }

@@ -1213,12 +1213,21 @@ fn tls_with_certs_d_ca_and_client_certificates() {
     let certs = t.dir.join("home/.config/containers/certs.d").join(&h);
     fs_err::create_dir_all(&certs).unwrap();
     fs_err::copy(tls.join("ca.crt"), certs.join("ca.crt")).unwrap();
-    let e = fails(&t.strata("s", &["pull", &r]), "pull without a client certificate");
+    let e = fails(
+        &t.strata("s", &["pull", &r]),
+        "pull without a client certificate",
+    );
     assert!(e.contains(&h) && e.contains("client certificate"), "{e}");
     // With the client certificate and key beside it: it works.
     fs_err::copy(tls.join("client.cert"), certs.join("client.cert")).unwrap();
     fs_err::copy(tls.join("client.key"), certs.join("client.key")).unwrap();
     ok(&t.strata("s", &["pull", &r]), "pull with certs.d");
-    assert_eq!(ok(&t.strata("s", &["run", &r, "echo", "tls"]), "run").trim(), "tls");
-    ok(&t.strata("s", &["push", &r, &format!("{h}/tls/copy:1")]), "push over TLS");
+    assert_eq!(
+        ok(&t.strata("s", &["run", &r, "echo", "tls"]), "run").trim(),
+        "tls"
+    );
+    ok(
+        &t.strata("s", &["push", &r, &format!("{h}/tls/copy:1")]),
+        "push over TLS",
+    );
 }
