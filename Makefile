@@ -10,7 +10,7 @@ test: test-deps lint
 	@status=0; \
 	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} \
 	STRATA_REQUIRE_TOOLS=$${STRATA_REQUIRE_TOOLS:-$${CI:+1}} \
-	$(CARGO) test --all-targets --locked || status=1; \
+	$(CARGO) test --all-targets --locked --no-fail-fast || status=1; \
 	$(CARGO) test --doc --locked || status=1; \
 	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} bash scripts/test-as-user.sh || status=1; \
 	rm -rf "$${TMPDIR:-/tmp}"/strata-bin-*; \

@@ -609,3 +609,26 @@ fn describe(o: &Output) -> String {
         Output::Registry { name } => format!("registry {}", name.as_deref().unwrap_or("tags")),
     }
 }
+
+#[cfg(test)]
+mod output_tests {
+    use super::Output;
+
+    #[test]
+    fn registry_outputs_parse_like_buildx() {
+        assert_eq!(
+            Output::parse("type=registry").unwrap(),
+            Output::Registry { name: None }
+        );
+        assert_eq!(
+            Output::parse("type=image,push=true,name=reg.test/app:1").unwrap(),
+            Output::Registry {
+                name: Some("reg.test/app:1".into())
+            }
+        );
+        assert!(Output::parse("type=image")
+            .unwrap_err()
+            .contains("push=true"));
+        assert!(Output::parse("type=image,push=maybe").is_err());
+    }
+}

@@ -174,8 +174,14 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
         ),
         None => None,
     };
+    let want_oci = want.as_ref().map(|w| crate::oci::Platform {
+        architecture: w.arch.clone(),
+        os: w.os.clone(),
+        os_version: None,
+        variant: w.variant.clone(),
+    });
     let from_image = |r: &str| -> anyhow::Result<BaseState> {
-        let res = image(b, r).with_context(|| loc(b, &stage.from))?;
+        let res = image_for(b, r, want_oci.as_ref()).with_context(|| loc(b, &stage.from))?;
         let img = &res.record;
         if let Some(w) = &want {
             if img.config.os != w.os || img.config.architecture != w.arch {
@@ -247,7 +253,22 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
 
 /// An image from the store, pulled from its registry when missing (or moved, with `--pull`).
 fn image(b: &Build, r: &str) -> anyhow::Result<crate::registry::Resolved> {
-    let res = b.source.image(r)?;
+    image_for(b, r, None)
+}
+
+/// [`image`] for a platform other than the build's (`FROM --platform`).
+fn image_for(
+    b: &Build,
+    r: &str,
+    platform: Option<&crate::oci::Platform>,
+) -> anyhow::Result<crate::registry::Resolved> {
+    let res = b.source.image_for(r, platform).with_context(|| {
+        if b.opts.pull == crate::registry::PullPolicy::Always {
+            format!("base image \"{r}\": checking its registry (--pull) failed")
+        } else {
+            format!("base image \"{r}\" is not in the local store, and pulling it failed")
+        }
+    })?;
     let mut bases = b.bases.lock().unwrap_or_else(|e| e.into_inner());
     if !bases.iter().any(|(x, _)| x == r) {
         bases.push((r.to_string(), res.digest.clone()));

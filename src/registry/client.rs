@@ -173,6 +173,12 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// A failure that trying again will not fix soon (the name does not resolve).
+fn is_permanent(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    d.contains("dns error") || d.contains("failed to lookup address")
+}
+
 fn is_tls(detail: &str) -> bool {
     let d = detail.to_ascii_lowercase();
     d.contains("certificate") || d.contains("tls") || d.contains("handshake")
@@ -359,7 +365,10 @@ impl Registry {
                 Err(e) => {
                     let err = self.transport_error(host, &e);
                     attempt += 1;
-                    if !retry || attempt >= self.retry.attempts || matches!(err, Error::Tls { .. })
+                    if !retry
+                        || attempt >= self.retry.attempts
+                        || matches!(err, Error::Tls { .. })
+                        || is_permanent(&chain(&e))
                     {
                         return Err(err);
                     }
@@ -554,7 +563,10 @@ impl Registry {
                 Err(e) => {
                     attempt += 1;
                     let err = self.transport_error(host, &e);
-                    if attempt >= self.retry.attempts || matches!(err, Error::Tls { .. }) {
+                    if attempt >= self.retry.attempts
+                        || matches!(err, Error::Tls { .. })
+                        || is_permanent(&chain(&e))
+                    {
                         return Err(err);
                     }
                     self.observer.retry(what, &chain(&e));

@@ -81,24 +81,36 @@ impl<'a> ImageSource<'a> {
 
     /// The image `input` names: a reference, or an image id (or unique id prefix) of the store.
     pub fn image(&self, input: &str) -> Result<Resolved> {
+        self.image_for(input, None)
+    }
+
+    /// [`ImageSource::image`] for another platform than the source's (`FROM --platform`).
+    pub fn image_for(&self, input: &str, platform: Option<&Platform>) -> Result<Resolved> {
+        let platform = platform.unwrap_or(&self.platform);
+        let key = format!(
+            "{input} {}/{}/{}",
+            platform.os,
+            platform.architecture,
+            platform.variant.as_deref().unwrap_or("")
+        );
         let _one = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = self
             .done
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(input)
+            .get(&key)
         {
             return Ok(r.clone());
         }
-        let r = self.resolve(input)?;
+        let r = self.resolve(input, platform)?;
         self.done
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(input.to_string(), r.clone());
+            .insert(key, r.clone());
         Ok(r)
     }
 
-    fn resolve(&self, input: &str) -> Result<Resolved> {
+    fn resolve(&self, input: &str, platform: &Platform) -> Result<Resolved> {
         let parsed = match self.registry() {
             Ok(reg) => reg.policy.parse_reference(input),
             Err(_) => Reference::parse(input).map_err(Error::from),
@@ -148,7 +160,7 @@ impl<'a> ImageSource<'a> {
                     detail: "not pulled yet (this command does not pull)".into(),
                 });
             }
-            return self.pull(&r, None);
+            return self.pull(&r, None, platform);
         }
         // --pull: ask the registry where the reference points now.
         let reg = self.registry()?;
@@ -166,9 +178,9 @@ impl<'a> ImageSource<'a> {
                     });
                 }
                 self.observer.moved(&r.to_string(), &had, &now);
-                self.pull(&r, Some(had))
+                self.pull(&r, Some(had), platform)
             }
-            (Ok(_), None) => self.pull(&r, None),
+            (Ok(_), None) => self.pull(&r, None, platform),
             // A local image the registry does not know (built or imported here): use it.
             (Err(Error::NotFound { .. }), Some((desc, rec)))
                 if !desc.annotations.contains_key(ANN_DIGEST) =>
@@ -185,9 +197,14 @@ impl<'a> ImageSource<'a> {
         }
     }
 
-    fn pull(&self, r: &Reference, moved_from: Option<Digest>) -> Result<Resolved> {
+    fn pull(
+        &self,
+        r: &Reference,
+        moved_from: Option<Digest>,
+        platform: &Platform,
+    ) -> Result<Resolved> {
         let reg = self.registry()?;
-        let p = reg.pull(self.store, r, &self.platform)?;
+        let p = reg.pull(self.store, r, platform)?;
         Ok(Resolved {
             record: p.record,
             reference: Some(r.clone()),

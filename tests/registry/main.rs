@@ -753,6 +753,39 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
         raw.contains("org.opencontainers.image.base.digest"),
         "{raw}"
     );
+    // FROM a stage of that base: the base reported is still the registry image; COPY --from an
+    // image that is not in the store pulls it.
+    let chain = t.context(
+        "chain",
+        &format!("FROM {base} AS b\nRUN true\nFROM b\nCOPY --from={h}/base:1 /bin/busybox /bb\n"),
+    );
+    let meta2 = t.dir.join("meta2.json");
+    ok(
+        &t.strata(
+            "s-chain",
+            &[
+                "build",
+                "-t",
+                "chain",
+                "--metadata-file",
+                meta2.to_str().unwrap(),
+                chain.to_str().unwrap(),
+            ],
+        ),
+        "build FROM a stage with COPY --from an image",
+    );
+    let m2: serde_json::Value = serde_json::from_slice(&fs_err::read(&meta2).unwrap()).unwrap();
+    assert_eq!(
+        m2["strata.base-images"][0]["digest"], base_digest["Digest"],
+        "{m2}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&t.strata("s-chain", &["inspect", "chain"]), "inspect")).unwrap();
+    assert_eq!(
+        inspect["Manifest"]["annotations"]["org.opencontainers.image.base.name"].as_str(),
+        Some(base.as_str()),
+        "{inspect}"
+    );
     // --output type=registry,name=… pushes too.
     let o = t.strata(
         "s",
