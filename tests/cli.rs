@@ -291,7 +291,7 @@ fn store_errors_name_what_is_wrong() {
         text(&out.stderr)
     );
     let out = s(&["tag", "a", "Bad Name"]);
-    assert!(text(&out.stderr).contains("invalid image reference \"Bad Name\""));
+    assert!(text(&out.stderr).contains("invalid reference \"Bad Name\""));
     let junk = tmp_file("junk", "not an archive");
     let out = s(&["load", "-i", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

@@ -241,6 +241,11 @@ impl Registry {
         if insecure {
             b = b.danger_accept_invalid_certs(true);
         }
+        // HTTPS_PROXY/NO_PROXY apply (reqwest reads them), except to loopback registries, which
+        // a proxy cannot reach (Go's ProxyFromEnvironment never proxies them either).
+        if is_loopback(name) {
+            b = b.no_proxy();
+        }
         // The blocking client's timeout bounds each wait (for the answer, and each read of a
         // body): a stalled connection fails instead of hanging; long bodies are fine.
         let http = reqwest::blocking::ClientBuilder::from(b)
