@@ -133,6 +133,46 @@ pub trait Observer: Sync {
     fn note(&self, _msg: &str) {}
 }
 
+/// Run `f` on every item, `workers` at a time; the first error stops the others (at their next
+/// item) and is returned.
+pub(crate) fn for_each_parallel<T: Sync>(
+    items: &[T],
+    workers: usize,
+    f: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let first_error: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+    let failed = || {
+        first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    };
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(item) = items.get(i) else { break };
+                if failed() {
+                    break;
+                }
+                if let Err(e) = f(item) {
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                    break;
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// An observer that ignores everything.
 pub struct Quiet;
 impl Observer for Quiet {}

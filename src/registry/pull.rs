@@ -9,7 +9,6 @@
 
 use std::io::{Read, Seek, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
@@ -302,35 +301,9 @@ impl Registry {
                 config.rootfs.diff_ids.len()
             )));
         }
-        let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..PARALLEL.min(layers.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(l) = layers.get(i) else { break };
-                    if first_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .is_some()
-                    {
-                        break;
-                    }
-                    if let Err(e) =
-                        self.fetch_blob(&host, &repo, r, l, store, u64::MAX, &downloaded)
-                    {
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
-                        break;
-                    }
-                });
-            }
-        });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e);
-        }
+        super::for_each_parallel(&layers, PARALLEL, |l| {
+            self.fetch_blob(&host, &repo, r, l, store, u64::MAX, &downloaded)
+        })?;
         // The manifest as the registry sent it, then the name.
         store.put_blob(&mbytes)?;
         let mut desc = Descriptor::new(&mt, mdigest.clone(), mbytes.len() as u64);

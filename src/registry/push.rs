@@ -5,7 +5,6 @@
 //! second push does not compress again. A failed upload starts a fresh session.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
@@ -122,48 +121,20 @@ impl Registry {
             AtomicUsize::new(0),
             AtomicUsize::new(0),
         ];
-        let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..PARALLEL.min(blobs.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(b) = blobs.get(i) else { break };
-                    if first_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .is_some()
-                    {
-                        break;
-                    }
-                    let from: Vec<&String> = sources
-                        .iter()
-                        .filter(|(_, ds)| ds.contains(&b.digest))
-                        .map(|(r, _)| r)
-                        .collect();
-                    match self.push_blob(&host, &repo, dest, store, b, &from, opts) {
-                        Ok(o) => {
-                            let k = match o {
-                                BlobOutcome::Mounted => 1,
-                                BlobOutcome::Present => 2,
-                                _ => 0,
-                            };
-                            counts[k].fetch_add(1, Ordering::SeqCst);
-                        }
-                        Err(e) => {
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e);
-        }
+        super::for_each_parallel(&blobs, PARALLEL, |b| {
+            let from: Vec<&String> = sources
+                .iter()
+                .filter(|(_, ds)| ds.contains(&b.digest))
+                .map(|(r, _)| r)
+                .collect();
+            let k = match self.push_blob(&host, &repo, dest, store, b, &from, opts)? {
+                BlobOutcome::Mounted => 1,
+                BlobOutcome::Present => 2,
+                _ => 0,
+            };
+            counts[k].fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })?;
         // The manifest by digest, then the tag.
         for sel in [mdigest.to_string(), at.tag().to_string()] {
             let resp = self.send(

@@ -230,6 +230,35 @@ impl T {
         ok(&c.output().unwrap(), &format!("skopeo inspect {r}"))
     }
 
+    /// `strata build -t TAG --progress plain CTX` in store `store`.
+    fn build(&self, store: &str, tag: &str, ctx: &Path) -> Output {
+        self.strata(
+            store,
+            &[
+                "build",
+                "-t",
+                tag,
+                "--progress",
+                "plain",
+                ctx.to_str().unwrap(),
+            ],
+        )
+    }
+
+    /// A registries.conf that mirrors docker.io at `mirrors` (insecure: plain HTTP) and adds
+    /// `more`.
+    fn mirror_conf(&self, mirrors: &[String], more: &str) {
+        let mut c =
+            String::from("[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n");
+        for m in mirrors {
+            c.push_str(&format!(
+                "[[registry.mirror]]\nlocation = \"{m}\"\ninsecure = true\n"
+            ));
+        }
+        c.push_str(more);
+        self.write_conf(&c);
+    }
+
     fn write_conf(&self, text: &str) {
         fs_err::write(&self.conf, text).unwrap();
     }
@@ -352,17 +381,7 @@ fn pull_run_and_a_second_pull_downloads_nothing() {
     assert_eq!(blob_gets.len(), 2, "config and layer once each: {reqs:?}");
     // A build in an empty store pulls its FROM.
     let ctx = t.context("ctx", &format!("FROM {r}\nRUN echo built > /built\n"));
-    let o = t.strata(
-        "s3",
-        &[
-            "build",
-            "-t",
-            "app",
-            "--progress",
-            "plain",
-            ctx.to_str().unwrap(),
-        ],
-    );
+    let o = t.build("s3", "app", &ctx);
     ok(&o, "build");
     assert_eq!(
         ok(&t.strata("s3", &["run", "app", "cat", "/built"]), "run app").trim(),
@@ -548,40 +567,27 @@ fn digests_and_errors_a_person_can_act_on() {
         "pull tag@digest",
     );
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let e = fails(
-        &t.strata("s4", &["pull", &format!("{h}/team/bb@{wrong}")]),
-        "unknown digest",
-    );
-    assert!(e.contains("not found"), "{e}");
-    let e = fails(
-        &t.strata("s4", &["pull", &format!("{h}/team/bb:nope")]),
-        "unknown tag",
-    );
-    assert!(
-        e.contains(&format!("{h}/team/bb:nope")) && e.contains("not found"),
-        "{e}"
-    );
-    let e = fails(
-        &t.strata("s4", &["pull", &format!("{h}/nosuch/repo:1")]),
-        "unknown repo",
-    );
-    assert!(e.contains("not found"), "{e}");
-    let e = fails(
-        &t.strata("s4", &["pull", &format!("{h}/Team/bb:1")]),
-        "upper case",
-    );
-    assert!(e.contains("lowercase"), "{e}");
-    let e = fails(&t.strata("s4", &["pull", "../../x"]), "path");
-    assert!(e.contains("invalid reference"), "{e}");
     let dead = harness::free_port();
-    let e = fails(
-        &t.strata("s4", &["pull", &format!("127.0.0.1:{dead}/x:1")]),
-        "unreachable",
-    );
-    assert!(
-        e.contains("unreachable") && e.contains(&format!("127.0.0.1:{dead}")),
-        "{e}"
-    );
+    let cases: [(String, Vec<String>); 6] = [
+        (format!("{h}/team/bb@{wrong}"), vec!["not found".into()]),
+        (
+            format!("{h}/team/bb:nope"),
+            vec![format!("{h}/team/bb:nope"), "not found".into()],
+        ),
+        (format!("{h}/nosuch/repo:1"), vec!["not found".into()]),
+        (format!("{h}/Team/bb:1"), vec!["lowercase".into()]),
+        ("../../x".into(), vec!["invalid reference".into()]),
+        (
+            format!("127.0.0.1:{dead}/x:1"),
+            vec!["unreachable".into(), format!("127.0.0.1:{dead}")],
+        ),
+    ];
+    for (r, wants) in &cases {
+        let e = fails(&t.strata("s4", &["pull", r]), r);
+        for w in wants {
+            assert!(e.contains(w.as_str()), "{r}: {e}");
+        }
+    }
     // Nothing half-written: the failed pulls left no blob in the store they used.
     let blobs = std::fs::read_dir(t.store("s4").join("v1/oci/blobs/sha256"))
         .map(|r| r.count())
@@ -805,30 +811,16 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
         "build new base",
     );
     ok(&t.strata("s2", &["push", &base]), "push new base");
-    let o = t.strata(
-        "s",
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "x",
-            ctx.to_str().unwrap(),
-        ],
-    );
+    let build_x = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "-t", "x"];
+        args.extend_from_slice(extra);
+        let c = ctx.to_str().unwrap();
+        args.push(c);
+        t.strata("s", &args)
+    };
+    let o = build_x(&[]);
     assert!(text(&o.stderr).contains("CACHED"), "{}", text(&o.stderr));
-    let o = t.strata(
-        "s",
-        &[
-            "build",
-            "--pull",
-            "--progress",
-            "plain",
-            "-t",
-            "x",
-            ctx.to_str().unwrap(),
-        ],
-    );
+    let o = build_x(&["--pull"]);
     let err = text(&o.stderr);
     ok(&o, "build --pull");
     assert!(err.contains(&format!("{base} moved from sha256:")), "{err}");
@@ -841,19 +833,7 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
         "moved"
     );
     // --pull again: the same digest, nothing moves, the step is cached.
-    let o = t.strata(
-        "s",
-        &[
-            "build",
-            "--pull",
-            "--progress",
-            "plain",
-            "-t",
-            "x",
-            ctx.to_str().unwrap(),
-        ],
-    );
-    let err = text(&o.stderr);
+    let err = text(&build_x(&["--pull"]).stderr);
     assert!(!err.contains("moved") && err.contains("CACHED"), "{err}");
 }
 
@@ -1119,21 +1099,12 @@ fn registries_conf_mirrors_aliases_blocking_and_short_names() {
     // docker.io's busybox, served by the local registry as a mirror.
     t.seed_busybox(&format!("{h}/library/busybox:mirrored"), &[]);
     let dead = harness::free_port();
-    t.write_conf(&format!(
-        "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"127.0.0.1:{dead}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{h}\"\ninsecure = true\n\n[[registry]]\nprefix = \"{h}/blocked\"\nblocked = true\n\n[aliases]\n\"bb\" = \"{h}/library/busybox\"\n"
-    ));
-    let ctx = t.context("ctx", "FROM busybox:mirrored\nRUN echo from-mirror > /m\n");
-    let o = t.strata(
-        "s",
-        &[
-            "build",
-            "-t",
-            "m",
-            "--progress",
-            "plain",
-            ctx.to_str().unwrap(),
-        ],
+    t.mirror_conf(
+        &[format!("127.0.0.1:{dead}"), h.clone()],
+        &format!("\n[[registry]]\nprefix = \"{h}/blocked\"\nblocked = true\n\n[aliases]\n\"bb\" = \"{h}/library/busybox\"\n"),
     );
+    let ctx = t.context("ctx", "FROM busybox:mirrored\nRUN echo from-mirror > /m\n");
+    let o = t.build("s", "m", &ctx);
     let err = text(&o.stderr);
     ok(&o, "build from a mirror");
     assert!(
@@ -1187,21 +1158,9 @@ fn python_example_builds_from_a_docker_hub_mirror() {
         &format!("{h}/library/python:3.11-slim"),
         &[],
     );
-    t.write_conf(&format!(
-        "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"{h}\"\ninsecure = true\n"
-    ));
+    t.mirror_conf(std::slice::from_ref(&h), "");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-app");
-    let o = t.strata(
-        "s",
-        &[
-            "build",
-            "-t",
-            "app",
-            "--progress",
-            "plain",
-            example.to_str().unwrap(),
-        ],
-    );
+    let o = t.build("s", "app", &example);
     ok(&o, "build the Python example");
     let out = ok(&t.strata("s", &["run", "app"]), "run the Python example");
     assert!(out.contains("hello from strata"), "{out}");
