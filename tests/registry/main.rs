@@ -850,33 +850,26 @@ fn basic_auth_login_logout_and_helpers() {
         "{e}"
     );
     // A wrong password is refused and nothing is saved.
-    let mut c = t.cmd_in(
-        &t.store("s"),
-        &["login", "-u", USER, "--password-stdin", &h],
-    );
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut k = c.spawn().unwrap();
-    use std::io::Write;
-    k.stdin.take().unwrap().write_all(b"wrong\n").unwrap();
-    let o = k.wait_with_output().unwrap();
-    fails(&o, "login with a wrong password");
+    let login = |t: &T, password: &str| -> Output {
+        let mut c = t.cmd_in(
+            &t.store("s"),
+            &["login", "-u", USER, "--password-stdin", &h],
+        );
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut k = c.spawn().unwrap();
+        use std::io::Write;
+        k.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        k.wait_with_output().unwrap()
+    };
+    fails(&login(&t, "wrong"), "login with a wrong password");
     assert!(!t.auth.exists());
-    let mut c = t.cmd_in(
-        &t.store("s"),
-        &["login", "-u", USER, "--password-stdin", &h],
-    );
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut k = c.spawn().unwrap();
-    k.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let o = k.wait_with_output().unwrap();
+    let o = login(&t, PASSWORD);
     assert!(ok(&o, "login").contains("Login Succeeded"));
     assert_eq!(
         fs_err::metadata(&t.auth).unwrap().permissions().mode() & 0o777,
@@ -909,7 +902,8 @@ fn basic_auth_login_logout_and_helpers() {
     fs_err::write(
         &helper,
         format!(
-            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\necho \"$server\" > {}\nif [ \"$server\" = {h} ]; then printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"; else echo 'credentials not found in native keychain'; exit 1; fi\n",
+            "#!/bin/sh\nif [ \"$1\" = store ]; then cat > {}; exit 0; fi\n[ \"$1\" = get ] || exit 1\nread server\necho \"$server\" > {}\nif [ \"$server\" = {h} ]; then printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$server\"; else echo 'credentials not found in native keychain'; exit 1; fi\n",
+            t.dir.join("helper-stored").display(),
             t.dir.join("helper-called").display()
         ),
     )
@@ -933,6 +927,20 @@ fn basic_auth_login_logout_and_helpers() {
             .trim(),
         h
     );
+    // A login file that names a helper for the registry: login stores through it.
+    fs_err::write(
+        &t.auth,
+        format!("{{\"credHelpers\": {{\"{h}\": \"strata-test\"}}}}"),
+    )
+    .unwrap();
+    let o = login(&t, PASSWORD);
+    assert!(ok(&o, "login through a helper").contains("docker-credential-strata-test"));
+    let stored = fs_err::read_to_string(t.dir.join("helper-stored")).unwrap();
+    assert!(
+        stored.contains(&format!("\"ServerURL\":\"{h}\"")) && stored.contains(USER),
+        "{stored}"
+    );
+    assert!(!fs_err::read_to_string(&t.auth).unwrap().contains(PASSWORD));
 }
 
 #[test]
