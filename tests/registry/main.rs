@@ -311,6 +311,19 @@ fn pull_run_and_a_second_pull_downloads_nothing() {
     let err = text(&o.stderr);
     ok(&o, "pull");
     assert!(err.contains("downloaded"), "{err}");
+    // The same as JSON events, one per line.
+    let o = t.strata("sj", &["pull", &r, "--progress", "json"]);
+    let events: Vec<serde_json::Value> = text(&o.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(
+        kinds.contains(&"resolved")
+            && kinds.contains(&"blob-start")
+            && kinds.contains(&"blob-done"),
+        "{kinds:?}"
+    );
     assert!(err.contains(&format!("resolve {r} → sha256:")), "{err}");
     assert_eq!(
         ok(
@@ -697,6 +710,21 @@ fn push_round_trip_skopeo_umoci_and_mounts() {
     assert!(
         err.contains("mounted") && err.contains("0 blobs uploaded"),
         "{err}"
+    );
+    // zstd on request: OCI zstd layers, which pull back and run.
+    let z = format!("{h}/team/app:zstd");
+    ok(
+        &t.strata("s", &["push", "app:1", &z, "--compression", "zstd"]),
+        "push zstd",
+    );
+    assert!(t.skopeo_inspect(&z, true, None).contains("tar+zstd"));
+    assert_eq!(
+        ok(
+            &t.strata("zback", &["run", &z, "cat", "/hello"]),
+            "run zstd"
+        )
+        .trim(),
+        "pushed-content"
     );
     // Chunked uploads (PATCH) give the same image.
     let o = t.strata(
