@@ -4,16 +4,18 @@
 CARGO ?= cargo
 
 ## Install what the tests need, then run formatting, lints and every test, as root and again
-## as the unprivileged user strata-test; then remove the copies of the binary the tests ran
-## (tests/common: /tmp/strata-bin-PID, where the unprivileged user can reach them).
+## as the unprivileged user strata-test. Every temporary file of the tests (and of the processes
+## they start) goes to target/test-tmp (TMPDIR), which is removed at the end, so a run leaves
+## nothing in /tmp.
 test: test-deps lint
-	@status=0; \
+	@status=0; tmp="$(CURDIR)/target/test-tmp"; rm -rf "$$tmp"; mkdir -p "$$tmp"; chmod 1777 "$$tmp"; \
+	export TMPDIR="$$tmp"; \
 	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} \
 	STRATA_REQUIRE_TOOLS=$${STRATA_REQUIRE_TOOLS:-$${CI:+1}} \
 	$(CARGO) test --all-targets --locked --no-fail-fast || status=1; \
 	$(CARGO) test --doc --locked || status=1; \
 	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} bash scripts/test-as-user.sh || status=1; \
-	rm -rf "$${TMPDIR:-/tmp}"/strata-bin-*; \
+	chmod -R u+rwX "$$tmp" 2>/dev/null; rm -rf "$$tmp"; \
 	exit $$status
 
 test-deps:

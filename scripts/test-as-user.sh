@@ -30,6 +30,8 @@ for line in sys.stdin:
 status=0
 for exe in $exes; do
   echo "== as $user: $(basename "$exe")"
-  runuser -u "$user" -- env -C /tmp HOME=/tmp STRATA_REQUIRE_CONFORMANCE="${STRATA_REQUIRE_CONFORMANCE:-}" "$exe" -q || status=1
+  # The same TMPDIR as the root run (make test's target/test-tmp), which is also HOME.
+  t=${TMPDIR:-/tmp}
+  runuser -u "$user" -- env -C "$t" HOME="$t" TMPDIR="$t" STRATA_REQUIRE_CONFORMANCE="${STRATA_REQUIRE_CONFORMANCE:-}" "$exe" -q || status=1
 done
 exit $status
