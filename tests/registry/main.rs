@@ -1162,6 +1162,21 @@ fn registries_conf_mirrors_aliases_blocking_and_short_names() {
         e.contains("blocked by the registry policy") && e.contains(t.conf.to_str().unwrap()),
         "{e}"
     );
+    // Without $CONTAINERS_REGISTRIES_CONF: the system file and the drop-ins, the user's
+    // registries.conf.d included, are read.
+    let dropins = t.dir.join("home/.config/containers/registries.conf.d");
+    fs_err::create_dir_all(&dropins).unwrap();
+    fs_err::write(
+        dropins.join("50-strata-test.conf"),
+        format!("[aliases]\n\"bb-dropin\" = \"{h}/library/busybox\"\n"),
+    )
+    .unwrap();
+    let o = t
+        .cmd_in(&t.store("s4"), &["pull", "bb-dropin:mirrored"])
+        .env_remove("CONTAINERS_REGISTRIES_CONF")
+        .output()
+        .unwrap();
+    ok(&o, "pull an alias of a user drop-in");
     t.write_conf("short-name-mode = \"enforcing\"\n");
     let e = fails(&t.strata("s3", &["pull", "python:3.11"]), "enforcing");
     assert!(
