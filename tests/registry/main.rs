@@ -525,6 +525,29 @@ fn docker_schema2_zstd_and_multi_platform_indexes() {
             "{r}"
         );
     }
+    // The store stays consistent with Docker-typed manifests in it, and saves them for podman
+    // and docker.
+    let f = ok(&t.strata("s", &["fsck"]), "fsck");
+    assert!(f.contains(" 0 problems"), "{f}");
+    let out = t.dir.join("v2s2.tar");
+    ok(
+        &t.strata(
+            "s",
+            &[
+                "save",
+                &format!("{h}/v2s2:1"),
+                "-o",
+                out.to_str().unwrap(),
+                "--format",
+                "docker-archive",
+            ],
+        ),
+        "save a pulled schema2 image",
+    );
+    ok(
+        &t.strata("s-load", &["load", "-i", out.to_str().unwrap()]),
+        "load it back",
+    );
     // A multi-platform index: the host's manifest by default, another with --platform, and an
     // error that lists what there is.
     let layout = multi_platform_layout(&t);
