@@ -5,10 +5,11 @@ CARGO ?= cargo
 
 ## Install what the tests need, then run formatting, lints and every test, as root and again
 ## as the unprivileged user strata-test. Every temporary file of the tests (and of the processes
-## they start) goes to target/test-tmp (TMPDIR), which is removed at the end, so a run leaves
+## they start) goes to one directory, TMPDIR=/tmp/st.XXX (short: podman refuses run roots over 50
+## characters and sockets have a 108-byte limit), which is removed at the end, so a run leaves
 ## nothing in /tmp.
 test: test-deps lint
-	@status=0; tmp="$(CURDIR)/target/test-tmp"; rm -rf "$$tmp"; mkdir -p "$$tmp"; chmod 1777 "$$tmp"; \
+	@status=0; tmp=$$(mktemp -d /tmp/st.XXX); chmod 1777 "$$tmp"; \
 	export TMPDIR="$$tmp"; \
 	STRATA_REQUIRE_CONFORMANCE=$${STRATA_REQUIRE_CONFORMANCE:-$${CI:+1}} \
 	STRATA_REQUIRE_TOOLS=$${STRATA_REQUIRE_TOOLS:-$${CI:+1}} \

@@ -30,7 +30,7 @@ for line in sys.stdin:
 status=0
 for exe in $exes; do
   echo "== as $user: $(basename "$exe")"
-  # The same TMPDIR as the root run (make test's target/test-tmp), which is also HOME.
+  # The same TMPDIR as the root run (make test's /tmp/st.XXX), which is also HOME.
   t=${TMPDIR:-/tmp}
   runuser -u "$user" -- env -C "$t" HOME="$t" TMPDIR="$t" STRATA_REQUIRE_CONFORMANCE="${STRATA_REQUIRE_CONFORMANCE:-}" "$exe" -q || status=1
 done
