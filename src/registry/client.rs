@@ -493,7 +493,14 @@ impl Registry {
             #[serde(default)]
             expires_in: Option<u64>,
         }
-        let body = resp.bytes().map_err(|e| self.transport_error(host, &e))?;
+        // A token answer is small; read at most 1 MiB of it.
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(resp, 1 << 20), &mut body).map_err(
+            |e| Error::Unreachable {
+                host: host.name.clone(),
+                detail: format!("reading the token from {realm}: {e}"),
+            },
+        )?;
         let t: TokenReply = serde_json::from_slice(&body).map_err(|e| {
             Error::Protocol(format!("the token service {realm} sent no JSON token: {e}"))
         })?;
