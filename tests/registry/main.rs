@@ -1006,11 +1006,21 @@ fn token_auth_scopes_identity_tokens_and_expiry() {
     t.seed_busybox(&r, &["--dest-creds", &format!("{USER}:{PASSWORD}")]);
     let e = fails(&t.strata("s", &["pull", &r]), "anonymous pull");
     assert!(e.contains("access denied"), "{e}");
-    fs_err::write(
-        &t.auth,
-        serde_json::json!({"auths": {h.clone(): {"auth": base64_std(&format!("{USER}:{PASSWORD}"))}}}).to_string(),
-    )
-    .unwrap();
+    // login checks the credentials with the token service, then saves them.
+    let e = fails(
+        &t.strata("s", &["login", "-u", USER, "-p", "wrong", &h]),
+        "login with a wrong password",
+    );
+    assert!(e.contains("access denied"), "{e}");
+    ok(
+        &t.strata("s", &["login", "-u", USER, "-p", PASSWORD, &h]),
+        "login to a token registry",
+    );
+    let saved: serde_json::Value = serde_json::from_slice(&fs_err::read(&t.auth).unwrap()).unwrap();
+    assert_eq!(
+        saved["auths"][h.as_str()]["auth"].as_str(),
+        Some(base64_std(&format!("{USER}:{PASSWORD}")).as_str())
+    );
     let before = tokens.issued.load(Ordering::SeqCst);
     ok(&t.strata("s", &["pull", &r]), "pull with a token");
     assert!(tokens.issued.load(Ordering::SeqCst) > before);
