@@ -566,6 +566,23 @@ impl Registry {
         reference: &str,
         mk: &dyn Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
+        self.send_with(host, what, scopes, repo, reference, true, mk)
+    }
+
+    /// [`Registry::send`]; with `retry_status` false, a 408/429/5xx answer goes back to the
+    /// caller instead of being tried again (an upload session is not replayed: the caller
+    /// starts a new one).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_with(
+        &self,
+        host: &Host,
+        what: &str,
+        scopes: &[String],
+        repo: &str,
+        reference: &str,
+        retry_status: bool,
+        mk: &dyn Fn(&Client, &str) -> RequestBuilder,
+    ) -> Result<Response> {
         let base = self.base(host)?;
         let mut attempt = 0;
         let mut reauthed = false;
@@ -623,7 +640,11 @@ impl Registry {
                         tried,
                     });
                 }
-                Ok(r) if retryable(r.status()) && attempt + 1 < self.retry.attempts => {
+                Ok(r)
+                    if retry_status
+                        && retryable(r.status())
+                        && attempt + 1 < self.retry.attempts =>
+                {
                     attempt += 1;
                     let wait = retry_after(r.headers()).unwrap_or(self.retry.backoff(attempt));
                     self.observer

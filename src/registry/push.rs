@@ -225,44 +225,55 @@ impl Registry {
         loop {
             attempt += 1;
             // A session: a mount when a source repository is known (201 = mounted; 202 = not
-            // mounted, here is an upload session instead), else a plain upload.
-            let (resp, from) = match mount_from.first() {
-                Some(src) if attempt == 1 => {
-                    let scopes = [scope(repo, "pull,push"), scope(src, "pull")];
-                    let r = self.send(
-                        host,
-                        &format!("mount blob {}", d.short()),
-                        &scopes,
-                        repo,
-                        &rs,
-                        &|c, base| {
-                            c.post(format!(
-                                "{base}/v2/{repo}/blobs/uploads/?mount={d}&from={src}"
-                            ))
-                            .header(CONTENT_LENGTH, "0")
-                        },
-                    )?;
-                    (r, Some(src))
+            // mounted, here is an upload session instead). A mount the registry refuses is not
+            // an error: the blob is uploaded.
+            let mut session = None;
+            if let Some(src) = mount_from.first().filter(|_| attempt == 1) {
+                let scopes = [scope(repo, "pull,push"), scope(src, "pull")];
+                let r = self.send(
+                    host,
+                    &format!("mount blob {}", d.short()),
+                    &scopes,
+                    repo,
+                    &rs,
+                    &|c, base| {
+                        c.post(format!(
+                            "{base}/v2/{repo}/blobs/uploads/?mount={d}&from={src}"
+                        ))
+                        .header(CONTENT_LENGTH, "0")
+                    },
+                );
+                match r {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        self.observer.blob_done(d, BlobOutcome::Mounted);
+                        return Ok(BlobOutcome::Mounted);
+                    }
+                    Ok(r) if r.status() == StatusCode::ACCEPTED => session = Some(r),
+                    Ok(r) => self.observer.note(&format!(
+                        "mounting {} from {src} was refused (HTTP {}); uploading it",
+                        d.short(),
+                        r.status().as_u16()
+                    )),
+                    Err(e) => self.observer.note(&format!(
+                        "mounting {} from {src} failed ({e}); uploading it",
+                        d.short()
+                    )),
                 }
-                _ => (
-                    self.send(
-                        host,
-                        &format!("start upload {}", d.short()),
-                        &push_scope,
-                        repo,
-                        &rs,
-                        &|c, base| {
-                            c.post(format!("{base}/v2/{repo}/blobs/uploads/"))
-                                .header(CONTENT_LENGTH, "0")
-                        },
-                    )?,
-                    None,
-                ),
-            };
-            if resp.status() == StatusCode::CREATED && from.is_some() {
-                self.observer.blob_done(d, BlobOutcome::Mounted);
-                return Ok(BlobOutcome::Mounted);
             }
+            let resp = match session {
+                Some(r) => r,
+                None => self.send(
+                    host,
+                    &format!("start upload {}", d.short()),
+                    &push_scope,
+                    repo,
+                    &rs,
+                    &|c, base| {
+                        c.post(format!("{base}/v2/{repo}/blobs/uploads/"))
+                            .header(CONTENT_LENGTH, "0")
+                    },
+                )?,
+            };
             if resp.status() != StatusCode::ACCEPTED {
                 return Err(Error::Http {
                     method: "POST".into(),
@@ -368,7 +379,7 @@ impl Registry {
         rs: &str,
         mk: &dyn Fn(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
     ) -> Result<reqwest::blocking::Response> {
-        self.send(host, "upload", scopes, repo, rs, &|c, _| mk(c))
+        self.send_with(host, "upload", scopes, repo, rs, false, &|c, _| mk(c))
             .and_then(|r| {
                 if super::client::retryable(r.status()) {
                     Err(Error::Http {

@@ -1142,8 +1142,10 @@ fn faults_retries_resume_and_corruption() {
         .unwrap_or(0);
     assert_eq!(tmp_left, 0);
     proxy.rules.lock().unwrap().clear();
-    // A failed upload starts a fresh session.
+    // A refused mount falls back to an upload, and a failed upload starts a fresh session.
+    proxy.add("POST", "mount=", 2, Fault::Status(404, vec![]));
     proxy.add("PUT", "/blobs/uploads/", 1, Fault::Status(500, vec![]));
+    let before = proxy.requests().len();
     let o = t.strata(
         "s",
         &[
@@ -1156,7 +1158,21 @@ fn faults_retries_resume_and_corruption() {
             "none",
         ],
     );
-    ok(&o, "push through a failed upload");
+    let err = text(&o.stderr);
+    ok(&o, "push through a refused mount and a failed upload");
+    assert!(
+        err.contains("uploading it") && err.contains("starting a new upload session"),
+        "{err}"
+    );
+    assert!(err.contains("2 blobs uploaded"), "{err}");
+    let reqs = proxy.requests()[before..].to_vec();
+    let sessions = reqs
+        .iter()
+        .filter(|x| {
+            x.starts_with("POST ") && x.contains("/copy/bb/blobs/uploads/") && !x.contains("mount=")
+        })
+        .count();
+    assert_eq!(sessions, 3, "two blobs, one of them twice: {reqs:?}");
     t.skopeo_inspect(&format!("{}/copy/bb:1", reg.host()), false, None);
 }
 
