@@ -111,6 +111,22 @@ impl<'a> ImageSource<'a> {
     }
 
     fn resolve(&self, input: &str, platform: &Platform) -> Result<Resolved> {
+        // An image id (`sha256:…`, as named contexts from OCI layouts pass it) is the store's,
+        // whatever the pull policy: no registry knows it.
+        if input
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() >= 4 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            if let Ok(rec) = self.store.resolve(input) {
+                return Ok(Resolved {
+                    digest: rec.manifest_digest.clone(),
+                    record: rec,
+                    reference: None,
+                    pulled: false,
+                    moved_from: None,
+                });
+            }
+        }
         let parsed = match self.registry() {
             Ok(reg) => reg.policy.parse_reference(input),
             Err(_) => Reference::parse(input).map_err(Error::from),

@@ -883,6 +883,24 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
         ok(&t.strata("s", &["run", "x", "cat", "/moved"]), "run").trim(),
         "moved"
     );
+    // --pull leaves images that are not references alone: an OCI-layout named context.
+    let lctx = t.context("lctx", "FROM local-base\nRUN echo layout > /l\n");
+    let layout = t.busybox_layout();
+    ok(
+        &t.strata(
+            "s",
+            &[
+                "build",
+                "--pull",
+                "--build-context",
+                &format!("local-base=oci-layout://{}:latest", layout.display()),
+                "-t",
+                "from-layout",
+                lctx.to_str().unwrap(),
+            ],
+        ),
+        "build --pull FROM an oci-layout context",
+    );
     // --pull again: the same digest, nothing moves, the step is cached.
     let err = text(&build_x(&["--pull"]).stderr);
     assert!(!err.contains("moved") && err.contains("CACHED"), "{err}");
