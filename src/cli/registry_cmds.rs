@@ -75,14 +75,9 @@ fn platform(p: Option<&str>) -> anyhow::Result<Platform> {
     let Some(p) = p else {
         return Ok(Platform::host());
     };
-    let pp = strata::plan::Platform::parse(p)
-        .ok_or_else(|| anyhow!("invalid --platform \"{p}\": use OS/ARCH[/VARIANT]"))?;
-    Ok(Platform {
-        architecture: pp.arch,
-        os: pp.os,
-        os_version: None,
-        variant: pp.variant,
-    })
+    strata::plan::Platform::parse(p)
+        .map(Into::into)
+        .ok_or_else(|| anyhow!("invalid --platform \"{p}\": use OS/ARCH[/VARIANT]"))
 }
 
 pub fn pull(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
@@ -145,10 +140,7 @@ pub fn push(store: &Store, a: PushArgs) -> anyhow::Result<i32> {
     if a.quiet {
         println!("{}", pushed.digest);
     } else {
-        p.finish(&format!(
-            "pushed {dest}@{} ({} blobs uploaded, {} mounted, {} already there)",
-            pushed.digest, pushed.counts.0, pushed.counts.1, pushed.counts.2
-        ));
+        p.finish(&pushed.to_string());
     }
     Ok(0)
 }
@@ -159,11 +151,7 @@ fn login_host(s: &str) -> anyhow::Result<String> {
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/');
-    let host = s.split('/').next().unwrap_or(s);
-    let host = match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io",
-        h => h,
-    };
+    let host = credentials::normalise_key(s.split('/').next().unwrap_or(s));
     // Validate through the reference grammar.
     Reference::parse(&format!("{host}/x")).map_err(|e| anyhow!("invalid registry \"{s}\": {e}"))?;
     Ok(host.to_string())

@@ -304,12 +304,7 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
     let progress = Arc::new(progress::Progress::new(opts.progress));
-    let platform = crate::oci::Platform {
-        architecture: plan.options.target_platform.arch.clone(),
-        os: plan.options.target_platform.os.clone(),
-        os_version: None,
-        variant: plan.options.target_platform.variant.clone(),
-    };
+    let platform = plan.options.target_platform.clone().into();
     let b = Build {
         store,
         opts,
@@ -470,7 +465,8 @@ fn push_to(
     img: &crate::store::ImageRecord,
     to: &ImageRef,
 ) -> anyhow::Result<(String, Digest)> {
-    let reg = crate::registry::Registry::from_environment()?.with_observer(b.progress.clone());
+    // The session that resolved the bases: its policy and tokens serve the push too.
+    let reg = b.source.registry()?;
     let compression = match b.opts.compression {
         Compression::None => Compression::GZIP,
         c => c,
@@ -486,10 +482,7 @@ fn push_to(
             },
         )
         .with_context(|| format!("pushing {to}"))?;
-    b.progress.note(&format!(
-        "pushed {to}@{} ({} blobs uploaded, {} mounted, {} already there)",
-        p.digest, p.counts.0, p.counts.1, p.counts.2
-    ));
+    b.progress.note(&p.to_string());
     Ok((to.to_string(), p.digest))
 }
 

@@ -174,12 +174,7 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
         ),
         None => None,
     };
-    let want_oci = want.as_ref().map(|w| crate::oci::Platform {
-        architecture: w.arch.clone(),
-        os: w.os.clone(),
-        os_version: None,
-        variant: w.variant.clone(),
-    });
+    let want_oci: Option<crate::oci::Platform> = want.clone().map(Into::into);
     let from_image = |r: &str| -> anyhow::Result<BaseState> {
         let res = image_for(b, r, want_oci.as_ref()).with_context(|| loc(b, &stage.from))?;
         let img = &res.record;

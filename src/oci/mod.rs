@@ -260,16 +260,23 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-impl Platform {
-    /// The platform strata runs on.
-    pub fn host() -> Platform {
-        let p = crate::plan::Platform::host();
+/// The platform a Dockerfile names (`--platform`, the target platform) as image configs and
+/// indexes spell it.
+impl From<crate::plan::Platform> for Platform {
+    fn from(p: crate::plan::Platform) -> Platform {
         Platform {
             architecture: p.arch,
             os: p.os,
             os_version: None,
             variant: p.variant,
         }
+    }
+}
+
+impl Platform {
+    /// The platform strata runs on.
+    pub fn host() -> Platform {
+        crate::plan::Platform::host().into()
     }
 
     /// Does an image for `self` run here? (A missing variant matches.)

@@ -663,9 +663,7 @@ impl Registry {
     pub fn check_login(&self, host: &str) -> Result<()> {
         let insecure = self
             .policy
-            .rules
-            .iter()
-            .any(|r| r.prefix == host && r.insecure);
+            .insecure(&super::Reference::from_parts(host, "x", None, None));
         let h = self.host(host, insecure)?;
         let r = self.send(&h, "GET /v2/", &[], "", host, &|c, base| {
             c.get(format!("{base}/v2/"))

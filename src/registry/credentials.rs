@@ -117,8 +117,9 @@ fn host_keys(host: &str) -> Vec<String> {
     }
 }
 
-/// Strip a scheme and a trailing path of "v1/"/"v2/" from a key, as docker does.
-fn normalise_key(k: &str) -> String {
+/// Strip a scheme and a trailing path of "v1/"/"v2/" from a key, as docker does; Docker Hub's
+/// spellings become `docker.io`.
+pub fn normalise_key(k: &str) -> String {
     let k = k
         .strip_prefix("https://")
         .or_else(|| k.strip_prefix("http://"))

@@ -46,6 +46,17 @@ pub struct Pushed {
     pub counts: (usize, usize, usize),
 }
 
+impl std::fmt::Display for Pushed {
+    /// `pushed REF@DIGEST (N blobs uploaded, M mounted, K already there)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pushed {}@{} ({} blobs uploaded, {} mounted, {} already there)",
+            self.reference, self.digest, self.counts.0, self.counts.1, self.counts.2
+        )
+    }
+}
+
 fn is_uncompressed(mt: &str) -> bool {
     mt == media::OCI_LAYER || mt == media::DOCKER_LAYER_TAR
 }

@@ -40,6 +40,19 @@ pub struct Resolved {
     pub moved_from: Option<Digest>,
 }
 
+impl Resolved {
+    /// An image the store already has.
+    fn local(digest: Digest, record: ImageRecord, reference: Option<Reference>) -> Resolved {
+        Resolved {
+            record,
+            reference,
+            digest,
+            pulled: false,
+            moved_from: None,
+        }
+    }
+}
+
 pub struct ImageSource<'a> {
     store: &'a Store,
     policy: PullPolicy,
@@ -69,7 +82,8 @@ impl<'a> ImageSource<'a> {
         }
     }
 
-    fn registry(&self) -> Result<&Registry> {
+    /// The registry session (policy, hosts, tokens) this source pulls with, made on first use.
+    pub fn registry(&self) -> Result<&Registry> {
         let r = self.registry.get_or_init(|| {
             Registry::from_environment()
                 .map(|r| r.with_observer(self.observer.clone()))
@@ -118,13 +132,7 @@ impl<'a> ImageSource<'a> {
             .is_some_and(|h| h.len() >= 4 && h.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             if let Ok(rec) = self.store.resolve(input) {
-                return Ok(Resolved {
-                    digest: rec.manifest_digest.clone(),
-                    record: rec,
-                    reference: None,
-                    pulled: false,
-                    moved_from: None,
-                });
+                return Ok(Resolved::local(rec.manifest_digest.clone(), rec, None));
             }
         }
         let parsed = match self.registry() {
@@ -136,13 +144,7 @@ impl<'a> ImageSource<'a> {
             Err(e) => {
                 // Not a reference: an image id or a prefix of one.
                 return match self.store.resolve(input) {
-                    Ok(rec) => Ok(Resolved {
-                        digest: rec.manifest_digest.clone(),
-                        record: rec,
-                        reference: None,
-                        pulled: false,
-                        moved_from: None,
-                    }),
+                    Ok(rec) => Ok(Resolved::local(rec.manifest_digest.clone(), rec, None)),
                     Err(_) => Err(e),
                 };
             }
@@ -150,23 +152,11 @@ impl<'a> ImageSource<'a> {
         let local = self.local(&r)?;
         if self.policy != PullPolicy::Always {
             if let Some((desc, rec)) = local {
-                return Ok(Resolved {
-                    digest: registry_digest(&desc, &rec),
-                    record: rec,
-                    reference: Some(r),
-                    pulled: false,
-                    moved_from: None,
-                });
+                return Ok(Resolved::local(registry_digest(&desc, &rec), rec, Some(r)));
             }
             // An image id typed as a bare hex prefix parses as a name: try the store's ids.
             if let Ok(rec) = self.store.resolve(input) {
-                return Ok(Resolved {
-                    digest: rec.manifest_digest.clone(),
-                    record: rec,
-                    reference: Some(r),
-                    pulled: false,
-                    moved_from: None,
-                });
+                return Ok(Resolved::local(rec.manifest_digest.clone(), rec, Some(r)));
             }
             if self.policy == PullPolicy::Never {
                 return Err(Error::NotFound {
@@ -185,13 +175,7 @@ impl<'a> ImageSource<'a> {
             (Ok((now, _)), Some((desc, rec))) => {
                 let had = registry_digest(&desc, &rec);
                 if had == now || rec.manifest_digest == now {
-                    return Ok(Resolved {
-                        digest: had,
-                        record: rec,
-                        reference: Some(r),
-                        pulled: false,
-                        moved_from: None,
-                    });
+                    return Ok(Resolved::local(had, rec, Some(r)));
                 }
                 self.observer.moved(&r.to_string(), &had, &now);
                 self.pull(&r, Some(had), platform)
@@ -201,13 +185,7 @@ impl<'a> ImageSource<'a> {
             (Err(Error::NotFound { .. }), Some((desc, rec)))
                 if !desc.annotations.contains_key(ANN_DIGEST) =>
             {
-                Ok(Resolved {
-                    digest: rec.manifest_digest.clone(),
-                    record: rec,
-                    reference: Some(r),
-                    pulled: false,
-                    moved_from: None,
-                })
+                Ok(Resolved::local(rec.manifest_digest.clone(), rec, Some(r)))
             }
             (Err(e), _) => Err(e),
         }

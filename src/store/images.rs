@@ -75,22 +75,18 @@ impl Store {
 
     /// Every image, with its names, sorted by name.
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        let index = self.index()?;
-        let mut by_manifest: BTreeMap<Digest, Vec<ImageRef>> = BTreeMap::new();
-        for d in &index.manifests {
-            let names = by_manifest.entry(d.digest.clone()).or_default();
-            if let Some(r) = d
-                .annotations
-                .get(REF_NAME)
-                .and_then(|r| ImageRef::parse(r).ok())
-            {
-                names.push(r);
+        let mut by_manifest: BTreeMap<Digest, ImageRecord> = BTreeMap::new();
+        for (_, rec) in self.entries()? {
+            match by_manifest.get_mut(&rec.manifest_digest) {
+                Some(r) => r.names.extend(rec.names),
+                None => {
+                    by_manifest.insert(rec.manifest_digest.clone(), rec);
+                }
             }
         }
-        let mut out = Vec::new();
-        for (digest, mut names) in by_manifest {
-            names.sort();
-            out.push(self.load_record(&digest, names)?);
+        let mut out: Vec<ImageRecord> = by_manifest.into_values().collect();
+        for r in &mut out {
+            r.names.sort();
         }
         out.sort_by(|a, b| a.names.first().cmp(&b.names.first()));
         Ok(out)

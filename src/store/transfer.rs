@@ -40,11 +40,6 @@ impl SaveFormat {
     }
 }
 
-/// `name:tag` as docker and containerd spell it in full.
-fn full_name(r: &ImageRef) -> String {
-    r.qualified()
-}
-
 fn tar_header(path: &str, size: u64, dir: bool) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(if dir {
@@ -113,7 +108,7 @@ impl Store {
                 d.annotations.clear();
                 if let Some(n) = n {
                     d.annotations.insert(REF_NAME.into(), n.tag().to_string());
-                    d.annotations.insert(CONTAINERD_NAME.into(), full_name(n));
+                    d.annotations.insert(CONTAINERD_NAME.into(), n.qualified());
                 }
                 out.push(d);
             }
