@@ -96,25 +96,13 @@ pub fn login_file() -> Option<PathBuf> {
         })
 }
 
-/// The keys a registry host may be stored under (Docker Hub has several spellings).
-fn host_keys(host: &str) -> Vec<String> {
-    if host == "docker.io" {
-        vec![
-            "docker.io".into(),
-            "https://index.docker.io/v1/".into(),
-            "index.docker.io".into(),
-            "registry-1.docker.io".into(),
-            "https://index.docker.io/v1".into(),
-        ]
-    } else {
-        vec![
-            host.to_string(),
-            format!("https://{host}"),
-            format!("http://{host}"),
-            format!("https://{host}/v1/"),
-            format!("https://{host}/v2/"),
-        ]
-    }
+/// The `credHelpers` entry of a config file for `host`, under any spelling of its key.
+fn cred_helper(v: &Value, host: &str) -> Option<String> {
+    v.get("credHelpers")?
+        .as_object()?
+        .iter()
+        .find(|(k, _)| normalise_key(k) == host)
+        .and_then(|(_, h)| h.as_str().map(str::to_string))
 }
 
 /// Strip a scheme and a trailing path of "v1/"/"v2/" from a key, as docker does; Docker Hub's
@@ -163,12 +151,7 @@ pub fn lookup_in(files: &[PathBuf], host: &str, repo: &str) -> Result<Option<Cre
         } else {
             v.get("auths").and_then(|a| a.as_object()).cloned()
         };
-        if let Some(helper) = v
-            .get("credHelpers")
-            .and_then(|h| h.as_object())
-            .and_then(|h| host_keys(host).iter().find_map(|k| h.get(k)).cloned())
-            .and_then(|h| h.as_str().map(str::to_string))
-        {
+        if let Some(helper) = cred_helper(&v, host) {
             if let Some(c) = helper_get(&helper, host)? {
                 return Ok(Some(c));
             }
@@ -332,12 +315,7 @@ fn helper_for(file: &Path, host: &str) -> Result<Option<String>, Error> {
     let Some(v) = read_json(file)? else {
         return Ok(None);
     };
-    let per_host = v
-        .get("credHelpers")
-        .and_then(|h| h.as_object())
-        .and_then(|h| host_keys(host).iter().find_map(|k| h.get(k)).cloned())
-        .and_then(|h| h.as_str().map(str::to_string));
-    Ok(per_host.or_else(|| {
+    Ok(cred_helper(&v, host).or_else(|| {
         v.get("credsStore")
             .and_then(|s| s.as_str())
             .map(str::to_string)
