@@ -363,24 +363,52 @@ impl Registry {
 
     /// `GET BASE/v2/`, retried on transport errors when `retry` (not on TLS failures).
     fn ping(&self, host: &Host, base: &str, retry: bool) -> Result<Response> {
+        let url = format!("{base}/v2/");
+        self.retrying(host, &format!("GET {url}"), retry, false, &mut || {
+            Ok(host.http.get(&url))
+        })
+    }
+
+    /// Send what `mk` builds until it is answered. Transport errors are tried again when
+    /// `retry_transport` (but not TLS failures or names that do not resolve), and 408, 429 and
+    /// 5xx answers when `retry_status`, with backoff or the answer's `Retry-After`. Every other
+    /// answer goes back to the caller.
+    fn retrying(
+        &self,
+        host: &Host,
+        what: &str,
+        retry_transport: bool,
+        retry_status: bool,
+        mk: &mut dyn FnMut() -> Result<RequestBuilder>,
+    ) -> Result<Response> {
         let mut attempt = 0;
         loop {
-            match host.http.get(format!("{base}/v2/")).send() {
-                Ok(r) => return Ok(r),
+            match mk()?.send() {
                 Err(e) => {
-                    let err = self.transport_error(host, &e);
                     attempt += 1;
-                    if !retry
+                    let err = self.transport_error(host, &e);
+                    if !retry_transport
                         || attempt >= self.retry.attempts
                         || matches!(err, Error::Tls { .. })
                         || is_permanent(&chain(&e))
                     {
                         return Err(err);
                     }
-                    self.observer
-                        .retry(&format!("GET {base}/v2/"), &err.to_string());
+                    self.observer.retry(what, &chain(&e));
                     std::thread::sleep(self.retry.backoff(attempt));
                 }
+                Ok(r)
+                    if retry_status
+                        && retryable(r.status())
+                        && attempt + 1 < self.retry.attempts =>
+                {
+                    attempt += 1;
+                    let wait = retry_after(r.headers()).unwrap_or(self.retry.backoff(attempt));
+                    self.observer
+                        .retry(what, &format!("HTTP {}", r.status().as_u16()));
+                    std::thread::sleep(wait.min(self.retry.max_wait));
+                }
+                Ok(r) => return Ok(r),
             }
         }
     }
@@ -410,60 +438,44 @@ impl Registry {
             .as_ref()
             .map(|c| c.source.clone())
             .unwrap_or_else(|| "none (anonymous)".into());
-        let mut attempt = 0;
-        let resp = loop {
-            let rb = match cred.as_ref().map(|c| &c.secret) {
-                Some(Secret::IdentityToken { token }) => {
-                    let mut form = vec![
-                        ("grant_type", "refresh_token".to_string()),
-                        ("refresh_token", token.clone()),
-                        ("client_id", "strata".to_string()),
-                        ("scope", scopes.join(" ")),
-                    ];
-                    if let Some(s) = service {
-                        form.push(("service", s.to_string()));
-                    }
-                    host.http.post(realm).form(&form)
-                }
-                other => {
-                    let mut q: Vec<(&str, &str)> = Vec::new();
-                    if let Some(s) = service {
-                        q.push(("service", s));
-                    }
-                    for s in scopes {
-                        q.push(("scope", s));
-                    }
-                    let rb = host.http.get(realm).query(&q);
-                    match other {
-                        Some(Secret::Basic { username, password }) => {
-                            rb.basic_auth(username, Some(password))
+        let resp = self.retrying(
+            host,
+            &format!("token from {realm}"),
+            true,
+            true,
+            &mut || {
+                Ok(match cred.as_ref().map(|c| &c.secret) {
+                    Some(Secret::IdentityToken { token }) => {
+                        let mut form = vec![
+                            ("grant_type", "refresh_token".to_string()),
+                            ("refresh_token", token.clone()),
+                            ("client_id", "strata".to_string()),
+                            ("scope", scopes.join(" ")),
+                        ];
+                        if let Some(s) = service {
+                            form.push(("service", s.to_string()));
                         }
-                        _ => rb,
+                        host.http.post(realm).form(&form)
                     }
-                }
-            };
-            match rb.send() {
-                Ok(r) if retryable(r.status()) && attempt + 1 < self.retry.attempts => {
-                    attempt += 1;
-                    let wait = retry_after(r.headers()).unwrap_or(self.retry.backoff(attempt));
-                    self.observer.retry(
-                        &format!("token from {realm}"),
-                        &format!("HTTP {}", r.status()),
-                    );
-                    std::thread::sleep(wait.min(self.retry.max_wait));
-                }
-                Ok(r) => break r,
-                Err(e) => {
-                    attempt += 1;
-                    if attempt >= self.retry.attempts {
-                        return Err(self.transport_error(host, &e));
+                    other => {
+                        let mut q: Vec<(&str, &str)> = Vec::new();
+                        if let Some(s) = service {
+                            q.push(("service", s));
+                        }
+                        for s in scopes {
+                            q.push(("scope", s));
+                        }
+                        let rb = host.http.get(realm).query(&q);
+                        match other {
+                            Some(Secret::Basic { username, password }) => {
+                                rb.basic_auth(username, Some(password))
+                            }
+                            _ => rb,
+                        }
                     }
-                    self.observer
-                        .retry(&format!("token from {realm}"), &chain(&e));
-                    std::thread::sleep(self.retry.backoff(attempt));
-                }
-            }
-        };
+                })
+            },
+        )?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(Error::Denied {
@@ -584,24 +596,13 @@ impl Registry {
         mk: &dyn Fn(&Client, &str) -> RequestBuilder,
     ) -> Result<Response> {
         let base = self.base(host)?;
-        let mut attempt = 0;
         let mut reauthed = false;
         loop {
-            let rb = self.authorize(host, mk(&host.http, &base), scopes, repo, reference)?;
-            match rb.send() {
-                Err(e) => {
-                    attempt += 1;
-                    let err = self.transport_error(host, &e);
-                    if attempt >= self.retry.attempts
-                        || matches!(err, Error::Tls { .. })
-                        || is_permanent(&chain(&e))
-                    {
-                        return Err(err);
-                    }
-                    self.observer.retry(what, &chain(&e));
-                    std::thread::sleep(self.retry.backoff(attempt));
-                }
-                Ok(r) if r.status() == StatusCode::UNAUTHORIZED && !reauthed => {
+            let r = self.retrying(host, what, true, retry_status, &mut || {
+                self.authorize(host, mk(&host.http, &base), scopes, repo, reference)
+            })?;
+            match r.status() {
+                StatusCode::UNAUTHORIZED if !reauthed => {
                     // A new or changed challenge, or an expired token: learn it, drop the
                     // cached tokens, try once more.
                     reauthed = true;
@@ -618,10 +619,7 @@ impl Registry {
                         .unwrap_or_else(|e| e.into_inner())
                         .clear();
                 }
-                Ok(r)
-                    if r.status() == StatusCode::UNAUTHORIZED
-                        || r.status() == StatusCode::FORBIDDEN =>
-                {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     let tried = self
                         .credential(host, repo)?
                         .map(|c| c.source)
@@ -640,18 +638,7 @@ impl Registry {
                         tried,
                     });
                 }
-                Ok(r)
-                    if retry_status
-                        && retryable(r.status())
-                        && attempt + 1 < self.retry.attempts =>
-                {
-                    attempt += 1;
-                    let wait = retry_after(r.headers()).unwrap_or(self.retry.backoff(attempt));
-                    self.observer
-                        .retry(what, &format!("HTTP {}", r.status().as_u16()));
-                    std::thread::sleep(wait.min(self.retry.max_wait));
-                }
-                Ok(r) => return Ok(r),
+                _ => return Ok(r),
             }
         }
     }
