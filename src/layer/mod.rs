@@ -199,17 +199,18 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Read + 'a>> {
 
 /// [`decompress`] on a thread of its own, handing 1 MiB chunks over a bounded queue: inflating
 /// a layer (CPU) overlaps with applying it (file system calls), so an unpack takes about the
-/// longer of the two instead of their sum. At most 8 chunks wait, so memory stays bounded.
+/// longer of the two instead of their sum. At most 8 chunks wait, so memory stays bounded. The
+/// same thread hashes the tar, so [`Pipelined::finish`] gives its diffID at no cost to the reader.
 pub fn decompress_pipelined<R: Read + Send + 'static>(r: R) -> io::Result<Pipelined> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("decompress".into())
         .spawn(move || {
             let mut d = match decompress(r) {
                 Ok(d) => d,
                 Err(e) => {
                     let _ = tx.send(Err(e));
-                    return;
+                    return None;
                 }
             };
             pump(&mut d, &tx)
@@ -218,10 +219,13 @@ pub fn decompress_pipelined<R: Read + Send + 'static>(r: R) -> io::Result<Pipeli
         rx,
         cur: Vec::new(),
         pos: 0,
+        thread: Some(thread),
     })
 }
 
-fn pump(d: &mut dyn Read, tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) {
+/// Send `d` in chunks; the sha256 of everything when it all went, None after an error.
+fn pump(d: &mut dyn Read, tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) -> Option<Digest> {
+    let mut hash = crate::oci::Sha256::new();
     loop {
         let mut buf = vec![0u8; 1 << 20];
         let mut n = 0;
@@ -232,16 +236,17 @@ fn pump(d: &mut dyn Read, tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>)
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let _ = tx.send(Err(e));
-                    return;
+                    return None;
                 }
             }
         }
         if n == 0 {
-            return;
+            return Some(hash.finish());
         }
         buf.truncate(n);
+        hash.update(&buf);
         if tx.send(Ok(buf)).is_err() {
-            return;
+            return None;
         }
     }
 }
@@ -251,6 +256,18 @@ pub struct Pipelined {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
     cur: Vec<u8>,
     pos: usize,
+    thread: Option<std::thread::JoinHandle<Option<Digest>>>,
+}
+
+impl Pipelined {
+    /// Read what is left (a tar's end padding) and return the sha256 of the whole stream.
+    pub fn finish(mut self) -> io::Result<Digest> {
+        io::copy(&mut self, &mut io::sink())?;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Some(d))) => Ok(d),
+            _ => Err(io::Error::other("the decompression thread failed")),
+        }
+    }
 }
 
 impl Read for Pipelined {
@@ -273,6 +290,102 @@ impl Read for Pipelined {
     }
 }
 
+/// The diffID (the sha256 of the uncompressed tar) of a layer blob whose bytes arrive in
+/// pieces, computed on a thread of its own while they arrive: a download checks a layer's
+/// content in the same pass as its digest, without keeping the tar anywhere. At most 8 pieces
+/// wait, so memory stays bounded and a slow inflate slows the download instead of piling up.
+pub struct DiffIdTee {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<io::Result<(Digest, u64)>>>,
+}
+
+impl DiffIdTee {
+    pub fn new() -> io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let thread = std::thread::Builder::new()
+            .name("diffid".into())
+            .spawn(move || {
+                let mut tar = decompress(Chunks {
+                    rx,
+                    cur: Vec::new(),
+                    pos: 0,
+                })?;
+                let mut hash = crate::oci::Sha256::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut len = 0u64;
+                loop {
+                    match tar.read(&mut buf) {
+                        Ok(0) => return Ok((hash.finish(), len)),
+                        Ok(n) => {
+                            hash.update(&buf[..n]);
+                            len += n as u64;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            })?;
+        Ok(DiffIdTee {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The next bytes of the blob. When the inflater has already failed, they are dropped: the
+    /// failure comes out of [`DiffIdTee::finish`].
+    pub fn feed(&mut self, data: &[u8]) {
+        if let Some(tx) = &self.tx {
+            if tx.send(data.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// The end of the blob: its diffID and the length of its tar, or why it is not a layer.
+    pub fn finish(mut self) -> io::Result<(Digest, u64)> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(io::Error::other("the diffID thread died")),
+        }
+    }
+}
+
+impl Drop for DiffIdTee {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread (a truncated stream is an error it returns to no one).
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The reading end of [`DiffIdTee`]'s queue; a closed queue is the end of the stream.
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.cur = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len() - self.pos);
+        out[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,12 +395,12 @@ mod tests {
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
         for c in [Compression::None, Compression::GZIP, Compression::ZSTD] {
             let (blob, _) = compress_tar(&data[..], Vec::new(), c).unwrap();
-            let mut back = Vec::new();
-            decompress_pipelined(std::io::Cursor::new(blob))
-                .unwrap()
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, data, "{c:?}");
+            let mut back = vec![0u8; 1000];
+            let mut p = decompress_pipelined(std::io::Cursor::new(blob)).unwrap();
+            p.read_exact(&mut back).unwrap();
+            assert_eq!(back, data[..1000], "{c:?}");
+            // finish reads the rest and hashes all of it.
+            assert_eq!(p.finish().unwrap(), Digest::of(&data), "{c:?}");
         }
         // A truncated gzip stream is an error, not a short read.
         let (blob, _) = compress_tar(&data[..], Vec::new(), Compression::GZIP).unwrap();
@@ -297,6 +410,45 @@ mod tests {
             .unwrap()
             .read_to_end(&mut back)
             .is_err());
+        let cut = blob[..blob.len() / 2].to_vec();
+        assert!(decompress_pipelined(std::io::Cursor::new(cut))
+            .unwrap()
+            .finish()
+            .is_err());
+    }
+
+    #[test]
+    fn diffid_tee_matches_the_sink_and_rejects_what_is_not_a_layer() {
+        let data: Vec<u8> = (0..4_000_000u32).map(|i| (i % 193) as u8).collect();
+        for c in [Compression::None, Compression::GZIP, Compression::ZSTD] {
+            let (blob, info) = compress_tar(&data[..], Vec::new(), c).unwrap();
+            let mut tee = DiffIdTee::new().unwrap();
+            // Uneven pieces, as a network delivers them.
+            for piece in blob.chunks(7919) {
+                tee.feed(piece);
+            }
+            assert_eq!(
+                tee.finish().unwrap(),
+                (info.diff_id, data.len() as u64),
+                "{c:?}"
+            );
+        }
+        // A gzip stream cut short is an error; so is one that is dropped half-way (no hang).
+        let (blob, _) = compress_tar(&data[..], Vec::new(), Compression::GZIP).unwrap();
+        let mut tee = DiffIdTee::new().unwrap();
+        tee.feed(&blob[..blob.len() / 2]);
+        assert!(tee.finish().is_err());
+        let mut tee = DiffIdTee::new().unwrap();
+        tee.feed(&blob[..blob.len() / 3]);
+        drop(tee);
+        // Garbage after a valid gzip header: the inflater fails, later pieces are dropped.
+        let mut bad = blob[..20].to_vec();
+        bad.extend(std::iter::repeat_n(0xAB, 3_000_000));
+        let mut tee = DiffIdTee::new().unwrap();
+        for piece in bad.chunks(65536) {
+            tee.feed(piece);
+        }
+        assert!(tee.finish().is_err());
     }
 
     #[test]

@@ -282,7 +282,7 @@ impl Registry {
             r,
             &manifest.config,
             store,
-            CONFIG_MAX,
+            Blob::Config,
             &downloaded,
         )?;
         let config: oci::ImageConfig = oci::parse_json(
@@ -301,8 +301,10 @@ impl Registry {
                 config.rootfs.diff_ids.len()
             )));
         }
-        super::for_each_parallel(&layers, PARALLEL, |l| {
-            self.fetch_blob(&host, &repo, r, l, store, u64::MAX, &downloaded)
+        let layers: Vec<(&Descriptor, &Digest)> =
+            layers.into_iter().zip(&config.rootfs.diff_ids).collect();
+        super::for_each_parallel(&layers, PARALLEL, |(l, diff_id)| {
+            self.fetch_blob(&host, &repo, r, l, store, Blob::Layer(diff_id), &downloaded)
         })?;
         // The manifest as the registry sent it, then the name.
         store.put_blob(&mbytes)?;
@@ -329,7 +331,9 @@ impl Registry {
         })
     }
 
-    /// Download one blob into the store (nothing to do when it is there).
+    /// Download one blob into the store (nothing to do when it is there). A layer is inflated
+    /// and hashed while it arrives, so a layer whose content is not the diffID its config
+    /// promises is refused here, before it is stored, instead of at its first unpack.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn fetch_blob(
         &self,
@@ -338,9 +342,13 @@ impl Registry {
         user_ref: &Reference,
         desc: &Descriptor,
         store: &Store,
-        max: u64,
+        kind: Blob,
         downloaded: &AtomicUsize,
     ) -> Result<()> {
+        let max = match kind {
+            Blob::Config => CONFIG_MAX,
+            Blob::Layer(_) => u64::MAX,
+        };
         if desc.size > max {
             return Err(Error::Protocol(format!(
                 "{user_ref}: blob {} is {} bytes, more than the {max} allowed for it",
@@ -360,6 +368,10 @@ impl Registry {
         self.observer.blob_start(&desc.digest, desc.size, false);
         let mut tmp = store.temp_file()?;
         let mut hasher = oci::Sha256::new();
+        let new_tee = || match kind {
+            Blob::Layer(_) => crate::layer::DiffIdTee::new().map(Some),
+            Blob::Config => Ok(None),
+        };
         let mut have: u64 = 0;
         let mut breaks = 0u32;
         let digest = desc.digest.clone();
@@ -368,6 +380,7 @@ impl Registry {
             path: tmp_path.clone(),
             source: e,
         };
+        let mut tee = new_tee().map_err(io)?;
         'download: loop {
             let from = have;
             let resp = self.send(
@@ -391,6 +404,7 @@ impl Registry {
                         // The server ignored the Range: start over.
                         have = 0;
                         hasher = oci::Sha256::new();
+                        tee = new_tee().map_err(io)?;
                         let f = tmp.file_mut();
                         f.set_len(0).map_err(io)?;
                         f.rewind().map_err(io)?;
@@ -421,6 +435,9 @@ impl Registry {
                     Ok(0) => break 'download,
                     Ok(n) => {
                         hasher.update(&buf[..n]);
+                        if let Some(t) = &mut tee {
+                            t.feed(&buf[..n]);
+                        }
                         tmp.file_mut().write_all(&buf[..n]).map_err(io)?;
                         have += n as u64;
                         downloaded.fetch_add(n, Ordering::SeqCst);
@@ -460,10 +477,38 @@ impl Registry {
                 actual,
             });
         }
+        if let (Some(t), Blob::Layer(diff_id)) = (tee, kind) {
+            match t.finish() {
+                Ok((actual, _)) if actual == *diff_id => {}
+                Ok((actual, len)) => {
+                    return Err(Error::DigestMismatch {
+                        what: format!(
+                            "{user_ref}: layer {digest} uncompressed ({len} bytes) against the diffID in the image's config; nothing was stored"
+                        ),
+                        expected: diff_id.clone(),
+                        actual,
+                    })
+                }
+                Err(e) => {
+                    return Err(Error::Protocol(format!(
+                        "{user_ref}: layer {digest} is not a readable gzip, zstd or tar stream ({e}); nothing was stored"
+                    )))
+                }
+            }
+        }
         store.commit_blob(tmp, &digest)?;
         self.observer.blob_done(&digest, BlobOutcome::Downloaded);
         Ok(())
     }
+}
+
+/// What a downloaded blob is, and so how it is checked beyond its digest.
+#[derive(Clone, Copy)]
+pub(crate) enum Blob<'a> {
+    /// An image config: size-capped (it is read into memory).
+    Config,
+    /// A layer, whose uncompressed content must hash to this diffID.
+    Layer(&'a Digest),
 }
 
 /// The store name of a pulled reference: `name:tag`, or `name@digest` for a pinned one.

@@ -32,8 +32,8 @@ impl Store {
     pub fn snapshot(&self, diff_id: &Digest) -> Result<(PathBuf, Option<ApplyReport>)> {
         let mut report = None;
         let p = self.snapshot_with(diff_id, |blob, dest| {
-            let r =
-                at(blob, std::fs::File::open(blob)).and_then(|f| at(dest, layer::decompress(f)))?;
+            let r = at(blob, std::fs::File::open(blob))
+                .and_then(|f| at(dest, layer::decompress_pipelined(f)))?;
             report = Some(unpack_verified(
                 r,
                 dest,
@@ -123,17 +123,15 @@ impl Store {
 }
 
 /// Apply a layer and check that the tar hashes to `diff_id`.
-pub fn unpack_verified<R: std::io::Read>(
-    r: R,
+pub fn unpack_verified(
+    mut r: layer::Pipelined,
     dest: &std::path::Path,
     diff_id: &Digest,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    let mut hr = crate::oci::HashingReader::new(r);
-    let report = layer::apply_layer(&mut hr, dest, opts)?;
-    // Drain the tar's end padding so the hash covers the whole stream.
-    at(dest, std::io::copy(&mut hr, &mut std::io::sink()))?;
-    let (actual, _) = hr.finish();
+    let report = layer::apply_layer(&mut r, dest, opts)?;
+    // The hash covers the whole stream, the tar's end padding included.
+    let actual = at(dest, r.finish())?;
     if &actual != diff_id {
         return Err(crate::oci::Error::DigestMismatch {
             what: format!("layer {diff_id}"),

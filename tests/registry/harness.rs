@@ -441,6 +441,11 @@ fn serve(c: TcpStream, upstream: u16, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<
         .map(|(_, v)| format!(" range={v}"))
         .unwrap_or_default();
     log.lock().unwrap().push(format!("{method} {path}{range}"));
+    if method == "CONNECT" {
+        // A forward proxy's tunnel (HTTPS_PROXY): whatever host was asked for, the upstream.
+        tunnel(c, r, upstream);
+        return;
+    }
     let fault = {
         let mut rs = rules.lock().unwrap();
         rs.iter_mut()
@@ -508,7 +513,33 @@ fn serve(c: TcpStream, upstream: u16, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<
     }
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl in `dir`:
+fn tunnel(mut c: TcpStream, mut r: BufReader<TcpStream>, upstream: u16) {
+    let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+        let _ = c.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    if c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let (Ok(mut up_w), Ok(mut c_w)) = (up.try_clone(), c.try_clone()) else {
+        return;
+    };
+    let back = std::thread::spawn(move || {
+        let mut up_r = up;
+        let _ = std::io::copy(&mut up_r, &mut c_w);
+        let _ = c_w.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut r, &mut up_w);
+    let _ = up_w.shutdown(Shutdown::Write);
+    let _ = back.join();
+}
+
+/// A registry name that no resolver knows: only a forward proxy can reach it.
+pub const PROXIED_NAME: &str = "registry.strata.test";
+
+/// A CA, a server certificate for 127.0.0.1 and [`PROXIED_NAME`] and a client certificate, made by openssl in `dir`:
 /// ca.crt, server.crt/.key, client.cert/.key.
 pub fn make_tls(dir: &Path) {
     let run = |args: &[&str]| {
@@ -560,7 +591,7 @@ pub fn make_tls(dir: &Path) {
         fs_err::write(
             dir.join(format!("{name}.ext")),
             format!(
-                "basicConstraints=CA:FALSE\nextendedKeyUsage={eku}\nsubjectAltName=IP:127.0.0.1\n"
+                "basicConstraints=CA:FALSE\nextendedKeyUsage={eku}\nsubjectAltName=IP:127.0.0.1,DNS:{PROXIED_NAME}\n"
             ),
         )
         .unwrap();

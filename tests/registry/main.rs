@@ -402,11 +402,16 @@ fn pull_run_and_a_second_pull_downloads_nothing() {
     );
 }
 
-/// An OCI layout holding an index with the busybox manifest for linux/amd64 and a copy of it
-/// that says linux/arm64/v8, tagged `multi`.
-fn multi_platform_layout(t: &T) -> PathBuf {
+/// A copy of the busybox layout (in `dir`) with a second manifest whose config is the busybox
+/// config changed by `edit`. Returns the copy, the busybox manifest's descriptor, and the new
+/// manifest's digest and size.
+fn edited_layout(
+    t: &T,
+    dir: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> (PathBuf, serde_json::Value, String, usize) {
     let src = t.busybox_layout();
-    let dst = t.dir.join("multi-layout");
+    let dst = t.dir.join(dir);
     let o = Command::new("cp")
         .arg("-r")
         .arg(&src)
@@ -426,33 +431,55 @@ fn multi_platform_layout(t: &T) -> PathBuf {
     let index: serde_json::Value =
         serde_json::from_slice(&fs_err::read(dst.join("index.json")).unwrap()).unwrap();
     let m1 = index["manifests"][0].clone();
-    let m1_digest = m1["digest"].as_str().unwrap().to_string();
     let manifest: serde_json::Value =
-        serde_json::from_slice(&fs_err::read(blob(&m1_digest)).unwrap()).unwrap();
+        serde_json::from_slice(&fs_err::read(blob(m1["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
     let mut config: serde_json::Value = serde_json::from_slice(
         &fs_err::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
     )
     .unwrap();
-    config["architecture"] = "arm64".into();
-    config["variant"] = "v8".into();
+    edit(&mut config);
     let (cd, cs) = put(config.to_string().as_bytes());
     let mut m2 = manifest.clone();
     m2["config"]["digest"] = cd.into();
     m2["config"]["size"] = cs.into();
     let (m2d, m2s) = put(m2.to_string().as_bytes());
+    (dst, m1, m2d, m2s)
+}
+
+/// Write `index.json` of `layout` naming one manifest (or index) as `tag`.
+fn tag_in_layout(layout: &Path, media_type: &str, digest: &str, size: usize, tag: &str) {
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [
+        {"mediaType": media_type, "digest": digest, "size": size,
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    fs_err::write(layout.join("index.json"), top.to_string()).unwrap();
+}
+
+/// An OCI layout holding an index with the busybox manifest for linux/amd64 and a copy of it
+/// that says linux/arm64/v8, tagged `multi`.
+fn multi_platform_layout(t: &T) -> PathBuf {
+    let (dst, m1, m2d, m2s) = edited_layout(t, "multi-layout", |config| {
+        config["architecture"] = "arm64".into();
+        config["variant"] = "v8".into();
+    });
     let idx = serde_json::json!({
     "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
     "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m1_digest, "size": m1["size"],
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m1["digest"], "size": m1["size"],
          "platform": {"architecture": "amd64", "os": "linux"}},
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m2d, "size": m2s,
          "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}}
     ]});
-    let (id, is) = put(idx.to_string().as_bytes());
-    let top = serde_json::json!({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": is,
-         "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
-    fs_err::write(dst.join("index.json"), top.to_string()).unwrap();
+    let bytes = idx.to_string();
+    let id = format!("sha256:{}", hex_sha256(bytes.as_bytes()));
+    fs_err::write(dst.join("blobs/sha256").join(&id[7..]), &bytes).unwrap();
+    tag_in_layout(
+        &dst,
+        "application/vnd.oci.image.index.v1+json",
+        &id,
+        bytes.len(),
+        "multi",
+    );
     dst
 }
 
@@ -1160,6 +1187,40 @@ fn faults_retries_resume_and_corruption() {
         .unwrap_or(0);
     assert_eq!(tmp_left, 0);
     proxy.rules.lock().unwrap().clear();
+    // A layer whose bytes match its digest but whose content is not the diffID its config
+    // promises: refused at the download, before it is stored, not at its first unpack.
+    let (bad, _, md, ms) = edited_layout(&t, "diffid-layout", |config| {
+        config["rootfs"]["diff_ids"][0] = format!("sha256:{}", "0".repeat(64)).into();
+    });
+    tag_in_layout(
+        &bad,
+        "application/vnd.oci.image.manifest.v1+json",
+        &md,
+        ms,
+        "bad",
+    );
+    t.seed(
+        &format!("oci:{}:bad", bad.display()),
+        &format!("{}/library/baddiff:1", reg.host()),
+        &[],
+    );
+    let e = fails(
+        &t.strata("d", &["pull", &format!("{}/library/baddiff:1", reg.host())]),
+        "pull of a layer with the wrong diffID",
+    );
+    assert!(
+        e.contains("diffID") && e.contains(&"0".repeat(64)) && e.contains("nothing was stored"),
+        "{e}"
+    );
+    assert!(
+        !t.store("d")
+            .join("v1/oci/blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"))
+            .exists(),
+        "the refused layer is not a blob"
+    );
+    let images = ok(&t.strata("d", &["images"]), "images");
+    assert!(!images.contains("baddiff"), "{images}");
     // A refused mount falls back to an upload, and a failed upload starts a fresh session.
     proxy.add("POST", "mount=", 2, Fault::Status(404, vec![]));
     proxy.add("PUT", "/blobs/uploads/", 1, Fault::Status(500, vec![]));
@@ -1340,4 +1401,127 @@ fn tls_with_certs_d_ca_and_client_certificates() {
         &t.strata("s", &["push", &r, &format!("{h}/tls/copy:1")]),
         "push over TLS",
     );
+}
+
+/// `strata` in store `store` with the proxy and trust-store variables cleared, then `env` set.
+fn strata_env(t: &T, store: &str, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut c = t.cmd_in(&t.store(store), args);
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ] {
+        c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn https_proxy_no_proxy_and_the_system_trust_store() {
+    let Some(t) = T::new("proxy") else { return };
+    let tls = t.dir.join("tls");
+    fs_err::create_dir_all(&tls).unwrap();
+    harness::make_tls(&tls);
+    // TLS without client certificates: what a public registry looks like.
+    let extra = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        tls.join("server.crt").display(),
+        tls.join("server.key").display(),
+    );
+    let reg = Registry::start_with(&t.dir.join("reg"), Auth::Anonymous, &extra);
+    let sk = t.dir.join("skopeo-certs");
+    fs_err::create_dir_all(&sk).unwrap();
+    fs_err::copy(tls.join("ca.crt"), sk.join("ca.crt")).unwrap();
+    let o = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-cert-dir"])
+        .arg(&sk)
+        .arg(format!("oci:{}:latest", t.busybox_layout().display()))
+        .arg(format!("docker://{}/proxied/bb:1", reg.host()))
+        .env("HOME", t.dir.join("home"))
+        .output()
+        .unwrap();
+    ok(&o, "skopeo copy over TLS");
+    let ca = tls.join("ca.crt");
+    let direct = format!("{}/proxied/bb:1", reg.host());
+    // The system trust store (SSL_CERT_FILE replaces it, as for openssl): no certs.d needed;
+    // without it the same pull is a TLS failure.
+    let e = fails(
+        &strata_env(&t, "s0", &["pull", &direct], &[]),
+        "pull with the CA nowhere",
+    );
+    assert!(e.contains("TLS failure"), "{e}");
+    ok(
+        &strata_env(&t, "s1", &["pull", &direct], &[("SSL_CERT_FILE", &ca)]),
+        "pull trusting the CA through SSL_CERT_FILE",
+    );
+    // A registry only a forward proxy can reach: HTTPS_PROXY tunnels to it with CONNECT and
+    // the certificate is checked against the registry's name, end to end.
+    let proxy = FaultProxy::start(reg.port);
+    let proxy_url = PathBuf::from(format!("http://127.0.0.1:{}", proxy.port));
+    let name = format!("{}:{}", harness::PROXIED_NAME, reg.port);
+    let via = format!("{name}/proxied/bb:1");
+    let d = ok(
+        &strata_env(
+            &t,
+            "s2",
+            &["pull", &via, "-q"],
+            &[("SSL_CERT_FILE", &ca), ("HTTPS_PROXY", &proxy_url)],
+        ),
+        "pull through HTTPS_PROXY",
+    );
+    assert!(d.trim().starts_with("sha256:"), "{d}");
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r == &format!("CONNECT {name}")),
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        ok(
+            &strata_env(&t, "s2", &["run", &via, "echo", "proxied"], &[]),
+            "run"
+        )
+        .trim(),
+        "proxied"
+    );
+    // NO_PROXY names it: strata goes direct, and the name does not resolve.
+    let before = proxy.requests().len();
+    let e = fails(
+        &strata_env(
+            &t,
+            "s3",
+            &["pull", &via],
+            &[
+                ("SSL_CERT_FILE", &ca),
+                ("HTTPS_PROXY", &proxy_url),
+                ("NO_PROXY", Path::new(harness::PROXIED_NAME)),
+            ],
+        ),
+        "pull with NO_PROXY",
+    );
+    assert!(e.contains(harness::PROXIED_NAME), "{e}");
+    assert_eq!(proxy.requests().len(), before, "{:?}", proxy.requests());
+    // A loopback registry never goes through the proxy (as Go's ProxyFromEnvironment).
+    ok(
+        &strata_env(
+            &t,
+            "s4",
+            &["pull", &direct],
+            &[("SSL_CERT_FILE", &ca), ("HTTPS_PROXY", &proxy_url)],
+        ),
+        "pull of a loopback registry with HTTPS_PROXY set",
+    );
+    assert_eq!(proxy.requests().len(), before, "{:?}", proxy.requests());
 }
