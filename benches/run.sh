@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The cost of a trivial RUN step: `strata run IMAGE true` on busybox, against running `true`
+# The cost of a trivial RUN step: `strata run IMAGE true` on busybox (with its own network through
+# slirp4netns, the default; an empty network namespace; the host's network), against running `true`
 # directly and against the hand-made floor of ../shared/lab/userns-run-floor.sh (unshare +
 # overlay + chroot), in the same hyperfine invocation, as root and as the unprivileged user
 # strata-test (scripts/test-deps.sh makes it).
@@ -22,7 +23,9 @@ bench() { # USER
   [ -f "$floor" ] && extra=(-n "floor: userns-run-floor.sh" "bash $floor $d/rootfs")
   echo "== as $who"
   runuser -u "$who" -- hyperfine -N --warmup 5 --runs 40 --export-json "$work/$who.json" \
-    -n "strata run bb:1 true" "$strata --root $d/store run bb:1 true" \
+    -n "strata run bb:1 true (its own network: slirp4netns)" "$strata --root $d/store run bb:1 true" \
+    -n "strata run --network none bb:1 true" "$strata --root $d/store run --network none bb:1 true" \
+    -n "strata run --network host bb:1 true" "$strata --root $d/store run --network host bb:1 true" \
     -n "true (the process alone)" "$d/rootfs/bin/true" "${extra[@]}"
   python3 - "$work/$who.json" <<'PY'
 import json, sys

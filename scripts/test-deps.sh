@@ -23,8 +23,8 @@ fi
 # maps subordinate ids for the rootless sandbox; procps (pkill) for the process-lifetime tests.
 # docker-registry (distribution) serves images to the registry tests, which start it themselves
 # on 127.0.0.1; openssl makes the token server's key; jq and debootstrap make the python base
-# image (../shared/lab/make-base-images.sh).
-packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps docker-registry openssl jq debootstrap)
+# image (../shared/lab/make-base-images.sh). slirp4netns is the user-mode network of RUN steps.
+packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps docker-registry openssl jq debootstrap slirp4netns)
 # A machine that already has a Docker engine (GitHub's runners ship Docker CE, whose containerd
 # conflicts with Debian's) keeps it.
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
@@ -51,6 +51,11 @@ fi
 # Should a registry service have started anyway (a machine with systemd), stop it.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true
+fi
+# slirp4netns opens /dev/net/tun as the user who builds. Debian's udev rules make it 0666; a machine
+# without udev (this kind of VM, many containers) leaves it 0600, so restore Debian's default.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  chmod 0666 /dev/net/tun
 fi
 # The unprivileged users the rootless tests run as (runuser -u …): strata-test with a range of
 # subordinate ids, strata-nosub with none (only root can be mapped in its user namespace).

@@ -281,6 +281,35 @@ fn run_network_none_has_only_loopback() {
 }
 
 #[test]
+fn run_network_host_needs_the_entitlement() {
+    let Some(b) = B::new("nethost") else { return };
+    // Each RUN has its own network by default: an interface besides lo, its own loopback.
+    let f = [df(
+        "FROM busybox\nRUN tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /own\n",
+    )];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "own"]);
+    let own = b.sh("own", "cat /own");
+    assert!(
+        own.lines().any(|l| l == "lo") && own.lines().count() >= 2,
+        "{own}"
+    );
+    // The host's network is an opt-in on the command line, as buildx's entitlement.
+    let f = [df("FROM busybox\nRUN --network=host true\n")];
+    let c = b.ctx("h", &files(&f));
+    let e = b.fails(&c, &["-t", "h"]);
+    assert!(
+        e.contains("--allow network.host") && e.contains("Dockerfile:2"),
+        "{e}"
+    );
+    b.ok(&c, &["-t", "h", "--allow", "network.host"]);
+    let e = b.fails(&c, &["-t", "h2", "--network", "host"]);
+    assert!(e.contains("--allow network.host"), "{e}");
+    let e = b.fails(&c, &["-t", "h3", "--allow", "security.insecure"]);
+    assert!(e.contains("not supported"), "{e}");
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

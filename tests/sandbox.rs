@@ -252,6 +252,156 @@ fn network_none_has_only_loopback() {
     }
 }
 
+/// A server on the host's 127.0.0.1 that answers every connection with a marker and counts
+/// them, until dropped.
+struct HostService {
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostService {
+    fn start() -> HostService {
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        use std::io::{BufRead, Write};
+                        // Read the request first: closing on unread bytes would reset.
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(3)));
+                        let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+                        let mut line = String::new();
+                        while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                            line.clear();
+                        }
+                        let _ = c
+                            .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\nhost-secret");
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        HostService {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for HostService {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn slirps_of(who: Who) -> usize {
+    let o = Command::new("pgrep")
+        .args(["-x", "slirp4netns", "-u"])
+        .arg(who.user().unwrap_or("root"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+#[test]
+fn default_network_reaches_out_but_never_the_hosts_loopback() {
+    if !Path::new("/usr/bin/slirp4netns").exists() {
+        require("slirp4netns is not installed: the default network cannot be tested");
+        return;
+    }
+    let svc = HostService::start();
+    for who in runners() {
+        let Some(e) = Env::new("privnet", who) else {
+            return;
+        };
+        let before = slirps_of(who);
+        let hits = svc.hits();
+        // Its own namespace: loopback and a copy of the host's outbound interface, with the
+        // host's default route.
+        let (code, out, err) = e.sh(
+            &[],
+            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; ip route | grep default | cut -d' ' -f3",
+        );
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let mut lines = out.lines();
+        let ifs = lines.next().unwrap_or("");
+        assert!(
+            ifs.contains("lo ") && ifs.split(' ').filter(|x| !x.is_empty()).count() >= 2,
+            "{who:?}: {out}"
+        );
+        let gw = lines.next().unwrap_or("").trim().to_string();
+        assert!(!gw.is_empty(), "{who:?}: no default route: {out}");
+        // The host's 127.0.0.1 is not the step's, and the gateway does not lead to it either.
+        for addr in ["127.0.0.1".to_string(), gw.clone()] {
+            // (busybox's nc: its static wget crashes in getaddrinfo without NSS files.)
+            let (code, out, err) = e.sh(
+                &[],
+                &format!(
+                    "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {addr} {}; echo rc=$?",
+                    svc.port
+                ),
+            );
+            assert_eq!(code, 0, "{who:?}: {err}");
+            assert!(!out.contains("host-secret"), "{who:?} {addr}: {out}");
+            // nc ran and could not connect (refused on the step's own loopback, no answer
+            // through the gateway).
+            assert!(out.contains("rc=1"), "{who:?} {addr}: {out} {err}");
+            assert!(
+                err.contains("can't connect") || err.contains("timed out"),
+                "{who:?} {addr}: {err}"
+            );
+        }
+        assert_eq!(
+            svc.hits(),
+            hits,
+            "{who:?}: a step reached the host's loopback"
+        );
+        // --network host is the explicit way to share it.
+        let (_, out, err) = e.sh(
+            &["--network", "host"],
+            &format!(
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 127.0.0.1 {}",
+                svc.port
+            ),
+        );
+        assert!(out.ends_with("host-secret"), "{who:?}: {out} {err}");
+        // slirp4netns goes away with the step.
+        let mut left = slirps_of(who);
+        for _ in 0..50 {
+            if left <= before {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = slirps_of(who);
+        }
+        assert!(
+            left <= before,
+            "{who:?}: {left} slirp4netns processes left (before: {before})"
+        );
+    }
+    // Each runner's --network host step reached it, and nothing else did.
+    assert_eq!(svc.hits(), runners().len());
+}
+
 #[test]
 fn chown_setuid_whiteouts_and_hardlinks_in_the_layer() {
     for who in runners() {

@@ -35,9 +35,13 @@ pub struct BuildArgs {
     /// Set a label on the image: K=V; repeatable.
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
-    /// Network for RUN steps: host (default) or none.
-    #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
+    /// Network of RUN steps: default (a network namespace of their own with outbound access,
+    /// no route to the host's loopback), none, or host (needs --allow network.host).
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
     network: String,
+    /// Entitlements: network.host lets RUN steps use the host's network.
+    #[arg(long = "allow", value_name = "network.host", value_delimiter = ',')]
+    allow: Vec<String>,
     /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR.
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
     secrets: Vec<String>,
@@ -257,6 +261,19 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mode = progress::Mode::parse(&a.progress, a.quiet)
         .ok_or_else(|| anyhow!("invalid --progress {}", a.progress))?;
+    let mut allow_host_network = false;
+    for e in &a.allow {
+        match e.as_str() {
+            "network.host" => allow_host_network = true,
+            "security.insecure" => bail!(
+                "--allow security.insecure: strata runs every step unprivileged (RUN --security=insecure is not supported)"
+            ),
+            other => bail!("--allow {other}: unknown entitlement (strata knows network.host)"),
+        }
+    }
+    if a.network == "host" && !allow_host_network {
+        bail!("--network host gives RUN steps the host's network, loopback included: add `--allow network.host` to say so (as buildx's entitlement)");
+    }
     let opts = BuildOptions {
         context: context.to_path_buf(),
         dockerfile_name: src.name().to_string(),
@@ -265,11 +282,12 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         no_cache: a.no_cache,
         no_cache_filter: a.no_cache_filter.clone(),
         labels,
-        network: if a.network == "none" {
-            Network::None
-        } else {
-            Network::Host
+        network: match a.network.as_str() {
+            "none" => Network::None,
+            "host" => Network::Host,
+            _ => Network::Private,
         },
+        allow_host_network,
         secrets,
         ssh,
         iidfile: a.iidfile.clone(),

@@ -19,8 +19,9 @@ pub struct RunArgs {
     /// Set an environment variable (K=V, or K to take the value from this environment).
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     env: Vec<String>,
-    /// Network: the host's, or none (an empty network namespace).
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    /// Network: default (a network namespace of its own with outbound access, no route to the
+    /// host's loopback), none (an empty network namespace) or host (the host's network).
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
     network: String,
     /// Bind-mount a host path: HOST:CONTAINER[:ro].
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
@@ -121,7 +122,17 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     let step = store
         .tmp_dir()
         .join(format!("run-{}-{}", std::process::id(), hostname));
-    let root = exec::step_root(&step, lowers.into_iter().rev().collect(), &hostname)?;
+    let network = match a.network.as_str() {
+        "none" => Network::None,
+        "host" => Network::Host,
+        _ => Network::Private,
+    };
+    let root = exec::step_root(
+        &step,
+        lowers.into_iter().rev().collect(),
+        &hostname,
+        network,
+    )?;
     let copy_forced = std::env::var("STRATA_SNAPSHOTTER").as_deref() == Ok("copy");
     let copy = Rootfs::Copy {
         lower: root.lower.clone(),
@@ -148,11 +159,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
             .clone()
             .or(cfg.working_dir.clone())
             .unwrap_or_else(|| "/".into()),
-        network: if a.network == "none" {
-            Network::None
-        } else {
-            Network::Host
-        },
+        network,
         hostname,
         etc_files: root.etc_files,
         binds,

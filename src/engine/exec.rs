@@ -271,8 +271,13 @@ pub struct StepRoot {
 }
 
 /// Make the directories of a step's overlay root below `step`, over `lower` (top first), and
-/// write its /etc files for `hostname`.
-pub fn step_root(step: &Path, mut lower: Vec<PathBuf>, hostname: &str) -> anyhow::Result<StepRoot> {
+/// write its /etc files for `hostname` (resolv.conf as `network` can use it).
+pub fn step_root(
+    step: &Path,
+    mut lower: Vec<PathBuf>,
+    hostname: &str,
+    network: sandbox::Network,
+) -> anyhow::Result<StepRoot> {
     let (upper, work, merged, etc) = (
         step.join("upper"),
         step.join("work"),
@@ -287,9 +292,13 @@ pub fn step_root(step: &Path, mut lower: Vec<PathBuf>, hostname: &str) -> anyhow
         fs_err::create_dir_all(&empty)?;
         lower.push(empty);
     }
+    let host_resolv = fs_err::read_to_string("/etc/resolv.conf").unwrap_or_default();
     fs_err::write(
         etc.join("resolv.conf"),
-        fs_err::read("/etc/resolv.conf").unwrap_or_default(),
+        match network {
+            sandbox::Network::Private => sandbox::net::resolv_conf(&host_resolv),
+            _ => host_resolv,
+        },
     )?;
     fs_err::write(
         etc.join("hosts"),

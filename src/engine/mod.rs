@@ -150,7 +150,10 @@ pub struct BuildOptions {
     pub no_cache: bool,
     pub no_cache_filter: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// The network of RUN steps without `--network`: their own (the default), none or host.
     pub network: Network,
+    /// `--allow network.host`: RUN --network=host (and `--network host`) may be used.
+    pub allow_host_network: bool,
     pub secrets: HashMap<String, SecretSource>,
     /// `--ssh ID=SOCKET` (`default` → $SSH_AUTH_SOCK).
     pub ssh: HashMap<String, PathBuf>,

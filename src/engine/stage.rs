@@ -974,7 +974,10 @@ impl St<'_, '_> {
         Ok(match r.network.as_deref() {
             None | Some("default") => self.b.opts.network,
             Some("none") => Network::None,
-            Some("host") => Network::Host,
+            Some("host") if self.b.opts.allow_host_network => Network::Host,
+            Some("host") => bail!(
+                "RUN --network=host gives the step the host's network, loopback included: allow it on the command line with `--allow network.host` (as buildx's entitlement)"
+            ),
             Some(other) => bail!("unsupported network mode \"{other}\": use default, none or host"),
         })
     }
@@ -1087,7 +1090,7 @@ impl St<'_, '_> {
         step: &Path,
     ) -> anyhow::Result<Option<LayerRec>> {
         let b = self.b;
-        let root = exec::step_root(step, lower, "strata")?;
+        let root = exec::step_root(step, lower, "strata", self.network(r)?)?;
         let mut env = self.env_list();
         for (k, v) in self.visible_args() {
             env.push(format!("{k}={v}"));

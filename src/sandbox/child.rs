@@ -80,9 +80,17 @@ fn run_child(hook: &super::Hook) -> R<i32> {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
 
-    // 1. User namespace; the parent writes our maps.
+    // 1. User namespace; the parent writes our maps. A private network's namespace is made
+    // now too, owned by the new user namespace, so that slirp4netns can configure it while we build
+    // the root.
+    let private_net = matches!(&task, Task::Run(s) if s.network == Network::Private);
+    let flags = if private_net {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+    } else {
+        libc::CLONE_NEWUSER
+    };
     // SAFETY: unshare has no memory-safety preconditions.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+    if unsafe { libc::unshare(flags) } != 0 {
         return Err(errno("unshare(CLONE_NEWUSER)"));
     }
     // SAFETY: fds 3 and 4 are the pipes the parent dup'ed for us.
@@ -103,7 +111,13 @@ fn run_child(hook: &super::Hook) -> R<i32> {
     {
         return Err("the parent did not write the uid/gid maps".into());
     }
-    drop(from_parent);
+    // With a private network the parent says 'N' on this pipe once slirp4netns is ready.
+    let net_ready = if private_net {
+        Some(from_parent)
+    } else {
+        drop(from_parent);
+        None
+    };
     // SAFETY: plain credential syscalls.
     unsafe {
         if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
@@ -121,11 +135,11 @@ fn run_child(hook: &super::Hook) -> R<i32> {
             report(&Report::Outcome(Outcome::Exited(0)));
             Ok(0)
         }
-        Task::Run(spec) => run_spec(&spec),
+        Task::Run(spec) => run_spec(&spec, net_ready),
     }
 }
 
-fn run_spec(spec: &Spec) -> R<i32> {
+fn run_spec(spec: &Spec, net_ready: Option<std::fs::File>) -> R<i32> {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if spec.network == Network::None {
@@ -154,7 +168,7 @@ fn run_spec(spec: &Spec) -> R<i32> {
     }
     // SAFETY: see above.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    let code = match init(spec) {
+    let code = match init(spec, net_ready) {
         Ok(o) => {
             report(&Report::Outcome(o));
             o.code()
@@ -203,7 +217,7 @@ fn ensure_dir(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
 }
 
 /// pid 1: build the root, start the process, reap until it ends.
-fn init(spec: &Spec) -> R<Outcome> {
+fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
     mount("", "/", "", rec_private, "")?;
     let root = match &spec.rootfs {
@@ -428,6 +442,12 @@ fn init(spec: &Spec) -> R<Outcome> {
             })?
     };
     let prog_c = cstr(&prog);
+    if let Some(mut f) = net_ready {
+        let mut b = [0u8; 1];
+        if !matches!(f.read(&mut b), Ok(1)) || b[0] != b'N' {
+            return Err("the step's network was not set up".into());
+        }
+    }
 
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
     let pid = unsafe { libc::fork() };
@@ -450,6 +470,7 @@ fn init(spec: &Spec) -> R<Outcome> {
                 libc::close(fd);
             }
             libc::close(3);
+            libc::close(4);
             libc::setsid();
             if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                 libc::_exit(126);

@@ -13,6 +13,7 @@
 mod child;
 pub mod copyfs;
 pub mod idmap;
+pub mod net;
 pub mod probe;
 pub mod user;
 
@@ -35,8 +36,11 @@ const SPEC_ENV: &str = "STRATA_SANDBOX_SPEC";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Network {
-    /// The host's network (pip and apt reach their mirrors).
+    /// A network namespace of its own with outbound access through slirp4netns ([`net`]): pip and
+    /// apt reach their mirrors, nothing reaches the host's loopback. The default, as BuildKit.
     #[default]
+    Private,
+    /// The host's network, loopback included: an explicit opt-in.
     Host,
     /// An empty network namespace: only a loopback that is down.
     None,
@@ -171,7 +175,7 @@ pub struct Finished {
     pub created: Vec<String>,
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -233,6 +237,15 @@ fn launch(
     stderr: Stdio,
     started: &dyn Fn(u32),
 ) -> Result<(Outcome, Vec<String>), Error> {
+    let private_net = matches!(task, Task::Run(s) if s.network == Network::Private);
+    if private_net {
+        if let Some((message, fix)) = net::unavailable() {
+            return Err(Error::Setup {
+                message,
+                advice: vec![fix],
+            });
+        }
+    }
     let (report_r, report_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let spec_json = serde_json::to_string(task).map_err(io::Error::other)?;
@@ -260,6 +273,8 @@ fn launch(
     let mut report = std::fs::File::from(report_r);
     let mut go = std::fs::File::from(go_w);
 
+    // The step's network helper, stopped when this function returns.
+    let mut slirp = None;
     // Wait for the child to unshare its user namespace, then map it.
     let mut b = [0u8; 1];
     let n = report.read(&mut b)?;
@@ -273,6 +288,22 @@ fn launch(
             });
         }
         go.write_all(b"G")?;
+        // The child sets up its root while slirp4netns configures its network namespace (created
+        // with the user namespace); it waits for 'N' before it starts the process.
+        if private_net {
+            match net::start(child.id()) {
+                Ok(s) => slirp = Some(s),
+                Err((message, fix)) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Setup {
+                        message,
+                        advice: vec![fix],
+                    });
+                }
+            }
+            go.write_all(b"N")?;
+        }
     }
     drop(go);
     // Without the 'R' marker (the child failed before or while unsharing its user namespace),
@@ -284,6 +315,7 @@ fn launch(
     };
     report.read_to_string(&mut rest)?;
     let status = child.wait()?;
+    drop(slirp);
     let mut created = Vec::new();
     let mut outcome = None;
     for line in rest.lines().filter(|l| !l.is_empty()) {

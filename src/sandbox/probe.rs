@@ -109,6 +109,19 @@ pub fn all_checks() -> Vec<Check> {
             fix: Some("sudo apt-get install uidmap".into()),
         });
     }
+    let net = super::net::unavailable();
+    v.push(Check {
+        name: "slirp4netns and /dev/net/tun (the network of RUN steps)",
+        ok: net.is_none(),
+        optional: true,
+        detail: match &net {
+            None => "RUN steps get a network of their own with outbound access".into(),
+            Some((why, _)) => {
+                format!("{why}: only --network none (or --network host --allow network.host) works")
+            }
+        },
+        fix: net.map(|(_, fix)| fix),
+    });
     v.push(Check {
         name: "overlay filesystem",
         optional: false,
