@@ -231,8 +231,23 @@ fn users_workdir_and_etc_files() {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], lines[1], "{who:?}");
         assert_eq!(lines[2], "2");
+        // The host's resolv.conf with the host's network; slirp4netns's forwarder with the
+        // step's own.
         let host_resolv = fs_err::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        assert_eq!(e.sh(&[], "cat /etc/resolv.conf").1, host_resolv, "{who:?}");
+        assert_eq!(
+            e.sh(&["--network", "host"], "cat /etc/resolv.conf").1,
+            host_resolv,
+            "{who:?}"
+        );
+        assert_eq!(
+            e.sh(&[], "cat /etc/resolv.conf").1,
+            strata::sandbox::net::resolv_conf(&host_resolv),
+            "{who:?}"
+        );
+        assert!(e
+            .sh(&[], "cat /etc/resolv.conf")
+            .1
+            .starts_with("nameserver 10.0.2.3\n"));
     }
 }
 
@@ -249,6 +264,63 @@ fn network_none_has_only_loopback() {
         assert_eq!(out, "lo\n", "{who:?}");
         let (_, host, _) = e.sh(&[], "tail -n +3 /proc/net/dev | wc -l");
         assert!(host.trim().parse::<u32>().unwrap() >= 1, "{who:?}");
+    }
+}
+
+#[test]
+fn dockers_capabilities_masked_proc_and_read_only_proc_sys() {
+    for who in runners() {
+        let Some(e) = Env::new("caps", who) else {
+            return;
+        };
+        // Root in the step: Docker's default set (CapBnd 00000000a80425fb), nothing inheritable
+        // or ambient.
+        let (code, out, err) = e.sh(&[], "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status");
+        assert_eq!(code, 0, "{who:?}: {err}");
+        for (k, v) in [
+            ("CapInh", "0000000000000000"),
+            ("CapPrm", "00000000a80425fb"),
+            ("CapEff", "00000000a80425fb"),
+            ("CapBnd", "00000000a80425fb"),
+            ("CapAmb", "0000000000000000"),
+        ] {
+            assert!(out.contains(&format!("{k}:\t{v}")), "{who:?}: {out}");
+        }
+        // Another user has none left.
+        if who.many_ids() {
+            let (_, out, err) = e.sh(&["--user", "nobody"], "grep CapEff /proc/self/status");
+            assert_eq!(out.trim(), "CapEff:\t0000000000000000", "{who:?}: {err}");
+            // Root can still become another user (su, as apt-get does to drop to _apt).
+            let (_, out, err) = e.sh(
+                &[],
+                "su -s /bin/sh nobody -c 'id -u; grep CapEff /proc/self/status'",
+            );
+            assert_eq!(out, "65534\nCapEff:\t0000000000000000\n", "{who:?}: {err}");
+        }
+        // What the capabilities still allow keeps working: chown to other ids, mknod refused
+        // as under Docker in a user namespace, sysctl writes refused.
+        let (code, out, err) = e.sh(
+            &[],
+            "(touch /tmp/f && chown 65534:65534 /tmp/f && stat -c %u:%g /tmp/f) 2>/dev/null || echo no-ids; \
+             echo x > /proc/sys/kernel/domainname 2>/dev/null && echo wrote || echo refused; \
+             for p in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug; do \
+               [ -e $p ] && echo \"$p $(wc -c < $p)\"; done; \
+             for d in /proc/acpi /proc/scsi /sys/firmware; do \
+               [ -d $d ] && echo \"$d $(ls -A $d | wc -l)\"; done; true",
+        );
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let mut lines = out.lines();
+        let chowned = if who.many_ids() {
+            "65534:65534"
+        } else {
+            "no-ids"
+        };
+        assert_eq!(lines.next(), Some(chowned), "{who:?}: {out} {err}");
+        assert_eq!(lines.next(), Some("refused"), "{who:?}: {out}");
+        for l in lines {
+            // Every masked file reads empty, every masked directory lists nothing.
+            assert!(l.ends_with(" 0"), "{who:?}: {l} in {out}");
+        }
     }
 }
 

@@ -216,6 +216,134 @@ fn ensure_dir(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
     Ok(())
 }
 
+/// Paths Docker hides from a container: files get /dev/null, directories an empty read-only
+/// tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths Docker makes read-only in a container.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn mask_paths(root: &str) -> R<()> {
+    let hidden = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    for p in MASKED_PATHS {
+        let t = format!("{root}{p}");
+        match std::fs::symlink_metadata(&t) {
+            Err(_) => continue,
+            Ok(m) if m.is_dir() => mount("tmpfs", &t, "tmpfs", hidden, "size=0,mode=0555")?,
+            Ok(_) => bind("/dev/null", &t, 0, false)?,
+        }
+    }
+    for p in READONLY_PATHS {
+        let t = format!("{root}{p}");
+        if std::fs::symlink_metadata(&t).is_ok() {
+            bind(&t, &t, libc::MS_REC, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Docker's default capability set: what a RUN step's root keeps. Every other capability leaves
+/// the bounding set, so no setuid binary or file capability can bring it back.
+pub const DEFAULT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// The capabilities to drop from the bounding set: all the kernel knows but Docker's set.
+fn caps_to_drop() -> Vec<u32> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    (0..=last).filter(|c| !DEFAULT_CAPS.contains(c)).collect()
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Drop every capability outside Docker's set from the bounding set, and keep only Docker's
+/// set as effective and permitted (none inheritable, none ambient). Async-signal-safe: only
+/// syscalls, for the forked child before exec.
+///
+/// # Safety
+/// Must run in the process about to exec, before it changes to the step's user.
+unsafe fn limit_capabilities(drop_list: &[u32]) -> bool {
+    for c in drop_list {
+        if libc::prctl(libc::PR_CAPBSET_DROP, *c as libc::c_ulong, 0, 0, 0) != 0 {
+            return false;
+        }
+    }
+    libc::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
+    let mut mask = [0u32; 2];
+    for c in DEFAULT_CAPS {
+        mask[(*c / 32) as usize] |= 1 << (c % 32);
+    }
+    let mut hdr = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: mask[0],
+            permitted: mask[0],
+            inheritable: 0,
+        },
+        CapData {
+            effective: mask[1],
+            permitted: mask[1],
+            inheritable: 0,
+        },
+    ];
+    libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) == 0
+}
+
 /// pid 1: build the root, start the process, reap until it ends.
 fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
@@ -319,6 +447,10 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | nosuid_nodev_noexec,
         "",
     )?;
+
+    // Docker's masked and read-only paths (moby's default spec): kernel memory, keys, timers
+    // and firmware hidden; /proc/sys and friends read-only.
+    mask_paths(&root)?;
 
     // resolv.conf, hosts, hostname: provided, not part of the layer.
     for (name, host) in &spec.etc_files {
@@ -449,6 +581,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         }
     }
 
+    let drop_caps = caps_to_drop();
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -473,6 +606,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             libc::close(4);
             libc::setsid();
             if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                libc::_exit(126);
+            }
+            // Docker's capability set, while we still hold CAP_SETPCAP; a non-root USER then
+            // loses the rest when it changes ids, as under Docker.
+            if !limit_capabilities(&drop_caps) {
                 libc::_exit(126);
             }
             if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0

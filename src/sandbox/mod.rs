@@ -287,13 +287,19 @@ fn launch(
                 advice: probe::advice(),
             });
         }
-        go.write_all(b"G")?;
+        // A failed write means the child already ended: its report says why.
+        let alive = go.write_all(b"G").is_ok();
         // The child sets up its root while slirp4netns configures its network namespace (created
         // with the user namespace); it waits for 'N' before it starts the process.
-        if private_net {
+        if alive && private_net {
             match net::start(child.id()) {
-                Ok(s) => slirp = Some(s),
-                Err((message, fix)) => {
+                Ok(s) => {
+                    slirp = Some(s);
+                    let _ = go.write_all(b"N");
+                }
+                // The network failed while the child waits for it: that is the error. (A child
+                // that ended first took its namespace with it; its report says why.)
+                Err((message, fix)) if matches!(child.try_wait(), Ok(None)) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(Error::Setup {
@@ -301,8 +307,8 @@ fn launch(
                         advice: vec![fix],
                     });
                 }
+                Err(_) => {}
             }
-            go.write_all(b"N")?;
         }
     }
     drop(go);

@@ -1345,6 +1345,27 @@ fn python_example_builds_from_a_docker_hub_mirror() {
     assert!(out.contains("hello from strata"), "{out}");
     let who = ok(&t.strata("s", &["run", "app", "id", "-u"]), "id");
     assert_eq!(who.trim(), "10001");
+    // apt-get in a step with Docker's capabilities and its own network: it reaches the Debian
+    // mirror through slirp4netns and drops to _apt for the downloads (it would warn
+    // "unsandboxed" had that failed).
+    let apt = ok(
+        &t.strata(
+            "s",
+            &[
+                "run",
+                "python:3.11-slim",
+                "sh",
+                "-c",
+                "apt-get update 2>&1; echo apt-rc=$?",
+            ],
+        ),
+        "apt-get update",
+    );
+    assert!(
+        apt.contains("apt-rc=0") && apt.contains("Reading package lists"),
+        "{apt}"
+    );
+    assert!(!apt.contains("unsandboxed"), "{apt}");
 }
 
 #[test]
