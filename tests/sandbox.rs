@@ -268,7 +268,7 @@ fn network_none_has_only_loopback() {
 }
 
 #[test]
-fn dockers_capabilities_masked_proc_and_read_only_proc_sys() {
+fn dockers_capabilities_seccomp_masked_proc_and_read_only_proc_sys() {
     for who in runners() {
         let Some(e) = Env::new("caps", who) else {
             return;
@@ -286,6 +286,19 @@ fn dockers_capabilities_masked_proc_and_read_only_proc_sys() {
         ] {
             assert!(out.contains(&format!("{k}:\t{v}")), "{who:?}: {out}");
         }
+        // Docker's seccomp profile: two filters (the allow list, clone3's ENOSYS); namespaces
+        // and mounts refused even to root in the step.
+        let (code, out, err) = e.sh(
+            &[],
+            "grep -E '^Seccomp(_filters)?:' /proc/self/status | tr -d '\t'; \
+             unshare -U true 2>/dev/null && echo unshared || echo no-unshare; \
+             mount -t tmpfs none /tmp 2>/dev/null && echo mounted || echo no-mount",
+        );
+        assert_eq!(code, 0, "{who:?}: {err}");
+        assert_eq!(
+            out, "Seccomp:2\nSeccomp_filters:2\nno-unshare\nno-mount\n",
+            "{who:?}: {err}"
+        );
         // Another user has none left.
         if who.many_ids() {
             let (_, out, err) = e.sh(&["--user", "nobody"], "grep CapEff /proc/self/status");

@@ -344,6 +344,15 @@ unsafe fn limit_capabilities(drop_list: &[u32]) -> bool {
     libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) == 0
 }
 
+/// Say why on stderr and exit 126, in the forked child before exec (async-signal-safe).
+fn fail(msg: &[u8]) -> ! {
+    // SAFETY: write and _exit are async-signal-safe; msg is valid for its length.
+    unsafe {
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        libc::_exit(126)
+    }
+}
+
 /// pid 1: build the root, start the process, reap until it ends.
 fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
@@ -582,6 +591,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     let drop_caps = caps_to_drop();
+    let filters = super::seccomp::docker_default()?;
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -608,10 +618,15 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                 libc::_exit(126);
             }
-            // Docker's capability set, while we still hold CAP_SETPCAP; a non-root USER then
-            // loses the rest when it changes ids, as under Docker.
+            // Docker's seccomp profile, while we still hold CAP_SYS_ADMIN (so without
+            // no_new_privs: setuid binaries keep working), then Docker's capability set while
+            // we still hold CAP_SETPCAP; a non-root USER then loses the rest when it changes
+            // ids, as under Docker.
+            if !filters.install() {
+                fail(b"strata: installing the seccomp filter failed\n");
+            }
             if !limit_capabilities(&drop_caps) {
-                libc::_exit(126);
+                fail(b"strata: dropping capabilities failed\n");
             }
             if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
                 || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0

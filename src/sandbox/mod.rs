@@ -15,6 +15,7 @@ pub mod copyfs;
 pub mod idmap;
 pub mod net;
 pub mod probe;
+pub mod seccomp;
 pub mod user;
 
 pub use child::child_main;
