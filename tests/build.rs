@@ -310,6 +310,51 @@ fn run_network_host_needs_the_entitlement() {
 }
 
 #[test]
+fn expansion_is_bounded_and_long_dockerfiles_build() {
+    let Some(b) = B::new("expansion") else { return };
+    // A chain of self-doubling ARGs (858 bytes once allocated 6.7 GB): an error at the line
+    // that crosses the limit, naming the variable.
+    let mut text = String::from("FROM busybox\nARG A=0123456789abcdef\n");
+    for _ in 0..40 {
+        text.push_str("ARG A=$A$A\n");
+    }
+    text.push_str("RUN echo ${#A}\n");
+    let c = b.ctx("dbl", &files(&[df(&text)]));
+    let e = b.fails(&c, &["-t", "dbl"]);
+    assert!(
+        e.contains("Dockerfile:19") && e.contains("$A") && e.contains("1 MiB"),
+        "{e}"
+    );
+    // 5,000 ENV lines (20,000 took 51 s when every step hashed the whole environment; see
+    // benches/expansion.sh): the image has them all, in order, and a rebuild is the same image.
+    let mut text = String::from("FROM busybox\n");
+    for i in 0..5000 {
+        text.push_str(&format!("ENV V{i}=value{i}\n"));
+    }
+    text.push_str("ENV V17=changed V4999=${V4998}-last\nRUN echo $V17 $V4999 > /out\n");
+    let c = b.ctx("long", &files(&[df(&text)]));
+    b.ok(&c, &["-t", "long"]);
+    assert_eq!(b.sh("long", "cat /out"), "changed value4998-last\n");
+    let env = b.config("long")["config"]["Env"].clone();
+    let env: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let pos = |k: &str| {
+        env.iter()
+            .position(|e| e.starts_with(&format!("{k}=")))
+            .unwrap()
+    };
+    assert!(pos("V0") < pos("V17") && pos("V17") < pos("V4999"));
+    assert_eq!(env[pos("V17")], "V17=changed");
+    let id = b.id("long");
+    b.ok(&c, &["-t", "long"]);
+    assert_eq!(b.id("long"), id);
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

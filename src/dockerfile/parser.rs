@@ -263,6 +263,17 @@ pub fn scan_directives(text: &str) -> Result<Vec<(String, String)>, Diagnostic> 
 
 /// Parse a Dockerfile. Errors carry the source.
 pub fn parse(source: &Source) -> Result<Dockerfile, Diagnostic> {
+    // A NUL byte is never text: refuse it at its line rather than let it reach a word, a
+    // path or a process argument (where it would be cut or rejected far from its cause).
+    if let Some(at) = source.text().find('\0') {
+        return Err(
+            Diagnostic::new("NUL byte in the Dockerfile", Span::new(at, at + 1))
+                .with_hint(
+                    "a Dockerfile is text; is this a binary file, or UTF-16 (save it as UTF-8)?",
+                )
+                .with_source(source),
+        );
+    }
     Parser::new(source).run().map_err(|e| e.with_source(source))
 }
 
@@ -1249,6 +1260,18 @@ mod tests {
         assert_eq!(go_quote("a\"b\\c\n\u{0}\u{7f}"), r#""a\"b\\c\n\x00\x7f""#);
         assert_eq!(go_quote("♥한"), "\"♥한\"");
         assert_eq!(go_quote("\u{a0}"), "\"\\u00a0\"");
+    }
+
+    #[test]
+    fn nul_bytes_are_an_error_at_their_line_and_a_final_backslash_is_dropped() {
+        let e = parse(&Source::new("Dockerfile", "FROM scratch\nENV A=1\0x\n")).unwrap_err();
+        assert!(e.message.contains("NUL byte"), "{}", e.message);
+        assert_eq!(e.position().map(|p| (p.line, p.column)), Some((2, 8)));
+        // As BuildKit: a continuation at the end of the file ends the instruction.
+        let df = p("FROM scratch\nRUN echo a \\");
+        assert_eq!(df.nodes[1].args, vec!["echo a"]);
+        let df = p("FROM scratch\nRUN echo a \\\n");
+        assert_eq!(df.nodes[1].args, vec!["echo a"]);
     }
 
     #[test]

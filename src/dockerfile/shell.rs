@@ -6,6 +6,13 @@
 
 use std::collections::BTreeSet;
 
+/// The most one word may expand to (a variable's value included): a Dockerfile cannot make a
+/// build allocate without bound (a chain of self-doubling ARGs is stopped at its 21st line).
+pub const MAX_EXPANSION: usize = 1 << 20;
+/// The longest value the pattern modifiers (`#`, `%`, `/`) work on: shell patterns with `*`
+/// take time quadratic in the value's length.
+pub const MAX_PATTERN_SUBJECT: usize = 16 << 10;
+
 /// Variables visible to an expansion.
 pub trait Lookup {
     fn lookup(&self, name: &str) -> Option<&str>;
@@ -163,6 +170,8 @@ struct ShellWord<'a> {
     pos: usize,
     env: &'a dyn Lookup,
     matches: Matches,
+    /// Bytes of variable values substituted so far.
+    produced: usize,
 }
 
 /// Names that are never set in a build: positional and special parameters.
@@ -178,6 +187,7 @@ impl<'a> ShellWord<'a> {
             pos: 0,
             env,
             matches: Matches::default(),
+            produced: 0,
         }
     }
 
@@ -193,15 +203,19 @@ impl<'a> ShellWord<'a> {
         c
     }
 
-    fn get_env(&mut self, name: &str) -> Option<String> {
+    fn get_env(&mut self, name: &str) -> Result<Option<String>, ShellError> {
         match self.env.lookup(name) {
             Some(v) => {
                 self.matches.matched.insert(name.to_string());
-                Some(v.to_string())
+                self.produced += v.len();
+                if self.produced > MAX_EXPANSION {
+                    return Err(too_long(name));
+                }
+                Ok(Some(v.to_string()))
             }
             None => {
                 self.matches.unmatched.insert(name.to_string());
-                None
+                Ok(None)
             }
         }
     }
@@ -234,6 +248,9 @@ impl<'a> ShellWord<'a> {
                     _ => self.process_dollar()?,
                 };
                 result.push_str(&tmp);
+                if result.len() > MAX_EXPANSION {
+                    return Err(too_long_word());
+                }
                 if ch == '$' {
                     words.add_string(&tmp);
                 } else {
@@ -300,6 +317,9 @@ impl<'a> ShellWord<'a> {
                 Some('$') => {
                     let v = self.process_dollar()?;
                     out.push_str(&v);
+                    if out.len() > MAX_EXPANSION {
+                        return Err(too_long_word());
+                    }
                 }
                 Some(_) => {
                     let mut ch = self.next().unwrap_or_default();
@@ -349,7 +369,7 @@ impl<'a> ShellWord<'a> {
             if name.is_empty() {
                 return Ok("$".into());
             }
-            return Ok(match self.get_env(&name) {
+            return Ok(match self.get_env(&name)? {
                 Some(v) => v,
                 None if self.lx.skip_unset => format!("${name}"),
                 None => String::new(),
@@ -369,7 +389,7 @@ impl<'a> ShellWord<'a> {
         };
         let mut chs = ch.to_string();
         match ch {
-            '}' => Ok(match self.get_env(&name) {
+            '}' => Ok(match self.get_env(&name)? {
                 Some(v) => v,
                 None if self.lx.skip_unset => format!("${{{name}}}"),
                 None => String::new(),
@@ -395,7 +415,7 @@ impl<'a> ShellWord<'a> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name);
+                let value = self.get_env(&name)?;
                 if self.lx.skip_unset && value.is_none() {
                     return Ok(format!("${{{name}{chs}{word}}}"));
                 }
@@ -432,6 +452,7 @@ impl<'a> ShellWord<'a> {
                         let pattern = Pattern::compile(&pat).map_err(|e| {
                             ShellError(format!("invalid pattern ({pat}) in substitution: {e}"))
                         })?;
+                        pattern_subject(&name, &value)?;
                         Ok(if ch == '#' {
                             pattern.trim_prefix(&value, greedy)
                         } else {
@@ -466,7 +487,7 @@ impl<'a> ShellWord<'a> {
                         return Err(e);
                     }
                 };
-                let value = self.get_env(&name);
+                let value = self.get_env(&name)?;
                 let Some(value) = value else {
                     if self.lx.skip_unset {
                         return Ok(format!("${{{name}/{pat}/{repl}}}"));
@@ -476,13 +497,43 @@ impl<'a> ShellWord<'a> {
                 let pattern = Pattern::compile(&pat).map_err(|e| {
                     ShellError(format!("invalid pattern ({pat}) in substitution: {e}"))
                 })?;
-                Ok(pattern.replace(&value, &repl, all))
+                pattern_subject(&name, &value)?;
+                let out = pattern.replace(&value, &repl, all);
+                if out.len() > MAX_EXPANSION {
+                    return Err(too_long(&name));
+                }
+                Ok(out)
             }
             _ => Err(ShellError(format!(
                 "unsupported modifier ({chs}) in substitution"
             ))),
         }
     }
+}
+
+fn too_long(name: &str) -> ShellError {
+    ShellError(format!(
+        "expanding ${name} makes this word longer than {} MiB, the limit (a variable that doubles itself on every line?)",
+        MAX_EXPANSION >> 20
+    ))
+}
+
+fn too_long_word() -> ShellError {
+    ShellError(format!(
+        "this word expands to more than {} MiB, the limit",
+        MAX_EXPANSION >> 20
+    ))
+}
+
+fn pattern_subject(name: &str, value: &str) -> Result<(), ShellError> {
+    if value.len() > MAX_PATTERN_SUBJECT {
+        return Err(ShellError(format!(
+            "${name} is {} bytes: pattern substitutions work on values up to {} KiB",
+            value.len(),
+            MAX_PATTERN_SUBJECT >> 10
+        )));
+    }
+    Ok(())
 }
 
 /// Check a shell pattern (`*`, `?`, and `\\` escaping a punctuation character) as used by the
@@ -611,6 +662,10 @@ impl Pattern {
             }
             out.extend(&chars[pos..s]);
             out.push_str(repl);
+            if out.len() > MAX_EXPANSION {
+                // The caller refuses it; stop before a long replacement multiplies further.
+                return out;
+            }
             last_match_end = Some(e);
             if e == s {
                 if s < chars.len() {
@@ -640,6 +695,35 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn expansion_is_bounded() {
+        let lx = Lexer::new('\\');
+        let half = "x".repeat(MAX_EXPANSION / 2 + 1);
+        let e = env(&[("A", half.as_str())]);
+        // One copy fits; two do not, and the error names the variable.
+        assert_eq!(lx.process_word("$A", &e).unwrap().len(), half.len());
+        let err = lx.process_word("$A$A", &e).unwrap_err();
+        assert!(err.0.contains("$A") && err.0.contains("1 MiB"), "{}", err.0);
+        assert!(lx.process_word("\"${A}${A}\"", &e).is_err());
+        assert!(lx.process_words("$A $A", &e).is_err());
+        // Pattern operations work on values up to 16 KiB (quadratic in the value otherwise).
+        let big = "ab".repeat(MAX_PATTERN_SUBJECT);
+        let e = env(&[("B", big.as_str()), ("S", "abcabc")]);
+        let err = lx.process_word("${B//a/x}", &e).unwrap_err();
+        assert!(
+            err.0.contains("$B") && err.0.contains("16 KiB"),
+            "{}",
+            err.0
+        );
+        assert!(lx.process_word("${B%%b*}", &e).is_err());
+        assert_eq!(lx.process_word("${S//b/-}", &e).unwrap(), "a-ca-c");
+        // A replacement that multiplies a value past the limit stops (not 16 KiB × 64 KiB).
+        let long = "y".repeat(64 << 10);
+        let small = "z".repeat(MAX_PATTERN_SUBJECT);
+        let e = env(&[("L", long.as_str()), ("Z", small.as_str())]);
+        assert!(lx.process_word("${Z//z/$L}", &e).is_err());
     }
 
     #[test]

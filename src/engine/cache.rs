@@ -17,7 +17,10 @@ use crate::oci::{Descriptor, Digest};
 use crate::store::Store;
 
 /// Bumped whenever what goes into a key, or what a step produces for it, changes.
-pub const KEY_VERSION: u32 = 1;
+/// 2: the environment is no longer hashed into every key (the parent key and the expanded
+/// instruction already determine it, and hashing it made a step cost the size of the whole
+/// environment); ARGs only into RUN keys, the one step that sees them as environment.
+pub const KEY_VERSION: u32 = 2;
 
 /// A layer blob as the cache and the copy hook pass it around.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +65,7 @@ pub struct KeyInput<'a> {
     pub version: u32,
     pub parent: &'a str,
     pub instruction: String,
-    pub env: &'a [String],
+    /// ARGs a RUN step sees in its environment (empty for other steps).
     pub args: &'a [(String, String)],
     /// Digests of what the step reads (context content, source stages, bind mounts).
     pub inputs: &'a [String],

@@ -19,6 +19,8 @@ pub struct StageScope {
     pub args: Vec<(String, Option<String>)>,
     /// The environment: the base image's, then ENV instructions.
     pub env: Vec<(String, String)>,
+    /// Where each name of `env` is (its last entry): lookups and updates in constant time.
+    env_index: std::collections::HashMap<String, usize>,
 }
 
 impl StageScope {
@@ -32,6 +34,7 @@ impl StageScope {
             platform: options.platform_args(),
             args: Vec::new(),
             env: Vec::new(),
+            env_index: Default::default(),
         }
     }
 
@@ -43,8 +46,24 @@ impl StageScope {
 
     /// Start from a base image's (or base stage's) environment.
     pub fn with_env(mut self, env: Vec<(String, String)>) -> StageScope {
+        self.env_index = env
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
         self.env = env;
         self
+    }
+
+    /// Set an ENV variable in place, or append it (image config Env semantics).
+    fn set_env_var(&mut self, k: String, v: String) {
+        match self.env_index.get(&k) {
+            Some(&i) => self.env[i].1 = v,
+            None => {
+                self.env_index.insert(k.clone(), self.env.len());
+                self.env.push((k, v));
+            }
+        }
     }
 
     /// ARGs (with a value) then ENV: ENV wins over an ARG of the same name.
@@ -70,7 +89,7 @@ impl StageScope {
             return Ok(Some(v.clone()));
         }
         if let Some(d) = &decl.default {
-            return lexer.process_word(d, &self.lookup_env()).map(Some);
+            return lexer.process_word(d, self).map(Some);
         }
         if let Some((_, v)) = self.meta.iter().rev().find(|(k, _)| *k == decl.name) {
             return Ok(v.clone());
@@ -104,19 +123,18 @@ impl StageScope {
 
     /// Apply ENV lines (values as written; all are expanded against the scope before the line).
     pub fn set_env(&mut self, kvs: &[KeyValue], lexer: &Lexer) {
-        let env = self.lookup_env();
         let mut updates = Vec::new();
         for kv in kvs {
             let k = lexer
-                .process_word(&kv.key, &env)
+                .process_word(&kv.key, self)
                 .unwrap_or_else(|_| kv.key.clone());
             let v = lexer
-                .process_word(&kv.value, &env)
+                .process_word(&kv.value, self)
                 .unwrap_or_else(|_| kv.value.clone());
             updates.push((k, v));
         }
         for (k, v) in updates {
-            set_in_place(&mut self.env, k, v);
+            self.set_env_var(k, v);
         }
     }
 
@@ -148,19 +166,11 @@ impl StageScope {
             }
             Instruction::Env(kvs) => {
                 for kv in kvs {
-                    set_in_place(&mut self.env, kv.key.clone(), kv.value.clone());
+                    self.set_env_var(kv.key.clone(), kv.value.clone());
                 }
             }
             _ => {}
         }
-    }
-}
-
-/// Update a variable keeping its position, or append it (image config Env semantics).
-pub fn set_in_place(env: &mut Vec<(String, String)>, k: String, v: String) {
-    match env.iter_mut().find(|(n, _)| *n == k) {
-        Some(e) => e.1 = v,
-        None => env.push((k, v)),
     }
 }
 
@@ -173,21 +183,21 @@ pub struct Expanded {
 
 struct Ex<'a> {
     lexer: &'a Lexer,
-    env: Vec<(String, String)>,
+    env: &'a StageScope,
     unmatched: BTreeSet<String>,
 }
 
 impl Ex<'_> {
     fn word(&mut self, w: &str) -> Result<String, ShellError> {
-        let (v, m) = self.lexer.process_word_with_matches(w, &self.env)?;
+        let (v, m) = self.lexer.process_word_with_matches(w, self.env)?;
         self.unmatched.extend(m.unmatched);
         Ok(v)
     }
 
     fn words(&mut self, w: &str) -> Result<Vec<String>, ShellError> {
-        let (_, m) = self.lexer.process_word_with_matches(w, &self.env)?;
+        let (_, m) = self.lexer.process_word_with_matches(w, self.env)?;
         self.unmatched.extend(m.unmatched);
-        self.lexer.process_words(w, &self.env)
+        self.lexer.process_words(w, self.env)
     }
 
     fn opt(&mut self, w: &Option<String>) -> Result<Option<String>, ShellError> {
@@ -215,7 +225,7 @@ pub fn expand_instruction(
 ) -> Result<Expanded, ShellError> {
     let mut ex = Ex {
         lexer,
-        env: scope.lookup_env(),
+        env: scope,
         unmatched: BTreeSet::new(),
     };
     let out = match ins {
@@ -291,10 +301,13 @@ fn expand_copy(ex: &mut Ex<'_>, c: &Copy) -> Result<Copy, ShellError> {
     })
 }
 
+/// What an instruction's words see: ENV (the base image's, then the stage's) over ARGs with a
+/// value. Looked up in place: expanding an instruction copies nothing, so a long Dockerfile
+/// costs time linear in its lines.
 impl Lookup for StageScope {
     fn lookup(&self, name: &str) -> Option<&str> {
-        if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == name) {
-            return Some(v);
+        if let Some(&i) = self.env_index.get(name) {
+            return Some(&self.env[i].1);
         }
         self.args
             .iter()
