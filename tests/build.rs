@@ -168,8 +168,15 @@ impl B {
 
     /// Every file below the store (to check a secret never lands there).
     fn store_contains(&self, needle: &[u8]) -> Vec<PathBuf> {
+        contains_under(Path::new(&self.root), needle)
+    }
+}
+
+/// Every regular file under `root` whose bytes contain `needle`.
+fn contains_under(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    {
         let mut hits = Vec::new();
-        let mut stack = vec![PathBuf::from(&self.root)];
+        let mut stack = vec![root.to_path_buf()];
         while let Some(d) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(&d) else {
                 continue;
@@ -434,6 +441,45 @@ fn secrets_reach_the_step_and_nothing_else() {
     );
     let err = b.fails(&c2, &[]);
     assert!(err.contains("secret missing: not found"), "{err}");
+    // Killed with SIGKILL while a step has the secret mounted: no copy anywhere on disk (the
+    // store, the temporary directory of the whole test run), because it only ever lived in
+    // memory (a memfd, then a tmpfs of the sandbox's own mount namespace).
+    let f = [df("FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && echo mounted && sleep 60\n")];
+    let c3 = b.ctx("c3", &files(&f));
+    let mut child = Command::new(common::strata_bin())
+        .arg("--root")
+        .arg(&b.root)
+        .args(["build", "--progress", "plain", "--secret", &spec])
+        .arg(&c3)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = String::new();
+    while std::io::BufRead::read_line(&mut err, &mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if line.contains("mounted") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(seen.contains("mounted"), "{seen}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let tmp = std::env::temp_dir();
+    let hits: Vec<PathBuf> = contains_under(&tmp, value.as_bytes())
+        .into_iter()
+        .filter(|p| p != &secret)
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "the secret is on disk after a kill: {hits:?}"
+    );
+    assert!(b.store_contains(value.as_bytes()).is_empty());
 }
 
 #[test]

@@ -57,6 +57,14 @@ struct St<'b, 'a> {
     env_pos: (std::collections::HashMap<String, usize>, usize),
 }
 
+/// What a RUN step's mounts hold while it runs: cache mount locks, and the in-memory files of
+/// its secrets.
+#[derive(Default)]
+struct Held {
+    locks: Vec<fs_err::File>,
+    memory: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
+}
+
 /// The location `Dockerfile:LINE` of a command.
 fn loc(b: &Build, c: &Command) -> String {
     format!("{}:{}", b.opts.dockerfile_name, c.start_line)
@@ -1130,10 +1138,10 @@ impl St<'_, '_> {
             }
         }
         let mut binds = Vec::new();
-        let mut locks = Vec::new();
+        let mut held = Held::default();
         for (i, m) in r.mounts.iter().enumerate() {
             let spec = MountSpec::parse(m, false).map_err(|e| anyhow!("--mount {m}: {e}"))?;
-            self.mount(&spec, step, i, &mut binds, &mut env, &mut locks)?;
+            self.mount(&spec, step, i, &mut binds, &mut env, &mut held)?;
         }
         let argv = match &r.command {
             CommandLine::Exec(v) => v.clone(),
@@ -1198,6 +1206,7 @@ impl St<'_, '_> {
             hostname: "strata".into(),
             etc_files: root.etc_files,
             binds,
+            memory_files: std::mem::take(&mut held.memory),
             maps: b.maps.clone(),
         };
         let (reader, writer) = std::io::pipe()?;
@@ -1247,7 +1256,7 @@ impl St<'_, '_> {
                 .retain(|p| *p != mine.load(Ordering::SeqCst));
             r
         });
-        drop(locks);
+        drop(held);
         if b.failed.load(Ordering::SeqCst) {
             return Err(Cancelled.into());
         }
@@ -1285,7 +1294,7 @@ impl St<'_, '_> {
         i: usize,
         binds: &mut Vec<Bind>,
         env: &mut Vec<String>,
-        locks: &mut Vec<fs_err::File>,
+        held: &mut Held,
     ) -> anyhow::Result<()> {
         let b = self.b;
         let target = |t: &Option<String>| -> anyhow::Result<String> {
@@ -1359,7 +1368,7 @@ impl St<'_, '_> {
                         rustix::fs::FlockOperation::NonBlockingLockExclusive
                     };
                     match rustix::fs::flock(&f, op) {
-                        Ok(()) => locks.push(f),
+                        Ok(()) => held.locks.push(f),
                         Err(rustix::io::Errno::WOULDBLOCK) => {
                             host = step.join(format!("private-cache{i}"));
                             let what = format!("creating a private cache mount {id}");
@@ -1421,20 +1430,20 @@ impl St<'_, '_> {
                     .target
                     .clone()
                     .unwrap_or_else(|| format!("/run/secrets/{id}"));
-                // The file lives in the step's scratch dir (removed after the step), mounted
-                // read-only; it is never in the upper dir, so never in a layer.
-                let f = step.join(format!("secret{i}"));
-                fs_err::write(&f, &value)?;
-                std::fs::set_permissions(
-                    &f,
-                    std::os::unix::fs::PermissionsExt::from_mode(m.mode.unwrap_or(0o400)),
-                )?;
+                // The file exists only in memory (a memfd the sandbox bind-mounts read-only):
+                // never on disk, so no kill at any instant leaves a copy; never in the upper
+                // dir, so never in a layer.
+                let f = sandbox::memory_file(&value, m.mode.unwrap_or(0o400))
+                    .with_context(|| format!("secret {id}: an in-memory file"))?;
                 binds.push(Bind {
-                    host: f,
+                    host: step.join(format!("secret{i}")),
                     target: t,
                     readonly: true,
-                    source: BindSource::Host,
+                    source: BindSource::Memory {
+                        index: held.memory.len(),
+                    },
                 });
+                held.memory.push(f);
             }
             MountKind::Ssh => {
                 let id = m.id.clone().unwrap_or_else(|| "default".into());

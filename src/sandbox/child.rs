@@ -353,6 +353,42 @@ fn fail(msg: &[u8]) -> ! {
     }
 }
 
+/// Put memory file `index` (an inherited memfd) on a tmpfs of its own at `dir` (an empty
+/// directory of the step's scratch space): the tmpfs exists only in this mount namespace, so the
+/// content never reaches a disk and goes away with the sandbox however it ends. Returns the
+/// file to bind-mount (bind mounts of a memfd itself are refused by the kernel).
+fn memory_file(dir: &Path, index: usize) -> R<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let fd = super::MEMORY_FD_BASE + index as i32;
+    // SAFETY: the parent dup'ed memory file `index` to this descriptor; ManuallyDrop leaves it
+    // open for the exec'd child's close loop.
+    let mut src = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    let mode = src
+        .metadata()
+        .map_err(|e| format!("memory file {index}: {e}"))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let mut content = Vec::new();
+    std::io::Seek::rewind(&mut *src).map_err(|e| format!("memory file {index}: {e}"))?;
+    src.read_to_end(&mut content)
+        .map_err(|e| format!("memory file {index}: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let d = dir.display().to_string();
+    mount(
+        "tmpfs",
+        &d,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        &format!("mode=0700,size={}", content.len() + 4096),
+    )?;
+    let f = dir.join("content");
+    std::fs::write(&f, &content).map_err(|e| format!("writing {}: {e}", f.display()))?;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", f.display()))?;
+    Ok(f)
+}
+
 /// pid 1: build the root, start the process, reap until it ends.
 fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
@@ -492,6 +528,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 )?;
                 continue;
             }
+            BindSource::Memory { index } => memory_file(host, *index)?,
             BindSource::Layers { lower, sub } => {
                 let (m, u, w) = (host.join("m"), host.join("u"), host.join("w"));
                 for d in [&m, &u, &w] {
@@ -591,6 +628,16 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     let drop_caps = caps_to_drop();
+    let memory_fds = spec.memory_files.len().max(
+        spec.binds
+            .iter()
+            .filter_map(|b| match b.source {
+                BindSource::Memory { index } => Some(index + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0),
+    );
     let filters = super::seccomp::docker_default()?;
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
     let pid = unsafe { libc::fork() };
@@ -612,8 +659,13 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 libc::dup2(fd, 0);
                 libc::close(fd);
             }
+            // The report and go pipes, and the memory files (already mounted): nothing of ours
+            // reaches the step's process.
             libc::close(3);
             libc::close(4);
+            for i in 0..memory_fds {
+                libc::close(super::MEMORY_FD_BASE + i as i32);
+            }
             libc::setsid();
             if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                 libc::_exit(126);

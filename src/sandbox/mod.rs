@@ -87,7 +87,23 @@ pub enum BindSource {
     /// The path `sub` of an overlay of `lower` (top first), with a throwaway upper dir in
     /// `host` (so writes to a read-write mount are discarded).
     Layers { lower: Vec<PathBuf>, sub: String },
+    /// The file `Spec::memory_files[index]`: content that exists only in memory (a secret), so
+    /// that no kill at any instant can leave a copy on disk.
+    Memory { index: usize },
 }
+
+/// An in-memory file (memfd) holding `content` with permission bits `mode`, for
+/// [`BindSource::Memory`].
+pub fn memory_file(content: &[u8], mode: u32) -> io::Result<std::sync::Arc<OwnedFd>> {
+    let fd = rustix::fs::memfd_create("strata-secret", rustix::fs::MemfdFlags::CLOEXEC)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(content)?;
+    rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(mode))?;
+    Ok(std::sync::Arc::new(OwnedFd::from(f)))
+}
+
+/// The descriptor number the child sees memory file `index` as.
+pub(crate) const MEMORY_FD_BASE: i32 = 10;
 
 /// What to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +122,10 @@ pub struct Spec {
     pub etc_files: Vec<(String, PathBuf)>,
     pub binds: Vec<Bind>,
     pub maps: idmap::IdMaps,
+    /// The files of [`BindSource::Memory`] binds, handed to the child as descriptors (never
+    /// serialized: their content stays out of the spec and off the disk).
+    #[serde(skip)]
+    pub memory_files: Vec<std::sync::Arc<OwnedFd>>,
 }
 
 /// Work the child does inside the user namespace without a new root: a named hook that
@@ -174,6 +194,18 @@ pub struct Finished {
     pub outcome: Outcome,
     /// Paths (inside the root) the sandbox created as mount points.
     pub created: Vec<String>,
+}
+
+/// A close-on-exec copy of `fd` numbered 128 or above: a child's pre_exec can then dup2 such
+/// copies to small fixed numbers without one overwriting a source another still needs.
+pub(crate) fn high(fd: &dyn AsRawFd) -> io::Result<OwnedFd> {
+    // SAFETY: a plain fcntl on a descriptor the caller owns; the result is a new descriptor.
+    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 128) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -257,12 +289,38 @@ fn launch(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    let (rw, gr) = (report_w.as_raw_fd(), go_r.as_raw_fd());
+    // The descriptors the child gets as 3, 4 and MEMORY_FD_BASE.., first copied above every
+    // target number, so that no dup2 below overwrites a source another one still needs.
+    let memory_owned: Vec<OwnedFd> = match task {
+        Task::Run(s) if s.memory_files.len() > 100 => {
+            return Err(Error::Setup {
+                message: format!(
+                    "{} secret files in one step (100 at most)",
+                    s.memory_files.len()
+                ),
+                advice: Vec::new(),
+            })
+        }
+        Task::Run(s) => s
+            .memory_files
+            .iter()
+            .map(|f| high(f.as_ref()))
+            .collect::<io::Result<_>>()?,
+        Task::Hook(_) => Vec::new(),
+    };
+    let (rw_high, gr_high) = (high(&report_w)?, high(&go_r)?);
+    let (rw, gr) = (rw_high.as_raw_fd(), gr_high.as_raw_fd());
+    let memory: Vec<i32> = memory_owned.iter().map(|f| f.as_raw_fd()).collect();
     // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(rw, 3) < 0 || libc::dup2(gr, 4) < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            for (i, fd) in memory.iter().enumerate() {
+                if libc::dup2(*fd, MEMORY_FD_BASE + i as i32) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -271,6 +329,7 @@ fn launch(
     started(child.id());
     drop(report_w);
     drop(go_r);
+    drop((rw_high, gr_high, memory_owned));
     let mut report = std::fs::File::from(report_r);
     let mut go = std::fs::File::from(go_w);
 

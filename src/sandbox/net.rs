@@ -143,7 +143,11 @@ pub fn start(pid: u32) -> Result<Slirp, (String, String)> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let (rw, er) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
+    let (ready_high, exit_high) = (
+        super::high(&ready_w).map_err(io)?,
+        super::high(&exit_r).map_err(io)?,
+    );
+    let (rw, er) = (ready_high.as_raw_fd(), exit_high.as_raw_fd());
     // SAFETY: only dup2, which is async-signal-safe, between fork and exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
@@ -156,8 +160,7 @@ pub fn start(pid: u32) -> Result<Slirp, (String, String)> {
     let child = cmd
         .spawn()
         .map_err(|e| (format!("running {}: {e}", exe.display()), String::new()))?;
-    drop(ready_w);
-    drop(exit_r);
+    drop((ready_w, ready_high, exit_r, exit_high));
     let mut slirp = Slirp {
         child: Some(child),
         exit: Some(exit_w),
