@@ -30,7 +30,10 @@ fn main() {
             for cause in e.chain().skip(1) {
                 eprintln!("Caused by: {cause}");
             }
-            1
+            // Interrupted: the shell's code for the signal (130 for Ctrl-C, 143 for SIGTERM).
+            e.chain()
+                .find_map(|c| c.downcast_ref::<strata::engine::interrupt::Interrupted>())
+                .map_or(1, |i| i.exit_code())
         }
     };
     std::process::exit(code);

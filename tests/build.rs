@@ -361,6 +361,101 @@ fn expansion_is_bounded_and_long_dockerfiles_build() {
     assert_eq!(b.id("long"), id);
 }
 
+/// Start `strata build` of `ctx` and return once its step printed `marker`.
+fn start_build_until(b: &B, ctx: &Path, marker: &str) -> std::process::Child {
+    let mut child = Command::new(common::strata_bin())
+        .arg("--root")
+        .arg(&b.root)
+        .args(["build", "--progress", "plain"])
+        .arg(ctx)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut seen = String::new();
+    while std::io::BufRead::read_line(&mut err, &mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if line.contains(marker) {
+            // Keep draining so the build never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+            return child;
+        }
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the build ended before {marker}: {seen}");
+}
+
+/// Processes still running the marker step's `sleep 617` (busybox sh execs the last command
+/// of the `&&` chain, so that is all that is left of it).
+fn sleepers_of_marker() -> usize {
+    let o = Command::new("pgrep")
+        .args(["-f", "^sleep 617$"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().count()
+}
+
+fn tmp_entries(b: &B) -> Vec<String> {
+    std::fs::read_dir(Path::new(&b.root).join("v1/tmp"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
+    let Some(b) = B::new("interrupt") else { return };
+    // The marker is the step's output, not its command line (which the progress prints first).
+    let f = [df("FROM busybox\nRUN echo $((6*7))-running && sleep 617\n")];
+    let c = b.ctx("c", &files(&f));
+    // SIGINT (Ctrl-C) and SIGTERM: the step is stopped, its scratch dir removed, exit 130/143.
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let mut child = start_build_until(&b, &c, "42-running");
+        assert_eq!(sleepers_of_marker(), 1, "the step runs");
+        let t = std::time::Instant::now();
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "signal {sig}");
+        assert_eq!(
+            sleepers_of_marker(),
+            0,
+            "the step's processes outlived the build"
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(tmp_entries(&b).is_empty(), "{:?}", tmp_entries(&b));
+    }
+    // SIGKILL leaves the step's scratch dir; the next build removes it (its owner is dead).
+    let mut child = start_build_until(&b, &c, "42-running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let left = tmp_entries(&b);
+    assert!(!left.is_empty(), "a SIGKILL leaves the step's scratch dir");
+    let quick = b.ctx("q", &files(&[df("FROM busybox\nRUN true\n")]));
+    b.ok(&quick, &["-t", "q"]);
+    assert!(tmp_entries(&b).is_empty(), "{:?}", tmp_entries(&b));
+    // Nothing else was lost: the store is whole.
+    let o = b.strata(&["fsck"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains(" 0 problems"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
 #[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };

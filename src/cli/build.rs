@@ -97,6 +97,8 @@ fn parse_kv(s: &str, what: &str) -> anyhow::Result<HashMap<String, String>> {
 }
 
 pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
+    // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
+    strata::engine::interrupt::install();
     if a.file.as_deref() == Some(Path::new("-")) && a.context == "-" {
         bail!("the Dockerfile and the context cannot both come from standard input");
     }

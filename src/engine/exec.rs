@@ -234,6 +234,32 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
     )
 }
 
+/// Remove what killed strata processes left in the store's tmp dir: every entry there is named
+/// `WHAT-PID-…` by the process that made it, and one whose process is gone is garbage (a step's
+/// scratch dir, a half-written blob). Dirs are removed inside the user namespace (their files
+/// may belong to subordinate ids). Best effort: a failure leaves the entry for `prune`.
+pub fn clean_leftovers(store: &Store, maps: &idmap::IdMaps) {
+    let Ok(rd) = std::fs::read_dir(store.tmp_dir()) else {
+        return;
+    };
+    let me = std::process::id();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.split('-').find_map(|f| f.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let p = e.path();
+        let _ = if p.is_dir() {
+            remove_tree(&p, maps).map_err(|e| e.to_string())
+        } else {
+            std::fs::remove_file(&p).map_err(|e| e.to_string())
+        };
+    }
+}
+
 /// The snapshot of every layer (`diff_ids` with their blobs in `layers`), bottom first,
 /// unpacked inside the user namespace on first use.
 pub fn snapshots(

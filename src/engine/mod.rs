@@ -15,6 +15,7 @@ pub mod cache;
 pub mod copy;
 pub mod exec;
 pub mod fetch;
+pub mod interrupt;
 pub mod progress;
 mod stage;
 
@@ -273,6 +274,14 @@ impl Build<'_> {
 
     fn fail(&self, e: anyhow::Error) {
         self.failed.store(true, Ordering::SeqCst);
+        // The first error is the build's (set before the kills below, whose victims report
+        // only that they were cancelled).
+        {
+            let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
         // Stop the steps running in other stages: their sandboxes die with their child.
         for pid in self
             .running
@@ -284,10 +293,6 @@ impl Build<'_> {
                 rustix::process::Pid::from_raw(*pid as i32).expect("a child pid is positive"),
                 rustix::process::Signal::KILL,
             );
-        }
-        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
-            *slot = Some(e);
         }
     }
 }
@@ -330,10 +335,28 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
         externals: Mutex::new(HashMap::new()),
         running: Mutex::new(Vec::new()),
     };
+    exec::clean_leftovers(store, &b.maps);
+    let done = AtomicBool::new(false);
     std::thread::scope(|s| {
+        // Ctrl-C or SIGTERM: cancel like a failed step (running steps killed, their scratch
+        // directories removed on the way out).
+        let (bw, dw) = (&b, &done);
+        std::thread::Builder::new()
+            .name("interrupt".into())
+            .spawn_scoped(s, move || {
+                while !dw.load(Ordering::SeqCst) {
+                    if let Some(i) = interrupt::requested() {
+                        bw.fail(i.into());
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+            .expect("spawning the interrupt watcher");
+        let mut stages = Vec::new();
         for &i in &plan.order {
             let b = &b;
-            std::thread::Builder::new()
+            let h = std::thread::Builder::new()
                 .name(format!("stage-{i}"))
                 .spawn_scoped(s, move || {
                     // Wait for what the stage needs before taking a job slot, so that waiting
@@ -358,7 +381,12 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
                     }
                 })
                 .expect("spawning a stage thread");
+            stages.push(h);
         }
+        for h in stages {
+            let _ = h.join();
+        }
+        done.store(true, Ordering::SeqCst);
     });
     if let Err(e) = b.checksums.lock().unwrap_or_else(|e| e.into_inner()).save() {
         b.progress

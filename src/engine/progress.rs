@@ -261,6 +261,10 @@ impl Progress {
 /// Registry events: a bar per blob (bytes and rate) in the tty view, a line per blob in plain,
 /// an event per blob in json.
 impl Observer for Progress {
+    fn cancelled(&self) -> bool {
+        super::interrupt::requested().is_some()
+    }
+
     fn resolved(&self, reference: &str, digest: &Digest, source: &str) {
         match self.mode {
             Mode::Json => self.json(serde_json::json!({"event": "resolved", "ref": reference, "digest": digest.to_string(), "source": source})),

@@ -35,6 +35,8 @@ use crate::oci::Digest;
 pub enum Error {
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    #[error("transfer cancelled")]
+    Cancelled,
     #[error("{reference}: not found on {registry}: {detail}\n  hint: check the name and tag (`skopeo list-tags docker://{repository}` lists the tags)")]
     NotFound {
         reference: String,
@@ -131,6 +133,10 @@ pub trait Observer: Sync {
     fn retry(&self, _what: &str, _why: &str) {}
     /// A line for the user (a mirror skipped, a fallback taken).
     fn note(&self, _msg: &str) {}
+    /// The caller gave up (Ctrl-C): transfers stop at their next chunk.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Run `f` on every item, `workers` at a time; the first error stops the others (at their next

@@ -433,6 +433,7 @@ impl Registry {
             loop {
                 match resp.read(&mut buf) {
                     Ok(0) => break 'download,
+                    Ok(_) if self.observer.cancelled() => return Err(Error::Cancelled),
                     Ok(n) => {
                         hasher.update(&buf[..n]);
                         if let Some(t) = &mut tee {
