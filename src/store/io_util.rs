@@ -25,6 +25,54 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{t:08x}", std::process::id())
 }
 
+/// Copy `from` to a new file `to`: a reflink (FICLONE) where the filesystem can share the
+/// data copy-on-write, else a plain copy. Never a hard link.
+pub fn clone_or_copy(from: &Path, to: &Path) -> Result<()> {
+    let src = at(from, File::open(from))?;
+    let dst = at(
+        to,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(to),
+    )?;
+    // SAFETY: FICLONE takes the source descriptor as its argument; both are open.
+    let cloned = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&dst),
+            libc::FICLONE as _,
+            std::os::fd::AsRawFd::as_raw_fd(&src),
+        )
+    } == 0;
+    if !cloned {
+        let mut src = src;
+        let mut dst = dst;
+        at(to, std::io::copy(&mut src, &mut dst))?;
+        at(to, dst.sync_all())?;
+    }
+    Ok(())
+}
+
+/// Remove the entries of `dir` named `PREFIX…-PID-…` whose process is gone: what a killed
+/// strata left behind. Best effort.
+pub fn remove_dead_leftovers(dir: &Path, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').find_map(|f| f.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 impl TempFile {
     pub fn new(dir: &Path) -> Result<TempFile> {
         let path = dir.join(unique_name("blob"));

@@ -255,6 +255,27 @@ fn save_and_load_round_trip_every_format() {
             assert_eq!(loaded[0].manifest_digest, img.manifest_digest, "{fmt:?}");
         }
         assert!(dst.fsck().unwrap().problems.is_empty());
+        if fmt == SaveFormat::OciDir {
+            // No inode is shared with the store: scribbling on the export leaves it whole.
+            use std::os::unix::fs::MetadataExt;
+            let blob = &img.manifest.layers[0].digest;
+            let exported = dest.join("blobs/sha256").join(blob.hex());
+            let (a, b) = (
+                fs_err::metadata(&exported).unwrap(),
+                fs_err::metadata(src.blob_path(blob)).unwrap(),
+            );
+            assert_ne!((a.dev(), a.ino()), (b.dev(), b.ino()), "a hard link");
+            let mut f = fs_err::OpenOptions::new().append(true).open(&exported).unwrap();
+            std::io::Write::write_all(&mut f, b"scribble").unwrap();
+            assert!(src.fsck().unwrap().problems.is_empty());
+            // A copy that a killed save left behind (a dead pid) goes at the next save.
+            let stale = dest.join("blobs/sha256/.copy-999999999-0-0");
+            fs_err::write(&stale, b"x").unwrap();
+            fs_err::remove_file(&exported).unwrap();
+            src.save(&[(img.clone(), vec![r("app:1.0")])], &dest, fmt)
+                .unwrap();
+            assert!(!stale.exists());
+        }
     }
 }
 

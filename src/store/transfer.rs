@@ -140,6 +140,8 @@ impl Store {
                     .parent()
                     .filter(|p| !p.as_os_str().is_empty())
                     .unwrap_or(Path::new("."));
+                // What an earlier save killed mid-write left beside `dest`.
+                super::io_util::remove_dead_leftovers(dir, ".strata-save-");
                 let tmp = dir.join(format!(
                     ".{}.tmp",
                     super::io_util::unique_name("strata-save")
@@ -180,18 +182,24 @@ impl Store {
                 ),
             )?;
         }
+        // What an earlier save killed mid-copy left here (`.copy-PID-…` of a dead process).
+        super::io_util::remove_dead_leftovers(&blobs, ".copy-");
         for (img, _) in images {
             for d in self.blobs_of(img) {
                 let to = blobs.join(d.digest.hex());
                 if to.exists() {
                     continue;
                 }
+                // Never a hard link: writing to the exported copy would change the store's
+                // blob. A reflink where the filesystem has them (no data copied), else a copy.
                 let from = self.blob_path(&d.digest);
-                if std::fs::hard_link(&from, &to).is_err() {
-                    let tmp = blobs.join(format!(".{}", super::io_util::unique_name("copy")));
-                    at(&tmp, std::fs::copy(&from, &tmp))?;
-                    at(&to, std::fs::rename(&tmp, &to))?;
+                let tmp = blobs.join(format!(".{}", super::io_util::unique_name("copy")));
+                let r = super::io_util::clone_or_copy(&from, &tmp)
+                    .and_then(|()| at(&to, std::fs::rename(&tmp, &to)));
+                if r.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
                 }
+                r?;
             }
         }
         let index_path = dest.join("index.json");
