@@ -457,6 +457,26 @@ fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
 }
 
 #[test]
+fn copy_into_a_dangling_symlink_follows_it_as_buildkit() {
+    let Some(b) = B::new("danglink") else { return };
+    let f = [
+        df("FROM busybox\nRUN ln -s /target /link && ln -s /tdir /dlink\nCOPY a.txt /link\nCOPY a.txt /dlink/\n"),
+        ("a.txt", "hello\n".to_string()),
+    ];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "dl"]);
+    // The links stay links; the file lands where they point (fsutil's Copy resolves its
+    // destination with RootPath), the trailing-slash form making the directory.
+    assert_eq!(
+        b.sh(
+            "dl",
+            "readlink /link; readlink /dlink; cat /target; cat /tdir/a.txt"
+        ),
+        "/target\n/tdir\nhello\nhello\n"
+    );
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

@@ -19,7 +19,8 @@ use crate::store::Store;
 /// Bumped whenever what goes into a key, or what a step produces for it, changes.
 /// 2: the environment is no longer hashed into every key (the parent key and the expanded
 /// instruction already determine it, and hashing it made a step cost the size of the whole
-/// environment); ARGs only into RUN keys, the one step that sees them as environment.
+/// environment); ARGs only into RUN keys, the one step that sees them as environment; COPY
+/// follows a destination that is a symlink (as BuildKit) instead of replacing it.
 pub const KEY_VERSION: u32 = 2;
 
 /// A layer blob as the cache and the copy hook pass it around.

@@ -467,7 +467,10 @@ fn copy_sources(
         || count > 1
         || plan.is_dir_in_dest(&job.dest)
         || job.parents;
-    let dest = context::ignore::clean(&job.dest);
+    // As BuildKit (fsutil's Copy resolves its destination with RootPath): a destination that
+    // is a symlink in the image, dangling or not, is followed, so `COPY a /link` writes the
+    // file where /link points and keeps the link (it used to replace the link).
+    let dest = plan.real_dest(&context::ignore::clean(&job.dest));
     for inline in &job.inline {
         let target = if dest_is_dir {
             join_abs(&dest, &inline.name)

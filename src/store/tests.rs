@@ -265,7 +265,10 @@ fn save_and_load_round_trip_every_format() {
                 fs_err::metadata(src.blob_path(blob)).unwrap(),
             );
             assert_ne!((a.dev(), a.ino()), (b.dev(), b.ino()), "a hard link");
-            let mut f = fs_err::OpenOptions::new().append(true).open(&exported).unwrap();
+            let mut f = fs_err::OpenOptions::new()
+                .append(true)
+                .open(&exported)
+                .unwrap();
             std::io::Write::write_all(&mut f, b"scribble").unwrap();
             assert!(src.fsck().unwrap().problems.is_empty());
             // A copy that a killed save left behind (a dead pid) goes at the next save.
