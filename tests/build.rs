@@ -477,6 +477,43 @@ fn copy_into_a_dangling_symlink_follows_it_as_buildkit() {
 }
 
 #[test]
+fn identical_builds_at_once_do_the_work_once() {
+    let Some(b) = B::new("samekey") else { return };
+    let f = [df("FROM busybox\nRUN sleep 2 && echo $((6*7))-built\n")];
+    let c = b.ctx("c", &files(&f));
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(common::strata_bin())
+                .arg("--root")
+                .arg(&b.root)
+                .args(["build", "--progress", "plain"])
+                .arg(&c)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let logs: Vec<String> = children
+        .into_iter()
+        .map(|ch| {
+            let o = ch.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", text(&o.stderr));
+            text(&o.stderr)
+        })
+        .collect();
+    // The step ran (its output is in the log) in exactly one build; the other three waited and
+    // took it from the cache.
+    let ran = logs
+        .iter()
+        .filter(|l| l.contains("cache miss") && l.contains("42-built"))
+        .count();
+    let cached = logs.iter().filter(|l| l.contains("CACHED")).count();
+    assert_eq!((ran, cached), (1, 3), "{logs:#?}");
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

@@ -755,6 +755,18 @@ impl St<'_, '_> {
             self.apply(cmd, key, &rec);
             return Ok(true);
         }
+        // One process builds a step; the others that reach it at the same time wait for it and
+        // take its result from the cache.
+        let _building = if self.no_cache {
+            None
+        } else {
+            let lock = self.b.store.step_lock(&key)?;
+            if let Some(rec) = self.lookup(&key) {
+                self.apply(cmd, key, &rec);
+                return Ok(true);
+            }
+            Some(lock)
+        };
         // COPY --link: the layer does not depend on what is below, so it is also recorded
         // under a key without the parent, and reused when only the layers below changed.
         let link_key = match ins {

@@ -175,6 +175,12 @@ impl Store {
         self.lock("gc.lock", LockKind::Shared)
     }
 
+    /// Held while one process builds the step with cache key `key`: another build that reaches
+    /// the same step waits, then finds it in the cache, instead of doing the work again.
+    pub fn step_lock(&self, key: &Digest) -> Result<Lock> {
+        self.lock(&format!("step-{}.lock", key.hex()), LockKind::Exclusive)
+    }
+
     /// Held while one process downloads blob `d`: another that needs it waits, then finds it.
     pub fn blob_lock(&self, d: &Digest) -> Result<Lock> {
         self.lock(&format!("blob-{}.lock", d.hex()), LockKind::Exclusive)
