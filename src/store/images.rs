@@ -377,6 +377,7 @@ impl Store {
                 layer::write_tree(source, sink, &opts).map(|_| ())
             })?
         } else {
+            check_tar(source)?;
             let f = super::open_file(source)?;
             let mut r = at(source, layer::decompress(f))?;
             self.put_layer(compression, |sink| std::io::copy(&mut r, sink).map(|_| ()))?
@@ -549,5 +550,60 @@ pub fn make_writable(p: &Path) {
                 make_writable(&e.path());
             }
         }
+    }
+}
+
+/// Refuse a file that is not a tar archive (plain, gzip or zstd) before anything is stored: a
+/// whole number of 512-byte blocks whose headers all parse.
+fn check_tar(source: &Path) -> Result<()> {
+    let not_tar = |why: String| {
+        // The tar crate quotes the bytes it could not read: keep garbage out of the message.
+        let why = if why
+            .chars()
+            .any(|c| c == char::REPLACEMENT_CHARACTER || (c.is_control() && c != ' '))
+            || why.len() > 120
+        {
+            "a block is not a tar header".to_string()
+        } else {
+            why
+        };
+        Error::Invalid(format!(
+            "{}: not a tar archive ({why}); `strata import` takes a directory or a tar, optionally gzip or zstd compressed",
+            source.display()
+        ))
+    };
+    let f = super::open_file(source)?;
+    let mut counted = CountingReader {
+        inner: at(source, layer::decompress(f))?,
+        n: 0,
+    };
+    {
+        let mut a = tar::Archive::new(&mut counted);
+        let entries = a.entries().map_err(|e| not_tar(e.to_string()))?;
+        for e in entries {
+            let mut e = e.map_err(|e| not_tar(e.to_string()))?;
+            std::io::copy(&mut e, &mut std::io::sink()).map_err(|e| not_tar(e.to_string()))?;
+        }
+    }
+    std::io::copy(&mut counted, &mut std::io::sink()).map_err(|e| not_tar(e.to_string()))?;
+    if counted.n == 0 || counted.n % 512 != 0 {
+        return Err(not_tar(format!(
+            "{} bytes, not a whole number of 512-byte blocks",
+            counted.n
+        )));
+    }
+    Ok(())
+}
+
+struct CountingReader<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
     }
 }

@@ -402,3 +402,36 @@ fn an_oci_layout_with_several_refs_loads_all() {
         .collect();
     assert_eq!(names, vec!["one:1", "two:2"]);
 }
+
+#[test]
+fn import_refuses_what_is_not_a_tar_and_stores_nothing() {
+    let s = Store::open(tmp("import-junk")).unwrap();
+    let dir = tmp("import-junk-files");
+    fs_err::create_dir_all(&dir).unwrap();
+    let text = dir.join("notes.txt");
+    fs_err::write(&text, "not a tar\n").unwrap();
+    let junk = dir.join("junk.bin");
+    fs_err::write(
+        &junk,
+        (0..4096u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    for f in [&text, &junk] {
+        let e = s
+            .import(f, &r("x:1"), Compression::GZIP, Some(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a tar archive") && e.contains(&f.display().to_string()),
+            "{e}"
+        );
+        assert!(!e.contains(char::REPLACEMENT_CHARACTER), "{e}");
+    }
+    assert!(s.images().unwrap().is_empty());
+    let blobs = std::fs::read_dir(s.layout_dir().join("blobs/sha256"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "nothing stored");
+}
