@@ -514,6 +514,62 @@ fn identical_builds_at_once_do_the_work_once() {
 }
 
 #[test]
+fn sigkill_at_20_instants_leaves_a_consistent_store() {
+    let Some(b) = B::new("crash") else { return };
+    // Two stages, layers written by RUN and COPY, a cross-stage COPY: an ARG busts the cache
+    // so every round does all of it.
+    let f = [
+        df("FROM busybox AS a\nARG N\nRUN echo $N > /n && dd if=/dev/zero of=/big bs=64k count=64 2>/dev/null\nCOPY data/ /data/\nRUN cat /n /data/* > /sum\n\nFROM busybox\nARG N\nCOPY --from=a /sum /big /\nRUN echo $N-final > /final\nENV DONE=1\n"),
+        ("data/x", "x\n".to_string()),
+        ("data/y", "y\n".to_string()),
+    ];
+    let c = b.ctx("c", &files(&f));
+    let t0 = std::time::Instant::now();
+    b.ok(&c, &["-t", "warm", "--build-arg", "N=warm"]);
+    let full = t0.elapsed();
+    for k in 0..20u32 {
+        let n = format!("N=round{k}");
+        let mut child = Command::new(common::strata_bin())
+            .arg("--root")
+            .arg(&b.root)
+            .args(["build", "-q", "-t", "crash", "--build-arg", &n])
+            .arg(&c)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full * k / 20);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let o = b.strata(&["fsck"]);
+        assert!(
+            o.status.success() && text(&o.stdout).contains(" 0 problems"),
+            "round {k}: {}{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        // The next build removes the killed one's leftovers and gives the right image.
+        b.ok(&c, &["-t", "crash", "--build-arg", &n]);
+        assert!(
+            tmp_entries(&b).is_empty(),
+            "round {k}: {:?}",
+            tmp_entries(&b)
+        );
+        assert_eq!(
+            b.sh("crash", "cat /final; head -n 2 /sum; wc -c < /big"),
+            format!("round{k}-final\nround{k}\nx\n4194304\n"),
+            "round {k}"
+        );
+        // And a no-op rebuild is fully cached, the same image.
+        let id = b.id("crash");
+        let log = b.ok(&c, &["-t", "crash", "--build-arg", &n]);
+        assert!(!log.contains("cache miss"), "round {k}: {log}");
+        assert_eq!(b.id("crash"), id, "round {k}");
+    }
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];
