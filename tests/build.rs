@@ -570,6 +570,20 @@ fn sigkill_at_20_instants_leaves_a_consistent_store() {
 }
 
 #[test]
+fn identical_layers_twice_in_one_image() {
+    let Some(b) = B::new("duplayer") else { return };
+    // The two COPY layers are the same blob and snapshot; overlayfs refuses a lowerdir list
+    // that names a directory twice, so the RUN after them used to fail with ELOOP.
+    let f = [
+        df("FROM busybox\nCOPY a /x\nRUN echo one > /y\nCOPY a /x\nRUN cat /x /y > /both\nCOPY a /z\n"),
+        ("a", "hi\n".to_string()),
+    ];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "dup"]);
+    assert_eq!(b.sh("dup", "cat /both /z"), "hi\none\nhi\n");
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];
@@ -861,6 +875,65 @@ fn context_symlinks_never_reach_outside() {
     std::os::unix::fs::symlink("/etc/passwd", c2.join("d/l")).unwrap();
     b.ok(&c2, &["-t", "sl"]);
     assert_eq!(b.sh("sl", "readlink /d/l"), "/etc/passwd\n");
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
+    let Some(b) = B::new("swaprace") else { return };
+    let outside = b.dir.join("outside-secret");
+    let marker = "OUTSIDE-BYTES-9d1c";
+    fs_err::write(&outside, marker.repeat(64)).unwrap();
+    let c = b.ctx(
+        "c",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY d/f /single\nCOPY d /tree/\n",
+            ),
+            ("d/f", "inside\n"),
+            ("d/g", "other\n"),
+        ],
+    );
+    // A thread swaps d/f between a file and a symlink to a file outside the context, every
+    // fraction of a millisecond, while strata hashes and copies it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (st, f, out) = (stop.clone(), c.join("d/f"), outside.clone());
+    let swapper = std::thread::spawn(move || {
+        let tmp_link = f.with_file_name(".f-link");
+        let tmp_file = f.with_file_name(".f-file");
+        let mut n = 0u64;
+        while !st.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&tmp_link);
+            let _ = std::os::unix::fs::symlink(&out, &tmp_link);
+            let _ = std::fs::rename(&tmp_link, &f);
+            // Most of the time a symlink for an instant only, so that some builds get through.
+            std::thread::sleep(std::time::Duration::from_micros(50 * (n % 5)));
+            let _ = std::fs::write(&tmp_file, "inside\n");
+            let _ = std::fs::rename(&tmp_file, &f);
+            std::thread::sleep(std::time::Duration::from_micros(500 * (n % 7)));
+            n += 1;
+        }
+        n
+    });
+    let (mut built, mut refused) = (0, 0);
+    for i in 0..200 {
+        let o = b.build(&c, &["--no-cache", "-t", &format!("race:{}", i % 4)]);
+        if o.status.success() {
+            built += 1;
+        } else {
+            refused += 1;
+            let e = text(&o.stderr);
+            // A refusal names the file that was being swapped; nothing else may fail.
+            assert!(e.contains("d/f"), "{e}");
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 200, "the swapper ran {swaps} times");
+    assert!(built > 0, "no build succeeded ({refused} refused)");
+    // No byte of the outside file in any blob, snapshot or cache record of the store.
+    assert!(b.store_contains(marker.as_bytes()).is_empty());
+    eprintln!("{built} builds, {refused} refused, {swaps} swaps");
 }
 
 #[test]

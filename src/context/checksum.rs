@@ -133,7 +133,7 @@ impl Cache {
             path: full.display().to_string(),
             source: e,
         };
-        let mut f = fs_err::File::open(&full).map_err(io)?;
+        let mut f = super::open_beneath(root, Path::new(rel)).map_err(io)?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {

@@ -11,6 +11,70 @@ use std::path::Path;
 
 use ignore::Matcher;
 
+/// Open the regular file `rel` below `root` for reading without following any symlink on the
+/// way (the walk saw none there; one that is there now was swapped in during the build, and
+/// could point outside the context): openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
+/// relative to the context's directory, or, where the kernel has no openat2, a walk of
+/// O_NOFOLLOW opens component by component. What is hashed and what is copied are read this
+/// way, so no byte from outside the context can reach a key or a layer.
+pub fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let swapped = |what: &str| {
+        std::io::Error::other(format!(
+            "{} {what} during the build (a symlink or a non-file where a file was); nothing outside the context is read",
+            rel.display()
+        ))
+    };
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    let fd = match rustix::fs::openat2(
+        &dir,
+        rel,
+        flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => {
+            return Err(swapped("changed"))
+        }
+        Err(rustix::io::Errno::NOSYS) => {
+            // Before Linux 5.6: one component at a time, none of them a symlink.
+            let comps: Vec<_> = rel.components().collect();
+            let mut cur = dir;
+            for (i, c) in comps.iter().enumerate() {
+                let std::path::Component::Normal(name) = c else {
+                    return Err(swapped("is not a plain path"));
+                };
+                let last = i + 1 == comps.len();
+                let f = if last {
+                    flags
+                } else {
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+                };
+                cur = rustix::fs::openat(&cur, *name, f, Mode::empty()).map_err(|e| {
+                    if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+                        swapped("changed")
+                    } else {
+                        e.into()
+                    }
+                })?;
+            }
+            cur
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Err(swapped("changed"));
+    }
+    Ok(f)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     File,

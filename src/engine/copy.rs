@@ -352,7 +352,11 @@ pub fn source_entries(
 #[derive(Debug, Clone)]
 enum Body {
     Dir,
-    File(PathBuf),
+    /// A regular file `rel` below the source root `root`, opened without following symlinks.
+    File {
+        root: PathBuf,
+        rel: PathBuf,
+    },
     Data(Vec<u8>),
     Symlink(PathBuf),
 }
@@ -502,7 +506,7 @@ fn copy_sources(
         } else {
             plan.parents_of(&base);
             let m = fs_err::metadata(src_root.join(&r.path)).map_err(|e| e.to_string())?;
-            let o = plan.file_out(&src_root.join(&r.path), &m, keep_owner);
+            let o = plan.file_out(src_root, &r.path, &m, keep_owner);
             plan.add(&base, o);
         }
     }
@@ -710,15 +714,19 @@ impl Planner<'_> {
         }
     }
 
-    fn file_out(&self, path: &Path, m: &std::fs::Metadata, keep_owner: bool) -> Out {
+    fn file_out(&self, root: &Path, rel: &str, m: &std::fs::Metadata, keep_owner: bool) -> Out {
+        let path = root.join(rel);
         let ft = m.file_type();
         let is_dir = ft.is_dir();
         let body = if is_dir {
             Body::Dir
         } else if ft.is_symlink() {
-            Body::Symlink(std::fs::read_link(path).unwrap_or_default())
+            Body::Symlink(std::fs::read_link(&path).unwrap_or_default())
         } else if ft.is_file() {
-            Body::File(path.to_path_buf())
+            Body::File {
+                root: root.to_path_buf(),
+                rel: PathBuf::from(rel),
+            }
         } else {
             // Sockets, fifos, devices in a context: an empty regular file, as BuildKit does.
             Body::Data(Vec::new())
@@ -763,7 +771,7 @@ impl Planner<'_> {
         self.parents_of(target);
         if self.exists_in_dest(target).is_none_or(|m| !m.is_dir()) {
             let m = fs_err::metadata(root.join(rel)).map_err(|e| e.to_string())?;
-            let o = self.file_out(&root.join(rel), &m, keep_owner);
+            let o = self.file_out(root, rel, &m, keep_owner);
             self.add(target, o);
         }
         let prefix = if rel.is_empty() {
@@ -785,7 +793,7 @@ impl Planner<'_> {
             if m.is_dir() && self.exists_in_dest(&dest).is_some_and(|d| d.is_dir()) {
                 continue;
             }
-            let o = self.file_out(&src, &m, keep_owner);
+            let o = self.file_out(root, &e.path, &m, keep_owner);
             self.add(&dest, o);
         }
         Ok(())
@@ -863,8 +871,10 @@ fn write_layer(job: &CopyJob, entries: &BTreeMap<String, Out>) -> io::Result<Lay
                 h.set_size(0);
                 b.append_data(&mut h, format!("{rel}/"), io::empty())?;
             }
-            Body::File(p) => {
-                let f = fs_err::File::open(p)?;
+            Body::File { root, rel: src_rel } => {
+                let f = crate::context::open_beneath(root, src_rel).map_err(|e| {
+                    io::Error::new(e.kind(), format!("{}: {e}", root.join(src_rel).display()))
+                })?;
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(f.metadata()?.len());
                 b.append_data(&mut h, rel, f)?;

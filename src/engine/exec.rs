@@ -285,6 +285,18 @@ pub fn snapshots(
     Ok(out)
 }
 
+/// Lower dirs (top first) with each snapshot once, at its top-most place. Two identical layers
+/// (`COPY a /x` twice) share one snapshot, and overlayfs refuses a lowerdir list that names a
+/// directory twice (ELOOP); dropping the lower copy changes nothing in the merged view, since
+/// the upper copy already provides every file and whiteout of it.
+pub fn unique_top_first(lower: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    lower
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
 /// The overlay of a step and the files bind-mounted over /etc, laid out in `step`.
 pub struct StepRoot {
     /// Top first; an empty directory when there are no layers (overlayfs needs one).
@@ -300,10 +312,11 @@ pub struct StepRoot {
 /// write its /etc files for `hostname` (resolv.conf as `network` can use it).
 pub fn step_root(
     step: &Path,
-    mut lower: Vec<PathBuf>,
+    lower: Vec<PathBuf>,
     hostname: &str,
     network: sandbox::Network,
 ) -> anyhow::Result<StepRoot> {
+    let mut lower = unique_top_first(lower);
     let (upper, work, merged, etc) = (
         step.join("upper"),
         step.join("work"),

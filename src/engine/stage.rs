@@ -291,7 +291,7 @@ fn lowers(
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = exec::snapshots(b.store, &b.exe, &config.rootfs.diff_ids, layers, &b.maps)?;
     out.reverse();
-    Ok(out)
+    Ok(exec::unique_top_first(out))
 }
 
 /// A unique scratch directory for a step.

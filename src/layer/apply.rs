@@ -91,7 +91,17 @@ pub fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBu
                 let candidate = cur.join(n);
                 match std::fs::symlink_metadata(root.join(&candidate)) {
                     Ok(m) if m.file_type().is_symlink() => {
-                        let target = std::fs::read_link(root.join(&candidate))?;
+                        let target = std::fs::read_link(root.join(&candidate)).map_err(|e| {
+                            if e.kind() == io::ErrorKind::InvalidInput {
+                                // It was a link a moment ago: swapped during the build.
+                                io::Error::other(format!(
+                                    "{} changed during the build",
+                                    candidate.display()
+                                ))
+                            } else {
+                                e
+                            }
+                        })?;
                         let base = if target.is_absolute() {
                             PathBuf::new()
                         } else {
