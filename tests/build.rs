@@ -908,7 +908,7 @@ fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
             let _ = std::fs::rename(&tmp_link, &f);
             // Most of the time a symlink for an instant only, so that some builds get through.
             std::thread::sleep(std::time::Duration::from_micros(50 * (n % 5)));
-            let _ = std::fs::write(&tmp_file, "inside\n");
+            let _ = fs_err::write(&tmp_file, "inside\n");
             let _ = std::fs::rename(&tmp_file, &f);
             std::thread::sleep(std::time::Duration::from_micros(500 * (n % 7)));
             n += 1;
