@@ -361,12 +361,13 @@ fn expansion_is_bounded_and_long_dockerfiles_build() {
     assert_eq!(b.id("long"), id);
 }
 
-/// Start `strata build` of `ctx` and return once its step printed `marker`.
-fn start_build_until(b: &B, ctx: &Path, marker: &str) -> std::process::Child {
+/// Start `strata build ARGS` of `ctx` and return once its step printed `marker`.
+fn start_build_until(b: &B, ctx: &Path, args: &[&str], marker: &str) -> std::process::Child {
     let mut child = Command::new(common::strata_bin())
         .arg("--root")
         .arg(&b.root)
         .args(["build", "--progress", "plain"])
+        .args(args)
         .arg(ctx)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -418,7 +419,7 @@ fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
     let c = b.ctx("c", &files(&f));
     // SIGINT (Ctrl-C) and SIGTERM: the step is stopped, its scratch dir removed, exit 130/143.
     for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
-        let mut child = start_build_until(&b, &c, "42-running");
+        let mut child = start_build_until(&b, &c, &[], "42-running");
         assert_eq!(sleepers_of_marker(), 1, "the step runs");
         let t = std::time::Instant::now();
         // SAFETY: kill on our own child's pid.
@@ -438,7 +439,7 @@ fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
         assert!(tmp_entries(&b).is_empty(), "{:?}", tmp_entries(&b));
     }
     // SIGKILL leaves the step's scratch dir; the next build removes it (its owner is dead).
-    let mut child = start_build_until(&b, &c, "42-running");
+    let mut child = start_build_until(&b, &c, &[], "42-running");
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -666,29 +667,9 @@ fn secrets_reach_the_step_and_nothing_else() {
     // Killed with SIGKILL while a step has the secret mounted: no copy anywhere on disk (the
     // store, the temporary directory of the whole test run), because it only ever lived in
     // memory (a memfd, then a tmpfs of the sandbox's own mount namespace).
-    let f = [df("FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && echo mounted && sleep 60\n")];
+    let f = [df("FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && echo $((6*7))-mounted && sleep 60\n")];
     let c3 = b.ctx("c3", &files(&f));
-    let mut child = Command::new(common::strata_bin())
-        .arg("--root")
-        .arg(&b.root)
-        .args(["build", "--progress", "plain", "--secret", &spec])
-        .arg(&c3)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut seen = String::new();
-    while std::io::BufRead::read_line(&mut err, &mut line).unwrap_or(0) > 0 {
-        seen.push_str(&line);
-        if line.contains("mounted") {
-            break;
-        }
-        line.clear();
-    }
-    assert!(seen.contains("mounted"), "{seen}");
+    let mut child = start_build_until(&b, &c3, &["--secret", &spec], "42-mounted");
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
