@@ -211,14 +211,31 @@ mod tests {
     use super::*;
     use crate::context::{walk, Filter};
 
-    fn setup(name: &str) -> PathBuf {
+    /// A context directory in the temp dir (and its cache file beside it), removed on drop.
+    struct Ctx(PathBuf);
+
+    impl std::ops::Deref for Ctx {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Ctx {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_file(self.0.with_extension("cache"));
+        }
+    }
+
+    fn setup(name: &str) -> Ctx {
         let d = std::env::temp_dir().join(format!("strata-ctx-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         fs_err::create_dir_all(d.join("app")).unwrap();
         fs_err::write(d.join("app/main.py"), "print('hi')\n").unwrap();
         fs_err::write(d.join("app/util.py"), "x = 1\n").unwrap();
         fs_err::write(d.join("requirements.txt"), "six\n").unwrap();
-        d
+        Ctx(d)
     }
 
     fn pass(root: &Path, cache: &mut Cache) -> (Digest, Stats) {
