@@ -383,10 +383,18 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
                 .expect("spawning a stage thread");
             stages.push(h);
         }
+        // Join them here (not at the end of the scope) so the watcher learns the build is over;
+        // a stage that panicked still takes the build down with it.
+        let mut panicked = None;
         for h in stages {
-            let _ = h.join();
+            if let Err(p) = h.join() {
+                panicked.get_or_insert(p);
+            }
         }
         done.store(true, Ordering::SeqCst);
+        if let Some(p) = panicked {
+            std::panic::resume_unwind(p);
+        }
     });
     if let Err(e) = b.checksums.lock().unwrap_or_else(|e| e.into_inner()).save() {
         b.progress
