@@ -216,6 +216,10 @@ fn ensure_dir(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
     Ok(())
 }
 
+/// What the child reports when the parent could not give it its network (the parent then
+/// reports the network's own error).
+pub(super) const NO_NETWORK: &str = "the step's network was not set up";
+
 /// Paths Docker hides from a container: files get /dev/null, directories an empty read-only
 /// tmpfs.
 pub const MASKED_PATHS: &[&str] = &[
@@ -623,7 +627,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     if let Some(mut f) = net_ready {
         let mut b = [0u8; 1];
         if !matches!(f.read(&mut b), Ok(1)) || b[0] != b'N' {
-            return Err("the step's network was not set up".into());
+            return Err(NO_NETWORK.into());
         }
     }
 

@@ -333,8 +333,9 @@ fn launch(
     let mut report = std::fs::File::from(report_r);
     let mut go = std::fs::File::from(go_w);
 
-    // The step's network helper, stopped when this function returns.
+    // The step's network helper, stopped when this function returns, or why it failed.
     let mut slirp = None;
+    let mut net_error = None;
     // Wait for the child to unshare its user namespace, then map it.
     let mut b = [0u8; 1];
     let n = report.read(&mut b)?;
@@ -357,17 +358,11 @@ fn launch(
                     slirp = Some(s);
                     let _ = go.write_all(b"N");
                 }
-                // The network failed while the child waits for it: that is the error. (A child
-                // that ended first took its namespace with it; its report says why.)
-                Err((message, fix)) if matches!(child.try_wait(), Ok(None)) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(Error::Setup {
-                        message,
-                        advice: vec![fix],
-                    });
-                }
-                Err(_) => {}
+                // No 'N': the child, waiting for it, gives up when `go` closes below. Which
+                // error is the build's is decided by its report: a child that failed on its own
+                // (and took its namespace with it, which is why slirp4netns failed) says why;
+                // one that only saw the network fail leaves the network's error.
+                Err(e) => net_error = Some(e),
             }
         }
     }
@@ -389,6 +384,14 @@ fn launch(
             Ok(Report::Outcome(o)) => outcome = Some(o),
             Ok(Report::Created(c)) => created = c,
             Ok(Report::Error(message)) => {
+                if message == child::NO_NETWORK {
+                    if let Some((message, fix)) = net_error {
+                        return Err(Error::Setup {
+                            message,
+                            advice: vec![fix],
+                        });
+                    }
+                }
                 return Err(Error::Setup {
                     advice: if message.contains("CLONE_NEWUSER")
                         || message.contains("EPERM")
