@@ -402,7 +402,7 @@ fn launch(
                         Vec::new()
                     },
                     message,
-                })
+                });
             }
             Err(_) => {}
         }
