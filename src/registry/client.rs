@@ -300,11 +300,14 @@ impl Registry {
                 detail,
                 dirs: host.certs_dirs.clone(),
             }
-        } else if detail.contains("connection closed")
+        } else if ["connection closed", "broken pipe", "connection reset"]
+            .iter()
+            .any(|m| detail.contains(m))
             && e.url().is_some_and(|u| u.scheme() == "https")
         {
             // A TLS server that wants a client certificate closes the connection after the
-            // handshake.
+            // handshake; the client sees the close, or (when it was already writing, HTTP/2
+            // especially) a broken pipe or a reset, depending on timing.
             Error::Unreachable {
                 host: host.name.clone(),
                 detail: format!(
