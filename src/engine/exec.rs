@@ -237,8 +237,10 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
 /// Remove what killed strata processes left in the store's tmp dir: every entry there is named
 /// `WHAT-PID-…` by the process that made it, and one whose process is gone is garbage (a step's
 /// scratch dir, a half-written blob). Dirs are removed inside the user namespace (their files
-/// may belong to subordinate ids). Best effort: a failure leaves the entry for `prune`.
+/// may belong to subordinate ids). Lock files of killed holders go too. Best effort: a failure
+/// leaves the entry for `prune`.
 pub fn clean_leftovers(store: &Store, maps: &idmap::IdMaps) {
+    store.remove_stale_locks();
     let Ok(rd) = std::fs::read_dir(store.tmp_dir()) else {
         return;
     };

@@ -485,6 +485,7 @@ impl Store {
                 at(&p, std::fs::remove_file(&p))?;
             }
         }
+        self.remove_stale_locks();
         io_util::sync_dir(&blobs);
         Ok(freed)
     }

@@ -88,14 +88,43 @@ pub fn default_root() -> Option<PathBuf> {
 }
 
 /// Which lock, and how.
+/// Whether the open file `f` is still the file at `p`.
+fn same_file(f: &File, p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(p)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum LockKind {
     Shared,
     Exclusive,
 }
 
-/// A held file lock; released on drop.
-pub struct Lock(#[allow(dead_code)] File);
+/// A held file lock; released on drop. A per-key lock (one step, blob or snapshot) also removes
+/// its file on drop, while still holding it, so the locks directory does not grow with every
+/// key ever built; [`Store::lock`] re-checks the path after locking to make that safe.
+pub struct Lock {
+    _file: File,
+    remove: Option<PathBuf>,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(p) = self.remove.take() {
+            // Unlinked before the descriptor closes (fields drop after this), so no other
+            // process can hold the lock on this inode while the path still names it.
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The lock files named per key (not `gc.lock` and `index.lock`, which live as long as the
+/// store): they are removed by their holder, or by [`Store::remove_stale_locks`] when the holder
+/// was killed.
+const PER_KEY_LOCKS: [&str; 3] = ["step-", "blob-", "snapshot-"];
 
 impl Store {
     /// Open (creating if needed) the store at `root`.
@@ -154,20 +183,61 @@ impl Store {
 
     fn lock(&self, name: &str, kind: LockKind) -> Result<Lock> {
         let p = self.base.join("locks").join(name);
-        let f = at(
-            &p,
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&p),
-        )?;
-        let r = match kind {
-            LockKind::Shared => f.lock_shared(),
-            LockKind::Exclusive => f.lock(),
+        let per_key = PER_KEY_LOCKS.iter().any(|k| name.starts_with(k));
+        loop {
+            let f = at(
+                &p,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&p),
+            )?;
+            let r = match kind {
+                LockKind::Shared => f.lock_shared(),
+                LockKind::Exclusive => f.lock(),
+            };
+            at(&p, r)?;
+            if !per_key {
+                return Ok(Lock {
+                    _file: f,
+                    remove: None,
+                });
+            }
+            // The holder before us may have removed the file after we opened it: a lock on an
+            // unlinked inode excludes nobody, so start again on what the path names now.
+            if same_file(&f, &p) {
+                return Ok(Lock {
+                    _file: f,
+                    remove: Some(p),
+                });
+            }
+        }
+    }
+
+    /// Remove the per-key lock files nobody holds: those of a process killed while holding one
+    /// (a live holder removes its own). Each is taken without waiting before it is removed, so
+    /// a lock in use is left alone. Best effort; returns how many were removed.
+    pub fn remove_stale_locks(&self) -> usize {
+        let dir = self.base.join("locks");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return 0;
         };
-        at(&p, r)?;
-        Ok(Lock(f))
+        let mut n = 0;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !PER_KEY_LOCKS.iter().any(|k| name.starts_with(k)) {
+                continue;
+            }
+            let p = e.path();
+            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) else {
+                continue;
+            };
+            if f.try_lock().is_ok() && same_file(&f, &p) && std::fs::remove_file(&p).is_ok() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Hold while adding blobs that a reference will point to: prune waits for it.

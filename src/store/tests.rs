@@ -2,9 +2,25 @@ use super::*;
 use crate::layer::Compression;
 use crate::oci::{ImageConfig, Platform};
 
+/// A directory removed when the test's thread ends (libtest runs each test on its own thread,
+/// and thread-local destructors run after a panic too), so `cargo test` leaves nothing behind.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        make_writable(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+thread_local! {
+    static CLEANUP: std::cell::RefCell<Vec<Cleanup>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("strata-store-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
+    CLEANUP.with(|c| c.borrow_mut().push(Cleanup(d.clone())));
     d
 }
 
@@ -434,4 +450,67 @@ fn import_refuses_what_is_not_a_tar_and_stores_nothing() {
         .map(|r| r.count())
         .unwrap_or(0);
     assert_eq!(blobs, 0, "nothing stored");
+}
+
+#[test]
+fn per_key_locks_remove_their_files_and_stale_ones_are_swept() {
+    let s = Store::open(tmp("locks")).unwrap();
+    let locks = s.root().join("v1/locks");
+    let count = || {
+        std::fs::read_dir(&locks)
+            .unwrap()
+            .filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("step-") || n.starts_with("blob-") || n.starts_with("snapshot-")
+            })
+            .count()
+    };
+    let key = Digest::of(b"step");
+    {
+        let _held = s.step_lock(&key).unwrap();
+        assert_eq!(count(), 1);
+        // Held: the sweep leaves it.
+        assert_eq!(s.remove_stale_locks(), 0);
+        assert_eq!(count(), 1);
+    }
+    assert_eq!(count(), 0, "a released per-key lock removes its file");
+
+    // A waiter that opened the file before the holder removed it must not believe it holds the
+    // lock on the orphaned inode: it starts again on the path, so two holders never coexist.
+    let first = s.blob_lock(&key).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s2 = Store::open(s.root()).unwrap();
+    let k2 = key.clone();
+    let waiter = std::thread::spawn(move || {
+        let _l = s2.blob_lock(&k2).unwrap();
+        tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(rx.try_recv().is_err(), "the waiter waits");
+    drop(first);
+    rx.recv().unwrap();
+    // The waiter holds the lock on the file the path names now.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(locks.join(format!("blob-{}.lock", key.hex())))
+        .unwrap();
+    assert!(
+        f.try_lock().is_err(),
+        "the waiter's lock is on the live file"
+    );
+    waiter.join().unwrap();
+
+    // A killed holder leaves its file behind (a file nobody holds): the sweep removes it, and
+    // leaves gc.lock and index.lock.
+    for n in ["step-aa.lock", "blob-bb.lock", "snapshot-cc.lock"] {
+        std::fs::write(locks.join(n), "").unwrap();
+    }
+    assert_eq!(count(), 3);
+    assert_eq!(s.remove_stale_locks(), 3);
+    assert_eq!(count(), 0);
+    assert!(locks.join("index.lock").exists());
+    s.prune(false).unwrap();
+    assert!(locks.join("gc.lock").exists());
 }
