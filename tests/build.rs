@@ -932,6 +932,92 @@ fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
     eprintln!("{built} builds, {refused} refused, {swaps} swaps");
 }
 
+/// Start a build, run `during` when its first step misses the cache (its key is computed, the
+/// step about to read), and return the build's exit and whole stderr.
+fn build_changing_during_step(
+    b: &B,
+    ctx: &Path,
+    during: impl FnOnce(),
+) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(common::strata_bin())
+        .arg("--root")
+        .arg(&b.root)
+        .args(["build", "--progress", "plain", "-t", "changing"])
+        .arg(ctx)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (mut line, mut seen) = (String::new(), String::new());
+    let mut during = Some(during);
+    while std::io::BufRead::read_line(&mut err, &mut line).unwrap_or(0) > 0 {
+        seen.push_str(&line);
+        if line.contains("cache miss") {
+            if let Some(f) = during.take() {
+                f();
+            }
+        }
+        line.clear();
+    }
+    assert!(during.is_none(), "no step missed the cache: {seen}");
+    (child.wait().unwrap(), seen)
+}
+
+#[test]
+fn a_context_file_changed_while_a_step_reads_it_is_refused() {
+    let Some(b) = B::new("changing") else { return };
+    // COPY: a 192 MiB file takes the copy long enough that the append lands while it reads.
+    let c = b.ctx("c", &[("Dockerfile", "FROM busybox\nCOPY big /big\n")]);
+    let big = c.join("big");
+    fs_err::File::create(&big)
+        .unwrap()
+        .set_len(192 << 20)
+        .unwrap();
+    let (status, err) = build_changing_during_step(&b, &c, || {
+        let mut f = fs_err::OpenOptions::new().append(true).open(&big).unwrap();
+        std::io::Write::write_all(&mut f, b"appended").unwrap();
+    });
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("the build context changed while this step read it (1 file changed: big)")
+            && err.contains("hint: run the build again"),
+        "{err}"
+    );
+    assert!(b.strata(&["inspect", "changing"]).status.code() != Some(0));
+    // Nothing was cached: once the file is stable the step runs (and copies all of it).
+    let log = b.ok(&c, &["-t", "changing"]);
+    assert!(log.contains("cache miss"), "{log}");
+    assert_eq!(
+        b.sh("changing", "wc -c < /big; tail -c 8 /big"),
+        format!("{}\nappended", (192 << 20) + 8)
+    );
+
+    // RUN with the context bound: the step reads the file, then it changes before the step ends.
+    let c = b.ctx(
+        "r",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=target=/ctx cat /ctx/input > /seen && sleep 2\n",
+            ),
+            ("input", "v1\n"),
+        ],
+    );
+    let input = c.join("input");
+    let (status, err) = build_changing_during_step(&b, &c, || {
+        fs_err::write(&input, "v2\n").unwrap();
+    });
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("changed while this step read it (1 file changed: input)"),
+        "{err}"
+    );
+    b.ok(&c, &["-t", "changing"]);
+    assert_eq!(b.sh("changing", "cat /seen"), "v2\n");
+}
+
 #[test]
 fn add_unpacks_local_archives_only_when_asked() {
     let Some(b) = B::new("add") else { return };

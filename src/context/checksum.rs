@@ -143,6 +143,20 @@ impl Cache {
             }
             h.update(&buf[..n]);
         }
+        // The stamp recorded must be that of the bytes hashed: the file opened is the one that
+        // was stat'ed (not swapped since), and nothing wrote to it while it was read.
+        let after = f.metadata().map_err(io)?;
+        if (
+            after.len(),
+            ns(after.mtime(), after.mtime_nsec()),
+            after.ino(),
+            ns(after.ctime(), after.ctime_nsec()),
+        ) != (rec.size, rec.mtime_ns, rec.ino, rec.ctime_ns)
+        {
+            return Err(Error::Changed {
+                path: full.display().to_string(),
+            });
+        }
         let digest = h.finish();
         stats.hashed += 1;
         if self.records.get(rel).is_none_or(|r| r.digest != digest) {

@@ -98,6 +98,8 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path}: changed while it was read (its size, time or inode moved); nothing was cached\n  hint: run the build again once the file is stable; files written during builds belong in .dockerignore")]
+    Changed { path: String },
 }
 
 /// Include patterns (COPY sources; none means everything) and exclude patterns

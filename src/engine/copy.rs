@@ -12,7 +12,7 @@
 //! key: the key covers exactly the files the step reads.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -494,8 +494,7 @@ fn copy_sources(
             None => dest.clone(),
         };
         if !r.is_dir && job.unpack {
-            let path = src_root.join(&r.path);
-            if let Some(tmp) = extract_archive(&path, job)? {
+            if let Some(tmp) = extract_archive(src_root, Path::new(&r.path), job)? {
                 // An archive's contents go into the destination directory itself.
                 plan.tree(&tmp, "", &dest, &[], &[], true)?;
                 continue;
@@ -800,19 +799,22 @@ impl Planner<'_> {
     }
 }
 
-/// Extract `path` into a scratch directory when it is a tar (plain, gzip or zstd); `None` when
-/// it is not an archive.
-fn extract_archive(path: &Path, job: &CopyJob) -> Result<Option<PathBuf>, String> {
+/// Extract `rel` (under `root`) into a scratch directory when it is a tar (plain, gzip or zstd);
+/// `None` when it is not an archive. The file is opened once, beneath `root` and without
+/// following a symlink (as every context read), and that one descriptor is sniffed and read.
+fn extract_archive(root: &Path, rel: &Path, job: &CopyJob) -> Result<Option<PathBuf>, String> {
+    let path = root.join(rel);
+    let err = |e: io::Error| format!("{}: {e}", path.display());
+    let mut f = crate::context::open_beneath(root, rel).map_err(err)?;
     let mut head = [0u8; 512];
-    let mut f = fs_err::File::open(path).map_err(|e| e.to_string())?;
-    let n = read_full(&mut f, &mut head).map_err(|e| e.to_string())?;
+    let n = read_full(&mut f, &mut head).map_err(err)?;
     let comp = crate::layer::sniff(&head[..n]);
     let is_tar = match comp {
         Compression::None => n >= 262 && &head[257..262] == b"ustar",
         _ => {
             // Peek inside the compressed stream for a tar header.
-            let f = fs_err::File::open(path).map_err(|e| e.to_string())?;
-            let mut r = crate::layer::decompress(f).map_err(|e| e.to_string())?;
+            f.rewind().map_err(err)?;
+            let mut r = crate::layer::decompress(&f).map_err(err)?;
             let mut h = [0u8; 512];
             let k = read_full(&mut r, &mut h).unwrap_or(0);
             k >= 262 && &h[257..262] == b"ustar"
@@ -826,8 +828,8 @@ fn extract_archive(path: &Path, job: &CopyJob) -> Result<Option<PathBuf>, String
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
     fs_err::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let f = fs_err::File::open(path).map_err(|e| e.to_string())?;
-    let r = crate::layer::decompress(f).map_err(|e| e.to_string())?;
+    f.rewind().map_err(err)?;
+    let r = crate::layer::decompress(f).map_err(err)?;
     crate::layer::apply_layer(
         r,
         &dir,

@@ -806,6 +806,18 @@ impl St<'_, '_> {
             Instruction::Add(c) => self.copy_step(c, true)?,
             _ => unreachable!("layer_step is only called for RUN, COPY and ADD"),
         };
+        // What was copied (or bound into the RUN step) must be what the key hashed: read the
+        // local sources' digests again (a stat per file when nothing changed) and refuse the
+        // result when a file changed, appeared or was swapped while the step read it.
+        if self.fetched.is_none() {
+            let (again, changed, _) = self.inputs(ins)?;
+            if again != inputs {
+                let files = changed.map(|w| format!(" ({w})")).unwrap_or_default();
+                bail!(
+                    "the build context changed while this step read it{files}; nothing was cached\n  hint: run the build again once the files are stable; files written during builds belong in .dockerignore"
+                );
+            }
+        }
         let rec = Record {
             layer,
             created,
