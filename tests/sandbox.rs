@@ -342,19 +342,26 @@ fn dockers_capabilities_seccomp_masked_proc_and_read_only_proc_sys() {
 struct HostService {
     port: u16,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The first line of each request.
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HostService {
     fn start() -> HostService {
+        HostService::start_on(std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    fn start_on(addr: std::net::Ipv4Addr) -> HostService {
         use std::sync::atomic::Ordering;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = std::net::TcpListener::bind((addr, 0)).unwrap();
         l.set_nonblocking(true).unwrap();
         let port = l.local_addr().unwrap().port();
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (h, s) = (hits.clone(), stop.clone());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (h, s, reqs) = (hits.clone(), stop.clone(), requests.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match l.accept() {
@@ -366,7 +373,11 @@ impl HostService {
                         let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(3)));
                         let mut r = std::io::BufReader::new(c.try_clone().unwrap());
                         let mut line = String::new();
+                        let mut first = true;
                         while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                            if std::mem::take(&mut first) {
+                                reqs.lock().unwrap().push(line.trim_end().to_string());
+                            }
                             line.clear();
                         }
                         let _ = c
@@ -379,6 +390,7 @@ impl HostService {
         HostService {
             port,
             hits,
+            requests,
             stop,
             thread: Some(thread),
         }
@@ -485,6 +497,110 @@ fn default_network_reaches_out_but_never_the_hosts_loopback() {
     }
     // Each runner's --network host step reached it, and nothing else did.
     assert_eq!(svc.hits(), runners().len());
+}
+
+/// The host's address on its outbound interface (the source address of its default route), if
+/// it has one: a proxy there is reachable from a step's own network, as from a container's.
+fn host_outbound_addr() -> Option<std::net::Ipv4Addr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // A UDP connect sends nothing: it only picks the route and so the source address.
+    s.connect("192.0.2.200:9")
+        .or_else(|_| s.connect("10.255.255.254:9"))
+        .ok()?;
+    match s.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(a) if !a.is_loopback() && !a.is_unspecified() => Some(a),
+        _ => None,
+    }
+}
+
+#[test]
+fn proxy_build_args_reach_run_steps_but_not_the_image_or_the_key() {
+    if !Path::new("/usr/bin/slirp4netns").exists() {
+        require("slirp4netns is not installed: the default network cannot be tested");
+        return;
+    }
+    let Some(addr) = host_outbound_addr() else {
+        require("the host has no non-loopback IPv4 address for a proxy to listen on");
+        return;
+    };
+    let proxy = HostService::start_on(addr);
+    let url = format!("http://{addr}:{}", proxy.port);
+    for who in runners() {
+        let Some(e) = Env::new("proxyargs", who) else {
+            return;
+        };
+        // The step talks to the proxy its environment names (busybox nc: see above), as a
+        // client honouring http_proxy would; the image records none of it.
+        let ctx = e.dir.join("ctx");
+        let r = cmd(who, "mkdir", &["-p", ctx.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(r.status.success());
+        let df = "FROM bb:1\nRUN p=${http_proxy#http://} && printf 'GET http://example.invalid/x HTTP/1.0\\r\\n\\r\\n' | nc -w 5 ${p%:*} ${p##*:} > /got && env > /env\n";
+        let script = format!("cat > {}/Dockerfile", ctx.display());
+        let mut c = cmd(who, "sh", &["-c", &script]);
+        let mut child = c.stdin(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), df.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success());
+        let build = |proxy_url: &str| {
+            e.strata(&[
+                "build",
+                "--progress",
+                "plain",
+                "-t",
+                "px:1",
+                "--build-arg",
+                &format!("http_proxy={proxy_url}"),
+                "--build-arg",
+                "NO_PROXY=internal.example",
+                ctx.to_str().unwrap(),
+            ])
+        };
+        let o = build(&url);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{who:?}: {err}");
+        assert!(
+            proxy
+                .requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r == "GET http://example.invalid/x HTTP/1.0"),
+            "{who:?}: the proxy saw {:?}",
+            proxy.requests.lock().unwrap()
+        );
+        let o = e.strata(&[
+            "run",
+            "px:1",
+            "sh",
+            "-c",
+            "cat /got; echo; grep -ci proxy /env",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("host-secret") && out.ends_with("\n2\n"),
+            "{who:?}: {out}"
+        );
+        // Not in the image: config, history.
+        let o = e.strata(&["inspect", "px:1"]);
+        let config = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && config.contains("\"history\""),
+            "{config}"
+        );
+        assert!(
+            !config.contains(&url) && !config.contains("internal.example"),
+            "{who:?}: {config}"
+        );
+        // Not in the key: another proxy builds nothing again.
+        let o = build("http://other.invalid:3128");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && !err.contains("cache miss"),
+            "{who:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -1153,8 +1153,21 @@ impl St<'_, '_> {
         let b = self.b;
         let root = exec::step_root(step, lower, "strata", self.network(r)?)?;
         let mut env = self.env_list();
-        for (k, v) in self.visible_args() {
+        let args = self.visible_args();
+        for (k, v) in &args {
             env.push(format!("{k}={v}"));
+        }
+        // The predefined proxy ARGs reach every RUN step without an ARG line, as in BuildKit
+        // (its ExecOp ProxyEnv): not in the cache key, the image's config or its history, so a
+        // CI runner's proxy neither busts the cache nor leaks a password into the image. A
+        // declared one is an ordinary ARG (above).
+        for name in crate::plan::PROXY_ARGS {
+            let set = |e: &String| e.split('=').next() == Some(name);
+            if let Some(v) = b.plan.options.build_args.get(*name) {
+                if !args.iter().any(|(k, _)| k == name) && !env.iter().any(set) {
+                    env.push(format!("{name}={v}"));
+                }
+            }
         }
         if let Some(e) = b.opts.epoch {
             if !env.iter().any(|x| x.starts_with("SOURCE_DATE_EPOCH=")) {
