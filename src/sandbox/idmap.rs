@@ -48,10 +48,13 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
+/// Where Debian's uidmap package puts the setuid helpers (run by path: no PATH search, and no
+/// other program of the same name earlier in PATH).
+const NEWUIDMAP: &str = "/usr/bin/newuidmap";
+const NEWGIDMAP: &str = "/usr/bin/newgidmap";
+
 pub fn helpers_installed() -> bool {
-    ["/usr/bin/newuidmap", "/usr/bin/newgidmap"]
-        .iter()
-        .all(|p| Path::new(p).exists())
+    [NEWUIDMAP, NEWGIDMAP].iter().all(|p| Path::new(p).exists())
 }
 
 /// The maps for the current user.
@@ -134,7 +137,10 @@ fn map_text(ranges: &[Range]) -> String {
 /// Write the maps of process `pid` (which has just unshared its user namespace).
 pub fn apply(maps: &IdMaps, pid: u32) -> io::Result<()> {
     if maps.use_helpers {
-        for (tool, ranges) in [("newuidmap", &maps.uid), ("newgidmap", &maps.gid)] {
+        // The two setuid helpers are independent (one writes uid_map, the other gid_map): run
+        // them at once, which takes one helper's start-up off every rootless step.
+        let mut running = Vec::new();
+        for (tool, ranges) in [(NEWUIDMAP, &maps.uid), (NEWGIDMAP, &maps.gid)] {
             let mut args = vec![pid.to_string()];
             for r in ranges {
                 args.extend([
@@ -143,16 +149,29 @@ pub fn apply(maps: &IdMaps, pid: u32) -> io::Result<()> {
                     r.count.to_string(),
                 ]);
             }
-            let out = Command::new(tool).args(&args).output()?;
-            if !out.status.success() {
-                return Err(io::Error::other(format!(
+            let child = Command::new(tool)
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn();
+            running.push((tool, args, child));
+        }
+        let mut first_err = None;
+        for (tool, args, child) in running {
+            let r = child.and_then(|c| c.wait_with_output());
+            let e = match r {
+                Ok(out) if out.status.success() => continue,
+                Ok(out) => io::Error::other(format!(
                     "{tool} {}: {}",
                     args.join(" "),
                     String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
+                )),
+                Err(e) => e,
+            };
+            first_err.get_or_insert(e);
         }
-        return Ok(());
+        return first_err.map_or(Ok(()), Err);
     }
     let proc = format!("/proc/{pid}");
     if maps.root_only {
