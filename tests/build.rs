@@ -884,7 +884,7 @@ fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
         &[
             (
                 "Dockerfile",
-                "FROM busybox\nCOPY d/f /single\nCOPY d /tree/\n",
+                "FROM busybox\nCOPY d/f /single\nCOPY d /tree/\nRUN --mount=type=bind,source=d/f,target=/m cat /m > /bound\nRUN --mount=type=bind,source=d,target=/m,rw cat /m/f > /bound-rw\n",
             ),
             ("d/f", "inside\n"),
             ("d/g", "other\n"),
@@ -907,6 +907,11 @@ fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
             let _ = fs_err::write(&tmp_file, "inside\n");
             let _ = std::fs::rename(&tmp_file, &f);
             std::thread::sleep(std::time::Duration::from_micros(500 * (n % 7)));
+            // A quiet moment now and then, so that some builds get through all their steps
+            // (a file changed while a step reads it fails the step).
+            if n % 16 == 15 {
+                std::thread::sleep(std::time::Duration::from_millis(40));
+            }
             n += 1;
         }
         n
@@ -930,6 +935,57 @@ fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
     // No byte of the outside file in any blob, snapshot or cache record of the store.
     assert!(b.store_contains(marker.as_bytes()).is_empty());
     eprintln!("{built} builds, {refused} refused, {swaps} swaps");
+}
+
+#[test]
+fn bind_mount_sources_never_leave_their_stage_or_context() {
+    let Some(b) = B::new("bindescape") else {
+        return;
+    };
+    let marker = "HOST-ONLY-BYTES-51f0";
+    let outside = b.dir.join("host-secret");
+    fs_err::write(&outside, marker).unwrap();
+    let outside_dir = b.dir.join("host-dir");
+    fs_err::create_dir_all(&outside_dir).unwrap();
+    fs_err::write(outside_dir.join("f"), marker).unwrap();
+    // A stage's symlinks to host paths: the source is resolved inside the stage, as BuildKit
+    // does, so they name the stage's own (missing) files. This used to bind the host's file.
+    for (link, to, source) in [
+        ("/x", outside.display().to_string(), "x"),
+        ("/d", outside_dir.display().to_string(), "d/f"),
+        (
+            "/up",
+            "../../../..".to_string() + &outside.display().to_string(),
+            "up",
+        ),
+    ] {
+        for rw in ["", ",rw"] {
+            let df = format!(
+                "FROM busybox AS s\nRUN ln -s {to} {link}\nFROM busybox\nRUN --mount=type=bind,from=s,source={source},target=/m{rw} cat /m > /got\n"
+            );
+            let c = b.ctx("c", &[("Dockerfile", df.as_str())]);
+            let o = b.build(&c, &["-t", "esc"]);
+            let err = text(&o.stderr);
+            assert!(!o.status.success(), "{source}{rw}: {err}");
+            assert!(
+                err.contains(&format!("mount source {source}")) && err.contains("No such file"),
+                "{source}{rw}: {err}"
+            );
+        }
+    }
+    // The context's own symlinks likewise resolve inside it.
+    let c = b.ctx(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=bind,source=link,target=/m cat /m > /got\n",
+        )],
+    );
+    std::os::unix::fs::symlink(&outside, c.join("link")).unwrap();
+    let o = b.build(&c, &["-t", "esc"]);
+    assert!(!o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("link"), "{}", text(&o.stderr));
+    assert!(b.store_contains(marker.as_bytes()).is_empty());
 }
 
 /// Start a build, run `during` when its first step misses the cache (its key is computed, the

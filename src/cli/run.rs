@@ -164,7 +164,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         etc_files: root.etc_files,
         binds,
         maps: maps.clone(),
-        memory_files: Vec::new(),
+        files: Vec::new(),
     };
     let _ = a.rm;
     let mut result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());

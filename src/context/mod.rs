@@ -18,37 +18,77 @@ use ignore::Matcher;
 /// O_NOFOLLOW opens component by component. What is hashed and what is copied are read this
 /// way, so no byte from outside the context can reach a key or a layer.
 pub fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::OFlags;
+    let f = std::fs::File::from(beneath(root, rel, OFlags::RDONLY | OFlags::NOCTTY)?);
+    if !f.metadata()?.is_file() {
+        return Err(swapped(rel, "changed"));
+    }
+    Ok(f)
+}
+
+/// An `O_PATH` descriptor of the file or directory `rel` below `root` (the root itself for an
+/// empty path), opened as [`open_beneath`] opens: for a bind mount of the context, made through
+/// `/proc/self/fd/N`, so that the mount is of exactly what was resolved and checked, whatever
+/// is swapped in at that path afterwards.
+pub fn open_path_beneath(root: &Path, rel: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::OFlags;
+    let fd = beneath(root, rel, OFlags::PATH)?;
+    let st = rustix::fs::fstat(&fd)?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if !matches!(
+        kind,
+        rustix::fs::FileType::RegularFile | rustix::fs::FileType::Directory
+    ) {
+        return Err(swapped(rel, "changed"));
+    }
+    Ok(fd)
+}
+
+fn swapped(rel: &Path, what: &str) -> std::io::Error {
+    std::io::Error::other(format!(
+        "{} {what} during the build (a symlink or a non-file where a file was); nothing outside the context is read",
+        rel.display()
+    ))
+}
+
+/// `rel` below `root` opened with `flags` (plus CLOEXEC and NOFOLLOW), no symlink followed on
+/// the way: openat2 where the kernel has it, else one O_NOFOLLOW open per component.
+fn beneath(
+    root: &Path,
+    rel: &Path,
+    flags: rustix::fs::OFlags,
+) -> std::io::Result<std::os::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let swapped = |what: &str| {
-        std::io::Error::other(format!(
-            "{} {what} during the build (a symlink or a non-file where a file was); nothing outside the context is read",
-            rel.display()
-        ))
-    };
     let dir = rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
-    let fd = match rustix::fs::openat2(
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(
         &dir,
         rel,
         flags,
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => {
-            return Err(swapped("changed"))
-        }
+        Ok(fd) => Ok(fd),
+        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => Err(swapped(rel, "changed")),
         Err(rustix::io::Errno::NOSYS) => {
             // Before Linux 5.6: one component at a time, none of them a symlink.
-            let comps: Vec<_> = rel.components().collect();
+            let comps: Vec<_> = rel
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
             let mut cur = dir;
             for (i, c) in comps.iter().enumerate() {
                 let std::path::Component::Normal(name) = c else {
-                    return Err(swapped("is not a plain path"));
+                    return Err(swapped(rel, "is not a plain path"));
                 };
                 let last = i + 1 == comps.len();
                 let f = if last {
@@ -58,21 +98,20 @@ pub fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
                 };
                 cur = rustix::fs::openat(&cur, *name, f, Mode::empty()).map_err(|e| {
                     if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-                        swapped("changed")
+                        swapped(rel, "changed")
                     } else {
                         e.into()
                     }
                 })?;
             }
-            cur
+            if comps.is_empty() {
+                cur = rustix::fs::openat(&cur, ".", flags, Mode::empty())?;
+            }
+            // O_PATH | O_NOFOLLOW opens a symlink itself: the callers check the kind.
+            Ok(cur)
         }
-        Err(e) => return Err(e.into()),
-    };
-    let f = std::fs::File::from(fd);
-    if !f.metadata()?.is_file() {
-        return Err(swapped("changed"));
+        Err(e) => Err(e.into()),
     }
-    Ok(f)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -62,7 +62,7 @@ struct St<'b, 'a> {
 #[derive(Default)]
 struct Held {
     locks: Vec<fs_err::File>,
-    memory: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
+    files: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// The location `Dockerfile:LINE` of a command.
@@ -1243,7 +1243,7 @@ impl St<'_, '_> {
             hostname: "strata".into(),
             etc_files: root.etc_files,
             binds,
-            memory_files: std::mem::take(&mut held.memory),
+            files: std::mem::take(&mut held.files),
             maps: b.maps.clone(),
         };
         let (reader, writer) = std::io::pipe()?;
@@ -1349,13 +1349,12 @@ impl St<'_, '_> {
                 let readonly = m.readonly.unwrap_or(true);
                 match &m.from {
                     None => {
-                        let p = in_root(&b.opts.context, &src)?;
-                        binds.push(self.host_bind(p, t, readonly, step, i)?);
+                        let root = b.opts.context.clone();
+                        binds.push(self.host_bind(&root, &src, t, readonly, step, i)?);
                     }
                     Some(f) => match self.source_ref(f)? {
                         FromRef::Context(root) => {
-                            let p = in_root(&root, &src)?;
-                            binds.push(self.host_bind(p, t, readonly, step, i)?);
+                            binds.push(self.host_bind(&root, &src, t, readonly, step, i)?);
                         }
                         FromRef::Stage(r) => {
                             let l = lowers(b, &r.config, &r.layers)?;
@@ -1477,10 +1476,10 @@ impl St<'_, '_> {
                     target: t,
                     readonly: true,
                     source: BindSource::Memory {
-                        index: held.memory.len(),
+                        index: held.files.len(),
                     },
                 });
-                held.memory.push(f);
+                held.files.push(f);
             }
             MountKind::Ssh => {
                 let id = m.id.clone().unwrap_or_else(|| "default".into());
@@ -1508,45 +1507,59 @@ impl St<'_, '_> {
     }
 
     /// A bind of a context path: read-only as is; read-write on a throwaway copy.
+    /// A bind of `src` from the context directory `root`. The sandbox resolves the source
+    /// inside the root (symlinks followed as if it were `/`), opens it beneath the root with no
+    /// symlink followed and binds that descriptor, in its own mount namespace: a component
+    /// swapped for a symlink meanwhile cannot redirect the mount outside the context.
+    #[allow(clippy::too_many_arguments)]
     fn host_bind(
         &self,
-        p: PathBuf,
+        root: &Path,
+        src: &str,
         target: String,
         readonly: bool,
         step: &Path,
         i: usize,
     ) -> anyhow::Result<Bind> {
+        // Checked here too, for an error that names the source before any sandbox starts.
+        let p = in_root(root, src)?;
+        let rel = p.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        let sub = rel.display().to_string();
         if readonly {
             return Ok(Bind {
-                host: p,
+                host: root.to_path_buf(),
                 target,
                 readonly: true,
-                source: BindSource::Host,
+                source: BindSource::Context { sub },
             });
         }
-        // rw: an overlay with the context path as its lower dir; writes are discarded.
         let scratch = step.join(format!("mount{i}"));
         fs_err::create_dir_all(&scratch)?;
         if p.is_dir() {
-            Ok(Bind {
+            // Read-write: an overlay with the context as its lower dir; writes are discarded.
+            return Ok(Bind {
                 host: scratch,
                 target,
                 readonly: false,
                 source: BindSource::Layers {
-                    lower: vec![p],
-                    sub: String::new(),
+                    lower: vec![root.to_path_buf()],
+                    sub,
                 },
-            })
-        } else {
-            let copy = scratch.join("file");
-            fs_err::copy(&p, &copy)?;
-            Ok(Bind {
-                host: copy,
-                target,
-                readonly: false,
-                source: BindSource::Host,
-            })
+            });
         }
+        // A read-write file: a copy in the step's scratch space, read from beneath the root.
+        let copy = scratch.join("file");
+        let mut from = crate::context::open_beneath(root, &rel)
+            .map_err(|e| anyhow!("mount source \"{src}\": {e}"))?;
+        let mut to = fs_err::File::create(&copy)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.set_permissions(from.metadata()?.permissions())?;
+        Ok(Bind {
+            host: copy,
+            target,
+            readonly: false,
+            source: BindSource::Host,
+        })
     }
 }
 

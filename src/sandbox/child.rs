@@ -357,13 +357,26 @@ fn fail(msg: &[u8]) -> ! {
     }
 }
 
+/// The path `sub` of the directory `dir`, resolved inside it as if it were `/` (so a symlink
+/// to /etc/shadow names dir's file, never the host's), then opened beneath it with no symlink
+/// followed: a bind source that cannot leave `dir`, whatever is swapped in meanwhile. Returns
+/// `/proc/self/fd/N` for the mount, and the descriptor to keep open until it is made.
+fn beneath(dir: &Path, sub: &str, target: &str) -> R<(std::path::PathBuf, std::os::fd::OwnedFd)> {
+    use std::os::fd::AsRawFd;
+    let rel = Path::new(sub.trim_start_matches('/'));
+    let not_found = |e: std::io::Error| format!("mount source {sub} for {target}: {e}");
+    let resolved = crate::layer::apply::resolve_in_root(dir, rel, 0).map_err(not_found)?;
+    let fd = crate::context::open_path_beneath(dir, &resolved).map_err(not_found)?;
+    Ok((format!("/proc/self/fd/{}", fd.as_raw_fd()).into(), fd))
+}
+
 /// Put memory file `index` (an inherited memfd) on a tmpfs of its own at `dir` (an empty
 /// directory of the step's scratch space): the tmpfs exists only in this mount namespace, so the
 /// content never reaches a disk and goes away with the sandbox however it ends. Returns the
 /// file to bind-mount (bind mounts of a memfd itself are refused by the kernel).
 fn memory_file(dir: &Path, index: usize) -> R<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let fd = super::MEMORY_FD_BASE + index as i32;
+    let fd = super::FILES_FD_BASE + index as i32;
     // SAFETY: the parent dup'ed memory file `index` to this descriptor; ManuallyDrop leaves it
     // open for the exec'd child's close loop.
     let mut src = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -507,6 +520,8 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         ensure_file(&t, &mut created, &format!("/etc/{name}"))?;
         bind(&host.display().to_string(), &t, 0, true)?;
     }
+    // Descriptors of resolved bind sources, open until their mounts are made.
+    let mut held_fds = Vec::new();
     for Bind {
         host,
         target,
@@ -533,6 +548,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 continue;
             }
             BindSource::Memory { index } => memory_file(host, *index)?,
+            BindSource::Context { sub } => {
+                let (path, fd) = beneath(host, sub, target)?;
+                held_fds.push(fd);
+                path
+            }
             BindSource::Layers { lower, sub } => {
                 let (m, u, w) = (host.join("m"), host.join("u"), host.join("w"));
                 for d in [&m, &u, &w] {
@@ -547,11 +567,9 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                     w.display()
                 );
                 mount("overlay", &m.display().to_string(), "overlay", 0, &data)?;
-                let p = m.join(sub.trim_start_matches('/'));
-                if std::fs::symlink_metadata(&p).is_err() {
-                    return Err(format!("mount source {sub} not found for {target}"));
-                }
-                p
+                let (path, fd) = beneath(&m, sub, target)?;
+                held_fds.push(fd);
+                path
             }
         };
         if host.is_dir() {
@@ -561,6 +579,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         }
         bind(&host.display().to_string(), &t, libc::MS_REC, *readonly)?;
     }
+    drop(held_fds);
     report(&Report::Created(created));
 
     // pivot_root(".", ".") then detach the old root: no directory is left in the new root.
@@ -632,7 +651,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     let drop_caps = caps_to_drop();
-    let memory_fds = spec.memory_files.len().max(
+    let memory_fds = spec.files.len().max(
         spec.binds
             .iter()
             .filter_map(|b| match b.source {
@@ -668,7 +687,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             libc::close(3);
             libc::close(4);
             for i in 0..memory_fds {
-                libc::close(super::MEMORY_FD_BASE + i as i32);
+                libc::close(super::FILES_FD_BASE + i as i32);
             }
             libc::setsid();
             if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
