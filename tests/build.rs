@@ -973,6 +973,15 @@ fn bind_mount_sources_never_leave_their_stage_or_context() {
             );
         }
     }
+    // COPY --from follows a stage's symlink inside the stage too.
+    let df = format!(
+        "FROM busybox AS s\nRUN ln -s {} /x\nFROM busybox\nCOPY --from=s /x /got\n",
+        outside.display()
+    );
+    let c = b.ctx("c", &[("Dockerfile", df.as_str())]);
+    let o = b.build(&c, &["-t", "esc"]);
+    assert!(!o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("not found"), "{}", text(&o.stderr));
     // The context's own symlinks likewise resolve inside it.
     let c = b.ctx(
         "ctx",
