@@ -1176,6 +1176,28 @@ fn add_from_urls_with_checksums() {
         err.contains("digest mismatch") && err.contains("Dockerfile:2"),
         "{err}"
     );
+    // sha512, which the front end accepts, is checked by the download too (it used to be
+    // refused there as "only sha256").
+    let sha512 = Command::new("sha512sum")
+        .arg(b.dir.join("www/files/data.txt"))
+        .output()
+        .unwrap();
+    let sha512 = text(&sha512.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let df = format!("FROM busybox\nADD --checksum=sha512:{sha512} {base}/data.txt /x\n");
+    let c4 = b.ctx("c4", &[("Dockerfile", &df)]);
+    b.ok(&c4, &["-t", "u512"]);
+    assert_eq!(b.sh("u512", "cat /x"), "downloaded\n");
+    let df = format!(
+        "FROM busybox\nADD --checksum=sha512:{} {base}/data.txt /x\n",
+        "0".repeat(128)
+    );
+    let c5 = b.ctx("c5", &[("Dockerfile", &df)]);
+    let err = b.fails(&c5, &[]);
+    assert!(err.contains(&format!("got sha512:{sha512}")), "{err}");
     let local = format!(
         "FROM busybox\nADD --checksum=sha256:{} f /f\n",
         "0".repeat(64)

@@ -86,10 +86,7 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
             );
             // As a build does: an image without PATH gets the default one.
             if !env.iter().any(|(k, _)| k == "PATH") {
-                env.push((
-                    "PATH".into(),
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                ));
+                env.push(("PATH".into(), strata::oci::DEFAULT_PATH.into()));
             }
             Some(env)
         };

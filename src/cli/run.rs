@@ -82,7 +82,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     }
     let mut env: Vec<String> = cfg.env.clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.push(format!("PATH={}", strata::oci::DEFAULT_PATH));
     }
     for e in &a.env {
         let kv = match e.split_once('=') {

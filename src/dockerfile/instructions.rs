@@ -1131,7 +1131,7 @@ impl Instruction {
         }
         if let Some((v, span)) = flags.get("checksum") {
             if !v.contains('$') {
-                check_checksum(v).map_err(|e| Diagnostic::new(e, span))?;
+                parse_checksum(v).map_err(|e| Diagnostic::new(e, span))?;
             }
         }
         Ok(Copy::wrap(
@@ -1165,32 +1165,70 @@ impl Copy {
     }
 }
 
-/// `--checksum`: `sha256:<64 hex>` (also sha384, sha512) or a hex git commit.
-pub fn check_checksum(v: &str) -> Result<(), String> {
+/// The digest algorithms `ADD --checksum` accepts, as BuildKit (go-digest's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumAlg {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl ChecksumAlg {
+    /// The name before the colon.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChecksumAlg::Sha256 => "sha256",
+            ChecksumAlg::Sha384 => "sha384",
+            ChecksumAlg::Sha512 => "sha512",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            ChecksumAlg::Sha256 => 64,
+            ChecksumAlg::Sha384 => 96,
+            ChecksumAlg::Sha512 => 128,
+        }
+    }
+}
+
+/// An `ADD --checksum` value: a digest of the downloaded file, or (for a git source) a commit
+/// hash or a prefix of at least 7 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    Digest { alg: ChecksumAlg, hex: String },
+    Commit(String),
+}
+
+/// Parse `--checksum`: `sha256:<64 hex>`, `sha384:<96 hex>`, `sha512:<128 hex>`, or a hex
+/// commit hash (SHA-1 or SHA-256, or a prefix of at least 7 digits). The one parser of the front end and of ADD's download.
+pub fn parse_checksum(v: &str) -> Result<Checksum, String> {
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some((alg, h)) = v.split_once(':') {
-        let len = match alg {
-            "sha256" => 64,
-            "sha384" => 96,
-            "sha512" => 128,
-            _ => {
-                return Err(format!(
-                    "invalid checksum \"{v}\": unsupported algorithm {alg}"
-                ))
-            }
+    if let Some((name, h)) = v.split_once(':') {
+        let alg = match name {
+            "sha256" => ChecksumAlg::Sha256,
+            "sha384" => ChecksumAlg::Sha384,
+            "sha512" => ChecksumAlg::Sha512,
+            _ => return Err(format!(
+                "invalid checksum \"{v}\": unsupported algorithm {name} (sha256, sha384 or sha512)"
+            )),
         };
+        let len = alg.hex_len();
         if h.len() != len || !hex(h) {
             return Err(format!(
-                "invalid checksum \"{v}\": expected {len} hex digits after {alg}:"
+                "invalid checksum \"{v}\": expected {len} hex digits after {name}:"
             ));
         }
-        return Ok(());
+        return Ok(Checksum::Digest {
+            alg,
+            hex: h.to_ascii_lowercase(),
+        });
     }
-    if hex(v) && (v.len() == 40 || v.len() == 64 || (7..40).contains(&v.len())) {
-        return Ok(());
+    if hex(v) && ((7..=40).contains(&v.len()) || v.len() == 64) {
+        return Ok(Checksum::Commit(v.to_ascii_lowercase()));
     }
     Err(format!(
-        "invalid checksum \"{v}\": expected sha256:<hex> or a hex commit hash"
+        "invalid checksum \"{v}\": expected sha256:<hex> (or sha384, sha512) or a hex commit hash"
     ))
 }
 

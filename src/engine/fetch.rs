@@ -46,16 +46,42 @@ pub fn url_file_name(url: &str) -> String {
     }
 }
 
-/// Check `--checksum=sha256:HEX` against `actual`.
-fn check_checksum(expected: &str, actual: &Digest, url: &str) -> anyhow::Result<()> {
-    let Some((alg, hex)) = expected.split_once(':') else {
-        bail!("invalid checksum {expected}: expected sha256:<hex>");
+/// Check a downloaded file against `--checksum` (sha256 from the digest taken while it was
+/// written; sha384 and sha512 by reading it again).
+fn check_checksum(expected: &str, path: &Path, actual: &Digest, url: &str) -> anyhow::Result<()> {
+    use crate::dockerfile::instructions::{parse_checksum, Checksum, ChecksumAlg};
+    let (alg, hex) = match parse_checksum(expected).map_err(|e| anyhow!("{e}"))? {
+        Checksum::Digest { alg, hex } => (alg, hex),
+        Checksum::Commit(_) => bail!(
+            "invalid checksum {expected} for {url}: a commit hash is for git sources; a file needs sha256:<hex>"
+        ),
     };
-    if alg != "sha256" {
-        bail!("unsupported checksum algorithm {alg} (only sha256)");
-    }
-    if hex != actual.hex() {
-        bail!("digest mismatch for {url}: expected {expected}, got {actual}");
+    let got = match alg {
+        ChecksumAlg::Sha256 => actual.hex().to_string(),
+        ChecksumAlg::Sha384 | ChecksumAlg::Sha512 => {
+            let ring_alg = if alg == ChecksumAlg::Sha384 {
+                &ring::digest::SHA384
+            } else {
+                &ring::digest::SHA512
+            };
+            let mut ctx = ring::digest::Context::new(ring_alg);
+            let mut f = fs_err::File::open(path)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                ctx.update(&buf[..n]);
+            }
+            hex::encode(ctx.finish().as_ref())
+        }
+    };
+    if got != hex {
+        bail!(
+            "digest mismatch for {url}: expected {expected}, got {}:{got}",
+            alg.name()
+        );
     }
     Ok(())
 }
@@ -96,7 +122,7 @@ pub fn http(urls: &[String], dir: &Path, checksum: Option<&str>) -> anyhow::Resu
         let (bw, digest, _) = w.finish();
         bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         if let Some(c) = checksum {
-            check_checksum(c, &digest, url)?;
+            check_checksum(c, &path, &digest, url)?;
         }
         // Docker gives a downloaded file mode 0600 (unless --chmod says otherwise).
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
@@ -210,8 +236,15 @@ pub fn git_repo(
     }
     let commit = git(&repo, &["rev-parse", "HEAD"])?;
     if let Some(c) = checksum {
-        if !commit.starts_with(c) || c.len() < 7 {
-            bail!("{url}: expected checksum to match {c}, the ref resolved to commit {commit}");
+        use crate::dockerfile::instructions::{parse_checksum, Checksum};
+        match parse_checksum(c).map_err(|e| anyhow!("{e}"))? {
+            Checksum::Commit(p) if commit.starts_with(&p) => {}
+            Checksum::Commit(_) => {
+                bail!("{url}: expected checksum to match {c}, the ref resolved to commit {commit}")
+            }
+            Checksum::Digest { .. } => bail!(
+                "invalid checksum {c} for {url}: a git source takes a commit hash, not a digest"
+            ),
         }
     }
     if !keep_git_dir {
@@ -251,15 +284,33 @@ mod tests {
         assert!(is_git("git@github.com:moby/buildkit.git"));
         assert!(is_git("http://127.0.0.1:8000/repo.git#main:sub"));
         assert!(!is_git("https://example.com/file.tar.gz"));
+    }
+
+    #[test]
+    fn checksums_in_every_algorithm_the_front_end_accepts() {
+        let dir = std::env::temp_dir().join(format!("strata-fetch-{}", std::process::id()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let f = dir.join("x");
+        fs_err::write(&f, b"x").unwrap();
         let d = Digest::of(b"x");
-        assert!(check_checksum(&d.to_string(), &d, "u").is_ok());
-        assert!(check_checksum("md5:abc", &d, "u")
-            .unwrap_err()
-            .to_string()
-            .contains("unsupported"));
-        assert!(check_checksum("sha256:00", &d, "u")
-            .unwrap_err()
-            .to_string()
-            .contains("mismatch"));
+        // `printf x | sha384sum`, `printf x | sha512sum`.
+        let sha384 = "sha384:d752c2c51fba0e29aa190570a9d4253e44077a058d3297fa3a5630d5bd012622f97c28acaed313b5c83bb990caa7da85";
+        let sha512 = "sha512:a4abd4448c49562d828115d13a1fccea927f52b4d5459297f8b43e42da89238bc13626e43dcb38ddb082488927ec904fb42057443983e88585179d50551afe62";
+        for good in [d.to_string().as_str(), sha384, sha512] {
+            check_checksum(good, &f, &d, "u").unwrap();
+            // The front end accepts what the download checks.
+            crate::dockerfile::instructions::parse_checksum(good).unwrap();
+        }
+        let wrong512 = format!("sha512:{}", "0".repeat(128));
+        for (bad, says) in [
+            ("md5:abc", "unsupported"),
+            ("sha256:00", "expected 64 hex digits"),
+            (wrong512.as_str(), "digest mismatch"),
+            ("abcdef1", "commit hash is for git"),
+        ] {
+            let e = check_checksum(bad, &f, &d, "u").unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        fs_err::remove_dir_all(&dir).unwrap();
     }
 }

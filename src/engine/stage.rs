@@ -23,7 +23,7 @@ use crate::oci::{Digest, History, ImageConfig};
 use crate::plan::{expand_instruction, Base, Platform, StageScope};
 use crate::sandbox::{self, Bind, BindSource, Network, Rootfs, Spec};
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::oci::DEFAULT_PATH;
 const COMMENT: &str = "strata.dockerfile.v0";
 
 /// Marks an error that only says "another stage failed first".

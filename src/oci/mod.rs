@@ -1,13 +1,10 @@
 //! OCI and Docker image formats: digests, the one canonical JSON encoder for every digested
-//! blob, image config / manifest / index types, and the layout and archive formats
-//! ([`layout`], [`archive`]). Knows nothing about builds.
+//! blob, image config / manifest / index types. Knows nothing about builds. (Reading and
+//! writing OCI layouts and docker-archive tars is the store's: `store/transfer.rs`.)
 //!
 //! Maps are `BTreeMap` and every blob that gets a digest goes through [`canonical_json`], so the
 //! same image always serializes to the same bytes. Unknown fields of configs read from elsewhere
 //! are kept (`extra`) so that re-serializing never drops data.
-
-pub mod archive;
-pub mod layout;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +12,10 @@ use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+/// The PATH a process gets when its image sets none: Docker's default (moby's
+/// `oci.DefaultPathEnv`), used by RUN, `strata run`, images built FROM scratch and the checks.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub mod media {
     pub const OCI_LAYOUT_VERSION: &str = "1.0.0";

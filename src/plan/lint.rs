@@ -123,10 +123,7 @@ fn stage_base_env(
     }
     let st = &plan.stages[idx];
     match &st.base {
-        Base::Scratch => Some(vec![(
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        )]),
+        Base::Scratch => Some(vec![("PATH".into(), crate::oci::DEFAULT_PATH.into())]),
         Base::Image(r) => base_env(r),
         Base::Context(_) => None,
         Base::Stage(b) => {

@@ -626,7 +626,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         .env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .unwrap_or(crate::oci::DEFAULT_PATH)
         .to_string();
     let prog = if spec.argv[0].contains('/') {
         spec.argv[0].clone()
