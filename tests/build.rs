@@ -600,6 +600,30 @@ fn identical_layers_twice_in_one_image() {
 }
 
 #[test]
+fn home_comes_from_passwd_unless_env_sets_it() {
+    let Some(b) = B::new("home") else { return };
+    // As runc (and so Docker and BuildKit): HOME is the user's passwd home at run time when
+    // the image sets none, and it is not written into the image's config.
+    let f = [df("FROM busybox\nRUN echo $HOME > /h-root && cd ~ && pwd >> /h-root\nRUN echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd\nUSER app\nRUN echo $HOME > /tmp/h-app\nUSER 4321\nRUN echo $HOME > /tmp/h-none\nUSER root\nENV HOME=/custom\nRUN echo $HOME > /h-env\n")];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "home"]);
+    assert_eq!(
+        b.sh("home", "cat /h-root /tmp/h-app /tmp/h-none /h-env"),
+        "/root\n/root\n/home/app\n/\n/custom\n"
+    );
+    let o = b.strata(&["inspect", "home"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let env = &v["Config"]["config"]["Env"];
+    let homes: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str().filter(|e| e.starts_with("HOME=")))
+        .collect();
+    assert_eq!(homes, ["HOME=/custom"], "only the ENV line's HOME: {env}");
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

@@ -191,7 +191,12 @@ fn environment_is_the_images_and_nothing_from_the_host() {
             .collect();
         env.sort();
         let keys: Vec<&str> = env.iter().map(|l| l.split('=').next().unwrap()).collect();
-        assert_eq!(keys, vec!["A", "HOSTNAME", "PATH"], "{who:?}: {env:?}");
+        assert_eq!(
+            keys,
+            vec!["A", "HOME", "HOSTNAME", "PATH"],
+            "{who:?}: {env:?}"
+        );
+        assert!(env.contains(&"HOME=/root".to_string()), "{who:?}: {env:?}");
     }
 }
 
@@ -212,6 +217,9 @@ fn users_workdir_and_etc_files() {
             assert_eq!(out, "65534\n", "{who:?}: privilege drop: {err}");
             let (code, out, err) = e.sh(&["--user", "1234:5678"], "id -u; id -g");
             assert_eq!((code, out.as_str()), (0, "1234\n5678\n"), "{who:?}: {err}");
+            // HOME as runc sets it: the passwd entry's, "/" without an entry.
+            let (_, out, _) = e.sh(&["--user", "1234:5678"], "echo $HOME");
+            assert_eq!(out, "/\n", "{who:?}");
         } else {
             assert_ne!(code, 0);
             assert!(
@@ -219,6 +227,10 @@ fn users_workdir_and_etc_files() {
                 "{err}"
             );
         }
+        let (_, out, err) = e.sh(&[], "cd ~ && pwd");
+        assert_eq!(out, "/root\n", "{who:?}: {err}");
+        let (_, out, _) = e.sh(&["-e", "HOME=/custom"], "echo $HOME");
+        assert_eq!(out, "/custom\n", "{who:?}: an explicit HOME wins");
         assert_eq!(
             e.sh(&["--workdir", "/made/for/you"], "pwd").1,
             "/made/for/you\n",

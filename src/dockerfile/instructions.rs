@@ -1209,9 +1209,11 @@ pub fn parse_checksum(v: &str) -> Result<Checksum, String> {
             "sha256" => ChecksumAlg::Sha256,
             "sha384" => ChecksumAlg::Sha384,
             "sha512" => ChecksumAlg::Sha512,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "invalid checksum \"{v}\": unsupported algorithm {name} (sha256, sha384 or sha512)"
-            )),
+            ))
+            }
         };
         let len = alg.hex_len();
         if h.len() != len || !hex(h) {

@@ -621,7 +621,14 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     if argv.is_empty() {
         return Err("no command to run".into());
     }
-    let env: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
+    // HOME, when the image's ENV does not set it, is the user's home from the image's passwd
+    // ("/" for a user without an entry), as runc sets it: `cd ~` works, and pip, uv and npm
+    // find their caches under it (a cache mount on /root/.cache/pip is used, not bypassed).
+    let mut env: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
+    if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = ids.home.as_deref().filter(|h| !h.is_empty()).unwrap_or("/");
+        env.push(cstr(&format!("HOME={home}")));
+    }
     let path_var = spec
         .env
         .iter()
