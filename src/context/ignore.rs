@@ -3,10 +3,10 @@
 //! exception, the last applicable pattern wins, and a pattern that matches a parent directory
 //! excludes everything below it.
 //!
-//! Each pattern is translated to an anchored regular expression the way Docker's pattern
-//! matcher does it, so the corner cases (classes, escapes, `a**/b`) behave the same.
+//! Each pattern is a [`Glob`]: an anchored regular expression made the way Docker's pattern
+//! matcher makes it, so the corner cases (classes, escapes, `a**/b`) behave the same.
 
-use regex::Regex;
+use super::glob::Glob;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -21,7 +21,7 @@ struct Pattern {
     /// The cleaned pattern without its `!`.
     text: String,
     exclusion: bool,
-    re: Regex,
+    re: Glob,
 }
 
 /// A compiled `.dockerignore`.
@@ -58,105 +58,6 @@ pub fn clean(p: &str) -> String {
     }
 }
 
-/// One class element as Go's `filepath.Match` reads it: not `-` or `]` first, `\` escapes,
-/// something must follow.
-fn class_char(chars: &[char], i: usize) -> Result<usize, String> {
-    match chars.get(i) {
-        None | Some('-') | Some(']') => return Err("bad character class".into()),
-        _ => {}
-    }
-    let mut j = i;
-    if chars[j] == '\\' {
-        j += 1;
-        if j >= chars.len() {
-            return Err("trailing backslash in character class".into());
-        }
-    }
-    j += 1;
-    if j >= chars.len() {
-        return Err("unterminated character class".into());
-    }
-    Ok(j)
-}
-
-/// Check a pattern as Go's `filepath.Match` would: well-formed classes, no trailing lone `\`.
-fn validate(p: &str) -> Result<(), String> {
-    let chars: Vec<char> = p.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => {
-                if i + 1 >= chars.len() {
-                    return Err("trailing backslash".into());
-                }
-                i += 2;
-            }
-            '[' => {
-                i += 1;
-                if chars.get(i) == Some(&'^') {
-                    i += 1;
-                }
-                let mut nrange = 0;
-                loop {
-                    if chars.get(i) == Some(&']') && nrange > 0 {
-                        i += 1;
-                        break;
-                    }
-                    i = class_char(&chars, i)?;
-                    if chars.get(i) == Some(&'-') {
-                        i = class_char(&chars, i + 1)?;
-                    }
-                    nrange += 1;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    Ok(())
-}
-
-/// The anchored regular expression for one (cleaned) pattern.
-fn to_regex(p: &str) -> String {
-    let chars: Vec<char> = p.chars().collect();
-    let mut re = String::from("^");
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '*' if chars.get(i + 1) == Some(&'*') => {
-                i += 2;
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                if i >= chars.len() {
-                    re.push_str(".*");
-                } else {
-                    re.push_str("(.*/)?");
-                }
-                continue;
-            }
-            '*' => re.push_str("[^/]*"),
-            '?' => re.push_str("[^/]"),
-            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
-                re.push('\\');
-                re.push(c);
-            }
-            '\\' => {
-                if let Some(&n) = chars.get(i + 1) {
-                    re.push_str(&regex::escape(&n.to_string()));
-                    i += 2;
-                    continue;
-                }
-                re.push_str("\\\\");
-            }
-            c => re.push(c),
-        }
-        i += 1;
-    }
-    re.push('$');
-    re
-}
-
 impl Matcher {
     /// Compile patterns in `.dockerignore` order.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Matcher, Error> {
@@ -172,13 +73,9 @@ impl Matcher {
                 Some(b) => (true, b.to_string()),
                 None => (false, p.clone()),
             };
-            validate(&body).map_err(|reason| Error::BadPattern {
+            let re = Glob::new(&body).map_err(|reason| Error::BadPattern {
                 pattern: body.clone(),
                 reason,
-            })?;
-            let re = Regex::new(&to_regex(&body)).map_err(|e| Error::BadPattern {
-                pattern: body.clone(),
-                reason: e.to_string(),
             })?;
             out.push(Pattern {
                 text: body,
@@ -210,7 +107,7 @@ impl Matcher {
                     && dsegs
                         .iter()
                         .zip(&psegs)
-                        .all(|(d, pat)| Regex::new(&to_regex(pat)).is_ok_and(|re| re.is_match(d)))
+                        .all(|(d, pat)| Glob::new(pat).is_ok_and(|g| g.is_match(d)))
             })
     }
 

@@ -5,6 +5,7 @@
 //! file ([`checksum`]). Never follows a symlink: links are reported as links.
 
 pub mod checksum;
+pub mod glob;
 pub mod ignore;
 
 use std::path::Path;

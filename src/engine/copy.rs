@@ -96,101 +96,6 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]` (with `^`/`!` and ranges)
-/// and `\` escapes.
-pub fn glob_match(pat: &str, name: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    fn class(p: &[char], mut i: usize, c: char) -> Option<(bool, usize)> {
-        // p[i] is just after '['
-        let negate = i < p.len() && (p[i] == '^' || p[i] == '!');
-        if negate {
-            i += 1;
-        }
-        let mut matched = false;
-        let mut first = true;
-        while i < p.len() && (p[i] != ']' || first) {
-            first = false;
-            let mut lo = p[i];
-            if lo == '\\' {
-                i += 1;
-                lo = *p.get(i)?;
-            }
-            let mut hi = lo;
-            if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-                hi = p[i + 2];
-                if hi == '\\' {
-                    hi = *p.get(i + 3)?;
-                    i += 1;
-                }
-                i += 2;
-            }
-            if lo <= c && c <= hi {
-                matched = true;
-            }
-            i += 1;
-        }
-        if i >= p.len() {
-            return None;
-        }
-        Some((matched != negate, i + 1))
-    }
-    fn m(p: &[char], n: &[char]) -> bool {
-        let (mut pi, mut ni) = (0, 0);
-        let (mut star_p, mut star_n) = (usize::MAX, 0);
-        while ni < n.len() {
-            if pi < p.len() {
-                match p[pi] {
-                    '*' => {
-                        star_p = pi;
-                        star_n = ni;
-                        pi += 1;
-                        continue;
-                    }
-                    '?' => {
-                        pi += 1;
-                        ni += 1;
-                        continue;
-                    }
-                    '[' => {
-                        if let Some((ok, next)) = class(p, pi + 1, n[ni]) {
-                            if ok {
-                                pi = next;
-                                ni += 1;
-                                continue;
-                            }
-                        }
-                    }
-                    '\\' if pi + 1 < p.len() && p[pi + 1] == n[ni] => {
-                        pi += 2;
-                        ni += 1;
-                        continue;
-                    }
-                    '\\' if pi + 1 < p.len() => {}
-                    c if c == n[ni] => {
-                        pi += 1;
-                        ni += 1;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
-            if star_p != usize::MAX {
-                pi = star_p + 1;
-                star_n += 1;
-                ni = star_n;
-                continue;
-            }
-            return false;
-        }
-        while pi < p.len() && p[pi] == '*' {
-            pi += 1;
-        }
-        pi == p.len()
-    }
-    m(&p, &n)
-}
-
 fn join(a: &str, b: &str) -> String {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_string(),
@@ -268,31 +173,39 @@ pub fn resolve_sources(
 fn glob(root: &Path, pattern: &str) -> Vec<String> {
     let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
     let mut found = vec![String::new()];
-    for (i, c) in comps.iter().enumerate() {
+    for c in &comps {
         let mut next = Vec::new();
+        // A malformed wildcard matches nothing (the front end refuses most of them first).
+        let g = if has_glob(c) {
+            match crate::context::glob::Glob::new(c) {
+                Ok(g) => Some(g),
+                Err(_) => return Vec::new(),
+            }
+        } else {
+            None
+        };
         for base in &found {
-            if !has_glob(c) {
+            let Some(g) = &g else {
                 let p = join(base, c);
                 let real = crate::layer::apply::resolve_in_root(root, Path::new(&p), 0);
                 if real.is_ok_and(|r| std::fs::symlink_metadata(root.join(r)).is_ok()) {
                     next.push(p);
                 }
                 continue;
-            }
+            };
             let Ok(real) = crate::layer::apply::resolve_in_root(root, Path::new(base), 0) else {
                 continue;
             };
             let Ok(rd) = std::fs::read_dir(root.join(real)) else {
                 continue;
             };
+            // Go's Match lets a wildcard match a leading dot, and so does BuildKit.
             let mut names: Vec<String> = rd
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| glob_match(c, n))
+                .filter(|n| g.is_match(n))
                 .collect();
             names.sort();
-            // A wildcard never matches a leading dot... Go's Match does match it; keep Go's.
-            let _ = i;
             next.extend(names.into_iter().map(|n| join(base, &n)));
         }
         found = next;
@@ -903,27 +816,6 @@ fn write_layer(job: &CopyJob, entries: &BTreeMap<String, Out>) -> io::Result<Lay
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn glob_is_go_filepath_match() {
-        for (p, n, want) in [
-            ("*.go", "a.go", true),
-            ("*.go", "a.rs", false),
-            ("f*.go", "foo.go", true),
-            ("?", "a", true),
-            ("?", "ab", false),
-            ("[a-c]x", "bx", true),
-            ("[^a-c]x", "bx", false),
-            ("[!a-c]x", "dx", true),
-            ("\\*", "*", true),
-            ("\\*", "a", false),
-            ("*", ".hidden", true),
-            ("a*b*c", "aXbYc", true),
-            ("a*b*c", "aXbY", false),
-        ] {
-            assert_eq!(glob_match(p, n), want, "{p} vs {n}");
-        }
-    }
 
     #[test]
     fn chmod_octal_and_symbolic() {
