@@ -51,3 +51,15 @@ mk("whiteouts", [("d/", tarfile.DIRTYPE, b"", ""), ("d/.wh..wh..opq", tarfile.RE
 mk("hardlink-escape", [("h", tarfile.LNKTYPE, b"", "../outside/y")])
 PY
 echo "seeded $(ls "$here/corpus/apply" | wc -l) layer tars"
+
+# Words and environments for the `expand` target ("NAME=VALUE" lines, a blank line, the word):
+# a self-doubling chain (the memory bomb the expansion cap stops) and every operator.
+mkdir -p "$here/corpus/expand"
+python3 - "$here/corpus/expand" <<'PY'
+import os, sys
+out = sys.argv[1]
+open(os.path.join(out, "doubling"), "w").write("A=xy\n" + "A=$A$A\n" * 30 + "\n${A}")
+open(os.path.join(out, "operators"), "w").write(
+    "A=hello\nB=${A:+x}\n\n${A#h} ${A%o} ${A/l/L} ${A//l} ${B:-d} \"${A}\" '$A' ${A:?err} $$ \\$A")
+PY
+echo "seeded $(ls "$here/corpus/expand" | wc -l) words"

@@ -23,10 +23,17 @@ fuzz_target!(|data: &[u8]| {
                 Err(e) => in_bounds(&e),
                 Ok(cmds) => {
                     let _ = lint::lint_syntax(&df, &cmds);
-                    match plan::plan(&df, cmds, plan::Options::default()) {
-                        Err(e) => in_bounds(&e),
-                        Ok(p) => {
-                            let _ = plan::lint::lint_plan(&p, &|_| Some(Vec::new()));
+                    // Without build args, then with one (the planner's other branch of every
+                    // ARG with a default); lint_plan walks each stage expanding every
+                    // instruction against its scope, as the engine does before a step runs.
+                    let mut with_arg = plan::Options::default();
+                    with_arg.build_args.insert("A".into(), "$A$A".into());
+                    for options in [plan::Options::default(), with_arg] {
+                        match plan::plan(&df, cmds.clone(), options) {
+                            Err(e) => in_bounds(&e),
+                            Ok(p) => {
+                                let _ = plan::lint::lint_plan(&p, &|_| Some(Vec::new()));
+                            }
                         }
                     }
                 }
