@@ -21,7 +21,9 @@ use crate::store::Store;
 /// instruction already determine it, and hashing it made a step cost the size of the whole
 /// environment); ARGs only into RUN keys, the one step that sees them as environment; COPY
 /// follows a destination that is a symlink (as BuildKit) instead of replacing it.
-pub const KEY_VERSION: u32 = 2;
+/// 3: the instruction is encoded field by field (`engine::key`), not as its Debug output, and
+/// the shell and network settings as JSON and names; a release can keep its keys.
+pub const KEY_VERSION: u32 = 3;
 
 /// A layer blob as the cache and the copy hook pass it around.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +67,8 @@ pub struct Record {
 pub struct KeyInput<'a> {
     pub version: u32,
     pub parent: &'a str,
-    pub instruction: String,
+    /// The expanded instruction in its canonical encoding ([`super::key::instruction`]).
+    pub instruction: serde_json::Value,
     /// ARGs a RUN step sees in its environment (empty for other steps).
     pub args: &'a [(String, String)],
     /// Digests of what the step reads (context content, source stages, bind mounts).

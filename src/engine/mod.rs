@@ -16,6 +16,7 @@ pub mod copy;
 pub mod exec;
 pub mod fetch;
 pub mod interrupt;
+pub mod key;
 pub mod progress;
 mod stage;
 

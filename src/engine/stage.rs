@@ -567,14 +567,17 @@ impl St<'_, '_> {
         let mut settings = vec![
             format!("user={}", self.user()),
             format!("workdir={}", self.workdir()),
-            format!("shell={:?}", self.shell()),
+            format!(
+                "shell={}",
+                serde_json::to_string(&self.shell()).unwrap_or_default()
+            ),
             format!("platform={}/{}", self.config.os, self.config.architecture),
         ];
         settings.extend(extra.iter().cloned());
         KeyInput {
             version: cache::KEY_VERSION,
             parent,
-            instruction: format!("{ins:?}"),
+            instruction: super::key::instruction(ins),
             args: &args,
             inputs,
             settings: &settings,
@@ -888,7 +891,10 @@ impl St<'_, '_> {
                 changed.extend(ch);
             }
             Instruction::Run(r) => {
-                extra.push(format!("network={:?}", self.network(r)?));
+                extra.push(format!(
+                    "network={}",
+                    super::key::network(&self.network(r)?)
+                ));
                 for m in &r.mounts {
                     let spec =
                         MountSpec::parse(m, false).map_err(|e| anyhow!("--mount {m}: {e}"))?;
@@ -957,7 +963,15 @@ impl St<'_, '_> {
                     bail!("\"/{}\": not found (excluded by .dockerignore)", r.path);
                 }
             }
-            names.push(format!("{}:{}:{:?}", r.path, r.name, r.keep));
+            // path, name, and the kept path below a --parents pivot ("-" when none).
+            names.push(format!(
+                "{}:{}:{}",
+                r.path,
+                r.name,
+                r.keep
+                    .as_deref()
+                    .map_or("-".to_string(), |k| format!("+{k}"))
+            ));
             entries.extend(
                 copy::source_entries(root, r, ignore, excludes).map_err(|e| anyhow!("{e}"))?,
             );
