@@ -624,6 +624,31 @@ fn home_comes_from_passwd_unless_env_sets_it() {
 }
 
 #[test]
+fn run_entrypoint_replaces_the_images_and_drops_its_cmd() {
+    let Some(b) = B::new("entrypoint") else {
+        return;
+    };
+    let f = [df(
+        "FROM busybox\nENTRYPOINT [\"echo\", \"ep\"]\nCMD [\"cmd\"]\n",
+    )];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "ep"]);
+    let run = |args: &[&str]| {
+        let mut a = vec!["run"];
+        a.extend_from_slice(args);
+        let o = b.strata(&a);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        text(&o.stdout)
+    };
+    assert_eq!(run(&["ep"]), "ep cmd\n");
+    assert_eq!(run(&["ep", "arg"]), "ep arg\n");
+    // As docker run: the image's CMD goes with its ENTRYPOINT.
+    assert_eq!(run(&["--entrypoint", "echo", "ep"]), "\n");
+    assert_eq!(run(&["--entrypoint", "echo", "ep", "x"]), "x\n");
+    assert_eq!(run(&["--entrypoint", "", "ep", "echo", "y"]), "y\n");
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

@@ -201,6 +201,34 @@ fn environment_is_the_images_and_nothing_from_the_host() {
 }
 
 #[test]
+fn interactive_runs_read_stdin_and_others_read_nothing() {
+    for who in runners() {
+        let Some(e) = Env::new("stdin", who) else {
+            return;
+        };
+        let run = |flags: &[&str]| {
+            let mut a = vec!["--root", e.root.as_str(), "run"];
+            a.extend_from_slice(flags);
+            a.extend_from_slice(&["bb:1", "sh", "-c", "cat; echo end"]);
+            let mut child = cmd(who, strata(), &a)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut input = child.stdin.take().unwrap();
+            // The writer may find the pipe closed when the process never reads it.
+            let _ = std::io::Write::write_all(&mut input, b"print(6*7)\n");
+            drop(input);
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{who:?} {flags:?}");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        assert_eq!(run(&["-i"]), "print(6*7)\nend\n", "{who:?}");
+        assert_eq!(run(&[]), "end\n", "{who:?}: without -i stdin is /dev/null");
+    }
+}
+
+#[test]
 fn users_workdir_and_etc_files() {
     for who in runners() {
         let Some(e) = Env::new("user", who) else {

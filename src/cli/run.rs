@@ -32,6 +32,14 @@ pub struct RunArgs {
     /// Working directory instead of the image's WORKDIR.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    /// Keep standard input open: the process reads strata's stdin (`echo 'print(6*7)' |
+    /// strata run -i app python -`). Without it the process gets /dev/null, as a RUN step.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Run this program instead of the image's ENTRYPOINT, and without its CMD (as `docker run
+    /// --entrypoint`); an empty string runs the command alone.
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
     /// Save the container's changes as a new image (one layer on top), like `docker commit`.
     #[arg(long, value_name = "NAME[:TAG]")]
     commit: Option<String>,
@@ -67,9 +75,18 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         &maps,
     )?;
     let cfg = img.config.config.clone().unwrap_or_default();
-    let mut argv: Vec<String> = cfg.entrypoint.clone().unwrap_or_default();
+    // As Docker: --entrypoint replaces ENTRYPOINT and drops the image's CMD.
+    let (entrypoint, default_cmd) = match &a.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.clone()], Vec::new()),
+        None => (
+            cfg.entrypoint.clone().unwrap_or_default(),
+            cfg.cmd.clone().unwrap_or_default(),
+        ),
+    };
+    let mut argv = entrypoint;
     if a.command.is_empty() {
-        argv.extend(cfg.cmd.clone().unwrap_or_default());
+        argv.extend(default_cmd);
     } else {
         argv.extend(a.command.iter().cloned());
     }
@@ -165,6 +182,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         binds,
         maps: maps.clone(),
         files: Vec::new(),
+        stdin: a.interactive,
     };
     let _ = a.rm;
     let mut result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());

@@ -1258,6 +1258,7 @@ impl St<'_, '_> {
             etc_files: root.etc_files,
             binds,
             files: std::mem::take(&mut held.files),
+            stdin: false,
             maps: b.maps.clone(),
         };
         let (reader, writer) = std::io::pipe()?;

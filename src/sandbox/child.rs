@@ -684,10 +684,12 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         let devnull = cstr("/dev/null");
         // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
         unsafe {
-            let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
-            if fd >= 0 {
-                libc::dup2(fd, 0);
-                libc::close(fd);
+            if !spec.stdin {
+                let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
+                if fd >= 0 {
+                    libc::dup2(fd, 0);
+                    libc::close(fd);
+                }
             }
             // The report and go pipes, and the memory files (already mounted): nothing of ours
             // reaches the step's process.

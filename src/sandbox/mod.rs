@@ -127,6 +127,10 @@ pub struct Spec {
     pub etc_files: Vec<(String, PathBuf)>,
     pub binds: Vec<Bind>,
     pub maps: idmap::IdMaps,
+    /// Give the process strata's standard input (`strata run -i`); otherwise /dev/null, as a
+    /// RUN step gets.
+    #[serde(default)]
+    pub stdin: bool,
     /// The memfds of [`BindSource::Memory`] binds, handed to the child as descriptors
     /// `FILES_FD_BASE + index` (never serialized: their content stays out of the spec and off
     /// the disk).
@@ -292,7 +296,10 @@ fn launch(
     cmd.arg(CHILD_ARG)
         .env_clear()
         .env(SPEC_ENV, spec_json)
-        .stdin(Stdio::null())
+        .stdin(match task {
+            Task::Run(s) if s.stdin => Stdio::inherit(),
+            _ => Stdio::null(),
+        })
         .stdout(stdout)
         .stderr(stderr);
     // The descriptors the child gets as 3, 4 and FILES_FD_BASE.., first copied above every
