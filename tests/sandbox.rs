@@ -229,6 +229,80 @@ fn interactive_runs_read_stdin_and_others_read_nothing() {
 }
 
 #[test]
+fn published_ports_reach_a_server_in_the_run() {
+    if !Path::new("/usr/bin/slirp4netns").exists() {
+        require("slirp4netns is not installed: the default network cannot be tested");
+        return;
+    }
+    for who in runners() {
+        let Some(e) = Env::new("publish", who) else {
+            return;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let publish = format!("127.0.0.1:{port}:8000");
+        let a = [
+            "--root",
+            e.root.as_str(),
+            "run",
+            "-p",
+            publish.as_str(),
+            "bb:1",
+            "sh",
+            "-c",
+            "printf 'HTTP/1.0 200 OK\\r\\n\\r\\nhello-from-the-step' | nc -l -p 8000",
+        ];
+        let child = cmd(who, strata(), &a)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The host side listens as soon as the network is up; until the server in the step
+        // listens, slirp4netns closes what it cannot deliver: try again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = String::new();
+        while Instant::now() < deadline {
+            if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                got.clear();
+                let _ = c.read_to_string(&mut got);
+                if got.contains("hello-from-the-step") {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            got.contains("hello-from-the-step"),
+            "{who:?}: got {got:?}; {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.status.success(),
+            "{who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // A port that cannot be published is an error that names it.
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = format!("127.0.0.1:{}:80", busy.local_addr().unwrap().port());
+        let o = e.strata(&["run", "-p", &taken, "bb:1", "true"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(&taken),
+            "{who:?}: {err}"
+        );
+        let o = e.strata(&["run", "--network", "none", "-p", "8080:80", "bb:1", "true"]);
+        assert!(!o.status.success(), "{who:?}");
+    }
+}
+
+#[test]
 fn users_workdir_and_etc_files() {
     for who in runners() {
         let Some(e) = Env::new("user", who) else {

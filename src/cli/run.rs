@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Working directory instead of the image's WORKDIR.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
+    /// Publish a port of the process on the host: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp]
+    /// (through the run's own network; on 127.0.0.1 unless an address is given).
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR")]
+    publish: Vec<String>,
     /// Keep standard input open: the process reads strata's stdin (`echo 'print(6*7)' |
     /// strata run -i app python -`). Without it the process gets /dev/null, as a RUN step.
     #[arg(short = 'i', long)]
@@ -144,6 +148,18 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         "host" => Network::Host,
         _ => Network::Private,
     };
+    let ports = a
+        .publish
+        .iter()
+        .map(|p| sandbox::net::PortForward::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !ports.is_empty() && network != Network::Private {
+        bail!(
+            "-p publishes a port of the run's own network: not with --network {}",
+            a.network
+        );
+    }
     let root = exec::step_root(
         &step,
         lowers.into_iter().rev().collect(),
@@ -183,6 +199,10 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         maps: maps.clone(),
         files: Vec::new(),
         stdin: a.interactive,
+        ports: (!ports.is_empty()).then(|| sandbox::net::Forwards {
+            socket: step.join("slirp.sock"),
+            ports,
+        }),
     };
     let _ = a.rm;
     let mut result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());

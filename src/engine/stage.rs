@@ -1259,6 +1259,7 @@ impl St<'_, '_> {
             binds,
             files: std::mem::take(&mut held.files),
             stdin: false,
+            ports: None,
             maps: b.maps.clone(),
         };
         let (reader, writer) = std::io::pipe()?;

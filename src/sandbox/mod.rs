@@ -127,6 +127,9 @@ pub struct Spec {
     pub etc_files: Vec<(String, PathBuf)>,
     pub binds: Vec<Bind>,
     pub maps: idmap::IdMaps,
+    /// Host ports forwarded into the private network (`strata run -p`).
+    #[serde(default)]
+    pub ports: Option<net::Forwards>,
     /// Give the process strata's standard input (`strata run -i`); otherwise /dev/null, as a
     /// RUN step gets.
     #[serde(default)]
@@ -363,7 +366,11 @@ fn launch(
         // The child sets up its root while slirp4netns configures its network namespace (created
         // with the user namespace); it waits for 'N' before it starts the process.
         if alive && private_net {
-            match net::start(child.id()) {
+            let ports = match task {
+                Task::Run(s) => s.ports.as_ref(),
+                Task::Hook(_) => None,
+            };
+            match net::start(child.id(), ports) {
                 Ok(s) => {
                     slirp = Some(s);
                     let _ = go.write_all(b"N");

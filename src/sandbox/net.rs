@@ -17,7 +17,7 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// slirp4netns's built-in DNS forwarder (to the host's resolvers, loopback ones included).
@@ -77,7 +77,7 @@ pub fn resolv_conf(host: &str) -> String {
 /// The arguments slirp4netns gets for the namespaces of process `pid`, with the ready pipe as
 /// fd 3 and the exit pipe as fd 4. As root it enters the network namespace directly; an
 /// unprivileged user's slirp4netns joins the step's user namespace first (its owner may).
-fn args(pid: u32, as_root: bool) -> Vec<String> {
+fn args(pid: u32, as_root: bool, api: Option<&Path>) -> Vec<String> {
     let mut a: Vec<String> = [
         "--configure",
         "--mtu=65520",
@@ -91,6 +91,9 @@ fn args(pid: u32, as_root: bool) -> Vec<String> {
     .collect();
     if !as_root {
         a.push(format!("--userns-path=/proc/{pid}/ns/user"));
+    }
+    if let Some(p) = api {
+        a.push(format!("--api-socket={}", p.display()));
     }
     a.extend([format!("/proc/{pid}/ns/net"), "tap0".into()]);
     a
@@ -131,7 +134,7 @@ impl Drop for Slirp {
 
 /// Configure the network namespace of `pid` (which owns it through its user namespace):
 /// returns once the namespace has its interface, address and route.
-pub fn start(pid: u32) -> Result<Slirp, (String, String)> {
+pub fn start(pid: u32, ports: Option<&Forwards>) -> Result<Slirp, (String, String)> {
     let Some(exe) = slirp4netns() else {
         return Err(unavailable().unwrap_or_default());
     };
@@ -139,10 +142,14 @@ pub fn start(pid: u32) -> Result<Slirp, (String, String)> {
     let (ready_r, ready_w) = super::pipe().map_err(io)?;
     let (exit_r, exit_w) = super::pipe().map_err(io)?;
     let mut cmd = Command::new(&exe);
-    cmd.args(args(pid, rustix::process::geteuid().is_root()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(args(
+        pid,
+        rustix::process::geteuid().is_root(),
+        ports.map(|f| f.socket.as_path()),
+    ))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let (ready_high, exit_high) = (
         super::high(&ready_w).map_err(io)?,
         super::high(&exit_r).map_err(io)?,
@@ -168,6 +175,16 @@ pub fn start(pid: u32) -> Result<Slirp, (String, String)> {
     let mut b = [0u8; 1];
     let ready = std::fs::File::from(ready_r).read(&mut b);
     if matches!(ready, Ok(1)) && b[0] == b'1' {
+        if let Some(f) = ports {
+            for p in &f.ports {
+                add_forward(&f.socket, p).map_err(|e| {
+                    (
+                        format!("publishing {}: {e}", p.spec()),
+                        "pick a host port that is free (ss -ltn lists the ones in use)".into(),
+                    )
+                })?;
+            }
+        }
         return Ok(slirp);
     }
     // It ended before it was ready: say why.
@@ -193,6 +210,100 @@ pub fn start(pid: u32) -> Result<Slirp, (String, String)> {
     ))
 }
 
+/// Ports of the host forwarded into the step's network (`strata run -p`), through the API
+/// socket of its slirp4netns.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forwards {
+    /// Where slirp4netns listens for API requests (in the run's scratch directory).
+    pub socket: PathBuf,
+    pub ports: Vec<PortForward>,
+}
+
+/// One `-p [IP:]HOST:CONTAINER[/tcp|/udp]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortForward {
+    pub host_addr: String,
+    pub host_port: u16,
+    pub guest_port: u16,
+    pub udp: bool,
+}
+
+impl PortForward {
+    /// Parse docker's `-p` syntax. Without an address the port is published on the host's
+    /// loopback only (docker publishes on every interface; strata is a builder's tool, so the
+    /// server is for this machine unless an address says otherwise, `0.0.0.0:8080:80`).
+    pub fn parse(v: &str) -> Result<PortForward, String> {
+        let bad = |why: &str| {
+            format!(
+                "invalid port \"{v}\": {why} (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp])"
+            )
+        };
+        let (spec, udp) = match v.rsplit_once('/') {
+            Some((s, "tcp")) => (s, false),
+            Some((s, "udp")) => (s, true),
+            Some(_) => return Err(bad("the protocol is tcp or udp")),
+            None => (v, false),
+        };
+        let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+        let (guest, host, addr) = match parts.as_slice() {
+            [g, h] => (*g, *h, "127.0.0.1"),
+            [g, h, a] => (*g, *h, a.trim_start_matches('[').trim_end_matches(']')),
+            _ => return Err(bad("both ports are needed")),
+        };
+        let port = |p: &str| p.parse::<u16>().ok().filter(|n| *n > 0);
+        let (Some(host_port), Some(guest_port)) = (port(host), port(guest)) else {
+            return Err(bad("ports are numbers from 1 to 65535"));
+        };
+        if addr.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad("the address is an IP address"));
+        }
+        Ok(PortForward {
+            host_addr: addr.to_string(),
+            host_port,
+            guest_port,
+            udp,
+        })
+    }
+
+    /// As written back: `127.0.0.1:8080:80/tcp`.
+    pub fn spec(&self) -> String {
+        format!(
+            "{}:{}:{}/{}",
+            self.host_addr,
+            self.host_port,
+            self.guest_port,
+            if self.udp { "udp" } else { "tcp" }
+        )
+    }
+}
+
+/// Ask slirp4netns (through its API socket) to forward one port.
+fn add_forward(socket: &Path, p: &PortForward) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    let req = serde_json::json!({
+        "execute": "add_hostfwd",
+        "arguments": {
+            "proto": if p.udp { "udp" } else { "tcp" },
+            "host_addr": p.host_addr,
+            "host_port": p.host_port,
+            "guest_addr": "10.0.2.100",
+            "guest_port": p.guest_port,
+        }
+    });
+    s.write_all(req.to_string().as_bytes())?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    let v: serde_json::Value = serde_json::from_str(&reply)
+        .map_err(|e| std::io::Error::other(format!("slirp4netns answered {reply:?}: {e}")))?;
+    if v.get("return").is_some() {
+        return Ok(());
+    }
+    let why = v["error"]["desc"].as_str().unwrap_or(reply.trim());
+    Err(std::io::Error::other(why.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,12 +320,37 @@ mod tests {
     }
 
     #[test]
+    fn published_ports_parse_as_docker_writes_them() {
+        let p = PortForward::parse("8080:80").unwrap();
+        assert_eq!(p.spec(), "127.0.0.1:8080:80/tcp");
+        assert_eq!(
+            PortForward::parse("0.0.0.0:53:5353/udp").unwrap().spec(),
+            "0.0.0.0:53:5353/udp"
+        );
+        assert_eq!(
+            PortForward::parse("[::1]:8080:80").unwrap().host_addr,
+            "::1"
+        );
+        for bad in [
+            "80",
+            "a:80",
+            "8080:0",
+            "8080:80/sctp",
+            "host:8080:80",
+            "70000:80",
+        ] {
+            let e = PortForward::parse(bad).unwrap_err();
+            assert!(e.contains(bad) && e.contains("expected"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn never_the_hosts_loopback() {
-        let user = args(42, false);
+        let user = args(42, false, None);
         assert!(user.contains(&"--disable-host-loopback".to_string()));
         assert!(user.contains(&"--userns-path=/proc/42/ns/user".to_string()));
         assert!(user.ends_with(&["/proc/42/ns/net".to_string(), "tap0".into()]));
-        let root = args(42, true);
+        let root = args(42, true, None);
         assert!(root.contains(&"--disable-host-loopback".to_string()));
         assert!(!root.iter().any(|a| a.starts_with("--userns-path")));
     }
