@@ -302,6 +302,90 @@ fn published_ports_reach_a_server_in_the_run() {
     }
 }
 
+/// `strata run ARGS` inside `script` (util-linux), which gives it a terminal of its own as the
+/// user would have one: `setup` runs first in that terminal (`stty rows 33 cols 111`), then
+/// each `(delay, bytes)` of `typed` is written to it. Returns the exit code and what appeared on
+/// the terminal (carriage returns removed).
+fn on_a_terminal(e: &Env, setup: &str, args: &[&str], typed: &[(u64, &str)]) -> (i32, String) {
+    let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
+    let mut line = String::new();
+    if let Some(u) = e.who.user() {
+        line.push_str(&format!("runuser -u {u} -- "));
+    }
+    line.push_str(&quote(strata()));
+    for a in ["--root", e.root.as_str(), "run"].iter().chain(args) {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{setup}; {line}"), "/dev/null"])
+        .current_dir("/tmp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for (delay, bytes) in typed {
+        std::thread::sleep(Duration::from_millis(*delay));
+        let _ = std::io::Write::write_all(&mut input, bytes.as_bytes());
+    }
+    let o = child.wait_with_output().unwrap();
+    drop(input);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).replace('\r', ""),
+    )
+}
+
+#[test]
+fn a_terminal_with_its_size_and_job_control() {
+    if !Path::new("/usr/bin/script").exists() {
+        require("script (util-linux) is not installed: no terminal to test -t with");
+        return;
+    }
+    for who in runners() {
+        let Some(e) = Env::new("tty", who) else {
+            return;
+        };
+        // -t: stdin, stdout and stderr are a terminal with the window size of strata's.
+        let (code, out) = on_a_terminal(
+            &e,
+            "stty rows 33 cols 111",
+            &[
+                "-t",
+                "bb:1",
+                "sh",
+                "-c",
+                "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-tty; stty size",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{who:?}: {out}");
+        assert!(out.contains("all-tty\n33 111\n"), "{who:?}: {out:?}");
+        // -it: an interactive shell; Ctrl-C stops the foreground job, not the shell (job
+        // control through the terminal), and the shell's exit code is strata's.
+        let t = Instant::now();
+        let (code, out) = on_a_terminal(
+            &e,
+            "true",
+            &["-it", "bb:1", "sh"],
+            &[
+                (1500, "sleep 60\n"),
+                (1000, "\x03"),
+                (500, "echo after-$((6*7))\n"),
+                (500, "exit 3\n"),
+            ],
+        );
+        assert_eq!(code, 3, "{who:?}: {out}");
+        assert!(out.contains("after-42"), "{who:?}: {out:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{who:?}: Ctrl-C did not stop sleep"
+        );
+    }
+}
+
 #[test]
 fn users_workdir_and_etc_files() {
     for who in runners() {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use super::terminal;
 use anyhow::{bail, Context};
 use strata::engine::exec::{self, exe, remove_tree, sandbox_err, snapshots};
 use strata::oci::Digest;
@@ -36,6 +37,10 @@ pub struct RunArgs {
     /// (through the run's own network; on 127.0.0.1 unless an address is given).
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR")]
     publish: Vec<String>,
+    /// Give the process a terminal (a pseudo-terminal with strata's window size and job
+    /// control); with -i, what is typed goes to it.
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Keep standard input open: the process reads strata's stdin (`echo 'print(6*7)' |
     /// strata run -i app python -`). Without it the process gets /dev/null, as a RUN step.
     #[arg(short = 'i', long)]
@@ -199,20 +204,41 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         maps: maps.clone(),
         files: Vec::new(),
         stdin: a.interactive,
+        tty: a.tty,
         ports: (!ports.is_empty()).then(|| sandbox::net::Forwards {
             socket: step.join("slirp.sock"),
             ports,
         }),
     };
     let _ = a.rm;
-    let mut result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());
+    let terminal = if a.tty {
+        let (master, slave) = terminal::open()?;
+        let raw = a.interactive.then(terminal::Raw::enter);
+        let out = terminal::relay(master, a.interactive)?;
+        Some((slave, raw, out))
+    } else {
+        None
+    };
+    let exe = exe()?;
+    let launch = |spec: &Spec| match &terminal {
+        Some((slave, _, _)) => sandbox::run_on_terminal(&exe, spec, slave),
+        None => sandbox::run(&exe, spec, Stdio::inherit(), Stdio::inherit()),
+    };
+    let mut result = launch(&spec);
     if let Err(sandbox::Error::Setup { message, .. }) = &result {
         if message.starts_with("mount overlay") && !copy_forced {
             eprintln!("note: overlayfs cannot be mounted in a user namespace here ({message}); using copied snapshots, which is slower");
             std::fs::create_dir_all(step.join("rootfs"))?;
             spec.rootfs = copy;
-            result = sandbox::run(&exe()?, &spec, Stdio::inherit(), Stdio::inherit());
+            result = launch(&spec);
         }
+    }
+    if let Some((slave, raw, out)) = terminal {
+        // Our copy of the slave goes, so the master reads EIO once the process's copies are
+        // closed too: then all its output has been written.
+        drop(slave);
+        let _ = out.join();
+        drop(raw);
     }
     let committed = match (&result, &a.commit) {
         (Ok(f), Some(name)) => Some(commit(store, &img, &spec, &step, &f.created, name, &maps)),

@@ -1259,6 +1259,7 @@ impl St<'_, '_> {
             binds,
             files: std::mem::take(&mut held.files),
             stdin: false,
+            tty: false,
             ports: None,
             maps: b.maps.clone(),
         };

@@ -684,7 +684,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         let devnull = cstr("/dev/null");
         // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
         unsafe {
-            if !spec.stdin {
+            if !spec.stdin && !spec.tty {
                 let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
                 if fd >= 0 {
                     libc::dup2(fd, 0);
@@ -699,6 +699,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 libc::close(super::FILES_FD_BASE + i as i32);
             }
             libc::setsid();
+            if spec.tty {
+                // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
+                // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+            }
             if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                 libc::_exit(126);
             }

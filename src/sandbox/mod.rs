@@ -130,6 +130,10 @@ pub struct Spec {
     /// Host ports forwarded into the private network (`strata run -p`).
     #[serde(default)]
     pub ports: Option<net::Forwards>,
+    /// Make the process's stdin its controlling terminal (`strata run -t`: it is a terminal's
+    /// slave side, see [`run_on_terminal`]), so that shells get job control.
+    #[serde(default)]
+    pub tty: bool,
     /// Give the process strata's standard input (`strata run -i`); otherwise /dev/null, as a
     /// RUN step gets.
     #[serde(default)]
@@ -254,9 +258,31 @@ pub fn run_observed(
         exe,
         &Task::Run(Box::new(spec.clone())),
         &spec.maps,
+        None,
         stdout,
         stderr,
         started,
+    )?;
+    Ok(Finished { outcome, created })
+}
+
+/// [`run`] with the terminal `tty` (the slave side of a pseudo-terminal) as the process's
+/// stdin, stdout and stderr and its controlling terminal (`strata run -t`); `spec.tty` must be
+/// set.
+pub fn run_on_terminal(
+    exe: &std::path::Path,
+    spec: &Spec,
+    tty: &OwnedFd,
+) -> Result<Finished, Error> {
+    let io = || -> Result<Stdio, Error> { Ok(Stdio::from(tty.try_clone()?)) };
+    let (outcome, created) = launch(
+        exe,
+        &Task::Run(Box::new(spec.clone())),
+        &spec.maps,
+        Some(io()?),
+        io()?,
+        io()?,
+        &|_| {},
     )?;
     Ok(Finished { outcome, created })
 }
@@ -268,6 +294,7 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
         exe,
         &Task::Hook(hook.clone()),
         &hook.maps,
+        None,
         Stdio::inherit(),
         Stdio::inherit(),
         &|_| {},
@@ -275,10 +302,14 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
     .map(|(o, _)| o)
 }
 
+/// Start the sandbox child for `task` and wait for it. `stdin` when given, else /dev/null (or
+/// strata's own for a spec with `stdin` set).
+#[allow(clippy::too_many_arguments)]
 fn launch(
     exe: &std::path::Path,
     task: &Task,
     maps: &idmap::IdMaps,
+    stdin: Option<Stdio>,
     stdout: Stdio,
     stderr: Stdio,
     started: &dyn Fn(u32),
@@ -299,8 +330,9 @@ fn launch(
     cmd.arg(CHILD_ARG)
         .env_clear()
         .env(SPEC_ENV, spec_json)
-        .stdin(match task {
-            Task::Run(s) if s.stdin => Stdio::inherit(),
+        .stdin(match (stdin, task) {
+            (Some(i), _) => i,
+            (None, Task::Run(s)) if s.stdin => Stdio::inherit(),
             _ => Stdio::null(),
         })
         .stdout(stdout)
