@@ -171,6 +171,14 @@ fn exit_codes_signals_and_output() {
             "0",
             "stdin is /dev/null"
         );
+        // A command that is not there exits 127, as in a shell and docker run.
+        let o = e.strata(&["run", "bb:1", "no-such-command"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(127), "{who:?}: {err}");
+        assert!(
+            err.contains("no-such-command: executable file not found in $PATH"),
+            "{who:?}: {err}"
+        );
     }
 }
 

@@ -149,6 +149,12 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         }
     };
     if file.as_os_str() != "-" && !file.exists() {
+        if a.file.is_some() {
+            bail!(
+                "{}: file not found (given with -f)\n  hint: a relative -f is looked up in the current directory, then in the context",
+                file.display()
+            );
+        }
         bail!(
             "no Dockerfile at {}\n  hint: give one with -f FILE",
             file.display()

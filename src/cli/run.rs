@@ -301,7 +301,10 @@ pub fn doctor() -> anyhow::Result<i32> {
     };
     match sandbox::run_hook(&exe()?, &h) {
         Ok(sandbox::Outcome::Exited(0)) => {
-            println!("ok   user namespace: created, uids {:?}", maps.uid)
+            println!(
+                "ok   user namespace: created, uids {}",
+                idmap::describe(&maps.uid)
+            )
         }
         Ok(o) => {
             bad += 1;

@@ -111,15 +111,34 @@ fn ago(created: Option<&str>) -> String {
     let Some(secs) = parse_rfc3339(c) else {
         return c.to_string();
     };
-    let d = oci::now_secs() - secs;
-    match d {
-        d if d < 0 => "in the future".into(),
-        d if d < 60 => "just now".into(),
-        d if d < 3600 => format!("{} minutes ago", d / 60),
-        d if d < 86_400 => format!("{} hours ago", d / 3600),
-        d if d < 86_400 * 60 => format!("{} days ago", d / 86_400),
-        d if d < 86_400 * 730 => format!("{} months ago", d / (86_400 * 30)),
-        d => format!("{} years ago", d / (86_400 * 365)),
+    ago_secs(oci::now_secs() - secs)
+}
+
+/// "1 minute ago", "3 hours ago": the unit in the singular for one.
+fn ago_secs(d: i64) -> String {
+    let (n, unit) = match d {
+        d if d < 0 => return "in the future".into(),
+        d if d < 60 => return "just now".into(),
+        d if d < 3600 => (d / 60, "minute"),
+        d if d < 86_400 => (d / 3600, "hour"),
+        d if d < 86_400 * 60 => (d / 86_400, "day"),
+        d if d < 86_400 * 730 => (d / (86_400 * 30), "month"),
+        d => (d / (86_400 * 365), "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ago_uses_the_singular_for_one() {
+        use super::ago_secs;
+        assert_eq!(ago_secs(30), "just now");
+        assert_eq!(ago_secs(60), "1 minute ago");
+        assert_eq!(ago_secs(150), "2 minutes ago");
+        assert_eq!(ago_secs(3600), "1 hour ago");
+        assert_eq!(ago_secs(86_400 * 2), "2 days ago");
+        assert_eq!(ago_secs(86_400 * 365 * 3), "3 years ago");
     }
 }
 

@@ -635,19 +635,23 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(crate::oci::DEFAULT_PATH)
         .to_string();
-    let prog = if spec.argv[0].contains('/') {
-        spec.argv[0].clone()
+    let found = if spec.argv[0].contains('/') {
+        Some(spec.argv[0].clone())
     } else {
         path_var
             .split(':')
             .map(|d| format!("{d}/{}", spec.argv[0]))
             .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-            .ok_or_else(|| {
-                format!(
-                    "{}: executable file not found in $PATH ({path_var})",
-                    spec.argv[0]
-                )
-            })?
+    };
+    let Some(prog) = found else {
+        // As a shell (and docker run): a command that is not there is the process's failure,
+        // exit code 127, with the reason on its stderr; not a failure of the sandbox.
+        let msg = format!(
+            "strata: {}: executable file not found in $PATH ({path_var})\n",
+            spec.argv[0]
+        );
+        let _ = std::io::stderr().write_all(msg.as_bytes());
+        return Ok(Outcome::Exited(127));
     };
     let prog_c = cstr(&prog);
     if let Some(mut f) = net_ready {

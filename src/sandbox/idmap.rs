@@ -127,6 +127,41 @@ pub fn for_current_user() -> IdMaps {
     }
 }
 
+/// Ranges as a person reads them: `0 → 1001 (1 id), 1–65536 → 100000–165535 (65,536 ids)`.
+pub fn describe(ranges: &[Range]) -> String {
+    let group = |n: u64| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let span = |start: u32, count: u32| {
+        if count == 1 {
+            start.to_string()
+        } else {
+            format!("{start}–{}", u64::from(start) + u64::from(count) - 1)
+        }
+    };
+    ranges
+        .iter()
+        .map(|r| {
+            format!(
+                "{} → {} ({} id{})",
+                span(r.inside, r.count),
+                span(r.outside, r.count),
+                group(r.count.into()),
+                if r.count == 1 { "" } else { "s" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn map_text(ranges: &[Range]) -> String {
     ranges
         .iter()
@@ -189,6 +224,23 @@ pub fn apply(maps: &IdMaps, pid: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_read_as_a_person_would() {
+        let r = |inside, outside, count| Range {
+            inside,
+            outside,
+            count,
+        };
+        assert_eq!(
+            describe(&[r(0, 1001, 1), r(1, 100000, 65536)]),
+            "0 → 1001 (1 id), 1–65536 → 100000–165535 (65,536 ids)"
+        );
+        assert_eq!(
+            describe(&[r(0, 0, u32::MAX)]),
+            "0–4294967294 → 0–4294967294 (4,294,967,295 ids)"
+        );
+    }
 
     #[test]
     fn subordinate_ranges_by_name_or_id() {

@@ -94,7 +94,7 @@ pub fn all_checks() -> Vec<Check> {
             name: "subordinate ids (/etc/subuid, /etc/subgid)",
             ok: !maps.root_only,
             optional: true,
-            detail: if maps.root_only { "none: only root is mapped, so USER, chown and apt's _apt do not work".into() } else { format!("uids {:?}, gids {:?}", maps.uid, maps.gid) },
+            detail: if maps.root_only { "none: only root is mapped, so USER, chown and apt's _apt do not work".into() } else { format!("uids {}; gids {}", idmap::describe(&maps.uid), idmap::describe(&maps.gid)) },
             fix: Some(format!("sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $(id -un {uid}) (and apt-get install uidmap)")),
         });
         v.push(Check {
