@@ -128,20 +128,6 @@ fn ago_secs(d: i64) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn ago_uses_the_singular_for_one() {
-        use super::ago_secs;
-        assert_eq!(ago_secs(30), "just now");
-        assert_eq!(ago_secs(60), "1 minute ago");
-        assert_eq!(ago_secs(150), "2 minutes ago");
-        assert_eq!(ago_secs(3600), "1 hour ago");
-        assert_eq!(ago_secs(86_400 * 2), "2 days ago");
-        assert_eq!(ago_secs(86_400 * 365 * 3), "3 years ago");
-    }
-}
-
 /// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
 fn parse_rfc3339(s: &str) -> Option<i64> {
     let (y, mo, d) = (
@@ -432,4 +418,18 @@ pub fn unpack(store: &Store, a: UnpackArgs) -> anyhow::Result<i32> {
         eprintln!("warning: {owners} file(s) keep your ownership: setting other owners needs root or a user namespace");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ago_uses_the_singular_for_one() {
+        use super::ago_secs;
+        assert_eq!(ago_secs(30), "just now");
+        assert_eq!(ago_secs(60), "1 minute ago");
+        assert_eq!(ago_secs(150), "2 minutes ago");
+        assert_eq!(ago_secs(3600), "1 hour ago");
+        assert_eq!(ago_secs(86_400 * 2), "2 days ago");
+        assert_eq!(ago_secs(86_400 * 365 * 3), "3 years ago");
+    }
 }
