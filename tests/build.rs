@@ -1506,6 +1506,11 @@ fn cache_noop_one_change_no_cache_and_filters() {
     );
     let first = b.ok(&c, &["-t", "c"]);
     assert!(!first.contains("CACHED"), "{first}");
+    // A first build: its files are new, not "changed".
+    assert!(
+        first.contains("cache miss: not in the cache") && !first.contains("changed:"),
+        "{first}"
+    );
     let id1 = b.id("c:latest");
     let r1 = b.sh("c", "cat /r0 /r1");
     let again = b.ok(&c, &["-t", "c"]);
@@ -1535,9 +1540,13 @@ fn cache_noop_one_change_no_cache_and_filters() {
         "stage s0 stayed cached"
     );
     assert_ne!(r1, r2);
-    // A renamed file matched by a directory copy invalidates it.
+    // A renamed file matched by a directory copy invalidates it, and is named as new.
     fs_err::rename(c.join("app/util.py"), c.join("app/util2.py")).unwrap();
-    assert!(b.ok(&c, &["-t", "c"]).contains("cache miss"));
+    let out = b.ok(&c, &["-t", "c"]);
+    assert!(
+        out.contains("cache miss: 1 file changed: app/util2.py (new)"),
+        "{out}"
+    );
     // --no-cache-filter s0 reruns s0 only (and what depends on it).
     let out = b.ok(&c, &["-t", "c", "--no-cache-filter", "s0"]);
     assert!(out.contains("#1 cache miss: --no-cache"), "{out}");

@@ -36,8 +36,10 @@ pub struct Stats {
     pub hashed: usize,
     /// Files whose recorded digest was reused.
     pub reused: usize,
-    /// Files whose content digest differs from the one recorded (or that are new to the cache).
+    /// Files whose content digest differs from the one recorded.
     pub changed: Vec<String>,
+    /// Files the cache had no record of (all of them on a first build).
+    pub added: Vec<String>,
 }
 
 fn ns(secs: i64, nsec: i64) -> i128 {
@@ -159,8 +161,10 @@ impl Cache {
         }
         let digest = h.finish();
         stats.hashed += 1;
-        if self.records.get(rel).is_none_or(|r| r.digest != digest) {
-            stats.changed.push(rel.to_string());
+        match self.records.get(rel) {
+            None => stats.added.push(rel.to_string()),
+            Some(r) if r.digest != digest => stats.changed.push(rel.to_string()),
+            Some(_) => {}
         }
         self.records.insert(
             rel.to_string(),
@@ -264,6 +268,11 @@ mod tests {
         let mut c = Cache::load(&cache_file);
         let (d1, s1) = pass(&root, &mut c);
         assert_eq!((s1.hashed, s1.reused), (3, 0));
+        assert_eq!(
+            (s1.changed.len(), s1.added.len()),
+            (0, 3),
+            "a first pass adds, it changes nothing"
+        );
         c.save().unwrap();
         // A new process: the cache comes from disk.
         let mut c = Cache::load(&cache_file);

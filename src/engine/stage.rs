@@ -978,7 +978,14 @@ impl St<'_, '_> {
         }
         let mut cache = self.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
         let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
-        Ok((format!("{d} {}", names.join(" ")), stats.changed))
+        // What to say when the step misses: the files whose content changed, and new ones
+        // unless every file is new (a first build is "not in the cache", not "20,000 files
+        // changed").
+        let mut why = stats.changed;
+        if stats.reused + stats.hashed > stats.added.len() {
+            why.extend(stats.added.into_iter().map(|a| format!("{a} (new)")));
+        }
+        Ok((format!("{d} {}", names.join(" ")), why))
     }
 
     fn source_ref(&mut self, f: &str) -> anyhow::Result<FromRef> {
