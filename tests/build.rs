@@ -649,6 +649,20 @@ fn run_entrypoint_replaces_the_images_and_drops_its_cmd() {
 }
 
 #[test]
+fn a_no_op_rebuild_counts_the_steps_its_build_counted() {
+    let Some(b) = B::new("stepcount") else { return };
+    let f = [
+        df("FROM busybox AS b\nWORKDIR /made\nRUN echo 1 > f\nENV A=1\nFROM busybox\nCOPY --from=b /made/f /f\nWORKDIR /\nCOPY x /x\n"),
+        ("x", "x".to_string()),
+    ];
+    let c = b.ctx("c", &files(&f));
+    let first = b.ok(&c, &["-t", "n"]);
+    assert!(first.contains("(4 steps, 0 cached)"), "{first}");
+    let again = b.ok(&c, &["-t", "n"]);
+    assert!(again.contains("(4 steps, 4 cached)"), "{again}");
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

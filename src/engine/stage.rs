@@ -614,6 +614,15 @@ impl St<'_, '_> {
     fn workdir_step(&mut self, cmd: &Command, wd: &str, label: &str) -> anyhow::Result<()> {
         let key = self.key_for(&Instruction::Workdir(wd.to_string()), &[], &[]);
         if let Some(rec) = self.lookup(&key) {
+            if rec.layer.is_some() {
+                // A WORKDIR that made a directory is a step when it runs: it is one (cached)
+                // when it does not, so a no-op rebuild counts the steps its build counted.
+                let id = self.b.step_ids.fetch_add(1, Ordering::SeqCst);
+                self.b.progress.start(id, label);
+                self.b.steps.fetch_add(1, Ordering::SeqCst);
+                self.b.cached.fetch_add(1, Ordering::SeqCst);
+                self.b.progress.cached(id);
+            }
             self.apply(cmd, key, &rec);
             return Ok(());
         }
