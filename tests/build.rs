@@ -663,6 +663,22 @@ fn a_no_op_rebuild_counts_the_steps_its_build_counted() {
 }
 
 #[test]
+fn a_from_that_is_almost_a_stage_is_not_pulled() {
+    let Some(b) = B::new("stagetypo") else { return };
+    let f = [df(
+        "FROM busybox AS builder\nRUN echo x > /x\nFROM busybox\nCOPY --from=biulder /x /x\n",
+    )];
+    let c = b.ctx("c", &files(&f));
+    let err = b.fails(&c, &[]);
+    assert!(
+        err.contains("--from=biulder: there is no stage biulder")
+            && err.contains("did you mean the stage builder?")
+            && err.contains("Dockerfile:4"),
+        "{err}"
+    );
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

@@ -151,6 +151,23 @@ fn check_skip_comment_above_one_instruction() {
 }
 
 #[test]
+fn check_warns_about_a_from_that_is_almost_a_stage() {
+    let out = strata(
+        &["check", "-f", "-"],
+        Some("FROM scratch AS builder\nFROM scratch\nCOPY --from=biulder /a /a\nCOPY --from=alpine:3 /b /b\nCOPY --from=builder /c /c\n"),
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "warning: StageNameTypo: 'biulder' is not a stage: it would be pulled as an image"
+        ) && err.contains("hint: did you mean the stage builder?")
+            && err.contains("3 | COPY --from=biulder"),
+        "{err}"
+    );
+    assert!(err.ends_with("1 warning found\n"), "{err}");
+}
+
+#[test]
 fn check_fails_on_errors() {
     let out = strata(&["check", "-f", "-"], Some("FROM a\nCOPY onlyone\n"));
     assert_eq!(out.status.code(), Some(1));

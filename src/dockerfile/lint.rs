@@ -33,6 +33,7 @@ pub const RULES: &[Rule] = &[
     Rule { name: "ReservedStageName", description: "Reserved words should not be used as stage names" },
     Rule { name: "SecretsUsedInArgOrEnv", description: "Sensitive data should not be used in the ARG or ENV commands" },
     Rule { name: "StageNameCasing", description: "Stage names should be lowercase" },
+    Rule { name: "StageNameTypo", description: "A --from that is not a stage but is close to a stage's name is pulled as an image (strata's rule)" },
     Rule { name: "UndefinedArgInFrom", description: "FROM command must use declared ARGs" },
     Rule { name: "UndefinedVar", description: "Variables should be defined before their use" },
     Rule { name: "WorkdirRelativePath", description: "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes" },

@@ -1022,6 +1022,11 @@ impl St<'_, '_> {
             }
             None => {}
         }
+        if let Some(s) = plan.stage_typo(f) {
+            bail!(
+                "--from={f}: there is no stage {f}\n  hint: did you mean the stage {s}? (an image of that name is written with its registry or tag, docker.io/library/{f}:latest)"
+            );
+        }
         self.image_ref(f)
     }
 

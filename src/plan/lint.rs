@@ -80,6 +80,25 @@ pub fn lint_plan(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
         }
     }
 
+    // --from names that are almost a stage's.
+    for st in &plan.stages {
+        for e in &st.externals {
+            if let Some(s) = plan.stage_typo(&e.name) {
+                out.push(
+                    Warning::new(
+                        "StageNameTypo",
+                        format!(
+                            "'{}' is not a stage: it would be pulled as an image",
+                            e.name
+                        ),
+                        e.span,
+                    )
+                    .with_hint(format!("did you mean the stage {s}?")),
+                );
+            }
+        }
+    }
+
     // Instructions inside stages.
     for st in &plan.stages {
         let Some(env) = stage_base_env(plan, st.index, base_env, 0) else {

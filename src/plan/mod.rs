@@ -241,6 +241,24 @@ impl Plan {
         StageScope::new(&self.meta_args, &self.options).with_target_stage(&target)
     }
 
+    /// When `name` (a `--from` that is not a stage) looks like a misspelt stage name, that
+    /// stage's name: `COPY --from=biulder` would otherwise pull an image called biulder. Only
+    /// bare names count: a reference with a registry, a tag or a digest means an image.
+    pub fn stage_typo(&self, name: &str) -> Option<&str> {
+        if name.contains(['/', ':', '@', '.'])
+            || self.stage_by_name(name).is_some()
+            || name.parse::<usize>().is_ok()
+            || self
+                .options
+                .named_contexts
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name))
+        {
+            return None;
+        }
+        did_you_mean(name, self.stages.iter().filter_map(|s| s.name.as_deref()))
+    }
+
     pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
         self.stages.iter().find(|s| {
             s.name
