@@ -679,6 +679,61 @@ fn a_from_that_is_almost_a_stage_is_not_pulled() {
 }
 
 #[test]
+fn the_build_cache_survives_prune_and_has_a_lifecycle_of_its_own() {
+    let Some(b) = B::new("cachelife") else { return };
+    // A builder stage whose layers no tagged image names: a plain prune used to drop them, so
+    // the next build reran it.
+    let f = [df("FROM busybox AS builder\nARG N=1\nRUN head -c 300000 /dev/urandom > /blob-$N\nFROM busybox\nARG N=1\nCOPY --from=builder /blob-$N /kept\n")];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "app"]);
+    let o = b.strata(&["prune"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let again = b.ok(&c, &["-t", "app"]);
+    assert!(
+        !again.contains("cache miss"),
+        "a plain prune left the cache: {again}"
+    );
+    let df = text(&b.strata(&["df"]).stdout);
+    assert!(
+        df.contains("build cache") && df.contains("(2 steps)"),
+        "{df}"
+    );
+
+    // Least recently used out first: build N=2, then use N=1 again; keeping about one builder
+    // layer's worth keeps N=1's steps and drops N=2's.
+    b.ok(&c, &["-t", "other", "--build-arg", "N=2"]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    b.ok(&c, &["-t", "app"]);
+    let o = b.strata(&["prune", "--cache", "--keep-storage", "700k"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("Build cache: 2 steps dropped"),
+        "{}",
+        text(&o.stdout)
+    );
+    let warm = b.ok(&c, &["-t", "app"]);
+    assert!(
+        !warm.contains("cache miss"),
+        "the recently used steps stayed: {warm}"
+    );
+    let cold = b.ok(&c, &["-t", "other", "--build-arg", "N=2"]);
+    assert!(cold.contains("cache miss"), "the old ones went: {cold}");
+
+    // --cache alone drops every step; the images stay whole.
+    let o = b.strata(&["prune", "--cache"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let fsck = b.strata(&["fsck"]);
+    assert!(
+        text(&fsck.stdout).contains(" 0 problems"),
+        "{}",
+        text(&fsck.stdout)
+    );
+    assert_eq!(b.sh("app", "wc -c < /kept"), "300000\n");
+    let rebuilt = b.ok(&c, &["-t", "app"]);
+    assert!(rebuilt.contains("cache miss"), "{rebuilt}");
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

@@ -44,11 +44,24 @@ pub struct RmiArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
-    /// Also remove every snapshot (unpacked layers are rebuilt when needed), the whole build
+    /// Prune the build cache too: drop its least recently used steps until it takes at most
+    /// --keep-storage (all of them without it). A plain prune leaves the build cache alone
+    /// unless it is over its size limit.
+    #[arg(long)]
+    cache: bool,
+    /// The build cache's size limit (`10g`, `512m`): a plain prune evicts the least recently
+    /// used steps past it (default 10g); with --cache, what the cache keeps (default 0).
+    #[arg(long, value_name = "SIZE")]
+    keep_storage: Option<String>,
+    /// Everything: every snapshot (unpacked layers are rebuilt when needed), the whole build
     /// cache and the RUN --mount=type=cache directories.
     #[arg(long)]
     all: bool,
 }
+
+/// The build cache a plain `strata prune` lets stand: a laptop can live with it, and it holds
+/// a few Python images' worth of builder stages.
+const DEFAULT_CACHE_LIMIT: u64 = 10 << 30;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -292,9 +305,34 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
         strata::engine::exec::remove_tree(p, &maps)
             .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
     };
-    let mut freed = store.prune_with(a.all, &remove)?;
-    // Build cache records whose layers are gone are misses anyway: drop them.
-    freed += strata::engine::cache::prune(store, a.all, &remove)?;
+    use strata::engine::cache;
+    let keep = match &a.keep_storage {
+        Some(v) => strata::dockerfile::instructions::parse_size(v).ok_or_else(|| {
+            anyhow::anyhow!("invalid --keep-storage \"{v}\": expected a size such as 10g or 512m")
+        })?,
+        None if a.cache || a.all => 0,
+        None => DEFAULT_CACHE_LIMIT,
+    };
+    // The build cache first (least recently used steps out), then what nothing refers to any
+    // more: blobs and snapshots of neither an image nor a step still cached.
+    let evicted = cache::evict(store, if a.all { 0 } else { keep });
+    let mut freed = store.prune_keeping(
+        a.all,
+        &|| {
+            let u = cache::usage(store);
+            Ok((u.blobs, u.diff_ids))
+        },
+        &remove,
+    )?;
+    // Records whose layers are gone are misses anyway: drop them (and the cache mounts with
+    // --all).
+    freed += cache::prune(store, a.all, &remove)?;
+    if evicted > 0 {
+        println!(
+            "Build cache: {evicted} step{} dropped",
+            if evicted == 1 { "" } else { "s" }
+        );
+    }
     println!(
         "Total reclaimed space: {} ({freed} bytes)",
         human_size(freed)
@@ -312,6 +350,12 @@ pub fn df(store: &Store) -> anyhow::Result<i32> {
         human_size(du.reclaimable_blobs)
     );
     println!("{:<20} {:>10}", "snapshots", human_size(du.snapshots));
+    let c = strata::engine::cache::usage(store);
+    println!(
+        "{:<20} {:>10}",
+        "build cache",
+        format!("{} ({} steps)", human_size(c.bytes), c.records)
+    );
     println!("{:<20} {:>10}", "temporary", human_size(du.tmp));
     Ok(0)
 }

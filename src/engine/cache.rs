@@ -89,12 +89,115 @@ fn dir(store: &Store) -> PathBuf {
 
 /// The record for `key`, if present and its layer blob is still in the store.
 pub fn get(store: &Store, key: &Digest) -> Option<Record> {
-    let bytes = fs_err::read(dir(store).join(key.hex())).ok()?;
+    let path = dir(store).join(key.hex());
+    let bytes = fs_err::read(&path).ok()?;
     let rec: Record = serde_json::from_slice(&bytes).ok()?;
     match &rec.layer {
         Some(l) if !store.has_blob(&l.digest) => None,
-        _ => Some(rec),
+        _ => {
+            // A hit is a use: the record's mtime is its last use, for least-recently-used
+            // eviction (one utimensat per cached step).
+            let _ = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &path,
+                &rustix::fs::Timestamps {
+                    last_access: now_ts(),
+                    last_modification: now_ts(),
+                },
+                rustix::fs::AtFlags::empty(),
+            );
+            Some(rec)
+        }
     }
+}
+
+fn now_ts() -> rustix::fs::Timespec {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rustix::fs::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos().into(),
+    }
+}
+
+/// The build cache as prune sees it: its records, the blob bytes of their layers, the layers'
+/// blobs and diffIDs (what prune must keep for it).
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub records: usize,
+    pub bytes: u64,
+    pub blobs: std::collections::BTreeSet<Digest>,
+    pub diff_ids: std::collections::BTreeSet<Digest>,
+}
+
+/// Every record with its last use and its layer, oldest use first.
+fn entries(store: &Store) -> Vec<(std::time::SystemTime, PathBuf, Option<LayerRec>)> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir(store)) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let used = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let layer = fs_err::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            .and_then(|r| r.layer);
+        out.push((used, e.path(), layer));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    out
+}
+
+/// What the build cache holds now (each layer counted once).
+pub fn usage(store: &Store) -> Usage {
+    let mut u = Usage::default();
+    for (_, _, layer) in entries(store) {
+        u.records += 1;
+        if let Some(l) = layer {
+            if u.blobs.insert(l.digest.clone()) {
+                u.bytes += l.size;
+            }
+            u.diff_ids.insert(l.diff_id);
+        }
+    }
+    u
+}
+
+/// Drop the least recently used records until the layers the rest refer to take at most
+/// `keep` bytes (0: drop every record). The blobs and snapshots they leave unreferenced go at
+/// the next prune. Returns how many records were dropped.
+pub fn evict(store: &Store, keep: u64) -> usize {
+    let all = entries(store);
+    // Bytes per blob, and how many of the records still kept refer to it.
+    let mut refs: std::collections::BTreeMap<Digest, (u64, usize)> = Default::default();
+    for (_, _, l) in &all {
+        if let Some(l) = l {
+            refs.entry(l.digest.clone()).or_insert((l.size, 0)).1 += 1;
+        }
+    }
+    let mut total: u64 = refs.values().map(|(s, _)| s).sum();
+    let mut dropped = 0;
+    for (_, path, layer) in all {
+        if total <= keep && keep > 0 {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            dropped += 1;
+            if let Some(l) = layer {
+                if let Some((size, n)) = refs.get_mut(&l.digest) {
+                    *n -= 1;
+                    if *n == 0 {
+                        total -= *size;
+                    }
+                }
+            }
+        }
+    }
+    dropped
 }
 
 /// Record what the step with `key` produced.

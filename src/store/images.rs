@@ -448,8 +448,24 @@ impl Store {
     /// [`Store::prune`] with the way to remove a directory tree given: trees unpacked in a user
     /// namespace hold files owned by subordinate ids, which only that namespace can remove.
     pub fn prune_with(&self, all: bool, remove_dir: &dyn Fn(&Path) -> Result<()>) -> Result<u64> {
+        self.prune_keeping(all, &|| Ok(Default::default()), remove_dir)
+    }
+
+    /// [`Store::prune_with`] that also keeps the blobs and the snapshots (by diffID) `roots`
+    /// names: the build cache's layers, which no image may refer to. `roots` is read with the
+    /// store's gc lock held, so no writer adds a root meanwhile.
+    #[allow(clippy::type_complexity)]
+    pub fn prune_keeping(
+        &self,
+        all: bool,
+        roots: &dyn Fn() -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)>,
+        remove_dir: &dyn Fn(&Path) -> Result<()>,
+    ) -> Result<u64> {
         let _gc = self.lock("gc.lock", super::LockKind::Exclusive)?;
-        let (keep, keep_diffs) = self.reachable()?;
+        let (mut keep, mut keep_diffs) = self.reachable()?;
+        let (more, more_diffs) = roots()?;
+        keep.extend(more);
+        keep_diffs.extend(more_diffs);
         let mut freed = 0;
         let blobs = self.layout_dir().join("blobs/sha256");
         for e in at(&blobs, std::fs::read_dir(&blobs))?.flatten() {
