@@ -26,9 +26,14 @@ fn main() {
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("Caused by: {cause}");
+            match cli::render::step_failure(&e) {
+                Some(shown) => eprint!("{shown}"),
+                None => {
+                    eprintln!("error: {e}");
+                    for cause in e.chain().skip(1) {
+                        eprintln!("Caused by: {cause}");
+                    }
+                }
             }
             // Interrupted: the shell's code for the signal (130 for Ctrl-C, 143 for SIGTERM).
             e.chain()

@@ -734,6 +734,33 @@ fn the_build_cache_survives_prune_and_has_a_lifecycle_of_its_own() {
 }
 
 #[test]
+fn a_failed_step_is_shown_in_its_dockerfile_lines() {
+    let Some(b) = B::new("failshow") else { return };
+    let f = [df("FROM busybox\nRUN echo one && \\\n    exit 3\n")];
+    let c = b.ctx("c", &files(&f));
+    let err = b.fails(&c, &[]);
+    let file = c.join("Dockerfile");
+    assert!(
+        err.contains(&format!(
+            "error: process \"/bin/sh -c echo one &&     exit 3\" did not complete successfully: exit code: 3\n --> {}:2:1\n  |\n2 | RUN echo one && \\\n  | ^^^^^^^^^^^^^^^^^\n3 |     exit 3\n  |     ^^^^^^\n",
+            file.display()
+        )),
+        "{err}"
+    );
+    // Hints are shown as hints.
+    let f = [df(
+        "FROM busybox\nRUN --mount=type=secret,id=tok,required=true true\n",
+    )];
+    let c = b.ctx("s", &files(&f));
+    let err = b.fails(&c, &[]);
+    assert!(
+        err.contains("error: secret tok: not found\n --> ")
+            && err.contains("  = hint: pass it with --secret id=tok"),
+        "{err}"
+    );
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

@@ -285,6 +285,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
     let opts = BuildOptions {
         context: context.to_path_buf(),
         dockerfile_name: src.name().to_string(),
+        dockerfile: Some(src.clone()),
         ignore,
         tags,
         no_cache: a.no_cache,

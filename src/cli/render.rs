@@ -121,3 +121,42 @@ mod tests {
         assert!(r.contains("3 |   x\n"), "{r}");
     }
 }
+
+/// A build error that happened in a Dockerfile instruction, shown as a parse error is: the
+/// instruction's lines with a marker, then what went wrong (the causes, innermost last) and the
+/// hints they carry. `None` when the error did not come from a step, or the text is unknown.
+pub fn step_failure(e: &anyhow::Error) -> Option<String> {
+    // A context of anyhow's: downcast the error itself, then find its place in the chain.
+    let step = e.downcast_ref::<strata::engine::StepFailed>()?;
+    let src = step.source_text.as_ref()?;
+    let shown = step.to_string();
+    let mut causes = Vec::new();
+    let mut hints = Vec::new();
+    let mut after = false;
+    for c in e.chain() {
+        if !after && c.to_string() == shown {
+            after = true;
+            continue;
+        }
+        if !after {
+            continue;
+        }
+        let text = c.to_string();
+        let (msg, hint) = match text.split_once("\n  hint: ") {
+            Some((m, h)) => (m.to_string(), Some(h.to_string())),
+            None => (text, None),
+        };
+        causes.push(msg);
+        hints.extend(hint);
+    }
+    let headline = causes.last().cloned().unwrap_or_else(|| step.to_string());
+    let mut out = format!("error: {headline}\n");
+    snippet(&mut out, src, step.span);
+    for c in causes.iter().rev().skip(1) {
+        let _ = writeln!(out, "  = while: {c}");
+    }
+    for h in hints {
+        let _ = writeln!(out, "  = hint: {h}");
+    }
+    Some(out)
+}

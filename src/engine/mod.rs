@@ -140,12 +140,26 @@ impl NamedContext {
     }
 }
 
+/// The instruction a build failed at: what the error's causes happened in. Displays as
+/// `Dockerfile:4 RUN …`; the CLI shows the lines of `span` with a marker, as for parse errors.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line} {instruction}")]
+pub struct StepFailed {
+    pub file: String,
+    pub line: usize,
+    pub instruction: String,
+    pub span: crate::dockerfile::Span,
+    pub source_text: Option<crate::dockerfile::Source>,
+}
+
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// The context directory (a tar on stdin is unpacked to a directory by the caller).
     pub context: PathBuf,
     /// The name shown in messages for the Dockerfile.
     pub dockerfile_name: String,
+    /// The Dockerfile's text, for errors that show the failing lines ([`StepFailed`]).
+    pub dockerfile: Option<crate::dockerfile::Source>,
     /// `.dockerignore` patterns in force.
     pub ignore: Vec<String>,
     pub tags: Vec<ImageRef>,

@@ -140,8 +140,13 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
             return Err(Cancelled.into());
         }
         st.n += 1;
-        st.command(cmd)
-            .with_context(|| format!("{} {}", loc(b, cmd), first_line(&cmd.original)))?;
+        st.command(cmd).with_context(|| super::StepFailed {
+            file: b.opts.dockerfile_name.clone(),
+            line: cmd.start_line,
+            instruction: first_line(&cmd.original),
+            span: cmd.span,
+            source_text: b.opts.dockerfile.clone(),
+        })?;
     }
     Ok(StageResult {
         config: st.config,
