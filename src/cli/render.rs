@@ -95,33 +95,6 @@ pub fn snippet(out: &mut String, src: &Source, span: Span) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_marker_under_span() {
-        let src = Source::new("Dockerfile", "FROM a\nFNTRYPOINT x\n");
-        let d = Diagnostic::new("unknown instruction: FNTRYPOINT", Span::new(7, 17))
-            .with_hint("did you mean ENTRYPOINT?")
-            .with_source(&src);
-        let r = diagnostic(&d);
-        assert_eq!(
-            r,
-            "error: unknown instruction: FNTRYPOINT\n --> Dockerfile:2:1\n  |\n2 | FNTRYPOINT x\n  | ^^^^^^^^^^\n  = hint: did you mean ENTRYPOINT?\n"
-        );
-    }
-
-    #[test]
-    fn multi_line_spans_show_every_line() {
-        let src = Source::new("Dockerfile", "FROM a\nCOPY \\\n  x\n");
-        let d = Diagnostic::new("bad", Span::new(7, 17)).with_source(&src);
-        let r = diagnostic(&d);
-        assert!(r.contains("2 | COPY \\\n"), "{r}");
-        assert!(r.contains("3 |   x\n"), "{r}");
-    }
-}
-
 /// A build error that happened in a Dockerfile instruction, shown as a parse error is: the
 /// instruction's lines with a marker, then what went wrong (the causes, innermost last) and the
 /// hints they carry. `None` when the error did not come from a step, or the text is unknown.
@@ -159,4 +132,31 @@ pub fn step_failure(e: &anyhow::Error) -> Option<String> {
         let _ = writeln!(out, "  = hint: {h}");
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_marker_under_span() {
+        let src = Source::new("Dockerfile", "FROM a\nFNTRYPOINT x\n");
+        let d = Diagnostic::new("unknown instruction: FNTRYPOINT", Span::new(7, 17))
+            .with_hint("did you mean ENTRYPOINT?")
+            .with_source(&src);
+        let r = diagnostic(&d);
+        assert_eq!(
+            r,
+            "error: unknown instruction: FNTRYPOINT\n --> Dockerfile:2:1\n  |\n2 | FNTRYPOINT x\n  | ^^^^^^^^^^\n  = hint: did you mean ENTRYPOINT?\n"
+        );
+    }
+
+    #[test]
+    fn multi_line_spans_show_every_line() {
+        let src = Source::new("Dockerfile", "FROM a\nCOPY \\\n  x\n");
+        let d = Diagnostic::new("bad", Span::new(7, 17)).with_source(&src);
+        let r = diagnostic(&d);
+        assert!(r.contains("2 | COPY \\\n"), "{r}");
+        assert!(r.contains("3 |   x\n"), "{r}");
+    }
 }
