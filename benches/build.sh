@@ -5,7 +5,7 @@
 # (../shared/lab/make-bench-contexts.sh): `big` is two busybox stages plus a COPY of 2,000
 # small files and 50 MiB. Scenarios (../shared/lab/bench-peers.sh, the same script for both
 # builders, so both are measured the same way in the same run):
-#   big-cold     cache emptied before each run (strata: rmi + prune; buildah: rmi --prune)
+#   big-cold     cache emptied before each run (strata: rmi + prune --cache; buildah: rmi --prune)
 #   big-noop     everything cached
 #   big-change1  one small file of the COPY'd context rewritten before each run
 # Each builder first builds the two-stage `ms` context, exports it as an OCI layout and runs
@@ -44,7 +44,7 @@ S=$OUT/bin/strata R=$OUT/store
 rm -rf "$OUT/results"
 as_builder env CUSTOM_ROOTLESS=1 \
   CUSTOM_BUILD="$S --root $R build -q -t {tag} {ctx}" \
-  CUSTOM_CLEAN="$S --root $R rmi bench-ms bench-big bench-py >/dev/null 2>&1; $S --root $R prune >/dev/null" \
+  CUSTOM_CLEAN="$S --root $R rmi bench-ms bench-big bench-py >/dev/null 2>&1; $S --root $R prune --cache >/dev/null" \
   CUSTOM_EXPORT="$S --root $R save --format oci-dir -o {dir} {tag} && $here/benches/retag-latest.sh {dir}" \
   CUSTOM_LOAD="$S --root $R load -i {layout}" \
   CUSTOM_LIST="$S --root $R images" \
@@ -54,7 +54,7 @@ as_builder env SKIP_PY=${SKIP_PY:-1} SCENARIOS="big-cold big-noop big-change1" \
   bash "$LAB/bench-peers.sh" buildah-rootless-overlay "$BASE/oci/all" "$OUT/ctx" "$OUT/results" "$RUNS"
 # Peak memory of strata's cold build of `big` (median of 5).
 rss=$(for i in 1 2 3 4 5; do
-  as_builder sh -c "$S --root $R rmi bench-big >/dev/null 2>&1; $S --root $R prune >/dev/null"
+  as_builder sh -c "$S --root $R rmi bench-big >/dev/null 2>&1; $S --root $R prune --cache >/dev/null"
   as_builder /usr/bin/time -f '%M' "$S" --root "$R" build -q -t bench-big "$OUT/ctx/big" 2>&1 >/dev/null | tail -1
 done | sort -n | sed -n 3p)
 echo
