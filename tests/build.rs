@@ -761,6 +761,62 @@ fn a_failed_step_is_shown_in_its_dockerfile_lines() {
 }
 
 #[test]
+fn debug_opens_a_shell_in_the_failed_step() {
+    let Some(b) = B::new("debugshell") else {
+        return;
+    };
+    if !Path::new("/usr/bin/script").exists() {
+        require("script (util-linux) is not installed: no terminal to test --debug with");
+        return;
+    }
+    let f = [df("FROM busybox\nENV MARK=env-seen\nWORKDIR /work\nRUN echo made-by-the-step > /made && exit 4\n")];
+    let c = b.ctx("c", &files(&f));
+    // Through script(1), which gives strata a terminal: the shell sees what the command left,
+    // its environment and working directory; exiting it ends the build with the failure.
+    let line = format!(
+        "'{}' --root '{}' build --debug '{}'",
+        common::strata_bin(),
+        b.root,
+        c.display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for (delay, typed) in [(3000, "cat /made; echo $MARK; pwd\n"), (1000, "exit\n")] {
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = std::io::Write::write_all(&mut input, typed.as_bytes());
+    }
+    let o = child.wait_with_output().unwrap();
+    drop(input);
+    let out = text(&o.stdout).replace('\r', "");
+    assert!(
+        out.contains("made-by-the-step\nenv-seen\n/work\n"),
+        "the shell ran in the failed step: {out}"
+    );
+    assert!(
+        out.contains("did not complete successfully: exit code: 4"),
+        "{out}"
+    );
+    assert_ne!(o.status.code(), Some(0), "{out}");
+    // Without a terminal it says what --debug needs; without --debug, that it exists.
+    let err = b.fails(&c, &["--debug"]);
+    assert!(
+        err.contains("--debug opens its shell when standard input is a terminal"),
+        "{err}"
+    );
+    let err = b.fails(&c, &[]);
+    assert!(
+        err.contains("strata build --debug opens a shell where this command failed"),
+        "{err}"
+    );
+}
+
+#[test]
 fn run_heredocs_script_and_shebang() {
     let Some(b) = B::new("heredoc") else { return };
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];

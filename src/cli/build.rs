@@ -58,6 +58,11 @@ pub struct BuildArgs {
     /// Progress output: auto, tty, plain or json.
     #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "json", "quiet"])]
     progress: String,
+    /// When a RUN step fails and standard input is a terminal, open a shell in its filesystem
+    /// as the command left it (its mounts, environment, user and working directory); exiting
+    /// the shell ends the build with the step's failure. Progress is plain while it runs.
+    #[arg(long)]
+    debug: bool,
     /// Print only the image id.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -267,8 +272,12 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         .iter()
         .map(|t| ImageRef::parse(t).map_err(|e| anyhow!("-t {t}: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mode = progress::Mode::parse(&a.progress, a.quiet)
+    let mut mode = progress::Mode::parse(&a.progress, a.quiet)
         .ok_or_else(|| anyhow!("invalid --progress {}", a.progress))?;
+    if a.debug && mode == progress::Mode::Tty {
+        // A redrawn display and a shell cannot share the terminal.
+        mode = progress::Mode::Plain;
+    }
     let mut allow_host_network = false;
     for e in &a.allow {
         match e.as_str() {
@@ -286,6 +295,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         context: context.to_path_buf(),
         dockerfile_name: src.name().to_string(),
         dockerfile: Some(src.clone()),
+        debug: a.debug,
         ignore,
         tags,
         no_cache: a.no_cache,

@@ -8,7 +8,6 @@ mod registry_cmds;
 pub mod render;
 pub mod run;
 mod store_cmds;
-mod terminal;
 
 use std::path::PathBuf;
 

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use super::terminal;
 use anyhow::{bail, Context};
 use strata::engine::exec::{self, exe, remove_tree, sandbox_err, snapshots};
 use strata::oci::Digest;
+use strata::sandbox::terminal;
 use strata::sandbox::{self, idmap, Bind, HookSpec, Network, Rootfs, Spec};
 use strata::store::Store;
 

@@ -164,6 +164,8 @@ pub struct BuildOptions {
     pub ignore: Vec<String>,
     pub tags: Vec<ImageRef>,
     pub no_cache: bool,
+    /// `--debug`: a shell in a failed RUN step's filesystem, when stdin is a terminal.
+    pub debug: bool,
     pub no_cache_filter: Vec<String>,
     pub labels: BTreeMap<String, String>,
     /// The network of RUN steps without `--network`: their own (the default), none or host.

@@ -1336,18 +1336,32 @@ impl St<'_, '_> {
                 .retain(|p| *p != mine.load(Ordering::SeqCst));
             r
         });
-        drop(held);
         if b.failed.load(Ordering::SeqCst) {
             return Err(Cancelled.into());
         }
         let finished = finished.map_err(sandbox_err)?;
         if finished.outcome.code() != 0 {
-            bail!(
+            let failed = format!(
                 "process \"{}\" did not complete successfully: exit code: {}",
                 argv.join(" "),
                 finished.outcome.code()
             );
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+            if b.opts.debug && terminal {
+                self.debug_shell(id, &spec)?;
+            }
+            drop(held);
+            if !b.opts.debug {
+                bail!("{failed}\n  hint: strata build --debug opens a shell where this command failed");
+            }
+            if !terminal {
+                bail!(
+                    "{failed}\n  hint: --debug opens its shell when standard input is a terminal"
+                );
+            }
+            bail!("{failed}");
         }
+        drop(held);
         let _ = cmd;
         let tar = step.join("layer.tar");
         exec::diff_to_tar(&spec, step, &finished.created, &tar, &b.maps, b.opts.epoch)?;
@@ -1367,6 +1381,37 @@ impl St<'_, '_> {
     }
 
     /// Set up one RUN --mount.
+    /// `--debug`: an interactive shell (the SHELL's program) in the failed step's sandbox as
+    /// the command left it: the same root with its changes, mounts, environment, user and
+    /// working directory, on a pseudo-terminal of its own.
+    fn debug_shell(&self, id: usize, failed: &Spec) -> anyhow::Result<()> {
+        use crate::sandbox::terminal;
+        let shell = self
+            .shell()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| "/bin/sh".into());
+        self.b.progress.log(
+            id,
+            &format!("--debug: {shell} in the failed step; exit it to end the build"),
+        );
+        let spec = Spec {
+            argv: vec![shell],
+            stdin: true,
+            tty: true,
+            ..failed.clone()
+        };
+        let (master, slave) = terminal::open()?;
+        let raw = terminal::Raw::enter();
+        let out = terminal::relay(master, true)?;
+        let r = sandbox::run_on_terminal(&self.b.exe, &spec, &slave);
+        drop(slave);
+        let _ = out.join();
+        drop(raw);
+        r.map_err(sandbox_err)?;
+        Ok(())
+    }
+
     fn mount(
         &mut self,
         m: &MountSpec,

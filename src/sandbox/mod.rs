@@ -16,6 +16,7 @@ pub mod idmap;
 pub mod net;
 pub mod probe;
 pub mod seccomp;
+pub mod terminal;
 pub mod user;
 
 pub use child::child_main;

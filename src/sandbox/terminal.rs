@@ -1,4 +1,4 @@
-//! `strata run -t`: a pseudo-terminal for the process. strata keeps the master side, puts its
+//! A pseudo-terminal for a process (`strata run -t`, the shell of `strata build --debug`). strata keeps the master side, puts its
 //! own terminal (when stdin is one) in raw mode so that every key reaches the process's line
 //! discipline (Ctrl-C, Ctrl-Z and job control are the shell's), copies bytes both ways, and
 //! keeps the window size of the pseudo-terminal that of its own terminal.
