@@ -774,26 +774,15 @@ fn debug_opens_a_shell_in_the_failed_step() {
     // Through script(1), which gives strata a terminal: the shell sees what the command left,
     // its environment and working directory; exiting it ends the build with the failure.
     let line = format!(
-        "'{}' --root '{}' build --debug '{}'",
-        common::strata_bin(),
-        b.root,
-        c.display()
+        "{} --root {} build --debug {}",
+        common::sh_quote(common::strata_bin()),
+        common::sh_quote(&b.root),
+        common::sh_quote(&c.display().to_string())
     );
-    let mut child = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    for (delay, typed) in [(3000, "cat /made; echo $MARK; pwd\n"), (1000, "exit\n")] {
-        std::thread::sleep(std::time::Duration::from_millis(delay));
-        let _ = std::io::Write::write_all(&mut input, typed.as_bytes());
-    }
-    let o = child.wait_with_output().unwrap();
-    drop(input);
-    let out = text(&o.stdout).replace('\r', "");
+    let (code, out) = common::on_a_terminal(
+        &line,
+        &[(3000, "cat /made; echo $MARK; pwd\n"), (1000, "exit\n")],
+    );
     assert!(
         out.contains("made-by-the-step\nenv-seen\n/work\n"),
         "the shell ran in the failed step: {out}"
@@ -802,7 +791,7 @@ fn debug_opens_a_shell_in_the_failed_step() {
         out.contains("did not complete successfully: exit code: 4"),
         "{out}"
     );
-    assert_ne!(o.status.code(), Some(0), "{out}");
+    assert_ne!(code, 0, "{out}");
     // Without a terminal it says what --debug needs; without --debug, that it exists.
     let err = b.fails(&c, &["--debug"]);
     assert!(

@@ -310,40 +310,19 @@ fn published_ports_reach_a_server_in_the_run() {
     }
 }
 
-/// `strata run ARGS` inside `script` (util-linux), which gives it a terminal of its own as the
-/// user would have one: `setup` runs first in that terminal (`stty rows 33 cols 111`), then
-/// each `(delay, bytes)` of `typed` is written to it. Returns the exit code and what appeared on
-/// the terminal (carriage returns removed).
+/// `strata run ARGS` as `e`'s user on a terminal of its own ([`common::on_a_terminal`]), after
+/// `setup` has run in that terminal (`stty rows 33 cols 111`).
 fn on_a_terminal(e: &Env, setup: &str, args: &[&str], typed: &[(u64, &str)]) -> (i32, String) {
-    let quote = |a: &str| format!("'{}'", a.replace('\'', "'\\''"));
-    let mut line = String::new();
+    let mut line = format!("{setup}; ");
     if let Some(u) = e.who.user() {
         line.push_str(&format!("runuser -u {u} -- "));
     }
-    line.push_str(&quote(strata()));
+    line.push_str(&common::sh_quote(strata()));
     for a in ["--root", e.root.as_str(), "run"].iter().chain(args) {
         line.push(' ');
-        line.push_str(&quote(a));
+        line.push_str(&common::sh_quote(a));
     }
-    let mut child = Command::new("script")
-        .args(["-qec", &format!("{setup}; {line}"), "/dev/null"])
-        .current_dir("/tmp")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    for (delay, bytes) in typed {
-        std::thread::sleep(Duration::from_millis(*delay));
-        let _ = std::io::Write::write_all(&mut input, bytes.as_bytes());
-    }
-    let o = child.wait_with_output().unwrap();
-    drop(input);
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).replace('\r', ""),
-    )
+    common::on_a_terminal(&line, typed)
 }
 
 #[test]

@@ -24,3 +24,36 @@ pub fn strata_bin() -> &'static str {
         dest.display().to_string()
     })
 }
+
+/// `a` quoted for sh.
+#[allow(dead_code)]
+pub fn sh_quote(a: &str) -> String {
+    format!("'{}'", a.replace('\'', "'\\''"))
+}
+
+/// Run the sh command `line` inside `script` (util-linux), which gives it a terminal of its own
+/// as a user would have one, then write each `(delay in ms, bytes)` of `typed` to that terminal.
+/// Returns the exit code and what appeared on the terminal (carriage returns removed).
+#[allow(dead_code)]
+pub fn on_a_terminal(line: &str, typed: &[(u64, &str)]) -> (i32, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .current_dir("/tmp")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for (delay, bytes) in typed {
+        std::thread::sleep(std::time::Duration::from_millis(*delay));
+        let _ = std::io::Write::write_all(&mut input, bytes.as_bytes());
+    }
+    let o = child.wait_with_output().unwrap();
+    drop(input);
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).replace('\r', ""),
+    )
+}
