@@ -46,6 +46,24 @@ fn ns(secs: i64, nsec: i64) -> i128 {
     i128::from(secs) * 1_000_000_000 + i128::from(nsec)
 }
 
+/// What says a file is unchanged: (size, mtime, inode, ctime).
+type Stamp = (u64, i128, u64, i128);
+
+fn stamp(m: &std::fs::Metadata) -> Stamp {
+    (
+        m.len(),
+        ns(m.mtime(), m.mtime_nsec()),
+        m.ino(),
+        ns(m.ctime(), m.ctime_nsec()),
+    )
+}
+
+impl Record {
+    fn stamp(&self) -> Stamp {
+        (self.size, self.mtime_ns, self.ino, self.ctime_ns)
+    }
+}
+
 impl Cache {
     /// Load the cache at `path` (a missing or unreadable file is an empty cache).
     pub fn load(path: &Path) -> Cache {
@@ -115,17 +133,9 @@ impl Cache {
         m: &std::fs::Metadata,
         stats: &mut Stats,
     ) -> Result<Digest, Error> {
-        let rec = Record {
-            size: m.len(),
-            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-            ino: m.ino(),
-            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-            digest: Digest::of(b""),
-        };
+        let seen = stamp(m);
         if let Some(r) = self.records.get(rel) {
-            if (r.size, r.mtime_ns, r.ino, r.ctime_ns)
-                == (rec.size, rec.mtime_ns, rec.ino, rec.ctime_ns)
-            {
+            if r.stamp() == seen {
                 stats.reused += 1;
                 return Ok(r.digest.clone());
             }
@@ -147,14 +157,7 @@ impl Cache {
         }
         // The stamp recorded must be that of the bytes hashed: the file opened is the one that
         // was stat'ed (not swapped since), and nothing wrote to it while it was read.
-        let after = f.metadata().map_err(io)?;
-        if (
-            after.len(),
-            ns(after.mtime(), after.mtime_nsec()),
-            after.ino(),
-            ns(after.ctime(), after.ctime_nsec()),
-        ) != (rec.size, rec.mtime_ns, rec.ino, rec.ctime_ns)
-        {
+        if stamp(&f.metadata().map_err(io)?) != seen {
             return Err(Error::Changed {
                 path: full.display().to_string(),
             });
@@ -166,11 +169,15 @@ impl Cache {
             Some(r) if r.digest != digest => stats.changed.push(rel.to_string()),
             Some(_) => {}
         }
+        let (size, mtime_ns, ino, ctime_ns) = seen;
         self.records.insert(
             rel.to_string(),
             Record {
+                size,
+                mtime_ns,
+                ino,
+                ctime_ns,
                 digest: digest.clone(),
-                ..rec
             },
         );
         self.dirty = true;

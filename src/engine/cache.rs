@@ -97,27 +97,21 @@ pub fn get(store: &Store, key: &Digest) -> Option<Record> {
         _ => {
             // A hit is a use: the record's mtime is its last use, for least-recently-used
             // eviction (one utimensat per cached step).
+            let now = rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            };
             let _ = rustix::fs::utimensat(
                 rustix::fs::CWD,
                 &path,
                 &rustix::fs::Timestamps {
-                    last_access: now_ts(),
-                    last_modification: now_ts(),
+                    last_access: now,
+                    last_modification: now,
                 },
                 rustix::fs::AtFlags::empty(),
             );
             Some(rec)
         }
-    }
-}
-
-fn now_ts() -> rustix::fs::Timespec {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rustix::fs::Timespec {
-        tv_sec: d.as_secs() as i64,
-        tv_nsec: d.subsec_nanos().into(),
     }
 }
 
@@ -207,22 +201,6 @@ pub fn put(store: &Store, key: &Digest, rec: &Record) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec(rec)?;
     crate::store::write_atomic(&store.tmp_dir(), &d.join(key.hex()), &bytes)?;
     Ok(())
-}
-
-/// Every layer blob the cache refers to (kept by `prune` unless `--all`).
-pub fn referenced_blobs(root: &std::path::Path) -> Vec<Digest> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(root.join("v1/cache")) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        if let Ok(bytes) = fs_err::read(e.path()) {
-            if let Ok(Record { layer: Some(l), .. }) = serde_json::from_slice::<Record>(&bytes) {
-                out.push(l.digest);
-            }
-        }
-    }
-    out
 }
 
 /// Remove the records whose layer blob is gone (every record, and the cache mounts, with

@@ -1351,15 +1351,16 @@ impl St<'_, '_> {
                 self.debug_shell(id, &spec)?;
             }
             drop(held);
-            if !b.opts.debug {
-                bail!("{failed}\n  hint: strata build --debug opens a shell where this command failed");
-            }
-            if !terminal {
-                bail!(
-                    "{failed}\n  hint: --debug opens its shell when standard input is a terminal"
-                );
-            }
-            bail!("{failed}");
+            let hint = match (b.opts.debug, terminal) {
+                (false, _) => {
+                    "\n  hint: strata build --debug opens a shell where this command failed"
+                }
+                (true, false) => {
+                    "\n  hint: --debug opens its shell when standard input is a terminal"
+                }
+                (true, true) => "",
+            };
+            bail!("{failed}{hint}");
         }
         drop(held);
         let _ = cmd;
