@@ -202,7 +202,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         etc_files: root.etc_files,
         binds,
         maps: maps.clone(),
-        files: Vec::new(),
+        memory_files: Vec::new(),
         stdin: a.interactive,
         tty: a.tty,
         ports: (!ports.is_empty()).then(|| sandbox::net::Forwards {

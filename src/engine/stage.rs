@@ -62,7 +62,7 @@ struct St<'b, 'a> {
 #[derive(Default)]
 struct Held {
     locks: Vec<fs_err::File>,
-    files: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
+    memory: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// The location `Dockerfile:LINE` of a command.
@@ -1283,7 +1283,7 @@ impl St<'_, '_> {
             hostname: "strata".into(),
             etc_files: root.etc_files,
             binds,
-            files: std::mem::take(&mut held.files),
+            memory_files: std::mem::take(&mut held.memory),
             stdin: false,
             tty: false,
             ports: None,
@@ -1565,10 +1565,10 @@ impl St<'_, '_> {
                     target: t,
                     readonly: true,
                     source: BindSource::Memory {
-                        index: held.files.len(),
+                        index: held.memory.len(),
                     },
                 });
-                held.files.push(f);
+                held.memory.push(f);
             }
             MountKind::Ssh => {
                 let id = m.id.clone().unwrap_or_else(|| "default".into());

@@ -376,7 +376,7 @@ fn beneath(dir: &Path, sub: &str, target: &str) -> R<(std::path::PathBuf, std::o
 /// file to bind-mount (bind mounts of a memfd itself are refused by the kernel).
 fn memory_file(dir: &Path, index: usize) -> R<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let fd = super::FILES_FD_BASE + index as i32;
+    let fd = super::MEMORY_FD_BASE + index as i32;
     // SAFETY: the parent dup'ed memory file `index` to this descriptor; ManuallyDrop leaves it
     // open for the exec'd child's close loop.
     let mut src = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
@@ -662,7 +662,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     let drop_caps = caps_to_drop();
-    let memory_fds = spec.files.len().max(
+    let memory_fds = spec.memory_files.len().max(
         spec.binds
             .iter()
             .filter_map(|b| match b.source {
@@ -700,7 +700,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             libc::close(3);
             libc::close(4);
             for i in 0..memory_fds {
-                libc::close(super::FILES_FD_BASE + i as i32);
+                libc::close(super::MEMORY_FD_BASE + i as i32);
             }
             libc::setsid();
             if spec.tty {

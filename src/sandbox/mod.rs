@@ -93,7 +93,7 @@ pub enum BindSource {
     /// were `/` and opened beneath it with no symlink followed, in the sandbox's own mount
     /// namespace; the descriptor is what is bound, so nothing swapped in afterwards counts.
     Context { sub: String },
-    /// The file `Spec::files[index]`: content that exists only in memory (a secret), so
+    /// The file `Spec::memory_files[index]`: content that exists only in memory (a secret), so
     /// that no kill at any instant can leave a copy on disk.
     Memory { index: usize },
 }
@@ -108,8 +108,8 @@ pub fn memory_file(content: &[u8], mode: u32) -> io::Result<std::sync::Arc<Owned
     Ok(std::sync::Arc::new(OwnedFd::from(f)))
 }
 
-/// The descriptor number the child sees `Spec::files[index]` as.
-pub(crate) const FILES_FD_BASE: i32 = 10;
+/// The descriptor number the child sees memory file `index` as.
+pub(crate) const MEMORY_FD_BASE: i32 = 10;
 
 /// What to run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,11 +139,10 @@ pub struct Spec {
     /// RUN step gets.
     #[serde(default)]
     pub stdin: bool,
-    /// The memfds of [`BindSource::Memory`] binds, handed to the child as descriptors
-    /// `FILES_FD_BASE + index` (never serialized: their content stays out of the spec and off
-    /// the disk).
+    /// The files of [`BindSource::Memory`] binds, handed to the child as descriptors (never
+    /// serialized: their content stays out of the spec and off the disk).
     #[serde(skip)]
-    pub files: Vec<std::sync::Arc<OwnedFd>>,
+    pub memory_files: Vec<std::sync::Arc<OwnedFd>>,
 }
 
 /// Work the child does inside the user namespace without a new root: a named hook that
@@ -338,17 +337,20 @@ fn launch(
         })
         .stdout(stdout)
         .stderr(stderr);
-    // The descriptors the child gets as 3, 4 and FILES_FD_BASE.., first copied above every
+    // The descriptors the child gets as 3, 4 and MEMORY_FD_BASE.., first copied above every
     // target number, so that no dup2 below overwrites a source another one still needs.
     let memory_owned: Vec<OwnedFd> = match task {
-        Task::Run(s) if s.files.len() > 100 => {
+        Task::Run(s) if s.memory_files.len() > 100 => {
             return Err(Error::Setup {
-                message: format!("{} secret files in one step (100 at most)", s.files.len()),
+                message: format!(
+                    "{} secret files in one step (100 at most)",
+                    s.memory_files.len()
+                ),
                 advice: Vec::new(),
             })
         }
         Task::Run(s) => s
-            .files
+            .memory_files
             .iter()
             .map(|f| high(f.as_ref()))
             .collect::<io::Result<_>>()?,
@@ -364,7 +366,7 @@ fn launch(
                 return Err(io::Error::last_os_error());
             }
             for (i, fd) in memory.iter().enumerate() {
-                if libc::dup2(*fd, FILES_FD_BASE + i as i32) < 0 {
+                if libc::dup2(*fd, MEMORY_FD_BASE + i as i32) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
