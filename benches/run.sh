@@ -3,7 +3,9 @@
 # slirp4netns, the default; an empty network namespace; the host's network), against running `true`
 # directly and against the hand-made floor of ../shared/lab/userns-run-floor.sh (unshare +
 # overlay + chroot), in the same hyperfine invocation, as root and as the unprivileged user
-# strata-test (scripts/test-deps.sh makes it).
+# strata-test (scripts/test-deps.sh makes it). Then the cost of one RUN step inside a build, which
+# is what a Dockerfile pays: `strata build --no-cache` of 21 trivial RUN steps against 1, the
+# difference divided by 20.
 #   benches/run.sh          (as root; needs hyperfine and busybox-static)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +33,19 @@ bench() { # USER
 import json, sys
 for r in json.load(open(sys.argv[1]))["results"]:
     print(f"  median {r['median'] * 1000:.1f} ms  {r['command']}")
+PY
+  runuser -u "$who" -- sh -c "mkdir -p $d/one $d/many; printf 'FROM bb:1\nRUN true\n' > $d/one/Dockerfile; { echo 'FROM bb:1'; for i in \$(seq 0 20); do echo \"RUN true \$i\"; done; } > $d/many/Dockerfile"
+  local b="$strata --root $d/store build --no-cache --progress quiet"
+  runuser -u "$who" -- hyperfine -N --warmup 2 --runs 15 --export-json "$work/$who-build.json" \
+    -n "build: 1 RUN step" "$b $d/one" \
+    -n "build: 21 RUN steps" "$b $d/many" \
+    -n "build --network none: 21 RUN steps" "$b --network none $d/many" >/dev/null
+  python3 - "$work/$who-build.json" <<'PY'
+import json, sys
+r = {x["command"]: x["median"] for x in json.load(open(sys.argv[1]))["results"]}
+one = r["build: 1 RUN step"]
+for name in ("build: 21 RUN steps", "build --network none: 21 RUN steps"):
+    print(f"  median {(r[name] - one) / 20 * 1000:.1f} ms  one more RUN step in a build ({name.split(':')[0]})")
 PY
 }
 bench root

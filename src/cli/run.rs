@@ -2,7 +2,6 @@
 //! live in the library (`strata::engine::exec`), shared with `strata build`.
 
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{bail, Context};
 use strata::engine::exec::{self, exe, remove_tree, sandbox_err, snapshots};
@@ -60,6 +59,9 @@ pub struct RunArgs {
 }
 
 pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
+    let maps = idmap::for_current_user();
+    // The sandbox's user namespace is made while the image is resolved.
+    sandbox::prepare(&exe()?, &maps);
     // Keep prune away from this run's step directory and snapshots while it runs.
     let _writer = store.writer_lock()?;
     // The store's image, or pulled from its registry as `docker run` does.
@@ -75,7 +77,6 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     )
     .image(&a.image)?
     .record;
-    let maps = idmap::for_current_user();
     let lowers = snapshots(
         store,
         &exe()?,
@@ -222,7 +223,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     let exe = exe()?;
     let launch = |spec: &Spec| match &terminal {
         Some((slave, _, _)) => sandbox::run_on_terminal(&exe, spec, slave),
-        None => sandbox::run(&exe, spec, Stdio::inherit(), Stdio::inherit()),
+        None => sandbox::run(&exe, spec, sandbox::inherit(1)?, sandbox::inherit(2)?),
     };
     let mut result = launch(&spec);
     if let Err(sandbox::Error::Setup { message, .. }) = &result {

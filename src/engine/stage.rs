@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -1323,13 +1322,7 @@ impl St<'_, '_> {
                     );
                 }
             };
-            let r = sandbox::run_observed(
-                &b.exe,
-                &spec,
-                Stdio::from(writer),
-                Stdio::from(writer2),
-                &started,
-            );
+            let r = sandbox::run_observed(&b.exe, &spec, writer.into(), writer2.into(), &started);
             b.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

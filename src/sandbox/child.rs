@@ -1,5 +1,7 @@
-//! The re-executed child: enters the namespaces, builds the root, runs the process as pid 1's
-//! child, and reports how it ended. Runs single-threaded from the first instruction of `main()`.
+//! The sandbox session and its children: the session makes the user namespace and forks a
+//! child per task; a child enters its other namespaces, builds the root, runs the process as
+//! pid 1's child, and reports how it ended. Runs single-threaded from the first instruction of
+//! `main()`.
 
 // Errors here are strings that name their path (`format!("creating {path}: {e}")`): the reason
 // clippy.toml steers code to fs-err is met, so std::fs is allowed in this file.
@@ -10,7 +12,9 @@ use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::path::Path;
 
-use super::{user, Bind, BindSource, Network, Outcome, Report, Rootfs, Spec, Task, SPEC_ENV};
+use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
+use super::session::MAX_FDS;
+use super::{user, Bind, BindSource, Network, Outcome, Report, Rootfs, Spec, Task};
 
 type R<T> = Result<T, String>;
 
@@ -25,9 +29,7 @@ fn cstr(s: &str) -> CString {
 fn report(r: &Report) {
     // SAFETY: fd 3 is the report pipe the parent set up; we never close it explicitly.
     let mut f = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(3) });
-    let mut line = serde_json::to_string(r).unwrap_or_default();
-    line.push('\n');
-    let _ = f.write_all(line.as_bytes());
+    let _ = write_frame(&mut *f, r);
 }
 
 fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R<()> {
@@ -60,9 +62,127 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str
     Ok(())
 }
 
-/// The child's entry point: never returns. `hook` runs named hooks of `main()`.
+/// The session's entry point (see [`super::session`]): never returns. `hook` runs named hooks
+/// of `main()` in the children it forks.
 pub fn child_main(hook: &super::Hook) -> ! {
-    let code = match run_child(hook) {
+    let code = match session(hook) {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&Report::Error(e));
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Make the user namespace, wait for strata to map it, then fork one child per request until
+/// strata closes the socket (fd 5).
+fn session(hook: &super::Hook) -> R<()> {
+    // SAFETY: unshare has no memory-safety preconditions; this process has one thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        return Err(errno("unshare(CLONE_NEWUSER)"));
+    }
+    report(&Report::Unshared);
+    // SAFETY: fd 4 is the pipe strata dup'ed for us; this is its only owner.
+    let mut from_parent = unsafe { std::fs::File::from_raw_fd(4) };
+    if !matches!(read_frame(&mut from_parent), Ok(Some(ToChild::Mapped))) {
+        return Err("the parent did not write the uid/gid maps".into());
+    }
+    // SAFETY: plain credential syscalls.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+            return Err(errno("becoming root in the user namespace"));
+        }
+    }
+    report(&Report::Ready);
+    drop(from_parent);
+    // SAFETY: fd 3 (the report pipe) and fd 5 (the socket) are ours; children are reaped by the
+    // kernel (SIGCHLD ignored): strata learns how each ended from its report, not its status.
+    let control = unsafe {
+        libc::close(3);
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        std::os::fd::OwnedFd::from_raw_fd(5)
+    };
+    let me = std::process::id() as i32;
+    loop {
+        let mut space =
+            vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut ancillary = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let mut byte = [0u8; 1];
+        let got = rustix::net::recvmsg(
+            &control,
+            &mut [std::io::IoSliceMut::new(&mut byte)],
+            &mut ancillary,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        );
+        let msg = match got {
+            Err(rustix::io::Errno::INTR) => continue,
+            // strata is gone (or the socket broke): end, and the children with us.
+            Err(_) => return Ok(()),
+            Ok(m) if m.bytes == 0 => return Ok(()),
+            Ok(m) => m,
+        };
+        let mut fds = Vec::new();
+        for m in ancillary.drain() {
+            if let rustix::net::RecvAncillaryMessage::ScmRights(it) = m {
+                fds.extend(it);
+            }
+        }
+        let reply = if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) || fds.len() < 5 {
+            SessionReply::Failed(format!(
+                "a request for a sandbox child came with {} descriptors",
+                fds.len()
+            ))
+        } else {
+            // SAFETY: single-threaded; the child only continues in `forked`, which never
+            // returns.
+            match unsafe { libc::fork() } {
+                -1 => SessionReply::Failed(errno("fork")),
+                0 => forked(hook, me, fds),
+                pid => SessionReply::Started(pid as u32),
+            }
+        };
+        drop(fds);
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        if rustix::io::write(&control, &body).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// A child of the session: put `fds` in place (0, 1, 2, the report pipe on 3, the task pipe on
+/// 4, secret files from [`MEMORY_FD_BASE`](super::MEMORY_FD_BASE)), then do the task.
+fn forked(hook: &super::Hook, session: i32, fds: Vec<std::os::fd::OwnedFd>) -> ! {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain signal, prctl and descriptor syscalls on descriptors this process owns.
+    unsafe {
+        // run_spec waits for its pid 1: SIGCHLD must not be ignored here.
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // The session may have ended before the line above: then nothing waits for us.
+        if libc::getppid() != session {
+            libc::_exit(125);
+        }
+        libc::close(5);
+        // Copies above every target first, so that no dup2 overwrites a source still needed.
+        let high: Vec<i32> = fds
+            .iter()
+            .map(|f| libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 128))
+            .collect();
+        drop(fds);
+        for (i, fd) in high.iter().enumerate() {
+            let target = if i < 5 {
+                i as i32
+            } else {
+                super::MEMORY_FD_BASE + (i - 5) as i32
+            };
+            if *fd < 0 || libc::dup2(*fd, target) < 0 {
+                libc::_exit(125);
+            }
+            libc::close(*fd);
+        }
+    }
+    let code = match run_task(hook) {
         Ok(code) => code,
         Err(e) => {
             report(&Report::Error(e));
@@ -72,59 +192,21 @@ pub fn child_main(hook: &super::Hook) -> ! {
     std::process::exit(code)
 }
 
-fn run_child(hook: &super::Hook) -> R<i32> {
-    let json =
-        std::env::var(SPEC_ENV).map_err(|_| "no sandbox spec in the environment".to_string())?;
-    let task: Task = serde_json::from_str(&json).map_err(|e| format!("bad sandbox spec: {e}"))?;
-    // Die with the parent (Ctrl-C, kill): nothing must outlive a build.
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-
-    // 1. User namespace; the parent writes our maps. A private network's namespace is made
-    // now too, owned by the new user namespace, so that slirp4netns can configure it while we build
-    // the root.
+/// Read the task from fd 4 and do it.
+fn run_task(hook: &super::Hook) -> R<i32> {
+    // SAFETY: fd 4 is the task pipe `forked` put there; this is its only owner.
+    let mut from_parent = unsafe { std::fs::File::from_raw_fd(4) };
+    let task: Task = read_frame(&mut from_parent)
+        .map_err(|e| format!("reading the sandbox task: {e}"))?
+        .ok_or("strata sent no sandbox task")?;
+    // A private network's namespace is made first, owned by the session's user namespace, so
+    // that slirp4netns can configure it while we build the root.
     let private_net = matches!(&task, Task::Run(s) if s.network == Network::Private);
-    let flags = if private_net {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
-    } else {
-        libc::CLONE_NEWUSER
-    };
-    // SAFETY: unshare has no memory-safety preconditions.
-    if unsafe { libc::unshare(flags) } != 0 {
-        return Err(errno("unshare(CLONE_NEWUSER)"));
+    // SAFETY: see above.
+    if private_net && unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(errno("unshare(CLONE_NEWNET)"));
     }
-    // SAFETY: fds 3 and 4 are the pipes the parent dup'ed for us.
-    let (mut to_parent, mut from_parent) = unsafe {
-        (
-            std::mem::ManuallyDrop::new(std::fs::File::from_raw_fd(3)),
-            std::fs::File::from_raw_fd(4),
-        )
-    };
-    to_parent
-        .write_all(b"R")
-        .map_err(|e| format!("signalling the parent: {e}"))?;
-    let mut b = [0u8; 1];
-    if from_parent
-        .read(&mut b)
-        .map_err(|e| format!("waiting for the parent: {e}"))?
-        != 1
-    {
-        return Err("the parent did not write the uid/gid maps".into());
-    }
-    // With a private network the parent says 'N' on this pipe once slirp4netns is ready.
-    let net_ready = if private_net {
-        Some(from_parent)
-    } else {
-        drop(from_parent);
-        None
-    };
-    // SAFETY: plain credential syscalls.
-    unsafe {
-        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
-            return Err(errno("becoming root in the user namespace"));
-        }
-    }
-
+    report(&Report::Unshared);
     match task {
         Task::Hook(h) => {
             // SAFETY: see above.
@@ -135,7 +217,9 @@ fn run_child(hook: &super::Hook) -> R<i32> {
             report(&Report::Outcome(Outcome::Exited(0)));
             Ok(0)
         }
-        Task::Run(spec) => run_spec(&spec, net_ready),
+        // With a private network strata sends NetworkReady on the task pipe once slirp4netns
+        // is ready.
+        Task::Run(spec) => run_spec(&spec, private_net.then_some(from_parent)),
     }
 }
 
@@ -655,8 +739,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     };
     let prog_c = cstr(&prog);
     if let Some(mut f) = net_ready {
-        let mut b = [0u8; 1];
-        if !matches!(f.read(&mut b), Ok(1)) || b[0] != b'N' {
+        if !matches!(read_frame(&mut f), Ok(Some(ToChild::NetworkReady))) {
             return Err(NO_NETWORK.into());
         }
     }

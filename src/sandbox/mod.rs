@@ -1,12 +1,13 @@
 //! The rootless sandbox: runs one process the way a Dockerfile RUN step runs, with nothing but
 //! the kernel — a user namespace, a mount namespace with an overlay root, a pid namespace, and
-//! optionally an empty network namespace.
+//! a network namespace of its own (or the host's, or an empty one).
 //!
-//! The child is the strata binary itself, re-executed with the hidden subcommand `__sandbox`,
-//! which `main()` dispatches before any thread exists (creating a user namespace fails in a
-//! multithreaded process). Parent and child talk over two pipes: the child says when it has
-//! unshared its user namespace, the parent writes the uid/gid maps (with newuidmap/newgidmap when
-//! the user has subordinate ids), and the child reports its outcome as one JSON line.
+//! The user namespace is made once per strata process, by the [`session`]: the strata binary
+//! re-executed with the hidden subcommand `__sandbox`, which `main()` dispatches before any
+//! thread exists (creating a user namespace fails in a multithreaded process). strata writes its
+//! uid/gid maps (with newuidmap/newgidmap when the user has subordinate ids); from then on the
+//! session forks one child per task, already in the mapped namespace. Each child reads its
+//! [`Task`] from a pipe and reports on another, in typed frames ([`protocol`]).
 //!
 //! Synchronous, no tokio; knows paths, not layers or caches.
 
@@ -15,26 +16,26 @@ pub mod copyfs;
 pub mod idmap;
 pub mod net;
 pub mod probe;
+pub mod protocol;
 pub mod seccomp;
+mod session;
 pub mod terminal;
 pub mod user;
 
 pub use child::child_main;
+pub use session::prepare;
 
 /// A named hook `main()` runs for the sandbox child (see [`HookSpec`]).
 pub type Hook = dyn Fn(&str, &[String]) -> Result<(), String>;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
 /// The hidden subcommand of the re-executed child.
 pub const CHILD_ARG: &str = "__sandbox";
-const SPEC_ENV: &str = "STRATA_SANDBOX_SPEC";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Network {
@@ -179,6 +180,11 @@ impl Outcome {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Report {
+    /// The child has made its namespaces (for a step with a private network, its network
+    /// namespace exists for slirp4netns to configure).
+    Unshared,
+    /// The session only: its user namespace is mapped and it serves requests.
+    Ready,
     Outcome(Outcome),
     Error(String),
     /// Paths the sandbox created in the root to mount over (to leave out of the layer).
@@ -235,12 +241,19 @@ pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Run `spec` and wait for it. Output goes where `stdout`/`stderr` say.
+/// A copy of strata's own descriptor `n` (0, 1 or 2) for a sandbox child to inherit.
+pub fn inherit(n: i32) -> io::Result<OwnedFd> {
+    // SAFETY: 0, 1 and 2 stay open for the life of the process.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(n) };
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}
+
+/// Run `spec` and wait for it. Output goes to `stdout` and `stderr`.
 pub fn run(
     exe: &std::path::Path,
     spec: &Spec,
-    stdout: Stdio,
-    stderr: Stdio,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
 ) -> Result<Finished, Error> {
     run_observed(exe, spec, stdout, stderr, &|_| {})
 }
@@ -250,8 +263,8 @@ pub fn run(
 pub fn run_observed(
     exe: &std::path::Path,
     spec: &Spec,
-    stdout: Stdio,
-    stderr: Stdio,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
     started: &dyn Fn(u32),
 ) -> Result<Finished, Error> {
     let (outcome, created) = launch(
@@ -274,46 +287,46 @@ pub fn run_on_terminal(
     spec: &Spec,
     tty: &OwnedFd,
 ) -> Result<Finished, Error> {
-    let io = || -> Result<Stdio, Error> { Ok(Stdio::from(tty.try_clone()?)) };
     let (outcome, created) = launch(
         exe,
         &Task::Run(Box::new(spec.clone())),
         &spec.maps,
-        Some(io()?),
-        io()?,
-        io()?,
+        Some(tty.try_clone()?),
+        tty.try_clone()?,
+        tty.try_clone()?,
         &|_| {},
     )?;
     Ok(Finished { outcome, created })
 }
 
 /// Run a hook of `main()` inside the user namespace (no new root). Its stdout and stderr are
-/// inherited.
+/// strata's.
 pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error> {
     launch(
         exe,
         &Task::Hook(hook.clone()),
         &hook.maps,
         None,
-        Stdio::inherit(),
-        Stdio::inherit(),
+        inherit(1)?,
+        inherit(2)?,
         &|_| {},
     )
     .map(|(o, _)| o)
 }
 
-/// Start the sandbox child for `task` and wait for it. `stdin` when given, else /dev/null (or
-/// strata's own for a spec with `stdin` set).
+/// Have the session fork the sandbox child for `task` and wait for it. `stdin` when given,
+/// else /dev/null (or strata's own for a spec with `stdin` set).
 #[allow(clippy::too_many_arguments)]
 fn launch(
     exe: &std::path::Path,
     task: &Task,
     maps: &idmap::IdMaps,
-    stdin: Option<Stdio>,
-    stdout: Stdio,
-    stderr: Stdio,
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
     started: &dyn Fn(u32),
 ) -> Result<(Outcome, Vec<String>), Error> {
+    use std::os::fd::AsFd;
     let private_net = matches!(task, Task::Run(s) if s.network == Network::Private);
     if private_net {
         if let Some((message, fix)) = net::unavailable() {
@@ -323,119 +336,81 @@ fn launch(
             });
         }
     }
-    let (report_r, report_w) = pipe()?;
-    let (go_r, go_w) = pipe()?;
-    let spec_json = serde_json::to_string(task).map_err(io::Error::other)?;
-    let mut cmd = Command::new(exe);
-    cmd.arg(CHILD_ARG)
-        .env_clear()
-        .env(SPEC_ENV, spec_json)
-        .stdin(match (stdin, task) {
-            (Some(i), _) => i,
-            (None, Task::Run(s)) if s.stdin => Stdio::inherit(),
-            _ => Stdio::null(),
-        })
-        .stdout(stdout)
-        .stderr(stderr);
-    // The descriptors the child gets as 3, 4 and MEMORY_FD_BASE.., first copied above every
-    // target number, so that no dup2 below overwrites a source another one still needs.
-    let memory_owned: Vec<OwnedFd> = match task {
-        Task::Run(s) if s.memory_files.len() > 100 => {
-            return Err(Error::Setup {
-                message: format!(
-                    "{} secret files in one step (100 at most)",
-                    s.memory_files.len()
-                ),
-                advice: Vec::new(),
-            })
-        }
-        Task::Run(s) => s
-            .memory_files
-            .iter()
-            .map(|f| high(f.as_ref()))
-            .collect::<io::Result<_>>()?,
-        Task::Hook(_) => Vec::new(),
+    let memory: &[std::sync::Arc<OwnedFd>] = match task {
+        Task::Run(s) => &s.memory_files,
+        Task::Hook(_) => &[],
     };
-    let (rw_high, gr_high) = (high(&report_w)?, high(&go_r)?);
-    let (rw, gr) = (rw_high.as_raw_fd(), gr_high.as_raw_fd());
-    let memory: Vec<i32> = memory_owned.iter().map(|f| f.as_raw_fd()).collect();
-    // SAFETY: only async-signal-safe calls (dup2) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(rw, 3) < 0 || libc::dup2(gr, 4) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            for (i, fd) in memory.iter().enumerate() {
-                if libc::dup2(*fd, MEMORY_FD_BASE + i as i32) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
+    if memory.len() > 100 {
+        return Err(Error::Setup {
+            message: format!("{} secret files in one step (100 at most)", memory.len()),
+            advice: Vec::new(),
         });
     }
-    let mut child = cmd.spawn()?;
-    started(child.id());
-    drop(report_w);
-    drop(go_r);
-    drop((rw_high, gr_high, memory_owned));
+    let stdin = match (stdin, task) {
+        (Some(i), _) => i,
+        (None, Task::Run(s)) if s.stdin => inherit(0)?,
+        _ => OwnedFd::from(fs_err::File::open("/dev/null")?.into_parts().0),
+    };
+    let (report_r, report_w) = pipe()?;
+    let (task_r, task_w) = pipe()?;
+    let mut fds = vec![
+        stdin.as_fd(),
+        stdout.as_fd(),
+        stderr.as_fd(),
+        report_w.as_fd(),
+        task_r.as_fd(),
+    ];
+    fds.extend(memory.iter().map(|f| f.as_fd()));
+    let pid = session::fork_child(exe, maps, &fds)?;
+    drop(fds);
+    drop((stdin, stdout, stderr, report_w, task_r));
+    started(pid);
     let mut report = std::fs::File::from(report_r);
-    let mut go = std::fs::File::from(go_w);
+    let mut to_child = std::fs::File::from(task_w);
+    // A failed write means the child already ended: its report says why.
+    let _ = protocol::write_frame(&mut to_child, task);
 
     // The step's network helper, stopped when this function returns, or why it failed.
     let mut slirp = None;
     let mut net_error = None;
-    // Wait for the child to unshare its user namespace, then map it.
-    let mut b = [0u8; 1];
-    let n = report.read(&mut b)?;
-    if n == 1 && b[0] == b'R' {
-        if let Err(e) = idmap::apply(maps, child.id()) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(Error::Setup {
-                message: format!("writing the uid/gid maps: {e}"),
-                advice: probe::advice(),
-            });
-        }
-        // A failed write means the child already ended: its report says why.
-        let alive = go.write_all(b"G").is_ok();
-        // The child sets up its root while slirp4netns configures its network namespace (created
-        // with the user namespace); it waits for 'N' before it starts the process.
-        if alive && private_net {
+    let mut reports = Vec::new();
+    // The child says when it has made its namespaces: a private network's is configured by
+    // slirp4netns while the child builds its root; the child waits for NetworkReady before it
+    // starts the process.
+    match protocol::read_frame::<Report>(&mut report)? {
+        Some(Report::Unshared) if private_net => {
             let ports = match task {
                 Task::Run(s) => s.ports.as_ref(),
                 Task::Hook(_) => None,
             };
-            match net::start(child.id(), ports) {
+            match net::start(pid, ports) {
                 Ok(s) => {
                     slirp = Some(s);
-                    let _ = go.write_all(b"N");
+                    let _ = protocol::write_frame(&mut to_child, &protocol::ToChild::NetworkReady);
                 }
-                // No 'N': the child, waiting for it, gives up when `go` closes below. Which
-                // error is the build's is decided by its report: a child that failed on its own
-                // (and took its namespace with it, which is why slirp4netns failed) says why;
-                // one that only saw the network fail leaves the network's error.
+                // No NetworkReady: the child, waiting for it, gives up when the pipe closes
+                // below. Which error is the build's is decided by its report: a child that
+                // failed on its own (and took its namespace with it, which is why slirp4netns
+                // failed) says why; one that only saw the network fail leaves the network's.
                 Err(e) => net_error = Some(e),
             }
         }
+        Some(Report::Unshared) => {}
+        Some(r) => reports.push(r),
+        None => {}
     }
-    drop(go);
-    // Without the 'R' marker (the child failed before or while unsharing its user namespace),
-    // that first byte already belongs to the report.
-    let mut rest = if n == 1 && b[0] != b'R' {
-        String::from(b[0] as char)
-    } else {
-        String::new()
-    };
-    report.read_to_string(&mut rest)?;
-    let status = child.wait()?;
+    drop(to_child);
+    while let Some(r) = protocol::read_frame::<Report>(&mut report)? {
+        reports.push(r);
+    }
     drop(slirp);
     let mut created = Vec::new();
     let mut outcome = None;
-    for line in rest.lines().filter(|l| !l.is_empty()) {
-        match serde_json::from_str::<Report>(line) {
-            Ok(Report::Outcome(o)) => outcome = Some(o),
-            Ok(Report::Created(c)) => created = c,
-            Ok(Report::Error(message)) => {
+    for r in reports {
+        match r {
+            Report::Outcome(o) => outcome = Some(o),
+            Report::Created(c) => created = c,
+            Report::Error(message) => {
                 if message == child::NO_NETWORK {
                     if let Some((message, fix)) = net_error {
                         return Err(Error::Setup {
@@ -445,30 +420,17 @@ fn launch(
                     }
                 }
                 return Err(Error::Setup {
-                    advice: if message.contains("CLONE_NEWUSER")
-                        || message.contains("EPERM")
-                        || message.contains("Operation not permitted")
-                    {
-                        probe::advice()
-                    } else {
-                        Vec::new()
-                    },
+                    advice: session::advice_for(&message),
                     message,
                 });
             }
-            Err(_) => {}
+            Report::Unshared | Report::Ready => {}
         }
     }
     match outcome {
         Some(o) => Ok((o, created)),
-        None if n == 0 => Err(Error::Setup {
-            message: format!(
-                "the sandbox child exited ({status}) before creating its user namespace"
-            ),
-            advice: probe::advice(),
-        }),
         None => Err(Error::Setup {
-            message: format!("the sandbox child exited ({status}) without reporting"),
+            message: format!("the sandbox child {pid} ended without reporting"),
             advice: Vec::new(),
         }),
     }

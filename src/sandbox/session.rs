@@ -1,0 +1,228 @@
+//! One user namespace per strata process, made once and reused by every sandbox child.
+//!
+//! The first sandbox task of a process starts the *session*: the strata binary re-executed
+//! with [`CHILD_ARG`](super::CHILD_ARG), which unshares a user namespace and waits for strata to
+//! write its uid/gid maps (newuidmap and newgidmap, two setuid helpers, when the user has
+//! subordinate ids). Then it serves requests on a socket: each request carries the descriptors of
+//! one new child (stdin, stdout, stderr, the report pipe, the task pipe, secret files) and the
+//! session forks that child, already inside the mapped namespace; the child reads its task from
+//! the task pipe (see [`protocol`](super::protocol)).
+//!
+//! A rootless step used to pay an exec of strata and both setuid helpers for every sandbox
+//! process, three times per RUN step (the command, reading its changes, removing its scratch
+//! dir): now it pays one fork. The session ends when strata does: its socket reads EOF and it
+//! exits, and every child it forked dies with it (PR_SET_PDEATHSIG).
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
+use super::{high, idmap, pipe, probe, Error, Report, CHILD_ARG};
+
+/// The most descriptors one request carries: stdin, stdout, stderr, the two pipes and up to
+/// 100 secret files (more are refused before a request is made).
+pub(crate) const MAX_FDS: usize = 5 + 100;
+
+struct Session {
+    control: OwnedFd,
+    process: Child,
+    maps: idmap::IdMaps,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The session of this process (there is one set of maps per process in practice; another set
+/// replaces it).
+static SESSION: Mutex<Option<Session>> = Mutex::new(None);
+
+/// Have the session for `maps` (started on first use) fork a sandbox child with `fds` as its
+/// descriptors 0, 1, 2, 3, 4 and the secret files after them. Returns the child's pid.
+pub(super) fn fork_child(
+    exe: &Path,
+    maps: &idmap::IdMaps,
+    fds: &[BorrowedFd<'_>],
+) -> Result<u32, Error> {
+    let mut slot = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.as_ref().is_some_and(|s| &s.maps != maps) {
+        *slot = None;
+    }
+    let mut restarted = false;
+    loop {
+        let session = match slot.as_mut() {
+            Some(s) => s,
+            None => slot.insert(Session::start(exe, maps)?),
+        };
+        match session.request(fds) {
+            Ok(pid) => return Ok(pid),
+            // A session that is gone (killed from outside) is replaced, once.
+            Err(Error::Io(_)) if !restarted => {
+                restarted = true;
+                *slot = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Start the session for `maps` on a thread of its own, so that its start (an exec and the two
+/// setuid helpers) overlaps the caller's own preparation (`strata run` resolving its image).
+/// Best effort: a failure is reported by the first task, which starts the session again.
+pub fn prepare(exe: &Path, maps: &idmap::IdMaps) {
+    let (exe, maps) = (exe.to_path_buf(), maps.clone());
+    let _ = std::thread::Builder::new()
+        .name("sandbox-session".into())
+        .spawn(move || {
+            let mut slot = SESSION.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Session::start(&exe, &maps).ok();
+            }
+        });
+}
+
+impl Session {
+    fn start(exe: &Path, maps: &idmap::IdMaps) -> Result<Session, Error> {
+        let (report_r, report_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
+        let (mine, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(CHILD_ARG)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let (rw_high, gr_high, so_high) = (high(&report_w)?, high(&go_r)?, high(&theirs)?);
+        let (rw, gr, so) = (
+            rw_high.as_raw_fd(),
+            gr_high.as_raw_fd(),
+            so_high.as_raw_fd(),
+        );
+        // SAFETY: only dup2, which is async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(rw, 3) < 0 || libc::dup2(gr, 4) < 0 || libc::dup2(so, 5) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut process = cmd.spawn()?;
+        drop((report_w, go_r, theirs, rw_high, gr_high, so_high));
+        let mut report = std::fs::File::from(report_r);
+        let mut go = std::fs::File::from(go_w);
+        let pid = process.id();
+        let mut fail = |message: String, advice: Vec<String>| {
+            let _ = process.kill();
+            let status = process.wait();
+            Error::Setup {
+                message: match status {
+                    Ok(s) if message.is_empty() => format!(
+                        "the sandbox session exited ({s}) before creating its user namespace"
+                    ),
+                    _ => message,
+                },
+                advice,
+            }
+        };
+        match read_frame::<Report>(&mut report) {
+            Ok(Some(Report::Unshared)) => {}
+            Ok(Some(Report::Error(m))) => {
+                let advice = advice_for(&m);
+                return Err(fail(m, advice));
+            }
+            _ => return Err(fail(String::new(), probe::advice())),
+        }
+        if let Err(e) = idmap::apply(maps, pid) {
+            return Err(fail(
+                format!("writing the uid/gid maps: {e}"),
+                probe::advice(),
+            ));
+        }
+        // A failed write means the session already ended: its report says why.
+        let _ = write_frame(&mut go, &ToChild::Mapped);
+        match read_frame::<Report>(&mut report) {
+            Ok(Some(Report::Ready)) => {}
+            Ok(Some(Report::Error(m))) => {
+                let advice = advice_for(&m);
+                return Err(fail(m, advice));
+            }
+            _ => return Err(fail(String::new(), probe::advice())),
+        }
+        Ok(Session {
+            control: mine,
+            process,
+            maps: maps.clone(),
+        })
+    }
+
+    fn request(&mut self, fds: &[BorrowedFd<'_>]) -> Result<u32, Error> {
+        if fds.len() > MAX_FDS {
+            return Err(Error::Setup {
+                message: format!("{} descriptors for one sandbox child", fds.len()),
+                advice: Vec::new(),
+            });
+        }
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("no room for the descriptors of a sandbox child").into());
+        }
+        rustix::net::sendmsg(
+            &self.control,
+            &[IoSlice::new(b"T")],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )
+        .map_err(io::Error::from)?;
+        let mut buf = [0u8; 1024];
+        let n = loop {
+            match rustix::io::read(&self.control, &mut buf) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => break r.map_err(io::Error::from)?,
+            }
+        };
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        match serde_json::from_slice::<SessionReply>(&buf[..n]) {
+            Ok(SessionReply::Started(pid)) => Ok(pid),
+            Ok(SessionReply::Failed(message)) => Err(Error::Setup {
+                message,
+                advice: Vec::new(),
+            }),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e).into()),
+        }
+    }
+}
+
+/// The advice for an error the sandbox reported: `strata doctor`'s when the user namespace was
+/// refused.
+pub(super) fn advice_for(message: &str) -> Vec<String> {
+    if message.contains("CLONE_NEWUSER")
+        || message.contains("EPERM")
+        || message.contains("Operation not permitted")
+    {
+        probe::advice()
+    } else {
+        Vec::new()
+    }
+}
