@@ -2031,3 +2031,107 @@ fn builds_as_a_user_without_subordinate_ids() {
     assert_eq!(text(&o.stdout), "a\nf\n", "{}", text(&o.stderr));
     let _ = as_nosub(&["prune", "--all"]);
 }
+
+#[test]
+fn the_size_report_shows_the_layers_and_what_makes_them_fat() {
+    let Some(b) = B::new("sizereport") else {
+        return;
+    };
+    let f = [df("FROM busybox AS build\nRUN echo built > /out\n\
+FROM busybox\n\
+RUN mkdir -p /root/.cache/pip && head -c 2000000 /dev/urandom > /root/.cache/pip/wheel\n\
+RUN mkdir -p /app/__pycache__ /scratch && head -c 1500000 /dev/urandom > /app/__pycache__/m.pyc && head -c 3000000 /dev/urandom > /scratch/big\n\
+RUN rm -rf /app/__pycache__ /scratch\n\
+RUN printf x > /usr/bin/gcc-12\n\
+COPY --from=build /out /out\n")];
+    let c = b.ctx("c", &files(&f));
+    let out = b.ok(&c, &["-t", "fat:1"]);
+    // The layers, top first, with the instruction that made each.
+    assert!(out.contains("size: 8.5MB in 6 layers ("), "{out}");
+    assert!(
+        out.contains("  LAYER       SIZE  COMPRESSED  CREATED BY\n      6         6B ")
+            && out.contains("  COPY --from=build /out /out\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      4         0B ")
+            && out.contains("  RUN rm -rf /app/__pycache__ /scratch\n"),
+        "{out}"
+    );
+    for hint in [
+        "hint: 3.0MB added in layer 3 (RUN mkdir -p /app/__pycache__ /scratch && head -c 1500000 /…) is deleted in layer 4 (RUN rm -rf /app/__pycache__ /scratch) but still ships in layer 3\n",
+        "hint: pip's cache: 2.0MB in layer 2 (RUN mkdir -p /root/.cache/pip && head -c 2000000 /dev/urand…)\n      use `RUN --mount=type=cache,target=<the user's home>/.cache/pip pip install …`, or `pip install --no-cache-dir`\n",
+        "hint: 1.5MB of __pycache__ written in layer 3 (",
+        "hint: the final stage has a compiler: /usr/bin/gcc-12 from layer 5 (RUN printf x > /usr/bin/gcc-12)\n",
+    ] {
+        assert!(out.contains(hint), "no {hint:?} in\n{out}");
+    }
+    // Biggest first.
+    assert!(out.find("3.0MB added").unwrap() < out.find("pip's cache").unwrap());
+    // As data in json, from the store's cached facts on a rebuild.
+    let o = b.strata(&[
+        "build",
+        "--progress",
+        "json",
+        "-t",
+        "fat:1",
+        c.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let report: serde_json::Value = text(&o.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "size-report")
+        .expect("a size-report event")["report"]
+        .clone();
+    let kinds: Vec<&str> = report["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "deleted-later",
+            "cache-pip",
+            "pycache-deleted-later",
+            "compiler-in-final-stage"
+        ]
+    );
+    assert_eq!(report["layers"][1]["content"], 2_000_000);
+    assert_eq!(report["layers"].as_array().unwrap().len(), 6);
+    assert!(
+        fs_err::read_dir(Path::new(&b.root).join("v1/facts"))
+            .unwrap()
+            .count()
+            >= 6
+    );
+    // `strata history` shows the same sizes.
+    let h = text(&b.strata(&["history", "fat:1"]).stdout);
+    assert!(
+        h.starts_with("CREATED                      SIZE  COMPRESSED   CREATED BY\n"),
+        "{h}"
+    );
+    let pip = h.lines().find(|l| l.contains(".cache/pip")).unwrap();
+    assert!(pip.contains("     2.0MB "), "{h}");
+    // A directory copied, then chown'ed: carried twice.
+    let big = "x".repeat(1_200_000);
+    let f = [
+        df("FROM busybox\nCOPY big /opt/d/big\nRUN chown -R 1000:1000 /opt/d\n"),
+        ("big", big),
+    ];
+    let c = b.ctx("dup", &files(&f));
+    let out = b.ok(&c, &[]);
+    assert!(
+        out.contains("hint: /opt (1.2MB) of layer 2 (COPY big /opt/d/big) is in layer 3 (RUN chown -R 1000:1000 /opt/d) again: the image carries it twice\n      set owners and modes as the files are copied (COPY --chown=… --chmod=…)"),
+        "{out}"
+    );
+    // A single-stage build gets no compiler hint; a quiet one no report at all.
+    let f = [df("FROM busybox\nRUN printf x > /usr/bin/gcc-12\n")];
+    let c = b.ctx("single", &files(&f));
+    let out = b.ok(&c, &[]);
+    assert!(out.contains("size: ") && !out.contains("compiler"), "{out}");
+    let o = b.strata(&["build", "-q", c.to_str().unwrap()]);
+    assert!(!text(&o.stderr).contains("size: "), "{}", text(&o.stderr));
+}

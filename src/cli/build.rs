@@ -334,6 +334,18 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         metadata_file: a.metadata_file.clone(),
     };
     let built = engine::build(store, &p, &opts)?;
+    // The size report: the layers and what makes the image fat. A failure to read it is a
+    // warning, never the build's failure.
+    if mode != progress::Mode::Quiet {
+        match engine::size::report(store, &built.image, p.stages.len() > 1) {
+            Ok(r) if mode == progress::Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "size-report", "report": r})
+            ),
+            Ok(r) => eprint!("{}", engine::size::render(&r)),
+            Err(e) => eprintln!("warning: no size report: {e:#}"),
+        }
+    }
     if a.quiet {
         println!("{}", built.image_id);
     }

@@ -102,20 +102,7 @@ pub struct LoadArgs {
     input: PathBuf,
 }
 
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[u])
-    }
-}
+pub use strata::engine::size::human as human_size;
 
 fn ago(created: Option<&str>) -> String {
     let Some(c) = created else {
@@ -252,23 +239,41 @@ pub fn inspect(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
 
 pub fn history(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
     let i = store.resolve(&a.image)?;
+    // SIZE is the layer's content once unpacked, as `docker history` shows it; COMPRESSED the
+    // blob as stored and pushed (the same figures as a build's size report).
     let mut layers = i.manifest.layers.iter();
-    println!("{:<22} {:>10}   CREATED BY", "CREATED", "SIZE");
+    println!(
+        "{:<22} {:>10} {:>11}   CREATED BY",
+        "CREATED", "SIZE", "COMPRESSED"
+    );
     let mut rows = Vec::new();
     for h in &i.config.history {
-        let size = if h.empty_layer {
-            0
+        let (size, compressed) = if h.empty_layer {
+            (0, 0)
         } else {
-            layers.next().map(|l| l.size).unwrap_or(0)
+            match layers.next() {
+                Some(l) => (
+                    strata::engine::size::layer_facts(store, &l.digest)?.bytes,
+                    l.size,
+                ),
+                None => (0, 0),
+            }
         };
         rows.push((
             h.created.clone().unwrap_or_default(),
             size,
+            compressed,
             h.created_by.clone().unwrap_or_default(),
         ));
     }
-    for (c, s, by) in rows.iter().rev() {
-        println!("{:<22} {:>10}   {}", c, human_size(*s), by);
+    for (c, s, z, by) in rows.iter().rev() {
+        println!(
+            "{:<22} {:>10} {:>11}   {}",
+            c,
+            human_size(*s),
+            human_size(*z),
+            by
+        );
     }
     Ok(0)
 }

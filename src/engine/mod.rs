@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod interrupt;
 pub mod key;
 pub mod progress;
+pub mod size;
 mod stage;
 
 use std::collections::{BTreeMap, HashMap};
@@ -221,6 +222,8 @@ impl StageResult {
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub struct Built {
+    /// The image as stored (for the size report).
+    pub image: crate::store::ImageRecord,
     pub image_id: Digest,
     pub manifest_digest: Digest,
     pub steps: usize,
@@ -492,6 +495,7 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
         }
     ));
     Ok(Built {
+        image: img.clone(),
         image_id: img.config_digest.clone(),
         manifest_digest: img.manifest_digest.clone(),
         steps,

@@ -490,6 +490,20 @@ impl Store {
                 remove_dir(&e.path())?;
             }
         }
+        // The size facts of blobs that are gone (see layer::facts).
+        let facts = self.facts_dir();
+        if let Ok(rd) = std::fs::read_dir(&facts) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let blob_kept = name
+                    .strip_suffix(".json")
+                    .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
+                    .is_some_and(|d| keep.contains(&d));
+                if !blob_kept {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         // With gc.lock exclusive no writer is running: everything in tmp is a leftover.
         let tmp = self.tmp_dir();
         for e in at(&tmp, std::fs::read_dir(&tmp))?.flatten() {

@@ -173,6 +173,12 @@ impl Store {
         self.base.join("oci")
     }
 
+    /// Cached facts about layer blobs (what they hold, for the size report), one JSON file per
+    /// blob digest; a cache: removed with its blob, rebuilt when missing.
+    pub fn facts_dir(&self) -> PathBuf {
+        self.base.join("facts")
+    }
+
     pub fn tmp_dir(&self) -> PathBuf {
         self.base.join("tmp")
     }

@@ -1,0 +1,421 @@
+//! The size report: an image's layers with their sizes and the instruction that made each, and
+//! hints about what makes it fat (package-manager caches, bytecode or files deleted in a later
+//! layer, which still ship in the earlier one, compilers and headers in the final stage of a
+//! multi-stage build). Shown at the end of a build and by `strata history`.
+//!
+//! Each layer's facts ([`crate::layer::facts`]) are read once from its blob and cached in the
+//! store by blob digest, so a rebuild reads a few small JSON files, not the layers.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::layer::facts::{self, LayerFacts};
+use crate::oci::Digest;
+use crate::store::{ImageRecord, Store};
+
+/// Below this many bytes a finding is not worth a hint.
+pub const HINT_BYTES: u64 = 1 << 20;
+
+/// One layer of the image, bottom first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerRow {
+    pub digest: Digest,
+    /// Bytes of the blob as stored and pushed.
+    pub compressed: u64,
+    /// Bytes of file content once unpacked.
+    pub content: u64,
+    pub files: u64,
+    /// The history entry's `created_by` (the instruction).
+    pub created_by: String,
+}
+
+/// Something that makes the image larger than its content needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hint {
+    /// `cache-pip`, `cache-uv`, `cache-apt-lists`, `cache-apt-archives`, `cache-npm`,
+    /// `pycache-deleted-later`, `deleted-later`, `duplicated`, `compiler-in-final-stage`,
+    /// `headers-in-final-stage`.
+    pub kind: String,
+    /// The layer (1-based, bottom first) whose bytes it is about.
+    pub layer: usize,
+    pub bytes: u64,
+    /// What was found.
+    pub message: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizeReport {
+    pub compressed: u64,
+    pub content: u64,
+    pub layers: Vec<LayerRow>,
+    pub hints: Vec<Hint>,
+}
+
+/// The facts of the layer blob `digest`, from the store's cache or read from the blob (and
+/// cached).
+pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts> {
+    let cached = store.facts_dir().join(format!("{}.json", digest.hex()));
+    if let Ok(bytes) = fs_err::read(&cached) {
+        if let Ok(f) = serde_json::from_slice(&bytes) {
+            return Ok(f);
+        }
+    }
+    let blob = store.open_blob(digest)?;
+    let f = facts::read(crate::layer::decompress_pipelined(blob)?)
+        .with_context(|| format!("reading layer {digest}"))?;
+    // Best effort: a report without a cache entry is still right, only slower next time.
+    let _ = (|| -> anyhow::Result<()> {
+        fs_err::create_dir_all(store.facts_dir())?;
+        crate::store::write_atomic(&store.tmp_dir(), &cached, &serde_json::to_vec(&f)?)?;
+        Ok(())
+    })();
+    Ok(f)
+}
+
+/// The layers of `image` with their history entries, bottom first.
+fn rows(image: &ImageRecord, facts: &[LayerFacts]) -> Vec<LayerRow> {
+    let mut made_by = image
+        .config
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.created_by.clone().unwrap_or_default());
+    image
+        .manifest
+        .layers
+        .iter()
+        .zip(facts)
+        .map(|(l, f)| LayerRow {
+            digest: l.digest.clone(),
+            compressed: l.size,
+            content: f.bytes,
+            files: f.files,
+            created_by: made_by.next().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The size report of `image`; `multi_stage` when it is the final stage of a multi-stage
+/// build (compilers and headers are worth a hint only there).
+pub fn report(store: &Store, image: &ImageRecord, multi_stage: bool) -> anyhow::Result<SizeReport> {
+    let facts = image
+        .manifest
+        .layers
+        .iter()
+        .map(|l| layer_facts(store, &l.digest))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let layers = rows(image, &facts);
+    let hints = hints(&facts, &layers, multi_stage);
+    Ok(SizeReport {
+        compressed: layers.iter().map(|l| l.compressed).sum(),
+        content: layers.iter().map(|l| l.content).sum(),
+        layers,
+        hints,
+    })
+}
+
+/// `created_by` cut to something a line can hold.
+fn instruction(by: &str) -> String {
+    let by = by
+        .strip_prefix("/bin/sh -c #(nop) ")
+        .or_else(|| by.strip_prefix("/bin/sh -c "))
+        .unwrap_or(by);
+    let by = by
+        .strip_suffix(" # strata")
+        .or_else(|| by.strip_suffix(" # buildkit"))
+        .unwrap_or(by)
+        .trim();
+    let one_line: String = by.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 60 {
+        format!("{}…", one_line.chars().take(59).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+fn hints(facts: &[LayerFacts], layers: &[LayerRow], multi_stage: bool) -> Vec<Hint> {
+    let mut out = Vec::new();
+    let made = |i: usize| instruction(&layers[i].created_by);
+    for (i, f) in facts.iter().enumerate() {
+        for (kind, bytes) in &f.caches {
+            if *bytes < HINT_BYTES {
+                continue;
+            }
+            let (what, fix) = match kind.as_str() {
+                "pip" => ("pip's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pip pip install …`, or `pip install --no-cache-dir`"),
+                "uv" => ("uv's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/uv uv …`, or set UV_NO_CACHE=1 for the step"),
+                "apt-lists" => ("apt's package lists (/var/lib/apt/lists)", "`rm -rf /var/lib/apt/lists/*` in the same RUN as apt-get install, or mount a cache on /var/lib/apt"),
+                "apt-archives" => ("downloaded .deb files (/var/cache/apt/archives)", "`apt-get clean` in the same RUN, or mount a cache on /var/cache/apt"),
+                "npm" => ("npm's cache (~/.npm)", "use `RUN --mount=type=cache,target=<the user's home>/.npm npm ci`, or `npm cache clean --force` in the same RUN"),
+                _ => continue,
+            };
+            out.push(Hint {
+                kind: format!("cache-{kind}"),
+                layer: i + 1,
+                bytes: *bytes,
+                message: format!("{what}: {} in layer {} ({})", human(*bytes), i + 1, made(i)),
+                fix: fix.to_string(),
+            });
+        }
+        // What this layer deletes that lower layers added: those bytes still ship, in them.
+        let mut pyc = vec![0u64; i];
+        let mut other = vec![0u64; i];
+        for gone in f.deleted.iter().chain(&f.opaque) {
+            for (j, lower) in facts[..i].iter().enumerate() {
+                let Some(b) = lower.sizes.get(gone) else {
+                    continue;
+                };
+                if gone.ends_with("__pycache__") || gone.ends_with(".pyc") {
+                    pyc[j] += b;
+                } else {
+                    other[j] += b;
+                }
+            }
+        }
+        for j in 0..i {
+            if pyc[j] >= HINT_BYTES {
+                out.push(Hint {
+                    kind: "pycache-deleted-later".into(),
+                    layer: j + 1,
+                    bytes: pyc[j],
+                    message: format!(
+                        "{} of __pycache__ written in layer {} ({}) and deleted in layer {} ({}) still ships in layer {}",
+                        human(pyc[j]), j + 1, made(j), i + 1, made(i), j + 1
+                    ),
+                    fix: "do not write it (PYTHONDONTWRITEBYTECODE=1 for that step, or `pip install --no-compile`), or delete it in the same RUN".into(),
+                });
+            }
+            if other[j] >= HINT_BYTES {
+                out.push(Hint {
+                    kind: "deleted-later".into(),
+                    layer: j + 1,
+                    bytes: other[j],
+                    message: format!(
+                        "{} added in layer {} ({}) is deleted in layer {} ({}) but still ships in layer {}",
+                        human(other[j]), j + 1, made(j), i + 1, made(i), j + 1
+                    ),
+                    fix: "delete it in the step that creates it, or build it in another stage and COPY --from only what is needed".into(),
+                });
+            }
+        }
+    }
+    // A layer that holds a lower layer's directory again, byte for byte the same size: the
+    // files were rewritten without a change of content (`chown -R` or `chmod -R` after a COPY,
+    // which copies every file up). Reported once per directory tree, at its top.
+    for (j, f) in facts.iter().enumerate() {
+        let mut reported: Vec<&str> = Vec::new();
+        for (d, bytes) in &f.sizes {
+            if *bytes < HINT_BYTES
+                || reported
+                    .iter()
+                    .any(|r| d.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
+            {
+                continue;
+            }
+            let Some(i) = (0..j).rev().find(|i| facts[*i].sizes.get(d) == Some(bytes)) else {
+                continue;
+            };
+            reported.push(d);
+            out.push(Hint {
+                kind: "duplicated".into(),
+                layer: j + 1,
+                bytes: *bytes,
+                message: format!(
+                    "/{d} ({}) of layer {} ({}) is in layer {} ({}) again: the image carries it twice",
+                    human(*bytes), i + 1, made(i), j + 1, made(j)
+                ),
+                fix: "set owners and modes as the files are copied (COPY --chown=… --chmod=…) instead of `chown -R`/`chmod -R` in a later RUN".into(),
+            });
+        }
+    }
+    if multi_stage {
+        // Compilers and headers still present (not deleted by a later layer).
+        let deleted_later = |i: usize, p: &str| {
+            facts[i + 1..].iter().any(|f| {
+                f.deleted
+                    .iter()
+                    .chain(&f.opaque)
+                    .any(|d| p == d || p.starts_with(&format!("{d}/")))
+            })
+        };
+        if let Some((i, p)) = facts.iter().enumerate().find_map(|(i, f)| {
+            f.compilers
+                .iter()
+                .find(|p| !deleted_later(i, p))
+                .map(|p| (i, p.clone()))
+        }) {
+            out.push(Hint {
+                kind: "compiler-in-final-stage".into(),
+                layer: i + 1,
+                bytes: facts[i].sizes.get("usr/lib/gcc").copied().unwrap_or(0),
+                message: format!(
+                    "the final stage has a compiler: /{p} from layer {} ({})",
+                    i + 1,
+                    made(i)
+                ),
+                fix: "install compilers only in the builder stage and COPY --from it the results (a venv, a wheel); start the final stage from a slim base".into(),
+            });
+        }
+        for (i, f) in facts.iter().enumerate() {
+            if f.headers >= HINT_BYTES && !deleted_later(i, "usr/include") {
+                out.push(Hint {
+                    kind: "headers-in-final-stage".into(),
+                    layer: i + 1,
+                    bytes: f.headers,
+                    message: format!(
+                        "{} of C headers (/usr/include, from -dev packages) in layer {} ({}) of the final stage",
+                        human(f.headers),
+                        i + 1,
+                        made(i)
+                    ),
+                    fix: "install -dev packages only in the builder stage; the final stage needs the runtime libraries alone".into(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.layer.cmp(&b.layer)));
+    out
+}
+
+/// Bytes for people, as docker prints them: `512B`, `3.4kB`, `12.1MB`, `1.2GB` (powers of
+/// 1000).
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+/// The report as text: a table of layers (top first, as `docker history`), then the hints.
+pub fn render(r: &SizeReport) -> String {
+    let mut s = format!(
+        "size: {} in {} layer{} ({} compressed)\n  LAYER       SIZE  COMPRESSED  CREATED BY\n",
+        human(r.content),
+        r.layers.len(),
+        if r.layers.len() == 1 { "" } else { "s" },
+        human(r.compressed)
+    );
+    for (i, l) in r.layers.iter().enumerate().rev() {
+        s.push_str(&format!(
+            "  {:>5}  {:>9}  {:>10}  {}\n",
+            i + 1,
+            human(l.content),
+            human(l.compressed),
+            instruction(&l.created_by)
+        ));
+    }
+    for h in &r.hints {
+        s.push_str(&format!("hint: {}\n      {}\n", h.message, h.fix));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(by: &str) -> LayerRow {
+        LayerRow {
+            digest: Digest::of(by.as_bytes()),
+            compressed: 0,
+            content: 0,
+            files: 0,
+            created_by: by.into(),
+        }
+    }
+
+    #[test]
+    fn bytes_deleted_later_are_charged_to_the_layer_that_added_them() {
+        let mut base = LayerFacts::default();
+        base.sizes.insert("usr/lib/gcc".into(), 50 << 20);
+        base.compilers.push("usr/bin/gcc-12".into());
+        let mut app = LayerFacts::default();
+        app.sizes.insert("app/__pycache__".into(), 2 << 20);
+        app.sizes.insert("tmp/build".into(), 30 << 20);
+        app.caches.insert("pip".into(), 8 << 20);
+        let cleanup = LayerFacts {
+            deleted: vec!["app/__pycache__".into(), "tmp/build".into()],
+            ..Default::default()
+        };
+        let facts = vec![base, app, cleanup];
+        let layers = vec![
+            row("FROM python:3.12"),
+            row("RUN pip install ."),
+            row("RUN rm -rf /tmp/build"),
+        ];
+        let h = hints(&facts, &layers, true);
+        let kinds: Vec<(&str, usize, u64)> = h
+            .iter()
+            .map(|h| (h.kind.as_str(), h.layer, h.bytes))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("compiler-in-final-stage", 1, 50 << 20),
+                ("deleted-later", 2, 30 << 20),
+                ("cache-pip", 2, 8 << 20),
+                ("pycache-deleted-later", 2, 2 << 20),
+            ]
+        );
+        assert!(
+            h[1].message
+                .contains("deleted in layer 3 (RUN rm -rf /tmp/build)"),
+            "{}",
+            h[1].message
+        );
+        // A venv copied, then chown'ed: every file again, reported at the top directory.
+        let mut venv = LayerFacts::default();
+        venv.sizes.insert("venv".into(), 40 << 20);
+        venv.sizes.insert("venv/lib".into(), 40 << 20);
+        let dup = hints(
+            &[venv.clone(), venv],
+            &[
+                row("COPY --from=build /venv /venv"),
+                row("RUN chown -R app /venv"),
+            ],
+            false,
+        );
+        assert_eq!(dup.len(), 1, "{dup:?}");
+        assert_eq!((dup[0].kind.as_str(), dup[0].layer), ("duplicated", 2));
+        assert!(
+            dup[0].message.starts_with(
+                "/venv (41.9MB) of layer 1 (COPY --from=build /venv /venv) is in layer 2"
+            ),
+            "{}",
+            dup[0].message
+        );
+        // Not a multi-stage build: no compiler hint.
+        assert!(hints(&facts, &layers, false)
+            .iter()
+            .all(|h| h.kind != "compiler-in-final-stage"));
+        // A compiler removed by a later layer is not there any more.
+        let mut gone = facts.clone();
+        gone[2].deleted.push("usr/bin/gcc-12".into());
+        assert!(hints(&gone, &layers, true)
+            .iter()
+            .all(|h| h.kind != "compiler-in-final-stage"));
+    }
+
+    #[test]
+    fn small_findings_are_not_hints_and_sizes_read_as_docker_prints_them() {
+        let mut f = LayerFacts::default();
+        f.caches.insert("pip".into(), HINT_BYTES - 1);
+        assert!(hints(&[f], &[row("RUN x")], true).is_empty());
+        assert_eq!(human(999), "999B");
+        assert_eq!(human(12_345_678), "12.3MB");
+        assert_eq!(
+            instruction("/bin/sh -c #(nop)  CMD [\"python\"]"),
+            "CMD [\"python\"]"
+        );
+    }
+}
