@@ -800,8 +800,77 @@ fn debug_opens_a_shell_in_the_failed_step() {
     );
     let err = b.fails(&c, &[]);
     assert!(
-        err.contains("strata build --debug opens a shell where this command failed"),
+        err.contains(
+            "`strata debug` opens a shell where this command failed (or build with --debug)"
+        ),
         "{err}"
+    );
+    // `strata debug`, after the build: the same shell in the same state, on a terminal; one
+    // failure kept, the newest.
+    let debug_dir = Path::new(&b.root).join("v1/debug");
+    assert_eq!(fs_err::read_dir(&debug_dir).unwrap().count(), 1);
+    let line = format!(
+        "{} --root {} debug",
+        common::sh_quote(common::strata_bin()),
+        common::sh_quote(&b.root)
+    );
+    let (code, out) = common::on_a_terminal(
+        &line,
+        &[(3000, "cat /made; echo $MARK; pwd\n"), (1000, "exit 7\n")],
+    );
+    assert!(
+        out.contains("made-by-the-step\nenv-seen\n/work\n"),
+        "the shell ran in the failed step: {out}"
+    );
+    assert!(
+        out.contains(":4 RUN echo made-by-the-step > /made && exit 4 (exit code 4, just now)"),
+        "{out}"
+    );
+    assert_eq!(code, 7, "the shell's exit code is strata debug's: {out}");
+    // A command instead of the shell needs no terminal.
+    let o = b.strata(&["debug", "--", "sh", "-c", "cat /made; id -u"]);
+    assert_eq!(
+        text(&o.stdout),
+        "made-by-the-step\n0\n",
+        "{}",
+        text(&o.stderr)
+    );
+    // Without a terminal and without a command it says how.
+    let o = b.strata(&["debug"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("standard input is not a terminal: run it from one, or give a command: strata debug -- ls -l /"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A step with a secret is not kept (its command may have copied the secret, meaning to
+    // delete it later): the failure kept before stays, and the hint says why.
+    let f = [df(
+        "FROM busybox\nRUN --mount=type=secret,id=tok cp /run/secrets/tok /tmp/had-it && exit 5\n",
+    )];
+    let c = b.ctx("s", &files(&f));
+    let secret = b.dir.join("tok");
+    fs_err::write(&secret, "s3cr3t-value").unwrap();
+    let err = b.fails(
+        &c,
+        &["--secret", &format!("id=tok,src={}", secret.display())],
+    );
+    assert!(
+        err.contains("a step with a secret is not kept for `strata debug` afterwards"),
+        "{err}"
+    );
+    assert!(b.store_contains(b"s3cr3t-value").is_empty());
+    let o = b.strata(&["debug", "--", "cat", "/made"]);
+    assert_eq!(text(&o.stdout), "made-by-the-step\n", "{}", text(&o.stderr));
+    // Prune removes it.
+    let o = b.strata(&["prune"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!debug_dir.exists() || fs_err::read_dir(&debug_dir).unwrap().count() == 0);
+    let o = b.strata(&["debug", "--", "true"]);
+    assert!(
+        text(&o.stderr).contains("no failed RUN step is kept in this store"),
+        "{}",
+        text(&o.stderr)
     );
 }
 
@@ -1874,10 +1943,11 @@ fn progress_json_is_one_event_per_line() {
         .collect();
     assert_eq!(
         kinds,
-        ["start", "miss", "log", "done", "finished"],
+        ["start", "miss", "log", "done", "finished", "size-report"],
         "{events:?}"
     );
     assert_eq!(events[2]["line"], "out-line");
+    assert_eq!(events[5]["report"]["layers"].as_array().unwrap().len(), 1);
 }
 
 #[test]

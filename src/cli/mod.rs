@@ -59,6 +59,8 @@ pub enum Commands {
     Unpack(store_cmds::UnpackArgs),
     /// Run a command in an image, in the rootless sandbox; passes its exit code through.
     Run(run::RunArgs),
+    /// Open a shell (or run a command) in the last failed RUN step, as the command left it.
+    Debug(run::DebugArgs),
     /// Check that this machine can run builds rootless, and say how to fix what is missing.
     Doctor,
     /// Pull an image from its registry into the store (mirrors and credentials as configured).
@@ -115,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Load(a) => store_cmds::load(&store()?, a),
         Commands::Unpack(a) => store_cmds::unpack(&store()?, a),
         Commands::Run(a) => run::run(&store()?, a),
+        Commands::Debug(a) => run::debug(&store()?, a),
         Commands::Doctor => run::doctor(),
         Commands::Pull(a) => registry_cmds::pull(&store()?, a),
         Commands::Push(a) => registry_cmds::push(&store()?, a),

@@ -361,3 +361,88 @@ fn commit(
     ));
     Ok(store.add_image(&config, &layers, &[name])?.config_digest)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct DebugArgs {
+    /// Run this command in the failed step instead of an interactive shell (no terminal
+    /// needed): `strata debug -- cat /tmp/build.log`.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// `strata debug`: a shell (or a command) in the last failed RUN step, as the command left it,
+/// with its mounts, environment, user and working directory.
+pub fn debug(store: &Store, a: DebugArgs) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    use strata::sandbox::BindSource;
+    // Keep prune away from the kept step and the snapshots below it.
+    let _writer = store.writer_lock()?;
+    let Some((_, failure)) = strata::engine::debug::last(store)? else {
+        bail!("no failed RUN step is kept in this store: `strata debug` opens a shell in the last one that failed (prune removes it)");
+    };
+    let mut spec = failure.spec;
+    let lower = match &spec.rootfs {
+        Rootfs::Overlay { lower, .. } | Rootfs::Copy { lower, .. } => lower.clone(),
+    };
+    if let Some(gone) = lower.iter().find(|l| !l.exists()) {
+        bail!(
+            "the layers {} ran on were pruned since it failed ({} is gone): build again to fail again",
+            failure.step,
+            gone.display()
+        );
+    }
+    let interactive = a.command.is_empty();
+    if interactive && !std::io::stdin().is_terminal() {
+        bail!(
+            "strata debug opens an interactive shell ({}) in {}, and standard input is not a terminal: run it from one, or give a command: strata debug -- ls -l /",
+            failure.shell,
+            failure.step
+        );
+    }
+    eprintln!(
+        "strata debug: {} (exit code {}, {}); {}",
+        failure.step,
+        failure.exit_code,
+        super::store_cmds::ago_secs(strata::oci::now_secs() - failure.when),
+        if interactive {
+            format!(
+                "{} in its filesystem as it left it; exit to leave",
+                failure.shell
+            )
+        } else {
+            "running the command in its filesystem as it left it".into()
+        }
+    );
+    // A mount whose host side is gone since (an SSH agent's socket) is left out, and said so.
+    spec.binds.retain(|b| {
+        let there = !matches!(b.source, BindSource::Host) || b.host.exists();
+        if !there {
+            eprintln!(
+                "note: {} is not mounted: {} is gone since the build",
+                b.target,
+                b.host.display()
+            );
+        }
+        there
+    });
+    let exe = exe()?;
+    let finished = if interactive {
+        spec.argv = vec![failure.shell.clone()];
+        spec.stdin = true;
+        spec.tty = true;
+        let (master, slave) = terminal::open()?;
+        let raw = terminal::Raw::enter();
+        let out = terminal::relay(master, true)?;
+        let r = sandbox::run_on_terminal(&exe, &spec, &slave);
+        drop(slave);
+        let _ = out.join();
+        drop(raw);
+        r
+    } else {
+        spec.argv = a.command.clone();
+        spec.stdin = true;
+        spec.tty = false;
+        sandbox::run(&exe, &spec, sandbox::inherit(1)?, sandbox::inherit(2)?)
+    };
+    Ok(finished.map_err(sandbox_err)?.outcome.code())
+}

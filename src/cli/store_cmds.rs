@@ -115,7 +115,7 @@ fn ago(created: Option<&str>) -> String {
 }
 
 /// "1 minute ago", "3 hours ago": the unit in the singular for one.
-fn ago_secs(d: i64) -> String {
+pub fn ago_secs(d: i64) -> String {
     let (n, unit) = match d {
         d if d < 0 => return "in the future".into(),
         d if d < 60 => return "just now".into(),

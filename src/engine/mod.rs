@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod copy;
+pub mod debug;
 pub mod exec;
 pub mod fetch;
 pub mod interrupt;

@@ -1344,19 +1344,55 @@ impl St<'_, '_> {
                 self.debug_shell(id, &spec)?;
             }
             drop(held);
-            let hint = match (b.opts.debug, terminal) {
-                (false, _) => {
+            // Kept for `strata debug` (best effort: the build's failure is what matters), unless
+            // it had a secret.
+            let secret = super::debug::not_kept_because(&spec);
+            let kept = super::debug::keep(
+                b.store,
+                step,
+                super::debug::Failure {
+                    spec: spec.clone(),
+                    shell: self
+                        .shell()
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| "/bin/sh".into()),
+                    step: format!(
+                        "{}:{} {}",
+                        b.opts.dockerfile_name,
+                        cmd.start_line,
+                        first_line(&cmd.original)
+                    ),
+                    exit_code: finished.outcome.code(),
+                    when: crate::oci::now_secs(),
+                },
+                &b.maps,
+            );
+            if let (Err(e), None) = (&kept, secret) {
+                b.progress
+                    .log(id, &format!("not kept for strata debug: {e:#}"));
+            }
+            let hint = match (b.opts.debug, terminal, kept.is_ok()) {
+                (true, true, _) => "",
+                (false, _, false) if secret.is_some() => {
+                    "\n  hint: strata build --debug opens a shell where this command failed (a step with a secret is not kept for `strata debug` afterwards: what it wrote may hold the secret)"
+                }
+                (false, _, true) => {
+                    "\n  hint: `strata debug` opens a shell where this command failed (or build with --debug)"
+                }
+                (false, _, false) => {
                     "\n  hint: strata build --debug opens a shell where this command failed"
                 }
-                (true, false) => {
+                (true, false, true) => {
+                    "\n  hint: --debug opens its shell when standard input is a terminal; `strata debug` opens it from one now"
+                }
+                (true, false, false) => {
                     "\n  hint: --debug opens its shell when standard input is a terminal"
                 }
-                (true, true) => "",
             };
             bail!("{failed}{hint}");
         }
         drop(held);
-        let _ = cmd;
         let tar = step.join("layer.tar");
         exec::diff_to_tar(&spec, step, &finished.created, &tar, &b.maps, b.opts.epoch)?;
         let size = fs_err::metadata(&tar)?.len();

@@ -146,6 +146,46 @@ pub struct Spec {
     pub memory_files: Vec<std::sync::Arc<OwnedFd>>,
 }
 
+impl Spec {
+    /// Every path of the spec below `from` moved below `to` (a failed step's scratch dir kept
+    /// for `strata debug` is renamed out of the store's tmp).
+    pub fn relocate(&mut self, from: &std::path::Path, to: &std::path::Path) {
+        let mv = |p: &mut PathBuf| {
+            if let Ok(rest) = p.strip_prefix(from) {
+                *p = to.join(rest);
+            }
+        };
+        match &mut self.rootfs {
+            Rootfs::Overlay {
+                lower,
+                upper,
+                work,
+                merged,
+            } => {
+                lower.iter_mut().for_each(mv);
+                mv(upper);
+                mv(work);
+                mv(merged);
+            }
+            Rootfs::Copy { lower, root, state } => {
+                lower.iter_mut().for_each(mv);
+                mv(root);
+                mv(state);
+            }
+        }
+        self.etc_files.iter_mut().for_each(|(_, p)| mv(p));
+        for b in &mut self.binds {
+            mv(&mut b.host);
+            if let BindSource::Layers { lower, .. } = &mut b.source {
+                lower.iter_mut().for_each(mv);
+            }
+        }
+        if let Some(f) = &mut self.ports {
+            mv(&mut f.socket);
+        }
+    }
+}
+
 /// Work the child does inside the user namespace without a new root: a named hook that
 /// `main()` provides (for example unpacking a layer so that owners are kept as seen inside).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -504,6 +504,14 @@ impl Store {
                 }
             }
         }
+        // The failed step kept for `strata debug`.
+        let debug = self.debug_dir();
+        if let Ok(rd) = std::fs::read_dir(&debug) {
+            for e in rd.flatten() {
+                freed += tree_size(&e.path());
+                remove_dir(&e.path())?;
+            }
+        }
         // With gc.lock exclusive no writer is running: everything in tmp is a leftover.
         let tmp = self.tmp_dir();
         for e in at(&tmp, std::fs::read_dir(&tmp))?.flatten() {

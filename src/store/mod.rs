@@ -179,6 +179,11 @@ impl Store {
         self.base.join("facts")
     }
 
+    /// The last failed RUN step, kept for `strata debug` (see engine::debug).
+    pub fn debug_dir(&self) -> PathBuf {
+        self.base.join("debug")
+    }
+
     pub fn tmp_dir(&self) -> PathBuf {
         self.base.join("tmp")
     }
