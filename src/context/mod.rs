@@ -127,6 +127,57 @@ pub enum Kind {
 pub struct Entry {
     pub path: String,
     pub kind: Kind,
+    /// What the walk's stat saw (relative to the directory it read, so no path lookup from
+    /// the root): the checksum pass uses it instead of a stat of its own. `None` for entries
+    /// not made by a walk.
+    pub meta: Option<Meta>,
+}
+
+/// The metadata of an entry that its content digest depends on, and that says whether a
+/// cached digest still holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits and file type (st_mode).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub ctime_ns: i128,
+}
+
+impl Meta {
+    pub fn of(m: &std::fs::Metadata) -> Meta {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Meta {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ino: m.ino(),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    pub fn of_stat(st: &rustix::fs::Stat) -> Meta {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            mtime_ns: ns(st.st_mtime, st.st_mtime_nsec as i64),
+            ino: st.st_ino,
+            ctime_ns: ns(st.st_ctime, st.st_ctime_nsec as i64),
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +232,68 @@ pub fn walk(root: &Path, filter: &Filter) -> Result<Vec<Entry>, Error> {
     let mut out = Vec::new();
     let mut pending: Vec<(Entry, bool)> = Vec::new();
     walk_dir(root, "", filter, &mut pending, &mut out)?;
+    stat_all(root, &mut out)?;
     Ok(out)
+}
+
+/// Fill in every entry's [`Meta`]: on as many threads as there are cores for a large walk (as
+/// `git status` stats its index on several), each stat relative to its parent directory, opened
+/// once per run of entries below it (beneath the root, no symlink followed), so no stat looks
+/// its path up from the root.
+fn stat_all(root: &Path, entries: &mut [Entry]) -> Result<(), Error> {
+    let threads = if entries.len() < 4096 {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+    };
+    let chunk = entries.len().div_ceil(threads).max(1);
+    if threads == 1 {
+        return stat_part(root, entries);
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = entries
+            .chunks_mut(chunk)
+            .map(|part| s.spawn(move || stat_part(root, part)))
+            .collect();
+        let mut first = Ok(());
+        for p in parts {
+            let r = p.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    path: root.display().to_string(),
+                    source: std::io::Error::other("a stat thread panicked"),
+                })
+            });
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
+}
+
+fn stat_part(root: &Path, part: &mut [Entry]) -> Result<(), Error> {
+    use rustix::fs::{AtFlags, OFlags};
+    let mut dir: Option<(String, std::os::fd::OwnedFd)> = None;
+    for e in part {
+        let (parent, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
+        let io = |er: std::io::Error| Error::Io {
+            path: root.join(&e.path).display().to_string(),
+            source: er,
+        };
+        if dir.as_ref().map(|(p, _)| p.as_str()) != Some(parent) {
+            let fd =
+                beneath(root, Path::new(parent), OFlags::PATH | OFlags::DIRECTORY).map_err(io)?;
+            dir = Some((parent.to_string(), fd));
+        }
+        let (_, fd) = dir.as_ref().expect("opened above");
+        let st =
+            rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|er| io(er.into()))?;
+        e.meta = Some(Meta::of_stat(&st));
+    }
+    Ok(())
 }
 
 /// `pending`: the directories entered but not yielded yet (and whether they have been since).
@@ -229,6 +341,7 @@ fn walk_dir(
         let entry = Entry {
             path: path.clone(),
             kind,
+            meta: None,
         };
         if f.exclude.excluded(&path) {
             if is_dir && f.exclude.could_match_below(&path, true) {

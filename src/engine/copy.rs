@@ -237,6 +237,7 @@ pub fn source_entries(
         return Ok(vec![Entry {
             path: r.path.clone(),
             kind: Kind::File,
+            meta: None,
         }]);
     }
     let include: Vec<String> = if r.path.is_empty() {
