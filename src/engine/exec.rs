@@ -66,8 +66,12 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
                 source_date_epoch: epoch,
             };
             let f = fs_err::File::create(out).map_err(|e| format!("{out}: {e}"))?;
-            let w = crate::layer::write_tree(Path::new(upper), std::io::BufWriter::new(f), &opts)
-                .map_err(|e| format!("reading {upper}: {e}"))?;
+            let w = crate::layer::write_tree(
+                Path::new(upper),
+                std::io::BufWriter::with_capacity(1 << 20, f),
+                &opts,
+            )
+            .map_err(|e| format!("reading {upper}: {e}"))?;
             w.into_inner()
                 .map_err(|e| e.to_string())?
                 .sync_all()

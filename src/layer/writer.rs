@@ -93,12 +93,20 @@ fn xattr_is(xs: &[(Vec<u8>, Vec<u8>)], names: &[&[u8]], value: &[u8]) -> bool {
 
 impl<W: Write> TreeWriter<'_, W> {
     fn dir(&mut self, abs: &Path, rel: &Path) -> io::Result<()> {
-        let mut entries: Vec<(std::ffi::OsString, PathBuf)> = fs_err::read_dir(abs)?
-            .map(|e| e.map(|e| (e.file_name(), e.path())))
-            .collect::<io::Result<_>>()?;
+        // DirEntry::metadata stats relative to the open directory (fstatat), without looking
+        // the whole path up again for every entry of a large tree.
+        let mut entries: Vec<(std::ffi::OsString, PathBuf, std::fs::Metadata)> =
+            fs_err::read_dir(abs)?
+                .map(|e| {
+                    e.and_then(|e| {
+                        let m = with_path(&e.path(), e.metadata())?;
+                        Ok((e.file_name(), e.path(), m))
+                    })
+                })
+                .collect::<io::Result<_>>()?;
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (name, path) in entries {
-            self.entry(&path, &rel.join(&name), &name)?;
+        for (name, path, m) in entries {
+            self.entry(&path, &rel.join(&name), &name, m)?;
         }
         Ok(())
     }
@@ -191,8 +199,13 @@ impl<W: Write> TreeWriter<'_, W> {
         self.b.append(&h, data)
     }
 
-    fn entry(&mut self, abs: &Path, rel: &Path, name: &OsStr) -> io::Result<()> {
-        let m = with_path(abs, std::fs::symlink_metadata(abs))?;
+    fn entry(
+        &mut self,
+        abs: &Path,
+        rel: &Path,
+        name: &OsStr,
+        m: std::fs::Metadata,
+    ) -> io::Result<()> {
         let ft = m.file_type();
         let xs = if ft.is_symlink() {
             Vec::new()
@@ -247,11 +260,18 @@ impl<W: Write> TreeWriter<'_, W> {
                 }
                 self.links.insert(key, rel.to_path_buf());
             }
+            let h = self.header(&m, EntryType::Regular);
+            if m.len() == 0 {
+                // Nothing to read: no open, no read, no close.
+                return with_path(
+                    abs,
+                    self.append(h, rel, None, uid, gid, 0, &xs, io::empty()),
+                );
+            }
             // A buffer sized to the file (at most 1 MiB): big files copy in few calls, small ones
             // do not pay for a large allocation.
             let cap = (m.len() as usize).clamp(8 << 10, 1 << 20);
             let f = std::io::BufReader::with_capacity(cap, fs_err::File::open(abs)?);
-            let h = self.header(&m, EntryType::Regular);
             return with_path(abs, self.append(h, rel, None, uid, gid, m.len(), &xs, f));
         }
         let kind = if ft.is_char_device() {

@@ -374,7 +374,10 @@ impl Store {
                 ..Default::default()
             };
             self.put_layer(compression, |sink| {
-                layer::write_tree(source, sink, &opts).map(|_| ())
+                // Headers are 512 bytes: one write per MiB, not one per entry.
+                let mut buffered = std::io::BufWriter::with_capacity(1 << 20, sink);
+                layer::write_tree(source, &mut buffered, &opts)?;
+                std::io::Write::flush(&mut buffered)
             })?
         } else {
             check_tar(source)?;
