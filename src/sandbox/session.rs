@@ -143,14 +143,22 @@ impl Session {
                 advice,
             }
         };
-        match read_frame::<Report>(&mut report) {
-            Ok(Some(Report::Unshared)) => {}
-            Ok(Some(Report::Error(m))) => {
-                let advice = advice_for(&m);
-                return Err(fail(m, advice));
+        // The session's next report must be `want`; anything else is the reason it failed.
+        let mut expect = |want: Report,
+                          fail: &mut dyn FnMut(String, Vec<String>) -> Error|
+         -> Result<(), Error> {
+            match read_frame::<Report>(&mut report) {
+                Ok(Some(r)) if std::mem::discriminant(&r) == std::mem::discriminant(&want) => {
+                    Ok(())
+                }
+                Ok(Some(Report::Error(m))) => {
+                    let advice = advice_for(&m);
+                    Err(fail(m, advice))
+                }
+                _ => Err(fail(String::new(), probe::advice())),
             }
-            _ => return Err(fail(String::new(), probe::advice())),
-        }
+        };
+        expect(Report::Unshared, &mut fail)?;
         if let Err(e) = idmap::apply(maps, pid) {
             return Err(fail(
                 format!("writing the uid/gid maps: {e}"),
@@ -159,14 +167,7 @@ impl Session {
         }
         // A failed write means the session already ended: its report says why.
         let _ = write_frame(&mut go, &ToChild::Mapped);
-        match read_frame::<Report>(&mut report) {
-            Ok(Some(Report::Ready)) => {}
-            Ok(Some(Report::Error(m))) => {
-                let advice = advice_for(&m);
-                return Err(fail(m, advice));
-            }
-            _ => return Err(fail(String::new(), probe::advice())),
-        }
+        expect(Report::Ready, &mut fail)?;
         Ok(Session {
             control: mine,
             process,
