@@ -276,8 +276,7 @@ pub fn doctor() -> anyhow::Result<i32> {
     let maps = idmap::for_current_user();
     let tmp = std::env::temp_dir().join(format!("strata-doctor-{}", std::process::id()));
     let ov = HookSpec {
-        name: "overlay-test".into(),
-        args: vec![tmp.display().to_string()],
+        task: serde_json::to_value(exec::Hook::OverlayTest { dir: tmp.clone() })?,
         maps: maps.clone(),
     };
     match sandbox::run_hook(&exe()?, &ov) {
@@ -296,8 +295,7 @@ pub fn doctor() -> anyhow::Result<i32> {
     }
     let _ = remove_tree(&tmp, &maps);
     let h = HookSpec {
-        name: "noop".into(),
-        args: vec![],
+        task: serde_json::to_value(exec::Hook::Noop)?,
         maps: maps.clone(),
     };
     match sandbox::run_hook(&exe()?, &h) {

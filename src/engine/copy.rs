@@ -285,9 +285,10 @@ struct Out {
 }
 
 /// The hook: run the job described by the JSON file `spec`.
-pub fn hook(spec: &str) -> Result<(), String> {
+pub fn hook(spec: &Path) -> Result<(), String> {
     let text = fs_err::read_to_string(spec).map_err(|e| e.to_string())?;
-    let job: CopyJob = serde_json::from_str(&text).map_err(|e| format!("{spec}: {e}"))?;
+    let job: CopyJob =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spec.display()))?;
     let result = match run(&job) {
         Ok(r) => r,
         Err(e) => CopyResult::Error(e),

@@ -11,17 +11,75 @@ use crate::oci::Digest;
 use crate::sandbox::{self, idmap, HookSpec, Rootfs, Spec};
 use crate::store::Store;
 
-/// The hooks `main()` gives the sandbox child.
-pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
-    match (name, args) {
-        ("unpack", [blob, dest, diff_id]) => {
-            let diff: Digest = diff_id.parse().map_err(|e| format!("{e}"))?;
-            let f = fs_err::File::open(blob).map_err(|e| format!("{blob}: {e}"))?;
-            let r = crate::layer::decompress_pipelined(f).map_err(|e| format!("{blob}: {e}"))?;
+/// The work the engine has the sandbox do inside the user namespace, without a new root: the
+/// files involved belong to ids only that namespace can own. Sent to the sandbox child as JSON
+/// (a typed task, not a name and strings).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum Hook {
+    /// Unpack the layer `blob` into the snapshot dir `dest`, checking it against `diff_id`.
+    Unpack {
+        blob: PathBuf,
+        dest: PathBuf,
+        diff_id: Digest,
+    },
+    /// Remove these trees (missing ones are fine).
+    Remove { paths: Vec<PathBuf> },
+    /// Write the overlay upper dir `upper` as the layer tar `out`, leaving out the mount
+    /// points the sandbox `created` (and directories copied up only to hold them, when
+    /// `lowers` has them alike); times clamped to `epoch` when set.
+    Diff {
+        upper: PathBuf,
+        out: PathBuf,
+        epoch: Option<i64>,
+        created: Vec<String>,
+        lowers: Vec<PathBuf>,
+    },
+    /// The copy snapshotter's step: gather what changed in `root` since `state` into `upper`,
+    /// then as [`Hook::Diff`].
+    CopyDiff {
+        root: PathBuf,
+        state: PathBuf,
+        upper: PathBuf,
+        out: PathBuf,
+        epoch: Option<i64>,
+        created: Vec<String>,
+        lowers: Vec<PathBuf>,
+    },
+    /// `strata doctor`: mount an overlay below `dir` and read through it.
+    OverlayTest { dir: PathBuf },
+    /// `strata doctor`: nothing, in the user namespace.
+    Noop,
+    /// A COPY or ADD, described by the job file `job` (see [`super::copy`]).
+    Copy { job: PathBuf },
+    /// A cache mount's directory, owned and moded as the step asked, created once.
+    MakeCache {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    },
+}
+
+/// The hook runner `main()` gives the sandbox child: a [`Hook`] as JSON.
+pub fn hook(task: serde_json::Value) -> Result<(), String> {
+    let h: Hook = serde_json::from_value(task).map_err(|e| format!("bad sandbox hook: {e}"))?;
+    run_hook(h)
+}
+
+fn run_hook(h: Hook) -> Result<(), String> {
+    match h {
+        Hook::Unpack {
+            blob,
+            dest,
+            diff_id,
+        } => {
+            let shown = blob.display();
+            let f = fs_err::File::open(&blob).map_err(|e| e.to_string())?;
+            let r = crate::layer::decompress_pipelined(f).map_err(|e| format!("{shown}: {e}"))?;
             let report = crate::store::unpack_verified(
                 r,
-                Path::new(dest),
-                &diff,
+                &dest,
+                &diff_id,
                 &ApplyOptions {
                     chown: true,
                     overlay_whiteouts: true,
@@ -30,66 +88,72 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
             if !report.skipped_devices.is_empty() {
                 eprintln!(
-                    "warning: {} device node(s) left out of layer {diff}: {}",
+                    "warning: {} device node(s) left out of layer {diff_id}: {}",
                     report.skipped_devices.len(),
                     report.skipped_devices.join(", ")
                 );
             }
             Ok(())
         }
-        ("remove", paths) => {
+        Hook::Remove { paths } => {
             for p in paths {
-                crate::store::make_writable(Path::new(p));
-                match std::fs::remove_dir_all(p) {
+                crate::store::make_writable(&p);
+                match std::fs::remove_dir_all(&p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("removing {p}: {e}")),
+                    Err(e) => return Err(format!("removing {}: {e}", p.display())),
                 }
             }
             Ok(())
         }
-        ("diff", [upper, out, rest @ ..]) => {
+        Hook::Diff {
+            upper,
+            out,
+            epoch,
+            created,
+            lowers,
+        } => {
             // The step's layer: read inside the user namespace, so owners are as seen there.
-            // rest = [--epoch=N], mount points the sandbox created, "--", then the lower dirs.
-            let (epoch, rest) = match rest.first().and_then(|a| a.strip_prefix("--epoch=")) {
-                Some(e) => (
-                    Some(e.parse::<i64>().map_err(|e| e.to_string())?),
-                    &rest[1..],
-                ),
-                None => (None, rest),
-            };
-            let split = rest.iter().position(|a| a == "--").unwrap_or(rest.len());
-            let (created, lowers) = (&rest[..split], rest.get(split + 1..).unwrap_or(&[]));
-            forget_mount_points(Path::new(upper), created, lowers);
+            forget_mount_points(&upper, &created, &lowers);
             let opts = crate::layer::WriteOptions {
                 overlay_whiteouts: true,
                 source_date_epoch: epoch,
             };
-            let f = fs_err::File::create(out).map_err(|e| format!("{out}: {e}"))?;
+            let f = fs_err::File::create(&out).map_err(|e| e.to_string())?;
             let w = crate::layer::write_tree(
-                Path::new(upper),
+                &upper,
                 std::io::BufWriter::with_capacity(1 << 20, f),
                 &opts,
             )
-            .map_err(|e| format!("reading {upper}: {e}"))?;
+            .map_err(|e| format!("reading {}: {e}", upper.display()))?;
             w.into_inner()
                 .map_err(|e| e.to_string())?
                 .sync_all()
                 .map_err(|e| e.to_string())
         }
-        ("copydiff", [root, state, upper, out, rest @ ..]) => {
-            // Copy snapshotter: gather the changes into an upper-shaped dir, then as "diff".
-            let before =
-                sandbox::copyfs::State::load(Path::new(state)).map_err(|e| e.to_string())?;
-            std::fs::create_dir_all(upper).map_err(|e| format!("{upper}: {e}"))?;
-            sandbox::copyfs::diff(Path::new(root), &before, Path::new(upper))
-                .map_err(|e| e.to_string())?;
-            let mut args = vec![upper.clone(), out.clone()];
-            args.extend(rest.iter().cloned());
-            hook("diff", &args)
+        Hook::CopyDiff {
+            root,
+            state,
+            upper,
+            out,
+            epoch,
+            created,
+            lowers,
+        } => {
+            // Copy snapshotter: gather the changes into an upper-shaped dir, then as Diff.
+            let before = sandbox::copyfs::State::load(&state).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&upper).map_err(|e| format!("{}: {e}", upper.display()))?;
+            sandbox::copyfs::diff(&root, &before, &upper).map_err(|e| e.to_string())?;
+            run_hook(Hook::Diff {
+                upper,
+                out,
+                epoch,
+                created,
+                lowers,
+            })
         }
-        ("overlay-test", [dir]) => {
-            let d = Path::new(dir);
+        Hook::OverlayTest { dir } => {
+            let d = dir.as_path();
             for s in ["l", "u", "w", "m"] {
                 std::fs::create_dir_all(d.join(s)).map_err(|e| e.to_string())?;
             }
@@ -114,22 +178,24 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
                 .map(|_| ())
                 .map_err(|e| format!("reading through the overlay: {e}"))
         }
-        ("noop", []) => Ok(()),
-        ("copy", [spec]) => super::copy::hook(spec),
-        ("mkcache", [path, uid, gid, mode]) => {
-            // A cache mount's directory, owned as the step asked, created once.
-            let p = Path::new(path);
+        Hook::Noop => Ok(()),
+        Hook::Copy { job } => super::copy::hook(&job),
+        Hook::MakeCache {
+            path,
+            uid,
+            gid,
+            mode,
+        } => {
+            let p = path.as_path();
             if p.exists() {
                 return Ok(());
             }
-            let parse = |s: &str| s.parse::<u32>().map_err(|e| format!("{s}: {e}"));
             // Made under a unique name and renamed without replacing: two steps creating the
             // same cache at once both end up with the one that won.
             let tmp = p.with_extension(format!("new{}", std::process::id()));
             std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::os::unix::fs::chown(&tmp, Some(parse(uid)?), Some(parse(gid)?))
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
                 .map_err(|e| format!("chown {}: {e}", tmp.display()))?;
-            let mode = u32::from_str_radix(mode, 8).map_err(|e| format!("{mode}: {e}"))?;
             std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
                 .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
             match rustix::fs::renameat_with(
@@ -147,14 +213,13 @@ pub fn hook(name: &str, args: &[String]) -> Result<(), String> {
                 Err(e) => Err(format!("{}: {e}", p.display())),
             }
         }
-        _ => Err(format!("unknown sandbox hook {name} {args:?}")),
     }
 }
 
 /// Take out of the upper dir what exists only because the sandbox mounted over it: the files it
 /// created (/etc/hosts, …) and directories copied up just to hold them, when the lower dir has the
 /// same directory with the same owner and mode.
-fn forget_mount_points(upper: &Path, created: &[String], lowers: &[String]) {
+fn forget_mount_points(upper: &Path, created: &[String], lowers: &[PathBuf]) {
     use std::os::unix::fs::MetadataExt;
     for c in created {
         let rel = Path::new(c.trim_start_matches('/'));
@@ -172,7 +237,7 @@ fn forget_mount_points(upper: &Path, created: &[String], lowers: &[String]) {
                 .unwrap_or(false);
             let same_below = std::fs::metadata(&up).ok().is_some_and(|m| {
                 lowers.iter().any(|l| {
-                    std::fs::metadata(Path::new(l).join(dir)).is_ok_and(|lm| {
+                    std::fs::metadata(l.join(dir)).is_ok_and(|lm| {
                         lm.is_dir()
                             && lm.uid() == m.uid()
                             && lm.gid() == m.gid()
@@ -201,16 +266,9 @@ pub fn sandbox_err(e: sandbox::Error) -> anyhow::Error {
 }
 
 /// Run a hook inside the user namespace; anything but exit status 0 is an error saying `what`.
-pub fn hook_ok(
-    exe: &Path,
-    name: &str,
-    args: Vec<String>,
-    maps: &idmap::IdMaps,
-    what: &str,
-) -> anyhow::Result<()> {
+pub fn hook_ok(exe: &Path, hook: Hook, maps: &idmap::IdMaps, what: &str) -> anyhow::Result<()> {
     let h = HookSpec {
-        name: name.into(),
-        args,
+        task: serde_json::to_value(&hook)?,
         maps: maps.clone(),
     };
     match sandbox::run_hook(exe, &h).map_err(sandbox_err)? {
@@ -231,8 +289,9 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
     }
     hook_ok(
         &exe()?,
-        "remove",
-        vec![path.display().to_string()],
+        Hook::Remove {
+            paths: vec![path.to_path_buf()],
+        },
         maps,
         &format!("removing {} in the user namespace", path.display()),
     )
@@ -278,12 +337,12 @@ pub fn snapshots(
     let mut out = Vec::new();
     for (d, l) in diff_ids.iter().zip(layers) {
         let p = store.snapshot_of(d, &l.digest, |blob, dest| {
-            let args = vec![
-                blob.display().to_string(),
-                dest.display().to_string(),
-                d.to_string(),
-            ];
-            hook_ok(exe, "unpack", args, maps, &format!("unpacking layer {d}"))
+            let unpack = Hook::Unpack {
+                blob: blob.to_path_buf(),
+                dest: dest.to_path_buf(),
+                diff_id: d.clone(),
+            };
+            hook_ok(exe, unpack, maps, &format!("unpacking layer {d}"))
                 .map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
         })?;
         out.push(p);
@@ -373,32 +432,24 @@ pub fn diff_to_tar(
     maps: &idmap::IdMaps,
     epoch: Option<i64>,
 ) -> anyhow::Result<()> {
-    let (hook_name, mut args, lower) = match &spec.rootfs {
-        Rootfs::Overlay { upper, lower, .. } => (
-            "diff",
-            vec![upper.display().to_string(), tar.display().to_string()],
-            lower,
-        ),
-        Rootfs::Copy { root, state, lower } => (
-            "copydiff",
-            vec![
-                root.display().to_string(),
-                state.display().to_string(),
-                step.join("changes").display().to_string(),
-                tar.display().to_string(),
-            ],
-            lower,
-        ),
+    let (created, out) = (created.to_vec(), tar.to_path_buf());
+    let hook = match &spec.rootfs {
+        Rootfs::Overlay { upper, lower, .. } => Hook::Diff {
+            upper: upper.clone(),
+            out,
+            epoch,
+            created,
+            lowers: lower.clone(),
+        },
+        Rootfs::Copy { root, state, lower } => Hook::CopyDiff {
+            root: root.clone(),
+            state: state.clone(),
+            upper: step.join("changes"),
+            out,
+            epoch,
+            created,
+            lowers: lower.clone(),
+        },
     };
-    if let Some(e) = epoch {
-        // "copydiff" passes everything after its own four arguments on to "diff".
-        args.insert(
-            if hook_name == "diff" { 2 } else { 4 },
-            format!("--epoch={e}"),
-        );
-    }
-    args.extend(created.iter().cloned());
-    args.push("--".into());
-    args.extend(lower.iter().map(|l| l.display().to_string()));
-    hook_ok(&exe()?, hook_name, args, maps, "reading the step's changes")
+    hook_ok(&exe()?, hook, maps, "reading the step's changes")
 }

@@ -722,8 +722,7 @@ impl St<'_, '_> {
         fs_err::write(&spec, serde_json::to_vec(&job)?)?;
         hook_ok(
             &self.b.exe,
-            "copy",
-            vec![spec.display().to_string()],
+            exec::Hook::Copy { job: spec.clone() },
             &self.b.maps,
             &format!("{} in the user namespace", job.what),
         )?;
@@ -1684,13 +1683,13 @@ impl St<'_, '_> {
 /// A cache mount's directory at `dir`, owned and moded as the mount asks, made inside the user
 /// namespace (the owner may be a subordinate id).
 fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> anyhow::Result<()> {
-    let args = vec![
-        dir.display().to_string(),
-        m.uid.unwrap_or(0).to_string(),
-        m.gid.unwrap_or(0).to_string(),
-        format!("{:o}", m.mode.unwrap_or(0o755)),
-    ];
-    hook_ok(&b.exe, "mkcache", args, &b.maps, what)
+    let make = exec::Hook::MakeCache {
+        path: dir.to_path_buf(),
+        uid: m.uid.unwrap_or(0),
+        gid: m.gid.unwrap_or(0),
+        mode: m.mode.unwrap_or(0o755),
+    };
+    hook_ok(&b.exe, make, &b.maps, what)
 }
 
 /// The `--from` of a COPY or ADD.

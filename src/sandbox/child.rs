@@ -64,7 +64,7 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str
 
 /// The session's entry point (see [`super::session`]): never returns. `hook` runs named hooks
 /// of `main()` in the children it forks.
-pub fn child_main(hook: &super::Hook) -> ! {
+pub fn child_main(hook: &super::HookFn) -> ! {
     let code = match session(hook) {
         Ok(()) => 0,
         Err(e) => {
@@ -77,7 +77,7 @@ pub fn child_main(hook: &super::Hook) -> ! {
 
 /// Make the user namespace, wait for strata to map it, then fork one child per request until
 /// strata closes the socket (fd 5).
-fn session(hook: &super::Hook) -> R<()> {
+fn session(hook: &super::HookFn) -> R<()> {
     // SAFETY: unshare has no memory-safety preconditions; this process has one thread.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
         return Err(errno("unshare(CLONE_NEWUSER)"));
@@ -152,7 +152,7 @@ fn session(hook: &super::Hook) -> R<()> {
 
 /// A child of the session: put `fds` in place (0, 1, 2, the report pipe on 3, the task pipe on
 /// 4, secret files from [`MEMORY_FD_BASE`](super::MEMORY_FD_BASE)), then do the task.
-fn forked(hook: &super::Hook, session: i32, fds: Vec<std::os::fd::OwnedFd>) -> ! {
+fn forked(hook: &super::HookFn, session: i32, fds: Vec<std::os::fd::OwnedFd>) -> ! {
     use std::os::fd::AsRawFd;
     // SAFETY: plain signal, prctl and descriptor syscalls on descriptors this process owns.
     unsafe {
@@ -193,7 +193,7 @@ fn forked(hook: &super::Hook, session: i32, fds: Vec<std::os::fd::OwnedFd>) -> !
 }
 
 /// Read the task from fd 4 and do it.
-fn run_task(hook: &super::Hook) -> R<i32> {
+fn run_task(hook: &super::HookFn) -> R<i32> {
     // SAFETY: fd 4 is the task pipe `forked` put there; this is its only owner.
     let mut from_parent = unsafe { std::fs::File::from_raw_fd(4) };
     let task: Task = read_frame(&mut from_parent)
@@ -213,7 +213,7 @@ fn run_task(hook: &super::Hook) -> R<i32> {
             if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
                 return Err(errno("unshare(CLONE_NEWNS)"));
             }
-            hook(&h.name, &h.args)?;
+            hook(h.task)?;
             report(&Report::Outcome(Outcome::Exited(0)));
             Ok(0)
         }

@@ -25,8 +25,9 @@ pub mod user;
 pub use child::child_main;
 pub use session::prepare;
 
-/// A named hook `main()` runs for the sandbox child (see [`HookSpec`]).
-pub type Hook = dyn Fn(&str, &[String]) -> Result<(), String>;
+/// What `main()` gives the sandbox to run a hook's task (see [`HookSpec`]): the engine's typed
+/// hooks, which the sandbox carries as JSON without knowing them.
+pub type HookFn = dyn Fn(serde_json::Value) -> Result<(), String>;
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -186,12 +187,12 @@ impl Spec {
     }
 }
 
-/// Work the child does inside the user namespace without a new root: a named hook that
+/// Work the child does inside the user namespace without a new root: a task for the hook runner
 /// `main()` provides (for example unpacking a layer so that owners are kept as seen inside).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookSpec {
-    pub name: String,
-    pub args: Vec<String>,
+    /// The hook, as its runner ([`HookFn`]) reads it.
+    pub task: serde_json::Value,
     pub maps: idmap::IdMaps,
 }
 
