@@ -2205,3 +2205,52 @@ COPY --from=build /out /out\n")];
     let o = b.strata(&["build", "-q", c.to_str().unwrap()]);
     assert!(!text(&o.stderr).contains("size: "), "{}", text(&o.stderr));
 }
+
+#[test]
+fn builds_fall_back_to_copied_snapshots_where_overlay_is_refused() {
+    // STRATA_SNAPSHOTTER=copy takes the path a kernel that refuses overlayfs in a user namespace
+    // takes after its first refusal: every RUN step on a copy of its lower layers, its layer the
+    // difference from the recorded state.
+    let Some(b) = B::new("copysnap") else {
+        return;
+    };
+    let f = [df(
+        "FROM busybox\n\
+RUN mkdir -p /d && echo one > /d/a && echo keep > /d/k && rm /bin/cat\n\
+RUN echo two >> /d/a && rm /d/k && chmod 600 /d/a && ln -s a /d/link\n\
+RUN test \"$(busybox cat /d/a | busybox tr '\\n' ' ')\" = \"one two \" && test ! -e /d/k\n",
+    )];
+    let c = b.ctx("c", &files(&f));
+    let o = Command::new(common::strata_bin())
+        .args([
+            "--root",
+            &b.root,
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "cp:1",
+        ])
+        .arg(&c)
+        .env("STRATA_SNAPSHOTTER", "copy")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("RUN steps use copied snapshots"),
+        "{}",
+        text(&o.stderr)
+    );
+    // The image, run on overlay as usual, has what the steps left.
+    assert_eq!(
+        b.sh("cp:1", "busybox cat /d/a; ls /d; stat -c %a /d/a; readlink /d/link; test -e /bin/cat || echo no-cat"),
+        "one\ntwo\na\nlink\n600\na\nno-cat\n"
+    );
+    // The same Dockerfile on overlay makes the same files.
+    b.ok(&c, &["-t", "ov:1"]);
+    assert_eq!(
+        b.sh("ov:1", "busybox cat /d/a; ls /d; stat -c %a /d/a; readlink /d/link; test -e /bin/cat || echo no-cat"),
+        "one\ntwo\na\nlink\n600\na\nno-cat\n"
+    );
+}

@@ -172,24 +172,22 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         &hostname,
         network,
     )?;
-    let copy_forced = std::env::var("STRATA_SNAPSHOTTER").as_deref() == Ok("copy");
-    let copy = Rootfs::Copy {
-        lower: root.lower.clone(),
-        root: step.join("rootfs"),
-        state: step.join("rootfs.state"),
-    };
+    let copies = sandbox::use_copies();
     let overlay = Rootfs::Overlay {
-        lower: root.lower,
+        lower: root.lower.clone(),
         upper: root.upper,
         work: root.work,
         merged: root.merged,
     };
-    if copy_forced {
+    if copies {
         eprintln!("note: using copied snapshots (STRATA_SNAPSHOTTER=copy), which is slower than overlayfs");
-        std::fs::create_dir_all(step.join("rootfs"))?;
     }
     let mut spec = Spec {
-        rootfs: if copy_forced { copy.clone() } else { overlay },
+        rootfs: if copies {
+            Rootfs::copy_in(&step, root.lower.clone())?
+        } else {
+            overlay
+        },
         argv,
         env,
         user: a.user.clone().or(cfg.user.clone()).unwrap_or_default(),
@@ -226,11 +224,10 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         None => sandbox::run(&exe, spec, sandbox::inherit(1)?, sandbox::inherit(2)?),
     };
     let mut result = launch(&spec);
-    if let Err(sandbox::Error::Setup { message, .. }) = &result {
-        if message.starts_with("mount overlay") && !copy_forced {
-            eprintln!("note: overlayfs cannot be mounted in a user namespace here ({message}); using copied snapshots, which is slower");
-            std::fs::create_dir_all(step.join("rootfs"))?;
-            spec.rootfs = copy;
+    if let Err(e) = &result {
+        if matches!(spec.rootfs, Rootfs::Overlay { .. }) && sandbox::overlay_refused(e) {
+            eprintln!("note: overlayfs cannot be mounted in a user namespace here ({e}); using copied snapshots, which is slower");
+            spec.rootfs = Rootfs::copy_in(&step, spec.rootfs.lower().to_vec())?;
             result = launch(&spec);
         }
     }
@@ -379,9 +376,7 @@ pub fn debug(store: &Store, a: DebugArgs) -> anyhow::Result<i32> {
         bail!("no failed RUN step is kept in this store: `strata debug` opens a shell in the last one that failed (prune removes it)");
     };
     let mut spec = failure.spec;
-    let lower = match &spec.rootfs {
-        Rootfs::Overlay { lower, .. } | Rootfs::Copy { lower, .. } => lower.clone(),
-    };
+    let lower = spec.rootfs.lower().to_vec();
     if let Some(gone) = lower.iter().find(|l| !l.exists()) {
         bail!(
             "the layers {} ran on were pruned since it failed ({} is gone): build again to fail again",

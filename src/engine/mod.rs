@@ -356,6 +356,11 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
         externals: Mutex::new(HashMap::new()),
         running: Mutex::new(Vec::new()),
     };
+    if crate::sandbox::use_copies() {
+        b.progress.note(
+            "note: RUN steps use copied snapshots (STRATA_SNAPSHOTTER=copy), which is slower than overlayfs",
+        );
+    }
     exec::clean_leftovers(store, &b.maps);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {

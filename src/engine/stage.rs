@@ -1266,13 +1266,19 @@ impl St<'_, '_> {
                 argv
             }
         };
-        let spec = Spec {
-            rootfs: Rootfs::Overlay {
+        // Overlay, or copies where overlayfs was refused (the sandbox decides, and says so).
+        let rootfs = if sandbox::use_copies() {
+            Rootfs::copy_in(step, root.lower)?
+        } else {
+            Rootfs::Overlay {
                 lower: root.lower,
                 upper: root.upper.clone(),
                 work: root.work,
                 merged: root.merged,
-            },
+            }
+        };
+        let mut spec = Spec {
+            rootfs,
             argv: argv.clone(),
             env,
             user: self.user(),
@@ -1321,7 +1327,16 @@ impl St<'_, '_> {
                     );
                 }
             };
-            let r = sandbox::run_observed(&b.exe, &spec, writer.into(), writer2.into(), &started);
+            let (w1, w2) = (writer.try_clone()?, writer2.try_clone()?);
+            let mut r =
+                sandbox::run_observed(&b.exe, &spec, writer.into(), writer2.into(), &started);
+            if let Err(e) = &r {
+                if matches!(spec.rootfs, Rootfs::Overlay { .. }) && sandbox::overlay_refused(e) {
+                    progress.log(id, &format!("overlayfs cannot be mounted in a user namespace here ({e}); using copied snapshots, which is slower"));
+                    spec.rootfs = Rootfs::copy_in(step, spec.rootfs.lower().to_vec())?;
+                    r = sandbox::run_observed(&b.exe, &spec, w1.into(), w2.into(), &started);
+                }
+            }
             b.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -1403,7 +1418,7 @@ impl St<'_, '_> {
         // The upper dir is this layer's content: keep it as the snapshot, saving an unpack
         // (not with SOURCE_DATE_EPOCH, where the layer's times were clamped and the upper
         // dir's were not).
-        if b.opts.epoch.is_none() {
+        if b.opts.epoch.is_none() && matches!(spec.rootfs, Rootfs::Overlay { .. }) {
             let _ = b.store.adopt_snapshot(&info.diff_id, &root.upper);
         }
         Ok(Some(info))

@@ -69,6 +69,47 @@ pub enum Rootfs {
     },
 }
 
+/// Set once an overlay mount was refused in this process: its later steps use copies at once.
+static OVERLAY_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether steps use the copy snapshotter: asked for (`STRATA_SNAPSHOTTER=copy`), or overlayfs
+/// was refused earlier in this process (old kernels, filesystems that refuse it in a user
+/// namespace).
+pub fn use_copies() -> bool {
+    std::env::var("STRATA_SNAPSHOTTER").as_deref() == Ok("copy")
+        || OVERLAY_REFUSED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Whether `e` is the kernel refusing a step's overlay mount; if so, this process uses copies
+/// from now on ([`use_copies`]) and the caller runs the step again with [`Rootfs::copy_in`].
+pub fn overlay_refused(e: &Error) -> bool {
+    let refused = matches!(e, Error::Setup { message, .. } if message.starts_with("mount overlay"));
+    if refused {
+        OVERLAY_REFUSED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    refused
+}
+
+impl Rootfs {
+    /// The copy snapshotter's root for a step laid out in `step` over `lower` (top first).
+    pub fn copy_in(step: &std::path::Path, lower: Vec<PathBuf>) -> io::Result<Rootfs> {
+        let root = step.join("rootfs");
+        std::fs::create_dir_all(&root)?;
+        Ok(Rootfs::Copy {
+            lower,
+            root,
+            state: step.join("rootfs.state"),
+        })
+    }
+
+    /// The lower dirs, top first.
+    pub fn lower(&self) -> &[PathBuf] {
+        match self {
+            Rootfs::Overlay { lower, .. } | Rootfs::Copy { lower, .. } => lower,
+        }
+    }
+}
+
 /// A host path mounted into the sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bind {
