@@ -2254,3 +2254,18 @@ RUN test \"$(busybox cat /d/a | busybox tr '\\n' ' ')\" = \"one two \" && test !
         "one\ntwo\na\nlink\n600\na\nno-cat\n"
     );
 }
+
+#[test]
+fn run_steps_start_with_default_signal_dispositions() {
+    // As under runc: nothing ignored, nothing blocked (strata's own runtime ignores SIGPIPE,
+    // which made `yes | head` print "Broken pipe" instead of `yes` dying quietly).
+    let Some(b) = B::new("signals") else { return };
+    let f = [df("FROM busybox\nRUN grep -E '^Sig(Ign|Blk)' /proc/self/status > /sig && yes | head -n 1 > /dev/null\n")];
+    let c = b.ctx("c", &files(&f));
+    let out = b.ok(&c, &["-t", "sig:1"]);
+    assert!(!out.contains("Broken pipe"), "{out}");
+    assert_eq!(
+        b.sh("sig:1", "cat /sig"),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}

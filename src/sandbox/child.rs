@@ -785,6 +785,38 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             for i in 0..memory_fds {
                 libc::close(super::MEMORY_FD_BASE + i as i32);
             }
+            // Default signal dispositions and an empty mask, as runc gives a container's
+            // process: strata's runtime ignores SIGPIPE, and an ignored signal stays ignored
+            // across exec (`yes | head` would print "Broken pipe" and `set -o pipefail` fail).
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Through the raw syscall: glibc's signal() refuses 32 and 33, which it keeps for
+            // itself, and those can arrive ignored from whatever started strata.
+            #[repr(C)]
+            struct KernelSigaction {
+                handler: usize,
+                flags: libc::c_ulong,
+                restorer: usize,
+                mask: u64,
+            }
+            let default = KernelSigaction {
+                handler: libc::SIG_DFL,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            for sig in 1..=64 {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    libc::syscall(
+                        libc::SYS_rt_sigaction,
+                        sig,
+                        &default as *const KernelSigaction,
+                        std::ptr::null_mut::<KernelSigaction>(),
+                        8usize,
+                    );
+                }
+            }
             libc::setsid();
             if spec.tty {
                 // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
