@@ -930,7 +930,10 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
     );
     // --pull again: the same digest, nothing moves, the step is cached.
     let err = text(&build_x(&["--pull"]).stderr);
-    assert!(!err.contains(" moved from ") && err.contains("CACHED"), "{err}");
+    assert!(
+        !err.contains(" moved from ") && err.contains("CACHED"),
+        "{err}"
+    );
 }
 
 #[test]
