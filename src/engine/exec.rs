@@ -24,26 +24,14 @@ pub enum Hook {
     },
     /// Remove these trees (missing ones are fine).
     Remove { paths: Vec<PathBuf> },
-    /// Write the overlay upper dir `upper` as the layer tar `out`, leaving out the mount
-    /// points the sandbox `created` (and directories copied up only to hold them, when
-    /// `lowers` has them alike); times clamped to `epoch` when set.
-    Diff {
-        upper: PathBuf,
-        out: PathBuf,
-        epoch: Option<i64>,
-        created: Vec<String>,
-        lowers: Vec<PathBuf>,
-    },
-    /// The copy snapshotter's step: gather what changed in `root` since `state` into `upper`,
-    /// then as [`Hook::Diff`].
+    /// Write a step's changes as a layer tar (see [`DiffSpec`]).
+    Diff(DiffSpec),
+    /// The copy snapshotter's step: gather what changed in `root` since `state` into the
+    /// spec's `upper`, then as [`Hook::Diff`].
     CopyDiff {
         root: PathBuf,
         state: PathBuf,
-        upper: PathBuf,
-        out: PathBuf,
-        epoch: Option<i64>,
-        created: Vec<String>,
-        lowers: Vec<PathBuf>,
+        diff: DiffSpec,
     },
     /// `strata doctor`: mount an overlay below `dir` and read through it.
     OverlayTest { dir: PathBuf },
@@ -58,6 +46,18 @@ pub enum Hook {
         gid: u32,
         mode: u32,
     },
+}
+
+/// What [`Hook::Diff`] writes: the overlay upper dir `upper` as the layer tar `out`, leaving out
+/// the mount points the sandbox `created` (and directories copied up only to hold them, when
+/// `lowers` has them alike); times clamped to `epoch` when set.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DiffSpec {
+    pub upper: PathBuf,
+    pub out: PathBuf,
+    pub epoch: Option<i64>,
+    pub created: Vec<String>,
+    pub lowers: Vec<PathBuf>,
 }
 
 /// The hook runner `main()` gives the sandbox child: a [`Hook`] as JSON.
@@ -106,51 +106,32 @@ fn run_hook(h: Hook) -> Result<(), String> {
             }
             Ok(())
         }
-        Hook::Diff {
-            upper,
-            out,
-            epoch,
-            created,
-            lowers,
-        } => {
+        Hook::Diff(d) => {
             // The step's layer: read inside the user namespace, so owners are as seen there.
-            forget_mount_points(&upper, &created, &lowers);
+            forget_mount_points(&d.upper, &d.created, &d.lowers);
             let opts = crate::layer::WriteOptions {
                 overlay_whiteouts: true,
-                source_date_epoch: epoch,
+                source_date_epoch: d.epoch,
             };
-            let f = fs_err::File::create(&out).map_err(|e| e.to_string())?;
+            let f = fs_err::File::create(&d.out).map_err(|e| e.to_string())?;
             let w = crate::layer::write_tree(
-                &upper,
+                &d.upper,
                 std::io::BufWriter::with_capacity(1 << 20, f),
                 &opts,
             )
-            .map_err(|e| format!("reading {}: {e}", upper.display()))?;
+            .map_err(|e| format!("reading {}: {e}", d.upper.display()))?;
             w.into_inner()
                 .map_err(|e| e.to_string())?
                 .sync_all()
                 .map_err(|e| e.to_string())
         }
-        Hook::CopyDiff {
-            root,
-            state,
-            upper,
-            out,
-            epoch,
-            created,
-            lowers,
-        } => {
+        Hook::CopyDiff { root, state, diff } => {
             // Copy snapshotter: gather the changes into an upper-shaped dir, then as Diff.
             let before = sandbox::copyfs::State::load(&state).map_err(|e| e.to_string())?;
-            std::fs::create_dir_all(&upper).map_err(|e| format!("{}: {e}", upper.display()))?;
-            sandbox::copyfs::diff(&root, &before, &upper).map_err(|e| e.to_string())?;
-            run_hook(Hook::Diff {
-                upper,
-                out,
-                epoch,
-                created,
-                lowers,
-            })
+            let upper = &diff.upper;
+            std::fs::create_dir_all(upper).map_err(|e| format!("{}: {e}", upper.display()))?;
+            sandbox::copyfs::diff(&root, &before, upper).map_err(|e| e.to_string())?;
+            run_hook(Hook::Diff(diff))
         }
         Hook::OverlayTest { dir } => {
             let d = dir.as_path();
@@ -432,23 +413,19 @@ pub fn diff_to_tar(
     maps: &idmap::IdMaps,
     epoch: Option<i64>,
 ) -> anyhow::Result<()> {
-    let (created, out) = (created.to_vec(), tar.to_path_buf());
+    let diff = |upper: PathBuf, lower: &[PathBuf]| DiffSpec {
+        upper,
+        out: tar.to_path_buf(),
+        epoch,
+        created: created.to_vec(),
+        lowers: lower.to_vec(),
+    };
     let hook = match &spec.rootfs {
-        Rootfs::Overlay { upper, lower, .. } => Hook::Diff {
-            upper: upper.clone(),
-            out,
-            epoch,
-            created,
-            lowers: lower.clone(),
-        },
+        Rootfs::Overlay { upper, lower, .. } => Hook::Diff(diff(upper.clone(), lower)),
         Rootfs::Copy { root, state, lower } => Hook::CopyDiff {
             root: root.clone(),
             state: state.clone(),
-            upper: step.join("changes"),
-            out,
-            epoch,
-            created,
-            lowers: lower.clone(),
+            diff: diff(step.join("changes"), lower),
         },
     };
     hook_ok(&exe()?, hook, maps, "reading the step's changes")
