@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use super::progress;
 use anyhow::{anyhow, bail, Context};
 use strata::dockerfile;
-use strata::engine::{self, progress, BuildOptions, NamedContext, Output, SecretSource};
+use strata::engine::{self, BuildOptions, NamedContext, Output, SecretSource};
 use strata::plan;
 use strata::sandbox::Network;
 use strata::store::{ImageRef, Store};
@@ -311,7 +312,6 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         ssh,
         iidfile: a.iidfile.clone(),
         outputs,
-        progress: mode,
         jobs: a.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -333,7 +333,8 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         push: a.push,
         metadata_file: a.metadata_file.clone(),
     };
-    let built = engine::build(store, &p, &opts)?;
+    let view = std::sync::Arc::new(progress::Progress::new(mode));
+    let built = engine::build(store, &p, &opts, view)?;
     // The size report: the layers and what makes the image fat. A failure to read it is a
     // warning, never the build's failure.
     if mode != progress::Mode::Quiet {

@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod parse;
+mod progress;
 mod registry_cmds;
 pub mod render;
 pub mod run;

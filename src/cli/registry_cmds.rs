@@ -3,8 +3,8 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
+use super::progress::{Mode, Progress};
 use anyhow::{anyhow, bail, Context};
-use strata::engine::progress::{Mode, Progress};
 use strata::oci::Platform;
 use strata::registry::credentials::{self, Credential, Secret};
 use strata::registry::push::PushOptions;

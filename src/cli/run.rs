@@ -65,9 +65,8 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     // Keep prune away from this run's step directory and snapshots while it runs.
     let _writer = store.writer_lock()?;
     // The store's image, or pulled from its registry as `docker run` does.
-    let progress = std::sync::Arc::new(strata::engine::progress::Progress::new(
-        strata::engine::progress::Mode::parse("auto", false)
-            .unwrap_or(strata::engine::progress::Mode::Plain),
+    let progress = std::sync::Arc::new(super::progress::Progress::new(
+        super::progress::Mode::parse("auto", false).unwrap_or(super::progress::Mode::Plain),
     ));
     let img = strata::registry::ImageSource::new(
         store,

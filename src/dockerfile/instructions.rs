@@ -229,6 +229,50 @@ pub enum Sharing {
     Locked,
 }
 
+/// `RUN --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunNetwork {
+    /// The build's default (its `--network`, else the step's own network).
+    Default,
+    None,
+    Host,
+}
+
+impl RunNetwork {
+    pub fn parse(v: &str) -> Option<RunNetwork> {
+        Some(match v {
+            "default" => RunNetwork::Default,
+            "none" => RunNetwork::None,
+            "host" => RunNetwork::Host,
+            _ => return None,
+        })
+    }
+}
+
+/// A RUN step's options as types, read from its expanded flags once: what the engine uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunOptions {
+    pub mounts: Vec<MountSpec>,
+    pub network: Option<RunNetwork>,
+}
+
+impl Run {
+    /// The typed options of an expanded RUN (no `$` left to expand).
+    pub fn options(&self) -> Result<RunOptions, String> {
+        let mut mounts = Vec::with_capacity(self.mounts.len());
+        for m in &self.mounts {
+            mounts.push(MountSpec::parse(m, false).map_err(|e| format!("--mount {m}: {e}"))?);
+        }
+        let network = match self.network.as_deref() {
+            None => None,
+            Some(v) => Some(RunNetwork::parse(v).ok_or_else(|| {
+                format!("unsupported network mode \"{v}\": use default, none or host")
+            })?),
+        };
+        Ok(RunOptions { mounts, network })
+    }
+}
+
 /// Parse a `--mount` value. With `lenient`, values that still contain `$` (to be expanded
 /// later) are not checked.
 impl MountSpec {
@@ -862,7 +906,7 @@ fn type_instruction(node: &Node) -> Result<Instruction, Diagnostic> {
                 mounts.push(m);
             }
             let network = flags.get("network").map(|(v, span)| {
-                if !v.contains('$') && !matches!(v, "default" | "none" | "host") {
+                if !v.contains('$') && RunNetwork::parse(v).is_none() {
                     return Err(
                         Diagnostic::new(format!("unsupported network mode \"{v}\""), span)
                             .with_hint("use --network=default, --network=none or --network=host"),

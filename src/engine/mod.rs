@@ -9,7 +9,7 @@
 //!   sources.
 //! - [`cache`]: step keys and the store's key → result records.
 //! - [`exec`]: the hooks the sandbox child runs, and helpers around them.
-//! - [`progress`]: tty, plain and json progress output.
+//! - [`report`]: the events a build emits (the command line draws them).
 
 pub mod cache;
 pub mod copy;
@@ -18,9 +18,10 @@ pub mod exec;
 pub mod fetch;
 pub mod interrupt;
 pub mod key;
-pub mod progress;
+pub mod report;
 pub mod size;
 mod stage;
+mod step;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -179,7 +180,6 @@ pub struct BuildOptions {
     pub ssh: HashMap<String, PathBuf>,
     pub iidfile: Option<PathBuf>,
     pub outputs: Vec<Output>,
-    pub progress: progress::Mode,
     pub jobs: usize,
     pub named_contexts: HashMap<String, NamedContext>,
     pub compression: Compression,
@@ -238,7 +238,7 @@ pub(crate) struct Build<'a> {
     pub plan: &'a Plan,
     pub maps: idmap::IdMaps,
     pub exe: PathBuf,
-    pub progress: Arc<progress::Progress>,
+    pub report: Arc<dyn report::Reporter>,
     /// Where base images come from (the store, or a registry).
     pub source: ImageSource<'a>,
     /// Each base image resolved, as (reference, digest), in the order the stages asked.
@@ -261,6 +261,11 @@ pub(crate) struct Build<'a> {
 }
 
 impl Build<'_> {
+    /// A line for the user that belongs to no step.
+    pub fn note(&self, msg: &str) {
+        self.report.event(report::Event::Note(msg));
+    }
+
     /// Wait for stage `i`; `None` when it failed or was cancelled.
     pub fn stage_result(&self, i: usize) -> Option<Arc<StageResult>> {
         let mut r = self.results.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,12 +332,16 @@ fn checksum_cache_path(store: &Store, context: &Path) -> PathBuf {
         .join(format!("{}.tsv", &id.hex()[..32]))
 }
 
-/// Run the build of `plan` and write its outputs.
-pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<Built> {
+/// Run the build of `plan` and write its outputs; `report` receives its events.
+pub fn build(
+    store: &Store,
+    plan: &Plan,
+    opts: &BuildOptions,
+    report: Arc<dyn report::Reporter>,
+) -> anyhow::Result<Built> {
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
-    let progress = Arc::new(progress::Progress::new(opts.progress));
     let platform = plan.options.target_platform.clone().into();
     let b = Build {
         store,
@@ -340,9 +349,9 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
         plan,
         maps: idmap::for_current_user(),
         exe: exec::exe()?,
-        source: ImageSource::new(store, opts.pull, platform, progress.clone()),
+        source: ImageSource::new(store, opts.pull, platform, report.clone()),
         bases: Mutex::new(Vec::new()),
-        progress,
+        report,
         checksums: Mutex::new(checksum::Cache::load(&cpath)),
         results: Mutex::new(HashMap::new()),
         ready: Condvar::new(),
@@ -357,7 +366,7 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
         running: Mutex::new(Vec::new()),
     };
     if crate::sandbox::use_copies() {
-        b.progress.note(
+        b.note(
             "note: RUN steps use copied snapshots (STRATA_SNAPSHOTTER=copy), which is slower than overlayfs",
         );
     }
@@ -423,8 +432,7 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
         }
     });
     if let Err(e) = b.checksums.lock().unwrap_or_else(|e| e.into_inner()).save() {
-        b.progress
-            .note(&format!("warning: saving the context checksum cache: {e}"));
+        b.note(&format!("warning: saving the context checksum cache: {e}"));
     }
     if let Some(e) = b.error.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(e);
@@ -484,7 +492,7 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
     }
     let steps = b.steps.load(Ordering::SeqCst);
     let cached = b.cached.load(Ordering::SeqCst);
-    b.progress.finish(&format!(
+    let summary = format!(
         "built {} ({steps} steps, {cached} cached){}",
         img.config_digest,
         if names.is_empty() {
@@ -499,7 +507,9 @@ pub fn build(store: &Store, plan: &Plan, opts: &BuildOptions) -> anyhow::Result<
                     .join(", ")
             )
         }
-    ));
+    );
+    b.report
+        .event(report::Event::Finished { summary: &summary });
     Ok(Built {
         image: img.clone(),
         image_id: img.config_digest.clone(),
@@ -548,7 +558,7 @@ fn push_to(
             },
         )
         .with_context(|| format!("pushing {to}"))?;
-    b.progress.note(&p.to_string());
+    b.note(&p.to_string());
     Ok((to.to_string(), p.digest))
 }
 
@@ -654,7 +664,7 @@ fn write_output(
         }
         Output::Registry { .. } => {}
     }
-    b.progress.note(&format!("wrote {}", describe(o)));
+    b.note(&format!("wrote {}", describe(o)));
     Ok(Vec::new())
 }
 

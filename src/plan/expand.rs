@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{MetaArg, Options};
 use crate::dockerfile::shell::{Lexer, Lookup, ShellError};
-use crate::dockerfile::{ArgDecl, Copy, Instruction, KeyValue, Run};
+use crate::dockerfile::{ArgDecl, Copy, Instruction, KeyValue, Run, RunOptions};
 
 /// The variables in scope at one point of a stage.
 #[derive(Debug, Clone)]
@@ -179,6 +179,8 @@ impl StageScope {
 pub struct Expanded {
     pub instruction: Instruction,
     pub unmatched: BTreeSet<String>,
+    /// A RUN's mounts and network as types, read once from the expanded flags.
+    pub run: Option<RunOptions>,
 }
 
 struct Ex<'a> {
@@ -275,9 +277,14 @@ pub fn expand_instruction(
         }),
         other => other.clone(),
     };
+    let run = match &out {
+        Instruction::Run(r) => Some(r.options().map_err(ShellError)?),
+        _ => None,
+    };
     Ok(Expanded {
         instruction: out,
         unmatched: ex.unmatched,
+        run,
     })
 }
 

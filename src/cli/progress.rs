@@ -1,4 +1,4 @@
-//! Build progress: a tty view (a line per running step with its time and the tail of its
+//! The views of a build's events ([`strata::engine::report`]): a tty view (a line per running step with its time and the tail of its
 //! output, folding into a summary), `plain` (every line prefixed by its step, BuildKit style:
 //! `#5 [build 2/3] RUN make`, `#5 0.42 output`, `#5 DONE 1.2s`), `json` (one event per line), or
 //! quiet.
@@ -8,8 +8,9 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::oci::Digest;
-use crate::registry::{BlobOutcome, Observer};
+use strata::engine::report::{Event, Reporter};
+use strata::oci::Digest;
+use strata::registry::{BlobOutcome, Observer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -79,10 +80,6 @@ impl Progress {
         }
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     fn line(&self, s: &str) {
         if let Some(m) = &self.multi {
             let _ = m.println(s);
@@ -104,7 +101,7 @@ impl Progress {
         }
     }
 
-    pub fn start(&self, id: usize, name: &str) {
+    fn start(&self, id: usize, name: &str) {
         let bar = self.multi.as_ref().map(|m| {
             let b = m.add(indicatif::ProgressBar::new_spinner());
             b.set_style(
@@ -137,7 +134,7 @@ impl Progress {
     }
 
     /// A line of a step's output.
-    pub fn log(&self, id: usize, text: &str) {
+    fn log(&self, id: usize, text: &str) {
         let t = {
             let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
             let Some(s) = steps.get_mut(&id) else { return };
@@ -164,7 +161,7 @@ impl Progress {
             .remove(&id)
     }
 
-    pub fn cached(&self, id: usize) {
+    fn cached(&self, id: usize) {
         let s = self.end(id);
         match self.mode {
             Mode::Plain => self.line(&format!("#{id} CACHED")),
@@ -182,7 +179,7 @@ impl Progress {
     }
 
     /// A step that ran; `why` says why the cache missed.
-    pub fn miss(&self, id: usize, why: &str) {
+    fn miss(&self, id: usize, why: &str) {
         match self.mode {
             Mode::Plain => self.line(&format!("#{id} cache miss: {why}")),
             Mode::Json => {
@@ -192,7 +189,7 @@ impl Progress {
         }
     }
 
-    pub fn done(&self, id: usize) {
+    fn done(&self, id: usize) {
         let s = self.end(id);
         let t = s.as_ref().map(|s| s.started.elapsed()).unwrap_or_default();
         match self.mode {
@@ -213,7 +210,7 @@ impl Progress {
 
     /// A failed step: its whole log is printed (in every mode but json, where the lines were
     /// already sent), then the error.
-    pub fn failed(&self, id: usize, error: &str) {
+    fn failed(&self, id: usize, error: &str) {
         let s = self.end(id);
         if let Some(b) = s.as_ref().and_then(|s| s.bar.as_ref()) {
             b.finish_and_clear();
@@ -235,7 +232,7 @@ impl Progress {
     }
 
     /// Drop a step that was started but stopped because another failed.
-    pub fn cancelled(&self, id: usize) {
+    fn cancelled(&self, id: usize) {
         if let Some(s) = self.end(id) {
             if let Some(b) = s.bar {
                 b.finish_and_clear();
@@ -258,11 +255,27 @@ impl Progress {
     }
 }
 
+impl Reporter for Progress {
+    fn event(&self, e: Event<'_>) {
+        match e {
+            Event::Note(m) => self.note(m),
+            Event::Started { step, name } => self.start(step, name),
+            Event::Missed { step, reason } => self.miss(step, reason),
+            Event::Log { step, line } => self.log(step, line),
+            Event::Cached { step } => self.cached(step),
+            Event::Done { step } => self.done(step),
+            Event::Failed { step, error } => self.failed(step, error),
+            Event::Cancelled { step } => self.cancelled(step),
+            Event::Finished { summary } => self.finish(summary),
+        }
+    }
+}
+
 /// Registry events: a bar per blob (bytes and rate) in the tty view, a line per blob in plain,
 /// an event per blob in json.
 impl Observer for Progress {
     fn cancelled(&self) -> bool {
-        super::interrupt::requested().is_some()
+        strata::engine::interrupt::requested().is_some()
     }
 
     fn resolved(&self, reference: &str, digest: &Digest, source: &str) {

@@ -1,0 +1,618 @@
+//! RUN: what a step reads besides its instruction (its network, the sources of its bind
+//! mounts), and on a miss the command in the sandbox on an overlay of the layers below, with
+//! its mounts (bind, cache, tmpfs, secret, ssh), then its changes as a layer. A failure keeps
+//! the step for `strata debug` and, with `--debug` on a terminal, opens a shell in it.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use anyhow::{anyhow, bail, Context as _};
+
+use super::source::{self, FromRef};
+use super::Inputs;
+use crate::dockerfile::{
+    self, Command, CommandLine, MountKind, MountSpec, RunNetwork, RunOptions, Sharing,
+};
+use crate::engine::cache::LayerRec;
+use crate::engine::exec::{self, hook_ok, remove_tree, sandbox_err};
+use crate::engine::report::Event;
+use crate::engine::stage::{first_line, lowers, step_dir, Cancelled, St};
+use crate::engine::{Build, SecretSource};
+use crate::oci::Digest;
+use crate::sandbox::{self, Bind, BindSource, Network, Rootfs, Spec};
+
+/// What a RUN step's mounts hold while it runs: cache mount locks, and the in-memory files of
+/// its secrets.
+#[derive(Default)]
+struct Held {
+    locks: Vec<fs_err::File>,
+    memory: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
+}
+
+/// What the RUN step reads: its effective network (a setting of its key) and the content of
+/// its bind mounts' sources.
+pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Inputs> {
+    let mut inputs = Inputs {
+        settings: vec![format!(
+            "network={}",
+            crate::engine::key::network(&network(st, o)?)
+        )],
+        ..Default::default()
+    };
+    for m in o.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+        let src = m.source.clone().unwrap_or_else(|| ".".into());
+        let (d, changed) = source::digest(st, m.from.as_deref(), &[src], &[], false)?;
+        inputs.digests.push(d);
+        inputs.changed.extend(changed);
+    }
+    Ok(inputs)
+}
+
+/// The network a RUN step gets: its `--network`, else the build's.
+fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
+    Ok(match o.network {
+        None | Some(RunNetwork::Default) => st.b.opts.network,
+        Some(RunNetwork::None) => Network::None,
+        Some(RunNetwork::Host) if st.b.opts.allow_host_network => Network::Host,
+        Some(RunNetwork::Host) => bail!(
+            "RUN --network=host gives the step the host's network, loopback included: allow it on the command line with `--allow network.host` (as buildx's entitlement)"
+        ),
+    })
+}
+
+pub(in crate::engine) fn execute(
+    st: &mut St<'_, '_>,
+    id: usize,
+    cmd: &Command,
+    r: &dockerfile::Run,
+    o: &RunOptions,
+) -> anyhow::Result<Option<LayerRec>> {
+    let b = st.b;
+    let lower = lowers(b, &st.config, &st.layers)?;
+    let step = step_dir(b, "run")?;
+    let result = run_in(st, id, cmd, r, o, lower, &step);
+    let cleanup = remove_tree(&step, &b.maps);
+    let out = result?;
+    cleanup?;
+    Ok(out)
+}
+
+fn run_in(
+    st: &mut St<'_, '_>,
+    id: usize,
+    cmd: &Command,
+    r: &dockerfile::Run,
+    o: &RunOptions,
+    lower: Vec<PathBuf>,
+    step: &Path,
+) -> anyhow::Result<Option<LayerRec>> {
+    let b = st.b;
+    let net = network(st, o)?;
+    let root = exec::step_root(step, lower, "strata", net)?;
+    let mut env = st.env_list();
+    let args = st.visible_args();
+    for (k, v) in &args {
+        env.push(format!("{k}={v}"));
+    }
+    // The predefined proxy ARGs reach every RUN step without an ARG line, as in BuildKit
+    // (its ExecOp ProxyEnv): not in the cache key, the image's config or its history, so a
+    // CI runner's proxy neither busts the cache nor leaks a password into the image. A
+    // declared one is an ordinary ARG (above).
+    for name in crate::plan::PROXY_ARGS {
+        let set = |e: &String| e.split('=').next() == Some(name);
+        if let Some(v) = b.plan.options.build_args.get(*name) {
+            if !args.iter().any(|(k, _)| k == name) && !env.iter().any(set) {
+                env.push(format!("{name}={v}"));
+            }
+        }
+    }
+    if let Some(e) = b.opts.epoch {
+        if !env.iter().any(|x| x.starts_with("SOURCE_DATE_EPOCH=")) {
+            env.push(format!("SOURCE_DATE_EPOCH={e}"));
+        }
+    }
+    let mut binds = Vec::new();
+    let mut held = Held::default();
+    for (i, m) in o.mounts.iter().enumerate() {
+        mount(st, m, step, i, &mut binds, &mut env, &mut held)?;
+    }
+    let argv = match &r.command {
+        CommandLine::Exec(v) => v.clone(),
+        CommandLine::Shell(s) => {
+            let mut argv = st.shell();
+            let single = r.heredocs.len() == 1
+                && s.trim()
+                    .trim_start_matches("<<")
+                    .trim_start_matches('-')
+                    .trim_matches(['"', '\''])
+                    == r.heredocs[0].name;
+            if single {
+                let body = if r.heredocs[0].chomp {
+                    r.heredocs[0].chomped()
+                } else {
+                    r.heredocs[0].content.clone()
+                };
+                if let Some(line) = body.strip_prefix("#!") {
+                    // A script with its own interpreter: run the file.
+                    let script = step.join("heredoc");
+                    fs_err::write(&script, &body)?;
+                    std::fs::set_permissions(
+                        &script,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )?;
+                    let target = format!("/dev/.strata-heredoc-{}", r.heredocs[0].name);
+                    let _ = line;
+                    binds.push(Bind {
+                        host: script,
+                        target: target.clone(),
+                        readonly: true,
+                        source: BindSource::Host,
+                    });
+                    argv = vec![target];
+                } else {
+                    argv.push(body);
+                }
+            } else {
+                let mut text = s.clone();
+                for h in &r.heredocs {
+                    text.push('\n');
+                    text.push_str(&h.content);
+                    text.push_str(&h.name);
+                }
+                argv.push(text);
+            }
+            argv
+        }
+    };
+    // Overlay, or copies where overlayfs was refused (the sandbox decides, and says so).
+    let rootfs = if sandbox::use_copies() {
+        Rootfs::copy_in(step, root.lower)?
+    } else {
+        Rootfs::Overlay {
+            lower: root.lower,
+            upper: root.upper.clone(),
+            work: root.work,
+            merged: root.merged,
+        }
+    };
+    let mut spec = Spec {
+        rootfs,
+        argv: argv.clone(),
+        env,
+        user: st.user(),
+        workdir: st.workdir(),
+        network: net,
+        hostname: "strata".into(),
+        etc_files: root.etc_files,
+        binds,
+        memory_files: std::mem::take(&mut held.memory),
+        stdin: false,
+        tty: false,
+        ports: None,
+        maps: b.maps.clone(),
+    };
+    let (reader, writer) = std::io::pipe()?;
+    let writer2 = writer.try_clone()?;
+    let report = &*b.report;
+    let finished = std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut r = std::io::BufReader::new(reader);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        report.event(Event::Log {
+                            step: id,
+                            line: text.trim_end_matches(['\n', '\r']),
+                        });
+                    }
+                }
+            }
+        });
+        let mine = std::sync::atomic::AtomicU32::new(0);
+        let started = |pid: u32| {
+            mine.store(pid, Ordering::SeqCst);
+            b.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(pid);
+            // A failure elsewhere may have come just before this step started.
+            if b.failed.load(Ordering::SeqCst) {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid as i32).expect("a child pid is positive"),
+                    rustix::process::Signal::KILL,
+                );
+            }
+        };
+        let (w1, w2) = (writer.try_clone()?, writer2.try_clone()?);
+        let mut r = sandbox::run_observed(&b.exe, &spec, writer.into(), writer2.into(), &started);
+        if let Err(e) = &r {
+            if matches!(spec.rootfs, Rootfs::Overlay { .. }) && sandbox::overlay_refused(e) {
+                report.event(Event::Log { step: id, line: &format!("overlayfs cannot be mounted in a user namespace here ({e}); using copied snapshots, which is slower") });
+                spec.rootfs = Rootfs::copy_in(step, spec.rootfs.lower().to_vec())?;
+                r = sandbox::run_observed(&b.exe, &spec, w1.into(), w2.into(), &started);
+            }
+        }
+        b.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| *p != mine.load(Ordering::SeqCst));
+        r
+    });
+    if b.failed.load(Ordering::SeqCst) {
+        return Err(Cancelled.into());
+    }
+    let finished = finished.map_err(sandbox_err)?;
+    if finished.outcome.code() != 0 {
+        let failed = format!(
+            "process \"{}\" did not complete successfully: exit code: {}",
+            argv.join(" "),
+            finished.outcome.code()
+        );
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
+        if b.opts.debug && terminal {
+            debug_shell(st, id, &spec)?;
+        }
+        drop(held);
+        // Kept for `strata debug` (best effort: the build's failure is what matters), unless
+        // it had a secret.
+        let secret = crate::engine::debug::not_kept_because(&spec);
+        let kept = crate::engine::debug::keep(
+            b.store,
+            step,
+            crate::engine::debug::Failure {
+                spec: spec.clone(),
+                shell: st
+                    .shell()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "/bin/sh".into()),
+                step: format!(
+                    "{}:{} {}",
+                    b.opts.dockerfile_name,
+                    cmd.start_line,
+                    first_line(&cmd.original)
+                ),
+                exit_code: finished.outcome.code(),
+                when: crate::oci::now_secs(),
+            },
+            &b.maps,
+        );
+        if let (Err(e), None) = (&kept, secret) {
+            b.report.event(Event::Log {
+                step: id,
+                line: &format!("not kept for strata debug: {e:#}"),
+            });
+        }
+        let hint = match (b.opts.debug, terminal, kept.is_ok()) {
+            (true, true, _) => "",
+            (false, _, false) if secret.is_some() => {
+                "\n  hint: strata build --debug opens a shell where this command failed (a step with a secret is not kept for `strata debug` afterwards: what it wrote may hold the secret)"
+            }
+            (false, _, true) => {
+                "\n  hint: `strata debug` opens a shell where this command failed (or build with --debug)"
+            }
+            (false, _, false) => {
+                "\n  hint: strata build --debug opens a shell where this command failed"
+            }
+            (true, false, true) => {
+                "\n  hint: --debug opens its shell when standard input is a terminal; `strata debug` opens it from one now"
+            }
+            (true, false, false) => {
+                "\n  hint: --debug opens its shell when standard input is a terminal"
+            }
+        };
+        bail!("{failed}{hint}");
+    }
+    drop(held);
+    let tar = step.join("layer.tar");
+    exec::diff_to_tar(&spec, step, &finished.created, &tar, &b.maps, b.opts.epoch)?;
+    let size = fs_err::metadata(&tar)?.len();
+    if size <= 1024 {
+        // Nothing changed: no layer (history marks it empty).
+        return Ok(None);
+    }
+    let info: LayerRec = b.store.put_layer_file(&tar, b.opts.compression)?.into();
+    // The upper dir is this layer's content: keep it as the snapshot, saving an unpack
+    // (not with SOURCE_DATE_EPOCH, where the layer's times were clamped and the upper
+    // dir's were not).
+    if b.opts.epoch.is_none() && matches!(spec.rootfs, Rootfs::Overlay { .. }) {
+        let _ = b.store.adopt_snapshot(&info.diff_id, &root.upper);
+    }
+    Ok(Some(info))
+}
+
+/// `--debug`: an interactive shell (the SHELL's program) in the failed step's sandbox as
+/// the command left it: the same root with its changes, mounts, environment, user and
+/// working directory, on a pseudo-terminal of its own.
+fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> {
+    use crate::sandbox::terminal;
+    let shell = st
+        .shell()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "/bin/sh".into());
+    st.b.report.event(Event::Log {
+        step: id,
+        line: &format!("--debug: {shell} in the failed step; exit it to end the build"),
+    });
+    let spec = Spec {
+        argv: vec![shell],
+        stdin: true,
+        tty: true,
+        ..failed.clone()
+    };
+    let (master, slave) = terminal::open()?;
+    let raw = terminal::Raw::enter();
+    let out = terminal::relay(master, true)?;
+    let r = sandbox::run_on_terminal(&st.b.exe, &spec, &slave);
+    drop(slave);
+    let _ = out.join();
+    drop(raw);
+    r.map_err(sandbox_err)?;
+    Ok(())
+}
+
+/// Set up one RUN --mount.
+fn mount(
+    st: &mut St<'_, '_>,
+    m: &MountSpec,
+    step: &Path,
+    i: usize,
+    binds: &mut Vec<Bind>,
+    env: &mut Vec<String>,
+    held: &mut Held,
+) -> anyhow::Result<()> {
+    let b = st.b;
+    let target = |t: &Option<String>| -> anyhow::Result<String> {
+        let t = t.clone().ok_or_else(|| anyhow!("--mount needs target="))?;
+        Ok(if t.starts_with('/') {
+            t
+        } else {
+            format!("{}/{t}", st.workdir().trim_end_matches('/'))
+        })
+    };
+    match m.kind {
+        MountKind::Bind => {
+            let t = target(&m.target)?;
+            let src = m.source.clone().unwrap_or_default();
+            let readonly = m.readonly.unwrap_or(true);
+            match &m.from {
+                None => {
+                    let root = b.opts.context.clone();
+                    binds.push(host_bind(&root, &src, t, readonly, step, i)?);
+                }
+                Some(f) => match source::source_ref(st, f)? {
+                    FromRef::Context(root) => {
+                        binds.push(host_bind(&root, &src, t, readonly, step, i)?);
+                    }
+                    FromRef::Stage(r) => {
+                        let l = lowers(b, &r.config, &r.layers)?;
+                        let scratch = step.join(format!("mount{i}"));
+                        fs_err::create_dir_all(&scratch)?;
+                        let lower = if l.is_empty() {
+                            let e = scratch.join("empty");
+                            fs_err::create_dir_all(&e)?;
+                            vec![e]
+                        } else {
+                            l
+                        };
+                        binds.push(Bind {
+                            host: scratch,
+                            target: t,
+                            readonly,
+                            source: BindSource::Layers { lower, sub: src },
+                        });
+                    }
+                },
+            }
+        }
+        MountKind::Cache => {
+            let t = target(&m.target)?;
+            let id = m.id.clone().unwrap_or_else(|| t.clone());
+            let dir = b
+                .store
+                .root()
+                .join("v1/cache-mounts")
+                .join(&Digest::of(id.as_bytes()).hex()[..32]);
+            fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
+            if !dir.exists() {
+                make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
+            }
+            let mut host = dir.clone();
+            if m.sharing != Sharing::Shared {
+                // locked: one step at a time; private: a step that finds the cache in use
+                // gets a fresh, throwaway one.
+                let f = fs_err::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.with_extension("lock"))?;
+                let op = if m.sharing == Sharing::Locked {
+                    rustix::fs::FlockOperation::LockExclusive
+                } else {
+                    rustix::fs::FlockOperation::NonBlockingLockExclusive
+                };
+                match rustix::fs::flock(&f, op) {
+                    Ok(()) => held.locks.push(f),
+                    Err(rustix::io::Errno::WOULDBLOCK) => {
+                        host = step.join(format!("private-cache{i}"));
+                        let what = format!("creating a private cache mount {id}");
+                        make_cache_dir(b, &host, m, &what)?;
+                    }
+                    Err(e) => bail!("locking cache mount {id}: {e}"),
+                }
+            }
+            binds.push(Bind {
+                host,
+                target: t,
+                readonly: m.readonly.unwrap_or(false),
+                source: BindSource::Host,
+            });
+        }
+        MountKind::Tmpfs => {
+            binds.push(Bind {
+                host: PathBuf::new(),
+                target: target(&m.target)?,
+                readonly: false,
+                source: BindSource::Tmpfs { size: m.size },
+            });
+        }
+        MountKind::Secret => {
+            let id =
+                m.id.clone()
+                    .or_else(|| {
+                        m.target
+                            .as_deref()
+                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                    })
+                    .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
+            let value = match b.opts.secrets.get(&id) {
+                Some(SecretSource::File(p)) => {
+                    Some(fs_err::read(p).with_context(|| format!("reading secret {id}"))?)
+                }
+                Some(SecretSource::Env(v)) => Some(
+                    std::env::var(v)
+                        .map_err(|_| anyhow!("secret {id}: environment variable {v} is not set"))?
+                        .into_bytes(),
+                ),
+                None => None,
+            };
+            let Some(value) = value else {
+                if m.required {
+                    bail!("secret {id}: not found\n  hint: pass it with --secret id={id},src=FILE or --secret id={id},env=VAR");
+                }
+                return Ok(());
+            };
+            if let Some(var) = &m.env {
+                env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                if m.target.is_none() {
+                    return Ok(());
+                }
+            }
+            let t = m
+                .target
+                .clone()
+                .unwrap_or_else(|| format!("/run/secrets/{id}"));
+            // The file exists only in memory (a memfd the sandbox bind-mounts read-only):
+            // never on disk, so no kill at any instant leaves a copy; never in the upper
+            // dir, so never in a layer.
+            let f = sandbox::memory_file(&value, m.mode.unwrap_or(0o400))
+                .with_context(|| format!("secret {id}: an in-memory file"))?;
+            binds.push(Bind {
+                host: step.join(format!("secret{i}")),
+                target: t,
+                readonly: true,
+                source: BindSource::Memory {
+                    index: held.memory.len(),
+                },
+            });
+            held.memory.push(f);
+        }
+        MountKind::Ssh => {
+            let id = m.id.clone().unwrap_or_else(|| "default".into());
+            let sock = match b.opts.ssh.get(&id) {
+                Some(p) => p.clone(),
+                None if m.required => {
+                    bail!("ssh agent {id}: not given\n  hint: pass --ssh {id}=SOCKET (or --ssh default to use $SSH_AUTH_SOCK)")
+                }
+                None => return Ok(()),
+            };
+            let t = m
+                .target
+                .clone()
+                .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{i}"));
+            env.push(format!("SSH_AUTH_SOCK={t}"));
+            binds.push(Bind {
+                host: sock,
+                target: t,
+                readonly: false,
+                source: BindSource::Host,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A bind of a context path: read-only as is; read-write on a throwaway copy.
+/// A bind of `src` from the context directory `root`. The sandbox resolves the source
+/// inside the root (symlinks followed as if it were `/`), opens it beneath the root with no
+/// symlink followed and binds that descriptor, in its own mount namespace: a component
+/// swapped for a symlink meanwhile cannot redirect the mount outside the context.
+#[allow(clippy::too_many_arguments)]
+fn host_bind(
+    root: &Path,
+    src: &str,
+    target: String,
+    readonly: bool,
+    step: &Path,
+    i: usize,
+) -> anyhow::Result<Bind> {
+    // Checked here too, for an error that names the source before any sandbox starts.
+    let p = in_root(root, src)?;
+    let rel = p.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+    let sub = rel.display().to_string();
+    if readonly {
+        return Ok(Bind {
+            host: root.to_path_buf(),
+            target,
+            readonly: true,
+            source: BindSource::Context { sub },
+        });
+    }
+    let scratch = step.join(format!("mount{i}"));
+    fs_err::create_dir_all(&scratch)?;
+    if p.is_dir() {
+        // Read-write: an overlay with the context as its lower dir; writes are discarded.
+        return Ok(Bind {
+            host: scratch,
+            target,
+            readonly: false,
+            source: BindSource::Layers {
+                lower: vec![root.to_path_buf()],
+                sub,
+            },
+        });
+    }
+    // A read-write file: a copy in the step's scratch space, read from beneath the root.
+    let copy = scratch.join("file");
+    let mut from = crate::context::open_beneath(root, &rel)
+        .map_err(|e| anyhow!("mount source \"{src}\": {e}"))?;
+    let mut to = fs_err::File::create(&copy)?;
+    std::io::copy(&mut from, &mut to)?;
+    to.set_permissions(from.metadata()?.permissions())?;
+    Ok(Bind {
+        host: copy,
+        target,
+        readonly: false,
+        source: BindSource::Host,
+    })
+}
+
+/// A cache mount's directory at `dir`, owned and moded as the mount asks, made inside the user
+/// namespace (the owner may be a subordinate id).
+fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> anyhow::Result<()> {
+    let make = exec::Hook::MakeCache {
+        path: dir.to_path_buf(),
+        uid: m.uid.unwrap_or(0),
+        gid: m.gid.unwrap_or(0),
+        mode: m.mode.unwrap_or(0o755),
+    };
+    hook_ok(&b.exe, make, &b.maps, what)
+}
+
+/// A path inside `root`, symlinks resolved as if `root` were `/`.
+fn in_root(root: &Path, rel: &str) -> anyhow::Result<PathBuf> {
+    let clean = crate::context::ignore::clean(&format!("/{rel}"));
+    let r =
+        crate::layer::apply::resolve_in_root(root, Path::new(clean.trim_start_matches('/')), 0)?;
+    let p = root.join(r);
+    if std::fs::symlink_metadata(&p).is_err() {
+        bail!("mount source \"{rel}\": not found in {}", root.display());
+    }
+    Ok(p)
+}

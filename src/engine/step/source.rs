@@ -1,0 +1,149 @@
+//! What a step reads from outside its own stage: the build context (or a named context
+//! directory), another stage's result, or an image; and the digests of exactly that, for the
+//! keys of COPY, ADD and RUN's bind mounts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail};
+
+use crate::engine::copy;
+use crate::engine::stage::{image, Cancelled, St};
+use crate::engine::{NamedContext, StageResult};
+
+/// Where a `--from` points.
+pub(in crate::engine) enum FromRef {
+    Stage(std::sync::Arc<StageResult>),
+    Context(PathBuf),
+}
+
+/// The key input for what `sources` read from `from` (the build context when `None`): the
+/// content of a context directory, or a stage's or image's layers; and the context files
+/// that changed since the last build.
+pub(in crate::engine) fn digest(
+    st: &St<'_, '_>,
+    from: Option<&str>,
+    sources: &[String],
+    excludes: &[String],
+    parents: bool,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let opts = st.b.opts;
+    match from {
+        None => context_digest(st, &opts.context, &opts.ignore, sources, excludes, parents),
+        Some(f) => match source_ref(st, f)? {
+            FromRef::Stage(r) => Ok((r.content_id(), Vec::new())),
+            FromRef::Context(p) => context_digest(st, &p, &[], sources, excludes, parents),
+        },
+    }
+}
+
+/// The digest of exactly what `sources` read from a context directory (path, kind, mode,
+/// owner, content), with the files that changed since the last build.
+pub(in crate::engine) fn context_digest(
+    st: &St<'_, '_>,
+    root: &Path,
+    ignore: &[String],
+    sources: &[String],
+    excludes: &[String],
+    parents: bool,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let resolved = copy::resolve_sources(root, sources, parents).map_err(|e| anyhow!("{e}"))?;
+    let mut entries = Vec::new();
+    let mut names = Vec::new();
+    let ignored = crate::context::ignore::Matcher::new(ignore).map_err(|e| anyhow!("{e}"))?;
+    for r in &resolved {
+        if !r.path.is_empty() && !r.is_dir {
+            // A single file excluded by .dockerignore is not there for the build.
+            if ignored.excluded(&r.path) {
+                bail!("\"/{}\": not found (excluded by .dockerignore)", r.path);
+            }
+        }
+        // path, name, and the kept path below a --parents pivot ("-" when none).
+        names.push(format!(
+            "{}:{}:{}",
+            r.path,
+            r.name,
+            r.keep
+                .as_deref()
+                .map_or("-".to_string(), |k| format!("+{k}"))
+        ));
+        entries
+            .extend(copy::source_entries(root, r, ignore, excludes).map_err(|e| anyhow!("{e}"))?);
+    }
+    let mut cache = st.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
+    let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
+    // What to say when the step misses: the files whose content changed, and new ones
+    // unless every file is new (a first build is "not in the cache", not "20,000 files
+    // changed").
+    let mut why = stats.changed;
+    if stats.reused + stats.hashed > stats.added.len() {
+        why.extend(stats.added.into_iter().map(|a| format!("{a} (new)")));
+    }
+    Ok((format!("{d} {}", names.join(" ")), why))
+}
+
+pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<FromRef> {
+    let plan = st.b.plan;
+    let idx = plan
+        .stage_by_name(f)
+        .map(|s| s.index)
+        .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
+    if let Some(i) = idx {
+        if i == st.index {
+            bail!("--from={f} names this stage itself");
+        }
+        let r = st.b.stage_result(i).ok_or(Cancelled)?;
+        return Ok(FromRef::Stage(r));
+    }
+    match st.b.opts.named_contexts.get(f) {
+        Some(NamedContext::Dir(p)) => return Ok(FromRef::Context(p.clone())),
+        Some(NamedContext::Image(r)) => return image_ref(st, r),
+        Some(NamedContext::OciLayout(p, _)) => {
+            let loaded = st.b.store.load(p)?;
+            let img = loaded
+                .first()
+                .ok_or_else(|| anyhow!("{}: no image in the layout", p.display()))?;
+            return image_ref(st, &img.config_digest.to_string());
+        }
+        None => {}
+    }
+    if let Some(s) = plan.stage_typo(f) {
+        bail!(
+            "--from={f}: there is no stage {f}\n  hint: did you mean the stage {s}? (an image of that name is written with its registry or tag, docker.io/library/{f}:latest)"
+        );
+    }
+    image_ref(st, f)
+}
+
+/// Did a step of the stage `f` (by name or index) run rather than come from the cache?
+pub(in crate::engine) fn missed(st: &St<'_, '_>, f: &str) -> bool {
+    let plan = st.b.plan;
+    plan.stage_by_name(f)
+        .map(|s| s.index)
+        .or_else(|| f.parse::<usize>().ok())
+        .and_then(|i| st.b.stage_result(i))
+        .is_some_and(|r| r.ran)
+}
+
+fn image_ref(st: &St<'_, '_>, r: &str) -> anyhow::Result<FromRef> {
+    if let Some(x) =
+        st.b.externals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(r)
+    {
+        return Ok(FromRef::Stage(x.clone()));
+    }
+    let img = image(st.b, r)?;
+    let res = std::sync::Arc::new(StageResult {
+        config: img.record.config.clone(),
+        layers: img.record.manifest.layers.clone(),
+        key: img.record.config_digest.clone(),
+        dirs: Vec::new(),
+        ran: false,
+    });
+    st.b.externals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(r.to_string(), res.clone());
+    Ok(FromRef::Stage(res))
+}

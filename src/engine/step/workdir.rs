@@ -1,0 +1,123 @@
+//! WORKDIR: sets the config's working directory; a directory no layer below has is made as a
+//! layer (owned by the USER, as Docker does), one that exists is only recorded.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use anyhow::bail;
+
+use super::Inputs;
+use crate::dockerfile::{Command, Instruction};
+use crate::engine::cache::{self, LayerRec, Record};
+use crate::engine::copy::{CopyJob, CopyResult, Source};
+use crate::engine::exec::remove_tree;
+use crate::engine::report::Event;
+use crate::engine::stage::{lowers, rfc, step_dir, St};
+
+/// WORKDIR `w` (expanded): the config's working directory, and a layer with the directory
+/// when no layer below has it.
+pub(in crate::engine) fn execute(
+    st: &mut St<'_, '_>,
+    cmd: &Command,
+    w: &str,
+    label: &str,
+) -> anyhow::Result<()> {
+    let wd = &resolve_workdir(&st.workdir(), w);
+    st.cfg().working_dir = Some(wd.clone());
+    let key = st.key_for(&Instruction::Workdir(wd.to_string()), &Inputs::default());
+    if let Some(rec) = st.lookup(&key) {
+        if rec.layer.is_some() {
+            // A WORKDIR that made a directory is a step when it runs: it is one (cached)
+            // when it does not, so a no-op rebuild counts the steps its build counted.
+            let id = st.b.step_ids.fetch_add(1, Ordering::SeqCst);
+            st.b.report.event(Event::Started {
+                step: id,
+                name: label,
+            });
+            st.b.steps.fetch_add(1, Ordering::SeqCst);
+            st.b.cached.fetch_add(1, Ordering::SeqCst);
+            st.b.report.event(Event::Cached { step: id });
+        }
+        st.apply(cmd, key, &rec);
+        return Ok(());
+    }
+    let known = wd == "/" || st.dirs.iter().any(|d| d == wd);
+    let exists = known || {
+        let lowers = lowers(st.b, &st.config, &st.layers)?;
+        exists_in_layers(&lowers, wd)
+    };
+    let created = rfc(st.now());
+    let rec = if exists {
+        Record {
+            layer: None,
+            created,
+            dirs: vec![wd.to_string()],
+        }
+    } else {
+        // Create it, owned by the current USER, with a COPY-like job of no sources.
+        let id = st.b.step_ids.fetch_add(1, Ordering::SeqCst);
+        st.b.report.event(Event::Started {
+            step: id,
+            name: label,
+        });
+        st.b.steps.fetch_add(1, Ordering::SeqCst);
+        let layer = mkdir_layer(st, wd)?;
+        st.b.report.event(Event::Done { step: id });
+        Record {
+            layer: Some(layer),
+            created,
+            dirs: vec![wd.to_string()],
+        }
+    };
+    cache::put(st.b.store, &key, &rec)?;
+    st.apply(cmd, key, &rec);
+    Ok(())
+}
+
+/// A layer holding directory `wd` (and missing parents), owned by the USER.
+fn mkdir_layer(st: &mut St<'_, '_>, wd: &str) -> anyhow::Result<LayerRec> {
+    let user = st.user();
+    let owner = if user.is_empty() { None } else { Some(user) };
+    let job_dir = step_dir(st.b, "workdir")?;
+    // A job with no sources makes just the destination directory.
+    let result = super::new_job(st, &job_dir, Source::Layers(Vec::new()), false, "WORKDIR")
+        .and_then(|base| {
+            super::run_copy(
+                st,
+                CopyJob {
+                    dest: format!("{}/", wd.trim_end_matches('/')),
+                    chown: owner,
+                    ..base
+                },
+            )
+        });
+    let _ = remove_tree(&job_dir, &st.b.maps);
+    match result? {
+        CopyResult::Layer { layer, .. } => Ok(layer),
+        CopyResult::Error(e) => bail!("WORKDIR {wd}: {e}"),
+    }
+}
+
+fn resolve_workdir(current: &str, w: &str) -> String {
+    let joined = if w.starts_with('/') {
+        w.to_string()
+    } else {
+        format!("{}/{w}", current.trim_end_matches('/'))
+    };
+    crate::context::ignore::clean(&joined)
+}
+
+/// Does a directory exist at `abs` in the union of `lowers` (top first)? Overlay whiteouts
+/// (0/0 character devices) hide what is below them.
+fn exists_in_layers(lowers: &[PathBuf], abs: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let rel = abs.trim_start_matches('/');
+    for l in lowers {
+        match std::fs::symlink_metadata(l.join(rel)) {
+            Ok(m) if m.file_type().is_char_device() => return false,
+            Ok(m) => return m.is_dir(),
+            Err(_) => {}
+        }
+    }
+    false
+}
