@@ -1,10 +1,11 @@
 //! The build engine: runs a [`Plan`] against a context and the store, step by step, with the
 //! step cache, and writes the result.
 //!
-//! - [`build`]: the entry point. Stages the target needs run on threads, each as soon as the
-//!   stages it needs are done, at most `jobs` at a time; the first failure stops the others at
-//!   their next step.
-//! - [`stage`]: the executor of one stage, instruction by instruction.
+//! - [`build`]: the entry point: the shared context of a build ([`Build`]), then its outputs.
+//! - `schedule`: stage threads, each as soon as the stages it needs are done, at most `jobs`
+//!   at a time; the first failure stops the others at their next step.
+//! - `stage`: the loop of one stage, instruction by instruction; `step`: one module per kind
+//!   of step (what it reads, its pure cache key, its execution).
 //! - [`copy`]: COPY and ADD, run inside the user namespace; [`fetch`]: ADD's URL and git
 //!   sources.
 //! - [`cache`]: step keys and the store's key → result records.
@@ -19,14 +20,15 @@ pub mod fetch;
 pub mod interrupt;
 pub mod key;
 pub mod report;
+mod schedule;
 pub mod size;
 mod stage;
 mod step;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 
@@ -244,20 +246,13 @@ pub(crate) struct Build<'a> {
     /// Each base image resolved, as (reference, digest), in the order the stages asked.
     pub bases: Mutex<Vec<(String, Digest)>>,
     pub checksums: Mutex<checksum::Cache>,
-    results: Mutex<HashMap<usize, Option<Arc<StageResult>>>>,
-    ready: Condvar,
-    pub failed: AtomicBool,
+    /// Stage results, job slots and the first failure.
+    pub schedule: &'a schedule::Schedule,
     pub step_ids: AtomicUsize,
     pub steps: AtomicUsize,
     pub cached: AtomicUsize,
-    slots: Mutex<usize>,
-    slot_free: Condvar,
-    /// The first error, with the step it came from.
-    error: Mutex<Option<anyhow::Error>>,
     /// Named contexts and images resolved to snapshots, by name.
     pub externals: Mutex<HashMap<String, Arc<StageResult>>>,
-    /// Sandbox children running now (killed when a stage fails).
-    pub running: Mutex<Vec<u32>>,
 }
 
 impl Build<'_> {
@@ -268,58 +263,7 @@ impl Build<'_> {
 
     /// Wait for stage `i`; `None` when it failed or was cancelled.
     pub fn stage_result(&self, i: usize) -> Option<Arc<StageResult>> {
-        let mut r = self.results.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(v) = r.get(&i) {
-                return v.clone();
-            }
-            r = self.ready.wait(r).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    fn set_result(&self, i: usize, v: Option<Arc<StageResult>>) {
-        self.results
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(i, v);
-        self.ready.notify_all();
-    }
-
-    fn acquire(&self) {
-        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        while *s == 0 {
-            s = self.slot_free.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        *s -= 1;
-    }
-
-    fn release(&self) {
-        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.slot_free.notify_one();
-    }
-
-    fn fail(&self, e: anyhow::Error) {
-        self.failed.store(true, Ordering::SeqCst);
-        // The first error is the build's (set before the kills below, whose victims report
-        // only that they were cancelled).
-        {
-            let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.is_none() {
-                *slot = Some(e);
-            }
-        }
-        // Stop the steps running in other stages: their sandboxes die with their child.
-        for pid in self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_raw(*pid as i32).expect("a child pid is positive"),
-                rustix::process::Signal::KILL,
-            );
-        }
+        self.schedule.result(i)
     }
 }
 
@@ -343,6 +287,7 @@ pub fn build(
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
     let platform = plan.options.target_platform.clone().into();
+    let schedule = schedule::Schedule::new(opts.jobs);
     let b = Build {
         store,
         opts,
@@ -353,17 +298,11 @@ pub fn build(
         bases: Mutex::new(Vec::new()),
         report,
         checksums: Mutex::new(checksum::Cache::load(&cpath)),
-        results: Mutex::new(HashMap::new()),
-        ready: Condvar::new(),
-        failed: AtomicBool::new(false),
+        schedule: &schedule,
         step_ids: AtomicUsize::new(1),
         steps: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
-        slots: Mutex::new(opts.jobs.max(1)),
-        slot_free: Condvar::new(),
-        error: Mutex::new(None),
         externals: Mutex::new(HashMap::new()),
-        running: Mutex::new(Vec::new()),
     };
     if crate::sandbox::use_copies() {
         b.note(
@@ -371,70 +310,11 @@ pub fn build(
         );
     }
     exec::clean_leftovers(store, &b.maps);
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        // Ctrl-C or SIGTERM: cancel like a failed step (running steps killed, their scratch
-        // directories removed on the way out).
-        let (bw, dw) = (&b, &done);
-        std::thread::Builder::new()
-            .name("interrupt".into())
-            .spawn_scoped(s, move || {
-                while !dw.load(Ordering::SeqCst) {
-                    if let Some(i) = interrupt::requested() {
-                        bw.fail(i.into());
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            })
-            .expect("spawning the interrupt watcher");
-        let mut stages = Vec::new();
-        for &i in &plan.order {
-            let b = &b;
-            let h = std::thread::Builder::new()
-                .name(format!("stage-{i}"))
-                .spawn_scoped(s, move || {
-                    // Wait for what the stage needs before taking a job slot, so that waiting
-                    // stages never hold the slots their dependencies need.
-                    let deps_ok = plan.stages[i]
-                        .deps
-                        .iter()
-                        .all(|d| b.stage_result(d.stage).is_some());
-                    if !deps_ok || b.failed.load(Ordering::SeqCst) {
-                        b.set_result(i, None);
-                        return;
-                    }
-                    b.acquire();
-                    let r = stage::run(b, i);
-                    b.release();
-                    match r {
-                        Ok(res) => b.set_result(i, Some(Arc::new(res))),
-                        Err(e) => {
-                            b.fail(e);
-                            b.set_result(i, None);
-                        }
-                    }
-                })
-                .expect("spawning a stage thread");
-            stages.push(h);
-        }
-        // Join them here (not at the end of the scope) so the watcher learns the build is over;
-        // a stage that panicked still takes the build down with it.
-        let mut panicked = None;
-        for h in stages {
-            if let Err(p) = h.join() {
-                panicked.get_or_insert(p);
-            }
-        }
-        done.store(true, Ordering::SeqCst);
-        if let Some(p) = panicked {
-            std::panic::resume_unwind(p);
-        }
-    });
+    schedule.run(plan, &|i| stage::run(&b, i));
     if let Err(e) = b.checksums.lock().unwrap_or_else(|e| e.into_inner()).save() {
         b.note(&format!("warning: saving the context checksum cache: {e}"));
     }
-    if let Some(e) = b.error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    if let Some(e) = schedule.take_error() {
         return Err(e);
     }
     let Some(result) = b.stage_result(plan.target) else {

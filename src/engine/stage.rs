@@ -124,7 +124,7 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         env_pos: Default::default(),
     };
     for cmd in all {
-        if b.failed.load(Ordering::SeqCst) {
+        if b.schedule.failed() {
             return Err(Cancelled.into());
         }
         st.n += 1;

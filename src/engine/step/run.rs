@@ -5,7 +5,6 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail, Context as _};
 
@@ -213,20 +212,10 @@ fn run_in(
                 }
             }
         });
-        let mine = std::sync::atomic::AtomicU32::new(0);
+        // The child is killed if the build fails while it runs (or failed just before).
+        let tracked = std::sync::Mutex::new(None);
         let started = |pid: u32| {
-            mine.store(pid, Ordering::SeqCst);
-            b.running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(pid);
-            // A failure elsewhere may have come just before this step started.
-            if b.failed.load(Ordering::SeqCst) {
-                let _ = rustix::process::kill_process(
-                    rustix::process::Pid::from_raw(pid as i32).expect("a child pid is positive"),
-                    rustix::process::Signal::KILL,
-                );
-            }
+            *tracked.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.schedule.track(pid));
         };
         let (w1, w2) = (writer.try_clone()?, writer2.try_clone()?);
         let mut r = sandbox::run_observed(&b.exe, &spec, writer.into(), writer2.into(), &started);
@@ -237,13 +226,10 @@ fn run_in(
                 r = sandbox::run_observed(&b.exe, &spec, w1.into(), w2.into(), &started);
             }
         }
-        b.running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|p| *p != mine.load(Ordering::SeqCst));
+        drop(tracked);
         r
     });
-    if b.failed.load(Ordering::SeqCst) {
+    if b.schedule.failed() {
         return Err(Cancelled.into());
     }
     let finished = finished.map_err(sandbox_err)?;

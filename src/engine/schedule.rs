@@ -1,0 +1,229 @@
+//! Which stage runs when: a thread per stage the target needs, each starting once the stages
+//! it reads are done, at most `jobs` of them working at a time; the first failure (or Ctrl-C)
+//! cancels the rest, killing the sandboxes that are running.
+//!
+//! The stages' results, the job slots, the first error and the running sandboxes live here,
+//! not in the build's shared context ([`super::Build`]), which only reads them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::StageResult;
+use crate::plan::Plan;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) struct Schedule {
+    /// Each stage's result once it is known; `None` when it failed or was cancelled.
+    results: Mutex<HashMap<usize, Option<Arc<StageResult>>>>,
+    ready: Condvar,
+    failed: AtomicBool,
+    /// The first error, with the step it came from.
+    error: Mutex<Option<anyhow::Error>>,
+    slots: Mutex<usize>,
+    slot_free: Condvar,
+    /// Sandbox children running now (killed when the build fails).
+    running: Mutex<Vec<u32>>,
+}
+
+/// A job slot, given back when dropped.
+struct Slot<'s>(&'s Schedule);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.slots) += 1;
+        self.0.slot_free.notify_one();
+    }
+}
+
+/// A running sandbox child, forgotten when dropped.
+pub(crate) struct Tracked<'s> {
+    schedule: &'s Schedule,
+    pid: u32,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        lock(&self.schedule.running).retain(|p| *p != self.pid);
+    }
+}
+
+fn kill(pid: u32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
+impl Schedule {
+    pub fn new(jobs: usize) -> Schedule {
+        Schedule {
+            results: Mutex::new(HashMap::new()),
+            ready: Condvar::new(),
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            slots: Mutex::new(jobs.max(1)),
+            slot_free: Condvar::new(),
+            running: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Wait for stage `i`; `None` when it failed or was cancelled.
+    pub fn result(&self, i: usize) -> Option<Arc<StageResult>> {
+        let mut r = lock(&self.results);
+        loop {
+            if let Some(v) = r.get(&i) {
+                return v.clone();
+            }
+            r = self.ready.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn set_result(&self, i: usize, v: Option<Arc<StageResult>>) {
+        lock(&self.results).insert(i, v);
+        self.ready.notify_all();
+    }
+
+    fn slot(&self) -> Slot<'_> {
+        let mut s = lock(&self.slots);
+        while *s == 0 {
+            s = self.slot_free.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        *s -= 1;
+        Slot(self)
+    }
+
+    /// Has the build failed (or been interrupted)? Stages stop at their next step.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Fail the build with `e` (only the first error is kept) and kill the running sandboxes.
+    pub fn fail(&self, e: anyhow::Error) {
+        self.failed.store(true, Ordering::SeqCst);
+        // The first error is the build's (set before the kills below, whose victims report
+        // only that they were cancelled).
+        lock(&self.error).get_or_insert(e);
+        for pid in lock(&self.running).iter() {
+            kill(*pid);
+        }
+    }
+
+    /// The build's first error, if it failed.
+    pub fn take_error(&self) -> Option<anyhow::Error> {
+        lock(&self.error).take()
+    }
+
+    /// Note a sandbox child as running until the returned guard drops; a failure that came
+    /// just before it started kills it at once.
+    pub fn track(&self, pid: u32) -> Tracked<'_> {
+        lock(&self.running).push(pid);
+        if self.failed() {
+            kill(pid);
+        }
+        Tracked {
+            schedule: self,
+            pid,
+        }
+    }
+
+    /// Run the stages of `plan.order`, each with `stage`, on threads, as their inputs allow;
+    /// a stage that panicked takes the build down with it once every thread is joined.
+    pub fn run(&self, plan: &Plan, stage: &(dyn Fn(usize) -> anyhow::Result<StageResult> + Sync)) {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // Ctrl-C or SIGTERM: cancel like a failed step (running steps killed, their
+            // scratch directories removed on the way out).
+            let done = &done;
+            std::thread::Builder::new()
+                .name("interrupt".into())
+                .spawn_scoped(s, move || {
+                    while !done.load(Ordering::SeqCst) {
+                        if let Some(i) = super::interrupt::requested() {
+                            self.fail(i.into());
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                })
+                .expect("spawning the interrupt watcher");
+            let mut threads = Vec::new();
+            for &i in &plan.order {
+                let h = std::thread::Builder::new()
+                    .name(format!("stage-{i}"))
+                    .spawn_scoped(s, move || {
+                        // Wait for what the stage needs before taking a job slot, so that
+                        // waiting stages never hold the slots their dependencies need.
+                        let deps_ok = plan.stages[i]
+                            .deps
+                            .iter()
+                            .all(|d| self.result(d.stage).is_some());
+                        if !deps_ok || self.failed() {
+                            self.set_result(i, None);
+                            return;
+                        }
+                        let slot = self.slot();
+                        let r = stage(i);
+                        drop(slot);
+                        match r {
+                            Ok(res) => self.set_result(i, Some(Arc::new(res))),
+                            Err(e) => {
+                                self.fail(e);
+                                self.set_result(i, None);
+                            }
+                        }
+                    })
+                    .expect("spawning a stage thread");
+                threads.push(h);
+            }
+            // Joined here (not at the end of the scope) so the watcher learns the build is over.
+            let mut panicked = None;
+            for h in threads {
+                if let Err(p) = h.join() {
+                    panicked.get_or_insert(p);
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            if let Some(p) = panicked {
+                std::panic::resume_unwind(p);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_error_is_kept() {
+        let s = Schedule::new(1);
+        assert!(!s.failed());
+        s.fail(anyhow::anyhow!("first"));
+        s.fail(anyhow::anyhow!("second"));
+        assert!(s.failed());
+        assert_eq!(s.take_error().unwrap().to_string(), "first");
+    }
+
+    #[test]
+    fn tracked_children_are_forgotten_when_done() {
+        let s = Schedule::new(1);
+        {
+            let _t = s.track(u32::MAX / 2);
+            assert_eq!(lock(&s.running).len(), 1);
+        }
+        assert!(lock(&s.running).is_empty());
+    }
+
+    #[test]
+    fn slots_limit_the_stages_at_work() {
+        let s = Schedule::new(2);
+        let a = s.slot();
+        let _b = s.slot();
+        assert_eq!(*lock(&s.slots), 0);
+        drop(a);
+        assert_eq!(*lock(&s.slots), 1);
+    }
+}
