@@ -26,19 +26,11 @@ fn main() {
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            match cli::render::step_failure(&e) {
-                Some(shown) => eprint!("{shown}"),
-                None => {
-                    eprintln!("error: {e}");
-                    for cause in e.chain().skip(1) {
-                        eprintln!("Caused by: {cause}");
-                    }
-                }
-            }
-            // Interrupted: the shell's code for the signal (130 for Ctrl-C, 143 for SIGTERM).
-            e.chain()
-                .find_map(|c| c.downcast_ref::<strata::engine::interrupt::Interrupted>())
-                .map_or(1, |i| i.exit_code())
+            // The exit code is the error's class (engine::error::Class): 1 a failed build,
+            // 2 wrong input, 3 a registry, 4 this machine's sandbox, 128+N a signal.
+            let (shown, code) = cli::render::error(&e);
+            eprint!("{shown}");
+            code
         }
     };
     std::process::exit(code);

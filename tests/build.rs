@@ -128,9 +128,14 @@ impl B {
 
     /// Build, assert failure, return the error output.
     fn fails(&self, ctx: &Path, args: &[&str]) -> String {
+        self.fails_with(ctx, args).1
+    }
+
+    /// A build that fails: its exit code and stderr.
+    fn fails_with(&self, ctx: &Path, args: &[&str]) -> (Option<i32>, String) {
         let o = self.build(ctx, args);
         assert!(!o.status.success(), "build of {} succeeded", ctx.display());
-        text(&o.stderr)
+        (o.status.code(), text(&o.stderr))
     }
 
     /// `strata run IMAGE sh -c SCRIPT` → stdout (asserting success).
@@ -738,7 +743,9 @@ fn a_failed_step_is_shown_in_its_dockerfile_lines() {
     let Some(b) = B::new("failshow") else { return };
     let f = [df("FROM busybox\nRUN echo one && \\\n    exit 3\n")];
     let c = b.ctx("c", &files(&f));
-    let err = b.fails(&c, &[]);
+    let (code, err) = b.fails_with(&c, &[]);
+    // A RUN command that fails fails the build: exit code 1, whatever the command's code.
+    assert_eq!(code, Some(1), "{err}");
     let file = c.join("Dockerfile");
     assert!(
         err.contains(&format!(
@@ -752,7 +759,9 @@ fn a_failed_step_is_shown_in_its_dockerfile_lines() {
         "FROM busybox\nRUN --mount=type=secret,id=tok,required=true true\n",
     )];
     let c = b.ctx("s", &files(&f));
-    let err = b.fails(&c, &[]);
+    let (code, err) = b.fails_with(&c, &[]);
+    // A secret the build was not given is wrong input: 2.
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("error: secret tok: not found\n --> ")
             && err.contains("  = hint: pass it with --secret id=tok"),

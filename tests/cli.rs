@@ -91,7 +91,8 @@ fn parse_outline_lists_stages() {
 #[test]
 fn parse_error_shows_location_marker_and_hint() {
     let out = strata(&["parse", "-"], Some("FROM a\nFNTRYPOINT x\n"));
-    assert_eq!(out.status.code(), Some(1));
+    // A Dockerfile that does not parse is wrong input: exit code 2.
+    assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         text(&out.stderr),
         "error: unknown instruction: FNTRYPOINT\n --> <stdin>:2:1\n  |\n2 | FNTRYPOINT x\n  | ^^^^^^^^^^\n  = hint: did you mean ENTRYPOINT?\n"
@@ -102,7 +103,7 @@ fn parse_error_shows_location_marker_and_hint() {
 #[test]
 fn parse_dump_rejects_invalid_input() {
     let out = strata(&["parse", "--dump", "-"], Some("# only a comment\n"));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).starts_with("error: file with no instructions\n"));
 }
 
@@ -202,7 +203,8 @@ fn check_warns_about_a_from_that_is_almost_a_stage() {
 #[test]
 fn check_fails_on_errors() {
     let out = strata(&["check", "-f", "-"], Some("FROM a\nCOPY onlyone\n"));
-    assert_eq!(out.status.code(), Some(1));
+    // An error is 2; warnings alone are 1 (as linters do).
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr)
         .starts_with("error: COPY requires at least two arguments, but only one was provided."));
 }
@@ -226,7 +228,7 @@ fn check_uses_build_args_and_target() {
         &["check", "--target", "bulid", "-f", "-"],
         Some("FROM a AS build\nFROM b\n"),
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("hint: did you mean build?"));
     let out = strata(
         &["check", "--build-arg", "V=1", "-f", "-"],
@@ -330,7 +332,7 @@ fn store_errors_name_what_is_wrong() {
     assert_eq!(
         (out.status.code(), text(&out.stderr)),
         (
-            Some(1),
+            Some(2),
             "error: image \"nothere:1\" not found in the store\n".to_string()
         )
     );

@@ -1,5 +1,6 @@
 //! `strata build`: the flags of `docker buildx build` where they overlap.
 
+use super::render::INPUT;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -155,16 +156,11 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         }
     };
     if file.as_os_str() != "-" && !file.exists() {
-        if a.file.is_some() {
-            bail!(
-                "{}: file not found (given with -f)\n  hint: a relative -f is looked up in the current directory, then in the context",
-                file.display()
-            );
+        return Err(engine::error::Error::NoDockerfile {
+            path: file,
+            given: a.file.is_some(),
         }
-        bail!(
-            "no Dockerfile at {}\n  hint: give one with -f FILE",
-            file.display()
-        );
+        .into());
     }
     let src = super::read_dockerfile(&file)?;
     // .dockerignore: <Dockerfile>.dockerignore next to the Dockerfile wins over the context's.
@@ -213,7 +209,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         Ok(p) => p,
         Err(d) => {
             eprint!("{}", render::diagnostic(&d));
-            return Ok(1);
+            return Ok(INPUT);
         }
     };
     let epoch = match build_args

@@ -1,5 +1,6 @@
 //! `strata check [-f FILE] [--error-on-warnings]`
 
+use super::render::INPUT;
 use std::path::PathBuf;
 
 use strata::dockerfile::{self, lint};
@@ -97,7 +98,7 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
         Ok(r) => r,
         Err(e) => {
             eprint!("{}", render::diagnostic(&e));
-            return Ok(1);
+            return Ok(INPUT);
         }
     };
     // The check directive, overridden by the BUILDKIT_DOCKERFILE_CHECK build arg.

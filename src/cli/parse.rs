@@ -1,5 +1,6 @@
 //! `strata parse [--dump] FILE`
 
+use super::render::INPUT;
 use std::path::PathBuf;
 
 use strata::dockerfile;
@@ -27,7 +28,7 @@ pub fn run(a: ParseArgs) -> anyhow::Result<i32> {
             }
             Err(e) => {
                 eprint!("{}", render::diagnostic(&e));
-                1
+                INPUT
             }
         });
     }
@@ -64,7 +65,7 @@ pub fn run(a: ParseArgs) -> anyhow::Result<i32> {
         }
         Err(e) => {
             eprint!("{}", render::diagnostic(&e));
-            Ok(1)
+            Ok(INPUT)
         }
     }
 }

@@ -95,16 +95,37 @@ pub fn snippet(out: &mut String, src: &Source, span: Span) {
     }
 }
 
+/// The exit code of a Dockerfile that does not parse or plan (and of any wrong input).
+pub const INPUT: i32 = strata::engine::error::Class::Input.exit_code();
+
+/// Any error strata returns, as shown on stderr, and the exit code of its class: a failure in
+/// a Dockerfile instruction as [`step_failure`] shows it, anything else as `error:` and its
+/// causes; then the hints of its typed causes.
+pub fn error(e: &anyhow::Error) -> (String, i32) {
+    let explained = strata::engine::error::explain(e);
+    let code = explained.class.exit_code();
+    if let Some(shown) = step_failure(e, &explained.hints) {
+        return (shown, code);
+    }
+    let mut out = format!("error: {e}\n");
+    for cause in e.chain().skip(1) {
+        let _ = writeln!(out, "Caused by: {cause}");
+    }
+    for h in &explained.hints {
+        let _ = writeln!(out, "  hint: {h}");
+    }
+    (out, code)
+}
+
 /// A build error that happened in a Dockerfile instruction, shown as a parse error is: the
-/// instruction's lines with a marker, then what went wrong (the causes, innermost last) and the
-/// hints they carry. `None` when the error did not come from a step, or the text is unknown.
-pub fn step_failure(e: &anyhow::Error) -> Option<String> {
+/// instruction's lines with a marker, then what went wrong (the causes, innermost last) and
+/// `hints`. `None` when the error did not come from a step, or the text is unknown.
+pub fn step_failure(e: &anyhow::Error, hints: &[String]) -> Option<String> {
     // A context of anyhow's: downcast the error itself, then find its place in the chain.
     let step = e.downcast_ref::<strata::engine::StepFailed>()?;
     let src = step.source_text.as_ref()?;
     let shown = step.to_string();
     let mut causes = Vec::new();
-    let mut hints = Vec::new();
     let mut after = false;
     for c in e.chain() {
         if !after && c.to_string() == shown {
@@ -114,13 +135,7 @@ pub fn step_failure(e: &anyhow::Error) -> Option<String> {
         if !after {
             continue;
         }
-        let text = c.to_string();
-        let (msg, hint) = match text.split_once("\n  hint: ") {
-            Some((m, h)) => (m.to_string(), Some(h.to_string())),
-            None => (text, None),
-        };
-        causes.push(msg);
-        hints.extend(hint);
+        causes.push(c.to_string());
     }
     let headline = causes.last().cloned().unwrap_or_else(|| step.to_string());
     let mut out = format!("error: {headline}\n");

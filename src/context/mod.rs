@@ -189,8 +189,20 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: changed while it was read (its size, time or inode moved); nothing was cached\n  hint: run the build again once the file is stable; files written during builds belong in .dockerignore")]
+    #[error(
+        "{path}: changed while it was read (its size, time or inode moved); nothing was cached"
+    )]
     Changed { path: String },
+}
+
+impl Error {
+    /// What to do about it, when there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Changed { .. } => Some(crate::engine::error::UNSTABLE_CONTEXT),
+            _ => None,
+        }
+    }
 }
 
 /// Include patterns (COPY sources; none means everything) and exclude patterns

@@ -238,12 +238,10 @@ pub fn exe() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("finding the strata binary to re-execute for the sandbox")
 }
 
+/// A sandbox error as the engine returns it: typed, so its advice reaches the command line as
+/// hints ([`super::error::explain`]).
 pub fn sandbox_err(e: sandbox::Error) -> anyhow::Error {
-    let mut msg = e.to_string();
-    for a in e.advice() {
-        msg.push_str(&format!("\n  hint: {a}"));
-    }
-    anyhow::anyhow!(msg)
+    e.into()
 }
 
 /// Run a hook inside the user namespace; anything but exit status 0 is an error saying `what`.
@@ -324,7 +322,6 @@ pub fn snapshots(
                 diff_id: d.clone(),
             };
             hook_ok(exe, unpack, maps, &format!("unpacking layer {d}"))
-                .map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
         })?;
         out.push(p);
     }

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod copy;
 pub mod debug;
+pub mod error;
 pub mod exec;
 pub mod fetch;
 pub mod interrupt;

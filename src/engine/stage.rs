@@ -20,10 +20,7 @@ use crate::plan::{expand_instruction, Base, Platform, StageScope};
 use crate::oci::DEFAULT_PATH;
 const COMMENT: &str = "strata.dockerfile.v0";
 
-/// Marks an error that only says "another stage failed first".
-#[derive(Debug, thiserror::Error)]
-#[error("cancelled: another stage failed")]
-pub struct Cancelled;
+pub(super) use super::error::Cancelled;
 
 /// A stage being built: its config and layers so far, the key of its last step, and what the
 /// step modules need to know about the steps before.
@@ -547,9 +544,7 @@ impl St<'_, '_> {
                     .why_changed()
                     .map(|w| format!(" ({w})"))
                     .unwrap_or_default();
-                bail!(
-                    "the build context changed while this step read it{files}; nothing was cached\n  hint: run the build again once the files are stable; files written during builds belong in .dockerignore"
-                );
+                return Err(super::error::Error::ContextChanged { files }.into());
             }
         }
         let rec = Record {

@@ -308,12 +308,10 @@ impl Registry {
             // A TLS server that wants a client certificate closes the connection after the
             // handshake; the client sees the close, or (when it was already writing, HTTP/2
             // especially) a broken pipe or a reset, depending on timing.
-            Error::Unreachable {
+            Error::ClosedAfterHandshake {
                 host: host.name.clone(),
-                detail: format!(
-                    "{detail}\n  hint: if the registry requires a client certificate, put it in one of {} as NAME.cert with NAME.key",
-                    host.certs_dirs
-                ),
+                detail,
+                dirs: host.certs_dirs.clone(),
             }
         } else {
             Error::Unreachable {

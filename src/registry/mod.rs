@@ -37,27 +37,27 @@ pub enum Error {
     Reference(#[from] ReferenceError),
     #[error("transfer cancelled")]
     Cancelled,
-    #[error("{reference}: not found on {registry}: {detail}\n  hint: check the name and tag (`skopeo list-tags docker://{repository}` lists the tags)")]
+    #[error("{reference}: not found on {registry}: {detail}")]
     NotFound {
         reference: String,
         registry: String,
         repository: String,
         detail: String,
     },
-    #[error("{reference}: access denied by {registry} ({detail}); credentials tried: {tried}\n  hint: `strata login {registry}`, or check the user's rights on the repository")]
+    #[error("{reference}: access denied by {registry} ({detail}); credentials tried: {tried}")]
     Denied {
         reference: String,
         registry: String,
         detail: String,
         tried: String,
     },
-    #[error("{reference}: no image for {want} in its index; it has: {available}\n  hint: choose one with FROM --platform=… (strata does not emulate other platforms)")]
+    #[error("{reference}: no image for {want} in its index; it has: {available}")]
     Platform {
         reference: String,
         want: String,
         available: String,
     },
-    #[error("{host}: TLS failure: {detail}\n  hint: put the registry's CA in one of {dirs} as ca.crt (and a client certificate as NAME.cert with NAME.key), or mark the registry insecure in registries.conf")]
+    #[error("{host}: TLS failure: {detail}")]
     Tls {
         host: String,
         detail: String,
@@ -65,9 +65,17 @@ pub enum Error {
     },
     #[error("{host}: unreachable: {detail}")]
     Unreachable { host: String, detail: String },
+    /// The TLS server closed the connection after the handshake: it may want a client
+    /// certificate.
+    #[error("{host}: unreachable: {detail}")]
+    ClosedAfterHandshake {
+        host: String,
+        detail: String,
+        dirs: String,
+    },
     #[error("{reference}: blocked by the registry policy in {}", file.display())]
     Blocked { reference: String, file: PathBuf },
-    #[error("short name \"{name}\" has no alias and short-name-mode is enforcing (in {})\n  hint: write the full name, such as docker.io/library/{name}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))]
+    #[error("short name \"{name}\" has no alias and short-name-mode is enforcing (in {})", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))]
     ShortName { name: String, files: Vec<PathBuf> },
     #[error("{what}: digest mismatch: expected {expected}, got {actual}; nothing was stored")]
     DigestMismatch {
@@ -92,6 +100,34 @@ pub enum Error {
     Store(#[from] crate::store::Error),
     #[error(transparent)]
     Oci(#[from] crate::oci::Error),
+}
+
+impl Error {
+    /// What to do about it, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::NotFound { repository, .. } => format!(
+                "check the name and tag (`skopeo list-tags docker://{repository}` lists the tags)"
+            ),
+            Error::Denied { registry, .. } => format!(
+                "`strata login {registry}`, or check the user's rights on the repository"
+            ),
+            Error::Platform { .. } => {
+                "choose one with FROM --platform=… (strata does not emulate other platforms)"
+                    .to_string()
+            }
+            Error::Tls { dirs, .. } => format!(
+                "put the registry's CA in one of {dirs} as ca.crt (and a client certificate as NAME.cert with NAME.key), or mark the registry insecure in registries.conf"
+            ),
+            Error::ClosedAfterHandshake { dirs, .. } => format!(
+                "if the registry requires a client certificate, put it in one of {dirs} as NAME.cert with NAME.key"
+            ),
+            Error::ShortName { name, .. } => {
+                format!("write the full name, such as docker.io/library/{name}")
+            }
+            _ => return None,
+        })
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -65,12 +65,14 @@ impl Store {
 
     /// [`Store::snapshot_with`] for a layer blob known by digest (one no image refers to yet,
     /// such as a build step's).
-    pub fn snapshot_of(
+    /// The unpacker's own error type comes back as it is (the engine's carries the sandbox's
+    /// typed error and its advice).
+    pub fn snapshot_of<E: From<Error>>(
         &self,
         diff_id: &Digest,
         blob: &Digest,
-        unpack: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<()>,
-    ) -> Result<PathBuf> {
+        unpack: impl FnOnce(&std::path::Path, &std::path::Path) -> std::result::Result<(), E>,
+    ) -> std::result::Result<PathBuf, E> {
         let dest = self.snapshot_path(diff_id);
         if dest.exists() {
             return Ok(dest);

@@ -943,11 +943,17 @@ fn basic_auth_login_logout_and_helpers() {
     let h = reg.host();
     let r = format!("{h}/private/bb:1");
     t.seed_busybox(&r, &["--dest-creds", &format!("{USER}:{PASSWORD}")]);
-    let e = fails(&t.strata("s", &["pull", &r]), "anonymous pull");
+    let o = t.strata("s", &["pull", &r]);
+    let e = fails(&o, "anonymous pull");
     assert!(
-        e.contains("access denied") && e.contains("none (anonymous)") && e.contains("strata login"),
+        e.contains("access denied")
+            && e.contains("none (anonymous)")
+            && e.contains("\n  hint: `strata login "),
         "{e}"
     );
+    // A registry's refusal has its own exit code (3), so a CI job can tell it from a failed
+    // build.
+    assert_eq!(o.status.code(), Some(3), "{e}");
     // A wrong password is refused and nothing is saved.
     let login = |t: &T, password: &str| -> Output {
         let mut c = t.cmd_in(

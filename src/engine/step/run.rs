@@ -14,6 +14,7 @@ use crate::dockerfile::{
     self, Command, CommandLine, MountKind, MountSpec, RunNetwork, RunOptions, Sharing,
 };
 use crate::engine::cache::LayerRec;
+use crate::engine::error::Error;
 use crate::engine::exec::{self, hook_ok, remove_tree, sandbox_err};
 use crate::engine::report::Event;
 use crate::engine::stage::{first_line, lowers, step_dir, Cancelled, St};
@@ -54,9 +55,7 @@ fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
         None | Some(RunNetwork::Default) => st.b.opts.network,
         Some(RunNetwork::None) => Network::None,
         Some(RunNetwork::Host) if st.b.opts.allow_host_network => Network::Host,
-        Some(RunNetwork::Host) => bail!(
-            "RUN --network=host gives the step the host's network, loopback included: allow it on the command line with `--allow network.host` (as buildx's entitlement)"
-        ),
+        Some(RunNetwork::Host) => return Err(Error::HostNetworkNotAllowed.into()),
     })
 }
 
@@ -234,11 +233,6 @@ fn run_in(
     }
     let finished = finished.map_err(sandbox_err)?;
     if finished.outcome.code() != 0 {
-        let failed = format!(
-            "process \"{}\" did not complete successfully: exit code: {}",
-            argv.join(" "),
-            finished.outcome.code()
-        );
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
         if b.opts.debug && terminal {
             debug_shell(st, id, &spec)?;
@@ -275,24 +269,29 @@ fn run_in(
             });
         }
         let hint = match (b.opts.debug, terminal, kept.is_ok()) {
-            (true, true, _) => "",
-            (false, _, false) if secret.is_some() => {
-                "\n  hint: strata build --debug opens a shell where this command failed (a step with a secret is not kept for `strata debug` afterwards: what it wrote may hold the secret)"
-            }
-            (false, _, true) => {
-                "\n  hint: `strata debug` opens a shell where this command failed (or build with --debug)"
-            }
+            (true, true, _) => None,
+            (false, _, false) if secret.is_some() => Some(
+                "strata build --debug opens a shell where this command failed (a step with a secret is not kept for `strata debug` afterwards: what it wrote may hold the secret)",
+            ),
+            (false, _, true) => Some(
+                "`strata debug` opens a shell where this command failed (or build with --debug)",
+            ),
             (false, _, false) => {
-                "\n  hint: strata build --debug opens a shell where this command failed"
+                Some("strata build --debug opens a shell where this command failed")
             }
-            (true, false, true) => {
-                "\n  hint: --debug opens its shell when standard input is a terminal; `strata debug` opens it from one now"
-            }
+            (true, false, true) => Some(
+                "--debug opens its shell when standard input is a terminal; `strata debug` opens it from one now",
+            ),
             (true, false, false) => {
-                "\n  hint: --debug opens its shell when standard input is a terminal"
+                Some("--debug opens its shell when standard input is a terminal")
             }
         };
-        bail!("{failed}{hint}");
+        return Err(Error::CommandFailed {
+            argv: argv.join(" "),
+            code: finished.outcome.code(),
+            hint,
+        }
+        .into());
     }
     drop(held);
     let tar = step.join("layer.tar");
@@ -470,7 +469,7 @@ fn mount(
             };
             let Some(value) = value else {
                 if m.required {
-                    bail!("secret {id}: not found\n  hint: pass it with --secret id={id},src=FILE or --secret id={id},env=VAR");
+                    return Err(Error::MissingSecret { id }.into());
                 }
                 return Ok(());
             };
@@ -503,9 +502,7 @@ fn mount(
             let id = m.id.clone().unwrap_or_else(|| "default".into());
             let sock = match b.opts.ssh.get(&id) {
                 Some(p) => p.clone(),
-                None if m.required => {
-                    bail!("ssh agent {id}: not given\n  hint: pass --ssh {id}=SOCKET (or --ssh default to use $SSH_AUTH_SOCK)")
-                }
+                None if m.required => return Err(Error::MissingSsh { id }.into()),
                 None => return Ok(()),
             };
             let t = m

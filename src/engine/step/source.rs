@@ -107,9 +107,11 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
         None => {}
     }
     if let Some(s) = plan.stage_typo(f) {
-        bail!(
-            "--from={f}: there is no stage {f}\n  hint: did you mean the stage {s}? (an image of that name is written with its registry or tag, docker.io/library/{f}:latest)"
-        );
+        return Err(crate::engine::error::Error::NoSuchStage {
+            name: f.to_string(),
+            suggestion: s.to_string(),
+        }
+        .into());
     }
     image_ref(st, f)
 }

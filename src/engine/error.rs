@@ -1,0 +1,243 @@
+//! The engine's typed errors, and what the command line needs from any error strata returns:
+//! its hints (data, never text inside the message) and its [`Class`], which is the exit code.
+//! The other modules' error types carry their own hints (`registry::Error::hint`,
+//! `sandbox::Error::advice`, `context::Error::hint`, a Dockerfile `Diagnostic`'s hint);
+//! [`explain`] reads them all from an error chain.
+
+use crate::engine::interrupt::Interrupted;
+
+/// The hint for a context that changed while a step read it.
+pub const UNSTABLE_CONTEXT: &str =
+    "run the build again once the files are stable; files written during builds belong in .dockerignore";
+
+/// What kind of failure an error is; the command line exits with [`Class::exit_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A RUN command failed, or the build failed for another reason: 1.
+    Failed,
+    /// What was given is wrong (the Dockerfile, a flag, a context path, a secret, a stage
+    /// name): 2, as for a command-line usage error.
+    Input,
+    /// A registry could not be reached, refused, or has no such image: 3.
+    Registry,
+    /// This machine cannot run the sandbox (user namespaces, subordinate ids): 4.
+    Environment,
+    /// Ctrl-C or SIGTERM: 128 + the signal, as a shell reports it.
+    Interrupted(i32),
+}
+
+impl Class {
+    pub const fn exit_code(self) -> i32 {
+        match self {
+            Class::Failed => 1,
+            Class::Input => 2,
+            Class::Registry => 3,
+            Class::Environment => 4,
+            Class::Interrupted(sig) => 128 + sig,
+        }
+    }
+}
+
+/// Marks an error that only says "another stage failed first".
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled: another stage failed")]
+pub struct Cancelled;
+
+/// Failures of build steps.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A RUN command exited with a code other than 0.
+    #[error("process \"{argv}\" did not complete successfully: exit code: {code}")]
+    CommandFailed {
+        argv: String,
+        code: i32,
+        /// How to look at where it failed (`--debug`, `strata debug`), when that is possible.
+        hint: Option<&'static str>,
+    },
+    /// `--from=NAME` names no stage, context or image strata could tell apart from a typo.
+    #[error("--from={name}: there is no stage {name}")]
+    NoSuchStage { name: String, suggestion: String },
+    /// A required `--mount=type=secret` with no `--secret` for it.
+    #[error("secret {id}: not found")]
+    MissingSecret { id: String },
+    /// A required `--mount=type=ssh` with no `--ssh` for it.
+    #[error("ssh agent {id}: not given")]
+    MissingSsh { id: String },
+    /// A context file changed between the key and the step reading it.
+    #[error("the build context changed while this step read it{files}; nothing was cached")]
+    ContextChanged { files: String },
+    /// The Dockerfile is not there (`given` with `-f`, else looked for in the context).
+    #[error("{}", if *given { format!("{}: file not found (given with -f)", path.display()) } else { format!("no Dockerfile at {}", path.display()) })]
+    NoDockerfile {
+        path: std::path::PathBuf,
+        given: bool,
+    },
+    /// `RUN --network=host` without `--allow network.host`.
+    #[error("RUN --network=host gives the step the host's network, loopback included")]
+    HostNetworkNotAllowed,
+}
+
+impl Error {
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::CommandFailed { hint, .. } => return hint.map(str::to_string),
+            Error::NoSuchStage { name, suggestion } => format!(
+                "did you mean the stage {suggestion}? (an image of that name is written with its registry or tag, docker.io/library/{name}:latest)"
+            ),
+            Error::MissingSecret { id } => {
+                format!("pass it with --secret id={id},src=FILE or --secret id={id},env=VAR")
+            }
+            Error::MissingSsh { id } => {
+                format!("pass --ssh {id}=SOCKET (or --ssh default to use $SSH_AUTH_SOCK)")
+            }
+            Error::ContextChanged { .. } => UNSTABLE_CONTEXT.to_string(),
+            Error::NoDockerfile { given: true, .. } => {
+                "a relative -f is looked up in the current directory, then in the context"
+                    .to_string()
+            }
+            Error::NoDockerfile { given: false, .. } => "give one with -f FILE".to_string(),
+            Error::HostNetworkNotAllowed => {
+                "allow it on the command line with `--allow network.host` (as buildx's entitlement)"
+                    .to_string()
+            }
+        })
+    }
+
+    pub fn class(&self) -> Class {
+        match self {
+            Error::CommandFailed { .. } | Error::ContextChanged { .. } => Class::Failed,
+            Error::NoSuchStage { .. }
+            | Error::MissingSecret { .. }
+            | Error::MissingSsh { .. }
+            | Error::NoDockerfile { .. }
+            | Error::HostNetworkNotAllowed => Class::Input,
+        }
+    }
+}
+
+/// The hints and the class of an error chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// Each typed cause's hint, outermost first.
+    pub hints: Vec<String>,
+    pub class: Class,
+}
+
+/// Read the hints and the class of every typed cause in `e`'s chain. The innermost typed
+/// cause gives the class (it knows best what went wrong), except that an interruption always
+/// wins; a chain of plain messages is [`Class::Failed`].
+pub fn explain(e: &anyhow::Error) -> Explained {
+    let mut hints = Vec::new();
+    let mut class = None;
+    let mut interrupted = None;
+    for c in e.chain() {
+        let (hint, cls): (Option<String>, Option<Class>) =
+            if let Some(x) = c.downcast_ref::<Error>() {
+                (x.hint(), Some(x.class()))
+            } else if let Some(i) = c.downcast_ref::<Interrupted>() {
+                interrupted = Some(Class::Interrupted(i.0));
+                (None, None)
+            } else if let Some(x) = c.downcast_ref::<crate::registry::Error>() {
+                let cls = match x {
+                    crate::registry::Error::Cancelled => None,
+                    crate::registry::Error::Reference(_)
+                    | crate::registry::Error::ShortName { .. }
+                    | crate::registry::Error::Blocked { .. } => Some(Class::Input),
+                    crate::registry::Error::Store(_) | crate::registry::Error::Oci(_) => None,
+                    _ => Some(Class::Registry),
+                };
+                (x.hint(), cls)
+            } else if let Some(x) = c.downcast_ref::<crate::sandbox::Error>() {
+                let cls = match x {
+                    crate::sandbox::Error::Setup { .. } => Class::Environment,
+                    crate::sandbox::Error::Io(_) => Class::Failed,
+                };
+                for a in x.advice() {
+                    hints.push(a.clone());
+                }
+                (None, Some(cls))
+            } else if let Some(x) = c.downcast_ref::<crate::context::Error>() {
+                let cls = match x {
+                    crate::context::Error::Changed { .. } => Class::Failed,
+                    _ => Class::Input,
+                };
+                (x.hint().map(str::to_string), Some(cls))
+            } else if let Some(d) = c.downcast_ref::<crate::dockerfile::Diagnostic>() {
+                (d.hint.clone(), Some(Class::Input))
+            } else if let Some(crate::store::Error::NotFound(_)) =
+                c.downcast_ref::<crate::store::Error>()
+            {
+                (None, Some(Class::Input))
+            } else {
+                (None, None)
+            };
+        hints.extend(hint);
+        if cls.is_some() {
+            class = cls;
+        }
+    }
+    Explained {
+        hints,
+        class: interrupted.or(class).unwrap_or(Class::Failed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn exit_codes_by_class() {
+        assert_eq!(
+            [
+                Class::Failed,
+                Class::Input,
+                Class::Registry,
+                Class::Environment,
+                Class::Interrupted(2),
+                Class::Interrupted(15)
+            ]
+            .map(Class::exit_code),
+            [1, 2, 3, 4, 130, 143]
+        );
+    }
+
+    #[test]
+    fn the_innermost_typed_cause_classes_the_chain_and_hints_are_collected() {
+        let e = anyhow::Error::from(Error::MissingSecret { id: "tok".into() })
+            .context("Dockerfile:3 RUN cat /run/secrets/tok");
+        let x = explain(&e);
+        assert_eq!(x.class, Class::Input);
+        assert_eq!(
+            x.hints,
+            ["pass it with --secret id=tok,src=FILE or --secret id=tok,env=VAR"]
+        );
+        // Messages never carry their hints.
+        assert!(!format!("{e:#}").contains("hint"), "{e:#}");
+
+        let reg = crate::registry::Error::Denied {
+            reference: "r/x".into(),
+            registry: "r".into(),
+            detail: "401".into(),
+            tried: "none".into(),
+        };
+        let e = Err::<(), _>(reg).context("base image").unwrap_err();
+        let x = explain(&e);
+        assert_eq!(x.class, Class::Registry);
+        assert_eq!(x.hints.len(), 1);
+        assert!(x.hints[0].contains("strata login r"), "{:?}", x.hints);
+    }
+
+    #[test]
+    fn an_interruption_wins_and_plain_messages_are_failures() {
+        let e = anyhow::Error::from(Interrupted(15)).context(Error::CommandFailed {
+            argv: "sleep 9".into(),
+            code: 137,
+            hint: None,
+        });
+        assert_eq!(explain(&e).class, Class::Interrupted(15));
+        assert_eq!(explain(&anyhow::anyhow!("plain")).class, Class::Failed);
+        assert!(explain(&anyhow::anyhow!("plain")).hints.is_empty());
+    }
+}
