@@ -684,6 +684,54 @@ fn a_from_that_is_almost_a_stage_is_not_pulled() {
 }
 
 #[test]
+fn a_build_that_adds_to_the_cache_keeps_it_within_its_limit() {
+    let Some(b) = B::new("cachegc") else { return };
+    let f = [df("FROM busybox AS builder\nARG N=1\nRUN head -c 300000 /dev/urandom > /blob-$N\nFROM busybox\nARG N=1\nCOPY --from=builder /blob-$N /kept\n")];
+    let c = b.ctx("c", &files(&f));
+    let first = b.ok(&c, &["-t", "app"]);
+    assert!(!first.contains("build cache over"), "{first}");
+    // N=2 with a limit of about one builder layer: the steps of N=1, used least recently, go
+    // with their blobs; the new ones stay.
+    let o = Command::new(common::strata_bin())
+        .args(["--root", b.root.as_str()])
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "other",
+            "--build-arg",
+            "N=2",
+        ])
+        .arg(&c)
+        .env("STRATA_CACHE_LIMIT", "700k")
+        .env_remove("STRATA_ROOT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("build cache over its limit (") && err.contains(" steps dropped, "),
+        "{err}"
+    );
+    let df = text(&b.strata(&["df"]).stdout);
+    assert!(df.contains("(2 steps)"), "{df}");
+    let warm = b.ok(&c, &["-t", "other", "--build-arg", "N=2"]);
+    assert!(!warm.contains("cache miss"), "the new steps stayed: {warm}");
+    // A no-op build adds nothing and collects nothing.
+    assert!(!warm.contains("build cache over"), "{warm}");
+    let cold = b.ok(&c, &["-t", "app"]);
+    assert!(cold.contains("cache miss"), "the old ones went: {cold}");
+    let fsck = b.strata(&["fsck"]);
+    assert!(
+        text(&fsck.stdout).contains(" 0 problems"),
+        "{}",
+        text(&fsck.stdout)
+    );
+}
+
+#[test]
 fn the_build_cache_survives_prune_and_has_a_lifecycle_of_its_own() {
     let Some(b) = B::new("cachelife") else { return };
     // A builder stage whose layers no tagged image names: a plain prune used to drop them, so

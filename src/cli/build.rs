@@ -331,6 +331,9 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
     };
     let view = std::sync::Arc::new(progress::Progress::new(mode));
     let built = engine::build(store, &p, &opts, view)?;
+    if built.cached < built.steps {
+        collect_cache(store, mode);
+    }
     // The size report: the layers and what makes the image fat. A failure to read it is a
     // warning, never the build's failure.
     if mode != progress::Mode::Quiet {
@@ -347,4 +350,38 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         println!("{}", built.image_id);
     }
     Ok(0)
+}
+
+/// Keep the build cache within its limit after a build that added to it (as BuildKit's
+/// garbage collector does): a failure is a warning, never the build's.
+fn collect_cache(store: &strata::store::Store, mode: progress::Mode) {
+    use strata::engine::cache;
+    let say = |msg: String| {
+        if mode == progress::Mode::Json {
+            eprintln!("{}", serde_json::json!({"event": "note", "message": msg}));
+        } else if mode != progress::Mode::Quiet {
+            eprintln!("{msg}");
+        }
+    };
+    let limit = match cache::limit() {
+        Ok(l) => l,
+        Err(e) => return say(format!("warning: {e}; the build cache was not collected")),
+    };
+    let maps = strata::sandbox::idmap::for_current_user();
+    let remove = |p: &Path| {
+        strata::engine::exec::remove_tree(p, &maps)
+            .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
+    };
+    match cache::collect(store, limit, &remove) {
+        Ok(Some(c)) => say(format!(
+            "build cache over its limit ({}): {} step{} dropped, {} freed, {} kept",
+            engine::size::human(limit),
+            c.dropped,
+            if c.dropped == 1 { "" } else { "s" },
+            engine::size::human(c.freed),
+            engine::size::human(c.kept)
+        )),
+        Ok(None) => {}
+        Err(e) => say(format!("warning: collecting the build cache: {e}")),
+    }
 }

@@ -50,7 +50,8 @@ pub struct PruneArgs {
     #[arg(long)]
     cache: bool,
     /// The build cache's size limit (`10g`, `512m`): a plain prune evicts the least recently
-    /// used steps past it (default 10g); with --cache, what the cache keeps (default 0).
+    /// used steps past it (default $STRATA_CACHE_LIMIT, else 10g); with --cache, what the
+    /// cache keeps (default 0).
     #[arg(long, value_name = "SIZE")]
     keep_storage: Option<String>,
     /// Everything: every snapshot (unpacked layers are rebuilt when needed), the whole build
@@ -58,10 +59,6 @@ pub struct PruneArgs {
     #[arg(long)]
     all: bool,
 }
-
-/// The build cache a plain `strata prune` lets stand: a laptop can live with it, and it holds
-/// a few Python images' worth of builder stages.
-const DEFAULT_CACHE_LIMIT: u64 = 10 << 30;
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -316,7 +313,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
             anyhow::anyhow!("invalid --keep-storage \"{v}\": expected a size such as 10g or 512m")
         })?,
         None if a.cache || a.all => 0,
-        None => DEFAULT_CACHE_LIMIT,
+        None => cache::limit().map_err(|e| anyhow::anyhow!(e))?,
     };
     // The build cache first (least recently used steps out), then what nothing refers to any
     // more: blobs and snapshots of neither an image nor a step still cached.

@@ -194,6 +194,65 @@ pub fn evict(store: &Store, keep: u64) -> usize {
     dropped
 }
 
+/// The build cache's size limit when nothing sets one: the layers its steps refer to.
+pub const DEFAULT_LIMIT: u64 = 10 << 30;
+
+/// The build cache's size limit: `$STRATA_CACHE_LIMIT` (a size such as `20g`), else
+/// [`DEFAULT_LIMIT`].
+pub fn limit() -> Result<u64, String> {
+    match std::env::var("STRATA_CACHE_LIMIT") {
+        Ok(v) => crate::dockerfile::instructions::parse_size(&v).ok_or_else(|| {
+            format!("STRATA_CACHE_LIMIT=\"{v}\": expected a size such as 20g or 512m")
+        }),
+        Err(_) => Ok(DEFAULT_LIMIT),
+    }
+}
+
+/// What [`collect`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// Steps dropped from the cache, least recently used first.
+    pub dropped: usize,
+    /// Bytes of blobs and snapshots removed.
+    pub freed: u64,
+    /// What the cache's layers take now.
+    pub kept: u64,
+}
+
+/// After a build: when the build cache's layers take more than `limit`, drop its least
+/// recently used steps until they fit, then remove the blobs and snapshots that neither an
+/// image nor a cached step refers to any more. Never waits for another process: `None` when a
+/// build or a prune is using the store (the next build collects), or when the cache fits.
+pub fn collect(
+    store: &Store,
+    limit: u64,
+    remove_dir: &dyn Fn(&std::path::Path) -> crate::store::Result<()>,
+) -> crate::store::Result<Option<Collected>> {
+    if usage(store).bytes <= limit {
+        return Ok(None);
+    }
+    let Some(gc) = store.try_gc_lock()? else {
+        return Ok(None);
+    };
+    // Under the lock no build is running, so no step is between reading a record and using
+    // its layer.
+    let dropped = evict(store, limit);
+    let freed = store.prune_keeping_locked(
+        &gc,
+        false,
+        &|| {
+            let u = usage(store);
+            Ok((u.blobs, u.diff_ids))
+        },
+        remove_dir,
+    )?;
+    Ok(Some(Collected {
+        dropped,
+        freed,
+        kept: usage(store).bytes,
+    }))
+}
+
 /// Record what the step with `key` produced.
 pub fn put(store: &Store, key: &Digest, rec: &Record) -> anyhow::Result<()> {
     let d = dir(store);

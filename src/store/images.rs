@@ -464,7 +464,19 @@ impl Store {
         roots: &dyn Fn() -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)>,
         remove_dir: &dyn Fn(&Path) -> Result<()>,
     ) -> Result<u64> {
-        let _gc = self.lock("gc.lock", super::LockKind::Exclusive)?;
+        let gc = self.lock("gc.lock", super::LockKind::Exclusive)?;
+        self.prune_keeping_locked(&gc, all, roots, remove_dir)
+    }
+
+    /// [`Store::prune_keeping`] with the gc lock already held ([`Store::try_gc_lock`]).
+    #[allow(clippy::type_complexity)]
+    pub fn prune_keeping_locked(
+        &self,
+        _gc: &super::Lock,
+        all: bool,
+        roots: &dyn Fn() -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)>,
+        remove_dir: &dyn Fn(&Path) -> Result<()>,
+    ) -> Result<u64> {
         let (mut keep, mut keep_diffs) = self.reachable()?;
         let (more, more_diffs) = roots()?;
         keep.extend(more);

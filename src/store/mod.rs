@@ -251,6 +251,28 @@ impl Store {
         n
     }
 
+    /// The gc lock, exclusively, without waiting: `None` while a build (or a prune) uses the
+    /// store.
+    pub fn try_gc_lock(&self) -> Result<Option<Lock>> {
+        let p = self.base.join("locks").join("gc.lock");
+        let f = at(
+            &p,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&p),
+        )?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(Lock {
+                _file: f,
+                remove: None,
+            })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::Io { path: p, source: e }),
+        }
+    }
+
     /// Hold while adding blobs that a reference will point to: prune waits for it.
     pub fn writer_lock(&self) -> Result<Lock> {
         self.lock("gc.lock", LockKind::Shared)
