@@ -21,21 +21,114 @@ struct Record {
     digest: Digest,
 }
 
-/// The metadata cache, kept in a file between builds: one line per file, sorted by path.
+/// The metadata cache, kept in a file between builds: one line per file, `size mtime inode
+/// ctime digest path` separated by tabs, in walk order (the order [`super::walk`] yields paths
+/// in: siblings by name, a directory's entries right after it).
 ///
-/// Loading it parses no digest and hashes no path: the file's text is kept and indexed by one
-/// sorted vector of line offsets, searched by binary search (a no-op rebuild of 200,000 files
-/// looks up 200,000 paths; a map of owned strings cost more to build and free than the stats).
-/// Files hashed in this process go to `updates`, which wins over the text.
+/// A build looks files up in that same order, so on a rebuild each lookup is the line after
+/// the previous one (a cursor per thread: [`digest`] works on every core): loading reads the
+/// text and parses nothing, and a lookup parses one line and compares one path. A lookup that
+/// is not the next line bisects the text; only a path the text does not have builds an index
+/// of every line, in case the text is in another order. Files hashed in this process go to
+/// `updates`, which wins over the text; saving merges the two, both in walk order, without
+/// parsing the lines it keeps.
 #[derive(Debug, Default)]
 pub struct Cache {
     path: Option<PathBuf>,
-    text: String,
-    /// Lines of `text` that parse, as (start of the path, end of the line), sorted by path.
-    lines: Vec<(u32, u32)>,
+    text: Text,
+    /// Every line that parses, as (line start, path start, line end), sorted in walk order;
+    /// built only when the text is not in walk order (written by an older strata).
+    index: std::sync::OnceLock<(Vec<LineAt>, bool)>,
     updates: HashMap<String, Record>,
     dirty: bool,
+    /// The text starts with [`HEADER`]: it is in walk order, so a path bisecting does not find
+    /// is not there.
+    ordered: bool,
 }
+
+/// Where a line is in the text: (line start, path start, line end).
+type LineAt = (u32, u32, u32);
+
+/// The cache file's text: mapped from the file (no copy; a file replaced by another process's
+/// save stays as it was for this one, since saves rename a new file into place), or empty.
+#[derive(Default)]
+struct Text(Option<(std::ptr::NonNull<u8>, usize)>);
+
+// SAFETY: the mapping is read-only and private, owned by this value, and unmapped only on
+// drop; &str views of it are immutable.
+unsafe impl Send for Text {}
+unsafe impl Sync for Text {}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Text({} bytes)", self.len())
+    }
+}
+
+impl Text {
+    /// Map `path`; an empty, unreadable, non-UTF-8 or oversized (4 GiB and more) file is an
+    /// empty text.
+    fn map(path: &Path) -> Text {
+        use rustix::mm::{MapFlags, ProtFlags};
+        let Ok(f) = fs_err::File::open(path) else {
+            return Text(None);
+        };
+        let len = match f.metadata() {
+            Ok(m) if m.len() > 0 && m.len() < u64::from(u32::MAX) => m.len() as usize,
+            _ => return Text(None),
+        };
+        // SAFETY: a fresh read-only private mapping of a whole file we opened; nothing else
+        // in this process refers to that memory.
+        let Ok(p) = (unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::PRIVATE | MapFlags::POPULATE,
+                &f,
+                0,
+            )
+        }) else {
+            return Text(None);
+        };
+        let Some(p) = std::ptr::NonNull::new(p.cast::<u8>()) else {
+            return Text(None);
+        };
+        let t = Text(Some((p, len)));
+        if std::str::from_utf8(t.bytes()).is_err() {
+            return Text(None);
+        }
+        t
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self.0 {
+            // SAFETY: the mapping of `len` readable bytes lives as long as `self`.
+            Some((p, len)) => unsafe { std::slice::from_raw_parts(p.as_ptr(), len) },
+            None => &[],
+        }
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // SAFETY: checked to be UTF-8 when mapped, and never written.
+        unsafe { std::str::from_utf8_unchecked(self.bytes()) }
+    }
+}
+
+impl Drop for Text {
+    fn drop(&mut self) {
+        if let Some((p, len)) = self.0.take() {
+            // SAFETY: unmapping the mapping this value made, once; no view outlives `self`.
+            let _ = unsafe { rustix::mm::munmap(p.as_ptr().cast(), len) };
+        }
+    }
+}
+
+/// The first line of a cache file written in walk order.
+const HEADER: &str = "# strata context checksums, walk order\n";
 
 /// What a checksum pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -66,209 +159,426 @@ fn stamp(m: &std::fs::Metadata) -> Stamp {
     )
 }
 
-/// The byte offset just after the `n`th tab of `line`.
-fn nth_tab_end(line: &str, n: usize) -> Option<usize> {
-    let mut seen = 0;
-    for (i, b) in line.bytes().enumerate() {
-        if b == b'\t' {
-            seen += 1;
-            if seen == n {
-                return Some(i + 1);
-            }
-        }
-    }
-    None
-}
-
 impl Record {
     fn stamp(&self) -> Stamp {
         (self.size, self.mtime_ns, self.ino, self.ctime_ns)
     }
 }
 
+/// The order of paths in a walk: byte order with `/` below every other byte, so a
+/// directory's entries come right after it and before its next sibling (`a`, `a/b`, `a-c`).
+pub(crate) fn walk_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let key = |c: &u8| if *c == b'/' { 0 } else { u16::from(*c) + 1 };
+    match (a.get(n), b.get(n)) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, Some(_)) => std::cmp::Ordering::Less,
+        (Some(_), None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => key(x).cmp(&key(y)),
+    }
+}
+
+/// One line of the cache file, borrowed from its text.
+struct Line<'t> {
+    /// Where the line ends (its newline, or the end of the text).
+    end: usize,
+    stamp: Stamp,
+    /// `sha256:` and 64 hex digits, as written.
+    digest: &'t str,
+    path: &'t str,
+}
+
+/// Parse the line starting at `start`; `None` at the end of the text. A line that does not
+/// parse gives `Some(Err(end))`.
+fn line_at(text: &str, start: usize) -> Option<Result<Line<'_>, usize>> {
+    if start >= text.len() {
+        return None;
+    }
+    let rest = &text[start..];
+    let len = rest.find('\n').unwrap_or(rest.len());
+    let line = &rest[..len];
+    let end = start + len;
+    let parse = || -> Option<Line<'_>> {
+        let mut f = line.splitn(6, '\t');
+        let size = f.next()?.parse::<u64>().ok()?;
+        // Nanosecond times fit an i64 until 2262; parsing i128 costs twice as much.
+        let mtime = f.next()?.parse::<i64>().ok()?;
+        let ino = f.next()?.parse::<u64>().ok()?;
+        let ctime = f.next()?.parse::<i64>().ok()?;
+        let digest = f.next()?;
+        let path = f.next()?;
+        // The digest's hex digits are checked where they are parsed (a changed file); a
+        // reused one goes into the context digest as written.
+        let ok = digest.len() == 71 && digest.starts_with("sha256:");
+        ok.then_some(Line {
+            end,
+            stamp: (size, i128::from(mtime), ino, i128::from(ctime)),
+            digest,
+            path,
+        })
+    };
+    Some(parse().ok_or(end))
+}
+
 impl Cache {
     /// Load the cache at `path` (a missing or unreadable file is an empty cache; a file over
-    /// 4 GiB, which offsets cannot index, too).
+    /// 4 GiB, which the index's offsets cannot hold, too). Nothing is parsed yet.
     pub fn load(path: &Path) -> Cache {
-        let text = fs_err::read_to_string(path)
-            .ok()
-            .filter(|t| t.len() < u32::MAX as usize)
-            .unwrap_or_default();
-        let mut lines = Vec::with_capacity(text.len() / 100);
-        let mut at = 0;
-        for line in text.split_inclusive('\n') {
-            let end = at + line.len();
-            // size, mtime, inode, ctime, digest, then the path (which may hold tabs).
-            if let Some(path_at) = nth_tab_end(line, 5) {
-                lines.push(((at + path_at) as u32, end as u32));
-            }
-            at = end;
-        }
-        let mut c = Cache {
+        let text = Text::map(path);
+        let ordered = text.starts_with(HEADER);
+        Cache {
             path: Some(path.to_path_buf()),
+            // Written by an older strata (not in walk order): written again in walk order.
+            dirty: !ordered && !text.is_empty(),
+            ordered,
             text,
-            lines,
-            updates: HashMap::new(),
-            dirty: false,
-        };
-        // Written sorted; sorted again if someone else wrote it otherwise.
-        if !c
-            .lines
+            ..Cache::default()
+        }
+    }
+
+    /// Every line that parses, sorted in walk order (as written by [`Cache::save`], else
+    /// sorted here: a file of an older strata is in byte order), and whether it already was.
+    fn sorted_lines(&self) -> (Vec<LineAt>, bool) {
+        let mut lines = Vec::with_capacity(self.text.len() / 100);
+        let mut at = 0;
+        while let Some(l) = line_at(&self.text, at) {
+            let end = match l {
+                Ok(l) => {
+                    let path_at = l.end - l.path.len();
+                    lines.push((at as u32, path_at as u32, l.end as u32));
+                    l.end
+                }
+                Err(end) => end,
+            };
+            at = end + 1;
+        }
+        let path = |l: &LineAt| &self.text[l.1 as usize..l.2 as usize];
+        if !lines
             .windows(2)
-            .all(|w| c.path_of(w[0]) <= c.path_of(w[1]))
+            .all(|w| walk_cmp(path(&w[0]), path(&w[1])).is_lt())
         {
-            let mut lines = std::mem::take(&mut c.lines);
-            lines.sort_by(|a, b| c.path_of(*a).cmp(c.path_of(*b)));
-            c.lines = lines;
+            lines.sort_by(|a, b| walk_cmp(path(a), path(b)));
+            lines.dedup_by(|a, b| path(a) == path(b));
+            return (lines, false);
         }
-        c
+        (lines, true)
     }
 
-    fn path_of(&self, (start, end): (u32, u32)) -> &str {
-        self.text[start as usize..end as usize].trim_end_matches('\n')
+    /// The start of the line that holds byte `at` (or the text's end).
+    fn line_start(&self, at: usize) -> usize {
+        self.text[..at].rfind('\n').map_or(0, |n| n + 1)
     }
 
-    /// The record of `rel`: this process's, else the loaded file's (parsed on demand).
-    fn get(&self, rel: &str) -> Option<Record> {
-        if let Some(r) = self.updates.get(rel) {
-            return Some(r.clone());
+    /// The recorded line of `rel`: the one at `cursor` (the next line), else found by
+    /// bisecting the text, else through the index. `cursor` moves past the line found.
+    fn recorded(&self, rel: &str, cursor: &mut usize) -> Option<Line<'_>> {
+        if let Some(Ok(l)) = line_at(&self.text, *cursor) {
+            if l.path == rel {
+                *cursor = l.end + 1;
+                return Some(l);
+            }
         }
-        let i = self
-            .lines
-            .binary_search_by(|l| self.path_of(*l).cmp(rel))
-            .ok()?;
-        let (path_at, _) = self.lines[i];
-        let head = &self.text[..path_at as usize];
-        let head = &head[head.rfind('\n').map_or(0, |n| n + 1)..];
-        let f: Vec<&str> = head.trim_end_matches('\t').splitn(5, '\t').collect();
-        let [size, mtime_ns, ino, ctime_ns, digest] = f.as_slice() else {
+        // Bisect: [lo, hi) are byte offsets of line starts still possible.
+        let (mut lo, mut hi) = (0, self.text.len());
+        while lo < hi {
+            let mid = self.line_start(lo + (hi - lo) / 2).max(lo);
+            let Some(parsed) = line_at(&self.text, mid) else {
+                break;
+            };
+            let (end, ord) = match parsed {
+                Ok(l) => (l.end, walk_cmp(l.path, rel)),
+                // A line that does not parse: step over it.
+                Err(end) => (end, std::cmp::Ordering::Less),
+            };
+            match ord {
+                std::cmp::Ordering::Equal => {
+                    *cursor = end + 1;
+                    return line_at(&self.text, mid)?.ok();
+                }
+                std::cmp::Ordering::Less => lo = end + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        if self.ordered {
             return None;
-        };
-        Some(Record {
-            size: size.parse().ok()?,
-            mtime_ns: mtime_ns.parse().ok()?,
-            ino: ino.parse().ok()?,
-            ctime_ns: ctime_ns.parse().ok()?,
-            digest: digest.parse().ok()?,
-        })
+        }
+        // Not there, or the text is in another order: the index knows.
+        let (index, _) = self.index.get_or_init(|| self.sorted_lines());
+        let text = &self.text;
+        let i = index
+            .binary_search_by(|l| walk_cmp(&text[l.1 as usize..l.2 as usize], rel))
+            .ok()?;
+        let (start, _, end) = index[i];
+        *cursor = end as usize + 1;
+        line_at(text, start as usize)?.ok()
     }
 
-    /// Write the cache back (temp file and rename) if it changed.
+    /// Write the cache back (temp file and rename) if it changed: the lines kept and this
+    /// process's records, merged in walk order.
     pub fn save(&mut self) -> std::io::Result<()> {
+        use std::io::Write as _;
         let Some(path) = &self.path else {
             return Ok(());
         };
         if !self.dirty {
             return Ok(());
         }
-        let mut all: Vec<(&str, String)> =
-            Vec::with_capacity(self.lines.len() + self.updates.len());
-        for l in &self.lines {
-            let p = self.path_of(*l);
+        let lines = match self.index.take() {
+            Some((i, _)) => i,
+            None => self.sorted_lines().0,
+        };
+        let mut updates: Vec<(&String, &Record)> = self.updates.iter().collect();
+        updates.sort_by(|a, b| walk_cmp(a.0, b.0));
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, fs_err::File::create(&tmp)?);
+        out.write_all(HEADER.as_bytes())?;
+        let mut u = updates.into_iter().peekable();
+        let write_update = |out: &mut std::io::BufWriter<fs_err::File>,
+                            (p, r): (&String, &Record)|
+         -> std::io::Result<()> {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}\t{p}",
+                r.size, r.mtime_ns, r.ino, r.ctime_ns, r.digest
+            )
+        };
+        for (start, path_at, end) in lines {
+            let p = &self.text[path_at as usize..end as usize];
+            while let Some(next) = u.next_if(|(q, _)| walk_cmp(q, p).is_lt()) {
+                write_update(&mut out, next)?;
+            }
             if !self.updates.contains_key(p) {
-                let line_start = self.text[..l.0 as usize].rfind('\n').map_or(0, |n| n + 1);
-                all.push((
-                    p,
-                    self.text[line_start..l.1 as usize]
-                        .trim_end_matches('\n')
-                        .to_string(),
-                ));
+                out.write_all(self.text[start as usize..end as usize].as_bytes())?;
+                out.write_all(b"\n")?;
             }
         }
-        for (p, r) in &self.updates {
-            all.push((
-                p,
-                format!(
-                    "{}\t{}\t{}\t{}\t{}\t{p}",
-                    r.size, r.mtime_ns, r.ino, r.ctime_ns, r.digest
-                ),
-            ));
+        for next in u {
+            write_update(&mut out, next)?;
         }
-        all.sort_by(|a, b| a.0.cmp(b.0));
-        let mut text = String::new();
-        for (_, line) in all {
-            text.push_str(&line);
-            text.push('\n');
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        fs_err::write(&tmp, text)?;
+        // No fsync: a cache lost in a crash costs a rehash, not a wrong digest (a line that
+        // does not parse is skipped).
+        out.into_inner().map_err(|e| e.into_error())?;
         fs_err::rename(&tmp, path)?;
         self.dirty = false;
         Ok(())
     }
+}
 
-    /// The content digest of the file `rel` below `root`, from the cache when its metadata is
-    /// unchanged.
-    fn file_digest(
-        &mut self,
-        root: &Path,
-        rel: &str,
-        m: &Meta,
-        stats: &mut Stats,
-    ) -> Result<Digest, Error> {
-        let seen = (m.size, m.mtime_ns, m.ino, m.ctime_ns);
-        let known = self.get(rel);
-        if let Some(r) = &known {
-            if r.stamp() == seen {
-                stats.reused += 1;
-                return Ok(r.digest.clone());
+/// What one thread of [`digest`] found: its entries' lines, what it hashed, and the records of
+/// the files it hashed.
+#[derive(Default)]
+struct Part {
+    lines: String,
+    stats: Stats,
+    /// Changed and new files, with the number of their entry (for walk order).
+    changed_at: Vec<(usize, String)>,
+    added_at: Vec<(usize, String)>,
+    updates: Vec<(String, Record)>,
+}
+
+/// Append to the part's lines the content digest of the file `rel` (entry number `at`) below
+/// `root`: the recorded one when
+/// its metadata is unchanged, else read and hashed (and its record added to `part`).
+fn file_digest(
+    cache: &Cache,
+    cursor: &mut usize,
+    root: &Path,
+    (at, rel): (usize, &str),
+    m: &Meta,
+    part: &mut Part,
+) -> Result<(), Error> {
+    let seen = (m.size, m.mtime_ns, m.ino, m.ctime_ns);
+    let known: Option<(Stamp, Digest)> = match cache.updates.get(rel) {
+        Some(r) => Some((r.stamp(), r.digest.clone())),
+        None => match cache.recorded(rel, cursor) {
+            Some(l) if l.stamp == seen => {
+                // The common case of a rebuild: the digest's text goes into the line as it
+                // was recorded, never parsed.
+                part.stats.reused += 1;
+                part.lines.push_str(l.digest);
+                return Ok(());
             }
+            Some(l) => l.digest.parse().ok().map(|d| (l.stamp, d)),
+            None => None,
+        },
+    };
+    if let Some((stamp, d)) = &known {
+        if *stamp == seen {
+            part.stats.reused += 1;
+            part.lines.push_str(d.as_str());
+            return Ok(());
         }
-        let full = root.join(rel);
-        let io = |e: std::io::Error| Error::Io {
-            path: full.display().to_string(),
-            source: e,
-        };
-        let mut f = super::open_beneath(root, Path::new(rel)).map_err(io)?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        // The stamp recorded must be that of the bytes hashed: the file opened is the one that
-        // was stat'ed (not swapped since), and nothing wrote to it while it was read.
-        if stamp(&f.metadata().map_err(io)?) != seen {
-            return Err(Error::Changed {
-                path: full.display().to_string(),
-            });
-        }
-        let digest = h.finish();
-        stats.hashed += 1;
-        match known {
-            None => stats.added.push(rel.to_string()),
-            Some(r) if r.digest != digest => stats.changed.push(rel.to_string()),
-            Some(_) => {}
-        }
-        let (size, mtime_ns, ino, ctime_ns) = seen;
-        self.updates.insert(
-            rel.to_string(),
-            Record {
-                size,
-                mtime_ns,
-                ino,
-                ctime_ns,
-                digest: digest.clone(),
-            },
-        );
-        self.dirty = true;
-        Ok(digest)
     }
+    let full = root.join(rel);
+    let io = |e: std::io::Error| Error::Io {
+        path: full.display().to_string(),
+        source: e,
+    };
+    let mut f = super::open_beneath(root, Path::new(rel)).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    // The stamp recorded must be that of the bytes hashed: the file opened is the one that was
+    // stat'ed (not swapped since), and nothing wrote to it while it was read.
+    if stamp(&f.metadata().map_err(io)?) != seen {
+        return Err(Error::Changed {
+            path: full.display().to_string(),
+        });
+    }
+    let digest = h.finish();
+    part.stats.hashed += 1;
+    match known {
+        None => part.added_at.push((at, rel.to_string())),
+        Some((_, d)) if d != digest => part.changed_at.push((at, rel.to_string())),
+        Some(_) => {}
+    }
+    part.lines.push_str(digest.as_str());
+    let (size, mtime_ns, ino, ctime_ns) = seen;
+    part.updates.push((
+        rel.to_string(),
+        Record {
+            size,
+            mtime_ns,
+            ino,
+            ctime_ns,
+            digest,
+        },
+    ));
+    Ok(())
+}
+
+/// `n` in decimal, without the formatting machinery (called for every file of a context).
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 /// The digest of `entries` (as a walk yields them) below `root`: path, kind, mode, owner and
 /// content or link target of each, in order. Uses the metadata the walk saw when it has it.
+/// A large set is split across the cores (lookups, and the files read on a first build or
+/// after a change); the lines are hashed in order.
 pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Digest, Stats), Error> {
-    use std::fmt::Write as _;
+    let threads = if entries.len() < 4096 {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+    };
+    digest_on(root, entries, cache, threads)
+}
+
+/// Entries per block: the digest is that of the blocks' digests, so a block is the unit a
+/// thread works on, and its lines are the only ones held in memory at a time.
+const BLOCK: usize = 1024;
+
+/// [`digest`] on `threads` threads: thread `t` does blocks `t`, `t + threads`, …; the
+/// digest of the set is the sha256 of `strata-context-v2` and of each block's digest in
+/// order, the same on any number of threads.
+fn digest_on(
+    root: &Path,
+    entries: &[Entry],
+    cache: &mut Cache,
+    threads: usize,
+) -> Result<(Digest, Stats), Error> {
+    let shared: &Cache = cache;
+    let blocks: Vec<&[Entry]> = entries.chunks(BLOCK).collect();
+    let threads = threads.clamp(1, blocks.len().max(1));
+    let work = |t: usize| -> Result<(Vec<(usize, Digest)>, Part), Error> {
+        let mut part = Part::default();
+        let mut hashes = Vec::new();
+        let mut cursor = 0;
+        for (k, block) in blocks.iter().enumerate().skip(t).step_by(threads) {
+            part.lines.clear();
+            digest_part(root, block, k * BLOCK, shared, &mut cursor, &mut part)?;
+            hashes.push((k, Digest::of(part.lines.as_bytes())));
+        }
+        part.lines = String::new();
+        Ok((hashes, part))
+    };
+    #[allow(clippy::type_complexity)]
+    let parts: Vec<Result<(Vec<(usize, Digest)>, Part), Error>> = if threads == 1 {
+        vec![work(0)]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || work(t))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Io {
+                            path: root.display().to_string(),
+                            source: std::io::Error::other("a checksum thread panicked"),
+                        })
+                    })
+                })
+                .collect()
+        })
+    };
+    let mut block_digests: Vec<Option<Digest>> = vec![None; blocks.len()];
     let mut stats = Stats::default();
+    let mut changed: Vec<(usize, String)> = Vec::new();
+    let mut added: Vec<(usize, String)> = Vec::new();
+    for p in parts {
+        let (hashes, p) = p?;
+        for (k, d) in hashes {
+            block_digests[k] = Some(d);
+        }
+        stats.hashed += p.stats.hashed;
+        stats.reused += p.stats.reused;
+        changed.extend(p.changed_at);
+        added.extend(p.added_at);
+        if !p.updates.is_empty() {
+            cache.dirty = true;
+        }
+        cache.updates.extend(p.updates);
+    }
+    // In walk order, whichever thread found them.
+    changed.sort_by_key(|(i, _)| *i);
+    added.sort_by_key(|(i, _)| *i);
+    stats.changed = changed.into_iter().map(|(_, p)| p).collect();
+    stats.added = added.into_iter().map(|(_, p)| p).collect();
     let mut h = Sha256::new();
-    h.update(b"strata-context-v1\0");
-    // One line buffer for every entry: no allocation per file on a no-op rebuild.
-    let mut line = String::new();
-    for e in entries {
+    h.update(b"strata-context-v2\0");
+    for d in block_digests.iter().flatten() {
+        h.update(d.as_str().as_bytes());
+    }
+    // Records found only through the index: the text is in another order, written back in
+    // walk order.
+    if cache.index.get().is_some_and(|(_, in_order)| !in_order) {
+        cache.dirty = true;
+    }
+    Ok((h.finish(), stats))
+}
+
+/// Append the lines of `entries` (a block of [`digest`]) to `part`.
+fn digest_part(
+    root: &Path,
+    entries: &[Entry],
+    first: usize,
+    cache: &Cache,
+    cursor: &mut usize,
+    part: &mut Part,
+) -> Result<(), Error> {
+    use std::fmt::Write as _;
+    for (i, e) in entries.iter().enumerate() {
         let io = |er: std::io::Error| Error::Io {
             path: root.join(&e.path).display().to_string(),
             source: er,
@@ -282,32 +592,29 @@ pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Dige
             Kind::Dir => 'd',
             Kind::Symlink => 'l',
         };
-        line.clear();
-        let _ = write!(
-            line,
-            "{}\0{kind}\0{:o}\0{}\0{}\0",
-            e.path,
-            m.mode & 0o7777,
-            m.uid,
-            m.gid
-        );
+        let line = &mut part.lines;
+        line.push_str(&e.path);
+        line.push('\0');
+        line.push(kind);
+        line.push('\0');
+        let _ = write!(line, "{:o}\0", m.mode & 0o7777);
+        push_decimal(line, u64::from(m.uid));
+        line.push('\0');
+        push_decimal(line, u64::from(m.gid));
+        line.push('\0');
         match e.kind {
             // Sockets, fifos and devices are copied as empty files: never opened.
             Kind::File if !m.is_file() => line.push_str("special"),
-            Kind::File => {
-                let d = cache.file_digest(root, &e.path, &m, &mut stats)?;
-                let _ = write!(line, "{d}");
-            }
+            Kind::File => file_digest(cache, cursor, root, (first + i, &e.path), &m, part)?,
             Kind::Symlink => {
                 let target = fs_err::read_link(root.join(&e.path)).map_err(io)?;
                 let _ = write!(line, "{}", target.display());
             }
             Kind::Dir => {}
         }
-        line.push('\n');
-        h.update(line.as_bytes());
+        part.lines.push('\n');
     }
-    Ok((h.finish(), stats))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -348,24 +655,35 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_file_is_found_by_path_sorted_or_not_and_survives_odd_lines() {
+    fn the_cache_file_is_found_by_path_in_any_order_and_survives_odd_lines() {
         let root = setup("cachefile");
         let file = root.with_extension("cache");
         let d = Digest::of(b"x");
-        // Out of order, a path with a tab, a line that does not parse.
+        // Byte order (an older strata's), a path with a tab, lines that do not parse.
         fs_err::write(
             &file,
-            format!("1\t2\t3\t4\t{d}\tz/last\nnot a record\n5\t6\t7\t8\t{d}\ta\tb\n"),
+            format!("1\t2\t3\t4\t{d}\ta-c\nnot a record\n5\t6\t7\t8\t{d}\ta\tb\n9\t9\t9\t9\tsha256:zz\tbad\n1\t1\t1\t1\t{d}\ta/b\n"),
         )
         .unwrap();
         let mut c = Cache::load(&file);
-        let r = c.get("a\tb").expect("the path with a tab");
-        assert_eq!((r.size, r.mtime_ns, r.ino, r.ctime_ns), (5, 6, 7, 8));
-        assert_eq!(c.get("z/last").unwrap().digest, d);
-        assert!(c.get("not a record").is_none() && c.get("a").is_none());
-        // An update wins over the file, and saving writes one sorted file with both.
+        assert!(!c.ordered);
+        let mut cur = 0;
+        let mut get = |c: &Cache, p: &str| {
+            c.recorded(p, &mut cur)
+                .map(|l| (l.stamp, l.digest.to_string()))
+        };
+        assert_eq!(
+            get(&c, "a\tb"),
+            Some(((5, 6, 7, 8), d.to_string())),
+            "the path with a tab"
+        );
+        assert_eq!(get(&c, "a-c").unwrap().1, d.to_string());
+        assert_eq!(get(&c, "a/b").unwrap().0, (1, 1, 1, 1));
+        assert!(get(&c, "not a record").is_none() && get(&c, "bad").is_none());
+        assert!(get(&c, "a").is_none());
+        // An update wins over the file, and saving writes one file in walk order with both.
         c.updates.insert(
-            "m".into(),
+            "a/a".into(),
             Record {
                 size: 9,
                 mtime_ns: 9,
@@ -377,12 +695,77 @@ mod tests {
         c.dirty = true;
         c.save().unwrap();
         let text = fs_err::read_to_string(&file).unwrap();
+        assert!(text.starts_with(HEADER));
         let paths: Vec<&str> = text
             .lines()
+            .skip(1)
             .map(|l| l.splitn(6, '\t').last().unwrap())
             .collect();
-        assert_eq!(paths, ["a\tb", "m", "z/last"]);
-        assert_eq!(Cache::load(&file).get("m").unwrap().size, 9);
+        assert_eq!(paths, ["a/a", "a/b", "a\tb", "a-c"]);
+        // Read back in that order, every lookup is the next line; one out of order or missing
+        // is bisected; no index is ever built.
+        let c = Cache::load(&file);
+        assert!(c.ordered);
+        let mut cur = 0;
+        for p in &paths {
+            assert!(c.recorded(p, &mut cur).is_some(), "{p}");
+        }
+        for p in paths.iter().rev() {
+            assert!(c.recorded(p, &mut cur).is_some(), "{p} bisected");
+        }
+        assert!(c.recorded("a/0", &mut cur).is_none() && c.recorded("zz", &mut cur).is_none());
+        assert_eq!(c.recorded("a/a", &mut cur).unwrap().stamp, (9, 9, 9, 9));
+        assert!(c.index.get().is_none());
+    }
+
+    /// Split across threads or not, cold or warm, the digest is the same; a warm pass reads
+    /// nothing and each thread finds its first record by bisecting.
+    #[test]
+    fn the_digest_does_not_depend_on_threads_or_the_cache() {
+        let root = setup("threads");
+        for i in 0..120 {
+            let d = root.join(format!("d{}", i % 7));
+            fs_err::create_dir_all(&d).unwrap();
+            fs_err::write(d.join(format!("f{i}.txt")), format!("{i}")).unwrap();
+        }
+        let file = root.with_extension("cache");
+        let f = Filter::new::<&str>(&[], &[]).unwrap();
+        let entries = walk(&root, &f).unwrap();
+        let (one, s1) = digest_on(&root, &entries, &mut Cache::default(), 1).unwrap();
+        let mut c = Cache::load(&file);
+        let (three, s3) = digest_on(&root, &entries, &mut c, 3).unwrap();
+        assert_eq!(one, three);
+        assert_eq!((s1.hashed, s3.hashed, s3.added), (123, 123, s1.added));
+        c.save().unwrap();
+        let mut c = Cache::load(&file);
+        let (warm, s) = digest_on(&root, &entries, &mut c, 4).unwrap();
+        assert_eq!((warm, s.hashed, s.reused), (one, 0, 123));
+        assert!(c.index.get().is_none() && !c.dirty);
+    }
+
+    /// Walk order is the order `walk` yields paths in.
+    #[test]
+    fn walk_order_is_the_walks() {
+        let root = setup("order");
+        for p in ["a-c", "a/b/c", "a!", "a/bb", "ab", "a.d/x"] {
+            let full = root.join(p);
+            fs_err::create_dir_all(full.parent().unwrap()).unwrap();
+            if !full.exists() {
+                fs_err::write(&full, "x").unwrap();
+            }
+        }
+        fs_err::create_dir_all(root.join("a/b2")).unwrap();
+        let f = Filter::new::<&str>(&[], &[]).unwrap();
+        let paths: Vec<String> = walk(&root, &f)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        let mut sorted = paths.clone();
+        sorted.sort_by(|a, b| walk_cmp(a, b));
+        assert_eq!(paths, sorted);
+        assert!(walk_cmp("a/b", "a-c").is_lt() && walk_cmp("a", "a/b").is_lt());
+        assert!(walk_cmp("a/x", "a!").is_lt() && walk_cmp("x", "x").is_eq());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod checksum;
 pub mod glob;
 pub mod ignore;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use ignore::Matcher;
@@ -241,106 +242,140 @@ impl Filter {
 /// down, an exception under an excluded directory); it is then yielded just before its first
 /// yielded descendant.
 pub fn walk(root: &Path, filter: &Filter) -> Result<Vec<Entry>, Error> {
+    let mut listings = read_dirs(root, filter)?;
     let mut out = Vec::new();
     let mut pending: Vec<(Entry, bool)> = Vec::new();
-    walk_dir(root, "", filter, &mut pending, &mut out)?;
-    stat_all(root, &mut out)?;
+    out.reserve(listings.values().map(Vec::len).sum());
+    assemble(&mut listings, "", &mut pending, &mut out);
     Ok(out)
 }
 
-/// Fill in every entry's [`Meta`]: on as many threads as there are cores for a large walk (as
-/// `git status` stats its index on several), each stat relative to its parent directory, opened
-/// once per run of entries below it (beneath the root, no symlink followed), so no stat looks
-/// its path up from the root.
-fn stat_all(root: &Path, entries: &mut [Entry]) -> Result<(), Error> {
-    let threads = if entries.len() < 4096 {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(8)
-    };
-    let chunk = entries.len().div_ceil(threads).max(1);
-    if threads == 1 {
-        return stat_part(root, entries);
-    }
-    std::thread::scope(|s| {
-        let parts: Vec<_> = entries
-            .chunks_mut(chunk)
-            .map(|part| s.spawn(move || stat_part(root, part)))
-            .collect();
-        let mut first = Ok(());
-        for p in parts {
-            let r = p.join().unwrap_or_else(|_| {
-                Err(Error::Io {
-                    path: root.display().to_string(),
-                    source: std::io::Error::other("a stat thread panicked"),
-                })
-            });
-            if first.is_ok() {
-                first = r;
-            }
-        }
-        first
-    })
+/// What the walk keeps of one directory entry.
+struct Child {
+    /// Its path below the root (made once, moved into the [`Entry`]).
+    path: String,
+    kind: Kind,
+    /// Stat'ed when the walk may yield it.
+    meta: Option<Meta>,
+    /// Yielded if something is (it passes the filter); else only a way down.
+    included: bool,
+    /// Entered: a directory the walk yields or may yield something below.
+    enter: bool,
 }
 
-fn stat_part(root: &Path, part: &mut [Entry]) -> Result<(), Error> {
-    use rustix::fs::{AtFlags, OFlags};
-    let mut dir: Option<(String, std::os::fd::OwnedFd)> = None;
-    for e in part {
-        let (parent, name) = e.path.rsplit_once('/').unwrap_or(("", e.path.as_str()));
-        let io = |er: std::io::Error| Error::Io {
-            path: root.join(&e.path).display().to_string(),
-            source: er,
+/// Read every directory the walk enters: names in order, kinds, and a stat of each entry it
+/// may yield, relative to the directory just read (no path looked up from the root). The
+/// directories of one depth are read on as many threads as there are cores (at most 8), as
+/// `git status` stats its index on several; each is opened beneath the root with no symlink
+/// followed.
+fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Error> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let mut listings = HashMap::new();
+    let mut level = vec![String::new()];
+    while !level.is_empty() {
+        let read: Vec<Result<(String, Vec<Child>), Error>> = if threads == 1 || level.len() < 8 {
+            level.drain(..).map(|d| read_one(root, f, d)).collect()
+        } else {
+            let chunk = level.len().div_ceil(threads);
+            let parts: Vec<Vec<String>> = level.chunks(chunk).map(|c| c.to_vec()).collect();
+            level.clear();
+            std::thread::scope(|s| {
+                let handles: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.into_iter()
+                                .map(|d| read_one(root, f, d))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![Err(Error::Io {
+                                path: root.display().to_string(),
+                                source: std::io::Error::other("a walk thread panicked"),
+                            })]
+                        })
+                    })
+                    .collect()
+            })
         };
-        if dir.as_ref().map(|(p, _)| p.as_str()) != Some(parent) {
-            let fd =
-                beneath(root, Path::new(parent), OFlags::PATH | OFlags::DIRECTORY).map_err(io)?;
-            dir = Some((parent.to_string(), fd));
+        for r in read {
+            let (dir, children) = r?;
+            for c in children.iter().filter(|c| c.enter) {
+                level.push(c.path.clone());
+            }
+            listings.insert(dir, children);
         }
-        let (_, fd) = dir.as_ref().expect("opened above");
-        let st =
-            rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|er| io(er.into()))?;
-        e.meta = Some(Meta::of_stat(&st));
     }
-    Ok(())
+    Ok(listings)
 }
 
-/// `pending`: the directories entered but not yielded yet (and whether they have been since).
-fn walk_dir(
-    root: &Path,
-    rel: &str,
-    f: &Filter,
-    pending: &mut Vec<(Entry, bool)>,
-    out: &mut Vec<Entry>,
-) -> Result<(), Error> {
-    let dir = root.join(rel);
-    let io = |e: std::io::Error| Error::Io {
-        path: dir.display().to_string(),
+fn kind_of(t: rustix::fs::FileType) -> Kind {
+    match t {
+        rustix::fs::FileType::Directory => Kind::Dir,
+        rustix::fs::FileType::Symlink => Kind::Symlink,
+        _ => Kind::File,
+    }
+}
+
+/// Read the directory `rel`: its entries sorted by name, with what the filter makes of them.
+fn read_one(root: &Path, f: &Filter, rel: String) -> Result<(String, Vec<Child>), Error> {
+    use rustix::fs::{AtFlags, FileType, OFlags};
+    let io = |path: &str, e: std::io::Error| Error::Io {
+        path: root.join(path).display().to_string(),
         source: e,
     };
-    let mut names: Vec<(String, std::fs::FileType)> = fs_err::read_dir(&dir)
-        .map_err(io)?
-        .map(|e| e.and_then(|e| Ok((e.file_name().to_string_lossy().into_owned(), e.file_type()?))))
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
-    names.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, ft) in names {
-        let path = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
+    let fd = beneath(root, Path::new(&rel), OFlags::RDONLY | OFlags::DIRECTORY)
+        .map_err(|e| io(&rel, e))?;
+    let mut dir = rustix::fs::Dir::new(fd).map_err(|e| io(&rel, e.into()))?;
+    // Paths made once, as `rel/name`; sorted by name.
+    let prefix = if rel.is_empty() { 0 } else { rel.len() + 1 };
+    let mut names: Vec<(String, Option<Kind>)> = Vec::new();
+    while let Some(e) = dir.read() {
+        let e = e.map_err(|e| io(&rel, e.into()))?;
+        let name = e.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let kind = match e.file_type() {
+            FileType::Unknown => None,
+            t => Some(kind_of(t)),
         };
-        let is_dir = ft.is_dir();
-        let kind = if is_dir {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else {
-            Kind::File
+        let mut path = String::with_capacity(prefix + name.len());
+        if prefix > 0 {
+            path.push_str(&rel);
+            path.push('/');
+        }
+        path.push_str(&String::from_utf8_lossy(name));
+        names.push((path, kind));
+    }
+    names.sort_unstable_by(|a, b| a.0[prefix..].cmp(&b.0[prefix..]));
+    let dfd = dir.fd().map_err(|e| io(&rel, e.into()))?;
+    let stat = |path: &str| {
+        rustix::fs::statat(dfd, &path[prefix..], AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io(path, e.into()))
+    };
+    let mut children = Vec::with_capacity(names.len());
+    for (path, kind) in names {
+        let mut st = None;
+        let kind = match kind {
+            Some(k) => k,
+            // No type from the directory (some filesystems): ask the inode.
+            None => {
+                let s = stat(&path)?;
+                let k = kind_of(FileType::from_raw_mode(s.st_mode));
+                st = Some(s);
+                k
+            }
         };
+        let is_dir = kind == Kind::Dir;
         let included = f.included(&path);
         let may_include_below = is_dir
             && !included
@@ -350,33 +385,67 @@ fn walk_dir(
         if !included && !may_include_below {
             continue;
         }
-        let entry = Entry {
-            path: path.clone(),
-            kind,
-            meta: None,
+        let excluded = f.exclude.excluded(&path);
+        let (yield_it, enter) = if excluded {
+            // Excluded: entered only for an exception below it, and yielded only before one.
+            let below = is_dir && f.exclude.could_match_below(&path, true);
+            (below, below)
+        } else {
+            (true, is_dir)
         };
-        if f.exclude.excluded(&path) {
-            if is_dir && f.exclude.could_match_below(&path, true) {
-                pending.push((entry, false));
-                walk_dir(root, &path, f, pending, out)?;
-                pending.pop();
-            }
+        if !yield_it && !enter {
             continue;
         }
-        if included {
+        let meta = match st {
+            Some(s) => Meta::of_stat(&s),
+            None => Meta::of_stat(&stat(&path)?),
+        };
+        children.push(Child {
+            path,
+            kind,
+            meta: Some(meta),
+            included: included && !excluded,
+            enter,
+        });
+    }
+    Ok((rel, children))
+}
+
+/// Yield the entries below `rel` in walk order from the directories read. `pending`: the
+/// directories entered but not yielded yet (and whether they have been since); they are
+/// yielded just before their first yielded descendant.
+fn assemble(
+    listings: &mut HashMap<String, Vec<Child>>,
+    rel: &str,
+    pending: &mut Vec<(Entry, bool)>,
+    out: &mut Vec<Entry>,
+) {
+    let Some(children) = listings.remove(rel) else {
+        return;
+    };
+    for c in children {
+        let entry = Entry {
+            path: c.path,
+            kind: c.kind,
+            meta: c.meta,
+        };
+        if c.included {
             for (p, done) in pending.iter_mut().filter(|(_, done)| !*done) {
                 out.push(p.clone());
                 *done = true;
             }
-            out.push(entry);
-            if is_dir {
-                walk_dir(root, &path, f, pending, out)?;
+            if c.enter {
+                let path = entry.path.clone();
+                out.push(entry);
+                assemble(listings, &path, pending, out);
+            } else {
+                out.push(entry);
             }
-        } else {
+        } else if c.enter {
+            let path = entry.path.clone();
             pending.push((entry, false));
-            walk_dir(root, &path, f, pending, out)?;
+            assemble(listings, &path, pending, out);
             pending.pop();
         }
     }
-    Ok(())
 }

@@ -312,7 +312,8 @@ pub fn build(
     }
     exec::clean_leftovers(store, &b.maps);
     schedule.run(plan, &|i| stage::run(&b, i));
-    if let Err(e) = b.checksums.lock().unwrap_or_else(|e| e.into_inner()).save() {
+    let saved = b.checksums.lock().unwrap_or_else(|e| e.into_inner()).save();
+    if let Err(e) = saved {
         b.note(&format!("warning: saving the context checksum cache: {e}"));
     }
     if let Some(e) = schedule.take_error() {
