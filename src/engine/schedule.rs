@@ -132,7 +132,9 @@ impl Schedule {
     /// Run the stages of `plan.order`, each with `stage`, on threads, as their inputs allow;
     /// a stage that panicked takes the build down with it once every thread is joined.
     pub fn run(&self, plan: &Plan, stage: &(dyn Fn(usize) -> anyhow::Result<StageResult> + Sync)) {
-        let done = AtomicBool::new(false);
+        // Set when every stage is done; the watcher waits on it, so the build's end never
+        // waits for the watcher's next poll.
+        let done = (Mutex::new(false), Condvar::new());
         std::thread::scope(|s| {
             // Ctrl-C or SIGTERM: cancel like a failed step (running steps killed, their
             // scratch directories removed on the way out).
@@ -140,12 +142,18 @@ impl Schedule {
             std::thread::Builder::new()
                 .name("interrupt".into())
                 .spawn_scoped(s, move || {
-                    while !done.load(Ordering::SeqCst) {
+                    let mut finished = lock(&done.0);
+                    while !*finished {
                         if let Some(i) = super::interrupt::requested() {
+                            drop(finished);
                             self.fail(i.into());
                             return;
                         }
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        finished = done
+                            .1
+                            .wait_timeout(finished, std::time::Duration::from_millis(20))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
                     }
                 })
                 .expect("spawning the interrupt watcher");
@@ -185,7 +193,8 @@ impl Schedule {
                     panicked.get_or_insert(p);
                 }
             }
-            done.store(true, Ordering::SeqCst);
+            *lock(&done.0) = true;
+            done.1.notify_all();
             if let Some(p) = panicked {
                 std::panic::resume_unwind(p);
             }
