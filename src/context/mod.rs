@@ -334,11 +334,13 @@ fn read_one(root: &Path, f: &Filter, rel: String) -> Result<(String, Vec<Child>)
     };
     let fd = beneath(root, Path::new(&rel), OFlags::RDONLY | OFlags::DIRECTORY)
         .map_err(|e| io(&rel, e))?;
-    let mut dir = rustix::fs::Dir::new(fd).map_err(|e| io(&rel, e.into()))?;
-    // Paths made once, as `rel/name`; sorted by name.
+    // Paths made once, as `rel/name`; sorted by name. The entries are read with getdents
+    // into one buffer, no allocation per entry.
     let prefix = if rel.is_empty() { 0 } else { rel.len() + 1 };
     let mut names: Vec<(String, Option<Kind>)> = Vec::new();
-    while let Some(e) = dir.read() {
+    let mut buf = Vec::with_capacity(32 * 1024);
+    let mut dir = rustix::fs::RawDir::new(&fd, buf.spare_capacity_mut());
+    while let Some(e) = dir.next() {
         let e = e.map_err(|e| io(&rel, e.into()))?;
         let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
@@ -357,7 +359,7 @@ fn read_one(root: &Path, f: &Filter, rel: String) -> Result<(String, Vec<Child>)
         names.push((path, kind));
     }
     names.sort_unstable_by(|a, b| a.0[prefix..].cmp(&b.0[prefix..]));
-    let dfd = dir.fd().map_err(|e| io(&rel, e.into()))?;
+    let dfd = &fd;
     let stat = |path: &str| {
         rustix::fs::statat(dfd, &path[prefix..], AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io(path, e.into()))
