@@ -316,9 +316,12 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
         None => cache::limit().map_err(|e| anyhow::anyhow!(e))?,
     };
     // The build cache first (least recently used steps out), then what nothing refers to any
-    // more: blobs and snapshots of neither an image nor a step still cached.
+    // more: blobs and snapshots of neither an image nor a step still cached. Both under the
+    // gc lock: no build is between reading a record and using its layer meanwhile.
+    let gc = store.gc_lock()?;
     let evicted = cache::evict(store, if a.all { 0 } else { keep });
-    let mut freed = store.prune_keeping(
+    let mut freed = store.prune_keeping_locked(
+        &gc,
         a.all,
         &|| {
             let u = cache::usage(store);

@@ -251,6 +251,11 @@ impl Store {
         n
     }
 
+    /// The gc lock, exclusively: waits for the builds using the store.
+    pub fn gc_lock(&self) -> Result<Lock> {
+        self.lock("gc.lock", LockKind::Exclusive)
+    }
+
     /// The gc lock, exclusively, without waiting: `None` while a build (or a prune) uses the
     /// store.
     pub fn try_gc_lock(&self) -> Result<Option<Lock>> {
