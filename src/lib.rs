@@ -25,3 +25,14 @@ pub mod plan;
 pub mod registry;
 pub mod sandbox;
 pub mod store;
+
+/// The cores this process may use (its cgroup's quota counted), read once: the standard
+/// library reads /proc and the cgroup files on every call.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}

@@ -308,11 +308,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         ssh,
         iidfile: a.iidfile.clone(),
         outputs,
-        jobs: a.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
+        jobs: a.jobs.unwrap_or_else(strata::cores),
         named_contexts: named,
         compression: strata::layer::Compression::parse(&a.compression).ok_or_else(|| {
             anyhow!(

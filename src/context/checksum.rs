@@ -477,10 +477,7 @@ pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Dige
     let threads = if entries.len() < 4096 {
         1
     } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(8)
+        crate::cores().min(8)
     };
     digest_on(root, entries, cache, threads)
 }

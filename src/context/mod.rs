@@ -269,10 +269,7 @@ struct Child {
 /// `git status` stats its index on several; each is opened beneath the root with no symlink
 /// followed.
 fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Error> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
+    let threads = crate::cores().min(8);
     let mut listings = HashMap::new();
     let mut level = vec![String::new()];
     while !level.is_empty() {

@@ -73,9 +73,7 @@ pub struct LayerInfo {
 }
 
 fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    crate::cores()
 }
 
 enum Enc<W: Write> {

@@ -416,7 +416,12 @@ impl Store {
             (a.annotations.get(REF_NAME), &a.digest).cmp(&(b.annotations.get(REF_NAME), &b.digest))
         });
         let p = self.layout_dir().join("index.json");
-        io_util::write_atomic(&self.tmp_dir(), &p, &canonical_json(&index))?;
+        let bytes = canonical_json(&index);
+        // Unchanged (a rebuild naming the same image): no write, no fsync.
+        if std::fs::read(&p).is_ok_and(|old| old == bytes) {
+            return Ok(out);
+        }
+        io_util::write_atomic(&self.tmp_dir(), &p, &bytes)?;
         Ok(out)
     }
 }
