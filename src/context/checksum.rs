@@ -15,9 +15,9 @@ use crate::oci::{Digest, Sha256};
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
     size: u64,
-    mtime_ns: i128,
+    mtime_ns: i64,
     ino: u64,
-    ctime_ns: i128,
+    ctime_ns: i64,
     digest: Digest,
 }
 
@@ -143,12 +143,14 @@ pub struct Stats {
     pub added: Vec<String>,
 }
 
-fn ns(secs: i64, nsec: i64) -> i128 {
-    i128::from(secs) * 1_000_000_000 + i128::from(nsec)
+fn ns(secs: i64, nsec: i64) -> i64 {
+    // Nanoseconds fit an i64 from 1678 to 2262; a time outside saturates (ctime, which
+    // nobody can set, still tells a change).
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 /// What says a file is unchanged: (size, mtime, inode, ctime).
-type Stamp = (u64, i128, u64, i128);
+type Stamp = (u64, i64, u64, i64);
 
 fn stamp(m: &std::fs::Metadata) -> Stamp {
     (
@@ -202,7 +204,6 @@ fn line_at(text: &str, start: usize) -> Option<Result<Line<'_>, usize>> {
     let parse = || -> Option<Line<'_>> {
         let mut f = line.splitn(6, '\t');
         let size = f.next()?.parse::<u64>().ok()?;
-        // Nanosecond times fit an i64 until 2262; parsing i128 costs twice as much.
         let mtime = f.next()?.parse::<i64>().ok()?;
         let ino = f.next()?.parse::<u64>().ok()?;
         let ctime = f.next()?.parse::<i64>().ok()?;
@@ -213,7 +214,7 @@ fn line_at(text: &str, start: usize) -> Option<Result<Line<'_>, usize>> {
         let ok = digest.len() == 71 && digest.starts_with("sha256:");
         ok.then_some(Line {
             end,
-            stamp: (size, i128::from(mtime), ino, i128::from(ctime)),
+            stamp: (size, mtime, ino, ctime),
             digest,
             path,
         })

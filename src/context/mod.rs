@@ -60,12 +60,27 @@ fn beneath(
     rel: &Path,
     flags: rustix::fs::OFlags,
 ) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let dir = rustix::fs::open(
+    beneath_at(&open_root(root)?, rel, flags)
+}
+
+/// The context root, opened to resolve paths beneath it ([`beneath_at`]).
+fn open_root(root: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(
         root,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
+    )?)
+}
+
+/// [`beneath`] relative to the root's descriptor `dir` (opened once for many paths).
+fn beneath_at(
+    dir: &std::os::fd::OwnedFd,
+    rel: &Path,
+    flags: rustix::fs::OFlags,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::os::fd::AsFd;
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -73,7 +88,7 @@ fn beneath(
     };
     let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     match rustix::fs::openat2(
-        &dir,
+        dir,
         rel,
         flags,
         Mode::empty(),
@@ -87,7 +102,7 @@ fn beneath(
                 .components()
                 .filter(|c| !matches!(c, std::path::Component::CurDir))
                 .collect();
-            let mut cur = dir;
+            let mut cur: Option<std::os::fd::OwnedFd> = None;
             for (i, c) in comps.iter().enumerate() {
                 let std::path::Component::Normal(name) = c else {
                     return Err(swapped(rel, "is not a plain path"));
@@ -98,19 +113,22 @@ fn beneath(
                 } else {
                     OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
                 };
-                cur = rustix::fs::openat(&cur, *name, f, Mode::empty()).map_err(|e| {
-                    if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-                        swapped(rel, "changed")
-                    } else {
-                        e.into()
-                    }
-                })?;
+                let at = cur.as_ref().map_or(dir.as_fd(), |c| c.as_fd());
+                cur = Some(
+                    rustix::fs::openat(at, *name, f, Mode::empty()).map_err(|e| {
+                        if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+                            swapped(rel, "changed")
+                        } else {
+                            e.into()
+                        }
+                    })?,
+                );
             }
-            if comps.is_empty() {
-                cur = rustix::fs::openat(&cur, ".", flags, Mode::empty())?;
+            match cur {
+                // O_PATH | O_NOFOLLOW opens a symlink itself: the callers check the kind.
+                Some(fd) => Ok(fd),
+                None => Ok(rustix::fs::openat(dir, ".", flags, Mode::empty())?),
             }
-            // O_PATH | O_NOFOLLOW opens a symlink itself: the callers check the kind.
-            Ok(cur)
         }
         Err(e) => Err(e.into()),
     }
@@ -143,15 +161,15 @@ pub struct Meta {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
     pub ino: u64,
-    pub ctime_ns: i128,
+    pub ctime_ns: i64,
 }
 
 impl Meta {
     pub fn of(m: &std::fs::Metadata) -> Meta {
         use std::os::unix::fs::MetadataExt;
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         Meta {
             mode: m.mode(),
             uid: m.uid(),
@@ -164,7 +182,7 @@ impl Meta {
     }
 
     pub fn of_stat(st: &rustix::fs::Stat) -> Meta {
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         Meta {
             mode: st.st_mode,
             uid: st.st_uid,
@@ -270,11 +288,18 @@ struct Child {
 /// followed.
 fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Error> {
     let threads = crate::cores().min(8);
+    let root_fd = &open_root(root).map_err(|e| Error::Io {
+        path: root.display().to_string(),
+        source: e,
+    })?;
     let mut listings = HashMap::new();
     let mut level = vec![String::new()];
     while !level.is_empty() {
         let read: Vec<Result<(String, Vec<Child>), Error>> = if threads == 1 || level.len() < 8 {
-            level.drain(..).map(|d| read_one(root, f, d)).collect()
+            level
+                .drain(..)
+                .map(|d| read_one(root, root_fd, f, d))
+                .collect()
         } else {
             let chunk = level.len().div_ceil(threads);
             let parts: Vec<Vec<String>> = level.chunks(chunk).map(|c| c.to_vec()).collect();
@@ -285,7 +310,7 @@ fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Err
                     .map(|part| {
                         s.spawn(move || {
                             part.into_iter()
-                                .map(|d| read_one(root, f, d))
+                                .map(|d| read_one(root, root_fd, f, d))
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -323,13 +348,18 @@ fn kind_of(t: rustix::fs::FileType) -> Kind {
 }
 
 /// Read the directory `rel`: its entries sorted by name, with what the filter makes of them.
-fn read_one(root: &Path, f: &Filter, rel: String) -> Result<(String, Vec<Child>), Error> {
+fn read_one(
+    root: &Path,
+    root_fd: &std::os::fd::OwnedFd,
+    f: &Filter,
+    rel: String,
+) -> Result<(String, Vec<Child>), Error> {
     use rustix::fs::{AtFlags, FileType, OFlags};
     let io = |path: &str, e: std::io::Error| Error::Io {
         path: root.join(path).display().to_string(),
         source: e,
     };
-    let fd = beneath(root, Path::new(&rel), OFlags::RDONLY | OFlags::DIRECTORY)
+    let fd = beneath_at(root_fd, Path::new(&rel), OFlags::RDONLY | OFlags::DIRECTORY)
         .map_err(|e| io(&rel, e))?;
     // Paths made once, as `rel/name`; sorted by name. The entries are read with getdents
     // into one buffer, no allocation per entry.
