@@ -51,16 +51,69 @@ fn with_path<T>(path: &Path, r: io::Result<T>) -> io::Result<T> {
     r.map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The names of the extended attributes of `path` (not following a symlink) into `buf`:
+/// through `listxattrat(2)` relative to its directory `at` when the kernel has it (Linux
+/// 6.13: one name looked up instead of the whole path, for every entry of a tree), else
+/// `llistxattr(2)`.
+fn list_xattrs(
+    at: Option<(&std::os::fd::OwnedFd, &OsStr)>,
+    path: &Path,
+    buf: &mut [u8],
+) -> rustix::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // listxattrat: the same number on every architecture (added after the tables merged).
+    const SYS_LISTXATTRAT: libc::c_long = 465;
+    static MISSING: AtomicBool = AtomicBool::new(false);
+    if let Some((dir, name)) = at {
+        if !MISSING.load(Ordering::Relaxed) {
+            let cname =
+                std::ffi::CString::new(name.as_bytes()).map_err(|_| rustix::io::Errno::INVAL)?;
+            // SAFETY: a plain syscall with a valid descriptor, a NUL-terminated name and a
+            // buffer of the length given; the kernel writes at most that many bytes.
+            let r = unsafe {
+                libc::syscall(
+                    SYS_LISTXATTRAT,
+                    dir.as_raw_fd(),
+                    cname.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = rustix::io::Errno::from_raw_os_error(
+                io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            );
+            // An older kernel, or a seccomp filter that does not know the call.
+            if e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM {
+                MISSING.store(true, Ordering::Relaxed);
+            } else {
+                return Err(e);
+            }
+        }
+    }
+    rustix::fs::llistxattr(path, buf)
+}
+
+fn xattrs(
+    at: Option<(&std::os::fd::OwnedFd, &OsStr)>,
+    path: &Path,
+) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 1024];
     let n = loop {
-        match rustix::fs::llistxattr(path, &mut names) {
+        match list_xattrs(at, path, &mut names) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         }
     };
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
@@ -105,8 +158,16 @@ impl<W: Write> TreeWriter<'_, W> {
                 })
                 .collect::<io::Result<_>>()?;
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        // The directory, for the entries' extended attributes by name (None: by full path).
+        let dfd = rustix::fs::open(
+            abs,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok();
         for (name, path, m) in entries {
-            self.entry(&path, &rel.join(&name), &name, m)?;
+            let at = dfd.as_ref().map(|d| (d, name.as_os_str()));
+            self.entry(&path, &rel.join(&name), &name, m, at)?;
         }
         Ok(())
     }
@@ -205,12 +266,13 @@ impl<W: Write> TreeWriter<'_, W> {
         rel: &Path,
         name: &OsStr,
         m: std::fs::Metadata,
+        at: Option<(&std::os::fd::OwnedFd, &OsStr)>,
     ) -> io::Result<()> {
         let ft = m.file_type();
         let xs = if ft.is_symlink() {
             Vec::new()
         } else {
-            with_path(abs, xattrs(abs))?
+            with_path(abs, xattrs(at, abs))?
         };
         let (uid, gid) = (u64::from(m.uid()), u64::from(m.gid()));
 
