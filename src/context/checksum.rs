@@ -741,6 +741,23 @@ mod tests {
         assert!(c.index.get().is_none() && !c.dirty);
     }
 
+    /// A directory of more entries than one thread stats: every entry still has the metadata
+    /// of its own file.
+    #[test]
+    fn a_large_directory_is_stated_in_parts_and_right() {
+        let root = setup("large");
+        for i in 0..1100 {
+            fs_err::write(root.join(format!("app/f{i:04}")), "x".repeat(i % 7)).unwrap();
+        }
+        let f = Filter::new::<&str>(&[], &[]).unwrap();
+        let entries = walk(&root, &f).unwrap();
+        assert_eq!(entries.len(), 1104);
+        for e in &entries {
+            let m = std::fs::symlink_metadata(root.join(&e.path)).unwrap();
+            assert_eq!(e.meta, Some(Meta::of(&m)), "{}", e.path);
+        }
+    }
+
     /// Walk order is the order `walk` yields paths in.
     #[test]
     fn walk_order_is_the_walks() {

@@ -309,6 +309,7 @@ fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Err
                     .into_iter()
                     .map(|part| {
                         s.spawn(move || {
+                            WALK_THREAD.with(|w| w.set(true));
                             part.into_iter()
                                 .map(|d| read_one(root, root_fd, f, d))
                                 .collect::<Vec<_>>()
@@ -425,19 +426,52 @@ fn read_one(
         if !yield_it && !enter {
             continue;
         }
-        let meta = match st {
-            Some(s) => Meta::of_stat(&s),
-            None => Meta::of_stat(&stat(&path)?),
-        };
         children.push(Child {
             path,
             kind,
-            meta: Some(meta),
+            meta: st.as_ref().map(Meta::of_stat),
             included: included && !excluded,
             enter,
         });
     }
+    // The stats: a large directory's on every core (a context of one directory of thousands
+    // of files is common), a small one's here.
+    let fill = |part: &mut [Child]| -> Result<(), Error> {
+        for c in part.iter_mut().filter(|c| c.meta.is_none()) {
+            c.meta = Some(Meta::of_stat(&stat(&c.path)?));
+        }
+        Ok(())
+    };
+    let threads = crate::cores().min(8);
+    if threads > 1 && children.len() >= 1024 && !nested_thread() {
+        let chunk = children.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = children
+                .chunks_mut(chunk)
+                .map(|part| s.spawn(|| fill(part)))
+                .collect();
+            parts.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Io {
+                        path: root.join(&rel).display().to_string(),
+                        source: std::io::Error::other("a stat thread panicked"),
+                    })
+                })
+            })
+        })?;
+    } else {
+        fill(&mut children)?;
+    }
     Ok((rel, children))
+}
+
+thread_local! {
+    /// Set on the threads that read a level of directories: they do not fan out again.
+    static WALK_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn nested_thread() -> bool {
+    WALK_THREAD.with(|w| w.get())
 }
 
 /// Yield the entries below `rel` in walk order from the directories read. `pending`: the
