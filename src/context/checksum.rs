@@ -268,7 +268,11 @@ impl Cache {
 
     /// The start of the line that holds byte `at` (or the text's end).
     fn line_start(&self, at: usize) -> usize {
-        self.text[..at].rfind('\n').map_or(0, |n| n + 1)
+        // By bytes: `at` may fall inside a character of a path that is not ASCII.
+        self.text.as_bytes()[..at]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |n| n + 1)
     }
 
     /// The recorded line of `rel`: the one at `cursor` (the next line), else found by
@@ -756,6 +760,39 @@ mod tests {
             let m = std::fs::symlink_metadata(root.join(&e.path)).unwrap();
             assert_eq!(e.meta, Some(Meta::of(&m)), "{}", e.path);
         }
+    }
+
+    /// Bisecting lands anywhere in the text, inside a multi-byte character too.
+    #[test]
+    fn lookups_of_paths_that_are_not_ascii() {
+        let root = setup("utf8");
+        let file = root.with_extension("cache");
+        let d = Digest::of(b"x");
+        let mut c = Cache::default();
+        c.path = Some(file.clone());
+        let names: Vec<String> = (0..50)
+            .map(|i| format!("é/{}{i:02}{}", "ü".repeat(60), "ï".repeat(60)))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            c.updates.insert(
+                n.clone(),
+                Record {
+                    size: i as u64,
+                    mtime_ns: 1,
+                    ino: 1,
+                    ctime_ns: 1,
+                    digest: d.clone(),
+                },
+            );
+        }
+        c.dirty = true;
+        c.save().unwrap();
+        let c = Cache::load(&file);
+        for (i, n) in names.iter().enumerate().rev() {
+            let mut cur = 0;
+            assert_eq!(c.recorded(n, &mut cur).unwrap().stamp.0, i as u64, "{n}");
+        }
+        assert!(c.recorded("é/ünï99", &mut 0).is_none());
     }
 
     /// Walk order is the order `walk` yields paths in.
