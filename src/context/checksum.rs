@@ -768,8 +768,10 @@ mod tests {
         let root = setup("utf8");
         let file = root.with_extension("cache");
         let d = Digest::of(b"x");
-        let mut c = Cache::default();
-        c.path = Some(file.clone());
+        let mut c = Cache {
+            path: Some(file.clone()),
+            ..Cache::default()
+        };
         let names: Vec<String> = (0..50)
             .map(|i| format!("é/{}{i:02}{}", "ü".repeat(60), "ï".repeat(60)))
             .collect();
