@@ -464,7 +464,7 @@ impl Store {
         roots: &dyn Fn() -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)>,
         remove_dir: &dyn Fn(&Path) -> Result<()>,
     ) -> Result<u64> {
-        let gc = self.lock("gc.lock", super::LockKind::Exclusive)?;
+        let gc = self.gc_lock()?;
         self.prune_keeping_locked(&gc, all, roots, remove_dir)
     }
 

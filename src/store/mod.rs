@@ -192,18 +192,24 @@ impl Store {
         self.base.join("oci/blobs/sha256").join(d.hex())
     }
 
-    fn lock(&self, name: &str, kind: LockKind) -> Result<Lock> {
+    /// The lock file `name`, created if missing, opened for locking.
+    fn lock_file(&self, name: &str) -> Result<(PathBuf, File)> {
         let p = self.base.join("locks").join(name);
+        let f = at(
+            &p,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&p),
+        )?;
+        Ok((p, f))
+    }
+
+    fn lock(&self, name: &str, kind: LockKind) -> Result<Lock> {
         let per_key = PER_KEY_LOCKS.iter().any(|k| name.starts_with(k));
         loop {
-            let f = at(
-                &p,
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&p),
-            )?;
+            let (p, f) = self.lock_file(name)?;
             let r = match kind {
                 LockKind::Shared => f.lock_shared(),
                 LockKind::Exclusive => f.lock(),
@@ -259,15 +265,7 @@ impl Store {
     /// The gc lock, exclusively, without waiting: `None` while a build (or a prune) uses the
     /// store.
     pub fn try_gc_lock(&self) -> Result<Option<Lock>> {
-        let p = self.base.join("locks").join("gc.lock");
-        let f = at(
-            &p,
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&p),
-        )?;
+        let (p, f) = self.lock_file("gc.lock")?;
         match f.try_lock() {
             Ok(()) => Ok(Some(Lock {
                 _file: f,
@@ -410,15 +408,16 @@ impl Store {
         // The new index is written in tmp first: keep prune from clearing tmp meanwhile.
         let _w = self.writer_lock()?;
         let _l = self.lock("index.lock", LockKind::Exclusive)?;
-        let mut index = self.index()?;
+        let p = self.layout_dir().join("index.json");
+        let old = at(&p, std::fs::read(&p))?;
+        let mut index: Index = oci::parse_json(&old, &p.display().to_string())?;
         let out = f(&mut index)?;
         index.manifests.sort_by(|a, b| {
             (a.annotations.get(REF_NAME), &a.digest).cmp(&(b.annotations.get(REF_NAME), &b.digest))
         });
-        let p = self.layout_dir().join("index.json");
         let bytes = canonical_json(&index);
         // Unchanged (a rebuild naming the same image): no write, no fsync.
-        if std::fs::read(&p).is_ok_and(|old| old == bytes) {
+        if old == bytes {
             return Ok(out);
         }
         io_util::write_atomic(&self.tmp_dir(), &p, &bytes)?;
