@@ -326,9 +326,9 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         metadata_file: a.metadata_file.clone(),
     };
     let view = std::sync::Arc::new(progress::Progress::new(mode));
-    let built = engine::build(store, &p, &opts, view)?;
+    let built = engine::build(store, &p, &opts, view.clone())?;
     if built.cached < built.steps {
-        collect_cache(store, mode);
+        collect_cache(store, &view);
     }
     // The size report: the layers and what makes the image fat. A failure to read it is a
     // warning, never the build's failure.
@@ -350,24 +350,15 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
 
 /// Keep the build cache within its limit after a build that added to it (as BuildKit's
 /// garbage collector does): a failure is a warning, never the build's.
-fn collect_cache(store: &strata::store::Store, mode: progress::Mode) {
+fn collect_cache(store: &strata::store::Store, view: &progress::Progress) {
     use strata::engine::cache;
-    let say = |msg: String| {
-        if mode == progress::Mode::Json {
-            eprintln!("{}", serde_json::json!({"event": "note", "message": msg}));
-        } else if mode != progress::Mode::Quiet {
-            eprintln!("{msg}");
-        }
-    };
+    let say = |msg: String| view.note(&msg);
     let limit = match cache::limit() {
         Ok(l) => l,
         Err(e) => return say(format!("warning: {e}; the build cache was not collected")),
     };
     let maps = strata::sandbox::idmap::for_current_user();
-    let remove = |p: &Path| {
-        strata::engine::exec::remove_tree(p, &maps)
-            .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
-    };
+    let remove = |p: &Path| strata::engine::exec::remove_store_tree(p, &maps);
     match cache::collect(store, limit, &remove) {
         Ok(Some(c)) => say(format!(
             "build cache over its limit ({}): {} step{} dropped, {} freed, {} kept",

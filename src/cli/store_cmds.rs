@@ -303,10 +303,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // Snapshots and leftover steps may hold files owned by subordinate ids: remove those trees
     // inside the user namespace.
     let maps = strata::sandbox::idmap::for_current_user();
-    let remove = |p: &std::path::Path| {
-        strata::engine::exec::remove_tree(p, &maps)
-            .map_err(|e| strata::store::Error::Invalid(format!("{e:#}")))
-    };
+    let remove = |p: &std::path::Path| strata::engine::exec::remove_store_tree(p, &maps);
     use strata::engine::cache;
     let keep = match &a.keep_storage {
         Some(v) => strata::dockerfile::instructions::parse_size(v).ok_or_else(|| {
@@ -319,7 +316,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // more: blobs and snapshots of neither an image nor a step still cached. Both under the
     // gc lock: no build is between reading a record and using its layer meanwhile.
     let gc = store.gc_lock()?;
-    let evicted = cache::evict(store, if a.all { 0 } else { keep });
+    let (evicted, _) = cache::evict(store, if a.all { 0 } else { keep });
     let mut freed = store.prune_keeping_locked(
         &gc,
         a.all,

@@ -163,8 +163,9 @@ pub fn usage(store: &Store) -> Usage {
 
 /// Drop the least recently used records until the layers the rest refer to take at most
 /// `keep` bytes (0: drop every record). The blobs and snapshots they leave unreferenced go at
-/// the next prune. Returns how many records were dropped.
-pub fn evict(store: &Store, keep: u64) -> usize {
+/// the next prune. Returns how many records were dropped, and the bytes of the layers the
+/// records kept refer to.
+pub fn evict(store: &Store, keep: u64) -> (usize, u64) {
     let all = entries(store);
     // Bytes per blob, and how many of the records still kept refer to it.
     let mut refs: std::collections::BTreeMap<Digest, (u64, usize)> = Default::default();
@@ -191,7 +192,7 @@ pub fn evict(store: &Store, keep: u64) -> usize {
             }
         }
     }
-    dropped
+    (dropped, total)
 }
 
 /// The build cache's size limit when nothing sets one: the layers its steps refer to.
@@ -236,7 +237,7 @@ pub fn collect(
     };
     // Under the lock no build is running, so no step is between reading a record and using
     // its layer.
-    let dropped = evict(store, limit);
+    let (dropped, kept) = evict(store, limit);
     let freed = store.prune_keeping_locked(
         &gc,
         false,
@@ -249,7 +250,7 @@ pub fn collect(
     Ok(Some(Collected {
         dropped,
         freed,
-        kept: usage(store).bytes,
+        kept,
     }))
 }
 

@@ -276,6 +276,11 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
     )
 }
 
+/// [`remove_tree`] as the store's prune and collection call it (their error type).
+pub fn remove_store_tree(path: &Path, maps: &idmap::IdMaps) -> crate::store::Result<()> {
+    remove_tree(path, maps).map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
+}
+
 /// Remove what killed strata processes left in the store's tmp dir: every entry there is named
 /// `WHAT-PID-…` by the process that made it, and one whose process is gone is garbage (a step's
 /// scratch dir, a half-written blob). Dirs are removed inside the user namespace (their files
