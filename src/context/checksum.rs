@@ -375,7 +375,9 @@ impl Cache {
 #[derive(Default)]
 struct Part {
     lines: String,
-    stats: Stats,
+    /// Files read and hashed, and files whose recorded digest was reused.
+    hashed: usize,
+    reused: usize,
     /// Changed and new files, with the number of their entry (for walk order).
     changed_at: Vec<(usize, String)>,
     added_at: Vec<(usize, String)>,
@@ -400,7 +402,7 @@ fn file_digest(
             Some(l) if l.stamp == seen => {
                 // The common case of a rebuild: the digest's text goes into the line as it
                 // was recorded, never parsed.
-                part.stats.reused += 1;
+                part.reused += 1;
                 part.lines.push_str(l.digest);
                 return Ok(());
             }
@@ -410,7 +412,7 @@ fn file_digest(
     };
     if let Some((stamp, d)) = &known {
         if *stamp == seen {
-            part.stats.reused += 1;
+            part.reused += 1;
             part.lines.push_str(d.as_str());
             return Ok(());
         }
@@ -438,7 +440,7 @@ fn file_digest(
         });
     }
     let digest = h.finish();
-    part.stats.hashed += 1;
+    part.hashed += 1;
     match known {
         None => part.added_at.push((at, rel.to_string())),
         Some((_, d)) if d != digest => part.changed_at.push((at, rel.to_string())),
@@ -543,8 +545,8 @@ fn digest_on(
         for (k, d) in hashes {
             block_digests[k] = Some(d);
         }
-        stats.hashed += p.stats.hashed;
-        stats.reused += p.stats.reused;
+        stats.hashed += p.hashed;
+        stats.reused += p.reused;
         changed.extend(p.changed_at);
         added.extend(p.added_at);
         if !p.updates.is_empty() {
