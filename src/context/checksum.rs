@@ -526,12 +526,8 @@ fn digest_on(
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::Io {
-                            path: root.display().to_string(),
-                            source: std::io::Error::other("a checksum thread panicked"),
-                        })
-                    })
+                    h.join()
+                        .unwrap_or_else(|_| Err(super::panicked(root, "checksum")))
                 })
                 .collect()
         })

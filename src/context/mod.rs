@@ -319,12 +319,8 @@ fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Err
                 handles
                     .into_iter()
                     .flat_map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            vec![Err(Error::Io {
-                                path: root.display().to_string(),
-                                source: std::io::Error::other("a walk thread panicked"),
-                            })]
-                        })
+                        h.join()
+                            .unwrap_or_else(|_| vec![Err(panicked(root, "walk"))])
                     })
                     .collect()
             })
@@ -451,18 +447,22 @@ fn read_one(
                 .map(|part| s.spawn(|| fill(part)))
                 .collect();
             parts.into_iter().try_for_each(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Io {
-                        path: root.join(&rel).display().to_string(),
-                        source: std::io::Error::other("a stat thread panicked"),
-                    })
-                })
+                h.join()
+                    .unwrap_or_else(|_| Err(panicked(&root.join(&rel), "stat")))
             })
         })?;
     } else {
         fill(&mut children)?;
     }
     Ok((rel, children))
+}
+
+/// The error for a `what` thread (walk, stat, checksum) over `path` that panicked.
+pub(crate) fn panicked(path: &Path, what: &str) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other(format!("a {what} thread panicked")),
+    }
 }
 
 thread_local! {
