@@ -298,7 +298,7 @@ fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Err
         let read: Vec<Result<(String, Vec<Child>), Error>> = if threads == 1 || level.len() < 8 {
             level
                 .drain(..)
-                .map(|d| read_one(root, root_fd, f, d))
+                .map(|d| read_one(root, root_fd, f, d, threads))
                 .collect()
         } else {
             let chunk = level.len().div_ceil(threads);
@@ -309,9 +309,8 @@ fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Err
                     .into_iter()
                     .map(|part| {
                         s.spawn(move || {
-                            WALK_THREAD.with(|w| w.set(true));
                             part.into_iter()
-                                .map(|d| read_one(root, root_fd, f, d))
+                                .map(|d| read_one(root, root_fd, f, d, 1))
                                 .collect::<Vec<_>>()
                         })
                     })
@@ -345,11 +344,14 @@ fn kind_of(t: rustix::fs::FileType) -> Kind {
 }
 
 /// Read the directory `rel`: its entries sorted by name, with what the filter makes of them.
+/// `threads`: how many threads may stat a large directory's entries (1 on the threads that
+/// already read a level of directories side by side).
 fn read_one(
     root: &Path,
     root_fd: &std::os::fd::OwnedFd,
     f: &Filter,
     rel: String,
+    threads: usize,
 ) -> Result<(String, Vec<Child>), Error> {
     use rustix::fs::{AtFlags, FileType, OFlags};
     let io = |path: &str, e: std::io::Error| Error::Io {
@@ -438,8 +440,7 @@ fn read_one(
         }
         Ok(())
     };
-    let threads = crate::cores().min(8);
-    if threads > 1 && children.len() >= 1024 && !nested_thread() {
+    if threads > 1 && children.len() >= 1024 {
         let chunk = children.len().div_ceil(threads);
         std::thread::scope(|s| {
             let parts: Vec<_> = children
@@ -463,15 +464,6 @@ pub(crate) fn panicked(path: &Path, what: &str) -> Error {
         path: path.display().to_string(),
         source: std::io::Error::other(format!("a {what} thread panicked")),
     }
-}
-
-thread_local! {
-    /// Set on the threads that read a level of directories: they do not fan out again.
-    static WALK_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn nested_thread() -> bool {
-    WALK_THREAD.with(|w| w.get())
 }
 
 /// Yield the entries below `rel` in walk order from the directories read. `pending`: the
