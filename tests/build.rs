@@ -959,6 +959,63 @@ fn cache_mount_persists_is_owned_as_asked_and_stays_out_of_the_layer() {
 }
 
 #[test]
+fn cache_mounts_without_ids_belong_to_the_steps_user() {
+    let Some(b) = B::new("cacheuser") else {
+        return;
+    };
+    // Root fills a shared cache first; app's steps then use it, and a pip-style cache under
+    // app's home whose parent (~/.cache) does not exist; an explicit uid keeps BuildKit's
+    // meaning (root's, not writable by app).
+    let f = [df(r#"FROM busybox
+RUN mkdir -p /home/app && chown app:app /home/app
+RUN --mount=type=cache,id=shared,target=/data echo root >> /data/log
+USER app
+ARG N
+RUN --mount=type=cache,target=/home/app/.cache/pip echo $N >> ~/.cache/pip/log && cat ~/.cache/pip/log > ~/seen && stat -c '%U:%G' ~/.cache ~/.cache/pip > ~/owners && mkdir ~/.cache/uv-would-go-here
+RUN --mount=type=cache,id=shared,target=/data echo $N >> /data/log && cat /data/log > ~/shared
+RUN --mount=type=cache,id=rootonly,target=/r,uid=0,gid=0 stat -c %u /r > ~/rootonly && (touch /r/x 2>/dev/null && echo writable || echo refused) >> ~/rootonly
+"#)];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "u", "--build-arg", "N=1"]);
+    assert_eq!(b.sh("u", "cat /home/app/seen"), "1\n");
+    assert_eq!(b.sh("u", "cat /home/app/owners"), "app:app\napp:app\n");
+    assert_eq!(b.sh("u", "cat /home/app/shared"), "root\n1\n");
+    assert_eq!(b.sh("u", "cat /home/app/rootonly"), "0\nrefused\n");
+    b.ok(&c, &["-t", "u", "--build-arg", "N=2"]);
+    assert_eq!(b.sh("u", "cat /home/app/seen"), "1\n2\n");
+    assert_eq!(b.sh("u", "cat /home/app/shared"), "root\n1\n2\n");
+    // No mount point, and no directory made only to hold one, is in a layer: ~/.cache stays
+    // because the step wrote into it (uv-would-go-here), the mount point itself does not.
+    assert_eq!(
+        b.sh("u", "ls -A /home/app /home/app/.cache; ls -d /data /r 2>&1 | grep -c 'No such'"),
+        "/home/app:\n.cache\nowners\nrootonly\nseen\nshared\n\n/home/app/.cache:\nuv-would-go-here\n2\n"
+    );
+    // --no-cache: as BuildKit, each step gets an empty cache mount of its own and the kept ones
+    // are neither used nor emptied; pruning the whole build cache empties them.
+    b.ok(&c, &["-t", "u", "--build-arg", "N=3", "--no-cache"]);
+    assert_eq!(b.sh("u", "cat /home/app/seen"), "3\n");
+    assert_eq!(b.sh("u", "cat /home/app/shared"), "3\n");
+    b.ok(&c, &["-t", "u", "--build-arg", "N=4"]);
+    assert_eq!(b.sh("u", "cat /home/app/seen"), "1\n2\n4\n");
+    let o = b.strata(&["prune", "--cache", "--all"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    b.ok(&c, &["-t", "u", "--build-arg", "N=5"]);
+    assert_eq!(b.sh("u", "cat /home/app/seen"), "5\n");
+    assert_eq!(b.sh("u", "cat /home/app/shared"), "root\n5\n");
+}
+
+#[test]
+fn a_cache_mount_under_a_missing_directory_leaves_nothing_in_the_layer() {
+    let Some(b) = B::new("cacheparent") else {
+        return;
+    };
+    let f = [df("FROM busybox\nRUN --mount=type=cache,target=/root/.cache/pip/http echo x > /root/.cache/pip/http/f && echo done > /done\n")];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "p"]);
+    assert_eq!(b.sh("p", "cat /done; ls -A /root"), "done\n");
+}
+
+#[test]
 fn bind_tmpfs_and_stage_mounts() {
     let Some(b) = B::new("bind") else { return };
     let f = [

@@ -202,7 +202,9 @@ fn run_hook(h: Hook) -> Result<(), String> {
 /// same directory with the same owner and mode.
 fn forget_mount_points(upper: &Path, created: &[String], lowers: &[PathBuf]) {
     use std::os::unix::fs::MetadataExt;
-    for c in created {
+    // Deepest first: a directory made only to hold a mount point is empty once the mount
+    // point below it is gone.
+    for c in created.iter().rev() {
         let rel = Path::new(c.trim_start_matches('/'));
         let p = upper.join(rel);
         let _ = if p.is_dir() {

@@ -36,7 +36,9 @@ pub(super) struct St<'b, 'a> {
     pub dirs: Vec<String>,
     /// CMD was set in this stage (so ENTRYPOINT does not reset it).
     pub cmd_set: bool,
-    no_cache: bool,
+    /// `--no-cache` (or `--no-cache-filter`) names this stage: nothing is looked up, and its
+    /// cache mounts start empty.
+    pub no_cache: bool,
     /// Why the previous step missed, carried to the next ones.
     earlier_miss: bool,
     /// `--pull` found the base image moved: the first step misses for that reason.

@@ -281,21 +281,79 @@ fn bind(src: &str, target: &str, flags: libc::c_ulong, readonly: bool) -> R<()> 
     Ok(())
 }
 
-fn ensure_file(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
-    if std::fs::symlink_metadata(path).is_err() {
-        if let Some(p) = Path::new(path).parent() {
-            std::fs::create_dir_all(p).map_err(|e| format!("creating {}: {e}", p.display()))?;
+/// Create the missing directories of `inside` (a path in the root `root`, `/`-separated),
+/// each recorded in `created` (so the layer leaves it out when it stays empty) and owned as
+/// the directory it was made in: a mount point under `/home/app` is app's, not root's, so a
+/// `~/.cache/pip` cache mount does not leave a root-owned `~/.cache` that app cannot write.
+fn make_dirs(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut path = root.trim_end_matches('/').to_string();
+    let mut rel = String::new();
+    let mut owner = std::fs::metadata(&path)
+        .map(|m| (m.uid(), m.gid()))
+        .map_err(|e| format!("{path}: {e}"))?;
+    for part in inside.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        path.push('/');
+        path.push_str(part);
+        rel.push('/');
+        rel.push_str(part);
+        match std::fs::metadata(&path) {
+            Ok(m) => owner = (m.uid(), m.gid()),
+            Err(_) => {
+                std::fs::create_dir(&path).map_err(|e| format!("creating {path}: {e}"))?;
+                created.push(rel.clone());
+                std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1))
+                    .map_err(|e| format!("chown {path}: {e}"))?;
+            }
         }
-        std::fs::write(path, b"").map_err(|e| format!("creating {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn ensure_file(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
+    let path = format!(
+        "{}/{}",
+        root.trim_end_matches('/'),
+        inside.trim_start_matches('/')
+    );
+    if std::fs::symlink_metadata(&path).is_err() {
+        if let Some((parent, _)) = inside.trim_end_matches('/').rsplit_once('/') {
+            make_dirs(root, parent, created)?;
+        }
+        std::fs::write(&path, b"").map_err(|e| format!("creating {path}: {e}"))?;
         created.push(inside.to_string());
     }
     Ok(())
 }
 
-fn ensure_dir(path: &str, created: &mut Vec<String>, inside: &str) -> R<()> {
-    if std::fs::symlink_metadata(path).is_err() {
-        std::fs::create_dir_all(path).map_err(|e| format!("creating {path}: {e}"))?;
-        created.push(inside.to_string());
+fn ensure_dir(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
+    make_dirs(root, inside, created)
+}
+
+/// Give the cache mounted at `path` (its content too, symlinks not followed) to `uid`:`gid`
+/// when its top directory is someone else's. Mounts below it are not entered.
+fn hand_over(path: &Path, uid: u32, gid: u32) -> R<()> {
+    use std::os::unix::fs::MetadataExt;
+    let top = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if (top.uid(), top.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    let dev = top.dev();
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if m.dev() != dev {
+            continue;
+        }
+        if (m.uid(), m.gid()) != (uid, gid) {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", p.display()))?;
+        }
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).map_err(|e| format!("{}: {e}", p.display()))? {
+                todo.push(e.map_err(|e| format!("{}: {e}", p.display()))?.path());
+            }
+        }
     }
     Ok(())
 }
@@ -527,7 +585,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
 
     let mut created = Vec::new();
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    ensure_dir(&format!("{root}/proc"), &mut created, "/proc")?;
+    ensure_dir(&root, "/proc", &mut created)?;
     mount(
         "proc",
         &format!("{root}/proc"),
@@ -537,7 +595,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     )?;
 
     // /dev: a small tmpfs with the usual nodes bound from the host, pts and shm.
-    ensure_dir(&format!("{root}/dev"), &mut created, "/dev")?;
+    ensure_dir(&root, "/dev", &mut created)?;
     mount(
         "tmpfs",
         &format!("{root}/dev"),
@@ -578,7 +636,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     // /sys: the host's, read-only.
-    ensure_dir(&format!("{root}/sys"), &mut created, "/sys")?;
+    ensure_dir(&root, "/sys", &mut created)?;
     mount(
         "/sys",
         &format!("{root}/sys"),
@@ -601,11 +659,13 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     // resolv.conf, hosts, hostname: provided, not part of the layer.
     for (name, host) in &spec.etc_files {
         let t = format!("{root}/etc/{name}");
-        ensure_file(&t, &mut created, &format!("/etc/{name}"))?;
+        ensure_file(&root, &format!("/etc/{name}"), &mut created)?;
         bind(&host.display().to_string(), &t, 0, true)?;
     }
     // Descriptors of resolved bind sources, open until their mounts are made.
     let mut held_fds = Vec::new();
+    // Cache mounts that belong to the step's user (known once the root is in place).
+    let mut hand_to_user = Vec::new();
     for Bind {
         host,
         target,
@@ -616,8 +676,14 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         let t = format!("{root}/{}", target.trim_start_matches('/'));
         let host = match source {
             BindSource::Host => host.clone(),
+            BindSource::Cache { follow_user } => {
+                if *follow_user && !readonly {
+                    hand_to_user.push(target.clone());
+                }
+                host.clone()
+            }
             BindSource::Tmpfs { size } => {
-                ensure_dir(&t, &mut created, target)?;
+                ensure_dir(&root, target, &mut created)?;
                 let opts = match size {
                     Some(n) => format!("mode=1777,size={n}"),
                     None => "mode=1777".to_string(),
@@ -657,9 +723,9 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             }
         };
         if host.is_dir() {
-            ensure_dir(&t, &mut created, target)?;
+            ensure_dir(&root, target, &mut created)?;
         } else {
-            ensure_file(&t, &mut created, target)?;
+            ensure_file(&root, target, &mut created)?;
         }
         bind(&host.display().to_string(), &t, libc::MS_REC, *readonly)?;
     }
@@ -690,6 +756,10 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             "USER {} needs uid {} and gid {}, but only root is mapped in this user namespace (no subordinate ids for this user in /etc/subuid and /etc/subgid, or newuidmap/newgidmap missing; see `strata doctor`)",
             spec.user, ids.uid, ids.gid
         ));
+    }
+    for t in &hand_to_user {
+        hand_over(Path::new(t), ids.uid, ids.gid)
+            .map_err(|e| format!("cache mount {t}: giving it to the step's user: {e}"))?;
     }
     let workdir = if spec.workdir.is_empty() {
         "/".to_string()

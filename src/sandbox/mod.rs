@@ -139,6 +139,11 @@ pub enum BindSource {
     /// The file `Spec::memory_files[index]`: content that exists only in memory (a secret), so
     /// that no kill at any instant can leave a copy on disk.
     Memory { index: usize },
+    /// A cache mount's directory `host`. With `follow_user` (a cache mount that names no
+    /// `uid`/`gid`), it belongs to the user the step runs as: once that user is known, a cache
+    /// another user owns is handed over to them, its content included (what BuildKit leaves
+    /// root's, so that `USER app` cannot write its pip or uv cache).
+    Cache { follow_user: bool },
 }
 
 /// An in-memory file (memfd) holding `content` with permission bits `mode`, for

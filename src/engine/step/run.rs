@@ -405,11 +405,16 @@ fn mount(
                 .join("v1/cache-mounts")
                 .join(&Digest::of(id.as_bytes()).hex()[..32]);
             fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
-            if !dir.exists() {
+            let mut host = dir.clone();
+            if st.no_cache {
+                // As BuildKit: a step built without the cache gets an empty cache mount of its
+                // own, thrown away after the step; the kept one is left as it was.
+                host = step.join(format!("no-cache{i}"));
+                make_cache_dir(b, &host, m, &format!("creating an empty cache mount {id}"))?;
+            } else if !dir.exists() {
                 make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
             }
-            let mut host = dir.clone();
-            if m.sharing != Sharing::Shared {
+            if m.sharing != Sharing::Shared && !st.no_cache {
                 // locked: one step at a time; private: a step that finds the cache in use
                 // gets a fresh, throwaway one.
                 let f = fs_err::OpenOptions::new()
@@ -436,7 +441,10 @@ fn mount(
                 host,
                 target: t,
                 readonly: m.readonly.unwrap_or(false),
-                source: BindSource::Host,
+                // No uid/gid: the cache is the step user's (BuildKit keeps it root's).
+                source: BindSource::Cache {
+                    follow_user: m.uid.is_none() && m.gid.is_none(),
+                },
             });
         }
         MountKind::Tmpfs => {
