@@ -222,6 +222,91 @@ fn check_json_format() {
     assert_eq!(v[0]["column"], 1);
 }
 
+/// (rule, line) of each warning `strata check --format json` gives for `df`.
+fn rules_of(df: &str) -> Vec<(String, u64)> {
+    let out = strata(&["check", "--format", "json", "-f", "-"], Some(df));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["rule"].as_str().unwrap().to_string(),
+                w["line"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn check_python_image_rules() {
+    let bad = "FROM python:3.12-slim AS build
+ENV VIRTUAL_ENV=/opt/venv
+RUN python3 -m venv $VIRTUAL_ENV
+WORKDIR /src
+COPY . .
+RUN pip install -r requirements.txt
+FROM python:3.12-slim
+RUN apt-get update && apt-get install -y libpq5
+RUN pip install six
+RUN useradd -m app
+USER app
+RUN --mount=type=cache,target=/root/.cache/pip pip install --user six
+COPY --from=build /opt/venv /venv
+";
+    let r = |n: &str, l: u64| (n.to_string(), l);
+    assert_eq!(
+        rules_of(bad),
+        vec![
+            r("CopyAllBeforeDependencies", 5),
+            r("AptRecommendsInstalled", 8),
+            r("AptListsInLayer", 8),
+            r("PackageCacheInLayer", 9),
+            r("CacheMountTargetUnused", 12),
+            r("VenvCopiedToAnotherPath", 13),
+        ]
+    );
+    // The same mistakes in a builder stage that does not ship are not layer bloat; a final stage
+    // without USER runs as root.
+    let root = "FROM python:3.12-slim AS build
+RUN apt-get update && apt-get install -y gcc && pip install six
+FROM python:3.12-slim
+COPY --from=build /usr/local /usr/local
+";
+    assert_eq!(rules_of(root), vec![r("FinalStageRunsAsRoot", 3)]);
+    // Done right: dependencies first, caches mounted where the user's tool looks (HOME from
+    // ENV counts), lists removed, the venv at the same path, a user.
+    let good = "FROM python:3.12-slim AS build
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY requirements.txt .
+RUN --mount=type=cache,target=/root/.cache/pip /opt/venv/bin/pip install -r requirements.txt
+COPY . .
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps .
+FROM python:3.12-slim
+RUN apt-get update && apt-get install -y --no-install-recommends libpq5 && rm -rf /var/lib/apt/lists/*
+RUN useradd -m app
+COPY --from=build /opt/venv /opt/venv
+USER app
+ENV HOME=/data
+RUN --mount=type=cache,target=/data/.cache/uv uv pip install six
+";
+    assert_eq!(rules_of(good), vec![]);
+    // Not a Python image: none of these rules.
+    assert_eq!(
+        rules_of("FROM debian\nRUN apt-get update && apt-get install -y curl\n"),
+        vec![]
+    );
+    // The docs of strata's rules are the README's sections.
+    let out = strata(&["check", "-f", "-"], Some(root));
+    assert!(
+        text(&out.stderr).contains("  = docs: README.md#finalstagerunsasroot\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn check_uses_build_args_and_target() {
     let out = strata(

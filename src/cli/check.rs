@@ -92,6 +92,7 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
             Some(env)
         };
         warnings.extend(plan::lint::lint_plan(&p, &base_env));
+        warnings.extend(plan::lint_python::lint_python(&p, &base_env));
         Ok((df, warnings, local_skips))
     });
     let (df, mut warnings, local_skips) = match result {
@@ -155,6 +156,7 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
                     let p = src.position(w.span.start);
                     serde_json::json!({
                         "rule": w.rule, "message": w.message, "hint": w.hint,
+                        "url": lint::rule(w.rule).map(|r| r.url()),
                         "file": src.name(), "line": p.line, "column": p.column,
                     })
                 })

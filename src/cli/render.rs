@@ -37,6 +37,9 @@ pub fn warning(src: &Source, rule: &str, message: &str, span: Span, hint: Option
     if let Some(h) = hint {
         let _ = writeln!(out, "  = hint: {h}");
     }
+    if let Some(r) = strata::dockerfile::lint::rule(rule) {
+        let _ = writeln!(out, "  = docs: {}", r.url());
+    }
     out
 }
 

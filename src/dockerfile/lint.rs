@@ -8,35 +8,77 @@ use super::instructions::{parse_port, Command, Instruction};
 use super::parser::Dockerfile;
 use super::source::Span;
 
-/// A lint rule: its name (as BuildKit names it) and what it checks.
+/// A lint rule in BuildKit's format: its name, what it checks, and where it is documented.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
     pub name: &'static str,
     pub description: &'static str,
+    pub docs: Docs,
+}
+
+/// Who documents a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Docs {
+    /// One of BuildKit's rules, documented by Docker.
+    BuildKit,
+    /// One of strata's own, documented in strata's README (section "Lint rules").
+    Strata,
+}
+
+impl Rule {
+    /// The rule's documentation: Docker's page for BuildKit's rules, the README's section
+    /// for strata's.
+    pub fn url(&self) -> String {
+        match self.docs {
+            Docs::BuildKit => {
+                let mut kebab = String::new();
+                for (i, c) in self.name.chars().enumerate() {
+                    if c.is_ascii_uppercase() && i > 0 {
+                        kebab.push('-');
+                    }
+                    kebab.push(c.to_ascii_lowercase());
+                }
+                format!("https://docs.docker.com/go/dockerfile/rule/{kebab}/")
+            }
+            Docs::Strata => format!("README.md#{}", self.name.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// The rule named `name`.
+pub fn rule(name: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.name == name)
 }
 
 pub const RULES: &[Rule] = &[
-    Rule { name: "ConsistentInstructionCasing", description: "All instructions should use the same casing (upper or lower)" },
-    Rule { name: "CopyIgnoredFile", description: "Attempting to COPY a file that is excluded by .dockerignore" },
-    Rule { name: "DuplicateStageName", description: "Stage names should be unique" },
-    Rule { name: "ExposeInvalidFormat", description: "IP address and host-port mapping should not be used in EXPOSE" },
-    Rule { name: "ExposeProtoCasing", description: "Protocol in EXPOSE should be lowercase" },
-    Rule { name: "FromAsCasing", description: "The 'as' keyword should match the case of the 'from' keyword" },
-    Rule { name: "FromPlatformFlagConstDisallowed", description: "FROM --platform flag should not use a constant value" },
-    Rule { name: "InvalidDefaultArgInFrom", description: "Default value for global ARG results in an empty or invalid base image name" },
-    Rule { name: "JSONArgsRecommended", description: "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals" },
-    Rule { name: "LegacyKeyValueFormat", description: "Legacy key/value format with whitespace separator should not be used" },
-    Rule { name: "MaintainerDeprecated", description: "The MAINTAINER instruction is deprecated, use a label instead to define an image author" },
-    Rule { name: "MultipleInstructionsDisallowed", description: "Multiple instructions of the same type should not be used in the same stage" },
-    Rule { name: "NoEmptyContinuation", description: "Empty continuation lines will become errors in a future release" },
-    Rule { name: "RedundantTargetPlatform", description: "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior" },
-    Rule { name: "ReservedStageName", description: "Reserved words should not be used as stage names" },
-    Rule { name: "SecretsUsedInArgOrEnv", description: "Sensitive data should not be used in the ARG or ENV commands" },
-    Rule { name: "StageNameCasing", description: "Stage names should be lowercase" },
-    Rule { name: "StageNameTypo", description: "A --from that is not a stage but is close to a stage's name is pulled as an image (strata's rule)" },
-    Rule { name: "UndefinedArgInFrom", description: "FROM command must use declared ARGs" },
-    Rule { name: "UndefinedVar", description: "Variables should be defined before their use" },
-    Rule { name: "WorkdirRelativePath", description: "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes" },
+    Rule { name: "AptListsInLayer", description: "Python images: apt-get update in a shipped stage leaves /var/lib/apt/lists in the layer", docs: Docs::Strata },
+    Rule { name: "AptRecommendsInstalled", description: "Python images: apt-get install in a shipped stage without --no-install-recommends installs packages nothing asked for", docs: Docs::Strata },
+    Rule { name: "CacheMountTargetUnused", description: "Python images: a pip or uv cache mount that is not where the step's user's tool keeps its cache", docs: Docs::Strata },
+    Rule { name: "ConsistentInstructionCasing", description: "All instructions should use the same casing (upper or lower)", docs: Docs::BuildKit },
+    Rule { name: "CopyAllBeforeDependencies", description: "Python images: the whole context is copied before the dependencies are installed, so every code change reinstalls them", docs: Docs::Strata },
+    Rule { name: "CopyIgnoredFile", description: "Attempting to COPY a file that is excluded by .dockerignore", docs: Docs::BuildKit },
+    Rule { name: "DuplicateStageName", description: "Stage names should be unique", docs: Docs::BuildKit },
+    Rule { name: "ExposeInvalidFormat", description: "IP address and host-port mapping should not be used in EXPOSE", docs: Docs::BuildKit },
+    Rule { name: "ExposeProtoCasing", description: "Protocol in EXPOSE should be lowercase", docs: Docs::BuildKit },
+    Rule { name: "FinalStageRunsAsRoot", description: "Python images: the final stage runs as root", docs: Docs::Strata },
+    Rule { name: "FromAsCasing", description: "The 'as' keyword should match the case of the 'from' keyword", docs: Docs::BuildKit },
+    Rule { name: "FromPlatformFlagConstDisallowed", description: "FROM --platform flag should not use a constant value", docs: Docs::BuildKit },
+    Rule { name: "InvalidDefaultArgInFrom", description: "Default value for global ARG results in an empty or invalid base image name", docs: Docs::BuildKit },
+    Rule { name: "JSONArgsRecommended", description: "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals", docs: Docs::BuildKit },
+    Rule { name: "LegacyKeyValueFormat", description: "Legacy key/value format with whitespace separator should not be used", docs: Docs::BuildKit },
+    Rule { name: "MaintainerDeprecated", description: "The MAINTAINER instruction is deprecated, use a label instead to define an image author", docs: Docs::BuildKit },
+    Rule { name: "MultipleInstructionsDisallowed", description: "Multiple instructions of the same type should not be used in the same stage", docs: Docs::BuildKit },
+    Rule { name: "NoEmptyContinuation", description: "Empty continuation lines will become errors in a future release", docs: Docs::BuildKit },
+    Rule { name: "PackageCacheInLayer", description: "Python images: pip or uv in a shipped stage without a cache mount or --no-cache-dir leaves its cache in the layer", docs: Docs::Strata },
+    Rule { name: "RedundantTargetPlatform", description: "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior", docs: Docs::BuildKit },
+    Rule { name: "ReservedStageName", description: "Reserved words should not be used as stage names", docs: Docs::BuildKit },
+    Rule { name: "SecretsUsedInArgOrEnv", description: "Sensitive data should not be used in the ARG or ENV commands", docs: Docs::BuildKit },
+    Rule { name: "StageNameCasing", description: "Stage names should be lowercase", docs: Docs::BuildKit },
+    Rule { name: "StageNameTypo", description: "A --from that is not a stage but is close to a stage's name is pulled as an image (strata's rule)", docs: Docs::Strata },
+    Rule { name: "UndefinedArgInFrom", description: "FROM command must use declared ARGs", docs: Docs::BuildKit },
+    Rule { name: "UndefinedVar", description: "Variables should be defined before their use", docs: Docs::BuildKit },
+    Rule { name: "VenvCopiedToAnotherPath", description: "Python images: a virtual environment copied from another stage to a different path (its scripts name the old one)", docs: Docs::Strata },
+    Rule { name: "WorkdirRelativePath", description: "Relative workdir without an absolute workdir declared within the build can have unexpected results if the base image changes", docs: Docs::BuildKit },
 ];
 
 /// One finding.

@@ -8,6 +8,7 @@
 
 mod expand;
 pub mod lint;
+pub mod lint_python;
 
 pub use expand::{expand_instruction, Expanded, StageScope};
 
