@@ -391,6 +391,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
         // The first COPY of the whole context, and whether dependencies were installed yet.
         let mut copy_all: Option<Span> = None;
         let mut deps_installed = false;
+        let mut onbuild_user = false;
         for c in &st.commands {
             let (ins, run) = match super::expand_instruction(&c.instruction, &scope, &lexer) {
                 Ok(ex) => (ex.instruction, ex.run),
@@ -398,6 +399,11 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
             };
             match &ins {
                 Instruction::User(u) => f.user = Some(u.clone()),
+                // A parent image whose children switch user (`ONBUILD USER app`).
+                Instruction::Onbuild(o) if matches!(&*o.trigger, Instruction::User(u) if !is_root(Some(u))) =>
+                {
+                    onbuild_user = true;
+                }
                 Instruction::Workdir(w) => f.workdir = absolute(w, &f.workdir),
                 Instruction::Copy(cp) | Instruction::Add(cp) => match &cp.from {
                     None => {
@@ -473,7 +479,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
             scope.apply(&ins);
         }
         f.env = scope.lookup_env();
-        if st.index == plan.target && is_root(f.user.as_deref()) {
+        if st.index == plan.target && is_root(f.user.as_deref()) && !onbuild_user {
             out.push(
                 Warning::new(
                     "FinalStageRunsAsRoot",

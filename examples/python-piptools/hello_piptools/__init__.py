@@ -1,0 +1,1 @@
+"""strata's pip-tools recipe."""
