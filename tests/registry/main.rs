@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod python;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
