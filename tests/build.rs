@@ -2217,6 +2217,33 @@ fn builds_as_a_user_without_subordinate_ids() {
 }
 
 #[test]
+fn the_size_report_sees_a_venv_copied_twice() {
+    let Some(b) = B::new("venvtwice") else {
+        return;
+    };
+    // The Python mistake: COPY --from of the venv, then `chown -R` in a RUN, which copies every
+    // file up into a second layer; COPY --chown does it in one.
+    let f = [df("FROM busybox AS build\nRUN mkdir -p /opt/venv/lib /opt/venv/bin && head -c 1500000 /dev/urandom > /opt/venv/lib/big.so && echo home > /opt/venv/pyvenv.cfg && echo py > /opt/venv/bin/python\n\
+FROM busybox\n\
+COPY --from=build /opt/venv /opt/venv\n\
+RUN chown -R app:app /opt/venv\n")];
+    let c = b.ctx("c", &files(&f));
+    let out = b.ok(&c, &["-t", "twice"]);
+    assert!(
+        out.contains("hint: /opt/venv (1.5MB) of layer 2 (COPY --from=build /opt/venv /opt/venv) is in layer 3 (RUN chown -R app:app /opt/venv) again: the image carries it twice\n      set owners and modes as the files are copied (COPY --chown=… --chmod=…)"),
+        "{out}"
+    );
+    fs_err::write(
+        c.join("Dockerfile"),
+        "FROM busybox AS build\nRUN mkdir -p /opt/venv/lib && head -c 1500000 /dev/urandom > /opt/venv/lib/big.so\nFROM busybox\nCOPY --from=build --chown=app:app /opt/venv /opt/venv\n",
+    )
+    .unwrap();
+    let out = b.ok(&c, &["-t", "once"]);
+    assert!(!out.contains("hint:"), "{out}");
+    assert_eq!(b.sh("once", "stat -c %U /opt/venv/lib/big.so"), "app\n");
+}
+
+#[test]
 fn the_size_report_shows_the_layers_and_what_makes_them_fat() {
     let Some(b) = B::new("sizereport") else {
         return;
@@ -2308,7 +2335,7 @@ COPY --from=build /out /out\n")];
     let c = b.ctx("dup", &files(&f));
     let out = b.ok(&c, &[]);
     assert!(
-        out.contains("hint: /opt (1.2MB) of layer 2 (COPY big /opt/d/big) is in layer 3 (RUN chown -R 1000:1000 /opt/d) again: the image carries it twice\n      set owners and modes as the files are copied (COPY --chown=… --chmod=…)"),
+        out.contains("hint: /opt/d (1.2MB) of layer 2 (COPY big /opt/d/big) is in layer 3 (RUN chown -R 1000:1000 /opt/d) again: the image carries it twice\n      set owners and modes as the files are copied (COPY --chown=… --chmod=…)"),
         "{out}"
     );
     // A single-stage build gets no compiler hint; a quiet one no report at all.

@@ -218,6 +218,26 @@ fn hints(facts: &[LayerFacts], layers: &[LayerRow], multi_stage: bool) -> Vec<Hi
                 continue;
             };
             reported.push(d);
+            // Named by the deepest directory that holds all of it (/opt/venv, not /opt).
+            let mut d = d.as_str();
+            while let Some((child, _)) = f
+                .sizes
+                .range(format!("{d}/")..)
+                .take_while(|(k, _)| k.starts_with(&format!("{d}/")))
+                .find(|(k, b)| {
+                    let below = format!("{k}/");
+                    *b == bytes
+                        && !k[d.len() + 1..].contains('/')
+                        && facts[i].sizes.get(k.as_str()) == Some(bytes)
+                        // A directory (something is listed below it), not a large file.
+                        && f.sizes
+                            .range(below.clone()..)
+                            .next()
+                            .is_some_and(|(n, _)| n.starts_with(&below))
+                })
+            {
+                d = child;
+            }
             out.push(Hint {
                 kind: "duplicated".into(),
                 layer: j + 1,

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# benches/python.sh [RUNS]
+#
+# The Python recipes 1 (examples/python-app, Docker's pip template in two stages) and 2
+# (examples/python-uv, Astral's uv recipe), built by strata (rootless), buildah (rootless,
+# native overlay) and BuildKit (dockerd as root, ../shared/lab/dockerd.sh), in one run, RUNS
+# runs each (default 5), hyperfine medians:
+#   cold     the build cache and the cache mounts emptied before each run (the base image kept)
+#   noop     everything cached
+#   change1  one line appended to the app's code
+#   dep      one dependency added (requirements.txt / pyproject.toml + uv.lock), from the state
+#            before it, built once in the prepare step
+# The floor of the cold build is the package tool itself: the same commands (venv, pip or uv,
+# useradd) run by chroot in a fresh copy of the same base, with an empty cache, as root. The
+# final images' sizes side by side (each tool's own figure: the layers' uncompressed bytes).
+# The `# syntax=` line is left out of every copy: BuildKit would pull its frontend image, and no
+# registry is reachable here.
+#
+# Needs root (it starts dockerd, and the rootless builds run as the user builder), hyperfine,
+# buildah, skopeo, docker.io. The base is target/test-images/oci/python (scripts/test-deps.sh)
+# or $BASE. Works under $OUT (default /var/tmp/strata-bench-python, removed at the end unless
+# KEEP=1); results in $OUT/results while it runs, printed at the end.
+set -euo pipefail
+RUNS=${1:-5}
+here=$(cd "$(dirname "$0")/.." && pwd)
+LAB=${LAB:-$(cd "$here/../shared/lab" && pwd)}
+OUT=${OUT:-/var/tmp/strata-bench-python}
+BASE=${BASE:-$here/target/test-images/oci/python}
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+[ -f "$BASE/index.json" ] || { echo "no python base at $BASE (scripts/test-deps.sh makes it)" >&2; exit 1; }
+for t in hyperfine buildah skopeo; do
+  command -v $t >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $t >/dev/null
+done
+[ -x /usr/bin/docker ] && command -v dockerd >/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+DOCKER=/usr/bin/docker
+bash "$LAB/setup-builder-user.sh" builder >/dev/null
+bash "$LAB/fix-cgroup-hybrid.sh" >/dev/null
+[ "$(stat -c %a /dev/net/tun)" = 666 ] || chmod 0666 /dev/net/tun
+uid=$(id -u builder)
+rm -rf "$OUT"
+mkdir -p "$OUT/bin" "$OUT/results" "$OUT/ctx"
+cleanup() {
+  bash "$LAB/dockerd.sh" stop "$OUT/docker" >/dev/null 2>&1 || true
+  umount "$OUT/floor/root/proc" 2>/dev/null || true
+  if [ "${KEEP:-0}" != 1 ]; then
+    as_builder sh -c "buildah rm -a >/dev/null 2>&1; buildah rmi -a -f >/dev/null 2>&1" || true
+    rm -rf "/run/user/$uid/strata-bench-containers" "/run/user/$uid/strata-bench-libpod" "/var/tmp/buildah-cache-$uid"
+    runuser -u builder -- "$OUT/bin/strata" --root "$OUT/strata" prune --all >/dev/null 2>&1 || true
+    "$OUT/bin/strata" --root "$OUT/floor/store" prune --all >/dev/null 2>&1 || true
+    rm -rf "$OUT"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+(cd "$here" && cargo build --release --locked -q)
+install -m 755 "$here/target/release/strata" "$OUT/bin/strata"
+
+# The contexts, without the syntax line; the files a dependency change swaps in.
+for r in pip:python-app uv:python-uv; do
+  n=${r%%:*} ex=${r#*:}
+  cp -r "$here/examples/$ex" "$OUT/ctx/$n"
+  sed -i '/^# syntax=/d' "$OUT/ctx/$n/Dockerfile"
+done
+mkdir -p "$OUT/dep/pip" "$OUT/dep/uv"
+cp "$OUT/ctx/pip/requirements.txt" "$OUT/dep/pip/requirements.txt.orig"
+printf 'six==1.16.0\nidna==3.10\n' >"$OUT/dep/pip/requirements.txt"
+cp "$OUT/ctx/uv/pyproject.toml" "$OUT/dep/uv/pyproject.toml.orig"
+cp "$OUT/ctx/uv/uv.lock" "$OUT/dep/uv/uv.lock.orig"
+cp "$here/tests/python/uv-added/pyproject.toml" "$here/tests/python/uv-added/uv.lock" "$OUT/dep/uv/"
+chmod -R a+rwX "$OUT"
+code() { case $1 in pip) echo "$OUT/ctx/pip/hello_app/__main__.py" ;; uv) echo "$OUT/ctx/uv/src/hello_uv/__init__.py" ;; esac; }
+dep_on() { case $1 in pip) echo "cp $OUT/dep/pip/requirements.txt $OUT/ctx/pip/" ;; uv) echo "cp $OUT/dep/uv/pyproject.toml $OUT/dep/uv/uv.lock $OUT/ctx/uv/" ;; esac; }
+dep_off() { case $1 in pip) echo "cp $OUT/dep/pip/requirements.txt.orig $OUT/ctx/pip/requirements.txt" ;; uv) echo "cp $OUT/dep/uv/pyproject.toml.orig $OUT/ctx/uv/pyproject.toml; cp $OUT/dep/uv/uv.lock.orig $OUT/ctx/uv/uv.lock" ;; esac; }
+
+uid=$(id -u builder)
+# buildah with native overlay in the user namespace (its rootless default here is vfs, which
+# copies the base for every step), its store under $OUT.
+mkdir -p "$OUT/containers"
+cat >"$OUT/containers/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+runroot = "/run/user/$uid/strata-bench-containers"
+graphroot = "$OUT/containers/storage"
+rootless_storage_path = "$OUT/containers/storage"
+EOF
+printf '[engine]\ntmp_dir = "/run/user/%s/strata-bench-libpod"\n' "$uid" >"$OUT/containers/containers.conf"
+chmod -R a+rwX "$OUT/containers"
+as_builder() {
+  runuser -u builder -- env -C "$OUT" HOME=/home/builder XDG_RUNTIME_DIR=/run/user/$uid \
+    CONTAINERS_STORAGE_CONF="$OUT/containers/storage.conf" CONTAINERS_CONF="$OUT/containers/containers.conf" \
+    PATH=/usr/local/bin:/usr/bin:/bin "$@"
+}
+
+# Each builder: BUILD (tag, ctx), CLEAN (cold), SIZE (tag), how it runs (as builder or root).
+S="$OUT/bin/strata --root $OUT/strata"
+strata_build() { echo "$S build -q -t bench-$1 $OUT/ctx/$1"; }
+strata_clean="$S rmi bench-pip bench-uv >/dev/null 2>&1; $S prune --cache >/dev/null; rm -rf $OUT/strata/v1/cache-mounts"
+buildah_build() { echo "buildah bud -q --layers --pull=never -t bench-$1 $OUT/ctx/$1"; }
+buildah_clean="buildah rmi -f bench-pip bench-uv >/dev/null 2>&1; buildah rmi --prune >/dev/null 2>&1; rm -rf /var/tmp/buildah-cache-$uid"
+DH="$DOCKER -H unix://$OUT/docker/docker.sock"
+docker_build() { echo "env DOCKER_BUILDKIT=1 $DH build -q -t bench-$1 $OUT/ctx/$1"; }
+docker_clean="$DH rmi -f bench-pip bench-uv >/dev/null 2>&1; $DH builder prune -af >/dev/null"
+
+echo "== loading the python base into each builder" >&2
+as_builder $S load -i "$BASE" >/dev/null
+as_builder $S tag python:latest python:3.11-slim
+as_builder skopeo copy -q "oci:$BASE:latest" containers-storage:docker.io/library/python:3.11-slim
+bash "$LAB/dockerd.sh" start "$OUT/docker" >/dev/null
+skopeo copy -q --dest-daemon-host "unix://$OUT/docker/docker.sock" "oci:$BASE:latest" docker-daemon:python:3.11-slim
+
+run() { # builder recipe scenario
+  local b=$1 r=$2 sc=$3 build clean runner
+  build=$(${b}_build "$r"); clean=${b}_clean; clean=${!clean}
+  runner=as_builder; [ "$b" = docker ] && runner=""
+  local json=$OUT/results/$b-$r-$sc.json
+  case $sc in
+    cold) $runner hyperfine -N -r "$RUNS" --prepare "sh -c '$clean'" --export-json "$json" "$build" >/dev/null ;;
+    noop) $runner sh -c "$build" >/dev/null
+          $runner hyperfine -N -w 1 -r "$RUNS" --export-json "$json" "$build" >/dev/null ;;
+    change1) $runner hyperfine -N -r "$RUNS" --prepare "sh -c 'echo \"# \$(date +%s%N)\" >> $(code "$r")'" --export-json "$json" "$build" >/dev/null ;;
+    dep) $runner hyperfine -N -r "$RUNS" --prepare "sh -c '$(dep_off "$r"); $build >/dev/null; $(dep_on "$r")'" --export-json "$json" "$build" >/dev/null
+         $runner sh -c "$(dep_off "$r")" ;;
+  esac
+}
+for r in pip uv; do
+  for b in strata buildah docker; do
+    for sc in cold noop change1 dep; do
+      echo "== $b $r $sc" >&2
+      run $b $r $sc
+    done
+  done
+done
+
+# Sizes of the final images (each tool's own figure).
+size_strata() { as_builder $S images | awk -v t="bench-$1" '$1 == t {print $NF}'; }
+size_buildah() { as_builder buildah images --format '{{.Name}} {{.Size}}' | awk -v t="localhost/bench-$1" '$1 == t {print $2 $3}'; }
+size_docker() { $DH image inspect -f '{{.Size}}' "bench-$1" | awk '{printf "%.1fMB", $1/1e6}'; }
+
+# The floor: the same commands in a chroot of the same base, an empty cache each run.
+mkdir -p "$OUT/floor/root"
+"$OUT/bin/strata" --root "$OUT/floor/store" load -i "$BASE" >/dev/null
+"$OUT/bin/strata" --root "$OUT/floor/store" unpack python:latest "$OUT/floor/rootfs" >/dev/null
+prep="umount $OUT/floor/root/proc 2>/dev/null; rm -rf $OUT/floor/root && cp -a $OUT/floor/rootfs $OUT/floor/root && cp /etc/resolv.conf $OUT/floor/root/etc/ && mkdir -p $OUT/floor/root/app && cp -r $OUT/ctx/uv/. $OUT/floor/root/app/ && cp $OUT/ctx/pip/requirements.txt $OUT/floor/root/tmp/ && mount -t proc proc $OUT/floor/root/proc"
+floor_pip="chroot $OUT/floor/root sh -c 'python3 -m venv /opt/venv && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/pip install -q -r /tmp/requirements.txt && useradd --create-home --uid 10001 app'"
+floor_uv="chroot $OUT/floor/root sh -c 'python3 -m venv /opt/uv && /opt/uv/bin/pip install -q --disable-pip-version-check uv==0.13.9 && cd /app && export UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=0 UV_SYSTEM_CERTS=1 && /opt/uv/bin/uv sync -q --locked --no-install-project --no-dev && /opt/uv/bin/uv sync -q --locked --no-dev --no-editable && useradd --create-home --uid 10001 app'"
+for r in pip uv; do
+  f=floor_$r
+  echo "== floor $r" >&2
+  hyperfine -N -r "$RUNS" --prepare "sh -c '$prep'" --export-json "$OUT/results/floor-$r-cold.json" "sh -c \"${!f}\"" >/dev/null
+done
+
+med() { python3 -c "import json,sys; print('%.3f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$1"; }
+echo
+for r in pip uv; do
+  echo "recipe $r (median of $RUNS, seconds; size of the final image)"
+  printf '%-10s %8s %8s %8s %8s %10s\n' builder cold noop change1 dep size
+  for b in strata buildah docker; do
+    printf '%-10s %8s %8s %8s %8s %10s\n' "$b" \
+      "$(med "$OUT/results/$b-$r-cold.json")" "$(med "$OUT/results/$b-$r-noop.json")" \
+      "$(med "$OUT/results/$b-$r-change1.json")" "$(med "$OUT/results/$b-$r-dep.json")" "$(size_$b "$r")"
+  done
+  fl=$(med "$OUT/results/floor-$r-cold.json")
+  st=$(med "$OUT/results/strata-$r-cold.json")
+  printf '%-10s %8s   (the same commands in a chroot); strata over it: %s s\n\n' floor "$fl" "$(python3 -c "print('%.3f' % ($st - $fl))")"
+done
