@@ -19,9 +19,12 @@
 # Needs root (it starts dockerd, and the rootless builds run as the user builder), hyperfine,
 # buildah, skopeo, docker.io. The base is target/test-images/oci/python (scripts/test-deps.sh)
 # or $BASE. Works under $OUT (default /var/tmp/strata-bench-python, removed at the end unless
-# KEEP=1); results in $OUT/results while it runs, printed at the end.
+# KEEP=1); results in $OUT/results while it runs, printed at the end. RECIPES="pip uv" and
+# BUILDERS="strata buildah docker" pick a part.
 set -euo pipefail
 RUNS=${1:-5}
+RECIPES=${RECIPES:-"pip uv"}
+BUILDERS=${BUILDERS:-"strata buildah docker"}
 here=$(cd "$(dirname "$0")/.." && pwd)
 LAB=${LAB:-$(cd "$here/../shared/lab" && pwd)}
 OUT=${OUT:-/var/tmp/strata-bench-python}
@@ -48,7 +51,7 @@ cleanup() {
     rm -rf "/run/user/$uid/strata-bench-containers" "/run/user/$uid/strata-bench-libpod" "/var/tmp/buildah-cache-$uid"
     runuser -u builder -- "$OUT/bin/strata" --root "$OUT/strata" prune --all >/dev/null 2>&1 || true
     "$OUT/bin/strata" --root "$OUT/floor/store" prune --all >/dev/null 2>&1 || true
-    rm -rf "$OUT"
+    rm -rf --one-file-system "$OUT"
   fi
 }
 trap cleanup EXIT
@@ -62,6 +65,11 @@ for r in pip:python-app uv:python-uv; do
   cp -r "$here/examples/$ex" "$OUT/ctx/$n"
   sed -i '/^# syntax=/d' "$OUT/ctx/$n/Dockerfile"
 done
+# buildah 1.28 refuses Astral's relative bind-mount targets (`target=uv.lock`: "invalid container
+# path, must be an absolute path"); BuildKit and strata resolve them against WORKDIR. buildah
+# builds a copy with the targets made absolute (/app/uv.lock), its only difference.
+cp -r "$OUT/ctx/uv" "$OUT/ctx/uv-abs"
+sed -i 's|target=uv.lock|target=/app/uv.lock|; s|target=pyproject.toml|target=/app/pyproject.toml|' "$OUT/ctx/uv-abs/Dockerfile"
 mkdir -p "$OUT/dep/pip" "$OUT/dep/uv"
 cp "$OUT/ctx/pip/requirements.txt" "$OUT/dep/pip/requirements.txt.orig"
 printf 'six==1.16.0\nidna==3.10\n' >"$OUT/dep/pip/requirements.txt"
@@ -70,8 +78,8 @@ cp "$OUT/ctx/uv/uv.lock" "$OUT/dep/uv/uv.lock.orig"
 cp "$here/tests/python/uv-added/pyproject.toml" "$here/tests/python/uv-added/uv.lock" "$OUT/dep/uv/"
 chmod -R a+rwX "$OUT"
 code() { case $1 in pip) echo "$OUT/ctx/pip/hello_app/__main__.py" ;; uv) echo "$OUT/ctx/uv/src/hello_uv/__init__.py" ;; esac; }
-dep_on() { case $1 in pip) echo "cp $OUT/dep/pip/requirements.txt $OUT/ctx/pip/" ;; uv) echo "cp $OUT/dep/uv/pyproject.toml $OUT/dep/uv/uv.lock $OUT/ctx/uv/" ;; esac; }
-dep_off() { case $1 in pip) echo "cp $OUT/dep/pip/requirements.txt.orig $OUT/ctx/pip/requirements.txt" ;; uv) echo "cp $OUT/dep/uv/pyproject.toml.orig $OUT/ctx/uv/pyproject.toml; cp $OUT/dep/uv/uv.lock.orig $OUT/ctx/uv/uv.lock" ;; esac; }
+dep_on() { case $1 in pip) echo "cp $OUT/dep/pip/requirements.txt $OUT/ctx/pip/" ;; uv) echo "cp $OUT/dep/uv/pyproject.toml $OUT/dep/uv/uv.lock $OUT/ctx/uv/; cp $OUT/dep/uv/pyproject.toml $OUT/dep/uv/uv.lock $OUT/ctx/uv-abs/" ;; esac; }
+dep_off() { case $1 in pip) echo "cp $OUT/dep/pip/requirements.txt.orig $OUT/ctx/pip/requirements.txt" ;; uv) echo "for d in uv uv-abs; do cp $OUT/dep/uv/pyproject.toml.orig $OUT/ctx/\$d/pyproject.toml; cp $OUT/dep/uv/uv.lock.orig $OUT/ctx/\$d/uv.lock; done" ;; esac; }
 
 uid=$(id -u builder)
 # buildah with native overlay in the user namespace (its rootless default here is vfs, which
@@ -96,7 +104,7 @@ as_builder() {
 S="$OUT/bin/strata --root $OUT/strata"
 strata_build() { echo "$S build -q -t bench-$1 $OUT/ctx/$1"; }
 strata_clean="$S rmi bench-pip bench-uv >/dev/null 2>&1; $S prune --cache >/dev/null; rm -rf $OUT/strata/v1/cache-mounts"
-buildah_build() { echo "buildah bud -q --layers --pull=never -t bench-$1 $OUT/ctx/$1"; }
+buildah_build() { local c=$1; [ "$c" = uv ] && c=uv-abs; echo "buildah bud -q --layers --pull=never -t bench-$1 $OUT/ctx/$c"; }
 buildah_clean="buildah rmi -f bench-pip bench-uv >/dev/null 2>&1; buildah rmi --prune >/dev/null 2>&1; rm -rf /var/tmp/buildah-cache-$uid"
 DH="$DOCKER -H unix://$OUT/docker/docker.sock"
 docker_build() { echo "env DOCKER_BUILDKIT=1 $DH build -q -t bench-$1 $OUT/ctx/$1"; }
@@ -118,13 +126,14 @@ run() { # builder recipe scenario
     cold) $runner hyperfine -N -r "$RUNS" --prepare "sh -c '$clean'" --export-json "$json" "$build" >/dev/null ;;
     noop) $runner sh -c "$build" >/dev/null
           $runner hyperfine -N -w 1 -r "$RUNS" --export-json "$json" "$build" >/dev/null ;;
-    change1) $runner hyperfine -N -r "$RUNS" --prepare "sh -c 'echo \"# \$(date +%s%N)\" >> $(code "$r")'" --export-json "$json" "$build" >/dev/null ;;
+    change1) local f; f=$(code "$r"); [ "$b" = buildah ] && f=${f/ctx\/uv\//ctx\/uv-abs\/}
+             $runner hyperfine -N -r "$RUNS" --prepare "sh -c 'echo \"# \$(date +%s%N)\" >> $f'" --export-json "$json" "$build" >/dev/null ;;
     dep) $runner hyperfine -N -r "$RUNS" --prepare "sh -c '$(dep_off "$r"); $build >/dev/null; $(dep_on "$r")'" --export-json "$json" "$build" >/dev/null
          $runner sh -c "$(dep_off "$r")" ;;
   esac
 }
-for r in pip uv; do
-  for b in strata buildah docker; do
+for r in $RECIPES; do
+  for b in $BUILDERS; do
     for sc in cold noop change1 dep; do
       echo "== $b $r $sc" >&2
       run $b $r $sc
@@ -141,26 +150,71 @@ size_docker() { $DH image inspect -f '{{.Size}}' "bench-$1" | awk '{printf "%.1f
 mkdir -p "$OUT/floor/root"
 "$OUT/bin/strata" --root "$OUT/floor/store" load -i "$BASE" >/dev/null
 "$OUT/bin/strata" --root "$OUT/floor/store" unpack python:latest "$OUT/floor/rootfs" >/dev/null
-prep="umount $OUT/floor/root/proc 2>/dev/null; rm -rf $OUT/floor/root && cp -a $OUT/floor/rootfs $OUT/floor/root && cp /etc/resolv.conf $OUT/floor/root/etc/ && mkdir -p $OUT/floor/root/app && cp -r $OUT/ctx/uv/. $OUT/floor/root/app/ && cp $OUT/ctx/pip/requirements.txt $OUT/floor/root/tmp/ && mount -t proc proc $OUT/floor/root/proc"
-floor_pip="chroot $OUT/floor/root sh -c 'python3 -m venv /opt/venv && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/pip install -q -r /tmp/requirements.txt && useradd --create-home --uid 10001 app'"
-floor_uv="chroot $OUT/floor/root sh -c 'python3 -m venv /opt/uv && /opt/uv/bin/pip install -q --disable-pip-version-check uv==0.13.9 && cd /app && export UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=0 UV_SYSTEM_CERTS=1 && /opt/uv/bin/uv sync -q --locked --no-install-project --no-dev && /opt/uv/bin/uv sync -q --locked --no-dev --no-editable && useradd --create-home --uid 10001 app'"
-for r in pip uv; do
+# A fresh root each run: /proc mounted, the device nodes a tool opens made (no /dev mount, and
+# rm never leaves the root's filesystem), the host's resolver, the recipes' inputs.
+R=$OUT/floor/root
+prep="umount $R/proc 2>/dev/null; rm -rf --one-file-system $R && cp -a $OUT/floor/rootfs $R && cp /etc/resolv.conf $R/etc/ && mkdir -p $R/app && cp -r $OUT/ctx/uv/. $R/app/ && cp $OUT/ctx/pip/requirements.txt $R/tmp/ && rm -f $R/dev/null $R/dev/zero $R/dev/urandom && mknod -m 666 $R/dev/null c 1 3 && mknod -m 666 $R/dev/zero c 1 5 && mknod -m 666 $R/dev/urandom c 1 9 && mount -t proc proc $R/proc"
+in_root="chroot $R env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8"
+floor_pip="$in_root sh -c 'python3 -m venv /opt/venv && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/pip install -q -r /tmp/requirements.txt && useradd --create-home --uid 10001 app'"
+floor_uv="$in_root sh -c 'python3 -m venv /opt/uv && /opt/uv/bin/pip install -q --disable-pip-version-check uv==0.13.9 && cd /app && export UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=0 UV_SYSTEM_CERTS=1 && /opt/uv/bin/uv sync -q --locked --no-install-project --no-dev && /opt/uv/bin/uv sync -q --locked --no-dev --no-editable && useradd --create-home --uid 10001 app'"
+# Interleaved, pair by pair (floor, then strata cold), so that both see the same network: the
+# downloads from PyPI vary by seconds from one minute to the next, strata's overhead is the
+# median of the pairs' differences.
+now() { date +%s%N; }
+for r in $RECIPES; do
   f=floor_$r
-  echo "== floor $r" >&2
-  hyperfine -N -r "$RUNS" --prepare "sh -c '$prep'" --export-json "$OUT/results/floor-$r-cold.json" "sh -c \"${!f}\"" >/dev/null
+  echo "== floor $r, against strata cold" >&2
+  : >"$OUT/results/floor-$r.tsv"
+  for _ in $(seq "$RUNS"); do
+    sh -c "$prep"
+    t0=$(now); sh -c "${!f}" >/dev/null; t1=$(now)
+    as_builder sh -c "$strata_clean"
+    t2=$(now); as_builder sh -c "$(strata_build "$r")" >/dev/null; t3=$(now)
+    printf '%s\t%s\n' $(((t1 - t0) / 1000000)) $(((t3 - t2) / 1000000)) >>"$OUT/results/floor-$r.tsv"
+  done
 done
+
+# Recipes 3 to 5, strata alone: a one-line code change (median of RUNS), after a first build.
+extra=""
+if [[ " $BUILDERS " == *" strata "* ]]; then
+  for r in piptools:python-piptools:hello_piptools/__main__.py onbuild:python-onbuild/app:hello_onbuild/__main__.py extension:python-extension:hello_ext.py; do
+    IFS=: read -r n ex file <<<"$r"
+    cp -r "$here/examples/$ex" "$OUT/ctx/$n"
+    chmod -R a+rwX "$OUT/ctx/$n"
+    if [ "$n" = onbuild ]; then
+      cp -r "$here/examples/python-onbuild/parent" "$OUT/ctx/onbuild-parent"
+      as_builder $S build -q -t strata-examples/python-onbuild "$OUT/ctx/onbuild-parent" >/dev/null
+    fi
+    echo "== strata $n change1" >&2
+    as_builder $S build -q -t "bench-$n" "$OUT/ctx/$n" >/dev/null
+    as_builder hyperfine -N -r "$RUNS" --prepare "sh -c 'echo \"# \$(date +%s%N)\" >> $OUT/ctx/$n/$file'" \
+      --export-json "$OUT/results/strata-$n-change1.json" "$S build -q -t bench-$n $OUT/ctx/$n" >/dev/null
+    extra="$extra $n"
+  done
+fi
 
 med() { python3 -c "import json,sys; print('%.3f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$1"; }
 echo
-for r in pip uv; do
+for r in $RECIPES; do
   echo "recipe $r (median of $RUNS, seconds; size of the final image)"
   printf '%-10s %8s %8s %8s %8s %10s\n' builder cold noop change1 dep size
-  for b in strata buildah docker; do
+  for b in $BUILDERS; do
     printf '%-10s %8s %8s %8s %8s %10s\n' "$b" \
       "$(med "$OUT/results/$b-$r-cold.json")" "$(med "$OUT/results/$b-$r-noop.json")" \
       "$(med "$OUT/results/$b-$r-change1.json")" "$(med "$OUT/results/$b-$r-dep.json")" "$(size_$b "$r")"
   done
-  fl=$(med "$OUT/results/floor-$r-cold.json")
-  st=$(med "$OUT/results/strata-$r-cold.json")
-  printf '%-10s %8s   (the same commands in a chroot); strata over it: %s s\n\n' floor "$fl" "$(python3 -c "print('%.3f' % ($st - $fl))")"
+  python3 - "$OUT/results/floor-$r.tsv" <<'PY'
+import statistics, sys
+pairs = [tuple(int(x) / 1000 for x in l.split()) for l in open(sys.argv[1]) if l.strip()]
+fl = statistics.median(p[0] for p in pairs)
+st = statistics.median(p[1] for p in pairs)
+d = statistics.median(p[1] - p[0] for p in pairs)
+print(f"floor: the same commands in a chroot {fl:.3f} s; strata cold in the same pairs {st:.3f} s; "
+      f"strata over the floor (median of {len(pairs)} pairs' differences): {d:.3f} s")
+print()
+PY
 done
+if [ -n "$extra" ]; then
+  echo "recipes 3-5, strata: rebuild after a one-line code change (median of $RUNS)"
+  for n in $extra; do printf '%-10s %8s s\n' "$n" "$(med "$OUT/results/strata-$n-change1.json")"; done
+fi
