@@ -8,8 +8,8 @@
 #   cold     the build cache and the cache mounts emptied before each run (the base image kept)
 #   noop     everything cached
 #   change1  one line appended to the app's code
-#   dep      one dependency added (requirements.txt / pyproject.toml + uv.lock), from the state
-#            before it, built once in the prepare step
+#   dep      one dependency added (requirements.txt / pyproject.toml + uv.lock) for the first
+#            time: the prepare step empties the cache and builds the state before it
 # The floor of the cold build is the package tool itself: the same commands (venv, pip or uv,
 # useradd) run by chroot in a fresh copy of the same base, with an empty cache, as root. The
 # final images' sizes side by side (each tool's own figure: the layers' uncompressed bytes).
@@ -128,23 +128,38 @@ run() { # builder recipe scenario
           $runner hyperfine -N -w 1 -r "$RUNS" --export-json "$json" "$build" >/dev/null ;;
     change1) local f; f=$(code "$r"); [ "$b" = buildah ] && f=${f/ctx\/uv\//ctx\/uv-abs\/}
              $runner hyperfine -N -r "$RUNS" --prepare "sh -c 'echo \"# \$(date +%s%N)\" >> $f'" --export-json "$json" "$build" >/dev/null ;;
-    dep) $runner hyperfine -N -r "$RUNS" --prepare "sh -c '$(dep_off "$r"); $build >/dev/null; $(dep_on "$r")'" --export-json "$json" "$build" >/dev/null
+    # Each run adds the dependency for the first time: the prepare step empties the cache,
+    # builds the recipe as it was (filling the cache mounts with its dependencies) and adds one.
+    dep) $runner hyperfine -N -r "$RUNS" --prepare "sh -c '$clean; $(dep_off "$r"); $build >/dev/null; $(dep_on "$r")'" --export-json "$json" "$build" >/dev/null
          $runner sh -c "$(dep_off "$r")" ;;
   esac
 }
+# Sizes of the final images (each tool's own figure).
+# strata: the size report's bytes of content (a no-op rebuild with JSON progress); buildah: its
+# uncompressed size; docker: the image's Size (uncompressed).
+size_strata() {
+  local c=$OUT/ctx/$1
+  as_builder $S build --progress json -t "bench-$1" "$c" 2>&1 >/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    try: v = json.loads(l)
+    except ValueError: continue
+    if v.get("event") == "size-report": print("%.1fMB" % (v["report"]["content"] / 1e6))'
+}
+size_buildah() { as_builder buildah images --format '{{.Name}} {{.Size}}' | awk -v t="localhost/bench-$1" '$1 == t {print $2 $3}'; }
+size_docker() { $DH image inspect -f '{{.Size}}' "bench-$1" | awk '{printf "%.1fMB", $1/1e6}'; }
+
 for r in $RECIPES; do
   for b in $BUILDERS; do
     for sc in cold noop change1 dep; do
       echo "== $b $r $sc" >&2
       run $b $r $sc
     done
+    # The final image as the last build left it (the dependency added), before another
+    # scenario's cleaning removes it.
+    size_$b "$r" >"$OUT/results/$b-$r.size"
   done
 done
-
-# Sizes of the final images (each tool's own figure).
-size_strata() { as_builder $S images | awk -v t="bench-$1" '$1 == t {print $NF}'; }
-size_buildah() { as_builder buildah images --format '{{.Name}} {{.Size}}' | awk -v t="localhost/bench-$1" '$1 == t {print $2 $3}'; }
-size_docker() { $DH image inspect -f '{{.Size}}' "bench-$1" | awk '{printf "%.1fMB", $1/1e6}'; }
 
 # The floor: the same commands in a chroot of the same base, an empty cache each run.
 mkdir -p "$OUT/floor/root"
@@ -201,7 +216,7 @@ for r in $RECIPES; do
   for b in $BUILDERS; do
     printf '%-10s %8s %8s %8s %8s %10s\n' "$b" \
       "$(med "$OUT/results/$b-$r-cold.json")" "$(med "$OUT/results/$b-$r-noop.json")" \
-      "$(med "$OUT/results/$b-$r-change1.json")" "$(med "$OUT/results/$b-$r-dep.json")" "$(size_$b "$r")"
+      "$(med "$OUT/results/$b-$r-change1.json")" "$(med "$OUT/results/$b-$r-dep.json")" "$(cat "$OUT/results/$b-$r.size")"
   done
   python3 - "$OUT/results/floor-$r.tsv" <<'PY'
 import statistics, sys
