@@ -48,7 +48,7 @@ cleanup() {
   umount "$OUT/floor/root/proc" 2>/dev/null || true
   if [ "${KEEP:-0}" != 1 ]; then
     as_builder sh -c "buildah rm -a >/dev/null 2>&1; buildah rmi -a -f >/dev/null 2>&1" || true
-    rm -rf "/run/user/$uid/strata-bench-containers" "/run/user/$uid/strata-bench-libpod" "/var/tmp/buildah-cache-$uid"
+    rm -rf "/run/user/$uid/strata-bench-containers" "/run/user/$uid/strata-bench-libpod" /var/tmp/buildah-cache "/var/tmp/buildah-cache-$uid"
     runuser -u builder -- "$OUT/bin/strata" --root "$OUT/strata" prune --all >/dev/null 2>&1 || true
     "$OUT/bin/strata" --root "$OUT/floor/store" prune --all >/dev/null 2>&1 || true
     rm -rf --one-file-system "$OUT"
@@ -105,7 +105,7 @@ S="$OUT/bin/strata --root $OUT/strata"
 strata_build() { echo "$S build -q -t bench-$1 $OUT/ctx/$1"; }
 strata_clean="$S rmi bench-pip bench-uv >/dev/null 2>&1; $S prune --cache >/dev/null; rm -rf $OUT/strata/v1/cache-mounts"
 buildah_build() { local c=$1; [ "$c" = uv ] && c=uv-abs; echo "buildah bud -q --layers --pull=never -t bench-$1 $OUT/ctx/$c"; }
-buildah_clean="buildah rmi -f bench-pip bench-uv >/dev/null 2>&1; buildah rmi --prune >/dev/null 2>&1; rm -rf /var/tmp/buildah-cache-$uid"
+buildah_clean="buildah rmi -f bench-pip bench-uv >/dev/null 2>&1; buildah rmi --prune >/dev/null 2>&1; rm -rf /var/tmp/buildah-cache /var/tmp/buildah-cache-$uid"
 DH="$DOCKER -H unix://$OUT/docker/docker.sock"
 docker_build() { echo "env DOCKER_BUILDKIT=1 $DH build -q -t bench-$1 $OUT/ctx/$1"; }
 docker_clean="$DH rmi -f bench-pip bench-uv >/dev/null 2>&1; $DH builder prune -af >/dev/null"
