@@ -1005,6 +1005,28 @@ RUN --mount=type=cache,id=rootonly,target=/r,uid=0,gid=0 stat -c %u /r > ~/rooto
 }
 
 #[test]
+fn a_mount_target_through_an_absolute_symlink_stays_in_the_root() {
+    let Some(b) = B::new("mountlink") else {
+        return;
+    };
+    // The image's /ubin is a link to /usr/bin: followed inside the root, never on the host.
+    let name = format!("strata-mountlink-{}", std::process::id());
+    let f = [df(&format!(
+        "FROM busybox\nRUN --mount=type=cache,target=/ubin/{name}/c --mount=type=tmpfs,target=/ubin/{name}/t touch /ubin/{name}/c/x /ubin/{name}/t/y && ls -d /usr/bin/{name}/c > /seen\n"
+    ))];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "l"]);
+    assert!(!Path::new("/usr/bin").join(&name).exists());
+    assert_eq!(
+        b.sh(
+            "l",
+            &format!("cat /seen; ls -d /usr/bin/{name} 2>&1 | grep -c 'No such'")
+        ),
+        format!("/usr/bin/{name}/c\n1\n")
+    );
+}
+
+#[test]
 fn a_cache_mount_under_a_missing_directory_leaves_nothing_in_the_layer() {
     let Some(b) = B::new("cacheparent") else {
         return;

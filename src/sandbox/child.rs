@@ -326,6 +326,23 @@ fn ensure_file(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
     Ok(())
 }
 
+/// `target` (a path in the root `root`) with `..` cleaned and the root's symlinks followed
+/// inside the root: an absolute path as seen from the root, every existing component of it a
+/// real directory of the root.
+fn in_root(root: &str, target: &str) -> R<String> {
+    let clean = crate::context::ignore::clean(&format!("/{target}"));
+    let rel = crate::layer::apply::resolve_in_root(
+        Path::new(root),
+        Path::new(clean.trim_start_matches('/')),
+        0,
+    )
+    .map_err(|e| format!("mount target {target}: {e}"))?;
+    let rel = rel
+        .to_str()
+        .ok_or_else(|| format!("mount target {target}: not UTF-8"))?;
+    Ok(format!("/{}", rel.trim_start_matches('/')))
+}
+
 fn ensure_dir(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
     make_dirs(root, inside, created)
 }
@@ -658,9 +675,14 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
 
     // resolv.conf, hosts, hostname: provided, not part of the layer.
     for (name, host) in &spec.etc_files {
-        let t = format!("{root}/etc/{name}");
-        ensure_file(&root, &format!("/etc/{name}"), &mut created)?;
-        bind(&host.display().to_string(), &t, 0, true)?;
+        let inside = in_root(&root, &format!("/etc/{name}"))?;
+        ensure_file(&root, &inside, &mut created)?;
+        bind(
+            &host.display().to_string(),
+            &format!("{root}{inside}"),
+            0,
+            true,
+        )?;
     }
     // Descriptors of resolved bind sources, open until their mounts are made.
     let mut held_fds = Vec::new();
@@ -673,17 +695,20 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         source,
     } in &spec.binds
     {
-        let t = format!("{root}/{}", target.trim_start_matches('/'));
+        // The target as the image's own symlinks lead, never out of the root (an image whose
+        // /home is a link to an absolute host path cannot make the sandbox create there).
+        let inside = in_root(&root, target)?;
+        let t = format!("{root}{inside}");
         let host = match source {
             BindSource::Host => host.clone(),
             BindSource::Cache { follow_user } => {
                 if *follow_user && !readonly {
-                    hand_to_user.push(target.clone());
+                    hand_to_user.push(inside.clone());
                 }
                 host.clone()
             }
             BindSource::Tmpfs { size } => {
-                ensure_dir(&root, target, &mut created)?;
+                ensure_dir(&root, &inside, &mut created)?;
                 let opts = match size {
                     Some(n) => format!("mode=1777,size={n}"),
                     None => "mode=1777".to_string(),
@@ -723,9 +748,9 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             }
         };
         if host.is_dir() {
-            ensure_dir(&root, target, &mut created)?;
+            ensure_dir(&root, &inside, &mut created)?;
         } else {
-            ensure_file(&root, target, &mut created)?;
+            ensure_file(&root, &inside, &mut created)?;
         }
         bind(&host.display().to_string(), &t, libc::MS_REC, *readonly)?;
     }
