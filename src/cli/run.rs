@@ -405,9 +405,11 @@ pub fn debug(store: &Store, a: DebugArgs) -> anyhow::Result<i32> {
             "running the command in its filesystem as it left it".into()
         }
     );
-    // A mount whose host side is gone since (an SSH agent's socket) is left out, and said so.
+    // A mount whose host side is gone since (an SSH agent's socket, a pruned cache mount) is
+    // left out, and said so.
     spec.binds.retain(|b| {
-        let there = !matches!(b.source, BindSource::Host) || b.host.exists();
+        let there =
+            !matches!(b.source, BindSource::Host | BindSource::Cache { .. }) || b.host.exists();
         if !there {
             eprintln!(
                 "note: {} is not mounted: {} is gone since the build",
