@@ -293,6 +293,12 @@ ENV HOME=/data
 RUN --mount=type=cache,target=/data/.cache/uv uv pip install six
 ";
     assert_eq!(rules_of(good), vec![]);
+    // A Python build whose final stage is a binary FROM scratch is not an app image that
+    // should drop root.
+    assert_eq!(
+        rules_of("FROM python:3.12-slim AS b\nRUN pip install --no-cache-dir uv\nFROM scratch\nCOPY --from=b /usr/local/bin/uv /uv\n"),
+        vec![]
+    );
     // Not a Python image: none of these rules.
     assert_eq!(
         rules_of("FROM debian\nRUN apt-get update && apt-get install -y curl\n"),

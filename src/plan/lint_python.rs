@@ -373,7 +373,16 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
         .any(|s| matches!(&s.base, Base::Image(r) if python_base(r)));
     let mut out = Vec::new();
     let mut facts: Vec<Facts> = Vec::with_capacity(plan.stages.len());
+    // Stages whose image is a Python one (a python base, or Python tooling run in the stage or
+    // the stages it is built FROM): only such a final stage is told not to run as root (a
+    // static binary FROM scratch, say, is not an app image of this kind).
+    let mut python_stage = vec![false; plan.stages.len()];
     for st in &plan.stages {
+        python_stage[st.index] = match &st.base {
+            Base::Image(r) => python_base(r),
+            Base::Stage(j) => python_stage.get(*j).copied().unwrap_or(false),
+            _ => false,
+        };
         let mut f = match &st.base {
             Base::Stage(j) if *j < facts.len() => facts[*j].clone(),
             Base::Image(r) => Facts {
@@ -453,6 +462,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                     lint_run(&mut out, c.span, &cmds, &opts, &f, &env, ship, &text);
                     for s in &cmds {
                         python |= uses_python_tooling(s);
+                        python_stage[st.index] |= uses_python_tooling(s);
                         if installs_dependencies(s) {
                             if let (Some(span), false) = (copy_all, deps_installed) {
                                 out.push(
@@ -479,7 +489,11 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
             scope.apply(&ins);
         }
         f.env = scope.lookup_env();
-        if st.index == plan.target && is_root(f.user.as_deref()) && !onbuild_user {
+        if st.index == plan.target
+            && python_stage[st.index]
+            && is_root(f.user.as_deref())
+            && !onbuild_user
+        {
             out.push(
                 Warning::new(
                     "FinalStageRunsAsRoot",
