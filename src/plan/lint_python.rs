@@ -173,15 +173,6 @@ fn subst(s: &str, env: &[(String, String)]) -> String {
     out
 }
 
-fn absolute(path: &str, workdir: &str) -> String {
-    let p = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("{}/{path}", workdir.trim_end_matches('/'))
-    };
-    crate::context::ignore::clean(&p)
-}
-
 fn is_python_program(p: &str) -> bool {
     p == "python"
         || p.strip_prefix("python")
@@ -367,10 +358,6 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
             _ => None,
         };
     }
-    let mut python = plan
-        .stages
-        .iter()
-        .any(|s| matches!(&s.base, Base::Image(r) if python_base(r)));
     let mut out = Vec::new();
     let mut facts: Vec<Facts> = Vec::with_capacity(plan.stages.len());
     // Stages whose image is a Python one (a python base, or Python tooling run in the stage or
@@ -413,7 +400,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                 {
                     onbuild_user = true;
                 }
-                Instruction::Workdir(w) => f.workdir = absolute(w, &f.workdir),
+                Instruction::Workdir(w) => f.workdir = super::in_workdir(&f.workdir, w),
                 Instruction::Copy(cp) | Instruction::Add(cp) => match &cp.from {
                     None => {
                         let whole = cp.sources.iter().any(|s| matches!(s.as_str(), "." | "./"));
@@ -427,7 +414,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                             .map(|s| s.index)
                             .or_else(|| from.parse::<usize>().ok().filter(|&i| i < st.index));
                         if let Some(j) = src_stage.filter(|&j| j < facts.len()) {
-                            let dest = absolute(&cp.dest, &f.workdir);
+                            let dest = super::in_workdir(&f.workdir, &cp.dest);
                             for s in &cp.sources {
                                 let src = crate::context::ignore::clean(&format!("/{s}"));
                                 if facts[j].venvs.contains(&src) && dest != src {
@@ -461,7 +448,6 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                     let cmds = simple_commands(&text);
                     lint_run(&mut out, c.span, &cmds, &opts, &f, &env, ship, &text);
                     for s in &cmds {
-                        python |= uses_python_tooling(s);
                         python_stage[st.index] |= uses_python_tooling(s);
                         if installs_dependencies(s) {
                             if let (Some(span), false) = (copy_all, deps_installed) {
@@ -477,7 +463,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                             deps_installed = true;
                         }
                         if let Some(v) = venv_made(s, &env) {
-                            let v = absolute(&subst(&v, &env), &f.workdir);
+                            let v = super::in_workdir(&f.workdir, &subst(&v, &env));
                             if !f.venvs.contains(&v) {
                                 f.venvs.push(v);
                             }
@@ -505,7 +491,8 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
         }
         facts.push(f);
     }
-    if python {
+    // A Python image is built when any stage is one.
+    if python_stage.contains(&true) {
         out
     } else {
         Vec::new()

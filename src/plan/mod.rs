@@ -197,6 +197,16 @@ pub struct MetaArg {
     pub span: Span,
 }
 
+/// `path` as a step in `workdir` sees it: an absolute path, lexically cleaned (WORKDIR's rule).
+pub fn in_workdir(workdir: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", workdir.trim_end_matches('/'))
+    };
+    crate::context::ignore::clean(&joined)
+}
+
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub escape: char,

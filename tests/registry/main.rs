@@ -1331,23 +1331,9 @@ fn registries_conf_mirrors_aliases_blocking_and_short_names() {
 /// Debian-made python image (scripts/test-deps.sh makes it into target/test-images).
 #[test]
 fn python_example_builds_from_a_docker_hub_mirror() {
-    let Some(t) = T::new("python") else { return };
-    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci/python");
-    if !layout.join("index.json").exists() {
-        require(&format!(
-            "{} is missing: scripts/test-deps.sh makes it with ../shared/lab/make-base-images.sh",
-            layout.display()
-        ));
+    let Some((t, _reg)) = python::python_world("python") else {
         return;
-    }
-    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
-    let h = reg.host();
-    t.seed(
-        &format!("oci:{}:latest", layout.display()),
-        &format!("{h}/library/python:3.11-slim"),
-        &[],
-    );
-    t.mirror_conf(std::slice::from_ref(&h), "");
+    };
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-app");
     let o = t.build("s", "app", &example);
     ok(&o, "build the Python example");

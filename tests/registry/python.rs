@@ -22,7 +22,7 @@ fn python_layout() -> Option<PathBuf> {
 }
 
 /// A registry serving the python base as docker.io's python:3.11-slim, through a mirror.
-fn python_world(name: &str) -> Option<(T, Registry)> {
+pub(super) fn python_world(name: &str) -> Option<(T, Registry)> {
     let layout = python_layout()?;
     let t = T::new(name)?;
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
@@ -218,6 +218,15 @@ fn pip_reports_its_cache(t: &T, image: &str, progress: &str) {
     }
 }
 
+/// Append one line to the app's code file `file` of the context `c` and rebuild `tag`: no step
+/// whose title holds one of `deps` may run.
+fn code_change_reruns_no_dependency_step(t: &T, tag: &str, c: &Path, file: &str, deps: &[&str]) {
+    let f = c.join(file);
+    let code = fs_err::read_to_string(&f).unwrap();
+    fs_err::write(&f, format!("{code}\n# one more line\n")).unwrap();
+    no_dependency_step_ran(&build(t, tag, c), deps);
+}
+
 fn dependency_step_ran(progress: &str, dep: &str) {
     let ran = ran(progress);
     assert!(
@@ -234,10 +243,7 @@ fn recipe_pip_template() {
     let c = example(&t, "python-app");
     let p = build(&t, "app", &c);
     check_image(&t, "app", &c, &p, "hello from strata: Python 3.11");
-    let f = c.join("hello_app/__main__.py");
-    let code = fs_err::read_to_string(&f).unwrap();
-    fs_err::write(&f, format!("{code}\n# one more line\n")).unwrap();
-    no_dependency_step_ran(&build(&t, "app", &c), &["pip install"]);
+    code_change_reruns_no_dependency_step(&t, "app", &c, "hello_app/__main__.py", &["pip install"]);
     fs_err::write(c.join("requirements.txt"), "six==1.16.0\nidna==3.10\n").unwrap();
     let p = build(&t, "app", &c);
     dependency_step_ran(&p, "source=requirements.txt");
@@ -256,10 +262,13 @@ fn recipe_uv() {
     let c = example(&t, "python-uv");
     let p = build(&t, "uvapp", &c);
     check_image(&t, "uvapp", &c, &p, "hello from uv: Python 3.11");
-    let f = c.join("src/hello_uv/__init__.py");
-    let code = fs_err::read_to_string(&f).unwrap();
-    fs_err::write(&f, format!("{code}\n# one more line\n")).unwrap();
-    no_dependency_step_ran(&build(&t, "uvapp", &c), &["source=uv.lock"]);
+    code_change_reruns_no_dependency_step(
+        &t,
+        "uvapp",
+        &c,
+        "src/hello_uv/__init__.py",
+        &["source=uv.lock"],
+    );
     for f in ["pyproject.toml", "uv.lock"] {
         fs_err::copy(added(&format!("uv-added/{f}")), c.join(f)).unwrap();
     }
@@ -309,18 +318,10 @@ fn recipe_uv_copies_uv_from_its_image() {
     );
     fs_err::write(c.join("Dockerfile"), &df).unwrap();
     // A store that has never seen the uv image: it comes through the mirror.
-    let o = t.strata(
-        "s2",
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "uvapp",
-            c.to_str().unwrap(),
-        ],
+    ok(
+        &t.build("s2", "uvapp", &c),
+        "the uv recipe with COPY --from=ghcr.io/astral-sh/uv",
     );
-    ok(&o, "the uv recipe with COPY --from=ghcr.io/astral-sh/uv");
     let out = ok(&t.strata("s2", &["run", "uvapp"]), "run");
     assert!(out.contains("hello from uv"), "{out}");
 }
@@ -333,10 +334,13 @@ fn recipe_pip_tools() {
     let c = example(&t, "python-piptools");
     let p = build(&t, "pt", &c);
     check_image(&t, "pt", &c, &p, "hello from pip-tools: Python 3.11");
-    let f = c.join("hello_piptools/__main__.py");
-    let code = fs_err::read_to_string(&f).unwrap();
-    fs_err::write(&f, format!("{code}\n# one more line\n")).unwrap();
-    no_dependency_step_ran(&build(&t, "pt", &c), &["pip install", "requirements.txt"]);
+    code_change_reruns_no_dependency_step(
+        &t,
+        "pt",
+        &c,
+        "hello_piptools/__main__.py",
+        &["pip install", "requirements.txt"],
+    );
     fs_err::copy(
         added("piptools-added/requirements.txt"),
         c.join("requirements.txt"),
@@ -359,10 +363,13 @@ fn recipe_onbuild() {
     assert_eq!(df.lines().count(), 2, "{df}");
     let p = build(&t, "ob", &c);
     check_image(&t, "ob", &c, &p, "hello from onbuild: Python 3.11");
-    let f = c.join("hello_onbuild/__main__.py");
-    let code = fs_err::read_to_string(&f).unwrap();
-    fs_err::write(&f, format!("{code}\n# one more line\n")).unwrap();
-    no_dependency_step_ran(&build(&t, "ob", &c), &["pip install"]);
+    code_change_reruns_no_dependency_step(
+        &t,
+        "ob",
+        &c,
+        "hello_onbuild/__main__.py",
+        &["pip install"],
+    );
     fs_err::write(c.join("requirements.txt"), "six\nidna\n").unwrap();
     let p = build(&t, "ob", &c);
     dependency_step_ran(&p, "pip install -r");
@@ -377,11 +384,11 @@ fn recipe_compiled_extension() {
     let c = example(&t, "python-extension");
     let p = build(&t, "ext", &c);
     check_image(&t, "ext", &c, &p, "hello from a C extension: total 5050");
-    let f = c.join("hello_ext.py");
-    let code = fs_err::read_to_string(&f).unwrap();
-    fs_err::write(&f, format!("{code}\n# one more line\n")).unwrap();
-    no_dependency_step_ran(
-        &build(&t, "ext", &c),
+    code_change_reruns_no_dependency_step(
+        &t,
+        "ext",
+        &c,
+        "hello_ext.py",
         &["apt-get", "pip wheel", "pip install"],
     );
     fs_err::copy(

@@ -22,7 +22,7 @@ pub(in crate::engine) fn execute(
     w: &str,
     label: &str,
 ) -> anyhow::Result<()> {
-    let wd = &resolve_workdir(&st.workdir(), w);
+    let wd = &crate::plan::in_workdir(&st.workdir(), w);
     st.cfg().working_dir = Some(wd.clone());
     let key = st.key_for(&Instruction::Workdir(wd.to_string()), &Inputs::default());
     if let Some(rec) = st.lookup(&key) {
@@ -96,15 +96,6 @@ fn mkdir_layer(st: &mut St<'_, '_>, wd: &str) -> anyhow::Result<LayerRec> {
         CopyResult::Layer { layer, .. } => Ok(layer),
         CopyResult::Error(e) => bail!("WORKDIR {wd}: {e}"),
     }
-}
-
-fn resolve_workdir(current: &str, w: &str) -> String {
-    let joined = if w.starts_with('/') {
-        w.to_string()
-    } else {
-        format!("{}/{w}", current.trim_end_matches('/'))
-    };
-    crate::context::ignore::clean(&joined)
 }
 
 /// Does a directory exist at `abs` in the union of `lowers` (top first)? Overlay whiteouts
