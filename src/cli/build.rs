@@ -89,6 +89,15 @@ pub struct BuildArgs {
     /// Write buildx's JSON about the result (image and config digest, names, bases) here.
     #[arg(long = "metadata-file", value_name = "FILE")]
     metadata_file: Option<PathBuf>,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max][,mounts=true]
+    /// [,compression=gzip|zstd|uncompressed][,ignore-error=true][,max-size=10GB]
+    /// [,mounts-max-size=4GB], type=local,dest=DIR[,tag=T][,…] or type=inline. Repeatable.
+    #[arg(long = "cache-to", value_name = "type=TYPE,…")]
+    cache_to: Vec<String>,
+    /// Import a build cache: type=registry,ref=REF (or just REF), type=local,src=DIR[,tag=T].
+    /// Repeatable; the first that has a step wins (a branch's cache, then main's).
+    #[arg(long = "cache-from", value_name = "type=TYPE,…")]
+    cache_from: Vec<String>,
     /// The build context: a directory, or `-` for a tar on standard input.
     context: String,
 }
@@ -324,6 +333,16 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         },
         push: a.push,
         metadata_file: a.metadata_file.clone(),
+        cache_to: a
+            .cache_to
+            .iter()
+            .map(|c| engine::shared::CacheTo::parse(c).map_err(|e| anyhow!("{e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_from: a
+            .cache_from
+            .iter()
+            .map(|c| engine::shared::CacheFrom::parse(c).map_err(|e| anyhow!("{e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let view = std::sync::Arc::new(progress::Progress::new(mode));
     let built = engine::build(store, &p, &opts, view.clone())?;

@@ -39,6 +39,8 @@ pub enum Hook {
     Noop,
     /// A COPY or ADD, described by the job file `job` (see [`super::copy`]).
     Copy { job: PathBuf },
+    /// A directory (a cache mount) as a plain tar at `out`, owners as seen inside.
+    TarDir { dir: PathBuf, out: PathBuf },
     /// A cache mount's directory, owned and moded as the step asked, created once.
     MakeCache {
         path: PathBuf,
@@ -105,6 +107,19 @@ fn run_hook(h: Hook) -> Result<(), String> {
                 }
             }
             Ok(())
+        }
+        Hook::TarDir { dir, out } => {
+            let f = fs_err::File::create(&out).map_err(|e| e.to_string())?;
+            let w = crate::layer::write_tree(
+                &dir,
+                std::io::BufWriter::with_capacity(1 << 20, f),
+                &crate::layer::WriteOptions::default(),
+            )
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            w.into_inner()
+                .map_err(|e| e.into_error().to_string())?
+                .sync_all()
+                .map_err(|e| e.to_string())
         }
         Hook::Diff(d) => {
             // The step's layer: read inside the user namespace, so owners are as seen there.

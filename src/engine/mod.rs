@@ -22,6 +22,7 @@ pub mod interrupt;
 pub mod key;
 pub mod report;
 mod schedule;
+pub mod shared;
 pub mod size;
 mod stage;
 mod step;
@@ -194,6 +195,10 @@ pub struct BuildOptions {
     pub push: bool,
     /// `--metadata-file`: buildx's JSON about the result.
     pub metadata_file: Option<PathBuf>,
+    /// `--cache-to`: where the build's cache is exported after it.
+    pub cache_to: Vec<shared::CacheTo>,
+    /// `--cache-from`: caches imported before it, in order (the first that has a step wins).
+    pub cache_from: Vec<shared::CacheFrom>,
 }
 
 /// What a finished stage leaves for the stages after it.
@@ -254,6 +259,14 @@ pub(crate) struct Build<'a> {
     pub cached: AtomicUsize,
     /// Named contexts and images resolved to snapshots, by name.
     pub externals: Mutex<HashMap<String, Arc<StageResult>>>,
+    /// The caches of `--cache-from`.
+    pub imported: shared::Imported,
+    /// Every step with a layer as applied (cached or run), for `--cache-to`.
+    pub applied: Mutex<Vec<shared::Applied>>,
+    /// The steps that ran (not cached), as shown in the progress, for `--metadata-file`.
+    pub ran: Mutex<Vec<String>>,
+    /// The ids of the cache mounts the build used, for `--cache-to …,mounts=true`.
+    pub mounts_used: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Build<'_> {
@@ -289,7 +302,7 @@ pub fn build(
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
     let platform = plan.options.target_platform.clone().into();
     let schedule = schedule::Schedule::new(opts.jobs);
-    let b = Build {
+    let mut b = Build {
         store,
         opts,
         plan,
@@ -304,7 +317,15 @@ pub fn build(
         steps: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
         externals: Mutex::new(HashMap::new()),
+        imported: Default::default(),
+        applied: Mutex::new(Vec::new()),
+        ran: Mutex::new(Vec::new()),
+        mounts_used: Mutex::new(Default::default()),
     };
+    if !opts.cache_from.is_empty() {
+        b.imported = shared::Imported::load(&b, &opts.cache_from);
+    }
+    let b = b;
     if crate::sandbox::use_copies() {
         b.note(
             "note: RUN steps use copied snapshots (STRATA_SNAPSHOTTER=copy), which is slower than overlayfs",
@@ -352,6 +373,16 @@ pub fn build(
             d.to_string(),
         );
     }
+    // Layers that hit in an imported cache come now, and only those of the final image.
+    for l in &result.layers {
+        b.imported.fetch(&b, &l.digest)?;
+    }
+    if opts.cache_to.contains(&shared::CacheTo::Inline) {
+        let v = shared::inline(&b, &config.rootfs.diff_ids);
+        config.extra.insert(shared::INLINE_KEY.into(), v);
+    }
+    // The imported steps whose layers are here now are local hits from now on.
+    remember_imported(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
     let mut pushed = Vec::new();
     for o in &opts.outputs {
@@ -365,6 +396,7 @@ pub fn build(
             pushed.push(push_to(&b, store, &img, t)?);
         }
     }
+    shared::export_all(&b)?;
     if let Some(f) = &opts.metadata_file {
         write_metadata(&b, &img, &pushed, f)?;
     }
@@ -399,6 +431,25 @@ pub fn build(
         steps,
         cached,
     })
+}
+
+/// Record in the local cache the steps that hit in an imported cache and whose layers the
+/// build fetched (the others stay remote: fetched when a later build needs them).
+fn remember_imported(b: &Build) {
+    let applied = b.applied.lock().unwrap_or_else(|e| e.into_inner());
+    for a in applied.iter() {
+        if !b.imported.hit_here(&a.key) {
+            continue;
+        }
+        let here = a
+            .record
+            .layer
+            .as_ref()
+            .is_none_or(|l| b.store.has_blob(&l.digest));
+        if here {
+            let _ = cache::put(b.store, &a.key, &a.record);
+        }
+    }
 }
 
 /// The reference and digest of the target stage's base image, when it is an image.
@@ -444,6 +495,23 @@ fn push_to(
     Ok((to.to_string(), p.digest))
 }
 
+/// The steps with a layer, how many were cached, how many of those came from `--cache-from`,
+/// and the ones that ran, for `--metadata-file`.
+fn cache_summary(b: &Build) -> serde_json::Value {
+    let applied = b.applied.lock().unwrap_or_else(|e| e.into_inner());
+    let imported = applied
+        .iter()
+        .filter(|a| b.imported.hit_here(&a.key))
+        .count();
+    let ran = b.ran.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    serde_json::json!({
+        "steps": b.steps.load(Ordering::SeqCst),
+        "cached": b.cached.load(Ordering::SeqCst),
+        "imported": imported,
+        "ran": ran,
+    })
+}
+
 /// buildx's `--metadata-file`, with strata's base-image record.
 fn write_metadata(
     b: &Build,
@@ -473,6 +541,7 @@ fn write_metadata(
         "image.name": names.join(","),
         "strata.pushed": pushed.iter().map(|(r, d)| format!("{r}@{d}")).collect::<Vec<_>>(),
         "strata.base-images": bases,
+        "strata.cache": cache_summary(b),
     });
     fs_err::write(f, serde_json::to_vec_pretty(&v)?)
         .with_context(|| format!("writing --metadata-file {}", f.display()))?;

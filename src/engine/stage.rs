@@ -281,6 +281,12 @@ pub(super) fn lowers(
     config: &ImageConfig,
     layers: &[crate::oci::Descriptor],
 ) -> anyhow::Result<Vec<PathBuf>> {
+    // A layer that hit in an imported cache is fetched now that something needs its files.
+    for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
+        if !b.store.snapshot_path(d).exists() {
+            b.imported.fetch(b, &l.digest)?;
+        }
+    }
     let mut out = exec::snapshots(b.store, &b.exe, &config.rootfs.diff_ids, layers, &b.maps)?;
     out.reverse();
     Ok(exec::unique_top_first(out))
@@ -396,6 +402,7 @@ impl St<'_, '_> {
             shell: self.shell(),
             platform: format!("{}/{}", self.config.os, self.config.architecture),
             args: self.visible_args(),
+            epoch: self.b.opts.epoch,
         }
     }
 
@@ -404,11 +411,12 @@ impl St<'_, '_> {
         step::key(&self.key_scope(self.key.as_str()), ins, inputs)
     }
 
+    /// The record of `key`: the local cache first, then the caches of `--cache-from`.
     pub(super) fn lookup(&self, key: &Digest) -> Option<Record> {
         if self.no_cache {
             return None;
         }
-        cache::get(self.b.store, key)
+        cache::get(self.b.store, key).or_else(|| self.b.imported.get(key))
     }
 
     fn push_layer(&mut self, l: &LayerRec) {
@@ -421,6 +429,15 @@ impl St<'_, '_> {
         if let Some(l) = &rec.layer {
             self.push_layer(l);
         }
+        self.b
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(super::shared::Applied {
+                stage: self.index,
+                key: key.clone(),
+                record: rec.clone(),
+            });
         for d in &rec.dirs {
             if !self.dirs.contains(d) {
                 self.dirs.push(d.clone());
@@ -454,7 +471,13 @@ impl St<'_, '_> {
                 b.cached.fetch_add(1, Ordering::SeqCst);
                 b.report.event(Event::Cached { step: id });
             }
-            Ok(false) => b.report.event(Event::Done { step: id }),
+            Ok(false) => {
+                b.ran
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(label.to_string());
+                b.report.event(Event::Done { step: id })
+            }
             Err(e) if e.downcast_ref::<Cancelled>().is_some() => {
                 b.report.event(Event::Cancelled { step: id })
             }

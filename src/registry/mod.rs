@@ -15,6 +15,7 @@
 //! The client is synchronous (reqwest's blocking client, which runs its own runtime thread) and
 //! parallel with threads; nothing here prints: progress goes through [`Observer`].
 
+pub mod artifact;
 pub mod client;
 pub mod config;
 pub mod credentials;

@@ -127,18 +127,68 @@ impl Registry {
         let sources = mount_sources(store, at.domain(), &repo)?;
         let mut blobs = vec![img.manifest.config.clone()];
         blobs.extend(layers.iter().cloned());
+        let counts = self.send_parts(
+            &host,
+            &repo,
+            dest,
+            store,
+            &blobs,
+            &sources,
+            opts,
+            (&mt, &mbytes, &mdigest),
+            &[mdigest.to_string(), at.tag().to_string()],
+        )?;
+        // Keep the pushed manifest in the store under its name, with where it lives, so a
+        // later FROM of it is local and a later push to the same registry can mount its blobs.
+        store.put_blob(&mbytes)?;
+        let mut desc = Descriptor::new(&mt, mdigest.clone(), mbytes.len() as u64);
+        desc.platform = Some(crate::oci::Platform {
+            architecture: img.config.architecture.clone(),
+            os: img.config.os.clone(),
+            os_version: None,
+            variant: img.config.variant.clone(),
+        });
+        desc.annotations
+            .insert(ANN_DIGEST.into(), mdigest.to_string());
+        desc.annotations.insert(ANN_SOURCE.into(), at.full_name());
+        store.set_ref(dest, &desc)?;
+        Ok(Pushed {
+            reference: dest.clone(),
+            digest: mdigest,
+            size: mbytes.len() as u64,
+            counts,
+        })
+    }
+
+    /// Send `blobs` (in parallel; each HEAD first, then a mount from one of `sources` that
+    /// holds it, else an upload), then the manifest under each of `selectors` (its digest, then
+    /// a tag). Returns the (uploaded, mounted, already there) counts.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send_parts(
+        &self,
+        host: &Host,
+        repo: &str,
+        dest: &Reference,
+        store: &Store,
+        blobs: &[Descriptor],
+        sources: &[(String, Vec<Digest>)],
+        opts: &PushOptions,
+        (mt, mbytes, mdigest): (&str, &[u8], &Digest),
+        selectors: &[String],
+    ) -> Result<(usize, usize, usize)> {
+        let at = dest;
         let counts = [
             AtomicUsize::new(0),
             AtomicUsize::new(0),
             AtomicUsize::new(0),
         ];
-        super::for_each_parallel(&blobs, PARALLEL, |b| {
+        super::for_each_parallel(blobs, PARALLEL, |b| {
             let from: Vec<&String> = sources
                 .iter()
                 .filter(|(_, ds)| ds.contains(&b.digest))
                 .map(|(r, _)| r)
                 .collect();
-            let k = match self.push_blob(&host, &repo, dest, store, b, &from, opts)? {
+            let k = match self.push_blob(host, repo, dest, store, b, &from, opts)? {
                 BlobOutcome::Mounted => 1,
                 BlobOutcome::Present => 2,
                 _ => 0,
@@ -147,17 +197,17 @@ impl Registry {
             Ok(())
         })?;
         // The manifest by digest, then the tag.
-        for sel in [mdigest.to_string(), at.tag().to_string()] {
+        for sel in selectors {
             let resp = self.send(
-                &host,
+                host,
                 &format!("PUT manifest {sel}"),
-                &[scope(&repo, "pull,push")],
-                &repo,
+                &[scope(repo, "pull,push")],
+                repo,
                 &dest.to_string(),
                 &|c, base| {
                     c.put(format!("{base}/v2/{repo}/manifests/{sel}"))
-                        .header(CONTENT_TYPE, mt.as_str())
-                        .body(mbytes.clone())
+                        .header(CONTENT_TYPE, mt)
+                        .body(mbytes.to_vec())
                 },
             )?;
             if !resp.status().is_success() {
@@ -174,36 +224,17 @@ impl Registry {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<Digest>().ok())
             {
-                if d != mdigest {
+                if &d != mdigest {
                     return Err(Error::DigestMismatch {
                         what: format!("the manifest pushed to {at}"),
-                        expected: mdigest,
+                        expected: mdigest.clone(),
                         actual: d,
                     });
                 }
             }
         }
-        // Keep the pushed manifest in the store under its name, with where it lives, so a
-        // later FROM of it is local and a later push to the same registry can mount its blobs.
-        store.put_blob(&mbytes)?;
-        let mut desc = Descriptor::new(&mt, mdigest.clone(), mbytes.len() as u64);
-        desc.platform = Some(crate::oci::Platform {
-            architecture: img.config.architecture.clone(),
-            os: img.config.os.clone(),
-            os_version: None,
-            variant: img.config.variant.clone(),
-        });
-        desc.annotations
-            .insert(ANN_DIGEST.into(), mdigest.to_string());
-        desc.annotations.insert(ANN_SOURCE.into(), at.full_name());
-        store.set_ref(dest, &desc)?;
         let c = |i: usize| counts[i].load(Ordering::SeqCst);
-        Ok(Pushed {
-            reference: dest.clone(),
-            digest: mdigest,
-            size: mbytes.len() as u64,
-            counts: (c(0), c(1), c(2)),
-        })
+        Ok((c(0), c(1), c(2)))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -4,6 +4,7 @@
 //! the unprivileged user strata-test. Without docker-registry, skopeo or busybox the tests say
 //! SKIPPED (and fail under STRATA_REQUIRE_TOOLS=1, as in CI).
 
+mod cache;
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
@@ -229,6 +230,17 @@ impl T {
             .env("HOME", self.dir.join("home"))
             .env("REGISTRY_AUTH_FILE", self.dir.join("skopeo-auth.json"));
         ok(&c.output().unwrap(), &format!("skopeo inspect {r}"))
+    }
+
+    /// The raw manifest tagged `tag` in the OCI layout `dir`, as skopeo reads it.
+    fn skopeo_inspect_layout(&self, dir: &Path, tag: &str) -> serde_json::Value {
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:{tag}", dir.display()))
+            .env("HOME", self.dir.join("home"))
+            .output()
+            .unwrap();
+        serde_json::from_str(&ok(&o, "skopeo inspect oci:")).unwrap()
     }
 
     /// `strata build -t TAG --progress plain CTX` in store `store`.

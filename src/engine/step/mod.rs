@@ -41,6 +41,9 @@ pub(in crate::engine) struct KeyScope<'a> {
     /// Build args and ARGs with a value, not shadowed by ENV: only a RUN step's environment
     /// has them, so only its key hashes them.
     pub args: Vec<(String, String)>,
+    /// SOURCE_DATE_EPOCH: the layers of RUN and COPY steps have their times clamped to it, so
+    /// a layer made without it (or with another) is not the same result.
+    pub epoch: Option<i64>,
 }
 
 /// What a step reads, for its key.
@@ -87,6 +90,9 @@ pub(in crate::engine) fn key(scope: &KeyScope, ins: &Instruction, inputs: &Input
         ),
         format!("platform={}", scope.platform),
     ];
+    if let Some(e) = scope.epoch {
+        settings.push(format!("epoch={e}"));
+    }
     settings.extend(inputs.settings.iter().cloned());
     KeyInput {
         version: cache::KEY_VERSION,
@@ -173,6 +179,7 @@ mod tests {
             shell: vec!["/bin/sh".into(), "-c".into()],
             platform: "linux/amd64".into(),
             args: vec![("V".into(), "1".into())],
+            epoch: None,
         }
     }
 
@@ -240,6 +247,10 @@ mod tests {
             },
             KeyScope {
                 args: vec![("V".into(), "2".into())],
+                ..scope()
+            },
+            KeyScope {
+                epoch: Some(0),
                 ..scope()
             },
         ];

@@ -399,11 +399,7 @@ fn mount(
         MountKind::Cache => {
             let t = target(&m.target)?;
             let id = m.id.clone().unwrap_or_else(|| t.clone());
-            let dir = b
-                .store
-                .root()
-                .join("v1/cache-mounts")
-                .join(&Digest::of(id.as_bytes()).hex()[..32]);
+            let dir = cache_mount_dir(b.store, &id);
             fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
             let mut host = dir.clone();
             if st.no_cache {
@@ -411,8 +407,14 @@ fn mount(
                 // own, thrown away after the step; the kept one is left as it was.
                 host = step.join(format!("no-cache{i}"));
                 make_cache_dir(b, &host, m, &format!("creating an empty cache mount {id}"))?;
-            } else if !dir.exists() {
-                make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
+            } else {
+                b.mounts_used
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone());
+                if !dir.exists() && !crate::engine::shared::seed_mount(b, &id, &dir)? {
+                    make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
+                }
             }
             if m.sharing != Sharing::Shared && !st.no_cache {
                 // locked: one step at a time; private: a step that finds the cache in use
@@ -582,6 +584,14 @@ fn host_bind(
         readonly: false,
         source: BindSource::Host,
     })
+}
+
+/// Where the cache mount `id` lives in the store.
+pub(crate) fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
+    store
+        .root()
+        .join("v1/cache-mounts")
+        .join(&Digest::of(id.as_bytes()).hex()[..32])
 }
 
 /// A cache mount's directory at `dir`, owned and moded as the mount asks, made inside the user

@@ -1,0 +1,1154 @@
+//! The build cache shared between machines: `--cache-to` exports the steps of a build (and,
+//! with `mounts=true`, the content of its cache mounts) to a registry or an OCI layout;
+//! `--cache-from` imports them, lazily.
+//!
+//! The format is an OCI image manifest whose config has the media type [`CONFIG_MEDIA_TYPE`]
+//! ([`CacheConfig`]: for each step key its record and the index of its layer in the manifest's
+//! layers; for each cache mount id its layer) and whose layers are the cached blobs themselves,
+//! so a registry's garbage collection keeps them and they are pushed and pulled as any layer.
+//! The config is one blob of any size (nothing holds a cache in an annotation or an index).
+//!
+//! Import reads one manifest and one config per source. A layer is downloaded only when it is
+//! needed: a step runs on top of it, a later step copies from it, or it is a layer of the final
+//! image. A step of a builder stage whose output only feeds cached steps is never downloaded.
+//!
+//! Export merges with what the destination holds (the new records win), drops the records
+//! used least recently past `max-size` bytes of layers, and writes blobs before the manifest
+//! and the manifest before the tag (or `index.json`), so a kill at any moment leaves the old
+//! cache or the new one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+use super::cache::{self, LayerRec, Record};
+use super::Build;
+use crate::layer::Compression;
+use crate::oci::{self, media, Descriptor, Digest, Manifest};
+use crate::registry::artifact::Repo;
+use crate::registry::Reference;
+use crate::store::Store;
+
+/// The media type of a cache manifest's config.
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.strata.cache.config.v1+json";
+/// The key of the cache records in an image config (`--cache-to type=inline`).
+pub const INLINE_KEY: &str = "strata.cache.v1";
+/// What an export keeps when `max-size` is not given: the layers of its records.
+pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+/// What `mounts=true` exports when `mounts-max-size` is not given: the cache mounts' tars.
+pub const DEFAULT_MOUNTS_MAX_SIZE: u64 = 4 << 30;
+
+/// Where `--cache-to` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheTo {
+    Registry {
+        reference: Reference,
+        opts: ExportOptions,
+    },
+    /// An OCI layout directory; the cache manifest is tagged `tag` in its index.
+    Local {
+        dest: PathBuf,
+        tag: String,
+        opts: ExportOptions,
+    },
+    /// The records of the final image's steps in the image's own config.
+    Inline,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// `mode=max`: every step of every stage (`min`: the steps of the final image).
+    pub max: bool,
+    /// `mounts=true`: the content of the build's cache mounts, by id.
+    pub mounts: bool,
+    /// `ignore-error=true`: a failed export is a warning.
+    pub ignore_error: bool,
+    pub compression: Compression,
+    pub max_size: u64,
+    pub mounts_max_size: u64,
+}
+
+/// Where `--cache-from` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheFrom {
+    Registry { reference: Reference },
+    Local { src: PathBuf, tag: String },
+}
+
+/// `key=value,…` into pairs, the type first; a bare value is `type=registry,ref=VALUE`.
+fn pairs(s: &str) -> Result<(String, BTreeMap<String, String>), String> {
+    if !s.contains('=') {
+        let mut m = BTreeMap::new();
+        m.insert("ref".to_string(), s.to_string());
+        return Ok(("registry".into(), m));
+    }
+    let mut m = BTreeMap::new();
+    for part in s.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("invalid cache option \"{part}\": expected key=value"))?;
+        if m.insert(k.trim().to_string(), v.trim().to_string())
+            .is_some()
+        {
+            return Err(format!("cache option \"{k}\" given twice"));
+        }
+    }
+    let t = m.remove("type").unwrap_or_else(|| "registry".into());
+    Ok((t, m))
+}
+
+fn flag(m: &mut BTreeMap<String, String>, k: &str) -> Result<bool, String> {
+    match m.remove(k) {
+        None => Ok(false),
+        Some(v) => crate::dockerfile::instructions::parse_bool(&v)
+            .ok_or_else(|| format!("invalid {k} value \"{v}\": expected true or false")),
+    }
+}
+
+/// `1GB`, `512MiB`, `2g`, `1000000` (bytes).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    (n >= 0.0).then_some((n * mult) as u64)
+}
+
+fn reference(m: &mut BTreeMap<String, String>, what: &str) -> Result<Reference, String> {
+    let r = m
+        .remove("ref")
+        .ok_or_else(|| format!("{what} type=registry needs ref=REGISTRY/REPOSITORY[:TAG]"))?;
+    let r = Reference::parse(&r).map_err(|e| format!("{what} ref={r}: {e}"))?;
+    if r.digest().is_some() {
+        return Err(format!(
+            "{what} ref={r}: name a tag, not a digest (the cache is updated in place)"
+        ));
+    }
+    Ok(r)
+}
+
+fn no_more(m: BTreeMap<String, String>, what: &str, known: &str) -> Result<(), String> {
+    match m.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(format!("{what}: unknown option \"{k}\" (known: {known})")),
+    }
+}
+
+impl CacheTo {
+    /// `type=registry,ref=R[,mode=min|max][,mounts=true][,compression=gzip|zstd|uncompressed]
+    /// [,ignore-error=true][,max-size=10GB][,mounts-max-size=4GB]`, `type=local,dest=DIR[,tag=T]…`,
+    /// `type=inline`.
+    pub fn parse(s: &str) -> Result<CacheTo, String> {
+        let what = "--cache-to";
+        let (t, mut m) = pairs(s)?;
+        if t == "inline" {
+            no_more(m, what, "none for type=inline")?;
+            return Ok(CacheTo::Inline);
+        }
+        let max = match m.remove("mode").as_deref() {
+            None | Some("min") => false,
+            Some("max") => true,
+            Some(o) => return Err(format!("{what}: mode={o}: expected min or max")),
+        };
+        let compression = match m.remove("compression").as_deref() {
+            None | Some("gzip") => Compression::GZIP,
+            Some("zstd") => Compression::ZSTD,
+            Some("uncompressed") => Compression::None,
+            Some(o) => {
+                return Err(format!(
+                    "{what}: compression={o}: expected gzip, zstd or uncompressed"
+                ))
+            }
+        };
+        let size = |m: &mut BTreeMap<String, String>, k: &str, d: u64| match m.remove(k) {
+            None => Ok(d),
+            Some(v) => parse_size(&v)
+                .ok_or_else(|| format!("{what}: {k}={v}: expected a size such as 10GB")),
+        };
+        let opts = ExportOptions {
+            max,
+            mounts: flag(&mut m, "mounts")?,
+            ignore_error: flag(&mut m, "ignore-error")?,
+            compression,
+            max_size: size(&mut m, "max-size", DEFAULT_MAX_SIZE)?,
+            mounts_max_size: size(&mut m, "mounts-max-size", DEFAULT_MOUNTS_MAX_SIZE)?,
+        };
+        // buildx's options that change nothing here.
+        m.remove("oci-mediatypes");
+        m.remove("image-manifest");
+        m.remove("compression-level");
+        let known = "mode, mounts, compression, ignore-error, max-size, mounts-max-size";
+        match t.as_str() {
+            "registry" => {
+                let reference = reference(&mut m, what)?;
+                no_more(m, what, &format!("ref, {known}"))?;
+                Ok(CacheTo::Registry { reference, opts })
+            }
+            "local" => {
+                let dest = m
+                    .remove("dest")
+                    .ok_or("--cache-to type=local needs dest=DIR")?;
+                let tag = m.remove("tag").unwrap_or_else(|| "latest".into());
+                no_more(m, what, &format!("dest, tag, {known}"))?;
+                Ok(CacheTo::Local {
+                    dest: dest.into(),
+                    tag,
+                    opts,
+                })
+            }
+            o => Err(format!(
+                "{what}: unsupported type \"{o}\": use registry, local or inline"
+            )),
+        }
+    }
+
+    fn opts(&self) -> Option<&ExportOptions> {
+        match self {
+            CacheTo::Registry { opts, .. } | CacheTo::Local { opts, .. } => Some(opts),
+            CacheTo::Inline => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            CacheTo::Registry { reference, .. } => reference.to_string(),
+            CacheTo::Local { dest, tag, .. } => format!("{}:{tag}", dest.display()),
+            CacheTo::Inline => "the image (inline)".into(),
+        }
+    }
+}
+
+impl CacheFrom {
+    /// `type=registry,ref=R`, a bare `R`, or `type=local,src=DIR[,tag=T]`.
+    pub fn parse(s: &str) -> Result<CacheFrom, String> {
+        let what = "--cache-from";
+        let (t, mut m) = pairs(s)?;
+        match t.as_str() {
+            "registry" => {
+                let reference = reference(&mut m, what)?;
+                no_more(m, what, "ref")?;
+                Ok(CacheFrom::Registry { reference })
+            }
+            "local" => {
+                let src = m.remove("src").ok_or("--cache-from type=local needs src=DIR")?;
+                let tag = m.remove("tag").unwrap_or_else(|| "latest".into());
+                m.remove("digest");
+                no_more(m, what, "src, tag")?;
+                Ok(CacheFrom::Local {
+                    src: src.into(),
+                    tag,
+                })
+            }
+            o => Err(format!(
+                "{what}: unsupported type \"{o}\": use registry or local (an image with an inline cache is type=registry)"
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            CacheFrom::Registry { reference } => reference.to_string(),
+            CacheFrom::Local { src, tag } => format!("{}:{tag}", src.display()),
+        }
+    }
+}
+
+/// The config of a cache manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheConfig {
+    /// [`cache::KEY_VERSION`] of the keys: a cache of another version is not read.
+    pub key_version: u32,
+    /// The diffID of each layer of the manifest, in its order.
+    pub diff_ids: Vec<Digest>,
+    pub records: Vec<RecordEntry>,
+    #[serde(default)]
+    pub mounts: Vec<MountEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordEntry {
+    pub key: Digest,
+    /// Index into the manifest's layers (none for a step with an empty diff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<String>,
+    /// Seconds since the epoch of the last export that used it (eviction order).
+    pub used: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountEntry {
+    pub id: String,
+    pub layer: usize,
+    pub used: i64,
+}
+
+/// The records of an image config (`type=inline`), whose layers are the image's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InlineCache {
+    key_version: u32,
+    records: Vec<RecordEntry>,
+}
+
+/// A source of cached blobs.
+enum Source {
+    Registry(Repo),
+    Local(PathBuf),
+}
+
+/// A blob a source has: its descriptor and diffID.
+#[derive(Clone)]
+struct RemoteBlob {
+    source: usize,
+    desc: Descriptor,
+    diff_id: Digest,
+}
+
+/// The caches of `--cache-from`, read once at the start of a build; layers come on demand.
+#[derive(Default)]
+pub struct Imported {
+    sources: Vec<(String, Source)>,
+    records: HashMap<Digest, Record>,
+    blobs: HashMap<Digest, RemoteBlob>,
+    mounts: HashMap<String, LayerRec>,
+    /// Keys that hit here rather than in the local cache.
+    hits: Mutex<BTreeSet<Digest>>,
+}
+
+/// A manifest and its cache content, read from a registry or a layout.
+struct Loaded {
+    layers: Vec<Descriptor>,
+    config: CacheConfig,
+}
+
+/// The cache in `manifest` (a cache manifest, or an image whose config carries inline records),
+/// with `config` the bytes of its config blob.
+fn parse_cache(manifest: &Manifest, config: &[u8], what: &str) -> anyhow::Result<Loaded> {
+    if manifest.config.media_type == CONFIG_MEDIA_TYPE {
+        let c: CacheConfig = serde_json::from_slice(config)
+            .with_context(|| format!("{what}: the cache config is not valid"))?;
+        if c.diff_ids.len() != manifest.layers.len() {
+            bail!(
+                "{what}: the cache config lists {} diffIDs for {} layers",
+                c.diff_ids.len(),
+                manifest.layers.len()
+            );
+        }
+        return Ok(Loaded {
+            layers: manifest.layers.clone(),
+            config: c,
+        });
+    }
+    let img: oci::ImageConfig = oci::parse_json(config, what)?;
+    let Some(v) = img.extra.get(INLINE_KEY) else {
+        bail!("{what} is an image without a strata cache in its config (built without --cache-to type=inline)");
+    };
+    let inline: InlineCache = serde_json::from_value(v.clone())
+        .with_context(|| format!("{what}: the inline cache is not valid"))?;
+    if img.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!("{what}: the image's config and manifest disagree on its layers");
+    }
+    Ok(Loaded {
+        layers: manifest.layers.clone(),
+        config: CacheConfig {
+            key_version: inline.key_version,
+            diff_ids: img.rootfs.diff_ids.clone(),
+            records: inline.records,
+            mounts: Vec::new(),
+        },
+    })
+}
+
+/// What the cache at `repo` holds now (`None`: nothing there yet).
+fn load_registry(
+    reg: &crate::registry::Registry,
+    store: &Store,
+    repo: &Repo,
+) -> anyhow::Result<Option<Loaded>> {
+    let Some((mt, bytes, _)) = repo.manifest(reg)? else {
+        return Ok(None);
+    };
+    let what = repo.user_ref.to_string();
+    if !media::is_manifest(&mt) {
+        bail!("{what} is a {mt}, not a cache manifest");
+    }
+    let m: Manifest = oci::parse_json(&bytes, &what)?;
+    let config = repo.json_blob(reg, store, &m.config)?;
+    parse_cache(&m, &config, &what).map(Some)
+}
+
+fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs/sha256").join(d.hex())
+}
+
+/// A blob of a layout, checked against its digest.
+fn read_layout_blob(dir: &Path, d: &Descriptor, max: u64) -> anyhow::Result<Vec<u8>> {
+    if d.size > max {
+        bail!(
+            "{}: blob {} is too large ({} bytes)",
+            dir.display(),
+            d.digest,
+            d.size
+        );
+    }
+    let p = layout_blob(dir, &d.digest);
+    let bytes = fs_err::read(&p)?;
+    if Digest::of(&bytes) != d.digest {
+        bail!("{}: does not match its digest {}", p.display(), d.digest);
+    }
+    Ok(bytes)
+}
+
+/// The descriptor tagged `tag` in the layout's index.
+fn layout_entry(dir: &Path, tag: &str) -> anyhow::Result<Option<Descriptor>> {
+    let p = dir.join("index.json");
+    let bytes = match fs_err::read(&p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let idx: oci::Index = oci::parse_json(&bytes, &p.display().to_string())?;
+    Ok(idx
+        .manifests
+        .into_iter()
+        .find(|d| d.annotations.get(oci::REF_NAME).map(String::as_str) == Some(tag)))
+}
+
+fn load_local(dir: &Path, tag: &str) -> anyhow::Result<Option<Loaded>> {
+    let Some(d) = layout_entry(dir, tag)? else {
+        return Ok(None);
+    };
+    let what = format!("{}:{tag}", dir.display());
+    let m: Manifest = oci::parse_json(&read_layout_blob(dir, &d, 8 << 20)?, &what)?;
+    let config = read_layout_blob(dir, &m.config, 64 << 20)?;
+    parse_cache(&m, &config, &what).map(Some)
+}
+
+impl Imported {
+    /// Read every `--cache-from` source. A source that cannot be read is a warning, as in
+    /// BuildKit: the build goes on without it.
+    pub(crate) fn load(b: &Build, from: &[CacheFrom]) -> Imported {
+        let mut out = Imported::default();
+        for f in from {
+            let name = f.describe();
+            let got = match f {
+                CacheFrom::Registry { reference } => b
+                    .source
+                    .registry()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|reg| {
+                        let repo = reg.repo(reference)?;
+                        let l = load_registry(reg, b.store, &repo)?;
+                        Ok((l, Source::Registry(repo)))
+                    }),
+                CacheFrom::Local { src, tag } => {
+                    load_local(src, tag).map(|l| (l, Source::Local(src.clone())))
+                }
+            };
+            match got {
+                Ok((None, _)) => b.note(&format!("cache {name}: nothing there yet")),
+                Ok((Some(l), src)) if l.config.key_version != cache::KEY_VERSION => {
+                    drop(src);
+                    b.note(&format!(
+                        "cache {name}: made by a strata with cache key version {} (this one has {}); not used",
+                        l.config.key_version,
+                        cache::KEY_VERSION
+                    ))
+                }
+                Ok((Some(l), src)) => {
+                    let i = out.sources.len();
+                    out.add(i, &l);
+                    b.note(&format!(
+                        "cache {name}: {} steps, {} cache mounts",
+                        l.config.records.len(),
+                        l.config.mounts.len()
+                    ));
+                    out.sources.push((name, src));
+                }
+                Err(e) => b.note(&format!(
+                    "warning: importing the cache {name} failed; building without it: {e:#}"
+                )),
+            }
+        }
+        out
+    }
+
+    fn add(&mut self, source: usize, l: &Loaded) {
+        let rec = |i: usize| -> Option<LayerRec> {
+            let d = l.layers.get(i)?;
+            Some(LayerRec {
+                diff_id: l.config.diff_ids.get(i)?.clone(),
+                digest: d.digest.clone(),
+                size: d.size,
+                media_type: d.media_type.clone(),
+            })
+        };
+        for (i, d) in l.layers.iter().enumerate() {
+            if let Some(diff_id) = l.config.diff_ids.get(i) {
+                self.blobs.entry(d.digest.clone()).or_insert(RemoteBlob {
+                    source,
+                    desc: d.clone(),
+                    diff_id: diff_id.clone(),
+                });
+            }
+        }
+        for r in &l.config.records {
+            let layer = match r.layer {
+                Some(i) => match rec(i) {
+                    Some(x) => Some(x),
+                    None => continue,
+                },
+                None => None,
+            };
+            // The first source that has a key wins (a branch's cache before main's).
+            self.records.entry(r.key.clone()).or_insert(Record {
+                layer,
+                created: r.created.clone(),
+                dirs: r.dirs.clone(),
+            });
+        }
+        for m in &l.config.mounts {
+            if let Some(x) = rec(m.layer) {
+                self.mounts.entry(m.id.clone()).or_insert(x);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The imported record of `key`; its layer is fetched when it is needed
+    /// ([`Imported::fetch`]).
+    pub fn get(&self, key: &Digest) -> Option<Record> {
+        let r = self.records.get(key)?.clone();
+        self.hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        Some(r)
+    }
+
+    pub fn hit_here(&self, key: &Digest) -> bool {
+        self.hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+
+    /// Whether a source has blob `d`.
+    pub fn has(&self, d: &Digest) -> bool {
+        self.blobs.contains_key(d)
+    }
+
+    /// The registry repository blob `d` would come from.
+    fn location_of(&self, d: &Digest) -> Option<String> {
+        let b = self.blobs.get(d)?;
+        match &self.sources.get(b.source)?.1 {
+            Source::Registry(r) => Some(r.location()),
+            Source::Local(_) => None,
+        }
+    }
+
+    /// Bring blob `digest` into the store from the source that has it (nothing when it is
+    /// there). Verified on the way: digest, and diffID for a registry layer.
+    pub(crate) fn fetch(&self, b: &Build, digest: &Digest) -> anyhow::Result<()> {
+        if b.store.has_blob(digest) {
+            return Ok(());
+        }
+        let Some(rb) = self.blobs.get(digest) else {
+            bail!("layer {digest} is neither in the store nor in an imported cache");
+        };
+        let (name, src) = &self.sources[rb.source];
+        let r = match src {
+            Source::Registry(repo) => b
+                .source
+                .registry()
+                .map_err(anyhow::Error::from)
+                .and_then(|reg| Ok(repo.layer(reg, b.store, &rb.desc, &rb.diff_id)?)),
+            Source::Local(dir) => {
+                let p = layout_blob(dir, digest);
+                fs_err::File::open(&p)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|f| {
+                        b.store
+                            .put_blob_from(
+                                f,
+                                Some((digest, Some(rb.desc.size))),
+                                &p.display().to_string(),
+                            )
+                            .map(|_| ())
+                            .map_err(Into::into)
+                    })
+            }
+        };
+        r.with_context(|| {
+            format!(
+                "fetching cached layer {} from the cache {name}",
+                digest.short()
+            )
+        })
+    }
+
+    /// The imported content of cache mount `id`, if a source has it.
+    pub fn mount(&self, id: &str) -> Option<&LayerRec> {
+        self.mounts.get(id)
+    }
+}
+
+/// One step as the build applied it, for export.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub stage: usize,
+    pub key: Digest,
+    pub record: Record,
+}
+
+/// The stages whose steps make the final image: the target and the stages it is built FROM.
+pub(crate) fn final_stages(b: &Build) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    let mut i = b.plan.target;
+    loop {
+        out.insert(i);
+        match &b.plan.stages[i].base {
+            crate::plan::Base::Stage(j) => i = *j,
+            _ => return out,
+        }
+    }
+}
+
+/// The steps to export: those of the final image (`max`: of every stage), each key once.
+fn selected(b: &Build, max: bool) -> Vec<Applied> {
+    let keep = final_stages(b);
+    let mut seen = BTreeSet::new();
+    b.applied
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|a| max || keep.contains(&a.stage))
+        .filter(|a| seen.insert(a.key.clone()))
+        .cloned()
+        .collect()
+}
+
+/// The inline cache of the final image's steps: records whose layers are the image's own.
+pub(crate) fn inline(b: &Build, diff_ids: &[Digest]) -> serde_json::Value {
+    let now = oci::now_secs();
+    let records = selected(b, false)
+        .into_iter()
+        .filter_map(|a| {
+            let layer = match &a.record.layer {
+                Some(l) => Some(diff_ids.iter().position(|d| d == &l.diff_id)?),
+                None => None,
+            };
+            Some(RecordEntry {
+                key: a.key,
+                layer,
+                created: a.record.created,
+                dirs: a.record.dirs,
+                used: now,
+            })
+        })
+        .collect();
+    serde_json::to_value(InlineCache {
+        key_version: cache::KEY_VERSION,
+        records,
+    })
+    .unwrap_or_default()
+}
+
+/// A layer going into an export: its descriptor there, diffID, and whether the destination
+/// already has it (then it is neither read nor sent).
+#[derive(Clone)]
+struct Out {
+    desc: Descriptor,
+    diff_id: Digest,
+    there: bool,
+}
+
+/// What an export wrote.
+pub struct Exported {
+    pub records: usize,
+    pub mounts: usize,
+    pub layers: usize,
+    pub bytes: u64,
+    pub dropped: usize,
+    pub digest: Digest,
+}
+
+/// Write the build's cache to every `--cache-to` (inline is done with the image). A failure
+/// is an error unless the destination says `ignore-error=true`.
+pub(crate) fn export_all(b: &Build) -> anyhow::Result<()> {
+    for to in &b.opts.cache_to {
+        let Some(opts) = to.opts() else { continue };
+        let started = std::time::Instant::now();
+        match export(b, to, opts) {
+            Ok(e) => b.note(&format!(
+                "exported the cache to {}: {} steps, {} cache mounts, {} layers ({}){} as {} in {:.1}s",
+                to.describe(),
+                e.records,
+                e.mounts,
+                e.layers,
+                human(e.bytes),
+                if e.dropped > 0 {
+                    format!(", {} oldest steps dropped past max-size", e.dropped)
+                } else {
+                    String::new()
+                },
+                e.digest.short(),
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) if opts.ignore_error => b.note(&format!(
+                "warning: exporting the cache to {} failed (ignore-error=true): {e:#}",
+                to.describe()
+            )),
+            Err(e) => return Err(e.context(format!("exporting the cache to {}", to.describe()))),
+        }
+    }
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    super::size::human(n)
+}
+
+fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Exported> {
+    let now = oci::now_secs();
+    let reg_repo = match to {
+        CacheTo::Registry { reference, .. } => {
+            let reg = b.source.registry()?;
+            Some((reg, reg.repo(reference)?))
+        }
+        _ => None,
+    };
+    // What the destination has now.
+    let existing = match (to, &reg_repo) {
+        (CacheTo::Registry { .. }, Some((reg, repo))) => load_registry(reg, b.store, repo)?,
+        (CacheTo::Local { dest, tag, .. }, _) => load_local(dest, tag)?,
+        _ => None,
+    }
+    .filter(|l| l.config.key_version == cache::KEY_VERSION);
+    let dest_location = reg_repo.as_ref().map(|(_, r)| r.location());
+    // The layers, by digest, and the records and mounts that point to them by digest.
+    let mut layers: BTreeMap<Digest, Out> = BTreeMap::new();
+    // key → (record entry with no index yet, its layer digest)
+    let mut records: BTreeMap<Digest, (RecordEntry, Option<Digest>)> = BTreeMap::new();
+    let mut mounts: BTreeMap<String, (i64, Digest)> = BTreeMap::new();
+    if let Some(l) = &existing {
+        for (i, d) in l.layers.iter().enumerate() {
+            layers.insert(
+                d.digest.clone(),
+                Out {
+                    desc: d.clone(),
+                    diff_id: l.config.diff_ids[i].clone(),
+                    there: true,
+                },
+            );
+        }
+        for r in &l.config.records {
+            let d = r
+                .layer
+                .and_then(|i| l.layers.get(i))
+                .map(|d| d.digest.clone());
+            records.insert(r.key.clone(), (r.clone(), d));
+        }
+        for m in &l.config.mounts {
+            if let Some(d) = l.layers.get(m.layer) {
+                mounts.insert(m.id.clone(), (m.used, d.digest.clone()));
+            }
+        }
+    }
+    // This build's steps.
+    for a in selected(b, opts.max) {
+        let d = match &a.record.layer {
+            None => None,
+            Some(l) => Some(add_layer(b, opts, &dest_location, &mut layers, l)?),
+        };
+        records.insert(
+            a.key.clone(),
+            (
+                RecordEntry {
+                    key: a.key,
+                    layer: None,
+                    created: a.record.created,
+                    dirs: a.record.dirs,
+                    used: now,
+                },
+                d,
+            ),
+        );
+    }
+    // The cache mounts the build used, by id.
+    if opts.mounts {
+        let used: Vec<String> = b
+            .mounts_used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut budget = opts.mounts_max_size;
+        for id in used {
+            match mount_layer(b, &id, opts.compression)? {
+                None => {}
+                Some((_, tar_size)) if tar_size > budget => b.note(&format!(
+                    "cache mount {id} ({}) left out of the export: past mounts-max-size ({} left of {})",
+                    human(tar_size),
+                    human(budget),
+                    human(opts.mounts_max_size)
+                )),
+                Some((info, tar_size)) => {
+                    budget -= tar_size;
+                    let rec = LayerRec::from(info);
+                    let d = add_layer(b, opts, &dest_location, &mut layers, &rec)?;
+                    mounts.insert(id, (now, d));
+                }
+            }
+        }
+    }
+    // Newest first; keep records (and mounts) while their layers fit in max-size.
+    let mut order: Vec<(i64, bool, String)> = records
+        .values()
+        .map(|(r, _)| (r.used, false, r.key.to_string()))
+        .chain(mounts.iter().map(|(id, (u, _))| (*u, true, id.clone())))
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+    let mut kept_layers: Vec<Digest> = Vec::new();
+    let mut kept_set: BTreeSet<Digest> = BTreeSet::new();
+    let mut total = 0u64;
+    let mut out_records = Vec::new();
+    let mut out_mounts = Vec::new();
+    let mut dropped = 0;
+    for (_, is_mount, name) in order {
+        let layer = if is_mount {
+            Some(mounts[&name].1.clone())
+        } else {
+            let k: Digest = name.parse().map_err(|e| anyhow!("{e}"))?;
+            records[&k].1.clone()
+        };
+        let add = match &layer {
+            Some(d) if !kept_set.contains(d) => layers[d].desc.size,
+            _ => 0,
+        };
+        if total + add > opts.max_size {
+            dropped += 1;
+            continue;
+        }
+        total += add;
+        let idx = layer.map(|d| {
+            if kept_set.insert(d.clone()) {
+                kept_layers.push(d.clone());
+            }
+            kept_layers.iter().position(|x| x == &d).unwrap_or(0)
+        });
+        if is_mount {
+            out_mounts.push(MountEntry {
+                id: name.clone(),
+                layer: idx.unwrap_or(0),
+                used: mounts[&name].0,
+            });
+        } else {
+            let k: Digest = name.parse().map_err(|e| anyhow!("{e}"))?;
+            let mut e = records[&k].0.clone();
+            e.layer = idx;
+            out_records.push(e);
+        }
+    }
+    out_records.sort_by(|a, b| a.key.cmp(&b.key));
+    out_mounts.sort_by(|a, b| a.id.cmp(&b.id));
+    let config = CacheConfig {
+        key_version: cache::KEY_VERSION,
+        diff_ids: kept_layers
+            .iter()
+            .map(|d| layers[d].diff_id.clone())
+            .collect(),
+        records: out_records,
+        mounts: out_mounts,
+    };
+    let cbytes = oci::canonical_json(&config);
+    let cdigest = b.store.put_blob(&cbytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: Descriptor::new(CONFIG_MEDIA_TYPE, cdigest, cbytes.len() as u64),
+        layers: kept_layers.iter().map(|d| layers[d].desc.clone()).collect(),
+        annotations: Default::default(),
+    };
+    let mbytes = oci::canonical_json(&manifest);
+    let to_send: Vec<Descriptor> = std::iter::once(manifest.config.clone())
+        .chain(
+            kept_layers
+                .iter()
+                .filter(|d| !layers[*d].there)
+                .map(|d| layers[d].desc.clone()),
+        )
+        .collect();
+    let digest = match (to, &reg_repo) {
+        (CacheTo::Registry { .. }, Some((reg, repo))) => {
+            repo.put(reg, b.store, &to_send, media::OCI_MANIFEST, &mbytes)?
+                .0
+        }
+        (CacheTo::Local { dest, tag, .. }, _) => {
+            write_layout(b.store, dest, tag, &to_send, &mbytes)?
+        }
+        _ => bail!("internal error: inline cache in export"),
+    };
+    Ok(Exported {
+        records: config.records.len(),
+        mounts: config.mounts.len(),
+        layers: kept_layers.len(),
+        bytes: total,
+        dropped,
+        digest,
+    })
+}
+
+/// Make layer `l` ready to export: compressed as asked when the store holds it uncompressed,
+/// fetched from an imported cache unless the destination is where it came from (then it is
+/// there already). Returns the digest it has in the export.
+fn add_layer(
+    b: &Build,
+    opts: &ExportOptions,
+    dest_location: &Option<String>,
+    layers: &mut BTreeMap<Digest, Out>,
+    l: &LayerRec,
+) -> anyhow::Result<Digest> {
+    if let Some(o) = layers.get(&l.digest) {
+        return Ok(o.desc.digest.clone());
+    }
+    if !b.store.has_blob(&l.digest) {
+        let same_repo = dest_location.is_some()
+            && b.imported.location_of(&l.digest).as_ref() == dest_location.as_ref();
+        if same_repo {
+            layers.insert(
+                l.digest.clone(),
+                Out {
+                    desc: l.descriptor(),
+                    diff_id: l.diff_id.clone(),
+                    there: true,
+                },
+            );
+            return Ok(l.digest.clone());
+        }
+        b.imported.fetch(b, &l.digest)?;
+    }
+    let mut desc = l.descriptor();
+    let uncompressed =
+        desc.media_type == media::OCI_LAYER || desc.media_type == media::DOCKER_LAYER_TAR;
+    if uncompressed && opts.compression != Compression::None {
+        desc = b.store.compressed_layer(&desc, opts.compression)?;
+    }
+    if desc.media_type == media::DOCKER_LAYER_GZIP {
+        desc.media_type = media::OCI_LAYER_GZIP.into();
+    }
+    let d = desc.digest.clone();
+    layers.insert(
+        d.clone(),
+        Out {
+            desc,
+            diff_id: l.diff_id.clone(),
+            there: false,
+        },
+    );
+    Ok(d)
+}
+
+/// The content of cache mount `id` as a layer in the store, and its tar's size (`None` when
+/// the build left no such directory).
+fn mount_layer(
+    b: &Build,
+    id: &str,
+    compression: Compression,
+) -> anyhow::Result<Option<(crate::layer::LayerInfo, u64)>> {
+    let dir = super::step::run::cache_mount_dir(b.store, id);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let tmp = super::stage::step_dir(b, "mount-export")?;
+    let tar = tmp.join("layer.tar");
+    let r = (|| {
+        super::exec::hook_ok(
+            &b.exe,
+            super::exec::Hook::TarDir {
+                dir: dir.clone(),
+                out: tar.clone(),
+            },
+            &b.maps,
+            &format!("reading cache mount {id}"),
+        )?;
+        let size = fs_err::metadata(&tar)?.len();
+        let c = if compression == Compression::None {
+            Compression::GZIP
+        } else {
+            compression
+        };
+        Ok((b.store.put_layer_file(&tar, c)?, size))
+    })();
+    let _ = fs_err::remove_dir_all(&tmp);
+    r.map(Some)
+}
+
+/// Seed the empty cache mount `id` at `dir` from an imported cache: its layer unpacked into a
+/// directory beside it, renamed into place when complete. Returns false when no source has it.
+pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool> {
+    let Some(l) = b.imported.mount(id).cloned() else {
+        return Ok(false);
+    };
+    b.imported.fetch(b, &l.digest)?;
+    let tmp = dir.with_extension(format!("seed-{}", std::process::id()));
+    if tmp.exists() {
+        super::exec::remove_tree(&tmp, &b.maps)?;
+    }
+    fs_err::create_dir_all(&tmp)?;
+    let unpack = super::exec::Hook::Unpack {
+        blob: b.store.blob_path(&l.digest),
+        dest: tmp.clone(),
+        diff_id: l.diff_id.clone(),
+    };
+    if let Err(e) = super::exec::hook_ok(
+        &b.exe,
+        unpack,
+        &b.maps,
+        &format!("seeding cache mount {id}"),
+    ) {
+        let _ = super::exec::remove_tree(&tmp, &b.maps);
+        return Err(e);
+    }
+    fs_err::rename(&tmp, dir)?;
+    b.note(&format!(
+        "cache mount {id}: seeded from the imported cache ({})",
+        human(l.size)
+    ));
+    Ok(true)
+}
+
+/// Write blobs, then the manifest, then `index.json` (atomically, keeping its other entries).
+fn write_layout(
+    store: &Store,
+    dest: &Path,
+    tag: &str,
+    blobs: &[Descriptor],
+    manifest: &[u8],
+) -> anyhow::Result<Digest> {
+    let bdir = dest.join("blobs/sha256");
+    fs_err::create_dir_all(&bdir)?;
+    let tmp_dir = dest.join("blobs");
+    let put = |d: &Digest, from: &mut dyn std::io::Read| -> anyhow::Result<()> {
+        let p = layout_blob(dest, d);
+        if p.exists() {
+            return Ok(());
+        }
+        let mut t = crate::store::TempFile::new(&tmp_dir)?;
+        t.with(|f| std::io::copy(from, f).map(|_| ()))?;
+        t.persist(&p)?;
+        Ok(())
+    };
+    for d in blobs {
+        let mut f = store.open_blob(&d.digest)?;
+        put(&d.digest, &mut f)?;
+    }
+    let mdigest = Digest::of(manifest);
+    put(&mdigest, &mut &manifest[..])?;
+    let layout = dest.join("oci-layout");
+    if !layout.exists() {
+        crate::store::write_atomic(
+            &tmp_dir,
+            &layout,
+            format!(
+                "{{\"imageLayoutVersion\":\"{}\"}}",
+                media::OCI_LAYOUT_VERSION
+            )
+            .as_bytes(),
+        )?;
+    }
+    let ip = dest.join("index.json");
+    let mut idx: oci::Index = match fs_err::read(&ip) {
+        Ok(bytes) => oci::parse_json(&bytes, &ip.display().to_string())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => oci::Index {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.into()),
+            manifests: Vec::new(),
+            annotations: Default::default(),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    idx.manifests
+        .retain(|d| d.annotations.get(oci::REF_NAME).map(String::as_str) != Some(tag));
+    let mut desc = Descriptor::new(media::OCI_MANIFEST, mdigest.clone(), manifest.len() as u64);
+    desc.annotations.insert(oci::REF_NAME.into(), tag.into());
+    idx.manifests.push(desc);
+    crate::store::write_atomic(&tmp_dir, &ip, &oci::canonical_json(&idx))?;
+    Ok(mdigest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_options_parse_like_buildx() {
+        let t =
+            CacheTo::parse("type=registry,ref=reg.test/app:cache,mode=max,mounts=true").unwrap();
+        let CacheTo::Registry { reference, opts } = t else {
+            panic!("not a registry cache")
+        };
+        assert_eq!(reference.to_string(), "reg.test/app:cache");
+        assert!(opts.max && opts.mounts && !opts.ignore_error);
+        assert_eq!(opts.max_size, DEFAULT_MAX_SIZE);
+        assert!(matches!(
+            CacheTo::parse("type=local,dest=/c,max-size=1GB").unwrap(),
+            CacheTo::Local {
+                opts: ExportOptions {
+                    max: false,
+                    max_size: 1073741824,
+                    ..
+                },
+                ..
+            }
+        ));
+        assert_eq!(CacheTo::parse("type=inline").unwrap(), CacheTo::Inline);
+        assert_eq!(
+            CacheFrom::parse("reg.test/app:cache").unwrap(),
+            CacheFrom::Registry {
+                reference: Reference::parse("reg.test/app:cache").unwrap()
+            }
+        );
+        for bad in [
+            "type=registry",
+            "type=registry,ref=reg.test/a,mode=medium",
+            "type=registry,ref=reg.test/a,colour=blue",
+            "type=registry,ref=reg.test/a@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            "type=gha",
+            "type=local",
+            "type=registry,ref=reg.test/a,max-size=lots",
+        ] {
+            assert!(CacheTo::parse(bad).is_err(), "{bad}");
+        }
+        let e = CacheTo::parse("type=registry,ref=reg.test/a,colour=blue").unwrap_err();
+        assert!(e.contains("colour") && e.contains("known"), "{e}");
+        assert!(CacheFrom::parse("type=local").is_err());
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("1.5kb"), Some(1536));
+        assert_eq!(parse_size("x"), None);
+    }
+}

@@ -1,0 +1,369 @@
+//! The build cache shared through a registry and an OCI layout (`--cache-to`, `--cache-from`):
+//! two stores stand for two CI runners.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use super::harness::{Auth, Fault, FaultProxy, Registry};
+use super::{fails, ok, text, T};
+
+/// A builder stage whose RUN step keeps what it "downloads" in a cache mount, and a runtime
+/// stage that copies the result and the app.
+fn two_stage(reg: &str) -> String {
+    format!(
+        r#"FROM {reg}/busybox:1 AS build
+COPY deps.txt /deps.txt
+RUN --mount=type=cache,target=/var/cache/dl,id=dl sh -c 'for p in $(cat /deps.txt); do if [ -f /var/cache/dl/$p ]; then echo "cache hit: $p"; else echo "download: $p"; echo $p > /var/cache/dl/$p; fi; done; cat /deps.txt > /installed'
+FROM {reg}/busybox:1
+COPY --from=build /installed /opt/installed
+COPY app.txt /app.txt
+CMD ["cat", "/app.txt"]
+"#
+    )
+}
+
+fn context(t: &T, name: &str, reg: &str) -> std::path::PathBuf {
+    let c = t.context(name, &two_stage(reg));
+    fs_err::write(c.join("deps.txt"), "alpha beta\n").unwrap();
+    fs_err::write(c.join("app.txt"), "v1\n").unwrap();
+    c
+}
+
+fn build(t: &T, store: &str, ctx: &Path, extra: &[&str]) -> (Output, serde_json::Value) {
+    let meta = t.dir.join(format!("{store}-meta.json"));
+    let mut args = vec![
+        "build",
+        "-t",
+        "app",
+        "--progress",
+        "plain",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let o = t.strata(store, &args);
+    let m = fs_err::read(&meta)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let _ = std::fs::remove_file(&meta);
+    (o, m)
+}
+
+/// The layers of the cache manifest at `r`, as skopeo reads it.
+fn cache_layers(t: &T, r: &str) -> Vec<String> {
+    let m: serde_json::Value = serde_json::from_str(&t.skopeo_inspect(r, true, None)).unwrap();
+    assert_eq!(
+        m["config"]["mediaType"], "application/vnd.strata.cache.config.v1+json",
+        "{m}"
+    );
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn has_blob(t: &T, store: &str, digest: &str) -> bool {
+    t.store(store)
+        .join("v1/oci/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+        .exists()
+}
+
+#[test]
+fn a_second_runner_gets_every_step_and_the_cache_mounts_from_the_registry() {
+    let Some(t) = T::new("cache-reg") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let proxy = FaultProxy::start(reg.port);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    t.write_conf(&format!(
+        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+    ));
+    t.seed_busybox(&format!("{}/busybox:1", reg.host()), &[]);
+    let cache = format!("{host}/cache:main");
+    let to = format!("type=registry,ref={cache},mode=max,mounts=true");
+    let from = format!("type=registry,ref={cache}");
+
+    // Runner A: an empty cache to start from (a warning, not an error), then the export.
+    let ctx = context(&t, "ctx-a", &host);
+    let (o, meta_a) = build(&t, "a", &ctx, &["--cache-from", &from, "--cache-to", &to]);
+    let err = ok(&o, "runner A") + &text(&o.stderr);
+    assert!(err.contains("nothing there yet"), "{err}");
+    assert!(err.contains("download: alpha"), "{err}");
+    assert!(err.contains("exported the cache to"), "{err}");
+    let layers = cache_layers(&t, &cache);
+    // deps.txt, the RUN, /installed, app.txt, and the cache mount.
+    assert_eq!(layers.len(), 5, "{layers:?}");
+
+    // Runner B: an empty store and its own checkout. One manifest and one config request
+    // import the cache; every step hits; the same image.
+    let ctx_b = context(&t, "ctx-b", &host);
+    let before = proxy.requests().len();
+    let (o, meta_b) = build(&t, "b", &ctx_b, &["--cache-from", &from]);
+    let err = text(&o.stderr);
+    ok(&o, "runner B");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
+    // The same image: its id, and the digest it has once pushed (B's layers are the gzip
+    // blobs A exported; A compresses its own on the way out, to the same bytes).
+    assert_eq!(
+        meta_a["containerimage.config.digest"], meta_b["containerimage.config.digest"],
+        "{meta_a} {meta_b}"
+    );
+    let pushed: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|s| {
+            let dest = format!("{host}/app:{s}");
+            ok(&t.strata(s, &["push", "-q", "app", &dest]), "push")
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(pushed[0], pushed[1]);
+    assert_eq!(meta_b["strata.cache"]["cached"], 4, "{meta_b}");
+    assert_eq!(meta_b["strata.cache"]["imported"], 4, "{meta_b}");
+    let reqs: Vec<String> = proxy.requests()[before..].to_vec();
+    let cache_manifests = reqs
+        .iter()
+        .filter(|r| r.contains("/cache/manifests/"))
+        .count();
+    assert_eq!(cache_manifests, 1, "{reqs:?}");
+    // Only the final image's two layers came; the builder's two and the mount stayed remote.
+    let here: Vec<&String> = layers.iter().filter(|d| has_blob(&t, "b", d)).collect();
+    assert_eq!(here.len(), 2, "{here:?} of {layers:?}");
+    let cache_blob_gets = reqs
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/cache/blobs/"))
+        .count();
+    assert_eq!(cache_blob_gets, 3, "config and two layers: {reqs:?}");
+    assert_eq!(ok(&t.strata("b", &["run", "app"]), "run on B").trim(), "v1");
+
+    // A one-line change on B: only the last COPY runs.
+    fs_err::write(ctx_b.join("app.txt"), "v2\n").unwrap();
+    let (o, _) = build(&t, "b", &ctx_b, &["--cache-from", &from]);
+    let err = text(&o.stderr);
+    ok(&o, "code change on B");
+    assert!(err.contains("(4 steps, 3 cached)"), "{err}");
+
+    // A dependency added on B: the RUN step runs with the cache mount A filled (seeded from
+    // the registry): what A downloaded is a cache hit.
+    fs_err::write(ctx_b.join("deps.txt"), "alpha beta gamma\n").unwrap();
+    let (o, _) = build(&t, "b", &ctx_b, &["--cache-from", &from, "--cache-to", &to]);
+    let err = text(&o.stderr);
+    ok(&o, "dependency change on B");
+    assert!(err.contains("cache mount dl: seeded"), "{err}");
+    assert!(
+        err.contains("cache hit: alpha") && err.contains("cache hit: beta"),
+        "{err}"
+    );
+    assert!(err.contains("download: gamma"), "{err}");
+    // B's export merged with A's: both versions of the builder steps are there.
+    let merged = cache_layers(&t, &cache);
+    assert!(merged.len() > layers.len(), "{merged:?}");
+    let kept = layers.iter().filter(|l| merged.contains(l)).count();
+    assert_eq!(
+        kept, 4,
+        "A's layers but its cache mount's: {layers:?} {merged:?}"
+    );
+
+    // A third runner with a branch cache that is missing, then main's: main's is used.
+    let ctx_c = context(&t, "ctx-c", &host);
+    let (o, _) = build(
+        &t,
+        "c",
+        &ctx_c,
+        &[
+            "--cache-from",
+            &format!("{host}/cache:no-such-branch"),
+            "--cache-from",
+            &from,
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "runner C");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
+}
+
+#[test]
+fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
+    let Some(t) = T::new("cache-min") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let host = reg.host();
+    t.write_conf(&format!(
+        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+    ));
+    t.seed_busybox(&format!("{host}/busybox:1"), &[]);
+    let ctx = context(&t, "ctx", &host);
+    // mode=min: the runtime stage's two steps only.
+    let cache = format!("{host}/cache:min");
+    let (o, _) = build(
+        &t,
+        "a",
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+    );
+    ok(&o, "min export");
+    assert_eq!(cache_layers(&t, &cache).len(), 2);
+    // type=local: an OCI layout skopeo reads; a fresh store hits every step from it.
+    let dir = t.dir.join("local-cache");
+    let (o, meta_a) = build(
+        &t,
+        "a",
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", dir.display()),
+        ],
+    );
+    ok(&o, "local export");
+    let m = t.skopeo_inspect_layout(&dir, "latest");
+    assert_eq!(m["layers"].as_array().unwrap().len(), 4, "{m}");
+    let (o, meta_b) = build(
+        &t,
+        "b",
+        &ctx,
+        &["--cache-from", &format!("type=local,src={}", dir.display())],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "local import");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
+    assert_eq!(
+        meta_a["containerimage.config.digest"],
+        meta_b["containerimage.config.digest"]
+    );
+    // type=inline: the pushed image carries the records of its own steps.
+    // SOURCE_DATE_EPOCH makes the builder's layers the same bytes on both runners.
+    let image = format!("{host}/app:inline");
+    let o = t.strata(
+        "a",
+        &[
+            "build",
+            "-t",
+            &image,
+            "--push",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=0",
+            "--cache-to",
+            "type=inline",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "inline push");
+    let (o, _) = build(
+        &t,
+        "c",
+        &ctx,
+        &["--build-arg", "SOURCE_DATE_EPOCH=0", "--cache-from", &image],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "inline import");
+    // The builder stage is not in an inline cache: its two steps run, the runtime's hit
+    // (the builder's output is the same bytes).
+    assert!(err.contains("(4 steps, 2 cached)"), "{err}");
+    // Bad options are refused before anything runs, naming the option.
+    let o = t.strata(
+        "a",
+        &[
+            "build",
+            "--cache-to",
+            "type=registry,ref=x/y,mode=everything",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(fails(&o, "bad mode").contains("mode=everything"));
+}
+
+#[test]
+fn a_killed_export_or_import_leaves_registry_and_store_consistent() {
+    let Some(t) = T::new("cache-kill") else {
+        return;
+    };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let proxy = FaultProxy::start(reg.port);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    t.write_conf(&format!(
+        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+    ));
+    t.seed_busybox(&format!("{}/busybox:1", reg.host()), &[]);
+    let cache = format!("{host}/cache:main");
+    let to = format!("type=registry,ref={cache},mode=max,mounts=true");
+    let ctx = context(&t, "ctx", &host);
+    let (o, _) = build(&t, "a", &ctx, &["--cache-to", &to]);
+    ok(&o, "first export");
+    let first = cache_layers(&t, &cache);
+
+    // Killed while its manifest is on the way: the tag still names the first cache.
+    fs_err::write(ctx.join("app.txt"), "v2\n").unwrap();
+    proxy.add(
+        "PUT",
+        "/cache/manifests/",
+        1,
+        Fault::Delay(Duration::from_secs(30)),
+    );
+    kill_when(&t, "a", &ctx, &["--cache-to", &to], || {
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("PUT ") && r.contains("/cache/manifests/"))
+    });
+    assert_eq!(cache_layers(&t, &cache), first);
+    let (o, _) = build(&t, "a", &ctx, &["--cache-to", &to]);
+    let err = text(&o.stderr);
+    ok(&o, "export after the kill");
+    assert!(err.contains("exported the cache"), "{err}");
+    let second = cache_layers(&t, &cache);
+    assert_ne!(second, first);
+
+    // Killed while a layer comes in: the store has no partial blob, and the next import works.
+    proxy.add(
+        "GET",
+        "/cache/blobs/",
+        1,
+        Fault::Delay(Duration::from_secs(30)),
+    );
+    let from = format!("type=registry,ref={cache}");
+    let ctx_b = context(&t, "ctx-b", &host);
+    fs_err::write(ctx_b.join("app.txt"), "v2\n").unwrap();
+    kill_when(&t, "b", &ctx_b, &["--cache-from", &from], || {
+        proxy
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("GET ") && r.contains("/cache/blobs/"))
+    });
+    let fsck = t.strata("b", &["fsck"]);
+    ok(&fsck, "fsck after the killed import");
+    let (o, _) = build(&t, "b", &ctx_b, &["--cache-from", &from]);
+    let err = text(&o.stderr);
+    ok(&o, "import after the kill");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
+}
+
+/// Start a build, wait until `ready`, SIGKILL it.
+fn kill_when(t: &T, store: &str, ctx: &Path, extra: &[&str], ready: impl Fn() -> bool) {
+    let mut args = vec!["build", "-t", "app", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let mut child = t
+        .cmd_in(&t.store(store), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the build never reached the point to kill it"
+        );
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("the build ended ({s}) before the point to kill it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = child.kill();
+    let _ = child.wait();
+}
