@@ -2432,3 +2432,48 @@ fn run_steps_start_with_default_signal_dispositions() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
 }
+
+#[test]
+fn images_of_many_layers_run_copy_and_mount() {
+    let Some(b) = B::new("manylayers") else {
+        return;
+    };
+    // One mount(2) option string holds some 37 store paths: RUN, COPY --from and a bind mount
+    // from a stage of 120 layers used to fail with ENOENT. Docker's limit is 127 layers.
+    let copies = |n: usize| -> String {
+        (1..=n)
+            .map(|i| format!("COPY a /f{i}\n"))
+            .collect::<String>()
+    };
+    let dockerfile = |n: usize| {
+        format!(
+            "FROM busybox AS many\n{}RUN ls / | grep -c '^f' > /count\nFROM busybox\nCOPY --from=many /f{n} /count /\nRUN --mount=type=bind,from=many,target=/m cat /m/count > /seen\n",
+            copies(n)
+        )
+    };
+    let f = [df(&dockerfile(120)), ("a", "x\n".to_string())];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "many"]);
+    assert_eq!(b.sh("many", "cat /count /seen /f120"), "120\n120\nx\n");
+    // The older kernels' way: names relative to the snapshots directory fit 50 layers whose
+    // absolute paths do not; 120 do not fit, and the error says what to do.
+    let legacy = |ctx: &Path| {
+        Command::new(common::strata_bin())
+            .arg("--root")
+            .arg(&b.root)
+            .args(["build", "--progress", "plain", "--no-cache"])
+            .arg(ctx)
+            .env("STRATA_OVERLAY_MOUNT", "legacy")
+            .env_remove("STRATA_ROOT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let f50 = [df(&dockerfile(50)), ("a", "x\n".to_string())];
+    let c50 = b.ctx("c50", &files(&f50));
+    let o = legacy(&c50);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = legacy(&c);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("Linux 6.8"), "{}", text(&o.stderr));
+}

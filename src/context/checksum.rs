@@ -1,7 +1,8 @@
 //! Content checksums of context files, cached by metadata: a file whose size, mtime, inode and
 //! ctime are what they were reuses its recorded digest, so a no-op rebuild reads no file
-//! contents. The digest of a set of entries covers path, kind, mode, owner and content (or link
-//! target) — never times — so touching a file changes nothing.
+//! contents. The digest of a set of entries covers path, kind, mode (less the group and other
+//! write bits, which only say what umask made the checkout) and content (or link target) —
+//! never times or owners — so touching a file changes nothing.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -461,23 +462,8 @@ fn file_digest(
     Ok(())
 }
 
-/// `n` in decimal, without the formatting machinery (called for every file of a context).
-fn push_decimal(out: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
-}
-
-/// The digest of `entries` (as a walk yields them) below `root`: path, kind, mode, owner and
-/// content or link target of each, in order. Uses the metadata the walk saw when it has it.
+/// The digest of `entries` (as a walk yields them) below `root`: path, kind, mode (less the
+/// group and other write bits) and content or link target of each, in order. Uses the metadata the walk saw when it has it.
 /// A large set is split across the cores (lookups, and the files read on a first build or
 /// after a change); the lines are hashed in order.
 pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Digest, Stats), Error> {
@@ -494,7 +480,7 @@ pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Dige
 const BLOCK: usize = 1024;
 
 /// [`digest`] on `threads` threads: thread `t` does blocks `t`, `t + threads`, …; the
-/// digest of the set is the sha256 of `strata-context-v2` and of each block's digest in
+/// digest of the set is the sha256 of `strata-context-v3` and of each block's digest in
 /// order, the same on any number of threads.
 fn digest_on(
     root: &Path,
@@ -556,7 +542,7 @@ fn digest_on(
     stats.changed = changed.into_iter().map(|(_, p)| p).collect();
     stats.added = added.into_iter().map(|(_, p)| p).collect();
     let mut h = Sha256::new();
-    h.update(b"strata-context-v2\0");
+    h.update(b"strata-context-v3\0");
     for d in block_digests.iter().flatten() {
         h.update(d.as_str().as_bytes());
     }
@@ -597,11 +583,11 @@ fn digest_part(
         line.push('\0');
         line.push(kind);
         line.push('\0');
-        let _ = write!(line, "{:o}\0", m.mode & 0o7777);
-        push_decimal(line, u64::from(m.uid));
-        line.push('\0');
-        push_decimal(line, u64::from(m.gid));
-        line.push('\0');
+        // The mode without the group and other write bits, and no owner: a checkout made
+        // under umask 002 or 000 (GitLab's runners) or by another user is the same context as
+        // one made under 022, so two runners' keys match. COPY writes owners as root (or
+        // --chown) anyway.
+        let _ = write!(line, "{:o}\0", m.mode & 0o7755);
         match e.kind {
             // Sockets, fifos and devices are copied as empty files: never opened.
             Kind::File if !m.is_file() => line.push_str("special"),
@@ -875,9 +861,16 @@ mod tests {
             "re-read because its metadata moved, same content"
         );
         use std::os::unix::fs::PermissionsExt;
+        // umask noise (group and other write) does not count; the rest of the mode does.
+        fs_err::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let (d2b, _) = pass(&root, &mut c);
+        assert_eq!(d2b, d1, "0666 is 0644 with another umask");
         fs_err::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (d3, _) = pass(&root, &mut c);
         assert_ne!(d3, d1, "mode counts");
+        fs_err::set_permissions(&f, std::fs::Permissions::from_mode(0o744)).unwrap();
+        let (d3b, _) = pass(&root, &mut c);
+        assert_ne!(d3b, d1, "the executable bit counts");
         fs_err::rename(root.join("app/util.py"), root.join("app/utils.py")).unwrap();
         let (d4, _) = pass(&root, &mut c);
         assert_ne!(d4, d3, "names count");

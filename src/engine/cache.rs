@@ -23,7 +23,9 @@ use crate::store::Store;
 /// follows a destination that is a symlink (as BuildKit) instead of replacing it.
 /// 3: the instruction is encoded field by field (`engine::key`), not as its Debug output, and
 /// the shell and network settings as JSON and names; a release can keep its keys.
-pub const KEY_VERSION: u32 = 3;
+/// 4: context digests leave out owners and the group and other write bits (umask noise), so
+/// checkouts on two machines give the same keys; SOURCE_DATE_EPOCH is in the key when set.
+pub const KEY_VERSION: u32 = 4;
 
 /// A layer blob as the cache and the copy hook pass it around.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -308,20 +308,8 @@ fn view(lowers: &[PathBuf], at: &Path) -> Result<PathBuf, String> {
         [one] => Ok(one.clone()),
         many => {
             fs_err::create_dir_all(at).map_err(|e| e.to_string())?;
-            let dirs: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
-            let data = format!("lowerdir={},userxattr", dirs.join(":"));
-            rustix::mount::mount(
-                "overlay",
-                at,
-                "overlay",
-                rustix::mount::MountFlags::RDONLY,
-                Some(
-                    std::ffi::CString::new(data)
-                        .map_err(|e| e.to_string())?
-                        .as_c_str(),
-                ),
-            )
-            .map_err(|e| format!("mounting a view of {} layers: {e}", many.len()))?;
+            crate::sandbox::overlay::mount(at, many, None)
+                .map_err(|e| format!("a view of the layers: {e}"))?;
             Ok(at.to_path_buf())
         }
     }

@@ -576,16 +576,8 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             work,
             merged,
         } => {
-            let root = merged.display().to_string();
-            let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={},userxattr",
-                lowers.join(":"),
-                upper.display(),
-                work.display()
-            );
-            mount("overlay", &root, "overlay", 0, &data)?;
-            root
+            super::overlay::mount(merged, lower, Some((upper, work)))?;
+            merged.display().to_string()
         }
         Rootfs::Copy { lower, root, state } => {
             if !state.exists() {
@@ -734,14 +726,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                     std::fs::create_dir_all(d)
                         .map_err(|e| format!("creating {}: {e}", d.display()))?;
                 }
-                let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
-                let data = format!(
-                    "lowerdir={},upperdir={},workdir={},userxattr",
-                    lowers.join(":"),
-                    u.display(),
-                    w.display()
-                );
-                mount("overlay", &m.display().to_string(), "overlay", 0, &data)?;
+                super::overlay::mount(&m, lower, Some((&u, &w)))?;
                 let (path, fd) = beneath(&m, sub, target)?;
                 held_fds.push(fd);
                 path

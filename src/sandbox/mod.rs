@@ -15,6 +15,7 @@ mod child;
 pub mod copyfs;
 pub mod idmap;
 pub mod net;
+pub mod overlay;
 pub mod probe;
 pub mod protocol;
 pub mod seccomp;

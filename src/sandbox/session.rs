@@ -110,6 +110,10 @@ impl Session {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        // The one setting the sandbox reads itself (see `overlay::mount`).
+        if let Some(v) = std::env::var_os("STRATA_OVERLAY_MOUNT") {
+            cmd.env("STRATA_OVERLAY_MOUNT", v);
+        }
         let (rw_high, gr_high, so_high) = (high(&report_w)?, high(&go_r)?, high(&theirs)?);
         let (rw, gr, so) = (
             rw_high.as_raw_fd(),

@@ -367,3 +367,99 @@ fn kill_when(t: &T, store: &str, ctx: &Path, extra: &[&str], ready: impl Fn() ->
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `git clone` of `src` into `dest` under `umask`.
+fn clone_under(src: &Path, dest: &Path, umask: &str) {
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && git clone -q \"$0\" \"$1\"",))
+        .arg(src)
+        .arg(dest)
+        .env("HOME", dest.parent().unwrap())
+        .output()
+        .unwrap();
+    ok(&o, "git clone");
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs_err::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn two_checkouts_under_different_umasks_share_the_cache() {
+    let Some(t) = T::new("cache-umask") else {
+        return;
+    };
+    if !super::have("git") {
+        super::require("git is not installed (package git)");
+        return;
+    }
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let host = reg.host();
+    t.write_conf(&format!(
+        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+    ));
+    t.seed_busybox(&format!("{host}/busybox:1"), &[]);
+    // The repository: the two-stage Dockerfile, its files, a script with the executable bit.
+    let repo = context(&t, "repo", &host);
+    fs_err::write(repo.join("Dockerfile"), two_stage(&host) + "COPY . /src\n").unwrap();
+    fs_err::write(repo.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs_err::write(repo.join(".dockerignore"), ".git\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(repo.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    }
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(&repo)
+            .args(args)
+            .env("HOME", &t.dir)
+            .output()
+            .unwrap();
+        ok(&o, &format!("git {args:?}"));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "app"]);
+    let a = t.dir.join("checkout-a");
+    let b = t.dir.join("checkout-b");
+    clone_under(&repo, &a, "022");
+    clone_under(&repo, &b, "002");
+    assert_eq!(mode(&a.join("app.txt")), 0o644);
+    assert_eq!(mode(&b.join("app.txt")), 0o664);
+    assert_eq!(mode(&b.join("run.sh")), 0o775);
+    let cache = format!("{host}/cache:umask");
+    let (o, _) = build(
+        &t,
+        "a",
+        &a,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    ok(&o, "runner A");
+    let (o, _) = build(
+        &t,
+        "b",
+        &b,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "runner B");
+    assert!(err.contains("(5 steps, 5 cached)"), "{err}");
+    // A file whose executable bit differs is another context.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(b.join("app.txt"), std::fs::Permissions::from_mode(0o775)).unwrap();
+    }
+    let (o, _) = build(
+        &t,
+        "b",
+        &b,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "runner B, app.txt executable");
+    assert!(err.contains("(5 steps, 3 cached)"), "{err}");
+}

@@ -212,7 +212,7 @@ mod tests {
         ];
         assert_eq!(
             got,
-            ["3822c5f59f5e4abf", "bb469231d37d5a54", "37b1aa111813c30f"],
+            ["53a6c99ea6d4f191", "ff32fb79f9ff4c6e", "1eb2faeae890d7ea"],
             "{got:?}"
         );
     }
