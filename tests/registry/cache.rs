@@ -463,3 +463,53 @@ fn two_checkouts_under_different_umasks_share_the_cache() {
     ok(&o, "runner B, app.txt executable");
     assert!(err.contains("(5 steps, 3 cached)"), "{err}");
 }
+
+#[test]
+fn a_cache_of_2000_steps_round_trips() {
+    let Some(t) = T::new("cache-2000") else {
+        return;
+    };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let host = reg.host();
+    t.write_conf(&format!(
+        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
+    ));
+    t.seed_busybox(&format!("{host}/busybox:1"), &[]);
+    // 20 stages of a COPY and 99 WORKDIR steps each, and 20 COPY --from: 2,020 records, 40
+    // layers. (Docker stops a stage at 127 layers, so the steps are spread over stages.)
+    let mut df = String::new();
+    for s in 0..20 {
+        df.push_str(&format!("FROM {host}/busybox:1 AS s{s}\nCOPY f{s} /f\n"));
+        for _ in 0..99 {
+            df.push_str("WORKDIR /\n");
+        }
+    }
+    df.push_str(&format!("FROM {host}/busybox:1\n"));
+    for s in 0..20 {
+        df.push_str(&format!("COPY --from=s{s} /f /f{s}\n"));
+    }
+    let ctx = t.context("ctx", &df);
+    for s in 0..20 {
+        fs_err::write(ctx.join(format!("f{s}")), format!("{s}\n")).unwrap();
+    }
+    let cache = format!("{host}/cache:big");
+    let (o, _) = build(
+        &t,
+        "a",
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "runner A");
+    assert!(err.contains(": 2020 steps, 0 cache mounts"), "{err}");
+    let (o, _) = build(
+        &t,
+        "b",
+        &ctx,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "runner B");
+    assert!(err.contains(": 2020 steps, 0 cache mounts"), "{err}");
+    assert!(err.contains("(40 steps, 40 cached)"), "{err}");
+}
