@@ -13,6 +13,15 @@ fn main() {
     {
         strata::sandbox::child_main(&strata::engine::exec::hook);
     }
+    // STRATA_PROC=host gives RUN steps the container's /proc: this process (its environment,
+    // where --secret env= values are, and its memory) is made non-dumpable, so its /proc
+    // entries are root's and a step cannot read them.
+    if std::env::var("STRATA_PROC").as_deref() == Ok("host") {
+        // SAFETY: prctl with an integer argument changes only this process's dumpable flag.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        }
+    }
     let cli = cli::Cli::parse();
     // Die quietly on a closed pipe (`strata inspect x | head`), as other command-line tools do,
     // instead of panicking in println!. Not for the commands that talk to a registry: a peer

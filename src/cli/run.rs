@@ -250,8 +250,24 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     Ok(finished.outcome.code())
 }
 
+/// Whether `path` (or the nearest directory of it that exists) is on an overlay filesystem.
+fn on_overlay(path: &Path) -> bool {
+    let mut p = path;
+    loop {
+        if let Ok(st) = rustix::fs::statfs(p) {
+            return st.f_type == 0x794c7630;
+        }
+        match p.parent() {
+            Some(q) => p = q,
+            None => return false,
+        }
+    }
+}
+
 pub fn doctor() -> anyhow::Result<i32> {
     let mut bad = 0;
+    let env = sandbox::probe::environment();
+    println!("ok   environment: {env}");
     for c in sandbox::probe::all_checks() {
         let mark = match (c.ok, c.optional) {
             (true, _) => "ok  ",
@@ -284,9 +300,14 @@ pub fn doctor() -> anyhow::Result<i32> {
             println!("FAIL overlay in a user namespace: ended with {o:?}");
         }
         Err(e) => {
-            bad += 1;
-            println!("FAIL overlay in a user namespace: {e}");
-            println!("     fix: Linux 5.11+ mounts overlayfs in user namespaces; on older kernels or filesystems that refuse it, strata needs the copy fallback (not available yet)");
+            // Builds still work: RUN steps then copy their snapshots (slower).
+            println!("WARN overlay in a user namespace: {e}; RUN steps will copy snapshots instead (slower)");
+            let store = strata::store::default_root().unwrap_or_default();
+            if on_overlay(&store) {
+                println!("     fix: the store ({}) is on an overlay (a container's root): overlayfs cannot write on one; put STRATA_ROOT on a volume or a tmpfs (docker run -v strata:/store -e STRATA_ROOT=/store, or --tmpfs /store:exec)", store.display());
+            } else {
+                println!("     fix: Linux 5.11+ mounts overlayfs in user namespaces; a filesystem that refuses it as an upper layer (NFS, some FUSE) needs STRATA_ROOT elsewhere");
+            }
         }
     }
     let _ = remove_tree(&tmp, &maps);
@@ -313,6 +334,33 @@ pub fn doctor() -> anyhow::Result<i32> {
             }
         }
     }
+    // A RUN step's own /proc: refused in a container whose /proc has masked paths.
+    let tmp = std::env::temp_dir().join(format!("strata-doctor-proc-{}", std::process::id()));
+    let pt = HookSpec {
+        task: serde_json::to_value(exec::Hook::ProcTest { dir: tmp.clone() })?,
+        maps: maps.clone(),
+    };
+    let proc_host = std::env::var("STRATA_PROC").as_deref() == Ok("host");
+    match sandbox::run_hook(&exe()?, &pt) {
+        Ok(sandbox::Outcome::Exited(0)) => {
+            println!("ok   /proc of a new PID namespace: mounted")
+        }
+        Ok(o) => {
+            bad += 1;
+            println!("FAIL /proc of a new PID namespace: the test ended with {o:?}");
+        }
+        Err(e) if proc_host => println!(
+            "WARN /proc of a new PID namespace: {e}; STRATA_PROC=host: RUN steps get the container's /proc"
+        ),
+        Err(e) => {
+            bad += 1;
+            println!("FAIL /proc of a new PID namespace: {e}");
+            for f in sandbox::probe::proc_fixes() {
+                println!("     fix: {f}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(&tmp);
     println!(
         "{}",
         if bad == 0 {

@@ -37,6 +37,9 @@ pub enum Hook {
     OverlayTest { dir: PathBuf },
     /// `strata doctor`: nothing, in the user namespace.
     Noop,
+    /// `strata doctor`: mount a proc at `dir` from a new PID namespace, as a RUN step's root
+    /// gets one (refused in a container whose /proc has masked paths).
+    ProcTest { dir: PathBuf },
     /// A COPY or ADD, described by the job file `job` (see [`super::copy`]).
     Copy { job: PathBuf },
     /// A directory (a cache mount) as a plain tar at `out`, owners as seen inside.
@@ -175,6 +178,44 @@ fn run_hook(h: Hook) -> Result<(), String> {
                 .map_err(|e| format!("reading through the overlay: {e}"))
         }
         Hook::Noop => Ok(()),
+        Hook::ProcTest { dir } => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            // SAFETY: unshare and fork in the single-threaded hook process; the child only
+            // mounts and exits.
+            if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
+                return Err(format!(
+                    "unshare(CLONE_NEWPID): {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            }
+            if pid == 0 {
+                let code = match rustix::mount::mount(
+                    "proc",
+                    &dir,
+                    "proc",
+                    rustix::mount::MountFlags::empty(),
+                    None,
+                ) {
+                    Ok(()) => 0,
+                    Err(e) => e.raw_os_error(),
+                };
+                unsafe { libc::_exit(code) }
+            }
+            let mut status = 0;
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+                Some(0) => Ok(()),
+                Some(e) => Err(format!(
+                    "mount -t proc: {}",
+                    std::io::Error::from_raw_os_error(e)
+                )),
+                None => Err("the proc test was killed".into()),
+            }
+        }
         Hook::Copy { job } => super::copy::hook(&job),
         Hook::MakeCache {
             path,

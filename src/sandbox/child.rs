@@ -266,7 +266,9 @@ fn run_spec(spec: &Spec, net_ready: Option<std::fs::File>) -> R<i32> {
 }
 
 /// Bind-mount `src` at `target` (with `flags` such as MS_REC), then make it read-only when
-/// asked (a bind mount takes MS_RDONLY only on a remount).
+/// asked (a bind mount takes MS_RDONLY only on a remount). The remount keeps the flags the
+/// source's mount has (nosuid, nodev, noexec, atime): in a user namespace they are locked,
+/// and a remount that drops one is refused (a container's tmpfs /tmp is nosuid,nodev).
 fn bind(src: &str, target: &str, flags: libc::c_ulong, readonly: bool) -> R<()> {
     mount(src, target, "", libc::MS_BIND | flags, "")?;
     if readonly {
@@ -274,11 +276,36 @@ fn bind(src: &str, target: &str, flags: libc::c_ulong, readonly: bool) -> R<()> 
             "",
             target,
             "",
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | locked_flags(target),
             "",
         )?;
     }
     Ok(())
+}
+
+/// The mount flags of the mount `path` is on that a user namespace cannot clear.
+fn locked_flags(path: &str) -> libc::c_ulong {
+    let c = cstr(path);
+    // SAFETY: a valid NUL-terminated path and a zeroed statvfs for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let f = st.f_flag;
+    let mut out = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f & st_flag != 0 {
+            out |= ms_flag;
+        }
+    }
+    out
 }
 
 /// Create the missing directories of `inside` (a path in the root `root`, `/`-separated),
@@ -595,13 +622,16 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     let mut created = Vec::new();
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     ensure_dir(&root, "/proc", &mut created)?;
-    mount(
-        "proc",
-        &format!("{root}/proc"),
-        "proc",
-        nosuid_nodev_noexec,
-        "",
-    )?;
+    let proc_at = format!("{root}/proc");
+    if let Err(e) = mount("proc", &proc_at, "proc", nosuid_nodev_noexec, "") {
+        // A container whose /proc has masked paths refuses a new proc. STRATA_PROC=host: the
+        // container's own, bound (the step sees the container's processes, not its own pid
+        // namespace's; signals stay within its namespace).
+        if std::env::var("STRATA_PROC").as_deref() != Ok("host") {
+            return Err(e);
+        }
+        mount("/proc", &proc_at, "", libc::MS_BIND | libc::MS_REC, "")?;
+    }
 
     // /dev: a small tmpfs with the usual nodes bound from the host, pts and shm.
     ensure_dir(&root, "/dev", &mut created)?;

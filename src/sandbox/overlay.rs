@@ -1,4 +1,5 @@
-//! Mounting an overlay of many layers.
+//! Mounting an overlay of many layers. Errors start with "mount overlay": the engine takes
+//! that as the kernel refusing overlays and uses the copy snapshotter instead.
 //!
 //! mount(2) takes its options as one page (4,096 bytes): with store paths of about 100
 //! characters that is some 37 lower layers, and images go to 127 (Docker's limit). So the
@@ -118,11 +119,11 @@ fn legacy(target: &Path, lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> R
     if let Some(b) = back {
         let _ = std::env::set_current_dir(b);
     }
-    r.map_err(|e| format!("mounting an overlay of {} layers: {e}", lowers.len()))
+    r.map_err(|e| format!("mount overlay ({} layers): {e}", lowers.len()))
 }
 
 fn too_many(n: usize) -> String {
     format!(
-        "an overlay of {n} layers does not fit in one mount on this kernel (Linux 6.8 mounts any number); squash layers of the base image or use fewer steps"
+        "mount overlay ({n} layers): more than fit in one mount on this kernel (Linux 6.8 mounts any number); squash layers of the base image or use fewer steps"
     )
 }

@@ -63,8 +63,131 @@ pub fn advice() -> Vec<String> {
         .filter(|c| !c.ok)
         .filter_map(|c| c.fix.map(|f| format!("{} is {}: {f}", c.name, c.detail)))
         .collect();
+    a.extend(userns_fixes(environment().container));
     a.push("run `strata doctor` for a full report".into());
     a
+}
+
+/// The container strata runs in, as far as it can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Kubernetes,
+    Docker,
+    Podman,
+    /// Some other container (a cgroup or an init that says so).
+    Other,
+}
+
+/// Where strata runs: a CI system, a container, and the seccomp filter it is under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    pub ci: Option<String>,
+    pub container: Option<Container>,
+    /// `Seccomp:` of /proc/self/status: 0 none, 2 a filter.
+    pub seccomp: Option<String>,
+}
+
+/// Where strata runs. Read from files where it can be (the sandbox's session process has no
+/// environment variables), from the CI systems' variables otherwise.
+pub fn environment() -> Environment {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let ci = if var("GITHUB_ACTIONS").as_deref() == Some("true") {
+        Some(match var("ImageOS") {
+            Some(os) => format!("GitHub Actions ({os} runner)"),
+            None => "GitHub Actions".to_string(),
+        })
+    } else if var("GITLAB_CI").is_some() {
+        Some(match var("CI_RUNNER_EXECUTABLE_ARCH") {
+            Some(a) => format!("GitLab CI ({a})"),
+            None => "GitLab CI".to_string(),
+        })
+    } else if var("CI").is_some() {
+        Some("a CI runner (CI is set)".to_string())
+    } else {
+        None
+    };
+    let cgroup = read("/proc/1/cgroup").unwrap_or_default();
+    let container = if var("KUBERNETES_SERVICE_HOST").is_some()
+        || Path::new("/var/run/secrets/kubernetes.io/serviceaccount").exists()
+        || cgroup.contains("kubepods")
+    {
+        Some(Container::Kubernetes)
+    } else if Path::new("/run/.containerenv").exists() {
+        Some(Container::Podman)
+    } else if Path::new("/.dockerenv").exists() || cgroup.contains("/docker") {
+        Some(Container::Docker)
+    } else if var("container").is_some() || cgroup.contains("/lxc") {
+        Some(Container::Other)
+    } else {
+        None
+    };
+    let seccomp = read("/proc/self/status").and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+    });
+    Environment {
+        ci,
+        container,
+        seccomp,
+    }
+}
+
+impl std::fmt::Display for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match self.container {
+            Some(Container::Kubernetes) => "a Kubernetes pod",
+            Some(Container::Docker) => "a Docker container",
+            Some(Container::Podman) => "a Podman container",
+            Some(Container::Other) => "a container",
+            None => "a host (no container found)",
+        };
+        write!(f, "{place}")?;
+        if let Some(ci) = &self.ci {
+            write!(f, ", {ci}")?;
+        }
+        match self.seccomp.as_deref() {
+            Some("0") => write!(f, ", no seccomp filter"),
+            Some("2") => write!(f, ", under a seccomp filter"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What lets a container create user namespaces, for the container strata is in.
+pub fn userns_fixes(c: Option<Container>) -> Vec<String> {
+    match c {
+        Some(Container::Docker) => vec![
+            "Docker's default seccomp profile refuses unshare(CLONE_NEWUSER): run the container with --security-opt seccomp=/usr/share/containers/seccomp.json (Podman's default profile, from containers-common, which allows user namespaces) or seccomp=unconfined; on an AppArmor host also --security-opt apparmor=unconfined".into(),
+        ],
+        Some(Container::Kubernetes) => vec![
+            "the runtime's default seccomp profile refuses unshare(CLONE_NEWUSER): set the container's securityContext.seccompProfile to {type: Localhost, localhostProfile: strata-seccomp.json} (Podman's default profile, copied to the node) or {type: Unconfined}, and on AppArmor nodes appArmorProfile {type: Unconfined}; see examples/ci/kubernetes/".into(),
+        ],
+        Some(Container::Podman) => vec![
+            "Podman's default seccomp profile allows user namespaces: check the container's --security-opt seccomp=… and the host's user.max_user_namespaces".into(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// What lets a RUN step mount its own /proc, for the container strata is in.
+pub fn proc_fixes() -> Vec<String> {
+    let c = environment().container;
+    let mut v = vec!["a new /proc cannot be mounted where the container's /proc has masked paths (read-only or hidden entries the container runtime bound over it)".to_string()];
+    v.push(
+        match c {
+            Some(Container::Podman) => "run the container with --security-opt unmask=/proc/*",
+            Some(Container::Docker) => {
+                "run the container with --security-opt systempaths=unconfined"
+            }
+            Some(Container::Kubernetes) => {
+                "set the container's securityContext.procMount: Unmasked (it needs the pod's hostUsers: false)"
+            }
+            _ => "podman: --security-opt unmask=/proc/*; docker: --security-opt systempaths=unconfined; Kubernetes: securityContext.procMount: Unmasked",
+        }
+        .to_string(),
+    );
+    v.push("or set STRATA_PROC=host: RUN steps then get the container's /proc instead of their own (they see its processes; strata hides its own from them)".into());
+    v
 }
 
 /// Every check `strata doctor` prints.

@@ -110,9 +110,11 @@ impl Session {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        // The one setting the sandbox reads itself (see `overlay::mount`).
-        if let Some(v) = std::env::var_os("STRATA_OVERLAY_MOUNT") {
-            cmd.env("STRATA_OVERLAY_MOUNT", v);
+        // The settings the sandbox reads itself (see `overlay::mount` and `child::init`).
+        for k in ["STRATA_OVERLAY_MOUNT", "STRATA_PROC"] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
         }
         let (rw_high, gr_high, so_high) = (high(&report_w)?, high(&go_r)?, high(&theirs)?);
         let (rw, gr, so) = (
@@ -222,11 +224,12 @@ impl Session {
 /// The advice for an error the sandbox reported: `strata doctor`'s when the user namespace was
 /// refused.
 pub(super) fn advice_for(message: &str) -> Vec<String> {
-    if message.contains("CLONE_NEWUSER")
-        || message.contains("EPERM")
-        || message.contains("Operation not permitted")
-    {
+    if message.starts_with("mount proc") {
+        probe::proc_fixes()
+    } else if message.contains("CLONE_NEWUSER") || message.contains("user namespace") {
         probe::advice()
+    } else if message.contains("EPERM") || message.contains("Operation not permitted") {
+        vec!["run `strata doctor` for a full report".into()]
     } else {
         Vec::new()
     }
