@@ -1097,7 +1097,35 @@ fn write_layout(
     desc.annotations.insert(oci::REF_NAME.into(), tag.into());
     idx.manifests.push(desc);
     crate::store::write_atomic(&tmp_dir, &ip, &oci::canonical_json(&idx))?;
+    collect_layout(dest, &idx);
     Ok(mdigest)
+}
+
+/// Remove the blobs of the layout that no manifest of its index refers to (those a merge
+/// dropped), so a directory a CI system caches does not grow past `max-size`. Nothing is
+/// removed when a manifest cannot be read.
+fn collect_layout(dest: &Path, idx: &oci::Index) {
+    let mut keep: BTreeSet<String> = BTreeSet::new();
+    for d in &idx.manifests {
+        keep.insert(d.digest.hex().to_string());
+        let Ok(bytes) = read_layout_blob(dest, d, 8 << 20) else {
+            return;
+        };
+        let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
+            return;
+        };
+        keep.insert(m.config.digest.hex().to_string());
+        keep.extend(m.layers.iter().map(|l| l.digest.hex().to_string()));
+    }
+    let Ok(rd) = std::fs::read_dir(dest.join("blobs/sha256")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.len() == 64 && !keep.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -234,6 +234,33 @@ fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
         meta_a["containerimage.config.digest"],
         meta_b["containerimage.config.digest"]
     );
+    // Exported again into the same directory with a small max-size: the oldest steps are
+    // dropped, and so are the blobs no manifest refers to any more.
+    fs_err::write(ctx.join("app.txt"), "v2\n").unwrap();
+    let (o, _) = build(
+        &t,
+        "a",
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max,max-size=300", dir.display()),
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "local export past max-size");
+    assert!(err.contains("oldest steps dropped past max-size"), "{err}");
+    let m = t.skopeo_inspect_layout(&dir, "latest");
+    let layers = m["layers"].as_array().unwrap().len();
+    let total: u64 = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(layers < 5 && total <= 300, "{m}");
+    let blobs = fs_err::read_dir(dir.join("blobs/sha256")).unwrap().count();
+    assert_eq!(blobs, layers + 2, "manifest, config and layers only");
+    fs_err::write(ctx.join("app.txt"), "v1\n").unwrap();
     // type=inline: the pushed image carries the records of its own steps.
     // SOURCE_DATE_EPOCH makes the builder's layers the same bytes on both runners.
     let image = format!("{host}/app:inline");
