@@ -2477,3 +2477,60 @@ fn images_of_many_layers_run_copy_and_mount() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("Linux 6.8"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn copy_by_layer_paths_makes_the_layers_of_copy_by_mounts() {
+    let Some(b) = B::new("copypaths") else { return };
+    // A runner that took the steps below from a cache has their layers' paths, not their
+    // files: COPY then works from the paths. Both ways must make the same layers, through
+    // symlinks of the layers below (absolute, relative, into a later layer), deleted and
+    // opaque directories, an existing file replaced, and --chown by name.
+    let f = [
+        df("FROM busybox
+RUN mkdir -p /data/keep /data/old /srv/x && ln -s /data /link && ln -s data/keep /rel && echo f > /data/file && rm -rf /data/old && echo y > /srv/x/y
+RUN rm -rf /srv && mkdir /srv && ln -s /nowhere /dangling
+COPY a /link/
+COPY a /rel/b
+COPY --chown=app:staff dir/ /link/keep/
+COPY dir /srv/x/
+COPY a /data/file
+COPY a /dangling
+COPY --chown=1000 a /ubin/a
+"),
+        ("a", "hi\n".to_string()),
+        ("dir/sub/f", "1\n".to_string()),
+        ("dir/g", "2\n".to_string()),
+    ];
+    let c = b.ctx("c", &files(&f));
+    let epoch = ["--build-arg", "SOURCE_DATE_EPOCH=1700000000"];
+    let build = |view: &str, tag: &str| {
+        let mut a = vec!["build", "--progress", "plain", "--no-cache", "-t", tag];
+        a.extend_from_slice(&epoch);
+        a.push(c.to_str().unwrap());
+        let o = Command::new(common::strata_bin())
+            .arg("--root")
+            .arg(&b.root)
+            .args(&a)
+            .env("STRATA_COPY_VIEW", view)
+            .env_remove("STRATA_ROOT")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{view}: {}", text(&o.stderr));
+    };
+    build("mounts", "by-mounts");
+    build("paths", "by-paths");
+    let ids = |tag: &str| b.config(tag)["rootfs"]["diff_ids"].clone();
+    assert_eq!(ids("by-mounts"), ids("by-paths"));
+    assert_eq!(
+        b.sh(
+            "by-paths",
+            "cat /data/a /data/keep/b /data/file /nowhere /usr/bin/a; ls /srv/x"
+        ),
+        "hi\nhi\nhi\nhi\nhi\ng\nsub\n"
+    );
+    let ls = b.sh("by-paths", "ls -n /data/keep/sub/f");
+    let cols: Vec<&str> = ls.split_whitespace().collect();
+    assert_eq!(cols[2..4], ["1000", "50"], "{ls}");
+}

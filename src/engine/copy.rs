@@ -42,6 +42,11 @@ pub struct CopyJob {
     pub source: Source,
     /// The layers below the step (snapshot dirs, top first); empty for scratch and `--link`.
     pub dest_lowers: Vec<PathBuf>,
+    /// Instead of `dest_lowers`: the path indexes of the layers below (`layer::paths`, bottom
+    /// first), when some of them are not unpacked (a runner that took the steps before from
+    /// a cache): COPY needs only their paths and /etc/passwd, not their files.
+    #[serde(default)]
+    pub dest_paths: Vec<PathBuf>,
     pub sources: Vec<String>,
     pub inline: Vec<Inline>,
     /// Absolute (WORKDIR applied), trailing slash kept.
@@ -315,16 +320,66 @@ fn view(lowers: &[PathBuf], at: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// The filesystem below the step, as COPY asks about it: an unpacked view, or the layers'
+/// paths.
+enum Dest {
+    Dir(PathBuf),
+    Paths(crate::layer::paths::Merged),
+}
+
+impl Dest {
+    fn open(job: &CopyJob) -> Result<Dest, String> {
+        if job.dest_paths.is_empty() {
+            return Ok(Dest::Dir(view(&job.dest_lowers, &job.work.join("dest"))?));
+        }
+        let mut layers = Vec::new();
+        for p in &job.dest_paths {
+            let bytes = fs_err::read(p).map_err(|e| e.to_string())?;
+            let l: crate::layer::paths::LayerPaths =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+            layers.push(l);
+        }
+        Ok(Dest::Paths(crate::layer::paths::Merged::of(&layers)))
+    }
+
+    /// `etc/passwd` or `etc/group` (empty when absent).
+    fn etc(&self, rel: &str) -> String {
+        match self {
+            Dest::Dir(d) => fs_err::read_to_string(d.join(rel)).unwrap_or_default(),
+            Dest::Paths(m) => m.etc(rel),
+        }
+    }
+
+    /// `rel` with symlinks followed inside the root.
+    fn resolve(&self, rel: &str) -> std::io::Result<PathBuf> {
+        match self {
+            Dest::Dir(d) => crate::layer::apply::resolve_in_root(d, Path::new(rel), 0),
+            Dest::Paths(m) => m.resolve(Path::new(rel), 0),
+        }
+    }
+
+    /// Whether the resolved `real` exists, and is a directory.
+    fn is_dir(&self, real: &str) -> Option<bool> {
+        let rel = real.trim_start_matches('/');
+        match self {
+            Dest::Dir(d) => std::fs::symlink_metadata(d.join(rel))
+                .ok()
+                .map(|m| m.is_dir()),
+            Dest::Paths(m) => m.kind(rel).map(|k| *k == crate::layer::paths::Kind::Dir),
+        }
+    }
+}
+
 fn run(job: &CopyJob) -> Result<CopyResult, String> {
-    let dest_root = view(&job.dest_lowers, &job.work.join("dest"))?;
+    let dest_root = Dest::open(job)?;
     let (src_root, ignore, keep_owner) = match &job.source {
         Source::Context { root, ignore } => (root.clone(), ignore.clone(), false),
         Source::Layers(l) => (view(l, &job.work.join("src"))?, Vec::new(), true),
     };
     let owner = match &job.chown {
         Some(spec) => {
-            let passwd = fs_err::read_to_string(dest_root.join("etc/passwd")).unwrap_or_default();
-            let group = fs_err::read_to_string(dest_root.join("etc/group")).unwrap_or_default();
+            let passwd = dest_root.etc("etc/passwd");
+            let group = dest_root.etc("etc/group");
             Some(owner_ids(spec, &passwd, &group)?)
         }
         None => None,
@@ -526,7 +581,7 @@ pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32, String> {
 
 struct Planner<'a> {
     job: &'a CopyJob,
-    dest_root: &'a Path,
+    dest_root: &'a Dest,
     owner: Option<(u32, u32)>,
     /// Destination path (absolute, clean) → entry.
     entries: BTreeMap<String, Out>,
@@ -564,15 +619,15 @@ impl Planner<'_> {
     /// The real location of `abs` in the destination, following symlinks there.
     fn real_dest(&self, abs: &str) -> String {
         let rel = abs.trim_start_matches('/');
-        match crate::layer::apply::resolve_in_root(self.dest_root, Path::new(rel), 0) {
+        match self.dest_root.resolve(rel) {
             Ok(p) => format!("/{}", p.to_string_lossy()),
             Err(_) => abs.to_string(),
         }
     }
 
-    fn exists_in_dest(&self, abs: &str) -> Option<std::fs::Metadata> {
-        let real = self.real_dest(abs);
-        std::fs::symlink_metadata(self.dest_root.join(real.trim_start_matches('/'))).ok()
+    /// Whether `abs` exists in the destination (symlinks followed), and is a directory.
+    fn exists_in_dest(&self, abs: &str) -> Option<bool> {
+        self.dest_root.is_dir(&self.real_dest(abs))
     }
 
     fn is_dir_in_dest(&self, abs: &str) -> bool {
@@ -580,7 +635,7 @@ impl Planner<'_> {
         self.entries
             .get(&a)
             .map(|o| matches!(o.body, Body::Dir))
-            .unwrap_or_else(|| self.exists_in_dest(&a).is_some_and(|m| m.is_dir()))
+            .unwrap_or_else(|| self.exists_in_dest(&a) == Some(true))
     }
 
     /// Add (replacing) an entry at the destination path `abs`, redirected through symlinks of
@@ -671,7 +726,7 @@ impl Planner<'_> {
         };
         let entries = source_entries(root, &r, ignore, excludes)?;
         self.parents_of(target);
-        if self.exists_in_dest(target).is_none_or(|m| !m.is_dir()) {
+        if self.exists_in_dest(target) != Some(true) {
             let m = fs_err::metadata(root.join(rel)).map_err(|e| e.to_string())?;
             let o = self.file_out(root, rel, &m, keep_owner);
             self.add(target, o);
@@ -692,7 +747,7 @@ impl Planner<'_> {
             let m = fs_err::symlink_metadata(&src).map_err(|e| e.to_string())?;
             let dest = join_abs(target, below);
             // An existing directory keeps its owner and mode.
-            if m.is_dir() && self.exists_in_dest(&dest).is_some_and(|d| d.is_dir()) {
+            if m.is_dir() && self.exists_in_dest(&dest) == Some(true) {
                 continue;
             }
             let o = self.file_out(root, &e.path, &m, keep_owner);

@@ -292,6 +292,33 @@ pub(super) fn lowers(
     Ok(exec::unique_top_first(out))
 }
 
+/// The path index of each of `layers` (bottom first), from the store's facts or read once
+/// from the blob (fetched from an imported cache when only it has the layer); nothing is
+/// unpacked.
+pub(super) fn layer_paths(
+    b: &Build,
+    config: &ImageConfig,
+    layers: &[crate::oci::Descriptor],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
+        let p = b
+            .store
+            .facts_dir()
+            .join(format!("{}.paths", l.digest.hex()));
+        if !p.exists() {
+            b.imported.fetch(b, &l.digest)?;
+            let blob = b.store.open_blob(&l.digest)?;
+            let paths = crate::layer::paths::read(crate::layer::decompress_pipelined(blob)?)
+                .with_context(|| format!("reading the paths of layer {d}"))?;
+            fs_err::create_dir_all(b.store.facts_dir())?;
+            crate::store::write_atomic(&b.store.tmp_dir(), &p, &serde_json::to_vec(&paths)?)?;
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// A unique scratch directory for a step.
 pub(super) fn step_dir(b: &Build, what: &str) -> anyhow::Result<PathBuf> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

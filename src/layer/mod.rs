@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod facts;
 pub mod pargz;
+pub mod paths;
 mod writer;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport};

@@ -505,13 +505,14 @@ impl Store {
                 remove_dir(&e.path())?;
             }
         }
-        // The size facts of blobs that are gone (see layer::facts).
+        // The size facts and path indexes of blobs that are gone (layer::facts, layer::paths).
         let facts = self.facts_dir();
         if let Ok(rd) = std::fs::read_dir(&facts) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let blob_kept = name
                     .strip_suffix(".json")
+                    .or_else(|| name.strip_suffix(".paths"))
                     .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
                     .is_some_and(|d| keep.contains(&d));
                 if !blob_kept {

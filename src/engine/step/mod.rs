@@ -114,13 +114,34 @@ pub(in crate::engine) fn new_job(
     link: bool,
     what: &str,
 ) -> anyhow::Result<CopyJob> {
+    // The layers below as paths when some are not unpacked (nothing below needs unpacking
+    // for a COPY), else the unpacked view. STRATA_COPY_VIEW=paths|mounts forces one (tests).
+    let forced = std::env::var("STRATA_COPY_VIEW").ok();
+    let unpacked = st
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .all(|d| st.b.store.snapshot_path(d).exists());
+    let by_paths = !link
+        && match forced.as_deref() {
+            Some("paths") => true,
+            Some("mounts") => false,
+            _ => !unpacked,
+        };
+    let dest_paths = if by_paths {
+        crate::engine::stage::layer_paths(st.b, &st.config, &st.layers)?
+    } else {
+        Vec::new()
+    };
     Ok(CopyJob {
         source,
-        dest_lowers: if link {
+        dest_lowers: if link || by_paths {
             Vec::new()
         } else {
             lowers(st.b, &st.config, &st.layers)?
         },
+        dest_paths,
         sources: Vec::new(),
         inline: Vec::new(),
         dest: String::new(),

@@ -1,0 +1,320 @@
+//! The paths a layer holds (kinds and link targets, no content) and what it deletes, so that the
+//! filesystem of a stack of layers can be answered without unpacking it: which path is a
+//! directory, where a symlink leads, what `/etc/passwd` says. COPY needs no more from the layers
+//! below it, so on a runner that took every earlier step from a cache, a COPY of changed code
+//! does not wait for the base image to be unpacked (the lowers it would otherwise mount).
+//!
+//! Read from the layer's tar (headers, and the bytes of `etc/passwd` and `etc/group`) and
+//! cached next to the blob as `<digest>.paths` in the store's facts directory.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The `/etc` files whose content is kept (for `--chown NAME`), and how large they may be.
+const ETC_FILES: [&str; 2] = ["etc/passwd", "etc/group"];
+const ETC_MAX: u64 = 1 << 20;
+
+/// What a path is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink(String),
+    /// A device, fifo or socket.
+    Other,
+}
+
+/// The paths of one layer (relative, no leading `/`), in the tar's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerPaths {
+    pub entries: Vec<(String, Kind)>,
+    /// Paths this layer deletes (whiteouts).
+    pub deleted: Vec<String>,
+    /// Directories made opaque (everything below them in lower layers hidden).
+    pub opaque: Vec<String>,
+    /// The content of `etc/passwd` and `etc/group` when this layer has them as files.
+    pub etc: BTreeMap<String, String>,
+}
+
+fn clean(raw: &str) -> String {
+    raw.trim_start_matches("./")
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The paths of the layer `tar` (uncompressed).
+pub fn read(tar: impl Read) -> io::Result<LayerPaths> {
+    let mut out = LayerPaths::default();
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = clean(&entry.path()?.to_string_lossy());
+        if path.is_empty() {
+            continue;
+        }
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (d, n),
+            None => ("", path.as_str()),
+        };
+        if name == ".wh..wh..opq" {
+            out.opaque.push(dir.to_string());
+            continue;
+        }
+        if let Some(gone) = name.strip_prefix(".wh.") {
+            out.deleted.push(if dir.is_empty() {
+                gone.to_string()
+            } else {
+                format!("{dir}/{gone}")
+            });
+            continue;
+        }
+        let t = entry.header().entry_type();
+        let kind = if t.is_dir() {
+            Kind::Dir
+        } else if t.is_symlink() {
+            let target = entry
+                .link_name()?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Kind::Symlink(target)
+        } else if t.is_file() || t.is_hard_link() || t == tar::EntryType::Continuous {
+            Kind::File
+        } else {
+            Kind::Other
+        };
+        if kind == Kind::File
+            && t.is_file()
+            && ETC_FILES.contains(&path.as_str())
+            && entry.header().size()? <= ETC_MAX
+        {
+            let mut s = String::new();
+            entry.read_to_string(&mut s)?;
+            out.etc.insert(path.clone(), s);
+        }
+        out.entries.push((path, kind));
+    }
+    Ok(out)
+}
+
+/// The filesystem of a stack of layers, as paths.
+#[derive(Debug, Clone, Default)]
+pub struct Merged {
+    paths: BTreeMap<String, Kind>,
+    etc: BTreeMap<String, String>,
+}
+
+/// Remove `dir`'s descendants (not `dir`) from `m`.
+fn remove_below(m: &mut BTreeMap<String, Kind>, dir: &str) {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let gone: Vec<String> = m
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .filter(|k| k != dir)
+        .collect();
+    for k in gone {
+        m.remove(&k);
+    }
+}
+
+impl Merged {
+    /// The stack of `layers`, bottom first.
+    pub fn of<'a>(layers: impl IntoIterator<Item = &'a LayerPaths>) -> Merged {
+        let mut m = Merged::default();
+        for l in layers {
+            for d in &l.opaque {
+                remove_below(&mut m.paths, d);
+            }
+            for d in &l.deleted {
+                m.paths.remove(d);
+                remove_below(&mut m.paths, d);
+                m.etc.remove(d);
+            }
+            for (p, k) in &l.entries {
+                // A path that stops being a directory hides what was below it.
+                if *k != Kind::Dir && m.paths.get(p) == Some(&Kind::Dir) {
+                    remove_below(&mut m.paths, p);
+                }
+                if *k != Kind::File {
+                    m.etc.remove(p);
+                }
+                m.paths.insert(p.clone(), k.clone());
+            }
+            for (p, s) in &l.etc {
+                m.etc.insert(p.clone(), s.clone());
+            }
+        }
+        m
+    }
+
+    /// What `rel` (relative, resolved) is, if anything.
+    pub fn kind(&self, rel: &str) -> Option<&Kind> {
+        let r = clean(rel);
+        if r.is_empty() {
+            return Some(&Kind::Dir);
+        }
+        self.paths.get(&r)
+    }
+
+    /// The content of `etc/passwd` or `etc/group` (empty when absent).
+    pub fn etc(&self, rel: &str) -> String {
+        self.etc.get(rel).cloned().unwrap_or_default()
+    }
+
+    /// `rel` with the symlinks of its components followed as if the stack's root were `/`
+    /// (`..` clamped at the root), as `apply::resolve_in_root` does on a directory.
+    pub fn resolve(&self, rel: &Path, depth: u32) -> io::Result<PathBuf> {
+        if depth > 40 {
+            return Err(io::Error::other("too many levels of symbolic links"));
+        }
+        let comps: Vec<Component> = rel.components().collect();
+        let mut cur = PathBuf::new();
+        for (i, c) in comps.iter().enumerate() {
+            match c {
+                Component::Normal(n) => {
+                    let candidate = cur.join(n);
+                    if let Some(Kind::Symlink(target)) = self.kind(&candidate.to_string_lossy()) {
+                        let target = PathBuf::from(target);
+                        let base = if target.is_absolute() {
+                            PathBuf::new()
+                        } else {
+                            cur.clone()
+                        };
+                        let mut rest = base.join(&target);
+                        for r in &comps[i + 1..] {
+                            rest.push(r.as_os_str());
+                        }
+                        let mut lexical = PathBuf::new();
+                        for rc in rest.components() {
+                            match rc {
+                                Component::Normal(x) => lexical.push(x),
+                                Component::ParentDir => {
+                                    lexical.pop();
+                                }
+                                _ => {}
+                            }
+                        }
+                        return self.resolve(&lexical, depth + 1);
+                    }
+                    cur = candidate;
+                }
+                Component::ParentDir => {
+                    cur.pop();
+                }
+                _ => {}
+            }
+        }
+        Ok(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, Kind)], deleted: &[&str], opaque: &[&str]) -> LayerPaths {
+        LayerPaths {
+            entries: entries
+                .iter()
+                .map(|(p, k)| (p.to_string(), k.clone()))
+                .collect(),
+            deleted: deleted.iter().map(|s| s.to_string()).collect(),
+            opaque: opaque.iter().map(|s| s.to_string()).collect(),
+            etc: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn whiteouts_opaque_dirs_and_symlinks_as_overlayfs_shows_them() {
+        let base = layer(
+            &[
+                ("usr", Kind::Dir),
+                ("usr/bin", Kind::Dir),
+                ("bin", Kind::Symlink("usr/bin".into())),
+                ("usr/bin/sh", Kind::File),
+                ("opt", Kind::Dir),
+                ("opt/a", Kind::File),
+                ("srv", Kind::Dir),
+                ("srv/x", Kind::File),
+                ("abs", Kind::Symlink("/usr".into())),
+                ("up", Kind::Symlink("../../../usr".into())),
+            ],
+            &[],
+            &[],
+        );
+        let top = layer(
+            &[("opt/b", Kind::File), ("srv", Kind::File)],
+            &["usr/bin/sh"],
+            &["opt"],
+        );
+        let m = Merged::of([&base, &top]);
+        assert_eq!(m.kind("opt/a"), None, "hidden by the opaque dir");
+        assert_eq!(m.kind("opt/b"), Some(&Kind::File));
+        assert_eq!(m.kind("usr/bin/sh"), None, "whited out");
+        assert_eq!(m.kind("srv/x"), None, "its directory became a file");
+        assert_eq!(m.kind(""), Some(&Kind::Dir));
+        let r = |p: &str| m.resolve(Path::new(p), 0).unwrap();
+        assert_eq!(r("bin/ls"), PathBuf::from("usr/bin/ls"));
+        assert_eq!(r("abs/bin"), PathBuf::from("usr/bin"));
+        assert_eq!(
+            r("up/bin"),
+            PathBuf::from("usr/bin"),
+            "`..` clamped at the root"
+        );
+        let looped = layer(
+            &[
+                ("a", Kind::Symlink("b".into())),
+                ("b", Kind::Symlink("a".into())),
+            ],
+            &[],
+            &[],
+        );
+        assert!(Merged::of([&looped]).resolve(Path::new("a/x"), 0).is_err());
+    }
+
+    #[test]
+    fn read_keeps_kinds_targets_and_the_etc_files() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        b.append_data(&mut h, "etc/", &[][..]).unwrap();
+        let passwd = b"root:x:0:0::/root:/bin/sh\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(passwd.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "bin", "usr/bin").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        b.append_data(&mut h, "etc/.wh.shadow", &[][..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let p = read(&bytes[..]).unwrap();
+        assert_eq!(
+            p.entries,
+            vec![
+                ("etc".to_string(), Kind::Dir),
+                ("etc/passwd".to_string(), Kind::File),
+                ("bin".to_string(), Kind::Symlink("usr/bin".into())),
+            ]
+        );
+        assert_eq!(p.deleted, vec!["etc/shadow".to_string()]);
+        assert_eq!(p.etc["etc/passwd"], "root:x:0:0::/root:/bin/sh\n");
+        assert_eq!(
+            Merged::of([&p]).etc("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\n"
+        );
+    }
+}
