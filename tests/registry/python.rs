@@ -404,3 +404,63 @@ fn recipe_compiled_extension() {
         "apt reran:\n{p}"
     );
 }
+
+/// Two CI runners: A builds Astral's uv recipe and exports its cache, steps and cache mounts,
+/// to the registry; B, an empty store with a checkout of its own, gets every step from it and
+/// the same image, reruns only the project's steps after a code change, and after a dependency
+/// change finds what A downloaded in the uv cache it was seeded with.
+#[test]
+fn recipe_uv_shared_between_two_runners() {
+    let Some((t, reg)) = python_world("r-uv-ci") else {
+        return;
+    };
+    let cache = format!("{}/cache/uv:main", reg.host());
+    let runner = |store: &str, ctx: &Path, extra: &[&str]| -> (String, String) {
+        let iid = t.dir.join(format!("{store}.iid"));
+        let mut args = vec![
+            "build",
+            "-t",
+            "uvapp",
+            "--progress",
+            "plain",
+            "--iidfile",
+            iid.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(ctx.to_str().unwrap());
+        let o = t.strata(store, &args);
+        ok(&o, &format!("build in {store}"));
+        (text(&o.stderr), fs_err::read_to_string(&iid).unwrap())
+    };
+    let to = format!("type=registry,ref={cache},mode=max,mounts=true");
+    let from = format!("type=registry,ref={cache}");
+    let a = example(&t, "python-uv");
+    let (_, id_a) = runner("a", &a, &["--cache-to", &to]);
+    let b = t.dir.join("checkout-b");
+    let o = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    ok(&o, "cp");
+    let (p, id_b) = runner("b", &b, &["--cache-from", &from]);
+    assert!(ran(&p).is_empty(), "every step from A's cache: {p}");
+    assert_eq!(id_a, id_b, "the same image");
+    // A one-line code change: the project's steps only.
+    let f = b.join("src/hello_uv/__init__.py");
+    let mut code = fs_err::read_to_string(&f).unwrap();
+    code.push_str("# changed on B\n");
+    fs_err::write(&f, code).unwrap();
+    let (p, _) = runner("b", &b, &["--cache-from", &from]);
+    no_dependency_step_ran(&p, &["source=uv.lock"]);
+    // The project's `uv sync` is the first step B runs with the uv cache: seeded from A's.
+    assert!(p.contains("cache mount /root/.cache/uv: seeded"), "{p}");
+    // A dependency added: the dependency step runs on B with the uv cache A filled.
+    for f in ["pyproject.toml", "uv.lock"] {
+        fs_err::copy(added(&format!("uv-added/{f}")), b.join(f)).unwrap();
+    }
+    let (p, _) = runner("b", &b, &["--cache-from", &from]);
+    dependency_step_ran(&p, "source=uv.lock");
+    assert!(p.contains("Prepared 1 package"), "six from A's cache: {p}");
+}
