@@ -291,69 +291,6 @@ fn in_a_rootless_podman_container() {
     );
 }
 
-/// A dockerd of the test's own, stopped by pid on drop.
-struct Dockerd {
-    child: std::process::Child,
-    sock: PathBuf,
-}
-
-impl Dockerd {
-    fn start(dir: &Path) -> Option<Dockerd> {
-        fs_err::create_dir_all(dir).ok()?;
-        let sock = dir.join("docker.sock");
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("dockerd.pid"))
-            .args(["-H", &format!("unix://{}", sock.display())])
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
-            .stdout(
-                fs_err::File::create(dir.join("dockerd.log"))
-                    .ok()?
-                    .into_parts()
-                    .0,
-            )
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let d = Dockerd { child, sock };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if d.docker(&["version"]).status.success() {
-                return Some(d);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        None
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        let client = if Path::new("/usr/bin/docker").exists() {
-            "/usr/bin/docker"
-        } else {
-            "docker"
-        };
-        Command::new(client)
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SAFETY: SIGTERM to the dockerd we started, by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn in_a_docker_container() {
     if !(have("dockerd") && have("skopeo")) {
@@ -367,7 +304,7 @@ fn in_a_docker_container() {
     let Some(lab) = Lab::new("docker") else {
         return;
     };
-    let Some(d) = Dockerd::start(&lab.dir.join("dockerd")) else {
+    let Some(d) = common::Dockerd::start(&lab.dir.join("dockerd")) else {
         panic!(
             "dockerd did not start: {}",
             fs_err::read_to_string(lab.dir.join("dockerd/dockerd.log")).unwrap_or_default()

@@ -604,78 +604,6 @@ fn device_nodes_are_skipped_with_a_warning_rootless() {
     assert!(ud.join("u/file").exists() && !ud.join("u/dev/null").exists());
 }
 
-/// A dockerd of the test's own (data, exec root, socket and pid under `dir`), stopped by pid on
-/// drop.
-struct Dockerd {
-    child: std::process::Child,
-    sock: PathBuf,
-}
-
-impl Dockerd {
-    fn start(dir: &Path) -> Option<Dockerd> {
-        fs_err::create_dir_all(dir).ok()?;
-        let sock = dir.join("docker.sock");
-        let child = Command::new("dockerd")
-            .args([
-                "--data-root",
-                dir.join("data").to_str()?,
-                "--exec-root",
-                dir.join("exec").to_str()?,
-                "--pidfile",
-                dir.join("dockerd.pid").to_str()?,
-            ])
-            .args([
-                "-H",
-                &format!("unix://{}", sock.display()),
-                "--bridge",
-                "none",
-                "--iptables=false",
-                "--ip6tables=false",
-            ])
-            .stdout(
-                fs_err::File::create(dir.join("dockerd.log"))
-                    .ok()?
-                    .into_parts()
-                    .0,
-            )
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let d = Dockerd { child, sock };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if d.docker(&["version"]).status.success() {
-                return Some(d);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-        None
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        // Debian's client, matching the daemon of the docker.io package.
-        let client = if Path::new("/usr/bin/docker").exists() {
-            "/usr/bin/docker"
-        } else {
-            "docker"
-        };
-        Command::new(client)
-            .arg("-H")
-            .arg(format!("unix://{}", self.sock.display()))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SAFETY: SIGTERM to the dockerd we started, by its pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn docker_loads_and_runs_a_strata_docker_archive() {
     if !(have("dockerd") && have("docker") && Path::new("/bin/busybox").exists()) {
@@ -702,7 +630,7 @@ fn docker_loads_and_runs_a_strata_docker_archive() {
             archive.to_str().unwrap(),
         ],
     );
-    let Some(dockerd) = Dockerd::start(&d.join("dockerd")) else {
+    let Some(dockerd) = common::Dockerd::start(&d.join("dockerd")) else {
         panic!(
             "dockerd did not start: {}",
             fs_err::read_to_string(d.join("dockerd/dockerd.log")).unwrap_or_default()

@@ -80,6 +80,36 @@ pub fn resolve_parent_in_root(root: &Path, rel: &Path) -> io::Result<PathBuf> {
 
 /// Resolve every component of `rel` inside `root`; returns a path relative to `root`.
 pub fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBuf> {
+    resolve_links(rel, depth, &|candidate: &Path| {
+        match std::fs::symlink_metadata(root.join(candidate)) {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::read_link(root.join(candidate))
+                    .map(Some)
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::InvalidInput {
+                            // It was a link a moment ago: swapped during the build.
+                            io::Error::other(format!(
+                                "{} changed during the build",
+                                candidate.display()
+                            ))
+                        } else {
+                            e
+                        }
+                    })
+            }
+            _ => Ok(None),
+        }
+    })
+}
+
+/// Resolve every component of the relative path `rel` as if its root were `/`: `link` says
+/// where a path (relative to the root) points when it is a symlink. `..` is clamped at the
+/// root; more than 40 links is an error.
+pub fn resolve_links(
+    rel: &Path,
+    depth: u32,
+    link: &dyn Fn(&Path) -> io::Result<Option<PathBuf>>,
+) -> io::Result<PathBuf> {
     if depth > 40 {
         return Err(io::Error::other("too many levels of symbolic links"));
     }
@@ -89,43 +119,31 @@ pub fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBu
         match c {
             Component::Normal(n) => {
                 let candidate = cur.join(n);
-                match std::fs::symlink_metadata(root.join(&candidate)) {
-                    Ok(m) if m.file_type().is_symlink() => {
-                        let target = std::fs::read_link(root.join(&candidate)).map_err(|e| {
-                            if e.kind() == io::ErrorKind::InvalidInput {
-                                // It was a link a moment ago: swapped during the build.
-                                io::Error::other(format!(
-                                    "{} changed during the build",
-                                    candidate.display()
-                                ))
-                            } else {
-                                e
-                            }
-                        })?;
-                        let base = if target.is_absolute() {
-                            PathBuf::new()
-                        } else {
-                            cur.clone()
-                        };
-                        let mut rest = base.join(&target);
-                        for r in &comps[i + 1..] {
-                            rest.push(r.as_os_str());
-                        }
-                        // Clean lexically, clamping `..` at the root.
-                        let mut clean = PathBuf::new();
-                        for rc in rest.components() {
-                            match rc {
-                                Component::Normal(x) => clean.push(x),
-                                Component::ParentDir => {
-                                    clean.pop();
-                                }
-                                _ => {}
-                            }
-                        }
-                        return resolve_in_root(root, &clean, depth + 1);
-                    }
-                    _ => cur = candidate,
+                let Some(target) = link(&candidate)? else {
+                    cur = candidate;
+                    continue;
+                };
+                let base = if target.is_absolute() {
+                    PathBuf::new()
+                } else {
+                    cur.clone()
+                };
+                let mut rest = base.join(&target);
+                for r in &comps[i + 1..] {
+                    rest.push(r.as_os_str());
                 }
+                // Clean lexically, clamping `..` at the root.
+                let mut clean = PathBuf::new();
+                for rc in rest.components() {
+                    match rc {
+                        Component::Normal(x) => clean.push(x),
+                        Component::ParentDir => {
+                            clean.pop();
+                        }
+                        _ => {}
+                    }
+                }
+                return resolve_links(&clean, depth + 1, link);
             }
             Component::ParentDir => {
                 cur.pop();

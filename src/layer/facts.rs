@@ -84,31 +84,19 @@ pub fn read(tar: impl Read) -> io::Result<LayerFacts> {
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
         let entry = entry?;
-        let raw = entry.path()?.to_string_lossy().into_owned();
-        let path = raw
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .trim_end_matches('/')
-            .to_string();
-        if path.is_empty() {
-            continue;
-        }
-        let (dir, name) = match path.rsplit_once('/') {
-            Some((d, n)) => (d, n),
-            None => ("", path.as_str()),
+        let path = match super::TarPath::of(&entry.path()?.to_string_lossy()) {
+            super::TarPath::Root => continue,
+            super::TarPath::Opaque(d) => {
+                facts.opaque.push(d);
+                continue;
+            }
+            super::TarPath::Deleted(p) => {
+                facts.deleted.push(p);
+                continue;
+            }
+            super::TarPath::Entry(p) => p,
         };
-        if name == ".wh..wh..opq" {
-            facts.opaque.push(dir.to_string());
-            continue;
-        }
-        if let Some(gone) = name.strip_prefix(".wh.") {
-            facts.deleted.push(if dir.is_empty() {
-                gone.to_string()
-            } else {
-                format!("{dir}/{gone}")
-            });
-            continue;
-        }
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let kind = entry.header().entry_type();
         if (kind.is_symlink() || kind.is_file()) && is_compiler(&path) {
             facts.compilers.push(path.clone());

@@ -290,6 +290,41 @@ impl Read for Pipelined {
     }
 }
 
+/// What the path of a layer's tar entry says: a path (relative, cleaned), a whiteout deleting
+/// one, or a directory made opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TarPath {
+    /// The root itself (`./`): nothing to record.
+    Root,
+    Entry(String),
+    Deleted(String),
+    Opaque(String),
+}
+
+impl TarPath {
+    pub fn of(raw: &str) -> TarPath {
+        let path = raw
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .trim_end_matches('/');
+        if path.is_empty() {
+            return TarPath::Root;
+        }
+        let (dir, name) = match path.rsplit_once('/') {
+            Some((d, n)) => (d, n),
+            None => ("", path),
+        };
+        if name == ".wh..wh..opq" {
+            return TarPath::Opaque(dir.to_string());
+        }
+        match name.strip_prefix(".wh.") {
+            Some(gone) if dir.is_empty() => TarPath::Deleted(gone.to_string()),
+            Some(gone) => TarPath::Deleted(format!("{dir}/{gone}")),
+            None => TarPath::Entry(path.to_string()),
+        }
+    }
+}
+
 /// The diffID (the sha256 of the uncompressed tar) of a layer blob whose bytes arrive in
 /// pieces, computed on a thread of its own while they arrive: a download checks a layer's
 /// content in the same pass as its digest, without keeping the tar anywhere. At most 8 pieces

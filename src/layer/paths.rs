@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,26 +52,18 @@ pub fn read(tar: impl Read) -> io::Result<LayerPaths> {
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
         let mut entry = entry?;
-        let path = clean(&entry.path()?.to_string_lossy());
-        if path.is_empty() {
-            continue;
-        }
-        let (dir, name) = match path.rsplit_once('/') {
-            Some((d, n)) => (d, n),
-            None => ("", path.as_str()),
+        let path = match super::TarPath::of(&entry.path()?.to_string_lossy()) {
+            super::TarPath::Root => continue,
+            super::TarPath::Opaque(d) => {
+                out.opaque.push(d);
+                continue;
+            }
+            super::TarPath::Deleted(p) => {
+                out.deleted.push(p);
+                continue;
+            }
+            super::TarPath::Entry(p) => p,
         };
-        if name == ".wh..wh..opq" {
-            out.opaque.push(dir.to_string());
-            continue;
-        }
-        if let Some(gone) = name.strip_prefix(".wh.") {
-            out.deleted.push(if dir.is_empty() {
-                gone.to_string()
-            } else {
-                format!("{dir}/{gone}")
-            });
-            continue;
-        }
         let t = entry.header().entry_type();
         let kind = if t.is_dir() {
             Kind::Dir
@@ -172,47 +164,12 @@ impl Merged {
     /// `rel` with the symlinks of its components followed as if the stack's root were `/`
     /// (`..` clamped at the root), as `apply::resolve_in_root` does on a directory.
     pub fn resolve(&self, rel: &Path, depth: u32) -> io::Result<PathBuf> {
-        if depth > 40 {
-            return Err(io::Error::other("too many levels of symbolic links"));
-        }
-        let comps: Vec<Component> = rel.components().collect();
-        let mut cur = PathBuf::new();
-        for (i, c) in comps.iter().enumerate() {
-            match c {
-                Component::Normal(n) => {
-                    let candidate = cur.join(n);
-                    if let Some(Kind::Symlink(target)) = self.kind(&candidate.to_string_lossy()) {
-                        let target = PathBuf::from(target);
-                        let base = if target.is_absolute() {
-                            PathBuf::new()
-                        } else {
-                            cur.clone()
-                        };
-                        let mut rest = base.join(&target);
-                        for r in &comps[i + 1..] {
-                            rest.push(r.as_os_str());
-                        }
-                        let mut lexical = PathBuf::new();
-                        for rc in rest.components() {
-                            match rc {
-                                Component::Normal(x) => lexical.push(x),
-                                Component::ParentDir => {
-                                    lexical.pop();
-                                }
-                                _ => {}
-                            }
-                        }
-                        return self.resolve(&lexical, depth + 1);
-                    }
-                    cur = candidate;
-                }
-                Component::ParentDir => {
-                    cur.pop();
-                }
-                _ => {}
-            }
-        }
-        Ok(cur)
+        super::apply::resolve_links(rel, depth, &|candidate: &Path| {
+            Ok(match self.kind(&candidate.to_string_lossy()) {
+                Some(Kind::Symlink(target)) => Some(PathBuf::from(target)),
+                _ => None,
+            })
+        })
     }
 }
 

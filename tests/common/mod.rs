@@ -57,3 +57,71 @@ pub fn on_a_terminal(line: &str, typed: &[(u64, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&o.stdout).replace('\r', ""),
     )
 }
+
+/// A dockerd of the test's own (data, exec root, socket and pid under `dir`, no bridge, no
+/// iptables), stopped by pid on drop.
+#[allow(dead_code)]
+pub struct Dockerd {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+}
+
+#[allow(dead_code)]
+impl Dockerd {
+    pub fn start(dir: &std::path::Path) -> Option<Dockerd> {
+        fs_err::create_dir_all(dir).ok()?;
+        let sock = dir.join("docker.sock");
+        let child = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .args(["-H", &format!("unix://{}", sock.display())])
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(
+                fs_err::File::create(dir.join("dockerd.log"))
+                    .ok()?
+                    .into_parts()
+                    .0,
+            )
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let d = Dockerd { child, sock };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if d.docker(&["version"]).status.success() {
+                return Some(d);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        None
+    }
+
+    /// The docker client against this daemon (Debian's client, which matches the daemon of
+    /// the docker.io package, when there is one).
+    pub fn docker(&self, args: &[&str]) -> std::process::Output {
+        let client = if std::path::Path::new("/usr/bin/docker").exists() {
+            "/usr/bin/docker"
+        } else {
+            "docker"
+        };
+        std::process::Command::new(client)
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to the dockerd we started, by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}

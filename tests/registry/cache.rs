@@ -74,16 +74,25 @@ fn has_blob(t: &T, store: &str, digest: &str) -> bool {
         .exists()
 }
 
+/// A registry holding `busybox:1`, and a fault-injecting proxy in front of it; both hosts
+/// are plain-HTTP registries for strata.
+fn registry(t: &T) -> (Registry, FaultProxy) {
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let proxy = FaultProxy::start(reg.port);
+    t.write_conf(&format!(
+        "[[registry]]\nlocation = \"{}\"\ninsecure = true\n[[registry]]\nlocation = \"127.0.0.1:{}\"\ninsecure = true\n",
+        reg.host(),
+        proxy.port
+    ));
+    t.seed_busybox(&format!("{}/busybox:1", reg.host()), &[]);
+    (reg, proxy)
+}
+
 #[test]
 fn a_second_runner_gets_every_step_and_the_cache_mounts_from_the_registry() {
     let Some(t) = T::new("cache-reg") else { return };
-    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
-    let proxy = FaultProxy::start(reg.port);
+    let (_reg, proxy) = registry(&t);
     let host = format!("127.0.0.1:{}", proxy.port);
-    t.write_conf(&format!(
-        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
-    ));
-    t.seed_busybox(&format!("{}/busybox:1", reg.host()), &[]);
     let cache = format!("{host}/cache:main");
     let to = format!("type=registry,ref={cache},mode=max,mounts=true");
     let from = format!("type=registry,ref={cache}");
@@ -190,12 +199,8 @@ fn a_second_runner_gets_every_step_and_the_cache_mounts_from_the_registry() {
 #[test]
 fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
     let Some(t) = T::new("cache-min") else { return };
-    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let (reg, _proxy) = registry(&t);
     let host = reg.host();
-    t.write_conf(&format!(
-        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
-    ));
-    t.seed_busybox(&format!("{host}/busybox:1"), &[]);
     let ctx = context(&t, "ctx", &host);
     // mode=min: the runtime stage's two steps only.
     let cache = format!("{host}/cache:min");
@@ -308,13 +313,8 @@ fn a_killed_export_or_import_leaves_registry_and_store_consistent() {
     let Some(t) = T::new("cache-kill") else {
         return;
     };
-    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
-    let proxy = FaultProxy::start(reg.port);
+    let (_reg, proxy) = registry(&t);
     let host = format!("127.0.0.1:{}", proxy.port);
-    t.write_conf(&format!(
-        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
-    ));
-    t.seed_busybox(&format!("{}/busybox:1", reg.host()), &[]);
     let cache = format!("{host}/cache:main");
     let to = format!("type=registry,ref={cache},mode=max,mounts=true");
     let ctx = context(&t, "ctx", &host);
@@ -422,12 +422,8 @@ fn two_checkouts_under_different_umasks_share_the_cache() {
         super::require("git is not installed (package git)");
         return;
     }
-    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let (reg, _proxy) = registry(&t);
     let host = reg.host();
-    t.write_conf(&format!(
-        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
-    ));
-    t.seed_busybox(&format!("{host}/busybox:1"), &[]);
     // The repository: the two-stage Dockerfile, its files, a script with the executable bit.
     let repo = context(&t, "repo", &host);
     fs_err::write(repo.join("Dockerfile"), two_stage(&host) + "COPY . /src\n").unwrap();
@@ -496,12 +492,8 @@ fn a_cache_of_2000_steps_round_trips() {
     let Some(t) = T::new("cache-2000") else {
         return;
     };
-    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let (reg, _proxy) = registry(&t);
     let host = reg.host();
-    t.write_conf(&format!(
-        "[[registry]]\nlocation = \"{host}\"\ninsecure = true\n"
-    ));
-    t.seed_busybox(&format!("{host}/busybox:1"), &[]);
     // 20 stages of a COPY and 99 WORKDIR steps each, and 20 COPY --from: 2,020 records, 40
     // layers. (Docker stops a stage at 127 layers, so the steps are spread over stages.)
     let mut df = String::new();
