@@ -747,7 +747,15 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
         _ => None,
     }
     .filter(|l| l.config.key_version == cache::KEY_VERSION);
+    // Whether the destination holds a blob the store does not (an imported layer never
+    // fetched): the registry repository it came from, or the layout directory itself.
     let dest_location = reg_repo.as_ref().map(|(_, r)| r.location());
+    let there = |d: &Digest| match to {
+        CacheTo::Local { dest, .. } => layout_blob(dest, d).exists(),
+        _ => {
+            dest_location.is_some() && b.imported.location_of(d).as_ref() == dest_location.as_ref()
+        }
+    };
     // The layers, by digest, and the records and mounts that point to them by digest.
     let mut layers: BTreeMap<Digest, Out> = BTreeMap::new();
     // key → (record entry with no index yet, its layer digest)
@@ -781,7 +789,7 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
     for a in selected(b, opts.max) {
         let d = match &a.record.layer {
             None => None,
-            Some(l) => Some(add_layer(b, opts, &dest_location, &mut layers, l)?),
+            Some(l) => Some(add_layer(b, opts, &there, &mut layers, l)?),
         };
         records.insert(
             a.key.clone(),
@@ -819,7 +827,7 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
                 Some((info, tar_size)) => {
                     budget -= tar_size;
                     let rec = LayerRec::from(info);
-                    let d = add_layer(b, opts, &dest_location, &mut layers, &rec)?;
+                    let d = add_layer(b, opts, &there, &mut layers, &rec)?;
                     mounts.insert(id, (now, d));
                 }
             }
@@ -923,12 +931,11 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
 }
 
 /// Make layer `l` ready to export: compressed as asked when the store holds it uncompressed,
-/// fetched from an imported cache unless the destination is where it came from (then it is
-/// there already). Returns the digest it has in the export.
+/// fetched from an imported cache unless the destination has it already (`there`). Returns the digest it has in the export.
 fn add_layer(
     b: &Build,
     opts: &ExportOptions,
-    dest_location: &Option<String>,
+    there: &dyn Fn(&Digest) -> bool,
     layers: &mut BTreeMap<Digest, Out>,
     l: &LayerRec,
 ) -> anyhow::Result<Digest> {
@@ -936,9 +943,7 @@ fn add_layer(
         return Ok(o.desc.digest.clone());
     }
     if !b.store.has_blob(&l.digest) {
-        let same_repo = dest_location.is_some()
-            && b.imported.location_of(&l.digest).as_ref() == dest_location.as_ref();
-        if same_repo {
+        if there(&l.digest) {
             layers.insert(
                 l.digest.clone(),
                 Out {
@@ -1014,7 +1019,9 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
         return Ok(false);
     };
     b.imported.fetch(b, &l.digest)?;
-    let tmp = dir.with_extension(format!("seed-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let tmp = dir.with_extension(format!("seed-{}-{n}", std::process::id()));
     if tmp.exists() {
         super::exec::remove_tree(&tmp, &b.maps)?;
     }
@@ -1033,7 +1040,14 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
         let _ = super::exec::remove_tree(&tmp, &b.maps);
         return Err(e);
     }
-    fs_err::rename(&tmp, dir)?;
+    if let Err(e) = std::fs::rename(&tmp, dir) {
+        // Another step seeded it at the same moment: theirs is as good.
+        let _ = super::exec::remove_tree(&tmp, &b.maps);
+        if !dir.is_dir() {
+            return Err(anyhow!("seeding cache mount {id}: {e}"));
+        }
+        return Ok(true);
+    }
     b.note(&format!(
         "cache mount {id}: seeded from the imported cache ({})",
         human(l.size)
