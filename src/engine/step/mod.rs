@@ -105,6 +105,22 @@ pub(in crate::engine) fn key(scope: &KeyScope, ins: &Instruction, inputs: &Input
     .key()
 }
 
+/// Whether COPY and WORKDIR look at the layers below through their paths (some of them are
+/// not unpacked: nothing below needs unpacking for these steps) rather than an unpacked view.
+/// STRATA_COPY_VIEW=paths|mounts forces one (tests).
+pub(in crate::engine) fn by_paths(st: &St<'_, '_>) -> bool {
+    match std::env::var("STRATA_COPY_VIEW").as_deref() {
+        Ok("paths") => true,
+        Ok("mounts") => false,
+        _ => !st
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .all(|d| st.b.store.snapshot_path(d).exists()),
+    }
+}
+
 /// A copy job working in the scratch dir `dir`, with nothing to copy yet: the destination
 /// is the layers below unless `link`, times and compression are the build's.
 pub(in crate::engine) fn new_job(
@@ -114,21 +130,7 @@ pub(in crate::engine) fn new_job(
     link: bool,
     what: &str,
 ) -> anyhow::Result<CopyJob> {
-    // The layers below as paths when some are not unpacked (nothing below needs unpacking
-    // for a COPY), else the unpacked view. STRATA_COPY_VIEW=paths|mounts forces one (tests).
-    let forced = std::env::var("STRATA_COPY_VIEW").ok();
-    let unpacked = st
-        .config
-        .rootfs
-        .diff_ids
-        .iter()
-        .all(|d| st.b.store.snapshot_path(d).exists());
-    let by_paths = !link
-        && match forced.as_deref() {
-            Some("paths") => true,
-            Some("mounts") => false,
-            _ => !unpacked,
-        };
+    let by_paths = !link && by_paths(st);
     let dest_paths = if by_paths {
         crate::engine::stage::layer_paths(st.b, &st.config, &st.layers)?
     } else {

@@ -42,10 +42,21 @@ pub(in crate::engine) fn execute(
         return Ok(());
     }
     let known = wd == "/" || st.dirs.iter().any(|d| d == wd);
-    let exists = known || {
-        let lowers = lowers(st.b, &st.config, &st.layers)?;
-        exists_in_layers(&lowers, wd)
-    };
+    let exists = known
+        || if super::by_paths(st) {
+            let files = crate::engine::stage::layer_paths(st.b, &st.config, &st.layers)?;
+            let mut layers = Vec::new();
+            for f in files {
+                layers.push(serde_json::from_slice::<crate::layer::paths::LayerPaths>(
+                    &fs_err::read(&f)?,
+                )?);
+            }
+            crate::layer::paths::Merged::of(&layers).kind(wd)
+                == Some(&crate::layer::paths::Kind::Dir)
+        } else {
+            let lowers = lowers(st.b, &st.config, &st.layers)?;
+            exists_in_layers(&lowers, wd)
+        };
     let created = rfc(st.now());
     let rec = if exists {
         Record {
