@@ -105,20 +105,33 @@ pub(in crate::engine) fn key(scope: &KeyScope, ins: &Instruction, inputs: &Input
     .key()
 }
 
-/// Whether COPY and WORKDIR look at the layers below through their paths (some of them are
-/// not unpacked: nothing below needs unpacking for these steps) rather than an unpacked view.
-/// STRATA_COPY_VIEW=paths|mounts forces one (tests).
+/// Whether COPY and WORKDIR look at the layers below through their paths rather than an
+/// unpacked view, whichever reads less: unpacking writes every file of the layers that have no
+/// snapshot yet (about three times the cost of reading a layer), reading paths reads the
+/// layers whose paths are not cached yet. A runner that took every earlier step from a cache
+/// has neither, and reads paths; a cold build that unpacked its base reads paths only where
+/// they are cached. STRATA_COPY_VIEW=paths|mounts forces one (tests).
 pub(in crate::engine) fn by_paths(st: &St<'_, '_>) -> bool {
     match std::env::var("STRATA_COPY_VIEW").as_deref() {
-        Ok("paths") => true,
-        Ok("mounts") => false,
-        _ => !st
-            .config
-            .rootfs
-            .diff_ids
-            .iter()
-            .all(|d| st.b.store.snapshot_path(d).exists()),
+        Ok("paths") => return true,
+        Ok("mounts") => return false,
+        _ => {}
     }
+    let store = st.b.store;
+    let (mut unpack, mut index) = (0u64, 0u64);
+    for (d, l) in st.config.rootfs.diff_ids.iter().zip(&st.layers) {
+        if !store.snapshot_path(d).exists() {
+            unpack += l.size.max(1);
+        }
+        if !store
+            .facts_dir()
+            .join(format!("{}.paths", l.digest.hex()))
+            .exists()
+        {
+            index += l.size.max(1);
+        }
+    }
+    unpack > 0 && index < unpack.saturating_mul(3)
 }
 
 /// A copy job working in the scratch dir `dir`, with nothing to copy yet: the destination
