@@ -331,7 +331,26 @@ impl TarPath {
 /// wait, so memory stays bounded and a slow inflate slows the download instead of piling up.
 pub struct DiffIdTee {
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    thread: Option<std::thread::JoinHandle<io::Result<(Digest, u64)>>>,
+    thread: Option<std::thread::JoinHandle<TeeResult>>,
+}
+
+/// The diffID and tar length of a layer, and its paths when the tar could be read as one.
+type TeeResult = io::Result<(Digest, u64, Option<paths::LayerPaths>)>;
+
+/// Counts and hashes what is read through it.
+struct Hashing<R> {
+    inner: R,
+    hash: crate::oci::Sha256,
+    len: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
 }
 
 impl DiffIdTee {
@@ -340,25 +359,22 @@ impl DiffIdTee {
         let thread = std::thread::Builder::new()
             .name("diffid".into())
             .spawn(move || {
-                let mut tar = decompress(Chunks {
+                let tar = decompress(Chunks {
                     rx,
                     cur: Vec::new(),
                     pos: 0,
                 })?;
-                let mut hash = crate::oci::Sha256::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut len = 0u64;
-                loop {
-                    match tar.read(&mut buf) {
-                        Ok(0) => return Ok((hash.finish(), len)),
-                        Ok(n) => {
-                            hash.update(&buf[..n]);
-                            len += n as u64;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                // The layer's paths in the same pass (the tar's headers, as they go by), then
+                // whatever follows the end-of-archive blocks, so every byte is hashed. A
+                // stream that is not a tar still gets its digest (and no paths).
+                let mut h = Hashing {
+                    inner: io::BufReader::with_capacity(256 * 1024, tar),
+                    hash: crate::oci::Sha256::new(),
+                    len: 0,
+                };
+                let found = paths::read(&mut h).ok();
+                io::copy(&mut h, &mut io::sink())?;
+                Ok((h.hash.finish(), h.len, found))
             })?;
         Ok(DiffIdTee {
             tx: Some(tx),
@@ -376,8 +392,9 @@ impl DiffIdTee {
         }
     }
 
-    /// The end of the blob: its diffID and the length of its tar, or why it is not a layer.
-    pub fn finish(mut self) -> io::Result<(Digest, u64)> {
+    /// The end of the blob: its diffID, the length of its tar and its paths, or why it is not
+    /// a layer.
+    pub fn finish(mut self) -> TeeResult {
         self.tx = None;
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
@@ -462,12 +479,25 @@ mod tests {
             for piece in blob.chunks(7919) {
                 tee.feed(piece);
             }
-            assert_eq!(
-                tee.finish().unwrap(),
-                (info.diff_id, data.len() as u64),
-                "{c:?}"
-            );
+            let (d, n, _) = tee.finish().unwrap();
+            assert_eq!((d, n), (info.diff_id, data.len() as u64), "{c:?}");
         }
+        // A real layer: its paths come out of the same pass.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "app/main.py", &b"x=1"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let (blob, info) = compress_tar(&tar[..], Vec::new(), Compression::GZIP).unwrap();
+        let mut tee = DiffIdTee::new().unwrap();
+        tee.feed(&blob);
+        let (d, n, p) = tee.finish().unwrap();
+        assert_eq!((d, n), (info.diff_id, tar.len() as u64));
+        assert_eq!(
+            p.unwrap().entries,
+            vec![("app/main.py".to_string(), paths::Kind::File)]
+        );
         // A gzip stream cut short is an error; so is one that is dropped half-way (no hang).
         let (blob, _) = compress_tar(&data[..], Vec::new(), Compression::GZIP).unwrap();
         let mut tee = DiffIdTee::new().unwrap();

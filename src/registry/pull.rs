@@ -478,10 +478,11 @@ impl Registry {
                 actual,
             });
         }
+        let mut layer_paths = None;
         if let (Some(t), Blob::Layer(diff_id)) = (tee, kind) {
             match t.finish() {
-                Ok((actual, _)) if actual == *diff_id => {}
-                Ok((actual, len)) => {
+                Ok((actual, _, p)) if actual == *diff_id => layer_paths = p,
+                Ok((actual, len, _)) => {
                     return Err(Error::DigestMismatch {
                         what: format!(
                             "{user_ref}: layer {digest} uncompressed ({len} bytes) against the diffID in the image's config; nothing was stored"
@@ -498,6 +499,16 @@ impl Registry {
             }
         }
         store.commit_blob(tmp, &digest)?;
+        // The layer's paths, read on the way (what COPY asks of a layer it does not unpack);
+        // best effort: without them COPY reads the blob again when it needs them.
+        if let Some(p) = layer_paths {
+            let _ = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
+                fs_err::create_dir_all(store.facts_dir())?;
+                let f = store.facts_dir().join(format!("{}.paths", digest.hex()));
+                crate::store::write_atomic(&store.tmp_dir(), &f, &serde_json::to_vec(&p)?)?;
+                Ok(())
+            })();
+        }
         self.observer.blob_done(&digest, BlobOutcome::Downloaded);
         Ok(())
     }
