@@ -740,12 +740,20 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
         }
         _ => None,
     };
-    // What the destination has now.
+    // What the destination has now, to merge with. One that cannot be read (damaged, or not
+    // a cache) is replaced, as BuildKit does, with a warning.
     let existing = match (to, &reg_repo) {
-        (CacheTo::Registry { .. }, Some((reg, repo))) => load_registry(reg, b.store, repo)?,
-        (CacheTo::Local { dest, tag, .. }, _) => load_local(dest, tag)?,
-        _ => None,
+        (CacheTo::Registry { .. }, Some((reg, repo))) => load_registry(reg, b.store, repo),
+        (CacheTo::Local { dest, tag, .. }, _) => load_local(dest, tag),
+        _ => Ok(None),
     }
+    .unwrap_or_else(|e| {
+        b.note(&format!(
+            "warning: the cache at {} cannot be read ({e:#}); it is replaced, not merged",
+            to.describe()
+        ));
+        None
+    })
     .filter(|l| l.config.key_version == cache::KEY_VERSION);
     // Whether the destination holds a blob the store does not (an imported layer never
     // fetched): the registry repository it came from, or the layout directory itself.

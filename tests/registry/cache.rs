@@ -306,6 +306,21 @@ fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
         ],
     );
     assert!(fails(&o, "bad mode").contains("mode=everything"));
+    // A tag that holds something other than a cache (here the base image, last, since it
+    // stops being one) is replaced with a warning, not merged.
+    let (o, _) = build(
+        &t,
+        "a",
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={host}/busybox:1")],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "export over an image");
+    assert!(
+        err.contains("cannot be read") && err.contains("replaced, not merged"),
+        "{err}"
+    );
+    assert_eq!(cache_layers(&t, &format!("{host}/busybox:1")).len(), 2);
 }
 
 #[test]
