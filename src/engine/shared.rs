@@ -25,6 +25,7 @@ use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 use super::cache::{self, LayerRec, Record};
+use super::size::human;
 use super::Build;
 use crate::layer::Compression;
 use crate::oci::{self, media, Descriptor, Digest, Manifest};
@@ -108,25 +109,6 @@ fn flag(m: &mut BTreeMap<String, String>, k: &str) -> Result<bool, String> {
     }
 }
 
-/// `1GB`, `512MiB`, `2g`, `1000000` (bytes).
-pub fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: f64 = n.parse().ok()?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    (n >= 0.0).then_some((n * mult) as u64)
-}
-
 fn reference(m: &mut BTreeMap<String, String>, what: &str) -> Result<Reference, String> {
     let r = m
         .remove("ref")
@@ -175,7 +157,7 @@ impl CacheTo {
         };
         let size = |m: &mut BTreeMap<String, String>, k: &str, d: u64| match m.remove(k) {
             None => Ok(d),
-            Some(v) => parse_size(&v)
+            Some(v) => crate::dockerfile::instructions::parse_size(&v)
                 .ok_or_else(|| format!("{what}: {k}={v}: expected a size such as 10GB")),
         };
         let opts = ExportOptions {
@@ -727,10 +709,6 @@ pub(crate) fn export_all(b: &Build) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn human(n: u64) -> String {
-    super::size::human(n)
-}
-
 fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Exported> {
     let now = oci::now_secs();
     let reg_repo = match to {
@@ -1196,9 +1174,11 @@ mod tests {
         let e = CacheTo::parse("type=registry,ref=reg.test/a,colour=blue").unwrap_err();
         assert!(e.contains("colour") && e.contains("known"), "{e}");
         assert!(CacheFrom::parse("type=local").is_err());
-        assert_eq!(parse_size("512MiB"), Some(512 << 20));
-        assert_eq!(parse_size("2g"), Some(2 << 30));
-        assert_eq!(parse_size("1.5kb"), Some(1536));
-        assert_eq!(parse_size("x"), None);
+        // Sizes as Docker reads them (the parser of RUN --mount=type=tmpfs,size=).
+        let size = crate::dockerfile::instructions::parse_size;
+        assert_eq!(size("512MiB"), Some(512 << 20));
+        assert_eq!(size("2g"), Some(2 << 30));
+        assert_eq!(size("1.5kb"), Some(1536));
+        assert_eq!(size("x"), None);
     }
 }
