@@ -332,14 +332,9 @@ impl Dest {
         if job.dest_paths.is_empty() {
             return Ok(Dest::Dir(view(&job.dest_lowers, &job.work.join("dest"))?));
         }
-        let mut layers = Vec::new();
-        for p in &job.dest_paths {
-            let bytes = fs_err::read(p).map_err(|e| e.to_string())?;
-            let l: crate::layer::paths::LayerPaths =
-                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", p.display()))?;
-            layers.push(l);
-        }
-        Ok(Dest::Paths(crate::layer::paths::Merged::of(&layers)))
+        crate::layer::paths::Merged::load(&job.dest_paths)
+            .map(Dest::Paths)
+            .map_err(|e| e.to_string())
     }
 
     /// `etc/passwd` or `etc/group` (empty when absent).

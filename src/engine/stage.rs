@@ -302,17 +302,13 @@ pub(super) fn layer_paths(
 ) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
-        let p = b
-            .store
-            .facts_dir()
-            .join(format!("{}.paths", l.digest.hex()));
+        let p = b.store.layer_paths_file(&l.digest);
         if !p.exists() {
             b.imported.fetch(b, &l.digest)?;
             let blob = b.store.open_blob(&l.digest)?;
             let paths = crate::layer::paths::read(crate::layer::decompress_pipelined(blob)?)
                 .with_context(|| format!("reading the paths of layer {d}"))?;
-            fs_err::create_dir_all(b.store.facts_dir())?;
-            crate::store::write_atomic(&b.store.tmp_dir(), &p, &serde_json::to_vec(&paths)?)?;
+            b.store.put_layer_paths(&l.digest, &paths)?;
         }
         out.push(p);
     }

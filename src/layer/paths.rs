@@ -92,6 +92,15 @@ pub fn read(tar: impl Read) -> io::Result<LayerPaths> {
     Ok(out)
 }
 
+impl LayerPaths {
+    /// The paths saved at `file` (JSON).
+    pub fn load(file: &Path) -> io::Result<LayerPaths> {
+        let bytes = fs_err::read(file)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::other(format!("{}: {e}", file.display())))
+    }
+}
+
 /// The filesystem of a stack of layers, as paths.
 #[derive(Debug, Clone, Default)]
 pub struct Merged {
@@ -145,6 +154,15 @@ impl Merged {
             }
         }
         m
+    }
+
+    /// The stack of the layers whose paths are saved in `files`, bottom first.
+    pub fn load(files: &[PathBuf]) -> io::Result<Merged> {
+        let layers = files
+            .iter()
+            .map(|f| LayerPaths::load(f))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Merged::of(&layers))
     }
 
     /// What `rel` (relative, resolved) is, if anything.

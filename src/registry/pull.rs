@@ -502,12 +502,7 @@ impl Registry {
         // The layer's paths, read on the way (what COPY asks of a layer it does not unpack);
         // best effort: without them COPY reads the blob again when it needs them.
         if let Some(p) = layer_paths {
-            let _ = (|| -> std::result::Result<(), Box<dyn std::error::Error>> {
-                fs_err::create_dir_all(store.facts_dir())?;
-                let f = store.facts_dir().join(format!("{}.paths", digest.hex()));
-                crate::store::write_atomic(&store.tmp_dir(), &f, &serde_json::to_vec(&p)?)?;
-                Ok(())
-            })();
+            let _ = store.put_layer_paths(&digest, &p);
         }
         self.observer.blob_done(&digest, BlobOutcome::Downloaded);
         Ok(())

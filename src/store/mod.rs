@@ -179,6 +179,20 @@ impl Store {
         self.base.join("facts")
     }
 
+    /// Where the paths of the layer blob `d` are kept (`layer::paths`), beside its facts and
+    /// pruned with it.
+    pub fn layer_paths_file(&self, d: &Digest) -> PathBuf {
+        self.facts_dir().join(format!("{}.paths", d.hex()))
+    }
+
+    /// Keep the paths of the layer blob `d`.
+    pub fn put_layer_paths(&self, d: &Digest, p: &crate::layer::paths::LayerPaths) -> Result<()> {
+        let dir = self.facts_dir();
+        at(&dir, std::fs::create_dir_all(&dir))?;
+        let bytes = serde_json::to_vec(p).map_err(|e| Error::Invalid(e.to_string()))?;
+        write_atomic(&self.tmp_dir(), &self.layer_paths_file(d), &bytes)
+    }
+
     /// The last failed RUN step, kept for `strata debug` (see engine::debug).
     pub fn debug_dir(&self) -> PathBuf {
         self.base.join("debug")

@@ -123,11 +123,7 @@ pub(in crate::engine) fn by_paths(st: &St<'_, '_>) -> bool {
         if !store.snapshot_path(d).exists() {
             unpack += l.size.max(1);
         }
-        if !store
-            .facts_dir()
-            .join(format!("{}.paths", l.digest.hex()))
-            .exists()
-        {
+        if !store.layer_paths_file(&l.digest).exists() {
             index += l.size.max(1);
         }
     }

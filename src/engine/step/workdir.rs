@@ -45,13 +45,7 @@ pub(in crate::engine) fn execute(
     let exists = known
         || if super::by_paths(st) {
             let files = crate::engine::stage::layer_paths(st.b, &st.config, &st.layers)?;
-            let mut layers = Vec::new();
-            for f in files {
-                layers.push(serde_json::from_slice::<crate::layer::paths::LayerPaths>(
-                    &fs_err::read(&f)?,
-                )?);
-            }
-            crate::layer::paths::Merged::of(&layers).kind(wd)
+            crate::layer::paths::Merged::load(&files)?.kind(wd)
                 == Some(&crate::layer::paths::Kind::Dir)
         } else {
             let lowers = lowers(st.b, &st.config, &st.layers)?;
