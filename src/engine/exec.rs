@@ -157,22 +157,12 @@ fn run_hook(h: Hook) -> Result<(), String> {
                 std::fs::create_dir_all(d.join(s)).map_err(|e| e.to_string())?;
             }
             fs_err::write(d.join("l/f"), "x").map_err(|e| e.to_string())?;
-            let data = format!(
-                "lowerdir={0}/l,upperdir={0}/u,workdir={0}/w,userxattr",
-                d.display()
-            );
-            rustix::mount::mount(
-                "overlay",
-                d.join("m"),
-                "overlay",
-                rustix::mount::MountFlags::empty(),
-                Some(
-                    std::ffi::CString::new(data)
-                        .map_err(|e| e.to_string())?
-                        .as_c_str(),
-                ),
-            )
-            .map_err(|e| format!("mount -t overlay: {e}"))?;
+            // The mount RUN steps get (sandbox::overlay), so doctor tests what builds do.
+            sandbox::overlay::mount(
+                &d.join("m"),
+                &[d.join("l")],
+                Some((&d.join("u"), &d.join("w"))),
+            )?;
             fs_err::read(d.join("m/f"))
                 .map(|_| ())
                 .map_err(|e| format!("reading through the overlay: {e}"))
