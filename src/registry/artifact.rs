@@ -61,16 +61,7 @@ impl Repo {
 
     /// A small JSON blob (a config), through the store (verified, size-capped), as bytes.
     pub fn json_blob(&self, reg: &Registry, store: &Store, d: &Descriptor) -> Result<Vec<u8>> {
-        let n = AtomicUsize::new(0);
-        reg.fetch_blob(
-            &self.host,
-            &self.repo,
-            &self.user_ref,
-            d,
-            store,
-            Blob::Config,
-            &n,
-        )?;
+        self.blob(reg, store, d, Blob::Config)?;
         Ok(store.read_blob(&d.digest)?)
     }
 
@@ -82,16 +73,12 @@ impl Repo {
         d: &Descriptor,
         diff_id: &Digest,
     ) -> Result<()> {
+        self.blob(reg, store, d, Blob::Layer(diff_id))
+    }
+
+    fn blob(&self, reg: &Registry, store: &Store, d: &Descriptor, kind: Blob) -> Result<()> {
         let n = AtomicUsize::new(0);
-        reg.fetch_blob(
-            &self.host,
-            &self.repo,
-            &self.user_ref,
-            d,
-            store,
-            Blob::Layer(diff_id),
-            &n,
-        )
+        reg.fetch_blob(&self.host, &self.repo, &self.user_ref, d, store, kind, &n)
     }
 
     /// Send `blobs` that the store holds (each checked with HEAD first; the caller leaves out
