@@ -819,28 +819,35 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
             }
         }
     }
-    // Newest first; keep records (and mounts) while their layers fit in max-size.
-    let mut order: Vec<(i64, bool, String)> = records
+    // Newest first (then by key or id); keep records and mounts while their layers fit in
+    // max-size. A layer shared by several is counted and listed once.
+    enum Item<'a> {
+        Record(&'a RecordEntry, Option<&'a Digest>),
+        Mount(&'a str, i64, &'a Digest),
+    }
+    let mut order: Vec<(i64, &str, Item)> = records
         .values()
-        .map(|(r, _)| (r.used, false, r.key.to_string()))
-        .chain(mounts.iter().map(|(id, (u, _))| (*u, true, id.clone())))
+        .map(|(r, d)| (r.used, r.key.as_str(), Item::Record(r, d.as_ref())))
+        .chain(
+            mounts
+                .iter()
+                .map(|(id, (u, d))| (*u, id.as_str(), Item::Mount(id, *u, d))),
+        )
         .collect();
-    order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+    order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     let mut kept_layers: Vec<Digest> = Vec::new();
-    let mut kept_set: BTreeSet<Digest> = BTreeSet::new();
+    let mut index: BTreeMap<Digest, usize> = BTreeMap::new();
     let mut total = 0u64;
     let mut out_records = Vec::new();
     let mut out_mounts = Vec::new();
     let mut dropped = 0;
-    for (_, is_mount, name) in order {
-        let layer = if is_mount {
-            Some(mounts[&name].1.clone())
-        } else {
-            let k: Digest = name.parse().map_err(|e| anyhow!("{e}"))?;
-            records[&k].1.clone()
+    for (_, _, item) in order {
+        let layer = match &item {
+            Item::Record(_, d) => *d,
+            Item::Mount(_, _, d) => Some(*d),
         };
-        let add = match &layer {
-            Some(d) if !kept_set.contains(d) => layers[d].desc.size,
+        let add = match layer {
+            Some(d) if !index.contains_key(d) => layers[d].desc.size,
             _ => 0,
         };
         if total + add > opts.max_size {
@@ -849,22 +856,21 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
         }
         total += add;
         let idx = layer.map(|d| {
-            if kept_set.insert(d.clone()) {
+            *index.entry(d.clone()).or_insert_with(|| {
                 kept_layers.push(d.clone());
-            }
-            kept_layers.iter().position(|x| x == &d).unwrap_or(0)
+                kept_layers.len() - 1
+            })
         });
-        if is_mount {
-            out_mounts.push(MountEntry {
-                id: name.clone(),
+        match item {
+            Item::Record(r, _) => out_records.push(RecordEntry {
+                layer: idx,
+                ..r.clone()
+            }),
+            Item::Mount(id, used, _) => out_mounts.push(MountEntry {
+                id: id.to_string(),
                 layer: idx.unwrap_or(0),
-                used: mounts[&name].0,
-            });
-        } else {
-            let k: Digest = name.parse().map_err(|e| anyhow!("{e}"))?;
-            let mut e = records[&k].0.clone();
-            e.layer = idx;
-            out_records.push(e);
+                used,
+            }),
         }
     }
     out_records.sort_by(|a, b| a.key.cmp(&b.key));
