@@ -463,7 +463,8 @@ fn file_digest(
 }
 
 /// The digest of `entries` (as a walk yields them) below `root`: path, kind, mode (less the
-/// group and other write bits) and content or link target of each, in order. Uses the metadata the walk saw when it has it.
+/// group and other write bits) and content or link target of each, in order. Uses the
+/// metadata the walk saw when it has it.
 /// A large set is split across the cores (lookups, and the files read on a first build or
 /// after a change); the lines are hashed in order.
 pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Digest, Stats), Error> {

@@ -301,12 +301,17 @@ pub enum TarPath {
     Opaque(String),
 }
 
+/// A layer path as tar headers and lookups spell it (`./usr/`, `/usr`), relative and without
+/// a trailing slash (`usr`).
+pub fn rel_path(raw: &str) -> &str {
+    raw.trim_start_matches("./")
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+}
+
 impl TarPath {
     pub fn of(raw: &str) -> TarPath {
-        let path = raw
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .trim_end_matches('/');
+        let path = rel_path(raw);
         if path.is_empty() {
             return TarPath::Root;
         }
@@ -337,22 +342,6 @@ pub struct DiffIdTee {
 /// The diffID and tar length of a layer, and its paths when the tar could be read as one.
 type TeeResult = io::Result<(Digest, u64, Option<paths::LayerPaths>)>;
 
-/// Counts and hashes what is read through it.
-struct Hashing<R> {
-    inner: R,
-    hash: crate::oci::Sha256,
-    len: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hash.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-}
-
 impl DiffIdTee {
     pub fn new() -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
@@ -367,14 +356,12 @@ impl DiffIdTee {
                 // The layer's paths in the same pass (the tar's headers, as they go by), then
                 // whatever follows the end-of-archive blocks, so every byte is hashed. A
                 // stream that is not a tar still gets its digest (and no paths).
-                let mut h = Hashing {
-                    inner: io::BufReader::with_capacity(256 * 1024, tar),
-                    hash: crate::oci::Sha256::new(),
-                    len: 0,
-                };
+                let mut h =
+                    crate::oci::HashingReader::new(io::BufReader::with_capacity(256 * 1024, tar));
                 let found = paths::read(&mut h).ok();
                 io::copy(&mut h, &mut io::sink())?;
-                Ok((h.hash.finish(), h.len, found))
+                let (digest, len) = h.finish();
+                Ok((digest, len, found))
             })?;
         Ok(DiffIdTee {
             tx: Some(tx),

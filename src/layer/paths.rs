@@ -39,13 +39,6 @@ pub struct LayerPaths {
     pub etc: BTreeMap<String, String>,
 }
 
-fn clean(raw: &str) -> String {
-    raw.trim_start_matches("./")
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .to_string()
-}
-
 /// The paths of the layer `tar` (uncompressed).
 pub fn read(tar: impl Read) -> io::Result<LayerPaths> {
     let mut out = LayerPaths::default();
@@ -167,11 +160,11 @@ impl Merged {
 
     /// What `rel` (relative, resolved) is, if anything.
     pub fn kind(&self, rel: &str) -> Option<&Kind> {
-        let r = clean(rel);
+        let r = super::rel_path(rel);
         if r.is_empty() {
             return Some(&Kind::Dir);
         }
-        self.paths.get(&r)
+        self.paths.get(r)
     }
 
     /// The content of `etc/passwd` or `etc/group` (empty when absent).
