@@ -34,12 +34,7 @@ pub fn mount(
         Ok(()) => return Ok(()),
         // No `lowerdir+` (before 6.8), or no mount API for overlay: the string.
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
-        Err(e) => {
-            return Err(format!(
-                "mounting an overlay of {} layers: {e}",
-                lowers.len()
-            ))
-        }
+        Err(e) => return Err(format!("mount overlay ({} layers): {e}", lowers.len())),
     }
     legacy(target, lowers, upper)
 }
