@@ -522,6 +522,14 @@ impl St<'_, '_> {
     ) -> anyhow::Result<bool> {
         let inputs = self.inputs(ins, run)?;
         let key = self.key_for(ins, &inputs);
+        if let (Some(o), false) = (run, self.no_cache) {
+            let ids = step::run::cache_mount_ids(self, o);
+            self.b
+                .mounts_used
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(ids);
+        }
         if let Some(rec) = self.lookup(&key) {
             self.apply(cmd, key, &rec);
             return Ok(true);

@@ -266,6 +266,49 @@ fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
     let blobs = fs_err::read_dir(dir.join("blobs/sha256")).unwrap().count();
     assert_eq!(blobs, layers + 2, "manifest, config and layers only");
     fs_err::write(ctx.join("app.txt"), "v1\n").unwrap();
+    // compression=zstd, and a cache mount past mounts-max-size left out (said so).
+    let zdir = t.dir.join("zstd-cache");
+    let (o, _) = build(
+        &t,
+        "a",
+        &ctx,
+        &[
+            "--cache-to",
+            &format!(
+                "type=local,dest={},mode=max,mounts=true,mounts-max-size=1,compression=zstd",
+                zdir.display()
+            ),
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "zstd export");
+    assert!(
+        err.contains("cache mount dl") && err.contains("left out of the export"),
+        "{err}"
+    );
+    let m = t.skopeo_inspect_layout(&zdir, "latest");
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types, ["application/vnd.oci.image.layer.v1.tar+zstd"; 4],
+        "four step layers, no cache mount: {m}"
+    );
+    let (o, _) = build(
+        &t,
+        "z",
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", zdir.display()),
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "zstd import");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
     // type=inline: the pushed image carries the records of its own steps.
     // SOURCE_DATE_EPOCH makes the builder's layers the same bytes on both runners.
     let image = format!("{host}/app:inline");

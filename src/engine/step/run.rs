@@ -342,6 +342,31 @@ fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A mount's target, relative ones against WORKDIR.
+fn mount_target(st: &St<'_, '_>, t: &Option<String>) -> anyhow::Result<String> {
+    let t = t.clone().ok_or_else(|| anyhow!("--mount needs target="))?;
+    Ok(if t.starts_with('/') {
+        t
+    } else {
+        format!("{}/{t}", st.workdir().trim_end_matches('/'))
+    })
+}
+
+/// A cache mount's id: `id=`, else its target.
+fn cache_id(m: &MountSpec, target: &str) -> String {
+    m.id.clone().unwrap_or_else(|| target.to_string())
+}
+
+/// The ids of the cache mounts of a RUN step, whether it runs or is cached: what
+/// `--cache-to …,mounts=true` exports is every cache mount the build's steps declare.
+pub(in crate::engine) fn cache_mount_ids(st: &St<'_, '_>, o: &RunOptions) -> Vec<String> {
+    o.mounts
+        .iter()
+        .filter(|m| m.kind == MountKind::Cache)
+        .filter_map(|m| Some(cache_id(m, &mount_target(st, &m.target).ok()?)))
+        .collect()
+}
+
 /// Set up one RUN --mount.
 fn mount(
     st: &mut St<'_, '_>,
@@ -353,14 +378,7 @@ fn mount(
     held: &mut Held,
 ) -> anyhow::Result<()> {
     let b = st.b;
-    let target = |t: &Option<String>| -> anyhow::Result<String> {
-        let t = t.clone().ok_or_else(|| anyhow!("--mount needs target="))?;
-        Ok(if t.starts_with('/') {
-            t
-        } else {
-            format!("{}/{t}", st.workdir().trim_end_matches('/'))
-        })
-    };
+    let target = |t: &Option<String>| mount_target(st, t);
     match m.kind {
         MountKind::Bind => {
             let t = target(&m.target)?;
@@ -398,7 +416,7 @@ fn mount(
         }
         MountKind::Cache => {
             let t = target(&m.target)?;
-            let id = m.id.clone().unwrap_or_else(|| t.clone());
+            let id = cache_id(m, &t);
             let dir = cache_mount_dir(b.store, &id);
             fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
             let mut host = dir.clone();
@@ -408,10 +426,6 @@ fn mount(
                 host = step.join(format!("no-cache{i}"));
                 make_cache_dir(b, &host, m, &format!("creating an empty cache mount {id}"))?;
             } else {
-                b.mounts_used
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id.clone());
                 if !dir.exists() && !crate::engine::shared::seed_mount(b, &id, &dir)? {
                     make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
                 }
