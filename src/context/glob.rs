@@ -12,20 +12,33 @@ use regex::Regex;
 
 /// A compiled pattern, matched against a whole slash-separated path (or one component).
 #[derive(Debug, Clone)]
-pub struct Glob {
-    re: Regex,
+pub struct Glob(Matcher);
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// A pattern with no wildcard, class or escape matches itself only: compared as a
+    /// string, no regex compiled (a `.dockerignore` of plain names is the common case, and
+    /// compiling costs more than the no-op rebuild of a small context spends elsewhere).
+    Literal(String),
+    Regex(Regex),
 }
 
 impl Glob {
     /// Compile `pattern`; the error says what is malformed.
     pub fn new(pattern: &str) -> Result<Glob, String> {
         validate(pattern)?;
+        if !pattern.contains(['*', '?', '[', '\\']) {
+            return Ok(Glob(Matcher::Literal(pattern.to_string())));
+        }
         let re = Regex::new(&to_regex(pattern)).map_err(|e| e.to_string())?;
-        Ok(Glob { re })
+        Ok(Glob(Matcher::Regex(re)))
     }
 
     pub fn is_match(&self, path: &str) -> bool {
-        self.re.is_match(path)
+        match &self.0 {
+            Matcher::Literal(l) => l == path,
+            Matcher::Regex(re) => re.is_match(path),
+        }
     }
 }
 
@@ -90,9 +103,29 @@ fn validate(p: &str) -> Result<(), String> {
 fn to_regex(p: &str) -> String {
     let chars: Vec<char> = p.chars().collect();
     let mut re = String::from("^");
+    let mut in_class = false;
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
+        if in_class {
+            // Inside a class, as Go reads it: `]` closes it (never first: `validate`), `^`
+            // first negates, `-` makes a range, `\` escapes, anything else is itself.
+            match c {
+                ']' => {
+                    in_class = false;
+                    re.push(']');
+                }
+                '^' if re.ends_with('[') => re.push('^'),
+                '-' => re.push('-'),
+                '\\' if i + 1 < chars.len() => {
+                    re.push_str(&regex::escape(&chars[i + 1].to_string()));
+                    i += 1;
+                }
+                c => re.push_str(&regex::escape(&c.to_string())),
+            }
+            i += 1;
+            continue;
+        }
         match c {
             '*' if chars.get(i + 1) == Some(&'*') => {
                 i += 2;
@@ -108,7 +141,11 @@ fn to_regex(p: &str) -> String {
             }
             '*' => re.push_str("[^/]*"),
             '?' => re.push_str("[^/]"),
-            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
+            '[' => {
+                in_class = true;
+                re.push('[');
+            }
+            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' | '^' | ']' => {
                 re.push('\\');
                 re.push(c);
             }
@@ -157,6 +194,23 @@ mod tests {
             ("a*b*c", "aXbY", false),
             ("a.c", "abc", false),
             ("(x)|y", "(x)|y", true),
+            // Outside a class `^` is itself, with or without a wildcard beside it.
+            ("a^b", "a^b", true),
+            ("a^*", "a^b", true),
+            ("a^*", "ab", false),
+            // In a class, `*`, `?`, `[` and `^` (not first) are themselves.
+            ("[*?]x", "*x", true),
+            ("[*?]x", "?x", true),
+            ("[*?]x", "ax", false),
+            ("[a^]", "^", true),
+            ("[[]", "[", true),
+            ("[\\]]", "]", true),
+            // A plain name is compared, not compiled: still whole-path and exact.
+            (".git", ".git", true),
+            (".git", "x.git", false),
+            (".git", ".gitignore", false),
+            ("a/b", "a/b", true),
+            ("a/b", "a/b/c", false),
         ] {
             assert_eq!(m(p, n), want, "{p} vs {n}");
         }

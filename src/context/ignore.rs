@@ -121,21 +121,22 @@ impl Matcher {
             }
             _ => None,
         };
-        let parents: Vec<&str> = parent.map(|d| d.split('/').collect()).unwrap_or_default();
+        // Each parent, as Docker joins the first 1, 2, … components of it: the prefixes of
+        // `parent` up to each slash, and `parent` itself (slices, no path built per pattern).
+        let parents: Vec<&str> = parent
+            .map(|d| {
+                d.match_indices('/')
+                    .map(|(k, _)| &d[..k])
+                    .chain(std::iter::once(d))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut matched = false;
         for p in &self.patterns {
             if p.exclusion != matched {
                 continue;
             }
-            let mut hit = p.re.is_match(path);
-            if !hit && !parents.is_empty() {
-                for i in 1..=parents.len() {
-                    if p.re.is_match(&parents[..i].join("/")) {
-                        hit = true;
-                        break;
-                    }
-                }
-            }
+            let hit = p.re.is_match(path) || parents.iter().any(|d| p.re.is_match(d));
             if hit {
                 matched = !p.exclusion;
             }
