@@ -45,7 +45,15 @@ pub struct Cache {
     /// The text starts with [`HEADER`]: it is in walk order, so a path bisecting does not find
     /// is not there.
     ordered: bool,
+    /// Whole sets seen before: ([`fingerprint`] of a set's entries, its digest), most recent
+    /// first, kept in a file beside the text (`.memo`).
+    memo: Vec<(Digest, Digest)>,
+    memo_dirty: bool,
 }
+
+/// How many sets' digests [`Cache::memo`] keeps: a Dockerfile's COPY steps of the context,
+/// for a few Dockerfiles and targets.
+const MEMO_SETS: usize = 64;
 
 /// Where a line is in the text: (line start, path start, line end).
 type LineAt = (u32, u32, u32);
@@ -229,14 +237,66 @@ impl Cache {
     pub fn load(path: &Path) -> Cache {
         let text = Text::map(path);
         let ordered = text.starts_with(HEADER);
+        // The memo: `fingerprint digest` lines; one that does not parse is dropped.
+        let memo = fs_err::read_to_string(path.with_extension("memo"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (f, d) = l.split_once(' ')?;
+                Some((f.parse().ok()?, d.parse().ok()?))
+            })
+            .take(MEMO_SETS)
+            .collect();
         Cache {
             path: Some(path.to_path_buf()),
             // Written by an older strata (not in walk order): written again in walk order.
             dirty: !ordered && !text.is_empty(),
             ordered,
             text,
+            memo,
             ..Cache::default()
         }
+    }
+
+    /// The digest recorded for the set of fingerprint `f`, which becomes the most recent.
+    fn memo_get(&mut self, f: &Digest) -> Option<Digest> {
+        let i = self.memo.iter().position(|(x, _)| x == f)?;
+        if i > 0 {
+            let hit = self.memo.remove(i);
+            self.memo.insert(0, hit);
+            self.memo_dirty = true;
+        }
+        Some(self.memo[0].1.clone())
+    }
+
+    fn memo_put(&mut self, f: Digest, d: Digest) {
+        self.memo.retain(|(x, _)| *x != f);
+        self.memo.insert(0, (f, d));
+        self.memo.truncate(MEMO_SETS);
+        self.memo_dirty = true;
+    }
+
+    /// Write the memo back (temp file and rename) if it changed.
+    fn save_memo(&mut self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if !self.memo_dirty {
+            return Ok(());
+        }
+        let file = path.with_extension("memo");
+        let tmp = path.with_extension(format!("memo-tmp{}", std::process::id()));
+        let mut text = String::with_capacity(self.memo.len() * 144);
+        for (f, d) in &self.memo {
+            text.push_str(f.as_str());
+            text.push(' ');
+            text.push_str(d.as_str());
+            text.push('\n');
+        }
+        fs_err::write(&tmp, text)?;
+        fs_err::rename(&tmp, &file)?;
+        self.memo_dirty = false;
+        Ok(())
     }
 
     /// Every line that parses, sorted in walk order (as written by [`Cache::save`], else
@@ -324,6 +384,7 @@ impl Cache {
     /// process's records, merged in walk order.
     pub fn save(&mut self) -> std::io::Result<()> {
         use std::io::Write as _;
+        self.save_memo()?;
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -467,13 +528,75 @@ fn file_digest(
 /// metadata the walk saw when it has it.
 /// A large set is split across the cores (lookups, and the files read on a first build or
 /// after a change); the lines are hashed in order.
+///
+/// A set whose every entry has the path, kind, mode and file metadata it had when its digest
+/// was last made (its [`fingerprint`] is in the memo) has that digest again: a no-op rebuild
+/// neither looks up nor formats a line per file. That is exactly what the per-file records
+/// would give: each of those files would reuse the digest recorded for the same metadata.
 pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Digest, Stats), Error> {
-    let threads = if entries.len() < 4096 {
+    let print = fingerprint(root, entries);
+    if let Some(d) = print.as_ref().and_then(|f| cache.memo_get(f)) {
+        let files = entries
+            .iter()
+            .filter(|e| e.kind == Kind::File && e.meta.is_some_and(|m| m.is_file()))
+            .count();
+        let stats = Stats {
+            reused: files,
+            ..Stats::default()
+        };
+        return Ok((d, stats));
+    }
+    let threads = if entries.len() < 2 * BLOCK {
         1
     } else {
         crate::cores().min(8)
     };
-    digest_on(root, entries, cache, threads)
+    let (d, stats) = digest_on(root, entries, cache, threads)?;
+    if let Some(f) = print {
+        cache.memo_put(f, d.clone());
+    }
+    Ok((d, stats))
+}
+
+/// What decides a set's digest, cheaply: the root, and each entry's path, kind and mode, with
+/// the metadata that says a file is unchanged (size, mtime, inode, ctime), and a symlink's
+/// target. Not a directory's times (a file made and removed in it changes them, not the set).
+/// `None` when an entry was not stat'ed.
+fn fingerprint(root: &Path, entries: &[Entry]) -> Option<Digest> {
+    let mut h = Sha256::new();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    buf.extend_from_slice(b"strata-context-memo-v1\0");
+    buf.extend_from_slice(root.as_os_str().as_encoded_bytes());
+    buf.push(0);
+    for e in entries {
+        let m = e.meta.as_ref()?;
+        buf.extend_from_slice(e.path.as_bytes());
+        buf.push(0);
+        buf.push(match e.kind {
+            Kind::File => b'f',
+            Kind::Dir => b'd',
+            Kind::Symlink => b'l',
+        });
+        buf.extend_from_slice(&m.mode.to_le_bytes());
+        if e.kind == Kind::Symlink {
+            // Read as the per-file pass reads it: a link replaced within one tick of the
+            // clock can have the old one's inode number, times and length.
+            let target = std::fs::read_link(root.join(&e.path)).ok()?;
+            buf.extend_from_slice(target.as_os_str().as_encoded_bytes());
+            buf.push(0);
+        }
+        if e.kind != Kind::Dir {
+            for v in [m.size, m.mtime_ns as u64, m.ino, m.ctime_ns as u64] {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        if buf.len() > 60 * 1024 {
+            h.update(&buf);
+            buf.clear();
+        }
+    }
+    h.update(&buf);
+    Some(h.finish())
 }
 
 /// Entries per block: the digest is that of the blocks' digests, so a block is the unit a
@@ -623,6 +746,7 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
             let _ = std::fs::remove_file(self.0.with_extension("cache"));
+            let _ = std::fs::remove_file(self.0.with_extension("memo"));
         }
     }
 
@@ -639,6 +763,70 @@ mod tests {
     fn pass(root: &Path, cache: &mut Cache) -> (Digest, Stats) {
         let f = Filter::new::<&str>(&[], &[]).unwrap();
         digest(root, &walk(root, &f).unwrap(), cache).unwrap()
+    }
+
+    /// A set seen before has its digest from the memo (kept across processes), and any change
+    /// that the per-file records would see misses it: content, mode, a symlink's target, a
+    /// file added. Touching a file misses the memo but not the digest.
+    #[test]
+    fn a_set_seen_before_is_remembered_whole_and_any_change_misses() {
+        let root = setup("memo");
+        let file = root.with_extension("cache");
+        std::os::unix::fs::symlink("main.py", root.join("app/link")).unwrap();
+        let mut c = Cache::load(&file);
+        let (first, s) = pass(&root, &mut c);
+        assert_eq!(s.hashed, 3);
+        c.save().unwrap();
+        assert!(root.with_extension("memo").exists());
+        let mut c = Cache::load(&file);
+        assert_eq!(c.memo.len(), 1);
+        let (again, s) = pass(&root, &mut c);
+        assert_eq!((again.clone(), s.hashed, s.reused), (first.clone(), 0, 3));
+        // What the set was, computed without the memo, is the same digest.
+        let f = Filter::new::<&str>(&[], &[]).unwrap();
+        let (plain, _) =
+            digest_on(&root, &walk(&root, &f).unwrap(), &mut Cache::default(), 1).unwrap();
+        assert_eq!(plain, first);
+        let mut seen = vec![first.clone()];
+        let mut changed = |what: &str, c: &mut Cache| {
+            let before = c.memo.len();
+            let (d, _) = pass(&root, c);
+            assert!(!seen.contains(&d), "{what}: the digest must change");
+            assert_eq!(c.memo.len(), before + 1, "{what}: a new set");
+            seen.push(d);
+        };
+        // Same size, and a time of its own (the clock's tick could give the old one).
+        fs_err::write(root.join("app/util.py"), "x = 2\n").unwrap();
+        fs_err::File::options()
+            .write(true)
+            .open(root.join("app/util.py"))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000))
+            .unwrap();
+        changed("content of the same size", &mut c);
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(
+            root.join("app/util.py"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        changed("mode", &mut c);
+        fs_err::remove_file(root.join("app/link")).unwrap();
+        std::os::unix::fs::symlink("util.py", root.join("app/link")).unwrap();
+        changed("symlink target", &mut c);
+        fs_err::write(root.join("app/new.py"), "").unwrap();
+        changed("a file added", &mut c);
+        // The same bytes, another time: a new stamp, so a new set, with the same digest.
+        let (before, _) = pass(&root, &mut c);
+        fs_err::File::options()
+            .write(true)
+            .open(root.join("requirements.txt"))
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(2000))
+            .unwrap();
+        let n = c.memo.len();
+        let (after, s) = pass(&root, &mut c);
+        assert_eq!((after, s.hashed, c.memo.len()), (before, 1, n + 1));
     }
 
     #[test]
