@@ -211,16 +211,14 @@ impl<'a> ImageSource<'a> {
     /// The store's entry for `r`: by name, or for a pinned reference by digest (the manifest's
     /// or the registry's).
     fn local(&self, r: &Reference) -> Result<Option<(Descriptor, ImageRecord)>> {
-        let entries = self.store.entries()?;
         let name = store_name(r).to_string();
-        let found = entries.into_iter().find(|(d, rec)| match r.digest() {
+        Ok(self.store.find_entry(|d| match r.digest() {
             Some(dg) => {
-                rec.manifest_digest == *dg
+                d.digest == *dg
                     || d.annotations.get(ANN_DIGEST).map(String::as_str) == Some(dg.as_str())
             }
             None => d.annotations.get(crate::oci::REF_NAME) == Some(&name),
-        });
-        Ok(found)
+        })?)
     }
 }
 

@@ -92,6 +92,30 @@ impl Store {
         Ok(out)
     }
 
+    /// The first index entry that is an image manifest and that `which` picks, with its
+    /// record: only that one image's manifest and config are read.
+    pub fn find_entry(
+        &self,
+        which: impl Fn(&Descriptor) -> bool,
+    ) -> Result<Option<(Descriptor, ImageRecord)>> {
+        let index = self.index()?;
+        let Some(d) = index
+            .manifests
+            .into_iter()
+            .find(|d| media::is_manifest(&d.media_type) && which(d))
+        else {
+            return Ok(None);
+        };
+        let names = d
+            .annotations
+            .get(REF_NAME)
+            .and_then(|r| ImageRef::parse(r).ok())
+            .into_iter()
+            .collect();
+        let rec = self.load_record(&d.digest, names)?;
+        Ok(Some((d, rec)))
+    }
+
     /// Every index entry that is an image manifest, with its record (names as annotated).
     pub fn entries(&self) -> Result<Vec<(Descriptor, ImageRecord)>> {
         let index = self.index()?;
