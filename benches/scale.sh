@@ -48,7 +48,9 @@ with open(os.path.join(root, ".dockerignore"), "w") as f:
 PY
   as sh -c "cd $ctx && git init -q && git add -A && git -c gc.auto=0 -c user.name=b -c user.email=b@b commit -qm c"
   as $S build -q -t "scale$n" "$ctx" >/dev/null
-  as hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/noop-$n.json" \
+  # At least RUNS runs and at least 3 s of each: a small tree's no-op takes milliseconds, and
+  # ten of them are noise on this machine (1.25x one run, 0.95x the next).
+  as hyperfine -N --warmup 5 --min-runs "$runs" --export-json "$work/noop-$n.json" \
     "$S build -q -t scale$n $ctx" "git -C $ctx status --porcelain" >/dev/null
   python3 - "$work/noop-$n.json" "$n" <<'PY'
 import json, sys
