@@ -2479,6 +2479,59 @@ fn images_of_many_layers_run_copy_and_mount() {
 }
 
 #[test]
+fn a_copy_layer_gets_its_paths_when_made_and_a_base_in_the_size_report() {
+    let Some(b) = B::new("pathsmade") else { return };
+    // COPY's layer has no snapshot (a RUN step's upper directory becomes one), so what comes
+    // after it must answer from the layers' paths or unpack it. The paths of a COPY layer are
+    // read when it is made, those of an imported base by the first size report: the second
+    // build's WORKDIR then unpacks nothing.
+    let c = b.ctx(
+        "c",
+        &files(&[
+            df("FROM busybox\nCOPY dir /opt/dir\nWORKDIR /opt/dir/sub/new\nCOPY a .\n"),
+            ("dir/sub/f", "1\n".to_string()),
+            ("a", "2\n".to_string()),
+        ]),
+    );
+    let layers = |tag: &str| -> Vec<(String, String)> {
+        let o = b.strata(&["inspect", tag]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let digests = v["Manifest"]["layers"].as_array().unwrap().iter();
+        let diff_ids = v["Config"]["rootfs"]["diff_ids"].as_array().unwrap().iter();
+        digests
+            .zip(diff_ids)
+            .map(|(l, d)| {
+                let hex = |x: &serde_json::Value| x.as_str().unwrap()[7..].to_string();
+                (hex(&l["digest"]), hex(d))
+            })
+            .collect()
+    };
+    let store = Path::new(&b.root).join("v1");
+    let paths_of = |hex: &str| store.join("facts").join(format!("{hex}.paths"));
+    let snapshot_of = |hex: &str| store.join("snapshots/sha256").join(hex);
+    b.ok(&c, &["-t", "first"]);
+    let first = layers("first");
+    assert_eq!(first.len(), 4, "{first:?}");
+    for (blob, _) in &first {
+        assert!(paths_of(blob).exists(), "no paths for layer {blob}");
+    }
+    // The code changes: COPY dir runs again and WORKDIR comes after a layer with no snapshot.
+    fs_err::write(c.join("dir/sub/f"), "changed\n").unwrap();
+    b.ok(&c, &["-t", "second"]);
+    let second = layers("second");
+    assert_ne!(first[1], second[1], "the COPY layer changed");
+    assert!(
+        !snapshot_of(&second[1].1).exists(),
+        "the new COPY layer was unpacked into a snapshot"
+    );
+    assert_eq!(
+        b.sh("second", "pwd; cat /opt/dir/sub/f a"),
+        "/opt/dir/sub/new\nchanged\n2\n"
+    );
+}
+
+#[test]
 fn copy_by_layer_paths_makes_the_layers_of_copy_by_mounts() {
     let Some(b) = B::new("copypaths") else { return };
     // A runner that took the steps below from a cache has their layers' paths, not their

@@ -57,18 +57,31 @@ pub struct SizeReport {
 /// cached).
 pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts> {
     let cached = store.facts_dir().join(format!("{}.json", digest.hex()));
-    if let Ok(bytes) = fs_err::read(&cached) {
-        if let Ok(f) = serde_json::from_slice(&bytes) {
-            return Ok(f);
-        }
+    let known: Option<LayerFacts> = fs_err::read(&cached)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    // The layer's paths in the same pass when the store has none (a base image loaded from an
+    // archive): later builds' COPY and WORKDIR answer from them instead of unpacking.
+    let need_paths = !store.layer_paths_file(digest).exists();
+    if let (Some(f), false) = (&known, need_paths) {
+        return Ok(f.clone());
     }
-    let blob = store.open_blob(digest)?;
-    let f = facts::read(crate::layer::decompress_pipelined(blob)?)
-        .with_context(|| format!("reading layer {digest}"))?;
+    let tar = crate::layer::decompress_pipelined(store.open_blob(digest)?)?;
+    let read = match (known, need_paths) {
+        (Some(f), _) => crate::layer::paths::read(tar).map(|p| (f, Some(p), false)),
+        (None, true) => facts::read_with_paths(tar).map(|(f, p)| (f, Some(p), true)),
+        (None, false) => facts::read(tar).map(|f| (f, None, true)),
+    };
+    let (f, paths, new_facts) = read.with_context(|| format!("reading layer {digest}"))?;
     // Best effort: a report without a cache entry is still right, only slower next time.
     let _ = (|| -> anyhow::Result<()> {
         fs_err::create_dir_all(store.facts_dir())?;
-        crate::store::write_atomic(&store.tmp_dir(), &cached, &serde_json::to_vec(&f)?)?;
+        if new_facts {
+            crate::store::write_atomic(&store.tmp_dir(), &cached, &serde_json::to_vec(&f)?)?;
+        }
+        if let Some(p) = &paths {
+            store.put_layer_paths(digest, p)?;
+        }
         Ok(())
     })();
     Ok(f)

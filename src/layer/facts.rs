@@ -83,16 +83,38 @@ pub fn read(tar: impl Read) -> io::Result<LayerFacts> {
     let mut facts = LayerFacts::default();
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
-        let entry = entry?;
+        facts.add(&entry?)?;
+    }
+    Ok(facts)
+}
+
+/// The facts and the paths of an uncompressed layer tar, in one pass over it (the size report
+/// reads a base layer once for both: COPY answers from the paths instead of unpacking).
+pub fn read_with_paths(tar: impl Read) -> io::Result<(LayerFacts, super::paths::LayerPaths)> {
+    let mut facts = LayerFacts::default();
+    let mut paths = super::paths::LayerPaths::default();
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        facts.add(&entry)?;
+        paths.add(&mut entry)?;
+    }
+    Ok((facts, paths))
+}
+
+impl LayerFacts {
+    /// Take in one entry of the layer's tar (its header only).
+    pub fn add<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> io::Result<()> {
+        let facts = self;
         let path = match super::TarPath::of(&entry.path()?.to_string_lossy()) {
-            super::TarPath::Root => continue,
+            super::TarPath::Root => return Ok(()),
             super::TarPath::Opaque(d) => {
                 facts.opaque.push(d);
-                continue;
+                return Ok(());
             }
             super::TarPath::Deleted(p) => {
                 facts.deleted.push(p);
-                continue;
+                return Ok(());
             }
             super::TarPath::Entry(p) => p,
         };
@@ -102,7 +124,7 @@ pub fn read(tar: impl Read) -> io::Result<LayerFacts> {
             facts.compilers.push(path.clone());
         }
         if !kind.is_file() {
-            continue;
+            return Ok(());
         }
         let size = entry.header().size()?;
         facts.files += 1;
@@ -124,8 +146,8 @@ pub fn read(tar: impl Read) -> io::Result<LayerFacts> {
         if path.starts_with("usr/include/") {
             facts.headers += size;
         }
+        Ok(())
     }
-    Ok(facts)
 }
 
 #[cfg(test)]

@@ -44,16 +44,24 @@ pub fn read(tar: impl Read) -> io::Result<LayerPaths> {
     let mut out = LayerPaths::default();
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
-        let mut entry = entry?;
+        out.add(&mut entry?)?;
+    }
+    Ok(out)
+}
+
+impl LayerPaths {
+    /// Take in one entry of the layer's tar, in order (reads the content of the /etc files
+    /// kept, nothing else).
+    pub fn add<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> io::Result<()> {
         let path = match super::TarPath::of(&entry.path()?.to_string_lossy()) {
-            super::TarPath::Root => continue,
+            super::TarPath::Root => return Ok(()),
             super::TarPath::Opaque(d) => {
-                out.opaque.push(d);
-                continue;
+                self.opaque.push(d);
+                return Ok(());
             }
             super::TarPath::Deleted(p) => {
-                out.deleted.push(p);
-                continue;
+                self.deleted.push(p);
+                return Ok(());
             }
             super::TarPath::Entry(p) => p,
         };
@@ -78,14 +86,12 @@ pub fn read(tar: impl Read) -> io::Result<LayerPaths> {
         {
             let mut s = String::new();
             entry.read_to_string(&mut s)?;
-            out.etc.insert(path.clone(), s);
+            self.etc.insert(path.clone(), s);
         }
-        out.entries.push((path, kind));
+        self.entries.push((path, kind));
+        Ok(())
     }
-    Ok(out)
-}
 
-impl LayerPaths {
     /// The paths saved at `file` (JSON).
     pub fn load(file: &Path) -> io::Result<LayerPaths> {
         let bytes = fs_err::read(file)?;

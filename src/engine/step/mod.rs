@@ -171,6 +171,9 @@ pub(in crate::engine) fn new_job(
     })
 }
 
+/// The largest COPY layer whose paths are read when it is made (else when first needed).
+const PATHS_AT_COMMIT_MAX: u64 = 1 << 30;
+
 pub(in crate::engine) fn run_copy(st: &mut St<'_, '_>, job: CopyJob) -> anyhow::Result<CopyResult> {
     fs_err::create_dir_all(&job.work)?;
     let spec = job.work.with_file_name("job.json");
@@ -186,6 +189,22 @@ pub(in crate::engine) fn run_copy(st: &mut St<'_, '_>, job: CopyJob) -> anyhow::
     if let CopyResult::Layer { layer, .. } = &res {
         // The hook wrote (and synced) the blob in the store's tmp dir: move it into place.
         st.b.store.adopt_blob(&job.out, &layer.digest)?;
+        // Its paths now, while the blob is in the page cache: a COPY's layer has no snapshot
+        // (a RUN step's upper directory becomes one), so the next COPY or WORKDIR reads the
+        // paths instead of unpacking it (a venv of 1,000 files took 2 s to unpack here).
+        // Best effort, and not for a layer so large that reading it again would cost.
+        if layer.size <= PATHS_AT_COMMIT_MAX && !st.b.store.layer_paths_file(&layer.digest).exists()
+        {
+            let paths =
+                st.b.store
+                    .open_blob(&layer.digest)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|f| Ok(crate::layer::decompress_pipelined(f)?))
+                    .and_then(|tar| Ok(crate::layer::paths::read(tar)?));
+            if let Ok(p) = paths {
+                let _ = st.b.store.put_layer_paths(&layer.digest, &p);
+            }
+        }
     }
     Ok(res)
 }
