@@ -53,10 +53,28 @@ pub struct SizeReport {
     pub hints: Vec<Hint>,
 }
 
+fn facts_file(store: &Store, digest: &Digest) -> std::path::PathBuf {
+    store.facts_dir().join(format!("{}.json", digest.hex()))
+}
+
+/// Keep the facts of the layer blob `digest`, read by whoever had it open (a COPY that just
+/// made it); best effort.
+pub fn keep_facts(store: &Store, digest: &Digest, f: &LayerFacts) {
+    let _ = (|| -> anyhow::Result<()> {
+        fs_err::create_dir_all(store.facts_dir())?;
+        crate::store::write_atomic(
+            &store.tmp_dir(),
+            &facts_file(store, digest),
+            &serde_json::to_vec(f)?,
+        )?;
+        Ok(())
+    })();
+}
+
 /// The facts of the layer blob `digest`, from the store's cache or read from the blob (and
 /// cached).
 pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts> {
-    let cached = store.facts_dir().join(format!("{}.json", digest.hex()));
+    let cached = facts_file(store, digest);
     let known: Option<LayerFacts> = fs_err::read(&cached)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -74,16 +92,12 @@ pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts>
     };
     let (f, paths, new_facts) = read.with_context(|| format!("reading layer {digest}"))?;
     // Best effort: a report without a cache entry is still right, only slower next time.
-    let _ = (|| -> anyhow::Result<()> {
-        fs_err::create_dir_all(store.facts_dir())?;
-        if new_facts {
-            crate::store::write_atomic(&store.tmp_dir(), &cached, &serde_json::to_vec(&f)?)?;
-        }
-        if let Some(p) = &paths {
-            store.put_layer_paths(digest, p)?;
-        }
-        Ok(())
-    })();
+    if new_facts {
+        keep_facts(store, digest, &f);
+    }
+    if let Some(p) = &paths {
+        let _ = store.put_layer_paths(digest, p);
+    }
     Ok(f)
 }
 
