@@ -787,6 +787,14 @@ mod tests {
         let (plain, _) =
             digest_on(&root, &walk(&root, &f).unwrap(), &mut Cache::default(), 1).unwrap();
         assert_eq!(plain, first);
+        let set_mtime = |rel: &str, secs: u64| {
+            fs_err::File::options()
+                .write(true)
+                .open(root.join(rel))
+                .unwrap()
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .unwrap();
+        };
         let mut seen = vec![first.clone()];
         let mut changed = |what: &str, c: &mut Cache| {
             let before = c.memo.len();
@@ -797,12 +805,7 @@ mod tests {
         };
         // Same size, and a time of its own (the clock's tick could give the old one).
         fs_err::write(root.join("app/util.py"), "x = 2\n").unwrap();
-        fs_err::File::options()
-            .write(true)
-            .open(root.join("app/util.py"))
-            .unwrap()
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000))
-            .unwrap();
+        set_mtime("app/util.py", 1000);
         changed("content of the same size", &mut c);
         use std::os::unix::fs::PermissionsExt;
         fs_err::set_permissions(
@@ -818,12 +821,7 @@ mod tests {
         changed("a file added", &mut c);
         // The same bytes, another time: a new stamp, so a new set, with the same digest.
         let (before, _) = pass(&root, &mut c);
-        fs_err::File::options()
-            .write(true)
-            .open(root.join("requirements.txt"))
-            .unwrap()
-            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(2000))
-            .unwrap();
+        set_mtime("requirements.txt", 2000);
         let n = c.memo.len();
         let (after, s) = pass(&root, &mut c);
         assert_eq!((after, s.hashed, c.memo.len()), (before, 1, n + 1));
