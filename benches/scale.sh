@@ -28,7 +28,7 @@ id "$who" >/dev/null 2>&1 || who=root
 as() { runuser -u "$who" -- env -C "$work" HOME="$work" "$@"; }
 S="$work/strata --root $work/store"
 as sh -c "set -e; r=$work/rootfs; mkdir -p \$r/bin \$r/etc \$r/tmp; cp /bin/busybox \$r/bin/; for a in sh mkdir touch seq xargs rm; do ln -s busybox \$r/bin/\$a; done; echo 'root:x:0:0::/root:/bin/sh' > \$r/etc/passwd; $S import \$r bb:1 >/dev/null"
-echo "== no-op rebuild against git status, as $who (medians of $runs)"
+echo "== no-op rebuild against git status, as $who (medians of at least $runs runs and 3 s)"
 printf '%9s %12s %12s %14s %14s %8s\n' files strata "git status" "strata/file" "git/file" ratio
 for n in $sizes; do
   ctx=$work/ctx-$n
