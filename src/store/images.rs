@@ -57,6 +57,15 @@ pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Desc
         })
 }
 
+/// The name an index entry is annotated with, if it parses.
+fn annotated_names(d: &Descriptor) -> Vec<ImageRef> {
+    d.annotations
+        .get(REF_NAME)
+        .and_then(|r| ImageRef::parse(r).ok())
+        .into_iter()
+        .collect()
+}
+
 impl Store {
     fn load_record(&self, manifest_digest: &Digest, names: Vec<ImageRef>) -> Result<ImageRecord> {
         let mbytes = self.read_blob(manifest_digest)?;
@@ -106,13 +115,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let names = d
-            .annotations
-            .get(REF_NAME)
-            .and_then(|r| ImageRef::parse(r).ok())
-            .into_iter()
-            .collect();
-        let rec = self.load_record(&d.digest, names)?;
+        let rec = self.load_record(&d.digest, annotated_names(&d))?;
         Ok(Some((d, rec)))
     }
 
@@ -134,12 +137,7 @@ impl Store {
                 }
             };
             let mut rec = rec;
-            rec.names = d
-                .annotations
-                .get(REF_NAME)
-                .and_then(|r| ImageRef::parse(r).ok())
-                .into_iter()
-                .collect();
+            rec.names = annotated_names(&d);
             out.push((d, rec));
         }
         Ok(out)
