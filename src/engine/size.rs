@@ -57,9 +57,8 @@ fn facts_file(store: &Store, digest: &Digest) -> std::path::PathBuf {
     store.facts_dir().join(format!("{}.json", digest.hex()))
 }
 
-/// Keep the facts of the layer blob `digest`, read by whoever had it open (a COPY that just
-/// made it); best effort.
-pub fn keep_facts(store: &Store, digest: &Digest, f: &LayerFacts) {
+/// Keep the facts of the layer blob `digest`; best effort.
+fn keep_facts(store: &Store, digest: &Digest, f: &LayerFacts) {
     let _ = (|| -> anyhow::Result<()> {
         fs_err::create_dir_all(store.facts_dir())?;
         crate::store::write_atomic(
@@ -84,21 +83,20 @@ pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts>
     if let (Some(f), false) = (&known, need_paths) {
         return Ok(f.clone());
     }
-    let tar = crate::layer::decompress_pipelined(store.open_blob(digest)?)?;
-    let read = match (known, need_paths) {
-        (Some(f), _) => crate::layer::paths::read(tar).map(|p| (f, Some(p), false)),
-        (None, true) => facts::read_with_paths(tar).map(|(f, p)| (f, Some(p), true)),
-        (None, false) => facts::read(tar).map(|f| (f, None, true)),
-    };
-    let (f, paths, new_facts) = read.with_context(|| format!("reading layer {digest}"))?;
+    // One pass for both (an uncompressed layer by its tar headers only).
+    let (read, paths) = facts::read_blob_with_paths(store.open_blob(digest)?)
+        .with_context(|| format!("reading layer {digest}"))?;
     // Best effort: a report without a cache entry is still right, only slower next time.
-    if new_facts {
-        keep_facts(store, digest, &f);
+    if need_paths {
+        let _ = store.put_layer_paths(digest, &paths);
     }
-    if let Some(p) = &paths {
-        let _ = store.put_layer_paths(digest, p);
-    }
-    Ok(f)
+    Ok(match known {
+        Some(f) => f,
+        None => {
+            keep_facts(store, digest, &read);
+            read
+        }
+    })
 }
 
 /// The layers of `image` with their history entries, bottom first.

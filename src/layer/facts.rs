@@ -102,6 +102,30 @@ pub fn read_with_paths(tar: impl Read) -> io::Result<(LayerFacts, super::paths::
     Ok((facts, paths))
 }
 
+/// The facts and the paths of the layer blob `f`: an uncompressed tar (what builds store) is
+/// read by its headers only, its files' data skipped by seeking (2,000 headers instead of
+/// 52 MB for a COPY of the lab's `big` context); a compressed one is decompressed.
+pub fn read_blob_with_paths(
+    mut f: std::fs::File,
+) -> io::Result<(LayerFacts, super::paths::LayerPaths)> {
+    use std::io::{Seek, SeekFrom};
+    let mut head = [0u8; 4];
+    let n = f.read(&mut head)?;
+    f.seek(SeekFrom::Start(0))?;
+    if super::sniff(&head[..n]) != super::Compression::None {
+        return read_with_paths(super::decompress_pipelined(f)?);
+    }
+    let mut facts = LayerFacts::default();
+    let mut paths = super::paths::LayerPaths::default();
+    let mut archive = tar::Archive::new(f);
+    for entry in archive.entries_with_seek()? {
+        let mut entry = entry?;
+        facts.add(&entry)?;
+        paths.add(&mut entry)?;
+    }
+    Ok((facts, paths))
+}
+
 impl LayerFacts {
     /// Take in one entry of the layer's tar (its header only).
     pub fn add<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> io::Result<()> {
@@ -170,6 +194,44 @@ mod tests {
             b.append_link(&mut h, p, t).unwrap();
         }
         b.into_inner().unwrap()
+    }
+
+    /// A blob read by its headers only (uncompressed, data skipped by seeking) or
+    /// decompressed gives what a pass over the whole tar gives, /etc/passwd's bytes included.
+    #[test]
+    fn a_blob_read_by_its_headers_is_read_whole() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, data) in [
+            ("etc/passwd", &b"root:x:0:0::/root:/bin/sh\n"[..]),
+            ("app/big.bin", &[7u8; 70_000][..]),
+            ("app/__pycache__/m.pyc", &b"x"[..]),
+            ("var/lib/.wh.old", &b""[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, p, data).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "usr/bin/cc", "gcc-12").unwrap();
+        let t = b.into_inner().unwrap();
+        let whole = read_with_paths(&t[..]).unwrap();
+        assert_eq!(whole.1.etc["etc/passwd"], "root:x:0:0::/root:/bin/sh\n");
+        assert_eq!(whole.0.files, 3);
+        let dir = std::env::temp_dir().join(format!("strata-facts-{}", std::process::id()));
+        fs_err::create_dir_all(&dir).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &t).unwrap();
+        for (name, bytes) in [("plain", t.clone()), ("gzip", gz.finish().unwrap())] {
+            let f = dir.join(name);
+            fs_err::write(&f, bytes).unwrap();
+            let got = read_blob_with_paths(fs_err::File::open(&f).unwrap().into()).unwrap();
+            assert_eq!(got, whole, "{name}");
+        }
+        fs_err::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

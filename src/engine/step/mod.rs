@@ -191,19 +191,18 @@ pub(in crate::engine) fn run_copy(st: &mut St<'_, '_>, job: CopyJob) -> anyhow::
         st.b.store.adopt_blob(&job.out, &layer.digest)?;
         // Its paths now, while the blob is in the page cache: a COPY's layer has no snapshot
         // (a RUN step's upper directory becomes one), so the next COPY or WORKDIR reads the
-        // paths instead of unpacking it (a venv of 1,000 files took 2 s to unpack here). Its
-        // facts in the same pass, for the size report. Best effort, and not for a layer so
-        // large that reading it again would cost.
+        // paths instead of unpacking it (a venv of 1,000 files took 2 s to unpack here).
+        // Best effort; an uncompressed layer (a build's default) is read by its tar headers
+        // only; none over PATHS_AT_COMMIT_MAX. Its facts are left to the size report, which
+        // reads them as cheaply and is not made by every build (`-q`).
         let store = st.b.store;
         if layer.size <= PATHS_AT_COMMIT_MAX && !store.layer_paths_file(&layer.digest).exists() {
             let read = store
                 .open_blob(&layer.digest)
                 .map_err(anyhow::Error::from)
-                .and_then(|f| Ok(crate::layer::decompress_pipelined(f)?))
-                .and_then(|tar| Ok(crate::layer::facts::read_with_paths(tar)?));
-            if let Ok((f, p)) = read {
+                .and_then(|f| Ok(crate::layer::facts::read_blob_with_paths(f)?));
+            if let Ok((_, p)) = read {
                 let _ = store.put_layer_paths(&layer.digest, &p);
-                crate::engine::size::keep_facts(store, &layer.digest, &f);
             }
         }
     }
