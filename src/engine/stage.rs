@@ -305,8 +305,10 @@ pub(super) fn layer_paths(
         let p = b.store.layer_paths_file(&l.digest);
         if !p.exists() {
             b.imported.fetch(b, &l.digest)?;
+            // By the tar headers only when the blob is uncompressed (COPY's commit reads the
+            // same way).
             let blob = b.store.open_blob(&l.digest)?;
-            let paths = crate::layer::paths::read(crate::layer::decompress_pipelined(blob)?)
+            let (_, paths) = crate::layer::facts::read_blob_with_paths(blob)
                 .with_context(|| format!("reading the paths of layer {d}"))?;
             b.store.put_layer_paths(&l.digest, &paths)?;
         }

@@ -91,10 +91,16 @@ pub fn read(tar: impl Read) -> io::Result<LayerFacts> {
 /// The facts and the paths of an uncompressed layer tar, in one pass over it (the size report
 /// reads a base layer once for both: COPY answers from the paths instead of unpacking).
 pub fn read_with_paths(tar: impl Read) -> io::Result<(LayerFacts, super::paths::LayerPaths)> {
+    both(tar::Archive::new(tar).entries()?)
+}
+
+/// The facts and the paths of `entries`, each entry taken once by both.
+fn both<R: Read>(
+    entries: tar::Entries<'_, R>,
+) -> io::Result<(LayerFacts, super::paths::LayerPaths)> {
     let mut facts = LayerFacts::default();
     let mut paths = super::paths::LayerPaths::default();
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries()? {
+    for entry in entries {
         let mut entry = entry?;
         facts.add(&entry)?;
         paths.add(&mut entry)?;
@@ -115,15 +121,7 @@ pub fn read_blob_with_paths(
     if super::sniff(&head[..n]) != super::Compression::None {
         return read_with_paths(super::decompress_pipelined(f)?);
     }
-    let mut facts = LayerFacts::default();
-    let mut paths = super::paths::LayerPaths::default();
-    let mut archive = tar::Archive::new(f);
-    for entry in archive.entries_with_seek()? {
-        let mut entry = entry?;
-        facts.add(&entry)?;
-        paths.add(&mut entry)?;
-    }
-    Ok((facts, paths))
+    both(tar::Archive::new(f).entries_with_seek()?)
 }
 
 impl LayerFacts {
