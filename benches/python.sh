@@ -19,12 +19,15 @@
 # Needs root (it starts dockerd, and the rootless builds run as the user builder), hyperfine,
 # buildah, skopeo, docker.io. The base is target/test-images/oci/python (scripts/test-deps.sh)
 # or $BASE. Works under $OUT (default /var/tmp/strata-bench-python, removed at the end unless
-# KEEP=1); results in $OUT/results while it runs, printed at the end. RECIPES="pip uv" and
-# BUILDERS="strata buildah docker" pick a part.
+# KEEP=1); results in $OUT/results while it runs, printed at the end. RECIPES="pip uv",
+# BUILDERS="strata buildah docker" and SCENARIOS="cold noop change1 dep floor extra" pick a part
+# (floor: the pairs against the floor; extra: recipes 3-5).
 set -euo pipefail
 RUNS=${1:-5}
 RECIPES=${RECIPES:-"pip uv"}
 BUILDERS=${BUILDERS:-"strata buildah docker"}
+SCENARIOS=${SCENARIOS:-"cold noop change1 dep floor extra"}
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 LAB=${LAB:-$(cd "$here/../shared/lab" && pwd)}
 OUT=${OUT:-/var/tmp/strata-bench-python}
@@ -152,16 +155,18 @@ size_docker() { $DH image inspect -f '{{.Size}}' "bench-$1" | awk '{printf "%.1f
 for r in $RECIPES; do
   for b in $BUILDERS; do
     for sc in cold noop change1 dep; do
+      has $sc || continue
       echo "== $b $r $sc" >&2
       run $b $r $sc
     done
     # The final image as the last build left it (the dependency added), before another
     # scenario's cleaning removes it.
-    size_$b "$r" >"$OUT/results/$b-$r.size"
+    if has dep; then size_$b "$r" >"$OUT/results/$b-$r.size"; fi
   done
 done
 
 # The floor: the same commands in a chroot of the same base, an empty cache each run.
+if has floor; then
 mkdir -p "$OUT/floor/root"
 "$OUT/bin/strata" --root "$OUT/floor/store" load -i "$BASE" >/dev/null
 "$OUT/bin/strata" --root "$OUT/floor/store" unpack python:latest "$OUT/floor/rootfs" >/dev/null
@@ -172,26 +177,32 @@ prep="umount $R/proc 2>/dev/null; rm -rf --one-file-system $R && cp -a $OUT/floo
 in_root="chroot $R env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8"
 floor_pip="$in_root sh -c 'python3 -m venv /opt/venv && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/venv/bin/pip install -q -r /tmp/requirements.txt && useradd --create-home --uid 10001 app'"
 floor_uv="$in_root sh -c 'python3 -m venv /opt/uv && /opt/uv/bin/pip install -q --disable-pip-version-check uv==0.13.9 && cd /app && export UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=0 UV_SYSTEM_CERTS=1 && /opt/uv/bin/uv sync -q --locked --no-install-project --no-dev && /opt/uv/bin/uv sync -q --locked --no-dev --no-editable && useradd --create-home --uid 10001 app'"
-# Interleaved, pair by pair (floor, then strata cold), so that both see the same network: the
-# downloads from PyPI vary by seconds from one minute to the next, strata's overhead is the
-# median of the pairs' differences.
+# Interleaved, pair by pair, so that both see the same network: the downloads from PyPI vary
+# by seconds from one minute to the next, strata's overhead is the median of the pairs'
+# differences. Each side starts after its own preparation is written back (sync), so neither
+# pays for the other's or its own set-up's writeback, and the order alternates (floor first in
+# odd pairs, strata first in even ones).
 now() { date +%s%N; }
+floor_once() { sh -c "$prep"; sync; local t0; t0=$(now); sh -c "$1" >/dev/null; echo $((($(now) - t0) / 1000000)); }
+strata_once() { as_builder sh -c "$strata_clean"; sync; local t0; t0=$(now); as_builder sh -c "$(strata_build "$1")" >/dev/null; echo $((($(now) - t0) / 1000000)); }
 for r in $RECIPES; do
   f=floor_$r
   echo "== floor $r, against strata cold" >&2
   : >"$OUT/results/floor-$r.tsv"
-  for _ in $(seq "$RUNS"); do
-    sh -c "$prep"
-    t0=$(now); sh -c "${!f}" >/dev/null; t1=$(now)
-    as_builder sh -c "$strata_clean"
-    t2=$(now); as_builder sh -c "$(strata_build "$r")" >/dev/null; t3=$(now)
-    printf '%s\t%s\n' $(((t1 - t0) / 1000000)) $(((t3 - t2) / 1000000)) >>"$OUT/results/floor-$r.tsv"
+  for i in $(seq "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then
+      a=$(floor_once "${!f}"); b=$(strata_once "$r")
+    else
+      b=$(strata_once "$r"); a=$(floor_once "${!f}")
+    fi
+    printf '%s\t%s\n' "$a" "$b" >>"$OUT/results/floor-$r.tsv"
   done
 done
+fi
 
 # Recipes 3 to 5, strata alone: a one-line code change (median of RUNS), after a first build.
 extra=""
-if [[ " $BUILDERS " == *" strata "* ]]; then
+if [[ " $BUILDERS " == *" strata "* ]] && has extra; then
   for r in piptools:python-piptools:hello_piptools/__main__.py onbuild:python-onbuild/app:hello_onbuild/__main__.py extension:python-extension:hello_ext.py; do
     IFS=: read -r n ex file <<<"$r"
     cp -r "$here/examples/$ex" "$OUT/ctx/$n"
@@ -208,7 +219,7 @@ if [[ " $BUILDERS " == *" strata "* ]]; then
   done
 fi
 
-med() { python3 -c "import json,sys; print('%.3f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$1"; }
+med() { [ -f "$1" ] || { echo -; return; }; python3 -c "import json,sys; print('%.3f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$1"; }
 echo
 for r in $RECIPES; do
   echo "recipe $r (median of $RUNS, seconds; size of the final image)"
@@ -216,9 +227,9 @@ for r in $RECIPES; do
   for b in $BUILDERS; do
     printf '%-10s %8s %8s %8s %8s %10s\n' "$b" \
       "$(med "$OUT/results/$b-$r-cold.json")" "$(med "$OUT/results/$b-$r-noop.json")" \
-      "$(med "$OUT/results/$b-$r-change1.json")" "$(med "$OUT/results/$b-$r-dep.json")" "$(cat "$OUT/results/$b-$r.size")"
+      "$(med "$OUT/results/$b-$r-change1.json")" "$(med "$OUT/results/$b-$r-dep.json")" "$(cat "$OUT/results/$b-$r.size" 2>/dev/null)"
   done
-  python3 - "$OUT/results/floor-$r.tsv" <<'PY'
+  has floor && python3 - "$OUT/results/floor-$r.tsv" <<'PY'
 import statistics, sys
 pairs = [tuple(int(x) / 1000 for x in l.split()) for l in open(sys.argv[1]) if l.strip()]
 fl = statistics.median(p[0] for p in pairs)
@@ -226,6 +237,8 @@ st = statistics.median(p[1] for p in pairs)
 d = statistics.median(p[1] - p[0] for p in pairs)
 print(f"floor: the same commands in a chroot {fl:.3f} s; strata cold in the same pairs {st:.3f} s; "
       f"strata over the floor (median of {len(pairs)} pairs' differences): {d:.3f} s")
+diffs = sorted(p[1] - p[0] for p in pairs)
+print("  the pairs' differences, sorted: " + " ".join(f"{x:.2f}" for x in diffs))
 print()
 PY
 done

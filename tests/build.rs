@@ -1985,6 +1985,31 @@ fn target_builds_only_what_it_needs_and_failures_stop_the_rest() {
     assert!(tmp.is_empty(), "leftovers: {tmp:?}");
 }
 
+#[test]
+fn a_stage_runs_its_steps_until_one_needs_another_stage() {
+    let Some(b) = B::new("alongside") else { return };
+    // `slow` finishes only once the final stage's first step has run: the final stage must
+    // not wait for `slow` before its COPY --from (it used to wait before its first step, and
+    // `slow` gave up after 30 s). They meet in a shared cache mount.
+    let df = "FROM busybox AS slow\nRUN --mount=type=cache,id=meet,target=/m i=0; until [ -f /m/final-started ]; do i=$((i+1)); [ $i -gt 300 ] && exit 3; sleep 0.1; done; echo met > /out\nFROM busybox\nRUN --mount=type=cache,id=meet,target=/m touch /m/final-started\nCOPY --from=slow /out /out\n";
+    let c = b.ctx("c", &[("Dockerfile", df)]);
+    b.ok(&c, &["-t", "along", "--jobs", "2"]);
+    assert_eq!(b.sh("along", "cat /out"), "met\n");
+    // One job: the final stage gives its slot back while it waits, so the build ends whichever
+    // stage took the slot first.
+    let c = b.ctx(
+        "one",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS a\nRUN echo a > /a\nFROM busybox\nRUN echo b > /b\nCOPY --from=a /a /a\nRUN cat /a /b > /ab\n",
+        )],
+    );
+    for _ in 0..3 {
+        b.ok(&c, &["-t", "one", "--jobs", "1", "--no-cache"]);
+        assert_eq!(b.sh("one", "cat /ab"), "a\nb\n");
+    }
+}
+
 // ---- outputs ------------------------------------------------------------------------------
 
 #[test]
@@ -2079,11 +2104,28 @@ fn progress_json_is_one_event_per_line() {
         .collect();
     assert_eq!(
         kinds,
-        ["start", "miss", "log", "done", "finished", "size-report"],
+        [
+            "start",
+            "miss",
+            "log",
+            "ran",
+            "done",
+            "finished",
+            "size-report"
+        ],
         "{events:?}"
     );
     assert_eq!(events[2]["line"], "out-line");
-    assert_eq!(events[5]["report"]["layers"].as_array().unwrap().len(), 1);
+    // The command's own time, within the step's; every event but the size report says when.
+    let ran = events[3]["seconds"].as_f64().unwrap();
+    let done = events[4]["seconds"].as_f64().unwrap();
+    assert!(ran > 0.0 && ran <= done, "{events:?}");
+    let at: Vec<f64> = events[..6]
+        .iter()
+        .map(|e| e["at"].as_f64().unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "{at:?}");
+    assert_eq!(events[6]["report"]["layers"].as_array().unwrap().len(), 1);
 }
 
 #[test]

@@ -89,7 +89,14 @@ impl Progress {
         let _ = writeln!(o, "{s}");
     }
 
-    fn json(&self, v: serde_json::Value) {
+    /// A JSON event, with `at`: the seconds since the build started (a timeline for tools).
+    fn json(&self, mut v: serde_json::Value) {
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert(
+                "at".into(),
+                serde_json::json!(self.start.elapsed().as_secs_f64()),
+            );
+        }
         self.line(&v.to_string());
     }
 
@@ -262,6 +269,10 @@ impl Reporter for Progress {
             Event::Started { step, name } => self.start(step, name),
             Event::Missed { step, reason } => self.miss(step, reason),
             Event::Log { step, line } => self.log(step, line),
+            Event::Ran { step, command } if self.mode == Mode::Json => self.json(
+                serde_json::json!({"event": "ran", "step": step, "seconds": command.as_secs_f64()}),
+            ),
+            Event::Ran { .. } => {}
             Event::Cached { step } => self.cached(step),
             Event::Done { step } => self.done(step),
             Event::Failed { step, error } => self.failed(step, error),

@@ -19,6 +19,12 @@ pub enum Event<'a> {
     Missed { step: StepId, reason: &'a str },
     /// A line of a step's output (a RUN command's stdout and stderr, or a note about it).
     Log { step: StepId, line: &'a str },
+    /// A RUN step's command ended: it ran for `command` in the sandbox, from its start there
+    /// to its exit. The rest of the step's time is strata's (the sandbox's set-up, the layer).
+    Ran {
+        step: StepId,
+        command: std::time::Duration,
+    },
     /// The step's result came from the cache.
     Cached { step: StepId },
     /// The step ran and finished.

@@ -1,16 +1,26 @@
-//! Which stage runs when: a thread per stage the target needs, each starting once the stages
-//! it reads are done, at most `jobs` of them working at a time; the first failure (or Ctrl-C)
-//! cancels the rest, killing the sandboxes that are running.
+//! Which stage runs when: a thread per stage the target needs, each starting once its base
+//! stage (`FROM` another stage) is done, at most `jobs` of them working at a time; a step that
+//! reads another stage (`COPY --from`, `RUN --mount=from=`) waits for it there, giving its job
+//! slot back while it waits, so the steps before it run alongside that stage as in BuildKit's
+//! graph of steps. The first failure (or Ctrl-C) cancels the rest, killing the sandboxes that
+//! are running.
 //!
 //! The stages' results, the job slots, the first error and the running sandboxes live here,
 //! not in the build's shared context ([`super::Build`]), which only reads them.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::StageResult;
-use crate::plan::Plan;
+use crate::plan::{DepKind, Plan};
+
+thread_local! {
+    /// Whether this thread (a stage's) holds a job slot now: waiting for another stage's
+    /// result gives it back.
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -70,15 +80,31 @@ impl Schedule {
         }
     }
 
-    /// Wait for stage `i`; `None` when it failed or was cancelled.
+    /// Wait for stage `i`; `None` when it failed or was cancelled. A stage thread gives its
+    /// job slot back while it waits (the stage it waits for may need it) and takes one again
+    /// before it goes on.
     pub fn result(&self, i: usize) -> Option<Arc<StageResult>> {
         let mut r = lock(&self.results);
-        loop {
+        if let Some(v) = r.get(&i) {
+            return v.clone();
+        }
+        let holding = HOLDING.with(|h| h.replace(false));
+        if holding {
+            *lock(&self.slots) += 1;
+            self.slot_free.notify_one();
+        }
+        let v = loop {
             if let Some(v) = r.get(&i) {
-                return v.clone();
+                break v.clone();
             }
             r = self.ready.wait(r).unwrap_or_else(|e| e.into_inner());
+        };
+        drop(r);
+        if holding {
+            std::mem::forget(self.slot());
+            HOLDING.with(|h| h.set(true));
         }
+        v
     }
 
     fn set_result(&self, i: usize, v: Option<Arc<StageResult>>) {
@@ -162,18 +188,21 @@ impl Schedule {
                 let h = std::thread::Builder::new()
                     .name(format!("stage-{i}"))
                     .spawn_scoped(s, move || {
-                        // Wait for what the stage needs before taking a job slot, so that
-                        // waiting stages never hold the slots their dependencies need.
-                        let deps_ok = plan.stages[i]
+                        // Wait for the base stage before taking a job slot; the stages a
+                        // step reads are waited for by that step (see `result`).
+                        let base_ok = plan.stages[i]
                             .deps
                             .iter()
+                            .filter(|d| d.kind == DepKind::From)
                             .all(|d| self.result(d.stage).is_some());
-                        if !deps_ok || self.failed() {
+                        if !base_ok || self.failed() {
                             self.set_result(i, None);
                             return;
                         }
                         let slot = self.slot();
+                        HOLDING.with(|h| h.set(true));
                         let r = stage(i);
+                        HOLDING.with(|h| h.set(false));
                         drop(slot);
                         match r {
                             Ok(res) => self.set_result(i, Some(Arc::new(res))),
@@ -224,6 +253,39 @@ mod tests {
             assert_eq!(lock(&s.running).len(), 1);
         }
         assert!(lock(&s.running).is_empty());
+    }
+
+    #[test]
+    fn a_stage_waiting_for_another_gives_its_slot_back() {
+        let s = Schedule::new(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|sc| {
+            let waiter = sc.spawn(|| {
+                let _slot = s.slot();
+                HOLDING.with(|h| h.set(true));
+                tx.send(()).unwrap();
+                let r = s.result(7);
+                // It holds a slot again when it goes on.
+                let after = *lock(&s.slots);
+                HOLDING.with(|h| h.set(false));
+                (r.is_none(), after)
+            });
+            rx.recv().unwrap();
+            // The only slot comes back while the waiter waits (the stage it waits for takes it).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while *lock(&s.slots) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the waiting stage kept its slot"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let other = s.slot();
+            s.set_result(7, None);
+            drop(other);
+            assert_eq!(waiter.join().unwrap(), (true, 0));
+        });
+        assert_eq!(*lock(&s.slots), 1);
     }
 
     #[test]

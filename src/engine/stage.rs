@@ -15,7 +15,7 @@ use super::{Build, NamedContext, StageResult};
 use crate::dockerfile::shell::{env_from_list, Lexer};
 use crate::dockerfile::{self, Command, Instruction, RunOptions};
 use crate::oci::{Digest, History, ImageConfig};
-use crate::plan::{expand_instruction, Base, Platform, StageScope};
+use crate::plan::{expand_instruction, Base, DepKind, Platform, StageScope};
 
 use crate::oci::DEFAULT_PATH;
 const COMMENT: &str = "strata.dockerfile.v0";
@@ -481,6 +481,13 @@ impl St<'_, '_> {
         label: &str,
     ) -> anyhow::Result<()> {
         let b = self.b;
+        // A step that reads another stage waits for it before it shows as started (its
+        // stage's job slot is given back meanwhile); the steps before it ran alongside.
+        for d in &b.plan.stages[self.index].deps {
+            if d.kind != DepKind::From && d.span == cmd.span && b.stage_result(d.stage).is_none() {
+                return Err(Cancelled.into());
+            }
+        }
         let id = b.step_ids.fetch_add(1, Ordering::SeqCst);
         b.report.event(Event::Started {
             step: id,

@@ -866,6 +866,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             .unwrap_or(0),
     );
     let filters = super::seccomp::docker_default()?;
+    let forked = std::time::Instant::now();
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -967,6 +968,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             return Err(errno("waitpid"));
         }
         if r == pid {
+            // How long the process ran, from its fork to its exit: the rest of a step's time
+            // is strata's (setting up, committing).
+            report(&Report::Ran {
+                micros: u64::try_from(forked.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
             if libc::WIFEXITED(status) {
                 return Ok(Outcome::Exited(libc::WEXITSTATUS(status)));
             }

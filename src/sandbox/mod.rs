@@ -274,6 +274,10 @@ enum Report {
     /// The session only: its user namespace is mapped and it serves requests.
     Ready,
     Outcome(Outcome),
+    /// How long the step's process ran (from its fork in the sandbox to its exit).
+    Ran {
+        micros: u64,
+    },
     Error(String),
     /// Paths the sandbox created in the root to mount over (to leave out of the layer).
     Created(Vec<String>),
@@ -305,6 +309,9 @@ pub struct Finished {
     pub outcome: Outcome,
     /// Paths (inside the root) the sandbox created as mount points.
     pub created: Vec<String>,
+    /// How long the process ran, from its start in the sandbox to its exit (`None` when it
+    /// did not start).
+    pub command: Option<std::time::Duration>,
 }
 
 /// A close-on-exec copy of `fd` numbered 128 or above: a child's pre_exec can then dup2 such
@@ -355,7 +362,7 @@ pub fn run_observed(
     stderr: OwnedFd,
     started: &dyn Fn(u32),
 ) -> Result<Finished, Error> {
-    let (outcome, created) = launch(
+    launch(
         exe,
         &Task::Run(Box::new(spec.clone())),
         &spec.maps,
@@ -363,8 +370,7 @@ pub fn run_observed(
         stdout,
         stderr,
         started,
-    )?;
-    Ok(Finished { outcome, created })
+    )
 }
 
 /// [`run`] with the terminal `tty` (the slave side of a pseudo-terminal) as the process's
@@ -375,7 +381,7 @@ pub fn run_on_terminal(
     spec: &Spec,
     tty: &OwnedFd,
 ) -> Result<Finished, Error> {
-    let (outcome, created) = launch(
+    launch(
         exe,
         &Task::Run(Box::new(spec.clone())),
         &spec.maps,
@@ -383,8 +389,7 @@ pub fn run_on_terminal(
         tty.try_clone()?,
         tty.try_clone()?,
         &|_| {},
-    )?;
-    Ok(Finished { outcome, created })
+    )
 }
 
 /// Run a hook of `main()` inside the user namespace (no new root). Its stdout and stderr are
@@ -399,7 +404,7 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
         inherit(2)?,
         &|_| {},
     )
-    .map(|(o, _)| o)
+    .map(|f| f.outcome)
 }
 
 /// Have the session fork the sandbox child for `task` and wait for it. `stdin` when given,
@@ -413,7 +418,7 @@ fn launch(
     stdout: OwnedFd,
     stderr: OwnedFd,
     started: &dyn Fn(u32),
-) -> Result<(Outcome, Vec<String>), Error> {
+) -> Result<Finished, Error> {
     use std::os::fd::AsFd;
     let private_net = matches!(task, Task::Run(s) if s.network == Network::Private);
     if private_net {
@@ -494,10 +499,12 @@ fn launch(
     drop(slirp);
     let mut created = Vec::new();
     let mut outcome = None;
+    let mut command = None;
     for r in reports {
         match r {
             Report::Outcome(o) => outcome = Some(o),
             Report::Created(c) => created = c,
+            Report::Ran { micros } => command = Some(std::time::Duration::from_micros(micros)),
             Report::Error(message) => {
                 if message == child::NO_NETWORK {
                     if let Some((message, fix)) = net_error {
@@ -516,7 +523,11 @@ fn launch(
         }
     }
     match outcome {
-        Some(o) => Ok((o, created)),
+        Some(outcome) => Ok(Finished {
+            outcome,
+            created,
+            command,
+        }),
         None => Err(Error::Setup {
             message: format!("the sandbox child {pid} ended without reporting"),
             advice: Vec::new(),

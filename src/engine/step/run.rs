@@ -232,6 +232,9 @@ fn run_in(
         return Err(Cancelled.into());
     }
     let finished = finished.map_err(sandbox_err)?;
+    if let Some(command) = finished.command {
+        report.event(Event::Ran { step: id, command });
+    }
     if finished.outcome.code() != 0 {
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
         if b.opts.debug && terminal {
