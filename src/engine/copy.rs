@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -667,14 +666,19 @@ impl Planner<'_> {
     }
 
     fn file_out(&self, root: &Path, rel: &str, m: &std::fs::Metadata, keep_owner: bool) -> Out {
+        self.meta_out(root, rel, &context::Meta::of(m), keep_owner)
+    }
+
+    /// [`Planner::file_out`] from what a walk's stat saw.
+    fn meta_out(&self, root: &Path, rel: &str, m: &context::Meta, keep_owner: bool) -> Out {
         let path = root.join(rel);
-        let ft = m.file_type();
-        let is_dir = ft.is_dir();
+        let kind = m.mode & libc::S_IFMT;
+        let is_dir = kind == libc::S_IFDIR;
         let body = if is_dir {
             Body::Dir
-        } else if ft.is_symlink() {
+        } else if kind == libc::S_IFLNK {
             Body::Symlink(std::fs::read_link(&path).unwrap_or_default())
-        } else if ft.is_file() {
+        } else if kind == libc::S_IFREG {
             Body::File {
                 root: root.to_path_buf(),
                 rel: PathBuf::from(rel),
@@ -685,20 +689,20 @@ impl Planner<'_> {
         };
         let (uid, gid) = match (self.owner, keep_owner) {
             (Some(o), _) => o,
-            (None, true) => (m.uid(), m.gid()),
+            (None, true) => (m.uid, m.gid),
             (None, false) => (0, 0),
         };
         let mode = if matches!(body, Body::Symlink(_)) {
             0o777
         } else {
-            self.mode(m.mode() & 0o7777, is_dir)
+            self.mode(m.mode & 0o7777, is_dir)
         };
         Out {
             body,
             mode,
             uid,
             gid,
-            mtime: self.clamp(m.mtime()),
+            mtime: self.clamp(m.mtime_ns.div_euclid(1_000_000_000)),
         }
     }
 
@@ -738,14 +742,20 @@ impl Planner<'_> {
             if below.is_empty() {
                 continue;
             }
-            let src = root.join(&e.path);
-            let m = fs_err::symlink_metadata(&src).map_err(|e| e.to_string())?;
+            // The walk's own stat when it has one (a second stat of each file through an
+            // overlay of a stage's layers was a third of a venv's COPY --from).
+            let m = match e.meta {
+                Some(m) => m,
+                None => context::Meta::of(
+                    &fs_err::symlink_metadata(root.join(&e.path)).map_err(|e| e.to_string())?,
+                ),
+            };
             let dest = join_abs(target, below);
             // An existing directory keeps its owner and mode.
-            if m.is_dir() && self.exists_in_dest(&dest) == Some(true) {
+            if m.mode & libc::S_IFMT == libc::S_IFDIR && self.exists_in_dest(&dest) == Some(true) {
                 continue;
             }
-            let o = self.file_out(root, &e.path, &m, keep_owner);
+            let o = self.meta_out(root, &e.path, &m, keep_owner);
             self.add(&dest, o);
         }
         Ok(())

@@ -131,16 +131,17 @@ fn run_hook(h: Hook) -> Result<(), String> {
                 overlay_whiteouts: true,
                 source_date_epoch: d.epoch,
             };
+            // Hashed as written (a megabyte at a time), so strata need not read it again.
             let f = fs_err::File::create(&d.out).map_err(|e| e.to_string())?;
             let w = crate::layer::write_tree(
                 &d.upper,
-                std::io::BufWriter::with_capacity(1 << 20, f),
+                std::io::BufWriter::with_capacity(1 << 20, crate::oci::HashingWriter::new(f)),
                 &opts,
             )
             .map_err(|e| format!("reading {}: {e}", d.upper.display()))?;
-            w.into_inner()
-                .map_err(|e| e.to_string())?
-                .sync_all()
+            let (f, digest, size) = w.into_inner().map_err(|e| e.to_string())?.finish();
+            f.sync_all().map_err(|e| e.to_string())?;
+            fs_err::write(digest_file(&d.out), format!("{digest} {size}"))
                 .map_err(|e| e.to_string())
         }
         Hook::CopyDiff { root, state, diff } => {
@@ -455,6 +456,18 @@ pub fn step_root(
 /// Write the changes of a finished step (its upper dir, or for the copy snapshotter what differs
 /// from the recorded state) as an uncompressed layer tar at `tar`, read inside the user
 /// namespace so that owners are as seen there.
+/// Where the diff hook leaves the digest and size of the layer it wrote at `tar`.
+fn digest_file(tar: &Path) -> PathBuf {
+    tar.with_extension("digest")
+}
+
+/// The digest and size the diff hook computed for the layer at `tar` as it wrote it.
+pub fn diff_digest(tar: &Path) -> Option<(Digest, u64)> {
+    let text = fs_err::read_to_string(digest_file(tar)).ok()?;
+    let (d, n) = text.split_once(' ')?;
+    Some((d.parse().ok()?, n.parse().ok()?))
+}
+
 pub fn diff_to_tar(
     spec: &Spec,
     step: &Path,

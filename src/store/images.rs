@@ -363,13 +363,39 @@ impl Store {
     /// becomes the blob: it is hashed and moved into place, not copied. Otherwise it is
     /// compressed into a new blob and left where it is.
     pub fn put_layer_file(&self, tar: &Path, compression: Compression) -> Result<LayerInfo> {
+        self.put_layer_file_hashed(tar, compression, None)
+    }
+
+    /// [`Store::put_layer_file`] for a tar whose digest and size its writer computed as it
+    /// wrote it (strata's own diff hook): an uncompressed layer is then moved in without
+    /// being read again. A size that does not match the file is refused.
+    pub fn put_layer_file_hashed(
+        &self,
+        tar: &Path,
+        compression: Compression,
+        known: Option<(Digest, u64)>,
+    ) -> Result<LayerInfo> {
         let mut f = at(tar, fs_err::File::open(tar))?;
         if compression != Compression::None {
             return self.put_layer(compression, |sink| std::io::copy(&mut f, sink).map(|_| ()));
         }
-        let mut h = oci::HashingReader::new(&mut f);
-        at(tar, std::io::copy(&mut h, &mut std::io::sink()))?;
-        let (digest, size) = h.finish();
+        let (digest, size) = match known {
+            Some((digest, size)) => {
+                let len = at(tar, f.metadata())?.len();
+                if len != size {
+                    return Err(Error::Invalid(format!(
+                        "{}: {len} bytes, where its writer counted {size}",
+                        tar.display()
+                    )));
+                }
+                (digest, size)
+            }
+            None => {
+                let mut h = oci::HashingReader::new(&mut f);
+                at(tar, std::io::copy(&mut h, &mut std::io::sink()))?;
+                h.finish()
+            }
+        };
         self.adopt_blob(tar, &digest)?;
         Ok(LayerInfo {
             diff_id: digest.clone(),

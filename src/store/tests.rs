@@ -85,6 +85,41 @@ fn blobs_are_verified_when_written() {
 }
 
 #[test]
+fn a_layer_hashed_by_its_writer_moves_in_unread_and_its_size_is_checked() {
+    let s = Store::open(tmp("hashed")).unwrap();
+    let tar = |name: &str| {
+        let p = s.tmp_dir().join(name);
+        let dir = tree(name, &[("f", "content")]);
+        let f = fs_err::File::create(&p).unwrap();
+        let opts = crate::layer::WriteOptions {
+            source_date_epoch: Some(0),
+            ..Default::default()
+        };
+        crate::layer::write_tree(&dir, f, &opts).unwrap();
+        p
+    };
+    let p = tar("a.tar");
+    let bytes = fs_err::read(&p).unwrap();
+    let len = bytes.len() as u64;
+    // A size that is not the file's is refused, and the file stays where it was.
+    let e = s
+        .put_layer_file_hashed(&p, Compression::None, Some((Digest::of(&bytes), len + 1)))
+        .unwrap_err();
+    assert!(e.to_string().contains("where its writer counted"), "{e}");
+    assert!(p.exists() && !s.has_blob(&Digest::of(&bytes)));
+    // The writer's digest is the blob's name and the layer's diffID, as a read would give.
+    let info = s
+        .put_layer_file_hashed(&p, Compression::None, Some((Digest::of(&bytes), len)))
+        .unwrap();
+    assert_eq!(info.digest, Digest::of(&bytes));
+    assert_eq!(info.diff_id, info.digest);
+    assert_eq!((info.size, info.uncompressed_size), (len, len));
+    assert_eq!(fs_err::read(s.blob_path(&info.digest)).unwrap(), bytes);
+    let read = s.put_layer_file(&tar("b.tar"), Compression::None).unwrap();
+    assert_eq!(read.digest, info.digest);
+}
+
+#[test]
 fn import_tag_resolve_remove() {
     let s = Store::open(tmp("itr")).unwrap();
     let t = tree(

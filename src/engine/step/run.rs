@@ -304,7 +304,11 @@ fn run_in(
         // Nothing changed: no layer (history marks it empty).
         return Ok(None);
     }
-    let info: LayerRec = b.store.put_layer_file(&tar, b.opts.compression)?.into();
+    let known = exec::diff_digest(&tar);
+    let info: LayerRec = b
+        .store
+        .put_layer_file_hashed(&tar, b.opts.compression, known)?
+        .into();
     // The upper dir is this layer's content: keep it as the snapshot, saving an unpack
     // (not with SOURCE_DATE_EPOCH, where the layer's times were clamped and the upper
     // dir's were not).
