@@ -818,8 +818,40 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 
 fn write_layer(job: &CopyJob, entries: &BTreeMap<String, Out>) -> io::Result<LayerInfo> {
     let f = fs_err::File::create(&job.out)?;
+    if job.compression == Compression::None {
+        // The build's default: hashed on a second thread as it is written.
+        let hashing = crate::oci::BackgroundHashingWriter::new(f);
+        let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, hashing));
+        append_entries(&mut b, entries)?;
+        let (f, digest, size) = b
+            .into_inner()?
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .finish()?;
+        f.sync_all()?;
+        return Ok(LayerInfo {
+            diff_id: digest.clone(),
+            digest,
+            size,
+            uncompressed_size: size,
+            media_type: Compression::None.media_type(),
+        });
+    }
     let sink = LayerSink::new(io::BufWriter::with_capacity(1 << 20, f), job.compression)?;
     let mut b = tar::Builder::new(sink);
+    append_entries(&mut b, entries)?;
+    let sink = b.into_inner()?;
+    let (mut w, info) = sink.finish()?;
+    w.flush()?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(info)
+}
+
+/// The planned entries, in path order, as tar entries.
+fn append_entries<W: Write>(
+    b: &mut tar::Builder<W>,
+    entries: &BTreeMap<String, Out>,
+) -> io::Result<()> {
     for (path, o) in entries {
         let rel = path.trim_start_matches('/');
         if rel.is_empty() {
@@ -856,11 +888,7 @@ fn write_layer(job: &CopyJob, entries: &BTreeMap<String, Out>) -> io::Result<Lay
             }
         }
     }
-    let sink = b.into_inner()?;
-    let (mut w, info) = sink.finish()?;
-    w.flush()?;
-    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    Ok(info)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -135,11 +135,18 @@ fn run_hook(h: Hook) -> Result<(), String> {
             let f = fs_err::File::create(&d.out).map_err(|e| e.to_string())?;
             let w = crate::layer::write_tree(
                 &d.upper,
-                std::io::BufWriter::with_capacity(1 << 20, crate::oci::HashingWriter::new(f)),
+                std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    crate::oci::BackgroundHashingWriter::new(f),
+                ),
                 &opts,
             )
             .map_err(|e| format!("reading {}: {e}", d.upper.display()))?;
-            let (f, digest, size) = w.into_inner().map_err(|e| e.to_string())?.finish();
+            let (f, digest, size) = w
+                .into_inner()
+                .map_err(|e| e.to_string())?
+                .finish()
+                .map_err(|e| e.to_string())?;
             f.sync_all().map_err(|e| e.to_string())?;
             fs_err::write(digest_file(&d.out), format!("{digest} {size}"))
                 .map_err(|e| e.to_string())
