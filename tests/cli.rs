@@ -1,5 +1,7 @@
 //! The `strata` binary: exit codes, stdout and stderr of `parse` and `check`.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -20,40 +22,9 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A directory removed when the test's thread ends (libtest runs each test on a thread of its
-/// own; thread-local destructors run after a panic too), so `cargo test` leaves nothing in the
-/// temp dir. Read-only directories (snapshots) are made writable first.
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        fn writable(p: &std::path::Path) {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(m) = std::fs::symlink_metadata(p) {
-                if m.is_dir() {
-                    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
-                    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-                        writable(&e.path());
-                    }
-                }
-            }
-        }
-        writable(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-thread_local! {
-    static CLEANUP: std::cell::RefCell<Vec<Cleanup>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn removed_at_the_end(d: &std::path::Path) {
-    CLEANUP.with(|c| c.borrow_mut().push(Cleanup(d.to_path_buf())));
-}
-
 fn tmp_file(name: &str, content: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-cli-{}-{name}", std::process::id()));
-    removed_at_the_end(&dir);
+    common::removed_at_the_end(&dir);
     fs_err::create_dir_all(&dir).unwrap();
     let p = dir.join("Dockerfile");
     fs_err::write(&p, content).unwrap();
@@ -366,7 +337,7 @@ fn unknown_target_error_has_no_misleading_snippet() {
 fn store_dir(name: &str) -> String {
     let d = std::env::temp_dir().join(format!("strata-cli-store-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    removed_at_the_end(&d);
+    common::removed_at_the_end(&d);
     d.display().to_string()
 }
 

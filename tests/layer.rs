@@ -1,44 +1,19 @@
 //! Layer writer and applier: deterministic output, PAX and hard links, whiteouts, and tars built
 //! to escape the target directory.
 
+mod common;
+
 use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use strata::layer::{self, apply_layer, ApplyOptions, Compression, WriteOptions};
 
-/// A directory removed when the test's thread ends (libtest runs each test on a thread of its
-/// own, and thread-local destructors run after a panic too), so the tests leave nothing in the
-/// temporary directory even outside `make test`.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        // Directories a test made read-only are made writable first.
-        fn writable(p: &Path) {
-            if let Ok(m) = std::fs::symlink_metadata(p) {
-                if m.is_dir() {
-                    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
-                    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-                        writable(&e.path());
-                    }
-                }
-            }
-        }
-        writable(&self.0);
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-thread_local! {
-    static CLEANUP: std::cell::RefCell<Vec<Cleanup>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("strata-layer-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     fs_err::create_dir_all(&d).unwrap();
-    CLEANUP.with(|c| c.borrow_mut().push(Cleanup(d.clone())));
+    common::removed_at_the_end(&d);
     d
 }
 

@@ -1,9 +1,11 @@
-//! Helpers shared by the integration tests that run strata as other users.
+//! Helpers shared by the integration tests: strata for other users, terminals, and temporary
+//! directories removed when a test ends.
 
 use std::os::unix::fs::PermissionsExt;
 
 /// The binary under test, copied where the unprivileged users can run it (the checkout may be
 /// in a directory they cannot enter).
+#[allow(dead_code)]
 pub fn strata_bin() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
@@ -124,4 +126,36 @@ impl Drop for Dockerd {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// A directory removed when the test's thread ends (libtest runs each test on a thread of its
+/// own; thread-local destructors run after a panic too), so `cargo test` leaves nothing in the
+/// temp dir. Read-only directories (snapshots) are made writable first.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        fn writable(p: &std::path::Path) {
+            if let Ok(m) = std::fs::symlink_metadata(p) {
+                if m.is_dir() {
+                    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+                    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                        writable(&e.path());
+                    }
+                }
+            }
+        }
+        writable(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+thread_local! {
+    static CLEANUP: std::cell::RefCell<Vec<Cleanup>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Remove `d` when the calling test's thread ends (see [`Cleanup`]).
+#[allow(dead_code)]
+pub fn removed_at_the_end(d: &std::path::Path) {
+    CLEANUP.with(|c| c.borrow_mut().push(Cleanup(d.to_path_buf())));
 }
