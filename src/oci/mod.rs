@@ -209,15 +209,22 @@ impl<W: Write> Write for HashingWriter<W> {
 /// `BufWriter`: every write is one handover. Hashes inline where no thread can be made.
 pub struct BackgroundHashingWriter<W> {
     inner: W,
-    queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    worker: Option<std::thread::JoinHandle<Sha256>>,
-    inline: Option<Sha256>,
+    hasher: Hasher,
     count: u64,
+}
+
+/// Where [`BackgroundHashingWriter`] hashes.
+enum Hasher {
+    Thread {
+        queue: std::sync::mpsc::SyncSender<Vec<u8>>,
+        worker: std::thread::JoinHandle<Sha256>,
+    },
+    Inline(Sha256),
 }
 
 impl<W: Write> BackgroundHashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (queue, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let worker = std::thread::Builder::new()
             .name("hash".into())
             .spawn(move || {
@@ -226,30 +233,28 @@ impl<W: Write> BackgroundHashingWriter<W> {
                     h.update(&chunk);
                 }
                 h
-            })
-            .ok();
-        let (queue, inline) = match worker {
-            Some(_) => (Some(tx), None),
-            None => (None, Some(Sha256::new())),
+            });
+        let hasher = match worker {
+            Ok(worker) => Hasher::Thread { queue, worker },
+            Err(_) => Hasher::Inline(Sha256::new()),
         };
         BackgroundHashingWriter {
             inner,
-            queue,
-            worker,
-            inline,
+            hasher,
             count: 0,
         }
     }
 
     /// The writer, the digest of everything written and its length.
-    pub fn finish(mut self) -> io::Result<(W, Digest, u64)> {
-        drop(self.queue.take());
-        let h = match (self.worker.take(), self.inline.take()) {
-            (Some(w), _) => w
-                .join()
-                .map_err(|_| io::Error::other("the hashing thread panicked"))?,
-            (None, Some(h)) => h,
-            (None, None) => Sha256::new(),
+    pub fn finish(self) -> io::Result<(W, Digest, u64)> {
+        let h = match self.hasher {
+            Hasher::Thread { queue, worker } => {
+                drop(queue);
+                worker
+                    .join()
+                    .map_err(|_| io::Error::other("the hashing thread panicked"))?
+            }
+            Hasher::Inline(h) => h,
         };
         Ok((self.inner, h.finish(), self.count))
     }
@@ -258,12 +263,11 @@ impl<W: Write> BackgroundHashingWriter<W> {
 impl<W: Write> Write for BackgroundHashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        match (&self.queue, &mut self.inline) {
-            (Some(q), _) => q
+        match &mut self.hasher {
+            Hasher::Thread { queue, .. } => queue
                 .send(buf[..n].to_vec())
                 .map_err(|_| io::Error::other("the hashing thread stopped"))?,
-            (None, Some(h)) => h.update(&buf[..n]),
-            (None, None) => {}
+            Hasher::Inline(h) => h.update(&buf[..n]),
         }
         self.count += n as u64;
         Ok(n)
