@@ -614,3 +614,154 @@ pub fn make_tls(dir: &Path) {
         ]);
     }
 }
+
+/// A PEP 503 package index on one of the host's own addresses, serving wheels with the caching
+/// headers PyPI sends (`Cache-Control: max-age`, `ETag`, `Date`), which this lab's proxy strips
+/// from PyPI's own answers. A RUN step reaches it through its user-mode network when `ip` is not
+/// a loopback address (the host's loopback it cannot reach). It counts each wheel's downloads.
+pub struct PackageIndex {
+    pub url: String,
+    addr: std::net::SocketAddr,
+    downloads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A wheel's project as a simple index names it (PEP 503 normalised).
+fn project_of(wheel: &str) -> String {
+    let name = wheel.split('-').next().unwrap_or(wheel);
+    name.to_ascii_lowercase().replace(['_', '.'], "-")
+}
+
+/// `t` as an HTTP date (RFC 9110 IMF-fixdate), which a cache needs beside `max-age`.
+fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+impl PackageIndex {
+    /// Serve `wheels` (file name, sha256 in hex, bytes) on `ip`, on a free port.
+    pub fn start(ip: std::net::IpAddr, wheels: Vec<(String, String, Vec<u8>)>) -> PackageIndex {
+        let l = TcpListener::bind((ip, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        let downloads = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d2, s2) = (downloads.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for c in l.incoming() {
+                if s2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = c else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let Some((line, _, _)) = read_request(&mut r) else {
+                    continue;
+                };
+                let target = line.split(' ').nth(1).unwrap_or("");
+                let (kind, body, etag) = if let Some(p) = target
+                    .strip_prefix("/simple/")
+                    .map(|p| p.trim_end_matches('/'))
+                {
+                    let links: String = wheels
+                        .iter()
+                        .filter(|(w, _, _)| project_of(w) == p)
+                        .map(|(w, h, _)| format!("<a href=\"/files/{w}#sha256={h}\">{w}</a>\n"))
+                        .collect();
+                    if links.is_empty() {
+                        ("", Vec::new(), String::new())
+                    } else {
+                        let page =
+                            format!("<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n");
+                        let etag = format!("{:x}", page.len());
+                        ("text/html", page.into_bytes(), etag)
+                    }
+                } else if let Some((w, h, b)) = target
+                    .strip_prefix("/files/")
+                    .and_then(|f| wheels.iter().find(|(w, _, _)| w == f))
+                {
+                    d2.lock().unwrap().push(w.clone());
+                    ("application/octet-stream", b.clone(), h.clone())
+                } else {
+                    ("", Vec::new(), String::new())
+                };
+                let head = if kind.is_empty() {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                         Cache-Control: max-age=600, public\r\nETag: \"{etag}\"\r\nDate: {}\r\n\
+                         Connection: close\r\n\r\n",
+                        body.len(),
+                        http_date(std::time::SystemTime::now())
+                    )
+                };
+                let _ = c.write_all(head.as_bytes());
+                let _ = c.write_all(&body);
+            }
+        });
+        PackageIndex {
+            url: format!("http://{addr}/simple"),
+            addr,
+            downloads,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// How many times `wheel` was downloaded.
+    pub fn downloads(&self, wheel: &str) -> usize {
+        self.downloads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|w| *w == wheel)
+            .count()
+    }
+
+    /// The index's host and port, as pip's `--trusted-host` takes it (plain HTTP).
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for PackageIndex {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn http_dates_are_imf_fixdates() {
+    let at = |s| http_date(std::time::UNIX_EPOCH + Duration::from_secs(s));
+    assert_eq!(at(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    assert_eq!(at(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+    assert_eq!(at(1_798_761_599), "Thu, 31 Dec 2026 23:59:59 GMT");
+}

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
 
-use harness::{Auth, Fault, FaultProxy, Registry, Signer, TokenServer, PASSWORD, REFRESH, USER};
+use harness::{
+    Auth, Fault, FaultProxy, PackageIndex, Registry, Signer, TokenServer, PASSWORD, REFRESH, USER,
+};
 
 fn require(what: &str) {
     if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
