@@ -2010,6 +2010,118 @@ fn a_stage_runs_its_steps_until_one_needs_another_stage() {
     }
 }
 
+/// A RUN step's layer is written while the steps after it run on its upper dir: they see its
+/// files and deletions but not its mount points, a WORKDIR's layer made meanwhile goes on top
+/// of it, a step that changed nothing keeps an empty history entry, and the image, its
+/// history and the cache come out as if each layer had been written before the next step.
+#[test]
+fn the_steps_after_a_run_go_on_while_its_layer_is_written() {
+    let Some(b) = B::new("pipelined") else {
+        return;
+    };
+    let f = [
+        df("FROM busybox\n\
+            RUN mkdir -p /a /gone && echo one > /a/f && touch /gone/x && head -c 3000000 /dev/urandom > /a/big\n\
+            ENV X=1\n\
+            WORKDIR /w\n\
+            RUN --mount=type=cache,target=/cache cat /a/f > /w/g && rm -rf /gone\n\
+            RUN true\n\
+            RUN test ! -e /gone && test ! -e /cache && cat /w/g > /h\n\
+            COPY f /f\n\
+            RUN cat /h /f > /hf\n"),
+        ("f", "two\n".to_string()),
+    ];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "p"]);
+    assert_eq!(
+        b.sh(
+            "p",
+            "cat /hf; ls -a / | grep -c -e '^gone$' -e '^cache$'; pwd"
+        ),
+        "one\ntwo\n0\n/w\n"
+    );
+    let o = b.strata(&["inspect", "p"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let history: Vec<(String, bool)> = v["Config"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap().to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let steps: Vec<(&str, bool)> = history[1..]
+        .iter()
+        .map(|(by, empty)| (by.split_whitespace().next().unwrap(), *empty))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("RUN", false),
+            ("ENV", true),
+            ("WORKDIR", false),
+            ("RUN", false),
+            ("RUN", true),
+            ("RUN", false),
+            ("COPY", false),
+            ("RUN", false)
+        ],
+        "{history:#?}"
+    );
+    let layers = history.iter().filter(|(_, empty)| !empty).count();
+    assert_eq!(
+        v["Config"]["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        layers
+    );
+    let sizes: Vec<u64> = v["Manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes.len(), layers);
+    // In the history's order: the first RUN's 3 MB, then WORKDIR's directory.
+    assert!(sizes[1] > 3_000_000 && sizes[2] < 100_000, "{sizes:?}");
+    let fsck = b.strata(&["fsck"]);
+    assert!(fsck.status.success(), "{}", text(&fsck.stderr));
+    // Every step was recorded: the rebuild runs nothing and makes the same image.
+    let id = b.id("p:latest");
+    let again = b.ok(&c, &["-t", "p"]);
+    assert!(!again.contains("cache miss"), "{again}");
+    assert_eq!(b.id("p:latest"), id);
+}
+
+/// A RUN step that fails after one whose layer is still being written: that layer is recorded
+/// (the rebuild takes it from the cache) and `strata debug` opens on it, not on an upper dir
+/// that has since moved.
+#[test]
+fn a_failure_after_a_run_keeps_the_run_before_it() {
+    let Some(b) = B::new("pipefail") else {
+        return;
+    };
+    let c = b.ctx(
+        "c",
+        &files(&[df(
+            "FROM busybox\nRUN echo one > /one\nRUN cat /one > /two && exit 5\n",
+        )]),
+    );
+    b.fails(&c, &[]);
+    let o = b.strata(&["debug", "--", "cat", "/one", "/two"]);
+    assert_eq!(text(&o.stdout), "one\none\n", "{}", text(&o.stderr));
+    let c = b.ctx(
+        "c",
+        &files(&[df(
+            "FROM busybox\nRUN echo one > /one\nRUN cat /one > /two\n",
+        )]),
+    );
+    let p = b.ok(&c, &["-t", "f"]);
+    assert!(p.contains("(2 steps, 1 cached)"), "{p}");
+    assert_eq!(b.sh("f", "cat /two"), "one\n");
+}
+
 // ---- outputs ------------------------------------------------------------------------------
 
 #[test]

@@ -26,6 +26,13 @@ pub enum Hook {
     Remove { paths: Vec<PathBuf> },
     /// Write a step's changes as a layer tar (see [`DiffSpec`]).
     Diff(DiffSpec),
+    /// Take the mount points a RUN step's sandbox `created` out of its `upper` dir, before the
+    /// next step mounts that dir (see [`forget_created`]).
+    Forget {
+        upper: PathBuf,
+        created: Vec<String>,
+        lowers: Vec<PathBuf>,
+    },
     /// The copy snapshotter's step: gather what changed in `root` since `state` into the
     /// spec's `upper`, then as [`Hook::Diff`].
     CopyDiff {
@@ -150,6 +157,14 @@ fn run_hook(h: Hook) -> Result<(), String> {
             f.sync_all().map_err(|e| e.to_string())?;
             fs_err::write(digest_file(&d.out), format!("{digest} {size}"))
                 .map_err(|e| e.to_string())
+        }
+        Hook::Forget {
+            upper,
+            created,
+            lowers,
+        } => {
+            forget_mount_points(&upper, &created, &lowers);
+            Ok(())
         }
         Hook::CopyDiff { root, state, diff } => {
             // Copy snapshotter: gather the changes into an upper-shaped dir, then as Diff.
@@ -288,6 +303,36 @@ fn forget_mount_points(upper: &Path, created: &[String], lowers: &[PathBuf]) {
             parent = dir.parent();
         }
     }
+}
+
+/// Take the mount points `created` by a RUN step's sandbox out of its overlay `upper` dir (and
+/// the directories copied up only to hold them, when `lowers` has them alike), as
+/// [`Hook::Diff`] does: for a step whose layer is written while the next step mounts `upper`.
+/// Inside the user namespace unless strata runs as root (the dirs may belong to subordinate
+/// ids).
+pub fn forget_created(
+    upper: &Path,
+    created: &[String],
+    lowers: &[PathBuf],
+    maps: &idmap::IdMaps,
+) -> anyhow::Result<()> {
+    if created.is_empty() {
+        return Ok(());
+    }
+    if maps.root_only || rustix::process::getuid().is_root() {
+        forget_mount_points(upper, created, lowers);
+        return Ok(());
+    }
+    hook_ok(
+        &exe()?,
+        Hook::Forget {
+            upper: upper.to_path_buf(),
+            created: created.to_vec(),
+            lowers: lowers.to_vec(),
+        },
+        maps,
+        "taking the step's mount points out of its changes",
+    )
 }
 
 pub fn exe() -> anyhow::Result<PathBuf> {

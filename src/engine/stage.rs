@@ -1,6 +1,7 @@
 //! One stage: its base, the ONBUILD triggers of the base, then each instruction in turn:
 //! expanded, keyed, looked up in the cache, and on a miss executed by the step module of its
-//! kind (`step/`), its record applied to the stage's config and layers.
+//! kind (`step/`), its record applied to the stage's config and layers. A RUN step's layer is
+//! applied late: the steps after it go ahead while it is written ([`Pending`], [`St::settle`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -50,6 +51,27 @@ pub(super) struct St<'b, 'a> {
     /// Where each name is in the config's Env, and for how many entries that was computed:
     /// ENV updates in constant time (a Dockerfile of 20,000 ENV lines stays linear).
     pub env_pos: (std::collections::HashMap<String, usize>, usize),
+    /// The stage's layers not yet in `layers`, in order: a RUN step's still being written
+    /// (the steps after it go ahead on its upper dir), and those applied after it. COPY and
+    /// ADD, a RUN step that fails and the stage's end settle them ([`St::settle`]).
+    pub pending: Vec<Pending>,
+}
+
+/// A layer of the stage that is not in its `layers` yet.
+pub(super) enum Pending {
+    /// A RUN step's layer being written: recorded in the cache under `key` when done (the
+    /// step's lock held until then), its history entry (index `history`) marked empty if
+    /// the step changed nothing. `what` names the step for an error.
+    Run {
+        commit: Box<step::run::Commit>,
+        key: Digest,
+        created: String,
+        history: usize,
+        lock: Option<crate::store::Lock>,
+        what: String,
+    },
+    /// A layer applied after a pending RUN step's: it goes on top once that one is in.
+    Applied(LayerRec),
 }
 
 /// The location `Dockerfile:LINE` of a command.
@@ -121,20 +143,30 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         n: 0,
         fetched: None,
         env_pos: Default::default(),
+        pending: Vec::new(),
     };
-    for cmd in all {
-        if b.schedule.failed() {
-            return Err(Cancelled.into());
+    let mut steps = || -> anyhow::Result<()> {
+        for cmd in &all {
+            if b.schedule.failed() {
+                return Err(Cancelled.into());
+            }
+            st.n += 1;
+            st.command(cmd).with_context(|| super::StepFailed {
+                file: b.opts.dockerfile_name.clone(),
+                line: cmd.start_line,
+                instruction: first_line(&cmd.original),
+                span: cmd.span,
+                source_text: b.opts.dockerfile.clone(),
+            })?;
         }
-        st.n += 1;
-        st.command(cmd).with_context(|| super::StepFailed {
-            file: b.opts.dockerfile_name.clone(),
-            line: cmd.start_line,
-            instruction: first_line(&cmd.original),
-            span: cmd.span,
-            source_text: b.opts.dockerfile.clone(),
-        })?;
-    }
+        Ok(())
+    };
+    let ran = steps();
+    // The layers still being written are waited for, and recorded in the cache even when a
+    // later step failed (its rebuild starts from them, as BuildKit's does).
+    let settled = st.settle();
+    ran?;
+    settled?;
     Ok(StageResult {
         config: st.config,
         layers: st.layers,
@@ -445,8 +477,102 @@ impl St<'_, '_> {
     }
 
     fn push_layer(&mut self, l: &LayerRec) {
+        if self.pending.is_empty() {
+            self.push_layer_now(l);
+        } else {
+            self.pending.push(Pending::Applied(l.clone()));
+        }
+    }
+
+    fn push_layer_now(&mut self, l: &LayerRec) {
         self.layers.push(l.descriptor());
         self.config.rootfs.diff_ids.push(l.diff_id.clone());
+    }
+
+    /// A step's record, for `--cache-to` and the build's summary.
+    fn record_applied(&self, key: Digest, record: Record) {
+        self.b
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(super::shared::Applied {
+                stage: self.index,
+                key,
+                record,
+            });
+    }
+
+    /// Wait for the layers being written and put every pending layer in `layers`, in order;
+    /// record the RUN steps among them in the cache. After an error the rest are only waited
+    /// for (and their scratch dirs removed).
+    pub(super) fn settle(&mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                _ if result.is_err() => {}
+                Pending::Applied(l) => self.push_layer_now(&l),
+                Pending::Run {
+                    commit,
+                    key,
+                    created,
+                    history,
+                    lock,
+                    what,
+                } => {
+                    result = commit
+                        .finish()
+                        .with_context(|| format!("writing the layer of {what}"))
+                        .and_then(|layer| self.committed(key, layer, created, history));
+                    drop(lock);
+                }
+            }
+        }
+        result
+    }
+
+    /// A pending RUN step's layer is written: in `layers` (or its history entry, `history`,
+    /// marked empty), and the step in the cache.
+    fn committed(
+        &mut self,
+        key: Digest,
+        layer: Option<LayerRec>,
+        created: String,
+        history: usize,
+    ) -> anyhow::Result<()> {
+        match &layer {
+            Some(l) => self.push_layer_now(l),
+            None => {
+                if let Some(h) = self.config.history.get_mut(history) {
+                    h.empty_layer = true;
+                }
+            }
+        }
+        let record = Record {
+            layer,
+            created,
+            dirs: Vec::new(),
+        };
+        cache::put(self.b.store, &key, &record)?;
+        self.record_applied(key, record);
+        Ok(())
+    }
+
+    /// The lower dirs (top first) a step mounts now: the snapshots of `layers`, under the
+    /// pending layers (a RUN step's upper dir while its layer is written).
+    pub(super) fn lowers_now(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut out = lowers(self.b, &self.config, &self.layers)?;
+        for p in &self.pending {
+            let top = match p {
+                Pending::Run { commit, .. } => commit.upper.clone(),
+                Pending::Applied(l) => {
+                    let mut config = self.config.clone();
+                    config.rootfs.diff_ids = vec![l.diff_id.clone()];
+                    lowers(self.b, &config, &[l.descriptor()])?.remove(0)
+                }
+            };
+            out.insert(0, top);
+        }
+        Ok(exec::unique_top_first(out))
     }
 
     /// Apply a step's record: its layer, known dirs and history.
@@ -454,15 +580,7 @@ impl St<'_, '_> {
         if let Some(l) = &rec.layer {
             self.push_layer(l);
         }
-        self.b
-            .applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(super::shared::Applied {
-                stage: self.index,
-                key: key.clone(),
-                record: rec.clone(),
-            });
+        self.record_applied(key.clone(), rec.clone());
         for d in &rec.dirs {
             if !self.dirs.contains(d) {
                 self.dirs.push(d.clone());
@@ -529,6 +647,11 @@ impl St<'_, '_> {
         ins: &Instruction,
         run: Option<&RunOptions>,
     ) -> anyhow::Result<bool> {
+        if !matches!(ins, Instruction::Run(_)) {
+            // COPY and ADD read the layers below by their paths or snapshots, whichever is
+            // cheaper: with every layer in place.
+            self.settle()?;
+        }
         let inputs = self.inputs(ins, run)?;
         let key = self.key_for(ins, &inputs);
         if let (Some(o), false) = (run, self.no_cache) {
@@ -545,7 +668,7 @@ impl St<'_, '_> {
         }
         // One process builds a step; the others that reach it at the same time wait for it and
         // take its result from the cache.
-        let _building = if self.no_cache {
+        let building = if self.no_cache {
             None
         } else {
             let lock = self.b.store.step_lock(&key)?;
@@ -591,12 +714,18 @@ impl St<'_, '_> {
         });
         self.earlier_miss = true;
         let created = rfc(self.now());
-        let (layer, dirs) = match (ins, run) {
+        let (ran, dirs) = match (ins, run) {
             (Instruction::Run(r), Some(o)) => {
                 (step::run::execute(self, id, cmd, r, o)?, Vec::new())
             }
-            (Instruction::Copy(c), _) => step::copy::execute(self, c, false)?,
-            (Instruction::Add(c), _) => step::copy::execute(self, c, true)?,
+            (Instruction::Copy(c), _) => {
+                let (layer, dirs) = step::copy::execute(self, c, false)?;
+                (step::run::Ran::Done(layer), dirs)
+            }
+            (Instruction::Add(c), _) => {
+                let (layer, dirs) = step::copy::execute(self, c, true)?;
+                (step::run::Ran::Done(layer), dirs)
+            }
             _ => bail!("internal error: {} is not a step with a layer", ins.name()),
         };
         // What was copied (or bound into the RUN step) must be what the key hashed: read the
@@ -612,6 +741,29 @@ impl St<'_, '_> {
                 return Err(super::error::Error::ContextChanged { files }.into());
             }
         }
+        let layer = match ran {
+            step::run::Ran::Done(layer) => layer,
+            step::run::Ran::Committing(commit) => {
+                // Applied now but for its layer, which goes in (and the step into the cache)
+                // when the commit is settled.
+                self.key = key.clone();
+                self.pending.push(Pending::Run {
+                    commit: Box::new(commit),
+                    key,
+                    created: created.clone(),
+                    history: self.config.history.len(),
+                    lock: building,
+                    what: format!(
+                        "{}:{} ({})",
+                        self.b.opts.dockerfile_name,
+                        cmd.start_line,
+                        first_line(&cmd.original)
+                    ),
+                });
+                self.history(cmd, &created, false);
+                return Ok(false);
+            }
+        };
         let rec = Record {
             layer,
             created,

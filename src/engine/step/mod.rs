@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use super::cache::{self, KeyInput};
 use super::copy::{CopyJob, CopyResult, Source};
 use super::exec::{self, hook_ok};
-use super::stage::{lowers, St};
+use super::stage::St;
 use crate::dockerfile::Instruction;
 use crate::oci::Digest;
 
@@ -110,8 +110,13 @@ pub(in crate::engine) fn key(scope: &KeyScope, ins: &Instruction, inputs: &Input
 /// snapshot yet (about three times the cost of reading a layer), reading paths reads the
 /// layers whose paths are not cached yet. A runner that took every earlier step from a cache
 /// has neither, and reads paths; a cold build that unpacked its base reads paths only where
-/// they are cached. STRATA_COPY_VIEW=paths|mounts forces one (tests).
+/// they are cached. STRATA_COPY_VIEW=paths|mounts forces one (tests). Under a RUN step whose
+/// layer is still being written (WORKDIR after RUN; COPY waits for it), the snapshots: its
+/// upper dir is one, and its paths are not read yet.
 pub(in crate::engine) fn by_paths(st: &St<'_, '_>) -> bool {
+    if !st.pending.is_empty() {
+        return false;
+    }
     match std::env::var("STRATA_COPY_VIEW").as_deref() {
         Ok("paths") => return true,
         Ok("mounts") => return false,
@@ -150,7 +155,7 @@ pub(in crate::engine) fn new_job(
         dest_lowers: if link || by_paths {
             Vec::new()
         } else {
-            lowers(st.b, &st.config, &st.layers)?
+            st.lowers_now()?
         },
         dest_paths,
         sources: Vec::new(),

@@ -1,7 +1,8 @@
 //! RUN: what a step reads besides its instruction (its network, the sources of its bind
 //! mounts), and on a miss the command in the sandbox on an overlay of the layers below, with
-//! its mounts (bind, cache, tmpfs, secret, ssh), then its changes as a layer. A failure keeps
-//! the step for `strata debug` and, with `--debug` on a terminal, opens a shell in it.
+//! its mounts (bind, cache, tmpfs, secret, ssh), then its changes as a layer, written on a
+//! thread while the next steps run on its upper dir ([`Commit`]). A failure keeps the step for
+//! `strata debug` and, with `--debug` on a terminal, opens a shell in it.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -59,17 +60,79 @@ fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
     })
 }
 
+/// What a RUN step that ran leaves behind.
+pub(in crate::engine) enum Ran {
+    /// Its layer (None: it changed nothing), written and hashed.
+    Done(Option<LayerRec>),
+    /// Its layer being written and hashed on a thread.
+    Committing(Commit),
+}
+
+/// A RUN step's layer being written and hashed on a thread while the next steps run. Its
+/// overlay upper dir is that layer's content and stays where it is until [`Commit::finish`]:
+/// the next steps mount it as a lower dir meanwhile. BuildKit likewise runs the next step on
+/// the snapshot and makes the blob later.
+pub(in crate::engine) struct Commit {
+    pub upper: PathBuf,
+    /// The step's scratch dir (the upper dir is in it), removed when the commit ends.
+    step: PathBuf,
+    store: crate::store::Store,
+    maps: crate::sandbox::idmap::IdMaps,
+    job: Option<std::thread::JoinHandle<anyhow::Result<Option<LayerRec>>>>,
+}
+
+impl Commit {
+    /// The layer (None when the step changed nothing), with the upper dir kept as its
+    /// snapshot and the scratch dir removed.
+    pub fn finish(mut self) -> anyhow::Result<Option<LayerRec>> {
+        let layer = self.join();
+        if let Ok(Some(l)) = &layer {
+            let _ = self.store.adopt_snapshot(&l.diff_id, &self.upper);
+        }
+        let cleanup = remove_tree(&self.step, &self.maps);
+        let layer = layer?;
+        cleanup?;
+        Ok(layer)
+    }
+
+    fn join(&mut self) -> anyhow::Result<Option<LayerRec>> {
+        match self.job.take() {
+            Some(j) => j.join().unwrap_or_else(|_| {
+                Err(anyhow!(
+                    "internal error: the thread writing a RUN step's layer panicked"
+                ))
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for Commit {
+    /// A commit the build did not finish (it failed first): its thread is waited for and its
+    /// scratch dir removed; nothing is recorded.
+    fn drop(&mut self) {
+        if self.job.is_some() {
+            let _ = self.join();
+            let _ = remove_tree(&self.step, &self.maps);
+        }
+    }
+}
+
 pub(in crate::engine) fn execute(
     st: &mut St<'_, '_>,
     id: usize,
     cmd: &Command,
     r: &dockerfile::Run,
     o: &RunOptions,
-) -> anyhow::Result<Option<LayerRec>> {
+) -> anyhow::Result<Ran> {
     let b = st.b;
-    let lower = lowers(b, &st.config, &st.layers)?;
+    let lower = st.lowers_now()?;
     let step = step_dir(b, "run")?;
     let result = run_in(st, id, cmd, r, o, lower, &step);
+    if let Ok(Ran::Committing(_)) = result {
+        // The commit owns the scratch dir now.
+        return result;
+    }
     let cleanup = remove_tree(&step, &b.maps);
     let out = result?;
     cleanup?;
@@ -84,7 +147,7 @@ fn run_in(
     o: &RunOptions,
     lower: Vec<PathBuf>,
     step: &Path,
-) -> anyhow::Result<Option<LayerRec>> {
+) -> anyhow::Result<Ran> {
     let b = st.b;
     let net = network(st, o)?;
     let root = exec::step_root(step, lower, "strata", net)?;
@@ -236,6 +299,14 @@ fn run_in(
         report.event(Event::Ran { step: id, command });
     }
     if finished.outcome.code() != 0 {
+        if !st.pending.is_empty() {
+            // The layers below are committed first: a kept failure (and --debug's shell)
+            // mounts their snapshots, not upper dirs that are about to move.
+            st.settle()?;
+            if let Rootfs::Overlay { lower, .. } = &mut spec.rootfs {
+                *lower = lowers(b, &st.config, &st.layers)?;
+            }
+        }
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
         if b.opts.debug && terminal {
             debug_shell(st, id, &spec)?;
@@ -298,24 +369,78 @@ fn run_in(
     }
     drop(held);
     let tar = step.join("layer.tar");
-    exec::diff_to_tar(&spec, step, &finished.created, &tar, &b.maps, b.opts.epoch)?;
-    let size = fs_err::metadata(&tar)?.len();
-    if size <= 1024 {
-        // Nothing changed: no layer (history marks it empty).
+    if let (Rootfs::Overlay { lower, .. }, None) = (&spec.rootfs, b.opts.epoch) {
+        // The upper dir, once the sandbox's mount points are out of it, is what the next
+        // step mounts; the layer is written from it on a thread meanwhile (not with
+        // SOURCE_DATE_EPOCH, whose layer has clamped times that the next step must see).
+        exec::forget_created(&root.upper, &finished.created, lower, &b.maps)?;
+        let diff = Spec {
+            binds: Vec::new(),
+            memory_files: Vec::new(),
+            ..spec.clone()
+        };
+        let (step_dir, maps, store) = (step.to_path_buf(), b.maps.clone(), b.store.clone());
+        let compression = b.opts.compression;
+        let job = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                layer_of(
+                    &diff,
+                    &step_dir,
+                    &[],
+                    &tar,
+                    &maps,
+                    None,
+                    &store,
+                    compression,
+                )
+            })
+            .context("starting the thread that writes a RUN step's layer")?;
+        return Ok(Ran::Committing(Commit {
+            upper: root.upper.clone(),
+            step: step.to_path_buf(),
+            store: b.store.clone(),
+            maps: b.maps.clone(),
+            job: Some(job),
+        }));
+    }
+    let Some(info) = layer_of(
+        &spec,
+        step,
+        &finished.created,
+        &tar,
+        &b.maps,
+        b.opts.epoch,
+        b.store,
+        b.opts.compression,
+    )?
+    else {
+        return Ok(Ran::Done(None));
+    };
+    Ok(Ran::Done(Some(info)))
+}
+
+/// The layer of the step `spec` ran in its scratch dir `step`, written to `tar` and moved
+/// into the store; None when the step changed nothing (its history entry is marked empty).
+#[allow(clippy::too_many_arguments)]
+fn layer_of(
+    spec: &Spec,
+    step: &Path,
+    created: &[String],
+    tar: &Path,
+    maps: &crate::sandbox::idmap::IdMaps,
+    epoch: Option<i64>,
+    store: &crate::store::Store,
+    compression: crate::layer::Compression,
+) -> anyhow::Result<Option<LayerRec>> {
+    exec::diff_to_tar(spec, step, created, tar, maps, epoch)?;
+    if fs_err::metadata(tar)?.len() <= 1024 {
         return Ok(None);
     }
-    let known = exec::diff_digest(&tar);
-    let info: LayerRec = b
-        .store
-        .put_layer_file_hashed(&tar, b.opts.compression, known)?
-        .into();
-    // The upper dir is this layer's content: keep it as the snapshot, saving an unpack
-    // (not with SOURCE_DATE_EPOCH, where the layer's times were clamped and the upper
-    // dir's were not).
-    if b.opts.epoch.is_none() && matches!(spec.rootfs, Rootfs::Overlay { .. }) {
-        let _ = b.store.adopt_snapshot(&info.diff_id, &root.upper);
-    }
-    Ok(Some(info))
+    let known = exec::diff_digest(tar);
+    Ok(Some(
+        store.put_layer_file_hashed(tar, compression, known)?.into(),
+    ))
 }
 
 /// `--debug`: an interactive shell (the SHELL's program) in the failed step's sandbox as

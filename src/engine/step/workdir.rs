@@ -12,7 +12,7 @@ use crate::engine::cache::{self, LayerRec, Record};
 use crate::engine::copy::{CopyJob, CopyResult, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::report::Event;
-use crate::engine::stage::{lowers, rfc, step_dir, St};
+use crate::engine::stage::{rfc, step_dir, St};
 
 /// WORKDIR `w` (expanded): the config's working directory, and a layer with the directory
 /// when no layer below has it.
@@ -48,8 +48,7 @@ pub(in crate::engine) fn execute(
             crate::layer::paths::Merged::load(&files)?.kind(wd)
                 == Some(&crate::layer::paths::Kind::Dir)
         } else {
-            let lowers = lowers(st.b, &st.config, &st.layers)?;
-            exists_in_layers(&lowers, wd)
+            exists_in_layers(&st.lowers_now()?, wd)
         };
     let created = rfc(st.now());
     let rec = if exists {
