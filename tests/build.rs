@@ -2122,6 +2122,46 @@ fn a_failure_after_a_run_keeps_the_run_before_it() {
     assert_eq!(b.sh("f", "cat /two"), "one\n");
 }
 
+/// Two stages with the same RUN step (the same key), one of which reads the other after it:
+/// the step's lock is not held while that stage waits, so the other stage gets the step
+/// (from the cache) instead of waiting for the lock forever. Each stage may win the race to
+/// the step; a build that hangs is killed after 60 s.
+#[test]
+fn two_stages_with_the_same_step_do_not_wait_for_each_other() {
+    let Some(b) = B::new("samestep") else {
+        return;
+    };
+    let c = b.ctx(
+        "c",
+        &files(&[df("FROM busybox AS b\nARG N\nRUN echo \"$N\" > /x\nRUN cat /x > /y\nFROM busybox AS a\nARG N\nRUN echo \"$N\" > /x\nCOPY --from=b /y /y\n")]),
+    );
+    for n in 0..4 {
+        let o = Command::new("timeout")
+            .args(["-s", "KILL", "60", common::strata_bin(), "--root", &b.root])
+            .args([
+                "build",
+                "-q",
+                "--build-arg",
+                &format!("N={n}"),
+                "-t",
+                "same",
+            ])
+            .arg(&c)
+            .env_remove("STRATA_ROOT")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "build {n} ({:?}; killed after 60 s when it hangs): {}",
+            o.status,
+            text(&o.stderr)
+        );
+        assert_eq!(b.sh("same", "cat /y"), format!("{n}\n"));
+    }
+}
+
 // ---- outputs ------------------------------------------------------------------------------
 
 #[test]

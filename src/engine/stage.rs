@@ -600,9 +600,20 @@ impl St<'_, '_> {
     ) -> anyhow::Result<()> {
         let b = self.b;
         // A step that reads another stage waits for it before it shows as started (its
-        // stage's job slot is given back meanwhile); the steps before it ran alongside.
-        for d in &b.plan.stages[self.index].deps {
-            if d.kind != DepKind::From && d.span == cmd.span && b.stage_result(d.stage).is_none() {
+        // stage's job slot is given back meanwhile); the steps before it ran alongside. The
+        // layers still being written are settled first: a pending RUN step holds its step's
+        // lock, which the other stage may need for the same step.
+        let reads: Vec<usize> = b.plan.stages[self.index]
+            .deps
+            .iter()
+            .filter(|d| d.kind != DepKind::From && d.span == cmd.span)
+            .map(|d| d.stage)
+            .collect();
+        if !reads.is_empty() {
+            self.settle()?;
+        }
+        for s in reads {
+            if b.stage_result(s).is_none() {
                 return Err(Cancelled.into());
             }
         }
