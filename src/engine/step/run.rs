@@ -404,7 +404,7 @@ fn run_in(
             job: Some(job),
         }));
     }
-    let Some(info) = layer_of(
+    Ok(Ran::Done(layer_of(
         &spec,
         step,
         &finished.created,
@@ -413,11 +413,7 @@ fn run_in(
         b.opts.epoch,
         b.store,
         b.opts.compression,
-    )?
-    else {
-        return Ok(Ran::Done(None));
-    };
-    Ok(Ran::Done(Some(info)))
+    )?))
 }
 
 /// The layer of the step `spec` ran in its scratch dir `step`, written to `tar` and moved
