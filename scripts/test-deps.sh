@@ -30,6 +30,8 @@ packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps docker-r
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 # git: ADD of a git repository (tests/build.rs serves a repository over HTTP).
 command -v git >/dev/null 2>&1 || packages+=(git)
+# curl: the wheels the pip cache test serves from a local index are fetched from PyPI.
+command -v curl >/dev/null 2>&1 || packages+=(curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
