@@ -21,6 +21,53 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A listener's accept loop on a thread of its own, each connection handed to `handle`, until
+/// it is dropped (a flag, then one connection that wakes the loop) or, with `deadline`, that long
+/// after it started.
+struct Acceptor {
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(
+        l: TcpListener,
+        deadline: Option<Duration>,
+        mut handle: impl FnMut(TcpStream) + Send + 'static,
+    ) -> Acceptor {
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            for c in l.incoming() {
+                if s2.load(Ordering::SeqCst) || deadline.is_some_and(|d| started.elapsed() > d) {
+                    break;
+                }
+                if let Ok(c) = c {
+                    handle(c);
+                }
+            }
+        });
+        Acceptor {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A bcrypt hash of "s3cret-pw" for alice (distribution's htpasswd takes bcrypt only).
 pub const HTPASSWD: &str = "alice:$2b$12$wY3mRI4ji5kPpqXiMwQ5OegeUL4tzLfk4LOM5JKOZHp9P0GLzceA6\n";
 pub const USER: &str = "alice";
@@ -196,8 +243,7 @@ fn rand_id() -> u64 {
 pub struct TokenServer {
     pub port: u16,
     pub issued: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 fn url_decode(s: &str) -> String {
@@ -263,81 +309,65 @@ impl TokenServer {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let issued = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (i2, s2) = (issued.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for c in l.incoming() {
-                if s2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(c) = c else { continue };
-                let mut r = BufReader::new(c.try_clone().unwrap());
-                let Some((line, headers, body)) = read_request(&mut r) else {
-                    continue;
-                };
-                let mut parts = line.split(' ');
-                let method = parts.next().unwrap_or("");
-                let target = parts.next().unwrap_or("");
-                let query = target.split_once('?').map(|x| x.1).unwrap_or("");
-                let basic = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        let i2 = issued.clone();
+        let acceptor = Acceptor::start(l, None, move |c| {
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let Some((line, headers, body)) = read_request(&mut r) else {
+                return;
+            };
+            let mut parts = line.split(' ');
+            let method = parts.next().unwrap_or("");
+            let target = parts.next().unwrap_or("");
+            let query = target.split_once('?').map(|x| x.1).unwrap_or("");
+            let basic = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+            );
+            let (authorized, ps) = if method == "POST" {
+                let ps = params(&String::from_utf8_lossy(&body));
+                let ok = ps
+                    .iter()
+                    .any(|(k, v)| k == "grant_type" && v == "refresh_token")
+                    && ps.iter().any(|(k, v)| k == "refresh_token" && v == REFRESH);
+                (ok, ps)
+            } else {
+                let ok = headers
+                    .iter()
+                    .any(|(k, v)| k == "authorization" && *v == basic);
+                (ok, params(query))
+            };
+            let mut c = c;
+            if !authorized {
+                let _ = c.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
-                let (authorized, ps) = if method == "POST" {
-                    let ps = params(&String::from_utf8_lossy(&body));
-                    let ok = ps
-                        .iter()
-                        .any(|(k, v)| k == "grant_type" && v == "refresh_token")
-                        && ps.iter().any(|(k, v)| k == "refresh_token" && v == REFRESH);
-                    (ok, ps)
-                } else {
-                    let ok = headers
-                        .iter()
-                        .any(|(k, v)| k == "authorization" && *v == basic);
-                    (ok, params(query))
-                };
-                let mut c = c;
-                if !authorized {
-                    let _ = c.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                return;
+            }
+            // Scopes: one per `scope` parameter, or space-separated in one (POST form).
+            let mut access = Vec::new();
+            for (k, v) in &ps {
+                if k != "scope" {
                     continue;
                 }
-                // Scopes: one per `scope` parameter, or space-separated in one (POST form).
-                let mut access = Vec::new();
-                for (k, v) in &ps {
-                    if k != "scope" {
-                        continue;
-                    }
-                    for s in v.split(' ') {
-                        let f: Vec<&str> = s.splitn(3, ':').collect();
-                        if f.len() == 3 {
-                            access.push(serde_json::json!({"type": f[0], "name": f[1],
+                for s in v.split(' ') {
+                    let f: Vec<&str> = s.splitn(3, ':').collect();
+                    if f.len() == 3 {
+                        access.push(serde_json::json!({"type": f[0], "name": f[1],
                                 "actions": f[2].split(',').collect::<Vec<_>>()}));
-                        }
                     }
                 }
-                let token = signer.jwt(&serde_json::Value::Array(access), 300);
-                i2.fetch_add(1, Ordering::SeqCst);
-                let body =
-                    serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
-                        .to_string();
-                let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
             }
+            let token = signer.jwt(&serde_json::Value::Array(access), 300);
+            i2.fetch_add(1, Ordering::SeqCst);
+            let body =
+                serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                    .to_string();
+            let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
         });
         TokenServer {
             port,
             issued,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _acceptor: acceptor,
         }
     }
 }
@@ -369,8 +399,7 @@ pub struct FaultProxy {
     pub port: u16,
     pub rules: Arc<Mutex<Vec<Rule>>>,
     pub log: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 impl FaultProxy {
@@ -379,25 +408,16 @@ impl FaultProxy {
         let port = l.local_addr().unwrap().port();
         let rules: Arc<Mutex<Vec<Rule>>> = Arc::new(Mutex::new(Vec::new()));
         let log: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r2, l2, s2) = (rules.clone(), log.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            for c in l.incoming() {
-                if s2.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(600) {
-                    break;
-                }
-                let Ok(c) = c else { continue };
-                let (r3, l3) = (r2.clone(), l2.clone());
-                std::thread::spawn(move || serve(c, upstream, &r3, &l3));
-            }
+        let (r2, l2) = (rules.clone(), log.clone());
+        let acceptor = Acceptor::start(l, Some(Duration::from_secs(600)), move |c| {
+            let (r3, l3) = (r2.clone(), l2.clone());
+            std::thread::spawn(move || serve(c, upstream, &r3, &l3));
         });
         FaultProxy {
             port,
             rules,
             log,
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
         }
     }
 
@@ -412,16 +432,6 @@ impl FaultProxy {
 
     pub fn requests(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -623,8 +633,7 @@ pub struct PackageIndex {
     pub url: String,
     addr: std::net::SocketAddr,
     downloads: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _acceptor: Acceptor,
 }
 
 /// A wheel's project as a simple index names it (PEP 503 normalised).
@@ -667,68 +676,59 @@ impl PackageIndex {
         let l = TcpListener::bind((ip, 0)).unwrap();
         let addr = l.local_addr().unwrap();
         let downloads = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (d2, s2) = (downloads.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for c in l.incoming() {
-                if s2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut c) = c else { continue };
-                let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut r = BufReader::new(c.try_clone().unwrap());
-                let Some((line, _, _)) = read_request(&mut r) else {
-                    continue;
-                };
-                let target = line.split(' ').nth(1).unwrap_or("");
-                let (kind, body, etag) = if let Some(p) = target
-                    .strip_prefix("/simple/")
-                    .map(|p| p.trim_end_matches('/'))
-                {
-                    let links: String = wheels
-                        .iter()
-                        .filter(|(w, _, _)| project_of(w) == p)
-                        .map(|(w, h, _)| format!("<a href=\"/files/{w}#sha256={h}\">{w}</a>\n"))
-                        .collect();
-                    if links.is_empty() {
-                        ("", Vec::new(), String::new())
-                    } else {
-                        let page =
-                            format!("<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n");
-                        let etag = format!("{:x}", page.len());
-                        ("text/html", page.into_bytes(), etag)
-                    }
-                } else if let Some((w, h, b)) = target
-                    .strip_prefix("/files/")
-                    .and_then(|f| wheels.iter().find(|(w, _, _)| w == f))
-                {
-                    d2.lock().unwrap().push(w.clone());
-                    ("application/octet-stream", b.clone(), h.clone())
-                } else {
+        let d2 = downloads.clone();
+        let acceptor = Acceptor::start(l, None, move |mut c| {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let Some((line, _, _)) = read_request(&mut r) else {
+                return;
+            };
+            let target = line.split(' ').nth(1).unwrap_or("");
+            let (kind, body, etag) = if let Some(p) = target
+                .strip_prefix("/simple/")
+                .map(|p| p.trim_end_matches('/'))
+            {
+                let links: String = wheels
+                    .iter()
+                    .filter(|(w, _, _)| project_of(w) == p)
+                    .map(|(w, h, _)| format!("<a href=\"/files/{w}#sha256={h}\">{w}</a>\n"))
+                    .collect();
+                if links.is_empty() {
                     ("", Vec::new(), String::new())
-                };
-                let head = if kind.is_empty() {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_string()
                 } else {
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                    let page = format!("<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n");
+                    let etag = format!("{:x}", page.len());
+                    ("text/html", page.into_bytes(), etag)
+                }
+            } else if let Some((w, h, b)) = target
+                .strip_prefix("/files/")
+                .and_then(|f| wheels.iter().find(|(w, _, _)| w == f))
+            {
+                d2.lock().unwrap().push(w.clone());
+                ("application/octet-stream", b.clone(), h.clone())
+            } else {
+                ("", Vec::new(), String::new())
+            };
+            let head = if kind.is_empty() {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            } else {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
                          Cache-Control: max-age=600, public\r\nETag: \"{etag}\"\r\nDate: {}\r\n\
                          Connection: close\r\n\r\n",
-                        body.len(),
-                        http_date(std::time::SystemTime::now())
-                    )
-                };
-                let _ = c.write_all(head.as_bytes());
-                let _ = c.write_all(&body);
-            }
+                    body.len(),
+                    http_date(std::time::SystemTime::now())
+                )
+            };
+            let _ = c.write_all(head.as_bytes());
+            let _ = c.write_all(&body);
         });
         PackageIndex {
             url: format!("http://{addr}/simple"),
             addr,
             downloads,
-            stop,
-            thread: Some(thread),
+            _acceptor: acceptor,
         }
     }
 
@@ -745,16 +745,6 @@ impl PackageIndex {
     /// The index's host and port, as pip's `--trusted-host` takes it (plain HTTP).
     pub fn host(&self) -> String {
         self.addr.to_string()
-    }
-}
-
-impl Drop for PackageIndex {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
