@@ -538,10 +538,13 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// Check a `--chmod` value: octal (`755`, `0644`) or symbolic (`u+x,go-w`, `a=rX`).
 pub fn check_chmod(v: &str) -> Result<(), String> {
-    if v.chars().all(|c| c.is_ascii_digit()) && !v.is_empty() {
+    // A value that starts as a number is octal, with BuildKit's message when it is not one.
+    if v.starts_with(|c: char| c.is_ascii_digit()) {
         return match u32::from_str_radix(v, 8) {
             Ok(m) if m <= 0o7777 => Ok(()),
-            _ => Err(format!("invalid chmod \"{v}\": octal modes are 0 to 7777")),
+            _ => Err(format!(
+                "invalid chmod parameter: '{v}'. it should be octal string and between 0 and 07777"
+            )),
         };
     }
     for clause in v.split(',') {

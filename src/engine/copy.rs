@@ -352,6 +352,24 @@ impl Dest {
         }
     }
 
+    /// The owner, mode and time of the directory at the resolved `real`, if it is one.
+    fn dir_meta(&self, real: &str) -> Option<crate::layer::paths::DirMeta> {
+        let rel = real.trim_start_matches('/');
+        match self {
+            Dest::Dir(d) => {
+                use std::os::unix::fs::MetadataExt;
+                let m = std::fs::symlink_metadata(d.join(rel)).ok()?;
+                m.is_dir().then(|| crate::layer::paths::DirMeta {
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime: m.mtime(),
+                })
+            }
+            Dest::Paths(m) => m.dir_meta(rel),
+        }
+    }
+
     /// Whether the resolved `real` exists, and is a directory.
     fn is_dir(&self, real: &str) -> Option<bool> {
         let rel = real.trim_start_matches('/');
@@ -394,6 +412,7 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
     } else {
         copy_sources(&mut plan, &src_root, &ignore, keep_owner)?;
     }
+    plan.existing_parents();
     let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
     Ok(CopyResult::Layer {
         layer: info.into(),
@@ -660,8 +679,54 @@ impl Planner<'_> {
             if self.is_dir_in_dest(&cur) {
                 continue;
             }
-            let o = self.created(Body::Dir, 0o755);
+            let o = self.created(Body::Dir, self.dir_mode());
             self.add(&cur.clone(), o);
+        }
+    }
+
+    /// The mode of the directories the step creates: an octal `--chmod`'s, else 0755 (as
+    /// BuildKit's copy, which makes them with the numeric mode it applies to the files).
+    fn dir_mode(&self) -> u32 {
+        match &self.job.chmod {
+            Some(c) => match u32::from_str_radix(c, 8) {
+                Ok(n) if n <= 0o7777 => n,
+                _ => 0o755,
+            },
+            None => 0o755,
+        }
+    }
+
+    /// Every directory above the planned entries that the destination already has goes into
+    /// the layer as it is there (owner, mode, time), as in the layers BuildKit and Docker make
+    /// (their differs include every parent of a change): a layer unpacked on its own, as a
+    /// snapshot is, would otherwise give those directories root's owner and 0755 on top of
+    /// the image's.
+    fn existing_parents(&mut self) {
+        let mut add = Vec::new();
+        for path in self.entries.keys() {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                if parent.is_empty() {
+                    break;
+                }
+                p = parent;
+                if self.entries.contains_key(p) || add.iter().any(|(a, _)| a == p) {
+                    continue;
+                }
+                if let Some(m) = self.dest_root.dir_meta(p) {
+                    add.push((p.to_string(), m));
+                }
+            }
+        }
+        for (p, m) in add {
+            let o = Out {
+                body: Body::Dir,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                mtime: self.clamp(m.mtime),
+            };
+            self.entries.insert(p, o);
         }
     }
 
@@ -725,9 +790,13 @@ impl Planner<'_> {
         };
         let entries = source_entries(root, &r, ignore, excludes)?;
         self.parents_of(target);
-        if self.exists_in_dest(target) != Some(true) {
+        if !self.is_dir_in_dest(target) {
+            // Only the directory's contents are copied: the destination is made as a parent
+            // directory is (root's or --chown's, 0755 or an octal --chmod), with the source
+            // directory's time, as BuildKit's copy leaves it.
             let m = fs_err::metadata(root.join(rel)).map_err(|e| e.to_string())?;
-            let o = self.file_out(root, rel, &m, keep_owner);
+            let mut o = self.created(Body::Dir, self.dir_mode());
+            o.mtime = self.clamp(context::Meta::of(&m).mtime_ns.div_euclid(1_000_000_000));
             self.add(target, o);
         }
         let prefix = if rel.is_empty() {

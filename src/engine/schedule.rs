@@ -97,6 +97,10 @@ impl Schedule {
             if let Some(v) = r.get(&i) {
                 break v.clone();
             }
+            // A failed or interrupted build never gives the result: stop waiting.
+            if self.failed() {
+                break None;
+            }
             r = self.ready.wait(r).unwrap_or_else(|e| e.into_inner());
         };
         drop(r);
@@ -135,6 +139,9 @@ impl Schedule {
         for pid in lock(&self.running).iter() {
             kill(*pid);
         }
+        // Steps waiting for another stage's result wake up and see the failure.
+        drop(lock(&self.results));
+        self.ready.notify_all();
     }
 
     /// The build's first error, if it failed.

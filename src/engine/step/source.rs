@@ -83,18 +83,16 @@ pub(in crate::engine) fn context_digest(
 
 pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<FromRef> {
     let plan = st.b.plan;
-    let idx = plan
-        .stage_by_name(f)
-        .map(|s| s.index)
-        .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
-    if let Some(i) = idx {
-        if i == st.index {
-            bail!("--from={f} names this stage itself");
-        }
-        let r = st.b.stage_result(i).ok_or(Cancelled)?;
-        return Ok(FromRef::Stage(r));
-    }
-    match st.b.opts.named_contexts.get(f) {
+    // A named context replaces the stage of the same name (the plan never builds that stage,
+    // so waiting for it would wait forever).
+    let named = st
+        .b
+        .opts
+        .named_contexts
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(f))
+        .map(|(_, v)| v);
+    match named {
         Some(NamedContext::Dir(p)) => return Ok(FromRef::Context(p.clone())),
         Some(NamedContext::Image(r)) => return image_ref(st, r),
         Some(NamedContext::OciLayout(p, _)) => {
@@ -105,6 +103,17 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
             return image_ref(st, &img.config_digest.to_string());
         }
         None => {}
+    }
+    let idx = plan
+        .stage_by_name(f)
+        .map(|s| s.index)
+        .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
+    if let Some(i) = idx {
+        if i == st.index {
+            bail!("--from={f} names this stage itself");
+        }
+        let r = st.b.stage_result(i).ok_or(Cancelled)?;
+        return Ok(FromRef::Stage(r));
     }
     if let Some(s) = plan.stage_typo(f) {
         return Err(crate::engine::error::Error::NoSuchStage {
@@ -119,6 +128,16 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
 /// Did a step of the stage `f` (by name or index) run rather than come from the cache?
 pub(in crate::engine) fn missed(st: &St<'_, '_>, f: &str) -> bool {
     let plan = st.b.plan;
+    // A named context of that name stands for it: no stage of the plan ran.
+    if st
+        .b
+        .opts
+        .named_contexts
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case(f))
+    {
+        return false;
+    }
     plan.stage_by_name(f)
         .map(|s| s.index)
         .or_else(|| f.parse::<usize>().ok())
