@@ -28,6 +28,7 @@
 //! fails "TEXT"              it fails, its output containing TEXT (without: it must succeed)
 //! log "TEXT"  nolog "TEXT"  its output contains / does not contain TEXT
 //! cached "STEP"  ran "STEP" every step whose name contains STEP came from the cache / ran
+//! same-id  new-id           the image id is the previous build's / another
 //! out PATH = "TEXT"         the root filesystem (--output type=tar) has file PATH with TEXT
 //! out PATH ~ "TEXT"         ... a file PATH containing TEXT
 //! out PATH missing          ... no PATH
@@ -102,6 +103,8 @@ enum Expect {
     NoLog(String),
     Cached(String),
     Ran(String),
+    /// The image id is the previous build's (`same-id`), or not (`new-id`).
+    SameId(bool),
     Out(String, OutCheck),
     Config {
         whole: bool,
@@ -356,6 +359,8 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                 Some(Op::Env(k.to_string(), v.to_string()))
             }
             "build" => Some(Op::Build(words(rest).map_err(&err)?)),
+            "same-id" => Some(Op::Expect(Expect::SameId(true))),
+            "new-id" => Some(Op::Expect(Expect::SameId(false))),
             "fails" | "log" | "nolog" | "cached" | "ran" => {
                 let t = quoted(rest).map_err(&err)?.0;
                 Some(Op::Expect(match word {
@@ -682,9 +687,24 @@ fn tail(log: &str) -> String {
     lines[from..].join("\n")
 }
 
-fn check(env: &Env, o: &mut Outcome, e: &Expect, vars: &[(&str, String)]) -> Result<(), String> {
+fn check(
+    env: &Env,
+    o: &mut Outcome,
+    prev_id: Option<&str>,
+    e: &Expect,
+    vars: &[(&str, String)],
+) -> Result<(), String> {
     let s = |t: &String| subst(t, vars);
     match e {
+        Expect::SameId(same) => {
+            let (a, b) = (prev_id.ok_or("no earlier build")?, o.iid.as_deref());
+            if (Some(a) == b) != *same {
+                return Err(format!(
+                    "the image id is {b:?}, the previous build's {a}: {}",
+                    if *same { "not the same" } else { "the same" }
+                ));
+            }
+        }
         Expect::Fails(t) => {
             let t = s(t);
             if !o.log.contains(&t) {
@@ -849,6 +869,7 @@ fn run_case(env: &Env, c: &Case, index: usize) -> Verdict {
     ];
     let mut proc_env: Vec<(String, String)> = Vec::new();
     let mut last: Option<Outcome> = None;
+    let mut prev_id: Option<String> = None;
     let mut expects_failure = false;
     let mut builds = 0;
     let fail = |n: usize, m: String, o: &Option<Outcome>| {
@@ -913,6 +934,7 @@ fn run_case(env: &Env, c: &Case, index: usize) -> Verdict {
                     return fail(build_line, m, &last);
                 }
                 let args: Vec<String> = args.iter().map(|a| subst(a, &vars)).collect();
+                prev_id = last.as_ref().and_then(|o| o.iid.clone());
                 builds += 1;
                 build_line = *n;
                 last = Some(run_build(env, &dir, &ctx, builds, &args, &proc_env));
@@ -923,7 +945,7 @@ fn run_case(env: &Env, c: &Case, index: usize) -> Verdict {
                     expects_failure = true;
                 }
                 let o = last.as_mut().expect("checked when parsed");
-                if let Err(m) = check(env, o, e, &vars) {
+                if let Err(m) = check(env, o, prev_id.as_deref(), e, &vars) {
                     return fail(*n, m, &last);
                 }
             }
@@ -978,6 +1000,15 @@ fn buildkit_dockerfile_tests() {
     .unwrap();
     for d in ["home", "var/www", "usr/sbin"] {
         fs_err::create_dir_all(root.join("rootfs").join(d)).unwrap();
+    }
+    // The applets busybox installs outside /bin (/usr/bin/env, ...), as in that image.
+    let full = Command::new("/bin/busybox").arg("--list-full").output().unwrap();
+    for p in String::from_utf8_lossy(&full.stdout).lines() {
+        let at = root.join("rootfs").join(p);
+        if !p.starts_with("bin/") && std::fs::symlink_metadata(&at).is_err() {
+            fs_err::create_dir_all(at.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink("/bin/busybox", &at).unwrap();
+        }
     }
     let strata = common::strata_bin();
     let store = root.join("store");

@@ -184,7 +184,12 @@ fn scratch_config(p: &Platform) -> ImageConfig {
         os: p.os.clone(),
         os_version: None,
         variant: p.variant.clone(),
-        config: Some(Default::default()),
+        // As BuildKit's empty image: the working directory is `/` (PATH is added as for
+        // every image without one).
+        config: Some(crate::oci::ContainerConfig {
+            working_dir: Some("/".into()),
+            ..Default::default()
+        }),
         rootfs: Default::default(),
         history: Vec::new(),
         extra: Default::default(),

@@ -197,6 +197,23 @@ pub struct MetaArg {
     pub span: Span,
 }
 
+/// The working directory `WORKDIR path` records in the image's config, after `workdir`, as
+/// BuildKit's NormalizeWorkdir makes it: an absolute path as written (`/app/` stays `/app/`),
+/// a relative one joined to the current one and cleaned, an empty one the current one.
+pub fn workdir_config(workdir: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        return path.to_string();
+    }
+    if path.is_empty() {
+        return if workdir.is_empty() {
+            "/".to_string()
+        } else {
+            workdir.to_string()
+        };
+    }
+    in_workdir(workdir, path)
+}
+
 /// `path` as a step in `workdir` sees it: an absolute path, lexically cleaned (WORKDIR's rule).
 pub fn in_workdir(workdir: &str, path: &str) -> String {
     let joined = if path.starts_with('/') {

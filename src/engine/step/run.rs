@@ -60,6 +60,28 @@ fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
     })
 }
 
+/// The proxy variables a RUN step gets from the build args, in both spellings, as BuildKit's
+/// ExecOp sets them (proxyEnvFromBuildArgs, proxyEnvList): each of http_proxy, https_proxy,
+/// ftp_proxy, no_proxy and all_proxy given in either case (or both: the lower-case one wins,
+/// as in BuildKit's sorted walk) becomes `HTTP_PROXY=v` and `http_proxy=v`; an empty value
+/// sets neither.
+fn proxy_env(build_args: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for lower in ["http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"] {
+        // BTreeMap order is byte order: upper case first, so the last match is BuildKit's.
+        let v = build_args
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(lower))
+            .map(|(_, v)| v)
+            .next_back();
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            out.push((lower.to_ascii_uppercase(), v.clone()));
+            out.push((lower.to_string(), v.clone()));
+        }
+    }
+    out
+}
+
 /// What a RUN step that ran leaves behind.
 pub(in crate::engine) enum Ran {
     /// Its layer (None: it changed nothing), written and hashed.
@@ -160,12 +182,10 @@ fn run_in(
     // (its ExecOp ProxyEnv): not in the cache key, the image's config or its history, so a
     // CI runner's proxy neither busts the cache nor leaks a password into the image. A
     // declared one is an ordinary ARG (above).
-    for name in crate::plan::PROXY_ARGS {
-        let set = |e: &String| e.split('=').next() == Some(name);
-        if let Some(v) = b.plan.options.build_args.get(*name) {
-            if !args.iter().any(|(k, _)| k == name) && !env.iter().any(set) {
-                env.push(format!("{name}={v}"));
-            }
+    for (name, v) in proxy_env(&b.plan.options.build_args) {
+        let set = |e: &String| e.split('=').next() == Some(name.as_str());
+        if !args.iter().any(|(k, _)| *k == name) && !env.iter().any(set) {
+            env.push(format!("{name}={v}"));
         }
     }
     if let Some(e) = b.opts.epoch {
