@@ -13,6 +13,7 @@
 //! differs WHY               strata deliberately differs from BuildKit here (README lists it);
 //!                           the expectations are strata's
 //! needs TOOL                skip (said, never counted as passed) when TOOL is not on PATH
+//! own-store                 run in a store of its own (for cache mounts with fixed ids)
 //! dockerfile [NAME]         the Dockerfile (default name `Dockerfile`), as a `|` block
 //! file PATH [mode=OCTAL] "TEXT" | block     a context file (a block's lines joined with \n,
 //!                           no newline added at the end: add an empty `|` line for one)
@@ -67,6 +68,8 @@ struct Case {
     from: Vec<String>,
     differs: Option<String>,
     needs: Vec<String>,
+    /// Runs in a store of its own (cache mounts with fixed ids, prune).
+    own_store: bool,
     ops: Vec<(usize, Op)>,
 }
 
@@ -267,6 +270,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                 from: Vec::new(),
                 differs: None,
                 needs: Vec::new(),
+                own_store: false,
                 ops: Vec::new(),
             });
             i += 1;
@@ -296,6 +300,10 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
             }
             "needs" => {
                 case.needs.push(rest.to_string());
+                None
+            }
+            "own-store" => {
+                case.own_store = true;
                 None
             }
             "dockerfile" => {
@@ -859,6 +867,44 @@ fn run_case(env: &Env, c: &Case, index: usize) -> Verdict {
     let dir = env.root.join(format!("case{index}"));
     let ctx = dir.join("ctx");
     fs_err::create_dir_all(&ctx).unwrap();
+    let own;
+    let env = if c.own_store {
+        let store = dir.join("store");
+        let o = Command::new(env.strata)
+            .arg("--root")
+            .arg(&store)
+            .arg("import")
+            .arg(env.root.join("rootfs"))
+            .arg("busybox:latest")
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            return Verdict::Failed(format!("import: {}", String::from_utf8_lossy(&o.stderr)));
+        }
+        own = Env {
+            strata: env.strata,
+            store,
+            root: env.root.clone(),
+            http: env.http.clone(),
+        };
+        &own
+    } else {
+        env
+    };
+    let v = run_steps(env, c, index, &dir, &ctx);
+    if c.own_store {
+        // Pruned here: what it holds may belong to subordinate ids.
+        let _ = Command::new(env.strata)
+            .arg("--root")
+            .arg(&env.store)
+            .args(["prune", "--all"])
+            .output();
+    }
+    v
+}
+
+/// The ops of case `c`, in order, in its directory `dir` with its context `ctx`.
+fn run_steps(env: &Env, c: &Case, index: usize, dir: &Path, ctx: &Path) -> Verdict {
     let www = env.root.join("www").join(format!("case{index}"));
     let token = format!("{}-{}-{}", c.file, c.name, std::process::id());
     let vars: Vec<(&str, String)> = vec![
@@ -937,7 +983,7 @@ fn run_case(env: &Env, c: &Case, index: usize) -> Verdict {
                 prev_id = last.as_ref().and_then(|o| o.iid.clone());
                 builds += 1;
                 build_line = *n;
-                last = Some(run_build(env, &dir, &ctx, builds, &args, &proc_env));
+                last = Some(run_build(env, dir, ctx, builds, &args, &proc_env));
                 expects_failure = false;
             }
             Op::Expect(e) => {

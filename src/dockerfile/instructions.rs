@@ -304,15 +304,31 @@ impl MountSpec {
                         "secret" => MountKind::Secret,
                         "ssh" => MountKind::Ssh,
                         other => {
-                            return Err(format!(
+                            let kinds = ["bind", "cache", "tmpfs", "secret", "ssh"];
+                            let mut msg = format!(
                                 "unsupported mount type \"{other}\" (expected bind, cache, tmpfs, secret or ssh)"
-                            ))
+                            );
+                            if let Some(s) = did_you_mean(other, kinds) {
+                                msg.push_str(&format!(" (did you mean {s}?)"));
+                            }
+                            return Err(msg);
                         }
                     };
                 }
                 "target" | "dst" | "destination" => m.target = Some(need(val)?),
                 "source" | "src" => m.source = Some(need(val)?),
-                "from" => m.from = Some(need(val)?),
+                "from" => {
+                    // As BuildKit (parseMount with no expander): a stage is named as written;
+                    // `$` anywhere but at the end is refused, ARG or ENV alike.
+                    let v = need(val)?;
+                    if v.find('$').is_some_and(|i| i + 1 != v.len()) {
+                        return Err(
+                            "'from' doesn't support variable expansion, define alias stage instead"
+                                .into(),
+                        );
+                    }
+                    m.from = Some(v);
+                }
                 "readonly" | "ro" => m.readonly = Some(parse_bool_opt(&key, val, lenient)?),
                 "readwrite" | "rw" => m.readonly = Some(!parse_bool_opt(&key, val, lenient)?),
                 "required" => m.required = parse_bool_opt(&key, val, lenient)?,

@@ -65,6 +65,9 @@ pub(super) enum Pending {
     Run {
         commit: Box<step::run::Commit>,
         key: Digest,
+        /// Also recorded under this key, and later steps chain from it (a RUN bind-mounting
+        /// a stage, known by the mounted content: cache::Record::chain).
+        alias: Option<Digest>,
         created: String,
         history: usize,
         lock: Option<crate::store::Lock>,
@@ -519,6 +522,7 @@ impl St<'_, '_> {
                 Pending::Run {
                     commit,
                     key,
+                    alias,
                     created,
                     history,
                     lock,
@@ -527,7 +531,7 @@ impl St<'_, '_> {
                     result = commit
                         .finish()
                         .with_context(|| format!("writing the layer of {what}"))
-                        .and_then(|layer| self.committed(key, layer, created, history));
+                        .and_then(|layer| self.committed(key, alias, layer, created, history));
                     drop(lock);
                 }
             }
@@ -540,6 +544,7 @@ impl St<'_, '_> {
     fn committed(
         &mut self,
         key: Digest,
+        alias: Option<Digest>,
         layer: Option<LayerRec>,
         created: String,
         history: usize,
@@ -556,8 +561,12 @@ impl St<'_, '_> {
             layer,
             created,
             dirs: Vec::new(),
+            chain: alias.clone(),
         };
         cache::put(self.b.store, &key, &record)?;
+        if let Some(a) = &alias {
+            cache::put(self.b.store, a, &record)?;
+        }
         self.record_applied(key, record);
         Ok(())
     }
@@ -591,7 +600,7 @@ impl St<'_, '_> {
                 self.dirs.push(d.clone());
             }
         }
-        self.key = key;
+        self.key = rec.chain.clone().unwrap_or(key);
         self.history(cmd, &rec.created, rec.layer.is_none());
     }
 
@@ -694,6 +703,26 @@ impl St<'_, '_> {
             }
             Some(lock)
         };
+        // A RUN that bind-mounts another stage is also known by what it mounts: when the stage
+        // was rebuilt with the same files there, the step is the one recorded under that key
+        // (BuildKit keys such a mount by content). Read only now, after a miss.
+        let content_key = match (ins, run) {
+            (Instruction::Run(_), Some(o)) if !self.no_cache => {
+                step::run::content_inputs(self, o)?.map(|i| self.key_for(ins, &i))
+            }
+            _ => None,
+        };
+        if let Some(c) = &content_key {
+            if let Some(rec) = self.lookup(c) {
+                let rec = Record {
+                    chain: Some(rec.chain.clone().unwrap_or_else(|| c.clone())),
+                    ..rec
+                };
+                cache::put(self.b.store, &key, &rec)?;
+                self.apply(cmd, key, &rec);
+                return Ok(true);
+            }
+        }
         // COPY --link: the layer does not depend on what is below, so it is also recorded
         // under a key without the parent, and reused when only the layers below changed.
         let link_key = match ins {
@@ -762,10 +791,11 @@ impl St<'_, '_> {
             step::run::Ran::Committing(commit) => {
                 // Applied now but for its layer, which goes in (and the step into the cache)
                 // when the commit is settled.
-                self.key = key.clone();
+                self.key = content_key.clone().unwrap_or_else(|| key.clone());
                 self.pending.push(Pending::Run {
                     commit: Box::new(commit),
                     key,
+                    alias: content_key,
                     created: created.clone(),
                     history: self.config.history.len(),
                     lock: building,
@@ -784,9 +814,10 @@ impl St<'_, '_> {
             layer,
             created,
             dirs,
+            chain: content_key.clone(),
         };
         cache::put(self.b.store, &key, &rec)?;
-        if let Some(k) = &link_key {
+        for k in link_key.iter().chain(&content_key) {
             cache::put(self.b.store, k, &rec)?;
         }
         self.apply(cmd, key, &rec);

@@ -447,11 +447,6 @@ impl Planner<'_> {
                 }
             }
             let own = stages[i].commands.iter().map(|c| (&c.instruction, c.span));
-            // ARG/ENV scope is only needed to expand a `$` in a mount's `from`.
-            let needs_scope = triggers.iter().copied().chain(own.clone()).any(|(ins, _)| {
-                matches!(ins, Instruction::Run(r) if r.mounts.iter().any(|m| m.contains('$')))
-            });
-            let mut scope = needs_scope.then(|| StageScope::new(&meta_args, &self.options));
             for (ins, span) in triggers.iter().copied().chain(own) {
                 match ins {
                     Instruction::Copy(c) => {
@@ -461,35 +456,17 @@ impl Planner<'_> {
                     }
                     Instruction::Run(r) => {
                         for m in &r.mounts {
-                            // Typing checked the mount; only a `from` can add an edge.
+                            // Typing checked the mount, and refused a `$` in its `from` (as
+                            // BuildKit does): the stage is named as written.
                             if !m.to_ascii_lowercase().contains("from") {
                                 continue;
                             }
-                            let expanded = if m.contains('$') {
-                                let env = scope
-                                    .as_ref()
-                                    .map(StageScope::lookup_env)
-                                    .unwrap_or_default();
-                                lexer.process_word(m, &env).unwrap_or_else(|_| m.clone())
-                            } else {
-                                m.clone()
-                            };
-                            let spec = MountSpec::parse(&expanded, false).map_err(|e| {
+                            let spec = MountSpec::parse(m, true).map_err(|e| {
                                 Diagnostic::new(format!("invalid --mount: {e}"), span)
                             })?;
                             if let Some(f) = spec.from {
                                 refs.push((f, DepKind::MountFrom, span));
                             }
-                        }
-                    }
-                    Instruction::Arg(decls) => {
-                        if let Some(sc) = scope.as_mut() {
-                            sc.declare(decls, &lexer)
-                        }
-                    }
-                    Instruction::Env(kvs) => {
-                        if let Some(sc) = scope.as_mut() {
-                            sc.set_env(kvs, &lexer)
                         }
                     }
                     _ => {}

@@ -50,6 +50,29 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
     Ok(inputs)
 }
 
+/// The inputs of a RUN step that bind-mounts another stage (or an image), with those mounts
+/// known by the content of what they show rather than by the layers of the stage: the key
+/// BuildKit would give it, so it stays cached when that stage is rebuilt with the same files
+/// there. None when the step mounts no stage. Computed only after a miss of the usual key
+/// (which needs no file of the stage: an imported cache's layers stay where they are).
+pub(in crate::engine) fn content_inputs(
+    st: &St<'_, '_>,
+    o: &RunOptions,
+) -> anyhow::Result<Option<Inputs>> {
+    let mut inputs = inputs(st, o)?;
+    let mut any = false;
+    let binds = o.mounts.iter().filter(|m| m.kind == MountKind::Bind);
+    for (i, m) in binds.enumerate() {
+        let Some(f) = m.from.as_deref() else { continue };
+        if let FromRef::Stage(r) = source::source_ref(st, f)? {
+            let src = m.source.clone().unwrap_or_else(|| ".".into());
+            inputs.digests[i] = format!("content {}", source::stage_subtree(st, &r, &src)?);
+            any = true;
+        }
+    }
+    Ok(any.then_some(inputs))
+}
+
 /// The network a RUN step gets: its `--network`, else the build's.
 fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
     Ok(match o.network {
@@ -500,9 +523,27 @@ fn mount_target(st: &St<'_, '_>, t: &Option<String>) -> anyhow::Result<String> {
     })
 }
 
-/// A cache mount's id: `id=`, else its target.
+/// The cache a cache mount uses: its `id=` (else its target) and, when it gives `uid=`, `gid=`
+/// or `mode=`, those too. BuildKit keys a cache by its id and the mount's base, which with
+/// those options is the directory they make (`setCacheUIDGID`): a mount with them never gets
+/// the cache a plain mount (or one with other options) of the same id made, with its owner
+/// and mode, but its own, made as asked.
 fn cache_id(m: &MountSpec, target: &str) -> String {
-    m.id.clone().unwrap_or_else(|| target.to_string())
+    let id = m.id.clone().unwrap_or_else(|| target.to_string());
+    if m.uid.is_none() && m.gid.is_none() && m.mode.is_none() {
+        return id;
+    }
+    let mut opts = Vec::new();
+    if let Some(u) = m.uid {
+        opts.push(format!("uid={u}"));
+    }
+    if let Some(g) = m.gid {
+        opts.push(format!("gid={g}"));
+    }
+    if let Some(mode) = m.mode {
+        opts.push(format!("mode={mode:o}"));
+    }
+    format!("{id}#{}", opts.join(","))
 }
 
 /// The ids of the cache mounts of a RUN step, whether it runs or is cached: what
@@ -601,13 +642,23 @@ fn mount(
                     Err(e) => bail!("locking cache mount {id}: {e}"),
                 }
             }
+            // `source=`: a directory of the cache, resolved inside it (a symlink there cannot
+            // lead out of it), as BuildKit mounts a cache's subpath.
+            let sub = m
+                .source
+                .as_deref()
+                .map(|s| crate::context::ignore::clean(&format!("/{s}")))
+                .filter(|s| s != "/");
             binds.push(Bind {
                 host,
                 target: t,
                 readonly: m.readonly.unwrap_or(false),
-                // No uid/gid: the cache is the step user's (BuildKit keeps it root's).
-                source: BindSource::Cache {
-                    follow_user: m.uid.is_none() && m.gid.is_none(),
+                source: match sub {
+                    Some(sub) => BindSource::Context { sub },
+                    // No uid/gid: the cache is the step user's (BuildKit keeps it root's).
+                    None => BindSource::Cache {
+                        follow_user: m.uid.is_none() && m.gid.is_none(),
+                    },
                 },
             });
         }

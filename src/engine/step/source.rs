@@ -125,6 +125,51 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
     image_ref(st, f)
 }
 
+/// The digest of what a bind mount of `src` from the stage (or image) `r` shows: its files'
+/// content, kinds, modes and owners, not how the stage made them (BuildKit keys such a mount
+/// by its content). Read once per stage filesystem and path, in the user namespace (the files
+/// may belong to subordinate ids), and kept in the store's facts as a cache.
+pub(in crate::engine) fn stage_subtree(
+    st: &St<'_, '_>,
+    r: &StageResult,
+    src: &str,
+) -> anyhow::Result<String> {
+    let b = st.b;
+    let clean = crate::context::ignore::clean(&format!("/{src}"));
+    let id = crate::oci::Digest::of(format!("{} {clean}", r.content_id()).as_bytes());
+    let memo = b
+        .store
+        .facts_dir()
+        .join(format!("subtree-{}", &id.hex()[..32]));
+    if let Ok(d) = fs_err::read_to_string(&memo) {
+        if d.len() == 64 {
+            return Ok(d);
+        }
+    }
+    let lowers = crate::engine::stage::lowers(b, &r.config, &r.layers)?;
+    let work = crate::engine::stage::step_dir(b, "digest")?;
+    let out = work.join("digest");
+    let result = crate::engine::exec::hook_ok(
+        &b.exe,
+        crate::engine::exec::Hook::TreeDigest {
+            lowers,
+            sub: clean.clone(),
+            work: work.clone(),
+            out: out.clone(),
+        },
+        &b.maps,
+        &format!("reading {clean} of a stage for the step's key"),
+    )
+    .and_then(|()| Ok(fs_err::read_to_string(&out)?));
+    let _ = crate::engine::exec::remove_tree(&work, &b.maps);
+    let d = result?;
+    fs_err::create_dir_all(b.store.facts_dir())?;
+    let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
+    fs_err::write(&tmp, &d)?;
+    fs_err::rename(&tmp, &memo)?;
+    Ok(d)
+}
+
 /// Did a step of the stage `f` (by name or index) run rather than come from the cache?
 pub(in crate::engine) fn missed(st: &St<'_, '_>, f: &str) -> bool {
     let plan = st.b.plan;

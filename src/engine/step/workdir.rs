@@ -59,6 +59,7 @@ pub(in crate::engine) fn execute(
             layer: None,
             created,
             dirs: vec![wd.to_string()],
+            chain: None,
         }
     } else {
         // Create it, owned by the current USER, with a COPY-like job of no sources.
@@ -74,6 +75,7 @@ pub(in crate::engine) fn execute(
             layer: Some(layer),
             created,
             dirs: vec![wd.to_string()],
+            chain: None,
         }
     };
     cache::put(st.b.store, &key, &rec)?;
