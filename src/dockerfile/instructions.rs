@@ -414,7 +414,12 @@ impl MountSpec {
                 return Err(format!("invalid mount target \"{t}\": cannot mount over /"));
             }
         }
-        if m.kind == MountKind::Secret && m.id.is_none() && m.target.is_none() && m.env.is_none() {
+        if m.kind == MountKind::Secret
+            && m.id.is_none()
+            && m.source.is_none()
+            && m.target.is_none()
+            && m.env.is_none()
+        {
             return Err("mount type=secret requires an id, a target or an env".into());
         }
         if m.kind != MountKind::Cache && (m.sharing != Sharing::Shared) {

@@ -671,9 +671,12 @@ fn mount(
             });
         }
         MountKind::Secret => {
-            let id =
-                m.id.clone()
-                    .or_else(|| {
+            // As BuildKit's dispatchSecret: `source=` names the secret over `id=`.
+            let id = m
+                .source
+                .clone()
+                .or_else(|| m.id.clone())
+                .or_else(|| {
                         m.target
                             .as_deref()
                             .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
@@ -717,6 +720,8 @@ fn mount(
                 readonly: true,
                 source: BindSource::Memory {
                     index: held.memory.len(),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
                 },
             });
             held.memory.push(f);
