@@ -20,7 +20,8 @@
 //! dir PATH [mode=OCTAL]     symlink PATH TARGET     rm PATH      socket PATH
 //! www PATH "TEXT" | block   a file served at @HTTP@/PATH by a server on 127.0.0.1
 //! env K=V                   in strata's environment (for --secret env=)
-//! build [FLAGS...]          a build of the context (flags as shell words)
+//! build [FLAGS...]          a build of the context (flags as shell words); with `-t NAME`
+//!                           it stores the image under NAME instead of writing the output
 //! ```
 //!
 //! What the last build must give:
@@ -624,9 +625,15 @@ fn run_build(env: &Env, dir: &Path, ctx: &Path, n: usize, args: &[String], vars:
     let mut cmd = Command::new(env.strata);
     cmd.arg("--root")
         .arg(&env.store)
-        .args(["build", "--progress", "plain", "--output"])
-        .arg(format!("type=tar,dest={}", out.display()))
-        .arg("--iidfile")
+        .args(["build", "--progress", "plain"]);
+    // A build that names its image (-t) stores it, for a later case step's FROM: no output
+    // tar then (an --output replaces the store as destination).
+    let tagged = args.iter().any(|a| a == "-t" || a == "--tag");
+    if !tagged {
+        cmd.arg("--output")
+            .arg(format!("type=tar,dest={}", out.display()));
+    }
+    cmd.arg("--iidfile")
         .arg(&iid)
         .args(args)
         .arg(ctx)
@@ -662,7 +669,7 @@ fn run_build(env: &Env, dir: &Path, ctx: &Path, n: usize, args: &[String], vars:
         String::from_utf8_lossy(&o.stderr)
     );
     let ok = o.status.success();
-    let tar = if ok { read_tar(&out).ok() } else { None };
+    let tar = if ok && !tagged { read_tar(&out).ok() } else { None };
     let iid = fs_err::read_to_string(&iid).ok().map(|s| s.trim().to_string());
     Outcome {
         ok,

@@ -1047,8 +1047,16 @@ fn type_instruction(node: &Node) -> Result<Instruction, Diagnostic> {
             let mut inner = (**trigger).clone();
             inner.heredocs = node.heredocs.clone();
             let typed = type_instruction(&inner)?;
+            // As BuildKit stores it: the line, then each heredoc's body and delimiter, so the
+            // child that runs the trigger parses it whole.
+            let mut expression = node.rest.clone();
+            for h in &node.heredocs {
+                expression.push('\n');
+                expression.push_str(&h.content);
+                expression.push_str(&h.name);
+            }
             Instruction::Onbuild(Onbuild {
-                expression: node.rest.clone(),
+                expression,
                 trigger: Box::new(typed),
             })
         }
