@@ -19,6 +19,9 @@
 //!                           no newline added at the end: add an empty `|` line for one)
 //! dir PATH [mode=OCTAL]     symlink PATH TARGET     rm PATH      socket PATH
 //! www PATH "TEXT" | block   a file served at @HTTP@/PATH by a server on 127.0.0.1
+//! archive PATH [www] [gzip] a tar in the context (or served), its entries a block of lines:
+//!                           `file NAME MODE TEXT`, `dir NAME MODE`, `symlink NAME TARGET`,
+//!                           `hardlink NAME TARGET` (TEXT with the escapes of a "string")
 //! env K=V                   in strata's environment (for --secret env=)
 //! build [FLAGS...]          a build of the context (flags as shell words); with `-t NAME`
 //!                           it stores the image under NAME instead of writing the output
@@ -34,7 +37,7 @@
 //! out PATH = "TEXT"         the root filesystem (--output type=tar) has file PATH with TEXT
 //! out PATH ~ "TEXT"         ... a file PATH containing TEXT
 //! out PATH missing          ... no PATH
-//! out PATH file|dir|link [-> TARGET] [mode=OCTAL] [owner=UID:GID]
+//! out PATH file|dir|link [-> TARGET] [mode=OCTAL] [owner=UID:GID] [mtime=SECONDS]
 //! config /POINTER = JSON    the image config's `config` object at the JSON pointer
 //! config /POINTER has JSON  ... is an array holding JSON
 //! config /POINTER absent
@@ -96,6 +99,14 @@ enum Op {
         data: String,
     },
     Env(String, String),
+    /// A tar archive (gzip-compressed when `gzip`) at `path` in the context or, with `www`,
+    /// on the file server; its entries are lines of the block.
+    Archive {
+        path: String,
+        www: bool,
+        gzip: bool,
+        entries: String,
+    },
     Build(Vec<String>),
     Expect(Expect),
 }
@@ -127,6 +138,7 @@ enum OutCheck {
         target: Option<String>,
         mode: Option<u32>,
         owner: Option<(u64, u64)>,
+        mtime: Option<u64>,
     },
 }
 
@@ -367,6 +379,23 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                     .ok_or_else(|| err("env K=V".into()))?;
                 Some(Op::Env(k.to_string(), v.to_string()))
             }
+            "archive" => {
+                let ws: Vec<&str> = rest.split_whitespace().collect();
+                let www = ws.contains(&"www");
+                let gzip = ws.contains(&"gzip");
+                let path = ws
+                    .iter()
+                    .find(|w| !matches!(**w, "www" | "gzip"))
+                    .ok_or_else(|| err("archive PATH [www] [gzip]".into()))?
+                    .to_string();
+                let entries = text_or_block("")?;
+                Some(Op::Archive {
+                    path,
+                    www,
+                    gzip,
+                    entries,
+                })
+            }
             "build" => Some(Op::Build(words(rest).map_err(&err)?)),
             "same-id" => Some(Op::Expect(Expect::SameId(true))),
             "new-id" => Some(Op::Expect(Expect::SameId(false))),
@@ -400,7 +429,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                         Some("other") => Kind::Other,
                         _ => return Err(err(format!("unknown out check `{after}`"))),
                     };
-                    let (mut target, mut mode, mut owner) = (None, None, None);
+                    let (mut target, mut mode, mut owner, mut mtime) = (None, None, None, None);
                     let mut k = 1;
                     while k < ws.len() {
                         if ws[k] == "->" {
@@ -410,6 +439,8 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                         }
                         if let Some(m) = ws[k].strip_prefix("mode=") {
                             mode = Some(octal(m).map_err(&err)?);
+                        } else if let Some(t) = ws[k].strip_prefix("mtime=") {
+                            mtime = Some(t.parse().map_err(|_| err("bad mtime".into()))?);
                         } else if let Some(o) = ws[k].strip_prefix("owner=") {
                             let (u, g) = o
                                 .split_once(':')
@@ -428,6 +459,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                         target,
                         mode,
                         owner,
+                        mtime,
                     }
                 };
                 Some(Op::Expect(Expect::Out(path.to_string(), check)))
@@ -515,6 +547,7 @@ struct Entry {
     mode: u32,
     uid: u64,
     gid: u64,
+    mtime: u64,
     data: Vec<u8>,
     link: Option<String>,
 }
@@ -563,6 +596,7 @@ fn read_tar(path: &Path) -> Result<BTreeMap<String, Entry>, String> {
                 mode: h.mode().unwrap_or(0) & 0o7777,
                 uid: h.uid().unwrap_or(0),
                 gid: h.gid().unwrap_or(0),
+                mtime: h.mtime().unwrap_or(0),
                 data,
                 link: if t.is_symlink() { link } else { None },
             },
@@ -572,6 +606,52 @@ fn read_tar(path: &Path) -> Result<BTreeMap<String, Entry>, String> {
 }
 
 use std::io::Read as _;
+
+/// A tar (gzip-compressed when asked) of the entries described one per line.
+fn make_archive(spec: &str, gzip: bool) -> Result<Vec<u8>, String> {
+    let mut b = tar::Builder::new(Vec::new());
+    for line in spec.lines().filter(|l| !l.trim().is_empty()) {
+        let (kind, rest) = line.split_once(' ').ok_or(format!("bad entry {line:?}"))?;
+        let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(1_700_000_000);
+        match kind {
+            "file" => {
+                let (mode, text) = rest.split_once(' ').unwrap_or((rest, "\"\""));
+                let data = quoted(text)?.0;
+                h.set_mode(octal(mode)?);
+                h.set_size(data.len() as u64);
+                h.set_entry_type(tar::EntryType::Regular);
+                b.append_data(&mut h, name, data.as_bytes())
+            }
+            "dir" => {
+                h.set_mode(octal(rest.trim())?);
+                h.set_size(0);
+                h.set_entry_type(tar::EntryType::Directory);
+                b.append_data(&mut h, name, &[][..])
+            }
+            "symlink" | "hardlink" => {
+                h.set_mode(if kind == "symlink" { 0o777 } else { 0o644 });
+                h.set_size(0);
+                h.set_entry_type(if kind == "symlink" {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
+                b.append_link(&mut h, name, rest.trim())
+            }
+            other => return Err(format!("unknown entry kind {other}")),
+        }
+        .map_err(|e| e.to_string())?;
+    }
+    let bytes = b.into_inner().map_err(|e| e.to_string())?;
+    if !gzip {
+        return Ok(bytes);
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &bytes).map_err(|e| e.to_string())?;
+    gz.finish().map_err(|e| e.to_string())
+}
 
 struct Env<'a> {
     strata: &'a str,
@@ -787,9 +867,15 @@ fn check(
                         target,
                         mode,
                         owner,
+                        mtime,
                     },
                     Some(g),
                 ) => {
+                    if let Some(t) = mtime {
+                        if g.mtime != *t {
+                            return Err(format!("/{p} has mtime {}, not {t}", g.mtime));
+                        }
+                    }
                     if g.kind != *kind {
                         return Err(format!("/{p} is a {:?}, not a {kind:?}", g.kind));
                     }
@@ -982,6 +1068,19 @@ fn run_steps(env: &Env, c: &Case, index: usize, dir: &Path, ctx: &Path) -> Verdi
                 fs_err::write(&f, subst(data, &vars)).unwrap();
             }
             Op::Env(k, v) => proc_env.push((k.clone(), subst(v, &vars))),
+            Op::Archive {
+                path,
+                www: served,
+                gzip,
+                entries,
+            } => {
+                let at = if *served { www.join(path) } else { p(path) };
+                fs_err::create_dir_all(at.parent().unwrap()).unwrap();
+                match make_archive(&subst(entries, &vars), *gzip) {
+                    Ok(bytes) => fs_err::write(&at, bytes).unwrap(),
+                    Err(e) => return fail(*n, format!("archive {path}: {e}"), &last),
+                }
+            }
             Op::Build(args) => {
                 if let Some(m) = settle(&last, expects_failure) {
                     return fail(build_line, m, &last);

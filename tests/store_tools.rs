@@ -763,7 +763,7 @@ fn docker_save_of_two(path: &Path, b_second: &[u8]) {
     ])
     .to_string();
     let mut t = tar::Builder::new(Vec::new());
-    let mut file = |t: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8]| {
+    let file = |t: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_mode(0o644);
         h.set_size(data.len() as u64);

@@ -1287,7 +1287,7 @@ pub fn parse_checksum(v: &str) -> Result<Checksum, String> {
             "sha512" => ChecksumAlg::Sha512,
             _ => {
                 return Err(format!(
-                "invalid checksum \"{v}\": unsupported algorithm {name} (sha256, sha384 or sha512)"
+                "invalid checksum \"{v}\": unsupported digest algorithm {name} (sha256, sha384 or sha512)"
             ))
             }
         };
