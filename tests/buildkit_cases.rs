@@ -46,7 +46,8 @@
 //!
 //! In every text, `@CTX@` is the context directory, `@DIR@` a directory of the case's own,
 //! `@CASE@` a word unique to the case and the run (for cases that need a first build to
-//! miss in the shared store), `@HTTP@` the URL of the case's files on the loopback server.
+//! miss in the shared store), `@HTTP@` the URL of the case's files on the loopback server,
+//! `@ECHO@` the port of a server on the host's 127.0.0.1 that answers "foo".
 //!
 //! `STRATA_CASES=WORD` runs only the cases whose "FILE/NAME" contains WORD;
 //! `STRATA_CASE_JOBS=N` sets how many run at once (default 4).
@@ -658,6 +659,8 @@ struct Env<'a> {
     store: PathBuf,
     root: PathBuf,
     http: String,
+    /// The port of a TCP server on 127.0.0.1 that says "foo" to whoever connects.
+    echo: u16,
 }
 
 /// One build's outcome.
@@ -979,6 +982,7 @@ fn run_case(env: &Env, c: &Case, index: usize) -> Verdict {
             store,
             root: env.root.clone(),
             http: env.http.clone(),
+            echo: env.echo,
         };
         &own
     } else {
@@ -1005,6 +1009,7 @@ fn run_steps(env: &Env, c: &Case, index: usize, dir: &Path, ctx: &Path) -> Verdi
         ("@DIR@", dir.display().to_string()),
         ("@CASE@", token),
         ("@HTTP@", format!("{}/case{index}", env.http)),
+        ("@ECHO@", env.echo.to_string()),
     ];
     let mut proc_env: Vec<(String, String)> = Vec::new();
     let mut last: Option<Outcome> = None;
@@ -1174,11 +1179,19 @@ fn buildkit_dockerfile_tests() {
         .unwrap();
     assert!(o.status.success(), "import: {}", String::from_utf8_lossy(&o.stderr));
     let port = common::serve(root.join("www"));
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in echo.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut &c, b"foo\n");
+        }
+    });
     let env = Env {
         strata,
         store: store.clone(),
         root: root.clone(),
         http: format!("http://127.0.0.1:{port}"),
+        echo: echo_port,
     };
     let jobs: usize = std::env::var("STRATA_CASE_JOBS")
         .ok()

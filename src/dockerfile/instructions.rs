@@ -263,6 +263,14 @@ impl Run {
         for m in &self.mounts {
             mounts.push(MountSpec::parse(m, false).map_err(|e| format!("--mount {m}: {e}"))?);
         }
+        // BuildKit refuses it without the security.insecure entitlement, which strata never
+        // grants: every step runs unprivileged.
+        if self.security.as_deref() == Some("insecure") {
+            return Err(
+                "RUN --security=insecure: entitlement security.insecure is not allowed (strata runs every step unprivileged and never grants it)"
+                    .into(),
+            );
+        }
         let network = match self.network.as_deref() {
             None => None,
             Some(v) => Some(RunNetwork::parse(v).ok_or_else(|| {
