@@ -23,6 +23,7 @@
 //!                           `file NAME MODE TEXT`, `dir NAME MODE`, `symlink NAME TARGET`,
 //!                           `hardlink NAME TARGET` (TEXT with the escapes of a "string")
 //! env K=V                   in strata's environment (for --secret env=)
+//! strata ARGS...            another strata command on the store (save, tag), which must work
 //! build [FLAGS...]          a build of the context (flags as shell words); with `-t NAME`
 //!                           it stores the image under NAME instead of writing the output
 //! ```
@@ -109,6 +110,8 @@ enum Op {
         entries: String,
     },
     Build(Vec<String>),
+    /// Another strata command on the case's store (save, tag, ...), which must succeed.
+    Strata(Vec<String>),
     Expect(Expect),
 }
 
@@ -398,6 +401,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                 })
             }
             "build" => Some(Op::Build(words(rest).map_err(&err)?)),
+            "strata" => Some(Op::Strata(words(rest).map_err(&err)?)),
             "same-id" => Some(Op::Expect(Expect::SameId(true))),
             "new-id" => Some(Op::Expect(Expect::SameId(false))),
             "fails" | "log" | "nolog" | "cached" | "ran" => {
@@ -1084,6 +1088,29 @@ fn run_steps(env: &Env, c: &Case, index: usize, dir: &Path, ctx: &Path) -> Verdi
                 match make_archive(&subst(entries, &vars), *gzip) {
                     Ok(bytes) => fs_err::write(&at, bytes).unwrap(),
                     Err(e) => return fail(*n, format!("archive {path}: {e}"), &last),
+                }
+            }
+            Op::Strata(args) => {
+                let args: Vec<String> = args.iter().map(|a| subst(a, &vars)).collect();
+                let o = Command::new(env.strata)
+                    .arg("--root")
+                    .arg(&env.store)
+                    .args(&args)
+                    .env_remove("STRATA_ROOT")
+                    .current_dir(dir)
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                if !o.status.success() {
+                    return fail(
+                        *n,
+                        format!(
+                            "strata {}: {}",
+                            args.join(" "),
+                            String::from_utf8_lossy(&o.stderr)
+                        ),
+                        &last,
+                    );
                 }
             }
             Op::Build(args) => {

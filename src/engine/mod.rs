@@ -277,6 +277,12 @@ impl Build<'_> {
 
     /// Wait for stage `i`; `None` when it failed or was cancelled.
     pub fn stage_result(&self, i: usize) -> Option<Arc<StageResult>> {
+        if self.schedule.claim(i) {
+            // A stage the plan did not schedule (named by an ONBUILD trigger of a base
+            // image): built here, by the step that needs it.
+            let r = stage::run(self, i);
+            self.schedule.finish(i, r);
+        }
         self.schedule.result(i)
     }
 }
