@@ -44,8 +44,12 @@ pub(super) struct St<'b, 'a> {
     earlier_miss: bool,
     /// `--pull` found the base image moved: the first step misses for that reason.
     base_moved: Option<String>,
+    /// Step numbers as BuildKit gives them: FROM an image is step 1, then each RUN, COPY,
+    /// ADD and WORKDIR (the other instructions have no step).
     total: usize,
     n: usize,
+    /// Whether the command being run is an ONBUILD trigger of the base.
+    onbuild: bool,
     /// ADD's downloads or clone for the current step (the scratch dir, what it holds).
     pub fetched: Option<(PathBuf, super::fetch::Fetched)>,
     /// Where each name is in the config's Env, and for how many entries that was computed:
@@ -128,6 +132,13 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         })
         || b.opts.no_cache_filter.iter().any(|f| f == &i.to_string());
     let all: Vec<&Command> = trigger_cmds.iter().chain(stage.commands.iter()).collect();
+    let numbered = |c: &Command| {
+        matches!(
+            c.instruction,
+            Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+        )
+    };
+    let from_step = usize::from(matches!(stage.base, Base::Image(_) | Base::Context(_)));
     let mut st = St {
         b,
         index: i,
@@ -142,18 +153,22 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         no_cache,
         earlier_miss: false,
         base_moved: moved,
-        total: all.len(),
-        n: 0,
+        total: from_step + all.iter().filter(|c| numbered(c)).count(),
+        n: from_step,
+        onbuild: false,
         fetched: None,
         env_pos: Default::default(),
         pending: Vec::new(),
     };
     let mut steps = || -> anyhow::Result<()> {
-        for cmd in &all {
+        for (k, cmd) in all.iter().enumerate() {
             if b.schedule.failed() {
                 return Err(Cancelled.into());
             }
-            st.n += 1;
+            if numbered(cmd) {
+                st.n += 1;
+            }
+            st.onbuild = k < trigger_cmds.len();
             st.command(cmd).with_context(|| super::StepFailed {
                 file: b.opts.dockerfile_name.clone(),
                 line: cmd.start_line,
@@ -442,11 +457,13 @@ impl St<'_, '_> {
             .map_err(|e| anyhow!("{e}"))?;
         let ins = ex.instruction;
         let label = format!(
-            "[{} {}/{}] {}",
+            "[{} {:>w$}/{}] {}{}",
             self.name,
             self.n,
             self.total,
-            first_line(&cmd.original)
+            if self.onbuild { "ONBUILD " } else { "" },
+            first_line(&cmd.original),
+            w = self.total.to_string().len()
         );
         match (&ins, &ex.run) {
             (Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_), run) => {

@@ -41,6 +41,10 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
         )],
         ..Default::default()
     };
+    // BUILDKIT_SANDBOX_HOSTNAME changes what the step sees (as it changes BuildKit's key).
+    if let Some(h) = st.b.plan.options.build_args.get("BUILDKIT_SANDBOX_HOSTNAME") {
+        inputs.settings.push(format!("hostname={h}"));
+    }
     for m in o.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
         let src = m.source.clone().unwrap_or_else(|| ".".into());
         let (d, changed) = source::digest(st, m.from.as_deref(), &[src], &[], false)?;
@@ -195,7 +199,16 @@ fn run_in(
 ) -> anyhow::Result<Ran> {
     let b = st.b;
     let net = network(st, o)?;
-    let root = exec::step_root(step, lower, "strata", net)?;
+    // The step's hostname: BuildKit's BUILDKIT_SANDBOX_HOSTNAME build arg, else strata's.
+    let hostname = b
+        .plan
+        .options
+        .build_args
+        .get("BUILDKIT_SANDBOX_HOSTNAME")
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "strata".to_string());
+    let root = exec::step_root(step, lower, &hostname, net)?;
     let mut env = st.env_list();
     let args = st.visible_args();
     for (k, v) in &args {
@@ -287,7 +300,7 @@ fn run_in(
         user: st.user(),
         workdir: st.workdir(),
         network: net,
-        hostname: "strata".into(),
+        hostname,
         etc_files: root.etc_files,
         binds,
         memory_files: std::mem::take(&mut held.memory),
