@@ -150,16 +150,15 @@ pub fn resolve_sources(
                 Err(e) => return Err(format!("\"/{m}\": {e}")),
             };
             let name = m.rsplit('/').next().unwrap_or("").to_string();
+            // Below the pivot, which may itself hold wildcards (`a/b*/./c`): as many
+            // components as it has are dropped from the match.
             let keep = parents.then(|| {
-                let below = if pivot.is_empty() {
-                    m.clone()
-                } else {
-                    m.strip_prefix(&pivot)
-                        .unwrap_or(&m)
-                        .trim_start_matches('/')
-                        .to_string()
-                };
-                below
+                let skip = pivot.split('/').filter(|c| !c.is_empty()).count();
+                m.split('/')
+                    .filter(|c| !c.is_empty())
+                    .skip(skip)
+                    .collect::<Vec<_>>()
+                    .join("/")
             });
             out.push(Resolved {
                 path: real,
@@ -179,6 +178,16 @@ fn glob(root: &Path, pattern: &str) -> Vec<String> {
     let mut found = vec![String::new()];
     for c in &comps {
         let mut next = Vec::new();
+        // `**` (as in BuildKit's include patterns): zero or more directories.
+        if *c == "**" {
+            for base in &found {
+                descendants(root, base, &mut next);
+            }
+            next.sort();
+            next.dedup();
+            found = next;
+            continue;
+        }
         // A malformed wildcard matches nothing (the front end refuses most of them first).
         let g = if has_glob(c) {
             match crate::context::glob::Glob::new(c) {
@@ -215,6 +224,23 @@ fn glob(root: &Path, pattern: &str) -> Vec<String> {
         found = next;
     }
     found
+}
+
+/// `base` and every directory below it (inside `root`, symlinks not followed), for `**`.
+fn descendants(root: &Path, base: &str, out: &mut Vec<String>) {
+    out.push(base.to_string());
+    let Ok(rd) = std::fs::read_dir(root.join(base)) else {
+        return;
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for n in names {
+        descendants(root, &join(base, &n), out);
+    }
 }
 
 /// Escape glob metacharacters so a literal path can be given to a [`Matcher`].
@@ -431,10 +457,17 @@ fn copy_sources(
     let job = plan.job;
     let resolved = resolve_sources(src_root, &job.sources, job.parents)?;
     if resolved.is_empty() && job.inline.is_empty() {
-        return Err(format!(
-            "{}: no source files were specified (the wildcards matched nothing)",
-            job.what
-        ));
+        // Wildcards that match nothing copy nothing, as in BuildKit (AllowEmptyWildcard);
+        // with --parents the destination directory is still made.
+        if job.parents {
+            let dest = plan.real_dest(&context::ignore::clean(&job.dest));
+            if !plan.is_dir_in_dest(&dest) {
+                plan.parents_of(&dest);
+                let o = plan.created(Body::Dir, plan.dir_mode());
+                plan.add(&dest, o);
+            }
+        }
+        return Ok(());
     }
     let count = resolved.len() + job.inline.len();
     let dest_is_dir = job.dest.ends_with('/')

@@ -507,14 +507,22 @@ impl Planner<'_> {
                         ))
                     }
                     Some(j) if j > i => {
-                        return Err(Diagnostic::new(
+                        // BuildKit's words, for COPY --from and RUN --mount from=.
+                        let msg = if kind == DepKind::MountFrom {
                             format!(
-                                "stage {} needs to be defined before current stage {}",
+                                "cannot mount from stage \"{}\", stage needs to be defined before current command (stage {} needs to be defined before current stage {})",
+                                stages[j].display_name(),
                                 stages[j].display_name(),
                                 stages[i].display_name()
-                            ),
-                            span,
-                        )
+                            )
+                        } else {
+                            format!(
+                                "cannot copy from stage \"{}\", it needs to be defined before current stage \"{}\"",
+                                stages[j].display_name(),
+                                stages[i].display_name()
+                            )
+                        };
+                        return Err(Diagnostic::new(msg, span)
                         .with_hint(format!(
                             "move the stage `{}` above line {}",
                             stages[j].display_name(),
