@@ -423,6 +423,9 @@ impl Planner<'_> {
                 .any(|c| c.eq_ignore_ascii_case(&image));
             if named {
                 stages[i].base = Base::Context(image);
+            } else if image.eq_ignore_ascii_case("scratch") {
+                // Reserved: a stage named scratch (a lint warning) does not replace it.
+                stages[i].base = Base::Scratch;
             } else if let Some(j) = find_stage(&stages, &image) {
                 stages[i].base = Base::Stage(j);
                 stages[i].deps.push(Dependency {
