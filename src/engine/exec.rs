@@ -59,6 +59,14 @@ pub enum Hook {
         work: PathBuf,
         out: PathBuf,
     },
+    /// An image's root filesystem as a tar at `out`: its `layers` (blob, diffID) applied in
+    /// order onto `dir` with their owners (which only this namespace can give the files of a
+    /// rootless build), then written from there.
+    Flatten {
+        layers: Vec<(PathBuf, Digest)>,
+        dir: PathBuf,
+        out: PathBuf,
+    },
     /// A cache mount's directory, owned and moded as the step asked, created once.
     MakeCache {
         path: PathBuf,
@@ -302,6 +310,35 @@ fn run_hook(h: Hook) -> Result<(), String> {
             };
             let d = tree_digest(&root, &sub).map_err(|e| format!("{sub}: {e}"))?;
             fs_err::write(&out, d).map_err(|e| e.to_string())
+        }
+        Hook::Flatten { layers, dir, out } => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (blob, diff_id) in &layers {
+                let shown = blob.display();
+                let f = fs_err::File::open(blob).map_err(|e| e.to_string())?;
+                let r = crate::layer::decompress_pipelined(f).map_err(|e| format!("{shown}: {e}"))?;
+                crate::store::unpack_verified(
+                    r,
+                    &dir,
+                    diff_id,
+                    &ApplyOptions {
+                        chown: true,
+                        overlay_whiteouts: false,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            let f = fs_err::File::create(&out).map_err(|e| e.to_string())?;
+            let w = crate::layer::write_tree(
+                &dir,
+                std::io::BufWriter::with_capacity(1 << 20, f),
+                &crate::layer::WriteOptions::default(),
+            )
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            w.into_inner()
+                .map_err(|e| e.into_error().to_string())?
+                .sync_all()
+                .map_err(|e| e.to_string())
         }
         Hook::Noop => Ok(()),
         Hook::ProcTest { dir } => {
