@@ -308,7 +308,8 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
         };
         let op = match word {
             "from" => {
-                case.from.extend(rest.split_whitespace().map(str::to_string));
+                case.from
+                    .extend(rest.split_whitespace().map(str::to_string));
                 None
             }
             "differs" => {
@@ -378,9 +379,7 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
             "socket" => Some(Op::Socket(rest.to_string())),
             "rm" => Some(Op::Remove(rest.to_string())),
             "env" => {
-                let (k, v) = rest
-                    .split_once('=')
-                    .ok_or_else(|| err("env K=V".into()))?;
+                let (k, v) = rest.split_once('=').ok_or_else(|| err("env K=V".into()))?;
                 Some(Op::Env(k.to_string(), v.to_string()))
             }
             "archive" => {
@@ -502,7 +501,10 @@ fn parse_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
     }
     for c in &cases {
         if c.from.is_empty() {
-            return Err(format!("{file}:{}: case {} names no upstream test", c.line, c.name));
+            return Err(format!(
+                "{file}:{}: case {} names no upstream test",
+                c.line, c.name
+            ));
         }
         if !c.ops.iter().any(|(_, o)| matches!(o, Op::Build(_))) {
             return Err(format!("{file}:{}: case {} has no build", c.line, c.name));
@@ -706,7 +708,14 @@ fn steps(log: &str) -> Vec<(String, bool)> {
     names.into_values().collect()
 }
 
-fn run_build(env: &Env, dir: &Path, ctx: &Path, n: usize, args: &[String], vars: &[(String, String)]) -> Outcome {
+fn run_build(
+    env: &Env,
+    dir: &Path,
+    ctx: &Path,
+    n: usize,
+    args: &[String],
+    vars: &[(String, String)],
+) -> Outcome {
     let out = dir.join(format!("out{n}.tar"));
     let iid = dir.join(format!("iid{n}"));
     let mut cmd = Command::new(env.strata);
@@ -756,8 +765,14 @@ fn run_build(env: &Env, dir: &Path, ctx: &Path, n: usize, args: &[String], vars:
         String::from_utf8_lossy(&o.stderr)
     );
     let ok = o.status.success();
-    let tar = if ok && !tagged { read_tar(&out).ok() } else { None };
-    let iid = fs_err::read_to_string(&iid).ok().map(|s| s.trim().to_string());
+    let tar = if ok && !tagged {
+        read_tar(&out).ok()
+    } else {
+        None
+    };
+    let iid = fs_err::read_to_string(&iid)
+        .ok()
+        .map(|s| s.trim().to_string());
     Outcome {
         ok,
         log,
@@ -777,7 +792,10 @@ fn config_of(env: &Env, iid: &str) -> Result<Value, String> {
         .output()
         .map_err(|e| e.to_string())?;
     if !o.status.success() {
-        return Err(format!("inspect {iid}: {}", String::from_utf8_lossy(&o.stderr)));
+        return Err(format!(
+            "inspect {iid}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        ));
     }
     let v: Value = serde_json::from_slice(&o.stdout).map_err(|e| e.to_string())?;
     Ok(v["Config"].clone())
@@ -828,8 +846,10 @@ fn check(
         Expect::Cached(t) | Expect::Ran(t) => {
             let want_cached = matches!(e, Expect::Cached(_));
             let t = s(t);
-            let found: Vec<(String, bool)> =
-                steps(&o.log).into_iter().filter(|(n, _)| n.contains(&t)).collect();
+            let found: Vec<(String, bool)> = steps(&o.log)
+                .into_iter()
+                .filter(|(n, _)| n.contains(&t))
+                .collect();
             if found.is_empty() {
                 return Err(format!("no step named like {t:?}"));
             }
@@ -917,7 +937,11 @@ fn check(
                 o.config = Some(config_of(env, &iid)?);
             }
             let c = o.config.as_ref().unwrap_or(&Value::Null);
-            let root = if *whole { c.clone() } else { c["config"].clone() };
+            let root = if *whole {
+                c.clone()
+            } else {
+                c["config"].clone()
+            };
             let v = root.pointer(pointer).cloned().unwrap_or(Value::Null);
             let subst_json = |j: &Value| -> Value {
                 serde_json::from_str(&s(&j.to_string())).unwrap_or(Value::Null)
@@ -953,9 +977,8 @@ enum Verdict {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| {
-        std::env::split_paths(&p).any(|d| d.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 fn run_case(env: &Env, c: &Case, index: usize) -> Verdict {
@@ -1186,7 +1209,10 @@ fn buildkit_dockerfile_tests() {
         fs_err::create_dir_all(root.join("rootfs").join(d)).unwrap();
     }
     // The applets busybox installs outside /bin (/usr/bin/env, ...), as in that image.
-    let full = Command::new("/bin/busybox").arg("--list-full").output().unwrap();
+    let full = Command::new("/bin/busybox")
+        .arg("--list-full")
+        .output()
+        .unwrap();
     for p in String::from_utf8_lossy(&full.stdout).lines() {
         let at = root.join("rootfs").join(p);
         if !p.starts_with("bin/") && std::fs::symlink_metadata(&at).is_err() {
@@ -1204,7 +1230,11 @@ fn buildkit_dockerfile_tests() {
         .arg("busybox:latest")
         .output()
         .unwrap();
-    assert!(o.status.success(), "import: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let port = common::serve(root.join("www"));
     let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let echo_port = echo.local_addr().unwrap().port();
@@ -1259,7 +1289,12 @@ fn buildkit_dockerfile_tests() {
             }
             Verdict::Skipped(why) => {
                 skipped += 1;
-                eprintln!("SKIPPED: {}/{} ({}): {why}", c.file, c.name, c.from.join(", "));
+                eprintln!(
+                    "SKIPPED: {}/{} ({}): {why}",
+                    c.file,
+                    c.name,
+                    c.from.join(", ")
+                );
             }
             Verdict::Failed(m) => failures.push(format!(
                 "FAILED {}/{} (tests/buildkit-cases/{}.cases:{}, from {}):\n{m}\n",
@@ -1274,7 +1309,12 @@ fn buildkit_dockerfile_tests() {
     let mut slow: Vec<&(usize, Verdict, Duration)> = results.iter().collect();
     slow.sort_by_key(|r| std::cmp::Reverse(r.2));
     for (i, _, d) in slow.iter().take(5) {
-        eprintln!("slow: {}/{} {:.1}s", cases[*i].file, cases[*i].name, d.as_secs_f64());
+        eprintln!(
+            "slow: {}/{} {:.1}s",
+            cases[*i].file,
+            cases[*i].name,
+            d.as_secs_f64()
+        );
     }
     for f in &failures {
         eprintln!("{f}");
@@ -1288,5 +1328,10 @@ fn buildkit_dockerfile_tests() {
         cases.len(),
         wall.as_secs_f64()
     );
-    assert!(failures.is_empty(), "{} of {} cases failed", failures.len(), cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed",
+        failures.len(),
+        cases.len()
+    );
 }

@@ -776,7 +776,11 @@ fn docker_save_of_two(path: &Path, b_second: &[u8]) {
         h.set_size(0);
         t.append_data(&mut h, format!("{dir}/"), &[][..]).unwrap();
         file(&mut t, &format!("{dir}/VERSION"), b"1.0");
-        file(&mut t, &format!("{dir}/json"), format!("{{\"id\":\"{dir}\"}}").as_bytes());
+        file(
+            &mut t,
+            &format!("{dir}/json"),
+            format!("{{\"id\":\"{dir}\"}}").as_bytes(),
+        );
         match layer {
             Some(data) => file(&mut t, &format!("{dir}/layer.tar"), data),
             None => {
@@ -784,8 +788,12 @@ fn docker_save_of_two(path: &Path, b_second: &[u8]) {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_mode(0o777);
                 h.set_size(0);
-                t.append_link(&mut h, format!("{dir}/layer.tar"), format!("../{l1}/layer.tar"))
-                    .unwrap();
+                t.append_link(
+                    &mut h,
+                    format!("{dir}/layer.tar"),
+                    format!("../{l1}/layer.tar"),
+                )
+                .unwrap();
             }
         }
     }
@@ -802,9 +810,12 @@ fn docker_saves_of_images_sharing_a_layer_load_whole_or_not_at_all() {
         let d = scratch("docker-save", user);
         let r = d.join("store").display().to_string();
         let names = |r: &str| -> Vec<String> {
-            let v: serde_json::Value =
-                serde_json::from_str(&ok(user, strata(), &["--root", r, "images", "--format", "json"]))
-                    .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&ok(
+                user,
+                strata(),
+                &["--root", r, "images", "--format", "json"],
+            ))
+            .unwrap();
             let mut n: Vec<String> = v
                 .as_array()
                 .unwrap()
@@ -819,9 +830,17 @@ fn docker_saves_of_images_sharing_a_layer_load_whole_or_not_at_all() {
         let bad = d.join("bad.tar");
         docker_save_of_two(&bad, &one_file_layer("b", "not b\n"));
         std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let o = run(user, strata(), &["--root", &r, "load", "-i", bad.to_str().unwrap()]);
+        let o = run(
+            user,
+            strata(),
+            &["--root", &r, "load", "-i", bad.to_str().unwrap()],
+        );
         assert!(!o.status.success(), "a broken archive loaded");
-        assert_eq!(names(&r), Vec::<String>::new(), "a failed load named images");
+        assert_eq!(
+            names(&r),
+            Vec::<String>::new(),
+            "a failed load named images"
+        );
         assert!(
             String::from_utf8_lossy(&o.stderr).contains("diffID"),
             "{}",
@@ -831,12 +850,28 @@ fn docker_saves_of_images_sharing_a_layer_load_whole_or_not_at_all() {
         let good = d.join("good.tar");
         docker_save_of_two(&good, &one_file_layer("b", "b\n"));
         std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let out = ok(user, strata(), &["--root", &r, "load", "-i", good.to_str().unwrap()]);
+        let out = ok(
+            user,
+            strata(),
+            &["--root", &r, "load", "-i", good.to_str().unwrap()],
+        );
         assert!(out.contains("a:1") && out.contains("b:1"), "{out}");
-        assert!(names(&r).iter().any(|n| n.contains("a:1")), "{:?}", names(&r));
-        assert!(names(&r).iter().any(|n| n.contains("b:1")), "{:?}", names(&r));
+        assert!(
+            names(&r).iter().any(|n| n.contains("a:1")),
+            "{:?}",
+            names(&r)
+        );
+        assert!(
+            names(&r).iter().any(|n| n.contains("b:1")),
+            "{:?}",
+            names(&r)
+        );
         let un = d.join("unpacked");
-        ok(user, strata(), &["--root", &r, "unpack", "b:1", un.to_str().unwrap()]);
+        ok(
+            user,
+            strata(),
+            &["--root", &r, "unpack", "b:1", un.to_str().unwrap()],
+        );
         assert_eq!(fs_err::read_to_string(un.join("a")).unwrap(), "a\n");
         assert_eq!(fs_err::read_to_string(un.join("b")).unwrap(), "b\n");
         ok(user, strata(), &["--root", &r, "prune", "--all"]);

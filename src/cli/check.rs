@@ -64,7 +64,9 @@ pub(super) fn lint_dockerfile(
             let directive = directive.clone();
             c.comments
                 .iter()
-                .filter(move |cm| i > 0 || directive.as_deref() != Some(cm.replace(' ', "").as_str()))
+                .filter(move |cm| {
+                    i > 0 || directive.as_deref() != Some(cm.replace(' ', "").as_str())
+                })
                 .filter_map(|cm| {
                     cm.strip_prefix("check=")
                         .and_then(|v| lint::CheckConfig::parse(v).ok())

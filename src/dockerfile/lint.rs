@@ -258,7 +258,10 @@ pub fn lint_syntax(df: &Dockerfile, commands: &[Command]) -> Vec<Warning> {
                 inherited = shells
                     .iter()
                     .rev()
-                    .find(|(n, _)| n.as_deref().is_some_and(|n| !n.is_empty() && n.eq_ignore_ascii_case(&f.image)))
+                    .find(|(n, _)| {
+                        n.as_deref()
+                            .is_some_and(|n| !n.is_empty() && n.eq_ignore_ascii_case(&f.image))
+                    })
                     .is_some_and(|(_, set)| *set);
                 stage_cmds.clear();
                 if let Some(name) = &f.stage_name {

@@ -316,7 +316,8 @@ fn run_hook(h: Hook) -> Result<(), String> {
             for (blob, diff_id) in &layers {
                 let shown = blob.display();
                 let f = fs_err::File::open(blob).map_err(|e| e.to_string())?;
-                let r = crate::layer::decompress_pipelined(f).map_err(|e| format!("{shown}: {e}"))?;
+                let r =
+                    crate::layer::decompress_pipelined(f).map_err(|e| format!("{shown}: {e}"))?;
                 crate::store::unpack_verified(
                     r,
                     &dir,

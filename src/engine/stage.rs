@@ -135,7 +135,10 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
     let numbered = |c: &Command| {
         matches!(
             c.instruction,
-            Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+            Instruction::Run(_)
+                | Instruction::Copy(_)
+                | Instruction::Add(_)
+                | Instruction::Workdir(_)
         )
     };
     let from_step = usize::from(matches!(stage.base, Base::Image(_) | Base::Context(_)));

@@ -525,12 +525,11 @@ impl Planner<'_> {
                                 stages[i].display_name()
                             )
                         };
-                        return Err(Diagnostic::new(msg, span)
-                        .with_hint(format!(
+                        return Err(Diagnostic::new(msg, span).with_hint(format!(
                             "move the stage `{}` above line {}",
                             stages[j].display_name(),
                             stages[i].from.start_line
-                        )))
+                        )));
                     }
                     Some(j) => stages[i].deps.push(Dependency {
                         stage: j,

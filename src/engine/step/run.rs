@@ -42,7 +42,12 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
         ..Default::default()
     };
     // BUILDKIT_SANDBOX_HOSTNAME changes what the step sees (as it changes BuildKit's key).
-    if let Some(h) = st.b.plan.options.build_args.get("BUILDKIT_SANDBOX_HOSTNAME") {
+    if let Some(h) =
+        st.b.plan
+            .options
+            .build_args
+            .get("BUILDKIT_SANDBOX_HOSTNAME")
+    {
         inputs.settings.push(format!("hostname={h}"));
     }
     for m in o.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
@@ -94,7 +99,13 @@ fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
 /// sets neither.
 fn proxy_env(build_args: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for lower in ["http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy"] {
+    for lower in [
+        "http_proxy",
+        "https_proxy",
+        "ftp_proxy",
+        "no_proxy",
+        "all_proxy",
+    ] {
         // BTreeMap order is byte order: upper case first, so the last match is BuildKit's.
         let v = build_args
             .iter()
@@ -690,11 +701,11 @@ fn mount(
                 .clone()
                 .or_else(|| m.id.clone())
                 .or_else(|| {
-                        m.target
-                            .as_deref()
-                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                    })
-                    .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
+                    m.target
+                        .as_deref()
+                        .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                })
+                .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
             let value = match b.opts.secrets.get(&id) {
                 Some(SecretSource::File(p)) => {
                     Some(fs_err::read(p).with_context(|| format!("reading secret {id}"))?)

@@ -85,13 +85,12 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
     let plan = st.b.plan;
     // A named context replaces the stage of the same name (the plan never builds that stage,
     // so waiting for it would wait forever).
-    let named = st
-        .b
-        .opts
-        .named_contexts
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(f))
-        .map(|(_, v)| v);
+    let named =
+        st.b.opts
+            .named_contexts
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(f))
+            .map(|(_, v)| v);
     match named {
         Some(NamedContext::Dir(p)) => return Ok(FromRef::Context(p.clone())),
         Some(NamedContext::Image(r)) => return image_ref(st, r),
