@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -49,30 +48,7 @@ impl B {
         let dir = std::env::temp_dir().join(format!("strata-build-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let r = dir.join("rootfs");
-        fs_err::create_dir_all(r.join("bin")).unwrap();
-        for d in ["etc", "tmp", "root", "usr/bin"] {
-            fs_err::create_dir_all(r.join(d)).unwrap();
-        }
-        fs_err::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for a in text(&list.stdout).lines() {
-            if a != "busybox" {
-                std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
-            }
-        }
-        // An absolute symlink in the image, as /bin → usr/bin is in Debian.
-        std::os::unix::fs::symlink("/usr/bin", r.join("ubin")).unwrap();
-        fs_err::write(
-            r.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
-        )
-        .unwrap();
-        fs_err::write(
-            r.join("etc/group"),
-            "root:x:0:\nwheel:x:10:root\ndaemon:x:1:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        common::busybox_rootfs(&r)?;
         let b = B {
             root: dir.join("store").display().to_string(),
             dir,
@@ -1512,46 +1488,7 @@ fn add_unpacks_local_archives_only_when_asked() {
     assert_eq!(b.sh("a", "stat -c '%u:%g' /owned/dir/f"), "100:200\n");
 }
 
-/// A static file server on 127.0.0.1 for `dir` (HTTP/1.0, GET only, every file with the same
-/// Last-Modified), enough for ADD's downloads and git's dumb HTTP protocol.
-fn serve(dir: PathBuf) -> u16 {
-    use std::io::{BufRead, BufReader, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let dir = dir.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                let mut first = String::new();
-                let _ = r.read_line(&mut first);
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let path = first.split_whitespace().nth(1).unwrap_or("/");
-                let path = path
-                    .split('?')
-                    .next()
-                    .unwrap_or("/")
-                    .trim_start_matches('/');
-                let mut w = conn;
-                match fs_err::read(dir.join(path)) {
-                    Ok(body) if !path.is_empty() => {
-                        let _ = write!(w, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n", body.len());
-                        let _ = w.write_all(&body);
-                    }
-                    _ => {
-                        let _ = write!(w, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    }
-                }
-            });
-        }
-    });
-    port
-}
+use common::serve;
 
 #[test]
 fn add_from_urls_with_checksums() {
@@ -2702,7 +2639,7 @@ fn a_copy_layer_gets_its_paths_when_made_and_a_base_in_the_size_report() {
             .collect()
     };
     let store = Path::new(&b.root).join("v1");
-    let paths_of = |hex: &str| store.join("facts").join(format!("{hex}.paths"));
+    let paths_of = |hex: &str| store.join("facts").join(format!("{hex}.paths2"));
     let snapshot_of = |hex: &str| store.join("snapshots/sha256").join(hex);
     b.ok(&c, &["-t", "first"]);
     let first = layers("first");

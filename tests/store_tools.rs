@@ -717,3 +717,163 @@ fn unprivileged_unpack_of_read_only_directories() {
         0o500
     );
 }
+
+/// A layer tar holding one file.
+fn one_file_layer(name: &str, data: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, name, data.as_bytes()).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+}
+
+/// What `docker save a:1 b:1` writes (docker 20.10) when b is built FROM a: one directory per
+/// layer with VERSION, json and layer.tar, the layer the two share written once and reached
+/// from b's directory by a symlink `layer.tar -> ../<id>/layer.tar`, a config per image,
+/// manifest.json and repositories. `b_second` is the content of b's own layer as written
+/// (its config promises the diffID of "/b" holding "b").
+fn docker_save_of_two(path: &Path, b_second: &[u8]) {
+    let base = one_file_layer("a", "a\n");
+    let own = one_file_layer("b", "b\n");
+    let (d_base, d_own) = (sha256_hex(&base), sha256_hex(&own));
+    let config = |diffs: &[&str]| {
+        serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diffs.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>()},
+        })
+        .to_string()
+    };
+    let conf_a = config(&[&d_base]);
+    let conf_b = config(&[&d_base, &d_own]);
+    let (id_a, id_b) = (sha256_hex(conf_a.as_bytes()), sha256_hex(conf_b.as_bytes()));
+    // Layer directory ids as docker makes them (chain-like ids; any hex name will do).
+    let (l1, l2, l3) = (
+        sha256_hex(b"layer one"),
+        sha256_hex(b"layer two"),
+        sha256_hex(b"layer three"),
+    );
+    let manifest = serde_json::json!([
+        {"Config": format!("{id_a}.json"), "RepoTags": ["a:1"], "Layers": [format!("{l1}/layer.tar")]},
+        {"Config": format!("{id_b}.json"), "RepoTags": ["b:1"], "Layers": [format!("{l2}/layer.tar"), format!("{l3}/layer.tar")], "Parent": format!("sha256:{id_a}")},
+    ])
+    .to_string();
+    let mut t = tar::Builder::new(Vec::new());
+    let file = |t: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        t.append_data(&mut h, p, data).unwrap();
+    };
+    for (dir, layer) in [(&l3, Some(b_second)), (&l1, Some(&base[..])), (&l2, None)] {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        t.append_data(&mut h, format!("{dir}/"), &[][..]).unwrap();
+        file(&mut t, &format!("{dir}/VERSION"), b"1.0");
+        file(
+            &mut t,
+            &format!("{dir}/json"),
+            format!("{{\"id\":\"{dir}\"}}").as_bytes(),
+        );
+        match layer {
+            Some(data) => file(&mut t, &format!("{dir}/layer.tar"), data),
+            None => {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                t.append_link(
+                    &mut h,
+                    format!("{dir}/layer.tar"),
+                    format!("../{l1}/layer.tar"),
+                )
+                .unwrap();
+            }
+        }
+    }
+    file(&mut t, &format!("{id_a}.json"), conf_a.as_bytes());
+    file(&mut t, &format!("{id_b}.json"), conf_b.as_bytes());
+    file(&mut t, "manifest.json", manifest.as_bytes());
+    file(&mut t, "repositories", b"{}");
+    fs_err::write(path, t.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn docker_saves_of_images_sharing_a_layer_load_whole_or_not_at_all() {
+    for user in runners() {
+        let d = scratch("docker-save", user);
+        let r = d.join("store").display().to_string();
+        let names = |r: &str| -> Vec<String> {
+            let v: serde_json::Value = serde_json::from_str(&ok(
+                user,
+                strata(),
+                &["--root", r, "images", "--format", "json"],
+            ))
+            .unwrap();
+            let mut n: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|i| i["names"].as_array().cloned().unwrap_or_default())
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect();
+            n.sort();
+            n
+        };
+        // b's own layer is not what its config promises: nothing is loaded, not even a.
+        let bad = d.join("bad.tar");
+        docker_save_of_two(&bad, &one_file_layer("b", "not b\n"));
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let o = run(
+            user,
+            strata(),
+            &["--root", &r, "load", "-i", bad.to_str().unwrap()],
+        );
+        assert!(!o.status.success(), "a broken archive loaded");
+        assert_eq!(
+            names(&r),
+            Vec::<String>::new(),
+            "a failed load named images"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("diffID"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // The archive as docker writes it: both images, b's first layer through the link.
+        let good = d.join("good.tar");
+        docker_save_of_two(&good, &one_file_layer("b", "b\n"));
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = ok(
+            user,
+            strata(),
+            &["--root", &r, "load", "-i", good.to_str().unwrap()],
+        );
+        assert!(out.contains("a:1") && out.contains("b:1"), "{out}");
+        assert!(
+            names(&r).iter().any(|n| n.contains("a:1")),
+            "{:?}",
+            names(&r)
+        );
+        assert!(
+            names(&r).iter().any(|n| n.contains("b:1")),
+            "{:?}",
+            names(&r)
+        );
+        let un = d.join("unpacked");
+        ok(
+            user,
+            strata(),
+            &["--root", &r, "unpack", "b:1", un.to_str().unwrap()],
+        );
+        assert_eq!(fs_err::read_to_string(un.join("a")).unwrap(), "a\n");
+        assert_eq!(fs_err::read_to_string(un.join("b")).unwrap(), "b\n");
+        ok(user, strata(), &["--root", &r, "prune", "--all"]);
+    }
+}

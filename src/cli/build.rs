@@ -214,6 +214,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         named_contexts: named.keys().cloned().collect(),
         ..plan::Options::default()
     };
+    let lint_options = options.clone();
     let p = match dockerfile::load(&src).and_then(|(df, cmds)| plan::plan(&df, cmds, options)) {
         Ok(p) => p,
         Err(d) => {
@@ -345,6 +346,46 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let view = std::sync::Arc::new(progress::Progress::new(mode));
+    // BuildKit's lint rules run with every build: their warnings are shown, and with the
+    // check directive's error=true (or BUILDKIT_DOCKERFILE_CHECK) any of them fails it.
+    match super::check::lint_dockerfile(&src, &lint_options, Some(store), false) {
+        Ok(Ok((warnings, check))) => {
+            for w in &warnings {
+                let at = src.position(w.span.start);
+                // A suggestion is part of the line, as in BuildKit's "(did you mean …?)".
+                let suggestion = w
+                    .hint
+                    .as_deref()
+                    .filter(|h| h.starts_with("did you mean"))
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                view.note(&format!(
+                    "warning: {}: {}{suggestion} ({}:{})",
+                    w.rule,
+                    w.message,
+                    src.name(),
+                    at.line
+                ));
+            }
+            if check.error && !warnings.is_empty() {
+                let mut rules: Vec<&str> = warnings.iter().map(|w| w.rule).collect();
+                rules.dedup();
+                let d = dockerfile::Diagnostic::new(
+                    format!("lint violation found for rules: {}", rules.join(", ")),
+                    warnings[0].span,
+                )
+                .with_hint(
+                    "the check directive says error=true: fix them, or skip a rule with # check=skip=RULE",
+                )
+                .with_source(&src);
+                eprint!("{}", render::diagnostic(&d));
+                return Ok(INPUT);
+            }
+        }
+        Ok(Err(e)) => bail!("invalid check directive: {e}"),
+        // The plan above has read the Dockerfile: nothing new to say.
+        Err(_) => {}
+    }
     let built = engine::build(store, &p, &opts, view.clone())?;
     if built.cached < built.steps {
         collect_cache(store, &view);

@@ -33,75 +33,74 @@ enum Format {
     Json,
 }
 
-pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
-    let src = super::read_dockerfile(&a.file)?;
-    let mut options = plan::Options {
-        target: a.target.clone(),
-        ..plan::Options::default()
-    };
-    for (k, v) in &a.build_args {
-        let v = match v {
-            Some(v) => Some(v.clone()),
-            None => std::env::var(k).ok(),
-        };
-        if let Some(v) = v {
-            options.build_args.insert(k.clone(), v);
-        }
-    }
-    let result = dockerfile::load(&src).and_then(|(df, cmds)| {
-        let mut warnings = lint::lint_syntax(&df, &cmds);
-        // `# check=skip=Rule` comments directly above an instruction apply to it alone: keep
-        // each instruction's span with the rules its comments skip.
-        let local_skips: Vec<(strata::dockerfile::Span, lint::CheckConfig)> = cmds
-            .iter()
-            .flat_map(|c| {
-                c.comments
-                    .iter()
-                    .filter_map(|cm| {
-                        cm.strip_prefix("check=")
-                            .and_then(|v| lint::CheckConfig::parse(v).ok())
-                    })
-                    .map(move |cc| (c.span, cc))
-            })
-            .collect();
-        let p = plan::plan(&df, cmds, options.clone())?;
-        // Base images in the local store give their environment, so UndefinedVar can tell a
-        // variable the image defines from a typo. Without a store, those stages are not checked.
-        let store = root
-            .or_else(strata::store::default_root)
-            .filter(|r| r.join("v1/oci/index.json").exists())
-            .and_then(|r| strata::store::Store::open(r).ok());
-        // Through the image seam, store only: check never pulls.
-        let source = store.as_ref().map(|s| {
-            strata::registry::ImageSource::new(
-                s,
-                strata::registry::PullPolicy::Never,
-                strata::oci::Platform::host(),
-                std::sync::Arc::new(strata::registry::Quiet),
-            )
-        });
-        let base_env = |image: &str| -> Option<Vec<(String, String)>> {
-            let img = source.as_ref()?.image(image).ok()?.record;
-            let mut env = strata::dockerfile::shell::env_from_list(
-                &img.config.config.and_then(|c| c.env).unwrap_or_default(),
-            );
-            // As a build does: an image without PATH gets the default one.
-            if !env.iter().any(|(k, _)| k == "PATH") {
-                env.push(("PATH".into(), strata::oci::DEFAULT_PATH.into()));
-            }
-            Some(env)
-        };
-        warnings.extend(plan::lint::lint_plan(&p, &base_env));
-        warnings.extend(plan::lint_python::lint_python(&p, &base_env));
-        Ok((df, warnings, local_skips))
+/// The lint warnings of the Dockerfile `src` planned with `options` (BuildKit's rules, and
+/// strata's Python rules with `python`), after the check directive or the
+/// BUILDKIT_DOCKERFILE_CHECK build arg (and `# check=skip=` comments above an instruction)
+/// skipped what they skip; in source order, with that check configuration. A base image in
+/// `store` gives its environment to UndefinedVar. The outer error is the Dockerfile's, the
+/// inner one a bad check configuration.
+pub(super) type Linted = (Vec<lint::Warning>, lint::CheckConfig);
+
+pub(super) fn lint_dockerfile(
+    src: &dockerfile::Source,
+    options: &plan::Options,
+    store: Option<&strata::store::Store>,
+    python: bool,
+) -> Result<Result<Linted, String>, dockerfile::Diagnostic> {
+    let (df, cmds) = dockerfile::load(src)?;
+    let mut warnings = lint::lint_syntax(&df, &cmds);
+    // `# check=skip=Rule` comments directly above an instruction apply to it alone: keep
+    // each instruction's span with the rules its comments skip.
+    // The check directive at the top of the file is not a comment of the first instruction.
+    let directive = df
+        .directives
+        .iter()
+        .find(|d| d.name == "check")
+        .map(|d| format!("check={}", d.value));
+    let local_skips: Vec<(strata::dockerfile::Span, lint::CheckConfig)> = cmds
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let directive = directive.clone();
+            c.comments
+                .iter()
+                .filter(move |cm| {
+                    i > 0 || directive.as_deref() != Some(cm.replace(' ', "").as_str())
+                })
+                .filter_map(|cm| {
+                    cm.strip_prefix("check=")
+                        .and_then(|v| lint::CheckConfig::parse(v).ok())
+                })
+                .map(move |cc| (c.span, cc))
+        })
+        .collect();
+    let p = plan::plan(&df, cmds, options.clone())?;
+    // Base images in the local store give their environment, so UndefinedVar can tell a
+    // variable the image defines from a typo. Without a store, those stages are not checked.
+    // Through the image seam, store only: checking never pulls.
+    let source = store.map(|s| {
+        strata::registry::ImageSource::new(
+            s,
+            strata::registry::PullPolicy::Never,
+            strata::oci::Platform::host(),
+            std::sync::Arc::new(strata::registry::Quiet),
+        )
     });
-    let (df, mut warnings, local_skips) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprint!("{}", render::diagnostic(&e));
-            return Ok(INPUT);
+    let base_env = |image: &str| -> Option<Vec<(String, String)>> {
+        let img = source.as_ref()?.image(image).ok()?.record;
+        let mut env = strata::dockerfile::shell::env_from_list(
+            &img.config.config.and_then(|c| c.env).unwrap_or_default(),
+        );
+        // As a build does: an image without PATH gets the default one.
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), strata::oci::DEFAULT_PATH.into()));
         }
+        Some(env)
     };
+    warnings.extend(plan::lint::lint_plan(&p, &base_env));
+    if python {
+        warnings.extend(plan::lint_python::lint_python(&p, &base_env));
+    }
     // The check directive, overridden by the BUILDKIT_DOCKERFILE_CHECK build arg.
     let config_text = options
         .build_args
@@ -119,10 +118,7 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
         .transpose()
     {
         Ok(c) => c.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(1);
-        }
+        Err(e) => return Ok(Err(e.to_string())),
     };
     warnings.retain(|w| !config.skips(w.rule));
     warnings.retain(|w| {
@@ -131,6 +127,39 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
         })
     });
     warnings.sort_by_key(|w| w.span.start);
+    Ok(Ok((warnings, config)))
+}
+
+pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
+    let src = super::read_dockerfile(&a.file)?;
+    let mut options = plan::Options {
+        target: a.target.clone(),
+        ..plan::Options::default()
+    };
+    for (k, v) in &a.build_args {
+        let v = match v {
+            Some(v) => Some(v.clone()),
+            None => std::env::var(k).ok(),
+        };
+        if let Some(v) = v {
+            options.build_args.insert(k.clone(), v);
+        }
+    }
+    let store = root
+        .or_else(strata::store::default_root)
+        .filter(|r| r.join("v1/oci/index.json").exists())
+        .and_then(|r| strata::store::Store::open(r).ok());
+    let (warnings, config) = match lint_dockerfile(&src, &options, store.as_ref(), true) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+        Err(e) => {
+            eprint!("{}", render::diagnostic(&e));
+            return Ok(INPUT);
+        }
+    };
 
     match a.format {
         Format::Human => {

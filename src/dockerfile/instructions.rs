@@ -263,6 +263,14 @@ impl Run {
         for m in &self.mounts {
             mounts.push(MountSpec::parse(m, false).map_err(|e| format!("--mount {m}: {e}"))?);
         }
+        // BuildKit refuses it without the security.insecure entitlement, which strata never
+        // grants: every step runs unprivileged.
+        if self.security.as_deref() == Some("insecure") {
+            return Err(
+                "RUN --security=insecure: entitlement security.insecure is not allowed (strata runs every step unprivileged and never grants it)"
+                    .into(),
+            );
+        }
         let network = match self.network.as_deref() {
             None => None,
             Some(v) => Some(RunNetwork::parse(v).ok_or_else(|| {
@@ -304,15 +312,31 @@ impl MountSpec {
                         "secret" => MountKind::Secret,
                         "ssh" => MountKind::Ssh,
                         other => {
-                            return Err(format!(
+                            let kinds = ["bind", "cache", "tmpfs", "secret", "ssh"];
+                            let mut msg = format!(
                                 "unsupported mount type \"{other}\" (expected bind, cache, tmpfs, secret or ssh)"
-                            ))
+                            );
+                            if let Some(s) = did_you_mean(other, kinds) {
+                                msg.push_str(&format!(" (did you mean {s}?)"));
+                            }
+                            return Err(msg);
                         }
                     };
                 }
                 "target" | "dst" | "destination" => m.target = Some(need(val)?),
                 "source" | "src" => m.source = Some(need(val)?),
-                "from" => m.from = Some(need(val)?),
+                "from" => {
+                    // As BuildKit (parseMount with no expander): a stage is named as written;
+                    // `$` anywhere but at the end is refused, ARG or ENV alike.
+                    let v = need(val)?;
+                    if v.find('$').is_some_and(|i| i + 1 != v.len()) {
+                        return Err(
+                            "'from' doesn't support variable expansion, define alias stage instead"
+                                .into(),
+                        );
+                    }
+                    m.from = Some(v);
+                }
                 "readonly" | "ro" => m.readonly = Some(parse_bool_opt(&key, val, lenient)?),
                 "readwrite" | "rw" => m.readonly = Some(!parse_bool_opt(&key, val, lenient)?),
                 "required" => m.required = parse_bool_opt(&key, val, lenient)?,
@@ -398,7 +422,12 @@ impl MountSpec {
                 return Err(format!("invalid mount target \"{t}\": cannot mount over /"));
             }
         }
-        if m.kind == MountKind::Secret && m.id.is_none() && m.target.is_none() && m.env.is_none() {
+        if m.kind == MountKind::Secret
+            && m.id.is_none()
+            && m.source.is_none()
+            && m.target.is_none()
+            && m.env.is_none()
+        {
             return Err("mount type=secret requires an id, a target or an env".into());
         }
         if m.kind != MountKind::Cache && (m.sharing != Sharing::Shared) {
@@ -538,10 +567,13 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// Check a `--chmod` value: octal (`755`, `0644`) or symbolic (`u+x,go-w`, `a=rX`).
 pub fn check_chmod(v: &str) -> Result<(), String> {
-    if v.chars().all(|c| c.is_ascii_digit()) && !v.is_empty() {
+    // A value that starts as a number is octal, with BuildKit's message when it is not one.
+    if v.starts_with(|c: char| c.is_ascii_digit()) {
         return match u32::from_str_radix(v, 8) {
             Ok(m) if m <= 0o7777 => Ok(()),
-            _ => Err(format!("invalid chmod \"{v}\": octal modes are 0 to 7777")),
+            _ => Err(format!(
+                "invalid chmod parameter: '{v}'. it should be octal string and between 0 and 07777"
+            )),
         };
     }
     for clause in v.split(',') {
@@ -1023,8 +1055,16 @@ fn type_instruction(node: &Node) -> Result<Instruction, Diagnostic> {
             let mut inner = (**trigger).clone();
             inner.heredocs = node.heredocs.clone();
             let typed = type_instruction(&inner)?;
+            // As BuildKit stores it: the line, then each heredoc's body and delimiter, so the
+            // child that runs the trigger parses it whole.
+            let mut expression = node.rest.clone();
+            for h in &node.heredocs {
+                expression.push('\n');
+                expression.push_str(&h.content);
+                expression.push_str(&h.name);
+            }
             Instruction::Onbuild(Onbuild {
-                expression: node.rest.clone(),
+                expression,
                 trigger: Box::new(typed),
             })
         }
@@ -1255,7 +1295,7 @@ pub fn parse_checksum(v: &str) -> Result<Checksum, String> {
             "sha512" => ChecksumAlg::Sha512,
             _ => {
                 return Err(format!(
-                "invalid checksum \"{v}\": unsupported algorithm {name} (sha256, sha384 or sha512)"
+                "invalid checksum \"{v}\": unsupported digest algorithm {name} (sha256, sha384 or sha512)"
             ))
             }
         };

@@ -189,6 +189,21 @@ fn casing(s: &str) -> Option<bool> {
 pub fn lint_syntax(df: &Dockerfile, commands: &[Command]) -> Vec<Warning> {
     let mut out = Vec::new();
     for w in &df.warnings {
+        if w.rule == "NoEmptyContinuation" {
+            // As BuildKit's linter reports it: at the instruction's last line.
+            let text = df.source.text();
+            let end = w.span.end.min(text.len());
+            let last = text[w.span.start.min(end)..end]
+                .trim_end_matches('\n')
+                .rfind('\n')
+                .map_or(w.span.start, |i| w.span.start + i + 1);
+            out.push(Warning::new(
+                w.rule,
+                "Empty continuation line",
+                Span::new(last, end),
+            ));
+            continue;
+        }
         out.push(Warning::new(w.rule, w.message.clone(), w.span));
     }
 
@@ -222,11 +237,32 @@ pub fn lint_syntax(df: &Dockerfile, commands: &[Command]) -> Vec<Warning> {
 
     let mut stage_names: Vec<(String, Span)> = Vec::new();
     let mut stage_cmds: Vec<&Command> = Vec::new();
-    let flush = |stage: &[&Command], out: &mut Vec<Warning>| lint_stage(stage, out);
+    // Whether each stage so far (by name) ends with a SHELL set: a stage built FROM it
+    // inherits it (JSONArgsRecommended then has nothing to say).
+    let mut shells: Vec<(Option<String>, bool)> = Vec::new();
+    let mut inherited = false;
+    let mut started = false;
     for c in commands {
         match &c.instruction {
             Instruction::From(f) => {
-                flush(&stage_cmds, &mut out);
+                if started {
+                    let set = lint_stage(&stage_cmds, inherited, &mut out);
+                    let name = stage_names.last().map(|(n, _)| n.clone());
+                    shells.push((name, set));
+                }
+                started = true;
+                // stage_names gets this stage's name below: align the bookkeeping.
+                if f.stage_name.is_none() {
+                    stage_names.push((String::new(), c.span));
+                }
+                inherited = shells
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| {
+                        n.as_deref()
+                            .is_some_and(|n| !n.is_empty() && n.eq_ignore_ascii_case(&f.image))
+                    })
+                    .is_some_and(|(_, set)| *set);
                 stage_cmds.clear();
                 if let Some(name) = &f.stage_name {
                     if name.to_ascii_lowercase() != *name {
@@ -245,7 +281,7 @@ pub fn lint_syntax(df: &Dockerfile, commands: &[Command]) -> Vec<Warning> {
                             Warning::new(
                                 "DuplicateStageName",
                                 format!(
-                                    "Duplicate stage name '{name}', stage names should be unique"
+                                    "Duplicate stage name \"{name}\", stage names should be unique"
                                 ),
                                 c.span,
                             )
@@ -258,7 +294,7 @@ pub fn lint_syntax(df: &Dockerfile, commands: &[Command]) -> Vec<Warning> {
                     {
                         out.push(Warning::new(
                             "ReservedStageName",
-                            format!("'{name}' is reserved and should not be used as a stage name"),
+                            format!("Stage name should not use the same name as reserved stage \"{name}\""),
                             c.span,
                         ));
                     }
@@ -296,7 +332,7 @@ pub fn lint_syntax(df: &Dockerfile, commands: &[Command]) -> Vec<Warning> {
         }
         lint_instruction(c, &c.instruction, &mut out);
     }
-    flush(&stage_cmds, &mut out);
+    lint_stage(&stage_cmds, inherited, &mut out);
     out.sort_by_key(|w| w.span.start);
     out
 }
@@ -370,8 +406,10 @@ fn lint_instruction(c: &Command, ins: &Instruction, out: &mut Vec<Warning>) {
     }
 }
 
-fn lint_stage(cmds: &[&Command], out: &mut Vec<Warning>) {
-    let mut shell_set = false;
+/// The rules over one stage's instructions; `shell_set` when its base stage set a SHELL.
+/// Returns whether a SHELL is set at its end.
+fn lint_stage(cmds: &[&Command], shell_set: bool, out: &mut Vec<Warning>) -> bool {
+    let mut shell_set = shell_set;
     let mut absolute_workdir = false;
     for (i, c) in cmds.iter().enumerate() {
         match &c.instruction {
@@ -413,6 +451,7 @@ fn lint_stage(cmds: &[&Command], out: &mut Vec<Warning>) {
             ));
         }
     }
+    shell_set
 }
 
 #[cfg(test)]

@@ -62,6 +62,12 @@ pub struct Record {
     /// Directories the step is known to have created (COPY destinations, WORKDIR).
     #[serde(default)]
     pub dirs: Vec<String>,
+    /// The key the steps after this one chain from, when it is not the key the record was
+    /// found under: a RUN that bind-mounts another stage is also known by the content of what
+    /// it mounts, and chains from that key, so a cached rebuild that reaches it either way
+    /// reaches the same steps after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<crate::oci::Digest>,
 }
 
 /// Everything a key is computed from.

@@ -150,16 +150,15 @@ pub fn resolve_sources(
                 Err(e) => return Err(format!("\"/{m}\": {e}")),
             };
             let name = m.rsplit('/').next().unwrap_or("").to_string();
+            // Below the pivot, which may itself hold wildcards (`a/b*/./c`): as many
+            // components as it has are dropped from the match.
             let keep = parents.then(|| {
-                let below = if pivot.is_empty() {
-                    m.clone()
-                } else {
-                    m.strip_prefix(&pivot)
-                        .unwrap_or(&m)
-                        .trim_start_matches('/')
-                        .to_string()
-                };
-                below
+                let skip = pivot.split('/').filter(|c| !c.is_empty()).count();
+                m.split('/')
+                    .filter(|c| !c.is_empty())
+                    .skip(skip)
+                    .collect::<Vec<_>>()
+                    .join("/")
             });
             out.push(Resolved {
                 path: real,
@@ -179,6 +178,16 @@ fn glob(root: &Path, pattern: &str) -> Vec<String> {
     let mut found = vec![String::new()];
     for c in &comps {
         let mut next = Vec::new();
+        // `**` (as in BuildKit's include patterns): zero or more directories.
+        if *c == "**" {
+            for base in &found {
+                descendants(root, base, &mut next);
+            }
+            next.sort();
+            next.dedup();
+            found = next;
+            continue;
+        }
         // A malformed wildcard matches nothing (the front end refuses most of them first).
         let g = if has_glob(c) {
             match crate::context::glob::Glob::new(c) {
@@ -215,6 +224,23 @@ fn glob(root: &Path, pattern: &str) -> Vec<String> {
         found = next;
     }
     found
+}
+
+/// `base` and every directory below it (inside `root`, symlinks not followed), for `**`.
+fn descendants(root: &Path, base: &str, out: &mut Vec<String>) {
+    out.push(base.to_string());
+    let Ok(rd) = std::fs::read_dir(root.join(base)) else {
+        return;
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for n in names {
+        descendants(root, &join(base, &n), out);
+    }
 }
 
 /// Escape glob metacharacters so a literal path can be given to a [`Matcher`].
@@ -352,6 +378,24 @@ impl Dest {
         }
     }
 
+    /// The owner, mode and time of the directory at the resolved `real`, if it is one.
+    fn dir_meta(&self, real: &str) -> Option<crate::layer::paths::DirMeta> {
+        let rel = real.trim_start_matches('/');
+        match self {
+            Dest::Dir(d) => {
+                use std::os::unix::fs::MetadataExt;
+                let m = std::fs::symlink_metadata(d.join(rel)).ok()?;
+                m.is_dir().then(|| crate::layer::paths::DirMeta {
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime: m.mtime(),
+                })
+            }
+            Dest::Paths(m) => m.dir_meta(rel),
+        }
+    }
+
     /// Whether the resolved `real` exists, and is a directory.
     fn is_dir(&self, real: &str) -> Option<bool> {
         let rel = real.trim_start_matches('/');
@@ -394,6 +438,7 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
     } else {
         copy_sources(&mut plan, &src_root, &ignore, keep_owner)?;
     }
+    plan.existing_parents();
     let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
     Ok(CopyResult::Layer {
         layer: info.into(),
@@ -412,10 +457,17 @@ fn copy_sources(
     let job = plan.job;
     let resolved = resolve_sources(src_root, &job.sources, job.parents)?;
     if resolved.is_empty() && job.inline.is_empty() {
-        return Err(format!(
-            "{}: no source files were specified (the wildcards matched nothing)",
-            job.what
-        ));
+        // Wildcards that match nothing copy nothing, as in BuildKit (AllowEmptyWildcard);
+        // with --parents the destination directory is still made.
+        if job.parents {
+            let dest = plan.real_dest(&context::ignore::clean(&job.dest));
+            if !plan.is_dir_in_dest(&dest) {
+                plan.parents_of(&dest);
+                let o = plan.created(Body::Dir, plan.dir_mode());
+                plan.add(&dest, o);
+            }
+        }
+        return Ok(());
     }
     let count = resolved.len() + job.inline.len();
     let dest_is_dir = job.dest.ends_with('/')
@@ -660,8 +712,54 @@ impl Planner<'_> {
             if self.is_dir_in_dest(&cur) {
                 continue;
             }
-            let o = self.created(Body::Dir, 0o755);
+            let o = self.created(Body::Dir, self.dir_mode());
             self.add(&cur.clone(), o);
+        }
+    }
+
+    /// The mode of the directories the step creates: an octal `--chmod`'s, else 0755 (as
+    /// BuildKit's copy, which makes them with the numeric mode it applies to the files).
+    fn dir_mode(&self) -> u32 {
+        match &self.job.chmod {
+            Some(c) => match u32::from_str_radix(c, 8) {
+                Ok(n) if n <= 0o7777 => n,
+                _ => 0o755,
+            },
+            None => 0o755,
+        }
+    }
+
+    /// Every directory above the planned entries that the destination already has goes into
+    /// the layer as it is there (owner, mode, time), as in the layers BuildKit and Docker make
+    /// (their differs include every parent of a change): a layer unpacked on its own, as a
+    /// snapshot is, would otherwise give those directories root's owner and 0755 on top of
+    /// the image's.
+    fn existing_parents(&mut self) {
+        let mut add = Vec::new();
+        for path in self.entries.keys() {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                if parent.is_empty() {
+                    break;
+                }
+                p = parent;
+                if self.entries.contains_key(p) || add.iter().any(|(a, _)| a == p) {
+                    continue;
+                }
+                if let Some(m) = self.dest_root.dir_meta(p) {
+                    add.push((p.to_string(), m));
+                }
+            }
+        }
+        for (p, m) in add {
+            let o = Out {
+                body: Body::Dir,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                mtime: self.clamp(m.mtime),
+            };
+            self.entries.insert(p, o);
         }
     }
 
@@ -725,9 +823,13 @@ impl Planner<'_> {
         };
         let entries = source_entries(root, &r, ignore, excludes)?;
         self.parents_of(target);
-        if self.exists_in_dest(target) != Some(true) {
+        if !self.is_dir_in_dest(target) {
+            // Only the directory's contents are copied: the destination is made as a parent
+            // directory is (root's or --chown's, 0755 or an octal --chmod), with the source
+            // directory's time, as BuildKit's copy leaves it.
             let m = fs_err::metadata(root.join(rel)).map_err(|e| e.to_string())?;
-            let o = self.file_out(root, rel, &m, keep_owner);
+            let mut o = self.created(Body::Dir, self.dir_mode());
+            o.mtime = self.clamp(context::Meta::of(&m).mtime_ns.div_euclid(1_000_000_000));
             self.add(target, o);
         }
         let prefix = if rel.is_empty() {

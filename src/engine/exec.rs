@@ -51,6 +51,22 @@ pub enum Hook {
     Copy { job: PathBuf },
     /// A directory (a cache mount) as a plain tar at `out`, owners as seen inside.
     TarDir { dir: PathBuf, out: PathBuf },
+    /// The digest of what a bind mount of `sub` in the filesystem of `lowers` (top first)
+    /// shows (see [`tree_digest`]), written as text to `out`; `work` holds the overlay view.
+    TreeDigest {
+        lowers: Vec<PathBuf>,
+        sub: String,
+        work: PathBuf,
+        out: PathBuf,
+    },
+    /// An image's root filesystem as a tar at `out`: its `layers` (blob, diffID) applied in
+    /// order onto `dir` with their owners (which only this namespace can give the files of a
+    /// rootless build), then written from there.
+    Flatten {
+        layers: Vec<(PathBuf, Digest)>,
+        dir: PathBuf,
+        out: PathBuf,
+    },
     /// A cache mount's directory, owned and moded as the step asked, created once.
     MakeCache {
         path: PathBuf,
@@ -58,6 +74,86 @@ pub enum Hook {
         gid: u32,
         mode: u32,
     },
+}
+
+/// The digest of the tree at `sub` below `root` (symlinks in `sub` followed inside the root, as
+/// a bind mount's source is): every entry's path below it, kind, permission bits, owner, and
+/// content or link target, in name order; times are left out, as in BuildKit's content
+/// checksums. A missing source has a digest of its own (the step then fails on its mount).
+pub fn tree_digest(root: &Path, sub: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let clean = crate::context::ignore::clean(&format!("/{sub}"));
+    let rel = clean.trim_start_matches('/');
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let start = match crate::layer::apply::resolve_in_root(root, Path::new(rel), 0) {
+        Ok(r) => root.join(r),
+        Err(_) => {
+            h.update(b"missing");
+            return Ok(hex::encode(h.finish()));
+        }
+    };
+    let mut stack = vec![(start, String::new())];
+    while let Some((p, name)) = stack.pop() {
+        let m = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.is_empty() => {
+                h.update(b"missing");
+                break;
+            }
+            Err(e) => return Err(e),
+        };
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            "d"
+        } else if ft.is_symlink() {
+            "l"
+        } else if ft.is_file() {
+            "f"
+        } else if ft.is_char_device() || ft.is_block_device() {
+            "c"
+        } else {
+            "o"
+        };
+        h.update(
+            format!(
+                "{name}\0{kind}\0{:o}\0{}\0{}\0",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            )
+            .as_bytes(),
+        );
+        match kind {
+            "f" => {
+                let mut f = fs_err::File::open(&p)?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            "l" => h.update(std::fs::read_link(&p)?.as_os_str().as_encoded_bytes()),
+            "c" => h.update(m.rdev().to_string().as_bytes()),
+            "d" => {
+                let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&p)?
+                    .map(|e| e.map(|e| e.file_name()))
+                    .collect::<std::io::Result<_>>()?;
+                // Popped in name order.
+                names.sort();
+                for n in names.into_iter().rev() {
+                    let child = format!("{name}/{}", n.to_string_lossy());
+                    stack.push((p.join(&n), child));
+                }
+            }
+            _ => {}
+        }
+        h.update(b"\n");
+    }
+    Ok(hex::encode(h.finish()))
 }
 
 /// What [`Hook::Diff`] writes: the overlay upper dir `upper` as the layer tar `out`, leaving out
@@ -189,6 +285,61 @@ fn run_hook(h: Hook) -> Result<(), String> {
             fs_err::read(d.join("m/f"))
                 .map(|_| ())
                 .map_err(|e| format!("reading through the overlay: {e}"))
+        }
+        Hook::TreeDigest {
+            lowers,
+            sub,
+            work,
+            out,
+        } => {
+            let root = match lowers.as_slice() {
+                [] => {
+                    let empty = work.join("empty");
+                    std::fs::create_dir_all(&empty)
+                        .map_err(|e| format!("{}: {e}", empty.display()))?;
+                    empty
+                }
+                [one] => one.clone(),
+                many => {
+                    let at = work.join("view");
+                    std::fs::create_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+                    sandbox::overlay::mount(&at, many, None)
+                        .map_err(|e| format!("a view of the layers: {e}"))?;
+                    at
+                }
+            };
+            let d = tree_digest(&root, &sub).map_err(|e| format!("{sub}: {e}"))?;
+            fs_err::write(&out, d).map_err(|e| e.to_string())
+        }
+        Hook::Flatten { layers, dir, out } => {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (blob, diff_id) in &layers {
+                let shown = blob.display();
+                let f = fs_err::File::open(blob).map_err(|e| e.to_string())?;
+                let r =
+                    crate::layer::decompress_pipelined(f).map_err(|e| format!("{shown}: {e}"))?;
+                crate::store::unpack_verified(
+                    r,
+                    &dir,
+                    diff_id,
+                    &ApplyOptions {
+                        chown: true,
+                        overlay_whiteouts: false,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            let f = fs_err::File::create(&out).map_err(|e| e.to_string())?;
+            let w = crate::layer::write_tree(
+                &dir,
+                std::io::BufWriter::with_capacity(1 << 20, f),
+                &crate::layer::WriteOptions::default(),
+            )
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            w.into_inner()
+                .map_err(|e| e.into_error().to_string())?
+                .sync_all()
+                .map_err(|e| e.to_string())
         }
         Hook::Noop => Ok(()),
         Hook::ProcTest { dir } => {

@@ -53,7 +53,7 @@ fn check_checksum(expected: &str, path: &Path, actual: &Digest, url: &str) -> an
     let (alg, hex) = match parse_checksum(expected).map_err(|e| anyhow!("{e}"))? {
         Checksum::Digest { alg, hex } => (alg, hex),
         Checksum::Commit(_) => bail!(
-            "invalid checksum {expected} for {url}: a commit hash is for git sources; a file needs sha256:<hex>"
+            "invalid checksum digest format {expected} for {url}: a commit hash is for git sources; a file needs sha256:<hex>"
         ),
     };
     let got = match alg {

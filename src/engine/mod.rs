@@ -277,6 +277,12 @@ impl Build<'_> {
 
     /// Wait for stage `i`; `None` when it failed or was cancelled.
     pub fn stage_result(&self, i: usize) -> Option<Arc<StageResult>> {
+        if self.schedule.claim(i) {
+            // A stage the plan did not schedule (named by an ONBUILD trigger of a base
+            // image): built here, by the step that needs it.
+            let r = stage::run(self, i);
+            self.schedule.finish(i, r);
+        }
         self.schedule.result(i)
     }
 }
@@ -600,17 +606,27 @@ fn write_output(
                     .tmp_dir()
                     .join(format!("rootfs-{}", std::process::id()))
             };
-            store.unpack(img, &dir)?;
-            if !local {
-                let f = fs_err::File::create(dest)?;
-                let w = crate::layer::write_tree(
-                    &dir,
-                    std::io::BufWriter::new(f),
-                    &crate::layer::WriteOptions::default(),
-                )?;
-                w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-                crate::store::make_writable(&dir);
-                fs_err::remove_dir_all(&dir)?;
+            if local {
+                store.unpack(img, &dir)?;
+            } else {
+                // Unpacked and read in the user namespace: the tar has the image's owners
+                // (as BuildKit's, rootless too), not the unprivileged user's.
+                let layers = img
+                    .manifest
+                    .layers
+                    .iter()
+                    .zip(&img.config.rootfs.diff_ids)
+                    .map(|(l, d)| (store.blob_path(&l.digest), d.clone()))
+                    .collect();
+                let flatten = exec::Hook::Flatten {
+                    layers,
+                    dir: dir.clone(),
+                    out: std::path::absolute(dest)?,
+                };
+                let r = exec::hook_ok(&b.exe, flatten, &b.maps, "writing the root filesystem tar");
+                let cleanup = exec::remove_tree(&dir, &b.maps);
+                r?;
+                cleanup?;
             }
         }
         Output::Registry { .. } => {}

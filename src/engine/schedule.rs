@@ -37,6 +37,8 @@ pub(crate) struct Schedule {
     slot_free: Condvar,
     /// Sandbox children running now (killed when the build fails).
     running: Mutex<Vec<u32>>,
+    /// The stages that run, or were claimed to run (see [`Schedule::claim`]).
+    claimed: Mutex<std::collections::HashSet<usize>>,
 }
 
 /// A job slot, given back when dropped.
@@ -77,6 +79,25 @@ impl Schedule {
             slots: Mutex::new(jobs.max(1)),
             slot_free: Condvar::new(),
             running: Mutex::new(Vec::new()),
+            claimed: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Claim stage `i` for the calling thread when nothing runs it: a stage the plan did not
+    /// schedule (an ONBUILD trigger of a base image, known only once the image is read, can
+    /// name one) is then run by the step that needs it, instead of being waited for forever.
+    pub fn claim(&self, i: usize) -> bool {
+        lock(&self.claimed).insert(i)
+    }
+
+    /// The result of a stage run through [`Schedule::claim`].
+    pub fn finish(&self, i: usize, r: anyhow::Result<StageResult>) {
+        match r {
+            Ok(res) => self.set_result(i, Some(Arc::new(res))),
+            Err(e) => {
+                self.fail(e);
+                self.set_result(i, None);
+            }
         }
     }
 
@@ -96,6 +117,10 @@ impl Schedule {
         let v = loop {
             if let Some(v) = r.get(&i) {
                 break v.clone();
+            }
+            // A failed or interrupted build never gives the result: stop waiting.
+            if self.failed() {
+                break None;
             }
             r = self.ready.wait(r).unwrap_or_else(|e| e.into_inner());
         };
@@ -135,6 +160,9 @@ impl Schedule {
         for pid in lock(&self.running).iter() {
             kill(*pid);
         }
+        // Steps waiting for another stage's result wake up and see the failure.
+        drop(lock(&self.results));
+        self.ready.notify_all();
     }
 
     /// The build's first error, if it failed.
@@ -183,6 +211,7 @@ impl Schedule {
                     }
                 })
                 .expect("spawning the interrupt watcher");
+            lock(&self.claimed).extend(plan.order.iter().copied());
             let mut threads = Vec::new();
             for &i in &plan.order {
                 let h = std::thread::Builder::new()

@@ -271,6 +271,9 @@ pub struct RecordEntry {
     pub created: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<String>,
+    /// The key later steps chain from, when not `key` (cache::Record::chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Digest>,
     /// Seconds since the epoch of the last export that used it (eviction order).
     pub used: i64,
 }
@@ -506,6 +509,7 @@ impl Imported {
                 layer,
                 created: r.created.clone(),
                 dirs: r.dirs.clone(),
+                chain: r.chain.clone(),
             });
         }
         for m in &l.config.mounts {
@@ -647,6 +651,7 @@ pub(crate) fn inline(b: &Build, diff_ids: &[Digest]) -> serde_json::Value {
                 layer,
                 created: a.record.created,
                 dirs: a.record.dirs,
+                chain: a.record.chain,
                 used: now,
             })
         })
@@ -785,6 +790,7 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
                     layer: None,
                     created: a.record.created,
                     dirs: a.record.dirs,
+                    chain: a.record.chain,
                     used: now,
                 },
                 d,

@@ -44,8 +44,12 @@ pub(super) struct St<'b, 'a> {
     earlier_miss: bool,
     /// `--pull` found the base image moved: the first step misses for that reason.
     base_moved: Option<String>,
+    /// Step numbers as BuildKit gives them: FROM an image is step 1, then each RUN, COPY,
+    /// ADD and WORKDIR (the other instructions have no step).
     total: usize,
     n: usize,
+    /// Whether the command being run is an ONBUILD trigger of the base.
+    onbuild: bool,
     /// ADD's downloads or clone for the current step (the scratch dir, what it holds).
     pub fetched: Option<(PathBuf, super::fetch::Fetched)>,
     /// Where each name is in the config's Env, and for how many entries that was computed:
@@ -65,6 +69,9 @@ pub(super) enum Pending {
     Run {
         commit: Box<step::run::Commit>,
         key: Digest,
+        /// Also recorded under this key, and later steps chain from it (a RUN bind-mounting
+        /// a stage, known by the mounted content: cache::Record::chain).
+        alias: Option<Digest>,
         created: String,
         history: usize,
         lock: Option<crate::store::Lock>,
@@ -125,6 +132,16 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         })
         || b.opts.no_cache_filter.iter().any(|f| f == &i.to_string());
     let all: Vec<&Command> = trigger_cmds.iter().chain(stage.commands.iter()).collect();
+    let numbered = |c: &Command| {
+        matches!(
+            c.instruction,
+            Instruction::Run(_)
+                | Instruction::Copy(_)
+                | Instruction::Add(_)
+                | Instruction::Workdir(_)
+        )
+    };
+    let from_step = usize::from(matches!(stage.base, Base::Image(_) | Base::Context(_)));
     let mut st = St {
         b,
         index: i,
@@ -139,18 +156,22 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         no_cache,
         earlier_miss: false,
         base_moved: moved,
-        total: all.len(),
-        n: 0,
+        total: from_step + all.iter().filter(|c| numbered(c)).count(),
+        n: from_step,
+        onbuild: false,
         fetched: None,
         env_pos: Default::default(),
         pending: Vec::new(),
     };
     let mut steps = || -> anyhow::Result<()> {
-        for cmd in &all {
+        for (k, cmd) in all.iter().enumerate() {
             if b.schedule.failed() {
                 return Err(Cancelled.into());
             }
-            st.n += 1;
+            if numbered(cmd) {
+                st.n += 1;
+            }
+            st.onbuild = k < trigger_cmds.len();
             st.command(cmd).with_context(|| super::StepFailed {
                 file: b.opts.dockerfile_name.clone(),
                 line: cmd.start_line,
@@ -184,7 +205,12 @@ fn scratch_config(p: &Platform) -> ImageConfig {
         os: p.os.clone(),
         os_version: None,
         variant: p.variant.clone(),
-        config: Some(Default::default()),
+        // As BuildKit's empty image: the working directory is `/` (PATH is added as for
+        // every image without one).
+        config: Some(crate::oci::ContainerConfig {
+            working_dir: Some("/".into()),
+            ..Default::default()
+        }),
         rootfs: Default::default(),
         history: Vec::new(),
         extra: Default::default(),
@@ -434,11 +460,13 @@ impl St<'_, '_> {
             .map_err(|e| anyhow!("{e}"))?;
         let ins = ex.instruction;
         let label = format!(
-            "[{} {}/{}] {}",
+            "[{} {:>w$}/{}] {}{}",
             self.name,
             self.n,
             self.total,
-            first_line(&cmd.original)
+            if self.onbuild { "ONBUILD " } else { "" },
+            first_line(&cmd.original),
+            w = self.total.to_string().len()
         );
         match (&ins, &ex.run) {
             (Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_), run) => {
@@ -514,6 +542,7 @@ impl St<'_, '_> {
                 Pending::Run {
                     commit,
                     key,
+                    alias,
                     created,
                     history,
                     lock,
@@ -522,7 +551,7 @@ impl St<'_, '_> {
                     result = commit
                         .finish()
                         .with_context(|| format!("writing the layer of {what}"))
-                        .and_then(|layer| self.committed(key, layer, created, history));
+                        .and_then(|layer| self.committed(key, alias, layer, created, history));
                     drop(lock);
                 }
             }
@@ -535,6 +564,7 @@ impl St<'_, '_> {
     fn committed(
         &mut self,
         key: Digest,
+        alias: Option<Digest>,
         layer: Option<LayerRec>,
         created: String,
         history: usize,
@@ -551,8 +581,12 @@ impl St<'_, '_> {
             layer,
             created,
             dirs: Vec::new(),
+            chain: alias.clone(),
         };
         cache::put(self.b.store, &key, &record)?;
+        if let Some(a) = &alias {
+            cache::put(self.b.store, a, &record)?;
+        }
         self.record_applied(key, record);
         Ok(())
     }
@@ -586,7 +620,7 @@ impl St<'_, '_> {
                 self.dirs.push(d.clone());
             }
         }
-        self.key = key;
+        self.key = rec.chain.clone().unwrap_or(key);
         self.history(cmd, &rec.created, rec.layer.is_none());
     }
 
@@ -689,6 +723,26 @@ impl St<'_, '_> {
             }
             Some(lock)
         };
+        // A RUN that bind-mounts another stage is also known by what it mounts: when the stage
+        // was rebuilt with the same files there, the step is the one recorded under that key
+        // (BuildKit keys such a mount by content). Read only now, after a miss.
+        let content_key = match (ins, run) {
+            (Instruction::Run(_), Some(o)) if !self.no_cache => {
+                step::run::content_inputs(self, o)?.map(|i| self.key_for(ins, &i))
+            }
+            _ => None,
+        };
+        if let Some(c) = &content_key {
+            if let Some(rec) = self.lookup(c) {
+                let rec = Record {
+                    chain: Some(rec.chain.clone().unwrap_or_else(|| c.clone())),
+                    ..rec
+                };
+                cache::put(self.b.store, &key, &rec)?;
+                self.apply(cmd, key, &rec);
+                return Ok(true);
+            }
+        }
         // COPY --link: the layer does not depend on what is below, so it is also recorded
         // under a key without the parent, and reused when only the layers below changed.
         let link_key = match ins {
@@ -757,10 +811,11 @@ impl St<'_, '_> {
             step::run::Ran::Committing(commit) => {
                 // Applied now but for its layer, which goes in (and the step into the cache)
                 // when the commit is settled.
-                self.key = key.clone();
+                self.key = content_key.clone().unwrap_or_else(|| key.clone());
                 self.pending.push(Pending::Run {
                     commit: Box::new(commit),
                     key,
+                    alias: content_key,
                     created: created.clone(),
                     history: self.config.history.len(),
                     lock: building,
@@ -779,9 +834,10 @@ impl St<'_, '_> {
             layer,
             created,
             dirs,
+            chain: content_key.clone(),
         };
         cache::put(self.b.store, &key, &rec)?;
-        if let Some(k) = &link_key {
+        for k in link_key.iter().chain(&content_key) {
             cache::put(self.b.store, k, &rec)?;
         }
         self.apply(cmd, key, &rec);

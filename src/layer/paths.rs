@@ -27,10 +27,23 @@ pub enum Kind {
     Other,
 }
 
+/// A directory's owner, permission bits and modification time, as its tar header says: a
+/// COPY into an existing directory writes its parents into the layer as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+}
+
 /// The paths of one layer (relative, no leading `/`), in the tar's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerPaths {
     pub entries: Vec<(String, Kind)>,
+    /// The metadata of the layer's directories.
+    #[serde(default)]
+    pub dirs: BTreeMap<String, DirMeta>,
     /// Paths this layer deletes (whiteouts).
     pub deleted: Vec<String>,
     /// Directories made opaque (everything below them in lower layers hidden).
@@ -67,6 +80,16 @@ impl LayerPaths {
         };
         let t = entry.header().entry_type();
         let kind = if t.is_dir() {
+            let h = entry.header();
+            self.dirs.insert(
+                path.clone(),
+                DirMeta {
+                    mode: h.mode().unwrap_or(0o755) & 0o7777,
+                    uid: h.uid().unwrap_or(0) as u32,
+                    gid: h.gid().unwrap_or(0) as u32,
+                    mtime: h.mtime().unwrap_or(0) as i64,
+                },
+            );
             Kind::Dir
         } else if t.is_symlink() {
             let target = entry
@@ -105,6 +128,7 @@ impl LayerPaths {
 pub struct Merged {
     paths: BTreeMap<String, Kind>,
     etc: BTreeMap<String, String>,
+    dirs: BTreeMap<String, DirMeta>,
 }
 
 /// The layers' paths read again (the rare bottom layer that names a path twice).
@@ -159,6 +183,7 @@ impl Merged {
                 Merged {
                     paths,
                     etc: bottom.etc,
+                    dirs: bottom.dirs,
                 }
             } else {
                 return Ok(Merged::of(&files_again(files)?));
@@ -191,6 +216,11 @@ impl Merged {
                     m.etc.remove(p);
                 }
                 m.paths.insert(p.clone(), k.clone());
+                if *k == Kind::Dir {
+                    if let Some(d) = l.dirs.get(p) {
+                        m.dirs.insert(p.clone(), *d);
+                    }
+                }
             }
             for (p, s) in &l.etc {
                 m.etc.insert(p.clone(), s.clone());
@@ -205,6 +235,15 @@ impl Merged {
             return Some(&Kind::Dir);
         }
         self.paths.get(r)
+    }
+
+    /// The metadata of the directory `rel` (relative, resolved), when it is one.
+    pub fn dir_meta(&self, rel: &str) -> Option<DirMeta> {
+        let r = super::rel_path(rel);
+        match self.paths.get(r) {
+            Some(Kind::Dir) => self.dirs.get(r).copied(),
+            _ => None,
+        }
     }
 
     /// The content of `etc/passwd` or `etc/group` (empty when absent).
@@ -237,6 +276,7 @@ mod tests {
             deleted: deleted.iter().map(|s| s.to_string()).collect(),
             opaque: opaque.iter().map(|s| s.to_string()).collect(),
             etc: BTreeMap::new(),
+            dirs: BTreeMap::new(),
         }
     }
 

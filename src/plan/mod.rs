@@ -197,6 +197,23 @@ pub struct MetaArg {
     pub span: Span,
 }
 
+/// The working directory `WORKDIR path` records in the image's config, after `workdir`, as
+/// BuildKit's NormalizeWorkdir makes it: an absolute path as written (`/app/` stays `/app/`),
+/// a relative one joined to the current one and cleaned, an empty one the current one.
+pub fn workdir_config(workdir: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        return path.to_string();
+    }
+    if path.is_empty() {
+        return if workdir.is_empty() {
+            "/".to_string()
+        } else {
+            workdir.to_string()
+        };
+    }
+    in_workdir(workdir, path)
+}
+
 /// `path` as a step in `workdir` sees it: an absolute path, lexically cleaned (WORKDIR's rule).
 pub fn in_workdir(workdir: &str, path: &str) -> String {
     let joined = if path.starts_with('/') {
@@ -406,6 +423,9 @@ impl Planner<'_> {
                 .any(|c| c.eq_ignore_ascii_case(&image));
             if named {
                 stages[i].base = Base::Context(image);
+            } else if image.eq_ignore_ascii_case("scratch") {
+                // Reserved: a stage named scratch (a lint warning) does not replace it.
+                stages[i].base = Base::Scratch;
             } else if let Some(j) = find_stage(&stages, &image) {
                 stages[i].base = Base::Stage(j);
                 stages[i].deps.push(Dependency {
@@ -430,11 +450,6 @@ impl Planner<'_> {
                 }
             }
             let own = stages[i].commands.iter().map(|c| (&c.instruction, c.span));
-            // ARG/ENV scope is only needed to expand a `$` in a mount's `from`.
-            let needs_scope = triggers.iter().copied().chain(own.clone()).any(|(ins, _)| {
-                matches!(ins, Instruction::Run(r) if r.mounts.iter().any(|m| m.contains('$')))
-            });
-            let mut scope = needs_scope.then(|| StageScope::new(&meta_args, &self.options));
             for (ins, span) in triggers.iter().copied().chain(own) {
                 match ins {
                     Instruction::Copy(c) => {
@@ -444,35 +459,17 @@ impl Planner<'_> {
                     }
                     Instruction::Run(r) => {
                         for m in &r.mounts {
-                            // Typing checked the mount; only a `from` can add an edge.
+                            // Typing checked the mount, and refused a `$` in its `from` (as
+                            // BuildKit does): the stage is named as written.
                             if !m.to_ascii_lowercase().contains("from") {
                                 continue;
                             }
-                            let expanded = if m.contains('$') {
-                                let env = scope
-                                    .as_ref()
-                                    .map(StageScope::lookup_env)
-                                    .unwrap_or_default();
-                                lexer.process_word(m, &env).unwrap_or_else(|_| m.clone())
-                            } else {
-                                m.clone()
-                            };
-                            let spec = MountSpec::parse(&expanded, false).map_err(|e| {
+                            let spec = MountSpec::parse(m, true).map_err(|e| {
                                 Diagnostic::new(format!("invalid --mount: {e}"), span)
                             })?;
                             if let Some(f) = spec.from {
                                 refs.push((f, DepKind::MountFrom, span));
                             }
-                        }
-                    }
-                    Instruction::Arg(decls) => {
-                        if let Some(sc) = scope.as_mut() {
-                            sc.declare(decls, &lexer)
-                        }
-                    }
-                    Instruction::Env(kvs) => {
-                        if let Some(sc) = scope.as_mut() {
-                            sc.set_env(kvs, &lexer)
                         }
                     }
                     _ => {}
@@ -513,19 +510,26 @@ impl Planner<'_> {
                         ))
                     }
                     Some(j) if j > i => {
-                        return Err(Diagnostic::new(
+                        // BuildKit's words, for COPY --from and RUN --mount from=.
+                        let msg = if kind == DepKind::MountFrom {
                             format!(
-                                "stage {} needs to be defined before current stage {}",
+                                "cannot mount from stage \"{}\", stage needs to be defined before current command (stage {} needs to be defined before current stage {})",
+                                stages[j].display_name(),
                                 stages[j].display_name(),
                                 stages[i].display_name()
-                            ),
-                            span,
-                        )
-                        .with_hint(format!(
+                            )
+                        } else {
+                            format!(
+                                "cannot copy from stage \"{}\", it needs to be defined before current stage \"{}\"",
+                                stages[j].display_name(),
+                                stages[i].display_name()
+                            )
+                        };
+                        return Err(Diagnostic::new(msg, span).with_hint(format!(
                             "move the stage `{}` above line {}",
                             stages[j].display_name(),
                             stages[i].from.start_line
-                        )))
+                        )));
                     }
                     Some(j) => stages[i].deps.push(Dependency {
                         stage: j,

@@ -145,8 +145,8 @@ fn stage_wins_over_image_of_same_name() {
 }
 
 #[test]
-fn mount_from_uses_stage_args() {
-    let text = "FROM a AS src\nFROM b\nARG S=src\nRUN --mount=from=$S,target=/s true\n";
+fn mount_from_names_a_stage_as_written() {
+    let text = "FROM a AS src\nFROM b\nRUN --mount=from=src,target=/s true\n";
     let p = plan_of(text, Options::default()).unwrap();
     assert_eq!(
         p.stages[1].deps[0],
@@ -156,6 +156,18 @@ fn mount_from_uses_stage_args() {
             span: p.stages[1].deps[0].span
         }
     );
+    // A variable is refused when the Dockerfile is read, ARG or ENV alike (BuildKit's
+    // parseMount): BuildKit never expands `from`.
+    for decl in ["ARG S=src", "ENV S=src"] {
+        let text = format!("FROM a AS src\nFROM b\n{decl}\nRUN --mount=from=$S,target=/s true\n");
+        let e = plan_of(&text, Options::default()).unwrap_err();
+        assert!(
+            e.message
+                .contains("'from' doesn't support variable expansion, define alias stage instead"),
+            "{}",
+            e.message
+        );
+    }
 }
 
 #[test]

@@ -560,7 +560,7 @@ fn beneath(dir: &Path, sub: &str, target: &str) -> R<(std::path::PathBuf, std::o
 /// directory of the step's scratch space): the tmpfs exists only in this mount namespace, so the
 /// content never reaches a disk and goes away with the sandbox however it ends. Returns the
 /// file to bind-mount (bind mounts of a memfd itself are refused by the kernel).
-fn memory_file(dir: &Path, index: usize) -> R<std::path::PathBuf> {
+fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let fd = super::MEMORY_FD_BASE + index as i32;
     // SAFETY: the parent dup'ed memory file `index` to this descriptor; ManuallyDrop leaves it
@@ -589,6 +589,10 @@ fn memory_file(dir: &Path, index: usize) -> R<std::path::PathBuf> {
     std::fs::write(&f, &content).map_err(|e| format!("writing {}: {e}", f.display()))?;
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("chmod {}: {e}", f.display()))?;
+    if (uid, gid) != (0, 0) {
+        std::os::unix::fs::chown(&f, Some(uid), Some(gid))
+            .map_err(|e| format!("chown {} to {uid}:{gid}: {e}", f.display()))?;
+    }
     Ok(f)
 }
 
@@ -744,7 +748,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 )?;
                 continue;
             }
-            BindSource::Memory { index } => memory_file(host, *index)?,
+            BindSource::Memory { index, uid, gid } => memory_file(host, *index, *uid, *gid)?,
             BindSource::Context { sub } => {
                 let (path, fd) = beneath(host, sub, target)?;
                 held_fds.push(fd);
@@ -859,7 +863,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         spec.binds
             .iter()
             .filter_map(|b| match b.source {
-                BindSource::Memory { index } => Some(index + 1),
+                BindSource::Memory { index, .. } => Some(index + 1),
                 _ => None,
             })
             .max()

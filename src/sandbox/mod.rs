@@ -138,8 +138,14 @@ pub enum BindSource {
     /// namespace; the descriptor is what is bound, so nothing swapped in afterwards counts.
     Context { sub: String },
     /// The file `Spec::memory_files[index]`: content that exists only in memory (a secret), so
-    /// that no kill at any instant can leave a copy on disk.
-    Memory { index: usize },
+    /// that no kill at any instant can leave a copy on disk; owned by `uid`:`gid` inside.
+    Memory {
+        index: usize,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
+    },
     /// A cache mount's directory `host`. With `follow_user` (a cache mount that names no
     /// `uid`/`gid`), it belongs to the user the step runs as: once that user is known, a cache
     /// another user owns is handed over to them, its content included (what BuildKit leaves

@@ -560,7 +560,7 @@ impl Store {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let blob_kept = name
                     .strip_suffix(".json")
-                    .or_else(|| name.strip_suffix(".paths"))
+                    .or_else(|| name.strip_suffix(".paths2"))
                     .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
                     .is_some_and(|d| keep.contains(&d));
                 if !blob_kept {

@@ -180,9 +180,10 @@ impl Store {
     }
 
     /// Where the paths of the layer blob `d` are kept (`layer::paths`), beside its facts and
-    /// pruned with it.
+    /// pruned with it. (`.paths2`: since directories' metadata is kept too; the `.paths` files
+    /// of earlier versions are left to prune.)
     pub fn layer_paths_file(&self, d: &Digest) -> PathBuf {
-        self.facts_dir().join(format!("{}.paths", d.hex()))
+        self.facts_dir().join(format!("{}.paths2", d.hex()))
     }
 
     /// Keep the paths of the layer blob `d`.

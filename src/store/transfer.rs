@@ -369,9 +369,31 @@ impl Store {
         let mut archive = tar::Archive::new(r);
         let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut files: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
+        // `docker save A B` of images sharing a layer writes it once, and a symlink
+        // `<id>/layer.tar -> ../<other id>/layer.tar` for the other.
+        let mut links: BTreeMap<String, String> = BTreeMap::new();
         for entry in at(src, archive.entries())? {
             let mut entry = at(src, entry)?;
-            if entry.header().entry_type() != tar::EntryType::Regular {
+            let kind = entry.header().entry_type();
+            if kind == tar::EntryType::Symlink {
+                let path = at(src, entry.path())?.to_string_lossy().into_owned();
+                if let Some(target) = at(src, entry.link_name())? {
+                    let dir = Path::new(path.trim_start_matches("./"))
+                        .parent()
+                        .map(|d| d.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let joined = crate::context::ignore::clean(&format!(
+                        "/{dir}/{}",
+                        target.to_string_lossy()
+                    ));
+                    links.insert(
+                        path.trim_start_matches("./").to_string(),
+                        joined.trim_start_matches('/').to_string(),
+                    );
+                }
+                continue;
+            }
+            if kind != tar::EntryType::Regular {
                 continue;
             }
             let path = at(src, entry.path())?
@@ -395,6 +417,19 @@ impl Store {
             } else {
                 let got = self.put_blob_from(&mut entry, None, &what)?;
                 files.insert(path, got);
+            }
+        }
+        // A link (or a chain of them, within bounds) stands for the file it leads to.
+        for (from, to) in &links {
+            let mut t = to.clone();
+            for _ in 0..16 {
+                match links.get(&t) {
+                    Some(next) => t = next.clone(),
+                    None => break,
+                }
+            }
+            if let Some(f) = files.get(&t).cloned() {
+                files.insert(from.clone(), f);
             }
         }
         if let Some(m) = small.get("manifest.json") {
@@ -433,7 +468,7 @@ impl Store {
     }
 
     fn name_oci_index(&self, index: &Index, fallback: &str) -> Result<Vec<ImageRecord>> {
-        let mut out = Vec::new();
+        let mut checked = Vec::new();
         for d in &index.manifests {
             let mut d = d.clone();
             if media::is_index(&d.media_type) {
@@ -475,6 +510,11 @@ impl Store {
                 .collect();
             let mut desc = d.clone();
             desc.annotations.clear();
+            checked.push((desc, names));
+        }
+        // Named only once every manifest was checked: a load that fails loads nothing.
+        let mut out = Vec::new();
+        for (desc, names) in checked {
             out.push(self.name_manifest(&desc, &names)?);
         }
         Ok(out)
@@ -528,7 +568,7 @@ impl Store {
                     ))
                 })
         };
-        let mut out = Vec::new();
+        let mut checked = Vec::new();
         for e in entries {
             let (cdigest, csize) = file(&e.config)?;
             let config: ImageConfig = oci::parse_json(
@@ -584,6 +624,12 @@ impl Store {
                 os_version: None,
                 variant: config.variant.clone(),
             };
+            checked.push((manifest, platform, names));
+        }
+        // Every image was checked before any is named: a load that fails loads nothing (the
+        // blobs it stored are unreferenced, for prune).
+        let mut out = Vec::new();
+        for (manifest, platform, names) in checked {
             out.push(self.add_manifest(&manifest, Some(platform), &names)?);
         }
         Ok(out)

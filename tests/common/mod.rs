@@ -159,3 +159,85 @@ thread_local! {
 pub fn removed_at_the_end(d: &std::path::Path) {
     CLEANUP.with(|c| c.borrow_mut().push(Cleanup(d.to_path_buf())));
 }
+
+/// Lay out a busybox root filesystem at `r` from the host's `/bin/busybox` (Debian's
+/// busybox-static): the binary and a symlink per applet in /bin, an absolute symlink `/ubin`
+/// (as /bin → usr/bin is in Debian), passwd and group files (root, daemon, app 1000, nobody),
+/// /tmp 1777. The caller imports it (`strata import R busybox:latest`). None without
+/// /bin/busybox.
+#[allow(dead_code)]
+pub fn busybox_rootfs(r: &std::path::Path) -> Option<()> {
+    if !std::path::Path::new("/bin/busybox").exists() {
+        return None;
+    }
+    fs_err::create_dir_all(r.join("bin")).unwrap();
+    for d in ["etc", "tmp", "root", "usr/bin"] {
+        fs_err::create_dir_all(r.join(d)).unwrap();
+    }
+    fs_err::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
+    for a in String::from_utf8_lossy(&list.stdout).lines() {
+        if a != "busybox" {
+            std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("/usr/bin", r.join("ubin")).unwrap();
+    fs_err::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )
+    .unwrap();
+    fs_err::write(
+        r.join("etc/group"),
+        "root:x:0:\nwheel:x:10:root\ndaemon:x:1:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    Some(())
+}
+
+/// A static file server on 127.0.0.1 for `dir` (HTTP/1.0, GET only, every file with the same
+/// Last-Modified), enough for ADD's downloads and git's dumb HTTP protocol. Returns its port;
+/// it serves until the test process ends.
+#[allow(dead_code)]
+pub fn serve(dir: std::path::PathBuf) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("/");
+                let path = path
+                    .split('?')
+                    .next()
+                    .unwrap_or("/")
+                    .trim_start_matches('/');
+                let mut w = conn;
+                match fs_err::read(dir.join(path)) {
+                    Ok(body) if !path.is_empty() => {
+                        let _ = write!(w, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = w.write_all(&body);
+                    }
+                    _ => {
+                        let _ = write!(w, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    port
+}

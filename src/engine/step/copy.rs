@@ -60,7 +60,38 @@ pub(in crate::engine) fn inputs(
     let (d, changed) = source::digest(st, c.from.as_deref(), &c.sources, &c.excludes, c.parents)?;
     inputs.digests.push(d);
     inputs.changed = changed;
+    // Heredocs whose bodies expand (ARG and ENV values) are known by what they expand to.
+    let inline = inline_files(st, c)?;
+    if inline.iter().zip(&c.inline).any(|(x, i)| x.data != i.data) {
+        let text: Vec<&str> = inline.iter().map(|x| x.data.as_str()).collect();
+        let d = crate::oci::Digest::of(serde_json::to_string(&text)?.as_bytes());
+        inputs.digests.push(format!("heredocs {d}"));
+    }
     Ok(inputs)
+}
+
+/// The heredoc files of a COPY or ADD, bodies expanded as BuildKit's ExpandRaw does it
+/// (unless the delimiter is quoted): variables and `\` escapes (always `\`, whatever the
+/// escape directive), quotes left as they are.
+fn inline_files(st: &St<'_, '_>, c: &dockerfile::Copy) -> anyhow::Result<Vec<Inline>> {
+    let raw = crate::dockerfile::shell::Lexer {
+        skip_quotes: true,
+        ..crate::dockerfile::shell::Lexer::new('\\')
+    };
+    let mut inline = Vec::new();
+    for i in &c.inline {
+        let data = if i.expand {
+            raw.process_word(&i.data, &st.scope)
+                .map_err(|e| anyhow!("heredoc {}: {e}", i.path))?
+        } else {
+            i.data.clone()
+        };
+        inline.push(Inline {
+            name: i.path.clone(),
+            data,
+        });
+    }
+    Ok(inline)
 }
 
 fn dest_path(st: &St<'_, '_>, dest: &str) -> String {
@@ -99,24 +130,7 @@ pub(in crate::engine) fn execute(
             },
         },
     };
-    let env = &st.scope;
-    let inline = c
-        .inline
-        .iter()
-        .map(|i| {
-            let data = if i.expand {
-                st.lexer
-                    .process_word(&i.data, env)
-                    .unwrap_or_else(|_| i.data.clone())
-            } else {
-                i.data.clone()
-            };
-            Inline {
-                name: i.path.clone(),
-                data,
-            }
-        })
-        .collect();
+    let inline = inline_files(st, c)?;
     let dir = step_dir(st.b, if is_add { "add" } else { "copy" })?;
     let base = super::new_job(
         st,

@@ -147,6 +147,7 @@ pub(in crate::engine) fn execute(
                     layer: None,
                     created: rfc(st.now()),
                     dirs: Vec::new(),
+                    chain: None,
                 };
                 cache::put(st.b.store, &key, &r)?;
                 r.created

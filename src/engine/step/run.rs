@@ -41,6 +41,15 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
         )],
         ..Default::default()
     };
+    // BUILDKIT_SANDBOX_HOSTNAME changes what the step sees (as it changes BuildKit's key).
+    if let Some(h) =
+        st.b.plan
+            .options
+            .build_args
+            .get("BUILDKIT_SANDBOX_HOSTNAME")
+    {
+        inputs.settings.push(format!("hostname={h}"));
+    }
     for m in o.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
         let src = m.source.clone().unwrap_or_else(|| ".".into());
         let (d, changed) = source::digest(st, m.from.as_deref(), &[src], &[], false)?;
@@ -48,6 +57,29 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
         inputs.changed.extend(changed);
     }
     Ok(inputs)
+}
+
+/// The inputs of a RUN step that bind-mounts another stage (or an image), with those mounts
+/// known by the content of what they show rather than by the layers of the stage: the key
+/// BuildKit would give it, so it stays cached when that stage is rebuilt with the same files
+/// there. None when the step mounts no stage. Computed only after a miss of the usual key
+/// (which needs no file of the stage: an imported cache's layers stay where they are).
+pub(in crate::engine) fn content_inputs(
+    st: &St<'_, '_>,
+    o: &RunOptions,
+) -> anyhow::Result<Option<Inputs>> {
+    let mut inputs = inputs(st, o)?;
+    let mut any = false;
+    let binds = o.mounts.iter().filter(|m| m.kind == MountKind::Bind);
+    for (i, m) in binds.enumerate() {
+        let Some(f) = m.from.as_deref() else { continue };
+        if let FromRef::Stage(r) = source::source_ref(st, f)? {
+            let src = m.source.clone().unwrap_or_else(|| ".".into());
+            inputs.digests[i] = format!("content {}", source::stage_subtree(st, &r, &src)?);
+            any = true;
+        }
+    }
+    Ok(any.then_some(inputs))
 }
 
 /// The network a RUN step gets: its `--network`, else the build's.
@@ -58,6 +90,34 @@ fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
         Some(RunNetwork::Host) if st.b.opts.allow_host_network => Network::Host,
         Some(RunNetwork::Host) => return Err(Error::HostNetworkNotAllowed.into()),
     })
+}
+
+/// The proxy variables a RUN step gets from the build args, in both spellings, as BuildKit's
+/// ExecOp sets them (proxyEnvFromBuildArgs, proxyEnvList): each of http_proxy, https_proxy,
+/// ftp_proxy, no_proxy and all_proxy given in either case (or both: the lower-case one wins,
+/// as in BuildKit's sorted walk) becomes `HTTP_PROXY=v` and `http_proxy=v`; an empty value
+/// sets neither.
+fn proxy_env(build_args: &std::collections::BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for lower in [
+        "http_proxy",
+        "https_proxy",
+        "ftp_proxy",
+        "no_proxy",
+        "all_proxy",
+    ] {
+        // BTreeMap order is byte order: upper case first, so the last match is BuildKit's.
+        let v = build_args
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(lower))
+            .map(|(_, v)| v)
+            .next_back();
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            out.push((lower.to_ascii_uppercase(), v.clone()));
+            out.push((lower.to_string(), v.clone()));
+        }
+    }
+    out
 }
 
 /// What a RUN step that ran leaves behind.
@@ -150,7 +210,16 @@ fn run_in(
 ) -> anyhow::Result<Ran> {
     let b = st.b;
     let net = network(st, o)?;
-    let root = exec::step_root(step, lower, "strata", net)?;
+    // The step's hostname: BuildKit's BUILDKIT_SANDBOX_HOSTNAME build arg, else strata's.
+    let hostname = b
+        .plan
+        .options
+        .build_args
+        .get("BUILDKIT_SANDBOX_HOSTNAME")
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "strata".to_string());
+    let root = exec::step_root(step, lower, &hostname, net)?;
     let mut env = st.env_list();
     let args = st.visible_args();
     for (k, v) in &args {
@@ -160,12 +229,10 @@ fn run_in(
     // (its ExecOp ProxyEnv): not in the cache key, the image's config or its history, so a
     // CI runner's proxy neither busts the cache nor leaks a password into the image. A
     // declared one is an ordinary ARG (above).
-    for name in crate::plan::PROXY_ARGS {
-        let set = |e: &String| e.split('=').next() == Some(name);
-        if let Some(v) = b.plan.options.build_args.get(*name) {
-            if !args.iter().any(|(k, _)| k == name) && !env.iter().any(set) {
-                env.push(format!("{name}={v}"));
-            }
+    for (name, v) in proxy_env(&b.plan.options.build_args) {
+        let set = |e: &String| e.split('=').next() == Some(name.as_str());
+        if !args.iter().any(|(k, _)| *k == name) && !env.iter().any(set) {
+            env.push(format!("{name}={v}"));
         }
     }
     if let Some(e) = b.opts.epoch {
@@ -244,7 +311,7 @@ fn run_in(
         user: st.user(),
         workdir: st.workdir(),
         network: net,
-        hostname: "strata".into(),
+        hostname,
         etc_files: root.etc_files,
         binds,
         memory_files: std::mem::take(&mut held.memory),
@@ -480,9 +547,27 @@ fn mount_target(st: &St<'_, '_>, t: &Option<String>) -> anyhow::Result<String> {
     })
 }
 
-/// A cache mount's id: `id=`, else its target.
+/// The cache a cache mount uses: its `id=` (else its target) and, when it gives `uid=`, `gid=`
+/// or `mode=`, those too. BuildKit keys a cache by its id and the mount's base, which with
+/// those options is the directory they make (`setCacheUIDGID`): a mount with them never gets
+/// the cache a plain mount (or one with other options) of the same id made, with its owner
+/// and mode, but its own, made as asked.
 fn cache_id(m: &MountSpec, target: &str) -> String {
-    m.id.clone().unwrap_or_else(|| target.to_string())
+    let id = m.id.clone().unwrap_or_else(|| target.to_string());
+    if m.uid.is_none() && m.gid.is_none() && m.mode.is_none() {
+        return id;
+    }
+    let mut opts = Vec::new();
+    if let Some(u) = m.uid {
+        opts.push(format!("uid={u}"));
+    }
+    if let Some(g) = m.gid {
+        opts.push(format!("gid={g}"));
+    }
+    if let Some(mode) = m.mode {
+        opts.push(format!("mode={mode:o}"));
+    }
+    format!("{id}#{}", opts.join(","))
 }
 
 /// The ids of the cache mounts of a RUN step, whether it runs or is cached: what
@@ -581,13 +666,23 @@ fn mount(
                     Err(e) => bail!("locking cache mount {id}: {e}"),
                 }
             }
+            // `source=`: a directory of the cache, resolved inside it (a symlink there cannot
+            // lead out of it), as BuildKit mounts a cache's subpath.
+            let sub = m
+                .source
+                .as_deref()
+                .map(|s| crate::context::ignore::clean(&format!("/{s}")))
+                .filter(|s| s != "/");
             binds.push(Bind {
                 host,
                 target: t,
                 readonly: m.readonly.unwrap_or(false),
-                // No uid/gid: the cache is the step user's (BuildKit keeps it root's).
-                source: BindSource::Cache {
-                    follow_user: m.uid.is_none() && m.gid.is_none(),
+                source: match sub {
+                    Some(sub) => BindSource::Context { sub },
+                    // No uid/gid: the cache is the step user's (BuildKit keeps it root's).
+                    None => BindSource::Cache {
+                        follow_user: m.uid.is_none() && m.gid.is_none(),
+                    },
                 },
             });
         }
@@ -600,14 +695,17 @@ fn mount(
             });
         }
         MountKind::Secret => {
-            let id =
-                m.id.clone()
-                    .or_else(|| {
-                        m.target
-                            .as_deref()
-                            .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
-                    })
-                    .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
+            // As BuildKit's dispatchSecret: `source=` names the secret over `id=`.
+            let id = m
+                .source
+                .clone()
+                .or_else(|| m.id.clone())
+                .or_else(|| {
+                    m.target
+                        .as_deref()
+                        .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
+                })
+                .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
             let value = match b.opts.secrets.get(&id) {
                 Some(SecretSource::File(p)) => {
                     Some(fs_err::read(p).with_context(|| format!("reading secret {id}"))?)
@@ -646,6 +744,8 @@ fn mount(
                 readonly: true,
                 source: BindSource::Memory {
                     index: held.memory.len(),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
                 },
             });
             held.memory.push(f);

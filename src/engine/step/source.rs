@@ -83,18 +83,15 @@ pub(in crate::engine) fn context_digest(
 
 pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<FromRef> {
     let plan = st.b.plan;
-    let idx = plan
-        .stage_by_name(f)
-        .map(|s| s.index)
-        .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
-    if let Some(i) = idx {
-        if i == st.index {
-            bail!("--from={f} names this stage itself");
-        }
-        let r = st.b.stage_result(i).ok_or(Cancelled)?;
-        return Ok(FromRef::Stage(r));
-    }
-    match st.b.opts.named_contexts.get(f) {
+    // A named context replaces the stage of the same name (the plan never builds that stage,
+    // so waiting for it would wait forever).
+    let named =
+        st.b.opts
+            .named_contexts
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(f))
+            .map(|(_, v)| v);
+    match named {
         Some(NamedContext::Dir(p)) => return Ok(FromRef::Context(p.clone())),
         Some(NamedContext::Image(r)) => return image_ref(st, r),
         Some(NamedContext::OciLayout(p, _)) => {
@@ -106,6 +103,17 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
         }
         None => {}
     }
+    let idx = plan
+        .stage_by_name(f)
+        .map(|s| s.index)
+        .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
+    if let Some(i) = idx {
+        if i == st.index {
+            bail!("--from={f} names this stage itself");
+        }
+        let r = st.b.stage_result(i).ok_or(Cancelled)?;
+        return Ok(FromRef::Stage(r));
+    }
     if let Some(s) = plan.stage_typo(f) {
         return Err(crate::engine::error::Error::NoSuchStage {
             name: f.to_string(),
@@ -116,9 +124,64 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
     image_ref(st, f)
 }
 
+/// The digest of what a bind mount of `src` from the stage (or image) `r` shows: its files'
+/// content, kinds, modes and owners, not how the stage made them (BuildKit keys such a mount
+/// by its content). Read once per stage filesystem and path, in the user namespace (the files
+/// may belong to subordinate ids), and kept in the store's facts as a cache.
+pub(in crate::engine) fn stage_subtree(
+    st: &St<'_, '_>,
+    r: &StageResult,
+    src: &str,
+) -> anyhow::Result<String> {
+    let b = st.b;
+    let clean = crate::context::ignore::clean(&format!("/{src}"));
+    let id = crate::oci::Digest::of(format!("{} {clean}", r.content_id()).as_bytes());
+    let memo = b
+        .store
+        .facts_dir()
+        .join(format!("subtree-{}", &id.hex()[..32]));
+    if let Ok(d) = fs_err::read_to_string(&memo) {
+        if d.len() == 64 {
+            return Ok(d);
+        }
+    }
+    let lowers = crate::engine::stage::lowers(b, &r.config, &r.layers)?;
+    let work = crate::engine::stage::step_dir(b, "digest")?;
+    let out = work.join("digest");
+    let result = crate::engine::exec::hook_ok(
+        &b.exe,
+        crate::engine::exec::Hook::TreeDigest {
+            lowers,
+            sub: clean.clone(),
+            work: work.clone(),
+            out: out.clone(),
+        },
+        &b.maps,
+        &format!("reading {clean} of a stage for the step's key"),
+    )
+    .and_then(|()| Ok(fs_err::read_to_string(&out)?));
+    let _ = crate::engine::exec::remove_tree(&work, &b.maps);
+    let d = result?;
+    fs_err::create_dir_all(b.store.facts_dir())?;
+    let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
+    fs_err::write(&tmp, &d)?;
+    fs_err::rename(&tmp, &memo)?;
+    Ok(d)
+}
+
 /// Did a step of the stage `f` (by name or index) run rather than come from the cache?
 pub(in crate::engine) fn missed(st: &St<'_, '_>, f: &str) -> bool {
     let plan = st.b.plan;
+    // A named context of that name stands for it: no stage of the plan ran.
+    if st
+        .b
+        .opts
+        .named_contexts
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case(f))
+    {
+        return false;
+    }
     plan.stage_by_name(f)
         .map(|s| s.index)
         .or_else(|| f.parse::<usize>().ok())

@@ -22,9 +22,12 @@ pub(in crate::engine) fn execute(
     w: &str,
     label: &str,
 ) -> anyhow::Result<()> {
-    let wd = &crate::plan::in_workdir(&st.workdir(), w);
-    st.cfg().working_dir = Some(wd.clone());
-    let key = st.key_for(&Instruction::Workdir(wd.to_string()), &Inputs::default());
+    // The config keeps the path as BuildKit records it (`/app/` stays `/app/`); the directory
+    // made is the cleaned path.
+    let recorded = crate::plan::workdir_config(&st.workdir(), w);
+    let wd = &crate::plan::in_workdir("/", &recorded);
+    st.cfg().working_dir = Some(recorded.clone());
+    let key = st.key_for(&Instruction::Workdir(recorded), &Inputs::default());
     if let Some(rec) = st.lookup(&key) {
         if rec.layer.is_some() {
             // A WORKDIR that made a directory is a step when it runs: it is one (cached)
@@ -56,6 +59,7 @@ pub(in crate::engine) fn execute(
             layer: None,
             created,
             dirs: vec![wd.to_string()],
+            chain: None,
         }
     } else {
         // Create it, owned by the current USER, with a COPY-like job of no sources.
@@ -71,6 +75,7 @@ pub(in crate::engine) fn execute(
             layer: Some(layer),
             created,
             dirs: vec![wd.to_string()],
+            chain: None,
         }
     };
     cache::put(st.b.store, &key, &rec)?;
