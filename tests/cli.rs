@@ -455,3 +455,35 @@ fn check_knows_base_image_environment_from_the_store() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_context_that_is_not_a_directory_is_wrong_input() {
+    let root = store_dir("noctx");
+    let out = strata(&["--root", &root, "build", "/nonexistent"], None);
+    let err = text(&out.stderr);
+    // The README's exit-code table: a context path is wrong input, 2.
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"/nonexistent\": not a directory"), "{err}");
+    assert!(err.contains("hint: give a directory, or -"), "{err}");
+}
+
+#[test]
+fn an_unknown_flag_gets_no_tip_to_pass_it_as_a_value() {
+    // buildx's flags strata does not have: clap's error, without "use '-- --flag'".
+    for args in [&["build", "--zzzz", "."][..], &["run", "--zzzz", "img"]] {
+        let out = strata(args, None);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.starts_with("error: unexpected argument '--"), "{err}");
+        assert!(
+            !err.contains("as a value") && !err.contains("'-- --"),
+            "{err}"
+        );
+    }
+    // A near miss still gets clap's suggestion.
+    let err = text(&strata(&["build", "--targt", "x", "."], None).stderr);
+    assert!(
+        err.contains("a similar argument exists: '--target'"),
+        "{err}"
+    );
+}

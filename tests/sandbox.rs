@@ -183,6 +183,34 @@ fn exit_codes_signals_and_output() {
 }
 
 #[test]
+fn everything_after_the_image_is_the_containers() {
+    let Some(e) = Env::new("argv", Who::Me) else {
+        return;
+    };
+    // strata's own flags (--version, --help, -e, --rm) after IMAGE go to the command.
+    let o = e.strata(&[
+        "run",
+        "--entrypoint",
+        "echo",
+        "bb:1",
+        "--version",
+        "-e",
+        "X=1",
+        "--help",
+        "--rm",
+    ]);
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()),
+        (Some(0), "--version -e X=1 --help --rm\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Before IMAGE they are strata's.
+    let o = e.strata(&["run", "-e", "X=1", "bb:1", "sh", "-c", "echo $X"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1\n");
+}
+
+#[test]
 fn environment_is_the_images_and_nothing_from_the_host() {
     for who in runners() {
         let Some(e) = Env::new("env", who) else {

@@ -134,10 +134,10 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     } else {
         let p = PathBuf::from(&a.context);
         if !p.is_dir() {
-            bail!(
-                "build context \"{}\": not a directory (give a directory, or - for a tar on standard input)",
-                a.context
-            );
+            return Err(engine::error::Error::NoContext {
+                given: a.context.clone(),
+            }
+            .into());
         }
         fs_err::canonicalize(&p)?
     };

@@ -89,6 +89,28 @@ impl Commands {
     }
 }
 
+/// Parse the command line, or print clap's error and exit. An unknown flag gets clap's error
+/// without its tip "to pass '--flag' as a value, use '-- --flag'": strata's commands take no
+/// value that starts with a dash before their positionals, so the tip only misleads (someone
+/// who typed buildx's `--load` is told to pass it as the build context).
+pub fn parse() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    Cli::try_parse().unwrap_or_else(|mut e| {
+        if e.kind() == ErrorKind::UnknownArgument {
+            if let Some(ContextValue::StyledStrs(tips)) = e.remove(ContextKind::Suggested) {
+                let kept: Vec<_> = tips
+                    .into_iter()
+                    .filter(|t| !t.to_string().contains("as a value, use '--"))
+                    .collect();
+                if !kept.is_empty() {
+                    e.insert(ContextKind::Suggested, ContextValue::StyledStrs(kept));
+                }
+            }
+        }
+        e.exit()
+    })
+}
+
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let store = || -> anyhow::Result<strata::store::Store> {

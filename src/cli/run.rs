@@ -11,6 +11,7 @@ use strata::sandbox::{self, idmap, Bind, HookSpec, Network, Rootfs, Spec};
 use strata::store::Store;
 
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "strata run [OPTIONS] IMAGE [COMMAND [ARG]...]")]
 pub struct RunArgs {
     /// Remove the container's writable layer when it exits (always done; accepted for docker
     /// compatibility).
@@ -51,11 +52,26 @@ pub struct RunArgs {
     /// Save the container's changes as a new image (one layer on top), like `docker commit`.
     #[arg(long, value_name = "NAME[:TAG]")]
     commit: Option<String>,
-    /// The image.
-    image: String,
-    /// The command, replacing the image's CMD (ENTRYPOINT stays).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The image, then the command and its arguments, replacing the image's CMD (ENTRYPOINT
+    /// stays). Everything after IMAGE is the container's, flags included: `strata run app
+    /// --version` passes --version to the app.
+    #[arg(
+        value_names = ["IMAGE", "COMMAND"],
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    image_and_command: Vec<String>,
+}
+
+impl RunArgs {
+    fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+
+    fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
@@ -74,7 +90,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         strata::oci::Platform::host(),
         progress,
     )
-    .image(&a.image)?
+    .image(a.image())?
     .record;
     let lowers = snapshots(
         store,
@@ -94,16 +110,16 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         ),
     };
     let mut argv = entrypoint;
-    if a.command.is_empty() {
+    if a.command().is_empty() {
         argv.extend(default_cmd);
     } else {
-        argv.extend(a.command.iter().cloned());
+        argv.extend(a.command().iter().cloned());
     }
     if argv.is_empty() {
         bail!(
             "image {} has no ENTRYPOINT or CMD: give a command (strata run {} sh)",
-            a.image,
-            a.image
+            a.image(),
+            a.image()
         );
     }
     let mut env: Vec<String> = cfg.env.clone().unwrap_or_default();

@@ -72,6 +72,9 @@ pub enum Error {
         path: std::path::PathBuf,
         given: bool,
     },
+    /// The build context given is not a directory (nor `-`).
+    #[error("build context \"{given}\": not a directory")]
+    NoContext { given: String },
     /// `RUN --network=host` without `--allow network.host`.
     #[error("RUN --network=host gives the step the host's network, loopback included")]
     HostNetworkNotAllowed,
@@ -96,6 +99,9 @@ impl Error {
                     .to_string()
             }
             Error::NoDockerfile { given: false, .. } => "give one with -f FILE".to_string(),
+            Error::NoContext { .. } => {
+                "give a directory, or - for a tar on standard input".to_string()
+            }
             Error::HostNetworkNotAllowed => {
                 "allow it on the command line with `--allow network.host` (as buildx's entitlement)"
                     .to_string()
@@ -110,6 +116,7 @@ impl Error {
             | Error::MissingSecret { .. }
             | Error::MissingSsh { .. }
             | Error::NoDockerfile { .. }
+            | Error::NoContext { .. }
             | Error::HostNetworkNotAllowed => Class::Input,
         }
     }
