@@ -3,6 +3,7 @@
 
 mod build;
 mod check;
+mod forward;
 mod parse;
 mod progress;
 mod registry_cmds;

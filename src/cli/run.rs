@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use strata::engine::exec::{self, exe, remove_tree, sandbox_err, snapshots};
 use strata::oci::Digest;
-use strata::sandbox::terminal;
 use strata::sandbox::{self, idmap, Bind, HookSpec, Network, Rootfs, Spec};
 use strata::store::Store;
 
@@ -37,10 +36,26 @@ pub struct RunArgs {
     /// (through the run's own network; on 127.0.0.1 unless an address is given).
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR")]
     publish: Vec<String>,
-    /// Give the process a terminal (a pseudo-terminal with strata's window size and job
-    /// control); with -i, what is typed goes to it.
+    /// Give the process a terminal (a pseudo-terminal of the sandbox's own /dev/pts, with
+    /// strata's window size and job control; TERM from strata's environment, xterm when unset,
+    /// unless the image or -e sets it); with -i, what is typed goes to it.
     #[arg(short = 't', long)]
     tty: bool,
+    /// Pass SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 that strata receives on to
+    /// the process, as docker's --sig-proxy; with false, such a signal ends strata and kills
+    /// the process.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sig_proxy: bool,
+    /// Seconds a process may take to end after the first SIGINT, SIGTERM or SIGQUIT it was
+    /// passed before it is killed (a second SIGINT, or a second SIGTERM, kills it at once); -1 waits as
+    /// long as it takes.
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
+    stop_timeout: i64,
     /// Keep standard input open: the process reads strata's stdin (`echo 'print(6*7)' |
     /// strata run -i app python -`). Without it the process gets /dev/null, as a RUN step.
     #[arg(short = 'i', long)]
@@ -75,6 +90,17 @@ impl RunArgs {
 }
 
 pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
+    // First, before any thread exists: the forwarded signals are blocked in every thread and
+    // taken by the forwarder's.
+    let forward = if a.sig_proxy {
+        Some(super::forward::Forwarder::install(
+            u64::try_from(a.stop_timeout)
+                .ok()
+                .map(std::time::Duration::from_secs),
+        )?)
+    } else {
+        None
+    };
     let maps = idmap::for_current_user();
     // The sandbox's user namespace is made while the image is resolved.
     sandbox::prepare(&exe()?, &maps);
@@ -134,6 +160,14 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         let key = kv.split('=').next().unwrap_or("").to_string();
         env.retain(|x| x.split('=').next() != Some(key.as_str()));
         env.push(kv);
+    }
+    // A terminal's TERM, as docker sets it: the caller's, xterm when unset.
+    if a.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        let term = std::env::var("TERM")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "xterm".into());
+        env.push(format!("TERM={term}"));
     }
     let hostname = img.id().short().to_string();
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
@@ -219,24 +253,31 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         memory_files: Vec::new(),
         stdin: a.interactive,
         tty: a.tty,
+        tty_size: None,
         ports: (!ports.is_empty()).then(|| sandbox::net::Forwards {
             socket: step.join("slirp.sock"),
             ports,
         }),
     };
     let _ = a.rm;
-    let terminal = if a.tty {
-        let (master, slave) = terminal::open()?;
-        let raw = a.interactive.then(terminal::Raw::enter);
-        let out = terminal::relay(master, a.interactive)?;
-        Some((slave, raw, out))
-    } else {
-        None
-    };
     let exe = exe()?;
-    let launch = |spec: &Spec| match &terminal {
-        Some((slave, _, _)) => sandbox::run_on_terminal(&exe, spec, slave),
-        None => sandbox::run(&exe, spec, sandbox::inherit(1)?, sandbox::inherit(2)?),
+    let pid1 = |pid: u32| {
+        if let Some(f) = &forward {
+            f.started(pid)
+        }
+    };
+    let launch = |spec: &Spec| {
+        if a.tty {
+            sandbox::run_on_console(&exe, spec, a.interactive, &pid1)
+        } else {
+            sandbox::run_forwarding(
+                &exe,
+                spec,
+                sandbox::inherit(1)?,
+                sandbox::inherit(2)?,
+                &pid1,
+            )
+        }
     };
     let mut result = launch(&spec);
     if let Err(e) = &result {
@@ -246,12 +287,8 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
             result = launch(&spec);
         }
     }
-    if let Some((slave, raw, out)) = terminal {
-        // Our copy of the slave goes, so the master reads EIO once the process's copies are
-        // closed too: then all its output has been written.
-        drop(slave);
-        let _ = out.join();
-        drop(raw);
+    if let Some(f) = &forward {
+        f.ended();
     }
     let committed = match (&result, &a.commit) {
         (Ok(f), Some(name)) => Some(commit(store, &img, &spec, &step, &f.created, name, &maps)),
@@ -488,14 +525,7 @@ pub fn debug(store: &Store, a: DebugArgs) -> anyhow::Result<i32> {
         spec.argv = vec![failure.shell.clone()];
         spec.stdin = true;
         spec.tty = true;
-        let (master, slave) = terminal::open()?;
-        let raw = terminal::Raw::enter();
-        let out = terminal::relay(master, true)?;
-        let r = sandbox::run_on_terminal(&exe, &spec, &slave);
-        drop(slave);
-        let _ = out.join();
-        drop(raw);
-        r
+        sandbox::run_on_console(&exe, &spec, true, &|_| {})
     } else {
         spec.argv = a.command.clone();
         spec.stdin = true;

@@ -12,6 +12,7 @@
 //! Synchronous, no tokio; knows paths, not layers or caches.
 
 mod child;
+pub mod console;
 pub mod copyfs;
 pub mod idmap;
 pub mod net;
@@ -20,6 +21,7 @@ pub mod probe;
 pub mod protocol;
 pub mod seccomp;
 mod session;
+pub mod signals;
 pub mod terminal;
 pub mod user;
 
@@ -180,10 +182,14 @@ pub struct Spec {
     /// Host ports forwarded into the private network (`strata run -p`).
     #[serde(default)]
     pub ports: Option<net::Forwards>,
-    /// Make the process's stdin its controlling terminal (`strata run -t`: it is a terminal's
-    /// slave side, see [`run_on_terminal`]), so that shells get job control.
+    /// Give the process a terminal of the sandbox's own devpts on 0, 1 and 2, as its
+    /// controlling terminal, so that shells get job control (`strata run -t`, see
+    /// [`run_on_console`]).
     #[serde(default)]
     pub tty: bool,
+    /// The terminal's window size at the start (rows, columns); strata follows later changes.
+    #[serde(default)]
+    pub tty_size: Option<[u16; 2]>,
     /// Give the process strata's standard input (`strata run -i`); otherwise /dev/null, as a
     /// RUN step gets.
     #[serde(default)]
@@ -273,6 +279,9 @@ enum Report {
     Unshared,
     /// The session only: its user namespace is mapped and it serves requests.
     Ready,
+    /// A run's pid 1 exists, with this pid in strata's pid namespace: the signals of
+    /// [`signals::FORWARDED`] sent to it reach the process.
+    Pid1(u32),
     Outcome(Outcome),
     /// How long the step's process ran (from its fork in the sandbox to its exit).
     Ran {
@@ -370,26 +379,73 @@ pub fn run_observed(
         stdout,
         stderr,
         started,
+        &|_| {},
     )
 }
 
-/// [`run`] with the terminal `tty` (the slave side of a pseudo-terminal) as the process's
-/// stdin, stdout and stderr and its controlling terminal (`strata run -t`); `spec.tty` must be
-/// set.
-pub fn run_on_terminal(
+/// [`run`] for `strata run`, telling `pid1` the pid of the sandbox's pid 1 once it exists:
+/// the signals of [`signals::FORWARDED`] sent to it go on to the process.
+pub fn run_forwarding(
     exe: &std::path::Path,
     spec: &Spec,
-    tty: &OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    pid1: &dyn Fn(u32),
 ) -> Result<Finished, Error> {
     launch(
         exe,
         &Task::Run(Box::new(spec.clone())),
         &spec.maps,
-        Some(tty.try_clone()?),
-        tty.try_clone()?,
-        tty.try_clone()?,
+        None,
+        stdout,
+        stderr,
         &|_| {},
+        pid1,
     )
+}
+
+/// [`run_forwarding`] on a terminal of the sandbox's own devpts (`spec.tty` must be set): the
+/// process gets it on 0, 1 and 2 as its controlling terminal, and strata relays it to its own
+/// stdout, its own stdin with `input` (in raw mode while it runs, so that Ctrl-C and Ctrl-Z are
+/// the process's), following its window size.
+pub fn run_on_console(
+    exe: &std::path::Path,
+    spec: &Spec,
+    input: bool,
+    pid1: &dyn Fn(u32),
+) -> Result<Finished, Error> {
+    let mut socket = console::ConsoleSocket::new()?;
+    let theirs = socket
+        .take_theirs()
+        .ok_or_else(|| io::Error::other("the console socket was taken"))?;
+    let raw = input.then(terminal::Raw::enter);
+    let mut spec = spec.clone();
+    spec.tty = true;
+    spec.tty_size = spec.tty_size.or_else(terminal::size);
+    // The master arrives while the sandbox runs: received and relayed on a thread, whose end
+    // (the output copied to the last byte) is waited for once the process has ended.
+    let relay =
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || -> io::Result<()> {
+                if let Some(master) = socket.receive()? {
+                    terminal::relay(master, input)?.join().ok();
+                }
+                Ok(())
+            })?;
+    let r = launch(
+        exe,
+        &Task::Run(Box::new(spec.clone())),
+        &spec.maps,
+        Some(theirs),
+        inherit(1)?,
+        inherit(2)?,
+        &|_| {},
+        pid1,
+    );
+    let _ = relay.join();
+    drop(raw);
+    r
 }
 
 /// Run a hook of `main()` inside the user namespace (no new root). Its stdout and stderr are
@@ -402,6 +458,7 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
         None,
         inherit(1)?,
         inherit(2)?,
+        &|_| {},
         &|_| {},
     )
     .map(|f| f.outcome)
@@ -418,6 +475,7 @@ fn launch(
     stdout: OwnedFd,
     stderr: OwnedFd,
     started: &dyn Fn(u32),
+    pid1: &dyn Fn(u32),
 ) -> Result<Finished, Error> {
     use std::os::fd::AsFd;
     let private_net = matches!(task, Task::Run(s) if s.network == Network::Private);
@@ -494,7 +552,10 @@ fn launch(
     }
     drop(to_child);
     while let Some(r) = protocol::read_frame::<Report>(&mut report)? {
-        reports.push(r);
+        match r {
+            Report::Pid1(pid) => pid1(pid),
+            r => reports.push(r),
+        }
     }
     drop(slirp);
     let mut created = Vec::new();
@@ -519,7 +580,7 @@ fn launch(
                     message,
                 });
             }
-            Report::Unshared | Report::Ready => {}
+            Report::Unshared | Report::Ready | Report::Pid1(_) => {}
         }
     }
     match outcome {

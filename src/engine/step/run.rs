@@ -250,6 +250,7 @@ fn run_in(
         memory_files: std::mem::take(&mut held.memory),
         stdin: false,
         tty: false,
+        tty_size: None,
         ports: None,
         maps: b.maps.clone(),
     };
@@ -443,7 +444,6 @@ fn layer_of(
 /// the command left it: the same root with its changes, mounts, environment, user and
 /// working directory, on a pseudo-terminal of its own.
 fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> {
-    use crate::sandbox::terminal;
     let shell = st
         .shell()
         .into_iter()
@@ -459,14 +459,7 @@ fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> 
         tty: true,
         ..failed.clone()
     };
-    let (master, slave) = terminal::open()?;
-    let raw = terminal::Raw::enter();
-    let out = terminal::relay(master, true)?;
-    let r = sandbox::run_on_terminal(&st.b.exe, &spec, &slave);
-    drop(slave);
-    let _ = out.join();
-    drop(raw);
-    r.map_err(sandbox_err)?;
+    sandbox::run_on_console(&st.b.exe, &spec, true, &|_| {}).map_err(sandbox_err)?;
     Ok(())
 }
 
