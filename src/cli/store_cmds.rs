@@ -316,7 +316,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // more: blobs and snapshots of neither an image nor a step still cached. Both under the
     // gc lock: no build is between reading a record and using its layer meanwhile.
     let gc = store.gc_lock()?;
-    let (evicted, _) = cache::evict(store, if a.all { 0 } else { keep });
+    let (mut evicted, _) = cache::evict(store, if a.all { 0 } else { keep });
     let mut freed = store.prune_keeping_locked(
         &gc,
         a.all,
@@ -329,6 +329,11 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // Records whose layers are gone are misses anyway: drop them (and the cache mounts with
     // --all).
     freed += cache::prune(store, a.all, &remove)?;
+    // The steps kept from an imported cache with their layers remote take no space here: a
+    // prune of the whole cache forgets them too.
+    if a.all || (a.cache && keep == 0) {
+        evicted += strata::engine::shared::forget_remote(store);
+    }
     if evicted > 0 {
         println!(
             "Build cache: {evicted} step{} dropped",

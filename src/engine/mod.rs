@@ -381,8 +381,8 @@ pub fn build(
         let v = shared::inline(&b, &config.rootfs.diff_ids);
         config.extra.insert(shared::INLINE_KEY.into(), v);
     }
-    // The imported steps whose layers are here now are local hits from now on.
-    remember_imported(&b);
+    // The imported steps are the store's own from now on (their layers fetched on use).
+    shared::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
     let mut pushed = Vec::new();
     for o in &opts.outputs {
@@ -431,25 +431,6 @@ pub fn build(
         steps,
         cached,
     })
-}
-
-/// Record in the local cache the steps that hit in an imported cache and whose layers the
-/// build fetched (the others stay remote: fetched when a later build needs them).
-fn remember_imported(b: &Build) {
-    let applied = b.applied.lock().unwrap_or_else(|e| e.into_inner());
-    for a in applied.iter() {
-        if !b.imported.hit_here(&a.key) {
-            continue;
-        }
-        let here = a
-            .record
-            .layer
-            .as_ref()
-            .is_none_or(|l| b.store.has_blob(&l.digest));
-        if here {
-            let _ = cache::put(b.store, &a.key, &a.record);
-        }
-    }
 }
 
 /// The reference and digest of the target stage's base image, when it is an image.
