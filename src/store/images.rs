@@ -592,6 +592,39 @@ impl Store {
         Ok(freed)
     }
 
+    /// Remember that `blobs` are in `repository` (`registry/path`) after a push, for a later
+    /// push's cross-repository mounts: a push names no local image (as podman and skopeo,
+    /// `strata push IMAGE REF` adds no tag). One small file per repository, merged; two
+    /// processes pushing to one repository at once may keep only one's list (a mount not tried
+    /// is an upload, nothing worse).
+    pub fn note_pushed(&self, repository: &str, blobs: &[Digest]) -> Result<()> {
+        let dir = self.base.join("pushed");
+        at(&dir, std::fs::create_dir_all(&dir))?;
+        let file = dir.join(format!("{}.json", Digest::of(repository.as_bytes()).hex()));
+        let mut known: Pushed = fs_err::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| Pushed {
+                repository: repository.to_string(),
+                blobs: BTreeSet::new(),
+            });
+        known.blobs.extend(blobs.iter().cloned());
+        io_util::write_atomic(&self.tmp_dir(), &file, &canonical_json(&known))
+    }
+
+    /// The repositories pushed to from this store, with the blobs each was sent
+    /// ([`Store::note_pushed`]).
+    pub fn pushed(&self) -> Vec<(String, Vec<Digest>)> {
+        let Ok(rd) = std::fs::read_dir(self.base.join("pushed")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| fs_err::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Pushed>(&b).ok())
+            .map(|p| (p.repository, p.blobs.into_iter().collect()))
+            .collect()
+    }
+
     /// Disk use: (referenced blob bytes, unreferenced blob bytes, snapshot bytes, tmp bytes).
     pub fn disk_usage(&self) -> Result<DiskUsage> {
         let (keep, _) = self.reachable()?;
@@ -613,6 +646,13 @@ impl Store {
         du.images = self.images()?.len();
         Ok(du)
     }
+}
+
+/// What [`Store::note_pushed`] keeps for one repository.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Pushed {
+    repository: String,
+    blobs: BTreeSet<Digest>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]

@@ -717,6 +717,23 @@ fn push_round_trip_skopeo_umoci_and_mounts() {
     let err = text(&o.stderr);
     ok(&o, "push");
     let pushed = digest_in(&err[err.find("pushed").unwrap()..]);
+    // The push names no local image (as podman and skopeo): the base and app:1 only.
+    let images = ok(&t.strata("s", &["images", "--format", "json"]), "images");
+    let images: serde_json::Value = serde_json::from_str(&images).unwrap();
+    let names: Vec<serde_json::Value> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["names"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            serde_json::json!([format!("{h}/library/busybox:1")]),
+            serde_json::json!(["app:1"])
+        ],
+        "{images}"
+    );
     // Read back by skopeo: an OCI manifest with gzip layers and the same digest.
     let raw = t.skopeo_inspect(&dest, true, None);
     assert!(
@@ -764,7 +781,7 @@ fn push_round_trip_skopeo_umoci_and_mounts() {
         "s",
         &[
             "push",
-            &dest,
+            "app:1",
             &format!("{h}/other/app:v1"),
             "--progress",
             "plain",
