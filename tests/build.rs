@@ -2474,10 +2474,21 @@ COPY --from=build /out /out\n")];
     let c = b.ctx("c", &files(&f));
     let out = b.ok(&c, &["-t", "fat:1"]);
     // The layers, top first, with the instruction that made each.
-    assert!(out.contains("size: 8.5MB in 6 layers ("), "{out}");
+    // The content, and what a push sends: the base (stored gzip-compressed) as it is, the
+    // build's uncompressed layers by an estimate of their gzip size (≈).
     assert!(
-        out.contains("  LAYER       SIZE  COMPRESSED  CREATED BY\n      6         6B ")
+        out.contains("size: 8.5MB of content in 6 layers; a push sends ≈"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  LAYER    CONTENT       PUSH  CREATED BY\n      6         6B ")
             && out.contains("  COPY --from=build /out /out\n"),
+        "{out}"
+    );
+    // Random bytes do not compress: 2.0MB of pip cache pushes about 2.0MB, not the 0B or
+    // the stored tar's size a column named COMPRESSED showed.
+    assert!(
+        out.contains("      2      2.0MB     ≈2.0MB  RUN mkdir -p /root/.cache/pip"),
         "{out}"
     );
     assert!(
@@ -2527,6 +2538,9 @@ COPY --from=build /out /out\n")];
         ]
     );
     assert_eq!(report["layers"][1]["content"], 2_000_000);
+    assert_eq!(report["layers"][1]["push_estimated"], true);
+    assert_eq!(report["layers"][0]["push_estimated"], false, "{report}");
+    assert_eq!(report["layers"][0]["push"], report["layers"][0]["stored"]);
     assert_eq!(report["layers"].as_array().unwrap().len(), 6);
     assert!(
         fs_err::read_dir(Path::new(&b.root).join("v1/facts"))
@@ -2537,7 +2551,7 @@ COPY --from=build /out /out\n")];
     // `strata history` shows the same sizes.
     let h = text(&b.strata(&["history", "fat:1"]).stdout);
     assert!(
-        h.starts_with("CREATED                      SIZE  COMPRESSED   CREATED BY\n"),
+        h.starts_with("CREATED                   CONTENT       PUSH   CREATED BY\n"),
         "{h}"
     );
     let pip = h.lines().find(|l| l.contains(".cache/pip")).unwrap();

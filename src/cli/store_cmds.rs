@@ -149,17 +149,25 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 
 pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
     let imgs = store.images()?;
+    // SIZE is the content of the image's files once unpacked (as docker's): the same for an
+    // image id in any store, whatever the compression of its layers there.
+    let sizes = imgs
+        .iter()
+        .map(|i| strata::engine::size::content(store, i))
+        .collect::<anyhow::Result<Vec<u64>>>()?;
     match a.format {
         Format::Json => {
             let v: Vec<serde_json::Value> = imgs
                 .iter()
-                .map(|i| {
+                .zip(&sizes)
+                .map(|(i, size)| {
                     serde_json::json!({
                         "names": i.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                         "id": i.id().to_string(),
                         "digest": i.manifest_digest.to_string(),
                         "created": i.config.created,
-                        "size": i.size(),
+                        "size": size,
+                        "stored": i.size(),
                     })
                 })
                 .collect();
@@ -173,7 +181,7 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
                 "CREATED".into(),
                 "SIZE".into(),
             ]];
-            for i in &imgs {
+            for (i, size) in imgs.iter().zip(&sizes) {
                 let names: Vec<(String, String)> = if i.names.is_empty() {
                     vec![("<none>".into(), "<none>".into())]
                 } else {
@@ -188,7 +196,7 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
                         t,
                         i.id().short().to_string(),
                         ago(i.config.created.as_deref()),
-                        human_size(i.size()),
+                        human_size(*size),
                     ]);
                 }
             }
@@ -236,41 +244,46 @@ pub fn inspect(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
 
 pub fn history(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
     let i = store.resolve(&a.image)?;
-    // SIZE is the layer's content once unpacked, as `docker history` shows it; COMPRESSED the
-    // blob as stored and pushed (the same figures as a build's size report).
+    // CONTENT is the layer's files once unpacked (docker history's SIZE); PUSH what a push
+    // sends for it, ≈ when estimated (the same figures as a build's size report).
     let mut layers = i.manifest.layers.iter();
     println!(
-        "{:<22} {:>10} {:>11}   CREATED BY",
-        "CREATED", "SIZE", "COMPRESSED"
+        "{:<22} {:>10} {:>10}   CREATED BY",
+        "CREATED", "CONTENT", "PUSH"
     );
     let mut rows = Vec::new();
+    let mut estimated = false;
     for h in &i.config.history {
-        let (size, compressed) = if h.empty_layer {
-            (0, 0)
+        let (size, push) = if h.empty_layer {
+            (0, (0, false))
         } else {
             match layers.next() {
                 Some(l) => (
                     strata::engine::size::layer_facts(store, &l.digest)?.bytes,
-                    l.size,
+                    strata::engine::size::push_size(store, l)?,
                 ),
-                None => (0, 0),
+                None => (0, (0, false)),
             }
         };
+        estimated |= push.1;
         rows.push((
             h.created.clone().unwrap_or_default(),
             size,
-            compressed,
+            push,
             h.created_by.clone().unwrap_or_default(),
         ));
     }
-    for (c, s, z, by) in rows.iter().rev() {
+    for (c, s, (p, est), by) in rows.iter().rev() {
         println!(
-            "{:<22} {:>10} {:>11}   {}",
+            "{:<22} {:>10} {:>10}   {}",
             c,
             human_size(*s),
-            human_size(*z),
+            strata::engine::size::approx(*p, *est),
             by
         );
+    }
+    if estimated {
+        eprintln!("(≈: estimated gzip size of a layer stored uncompressed)");
     }
     Ok(0)
 }

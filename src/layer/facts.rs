@@ -35,6 +35,10 @@ pub struct LayerFacts {
     pub compilers: Vec<String>,
     /// Bytes of C headers under `usr/include` (what `-dev` packages install).
     pub headers: u64,
+    /// For a layer stored uncompressed: about how many bytes it takes gzip-compressed, what a
+    /// push sends for it ([`super::estimate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip_estimate: Option<u64>,
 }
 
 /// The package-manager cache a path belongs to, if any.

@@ -57,10 +57,6 @@ impl std::fmt::Display for Pushed {
     }
 }
 
-fn is_uncompressed(mt: &str) -> bool {
-    mt == media::OCI_LAYER || mt == media::DOCKER_LAYER_TAR
-}
-
 impl Registry {
     /// Push `img` to `dest` (its tag; a digest in `dest` is not allowed).
     pub fn push(
@@ -84,7 +80,8 @@ impl Registry {
         let mut layers = Vec::new();
         let mut changed = false;
         for l in &img.manifest.layers {
-            if is_uncompressed(&l.media_type) && opts.compression != Compression::None {
+            if media::is_uncompressed_layer(&l.media_type) && opts.compression != Compression::None
+            {
                 layers.push(store.compressed_layer(l, opts.compression)?);
                 changed = true;
             } else {

@@ -153,12 +153,8 @@ impl Store {
         };
         let dir = self.base.join("compressed").join(kind);
         let rec = dir.join(l.digest.hex());
-        if let Ok(bytes) = fs_err::read(&rec) {
-            if let Ok(d) = oci::parse_json::<Descriptor>(&bytes, "compressed layer record") {
-                if self.has_blob(&d.digest) {
-                    return Ok(d);
-                }
-            }
+        if let Some(d) = self.compressed_copy(l, c) {
+            return Ok(d);
         }
         let _w = self.writer_lock()?;
         let blob = self.blob_path(&l.digest);
@@ -176,6 +172,20 @@ impl Store {
         at(&dir, std::fs::create_dir_all(&dir))?;
         io_util::write_atomic(&self.tmp_dir(), &rec, &canonical_json(&d))?;
         Ok(d)
+    }
+
+    /// The copy of the uncompressed layer `l` compressed with `c` that an earlier push made
+    /// ([`Store::compressed_layer`]), when the store still has it.
+    pub fn compressed_copy(&self, l: &Descriptor, c: Compression) -> Option<Descriptor> {
+        let kind = match c {
+            Compression::None => return None,
+            Compression::Gzip { .. } => "gzip",
+            Compression::Zstd { .. } => "zstd",
+        };
+        let rec = self.base.join("compressed").join(kind).join(l.digest.hex());
+        let d = oci::parse_json::<Descriptor>(&fs_err::read(&rec).ok()?, "compressed layer record")
+            .ok()?;
+        self.has_blob(&d.digest).then_some(d)
     }
 
     /// Find an image by `name[:tag]`, by id (config digest, or a unique prefix of its hex of at

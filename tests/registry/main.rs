@@ -694,6 +694,107 @@ fn rustix_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// `strata images --format json` of `store`: (names, size, stored) per image.
+fn image_sizes(t: &T, store: &str) -> Vec<(serde_json::Value, u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata(store, &["images", "--format", "json"]),
+        "images",
+    ))
+    .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["names"].clone(),
+                i["size"].as_u64().unwrap(),
+                i["stored"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sizes_are_the_content_and_what_a_push_sends_the_same_in_any_store() {
+    let Some(t) = T::new("sizes") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    t.seed_busybox(&format!("{h}/library/busybox:1"), &[]);
+    // A layer of text, which compresses, and random bytes, which do not (5 MB, 2 MB).
+    let ctx = t.context(
+        "ctx",
+        &format!(
+            "FROM {h}/library/busybox:1\nRUN i=0; while [ $i -lt 2000 ]; do busybox --list; i=$((i+1)); done > /text && head -c 2000000 /dev/urandom > /random\n"
+        ),
+    );
+    ok(
+        &t.strata("s", &["build", "-t", "big:1", ctx.to_str().unwrap()]),
+        "build",
+    );
+    let history = |store: &str, image: &str| -> (String, String) {
+        let o = t.strata(store, &["history", image]);
+        (ok(&o, "history"), text(&o.stderr))
+    };
+    let (before, legend) = history("s", "big:1");
+    let row = before
+        .lines()
+        .find(|l| l.contains("/random"))
+        .unwrap()
+        .to_string();
+    // CREATED, CONTENT, PUSH: the estimate is marked.
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(cols[2].starts_with('≈'), "{before}");
+    assert!(legend.contains("≈: estimated gzip size"), "{legend}");
+    let dest = format!("{h}/team/big:v1");
+    ok(&t.strata("s", &["push", "big:1", &dest]), "push");
+    let m: serde_json::Value = serde_json::from_str(&t.skopeo_inspect(&dest, true, None)).unwrap();
+    let sent = m["layers"][1]["size"].as_u64().unwrap();
+    // After the push the figure is the sent blob's, exactly; the estimate was within 10 %.
+    let (after, legend) = history("s", "big:1");
+    let row = after
+        .lines()
+        .find(|l| l.contains("/random"))
+        .unwrap()
+        .to_string();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(!cols[2].starts_with('≈') && legend.is_empty(), "{after}");
+    let mb = |s: &str| -> f64 {
+        s.trim_start_matches('≈')
+            .trim_end_matches("MB")
+            .parse::<f64>()
+            .unwrap()
+            * 1e6
+    };
+    let estimate = mb(before
+        .lines()
+        .find(|l| l.contains("/random"))
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap());
+    assert!(
+        (estimate - sent as f64).abs() < 0.1 * sent as f64,
+        "estimated {estimate}, sent {sent}: {before}"
+    );
+    assert!((mb(cols[2]) - sent as f64).abs() < 0.06e6, "{after} {sent}");
+    // Pulled into another store (gzip layers there, uncompressed here): the same image id has
+    // the same SIZE, the content of its files; only what each store keeps differs.
+    ok(&t.strata("back", &["pull", "-q", &dest]), "pull");
+    let here = image_sizes(&t, "s");
+    let there = image_sizes(&t, "back");
+    let big_here = here
+        .iter()
+        .find(|i| i.0 == serde_json::json!(["big:1"]))
+        .unwrap();
+    let big_there = there
+        .iter()
+        .find(|i| i.0 == serde_json::json!([dest]))
+        .unwrap();
+    assert_eq!(big_here.1, big_there.1, "{here:?} {there:?}");
+    assert_ne!(big_here.2, big_there.2, "{here:?} {there:?}");
+    assert!(big_here.1 > 7_000_000 && big_here.1 < 9_000_000, "{here:?}");
+}
+
 #[test]
 fn push_round_trip_skopeo_umoci_and_mounts() {
     let Some(t) = T::new("push") else { return };
