@@ -716,7 +716,7 @@ fn a_build_that_adds_to_the_cache_keeps_it_within_its_limit() {
         "{err}"
     );
     let df = text(&b.strata(&["df"]).stdout);
-    assert!(df.contains("(2 steps)"), "{df}");
+    assert!(df.contains("layers of its 2 steps"), "{df}");
     let warm = b.ok(&c, &["-t", "other", "--build-arg", "N=2"]);
     assert!(!warm.contains("cache miss"), "the new steps stayed: {warm}");
     // A no-op build adds nothing and collects nothing.
@@ -748,7 +748,7 @@ fn the_build_cache_survives_prune_and_has_a_lifecycle_of_its_own() {
     );
     let df = text(&b.strata(&["df"]).stdout);
     assert!(
-        df.contains("build cache") && df.contains("(2 steps)"),
+        df.contains("build cache") && df.contains("layers of its 2 steps"),
         "{df}"
     );
 
@@ -2794,4 +2794,68 @@ COPY --chown=1000 a /ubin/a
     let ls = b.sh("by-paths", "ls -n /data/keep/sub/f");
     let cols: Vec<&str> = ls.split_whitespace().collect();
     assert_eq!(cols[2..4], ["1000", "50"], "{ls}");
+}
+
+#[test]
+fn df_figures_add_up_and_prune_frees_what_df_calls_reclaimable() {
+    let Some(b) = B::new("df") else { return };
+    let usage = || -> serde_json::Value {
+        let o = b.strata(&["df", "--format", "json"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // A builder stage's layer only the build cache has, an image's, and an imported image
+    // removed again: its blobs are referenced by nothing.
+    let f = [df("FROM busybox AS builder\nRUN head -c 300000 /dev/urandom > /only-cached\nFROM busybox\nCOPY --from=builder /only-cached /kept\n")];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "app"]);
+    let junk = b.dir.join("junk");
+    fs_err::create_dir_all(&junk).unwrap();
+    fs_err::write(junk.join("f"), "x".repeat(200_000)).unwrap();
+    let o = b.strata(&["import", junk.to_str().unwrap(), "junk:1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = b.strata(&["rmi", "junk:1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let before = usage();
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap();
+    let blobs = &before["blobs"];
+    assert_eq!(
+        n(blobs, "total"),
+        n(blobs, "images") + n(blobs, "build_cache_only") + n(blobs, "unreferenced"),
+        "{before}"
+    );
+    assert!(n(blobs, "build_cache_only") > 300_000, "{before}");
+    assert!(n(blobs, "unreferenced") > 0, "{before}");
+    let reclaimable = before["reclaimable"].as_u64().unwrap();
+    assert!(reclaimable < n(blobs, "total"), "{before}");
+    // A plain prune frees exactly that, keeps the cache's layers, and leaves nothing
+    // reclaimable.
+    let o = b.strata(&["prune"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!("({reclaimable} bytes)")),
+        "df said {reclaimable}: {out}"
+    );
+    let after = usage();
+    assert_eq!(after["reclaimable"], 0, "{after}");
+    assert_eq!(after["blobs"]["unreferenced"], 0, "{after}");
+    assert_eq!(
+        after["blobs"]["build_cache_only"], before["blobs"]["build_cache_only"],
+        "{after}"
+    );
+    assert_eq!(
+        n(&after["blobs"], "total"),
+        n(blobs, "total") - n(blobs, "unreferenced")
+    );
+    // The table says the same, each line named for what it counts.
+    let table = text(&b.strata(&["df"]).stdout);
+    for l in [
+        "blobs ",
+        "  of images ",
+        "  of the cache only ",
+        "  unreferenced ",
+        "reclaimable ",
+    ] {
+        assert!(table.lines().any(|x| x.starts_with(l)), "{l:?} in\n{table}");
+    }
 }

@@ -47,8 +47,21 @@ pub enum Commands {
     Rmi(store_cmds::RmiArgs),
     /// Remove unreferenced blobs, snapshots and leftovers; print the bytes freed.
     Prune(store_cmds::PruneArgs),
-    /// Show the store's disk use.
-    Df,
+    /// Show the store's disk use, and what a prune frees.
+    ///
+    /// blobs: every blob in the store, which the next three lines add up to: those of images
+    /// (their manifests, configs and layers), those of the build cache only (layers of cached
+    /// steps that no image has: a plain prune keeps them), and unreferenced ones (a prune
+    /// removes them). snapshots: layers unpacked for RUN steps and `strata run` (remade from
+    /// their blobs when needed; `prune --all` removes them all), of which unreferenced: of
+    /// layers neither an image nor the cache has. build cache: the bytes of the layers its
+    /// steps refer to (shared with images, so already in the blobs), and its steps; steps
+    /// kept from a `--cache-from` whose layers stayed remote take no space. cache mounts: the
+    /// RUN --mount=type=cache directories. temporary: leftovers of interrupted writes, the
+    /// failed step kept for `strata debug`, records of the cache whose layer is gone.
+    /// reclaimable: what a plain `strata prune` frees now (unreferenced blobs and snapshots,
+    /// temporary), as long as the build cache is within its limit.
+    Df(store_cmds::DfArgs),
     /// Check every blob and reference in the store.
     Fsck,
     /// Make a one-layer image from a root filesystem directory or a tar.
@@ -134,7 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Tag(a) => store_cmds::tag(&store()?, a),
         Commands::Rmi(a) => store_cmds::rmi(&store()?, a),
         Commands::Prune(a) => store_cmds::prune(&store()?, a),
-        Commands::Df => store_cmds::df(&store()?),
+        Commands::Df(a) => store_cmds::df(&store()?, a),
         Commands::Fsck => store_cmds::fsck(&store()?),
         Commands::Import(a) => store_cmds::import(&store()?, a),
         Commands::Save(a) => store_cmds::save(&store()?, a),

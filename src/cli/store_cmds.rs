@@ -22,6 +22,13 @@ pub struct ImagesArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DfArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ImageArg {
     /// An image: NAME[:TAG], or an id (config digest or a prefix of it).
     image: String,
@@ -360,23 +367,91 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn df(store: &Store) -> anyhow::Result<i32> {
-    let du = store.disk_usage()?;
-    println!("{:<20} {:>10}", "images", du.images);
-    println!("{:<20} {:>10}", "blobs", human_size(du.blobs));
-    println!(
-        "{:<20} {:>10}",
-        "reclaimable blobs",
-        human_size(du.reclaimable_blobs)
+pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<i32> {
+    use strata::engine::{cache, shared};
+    let c = cache::usage(store);
+    let du = store.disk_usage((c.blobs.clone(), c.diff_ids.clone()))?;
+    let stale = cache::stale_bytes(store);
+    let mounts = cache::mounts_bytes(store);
+    let remote = shared::remote_records(store);
+    let reclaimable = du.reclaimable() + stale;
+    if a.format == Format::Json {
+        let v = serde_json::json!({
+            "images": du.images,
+            "blobs": {
+                "total": du.blobs,
+                "images": du.image_blobs,
+                "build_cache_only": du.cache_only_blobs,
+                "unreferenced": du.unreferenced_blobs,
+            },
+            "snapshots": {"total": du.snapshots, "unreferenced": du.unreferenced_snapshots},
+            "build_cache": {"steps": c.records, "remote_steps": remote, "bytes": c.bytes},
+            "cache_mounts": mounts,
+            "temporary": du.tmp + du.debug + stale,
+            "reclaimable": reclaimable,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let line = |name: &str, value: String, what: &str| {
+        println!("{}", format!("{name:<20} {value:>10}   {what}").trim_end())
+    };
+    line("images", du.images.to_string(), "");
+    line(
+        "blobs",
+        human_size(du.blobs),
+        "every blob: the three lines below add up to it",
     );
-    println!("{:<20} {:>10}", "snapshots", human_size(du.snapshots));
-    let c = strata::engine::cache::usage(store);
-    println!(
-        "{:<20} {:>10}",
+    line(
+        "  of images",
+        human_size(du.image_blobs),
+        "manifests, configs and layers of images",
+    );
+    line(
+        "  of the cache only",
+        human_size(du.cache_only_blobs),
+        "layers of cached steps that no image has",
+    );
+    line(
+        "  unreferenced",
+        human_size(du.unreferenced_blobs),
+        "nothing refers to them",
+    );
+    line(
+        "snapshots",
+        human_size(du.snapshots),
+        "layers unpacked for RUN steps and strata run (remade when needed)",
+    );
+    line(
+        "  unreferenced",
+        human_size(du.unreferenced_snapshots),
+        "of layers nothing refers to",
+    );
+    let steps = if remote > 0 {
+        format!("{} steps, {remote} more with remote layers", c.records)
+    } else {
+        format!("{} steps", c.records)
+    };
+    line(
         "build cache",
-        format!("{} ({} steps)", human_size(c.bytes), c.records)
+        human_size(c.bytes),
+        &format!("layers of its {steps} (images' too; in the blobs above)"),
     );
-    println!("{:<20} {:>10}", "temporary", human_size(du.tmp));
+    line(
+        "cache mounts",
+        human_size(mounts),
+        "RUN --mount=type=cache directories (prune --cache --all)",
+    );
+    line(
+        "temporary",
+        human_size(du.tmp + du.debug + stale),
+        "interrupted writes, the failed step kept for strata debug, stale cache records",
+    );
+    line(
+        "reclaimable",
+        human_size(reclaimable),
+        "what `strata prune` frees now: unreferenced blobs and snapshots, temporary",
+    );
     Ok(0)
 }
 
