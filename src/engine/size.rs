@@ -43,7 +43,8 @@ pub struct LayerRow {
 /// Something that makes the image larger than its content needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hint {
-    /// `cache-pip`, `cache-uv`, `cache-apt-lists`, `cache-apt-archives`, `cache-npm`,
+    /// `cache-pip`, `cache-uv`, `cache-poetry`, `cache-pipenv`, `cache-pdm`, `cache-apt-lists`,
+    /// `cache-apt-archives`, `cache-apt-pkgcache`, `cache-apk`, `cache-npm`, `cache-yarn`,
     /// `pycache-deleted-later`, `deleted-later`, `duplicated`, `compiler-in-final-stage`,
     /// `headers-in-final-stage`.
     pub kind: String,
@@ -92,7 +93,8 @@ pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts>
     let cached = facts_file(store, digest);
     let known: Option<LayerFacts> = fs_err::read(&cached)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+        .and_then(|b| serde_json::from_slice::<LayerFacts>(&b).ok())
+        .filter(|f| f.version == facts::VERSION);
     // The layer's paths in the same pass when the store has none (a base image loaded from an
     // archive): later builds' COPY and WORKDIR answer from them instead of unpacking.
     let need_paths = !store.layer_paths_file(digest).exists();
@@ -227,9 +229,15 @@ fn hints(facts: &[LayerFacts], layers: &[LayerRow], multi_stage: bool) -> Vec<Hi
             let (what, fix) = match kind.as_str() {
                 "pip" => ("pip's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pip pip install …`, or `pip install --no-cache-dir`"),
                 "uv" => ("uv's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/uv uv …`, or set UV_NO_CACHE=1 for the step"),
+                "poetry" => ("Poetry's cache (~/.cache/pypoetry)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pypoetry poetry install …`, or `poetry install --no-cache`"),
+                "pipenv" => ("Pipenv's cache (~/.cache/pipenv)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pipenv pipenv install …`, or remove it in the same RUN"),
+                "pdm" => ("PDM's cache (~/.cache/pdm)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pdm pdm install …`, or remove it in the same RUN"),
                 "apt-lists" => ("apt's package lists (/var/lib/apt/lists)", "`rm -rf /var/lib/apt/lists/*` in the same RUN as apt-get install, or mount a cache on /var/lib/apt"),
                 "apt-archives" => ("downloaded .deb files (/var/cache/apt/archives)", "`apt-get clean` in the same RUN, or mount a cache on /var/cache/apt"),
+                "apt-pkgcache" => ("apt's package caches (/var/cache/apt/pkgcache.bin and srcpkgcache.bin, which removing /var/lib/apt/lists leaves)", "`apt-get clean` in the same RUN as apt-get install (Debian's images do it through /etc/apt/apt.conf.d/docker-clean), or mount a cache on /var/cache/apt"),
+                "apk" => ("apk's cache (/var/cache/apk: package indexes and packages)", "`apk add --no-cache …`, or mount a cache on /var/cache/apk"),
                 "npm" => ("npm's cache (~/.npm)", "use `RUN --mount=type=cache,target=<the user's home>/.npm npm ci`, or `npm cache clean --force` in the same RUN"),
+                "yarn" => ("Yarn's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/yarn yarn install …`, or `yarn cache clean` in the same RUN"),
                 _ => continue,
             };
             out.push(Hint {
