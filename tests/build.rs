@@ -2900,3 +2900,49 @@ fn df_figures_add_up_and_prune_frees_what_df_calls_reclaimable() {
         assert!(table.lines().any(|x| x.starts_with(l)), "{l:?} in\n{table}");
     }
 }
+
+#[test]
+fn lint_warnings_are_summed_up_after_a_build_and_check_stops_before_it() {
+    let Some(b) = B::new("lintsum") else { return };
+    let f = [df(
+        "FROM busybox AS builder\nRUN echo x > /x\nFROM busybox\nCOPY --from=builder /x /y\nmaintainer me\nCMD echo hi\n",
+    )];
+    let c = b.ctx("c", &files(&f));
+    // The build works, and ends as buildx ends one: the count, then a line per warning.
+    let err = b.ok(&c, &["-t", "linted"]);
+    let file = c.join("Dockerfile");
+    let tail = format!(
+        "3 warnings found (use strata check for details):\n - ConsistentInstructionCasing: Command 'maintainer' should match the case of the command majority (uppercase) ({f}:5)\n - MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label ({f}:5)\n - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals ({f}:6)\n",
+        f = file.display()
+    );
+    assert!(err.ends_with(&tail), "{err}");
+    // --check: the warnings as strata check shows them, exit 1, nothing built.
+    let o = b.build(&c, &["--check", "-t", "checked"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("  = docs: strata check --explain JSONArgsRecommended"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(": 3 warnings found\n") && !err.contains("built "),
+        "{err}"
+    );
+    assert!(!text(&b.strata(&["images"]).stdout).contains("checked"));
+    // A clean file: --check exits 0, and a build says nothing about lint.
+    let clean = b.ctx("clean", &files(&[df("FROM busybox\nCMD [\"true\"]\n")]));
+    assert_eq!(b.build(&clean, &["--check"]).status.code(), Some(0));
+    assert!(!b.ok(&clean, &[]).contains("warning"));
+    // `# check=error=true`: a warning fails the build before it starts.
+    let strict = b.ctx(
+        "strict",
+        &files(&[df("# check=error=true\nFROM busybox\nCMD echo hi\n")]),
+    );
+    let (code, err) = b.fails_with(&strict, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("JSONArgsRecommended") && err.contains("check=error=true"),
+        "{err}"
+    );
+    assert!(!err.contains("#1 "), "no step ran: {err}");
+}

@@ -275,10 +275,44 @@ RUN --mount=type=cache,target=/data/.cache/uv uv pip install six
         rules_of("FROM debian\nRUN apt-get update && apt-get install -y curl\n"),
         vec![]
     );
-    // The docs of strata's rules are the README's sections.
+    // Warnings point at documentation the binary itself prints.
     let out = strata(&["check", "-f", "-"], Some(root));
     assert!(
-        text(&out.stderr).contains("  = docs: README.md#finalstagerunsasroot\n"),
+        text(&out.stderr).contains("  = docs: strata check --explain FinalStageRunsAsRoot\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_explain_prints_a_rules_text() {
+    // strata's rule: its README section's text, and how to turn it off.
+    let out = strata(&["check", "--explain", "FinalStageRunsAsRoot"], None);
+    let t = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(t.starts_with("FinalStageRunsAsRoot: Python images: the final stage runs as root\n\nThe stage that is built is a Python image"), "{t}");
+    assert!(t.contains("# check=skip=FinalStageRunsAsRoot"), "{t}");
+    // BuildKit's: strata's words and Docker's page (an acronym kept whole in its address).
+    let out = strata(&["check", "--explain", "jsonargsrecommended"], None);
+    let t = text(&out.stdout);
+    assert!(t.contains("`/bin/sh -c"), "{t}");
+    assert!(
+        t.contains("https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"),
+        "{t}"
+    );
+    // A warning of a BuildKit rule names both.
+    let out = strata(&["check", "-f", "-"], Some("FROM busybox\nCMD echo hi\n"));
+    assert!(
+        text(&out.stderr).contains("  = docs: strata check --explain JSONArgsRecommended, or https://docs.docker.com/go/dockerfile/rule/json-args-recommended/\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No such rule: wrong input, with the nearest name.
+    let out = strata(&["check", "--explain", "StageNameTypos"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .starts_with("error: no lint rule StageNameTypos (did you mean StageNameTypo?)"),
         "{}",
         text(&out.stderr)
     );

@@ -98,6 +98,10 @@ pub struct BuildArgs {
     /// Repeatable; the first that has a step wins (a branch's cache, then main's).
     #[arg(long = "cache-from", value_name = "type=TYPE,…")]
     cache_from: Vec<String>,
+    /// Run `strata check`'s rules instead of building: print the warnings, exit 1 if there
+    /// are any (buildx's --check).
+    #[arg(long)]
+    check: bool,
     /// The build context: a directory, or `-` for a tar on standard input.
     context: String,
 }
@@ -214,13 +218,33 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         named_contexts: named.keys().cloned().collect(),
         ..plan::Options::default()
     };
-    let p = match dockerfile::load(&src).and_then(|(df, cmds)| plan::plan(&df, cmds, options)) {
+    let p = match dockerfile::load(&src)
+        .and_then(|(df, cmds)| plan::plan(&df, cmds, options.clone()))
+    {
         Ok(p) => p,
         Err(d) => {
             eprint!("{}", render::diagnostic(&d));
             return Ok(INPUT);
         }
     };
+    // `strata check`'s rules, with the base images' environments the store has: `--check`
+    // stops here, `# check=error=true` fails on a warning, and otherwise the build ends with
+    // their count, as buildx.
+    let checked = match plan::check::check(&src, options, &super::check::base_env(Some(store))) {
+        Ok(c) => c,
+        Err(plan::check::CheckError::Dockerfile(d)) => {
+            eprint!("{}", render::diagnostic(&d));
+            return Ok(INPUT);
+        }
+        Err(plan::check::CheckError::Config(e)) => bail!("the check configuration: {e}"),
+    };
+    if a.check || (checked.error && !checked.warnings.is_empty()) {
+        super::check::print_warnings(&src, &checked.warnings);
+        if !a.check {
+            eprintln!("error: lint warnings with `check=error=true`: the build did not start");
+        }
+        return Ok(if checked.warnings.is_empty() { 0 } else { 1 });
+    }
     let epoch = match build_args
         .get("SOURCE_DATE_EPOCH")
         .cloned()
@@ -361,10 +385,46 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
             Err(e) => eprintln!("warning: no size report: {e:#}"),
         }
     }
+    lint_summary(&src, &checked.warnings, mode);
     if a.quiet {
         println!("{}", built.image_id);
     }
     Ok(0)
+}
+
+/// After a build, the lint warnings in one line each, as buildx ends a build.
+fn lint_summary(
+    src: &strata::dockerfile::Source,
+    warnings: &[strata::dockerfile::lint::Warning],
+    mode: progress::Mode,
+) {
+    if warnings.is_empty() {
+        return;
+    }
+    let at = |w: &strata::dockerfile::lint::Warning| src.position(w.span.start).line;
+    match mode {
+        progress::Mode::Quiet => {}
+        progress::Mode::Json => {
+            let items: Vec<serde_json::Value> = warnings
+                .iter()
+                .map(|w| serde_json::json!({"rule": w.rule, "message": w.message, "file": src.name(), "line": at(w)}))
+                .collect();
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "lint", "warnings": items})
+            );
+        }
+        _ => {
+            let n = warnings.len();
+            eprintln!(
+                "{n} warning{} found (use strata check for details):",
+                if n == 1 { "" } else { "s" }
+            );
+            for w in warnings {
+                eprintln!(" - {}: {} ({}:{})", w.rule, w.message, src.name(), at(w));
+            }
+        }
+    }
 }
 
 /// Keep the build cache within its limit after a build that added to it (as BuildKit's
