@@ -2946,3 +2946,286 @@ fn lint_warnings_are_summed_up_after_a_build_and_check_stops_before_it() {
     );
     assert!(!err.contains("#1 "), "no step ran: {err}");
 }
+
+#[test]
+fn buildx_flags_ci_scripts_pass() {
+    let Some(b) = B::new("ciflags") else { return };
+    let f = [df(
+        "FROM busybox\nRUN grep myhost /etc/hosts > /hosts; ulimit -n > /nofile; ulimit -Hn >> /nofile; df -k /dev/shm | tail -1 | awk '{print $2}' > /shm\n",
+    )];
+    let c = b.ctx("c", &files(&f));
+    let out = b.ok(
+        &c,
+        &[
+            "-t",
+            "flags",
+            "--platform",
+            "local",
+            "--add-host",
+            "myhost:10.1.2.3",
+            "--ulimit",
+            "nofile=512:1024",
+            "--shm-size",
+            "128m",
+            "--annotation",
+            "org.example.team=build",
+            "--annotation",
+            "manifest:org.example.k=v",
+            "--provenance=false",
+            "--sbom=false",
+        ],
+    );
+    assert!(out.contains("built "), "{out}");
+    assert_eq!(b.sh("flags", "cat /hosts"), "10.1.2.3\tmyhost\n");
+    assert_eq!(b.sh("flags", "cat /nofile"), "512\n1024\n");
+    assert_eq!(b.sh("flags", "cat /shm"), "131072\n");
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&b.strata(&["inspect", "flags"]).stdout).unwrap();
+    let ann = &inspect["Manifest"]["annotations"];
+    assert_eq!(ann["org.example.team"], "build", "{inspect}");
+    assert_eq!(ann["org.example.k"], "v", "{inspect}");
+    // The settings are in the RUN step's key: another host is another step.
+    let out = b.ok(&c, &["-t", "flags", "--add-host", "myhost:10.9.9.9"]);
+    assert!(out.contains("cache miss"), "{out}");
+    // strata run takes the same three.
+    let o = b.strata(&[
+        "run",
+        "--add-host",
+        "database:192.0.2.7",
+        "--ulimit",
+        "nofile=256",
+        "--shm-size",
+        "32m",
+        "busybox",
+        "sh",
+        "-c",
+        "grep database /etc/hosts; ulimit -n; df -k /dev/shm | tail -1 | awk '{print $2}'",
+    ]);
+    assert_eq!(
+        text(&o.stdout),
+        "192.0.2.7\tdatabase\n256\n32768\n",
+        "{}",
+        text(&o.stderr)
+    );
+    // What strata does not do (yet) is wrong input (2), said before anything is read.
+    for (args, says) in [
+        (
+            &["--platform", "linux/arm64"][..],
+            "--platform linux/arm64: strata builds for this machine's platform",
+        ),
+        (
+            &["--platform", "linux/amd64,linux/riscv64"],
+            "--platform linux/riscv64:",
+        ),
+        (
+            &["--sbom"],
+            "--sbom=true: strata does not make attestations",
+        ),
+        (
+            &["--provenance=mode=max"],
+            "--provenance=mode=max: strata does not make attestations",
+        ),
+        (&["--attest", "type=sbom"], "--attest=type=sbom:"),
+        (
+            &["--annotation", "index:a=b"],
+            "index annotations come with multi-platform builds",
+        ),
+        (&["--add-host", "x:notanip"], "notanip is not an IP address"),
+        (&["--ulimit", "nofiles=1"], "no limit nofiles"),
+        (
+            &["--load=kubernetes"],
+            "--load=kubernetes: expected docker or podman",
+        ),
+    ] {
+        let o = b.build(&c, args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("#1 "), "{args:?}: nothing ran: {err}");
+    }
+    // A hard limit above strata's own cannot be raised in a user namespace: said so.
+    let f = [df("FROM busybox\nRUN true\n")];
+    let c2 = b.ctx("c2", &files(&f));
+    let (code, err) = b.fails_with(&c2, &["--ulimit", "nofile=4096:99999999"]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(
+        err.contains("--ulimit nofile=4096:99999999") && err.contains("CAP_SYS_RESOURCE"),
+        "{err}"
+    );
+}
+
+/// A storage.conf of podman's in `dir` (for root and rootless alike), so that no test touches
+/// the machine's or the user's own podman storage.
+fn private_podman(dir: &Path) -> Vec<(String, String)> {
+    fs_err::create_dir_all(dir.join("xdg")).unwrap();
+    std::fs::set_permissions(dir.join("xdg"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let conf = dir.join("storage.conf");
+    fs_err::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/root\"\nrunroot = \"{0}/run\"\nrootless_storage_path = \"{0}/root\"\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    vec![
+        ("CONTAINERS_STORAGE_CONF".into(), conf.display().to_string()),
+        (
+            "XDG_RUNTIME_DIR".into(),
+            dir.join("xdg").display().to_string(),
+        ),
+    ]
+}
+
+#[test]
+fn load_puts_the_image_into_docker_and_podman() {
+    let Some(b) = B::new("load") else { return };
+    let f = [df(
+        "FROM busybox\nRUN echo loaded > /x\nCMD [\"cat\", \"/x\"]\n",
+    )];
+    let c = b.ctx("c", &files(&f));
+    let id = text(&b.build(&c, &["-q", "-t", "loaded:1"]).stdout)
+        .trim()
+        .to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    let with_env = |env: &[(String, String)], args: &[&str]| -> Output {
+        let mut cmd = Command::new(common::strata_bin());
+        cmd.arg("--root")
+            .arg(&b.root)
+            .args(args)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // podman, as whoever runs the tests (root, or strata-test in the unprivileged pass).
+    if Path::new("/usr/bin/podman").exists() {
+        let env = private_podman(&b.dir.join("podman"));
+        let o = with_env(
+            &env,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "-t",
+                "loaded:1",
+                "--load=podman",
+                c.to_str().unwrap(),
+            ],
+        );
+        let err = text(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("podman: Loaded image"), "{err}");
+        let mut p = Command::new("podman");
+        p.args(["image", "inspect", "--format", "{{.Id}}", "loaded:1"]);
+        for (k, v) in &env {
+            p.env(k, v);
+        }
+        let o = p.output().unwrap();
+        assert_eq!(
+            format!("sha256:{}", text(&o.stdout).trim()),
+            id,
+            "podman has the same image: {}",
+            text(&o.stderr)
+        );
+        let mut clean = Command::new("podman");
+        clean.args(["rmi", "-a", "-f"]);
+        for (k, v) in &env {
+            clean.env(k, v);
+        }
+        let _ = clean.output();
+    } else {
+        require("podman is not installed: --load=podman is not tested");
+    }
+    // docker: a daemon of the test's own (root only), through its API socket.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: --load into docker needs a dockerd, which only root starts here (the root pass tests it, as root and as strata-test)");
+        return;
+    }
+    let Some(d) = common::Dockerd::start(&b.dir.join("dockerd")) else {
+        require("dockerd did not start: --load into docker is not tested");
+        return;
+    };
+    let sock = b.dir.join("dockerd/docker.sock");
+    let docker_host = vec![(
+        "DOCKER_HOST".to_string(),
+        format!("unix://{}", sock.display()),
+    )];
+    let o = with_env(
+        &docker_host,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "loaded:1",
+            "--load",
+            c.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("docker: Loaded image: loaded:1"), "{err}");
+    let o = d.docker(&["image", "inspect", "--format", "{{.Id}}", "loaded:1"]);
+    assert_eq!(text(&o.stdout).trim(), id, "{}", text(&o.stderr));
+    let o = d.docker(&["run", "--rm", "--network", "none", "loaded:1"]);
+    assert_eq!(text(&o.stdout), "loaded\n", "{}", text(&o.stderr));
+    // Rootless: strata-test with a store of its own, given the daemon's socket.
+    if Command::new("id")
+        .arg("strata-test")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let sub = b.dir.join("sub");
+        fs_err::create_dir_all(&sub).unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let rootfs = b.dir.join("rootfs");
+        let store = sub.join("store");
+        let runas = |args: &[&str]| -> Output {
+            Command::new("runuser")
+                .args(["-u", "strata-test", "--", common::strata_bin(), "--root"])
+                .arg(&store)
+                .args(args)
+                .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+                .env_remove("STRATA_ROOT")
+                .current_dir("/tmp")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let o = runas(&["import", rootfs.to_str().unwrap(), "busybox:latest"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let o = runas(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "rootless:1",
+            "--load=docker",
+            c.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let o = d.docker(&["run", "--rm", "--network", "none", "rootless:1"]);
+        assert_eq!(text(&o.stdout), "loaded\n", "{}", text(&o.stderr));
+        let _ = runas(&["prune", "--all"]);
+    }
+    // No daemon there: the error says where it looked and what to do.
+    let o = with_env(
+        &[(
+            "DOCKER_HOST".into(),
+            format!("unix://{}", b.dir.join("nothing.sock").display()),
+        )],
+        &[
+            "build",
+            "-t",
+            "loaded:1",
+            "--load=docker",
+            c.to_str().unwrap(),
+        ],
+    );
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("nothing.sock: cannot connect"), "{err}");
+}

@@ -179,6 +179,35 @@ pub fn read_dockerfile(path: &PathBuf) -> anyhow::Result<strata::dockerfile::Sou
     ))
 }
 
+/// `--add-host HOST:IP` (or `HOST=IP`, as buildx also takes it): a line of /etc/hosts.
+pub fn parse_add_host(s: &str) -> Result<(String, String), String> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("invalid --add-host \"{s}\": expected HOST:IP"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "invalid --add-host \"{s}\": the host name is empty or has spaces"
+        ));
+    }
+    if ip == "host-gateway" {
+        return Err(format!(
+            "--add-host {s}: host-gateway is not supported: a step's own network reaches the host only as its outbound address (give that address), or use --network host"
+        ));
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<std::net::IpAddr>()
+        .map_err(|_| format!("invalid --add-host \"{s}\": {ip} is not an IP address"))?;
+    Ok((host.to_string(), ip.to_string()))
+}
+
+/// `--shm-size SIZE` (`64m`, `1g`, bytes).
+pub fn parse_shm_size(s: &str) -> Result<u64, String> {
+    strata::dockerfile::instructions::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid --shm-size \"{s}\": expected a size such as 64m or 1g"))
+}
+
 /// Parse `K=V` (or `K`, taking the value from the environment, as docker does).
 pub fn parse_build_arg(s: &str) -> Result<(String, Option<String>), String> {
     match s.split_once('=') {

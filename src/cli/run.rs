@@ -64,6 +64,15 @@ pub struct RunArgs {
     /// --entrypoint`); an empty string runs the command alone.
     #[arg(long, value_name = "PROGRAM")]
     entrypoint: Option<String>,
+    /// A line of /etc/hosts: HOST:IP (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = super::parse_add_host)]
+    add_hosts: Vec<(String, String)>,
+    /// A resource limit: NAME=SOFT[:HARD] as docker's (nofile=1024:4096; -1 is unlimited).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = strata::sandbox::Rlimit::parse)]
+    ulimits: Vec<strata::sandbox::Rlimit>,
+    /// The size of /dev/shm (default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
+    shm_size: Option<u64>,
     /// Save the container's changes as a new image (one layer on top), like `docker commit`.
     #[arg(long, value_name = "NAME[:TAG]")]
     commit: Option<String>,
@@ -221,6 +230,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         &hostname,
         network,
     )?;
+    exec::add_hosts(&root, &a.add_hosts)?;
     let copies = sandbox::use_copies();
     let overlay = Rootfs::Overlay {
         lower: root.lower.clone(),
@@ -254,6 +264,8 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         stdin: a.interactive,
         tty: a.tty,
         tty_size: None,
+        rlimits: a.ulimits.clone(),
+        shm_size: a.shm_size,
         ports: (!ports.is_empty()).then(|| sandbox::net::Forwards {
             socket: step.join("slirp.sock"),
             ports,

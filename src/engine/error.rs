@@ -72,6 +72,9 @@ pub enum Error {
         path: std::path::PathBuf,
         given: bool,
     },
+    /// A flag's value is not one strata takes (or not yet).
+    #[error("{message}")]
+    BadFlag { message: String },
     /// The build context given is not a directory (nor `-`).
     #[error("build context \"{given}\": not a directory")]
     NoContext { given: String },
@@ -99,6 +102,7 @@ impl Error {
                     .to_string()
             }
             Error::NoDockerfile { given: false, .. } => "give one with -f FILE".to_string(),
+            Error::BadFlag { .. } => return None,
             Error::NoContext { .. } => {
                 "give a directory, or - for a tar on standard input".to_string()
             }
@@ -117,6 +121,7 @@ impl Error {
             | Error::MissingSsh { .. }
             | Error::NoDockerfile { .. }
             | Error::NoContext { .. }
+            | Error::BadFlag { .. }
             | Error::HostNetworkNotAllowed => Class::Input,
         }
     }

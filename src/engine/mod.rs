@@ -20,6 +20,7 @@ pub mod exec;
 pub mod fetch;
 pub mod interrupt;
 pub mod key;
+pub mod load;
 pub mod report;
 mod schedule;
 pub mod shared;
@@ -199,6 +200,16 @@ pub struct BuildOptions {
     pub cache_to: Vec<shared::CacheTo>,
     /// `--cache-from`: caches imported before it, in order (the first that has a step wins).
     pub cache_from: Vec<shared::CacheFrom>,
+    /// `--add-host HOST:IP`: lines of RUN steps' /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit`: resource limits of RUN steps.
+    pub ulimits: Vec<crate::sandbox::Rlimit>,
+    /// `--shm-size`: the size of RUN steps' /dev/shm.
+    pub shm_size: Option<u64>,
+    /// `--annotation`: annotations of the image's manifest.
+    pub annotations: BTreeMap<String, String>,
+    /// `--load`: the image into a docker daemon or podman's storage after the build.
+    pub load: Option<load::LoadTarget>,
 }
 
 /// What a finished stage leaves for the stages after it.
@@ -373,6 +384,9 @@ pub fn build(
             d.to_string(),
         );
     }
+    for (k, v) in &opts.annotations {
+        annotations.insert(k.clone(), v.clone());
+    }
     // Layers that hit in an imported cache come now, and only those of the final image.
     for l in &result.layers {
         b.imported.fetch(&b, &l.digest)?;
@@ -394,6 +408,11 @@ pub fn build(
         }
         for t in &opts.tags {
             pushed.push(push_to(&b, store, &img, t)?);
+        }
+    }
+    if let Some(t) = &opts.load {
+        for said in load::load(store, &img, &opts.tags, t)? {
+            b.note(&said);
         }
     }
     shared::export_all(&b)?;

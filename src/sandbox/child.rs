@@ -672,7 +672,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         &format!("{root}/dev/shm"),
         "tmpfs",
         nosuid_nodev_noexec,
-        "mode=1777,size=65536k",
+        // 64 MiB as Docker's default, or --shm-size.
+        &match spec.shm_size {
+            Some(n) => format!("mode=1777,size={n}"),
+            None => "mode=1777,size=65536k".into(),
+        },
     )?;
     for (l, t) in [
         ("ptmx", "pts/ptmx"),
@@ -892,6 +896,10 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             .max()
             .unwrap_or(0),
     );
+    // --ulimit: set here, inherited by the process.
+    for l in &spec.rlimits {
+        l.apply()?;
+    }
     let filters = super::seccomp::docker_default()?;
     let forked = std::time::Instant::now();
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.

@@ -190,6 +190,12 @@ pub struct Spec {
     /// The terminal's window size at the start (rows, columns); strata follows later changes.
     #[serde(default)]
     pub tty_size: Option<[u16; 2]>,
+    /// Resource limits of the process (`--ulimit`).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// The size of /dev/shm in bytes (`--shm-size`; 64 MiB without it, as Docker's).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
     /// Give the process strata's standard input (`strata run -i`); otherwise /dev/null, as a
     /// RUN step gets.
     #[serde(default)]
@@ -237,6 +243,106 @@ impl Spec {
         if let Some(f) = &mut self.ports {
             mv(&mut f.socket);
         }
+    }
+}
+
+/// A resource limit, as `docker run --ulimit NAME=SOFT[:HARD]` gives one (`-1`: unlimited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The name `ulimit` and docker use: `nofile`, `nproc`, `core`, …
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The names of the limits and their resources.
+const RLIMITS: &[(&str, libc::__rlimit_resource_t)] = &[
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("locks", libc::RLIMIT_LOCKS),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE),
+    ("nice", libc::RLIMIT_NICE),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("rss", libc::RLIMIT_RSS),
+    ("rtprio", libc::RLIMIT_RTPRIO),
+    ("rttime", libc::RLIMIT_RTTIME),
+    ("sigpending", libc::RLIMIT_SIGPENDING),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+impl Rlimit {
+    /// `NAME=SOFT[:HARD]` (`nofile=1024:4096`; `-1` for unlimited).
+    pub fn parse(s: &str) -> Result<Rlimit, String> {
+        let bad = |why: &str| format!("invalid ulimit \"{s}\": {why}");
+        let (name, v) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=SOFT[:HARD], as nofile=1024:4096"))?;
+        if !RLIMITS.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
+            return Err(bad(&format!(
+                "no limit {name} (known: {})",
+                names.join(", ")
+            )));
+        }
+        let num = |x: &str| -> Result<u64, String> {
+            match x.trim() {
+                "-1" | "unlimited" => Ok(libc::RLIM_INFINITY),
+                n => n.parse().map_err(|_| bad(&format!("{n} is not a number"))),
+            }
+        };
+        let (soft, hard) = match v.split_once(':') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(v)?, num(v)?),
+        };
+        if soft > hard {
+            return Err(bad("the soft limit is above the hard one"));
+        }
+        Ok(Rlimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
+
+    /// Set it for this process (and so for the processes it starts).
+    pub(crate) fn apply(&self) -> Result<(), String> {
+        let Some((_, res)) = RLIMITS.iter().find(|(n, _)| *n == self.name) else {
+            return Err(format!("--ulimit: no limit {}", self.name));
+        };
+        let l = libc::rlimit {
+            rlim_cur: self.soft,
+            rlim_max: self.hard,
+        };
+        // SAFETY: setrlimit with a valid, initialised rlimit.
+        if unsafe { libc::setrlimit(*res, &l) } != 0 {
+            let e = io::Error::last_os_error();
+            let why = if e.raw_os_error() == Some(libc::EPERM) {
+                " (above the hard limit strata runs with: raising it needs CAP_SYS_RESOURCE, which a user namespace does not give; `ulimit -H` shows it)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "--ulimit {}={}:{}: {e}{why}",
+                self.name, self.soft, self.hard
+            ));
+        }
+        Ok(())
+    }
+
+    /// As given (`nofile=1024:4096`), for a cache key.
+    pub fn describe(&self) -> String {
+        let n = |v: u64| {
+            if v == libc::RLIM_INFINITY {
+                "-1".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        format!("{}={}:{}", self.name, n(self.soft), n(self.hard))
     }
 }
 

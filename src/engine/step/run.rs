@@ -41,6 +41,19 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
         )],
         ..Default::default()
     };
+    // What --add-host, --ulimit and --shm-size change in the step (as BuildKit keys its
+    // ExecOp's extra hosts, limits and shm size); nothing when they are not given, so other
+    // builds keep their keys.
+    let opts = st.b.opts;
+    for (h, ip) in &opts.extra_hosts {
+        inputs.settings.push(format!("add-host={h}:{ip}"));
+    }
+    for l in &opts.ulimits {
+        inputs.settings.push(format!("ulimit={}", l.describe()));
+    }
+    if let Some(n) = opts.shm_size {
+        inputs.settings.push(format!("shm-size={n}"));
+    }
     for m in o.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
         let src = m.source.clone().unwrap_or_else(|| ".".into());
         let (d, changed) = source::digest(st, m.from.as_deref(), &[src], &[], false)?;
@@ -151,6 +164,7 @@ fn run_in(
     let b = st.b;
     let net = network(st, o)?;
     let root = exec::step_root(step, lower, "strata", net)?;
+    exec::add_hosts(&root, &b.opts.extra_hosts)?;
     let mut env = st.env_list();
     let args = st.visible_args();
     for (k, v) in &args {
@@ -251,6 +265,8 @@ fn run_in(
         stdin: false,
         tty: false,
         tty_size: None,
+        rlimits: b.opts.ulimits.clone(),
+        shm_size: b.opts.shm_size,
         ports: None,
         maps: b.maps.clone(),
     };
