@@ -426,6 +426,7 @@ pub fn doctor() -> anyhow::Result<i32> {
         }
     }
     let _ = std::fs::remove_dir(&tmp);
+    registries();
     println!(
         "{}",
         if bad == 0 {
@@ -436,6 +437,62 @@ pub fn doctor() -> anyhow::Result<i32> {
     );
     Ok(if bad == 0 { 0 } else { 1 })
 }
+/// The registries registries.conf names (each `[[registry]]` location and its mirrors): does
+/// each answer `GET /v2/`? A registry that does not is a warning (builds from local images
+/// still work), with what to do next. Only those named there are tried: doctor sends nothing
+/// anywhere else (Docker Hub included) on its own.
+fn registries() {
+    let reg = match strata::registry::Registry::from_environment() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("WARN registries.conf: {e}");
+            return;
+        }
+    };
+    let mut reg = reg;
+    reg.retry.attempts = 1;
+    reg.connect_timeout = std::time::Duration::from_secs(5);
+    let mut places: Vec<(String, bool, String)> = Vec::new();
+    for r in &reg.policy.rules {
+        if r.blocked {
+            continue;
+        }
+        for m in &r.mirrors {
+            places.push((
+                m.location.clone(),
+                m.insecure,
+                format!("mirror of {}", r.prefix),
+            ));
+        }
+        places.push((
+            r.location.clone(),
+            r.insecure,
+            if r.location == r.prefix {
+                "registry".to_string()
+            } else {
+                format!("registry for {}", r.prefix)
+            },
+        ));
+    }
+    if places.is_empty() {
+        println!(
+            "ok   registries: registries.conf names none (a pull goes to the registry its reference names; `strata pull` says whether it answers)"
+        );
+        return;
+    }
+    for (location, insecure, what) in places {
+        match reg.probe(&location, insecure) {
+            Ok(base) => println!("ok   {what} {location}: answers at {base}/v2/"),
+            Err(e) => {
+                println!("WARN {what} {location}: {e}");
+                println!(
+                    "     fix: check the address and the network (HTTPS_PROXY); until it answers, pulls through it fail: images saved elsewhere load with `strata load -i FILE`"
+                );
+            }
+        }
+    }
+}
+
 /// The upper dir as a layer on top of `img`, named `name`.
 fn commit(
     store: &Store,

@@ -126,6 +126,9 @@ impl Error {
             Error::ShortName { name, .. } => {
                 format!("write the full name, such as docker.io/library/{name}")
             }
+            Error::Unreachable { host, .. } => format!(
+                "check the network and the proxy (HTTPS_PROXY); to pull through a mirror, add one for {host} to registries.conf (README: Registries); an image saved elsewhere (`strata save`, `docker save`) loads with `strata load -i FILE`; `strata doctor` tries the registries registries.conf names"
+            ),
             _ => return None,
         })
     }

@@ -795,6 +795,58 @@ fn sizes_are_the_content_and_what_a_push_sends_the_same_in_any_store() {
     assert!(big_here.1 > 7_000_000 && big_here.1 < 9_000_000, "{here:?}");
 }
 
+/// A loopback port nothing listens on (bound, then let go).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_unreachable_registry_says_what_to_do_and_doctor_tries_the_configured_ones() {
+    let Some(t) = T::new("unreach") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let dead = format!("127.0.0.1:{}", closed_port());
+    // A mirror that answers for docker.io, and a registry that does not: nothing else is
+    // tried (doctor sends nothing to a registry registries.conf does not name).
+    t.write_conf(&format!(
+        "[[registry]]\nprefix = \"docker.io\"\nlocation = \"{dead}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+        reg.host()
+    ));
+    let o = t.strata("s", &["doctor"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "ok   mirror of docker.io {}: answers at http://{}/v2/",
+            reg.host(),
+            reg.host()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "WARN registry for docker.io {dead}: {dead}: unreachable"
+        )) && out.contains("images saved elsewhere load with `strata load -i FILE`"),
+        "{out}"
+    );
+    // A registry that does not answer is not a failure of the machine.
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // A pull from it: exit 3, and what to do next.
+    let o = t.strata("s", &["pull", &format!("{dead}/app:1")]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("{dead}: unreachable"))
+            && err.contains(&format!(
+                "add one for {dead} to registries.conf (README: Registries)"
+            ))
+            && err.contains("`strata load -i FILE`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn push_round_trip_skopeo_umoci_and_mounts() {
     let Some(t) = T::new("push") else { return };
