@@ -3229,3 +3229,52 @@ fn load_puts_the_image_into_docker_and_podman() {
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("nothing.sock: cannot connect"), "{err}");
 }
+
+#[test]
+fn miss_reasons_in_the_tty_view_and_no_new_files_on_a_first_build() {
+    let Some(b) = B::new("why") else { return };
+    let f = [
+        df("FROM busybox\nCOPY req.txt /app/\nRUN cat /app/req.txt > /deps\nCOPY . /app\n"),
+        ("req.txt", "six\n".to_string()),
+        ("app.py", "print(1)\n".to_string()),
+        (".dockerignore", "*.log\n".to_string()),
+    ];
+    let c = b.ctx("c", &files(&f));
+    // A first build: no step lists files as new (an earlier step of the same build hashed
+    // req.txt, which used to make `.dockerignore (new)` a reason).
+    let out = b.ok(&c, &["-t", "why"]);
+    assert!(!out.contains("(new)"), "{out}");
+    assert!(
+        out.contains("#3 cache miss: an earlier step changed"),
+        "{out}"
+    );
+    // A file added since: now it is a reason.
+    fs_err::write(c.join("extra.py"), "x\n").unwrap();
+    let out = b.ok(&c, &["-t", "why"]);
+    assert!(
+        out.contains("cache miss: 1 file changed: extra.py (new)"),
+        "{out}"
+    );
+    // The tty view says why a step ran, as plain does.
+    if !Path::new("/usr/bin/script").exists() {
+        require("script (util-linux) is not installed: the tty view is not tested");
+        return;
+    }
+    fs_err::write(c.join("app.py"), "print(2)\n").unwrap();
+    let line = format!(
+        "{} --root {} build --progress tty -t why {}",
+        common::sh_quote(common::strata_bin()),
+        common::sh_quote(&b.root),
+        common::sh_quote(c.to_str().unwrap())
+    );
+    let (code, out) = common::on_a_terminal(&line, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("COPY . /app (cache miss: 1 file changed: app.py)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  CACHED [stage-0 2/3] RUN cat /app/req.txt"),
+        "{out}"
+    );
+}

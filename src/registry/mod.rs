@@ -164,6 +164,8 @@ pub trait Observer: Sync {
     fn resolved(&self, _reference: &str, _digest: &Digest, _source: &str) {}
     /// `--pull` found that a tag now points elsewhere.
     fn moved(&self, _reference: &str, _from: &Digest, _to: &Digest) {}
+    /// `--pull` found that a tag still points at what the store has.
+    fn current(&self, _reference: &str, _digest: &Digest) {}
     /// A blob transfer starts (`push` false for a download).
     fn blob_start(&self, _digest: &Digest, _size: u64, _push: bool) {}
     /// Bytes moved so far for a blob.

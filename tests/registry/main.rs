@@ -1095,6 +1095,15 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
         ok(&t.strata("s", &["run", "x", "cat", "/moved"]), "run").trim(),
         "moved"
     );
+    // --pull again with nothing moved: it says so, and every step is cached.
+    let o = build_x(&["--pull"]);
+    let err = text(&o.stderr);
+    ok(&o, "build --pull, nothing moved");
+    assert!(
+        err.contains(&format!("{base}: up to date (sha256:")),
+        "{err}"
+    );
+    assert!(!err.contains("cache miss"), "{err}");
     // --pull leaves images that are not references alone: an OCI-layout named context.
     let lctx = t.context("lctx", "FROM local-base\nRUN echo layout > /l\n");
     let layout = t.busybox_layout();
