@@ -521,3 +521,71 @@ fn an_unknown_flag_gets_no_tip_to_pass_it_as_a_value() {
         "{err}"
     );
 }
+
+/// The README's set-up line up to `cargo install`: what it installs and says.
+fn setup_prefix() -> String {
+    let readme = include_str!("../README.md");
+    let line = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("apt-get install -y -q slirp4netns uidmap"))
+        .expect("the README's set-up line");
+    line.split("; cargo install").next().unwrap().to_string()
+}
+
+#[test]
+fn the_readme_setup_line_works_without_sudo() {
+    let prefix = setup_prefix();
+    assert!(prefix.len() < 400 && line_is_guarded(&prefix), "{prefix}");
+    // A user without root or sudo, and without the packages (a PATH that has only `id`):
+    // the line to send an admin, and the rest of the one-liner runs.
+    let bin = std::env::temp_dir().join(format!("strata-cli-{}-setup-bin", std::process::id()));
+    common::removed_at_the_end(&bin);
+    fs_err::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/id", bin.join("id")).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = format!("{prefix}; echo next-part-runs");
+    let run = |as_user: bool, path: &str| -> Output {
+        let mut c = if as_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "strata-test", "--", "/usr/bin/env"]);
+            c
+        } else {
+            Command::new("/usr/bin/env")
+        };
+        c.args(["-i", &format!("PATH={path}"), "/bin/sh", "-c", &script])
+            .current_dir("/tmp")
+            .output()
+            .unwrap()
+    };
+    let root = rustix::process::geteuid().is_root();
+    let unprivileged = root
+        && Command::new("id")
+            .arg("strata-test")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if root && !unprivileged {
+        eprintln!("SKIPPED: no user strata-test to run the set-up line as");
+        return;
+    }
+    let o = run(unprivileged, bin.to_str().unwrap());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(
+        out.starts_with("strata: ask an admin to run: apt-get install slirp4netns uidmap (and to give strata-test a range in /etc/subuid and /etc/subgid)\n")
+            || out.starts_with(&format!(
+                "strata: ask an admin to run: apt-get install slirp4netns uidmap (and to give {} a range",
+                String::from_utf8_lossy(&Command::new("id").arg("-un").output().unwrap().stdout).trim()
+            )),
+        "{out}"
+    );
+    assert!(out.ends_with("next-part-runs\n"), "{out}");
+    // With the packages there (this machine's PATH), it installs nothing and says nothing.
+    let o = run(unprivileged, "/usr/local/bin:/usr/bin:/bin");
+    assert_eq!(text(&o.stdout), "next-part-runs\n", "{}", text(&o.stderr));
+}
+
+/// The install runs only when a package is missing.
+fn line_is_guarded(prefix: &str) -> bool {
+    prefix.starts_with("{ command -v slirp4netns && command -v newuidmap; } >/dev/null ||")
+}
