@@ -1366,7 +1366,9 @@ fn signalled(
     signals: &[i32],
 ) -> (i32, String, String, f64) {
     use std::io::BufRead;
-    let mut a = vec!["--root", e.root.as_str(), "run"];
+    // No network: these runs need none, and a slirp4netns of theirs would be counted by the
+    // test that checks its own go away.
+    let mut a = vec!["--root", e.root.as_str(), "run", "--network", "none"];
     a.extend_from_slice(flags);
     a.extend_from_slice(image_and_argv);
     let mut child = cmd(e.who, strata(), &a)
@@ -1490,7 +1492,7 @@ fn a_terminal_of_the_sandboxs_own_devpts_with_console_and_term() {
         let (code, out) = on_a_terminal(
             &e,
             "export TERM=vt220",
-            &["-t", "bb:1", "sh", "-c", show],
+            &["--network", "none", "-t", "bb:1", "sh", "-c", show],
             &[],
         );
         assert_eq!(
@@ -1502,14 +1504,24 @@ fn a_terminal_of_the_sandboxs_own_devpts_with_console_and_term() {
         let (_, out) = on_a_terminal(
             &e,
             "unset TERM",
-            &["-t", "bb:1", "sh", "-c", "echo $TERM"],
+            &["--network", "none", "-t", "bb:1", "sh", "-c", "echo $TERM"],
             &[],
         );
         assert_eq!(out, "xterm\n", "{who:?}");
         let (_, out) = on_a_terminal(
             &e,
             "export TERM=vt220",
-            &["-t", "-e", "TERM=dumb", "bb:1", "sh", "-c", "echo $TERM"],
+            &[
+                "--network",
+                "none",
+                "-t",
+                "-e",
+                "TERM=dumb",
+                "bb:1",
+                "sh",
+                "-c",
+                "echo $TERM",
+            ],
             &[],
         );
         assert_eq!(out, "dumb\n", "{who:?}");
@@ -1533,13 +1545,21 @@ fn a_terminal_of_the_sandboxs_own_devpts_with_console_and_term() {
         let (_, out) = on_a_terminal(
             &e,
             "export TERM=vt220",
-            &["-t", "bbterm", "sh", "-c", "echo $TERM"],
+            &[
+                "--network",
+                "none",
+                "-t",
+                "bbterm",
+                "sh",
+                "-c",
+                "echo $TERM",
+            ],
             &[],
         );
         assert_eq!(out, "linux\n", "{who:?}");
         // Without -t there is no terminal, no console and no TERM.
         let (_, out, _) = e.sh(
-            &[],
+            &["--network", "none"],
             "tty; [ -e /dev/console ] || echo no-console; echo TERM=$TERM",
         );
         assert_eq!(out, "not a tty\nno-console\nTERM=\n", "{who:?}");
@@ -1549,6 +1569,8 @@ fn a_terminal_of_the_sandboxs_own_devpts_with_console_and_term() {
                 &e,
                 "true",
                 &[
+                    "--network",
+                    "none",
                     "-t",
                     "--user",
                     "nobody",
@@ -1604,6 +1626,8 @@ fn python_resolves_its_terminal_and_shuts_down_gracefully_on_sigterm() {
                 &e,
                 "true",
                 &[
+                    "--network",
+                    "none",
                     "-t",
                     "python",
                     "python3",

@@ -158,10 +158,12 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
     let imgs = store.images()?;
     // SIZE is the content of the image's files once unpacked (as docker's): the same for an
     // image id in any store, whatever the compression of its layers there.
-    let sizes = imgs
+    // An image whose layer cannot be read (a damaged store: `strata fsck` says which) is listed
+    // without a size rather than failing the listing.
+    let sizes: Vec<Option<u64>> = imgs
         .iter()
-        .map(|i| strata::engine::size::content(store, i))
-        .collect::<anyhow::Result<Vec<u64>>>()?;
+        .map(|i| strata::engine::size::content(store, i).ok())
+        .collect();
     match a.format {
         Format::Json => {
             let v: Vec<serde_json::Value> = imgs
@@ -203,7 +205,7 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
                         t,
                         i.id().short().to_string(),
                         ago(i.config.created.as_deref()),
-                        human_size(*size),
+                        size.map(human_size).unwrap_or_else(|| "?".into()),
                     ]);
                 }
             }
