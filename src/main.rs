@@ -4,8 +4,6 @@
 
 mod cli;
 
-use clap::Parser;
-
 fn main() {
     // The sandbox child: before anything else, while this process has one thread.
     if std::env::args_os().nth(1).as_deref()
@@ -22,7 +20,7 @@ fn main() {
             libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         }
     }
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     // Die quietly on a closed pipe (`strata inspect x | head`), as other command-line tools do,
     // instead of panicking in println!. Not for the commands that talk to a registry: a peer
     // closing a TLS connection must be an error, not a silent death by SIGPIPE.

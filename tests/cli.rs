@@ -275,10 +275,44 @@ RUN --mount=type=cache,target=/data/.cache/uv uv pip install six
         rules_of("FROM debian\nRUN apt-get update && apt-get install -y curl\n"),
         vec![]
     );
-    // The docs of strata's rules are the README's sections.
+    // Warnings point at documentation the binary itself prints.
     let out = strata(&["check", "-f", "-"], Some(root));
     assert!(
-        text(&out.stderr).contains("  = docs: README.md#finalstagerunsasroot\n"),
+        text(&out.stderr).contains("  = docs: strata check --explain FinalStageRunsAsRoot\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_explain_prints_a_rules_text() {
+    // strata's rule: its README section's text, and how to turn it off.
+    let out = strata(&["check", "--explain", "FinalStageRunsAsRoot"], None);
+    let t = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(t.starts_with("FinalStageRunsAsRoot: Python images: the final stage runs as root\n\nThe stage that is built is a Python image"), "{t}");
+    assert!(t.contains("# check=skip=FinalStageRunsAsRoot"), "{t}");
+    // BuildKit's: strata's words and Docker's page (an acronym kept whole in its address).
+    let out = strata(&["check", "--explain", "jsonargsrecommended"], None);
+    let t = text(&out.stdout);
+    assert!(t.contains("`/bin/sh -c"), "{t}");
+    assert!(
+        t.contains("https://docs.docker.com/go/dockerfile/rule/json-args-recommended/"),
+        "{t}"
+    );
+    // A warning of a BuildKit rule names both.
+    let out = strata(&["check", "-f", "-"], Some("FROM busybox\nCMD echo hi\n"));
+    assert!(
+        text(&out.stderr).contains("  = docs: strata check --explain JSONArgsRecommended, or https://docs.docker.com/go/dockerfile/rule/json-args-recommended/\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No such rule: wrong input, with the nearest name.
+    let out = strata(&["check", "--explain", "StageNameTypos"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .starts_with("error: no lint rule StageNameTypos (did you mean StageNameTypo?)"),
         "{}",
         text(&out.stderr)
     );
@@ -454,4 +488,104 @@ fn check_knows_base_image_environment_from_the_store() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_context_that_is_not_a_directory_is_wrong_input() {
+    let root = store_dir("noctx");
+    let out = strata(&["--root", &root, "build", "/nonexistent"], None);
+    let err = text(&out.stderr);
+    // The README's exit-code table: a context path is wrong input, 2.
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("\"/nonexistent\": not a directory"), "{err}");
+    assert!(err.contains("hint: give a directory, or -"), "{err}");
+}
+
+#[test]
+fn an_unknown_flag_gets_no_tip_to_pass_it_as_a_value() {
+    // buildx's flags strata does not have: clap's error, without "use '-- --flag'".
+    for args in [&["build", "--zzzz", "."][..], &["run", "--zzzz", "img"]] {
+        let out = strata(args, None);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.starts_with("error: unexpected argument '--"), "{err}");
+        assert!(
+            !err.contains("as a value") && !err.contains("'-- --"),
+            "{err}"
+        );
+    }
+    // A near miss still gets clap's suggestion.
+    let err = text(&strata(&["build", "--targt", "x", "."], None).stderr);
+    assert!(
+        err.contains("a similar argument exists: '--target'"),
+        "{err}"
+    );
+}
+
+/// The README's set-up line up to `cargo install`: what it installs and says.
+fn setup_prefix() -> String {
+    let readme = include_str!("../README.md");
+    let line = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("apt-get install -y -q slirp4netns uidmap"))
+        .expect("the README's set-up line");
+    line.split("; cargo install").next().unwrap().to_string()
+}
+
+#[test]
+fn the_readme_setup_line_works_without_sudo() {
+    let prefix = setup_prefix();
+    assert!(prefix.len() < 400 && line_is_guarded(&prefix), "{prefix}");
+    // A user without root or sudo, and without the packages (a PATH that has only `id`):
+    // the line to send an admin, and the rest of the one-liner runs.
+    let bin = std::env::temp_dir().join(format!("strata-cli-{}-setup-bin", std::process::id()));
+    common::removed_at_the_end(&bin);
+    fs_err::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/id", bin.join("id")).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = format!("{prefix}; echo next-part-runs");
+    let run = |as_user: bool, path: &str| -> Output {
+        let mut c = if as_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "strata-test", "--", "/usr/bin/env"]);
+            c
+        } else {
+            Command::new("/usr/bin/env")
+        };
+        c.args(["-i", &format!("PATH={path}"), "/bin/sh", "-c", &script])
+            .current_dir("/tmp")
+            .output()
+            .unwrap()
+    };
+    let root = rustix::process::geteuid().is_root();
+    let unprivileged = root
+        && Command::new("id")
+            .arg("strata-test")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if root && !unprivileged {
+        eprintln!("SKIPPED: no user strata-test to run the set-up line as");
+        return;
+    }
+    let o = run(unprivileged, bin.to_str().unwrap());
+    let out = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", text(&o.stderr));
+    assert!(
+        out.starts_with("strata: ask an admin to run: apt-get install slirp4netns uidmap (and to give strata-test a range in /etc/subuid and /etc/subgid)\n")
+            || out.starts_with(&format!(
+                "strata: ask an admin to run: apt-get install slirp4netns uidmap (and to give {} a range",
+                String::from_utf8_lossy(&Command::new("id").arg("-un").output().unwrap().stdout).trim()
+            )),
+        "{out}"
+    );
+    assert!(out.ends_with("next-part-runs\n"), "{out}");
+    // With the packages there (this machine's PATH), it installs nothing and says nothing.
+    let o = run(unprivileged, "/usr/local/bin:/usr/bin:/bin");
+    assert_eq!(text(&o.stdout), "next-part-runs\n", "{}", text(&o.stderr));
+}
+
+/// The install runs only when a package is missing.
+fn line_is_guarded(prefix: &str) -> bool {
+    prefix.starts_with("{ command -v slirp4netns && command -v newuidmap; } >/dev/null ||")
 }

@@ -183,6 +183,34 @@ fn exit_codes_signals_and_output() {
 }
 
 #[test]
+fn everything_after_the_image_is_the_containers() {
+    let Some(e) = Env::new("argv", Who::Me) else {
+        return;
+    };
+    // strata's own flags (--version, --help, -e, --rm) after IMAGE go to the command.
+    let o = e.strata(&[
+        "run",
+        "--entrypoint",
+        "echo",
+        "bb:1",
+        "--version",
+        "-e",
+        "X=1",
+        "--help",
+        "--rm",
+    ]);
+    assert_eq!(
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).as_ref()),
+        (Some(0), "--version -e X=1 --help --rm\n"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Before IMAGE they are strata's.
+    let o = e.strata(&["run", "-e", "X=1", "bb:1", "sh", "-c", "echo $X"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1\n");
+}
+
+#[test]
 fn environment_is_the_images_and_nothing_from_the_host() {
     for who in runners() {
         let Some(e) = Env::new("env", who) else {
@@ -1305,4 +1333,316 @@ fn ctrl_c_stops_the_step() {
             .contains(&e.root),
         "no mount left behind"
     );
+}
+
+/// The pid of `strata --root ROOT run …` (not runuser's, not its sandbox session's).
+fn strata_pid(root: &str) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(c) = fs_err::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = String::from_utf8_lossy(&c)
+            .split('\0')
+            .map(str::to_string)
+            .collect();
+        if args[0].ends_with("/strata")
+            && args.windows(2).any(|w| w[0] == "--root" && w[1] == root)
+            && args.iter().any(|a| a == "run")
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// `strata run FLAGS IMAGE ARGV` as `e`'s user, its stdout piped: waits for the line
+/// `ready`, then sends strata each of `signals`, 300 ms apart. Returns (exit code, stdout,
+/// stderr, seconds from the first signal to the end).
+fn signalled(
+    e: &Env,
+    flags: &[&str],
+    image_and_argv: &[&str],
+    signals: &[i32],
+) -> (i32, String, String, f64) {
+    use std::io::BufRead;
+    // No network: these runs need none, and a slirp4netns of theirs would be counted by the
+    // test that checks its own go away.
+    let mut a = vec!["--root", e.root.as_str(), "run", "--network", "none"];
+    a.extend_from_slice(flags);
+    a.extend_from_slice(image_and_argv);
+    let mut child = cmd(e.who, strata(), &a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "ready\n", "{:?}: {image_and_argv:?}", e.who);
+    let pid = strata_pid(&e.root).expect("strata's pid");
+    let t = Instant::now();
+    for s in signals {
+        // SAFETY: kill(2) of the strata this test started.
+        unsafe { libc::kill(pid, *s) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        rest,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        t.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn signals_reach_the_processs_handlers_and_an_ignored_stop_is_killed() {
+    for who in runners() {
+        let Some(e) = Env::new("sigproxy", who) else {
+            return;
+        };
+        let sh = |script: &str| ["bb:1", "sh", "-c", script].map(str::to_string);
+        // A handler for each forwarded signal runs in the process; SIGTERM's ends it with 3.
+        let handlers = "for s in HUP USR1 USR2 QUIT INT; do trap \"echo got-$s\" $s; done; \
+             trap 'echo got-TERM; exit 3' TERM; echo ready; while :; do sleep 0.1; done";
+        let argv = sh(handlers);
+        let (code, out, err, _) = signalled(
+            &e,
+            &[],
+            &argv.each_ref().map(|s| s.as_str()),
+            &[
+                libc::SIGHUP,
+                libc::SIGUSR1,
+                libc::SIGUSR2,
+                libc::SIGQUIT,
+                libc::SIGINT,
+                libc::SIGTERM,
+            ],
+        );
+        assert_eq!(
+            (code, out.as_str()),
+            (
+                3,
+                "got-HUP\ngot-USR1\ngot-USR2\ngot-QUIT\ngot-INT\ngot-TERM\n"
+            ),
+            "{who:?}: {err}"
+        );
+        // A process that ignores SIGTERM is killed after --stop-timeout.
+        let ignores = sh("trap 'echo ignored' TERM INT; echo ready; while :; do sleep 0.1; done");
+        let (code, out, err, took) = signalled(
+            &e,
+            &["--stop-timeout", "1"],
+            &ignores.each_ref().map(|s| s.as_str()),
+            &[libc::SIGTERM],
+        );
+        assert_eq!((code, out.as_str()), (137, "ignored\n"), "{who:?}: {err}");
+        assert!(
+            err.contains("did not end within 1s of SIGTERM: killing it"),
+            "{who:?}: {err}"
+        );
+        assert!((0.9..8.0).contains(&took), "{who:?}: {took}s");
+        // A second Ctrl-C kills at once (the default timeout, 10 s, is not waited for).
+        let (code, out, err, took) = signalled(
+            &e,
+            &[],
+            &ignores.each_ref().map(|s| s.as_str()),
+            &[libc::SIGINT, libc::SIGINT],
+        );
+        assert_eq!((code, out.as_str()), (137, "ignored\n"), "{who:?}: {err}");
+        assert!(err.contains("SIGINT again: killing the process"), "{who:?}");
+        assert!(took < 5.0, "{who:?}: {took}s");
+        // --sig-proxy=false: the signal ends strata, and the process with it.
+        let marker = format!("sleep 99{}5", who as u8);
+        let quiet = sh(&format!("echo ready; {marker}"));
+        let (code, _, err, _) = signalled(
+            &e,
+            &["--sig-proxy=false"],
+            &quiet.each_ref().map(|s| s.as_str()),
+            &[libc::SIGTERM],
+        );
+        assert_eq!(
+            code,
+            if who == Who::Me { -1 } else { 143 },
+            "{who:?}: {err}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while sleepers(&marker) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(sleepers(&marker), 0, "{who:?}: the process outlived strata");
+    }
+}
+
+#[test]
+fn a_terminal_of_the_sandboxs_own_devpts_with_console_and_term() {
+    if !Path::new("/usr/bin/script").exists() {
+        require("script (util-linux) is not installed: no terminal to test -t with");
+        return;
+    }
+    for who in runners() {
+        let Some(e) = Env::new("devpts", who) else {
+            return;
+        };
+        let show = "tty; [ -c /dev/console ] && echo console; echo TERM=$TERM";
+        // The terminal is /dev/pts/0 of the sandbox's devpts (ttyname resolves it), bound
+        // over /dev/console; TERM is the caller's.
+        let (code, out) = on_a_terminal(
+            &e,
+            "export TERM=vt220",
+            &["--network", "none", "-t", "bb:1", "sh", "-c", show],
+            &[],
+        );
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "/dev/pts/0\nconsole\nTERM=vt220\n"),
+            "{who:?}"
+        );
+        // xterm when the caller has none; -e and the image's ENV win.
+        let (_, out) = on_a_terminal(
+            &e,
+            "unset TERM",
+            &["--network", "none", "-t", "bb:1", "sh", "-c", "echo $TERM"],
+            &[],
+        );
+        assert_eq!(out, "xterm\n", "{who:?}");
+        let (_, out) = on_a_terminal(
+            &e,
+            "export TERM=vt220",
+            &[
+                "--network",
+                "none",
+                "-t",
+                "-e",
+                "TERM=dumb",
+                "bb:1",
+                "sh",
+                "-c",
+                "echo $TERM",
+            ],
+            &[],
+        );
+        assert_eq!(out, "dumb\n", "{who:?}");
+        let ctx = e.dir.join("term-ctx");
+        let o = cmd(
+            who,
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "mkdir -p {0} && printf 'FROM bb:1\\nENV TERM=linux\\n' > {0}/Dockerfile",
+                    ctx.display()
+                ),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success());
+        let o = e.strata(&["build", "-q", "-t", "bbterm", ctx.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (_, out) = on_a_terminal(
+            &e,
+            "export TERM=vt220",
+            &[
+                "--network",
+                "none",
+                "-t",
+                "bbterm",
+                "sh",
+                "-c",
+                "echo $TERM",
+            ],
+            &[],
+        );
+        assert_eq!(out, "linux\n", "{who:?}");
+        // Without -t there is no terminal, no console and no TERM.
+        let (_, out, _) = e.sh(
+            &["--network", "none"],
+            "tty; [ -e /dev/console ] || echo no-console; echo TERM=$TERM",
+        );
+        assert_eq!(out, "not a tty\nno-console\nTERM=\n", "{who:?}");
+        if who.many_ids() {
+            // A non-root user owns its terminal, so it can open it by name.
+            let (code, out) = on_a_terminal(
+                &e,
+                "true",
+                &[
+                    "--network",
+                    "none",
+                    "-t",
+                    "--user",
+                    "nobody",
+                    "bb:1",
+                    "sh",
+                    "-c",
+                    "stat -c %u $(tty); echo mine > $(tty)",
+                ],
+                &[],
+            );
+            assert_eq!((code, out.as_str()), (0, "65534\nmine\n"), "{who:?}");
+        }
+    }
+}
+
+/// The python base image of `scripts/test-deps.sh` loaded into `e`'s store as `python`.
+fn load_python(e: &Env) -> bool {
+    let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci/python");
+    if !layout.join("index.json").exists() {
+        require("target/test-images/oci/python is missing (scripts/test-deps.sh makes it)");
+        return false;
+    }
+    let o = e.strata(&["load", "-i", layout.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    true
+}
+
+#[test]
+fn python_resolves_its_terminal_and_shuts_down_gracefully_on_sigterm() {
+    for who in runners().into_iter().filter(|w| *w != Who::NoSub) {
+        let Some(e) = Env::new("python", who) else {
+            return;
+        };
+        if !load_python(&e) {
+            return;
+        }
+        // A server's shutdown: SIGTERM's handler finishes the work in hand, then exits 0.
+        // ("ready" by os.write: a handler that prints while print() still holds stdout's
+        // buffer raises "reentrant call".)
+        let app = "import os, signal, sys, time\n\
+                   def stop(sig, frame):\n    print('draining', flush=True); time.sleep(0.3); print('bye', flush=True); sys.exit(0)\n\
+                   signal.signal(signal.SIGTERM, stop)\nos.write(1, b'ready\\n')\n\
+                   while True: time.sleep(0.1)\n";
+        let (code, out, err, _) =
+            signalled(&e, &[], &["python", "python3", "-c", app], &[libc::SIGTERM]);
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "draining\nbye\n"),
+            "{who:?}: {err}"
+        );
+        if Path::new("/usr/bin/script").exists() {
+            let (code, out) = on_a_terminal(
+                &e,
+                "true",
+                &[
+                    "--network",
+                    "none",
+                    "-t",
+                    "python",
+                    "python3",
+                    "-c",
+                    "import os, sys; print(os.ttyname(0), os.ttyname(2), sys.stdout.isatty())",
+                ],
+                &[],
+            );
+            assert_eq!(
+                (code, out.as_str()),
+                (0, "/dev/pts/0 /dev/pts/0 True\n"),
+                "{who:?}"
+            );
+        }
+    }
 }

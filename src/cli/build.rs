@@ -98,6 +98,43 @@ pub struct BuildArgs {
     /// Repeatable; the first that has a step wins (a branch's cache, then main's).
     #[arg(long = "cache-from", value_name = "type=TYPE,…")]
     cache_from: Vec<String>,
+    /// Run `strata check`'s rules instead of building: print the warnings, exit 1 if there
+    /// are any (buildx's --check).
+    #[arg(long)]
+    check: bool,
+    /// The platform to build for: this machine's (linux/amd64 here; `local` too). Other
+    /// platforms, and several at once, come with multi-platform builds.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_delimiter = ',')]
+    platform: Vec<String>,
+    /// After the build, load the image into a docker daemon (through its API socket:
+    /// $DOCKER_HOST as unix://PATH, else /var/run/docker.sock) or into podman's storage
+    /// (`podman load`): --load alone takes docker when its socket answers, else podman;
+    /// --load=docker or --load=podman chooses.
+    #[arg(long, value_name = "docker|podman", num_args = 0..=1, require_equals = true, default_missing_value = "auto")]
+    load: Option<String>,
+    /// A line of RUN steps' /etc/hosts: HOST:IP (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = super::parse_add_host)]
+    add_hosts: Vec<(String, String)>,
+    /// A resource limit of RUN steps: NAME=SOFT[:HARD] as docker's (nofile=1024:4096; -1 is
+    /// unlimited). A hard limit above strata's own cannot be given in a user namespace.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = strata::sandbox::Rlimit::parse)]
+    ulimits: Vec<strata::sandbox::Rlimit>,
+    /// The size of RUN steps' /dev/shm (default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
+    shm_size: Option<u64>,
+    /// An annotation of the image's manifest: KEY=VALUE, or manifest:KEY=VALUE (repeatable).
+    /// Index annotations come with multi-platform builds.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// Attestations (SBOM, provenance): not made yet; only type=…,disabled=true is accepted.
+    #[arg(long = "attest", value_name = "type=TYPE,…")]
+    attest: Vec<String>,
+    /// An SBOM attestation: not made yet; --sbom=false is accepted.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    sbom: Option<String>,
+    /// A provenance attestation: not made yet; --provenance=false is accepted.
+    #[arg(long, value_name = "BOOL|mode=…", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    provenance: Option<String>,
     /// The build context: a directory, or `-` for a tar on standard input.
     context: String,
 }
@@ -115,6 +152,12 @@ fn parse_kv(s: &str, what: &str) -> anyhow::Result<HashMap<String, String>> {
 pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
     strata::engine::interrupt::install();
+    // Flags that say what strata does not do (yet), before anything is read.
+    check_platforms(&a.platform)?;
+    refuse_attestations(&a)?;
+    for an in &a.annotations {
+        parse_annotation(an)?;
+    }
     if a.file.as_deref() == Some(Path::new("-")) && a.context == "-" {
         bail!("the Dockerfile and the context cannot both come from standard input");
     }
@@ -134,10 +177,10 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     } else {
         let p = PathBuf::from(&a.context);
         if !p.is_dir() {
-            bail!(
-                "build context \"{}\": not a directory (give a directory, or - for a tar on standard input)",
-                a.context
-            );
+            return Err(engine::error::Error::NoContext {
+                given: a.context.clone(),
+            }
+            .into());
         }
         fs_err::canonicalize(&p)?
     };
@@ -214,14 +257,30 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         named_contexts: named.keys().cloned().collect(),
         ..plan::Options::default()
     };
-    let lint_options = options.clone();
-    let p = match dockerfile::load(&src).and_then(|(df, cmds)| plan::plan(&df, cmds, options)) {
+    let p = match dockerfile::load(&src)
+        .and_then(|(df, cmds)| plan::plan(&df, cmds, options.clone()))
+    {
         Ok(p) => p,
         Err(d) => {
             eprint!("{}", render::diagnostic(&d));
             return Ok(INPUT);
         }
     };
+    // `strata check`'s rules, with the base images' environments the store has: `--check`
+    // stops here, `# check=error=true` fails on a warning, and otherwise the build ends with
+    // their count, as buildx.
+    let checked = match plan::check::check(&src, options, &super::check::base_env(Some(store))) {
+        Ok(c) => c,
+        Err(plan::check::CheckError::Dockerfile(d)) => {
+            eprint!("{}", render::diagnostic(&d));
+            return Ok(INPUT);
+        }
+        Err(plan::check::CheckError::Config(e)) => bail!("the check configuration: {e}"),
+    };
+    if a.check {
+        super::check::print_warnings(&src, &checked.warnings);
+        return Ok(if checked.warnings.is_empty() { 0 } else { 1 });
+    }
     let epoch = match build_args
         .get("SOURCE_DATE_EPOCH")
         .cloned()
@@ -298,6 +357,17 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
     if a.network == "host" && !allow_host_network {
         bail!("--network host gives RUN steps the host's network, loopback included: add `--allow network.host` to say so (as buildx's entitlement)");
     }
+    let mut annotations = BTreeMap::new();
+    for an in &a.annotations {
+        let (k, v) = parse_annotation(an)?;
+        annotations.insert(k, v);
+    }
+    let load = a
+        .load
+        .as_deref()
+        .map(engine::load::LoadTarget::parse)
+        .transpose()
+        .map_err(|e| engine::error::Error::BadFlag { message: e })?;
     let opts = BuildOptions {
         context: context.to_path_buf(),
         dockerfile_name: src.name().to_string(),
@@ -344,47 +414,45 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
             .iter()
             .map(|c| engine::shared::CacheFrom::parse(c).map_err(|e| anyhow!("{e}")))
             .collect::<anyhow::Result<Vec<_>>>()?,
+        extra_hosts: a.add_hosts.clone(),
+        ulimits: a.ulimits.clone(),
+        shm_size: a.shm_size,
+        annotations,
+        load,
     };
     let view = std::sync::Arc::new(progress::Progress::new(mode));
-    // BuildKit's lint rules run with every build: their warnings are shown, and with the
-    // check directive's error=true (or BUILDKIT_DOCKERFILE_CHECK) any of them fails it.
-    match super::check::lint_dockerfile(&src, &lint_options, Some(store), false) {
-        Ok(Ok((warnings, check))) => {
-            for w in &warnings {
-                let at = src.position(w.span.start);
-                // A suggestion is part of the line, as in BuildKit's "(did you mean …?)".
-                let suggestion = w
-                    .hint
-                    .as_deref()
-                    .filter(|h| h.starts_with("did you mean"))
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default();
-                view.note(&format!(
-                    "warning: {}: {}{suggestion} ({}:{})",
-                    w.rule,
-                    w.message,
-                    src.name(),
-                    at.line
-                ));
-            }
-            if check.error && !warnings.is_empty() {
-                let mut rules: Vec<&str> = warnings.iter().map(|w| w.rule).collect();
-                rules.dedup();
-                let d = dockerfile::Diagnostic::new(
-                    format!("lint violation found for rules: {}", rules.join(", ")),
-                    warnings[0].span,
-                )
-                .with_hint(
-                    "the check directive says error=true: fix them, or skip a rule with # check=skip=RULE",
-                )
-                .with_source(&src);
-                eprint!("{}", render::diagnostic(&d));
-                return Ok(INPUT);
-            }
-        }
-        Ok(Err(e)) => bail!("invalid check directive: {e}"),
-        // The plan above has read the Dockerfile: nothing new to say.
-        Err(_) => {}
+    // The rules' warnings are shown as the build starts, as BuildKit shows them, and summed up
+    // at its end; with the check directive's error=true (or BUILDKIT_DOCKERFILE_CHECK) any of
+    // them fails the build before it starts.
+    for w in &checked.warnings {
+        // A suggestion is part of the line, as in BuildKit's "(did you mean …?)".
+        let suggestion = w
+            .hint
+            .as_deref()
+            .filter(|h| h.starts_with("did you mean"))
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        view.note(&format!(
+            "warning: {}: {}{suggestion} ({}:{})",
+            w.rule,
+            w.message,
+            src.name(),
+            src.position(w.span.start).line
+        ));
+    }
+    if checked.error && !checked.warnings.is_empty() {
+        let mut rules: Vec<&str> = checked.warnings.iter().map(|w| w.rule).collect();
+        rules.dedup();
+        let d = dockerfile::Diagnostic::new(
+            format!("lint violation found for rules: {}", rules.join(", ")),
+            checked.warnings[0].span,
+        )
+        .with_hint(
+            "the check directive says error=true: fix them, or skip a rule with # check=skip=RULE",
+        )
+        .with_source(&src);
+        eprint!("{}", render::diagnostic(&d));
+        return Ok(INPUT);
     }
     let built = engine::build(store, &p, &opts, view.clone())?;
     if built.cached < built.steps {
@@ -402,10 +470,130 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
             Err(e) => eprintln!("warning: no size report: {e:#}"),
         }
     }
+    lint_summary(&src, &checked.warnings, mode);
     if a.quiet {
         println!("{}", built.image_id);
     }
     Ok(0)
+}
+
+/// `--platform`: this machine's platform only, for now.
+fn check_platforms(given: &[String]) -> anyhow::Result<()> {
+    let host = strata::oci::Platform::host();
+    let host_s = format!("{}/{}", host.os, host.architecture);
+    for p in given {
+        if p == "local" {
+            continue;
+        }
+        let parsed =
+            strata::plan::Platform::parse(p).ok_or_else(|| engine::error::Error::BadFlag {
+                message: format!(
+                    "invalid --platform \"{p}\": use OS/ARCH[/VARIANT], as linux/amd64"
+                ),
+            })?;
+        let parsed: strata::oci::Platform = parsed.into();
+        if !host.matches(&parsed) && !parsed.matches(&host) {
+            return Err(engine::error::Error::BadFlag {
+                message: format!(
+                    "--platform {p}: strata builds for this machine's platform ({host_s}) only for now; building for other platforms, and for several at once, comes with multi-platform builds"
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// `--attest`, `--sbom`, `--provenance`: attestations are not made yet; turning them off is
+/// accepted (CI scripts pass `--provenance=false` to keep buildx from making one).
+fn refuse_attestations(a: &BuildArgs) -> anyhow::Result<()> {
+    let off = |v: &str| {
+        let v = v.trim().to_ascii_lowercase();
+        v == "false" || v == "0" || v.split(',').any(|kv| kv == "disabled=true")
+    };
+    let asked = a
+        .attest
+        .iter()
+        .map(|v| ("--attest", v.as_str()))
+        .chain(a.sbom.as_deref().map(|v| ("--sbom", v)))
+        .chain(a.provenance.as_deref().map(|v| ("--provenance", v)))
+        .find(|(_, v)| !off(v));
+    if let Some((flag, v)) = asked {
+        return Err(engine::error::Error::BadFlag {
+            message: format!(
+                "{flag}={v}: strata does not make attestations (SBOM, provenance) yet; they come with the supply-chain work. Leave the flag out, or turn it off ({flag}=false, or --attest type=…,disabled=true)"
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `--annotation KEY=VALUE` or `manifest:KEY=VALUE` (with `[PLATFORM]` this machine's).
+fn parse_annotation(s: &str) -> anyhow::Result<(String, String)> {
+    let bad = |m: String| anyhow::Error::from(engine::error::Error::BadFlag { message: m });
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| bad(format!("invalid --annotation \"{s}\": expected KEY=VALUE")))?;
+    let (kind, key) = match k.split_once(':') {
+        Some((kind, key)) if !kind.contains('.') && !kind.contains('/') => (kind, key),
+        _ => ("manifest", k),
+    };
+    let kind = kind.split('[').next().unwrap_or(kind);
+    match kind {
+        "manifest" => {}
+        "index" | "index-descriptor" | "manifest-descriptor" => {
+            return Err(bad(format!(
+                "--annotation {s}: {kind} annotations come with multi-platform builds (strata writes one manifest, no index): use manifest:KEY=VALUE or KEY=VALUE"
+            )))
+        }
+        other => {
+            return Err(bad(format!(
+                "invalid --annotation \"{s}\": unknown kind {other} (manifest, index, manifest-descriptor, index-descriptor)"
+            )))
+        }
+    }
+    if key.is_empty() {
+        return Err(bad(format!(
+            "invalid --annotation \"{s}\": the key is empty"
+        )));
+    }
+    Ok((key.to_string(), v.to_string()))
+}
+
+/// After a build, the lint warnings in one line each, as buildx ends a build.
+fn lint_summary(
+    src: &strata::dockerfile::Source,
+    warnings: &[strata::dockerfile::lint::Warning],
+    mode: progress::Mode,
+) {
+    if warnings.is_empty() {
+        return;
+    }
+    let at = |w: &strata::dockerfile::lint::Warning| src.position(w.span.start).line;
+    match mode {
+        progress::Mode::Quiet => {}
+        progress::Mode::Json => {
+            let items: Vec<serde_json::Value> = warnings
+                .iter()
+                .map(|w| serde_json::json!({"rule": w.rule, "message": w.message, "file": src.name(), "line": at(w)}))
+                .collect();
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "lint", "warnings": items})
+            );
+        }
+        _ => {
+            let n = warnings.len();
+            eprintln!(
+                "{n} warning{} found (use strata check for details):",
+                if n == 1 { "" } else { "s" }
+            );
+            for w in warnings {
+                eprintln!(" - {}: {} ({}:{})", w.rule, w.message, src.name(), at(w));
+            }
+        }
+    }
 }
 
 /// Keep the build cache within its limit after a build that added to it (as BuildKit's

@@ -3,13 +3,16 @@
 use super::render::INPUT;
 use std::path::PathBuf;
 
-use strata::dockerfile::{self, lint};
+use strata::dockerfile::lint;
 use strata::plan;
 
 use super::render;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    /// Print what a lint rule means and what to do about it (as `rustc --explain`), and exit.
+    #[arg(long, value_name = "RULE")]
+    explain: Option<String>,
     /// The Dockerfile (`-` for standard input).
     #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
     file: PathBuf,
@@ -33,51 +36,12 @@ enum Format {
     Json,
 }
 
-/// The lint warnings of the Dockerfile `src` planned with `options` (BuildKit's rules, and
-/// strata's Python rules with `python`), after the check directive or the
-/// BUILDKIT_DOCKERFILE_CHECK build arg (and `# check=skip=` comments above an instruction)
-/// skipped what they skip; in source order, with that check configuration. A base image in
-/// `store` gives its environment to UndefinedVar. The outer error is the Dockerfile's, the
-/// inner one a bad check configuration.
-pub(super) type Linted = (Vec<lint::Warning>, lint::CheckConfig);
-
-pub(super) fn lint_dockerfile(
-    src: &dockerfile::Source,
-    options: &plan::Options,
+/// The environment of a base image in `store` (store only: check never pulls), so that
+/// UndefinedVar tells a variable the image defines from a typo; `None` for an image the store
+/// does not have.
+pub fn base_env(
     store: Option<&strata::store::Store>,
-    python: bool,
-) -> Result<Result<Linted, String>, dockerfile::Diagnostic> {
-    let (df, cmds) = dockerfile::load(src)?;
-    let mut warnings = lint::lint_syntax(&df, &cmds);
-    // `# check=skip=Rule` comments directly above an instruction apply to it alone: keep
-    // each instruction's span with the rules its comments skip.
-    // The check directive at the top of the file is not a comment of the first instruction.
-    let directive = df
-        .directives
-        .iter()
-        .find(|d| d.name == "check")
-        .map(|d| format!("check={}", d.value));
-    let local_skips: Vec<(strata::dockerfile::Span, lint::CheckConfig)> = cmds
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            let directive = directive.clone();
-            c.comments
-                .iter()
-                .filter(move |cm| {
-                    i > 0 || directive.as_deref() != Some(cm.replace(' ', "").as_str())
-                })
-                .filter_map(|cm| {
-                    cm.strip_prefix("check=")
-                        .and_then(|v| lint::CheckConfig::parse(v).ok())
-                })
-                .map(move |cc| (c.span, cc))
-        })
-        .collect();
-    let p = plan::plan(&df, cmds, options.clone())?;
-    // Base images in the local store give their environment, so UndefinedVar can tell a
-    // variable the image defines from a typo. Without a store, those stages are not checked.
-    // Through the image seam, store only: checking never pulls.
+) -> impl Fn(&str) -> Option<Vec<(String, String)>> + '_ {
     let source = store.map(|s| {
         strata::registry::ImageSource::new(
             s,
@@ -86,7 +50,7 @@ pub(super) fn lint_dockerfile(
             std::sync::Arc::new(strata::registry::Quiet),
         )
     });
-    let base_env = |image: &str| -> Option<Vec<(String, String)>> {
+    move |image: &str| {
         let img = source.as_ref()?.image(image).ok()?.record;
         let mut env = strata::dockerfile::shell::env_from_list(
             &img.config.config.and_then(|c| c.env).unwrap_or_default(),
@@ -96,41 +60,65 @@ pub(super) fn lint_dockerfile(
             env.push(("PATH".into(), strata::oci::DEFAULT_PATH.into()));
         }
         Some(env)
-    };
-    warnings.extend(plan::lint::lint_plan(&p, &base_env));
-    if python {
-        warnings.extend(plan::lint_python::lint_python(&p, &base_env));
     }
-    // The check directive, overridden by the BUILDKIT_DOCKERFILE_CHECK build arg.
-    let config_text = options
-        .build_args
-        .get("BUILDKIT_DOCKERFILE_CHECK")
-        .cloned()
-        .or_else(|| {
-            df.directives
-                .iter()
-                .find(|d| d.name == "check")
-                .map(|d| d.value.clone())
-        });
-    let config = match config_text
-        .as_deref()
-        .map(lint::CheckConfig::parse)
-        .transpose()
-    {
-        Ok(c) => c.unwrap_or_default(),
-        Err(e) => return Ok(Err(e.to_string())),
+}
+
+/// Each warning with its rule, location, lines and where it is explained, then the count.
+pub fn print_warnings(src: &strata::dockerfile::Source, warnings: &[lint::Warning]) {
+    for w in warnings {
+        eprint!(
+            "{}",
+            render::warning(src, w.rule, &w.message, w.span, w.hint.as_deref())
+        );
+        eprintln!();
+    }
+    let n = warnings.len();
+    eprintln!(
+        "{}: {} warning{} found",
+        src.name(),
+        n,
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+/// `strata check --explain RULE`: the rule's text, as `rustc --explain`.
+fn explain(name: &str) -> anyhow::Result<i32> {
+    let rule = lint::RULES
+        .iter()
+        .find(|r| r.name.eq_ignore_ascii_case(name));
+    let (Some(rule), Some(text)) = (
+        rule,
+        rule.and_then(|r| strata::dockerfile::lint_docs::explanation(r.name)),
+    ) else {
+        let names: Vec<&str> = lint::RULES.iter().map(|r| r.name).collect();
+        let hint = strata::dockerfile::did_you_mean(name, names.iter().copied())
+            .map(|n| format!(" (did you mean {n}?)"))
+            .unwrap_or_default();
+        eprintln!(
+            "error: no lint rule {name}{hint}; the rules are: {}",
+            names.join(", ")
+        );
+        return Ok(INPUT);
     };
-    warnings.retain(|w| !config.skips(w.rule));
-    warnings.retain(|w| {
-        !local_skips.iter().any(|(span, cc)| {
-            span.start <= w.span.start && w.span.start <= span.end && cc.skips(w.rule)
-        })
-    });
-    warnings.sort_by_key(|w| w.span.start);
-    Ok(Ok((warnings, config)))
+    println!("{}: {}\n", rule.name, rule.description);
+    println!("{text}\n");
+    if rule.docs == lint::Docs::BuildKit {
+        println!(
+            "One of BuildKit's rules; Docker documents it at {}",
+            rule.url()
+        );
+    }
+    println!(
+        "Turn it off with `# check=skip={0}` in the Dockerfile, or `--build-arg BUILDKIT_DOCKERFILE_CHECK=skip={0}`.",
+        rule.name
+    );
+    Ok(0)
 }
 
 pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32> {
+    if let Some(rule) = &a.explain {
+        return explain(rule);
+    }
     let src = super::read_dockerfile(&a.file)?;
     let mut options = plan::Options {
         target: a.target.clone(),
@@ -145,47 +133,36 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
             options.build_args.insert(k.clone(), v);
         }
     }
+    // Base images in the local store give their environment; without a store, the stages on
+    // them are not checked for UndefinedVar.
     let store = root
         .or_else(strata::store::default_root)
         .filter(|r| r.join("v1/oci/index.json").exists())
         .and_then(|r| strata::store::Store::open(r).ok());
-    let (warnings, config) = match lint_dockerfile(&src, &options, store.as_ref(), true) {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
+    let checked = match plan::check::check(&src, options, &base_env(store.as_ref())) {
+        Ok(c) => c,
+        Err(plan::check::CheckError::Dockerfile(d)) => {
+            eprint!("{}", render::diagnostic(&d));
+            return Ok(INPUT);
+        }
+        Err(plan::check::CheckError::Config(e)) => {
             eprintln!("error: {e}");
             return Ok(1);
         }
-        Err(e) => {
-            eprint!("{}", render::diagnostic(&e));
-            return Ok(INPUT);
-        }
     };
-
+    let warnings = checked.warnings;
     match a.format {
-        Format::Human => {
-            for w in &warnings {
-                eprint!(
-                    "{}",
-                    render::warning(&src, w.rule, &w.message, w.span, w.hint.as_deref())
-                );
-                eprintln!();
-            }
-            let n = warnings.len();
-            eprintln!(
-                "{}: {} warning{} found",
-                src.name(),
-                n,
-                if n == 1 { "" } else { "s" }
-            );
-        }
+        Format::Human => print_warnings(&src, &warnings),
         Format::Json => {
             let items: Vec<serde_json::Value> = warnings
                 .iter()
                 .map(|w| {
                     let p = src.position(w.span.start);
+                    let rule = lint::rule(w.rule);
                     serde_json::json!({
                         "rule": w.rule, "message": w.message, "hint": w.hint,
-                        "url": lint::rule(w.rule).map(|r| r.url()),
+                        "url": rule.filter(|r| r.docs == lint::Docs::BuildKit).map(|r| r.url()),
+                        "explain": format!("strata check --explain {}", w.rule),
                         "file": src.name(), "line": p.line, "column": p.column,
                     })
                 })
@@ -193,6 +170,6 @@ pub fn run(a: CheckArgs, root: Option<std::path::PathBuf>) -> anyhow::Result<i32
             println!("{}", serde_json::to_string_pretty(&items)?);
         }
     }
-    let fail = !warnings.is_empty() && (a.error_on_warnings || config.error);
+    let fail = !warnings.is_empty() && (a.error_on_warnings || checked.error);
     Ok(if fail { 1 } else { 0 })
 }

@@ -3,6 +3,7 @@
 
 mod build;
 mod check;
+mod forward;
 mod parse;
 mod progress;
 mod registry_cmds;
@@ -46,8 +47,21 @@ pub enum Commands {
     Rmi(store_cmds::RmiArgs),
     /// Remove unreferenced blobs, snapshots and leftovers; print the bytes freed.
     Prune(store_cmds::PruneArgs),
-    /// Show the store's disk use.
-    Df,
+    /// Show the store's disk use, and what a prune frees.
+    ///
+    /// blobs: every blob in the store, which the next three lines add up to: those of images
+    /// (their manifests, configs and layers), those of the build cache only (layers of cached
+    /// steps that no image has: a plain prune keeps them), and unreferenced ones (a prune
+    /// removes them). snapshots: layers unpacked for RUN steps and `strata run` (remade from
+    /// their blobs when needed; `prune --all` removes them all), of which unreferenced: of
+    /// layers neither an image nor the cache has. build cache: the bytes of the layers its
+    /// steps refer to (shared with images, so already in the blobs), and its steps; steps
+    /// kept from a `--cache-from` whose layers stayed remote take no space. cache mounts: the
+    /// RUN --mount=type=cache directories. temporary: leftovers of interrupted writes, the
+    /// failed step kept for `strata debug`, records of the cache whose layer is gone.
+    /// reclaimable: what a plain `strata prune` frees now (unreferenced blobs and snapshots,
+    /// temporary), as long as the build cache is within its limit.
+    Df(store_cmds::DfArgs),
     /// Check every blob and reference in the store.
     Fsck,
     /// Make a one-layer image from a root filesystem directory or a tar.
@@ -89,6 +103,28 @@ impl Commands {
     }
 }
 
+/// Parse the command line, or print clap's error and exit. An unknown flag gets clap's error
+/// without its tip "to pass '--flag' as a value, use '-- --flag'": strata's commands take no
+/// value that starts with a dash before their positionals, so the tip only misleads (someone
+/// who typed buildx's `--load` is told to pass it as the build context).
+pub fn parse() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    Cli::try_parse().unwrap_or_else(|mut e| {
+        if e.kind() == ErrorKind::UnknownArgument {
+            if let Some(ContextValue::StyledStrs(tips)) = e.remove(ContextKind::Suggested) {
+                let kept: Vec<_> = tips
+                    .into_iter()
+                    .filter(|t| !t.to_string().contains("as a value, use '--"))
+                    .collect();
+                if !kept.is_empty() {
+                    e.insert(ContextKind::Suggested, ContextValue::StyledStrs(kept));
+                }
+            }
+        }
+        e.exit()
+    })
+}
+
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let store = || -> anyhow::Result<strata::store::Store> {
@@ -111,7 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Tag(a) => store_cmds::tag(&store()?, a),
         Commands::Rmi(a) => store_cmds::rmi(&store()?, a),
         Commands::Prune(a) => store_cmds::prune(&store()?, a),
-        Commands::Df => store_cmds::df(&store()?),
+        Commands::Df(a) => store_cmds::df(&store()?, a),
         Commands::Fsck => store_cmds::fsck(&store()?),
         Commands::Import(a) => store_cmds::import(&store()?, a),
         Commands::Save(a) => store_cmds::save(&store()?, a),
@@ -141,6 +177,35 @@ pub fn read_dockerfile(path: &PathBuf) -> anyhow::Result<strata::dockerfile::Sou
         path.display().to_string(),
         &bytes,
     ))
+}
+
+/// `--add-host HOST:IP` (or `HOST=IP`, as buildx also takes it): a line of /etc/hosts.
+pub fn parse_add_host(s: &str) -> Result<(String, String), String> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("invalid --add-host \"{s}\": expected HOST:IP"))?;
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!(
+            "invalid --add-host \"{s}\": the host name is empty or has spaces"
+        ));
+    }
+    if ip == "host-gateway" {
+        return Err(format!(
+            "--add-host {s}: host-gateway is not supported: a step's own network reaches the host only as its outbound address (give that address), or use --network host"
+        ));
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    ip.parse::<std::net::IpAddr>()
+        .map_err(|_| format!("invalid --add-host \"{s}\": {ip} is not an IP address"))?;
+    Ok((host.to_string(), ip.to_string()))
+}
+
+/// `--shm-size SIZE` (`64m`, `1g`, bytes).
+pub fn parse_shm_size(s: &str) -> Result<u64, String> {
+    strata::dockerfile::instructions::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid --shm-size \"{s}\": expected a size such as 64m or 1g"))
 }
 
 /// Parse `K=V` (or `K`, taking the value from the environment, as docker does).

@@ -45,6 +45,8 @@ impl Mode {
 
 struct StepView {
     name: String,
+    /// Why the cache missed (the tty view shows it with the step's time).
+    missed: Option<String>,
     started: Instant,
     bar: Option<indicatif::ProgressBar>,
     /// The whole log (capped), shown in full when the step fails.
@@ -125,6 +127,7 @@ impl Progress {
             id,
             StepView {
                 name: name.to_string(),
+                missed: None,
                 started: Instant::now(),
                 bar,
                 log: Vec::new(),
@@ -192,7 +195,20 @@ impl Progress {
             Mode::Json => {
                 self.json(serde_json::json!({"event": "miss", "step": id, "reason": why}))
             }
-            _ => {}
+            Mode::Tty => {
+                if let Some(s) = self
+                    .steps
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&id)
+                {
+                    if let Some(b) = &s.bar {
+                        b.set_message(format!("cache miss: {why}"));
+                    }
+                    s.missed = Some(why.to_string());
+                }
+            }
+            Mode::Quiet => {}
         }
     }
 
@@ -208,7 +224,14 @@ impl Progress {
                     if let Some(b) = s.bar {
                         b.finish_and_clear();
                     }
-                    self.line(&format!("  {:>5.1}s {}", t.as_secs_f64(), s.name));
+                    match &s.missed {
+                        Some(why) => self.line(&format!(
+                            "  {:>5.1}s {} (cache miss: {why})",
+                            t.as_secs_f64(),
+                            s.name
+                        )),
+                        None => self.line(&format!("  {:>5.1}s {}", t.as_secs_f64(), s.name)),
+                    }
                 }
             }
             Mode::Quiet => {}
@@ -294,6 +317,14 @@ impl Observer for Progress {
             Mode::Json => self.json(serde_json::json!({"event": "resolved", "ref": reference, "digest": digest.to_string(), "source": source})),
             Mode::Quiet => {}
             _ => self.line(&format!("resolve {reference} → {digest} ({source})")),
+        }
+    }
+
+    fn current(&self, reference: &str, digest: &Digest) {
+        match self.mode {
+            Mode::Json => self.json(serde_json::json!({"event": "current", "ref": reference, "digest": digest.to_string()})),
+            Mode::Quiet => {}
+            _ => self.line(&format!("{reference}: up to date ({digest})")),
         }
     }
 

@@ -38,7 +38,16 @@ pub fn warning(src: &Source, rule: &str, message: &str, span: Span, hint: Option
         let _ = writeln!(out, "  = hint: {h}");
     }
     if let Some(r) = strata::dockerfile::lint::rule(rule) {
-        let _ = writeln!(out, "  = docs: {}", r.url());
+        let _ = match r.docs {
+            strata::dockerfile::lint::Docs::BuildKit => writeln!(
+                out,
+                "  = docs: strata check --explain {rule}, or {}",
+                r.url()
+            ),
+            strata::dockerfile::lint::Docs::Strata => {
+                writeln!(out, "  = docs: strata check --explain {rule}")
+            }
+        };
     }
     out
 }

@@ -6,11 +6,11 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use strata::engine::exec::{self, exe, remove_tree, sandbox_err, snapshots};
 use strata::oci::Digest;
-use strata::sandbox::terminal;
 use strata::sandbox::{self, idmap, Bind, HookSpec, Network, Rootfs, Spec};
 use strata::store::Store;
 
 #[derive(Debug, clap::Args)]
+#[command(override_usage = "strata run [OPTIONS] IMAGE [COMMAND [ARG]...]")]
 pub struct RunArgs {
     /// Remove the container's writable layer when it exits (always done; accepted for docker
     /// compatibility).
@@ -36,10 +36,26 @@ pub struct RunArgs {
     /// (through the run's own network; on 127.0.0.1 unless an address is given).
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR")]
     publish: Vec<String>,
-    /// Give the process a terminal (a pseudo-terminal with strata's window size and job
-    /// control); with -i, what is typed goes to it.
+    /// Give the process a terminal (a pseudo-terminal of the sandbox's own /dev/pts, with
+    /// strata's window size and job control; TERM from strata's environment, xterm when unset,
+    /// unless the image or -e sets it); with -i, what is typed goes to it.
     #[arg(short = 't', long)]
     tty: bool,
+    /// Pass SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1 and SIGUSR2 that strata receives on to
+    /// the process, as docker's --sig-proxy; with false, such a signal ends strata and kills
+    /// the process.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    sig_proxy: bool,
+    /// Seconds a process may take to end after the first SIGINT, SIGTERM or SIGQUIT it was
+    /// passed before it is killed (a second SIGINT, or a second SIGTERM, kills it at once); -1 waits as
+    /// long as it takes.
+    #[arg(
+        long,
+        default_value_t = 10,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
+    stop_timeout: i64,
     /// Keep standard input open: the process reads strata's stdin (`echo 'print(6*7)' |
     /// strata run -i app python -`). Without it the process gets /dev/null, as a RUN step.
     #[arg(short = 'i', long)]
@@ -48,17 +64,52 @@ pub struct RunArgs {
     /// --entrypoint`); an empty string runs the command alone.
     #[arg(long, value_name = "PROGRAM")]
     entrypoint: Option<String>,
+    /// A line of /etc/hosts: HOST:IP (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = super::parse_add_host)]
+    add_hosts: Vec<(String, String)>,
+    /// A resource limit: NAME=SOFT[:HARD] as docker's (nofile=1024:4096; -1 is unlimited).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = strata::sandbox::Rlimit::parse)]
+    ulimits: Vec<strata::sandbox::Rlimit>,
+    /// The size of /dev/shm (default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
+    shm_size: Option<u64>,
     /// Save the container's changes as a new image (one layer on top), like `docker commit`.
     #[arg(long, value_name = "NAME[:TAG]")]
     commit: Option<String>,
-    /// The image.
-    image: String,
-    /// The command, replacing the image's CMD (ENTRYPOINT stays).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The image, then the command and its arguments, replacing the image's CMD (ENTRYPOINT
+    /// stays). Everything after IMAGE is the container's, flags included: `strata run app
+    /// --version` passes --version to the app.
+    #[arg(
+        value_names = ["IMAGE", "COMMAND"],
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true
+    )]
+    image_and_command: Vec<String>,
+}
+
+impl RunArgs {
+    fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+
+    fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
+    // First, before any thread exists: the forwarded signals are blocked in every thread and
+    // taken by the forwarder's.
+    let forward = if a.sig_proxy {
+        Some(super::forward::Forwarder::install(
+            u64::try_from(a.stop_timeout)
+                .ok()
+                .map(std::time::Duration::from_secs),
+        )?)
+    } else {
+        None
+    };
     let maps = idmap::for_current_user();
     // The sandbox's user namespace is made while the image is resolved.
     sandbox::prepare(&exe()?, &maps);
@@ -74,7 +125,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         strata::oci::Platform::host(),
         progress,
     )
-    .image(&a.image)?
+    .image(a.image())?
     .record;
     let lowers = snapshots(
         store,
@@ -94,16 +145,16 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         ),
     };
     let mut argv = entrypoint;
-    if a.command.is_empty() {
+    if a.command().is_empty() {
         argv.extend(default_cmd);
     } else {
-        argv.extend(a.command.iter().cloned());
+        argv.extend(a.command().iter().cloned());
     }
     if argv.is_empty() {
         bail!(
             "image {} has no ENTRYPOINT or CMD: give a command (strata run {} sh)",
-            a.image,
-            a.image
+            a.image(),
+            a.image()
         );
     }
     let mut env: Vec<String> = cfg.env.clone().unwrap_or_default();
@@ -118,6 +169,14 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         let key = kv.split('=').next().unwrap_or("").to_string();
         env.retain(|x| x.split('=').next() != Some(key.as_str()));
         env.push(kv);
+    }
+    // A terminal's TERM, as docker sets it: the caller's, xterm when unset.
+    if a.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        let term = std::env::var("TERM")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "xterm".into());
+        env.push(format!("TERM={term}"));
     }
     let hostname = img.id().short().to_string();
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
@@ -171,6 +230,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         &hostname,
         network,
     )?;
+    exec::add_hosts(&root, &a.add_hosts)?;
     let copies = sandbox::use_copies();
     let overlay = Rootfs::Overlay {
         lower: root.lower.clone(),
@@ -203,24 +263,33 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         memory_files: Vec::new(),
         stdin: a.interactive,
         tty: a.tty,
+        tty_size: None,
+        rlimits: a.ulimits.clone(),
+        shm_size: a.shm_size,
         ports: (!ports.is_empty()).then(|| sandbox::net::Forwards {
             socket: step.join("slirp.sock"),
             ports,
         }),
     };
     let _ = a.rm;
-    let terminal = if a.tty {
-        let (master, slave) = terminal::open()?;
-        let raw = a.interactive.then(terminal::Raw::enter);
-        let out = terminal::relay(master, a.interactive)?;
-        Some((slave, raw, out))
-    } else {
-        None
-    };
     let exe = exe()?;
-    let launch = |spec: &Spec| match &terminal {
-        Some((slave, _, _)) => sandbox::run_on_terminal(&exe, spec, slave),
-        None => sandbox::run(&exe, spec, sandbox::inherit(1)?, sandbox::inherit(2)?),
+    let pid1 = |pid: u32| {
+        if let Some(f) = &forward {
+            f.started(pid)
+        }
+    };
+    let launch = |spec: &Spec| {
+        if a.tty {
+            sandbox::run_on_console(&exe, spec, a.interactive, &pid1)
+        } else {
+            sandbox::run_forwarding(
+                &exe,
+                spec,
+                sandbox::inherit(1)?,
+                sandbox::inherit(2)?,
+                &pid1,
+            )
+        }
     };
     let mut result = launch(&spec);
     if let Err(e) = &result {
@@ -230,12 +299,8 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
             result = launch(&spec);
         }
     }
-    if let Some((slave, raw, out)) = terminal {
-        // Our copy of the slave goes, so the master reads EIO once the process's copies are
-        // closed too: then all its output has been written.
-        drop(slave);
-        let _ = out.join();
-        drop(raw);
+    if let Some(f) = &forward {
+        f.ended();
     }
     let committed = match (&result, &a.commit) {
         (Ok(f), Some(name)) => Some(commit(store, &img, &spec, &step, &f.created, name, &maps)),
@@ -361,6 +426,7 @@ pub fn doctor() -> anyhow::Result<i32> {
         }
     }
     let _ = std::fs::remove_dir(&tmp);
+    registries();
     println!(
         "{}",
         if bad == 0 {
@@ -371,6 +437,62 @@ pub fn doctor() -> anyhow::Result<i32> {
     );
     Ok(if bad == 0 { 0 } else { 1 })
 }
+/// The registries registries.conf names (each `[[registry]]` location and its mirrors): does
+/// each answer `GET /v2/`? A registry that does not is a warning (builds from local images
+/// still work), with what to do next. Only those named there are tried: doctor sends nothing
+/// anywhere else (Docker Hub included) on its own.
+fn registries() {
+    let reg = match strata::registry::Registry::from_environment() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("WARN registries.conf: {e}");
+            return;
+        }
+    };
+    let mut reg = reg;
+    reg.retry.attempts = 1;
+    reg.connect_timeout = std::time::Duration::from_secs(5);
+    let mut places: Vec<(String, bool, String)> = Vec::new();
+    for r in &reg.policy.rules {
+        if r.blocked {
+            continue;
+        }
+        for m in &r.mirrors {
+            places.push((
+                m.location.clone(),
+                m.insecure,
+                format!("mirror of {}", r.prefix),
+            ));
+        }
+        places.push((
+            r.location.clone(),
+            r.insecure,
+            if r.location == r.prefix {
+                "registry".to_string()
+            } else {
+                format!("registry for {}", r.prefix)
+            },
+        ));
+    }
+    if places.is_empty() {
+        println!(
+            "ok   registries: registries.conf names none (a pull goes to the registry its reference names; `strata pull` says whether it answers)"
+        );
+        return;
+    }
+    for (location, insecure, what) in places {
+        match reg.probe(&location, insecure) {
+            Ok(base) => println!("ok   {what} {location}: answers at {base}/v2/"),
+            Err(e) => {
+                println!("WARN {what} {location}: {e}");
+                println!(
+                    "     fix: check the address and the network (HTTPS_PROXY); until it answers, pulls through it fail: images saved elsewhere load with `strata load -i FILE`"
+                );
+            }
+        }
+    }
+}
+
 /// The upper dir as a layer on top of `img`, named `name`.
 fn commit(
     store: &Store,
@@ -472,14 +594,7 @@ pub fn debug(store: &Store, a: DebugArgs) -> anyhow::Result<i32> {
         spec.argv = vec![failure.shell.clone()];
         spec.stdin = true;
         spec.tty = true;
-        let (master, slave) = terminal::open()?;
-        let raw = terminal::Raw::enter();
-        let out = terminal::relay(master, true)?;
-        let r = sandbox::run_on_terminal(&exe, &spec, &slave);
-        drop(slave);
-        let _ = out.join();
-        drop(raw);
-        r
+        sandbox::run_on_console(&exe, &spec, true, &|_| {})
     } else {
         spec.argv = a.command.clone();
         spec.stdin = true;

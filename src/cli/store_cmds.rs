@@ -22,6 +22,13 @@ pub struct ImagesArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct DfArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct ImageArg {
     /// An image: NAME[:TAG], or an id (config digest or a prefix of it).
     image: String,
@@ -149,17 +156,27 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 
 pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
     let imgs = store.images()?;
+    // SIZE is the content of the image's files once unpacked (as docker's): the same for an
+    // image id in any store, whatever the compression of its layers there.
+    // An image whose layer cannot be read (a damaged store: `strata fsck` says which) is listed
+    // without a size rather than failing the listing.
+    let sizes: Vec<Option<u64>> = imgs
+        .iter()
+        .map(|i| strata::engine::size::content(store, i).ok())
+        .collect();
     match a.format {
         Format::Json => {
             let v: Vec<serde_json::Value> = imgs
                 .iter()
-                .map(|i| {
+                .zip(&sizes)
+                .map(|(i, size)| {
                     serde_json::json!({
                         "names": i.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
                         "id": i.id().to_string(),
                         "digest": i.manifest_digest.to_string(),
                         "created": i.config.created,
-                        "size": i.size(),
+                        "size": size,
+                        "stored": i.size(),
                     })
                 })
                 .collect();
@@ -173,7 +190,7 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
                 "CREATED".into(),
                 "SIZE".into(),
             ]];
-            for i in &imgs {
+            for (i, size) in imgs.iter().zip(&sizes) {
                 let names: Vec<(String, String)> = if i.names.is_empty() {
                     vec![("<none>".into(), "<none>".into())]
                 } else {
@@ -188,7 +205,7 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
                         t,
                         i.id().short().to_string(),
                         ago(i.config.created.as_deref()),
-                        human_size(i.size()),
+                        size.map(human_size).unwrap_or_else(|| "?".into()),
                     ]);
                 }
             }
@@ -236,41 +253,46 @@ pub fn inspect(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
 
 pub fn history(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
     let i = store.resolve(&a.image)?;
-    // SIZE is the layer's content once unpacked, as `docker history` shows it; COMPRESSED the
-    // blob as stored and pushed (the same figures as a build's size report).
+    // CONTENT is the layer's files once unpacked (docker history's SIZE); PUSH what a push
+    // sends for it, ≈ when estimated (the same figures as a build's size report).
     let mut layers = i.manifest.layers.iter();
     println!(
-        "{:<22} {:>10} {:>11}   CREATED BY",
-        "CREATED", "SIZE", "COMPRESSED"
+        "{:<22} {:>10} {:>10}   CREATED BY",
+        "CREATED", "CONTENT", "PUSH"
     );
     let mut rows = Vec::new();
+    let mut estimated = false;
     for h in &i.config.history {
-        let (size, compressed) = if h.empty_layer {
-            (0, 0)
+        let (size, push) = if h.empty_layer {
+            (0, (0, false))
         } else {
             match layers.next() {
                 Some(l) => (
                     strata::engine::size::layer_facts(store, &l.digest)?.bytes,
-                    l.size,
+                    strata::engine::size::push_size(store, l)?,
                 ),
-                None => (0, 0),
+                None => (0, (0, false)),
             }
         };
+        estimated |= push.1;
         rows.push((
             h.created.clone().unwrap_or_default(),
             size,
-            compressed,
+            push,
             h.created_by.clone().unwrap_or_default(),
         ));
     }
-    for (c, s, z, by) in rows.iter().rev() {
+    for (c, s, (p, est), by) in rows.iter().rev() {
         println!(
-            "{:<22} {:>10} {:>11}   {}",
+            "{:<22} {:>10} {:>10}   {}",
             c,
             human_size(*s),
-            human_size(*z),
+            strata::engine::size::approx(*p, *est),
             by
         );
+    }
+    if estimated {
+        eprintln!("(≈: estimated gzip size of a layer stored uncompressed)");
     }
     Ok(0)
 }
@@ -316,7 +338,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // more: blobs and snapshots of neither an image nor a step still cached. Both under the
     // gc lock: no build is between reading a record and using its layer meanwhile.
     let gc = store.gc_lock()?;
-    let (evicted, _) = cache::evict(store, if a.all { 0 } else { keep });
+    let (mut evicted, _) = cache::evict(store, if a.all { 0 } else { keep });
     let mut freed = store.prune_keeping_locked(
         &gc,
         a.all,
@@ -329,6 +351,11 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // Records whose layers are gone are misses anyway: drop them (and the cache mounts with
     // --all).
     freed += cache::prune(store, a.all, &remove)?;
+    // The steps kept from an imported cache with their layers remote take no space here: a
+    // prune of the whole cache forgets them too.
+    if a.all || (a.cache && keep == 0) {
+        evicted += strata::engine::shared::forget_remote(store);
+    }
     if evicted > 0 {
         println!(
             "Build cache: {evicted} step{} dropped",
@@ -342,23 +369,91 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub fn df(store: &Store) -> anyhow::Result<i32> {
-    let du = store.disk_usage()?;
-    println!("{:<20} {:>10}", "images", du.images);
-    println!("{:<20} {:>10}", "blobs", human_size(du.blobs));
-    println!(
-        "{:<20} {:>10}",
-        "reclaimable blobs",
-        human_size(du.reclaimable_blobs)
+pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<i32> {
+    use strata::engine::{cache, shared};
+    let c = cache::usage(store);
+    let du = store.disk_usage((c.blobs.clone(), c.diff_ids.clone()))?;
+    let stale = cache::stale_bytes(store);
+    let mounts = cache::mounts_bytes(store);
+    let remote = shared::remote_records(store);
+    let reclaimable = du.reclaimable() + stale;
+    if a.format == Format::Json {
+        let v = serde_json::json!({
+            "images": du.images,
+            "blobs": {
+                "total": du.blobs,
+                "images": du.image_blobs,
+                "build_cache_only": du.cache_only_blobs,
+                "unreferenced": du.unreferenced_blobs,
+            },
+            "snapshots": {"total": du.snapshots, "unreferenced": du.unreferenced_snapshots},
+            "build_cache": {"steps": c.records, "remote_steps": remote, "bytes": c.bytes},
+            "cache_mounts": mounts,
+            "temporary": du.tmp + du.debug + stale,
+            "reclaimable": reclaimable,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let line = |name: &str, value: String, what: &str| {
+        println!("{}", format!("{name:<20} {value:>10}   {what}").trim_end())
+    };
+    line("images", du.images.to_string(), "");
+    line(
+        "blobs",
+        human_size(du.blobs),
+        "every blob: the three lines below add up to it",
     );
-    println!("{:<20} {:>10}", "snapshots", human_size(du.snapshots));
-    let c = strata::engine::cache::usage(store);
-    println!(
-        "{:<20} {:>10}",
+    line(
+        "  of images",
+        human_size(du.image_blobs),
+        "manifests, configs and layers of images",
+    );
+    line(
+        "  of the cache only",
+        human_size(du.cache_only_blobs),
+        "layers of cached steps that no image has",
+    );
+    line(
+        "  unreferenced",
+        human_size(du.unreferenced_blobs),
+        "nothing refers to them",
+    );
+    line(
+        "snapshots",
+        human_size(du.snapshots),
+        "layers unpacked for RUN steps and strata run (remade when needed)",
+    );
+    line(
+        "  unreferenced",
+        human_size(du.unreferenced_snapshots),
+        "of layers nothing refers to",
+    );
+    let steps = if remote > 0 {
+        format!("{} steps, {remote} more with remote layers", c.records)
+    } else {
+        format!("{} steps", c.records)
+    };
+    line(
         "build cache",
-        format!("{} ({} steps)", human_size(c.bytes), c.records)
+        human_size(c.bytes),
+        &format!("layers of its {steps} (images' too; in the blobs above)"),
     );
-    println!("{:<20} {:>10}", "temporary", human_size(du.tmp));
+    line(
+        "cache mounts",
+        human_size(mounts),
+        "RUN --mount=type=cache directories (prune --cache --all)",
+    );
+    line(
+        "temporary",
+        human_size(du.tmp + du.debug + stale),
+        "interrupted writes, the failed step kept for strata debug, stale cache records",
+    );
+    line(
+        "reclaimable",
+        human_size(reclaimable),
+        "what `strata prune` frees now: unreferenced blobs and snapshots, temporary",
+    );
     Ok(0)
 }
 

@@ -146,6 +146,9 @@ pub struct Stats {
     pub hashed: usize,
     /// Files whose recorded digest was reused.
     pub reused: usize,
+    /// Files an earlier build had recorded (reused or changed since): none when this set of
+    /// files was never seen before, whatever this build hashed for its earlier steps.
+    pub recorded: usize,
     /// Files whose content digest differs from the one recorded.
     pub changed: Vec<String>,
     /// Files the cache had no record of (all of them on a first build).
@@ -440,6 +443,7 @@ struct Part {
     /// Files read and hashed, and files whose recorded digest was reused.
     hashed: usize,
     reused: usize,
+    recorded: usize,
     /// Changed and new files, with the number of their entry (for walk order).
     changed_at: Vec<(usize, String)>,
     added_at: Vec<(usize, String)>,
@@ -465,10 +469,14 @@ fn file_digest(
                 // The common case of a rebuild: the digest's text goes into the line as it
                 // was recorded, never parsed.
                 part.reused += 1;
+                part.recorded += 1;
                 part.lines.push_str(l.digest);
                 return Ok(());
             }
-            Some(l) => l.digest.parse().ok().map(|d| (l.stamp, d)),
+            Some(l) => {
+                part.recorded += 1;
+                l.digest.parse().ok().map(|d| (l.stamp, d))
+            }
             None => None,
         },
     };
@@ -542,6 +550,7 @@ pub fn digest(root: &Path, entries: &[Entry], cache: &mut Cache) -> Result<(Dige
             .count();
         let stats = Stats {
             reused: files,
+            recorded: files,
             ..Stats::default()
         };
         return Ok((d, stats));
@@ -653,6 +662,7 @@ fn digest_on(
         }
         stats.hashed += p.hashed;
         stats.reused += p.reused;
+        stats.recorded += p.recorded;
         changed.extend(p.changed_at);
         added.extend(p.added_at);
         if !p.updates.is_empty() {

@@ -21,26 +21,34 @@ pub struct Rule {
 pub enum Docs {
     /// One of BuildKit's rules, documented by Docker.
     BuildKit,
-    /// One of strata's own, documented in strata's README (section "Lint rules").
+    /// One of strata's own, explained by `strata check --explain` and in the README's "Lint
+    /// rules" section.
     Strata,
 }
 
 impl Rule {
-    /// The rule's documentation: Docker's page for BuildKit's rules, the README's section
-    /// for strata's.
+    /// The rule's documentation: Docker's page for BuildKit's rules, `strata check --explain`
+    /// for strata's (the README's "Lint rules" section says the same).
     pub fn url(&self) -> String {
         match self.docs {
             Docs::BuildKit => {
+                // A word starts at an upper-case letter after a lower-case one, or at the
+                // last capital of an acronym (`JSONArgs` is `json-args`).
                 let mut kebab = String::new();
-                for (i, c) in self.name.chars().enumerate() {
-                    if c.is_ascii_uppercase() && i > 0 {
+                let c: Vec<char> = self.name.chars().collect();
+                for (i, ch) in c.iter().enumerate() {
+                    let starts = i > 0
+                        && ch.is_ascii_uppercase()
+                        && (c[i - 1].is_ascii_lowercase()
+                            || c.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()));
+                    if starts {
                         kebab.push('-');
                     }
-                    kebab.push(c.to_ascii_lowercase());
+                    kebab.push(ch.to_ascii_lowercase());
                 }
                 format!("https://docs.docker.com/go/dockerfile/rule/{kebab}/")
             }
-            Docs::Strata => format!("README.md#{}", self.name.to_ascii_lowercase()),
+            Docs::Strata => format!("strata check --explain {}", self.name),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod diagnostic;
 pub mod instructions;
 pub mod lint;
+pub mod lint_docs;
 pub mod parser;
 pub mod shell;
 pub mod source;

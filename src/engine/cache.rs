@@ -271,6 +271,27 @@ pub fn put(store: &Store, key: &Digest, rec: &Record) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes of the records whose layer blob is gone (what [`prune`] removes without `all`).
+pub fn stale_bytes(store: &Store) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir(store)) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| {
+            fs_err::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+                .is_none_or(|r| r.layer.is_some_and(|l| !store.has_blob(&l.digest)))
+        })
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// Bytes of the `RUN --mount=type=cache` directories.
+pub fn mounts_bytes(store: &Store) -> u64 {
+    crate::store::tree_size(&store.root().join("v1/cache-mounts"))
+}
+
 /// Remove the records whose layer blob is gone (every record, and the cache mounts, with
 /// `all`). Returns the bytes freed.
 pub fn prune(

@@ -72,6 +72,12 @@ pub enum Error {
         path: std::path::PathBuf,
         given: bool,
     },
+    /// A flag's value is not one strata takes (or not yet).
+    #[error("{message}")]
+    BadFlag { message: String },
+    /// The build context given is not a directory (nor `-`).
+    #[error("build context \"{given}\": not a directory")]
+    NoContext { given: String },
     /// `RUN --network=host` without `--allow network.host`.
     #[error("RUN --network=host gives the step the host's network, loopback included")]
     HostNetworkNotAllowed,
@@ -96,6 +102,10 @@ impl Error {
                     .to_string()
             }
             Error::NoDockerfile { given: false, .. } => "give one with -f FILE".to_string(),
+            Error::BadFlag { .. } => return None,
+            Error::NoContext { .. } => {
+                "give a directory, or - for a tar on standard input".to_string()
+            }
             Error::HostNetworkNotAllowed => {
                 "allow it on the command line with `--allow network.host` (as buildx's entitlement)"
                     .to_string()
@@ -110,6 +120,8 @@ impl Error {
             | Error::MissingSecret { .. }
             | Error::MissingSsh { .. }
             | Error::NoDockerfile { .. }
+            | Error::NoContext { .. }
+            | Error::BadFlag { .. }
             | Error::HostNetworkNotAllowed => Class::Input,
         }
     }

@@ -656,6 +656,22 @@ pub fn step_root(
     })
 }
 
+/// Add `hosts` (name, address) to the step's provided /etc/hosts (`--add-host`).
+pub fn add_hosts(root: &StepRoot, hosts: &[(String, String)]) -> anyhow::Result<()> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let Some((_, path)) = root.etc_files.iter().find(|(n, _)| n == "hosts") else {
+        return Ok(());
+    };
+    let mut text = fs_err::read_to_string(path)?;
+    for (h, ip) in hosts {
+        text.push_str(&format!("{ip}\t{h}\n"));
+    }
+    fs_err::write(path, text)?;
+    Ok(())
+}
+
 /// Write the changes of a finished step (its upper dir, or for the copy snapshotter what differs
 /// from the recorded state) as an uncompressed layer tar at `tar`, read inside the user
 /// namespace so that owners are as seen there.

@@ -20,6 +20,7 @@ pub mod exec;
 pub mod fetch;
 pub mod interrupt;
 pub mod key;
+pub mod load;
 pub mod report;
 mod schedule;
 pub mod shared;
@@ -199,6 +200,16 @@ pub struct BuildOptions {
     pub cache_to: Vec<shared::CacheTo>,
     /// `--cache-from`: caches imported before it, in order (the first that has a step wins).
     pub cache_from: Vec<shared::CacheFrom>,
+    /// `--add-host HOST:IP`: lines of RUN steps' /etc/hosts.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit`: resource limits of RUN steps.
+    pub ulimits: Vec<crate::sandbox::Rlimit>,
+    /// `--shm-size`: the size of RUN steps' /dev/shm.
+    pub shm_size: Option<u64>,
+    /// `--annotation`: annotations of the image's manifest.
+    pub annotations: BTreeMap<String, String>,
+    /// `--load`: the image into a docker daemon or podman's storage after the build.
+    pub load: Option<load::LoadTarget>,
 }
 
 /// What a finished stage leaves for the stages after it.
@@ -379,6 +390,9 @@ pub fn build(
             d.to_string(),
         );
     }
+    for (k, v) in &opts.annotations {
+        annotations.insert(k.clone(), v.clone());
+    }
     // Layers that hit in an imported cache come now, and only those of the final image.
     for l in &result.layers {
         b.imported.fetch(&b, &l.digest)?;
@@ -387,8 +401,8 @@ pub fn build(
         let v = shared::inline(&b, &config.rootfs.diff_ids);
         config.extra.insert(shared::INLINE_KEY.into(), v);
     }
-    // The imported steps whose layers are here now are local hits from now on.
-    remember_imported(&b);
+    // The imported steps are the store's own from now on (their layers fetched on use).
+    shared::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
     let mut pushed = Vec::new();
     for o in &opts.outputs {
@@ -400,6 +414,11 @@ pub fn build(
         }
         for t in &opts.tags {
             pushed.push(push_to(&b, store, &img, t)?);
+        }
+    }
+    if let Some(t) = &opts.load {
+        for said in load::load(store, &img, &opts.tags, t)? {
+            b.note(&said);
         }
     }
     shared::export_all(&b)?;
@@ -437,25 +456,6 @@ pub fn build(
         steps,
         cached,
     })
-}
-
-/// Record in the local cache the steps that hit in an imported cache and whose layers the
-/// build fetched (the others stay remote: fetched when a later build needs them).
-fn remember_imported(b: &Build) {
-    let applied = b.applied.lock().unwrap_or_else(|e| e.into_inner());
-    for a in applied.iter() {
-        if !b.imported.hit_here(&a.key) {
-            continue;
-        }
-        let here = a
-            .record
-            .layer
-            .as_ref()
-            .is_none_or(|l| b.store.has_blob(&l.digest));
-        if here {
-            let _ = cache::put(b.store, &a.key, &a.record);
-        }
-    }
 }
 
 /// The reference and digest of the target stage's base image, when it is an image.

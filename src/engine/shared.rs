@@ -308,15 +308,44 @@ struct RemoteBlob {
     diff_id: Digest,
 }
 
+/// Where a layer of an imported cache lives, as kept in the store with the step's record
+/// ([`remember`]): a later build without `--cache-from` still hits the step, and fetches the
+/// layer from there only if something needs its files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seeded {
+    /// A registry repository (the cache's reference).
+    Registry(String),
+    /// An OCI layout directory.
+    Local(PathBuf),
+}
+
+/// A step record of an imported cache whose layer stayed remote, as kept in
+/// `v1/cache-remote/<key>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RemoteRecord {
+    record: Record,
+    from: Seeded,
+}
+
+fn remote_dir(store: &Store) -> PathBuf {
+    store.root().join("v1/cache-remote")
+}
+
 /// The caches of `--cache-from`, read once at the start of a build; layers come on demand.
 #[derive(Default)]
 pub struct Imported {
     sources: Vec<(String, Source)>,
+    /// Where each source is, as [`Seeded`] (in the order of `sources`).
+    seeded: Vec<Seeded>,
     records: HashMap<Digest, Record>,
     blobs: HashMap<Digest, RemoteBlob>,
     mounts: HashMap<String, LayerRec>,
     /// Keys that hit here rather than in the local cache.
     hits: Mutex<BTreeSet<Digest>>,
+    /// Layers of steps an earlier build imported and this one hit in the store's remote
+    /// records ([`Imported::remembered`]): where each can be fetched from.
+    remembered: Mutex<HashMap<Digest, (Seeded, LayerRec)>>,
 }
 
 /// A manifest and its cache content, read from a registry or a layout.
@@ -462,6 +491,12 @@ impl Imported {
                 Ok((Some(l), src)) => {
                     let i = out.sources.len();
                     out.add(i, &l);
+                    out.seeded.push(match f {
+                        CacheFrom::Registry { reference } => {
+                            Seeded::Registry(reference.to_string())
+                        }
+                        CacheFrom::Local { src, .. } => Seeded::Local(src.clone()),
+                    });
                     b.note(&format!(
                         "cache {name}: {} steps, {} cache mounts",
                         l.config.records.len(),
@@ -523,6 +558,40 @@ impl Imported {
         self.sources.is_empty()
     }
 
+    /// The record of `key` that an earlier build imported and kept with where its layer is
+    /// (`v1/cache-remote`): a hit whose layer is fetched from there when it is needed
+    /// ([`Imported::fetch`]).
+    pub fn remembered(&self, store: &Store, key: &Digest) -> Option<Record> {
+        let bytes = fs_err::read(remote_dir(store).join(key.hex())).ok()?;
+        let r: RemoteRecord = serde_json::from_slice(&bytes).ok()?;
+        if let Some(l) = &r.record.layer {
+            if !store.has_blob(&l.digest) {
+                self.remembered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(l.digest.clone(), (r.from.clone(), l.clone()));
+            }
+        }
+        self.hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        Some(r.record)
+    }
+
+    /// Where blob `d` of an imported or remembered step can be fetched from.
+    fn seeded_from(&self, d: &Digest) -> Option<Seeded> {
+        match self.blobs.get(d) {
+            Some(b) => self.seeded.get(b.source).cloned(),
+            None => self
+                .remembered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(d)
+                .map(|(s, _)| s.clone()),
+        }
+    }
+
     /// The imported record of `key`; its layer is fetched when it is needed
     /// ([`Imported::fetch`]).
     pub fn get(&self, key: &Digest) -> Option<Record> {
@@ -544,6 +613,11 @@ impl Imported {
     /// Whether a source has blob `d`.
     pub fn has(&self, d: &Digest) -> bool {
         self.blobs.contains_key(d)
+            || self
+                .remembered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(d)
     }
 
     /// The registry repository blob `d` would come from.
@@ -562,7 +636,22 @@ impl Imported {
             return Ok(());
         }
         let Some(rb) = self.blobs.get(digest) else {
-            bail!("layer {digest} is neither in the store nor in an imported cache");
+            let remembered = self
+                .remembered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(digest)
+                .cloned();
+            let Some((from, l)) = remembered else {
+                bail!("layer {digest} is neither in the store nor in an imported cache");
+            };
+            return fetch_seeded(b, &from, &l).with_context(|| {
+                format!(
+                    "fetching cached layer {} from {}, where an earlier --cache-from found it (build with --no-cache to run its step here instead)",
+                    digest.short(),
+                    from.describe()
+                )
+            });
         };
         let (name, src) = &self.sources[rb.source];
         let r = match src {
@@ -599,6 +688,93 @@ impl Imported {
     pub fn mount(&self, id: &str) -> Option<&LayerRec> {
         self.mounts.get(id)
     }
+}
+
+impl Seeded {
+    fn describe(&self) -> String {
+        match self {
+            Seeded::Registry(r) => r.clone(),
+            Seeded::Local(d) => d.display().to_string(),
+        }
+    }
+}
+
+/// Fetch layer `l` from `from` into the store, verified as an import's layers are.
+fn fetch_seeded(b: &Build, from: &Seeded, l: &LayerRec) -> anyhow::Result<()> {
+    let desc = l.descriptor();
+    match from {
+        Seeded::Registry(r) => {
+            let reference = Reference::parse(r)?;
+            let reg = b.source.registry()?;
+            let repo = reg.repo(&reference)?;
+            Ok(repo.layer(reg, b.store, &desc, &l.diff_id)?)
+        }
+        Seeded::Local(dir) => {
+            let p = layout_blob(dir, &l.digest);
+            let f = fs_err::File::open(&p)?;
+            b.store
+                .put_blob_from(f, Some((&l.digest, Some(l.size))), &p.display().to_string())?;
+            Ok(())
+        }
+    }
+}
+
+/// Keep the steps this build hit in an imported cache as the store's own: those whose layer
+/// is here (or that have none) in the local cache, the others with where their layer is
+/// (`v1/cache-remote`), so that a later build without `--cache-from` hits them too and fetches
+/// a layer only when something needs its files. Best effort.
+pub(crate) fn remember(b: &Build) {
+    let applied = b.applied.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = remote_dir(b.store);
+    for a in applied.iter() {
+        if !b.imported.hit_here(&a.key) {
+            continue;
+        }
+        let remote = dir.join(a.key.hex());
+        let here = a
+            .record
+            .layer
+            .as_ref()
+            .is_none_or(|l| b.store.has_blob(&l.digest));
+        if here {
+            if cache::put(b.store, &a.key, &a.record).is_ok() {
+                let _ = std::fs::remove_file(&remote);
+            }
+            continue;
+        }
+        let Some(from) = a
+            .record
+            .layer
+            .as_ref()
+            .and_then(|l| b.imported.seeded_from(&l.digest))
+        else {
+            continue;
+        };
+        let rec = RemoteRecord {
+            record: a.record.clone(),
+            from,
+        };
+        let _ = (|| -> anyhow::Result<()> {
+            fs_err::create_dir_all(&dir)?;
+            crate::store::write_atomic(&b.store.tmp_dir(), &remote, &serde_json::to_vec(&rec)?)?;
+            Ok(())
+        })();
+    }
+}
+
+/// Remove the remote records (`prune --cache`).
+pub fn forget_remote(store: &Store) -> usize {
+    let dir = remote_dir(store);
+    let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    n
+}
+
+/// How many steps are kept with a remote layer.
+pub fn remote_records(store: &Store) -> usize {
+    std::fs::read_dir(remote_dir(store))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// One step as the build applied it, for export.

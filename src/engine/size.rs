@@ -5,12 +5,18 @@
 //!
 //! Each layer's facts ([`crate::layer::facts`]) are read once from its blob and cached in the
 //! store by blob digest, so a rebuild reads a few small JSON files, not the layers.
+//!
+//! Two sizes per layer, named for what they are: its *content* (the bytes of its files once
+//! unpacked: the same for an image id in any store, what `strata images` shows), and what a
+//! *push* sends for it: the blob itself when the store keeps it compressed, the compressed copy
+//! an earlier push made, else an estimate of its gzip size ([`crate::layer::estimate`],
+//! marked `≈`). The blob as stored (uncompressed by default) is neither, and only in the json.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::layer::facts::{self, LayerFacts};
-use crate::oci::Digest;
+use crate::oci::{Descriptor, Digest};
 use crate::store::{ImageRecord, Store};
 
 /// Below this many bytes a finding is not worth a hint.
@@ -20,8 +26,13 @@ pub const HINT_BYTES: u64 = 1 << 20;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerRow {
     pub digest: Digest,
-    /// Bytes of the blob as stored and pushed.
-    pub compressed: u64,
+    /// Bytes of the blob as this store keeps it (uncompressed unless built with
+    /// `--compression` or pulled).
+    pub stored: u64,
+    /// Bytes a push sends for it (see the module's documentation).
+    pub push: u64,
+    /// Whether `push` is an estimate.
+    pub push_estimated: bool,
     /// Bytes of file content once unpacked.
     pub content: u64,
     pub files: u64,
@@ -32,7 +43,8 @@ pub struct LayerRow {
 /// Something that makes the image larger than its content needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hint {
-    /// `cache-pip`, `cache-uv`, `cache-apt-lists`, `cache-apt-archives`, `cache-npm`,
+    /// `cache-pip`, `cache-uv`, `cache-poetry`, `cache-pipenv`, `cache-pdm`, `cache-apt-lists`,
+    /// `cache-apt-archives`, `cache-apt-pkgcache`, `cache-apk`, `cache-npm`, `cache-yarn`,
     /// `pycache-deleted-later`, `deleted-later`, `duplicated`, `compiler-in-final-stage`,
     /// `headers-in-final-stage`.
     pub kind: String,
@@ -47,8 +59,13 @@ pub struct Hint {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SizeReport {
-    pub compressed: u64,
+    /// Bytes of file content of every layer.
     pub content: u64,
+    /// Bytes a push sends for every layer (an estimate if any layer's is).
+    pub push: u64,
+    pub push_estimated: bool,
+    /// Bytes of the layer blobs as this store keeps them.
+    pub stored: u64,
     pub layers: Vec<LayerRow>,
     pub hints: Vec<Hint>,
 }
@@ -76,7 +93,8 @@ pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts>
     let cached = facts_file(store, digest);
     let known: Option<LayerFacts> = fs_err::read(&cached)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+        .and_then(|b| serde_json::from_slice::<LayerFacts>(&b).ok())
+        .filter(|f| f.version == facts::VERSION);
     // The layer's paths in the same pass when the store has none (a base image loaded from an
     // archive): later builds' COPY and WORKDIR answer from them instead of unpacking.
     let need_paths = !store.layer_paths_file(digest).exists();
@@ -99,8 +117,41 @@ pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts>
     })
 }
 
+/// What a push sends for layer `l` and whether that is an estimate: the blob when it is stored
+/// compressed (sent as it is), the compressed copy an earlier push made, else the estimate of
+/// its gzip size (computed once and kept with its facts).
+pub fn push_size(store: &Store, l: &Descriptor) -> anyhow::Result<(u64, bool)> {
+    if !crate::oci::media::is_uncompressed_layer(&l.media_type) {
+        return Ok((l.size, false));
+    }
+    if let Some(c) = store.compressed_copy(l, crate::layer::Compression::GZIP) {
+        return Ok((c.size, false));
+    }
+    let mut f = layer_facts(store, &l.digest)?;
+    if let Some(e) = f.gzip_estimate {
+        return Ok((e, true));
+    }
+    let blob = store.open_blob(&l.digest)?;
+    let e = crate::layer::estimate::gzip_size(&blob, l.size)
+        .with_context(|| format!("estimating the compressed size of layer {}", l.digest))?;
+    f.gzip_estimate = Some(e);
+    keep_facts(store, &l.digest, &f);
+    Ok((e, true))
+}
+
+/// Bytes of file content of `image`'s layers once unpacked (what `strata images` shows): the
+/// same for an image id in any store, whatever its layers' compression.
+pub fn content(store: &Store, image: &ImageRecord) -> anyhow::Result<u64> {
+    image
+        .manifest
+        .layers
+        .iter()
+        .map(|l| layer_facts(store, &l.digest).map(|f| f.bytes))
+        .sum()
+}
+
 /// The layers of `image` with their history entries, bottom first.
-fn rows(image: &ImageRecord, facts: &[LayerFacts]) -> Vec<LayerRow> {
+fn rows(store: &Store, image: &ImageRecord, facts: &[LayerFacts]) -> anyhow::Result<Vec<LayerRow>> {
     let mut made_by = image
         .config
         .history
@@ -112,12 +163,17 @@ fn rows(image: &ImageRecord, facts: &[LayerFacts]) -> Vec<LayerRow> {
         .layers
         .iter()
         .zip(facts)
-        .map(|(l, f)| LayerRow {
-            digest: l.digest.clone(),
-            compressed: l.size,
-            content: f.bytes,
-            files: f.files,
-            created_by: made_by.next().unwrap_or_default(),
+        .map(|(l, f)| {
+            let (push, push_estimated) = push_size(store, l)?;
+            Ok(LayerRow {
+                digest: l.digest.clone(),
+                stored: l.size,
+                push,
+                push_estimated,
+                content: f.bytes,
+                files: f.files,
+                created_by: made_by.next().unwrap_or_default(),
+            })
         })
         .collect()
 }
@@ -131,11 +187,13 @@ pub fn report(store: &Store, image: &ImageRecord, multi_stage: bool) -> anyhow::
         .iter()
         .map(|l| layer_facts(store, &l.digest))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let layers = rows(image, &facts);
+    let layers = rows(store, image, &facts)?;
     let hints = hints(&facts, &layers, multi_stage);
     Ok(SizeReport {
-        compressed: layers.iter().map(|l| l.compressed).sum(),
         content: layers.iter().map(|l| l.content).sum(),
+        push: layers.iter().map(|l| l.push).sum(),
+        push_estimated: layers.iter().any(|l| l.push_estimated),
+        stored: layers.iter().map(|l| l.stored).sum(),
         layers,
         hints,
     })
@@ -171,9 +229,15 @@ fn hints(facts: &[LayerFacts], layers: &[LayerRow], multi_stage: bool) -> Vec<Hi
             let (what, fix) = match kind.as_str() {
                 "pip" => ("pip's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pip pip install …`, or `pip install --no-cache-dir`"),
                 "uv" => ("uv's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/uv uv …`, or set UV_NO_CACHE=1 for the step"),
+                "poetry" => ("Poetry's cache (~/.cache/pypoetry)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pypoetry poetry install …`, or `poetry install --no-cache`"),
+                "pipenv" => ("Pipenv's cache (~/.cache/pipenv)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pipenv pipenv install …`, or remove it in the same RUN"),
+                "pdm" => ("PDM's cache (~/.cache/pdm)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pdm pdm install …`, or remove it in the same RUN"),
                 "apt-lists" => ("apt's package lists (/var/lib/apt/lists)", "`rm -rf /var/lib/apt/lists/*` in the same RUN as apt-get install, or mount a cache on /var/lib/apt"),
                 "apt-archives" => ("downloaded .deb files (/var/cache/apt/archives)", "`apt-get clean` in the same RUN, or mount a cache on /var/cache/apt"),
+                "apt-pkgcache" => ("apt's package caches (/var/cache/apt/pkgcache.bin and srcpkgcache.bin, which removing /var/lib/apt/lists leaves)", "`apt-get clean` in the same RUN as apt-get install (Debian's images do it through /etc/apt/apt.conf.d/docker-clean), or mount a cache on /var/cache/apt"),
+                "apk" => ("apk's cache (/var/cache/apk: package indexes and packages)", "`apk add --no-cache …`, or mount a cache on /var/cache/apk"),
                 "npm" => ("npm's cache (~/.npm)", "use `RUN --mount=type=cache,target=<the user's home>/.npm npm ci`, or `npm cache clean --force` in the same RUN"),
+                "yarn" => ("Yarn's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/yarn yarn install …`, or `yarn cache clean` in the same RUN"),
                 _ => continue,
             };
             out.push(Hint {
@@ -341,21 +405,35 @@ pub fn human(n: u64) -> String {
     }
 }
 
+/// `bytes` as [`human`] prints them, marked `≈` when estimated.
+pub fn approx(bytes: u64, estimated: bool) -> String {
+    if estimated {
+        format!("≈{}", human(bytes))
+    } else {
+        human(bytes)
+    }
+}
+
 /// The report as text: a table of layers (top first, as `docker history`), then the hints.
 pub fn render(r: &SizeReport) -> String {
     let mut s = format!(
-        "size: {} in {} layer{} ({} compressed)\n  LAYER       SIZE  COMPRESSED  CREATED BY\n",
+        "size: {} of content in {} layer{}; a push sends {}{}\n  LAYER    CONTENT       PUSH  CREATED BY\n",
         human(r.content),
         r.layers.len(),
         if r.layers.len() == 1 { "" } else { "s" },
-        human(r.compressed)
+        approx(r.push, r.push_estimated),
+        if r.push_estimated {
+            " (≈: estimated gzip size)"
+        } else {
+            ""
+        }
     );
     for (i, l) in r.layers.iter().enumerate().rev() {
         s.push_str(&format!(
-            "  {:>5}  {:>9}  {:>10}  {}\n",
+            "  {:>5}  {:>9}  {:>9}  {}\n",
             i + 1,
             human(l.content),
-            human(l.compressed),
+            approx(l.push, l.push_estimated),
             instruction(&l.created_by)
         ));
     }
@@ -372,7 +450,9 @@ mod tests {
     fn row(by: &str) -> LayerRow {
         LayerRow {
             digest: Digest::of(by.as_bytes()),
-            compressed: 0,
+            stored: 0,
+            push: 0,
+            push_estimated: false,
             content: 0,
             files: 0,
             created_by: by.into(),

@@ -496,12 +496,15 @@ impl St<'_, '_> {
         step::key(&self.key_scope(self.key.as_str()), ins, inputs)
     }
 
-    /// The record of `key`: the local cache first, then the caches of `--cache-from`.
+    /// The record of `key`: the local cache first, then the caches of `--cache-from`, then
+    /// the steps an earlier build imported whose layers stayed remote.
     pub(super) fn lookup(&self, key: &Digest) -> Option<Record> {
         if self.no_cache {
             return None;
         }
-        cache::get(self.b.store, key).or_else(|| self.b.imported.get(key))
+        cache::get(self.b.store, key)
+            .or_else(|| self.b.imported.get(key))
+            .or_else(|| self.b.imported.remembered(self.b.store, key))
     }
 
     fn push_layer(&mut self, l: &LayerRec) {

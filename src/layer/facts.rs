@@ -12,9 +12,16 @@ use serde::{Deserialize, Serialize};
 /// count towards their directories).
 pub const LISTED_FILE: u64 = 64 << 10;
 
+/// The version of what [`LayerFacts`] finds: facts cached by an older strata are read again
+/// (2: apt's pkgcache.bin and srcpkgcache.bin, apk, Poetry, Pipenv, PDM and Yarn caches).
+pub const VERSION: u32 = 2;
+
 /// The facts of one layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerFacts {
+    /// [`VERSION`] when read (0: before versions).
+    #[serde(default)]
+    pub version: u32,
     /// Regular files (hard links not counted twice).
     pub files: u64,
     /// Bytes of file content.
@@ -26,8 +33,8 @@ pub struct LayerFacts {
     pub deleted: Vec<String>,
     /// Directories this layer makes opaque (hides everything below them from lower layers).
     pub opaque: Vec<String>,
-    /// Bytes of package-manager caches by kind: `pip`, `uv`, `apt-lists`, `apt-archives`,
-    /// `npm`.
+    /// Bytes of package-manager caches by kind: `pip`, `uv`, `poetry`, `pipenv`, `pdm`,
+    /// `apt-lists`, `apt-archives`, `apt-pkgcache`, `apk`, `npm`, `yarn`.
     pub caches: BTreeMap<String, u64>,
     /// Bytes of Python bytecode (`__pycache__` and `.pyc` files).
     pub pycache: u64,
@@ -35,6 +42,10 @@ pub struct LayerFacts {
     pub compilers: Vec<String>,
     /// Bytes of C headers under `usr/include` (what `-dev` packages install).
     pub headers: u64,
+    /// For a layer stored uncompressed: about how many bytes it takes gzip-compressed, what a
+    /// push sends for it ([`super::estimate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip_estimate: Option<u64>,
 }
 
 /// The package-manager cache a path belongs to, if any.
@@ -45,12 +56,26 @@ fn cache_kind(path: &str) -> Option<&'static str> {
         Some("pip")
     } else if within(".cache/uv") {
         Some("uv")
+    } else if within(".cache/pypoetry") {
+        Some("poetry")
+    } else if within(".cache/pipenv") {
+        Some("pipenv")
+    } else if within(".cache/pdm") {
+        Some("pdm")
     } else if path.starts_with("var/lib/apt/lists/") {
         Some("apt-lists")
     } else if path.starts_with("var/cache/apt/archives/") && path.ends_with(".deb") {
         Some("apt-archives")
+    } else if path == "var/cache/apt/pkgcache.bin" || path == "var/cache/apt/srcpkgcache.bin" {
+        // What apt-get update and install leave (76 MB on Debian 12 after installing libpq5,
+        // with /var/lib/apt/lists removed as commonly advised): apt-get clean removes them.
+        Some("apt-pkgcache")
+    } else if path.starts_with("var/cache/apk/") {
+        Some("apk")
     } else if within(".npm/_cacache") {
         Some("npm")
+    } else if within(".cache/yarn") || within(".yarn/berry/cache") {
+        Some("yarn")
     } else {
         None
     }
@@ -80,7 +105,10 @@ fn is_compiler(path: &str) -> bool {
 
 /// Read the facts of an uncompressed layer tar.
 pub fn read(tar: impl Read) -> io::Result<LayerFacts> {
-    let mut facts = LayerFacts::default();
+    let mut facts = LayerFacts {
+        version: VERSION,
+        ..Default::default()
+    };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries()? {
         facts.add(&entry?)?;
@@ -98,7 +126,10 @@ pub fn read_with_paths(tar: impl Read) -> io::Result<(LayerFacts, super::paths::
 fn both<R: Read>(
     entries: tar::Entries<'_, R>,
 ) -> io::Result<(LayerFacts, super::paths::LayerPaths)> {
-    let mut facts = LayerFacts::default();
+    let mut facts = LayerFacts {
+        version: VERSION,
+        ..Default::default()
+    };
     let mut paths = super::paths::LayerPaths::default();
     for entry in entries {
         let mut entry = entry?;

@@ -3,6 +3,7 @@
 //! application of a tar onto a directory ([`apply`]). Never mounts anything.
 
 pub mod apply;
+pub mod estimate;
 pub mod facts;
 pub mod pargz;
 pub mod paths;

@@ -30,6 +30,11 @@ pub mod media {
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
     pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+
+    /// A layer media type for an uncompressed tar (what a push compresses first).
+    pub fn is_uncompressed_layer(mt: &str) -> bool {
+        mt == OCI_LAYER || mt == DOCKER_LAYER_TAR
+    }
     pub const DOCKER_FOREIGN_LAYER: &str =
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 

@@ -6,6 +6,7 @@
 //! needs, deps first. Errors for unknown stages and cycles name the stage and the line.
 //! Pure: no IO.
 
+pub mod check;
 mod expand;
 pub mod lint;
 pub mod lint_python;

@@ -139,6 +139,8 @@ pub(crate) struct Host {
 pub struct Registry {
     pub policy: Policy,
     pub retry: RetryPolicy,
+    /// How long a connection may take to open (30 s; `strata doctor` waits less).
+    pub connect_timeout: Duration,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     pub(crate) observer: Arc<dyn Observer + Send>,
     /// Credentials given on the command line (login's check) for one host.
@@ -189,6 +191,7 @@ impl Registry {
         Registry {
             policy,
             retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(30),
             hosts: Mutex::new(HashMap::new()),
             observer: Arc::new(Quiet),
             forced: Mutex::new(HashMap::new()),
@@ -221,7 +224,7 @@ impl Registry {
         let certs = host_certs(&self.policy.certs_dirs, name)?;
         let mut b = reqwest::ClientBuilder::new()
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30));
+            .connect_timeout(self.connect_timeout);
         for (p, pem) in &certs.cas {
             let cs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Config {
                 path: p.clone(),
@@ -319,6 +322,19 @@ impl Registry {
                 detail,
             }
         }
+    }
+
+    /// Whether the registry at `location` (`host[:port][/path]`) answers `GET /v2/` as a
+    /// registry, over HTTPS or (loopback and insecure ones) plain HTTP: the base URL it
+    /// answered at, or why not (`strata doctor`).
+    pub fn probe(&self, location: &str, insecure: bool) -> Result<String> {
+        let name = location.split('/').next().unwrap_or(location);
+        let host = self.host(name, insecure || self.policy_insecure(name))?;
+        self.base(&host)
+    }
+
+    fn policy_insecure(&self, name: &str) -> bool {
+        super::Reference::parse(&format!("{name}/x")).is_ok_and(|r| self.policy.insecure(&r))
     }
 
     /// The base URL of `host`, learning its scheme and auth challenge from `GET /v2/` once.

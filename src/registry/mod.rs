@@ -126,6 +126,9 @@ impl Error {
             Error::ShortName { name, .. } => {
                 format!("write the full name, such as docker.io/library/{name}")
             }
+            Error::Unreachable { host, .. } => format!(
+                "check the network and the proxy (HTTPS_PROXY); to pull through a mirror, add one for {host} to registries.conf (README: Registries); an image saved elsewhere (`strata save`, `docker save`) loads with `strata load -i FILE`; `strata doctor` tries the registries registries.conf names"
+            ),
             _ => return None,
         })
     }
@@ -161,6 +164,8 @@ pub trait Observer: Sync {
     fn resolved(&self, _reference: &str, _digest: &Digest, _source: &str) {}
     /// `--pull` found that a tag now points elsewhere.
     fn moved(&self, _reference: &str, _from: &Digest, _to: &Digest) {}
+    /// `--pull` found that a tag still points at what the store has.
+    fn current(&self, _reference: &str, _digest: &Digest) {}
     /// A blob transfer starts (`push` false for a download).
     fn blob_start(&self, _digest: &Digest, _size: u64, _push: bool) {}
     /// Bytes moved so far for a blob.

@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 
 use super::client::{snippet, Host};
-use super::pull::{scope, ANN_DIGEST, ANN_SOURCE};
+use super::pull::{scope, store_name, ANN_DIGEST, ANN_SOURCE};
 use super::{BlobOutcome, Error, Reference, Registry, Result};
 use crate::layer::Compression;
 use crate::oci::{canonical_json, media, Descriptor, Digest, Manifest};
@@ -57,10 +57,6 @@ impl std::fmt::Display for Pushed {
     }
 }
 
-fn is_uncompressed(mt: &str) -> bool {
-    mt == media::OCI_LAYER || mt == media::DOCKER_LAYER_TAR
-}
-
 impl Registry {
     /// Push `img` to `dest` (its tag; a digest in `dest` is not allowed).
     pub fn push(
@@ -84,7 +80,8 @@ impl Registry {
         let mut layers = Vec::new();
         let mut changed = false;
         for l in &img.manifest.layers {
-            if is_uncompressed(&l.media_type) && opts.compression != Compression::None {
+            if media::is_uncompressed_layer(&l.media_type) && opts.compression != Compression::None
+            {
                 layers.push(store.compressed_layer(l, opts.compression)?);
                 changed = true;
             } else {
@@ -138,20 +135,22 @@ impl Registry {
             (&mt, &mbytes, &mdigest),
             &[mdigest.to_string(), at.tag().to_string()],
         )?;
-        // Keep the pushed manifest in the store under its name, with where it lives, so a
-        // later FROM of it is local and a later push to the same registry can mount its blobs.
-        store.put_blob(&mbytes)?;
-        let mut desc = Descriptor::new(&mt, mdigest.clone(), mbytes.len() as u64);
-        desc.platform = Some(crate::oci::Platform {
-            architecture: img.config.architecture.clone(),
-            os: img.config.os.clone(),
-            os_version: None,
-            variant: img.config.variant.clone(),
-        });
-        desc.annotations
-            .insert(ANN_DIGEST.into(), mdigest.to_string());
-        desc.annotations.insert(ANN_SOURCE.into(), at.full_name());
-        store.set_ref(dest, &desc)?;
+        // Where its blobs are now, so that a later push to another repository of the same
+        // registry mounts them. No local name is added (as podman and skopeo): where `dest`
+        // already names this image (`build -t REF --push`, `push REF`), that name notes the
+        // registry's digest, so a later `--pull` finds it current.
+        let sent: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+        store.note_pushed(&at.full_name(), &sent)?;
+        let name = store_name(dest).to_string();
+        store.update_index(|idx| {
+            for d in idx.manifests.iter_mut().filter(|d| {
+                d.digest == img.manifest_digest
+                    && d.annotations.get(crate::oci::REF_NAME) == Some(&name)
+            }) {
+                d.annotations.insert(ANN_DIGEST.into(), mdigest.to_string());
+            }
+            Ok(())
+        })?;
         Ok(Pushed {
             reference: dest.clone(),
             digest: mdigest,
@@ -488,6 +487,14 @@ fn with_digest(loc: &str, d: &Digest) -> String {
 /// Repositories of `domain` (other than `repo`) that store images came from, with their blobs.
 fn mount_sources(store: &Store, domain: &str, repo: &str) -> Result<Vec<(String, Vec<Digest>)>> {
     let mut out: Vec<(String, Vec<Digest>)> = Vec::new();
+    // Pushed to from here.
+    for (full, blobs) in store.pushed() {
+        if let Some((d, r)) = full.split_once('/') {
+            if d == domain && r != repo {
+                out.push((r.to_string(), blobs));
+            }
+        }
+    }
     for (desc, img) in store.entries()? {
         let Some(src) = desc.annotations.get(ANN_SOURCE) else {
             continue;

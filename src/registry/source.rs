@@ -175,6 +175,7 @@ impl<'a> ImageSource<'a> {
             (Ok((now, _)), Some((desc, rec))) => {
                 let had = registry_digest(&desc, &rec);
                 if had == now || rec.manifest_digest == now {
+                    self.observer.current(&r.to_string(), &now);
                     return Ok(Resolved::local(had, rec, Some(r)));
                 }
                 self.observer.moved(&r.to_string(), &had, &now);

@@ -9,7 +9,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
 use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
@@ -153,7 +153,6 @@ fn session(hook: &super::HookFn) -> R<()> {
 /// A child of the session: put `fds` in place (0, 1, 2, the report pipe on 3, the task pipe on
 /// 4, secret files from [`MEMORY_FD_BASE`](super::MEMORY_FD_BASE)), then do the task.
 fn forked(hook: &super::HookFn, session: i32, fds: Vec<std::os::fd::OwnedFd>) -> ! {
-    use std::os::fd::AsRawFd;
     // SAFETY: plain signal, prctl and descriptor syscalls on descriptors this process owns.
     unsafe {
         // run_spec waits for its pid 1: SIGCHLD must not be ignored here.
@@ -241,9 +240,16 @@ fn run_spec(spec: &Spec, net_ready: Option<std::fs::File>) -> R<i32> {
         return Err(errno("fork"));
     }
     if pid > 0 {
+        // strata may signal pid 1 from now on (`strata run` forwards SIGTERM and others).
+        report(&Report::Pid1(pid as u32));
         let mut status = 0;
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
+        if libc::WIFSIGNALED(status) {
+            // pid 1 was killed (`strata run`'s stop timeout, or a second Ctrl-C): it could not
+            // say how its process ended; it ended with pid 1.
+            report(&Report::Outcome(Outcome::Signaled(libc::WTERMSIG(status))));
+        }
         return Ok(if libc::WIFEXITED(status) {
             libc::WEXITSTATUS(status)
         } else {
@@ -548,7 +554,6 @@ fn fail(msg: &[u8]) -> ! {
 /// followed: a bind source that cannot leave `dir`, whatever is swapped in meanwhile. Returns
 /// `/proc/self/fd/N` for the mount, and the descriptor to keep open until it is made.
 fn beneath(dir: &Path, sub: &str, target: &str) -> R<(std::path::PathBuf, std::os::fd::OwnedFd)> {
-    use std::os::fd::AsRawFd;
     let rel = Path::new(sub.trim_start_matches('/'));
     let not_found = |e: std::io::Error| format!("mount source {sub} for {target}: {e}");
     let resolved = crate::layer::apply::resolve_in_root(dir, rel, 0).map_err(not_found)?;
@@ -598,6 +603,7 @@ fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::Pat
 
 /// pid 1: build the root, start the process, reap until it ends.
 fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
+    super::signals::init_prepare();
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
     mount("", "/", "", rec_private, "")?;
     let root = match &spec.rootfs {
@@ -657,7 +663,12 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         &format!("{root}/dev/pts"),
         "devpts",
         libc::MS_NOSUID | libc::MS_NOEXEC,
-        "newinstance,ptmxmode=0666,mode=0620",
+        // Terminals in the group tty (5) as under runc, where that id exists inside.
+        if spec.maps.root_only {
+            "newinstance,ptmxmode=0666,mode=0620"
+        } else {
+            "newinstance,ptmxmode=0666,mode=0620,gid=5"
+        },
     )?;
     std::fs::create_dir_all(format!("{root}/dev/shm")).map_err(|e| e.to_string())?;
     mount(
@@ -665,7 +676,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         &format!("{root}/dev/shm"),
         "tmpfs",
         nosuid_nodev_noexec,
-        "mode=1777,size=65536k",
+        // 64 MiB as Docker's default, or --shm-size.
+        &match spec.shm_size {
+            Some(n) => format!("mode=1777,size={n}"),
+            None => "mode=1777,size=65536k".into(),
+        },
     )?;
     for (l, t) in [
         ("ptmx", "pts/ptmx"),
@@ -805,6 +820,22 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         hand_over(Path::new(t), ids.uid, ids.gid)
             .map_err(|e| format!("cache mount {t}: giving it to the step's user: {e}"))?;
     }
+    // -t: the terminal, from this sandbox's devpts; its master goes to strata over the console
+    // socket strata gave us as fd 0. Our own messages (a command not found) go to it too.
+    let console = if spec.tty {
+        let c = super::console::allocate(spec.tty_size, ids.uid)?;
+        // SAFETY: fd 0 is the console socket strata passed; borrowed for one sendmsg.
+        super::console::send(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }, &c.master)?;
+        drop(c.master);
+        // SAFETY: dup2 onto our own stdout and stderr.
+        unsafe {
+            libc::dup2(c.slave.as_raw_fd(), 1);
+            libc::dup2(c.slave.as_raw_fd(), 2);
+        }
+        Some(c.slave)
+    } else {
+        None
+    };
     let workdir = if spec.workdir.is_empty() {
         "/".to_string()
     } else {
@@ -869,6 +900,10 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             .max()
             .unwrap_or(0),
     );
+    // --ulimit: set here, inherited by the process.
+    for l in &spec.rlimits {
+        l.apply()?;
+    }
     let filters = super::seccomp::docker_default()?;
     let forked = std::time::Instant::now();
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
@@ -886,7 +921,12 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         let devnull = cstr("/dev/null");
         // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
         unsafe {
-            if !spec.stdin && !spec.tty {
+            if let Some(t) = &console {
+                // The terminal (close-on-exec itself) on 0, 1 and 2.
+                for n in 0..3 {
+                    libc::dup2(t.as_raw_fd(), n);
+                }
+            } else if !spec.stdin {
                 let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
                 if fd >= 0 {
                     libc::dup2(fd, 0);
@@ -933,7 +973,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 }
             }
             libc::setsid();
-            if spec.tty {
+            if console.is_some() {
                 // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
                 // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
                 libc::ioctl(0, libc::TIOCSCTTY, 0);
@@ -963,24 +1003,17 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             libc::_exit(127);
         }
     }
-    // Reap everything; return when our process ends (the rest dies with the namespace).
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for any child of pid 1.
-        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if r < 0 {
-            return Err(errno("waitpid"));
-        }
-        if r == pid {
-            // How long the process ran, from its fork to its exit: the rest of a step's time
-            // is strata's (setting up, committing).
-            report(&Report::Ran {
-                micros: u64::try_from(forked.elapsed().as_micros()).unwrap_or(u64::MAX),
-            });
-            if libc::WIFEXITED(status) {
-                return Ok(Outcome::Exited(libc::WEXITSTATUS(status)));
-            }
-            return Ok(Outcome::Signaled(libc::WTERMSIG(status)));
-        }
+    drop(console);
+    // Reap everything and pass forwarded signals on; return when our process ends (the rest
+    // dies with the namespace).
+    let status = super::signals::init_wait(pid).map_err(|e| format!("waitpid: {e}"))?;
+    // How long the process ran, from its fork to its exit: the rest of a step's time is
+    // strata's (setting up, committing).
+    report(&Report::Ran {
+        micros: u64::try_from(forked.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+    if libc::WIFEXITED(status) {
+        return Ok(Outcome::Exited(libc::WEXITSTATUS(status)));
     }
+    Ok(Outcome::Signaled(libc::WTERMSIG(status)))
 }

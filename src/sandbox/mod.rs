@@ -12,6 +12,7 @@
 //! Synchronous, no tokio; knows paths, not layers or caches.
 
 mod child;
+pub mod console;
 pub mod copyfs;
 pub mod idmap;
 pub mod net;
@@ -20,6 +21,7 @@ pub mod probe;
 pub mod protocol;
 pub mod seccomp;
 mod session;
+pub mod signals;
 pub mod terminal;
 pub mod user;
 
@@ -186,10 +188,20 @@ pub struct Spec {
     /// Host ports forwarded into the private network (`strata run -p`).
     #[serde(default)]
     pub ports: Option<net::Forwards>,
-    /// Make the process's stdin its controlling terminal (`strata run -t`: it is a terminal's
-    /// slave side, see [`run_on_terminal`]), so that shells get job control.
+    /// Give the process a terminal of the sandbox's own devpts on 0, 1 and 2, as its
+    /// controlling terminal, so that shells get job control (`strata run -t`, see
+    /// [`run_on_console`]).
     #[serde(default)]
     pub tty: bool,
+    /// The terminal's window size at the start (rows, columns); strata follows later changes.
+    #[serde(default)]
+    pub tty_size: Option<[u16; 2]>,
+    /// Resource limits of the process (`--ulimit`).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// The size of /dev/shm in bytes (`--shm-size`; 64 MiB without it, as Docker's).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
     /// Give the process strata's standard input (`strata run -i`); otherwise /dev/null, as a
     /// RUN step gets.
     #[serde(default)]
@@ -240,6 +252,106 @@ impl Spec {
     }
 }
 
+/// A resource limit, as `docker run --ulimit NAME=SOFT[:HARD]` gives one (`-1`: unlimited).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// The name `ulimit` and docker use: `nofile`, `nproc`, `core`, …
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The names of the limits and their resources.
+const RLIMITS: &[(&str, libc::__rlimit_resource_t)] = &[
+    ("core", libc::RLIMIT_CORE),
+    ("cpu", libc::RLIMIT_CPU),
+    ("data", libc::RLIMIT_DATA),
+    ("fsize", libc::RLIMIT_FSIZE),
+    ("locks", libc::RLIMIT_LOCKS),
+    ("memlock", libc::RLIMIT_MEMLOCK),
+    ("msgqueue", libc::RLIMIT_MSGQUEUE),
+    ("nice", libc::RLIMIT_NICE),
+    ("nofile", libc::RLIMIT_NOFILE),
+    ("nproc", libc::RLIMIT_NPROC),
+    ("rss", libc::RLIMIT_RSS),
+    ("rtprio", libc::RLIMIT_RTPRIO),
+    ("rttime", libc::RLIMIT_RTTIME),
+    ("sigpending", libc::RLIMIT_SIGPENDING),
+    ("stack", libc::RLIMIT_STACK),
+];
+
+impl Rlimit {
+    /// `NAME=SOFT[:HARD]` (`nofile=1024:4096`; `-1` for unlimited).
+    pub fn parse(s: &str) -> Result<Rlimit, String> {
+        let bad = |why: &str| format!("invalid ulimit \"{s}\": {why}");
+        let (name, v) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=SOFT[:HARD], as nofile=1024:4096"))?;
+        if !RLIMITS.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
+            return Err(bad(&format!(
+                "no limit {name} (known: {})",
+                names.join(", ")
+            )));
+        }
+        let num = |x: &str| -> Result<u64, String> {
+            match x.trim() {
+                "-1" | "unlimited" => Ok(libc::RLIM_INFINITY),
+                n => n.parse().map_err(|_| bad(&format!("{n} is not a number"))),
+            }
+        };
+        let (soft, hard) = match v.split_once(':') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(v)?, num(v)?),
+        };
+        if soft > hard {
+            return Err(bad("the soft limit is above the hard one"));
+        }
+        Ok(Rlimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
+
+    /// Set it for this process (and so for the processes it starts).
+    pub(crate) fn apply(&self) -> Result<(), String> {
+        let Some((_, res)) = RLIMITS.iter().find(|(n, _)| *n == self.name) else {
+            return Err(format!("--ulimit: no limit {}", self.name));
+        };
+        let l = libc::rlimit {
+            rlim_cur: self.soft,
+            rlim_max: self.hard,
+        };
+        // SAFETY: setrlimit with a valid, initialised rlimit.
+        if unsafe { libc::setrlimit(*res, &l) } != 0 {
+            let e = io::Error::last_os_error();
+            let why = if e.raw_os_error() == Some(libc::EPERM) {
+                " (above the hard limit strata runs with: raising it needs CAP_SYS_RESOURCE, which a user namespace does not give; `ulimit -H` shows it)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "--ulimit {}={}:{}: {e}{why}",
+                self.name, self.soft, self.hard
+            ));
+        }
+        Ok(())
+    }
+
+    /// As given (`nofile=1024:4096`), for a cache key.
+    pub fn describe(&self) -> String {
+        let n = |v: u64| {
+            if v == libc::RLIM_INFINITY {
+                "-1".to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        format!("{}={}:{}", self.name, n(self.soft), n(self.hard))
+    }
+}
+
 /// Work the child does inside the user namespace without a new root: a task for the hook runner
 /// `main()` provides (for example unpacking a layer so that owners are kept as seen inside).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,6 +391,9 @@ enum Report {
     Unshared,
     /// The session only: its user namespace is mapped and it serves requests.
     Ready,
+    /// A run's pid 1 exists, with this pid in strata's pid namespace: the signals of
+    /// [`signals::FORWARDED`] sent to it reach the process.
+    Pid1(u32),
     Outcome(Outcome),
     /// How long the step's process ran (from its fork in the sandbox to its exit).
     Ran {
@@ -376,26 +491,73 @@ pub fn run_observed(
         stdout,
         stderr,
         started,
+        &|_| {},
     )
 }
 
-/// [`run`] with the terminal `tty` (the slave side of a pseudo-terminal) as the process's
-/// stdin, stdout and stderr and its controlling terminal (`strata run -t`); `spec.tty` must be
-/// set.
-pub fn run_on_terminal(
+/// [`run`] for `strata run`, telling `pid1` the pid of the sandbox's pid 1 once it exists:
+/// the signals of [`signals::FORWARDED`] sent to it go on to the process.
+pub fn run_forwarding(
     exe: &std::path::Path,
     spec: &Spec,
-    tty: &OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    pid1: &dyn Fn(u32),
 ) -> Result<Finished, Error> {
     launch(
         exe,
         &Task::Run(Box::new(spec.clone())),
         &spec.maps,
-        Some(tty.try_clone()?),
-        tty.try_clone()?,
-        tty.try_clone()?,
+        None,
+        stdout,
+        stderr,
         &|_| {},
+        pid1,
     )
+}
+
+/// [`run_forwarding`] on a terminal of the sandbox's own devpts (`spec.tty` must be set): the
+/// process gets it on 0, 1 and 2 as its controlling terminal, and strata relays it to its own
+/// stdout, its own stdin with `input` (in raw mode while it runs, so that Ctrl-C and Ctrl-Z are
+/// the process's), following its window size.
+pub fn run_on_console(
+    exe: &std::path::Path,
+    spec: &Spec,
+    input: bool,
+    pid1: &dyn Fn(u32),
+) -> Result<Finished, Error> {
+    let mut socket = console::ConsoleSocket::new()?;
+    let theirs = socket
+        .take_theirs()
+        .ok_or_else(|| io::Error::other("the console socket was taken"))?;
+    let raw = input.then(terminal::Raw::enter);
+    let mut spec = spec.clone();
+    spec.tty = true;
+    spec.tty_size = spec.tty_size.or_else(terminal::size);
+    // The master arrives while the sandbox runs: received and relayed on a thread, whose end
+    // (the output copied to the last byte) is waited for once the process has ended.
+    let relay =
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || -> io::Result<()> {
+                if let Some(master) = socket.receive()? {
+                    terminal::relay(master, input)?.join().ok();
+                }
+                Ok(())
+            })?;
+    let r = launch(
+        exe,
+        &Task::Run(Box::new(spec.clone())),
+        &spec.maps,
+        Some(theirs),
+        inherit(1)?,
+        inherit(2)?,
+        &|_| {},
+        pid1,
+    );
+    let _ = relay.join();
+    drop(raw);
+    r
 }
 
 /// Run a hook of `main()` inside the user namespace (no new root). Its stdout and stderr are
@@ -408,6 +570,7 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
         None,
         inherit(1)?,
         inherit(2)?,
+        &|_| {},
         &|_| {},
     )
     .map(|f| f.outcome)
@@ -424,6 +587,7 @@ fn launch(
     stdout: OwnedFd,
     stderr: OwnedFd,
     started: &dyn Fn(u32),
+    pid1: &dyn Fn(u32),
 ) -> Result<Finished, Error> {
     use std::os::fd::AsFd;
     let private_net = matches!(task, Task::Run(s) if s.network == Network::Private);
@@ -500,7 +664,10 @@ fn launch(
     }
     drop(to_child);
     while let Some(r) = protocol::read_frame::<Report>(&mut report)? {
-        reports.push(r);
+        match r {
+            Report::Pid1(pid) => pid1(pid),
+            r => reports.push(r),
+        }
     }
     drop(slirp);
     let mut created = Vec::new();
@@ -525,7 +692,7 @@ fn launch(
                     message,
                 });
             }
-            Report::Unshared | Report::Ready => {}
+            Report::Unshared | Report::Ready | Report::Pid1(_) => {}
         }
     }
     match outcome {

@@ -1,36 +1,11 @@
-//! A pseudo-terminal for a process (`strata run -t`, the shell of `strata build --debug`). strata keeps the master side, puts its
-//! own terminal (when stdin is one) in raw mode so that every key reaches the process's line
+//! strata's side of a process's pseudo-terminal (`strata run -t`, the shell of `strata build
+//! --debug`), whose master the sandbox made and sent ([`super::console`]): strata puts its own
+//! terminal (when stdin is one) in raw mode so that every key reaches the process's line
 //! discipline (Ctrl-C, Ctrl-Z and job control are the shell's), copies bytes both ways, and
 //! keeps the window size of the pseudo-terminal that of its own terminal.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-
-use anyhow::Context;
-
-/// The two sides of a new pseudo-terminal: (master, slave).
-pub fn open() -> anyhow::Result<(OwnedFd, OwnedFd)> {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two descriptors into valid pointers; no name, termios or size.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).context("opening a pseudo-terminal");
-    }
-    // SAFETY: both were just opened and are owned by nobody else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    for fd in [&master, &slave] {
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
-    }
-    Ok((master, slave))
-}
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 /// Our terminal in raw mode until dropped (when stdin is a terminal).
 pub struct Raw {
@@ -69,7 +44,7 @@ impl Drop for Raw {
 /// Copy stdin to the master and the master to stdout, and follow our window size, on threads
 /// of their own. The output thread ends when the process and everything that held the slave
 /// have ended (the master then reads EIO); join it to have all the output.
-pub fn relay(master: OwnedFd, input: bool) -> anyhow::Result<std::thread::JoinHandle<()>> {
+pub fn relay(master: OwnedFd, input: bool) -> std::io::Result<std::thread::JoinHandle<()>> {
     let to_master = std::fs::File::from(master.try_clone()?);
     let mut output = std::fs::File::from(master.try_clone()?);
     let size_fd = master;
@@ -96,7 +71,7 @@ pub fn relay(master: OwnedFd, input: bool) -> anyhow::Result<std::thread::JoinHa
             std::thread::sleep(std::time::Duration::from_millis(250));
             follow_size(&size_fd);
         })?;
-    Ok(std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("tty-out".into())
         .spawn(move || {
             let mut buf = [0u8; 16384];
@@ -107,26 +82,40 @@ pub fn relay(master: OwnedFd, input: bool) -> anyhow::Result<std::thread::JoinHa
                 }
                 let _ = stdout.flush();
             }
-        })?)
+        })
 }
 
-/// Give the pseudo-terminal our terminal's window size (stdin's, else stdout's).
-fn follow_size(master: &OwnedFd) {
+/// Our terminal's window size (stdin's, else stdout's): rows and columns.
+fn our_winsize() -> Option<libc::winsize> {
     for fd in [
         std::io::stdin().as_fd().as_raw_fd(),
         std::io::stdout().as_fd().as_raw_fd(),
     ] {
-        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-        // SAFETY: TIOCGWINSZ fills a winsize; TIOCSWINSZ reads one.
+        // SAFETY: TIOCGWINSZ fills a zeroed winsize.
         unsafe {
+            let mut ws: libc::winsize = std::mem::zeroed();
             if libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 {
-                let mut cur: libc::winsize = std::mem::zeroed();
-                libc::ioctl(master.as_raw_fd(), libc::TIOCGWINSZ, &mut cur);
-                if (cur.ws_row, cur.ws_col) != (ws.ws_row, ws.ws_col) {
-                    libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-                }
-                return;
+                return Some(ws);
             }
+        }
+    }
+    None
+}
+
+/// Our terminal's window size as (rows, columns), for the sandbox to start its terminal with.
+pub fn size() -> Option<[u16; 2]> {
+    our_winsize().map(|w| [w.ws_row, w.ws_col])
+}
+
+/// Give the pseudo-terminal our terminal's window size.
+fn follow_size(master: &OwnedFd) {
+    let Some(ws) = our_winsize() else { return };
+    // SAFETY: TIOCGWINSZ fills a winsize; TIOCSWINSZ reads one.
+    unsafe {
+        let mut cur: libc::winsize = std::mem::zeroed();
+        libc::ioctl(master.as_raw_fd(), libc::TIOCGWINSZ, &mut cur);
+        if (cur.ws_row, cur.ws_col) != (ws.ws_row, ws.ws_col) {
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
         }
     }
 }

@@ -153,12 +153,8 @@ impl Store {
         };
         let dir = self.base.join("compressed").join(kind);
         let rec = dir.join(l.digest.hex());
-        if let Ok(bytes) = fs_err::read(&rec) {
-            if let Ok(d) = oci::parse_json::<Descriptor>(&bytes, "compressed layer record") {
-                if self.has_blob(&d.digest) {
-                    return Ok(d);
-                }
-            }
+        if let Some(d) = self.compressed_copy(l, c) {
+            return Ok(d);
         }
         let _w = self.writer_lock()?;
         let blob = self.blob_path(&l.digest);
@@ -176,6 +172,20 @@ impl Store {
         at(&dir, std::fs::create_dir_all(&dir))?;
         io_util::write_atomic(&self.tmp_dir(), &rec, &canonical_json(&d))?;
         Ok(d)
+    }
+
+    /// The copy of the uncompressed layer `l` compressed with `c` that an earlier push made
+    /// ([`Store::compressed_layer`]), when the store still has it.
+    pub fn compressed_copy(&self, l: &Descriptor, c: Compression) -> Option<Descriptor> {
+        let kind = match c {
+            Compression::None => return None,
+            Compression::Gzip { .. } => "gzip",
+            Compression::Zstd { .. } => "zstd",
+        };
+        let rec = self.base.join("compressed").join(kind).join(l.digest.hex());
+        let d = oci::parse_json::<Descriptor>(&fs_err::read(&rec).ok()?, "compressed layer record")
+            .ok()?;
+        self.has_blob(&d.digest).then_some(d)
     }
 
     /// Find an image by `name[:tag]`, by id (config digest, or a unique prefix of its hex of at
@@ -592,39 +602,127 @@ impl Store {
         Ok(freed)
     }
 
-    /// Disk use: (referenced blob bytes, unreferenced blob bytes, snapshot bytes, tmp bytes).
-    pub fn disk_usage(&self) -> Result<DiskUsage> {
-        let (keep, _) = self.reachable()?;
+    /// Remember that `blobs` are in `repository` (`registry/path`) after a push, for a later
+    /// push's cross-repository mounts: a push names no local image (as podman and skopeo,
+    /// `strata push IMAGE REF` adds no tag). One small file per repository, merged; two
+    /// processes pushing to one repository at once may keep only one's list (a mount not tried
+    /// is an upload, nothing worse).
+    pub fn note_pushed(&self, repository: &str, blobs: &[Digest]) -> Result<()> {
+        let dir = self.base.join("pushed");
+        at(&dir, std::fs::create_dir_all(&dir))?;
+        let file = dir.join(format!("{}.json", Digest::of(repository.as_bytes()).hex()));
+        let mut known: Pushed = fs_err::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| Pushed {
+                repository: repository.to_string(),
+                blobs: BTreeSet::new(),
+            });
+        known.blobs.extend(blobs.iter().cloned());
+        io_util::write_atomic(&self.tmp_dir(), &file, &canonical_json(&known))
+    }
+
+    /// The repositories pushed to from this store, with the blobs each was sent
+    /// ([`Store::note_pushed`]).
+    pub fn pushed(&self) -> Vec<(String, Vec<Digest>)> {
+        let Ok(rd) = std::fs::read_dir(self.base.join("pushed")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| fs_err::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Pushed>(&b).ok())
+            .map(|p| (p.repository, p.blobs.into_iter().collect()))
+            .collect()
+    }
+
+    /// Disk use, classified as [`Store::prune_keeping`] classifies it: `cache_roots` are the
+    /// blobs and diffIDs the build cache keeps (what prune is given as its roots).
+    pub fn disk_usage(
+        &self,
+        cache_roots: (BTreeSet<Digest>, BTreeSet<Digest>),
+    ) -> Result<DiskUsage> {
+        let (images, image_diffs) = self.reachable()?;
+        let (cache, cache_diffs) = cache_roots;
         let mut du = DiskUsage::default();
         let blobs = self.layout_dir().join("blobs/sha256");
         for e in at(&blobs, std::fs::read_dir(&blobs))?.flatten() {
             let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-            let referenced = format!("sha256:{}", e.file_name().to_string_lossy())
+            let d = format!("sha256:{}", e.file_name().to_string_lossy())
                 .parse::<Digest>()
-                .is_ok_and(|d| keep.contains(&d));
-            if referenced {
-                du.blobs += size;
-            } else {
-                du.reclaimable_blobs += size;
+                .ok();
+            du.blobs += size;
+            match d {
+                Some(d) if images.contains(&d) => du.image_blobs += size,
+                Some(d) if cache.contains(&d) => du.cache_only_blobs += size,
+                _ => du.unreferenced_blobs += size,
             }
         }
-        du.snapshots = tree_size(&self.base.join("snapshots"));
-        du.tmp = tree_size(&self.tmp_dir());
+        let snaps = self.base.join("snapshots/sha256");
+        if let Ok(rd) = std::fs::read_dir(&snaps) {
+            for e in rd.flatten() {
+                let size = tree_size(&e.path());
+                du.snapshots += size;
+                let kept = format!("sha256:{}", e.file_name().to_string_lossy())
+                    .parse::<Digest>()
+                    .is_ok_and(|d| image_diffs.contains(&d) || cache_diffs.contains(&d));
+                if !kept {
+                    du.unreferenced_snapshots += size;
+                }
+            }
+        }
+        // What prune removes: the entries of these directories.
+        let entries = |dir: &Path| -> u64 {
+            std::fs::read_dir(dir)
+                .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
+                .unwrap_or(0)
+        };
+        du.tmp = entries(&self.tmp_dir());
+        du.debug = entries(&self.debug_dir());
         du.images = self.images()?.len();
         Ok(du)
     }
 }
 
+/// What [`Store::note_pushed`] keeps for one repository.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Pushed {
+    repository: String,
+    blobs: BTreeSet<Digest>,
+}
+
+/// The store's disk use (`strata df`). The blob figures add up: `blobs` = `image_blobs` +
+/// `cache_only_blobs` + `unreferenced_blobs`; a plain prune removes `unreferenced_blobs`,
+/// `unreferenced_snapshots`, `tmp` and `debug`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DiskUsage {
     pub images: usize,
+    /// Every blob of the store.
     pub blobs: u64,
-    pub reclaimable_blobs: u64,
+    /// Blobs an image refers to (its manifest, config and layers).
+    pub image_blobs: u64,
+    /// Blobs only the build cache refers to: layers of cached steps no image has.
+    pub cache_only_blobs: u64,
+    /// Blobs nothing refers to.
+    pub unreferenced_blobs: u64,
+    /// Every snapshot (an unpacked layer; rebuilt from its blob when needed).
     pub snapshots: u64,
+    /// Snapshots of layers neither an image nor the build cache has.
+    pub unreferenced_snapshots: u64,
+    /// Leftovers of interrupted writes and steps.
     pub tmp: u64,
+    /// The failed RUN step kept for `strata debug`.
+    pub debug: u64,
 }
 
-pub(crate) fn tree_size(p: &Path) -> u64 {
+impl DiskUsage {
+    /// What a plain `strata prune` frees now (the build cache within its limit).
+    pub fn reclaimable(&self) -> u64 {
+        self.unreferenced_blobs + self.unreferenced_snapshots + self.tmp + self.debug
+    }
+}
+
+/// Bytes of the files of the tree at `p` (and its directories' own sizes).
+pub fn tree_size(p: &Path) -> u64 {
     let Ok(m) = std::fs::symlink_metadata(p) else {
         return 0;
     };

@@ -30,7 +30,7 @@ mod snapshots;
 mod transfer;
 
 pub use fsck::{FsckReport, Problem};
-pub use images::{make_writable, select_platform, DiskUsage, ImageRecord, ImageRef};
+pub use images::{make_writable, select_platform, tree_size, DiskUsage, ImageRecord, ImageRef};
 pub use io_util::{write_atomic, TempFile};
 pub use snapshots::unpack_verified;
 pub use transfer::SaveFormat;

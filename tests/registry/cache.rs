@@ -197,6 +197,82 @@ fn a_second_runner_gets_every_step_and_the_cache_mounts_from_the_registry() {
 }
 
 #[test]
+fn a_laptop_seeded_once_keeps_its_cache_without_cache_from() {
+    let Some(t) = T::new("cache-seed") else {
+        return;
+    };
+    let (_reg, proxy) = registry(&t);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let cache = format!("{host}/cache:main");
+    let ctx = context(&t, "ctx-ci", &host);
+    let (o, _) = build(
+        &t,
+        "ci",
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    ok(&o, "CI's build");
+    let layers = cache_layers(&t, &cache);
+    // The laptop: seeded once from CI's cache (the builder stage's layers stay remote) ...
+    let ctx_l = context(&t, "ctx-laptop", &host);
+    let (o, _) = build(&t, "laptop", &ctx_l, &["--cache-from", &cache]);
+    let err = text(&o.stderr);
+    ok(&o, "seeding build");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
+    let remote: Vec<&String> = layers
+        .iter()
+        .filter(|d| !has_blob(&t, "laptop", d))
+        .collect();
+    assert_eq!(
+        remote.len(),
+        2,
+        "the builder stage's layers stay remote: {layers:?}"
+    );
+    // ... then builds without --cache-from: every step still hits, after a prune too, and
+    // nothing is downloaded for it.
+    for round in ["next build", "after a prune"] {
+        let before = proxy.requests().len();
+        let (o, meta) = build(&t, "laptop", &ctx_l, &[]);
+        let err = text(&o.stderr);
+        ok(&o, round);
+        assert!(err.contains("(4 steps, 4 cached)"), "{round}: {err}");
+        assert_eq!(
+            meta["strata.cache"]["ran"],
+            serde_json::json!([]),
+            "{round}: {meta}"
+        );
+        let gets: Vec<String> = proxy.requests()[before..]
+            .iter()
+            .filter(|r| r.starts_with("GET "))
+            .cloned()
+            .collect();
+        assert!(gets.is_empty(), "{round}: {gets:?}");
+        ok(&t.strata("laptop", &["prune"]), "prune");
+    }
+    // A step that reads the builder stage fetches its layers from where they were seeded.
+    let df = fs_err::read_to_string(ctx_l.join("Dockerfile")).unwrap();
+    fs_err::write(
+        ctx_l.join("Dockerfile"),
+        df.replace("/opt/installed", "/opt/installed-again"),
+    )
+    .unwrap();
+    let (o, _) = build(&t, "laptop", &ctx_l, &[]);
+    let err = text(&o.stderr);
+    ok(&o, "a step that reads the builder stage");
+    // The builder's two steps hit; the changed COPY --from and the step after it run.
+    assert!(err.contains("(4 steps, 2 cached)"), "{err}");
+    assert!(remote.iter().all(|d| has_blob(&t, "laptop", d)), "{err}");
+    assert_eq!(
+        ok(
+            &t.strata("laptop", &["run", "app", "cat", "/opt/installed-again"]),
+            "run"
+        )
+        .trim(),
+        "alpha beta"
+    );
+}
+
+#[test]
 fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
     let Some(t) = T::new("cache-min") else { return };
     let (reg, _proxy) = registry(&t);

@@ -694,6 +694,159 @@ fn rustix_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// `strata images --format json` of `store`: (names, size, stored) per image.
+fn image_sizes(t: &T, store: &str) -> Vec<(serde_json::Value, u64, u64)> {
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata(store, &["images", "--format", "json"]),
+        "images",
+    ))
+    .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["names"].clone(),
+                i["size"].as_u64().unwrap(),
+                i["stored"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sizes_are_the_content_and_what_a_push_sends_the_same_in_any_store() {
+    let Some(t) = T::new("sizes") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    t.seed_busybox(&format!("{h}/library/busybox:1"), &[]);
+    // A layer of text, which compresses, and random bytes, which do not (5 MB, 2 MB).
+    let ctx = t.context(
+        "ctx",
+        &format!(
+            "FROM {h}/library/busybox:1\nRUN i=0; while [ $i -lt 2000 ]; do busybox --list; i=$((i+1)); done > /text && head -c 2000000 /dev/urandom > /random\n"
+        ),
+    );
+    ok(
+        &t.strata("s", &["build", "-t", "big:1", ctx.to_str().unwrap()]),
+        "build",
+    );
+    let history = |store: &str, image: &str| -> (String, String) {
+        let o = t.strata(store, &["history", image]);
+        (ok(&o, "history"), text(&o.stderr))
+    };
+    let (before, legend) = history("s", "big:1");
+    let row = before
+        .lines()
+        .find(|l| l.contains("/random"))
+        .unwrap()
+        .to_string();
+    // CREATED, CONTENT, PUSH: the estimate is marked.
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(cols[2].starts_with('≈'), "{before}");
+    assert!(legend.contains("≈: estimated gzip size"), "{legend}");
+    let dest = format!("{h}/team/big:v1");
+    ok(&t.strata("s", &["push", "big:1", &dest]), "push");
+    let m: serde_json::Value = serde_json::from_str(&t.skopeo_inspect(&dest, true, None)).unwrap();
+    let sent = m["layers"][1]["size"].as_u64().unwrap();
+    // After the push the figure is the sent blob's, exactly; the estimate was within 10 %.
+    let (after, legend) = history("s", "big:1");
+    let row = after
+        .lines()
+        .find(|l| l.contains("/random"))
+        .unwrap()
+        .to_string();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(!cols[2].starts_with('≈') && legend.is_empty(), "{after}");
+    let mb = |s: &str| -> f64 {
+        s.trim_start_matches('≈')
+            .trim_end_matches("MB")
+            .parse::<f64>()
+            .unwrap()
+            * 1e6
+    };
+    let estimate = mb(before
+        .lines()
+        .find(|l| l.contains("/random"))
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap());
+    assert!(
+        (estimate - sent as f64).abs() < 0.1 * sent as f64,
+        "estimated {estimate}, sent {sent}: {before}"
+    );
+    assert!((mb(cols[2]) - sent as f64).abs() < 0.06e6, "{after} {sent}");
+    // Pulled into another store (gzip layers there, uncompressed here): the same image id has
+    // the same SIZE, the content of its files; only what each store keeps differs.
+    ok(&t.strata("back", &["pull", "-q", &dest]), "pull");
+    let here = image_sizes(&t, "s");
+    let there = image_sizes(&t, "back");
+    let big_here = here
+        .iter()
+        .find(|i| i.0 == serde_json::json!(["big:1"]))
+        .unwrap();
+    let big_there = there
+        .iter()
+        .find(|i| i.0 == serde_json::json!([dest]))
+        .unwrap();
+    assert_eq!(big_here.1, big_there.1, "{here:?} {there:?}");
+    assert_ne!(big_here.2, big_there.2, "{here:?} {there:?}");
+    assert!(big_here.1 > 7_000_000 && big_here.1 < 9_000_000, "{here:?}");
+}
+
+/// A loopback port nothing listens on (bound, then let go).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_unreachable_registry_says_what_to_do_and_doctor_tries_the_configured_ones() {
+    let Some(t) = T::new("unreach") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let dead = format!("127.0.0.1:{}", closed_port());
+    // A mirror that answers for docker.io, and a registry that does not: nothing else is
+    // tried (doctor sends nothing to a registry registries.conf does not name).
+    t.write_conf(&format!(
+        "[[registry]]\nprefix = \"docker.io\"\nlocation = \"{dead}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+        reg.host()
+    ));
+    let o = t.strata("s", &["doctor"]);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "ok   mirror of docker.io {}: answers at http://{}/v2/",
+            reg.host(),
+            reg.host()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "WARN registry for docker.io {dead}: {dead}: unreachable"
+        )) && out.contains("images saved elsewhere load with `strata load -i FILE`"),
+        "{out}"
+    );
+    // A registry that does not answer is not a failure of the machine.
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // A pull from it: exit 3, and what to do next.
+    let o = t.strata("s", &["pull", &format!("{dead}/app:1")]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!("{dead}: unreachable"))
+            && err.contains(&format!(
+                "add one for {dead} to registries.conf (README: Registries)"
+            ))
+            && err.contains("`strata load -i FILE`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn push_round_trip_skopeo_umoci_and_mounts() {
     let Some(t) = T::new("push") else { return };
@@ -717,6 +870,23 @@ fn push_round_trip_skopeo_umoci_and_mounts() {
     let err = text(&o.stderr);
     ok(&o, "push");
     let pushed = digest_in(&err[err.find("pushed").unwrap()..]);
+    // The push names no local image (as podman and skopeo): the base and app:1 only.
+    let images = ok(&t.strata("s", &["images", "--format", "json"]), "images");
+    let images: serde_json::Value = serde_json::from_str(&images).unwrap();
+    let names: Vec<serde_json::Value> = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["names"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            serde_json::json!([format!("{h}/library/busybox:1")]),
+            serde_json::json!(["app:1"])
+        ],
+        "{images}"
+    );
     // Read back by skopeo: an OCI manifest with gzip layers and the same digest.
     let raw = t.skopeo_inspect(&dest, true, None);
     assert!(
@@ -764,7 +934,7 @@ fn push_round_trip_skopeo_umoci_and_mounts() {
         "s",
         &[
             "push",
-            &dest,
+            "app:1",
             &format!("{h}/other/app:v1"),
             "--progress",
             "plain",
@@ -925,6 +1095,15 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
         ok(&t.strata("s", &["run", "x", "cat", "/moved"]), "run").trim(),
         "moved"
     );
+    // --pull again with nothing moved: it says so, and every step is cached.
+    let o = build_x(&["--pull"]);
+    let err = text(&o.stderr);
+    ok(&o, "build --pull, nothing moved");
+    assert!(
+        err.contains(&format!("{base}: up to date (sha256:")),
+        "{err}"
+    );
+    assert!(!err.contains("cache miss"), "{err}");
     // --pull leaves images that are not references alone: an OCI-layout named context.
     let lctx = t.context("lctx", "FROM local-base\nRUN echo layout > /l\n");
     let layout = t.busybox_layout();

@@ -50,6 +50,19 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
     {
         inputs.settings.push(format!("hostname={h}"));
     }
+    // What --add-host, --ulimit and --shm-size change in the step (as BuildKit keys its
+    // ExecOp's extra hosts, limits and shm size); nothing when they are not given, so other
+    // builds keep their keys.
+    let opts = st.b.opts;
+    for (h, ip) in &opts.extra_hosts {
+        inputs.settings.push(format!("add-host={h}:{ip}"));
+    }
+    for l in &opts.ulimits {
+        inputs.settings.push(format!("ulimit={}", l.describe()));
+    }
+    if let Some(n) = opts.shm_size {
+        inputs.settings.push(format!("shm-size={n}"));
+    }
     for m in o.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
         let src = m.source.clone().unwrap_or_else(|| ".".into());
         let (d, changed) = source::digest(st, m.from.as_deref(), &[src], &[], false)?;
@@ -220,6 +233,7 @@ fn run_in(
         .cloned()
         .unwrap_or_else(|| "strata".to_string());
     let root = exec::step_root(step, lower, &hostname, net)?;
+    exec::add_hosts(&root, &b.opts.extra_hosts)?;
     let mut env = st.env_list();
     let args = st.visible_args();
     for (k, v) in &args {
@@ -317,6 +331,9 @@ fn run_in(
         memory_files: std::mem::take(&mut held.memory),
         stdin: false,
         tty: false,
+        tty_size: None,
+        rlimits: b.opts.ulimits.clone(),
+        shm_size: b.opts.shm_size,
         ports: None,
         maps: b.maps.clone(),
     };
@@ -510,7 +527,6 @@ fn layer_of(
 /// the command left it: the same root with its changes, mounts, environment, user and
 /// working directory, on a pseudo-terminal of its own.
 fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> {
-    use crate::sandbox::terminal;
     let shell = st
         .shell()
         .into_iter()
@@ -526,14 +542,7 @@ fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> 
         tty: true,
         ..failed.clone()
     };
-    let (master, slave) = terminal::open()?;
-    let raw = terminal::Raw::enter();
-    let out = terminal::relay(master, true)?;
-    let r = sandbox::run_on_terminal(&st.b.exe, &spec, &slave);
-    drop(slave);
-    let _ = out.join();
-    drop(raw);
-    r.map_err(sandbox_err)?;
+    sandbox::run_on_console(&st.b.exe, &spec, true, &|_| {}).map_err(sandbox_err)?;
     Ok(())
 }
 

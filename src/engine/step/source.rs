@@ -71,11 +71,12 @@ pub(in crate::engine) fn context_digest(
     }
     let mut cache = st.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
     let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
-    // What to say when the step misses: the files whose content changed, and new ones
-    // unless every file is new (a first build is "not in the cache", not "20,000 files
-    // changed").
+    // What to say when the step misses: the files whose content changed, and new ones when an
+    // earlier build saw some of the others (a first build is "not in the cache", not "20,000
+    // files changed", nor ".dockerignore (new)" because an earlier step of this build hashed
+    // requirements.txt).
     let mut why = stats.changed;
-    if stats.reused + stats.hashed > stats.added.len() {
+    if stats.recorded > 0 {
         why.extend(stats.added.into_iter().map(|a| format!("{a} (new)")));
     }
     Ok((format!("{d} {}", names.join(" ")), why))
