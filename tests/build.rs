@@ -2877,9 +2877,11 @@ fn lint_warnings_are_summed_up_after_a_build_and_check_stops_before_it() {
         &files(&[df("# check=error=true\nFROM busybox\nCMD echo hi\n")]),
     );
     let (code, err) = b.fails_with(&strict, &[]);
-    assert_eq!(code, Some(1), "{err}");
+    // Exit 2: a Dockerfile the check refuses is wrong input, as a parse or plan error.
+    assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("JSONArgsRecommended") && err.contains("check=error=true"),
+        err.contains("lint violation found for rules: JSONArgsRecommended")
+            && err.contains("check=error=true"),
         "{err}"
     );
     assert!(!err.contains("#1 "), "no step ran: {err}");
@@ -3212,7 +3214,7 @@ fn miss_reasons_in_the_tty_view_and_no_new_files_on_a_first_build() {
         "{out}"
     );
     assert!(
-        out.contains("  CACHED [stage-0 2/3] RUN cat /app/req.txt"),
+        out.contains("  CACHED [stage-0 3/4] RUN cat /app/req.txt"),
         "{out}"
     );
 }

@@ -448,7 +448,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
             checked.warnings[0].span,
         )
         .with_hint(
-            "the check directive says error=true: fix them, or skip a rule with # check=skip=RULE",
+            "`check=error=true` makes every warning an error: fix them, or skip a rule with `# check=skip=RULE`",
         )
         .with_source(&src);
         eprint!("{}", render::diagnostic(&d));
