@@ -1066,6 +1066,48 @@ fn bind_tmpfs_and_stage_mounts() {
 }
 
 #[test]
+fn inherited_descriptors_never_reach_a_run_step() {
+    // strata started with a directory of the caller's on 7 and a file on 8, neither
+    // close-on-exec (a CI agent, make's jobserver, socket activation): a RUN step must see
+    // neither (runc's CVE-2024-21626 class: /proc/self/fd/7 is a way out of the root).
+    let Some(b) = B::new("fds") else { return };
+    let outside = b.dir.join("outside");
+    fs_err::create_dir_all(&outside).unwrap();
+    fs_err::write(outside.join("private"), "PRIVATE-BYTES\n").unwrap();
+    let log = b.dir.join("outside.log");
+    fs_err::write(&log, "").unwrap();
+    let c = b.ctx(
+        "c",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN ls /proc/self/fd | tr '\\n' ' ' > /fds; \
+             cat /proc/self/fd/7/private > /leak 2>/dev/null; \
+             echo planted >> /proc/self/fd/8 2>/dev/null; true\n",
+        )],
+    );
+    let line = format!(
+        "exec 7<{} 8>>{}; exec {} --root {} build --progress plain -t fds {}",
+        outside.display(),
+        log.display(),
+        common::sh_quote(common::strata_bin()),
+        common::sh_quote(&b.root),
+        c.display()
+    );
+    let o = Command::new("sh")
+        .args(["-c", &line])
+        .env_remove("STRATA_ROOT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        b.sh("fds", "cat /fds; test -s /leak && echo LEAK; true"),
+        "0 1 2 3 "
+    );
+    assert_eq!(fs_err::read_to_string(&log).unwrap(), "");
+}
+
+#[test]
 fn secrets_reach_the_step_and_nothing_else() {
     let Some(b) = B::new("secret") else { return };
     let value = "s3cr3t-value-4711";

@@ -373,6 +373,99 @@ fn a_terminal_with_its_size_and_job_control() {
     }
 }
 
+/// What each way of running sees of descriptors 7 (a directory of the caller's) and 8 (a file
+/// of the caller's, open for appending): the class of runc's CVE-2024-21626.
+const FD_PROBE: &str = "ls /proc/self/fd | tr '\\n' ' '; echo; \
+     cat /proc/self/fd/7/private 2>/dev/null; ls /proc/self/fd/7/ 2>/dev/null; \
+     echo planted >> /proc/self/fd/8 2>/dev/null && echo wrote-8; true";
+
+#[test]
+fn inherited_descriptors_never_reach_the_sandbox() {
+    // A CI agent, make's jobserver or socket activation leave descriptors open without
+    // close-on-exec; strata inherits them, and the step must not: through /proc/self/fd/7 it
+    // would read the caller's files and through 8 write them.
+    for who in runners() {
+        let Some(e) = Env::new("fds", who) else {
+            return;
+        };
+        let outside = e.dir.join("outside");
+        let log = e.dir.join("outside.log");
+        let o = cmd(
+            who,
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "mkdir -p {d} && echo PRIVATE-BYTES > {d}/private && chmod 600 {d}/private && : > {l}",
+                    d = outside.display(),
+                    l = log.display()
+                ),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let open = format!("exec 7<{} 8>>{}", outside.display(), log.display());
+        // The caller's shell really has both open (so the check below can fail).
+        let o = cmd(who, "sh", &["-c", &format!("{open}; {FD_PROBE}")])
+            .output()
+            .unwrap();
+        let host = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            host.contains("PRIVATE-BYTES") && host.contains("wrote-8"),
+            "{who:?}: {host}"
+        );
+        fs_err::write(&log, "").ok();
+        let run = |flags: &str| {
+            let line = format!(
+                "{open}; exec {} --root {} run {flags} bb:1 sh -c {}",
+                common::sh_quote(strata()),
+                common::sh_quote(&e.root),
+                common::sh_quote(FD_PROBE)
+            );
+            let o = cmd(who, "sh", &["-c", &line])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{who:?} run {flags}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        for flags in ["--network none", "-i", ""] {
+            let out = run(flags);
+            // Only 0, 1, 2 and the directory ls itself opens.
+            assert_eq!(out, "0 1 2 3 \n", "{who:?} run {flags}: {out}");
+        }
+        if Path::new("/usr/bin/script").exists() {
+            let mut line = format!("{open}; ");
+            if let Some(u) = who.user() {
+                line.push_str(&format!("exec runuser -u {u} -- "));
+            } else {
+                line.push_str("exec ");
+            }
+            line.push_str(&format!(
+                "{} --root {} run -t bb:1 sh -c {}",
+                common::sh_quote(strata()),
+                common::sh_quote(&e.root),
+                common::sh_quote(FD_PROBE)
+            ));
+            let (code, out) = common::on_a_terminal(&line, &[]);
+            assert_eq!(code, 0, "{who:?} run -t: {out}");
+            assert!(out.contains("0 1 2 3 \n"), "{who:?} run -t: {out:?}");
+            assert!(
+                !out.contains("PRIVATE") && !out.contains("wrote-8"),
+                "{who:?} run -t: {out:?}"
+            );
+        } else {
+            require("script (util-linux) is not installed: run -t is left out");
+        }
+        assert_eq!(fs_err::read_to_string(&log).unwrap(), "", "{who:?}");
+    }
+}
+
 #[test]
 fn users_workdir_and_etc_files() {
     for who in runners() {
