@@ -881,6 +881,114 @@ fn proxy_build_args_reach_run_steps_but_not_the_image_or_the_key() {
     }
 }
 
+/// Every path below `dir` (symlinks not followed), as root sees them.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_store_is_private_to_its_owner() {
+    // An image's setuid file becomes, in a snapshot, a setuid binary of the user who built it,
+    // and an image's 1777 /tmp a directory anyone could plant files in for every later build
+    // on that base: no other local user may reach either (nor blobs, cache mounts, debug dirs).
+    for who in runners() {
+        let Some(e) = Env::new("private", who) else {
+            return;
+        };
+        let (code, _, err) = e.sh(
+            &["--commit", "suid:1"],
+            "cp /bin/busybox /suid && chmod 4755 /suid && mkdir -p /var/tmp && chmod 1777 /var/tmp",
+        );
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let (code, _, err) = e.sh(&[], "true");
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let o = e.strata(&["run", "suid:1", "true"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v1 = Path::new(&e.root).join("v1");
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&v1), 0o700, "{who:?}: {}", v1.display());
+        // What another user would go for, found as root (the test's own view).
+        let files = walk(&v1);
+        let suid = files
+            .iter()
+            .find(|p| p.ends_with("suid") && mode(p) & 0o4000 != 0)
+            .unwrap_or_else(|| panic!("{who:?}: no setuid snapshot file in {files:?}"))
+            .clone();
+        let sticky: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.is_dir() && mode(p) == 0o1777)
+            .collect();
+        assert!(!sticky.is_empty(), "{who:?}: no 1777 snapshot dir");
+        let blob = files
+            .iter()
+            .find(|p| p.parent().is_some_and(|d| d.ends_with("blobs/sha256")))
+            .unwrap()
+            .clone();
+        // The other user: strata-nosub, or strata-test when the store is strata-nosub's.
+        let other = if who == Who::NoSub {
+            "strata-test"
+        } else {
+            "strata-nosub"
+        };
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED: {other} cannot be switched to without root (the root run covers it); the store's mode was checked"
+            );
+            continue;
+        }
+        let probe = |what: &str| {
+            let line = format!(
+                "test -x {} && echo REACHED-SUID; cat {} >/dev/null 2>&1 && echo READ-BLOB; \
+                 for d in {}; do touch \"$d/planted\" 2>/dev/null && echo PLANTED; done; true",
+                common::sh_quote(&suid.display().to_string()),
+                common::sh_quote(&blob.display().to_string()),
+                sticky
+                    .iter()
+                    .map(|d| common::sh_quote(&d.display().to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let o = Command::new("runuser")
+                .args(["-u", other, "--", "sh", "-c", &line])
+                .current_dir("/tmp")
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            eprintln!("{who:?} {what}: {other} got {out:?}");
+            out
+        };
+        assert_eq!(probe("private store"), "", "{who:?}");
+        // A store made by an older strata (0755 all the way down): the same probe gets in,
+        // and the next strata command that opens the store closes it again.
+        for d in [Path::new(&e.root), &v1] {
+            fs_err::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let open = probe("0755 store");
+        assert!(
+            open.contains("REACHED-SUID") && open.contains("READ-BLOB") && open.contains("PLANTED"),
+            "{who:?}: the probe cannot fail: {open}"
+        );
+        for d in &sticky {
+            let _ = std::fs::remove_file(d.join("planted"));
+        }
+        let o = e.strata(&["images"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(mode(&v1), 0o700, "{who:?}: repaired on open");
+        assert_eq!(probe("repaired store"), "", "{who:?}");
+    }
+}
+
 #[test]
 fn chown_setuid_whiteouts_and_hardlinks_in_the_layer() {
     for who in runners() {

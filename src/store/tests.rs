@@ -549,3 +549,28 @@ fn per_key_locks_remove_their_files_and_stale_ones_are_swept() {
     s.prune(false).unwrap();
     assert!(locks.join("gc.lock").exists());
 }
+
+#[test]
+fn a_store_is_made_private_and_an_open_one_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let d = tmp("private");
+    let root = d.join("a/store");
+    Store::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o700, "a root strata creates");
+    assert_eq!(mode(&root.join("v1")), 0o700);
+    // An older strata made both 0755; the root (which may be a directory the user chose) is
+    // left, v1 (which holds everything) is closed again.
+    for p in [&root, &root.join("v1")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Store::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o755);
+    assert_eq!(mode(&root.join("v1")), 0o700);
+    // Through a symlink (a store moved to another disk).
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    std::fs::set_permissions(root.join("v1"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    Store::open(&link).unwrap();
+    assert_eq!(mode(&root.join("v1")), 0o700);
+}
