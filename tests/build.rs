@@ -913,7 +913,9 @@ fn debug_opens_a_shell_in_the_failed_step() {
         &["--secret", &format!("id=tok,src={}", secret.display())],
     );
     assert!(
-        err.contains("a step with a secret is not kept for `strata debug` afterwards"),
+        err.contains(
+            "a step with a secret or an SSH socket is not kept for `strata debug` afterwards"
+        ),
         "{err}"
     );
     assert!(b.store_contains(b"s3cr3t-value").is_empty());
@@ -1151,6 +1153,93 @@ fn secrets_reach_the_step_and_nothing_else() {
         "the secret is on disk after a kill: {hits:?}"
     );
     assert!(b.store_contains(value.as_bytes()).is_empty());
+}
+
+#[test]
+fn a_failed_step_with_a_secret_or_an_agent_leaves_neither_on_disk() {
+    // A secret in an environment variable (`--secret id=…,env=VAR`, mounted with `env=`), a
+    // secret file and an SSH agent's socket: a step with any of them that fails is never kept
+    // for `strata debug` (its record would hold the value and the socket's path), and neither
+    // reaches the store, the temporary directory or the build's output.
+    let Some(b) = B::new("secret-fail") else {
+        return;
+    };
+    let value = "env-s3cr3t-8817";
+    let file_value = "file-s3cr3t-5523";
+    let secret = b.dir.join("tok.txt");
+    fs_err::write(&secret, file_value).unwrap();
+    let sock = b.dir.join("agent-sock-6691");
+    let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // A step that is kept, first: the later failures must not replace it.
+    let kept = b.ctx(
+        "kept",
+        &[(
+            "Dockerfile",
+            "FROM busybox
+RUN echo kept > /k && exit 3
+",
+        )],
+    );
+    b.fails(&kept, &[]);
+    let cases = [
+        ("env", "RUN --mount=type=secret,id=tok,env=TOK test -n \"$TOK\" && echo \"$TOK\" > /tmp/copy && exit 4"),
+        ("file", "RUN --mount=type=secret,id=f,env=F cp /run/secrets/f /tmp/copy && exit 5"),
+        ("ssh", "RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && exit 6"),
+    ];
+    for (name, run) in cases {
+        let c = b.ctx(name, &[("Dockerfile", &format!("FROM busybox\n{run}\n"))]);
+        for progress in ["plain", "json"] {
+            let o = Command::new(common::strata_bin())
+                .args(["--root", &b.root, "build", "--progress", progress])
+                .args(["--secret", "id=tok,env=MY_TOKEN"])
+                .args(["--secret", &format!("id=f,src={}", secret.display())])
+                .args(["--ssh", &format!("default={}", sock.display())])
+                .arg(&c)
+                .env("MY_TOKEN", value)
+                .env_remove("STRATA_ROOT")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let out = format!("{}{}", text(&o.stdout), text(&o.stderr));
+            assert!(!o.status.success(), "{name}: {out}");
+            assert!(
+                out.contains("not kept for `strata debug`"),
+                "{name} ({progress}): {out}"
+            );
+            for needle in [value, file_value, "agent-sock-6691"] {
+                assert!(
+                    !out.contains(needle),
+                    "{name} ({progress}): {needle} in {out}"
+                );
+            }
+        }
+    }
+    // On disk: the store, and the whole temporary directory of the test run (the test
+    // binaries' copies of strata aside), in one pass.
+    let needles = [value, file_value, "agent-sock-6691"];
+    let mut hits = Vec::new();
+    let mut todo = vec![std::env::temp_dir()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() && !e.file_name().to_string_lossy().starts_with("strata-bin-") {
+                todo.push(p);
+            } else if t.is_file() && p != secret {
+                if let Ok(data) = std::fs::read(&p) {
+                    for n in needles {
+                        if data.windows(n.len()).any(|w| w == n.as_bytes()) {
+                            hits.push((n, p.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(hits.is_empty(), "on disk: {hits:?}");
+    // The failure kept before is still the one `strata debug` opens.
+    let o = b.strata(&["debug", "--", "cat", "/k"]);
+    assert_eq!(text(&o.stdout), "kept\n", "{}", text(&o.stderr));
 }
 
 #[test]

@@ -313,8 +313,8 @@ fn run_in(
         }
         drop(held);
         // Kept for `strata debug` (best effort: the build's failure is what matters), unless
-        // it had a secret.
-        let secret = crate::engine::debug::not_kept_because(&spec);
+        // it had a secret or an SSH socket.
+        let secret = crate::engine::debug::not_kept_because(&o.mounts, &spec);
         let kept = crate::engine::debug::keep(
             b.store,
             step,
@@ -334,6 +334,7 @@ fn run_in(
                 exit_code: finished.outcome.code(),
                 when: crate::oci::now_secs(),
             },
+            &o.mounts,
             &b.maps,
         );
         if let (Err(e), None) = (&kept, secret) {
@@ -345,7 +346,7 @@ fn run_in(
         let hint = match (b.opts.debug, terminal, kept.is_ok()) {
             (true, true, _) => None,
             (false, _, false) if secret.is_some() => Some(
-                "strata build --debug opens a shell where this command failed (a step with a secret is not kept for `strata debug` afterwards: what it wrote may hold the secret)",
+                "strata build --debug opens a shell where this command failed (a step with a secret or an SSH socket is not kept for `strata debug` afterwards: what it wrote may hold the secret)",
             ),
             (false, _, true) => Some(
                 "`strata debug` opens a shell where this command failed (or build with --debug)",
