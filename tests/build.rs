@@ -1226,7 +1226,7 @@ RUN echo kept > /k && exit 3
             if t.is_dir() && !e.file_name().to_string_lossy().starts_with("strata-bin-") {
                 todo.push(p);
             } else if t.is_file() && p != secret {
-                if let Ok(data) = std::fs::read(&p) {
+                if let Ok(data) = fs_err::read(&p) {
                     for n in needles {
                         if data.windows(n.len()).any(|w| w == n.as_bytes()) {
                             hits.push((n, p.clone()));
