@@ -428,6 +428,78 @@ fn tmp_entries(b: &B) -> Vec<String> {
 }
 
 #[test]
+fn a_killed_build_that_is_a_zombie_or_whose_pid_was_reused_is_collected() {
+    let Some(b) = B::new("zombie") else { return };
+    // Not `sleep 617`: the test above counts those.
+    let f = [df("FROM busybox\nRUN echo $((6*7))-running && sleep 619\n")];
+    let c = b.ctx("c", &files(&f));
+    // Killed, and not reaped by its parent (this test): a zombie, as a strata whose parent
+    // died stays until PID 1 reaps it (minutes here; for ever under a PID 1 that never reaps).
+    let mut child = start_build_until(&b, &c, &[], "42-running");
+    let pid = child.id();
+    // SAFETY: SIGKILL to our own child, which we reap below.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let state = || {
+        fs_err::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(')').unwrap().1.trim_start().chars().next())
+            .ok()
+            .flatten()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state() != Some('Z') {
+        assert!(std::time::Instant::now() < deadline, "{:?}", state());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mine = |p: u32| -> Vec<String> {
+        tmp_entries(&b)
+            .into_iter()
+            .filter(|n| n.starts_with("v1/tmp/") && n.contains(&format!("-{p}-")))
+            .collect()
+    };
+    assert!(
+        !mine(pid).is_empty(),
+        "the killed build left its step's dir"
+    );
+    // Entries of a live process that had the pid before: this test's own pid with a start
+    // time it does not have is another process's leftover; with the right one, ours (live).
+    let me = std::process::id();
+    let tmp = Path::new(&b.root).join("v1/tmp");
+    let start = fs_err::read_to_string(format!("/proc/{me}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    fs_err::create_dir_all(tmp.join(format!("run-{me}-s1-0"))).unwrap();
+    fs_err::create_dir_all(tmp.join(format!("run-{me}-s{start}-0"))).unwrap();
+    let quick = b.ctx("q", &files(&[df("FROM busybox\nRUN true\n")]));
+    b.ok(&quick, &["-t", "q"]);
+    assert_eq!(state(), Some('Z'), "still a zombie during the sweep");
+    assert!(mine(pid).is_empty(), "{:?}", tmp_entries(&b));
+    assert!(!tmp.join(format!("run-{me}-s1-0")).exists(), "pid reused");
+    assert!(
+        tmp.join(format!("run-{me}-s{start}-0")).exists(),
+        "a live owner"
+    );
+    fs_err::remove_dir(tmp.join(format!("run-{me}-s{start}-0"))).unwrap();
+    child.wait().unwrap();
+    let o = Command::new("pgrep")
+        .args(["-f", "^sleep 619$"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&o.stdout), "", "the killed build's step outlived it");
+    let o = b.strata(&["fsck"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains(" 0 problems"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
 fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
     let Some(b) = B::new("interrupt") else { return };
     // The marker is the step's output, not its command line (which the progress prints first).

@@ -147,7 +147,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
 
     let step = store
         .tmp_dir()
-        .join(format!("run-{}-{}", std::process::id(), hostname));
+        .join(format!("run-{}-{}", strata::store::owner_tag(), hostname));
     let network = match a.network.as_str() {
         "none" => Network::None,
         "host" => Network::Host,

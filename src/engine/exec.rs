@@ -383,8 +383,9 @@ pub fn remove_store_tree(path: &Path, maps: &idmap::IdMaps) -> crate::store::Res
 }
 
 /// Remove what killed strata processes left in the store's tmp dir: every entry there is named
-/// `WHAT-PID-…` by the process that made it, and one whose process is gone is garbage (a step's
-/// scratch dir, a half-written blob). Dirs are removed inside the user namespace (their files
+/// `WHAT-PID-sSTART-…` by the process that made it, and one whose process is gone (a zombie
+/// counts as gone, and a pid reused by a process that started at another time too; see
+/// [`crate::store::owner_gone`]) is garbage (a step's scratch dir, a half-written blob). Dirs are removed inside the user namespace (their files
 /// may belong to subordinate ids). Lock files of killed holders go too. Best effort: a failure
 /// leaves the entry for `prune`.
 pub fn clean_leftovers(store: &Store, maps: &idmap::IdMaps) {
@@ -392,13 +393,9 @@ pub fn clean_leftovers(store: &Store, maps: &idmap::IdMaps) {
     let Ok(rd) = std::fs::read_dir(store.tmp_dir()) else {
         return;
     };
-    let me = std::process::id();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.split('-').find_map(|f| f.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
+        if crate::store::owner_gone(&name) != Some(true) {
             continue;
         }
         let p = e.path();

@@ -354,7 +354,7 @@ pub(super) fn step_dir(b: &Build, what: &str) -> anyhow::Result<PathBuf> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let d = b.store.tmp_dir().join(format!(
         "{what}-{}-{}",
-        std::process::id(),
+        crate::store::owner_tag(),
         N.fetch_add(1, Ordering::SeqCst)
     ));
     fs_err::create_dir_all(&d)?;

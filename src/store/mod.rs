@@ -31,7 +31,7 @@ mod transfer;
 
 pub use fsck::{FsckReport, Problem};
 pub use images::{make_writable, select_platform, DiskUsage, ImageRecord, ImageRef};
-pub use io_util::{write_atomic, TempFile};
+pub use io_util::{owner_gone, owner_tag, write_atomic, TempFile};
 pub use snapshots::unpack_verified;
 pub use transfer::SaveFormat;
 

@@ -574,3 +574,62 @@ fn a_store_is_made_private_and_an_open_one_repaired() {
     Store::open(&link).unwrap();
     assert_eq!(mode(&root.join("v1")), 0o700);
 }
+
+#[test]
+fn a_temp_entry_s_owner_is_gone_when_dead_a_zombie_or_another_process() {
+    let me = std::process::id();
+    let tag = owner_tag();
+    let start: u64 = tag.split_once("-s").unwrap().1.parse().unwrap();
+    assert_eq!(
+        owner_gone(&format!("run-{tag}-3")),
+        Some(false),
+        "this process"
+    );
+    assert_eq!(
+        owner_gone(&format!("run-{me}-7")),
+        Some(false),
+        "an older name of ours"
+    );
+    assert_eq!(owner_gone("no-pid-here"), None);
+    // Our pid with another start time: a process that had the pid before us.
+    assert_eq!(
+        owner_gone(&format!("run-{me}-s{}-3", start + 1)),
+        Some(true),
+        "pid reuse"
+    );
+    // A live process other than us: ours' parent (cargo's test runner or a shell).
+    let parent = rustix::process::getppid().unwrap().as_raw_nonzero().get() as u32;
+    let parent_start = std::fs::read_to_string(format!("/proc/{parent}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        owner_gone(&format!("blob-{parent}-s{parent_start}-0-1")),
+        Some(false)
+    );
+    assert_eq!(owner_gone(&format!("blob-{parent}-0-1")), Some(false));
+    assert_eq!(owner_gone(&format!("blob-{parent}-s1-0-1")), Some(true));
+    // A zombie: a child that exited and is not reaped yet.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .trim_start()
+        .starts_with('Z')
+    {
+        assert!(std::time::Instant::now() < deadline, "no zombie");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(owner_gone(&format!("step-{pid}-4")), Some(true), "zombie");
+    child.wait().unwrap();
+    assert_eq!(owner_gone(&format!("step-{pid}-4")), Some(true), "reaped");
+}
