@@ -1016,6 +1016,99 @@ fn run_heredocs_script_and_shebang() {
     assert_eq!(b.sh("h", "cat /upper"), "HELLO\n");
 }
 
+#[test]
+fn long_heredocs_run_from_a_file_and_oversized_arguments_fail_at_once() {
+    let Some(b) = B::new("bigheredoc") else {
+        return;
+    };
+    // 200 KB of script: over the 128 KiB Linux passes in one argument (`sh -c SCRIPT` fails
+    // with E2BIG, under BuildKit too). strata runs it from a file.
+    let lines: String = (0..4000)
+        .map(|i| format!("echo line {i} of a long script >> /lines\n"))
+        .collect();
+    assert!(lines.len() > 128 << 10);
+    let f = [df(&format!(
+        "FROM busybox\nRUN <<EOF\n{lines}echo done-$((6*7)) > /out\nEOF\nRUN cat <<A > /copy && wc -l < /copy > /n\n{lines}A\n"
+    ))];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "long"]);
+    assert_eq!(
+        b.sh("long", "cat /out; wc -l < /lines; cat /n"),
+        "done-42\n4000\n4000\n"
+    );
+    // What no file can carry: an argument of an exec-form command, a variable of the
+    // environment over the limit. An error at once, naming it.
+    // (Lines are at most 64 KiB, as in BuildKit: continuation lines make the long one.)
+    let big = vec!["x".repeat(50_000); 4].join("\\\n");
+    let c2 = b.ctx(
+        "c2",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nRUN [\"sh\", \"-c\", \"true {big}\"]\n"),
+        )],
+    );
+    let t = std::time::Instant::now();
+    let err = b.fails(&c2, &[]);
+    assert!(
+        err.contains("argument 3 of the command is 200005 bytes") && err.contains("Dockerfile:2"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(
+        err.len() < 20_000,
+        "the error repeats the argument: {} bytes",
+        err.len()
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    let c3 = b.ctx(
+        "c3",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nENV BIG={big}\nRUN true\n"),
+        )],
+    );
+    let err = b.fails(&c3, &[]);
+    assert!(
+        err.contains("the environment variable BIG is 200004 bytes"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    // A heredoc over the sandbox's 64 MiB frame (the hostile input that hung, holding the
+    // store's lock, before): built, within a deadline.
+    let huge = format!(
+        "FROM busybox\nRUN <<EOF\n: <<'X'\n{}X\necho done-$((6*7)) > /out\nEOF\n",
+        format!("{}\n", "z".repeat(1 << 20)).repeat(65)
+    );
+    let c4 = b.ctx("c4", &[("Dockerfile", &huge)]);
+    drop(huge);
+    let t = std::time::Instant::now();
+    let mut child = Command::new(common::strata_bin())
+        .args(["--root", &b.root, "build", "-q", "-t", "huge"])
+        .arg(&c4)
+        .env_remove("STRATA_ROOT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(240) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a 65 MiB heredoc did not build in 240 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    assert!(status.success(), "{}", &err[..err.len().min(4000)]);
+    eprintln!("a 65 MiB heredoc built in {:?}", t.elapsed());
+    assert_eq!(b.sh("huge", "cat /out"), "done-42\n");
+}
+
 // ---- RUN --mount --------------------------------------------------------------------------
 
 #[test]

@@ -226,6 +226,36 @@ fn run_in(
             argv
         }
     };
+    // What the error of a failed step shows: the command, cut short past 2 KiB (a heredoc of
+    // megabytes is not repeated in the error).
+    let shown = {
+        let all = argv.join(" ");
+        match all.char_indices().nth(2048) {
+            Some((i, _)) => format!("{} … ({} more bytes)", &all[..i], all.len() - i),
+            None => all,
+        }
+    };
+    // A script longer than Linux passes in one argument (a long heredoc: `sh -c` would fail
+    // with E2BIG, as under BuildKit) runs from a file the shell sources, as it would have run
+    // it with -c; a file of any size.
+    let argv = match (&r.command, argv.last()) {
+        (CommandLine::Shell(_), Some(script)) if script.len() >= sandbox::MAX_ARG_LEN => {
+            let file = step.join("script");
+            fs_err::write(&file, script)?;
+            let target = "/dev/.strata-run-script".to_string();
+            binds.push(Bind {
+                host: file,
+                target: target.clone(),
+                readonly: true,
+                source: BindSource::Host,
+            });
+            let mut a = argv;
+            a.pop();
+            a.push(format!(". {target}"));
+            a
+        }
+        _ => argv,
+    };
     // Overlay, or copies where overlayfs was refused (the sandbox decides, and says so).
     let rootfs = if sandbox::use_copies() {
         Rootfs::copy_in(step, root.lower)?
@@ -362,7 +392,7 @@ fn run_in(
             }
         };
         return Err(Error::CommandFailed {
-            argv: argv.join(" "),
+            argv: shown,
             code: finished.outcome.code(),
             hint,
         }
