@@ -337,6 +337,61 @@ fn expansion_is_bounded_and_long_dockerfiles_build() {
         e.contains("Dockerfile:19") && e.contains("$A") && e.contains("1 MiB"),
         "{e}"
     );
+    // 1,500 `LABEL lN=$a10` lines (25 KB), each word just under the 1 MiB per-word limit: the
+    // build took 7.5 GB and 30 s and wrote a 1.5 GB config. Now the growth of all the words of
+    // the build is bounded too: an error at the line that crosses 16 MiB, in bounded memory.
+    let mut text = String::from("FROM busybox\nARG a0=");
+    text.push_str(&"x".repeat(1000));
+    text.push('\n');
+    for i in 1..=10 {
+        text.push_str(&format!("ARG a{i}=$a{p}$a{p}\n", p = i - 1));
+    }
+    for n in 0..1500 {
+        text.push_str(&format!("LABEL l{n}=$a10\n"));
+    }
+    let c = b.ctx("labels", &files(&[df(&text)]));
+    let t = std::time::Instant::now();
+    // Reaped by wait4 below (for its peak memory), not by Child::wait.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(common::strata_bin())
+        .args([
+            "--root",
+            &b.root,
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "labels",
+        ])
+        .arg(&c)
+        .env_remove("STRATA_ROOT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut err);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 on our own child, which reaps it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    eprintln!(
+        "1,500 LABEL lines refused in {:?}, peak RSS {} MiB",
+        t.elapsed(),
+        usage.ru_maxrss >> 10
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0,
+        "{err}"
+    );
+    assert!(
+        err.contains("Dockerfile:27") && err.contains("LABEL l14=$a10") && err.contains("16 MiB"),
+        "{err}"
+    );
+    assert!(usage.ru_maxrss < 512 << 10, "{} KiB", usage.ru_maxrss);
+    assert!(b.strata(&["inspect", "labels"]).status.code() != Some(0));
     // 5,000 ENV lines (20,000 took 51 s when every step hashed the whole environment; see
     // benches/expansion.sh): the image has them all, in order, and a rebuild is the same image.
     let mut text = String::from("FROM busybox\n");

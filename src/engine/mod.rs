@@ -267,6 +267,9 @@ pub(crate) struct Build<'a> {
     pub ran: Mutex<Vec<String>>,
     /// The ids of the cache mounts the build used, for `--cache-to …,mounts=true`.
     pub mounts_used: Mutex<std::collections::BTreeSet<String>>,
+    /// What the words of every stage's instructions have grown by in expansion
+    /// ([`crate::dockerfile::shell::MAX_TOTAL_EXPANSION`] for the whole build).
+    pub budget: crate::dockerfile::shell::Budget,
 }
 
 impl Build<'_> {
@@ -321,6 +324,7 @@ pub fn build(
         applied: Mutex::new(Vec::new()),
         ran: Mutex::new(Vec::new()),
         mounts_used: Mutex::new(Default::default()),
+        budget: Default::default(),
     };
     if !opts.cache_from.is_empty() {
         b.imported = shared::Imported::load(&b, &opts.cache_from);

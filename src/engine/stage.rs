@@ -133,7 +133,11 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         config,
         layers,
         key,
-        scope: b.plan.scope().with_env(base_env),
+        scope: b
+            .plan
+            .scope()
+            .with_env(base_env)
+            .with_budget(b.budget.clone()),
         dirs,
         cmd_set: false,
         no_cache,

@@ -419,6 +419,8 @@ impl Planner<'_> {
         }
 
         // --from references in COPY and RUN --mount, including ONBUILD triggers of a base stage.
+        // The ARG/ENV scopes of this walk share one expansion budget.
+        let budget = crate::dockerfile::shell::Budget::default();
         for i in 0..stages.len() {
             let mut refs: Vec<(String, DepKind, Span)> = Vec::new();
             let mut triggers: Vec<(&Instruction, Span)> = Vec::new();
@@ -434,7 +436,8 @@ impl Planner<'_> {
             let needs_scope = triggers.iter().copied().chain(own.clone()).any(|(ins, _)| {
                 matches!(ins, Instruction::Run(r) if r.mounts.iter().any(|m| m.contains('$')))
             });
-            let mut scope = needs_scope.then(|| StageScope::new(&meta_args, &self.options));
+            let mut scope = needs_scope
+                .then(|| StageScope::new(&meta_args, &self.options).with_budget(budget.clone()));
             for (ins, span) in triggers.iter().copied().chain(own) {
                 match ins {
                     Instruction::Copy(c) => {

@@ -25,7 +25,7 @@ pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, app
 const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 /// Manifests and configs are small; a larger answer is refused rather than held in memory.
 const MANIFEST_MAX: u64 = 8 << 20;
-const CONFIG_MAX: u64 = 32 << 20;
+const CONFIG_MAX: u64 = crate::oci::MAX_CONFIG as u64;
 /// Layers fetched at once per pull (skopeo uses 6, crane 4).
 pub const PARALLEL: usize = 6;
 

@@ -243,8 +243,18 @@ impl Store {
         names: &[ImageRef],
         annotations: BTreeMap<String, String>,
     ) -> Result<ImageRecord> {
-        let _w = self.writer_lock()?;
         let cbytes = canonical_json(config);
+        // What strata would refuse to pull it does not make (a config is read whole into
+        // memory by every tool): the error names what makes it large.
+        if cbytes.len() > crate::oci::MAX_CONFIG {
+            return Err(Error::Invalid(format!(
+                "the image config would be {} bytes, over the {} MiB limit for a config{}",
+                cbytes.len(),
+                crate::oci::MAX_CONFIG >> 20,
+                largest_part(config)
+            )));
+        }
+        let _w = self.writer_lock()?;
         let cdigest = self.put_blob(&cbytes)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -708,5 +718,27 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
         let k = self.inner.read(buf)?;
         self.n += k as u64;
         Ok(k)
+    }
+}
+
+/// What makes `config` large, for an error: its largest LABEL, ENV or history entry.
+fn largest_part(config: &ImageConfig) -> String {
+    let mut parts: Vec<(usize, String)> = Vec::new();
+    if let Some(c) = &config.config {
+        for (k, v) in c.labels.iter().flatten() {
+            parts.push((k.len() + v.len(), format!("LABEL {k}")));
+        }
+        for e in c.env.iter().flatten() {
+            let k = e.split('=').next().unwrap_or(e);
+            parts.push((e.len(), format!("ENV {k}")));
+        }
+    }
+    for (i, h) in config.history.iter().enumerate() {
+        let n = h.created_by.as_ref().map_or(0, String::len);
+        parts.push((n, format!("history entry {}", i + 1)));
+    }
+    match parts.into_iter().max_by_key(|(n, _)| *n) {
+        Some((n, what)) if n > 0 => format!(" (the largest part: {what}, {n} bytes)"),
+        _ => String::new(),
     }
 }

@@ -633,3 +633,25 @@ fn a_temp_entry_s_owner_is_gone_when_dead_a_zombie_or_another_process() {
     child.wait().unwrap();
     assert_eq!(owner_gone(&format!("step-{pid}-4")), Some(true), "reaped");
 }
+
+#[test]
+fn a_config_over_the_limit_is_refused_naming_what_makes_it_large() {
+    let s = Store::open(tmp("bigconfig")).unwrap();
+    let mut cfg = ImageConfig::default();
+    let labels = cfg
+        .config
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default);
+    labels.insert("small".into(), "x".into());
+    labels.insert("huge".into(), "y".repeat(crate::oci::MAX_CONFIG));
+    let e = s.add_image(&cfg, &[], &[r("big")]).unwrap_err().to_string();
+    assert!(
+        e.contains("over the 32 MiB limit") && e.contains("LABEL huge"),
+        "{e}"
+    );
+    assert!(s.images().unwrap().is_empty());
+    // Nothing was written: no blob.
+    let blobs = s.layout_dir().join("blobs/sha256");
+    assert_eq!(std::fs::read_dir(blobs).unwrap().count(), 0);
+}
