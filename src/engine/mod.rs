@@ -254,7 +254,8 @@ pub(crate) struct Build<'a> {
     pub checksums: Mutex<checksum::Cache>,
     /// Stage results, job slots and the first failure.
     pub schedule: &'a schedule::Schedule,
-    pub step_ids: AtomicUsize,
+    /// The next step's id, counted across the attempts of a build (see [`build`]).
+    pub step_ids: &'a AtomicUsize,
     pub steps: AtomicUsize,
     pub cached: AtomicUsize,
     /// Named contexts and images resolved to snapshots, by name.
@@ -294,11 +295,51 @@ fn checksum_cache_path(store: &Store, context: &Path) -> PathBuf {
 }
 
 /// Run the build of `plan` and write its outputs; `report` receives its events.
+///
+/// A layer of a `--cache-from` cache that turns out to be missing, damaged or not what its
+/// record says ([`shared::BadImport`], found when the layer is first needed, possibly steps
+/// after its record was used) makes the build start again without that cache, with a
+/// warning: the steps the first attempt ran are in the local cache by then, so only the steps
+/// that took that cache's word run again.
 pub fn build(
     store: &Store,
     plan: &Plan,
     opts: &BuildOptions,
     report: Arc<dyn report::Reporter>,
+) -> anyhow::Result<Built> {
+    let step_ids = AtomicUsize::new(1);
+    let mut skip = Vec::new();
+    loop {
+        match attempt(store, plan, opts, report.clone(), &skip, &step_ids) {
+            Err(e) => {
+                let bad = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<shared::BadImport>())
+                    .filter(|b| {
+                        b.cache_from < opts.cache_from.len() && !skip.contains(&b.cache_from)
+                    });
+                let Some(bad) = bad else {
+                    return Err(e);
+                };
+                report.event(report::Event::Note(&format!(
+                    "warning: {bad}; the build starts again without the cache {}",
+                    bad.name
+                )));
+                skip.push(bad.cache_from);
+            }
+            done => return done,
+        }
+    }
+}
+
+/// One attempt at [`build`], without the `--cache-from` sources at the indices `skip`.
+fn attempt(
+    store: &Store,
+    plan: &Plan,
+    opts: &BuildOptions,
+    report: Arc<dyn report::Reporter>,
+    skip: &[usize],
+    step_ids: &AtomicUsize,
 ) -> anyhow::Result<Built> {
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
@@ -316,7 +357,7 @@ pub fn build(
         report,
         checksums: Mutex::new(checksum::Cache::load(&cpath)),
         schedule: &schedule,
-        step_ids: AtomicUsize::new(1),
+        step_ids,
         steps: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
         externals: Mutex::new(HashMap::new()),
@@ -327,7 +368,7 @@ pub fn build(
         budget: Default::default(),
     };
     if !opts.cache_from.is_empty() {
-        b.imported = shared::Imported::load(&b, &opts.cache_from);
+        b.imported = shared::Imported::load(&b, &opts.cache_from, skip);
     }
     let b = b;
     if crate::sandbox::use_copies() {
@@ -378,8 +419,8 @@ pub fn build(
         );
     }
     // Layers that hit in an imported cache come now, and only those of the final image.
-    for l in &result.layers {
-        b.imported.fetch(&b, &l.digest)?;
+    for (l, d) in result.layers.iter().zip(&config.rootfs.diff_ids) {
+        b.imported.fetch(&b, &l.digest, d)?;
     }
     if opts.cache_to.contains(&shared::CacheTo::Inline) {
         let v = shared::inline(&b, &config.rootfs.diff_ids);

@@ -320,7 +320,7 @@ pub(super) fn lowers(
     // A layer that hit in an imported cache is fetched now that something needs its files.
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
         if !b.store.snapshot_path(d).exists() {
-            b.imported.fetch(b, &l.digest)?;
+            b.imported.fetch(b, &l.digest, d)?;
         }
     }
     let mut out = exec::snapshots(b.store, &b.exe, &config.rootfs.diff_ids, layers, &b.maps)?;
@@ -340,7 +340,7 @@ pub(super) fn layer_paths(
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
         let p = b.store.layer_paths_file(&l.digest);
         if !p.exists() {
-            b.imported.fetch(b, &l.digest)?;
+            b.imported.fetch(b, &l.digest, d)?;
             // By the tar headers only when the blob is uncompressed (COPY's commit reads the
             // same way).
             let blob = b.store.open_blob(&l.digest)?;
@@ -477,7 +477,7 @@ impl St<'_, '_> {
         if self.no_cache {
             return None;
         }
-        cache::get(self.b.store, key).or_else(|| self.b.imported.get(key))
+        cache::get(self.b.store, key).or_else(|| self.b.imported.get(self.b, key))
     }
 
     fn push_layer(&mut self, l: &LayerRec) {
