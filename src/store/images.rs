@@ -695,6 +695,23 @@ fn check_tar(source: &Path) -> Result<()> {
         let entries = a.entries().map_err(|e| not_tar(e.to_string()))?;
         for e in entries {
             let mut e = e.map_err(|e| not_tar(e.to_string()))?;
+            // A path (or a hard link's target) that climbs out of the layer is refused now,
+            // not at the image's first use: the applier would refuse it then.
+            let escapes = |p: &Path| crate::layer::apply::clean_entry_path(p).is_none();
+            let path = e.path().map_err(|e| not_tar(e.to_string()))?.into_owned();
+            let link = match e.header().entry_type() {
+                tar::EntryType::Link => e.link_name().ok().flatten().map(|l| l.into_owned()),
+                _ => None,
+            };
+            if escapes(&path) || link.as_deref().is_some_and(escapes) {
+                return Err(Error::Invalid(format!(
+                    "{}: the entry \"{}\"{} climbs out of the image's root with `..`; such a tar is not imported",
+                    source.display(),
+                    path.display(),
+                    link.map(|l| format!(" (a hard link to \"{}\")", l.display()))
+                        .unwrap_or_default()
+                )));
+            }
             std::io::copy(&mut e, &mut std::io::sink()).map_err(|e| not_tar(e.to_string()))?;
         }
     }

@@ -655,3 +655,71 @@ fn a_config_over_the_limit_is_refused_naming_what_makes_it_large() {
     let blobs = s.layout_dir().join("blobs/sha256");
     assert_eq!(std::fs::read_dir(blobs).unwrap().count(), 0);
 }
+
+/// A tar of one entry named `name` (as written, `..` included) of kind `kind`, linking to
+/// `link` for a hard link.
+fn raw_tar(name: &str, kind: tar::EntryType, link: &str) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    {
+        let g = h.as_gnu_mut().unwrap();
+        g.name[..name.len()].copy_from_slice(name.as_bytes());
+        g.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(if kind == tar::EntryType::Regular {
+        4
+    } else {
+        0
+    });
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    if kind == tar::EntryType::Regular {
+        let mut block = vec![0u8; 512];
+        block[..4].copy_from_slice(b"evil");
+        out.extend(block);
+    }
+    out.extend(vec![0u8; 1024]);
+    out
+}
+
+#[test]
+fn import_refuses_a_tar_whose_entries_climb_out() {
+    let s = Store::open(tmp("import-escape")).unwrap();
+    let dir = tmp("import-escape-files");
+    fs_err::create_dir_all(&dir).unwrap();
+    for (i, (name, kind, link, named)) in [
+        ("../evil", tar::EntryType::Regular, "", "../evil"),
+        ("a/../../evil", tar::EntryType::Regular, "", "a/../../evil"),
+        ("/../etc/evil", tar::EntryType::Regular, "", "/../etc/evil"),
+        (
+            "ok",
+            tar::EntryType::Link,
+            "../../etc/passwd",
+            "../../etc/passwd",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = dir.join(format!("t{i}.tar"));
+        fs_err::write(&f, raw_tar(name, kind, link)).unwrap();
+        let e = s
+            .import(&f, &r("x:1"), Compression::None, Some(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(named) && e.contains("climbs out") && e.contains(&f.display().to_string()),
+            "{name}: {e}"
+        );
+    }
+    assert!(s.images().unwrap().is_empty());
+    let blobs = std::fs::read_dir(s.layout_dir().join("blobs/sha256"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "nothing stored");
+    // An absolute path that stays inside, and `..` that stays inside, are imported.
+    let f = dir.join("inside.tar");
+    fs_err::write(&f, raw_tar("/a/../etc/fine", tar::EntryType::Regular, "")).unwrap();
+    s.import(&f, &r("x:1"), Compression::None, Some(0)).unwrap();
+}
