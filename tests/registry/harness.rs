@@ -654,10 +654,11 @@ pub fn make_tls(dir: &Path) {
     }
 }
 
-/// A PEP 503 package index on one of the host's own addresses, serving wheels with the caching
-/// headers PyPI sends (`Cache-Control: max-age`, `ETag`, `Date`), which this lab's proxy strips
-/// from PyPI's own answers. A RUN step reaches it through its user-mode network when `ip` is not
-/// a loopback address (the host's loopback it cannot reach). It counts each wheel's downloads.
+/// A PEP 503 package index on `ip` (127.0.0.1 in the tests: test traffic stays on loopback),
+/// serving wheels with the caching headers PyPI sends (`Cache-Control: max-age`, `ETag`,
+/// `Date`), which this lab's proxy strips from PyPI's own answers. A RUN step reaches a loopback
+/// index only on the host's network (`--network host --allow network.host`). It counts each
+/// wheel's downloads.
 pub struct PackageIndex {
     pub url: String,
     addr: std::net::SocketAddr,
