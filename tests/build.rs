@@ -554,6 +554,144 @@ fn a_killed_build_that_is_a_zombie_or_whose_pid_was_reused_is_collected() {
     );
 }
 
+/// Free bytes of the filesystem `p` is on.
+fn free_bytes(p: &Path) -> u64 {
+    let st = rustix::fs::statvfs(p).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+#[test]
+fn a_full_disk_leaves_no_failed_step_behind_and_says_how_to_get_space_back() {
+    // The store on a small filesystem of its own (a 48 MiB tmpfs; mounting one needs root):
+    // built as root and as strata-test (rootless, on a tmpfs given to it).
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a small filesystem for the store needs root (the root run builds on it as root and as strata-test)");
+        return;
+    }
+    let Some(b) = B::new("enospc") else { return };
+    let mut runners: Vec<Option<&str>> = vec![None];
+    if Command::new("id")
+        .arg("strata-test")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        runners.push(Some("strata-test"));
+    } else {
+        require("no user strata-test: the rootless run is left out");
+    }
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&b.dir)
+        .output();
+    for who in runners {
+        let mnt = b.dir.join(format!("small-{}", who.unwrap_or("root")));
+        fs_err::create_dir_all(&mnt).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs"])
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            require(&format!("mounting a tmpfs: {}", text(&o.stderr)));
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+            }
+        }
+        let _unmount = Unmount(mnt.clone());
+        if let Some(u) = who {
+            let o = Command::new("chown").arg(u).arg(&mnt).output().unwrap();
+            assert!(o.status.success());
+        }
+        let root = mnt.join("store");
+        let run = |args: &[&str]| -> Output {
+            let mut c = match who {
+                Some(u) => {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", u, "--", common::strata_bin()]);
+                    c
+                }
+                None => Command::new(common::strata_bin()),
+            };
+            c.arg("--root")
+                .arg(&root)
+                .args(args)
+                .env_remove("STRATA_ROOT")
+                .current_dir("/tmp")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let o = run(&[
+            "import",
+            b.dir.join("rootfs").to_str().unwrap(),
+            "busybox:latest",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let free = free_bytes(&mnt);
+        let ctx = b.ctx(
+            &format!("full-{}", who.unwrap_or("root")),
+            &[
+                // A command that fails for want of space (it wrote all it could), and two steps
+                // whose second fills the disk while the first one's layer is being written.
+                ("a/Dockerfile", "FROM busybox\nRUN head -c 60000000 /dev/zero > /big; echo filled; exit 1\n"),
+                ("b/Dockerfile", "FROM busybox\nRUN head -c 30000000 /dev/zero > /a\nRUN head -c 30000000 /dev/zero > /b\n"),
+            ],
+        );
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&ctx)
+            .output();
+        for case in ["a", "b"] {
+            let o = run(&[
+                "build",
+                "--progress",
+                "plain",
+                ctx.join(case).to_str().unwrap(),
+            ]);
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{who:?} {case}: {err}");
+            assert!(
+                err.contains("the store's filesystem is full") && err.contains("strata prune"),
+                "{who:?} {case}: {err}"
+            );
+            // The failed step's files are gone: the space is back (once the sandbox's mount
+            // namespace, which strata's exit ends, lets go of them), nothing in tmp, nothing
+            // kept for `strata debug`.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while free_bytes(&mnt) + (2 << 20) < free && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let now = free_bytes(&mnt);
+            assert!(
+                now + (2 << 20) >= free,
+                "{who:?} {case}: {} MiB of {} MiB free after the failure",
+                now >> 20,
+                free >> 20
+            );
+            let tmp: Vec<_> = std::fs::read_dir(root.join("v1/tmp")).unwrap().collect();
+            assert!(tmp.is_empty(), "{who:?} {case}: {tmp:?}");
+            let o = run(&["debug", "--", "true"]);
+            assert!(
+                text(&o.stderr).contains("no failed RUN step is kept"),
+                "{who:?} {case}: {}",
+                text(&o.stderr)
+            );
+            let o = run(&["fsck"]);
+            assert!(
+                o.status.success() && text(&o.stdout).contains(" 0 problems"),
+                "{who:?} {case}: {}",
+                text(&o.stdout)
+            );
+        }
+        let o = run(&["prune", "--all"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+}
+
 #[test]
 fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
     let Some(b) = B::new("interrupt") else { return };

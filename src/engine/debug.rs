@@ -77,11 +77,17 @@ pub fn keep(
     let mut f = failure;
     f.spec.relocate(step, &dest);
     f.spec.memory_files = Vec::new();
-    crate::store::write_atomic(
-        &store.tmp_dir(),
-        &dest.join(RECORD),
-        &serde_json::to_vec(&f)?,
-    )?;
+    let written = serde_json::to_vec(&f)
+        .map_err(anyhow::Error::from)
+        .and_then(|r| {
+            crate::store::write_atomic(&store.tmp_dir(), &dest.join(RECORD), &r)
+                .map_err(anyhow::Error::from)
+        });
+    if let Err(e) = written {
+        // Half kept is not kept (a full disk, typically): the step's files go.
+        let _ = super::exec::remove_tree(&dest, maps);
+        return Err(e);
+    }
     for e in fs_err::read_dir(&dir)?.flatten() {
         if e.file_name().to_string_lossy().as_ref() < name.as_str() {
             let _ = super::exec::remove_tree(&e.path(), maps);

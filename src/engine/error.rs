@@ -38,6 +38,18 @@ impl Class {
     }
 }
 
+/// What to do when the store's filesystem is full (ENOSPC).
+pub const NO_SPACE: &str = "the store's filesystem is full: `strata df` shows what takes the space; `strata prune` removes what no image or cached step uses, `strata prune --cache` the build cache too, `strata prune --all` the cache mounts as well (or put the store on a larger disk with STRATA_ROOT or --root)";
+
+/// Whether `e` (or a cause of it) is a disk that is full.
+pub fn is_no_space(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|x| x.raw_os_error() == Some(libc::ENOSPC))
+            || c.to_string().contains("No space left on device")
+    })
+}
+
 /// Marks an error that only says "another stage failed first".
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled: another stage failed")]
@@ -175,6 +187,14 @@ pub fn explain(e: &anyhow::Error) -> Explained {
         if cls.is_some() {
             class = cls;
         }
+    }
+    // A full disk says so whatever failed on it (the commit of a layer, a pull, a hook in the
+    // sandbox: not this machine's sandbox being unable to run).
+    if is_no_space(e) {
+        if !hints.iter().any(|h| h == NO_SPACE) {
+            hints.push(NO_SPACE.to_string());
+        }
+        class = Some(Class::Failed);
     }
     Explained {
         hints,

@@ -206,6 +206,21 @@ impl Store {
         &self.root
     }
 
+    /// Whether the store's filesystem is (all but) full: less than 1% of it, or 16 MiB, left to
+    /// the user. A build step that failed then is not kept for `strata debug` (its files would
+    /// hold the space), and its error says how to get space back.
+    pub fn is_full(&self) -> bool {
+        match rustix::fs::statvfs(&self.base) {
+            Ok(st) => {
+                let unit = st.f_frsize.max(1);
+                let avail = st.f_bavail.saturating_mul(unit);
+                let total = st.f_blocks.saturating_mul(unit);
+                avail < (total / 100).max(16 << 20)
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The OCI image layout directory inside the store.
     pub fn layout_dir(&self) -> PathBuf {
         self.base.join("oci")

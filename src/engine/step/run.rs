@@ -343,30 +343,36 @@ fn run_in(
         }
         drop(held);
         // Kept for `strata debug` (best effort: the build's failure is what matters), unless
-        // it had a secret or an SSH socket.
+        // it had a secret or an SSH socket, or the store's disk is full (its files would hold
+        // the space: a command that failed for want of it wrote all it could).
         let secret = crate::engine::debug::not_kept_because(&o.mounts, &spec);
-        let kept = crate::engine::debug::keep(
-            b.store,
-            step,
-            crate::engine::debug::Failure {
-                spec: spec.clone(),
-                shell: st
-                    .shell()
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| "/bin/sh".into()),
-                step: format!(
-                    "{}:{} {}",
-                    b.opts.dockerfile_name,
-                    cmd.start_line,
-                    first_line(&cmd.original)
-                ),
-                exit_code: finished.outcome.code(),
-                when: crate::oci::now_secs(),
-            },
-            &o.mounts,
-            &b.maps,
-        );
+        let full = b.store.is_full();
+        let kept = if full {
+            Err(anyhow!("the store's filesystem is full"))
+        } else {
+            crate::engine::debug::keep(
+                b.store,
+                step,
+                crate::engine::debug::Failure {
+                    spec: spec.clone(),
+                    shell: st
+                        .shell()
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| "/bin/sh".into()),
+                    step: format!(
+                        "{}:{} {}",
+                        b.opts.dockerfile_name,
+                        cmd.start_line,
+                        first_line(&cmd.original)
+                    ),
+                    exit_code: finished.outcome.code(),
+                    when: crate::oci::now_secs(),
+                },
+                &o.mounts,
+                &b.maps,
+            )
+        };
         if let (Err(e), None) = (&kept, secret) {
             b.report.event(Event::Log {
                 step: id,
@@ -374,6 +380,7 @@ fn run_in(
             });
         }
         let hint = match (b.opts.debug, terminal, kept.is_ok()) {
+            _ if full => Some(crate::engine::error::NO_SPACE),
             (true, true, _) => None,
             (false, _, false) if secret.is_some() => Some(
                 "strata build --debug opens a shell where this command failed (a step with a secret or an SSH socket is not kept for `strata debug` afterwards: what it wrote may hold the secret)",
