@@ -989,6 +989,163 @@ fn the_store_is_private_to_its_owner() {
     }
 }
 
+/// An OCI layout in `dir`, tagged `latest`, of the image whose layers are `layers` (each a list
+/// of (path, symlink target or None for a file, content)); the first layer also gets busybox.
+fn layout_of(dir: &Path, layers: &[Vec<(&str, Option<&str>, &[u8])>]) {
+    let blobs = dir.join("blobs/sha256");
+    fs_err::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> (String, usize) {
+        let hex: String = ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        fs_err::write(blobs.join(&hex), b).unwrap();
+        (format!("sha256:{hex}"), b.len())
+    };
+    let busybox = fs_err::read("/bin/busybox").unwrap();
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (i, entries) in layers.iter().enumerate() {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, link: Option<&str>, data: &[u8], mode: u32| {
+            let mut h = tar::Header::new_ustar();
+            h.set_mtime(0);
+            h.set_mode(mode);
+            match link {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    t.append_link(&mut h, path, target).unwrap();
+                }
+                None if path.ends_with('/') => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    t.append_data(&mut h, path, std::io::empty()).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(data.len() as u64);
+                    t.append_data(&mut h, path, data).unwrap();
+                }
+            }
+        };
+        if i == 0 {
+            add("bin/", None, b"", 0o755);
+            add("bin/busybox", None, &busybox, 0o755);
+            for a in ["sh", "ls", "cat", "test", "readlink"] {
+                add(&format!("bin/{a}"), Some("busybox"), b"", 0o777);
+            }
+        }
+        for (path, link, data) in entries {
+            add(
+                path,
+                *link,
+                data,
+                if link.is_some() { 0o777 } else { 0o644 },
+            );
+        }
+        let bytes = t.into_inner().unwrap();
+        let (d, n) = put(&bytes);
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}));
+        diff_ids.push(d);
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let (cd, cn) = put(&serde_json::to_vec(&config).unwrap());
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn}, "layers": descs});
+    let (md, mn) = put(&serde_json::to_vec(&m).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    fs_err::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs_err::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn whiteouts_and_files_under_a_lower_layer_s_symlink_go_where_it_leads() {
+    // Layer 1: /real/{x,y} and two links to it; layer 2 (hand-made: BuildKit never writes
+    // one, as it diffs real directories) whites out link/x and alink/y and adds link/z, with
+    // no entry for the links themselves. containerd's applier (archive/tar.go applyNaive:
+    // the parent resolved with fs.RootPath inside the root) removes /real/x and /real/y and
+    // writes /real/z, and leaves the links: so does strata, in its per-layer snapshots (they
+    // used to turn both links into directories) and when it unpacks the whole image.
+    for who in runners() {
+        let Some(e) = Env::new("wh-link", who) else {
+            return;
+        };
+        let layout = e.dir.join("layout");
+        layout_of(
+            &layout,
+            &[
+                vec![
+                    ("real/", None, b"".as_slice()),
+                    ("real/x", None, b"x\n"),
+                    ("real/y", None, b"y\n"),
+                    ("link", Some("real"), b""),
+                    ("alink", Some("/real"), b""),
+                ],
+                vec![
+                    ("link/.wh.x", None, b"".as_slice()),
+                    ("alink/.wh.y", None, b""),
+                    ("link/z", None, b"z\n"),
+                ],
+            ],
+        );
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&layout)
+            .output();
+        let o = e.strata(&["load", "-i", layout.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "{who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = e.strata(&[
+            "run",
+            "--network",
+            "none",
+            "layout:latest",
+            "sh",
+            "-c",
+            "for l in link alink; do test -L /$l && echo \"$l -> $(readlink /$l)\"; done; ls /real /link/ /alink/",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{who:?}: {out} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let image_run = out.clone();
+        assert_eq!(
+            out, "link -> real\nalink -> /real\n/alink/:\nz\n\n/link/:\nz\n\n/real:\nz\n",
+            "{who:?}"
+        );
+        // The whole image unpacked in one directory: the same tree.
+        let dest = e.dir.join("unpacked");
+        let o = e.strata(&["unpack", "layout:latest", dest.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "{who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let links: Vec<String> = ["link", "alink"]
+            .iter()
+            .map(|l| {
+                fs_err::read_link(dest.join(l))
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(links, ["real", "/real"], "{who:?}");
+        let mut real: Vec<String> = fs_err::read_dir(dest.join("real"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        real.sort();
+        assert_eq!(real, ["z"], "{who:?}: {image_run}");
+    }
+}
+
 #[test]
 fn chown_setuid_whiteouts_and_hardlinks_in_the_layer() {
     for who in runners() {

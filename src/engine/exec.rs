@@ -16,11 +16,15 @@ use crate::store::Store;
 /// (a typed task, not a name and strings).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Hook {
-    /// Unpack the layer `blob` into the snapshot dir `dest`, checking it against `diff_id`.
+    /// Unpack the layer `blob` into the snapshot dir `dest`, checking it against `diff_id`,
+    /// over the snapshots `lower` of the layers below it (top first): an entry under a lower
+    /// layer's symlink lands where the symlink leads, as containerd's applier puts it.
     Unpack {
         blob: PathBuf,
         dest: PathBuf,
         diff_id: Digest,
+        #[serde(default)]
+        lower: Vec<PathBuf>,
     },
     /// Remove these trees (missing ones are fine).
     Remove { paths: Vec<PathBuf> },
@@ -84,6 +88,7 @@ fn run_hook(h: Hook) -> Result<(), String> {
             blob,
             dest,
             diff_id,
+            lower,
         } => {
             let shown = blob.display();
             let f = fs_err::File::open(&blob).map_err(|e| e.to_string())?;
@@ -96,6 +101,7 @@ fn run_hook(h: Hook) -> Result<(), String> {
                     chown: true,
                     overlay_whiteouts: true,
                 },
+                &lower,
             )
             .map_err(|e| e.to_string())?;
             if !report.skipped_devices.is_empty() {
@@ -423,6 +429,7 @@ pub fn snapshots(
                 blob: blob.to_path_buf(),
                 dest: dest.to_path_buf(),
                 diff_id: d.clone(),
+                lower: out.iter().rev().cloned().collect(),
             };
             hook_ok(exe, unpack, maps, &format!("unpacking layer {d}"))
         })?;

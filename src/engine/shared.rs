@@ -1214,6 +1214,7 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
         blob: b.store.blob_path(&l.digest),
         dest: tmp.clone(),
         diff_id: l.diff_id.clone(),
+        lower: Vec::new(),
     };
     if let Err(e) = super::exec::hook_ok(
         &b.exe,
