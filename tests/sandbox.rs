@@ -989,9 +989,13 @@ fn the_store_is_private_to_its_owner() {
     }
 }
 
-/// An OCI layout in `dir`, tagged `latest`, of the image whose layers are `layers` (each a list
-/// of (path, symlink target or None for a file, content)); the first layer also gets busybox.
-fn layout_of(dir: &Path, layers: &[Vec<(&str, Option<&str>, &[u8])>]) {
+/// An entry of a hand-made layer: path (a trailing `/` for a directory), symlink target (None
+/// for a file or directory), content.
+type LayoutEntry<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// An OCI layout in `dir`, tagged `latest`, of the image whose layers are `layers`; the first
+/// layer also gets busybox.
+fn layout_of(dir: &Path, layers: &[Vec<LayoutEntry<'_>>]) {
     let blobs = dir.join("blobs/sha256");
     fs_err::create_dir_all(&blobs).unwrap();
     let put = |b: &[u8]| -> (String, usize) {
