@@ -1241,7 +1241,8 @@ fn long_heredocs_run_from_a_file_and_oversized_arguments_fail_at_once() {
         )],
     );
     let t = std::time::Instant::now();
-    let err = b.fails(&c2, &[]);
+    let (code, err) = b.fails_with(&c2, &[]);
+    assert_eq!(code, Some(2), "wrong input, not this machine's sandbox");
     assert!(
         err.contains("argument 3 of the command is 200005 bytes") && err.contains("Dockerfile:2"),
         "{}",

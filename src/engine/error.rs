@@ -163,6 +163,7 @@ pub fn explain(e: &anyhow::Error) -> Explained {
                 let cls = match x {
                     crate::sandbox::Error::Setup { .. } => Class::Environment,
                     crate::sandbox::Error::Io(_) => Class::Failed,
+                    crate::sandbox::Error::TooLarge { .. } => Class::Input,
                 };
                 for a in x.advice() {
                     hints.push(a.clone());

@@ -292,12 +292,18 @@ pub enum Error {
     },
     #[error("sandbox: {0}")]
     Io(#[from] io::Error),
+    /// A command the kernel (or the sandbox) cannot take: an argument or variable too long.
+    #[error("the command is too large: {message}")]
+    TooLarge {
+        message: String,
+        advice: Vec<String>,
+    },
 }
 
 impl Error {
     pub fn advice(&self) -> &[String] {
         match self {
-            Error::Setup { advice, .. } => advice,
+            Error::Setup { advice, .. } | Error::TooLarge { advice, .. } => advice,
             Error::Io(_) => &[],
         }
     }
@@ -351,13 +357,15 @@ pub const MAX_ARG_LEN: usize = 32 * 4096;
 /// them (with their pointers) within the system's ARG_MAX. Checked before a sandbox starts, so
 /// that a command the kernel would refuse with E2BIG is an error that says which string.
 pub fn exec_fits(argv: &[String], env: &[String]) -> Result<(), Error> {
+    const IN_A_FILE: &str =
+        "put the data in a file (COPY it, or a heredoc whose first line is #!, which runs as a file)";
     let too_long = |what: String, n: usize| {
-        Error::Setup {
+        Error::TooLarge {
         message: format!(
             "{what} is {n} bytes; Linux passes at most {} bytes in one argument or variable (execve: E2BIG)",
             MAX_ARG_LEN - 1
         ),
-        advice: vec!["put the data in a file (COPY it, or a heredoc whose first line is #!, which runs as a file)".into()],
+        advice: vec![IN_A_FILE.into()],
     }
     };
     for (i, a) in argv.iter().enumerate() {
@@ -381,11 +389,11 @@ pub fn exec_fits(argv: &[String], env: &[String]) -> Result<(), Error> {
     let max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
     let total: usize = argv.iter().chain(env).map(|s| s.len() + 1 + 8).sum();
     if max > 0 && total > max as usize {
-        return Err(Error::Setup {
+        return Err(Error::TooLarge {
             message: format!(
                 "the command and its environment are {total} bytes; this system passes at most {max} to a program (ARG_MAX; execve: E2BIG)"
             ),
-            advice: vec!["put the data in a file, or leave large values out of ENV and ARG".into()],
+            advice: vec![IN_A_FILE.into()],
         });
     }
     Ok(())
@@ -492,7 +500,7 @@ fn launch(
     if let Task::Run(s) = task {
         exec_fits(&s.argv, &s.env)?;
     }
-    let frame = protocol::encode_frame(task).map_err(|e| Error::Setup {
+    let frame = protocol::encode_frame(task).map_err(|e| Error::TooLarge {
         message: format!("the sandbox's task: {e}"),
         advice: Vec::new(),
     })?;
