@@ -314,6 +314,61 @@ fn expansion_is_bounded_and_long_dockerfiles_build() {
         e.contains("Dockerfile:19") && e.contains("$A") && e.contains("1 MiB"),
         "{e}"
     );
+    // 1,500 `LABEL lN=$a10` lines (25 KB), each word just under the 1 MiB per-word limit: the
+    // build took 7.5 GB and 30 s and wrote a 1.5 GB config. Now the growth of all the words of
+    // the build is bounded too: an error at the line that crosses 16 MiB, in bounded memory.
+    let mut text = String::from("FROM busybox\nARG a0=");
+    text.push_str(&"x".repeat(1000));
+    text.push('\n');
+    for i in 1..=10 {
+        text.push_str(&format!("ARG a{i}=$a{p}$a{p}\n", p = i - 1));
+    }
+    for n in 0..1500 {
+        text.push_str(&format!("LABEL l{n}=$a10\n"));
+    }
+    let c = b.ctx("labels", &files(&[df(&text)]));
+    let t = std::time::Instant::now();
+    // Reaped by wait4 below (for its peak memory), not by Child::wait.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new(common::strata_bin())
+        .args([
+            "--root",
+            &b.root,
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "labels",
+        ])
+        .arg(&c)
+        .env_remove("STRATA_ROOT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut err);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 on our own child, which reaps it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    eprintln!(
+        "1,500 LABEL lines refused in {:?}, peak RSS {} MiB",
+        t.elapsed(),
+        usage.ru_maxrss >> 10
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0,
+        "{err}"
+    );
+    assert!(
+        err.contains("Dockerfile:27") && err.contains("LABEL l14=$a10") && err.contains("16 MiB"),
+        "{err}"
+    );
+    assert!(usage.ru_maxrss < 512 << 10, "{} KiB", usage.ru_maxrss);
+    assert!(b.strata(&["inspect", "labels"]).status.code() != Some(0));
     // 5,000 ENV lines (20,000 took 51 s when every step hashed the whole environment; see
     // benches/expansion.sh): the image has them all, in order, and a rebuild is the same image.
     let mut text = String::from("FROM busybox\n");
@@ -402,6 +457,216 @@ fn tmp_entries(b: &B) -> Vec<String> {
             .filter(|n| !n.ends_with("/gc.lock") && !n.ends_with("/index.lock")),
     );
     out
+}
+
+#[test]
+fn a_killed_build_that_is_a_zombie_or_whose_pid_was_reused_is_collected() {
+    let Some(b) = B::new("zombie") else { return };
+    // Not `sleep 617`: the test above counts those.
+    let f = [df("FROM busybox\nRUN echo $((6*7))-running && sleep 619\n")];
+    let c = b.ctx("c", &files(&f));
+    // Killed, and not reaped by its parent (this test): a zombie, as a strata whose parent
+    // died stays until PID 1 reaps it (minutes here; for ever under a PID 1 that never reaps).
+    let mut child = start_build_until(&b, &c, &[], "42-running");
+    let pid = child.id();
+    // SAFETY: SIGKILL to our own child, which we reap below.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let state = || {
+        fs_err::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(')').unwrap().1.trim_start().chars().next())
+            .ok()
+            .flatten()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while state() != Some('Z') {
+        assert!(std::time::Instant::now() < deadline, "{:?}", state());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mine = |p: u32| -> Vec<String> {
+        tmp_entries(&b)
+            .into_iter()
+            .filter(|n| n.starts_with("v1/tmp/") && n.contains(&format!("-{p}-")))
+            .collect()
+    };
+    assert!(
+        !mine(pid).is_empty(),
+        "the killed build left its step's dir"
+    );
+    // Entries of a live process that had the pid before: this test's own pid with a start
+    // time it does not have is another process's leftover; with the right one, ours (live).
+    let me = std::process::id();
+    let tmp = Path::new(&b.root).join("v1/tmp");
+    let start = fs_err::read_to_string(format!("/proc/{me}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    fs_err::create_dir_all(tmp.join(format!("run-{me}-s1-0"))).unwrap();
+    fs_err::create_dir_all(tmp.join(format!("run-{me}-s{start}-0"))).unwrap();
+    let quick = b.ctx("q", &files(&[df("FROM busybox\nRUN true\n")]));
+    b.ok(&quick, &["-t", "q"]);
+    assert_eq!(state(), Some('Z'), "still a zombie during the sweep");
+    assert!(mine(pid).is_empty(), "{:?}", tmp_entries(&b));
+    assert!(!tmp.join(format!("run-{me}-s1-0")).exists(), "pid reused");
+    assert!(
+        tmp.join(format!("run-{me}-s{start}-0")).exists(),
+        "a live owner"
+    );
+    fs_err::remove_dir(tmp.join(format!("run-{me}-s{start}-0"))).unwrap();
+    child.wait().unwrap();
+    let o = Command::new("pgrep")
+        .args(["-f", "^sleep 619$"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&o.stdout), "", "the killed build's step outlived it");
+    let o = b.strata(&["fsck"]);
+    assert!(
+        o.status.success() && text(&o.stdout).contains(" 0 problems"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+/// Free bytes of the filesystem `p` is on.
+fn free_bytes(p: &Path) -> u64 {
+    let st = rustix::fs::statvfs(p).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+#[test]
+fn a_full_disk_leaves_no_failed_step_behind_and_says_how_to_get_space_back() {
+    // The store on a small filesystem of its own (a 48 MiB tmpfs; mounting one needs root):
+    // built as root and as strata-test (rootless, on a tmpfs given to it).
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a small filesystem for the store needs root (the root run builds on it as root and as strata-test)");
+        return;
+    }
+    let Some(b) = B::new("enospc") else { return };
+    let mut runners: Vec<Option<&str>> = vec![None];
+    if Command::new("id")
+        .arg("strata-test")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        runners.push(Some("strata-test"));
+    } else {
+        require("no user strata-test: the rootless run is left out");
+    }
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&b.dir)
+        .output();
+    for who in runners {
+        let mnt = b.dir.join(format!("small-{}", who.unwrap_or("root")));
+        fs_err::create_dir_all(&mnt).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs"])
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            require(&format!("mounting a tmpfs: {}", text(&o.stderr)));
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+            }
+        }
+        let _unmount = Unmount(mnt.clone());
+        if let Some(u) = who {
+            let o = Command::new("chown").arg(u).arg(&mnt).output().unwrap();
+            assert!(o.status.success());
+        }
+        let root = mnt.join("store");
+        let run = |args: &[&str]| -> Output {
+            let mut c = match who {
+                Some(u) => {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", u, "--", common::strata_bin()]);
+                    c
+                }
+                None => Command::new(common::strata_bin()),
+            };
+            c.arg("--root")
+                .arg(&root)
+                .args(args)
+                .env_remove("STRATA_ROOT")
+                .current_dir("/tmp")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
+        let o = run(&[
+            "import",
+            b.dir.join("rootfs").to_str().unwrap(),
+            "busybox:latest",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let free = free_bytes(&mnt);
+        let ctx = b.ctx(
+            &format!("full-{}", who.unwrap_or("root")),
+            &[
+                // A command that fails for want of space (it wrote all it could), and two steps
+                // whose second fills the disk while the first one's layer is being written.
+                ("a/Dockerfile", "FROM busybox\nRUN head -c 60000000 /dev/zero > /big; echo filled; exit 1\n"),
+                ("b/Dockerfile", "FROM busybox\nRUN head -c 30000000 /dev/zero > /a\nRUN head -c 30000000 /dev/zero > /b\n"),
+            ],
+        );
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&ctx)
+            .output();
+        for case in ["a", "b"] {
+            let o = run(&[
+                "build",
+                "--progress",
+                "plain",
+                ctx.join(case).to_str().unwrap(),
+            ]);
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{who:?} {case}: {err}");
+            assert!(
+                err.contains("the store's filesystem is full") && err.contains("strata prune"),
+                "{who:?} {case}: {err}"
+            );
+            // The failed step's files are gone: the space is back (once the sandbox's mount
+            // namespace, which strata's exit ends, lets go of them), nothing in tmp, nothing
+            // kept for `strata debug`.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while free_bytes(&mnt) + (2 << 20) < free && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let now = free_bytes(&mnt);
+            assert!(
+                now + (2 << 20) >= free,
+                "{who:?} {case}: {} MiB of {} MiB free after the failure",
+                now >> 20,
+                free >> 20
+            );
+            let tmp: Vec<_> = std::fs::read_dir(root.join("v1/tmp")).unwrap().collect();
+            assert!(tmp.is_empty(), "{who:?} {case}: {tmp:?}");
+            let o = run(&["debug", "--", "true"]);
+            assert!(
+                text(&o.stderr).contains("no failed RUN step is kept"),
+                "{who:?} {case}: {}",
+                text(&o.stderr)
+            );
+            let o = run(&["fsck"]);
+            assert!(
+                o.status.success() && text(&o.stdout).contains(" 0 problems"),
+                "{who:?} {case}: {}",
+                text(&o.stdout)
+            );
+        }
+        let o = run(&["prune", "--all"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
 }
 
 #[test]
@@ -890,7 +1155,9 @@ fn debug_opens_a_shell_in_the_failed_step() {
         &["--secret", &format!("id=tok,src={}", secret.display())],
     );
     assert!(
-        err.contains("a step with a secret is not kept for `strata debug` afterwards"),
+        err.contains(
+            "a step with a secret or an SSH socket is not kept for `strata debug` afterwards"
+        ),
         "{err}"
     );
     assert!(b.store_contains(b"s3cr3t-value").is_empty());
@@ -917,6 +1184,100 @@ fn run_heredocs_script_and_shebang() {
     assert_eq!(b.sh("h", "cat /one"), "one\ntwo\n");
     assert_eq!(b.sh("h", "cat /awk"), "from awk\n");
     assert_eq!(b.sh("h", "cat /upper"), "HELLO\n");
+}
+
+#[test]
+fn long_heredocs_run_from_a_file_and_oversized_arguments_fail_at_once() {
+    let Some(b) = B::new("bigheredoc") else {
+        return;
+    };
+    // 200 KB of script: over the 128 KiB Linux passes in one argument (`sh -c SCRIPT` fails
+    // with E2BIG, under BuildKit too). strata runs it from a file.
+    let lines: String = (0..4000)
+        .map(|i| format!("echo line {i} of a long script >> /lines\n"))
+        .collect();
+    assert!(lines.len() > 128 << 10);
+    let f = [df(&format!(
+        "FROM busybox\nRUN <<EOF\n{lines}echo done-$((6*7)) > /out\nEOF\nRUN cat <<A > /copy && wc -l < /copy > /n\n{lines}A\n"
+    ))];
+    let c = b.ctx("c", &files(&f));
+    b.ok(&c, &["-t", "long"]);
+    assert_eq!(
+        b.sh("long", "cat /out; wc -l < /lines; cat /n"),
+        "done-42\n4000\n4000\n"
+    );
+    // What no file can carry: an argument of an exec-form command, a variable of the
+    // environment over the limit. An error at once, naming it.
+    // (Lines are at most 64 KiB, as in BuildKit: continuation lines make the long one.)
+    let big = vec!["x".repeat(50_000); 4].join("\\\n");
+    let c2 = b.ctx(
+        "c2",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nRUN [\"sh\", \"-c\", \"true {big}\"]\n"),
+        )],
+    );
+    let t = std::time::Instant::now();
+    let (code, err) = b.fails_with(&c2, &[]);
+    assert_eq!(code, Some(2), "wrong input, not this machine's sandbox");
+    assert!(
+        err.contains("argument 3 of the command is 200005 bytes") && err.contains("Dockerfile:2"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(
+        err.len() < 20_000,
+        "the error repeats the argument: {} bytes",
+        err.len()
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    let c3 = b.ctx(
+        "c3",
+        &[(
+            "Dockerfile",
+            &format!("FROM busybox\nENV BIG={big}\nRUN true\n"),
+        )],
+    );
+    let err = b.fails(&c3, &[]);
+    assert!(
+        err.contains("the environment variable BIG is 200004 bytes"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    // A heredoc over the sandbox's 64 MiB frame (the hostile input that hung, holding the
+    // store's lock, before): built, within a deadline.
+    let huge = format!(
+        "FROM busybox\nRUN <<EOF\n: <<'X'\n{}X\necho done-$((6*7)) > /out\nEOF\n",
+        format!("{}\n", "z".repeat(1 << 20)).repeat(65)
+    );
+    let c4 = b.ctx("c4", &[("Dockerfile", &huge)]);
+    drop(huge);
+    let t = std::time::Instant::now();
+    let mut child = Command::new(common::strata_bin())
+        .args(["--root", &b.root, "build", "-q", "-t", "huge"])
+        .arg(&c4)
+        .env_remove("STRATA_ROOT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(240) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a 65 MiB heredoc did not build in 240 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    assert!(status.success(), "{}", &err[..err.len().min(4000)]);
+    eprintln!("a 65 MiB heredoc built in {:?}", t.elapsed());
+    assert_eq!(b.sh("huge", "cat /out"), "done-42\n");
 }
 
 // ---- RUN --mount --------------------------------------------------------------------------
@@ -1043,6 +1404,48 @@ fn bind_tmpfs_and_stage_mounts() {
 }
 
 #[test]
+fn inherited_descriptors_never_reach_a_run_step() {
+    // strata started with a directory of the caller's on 7 and a file on 8, neither
+    // close-on-exec (a CI agent, make's jobserver, socket activation): a RUN step must see
+    // neither (runc's CVE-2024-21626 class: /proc/self/fd/7 is a way out of the root).
+    let Some(b) = B::new("fds") else { return };
+    let outside = b.dir.join("outside");
+    fs_err::create_dir_all(&outside).unwrap();
+    fs_err::write(outside.join("private"), "PRIVATE-BYTES\n").unwrap();
+    let log = b.dir.join("outside.log");
+    fs_err::write(&log, "").unwrap();
+    let c = b.ctx(
+        "c",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN ls /proc/self/fd | tr '\\n' ' ' > /fds; \
+             cat /proc/self/fd/7/private > /leak 2>/dev/null; \
+             echo planted >> /proc/self/fd/8 2>/dev/null; true\n",
+        )],
+    );
+    let line = format!(
+        "exec 7<{} 8>>{}; exec {} --root {} build --progress plain -t fds {}",
+        outside.display(),
+        log.display(),
+        common::sh_quote(common::strata_bin()),
+        common::sh_quote(&b.root),
+        c.display()
+    );
+    let o = Command::new("sh")
+        .args(["-c", &line])
+        .env_remove("STRATA_ROOT")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        b.sh("fds", "cat /fds; test -s /leak && echo LEAK; true"),
+        "0 1 2 3 "
+    );
+    assert_eq!(fs_err::read_to_string(&log).unwrap(), "");
+}
+
+#[test]
 fn secrets_reach_the_step_and_nothing_else() {
     let Some(b) = B::new("secret") else { return };
     let value = "s3cr3t-value-4711";
@@ -1086,6 +1489,93 @@ fn secrets_reach_the_step_and_nothing_else() {
         "the secret is on disk after a kill: {hits:?}"
     );
     assert!(b.store_contains(value.as_bytes()).is_empty());
+}
+
+#[test]
+fn a_failed_step_with_a_secret_or_an_agent_leaves_neither_on_disk() {
+    // A secret in an environment variable (`--secret id=…,env=VAR`, mounted with `env=`), a
+    // secret file and an SSH agent's socket: a step with any of them that fails is never kept
+    // for `strata debug` (its record would hold the value and the socket's path), and neither
+    // reaches the store, the temporary directory or the build's output.
+    let Some(b) = B::new("secret-fail") else {
+        return;
+    };
+    let value = "env-s3cr3t-8817";
+    let file_value = "file-s3cr3t-5523";
+    let secret = b.dir.join("tok.txt");
+    fs_err::write(&secret, file_value).unwrap();
+    let sock = b.dir.join("agent-sock-6691");
+    let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // A step that is kept, first: the later failures must not replace it.
+    let kept = b.ctx(
+        "kept",
+        &[(
+            "Dockerfile",
+            "FROM busybox
+RUN echo kept > /k && exit 3
+",
+        )],
+    );
+    b.fails(&kept, &[]);
+    let cases = [
+        ("env", "RUN --mount=type=secret,id=tok,env=TOK test -n \"$TOK\" && echo \"$TOK\" > /tmp/copy && exit 4"),
+        ("file", "RUN --mount=type=secret,id=f,env=F cp /run/secrets/f /tmp/copy && exit 5"),
+        ("ssh", "RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && exit 6"),
+    ];
+    for (name, run) in cases {
+        let c = b.ctx(name, &[("Dockerfile", &format!("FROM busybox\n{run}\n"))]);
+        for progress in ["plain", "json"] {
+            let o = Command::new(common::strata_bin())
+                .args(["--root", &b.root, "build", "--progress", progress])
+                .args(["--secret", "id=tok,env=MY_TOKEN"])
+                .args(["--secret", &format!("id=f,src={}", secret.display())])
+                .args(["--ssh", &format!("default={}", sock.display())])
+                .arg(&c)
+                .env("MY_TOKEN", value)
+                .env_remove("STRATA_ROOT")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let out = format!("{}{}", text(&o.stdout), text(&o.stderr));
+            assert!(!o.status.success(), "{name}: {out}");
+            assert!(
+                out.contains("not kept for `strata debug`"),
+                "{name} ({progress}): {out}"
+            );
+            for needle in [value, file_value, "agent-sock-6691"] {
+                assert!(
+                    !out.contains(needle),
+                    "{name} ({progress}): {needle} in {out}"
+                );
+            }
+        }
+    }
+    // On disk: the store, and the whole temporary directory of the test run (the test
+    // binaries' copies of strata aside), in one pass.
+    let needles = [value, file_value, "agent-sock-6691"];
+    let mut hits = Vec::new();
+    let mut todo = vec![std::env::temp_dir()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() && !e.file_name().to_string_lossy().starts_with("strata-bin-") {
+                todo.push(p);
+            } else if t.is_file() && p != secret {
+                if let Ok(data) = fs_err::read(&p) {
+                    for n in needles {
+                        if data.windows(n.len()).any(|w| w == n.as_bytes()) {
+                            hits.push((n, p.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(hits.is_empty(), "on disk: {hits:?}");
+    // The failure kept before is still the one `strata debug` opens.
+    let o = b.strata(&["debug", "--", "cat", "/k"]);
+    assert_eq!(text(&o.stdout), "kept\n", "{}", text(&o.stderr));
 }
 
 #[test]

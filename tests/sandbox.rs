@@ -401,6 +401,99 @@ fn a_terminal_with_its_size_and_job_control() {
     }
 }
 
+/// What each way of running sees of descriptors 7 (a directory of the caller's) and 8 (a file
+/// of the caller's, open for appending): the class of runc's CVE-2024-21626.
+const FD_PROBE: &str = "ls /proc/self/fd | tr '\\n' ' '; echo; \
+     cat /proc/self/fd/7/private 2>/dev/null; ls /proc/self/fd/7/ 2>/dev/null; \
+     echo planted >> /proc/self/fd/8 2>/dev/null && echo wrote-8; true";
+
+#[test]
+fn inherited_descriptors_never_reach_the_sandbox() {
+    // A CI agent, make's jobserver or socket activation leave descriptors open without
+    // close-on-exec; strata inherits them, and the step must not: through /proc/self/fd/7 it
+    // would read the caller's files and through 8 write them.
+    for who in runners() {
+        let Some(e) = Env::new("fds", who) else {
+            return;
+        };
+        let outside = e.dir.join("outside");
+        let log = e.dir.join("outside.log");
+        let o = cmd(
+            who,
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "mkdir -p {d} && echo PRIVATE-BYTES > {d}/private && chmod 600 {d}/private && : > {l}",
+                    d = outside.display(),
+                    l = log.display()
+                ),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let open = format!("exec 7<{} 8>>{}", outside.display(), log.display());
+        // The caller's shell really has both open (so the check below can fail).
+        let o = cmd(who, "sh", &["-c", &format!("{open}; {FD_PROBE}")])
+            .output()
+            .unwrap();
+        let host = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            host.contains("PRIVATE-BYTES") && host.contains("wrote-8"),
+            "{who:?}: {host}"
+        );
+        fs_err::write(&log, "").ok();
+        let run = |flags: &str| {
+            let line = format!(
+                "{open}; exec {} --root {} run {flags} bb:1 sh -c {}",
+                common::sh_quote(strata()),
+                common::sh_quote(&e.root),
+                common::sh_quote(FD_PROBE)
+            );
+            let o = cmd(who, "sh", &["-c", &line])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{who:?} run {flags}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        for flags in ["--network none", "-i", ""] {
+            let out = run(flags);
+            // Only 0, 1, 2 and the directory ls itself opens.
+            assert_eq!(out, "0 1 2 3 \n", "{who:?} run {flags}: {out}");
+        }
+        if Path::new("/usr/bin/script").exists() {
+            let mut line = format!("{open}; ");
+            if let Some(u) = who.user() {
+                line.push_str(&format!("exec runuser -u {u} -- "));
+            } else {
+                line.push_str("exec ");
+            }
+            line.push_str(&format!(
+                "{} --root {} run -t bb:1 sh -c {}",
+                common::sh_quote(strata()),
+                common::sh_quote(&e.root),
+                common::sh_quote(FD_PROBE)
+            ));
+            let (code, out) = common::on_a_terminal(&line, &[]);
+            assert_eq!(code, 0, "{who:?} run -t: {out}");
+            assert!(out.contains("0 1 2 3 \n"), "{who:?} run -t: {out:?}");
+            assert!(
+                !out.contains("PRIVATE") && !out.contains("wrote-8"),
+                "{who:?} run -t: {out:?}"
+            );
+        } else {
+            require("script (util-linux) is not installed: run -t is left out");
+        }
+        assert_eq!(fs_err::read_to_string(&log).unwrap(), "", "{who:?}");
+    }
+}
+
 #[test]
 fn users_workdir_and_etc_files() {
     for who in runners() {
@@ -815,6 +908,275 @@ fn proxy_build_args_reach_run_steps_but_not_the_image_or_the_key() {
             o.status.success() && !err.contains("cache miss"),
             "{who:?}: {err}"
         );
+    }
+}
+
+/// Every path below `dir` (symlinks not followed), as root sees them.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_store_is_private_to_its_owner() {
+    // An image's setuid file becomes, in a snapshot, a setuid binary of the user who built it,
+    // and an image's 1777 /tmp a directory anyone could plant files in for every later build
+    // on that base: no other local user may reach either (nor blobs, cache mounts, debug dirs).
+    for who in runners() {
+        let Some(e) = Env::new("private", who) else {
+            return;
+        };
+        let (code, _, err) = e.sh(
+            &["--commit", "suid:1"],
+            "cp /bin/busybox /suid && chmod 4755 /suid && mkdir -p /var/tmp && chmod 1777 /var/tmp",
+        );
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let (code, _, err) = e.sh(&[], "true");
+        assert_eq!(code, 0, "{who:?}: {err}");
+        let o = e.strata(&["run", "suid:1", "true"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v1 = Path::new(&e.root).join("v1");
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&v1), 0o700, "{who:?}: {}", v1.display());
+        // What another user would go for, found as root (the test's own view).
+        let files = walk(&v1);
+        let suid = files
+            .iter()
+            .find(|p| p.ends_with("suid") && mode(p) & 0o4000 != 0)
+            .unwrap_or_else(|| panic!("{who:?}: no setuid snapshot file in {files:?}"))
+            .clone();
+        let sticky: Vec<&PathBuf> = files
+            .iter()
+            .filter(|p| p.is_dir() && mode(p) == 0o1777)
+            .collect();
+        assert!(!sticky.is_empty(), "{who:?}: no 1777 snapshot dir");
+        let blob = files
+            .iter()
+            .find(|p| p.parent().is_some_and(|d| d.ends_with("blobs/sha256")))
+            .unwrap()
+            .clone();
+        // The other user: strata-nosub, or strata-test when the store is strata-nosub's.
+        let other = if who == Who::NoSub {
+            "strata-test"
+        } else {
+            "strata-nosub"
+        };
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED: {other} cannot be switched to without root (the root run covers it); the store's mode was checked"
+            );
+            continue;
+        }
+        let probe = |what: &str| {
+            let line = format!(
+                "test -x {} && echo REACHED-SUID; cat {} >/dev/null 2>&1 && echo READ-BLOB; \
+                 for d in {}; do touch \"$d/planted\" 2>/dev/null && echo PLANTED; done; true",
+                common::sh_quote(&suid.display().to_string()),
+                common::sh_quote(&blob.display().to_string()),
+                sticky
+                    .iter()
+                    .map(|d| common::sh_quote(&d.display().to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            let o = Command::new("runuser")
+                .args(["-u", other, "--", "sh", "-c", &line])
+                .current_dir("/tmp")
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            eprintln!("{who:?} {what}: {other} got {out:?}");
+            out
+        };
+        assert_eq!(probe("private store"), "", "{who:?}");
+        // A store made by an older strata (0755 all the way down): the same probe gets in,
+        // and the next strata command that opens the store closes it again.
+        for d in [Path::new(&e.root), &v1] {
+            fs_err::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let open = probe("0755 store");
+        assert!(
+            open.contains("REACHED-SUID") && open.contains("READ-BLOB") && open.contains("PLANTED"),
+            "{who:?}: the probe cannot fail: {open}"
+        );
+        for d in &sticky {
+            let _ = std::fs::remove_file(d.join("planted"));
+        }
+        let o = e.strata(&["images"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(mode(&v1), 0o700, "{who:?}: repaired on open");
+        assert_eq!(probe("repaired store"), "", "{who:?}");
+    }
+}
+
+/// An entry of a hand-made layer: path (a trailing `/` for a directory), symlink target (None
+/// for a file or directory), content.
+type LayoutEntry<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// An OCI layout in `dir`, tagged `latest`, of the image whose layers are `layers`; the first
+/// layer also gets busybox.
+fn layout_of(dir: &Path, layers: &[Vec<LayoutEntry<'_>>]) {
+    let blobs = dir.join("blobs/sha256");
+    fs_err::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> (String, usize) {
+        let hex: String = ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        fs_err::write(blobs.join(&hex), b).unwrap();
+        (format!("sha256:{hex}"), b.len())
+    };
+    let busybox = fs_err::read("/bin/busybox").unwrap();
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (i, entries) in layers.iter().enumerate() {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, link: Option<&str>, data: &[u8], mode: u32| {
+            let mut h = tar::Header::new_ustar();
+            h.set_mtime(0);
+            h.set_mode(mode);
+            match link {
+                Some(target) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    t.append_link(&mut h, path, target).unwrap();
+                }
+                None if path.ends_with('/') => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    t.append_data(&mut h, path, std::io::empty()).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(data.len() as u64);
+                    t.append_data(&mut h, path, data).unwrap();
+                }
+            }
+        };
+        if i == 0 {
+            add("bin/", None, b"", 0o755);
+            add("bin/busybox", None, &busybox, 0o755);
+            for a in ["sh", "ls", "cat", "test", "readlink"] {
+                add(&format!("bin/{a}"), Some("busybox"), b"", 0o777);
+            }
+        }
+        for (path, link, data) in entries {
+            add(
+                path,
+                *link,
+                data,
+                if link.is_some() { 0o777 } else { 0o644 },
+            );
+        }
+        let bytes = t.into_inner().unwrap();
+        let (d, n) = put(&bytes);
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}));
+        diff_ids.push(d);
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let (cd, cn) = put(&serde_json::to_vec(&config).unwrap());
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn}, "layers": descs});
+    let (md, mn) = put(&serde_json::to_vec(&m).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    fs_err::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs_err::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn whiteouts_and_files_under_a_lower_layer_s_symlink_go_where_it_leads() {
+    // Layer 1: /real/{x,y} and two links to it; layer 2 (hand-made: BuildKit never writes
+    // one, as it diffs real directories) whites out link/x and alink/y and adds link/z, with
+    // no entry for the links themselves. containerd's applier (archive/tar.go applyNaive:
+    // the parent resolved with fs.RootPath inside the root) removes /real/x and /real/y and
+    // writes /real/z, and leaves the links: so does strata, in its per-layer snapshots (they
+    // used to turn both links into directories) and when it unpacks the whole image.
+    for who in runners() {
+        let Some(e) = Env::new("wh-link", who) else {
+            return;
+        };
+        let layout = e.dir.join("layout");
+        layout_of(
+            &layout,
+            &[
+                vec![
+                    ("real/", None, b"".as_slice()),
+                    ("real/x", None, b"x\n"),
+                    ("real/y", None, b"y\n"),
+                    ("link", Some("real"), b""),
+                    ("alink", Some("/real"), b""),
+                ],
+                vec![
+                    ("link/.wh.x", None, b"".as_slice()),
+                    ("alink/.wh.y", None, b""),
+                    ("link/z", None, b"z\n"),
+                ],
+            ],
+        );
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&layout)
+            .output();
+        let o = e.strata(&["load", "-i", layout.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "{who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = e.strata(&[
+            "run",
+            "--network",
+            "none",
+            "layout:latest",
+            "sh",
+            "-c",
+            "for l in link alink; do test -L /$l && echo \"$l -> $(readlink /$l)\"; done; ls /real /link/ /alink/",
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{who:?}: {out} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let image_run = out.clone();
+        assert_eq!(
+            out, "link -> real\nalink -> /real\n/alink/:\nz\n\n/link/:\nz\n\n/real:\nz\n",
+            "{who:?}"
+        );
+        // The whole image unpacked in one directory: the same tree.
+        let dest = e.dir.join("unpacked");
+        let o = e.strata(&["unpack", "layout:latest", dest.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "{who:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let links: Vec<String> = ["link", "alink"]
+            .iter()
+            .map(|l| {
+                fs_err::read_link(dest.join(l))
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(links, ["real", "/real"], "{who:?}");
+        let mut real: Vec<String> = fs_err::read_dir(dest.join("real"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        real.sort();
+        assert_eq!(real, ["z"], "{who:?}: {image_run}");
     }
 }
 

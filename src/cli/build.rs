@@ -166,7 +166,7 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     let context = if a.context == "-" {
         let dir = store
             .tmp_dir()
-            .join(format!("context-{}", std::process::id()));
+            .join(format!("context-{}", strata::store::owner_tag()));
         fs_err::create_dir_all(&dir)?;
         let r = strata::layer::decompress(std::io::stdin().lock())
             .context("reading the context tar from standard input")?;

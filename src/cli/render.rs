@@ -60,6 +60,9 @@ fn floor(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// The widest a line of a snippet is shown: a Dockerfile line may be 64 KiB long.
+const MAX_COLS: usize = 240;
+
 /// ` --> file:line:col` and the lines of `span` with `^` under the spanned text.
 pub fn snippet(out: &mut String, src: &Source, span: Span) {
     let text = src.text();
@@ -78,7 +81,15 @@ pub fn snippet(out: &mut String, src: &Source, span: Span) {
     for line in start.line..=last {
         let lt = src.line_text(line);
         let ls = src.line_start(line);
-        let _ = writeln!(out, "{line:>width$} | {}", lt.replace('\t', "    "));
+        let shown = lt.replace('\t', "    ");
+        match shown.char_indices().nth(MAX_COLS) {
+            Some((i, _)) => {
+                let _ = writeln!(out, "{line:>width$} | {}…", &shown[..i]);
+            }
+            None => {
+                let _ = writeln!(out, "{line:>width$} | {shown}");
+            }
+        }
         // The part of this line inside the span.
         let from = if line == start.line {
             floor(text, span.start).saturating_sub(ls)
@@ -100,6 +111,9 @@ pub fn snippet(out: &mut String, src: &Source, span: Span) {
             .chars()
             .count()
             .max(1);
+        // A line cut short keeps its marker within what is shown.
+        let col = col.min(MAX_COLS);
+        let n = n.min(MAX_COLS + 1 - col);
         let _ = writeln!(out, "{pad} | {}{}", " ".repeat(col), "^".repeat(n));
     }
     if last < end.line {

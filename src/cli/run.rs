@@ -206,7 +206,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
 
     let step = store
         .tmp_dir()
-        .join(format!("run-{}-{}", std::process::id(), hostname));
+        .join(format!("run-{}-{}", strata::store::owner_tag(), hostname));
     let network = match a.network.as_str() {
         "none" => Network::None,
         "host" => Network::Host,
@@ -451,7 +451,7 @@ fn registries() {
     };
     let mut reg = reg;
     reg.retry.attempts = 1;
-    reg.connect_timeout = std::time::Duration::from_secs(5);
+    reg.timeouts.stall = std::time::Duration::from_secs(5);
     let mut places: Vec<(String, bool, String)> = Vec::new();
     for r in &reg.policy.rules {
         if r.blocked {

@@ -12,6 +12,61 @@ pub const MAX_EXPANSION: usize = 1 << 20;
 /// The longest value the pattern modifiers (`#`, `%`, `/`) work on: shell patterns with `*`
 /// take time quadratic in the value's length.
 pub const MAX_PATTERN_SUBJECT: usize = 16 << 10;
+/// The most all the words of one walk through a Dockerfile (a build, a lint pass) may grow by
+/// expansion, beyond the text they are written as: the per-word limit alone let 1,500
+/// `LABEL lN=$a10` lines (25 KB, each word just under 1 MiB) make a build take 7.5 GB and a
+/// 1.5 GB config. Real Dockerfiles expand by kilobytes.
+pub const MAX_TOTAL_EXPANSION: usize = 16 << 20;
+
+/// What the words of one walk have grown by so far, shared by the scopes (and threads) of that
+/// walk; see [`MAX_TOTAL_EXPANSION`].
+#[derive(Debug, Clone, Default)]
+pub struct Budget(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Budget {
+    /// Count a word written as `written` bytes that expanded to `expanded`; an error once the
+    /// walk's words have grown past the limit.
+    pub fn charge(&self, written: usize, expanded: usize) -> Result<(), ShellError> {
+        let grown = expanded.saturating_sub(written);
+        if grown == 0 {
+            return Ok(());
+        }
+        let before = self
+            .0
+            .fetch_add(grown, std::sync::atomic::Ordering::Relaxed);
+        if before.saturating_add(grown) > MAX_TOTAL_EXPANSION {
+            return Err(ShellError(format!(
+                "the words of this Dockerfile expand to more than {} MiB beyond what is written, the limit for a whole build (this word adds {grown} bytes; a large variable used on many lines?)",
+                MAX_TOTAL_EXPANSION >> 20
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bytes the words have grown by so far.
+    pub fn used(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Expand `w` against `env` as [`Lexer::process_word_with_matches`] does, counted; once the
+    /// budget is spent, every word with a `$` is an error before any expansion work.
+    pub fn process_word(
+        &self,
+        lexer: &Lexer,
+        w: &str,
+        env: &dyn Lookup,
+    ) -> Result<(String, Matches), ShellError> {
+        if self.used() > MAX_TOTAL_EXPANSION && w.contains('$') {
+            return Err(ShellError(format!(
+                "the words of this Dockerfile expand to more than {} MiB beyond what is written, the limit for a whole build",
+                MAX_TOTAL_EXPANSION >> 20
+            )));
+        }
+        let (v, m) = lexer.process_word_with_matches(w, env)?;
+        self.charge(w.len(), v.len())?;
+        Ok((v, m))
+    }
+}
 
 /// Variables visible to an expansion.
 pub trait Lookup {

@@ -2,16 +2,18 @@
 //! build has ended. The step's scratch directory (its overlay's upper dir with what the command
 //! left, the provided /etc files, the throwaway dirs of its mounts) is renamed out of the
 //! store's tmp into `debug/`, with a record of its sandbox spec; only the newest failure is
-//! kept, and `prune` removes it. A step with a secret is never kept: what its command wrote
-//! (`cp /run/secrets/x /tmp/x && … && rm /tmp/x`, cut short by the failure) may hold the secret,
-//! and nothing may leave a secret's value on disk; `build --debug` still opens a shell in it
-//! while the build runs.
+//! kept, and `prune` removes it. A step with a secret (a file or an environment variable) or
+//! an SSH socket is never kept: what its command wrote (`cp /run/secrets/x /tmp/x && … && rm
+//! /tmp/x`, cut short by the failure) may hold the secret, its record would hold an
+//! environment secret's value and the agent socket's path, and nothing may leave a secret's
+//! value on disk; `build --debug` still opens a shell in it while the build runs.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::dockerfile::{MountKind, MountSpec};
 use crate::sandbox::{idmap, BindSource, Spec};
 use crate::store::Store;
 
@@ -31,24 +33,36 @@ pub struct Failure {
     pub when: i64,
 }
 
-/// Why a failed step cannot be kept, if it cannot.
-pub fn not_kept_because(spec: &Spec) -> Option<&'static str> {
-    spec.binds
+/// Why a failed step cannot be kept, if it cannot: it had a secret (a file, or a value in an
+/// environment variable, `--mount=type=secret,env=…`, which would be written into the record)
+/// or an SSH agent's socket (`--mount=type=ssh`, whose host path is the user's), whether or not
+/// the build gave it one. `mounts` are the step's RUN mounts.
+pub fn not_kept_because(mounts: &[MountSpec], spec: &Spec) -> Option<&'static str> {
+    let secret = mounts.iter().any(|m| m.kind == MountKind::Secret)
+        || spec
+            .binds
+            .iter()
+            .any(|b| matches!(b.source, BindSource::Memory { .. }));
+    if secret {
+        return Some("it had a secret, which what it wrote may hold");
+    }
+    mounts
         .iter()
-        .any(|b| matches!(b.source, BindSource::Memory { .. }))
-        .then_some("it had a secret, which what it wrote may hold")
+        .any(|m| m.kind == MountKind::Ssh)
+        .then_some("it had an SSH agent's socket")
 }
 
 /// Keep the failed step whose scratch dir is `step` (moved, so the caller's clean-up of `step`
 /// finds nothing left), replacing the failure kept before. Refused for a step with a secret
-/// ([`not_kept_because`]).
+/// or an SSH socket ([`not_kept_because`] with the step's `mounts`).
 pub fn keep(
     store: &Store,
     step: &Path,
     failure: Failure,
+    mounts: &[MountSpec],
     maps: &idmap::IdMaps,
 ) -> anyhow::Result<PathBuf> {
-    if let Some(why) = not_kept_because(&failure.spec) {
+    if let Some(why) = not_kept_because(mounts, &failure.spec) {
         anyhow::bail!("not kept: {why}");
     }
     let dir = store.debug_dir();
@@ -63,11 +77,17 @@ pub fn keep(
     let mut f = failure;
     f.spec.relocate(step, &dest);
     f.spec.memory_files = Vec::new();
-    crate::store::write_atomic(
-        &store.tmp_dir(),
-        &dest.join(RECORD),
-        &serde_json::to_vec(&f)?,
-    )?;
+    let written = serde_json::to_vec(&f)
+        .map_err(anyhow::Error::from)
+        .and_then(|r| {
+            crate::store::write_atomic(&store.tmp_dir(), &dest.join(RECORD), &r)
+                .map_err(anyhow::Error::from)
+        });
+    if let Err(e) = written {
+        // Half kept is not kept (a full disk, typically): the step's files go.
+        let _ = super::exec::remove_tree(&dest, maps);
+        return Err(e);
+    }
     for e in fs_err::read_dir(&dir)?.flatten() {
         if e.file_name().to_string_lossy().as_ref() < name.as_str() {
             let _ = super::exec::remove_tree(&e.path(), maps);

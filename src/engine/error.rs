@@ -38,6 +38,24 @@ impl Class {
     }
 }
 
+/// What to do when the store's filesystem is full (ENOSPC).
+pub const NO_SPACE: &str = "the store's filesystem is full: `strata df` shows what takes the space; `strata prune` removes what no image or cached step uses, `strata prune --cache` the build cache too, `strata prune --all` the cache mounts as well (or put the store on a larger disk with STRATA_ROOT or --root)";
+
+/// Whether `e` (or a cause of it) is a disk that is full. ENOSPC from `unshare`/`clone` is
+/// something else (the limit on user namespaces), and so is not counted.
+pub fn is_no_space(e: &anyhow::Error) -> bool {
+    let namespaces = e.chain().any(|c| {
+        let t = c.to_string();
+        t.contains("unshare(") || t.contains("CLONE_NEW")
+    });
+    !namespaces
+        && e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|x| x.raw_os_error() == Some(libc::ENOSPC))
+                || c.to_string().contains("No space left on device")
+        })
+}
+
 /// Marks an error that only says "another stage failed first".
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled: another stage failed")]
@@ -163,6 +181,7 @@ pub fn explain(e: &anyhow::Error) -> Explained {
                 let cls = match x {
                     crate::sandbox::Error::Setup { .. } => Class::Environment,
                     crate::sandbox::Error::Io(_) => Class::Failed,
+                    crate::sandbox::Error::TooLarge { .. } => Class::Input,
                 };
                 for a in x.advice() {
                     hints.push(a.clone());
@@ -187,6 +206,14 @@ pub fn explain(e: &anyhow::Error) -> Explained {
         if cls.is_some() {
             class = cls;
         }
+    }
+    // A full disk says so whatever failed on it (the commit of a layer, a pull, a hook in the
+    // sandbox: not this machine's sandbox being unable to run).
+    if is_no_space(e) {
+        if !hints.iter().any(|h| h == NO_SPACE) {
+            hints.push(NO_SPACE.to_string());
+        }
+        class = Some(Class::Failed);
     }
     Explained {
         hints,
@@ -251,5 +278,28 @@ mod tests {
         assert_eq!(explain(&e).class, Class::Interrupted(15));
         assert_eq!(explain(&anyhow::anyhow!("plain")).class, Class::Failed);
         assert!(explain(&anyhow::anyhow!("plain")).hints.is_empty());
+    }
+
+    #[test]
+    fn a_full_disk_says_how_to_get_space_back_and_a_namespace_limit_does_not() {
+        let full = anyhow::Error::from(crate::sandbox::Error::Setup {
+            message: "reading /s/upper: failed to write to file `/s/layer.tar`: No space left on device (os error 28)".into(),
+            advice: Vec::new(),
+        });
+        let x = explain(&full);
+        assert_eq!(x.class, Class::Failed);
+        assert!(x.hints.iter().any(|h| h == NO_SPACE), "{x:?}");
+        let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("writing a blob");
+        assert!(explain(&io).hints.iter().any(|h| h == NO_SPACE));
+        // max_user_namespaces reached: unshare says ENOSPC too, and it is this machine's
+        // sandbox, not a disk.
+        let ns = anyhow::Error::from(crate::sandbox::Error::Setup {
+            message: "unshare(CLONE_NEWUSER): No space left on device (os error 28)".into(),
+            advice: Vec::new(),
+        });
+        let x = explain(&ns);
+        assert_eq!(x.class, Class::Environment);
+        assert!(!x.hints.iter().any(|h| h == NO_SPACE), "{x:?}");
     }
 }

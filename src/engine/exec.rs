@@ -16,11 +16,15 @@ use crate::store::Store;
 /// (a typed task, not a name and strings).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Hook {
-    /// Unpack the layer `blob` into the snapshot dir `dest`, checking it against `diff_id`.
+    /// Unpack the layer `blob` into the snapshot dir `dest`, checking it against `diff_id`,
+    /// over the snapshots `lower` of the layers below it (top first): an entry under a lower
+    /// layer's symlink lands where the symlink leads, as containerd's applier puts it.
     Unpack {
         blob: PathBuf,
         dest: PathBuf,
         diff_id: Digest,
+        #[serde(default)]
+        lower: Vec<PathBuf>,
     },
     /// Remove these trees (missing ones are fine).
     Remove { paths: Vec<PathBuf> },
@@ -180,6 +184,7 @@ fn run_hook(h: Hook) -> Result<(), String> {
             blob,
             dest,
             diff_id,
+            lower,
         } => {
             let shown = blob.display();
             let f = fs_err::File::open(&blob).map_err(|e| e.to_string())?;
@@ -192,6 +197,7 @@ fn run_hook(h: Hook) -> Result<(), String> {
                     chown: true,
                     overlay_whiteouts: true,
                 },
+                &lower,
             )
             .map_err(|e| e.to_string())?;
             if !report.skipped_devices.is_empty() {
@@ -326,6 +332,8 @@ fn run_hook(h: Hook) -> Result<(), String> {
                         chown: true,
                         overlay_whiteouts: false,
                     },
+                    // Each layer goes onto the ones before it in the same directory.
+                    &[],
                 )
                 .map_err(|e| e.to_string())?;
             }
@@ -534,8 +542,9 @@ pub fn remove_store_tree(path: &Path, maps: &idmap::IdMaps) -> crate::store::Res
 }
 
 /// Remove what killed strata processes left in the store's tmp dir: every entry there is named
-/// `WHAT-PID-…` by the process that made it, and one whose process is gone is garbage (a step's
-/// scratch dir, a half-written blob). Dirs are removed inside the user namespace (their files
+/// `WHAT-PID-sSTART-…` by the process that made it, and one whose process is gone (a zombie
+/// counts as gone, and a pid reused by a process that started at another time too; see
+/// [`crate::store::owner_gone`]) is garbage (a step's scratch dir, a half-written blob). Dirs are removed inside the user namespace (their files
 /// may belong to subordinate ids). Lock files of killed holders go too. Best effort: a failure
 /// leaves the entry for `prune`.
 pub fn clean_leftovers(store: &Store, maps: &idmap::IdMaps) {
@@ -543,13 +552,9 @@ pub fn clean_leftovers(store: &Store, maps: &idmap::IdMaps) {
     let Ok(rd) = std::fs::read_dir(store.tmp_dir()) else {
         return;
     };
-    let me = std::process::id();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.split('-').find_map(|f| f.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me || Path::new(&format!("/proc/{pid}")).exists() {
+        if crate::store::owner_gone(&name) != Some(true) {
             continue;
         }
         let p = e.path();
@@ -577,6 +582,7 @@ pub fn snapshots(
                 blob: blob.to_path_buf(),
                 dest: dest.to_path_buf(),
                 diff_id: d.clone(),
+                lower: out.iter().rev().cloned().collect(),
             };
             hook_ok(exe, unpack, maps, &format!("unpacking layer {d}"))
         })?;

@@ -265,7 +265,8 @@ pub(crate) struct Build<'a> {
     pub checksums: Mutex<checksum::Cache>,
     /// Stage results, job slots and the first failure.
     pub schedule: &'a schedule::Schedule,
-    pub step_ids: AtomicUsize,
+    /// The next step's id, counted across the attempts of a build (see [`build`]).
+    pub step_ids: &'a AtomicUsize,
     pub steps: AtomicUsize,
     pub cached: AtomicUsize,
     /// Named contexts and images resolved to snapshots, by name.
@@ -278,6 +279,9 @@ pub(crate) struct Build<'a> {
     pub ran: Mutex<Vec<String>>,
     /// The ids of the cache mounts the build used, for `--cache-to …,mounts=true`.
     pub mounts_used: Mutex<std::collections::BTreeSet<String>>,
+    /// What the words of every stage's instructions have grown by in expansion
+    /// ([`crate::dockerfile::shell::MAX_TOTAL_EXPANSION`] for the whole build).
+    pub budget: crate::dockerfile::shell::Budget,
 }
 
 impl Build<'_> {
@@ -308,11 +312,64 @@ fn checksum_cache_path(store: &Store, context: &Path) -> PathBuf {
 }
 
 /// Run the build of `plan` and write its outputs; `report` receives its events.
+///
+/// A layer of a `--cache-from` cache that turns out to be missing, damaged or not what its
+/// record says ([`shared::BadImport`], found when the layer is first needed, possibly steps
+/// after its record was used) makes the build start again without that cache, with a
+/// warning: the steps the first attempt ran are in the local cache by then, so only the steps
+/// that took that cache's word run again.
 pub fn build(
     store: &Store,
     plan: &Plan,
     opts: &BuildOptions,
     report: Arc<dyn report::Reporter>,
+) -> anyhow::Result<Built> {
+    let step_ids = AtomicUsize::new(1);
+    let mut skip = Vec::new();
+    let mut forgotten = Vec::new();
+    loop {
+        match attempt(store, plan, opts, report.clone(), &skip, &step_ids) {
+            Err(e) => {
+                let bad = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<shared::BadImport>())
+                    .filter(|b| {
+                        (b.cache_from < opts.cache_from.len() && !skip.contains(&b.cache_from))
+                            || (b.cache_from == shared::REMEMBERED
+                                && !forgotten.contains(&b.digest))
+                    });
+                let Some(bad) = bad else {
+                    return Err(e);
+                };
+                if bad.cache_from == shared::REMEMBERED {
+                    // A step kept from an earlier --cache-from: its records go, and their steps
+                    // run.
+                    shared::forget_remote_layer(store, &bad.digest);
+                    report.event(report::Event::Note(&format!(
+                        "warning: {bad}; the build starts again without the steps kept with it"
+                    )));
+                    forgotten.push(bad.digest.clone());
+                    continue;
+                }
+                report.event(report::Event::Note(&format!(
+                    "warning: {bad}; the build starts again without the cache {}",
+                    bad.name
+                )));
+                skip.push(bad.cache_from);
+            }
+            done => return done,
+        }
+    }
+}
+
+/// One attempt at [`build`], without the `--cache-from` sources at the indices `skip`.
+fn attempt(
+    store: &Store,
+    plan: &Plan,
+    opts: &BuildOptions,
+    report: Arc<dyn report::Reporter>,
+    skip: &[usize],
+    step_ids: &AtomicUsize,
 ) -> anyhow::Result<Built> {
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
@@ -330,7 +387,7 @@ pub fn build(
         report,
         checksums: Mutex::new(checksum::Cache::load(&cpath)),
         schedule: &schedule,
-        step_ids: AtomicUsize::new(1),
+        step_ids,
         steps: AtomicUsize::new(0),
         cached: AtomicUsize::new(0),
         externals: Mutex::new(HashMap::new()),
@@ -338,9 +395,10 @@ pub fn build(
         applied: Mutex::new(Vec::new()),
         ran: Mutex::new(Vec::new()),
         mounts_used: Mutex::new(Default::default()),
+        budget: Default::default(),
     };
     if !opts.cache_from.is_empty() {
-        b.imported = shared::Imported::load(&b, &opts.cache_from);
+        b.imported = shared::Imported::load(&b, &opts.cache_from, skip);
     }
     let b = b;
     if crate::sandbox::use_copies() {
@@ -394,8 +452,8 @@ pub fn build(
         annotations.insert(k.clone(), v.clone());
     }
     // Layers that hit in an imported cache come now, and only those of the final image.
-    for l in &result.layers {
-        b.imported.fetch(&b, &l.digest)?;
+    for (l, d) in result.layers.iter().zip(&config.rootfs.diff_ids) {
+        b.imported.fetch(&b, &l.digest, d)?;
     }
     if opts.cache_to.contains(&shared::CacheTo::Inline) {
         let v = shared::inline(&b, &config.rootfs.diff_ids);

@@ -300,12 +300,11 @@ enum Source {
     Local(PathBuf),
 }
 
-/// A blob a source has: its descriptor and diffID.
+/// A blob a source has: its descriptor (the diffID a step uses it as comes with its record).
 #[derive(Clone)]
 struct RemoteBlob {
     source: usize,
     desc: Descriptor,
-    diff_id: Digest,
 }
 
 /// Where a layer of an imported cache lives, as kept in the store with the step's record
@@ -318,6 +317,44 @@ pub enum Seeded {
     Registry(String),
     /// An OCI layout directory.
     Local(PathBuf),
+}
+
+/// The source of a [`BadImport`] that is a remembered record's layer ([`Imported::remembered`]),
+/// not one of the build's `--cache-from`.
+pub const REMEMBERED: usize = usize::MAX - 1;
+
+/// Whether `e` is a cancelled transfer (Ctrl-C or another stage's failure), not a bad layer.
+fn cancelled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::registry::Error>(),
+            Some(crate::registry::Error::Cancelled)
+        )
+    })
+}
+
+/// Forget the remembered records whose layer is `digest` (it failed its check), so the next
+/// attempt runs their steps. Returns how many there were.
+pub fn forget_remote_layer(store: &Store, digest: &Digest) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(remote_dir(store))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(bytes) = fs_err::read(e.path()) else {
+            continue;
+        };
+        let Ok(r) = serde_json::from_slice::<RemoteRecord>(&bytes) else {
+            continue;
+        };
+        if r.record.layer.as_ref().is_some_and(|l| &l.digest == digest)
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// A step record of an imported cache whose layer stayed remote, as kept in
@@ -333,9 +370,18 @@ fn remote_dir(store: &Store) -> PathBuf {
 }
 
 /// The caches of `--cache-from`, read once at the start of a build; layers come on demand.
+///
+/// Nothing an imported cache says about a layer is taken on trust: a layer it brings is
+/// checked against its digest, its size and the diffID the step's record gives it as it is
+/// copied or downloaded (the registry's path and a local layout's alike), and a record whose
+/// layer the store already holds is checked against that blob when it is used. A layer that
+/// fails is a [`BadImport`]: the build starts again without that cache (the steps it ran are
+/// in the local cache by then), so a cache that is damaged or lies costs time, never a wrong
+/// image or a store `strata fsck` finds fault with.
 #[derive(Default)]
 pub struct Imported {
-    sources: Vec<(String, Source)>,
+    /// Each source's name, what it is, and its index among the build's `--cache-from`.
+    sources: Vec<(String, Source, usize)>,
     /// Where each source is, as [`Seeded`] (in the order of `sources`).
     seeded: Vec<Seeded>,
     records: HashMap<Digest, Record>,
@@ -346,6 +392,22 @@ pub struct Imported {
     /// Layers of steps an earlier build imported and this one hit in the store's remote
     /// records ([`Imported::remembered`]): where each can be fetched from.
     remembered: Mutex<HashMap<Digest, (Seeded, LayerRec)>>,
+    /// (blob, diffID) pairs this import gave out, which the store's blobs must bear out.
+    claimed: Mutex<BTreeSet<(Digest, Digest)>>,
+    /// Pairs checked against their bytes in this build.
+    verified: Mutex<BTreeSet<(Digest, Digest)>>,
+}
+
+/// A layer of an imported cache that could not be used (missing, damaged, or not the diffID
+/// its record claims): the build starts again without the cache at index `cache_from` among
+/// the build's `--cache-from`.
+#[derive(Debug, thiserror::Error)]
+#[error("the cache {name}: layer {digest}: {reason}")]
+pub struct BadImport {
+    pub cache_from: usize,
+    pub name: String,
+    pub digest: Digest,
+    pub reason: String,
 }
 
 /// A manifest and its cache content, read from a registry or a layout.
@@ -458,12 +520,16 @@ fn load_local(dir: &Path, tag: &str) -> anyhow::Result<Option<Loaded>> {
 }
 
 impl Imported {
-    /// Read every `--cache-from` source. A source that cannot be read is a warning, as in
+    /// Read every `--cache-from` source but those at the indices `skip` (found bad by an
+    /// earlier attempt of this build). A source that cannot be read is a warning, as in
     /// BuildKit: the build goes on without it.
-    pub(crate) fn load(b: &Build, from: &[CacheFrom]) -> Imported {
+    pub(crate) fn load(b: &Build, from: &[CacheFrom], skip: &[usize]) -> Imported {
         let mut out = Imported::default();
-        for f in from {
+        for (index, f) in from.iter().enumerate() {
             let name = f.describe();
+            if skip.contains(&index) {
+                continue;
+            }
             let got = match f {
                 CacheFrom::Registry { reference } => b
                     .source
@@ -502,7 +568,7 @@ impl Imported {
                         l.config.records.len(),
                         l.config.mounts.len()
                     ));
-                    out.sources.push((name, src));
+                    out.sources.push((name, src, index));
                 }
                 Err(e) => b.note(&format!(
                     "warning: importing the cache {name} failed; building without it: {e:#}"
@@ -523,11 +589,10 @@ impl Imported {
             })
         };
         for (i, d) in l.layers.iter().enumerate() {
-            if let Some(diff_id) = l.config.diff_ids.get(i) {
+            if l.config.diff_ids.get(i).is_some() {
                 self.blobs.entry(d.digest.clone()).or_insert(RemoteBlob {
                     source,
                     desc: d.clone(),
-                    diff_id: diff_id.clone(),
                 });
             }
         }
@@ -561,10 +626,16 @@ impl Imported {
     /// The record of `key` that an earlier build imported and kept with where its layer is
     /// (`v1/cache-remote`): a hit whose layer is fetched from there when it is needed
     /// ([`Imported::fetch`]).
+    ///
+    /// Its layer is taken on no more trust than an import's: checked against its digest, size
+    /// and diffID when it is fetched, or against the store's blob when that is there. One that
+    /// fails is a [`BadImport`] of the source [`REMEMBERED`]: the build forgets the records of
+    /// that layer and starts again.
     pub fn remembered(&self, store: &Store, key: &Digest) -> Option<Record> {
         let bytes = fs_err::read(remote_dir(store).join(key.hex())).ok()?;
         let r: RemoteRecord = serde_json::from_slice(&bytes).ok()?;
         if let Some(l) = &r.record.layer {
+            self.claim(l);
             if !store.has_blob(&l.digest) {
                 self.remembered
                     .lock()
@@ -593,14 +664,99 @@ impl Imported {
     }
 
     /// The imported record of `key`; its layer is fetched when it is needed
-    /// ([`Imported::fetch`]).
-    pub fn get(&self, key: &Digest) -> Option<Record> {
+    /// ([`Imported::fetch`]). When the store already holds the layer's blob, the record's
+    /// diffID for it is checked now: a record that does not bear out is a miss (said), and the
+    /// step runs.
+    pub(crate) fn get(&self, b: &Build, key: &Digest) -> Option<Record> {
         let r = self.records.get(key)?.clone();
+        if let Some(l) = &r.layer {
+            if b.store.has_blob(&l.digest) {
+                if let Err(e) = self.check_present(b, &l.digest, &l.diff_id) {
+                    b.note(&format!(
+                        "warning: {e}; the step {} runs instead",
+                        key.short()
+                    ));
+                    return None;
+                }
+            } else {
+                self.claim(l);
+            }
+        }
         self.hits
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.clone());
         Some(r)
+    }
+
+    fn claim(&self, l: &LayerRec) {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((l.digest.clone(), l.diff_id.clone()));
+    }
+
+    fn is_verified(&self, digest: &Digest, diff_id: &Digest) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(digest.clone(), diff_id.clone()))
+    }
+
+    fn set_verified(&self, digest: &Digest, diff_id: &Digest) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((digest.clone(), diff_id.clone()));
+    }
+
+    /// The name and `--cache-from` index of the source that has blob `d` ([`REMEMBERED`] for
+    /// a layer of a remembered record).
+    fn source_of(&self, d: &Digest) -> Option<(String, usize)> {
+        if let Some(rb) = self.blobs.get(d) {
+            let (name, _, index) = self.sources.get(rb.source)?;
+            return Some((name.clone(), *index));
+        }
+        let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        remembered
+            .get(d)
+            .map(|(from, _)| (from.describe(), REMEMBERED))
+    }
+
+    /// Check that the store's blob `digest` is the layer `diff_id` (read, inflated and hashed;
+    /// once per pair and build).
+    fn check_present(&self, b: &Build, digest: &Digest, diff_id: &Digest) -> Result<(), BadImport> {
+        if self.is_verified(digest, diff_id) {
+            return Ok(());
+        }
+        let (name, source) = self
+            .source_of(digest)
+            .unwrap_or_else(|| ("--cache-from".into(), usize::MAX));
+        let bad = |reason: String| BadImport {
+            cache_from: source,
+            name: name.clone(),
+            digest: digest.clone(),
+            reason,
+        };
+        let actual = b
+            .store
+            .open_blob(digest)
+            .map_err(|e| bad(e.to_string()))
+            .and_then(|f| {
+                let r = crate::layer::decompress(std::io::BufReader::new(f))
+                    .map_err(|e| bad(format!("not a readable layer: {e}")))?;
+                let mut h = oci::HashingReader::new(r);
+                std::io::copy(&mut h, &mut std::io::sink())
+                    .map_err(|e| bad(format!("not a readable layer: {e}")))?;
+                Ok(h.finish().0)
+            })?;
+        if &actual != diff_id {
+            return Err(bad(format!(
+                "its record gives it the diffID {diff_id}, but its content is {actual}"
+            )));
+        }
+        self.set_verified(digest, diff_id);
+        Ok(())
     }
 
     pub fn hit_here(&self, key: &Digest) -> bool {
@@ -629,10 +785,25 @@ impl Imported {
         }
     }
 
-    /// Bring blob `digest` into the store from the source that has it (nothing when it is
-    /// there). Verified on the way: digest, and diffID for a registry layer.
-    pub(crate) fn fetch(&self, b: &Build, digest: &Digest) -> anyhow::Result<()> {
+    /// Bring blob `digest`, which the build uses as the layer `diff_id`, into the store from
+    /// the source that has it, checked on the way against its digest, its size and `diff_id`
+    /// (a registry's layer and a local layout's alike). A blob the store holds is checked when
+    /// an imported record gave it that diffID; otherwise (the build's own records) it is
+    /// used as it is. A failure is a [`BadImport`] (the caller's build starts again without
+    /// that cache), except a cancellation.
+    pub(crate) fn fetch(&self, b: &Build, digest: &Digest, diff_id: &Digest) -> anyhow::Result<()> {
+        if self.is_verified(digest, diff_id) {
+            return Ok(());
+        }
         if b.store.has_blob(digest) {
+            let claimed = self
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&(digest.clone(), diff_id.clone()));
+            if claimed {
+                self.check_present(b, digest, diff_id)?;
+            }
             return Ok(());
         }
         let Some(rb) = self.blobs.get(digest) else {
@@ -645,48 +816,59 @@ impl Imported {
             let Some((from, l)) = remembered else {
                 bail!("layer {digest} is neither in the store nor in an imported cache");
             };
-            return fetch_seeded(b, &from, &l).with_context(|| {
-                format!(
-                    "fetching cached layer {} from {}, where an earlier --cache-from found it (build with --no-cache to run its step here instead)",
-                    digest.short(),
-                    from.describe()
-                )
-            });
+            return match fetch_seeded(b, &from, &l) {
+                Ok(()) => {
+                    self.set_verified(digest, diff_id);
+                    Ok(())
+                }
+                Err(e) if cancelled(&e) => Err(e),
+                Err(e) => Err(BadImport {
+                    cache_from: REMEMBERED,
+                    name: format!(
+                        "{}, where an earlier --cache-from found it",
+                        from.describe()
+                    ),
+                    digest: digest.clone(),
+                    reason: format!("{e:#}"),
+                }
+                .into()),
+            };
         };
-        let (name, src) = &self.sources[rb.source];
+        let (name, src, index) = &self.sources[rb.source];
         let r = match src {
             Source::Registry(repo) => b
                 .source
                 .registry()
                 .map_err(anyhow::Error::from)
-                .and_then(|reg| Ok(repo.layer(reg, b.store, &rb.desc, &rb.diff_id)?)),
+                .and_then(|reg| Ok(repo.layer(reg, b.store, &rb.desc, diff_id)?)),
             Source::Local(dir) => {
                 let p = layout_blob(dir, digest);
                 fs_err::File::open(&p)
                     .map_err(anyhow::Error::from)
-                    .and_then(|f| {
-                        b.store
-                            .put_blob_from(
-                                f,
-                                Some((digest, Some(rb.desc.size))),
-                                &p.display().to_string(),
-                            )
-                            .map(|_| ())
-                            .map_err(Into::into)
-                    })
+                    .and_then(|f| copy_layer_checked(b.store, f, &rb.desc, diff_id))
             }
         };
-        r.with_context(|| {
-            format!(
-                "fetching cached layer {} from the cache {name}",
-                digest.short()
-            )
-        })
+        match r {
+            Ok(()) => {
+                self.set_verified(digest, diff_id);
+                Ok(())
+            }
+            Err(e) if cancelled(&e) => Err(e),
+            Err(e) => Err(BadImport {
+                cache_from: *index,
+                name: name.clone(),
+                digest: digest.clone(),
+                reason: format!("{e:#}"),
+            }
+            .into()),
+        }
     }
 
     /// The imported content of cache mount `id`, if a source has it.
     pub fn mount(&self, id: &str) -> Option<&LayerRec> {
-        self.mounts.get(id)
+        let l = self.mounts.get(id)?;
+        self.claim(l);
+        Some(l)
     }
 }
 
@@ -712,9 +894,7 @@ fn fetch_seeded(b: &Build, from: &Seeded, l: &LayerRec) -> anyhow::Result<()> {
         Seeded::Local(dir) => {
             let p = layout_blob(dir, &l.digest);
             let f = fs_err::File::open(&p)?;
-            b.store
-                .put_blob_from(f, Some((&l.digest, Some(l.size))), &p.display().to_string())?;
-            Ok(())
+            copy_layer_checked(b.store, f, &desc, &l.diff_id)
         }
     }
 }
@@ -775,6 +955,59 @@ pub fn remote_records(store: &Store) -> usize {
     std::fs::read_dir(remote_dir(store))
         .map(|d| d.count())
         .unwrap_or(0)
+}
+
+/// Copy the layer blob `desc` from `r` (a local layout's file) into the store, checked as a
+/// registry's layer is: its digest and size as it is copied, and its content, inflated on a
+/// thread of its own in the same pass, against `diff_id`. Nothing is stored unless all hold.
+fn copy_layer_checked(
+    store: &Store,
+    mut r: impl std::io::Read,
+    desc: &Descriptor,
+    diff_id: &Digest,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut tmp = store.temp_file()?;
+    let mut hasher = oci::Sha256::new();
+    let mut tee = crate::layer::DiffIdTee::new()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut have = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        have += n as u64;
+        if have > desc.size {
+            bail!(
+                "longer than the {} bytes its descriptor says; nothing was stored",
+                desc.size
+            );
+        }
+        hasher.update(&buf[..n]);
+        tee.feed(&buf[..n]);
+        tmp.file_mut().write_all(&buf[..n])?;
+    }
+    let actual = hasher.finish();
+    if actual != desc.digest || have != desc.size {
+        bail!(
+            "its bytes ({have} of {}) hash to {actual}, not {}; nothing was stored",
+            desc.size,
+            desc.digest
+        );
+    }
+    let paths = match tee.finish() {
+        Ok((actual, _, paths)) if &actual == diff_id => paths,
+        Ok((actual, len, _)) => bail!(
+            "uncompressed ({len} bytes) it is {actual}, not the diffID {diff_id} its record gives it; nothing was stored"
+        ),
+        Err(e) => bail!("not a readable gzip, zstd or tar stream ({e}); nothing was stored"),
+    };
+    store.commit_blob(tmp, &desc.digest)?;
+    if let Some(p) = paths {
+        let _ = store.put_layer_paths(&desc.digest, &p);
+    }
+    Ok(())
 }
 
 /// One step as the build applied it, for export.
@@ -1128,7 +1361,7 @@ fn add_layer(
             );
             return Ok(l.digest.clone());
         }
-        b.imported.fetch(b, &l.digest)?;
+        b.imported.fetch(b, &l.digest, &l.diff_id)?;
     }
     let mut desc = l.descriptor();
     let uncompressed =
@@ -1192,7 +1425,14 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
     let Some(l) = b.imported.mount(id).cloned() else {
         return Ok(false);
     };
-    b.imported.fetch(b, &l.digest)?;
+    // An imported content that cannot be used (missing, damaged, not what its record says)
+    // leaves the mount empty, as a cache without it would: a warning, not a failed step.
+    if let Err(e) = b.imported.fetch(b, &l.digest, &l.diff_id) {
+        b.note(&format!(
+            "warning: cache mount {id}: the imported content cannot be used ({e:#}); it starts empty"
+        ));
+        return Ok(false);
+    }
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let tmp = dir.with_extension(format!("seed-{}-{n}", std::process::id()));
@@ -1204,6 +1444,7 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
         blob: b.store.blob_path(&l.digest),
         dest: tmp.clone(),
         diff_id: l.diff_id.clone(),
+        lower: Vec::new(),
     };
     if let Err(e) = super::exec::hook_ok(
         &b.exe,
@@ -1212,7 +1453,13 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
         &format!("seeding cache mount {id}"),
     ) {
         let _ = super::exec::remove_tree(&tmp, &b.maps);
-        return Err(e);
+        if b.schedule.failed() {
+            return Err(e);
+        }
+        b.note(&format!(
+            "warning: cache mount {id}: the imported content cannot be unpacked ({e:#}); it starts empty"
+        ));
+        return Ok(false);
     }
     if let Err(e) = std::fs::rename(&tmp, dir) {
         // Another step seeded it at the same moment: theirs is as good.

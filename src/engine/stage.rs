@@ -150,7 +150,11 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         config,
         layers,
         key,
-        scope: b.plan.scope().with_env(base_env),
+        scope: b
+            .plan
+            .scope()
+            .with_env(base_env)
+            .with_budget(b.budget.clone()),
         dirs,
         cmd_set: false,
         no_cache,
@@ -342,7 +346,7 @@ pub(super) fn lowers(
     // A layer that hit in an imported cache is fetched now that something needs its files.
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
         if !b.store.snapshot_path(d).exists() {
-            b.imported.fetch(b, &l.digest)?;
+            b.imported.fetch(b, &l.digest, d)?;
         }
     }
     let mut out = exec::snapshots(b.store, &b.exe, &config.rootfs.diff_ids, layers, &b.maps)?;
@@ -362,7 +366,7 @@ pub(super) fn layer_paths(
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
         let p = b.store.layer_paths_file(&l.digest);
         if !p.exists() {
-            b.imported.fetch(b, &l.digest)?;
+            b.imported.fetch(b, &l.digest, d)?;
             // By the tar headers only when the blob is uncompressed (COPY's commit reads the
             // same way).
             let blob = b.store.open_blob(&l.digest)?;
@@ -380,7 +384,7 @@ pub(super) fn step_dir(b: &Build, what: &str) -> anyhow::Result<PathBuf> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let d = b.store.tmp_dir().join(format!(
         "{what}-{}-{}",
-        std::process::id(),
+        crate::store::owner_tag(),
         N.fetch_add(1, Ordering::SeqCst)
     ));
     fs_err::create_dir_all(&d)?;
@@ -503,7 +507,7 @@ impl St<'_, '_> {
             return None;
         }
         cache::get(self.b.store, key)
-            .or_else(|| self.b.imported.get(key))
+            .or_else(|| self.b.imported.get(self.b, key))
             .or_else(|| self.b.imported.remembered(self.b.store, key))
     }
 

@@ -102,6 +102,69 @@ pub fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBu
     })
 }
 
+/// What `candidate` (relative) is in a stack of layer dirs, `root` (the layer being applied)
+/// over `lower` (top first), the way overlayfs merges them: the top-most dir that has the
+/// path decides; a whiteout there (a 0/0 character device) means it is not there, and an
+/// opaque directory above it hides what the dirs below have. Returns the target when it is a
+/// symlink.
+fn stack_link(root: &Path, lower: &[PathBuf], candidate: &Path) -> io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dirs = || std::iter::once(root).chain(lower.iter().map(PathBuf::as_path));
+    let last = lower.len();
+    for (i, dir) in dirs().enumerate() {
+        let p = dir.join(candidate);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return std::fs::read_link(&p).map(Some).map_err(|e| {
+                    if e.kind() == io::ErrorKind::InvalidInput {
+                        io::Error::other(format!(
+                            "{} changed during the build",
+                            candidate.display()
+                        ))
+                    } else {
+                        e
+                    }
+                })
+            }
+            Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return Ok(None),
+            Ok(_) => return Ok(None),
+            Err(_) if i == last => {}
+            Err(_) => {
+                // An opaque directory on the way, in this dir, hides the dirs below.
+                let mut a = candidate.parent();
+                while let Some(anc) = a.filter(|a| !a.as_os_str().is_empty()) {
+                    let opaque =
+                        rustix::fs::lgetxattr(dir.join(anc), c"user.overlay.opaque", &mut [0u8; 1])
+                            .is_ok_and(|n| n == 1);
+                    if opaque {
+                        return Ok(None);
+                    }
+                    a = anc.parent();
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// [`resolve_in_root`] through a stack of layer dirs: `root` over `lower` (top first), each
+/// component as the stack shows it ([`stack_link`]). With no `lower`, `resolve_in_root`.
+pub fn resolve_in_stack(root: &Path, lower: &[PathBuf], rel: &Path) -> io::Result<PathBuf> {
+    resolve_links(rel, 0, &|candidate: &Path| {
+        stack_link(root, lower, candidate)
+    })
+}
+
+/// [`resolve_parent_in_root`] through a stack of layer dirs ([`resolve_in_stack`]).
+fn resolve_parent_in_stack(root: &Path, lower: &[PathBuf], rel: &Path) -> io::Result<PathBuf> {
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let mut resolved = resolve_in_stack(root, lower, parent)?;
+    if let Some(name) = rel.file_name() {
+        resolved.push(name);
+    }
+    Ok(root.join(resolved))
+}
+
 /// Resolve every component of the relative path `rel` as if its root were `/`: `link` says
 /// where a path (relative to the root) points when it is a symlink. `..` is clamped at the
 /// root; more than 40 links is an error.
@@ -224,9 +287,17 @@ fn remove_any(p: &Path) -> io::Result<()> {
 }
 
 /// Make sure the directory `rel_dir` exists, following symlinks in it inside `root` (a parent
-/// that is a symlink to a directory is used, as Docker does; it is never replaced).
-fn mkdir_all_in_root(root: &Path, rel_dir: &Path, unlock: &mut Unlocker) -> io::Result<()> {
-    let resolved = root.join(resolve_in_root(root, rel_dir, 0)?);
+/// that is a symlink to a directory is used, as Docker does; it is never replaced). Over
+/// `lower` layer dirs (a snapshot), the symlinks are the stack's, and a directory made here
+/// that a lower layer has takes its mode and owner, as overlayfs' copy-up would.
+fn mkdir_all_in_root(
+    root: &Path,
+    lower: &[PathBuf],
+    rel_dir: &Path,
+    unlock: &mut Unlocker,
+) -> io::Result<()> {
+    let rel = resolve_in_stack(root, lower, rel_dir)?;
+    let resolved = root.join(&rel);
     // The deepest directory that exists must let us create what is missing below it.
     let mut existing = resolved.as_path();
     while !existing.exists() && existing != root {
@@ -234,14 +305,41 @@ fn mkdir_all_in_root(root: &Path, rel_dir: &Path, unlock: &mut Unlocker) -> io::
     }
     unlock.ensure(root, existing);
     match std::fs::symlink_metadata(&resolved) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => return Ok(()),
         Ok(_) => {
             // A file (or a dangling symlink after resolution) where a directory must be.
             std::fs::remove_file(&resolved)?;
-            std::fs::create_dir_all(&resolved)
         }
-        Err(_) => std::fs::create_dir_all(&resolved),
+        Err(_) => {}
     }
+    if lower.is_empty() {
+        return std::fs::create_dir_all(&resolved);
+    }
+    let mut at = PathBuf::new();
+    for c in rel.components() {
+        at.push(c);
+        let here = root.join(&at);
+        if here.is_dir() {
+            continue;
+        }
+        std::fs::create_dir(&here)?;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if let Some(m) = lower
+            .iter()
+            .find_map(|l| std::fs::symlink_metadata(l.join(&at)).ok())
+            .filter(|m| m.is_dir())
+        {
+            let _ = std::os::unix::fs::lchown(&here, Some(m.uid()), Some(m.gid()));
+            std::fs::set_permissions(
+                &here,
+                std::fs::Permissions::from_mode((m.mode() & 0o7777) | 0o700),
+            )?;
+            if m.mode() & 0o700 != 0o700 {
+                unlock.restore.push((here.clone(), m.mode() & 0o7777));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Apply an uncompressed tar stream onto `root`.
@@ -250,6 +348,21 @@ pub fn apply_layer<R: Read>(
     root: &Path,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport, ApplyError> {
+    apply_layer_over(tar, root, opts, &[])
+}
+
+/// [`apply_layer`] for a layer unpacked on its own as a snapshot (`opts.overlay_whiteouts`)
+/// over the snapshots of the layers below it, `lower` (top first): an entry whose parent path
+/// the layer does not make itself is placed as containerd's applier places it on the whole
+/// root, through the lower layers' symlinks (`link/.wh.x`, with `link -> real` below, removes
+/// `real/x`; it does not turn `link` into a directory).
+pub fn apply_layer_over<R: Read>(
+    tar: R,
+    root: &Path,
+    opts: &ApplyOptions,
+    lower: &[PathBuf],
+) -> Result<ApplyReport, ApplyError> {
+    let lower: &[PathBuf] = if opts.overlay_whiteouts { lower } else { &[] };
     let mut report = ApplyReport::default();
     let mut archive = tar::Archive::new(tar);
     let mut created: HashSet<PathBuf> = HashSet::new();
@@ -278,11 +391,11 @@ pub fn apply_layer<R: Read>(
         // Whiteouts.
         if opts.overlay_whiteouts && name.starts_with(b".wh.") {
             if let Some(parent) = rel.parent() {
-                mkdir_all_in_root(root, parent, &mut unlock).map_err(io_err)?;
+                mkdir_all_in_root(root, lower, parent, &mut unlock).map_err(io_err)?;
             }
             if name == b".wh..wh..opq" {
                 let dir = root.join(
-                    resolve_in_root(root, rel.parent().unwrap_or(Path::new("")), 0)
+                    resolve_in_stack(root, lower, rel.parent().unwrap_or(Path::new("")))
                         .map_err(io_err)?,
                 );
                 rustix::fs::lsetxattr(
@@ -294,7 +407,7 @@ pub fn apply_layer<R: Read>(
                 .map_err(|e| entry_err(&raw, format!("marking {} opaque: {e}", dir.display())))?;
             } else {
                 let target = rel.with_file_name(OsStr::from_bytes(&name[4..]));
-                let abs = resolve_parent_in_root(root, &target).map_err(io_err)?;
+                let abs = resolve_parent_in_stack(root, lower, &target).map_err(io_err)?;
                 unlock.ensure(root, abs.parent().unwrap_or(root));
                 unlock.open_tree(&abs);
                 remove_any(&abs).map_err(io_err)?;
@@ -340,9 +453,9 @@ pub fn apply_layer<R: Read>(
         }
 
         if let Some(parent) = rel.parent() {
-            mkdir_all_in_root(root, parent, &mut unlock).map_err(io_err)?;
+            mkdir_all_in_root(root, lower, parent, &mut unlock).map_err(io_err)?;
         }
-        let abs = resolve_parent_in_root(root, &rel).map_err(io_err)?;
+        let abs = resolve_parent_in_stack(root, lower, &rel).map_err(io_err)?;
         unlock.ensure(root, abs.parent().unwrap_or(root));
         let kind = entry.header().entry_type();
         let mode = entry.header().mode().map_err(io_err)? & 0o7777;

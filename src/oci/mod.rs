@@ -50,6 +50,10 @@ pub mod media {
 /// The annotation that names a tag in an OCI layout's index.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The largest image config strata reads (pulling) or writes (building, importing): a config
+/// is read whole into memory by every tool that uses the image.
+pub const MAX_CONFIG: usize = 32 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid digest \"{0}\": expected sha256:<64 lowercase hex digits>")]

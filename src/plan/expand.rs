@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{MetaArg, Options};
-use crate::dockerfile::shell::{Lexer, Lookup, ShellError};
+use crate::dockerfile::shell::{Budget, Lexer, Lookup, ShellError};
 use crate::dockerfile::{ArgDecl, Copy, Instruction, KeyValue, Run, RunOptions};
 
 /// The variables in scope at one point of a stage.
@@ -21,6 +21,8 @@ pub struct StageScope {
     pub env: Vec<(String, String)>,
     /// Where each name of `env` is (its last entry): lookups and updates in constant time.
     env_index: std::collections::HashMap<String, usize>,
+    /// What the words expanded against this scope (and the scopes sharing it) have grown by.
+    pub budget: Budget,
 }
 
 impl StageScope {
@@ -35,7 +37,14 @@ impl StageScope {
             args: Vec::new(),
             env: Vec::new(),
             env_index: Default::default(),
+            budget: Budget::default(),
         }
+    }
+
+    /// Count this scope's expansions in `budget` (shared by every stage of a build).
+    pub fn with_budget(mut self, budget: Budget) -> StageScope {
+        self.budget = budget;
+        self
     }
 
     /// Set TARGETSTAGE, the name of the stage being built (see [`super::Plan::scope`]).
@@ -89,7 +98,10 @@ impl StageScope {
             return Ok(Some(v.clone()));
         }
         if let Some(d) = &decl.default {
-            return lexer.process_word(d, self).map(Some);
+            return self
+                .budget
+                .process_word(lexer, d, self)
+                .map(|(v, _)| Some(v));
         }
         if let Some((_, v)) = self.meta.iter().rev().find(|(k, _)| *k == decl.name) {
             return Ok(v.clone());
@@ -125,12 +137,14 @@ impl StageScope {
     pub fn set_env(&mut self, kvs: &[KeyValue], lexer: &Lexer) {
         let mut updates = Vec::new();
         for kv in kvs {
-            let k = lexer
-                .process_word(&kv.key, self)
-                .unwrap_or_else(|_| kv.key.clone());
-            let v = lexer
-                .process_word(&kv.value, self)
-                .unwrap_or_else(|_| kv.value.clone());
+            let k = self
+                .budget
+                .process_word(lexer, &kv.key, self)
+                .map_or_else(|_| kv.key.clone(), |(k, _)| k);
+            let v = self
+                .budget
+                .process_word(lexer, &kv.value, self)
+                .map_or_else(|_| kv.value.clone(), |(v, _)| v);
             updates.push((k, v));
         }
         for (k, v) in updates {
@@ -191,13 +205,13 @@ struct Ex<'a> {
 
 impl Ex<'_> {
     fn word(&mut self, w: &str) -> Result<String, ShellError> {
-        let (v, m) = self.lexer.process_word_with_matches(w, self.env)?;
+        let (v, m) = self.env.budget.process_word(self.lexer, w, self.env)?;
         self.unmatched.extend(m.unmatched);
         Ok(v)
     }
 
     fn words(&mut self, w: &str) -> Result<Vec<String>, ShellError> {
-        let (_, m) = self.lexer.process_word_with_matches(w, self.env)?;
+        let (_, m) = self.env.budget.process_word(self.lexer, w, self.env)?;
         self.unmatched.extend(m.unmatched);
         self.lexer.process_words(w, self.env)
     }

@@ -99,12 +99,15 @@ pub fn lint_plan(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
         }
     }
 
-    // Instructions inside stages.
+    // Instructions inside stages; every walk of this pass shares one expansion budget.
+    let budget = crate::dockerfile::shell::Budget::default();
     for st in &plan.stages {
-        let Some(env) = stage_base_env(plan, st.index, base_env, 0) else {
+        let Some(env) = stage_base_env(plan, st.index, base_env, 0, &budget) else {
             continue;
         };
-        let mut scope = StageScope::new(&plan.meta_args, &plan.options).with_env(env);
+        let mut scope = StageScope::new(&plan.meta_args, &plan.options)
+            .with_env(env)
+            .with_budget(budget.clone());
         for c in &st.commands {
             let Ok(ex) = super::expand_instruction(&c.instruction, &scope, &lexer) else {
                 continue;
@@ -136,6 +139,7 @@ fn stage_base_env(
     idx: usize,
     base_env: BaseEnv<'_>,
     depth: usize,
+    budget: &crate::dockerfile::shell::Budget,
 ) -> Option<Vec<(String, String)>> {
     if depth > plan.stages.len() {
         return None;
@@ -146,10 +150,11 @@ fn stage_base_env(
         Base::Image(r) => base_env(r),
         Base::Context(_) => None,
         Base::Stage(b) => {
-            let mut env = stage_base_env(plan, *b, base_env, depth + 1)?;
+            let mut env = stage_base_env(plan, *b, base_env, depth + 1, budget)?;
             let lexer = Lexer::new(plan.escape);
-            let mut scope =
-                StageScope::new(&plan.meta_args, &plan.options).with_env(std::mem::take(&mut env));
+            let mut scope = StageScope::new(&plan.meta_args, &plan.options)
+                .with_env(std::mem::take(&mut env))
+                .with_budget(budget.clone());
             for c in &plan.stages[*b].commands {
                 if let Ok(ex) = super::expand_instruction(&c.instruction, &scope, &lexer) {
                     scope.apply(&ex.instruction);

@@ -360,6 +360,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
     }
     let mut out = Vec::new();
     let mut facts: Vec<Facts> = Vec::with_capacity(plan.stages.len());
+    let budget = crate::dockerfile::shell::Budget::default();
     // Stages whose image is a Python one (a python base, or Python tooling run in the stage or
     // the stages it is built FROM): only such a final stage is told not to run as root (a
     // static binary FROM scratch, say, is not an app image of this kind).
@@ -382,7 +383,9 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                 ..Facts::default()
             },
         };
-        let mut scope = StageScope::new(&plan.meta_args, &plan.options).with_env(f.env.clone());
+        let mut scope = StageScope::new(&plan.meta_args, &plan.options)
+            .with_env(f.env.clone())
+            .with_budget(budget.clone());
         let ship = shipped[st.index];
         // The first COPY of the whole context, and whether dependencies were installed yet.
         let mut copy_all: Option<Span> = None;

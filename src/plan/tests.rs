@@ -274,3 +274,48 @@ fn scope_lint_rules() {
     );
     assert_eq!(w[0].hint.as_deref(), Some("did you mean VERSION?"));
 }
+
+#[test]
+fn expansion_is_bounded_in_total_across_a_walk_and_its_stages() {
+    use crate::dockerfile::shell::{Budget, MAX_TOTAL_EXPANSION};
+    // 1,500 LABEL lines each just under the per-word limit: the walk stops at the line that
+    // takes the growth past the total, and every word with a `$` after it fails at once.
+    let mut text = String::from("FROM x\nARG a0=");
+    text.push_str(&"x".repeat(1000));
+    text.push('\n');
+    for i in 1..=10 {
+        text.push_str(&format!("ARG a{i}=$a{p}$a{p}\n", p = i - 1));
+    }
+    for n in 0..1500 {
+        text.push_str(&format!("LABEL l{n}=$a10\n"));
+    }
+    text.push_str("FROM x\nARG b=$a10\n");
+    let p = plan_of(&text, Options::default()).unwrap();
+    let lexer = Lexer::new('\\');
+    let budget = Budget::default();
+    let mut scope = StageScope::new(&p.meta_args, &p.options).with_budget(budget.clone());
+    let mut failed_at = None;
+    for (i, c) in p.stages[0].commands.iter().enumerate() {
+        match expand_instruction(&c.instruction, &scope, &lexer) {
+            Ok(ex) => scope.apply(&ex.instruction),
+            Err(e) => {
+                assert!(e.0.contains("16 MiB"), "{e}");
+                failed_at = Some(i);
+                break;
+            }
+        }
+    }
+    // 11 ARGs grow by about 2 MiB, then each label by 1,023,996 bytes.
+    assert_eq!(failed_at, Some(11 + 14), "{}", budget.used());
+    assert!(budget.used() <= MAX_TOTAL_EXPANSION + (1 << 20));
+    // Another stage of the same walk shares the spent budget: a word with a `$` fails at once.
+    let e = expand_instruction(
+        &p.stages[1].commands[0].instruction,
+        &StageScope::new(&p.meta_args, &p.options).with_budget(budget),
+        &lexer,
+    );
+    assert!(e.is_err());
+    // A walk of its own starts with the whole budget.
+    let fresh = StageScope::new(&p.meta_args, &p.options);
+    assert!(expand_instruction(&p.stages[0].commands[0].instruction, &fresh, &lexer).is_ok());
+}

@@ -18,8 +18,129 @@ use super::config::{host_certs, Policy};
 use super::credentials::{self, Credential, Secret};
 use super::{Error, Observer, Quiet, Result};
 
-/// The longest wait for an answer or for the next bytes of a body.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a registry may keep strata waiting, and how slowly it may send: a request whose
+/// answer does not start within `stall`, or whose body moves less than `min_rate` bytes a
+/// second over any `stall` (one byte every 5 s kept a pull silent for more than 400 s), is
+/// abandoned with an error that names the registry and the request. Set for slow links with
+/// `STRATA_REGISTRY_TIMEOUT` (seconds, default 30) and `STRATA_REGISTRY_MIN_RATE` (bytes a
+/// second, default 1024; 0 turns the rate check off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub stall: Duration,
+    pub min_rate: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stall: Duration::from_secs(30),
+            min_rate: 1024,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The defaults, with `STRATA_REGISTRY_TIMEOUT` and `STRATA_REGISTRY_MIN_RATE` applied.
+    pub fn from_env() -> Result<Timeouts> {
+        let mut t = Timeouts::default();
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let bad = |name: &str, v: &str, what: &str| Error::Config {
+            path: format!("${name}").into(),
+            message: format!("\"{v}\" is not {what}"),
+        };
+        if let Some(v) = var("STRATA_REGISTRY_TIMEOUT") {
+            let secs: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9)
+                .ok_or_else(|| bad("STRATA_REGISTRY_TIMEOUT", &v, "a number of seconds over 0"))?;
+            t.stall = Duration::from_secs_f64(secs);
+        }
+        if let Some(v) = var("STRATA_REGISTRY_MIN_RATE") {
+            t.min_rate = v
+                .trim()
+                .parse()
+                .map_err(|_| bad("STRATA_REGISTRY_MIN_RATE", &v, "a number of bytes a second"))?;
+        }
+        Ok(t)
+    }
+
+    /// The settings in words, for errors.
+    fn describe(&self) -> String {
+        format!(
+            "STRATA_REGISTRY_TIMEOUT={}, STRATA_REGISTRY_MIN_RATE={}",
+            self.stall.as_secs_f64(),
+            self.min_rate
+        )
+    }
+}
+
+/// A response body read under [`Timeouts`]: each read waits at most `stall` (the client's own
+/// timeout), and over every `stall` the body must move at least `min_rate` bytes a second.
+/// Either failure is an error of kind `TimedOut` that says what stalled.
+pub(crate) struct Paced<R> {
+    inner: R,
+    t: Timeouts,
+    window: Instant,
+    in_window: u64,
+    /// When the last bytes came.
+    last: Instant,
+}
+
+impl<R> Paced<R> {
+    pub(crate) fn new(inner: R, t: Timeouts) -> Paced<R> {
+        let now = Instant::now();
+        Paced {
+            inner,
+            t,
+            window: now,
+            in_window: 0,
+            last: now,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Paced<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            // The client's timeout: nothing came for `stall`.
+            Err(e) if self.last.elapsed() >= self.t.stall.mul_f64(0.9) || is_timeout(&e) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the body stalled: nothing for {:.0?} ({e})", self.t.stall),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        if n > 0 {
+            self.last = Instant::now();
+        }
+        self.in_window += n as u64;
+        let elapsed = self.window.elapsed();
+        if n > 0 && elapsed >= self.t.stall {
+            let want = (self.t.min_rate as f64 * elapsed.as_secs_f64()) as u64;
+            if self.in_window < want {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the body stalled: {} bytes in {:.1?}, under the minimum of {} bytes a second",
+                        self.in_window, elapsed, self.t.min_rate
+                    ),
+                ));
+            }
+            self.window = Instant::now();
+            self.in_window = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// Whether an IO error from a response body is the client's timeout.
+fn is_timeout(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut || chain(e).to_ascii_lowercase().contains("timed out")
+}
 
 /// How often and how long to try again.
 #[derive(Debug, Clone)]
@@ -139,8 +260,7 @@ pub(crate) struct Host {
 pub struct Registry {
     pub policy: Policy,
     pub retry: RetryPolicy,
-    /// How long a connection may take to open (30 s; `strata doctor` waits less).
-    pub connect_timeout: Duration,
+    pub timeouts: Timeouts,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     pub(crate) observer: Arc<dyn Observer + Send>,
     /// Credentials given on the command line (login's check) for one host.
@@ -191,16 +311,18 @@ impl Registry {
         Registry {
             policy,
             retry: RetryPolicy::default(),
-            connect_timeout: Duration::from_secs(30),
+            timeouts: Timeouts::default(),
             hosts: Mutex::new(HashMap::new()),
             observer: Arc::new(Quiet),
             forced: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A session with the machine's registries.conf.
+    /// A session with the machine's registries.conf and the timeouts of the environment.
     pub fn from_environment() -> Result<Registry> {
-        Ok(Registry::new(Policy::load()?))
+        let mut r = Registry::new(Policy::load()?);
+        r.timeouts = Timeouts::from_env()?;
+        Ok(r)
     }
 
     pub fn with_observer(mut self, o: Arc<dyn Observer + Send>) -> Registry {
@@ -224,7 +346,7 @@ impl Registry {
         let certs = host_certs(&self.policy.certs_dirs, name)?;
         let mut b = reqwest::ClientBuilder::new()
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(self.connect_timeout);
+            .connect_timeout(self.timeouts.stall.min(Duration::from_secs(30)));
         for (p, pem) in &certs.cas {
             let cs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| Error::Config {
                 path: p.clone(),
@@ -250,9 +372,10 @@ impl Registry {
             b = b.no_proxy();
         }
         // The blocking client's timeout bounds each wait (for the answer, and each read of a
-        // body): a stalled connection fails instead of hanging; long bodies are fine.
+        // body): a stalled connection fails instead of hanging; long bodies are fine, as long
+        // as they keep moving (`Paced`).
         let http = reqwest::blocking::ClientBuilder::from(b)
-            .timeout(IO_TIMEOUT)
+            .timeout(self.timeouts.stall)
             .build()
             .map_err(|e| Error::Unreachable {
                 host: name.to_string(),
@@ -295,8 +418,26 @@ impl Registry {
         Ok(c)
     }
 
-    fn transport_error(&self, host: &Host, e: &reqwest::Error) -> Error {
+    fn transport_error(&self, host: &Host, what: &str, e: &reqwest::Error) -> Error {
         let detail = chain(e);
+        if e.is_timeout() {
+            return Error::Stalled {
+                host: host.name.clone(),
+                what: what.to_string(),
+                detail: format!(
+                    "no answer within {:.0?} ({})",
+                    self.timeouts.stall,
+                    self.timeouts.describe()
+                ),
+            };
+        }
+        if e.is_redirect() {
+            return Error::TooManyRedirects {
+                host: host.name.clone(),
+                what: what.to_string(),
+                detail,
+            };
+        }
         if is_tls(&detail) {
             Error::Tls {
                 host: host.name.clone(),
@@ -335,6 +476,23 @@ impl Registry {
 
     fn policy_insecure(&self, name: &str) -> bool {
         super::Reference::parse(&format!("{name}/x")).is_ok_and(|r| self.policy.insecure(&r))
+    }
+
+    /// The error for a body that could not be read: a stall (see [`Paced`]) names the
+    /// registry, the request and the settings; anything else is the connection's failure.
+    pub(crate) fn body_error(&self, host: &Host, what: &str, e: std::io::Error) -> Error {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            Error::Stalled {
+                host: host.name.clone(),
+                what: what.to_string(),
+                detail: format!("{e} ({})", self.timeouts.describe()),
+            }
+        } else {
+            Error::Unreachable {
+                host: host.name.clone(),
+                detail: format!("{what}: {e}"),
+            }
+        }
     }
 
     /// The base URL of `host`, learning its scheme and auth challenge from `GET /v2/` once.
@@ -403,10 +561,17 @@ impl Registry {
             match mk()?.send() {
                 Err(e) => {
                     attempt += 1;
-                    let err = self.transport_error(host, &e);
+                    let err = self.transport_error(host, what, &e);
+                    // A stall is not tried again: the registry had its time (waiting again
+                    // would multiply it), and a redirect loop loops again.
                     if !retry_transport
                         || attempt >= self.retry.attempts
-                        || matches!(err, Error::Tls { .. })
+                        || matches!(
+                            err,
+                            Error::Tls { .. }
+                                | Error::Stalled { .. }
+                                | Error::TooManyRedirects { .. }
+                        )
                         || is_permanent(&chain(&e))
                     {
                         return Err(err);
@@ -524,12 +689,11 @@ impl Registry {
         }
         // A token answer is small; read at most 1 MiB of it.
         let mut body = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(resp, 1 << 20), &mut body).map_err(
-            |e| Error::Unreachable {
-                host: host.name.clone(),
-                detail: format!("reading the token from {realm}: {e}"),
-            },
-        )?;
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(Paced::new(resp, self.timeouts), 1 << 20),
+            &mut body,
+        )
+        .map_err(|e| self.body_error(host, &format!("token from {realm}"), e))?;
         let t: TokenReply = serde_json::from_slice(&body).map_err(|e| {
             Error::Protocol(format!("the token service {realm} sent no JSON token: {e}"))
         })?;
@@ -694,11 +858,20 @@ pub(crate) fn retry_after(h: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(v.trim().parse::<u64>().unwrap_or(1)))
 }
 
-/// The start of an error body, for messages (bounded).
+/// The start of an error body, for messages (bounded in size, and in time: 10 s, however
+/// slowly it comes).
 pub(crate) fn snippet(r: Response) -> String {
     use std::io::Read;
     let mut buf = Vec::new();
-    let _ = r.take(2048).read_to_end(&mut buf);
+    let started = Instant::now();
+    let mut r = r.take(2048);
+    let mut chunk = [0u8; 512];
+    while started.elapsed() < Duration::from_secs(10) {
+        match r.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
     let s = String::from_utf8_lossy(&buf).trim().to_string();
     // A registry error body: {"errors":[{"code":…,"message":…}]}.
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&s) {

@@ -66,6 +66,20 @@ pub enum Error {
     },
     #[error("{host}: unreachable: {detail}")]
     Unreachable { host: String, detail: String },
+    /// The registry stopped answering, or sent too slowly (see `client::Timeouts`).
+    #[error("{host}: {what}: {detail}")]
+    Stalled {
+        host: String,
+        what: String,
+        detail: String,
+    },
+    /// Redirects that never end (reqwest follows 10).
+    #[error("{host}: {what}: too many redirects ({detail})")]
+    TooManyRedirects {
+        host: String,
+        what: String,
+        detail: String,
+    },
     /// The TLS server closed the connection after the handshake: it may want a client
     /// certificate.
     #[error("{host}: unreachable: {detail}")]
@@ -129,6 +143,10 @@ impl Error {
             Error::Unreachable { host, .. } => format!(
                 "check the network and the proxy (HTTPS_PROXY); to pull through a mirror, add one for {host} to registries.conf (README: Registries); an image saved elsewhere (`strata save`, `docker save`) loads with `strata load -i FILE`; `strata doctor` tries the registries registries.conf names"
             ),
+            Error::Stalled { .. } => "on a slow link, wait longer with STRATA_REGISTRY_TIMEOUT=SECONDS (default 30) or accept a slower rate with STRATA_REGISTRY_MIN_RATE=BYTES (default 1024 a second)".to_string(),
+            Error::TooManyRedirects { .. } => {
+                "the registry (or a proxy or mirror in front of it) redirects in a loop: check its configuration or the mirror in registries.conf".to_string()
+            }
             _ => return None,
         })
     }

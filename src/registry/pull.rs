@@ -25,7 +25,7 @@ pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, app
 const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 /// Manifests and configs are small; a larger answer is refused rather than held in memory.
 const MANIFEST_MAX: u64 = 8 << 20;
-const CONFIG_MAX: u64 = 32 << 20;
+const CONFIG_MAX: u64 = crate::oci::MAX_CONFIG as u64;
 /// Layers fetched at once per pull (skopeo uses 6, crane 4).
 pub const PARALLEL: usize = 6;
 
@@ -165,12 +165,10 @@ impl Registry {
             .trim()
             .to_string();
         let mut bytes = Vec::new();
-        resp.take(MANIFEST_MAX + 1)
+        super::client::Paced::new(resp, self.timeouts)
+            .take(MANIFEST_MAX + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| Error::Unreachable {
-                host: host.name.clone(),
-                detail: format!("reading manifest {sel}: {e}"),
-            })?;
+            .map_err(|e| self.body_error(host, &format!("GET manifest {at} (reading it)"), e))?;
         if bytes.len() as u64 > MANIFEST_MAX {
             return Err(Error::Protocol(format!(
                 "{at}: the manifest is larger than {} MiB",
@@ -428,12 +426,21 @@ impl Registry {
                     })
                 }
             }
-            let mut resp = resp;
+            let mut resp = super::client::Paced::new(resp, self.timeouts);
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 match resp.read(&mut buf) {
                     Ok(0) => break 'download,
                     Ok(_) if self.observer.cancelled() => return Err(Error::Cancelled),
+                    // A stall (nothing, or too little, for too long) is not resumed: the
+                    // registry had its time.
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        return Err(self.body_error(
+                            host,
+                            &format!("GET blob {digest} (after {have} of {} bytes)", desc.size),
+                            e,
+                        ))
+                    }
                     Ok(n) => {
                         hasher.update(&buf[..n]);
                         if let Some(t) = &mut tee {

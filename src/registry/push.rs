@@ -400,9 +400,7 @@ impl Registry {
             };
             // The answer comes after the whole body: allow for a slow link (1 MB/s).
             c.put(&url)
-                .timeout(
-                    super::client::IO_TIMEOUT + std::time::Duration::from_secs(b.size / 1_000_000),
-                )
+                .timeout(self.timeouts.stall + std::time::Duration::from_secs(b.size / 1_000_000))
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, b.size.to_string())
                 .body(body)

@@ -540,6 +540,29 @@ unsafe fn limit_capabilities(drop_list: &[u32]) -> bool {
     libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) == 0
 }
 
+/// Close every descriptor numbered `first` or above, in the forked child just before exec:
+/// whatever strata inherited without close-on-exec would otherwise reach the step's process
+/// (a directory opened by the caller is a way out of the root, as in runc's CVE-2024-21626).
+/// Async-signal-safe: close_range(2), or a close of every possible number where the kernel
+/// lacks it (before Linux 5.9).
+///
+/// # Safety
+/// Only for the process about to exec: every descriptor above `first` goes.
+unsafe fn close_from(first: u32) {
+    if libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) == 0 {
+        return;
+    }
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        lim.rlim_cur.min(1 << 20) as i32
+    } else {
+        1 << 16
+    };
+    for fd in first as i32..max {
+        libc::close(fd);
+    }
+}
+
 /// Say why on stderr and exit 126, in the forked child before exec (async-signal-safe).
 fn fail(msg: &[u8]) -> ! {
     // SAFETY: write and _exit are async-signal-safe; msg is valid for its length.
@@ -890,16 +913,6 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     let drop_caps = caps_to_drop();
-    let memory_fds = spec.memory_files.len().max(
-        spec.binds
-            .iter()
-            .filter_map(|b| match b.source {
-                BindSource::Memory { index, .. } => Some(index + 1),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0),
-    );
     // --ulimit: set here, inherited by the process.
     for l in &spec.rlimits {
         l.apply()?;
@@ -932,13 +945,6 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                     libc::dup2(fd, 0);
                     libc::close(fd);
                 }
-            }
-            // The report and go pipes, and the memory files (already mounted): nothing of ours
-            // reaches the step's process.
-            libc::close(3);
-            libc::close(4);
-            for i in 0..memory_fds {
-                libc::close(super::MEMORY_FD_BASE + i as i32);
             }
             // Default signal dispositions and an empty mask, as runc gives a container's
             // process: strata's runtime ignores SIGPIPE, and an ignored signal stays ignored
@@ -999,8 +1005,22 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             if libc::chdir(wd.as_ptr()) != 0 {
                 libc::_exit(126);
             }
+            // The process starts with exactly 0, 1 and 2: not the report and task pipes, not
+            // the memory files (already mounted), and nothing strata inherited without
+            // close-on-exec (a directory of the caller's, a jobserver pipe, a socket).
+            close_from(3);
             libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
-            libc::_exit(127);
+            // Said on the process's stderr, as a shell says it (this process is a fork of a
+            // single-threaded one: formatting is safe here): 126 when the file is there but
+            // cannot be run (not executable, an argument list over the kernel's limit).
+            let e = std::io::Error::last_os_error();
+            let msg = format!("strata: exec {prog}: {e}\n");
+            libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+            libc::_exit(if e.raw_os_error() == Some(libc::ENOENT) {
+                127
+            } else {
+                126
+            });
         }
     }
     drop(console);

@@ -413,12 +413,18 @@ pub enum Error {
     },
     #[error("sandbox: {0}")]
     Io(#[from] io::Error),
+    /// A command the kernel (or the sandbox) cannot take: an argument or variable too long.
+    #[error("the command is too large: {message}")]
+    TooLarge {
+        message: String,
+        advice: Vec<String>,
+    },
 }
 
 impl Error {
     pub fn advice(&self) -> &[String] {
         match self {
-            Error::Setup { advice, .. } => advice,
+            Error::Setup { advice, .. } | Error::TooLarge { advice, .. } => advice,
             Error::Io(_) => &[],
         }
     }
@@ -462,6 +468,56 @@ pub fn inherit(n: i32) -> io::Result<OwnedFd> {
     // SAFETY: 0, 1 and 2 stay open for the life of the process.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(n) };
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}
+
+/// The longest argument or environment string Linux passes to a program (MAX_ARG_STRLEN:
+/// 32 pages, the terminating NUL included).
+pub const MAX_ARG_LEN: usize = 32 * 4096;
+
+/// Whether `argv` and `env` fit what execve takes: each string under [`MAX_ARG_LEN`], all of
+/// them (with their pointers) within the system's ARG_MAX. Checked before a sandbox starts, so
+/// that a command the kernel would refuse with E2BIG is an error that says which string.
+pub fn exec_fits(argv: &[String], env: &[String]) -> Result<(), Error> {
+    const IN_A_FILE: &str =
+        "put the data in a file (COPY it, or a heredoc whose first line is #!, which runs as a file)";
+    let too_long = |what: String, n: usize| {
+        Error::TooLarge {
+        message: format!(
+            "{what} is {n} bytes; Linux passes at most {} bytes in one argument or variable (execve: E2BIG)",
+            MAX_ARG_LEN - 1
+        ),
+        advice: vec![IN_A_FILE.into()],
+    }
+    };
+    for (i, a) in argv.iter().enumerate() {
+        if a.len() >= MAX_ARG_LEN {
+            return Err(too_long(
+                format!("argument {} of the command", i + 1),
+                a.len(),
+            ));
+        }
+    }
+    for e in env {
+        if e.len() >= MAX_ARG_LEN {
+            let name = e.split('=').next().unwrap_or(e);
+            return Err(too_long(
+                format!("the environment variable {name}"),
+                e.len(),
+            ));
+        }
+    }
+    // SAFETY: sysconf has no preconditions.
+    let max = unsafe { libc::sysconf(libc::_SC_ARG_MAX) };
+    let total: usize = argv.iter().chain(env).map(|s| s.len() + 1 + 8).sum();
+    if max > 0 && total > max as usize {
+        return Err(Error::TooLarge {
+            message: format!(
+                "the command and its environment are {total} bytes; this system passes at most {max} to a program (ARG_MAX; execve: E2BIG)"
+            ),
+            advice: vec![IN_A_FILE.into()],
+        });
+    }
+    Ok(())
 }
 
 /// Run `spec` and wait for it. Output goes to `stdout` and `stderr`.
@@ -609,6 +665,15 @@ fn launch(
             advice: Vec::new(),
         });
     }
+    // The task's frame is made before the child exists: one the child could not take (over
+    // the frame limit) is an error now, never a child waiting for a task that is not coming.
+    if let Task::Run(s) = task {
+        exec_fits(&s.argv, &s.env)?;
+    }
+    let frame = protocol::encode_frame(task).map_err(|e| Error::TooLarge {
+        message: format!("the sandbox's task: {e}"),
+        advice: Vec::new(),
+    })?;
     let stdin = match (stdin, task) {
         (Some(i), _) => i,
         (None, Task::Run(s)) if s.stdin => inherit(0)?,
@@ -631,7 +696,8 @@ fn launch(
     let mut report = std::fs::File::from(report_r);
     let mut to_child = std::fs::File::from(task_w);
     // A failed write means the child already ended: its report says why.
-    let _ = protocol::write_frame(&mut to_child, task);
+    let _ = to_child.write_all(&frame);
+    drop(frame);
 
     // The step's network helper, stopped when this function returns, or why it failed.
     let mut slirp = None;
@@ -705,5 +771,73 @@ fn launch(
             message: format!("the sandbox child {pid} ended without reporting"),
             advice: Vec::new(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn spec() -> Spec {
+        Spec {
+            rootfs: Rootfs::Copy {
+                lower: Vec::new(),
+                root: PathBuf::from("/nonexistent"),
+                state: PathBuf::from("/nonexistent.state"),
+            },
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            user: String::new(),
+            workdir: String::new(),
+            network: Network::None,
+            hostname: "h".into(),
+            etc_files: Vec::new(),
+            binds: Vec::new(),
+            maps: idmap::for_current_user(),
+            ports: None,
+            tty: false,
+            stdin: false,
+            memory_files: Vec::new(),
+            tty_size: None,
+            rlimits: Vec::new(),
+            shm_size: None,
+        }
+    }
+
+    #[test]
+    fn a_task_the_sandbox_cannot_take_is_an_error_before_any_child_exists() {
+        let null = || OwnedFd::from(fs_err::File::open("/dev/null").unwrap().into_parts().0);
+        // Over the frame limit (a spec no Dockerfile can make since long scripts run from a
+        // file, but any that is refused must fail at once, not leave a child waiting).
+        let mut s = spec();
+        s.binds.push(Bind {
+            host: PathBuf::from("/x"),
+            target: "y".repeat(protocol::MAX_FRAME as usize + 1),
+            readonly: true,
+            source: BindSource::Host,
+        });
+        let t = std::time::Instant::now();
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let e = run_observed(Path::new("/nonexistent"), &s, null(), null(), &|_| {
+            started.store(true, std::sync::atomic::Ordering::SeqCst)
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("over the sandbox's limit"), "{e}");
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        // What execve would refuse with E2BIG, named.
+        let mut s = spec();
+        s.argv = vec!["sh".into(), "-c".into(), "z".repeat(MAX_ARG_LEN)];
+        let e = run(Path::new("/nonexistent"), &s, null(), null()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("argument 3 of the command is 131072 bytes"),
+            "{e}"
+        );
+        let mut s = spec();
+        s.env = vec![format!("BIG={}", "v".repeat(MAX_ARG_LEN))];
+        let e = run(Path::new("/nonexistent"), &s, null(), null()).unwrap_err();
+        assert!(e.to_string().contains("environment variable BIG"), "{e}");
     }
 }

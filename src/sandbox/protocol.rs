@@ -36,17 +36,28 @@ pub enum SessionReply {
     Failed(String),
 }
 
-/// Write `msg` as one frame (one write call: a frame under PIPE_BUF is atomic on a pipe).
-pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+/// `msg` as one frame's bytes, or an error naming its size when it is over [`MAX_FRAME`].
+pub fn encode_frame<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
     let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
     let len = u32::try_from(body.len())
         .ok()
         .filter(|n| *n <= MAX_FRAME)
-        .ok_or_else(|| io::Error::other(format!("a frame of {} bytes is too large", body.len())))?;
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "a frame of {} bytes is over the sandbox's limit of {} bytes",
+                body.len(),
+                MAX_FRAME
+            ))
+        })?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(&body);
-    w.write_all(&buf)
+    Ok(buf)
+}
+
+/// Write `msg` as one frame (one write call: a frame under PIPE_BUF is atomic on a pipe).
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    w.write_all(&encode_frame(msg)?)
 }
 
 /// Read one frame; `Ok(None)` at a clean end of the stream (no byte of a new frame).

@@ -4,7 +4,9 @@
 //! `socket` except AF_VSOCK, `personality` with the five values Docker allows, `clone` without
 //! namespace flags, `clone3` answered with ENOSYS (so that libc falls back to `clone`, whose
 //! flags can be checked), and everything else EPERM — `mount`, `unshare`, `setns`, `bpf`,
-//! `keyctl`, `add_key`, `perf_event_open`, `kexec_load`, `init_module`, `reboot` and the rest.
+//! `keyctl`, `add_key`, `perf_event_open`, `kexec_load`, `init_module`, `reboot`, the io_uring
+//! calls (refused by Docker since 2023, moby 891241e: the source of many kernel escapes) and
+//! the rest.
 //!
 //! Installed by the forked child just before it changes to the step's user and execs, without
 //! `no_new_privs`, so setuid binaries (su, sudo, apt's drop to _apt) behave as under Docker.
@@ -121,9 +123,6 @@ const COMMON: &[libc::c_long] = syscalls![
     SYS_ioprio_set,
     SYS_io_setup,
     SYS_io_submit,
-    SYS_io_uring_enter,
-    SYS_io_uring_register,
-    SYS_io_uring_setup,
     SYS_kill,
     SYS_landlock_add_rule,
     SYS_landlock_create_ruleset,
@@ -337,9 +336,27 @@ const ARCH: &[libc::c_long] = syscalls![
 #[cfg(not(target_arch = "x86_64"))]
 const ARCH: &[libc::c_long] = &[];
 
-/// Syscalls of Docker's list that the libc crate does not name (asm-generic and x86_64 numbers).
+/// Syscalls of Docker's list that the libc crate does not name (asm-generic and x86_64 numbers;
+/// from 451 on both share one table). Docker's profile as of moby/profiles in moby b985e23
+/// (August 2026): without these a newer libc's `fchmodat` (fchmodat2), `futex_*`, `*xattrat`
+/// or `mseal` would get EPERM, which it does not fall back from as it does from ENOSYS.
+const NEWER: &[libc::c_long] = &[
+    451, // cachestat
+    452, // fchmodat2
+    453, // map_shadow_stack
+    454, // futex_wake
+    455, // futex_wait
+    456, // futex_requeue
+    457, // statmount
+    458, // listmount
+    462, // mseal
+    463, // setxattrat
+    464, // getxattrat
+    465, // listxattrat
+    466, // removexattrat
+];
 #[cfg(target_arch = "x86_64")]
-const UNNAMED: &[libc::c_long] = &[333 /* io_pgetevents */];
+const UNNAMED: &[libc::c_long] = &[333 /* io_pgetevents */, 335 /* uretprobe */];
 #[cfg(not(target_arch = "x86_64"))]
 const UNNAMED: &[libc::c_long] = &[292 /* io_pgetevents */];
 
@@ -367,7 +384,7 @@ fn arch() -> Result<TargetArch, String> {
 /// Docker's default profile for Docker's default capabilities, compiled.
 pub fn docker_default() -> Result<Filters, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for nr in COMMON.iter().chain(ARCH).chain(UNNAMED) {
+    for nr in COMMON.iter().chain(ARCH).chain(UNNAMED).chain(NEWER) {
         rules.insert(*nr, Vec::new());
     }
     rules.insert(
@@ -461,16 +478,83 @@ mod tests {
             libc::SYS_open_by_handle_at,
             libc::SYS_sethostname,
             libc::SYS_clone3,
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_enter,
+            libc::SYS_io_uring_register,
         ] {
             assert!(
-                !COMMON.contains(&refused) && !ARCH.contains(&refused),
+                !COMMON.contains(&refused)
+                    && !ARCH.contains(&refused)
+                    && !UNNAMED.contains(&refused)
+                    && !NEWER.contains(&refused),
                 "{refused}"
             );
         }
-        let mut all: Vec<_> = COMMON.iter().chain(ARCH).chain(UNNAMED).collect();
+        let mut all: Vec<_> = COMMON
+            .iter()
+            .chain(ARCH)
+            .chain(UNNAMED)
+            .chain(NEWER)
+            .collect();
         all.sort();
         let n = all.len();
         all.dedup();
         assert_eq!(all.len(), n, "a syscall listed twice");
+    }
+
+    /// Install the filters in a forked child (with no_new_privs, so that an unprivileged test
+    /// run may install them too) and make each syscall there; the child reports the errnos.
+    fn errnos_under_the_filter(calls: &[(libc::c_long, [usize; 3])]) -> Vec<i32> {
+        let f = docker_default().unwrap();
+        let (r, w) = crate::sandbox::pipe().unwrap();
+        // SAFETY: the child only makes syscalls and writes to a pipe, then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            use std::os::fd::AsRawFd;
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if !f.install() {
+                    libc::_exit(2);
+                }
+                for (nr, a) in calls {
+                    let rc = libc::syscall(*nr, a[0], a[1], a[2]);
+                    let e: i32 = if rc < 0 { *libc::__errno_location() } else { 0 };
+                    libc::write(w.as_raw_fd(), &e as *const i32 as *const libc::c_void, 4);
+                }
+                libc::_exit(0);
+            }
+        }
+        drop(w);
+        let mut status = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status}"
+        );
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut out).unwrap();
+        out.chunks(4)
+            .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn io_uring_is_refused_and_newer_calls_docker_allows_are_not() {
+        let mut params = [0u8; 120];
+        let p = params.as_mut_ptr() as usize;
+        let got = errnos_under_the_filter(&[
+            (libc::SYS_io_uring_setup, [1, p, 0]),
+            (libc::SYS_io_uring_enter, [usize::MAX, 0, 0]),
+            (libc::SYS_io_uring_register, [usize::MAX, 0, 0]),
+            // fchmodat2(AT_FDCWD, "", 0, AT_EMPTY_PATH…) on a bad descriptor: EBADF from the
+            // kernel (or ENOSYS before 6.6), never the filter's EPERM.
+            (452, [usize::MAX - 1, c"".as_ptr() as usize, 0]),
+            (libc::SYS_getppid, [0, 0, 0]),
+        ]);
+        assert_eq!(got[..3], [libc::EPERM; 3], "io_uring: {got:?}");
+        assert_ne!(got[3], libc::EPERM, "fchmodat2: {got:?}");
+        assert_eq!(got[4], 0, "getppid: {got:?}");
     }
 }

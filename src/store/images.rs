@@ -253,8 +253,18 @@ impl Store {
         names: &[ImageRef],
         annotations: BTreeMap<String, String>,
     ) -> Result<ImageRecord> {
-        let _w = self.writer_lock()?;
         let cbytes = canonical_json(config);
+        // What strata would refuse to pull it does not make (a config is read whole into
+        // memory by every tool): the error names what makes it large.
+        if cbytes.len() > crate::oci::MAX_CONFIG {
+            return Err(Error::Invalid(format!(
+                "the image config would be {} bytes, over the {} MiB limit for a config{}",
+                cbytes.len(),
+                crate::oci::MAX_CONFIG >> 20,
+                largest_part(config)
+            )));
+        }
+        let _w = self.writer_lock()?;
         let cdigest = self.put_blob(&cbytes)?;
         let manifest = Manifest {
             schema_version: 2,
@@ -783,6 +793,23 @@ fn check_tar(source: &Path) -> Result<()> {
         let entries = a.entries().map_err(|e| not_tar(e.to_string()))?;
         for e in entries {
             let mut e = e.map_err(|e| not_tar(e.to_string()))?;
+            // A path (or a hard link's target) that climbs out of the layer is refused now,
+            // not at the image's first use: the applier would refuse it then.
+            let escapes = |p: &Path| crate::layer::apply::clean_entry_path(p).is_none();
+            let path = e.path().map_err(|e| not_tar(e.to_string()))?.into_owned();
+            let link = match e.header().entry_type() {
+                tar::EntryType::Link => e.link_name().ok().flatten().map(|l| l.into_owned()),
+                _ => None,
+            };
+            if escapes(&path) || link.as_deref().is_some_and(escapes) {
+                return Err(Error::Invalid(format!(
+                    "{}: the entry \"{}\"{} climbs out of the image's root with `..`; such a tar is not imported",
+                    source.display(),
+                    path.display(),
+                    link.map(|l| format!(" (a hard link to \"{}\")", l.display()))
+                        .unwrap_or_default()
+                )));
+            }
             std::io::copy(&mut e, &mut std::io::sink()).map_err(|e| not_tar(e.to_string()))?;
         }
     }
@@ -806,5 +833,27 @@ impl<R: std::io::Read> std::io::Read for CountingReader<R> {
         let k = self.inner.read(buf)?;
         self.n += k as u64;
         Ok(k)
+    }
+}
+
+/// What makes `config` large, for an error: its largest LABEL, ENV or history entry.
+fn largest_part(config: &ImageConfig) -> String {
+    let mut parts: Vec<(usize, String)> = Vec::new();
+    if let Some(c) = &config.config {
+        for (k, v) in c.labels.iter().flatten() {
+            parts.push((k.len() + v.len(), format!("LABEL {k}")));
+        }
+        for e in c.env.iter().flatten() {
+            let k = e.split('=').next().unwrap_or(e);
+            parts.push((e.len(), format!("ENV {k}")));
+        }
+    }
+    for (i, h) in config.history.iter().enumerate() {
+        let n = h.created_by.as_ref().map_or(0, String::len);
+        parts.push((n, format!("history entry {}", i + 1)));
+    }
+    match parts.into_iter().max_by_key(|(n, _)| *n) {
+        Some((n, what)) if n > 0 => format!(" (the largest part: {what}, {n} bytes)"),
+        _ => String::new(),
     }
 }

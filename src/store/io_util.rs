@@ -22,7 +22,57 @@ pub fn unique_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{n}-{t:08x}", std::process::id())
+    format!("{prefix}-{}-{n}-{t:08x}", owner_tag())
+}
+
+/// The state and start time (clock ticks after boot) of process `pid`, from /proc/PID/stat:
+/// fields 3 and 22, counted after the command name (which may hold spaces and parentheses).
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = s.get(s.rfind(')')? + 1..)?.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    let start = f.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// What names this process in the names of the temp entries it makes: `PID-sSTART`, its pid
+/// and its start time, so that a sweep can tell it from a later process given the same pid.
+pub fn owner_tag() -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let pid = std::process::id();
+        match proc_stat(pid) {
+            Some((_, start)) => format!("{pid}-s{start}"),
+            None => pid.to_string(),
+        }
+    })
+    .clone()
+}
+
+/// Whether the process that made the temp entry `name` (`WHAT-PID-sSTART-…`, or `WHAT-PID-…`
+/// from an older strata) is gone: no process has that pid, or it is a zombie (killed, not yet
+/// reaped: its parent may be gone, and PID 1 of a container may never reap it), or the process
+/// with that pid now started at another time (the pid was reused). `None` when the name holds
+/// no pid. This process's own entries are never gone.
+pub fn owner_gone(name: &str) -> Option<bool> {
+    let mut fields = name.split('-');
+    let pid: u32 = fields.find_map(|f| {
+        (!f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| f.parse().ok())
+            .flatten()
+    })?;
+    let start: Option<u64> = fields
+        .next()
+        .and_then(|f| f.strip_prefix('s'))
+        .and_then(|f| f.parse().ok());
+    if pid == std::process::id() && start.is_none_or(|s| owner_tag() == format!("{pid}-s{s}")) {
+        return Some(false);
+    }
+    Some(match proc_stat(pid) {
+        None => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Some(('Z' | 'X', _)) => true,
+        Some((_, now)) => start.is_some_and(|s| s != now),
+    })
 }
 
 /// Copy `from` to a new file `to`: a reflink (FICLONE) where the filesystem can share the
@@ -53,8 +103,8 @@ pub fn clone_or_copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Remove the entries of `dir` named `PREFIX…-PID-…` whose process is gone: what a killed
-/// strata left behind. Best effort.
+/// Remove the entries of `dir` named `PREFIX…-PID-…` whose process is gone ([`owner_gone`]):
+/// what a killed strata left behind. Best effort.
 pub fn remove_dead_leftovers(dir: &Path, prefix: &str) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
@@ -64,10 +114,7 @@ pub fn remove_dead_leftovers(dir: &Path, prefix: &str) {
         let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
-        let Some(pid) = rest.split('-').find_map(|f| f.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+        if owner_gone(rest) == Some(true) {
             let _ = std::fs::remove_file(e.path());
         }
     }

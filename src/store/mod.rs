@@ -31,7 +31,7 @@ mod transfer;
 
 pub use fsck::{FsckReport, Problem};
 pub use images::{make_writable, select_platform, tree_size, DiskUsage, ImageRecord, ImageRef};
-pub use io_util::{write_atomic, TempFile};
+pub use io_util::{owner_gone, owner_tag, write_atomic, TempFile};
 pub use snapshots::unpack_verified;
 pub use transfer::SaveFormat;
 
@@ -87,7 +87,43 @@ pub fn default_root() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/strata"))
 }
 
-/// Which lock, and how.
+/// Make `dir` (and its missing parents) as a directory only its owner can enter (0700); with
+/// `repair`, an existing one that group or others may enter is set back to 0700. The store is
+/// private to its owner, as podman's storage is: its snapshots hold the images' files (setuid
+/// binaries become setuid binaries of the building user, 1777 directories such as a base's
+/// /tmp would let anyone plant files into later builds), its cache mounts, debug dirs and
+/// blobs what the builds read. `ROOT/v1` holds all of it and is repaired on every open (a
+/// store made by an older strata was 0755); a ROOT strata creates is 0700 too, and an
+/// existing ROOT (a directory the user chose) is left as it is.
+fn private_dir(dir: &Path, repair: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // A symlink to a directory (a store moved to another disk) is followed.
+    if let Some(m) = std::fs::metadata(dir).ok().filter(|m| m.is_dir()) {
+        if repair && m.mode() & 0o077 != 0 {
+            let mode = m.mode() & 0o7777 & !0o077;
+            at(
+                dir,
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)),
+            )?;
+        }
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        at(parent, std::fs::create_dir_all(parent))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        // Another process made it meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {
+            private_dir(dir, repair)
+        }
+        Err(e) => Err(Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
 /// Whether the open file `f` is still the file at `p`.
 fn same_file(f: &File, p: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -131,6 +167,8 @@ impl Store {
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
         let base = root.join("v1");
+        private_dir(&root, false)?;
+        private_dir(&base, true)?;
         for d in ["oci/blobs/sha256", "snapshots/sha256", "tmp", "locks"] {
             let p = base.join(d);
             at(&p, std::fs::create_dir_all(&p))?;
@@ -166,6 +204,21 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether the store's filesystem is (all but) full: less than 1% of it, or 16 MiB, left to
+    /// the user. A build step that failed then is not kept for `strata debug` (its files would
+    /// hold the space), and its error says how to get space back.
+    pub fn is_full(&self) -> bool {
+        match rustix::fs::statvfs(&self.base) {
+            Ok(st) => {
+                let unit = st.f_frsize.max(1);
+                let avail = st.f_bavail.saturating_mul(unit);
+                let total = st.f_blocks.saturating_mul(unit);
+                avail < (total / 100).max(16 << 20)
+            }
+            Err(_) => false,
+        }
     }
 
     /// The OCI image layout directory inside the store.

@@ -42,6 +42,7 @@ impl Store {
                     overlay_whiteouts: true,
                     ..Default::default()
                 },
+                &[],
             )?);
             Ok(())
         })?;
@@ -124,14 +125,16 @@ impl Store {
     }
 }
 
-/// Apply a layer and check that the tar hashes to `diff_id`.
+/// Apply a layer and check that the tar hashes to `diff_id`; a snapshot over the snapshots
+/// `lower` (top first; see [`layer::apply::apply_layer_over`]).
 pub fn unpack_verified(
     mut r: layer::Pipelined,
     dest: &std::path::Path,
     diff_id: &Digest,
     opts: &ApplyOptions,
+    lower: &[PathBuf],
 ) -> Result<ApplyReport> {
-    let report = layer::apply_layer(&mut r, dest, opts)?;
+    let report = layer::apply::apply_layer_over(&mut r, dest, opts, lower)?;
     // The hash covers the whole stream, the tar's end padding included.
     let actual = at(dest, r.finish())?;
     if &actual != diff_id {

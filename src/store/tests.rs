@@ -549,3 +549,177 @@ fn per_key_locks_remove_their_files_and_stale_ones_are_swept() {
     s.prune(false).unwrap();
     assert!(locks.join("gc.lock").exists());
 }
+
+#[test]
+fn a_store_is_made_private_and_an_open_one_repaired() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let d = tmp("private");
+    let root = d.join("a/store");
+    Store::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o700, "a root strata creates");
+    assert_eq!(mode(&root.join("v1")), 0o700);
+    // An older strata made both 0755; the root (which may be a directory the user chose) is
+    // left, v1 (which holds everything) is closed again.
+    for p in [&root, &root.join("v1")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    Store::open(&root).unwrap();
+    assert_eq!(mode(&root), 0o755);
+    assert_eq!(mode(&root.join("v1")), 0o700);
+    // Through a symlink (a store moved to another disk).
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    std::fs::set_permissions(root.join("v1"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    Store::open(&link).unwrap();
+    assert_eq!(mode(&root.join("v1")), 0o700);
+}
+
+#[test]
+fn a_temp_entry_s_owner_is_gone_when_dead_a_zombie_or_another_process() {
+    let me = std::process::id();
+    let tag = owner_tag();
+    let start: u64 = tag.split_once("-s").unwrap().1.parse().unwrap();
+    assert_eq!(
+        owner_gone(&format!("run-{tag}-3")),
+        Some(false),
+        "this process"
+    );
+    assert_eq!(
+        owner_gone(&format!("run-{me}-7")),
+        Some(false),
+        "an older name of ours"
+    );
+    assert_eq!(owner_gone("no-pid-here"), None);
+    // Our pid with another start time: a process that had the pid before us.
+    assert_eq!(
+        owner_gone(&format!("run-{me}-s{}-3", start + 1)),
+        Some(true),
+        "pid reuse"
+    );
+    // A live process other than us: ours' parent (cargo's test runner or a shell).
+    let parent = rustix::process::getppid().unwrap().as_raw_nonzero().get() as u32;
+    let parent_start = std::fs::read_to_string(format!("/proc/{parent}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_ascii_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        owner_gone(&format!("blob-{parent}-s{parent_start}-0-1")),
+        Some(false)
+    );
+    assert_eq!(owner_gone(&format!("blob-{parent}-0-1")), Some(false));
+    assert_eq!(owner_gone(&format!("blob-{parent}-s1-0-1")), Some(true));
+    // A zombie: a child that exited and is not reaped yet.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .trim_start()
+        .starts_with('Z')
+    {
+        assert!(std::time::Instant::now() < deadline, "no zombie");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(owner_gone(&format!("step-{pid}-4")), Some(true), "zombie");
+    child.wait().unwrap();
+    assert_eq!(owner_gone(&format!("step-{pid}-4")), Some(true), "reaped");
+}
+
+#[test]
+fn a_config_over_the_limit_is_refused_naming_what_makes_it_large() {
+    let s = Store::open(tmp("bigconfig")).unwrap();
+    let mut cfg = ImageConfig::default();
+    let labels = cfg
+        .config
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default);
+    labels.insert("small".into(), "x".into());
+    labels.insert("huge".into(), "y".repeat(crate::oci::MAX_CONFIG));
+    let e = s.add_image(&cfg, &[], &[r("big")]).unwrap_err().to_string();
+    assert!(
+        e.contains("over the 32 MiB limit") && e.contains("LABEL huge"),
+        "{e}"
+    );
+    assert!(s.images().unwrap().is_empty());
+    // Nothing was written: no blob.
+    let blobs = s.layout_dir().join("blobs/sha256");
+    assert_eq!(std::fs::read_dir(blobs).unwrap().count(), 0);
+}
+
+/// A tar of one entry named `name` (as written, `..` included) of kind `kind`, linking to
+/// `link` for a hard link.
+fn raw_tar(name: &str, kind: tar::EntryType, link: &str) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    {
+        let g = h.as_gnu_mut().unwrap();
+        g.name[..name.len()].copy_from_slice(name.as_bytes());
+        g.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(if kind == tar::EntryType::Regular {
+        4
+    } else {
+        0
+    });
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    if kind == tar::EntryType::Regular {
+        let mut block = vec![0u8; 512];
+        block[..4].copy_from_slice(b"evil");
+        out.extend(block);
+    }
+    out.extend(vec![0u8; 1024]);
+    out
+}
+
+#[test]
+fn import_refuses_a_tar_whose_entries_climb_out() {
+    let s = Store::open(tmp("import-escape")).unwrap();
+    let dir = tmp("import-escape-files");
+    fs_err::create_dir_all(&dir).unwrap();
+    for (i, (name, kind, link, named)) in [
+        ("../evil", tar::EntryType::Regular, "", "../evil"),
+        ("a/../../evil", tar::EntryType::Regular, "", "a/../../evil"),
+        ("/../etc/evil", tar::EntryType::Regular, "", "/../etc/evil"),
+        (
+            "ok",
+            tar::EntryType::Link,
+            "../../etc/passwd",
+            "../../etc/passwd",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = dir.join(format!("t{i}.tar"));
+        fs_err::write(&f, raw_tar(name, kind, link)).unwrap();
+        let e = s
+            .import(&f, &r("x:1"), Compression::None, Some(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(named) && e.contains("climbs out") && e.contains(&f.display().to_string()),
+            "{name}: {e}"
+        );
+    }
+    assert!(s.images().unwrap().is_empty());
+    let blobs = std::fs::read_dir(s.layout_dir().join("blobs/sha256"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(blobs, 0, "nothing stored");
+    // An absolute path that stays inside, and `..` that stays inside, are imported.
+    let f = dir.join("inside.tar");
+    fs_err::write(&f, raw_tar("/a/../etc/fine", tar::EntryType::Regular, "")).unwrap();
+    s.import(&f, &r("x:1"), Compression::None, Some(0)).unwrap();
+}

@@ -464,9 +464,10 @@ fn a_killed_export_or_import_leaves_registry_and_store_consistent() {
         1,
         Fault::Delay(Duration::from_secs(30)),
     );
+    // (The first export's requests are in the log too: only this build's count.)
+    let seen = proxy.requests().len();
     kill_when(&t, "a", &ctx, &["--cache-to", &to], || {
-        proxy
-            .requests()
+        proxy.requests()[seen..]
             .iter()
             .any(|r| r.starts_with("PUT ") && r.contains("/cache/manifests/"))
     });
@@ -488,9 +489,9 @@ fn a_killed_export_or_import_leaves_registry_and_store_consistent() {
     let from = format!("type=registry,ref={cache}");
     let ctx_b = context(&t, "ctx-b", &host);
     fs_err::write(ctx_b.join("app.txt"), "v2\n").unwrap();
+    let seen = proxy.requests().len();
     kill_when(&t, "b", &ctx_b, &["--cache-from", &from], || {
-        proxy
-            .requests()
+        proxy.requests()[seen..]
             .iter()
             .any(|r| r.starts_with("GET ") && r.contains("/cache/blobs/"))
     });
@@ -665,4 +666,199 @@ fn a_cache_of_2000_steps_round_trips() {
     ok(&o, "runner B");
     assert!(err.contains(": 2020 steps, 0 cache mounts"), "{err}");
     assert!(err.contains("(40 steps, 40 cached)"), "{err}");
+}
+
+/// The manifest tagged `latest` in the layout `dir`, its descriptor's index in index.json, and
+/// its config.
+fn layout_cache(dir: &Path) -> (serde_json::Value, serde_json::Value) {
+    let idx: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(dir.join("index.json")).unwrap()).unwrap();
+    let d = idx["manifests"][0]["digest"].as_str().unwrap();
+    let blob = |d: &str| {
+        fs_err::read(
+            dir.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let m: serde_json::Value = serde_json::from_slice(&blob(d)).unwrap();
+    let c: serde_json::Value =
+        serde_json::from_slice(&blob(m["config"]["digest"].as_str().unwrap())).unwrap();
+    (m, c)
+}
+
+/// Rewrite the cache config of the layout `dir` with `edit`, and its manifest and index after it.
+fn edit_layout_cache(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let (mut m, mut c) = layout_cache(dir);
+    edit(&mut c);
+    let put = |bytes: &[u8]| {
+        let hex = super::hex_sha256(bytes);
+        fs_err::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (cd, cs) = put(&serde_json::to_vec(&c).unwrap());
+    m["config"]["digest"] = cd.into();
+    m["config"]["size"] = cs.into();
+    let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
+    let p = dir.join("index.json");
+    let mut idx: serde_json::Value = serde_json::from_slice(&fs_err::read(&p).unwrap()).unwrap();
+    idx["manifests"][0]["digest"] = md.into();
+    idx["manifests"][0]["size"] = ms.into();
+    fs_err::write(&p, serde_json::to_vec(&idx).unwrap()).unwrap();
+}
+
+/// Flip a byte in the middle of the blob `digest` of the layout `dir`.
+fn damage_blob(dir: &Path, digest: &str) {
+    let p = dir
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let mut b = fs_err::read(&p).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    fs_err::write(&p, b).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let o = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+fn fsck_clean(t: &T, store: &str) {
+    let out = ok(&t.strata(store, &["fsck"]), "fsck");
+    assert!(out.contains(" 0 problems"), "{store}: {out}");
+}
+
+#[test]
+fn a_local_cache_that_is_damaged_or_lies_is_skipped_and_the_steps_run() {
+    let Some(t) = T::new("cache-lies") else {
+        return;
+    };
+    let (reg, _proxy) = registry(&t);
+    let host = reg.host();
+    let ctx = context(&t, "ctx", &host);
+    let good = t.dir.join("good");
+    let (o, _) = build(
+        &t,
+        "a",
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max,mounts=true", good.display()),
+        ],
+    );
+    ok(&o, "export");
+    let (m, c) = layout_cache(&good);
+    let layers: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(layers.len(), 5, "{m}");
+    let check = |store: &str, what: &str, o: &Output| -> String {
+        let err = text(&o.stderr);
+        ok(o, what);
+        assert_eq!(
+            ok(
+                &t.strata(store, &["run", "app", "cat", "/app.txt", "/opt/installed"]),
+                what
+            ),
+            "v1\nalpha beta\n",
+            "{what}"
+        );
+        fsck_clean(&t, store);
+        err
+    };
+
+    // A cache whose config gives each layer the diffID of another (its blobs are whole): the
+    // build said "cached" and stored an image that failed `run` and `fsck`. Now its first
+    // layer needed fails its check, and the build starts again without that cache.
+    let lie = t.dir.join("lie");
+    copy_dir(&good, &lie);
+    edit_layout_cache(&lie, |c| {
+        let ids = c["diffIds"].as_array_mut().unwrap();
+        ids.rotate_left(1);
+    });
+    let from_lie = format!("type=local,src={}", lie.display());
+    let (o, meta) = build(&t, "b", &ctx, &["--cache-from", &from_lie]);
+    let err = check("b", "a lying cache", &o);
+    assert!(
+        err.contains("not the diffID") && err.contains("the build starts again without the cache"),
+        "{err}"
+    );
+    assert_eq!(meta["strata.cache"]["imported"], 0, "{meta}");
+    // The same lie about layers the store already holds (store a has the image; its step
+    // records dropped): each record is checked against the blob, found wrong, and its step
+    // runs.
+    ok(&t.strata("a", &["prune", "--cache"]), "prune --cache");
+    let (o, _) = build(&t, "a", &ctx, &["--cache-from", &from_lie]);
+    let err = check("a", "a lying cache over blobs the store has", &o);
+    assert!(
+        err.contains("not the diffID") || err.contains("its content is"),
+        "{err}"
+    );
+
+    // A damaged blob (one byte flipped): refused as it is copied; the steps run.
+    let damaged = t.dir.join("damaged");
+    copy_dir(&good, &damaged);
+    for l in &layers {
+        damage_blob(&damaged, l);
+    }
+    let (o, _) = build(
+        &t,
+        "c",
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", damaged.display()),
+        ],
+    );
+    let err = check("c", "a damaged cache", &o);
+    assert!(
+        err.contains("nothing was stored") && err.contains("the build starts again"),
+        "{err}"
+    );
+
+    // A damaged cache mount's layer: the mount starts empty (a warning), the step runs.
+    let bad_mount = t.dir.join("bad-mount");
+    copy_dir(&good, &bad_mount);
+    let mount_layer = c["mounts"][0]["layer"].as_u64().unwrap() as usize;
+    damage_blob(&bad_mount, &layers[mount_layer]);
+    let ctx2 = context(&t, "ctx2", &host);
+    fs_err::write(ctx2.join("deps.txt"), "alpha beta gamma\n").unwrap();
+    let (o, _) = build(
+        &t,
+        "d",
+        &ctx2,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", bad_mount.display()),
+        ],
+    );
+    let err = text(&o.stderr);
+    ok(&o, "a damaged cache mount");
+    assert!(
+        err.contains("cache mount dl: the imported content cannot be used")
+            && err.contains("download: alpha"),
+        "{err}"
+    );
+    fsck_clean(&t, "d");
+
+    // The good cache still gives every step.
+    let (o, _) = build(
+        &t,
+        "e",
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", good.display()),
+        ],
+    );
+    let err = check("e", "the good cache", &o);
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
 }

@@ -383,6 +383,11 @@ pub enum Fault {
     Corrupt,
     /// Forward after this delay.
     Delay(Duration),
+    /// Forward, then send the answer's head at once and its body one byte per interval (a
+    /// registry, or a link, that trickles).
+    Trickle(Duration),
+    /// Read the request, then send nothing for this long (a registry that never answers).
+    Silent(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -479,6 +484,13 @@ fn serve(c: TcpStream, upstream: u16, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<
     if let Some(Fault::Delay(d)) = &fault {
         std::thread::sleep(*d);
     }
+    if let Some(Fault::Silent(d)) = &fault {
+        // Wait as long as asked, or until the client gives up and closes.
+        let _ = c.set_read_timeout(Some(*d));
+        let mut b = [0u8; 1];
+        let _ = c.read(&mut b);
+        return;
+    }
     let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
     };
@@ -504,6 +516,23 @@ fn serve(c: TcpStream, upstream: u16, rules: &Mutex<Vec<Rule>>, log: &Mutex<Vec<
             let _ = c.write_all(&resp[..(head_end + n).min(resp.len())]);
             let _ = c.flush();
             let _ = c.shutdown(Shutdown::Both);
+        }
+        Some(Fault::Trickle(every)) => {
+            let head_end = resp
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| p + 4)
+                .unwrap_or(0);
+            if c.write_all(&resp[..head_end]).is_err() {
+                return;
+            }
+            for b in &resp[head_end..] {
+                std::thread::sleep(every);
+                // The client gave up: stop.
+                if c.write_all(std::slice::from_ref(b)).is_err() {
+                    return;
+                }
+            }
         }
         Some(Fault::Corrupt) => {
             let head_end = resp
@@ -625,10 +654,11 @@ pub fn make_tls(dir: &Path) {
     }
 }
 
-/// A PEP 503 package index on one of the host's own addresses, serving wheels with the caching
-/// headers PyPI sends (`Cache-Control: max-age`, `ETag`, `Date`), which this lab's proxy strips
-/// from PyPI's own answers. A RUN step reaches it through its user-mode network when `ip` is not
-/// a loopback address (the host's loopback it cannot reach). It counts each wheel's downloads.
+/// A PEP 503 package index on `ip` (127.0.0.1 in the tests: test traffic stays on loopback),
+/// serving wheels with the caching headers PyPI sends (`Cache-Control: max-age`, `ETag`,
+/// `Date`), which this lab's proxy strips from PyPI's own answers. A RUN step reaches a loopback
+/// index only on the host's network (`--network host --allow network.host`). It counts each
+/// wheel's downloads.
 pub struct PackageIndex {
     pub url: String,
     addr: std::net::SocketAddr,

@@ -1459,6 +1459,125 @@ fn faults_retries_resume_and_corruption() {
 }
 
 #[test]
+fn a_stalling_registry_is_abandoned_in_bounded_time() {
+    let Some(t) = T::new("stall") else { return };
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    t.seed_busybox(&format!("{}/library/busybox:1", reg.host()), &[]);
+    let proxy = FaultProxy::start(reg.port);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let r = format!("{host}/library/busybox:1");
+    // A short stall limit keeps the test fast; the defaults are 30 s and 1024 bytes a second.
+    let pull = |store: &str| {
+        let started = std::time::Instant::now();
+        let o = t
+            .cmd_in(&t.store(store), &["pull", &r])
+            .env("STRATA_REGISTRY_TIMEOUT", "2")
+            .env("STRATA_REGISTRY_MIN_RATE", "1024")
+            .output()
+            .unwrap();
+        (o, started.elapsed())
+    };
+    let gets = |path: &str| {
+        proxy
+            .requests()
+            .iter()
+            .filter(|x| x.starts_with("GET ") && x.contains(path))
+            .count()
+    };
+    // A manifest sent one byte every 0.4 s (the issue's: one every 5 s kept a pull silent for
+    // over 400 s): abandoned once a window of 2 s moved less than 1024 bytes a second.
+    proxy.add(
+        "GET",
+        "/manifests/",
+        1,
+        Fault::Trickle(std::time::Duration::from_millis(400)),
+    );
+    let (o, took) = pull("a");
+    let e = fails(&o, "a trickling manifest");
+    eprintln!("trickling manifest abandoned after {took:?}: {e}");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}: {e}");
+    assert!(
+        e.contains(&host)
+            && e.contains("GET manifest")
+            && e.contains("stalled")
+            && e.contains("under the minimum of 1024 bytes a second")
+            && e.contains("STRATA_REGISTRY_TIMEOUT"),
+        "{e}"
+    );
+    // A registry that never answers: one try, abandoned after the limit (was: 120 s a try,
+    // then retries).
+    let before = gets("/manifests/");
+    proxy.add(
+        "GET",
+        "/manifests/",
+        1,
+        Fault::Silent(std::time::Duration::from_secs(120)),
+    );
+    let (o, took) = pull("b");
+    let e = fails(&o, "a silent registry");
+    eprintln!("silent registry abandoned after {took:?}: {e}");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}: {e}");
+    assert!(
+        e.contains(&host) && e.contains("GET manifest") && e.contains("no answer within 2s"),
+        "{e}"
+    );
+    assert_eq!(
+        gets("/manifests/") - before,
+        1,
+        "a stall is not tried again"
+    );
+    // A layer that trickles: abandoned, named, and nothing of it stored.
+    let raw: serde_json::Value = serde_json::from_str(&t.skopeo_inspect(
+        &format!("{}/library/busybox:1", reg.host()),
+        true,
+        None,
+    ))
+    .unwrap();
+    let layer = raw["layers"][0]["digest"].as_str().unwrap().to_string();
+    proxy.add(
+        "GET",
+        &layer,
+        1,
+        Fault::Trickle(std::time::Duration::from_millis(400)),
+    );
+    let (o, took) = pull("c");
+    let e = fails(&o, "a trickling layer");
+    eprintln!("trickling layer abandoned after {took:?}: {e}");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}: {e}");
+    assert!(
+        e.contains(&host) && e.contains(&format!("GET blob {layer}")) && e.contains("stalled"),
+        "{e}"
+    );
+    let stored = std::fs::read_dir(t.store("c").join("v1/oci/blobs/sha256"))
+        .map(|r| {
+            r.flatten()
+                .any(|e| layer.ends_with(&*e.file_name().to_string_lossy()))
+        })
+        .unwrap_or(false);
+    assert!(!stored);
+    // Redirects in a loop: said so, not "unreachable".
+    proxy.add(
+        "GET",
+        "/manifests/",
+        40,
+        Fault::Status(
+            307,
+            vec![("Location".into(), "/v2/library/busybox/manifests/1".into())],
+        ),
+    );
+    let (o, _) = pull("d");
+    let e = fails(&o, "a redirect loop");
+    assert!(
+        e.contains("too many redirects") && !e.contains("unreachable"),
+        "{e}"
+    );
+    proxy.rules.lock().unwrap().clear();
+    // With the registry well again, the same settings pull.
+    let (o, _) = pull("e");
+    ok(&o, "a pull after the faults");
+}
+
+#[test]
 fn registries_conf_mirrors_aliases_blocking_and_short_names() {
     let Some(t) = T::new("mirrors") else { return };
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);

@@ -307,6 +307,36 @@ fn run_in(
             argv
         }
     };
+    // What the error of a failed step shows: the command, cut short past 2 KiB (a heredoc of
+    // megabytes is not repeated in the error).
+    let shown = {
+        let all = argv.join(" ");
+        match all.char_indices().nth(2048) {
+            Some((i, _)) => format!("{} … ({} more bytes)", &all[..i], all.len() - i),
+            None => all,
+        }
+    };
+    // A script longer than Linux passes in one argument (a long heredoc: `sh -c` would fail
+    // with E2BIG, as under BuildKit) runs from a file the shell sources, as it would have run
+    // it with -c; a file of any size.
+    let argv = match (&r.command, argv.last()) {
+        (CommandLine::Shell(_), Some(script)) if script.len() >= sandbox::MAX_ARG_LEN => {
+            let file = step.join("script");
+            fs_err::write(&file, script)?;
+            let target = "/dev/.strata-run-script".to_string();
+            binds.push(Bind {
+                host: file,
+                target: target.clone(),
+                readonly: true,
+                source: BindSource::Host,
+            });
+            let mut a = argv;
+            a.pop();
+            a.push(format!(". {target}"));
+            a
+        }
+        _ => argv,
+    };
     // Overlay, or copies where overlayfs was refused (the sandbox decides, and says so).
     let rootfs = if sandbox::use_copies() {
         Rootfs::copy_in(step, root.lower)?
@@ -397,29 +427,36 @@ fn run_in(
         }
         drop(held);
         // Kept for `strata debug` (best effort: the build's failure is what matters), unless
-        // it had a secret.
-        let secret = crate::engine::debug::not_kept_because(&spec);
-        let kept = crate::engine::debug::keep(
-            b.store,
-            step,
-            crate::engine::debug::Failure {
-                spec: spec.clone(),
-                shell: st
-                    .shell()
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| "/bin/sh".into()),
-                step: format!(
-                    "{}:{} {}",
-                    b.opts.dockerfile_name,
-                    cmd.start_line,
-                    first_line(&cmd.original)
-                ),
-                exit_code: finished.outcome.code(),
-                when: crate::oci::now_secs(),
-            },
-            &b.maps,
-        );
+        // it had a secret or an SSH socket, or the store's disk is full (its files would hold
+        // the space: a command that failed for want of it wrote all it could).
+        let secret = crate::engine::debug::not_kept_because(&o.mounts, &spec);
+        let full = b.store.is_full();
+        let kept = if full {
+            Err(anyhow!("the store's filesystem is full"))
+        } else {
+            crate::engine::debug::keep(
+                b.store,
+                step,
+                crate::engine::debug::Failure {
+                    spec: spec.clone(),
+                    shell: st
+                        .shell()
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| "/bin/sh".into()),
+                    step: format!(
+                        "{}:{} {}",
+                        b.opts.dockerfile_name,
+                        cmd.start_line,
+                        first_line(&cmd.original)
+                    ),
+                    exit_code: finished.outcome.code(),
+                    when: crate::oci::now_secs(),
+                },
+                &o.mounts,
+                &b.maps,
+            )
+        };
         if let (Err(e), None) = (&kept, secret) {
             b.report.event(Event::Log {
                 step: id,
@@ -427,9 +464,10 @@ fn run_in(
             });
         }
         let hint = match (b.opts.debug, terminal, kept.is_ok()) {
+            _ if full => Some(crate::engine::error::NO_SPACE),
             (true, true, _) => None,
             (false, _, false) if secret.is_some() => Some(
-                "strata build --debug opens a shell where this command failed (a step with a secret is not kept for `strata debug` afterwards: what it wrote may hold the secret)",
+                "strata build --debug opens a shell where this command failed (a step with a secret or an SSH socket is not kept for `strata debug` afterwards: what it wrote may hold the secret)",
             ),
             (false, _, true) => Some(
                 "`strata debug` opens a shell where this command failed (or build with --debug)",
@@ -445,7 +483,7 @@ fn run_in(
             }
         };
         return Err(Error::CommandFailed {
-            argv: argv.join(" "),
+            argv: shown,
             code: finished.outcome.code(),
             hint,
         }
