@@ -862,3 +862,78 @@ fn a_local_cache_that_is_damaged_or_lies_is_skipped_and_the_steps_run() {
     let err = check("e", "the good cache", &o);
     assert!(err.contains("(4 steps, 4 cached)"), "{err}");
 }
+
+/// A step kept from an earlier `--cache-from` whose layer stayed remote (`v1/cache-remote`) is
+/// taken on no more trust than the import itself: when a later build without `--cache-from`
+/// needs that layer and the place it was seeded from now holds damaged bytes, the build
+/// forgets the steps kept with it, says so, and runs them; the image and the store are sound.
+#[test]
+fn a_remembered_step_whose_layer_went_bad_is_forgotten_and_runs() {
+    let Some(t) = T::new("cache-remembered-bad") else {
+        return;
+    };
+    let (reg, _proxy) = registry(&t);
+    let host = reg.host();
+    let ctx = context(&t, "ctx", &host);
+    let dir = t.dir.join("ci-cache");
+    let (o, _) = build(
+        &t,
+        "ci",
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", dir.display()),
+        ],
+    );
+    ok(&o, "CI's export");
+    // The laptop is seeded once: the builder stage's layers stay in the layout.
+    let ctx_l = context(&t, "ctx-laptop", &host);
+    let from = format!("type=local,src={}", dir.display());
+    let (o, _) = build(&t, "laptop", &ctx_l, &["--cache-from", &from]);
+    let err = text(&o.stderr);
+    ok(&o, "seeding build");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
+    let (m, _) = layout_cache(&dir);
+    let remote: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .filter(|d| !has_blob(&t, "laptop", d))
+        .collect();
+    assert!(!remote.is_empty(), "some layers stay remote: {m}");
+    // Where they were seeded from goes bad.
+    for d in &remote {
+        damage_blob(&dir, d);
+    }
+    // A step that reads the builder stage needs its layers: the kept steps are forgotten and
+    // run here instead of failing the build.
+    let df = fs_err::read_to_string(ctx_l.join("Dockerfile")).unwrap();
+    fs_err::write(
+        ctx_l.join("Dockerfile"),
+        df.replace("/opt/installed", "/opt/installed-again"),
+    )
+    .unwrap();
+    let (o, _) = build(&t, "laptop", &ctx_l, &[]);
+    let err = text(&o.stderr);
+    ok(&o, "a build that needs a bad remembered layer");
+    assert!(
+        err.contains("where an earlier --cache-from found it")
+            && err.contains("the build starts again without the steps kept with it"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(
+            &t.strata("laptop", &["run", "app", "cat", "/opt/installed-again"]),
+            "run"
+        )
+        .trim(),
+        "alpha beta"
+    );
+    fsck_clean(&t, "laptop");
+    // Nothing of that cache is remembered any more: the next build hits the local cache only.
+    let (o, _) = build(&t, "laptop", &ctx_l, &[]);
+    let err = text(&o.stderr);
+    ok(&o, "the build after");
+    assert!(err.contains("(4 steps, 4 cached)"), "{err}");
+}
