@@ -172,9 +172,9 @@ fn decode(b: &[u8]) -> Option<Header> {
     {
         return None;
     }
-    let module = String::from_utf8_lossy(module);
-    // The module information is framed by 16-byte sentinels (cmd/go's infoStart, infoEnd).
-    let b = module.as_bytes();
+    // The module information is framed by 16-byte sentinels (cmd/go's infoStart, infoEnd),
+    // which are not text.
+    let b = module;
     let module = if b.len() >= 33 && b[b.len() - 17] == b'\n' {
         String::from_utf8_lossy(&b[16..b.len() - 16]).into_owned()
     } else {
@@ -361,8 +361,11 @@ mod tests {
         b.push(8);
         b.push(2);
         b.resize(32, 0);
-        let framed = format!("{}{modinfo}{}", "S".repeat(16), "E".repeat(16));
-        for s in [vers.as_bytes(), framed.as_bytes()] {
+        // Sentinels that are not UTF-8, as Go's are.
+        let mut framed = vec![0xfa; 16];
+        framed.extend_from_slice(modinfo.as_bytes());
+        framed.extend_from_slice(&[0xf9; 16]);
+        for s in [vers.as_bytes(), &framed[..]] {
             let mut n = s.len() as u64;
             loop {
                 let byte = (n & 0x7f) as u8;

@@ -370,7 +370,13 @@ pub fn merge(layers: &[(LayerRef, &LayerPackages)]) -> Inventory {
         let used = |m: &super::GoModule| match &m.replace {
             // A replacement by another module is what was built in; one by a directory has no
             // version of its own, so the module keeps its name and version.
-            Some(r) if !r.version.is_empty() => (r.path.clone(), r.version.clone(), r.sum.clone()),
+            Some(r)
+                if !r.version.is_empty()
+                    && r.version != "(devel)"
+                    && !r.path.starts_with(['.', '/']) =>
+            {
+                (r.path.clone(), r.version.clone(), r.sum.clone())
+            }
             _ => (m.path.clone(), m.version.clone(), m.sum.clone()),
         };
         if let Some(m) = &b.main {
