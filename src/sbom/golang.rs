@@ -332,7 +332,7 @@ pub(super) fn scan(r: &mut impl Read, size: u64) -> io::Result<Option<Parsed>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A minimal little-endian ELF64 file with one writable segment holding `data` at

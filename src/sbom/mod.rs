@@ -612,3 +612,165 @@ impl Package {
 fn tool() -> String {
     format!("strata-{}", env!("CARGO_PKG_VERSION"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o755);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// A layer with one piece of every kind of evidence.
+    fn sample() -> Vec<u8> {
+        let elf = golang::tests::elf_with(
+            &golang::tests::blob(
+                "go1.21.0",
+                "path\tx\nmod\tx\t(devel)\t\ndep\ty\tv1.0.0\th1:q=\n",
+            ),
+            0x1000,
+        );
+        tar_of(&[
+            ("etc/os-release", b"ID=debian\nVERSION_ID=\"12\"\n"),
+            ("var/lib/dpkg/status", b"Package: a\nStatus: install ok installed\nVersion: 1\nArchitecture: amd64\n\n"),
+            ("var/lib/dpkg/status.d/b", b"Package: b\nVersion: 2\nArchitecture: all\n"),
+            ("usr/share/doc/a/copyright", b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+\n"),
+            ("lib/apk/db/installed", b"P:musl\nV:1.2\nA:x86_64\nL:MIT\n\n"),
+            ("opt/venv/lib/python3.11/site-packages/six-1.dist-info/METADATA", b"Name: six\nVersion: 1\n\nbody"),
+            ("opt/venv/lib/python3.11/site-packages/six-1.dist-info/RECORD", b"six.py,sha256=x,1\n"),
+            ("opt/venv/lib/python3.11/site-packages/six-1.dist-info/INSTALLER", b"pip\n"),
+            ("app/node_modules/ms/package.json", br#"{"name":"ms","version":"2.1.3","license":"MIT"}"#),
+            ("usr/bin/prog", &elf),
+            ("var/.wh.gone", b""),
+            ("srv/.wh..wh..opq", b""),
+        ])
+    }
+
+    #[test]
+    fn one_pass_finds_every_kind_of_evidence() {
+        let l = scan_layer(&sample()[..]).unwrap();
+        assert_eq!(l.dpkg.len(), 2);
+        assert_eq!(l.copyright["usr/share/doc/a/copyright"], vec!["GPL-2+"]);
+        assert_eq!(l.apk["lib/apk/db/installed"][0].name, "musl");
+        let d = &l.python["opt/venv/lib/python3.11/site-packages/six-1.dist-info"];
+        assert_eq!(
+            (d.name.as_str(), d.installer.as_deref()),
+            ("six", Some("pip"))
+        );
+        assert_eq!(d.record.as_ref().unwrap().files, 1);
+        assert_eq!(l.npm["app/node_modules/ms/package.json"].version, "2.1.3");
+        assert_eq!(l.go["usr/bin/prog"].deps[0].path, "y");
+        assert_eq!(
+            (l.deleted.clone(), l.opaque.clone()),
+            (vec!["var/gone".to_string()], vec!["srv".to_string()])
+        );
+        assert_eq!(l.count(), 6);
+        // The cached form reads back as it was.
+        let back: LayerPackages = serde_json::from_slice(&l.to_json()).unwrap();
+        assert_eq!(back, l);
+        let inv = merge(&[(
+            LayerRef {
+                diff_id: Digest::of(b"x"),
+                digest: None,
+                created_by: "RUN x".into(),
+            },
+            &l,
+        )]);
+        assert_eq!(inv.packages.len(), 8, "{:#?}", inv.packages);
+    }
+
+    #[test]
+    fn hard_links_to_evidence_are_evidence() {
+        // uv links a venv's files to its cache: the tar holds the cache's copy as the file and
+        // the venv's as a link to it.
+        let mut b = tar::Builder::new(Vec::new());
+        let meta = b"Name: attrs\nVersion: 25.3.0\n";
+        let cache = "root/.cache/uv/archive-v0/abc/attrs-25.3.0.dist-info/METADATA";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(meta.len() as u64);
+        b.append_data(&mut h, cache, &meta[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        b.append_link(
+            &mut h,
+            "opt/venv/lib/python3.12/site-packages/attrs-25.3.0.dist-info/METADATA",
+            cache,
+        )
+        .unwrap();
+        let l = scan_layer(&b.into_inner().unwrap()[..]).unwrap();
+        let found: Vec<&String> = l.python.keys().collect();
+        assert_eq!(
+            found,
+            vec!["opt/venv/lib/python3.12/site-packages/attrs-25.3.0.dist-info"],
+            "the cache's copy is not installed"
+        );
+    }
+
+    #[test]
+    fn hostile_layers_cost_bounded_work_and_never_panic() {
+        // Over a bound: noted, not read.
+        let big = vec![b'x'; (limits::METADATA + 1) as usize];
+        let l = scan_layer(&tar_of(&[("node_modules/a/package.json", &big)])[..]).unwrap();
+        assert!(l.npm.is_empty());
+        assert!(
+            l.notes[0].contains("over the 4194304-byte bound"),
+            "{:?}",
+            l.notes
+        );
+        // Very long fields are cut; nesting past serde_json's depth limit is no package.
+        let long = format!("Package: {}\nVersion: 1\n", "p".repeat(1 << 20));
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let l = scan_layer(
+            &tar_of(&[
+                ("var/lib/dpkg/status", long.as_bytes()),
+                ("node_modules/a/package.json", deep.as_bytes()),
+            ])[..],
+        )
+        .unwrap();
+        assert_eq!(l.dpkg["var/lib/dpkg/status"][0].name.len(), limits::FIELD);
+        assert!(l.npm.is_empty());
+        // Bytes flipped and cut anywhere: a result or an error, never a panic (the fuzz
+        // target sbom does this at length).
+        let good = sample();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..2000 {
+            let mut t = good.clone();
+            for _ in 0..1 + next() % 8 {
+                let i = (next() % t.len() as u64) as usize;
+                t[i] = next() as u8;
+            }
+            if round % 3 == 0 {
+                t.truncate((next() % t.len() as u64) as usize);
+            }
+            if let Ok(l) = scan_layer_with(&t[..], ScanOptions { files: true }) {
+                let r = LayerRef {
+                    diff_id: Digest::of(&t),
+                    digest: None,
+                    created_by: String::new(),
+                };
+                let inv = merge(&[(r.clone(), &l), (r, &l)]);
+                let image = ImageInfo {
+                    name: "x".into(),
+                    digest: Digest::of(b"y"),
+                    created: 0,
+                };
+                let _ = spdx::to_bytes(&inv, &image);
+                let _ = cyclonedx::to_bytes(&inv, &image);
+            }
+        }
+    }
+}
