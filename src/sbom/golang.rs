@@ -255,9 +255,10 @@ pub(super) fn parse_modinfo(go_version: &str, text: &str) -> GoBinary {
             }
             "build" if b.settings.len() < 256 => {
                 // key=value, either of which may be quoted.
-                let (k, v) = if rest.starts_with('"') {
-                    match rest[1..].find("\"=").map(|i| i + 2) {
-                        Some(i) => (&rest[..i], &rest[i + 1..]),
+                let (k, v) = if let Some(quoted) = rest.strip_prefix('"') {
+                    // The closing quote and '=' end the key: `"k"=v`.
+                    match quoted.find("\"=") {
+                        Some(j) => (&rest[..j + 2], &rest[j + 3..]),
                         None => (rest, ""),
                     }
                 } else {
