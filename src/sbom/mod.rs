@@ -82,6 +82,9 @@ pub mod limits {
     pub const PACKAGES: usize = 200_000;
     /// Files kept per package with [`super::ScanOptions::files`].
     pub const FILES: usize = 100_000;
+    /// Bytes of evidence kept from one layer (names, versions, file lists, whiteout paths; the
+    /// copies kept for hard links counted again).
+    pub const KEPT: usize = 64 << 20;
     /// Whiteouts and opaque directories kept from one layer.
     pub const WHITEOUTS: usize = 200_000;
     /// The longest field value kept (names, versions, licenses); longer ones are cut.
@@ -430,6 +433,8 @@ pub struct Scanner {
     /// Parsed evidence files by path, for hard links to them later in the tar.
     linkable: BTreeMap<String, parse::Parsed>,
     kept: usize,
+    /// Bytes kept, against [`limits::KEPT`].
+    bytes: usize,
 }
 
 impl Scanner {
@@ -440,11 +445,12 @@ impl Scanner {
             dists: BTreeMap::new(),
             linkable: BTreeMap::new(),
             kept: 0,
+            bytes: 0,
         }
     }
 
     fn note(&mut self, what: String) {
-        if self.out.notes.len() < limits::NOTES {
+        if self.out.notes.len() < limits::NOTES && !self.out.notes.contains(&what) {
             self.out.notes.push(what);
         }
     }
@@ -455,18 +461,18 @@ impl Scanner {
         let path = match TarPath::of(&raw) {
             TarPath::Root => return Ok(()),
             TarPath::Deleted(p) => {
-                if self.out.deleted.len() + self.out.opaque.len() < limits::WHITEOUTS {
-                    self.out.deleted.push(p);
-                } else {
+                if self.out.deleted.len() + self.out.opaque.len() >= limits::WHITEOUTS {
                     self.note("whiteouts: over the limit, the rest left out".into());
+                } else if self.weigh(p.len()) {
+                    self.out.deleted.push(p);
                 }
                 return Ok(());
             }
             TarPath::Opaque(d) => {
-                if self.out.deleted.len() + self.out.opaque.len() < limits::WHITEOUTS {
-                    self.out.opaque.push(d);
-                } else {
+                if self.out.deleted.len() + self.out.opaque.len() >= limits::WHITEOUTS {
                     self.note("whiteouts: over the limit, the rest left out".into());
+                } else if self.weigh(d.len()) {
+                    self.out.opaque.push(d);
                 }
                 return Ok(());
             }
@@ -492,7 +498,7 @@ impl Scanner {
                 .map(|l| crate::layer::rel_path(&l.to_string_lossy()).to_string())
                 .unwrap_or_default();
             if let Some(parsed) = self.linkable.get(&target).cloned() {
-                self.take(path, parsed);
+                let _ = self.take(path, parsed);
             }
             return Ok(());
         }
@@ -512,18 +518,40 @@ impl Scanner {
                 ));
             }
             Some(p) => {
-                if p.linkable() {
-                    self.linkable.insert(path.clone(), p.clone());
+                // Kept for a hard link later in the tar only when it was kept at all, and
+                // weighed again.
+                let copy = p.linkable().then(|| p.clone());
+                if self.take(path.clone(), p) {
+                    if let Some(copy) = copy {
+                        if self.weigh(copy.weight() + path.len()) {
+                            self.linkable.insert(path, copy);
+                        }
+                    }
                 }
-                self.take(path, p);
             }
             None => {}
         }
         Ok(())
     }
 
-    /// Record what the file at `path` held.
-    fn take(&mut self, path: String, parsed: parse::Parsed) {
+    /// Count `n` more bytes kept, if the layer's budget allows (noted once when it does not).
+    fn weigh(&mut self, n: usize) -> bool {
+        if self.bytes + n > limits::KEPT {
+            if self.bytes <= limits::KEPT {
+                self.bytes = limits::KEPT + 1;
+                self.note(format!(
+                    "over the limit of {} bytes of evidence per layer: the rest left out",
+                    limits::KEPT
+                ));
+            }
+            return false;
+        }
+        self.bytes += n;
+        true
+    }
+
+    /// Record what the file at `path` held; false when a bound left it out.
+    fn take(&mut self, path: String, parsed: parse::Parsed) -> bool {
         use parse::Parsed as P;
         let n = parsed.packages();
         if n > 0 && self.kept + n > limits::PACKAGES {
@@ -531,7 +559,10 @@ impl Scanner {
                 "{path}: over the limit of {} packages per layer: left out",
                 limits::PACKAGES
             ));
-            return;
+            return false;
+        }
+        if !self.weigh(parsed.weight() + path.len()) {
+            return false;
         }
         self.kept += n;
         match parsed {
@@ -567,6 +598,7 @@ impl Scanner {
             }
             P::TooLarge(_) => {}
         }
+        true
     }
 
     /// What the layer holds.
@@ -737,6 +769,23 @@ mod tests {
         .unwrap();
         assert_eq!(l.dpkg["var/lib/dpkg/status"][0].name.len(), limits::FIELD);
         assert!(l.npm.is_empty());
+        // The layer's budget of kept bytes: what comes after it is spent is left out, noted
+        // once (a layer of a million small evidence files costs no more than the budget).
+        let mut sc = Scanner::new(ScanOptions::default());
+        sc.bytes = limits::KEPT - 100;
+        let t = tar_of(&[
+            ("a/node_modules/x/package.json", br#"{"name":"x","version":"1"}"#),
+            ("b/node_modules/y/package.json", br#"{"name":"y","version":"1"}"#),
+            ("usr/share/doc/z/copyright", b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nLicense: MIT\n"),
+            ("x/.wh.y", b""),
+        ]);
+        for e in tar::Archive::new(&t[..]).entries().unwrap() {
+            sc.add(&mut e.unwrap()).unwrap();
+        }
+        let l = sc.finish();
+        assert_eq!(l.npm.len(), 1, "{:?}", l.npm);
+        assert!(l.copyright.is_empty() && l.deleted.is_empty());
+        assert_eq!(l.notes.len(), 1, "{:?}", l.notes);
         // Bytes flipped and cut anywhere: a result or an error, never a panic (the fuzz
         // target sbom does this at length).
         let good = sample();

@@ -8,6 +8,19 @@ use super::{
 };
 use crate::oci::Digest;
 
+mod erased {
+    /// The length of a value's JSON, through a trait object.
+    pub(super) trait Weigh {
+        fn json_len(&self) -> usize;
+    }
+
+    impl<T: serde::Serialize> Weigh for T {
+        fn json_len(&self) -> usize {
+            serde_json::to_vec(self).map_or(0, |v| v.len())
+        }
+    }
+}
+
 /// The kinds of evidence file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum What {
@@ -50,6 +63,31 @@ impl Parsed {
             Parsed::Apk(p) => p.len(),
             Parsed::PyMeta { .. } | Parsed::Npm(_) | Parsed::Go(_) => 1,
             _ => 0,
+        }
+    }
+
+    /// About how many bytes keeping it takes (its strings), for [`limits::KEPT`].
+    pub(super) fn weight(&self) -> usize {
+        let json = |v: &dyn erased::Weigh| v.json_len();
+        match self {
+            Parsed::Dpkg(p) => json(p),
+            Parsed::Copyright(l) | Parsed::DpkgList(l) => json(l),
+            Parsed::Apk(p) => json(p),
+            Parsed::PyMeta { meta, .. } => {
+                let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+                opt(&meta.name)
+                    + opt(&meta.version)
+                    + opt(&meta.license)
+                    + opt(&meta.license_expression)
+                    + meta.classifiers.iter().map(String::len).sum::<usize>()
+                    + 64
+            }
+            Parsed::PyRecord(_, files) => json(files) + 96,
+            Parsed::PyInstaller(s) => s.len(),
+            Parsed::Npm(p) => json(p),
+            Parsed::Go(b) => json(b.as_ref()),
+            Parsed::OsRelease(o) => json(o),
+            Parsed::TooLarge(_) => 0,
         }
     }
 
