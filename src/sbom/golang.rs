@@ -322,7 +322,7 @@ pub(super) fn scan(r: &mut impl Read, size: u64) -> io::Result<Option<Parsed>> {
                     Some(Header::Inline(vers, modinfo)) => {
                         return Ok(Some(Parsed::Go(Box::new(parse_modinfo(&vers, &modinfo)))));
                     }
-                    Some(Header::Pointers) => return Ok(None),
+                    Some(Header::Pointers) => return Ok(Some(Parsed::OldGo)),
                     None => {}
                 }
             }
@@ -432,6 +432,15 @@ pub(super) mod tests {
         let mut elf = elf_with(&blob("go1.20", "x"), 0x1000);
         elf[0x38..0x3a].copy_from_slice(&u16::MAX.to_le_bytes());
         assert_eq!(scan(&mut &elf[..], elf.len() as u64).unwrap(), None);
+        // The pointer form of Go 1.17 and older is recognized, and said to be unread.
+        let mut old = MAGIC.to_vec();
+        old.extend_from_slice(&[8, 0]);
+        old.resize(32, 0x11);
+        let elf = elf_with(&old, 0x1000);
+        assert_eq!(
+            scan(&mut &elf[..], elf.len() as u64).unwrap(),
+            Some(Parsed::OldGo)
+        );
         // A segment said to be far larger than the file.
         let mut elf = elf_with(&blob("go1.20", "x"), 0x1000);
         elf[64 + 32..64 + 40].copy_from_slice(&u64::MAX.to_le_bytes());

@@ -208,6 +208,17 @@ fn apk_namespace(distro: Option<&OsRelease>) -> &str {
     }
 }
 
+/// What tells packages apart, in the order they are listed.
+fn identity(p: &Package) -> (Ecosystem, &str, Option<&str>, &str, Option<&str>) {
+    (
+        p.ecosystem,
+        &p.name,
+        p.version.as_deref(),
+        &p.location,
+        p.arch.as_deref(),
+    )
+}
+
 /// The image's packages from its layers, bottom first, each with the layer it names. A
 /// package is named with the lowest layer from which it has been present, with the version it
 /// has at the top, in every layer up to the top (a dpkg status rewritten by a later `apt-get`
@@ -395,15 +406,10 @@ pub fn merge(layers: &[(LayerRef, &LayerPackages)]) -> Inventory {
             packages.push(go_package("stdlib", Some(v), None));
         }
     }
-    packages.sort_by(|a, b| {
-        (a.ecosystem, &a.name, &a.version, &a.location, &a.arch).cmp(&(
-            b.ecosystem,
-            &b.name,
-            &b.version,
-            &b.location,
-            &b.arch,
-        ))
-    });
+    packages.sort_by(|a, b| identity(a).cmp(&identity(b)));
+    // One package per identity (two dependencies of a Go binary replaced by the same module
+    // are one module; documents need unique ids).
+    packages.dedup_by(|a, b| identity(a) == identity(b));
     Inventory { distro, packages }
 }
 
@@ -526,6 +532,37 @@ mod tests {
         let inv = merge(&[(refs[2].clone(), &venv), (refs[3].clone(), &gone)]);
         assert_eq!(found(&inv), vec![s("idna", "3.7", "step 2")]);
         assert_eq!(merge(&[]), Inventory::default());
+    }
+
+    #[test]
+    fn go_modules_replaced_by_the_same_module_are_one_package() {
+        let m = |p: &str, v: &str| super::super::GoModule {
+            path: p.into(),
+            version: v.into(),
+            ..Default::default()
+        };
+        let mut a = m("example.com/a", "v1.0.0");
+        a.replace = Some(Box::new(m("example.com/fork", "v2.0.0")));
+        let mut b = m("example.com/b", "v1.0.0");
+        b.replace = Some(Box::new(m("example.com/fork", "v2.0.0")));
+        let mut l = LayerPackages::default();
+        l.go.insert(
+            "bin/x".into(),
+            GoBinary {
+                go_version: "go1.22.1".into(),
+                deps: vec![a, b],
+                ..Default::default()
+            },
+        );
+        let inv = merge(&[(layer_ref(0), &l)]);
+        let names: Vec<&str> = inv.packages.iter().map(|p| p.purl.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "pkg:golang/example.com/fork@v2.0.0",
+                "pkg:golang/stdlib@1.22.1"
+            ]
+        );
     }
 
     #[test]

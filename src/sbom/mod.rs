@@ -33,7 +33,8 @@
 //!   blob: toolchain version, main module, dependencies with versions and sums, replacements,
 //!   build settings), read from ELF files' writable segments as the tar streams by. Binaries of
 //!   Go 1.17 and older keep their build info behind pointers into read-only data that a
-//!   one-pass scan has already passed: they are not listed.
+//!   one-pass scan has already passed: they are not listed (a note in
+//!   [`LayerPackages::notes`] names them).
 //! - `etc/os-release` and `usr/lib/os-release`, which name the distribution in package URLs.
 //! - Whiteouts and opaque directories, so that [`merge`] drops what a later layer removed.
 //!
@@ -505,13 +506,19 @@ impl Scanner {
         if !kind.is_file() && kind != tar::EntryType::Continuous {
             return Ok(());
         }
-        let size = entry.header().size()?;
+        // The entry's size as PAX records and GNU sparse maps give it, not the header's field.
+        let size = entry.size();
         let parsed = match what {
             Some(w) => parse::read(w, &path, size, entry, self.opts)?,
             None if size >= 64 => golang::scan(entry, size)?,
             None => None,
         };
         match parsed {
+            Some(parse::Parsed::OldGo) => {
+                self.note(format!(
+                    "{path}: a Go binary of go1.17 or older, whose build info a one-pass scan cannot read"
+                ));
+            }
             Some(parse::Parsed::TooLarge(limit)) => {
                 self.note(format!(
                     "{path}: {size} bytes, over the {limit}-byte bound: not read"
@@ -596,7 +603,7 @@ impl Scanner {
                 };
                 self.dists.entry(dir).or_default().add(parsed);
             }
-            P::TooLarge(_) => {}
+            P::TooLarge(_) | P::OldGo => {}
         }
         true
     }

@@ -53,6 +53,9 @@ pub(super) enum Parsed {
     OsRelease(OsRelease),
     /// Over the bound given: not read.
     TooLarge(u64),
+    /// A Go binary of Go 1.17 or older: its build info is behind pointers into data a
+    /// one-pass scan has already passed.
+    OldGo,
 }
 
 impl Parsed {
@@ -87,13 +90,13 @@ impl Parsed {
             Parsed::Npm(p) => json(p),
             Parsed::Go(b) => json(b.as_ref()),
             Parsed::OsRelease(o) => json(o),
-            Parsed::TooLarge(_) => 0,
+            Parsed::TooLarge(_) | Parsed::OldGo => 0,
         }
     }
 
     /// Whether a hard link to the file later in the tar should be taken as the same evidence.
     pub(super) fn linkable(&self) -> bool {
-        !matches!(self, Parsed::TooLarge(_))
+        !matches!(self, Parsed::TooLarge(_) | Parsed::OldGo)
     }
 }
 
