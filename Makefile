@@ -34,11 +34,12 @@ check:
 	$(CARGO) run --release --locked -- check -f $(or $(FILE),Dockerfile)
 
 ## Benchmarks: front end (criterion), layer rates (criterion), layer writing vs gzip/pigz and
-## memory (hyperfine; needs root, hyperfine and pigz).
+## memory (hyperfine; needs root, hyperfine and pigz); the SBOM's cost (criterion, peak memory).
 bench:
 	$(CARGO) bench --bench frontend
 	bash benches/layer.sh
 	STRATA_BENCH_TREE=$${STRATA_BENCH_TREE:-/tmp/strata-bench/base/rootfs/python} $(CARGO) bench --bench layer
+	bash benches/sbom.sh
 
 ## Fuzz (cargo install cargo-fuzz; uses the stable toolchain with RUSTC_BOOTSTRAP):
 ## make fuzz [TARGET=frontend|expand|apply|sbom] [SECONDS=600]   (an input over 2 GiB of memory is a crash)
