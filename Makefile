@@ -34,14 +34,15 @@ check:
 	$(CARGO) run --release --locked -- check -f $(or $(FILE),Dockerfile)
 
 ## Benchmarks: front end (criterion), layer rates (criterion), layer writing vs gzip/pigz and
-## memory (hyperfine; needs root, hyperfine and pigz).
+## memory (hyperfine; needs root, hyperfine and pigz); the SBOM's cost (criterion, peak memory).
 bench:
 	$(CARGO) bench --bench frontend
 	bash benches/layer.sh
 	STRATA_BENCH_TREE=$${STRATA_BENCH_TREE:-/tmp/strata-bench/base/rootfs/python} $(CARGO) bench --bench layer
+	bash benches/sbom.sh
 
 ## Fuzz (cargo install cargo-fuzz; uses the stable toolchain with RUSTC_BOOTSTRAP):
-## make fuzz [TARGET=frontend|expand|apply] [SECONDS=600]   (an input over 2 GiB of memory is a crash)
+## make fuzz [TARGET=frontend|expand|apply|sbom] [SECONDS=600]   (an input over 2 GiB of memory is a crash)
 fuzz:
 	bash fuzz/seed.sh
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $(or $(TARGET),frontend) corpus/$(or $(TARGET),frontend) -- -max_total_time=$(or $(SECONDS),600) -max_len=65536 -rss_limit_mb=2048 -malloc_limit_mb=2048

@@ -63,3 +63,30 @@ open(os.path.join(out, "operators"), "w").write(
     "A=hello\nB=${A:+x}\n\n${A#h} ${A%o} ${A/l/L} ${A//l} ${B:-d} \"${A}\" '$A' ${A:?err} $$ \\$A")
 PY
 echo "seeded $(ls "$here/corpus/expand" | wc -l) words"
+
+# Layer tars with package evidence for the `sbom` target: dpkg, apk, a dist-info, a package.json,
+# os-release, whiteouts (a Go binary's build info comes from the unit tests' ELF builder, not here).
+mkdir -p "$here/corpus/sbom"
+python3 - "$here/corpus/sbom" <<'PY'
+import io, os, sys, tarfile
+out = sys.argv[1]
+def mk(name, members):
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for n, data in members:
+            ti = tarfile.TarInfo(n); ti.size = len(data); ti.mode = 0o644
+            t.addfile(ti, io.BytesIO(data))
+    open(os.path.join(out, name), "wb").write(bio.getvalue())
+mk("dpkg", [("var/lib/dpkg/status", b"Package: a\nStatus: install ok installed\nVersion: 1:2.3-4\nArchitecture: amd64\nSource: b (2.3-3)\n\n"),
+            ("usr/share/doc/a/copyright", b"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+ or Artistic\n"),
+            ("etc/os-release", b"ID=debian\nVERSION_ID=\"12\"\n")])
+mk("apk", [("lib/apk/db/installed", b"P:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\nF:lib\nR:libc.so\n\n")])
+mk("python", [("opt/venv/lib/python3.11/site-packages/six-1.16.0.dist-info/METADATA", b"Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\nLicense-Expression: MIT OR (Apache-2.0 WITH LLVM-exception)\nClassifier: License :: OSI Approved :: MIT License\n\nbody\n"),
+              ("opt/venv/lib/python3.11/site-packages/six-1.16.0.dist-info/RECORD", b"six.py,sha256=abc,10\n\"a,b\",,\n"),
+              ("opt/venv/lib/python3.11/site-packages/six-1.16.0.dist-info/INSTALLER", b"uv\n"),
+              ("usr/lib/python3/dist-packages/old-1.0.egg-info", b"Name: old\nVersion: 1.0\n")])
+mk("npm", [("app/node_modules/@s/is/package.json", b'{"name":"@s/is","version":"4.6.0","licenses":[{"type":"MIT"}]}'),
+           ("app/node_modules/debug/node_modules/ms/package.json", b'{"name":"ms","version":"2.1.3","license":"(MIT OR ISC)"}')])
+mk("whiteouts", [("opt/.wh.venv", b""), ("srv/.wh..wh..opq", b"")])
+PY
+echo "seeded $(ls "$here/corpus/sbom" | wc -l) layer tars with packages"

@@ -32,6 +32,11 @@ command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 command -v git >/dev/null 2>&1 || packages+=(git)
 # curl: the wheels the pip cache test serves from a local index are fetched from PyPI.
 command -v curl >/dev/null 2>&1 || packages+=(curl)
+# The SBOM tests (tests/sbom.rs) compare with the package managers' own answers: Go binaries
+# with `go version -m` (golang-go builds their fixture), node_modules with `npm ls` (a machine
+# with Node.js from elsewhere keeps its npm).
+packages+=(golang-go)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -86,4 +91,7 @@ if [ -x "$lab/make-base-images.sh" ] || [ -f "$lab/make-base-images.sh" ]; then
 else
   echo "test-deps: $lab is missing, so the Python example test will say SKIPPED"
 fi
+# The SBOM tests' inputs and checkers (spdx-tools, cyclonedx-bom, a venv, a uv --target
+# directory, node_modules, a Go binary), from PyPI and npm into target/sbom-fixtures, once.
+bash "$here/scripts/sbom-fixtures.sh" "$here/target/sbom-fixtures"
 echo "test-deps: ready"

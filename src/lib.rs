@@ -13,6 +13,8 @@
 //!   client that pulls base images into the store and pushes images from it.
 //! - [`engine`]: `strata build` — runs the plan step by step with the step cache, RUN in the
 //!   [`sandbox`], COPY/ADD into [`layer`]s, and writes the image to the [`store`].
+//! - [`sbom`]: the packages each layer installs, the image's package list with the layer and
+//!   instruction that added each, as SPDX and CycloneDX documents. Pure.
 //!
 //! The binary's command-line layer lives in `src/cli/` and is not part of the library API.
 
@@ -24,6 +26,7 @@ pub mod oci;
 pub mod plan;
 pub mod registry;
 pub mod sandbox;
+pub mod sbom;
 pub mod store;
 
 /// The cores this process may use (its cgroup's quota counted), read once: the standard
