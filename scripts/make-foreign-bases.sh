@@ -313,6 +313,7 @@ python_rootfs() {
   # Egress here may go through a TLS-intercepting proxy whose CA the host trusts: pip in a
   # RUN step needs it too.
   if [ "${HOST_CA:-1}" = 1 ] && ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+    mkdir -p "$r/usr/local/share/ca-certificates"
     cp /usr/local/share/ca-certificates/*.crt "$r/usr/local/share/ca-certificates/"
   fi
   log "$name: apt-get install python3 python3-venv python3-pip under QEMU"

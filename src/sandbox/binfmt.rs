@@ -1322,6 +1322,24 @@ mod tests {
         );
     }
 
+    /// A scratch directory removed when the test ends, failed or not.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let d =
+                std::env::temp_dir().join(format!("strata-binfmt-{name}-{}", std::process::id()));
+            fs_err::create_dir_all(&d).unwrap();
+            Scratch(d)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs_err::remove_dir_all(&self.0);
+        }
+    }
+
     fn machine(arch: &str, kernel: &str, qemu_dir: Option<&Path>, host: Vec<Handler>) -> Machine {
         Machine {
             platform: Platform::of_linux_machine(arch),
@@ -1340,8 +1358,8 @@ mod tests {
 
     #[test]
     fn the_route_for_each_platform() {
-        let dir = std::env::temp_dir().join(format!("strata-binfmt-unit-{}", std::process::id()));
-        fs_err::create_dir_all(&dir).unwrap();
+        let scratch = Scratch::new("unit");
+        let dir = scratch.0.clone();
         // A stand-in emulator: a script that prints a QEMU version.
         let q = dir.join("qemu-aarch64-static");
         fs_err::write(&q, "#!/bin/sh\necho 'qemu-aarch64 version 7.2.0'\n").unwrap();
@@ -1405,14 +1423,13 @@ mod tests {
             m.how(&p("linux/arm64")).unwrap(),
             How::Namespace { .. }
         ));
-        fs_err::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn qemu_is_looked_up_in_the_configured_dir_only_else_on_path() {
-        let dir = std::env::temp_dir().join(format!("strata-binfmt-path-{}", std::process::id()));
-        let a = dir.join("a");
-        let b = dir.join("b");
+        let scratch = Scratch::new("path");
+        let a = scratch.0.join("a");
+        let b = scratch.0.join("b");
         fs_err::create_dir_all(&a).unwrap();
         fs_err::create_dir_all(&b).unwrap();
         let arm = emulator_for(&p("linux/arm/v7")).unwrap();
@@ -1440,7 +1457,6 @@ mod tests {
                 .contains(&format!("STRATA_QEMU_DIR={}", a.display())),
             "{e}"
         );
-        fs_err::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
