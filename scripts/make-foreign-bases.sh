@@ -326,7 +326,7 @@ python_rootfs() {
     tail -n 30 "$OUT/apt-$name.log" >&2; exit 1
   fi
   echo "deb http://deb.debian.org/debian bookworm main" >"$r/etc/apt/sources.list"
-  : >"$r/etc/resolv.conf"
+  : >"$r/etc/resolv.conf"; chmod 0644 "$r/etc/resolv.conf"
   rm -f "$r"/var/cache/apt/*.bin
   rm -rf "$r"/var/lib/apt/lists/*_* "$r"/var/log/*.log "$r"/var/log/apt/* \
          "$r"/var/cache/ldconfig/aux-cache "$r"/var/cache/debconf/*-old

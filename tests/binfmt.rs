@@ -64,7 +64,7 @@ fn runners() -> Vec<Option<&'static str>> {
 /// What this machine needs for these tests, or why it cannot run them.
 fn ready() -> bool {
     let kernel = binfmt::kernel_release();
-    if !binfmt::parse_kernel_version(&kernel).is_some_and(|v| v >= binfmt::USERNS_BINFMT_SINCE) {
+    if binfmt::parse_kernel_version(&kernel).is_none_or(|v| v < binfmt::USERNS_BINFMT_SINCE) {
         require(&format!(
             "Linux {kernel} cannot mount binfmt_misc in a user namespace (6.7 can)"
         ));
@@ -333,6 +333,30 @@ fn child() {
             say("own_instance_copy", &run(&bb, None, &["uname", "-m"]));
             drop((empty, r));
         }
+        // The arm64 python base (Debian's python3 on debootstrap's arm64 minbase) runs in a
+        // chroot, its interpreter and libraries all arm64.
+        "python" => {
+            binfmt::register(&mount_point, &[machine.how(&platforms[0]).unwrap()]).unwrap();
+            let o = Command::new("chroot")
+                .arg(&roots[0])
+                .args([
+                    "/usr/bin/python3",
+                    "-c",
+                    "import platform, ssl, venv, ensurepip, sys; print(platform.machine(), sys.version_info[:2])",
+                ])
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            say(
+                "python",
+                &format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            );
+        }
         other => panic!("unknown role {other:?}"),
     }
 }
@@ -562,6 +586,43 @@ fn doctor_lists_each_platform_and_how_it_runs() {
             "{user:?}: {out}"
         );
         assert!(out.contains("ok   platform linux/amd64: native"), "{out}");
+    }
+    assert_eq!(host_binfmt(), before, "the host's binfmt_misc changed");
+}
+
+#[test]
+fn the_arm64_python_base_runs_under_emulation() {
+    if !ready() {
+        return;
+    }
+    if !images().join("python-arm64/index.json").exists() {
+        require("target/test-images/oci/python-arm64 is missing: scripts/make-foreign-bases.sh target/test-images makes it (Linux 6.7+)");
+        return;
+    }
+    let before = host_binfmt();
+    let dir = scratch("python");
+    let root = unpack("python-arm64", &dir);
+    let mount = dir.join("binfmt");
+    fs_err::create_dir(&mount).unwrap();
+    fs_err::set_permissions(&mount, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for user in runners() {
+        let o = in_namespaces(
+            user,
+            &dir,
+            &[
+                ("STRATA_BINFMT_ROLE", "python".into()),
+                ("STRATA_BINFMT_PLATFORMS", "linux/arm64".into()),
+                ("STRATA_BINFMT_ROOTS", root.display().to_string()),
+                ("STRATA_BINFMT_MOUNT", mount.display().to_string()),
+            ],
+        );
+        let r = results(&o);
+        let log = format!(
+            "{user:?}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(result(&r, "python"), Some("aarch64 (3, 11)"), "{log}");
     }
     assert_eq!(host_binfmt(), before, "the host's binfmt_misc changed");
 }

@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use crate::oci::Platform;
 
 /// `statfs` type of a binfmt_misc mount.
-const BINFMTFS_MAGIC: i64 = 0x4249_4e4d;
+const BINFMTFS_MAGIC: u64 = 0x4249_4e4d;
 
 /// The kernel that can mount binfmt_misc in a user namespace.
 pub const USERNS_BINFMT_SINCE: (u32, u32) = (6, 7);
@@ -721,7 +721,7 @@ pub struct Registered {
 /// an entry of the same name is left as it is. The handlers last as long as the instance stays
 /// mounted (see the module's documentation).
 pub fn register(mount_point: &Path, hows: &[How]) -> Result<Registered, Error> {
-    let mounted = rustix::fs::statfs(mount_point).is_ok_and(|s| s.f_type as i64 == BINFMTFS_MAGIC);
+    let mounted = rustix::fs::statfs(mount_point).is_ok_and(|s| s.f_type as u64 == BINFMTFS_MAGIC);
     if !mounted {
         rustix::mount::mount(
             "binfmt_misc",
@@ -771,7 +771,7 @@ pub fn register(mount_point: &Path, hows: &[How]) -> Result<Registered, Error> {
     Ok(Registered {
         mount_point: mount_point.to_path_buf(),
         added,
-        _pin: pin.into(),
+        _pin: pin,
     })
 }
 
