@@ -258,6 +258,19 @@ fn child() {
                 .map(|p| machine.how(p).unwrap())
                 .chain([How::Native])
                 .collect();
+            for h in &hows {
+                if let How::Namespace { emulator, qemu } = h {
+                    say(
+                        &format!("qemu {}", emulator.target),
+                        &format!(
+                            "{} {:?} {}",
+                            qemu.path.display(),
+                            qemu.version,
+                            qemu.flags()
+                        ),
+                    );
+                }
+            }
             let r = binfmt::register(&mount_point, &hows).unwrap();
             say("added", &r.added.join(","));
             let again = binfmt::register(&mount_point, &hows).unwrap();
