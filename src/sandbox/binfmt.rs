@@ -301,6 +301,8 @@ pub enum Error {
     },
     #[error("{}: binfmt_misc cannot take an interpreter path with ':', a newline or over 255 bytes", path.display())]
     BadInterpreter { path: PathBuf },
+    #[error("refusing to register with binfmt_misc outside a user namespace: it would change the host's handlers")]
+    HostNamespace,
     #[error("a user namespace to register emulators in ({step}): {source}")]
     Namespace {
         step: &'static str,
@@ -309,7 +311,61 @@ pub enum Error {
     },
 }
 
+fn duplicate_io(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(n) => io::Error::from_raw_os_error(n),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 impl Error {
+    /// The same error again (one failure of the namespace is every platform's).
+    fn duplicate(&self) -> Error {
+        match self {
+            Error::Unsupported { platform, known } => Error::Unsupported {
+                platform: platform.clone(),
+                known: known.clone(),
+            },
+            Error::NoQemu {
+                platform,
+                binary,
+                looked,
+            } => Error::NoQemu {
+                platform: platform.clone(),
+                binary: binary.clone(),
+                looked: looked.clone(),
+            },
+            Error::KernelTooOld { platform, kernel } => Error::KernelTooOld {
+                platform: platform.clone(),
+                kernel: kernel.clone(),
+            },
+            Error::Mount {
+                path,
+                kernel,
+                source,
+            } => Error::Mount {
+                path: path.clone(),
+                kernel: kernel.clone(),
+                source: duplicate_io(source),
+            },
+            Error::Register {
+                platform,
+                interpreter,
+                source,
+            } => Error::Register {
+                platform: platform.clone(),
+                interpreter: interpreter.clone(),
+                source: duplicate_io(source),
+            },
+            Error::BadInterpreter { path } => Error::BadInterpreter { path: path.clone() },
+            Error::Namespace { step, source } => Error::Namespace {
+                step,
+                source: duplicate_io(source),
+            },
+            Error::HostNamespace => Error::HostNamespace,
+        }
+    }
+
     /// What fixes it, where something does.
     pub fn fix(&self) -> Option<String> {
         match self {
@@ -715,12 +771,16 @@ pub struct Registered {
     _pin: OwnedFd,
 }
 
-/// In a user namespace that owns the current mount namespace (strata's session), mount this
+/// In a user namespace that owns the current mount namespace (strata's session; refused in
+/// the initial user namespace, where the instance is the host's), mount this
 /// namespace's binfmt_misc instance at `mount_point` (an existing, private directory; nothing
 /// is done if an instance is mounted there already) and register what `hows` need. Idempotent:
 /// an entry of the same name is left as it is. The handlers last as long as the instance stays
 /// mounted (see the module's documentation).
 pub fn register(mount_point: &Path, hows: &[How]) -> Result<Registered, Error> {
+    if in_initial_user_namespace() {
+        return Err(Error::HostNamespace);
+    }
     let mounted = rustix::fs::statfs(mount_point).is_ok_and(|s| s.f_type as u64 == BINFMTFS_MAGIC);
     if !mounted {
         rustix::mount::mount(
@@ -772,6 +832,14 @@ pub fn register(mount_point: &Path, hows: &[How]) -> Result<Registered, Error> {
         mount_point: mount_point.to_path_buf(),
         added,
         _pin: pin,
+    })
+}
+
+/// Is this process in the machine's initial user namespace (whose map is every id onto
+/// itself)? There a binfmt_misc mount is the host's instance.
+pub fn in_initial_user_namespace() -> bool {
+    fs_err::read_to_string("/proc/self/uid_map").map_or(true, |m| {
+        m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
     })
 }
 
@@ -1010,33 +1078,19 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
         }
         Err(e) => {
             // strata cannot register: what the host registered still works, as it is.
-            let reason = e.to_string();
             for i in owner {
                 let s = &mut out[i];
+                let emulator = emulator_for(&s.platform);
                 let host = m
                     .host_handlers
                     .iter()
-                    .find(|h| h.enabled && emulator_for(&s.platform).is_some_and(|e| h.runs(e)));
-                s.how = match (host, emulator_for(&s.platform)) {
+                    .find(|h| h.enabled && emulator.is_some_and(|e| h.runs(e)));
+                s.how = match (host, emulator) {
                     (Some(h), Some(emulator)) => Ok(How::Host {
                         emulator,
                         handler: h.clone(),
                     }),
-                    _ => Err(match &e {
-                        Error::Mount {
-                            path,
-                            kernel,
-                            source,
-                        } => Error::Mount {
-                            path: path.clone(),
-                            kernel: kernel.clone(),
-                            source: io::Error::new(source.kind(), reason.clone()),
-                        },
-                        _ => Error::Namespace {
-                            step: "registration",
-                            source: io::Error::other(reason.clone()),
-                        },
-                    }),
+                    _ => Err(e.duplicate()),
                 };
             }
         }
@@ -1456,6 +1510,30 @@ mod tests {
             e.to_string()
                 .contains(&format!("STRATA_QEMU_DIR={}", a.display())),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn nothing_is_registered_from_the_hosts_user_namespace() {
+        // There register must refuse before it mounts anything.
+        if !in_initial_user_namespace() {
+            eprintln!("SKIPPED: these tests run in a user namespace (a container's), not the machine's own");
+            return;
+        }
+        let scratch = Scratch::new("host-ns");
+        let arm64 = emulator_for(&p("linux/arm64")).unwrap();
+        let how = How::Namespace {
+            emulator: arm64,
+            qemu: Qemu {
+                path: PathBuf::from("/usr/bin/qemu-aarch64-static"),
+                version: Some((7, 2)),
+            },
+        };
+        let e = register(&scratch.0, &[how]).unwrap_err();
+        assert!(matches!(e, Error::HostNamespace), "{e}");
+        assert!(
+            rustix::fs::statfs(&scratch.0).is_ok_and(|s| s.f_type as u64 != BINFMTFS_MAGIC),
+            "nothing was mounted"
         );
     }
 
