@@ -140,6 +140,8 @@ fetch_deb() {
     apt_for "$arch" "$s" update 2>&1 | scrub | tail -n1 >&2
     (cd "$dir" && apt_for "$arch" "$s" download "$2:$arch" 2>&1 | scrub | tail -n1 >&2)
     deb=$(ls "$dir/$2"_*.deb | head -n1)
+    # The index (25 MB an architecture) served only to find the package, which is kept.
+    rm -rf "$CACHE/apt-$arch"
   fi
   echo "$deb"
 }
