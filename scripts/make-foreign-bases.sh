@@ -158,12 +158,19 @@ in_userns() {
   unshare --user --mount --pid --fork --propagation private -- \
     sh -c 'read -r _ <"$0"; exec "$@"' "$d/go" "$@" &
   pid=$!
+  # Until unshare(2) has run; a child that died (user namespaces refused) ends the wait too.
   while [ "$(readlink "/proc/$pid/ns/user" 2>/dev/null)" = "$(readlink /proc/self/ns/user)" ]; do
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.02
   done
-  echo '0 0 65536' >"/proc/$pid/uid_map"
-  echo '0 0 65536' >"/proc/$pid/gid_map"
-  echo go >"$d/go"
+  if ! { echo '0 0 65536' >"/proc/$pid/uid_map" && echo '0 0 65536' >"/proc/$pid/gid_map"; } 2>/dev/null; then
+    echo "$0: cannot make a user namespace with ids 0-65535 (unshare --user)" >&2
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return 1
+  fi
+  # Opened read-write, the FIFO takes the word without waiting for a reader.
+  echo go 1<>"$d/go"
   wait "$pid"
 }
 
