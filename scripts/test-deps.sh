@@ -24,7 +24,10 @@ fi
 # docker-registry (distribution) serves images to the registry tests, which start it themselves
 # on 127.0.0.1; openssl makes the token server's key; jq and debootstrap make the python base
 # image (../shared/lab/make-base-images.sh). slirp4netns is the user-mode network of RUN steps.
-packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps docker-registry openssl jq debootstrap slirp4netns)
+# qemu-user-static runs foreign binaries (tests/binfmt.rs, scripts/make-foreign-bases.sh); it
+# is installed without its recommends, so binfmt-support is not pulled in and its postinst
+# registers nothing on the host (strata registers QEMU in its own user namespace).
+packages=(skopeo umoci podman buildah busybox-static gzip uidmap procps docker-registry openssl jq debootstrap slirp4netns qemu-user-static)
 # A machine that already has a Docker engine (GitHub's runners ship Docker CE, whose containerd
 # conflicts with Debian's) keeps it.
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
@@ -94,4 +97,22 @@ fi
 # The SBOM tests' inputs and checkers (spdx-tools, cyclonedx-bom, a venv, a uv --target
 # directory, node_modules, a Go binary), from PyPI and npm into target/sbom-fixtures, once.
 bash "$here/scripts/sbom-fixtures.sh" "$here/target/sbom-fixtures"
+# Base images of other platforms (busybox for arm64, arm/v7, ppc64le, s390x, 386 and riscv64;
+# Debian and python for arm64), made once into target/test-images by the project's own script
+# (about 3 minutes the first time: the arm64 Debian's second stage and apt run under QEMU).
+# It skips what exists. It keeps apt's state for each architecture to itself, so dpkg needs no
+# foreign architecture. Without Linux 6.7 the arm64 Debian images cannot be made this way and
+# their tests say SKIPPED.
+if [ ! -f "$here/target/test-images/oci/python-arm64/index.json" ] \
+   || [ ! -f "$here/target/test-images/oci/busybox-riscv64/index.json" ]; then
+  echo "test-deps: making the foreign base images (target/test-images)"
+  bash "$here/scripts/make-foreign-bases.sh" "$here/target/test-images" all >/dev/null \
+    || echo "test-deps: scripts/make-foreign-bases.sh failed; the tests that need its images will say SKIPPED"
+fi
+# Nothing the tests install registers a binfmt_misc handler on the host here. A machine booted
+# with systemd registers Debian's qemu-user-static handlers through systemd-binfmt when the
+# package is installed; the tests then still register their own in their own namespaces.
+if ls /proc/sys/fs/binfmt_misc 2>/dev/null | grep -q '^qemu-'; then
+  echo "test-deps: note: the host has QEMU handlers registered in binfmt_misc (not by the tests)"
+fi
 echo "test-deps: ready"

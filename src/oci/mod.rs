@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 /// `oci.DefaultPathEnv`), used by RUN, `strata run`, images built FROM scratch and the checks.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+mod platform;
+pub use platform::{normalize_arch, PlatformError};
+
 pub mod media {
     pub const OCI_LAYOUT_VERSION: &str = "1.0.0";
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

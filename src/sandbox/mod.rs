@@ -11,6 +11,7 @@
 //!
 //! Synchronous, no tokio; knows paths, not layers or caches.
 
+pub mod binfmt;
 mod child;
 pub mod console;
 pub mod copyfs;

@@ -253,5 +253,6 @@ pub fn all_checks() -> Vec<Check> {
         detail: "needed for RUN snapshots".into(),
         fix: Some("sudo modprobe overlay".into()),
     });
+    v.extend(super::binfmt::doctor_checks());
     v
 }
