@@ -21,6 +21,7 @@
 pub mod context;
 pub mod dockerfile;
 pub mod engine;
+pub mod fsx;
 pub mod layer;
 pub mod oci;
 pub mod plan;

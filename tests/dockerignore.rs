@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use strata::context::ignore::{clean, read_patterns, Matcher};
+use strata::context::ignore::{read_patterns, Matcher};
+use strata::fsx::clean;
 
 fn corpus() -> Option<PathBuf> {
     let dir = std::env::var_os("STRATA_CONFORMANCE_DIR")

@@ -486,12 +486,11 @@ fn check_platforms(given: &[String]) -> anyhow::Result<()> {
             continue;
         }
         let parsed =
-            strata::plan::Platform::parse(p).ok_or_else(|| engine::error::Error::BadFlag {
+            strata::oci::Platform::parse(p).ok_or_else(|| engine::error::Error::BadFlag {
                 message: format!(
                     "invalid --platform \"{p}\": use OS/ARCH[/VARIANT], as linux/amd64"
                 ),
             })?;
-        let parsed: strata::oci::Platform = parsed.into();
         if !host.matches(&parsed) && !parsed.matches(&host) {
             return Err(engine::error::Error::BadFlag {
                 message: format!(

@@ -75,8 +75,7 @@ fn platform(p: Option<&str>) -> anyhow::Result<Platform> {
     let Some(p) = p else {
         return Ok(Platform::host());
     };
-    strata::plan::Platform::parse(p)
-        .map(Into::into)
+    strata::oci::Platform::parse(p)
         .ok_or_else(|| anyhow!("invalid --platform \"{p}\": use OS/ARCH[/VARIANT]"))
 }
 

@@ -333,7 +333,10 @@ pub fn doctor() -> anyhow::Result<i32> {
     let mut bad = 0;
     let env = sandbox::probe::environment();
     println!("ok   environment: {env}");
-    for c in sandbox::probe::all_checks() {
+    for c in sandbox::probe::all_checks()
+        .into_iter()
+        .chain(sandbox::binfmt::doctor_checks())
+    {
         let mark = match (c.ok, c.optional) {
             (true, _) => "ok  ",
             (false, true) => "WARN",

@@ -492,7 +492,7 @@ fn file_digest(
         path: full.display().to_string(),
         source: e,
     };
-    let mut f = super::open_beneath(root, Path::new(rel)).map_err(io)?;
+    let mut f = crate::fsx::open_beneath(root, Path::new(rel)).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {

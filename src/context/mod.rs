@@ -13,126 +13,9 @@ use std::path::Path;
 
 use ignore::Matcher;
 
-/// Open the regular file `rel` below `root` for reading without following any symlink on the
-/// way (the walk saw none there; one that is there now was swapped in during the build, and
-/// could point outside the context): openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
-/// relative to the context's directory, or, where the kernel has no openat2, a walk of
-/// O_NOFOLLOW opens component by component. What is hashed and what is copied are read this
-/// way, so no byte from outside the context can reach a key or a layer.
-pub fn open_beneath(root: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
-    use rustix::fs::OFlags;
-    let f = std::fs::File::from(beneath(root, rel, OFlags::RDONLY | OFlags::NOCTTY)?);
-    if !f.metadata()?.is_file() {
-        return Err(swapped(rel, "changed"));
-    }
-    Ok(f)
-}
-
-/// An `O_PATH` descriptor of the file or directory `rel` below `root` (the root itself for an
-/// empty path), opened as [`open_beneath`] opens: for a bind mount of the context, made through
-/// `/proc/self/fd/N`, so that the mount is of exactly what was resolved and checked, whatever
-/// is swapped in at that path afterwards.
-pub fn open_path_beneath(root: &Path, rel: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::OFlags;
-    let fd = beneath(root, rel, OFlags::PATH)?;
-    let st = rustix::fs::fstat(&fd)?;
-    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-    if !matches!(
-        kind,
-        rustix::fs::FileType::RegularFile | rustix::fs::FileType::Directory
-    ) {
-        return Err(swapped(rel, "changed"));
-    }
-    Ok(fd)
-}
-
-fn swapped(rel: &Path, what: &str) -> std::io::Error {
-    std::io::Error::other(format!(
-        "{} {what} during the build (a symlink or a non-file where a file was); nothing outside the context is read",
-        rel.display()
-    ))
-}
-
-/// `rel` below `root` opened with `flags` (plus CLOEXEC and NOFOLLOW), no symlink followed on
-/// the way: openat2 where the kernel has it, else one O_NOFOLLOW open per component.
-fn beneath(
-    root: &Path,
-    rel: &Path,
-    flags: rustix::fs::OFlags,
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    beneath_at(&open_root(root)?, rel, flags)
-}
-
-/// The context root, opened to resolve paths beneath it ([`beneath_at`]).
-fn open_root(root: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    Ok(rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
-}
-
-/// [`beneath`] relative to the root's descriptor `dir` (opened once for many paths).
-fn beneath_at(
-    dir: &std::os::fd::OwnedFd,
-    rel: &Path,
-    flags: rustix::fs::OFlags,
-) -> std::io::Result<std::os::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    use std::os::fd::AsFd;
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    match rustix::fs::openat2(
-        dir,
-        rel,
-        flags,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Ok(fd) => Ok(fd),
-        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => Err(swapped(rel, "changed")),
-        Err(rustix::io::Errno::NOSYS) => {
-            // Before Linux 5.6: one component at a time, none of them a symlink.
-            let comps: Vec<_> = rel
-                .components()
-                .filter(|c| !matches!(c, std::path::Component::CurDir))
-                .collect();
-            let mut cur: Option<std::os::fd::OwnedFd> = None;
-            for (i, c) in comps.iter().enumerate() {
-                let std::path::Component::Normal(name) = c else {
-                    return Err(swapped(rel, "is not a plain path"));
-                };
-                let last = i + 1 == comps.len();
-                let f = if last {
-                    flags
-                } else {
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-                };
-                let at = cur.as_ref().map_or(dir.as_fd(), |c| c.as_fd());
-                cur = Some(
-                    rustix::fs::openat(at, *name, f, Mode::empty()).map_err(|e| {
-                        if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
-                            swapped(rel, "changed")
-                        } else {
-                            e.into()
-                        }
-                    })?,
-                );
-            }
-            match cur {
-                // O_PATH | O_NOFOLLOW opens a symlink itself: the callers check the kind.
-                Some(fd) => Ok(fd),
-                None => Ok(rustix::fs::openat(dir, ".", flags, Mode::empty())?),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
+/// The hint for a context that changed while a step read it.
+pub const UNSTABLE_CONTEXT: &str =
+    "run the build again once the files are stable; files written during builds belong in .dockerignore";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -218,7 +101,7 @@ impl Error {
     /// What to do about it, when there is something to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Changed { .. } => Some(crate::engine::error::UNSTABLE_CONTEXT),
+            Error::Changed { .. } => Some(UNSTABLE_CONTEXT),
             _ => None,
         }
     }
@@ -288,7 +171,7 @@ struct Child {
 /// followed.
 fn read_dirs(root: &Path, f: &Filter) -> Result<HashMap<String, Vec<Child>>, Error> {
     let threads = crate::cores().min(8);
-    let root_fd = &open_root(root).map_err(|e| Error::Io {
+    let root_fd = &crate::fsx::open_root(root).map_err(|e| Error::Io {
         path: root.display().to_string(),
         source: e,
     })?;
@@ -358,7 +241,7 @@ fn read_one(
         path: root.join(path).display().to_string(),
         source: e,
     };
-    let fd = beneath_at(root_fd, Path::new(&rel), OFlags::RDONLY | OFlags::DIRECTORY)
+    let fd = crate::fsx::beneath_at(root_fd, Path::new(&rel), OFlags::RDONLY | OFlags::DIRECTORY)
         .map_err(|e| io(&rel, e))?;
     // Paths made once, as `rel/name`; sorted by name. The entries are read with getdents
     // into one buffer, no allocation per entry.

@@ -111,7 +111,7 @@ fn join(a: &str, b: &str) -> String {
 /// A source path as written, made relative to its root: leading `/` dropped, `.` and `..`
 /// resolved and clamped at the root.
 fn clean_rel(s: &str) -> String {
-    let c = context::ignore::clean(&format!("/{s}"));
+    let c = crate::fsx::clean(&format!("/{s}"));
     c.trim_start_matches('/').to_string()
 }
 
@@ -139,7 +139,7 @@ pub fn resolve_sources(
             return Err(format!("\"/{full}\": not found"));
         }
         for m in matches {
-            let real = crate::layer::apply::resolve_in_root(root, Path::new(&m), 0)
+            let real = crate::fsx::resolve_in_root(root, Path::new(&m), 0)
                 .map_err(|e| format!("\"/{m}\": {e}"))?;
             let real = real.to_string_lossy().into_owned();
             let meta = match std::fs::metadata(root.join(&real)) {
@@ -200,13 +200,13 @@ fn glob(root: &Path, pattern: &str) -> Vec<String> {
         for base in &found {
             let Some(g) = &g else {
                 let p = join(base, c);
-                let real = crate::layer::apply::resolve_in_root(root, Path::new(&p), 0);
+                let real = crate::fsx::resolve_in_root(root, Path::new(&p), 0);
                 if real.is_ok_and(|r| std::fs::symlink_metadata(root.join(r)).is_ok()) {
                     next.push(p);
                 }
                 continue;
             };
-            let Ok(real) = crate::layer::apply::resolve_in_root(root, Path::new(base), 0) else {
+            let Ok(real) = crate::fsx::resolve_in_root(root, Path::new(base), 0) else {
                 continue;
             };
             let Ok(rd) = std::fs::read_dir(root.join(real)) else {
@@ -373,7 +373,7 @@ impl Dest {
     /// `rel` with symlinks followed inside the root.
     fn resolve(&self, rel: &str) -> std::io::Result<PathBuf> {
         match self {
-            Dest::Dir(d) => crate::layer::apply::resolve_in_root(d, Path::new(rel), 0),
+            Dest::Dir(d) => crate::fsx::resolve_in_root(d, Path::new(rel), 0),
             Dest::Paths(m) => m.resolve(Path::new(rel), 0),
         }
     }
@@ -431,7 +431,7 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
     };
     if job.sources.is_empty() && job.inline.is_empty() {
         // WORKDIR: just the directory (and its parents), owned as asked.
-        let dest = context::ignore::clean(&job.dest);
+        let dest = crate::fsx::clean(&job.dest);
         plan.parents_of(&dest);
         let o = plan.created(Body::Dir, 0o755);
         plan.add(&dest, o);
@@ -460,7 +460,7 @@ fn copy_sources(
         // Wildcards that match nothing copy nothing, as in BuildKit (AllowEmptyWildcard);
         // with --parents the destination directory is still made.
         if job.parents {
-            let dest = plan.real_dest(&context::ignore::clean(&job.dest));
+            let dest = plan.real_dest(&crate::fsx::clean(&job.dest));
             if !plan.is_dir_in_dest(&dest) {
                 plan.parents_of(&dest);
                 let o = plan.created(Body::Dir, plan.dir_mode());
@@ -478,7 +478,7 @@ fn copy_sources(
     // As BuildKit (fsutil's Copy resolves its destination with RootPath): a destination that
     // is a symlink in the image, dangling or not, is followed, so `COPY a /link` writes the
     // file where /link points and keeps the link (it used to replace the link).
-    let dest = plan.real_dest(&context::ignore::clean(&job.dest));
+    let dest = plan.real_dest(&crate::fsx::clean(&job.dest));
     for inline in &job.inline {
         let target = if dest_is_dir {
             join_abs(&dest, &inline.name)
@@ -517,7 +517,7 @@ fn copy_sources(
 }
 
 fn join_abs(dir: &str, name: &str) -> String {
-    context::ignore::clean(&format!("{dir}/{name}"))
+    crate::fsx::clean(&format!("{dir}/{name}"))
 }
 
 /// `--chown` ids: names resolved in the destination's passwd and group files.
@@ -677,7 +677,7 @@ impl Planner<'_> {
     }
 
     fn is_dir_in_dest(&self, abs: &str) -> bool {
-        let a = context::ignore::clean(abs);
+        let a = crate::fsx::clean(abs);
         self.entries
             .get(&a)
             .map(|o| matches!(o.body, Body::Dir))
@@ -687,7 +687,7 @@ impl Planner<'_> {
     /// Add (replacing) an entry at the destination path `abs`, redirected through symlinks of
     /// the destination's directories.
     fn add(&mut self, abs: &str, o: Out) {
-        let abs = context::ignore::clean(abs);
+        let abs = crate::fsx::clean(abs);
         let parent = abs.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         let name = abs.rsplit('/').next().unwrap_or("");
         let real_parent = if parent.is_empty() {
@@ -704,7 +704,7 @@ impl Planner<'_> {
 
     /// Create the missing directories above `abs` (root-owned 0755, or `--chown`'s owner).
     fn parents_of(&mut self, abs: &str) {
-        let abs = context::ignore::clean(abs);
+        let abs = crate::fsx::clean(abs);
         let mut cur = String::new();
         let comps: Vec<&str> = abs.split('/').filter(|c| !c.is_empty()).collect();
         for c in comps.iter().take(comps.len().saturating_sub(1)) {
@@ -870,7 +870,7 @@ impl Planner<'_> {
 fn extract_archive(root: &Path, rel: &Path, job: &CopyJob) -> Result<Option<PathBuf>, String> {
     let path = root.join(rel);
     let err = |e: io::Error| format!("{}: {e}", path.display());
-    let mut f = crate::context::open_beneath(root, rel).map_err(err)?;
+    let mut f = crate::fsx::open_beneath(root, rel).map_err(err)?;
     let mut head = [0u8; 512];
     let n = read_full(&mut f, &mut head).map_err(err)?;
     let comp = crate::layer::sniff(&head[..n]);
@@ -971,7 +971,7 @@ fn append_entries<W: Write>(
                 b.append_data(&mut h, format!("{rel}/"), io::empty())?;
             }
             Body::File { root, rel: src_rel } => {
-                let f = crate::context::open_beneath(root, src_rel).map_err(|e| {
+                let f = crate::fsx::open_beneath(root, src_rel).map_err(|e| {
                     io::Error::new(e.kind(), format!("{}: {e}", root.join(src_rel).display()))
                 })?;
                 h.set_entry_type(tar::EntryType::Regular);

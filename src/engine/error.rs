@@ -6,9 +6,7 @@
 
 use crate::engine::interrupt::Interrupted;
 
-/// The hint for a context that changed while a step read it.
-pub const UNSTABLE_CONTEXT: &str =
-    "run the build again once the files are stable; files written during builds belong in .dockerignore";
+pub use crate::context::UNSTABLE_CONTEXT;
 
 /// What kind of failure an error is; the command line exits with [`Class::exit_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

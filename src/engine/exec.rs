@@ -87,10 +87,10 @@ pub enum Hook {
 pub fn tree_digest(root: &Path, sub: &str) -> std::io::Result<String> {
     use std::io::Read;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let clean = crate::context::ignore::clean(&format!("/{sub}"));
+    let clean = crate::fsx::clean(&format!("/{sub}"));
     let rel = clean.trim_start_matches('/');
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
-    let start = match crate::layer::apply::resolve_in_root(root, Path::new(rel), 0) {
+    let start = match crate::fsx::resolve_in_root(root, Path::new(rel), 0) {
         Ok(r) => root.join(r),
         Err(_) => {
             h.update(b"missing");

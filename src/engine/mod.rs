@@ -374,7 +374,7 @@ fn attempt(
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
-    let platform = plan.options.target_platform.clone().into();
+    let platform = plan.options.target_platform.clone();
     let schedule = schedule::Schedule::new(opts.jobs);
     let mut b = Build {
         store,

@@ -205,7 +205,7 @@ fn scratch_config(p: &Platform) -> ImageConfig {
     ImageConfig {
         created: None,
         author: None,
-        architecture: p.arch.clone(),
+        architecture: p.architecture.clone(),
         os: p.os.clone(),
         os_version: None,
         variant: p.variant.clone(),
@@ -240,12 +240,12 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
         ),
         None => None,
     };
-    let want_oci: Option<crate::oci::Platform> = want.clone().map(Into::into);
+    let want_oci: Option<crate::oci::Platform> = want.clone();
     let from_image = |r: &str| -> anyhow::Result<BaseState> {
         let res = image_for(b, r, want_oci.as_ref()).with_context(|| loc(b, &stage.from))?;
         let img = &res.record;
         if let Some(w) = &want {
-            if img.config.os != w.os || img.config.architecture != w.arch {
+            if img.config.os != w.os || img.config.architecture != w.architecture {
                 bail!(
                     "{}: base image {r} is {}/{}, not the {w} that --platform asks for (strata does not emulate other platforms)",
                     loc(b, &stage.from),

@@ -16,6 +16,8 @@ use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
 
+use crate::fsx::{resolve_links, resolve_parent_in_root};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error("layer entry \"{entry}\": {reason}")]
@@ -65,41 +67,6 @@ pub fn clean_entry_path(p: &Path) -> Option<PathBuf> {
         }
     }
     Some(out)
-}
-
-/// Resolve `rel` (already clean) inside `root`, following symlinks in every component but the
-/// last as if `root` were `/`. The result is always below `root`.
-pub fn resolve_parent_in_root(root: &Path, rel: &Path) -> io::Result<PathBuf> {
-    let parent = rel.parent().unwrap_or(Path::new(""));
-    let mut resolved = resolve_in_root(root, parent, 0)?;
-    if let Some(name) = rel.file_name() {
-        resolved.push(name);
-    }
-    Ok(root.join(resolved))
-}
-
-/// Resolve every component of `rel` inside `root`; returns a path relative to `root`.
-pub fn resolve_in_root(root: &Path, rel: &Path, depth: u32) -> io::Result<PathBuf> {
-    resolve_links(rel, depth, &|candidate: &Path| {
-        match std::fs::symlink_metadata(root.join(candidate)) {
-            Ok(m) if m.file_type().is_symlink() => {
-                std::fs::read_link(root.join(candidate))
-                    .map(Some)
-                    .map_err(|e| {
-                        if e.kind() == io::ErrorKind::InvalidInput {
-                            // It was a link a moment ago: swapped during the build.
-                            io::Error::other(format!(
-                                "{} changed during the build",
-                                candidate.display()
-                            ))
-                        } else {
-                            e
-                        }
-                    })
-            }
-            _ => Ok(None),
-        }
-    })
 }
 
 /// What `candidate` (relative) is in a stack of layer dirs, `root` (the layer being applied)
@@ -163,58 +130,6 @@ fn resolve_parent_in_stack(root: &Path, lower: &[PathBuf], rel: &Path) -> io::Re
         resolved.push(name);
     }
     Ok(root.join(resolved))
-}
-
-/// Resolve every component of the relative path `rel` as if its root were `/`: `link` says
-/// where a path (relative to the root) points when it is a symlink. `..` is clamped at the
-/// root; more than 40 links is an error.
-pub fn resolve_links(
-    rel: &Path,
-    depth: u32,
-    link: &dyn Fn(&Path) -> io::Result<Option<PathBuf>>,
-) -> io::Result<PathBuf> {
-    if depth > 40 {
-        return Err(io::Error::other("too many levels of symbolic links"));
-    }
-    let mut cur = PathBuf::new();
-    let comps: Vec<Component> = rel.components().collect();
-    for (i, c) in comps.iter().enumerate() {
-        match c {
-            Component::Normal(n) => {
-                let candidate = cur.join(n);
-                let Some(target) = link(&candidate)? else {
-                    cur = candidate;
-                    continue;
-                };
-                let base = if target.is_absolute() {
-                    PathBuf::new()
-                } else {
-                    cur.clone()
-                };
-                let mut rest = base.join(&target);
-                for r in &comps[i + 1..] {
-                    rest.push(r.as_os_str());
-                }
-                // Clean lexically, clamping `..` at the root.
-                let mut clean = PathBuf::new();
-                for rc in rest.components() {
-                    match rc {
-                        Component::Normal(x) => clean.push(x),
-                        Component::ParentDir => {
-                            clean.pop();
-                        }
-                        _ => {}
-                    }
-                }
-                return resolve_links(&clean, depth + 1, link);
-            }
-            Component::ParentDir => {
-                cur.pop();
-            }
-            _ => {}
-        }
-    }
-    Ok(cur)
 }
 
 /// For an unprivileged applier: directories whose mode lacks owner rwx (from this or an earlier

@@ -252,9 +252,9 @@ impl Merged {
     }
 
     /// `rel` with the symlinks of its components followed as if the stack's root were `/`
-    /// (`..` clamped at the root), as `apply::resolve_in_root` does on a directory.
+    /// (`..` clamped at the root), as `fsx::resolve_in_root` does on a directory.
     pub fn resolve(&self, rel: &Path, depth: u32) -> io::Result<PathBuf> {
-        super::apply::resolve_links(rel, depth, &|candidate: &Path| {
+        crate::fsx::resolve_links(rel, depth, &|candidate: &Path| {
             Ok(match self.kind(&candidate.to_string_lossy()) {
                 Some(Kind::Symlink(target)) => Some(PathBuf::from(target)),
                 _ => None,

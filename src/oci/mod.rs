@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 mod platform;
+pub mod reference;
+
 pub use platform::{normalize_arch, PlatformError};
+pub use reference::{Reference, ReferenceError};
 
 pub mod media {
     pub const OCI_LAYOUT_VERSION: &str = "1.0.0";
@@ -347,25 +350,7 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
-/// The platform a Dockerfile names (`--platform`, the target platform) as image configs and
-/// indexes spell it.
-impl From<crate::plan::Platform> for Platform {
-    fn from(p: crate::plan::Platform) -> Platform {
-        Platform {
-            architecture: p.arch,
-            os: p.os,
-            os_version: None,
-            variant: p.variant,
-        }
-    }
-}
-
 impl Platform {
-    /// The platform strata runs on.
-    pub fn host() -> Platform {
-        crate::plan::Platform::host().into()
-    }
-
     /// Does an image for `self` run here? (A missing variant matches.)
     pub fn matches(&self, want: &Platform) -> bool {
         self.os == want.os

@@ -114,6 +114,45 @@ fn valid_part(p: &str) -> bool {
 }
 
 impl Platform {
+    /// The platform this binary was built for, in OCI terms.
+    pub fn host() -> Platform {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        let variant = (arch == "arm64").then(|| "v8".to_string());
+        Platform {
+            architecture: arch.into(),
+            os: "linux".into(),
+            os_version: None,
+            variant,
+        }
+    }
+
+    /// `os/arch[/variant]` exactly as written, not normalised (a Dockerfile's `FROM
+    /// --platform=`, compared with what an image's config says); see [`Platform::parse_specifier`]
+    /// for what users type on the command line.
+    pub fn parse(s: &str) -> Option<Platform> {
+        let mut it = s.split('/');
+        let os = it.next().filter(|s| !s.is_empty())?.to_string();
+        let architecture = it.next().filter(|s| !s.is_empty())?.to_string();
+        let variant = it.next().map(str::to_string);
+        if it.next().is_some() {
+            return None;
+        }
+        Some(Platform {
+            architecture,
+            os,
+            os_version: None,
+            variant,
+        })
+    }
+
     /// A platform from `os`, `arch`, `os/arch` or `os/arch/variant`, in normal form (see the
     /// module's documentation). A lone operating system gets this machine's architecture
     /// (`machine`, the platform strata runs on).

@@ -320,13 +320,13 @@ fn cache_dir(
         "UV_CACHE_DIR"
     };
     if let Some(d) = env_get(env, extra, own) {
-        return CacheDir::Exactly(crate::context::ignore::clean(d));
+        return CacheDir::Exactly(crate::fsx::clean(d));
     }
     if let Some(x) = env_get(env, extra, "XDG_CACHE_HOME") {
-        return CacheDir::Exactly(crate::context::ignore::clean(&format!("{x}/{tool}")));
+        return CacheDir::Exactly(crate::fsx::clean(&format!("{x}/{tool}")));
     }
     if let Some(h) = env_get(env, extra, "HOME") {
-        return CacheDir::Exactly(crate::context::ignore::clean(&format!("{h}/.cache/{tool}")));
+        return CacheDir::Exactly(crate::fsx::clean(&format!("{h}/.cache/{tool}")));
     }
     if is_root(user) {
         CacheDir::NotUnder("/home/", format!("/root/.cache/{tool}"))
@@ -419,7 +419,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                         if let Some(j) = src_stage.filter(|&j| j < facts.len()) {
                             let dest = super::in_workdir(&f.workdir, &cp.dest);
                             for s in &cp.sources {
-                                let src = crate::context::ignore::clean(&format!("/{s}"));
+                                let src = crate::fsx::clean(&format!("/{s}"));
                                 if facts[j].venvs.contains(&src) && dest != src {
                                     out.push(
                                         Warning::new(
@@ -546,7 +546,7 @@ fn lint_run(
                 );
             }
             let want = cache_dir(tool, f.user.as_deref(), env, &s.assigns);
-            for t in caches.iter().map(|t| crate::context::ignore::clean(t)) {
+            for t in caches.iter().map(|t| crate::fsx::clean(t)) {
                 if t.rsplit('/').next() != Some(tool) || off {
                     continue;
                 }
@@ -594,7 +594,7 @@ fn lint_run(
                 matches!(m.kind, MountKind::Cache | MountKind::Tmpfs)
                     && m.target.as_deref().is_some_and(|t| {
                         matches!(
-                            crate::context::ignore::clean(t).as_str(),
+                            crate::fsx::clean(t).as_str(),
                             "/var/lib/apt" | "/var/lib/apt/lists"
                         )
                     })

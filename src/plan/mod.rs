@@ -20,55 +20,7 @@ use crate::dockerfile::{
     did_you_mean, ArgDecl, Command, Diagnostic, Dockerfile, Instruction, MountSpec, Span,
 };
 
-/// A platform as `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform this binary was built for, in OCI terms.
-    pub fn host() -> Platform {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            other => other,
-        };
-        let variant = (arch == "arm64").then(|| "v8".to_string());
-        Platform {
-            os: "linux".into(),
-            arch: arch.into(),
-            variant,
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Platform> {
-        let mut it = s.split('/');
-        let os = it.next().filter(|s| !s.is_empty())?.to_string();
-        let arch = it.next().filter(|s| !s.is_empty())?.to_string();
-        let variant = it.next().map(str::to_string);
-        if it.next().is_some() {
-            return None;
-        }
-        Some(Platform { os, arch, variant })
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+pub use crate::oci::Platform;
 
 /// Build args that every build has without an ARG line in RUN's environment.
 pub const PROXY_ARGS: &[&str] = &[
@@ -115,14 +67,14 @@ impl Options {
         vec![
             ("TARGETPLATFORM".into(), t.to_string()),
             ("TARGETOS".into(), t.os.clone()),
-            ("TARGETARCH".into(), t.arch.clone()),
+            ("TARGETARCH".into(), t.architecture.clone()),
             (
                 "TARGETVARIANT".into(),
                 t.variant.clone().unwrap_or_default(),
             ),
             ("BUILDPLATFORM".into(), b.to_string()),
             ("BUILDOS".into(), b.os.clone()),
-            ("BUILDARCH".into(), b.arch.clone()),
+            ("BUILDARCH".into(), b.architecture.clone()),
             ("BUILDVARIANT".into(), b.variant.clone().unwrap_or_default()),
         ]
     }
@@ -222,7 +174,7 @@ pub fn in_workdir(workdir: &str, path: &str) -> String {
     } else {
         format!("{}/{path}", workdir.trim_end_matches('/'))
     };
-    crate::context::ignore::clean(&joined)
+    crate::fsx::clean(&joined)
 }
 
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::reference::{is_short_name, Reference};
+use crate::oci::reference::{is_short_name, Reference};
 use super::Error;
 
 #[derive(Debug, Clone, Default, Deserialize)]

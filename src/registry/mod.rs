@@ -21,13 +21,12 @@ pub mod config;
 pub mod credentials;
 pub mod pull;
 pub mod push;
-pub mod reference;
 pub mod source;
 
 use std::path::PathBuf;
 
+pub use crate::oci::reference::{Reference, ReferenceError};
 pub use client::Registry;
-pub use reference::{Reference, ReferenceError};
 pub use source::{ImageSource, PullPolicy, Resolved};
 
 use crate::oci::Digest;

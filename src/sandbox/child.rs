@@ -363,13 +363,10 @@ fn ensure_file(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
 /// inside the root: an absolute path as seen from the root, every existing component of it a
 /// real directory of the root.
 fn in_root(root: &str, target: &str) -> R<String> {
-    let clean = crate::context::ignore::clean(&format!("/{target}"));
-    let rel = crate::layer::apply::resolve_in_root(
-        Path::new(root),
-        Path::new(clean.trim_start_matches('/')),
-        0,
-    )
-    .map_err(|e| format!("mount target {target}: {e}"))?;
+    let clean = crate::fsx::clean(&format!("/{target}"));
+    let rel =
+        crate::fsx::resolve_in_root(Path::new(root), Path::new(clean.trim_start_matches('/')), 0)
+            .map_err(|e| format!("mount target {target}: {e}"))?;
     let rel = rel
         .to_str()
         .ok_or_else(|| format!("mount target {target}: not UTF-8"))?;
@@ -579,8 +576,8 @@ fn fail(msg: &[u8]) -> ! {
 fn beneath(dir: &Path, sub: &str, target: &str) -> R<(std::path::PathBuf, std::os::fd::OwnedFd)> {
     let rel = Path::new(sub.trim_start_matches('/'));
     let not_found = |e: std::io::Error| format!("mount source {sub} for {target}: {e}");
-    let resolved = crate::layer::apply::resolve_in_root(dir, rel, 0).map_err(not_found)?;
-    let fd = crate::context::open_path_beneath(dir, &resolved).map_err(not_found)?;
+    let resolved = crate::fsx::resolve_in_root(dir, rel, 0).map_err(not_found)?;
+    let fd = crate::fsx::open_path_beneath(dir, &resolved).map_err(not_found)?;
     Ok((format!("/proc/self/fd/{}", fd.as_raw_fd()).into(), fd))
 }
 

@@ -190,7 +190,7 @@ pub fn proc_fixes() -> Vec<String> {
     v
 }
 
-/// Every check `strata doctor` prints.
+/// The checks `strata doctor` prints before the platform lines ([`super::binfmt::doctor_checks`]).
 pub fn all_checks() -> Vec<Check> {
     let mut v = Vec::new();
     let kernel = read("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -253,6 +253,5 @@ pub fn all_checks() -> Vec<Check> {
         detail: "needed for RUN snapshots".into(),
         fix: Some("sudo modprobe overlay".into()),
     });
-    v.extend(super::binfmt::doctor_checks());
     v
 }

@@ -12,10 +12,10 @@ use crate::oci::{
 
 /// Names in the store are references, displayed the way users type them (`busybox:latest`, not
 /// `docker.io/library/busybox:latest`): the registry module's one reference type.
-pub use crate::registry::Reference as ImageRef;
+pub use crate::oci::Reference as ImageRef;
 
-impl From<crate::registry::ReferenceError> for Error {
-    fn from(e: crate::registry::ReferenceError) -> Error {
+impl From<crate::oci::ReferenceError> for Error {
+    fn from(e: crate::oci::ReferenceError) -> Error {
         Error::Invalid(e.to_string())
     }
 }

@@ -382,10 +382,7 @@ impl Store {
                         .parent()
                         .map(|d| d.to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    let joined = crate::context::ignore::clean(&format!(
-                        "/{dir}/{}",
-                        target.to_string_lossy()
-                    ));
+                    let joined = crate::fsx::clean(&format!("/{dir}/{}", target.to_string_lossy()));
                     links.insert(
                         path.trim_start_matches("./").to_string(),
                         joined.trim_start_matches('/').to_string(),

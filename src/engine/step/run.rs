@@ -718,7 +718,7 @@ fn mount(
             let sub = m
                 .source
                 .as_deref()
-                .map(|s| crate::context::ignore::clean(&format!("/{s}")))
+                .map(|s| crate::fsx::clean(&format!("/{s}")))
                 .filter(|s| s != "/");
             binds.push(Bind {
                 host,
@@ -862,8 +862,8 @@ fn host_bind(
     }
     // A read-write file: a copy in the step's scratch space, read from beneath the root.
     let copy = scratch.join("file");
-    let mut from = crate::context::open_beneath(root, &rel)
-        .map_err(|e| anyhow!("mount source \"{src}\": {e}"))?;
+    let mut from =
+        crate::fsx::open_beneath(root, &rel).map_err(|e| anyhow!("mount source \"{src}\": {e}"))?;
     let mut to = fs_err::File::create(&copy)?;
     std::io::copy(&mut from, &mut to)?;
     to.set_permissions(from.metadata()?.permissions())?;
@@ -897,9 +897,8 @@ fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> anyhow::R
 
 /// A path inside `root`, symlinks resolved as if `root` were `/`.
 fn in_root(root: &Path, rel: &str) -> anyhow::Result<PathBuf> {
-    let clean = crate::context::ignore::clean(&format!("/{rel}"));
-    let r =
-        crate::layer::apply::resolve_in_root(root, Path::new(clean.trim_start_matches('/')), 0)?;
+    let clean = crate::fsx::clean(&format!("/{rel}"));
+    let r = crate::fsx::resolve_in_root(root, Path::new(clean.trim_start_matches('/')), 0)?;
     let p = root.join(r);
     if std::fs::symlink_metadata(&p).is_err() {
         bail!("mount source \"{rel}\": not found in {}", root.display());

@@ -135,7 +135,7 @@ pub(in crate::engine) fn stage_subtree(
     src: &str,
 ) -> anyhow::Result<String> {
     let b = st.b;
-    let clean = crate::context::ignore::clean(&format!("/{src}"));
+    let clean = crate::fsx::clean(&format!("/{src}"));
     let id = crate::oci::Digest::of(format!("{} {clean}", r.content_id()).as_bytes());
     let memo = b
         .store
