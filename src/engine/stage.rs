@@ -240,9 +240,8 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
         ),
         None => None,
     };
-    let want_oci: Option<crate::oci::Platform> = want.clone();
     let from_image = |r: &str| -> anyhow::Result<BaseState> {
-        let res = image_for(b, r, want_oci.as_ref()).with_context(|| loc(b, &stage.from))?;
+        let res = image_for(b, r, want.as_ref()).with_context(|| loc(b, &stage.from))?;
         let img = &res.record;
         if let Some(w) = &want {
             if img.config.os != w.os || img.config.architecture != w.architecture {
