@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::oci::reference::{is_short_name, Reference};
 use super::Error;
+use crate::oci::reference::{is_short_name, Reference};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
