@@ -305,23 +305,7 @@ impl MountSpec {
                     if skip(&v) {
                         continue;
                     }
-                    m.kind = match v.to_ascii_lowercase().as_str() {
-                        "bind" => MountKind::Bind,
-                        "cache" => MountKind::Cache,
-                        "tmpfs" => MountKind::Tmpfs,
-                        "secret" => MountKind::Secret,
-                        "ssh" => MountKind::Ssh,
-                        other => {
-                            let kinds = ["bind", "cache", "tmpfs", "secret", "ssh"];
-                            let mut msg = format!(
-                                "unsupported mount type \"{other}\" (expected bind, cache, tmpfs, secret or ssh)"
-                            );
-                            if let Some(s) = did_you_mean(other, kinds) {
-                                msg.push_str(&format!(" (did you mean {s}?)"));
-                            }
-                            return Err(msg);
-                        }
-                    };
+                    m.kind = parse_mount_kind(&v)?;
                 }
                 "target" | "dst" | "destination" => m.target = Some(need(val)?),
                 "source" | "src" => m.source = Some(need(val)?),
@@ -347,16 +331,7 @@ impl MountSpec {
                     if skip(&v) {
                         continue;
                     }
-                    m.sharing = match v.to_ascii_lowercase().as_str() {
-                        "shared" => Sharing::Shared,
-                        "private" => Sharing::Private,
-                        "locked" => Sharing::Locked,
-                        other => {
-                            return Err(format!(
-                                "unsupported sharing value \"{other}\" (expected shared, private or locked)"
-                            ))
-                        }
-                    };
+                    m.sharing = parse_sharing(&v)?;
                 }
                 "mode" => {
                     let v = need(val)?;
@@ -412,9 +387,16 @@ impl MountSpec {
             }
         }
         let _ = kind_set;
+        m.check()?;
+        Ok(m)
+    }
+
+    /// What no mount may be whatever its fields: a target of `/`, a secret with nothing to
+    /// name it, sharing off a cache or a size off a tmpfs.
+    fn check(&self) -> Result<(), String> {
         // An empty target is the working directory (resolved when the step runs); `/` itself
         // can never be a mount target.
-        if let Some(t) = &m.target {
+        if let Some(t) = &self.target {
             if !t.contains('$')
                 && t.starts_with('/')
                 && t.split('/').all(|c| c.is_empty() || c == ".")
@@ -422,27 +404,27 @@ impl MountSpec {
                 return Err(format!("invalid mount target \"{t}\": cannot mount over /"));
             }
         }
-        if m.kind == MountKind::Secret
-            && m.id.is_none()
-            && m.source.is_none()
-            && m.target.is_none()
-            && m.env.is_none()
+        if self.kind == MountKind::Secret
+            && self.id.is_none()
+            && self.source.is_none()
+            && self.target.is_none()
+            && self.env.is_none()
         {
             return Err("mount type=secret requires an id, a target or an env".into());
         }
-        if m.kind != MountKind::Cache && (m.sharing != Sharing::Shared) {
+        if self.kind != MountKind::Cache && (self.sharing != Sharing::Shared) {
             return Err(format!(
                 "sharing is only for type=cache, not type={}",
-                m.kind_name()
+                self.kind_name()
             ));
         }
-        if m.kind != MountKind::Tmpfs && m.size.is_some() {
+        if self.kind != MountKind::Tmpfs && self.size.is_some() {
             return Err(format!(
                 "size is only for type=tmpfs, not type={}",
-                m.kind_name()
+                self.kind_name()
             ));
         }
-        Ok(m)
+        Ok(())
     }
 
     pub fn kind_name(&self) -> &'static str {
@@ -454,6 +436,39 @@ impl MountSpec {
             MountKind::Ssh => "ssh",
         }
     }
+}
+
+fn parse_mount_kind(v: &str) -> Result<MountKind, String> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "bind" => MountKind::Bind,
+        "cache" => MountKind::Cache,
+        "tmpfs" => MountKind::Tmpfs,
+        "secret" => MountKind::Secret,
+        "ssh" => MountKind::Ssh,
+        other => {
+            let kinds = ["bind", "cache", "tmpfs", "secret", "ssh"];
+            let mut msg = format!(
+                "unsupported mount type \"{other}\" (expected bind, cache, tmpfs, secret or ssh)"
+            );
+            if let Some(s) = did_you_mean(other, kinds) {
+                msg.push_str(&format!(" (did you mean {s}?)"));
+            }
+            return Err(msg);
+        }
+    })
+}
+
+fn parse_sharing(v: &str) -> Result<Sharing, String> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "shared" => Sharing::Shared,
+        "private" => Sharing::Private,
+        "locked" => Sharing::Locked,
+        other => {
+            return Err(format!(
+                "unsupported sharing value \"{other}\" (expected shared, private or locked)"
+            ))
+        }
+    })
 }
 
 fn parse_bool_opt(key: &str, v: Option<&str>, lenient: bool) -> Result<bool, String> {
@@ -852,9 +867,6 @@ pub fn type_node(node: &Node) -> Result<Command, Diagnostic> {
 
 fn type_instruction(node: &Node) -> Result<Instruction, Diagnostic> {
     let kw = node.name();
-    let at = node.rest_span;
-    let whole = node.keyword_span.join(node.rest_span);
-    let err = |m: String| Diagnostic::new(m, whole);
     if !KEYWORDS.contains(&kw.as_str()) {
         let mut d = Diagnostic::new(
             format!("unknown instruction: {}", node.keyword),
@@ -866,280 +878,332 @@ fn type_instruction(node: &Node) -> Result<Instruction, Diagnostic> {
         return Err(d);
     }
     let flags = Flags::parse(&kw, &node.flags)?;
+    let t = Typing {
+        node,
+        kw: &kw,
+        flags: &flags,
+        at: node.rest_span,
+        whole: node.keyword_span.join(node.rest_span),
+    };
     let args = &node.args;
-    let exactly_one = || -> Result<String, Diagnostic> {
-        if args.len() != 1 {
-            return Err(err(format!("{kw} requires exactly one argument")));
-        }
-        Ok(args[0].clone())
-    };
-    let at_least_one = || -> Result<(), Diagnostic> {
-        if args.is_empty() && node.trigger.is_none() {
-            return Err(err(format!("{kw} requires at least one argument")));
-        }
-        Ok(())
-    };
     Ok(match kw.as_str() {
-        "FROM" => {
-            let (image, stage_name, as_keyword) = match args.len() {
-                1 => (args[0].clone(), None, None),
-                3 if args[1].eq_ignore_ascii_case("as") => {
-                    let name = &args[2];
-                    if !is_valid_stage_name(name) {
-                        return Err(Diagnostic::new(
-                            format!("invalid name for build stage: \"{name}\", name can't start with a number or contain symbols"),
-                            at,
-                        ));
-                    }
-                    (args[0].clone(), Some(name.clone()), Some(args[1].clone()))
-                }
-                _ => {
-                    return Err(err("FROM requires either one or three arguments".into())
-                        .with_hint("write FROM <image> or FROM <image> AS <name>"))
-                }
-            };
-            if image.is_empty() {
-                return Err(err("FROM requires an image name".into()));
-            }
-            Instruction::From(From {
-                image,
-                stage_name,
-                platform: flags.string("platform"),
-                as_keyword,
-            })
-        }
-        "ARG" => {
-            if args.is_empty() {
-                return Err(err("ARG requires at least one argument".into()));
-            }
-            let mut decls = Vec::new();
-            for w in args {
-                let (name, default) = match w.split_once('=') {
-                    Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                    None => (w.clone(), None),
-                };
-                if name.is_empty() {
-                    return Err(Diagnostic::new("ARG names can not be blank", at));
-                }
-                decls.push(ArgDecl { name, default });
-            }
-            Instruction::Arg(decls)
-        }
-        "RUN" => {
-            let command = command_line(node);
-            if matches!(&command, CommandLine::Shell(s) if s.is_empty()) && node.heredocs.is_empty()
-            {
-                return Err(err("RUN requires at least one argument".into()));
-            }
-            let mut mounts = Vec::new();
-            for (m, span) in flags.all("mount") {
-                MountSpec::parse(&m, true)
-                    .map_err(|e| Diagnostic::new(format!("invalid --mount: {e}"), span))?;
-                mounts.push(m);
-            }
-            let network = flags.get("network").map(|(v, span)| {
-                if !v.contains('$') && RunNetwork::parse(v).is_none() {
-                    return Err(
-                        Diagnostic::new(format!("unsupported network mode \"{v}\""), span)
-                            .with_hint("use --network=default, --network=none or --network=host"),
-                    );
-                }
-                Ok(v.to_string())
-            });
-            let security = flags.get("security").map(|(v, span)| {
-                if !v.contains('$') && !matches!(v, "sandbox" | "insecure") {
-                    return Err(Diagnostic::new(
-                        format!("unsupported security mode \"{v}\""),
-                        span,
-                    )
-                    .with_hint("use --security=sandbox or --security=insecure"));
-                }
-                Ok(v.to_string())
-            });
-            let heredocs = if matches!(command, CommandLine::Shell(_)) {
-                node.heredocs.clone()
-            } else {
-                Vec::new()
-            };
-            Instruction::Run(Run {
-                command,
-                heredocs,
-                mounts,
-                network: network.transpose()?,
-                security: security.transpose()?,
-                devices: flags.all("device").into_iter().map(|(d, _)| d).collect(),
-            })
-        }
+        "FROM" => t.from()?,
+        "ARG" => t.arg()?,
+        "RUN" => t.run()?,
         "CMD" => Instruction::Cmd(command_line(node)),
         "ENTRYPOINT" => Instruction::Entrypoint(command_line(node)),
-        "SHELL" => {
-            if !node.json {
-                return Err(
-                    err("SHELL requires the arguments to be in JSON form".into())
-                        .with_hint("write SHELL [\"/bin/bash\", \"-c\"]"),
-                );
-            }
-            if args.is_empty() {
-                return Err(err("SHELL requires at least one argument".into()));
-            }
-            Instruction::Shell(args.clone())
-        }
-        "ENV" | "LABEL" => {
-            at_least_one()?;
-            let mut kvs = Vec::new();
-            for t in args.chunks(3) {
-                if t.len() != 3 {
-                    return Err(err(format!("Bad input to {kw}, too many arguments")));
-                }
-                if t[0].is_empty() {
-                    return Err(err(format!("{kw} names can not be blank")));
-                }
-                kvs.push(KeyValue {
-                    key: t[0].clone(),
-                    value: t[1].clone(),
-                    legacy: t[2].is_empty(),
-                });
-            }
-            if kw == "ENV" {
-                Instruction::Env(kvs)
-            } else {
-                Instruction::Label(kvs)
-            }
-        }
-        "MAINTAINER" => Instruction::Maintainer(exactly_one()?),
-        "EXPOSE" => {
-            at_least_one()?;
-            for p in args {
-                if !p.contains('$') {
-                    parse_port(p).map_err(|e| Diagnostic::new(format!("EXPOSE {p}: {e}"), at))?;
-                }
-            }
-            Instruction::Expose(args.clone())
-        }
-        "COPY" | "ADD" => Instruction::from_copy(&kw, node, &flags, at, whole)?,
+        "SHELL" => t.shell()?,
+        "ENV" | "LABEL" => t.env_or_label()?,
+        "MAINTAINER" => Instruction::Maintainer(t.exactly_one()?),
+        "EXPOSE" => t.expose()?,
+        "COPY" | "ADD" => Instruction::from_copy(&kw, node, &flags, t.at, t.whole)?,
         "VOLUME" => {
-            at_least_one()?;
+            t.at_least_one()?;
             if args.iter().any(|a| a.trim().is_empty()) {
-                return Err(err("VOLUME specified can not be an empty string".into()));
+                return Err(t.err("VOLUME specified can not be an empty string".into()));
             }
             Instruction::Volume(args.clone())
         }
-        "USER" => Instruction::User(exactly_one()?),
-        "WORKDIR" => Instruction::Workdir(exactly_one()?),
-        "STOPSIGNAL" => {
-            let s = exactly_one()?;
-            if !s.contains('$') {
-                check_signal(&s).map_err(|e| {
-                    Diagnostic::new(e, at)
-                        .with_hint("use a name such as SIGTERM or SIGINT, or a number")
-                })?;
-            }
-            Instruction::StopSignal(s)
-        }
-        "ONBUILD" => {
-            let Some(trigger) = &node.trigger else {
-                return Err(err("ONBUILD requires at least one argument".into()));
-            };
-            let tk = trigger.name();
-            match tk.as_str() {
-                "ONBUILD" => {
-                    return Err(err(
-                        "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()
-                    ))
-                }
-                "FROM" | "MAINTAINER" => {
-                    return Err(err(format!("{tk} isn't allowed as an ONBUILD trigger")))
-                }
-                _ => {}
-            }
-            let mut inner = (**trigger).clone();
-            inner.heredocs = node.heredocs.clone();
-            let typed = type_instruction(&inner)?;
-            // As BuildKit stores it: the line, then each heredoc's body and delimiter, so the
-            // child that runs the trigger parses it whole.
-            let mut expression = node.rest.clone();
-            for h in &node.heredocs {
-                expression.push('\n');
-                expression.push_str(&h.content);
-                expression.push_str(&h.name);
-            }
-            Instruction::Onbuild(Onbuild {
-                expression,
-                trigger: Box::new(typed),
-            })
-        }
-        "HEALTHCHECK" => {
-            if args.is_empty() {
-                return Err(err("HEALTHCHECK requires at least one argument".into()));
-            }
-            let typ = args[0].to_ascii_uppercase();
-            match typ.as_str() {
-                "NONE" => {
-                    if args.len() > 1 {
-                        return Err(err("HEALTHCHECK NONE takes no arguments".into()));
-                    }
-                    if !node.flags.is_empty() {
-                        return Err(err("HEALTHCHECK NONE does not support options".into()));
-                    }
-                    Instruction::Healthcheck(Healthcheck::None)
-                }
-                "CMD" => {
-                    let cmd = &args[1..];
-                    if cmd.is_empty() {
-                        return Err(err("Missing command after HEALTHCHECK CMD".into()));
-                    }
-                    let test = if node.json {
-                        let mut t = vec!["CMD".to_string()];
-                        t.extend(cmd.iter().cloned());
-                        t
-                    } else {
-                        vec!["CMD-SHELL".to_string(), cmd.join(" ")]
-                    };
-                    let dur = |name: &str| -> Result<Option<u64>, Diagnostic> {
-                        let Some((v, span)) = flags.get(name) else {
-                            return Ok(None);
-                        };
-                        let d = parse_duration(v).ok_or_else(|| {
-                            Diagnostic::new(format!("invalid duration for --{name}: \"{v}\""), span)
-                                .with_hint("use a duration such as 30s, 1m30s or 500ms")
-                        })?;
-                        if d != 0 && d < 1_000_000 {
-                            return Err(Diagnostic::new(
-                                format!("Interval \"{name}\" cannot be less than 1ms"),
-                                span,
-                            ));
-                        }
-                        Ok(Some(d))
-                    };
-                    let retries = match flags.get("retries") {
-                        None => None,
-                        Some((v, span)) => Some(v.parse::<u64>().map_err(|_| {
-                            Diagnostic::new(
-                                format!("invalid --retries \"{v}\": expected a whole number"),
-                                span,
-                            )
-                        })?),
-                    };
-                    Instruction::Healthcheck(Healthcheck::Check {
-                        test,
-                        interval_ns: dur("interval")?,
-                        timeout_ns: dur("timeout")?,
-                        start_period_ns: dur("start-period")?,
-                        start_interval_ns: dur("start-interval")?,
-                        retries,
-                    })
-                }
-                other => {
-                    return Err(Diagnostic::new(
-                        format!("Unknown type \"{other}\" in HEALTHCHECK (try CMD)"),
-                        at,
-                    )
-                    .with_hint("write HEALTHCHECK CMD <command> or HEALTHCHECK NONE"))
-                }
-            }
-        }
+        "USER" => Instruction::User(t.exactly_one()?),
+        "WORKDIR" => Instruction::Workdir(t.exactly_one()?),
+        "STOPSIGNAL" => t.stopsignal()?,
+        "ONBUILD" => t.onbuild()?,
+        "HEALTHCHECK" => t.healthcheck()?,
         _ => unreachable!("keyword checked against KEYWORDS"),
     })
+}
+
+/// One instruction being typed: its node, keyword and flags, with the spans its errors point
+/// at (`at`: the arguments, `whole`: keyword and arguments). One method per instruction kind.
+struct Typing<'a> {
+    node: &'a Node,
+    kw: &'a str,
+    flags: &'a Flags,
+    at: Span,
+    whole: Span,
+}
+
+impl Typing<'_> {
+    fn err(&self, m: String) -> Diagnostic {
+        Diagnostic::new(m, self.whole)
+    }
+
+    fn args(&self) -> &[String] {
+        &self.node.args
+    }
+
+    fn exactly_one(&self) -> Result<String, Diagnostic> {
+        let args = self.args();
+        if args.len() != 1 {
+            return Err(self.err(format!("{} requires exactly one argument", self.kw)));
+        }
+        Ok(args[0].clone())
+    }
+
+    fn at_least_one(&self) -> Result<(), Diagnostic> {
+        if self.args().is_empty() && self.node.trigger.is_none() {
+            return Err(self.err(format!("{} requires at least one argument", self.kw)));
+        }
+        Ok(())
+    }
+
+    fn from(&self) -> Result<Instruction, Diagnostic> {
+        let args = self.args();
+        let (image, stage_name, as_keyword) = match args.len() {
+            1 => (args[0].clone(), None, None),
+            3 if args[1].eq_ignore_ascii_case("as") => {
+                let name = &args[2];
+                if !is_valid_stage_name(name) {
+                    return Err(Diagnostic::new(
+                        format!("invalid name for build stage: \"{name}\", name can't start with a number or contain symbols"),
+                        self.at,
+                    ));
+                }
+                (args[0].clone(), Some(name.clone()), Some(args[1].clone()))
+            }
+            _ => {
+                return Err(self
+                    .err("FROM requires either one or three arguments".into())
+                    .with_hint("write FROM <image> or FROM <image> AS <name>"))
+            }
+        };
+        if image.is_empty() {
+            return Err(self.err("FROM requires an image name".into()));
+        }
+        Ok(Instruction::From(From {
+            image,
+            stage_name,
+            platform: self.flags.string("platform"),
+            as_keyword,
+        }))
+    }
+
+    fn arg(&self) -> Result<Instruction, Diagnostic> {
+        let args = self.args();
+        if args.is_empty() {
+            return Err(self.err("ARG requires at least one argument".into()));
+        }
+        let mut decls = Vec::new();
+        for w in args {
+            let (name, default) = match w.split_once('=') {
+                Some((n, d)) => (n.to_string(), Some(d.to_string())),
+                None => (w.clone(), None),
+            };
+            if name.is_empty() {
+                return Err(Diagnostic::new("ARG names can not be blank", self.at));
+            }
+            decls.push(ArgDecl { name, default });
+        }
+        Ok(Instruction::Arg(decls))
+    }
+
+    fn run(&self) -> Result<Instruction, Diagnostic> {
+        let node = self.node;
+        let flags = self.flags;
+        let command = command_line(node);
+        if matches!(&command, CommandLine::Shell(s) if s.is_empty()) && node.heredocs.is_empty() {
+            return Err(self.err("RUN requires at least one argument".into()));
+        }
+        let mut mounts = Vec::new();
+        for (m, span) in flags.all("mount") {
+            MountSpec::parse(&m, true)
+                .map_err(|e| Diagnostic::new(format!("invalid --mount: {e}"), span))?;
+            mounts.push(m);
+        }
+        let network = flags.get("network").map(|(v, span)| {
+            if !v.contains('$') && RunNetwork::parse(v).is_none() {
+                return Err(
+                    Diagnostic::new(format!("unsupported network mode \"{v}\""), span)
+                        .with_hint("use --network=default, --network=none or --network=host"),
+                );
+            }
+            Ok(v.to_string())
+        });
+        let security = flags.get("security").map(|(v, span)| {
+            if !v.contains('$') && !matches!(v, "sandbox" | "insecure") {
+                return Err(
+                    Diagnostic::new(format!("unsupported security mode \"{v}\""), span)
+                        .with_hint("use --security=sandbox or --security=insecure"),
+                );
+            }
+            Ok(v.to_string())
+        });
+        let heredocs = if matches!(command, CommandLine::Shell(_)) {
+            node.heredocs.clone()
+        } else {
+            Vec::new()
+        };
+        Ok(Instruction::Run(Run {
+            command,
+            heredocs,
+            mounts,
+            network: network.transpose()?,
+            security: security.transpose()?,
+            devices: flags.all("device").into_iter().map(|(d, _)| d).collect(),
+        }))
+    }
+
+    fn shell(&self) -> Result<Instruction, Diagnostic> {
+        if !self.node.json {
+            return Err(self
+                .err("SHELL requires the arguments to be in JSON form".into())
+                .with_hint("write SHELL [\"/bin/bash\", \"-c\"]"));
+        }
+        if self.args().is_empty() {
+            return Err(self.err("SHELL requires at least one argument".into()));
+        }
+        Ok(Instruction::Shell(self.args().to_vec()))
+    }
+
+    fn env_or_label(&self) -> Result<Instruction, Diagnostic> {
+        let kw = self.kw;
+        self.at_least_one()?;
+        let mut kvs = Vec::new();
+        for t in self.args().chunks(3) {
+            if t.len() != 3 {
+                return Err(self.err(format!("Bad input to {kw}, too many arguments")));
+            }
+            if t[0].is_empty() {
+                return Err(self.err(format!("{kw} names can not be blank")));
+            }
+            kvs.push(KeyValue {
+                key: t[0].clone(),
+                value: t[1].clone(),
+                legacy: t[2].is_empty(),
+            });
+        }
+        Ok(if kw == "ENV" {
+            Instruction::Env(kvs)
+        } else {
+            Instruction::Label(kvs)
+        })
+    }
+
+    fn expose(&self) -> Result<Instruction, Diagnostic> {
+        self.at_least_one()?;
+        for p in self.args() {
+            if !p.contains('$') {
+                parse_port(p).map_err(|e| Diagnostic::new(format!("EXPOSE {p}: {e}"), self.at))?;
+            }
+        }
+        Ok(Instruction::Expose(self.args().to_vec()))
+    }
+
+    fn stopsignal(&self) -> Result<Instruction, Diagnostic> {
+        let s = self.exactly_one()?;
+        if !s.contains('$') {
+            check_signal(&s).map_err(|e| {
+                Diagnostic::new(e, self.at)
+                    .with_hint("use a name such as SIGTERM or SIGINT, or a number")
+            })?;
+        }
+        Ok(Instruction::StopSignal(s))
+    }
+
+    fn onbuild(&self) -> Result<Instruction, Diagnostic> {
+        let node = self.node;
+        let Some(trigger) = &node.trigger else {
+            return Err(self.err("ONBUILD requires at least one argument".into()));
+        };
+        let tk = trigger.name();
+        match tk.as_str() {
+            "ONBUILD" => {
+                return Err(self.err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()))
+            }
+            "FROM" | "MAINTAINER" => {
+                return Err(self.err(format!("{tk} isn't allowed as an ONBUILD trigger")))
+            }
+            _ => {}
+        }
+        let mut inner = (**trigger).clone();
+        inner.heredocs = node.heredocs.clone();
+        let typed = type_instruction(&inner)?;
+        // As BuildKit stores it: the line, then each heredoc's body and delimiter, so the
+        // child that runs the trigger parses it whole.
+        let mut expression = node.rest.clone();
+        for h in &node.heredocs {
+            expression.push('\n');
+            expression.push_str(&h.content);
+            expression.push_str(&h.name);
+        }
+        Ok(Instruction::Onbuild(Onbuild {
+            expression,
+            trigger: Box::new(typed),
+        }))
+    }
+
+    fn healthcheck(&self) -> Result<Instruction, Diagnostic> {
+        let args = self.args();
+        if args.is_empty() {
+            return Err(self.err("HEALTHCHECK requires at least one argument".into()));
+        }
+        let typ = args[0].to_ascii_uppercase();
+        match typ.as_str() {
+            "NONE" => {
+                if args.len() > 1 {
+                    return Err(self.err("HEALTHCHECK NONE takes no arguments".into()));
+                }
+                if !self.node.flags.is_empty() {
+                    return Err(self.err("HEALTHCHECK NONE does not support options".into()));
+                }
+                Ok(Instruction::Healthcheck(Healthcheck::None))
+            }
+            "CMD" => self.healthcheck_cmd(&args[1..]),
+            other => Err(Diagnostic::new(
+                format!("Unknown type \"{other}\" in HEALTHCHECK (try CMD)"),
+                self.at,
+            )
+            .with_hint("write HEALTHCHECK CMD <command> or HEALTHCHECK NONE")),
+        }
+    }
+
+    fn healthcheck_cmd(&self, cmd: &[String]) -> Result<Instruction, Diagnostic> {
+        if cmd.is_empty() {
+            return Err(self.err("Missing command after HEALTHCHECK CMD".into()));
+        }
+        let test = if self.node.json {
+            let mut t = vec!["CMD".to_string()];
+            t.extend(cmd.iter().cloned());
+            t
+        } else {
+            vec!["CMD-SHELL".to_string(), cmd.join(" ")]
+        };
+        let retries = match self.flags.get("retries") {
+            None => None,
+            Some((v, span)) => Some(v.parse::<u64>().map_err(|_| {
+                Diagnostic::new(
+                    format!("invalid --retries \"{v}\": expected a whole number"),
+                    span,
+                )
+            })?),
+        };
+        Ok(Instruction::Healthcheck(Healthcheck::Check {
+            test,
+            interval_ns: self.duration("interval")?,
+            timeout_ns: self.duration("timeout")?,
+            start_period_ns: self.duration("start-period")?,
+            start_interval_ns: self.duration("start-interval")?,
+            retries,
+        }))
+    }
+
+    /// A HEALTHCHECK duration flag in nanoseconds: absent, 0, or at least 1ms.
+    fn duration(&self, name: &str) -> Result<Option<u64>, Diagnostic> {
+        let Some((v, span)) = self.flags.get(name) else {
+            return Ok(None);
+        };
+        let d = parse_duration(v).ok_or_else(|| {
+            Diagnostic::new(format!("invalid duration for --{name}: \"{v}\""), span)
+                .with_hint("use a duration such as 30s, 1m30s or 500ms")
+        })?;
+        if d != 0 && d < 1_000_000 {
+            return Err(Diagnostic::new(
+                format!("Interval \"{name}\" cannot be less than 1ms"),
+                span,
+            ));
+        }
+        Ok(Some(d))
+    }
 }
 
 impl Instruction {

@@ -349,15 +349,7 @@ fn cache_dir(
 /// The Python-image rules over a plan.
 pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
     let lexer = Lexer::new(plan.escape);
-    let mut shipped = vec![false; plan.stages.len()];
-    let mut at = Some(plan.target);
-    while let Some(i) = at.filter(|&i| i < shipped.len() && !shipped[i]) {
-        shipped[i] = true;
-        at = match plan.stages[i].base {
-            Base::Stage(j) => Some(j),
-            _ => None,
-        };
-    }
+    let shipped = shipped_stages(plan);
     let mut out = Vec::new();
     let mut facts: Vec<Facts> = Vec::with_capacity(plan.stages.len());
     let budget = crate::dockerfile::shell::Budget::default();
@@ -371,18 +363,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
             Base::Stage(j) => python_stage.get(*j).copied().unwrap_or(false),
             _ => false,
         };
-        let mut f = match &st.base {
-            Base::Stage(j) if *j < facts.len() => facts[*j].clone(),
-            Base::Image(r) => Facts {
-                workdir: "/".into(),
-                env: base_env(r).unwrap_or_default(),
-                ..Facts::default()
-            },
-            _ => Facts {
-                workdir: "/".into(),
-                ..Facts::default()
-            },
-        };
+        let mut f = start_facts(&st.base, &facts, base_env);
         let mut scope = StageScope::new(&plan.meta_args, &plan.options)
             .with_env(f.env.clone())
             .with_budget(budget.clone());
@@ -412,26 +393,7 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
                         }
                     }
                     Some(from) => {
-                        let src_stage = plan
-                            .stage_by_name(from)
-                            .map(|s| s.index)
-                            .or_else(|| from.parse::<usize>().ok().filter(|&i| i < st.index));
-                        if let Some(j) = src_stage.filter(|&j| j < facts.len()) {
-                            let dest = super::in_workdir(&f.workdir, &cp.dest);
-                            for s in &cp.sources {
-                                let src = crate::fsx::clean(&format!("/{s}"));
-                                if facts[j].venvs.contains(&src) && dest != src {
-                                    out.push(
-                                        Warning::new(
-                                            "VenvCopiedToAnotherPath",
-                                            format!("the virtual environment {src} is copied to {dest}: its scripts (pip, the console entry points) start with #!{src}/bin/python, which is not there"),
-                                            c.span,
-                                        )
-                                        .with_hint(format!("copy it to the same path (`COPY --from={from} {src} {src}`), or make it at {dest} in the build stage")),
-                                    );
-                                }
-                            }
-                        }
+                        lint_copy_from(&mut out, plan, st.index, &facts, &f, cp, from, c.span)
                     }
                 },
                 Instruction::Run(r) => {
@@ -499,6 +461,71 @@ pub fn lint_python(plan: &Plan, base_env: BaseEnv<'_>) -> Vec<Warning> {
         out
     } else {
         Vec::new()
+    }
+}
+
+/// The stages the target ships: the target and the stages it is built FROM, in a line.
+fn shipped_stages(plan: &Plan) -> Vec<bool> {
+    let mut shipped = vec![false; plan.stages.len()];
+    let mut at = Some(plan.target);
+    while let Some(i) = at.filter(|&i| i < shipped.len() && !shipped[i]) {
+        shipped[i] = true;
+        at = match plan.stages[i].base {
+            Base::Stage(j) => Some(j),
+            _ => None,
+        };
+    }
+    shipped
+}
+
+/// What a stage starts from: its parent stage's facts, or a base image's environment.
+fn start_facts(base: &Base, facts: &[Facts], base_env: BaseEnv<'_>) -> Facts {
+    match base {
+        Base::Stage(j) if *j < facts.len() => facts[*j].clone(),
+        Base::Image(r) => Facts {
+            workdir: "/".into(),
+            env: base_env(r).unwrap_or_default(),
+            ..Facts::default()
+        },
+        _ => Facts {
+            workdir: "/".into(),
+            ..Facts::default()
+        },
+    }
+}
+
+/// `COPY --from=<stage>` of a virtual environment that stage made, to another path.
+#[allow(clippy::too_many_arguments)]
+fn lint_copy_from(
+    out: &mut Vec<Warning>,
+    plan: &Plan,
+    stage: usize,
+    facts: &[Facts],
+    f: &Facts,
+    cp: &crate::dockerfile::instructions::Copy,
+    from: &str,
+    span: Span,
+) {
+    let src_stage = plan
+        .stage_by_name(from)
+        .map(|s| s.index)
+        .or_else(|| from.parse::<usize>().ok().filter(|&i| i < stage));
+    let Some(j) = src_stage.filter(|&j| j < facts.len()) else {
+        return;
+    };
+    let dest = super::in_workdir(&f.workdir, &cp.dest);
+    for s in &cp.sources {
+        let src = crate::fsx::clean(&format!("/{s}"));
+        if facts[j].venvs.contains(&src) && dest != src {
+            out.push(
+                Warning::new(
+                    "VenvCopiedToAnotherPath",
+                    format!("the virtual environment {src} is copied to {dest}: its scripts (pip, the console entry points) start with #!{src}/bin/python, which is not there"),
+                    span,
+                )
+                .with_hint(format!("copy it to the same path (`COPY --from={from} {src} {src}`), or make it at {dest} in the build stage")),
+            );
+        }
     }
 }
 

@@ -409,22 +409,7 @@ impl Registry {
                     }
                 }
                 StatusCode::PARTIAL_CONTENT if have > 0 => {}
-                StatusCode::NOT_FOUND => {
-                    return Err(Error::NotFound {
-                        reference: user_ref.to_string(),
-                        registry: host.name.clone(),
-                        repository: repo.to_string(),
-                        detail: format!("blob {digest} is missing ({})", snippet(resp)),
-                    })
-                }
-                s => {
-                    return Err(Error::Http {
-                        method: "GET".into(),
-                        url: format!("{}/v2/{repo}/blobs/{digest}", host.name),
-                        status: s.as_u16(),
-                        body: snippet(resp),
-                    })
-                }
+                _ => return Err(blob_status_error(host, repo, user_ref, &digest, resp)),
             }
             let mut resp = super::client::Paced::new(resp, self.timeouts);
             let mut buf = vec![0u8; 1 << 20];
@@ -477,34 +462,7 @@ impl Registry {
                 }
             }
         }
-        let actual = hasher.finish();
-        if actual != digest || have != desc.size {
-            return Err(Error::DigestMismatch {
-                what: format!("{user_ref}: blob ({have} of {} bytes)", desc.size),
-                expected: digest,
-                actual,
-            });
-        }
-        let mut layer_paths = None;
-        if let (Some(t), Blob::Layer(diff_id)) = (tee, kind) {
-            match t.finish() {
-                Ok((actual, _, p)) if actual == *diff_id => layer_paths = p,
-                Ok((actual, len, _)) => {
-                    return Err(Error::DigestMismatch {
-                        what: format!(
-                            "{user_ref}: layer {digest} uncompressed ({len} bytes) against the diffID in the image's config; nothing was stored"
-                        ),
-                        expected: diff_id.clone(),
-                        actual,
-                    })
-                }
-                Err(e) => {
-                    return Err(Error::Protocol(format!(
-                        "{user_ref}: layer {digest} is not a readable gzip, zstd or tar stream ({e}); nothing was stored"
-                    )))
-                }
-            }
-        }
+        let layer_paths = verify_blob(user_ref, desc, have, hasher, tee, kind)?;
         store.commit_blob(tmp, &digest)?;
         // The layer's paths, read on the way (what COPY asks of a layer it does not unpack);
         // best effort: without them COPY reads the blob again when it needs them.
@@ -514,6 +472,72 @@ impl Registry {
         self.observer.blob_done(&digest, BlobOutcome::Downloaded);
         Ok(())
     }
+}
+
+/// The answer to a blob's GET that is neither the blob nor the rest of it.
+fn blob_status_error(
+    host: &Host,
+    repo: &str,
+    user_ref: &Reference,
+    digest: &Digest,
+    resp: reqwest::blocking::Response,
+) -> Error {
+    match resp.status() {
+        StatusCode::NOT_FOUND => Error::NotFound {
+            reference: user_ref.to_string(),
+            registry: host.name.clone(),
+            repository: repo.to_string(),
+            detail: format!("blob {digest} is missing ({})", snippet(resp)),
+        },
+        s => Error::Http {
+            method: "GET".into(),
+            url: format!("{}/v2/{repo}/blobs/{digest}", host.name),
+            status: s.as_u16(),
+            body: snippet(resp),
+        },
+    }
+}
+
+/// A downloaded blob against its descriptor (digest and size) and, for a layer, its
+/// uncompressed content against the diffID the config promises; the layer's paths when read.
+fn verify_blob(
+    user_ref: &Reference,
+    desc: &Descriptor,
+    have: u64,
+    hasher: oci::Sha256,
+    tee: Option<crate::layer::DiffIdTee>,
+    kind: Blob,
+) -> Result<Option<crate::layer::paths::LayerPaths>> {
+    let digest = &desc.digest;
+    let actual = hasher.finish();
+    if actual != *digest || have != desc.size {
+        return Err(Error::DigestMismatch {
+            what: format!("{user_ref}: blob ({have} of {} bytes)", desc.size),
+            expected: digest.clone(),
+            actual,
+        });
+    }
+    let mut layer_paths = None;
+    if let (Some(t), Blob::Layer(diff_id)) = (tee, kind) {
+        match t.finish() {
+            Ok((actual, _, p)) if actual == *diff_id => layer_paths = p,
+            Ok((actual, len, _)) => {
+                return Err(Error::DigestMismatch {
+                    what: format!(
+                        "{user_ref}: layer {digest} uncompressed ({len} bytes) against the diffID in the image's config; nothing was stored"
+                    ),
+                    expected: diff_id.clone(),
+                    actual,
+                })
+            }
+            Err(e) => {
+                return Err(Error::Protocol(format!(
+                    "{user_ref}: layer {digest} is not a readable gzip, zstd or tar stream ({e}); nothing was stored"
+                )))
+            }
+        }
+    }
+    Ok(layer_paths)
 }
 
 /// What a downloaded blob is, and so how it is checked beyond its digest.

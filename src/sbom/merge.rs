@@ -250,54 +250,7 @@ pub fn merge(layers: &[(LayerRef, &LayerPackages)]) -> Inventory {
     let deb_ns = deb_namespace(distro.as_ref());
     let apk_ns = apk_namespace(distro.as_ref());
     let distro_version = distro.as_ref().and_then(|d| d.version_id.as_deref());
-    for (path, pkgs) in &stack.dpkg {
-        for p in pkgs.iter() {
-            let key = (Ecosystem::Deb, *path, p.name.as_str(), p.arch.as_str());
-            let upstream = p.source.as_ref().map(|s| match &p.source_version {
-                Some(v) => format!("{s}@{v}"),
-                None => s.clone(),
-            });
-            let copyright = format!("usr/share/doc/{}/copyright", p.name);
-            let list = [
-                format!("var/lib/dpkg/info/{}:{}.list", p.name, p.arch),
-                format!("var/lib/dpkg/info/{}.list", p.name),
-            ];
-            let files = list
-                .iter()
-                .find_map(|l| stack.dpkg_files.get(l.as_str()))
-                .map(|f| {
-                    f.iter()
-                        .map(|p| format!("/{}", p.trim_start_matches('/')))
-                        .collect()
-                })
-                .unwrap_or_default();
-            packages.push(Package {
-                ecosystem: Ecosystem::Deb,
-                name: p.name.clone(),
-                version: Some(p.version.clone()),
-                arch: Some(p.arch.clone()).filter(|a| !a.is_empty()),
-                source: p.source.clone(),
-                license: stack
-                    .copyright
-                    .get(copyright.as_str())
-                    .and_then(|names| license::from_debian(names)),
-                purl: purl::deb(
-                    deb_ns,
-                    &p.name,
-                    &p.version,
-                    &p.arch,
-                    distro_version,
-                    upstream.as_deref(),
-                ),
-                location: format!("/{path}"),
-                layer: layer_of(&key),
-                installer: None,
-                checksum: None,
-                record: None,
-                files,
-            });
-        }
-    }
+    deb_packages(&stack, deb_ns, distro_version, &layer_of, &mut packages);
     for (path, pkgs) in &stack.apk {
         for p in pkgs.iter() {
             let key = (Ecosystem::Apk, *path, p.name.as_str(), p.arch.as_str());
@@ -358,6 +311,79 @@ pub fn merge(layers: &[(LayerRef, &LayerPackages)]) -> Inventory {
             files: Vec::new(),
         });
     }
+    go_packages(&stack, &layer_of, &mut packages);
+    packages.sort_by(|a, b| identity(a).cmp(&identity(b)));
+    // One package per identity (two dependencies of a Go binary replaced by the same module
+    // are one module; documents need unique ids).
+    packages.dedup_by(|a, b| identity(a) == identity(b));
+    Inventory { distro, packages }
+}
+
+/// The dpkg packages of the stack, each with its files and its copyright's license.
+fn deb_packages<'a>(
+    stack: &Stack<'a>,
+    deb_ns: &str,
+    distro_version: Option<&str>,
+    layer_of: &dyn Fn(&Key<'_>) -> LayerRef,
+    packages: &mut Vec<Package>,
+) {
+    for (path, pkgs) in &stack.dpkg {
+        for p in pkgs.iter() {
+            let key = (Ecosystem::Deb, *path, p.name.as_str(), p.arch.as_str());
+            let upstream = p.source.as_ref().map(|s| match &p.source_version {
+                Some(v) => format!("{s}@{v}"),
+                None => s.clone(),
+            });
+            let copyright = format!("usr/share/doc/{}/copyright", p.name);
+            let list = [
+                format!("var/lib/dpkg/info/{}:{}.list", p.name, p.arch),
+                format!("var/lib/dpkg/info/{}.list", p.name),
+            ];
+            let files = list
+                .iter()
+                .find_map(|l| stack.dpkg_files.get(l.as_str()))
+                .map(|f| {
+                    f.iter()
+                        .map(|p| format!("/{}", p.trim_start_matches('/')))
+                        .collect()
+                })
+                .unwrap_or_default();
+            packages.push(Package {
+                ecosystem: Ecosystem::Deb,
+                name: p.name.clone(),
+                version: Some(p.version.clone()),
+                arch: Some(p.arch.clone()).filter(|a| !a.is_empty()),
+                source: p.source.clone(),
+                license: stack
+                    .copyright
+                    .get(copyright.as_str())
+                    .and_then(|names| license::from_debian(names)),
+                purl: purl::deb(
+                    deb_ns,
+                    &p.name,
+                    &p.version,
+                    &p.arch,
+                    distro_version,
+                    upstream.as_deref(),
+                ),
+                location: format!("/{path}"),
+                layer: layer_of(&key),
+                installer: None,
+                checksum: None,
+                record: None,
+                files,
+            });
+        }
+    }
+}
+
+/// The modules built into the stack's Go binaries: the main module, its dependencies (as
+/// replaced) and the standard library.
+fn go_packages<'a>(
+    stack: &Stack<'a>,
+    layer_of: &dyn Fn(&Key<'_>) -> LayerRef,
+    packages: &mut Vec<Package>,
+) {
     for (path, b) in &stack.go {
         let go_package = |name: &str, version: Option<String>, sum: Option<String>| Package {
             ecosystem: Ecosystem::Go,
@@ -406,11 +432,6 @@ pub fn merge(layers: &[(LayerRef, &LayerPackages)]) -> Inventory {
             packages.push(go_package("stdlib", Some(v), None));
         }
     }
-    packages.sort_by(|a, b| identity(a).cmp(&identity(b)));
-    // One package per identity (two dependencies of a Go binary replaced by the same module
-    // are one module; documents need unique ids).
-    packages.dedup_by(|a, b| identity(a) == identity(b));
-    Inventory { distro, packages }
 }
 
 #[cfg(test)]
