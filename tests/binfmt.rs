@@ -12,7 +12,8 @@
 //! again (its `#[ignore]`d entry `child`, told what to do by environment variables), which
 //! calls the library the way strata's sandbox session will.
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,13 +21,6 @@ use std::process::{Command, Output, Stdio};
 
 use strata::oci::Platform;
 use strata::sandbox::binfmt::{self, How, Machine};
-
-fn require(what: &str) {
-    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{what} (run scripts/test-deps.sh)");
-    }
-    eprintln!("SKIPPED: {what}");
-}
 
 /// The foreign busybox images: (layout name, platform, what `uname -m` prints under QEMU).
 /// 386 prints i686 only when emulated: natively a 32-bit process on an x86-64 kernel reads
@@ -55,7 +49,7 @@ fn runners() -> Vec<Option<&'static str>> {
         {
             v.push(Some("strata-test"));
         } else {
-            require("no user strata-test: its runs are left out");
+            support::skip("no user strata-test: its runs are left out");
         }
     }
     v
@@ -65,20 +59,20 @@ fn runners() -> Vec<Option<&'static str>> {
 fn ready() -> bool {
     let kernel = binfmt::kernel_release();
     if binfmt::parse_kernel_version(&kernel).is_none_or(|v| v < binfmt::USERNS_BINFMT_SINCE) {
-        require(&format!(
+        support::skip(&format!(
             "Linux {kernel} cannot mount binfmt_misc in a user namespace (6.7 can)"
         ));
         return false;
     }
     if binfmt::host_platform().architecture != "amd64" {
-        require("these tests expect an x86-64 host (their foreign images include arm64)");
+        support::skip("these tests expect an x86-64 host (their foreign images include arm64)");
         return false;
     }
     let m = Machine::detect();
     for (_, platform, _) in BUSYBOXES {
         if let Err(e) = m.how(&Platform::parse_specifier(platform, &m.platform).unwrap()) {
             if matches!(e, binfmt::Error::NoQemu { .. }) {
-                require(&format!(
+                support::skip(&format!(
                     "{e}: apt-get install --no-install-recommends qemu-user-static"
                 ));
                 return false;
@@ -87,7 +81,7 @@ fn ready() -> bool {
     }
     for (name, _, _) in BUSYBOXES {
         if !images().join(name).join("index.json").exists() {
-            require(&format!(
+            support::skip(&format!(
                 "{} is missing: scripts/make-foreign-bases.sh target/test-images makes it",
                 images().join(name).display()
             ));
@@ -103,7 +97,7 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     fs_err::create_dir_all(&d).unwrap();
     fs_err::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-    common::removed_at_the_end(&d);
+    support::removed_at_the_end(&d);
     d
 }
 
@@ -563,10 +557,10 @@ fn doctor_lists_each_platform_and_how_it_runs() {
             let mut c = match user {
                 Some(u) => {
                     let mut c = Command::new("runuser");
-                    c.args(["-u", u, "--", common::strata_bin()]);
+                    c.args(["-u", u, "--", support::strata_bin()]);
                     c
                 }
-                None => Command::new(common::strata_bin()),
+                None => Command::new(support::strata_bin()),
             };
             c.arg("doctor")
                 .env_remove("STRATA_QEMU_DIR")
@@ -608,10 +602,7 @@ fn the_arm64_python_base_runs_under_emulation() {
     if !ready() {
         return;
     }
-    if !images().join("python-arm64/index.json").exists() {
-        require("target/test-images/oci/python-arm64 is missing: scripts/make-foreign-bases.sh target/test-images makes it (Linux 6.7+)");
-        return;
-    }
+    require!(images().join("python-arm64/index.json").exists(), "target/test-images/oci/python-arm64 is missing: scripts/make-foreign-bases.sh target/test-images makes it (Linux 6.7+)");
     let before = host_binfmt();
     let dir = scratch("python");
     let root = unpack("python-arm64", &dir);

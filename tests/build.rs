@@ -5,18 +5,13 @@
 //! behaviour to its test. Without /bin/busybox the tests say SKIPPED (and fail under
 //! STRATA_REQUIRE_TOOLS=1, as in CI).
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn require(what: &str) {
-    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{what} (run scripts/test-deps.sh)");
-    }
-    eprintln!("SKIPPED: {what}");
-}
+use support::text;
 
 struct B {
     dir: PathBuf,
@@ -35,21 +30,17 @@ impl Drop for B {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 impl B {
     /// A store with busybox:latest imported (root:x:0:0, app:x:1000:1000, nobody).
     fn new(name: &str) -> Option<B> {
         if !Path::new("/bin/busybox").exists() {
-            require("/bin/busybox (busybox-static) is not installed");
+            support::skip("/bin/busybox (busybox-static) is not installed");
             return None;
         }
         let dir = std::env::temp_dir().join(format!("strata-build-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let r = dir.join("rootfs");
-        common::busybox_rootfs(&r)?;
+        support::busybox_rootfs(&r)?;
         let b = B {
             root: dir.join("store").display().to_string(),
             dir,
@@ -60,7 +51,7 @@ impl B {
     }
 
     fn strata(&self, args: &[&str]) -> Output {
-        Command::new(common::strata_bin())
+        Command::new(support::strata_bin())
             .arg("--root")
             .arg(&self.root)
             .args(args)
@@ -193,7 +184,7 @@ fn files<'a>(list: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
 
 #[test]
 fn run_shell_exec_env_args_user_workdir() {
-    let Some(b) = B::new("run") else { return };
+    let b = require!(B::new("run"));
     let f = [df(r#"FROM busybox
 ENTRYPOINT ["/bin/false"]
 ARG A=from-arg
@@ -234,7 +225,7 @@ ENTRYPOINT []
 
 #[test]
 fn failing_run_names_the_line_and_exits_non_zero() {
-    let Some(b) = B::new("fail") else { return };
+    let b = require!(B::new("fail"));
     let f = [df(
         "FROM busybox\nRUN echo before\nRUN echo some output; exit 3\nRUN echo never\n",
     )];
@@ -261,7 +252,7 @@ fn failing_run_names_the_line_and_exits_non_zero() {
 
 #[test]
 fn run_network_none_has_only_loopback() {
-    let Some(b) = B::new("net") else { return };
+    let b = require!(B::new("net"));
     let f = [df("FROM busybox\nRUN --network=none tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /nets\nRUN tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' > /hostnets\n")];
     let c = b.ctx("c", &files(&f));
     b.ok(&c, &["-t", "n"]);
@@ -271,7 +262,7 @@ fn run_network_none_has_only_loopback() {
 
 #[test]
 fn run_network_host_needs_the_entitlement() {
-    let Some(b) = B::new("nethost") else { return };
+    let b = require!(B::new("nethost"));
     // Each RUN has its own network by default: an interface besides lo, its own loopback.
     let f = [df(
         "FROM busybox\nRUN tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort > /own\n",
@@ -300,7 +291,7 @@ fn run_network_host_needs_the_entitlement() {
 
 #[test]
 fn expansion_is_bounded_and_long_dockerfiles_build() {
-    let Some(b) = B::new("expansion") else { return };
+    let b = require!(B::new("expansion"));
     // A chain of self-doubling ARGs (858 bytes once allocated 6.7 GB): an error at the line
     // that crosses the limit, naming the variable.
     let mut text = String::from("FROM busybox\nARG A=0123456789abcdef\n");
@@ -330,7 +321,7 @@ fn expansion_is_bounded_and_long_dockerfiles_build() {
     let t = std::time::Instant::now();
     // Reaped by wait4 below (for its peak memory), not by Child::wait.
     #[allow(clippy::zombie_processes)]
-    let child = Command::new(common::strata_bin())
+    let child = Command::new(support::strata_bin())
         .args([
             "--root",
             &b.root,
@@ -400,7 +391,7 @@ fn expansion_is_bounded_and_long_dockerfiles_build() {
 
 /// Start `strata build ARGS` of `ctx` and return once its step printed `marker`.
 fn start_build_until(b: &B, ctx: &Path, args: &[&str], marker: &str) -> std::process::Child {
-    let mut child = Command::new(common::strata_bin())
+    let mut child = Command::new(support::strata_bin())
         .arg("--root")
         .arg(&b.root)
         .args(["build", "--progress", "plain"])
@@ -461,7 +452,7 @@ fn tmp_entries(b: &B) -> Vec<String> {
 
 #[test]
 fn a_killed_build_that_is_a_zombie_or_whose_pid_was_reused_is_collected() {
-    let Some(b) = B::new("zombie") else { return };
+    let b = require!(B::new("zombie"));
     // Not `sleep 617`: the test above counts those.
     let f = [df("FROM busybox\nRUN echo $((6*7))-running && sleep 619\n")];
     let c = b.ctx("c", &files(&f));
@@ -541,11 +532,8 @@ fn free_bytes(p: &Path) -> u64 {
 fn a_full_disk_leaves_no_failed_step_behind_and_says_how_to_get_space_back() {
     // The store on a small filesystem of its own (a 48 MiB tmpfs; mounting one needs root):
     // built as root and as strata-test (rootless, on a tmpfs given to it).
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: mounting a small filesystem for the store needs root (the root run builds on it as root and as strata-test)");
-        return;
-    }
-    let Some(b) = B::new("enospc") else { return };
+    not_applicable!(rustix::process::geteuid().is_root(), "mounting a small filesystem for the store needs root (the root run builds on it as root and as strata-test)");
+    let b = require!(B::new("enospc"));
     let mut runners: Vec<Option<&str>> = vec![None];
     if Command::new("id")
         .arg("strata-test")
@@ -554,7 +542,7 @@ fn a_full_disk_leaves_no_failed_step_behind_and_says_how_to_get_space_back() {
     {
         runners.push(Some("strata-test"));
     } else {
-        require("no user strata-test: the rootless run is left out");
+        support::skip("no user strata-test: the rootless run is left out");
     }
     let _ = Command::new("chmod")
         .args(["-R", "a+rX"])
@@ -568,10 +556,7 @@ fn a_full_disk_leaves_no_failed_step_behind_and_says_how_to_get_space_back() {
             .arg(&mnt)
             .output()
             .unwrap();
-        if !o.status.success() {
-            require(&format!("mounting a tmpfs: {}", text(&o.stderr)));
-            return;
-        }
+        require!(o.status.success(), "mounting a tmpfs: {}", text(&o.stderr));
         struct Unmount(PathBuf);
         impl Drop for Unmount {
             fn drop(&mut self) {
@@ -588,10 +573,10 @@ fn a_full_disk_leaves_no_failed_step_behind_and_says_how_to_get_space_back() {
             let mut c = match who {
                 Some(u) => {
                     let mut c = Command::new("runuser");
-                    c.args(["-u", u, "--", common::strata_bin()]);
+                    c.args(["-u", u, "--", support::strata_bin()]);
                     c
                 }
-                None => Command::new(common::strata_bin()),
+                None => Command::new(support::strata_bin()),
             };
             c.arg("--root")
                 .arg(&root)
@@ -671,7 +656,7 @@ fn a_full_disk_leaves_no_failed_step_behind_and_says_how_to_get_space_back() {
 
 #[test]
 fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
-    let Some(b) = B::new("interrupt") else { return };
+    let b = require!(B::new("interrupt"));
     // The marker is the step's output, not its command line (which the progress prints first).
     let f = [df("FROM busybox\nRUN echo $((6*7))-running && sleep 617\n")];
     let c = b.ctx("c", &files(&f));
@@ -721,7 +706,7 @@ fn interrupted_builds_clean_up_and_killed_ones_are_collected() {
 
 #[test]
 fn copy_into_a_dangling_symlink_follows_it_as_buildkit() {
-    let Some(b) = B::new("danglink") else { return };
+    let b = require!(B::new("danglink"));
     let f = [
         df("FROM busybox\nRUN ln -s /target /link && ln -s /tdir /dlink\nCOPY a.txt /link\nCOPY a.txt /dlink/\n"),
         ("a.txt", "hello\n".to_string()),
@@ -741,12 +726,12 @@ fn copy_into_a_dangling_symlink_follows_it_as_buildkit() {
 
 #[test]
 fn identical_builds_at_once_do_the_work_once() {
-    let Some(b) = B::new("samekey") else { return };
+    let b = require!(B::new("samekey"));
     let f = [df("FROM busybox\nRUN sleep 2 && echo $((6*7))-built\n")];
     let c = b.ctx("c", &files(&f));
     let children: Vec<_> = (0..4)
         .map(|_| {
-            Command::new(common::strata_bin())
+            Command::new(support::strata_bin())
                 .arg("--root")
                 .arg(&b.root)
                 .args(["build", "--progress", "plain"])
@@ -778,7 +763,7 @@ fn identical_builds_at_once_do_the_work_once() {
 
 #[test]
 fn sigkill_at_20_instants_leaves_a_consistent_store() {
-    let Some(b) = B::new("crash") else { return };
+    let b = require!(B::new("crash"));
     // Two stages, layers written by RUN and COPY, a cross-stage COPY: an ARG busts the cache
     // so every round does all of it.
     let f = [
@@ -792,7 +777,7 @@ fn sigkill_at_20_instants_leaves_a_consistent_store() {
     let full = t0.elapsed();
     for k in 0..20u32 {
         let n = format!("N=round{k}");
-        let mut child = Command::new(common::strata_bin())
+        let mut child = Command::new(support::strata_bin())
             .arg("--root")
             .arg(&b.root)
             .args(["build", "-q", "-t", "crash", "--build-arg", &n])
@@ -834,7 +819,7 @@ fn sigkill_at_20_instants_leaves_a_consistent_store() {
 
 #[test]
 fn identical_layers_twice_in_one_image() {
-    let Some(b) = B::new("duplayer") else { return };
+    let b = require!(B::new("duplayer"));
     // The two COPY layers are the same blob and snapshot; overlayfs refuses a lowerdir list
     // that names a directory twice, so the RUN after them used to fail with ELOOP.
     let f = [
@@ -848,7 +833,7 @@ fn identical_layers_twice_in_one_image() {
 
 #[test]
 fn home_comes_from_passwd_unless_env_sets_it() {
-    let Some(b) = B::new("home") else { return };
+    let b = require!(B::new("home"));
     // As runc (and so Docker and BuildKit): HOME is the user's passwd home at run time when
     // the image sets none, and it is not written into the image's config.
     let f = [df("FROM busybox\nRUN echo $HOME > /h-root && cd ~ && pwd >> /h-root\nRUN echo app:x:1000:1000::/home/app:/bin/sh >> /etc/passwd\nUSER app\nRUN echo $HOME > /tmp/h-app\nUSER 4321\nRUN echo $HOME > /tmp/h-none\nUSER root\nENV HOME=/custom\nRUN echo $HOME > /h-env\n")];
@@ -872,9 +857,7 @@ fn home_comes_from_passwd_unless_env_sets_it() {
 
 #[test]
 fn run_entrypoint_replaces_the_images_and_drops_its_cmd() {
-    let Some(b) = B::new("entrypoint") else {
-        return;
-    };
+    let b = require!(B::new("entrypoint"));
     let f = [df(
         "FROM busybox\nENTRYPOINT [\"echo\", \"ep\"]\nCMD [\"cmd\"]\n",
     )];
@@ -897,7 +880,7 @@ fn run_entrypoint_replaces_the_images_and_drops_its_cmd() {
 
 #[test]
 fn a_no_op_rebuild_counts_the_steps_its_build_counted() {
-    let Some(b) = B::new("stepcount") else { return };
+    let b = require!(B::new("stepcount"));
     let f = [
         df("FROM busybox AS b\nWORKDIR /made\nRUN echo 1 > f\nENV A=1\nFROM busybox\nCOPY --from=b /made/f /f\nWORKDIR /\nCOPY x /x\n"),
         ("x", "x".to_string()),
@@ -911,7 +894,7 @@ fn a_no_op_rebuild_counts_the_steps_its_build_counted() {
 
 #[test]
 fn a_from_that_is_almost_a_stage_is_not_pulled() {
-    let Some(b) = B::new("stagetypo") else { return };
+    let b = require!(B::new("stagetypo"));
     let f = [df(
         "FROM busybox AS builder\nRUN echo x > /x\nFROM busybox\nCOPY --from=biulder /x /x\n",
     )];
@@ -927,14 +910,14 @@ fn a_from_that_is_almost_a_stage_is_not_pulled() {
 
 #[test]
 fn a_build_that_adds_to_the_cache_keeps_it_within_its_limit() {
-    let Some(b) = B::new("cachegc") else { return };
+    let b = require!(B::new("cachegc"));
     let f = [df("FROM busybox AS builder\nARG N=1\nRUN head -c 300000 /dev/urandom > /blob-$N\nFROM busybox\nARG N=1\nCOPY --from=builder /blob-$N /kept\n")];
     let c = b.ctx("c", &files(&f));
     let first = b.ok(&c, &["-t", "app"]);
     assert!(!first.contains("build cache over"), "{first}");
     // N=2 with a limit of about one builder layer: the steps of N=1, used least recently, go
     // with their blobs; the new ones stay.
-    let o = Command::new(common::strata_bin())
+    let o = Command::new(support::strata_bin())
         .args(["--root", b.root.as_str()])
         .args([
             "build",
@@ -975,7 +958,7 @@ fn a_build_that_adds_to_the_cache_keeps_it_within_its_limit() {
 
 #[test]
 fn the_build_cache_survives_prune_and_has_a_lifecycle_of_its_own() {
-    let Some(b) = B::new("cachelife") else { return };
+    let b = require!(B::new("cachelife"));
     // A builder stage whose layers no tagged image names: a plain prune used to drop them, so
     // the next build reran it.
     let f = [df("FROM busybox AS builder\nARG N=1\nRUN head -c 300000 /dev/urandom > /blob-$N\nFROM busybox\nARG N=1\nCOPY --from=builder /blob-$N /kept\n")];
@@ -1030,7 +1013,7 @@ fn the_build_cache_survives_prune_and_has_a_lifecycle_of_its_own() {
 
 #[test]
 fn a_failed_step_is_shown_in_its_dockerfile_lines() {
-    let Some(b) = B::new("failshow") else { return };
+    let b = require!(B::new("failshow"));
     let f = [df("FROM busybox\nRUN echo one && \\\n    exit 3\n")];
     let c = b.ctx("c", &files(&f));
     let (code, err) = b.fails_with(&c, &[]);
@@ -1061,24 +1044,22 @@ fn a_failed_step_is_shown_in_its_dockerfile_lines() {
 
 #[test]
 fn debug_opens_a_shell_in_the_failed_step() {
-    let Some(b) = B::new("debugshell") else {
-        return;
-    };
-    if !Path::new("/usr/bin/script").exists() {
-        require("script (util-linux) is not installed: no terminal to test --debug with");
-        return;
-    }
+    let b = require!(B::new("debugshell"));
+    require!(
+        Path::new("/usr/bin/script").exists(),
+        "script (util-linux) is not installed: no terminal to test --debug with"
+    );
     let f = [df("FROM busybox\nENV MARK=env-seen\nWORKDIR /work\nRUN echo made-by-the-step > /made && exit 4\n")];
     let c = b.ctx("c", &files(&f));
     // Through script(1), which gives strata a terminal: the shell sees what the command left,
     // its environment and working directory; exiting it ends the build with the failure.
     let line = format!(
         "{} --root {} build --debug {}",
-        common::sh_quote(common::strata_bin()),
-        common::sh_quote(&b.root),
-        common::sh_quote(&c.display().to_string())
+        support::sh_quote(support::strata_bin()),
+        support::sh_quote(&b.root),
+        support::sh_quote(&c.display().to_string())
     );
-    let (code, out) = common::on_a_terminal(
+    let (code, out) = support::on_a_terminal(
         &line,
         &[(3000, "cat /made; echo $MARK; pwd\n"), (1000, "exit\n")],
     );
@@ -1110,10 +1091,10 @@ fn debug_opens_a_shell_in_the_failed_step() {
     assert_eq!(fs_err::read_dir(&debug_dir).unwrap().count(), 1);
     let line = format!(
         "{} --root {} debug",
-        common::sh_quote(common::strata_bin()),
-        common::sh_quote(&b.root)
+        support::sh_quote(support::strata_bin()),
+        support::sh_quote(&b.root)
     );
-    let (code, out) = common::on_a_terminal(
+    let (code, out) = support::on_a_terminal(
         &line,
         &[(3000, "cat /made; echo $MARK; pwd\n"), (1000, "exit 7\n")],
     );
@@ -1177,7 +1158,7 @@ fn debug_opens_a_shell_in_the_failed_step() {
 
 #[test]
 fn run_heredocs_script_and_shebang() {
-    let Some(b) = B::new("heredoc") else { return };
+    let b = require!(B::new("heredoc"));
     let f = [df("FROM busybox\nRUN <<EOF\necho one > /one\necho two >> /one\nEOF\nRUN <<EOF\n#!/bin/awk -f\nBEGIN { print \"from awk\" > \"/awk\" }\nEOF\nRUN cat <<A > /piped && tr a-z A-Z < /piped > /upper\nhello\nA\n")];
     let c = b.ctx("c", &files(&f));
     b.ok(&c, &["-t", "h"]);
@@ -1188,9 +1169,7 @@ fn run_heredocs_script_and_shebang() {
 
 #[test]
 fn long_heredocs_run_from_a_file_and_oversized_arguments_fail_at_once() {
-    let Some(b) = B::new("bigheredoc") else {
-        return;
-    };
+    let b = require!(B::new("bigheredoc"));
     // 200 KB of script: over the 128 KiB Linux passes in one argument (`sh -c SCRIPT` fails
     // with E2BIG, under BuildKit too). strata runs it from a file.
     let lines: String = (0..4000)
@@ -1253,7 +1232,7 @@ fn long_heredocs_run_from_a_file_and_oversized_arguments_fail_at_once() {
     let c4 = b.ctx("c4", &[("Dockerfile", &huge)]);
     drop(huge);
     let t = std::time::Instant::now();
-    let mut child = Command::new(common::strata_bin())
+    let mut child = Command::new(support::strata_bin())
         .args(["--root", &b.root, "build", "-q", "-t", "huge"])
         .arg(&c4)
         .env_remove("STRATA_ROOT")
@@ -1284,9 +1263,7 @@ fn long_heredocs_run_from_a_file_and_oversized_arguments_fail_at_once() {
 
 #[test]
 fn cache_mount_persists_is_owned_as_asked_and_stays_out_of_the_layer() {
-    let Some(b) = B::new("cachemount") else {
-        return;
-    };
+    let b = require!(B::new("cachemount"));
     let f = [df("FROM busybox\nUSER app\nARG N\nRUN --mount=type=cache,target=/cache,uid=1000,gid=1000,mode=0700 echo $N >> /cache/log && cat /cache/log > /tmp/seen && stat -c '%u %g %a' /cache > /tmp/owner\n")];
     let c = b.ctx("c", &files(&f));
     b.ok(&c, &["-t", "m", "--build-arg", "N=1"]);
@@ -1298,9 +1275,7 @@ fn cache_mount_persists_is_owned_as_asked_and_stays_out_of_the_layer() {
 
 #[test]
 fn cache_mounts_without_ids_belong_to_the_steps_user() {
-    let Some(b) = B::new("cacheuser") else {
-        return;
-    };
+    let b = require!(B::new("cacheuser"));
     // Root fills a shared cache first; app's steps then use it, and a pip-style cache under
     // app's home whose parent (~/.cache) does not exist; an explicit uid keeps BuildKit's
     // meaning (root's, not writable by app).
@@ -1344,9 +1319,7 @@ RUN --mount=type=cache,id=rootonly,target=/r,uid=0,gid=0 stat -c %u /r > ~/rooto
 
 #[test]
 fn a_mount_target_through_an_absolute_symlink_stays_in_the_root() {
-    let Some(b) = B::new("mountlink") else {
-        return;
-    };
+    let b = require!(B::new("mountlink"));
     // The image's /ubin is a link to /usr/bin: followed inside the root, never on the host.
     let name = format!("strata-mountlink-{}", std::process::id());
     let f = [df(&format!(
@@ -1366,9 +1339,7 @@ fn a_mount_target_through_an_absolute_symlink_stays_in_the_root() {
 
 #[test]
 fn a_cache_mount_under_a_missing_directory_leaves_nothing_in_the_layer() {
-    let Some(b) = B::new("cacheparent") else {
-        return;
-    };
+    let b = require!(B::new("cacheparent"));
     let f = [df("FROM busybox\nRUN --mount=type=cache,target=/root/.cache/pip/http echo x > /root/.cache/pip/http/f && echo done > /done\n")];
     let c = b.ctx("c", &files(&f));
     b.ok(&c, &["-t", "p"]);
@@ -1377,7 +1348,7 @@ fn a_cache_mount_under_a_missing_directory_leaves_nothing_in_the_layer() {
 
 #[test]
 fn bind_tmpfs_and_stage_mounts() {
-    let Some(b) = B::new("bind") else { return };
+    let b = require!(B::new("bind"));
     let f = [
         df("FROM busybox AS s\nRUN mkdir /out && echo from-stage > /out/x\nFROM busybox\nRUN --mount=target=/ctx cat /ctx/input > /got && (touch /ctx/w 2>/dev/null && echo rw || echo ro) > /mode\nRUN --mount=type=bind,from=s,source=/out,target=/o,rw cat /o/x > /fromstage && echo scribble > /o/y\nRUN --mount=type=tmpfs,target=/scratch echo t > /scratch/f && ls /scratch > /tmpfs\nRUN --mount=type=bind,from=busybox:latest,source=/etc/group,target=/imagegroup head -n 1 /imagegroup > /fromimage\n"),
         ("input", "v1".into()),
@@ -1408,7 +1379,7 @@ fn inherited_descriptors_never_reach_a_run_step() {
     // strata started with a directory of the caller's on 7 and a file on 8, neither
     // close-on-exec (a CI agent, make's jobserver, socket activation): a RUN step must see
     // neither (runc's CVE-2024-21626 class: /proc/self/fd/7 is a way out of the root).
-    let Some(b) = B::new("fds") else { return };
+    let b = require!(B::new("fds"));
     let outside = b.dir.join("outside");
     fs_err::create_dir_all(&outside).unwrap();
     fs_err::write(outside.join("private"), "PRIVATE-BYTES\n").unwrap();
@@ -1427,8 +1398,8 @@ fn inherited_descriptors_never_reach_a_run_step() {
         "exec 7<{} 8>>{}; exec {} --root {} build --progress plain -t fds {}",
         outside.display(),
         log.display(),
-        common::sh_quote(common::strata_bin()),
-        common::sh_quote(&b.root),
+        support::sh_quote(support::strata_bin()),
+        support::sh_quote(&b.root),
         c.display()
     );
     let o = Command::new("sh")
@@ -1447,7 +1418,7 @@ fn inherited_descriptors_never_reach_a_run_step() {
 
 #[test]
 fn secrets_reach_the_step_and_nothing_else() {
-    let Some(b) = B::new("secret") else { return };
+    let b = require!(B::new("secret"));
     let value = "s3cr3t-value-4711";
     let f = [df("FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /tmp/len.tmp && wc -c < /tmp/len.tmp > /len && rm /tmp/len.tmp\nRUN --mount=type=secret,id=tok,env=TOK echo -n \"$TOK\" | wc -c > /envlen\n")];
     let c = b.ctx("c", &files(&f));
@@ -1497,9 +1468,7 @@ fn a_failed_step_with_a_secret_or_an_agent_leaves_neither_on_disk() {
     // secret file and an SSH agent's socket: a step with any of them that fails is never kept
     // for `strata debug` (its record would hold the value and the socket's path), and neither
     // reaches the store, the temporary directory or the build's output.
-    let Some(b) = B::new("secret-fail") else {
-        return;
-    };
+    let b = require!(B::new("secret-fail"));
     let value = "env-s3cr3t-8817";
     let file_value = "file-s3cr3t-5523";
     let secret = b.dir.join("tok.txt");
@@ -1525,7 +1494,7 @@ RUN echo kept > /k && exit 3
     for (name, run) in cases {
         let c = b.ctx(name, &[("Dockerfile", &format!("FROM busybox\n{run}\n"))]);
         for progress in ["plain", "json"] {
-            let o = Command::new(common::strata_bin())
+            let o = Command::new(support::strata_bin())
                 .args(["--root", &b.root, "build", "--progress", progress])
                 .args(["--secret", "id=tok,env=MY_TOKEN"])
                 .args(["--secret", &format!("id=f,src={}", secret.display())])
@@ -1580,7 +1549,7 @@ RUN echo kept > /k && exit 3
 
 #[test]
 fn ssh_mount_exposes_the_agent_socket() {
-    let Some(b) = B::new("ssh") else { return };
+    let b = require!(B::new("ssh"));
     let sock = b.dir.join("agent.sock");
     let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let f = [df("FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo $SSH_AUTH_SOCK > /sock\n")];
@@ -1596,7 +1565,7 @@ fn ssh_mount_exposes_the_agent_socket() {
 
 #[test]
 fn copy_path_rules() {
-    let Some(b) = B::new("copy") else { return };
+    let b = require!(B::new("copy"));
     let f = [
         df("FROM busybox\nWORKDIR /w\nCOPY a.go b.go /multi/\nCOPY *.go /glob/\nCOPY dir /contents\nCOPY dir/ /slash/\nCOPY a.go rel/\nCOPY a.go ./renamed\nCOPY f* nomatch* /mixed/\nCOPY a.go /ubin/\nCOPY sub/*/deep /wild/\nCOPY a.go \"\"\n"),
         ("a.go", "a".into()),
@@ -1637,7 +1606,7 @@ fn copy_path_rules() {
 
 #[test]
 fn copy_chown_chmod_and_created_dirs() {
-    let Some(b) = B::new("chown") else { return };
+    let b = require!(B::new("chown"));
     let f = [
         df("FROM busybox\nCOPY --chown=app:staff f /owned/deep/f\nCOPY --chown=daemon f /d1\nCOPY --chown=1042:1043 f /num\nCOPY --chmod=0640 f /m1\nCOPY --chmod=u=rwx,go= f /m2\nCOPY --chown=app d /dir/\n"),
         ("f", "f".into()),
@@ -1661,7 +1630,7 @@ fn copy_chown_chmod_and_created_dirs() {
 
 #[test]
 fn copy_from_stage_link_exclude_parents_heredoc() {
-    let Some(b) = B::new("copyfrom") else { return };
+    let b = require!(B::new("copyfrom"));
     let f = [
         df("FROM busybox AS s\nRUN mkdir -p /out/sub && echo 1 > /out/sub/one && chown 1000 /out/sub/one && ln -s /out/sub /out/link\nFROM busybox\nARG WHO=world\nCOPY --from=s /out/link/one /viaLink\nCOPY --from=s /out /fromstage\nCOPY --link a.txt /linked/\nCOPY --exclude=*.png --exclude=sub/*.md assets /assets/\nCOPY --parents x/y/z.txt x/q.txt /par/\nCOPY --parents ./x/./y/z.txt /piv/\nCOPY <<EOF /hello\nhello ${WHO}\nEOF\nCOPY <<'EOF' /literal\nhello ${WHO}\nEOF\n"),
         ("a.txt", "a".into()),
@@ -1699,7 +1668,7 @@ fn copy_from_stage_link_exclude_parents_heredoc() {
 
 #[test]
 fn copy_link_layer_is_reused_when_the_base_changes() {
-    let Some(b) = B::new("link") else { return };
+    let b = require!(B::new("link"));
     let other = b.ctx(
         "o",
         &[("Dockerfile", "FROM busybox\nRUN echo other > /other\n")],
@@ -1730,7 +1699,7 @@ fn copy_link_layer_is_reused_when_the_base_changes() {
 
 #[test]
 fn context_symlinks_never_reach_outside() {
-    let Some(b) = B::new("symlink") else { return };
+    let b = require!(B::new("symlink"));
     let c = b.ctx(
         "c",
         &[("Dockerfile", "FROM busybox\nCOPY ln/hostname /got\n")],
@@ -1753,7 +1722,7 @@ fn context_symlinks_never_reach_outside() {
 
 #[test]
 fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
-    let Some(b) = B::new("swaprace") else { return };
+    let b = require!(B::new("swaprace"));
     let outside = b.dir.join("outside-secret");
     let marker = "OUTSIDE-BYTES-9d1c";
     fs_err::write(&outside, marker.repeat(64)).unwrap();
@@ -1817,9 +1786,7 @@ fn a_file_swapped_for_a_symlink_during_200_builds_never_leaks_outside_bytes() {
 
 #[test]
 fn bind_mount_sources_never_leave_their_stage_or_context() {
-    let Some(b) = B::new("bindescape") else {
-        return;
-    };
+    let b = require!(B::new("bindescape"));
     let marker = "HOST-ONLY-BYTES-51f0";
     let outside = b.dir.join("host-secret");
     fs_err::write(&outside, marker).unwrap();
@@ -1882,7 +1849,7 @@ fn build_changing_during_step(
     ctx: &Path,
     during: impl FnOnce(),
 ) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(common::strata_bin())
+    let mut child = Command::new(support::strata_bin())
         .arg("--root")
         .arg(&b.root)
         .args(["build", "--progress", "plain", "-t", "changing"])
@@ -1910,7 +1877,7 @@ fn build_changing_during_step(
 
 #[test]
 fn a_context_file_changed_while_a_step_reads_it_is_refused() {
-    let Some(b) = B::new("changing") else { return };
+    let b = require!(B::new("changing"));
     // COPY: a 192 MiB file takes the copy long enough that the append lands while it reads.
     let c = b.ctx("c", &[("Dockerfile", "FROM busybox\nCOPY big /big\n")]);
     let big = c.join("big");
@@ -1963,7 +1930,7 @@ fn a_context_file_changed_while_a_step_reads_it_is_refused() {
 
 #[test]
 fn add_unpacks_local_archives_only_when_asked() {
-    let Some(b) = B::new("add") else { return };
+    let b = require!(B::new("add"));
     let c = b.ctx("c", &[("Dockerfile", "FROM busybox\nADD t.tar.gz /x/\nADD --unpack=false t.tar.gz /kept/\nCOPY t.tar.gz /copied/\nADD --chown=100:200 t.tar.gz /owned/\n"), ("src/dir/f", "f")]);
     let o = Command::new("tar")
         .args(["-czf", "t.tar.gz", "-C", "src", "dir"])
@@ -1979,11 +1946,11 @@ fn add_unpacks_local_archives_only_when_asked() {
     assert_eq!(b.sh("a", "stat -c '%u:%g' /owned/dir/f"), "100:200\n");
 }
 
-use common::serve;
+use support::serve;
 
 #[test]
 fn add_from_urls_with_checksums() {
-    let Some(b) = B::new("addurl") else { return };
+    let b = require!(B::new("addurl"));
     let www = b.dir.join("www");
     fs_err::create_dir_all(www.join("files")).unwrap();
     fs_err::write(www.join("files/data.txt"), "downloaded\n").unwrap();
@@ -2051,7 +2018,7 @@ fn add_from_urls_with_checksums() {
 
 #[test]
 fn add_git_repository_at_a_ref_and_subdir() {
-    let Some(b) = B::new("addgit") else { return };
+    let b = require!(B::new("addgit"));
     let www = b.dir.join("www");
     let work = b.dir.join("work");
     fs_err::create_dir_all(work.join("sub")).unwrap();
@@ -2105,7 +2072,7 @@ fn add_git_repository_at_a_ref_and_subdir() {
 
 #[test]
 fn config_instructions_all_reach_the_image() {
-    let Some(b) = B::new("config") else { return };
+    let b = require!(B::new("config"));
     let f = [df(r#"FROM busybox
 ENV A=1 B=2
 ENV A=3
@@ -2178,7 +2145,7 @@ ONBUILD RUN echo child
 
 #[test]
 fn entrypoint_resets_inherited_cmd_and_onbuild_fires_once() {
-    let Some(b) = B::new("onbuild") else { return };
+    let b = require!(B::new("onbuild"));
     let parent = b.ctx(
         "p",
         &[(
@@ -2209,7 +2176,7 @@ fn entrypoint_resets_inherited_cmd_and_onbuild_fires_once() {
 
 #[test]
 fn scratch_workdir_and_missing_base() {
-    let Some(b) = B::new("scratch") else { return };
+    let b = require!(B::new("scratch"));
     let c = b.ctx(
         "c",
         &[
@@ -2240,7 +2207,7 @@ fn scratch_workdir_and_missing_base() {
 
 #[test]
 fn dockerignore_and_dockerfile_specific_ignore() {
-    let Some(b) = B::new("ignore") else { return };
+    let b = require!(B::new("ignore"));
     let c = b.ctx(
         "c",
         &[
@@ -2284,7 +2251,7 @@ fn dockerignore_and_dockerfile_specific_ignore() {
 
 #[test]
 fn cache_noop_one_change_no_cache_and_filters() {
-    let Some(b) = B::new("cache") else { return };
+    let b = require!(B::new("cache"));
     let c = b.ctx(
         "c",
         &[
@@ -2350,8 +2317,8 @@ fn cache_noop_one_change_no_cache_and_filters() {
 
 #[test]
 fn source_date_epoch_gives_the_same_image_in_two_stores() {
-    let Some(b1) = B::new("sde1") else { return };
-    let Some(b2) = B::new("sde2") else { return };
+    let b1 = require!(B::new("sde1"));
+    let b2 = require!(B::new("sde2"));
     let df = "FROM busybox\nRUN echo $SOURCE_DATE_EPOCH > /epoch && mkdir /d && touch /d/f\nCOPY f /f\nWORKDIR /new\nENV X=1\n";
     // The same base image in both stores (an import stamps its own time).
     let archive = b1.dir.join("base.tar");
@@ -2383,7 +2350,7 @@ fn source_date_epoch_gives_the_same_image_in_two_stores() {
 
 #[test]
 fn target_builds_only_what_it_needs_and_failures_stop_the_rest() {
-    let Some(b) = B::new("graph") else { return };
+    let b = require!(B::new("graph"));
     let c = b.ctx(
         "c",
         &[("Dockerfile", "FROM busybox AS broken\nRUN exit 1\nFROM busybox AS a\nRUN echo a > /a\nFROM busybox AS b\nRUN echo b > /b\nFROM busybox AS final\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nFROM busybox AS slow\nRUN sleep 30\nFROM busybox AS all\nCOPY --from=slow /etc/passwd /p\nCOPY --from=broken /etc/passwd /q\n")],
@@ -2415,7 +2382,7 @@ fn target_builds_only_what_it_needs_and_failures_stop_the_rest() {
 
 #[test]
 fn a_stage_runs_its_steps_until_one_needs_another_stage() {
-    let Some(b) = B::new("alongside") else { return };
+    let b = require!(B::new("alongside"));
     // `slow` finishes only once the final stage's first step has run: the final stage must
     // not wait for `slow` before its COPY --from (it used to wait before its first step, and
     // `slow` gave up after 30 s). They meet in a shared cache mount.
@@ -2444,9 +2411,7 @@ fn a_stage_runs_its_steps_until_one_needs_another_stage() {
 /// history and the cache come out as if each layer had been written before the next step.
 #[test]
 fn the_steps_after_a_run_go_on_while_its_layer_is_written() {
-    let Some(b) = B::new("pipelined") else {
-        return;
-    };
+    let b = require!(B::new("pipelined"));
     let f = [
         df("FROM busybox\n\
             RUN mkdir -p /a /gone && echo one > /a/f && touch /gone/x && head -c 3000000 /dev/urandom > /a/big\n\
@@ -2527,9 +2492,7 @@ fn the_steps_after_a_run_go_on_while_its_layer_is_written() {
 /// that has since moved.
 #[test]
 fn a_failure_after_a_run_keeps_the_run_before_it() {
-    let Some(b) = B::new("pipefail") else {
-        return;
-    };
+    let b = require!(B::new("pipefail"));
     let c = b.ctx(
         "c",
         &files(&[df(
@@ -2556,16 +2519,14 @@ fn a_failure_after_a_run_keeps_the_run_before_it() {
 /// the step; a build that hangs is killed after 60 s.
 #[test]
 fn two_stages_with_the_same_step_do_not_wait_for_each_other() {
-    let Some(b) = B::new("samestep") else {
-        return;
-    };
+    let b = require!(B::new("samestep"));
     let c = b.ctx(
         "c",
         &files(&[df("FROM busybox AS b\nARG N\nRUN echo \"$N\" > /x\nRUN cat /x > /y\nFROM busybox AS a\nARG N\nRUN echo \"$N\" > /x\nCOPY --from=b /y /y\n")]),
     );
     for n in 0..4 {
         let o = Command::new("timeout")
-            .args(["-s", "KILL", "60", common::strata_bin(), "--root", &b.root])
+            .args(["-s", "KILL", "60", support::strata_bin(), "--root", &b.root])
             .args([
                 "build",
                 "-q",
@@ -2594,7 +2555,7 @@ fn two_stages_with_the_same_step_do_not_wait_for_each_other() {
 
 #[test]
 fn outputs_iidfile_and_stdin() {
-    let Some(b) = B::new("out") else { return };
+    let b = require!(B::new("out"));
     let c = b.ctx(
         "c",
         &[("Dockerfile", "FROM busybox\nCOPY f /f\n"), ("f", "hello")],
@@ -2627,7 +2588,7 @@ fn outputs_iidfile_and_stdin() {
         }
     }
     // -f - reads the Dockerfile from stdin; a context of - reads a tar from stdin.
-    let mut child = Command::new(common::strata_bin())
+    let mut child = Command::new(support::strata_bin())
         .args(["--root", &b.root, "build", "-q", "-t", "stdin", "-f", "-"])
         .arg(&c)
         .stdin(Stdio::piped())
@@ -2658,7 +2619,7 @@ fn outputs_iidfile_and_stdin() {
         .arg("-c")
         .arg(format!(
             "{} --root {} build -q -t fromtar - < {}",
-            common::strata_bin(),
+            support::strata_bin(),
             b.root,
             b.dir.join("ctx.tar").display()
         ))
@@ -2670,7 +2631,7 @@ fn outputs_iidfile_and_stdin() {
 
 #[test]
 fn progress_json_is_one_event_per_line() {
-    let Some(b) = B::new("json") else { return };
+    let b = require!(B::new("json"));
     let c = b.ctx("c", &[("Dockerfile", "FROM busybox\nRUN echo out-line\n")]);
     let o = b.strata(&["build", "--progress", "json", c.to_str().unwrap()]);
     assert!(o.status.success());
@@ -2710,7 +2671,7 @@ fn progress_json_is_one_event_per_line() {
 
 #[test]
 fn named_build_contexts_and_platform_checks() {
-    let Some(b) = B::new("named") else { return };
+    let b = require!(B::new("named"));
     let extra = b.ctx("extra", &[("data/x.txt", "from-named-dir")]);
     let layout = b.dir.join("layout");
     assert!(b
@@ -2764,7 +2725,7 @@ fn named_build_contexts_and_platform_checks() {
 
 #[test]
 fn cache_mount_sharing_locked_and_private_in_parallel_stages() {
-    let Some(b) = B::new("sharing") else { return };
+    let b = require!(B::new("sharing"));
     // Two stages use the same cache at the same time. locked: the second waits, so both
     // writes land in the one cache. private: the second gets its own throwaway cache.
     let df = "FROM busybox AS a\nRUN --mount=type=cache,id=c,target=/c,sharing=MODE echo a >> /c/log && sleep 1 && cp /c/log /seen\nFROM busybox AS b\nRUN --mount=type=cache,id=c,target=/c,sharing=MODE echo b >> /c/log && sleep 1 && cp /c/log /seen\nFROM busybox\nCOPY --from=a /seen /a\nCOPY --from=b /seen /b\nRUN --mount=type=cache,id=c,target=/c cat /c/log | sort > /final\n";
@@ -2789,7 +2750,7 @@ fn cache_mount_sharing_locked_and_private_in_parallel_stages() {
 
 #[test]
 fn special_files_in_the_context_are_copied_as_empty_files() {
-    let Some(b) = B::new("special") else { return };
+    let b = require!(B::new("special"));
     let c = b.ctx(
         "c",
         &[("Dockerfile", "FROM busybox\nCOPY . /c/\n"), ("f", "f")],
@@ -2802,19 +2763,19 @@ fn special_files_in_the_context_are_copied_as_empty_files() {
 #[test]
 fn builds_as_a_user_without_subordinate_ids() {
     // Only root is mapped in the user namespace: everything but other owners still works.
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: switching to strata-nosub needs root (this run is unprivileged; the root run covers it)");
-        return;
-    }
+    not_applicable!(
+        rustix::process::geteuid().is_root(),
+        "switching to strata-nosub needs root (this run is unprivileged; the root run covers it)"
+    );
     if !Command::new("id")
         .arg("strata-nosub")
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        require("no user strata-nosub (scripts/test-deps.sh creates it)");
+        support::skip("no user strata-nosub (scripts/test-deps.sh creates it)");
         return;
     }
-    let Some(b) = B::new("nosub") else { return };
+    let b = require!(B::new("nosub"));
     let _ = Command::new("chmod")
         .args(["-R", "a+rwX"])
         .arg(&b.dir)
@@ -2831,7 +2792,7 @@ fn builds_as_a_user_without_subordinate_ids() {
                 "-u",
                 "strata-nosub",
                 "--",
-                common::strata_bin(),
+                support::strata_bin(),
                 "--root",
                 root.to_str().unwrap(),
             ])
@@ -2862,9 +2823,7 @@ fn builds_as_a_user_without_subordinate_ids() {
 
 #[test]
 fn the_size_report_sees_a_venv_copied_twice() {
-    let Some(b) = B::new("venvtwice") else {
-        return;
-    };
+    let b = require!(B::new("venvtwice"));
     // The Python mistake: COPY --from of the venv, then `chown -R` in a RUN, which copies every
     // file up into a second layer; COPY --chown does it in one.
     let f = [df("FROM busybox AS build\nRUN mkdir -p /opt/venv/lib /opt/venv/bin && head -c 1500000 /dev/urandom > /opt/venv/lib/big.so && echo home > /opt/venv/pyvenv.cfg && echo py > /opt/venv/bin/python\n\
@@ -2889,9 +2848,7 @@ RUN chown -R app:app /opt/venv\n")];
 
 #[test]
 fn the_size_report_finds_what_package_managers_leave() {
-    let Some(b) = B::new("leftovers") else {
-        return;
-    };
+    let b = require!(B::new("leftovers"));
     // What each leaves, as on real images (apt's pair of caches: 38 MB each on Debian 12 after
     // `apt-get update && apt-get install libpq5 && rm -rf /var/lib/apt/lists/*`), 1.1 MB of
     // incompressible bytes apiece here.
@@ -2930,9 +2887,7 @@ fn the_size_report_finds_what_package_managers_leave() {
 
 #[test]
 fn the_size_report_shows_the_layers_and_what_makes_them_fat() {
-    let Some(b) = B::new("sizereport") else {
-        return;
-    };
+    let b = require!(B::new("sizereport"));
     let f = [df("FROM busybox AS build\nRUN echo built > /out\n\
 FROM busybox\n\
 RUN mkdir -p /root/.cache/pip && head -c 2000000 /dev/urandom > /root/.cache/pip/wheel\n\
@@ -3051,9 +3006,7 @@ fn builds_fall_back_to_copied_snapshots_where_overlay_is_refused() {
     // STRATA_SNAPSHOTTER=copy takes the path a kernel that refuses overlayfs in a user namespace
     // takes after its first refusal: every RUN step on a copy of its lower layers, its layer the
     // difference from the recorded state.
-    let Some(b) = B::new("copysnap") else {
-        return;
-    };
+    let b = require!(B::new("copysnap"));
     let f = [df(
         "FROM busybox\n\
 RUN mkdir -p /d && echo one > /d/a && echo keep > /d/k && rm /bin/cat\n\
@@ -3061,7 +3014,7 @@ RUN echo two >> /d/a && rm /d/k && chmod 600 /d/a && ln -s a /d/link\n\
 RUN test \"$(busybox cat /d/a | busybox tr '\\n' ' ')\" = \"one two \" && test ! -e /d/k\n",
     )];
     let c = b.ctx("c", &files(&f));
-    let o = Command::new(common::strata_bin())
+    let o = Command::new(support::strata_bin())
         .args([
             "--root",
             &b.root,
@@ -3099,7 +3052,7 @@ RUN test \"$(busybox cat /d/a | busybox tr '\\n' ' ')\" = \"one two \" && test !
 fn run_steps_start_with_default_signal_dispositions() {
     // As under runc: nothing ignored, nothing blocked (strata's own runtime ignores SIGPIPE,
     // which made `yes | head` print "Broken pipe" instead of `yes` dying quietly).
-    let Some(b) = B::new("signals") else { return };
+    let b = require!(B::new("signals"));
     let f = [df("FROM busybox\nRUN grep -E '^Sig(Ign|Blk)' /proc/self/status > /sig && yes | head -n 1 > /dev/null\n")];
     let c = b.ctx("c", &files(&f));
     let out = b.ok(&c, &["-t", "sig:1"]);
@@ -3112,9 +3065,7 @@ fn run_steps_start_with_default_signal_dispositions() {
 
 #[test]
 fn images_of_many_layers_run_copy_and_mount() {
-    let Some(b) = B::new("manylayers") else {
-        return;
-    };
+    let b = require!(B::new("manylayers"));
     // One mount(2) option string holds some 37 store paths: RUN, COPY --from and a bind mount
     // from a stage of 120 layers used to fail with ENOENT. Docker's limit is 127 layers.
     let copies = |n: usize| -> String {
@@ -3135,7 +3086,7 @@ fn images_of_many_layers_run_copy_and_mount() {
     // The older kernels' way: names relative to the snapshots directory fit 50 layers whose
     // absolute paths do not; 120 do not fit, and the error says what to do.
     let legacy = |ctx: &Path| {
-        Command::new(common::strata_bin())
+        Command::new(support::strata_bin())
             .arg("--root")
             .arg(&b.root)
             .args(["build", "--progress", "plain", "--no-cache"])
@@ -3157,7 +3108,7 @@ fn images_of_many_layers_run_copy_and_mount() {
 
 #[test]
 fn a_copy_layer_gets_its_paths_when_made_and_a_base_in_the_size_report() {
-    let Some(b) = B::new("pathsmade") else { return };
+    let b = require!(B::new("pathsmade"));
     // COPY's layer has no snapshot (a RUN step's upper directory becomes one), so what comes
     // after it must answer from the layers' paths or unpack it. The paths of a COPY layer are
     // read when it is made, those of an imported base by the first size report: the second
@@ -3210,7 +3161,7 @@ fn a_copy_layer_gets_its_paths_when_made_and_a_base_in_the_size_report() {
 
 #[test]
 fn copy_by_layer_paths_makes_the_layers_of_copy_by_mounts() {
-    let Some(b) = B::new("copypaths") else { return };
+    let b = require!(B::new("copypaths"));
     // A runner that took the steps below from a cache has their layers' paths, not their
     // files: COPY then works from the paths. Both ways must make the same layers, through
     // symlinks of the layers below (absolute, relative, into a later layer), deleted and
@@ -3237,7 +3188,7 @@ COPY --chown=1000 a /ubin/a
         let mut a = vec!["build", "--progress", "plain", "--no-cache", "-t", tag];
         a.extend_from_slice(&epoch);
         a.push(c.to_str().unwrap());
-        let o = Command::new(common::strata_bin())
+        let o = Command::new(support::strata_bin())
             .arg("--root")
             .arg(&b.root)
             .args(&a)
@@ -3267,7 +3218,7 @@ COPY --chown=1000 a /ubin/a
 
 #[test]
 fn df_figures_add_up_and_prune_frees_what_df_calls_reclaimable() {
-    let Some(b) = B::new("df") else { return };
+    let b = require!(B::new("df"));
     let usage = || -> serde_json::Value {
         let o = b.strata(&["df", "--format", "json"]);
         assert!(o.status.success(), "{}", text(&o.stderr));
@@ -3331,7 +3282,7 @@ fn df_figures_add_up_and_prune_frees_what_df_calls_reclaimable() {
 
 #[test]
 fn lint_warnings_are_summed_up_after_a_build_and_check_stops_before_it() {
-    let Some(b) = B::new("lintsum") else { return };
+    let b = require!(B::new("lintsum"));
     let f = [df(
         "FROM busybox AS builder\nRUN echo x > /x\nFROM busybox\nCOPY --from=builder /x /y\nmaintainer me\nCMD echo hi\n",
     )];
@@ -3379,7 +3330,7 @@ fn lint_warnings_are_summed_up_after_a_build_and_check_stops_before_it() {
 
 #[test]
 fn buildx_flags_ci_scripts_pass() {
-    let Some(b) = B::new("ciflags") else { return };
+    let b = require!(B::new("ciflags"));
     let f = [df(
         "FROM busybox\nRUN grep myhost /etc/hosts > /hosts; ulimit -n > /nofile; ulimit -Hn >> /nofile; df -k /dev/shm | tail -1 | awk '{print $2}' > /shm\n",
     )];
@@ -3509,7 +3460,7 @@ fn private_podman(dir: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn load_puts_the_image_into_docker_and_podman() {
-    let Some(b) = B::new("load") else { return };
+    let b = require!(B::new("load"));
     let f = [df(
         "FROM busybox\nRUN echo loaded > /x\nCMD [\"cat\", \"/x\"]\n",
     )];
@@ -3519,7 +3470,7 @@ fn load_puts_the_image_into_docker_and_podman() {
         .to_string();
     assert!(id.starts_with("sha256:"), "{id}");
     let with_env = |env: &[(String, String)], args: &[&str]| -> Output {
-        let mut cmd = Command::new(common::strata_bin());
+        let mut cmd = Command::new(support::strata_bin());
         cmd.arg("--root")
             .arg(&b.root)
             .args(args)
@@ -3566,15 +3517,12 @@ fn load_puts_the_image_into_docker_and_podman() {
         }
         let _ = clean.output();
     } else {
-        require("podman is not installed: --load=podman is not tested");
+        support::skip("podman is not installed: --load=podman is not tested");
     }
     // docker: a daemon of the test's own (root only), through its API socket.
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: --load into docker needs a dockerd, which only root starts here (the root pass tests it, as root and as strata-test)");
-        return;
-    }
-    let Some(d) = common::Dockerd::start(&b.dir.join("dockerd")) else {
-        require("dockerd did not start: --load into docker is not tested");
+    not_applicable!(rustix::process::geteuid().is_root(), "--load into docker needs a dockerd, which only root starts here (the root pass tests it, as root and as strata-test)");
+    let Some(d) = support::Dockerd::start(&b.dir.join("dockerd")) else {
+        support::skip("dockerd did not start: --load into docker is not tested");
         return;
     };
     let sock = b.dir.join("dockerd/docker.sock");
@@ -3615,7 +3563,7 @@ fn load_puts_the_image_into_docker_and_podman() {
         let store = sub.join("store");
         let runas = |args: &[&str]| -> Output {
             Command::new("runuser")
-                .args(["-u", "strata-test", "--", common::strata_bin(), "--root"])
+                .args(["-u", "strata-test", "--", support::strata_bin(), "--root"])
                 .arg(&store)
                 .args(args)
                 .env("DOCKER_HOST", format!("unix://{}", sock.display()))
@@ -3662,7 +3610,7 @@ fn load_puts_the_image_into_docker_and_podman() {
 
 #[test]
 fn miss_reasons_in_the_tty_view_and_no_new_files_on_a_first_build() {
-    let Some(b) = B::new("why") else { return };
+    let b = require!(B::new("why"));
     let f = [
         df("FROM busybox\nCOPY req.txt /app/\nRUN cat /app/req.txt > /deps\nCOPY . /app\n"),
         ("req.txt", "six\n".to_string()),
@@ -3686,18 +3634,18 @@ fn miss_reasons_in_the_tty_view_and_no_new_files_on_a_first_build() {
         "{out}"
     );
     // The tty view says why a step ran, as plain does.
-    if !Path::new("/usr/bin/script").exists() {
-        require("script (util-linux) is not installed: the tty view is not tested");
-        return;
-    }
+    require!(
+        Path::new("/usr/bin/script").exists(),
+        "script (util-linux) is not installed: the tty view is not tested"
+    );
     fs_err::write(c.join("app.py"), "print(2)\n").unwrap();
     let line = format!(
         "{} --root {} build --progress tty -t why {}",
-        common::sh_quote(common::strata_bin()),
-        common::sh_quote(&b.root),
-        common::sh_quote(c.to_str().unwrap())
+        support::sh_quote(support::strata_bin()),
+        support::sh_quote(&b.root),
+        support::sh_quote(c.to_str().unwrap())
     );
-    let (code, out) = common::on_a_terminal(&line, &[]);
+    let (code, out) = support::on_a_terminal(&line, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("COPY . /app (cache miss: 1 file changed: app.py)"),

@@ -53,7 +53,8 @@
 //! `STRATA_CASES=WORD` runs only the cases whose "FILE/NAME" contains WORD;
 //! `STRATA_CASE_JOBS=N` sets how many run at once (default 4).
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1186,12 +1187,12 @@ fn buildkit_dockerfile_tests() {
     let root = std::env::temp_dir().join(format!("strata-bkcases-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     fs_err::create_dir_all(root.join("www")).unwrap();
-    common::removed_at_the_end(&root);
-    if common::busybox_rootfs(&root.join("rootfs")).is_none() {
+    support::removed_at_the_end(&root);
+    if support::busybox_rootfs(&root.join("rootfs")).is_none() {
         if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
             panic!("/bin/busybox (busybox-static) is not installed (run scripts/test-deps.sh)");
         }
-        eprintln!("SKIPPED: /bin/busybox (busybox-static) is not installed");
+        support::skip("/bin/busybox (busybox-static) is not installed");
         return;
     }
     // The users and groups of Docker Hub's busybox image, which the upstream tests name.
@@ -1220,7 +1221,7 @@ fn buildkit_dockerfile_tests() {
             std::os::unix::fs::symlink("/bin/busybox", &at).unwrap();
         }
     }
-    let strata = common::strata_bin();
+    let strata = support::strata_bin();
     let store = root.join("store");
     let o = Command::new(strata)
         .arg("--root")
@@ -1235,7 +1236,7 @@ fn buildkit_dockerfile_tests() {
         "import: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let port = common::serve(root.join("www"));
+    let port = support::serve(root.join("www"));
     let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let echo_port = echo.local_addr().unwrap().port();
     std::thread::spawn(move || {

@@ -1,12 +1,14 @@
 //! The `strata` binary: exit codes, stdout and stderr of `parse` and `check`.
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use support::text;
 
 fn strata(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    let mut cmd = Command::new(support::strata());
     cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -18,13 +20,9 @@ fn strata(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn tmp_file(name: &str, content: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-cli-{}-{name}", std::process::id()));
-    common::removed_at_the_end(&dir);
+    support::removed_at_the_end(&dir);
     fs_err::create_dir_all(&dir).unwrap();
     let p = dir.join("Dockerfile");
     fs_err::write(&p, content).unwrap();
@@ -371,7 +369,7 @@ fn unknown_target_error_has_no_misleading_snippet() {
 fn store_dir(name: &str) -> String {
     let d = std::env::temp_dir().join(format!("strata-cli-store-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
-    common::removed_at_the_end(&d);
+    support::removed_at_the_end(&d);
     d.display().to_string()
 }
 
@@ -540,7 +538,7 @@ fn the_readme_setup_line_works_without_sudo() {
     // A user without root or sudo, and without the packages (a PATH that has only `id`):
     // the line to send an admin, and the rest of the one-liner runs.
     let bin = std::env::temp_dir().join(format!("strata-cli-{}-setup-bin", std::process::id()));
-    common::removed_at_the_end(&bin);
+    support::removed_at_the_end(&bin);
     fs_err::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink("/usr/bin/id", bin.join("id")).unwrap();
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -565,7 +563,7 @@ fn the_readme_setup_line_works_without_sudo() {
             .output()
             .is_ok_and(|o| o.status.success());
     if root && !unprivileged {
-        eprintln!("SKIPPED: no user strata-test to run the set-up line as");
+        support::skip("no user strata-test to run the set-up line as");
         return;
     }
     let o = run(unprivileged, bin.to_str().unwrap());

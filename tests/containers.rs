@@ -18,31 +18,13 @@
 //! `make test` runs this file as root (Docker, and Podman as strata-test) and as strata-test
 //! (Podman only: starting dockerd needs root).
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-fn require(what: &str) {
-    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{what} (run scripts/test-deps.sh)");
-    }
-    eprintln!("SKIPPED: {what}");
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use support::{have, text};
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -97,14 +79,14 @@ impl Lab {
     fn new(name: &str) -> Option<Lab> {
         let debian = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci/debian");
         if !debian.join("index.json").exists() {
-            require(&format!(
+            support::skip(&format!(
                 "{} is missing: scripts/test-deps.sh makes it",
                 debian.display()
             ));
             return None;
         }
         if !Path::new("/bin/busybox").exists() {
-            require("/bin/busybox (busybox-static) is not installed");
+            support::skip("/bin/busybox (busybox-static) is not installed");
             return None;
         }
         let dir = std::env::temp_dir().join(format!("strata-ctr-{}-{name}", std::process::id()));
@@ -124,7 +106,7 @@ impl Lab {
         let store = d.join("store");
         let s = store.to_str().unwrap();
         let strata = |args: &[&str]| {
-            let o = Command::new(common::strata_bin())
+            let o = Command::new(support::strata_bin())
                 .arg("--root")
                 .arg(s)
                 .args(args)
@@ -150,7 +132,7 @@ impl Lab {
         fs_err::create_dir_all(d.join("lab/ctx")).unwrap();
         fs_err::write(d.join("lab/ctx/Dockerfile"), DOCKERFILE).unwrap();
         fs_err::write(d.join("lab/inner.sh"), SCRIPT).unwrap();
-        fs_err::copy(common::strata_bin(), d.join("lab/strata")).unwrap();
+        fs_err::copy(support::strata_bin(), d.join("lab/strata")).unwrap();
         let _ = Command::new("chmod")
             .args(["-R", "a+rX,a+x"])
             .arg(d.join("lab"))
@@ -247,13 +229,11 @@ fn podman(lab: &Lab, extra: &[&str]) -> Output {
 
 #[test]
 fn in_a_rootless_podman_container() {
-    if !(have("podman") && have("runuser")) {
-        require("podman is not installed (package podman)");
-        return;
-    }
-    let Some(lab) = Lab::new("podman") else {
-        return;
-    };
+    require!(
+        (have("podman") && have("runuser")),
+        "podman is not installed (package podman)"
+    );
+    let lab = require!(Lab::new("podman"));
     // Podman's defaults: the user namespace is fine, a new /proc is not.
     let r = inside(&podman(&lab, &[]));
     assert_eq!(r.doctor, 1, "{}", r.out);
@@ -297,18 +277,18 @@ fn in_a_rootless_podman_container() {
 
 #[test]
 fn in_a_docker_container() {
-    if !(have("dockerd") && have("skopeo")) {
-        require("dockerd or skopeo is not installed (packages docker.io, skopeo)");
-        return;
-    }
+    require!(
+        (have("dockerd") && have("skopeo")),
+        "dockerd or skopeo is not installed (packages docker.io, skopeo)"
+    );
     if !is_root() {
-        eprintln!("SKIPPED: starting dockerd needs root (the root run of `make test` does this)");
+        support::not_applicable(
+            "starting dockerd needs root (the root run of `make test` does this)",
+        );
         return;
     }
-    let Some(lab) = Lab::new("docker") else {
-        return;
-    };
-    let Some(d) = common::Dockerd::start(&lab.dir.join("dockerd")) else {
+    let lab = require!(Lab::new("docker"));
+    let Some(d) = support::Dockerd::start(&lab.dir.join("dockerd")) else {
         panic!(
             "dockerd did not start: {}",
             fs_err::read_to_string(lab.dir.join("dockerd/dockerd.log")).unwrap_or_default()

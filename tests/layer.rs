@@ -1,7 +1,8 @@
 //! Layer writer and applier: deterministic output, PAX and hard links, whiteouts, and tars built
 //! to escape the target directory.
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::io::{Cursor, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,7 +14,7 @@ fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("strata-layer-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     fs_err::create_dir_all(&d).unwrap();
-    common::removed_at_the_end(&d);
+    support::removed_at_the_end(&d);
     d
 }
 
@@ -145,7 +146,7 @@ fn xattrs_and_capabilities_go_into_pax_records() {
     )
     .is_err()
     {
-        eprintln!("SKIPPED: the temp filesystem does not support user xattrs");
+        support::not_applicable("the temp filesystem does not support user xattrs");
         return;
     }
     let t = tar_of(&d, &WriteOptions::default());
@@ -186,7 +187,7 @@ fn overlay_whiteouts_become_oci_whiteouts() {
     )
     .is_err()
     {
-        eprintln!("SKIPPED: the temp filesystem does not support user xattrs");
+        support::not_applicable("the temp filesystem does not support user xattrs");
         return;
     }
     rustix::fs::setxattr(
@@ -233,7 +234,7 @@ fn overlay_whiteouts_become_oci_whiteouts() {
         .collect();
         assert_eq!(names, vec![".wh.x"]);
     } else {
-        eprintln!("SKIPPED (part): mknod of a 0/0 whiteout device needs root");
+        support::not_applicable("mknod of a 0/0 whiteout device needs root");
     }
 }
 
@@ -511,7 +512,7 @@ fn files_over_8_gib_get_a_pax_size() {
     let f = fs_err::File::create(d.join("huge")).unwrap();
     let size: u64 = (8 << 30) + 1;
     if f.set_len(size).is_err() {
-        eprintln!("SKIPPED: the temp filesystem cannot hold a sparse 8 GiB file");
+        support::not_applicable("the temp filesystem cannot hold a sparse 8 GiB file");
         return;
     }
     drop(f);
@@ -533,10 +534,10 @@ fn files_over_8_gib_get_a_pax_size() {
 
 #[test]
 fn file_capabilities_are_kept() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: setting security.capability needs root");
-        return;
-    }
+    not_applicable!(
+        rustix::process::geteuid().is_root(),
+        "setting security.capability needs root"
+    );
     let d = tmpdir("caps");
     fs_err::write(d.join("ping"), "x").unwrap();
     // VFS_CAP_REVISION_2 with CAP_NET_RAW (13) permitted and effective.

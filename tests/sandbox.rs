@@ -4,19 +4,13 @@
 //! Where a user or busybox is missing the test says SKIPPED; with STRATA_REQUIRE_TOOLS=1 (CI) it
 //! fails instead.
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn require(what: &str) {
-    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{what} (run scripts/test-deps.sh)");
-    }
-    eprintln!("SKIPPED: {what}");
-}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {
@@ -56,7 +50,7 @@ fn runners() -> Vec<Who> {
             {
                 v.push(w);
             } else {
-                require(&format!("no user {u}: its runs are left out"));
+                support::skip(&format!("no user {u}: its runs are left out"));
             }
         }
     }
@@ -83,13 +77,13 @@ fn cmd(who: Who, prog: &str, args: &[&str]) -> Command {
 }
 
 fn strata() -> &'static str {
-    common::strata_bin()
+    support::strata_bin()
 }
 
 impl Env {
     fn new(name: &str, who: Who) -> Option<Env> {
         if !Path::new("/bin/busybox").exists() {
-            require("/bin/busybox (busybox-static) is not installed");
+            support::skip("/bin/busybox (busybox-static) is not installed");
             return None;
         }
         let base = std::env::temp_dir().join(format!("strata-sbx-{}", std::process::id()));
@@ -148,9 +142,7 @@ impl Env {
 #[test]
 fn exit_codes_signals_and_output() {
     for who in runners() {
-        let Some(e) = Env::new("basic", who) else {
-            return;
-        };
+        let e = require!(Env::new("basic", who));
         assert_eq!(
             e.sh(&[], "echo hello"),
             (0, "hello\n".into(), String::new()),
@@ -184,9 +176,7 @@ fn exit_codes_signals_and_output() {
 
 #[test]
 fn everything_after_the_image_is_the_containers() {
-    let Some(e) = Env::new("argv", Who::Me) else {
-        return;
-    };
+    let e = require!(Env::new("argv", Who::Me));
     // strata's own flags (--version, --help, -e, --rm) after IMAGE go to the command.
     let o = e.strata(&[
         "run",
@@ -213,9 +203,7 @@ fn everything_after_the_image_is_the_containers() {
 #[test]
 fn environment_is_the_images_and_nothing_from_the_host() {
     for who in runners() {
-        let Some(e) = Env::new("env", who) else {
-            return;
-        };
+        let e = require!(Env::new("env", who));
         let a = vec!["--root", e.root.as_str(), "run", "-e", "A=1", "bb:1", "env"];
         let o = cmd(who, strata(), &a)
             .env("STRATA_LEAK", "secret")
@@ -239,9 +227,7 @@ fn environment_is_the_images_and_nothing_from_the_host() {
 #[test]
 fn interactive_runs_read_stdin_and_others_read_nothing() {
     for who in runners() {
-        let Some(e) = Env::new("stdin", who) else {
-            return;
-        };
+        let e = require!(Env::new("stdin", who));
         let run = |flags: &[&str]| {
             let mut a = vec!["--root", e.root.as_str(), "run"];
             a.extend_from_slice(flags);
@@ -266,14 +252,12 @@ fn interactive_runs_read_stdin_and_others_read_nothing() {
 
 #[test]
 fn published_ports_reach_a_server_in_the_run() {
-    if !Path::new("/usr/bin/slirp4netns").exists() {
-        require("slirp4netns is not installed: the default network cannot be tested");
-        return;
-    }
+    require!(
+        Path::new("/usr/bin/slirp4netns").exists(),
+        "slirp4netns is not installed: the default network cannot be tested"
+    );
     for who in runners() {
-        let Some(e) = Env::new("publish", who) else {
-            return;
-        };
+        let e = require!(Env::new("publish", who));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -338,31 +322,29 @@ fn published_ports_reach_a_server_in_the_run() {
     }
 }
 
-/// `strata run ARGS` as `e`'s user on a terminal of its own ([`common::on_a_terminal`]), after
+/// `strata run ARGS` as `e`'s user on a terminal of its own ([`support::on_a_terminal`]), after
 /// `setup` has run in that terminal (`stty rows 33 cols 111`).
 fn on_a_terminal(e: &Env, setup: &str, args: &[&str], typed: &[(u64, &str)]) -> (i32, String) {
     let mut line = format!("{setup}; ");
     if let Some(u) = e.who.user() {
         line.push_str(&format!("runuser -u {u} -- "));
     }
-    line.push_str(&common::sh_quote(strata()));
+    line.push_str(&support::sh_quote(strata()));
     for a in ["--root", e.root.as_str(), "run"].iter().chain(args) {
         line.push(' ');
-        line.push_str(&common::sh_quote(a));
+        line.push_str(&support::sh_quote(a));
     }
-    common::on_a_terminal(&line, typed)
+    support::on_a_terminal(&line, typed)
 }
 
 #[test]
 fn a_terminal_with_its_size_and_job_control() {
-    if !Path::new("/usr/bin/script").exists() {
-        require("script (util-linux) is not installed: no terminal to test -t with");
-        return;
-    }
+    require!(
+        Path::new("/usr/bin/script").exists(),
+        "script (util-linux) is not installed: no terminal to test -t with"
+    );
     for who in runners() {
-        let Some(e) = Env::new("tty", who) else {
-            return;
-        };
+        let e = require!(Env::new("tty", who));
         // -t: stdin, stdout and stderr are a terminal with the window size of strata's.
         let (code, out) = on_a_terminal(
             &e,
@@ -413,9 +395,7 @@ fn inherited_descriptors_never_reach_the_sandbox() {
     // close-on-exec; strata inherits them, and the step must not: through /proc/self/fd/7 it
     // would read the caller's files and through 8 write them.
     for who in runners() {
-        let Some(e) = Env::new("fds", who) else {
-            return;
-        };
+        let e = require!(Env::new("fds", who));
         let outside = e.dir.join("outside");
         let log = e.dir.join("outside.log");
         let o = cmd(
@@ -447,9 +427,9 @@ fn inherited_descriptors_never_reach_the_sandbox() {
         let run = |flags: &str| {
             let line = format!(
                 "{open}; exec {} --root {} run {flags} bb:1 sh -c {}",
-                common::sh_quote(strata()),
-                common::sh_quote(&e.root),
-                common::sh_quote(FD_PROBE)
+                support::sh_quote(strata()),
+                support::sh_quote(&e.root),
+                support::sh_quote(FD_PROBE)
             );
             let o = cmd(who, "sh", &["-c", &line])
                 .stdin(Stdio::null())
@@ -476,11 +456,11 @@ fn inherited_descriptors_never_reach_the_sandbox() {
             }
             line.push_str(&format!(
                 "{} --root {} run -t bb:1 sh -c {}",
-                common::sh_quote(strata()),
-                common::sh_quote(&e.root),
-                common::sh_quote(FD_PROBE)
+                support::sh_quote(strata()),
+                support::sh_quote(&e.root),
+                support::sh_quote(FD_PROBE)
             ));
-            let (code, out) = common::on_a_terminal(&line, &[]);
+            let (code, out) = support::on_a_terminal(&line, &[]);
             assert_eq!(code, 0, "{who:?} run -t: {out}");
             assert!(out.contains("0 1 2 3 \n"), "{who:?} run -t: {out:?}");
             assert!(
@@ -488,7 +468,7 @@ fn inherited_descriptors_never_reach_the_sandbox() {
                 "{who:?} run -t: {out:?}"
             );
         } else {
-            require("script (util-linux) is not installed: run -t is left out");
+            support::skip("script (util-linux) is not installed: run -t is left out");
         }
         assert_eq!(fs_err::read_to_string(&log).unwrap(), "", "{who:?}");
     }
@@ -497,9 +477,7 @@ fn inherited_descriptors_never_reach_the_sandbox() {
 #[test]
 fn users_workdir_and_etc_files() {
     for who in runners() {
-        let Some(e) = Env::new("user", who) else {
-            return;
-        };
+        let e = require!(Env::new("user", who));
         let (code, out, err) = e.sh(&["--user", "nobody"], "id -u; id -g");
         if who.many_ids() {
             assert_eq!(
@@ -560,9 +538,7 @@ fn users_workdir_and_etc_files() {
 #[test]
 fn network_none_has_only_loopback() {
     for who in runners() {
-        let Some(e) = Env::new("net", who) else {
-            return;
-        };
+        let e = require!(Env::new("net", who));
         let (_, out, _) = e.sh(
             &["--network", "none"],
             "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
@@ -576,9 +552,7 @@ fn network_none_has_only_loopback() {
 #[test]
 fn dockers_capabilities_seccomp_masked_proc_and_read_only_proc_sys() {
     for who in runners() {
-        let Some(e) = Env::new("caps", who) else {
-            return;
-        };
+        let e = require!(Env::new("caps", who));
         // Root in the step: Docker's default set (CapBnd 00000000a80425fb), nothing inheritable
         // or ambient.
         let (code, out, err) = e.sh(&[], "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status");
@@ -724,15 +698,13 @@ fn slirps_of(who: Who) -> usize {
 
 #[test]
 fn default_network_reaches_out_but_never_the_hosts_loopback() {
-    if !Path::new("/usr/bin/slirp4netns").exists() {
-        require("slirp4netns is not installed: the default network cannot be tested");
-        return;
-    }
+    require!(
+        Path::new("/usr/bin/slirp4netns").exists(),
+        "slirp4netns is not installed: the default network cannot be tested"
+    );
     let svc = HostService::start();
     for who in runners() {
-        let Some(e) = Env::new("privnet", who) else {
-            return;
-        };
+        let e = require!(Env::new("privnet", who));
         let before = slirps_of(who);
         let hits = svc.hits();
         // Its own namespace: loopback and a copy of the host's outbound interface, with the
@@ -810,9 +782,7 @@ fn proxy_build_args_reach_run_steps_but_not_the_image_or_the_key() {
     let proxy = HostService::start();
     let url = format!("http://127.0.0.1:{}", proxy.port);
     for who in runners() {
-        let Some(e) = Env::new("proxyargs", who) else {
-            return;
-        };
+        let e = require!(Env::new("proxyargs", who));
         // The step talks to the proxy its environment names (busybox nc: see above), as a
         // client honouring http_proxy would; the image records none of it.
         let ctx = e.dir.join("ctx");
@@ -915,9 +885,7 @@ fn the_store_is_private_to_its_owner() {
     // and an image's 1777 /tmp a directory anyone could plant files in for every later build
     // on that base: no other local user may reach either (nor blobs, cache mounts, debug dirs).
     for who in runners() {
-        let Some(e) = Env::new("private", who) else {
-            return;
-        };
+        let e = require!(Env::new("private", who));
         let (code, _, err) = e.sh(
             &["--commit", "suid:1"],
             "cp /bin/busybox /suid && chmod 4755 /suid && mkdir -p /var/tmp && chmod 1777 /var/tmp",
@@ -954,20 +922,18 @@ fn the_store_is_private_to_its_owner() {
             "strata-nosub"
         };
         if !rustix::process::geteuid().is_root() {
-            eprintln!(
-                "SKIPPED: {other} cannot be switched to without root (the root run covers it); the store's mode was checked"
-            );
+            support::not_applicable(&format!("{other} cannot be switched to without root (the root run covers it); the store's mode was checked"));
             continue;
         }
         let probe = |what: &str| {
             let line = format!(
                 "test -x {} && echo REACHED-SUID; cat {} >/dev/null 2>&1 && echo READ-BLOB; \
                  for d in {}; do touch \"$d/planted\" 2>/dev/null && echo PLANTED; done; true",
-                common::sh_quote(&suid.display().to_string()),
-                common::sh_quote(&blob.display().to_string()),
+                support::sh_quote(&suid.display().to_string()),
+                support::sh_quote(&blob.display().to_string()),
                 sticky
                     .iter()
-                    .map(|d| common::sh_quote(&d.display().to_string()))
+                    .map(|d| support::sh_quote(&d.display().to_string()))
                     .collect::<Vec<_>>()
                     .join(" ")
             );
@@ -1084,9 +1050,7 @@ fn whiteouts_and_files_under_a_lower_layer_s_symlink_go_where_it_leads() {
     // writes /real/z, and leaves the links: so does strata, in its per-layer snapshots (they
     // used to turn both links into directories) and when it unpacks the whole image.
     for who in runners() {
-        let Some(e) = Env::new("wh-link", who) else {
-            return;
-        };
+        let e = require!(Env::new("wh-link", who));
         let layout = e.dir.join("layout");
         layout_of(
             &layout,
@@ -1165,9 +1129,7 @@ fn whiteouts_and_files_under_a_lower_layer_s_symlink_go_where_it_leads() {
 #[test]
 fn chown_setuid_whiteouts_and_hardlinks_in_the_layer() {
     for who in runners() {
-        let Some(e) = Env::new("layer", who) else {
-            return;
-        };
+        let e = require!(Env::new("layer", who));
         let script = if who.many_ids() {
             "set -e; rm /bin/cat; rm -rf /root; mkdir /root; touch /root/new; \
              for i in 1 42 1000 65534; do touch /f$i; chown $i:$i /f$i; done; \
@@ -1251,9 +1213,7 @@ fn sleepers(marker: &str) -> usize {
 #[test]
 fn background_processes_and_killed_steps_leave_nothing() {
     for who in runners() {
-        let Some(e) = Env::new("life", who) else {
-            return;
-        };
+        let e = require!(Env::new("life", who));
         let marker = format!("sleep 99{}", who as u8);
         // A daemon left behind by the step dies with it.
         let t = Instant::now();
@@ -1381,8 +1341,8 @@ fn top_layer_of_layout(dir: &Path) -> PathBuf {
 #[test]
 fn run_step_layer_matches_buildah() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED: buildah is driven as root here (its rootless mode needs its own user set-up)"
+        support::not_applicable(
+            "buildah is driven as root here (its rootless mode needs its own user set-up)",
         );
         return;
     }
@@ -1391,12 +1351,10 @@ fn run_step_layer_matches_buildah() {
         .output()
         .is_ok_and(|o| o.status.success())
     {
-        require("buildah is not installed");
+        support::skip("buildah is not installed");
         return;
     }
-    let Some(e) = Env::new("buildah", Who::Me) else {
-        return;
-    };
+    let e = require!(Env::new("buildah", Who::Me));
     // A base whose /root has a file, so that `rm -rf /root; mkdir /root` must hide it.
     let (code, _, err) = e.sh(&["--commit", "bb:1"], "touch /root/old");
     assert_eq!(code, 0, "{err}");
@@ -1584,9 +1542,7 @@ fn normalized(entries: &[Entry]) -> Vec<Entry> {
 #[test]
 fn copy_snapshotter_gives_the_same_layer_and_says_so() {
     for who in runners().into_iter().filter(|w| w.many_ids()) {
-        let Some(e) = Env::new("copy", who) else {
-            return;
-        };
+        let e = require!(Env::new("copy", who));
         let (code, _, err) = e.sh(
             &["--commit", "bb:1"],
             "touch /root/old; mkdir -p /keep; touch /keep/k",
@@ -1643,9 +1599,7 @@ fn copy_snapshotter_gives_the_same_layer_and_says_so() {
 
 #[test]
 fn ctrl_c_stops_the_step() {
-    let Some(e) = Env::new("sigint", Who::Me) else {
-        return;
-    };
+    let e = require!(Env::new("sigint", Who::Me));
     use std::os::unix::process::CommandExt;
     let marker = "sleep 9931";
     let mut child = Command::new(strata())
@@ -1747,9 +1701,7 @@ fn signalled(
 #[test]
 fn signals_reach_the_processs_handlers_and_an_ignored_stop_is_killed() {
     for who in runners() {
-        let Some(e) = Env::new("sigproxy", who) else {
-            return;
-        };
+        let e = require!(Env::new("sigproxy", who));
         let sh = |script: &str| ["bb:1", "sh", "-c", script].map(str::to_string);
         // A handler for each forwarded signal runs in the process; SIGTERM's ends it with 3.
         let handlers = "for s in HUP USR1 USR2 QUIT INT; do trap \"echo got-$s\" $s; done; \
@@ -1824,14 +1776,12 @@ fn signals_reach_the_processs_handlers_and_an_ignored_stop_is_killed() {
 
 #[test]
 fn a_terminal_of_the_sandboxs_own_devpts_with_console_and_term() {
-    if !Path::new("/usr/bin/script").exists() {
-        require("script (util-linux) is not installed: no terminal to test -t with");
-        return;
-    }
+    require!(
+        Path::new("/usr/bin/script").exists(),
+        "script (util-linux) is not installed: no terminal to test -t with"
+    );
     for who in runners() {
-        let Some(e) = Env::new("devpts", who) else {
-            return;
-        };
+        let e = require!(Env::new("devpts", who));
         let show = "tty; [ -c /dev/console ] && echo console; echo TERM=$TERM";
         // The terminal is /dev/pts/0 of the sandbox's devpts (ttyname resolves it), bound
         // over /dev/console; TERM is the caller's.
@@ -1936,7 +1886,7 @@ fn a_terminal_of_the_sandboxs_own_devpts_with_console_and_term() {
 fn load_python(e: &Env) -> bool {
     let layout = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci/python");
     if !layout.join("index.json").exists() {
-        require("target/test-images/oci/python is missing (scripts/test-deps.sh makes it)");
+        support::skip("target/test-images/oci/python is missing (scripts/test-deps.sh makes it)");
         return false;
     }
     let o = e.strata(&["load", "-i", layout.to_str().unwrap()]);
@@ -1947,9 +1897,7 @@ fn load_python(e: &Env) -> bool {
 #[test]
 fn python_resolves_its_terminal_and_shuts_down_gracefully_on_sigterm() {
     for who in runners().into_iter().filter(|w| *w != Who::NoSub) {
-        let Some(e) = Env::new("python", who) else {
-            return;
-        };
+        let e = require!(Env::new("python", who));
         if !load_python(&e) {
             return;
         }

@@ -10,7 +10,8 @@
 //! target/test-images. Without them a test says SKIPPED; with STRATA_REQUIRE_TOOLS=1 (CI) it
 //! fails.
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -21,13 +22,6 @@ use strata::layer;
 use strata::oci::Digest;
 use strata::sbom::{self, Ecosystem, ImageInfo, Inventory, LayerPackages, LayerRef};
 
-fn require(what: &str) {
-    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{what} (STRATA_REQUIRE_TOOLS=1)");
-    }
-    eprintln!("SKIPPED: {what}");
-}
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -37,7 +31,7 @@ fn fixtures() -> Option<PathBuf> {
     if d.join(".stamp").exists() {
         Some(d)
     } else {
-        require(&format!(
+        support::skip(&format!(
             "{} is missing: scripts/sbom-fixtures.sh (run by scripts/test-deps.sh) makes it",
             d.display()
         ));
@@ -49,7 +43,7 @@ fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("strata-sbom-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     fs_err::create_dir_all(&d).unwrap();
-    common::removed_at_the_end(&d);
+    support::removed_at_the_end(&d);
     d
 }
 
@@ -75,7 +69,7 @@ struct Blob {
 fn test_image(name: &str) -> Option<Vec<Blob>> {
     let layout = repo().join("target/test-images/oci").join(name);
     if !layout.join("index.json").exists() {
-        require(&format!(
+        support::skip(&format!(
             "{} is missing: scripts/test-deps.sh makes it with ../shared/lab/make-base-images.sh",
             layout.display()
         ));
@@ -191,12 +185,10 @@ fn debian_packages_are_what_dpkg_query_lists() {
         .output()
         .is_err()
     {
-        require("dpkg-query is not installed");
+        support::skip("dpkg-query is not installed");
         return;
     }
-    let Some(python) = test_image("python") else {
-        return;
-    };
+    let python = require!(test_image("python"));
     let t = tmpdir("dpkg");
     let top = python.last().unwrap();
     let layers: Vec<LayerPackages> = python.iter().map(scan_blob).collect();
@@ -281,7 +273,7 @@ fn each_debian_package_names_the_layer_that_installed_it() {
         .output()
         .is_err()
     {
-        require("dpkg-query is not installed");
+        support::skip("dpkg-query is not installed");
         return;
     }
     let (Some(debian), Some(python)) = (test_image("debian"), test_image("python")) else {
@@ -408,7 +400,7 @@ fn pip_list(python: &Path, extra: &[&str]) -> BTreeSet<(String, String)> {
 
 #[test]
 fn a_venv_is_what_pip_list_and_cyclonedx_py_report() {
-    let Some(fx) = fixtures() else { return };
+    let fx = require!(fixtures());
     let root = fx.join("pip-root");
     let (diff_id, l) = scan_dir(&root);
     let inv = sbom::merge(&[(layer_ref(&diff_id, "RUN pip install"), &l)]);
@@ -472,7 +464,7 @@ fn a_venv_is_what_pip_list_and_cyclonedx_py_report() {
 
 #[test]
 fn a_uv_target_directory_is_what_pip_list_reports() {
-    let Some(fx) = fixtures() else { return };
+    let fx = require!(fixtures());
     let root = fx.join("uv-root");
     let (diff_id, l) = scan_dir(&root);
     let inv = sbom::merge(&[(layer_ref(&diff_id, "RUN uv pip install --target"), &l)]);
@@ -507,9 +499,9 @@ fn npm_ls(v: &serde_json::Value, out: &mut BTreeSet<(String, String, String)>) {
 
 #[test]
 fn node_modules_is_what_npm_ls_reports() {
-    let Some(fx) = fixtures() else { return };
+    let fx = require!(fixtures());
     if Command::new("npm").arg("--version").output().is_err() {
-        require("npm is not installed");
+        support::skip("npm is not installed");
         return;
     }
     let root = fx.join("npm-root");
@@ -588,10 +580,10 @@ fn go_lines(b: &sbom::GoBinary) -> Vec<String> {
 #[test]
 fn go_build_info_is_what_go_version_m_prints() {
     if Command::new("go").arg("version").output().is_err() {
-        require("go (Debian's golang-go) is not installed");
+        support::skip("go (Debian's golang-go) is not installed");
         return;
     }
-    let Some(fx) = fixtures() else { return };
+    let fx = require!(fixtures());
     let mut binaries = vec![fx.join("go-root/usr/local/bin/hello")];
     // Debian's Go programs, linked by gcc (the build info lies deep in the data segment).
     for p in ["/usr/bin/docker-registry", "/usr/bin/skopeo"] {
@@ -677,7 +669,7 @@ fn sample_image(fx: &Path) -> Option<(Vec<LayerRef>, Vec<LayerPackages>)> {
 
 #[test]
 fn documents_validate_with_spdx_tools_and_the_cyclonedx_schema() {
-    let Some(fx) = fixtures() else { return };
+    let fx = require!(fixtures());
     let Some((refs, layers)) = sample_image(&fx) else {
         return;
     };

@@ -7,7 +7,8 @@
 //! Needs skopeo, umoci and busybox-static (Debian packages). Where one is missing the test says
 //! SKIPPED and why; with STRATA_REQUIRE_TOOLS=1 (set by CI) it fails instead.
 
-mod common;
+#[macro_use]
+mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,18 +16,13 @@ use std::process::{Command, Output};
 
 const TEST_USER: &str = "strata-test";
 
+/// Is `tool` installed? When not, the test is skipped ([`support::skip`]: a failure under CI).
 fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok = support::have(tool);
     if !ok {
-        if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-            panic!("{tool} is not installed and STRATA_REQUIRE_TOOLS=1 (run scripts/test-deps.sh)");
-        }
-        eprintln!(
-            "SKIPPED: {tool} is not installed (Debian package; scripts/test-deps.sh installs it)"
-        );
+        support::skip(&format!(
+            "{tool} is not installed (Debian package; scripts/test-deps.sh installs it)"
+        ));
     }
     ok
 }
@@ -44,7 +40,9 @@ fn runners() -> Vec<Option<&'static str>> {
         } else if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
             panic!("user {TEST_USER} does not exist (scripts/test-deps.sh creates it)");
         } else {
-            eprintln!("SKIPPED (part): no user {TEST_USER}, so the rootless runs are left out");
+            support::skip(&format!(
+                "no user {TEST_USER}, so the rootless runs are left out"
+            ));
         }
     }
     v
@@ -84,7 +82,7 @@ fn umoci_unpack(user: Option<&str>, image: &str, bundle: &str) {
 }
 
 fn strata() -> &'static str {
-    common::strata_bin()
+    support::strata_bin()
 }
 
 /// A scratch directory the runner can write (world-writable parent for the test user).
@@ -134,7 +132,7 @@ fn busybox_store(dir: &str, name: &str) -> (PathBuf, String) {
 fn skopeo_and_umoci_read_what_strata_writes() {
     if !(have("skopeo") && have("umoci") && Path::new("/bin/busybox").exists()) {
         if !Path::new("/bin/busybox").exists() {
-            eprintln!("SKIPPED: /bin/busybox (busybox-static) is not installed");
+            support::skip("/bin/busybox (busybox-static) is not installed");
         }
         return;
     }
@@ -298,10 +296,10 @@ fn skopeo_and_umoci_read_what_strata_writes() {
 
 #[test]
 fn sigkill_at_any_moment_leaves_a_working_store() {
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIPPED: /bin/busybox (busybox-static) is not installed");
-        return;
-    }
+    require!(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox (busybox-static) is not installed"
+    );
     let d = scratch("kill", None);
     let root = d.join("store");
     let root_s = root.to_str().unwrap();
@@ -382,10 +380,10 @@ fn sigkill_at_any_moment_leaves_a_working_store() {
 
 #[test]
 fn processes_writing_one_store_at_once() {
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIPPED: /bin/busybox (busybox-static) is not installed");
-        return;
-    }
+    require!(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox (busybox-static) is not installed"
+    );
     let d = scratch("conc", None);
     let root = d.join("store");
     let root_s = root.to_str().unwrap().to_string();
@@ -467,8 +465,8 @@ fn podman_loads_what_strata_saves() {
         return;
     }
     if !rustix::process::geteuid().is_root() {
-        eprintln!(
-            "SKIPPED: podman's rootless storage needs subuid ranges for this user; run as root"
+        support::not_applicable(
+            "podman's rootless storage needs subuid ranges for this user; run as root",
         );
         return;
     }
@@ -522,13 +520,11 @@ fn podman_loads_what_strata_saves() {
 
 #[test]
 fn device_nodes_are_skipped_with_a_warning_rootless() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: making the device node for the test image needs root");
-        return;
-    }
-    let Some(user) = runners().into_iter().flatten().next() else {
-        return;
-    };
+    not_applicable!(
+        rustix::process::geteuid().is_root(),
+        "making the device node for the test image needs root"
+    );
+    let user = require!(runners().into_iter().flatten().next());
     let d = scratch("dev", None);
     let tree = d.join("tree");
     fs_err::create_dir_all(tree.join("dev")).unwrap();
@@ -609,10 +605,7 @@ fn docker_loads_and_runs_a_strata_docker_archive() {
     if !(have("dockerd") && have("docker") && Path::new("/bin/busybox").exists()) {
         return;
     }
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED: dockerd needs root");
-        return;
-    }
+    not_applicable!(rustix::process::geteuid().is_root(), "dockerd needs root");
     let (d, root) = busybox_store("docker", "dk:5");
     let r = root.as_str();
     let archive = d.join("dk.tar");
@@ -630,7 +623,7 @@ fn docker_loads_and_runs_a_strata_docker_archive() {
             archive.to_str().unwrap(),
         ],
     );
-    let Some(dockerd) = common::Dockerd::start(&d.join("dockerd")) else {
+    let Some(dockerd) = support::Dockerd::start(&d.join("dockerd")) else {
         panic!(
             "dockerd did not start: {}",
             fs_err::read_to_string(d.join("dockerd/dockerd.log")).unwrap_or_default()
@@ -661,7 +654,7 @@ fn docker_loads_and_runs_a_strata_docker_archive() {
 fn unprivileged_unpack_of_read_only_directories() {
     let users = runners();
     let Some(user) = users.iter().flatten().next().copied() else {
-        eprintln!("SKIPPED: needs root to run as the unprivileged test user");
+        support::not_applicable("needs root to run as the unprivileged test user");
         return;
     };
     let d = scratch("rodirs", Some(user));

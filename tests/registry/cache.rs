@@ -90,7 +90,7 @@ fn registry(t: &T) -> (Registry, FaultProxy) {
 
 #[test]
 fn a_second_runner_gets_every_step_and_the_cache_mounts_from_the_registry() {
-    let Some(t) = T::new("cache-reg") else { return };
+    let t = require!(T::new("cache-reg"));
     let (_reg, proxy) = registry(&t);
     let host = format!("127.0.0.1:{}", proxy.port);
     let cache = format!("{host}/cache:main");
@@ -198,9 +198,7 @@ fn a_second_runner_gets_every_step_and_the_cache_mounts_from_the_registry() {
 
 #[test]
 fn a_laptop_seeded_once_keeps_its_cache_without_cache_from() {
-    let Some(t) = T::new("cache-seed") else {
-        return;
-    };
+    let t = require!(T::new("cache-seed"));
     let (_reg, proxy) = registry(&t);
     let host = format!("127.0.0.1:{}", proxy.port);
     let cache = format!("{host}/cache:main");
@@ -274,7 +272,7 @@ fn a_laptop_seeded_once_keeps_its_cache_without_cache_from() {
 
 #[test]
 fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
-    let Some(t) = T::new("cache-min") else { return };
+    let t = require!(T::new("cache-min"));
     let (reg, _proxy) = registry(&t);
     let host = reg.host();
     let ctx = context(&t, "ctx", &host);
@@ -444,9 +442,7 @@ fn min_mode_exports_the_final_image_and_inline_and_local_caches_work() {
 
 #[test]
 fn a_killed_export_or_import_leaves_registry_and_store_consistent() {
-    let Some(t) = T::new("cache-kill") else {
-        return;
-    };
+    let t = require!(T::new("cache-kill"));
     let (_reg, proxy) = registry(&t);
     let host = format!("127.0.0.1:{}", proxy.port);
     let cache = format!("{host}/cache:main");
@@ -550,13 +546,8 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn two_checkouts_under_different_umasks_share_the_cache() {
-    let Some(t) = T::new("cache-umask") else {
-        return;
-    };
-    if !super::have("git") {
-        super::require("git is not installed (package git)");
-        return;
-    }
+    let t = require!(T::new("cache-umask"));
+    require!(super::have("git"), "git is not installed (package git)");
     let (reg, _proxy) = registry(&t);
     let host = reg.host();
     // The repository: the two-stage Dockerfile, its files, a script with the executable bit.
@@ -624,9 +615,7 @@ fn two_checkouts_under_different_umasks_share_the_cache() {
 
 #[test]
 fn a_cache_of_2000_steps_round_trips() {
-    let Some(t) = T::new("cache-2000") else {
-        return;
-    };
+    let t = require!(T::new("cache-2000"));
     let (reg, _proxy) = registry(&t);
     let host = reg.host();
     // 20 stages of a COPY and 99 WORKDIR steps each, and 20 COPY --from: 2,020 records, 40
@@ -735,9 +724,7 @@ fn fsck_clean(t: &T, store: &str) {
 
 #[test]
 fn a_local_cache_that_is_damaged_or_lies_is_skipped_and_the_steps_run() {
-    let Some(t) = T::new("cache-lies") else {
-        return;
-    };
+    let t = require!(T::new("cache-lies"));
     let (reg, _proxy) = registry(&t);
     let host = reg.host();
     let ctx = context(&t, "ctx", &host);
@@ -869,9 +856,7 @@ fn a_local_cache_that_is_damaged_or_lies_is_skipped_and_the_steps_run() {
 /// forgets the steps kept with it, says so, and runs them; the image and the store are sound.
 #[test]
 fn a_remembered_step_whose_layer_went_bad_is_forgotten_and_runs() {
-    let Some(t) = T::new("cache-remembered-bad") else {
-        return;
-    };
+    let t = require!(T::new("cache-remembered-bad"));
     let (reg, _proxy) = registry(&t);
     let host = reg.host();
     let ctx = context(&t, "ctx", &host);

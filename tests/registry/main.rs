@@ -4,9 +4,11 @@
 //! the unprivileged user strata-test. Without docker-registry, skopeo or busybox the tests say
 //! SKIPPED (and fail under STRATA_REQUIRE_TOOLS=1, as in CI).
 
+#[path = "../support/mod.rs"]
+#[macro_use]
+mod support;
+
 mod cache;
-#[path = "../common/mod.rs"]
-mod common;
 mod harness;
 mod python;
 
@@ -14,30 +16,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
+use support::{have, text};
 
 use harness::{
     Auth, Fault, FaultProxy, PackageIndex, Registry, Signer, TokenServer, PASSWORD, REFRESH, USER,
 };
-
-fn require(what: &str) {
-    if std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1") {
-        panic!("{what} (run scripts/test-deps.sh)");
-    }
-    eprintln!("SKIPPED: {what}");
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn ok(o: &Output, what: &str) -> String {
     assert!(
@@ -92,12 +75,12 @@ impl T {
             ("openssl", "openssl"),
         ] {
             if !have(tool) {
-                require(&format!("{tool} is not installed (package {pkg})"));
+                support::skip(&format!("{tool} is not installed (package {pkg})"));
                 return None;
             }
         }
         if !Path::new("/bin/busybox").exists() {
-            require("/bin/busybox (busybox-static) is not installed");
+            support::skip("/bin/busybox (busybox-static) is not installed");
             return None;
         }
         let dir = std::env::temp_dir().join(format!("strata-reg-{}-{name}", std::process::id()));
@@ -118,7 +101,7 @@ impl T {
     }
 
     fn cmd_in(&self, root: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(common::strata_bin());
+        let mut c = Command::new(support::strata_bin());
         c.arg("--root")
             .arg(root)
             .args(args)
@@ -317,7 +300,7 @@ fn digest_in(s: &str) -> String {
 
 #[test]
 fn pull_run_and_a_second_pull_downloads_nothing() {
-    let Some(t) = T::new("pull") else { return };
+    let t = require!(T::new("pull"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let proxy = FaultProxy::start(reg.port);
     let r = format!("127.0.0.1:{}/library/busybox:1.0", proxy.port);
@@ -505,7 +488,7 @@ fn hex_sha256(b: &[u8]) -> String {
 
 #[test]
 fn docker_schema2_zstd_and_multi_platform_indexes() {
-    let Some(t) = T::new("formats") else { return };
+    let t = require!(T::new("formats"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let h = reg.host();
     t.seed_busybox(&format!("{h}/v2s2:1"), &["--format", "v2s2"]);
@@ -627,7 +610,7 @@ fn docker_schema2_zstd_and_multi_platform_indexes() {
 
 #[test]
 fn digests_and_errors_a_person_can_act_on() {
-    let Some(t) = T::new("refs") else { return };
+    let t = require!(T::new("refs"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let h = reg.host();
     t.seed_busybox(&format!("{h}/team/bb:1"), &[]);
@@ -716,7 +699,7 @@ fn image_sizes(t: &T, store: &str) -> Vec<(serde_json::Value, u64, u64)> {
 
 #[test]
 fn sizes_are_the_content_and_what_a_push_sends_the_same_in_any_store() {
-    let Some(t) = T::new("sizes") else { return };
+    let t = require!(T::new("sizes"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let h = reg.host();
     t.seed_busybox(&format!("{h}/library/busybox:1"), &[]);
@@ -806,7 +789,7 @@ fn closed_port() -> u16 {
 
 #[test]
 fn an_unreachable_registry_says_what_to_do_and_doctor_tries_the_configured_ones() {
-    let Some(t) = T::new("unreach") else { return };
+    let t = require!(T::new("unreach"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let dead = format!("127.0.0.1:{}", closed_port());
     // A mirror that answers for docker.io, and a registry that does not: nothing else is
@@ -849,11 +832,8 @@ fn an_unreachable_registry_says_what_to_do_and_doctor_tries_the_configured_ones(
 
 #[test]
 fn push_round_trip_skopeo_umoci_and_mounts() {
-    let Some(t) = T::new("push") else { return };
-    if !have("umoci") {
-        require("umoci is not installed");
-        return;
-    }
+    let t = require!(T::new("push"));
+    require!(have("umoci"), "umoci is not installed");
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let h = reg.host();
     t.seed_busybox(&format!("{h}/library/busybox:1"), &[]);
@@ -984,7 +964,7 @@ fn push_round_trip_skopeo_umoci_and_mounts() {
 
 #[test]
 fn build_push_metadata_and_pull_reports_a_moved_base() {
-    let Some(t) = T::new("buildpush") else { return };
+    let t = require!(T::new("buildpush"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let h = reg.host();
     let base = format!("{h}/base:1");
@@ -1132,7 +1112,7 @@ fn build_push_metadata_and_pull_reports_a_moved_base() {
 
 #[test]
 fn basic_auth_login_logout_and_helpers() {
-    let Some(t) = T::new("basic") else { return };
+    let t = require!(T::new("basic"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Htpasswd);
     let h = reg.host();
     let r = format!("{h}/private/bb:1");
@@ -1244,7 +1224,7 @@ fn basic_auth_login_logout_and_helpers() {
 
 #[test]
 fn token_auth_scopes_identity_tokens_and_expiry() {
-    let Some(t) = T::new("token") else { return };
+    let t = require!(T::new("token"));
     let rdir = t.dir.join("reg");
     fs_err::create_dir_all(&rdir).unwrap();
     let tokens = TokenServer::start(Signer::new(&rdir));
@@ -1329,7 +1309,7 @@ fn base64_std(s: &str) -> String {
 
 #[test]
 fn faults_retries_resume_and_corruption() {
-    let Some(t) = T::new("faults") else { return };
+    let t = require!(T::new("faults"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     t.seed_busybox(&format!("{}/library/busybox:1", reg.host()), &[]);
     let proxy = FaultProxy::start(reg.port);
@@ -1460,7 +1440,7 @@ fn faults_retries_resume_and_corruption() {
 
 #[test]
 fn a_stalling_registry_is_abandoned_in_bounded_time() {
-    let Some(t) = T::new("stall") else { return };
+    let t = require!(T::new("stall"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     t.seed_busybox(&format!("{}/library/busybox:1", reg.host()), &[]);
     let proxy = FaultProxy::start(reg.port);
@@ -1579,7 +1559,7 @@ fn a_stalling_registry_is_abandoned_in_bounded_time() {
 
 #[test]
 fn registries_conf_mirrors_aliases_blocking_and_short_names() {
-    let Some(t) = T::new("mirrors") else { return };
+    let t = require!(T::new("mirrors"));
     let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
     let h = reg.host();
     // docker.io's busybox, served by the local registry as a mirror.
@@ -1678,7 +1658,7 @@ fn python_example_builds_from_a_docker_hub_mirror() {
 
 #[test]
 fn tls_with_certs_d_ca_and_client_certificates() {
-    let Some(t) = T::new("tls") else { return };
+    let t = require!(T::new("tls"));
     let tls = t.dir.join("tls");
     fs_err::create_dir_all(&tls).unwrap();
     harness::make_tls(&tls);
@@ -1757,7 +1737,7 @@ fn strata_env(t: &T, store: &str, args: &[&str], env: &[(&str, &Path)]) -> Outpu
 
 #[test]
 fn https_proxy_no_proxy_and_the_system_trust_store() {
-    let Some(t) = T::new("proxy") else { return };
+    let t = require!(T::new("proxy"));
     let tls = t.dir.join("tls");
     fs_err::create_dir_all(&tls).unwrap();
     harness::make_tls(&tls);

@@ -1,7 +1,115 @@
-//! Helpers shared by the integration tests: strata for other users, terminals, and temporary
-//! directories removed when a test ends.
+//! The one support module every integration test binary shares (`mod support;`): the binary
+//! under test, skips that are recorded and fail under CI (`require!`, [`skip`]), skips that are
+//! not applicable to a pass (`not_applicable!`), strata for other users, terminals, and
+//! temporary directories removed when a test ends.
 
 use std::os::unix::fs::PermissionsExt;
+
+/// Does this run forbid skips for missing tools? `CI` set (non-empty) or `STRATA_REQUIRE_TOOLS=1`
+/// (what `make test` sets under CI): then a test that would skip fails instead, so a skipped
+/// test never counts as a pass there.
+#[allow(dead_code)]
+pub fn skips_fail() -> bool {
+    std::env::var("STRATA_REQUIRE_TOOLS").as_deref() == Ok("1")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// The name of the running test (libtest names each test's thread after it).
+#[allow(dead_code)]
+pub fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("<unknown test>")
+        .to_string()
+}
+
+/// Record that the running test is skipped because `reason` (something `scripts/test-deps.sh`
+/// installs or creates is missing): "SKIPPED <test>: <reason>" on stderr, and a line appended
+/// to the file `$STRATA_SKIP_LOG` names, if set. Under CI ([`skips_fail`]) it panics with the
+/// reason instead. The caller returns from the test (see `require!`).
+#[allow(dead_code)]
+pub fn skip(reason: &str) {
+    if skips_fail() {
+        panic!("{reason} (run scripts/test-deps.sh)");
+    }
+    record_skip("SKIPPED", reason);
+}
+
+/// Record that the running test does nothing in this pass because `reason` (it is not
+/// applicable here: a root-only step in the unprivileged pass, or the other way round). Never
+/// fails, also not under CI: the other pass covers it.
+#[allow(dead_code)]
+pub fn not_applicable(reason: &str) {
+    record_skip("NOT APPLICABLE", reason);
+}
+
+fn record_skip(kind: &str, reason: &str) {
+    let line = format!("{kind} {}: {reason}", test_name());
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os("STRATA_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// `require!(cond, "reason")`: unless `cond` holds, skip the running test with that reason
+/// ([`skip`]: recorded, and a failure under CI) and return from it. `require!(opt)`: the value
+/// of a fixture that returns `Option<T>` (having called [`skip`] itself), or return.
+#[allow(unused_macros)]
+macro_rules! require {
+    ($cond:expr, $($reason:tt)+) => {
+        if !$cond {
+            $crate::support::skip(&format!($($reason)+));
+            return;
+        }
+    };
+    ($fixture:expr) => {
+        match $fixture {
+            Some(v) => v,
+            None => return,
+        }
+    };
+}
+
+/// `not_applicable!(cond, "reason")`: unless `cond` holds, the running test does nothing in
+/// this pass ([`not_applicable`]: recorded, never a failure) and returns.
+#[allow(unused_macros)]
+macro_rules! not_applicable {
+    ($cond:expr, $($reason:tt)+) => {
+        if !$cond {
+            $crate::support::not_applicable(&format!($($reason)+));
+            return;
+        }
+    };
+}
+
+/// The binary under test, where cargo built it.
+#[allow(dead_code)]
+pub fn strata() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+/// Bytes as text, lossily.
+#[allow(dead_code)]
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Is `cmd` on PATH?
+#[allow(dead_code)]
+pub fn have(cmd: &str) -> bool {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
 
 /// The binary under test, copied where the unprivileged users can run it (the checkout may be
 /// in a directory they cannot enter).
