@@ -287,7 +287,8 @@ fn run_hook(h: Hook) -> Result<(), String> {
                 &d.join("m"),
                 &[d.join("l")],
                 Some((&d.join("u"), &d.join("w"))),
-            )?;
+            )
+            .map_err(|e| e.to_string())?;
             fs_err::read(d.join("m/f"))
                 .map(|_| ())
                 .map_err(|e| format!("reading through the overlay: {e}"))

@@ -15,6 +15,7 @@ pub mod binfmt;
 mod child;
 pub mod console;
 pub mod copyfs;
+mod error;
 pub mod idmap;
 pub mod net;
 pub mod overlay;
@@ -27,6 +28,7 @@ pub mod terminal;
 pub mod user;
 
 pub use child::child_main;
+pub use error::{OsError, SetupError};
 pub use session::prepare;
 
 /// What `main()` gives the sandbox to run a hook's task (see [`HookSpec`]): the engine's typed
@@ -87,7 +89,7 @@ pub fn use_copies() -> bool {
 /// Whether `e` is the kernel refusing a step's overlay mount; if so, this process uses copies
 /// from now on ([`use_copies`]) and the caller runs the step again with [`Rootfs::copy_in`].
 pub fn overlay_refused(e: &Error) -> bool {
-    let refused = matches!(e, Error::Setup { message, .. } if message.starts_with("mount overlay"));
+    let refused = matches!(e, Error::Setup { cause, .. } if cause.is_overlay_refused());
     if refused {
         OVERLAY_REFUSED.store(true, std::sync::atomic::Ordering::SeqCst);
     }
@@ -316,9 +318,11 @@ impl Rlimit {
     }
 
     /// Set it for this process (and so for the processes it starts).
-    pub(crate) fn apply(&self) -> Result<(), String> {
+    pub(crate) fn apply(&self) -> Result<(), SetupError> {
         let Some((_, res)) = RLIMITS.iter().find(|(n, _)| *n == self.name) else {
-            return Err(format!("--ulimit: no limit {}", self.name));
+            return Err(SetupError::UnknownUlimit {
+                name: self.name.clone(),
+            });
         };
         let l = libc::rlimit {
             rlim_cur: self.soft,
@@ -326,16 +330,12 @@ impl Rlimit {
         };
         // SAFETY: setrlimit with a valid, initialised rlimit.
         if unsafe { libc::setrlimit(*res, &l) } != 0 {
-            let e = io::Error::last_os_error();
-            let why = if e.raw_os_error() == Some(libc::EPERM) {
-                " (above the hard limit strata runs with: raising it needs CAP_SYS_RESOURCE, which a user namespace does not give; `ulimit -H` shows it)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "--ulimit {}={}:{}: {e}{why}",
-                self.name, self.soft, self.hard
-            ));
+            return Err(SetupError::Ulimit {
+                name: self.name.clone(),
+                soft: self.soft,
+                hard: self.hard,
+                errno: io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            });
         }
         Ok(())
     }
@@ -400,16 +400,16 @@ enum Report {
     Ran {
         micros: u64,
     },
-    Error(String),
+    Error(SetupError),
     /// Paths the sandbox created in the root to mount over (to leave out of the layer).
     Created(Vec<String>),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot create the sandbox: {message}")]
+    #[error("cannot create the sandbox: {cause}")]
     Setup {
-        message: String,
+        cause: Box<SetupError>,
         advice: Vec<String>,
     },
     #[error("sandbox: {0}")]
@@ -651,7 +651,7 @@ fn launch(
     if private_net {
         if let Some((message, fix)) = net::unavailable() {
             return Err(Error::Setup {
-                message,
+                cause: Box::new(SetupError::Network { message }),
                 advice: vec![fix],
             });
         }
@@ -662,7 +662,9 @@ fn launch(
     };
     if memory.len() > 100 {
         return Err(Error::Setup {
-            message: format!("{} secret files in one step (100 at most)", memory.len()),
+            cause: Box::new(SetupError::TooManySecrets {
+                count: memory.len(),
+            }),
             advice: Vec::new(),
         });
     }
@@ -745,18 +747,18 @@ fn launch(
             Report::Outcome(o) => outcome = Some(o),
             Report::Created(c) => created = c,
             Report::Ran { micros } => command = Some(std::time::Duration::from_micros(micros)),
-            Report::Error(message) => {
-                if message == child::NO_NETWORK {
+            Report::Error(cause) => {
+                if cause == SetupError::NetworkNotReady {
                     if let Some((message, fix)) = net_error {
                         return Err(Error::Setup {
-                            message,
+                            cause: Box::new(SetupError::Network { message }),
                             advice: vec![fix],
                         });
                     }
                 }
                 return Err(Error::Setup {
-                    advice: session::advice_for(&message),
-                    message,
+                    advice: cause.advice(),
+                    cause: Box::new(cause),
                 });
             }
             Report::Unshared | Report::Ready | Report::Pid1(_) => {}
@@ -769,7 +771,7 @@ fn launch(
             command,
         }),
         None => Err(Error::Setup {
-            message: format!("the sandbox child {pid} ended without reporting"),
+            cause: Box::new(SetupError::NoReport { pid }),
             advice: Vec::new(),
         }),
     }
