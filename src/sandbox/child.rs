@@ -237,7 +237,8 @@ fn run_task(hook: &super::HookFn) -> R<i32> {
             if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
                 return Err(unshare_failed("CLONE_NEWNS"));
             }
-            hook(h.task).map_err(|message| SetupError::Hook { message })?;
+            let output = hook(h.task).map_err(SetupError::Hook)?;
+            report(&Report::HookOutput(output));
             report(&Report::Outcome(Outcome::Exited(0)));
             Ok(0)
         }

@@ -151,9 +151,18 @@ pub enum SetupError {
     /// Docker's seccomp profile could not be compiled.
     #[error("{message}")]
     Seccomp { message: String },
-    /// A hook of `main()` failed.
-    #[error("{message}")]
-    Hook { message: String },
+    /// A hook of `main()` failed (its own typed error inside).
+    #[error("{}", .0.message)]
+    Hook(HookFailure),
+}
+
+/// A hook's failure as the sandbox carries it without knowing the hook: the hook's own typed
+/// error as JSON (for the engine to read back), its text, and the errno behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookFailure {
+    pub error: serde_json::Value,
+    pub message: String,
+    pub errno: Option<i32>,
 }
 
 impl SetupError {
@@ -171,6 +180,7 @@ impl SetupError {
             | Ulimit { errno, .. } => Some(*errno),
             IdMaps { cause } | Io { cause, .. } | Os { cause } | TaskRead { cause } => cause.errno,
             CacheOwner { cause, .. } => cause.errno(),
+            Hook(f) => f.errno,
             _ => None,
         }
     }
@@ -194,7 +204,6 @@ impl SetupError {
         match self {
             Proc { .. } => super::probe::proc_fixes(),
             UserNs { .. } | BecomeRoot { .. } | RootOnly { .. } => super::probe::advice(),
-            Hook { message } => super::session::advice_for_text(message),
             _ if self.errno() == Some(libc::EPERM) => {
                 vec!["run `strata doctor` for a full report".into()]
             }

@@ -28,12 +28,13 @@ pub mod terminal;
 pub mod user;
 
 pub use child::child_main;
-pub use error::{OsError, SetupError};
+pub use error::{HookFailure, OsError, SetupError};
 pub use session::prepare;
 
 /// What `main()` gives the sandbox to run a hook's task (see [`HookSpec`]): the engine's typed
-/// hooks, which the sandbox carries as JSON without knowing them.
-pub type HookFn = dyn Fn(serde_json::Value) -> Result<(), String>;
+/// hooks, which the sandbox carries as JSON without knowing them, as it carries their typed
+/// outputs and errors back over the report pipe ([`run_hook_output`]).
+pub type HookFn = dyn Fn(serde_json::Value) -> Result<serde_json::Value, HookFailure>;
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -403,6 +404,8 @@ enum Report {
     Error(SetupError),
     /// Paths the sandbox created in the root to mount over (to leave out of the layer).
     Created(Vec<String>),
+    /// What a hook answered (its runner's typed output, as JSON).
+    HookOutput(serde_json::Value),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -440,6 +443,8 @@ pub struct Finished {
     /// How long the process ran, from its start in the sandbox to its exit (`None` when it
     /// did not start).
     pub command: Option<std::time::Duration>,
+    /// A hook's answer.
+    pub hook_output: Option<serde_json::Value>,
 }
 
 /// A close-on-exec copy of `fd` numbered 128 or above: a child's pre_exec can then dup2 such
@@ -620,6 +625,14 @@ pub fn run_on_console(
 /// Run a hook of `main()` inside the user namespace (no new root). Its stdout and stderr are
 /// strata's.
 pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error> {
+    run_hook_output(exe, hook).map(|(o, _)| o)
+}
+
+/// [`run_hook`], with the hook's answer (what its runner returned, as JSON) when it gave one.
+pub fn run_hook_output(
+    exe: &std::path::Path,
+    hook: &HookSpec,
+) -> Result<(Outcome, Option<serde_json::Value>), Error> {
     launch(
         exe,
         &Task::Hook(hook.clone()),
@@ -630,7 +643,7 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
         &|_| {},
         &|_| {},
     )
-    .map(|f| f.outcome)
+    .map(|f| (f.outcome, f.hook_output))
 }
 
 /// Have the session fork the sandbox child for `task` and wait for it. `stdin` when given,
@@ -742,11 +755,13 @@ fn launch(
     let mut created = Vec::new();
     let mut outcome = None;
     let mut command = None;
+    let mut hook_output = None;
     for r in reports {
         match r {
             Report::Outcome(o) => outcome = Some(o),
             Report::Created(c) => created = c,
             Report::Ran { micros } => command = Some(std::time::Duration::from_micros(micros)),
+            Report::HookOutput(v) => hook_output = Some(v),
             Report::Error(cause) => {
                 if cause == SetupError::NetworkNotReady {
                     if let Some((message, fix)) = net_error {
@@ -769,6 +784,7 @@ fn launch(
             outcome,
             created,
             command,
+            hook_output,
         }),
         None => Err(Error::Setup {
             cause: Box::new(SetupError::NoReport { pid }),

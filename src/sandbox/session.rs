@@ -221,14 +221,3 @@ impl Session {
         }
     }
 }
-
-/// The advice for a hook's failure, from its text (until hooks report typed errors).
-pub(super) fn advice_for_text(message: &str) -> Vec<String> {
-    if message.contains("user namespace") {
-        probe::advice()
-    } else if message.contains("EPERM") || message.contains("Operation not permitted") {
-        vec!["run `strata doctor` for a full report".into()]
-    } else {
-        Vec::new()
-    }
-}
