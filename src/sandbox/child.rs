@@ -647,38 +647,11 @@ fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::Pat
     Ok(f)
 }
 
-/// pid 1: build the root, start the process, reap until it ends.
-fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
-    super::signals::init_prepare();
-    let rec_private = libc::MS_REC | libc::MS_PRIVATE;
-    mount("", "/", "", rec_private, "")?;
-    let root = match &spec.rootfs {
-        Rootfs::Overlay {
-            lower,
-            upper,
-            work,
-            merged,
-        } => {
-            super::overlay::mount(merged, lower, Some((upper, work)))?;
-            merged.display().to_string()
-        }
-        Rootfs::Copy { lower, root, state } => {
-            if !state.exists() {
-                let st = super::copyfs::prepare(lower, root)
-                    .map_err(io(format!("copying the image into {}", root.display())))?;
-                st.save(state)
-                    .map_err(|e| SetupError::Os { cause: e.into() })?;
-            }
-            let r = root.display().to_string();
-            // pivot_root needs a mount point.
-            mount(&r, &r, "", libc::MS_BIND | libc::MS_REC, "")?;
-            r
-        }
-    };
-
-    let mut created = Vec::new();
+/// /proc (a new one, or with STRATA_PROC=host the container's), /dev (a small tmpfs with the host's usual nodes, pts and
+/// shm), /sys read-only, and Docker's masked and read-only paths, in the root `root`.
+fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R<()> {
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    ensure_dir(&root, "/proc", &mut created)?;
+    ensure_dir(root, "/proc", created)?;
     let proc_at = format!("{root}/proc");
     if let Err(e) = mount("proc", &proc_at, "proc", nosuid_nodev_noexec, "") {
         // A container whose /proc has masked paths refuses a new proc. STRATA_PROC=host: the
@@ -694,7 +667,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     // /dev: a small tmpfs with the usual nodes bound from the host, pts and shm.
-    ensure_dir(&root, "/dev", &mut created)?;
+    ensure_dir(root, "/dev", created)?;
     mount(
         "tmpfs",
         &format!("{root}/dev"),
@@ -746,7 +719,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     }
 
     // /sys: the host's, read-only.
-    ensure_dir(&root, "/sys", &mut created)?;
+    ensure_dir(root, "/sys", created)?;
     mount(
         "/sys",
         &format!("{root}/sys"),
@@ -764,12 +737,17 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
 
     // Docker's masked and read-only paths (moby's default spec): kernel memory, keys, timers
     // and firmware hidden; /proc/sys and friends read-only.
-    mask_paths(&root)?;
+    mask_paths(root)?;
+    Ok(())
+}
 
+/// The step's /etc files and binds (host dirs, tmpfs, secrets, contexts, layers, caches) in
+/// the root `root`; returns the cache mounts to hand to the step's user once it is known.
+fn mount_binds(spec: &Spec, root: &str, created: &mut Vec<String>) -> R<Vec<String>> {
     // resolv.conf, hosts, hostname: provided, not part of the layer.
     for (name, host) in &spec.etc_files {
-        let inside = in_root(&root, &format!("/etc/{name}"))?;
-        ensure_file(&root, &inside, &mut created)?;
+        let inside = in_root(root, &format!("/etc/{name}"))?;
+        ensure_file(root, &inside, created)?;
         bind(
             &host.display().to_string(),
             &format!("{root}{inside}"),
@@ -790,7 +768,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     {
         // The target as the image's own symlinks lead, never out of the root (an image whose
         // /home is a link to an absolute host path cannot make the sandbox create there).
-        let inside = in_root(&root, target)?;
+        let inside = in_root(root, target)?;
         let t = format!("{root}{inside}");
         let host = match source {
             BindSource::Host => host.clone(),
@@ -801,7 +779,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 host.clone()
             }
             BindSource::Tmpfs { size } => {
-                ensure_dir(&root, &inside, &mut created)?;
+                ensure_dir(root, &inside, created)?;
                 let opts = match size {
                     Some(n) => format!("mode=1777,size={n}"),
                     None => "mode=1777".to_string(),
@@ -833,17 +811,163 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             }
         };
         if host.is_dir() {
-            ensure_dir(&root, &inside, &mut created)?;
+            ensure_dir(root, &inside, created)?;
         } else {
-            ensure_file(&root, &inside, &mut created)?;
+            ensure_file(root, &inside, created)?;
         }
         bind(&host.display().to_string(), &t, libc::MS_REC, *readonly)?;
     }
     drop(held_fds);
-    report(&Report::Created(created));
+    Ok(hand_to_user)
+}
 
+/// The forked child of pid 1: stdio, signals, session, groups, seccomp, capabilities, ids,
+/// workdir, no inherited descriptors, then exec; never returns (126 or 127 on failure).
+#[allow(clippy::too_many_arguments)]
+fn exec_child(
+    spec: &Spec,
+    argv: &[CString],
+    env: &[CString],
+    console: Option<&std::os::fd::OwnedFd>,
+    ids: &user::Ids,
+    workdir: &str,
+    filters: &super::seccomp::Filters,
+    drop_caps: &[u32],
+    prog: &str,
+    prog_c: &CString,
+) -> ! {
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    let groups: Vec<libc::gid_t> = ids.groups.clone();
+    let wd = cstr(workdir);
+    let devnull = cstr("/dev/null");
+    // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
+    unsafe {
+        if let Some(t) = &console {
+            // The terminal (close-on-exec itself) on 0, 1 and 2.
+            for n in 0..3 {
+                libc::dup2(t.as_raw_fd(), n);
+            }
+        } else if !spec.stdin {
+            let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::dup2(fd, 0);
+                libc::close(fd);
+            }
+        }
+        // Default signal dispositions and an empty mask, as runc gives a container's
+        // process: strata's runtime ignores SIGPIPE, and an ignored signal stays ignored
+        // across exec (`yes | head` would print "Broken pipe" and `set -o pipefail` fail).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Through the raw syscall: glibc's signal() refuses 32 and 33, which it keeps for
+        // itself, and those can arrive ignored from whatever started strata.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: libc::c_ulong,
+            restorer: usize,
+            mask: u64,
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        libc::setsid();
+        if console.is_some() {
+            // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
+            // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+        if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        // Docker's seccomp profile, while we still hold CAP_SYS_ADMIN (so without
+        // no_new_privs: setuid binaries keep working), then Docker's capability set while
+        // we still hold CAP_SETPCAP; a non-root USER then loses the rest when it changes
+        // ids, as under Docker.
+        if !filters.install() {
+            fail(b"strata: installing the seccomp filter failed\n");
+        }
+        if !limit_capabilities(drop_caps) {
+            fail(b"strata: dropping capabilities failed\n");
+        }
+        if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
+            || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
+        {
+            libc::_exit(126);
+        }
+        if libc::chdir(wd.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        // The process starts with exactly 0, 1 and 2: not the report and task pipes, not
+        // the memory files (already mounted), and nothing strata inherited without
+        // close-on-exec (a directory of the caller's, a jobserver pipe, a socket).
+        close_from(3);
+        libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+        // Said on the process's stderr, as a shell says it (this process is a fork of a
+        // single-threaded one: formatting is safe here): 126 when the file is there but
+        // cannot be run (not executable, an argument list over the kernel's limit).
+        let e = std::io::Error::last_os_error();
+        let msg = format!("strata: exec {prog}: {e}\n");
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        libc::_exit(if e.raw_os_error() == Some(libc::ENOENT) {
+            127
+        } else {
+            126
+        });
+    }
+}
+/// pid 1: build the root, start the process, reap until it ends.
+/// The root: mounts made private, then the overlay (or the copy, bound onto itself); its path.
+fn root_fs(spec: &Spec) -> R<String> {
+    let rec_private = libc::MS_REC | libc::MS_PRIVATE;
+    mount("", "/", "", rec_private, "")?;
+    Ok(match &spec.rootfs {
+        Rootfs::Overlay {
+            lower,
+            upper,
+            work,
+            merged,
+        } => {
+            super::overlay::mount(merged, lower, Some((upper, work)))?;
+            merged.display().to_string()
+        }
+        Rootfs::Copy { lower, root, state } => {
+            if !state.exists() {
+                let st = super::copyfs::prepare(lower, root)
+                    .map_err(io(format!("copying the image into {}", root.display())))?;
+                st.save(state)
+                    .map_err(|e| SetupError::Os { cause: e.into() })?;
+            }
+            let r = root.display().to_string();
+            // pivot_root needs a mount point.
+            mount(&r, &r, "", libc::MS_BIND | libc::MS_REC, "")?;
+            r
+        }
+    })
+}
+
+/// pivot_root into `root`, detach the old root, name the host.
+fn pivot(root: &str, hostname: &str) -> R<()> {
     // pivot_root(".", ".") then detach the old root: no directory is left in the new root.
-    std::env::set_current_dir(&root).map_err(io(format!("chdir {root}")))?;
+    std::env::set_current_dir(root).map_err(io(format!("chdir {root}")))?;
     let dot = cstr(".");
     // SAFETY: pivot_root via syscall with valid path pointers.
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
@@ -854,9 +978,23 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         return Err(syscall("detaching the old root"));
     }
     std::env::set_current_dir("/").map_err(io("chdir /"))?;
-    let host = cstr(&spec.hostname);
+    let host = cstr(hostname);
     // SAFETY: valid pointer and length.
-    unsafe { libc::sethostname(host.as_ptr(), spec.hostname.len()) };
+    unsafe { libc::sethostname(host.as_ptr(), hostname.len()) };
+    Ok(())
+}
+
+fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
+    super::signals::init_prepare();
+    let root = root_fs(spec)?;
+
+    let mut created = Vec::new();
+    kernel_fs(spec, &root, &mut created)?;
+
+    let hand_to_user = mount_binds(spec, &root, &mut created)?;
+    report(&Report::Created(created));
+
+    pivot(&root, &spec.hostname)?;
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
@@ -961,103 +1099,18 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         return Err(syscall("fork"));
     }
     if pid == 0 {
-        let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_p.push(std::ptr::null());
-        let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-        env_p.push(std::ptr::null());
-        let groups: Vec<libc::gid_t> = ids.groups.clone();
-        let wd = cstr(&workdir);
-        let devnull = cstr("/dev/null");
-        // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
-        unsafe {
-            if let Some(t) = &console {
-                // The terminal (close-on-exec itself) on 0, 1 and 2.
-                for n in 0..3 {
-                    libc::dup2(t.as_raw_fd(), n);
-                }
-            } else if !spec.stdin {
-                let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
-                if fd >= 0 {
-                    libc::dup2(fd, 0);
-                    libc::close(fd);
-                }
-            }
-            // Default signal dispositions and an empty mask, as runc gives a container's
-            // process: strata's runtime ignores SIGPIPE, and an ignored signal stays ignored
-            // across exec (`yes | head` would print "Broken pipe" and `set -o pipefail` fail).
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            // Through the raw syscall: glibc's signal() refuses 32 and 33, which it keeps for
-            // itself, and those can arrive ignored from whatever started strata.
-            #[repr(C)]
-            struct KernelSigaction {
-                handler: usize,
-                flags: libc::c_ulong,
-                restorer: usize,
-                mask: u64,
-            }
-            let default = KernelSigaction {
-                handler: libc::SIG_DFL,
-                flags: 0,
-                restorer: 0,
-                mask: 0,
-            };
-            for sig in 1..=64 {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::syscall(
-                        libc::SYS_rt_sigaction,
-                        sig,
-                        &default as *const KernelSigaction,
-                        std::ptr::null_mut::<KernelSigaction>(),
-                        8usize,
-                    );
-                }
-            }
-            libc::setsid();
-            if console.is_some() {
-                // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
-                // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-            }
-            if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-                libc::_exit(126);
-            }
-            // Docker's seccomp profile, while we still hold CAP_SYS_ADMIN (so without
-            // no_new_privs: setuid binaries keep working), then Docker's capability set while
-            // we still hold CAP_SETPCAP; a non-root USER then loses the rest when it changes
-            // ids, as under Docker.
-            if !filters.install() {
-                fail(b"strata: installing the seccomp filter failed\n");
-            }
-            if !limit_capabilities(&drop_caps) {
-                fail(b"strata: dropping capabilities failed\n");
-            }
-            if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
-                || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
-            {
-                libc::_exit(126);
-            }
-            if libc::chdir(wd.as_ptr()) != 0 {
-                libc::_exit(126);
-            }
-            // The process starts with exactly 0, 1 and 2: not the report and task pipes, not
-            // the memory files (already mounted), and nothing strata inherited without
-            // close-on-exec (a directory of the caller's, a jobserver pipe, a socket).
-            close_from(3);
-            libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
-            // Said on the process's stderr, as a shell says it (this process is a fork of a
-            // single-threaded one: formatting is safe here): 126 when the file is there but
-            // cannot be run (not executable, an argument list over the kernel's limit).
-            let e = std::io::Error::last_os_error();
-            let msg = format!("strata: exec {prog}: {e}\n");
-            libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
-            libc::_exit(if e.raw_os_error() == Some(libc::ENOENT) {
-                127
-            } else {
-                126
-            });
-        }
+        exec_child(
+            spec,
+            &argv,
+            &env,
+            console.as_ref(),
+            &ids,
+            &workdir,
+            &filters,
+            &drop_caps,
+            &prog,
+            &prog_c,
+        );
     }
     drop(console);
     // Reap everything and pass forwarded signals on; return when our process ends (the rest
