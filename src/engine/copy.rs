@@ -65,8 +65,6 @@ pub struct CopyJob {
     /// Where the layer blob is written.
     pub out: PathBuf,
     pub compression: Compression,
-    /// Where the result ([`CopyResult`]) is written as JSON.
-    pub result: PathBuf,
     /// The instruction name, for messages.
     pub what: String,
 }
@@ -314,17 +312,12 @@ struct Out {
     mtime: i64,
 }
 
-/// The hook: run the job described by the JSON file `spec`.
-pub fn hook(spec: &Path) -> Result<(), String> {
-    let text = fs_err::read_to_string(spec).map_err(|e| e.to_string())?;
-    let job: CopyJob =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", spec.display()))?;
-    let result = match run(&job) {
+/// The hook: run `job`; its answer goes back over the sandbox's report pipe.
+pub fn hook(job: &CopyJob) -> CopyResult {
+    match run(job) {
         Ok(r) => r,
         Err(e) => CopyResult::Error(e),
-    };
-    let json = serde_json::to_vec(&result).map_err(|e| e.to_string())?;
-    fs_err::write(&job.result, json).map_err(|e| e.to_string())
+    }
 }
 
 /// A read-only view of `lowers` (top first) at `at`: the single dir itself, an empty dir, or

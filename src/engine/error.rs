@@ -42,14 +42,18 @@ pub const NO_SPACE: &str = "the store's filesystem is full: `strata df` shows wh
 /// Whether `e` (or a cause of it) is a disk that is full. ENOSPC from `unshare`/`clone` is
 /// something else (the limit on user namespaces), and so is not counted.
 pub fn is_no_space(e: &anyhow::Error) -> bool {
-    let namespaces = e.chain().any(|c| {
-        let t = c.to_string();
-        t.contains("unshare(") || t.contains("CLONE_NEW")
-    });
+    let setup = |c: &(dyn std::error::Error + 'static)| match c.downcast_ref() {
+        Some(crate::sandbox::Error::Setup { cause, .. }) => Some(cause.clone()),
+        _ => None,
+    };
+    let namespaces = e
+        .chain()
+        .any(|c| setup(c).is_some_and(|s| s.is_namespace()));
     !namespaces
         && e.chain().any(|c| {
             c.downcast_ref::<std::io::Error>()
                 .is_some_and(|x| x.raw_os_error() == Some(libc::ENOSPC))
+                || setup(c).is_some_and(|s| s.errno() == Some(libc::ENOSPC))
                 || c.to_string().contains("No space left on device")
         })
 }
@@ -281,7 +285,13 @@ mod tests {
     #[test]
     fn a_full_disk_says_how_to_get_space_back_and_a_namespace_limit_does_not() {
         let full = anyhow::Error::from(crate::sandbox::Error::Setup {
-            message: "reading /s/upper: failed to write to file `/s/layer.tar`: No space left on device (os error 28)".into(),
+            cause: Box::new(crate::sandbox::SetupError::Io {
+                what: "reading /s/upper".into(),
+                cause: crate::sandbox::OsError {
+                    errno: Some(libc::ENOSPC),
+                    message: "failed to write to file `/s/layer.tar`: No space left on device (os error 28)".into(),
+                },
+            }),
             advice: Vec::new(),
         });
         let x = explain(&full);
@@ -293,7 +303,9 @@ mod tests {
         // max_user_namespaces reached: unshare says ENOSPC too, and it is this machine's
         // sandbox, not a disk.
         let ns = anyhow::Error::from(crate::sandbox::Error::Setup {
-            message: "unshare(CLONE_NEWUSER): No space left on device (os error 28)".into(),
+            cause: Box::new(crate::sandbox::SetupError::UserNs {
+                errno: libc::ENOSPC,
+            }),
             advice: Vec::new(),
         });
         let x = explain(&ns);

@@ -51,8 +51,8 @@ pub enum Hook {
     /// `strata doctor`: mount a proc at `dir` from a new PID namespace, as a RUN step's root
     /// gets one (refused in a container whose /proc has masked paths).
     ProcTest { dir: PathBuf },
-    /// A COPY or ADD, described by the job file `job` (see [`super::copy`]).
-    Copy { job: PathBuf },
+    /// A COPY or ADD (see [`super::copy`]), answered with [`HookOutput::Copy`].
+    Copy { job: Box<super::copy::CopyJob> },
     /// A directory (a cache mount) as a plain tar at `out`, owners as seen inside.
     TarDir { dir: PathBuf, out: PathBuf },
     /// The digest of what a bind mount of `sub` in the filesystem of `lowers` (top first)
@@ -172,256 +172,372 @@ pub struct DiffSpec {
     pub lowers: Vec<PathBuf>,
 }
 
-/// The hook runner `main()` gives the sandbox child: a [`Hook`] as JSON.
-pub fn hook(task: serde_json::Value) -> Result<(), String> {
-    let h: Hook = serde_json::from_value(task).map_err(|e| format!("bad sandbox hook: {e}"))?;
-    run_hook(h)
+/// What a hook answers when it succeeds, sent back over the sandbox's report pipe.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum HookOutput {
+    /// The work is done (files written where the hook was told).
+    Done,
+    /// A COPY or ADD: its layer, or the user-facing reason it could not be made.
+    Copy(super::copy::CopyResult),
 }
 
-fn run_hook(h: Hook) -> Result<(), String> {
+/// Why a hook failed, sent back over the sandbox's report pipe; its text is what users read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum HookError {
+    /// The task was not a [`Hook`].
+    #[error("bad sandbox hook: {message}")]
+    Decode { message: String },
+    /// A file or layer operation failed; `what` names it and its path when the cause does not.
+    #[error("{}{cause}", prefix(what))]
+    Io {
+        what: Option<String>,
+        cause: sandbox::OsError,
+    },
+    /// The sandbox's own work for the hook (an overlay view) failed.
+    #[error("{}{cause}", prefix(what))]
+    Setup {
+        what: Option<String>,
+        cause: Box<sandbox::SetupError>,
+    },
+    /// doctor's proc test: a system call failed (`unshare(CLONE_NEWPID)`, `fork`, `mount -t
+    /// proc`).
+    #[error("{call}: {cause}")]
+    Call {
+        call: String,
+        cause: sandbox::OsError,
+    },
+    /// doctor's proc test was killed.
+    #[error("the proc test was killed")]
+    ProcKilled,
+}
+
+fn prefix(what: &Option<String>) -> String {
+    what.as_deref()
+        .map(|w| format!("{w}: "))
+        .unwrap_or_default()
+}
+
+impl HookError {
+    /// The errno behind the failure, when a system call failed.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            HookError::Io { cause, .. } | HookError::Call { cause, .. } => cause.errno,
+            HookError::Setup { cause, .. } => cause.errno(),
+            HookError::Decode { .. } | HookError::ProcKilled => None,
+        }
+    }
+
+    /// The hook's error as the sandbox carries it.
+    fn into_failure(self) -> sandbox::HookFailure {
+        sandbox::HookFailure {
+            error: serde_json::to_value(&self).unwrap_or_default(),
+            message: self.to_string(),
+            errno: self.errno(),
+        }
+    }
+}
+
+/// An error `e` (of any kind, its errno found in its chain) as a [`HookError::Io`].
+fn io_err<E: std::error::Error + 'static>(what: Option<String>) -> impl FnOnce(E) -> HookError {
+    move |e| {
+        let mut errno = None;
+        let mut c: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(x) = c {
+            if let Some(io) = x.downcast_ref::<std::io::Error>() {
+                if let Some(n) = io.raw_os_error() {
+                    errno = Some(n);
+                    break;
+                }
+            }
+            c = x.source();
+        }
+        HookError::Io {
+            what,
+            cause: sandbox::OsError {
+                errno,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// [`io_err`] with no context (the error names its path itself).
+fn bare<E: std::error::Error + 'static>(e: E) -> HookError {
+    io_err(None)(e)
+}
+
+/// [`io_err`] after `what`.
+fn at<E: std::error::Error + 'static>(what: impl std::fmt::Display) -> impl FnOnce(E) -> HookError {
+    io_err(Some(what.to_string()))
+}
+
+/// The hook runner `main()` gives the sandbox child: a [`Hook`] as JSON, answered with a
+/// [`HookOutput`] or a [`HookError`] as JSON.
+pub fn hook(task: serde_json::Value) -> Result<serde_json::Value, sandbox::HookFailure> {
+    let run = || -> Result<HookOutput, HookError> {
+        let h: Hook = serde_json::from_value(task).map_err(|e| HookError::Decode {
+            message: e.to_string(),
+        })?;
+        run_hook(h)
+    };
+    match run() {
+        Ok(out) => Ok(serde_json::to_value(&out).unwrap_or_default()),
+        Err(e) => Err(e.into_failure()),
+    }
+}
+
+fn run_hook(h: Hook) -> Result<HookOutput, HookError> {
     match h {
         Hook::Unpack {
             blob,
             dest,
             diff_id,
             lower,
-        } => {
-            let shown = blob.display();
-            let f = fs_err::File::open(&blob).map_err(|e| e.to_string())?;
-            let r = crate::layer::decompress_pipelined(f).map_err(|e| format!("{shown}: {e}"))?;
-            let report = crate::store::unpack_verified(
-                r,
-                &dest,
-                &diff_id,
-                &ApplyOptions {
-                    chown: true,
-                    overlay_whiteouts: true,
-                },
-                &lower,
-            )
-            .map_err(|e| e.to_string())?;
-            if !report.skipped_devices.is_empty() {
-                eprintln!(
-                    "warning: {} device node(s) left out of layer {diff_id}: {}",
-                    report.skipped_devices.len(),
-                    report.skipped_devices.join(", ")
-                );
-            }
-            Ok(())
-        }
-        Hook::Remove { paths } => {
-            for p in paths {
-                crate::store::make_writable(&p);
-                match std::fs::remove_dir_all(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("removing {}: {e}", p.display())),
-                }
-            }
-            Ok(())
-        }
-        Hook::TarDir { dir, out } => {
-            let f = fs_err::File::create(&out).map_err(|e| e.to_string())?;
-            let w = crate::layer::write_tree(
-                &dir,
-                std::io::BufWriter::with_capacity(1 << 20, f),
-                &crate::layer::WriteOptions::default(),
-            )
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-            w.into_inner()
-                .map_err(|e| e.into_error().to_string())?
-                .sync_all()
-                .map_err(|e| e.to_string())
-        }
-        Hook::Diff(d) => {
-            // The step's layer: read inside the user namespace, so owners are as seen there.
-            forget_mount_points(&d.upper, &d.created, &d.lowers);
-            let opts = crate::layer::WriteOptions {
-                overlay_whiteouts: true,
-                source_date_epoch: d.epoch,
-            };
-            // Hashed as written (a megabyte at a time), so strata need not read it again.
-            let f = fs_err::File::create(&d.out).map_err(|e| e.to_string())?;
-            let w = crate::layer::write_tree(
-                &d.upper,
-                std::io::BufWriter::with_capacity(
-                    1 << 20,
-                    crate::oci::BackgroundHashingWriter::new(f),
-                ),
-                &opts,
-            )
-            .map_err(|e| format!("reading {}: {e}", d.upper.display()))?;
-            let (f, digest, size) = w
-                .into_inner()
-                .map_err(|e| e.to_string())?
-                .finish()
-                .map_err(|e| e.to_string())?;
-            f.sync_all().map_err(|e| e.to_string())?;
-            fs_err::write(digest_file(&d.out), format!("{digest} {size}"))
-                .map_err(|e| e.to_string())
-        }
+        } => unpack(&blob, &dest, &diff_id, &lower)?,
+        Hook::Remove { paths } => remove(&paths)?,
+        Hook::TarDir { dir, out } => tar_dir(&dir, &out)?,
+        Hook::Diff(d) => diff(&d)?,
         Hook::Forget {
             upper,
             created,
             lowers,
-        } => {
-            forget_mount_points(&upper, &created, &lowers);
-            Ok(())
-        }
+        } => forget_mount_points(&upper, &created, &lowers),
         Hook::CopyDiff { root, state, diff } => {
             // Copy snapshotter: gather the changes into an upper-shaped dir, then as Diff.
-            let before = sandbox::copyfs::State::load(&state).map_err(|e| e.to_string())?;
+            let before = sandbox::copyfs::State::load(&state).map_err(bare)?;
             let upper = &diff.upper;
-            std::fs::create_dir_all(upper).map_err(|e| format!("{}: {e}", upper.display()))?;
-            sandbox::copyfs::diff(&root, &before, upper).map_err(|e| e.to_string())?;
-            run_hook(Hook::Diff(diff))
+            std::fs::create_dir_all(upper).map_err(at(upper.display()))?;
+            sandbox::copyfs::diff(&root, &before, upper).map_err(bare)?;
+            return run_hook(Hook::Diff(diff));
         }
-        Hook::OverlayTest { dir } => {
-            let d = dir.as_path();
-            for s in ["l", "u", "w", "m"] {
-                std::fs::create_dir_all(d.join(s)).map_err(|e| e.to_string())?;
-            }
-            fs_err::write(d.join("l/f"), "x").map_err(|e| e.to_string())?;
-            // The mount RUN steps get (sandbox::overlay), so doctor tests what builds do.
-            sandbox::overlay::mount(
-                &d.join("m"),
-                &[d.join("l")],
-                Some((&d.join("u"), &d.join("w"))),
-            )?;
-            fs_err::read(d.join("m/f"))
-                .map(|_| ())
-                .map_err(|e| format!("reading through the overlay: {e}"))
-        }
+        Hook::OverlayTest { dir } => overlay_test(&dir)?,
         Hook::TreeDigest {
             lowers,
             sub,
             work,
             out,
         } => {
-            let root = match lowers.as_slice() {
-                [] => {
-                    let empty = work.join("empty");
-                    std::fs::create_dir_all(&empty)
-                        .map_err(|e| format!("{}: {e}", empty.display()))?;
-                    empty
-                }
-                [one] => one.clone(),
-                many => {
-                    let at = work.join("view");
-                    std::fs::create_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-                    sandbox::overlay::mount(&at, many, None)
-                        .map_err(|e| format!("a view of the layers: {e}"))?;
-                    at
-                }
-            };
-            let d = tree_digest(&root, &sub).map_err(|e| format!("{sub}: {e}"))?;
-            fs_err::write(&out, d).map_err(|e| e.to_string())
+            let root = view(&lowers, &work)?;
+            let d = tree_digest(&root, &sub).map_err(at(&sub))?;
+            fs_err::write(&out, d).map_err(bare)?;
         }
-        Hook::Flatten { layers, dir, out } => {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            for (blob, diff_id) in &layers {
-                let shown = blob.display();
-                let f = fs_err::File::open(blob).map_err(|e| e.to_string())?;
-                let r =
-                    crate::layer::decompress_pipelined(f).map_err(|e| format!("{shown}: {e}"))?;
-                crate::store::unpack_verified(
-                    r,
-                    &dir,
-                    diff_id,
-                    &ApplyOptions {
-                        chown: true,
-                        overlay_whiteouts: false,
-                    },
-                    // Each layer goes onto the ones before it in the same directory.
-                    &[],
-                )
-                .map_err(|e| e.to_string())?;
-            }
-            let f = fs_err::File::create(&out).map_err(|e| e.to_string())?;
-            let w = crate::layer::write_tree(
-                &dir,
-                std::io::BufWriter::with_capacity(1 << 20, f),
-                &crate::layer::WriteOptions::default(),
-            )
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-            w.into_inner()
-                .map_err(|e| e.into_error().to_string())?
-                .sync_all()
-                .map_err(|e| e.to_string())
-        }
-        Hook::Noop => Ok(()),
-        Hook::ProcTest { dir } => {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            // SAFETY: unshare and fork in the single-threaded hook process; the child only
-            // mounts and exits.
-            if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
-                return Err(format!(
-                    "unshare(CLONE_NEWPID): {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            let pid = unsafe { libc::fork() };
-            if pid < 0 {
-                return Err(format!("fork: {}", std::io::Error::last_os_error()));
-            }
-            if pid == 0 {
-                let code = match rustix::mount::mount(
-                    "proc",
-                    &dir,
-                    "proc",
-                    rustix::mount::MountFlags::empty(),
-                    None,
-                ) {
-                    Ok(()) => 0,
-                    Err(e) => e.raw_os_error(),
-                };
-                unsafe { libc::_exit(code) }
-            }
-            let mut status = 0;
-            unsafe { libc::waitpid(pid, &mut status, 0) };
-            match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
-                Some(0) => Ok(()),
-                Some(e) => Err(format!(
-                    "mount -t proc: {}",
-                    std::io::Error::from_raw_os_error(e)
-                )),
-                None => Err("the proc test was killed".into()),
-            }
-        }
-        Hook::Copy { job } => super::copy::hook(&job),
+        Hook::Flatten { layers, dir, out } => flatten(&layers, &dir, &out)?,
+        Hook::Noop => {}
+        Hook::ProcTest { dir } => proc_test(&dir)?,
+        Hook::Copy { job } => return Ok(HookOutput::Copy(super::copy::hook(&job))),
         Hook::MakeCache {
             path,
             uid,
             gid,
             mode,
-        } => {
-            let p = path.as_path();
-            if p.exists() {
-                return Ok(());
-            }
-            // Made under a unique name and renamed without replacing: two steps creating the
-            // same cache at once both end up with the one that won.
-            let tmp = p.with_extension(format!("new{}", std::process::id()));
-            std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
-                .map_err(|e| format!("chown {}: {e}", tmp.display()))?;
-            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(|e| format!("chmod {}: {e}", tmp.display()))?;
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                &tmp,
-                rustix::fs::CWD,
-                p,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => Ok(()),
-                Err(_) if p.exists() => {
-                    let _ = std::fs::remove_dir(&tmp);
-                    Ok(())
-                }
-                Err(e) => Err(format!("{}: {e}", p.display())),
-            }
+        } => make_cache(&path, uid, gid, mode)?,
+    }
+    Ok(HookOutput::Done)
+}
+
+fn unpack(blob: &Path, dest: &Path, diff_id: &Digest, lower: &[PathBuf]) -> Result<(), HookError> {
+    let f = fs_err::File::open(blob).map_err(bare)?;
+    let r = crate::layer::decompress_pipelined(f).map_err(at(blob.display()))?;
+    let report = crate::store::unpack_verified(
+        r,
+        dest,
+        diff_id,
+        &ApplyOptions {
+            chown: true,
+            overlay_whiteouts: true,
+        },
+        lower,
+    )
+    .map_err(bare)?;
+    if !report.skipped_devices.is_empty() {
+        eprintln!(
+            "warning: {} device node(s) left out of layer {diff_id}: {}",
+            report.skipped_devices.len(),
+            report.skipped_devices.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn remove(paths: &[PathBuf]) -> Result<(), HookError> {
+    for p in paths {
+        crate::store::make_writable(p);
+        match std::fs::remove_dir_all(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(at(format!("removing {}", p.display()))(e)),
         }
+    }
+    Ok(())
+}
+
+/// `dir` as a plain tar at `out`, owners as seen inside, synced.
+fn tar_dir(dir: &Path, out: &Path) -> Result<(), HookError> {
+    let f = fs_err::File::create(out).map_err(bare)?;
+    let w = crate::layer::write_tree(
+        dir,
+        std::io::BufWriter::with_capacity(1 << 20, f),
+        &crate::layer::WriteOptions::default(),
+    )
+    .map_err(at(dir.display()))?;
+    w.into_inner()
+        .map_err(|e| bare(e.into_error()))?
+        .sync_all()
+        .map_err(bare)
+}
+
+fn diff(d: &DiffSpec) -> Result<(), HookError> {
+    // The step's layer: read inside the user namespace, so owners are as seen there.
+    forget_mount_points(&d.upper, &d.created, &d.lowers);
+    let opts = crate::layer::WriteOptions {
+        overlay_whiteouts: true,
+        source_date_epoch: d.epoch,
+    };
+    // Hashed as written (a megabyte at a time), so strata need not read it again.
+    let f = fs_err::File::create(&d.out).map_err(bare)?;
+    let w = crate::layer::write_tree(
+        &d.upper,
+        std::io::BufWriter::with_capacity(1 << 20, crate::oci::BackgroundHashingWriter::new(f)),
+        &opts,
+    )
+    .map_err(at(format!("reading {}", d.upper.display())))?;
+    let (f, digest, size) = w
+        .into_inner()
+        .map_err(|e| bare(e.into_error()))?
+        .finish()
+        .map_err(bare)?;
+    f.sync_all().map_err(bare)?;
+    fs_err::write(digest_file(&d.out), format!("{digest} {size}")).map_err(bare)
+}
+
+fn overlay_test(d: &Path) -> Result<(), HookError> {
+    for s in ["l", "u", "w", "m"] {
+        std::fs::create_dir_all(d.join(s)).map_err(bare)?;
+    }
+    fs_err::write(d.join("l/f"), "x").map_err(bare)?;
+    // The mount RUN steps get (sandbox::overlay), so doctor tests what builds do.
+    sandbox::overlay::mount(
+        &d.join("m"),
+        &[d.join("l")],
+        Some((&d.join("u"), &d.join("w"))),
+    )
+    .map_err(|cause| HookError::Setup {
+        what: None,
+        cause: Box::new(cause),
+    })?;
+    fs_err::read(d.join("m/f"))
+        .map(|_| ())
+        .map_err(at("reading through the overlay"))
+}
+
+/// A read-only view of `lowers` (top first): an empty dir below `work`, the single dir
+/// itself, or an overlay of several below `work`.
+fn view(lowers: &[PathBuf], work: &Path) -> Result<PathBuf, HookError> {
+    Ok(match lowers {
+        [] => {
+            let empty = work.join("empty");
+            std::fs::create_dir_all(&empty).map_err(at(empty.display()))?;
+            empty
+        }
+        [one] => one.clone(),
+        many => {
+            let at_ = work.join("view");
+            std::fs::create_dir_all(&at_).map_err(at(at_.display()))?;
+            sandbox::overlay::mount(&at_, many, None).map_err(|cause| HookError::Setup {
+                what: Some("a view of the layers".into()),
+                cause: Box::new(cause),
+            })?;
+            at_
+        }
+    })
+}
+
+fn flatten(layers: &[(PathBuf, Digest)], dir: &Path, out: &Path) -> Result<(), HookError> {
+    std::fs::create_dir_all(dir).map_err(at(dir.display()))?;
+    for (blob, diff_id) in layers {
+        let f = fs_err::File::open(blob).map_err(bare)?;
+        let r = crate::layer::decompress_pipelined(f).map_err(at(blob.display()))?;
+        crate::store::unpack_verified(
+            r,
+            dir,
+            diff_id,
+            &ApplyOptions {
+                chown: true,
+                overlay_whiteouts: false,
+            },
+            // Each layer goes onto the ones before it in the same directory.
+            &[],
+        )
+        .map_err(bare)?;
+    }
+    tar_dir(dir, out)
+}
+
+fn proc_test(dir: &Path) -> Result<(), HookError> {
+    let call = |call: &str, cause: std::io::Error| HookError::Call {
+        call: call.into(),
+        cause: cause.into(),
+    };
+    std::fs::create_dir_all(dir).map_err(at(dir.display()))?;
+    // SAFETY: unshare and fork in the single-threaded hook process; the child only
+    // mounts and exits.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
+        return Err(call(
+            "unshare(CLONE_NEWPID)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(call("fork", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let code = match rustix::mount::mount(
+            "proc",
+            dir,
+            "proc",
+            rustix::mount::MountFlags::empty(),
+            None,
+        ) {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error(),
+        };
+        unsafe { libc::_exit(code) }
+    }
+    let mut status = 0;
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(e) => Err(call("mount -t proc", std::io::Error::from_raw_os_error(e))),
+        None => Err(HookError::ProcKilled),
+    }
+}
+
+fn make_cache(p: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), HookError> {
+    if p.exists() {
+        return Ok(());
+    }
+    // Made under a unique name and renamed without replacing: two steps creating the
+    // same cache at once both end up with the one that won.
+    let tmp = p.with_extension(format!("new{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(at(tmp.display()))?;
+    std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))
+        .map_err(at(format!("chown {}", tmp.display())))?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(at(format!("chmod {}", tmp.display())))?;
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &tmp,
+        rustix::fs::CWD,
+        p,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(_) if p.exists() => {
+            let _ = std::fs::remove_dir(&tmp);
+            Ok(())
+        }
+        Err(e) => Err(at(p.display())(std::io::Error::from(e))),
     }
 }
 
@@ -506,13 +622,36 @@ pub fn sandbox_err(e: sandbox::Error) -> anyhow::Error {
 
 /// Run a hook inside the user namespace; anything but exit status 0 is an error saying `what`.
 pub fn hook_ok(exe: &Path, hook: Hook, maps: &idmap::IdMaps, what: &str) -> anyhow::Result<()> {
+    hook_output(exe, hook, maps, what).map(|_| ())
+}
+
+/// [`hook_ok`], returning what the hook answered over the report pipe.
+pub fn hook_output(
+    exe: &Path,
+    hook: Hook,
+    maps: &idmap::IdMaps,
+    what: &str,
+) -> anyhow::Result<HookOutput> {
     let h = HookSpec {
         task: serde_json::to_value(&hook)?,
         maps: maps.clone(),
     };
-    match sandbox::run_hook(exe, &h).map_err(sandbox_err)? {
-        sandbox::Outcome::Exited(0) => Ok(()),
-        o => bail!("{what} ended with {o:?}"),
+    match sandbox::run_hook_output(exe, &h).map_err(sandbox_err)? {
+        (sandbox::Outcome::Exited(0), Some(out)) => serde_json::from_value(out)
+            .with_context(|| format!("{what}: reading the hook's answer")),
+        (sandbox::Outcome::Exited(0), None) => bail!("{what} ended without an answer"),
+        (o, _) => bail!("{what} ended with {o:?}"),
+    }
+}
+
+/// The typed error of a hook that failed inside the sandbox, when `e` is one.
+pub fn hook_error(e: &sandbox::Error) -> Option<HookError> {
+    match e {
+        sandbox::Error::Setup { cause, .. } => match cause.as_ref() {
+            sandbox::SetupError::Hook(f) => serde_json::from_value(f.error.clone()).ok(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -717,4 +856,37 @@ pub fn diff_to_tar(
         },
     };
     hook_ok(&exe()?, hook, maps, "reading the step's changes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_answers_typed_output_or_a_typed_error_as_json() {
+        let d = std::env::temp_dir().join(format!("strata-hook-{}", std::process::id()));
+        fs_err::create_dir_all(&d).unwrap();
+        let gone = d.join("gone");
+        let task = serde_json::to_value(Hook::Remove { paths: vec![gone] }).unwrap();
+        let out: HookOutput = serde_json::from_value(hook(task).unwrap()).unwrap();
+        assert!(matches!(out, HookOutput::Done));
+
+        let f = hook(serde_json::json!({"NoSuchHook": {}})).unwrap_err();
+        assert!(f.message.starts_with("bad sandbox hook: "), "{}", f.message);
+        let e: HookError = serde_json::from_value(f.error).unwrap();
+        assert!(matches!(e, HookError::Decode { .. }));
+
+        // A file where a directory is expected: the errno crosses with the text.
+        let file = d.join("file");
+        fs_err::write(&file, "x").unwrap();
+        let task = serde_json::to_value(Hook::Remove {
+            paths: vec![file.join("below")],
+        })
+        .unwrap();
+        let f = hook(task).unwrap_err();
+        assert_eq!(f.errno, Some(libc::ENOTDIR), "{f:?}");
+        let e: HookError = serde_json::from_value(f.error).unwrap();
+        assert_eq!(e.to_string(), f.message);
+        fs_err::remove_dir_all(&d).unwrap();
+    }
 }

@@ -3,7 +3,7 @@
 //! pid 1's child, and reports how it ended. Runs single-threaded from the first instruction of
 //! `main()`.
 
-// Errors here are strings that name their path (`format!("creating {path}: {e}")`): the reason
+// Errors here are [`SetupError`]s that name their path (`io("creating {path}")`): the reason
 // clippy.toml steers code to fs-err is met, so std::fs is allowed in this file.
 #![allow(clippy::disallowed_methods)]
 
@@ -12,14 +12,32 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
+use super::error::io;
 use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
 use super::session::MAX_FDS;
-use super::{user, Bind, BindSource, Network, Outcome, Report, Rootfs, Spec, Task};
+use super::{user, Bind, BindSource, Network, Outcome, Report, Rootfs, SetupError, Spec, Task};
 
-type R<T> = Result<T, String>;
+type R<T> = Result<T, SetupError>;
 
-fn errno(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+/// The calling thread's errno, as a number.
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// A failed system call `call` ("fork", "pivot_root"), with errno.
+fn syscall(call: &str) -> SetupError {
+    SetupError::Syscall {
+        call: call.into(),
+        errno: last_errno(),
+    }
+}
+
+/// A failed unshare of `namespaces` (as the message names them), with errno.
+fn unshare_failed(namespaces: &str) -> SetupError {
+    SetupError::Unshare {
+        namespaces: namespaces.into(),
+        errno: last_errno(),
+    }
 }
 
 fn cstr(s: &str) -> CString {
@@ -57,7 +75,13 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str
         )
     };
     if rc != 0 {
-        return Err(errno(&format!("mount {fstype} {src} on {target} ({data})")));
+        return Err(SetupError::Mount {
+            fstype: fstype.into(),
+            from: src.into(),
+            target: target.into(),
+            data: data.into(),
+            errno: last_errno(),
+        });
     }
     Ok(())
 }
@@ -80,18 +104,22 @@ pub fn child_main(hook: &super::HookFn) -> ! {
 fn session(hook: &super::HookFn) -> R<()> {
     // SAFETY: unshare has no memory-safety preconditions; this process has one thread.
     if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
-        return Err(errno("unshare(CLONE_NEWUSER)"));
+        return Err(SetupError::UserNs {
+            errno: last_errno(),
+        });
     }
     report(&Report::Unshared);
     // SAFETY: fd 4 is the pipe strata dup'ed for us; this is its only owner.
     let mut from_parent = unsafe { std::fs::File::from_raw_fd(4) };
     if !matches!(read_frame(&mut from_parent), Ok(Some(ToChild::Mapped))) {
-        return Err("the parent did not write the uid/gid maps".into());
+        return Err(SetupError::NotMapped);
     }
     // SAFETY: plain credential syscalls.
     unsafe {
         if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
-            return Err(errno("becoming root in the user namespace"));
+            return Err(SetupError::BecomeRoot {
+                errno: last_errno(),
+            });
         }
     }
     report(&Report::Ready);
@@ -129,15 +157,12 @@ fn session(hook: &super::HookFn) -> R<()> {
             }
         }
         let reply = if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) || fds.len() < 5 {
-            SessionReply::Failed(format!(
-                "a request for a sandbox child came with {} descriptors",
-                fds.len()
-            ))
+            SessionReply::Failed(SetupError::BadRequest { count: fds.len() })
         } else {
             // SAFETY: single-threaded; the child only continues in `forked`, which never
             // returns.
             match unsafe { libc::fork() } {
-                -1 => SessionReply::Failed(errno("fork")),
+                -1 => SessionReply::Failed(syscall("fork")),
                 0 => forked(hook, me, fds),
                 pid => SessionReply::Started(pid as u32),
             }
@@ -196,23 +221,24 @@ fn run_task(hook: &super::HookFn) -> R<i32> {
     // SAFETY: fd 4 is the task pipe `forked` put there; this is its only owner.
     let mut from_parent = unsafe { std::fs::File::from_raw_fd(4) };
     let task: Task = read_frame(&mut from_parent)
-        .map_err(|e| format!("reading the sandbox task: {e}"))?
-        .ok_or("strata sent no sandbox task")?;
+        .map_err(|e| SetupError::TaskRead { cause: e.into() })?
+        .ok_or(SetupError::NoTask)?;
     // A private network's namespace is made first, owned by the session's user namespace, so
     // that slirp4netns can configure it while we build the root.
     let private_net = matches!(&task, Task::Run(s) if s.network == Network::Private);
     // SAFETY: see above.
     if private_net && unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(errno("unshare(CLONE_NEWNET)"));
+        return Err(unshare_failed("CLONE_NEWNET"));
     }
     report(&Report::Unshared);
     match task {
         Task::Hook(h) => {
             // SAFETY: see above.
             if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-                return Err(errno("unshare(CLONE_NEWNS)"));
+                return Err(unshare_failed("CLONE_NEWNS"));
             }
-            hook(h.task)?;
+            let output = hook(h.task).map_err(SetupError::Hook)?;
+            report(&Report::HookOutput(output));
             report(&Report::Outcome(Outcome::Exited(0)));
             Ok(0)
         }
@@ -230,14 +256,14 @@ fn run_spec(spec: &Spec, net_ready: Option<std::fs::File>) -> R<i32> {
     }
     // SAFETY: see above.
     if unsafe { libc::unshare(flags) } != 0 {
-        return Err(errno("unshare(mount, pid, uts, ipc namespaces)"));
+        return Err(unshare_failed("mount, pid, uts, ipc namespaces"));
     }
     // The first child is pid 1 of the new pid namespace; when it exits, the kernel kills every
     // process left in the namespace.
     // SAFETY: single-threaded process; the child only continues this function.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(errno("fork"));
+        return Err(syscall("fork"));
     }
     if pid > 0 {
         // strata may signal pid 1 from now on (`strata run` forwards SIGTERM and others).
@@ -324,7 +350,7 @@ fn make_dirs(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
     let mut rel = String::new();
     let mut owner = std::fs::metadata(&path)
         .map(|m| (m.uid(), m.gid()))
-        .map_err(|e| format!("{path}: {e}"))?;
+        .map_err(io(&path))?;
     for part in inside.split('/').filter(|p| !p.is_empty() && *p != ".") {
         path.push('/');
         path.push_str(part);
@@ -333,10 +359,10 @@ fn make_dirs(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
         match std::fs::metadata(&path) {
             Ok(m) => owner = (m.uid(), m.gid()),
             Err(_) => {
-                std::fs::create_dir(&path).map_err(|e| format!("creating {path}: {e}"))?;
+                std::fs::create_dir(&path).map_err(io(format!("creating {path}")))?;
                 created.push(rel.clone());
                 std::os::unix::fs::lchown(&path, Some(owner.0), Some(owner.1))
-                    .map_err(|e| format!("chown {path}: {e}"))?;
+                    .map_err(io(format!("chown {path}")))?;
             }
         }
     }
@@ -353,7 +379,7 @@ fn ensure_file(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
         if let Some((parent, _)) = inside.trim_end_matches('/').rsplit_once('/') {
             make_dirs(root, parent, created)?;
         }
-        std::fs::write(&path, b"").map_err(|e| format!("creating {path}: {e}"))?;
+        std::fs::write(&path, b"").map_err(io(format!("creating {path}")))?;
         created.push(inside.to_string());
     }
     Ok(())
@@ -366,10 +392,14 @@ fn in_root(root: &str, target: &str) -> R<String> {
     let clean = crate::fsx::clean(&format!("/{target}"));
     let rel =
         crate::fsx::resolve_in_root(Path::new(root), Path::new(clean.trim_start_matches('/')), 0)
-            .map_err(|e| format!("mount target {target}: {e}"))?;
-    let rel = rel
-        .to_str()
-        .ok_or_else(|| format!("mount target {target}: not UTF-8"))?;
+            .map_err(io(format!("mount target {target}")))?;
+    let rel = rel.to_str().ok_or_else(|| SetupError::Io {
+        what: format!("mount target {target}"),
+        cause: super::OsError {
+            errno: None,
+            message: "not UTF-8".into(),
+        },
+    })?;
     Ok(format!("/{}", rel.trim_start_matches('/')))
 }
 
@@ -381,33 +411,29 @@ fn ensure_dir(root: &str, inside: &str, created: &mut Vec<String>) -> R<()> {
 /// when its top directory is someone else's. Mounts below it are not entered.
 fn hand_over(path: &Path, uid: u32, gid: u32) -> R<()> {
     use std::os::unix::fs::MetadataExt;
-    let top = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let top = std::fs::symlink_metadata(path).map_err(io(path.display().to_string()))?;
     if (top.uid(), top.gid()) == (uid, gid) {
         return Ok(());
     }
     let dev = top.dev();
     let mut todo = vec![path.to_path_buf()];
     while let Some(p) = todo.pop() {
-        let m = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let m = std::fs::symlink_metadata(&p).map_err(io(p.display().to_string()))?;
         if m.dev() != dev {
             continue;
         }
         if (m.uid(), m.gid()) != (uid, gid) {
             std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
-                .map_err(|e| format!("chown {}: {e}", p.display()))?;
+                .map_err(io(format!("chown {}", p.display())))?;
         }
         if m.is_dir() {
-            for e in std::fs::read_dir(&p).map_err(|e| format!("{}: {e}", p.display()))? {
-                todo.push(e.map_err(|e| format!("{}: {e}", p.display()))?.path());
+            for e in std::fs::read_dir(&p).map_err(io(p.display().to_string()))? {
+                todo.push(e.map_err(io(p.display().to_string()))?.path());
             }
         }
     }
     Ok(())
 }
-
-/// What the child reports when the parent could not give it its network (the parent then
-/// reports the network's own error).
-pub(super) const NO_NETWORK: &str = "the step's network was not set up";
 
 /// Paths Docker hides from a container: files get /dev/null, directories an empty read-only
 /// tmpfs.
@@ -575,9 +601,9 @@ fn fail(msg: &[u8]) -> ! {
 /// `/proc/self/fd/N` for the mount, and the descriptor to keep open until it is made.
 fn beneath(dir: &Path, sub: &str, target: &str) -> R<(std::path::PathBuf, std::os::fd::OwnedFd)> {
     let rel = Path::new(sub.trim_start_matches('/'));
-    let not_found = |e: std::io::Error| format!("mount source {sub} for {target}: {e}");
-    let resolved = crate::fsx::resolve_in_root(dir, rel, 0).map_err(not_found)?;
-    let fd = crate::fsx::open_path_beneath(dir, &resolved).map_err(not_found)?;
+    let not_found = || io(format!("mount source {sub} for {target}"));
+    let resolved = crate::fsx::resolve_in_root(dir, rel, 0).map_err(not_found())?;
+    let fd = crate::fsx::open_path_beneath(dir, &resolved).map_err(not_found())?;
     Ok((format!("/proc/self/fd/{}", fd.as_raw_fd()).into(), fd))
 }
 
@@ -593,15 +619,15 @@ fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::Pat
     let mut src = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     let mode = src
         .metadata()
-        .map_err(|e| format!("memory file {index}: {e}"))?
+        .map_err(io(format!("memory file {index}")))?
         .permissions()
         .mode()
         & 0o7777;
     let mut content = Vec::new();
-    std::io::Seek::rewind(&mut *src).map_err(|e| format!("memory file {index}: {e}"))?;
+    std::io::Seek::rewind(&mut *src).map_err(io(format!("memory file {index}")))?;
     src.read_to_end(&mut content)
-        .map_err(|e| format!("memory file {index}: {e}"))?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        .map_err(io(format!("memory file {index}")))?;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let d = dir.display().to_string();
     mount(
         "tmpfs",
@@ -611,60 +637,37 @@ fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::Pat
         &format!("mode=0700,size={}", content.len() + 4096),
     )?;
     let f = dir.join("content");
-    std::fs::write(&f, &content).map_err(|e| format!("writing {}: {e}", f.display()))?;
+    std::fs::write(&f, &content).map_err(io(format!("writing {}", f.display())))?;
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("chmod {}: {e}", f.display()))?;
+        .map_err(io(format!("chmod {}", f.display())))?;
     if (uid, gid) != (0, 0) {
         std::os::unix::fs::chown(&f, Some(uid), Some(gid))
-            .map_err(|e| format!("chown {} to {uid}:{gid}: {e}", f.display()))?;
+            .map_err(io(format!("chown {} to {uid}:{gid}", f.display())))?;
     }
     Ok(f)
 }
 
-/// pid 1: build the root, start the process, reap until it ends.
-fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
-    super::signals::init_prepare();
-    let rec_private = libc::MS_REC | libc::MS_PRIVATE;
-    mount("", "/", "", rec_private, "")?;
-    let root = match &spec.rootfs {
-        Rootfs::Overlay {
-            lower,
-            upper,
-            work,
-            merged,
-        } => {
-            super::overlay::mount(merged, lower, Some((upper, work)))?;
-            merged.display().to_string()
-        }
-        Rootfs::Copy { lower, root, state } => {
-            if !state.exists() {
-                let st = super::copyfs::prepare(lower, root)
-                    .map_err(|e| format!("copying the image into {}: {e}", root.display()))?;
-                st.save(state).map_err(|e| e.to_string())?;
-            }
-            let r = root.display().to_string();
-            // pivot_root needs a mount point.
-            mount(&r, &r, "", libc::MS_BIND | libc::MS_REC, "")?;
-            r
-        }
-    };
-
-    let mut created = Vec::new();
+/// /proc (a new one, or with STRATA_PROC=host the container's), /dev (a small tmpfs with the host's usual nodes, pts and
+/// shm), /sys read-only, and Docker's masked and read-only paths, in the root `root`.
+fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R<()> {
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    ensure_dir(&root, "/proc", &mut created)?;
+    ensure_dir(root, "/proc", created)?;
     let proc_at = format!("{root}/proc");
     if let Err(e) = mount("proc", &proc_at, "proc", nosuid_nodev_noexec, "") {
         // A container whose /proc has masked paths refuses a new proc. STRATA_PROC=host: the
         // container's own, bound (the step sees the container's processes, not its own pid
         // namespace's; signals stay within its namespace).
         if std::env::var("STRATA_PROC").as_deref() != Ok("host") {
-            return Err(e);
+            return Err(SetupError::Proc {
+                target: proc_at,
+                errno: e.errno().unwrap_or(0),
+            });
         }
         mount("/proc", &proc_at, "", libc::MS_BIND | libc::MS_REC, "")?;
     }
 
     // /dev: a small tmpfs with the usual nodes bound from the host, pts and shm.
-    ensure_dir(&root, "/dev", &mut created)?;
+    ensure_dir(root, "/dev", created)?;
     mount(
         "tmpfs",
         &format!("{root}/dev"),
@@ -674,10 +677,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     )?;
     for d in ["null", "zero", "full", "random", "urandom", "tty"] {
         let t = format!("{root}/dev/{d}");
-        std::fs::write(&t, b"").map_err(|e| format!("creating {t}: {e}"))?;
+        std::fs::write(&t, b"").map_err(io(format!("creating {t}")))?;
         mount(&format!("/dev/{d}"), &t, "", libc::MS_BIND, "")?;
     }
-    std::fs::create_dir_all(format!("{root}/dev/pts")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(format!("{root}/dev/pts"))
+        .map_err(|e| SetupError::Os { cause: e.into() })?;
     mount(
         "devpts",
         &format!("{root}/dev/pts"),
@@ -690,7 +694,8 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             "newinstance,ptmxmode=0666,mode=0620,gid=5"
         },
     )?;
-    std::fs::create_dir_all(format!("{root}/dev/shm")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(format!("{root}/dev/shm"))
+        .map_err(|e| SetupError::Os { cause: e.into() })?;
     mount(
         "shm",
         &format!("{root}/dev/shm"),
@@ -710,11 +715,11 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         std::os::unix::fs::symlink(t, format!("{root}/dev/{l}"))
-            .map_err(|e| format!("/dev/{l}: {e}"))?;
+            .map_err(io(format!("/dev/{l}")))?;
     }
 
     // /sys: the host's, read-only.
-    ensure_dir(&root, "/sys", &mut created)?;
+    ensure_dir(root, "/sys", created)?;
     mount(
         "/sys",
         &format!("{root}/sys"),
@@ -732,12 +737,17 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
 
     // Docker's masked and read-only paths (moby's default spec): kernel memory, keys, timers
     // and firmware hidden; /proc/sys and friends read-only.
-    mask_paths(&root)?;
+    mask_paths(root)?;
+    Ok(())
+}
 
+/// The step's /etc files and binds (host dirs, tmpfs, secrets, contexts, layers, caches) in
+/// the root `root`; returns the cache mounts to hand to the step's user once it is known.
+fn mount_binds(spec: &Spec, root: &str, created: &mut Vec<String>) -> R<Vec<String>> {
     // resolv.conf, hosts, hostname: provided, not part of the layer.
     for (name, host) in &spec.etc_files {
-        let inside = in_root(&root, &format!("/etc/{name}"))?;
-        ensure_file(&root, &inside, &mut created)?;
+        let inside = in_root(root, &format!("/etc/{name}"))?;
+        ensure_file(root, &inside, created)?;
         bind(
             &host.display().to_string(),
             &format!("{root}{inside}"),
@@ -758,7 +768,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     {
         // The target as the image's own symlinks lead, never out of the root (an image whose
         // /home is a link to an absolute host path cannot make the sandbox create there).
-        let inside = in_root(&root, target)?;
+        let inside = in_root(root, target)?;
         let t = format!("{root}{inside}");
         let host = match source {
             BindSource::Host => host.clone(),
@@ -769,7 +779,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
                 host.clone()
             }
             BindSource::Tmpfs { size } => {
-                ensure_dir(&root, &inside, &mut created)?;
+                ensure_dir(root, &inside, created)?;
                 let opts = match size {
                     Some(n) => format!("mode=1777,size={n}"),
                     None => "mode=1777".to_string(),
@@ -792,8 +802,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             BindSource::Layers { lower, sub } => {
                 let (m, u, w) = (host.join("m"), host.join("u"), host.join("w"));
                 for d in [&m, &u, &w] {
-                    std::fs::create_dir_all(d)
-                        .map_err(|e| format!("creating {}: {e}", d.display()))?;
+                    std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
                 }
                 super::overlay::mount(&m, lower, Some((&u, &w)))?;
                 let (path, fd) = beneath(&m, sub, target)?;
@@ -802,50 +811,218 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
             }
         };
         if host.is_dir() {
-            ensure_dir(&root, &inside, &mut created)?;
+            ensure_dir(root, &inside, created)?;
         } else {
-            ensure_file(&root, &inside, &mut created)?;
+            ensure_file(root, &inside, created)?;
         }
         bind(&host.display().to_string(), &t, libc::MS_REC, *readonly)?;
     }
     drop(held_fds);
-    report(&Report::Created(created));
+    Ok(hand_to_user)
+}
 
+/// The forked child of pid 1: stdio, signals, session, groups, seccomp, capabilities, ids,
+/// workdir, no inherited descriptors, then exec; never returns (126 or 127 on failure).
+#[allow(clippy::too_many_arguments)]
+fn exec_child(
+    spec: &Spec,
+    argv: &[CString],
+    env: &[CString],
+    console: Option<&std::os::fd::OwnedFd>,
+    ids: &user::Ids,
+    workdir: &str,
+    filters: &super::seccomp::Filters,
+    drop_caps: &[u32],
+    prog: &str,
+    prog_c: &CString,
+) -> ! {
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    let groups: Vec<libc::gid_t> = ids.groups.clone();
+    let wd = cstr(workdir);
+    let devnull = cstr("/dev/null");
+    // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
+    unsafe {
+        if let Some(t) = &console {
+            // The terminal (close-on-exec itself) on 0, 1 and 2.
+            for n in 0..3 {
+                libc::dup2(t.as_raw_fd(), n);
+            }
+        } else if !spec.stdin {
+            let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::dup2(fd, 0);
+                libc::close(fd);
+            }
+        }
+        // Default signal dispositions and an empty mask, as runc gives a container's
+        // process: strata's runtime ignores SIGPIPE, and an ignored signal stays ignored
+        // across exec (`yes | head` would print "Broken pipe" and `set -o pipefail` fail).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Through the raw syscall: glibc's signal() refuses 32 and 33, which it keeps for
+        // itself, and those can arrive ignored from whatever started strata.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: libc::c_ulong,
+            restorer: usize,
+            mask: u64,
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        libc::setsid();
+        if console.is_some() {
+            // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
+            // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+        if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        // Docker's seccomp profile, while we still hold CAP_SYS_ADMIN (so without
+        // no_new_privs: setuid binaries keep working), then Docker's capability set while
+        // we still hold CAP_SETPCAP; a non-root USER then loses the rest when it changes
+        // ids, as under Docker.
+        if !filters.install() {
+            fail(b"strata: installing the seccomp filter failed\n");
+        }
+        if !limit_capabilities(drop_caps) {
+            fail(b"strata: dropping capabilities failed\n");
+        }
+        if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
+            || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
+        {
+            libc::_exit(126);
+        }
+        if libc::chdir(wd.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        // The process starts with exactly 0, 1 and 2: not the report and task pipes, not
+        // the memory files (already mounted), and nothing strata inherited without
+        // close-on-exec (a directory of the caller's, a jobserver pipe, a socket).
+        close_from(3);
+        libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+        // Said on the process's stderr, as a shell says it (this process is a fork of a
+        // single-threaded one: formatting is safe here): 126 when the file is there but
+        // cannot be run (not executable, an argument list over the kernel's limit).
+        let e = std::io::Error::last_os_error();
+        let msg = format!("strata: exec {prog}: {e}\n");
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        libc::_exit(if e.raw_os_error() == Some(libc::ENOENT) {
+            127
+        } else {
+            126
+        });
+    }
+}
+/// pid 1: build the root, start the process, reap until it ends.
+/// The root: mounts made private, then the overlay (or the copy, bound onto itself); its path.
+fn root_fs(spec: &Spec) -> R<String> {
+    let rec_private = libc::MS_REC | libc::MS_PRIVATE;
+    mount("", "/", "", rec_private, "")?;
+    Ok(match &spec.rootfs {
+        Rootfs::Overlay {
+            lower,
+            upper,
+            work,
+            merged,
+        } => {
+            super::overlay::mount(merged, lower, Some((upper, work)))?;
+            merged.display().to_string()
+        }
+        Rootfs::Copy { lower, root, state } => {
+            if !state.exists() {
+                let st = super::copyfs::prepare(lower, root)
+                    .map_err(io(format!("copying the image into {}", root.display())))?;
+                st.save(state)
+                    .map_err(|e| SetupError::Os { cause: e.into() })?;
+            }
+            let r = root.display().to_string();
+            // pivot_root needs a mount point.
+            mount(&r, &r, "", libc::MS_BIND | libc::MS_REC, "")?;
+            r
+        }
+    })
+}
+
+/// pivot_root into `root`, detach the old root, name the host.
+fn pivot(root: &str, hostname: &str) -> R<()> {
     // pivot_root(".", ".") then detach the old root: no directory is left in the new root.
-    std::env::set_current_dir(&root).map_err(|e| format!("chdir {root}: {e}"))?;
+    std::env::set_current_dir(root).map_err(io(format!("chdir {root}")))?;
     let dot = cstr(".");
     // SAFETY: pivot_root via syscall with valid path pointers.
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
-        return Err(errno("pivot_root"));
+        return Err(syscall("pivot_root"));
     }
     // SAFETY: see above.
     if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(errno("detaching the old root"));
+        return Err(syscall("detaching the old root"));
     }
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
-    let host = cstr(&spec.hostname);
+    std::env::set_current_dir("/").map_err(io("chdir /"))?;
+    let host = cstr(hostname);
     // SAFETY: valid pointer and length.
-    unsafe { libc::sethostname(host.as_ptr(), spec.hostname.len()) };
+    unsafe { libc::sethostname(host.as_ptr(), hostname.len()) };
+    Ok(())
+}
+
+fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
+    super::signals::init_prepare();
+    let root = root_fs(spec)?;
+
+    let mut created = Vec::new();
+    kernel_fs(spec, &root, &mut created)?;
+
+    let hand_to_user = mount_binds(spec, &root, &mut created)?;
+    report(&Report::Created(created));
+
+    pivot(&root, &spec.hostname)?;
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let ids = user::resolve(&spec.user, &passwd, &group)?;
+    let ids = user::resolve(&spec.user, &passwd, &group).map_err(|message| SetupError::User {
+        user: spec.user.clone(),
+        message,
+    })?;
     if spec.maps.root_only && (ids.uid != 0 || ids.gid != 0) {
-        return Err(format!(
-            "USER {} needs uid {} and gid {}, but only root is mapped in this user namespace (no subordinate ids for this user in /etc/subuid and /etc/subgid, or newuidmap/newgidmap missing; see `strata doctor`)",
-            spec.user, ids.uid, ids.gid
-        ));
+        return Err(SetupError::RootOnly {
+            user: spec.user.clone(),
+            uid: ids.uid,
+            gid: ids.gid,
+        });
     }
     for t in &hand_to_user {
-        hand_over(Path::new(t), ids.uid, ids.gid)
-            .map_err(|e| format!("cache mount {t}: giving it to the step's user: {e}"))?;
+        hand_over(Path::new(t), ids.uid, ids.gid).map_err(|e| SetupError::CacheOwner {
+            target: t.clone(),
+            cause: Box::new(e),
+        })?;
     }
     // -t: the terminal, from this sandbox's devpts; its master goes to strata over the console
     // socket strata gave us as fd 0. Our own messages (a command not found) go to it too.
     let console = if spec.tty {
-        let c = super::console::allocate(spec.tty_size, ids.uid)?;
+        let console = |message| SetupError::Console { message };
+        let c = super::console::allocate(spec.tty_size, ids.uid).map_err(console)?;
         // SAFETY: fd 0 is the console socket strata passed; borrowed for one sendmsg.
-        super::console::send(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }, &c.master)?;
+        super::console::send(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }, &c.master)
+            .map_err(console)?;
         drop(c.master);
         // SAFETY: dup2 onto our own stdout and stderr.
         unsafe {
@@ -862,13 +1039,12 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
         spec.workdir.clone()
     };
     if std::fs::metadata(&workdir).is_err() {
-        std::fs::create_dir_all(&workdir)
-            .map_err(|e| format!("creating WORKDIR {workdir}: {e}"))?;
+        std::fs::create_dir_all(&workdir).map_err(io(format!("creating WORKDIR {workdir}")))?;
     }
 
     let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect();
     if argv.is_empty() {
-        return Err("no command to run".into());
+        return Err(SetupError::NoCommand);
     }
     // HOME, when the image's ENV does not set it, is the user's home from the image's passwd
     // ("/" for a user without an entry), as runc sets it: `cd ~` works, and pip, uv and npm
@@ -905,7 +1081,7 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     let prog_c = cstr(&prog);
     if let Some(mut f) = net_ready {
         if !matches!(read_frame(&mut f), Ok(Some(ToChild::NetworkReady))) {
-            return Err(NO_NETWORK.into());
+            return Err(SetupError::NetworkNotReady);
         }
     }
 
@@ -914,116 +1090,32 @@ fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     for l in &spec.rlimits {
         l.apply()?;
     }
-    let filters = super::seccomp::docker_default()?;
+    let filters =
+        super::seccomp::docker_default().map_err(|message| SetupError::Seccomp { message })?;
     let forked = std::time::Instant::now();
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(errno("fork"));
+        return Err(syscall("fork"));
     }
     if pid == 0 {
-        let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-        argv_p.push(std::ptr::null());
-        let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-        env_p.push(std::ptr::null());
-        let groups: Vec<libc::gid_t> = ids.groups.clone();
-        let wd = cstr(&workdir);
-        let devnull = cstr("/dev/null");
-        // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
-        unsafe {
-            if let Some(t) = &console {
-                // The terminal (close-on-exec itself) on 0, 1 and 2.
-                for n in 0..3 {
-                    libc::dup2(t.as_raw_fd(), n);
-                }
-            } else if !spec.stdin {
-                let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
-                if fd >= 0 {
-                    libc::dup2(fd, 0);
-                    libc::close(fd);
-                }
-            }
-            // Default signal dispositions and an empty mask, as runc gives a container's
-            // process: strata's runtime ignores SIGPIPE, and an ignored signal stays ignored
-            // across exec (`yes | head` would print "Broken pipe" and `set -o pipefail` fail).
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            // Through the raw syscall: glibc's signal() refuses 32 and 33, which it keeps for
-            // itself, and those can arrive ignored from whatever started strata.
-            #[repr(C)]
-            struct KernelSigaction {
-                handler: usize,
-                flags: libc::c_ulong,
-                restorer: usize,
-                mask: u64,
-            }
-            let default = KernelSigaction {
-                handler: libc::SIG_DFL,
-                flags: 0,
-                restorer: 0,
-                mask: 0,
-            };
-            for sig in 1..=64 {
-                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                    libc::syscall(
-                        libc::SYS_rt_sigaction,
-                        sig,
-                        &default as *const KernelSigaction,
-                        std::ptr::null_mut::<KernelSigaction>(),
-                        8usize,
-                    );
-                }
-            }
-            libc::setsid();
-            if console.is_some() {
-                // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
-                // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-            }
-            if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-                libc::_exit(126);
-            }
-            // Docker's seccomp profile, while we still hold CAP_SYS_ADMIN (so without
-            // no_new_privs: setuid binaries keep working), then Docker's capability set while
-            // we still hold CAP_SETPCAP; a non-root USER then loses the rest when it changes
-            // ids, as under Docker.
-            if !filters.install() {
-                fail(b"strata: installing the seccomp filter failed\n");
-            }
-            if !limit_capabilities(&drop_caps) {
-                fail(b"strata: dropping capabilities failed\n");
-            }
-            if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
-                || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
-            {
-                libc::_exit(126);
-            }
-            if libc::chdir(wd.as_ptr()) != 0 {
-                libc::_exit(126);
-            }
-            // The process starts with exactly 0, 1 and 2: not the report and task pipes, not
-            // the memory files (already mounted), and nothing strata inherited without
-            // close-on-exec (a directory of the caller's, a jobserver pipe, a socket).
-            close_from(3);
-            libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
-            // Said on the process's stderr, as a shell says it (this process is a fork of a
-            // single-threaded one: formatting is safe here): 126 when the file is there but
-            // cannot be run (not executable, an argument list over the kernel's limit).
-            let e = std::io::Error::last_os_error();
-            let msg = format!("strata: exec {prog}: {e}\n");
-            libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
-            libc::_exit(if e.raw_os_error() == Some(libc::ENOENT) {
-                127
-            } else {
-                126
-            });
-        }
+        exec_child(
+            spec,
+            &argv,
+            &env,
+            console.as_ref(),
+            &ids,
+            &workdir,
+            &filters,
+            &drop_caps,
+            &prog,
+            &prog_c,
+        );
     }
     drop(console);
     // Reap everything and pass forwarded signals on; return when our process ends (the rest
     // dies with the namespace).
-    let status = super::signals::init_wait(pid).map_err(|e| format!("waitpid: {e}"))?;
+    let status = super::signals::init_wait(pid).map_err(io("waitpid"))?;
     // How long the process ran, from its fork to its exit: the rest of a step's time is
     // strata's (setting up, committing).
     report(&Report::Ran {

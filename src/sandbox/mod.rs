@@ -15,6 +15,7 @@ pub mod binfmt;
 mod child;
 pub mod console;
 pub mod copyfs;
+mod error;
 pub mod idmap;
 pub mod net;
 pub mod overlay;
@@ -27,11 +28,13 @@ pub mod terminal;
 pub mod user;
 
 pub use child::child_main;
+pub use error::{HookFailure, OsError, SetupError};
 pub use session::prepare;
 
 /// What `main()` gives the sandbox to run a hook's task (see [`HookSpec`]): the engine's typed
-/// hooks, which the sandbox carries as JSON without knowing them.
-pub type HookFn = dyn Fn(serde_json::Value) -> Result<(), String>;
+/// hooks, which the sandbox carries as JSON without knowing them, as it carries their typed
+/// outputs and errors back over the report pipe ([`run_hook_output`]).
+pub type HookFn = dyn Fn(serde_json::Value) -> Result<serde_json::Value, HookFailure>;
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -87,7 +90,7 @@ pub fn use_copies() -> bool {
 /// Whether `e` is the kernel refusing a step's overlay mount; if so, this process uses copies
 /// from now on ([`use_copies`]) and the caller runs the step again with [`Rootfs::copy_in`].
 pub fn overlay_refused(e: &Error) -> bool {
-    let refused = matches!(e, Error::Setup { message, .. } if message.starts_with("mount overlay"));
+    let refused = matches!(e, Error::Setup { cause, .. } if cause.is_overlay_refused());
     if refused {
         OVERLAY_REFUSED.store(true, std::sync::atomic::Ordering::SeqCst);
     }
@@ -316,9 +319,11 @@ impl Rlimit {
     }
 
     /// Set it for this process (and so for the processes it starts).
-    pub(crate) fn apply(&self) -> Result<(), String> {
+    pub(crate) fn apply(&self) -> Result<(), SetupError> {
         let Some((_, res)) = RLIMITS.iter().find(|(n, _)| *n == self.name) else {
-            return Err(format!("--ulimit: no limit {}", self.name));
+            return Err(SetupError::UnknownUlimit {
+                name: self.name.clone(),
+            });
         };
         let l = libc::rlimit {
             rlim_cur: self.soft,
@@ -326,16 +331,12 @@ impl Rlimit {
         };
         // SAFETY: setrlimit with a valid, initialised rlimit.
         if unsafe { libc::setrlimit(*res, &l) } != 0 {
-            let e = io::Error::last_os_error();
-            let why = if e.raw_os_error() == Some(libc::EPERM) {
-                " (above the hard limit strata runs with: raising it needs CAP_SYS_RESOURCE, which a user namespace does not give; `ulimit -H` shows it)"
-            } else {
-                ""
-            };
-            return Err(format!(
-                "--ulimit {}={}:{}: {e}{why}",
-                self.name, self.soft, self.hard
-            ));
+            return Err(SetupError::Ulimit {
+                name: self.name.clone(),
+                soft: self.soft,
+                hard: self.hard,
+                errno: io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            });
         }
         Ok(())
     }
@@ -400,16 +401,18 @@ enum Report {
     Ran {
         micros: u64,
     },
-    Error(String),
+    Error(SetupError),
     /// Paths the sandbox created in the root to mount over (to leave out of the layer).
     Created(Vec<String>),
+    /// What a hook answered (its runner's typed output, as JSON).
+    HookOutput(serde_json::Value),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot create the sandbox: {message}")]
+    #[error("cannot create the sandbox: {cause}")]
     Setup {
-        message: String,
+        cause: Box<SetupError>,
         advice: Vec<String>,
     },
     #[error("sandbox: {0}")]
@@ -440,6 +443,8 @@ pub struct Finished {
     /// How long the process ran, from its start in the sandbox to its exit (`None` when it
     /// did not start).
     pub command: Option<std::time::Duration>,
+    /// A hook's answer.
+    pub hook_output: Option<serde_json::Value>,
 }
 
 /// A close-on-exec copy of `fd` numbered 128 or above: a child's pre_exec can then dup2 such
@@ -620,6 +625,14 @@ pub fn run_on_console(
 /// Run a hook of `main()` inside the user namespace (no new root). Its stdout and stderr are
 /// strata's.
 pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error> {
+    run_hook_output(exe, hook).map(|(o, _)| o)
+}
+
+/// [`run_hook`], with the hook's answer (what its runner returned, as JSON) when it gave one.
+pub fn run_hook_output(
+    exe: &std::path::Path,
+    hook: &HookSpec,
+) -> Result<(Outcome, Option<serde_json::Value>), Error> {
     launch(
         exe,
         &Task::Hook(hook.clone()),
@@ -630,7 +643,7 @@ pub fn run_hook(exe: &std::path::Path, hook: &HookSpec) -> Result<Outcome, Error
         &|_| {},
         &|_| {},
     )
-    .map(|f| f.outcome)
+    .map(|f| (f.outcome, f.hook_output))
 }
 
 /// Have the session fork the sandbox child for `task` and wait for it. `stdin` when given,
@@ -651,7 +664,7 @@ fn launch(
     if private_net {
         if let Some((message, fix)) = net::unavailable() {
             return Err(Error::Setup {
-                message,
+                cause: Box::new(SetupError::Network { message }),
                 advice: vec![fix],
             });
         }
@@ -662,7 +675,9 @@ fn launch(
     };
     if memory.len() > 100 {
         return Err(Error::Setup {
-            message: format!("{} secret files in one step (100 at most)", memory.len()),
+            cause: Box::new(SetupError::TooManySecrets {
+                count: memory.len(),
+            }),
             advice: Vec::new(),
         });
     }
@@ -740,23 +755,25 @@ fn launch(
     let mut created = Vec::new();
     let mut outcome = None;
     let mut command = None;
+    let mut hook_output = None;
     for r in reports {
         match r {
             Report::Outcome(o) => outcome = Some(o),
             Report::Created(c) => created = c,
             Report::Ran { micros } => command = Some(std::time::Duration::from_micros(micros)),
-            Report::Error(message) => {
-                if message == child::NO_NETWORK {
+            Report::HookOutput(v) => hook_output = Some(v),
+            Report::Error(cause) => {
+                if cause == SetupError::NetworkNotReady {
                     if let Some((message, fix)) = net_error {
                         return Err(Error::Setup {
-                            message,
+                            cause: Box::new(SetupError::Network { message }),
                             advice: vec![fix],
                         });
                     }
                 }
                 return Err(Error::Setup {
-                    advice: session::advice_for(&message),
-                    message,
+                    advice: cause.advice(),
+                    cause: Box::new(cause),
                 });
             }
             Report::Unshared | Report::Ready | Report::Pid1(_) => {}
@@ -767,9 +784,10 @@ fn launch(
             outcome,
             created,
             command,
+            hook_output,
         }),
         None => Err(Error::Setup {
-            message: format!("the sandbox child {pid} ended without reporting"),
+            cause: Box::new(SetupError::NoReport { pid }),
             advice: Vec::new(),
         }),
     }

@@ -1,5 +1,6 @@
-//! Mounting an overlay of many layers. Errors start with "mount overlay": the engine takes
-//! that as the kernel refusing overlays and uses the copy snapshotter instead.
+//! Mounting an overlay of many layers. A refusal is [`SetupError::Overlay`] (or
+//! [`SetupError::OverlayTooMany`]): the engine takes that as the kernel refusing overlays and
+//! uses the copy snapshotter instead.
 //!
 //! mount(2) takes its options as one page (4,096 bytes): with store paths of about 100
 //! characters that is some 37 lower layers, and images go to 127 (Docker's limit). So the
@@ -8,6 +9,8 @@
 //! snapshots, 65 characters each: about 60 layers) when absolute paths do not fit.
 
 use std::path::{Path, PathBuf};
+
+use super::SetupError;
 
 use rustix::mount::{
     fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, move_mount,
@@ -23,7 +26,7 @@ pub fn mount(
     target: &Path,
     lowers: &[PathBuf],
     upper: Option<(&Path, &Path)>,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     // STRATA_OVERLAY_MOUNT=legacy: the older kernels' way, for the tests.
     let api = std::env::var_os("STRATA_OVERLAY_MOUNT").is_none_or(|v| v != "legacy");
     match if api {
@@ -34,7 +37,12 @@ pub fn mount(
         Ok(()) => return Ok(()),
         // No `lowerdir+` (before 6.8), or no mount API for overlay: the string.
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
-        Err(e) => return Err(format!("mount overlay ({} layers): {e}", lowers.len())),
+        Err(e) => {
+            return Err(SetupError::Overlay {
+                layers: lowers.len(),
+                errno: e.raw_os_error(),
+            })
+        }
     }
     legacy(target, lowers, upper)
 }
@@ -69,7 +77,11 @@ fn mount_api(
     )
 }
 
-fn legacy(target: &Path, lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> Result<(), String> {
+fn legacy(
+    target: &Path,
+    lowers: &[PathBuf],
+    upper: Option<(&Path, &Path)>,
+) -> Result<(), SetupError> {
     let tail = match upper {
         Some((u, w)) => format!(
             ",upperdir={},workdir={},userxattr",
@@ -102,23 +114,30 @@ fn legacy(target: &Path, lowers: &[PathBuf], upper: Option<(&Path, &Path)>) -> R
             return Err(too_many(lowers.len()));
         }
         back = std::env::current_dir().ok();
-        std::env::set_current_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::env::set_current_dir(parent)
+            .map_err(super::error::io(parent.display().to_string()))?;
     }
     let flags = if upper.is_some() {
         rustix::mount::MountFlags::empty()
     } else {
         rustix::mount::MountFlags::RDONLY
     };
-    let data = std::ffi::CString::new(data).map_err(|e| e.to_string())?;
+    let data = std::ffi::CString::new(data).map_err(|e| SetupError::Os {
+        cause: super::OsError {
+            errno: None,
+            message: e.to_string(),
+        },
+    })?;
     let r = rustix::mount::mount("overlay", target, "overlay", flags, Some(data.as_c_str()));
     if let Some(b) = back {
         let _ = std::env::set_current_dir(b);
     }
-    r.map_err(|e| format!("mount overlay ({} layers): {e}", lowers.len()))
+    r.map_err(|e| SetupError::Overlay {
+        layers: lowers.len(),
+        errno: e.raw_os_error(),
+    })
 }
 
-fn too_many(n: usize) -> String {
-    format!(
-        "mount overlay ({n} layers): more than fit in one mount on this kernel (Linux 6.8 mounts any number); squash layers of the base image or use fewer steps"
-    )
+fn too_many(layers: usize) -> SetupError {
+    SetupError::OverlayTooMany { layers }
 }

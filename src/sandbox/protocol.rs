@@ -33,7 +33,7 @@ pub enum SessionReply {
     /// The child for the request exists with this pid (in strata's pid namespace).
     Started(u32),
     /// The session could not make the child.
-    Failed(String),
+    Failed(super::SetupError),
 }
 
 /// `msg` as one frame's bytes, or an error naming its size when it is over [`MAX_FRAME`].

@@ -26,7 +26,7 @@ use rustix::net::{
 };
 
 use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
-use super::{high, idmap, pipe, probe, Error, Report, CHILD_ARG};
+use super::{high, idmap, pipe, probe, Error, Report, SetupError, CHILD_ARG};
 
 /// The most descriptors one request carries: stdin, stdout, stderr, the two pipes and up to
 /// 100 secret files (more are refused before a request is made).
@@ -136,38 +136,39 @@ impl Session {
         let mut report = std::fs::File::from(report_r);
         let mut go = std::fs::File::from(go_w);
         let pid = process.id();
-        let mut fail = |message: String, advice: Vec<String>| {
+        let mut fail = |cause: Option<SetupError>, advice: Vec<String>| {
             let _ = process.kill();
             let status = process.wait();
-            Error::Setup {
-                message: match status {
-                    Ok(s) if message.is_empty() => format!(
-                        "the sandbox session exited ({s}) before creating its user namespace"
-                    ),
-                    _ => message,
+            let cause = cause.unwrap_or_else(|| SetupError::SessionExited {
+                status: match status {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
                 },
+            });
+            Error::Setup {
+                cause: Box::new(cause),
                 advice,
             }
         };
         // The session's next report must be `want`; anything else is the reason it failed.
         let mut expect = |want: Report,
-                          fail: &mut dyn FnMut(String, Vec<String>) -> Error|
+                          fail: &mut dyn FnMut(Option<SetupError>, Vec<String>) -> Error|
          -> Result<(), Error> {
             match read_frame::<Report>(&mut report) {
                 Ok(Some(r)) if std::mem::discriminant(&r) == std::mem::discriminant(&want) => {
                     Ok(())
                 }
-                Ok(Some(Report::Error(m))) => {
-                    let advice = advice_for(&m);
-                    Err(fail(m, advice))
+                Ok(Some(Report::Error(cause))) => {
+                    let advice = cause.advice();
+                    Err(fail(Some(cause), advice))
                 }
-                _ => Err(fail(String::new(), probe::advice())),
+                _ => Err(fail(None, probe::advice())),
             }
         };
         expect(Report::Unshared, &mut fail)?;
         if let Err(e) = idmap::apply(maps, pid) {
             return Err(fail(
-                format!("writing the uid/gid maps: {e}"),
+                Some(SetupError::IdMaps { cause: e.into() }),
                 probe::advice(),
             ));
         }
@@ -184,7 +185,7 @@ impl Session {
     fn request(&mut self, fds: &[BorrowedFd<'_>]) -> Result<u32, Error> {
         if fds.len() > MAX_FDS {
             return Err(Error::Setup {
-                message: format!("{} descriptors for one sandbox child", fds.len()),
+                cause: Box::new(SetupError::TooManyDescriptors { count: fds.len() }),
                 advice: Vec::new(),
             });
         }
@@ -212,25 +213,11 @@ impl Session {
         }
         match serde_json::from_slice::<SessionReply>(&buf[..n]) {
             Ok(SessionReply::Started(pid)) => Ok(pid),
-            Ok(SessionReply::Failed(message)) => Err(Error::Setup {
-                message,
+            Ok(SessionReply::Failed(cause)) => Err(Error::Setup {
+                cause: Box::new(cause),
                 advice: Vec::new(),
             }),
             Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e).into()),
         }
-    }
-}
-
-/// The advice for an error the sandbox reported: `strata doctor`'s when the user namespace was
-/// refused.
-pub(super) fn advice_for(message: &str) -> Vec<String> {
-    if message.starts_with("mount proc") {
-        probe::proc_fixes()
-    } else if message.contains("CLONE_NEWUSER") || message.contains("user namespace") {
-        probe::advice()
-    } else if message.contains("EPERM") || message.contains("Operation not permitted") {
-        vec!["run `strata doctor` for a full report".into()]
-    } else {
-        Vec::new()
     }
 }

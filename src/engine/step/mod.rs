@@ -17,11 +17,9 @@ pub(super) mod workdir;
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 use super::cache::{self, KeyInput};
 use super::copy::{CopyJob, CopyResult, Source};
-use super::exec::{self, hook_ok};
+use super::exec;
 use super::stage::St;
 use crate::dockerfile::Instruction;
 use crate::oci::Digest;
@@ -171,7 +169,6 @@ pub(in crate::engine) fn new_job(
         work: dir.join("work"),
         out: dir.join("layer.blob"),
         compression: st.b.opts.compression,
-        result: dir.join("result.json"),
         what: what.to_string(),
     })
 }
@@ -181,19 +178,20 @@ const PATHS_AT_COMMIT_MAX: u64 = 1 << 30;
 
 pub(in crate::engine) fn run_copy(st: &mut St<'_, '_>, job: CopyJob) -> anyhow::Result<CopyResult> {
     fs_err::create_dir_all(&job.work)?;
-    let spec = job.work.with_file_name("job.json");
-    fs_err::write(&spec, serde_json::to_vec(&job)?)?;
-    hook_ok(
+    let what = format!("{} in the user namespace", job.what);
+    let out = job.out.clone();
+    let exec::HookOutput::Copy(res) = exec::hook_output(
         &st.b.exe,
-        exec::Hook::Copy { job: spec.clone() },
+        exec::Hook::Copy { job: Box::new(job) },
         &st.b.maps,
-        &format!("{} in the user namespace", job.what),
-    )?;
-    let res: CopyResult = serde_json::from_slice(&fs_err::read(&job.result)?)
-        .with_context(|| format!("reading {}", job.result.display()))?;
+        &what,
+    )?
+    else {
+        anyhow::bail!("{what}: the hook answered something else than a COPY");
+    };
     if let CopyResult::Layer { layer, .. } = &res {
         // The hook wrote (and synced) the blob in the store's tmp dir: move it into place.
-        st.b.store.adopt_blob(&job.out, &layer.digest)?;
+        st.b.store.adopt_blob(&out, &layer.digest)?;
         // Its paths now, while the blob is in the page cache: a COPY's layer has no snapshot
         // (a RUN step's upper directory becomes one), so the next COPY or WORKDIR reads the
         // paths instead of unpacking it (a venv of 1,000 files took 2 s to unpack here).
