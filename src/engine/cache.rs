@@ -319,3 +319,11 @@ pub fn prune(
     }
     Ok(freed)
 }
+
+/// Where the cache mount `id` lives in the store.
+pub(crate) fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
+    store
+        .root()
+        .join("v1/cache-mounts")
+        .join(&Digest::of(id.as_bytes()).hex()[..32])
+}

@@ -26,6 +26,7 @@ mod schedule;
 pub mod shared;
 pub mod size;
 mod stage;
+mod state;
 mod step;
 
 use std::collections::{BTreeMap, HashMap};

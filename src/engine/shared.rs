@@ -1391,11 +1391,11 @@ fn mount_layer(
     id: &str,
     compression: Compression,
 ) -> anyhow::Result<Option<(crate::layer::LayerInfo, u64)>> {
-    let dir = super::step::run::cache_mount_dir(b.store, id);
+    let dir = super::cache::cache_mount_dir(b.store, id);
     if !dir.is_dir() {
         return Ok(None);
     }
-    let tmp = super::stage::step_dir(b, "mount-export")?;
+    let tmp = super::state::step_dir(b, "mount-export")?;
     let tar = tmp.join("layer.tar");
     let r = (|| {
         super::exec::hook_ok(
