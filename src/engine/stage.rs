@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, bail, Context as _};
 
+use super::cache::key::{self, Inputs};
 use super::cache::{self, Record};
 use super::error::Cancelled;
-use super::key::{self, Inputs};
 use super::report::Event;
 use super::state::{first_line, image_for, rfc, Pending, Ran, StageState};
 use super::step;

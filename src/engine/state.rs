@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{anyhow, Context as _};
 
+use super::cache::key::{self, Inputs, KeyScope};
 use super::cache::{self, LayerRec, Record};
 use super::exec::{self, remove_tree};
-use super::key::{self, Inputs, KeyScope};
 use super::Build;
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Command, Instruction};
@@ -281,7 +281,7 @@ impl StageState<'_, '_> {
             .applied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(super::shared::Applied {
+            .push(super::cache::remote::Applied {
                 stage: self.index,
                 key,
                 record,

@@ -6,11 +6,11 @@ use anyhow::{anyhow, bail};
 
 use super::source::{self, FromRef};
 use crate::dockerfile;
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::LayerRec;
 use crate::engine::copy::{CopyJob, CopyResult, Inline, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::fetch;
-use crate::engine::key::Inputs;
 use crate::engine::state::{lowers, step_dir, StageState};
 
 /// What the COPY or ADD `c` reads. ADD's remote sources are fetched here (their digests are

@@ -8,8 +8,8 @@ use anyhow::{anyhow, bail};
 
 use crate::dockerfile::instructions::parse_port;
 use crate::dockerfile::{Command, CommandLine, Healthcheck, Instruction};
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::{self, Record};
-use crate::engine::key::Inputs;
 use crate::engine::state::{rfc, StageState};
 
 /// Apply the metadata instruction `ins` (expanded) to the stage's config and record it.

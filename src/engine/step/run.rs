@@ -13,11 +13,11 @@ use super::source::{self, FromRef};
 use crate::dockerfile::{
     self, Command, CommandLine, MountKind, MountSpec, RunNetwork, RunOptions, Sharing,
 };
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::LayerRec;
 use crate::engine::error::Cancelled;
 use crate::engine::error::Error;
 use crate::engine::exec::{self, hook_ok, remove_tree, sandbox_err};
-use crate::engine::key::Inputs;
 use crate::engine::report::Event;
 use crate::engine::state::{first_line, lowers, step_dir, Commit, Ran, StageState};
 use crate::engine::{Build, SecretSource};
@@ -37,7 +37,7 @@ pub(in crate::engine) fn inputs(st: &StageState<'_, '_>, o: &RunOptions) -> anyh
     let mut inputs = Inputs {
         settings: vec![format!(
             "network={}",
-            crate::engine::key::network(&network(st, o)?)
+            crate::engine::cache::key::network(&network(st, o)?)
         )],
         ..Default::default()
     };
@@ -627,7 +627,7 @@ fn mount(
                 host = step.join(format!("no-cache{i}"));
                 make_cache_dir(b, &host, m, &format!("creating an empty cache mount {id}"))?;
             } else {
-                if !dir.exists() && !crate::engine::shared::seed_mount(b, &id, &dir)? {
+                if !dir.exists() && !crate::engine::cache::remote::seed_mount(b, &id, &dir)? {
                     make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
                 }
             }

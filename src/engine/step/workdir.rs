@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use anyhow::bail;
 
 use crate::dockerfile::{Command, Instruction};
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::{self, LayerRec, Record};
 use crate::engine::copy::{CopyJob, CopyResult, Source};
 use crate::engine::exec::remove_tree;
-use crate::engine::key::Inputs;
 use crate::engine::report::Event;
 use crate::engine::state::{rfc, step_dir, StageState};
 

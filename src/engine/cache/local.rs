@@ -21,7 +21,7 @@ use crate::store::Store;
 /// instruction already determine it, and hashing it made a step cost the size of the whole
 /// environment); ARGs only into RUN keys, the one step that sees them as environment; COPY
 /// follows a destination that is a symlink (as BuildKit) instead of replacing it.
-/// 3: the instruction is encoded field by field (`engine::key`), not as its Debug output, and
+/// 3: the instruction is encoded field by field (`engine::cache::key`), not as its Debug output, and
 /// the shell and network settings as JSON and names; a release can keep its keys.
 /// 4: context digests leave out owners and the group and other write bits (umask noise), so
 /// checkouts on two machines give the same keys; SOURCE_DATE_EPOCH is in the key when set.

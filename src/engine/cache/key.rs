@@ -10,8 +10,8 @@
 
 use serde_json::{json, Value};
 
-use super::cache::{self, KeyInput};
 use crate::dockerfile::{CommandLine, Copy, Healthcheck, Instruction, KeyValue};
+use crate::engine::cache::{self, KeyInput};
 use crate::oci::Digest;
 use crate::sandbox::Network;
 
