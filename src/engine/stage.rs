@@ -404,19 +404,7 @@ impl StageState<'_, '_> {
             self.apply(cmd, key, &rec);
             return Ok(true);
         }
-        let why = if self.no_cache {
-            "--no-cache".to_string()
-        } else if let Some(w) = inputs.why_changed() {
-            w
-        } else if let Some(f) = step::from_of(ins).filter(|f| step::source::missed(self, f)) {
-            format!("the source stage {f} changed")
-        } else if let Some(m) = self.base_moved.take() {
-            m
-        } else if self.earlier_miss {
-            "an earlier step changed".to_string()
-        } else {
-            "not in the cache".to_string()
-        };
+        let why = self.miss_reason(ins, &inputs);
         self.b.report.event(Event::Missed {
             step: id,
             reason: &why,
@@ -486,6 +474,24 @@ impl StageState<'_, '_> {
         }
         self.apply(cmd, key, &rec);
         Ok(false)
+    }
+
+    /// Why a step missed, for the progress: `--no-cache`, the files that changed, its source
+    /// stage, the base image moved (`--pull`, told once), an earlier step, or none of these.
+    fn miss_reason(&mut self, ins: &Instruction, inputs: &Inputs) -> String {
+        if self.no_cache {
+            "--no-cache".to_string()
+        } else if let Some(w) = inputs.why_changed() {
+            w
+        } else if let Some(f) = step::from_of(ins).filter(|f| step::source::missed(self, f)) {
+            format!("the source stage {f} changed")
+        } else if let Some(m) = self.base_moved.take() {
+            m
+        } else if self.earlier_miss {
+            "an earlier step changed".to_string()
+        } else {
+            "not in the cache".to_string()
+        }
     }
 
     /// What a RUN, COPY or ADD step reads, for its key.
