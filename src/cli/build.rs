@@ -407,12 +407,12 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         cache_to: a
             .cache_to
             .iter()
-            .map(|c| engine::shared::CacheTo::parse(c).map_err(|e| anyhow!("{e}")))
+            .map(|c| engine::cache::remote::CacheTo::parse(c).map_err(|e| anyhow!("{e}")))
             .collect::<anyhow::Result<Vec<_>>>()?,
         cache_from: a
             .cache_from
             .iter()
-            .map(|c| engine::shared::CacheFrom::parse(c).map_err(|e| anyhow!("{e}")))
+            .map(|c| engine::cache::remote::CacheFrom::parse(c).map_err(|e| anyhow!("{e}")))
             .collect::<anyhow::Result<Vec<_>>>()?,
         extra_hosts: a.add_hosts.clone(),
         ulimits: a.ulimits.clone(),

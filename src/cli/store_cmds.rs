@@ -354,7 +354,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
     // The steps kept from an imported cache with their layers remote take no space here: a
     // prune of the whole cache forgets them too.
     if a.all || (a.cache && keep == 0) {
-        evicted += strata::engine::shared::forget_remote(store);
+        evicted += strata::engine::cache::remote::forget_remote(store);
     }
     if evicted > 0 {
         println!(
@@ -370,7 +370,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
 }
 
 pub fn df(store: &Store, a: DfArgs) -> anyhow::Result<i32> {
-    use strata::engine::{cache, shared};
+    use strata::engine::cache::{self, remote as shared};
     let c = cache::usage(store);
     let du = store.disk_usage((c.blobs.clone(), c.diff_ids.clone()))?;
     let stale = cache::stale_bytes(store);

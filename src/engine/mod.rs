@@ -19,13 +19,12 @@ pub mod error;
 pub mod exec;
 pub mod fetch;
 pub mod interrupt;
-pub mod key;
 pub mod load;
 pub mod report;
 mod schedule;
-pub mod shared;
 pub mod size;
 mod stage;
+mod state;
 mod step;
 
 use std::collections::{BTreeMap, HashMap};
@@ -197,9 +196,9 @@ pub struct BuildOptions {
     /// `--metadata-file`: buildx's JSON about the result.
     pub metadata_file: Option<PathBuf>,
     /// `--cache-to`: where the build's cache is exported after it.
-    pub cache_to: Vec<shared::CacheTo>,
+    pub cache_to: Vec<cache::remote::CacheTo>,
     /// `--cache-from`: caches imported before it, in order (the first that has a step wins).
-    pub cache_from: Vec<shared::CacheFrom>,
+    pub cache_from: Vec<cache::remote::CacheFrom>,
     /// `--add-host HOST:IP`: lines of RUN steps' /etc/hosts.
     pub extra_hosts: Vec<(String, String)>,
     /// `--ulimit`: resource limits of RUN steps.
@@ -272,9 +271,9 @@ pub(crate) struct Build<'a> {
     /// Named contexts and images resolved to snapshots, by name.
     pub externals: Mutex<HashMap<String, Arc<StageResult>>>,
     /// The caches of `--cache-from`.
-    pub imported: shared::Imported,
+    pub imported: cache::remote::Imported,
     /// Every step with a layer as applied (cached or run), for `--cache-to`.
-    pub applied: Mutex<Vec<shared::Applied>>,
+    pub applied: Mutex<Vec<cache::remote::Applied>>,
     /// The steps that ran (not cached), as shown in the progress, for `--metadata-file`.
     pub ran: Mutex<Vec<String>>,
     /// The ids of the cache mounts the build used, for `--cache-to …,mounts=true`.
@@ -314,7 +313,7 @@ fn checksum_cache_path(store: &Store, context: &Path) -> PathBuf {
 /// Run the build of `plan` and write its outputs; `report` receives its events.
 ///
 /// A layer of a `--cache-from` cache that turns out to be missing, damaged or not what its
-/// record says ([`shared::BadImport`], found when the layer is first needed, possibly steps
+/// record says ([`cache::remote::BadImport`], found when the layer is first needed, possibly steps
 /// after its record was used) makes the build start again without that cache, with a
 /// warning: the steps the first attempt ran are in the local cache by then, so only the steps
 /// that took that cache's word run again.
@@ -332,19 +331,19 @@ pub fn build(
             Err(e) => {
                 let bad = e
                     .chain()
-                    .find_map(|c| c.downcast_ref::<shared::BadImport>())
+                    .find_map(|c| c.downcast_ref::<cache::remote::BadImport>())
                     .filter(|b| {
                         (b.cache_from < opts.cache_from.len() && !skip.contains(&b.cache_from))
-                            || (b.cache_from == shared::REMEMBERED
+                            || (b.cache_from == cache::remote::REMEMBERED
                                 && !forgotten.contains(&b.digest))
                     });
                 let Some(bad) = bad else {
                     return Err(e);
                 };
-                if bad.cache_from == shared::REMEMBERED {
+                if bad.cache_from == cache::remote::REMEMBERED {
                     // A step kept from an earlier --cache-from: its records go, and their steps
                     // run.
-                    shared::forget_remote_layer(store, &bad.digest);
+                    cache::remote::forget_remote_layer(store, &bad.digest);
                     report.event(report::Event::Note(&format!(
                         "warning: {bad}; the build starts again without the steps kept with it"
                     )));
@@ -398,7 +397,7 @@ fn attempt(
         budget: Default::default(),
     };
     if !opts.cache_from.is_empty() {
-        b.imported = shared::Imported::load(&b, &opts.cache_from, skip);
+        b.imported = cache::remote::Imported::load(&b, &opts.cache_from, skip);
     }
     let b = b;
     if crate::sandbox::use_copies() {
@@ -455,12 +454,12 @@ fn attempt(
     for (l, d) in result.layers.iter().zip(&config.rootfs.diff_ids) {
         b.imported.fetch(&b, &l.digest, d)?;
     }
-    if opts.cache_to.contains(&shared::CacheTo::Inline) {
-        let v = shared::inline(&b, &config.rootfs.diff_ids);
-        config.extra.insert(shared::INLINE_KEY.into(), v);
+    if opts.cache_to.contains(&cache::remote::CacheTo::Inline) {
+        let v = cache::remote::inline(&b, &config.rootfs.diff_ids);
+        config.extra.insert(cache::remote::INLINE_KEY.into(), v);
     }
     // The imported steps are the store's own from now on (their layers fetched on use).
-    shared::remember(&b);
+    cache::remote::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
     let mut pushed = Vec::new();
     for o in &opts.outputs {
@@ -479,7 +478,7 @@ fn attempt(
             b.note(&said);
         }
     }
-    shared::export_all(&b)?;
+    cache::remote::export_all(&b)?;
     if let Some(f) = &opts.metadata_file {
         write_metadata(&b, &img, &pushed, f)?;
     }

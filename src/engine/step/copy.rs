@@ -5,18 +5,18 @@
 use anyhow::{anyhow, bail};
 
 use super::source::{self, FromRef};
-use super::Inputs;
 use crate::dockerfile;
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::LayerRec;
 use crate::engine::copy::{CopyJob, CopyResult, Inline, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::fetch;
-use crate::engine::stage::{lowers, step_dir, St};
+use crate::engine::state::{lowers, step_dir, StageState};
 
 /// What the COPY or ADD `c` reads. ADD's remote sources are fetched here (their digests are
 /// only known once downloaded) into a scratch dir that `st.fetched` holds for [`execute`].
 pub(in crate::engine) fn inputs(
-    st: &mut St<'_, '_>,
+    st: &mut StageState<'_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
 ) -> anyhow::Result<Inputs> {
@@ -73,7 +73,7 @@ pub(in crate::engine) fn inputs(
 /// The heredoc files of a COPY or ADD, bodies expanded as BuildKit's ExpandRaw does it
 /// (unless the delimiter is quoted): variables and `\` escapes (always `\`, whatever the
 /// escape directive), quotes left as they are.
-fn inline_files(st: &St<'_, '_>, c: &dockerfile::Copy) -> anyhow::Result<Vec<Inline>> {
+fn inline_files(st: &StageState<'_, '_>, c: &dockerfile::Copy) -> anyhow::Result<Vec<Inline>> {
     let raw = crate::dockerfile::shell::Lexer {
         skip_quotes: true,
         ..crate::dockerfile::shell::Lexer::new('\\')
@@ -94,7 +94,7 @@ fn inline_files(st: &St<'_, '_>, c: &dockerfile::Copy) -> anyhow::Result<Vec<Inl
     Ok(inline)
 }
 
-fn dest_path(st: &St<'_, '_>, dest: &str) -> String {
+fn dest_path(st: &StageState<'_, '_>, dest: &str) -> String {
     if dest.starts_with('/') {
         return dest.to_string();
     }
@@ -108,7 +108,7 @@ fn dest_path(st: &St<'_, '_>, dest: &str) -> String {
 }
 
 pub(in crate::engine) fn execute(
-    st: &mut St<'_, '_>,
+    st: &mut StageState<'_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
 ) -> anyhow::Result<(Option<LayerRec>, Vec<String>)> {

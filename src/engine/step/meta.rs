@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail};
 
-use super::Inputs;
 use crate::dockerfile::instructions::parse_port;
 use crate::dockerfile::{Command, CommandLine, Healthcheck, Instruction};
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::{self, Record};
-use crate::engine::stage::{rfc, St};
+use crate::engine::state::{rfc, StageState};
 
 /// Apply the metadata instruction `ins` (expanded) to the stage's config and record it.
 pub(in crate::engine) fn execute(
-    st: &mut St<'_, '_>,
+    st: &mut StageState<'_, '_>,
     cmd: &Command,
     ins: &Instruction,
 ) -> anyhow::Result<()> {
@@ -159,7 +159,7 @@ pub(in crate::engine) fn execute(
     Ok(())
 }
 
-fn command_line(st: &St<'_, '_>, c: &CommandLine) -> Vec<String> {
+fn command_line(st: &StageState<'_, '_>, c: &CommandLine) -> Vec<String> {
     match c {
         CommandLine::Exec(v) => v.clone(),
         CommandLine::Shell(s) => {

@@ -10,17 +10,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context as _};
 
 use super::source::{self, FromRef};
-use super::Inputs;
 use crate::dockerfile::{
     self, Command, CommandLine, MountKind, MountSpec, RunNetwork, RunOptions, Sharing,
 };
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::LayerRec;
+use crate::engine::error::Cancelled;
 use crate::engine::error::Error;
 use crate::engine::exec::{self, hook_ok, remove_tree, sandbox_err};
 use crate::engine::report::Event;
-use crate::engine::stage::{first_line, lowers, step_dir, Cancelled, St};
+use crate::engine::state::{first_line, lowers, step_dir, Commit, Ran, StageState};
 use crate::engine::{Build, SecretSource};
-use crate::oci::Digest;
 use crate::sandbox::{self, Bind, BindSource, Network, Rootfs, Spec};
 
 /// What a RUN step's mounts hold while it runs: cache mount locks, and the in-memory files of
@@ -33,11 +33,11 @@ struct Held {
 
 /// What the RUN step reads: its effective network (a setting of its key) and the content of
 /// its bind mounts' sources.
-pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Inputs> {
+pub(in crate::engine) fn inputs(st: &StageState<'_, '_>, o: &RunOptions) -> anyhow::Result<Inputs> {
     let mut inputs = Inputs {
         settings: vec![format!(
             "network={}",
-            crate::engine::key::network(&network(st, o)?)
+            crate::engine::cache::key::network(&network(st, o)?)
         )],
         ..Default::default()
     };
@@ -78,7 +78,7 @@ pub(in crate::engine) fn inputs(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Resu
 /// there. None when the step mounts no stage. Computed only after a miss of the usual key
 /// (which needs no file of the stage: an imported cache's layers stay where they are).
 pub(in crate::engine) fn content_inputs(
-    st: &St<'_, '_>,
+    st: &StageState<'_, '_>,
     o: &RunOptions,
 ) -> anyhow::Result<Option<Inputs>> {
     let mut inputs = inputs(st, o)?;
@@ -96,7 +96,7 @@ pub(in crate::engine) fn content_inputs(
 }
 
 /// The network a RUN step gets: its `--network`, else the build's.
-fn network(st: &St<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
+fn network(st: &StageState<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
     Ok(match o.network {
         None | Some(RunNetwork::Default) => st.b.opts.network,
         Some(RunNetwork::None) => Network::None,
@@ -133,66 +133,8 @@ fn proxy_env(build_args: &std::collections::BTreeMap<String, String>) -> Vec<(St
     out
 }
 
-/// What a RUN step that ran leaves behind.
-pub(in crate::engine) enum Ran {
-    /// Its layer (None: it changed nothing), written and hashed.
-    Done(Option<LayerRec>),
-    /// Its layer being written and hashed on a thread.
-    Committing(Commit),
-}
-
-/// A RUN step's layer being written and hashed on a thread while the next steps run. Its
-/// overlay upper dir is that layer's content and stays where it is until [`Commit::finish`]:
-/// the next steps mount it as a lower dir meanwhile. BuildKit likewise runs the next step on
-/// the snapshot and makes the blob later.
-pub(in crate::engine) struct Commit {
-    pub upper: PathBuf,
-    /// The step's scratch dir (the upper dir is in it), removed when the commit ends.
-    step: PathBuf,
-    store: crate::store::Store,
-    maps: crate::sandbox::idmap::IdMaps,
-    job: Option<std::thread::JoinHandle<anyhow::Result<Option<LayerRec>>>>,
-}
-
-impl Commit {
-    /// The layer (None when the step changed nothing), with the upper dir kept as its
-    /// snapshot and the scratch dir removed.
-    pub fn finish(mut self) -> anyhow::Result<Option<LayerRec>> {
-        let layer = self.join();
-        if let Ok(Some(l)) = &layer {
-            let _ = self.store.adopt_snapshot(&l.diff_id, &self.upper);
-        }
-        let cleanup = remove_tree(&self.step, &self.maps);
-        let layer = layer?;
-        cleanup?;
-        Ok(layer)
-    }
-
-    fn join(&mut self) -> anyhow::Result<Option<LayerRec>> {
-        match self.job.take() {
-            Some(j) => j.join().unwrap_or_else(|_| {
-                Err(anyhow!(
-                    "internal error: the thread writing a RUN step's layer panicked"
-                ))
-            }),
-            None => Ok(None),
-        }
-    }
-}
-
-impl Drop for Commit {
-    /// A commit the build did not finish (it failed first): its thread is waited for and its
-    /// scratch dir removed; nothing is recorded.
-    fn drop(&mut self) {
-        if self.job.is_some() {
-            let _ = self.join();
-            let _ = remove_tree(&self.step, &self.maps);
-        }
-    }
-}
-
 pub(in crate::engine) fn execute(
-    st: &mut St<'_, '_>,
+    st: &mut StageState<'_, '_>,
     id: usize,
     cmd: &Command,
     r: &dockerfile::Run,
@@ -213,7 +155,7 @@ pub(in crate::engine) fn execute(
 }
 
 fn run_in(
-    st: &mut St<'_, '_>,
+    st: &mut StageState<'_, '_>,
     id: usize,
     cmd: &Command,
     r: &dockerfile::Run,
@@ -518,13 +460,12 @@ fn run_in(
                 )
             })
             .context("starting the thread that writes a RUN step's layer")?;
-        return Ok(Ran::Committing(Commit {
-            upper: root.upper.clone(),
-            step: step.to_path_buf(),
-            store: b.store.clone(),
-            maps: b.maps.clone(),
-            job: Some(job),
-        }));
+        return Ok(Ran::Committing(Commit::new(
+            root.upper.clone(),
+            step.to_path_buf(),
+            b,
+            job,
+        )));
     }
     Ok(Ran::Done(layer_of(
         &spec,
@@ -564,7 +505,7 @@ fn layer_of(
 /// `--debug`: an interactive shell (the SHELL's program) in the failed step's sandbox as
 /// the command left it: the same root with its changes, mounts, environment, user and
 /// working directory, on a pseudo-terminal of its own.
-fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> {
+fn debug_shell(st: &StageState<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> {
     let shell = st
         .shell()
         .into_iter()
@@ -585,7 +526,7 @@ fn debug_shell(st: &St<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> 
 }
 
 /// A mount's target, relative ones against WORKDIR.
-fn mount_target(st: &St<'_, '_>, t: &Option<String>) -> anyhow::Result<String> {
+fn mount_target(st: &StageState<'_, '_>, t: &Option<String>) -> anyhow::Result<String> {
     let t = t.clone().ok_or_else(|| anyhow!("--mount needs target="))?;
     Ok(if t.starts_with('/') {
         t
@@ -619,7 +560,7 @@ fn cache_id(m: &MountSpec, target: &str) -> String {
 
 /// The ids of the cache mounts of a RUN step, whether it runs or is cached: what
 /// `--cache-to …,mounts=true` exports is every cache mount the build's steps declare.
-pub(in crate::engine) fn cache_mount_ids(st: &St<'_, '_>, o: &RunOptions) -> Vec<String> {
+pub(in crate::engine) fn cache_mount_ids(st: &StageState<'_, '_>, o: &RunOptions) -> Vec<String> {
     o.mounts
         .iter()
         .filter(|m| m.kind == MountKind::Cache)
@@ -629,7 +570,7 @@ pub(in crate::engine) fn cache_mount_ids(st: &St<'_, '_>, o: &RunOptions) -> Vec
 
 /// Set up one RUN --mount.
 fn mount(
-    st: &mut St<'_, '_>,
+    st: &mut StageState<'_, '_>,
     m: &MountSpec,
     step: &Path,
     i: usize,
@@ -677,7 +618,7 @@ fn mount(
         MountKind::Cache => {
             let t = target(&m.target)?;
             let id = cache_id(m, &t);
-            let dir = cache_mount_dir(b.store, &id);
+            let dir = crate::engine::cache::cache_mount_dir(b.store, &id);
             fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
             let mut host = dir.clone();
             if st.no_cache {
@@ -686,7 +627,7 @@ fn mount(
                 host = step.join(format!("no-cache{i}"));
                 make_cache_dir(b, &host, m, &format!("creating an empty cache mount {id}"))?;
             } else {
-                if !dir.exists() && !crate::engine::shared::seed_mount(b, &id, &dir)? {
+                if !dir.exists() && !crate::engine::cache::remote::seed_mount(b, &id, &dir)? {
                     make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
                 }
             }
@@ -873,14 +814,6 @@ fn host_bind(
         readonly: false,
         source: BindSource::Host,
     })
-}
-
-/// Where the cache mount `id` lives in the store.
-pub(crate) fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
-    store
-        .root()
-        .join("v1/cache-mounts")
-        .join(&Digest::of(id.as_bytes()).hex()[..32])
 }
 
 /// A cache mount's directory at `dir`, owned and moded as the mount asks, made inside the user

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail};
 
 use crate::engine::copy;
-use crate::engine::stage::{image, Cancelled, St};
+use crate::engine::error::Cancelled;
+use crate::engine::state::{image, StageState};
 use crate::engine::{NamedContext, StageResult};
 
 /// Where a `--from` points.
@@ -20,7 +21,7 @@ pub(in crate::engine) enum FromRef {
 /// content of a context directory, or a stage's or image's layers; and the context files
 /// that changed since the last build.
 pub(in crate::engine) fn digest(
-    st: &St<'_, '_>,
+    st: &StageState<'_, '_>,
     from: Option<&str>,
     sources: &[String],
     excludes: &[String],
@@ -39,7 +40,7 @@ pub(in crate::engine) fn digest(
 /// The digest of exactly what `sources` read from a context directory (path, kind, mode,
 /// owner, content), with the files that changed since the last build.
 pub(in crate::engine) fn context_digest(
-    st: &St<'_, '_>,
+    st: &StageState<'_, '_>,
     root: &Path,
     ignore: &[String],
     sources: &[String],
@@ -82,7 +83,7 @@ pub(in crate::engine) fn context_digest(
     Ok((format!("{d} {}", names.join(" ")), why))
 }
 
-pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<FromRef> {
+pub(in crate::engine) fn source_ref(st: &StageState<'_, '_>, f: &str) -> anyhow::Result<FromRef> {
     let plan = st.b.plan;
     // A named context replaces the stage of the same name (the plan never builds that stage,
     // so waiting for it would wait forever).
@@ -130,7 +131,7 @@ pub(in crate::engine) fn source_ref(st: &St<'_, '_>, f: &str) -> anyhow::Result<
 /// by its content). Read once per stage filesystem and path, in the user namespace (the files
 /// may belong to subordinate ids), and kept in the store's facts as a cache.
 pub(in crate::engine) fn stage_subtree(
-    st: &St<'_, '_>,
+    st: &StageState<'_, '_>,
     r: &StageResult,
     src: &str,
 ) -> anyhow::Result<String> {
@@ -146,8 +147,8 @@ pub(in crate::engine) fn stage_subtree(
             return Ok(d);
         }
     }
-    let lowers = crate::engine::stage::lowers(b, &r.config, &r.layers)?;
-    let work = crate::engine::stage::step_dir(b, "digest")?;
+    let lowers = crate::engine::state::lowers(b, &r.config, &r.layers)?;
+    let work = crate::engine::state::step_dir(b, "digest")?;
     let out = work.join("digest");
     let result = crate::engine::exec::hook_ok(
         &b.exe,
@@ -171,7 +172,7 @@ pub(in crate::engine) fn stage_subtree(
 }
 
 /// Did a step of the stage `f` (by name or index) run rather than come from the cache?
-pub(in crate::engine) fn missed(st: &St<'_, '_>, f: &str) -> bool {
+pub(in crate::engine) fn missed(st: &StageState<'_, '_>, f: &str) -> bool {
     let plan = st.b.plan;
     // A named context of that name stands for it: no stage of the plan ran.
     if st
@@ -190,7 +191,7 @@ pub(in crate::engine) fn missed(st: &St<'_, '_>, f: &str) -> bool {
         .is_some_and(|r| r.ran)
 }
 
-fn image_ref(st: &St<'_, '_>, r: &str) -> anyhow::Result<FromRef> {
+fn image_ref(st: &StageState<'_, '_>, r: &str) -> anyhow::Result<FromRef> {
     if let Some(x) =
         st.b.externals
             .lock()

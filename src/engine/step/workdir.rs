@@ -6,18 +6,18 @@ use std::sync::atomic::Ordering;
 
 use anyhow::bail;
 
-use super::Inputs;
 use crate::dockerfile::{Command, Instruction};
+use crate::engine::cache::key::Inputs;
 use crate::engine::cache::{self, LayerRec, Record};
 use crate::engine::copy::{CopyJob, CopyResult, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::report::Event;
-use crate::engine::stage::{rfc, step_dir, St};
+use crate::engine::state::{rfc, step_dir, StageState};
 
 /// WORKDIR `w` (expanded): the config's working directory, and a layer with the directory
 /// when no layer below has it.
 pub(in crate::engine) fn execute(
-    st: &mut St<'_, '_>,
+    st: &mut StageState<'_, '_>,
     cmd: &Command,
     w: &str,
     label: &str,
@@ -47,7 +47,7 @@ pub(in crate::engine) fn execute(
     let known = wd == "/" || st.dirs.iter().any(|d| d == wd);
     let exists = known
         || if super::by_paths(st) {
-            let files = crate::engine::stage::layer_paths(st.b, &st.config, &st.layers)?;
+            let files = crate::engine::state::layer_paths(st.b, &st.config, &st.layers)?;
             crate::layer::paths::Merged::load(&files)?.kind(wd)
                 == Some(&crate::layer::paths::Kind::Dir)
         } else {
@@ -84,7 +84,7 @@ pub(in crate::engine) fn execute(
 }
 
 /// A layer holding directory `wd` (and missing parents), owned by the USER.
-fn mkdir_layer(st: &mut St<'_, '_>, wd: &str) -> anyhow::Result<LayerRec> {
+fn mkdir_layer(st: &mut StageState<'_, '_>, wd: &str) -> anyhow::Result<LayerRec> {
     let user = st.user();
     let owner = if user.is_empty() { None } else { Some(user) };
     let job_dir = step_dir(st.b, "workdir")?;

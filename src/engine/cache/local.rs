@@ -21,7 +21,7 @@ use crate::store::Store;
 /// instruction already determine it, and hashing it made a step cost the size of the whole
 /// environment); ARGs only into RUN keys, the one step that sees them as environment; COPY
 /// follows a destination that is a symlink (as BuildKit) instead of replacing it.
-/// 3: the instruction is encoded field by field (`engine::key`), not as its Debug output, and
+/// 3: the instruction is encoded field by field (`engine::cache::key`), not as its Debug output, and
 /// the shell and network settings as JSON and names; a release can keep its keys.
 /// 4: context digests leave out owners and the group and other write bits (umask noise), so
 /// checkouts on two machines give the same keys; SOURCE_DATE_EPOCH is in the key when set.
@@ -318,4 +318,12 @@ pub fn prune(
         remove_dir(&mounts)?;
     }
     Ok(freed)
+}
+
+/// Where the cache mount `id` lives in the store.
+pub(crate) fn cache_mount_dir(store: &crate::store::Store, id: &str) -> PathBuf {
+    store
+        .root()
+        .join("v1/cache-mounts")
+        .join(&Digest::of(id.as_bytes()).hex()[..32])
 }

@@ -24,9 +24,9 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
 
-use super::cache::{self, LayerRec, Record};
-use super::size::human;
-use super::Build;
+use crate::engine::cache::{self, LayerRec, Record};
+use crate::engine::size::human;
+use crate::engine::Build;
 use crate::layer::Compression;
 use crate::oci::{self, media, Descriptor, Digest, Manifest};
 use crate::registry::artifact::Repo;
@@ -1391,16 +1391,16 @@ fn mount_layer(
     id: &str,
     compression: Compression,
 ) -> anyhow::Result<Option<(crate::layer::LayerInfo, u64)>> {
-    let dir = super::step::run::cache_mount_dir(b.store, id);
+    let dir = crate::engine::cache::cache_mount_dir(b.store, id);
     if !dir.is_dir() {
         return Ok(None);
     }
-    let tmp = super::stage::step_dir(b, "mount-export")?;
+    let tmp = crate::engine::state::step_dir(b, "mount-export")?;
     let tar = tmp.join("layer.tar");
     let r = (|| {
-        super::exec::hook_ok(
+        crate::engine::exec::hook_ok(
             &b.exe,
-            super::exec::Hook::TarDir {
+            crate::engine::exec::Hook::TarDir {
                 dir: dir.clone(),
                 out: tar.clone(),
             },
@@ -1437,22 +1437,22 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let tmp = dir.with_extension(format!("seed-{}-{n}", std::process::id()));
     if tmp.exists() {
-        super::exec::remove_tree(&tmp, &b.maps)?;
+        crate::engine::exec::remove_tree(&tmp, &b.maps)?;
     }
     fs_err::create_dir_all(&tmp)?;
-    let unpack = super::exec::Hook::Unpack {
+    let unpack = crate::engine::exec::Hook::Unpack {
         blob: b.store.blob_path(&l.digest),
         dest: tmp.clone(),
         diff_id: l.diff_id.clone(),
         lower: Vec::new(),
     };
-    if let Err(e) = super::exec::hook_ok(
+    if let Err(e) = crate::engine::exec::hook_ok(
         &b.exe,
         unpack,
         &b.maps,
         &format!("seeding cache mount {id}"),
     ) {
-        let _ = super::exec::remove_tree(&tmp, &b.maps);
+        let _ = crate::engine::exec::remove_tree(&tmp, &b.maps);
         if b.schedule.failed() {
             return Err(e);
         }
@@ -1463,7 +1463,7 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
     }
     if let Err(e) = std::fs::rename(&tmp, dir) {
         // Another step seeded it at the same moment: theirs is as good.
-        let _ = super::exec::remove_tree(&tmp, &b.maps);
+        let _ = crate::engine::exec::remove_tree(&tmp, &b.maps);
         if !dir.is_dir() {
             return Err(anyhow!("seeding cache mount {id}: {e}"));
         }

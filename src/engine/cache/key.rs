@@ -11,6 +11,8 @@
 use serde_json::{json, Value};
 
 use crate::dockerfile::{CommandLine, Copy, Healthcheck, Instruction, KeyValue};
+use crate::engine::cache::{self, KeyInput};
+use crate::oci::Digest;
 use crate::sandbox::Network;
 
 fn command(c: &CommandLine) -> Value {
@@ -119,6 +121,85 @@ pub fn network(n: &Network) -> &'static str {
     }
 }
 
+/// Where a step sits and the stage settings that change what it does: with the instruction
+/// and its inputs, everything its key covers. The environment is not hashed: the parent key
+/// and the instructions before determine it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::engine) struct KeyScope<'a> {
+    /// The key of the step before (or of the stage's base).
+    pub parent: &'a str,
+    pub user: String,
+    pub workdir: String,
+    pub shell: Vec<String>,
+    /// `os/architecture` of the stage.
+    pub platform: String,
+    /// Build args and ARGs with a value, not shadowed by ENV: only a RUN step's environment
+    /// has them, so only its key hashes them.
+    pub args: Vec<(String, String)>,
+    /// SOURCE_DATE_EPOCH: the layers of RUN and COPY steps have their times clamped to it, so
+    /// a layer made without it (or with another) is not the same result.
+    pub epoch: Option<i64>,
+}
+
+/// What a step reads, for its key.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(in crate::engine) struct Inputs {
+    /// Digests of what the step reads (context content, source stages, bind mounts' sources).
+    pub digests: Vec<String>,
+    /// Settings of the step outside its instruction (RUN's effective network).
+    pub settings: Vec<String>,
+    /// The context files that changed since the last build, as the reason for a miss.
+    pub changed: Vec<String>,
+}
+
+impl Inputs {
+    /// "3 files changed: a, b, c" when context files changed.
+    pub fn why_changed(&self) -> Option<String> {
+        let n = self.changed.len();
+        (n > 0).then(|| {
+            let shown: Vec<&str> = self.changed.iter().take(5).map(|s| s.as_str()).collect();
+            format!(
+                "{n} file{} changed: {}{}",
+                if n == 1 { "" } else { "s" },
+                shown.join(", "),
+                if n > 5 { ", …" } else { "" }
+            )
+        })
+    }
+}
+
+/// The cache key of a step: a pure function of its scope, expanded instruction and inputs,
+/// through a versioned canonical encoding (`cache::KEY_VERSION`).
+pub(in crate::engine) fn key(scope: &KeyScope, ins: &Instruction, inputs: &Inputs) -> Digest {
+    let args: &[(String, String)] = if matches!(ins, Instruction::Run(_)) {
+        &scope.args
+    } else {
+        &[]
+    };
+    let mut settings = vec![
+        format!("user={}", scope.user),
+        format!("workdir={}", scope.workdir),
+        format!(
+            "shell={}",
+            serde_json::to_string(&scope.shell).unwrap_or_default()
+        ),
+        format!("platform={}", scope.platform),
+    ];
+    if let Some(e) = scope.epoch {
+        settings.push(format!("epoch={e}"));
+    }
+    settings.extend(inputs.settings.iter().cloned());
+    KeyInput {
+        version: cache::KEY_VERSION,
+        parent: scope.parent,
+        instruction: instruction(ins),
+        args,
+        inputs: &inputs.digests,
+        settings: &settings,
+    }
+    .key()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +285,120 @@ mod tests {
             [Network::Private, Network::Host, Network::None].map(|n| network(&n)),
             ["private", "host", "none"]
         );
+    }
+}
+
+#[cfg(test)]
+mod step_key_tests {
+    use super::*;
+    use crate::dockerfile::{load, Source};
+
+    fn scope() -> KeyScope<'static> {
+        KeyScope {
+            parent: "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            user: "app".into(),
+            workdir: "/w".into(),
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            platform: "linux/amd64".into(),
+            args: vec![("V".into(), "1".into())],
+            epoch: None,
+        }
+    }
+
+    fn instruction(text: &str) -> Instruction {
+        let src = Source::new("Dockerfile", format!("FROM scratch\n{text}\n"));
+        let (_, cmds) = load(&src).unwrap();
+        cmds.into_iter().last().unwrap().instruction
+    }
+
+    /// The whole key, settings included, pinned for a RUN, a COPY and a metadata step: a
+    /// change to how the scope is hashed changes every key, so it must be deliberate (bump
+    /// `cache::KEY_VERSION` and update these).
+    #[test]
+    fn golden_step_keys() {
+        let run = instruction("RUN echo $V");
+        let inputs = Inputs {
+            settings: vec!["network=private".into()],
+            ..Default::default()
+        };
+        let copy = instruction("COPY a /b");
+        let copy_inputs = Inputs {
+            digests: vec!["sha256:ab a:a:-".into()],
+            ..Default::default()
+        };
+        let env = instruction("ENV A=1");
+        let got = [
+            key(&scope(), &run, &inputs).hex()[..16].to_string(),
+            key(&scope(), &copy, &copy_inputs).hex()[..16].to_string(),
+            key(&scope(), &env, &Inputs::default()).hex()[..16].to_string(),
+        ];
+        assert_eq!(
+            got,
+            ["53a6c99ea6d4f191", "ff32fb79f9ff4c6e", "1eb2faeae890d7ea"],
+            "{got:?}"
+        );
+    }
+
+    /// Each part of the scope is in the key; build args only in a RUN step's.
+    #[test]
+    fn every_setting_changes_the_key_and_args_only_for_run() {
+        let run = instruction("RUN true");
+        let env = instruction("ENV A=1");
+        let none = Inputs::default();
+        let base = key(&scope(), &run, &none);
+        let variants = [
+            KeyScope {
+                parent: "sha256:1",
+                ..scope()
+            },
+            KeyScope {
+                user: "root".into(),
+                ..scope()
+            },
+            KeyScope {
+                workdir: "/".into(),
+                ..scope()
+            },
+            KeyScope {
+                shell: vec!["/bin/bash".into(), "-c".into()],
+                ..scope()
+            },
+            KeyScope {
+                platform: "linux/arm64".into(),
+                ..scope()
+            },
+            KeyScope {
+                args: vec![("V".into(), "2".into())],
+                ..scope()
+            },
+            KeyScope {
+                epoch: Some(0),
+                ..scope()
+            },
+        ];
+        for v in &variants {
+            assert_ne!(key(v, &run, &none), base, "{v:?}");
+        }
+        let no_args = KeyScope {
+            args: Vec::new(),
+            ..scope()
+        };
+        assert_eq!(key(&no_args, &env, &none), key(&scope(), &env, &none));
+        let net = Inputs {
+            settings: vec!["network=none".into()],
+            ..Default::default()
+        };
+        assert_ne!(key(&scope(), &run, &net), base);
+        let read = Inputs {
+            digests: vec!["x".into()],
+            ..Default::default()
+        };
+        assert_ne!(key(&scope(), &run, &read), base);
+        // Why a step changed is not part of what it is.
+        let changed = Inputs {
+            changed: vec!["a".into()],
+            ..Default::default()
+        };
+        assert_eq!(key(&scope(), &run, &changed), base);
     }
 }

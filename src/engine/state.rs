@@ -1,0 +1,467 @@
+//! The state of a stage being built ([`StageState`]: its config and layers so far, the key of
+//! its last step, the directories known to exist, and the RUN layers still being written) and
+//! what every step shares: the scratch dir of a step, the snapshots and path indexes of the
+//! layers below, image resolution. The stage loop (`stage.rs`) owns a `StageState`; the step
+//! modules read and change it and import nothing from the loop.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use anyhow::{anyhow, Context as _};
+
+use super::cache::key::{self, Inputs, KeyScope};
+use super::cache::{self, LayerRec, Record};
+use super::exec::{self, remove_tree};
+use super::Build;
+use crate::dockerfile::shell::Lexer;
+use crate::dockerfile::{Command, Instruction};
+use crate::oci::{Digest, History, ImageConfig};
+use crate::plan::StageScope;
+
+const COMMENT: &str = "strata.dockerfile.v0";
+
+/// A stage being built: its config and layers so far, the key of its last step, and what the
+/// step modules need to know about the steps before.
+pub(in crate::engine) struct StageState<'b, 'a> {
+    pub b: &'b Build<'a>,
+    pub index: usize,
+    pub name: String,
+    pub lexer: Lexer,
+    pub config: ImageConfig,
+    pub layers: Vec<crate::oci::Descriptor>,
+    pub key: Digest,
+    pub scope: StageScope,
+    pub dirs: Vec<String>,
+    /// CMD was set in this stage (so ENTRYPOINT does not reset it).
+    pub cmd_set: bool,
+    /// `--no-cache` (or `--no-cache-filter`) names this stage: nothing is looked up, and its
+    /// cache mounts start empty.
+    pub no_cache: bool,
+    /// Why the previous step missed, carried to the next ones.
+    pub earlier_miss: bool,
+    /// `--pull` found the base image moved: the first step misses for that reason.
+    pub base_moved: Option<String>,
+    /// Step numbers as BuildKit gives them: FROM an image is step 1, then each RUN, COPY,
+    /// ADD and WORKDIR (the other instructions have no step).
+    pub total: usize,
+    pub n: usize,
+    /// Whether the command being run is an ONBUILD trigger of the base.
+    pub onbuild: bool,
+    /// ADD's downloads or clone for the current step (the scratch dir, what it holds).
+    pub fetched: Option<(PathBuf, super::fetch::Fetched)>,
+    /// Where each name is in the config's Env, and for how many entries that was computed:
+    /// ENV updates in constant time (a Dockerfile of 20,000 ENV lines stays linear).
+    pub env_pos: (std::collections::HashMap<String, usize>, usize),
+    /// The stage's layers not yet in `layers`, in order: a RUN step's still being written
+    /// (the steps after it go ahead on its upper dir), and those applied after it. COPY and
+    /// ADD, a RUN step that fails and the stage's end settle them ([`StageState::settle`]).
+    pub pending: Vec<Pending>,
+}
+
+/// A layer of the stage that is not in its `layers` yet.
+pub(super) enum Pending {
+    /// A RUN step's layer being written: recorded in the cache under `key` when done (the
+    /// step's lock held until then), its history entry (index `history`) marked empty if
+    /// the step changed nothing. `what` names the step for an error.
+    Run {
+        commit: Box<Commit>,
+        key: Digest,
+        /// Also recorded under this key, and later steps chain from it (a RUN bind-mounting
+        /// a stage, known by the mounted content: cache::Record::chain).
+        alias: Option<Digest>,
+        created: String,
+        history: usize,
+        lock: Option<crate::store::Lock>,
+        what: String,
+    },
+    /// A layer applied after a pending RUN step's: it goes on top once that one is in.
+    Applied(LayerRec),
+}
+
+pub(super) fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("");
+    if l.chars().count() > 100 {
+        format!("{}…", l.chars().take(100).collect::<String>())
+    } else {
+        l.to_string()
+    }
+}
+
+/// An image from the store, pulled from its registry when missing (or moved, with `--pull`).
+pub(super) fn image(b: &Build, r: &str) -> anyhow::Result<crate::registry::Resolved> {
+    image_for(b, r, None)
+}
+
+/// [`image`] for a platform other than the build's (`FROM --platform`).
+pub(super) fn image_for(
+    b: &Build,
+    r: &str,
+    platform: Option<&crate::oci::Platform>,
+) -> anyhow::Result<crate::registry::Resolved> {
+    let res = b.source.image_for(r, platform).with_context(|| {
+        if b.opts.pull == crate::registry::PullPolicy::Always {
+            format!("base image \"{r}\": checking its registry (--pull) failed")
+        } else {
+            format!("base image \"{r}\" is not in the local store, and pulling it failed")
+        }
+    })?;
+    let mut bases = b.bases.lock().unwrap_or_else(|e| e.into_inner());
+    if !bases.iter().any(|(x, _)| x == r) {
+        bases.push((r.to_string(), res.digest.clone()));
+    }
+    Ok(res)
+}
+
+/// Snapshots (top first) of `layers`, unpacked inside the user namespace on first use.
+pub(super) fn lowers(
+    b: &Build,
+    config: &ImageConfig,
+    layers: &[crate::oci::Descriptor],
+) -> anyhow::Result<Vec<PathBuf>> {
+    // A layer that hit in an imported cache is fetched now that something needs its files.
+    for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
+        if !b.store.snapshot_path(d).exists() {
+            b.imported.fetch(b, &l.digest, d)?;
+        }
+    }
+    let mut out = exec::snapshots(b.store, &b.exe, &config.rootfs.diff_ids, layers, &b.maps)?;
+    out.reverse();
+    Ok(exec::unique_top_first(out))
+}
+
+/// The path index of each of `layers` (bottom first), from the store's facts or read once
+/// from the blob (fetched from an imported cache when only it has the layer); nothing is
+/// unpacked.
+pub(super) fn layer_paths(
+    b: &Build,
+    config: &ImageConfig,
+    layers: &[crate::oci::Descriptor],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
+        let p = b.store.layer_paths_file(&l.digest);
+        if !p.exists() {
+            b.imported.fetch(b, &l.digest, d)?;
+            // By the tar headers only when the blob is uncompressed (COPY's commit reads the
+            // same way).
+            let blob = b.store.open_blob(&l.digest)?;
+            let (_, paths) = crate::layer::facts::read_blob_with_paths(blob)
+                .with_context(|| format!("reading the paths of layer {d}"))?;
+            b.store.put_layer_paths(&l.digest, &paths)?;
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// A unique scratch directory for a step.
+pub(super) fn step_dir(b: &Build, what: &str) -> anyhow::Result<PathBuf> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let d = b.store.tmp_dir().join(format!(
+        "{what}-{}-{}",
+        crate::store::owner_tag(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    fs_err::create_dir_all(&d)?;
+    Ok(d)
+}
+
+pub(super) fn rfc(secs: i64) -> String {
+    crate::oci::rfc3339(secs)
+}
+
+impl StageState<'_, '_> {
+    pub(super) fn cfg(&mut self) -> &mut crate::oci::ContainerConfig {
+        self.config.config.get_or_insert_with(Default::default)
+    }
+
+    pub(super) fn workdir(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    pub(super) fn shell(&self) -> Vec<String> {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.shell.clone())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    pub(super) fn user(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn env_list(&self) -> Vec<String> {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+    }
+
+    /// Build args and ARGs with a value that the step sees (ENV wins over ARG).
+    pub(super) fn visible_args(&self) -> Vec<(String, String)> {
+        let env = self.env_list();
+        self.scope
+            .args
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .filter(|(k, _)| !env.iter().any(|e| e.split('=').next() == Some(k)))
+            .collect()
+    }
+
+    pub(super) fn history(&mut self, cmd: &Command, created: &str, empty: bool) {
+        self.config.history.push(History {
+            created: Some(created.to_string()),
+            created_by: Some(created_by(cmd)),
+            author: None,
+            comment: Some(COMMENT.into()),
+            empty_layer: empty,
+        });
+    }
+
+    pub(super) fn now(&self) -> i64 {
+        self.b.opts.epoch.unwrap_or_else(crate::oci::now_secs)
+    }
+
+    /// The scope of a key: the step before (`parent`) and the stage's settings now.
+    pub(super) fn key_scope<'k>(&self, parent: &'k str) -> KeyScope<'k> {
+        KeyScope {
+            parent,
+            user: self.user(),
+            workdir: self.workdir(),
+            shell: self.shell(),
+            platform: format!("{}/{}", self.config.os, self.config.architecture),
+            args: self.visible_args(),
+            epoch: self.b.opts.epoch,
+        }
+    }
+
+    /// The key of `ins` as the next step of this stage.
+    pub(super) fn key_for(&self, ins: &Instruction, inputs: &Inputs) -> Digest {
+        key::key(&self.key_scope(self.key.as_str()), ins, inputs)
+    }
+
+    /// The record of `key`: the local cache first, then the caches of `--cache-from`, then
+    /// the steps an earlier build imported whose layers stayed remote.
+    pub(super) fn lookup(&self, key: &Digest) -> Option<Record> {
+        if self.no_cache {
+            return None;
+        }
+        cache::get(self.b.store, key)
+            .or_else(|| self.b.imported.get(self.b, key))
+            .or_else(|| self.b.imported.remembered(self.b.store, key))
+    }
+
+    fn push_layer(&mut self, l: &LayerRec) {
+        if self.pending.is_empty() {
+            self.push_layer_now(l);
+        } else {
+            self.pending.push(Pending::Applied(l.clone()));
+        }
+    }
+
+    fn push_layer_now(&mut self, l: &LayerRec) {
+        self.layers.push(l.descriptor());
+        self.config.rootfs.diff_ids.push(l.diff_id.clone());
+    }
+
+    /// A step's record, for `--cache-to` and the build's summary.
+    fn record_applied(&self, key: Digest, record: Record) {
+        self.b
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(super::cache::remote::Applied {
+                stage: self.index,
+                key,
+                record,
+            });
+    }
+
+    /// Wait for the layers being written and put every pending layer in `layers`, in order;
+    /// record the RUN steps among them in the cache. After an error the rest are only waited
+    /// for (and their scratch dirs removed).
+    pub(super) fn settle(&mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                _ if result.is_err() => {}
+                Pending::Applied(l) => self.push_layer_now(&l),
+                Pending::Run {
+                    commit,
+                    key,
+                    alias,
+                    created,
+                    history,
+                    lock,
+                    what,
+                } => {
+                    result = commit
+                        .finish()
+                        .with_context(|| format!("writing the layer of {what}"))
+                        .and_then(|layer| self.committed(key, alias, layer, created, history));
+                    drop(lock);
+                }
+            }
+        }
+        result
+    }
+
+    /// A pending RUN step's layer is written: in `layers` (or its history entry, `history`,
+    /// marked empty), and the step in the cache.
+    fn committed(
+        &mut self,
+        key: Digest,
+        alias: Option<Digest>,
+        layer: Option<LayerRec>,
+        created: String,
+        history: usize,
+    ) -> anyhow::Result<()> {
+        match &layer {
+            Some(l) => self.push_layer_now(l),
+            None => {
+                if let Some(h) = self.config.history.get_mut(history) {
+                    h.empty_layer = true;
+                }
+            }
+        }
+        let record = Record {
+            layer,
+            created,
+            dirs: Vec::new(),
+            chain: alias.clone(),
+        };
+        cache::put(self.b.store, &key, &record)?;
+        if let Some(a) = &alias {
+            cache::put(self.b.store, a, &record)?;
+        }
+        self.record_applied(key, record);
+        Ok(())
+    }
+
+    /// The lower dirs (top first) a step mounts now: the snapshots of `layers`, under the
+    /// pending layers (a RUN step's upper dir while its layer is written).
+    pub(super) fn lowers_now(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let mut out = lowers(self.b, &self.config, &self.layers)?;
+        for p in &self.pending {
+            let top = match p {
+                Pending::Run { commit, .. } => commit.upper.clone(),
+                Pending::Applied(l) => {
+                    let mut config = self.config.clone();
+                    config.rootfs.diff_ids = vec![l.diff_id.clone()];
+                    lowers(self.b, &config, &[l.descriptor()])?.remove(0)
+                }
+            };
+            out.insert(0, top);
+        }
+        Ok(exec::unique_top_first(out))
+    }
+
+    /// Apply a step's record: its layer, known dirs and history.
+    pub(super) fn apply(&mut self, cmd: &Command, key: Digest, rec: &Record) {
+        if let Some(l) = &rec.layer {
+            self.push_layer(l);
+        }
+        self.record_applied(key.clone(), rec.clone());
+        for d in &rec.dirs {
+            if !self.dirs.contains(d) {
+                self.dirs.push(d.clone());
+            }
+        }
+        self.key = rec.chain.clone().unwrap_or(key);
+        self.history(cmd, &rec.created, rec.layer.is_none());
+    }
+}
+
+fn created_by(cmd: &Command) -> String {
+    let text = cmd.original.trim();
+    match &cmd.instruction {
+        Instruction::Run(_) => format!("{text} # strata"),
+        Instruction::Copy(_) | Instruction::Add(_) => format!("{text} # strata"),
+        _ => text.to_string(),
+    }
+}
+/// What a RUN step that ran leaves behind.
+pub(in crate::engine) enum Ran {
+    /// Its layer (None: it changed nothing), written and hashed.
+    Done(Option<LayerRec>),
+    /// Its layer being written and hashed on a thread.
+    Committing(Commit),
+}
+
+/// A RUN step's layer being written and hashed on a thread while the next steps run. Its
+/// overlay upper dir is that layer's content and stays where it is until [`Commit::finish`]:
+/// the next steps mount it as a lower dir meanwhile. BuildKit likewise runs the next step on
+/// the snapshot and makes the blob later.
+pub(in crate::engine) struct Commit {
+    pub upper: PathBuf,
+    /// The step's scratch dir (the upper dir is in it), removed when the commit ends.
+    step: PathBuf,
+    store: crate::store::Store,
+    maps: crate::sandbox::idmap::IdMaps,
+    job: Option<std::thread::JoinHandle<anyhow::Result<Option<LayerRec>>>>,
+}
+
+impl Commit {
+    /// The commit of the RUN step whose scratch dir is `step` (its upper dir `upper` in it),
+    /// its layer made by `job`.
+    pub fn new(
+        upper: PathBuf,
+        step: PathBuf,
+        b: &Build,
+        job: std::thread::JoinHandle<anyhow::Result<Option<LayerRec>>>,
+    ) -> Commit {
+        Commit {
+            upper,
+            step,
+            store: b.store.clone(),
+            maps: b.maps.clone(),
+            job: Some(job),
+        }
+    }
+
+    /// The layer (None when the step changed nothing), with the upper dir kept as its
+    /// snapshot and the scratch dir removed.
+    pub fn finish(mut self) -> anyhow::Result<Option<LayerRec>> {
+        let layer = self.join();
+        if let Ok(Some(l)) = &layer {
+            let _ = self.store.adopt_snapshot(&l.diff_id, &self.upper);
+        }
+        let cleanup = remove_tree(&self.step, &self.maps);
+        let layer = layer?;
+        cleanup?;
+        Ok(layer)
+    }
+
+    fn join(&mut self) -> anyhow::Result<Option<LayerRec>> {
+        match self.job.take() {
+            Some(j) => j.join().unwrap_or_else(|_| {
+                Err(anyhow!(
+                    "internal error: the thread writing a RUN step's layer panicked"
+                ))
+            }),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for Commit {
+    /// A commit the build did not finish (it failed first): its thread is waited for and its
+    /// scratch dir removed; nothing is recorded.
+    fn drop(&mut self) {
+        if self.job.is_some() {
+            let _ = self.join();
+            let _ = remove_tree(&self.step, &self.maps);
+        }
+    }
+}
