@@ -273,7 +273,7 @@ pub(crate) struct Build<'a> {
     /// The caches of `--cache-from`.
     pub imported: cache::remote::Imported,
     /// Every step with a layer as applied (cached or run), for `--cache-to`.
-    pub applied: Mutex<Vec<cache::remote::Applied>>,
+    pub applied: Mutex<Vec<cache::Applied>>,
     /// The steps that ran (not cached), as shown in the progress, for `--metadata-file`.
     pub ran: Mutex<Vec<String>>,
     /// The ids of the cache mounts the build used, for `--cache-to …,mounts=true`.

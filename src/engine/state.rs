@@ -281,7 +281,7 @@ impl StageState<'_, '_> {
             .applied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(super::cache::remote::Applied {
+            .push(super::cache::Applied {
                 stage: self.index,
                 key,
                 record,

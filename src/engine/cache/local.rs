@@ -53,6 +53,14 @@ impl LayerRec {
     }
 }
 
+/// One step as the build applied it, for export.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub stage: usize,
+    pub key: Digest,
+    pub record: Record,
+}
+
 /// What a step produced: its layer (none for metadata-only steps and empty diffs) and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {

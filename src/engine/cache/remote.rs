@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::cache::{self, LayerRec, Record};
+use crate::engine::cache::{self, Applied, LayerRec, Record};
 use crate::engine::size::human;
 use crate::engine::Build;
 use crate::layer::Compression;
@@ -1008,14 +1008,6 @@ fn copy_layer_checked(
         let _ = store.put_layer_paths(&desc.digest, &p);
     }
     Ok(())
-}
-
-/// One step as the build applied it, for export.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    pub stage: usize,
-    pub key: Digest,
-    pub record: Record,
 }
 
 /// The stages whose steps make the final image: the target and the stages it is built FROM.
