@@ -147,8 +147,11 @@ pub fn error(e: &anyhow::Error) -> (String, i32) {
 /// instruction's lines with a marker, then what went wrong (the causes, innermost last) and
 /// `hints`. `None` when the error did not come from a step, or the text is unknown.
 pub fn step_failure(e: &anyhow::Error, hints: &[String]) -> Option<String> {
-    // A context of anyhow's: downcast the error itself, then find its place in the chain.
-    let step = e.downcast_ref::<strata::engine::StepFailed>()?;
+    // A context of anyhow's (downcast the error itself) or a typed step of the engine's; then
+    // its place in the chain.
+    let step = e
+        .downcast_ref::<strata::engine::StepFailed>()
+        .or_else(|| strata::engine::error::failed_step(e.as_ref()))?;
     let src = step.source_text.as_ref()?;
     let shown = step.to_string();
     let mut causes = Vec::new();

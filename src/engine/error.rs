@@ -42,15 +42,17 @@ pub const NO_SPACE: &str = "the store's filesystem is full: `strata df` shows wh
 /// Whether `e` (or a cause of it) is a disk that is full. ENOSPC from `unshare`/`clone` is
 /// something else (the limit on user namespaces), and so is not counted.
 pub fn is_no_space(e: &anyhow::Error) -> bool {
+    no_space(e.as_ref())
+}
+
+fn no_space(e: &(dyn std::error::Error + 'static)) -> bool {
     let setup = |c: &(dyn std::error::Error + 'static)| match c.downcast_ref() {
         Some(crate::sandbox::Error::Setup { cause, .. }) => Some(cause.clone()),
         _ => None,
     };
-    let namespaces = e
-        .chain()
-        .any(|c| setup(c).is_some_and(|s| s.is_namespace()));
+    let namespaces = chain(e).any(|c| setup(c).is_some_and(|s| s.is_namespace()));
     !namespaces
-        && e.chain().any(|c| {
+        && chain(e).any(|c| {
             c.downcast_ref::<std::io::Error>()
                 .is_some_and(|x| x.raw_os_error() == Some(libc::ENOSPC))
                 || setup(c).is_some_and(|s| s.errno() == Some(libc::ENOSPC))
@@ -147,6 +149,178 @@ impl Error {
     }
 }
 
+/// Everything [`crate::engine::build`] fails with: the engine's own failures ([`Error`]) and
+/// the typed errors of the floors below, kept whole so that [`explain`] reads their hints and
+/// class, wrapped in what the engine was doing when they happened.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Engine(#[from] Error),
+    /// A step failed: `step` is where (`Dockerfile:3 RUN make`), as BuildKit names it.
+    #[error("{step}")]
+    Step {
+        step: Box<crate::engine::StepFailed>,
+        #[source]
+        source: Box<BuildError>,
+    },
+    /// The base image of a stage could not be had.
+    #[error("base image {reference}")]
+    Base {
+        reference: String,
+        #[source]
+        source: Box<BuildError>,
+    },
+    /// An output (`--output`, `-t`, `--push`) could not be written.
+    #[error("output {output}")]
+    Output {
+        output: String,
+        #[source]
+        source: Box<BuildError>,
+    },
+    /// A `--cache-to` / `--cache-from` cache could not be read or written.
+    #[error("cache {cache}")]
+    Cache {
+        cache: String,
+        #[source]
+        source: Box<BuildError>,
+    },
+    /// What the engine was doing (`writing /s/v1/tmp/x`, `reading the layer of sha256:…`).
+    #[error("{what}")]
+    Doing {
+        what: String,
+        #[source]
+        source: Box<BuildError>,
+    },
+    #[error(transparent)]
+    BadImport(#[from] crate::engine::cache::remote::BadImport),
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::Error),
+    #[error(transparent)]
+    Context(#[from] crate::context::Error),
+    #[error(transparent)]
+    Dockerfile(#[from] crate::dockerfile::Diagnostic),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error(transparent)]
+    Oci(#[from] crate::oci::Error),
+    #[error(transparent)]
+    Apply(#[from] crate::layer::apply::ApplyError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Not yet typed: the engine's modules move off `anyhow` one by one (issue 28); this
+    /// variant goes with the last of them.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl BuildError {
+    /// The error this one stands for when it only wraps another (a transparent variant), so
+    /// that a walk down the chain sees the typed error itself.
+    fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(match self {
+            BuildError::Engine(e) => e,
+            BuildError::BadImport(e) => e,
+            BuildError::Cancelled(e) => e,
+            BuildError::Interrupted(e) => e,
+            BuildError::Registry(e) => e,
+            BuildError::Sandbox(e) => e,
+            BuildError::Context(e) => e,
+            BuildError::Dockerfile(e) => e,
+            BuildError::Store(e) => e,
+            BuildError::Oci(e) => e,
+            BuildError::Apply(e) => e,
+            BuildError::Io(e) => e,
+            BuildError::Json(e) => e,
+            BuildError::Other(e) => e.as_ref(),
+            BuildError::Step { .. }
+            | BuildError::Base { .. }
+            | BuildError::Output { .. }
+            | BuildError::Cache { .. }
+            | BuildError::Doing { .. } => return None,
+        })
+    }
+
+    /// The step this error happened in, if it names one.
+    pub fn step(&self) -> Option<&crate::engine::StepFailed> {
+        match self {
+            BuildError::Step { step, .. } => Some(step),
+            BuildError::Other(a) => a.downcast_ref(),
+            _ => None,
+        }
+    }
+
+    /// Wrap in what the engine was doing.
+    pub fn doing(self, what: impl Into<String>) -> BuildError {
+        BuildError::Doing {
+            what: what.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The hints and the exit class, as [`explain`] reads them.
+    pub fn explain(&self) -> Explained {
+        explain_chain(self)
+    }
+
+    /// Whether this is only "another stage failed first".
+    pub fn is_cancelled(&self) -> bool {
+        chain(self).any(|c| c.is::<Cancelled>())
+    }
+}
+
+/// `.doing("what")` on any result whose error becomes a [`BuildError`], as anyhow's
+/// `.context`, but typed.
+pub trait Doing<T> {
+    fn doing(self, what: impl Into<String>) -> Result<T, BuildError>;
+    fn doing_with<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T, BuildError>;
+}
+
+impl<T, E: Into<BuildError>> Doing<T> for Result<T, E> {
+    fn doing(self, what: impl Into<String>) -> Result<T, BuildError> {
+        self.map_err(|e| e.into().doing(what))
+    }
+    fn doing_with<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T, BuildError> {
+        self.map_err(|e| e.into().doing(what()))
+    }
+}
+
+/// The causes of `e`, outermost first, each [`BuildError`] that only wraps another replaced by
+/// what it wraps (an `anyhow::Error` by its own first cause), so that downcasts see them.
+pub fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    // A boxed cause (`source: Box<BuildError>`) is seen as the box: look inside it.
+    let unwrap = |c: &'a (dyn std::error::Error + 'static)| {
+        let b = c
+            .downcast_ref::<BuildError>()
+            .or_else(|| c.downcast_ref::<Box<BuildError>>().map(|b| &**b));
+        match b {
+            Some(b) => b.inner().unwrap_or(b),
+            None => c,
+        }
+    };
+    std::iter::successors(Some(unwrap(e)), move |c| c.source().map(unwrap))
+}
+
+/// The step an error chain failed in, if it names one (the CLI shows its lines).
+pub fn failed_step<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a crate::engine::StepFailed> {
+    std::iter::successors(Some(e), |c| c.source()).find_map(|c| {
+        c.downcast_ref::<crate::engine::StepFailed>()
+            .or_else(|| c.downcast_ref::<BuildError>().and_then(BuildError::step))
+            .or_else(|| c.downcast_ref::<Box<BuildError>>().and_then(|b| b.step()))
+    })
+}
+
 /// The hints and the class of an error chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explained {
@@ -159,10 +333,14 @@ pub struct Explained {
 /// cause gives the class (it knows best what went wrong), except that an interruption always
 /// wins; a chain of plain messages is [`Class::Failed`].
 pub fn explain(e: &anyhow::Error) -> Explained {
+    explain_chain(e.as_ref())
+}
+
+fn explain_chain(e: &(dyn std::error::Error + 'static)) -> Explained {
     let mut hints = Vec::new();
     let mut class = None;
     let mut interrupted = None;
-    for c in e.chain() {
+    for c in chain(e) {
         let (hint, cls): (Option<String>, Option<Class>) =
             if let Some(x) = c.downcast_ref::<Error>() {
                 (x.hint(), Some(x.class()))
@@ -211,7 +389,7 @@ pub fn explain(e: &anyhow::Error) -> Explained {
     }
     // A full disk says so whatever failed on it (the commit of a layer, a pull, a hook in the
     // sandbox: not this machine's sandbox being unable to run).
-    if is_no_space(e) {
+    if no_space(e) {
         if !hints.iter().any(|h| h == NO_SPACE) {
             hints.push(NO_SPACE.to_string());
         }
@@ -268,6 +446,36 @@ mod tests {
         assert_eq!(x.class, Class::Registry);
         assert_eq!(x.hints.len(), 1);
         assert!(x.hints[0].contains("strata login r"), "{:?}", x.hints);
+    }
+
+    #[test]
+    fn typed_causes_are_seen_through_build_errors_and_their_wrappers() {
+        let reg = crate::registry::Error::Denied {
+            reference: "r/x".into(),
+            registry: "r".into(),
+            detail: "401".into(),
+            tried: "none".into(),
+        };
+        let e = BuildError::from(reg).doing("pulling r/x");
+        let e = BuildError::Base {
+            reference: "r/x".into(),
+            source: Box::new(e),
+        };
+        let x = e.explain();
+        assert_eq!(x.class, Class::Registry);
+        assert!(x.hints[0].contains("strata login r"), "{:?}", x.hints);
+        // Through the CLI's anyhow too, and through a not yet typed cause.
+        let a = anyhow::Error::from(e).context("strata build");
+        assert_eq!(explain(&a).class, Class::Registry);
+        let other = BuildError::from(
+            anyhow::Error::from(Error::MissingSecret { id: "t".into() }).context("step"),
+        );
+        assert_eq!(other.explain().class, Class::Input);
+        assert!(BuildError::from(Cancelled).doing("stage b").is_cancelled());
+        assert!(!BuildError::from(Error::HostNetworkNotAllowed).is_cancelled());
+        let io = BuildError::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).doing("w");
+        assert!(io.explain().hints.iter().any(|h| h == NO_SPACE));
+        assert_eq!(format!("{}", io), "w");
     }
 
     #[test]

@@ -322,15 +322,16 @@ pub fn build(
     plan: &Plan,
     opts: &BuildOptions,
     report: Arc<dyn report::Reporter>,
-) -> anyhow::Result<Built> {
+) -> Result<Built, error::BuildError> {
     let step_ids = AtomicUsize::new(1);
     let mut skip = Vec::new();
     let mut forgotten = Vec::new();
     loop {
-        match attempt(store, plan, opts, report.clone(), &skip, &step_ids) {
+        match attempt(store, plan, opts, report.clone(), &skip, &step_ids)
+            .map_err(error::BuildError::from)
+        {
             Err(e) => {
-                let bad = e
-                    .chain()
+                let bad = error::chain(&e)
                     .find_map(|c| c.downcast_ref::<cache::remote::BadImport>())
                     .filter(|b| {
                         (b.cache_from < opts.cache_from.len() && !skip.contains(&b.cache_from))
