@@ -1,7 +1,9 @@
 //! The one support module every integration test binary shares (`mod support;`): the binary
 //! under test, skips that are recorded and fail under CI (`require!`, [`skip`]), skips that are
 //! not applicable to a pass (`not_applicable!`), strata for other users, terminals, and
-//! temporary directories removed when a test ends.
+//! temporary directories removed when a test ends; [`snapshot`]: expected output kept in files.
+
+pub mod snapshot;
 
 use std::os::unix::fs::PermissionsExt;
 
