@@ -45,6 +45,18 @@ pub fn not_applicable(reason: &str) {
     record_skip("NOT APPLICABLE", reason);
 }
 
+/// Is this the unprivileged pass of `make test`, run as `user`, after a root pass that already
+/// ran, as `user` (through runuser), every scenario of the tests that switch users themselves
+/// (their `runners()`)? scripts/test-as-user.sh says so with `STRATA_ROOT_PASS_RAN_AS=<user>`.
+/// Such a test then has nothing left to do here: its runners are none and it records itself
+/// [`not_applicable`]. Never true for root, nor when the script is run with
+/// `STRATA_USER_PASS_ALL=1` (it then leaves the variable out).
+#[allow(dead_code)]
+pub fn root_pass_ran_as(user: &str) -> bool {
+    !rustix::process::geteuid().is_root()
+        && std::env::var("STRATA_ROOT_PASS_RAN_AS").as_deref() == Ok(user)
+}
+
 fn record_skip(kind: &str, reason: &str) {
     let line = format!("{kind} {}: {reason}", test_name());
     eprintln!("{line}");
