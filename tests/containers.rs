@@ -15,8 +15,9 @@
 //!   While the store is on the container's overlay root, RUN steps copy snapshots; on a tmpfs
 //!   or a volume they use overlays.
 //!
-//! `make test` runs this file as root (Docker, and Podman as strata-test) and as strata-test
-//! (Podman only: starting dockerd needs root).
+//! `make test` runs this file as root (Docker, and Podman as strata-test); in its unprivileged
+//! pass (scripts/test-as-user.sh) both tests are not applicable: starting dockerd needs root,
+//! and the root pass already ran Podman as strata-test.
 
 #[macro_use]
 mod support;
@@ -232,6 +233,10 @@ fn in_a_rootless_podman_container() {
     require!(
         (have("podman") && have("runuser")),
         "podman is not installed (package podman)"
+    );
+    not_applicable!(
+        !support::root_pass_ran_as("strata-test"),
+        "the root pass ran Podman as strata-test already (through runuser, with the same storage, HOME, XDG_RUNTIME_DIR and TMPDIR)"
     );
     let lab = require!(Lab::new("podman"));
     // Podman's defaults: the user namespace is fine, a new /proc is not.

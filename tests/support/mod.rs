@@ -1,7 +1,9 @@
 //! The one support module every integration test binary shares (`mod support;`): the binary
 //! under test, skips that are recorded and fail under CI (`require!`, [`skip`]), skips that are
 //! not applicable to a pass (`not_applicable!`), strata for other users, terminals, and
-//! temporary directories removed when a test ends.
+//! temporary directories removed when a test ends; [`snapshot`]: expected output kept in files.
+
+pub mod snapshot;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -41,6 +43,18 @@ pub fn skip(reason: &str) {
 #[allow(dead_code)]
 pub fn not_applicable(reason: &str) {
     record_skip("NOT APPLICABLE", reason);
+}
+
+/// Is this the unprivileged pass of `make test`, run as `user`, after a root pass that already
+/// ran, as `user` (through runuser), every scenario of the tests that switch users themselves
+/// (their `runners()`)? scripts/test-as-user.sh says so with `STRATA_ROOT_PASS_RAN_AS=<user>`.
+/// Such a test then has nothing left to do here: its runners are none and it records itself
+/// [`not_applicable`]. Never true for root, nor when the script is run with
+/// `STRATA_USER_PASS_ALL=1` (it then leaves the variable out).
+#[allow(dead_code)]
+pub fn root_pass_ran_as(user: &str) -> bool {
+    !rustix::process::geteuid().is_root()
+        && std::env::var("STRATA_ROOT_PASS_RAN_AS").as_deref() == Ok(user)
 }
 
 fn record_skip(kind: &str, reason: &str) {
