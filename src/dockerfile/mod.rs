@@ -7,6 +7,7 @@
 //! is a [`Diagnostic`] with a span into the [`Source`].
 
 pub mod diagnostic;
+pub mod flags;
 pub mod instructions;
 pub mod lint;
 pub mod lint_docs;
