@@ -212,6 +212,51 @@ impl Chmod {
     }
 }
 
+/// A `--chown` value refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --chown \"{value}\": expected user[:group]")]
+pub struct ChownError {
+    pub value: String,
+}
+
+/// A `--chown` value: a user and an optional group, each a name or a number (resolved in the
+/// image's /etc/passwd and /etc/group when the step runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chown {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+impl std::str::FromStr for Chown {
+    type Err = ChownError;
+
+    fn from_str(v: &str) -> Result<Chown, ChownError> {
+        if v.is_empty() || v.starts_with(':') || v.ends_with(':') {
+            return Err(ChownError {
+                value: v.to_string(),
+            });
+        }
+        Ok(Chown::split(v))
+    }
+}
+
+impl Chown {
+    /// `user[:group]` split at its first colon, unchecked (an expanded value: an empty user
+    /// is root, as Docker takes it).
+    pub fn split(v: &str) -> Chown {
+        match v.split_once(':') {
+            Some((u, g)) => Chown {
+                user: u.to_string(),
+                group: Some(g.to_string()),
+            },
+            None => Chown {
+                user: v.to_string(),
+                group: None,
+            },
+        }
+    }
+}
+
 /// A `--checksum` value refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChecksumError {

@@ -7,7 +7,8 @@
 
 use super::diagnostic::{did_you_mean, Diagnostic};
 pub use super::flags::{
-    ChecksumError, Chmod, ChmodError, MountError, PortError, RunOptionsError, SignalError,
+    ChecksumError, Chmod, ChmodError, Chown, ChownError, MountError, PortError, RunOptionsError,
+    SignalError,
 };
 use super::parser::{Dockerfile, Flag, Heredoc, Node};
 use super::source::Span;
@@ -1263,12 +1264,8 @@ impl Instruction {
             }
         }
         if let Some((v, span)) = flags.get("chown") {
-            if v.is_empty() || v.starts_with(':') || v.ends_with(':') {
-                return Err(Diagnostic::new(
-                    format!("invalid --chown \"{v}\": expected user[:group]"),
-                    span,
-                ));
-            }
+            v.parse::<Chown>()
+                .map_err(|e| Diagnostic::new(e.to_string(), span))?;
         }
         if let Some((v, span)) = flags.get("checksum") {
             if !v.contains('$') {
@@ -1297,6 +1294,21 @@ impl Instruction {
 }
 
 impl Copy {
+    /// `--chmod` of an expanded COPY or ADD (no `$` left), typed: what the engine applies.
+    pub fn chmod_value(&self) -> Result<Option<Chmod>, ChmodError> {
+        self.chmod.as_deref().map(str::parse).transpose()
+    }
+
+    /// `--chown` of an expanded COPY or ADD, as user and group.
+    pub fn chown_value(&self) -> Option<Chown> {
+        self.chown.as_deref().map(Chown::split)
+    }
+
+    /// `--checksum` of an expanded ADD, typed.
+    pub fn checksum_value(&self) -> Result<Option<Checksum>, ChecksumError> {
+        self.checksum.as_deref().map(str::parse).transpose()
+    }
+
     fn wrap(kw: &str, c: Copy) -> Instruction {
         if kw == "ADD" {
             Instruction::Add(c)

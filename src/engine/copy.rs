@@ -650,7 +650,9 @@ impl Planner<'_> {
 
     fn mode(&self, m: u32, is_dir: bool) -> u32 {
         match &self.job.chmod {
-            Some(c) => apply_chmod(c, m, is_dir).unwrap_or(m),
+            Some(c) => c
+                .parse::<crate::dockerfile::Chmod>()
+                .map_or(m, |c| c.apply(m, is_dir)),
             None => m,
         }
     }
@@ -714,10 +716,11 @@ impl Planner<'_> {
     /// BuildKit's copy, which makes them with the numeric mode it applies to the files).
     fn dir_mode(&self) -> u32 {
         match &self.job.chmod {
-            Some(c) => match u32::from_str_radix(c, 8) {
-                Ok(n) if n <= 0o7777 => n,
-                _ => 0o755,
-            },
+            Some(c) => c
+                .parse::<crate::dockerfile::Chmod>()
+                .ok()
+                .and_then(|c| c.octal())
+                .unwrap_or(0o755),
             None => 0o755,
         }
     }
