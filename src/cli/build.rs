@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use super::progress;
 use anyhow::{anyhow, bail, Context};
 use strata::dockerfile;
-use strata::engine::{self, BuildOptions, NamedContext, Output, SecretSource};
+use strata::engine::{
+    self, BuildContext, BuildOptions, NamedContext, Output, Secret, SecretSource,
+};
 use strata::plan;
 use strata::sandbox::Network;
 use strata::store::{ImageRef, Store};
@@ -137,16 +139,6 @@ pub struct BuildArgs {
     provenance: Option<String>,
     /// The build context: a directory, or `-` for a tar on standard input.
     context: String,
-}
-
-fn parse_kv(s: &str, what: &str) -> anyhow::Result<HashMap<String, String>> {
-    s.split(',')
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                .ok_or_else(|| anyhow!("invalid {what} \"{s}\": expected key=value pairs"))
-        })
-        .collect()
 }
 
 pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
@@ -318,17 +310,15 @@ fn build_args(a: &BuildArgs) -> BTreeMap<String, String> {
 fn named_contexts(a: &BuildArgs) -> anyhow::Result<HashMap<String, NamedContext>> {
     let mut named = HashMap::new();
     for c in &a.build_contexts {
-        let (k, v) = c
-            .split_once('=')
-            .ok_or_else(|| anyhow!("invalid --build-context \"{c}\": expected NAME=VALUE"))?;
-        let nc = match NamedContext::parse(v) {
+        let BuildContext { name: k, context } = c.parse()?;
+        let nc = match context {
             NamedContext::Dir(p) => NamedContext::Dir(
                 fs_err::canonicalize(&p)
                     .with_context(|| format!("--build-context {k}: {}", p.display()))?,
             ),
             other => other,
         };
-        named.insert(k.to_string(), nc);
+        named.insert(k, nc);
     }
     Ok(named)
 }
@@ -364,8 +354,8 @@ fn build_options(
     let outputs = a
         .outputs
         .iter()
-        .map(|o| Output::parse(o).map_err(|e| anyhow!("--output {o}: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|o| o.parse::<Output>())
+        .collect::<Result<Vec<_>, _>>()?;
     let tags = a
         .tags
         .iter()
@@ -411,12 +401,7 @@ fn build_options(
         outputs,
         jobs: a.jobs.unwrap_or_else(strata::cores),
         named_contexts: named,
-        compression: strata::layer::Compression::parse(&a.compression).ok_or_else(|| {
-            anyhow!(
-                "invalid --compression {}: use gzip, zstd or none, optionally with a level (gzip:1..9, zstd:1..22)",
-                a.compression
-            )
-        })?,
+        compression: a.compression.parse()?,
         epoch,
         pull: if a.pull {
             strata::registry::PullPolicy::Always
@@ -428,13 +413,13 @@ fn build_options(
         cache_to: a
             .cache_to
             .iter()
-            .map(|c| engine::cache::remote::CacheTo::parse(c).map_err(|e| anyhow!("{e}")))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+            .map(|c| c.parse())
+            .collect::<Result<Vec<_>, _>>()?,
         cache_from: a
             .cache_from
             .iter()
-            .map(|c| engine::cache::remote::CacheFrom::parse(c).map_err(|e| anyhow!("{e}")))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+            .map(|c| c.parse())
+            .collect::<Result<Vec<_>, _>>()?,
         extra_hosts: a.add_hosts.clone(),
         ulimits: a.ulimits.clone(),
         shm_size: a.shm_size,
@@ -444,26 +429,12 @@ fn build_options(
     Ok((opts, mode))
 }
 
-/// --secret id=ID,src=PATH|env=VAR; without a source, the environment variable ID when it is
-/// set, else the file ID.
+/// --secret id=ID,src=PATH|env=VAR, each parsed by [`Secret`].
 fn secrets(a: &BuildArgs) -> anyhow::Result<HashMap<String, SecretSource>> {
     let mut secrets = HashMap::new();
     for s in &a.secrets {
-        let kv = parse_kv(s, "--secret")?;
-        let id = kv
-            .get("id")
-            .cloned()
-            .ok_or_else(|| anyhow!("--secret {s}: id= is required"))?;
-        let src = if let Some(e) = kv.get("env") {
-            SecretSource::Env(e.clone())
-        } else if let Some(p) = kv.get("src").or(kv.get("source")) {
-            SecretSource::File(PathBuf::from(p))
-        } else if std::env::var(&id).is_ok() {
-            SecretSource::Env(id.clone())
-        } else {
-            SecretSource::File(PathBuf::from(&id))
-        };
-        secrets.insert(id, src);
+        let Secret { id, source } = s.parse()?;
+        secrets.insert(id, source);
     }
     Ok(secrets)
 }
