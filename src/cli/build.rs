@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use super::progress;
 use anyhow::{anyhow, bail, Context};
 use strata::dockerfile;
-use strata::engine::{self, BuildOptions, NamedContext, Output, SecretSource};
+use strata::engine::{
+    self, BuildContext, BuildOptions, NamedContext, Output, Secret, SecretSource,
+};
 use strata::plan;
 use strata::sandbox::Network;
 use strata::store::{ImageRef, Store};
@@ -139,16 +141,6 @@ pub struct BuildArgs {
     context: String,
 }
 
-fn parse_kv(s: &str, what: &str) -> anyhow::Result<HashMap<String, String>> {
-    s.split(',')
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-                .ok_or_else(|| anyhow!("invalid {what} \"{s}\": expected key=value pairs"))
-        })
-        .collect()
-}
-
 pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
     strata::engine::interrupt::install();
@@ -193,64 +185,11 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
 }
 
 fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
-    let file = match &a.file {
-        Some(f) if f.as_os_str() == "-" => f.clone(),
-        Some(f) if f.is_relative() && !f.exists() && context.join(f).exists() => context.join(f),
-        Some(f) => f.clone(),
-        None => {
-            let upper = context.join("Dockerfile");
-            let lower = context.join("dockerfile");
-            if !upper.exists() && lower.exists() {
-                lower
-            } else {
-                upper
-            }
-        }
-    };
-    if file.as_os_str() != "-" && !file.exists() {
-        return Err(engine::error::Error::NoDockerfile {
-            path: file,
-            given: a.file.is_some(),
-        }
-        .into());
-    }
+    let file = dockerfile_path(a, context)?;
     let src = super::read_dockerfile(&file)?;
-    // .dockerignore: <Dockerfile>.dockerignore next to the Dockerfile wins over the context's.
-    let ignore_text = {
-        let specific = PathBuf::from(format!("{}.dockerignore", file.display()));
-        if file.as_os_str() != "-" && specific.exists() {
-            fs_err::read_to_string(&specific)?
-        } else {
-            fs_err::read_to_string(context.join(".dockerignore")).unwrap_or_default()
-        }
-    };
-    let ignore = strata::context::ignore::read_patterns(&ignore_text);
-    strata::context::ignore::Matcher::new(&ignore).map_err(|e| anyhow!(".dockerignore: {e}"))?;
-
-    let mut build_args = BTreeMap::new();
-    for (k, v) in &a.build_args {
-        let v = match v {
-            Some(v) => Some(v.clone()),
-            None => std::env::var(k).ok(),
-        };
-        if let Some(v) = v {
-            build_args.insert(k.clone(), v);
-        }
-    }
-    let mut named = HashMap::new();
-    for c in &a.build_contexts {
-        let (k, v) = c
-            .split_once('=')
-            .ok_or_else(|| anyhow!("invalid --build-context \"{c}\": expected NAME=VALUE"))?;
-        let nc = match NamedContext::parse(v) {
-            NamedContext::Dir(p) => NamedContext::Dir(
-                fs_err::canonicalize(&p)
-                    .with_context(|| format!("--build-context {k}: {}", p.display()))?,
-            ),
-            other => other,
-        };
-        named.insert(k.to_string(), nc);
-    }
+    let ignore = read_ignore(&file, context)?;
+    let build_args = build_args(a);
+    let named = named_contexts(a)?;
     let options = plan::Options {
         build_args: build_args.clone(),
         target: a.target.clone(),
@@ -281,6 +220,119 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         super::check::print_warnings(&src, &checked.warnings);
         return Ok(if checked.warnings.is_empty() { 0 } else { 1 });
     }
+    let (opts, mode) = build_options(a, context, &src, ignore, named, &build_args)?;
+    let view = std::sync::Arc::new(progress::Progress::new(mode));
+    if !announce_warnings(&view, &src, &checked) {
+        return Ok(INPUT);
+    }
+    let built = engine::build(store, &p, &opts, view.clone())?;
+    if built.cached < built.steps {
+        collect_cache(store, &view);
+    }
+    // The size report: the layers and what makes the image fat. A failure to read it is a
+    // warning, never the build's failure.
+    if mode != progress::Mode::Quiet {
+        match engine::size::report(store, &built.image, p.stages.len() > 1) {
+            Ok(r) if mode == progress::Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "size-report", "report": r})
+            ),
+            Ok(r) => eprint!("{}", engine::size::render(&r)),
+            Err(e) => eprintln!("warning: no size report: {e:#}"),
+        }
+    }
+    lint_summary(&src, &checked.warnings, mode);
+    if a.quiet {
+        println!("{}", built.image_id);
+    }
+    Ok(0)
+}
+
+/// The Dockerfile: -f as given (relative to the context when it is not found as given), else
+/// the context's Dockerfile (or dockerfile when only that exists).
+fn dockerfile_path(a: &BuildArgs, context: &Path) -> anyhow::Result<PathBuf> {
+    let file = match &a.file {
+        Some(f) if f.as_os_str() == "-" => f.clone(),
+        Some(f) if f.is_relative() && !f.exists() && context.join(f).exists() => context.join(f),
+        Some(f) => f.clone(),
+        None => {
+            let upper = context.join("Dockerfile");
+            let lower = context.join("dockerfile");
+            if !upper.exists() && lower.exists() {
+                lower
+            } else {
+                upper
+            }
+        }
+    };
+    if file.as_os_str() != "-" && !file.exists() {
+        return Err(engine::error::Error::NoDockerfile {
+            path: file,
+            given: a.file.is_some(),
+        }
+        .into());
+    }
+    Ok(file)
+}
+
+/// The .dockerignore patterns: <Dockerfile>.dockerignore next to the Dockerfile wins over the
+/// context's; they are checked here, before anything is built.
+fn read_ignore(file: &Path, context: &Path) -> anyhow::Result<Vec<String>> {
+    let ignore_text = {
+        let specific = PathBuf::from(format!("{}.dockerignore", file.display()));
+        if file.as_os_str() != "-" && specific.exists() {
+            fs_err::read_to_string(&specific)?
+        } else {
+            fs_err::read_to_string(context.join(".dockerignore")).unwrap_or_default()
+        }
+    };
+    let ignore = strata::context::ignore::read_patterns(&ignore_text);
+    strata::context::ignore::Matcher::new(&ignore).map_err(|e| anyhow!(".dockerignore: {e}"))?;
+    Ok(ignore)
+}
+
+/// --build-arg values; `K` alone takes the environment's value, and is left out without one.
+fn build_args(a: &BuildArgs) -> BTreeMap<String, String> {
+    let mut build_args = BTreeMap::new();
+    for (k, v) in &a.build_args {
+        let v = match v {
+            Some(v) => Some(v.clone()),
+            None => std::env::var(k).ok(),
+        };
+        if let Some(v) = v {
+            build_args.insert(k.clone(), v);
+        }
+    }
+    build_args
+}
+
+/// --build-context NAME=VALUE, a directory made absolute.
+fn named_contexts(a: &BuildArgs) -> anyhow::Result<HashMap<String, NamedContext>> {
+    let mut named = HashMap::new();
+    for c in &a.build_contexts {
+        let BuildContext { name: k, context } = c.parse()?;
+        let nc = match context {
+            NamedContext::Dir(p) => NamedContext::Dir(
+                fs_err::canonicalize(&p)
+                    .with_context(|| format!("--build-context {k}: {}", p.display()))?,
+            ),
+            other => other,
+        };
+        named.insert(k, nc);
+    }
+    Ok(named)
+}
+
+/// The engine's options from the flags (checked in the order buildx checks them), and the
+/// progress mode.
+fn build_options(
+    a: &BuildArgs,
+    context: &Path,
+    src: &dockerfile::Source,
+    ignore: Vec<String>,
+    named: HashMap<String, NamedContext>,
+    build_args: &BTreeMap<String, String>,
+) -> anyhow::Result<(BuildOptions, progress::Mode)> {
     let epoch = match build_args
         .get("SOURCE_DATE_EPOCH")
         .cloned()
@@ -292,37 +344,8 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         ),
         _ => None,
     };
-    let mut secrets = HashMap::new();
-    for s in &a.secrets {
-        let kv = parse_kv(s, "--secret")?;
-        let id = kv
-            .get("id")
-            .cloned()
-            .ok_or_else(|| anyhow!("--secret {s}: id= is required"))?;
-        let src = if let Some(e) = kv.get("env") {
-            SecretSource::Env(e.clone())
-        } else if let Some(p) = kv.get("src").or(kv.get("source")) {
-            SecretSource::File(PathBuf::from(p))
-        } else if std::env::var(&id).is_ok() {
-            SecretSource::Env(id.clone())
-        } else {
-            SecretSource::File(PathBuf::from(&id))
-        };
-        secrets.insert(id, src);
-    }
-    let mut ssh = HashMap::new();
-    for s in &a.ssh {
-        let (id, path) = match s.split_once('=') {
-            Some((i, p)) => (i.to_string(), PathBuf::from(p)),
-            None => (
-                s.clone(),
-                PathBuf::from(std::env::var("SSH_AUTH_SOCK").map_err(|_| {
-                    anyhow!("--ssh {s}: SSH_AUTH_SOCK is not set (give ID=SOCKET)")
-                })?),
-            ),
-        };
-        ssh.insert(id, path);
-    }
+    let secrets = secrets(a)?;
+    let ssh = ssh_sockets(a)?;
     let mut labels = BTreeMap::new();
     for l in &a.labels {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
@@ -331,8 +354,8 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
     let outputs = a
         .outputs
         .iter()
-        .map(|o| Output::parse(o).map_err(|e| anyhow!("--output {o}: {e}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|o| o.parse::<Output>())
+        .collect::<Result<Vec<_>, _>>()?;
     let tags = a
         .tags
         .iter()
@@ -344,19 +367,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         // A redrawn display and a shell cannot share the terminal.
         mode = progress::Mode::Plain;
     }
-    let mut allow_host_network = false;
-    for e in &a.allow {
-        match e.as_str() {
-            "network.host" => allow_host_network = true,
-            "security.insecure" => bail!(
-                "--allow security.insecure: strata runs every step unprivileged (RUN --security=insecure is not supported)"
-            ),
-            other => bail!("--allow {other}: unknown entitlement (strata knows network.host)"),
-        }
-    }
-    if a.network == "host" && !allow_host_network {
-        bail!("--network host gives RUN steps the host's network, loopback included: add `--allow network.host` to say so (as buildx's entitlement)");
-    }
+    let allow_host_network = allow_host_network(a)?;
     let mut annotations = BTreeMap::new();
     for an in &a.annotations {
         let (k, v) = parse_annotation(an)?;
@@ -390,12 +401,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         outputs,
         jobs: a.jobs.unwrap_or_else(strata::cores),
         named_contexts: named,
-        compression: strata::layer::Compression::parse(&a.compression).ok_or_else(|| {
-            anyhow!(
-                "invalid --compression {}: use gzip, zstd or none, optionally with a level (gzip:1..9, zstd:1..22)",
-                a.compression
-            )
-        })?,
+        compression: a.compression.parse()?,
         epoch,
         pull: if a.pull {
             strata::registry::PullPolicy::Always
@@ -407,23 +413,76 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         cache_to: a
             .cache_to
             .iter()
-            .map(|c| engine::cache::remote::CacheTo::parse(c).map_err(|e| anyhow!("{e}")))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+            .map(|c| c.parse())
+            .collect::<Result<Vec<_>, _>>()?,
         cache_from: a
             .cache_from
             .iter()
-            .map(|c| engine::cache::remote::CacheFrom::parse(c).map_err(|e| anyhow!("{e}")))
-            .collect::<anyhow::Result<Vec<_>>>()?,
+            .map(|c| c.parse())
+            .collect::<Result<Vec<_>, _>>()?,
         extra_hosts: a.add_hosts.clone(),
         ulimits: a.ulimits.clone(),
         shm_size: a.shm_size,
         annotations,
         load,
     };
-    let view = std::sync::Arc::new(progress::Progress::new(mode));
-    // The rules' warnings are shown as the build starts, as BuildKit shows them, and summed up
-    // at its end; with the check directive's error=true (or BUILDKIT_DOCKERFILE_CHECK) any of
-    // them fails the build before it starts.
+    Ok((opts, mode))
+}
+
+/// --secret id=ID,src=PATH|env=VAR, each parsed by [`Secret`].
+fn secrets(a: &BuildArgs) -> anyhow::Result<HashMap<String, SecretSource>> {
+    let mut secrets = HashMap::new();
+    for s in &a.secrets {
+        let Secret { id, source } = s.parse()?;
+        secrets.insert(id, source);
+    }
+    Ok(secrets)
+}
+
+/// --ssh default|ID=SOCKET; an ID alone is $SSH_AUTH_SOCK.
+fn ssh_sockets(a: &BuildArgs) -> anyhow::Result<HashMap<String, PathBuf>> {
+    let mut ssh = HashMap::new();
+    for s in &a.ssh {
+        let (id, path) = match s.split_once('=') {
+            Some((i, p)) => (i.to_string(), PathBuf::from(p)),
+            None => (
+                s.clone(),
+                PathBuf::from(std::env::var("SSH_AUTH_SOCK").map_err(|_| {
+                    anyhow!("--ssh {s}: SSH_AUTH_SOCK is not set (give ID=SOCKET)")
+                })?),
+            ),
+        };
+        ssh.insert(id, path);
+    }
+    Ok(ssh)
+}
+
+/// --allow: the entitlements; true when network.host is allowed (and --network host needs it).
+fn allow_host_network(a: &BuildArgs) -> anyhow::Result<bool> {
+    let mut allow_host_network = false;
+    for e in &a.allow {
+        match e.as_str() {
+            "network.host" => allow_host_network = true,
+            "security.insecure" => bail!(
+                "--allow security.insecure: strata runs every step unprivileged (RUN --security=insecure is not supported)"
+            ),
+            other => bail!("--allow {other}: unknown entitlement (strata knows network.host)"),
+        }
+    }
+    if a.network == "host" && !allow_host_network {
+        bail!("--network host gives RUN steps the host's network, loopback included: add `--allow network.host` to say so (as buildx's entitlement)");
+    }
+    Ok(allow_host_network)
+}
+
+/// The rules' warnings are shown as the build starts, as BuildKit shows them, and summed up
+/// at its end; with the check directive's error=true (or BUILDKIT_DOCKERFILE_CHECK) any of
+/// them fails the build before it starts: false then, the error printed.
+fn announce_warnings(
+    view: &progress::Progress,
+    src: &dockerfile::Source,
+    checked: &plan::check::Checked,
+) -> bool {
     for w in &checked.warnings {
         // A suggestion is part of the line, as in BuildKit's "(did you mean …?)".
         let suggestion = w
@@ -450,31 +509,11 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         .with_hint(
             "`check=error=true` makes every warning an error: fix them, or skip a rule with `# check=skip=RULE`",
         )
-        .with_source(&src);
+        .with_source(src);
         eprint!("{}", render::diagnostic(&d));
-        return Ok(INPUT);
+        return false;
     }
-    let built = engine::build(store, &p, &opts, view.clone())?;
-    if built.cached < built.steps {
-        collect_cache(store, &view);
-    }
-    // The size report: the layers and what makes the image fat. A failure to read it is a
-    // warning, never the build's failure.
-    if mode != progress::Mode::Quiet {
-        match engine::size::report(store, &built.image, p.stages.len() > 1) {
-            Ok(r) if mode == progress::Mode::Json => eprintln!(
-                "{}",
-                serde_json::json!({"event": "size-report", "report": r})
-            ),
-            Ok(r) => eprint!("{}", engine::size::render(&r)),
-            Err(e) => eprintln!("warning: no size report: {e:#}"),
-        }
-    }
-    lint_summary(&src, &checked.warnings, mode);
-    if a.quiet {
-        println!("{}", built.image_id);
-    }
-    Ok(0)
+    true
 }
 
 /// `--platform`: this machine's platform only, for now.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use strata::engine::exec::{self, exe, remove_tree, sandbox_err, snapshots};
-use strata::oci::Digest;
+use strata::oci::{ContainerConfig, Digest};
 use strata::sandbox::{self, idmap, Bind, HookSpec, Network, Rootfs, Spec};
 use strata::store::Store;
 
@@ -135,74 +135,10 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         &maps,
     )?;
     let cfg = img.config.config.clone().unwrap_or_default();
-    // As Docker: --entrypoint replaces ENTRYPOINT and drops the image's CMD.
-    let (entrypoint, default_cmd) = match &a.entrypoint {
-        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
-        Some(e) => (vec![e.clone()], Vec::new()),
-        None => (
-            cfg.entrypoint.clone().unwrap_or_default(),
-            cfg.cmd.clone().unwrap_or_default(),
-        ),
-    };
-    let mut argv = entrypoint;
-    if a.command().is_empty() {
-        argv.extend(default_cmd);
-    } else {
-        argv.extend(a.command().iter().cloned());
-    }
-    if argv.is_empty() {
-        bail!(
-            "image {} has no ENTRYPOINT or CMD: give a command (strata run {} sh)",
-            a.image(),
-            a.image()
-        );
-    }
-    let mut env: Vec<String> = cfg.env.clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(format!("PATH={}", strata::oci::DEFAULT_PATH));
-    }
-    for e in &a.env {
-        let kv = match e.split_once('=') {
-            Some(_) => e.clone(),
-            None => format!("{e}={}", std::env::var(e).unwrap_or_default()),
-        };
-        let key = kv.split('=').next().unwrap_or("").to_string();
-        env.retain(|x| x.split('=').next() != Some(key.as_str()));
-        env.push(kv);
-    }
-    // A terminal's TERM, as docker sets it: the caller's, xterm when unset.
-    if a.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
-        let term = std::env::var("TERM")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "xterm".into());
-        env.push(format!("TERM={term}"));
-    }
+    let argv = argv(&a, &cfg)?;
     let hostname = img.id().short().to_string();
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.push(format!("HOSTNAME={hostname}"));
-    }
-    let mut binds = Vec::new();
-    for v in &a.volumes {
-        let parts: Vec<&str> = v.split(':').collect();
-        let (host, target, ro) = match parts.as_slice() {
-            [h, t] => (*h, *t, false),
-            [h, t, "ro"] => (*h, *t, true),
-            [h, t, "rw"] => (*h, *t, false),
-            _ => bail!("invalid volume \"{v}\": expected HOST:CONTAINER[:ro]"),
-        };
-        let host = std::fs::canonicalize(host)
-            .with_context(|| format!("volume \"{v}\": host path {host}"))?;
-        if !target.starts_with('/') {
-            bail!("invalid volume \"{v}\": the container path must be absolute");
-        }
-        binds.push(Bind {
-            host,
-            target: target.to_string(),
-            readonly: ro,
-            source: Default::default(),
-        });
-    }
+    let env = environment(&a, &cfg, &hostname);
+    let binds = volumes(&a)?;
 
     let step = store
         .tmp_dir()
@@ -212,18 +148,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         "host" => Network::Host,
         _ => Network::Private,
     };
-    let ports = a
-        .publish
-        .iter()
-        .map(|p| sandbox::net::PortForward::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if !ports.is_empty() && network != Network::Private {
-        bail!(
-            "-p publishes a port of the run's own network: not with --network {}",
-            a.network
-        );
-    }
+    let ports = ports(&a, network)?;
     let root = exec::step_root(
         &step,
         lowers.into_iter().rev().collect(),
@@ -313,6 +238,106 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     }
     cleanup?;
     Ok(finished.outcome.code())
+}
+
+/// The command: the image's ENTRYPOINT (or --entrypoint, which drops the image's CMD, as
+/// Docker) and the given command or the image's CMD.
+fn argv(a: &RunArgs, cfg: &ContainerConfig) -> anyhow::Result<Vec<String>> {
+    let (entrypoint, default_cmd) = match &a.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.clone()], Vec::new()),
+        None => (
+            cfg.entrypoint.clone().unwrap_or_default(),
+            cfg.cmd.clone().unwrap_or_default(),
+        ),
+    };
+    let mut argv = entrypoint;
+    if a.command().is_empty() {
+        argv.extend(default_cmd);
+    } else {
+        argv.extend(a.command().iter().cloned());
+    }
+    if argv.is_empty() {
+        bail!(
+            "image {} has no ENTRYPOINT or CMD: give a command (strata run {} sh)",
+            a.image(),
+            a.image()
+        );
+    }
+    Ok(argv)
+}
+
+/// The image's environment with a PATH, the -e values over it, TERM for a terminal and the
+/// HOSTNAME.
+fn environment(a: &RunArgs, cfg: &ContainerConfig, hostname: &str) -> Vec<String> {
+    let mut env: Vec<String> = cfg.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={}", strata::oci::DEFAULT_PATH));
+    }
+    for e in &a.env {
+        let kv = match e.split_once('=') {
+            Some(_) => e.clone(),
+            None => format!("{e}={}", std::env::var(e).unwrap_or_default()),
+        };
+        let key = kv.split('=').next().unwrap_or("").to_string();
+        env.retain(|x| x.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    // A terminal's TERM, as docker sets it: the caller's, xterm when unset.
+    if a.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        let term = std::env::var("TERM")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "xterm".into());
+        env.push(format!("TERM={term}"));
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    env
+}
+
+/// -v HOST:CONTAINER[:ro|rw] as binds, the host path made absolute.
+fn volumes(a: &RunArgs) -> anyhow::Result<Vec<Bind>> {
+    let mut binds = Vec::new();
+    for v in &a.volumes {
+        let parts: Vec<&str> = v.split(':').collect();
+        let (host, target, ro) = match parts.as_slice() {
+            [h, t] => (*h, *t, false),
+            [h, t, "ro"] => (*h, *t, true),
+            [h, t, "rw"] => (*h, *t, false),
+            _ => bail!("invalid volume \"{v}\": expected HOST:CONTAINER[:ro]"),
+        };
+        let host = std::fs::canonicalize(host)
+            .with_context(|| format!("volume \"{v}\": host path {host}"))?;
+        if !target.starts_with('/') {
+            bail!("invalid volume \"{v}\": the container path must be absolute");
+        }
+        binds.push(Bind {
+            host,
+            target: target.to_string(),
+            readonly: ro,
+            source: Default::default(),
+        });
+    }
+    Ok(binds)
+}
+
+/// -p: the ports published through the run's own network (none with another network).
+fn ports(a: &RunArgs, network: Network) -> anyhow::Result<Vec<sandbox::net::PortForward>> {
+    let ports = a
+        .publish
+        .iter()
+        .map(|p| sandbox::net::PortForward::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !ports.is_empty() && network != Network::Private {
+        bail!(
+            "-p publishes a port of the run's own network: not with --network {}",
+            a.network
+        );
+    }
+    Ok(ports)
 }
 
 /// Whether `path` (or the nearest directory of it that exists) is on an overlay filesystem.

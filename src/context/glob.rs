@@ -10,6 +10,22 @@
 
 use regex::Regex;
 
+/// What is malformed in a pattern (Go's `filepath.Match` words).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GlobError {
+    #[error("bad character class")]
+    BadClass,
+    #[error("trailing backslash in character class")]
+    ClassTrailingBackslash,
+    #[error("unterminated character class")]
+    UnterminatedClass,
+    #[error("trailing backslash")]
+    TrailingBackslash,
+    /// The translated expression does not compile (too large).
+    #[error(transparent)]
+    Regex(Box<regex::Error>),
+}
+
 /// A compiled pattern, matched against a whole slash-separated path (or one component).
 #[derive(Debug, Clone)]
 pub struct Glob(Matcher);
@@ -25,12 +41,12 @@ enum Matcher {
 
 impl Glob {
     /// Compile `pattern`; the error says what is malformed.
-    pub fn new(pattern: &str) -> Result<Glob, String> {
+    pub fn new(pattern: &str) -> Result<Glob, GlobError> {
         validate(pattern)?;
         if !pattern.contains(['*', '?', '[', '\\']) {
             return Ok(Glob(Matcher::Literal(pattern.to_string())));
         }
-        let re = Regex::new(&to_regex(pattern)).map_err(|e| e.to_string())?;
+        let re = Regex::new(&to_regex(pattern)).map_err(|e| GlobError::Regex(Box::new(e)))?;
         Ok(Glob(Matcher::Regex(re)))
     }
 
@@ -44,34 +60,34 @@ impl Glob {
 
 /// One class element as Go's `filepath.Match` reads it: not `-` or `]` first, `\` escapes,
 /// something must follow.
-fn class_char(chars: &[char], i: usize) -> Result<usize, String> {
+fn class_char(chars: &[char], i: usize) -> Result<usize, GlobError> {
     match chars.get(i) {
-        None | Some('-') | Some(']') => return Err("bad character class".into()),
+        None | Some('-') | Some(']') => return Err(GlobError::BadClass),
         _ => {}
     }
     let mut j = i;
     if chars[j] == '\\' {
         j += 1;
         if j >= chars.len() {
-            return Err("trailing backslash in character class".into());
+            return Err(GlobError::ClassTrailingBackslash);
         }
     }
     j += 1;
     if j >= chars.len() {
-        return Err("unterminated character class".into());
+        return Err(GlobError::UnterminatedClass);
     }
     Ok(j)
 }
 
 /// Check a pattern as Go's `filepath.Match` would: well-formed classes, no trailing lone `\`.
-fn validate(p: &str) -> Result<(), String> {
+fn validate(p: &str) -> Result<(), GlobError> {
     let chars: Vec<char> = p.chars().collect();
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
             '\\' => {
                 if i + 1 >= chars.len() {
-                    return Err("trailing backslash".into());
+                    return Err(GlobError::TrailingBackslash);
                 }
                 i += 2;
             }

@@ -9,12 +9,15 @@
 use super::glob::Glob;
 use crate::fsx::clean;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     #[error("illegal exclusion pattern: \"!\"")]
     LoneBang,
     #[error("syntax error in pattern \"{pattern}\": {reason}")]
-    BadPattern { pattern: String, reason: String },
+    BadPattern {
+        pattern: String,
+        reason: super::glob::GlobError,
+    },
 }
 
 #[derive(Debug, Clone)]

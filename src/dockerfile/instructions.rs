@@ -6,6 +6,10 @@
 //! modes) are checked here, and checked again after expansion where they contain a `$`.
 
 use super::diagnostic::{did_you_mean, Diagnostic};
+pub use super::flags::{
+    ChecksumError, Chmod, ChmodError, Chown, ChownError, MountError, PortError, RunOptionsError,
+    SignalError,
+};
 use super::parser::{Dockerfile, Flag, Heredoc, Node};
 use super::source::Span;
 
@@ -258,24 +262,28 @@ pub struct RunOptions {
 
 impl Run {
     /// The typed options of an expanded RUN (no `$` left to expand).
-    pub fn options(&self) -> Result<RunOptions, String> {
+    pub fn options(&self) -> Result<RunOptions, RunOptionsError> {
         let mut mounts = Vec::with_capacity(self.mounts.len());
         for m in &self.mounts {
-            mounts.push(MountSpec::parse(m, false).map_err(|e| format!("--mount {m}: {e}"))?);
+            mounts.push(
+                MountSpec::parse(m, false).map_err(|error| RunOptionsError::Mount {
+                    mount: m.clone(),
+                    error,
+                })?,
+            );
         }
         // BuildKit refuses it without the security.insecure entitlement, which strata never
         // grants: every step runs unprivileged.
         if self.security.as_deref() == Some("insecure") {
-            return Err(
-                "RUN --security=insecure: entitlement security.insecure is not allowed (strata runs every step unprivileged and never grants it)"
-                    .into(),
-            );
+            return Err(RunOptionsError::Insecure);
         }
         let network = match self.network.as_deref() {
             None => None,
-            Some(v) => Some(RunNetwork::parse(v).ok_or_else(|| {
-                format!("unsupported network mode \"{v}\": use default, none or host")
-            })?),
+            Some(v) => Some(
+                RunNetwork::parse(v).ok_or_else(|| RunOptionsError::Network {
+                    network: v.to_string(),
+                })?,
+            ),
         };
         Ok(RunOptions { mounts, network })
     }
@@ -284,7 +292,7 @@ impl Run {
 /// Parse a `--mount` value. With `lenient`, values that still contain `$` (to be expanded
 /// later) are not checked.
 impl MountSpec {
-    pub fn parse(value: &str, lenient: bool) -> Result<MountSpec, String> {
+    pub fn parse(value: &str, lenient: bool) -> Result<MountSpec, MountError> {
         let mut m = MountSpec::default();
         let fields = split_csv(value)?;
         let skip = |v: &str| lenient && v.contains('$');
@@ -294,9 +302,11 @@ impl MountSpec {
                 Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v)),
                 None => (field.trim().to_ascii_lowercase(), None),
             };
-            let need = |v: Option<&str>| -> Result<String, String> {
+            let need = |v: Option<&str>| -> Result<String, MountError> {
                 v.map(str::to_string)
-                    .ok_or_else(|| format!("invalid field '{field}' must be a key=value pair"))
+                    .ok_or_else(|| MountError::NotKeyValue {
+                        field: field.clone(),
+                    })
             };
             match key.as_str() {
                 "type" => {
@@ -314,10 +324,7 @@ impl MountSpec {
                     // `$` anywhere but at the end is refused, ARG or ENV alike.
                     let v = need(val)?;
                     if v.find('$').is_some_and(|i| i + 1 != v.len()) {
-                        return Err(
-                            "'from' doesn't support variable expansion, define alias stage instead"
-                                .into(),
-                        );
+                        return Err(MountError::FromExpansion { from: v });
                     }
                     m.from = Some(v);
                 }
@@ -342,11 +349,7 @@ impl MountSpec {
                         u32::from_str_radix(&v, 8)
                             .ok()
                             .filter(|m| *m <= 0o7777)
-                            .ok_or_else(|| {
-                                format!(
-                                    "invalid mode \"{v}\": expected an octal number such as 0755"
-                                )
-                            })?,
+                            .ok_or_else(|| MountError::Mode { value: v.clone() })?,
                     );
                 }
                 "uid" | "gid" => {
@@ -354,9 +357,10 @@ impl MountSpec {
                     if skip(&v) {
                         continue;
                     }
-                    let n: u32 = v
-                        .parse()
-                        .map_err(|_| format!("invalid {key} \"{v}\": expected a number"))?;
+                    let n: u32 = v.parse().map_err(|_| MountError::Id {
+                        key: key.clone(),
+                        value: v.clone(),
+                    })?;
                     if key == "uid" {
                         m.uid = Some(n);
                     } else {
@@ -368,9 +372,8 @@ impl MountSpec {
                     if skip(&v) {
                         continue;
                     }
-                    m.size = Some(parse_size(&v).ok_or_else(|| {
-                        format!("invalid size \"{v}\": expected bytes such as 64m or 1g")
-                    })?);
+                    m.size =
+                        Some(parse_size(&v).ok_or_else(|| MountError::Size { value: v.clone() })?);
                 }
                 "bind-propagation" | "bind-nonrecursive" | "consistency" | "tmpfs-mode" => {}
                 other => {
@@ -378,11 +381,11 @@ impl MountSpec {
                         "type", "target", "source", "from", "readonly", "rw", "id", "sharing",
                         "mode", "uid", "gid", "size", "required", "env",
                     ];
-                    let mut msg = format!("unexpected key '{other}' in '{field}'");
-                    if let Some(s) = did_you_mean(other, known) {
-                        msg.push_str(&format!(" (did you mean {s}?)"));
-                    }
-                    return Err(msg);
+                    return Err(MountError::UnknownKey {
+                        key: other.to_string(),
+                        field: field.clone(),
+                        suggestion: did_you_mean(other, known).map(str::to_string),
+                    });
                 }
             }
         }
@@ -393,7 +396,7 @@ impl MountSpec {
 
     /// What no mount may be whatever its fields: a target of `/`, a secret with nothing to
     /// name it, sharing off a cache or a size off a tmpfs.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), MountError> {
         // An empty target is the working directory (resolved when the step runs); `/` itself
         // can never be a mount target.
         if let Some(t) = &self.target {
@@ -401,7 +404,7 @@ impl MountSpec {
                 && t.starts_with('/')
                 && t.split('/').all(|c| c.is_empty() || c == ".")
             {
-                return Err(format!("invalid mount target \"{t}\": cannot mount over /"));
+                return Err(MountError::TargetRoot { target: t.clone() });
             }
         }
         if self.kind == MountKind::Secret
@@ -410,19 +413,17 @@ impl MountSpec {
             && self.target.is_none()
             && self.env.is_none()
         {
-            return Err("mount type=secret requires an id, a target or an env".into());
+            return Err(MountError::SecretUnnamed);
         }
         if self.kind != MountKind::Cache && (self.sharing != Sharing::Shared) {
-            return Err(format!(
-                "sharing is only for type=cache, not type={}",
-                self.kind_name()
-            ));
+            return Err(MountError::SharingNotCache {
+                kind: self.kind_name(),
+            });
         }
         if self.kind != MountKind::Tmpfs && self.size.is_some() {
-            return Err(format!(
-                "size is only for type=tmpfs, not type={}",
-                self.kind_name()
-            ));
+            return Err(MountError::SizeNotTmpfs {
+                kind: self.kind_name(),
+            });
         }
         Ok(())
     }
@@ -438,7 +439,7 @@ impl MountSpec {
     }
 }
 
-fn parse_mount_kind(v: &str) -> Result<MountKind, String> {
+fn parse_mount_kind(v: &str) -> Result<MountKind, MountError> {
     Ok(match v.to_ascii_lowercase().as_str() {
         "bind" => MountKind::Bind,
         "cache" => MountKind::Cache,
@@ -447,36 +448,35 @@ fn parse_mount_kind(v: &str) -> Result<MountKind, String> {
         "ssh" => MountKind::Ssh,
         other => {
             let kinds = ["bind", "cache", "tmpfs", "secret", "ssh"];
-            let mut msg = format!(
-                "unsupported mount type \"{other}\" (expected bind, cache, tmpfs, secret or ssh)"
-            );
-            if let Some(s) = did_you_mean(other, kinds) {
-                msg.push_str(&format!(" (did you mean {s}?)"));
-            }
-            return Err(msg);
+            return Err(MountError::Kind {
+                kind: other.to_string(),
+                suggestion: did_you_mean(other, kinds).map(str::to_string),
+            });
         }
     })
 }
 
-fn parse_sharing(v: &str) -> Result<Sharing, String> {
+fn parse_sharing(v: &str) -> Result<Sharing, MountError> {
     Ok(match v.to_ascii_lowercase().as_str() {
         "shared" => Sharing::Shared,
         "private" => Sharing::Private,
         "locked" => Sharing::Locked,
         other => {
-            return Err(format!(
-                "unsupported sharing value \"{other}\" (expected shared, private or locked)"
-            ))
+            return Err(MountError::Sharing {
+                value: other.to_string(),
+            })
         }
     })
 }
 
-fn parse_bool_opt(key: &str, v: Option<&str>, lenient: bool) -> Result<bool, String> {
+fn parse_bool_opt(key: &str, v: Option<&str>, lenient: bool) -> Result<bool, MountError> {
     match v {
         None => Ok(true),
         Some(v) if lenient && v.contains('$') => Ok(true),
-        Some(v) => parse_bool(v)
-            .ok_or_else(|| format!("invalid value for {key}: \"{v}\" (expected true or false)")),
+        Some(v) => parse_bool(v).ok_or_else(|| MountError::Bool {
+            key: key.to_string(),
+            value: v.to_string(),
+        }),
     }
 }
 
@@ -490,7 +490,7 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 }
 
 /// Split a comma-separated option list; fields may be double-quoted (CSV rules).
-fn split_csv(s: &str) -> Result<Vec<String>, String> {
+fn split_csv(s: &str) -> Result<Vec<String>, MountError> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut chars = s.chars().peekable();
@@ -499,7 +499,11 @@ fn split_csv(s: &str) -> Result<Vec<String>, String> {
         if at_start && c == '"' {
             loop {
                 match chars.next() {
-                    None => return Err(format!("unterminated quote in \"{s}\"")),
+                    None => {
+                        return Err(MountError::Quote {
+                            value: s.to_string(),
+                        })
+                    }
                     Some('"') if chars.peek() == Some(&'"') => {
                         chars.next();
                         cur.push('"');
@@ -580,36 +584,8 @@ pub fn parse_duration(s: &str) -> Option<u64> {
     (total.is_finite() && total < u64::MAX as f64).then_some(total as u64)
 }
 
-/// Check a `--chmod` value: octal (`755`, `0644`) or symbolic (`u+x,go-w`, `a=rX`).
-pub fn check_chmod(v: &str) -> Result<(), String> {
-    // A value that starts as a number is octal, with BuildKit's message when it is not one.
-    if v.starts_with(|c: char| c.is_ascii_digit()) {
-        return match u32::from_str_radix(v, 8) {
-            Ok(m) if m <= 0o7777 => Ok(()),
-            _ => Err(format!(
-                "invalid chmod parameter: '{v}'. it should be octal string and between 0 and 07777"
-            )),
-        };
-    }
-    for clause in v.split(',') {
-        let who_len = clause.chars().take_while(|c| "ugoa".contains(*c)).count();
-        let ops = &clause[who_len..];
-        if ops.is_empty() || !ops.starts_with(['+', '-', '=']) {
-            return Err(format!(
-                "invalid chmod \"{v}\": expected an octal mode (0755) or symbolic clauses (u+x,go-w)"
-            ));
-        }
-        if !ops.chars().all(|c| "+-=rwxXst".contains(c)) {
-            return Err(format!(
-                "invalid chmod \"{v}\": unknown permission in \"{clause}\""
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Signal names and numbers accepted by STOPSIGNAL.
-pub fn check_signal(s: &str) -> Result<(), String> {
+pub fn check_signal(s: &str) -> Result<(), SignalError> {
     const NAMES: &[&str] = &[
         "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
         "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
@@ -619,7 +595,9 @@ pub fn check_signal(s: &str) -> Result<(), String> {
         return if (1..=64).contains(&n) {
             Ok(())
         } else {
-            Err(format!("invalid signal: {s}"))
+            Err(SignalError {
+                signal: s.to_string(),
+            })
         };
     }
     let up = s.to_ascii_uppercase();
@@ -640,7 +618,9 @@ pub fn check_signal(s: &str) -> Result<(), String> {
             return Ok(());
         }
     }
-    Err(format!("invalid signal: {s}"))
+    Err(SignalError {
+        signal: s.to_string(),
+    })
 }
 
 /// A parsed EXPOSE entry: the container port(s) and protocol.
@@ -654,25 +634,27 @@ pub struct PortSpec {
 }
 
 /// Parse `[ip:][hostPort:]containerPort[-end][/proto]`.
-pub fn parse_port(s: &str) -> Result<PortSpec, String> {
+pub fn parse_port(s: &str) -> Result<PortSpec, PortError> {
     let (spec, proto) = match s.rsplit_once('/') {
         Some((a, p)) => (a, p),
         None => (s, "tcp"),
     };
     let proto_l = proto.to_ascii_lowercase();
     if !matches!(proto_l.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto: {proto}"));
+        return Err(PortError::Proto {
+            proto: proto.to_string(),
+        });
     }
     let (container, had_mapping) = if let Some(rest) = spec.strip_prefix('[') {
         // [ipv6]:host:container
-        let (ip, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("invalid IP address in {s}"))?;
+        let (ip, after) = rest.split_once(']').ok_or_else(|| PortError::IpIn {
+            spec: s.to_string(),
+        })?;
         ip.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| format!("invalid IP address: {ip}"))?;
-        let after = after
-            .strip_prefix(':')
-            .ok_or_else(|| format!("invalid port format: {s}"))?;
+            .map_err(|_| PortError::Ip { ip: ip.to_string() })?;
+        let after = after.strip_prefix(':').ok_or_else(|| PortError::Format {
+            spec: s.to_string(),
+        })?;
         (after.rsplit(':').next().unwrap_or(""), true)
     } else {
         let parts: Vec<&str> = spec.split(':').collect();
@@ -681,27 +663,38 @@ pub fn parse_port(s: &str) -> Result<PortSpec, String> {
             2 => (parts[1], true),
             3 => {
                 if !parts[0].is_empty() && parts[0].parse::<std::net::IpAddr>().is_err() {
-                    return Err(format!("invalid IP address: {}", parts[0]));
+                    return Err(PortError::Ip {
+                        ip: parts[0].to_string(),
+                    });
                 }
                 (parts[2], true)
             }
-            _ => return Err(format!("invalid port format: {s}")),
+            _ => {
+                return Err(PortError::Format {
+                    spec: s.to_string(),
+                })
+            }
         }
     };
     if container.is_empty() {
-        return Err(format!("no port specified: {s}<empty>"));
+        return Err(PortError::NoPort {
+            spec: s.to_string(),
+        });
     }
     let (a, b) = match container.split_once('-') {
         Some((a, b)) => (a, b),
         None => (container, container),
     };
     let p = |x: &str| {
-        x.parse::<u16>()
-            .map_err(|_| format!("invalid containerPort: {container}"))
+        x.parse::<u16>().map_err(|_| PortError::ContainerPort {
+            port: container.to_string(),
+        })
     };
     let (start, end) = (p(a)?, p(b)?);
     if end < start {
-        return Err(format!("invalid port range: {container}"));
+        return Err(PortError::Range {
+            port: container.to_string(),
+        });
     }
     Ok(PortSpec {
         start,
@@ -1093,7 +1086,7 @@ impl Typing<'_> {
         let s = self.exactly_one()?;
         if !s.contains('$') {
             check_signal(&s).map_err(|e| {
-                Diagnostic::new(e, self.at)
+                Diagnostic::new(e.to_string(), self.at)
                     .with_hint("use a name such as SIGTERM or SIGINT, or a number")
             })?;
         }
@@ -1266,20 +1259,17 @@ impl Instruction {
         });
         if let Some((v, span)) = flags.get("chmod") {
             if !v.contains('$') {
-                check_chmod(v).map_err(|e| Diagnostic::new(e, span))?;
+                v.parse::<Chmod>()
+                    .map_err(|e| Diagnostic::new(e.to_string(), span))?;
             }
         }
         if let Some((v, span)) = flags.get("chown") {
-            if v.is_empty() || v.starts_with(':') || v.ends_with(':') {
-                return Err(Diagnostic::new(
-                    format!("invalid --chown \"{v}\": expected user[:group]"),
-                    span,
-                ));
-            }
+            v.parse::<Chown>()
+                .map_err(|e| Diagnostic::new(e.to_string(), span))?;
         }
         if let Some((v, span)) = flags.get("checksum") {
             if !v.contains('$') {
-                parse_checksum(v).map_err(|e| Diagnostic::new(e, span))?;
+                parse_checksum(v).map_err(|e| Diagnostic::new(e.to_string(), span))?;
             }
         }
         Ok(Copy::wrap(
@@ -1304,6 +1294,21 @@ impl Instruction {
 }
 
 impl Copy {
+    /// `--chmod` of an expanded COPY or ADD (no `$` left), typed: what the engine applies.
+    pub fn chmod_value(&self) -> Result<Option<Chmod>, ChmodError> {
+        self.chmod.as_deref().map(str::parse).transpose()
+    }
+
+    /// `--chown` of an expanded COPY or ADD, as user and group.
+    pub fn chown_value(&self) -> Option<Chown> {
+        self.chown.as_deref().map(Chown::split)
+    }
+
+    /// `--checksum` of an expanded ADD, typed.
+    pub fn checksum_value(&self) -> Result<Option<Checksum>, ChecksumError> {
+        self.checksum.as_deref().map(str::parse).transpose()
+    }
+
     fn wrap(kw: &str, c: Copy) -> Instruction {
         if kw == "ADD" {
             Instruction::Add(c)
@@ -1319,6 +1324,14 @@ pub enum ChecksumAlg {
     Sha256,
     Sha384,
     Sha512,
+}
+
+impl std::str::FromStr for Checksum {
+    type Err = ChecksumError;
+
+    fn from_str(v: &str) -> Result<Checksum, ChecksumError> {
+        parse_checksum(v)
+    }
 }
 
 impl ChecksumAlg {
@@ -1350,7 +1363,7 @@ pub enum Checksum {
 
 /// Parse `--checksum`: `sha256:<64 hex>`, `sha384:<96 hex>`, `sha512:<128 hex>`, or a hex
 /// commit hash (SHA-1 or SHA-256, or a prefix of at least 7 digits). The one parser of the front end and of ADD's download.
-pub fn parse_checksum(v: &str) -> Result<Checksum, String> {
+pub fn parse_checksum(v: &str) -> Result<Checksum, ChecksumError> {
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     if let Some((name, h)) = v.split_once(':') {
         let alg = match name {
@@ -1358,16 +1371,19 @@ pub fn parse_checksum(v: &str) -> Result<Checksum, String> {
             "sha384" => ChecksumAlg::Sha384,
             "sha512" => ChecksumAlg::Sha512,
             _ => {
-                return Err(format!(
-                "invalid checksum \"{v}\": unsupported digest algorithm {name} (sha256, sha384 or sha512)"
-            ))
+                return Err(ChecksumError::Algorithm {
+                    value: v.to_string(),
+                    algorithm: name.to_string(),
+                })
             }
         };
         let len = alg.hex_len();
         if h.len() != len || !hex(h) {
-            return Err(format!(
-                "invalid checksum \"{v}\": expected {len} hex digits after {name}:"
-            ));
+            return Err(ChecksumError::Length {
+                value: v.to_string(),
+                algorithm: name.to_string(),
+                len,
+            });
         }
         return Ok(Checksum::Digest {
             alg,
@@ -1377,9 +1393,9 @@ pub fn parse_checksum(v: &str) -> Result<Checksum, String> {
     if hex(v) && ((7..=40).contains(&v.len()) || v.len() == 64) {
         return Ok(Checksum::Commit(v.to_ascii_lowercase()));
     }
-    Err(format!(
-        "invalid checksum \"{v}\": expected sha256:<hex> (or sha384, sha512) or a hex commit hash"
-    ))
+    Err(ChecksumError::Form {
+        value: v.to_string(),
+    })
 }
 
 fn command_line(node: &Node) -> CommandLine {

@@ -126,12 +126,14 @@ pub struct CheckConfig {
 }
 
 impl CheckConfig {
-    pub fn parse(value: &str) -> Result<CheckConfig, String> {
+    pub fn parse(value: &str) -> Result<CheckConfig, CheckConfigError> {
         let mut c = CheckConfig::default();
         for part in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| format!("invalid check option \"{part}\": expected key=value"))?;
+                .ok_or_else(|| CheckConfigError::NotKeyValue {
+                    option: part.to_string(),
+                })?;
             match k.trim().to_ascii_lowercase().as_str() {
                 "skip" => {
                     for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -144,14 +146,16 @@ impl CheckConfig {
                 }
                 "error" => {
                     c.error = super::instructions::parse_bool(v.trim()).ok_or_else(|| {
-                        format!("invalid check option error=\"{v}\": expected true or false")
+                        CheckConfigError::Error {
+                            value: v.to_string(),
+                        }
                     })?
                 }
                 "experimental" => {}
                 other => {
-                    return Err(format!(
-                        "unknown check option \"{other}\" (expected skip, error or experimental)"
-                    ))
+                    return Err(CheckConfigError::Unknown {
+                        option: other.to_string(),
+                    })
                 }
             }
         }
@@ -541,4 +545,15 @@ mod tests {
         assert!(CheckConfig::parse("skip=all").unwrap().skips("X"));
         assert!(CheckConfig::parse("bogus=1").is_err());
     }
+}
+
+/// A `# check=` directive (or BUILDKIT_DOCKERFILE_CHECK) refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckConfigError {
+    #[error("invalid check option \"{option}\": expected key=value")]
+    NotKeyValue { option: String },
+    #[error("invalid check option error=\"{value}\": expected true or false")]
+    Error { value: String },
+    #[error("unknown check option \"{option}\" (expected skip, error or experimental)")]
+    Unknown { option: String },
 }

@@ -7,6 +7,7 @@
 //! is a [`Diagnostic`] with a span into the [`Source`].
 
 pub mod diagnostic;
+pub mod flags;
 pub mod instructions;
 pub mod lint;
 pub mod lint_docs;
@@ -16,8 +17,9 @@ pub mod source;
 
 pub use diagnostic::{did_you_mean, Diagnostic};
 pub use instructions::{
-    type_all, ArgDecl, Command, CommandLine, Copy, Healthcheck, InlineSource, Instruction,
-    KeyValue, MountKind, MountSpec, Onbuild, Run, RunNetwork, RunOptions, Sharing,
+    type_all, ArgDecl, Checksum, Chmod, Chown, Command, CommandLine, Copy, Healthcheck,
+    InlineSource, Instruction, KeyValue, MountKind, MountSpec, Onbuild, Run, RunNetwork,
+    RunOptions, Sharing,
 };
 pub use parser::{dump, go_quote, parse, Directive, Dockerfile, Flag, Heredoc, Node};
 pub use source::{Position, Source, Span};

@@ -484,8 +484,8 @@ impl<'a> Parser<'a> {
             node.comments = std::mem::take(&mut comments);
 
             if can_contain_heredoc(&node) && line.contains("<<") {
-                let docs =
-                    heredocs_from_line(&line).map_err(|m| Diagnostic::new(m, logical_span))?;
+                let docs = heredocs_from_line(&line)
+                    .map_err(|m| Diagnostic::new(m.to_string(), logical_span))?;
                 for mut doc in docs {
                     let mut terminated = false;
                     let mut content = String::new();
@@ -634,8 +634,8 @@ fn node_from_line(
         }
         "arg" => node.args = parse_words(rest_text, escape),
         "env" | "label" => {
-            node.args =
-                parse_name_val(rest_text, &keyword.to_ascii_uppercase(), escape).map_err(err)?
+            node.args = parse_name_val(rest_text, &keyword.to_ascii_uppercase(), escape)
+                .map_err(|e| err(e.to_string()))?
         }
         "healthcheck" => {
             let sep = rest_text
@@ -896,7 +896,7 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
 }
 
 /// ENV and LABEL arguments as (key, value, separator) triples, flattened.
-fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, String> {
+fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, SyntaxError> {
     let words = parse_words(rest, escape);
     if words.is_empty() {
         return Ok(Vec::new());
@@ -907,15 +907,15 @@ fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, St
         let v = parts.next().map(|v| v.trim_start_matches(is_split_ws));
         return match v {
             Some(v) => Ok(vec![k.to_string(), v.to_string(), String::new()]),
-            None => Err(format!("{key} must have two arguments")),
+            None => Err(SyntaxError::TwoArguments {
+                keyword: key.to_string(),
+            }),
         };
     }
     let mut out = Vec::with_capacity(words.len() * 3);
     for w in words {
         let Some((k, v)) = w.split_once('=') else {
-            return Err(format!(
-                "Syntax error - can't find = in {w:?}. Must be of the form: name=value"
-            ));
+            return Err(SyntaxError::NoEquals { word: w });
         };
         out.push(k.to_string());
         out.push(v.to_string());
@@ -993,7 +993,7 @@ fn heredoc_line_words(line: &str) -> Vec<String> {
 }
 
 /// Find the heredocs that a RUN, COPY or ADD line opens.
-pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
+pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, SyntaxError> {
     let mut docs = Vec::new();
     for w in heredoc_line_words(line) {
         if let Some(doc) = parse_heredoc_word(&w)? {
@@ -1004,7 +1004,7 @@ pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
 }
 
 /// Classify one word: `^(\d*)<<(-?)\s*([^<]*)$` where the remainder is one shell word.
-pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, String> {
+pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, SyntaxError> {
     let digits = word.bytes().take_while(u8::is_ascii_digit).count();
     let Some(after) = word[digits..].strip_prefix("<<") else {
         return Ok(None);
@@ -1037,7 +1037,7 @@ pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, String> {
 
 /// Shell-unquote `s` (no variable expansion). Returns the first word, whether any quoting was
 /// used, and how many words there were.
-fn unquote_single_word(s: &str) -> Result<(String, bool, usize), String> {
+fn unquote_single_word(s: &str) -> Result<(String, bool, usize), SyntaxError> {
     let chars: Vec<char> = s.chars().collect();
     let mut words: Vec<String> = Vec::new();
     let mut word = String::new();
@@ -1071,10 +1071,7 @@ fn unquote_single_word(s: &str) -> Result<(String, bool, usize), String> {
                     k += 1;
                 }
                 if k >= chars.len() {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    );
+                    return Err(SyntaxError::Unterminated { quote: "single" });
                 }
                 word.extend(&chars[start..k]);
                 k += 1;
@@ -1084,10 +1081,7 @@ fn unquote_single_word(s: &str) -> Result<(String, bool, usize), String> {
                 k += 1;
                 loop {
                     let Some(&d) = chars.get(k) else {
-                        return Err(
-                            "unexpected end of statement while looking for matching double-quote"
-                                .into(),
-                        );
+                        return Err(SyntaxError::Unterminated { quote: "double" });
                     };
                     k += 1;
                     if d == '"' {
@@ -1280,4 +1274,18 @@ mod tests {
         assert_eq!(df.escape, '`');
         assert_eq!(df.nodes[1].args, vec!["x   y"]);
     }
+}
+
+/// A line's arguments that do not parse (ENV and LABEL pairs, heredoc words), before a span
+/// is attached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyntaxError {
+    /// ENV or LABEL in the old `KEY value` form without a value.
+    #[error("{keyword} must have two arguments")]
+    TwoArguments { keyword: String },
+    #[error("Syntax error - can't find = in {word:?}. Must be of the form: name=value")]
+    NoEquals { word: String },
+    /// `quote` is "single" or "double".
+    #[error("unexpected end of statement while looking for matching {quote}-quote")]
+    Unterminated { quote: &'static str },
 }

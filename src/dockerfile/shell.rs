@@ -593,7 +593,7 @@ fn pattern_subject(name: &str, value: &str) -> Result<(), ShellError> {
 
 /// Check a shell pattern (`*`, `?`, and `\\` escaping a punctuation character) as used by the
 /// `#`, `%` and `/` modifiers.
-pub fn check_pattern(p: &str) -> Result<(), String> {
+pub fn check_pattern(p: &str) -> Result<(), PatternError> {
     Pattern::compile(p).map(|_| ())
 }
 
@@ -609,7 +609,7 @@ enum Tok {
 struct Pattern(Vec<Tok>);
 
 impl Pattern {
-    fn compile(p: &str) -> Result<Pattern, String> {
+    fn compile(p: &str) -> Result<Pattern, PatternError> {
         let mut toks = Vec::new();
         let mut it = p.chars();
         while let Some(c) = it.next() {
@@ -620,8 +620,8 @@ impl Pattern {
                 // it); an escaped letter or digit has no meaning and is an error.
                 '\\' => match it.next() {
                     Some(e) if !e.is_alphanumeric() && !e.is_whitespace() => toks.push(Tok::Lit(e)),
-                    Some(e) => return Err(format!("invalid escape '\\{e}'")),
-                    None => return Err("trailing backslash".into()),
+                    Some(e) => return Err(PatternError::Escape { escaped: e }),
+                    None => return Err(PatternError::TrailingBackslash),
                 },
                 c => toks.push(Tok::Lit(c)),
             }
@@ -833,4 +833,14 @@ mod tests {
             "$A ${B} ${C:-x}"
         );
     }
+}
+
+/// A shell pattern of `#`, `%` or `/` refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// A backslash before a letter, a digit or a space.
+    #[error("invalid escape '\\{escaped}'")]
+    Escape { escaped: char },
+    #[error("trailing backslash")]
+    TrailingBackslash,
 }

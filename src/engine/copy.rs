@@ -515,39 +515,9 @@ fn join_abs(dir: &str, name: &str) -> String {
 
 /// `--chown` ids: names resolved in the destination's passwd and group files.
 pub fn owner_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let uid_of = |u: &str| -> Result<(u32, Option<u32>), String> {
-        if let Ok(n) = u.parse::<u32>() {
-            return Ok((n, None));
-        }
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 4 && f[0] == u)
-            .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok())))
-            .ok_or_else(|| format!("unable to find user {u}: no matching entries in passwd file"))
-    };
-    let gid_of = |g: &str| -> Result<u32, String> {
-        if let Ok(n) = g.parse::<u32>() {
-            return Ok(n);
-        }
-        group
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 3 && f[0] == g)
-            .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))
-    };
-    let (uid, primary) = uid_of(if u.is_empty() { "0" } else { u })?;
-    let gid = match g {
-        Some(g) => gid_of(g)?,
-        // A user alone: its primary group, or the uid as gid for a bare number (Docker's rule).
-        None => primary.unwrap_or(uid),
-    };
-    Ok((uid, gid))
+    let chown = crate::dockerfile::Chown::split(spec);
+    crate::fsx::passwd::chown_ids(&chown.user, chown.group.as_deref(), passwd, group)
+        .map_err(|e| e.to_string())
 }
 
 /// Apply a `--chmod` value (octal or symbolic, as chmod(1)) to `mode`.
@@ -650,7 +620,9 @@ impl Planner<'_> {
 
     fn mode(&self, m: u32, is_dir: bool) -> u32 {
         match &self.job.chmod {
-            Some(c) => apply_chmod(c, m, is_dir).unwrap_or(m),
+            Some(c) => c
+                .parse::<crate::dockerfile::Chmod>()
+                .map_or(m, |c| c.apply(m, is_dir)),
             None => m,
         }
     }
@@ -714,10 +686,11 @@ impl Planner<'_> {
     /// BuildKit's copy, which makes them with the numeric mode it applies to the files).
     fn dir_mode(&self) -> u32 {
         match &self.job.chmod {
-            Some(c) => match u32::from_str_radix(c, 8) {
-                Ok(n) if n <= 0o7777 => n,
-                _ => 0o755,
-            },
+            Some(c) => c
+                .parse::<crate::dockerfile::Chmod>()
+                .ok()
+                .and_then(|c| c.octal())
+                .unwrap_or(0o755),
             None => 0o755,
         }
     }

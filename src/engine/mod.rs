@@ -20,12 +20,15 @@ pub mod exec;
 pub mod fetch;
 pub mod interrupt;
 pub mod load;
+mod options;
 pub mod report;
 mod schedule;
 pub mod size;
 mod stage;
 mod state;
 mod step;
+
+pub use options::*;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -38,114 +41,9 @@ use crate::context::checksum;
 use crate::layer::Compression;
 use crate::oci::{Descriptor, Digest, ImageConfig};
 use crate::plan::Plan;
-use crate::registry::{ImageSource, PullPolicy};
-use crate::sandbox::{idmap, Network};
+use crate::registry::ImageSource;
+use crate::sandbox::idmap;
 use crate::store::{ImageRef, SaveFormat, Store};
-
-/// A `--secret`: where its value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
-    File(PathBuf),
-    Env(String),
-}
-
-/// Where the result goes besides (or instead of) the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// An OCI layout: a tar (`tar=true`, the default) or a directory.
-    Oci { dest: PathBuf, tar: bool },
-    /// A docker-archive (`docker load`).
-    Docker { dest: PathBuf },
-    /// A tar of the root filesystem.
-    Tar { dest: PathBuf },
-    /// The root filesystem as a directory.
-    Local { dest: PathBuf },
-    /// Push to a registry (`type=registry`, or `type=image,push=true`): to `name=` if given,
-    /// else to every `-t` name.
-    Registry { name: Option<String> },
-}
-
-impl Output {
-    /// Parse `type=oci|docker|tar|local,dest=PATH[,tar=false]` (a bare path means local).
-    pub fn parse(s: &str) -> Result<Output, String> {
-        let mut kind = None;
-        let mut dest = None;
-        let mut tar = true;
-        let mut push = false;
-        let mut name = None;
-        if !s.contains('=') {
-            return Ok(Output::Local {
-                dest: PathBuf::from(s),
-            });
-        }
-        for part in s.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("invalid output option \"{part}\": expected key=value"))?;
-            match k {
-                "type" => kind = Some(v.to_string()),
-                "dest" => dest = Some(PathBuf::from(v)),
-                "tar" => {
-                    tar = crate::dockerfile::instructions::parse_bool(v)
-                        .ok_or_else(|| format!("invalid tar value \"{v}\""))?
-                }
-                "push" => {
-                    push = crate::dockerfile::instructions::parse_bool(v)
-                        .ok_or_else(|| format!("invalid push value \"{v}\""))?
-                }
-                "name" => name = Some(v.to_string()),
-                "compression" | "oci-mediatypes" => {}
-                other => return Err(format!("unknown output option \"{other}\"")),
-            }
-        }
-        match kind.as_deref() {
-            Some("registry") => return Ok(Output::Registry { name }),
-            Some("image") if push => return Ok(Output::Registry { name }),
-            Some("image") => {
-                return Err("type=image without push=true is the store: use -t NAME".into())
-            }
-            _ => {}
-        }
-        let dest = dest.ok_or("--output needs dest=PATH")?;
-        match kind.as_deref() {
-            Some("oci") => Ok(Output::Oci { dest, tar }),
-            Some("docker") => Ok(Output::Docker { dest }),
-            Some("tar") => Ok(Output::Tar { dest }),
-            Some("local") | None => Ok(Output::Local { dest }),
-            Some(other) => Err(format!(
-                "unsupported output type \"{other}\": use oci, docker, tar, local, registry or image,push=true"
-            )),
-        }
-    }
-}
-
-/// A `--build-context NAME=…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NamedContext {
-    /// A local directory.
-    Dir(PathBuf),
-    /// An OCI layout directory (`oci-layout://PATH[:TAG]`).
-    OciLayout(PathBuf, Option<String>),
-    /// An image (`docker-image://REF`), taken from the store.
-    Image(String),
-}
-
-impl NamedContext {
-    pub fn parse(v: &str) -> NamedContext {
-        if let Some(r) = v.strip_prefix("docker-image://") {
-            NamedContext::Image(r.to_string())
-        } else if let Some(p) = v.strip_prefix("oci-layout://") {
-            match p.rsplit_once(':') {
-                Some((path, tag)) if !tag.contains('/') => {
-                    NamedContext::OciLayout(PathBuf::from(path), Some(tag.to_string()))
-                }
-                _ => NamedContext::OciLayout(PathBuf::from(p), None),
-            }
-        } else {
-            NamedContext::Dir(PathBuf::from(v))
-        }
-    }
-}
 
 /// The instruction a build failed at: what the error's causes happened in. Displays as
 /// `Dockerfile:4 RUN …`; the CLI shows the lines of `span` with a marker, as for parse errors.
@@ -157,58 +55,6 @@ pub struct StepFailed {
     pub instruction: String,
     pub span: crate::dockerfile::Span,
     pub source_text: Option<crate::dockerfile::Source>,
-}
-
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// The context directory (a tar on stdin is unpacked to a directory by the caller).
-    pub context: PathBuf,
-    /// The name shown in messages for the Dockerfile.
-    pub dockerfile_name: String,
-    /// The Dockerfile's text, for errors that show the failing lines ([`StepFailed`]).
-    pub dockerfile: Option<crate::dockerfile::Source>,
-    /// `.dockerignore` patterns in force.
-    pub ignore: Vec<String>,
-    pub tags: Vec<ImageRef>,
-    pub no_cache: bool,
-    /// `--debug`: a shell in a failed RUN step's filesystem, when stdin is a terminal.
-    pub debug: bool,
-    pub no_cache_filter: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    /// The network of RUN steps without `--network`: their own (the default), none or host.
-    pub network: Network,
-    /// `--allow network.host`: RUN --network=host (and `--network host`) may be used.
-    pub allow_host_network: bool,
-    pub secrets: HashMap<String, SecretSource>,
-    /// `--ssh ID=SOCKET` (`default` → $SSH_AUTH_SOCK).
-    pub ssh: HashMap<String, PathBuf>,
-    pub iidfile: Option<PathBuf>,
-    pub outputs: Vec<Output>,
-    pub jobs: usize,
-    pub named_contexts: HashMap<String, NamedContext>,
-    pub compression: Compression,
-    /// SOURCE_DATE_EPOCH (from the environment or a build arg).
-    pub epoch: Option<i64>,
-    /// When to ask a registry for base images (`--pull` is `Always`).
-    pub pull: PullPolicy,
-    /// `--push`: push the image to every `-t` name after the build.
-    pub push: bool,
-    /// `--metadata-file`: buildx's JSON about the result.
-    pub metadata_file: Option<PathBuf>,
-    /// `--cache-to`: where the build's cache is exported after it.
-    pub cache_to: Vec<cache::remote::CacheTo>,
-    /// `--cache-from`: caches imported before it, in order (the first that has a step wins).
-    pub cache_from: Vec<cache::remote::CacheFrom>,
-    /// `--add-host HOST:IP`: lines of RUN steps' /etc/hosts.
-    pub extra_hosts: Vec<(String, String)>,
-    /// `--ulimit`: resource limits of RUN steps.
-    pub ulimits: Vec<crate::sandbox::Rlimit>,
-    /// `--shm-size`: the size of RUN steps' /dev/shm.
-    pub shm_size: Option<u64>,
-    /// `--annotation`: annotations of the image's manifest.
-    pub annotations: BTreeMap<String, String>,
-    /// `--load`: the image into a docker daemon or podman's storage after the build.
-    pub load: Option<load::LoadTarget>,
 }
 
 /// What a finished stage leaves for the stages after it.
@@ -701,28 +547,5 @@ fn describe(o: &Output) -> String {
         Output::Tar { dest } => format!("root filesystem tar {}", dest.display()),
         Output::Local { dest } => format!("root filesystem in {}", dest.display()),
         Output::Registry { name } => format!("registry {}", name.as_deref().unwrap_or("tags")),
-    }
-}
-
-#[cfg(test)]
-mod output_tests {
-    use super::Output;
-
-    #[test]
-    fn registry_outputs_parse_like_buildx() {
-        assert_eq!(
-            Output::parse("type=registry").unwrap(),
-            Output::Registry { name: None }
-        );
-        assert_eq!(
-            Output::parse("type=image,push=true,name=reg.test/app:1").unwrap(),
-            Output::Registry {
-                name: Some("reg.test/app:1".into())
-            }
-        );
-        assert!(Output::parse("type=image")
-            .unwrap_err()
-            .contains("push=true"));
-        assert!(Output::parse("type=image,push=maybe").is_err());
     }
 }

@@ -1,7 +1,10 @@
 //! Paths inside a root, the foundation every floor may use: Go's lexical `clean`, symlinks
 //! resolved as if a directory were `/` (`resolve_in_root`, `resolve_links`), and opens that never
-//! follow a symlink on the way (`open_beneath`, `open_path_beneath`). Nothing here knows what a
-//! context, a layer or a sandbox is: they all take paths from here.
+//! follow a symlink on the way (`open_beneath`, `open_path_beneath`), and the one reader of an
+//! image's `/etc/passwd` and `/etc/group` ([`passwd`]). Nothing here knows what a context, a
+//! layer or a sandbox is: they all take paths (and those files' text) from here.
+
+pub mod passwd;
 
 use std::io;
 use std::path::{Component, Path, PathBuf};

@@ -278,35 +278,112 @@ pub fn apply_layer_over<R: Read>(
     lower: &[PathBuf],
 ) -> Result<ApplyReport, ApplyError> {
     let lower: &[PathBuf] = if opts.overlay_whiteouts { lower } else { &[] };
-    let mut report = ApplyReport::default();
-    let mut archive = tar::Archive::new(tar);
-    let mut created: HashSet<PathBuf> = HashSet::new();
-    // Directories get their mode and times last: a mode without write or search permission
-    // would stop an unprivileged applier from creating the entries below.
-    let mut dir_times: Vec<(PathBuf, i64, u32)> = Vec::new();
     let is_root = rustix::process::geteuid().is_root();
-    let mut unlock = Unlocker {
-        enabled: !is_root,
-        seen: HashSet::new(),
-        restore: Vec::new(),
+    let mut applier = Applier {
+        root,
+        lower,
+        opts,
+        report: ApplyReport::default(),
+        created: HashSet::new(),
+        dir_times: Vec::new(),
+        is_root,
+        unlock: Unlocker {
+            enabled: !is_root,
+            seen: HashSet::new(),
+            restore: Vec::new(),
+        },
     };
-
+    let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(ApplyError::Read)? {
         let mut entry = entry.map_err(ApplyError::Read)?;
+        applier.entry(&mut entry)?;
+    }
+    applier.finish()
+}
+
+/// What placing an entry's node did.
+enum Placed {
+    /// A node the entry's owner, mode, xattrs and time go on.
+    Node,
+    /// A hard link: it shares its target's inode, which keeps its own.
+    HardLink,
+    /// Nothing (a device an unprivileged applier cannot make, a header entry).
+    Nothing,
+}
+
+/// The state of one layer's application onto `root`.
+struct Applier<'a> {
+    root: &'a Path,
+    lower: &'a [PathBuf],
+    opts: &'a ApplyOptions,
+    report: ApplyReport,
+    /// Paths this layer made (an opaque marker later in the layer keeps them).
+    created: HashSet<PathBuf>,
+    /// Directories get their mode and times last: a mode without write or search permission
+    /// would stop an unprivileged applier from creating the entries below.
+    dir_times: Vec<(PathBuf, i64, u32)>,
+    is_root: bool,
+    unlock: Unlocker,
+}
+
+impl Applier<'_> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
+        let root = self.root;
         let raw = entry.path().map_err(ApplyError::Read)?.into_owned();
         let rel = clean_entry_path(&raw)
             .ok_or_else(|| entry_err(&raw, "path climbs out of the layer with `..`"))?;
-        report.entries += 1;
+        self.report.entries += 1;
         if rel.as_os_str().is_empty() {
-            continue; // the root itself
+            return Ok(()); // the root itself
         }
         let name = rel.file_name().unwrap_or_default().as_bytes().to_vec();
+        if self.whiteout(&raw, &rel, &name)? {
+            return Ok(());
+        }
         let io_err = |e: io::Error| entry_err(&raw, e);
 
-        // Whiteouts.
-        if opts.overlay_whiteouts && name.starts_with(b".wh.") {
+        if let Some(parent) = rel.parent() {
+            mkdir_all_in_root(root, self.lower, parent, &mut self.unlock).map_err(io_err)?;
+        }
+        let abs = resolve_parent_in_stack(root, self.lower, &rel).map_err(io_err)?;
+        self.unlock.ensure(root, abs.parent().unwrap_or(root));
+        let kind = entry.header().entry_type();
+        let mode = entry.header().mode().map_err(io_err)? & 0o7777;
+        let mtime = entry.header().mtime().unwrap_or(0) as i64;
+
+        // Replace whatever is there, except a directory by a directory.
+        let existing = std::fs::symlink_metadata(&abs).ok();
+        let keep_dir =
+            kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
+        if existing.is_some() && !keep_dir {
+            self.unlock.open_tree(&abs);
+            remove_any(&abs).map_err(io_err)?;
+        }
+
+        match self.place(entry, &raw, &rel, &abs, keep_dir)? {
+            Placed::Nothing => return Ok(()),
+            Placed::HardLink => {
+                self.created.insert(rel.clone());
+                return Ok(());
+            }
+            Placed::Node => {}
+        }
+        self.created.insert(rel.clone());
+        if kind == EntryType::Directory {
+            self.dir_times.push((abs.clone(), mtime, mode));
+        }
+        self.set_attributes(entry, &raw, &abs, mode, mtime)
+    }
+
+    /// A whiteout entry (`.wh.name`, `.wh..wh..opq`) applied: an overlay whiteout or opaque
+    /// marker over lower layers, or the removal on a whole root. False for any other entry.
+    fn whiteout(&mut self, raw: &Path, rel: &Path, name: &[u8]) -> Result<bool, ApplyError> {
+        let (root, lower) = (self.root, self.lower);
+        let unlock = &mut self.unlock;
+        let io_err = |e: io::Error| entry_err(raw, e);
+        if self.opts.overlay_whiteouts && name.starts_with(b".wh.") {
             if let Some(parent) = rel.parent() {
-                mkdir_all_in_root(root, lower, parent, &mut unlock).map_err(io_err)?;
+                mkdir_all_in_root(root, lower, parent, unlock).map_err(io_err)?;
             }
             if name == b".wh..wh..opq" {
                 let dir = root.join(
@@ -319,7 +396,7 @@ pub fn apply_layer_over<R: Read>(
                     b"y",
                     rustix::fs::XattrFlags::empty(),
                 )
-                .map_err(|e| entry_err(&raw, format!("marking {} opaque: {e}", dir.display())))?;
+                .map_err(|e| entry_err(raw, format!("marking {} opaque: {e}", dir.display())))?;
             } else {
                 let target = rel.with_file_name(OsStr::from_bytes(&name[4..]));
                 let abs = resolve_parent_in_stack(root, lower, &target).map_err(io_err)?;
@@ -335,12 +412,12 @@ pub fn apply_layer_over<R: Read>(
                 )
                 .map_err(|e| {
                     entry_err(
-                        &raw,
+                        raw,
                         format!("creating the overlay whiteout {}: {e}", abs.display()),
                     )
                 })?;
             }
-            continue;
+            return Ok(true);
         }
         if name == b".wh..wh..opq" {
             let dir_rel = rel.parent().unwrap_or(Path::new(""));
@@ -350,13 +427,13 @@ pub fn apply_layer_over<R: Read>(
             if let Ok(rd) = std::fs::read_dir(&dir) {
                 for e in rd.flatten() {
                     let child_rel = dir_rel.join(e.file_name());
-                    if !created.contains(&child_rel) {
+                    if !self.created.contains(&child_rel) {
                         unlock.open_tree(&e.path());
                         remove_any(&e.path()).map_err(io_err)?;
                     }
                 }
             }
-            continue;
+            return Ok(true);
         }
         if let Some(hidden) = name.strip_prefix(b".wh.") {
             let target = rel.with_file_name(OsStr::from_bytes(hidden));
@@ -364,78 +441,51 @@ pub fn apply_layer_over<R: Read>(
             unlock.ensure(root, abs.parent().unwrap_or(root));
             unlock.open_tree(&abs);
             remove_any(&abs).map_err(io_err)?;
-            continue;
+            return Ok(true);
         }
+        Ok(false)
+    }
 
-        if let Some(parent) = rel.parent() {
-            mkdir_all_in_root(root, lower, parent, &mut unlock).map_err(io_err)?;
-        }
-        let abs = resolve_parent_in_stack(root, lower, &rel).map_err(io_err)?;
-        unlock.ensure(root, abs.parent().unwrap_or(root));
+    /// Make the entry's node at `abs` (its parent exists, nothing is in the way but a
+    /// directory kept for a directory).
+    fn place<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &Path,
+        rel: &Path,
+        abs: &Path,
+        keep_dir: bool,
+    ) -> Result<Placed, ApplyError> {
+        let io_err = |e: io::Error| entry_err(raw, e);
         let kind = entry.header().entry_type();
-        let mode = entry.header().mode().map_err(io_err)? & 0o7777;
-        let mtime = entry.header().mtime().unwrap_or(0) as i64;
-        let uid = entry.header().uid().unwrap_or(0);
-        let gid = entry.header().gid().unwrap_or(0);
-
-        // Replace whatever is there, except a directory by a directory.
-        let existing = std::fs::symlink_metadata(&abs).ok();
-        let keep_dir =
-            kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
-        if existing.is_some() && !keep_dir {
-            unlock.open_tree(&abs);
-            remove_any(&abs).map_err(io_err)?;
-        }
-
         match kind {
             EntryType::Directory => {
                 if !keep_dir {
-                    std::fs::create_dir(&abs).map_err(io_err)?;
+                    std::fs::create_dir(abs).map_err(io_err)?;
                 }
-                dir_times.push((abs.clone(), mtime, mode));
             }
             EntryType::Regular | EntryType::Continuous => {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .open(&abs)
+                    .open(abs)
                     .map_err(io_err)?;
-                io::copy(&mut entry, &mut f).map_err(io_err)?;
+                io::copy(entry, &mut f).map_err(io_err)?;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
                     .map_err(io_err)?
-                    .ok_or_else(|| entry_err(&raw, "symlink without a target"))?;
-                std::os::unix::fs::symlink(&*target, &abs).map_err(io_err)?;
+                    .ok_or_else(|| entry_err(raw, "symlink without a target"))?;
+                std::os::unix::fs::symlink(&*target, abs).map_err(io_err)?;
             }
             EntryType::Link => {
                 let target = entry
                     .link_name()
                     .map_err(io_err)?
-                    .ok_or_else(|| entry_err(&raw, "hard link without a target"))?;
-                let trel = clean_entry_path(&target).ok_or_else(|| {
-                    entry_err(
-                        &raw,
-                        format!(
-                            "hard link target \"{}\" climbs out of the layer",
-                            target.display()
-                        ),
-                    )
-                })?;
-                let tabs = resolve_parent_in_root(root, &trel).map_err(io_err)?;
-                let tm = std::fs::symlink_metadata(&tabs).map_err(|e| {
-                    entry_err(
-                        &raw,
-                        format!("hard link target \"{}\": {e}", target.display()),
-                    )
-                })?;
-                if tm.is_dir() {
-                    return Err(entry_err(&raw, "hard link to a directory"));
-                }
-                std::fs::hard_link(&tabs, &abs).map_err(io_err)?;
-                created.insert(rel.clone());
-                continue;
+                    .ok_or_else(|| entry_err(raw, "hard link without a target"))?;
+                self.hard_link(raw, &target, abs)?;
+                return Ok(Placed::HardLink);
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let ft = match kind {
@@ -443,45 +493,84 @@ pub fn apply_layer_over<R: Read>(
                     EntryType::Block => rustix::fs::FileType::BlockDevice,
                     _ => rustix::fs::FileType::Fifo,
                 };
+                let mode = entry.header().mode().map_err(io_err)? & 0o7777;
                 let dev = rustix::fs::makedev(
                     entry.header().device_major().ok().flatten().unwrap_or(0),
                     entry.header().device_minor().ok().flatten().unwrap_or(0),
                 );
                 match rustix::fs::mknodat(
                     rustix::fs::CWD,
-                    &abs,
+                    abs,
                     ft,
                     rustix::fs::Mode::from_raw_mode(mode),
                     dev,
                 ) {
                     Ok(()) => {}
                     Err(rustix::io::Errno::PERM) if kind != EntryType::Fifo => {
-                        report.skipped_devices.push(rel.display().to_string());
-                        continue;
+                        self.report.skipped_devices.push(rel.display().to_string());
+                        return Ok(Placed::Nothing);
                     }
-                    Err(e) => return Err(entry_err(&raw, io::Error::from(e))),
+                    Err(e) => return Err(entry_err(raw, io::Error::from(e))),
                 }
             }
             EntryType::XHeader
             | EntryType::XGlobalHeader
             | EntryType::GNULongName
-            | EntryType::GNULongLink => continue,
-            other => return Err(entry_err(&raw, format!("unsupported entry type {other:?}"))),
+            | EntryType::GNULongLink => return Ok(Placed::Nothing),
+            other => return Err(entry_err(raw, format!("unsupported entry type {other:?}"))),
         }
-        created.insert(rel.clone());
+        Ok(Placed::Node)
+    }
 
-        if opts.chown || is_root {
-            let r = std::os::unix::fs::lchown(&abs, Some(uid as u32), Some(gid as u32));
+    /// A hard link at `abs` to `target`, a path of the layer's root (never a directory).
+    fn hard_link(&self, raw: &Path, target: &Path, abs: &Path) -> Result<(), ApplyError> {
+        let trel = clean_entry_path(target).ok_or_else(|| {
+            entry_err(
+                raw,
+                format!(
+                    "hard link target \"{}\" climbs out of the layer",
+                    target.display()
+                ),
+            )
+        })?;
+        let tabs = resolve_parent_in_root(self.root, &trel).map_err(|e| entry_err(raw, e))?;
+        let tm = std::fs::symlink_metadata(&tabs).map_err(|e| {
+            entry_err(
+                raw,
+                format!("hard link target \"{}\": {e}", target.display()),
+            )
+        })?;
+        if tm.is_dir() {
+            return Err(entry_err(raw, "hard link to a directory"));
+        }
+        std::fs::hard_link(&tabs, abs).map_err(|e| entry_err(raw, e))
+    }
+
+    /// The entry's owner, mode, xattrs and time on the node just made (a directory's mode
+    /// and time wait for [`Applier::finish`]).
+    fn set_attributes<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &Path,
+        abs: &Path,
+        mode: u32,
+        mtime: i64,
+    ) -> Result<(), ApplyError> {
+        let kind = entry.header().entry_type();
+        let uid = entry.header().uid().unwrap_or(0);
+        let gid = entry.header().gid().unwrap_or(0);
+        if self.opts.chown || self.is_root {
+            let r = std::os::unix::fs::lchown(abs, Some(uid as u32), Some(gid as u32));
             if r.is_err() {
-                report.owners_not_set += 1;
+                self.report.owners_not_set += 1;
             }
         } else if uid != u64::from(rustix::process::geteuid().as_raw()) {
-            report.owners_not_set += 1;
+            self.report.owners_not_set += 1;
         }
         if kind != EntryType::Symlink && kind != EntryType::Directory {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(mode))
-                .map_err(io_err)?;
+            std::fs::set_permissions(abs, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| entry_err(raw, e))?;
         }
         // xattrs from PAX records, after chown and chmod: a chown clears security.capability.
         if let Ok(Some(exts)) = entry.pax_extensions() {
@@ -493,34 +582,37 @@ pub fn apply_layer_over<R: Read>(
                     continue;
                 };
                 if rustix::fs::lsetxattr(
-                    &abs,
+                    abs,
                     ckey.as_c_str(),
                     ext.value_bytes(),
                     rustix::fs::XattrFlags::empty(),
                 )
                 .is_err()
                 {
-                    report.xattrs_not_set += 1;
+                    self.report.xattrs_not_set += 1;
                 }
             }
         }
         if kind != EntryType::Directory {
-            set_mtime(&abs, mtime);
+            set_mtime(abs, mtime);
         }
+        Ok(())
     }
-    // Put back what was opened up, then directory modes and times, deepest first (creating
-    // children changed the times).
-    for (d, mode) in unlock.restore.into_iter().rev() {
+
+    /// Put back what was opened up, then directory modes and times, deepest first (creating
+    /// children changed the times).
+    fn finish(self) -> Result<ApplyReport, ApplyError> {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
+        for (d, mode) in self.unlock.restore.into_iter().rev() {
+            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
+        }
+        for (d, t, mode) in self.dir_times.into_iter().rev() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| entry_err(d.strip_prefix(self.root).unwrap_or(&d), e))?;
+            set_mtime(&d, t);
+        }
+        Ok(self.report)
     }
-    for (d, t, mode) in dir_times.into_iter().rev() {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| entry_err(d.strip_prefix(root).unwrap_or(&d), e))?;
-        set_mtime(&d, t);
-    }
-    Ok(report)
 }
 
 fn set_mtime(p: &Path, secs: i64) {

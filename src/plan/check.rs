@@ -24,7 +24,7 @@ pub enum CheckError {
     /// The Dockerfile does not parse or plan.
     Dockerfile(Diagnostic),
     /// The check configuration is not valid.
-    Config(String),
+    Config(crate::dockerfile::lint::CheckConfigError),
 }
 
 /// Run every lint rule over `src` planned with `options`.

@@ -292,7 +292,7 @@ pub fn expand_instruction(
         other => other.clone(),
     };
     let run = match &out {
-        Instruction::Run(r) => Some(r.options().map_err(ShellError)?),
+        Instruction::Run(r) => Some(r.options().map_err(|e| ShellError(e.to_string()))?),
         _ => None,
     };
     Ok(Expanded {

@@ -15,7 +15,7 @@ pub use expand::{expand_instruction, Expanded, StageScope};
 
 use std::collections::BTreeMap;
 
-use crate::dockerfile::shell::Lexer;
+use crate::dockerfile::shell::{Lexer, Lookup};
 use crate::dockerfile::{
     did_you_mean, ArgDecl, Command, Diagnostic, Dockerfile, Instruction, MountSpec, Span,
 };
@@ -273,48 +273,14 @@ pub fn description_for(comments: &[String], name: &str) -> Option<String> {
 impl Planner<'_> {
     fn run(self, commands: Vec<Command>) -> Result<Plan, Diagnostic> {
         let lexer = Lexer::new(self.df.escape);
-        let mut meta_args: Vec<MetaArg> = Vec::new();
-        let mut stages: Vec<Stage> = Vec::new();
         let mut iter = commands.into_iter().peekable();
 
         // Global scope: only ARG before the first FROM. `from_scope` is what FROM lines and
         // later global ARG defaults see.
         let mut from_scope = self.options.platform_args();
+        let mut meta_args: Vec<MetaArg> = Vec::new();
         while let Some(cmd) = iter.next_if(|c| !matches!(c.instruction, Instruction::From(_))) {
-            let Instruction::Arg(decls) = &cmd.instruction else {
-                return Err(Diagnostic::new(
-                    format!(
-                        "{} is not allowed before the first FROM",
-                        cmd.instruction.name()
-                    ),
-                    cmd.keyword_span,
-                )
-                .with_hint(
-                    "only ARG may come before the first FROM; start a stage with FROM <image>",
-                ));
-            };
-            for ArgDecl { name, default } in decls {
-                let value =
-                    match self.options.build_args.get(name) {
-                        Some(v) => Some(v.clone()),
-                        None => match default {
-                            Some(d) => Some(lexer.process_word(d, &from_scope).map_err(|e| {
-                                Diagnostic::new(format!("ARG {name}: {e}"), cmd.span)
-                            })?),
-                            None => None,
-                        },
-                    };
-                let description = description_for(&cmd.comments, name);
-                if let Some(v) = &value {
-                    from_scope.push((name.clone(), v.clone()));
-                }
-                meta_args.push(MetaArg {
-                    name: name.clone(),
-                    value,
-                    description,
-                    span: cmd.span,
-                });
-            }
+            self.global_arg(&lexer, &cmd, &mut from_scope, &mut meta_args)?;
         }
         if iter.peek().is_none() {
             let span = meta_args.last().map(|m| m.span).unwrap_or_default();
@@ -324,191 +290,21 @@ impl Planner<'_> {
             );
         }
 
+        let mut stages: Vec<Stage> = Vec::new();
         for cmd in iter {
             if let Instruction::From(f) = &cmd.instruction {
-                let index = stages.len();
-                let description = f
-                    .stage_name
-                    .as_ref()
-                    .and_then(|n| description_for(&cmd.comments, n));
-                let image = lexer
-                    .process_word(&f.image, &from_scope)
-                    .map_err(|e| Diagnostic::new(format!("FROM {}: {e}", f.image), cmd.span))?;
-                if image.is_empty() {
-                    return Err(Diagnostic::new(
-                        format!("base name ({}) should not be blank", f.image),
-                        cmd.span,
-                    )
-                    .with_hint("an ARG used in FROM must be declared before the first FROM and have a value"));
-                }
-                let platform = match &f.platform {
-                    Some(p) => Some(lexer.process_word(p, &from_scope).map_err(|e| {
-                        Diagnostic::new(format!("FROM --platform={p}: {e}"), cmd.span)
-                    })?),
-                    None => None,
-                };
-                stages.push(Stage {
-                    index,
-                    name: f.stage_name.clone(),
-                    from: cmd.clone(),
-                    base: Base::Image(image),
-                    platform,
-                    commands: Vec::new(),
-                    deps: Vec::new(),
-                    externals: Vec::new(),
-                    description,
-                });
+                let stage = Self::stage_from(&lexer, &from_scope, &cmd, f, stages.len())?;
+                stages.push(stage);
             } else if let Some(stage) = stages.last_mut() {
                 stage.commands.push(cmd);
             }
         }
 
-        // Resolve bases now that every stage name is known.
+        self.resolve_bases(&mut stages);
         for i in 0..stages.len() {
-            let Base::Image(image) = stages[i].base.clone() else {
-                continue;
-            };
-            let span = stages[i].from.span;
-            let named = self
-                .options
-                .named_contexts
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case(&image));
-            if named {
-                stages[i].base = Base::Context(image);
-            } else if image.eq_ignore_ascii_case("scratch") {
-                // Reserved: a stage named scratch (a lint warning) does not replace it.
-                stages[i].base = Base::Scratch;
-            } else if let Some(j) = find_stage(&stages, &image) {
-                stages[i].base = Base::Stage(j);
-                stages[i].deps.push(Dependency {
-                    stage: j,
-                    kind: DepKind::From,
-                    span,
-                });
-            } else if image.eq_ignore_ascii_case("scratch") {
-                stages[i].base = Base::Scratch;
-            }
+            self.resolve_refs(&mut stages, i)?;
         }
-
-        // --from references in COPY and RUN --mount, including ONBUILD triggers of a base stage.
-        for i in 0..stages.len() {
-            let mut refs: Vec<(String, DepKind, Span)> = Vec::new();
-            let mut triggers: Vec<(&Instruction, Span)> = Vec::new();
-            if let Base::Stage(b) = stages[i].base {
-                for c in &stages[b].commands {
-                    if let Instruction::Onbuild(o) = &c.instruction {
-                        triggers.push((o.trigger.as_ref(), c.span));
-                    }
-                }
-            }
-            let own = stages[i].commands.iter().map(|c| (&c.instruction, c.span));
-            for (ins, span) in triggers.iter().copied().chain(own) {
-                match ins {
-                    Instruction::Copy(c) => {
-                        if let Some(f) = &c.from {
-                            refs.push((f.clone(), DepKind::CopyFrom, span));
-                        }
-                    }
-                    Instruction::Run(r) => {
-                        for m in &r.mounts {
-                            // Typing checked the mount, and refused a `$` in its `from` (as
-                            // BuildKit does): the stage is named as written.
-                            if !m.to_ascii_lowercase().contains("from") {
-                                continue;
-                            }
-                            let spec = MountSpec::parse(m, true).map_err(|e| {
-                                Diagnostic::new(format!("invalid --mount: {e}"), span)
-                            })?;
-                            if let Some(f) = spec.from {
-                                refs.push((f, DepKind::MountFrom, span));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            for (name, kind, span) in refs {
-                if self
-                    .options
-                    .named_contexts
-                    .iter()
-                    .any(|c| c.eq_ignore_ascii_case(&name))
-                {
-                    stages[i].externals.push(ExternalRef { name, span });
-                    continue;
-                }
-                let target = if let Ok(n) = name.parse::<usize>() {
-                    if n >= stages.len() {
-                        return Err(Diagnostic::new(
-                            format!(
-                                "invalid stage index {n}: there are only {} stages",
-                                stages.len()
-                            ),
-                            span,
-                        ));
-                    }
-                    Some(n)
-                } else {
-                    find_stage(&stages, &name)
-                };
-                match target {
-                    Some(j) if j == i => {
-                        return Err(Diagnostic::new(
-                            format!(
-                                "circular dependency detected on stage: {}",
-                                stages[i].display_name()
-                            ),
-                            span,
-                        ))
-                    }
-                    Some(j) if j > i => {
-                        // BuildKit's words, for COPY --from and RUN --mount from=.
-                        let msg = if kind == DepKind::MountFrom {
-                            format!(
-                                "cannot mount from stage \"{}\", stage needs to be defined before current command (stage {} needs to be defined before current stage {})",
-                                stages[j].display_name(),
-                                stages[j].display_name(),
-                                stages[i].display_name()
-                            )
-                        } else {
-                            format!(
-                                "cannot copy from stage \"{}\", it needs to be defined before current stage \"{}\"",
-                                stages[j].display_name(),
-                                stages[i].display_name()
-                            )
-                        };
-                        return Err(Diagnostic::new(msg, span).with_hint(format!(
-                            "move the stage `{}` above line {}",
-                            stages[j].display_name(),
-                            stages[i].from.start_line
-                        )));
-                    }
-                    Some(j) => stages[i].deps.push(Dependency {
-                        stage: j,
-                        kind,
-                        span,
-                    }),
-                    None => stages[i].externals.push(ExternalRef { name, span }),
-                }
-            }
-        }
-
-        let target = match &self.options.target {
-            None => stages.len() - 1,
-            Some(t) => find_stage(&stages, t).ok_or_else(|| {
-                let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-                let mut d =
-                    Diagnostic::unlocated(format!("target stage \"{t}\" could not be found"));
-                if let Some(s) = did_you_mean(t, names.iter().copied()) {
-                    d = d.with_hint(format!("did you mean {s}?"));
-                } else if !names.is_empty() {
-                    d = d.with_hint(format!("stages are: {}", names.join(", ")));
-                }
-                d
-            })?,
-        };
-
+        let target = self.target(&stages)?;
         let order = topo_order(&stages, target)?;
         Ok(Plan {
             escape: self.df.escape,
@@ -519,6 +315,253 @@ impl Planner<'_> {
             options: self.options,
         })
     }
+
+    /// One instruction of the global scope (before the first FROM): only ARG is allowed; each
+    /// declared name joins `from_scope` when it has a value.
+    fn global_arg(
+        &self,
+        lexer: &Lexer,
+        cmd: &Command,
+        from_scope: &mut Vec<(String, String)>,
+        meta_args: &mut Vec<MetaArg>,
+    ) -> Result<(), Diagnostic> {
+        let Instruction::Arg(decls) = &cmd.instruction else {
+            return Err(Diagnostic::new(
+                format!(
+                    "{} is not allowed before the first FROM",
+                    cmd.instruction.name()
+                ),
+                cmd.keyword_span,
+            )
+            .with_hint(
+                "only ARG may come before the first FROM; start a stage with FROM <image>",
+            ));
+        };
+        for ArgDecl { name, default } in decls {
+            let value = match self.options.build_args.get(name) {
+                Some(v) => Some(v.clone()),
+                None => match default {
+                    Some(d) => Some(
+                        lexer
+                            .process_word(d, &*from_scope)
+                            .map_err(|e| Diagnostic::new(format!("ARG {name}: {e}"), cmd.span))?,
+                    ),
+                    None => None,
+                },
+            };
+            let description = description_for(&cmd.comments, name);
+            if let Some(v) = &value {
+                from_scope.push((name.clone(), v.clone()));
+            }
+            meta_args.push(MetaArg {
+                name: name.clone(),
+                value,
+                description,
+                span: cmd.span,
+            });
+        }
+        Ok(())
+    }
+
+    /// A new stage from its FROM line, the image and platform expanded with the global scope.
+    fn stage_from(
+        lexer: &Lexer,
+        from_scope: &dyn Lookup,
+        cmd: &Command,
+        f: &crate::dockerfile::instructions::From,
+        index: usize,
+    ) -> Result<Stage, Diagnostic> {
+        let description = f
+            .stage_name
+            .as_ref()
+            .and_then(|n| description_for(&cmd.comments, n));
+        let image = lexer
+            .process_word(&f.image, from_scope)
+            .map_err(|e| Diagnostic::new(format!("FROM {}: {e}", f.image), cmd.span))?;
+        if image.is_empty() {
+            return Err(Diagnostic::new(
+                format!("base name ({}) should not be blank", f.image),
+                cmd.span,
+            )
+            .with_hint(
+                "an ARG used in FROM must be declared before the first FROM and have a value",
+            ));
+        }
+        let platform = match &f.platform {
+            Some(p) => Some(
+                lexer
+                    .process_word(p, from_scope)
+                    .map_err(|e| Diagnostic::new(format!("FROM --platform={p}: {e}"), cmd.span))?,
+            ),
+            None => None,
+        };
+        Ok(Stage {
+            index,
+            name: f.stage_name.clone(),
+            from: cmd.clone(),
+            base: Base::Image(image),
+            platform,
+            commands: Vec::new(),
+            deps: Vec::new(),
+            externals: Vec::new(),
+            description,
+        })
+    }
+
+    fn is_named_context(&self, name: &str) -> bool {
+        self.options
+            .named_contexts
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(name))
+    }
+
+    /// Resolve bases now that every stage name is known.
+    fn resolve_bases(&self, stages: &mut [Stage]) {
+        for i in 0..stages.len() {
+            let Base::Image(image) = stages[i].base.clone() else {
+                continue;
+            };
+            let span = stages[i].from.span;
+            if self.is_named_context(&image) {
+                stages[i].base = Base::Context(image);
+            } else if image.eq_ignore_ascii_case("scratch") {
+                // Reserved: a stage named scratch (a lint warning) does not replace it.
+                stages[i].base = Base::Scratch;
+            } else if let Some(j) = find_stage(stages, &image) {
+                stages[i].base = Base::Stage(j);
+                stages[i].deps.push(Dependency {
+                    stage: j,
+                    kind: DepKind::From,
+                    span,
+                });
+            }
+        }
+    }
+
+    /// --from references in COPY and RUN --mount of stage `i`, including ONBUILD triggers of
+    /// a base stage: each becomes a dependency or an external reference.
+    fn resolve_refs(&self, stages: &mut [Stage], i: usize) -> Result<(), Diagnostic> {
+        for (name, kind, span) in from_refs(stages, i)? {
+            if self.is_named_context(&name) {
+                stages[i].externals.push(ExternalRef { name, span });
+                continue;
+            }
+            let target = if let Ok(n) = name.parse::<usize>() {
+                if n >= stages.len() {
+                    return Err(Diagnostic::new(
+                        format!(
+                            "invalid stage index {n}: there are only {} stages",
+                            stages.len()
+                        ),
+                        span,
+                    ));
+                }
+                Some(n)
+            } else {
+                find_stage(stages, &name)
+            };
+            match target {
+                Some(j) if j == i => {
+                    return Err(Diagnostic::new(
+                        format!(
+                            "circular dependency detected on stage: {}",
+                            stages[i].display_name()
+                        ),
+                        span,
+                    ))
+                }
+                Some(j) if j > i => return Err(defined_later(stages, i, j, kind, span)),
+                Some(j) => stages[i].deps.push(Dependency {
+                    stage: j,
+                    kind,
+                    span,
+                }),
+                None => stages[i].externals.push(ExternalRef { name, span }),
+            }
+        }
+        Ok(())
+    }
+
+    fn target(&self, stages: &[Stage]) -> Result<usize, Diagnostic> {
+        Ok(match &self.options.target {
+            None => stages.len() - 1,
+            Some(t) => find_stage(stages, t).ok_or_else(|| {
+                let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                let mut d =
+                    Diagnostic::unlocated(format!("target stage \"{t}\" could not be found"));
+                if let Some(s) = did_you_mean(t, names.iter().copied()) {
+                    d = d.with_hint(format!("did you mean {s}?"));
+                } else if !names.is_empty() {
+                    d = d.with_hint(format!("stages are: {}", names.join(", ")));
+                }
+                d
+            })?,
+        })
+    }
+}
+
+/// The stage names stage `i` refers to with COPY --from and RUN --mount from=, its own and
+/// those of its base stage's ONBUILD triggers, in order.
+fn from_refs(stages: &[Stage], i: usize) -> Result<Vec<(String, DepKind, Span)>, Diagnostic> {
+    let mut refs: Vec<(String, DepKind, Span)> = Vec::new();
+    let mut triggers: Vec<(&Instruction, Span)> = Vec::new();
+    if let Base::Stage(b) = stages[i].base {
+        for c in &stages[b].commands {
+            if let Instruction::Onbuild(o) = &c.instruction {
+                triggers.push((o.trigger.as_ref(), c.span));
+            }
+        }
+    }
+    let own = stages[i].commands.iter().map(|c| (&c.instruction, c.span));
+    for (ins, span) in triggers.iter().copied().chain(own) {
+        match ins {
+            Instruction::Copy(c) => {
+                if let Some(f) = &c.from {
+                    refs.push((f.clone(), DepKind::CopyFrom, span));
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    // Typing checked the mount, and refused a `$` in its `from` (as
+                    // BuildKit does): the stage is named as written.
+                    if !m.to_ascii_lowercase().contains("from") {
+                        continue;
+                    }
+                    let spec = MountSpec::parse(m, true)
+                        .map_err(|e| Diagnostic::new(format!("invalid --mount: {e}"), span))?;
+                    if let Some(f) = spec.from {
+                        refs.push((f, DepKind::MountFrom, span));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(refs)
+}
+
+/// Stage `i` refers to stage `j` defined after it: BuildKit's words, for COPY --from and RUN
+/// --mount from=.
+fn defined_later(stages: &[Stage], i: usize, j: usize, kind: DepKind, span: Span) -> Diagnostic {
+    let msg = if kind == DepKind::MountFrom {
+        format!(
+            "cannot mount from stage \"{}\", stage needs to be defined before current command (stage {} needs to be defined before current stage {})",
+            stages[j].display_name(),
+            stages[j].display_name(),
+            stages[i].display_name()
+        )
+    } else {
+        format!(
+            "cannot copy from stage \"{}\", it needs to be defined before current stage \"{}\"",
+            stages[j].display_name(),
+            stages[i].display_name()
+        )
+    };
+    Diagnostic::new(msg, span).with_hint(format!(
+        "move the stage `{}` above line {}",
+        stages[j].display_name(),
+        stages[i].from.start_line
+    ))
 }
 
 fn find_stage(stages: &[Stage], name: &str) -> Option<usize> {

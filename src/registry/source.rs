@@ -58,7 +58,7 @@ pub struct ImageSource<'a> {
     policy: PullPolicy,
     platform: Platform,
     observer: Arc<dyn Observer + Send + Sync>,
-    registry: OnceLock<std::result::Result<Registry, String>>,
+    registry: OnceLock<std::result::Result<Registry, Arc<Error>>>,
     done: Mutex<HashMap<String, Resolved>>,
     /// One resolution at a time per reference (two stages with the same base pull it once).
     busy: Mutex<()>,
@@ -87,7 +87,7 @@ impl<'a> ImageSource<'a> {
         let r = self.registry.get_or_init(|| {
             Registry::from_environment()
                 .map(|r| r.with_observer(self.observer.clone()))
-                .map_err(|e| e.to_string())
+                .map_err(Arc::new)
         });
         r.as_ref()
             .map_err(|e| Error::Protocol(format!("registry configuration: {e}")))
