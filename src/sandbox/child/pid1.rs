@@ -1,0 +1,307 @@
+//! pid 1 of the step's pid namespace: builds the root (through [`super::rootfs`],
+//! [`super::kernelfs`], [`super::mounts`]), resolves the user, forks the step's process and,
+//! in that fork, resets signals, hardens it (groups, seccomp, capabilities, ids) and execs it;
+//! then passes signals on and reaps until the process ends.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::identity::{caps_to_drop, limit_capabilities};
+use super::kernelfs::kernel_fs;
+use super::mounts::{hand_over, mount_binds};
+use super::rootfs::{pivot, root_fs};
+use super::{cstr, io, report, syscall, R};
+use crate::sandbox::protocol::{read_frame, ToChild};
+use crate::sandbox::{user, Outcome, Report, SetupError, Spec};
+
+/// Close every descriptor numbered `first` or above, in the forked child just before exec:
+/// whatever strata inherited without close-on-exec would otherwise reach the step's process
+/// (a directory opened by the caller is a way out of the root, as in runc's CVE-2024-21626).
+/// Async-signal-safe: close_range(2), or a close of every possible number where the kernel
+/// lacks it (before Linux 5.9).
+///
+/// # Safety
+/// Only for the process about to exec: every descriptor above `first` goes.
+unsafe fn close_from(first: u32) {
+    if libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) == 0 {
+        return;
+    }
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        lim.rlim_cur.min(1 << 20) as i32
+    } else {
+        1 << 16
+    };
+    for fd in first as i32..max {
+        libc::close(fd);
+    }
+}
+
+/// Say why on stderr and exit 126, in the forked child before exec (async-signal-safe).
+fn fail(msg: &[u8]) -> ! {
+    // SAFETY: write and _exit are async-signal-safe; msg is valid for its length.
+    unsafe {
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        libc::_exit(126)
+    }
+}
+
+/// The forked child of pid 1: stdio, signals, session, groups, seccomp, capabilities, ids,
+/// workdir, no inherited descriptors, then exec; never returns (126 or 127 on failure).
+#[allow(clippy::too_many_arguments)]
+fn exec_child(
+    spec: &Spec,
+    argv: &[CString],
+    env: &[CString],
+    console: Option<&std::os::fd::OwnedFd>,
+    ids: &user::Ids,
+    workdir: &str,
+    filters: &crate::sandbox::seccomp::Filters,
+    drop_caps: &[u32],
+    prog: &str,
+    prog_c: &CString,
+) -> ! {
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    let groups: Vec<libc::gid_t> = ids.groups.clone();
+    let wd = cstr(workdir);
+    let devnull = cstr("/dev/null");
+    // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
+    unsafe {
+        if let Some(t) = &console {
+            // The terminal (close-on-exec itself) on 0, 1 and 2.
+            for n in 0..3 {
+                libc::dup2(t.as_raw_fd(), n);
+            }
+        } else if !spec.stdin {
+            let fd = libc::open(devnull.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::dup2(fd, 0);
+                libc::close(fd);
+            }
+        }
+        // Default signal dispositions and an empty mask, as runc gives a container's
+        // process: strata's runtime ignores SIGPIPE, and an ignored signal stays ignored
+        // across exec (`yes | head` would print "Broken pipe" and `set -o pipefail` fail).
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Through the raw syscall: glibc's signal() refuses 32 and 33, which it keeps for
+        // itself, and those can arrive ignored from whatever started strata.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: libc::c_ulong,
+            restorer: usize,
+            mask: u64,
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        libc::setsid();
+        if console.is_some() {
+            // The terminal on 0, 1 and 2 becomes this new session's controlling terminal, and
+            // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+        }
+        if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        // Docker's seccomp profile, while we still hold CAP_SYS_ADMIN (so without
+        // no_new_privs: setuid binaries keep working), then Docker's capability set while
+        // we still hold CAP_SETPCAP; a non-root USER then loses the rest when it changes
+        // ids, as under Docker.
+        if !filters.install() {
+            fail(b"strata: installing the seccomp filter failed\n");
+        }
+        if !limit_capabilities(drop_caps) {
+            fail(b"strata: dropping capabilities failed\n");
+        }
+        if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
+            || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
+        {
+            libc::_exit(126);
+        }
+        if libc::chdir(wd.as_ptr()) != 0 {
+            libc::_exit(126);
+        }
+        // The process starts with exactly 0, 1 and 2: not the report and task pipes, not
+        // the memory files (already mounted), and nothing strata inherited without
+        // close-on-exec (a directory of the caller's, a jobserver pipe, a socket).
+        close_from(3);
+        libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
+        // Said on the process's stderr, as a shell says it (this process is a fork of a
+        // single-threaded one: formatting is safe here): 126 when the file is there but
+        // cannot be run (not executable, an argument list over the kernel's limit).
+        let e = std::io::Error::last_os_error();
+        let msg = format!("strata: exec {prog}: {e}\n");
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        libc::_exit(if e.raw_os_error() == Some(libc::ENOENT) {
+            127
+        } else {
+            126
+        });
+    }
+}
+
+/// pid 1: build the root, start the process, reap until it ends.
+pub(super) fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
+    crate::sandbox::signals::init_prepare();
+    let root = root_fs(spec)?;
+
+    let mut created = Vec::new();
+    kernel_fs(spec, &root, &mut created)?;
+
+    let hand_to_user = mount_binds(spec, &root, &mut created)?;
+    report(&Report::Created(created));
+
+    pivot(&root, &spec.hostname)?;
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let ids = user::resolve(&spec.user, &passwd, &group).map_err(|message| SetupError::User {
+        user: spec.user.clone(),
+        message,
+    })?;
+    if spec.maps.root_only && (ids.uid != 0 || ids.gid != 0) {
+        return Err(SetupError::RootOnly {
+            user: spec.user.clone(),
+            uid: ids.uid,
+            gid: ids.gid,
+        });
+    }
+    for t in &hand_to_user {
+        hand_over(Path::new(t), ids.uid, ids.gid).map_err(|e| SetupError::CacheOwner {
+            target: t.clone(),
+            cause: Box::new(e),
+        })?;
+    }
+    // -t: the terminal, from this sandbox's devpts; its master goes to strata over the console
+    // socket strata gave us as fd 0. Our own messages (a command not found) go to it too.
+    let console = if spec.tty {
+        let console = |message| SetupError::Console { message };
+        let c = crate::sandbox::console::allocate(spec.tty_size, ids.uid).map_err(console)?;
+        // SAFETY: fd 0 is the console socket strata passed; borrowed for one sendmsg.
+        crate::sandbox::console::send(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }, &c.master)
+            .map_err(console)?;
+        drop(c.master);
+        // SAFETY: dup2 onto our own stdout and stderr.
+        unsafe {
+            libc::dup2(c.slave.as_raw_fd(), 1);
+            libc::dup2(c.slave.as_raw_fd(), 2);
+        }
+        Some(c.slave)
+    } else {
+        None
+    };
+    let workdir = if spec.workdir.is_empty() {
+        "/".to_string()
+    } else {
+        spec.workdir.clone()
+    };
+    if std::fs::metadata(&workdir).is_err() {
+        std::fs::create_dir_all(&workdir).map_err(io(format!("creating WORKDIR {workdir}")))?;
+    }
+
+    let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect();
+    if argv.is_empty() {
+        return Err(SetupError::NoCommand);
+    }
+    // HOME, when the image's ENV does not set it, is the user's home from the image's passwd
+    // ("/" for a user without an entry), as runc sets it: `cd ~` works, and pip, uv and npm
+    // find their caches under it (a cache mount on /root/.cache/pip is used, not bypassed).
+    let mut env: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
+    if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = ids.home.as_deref().filter(|h| !h.is_empty()).unwrap_or("/");
+        env.push(cstr(&format!("HOME={home}")));
+    }
+    let path_var = spec
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::oci::DEFAULT_PATH)
+        .to_string();
+    let found = if spec.argv[0].contains('/') {
+        Some(spec.argv[0].clone())
+    } else {
+        path_var
+            .split(':')
+            .map(|d| format!("{d}/{}", spec.argv[0]))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+    };
+    let Some(prog) = found else {
+        // As a shell (and docker run): a command that is not there is the process's failure,
+        // exit code 127, with the reason on its stderr; not a failure of the sandbox.
+        let msg = format!(
+            "strata: {}: executable file not found in $PATH ({path_var})\n",
+            spec.argv[0]
+        );
+        let _ = std::io::stderr().write_all(msg.as_bytes());
+        return Ok(Outcome::Exited(127));
+    };
+    let prog_c = cstr(&prog);
+    if let Some(mut f) = net_ready {
+        if !matches!(read_frame(&mut f), Ok(Some(ToChild::NetworkReady))) {
+            return Err(SetupError::NetworkNotReady);
+        }
+    }
+
+    let drop_caps = caps_to_drop();
+    // --ulimit: set here, inherited by the process.
+    for l in &spec.rlimits {
+        l.apply()?;
+    }
+    let filters = crate::sandbox::seccomp::docker_default()
+        .map_err(|message| SetupError::Seccomp { message })?;
+    let forked = std::time::Instant::now();
+    // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(syscall("fork"));
+    }
+    if pid == 0 {
+        exec_child(
+            spec,
+            &argv,
+            &env,
+            console.as_ref(),
+            &ids,
+            &workdir,
+            &filters,
+            &drop_caps,
+            &prog,
+            &prog_c,
+        );
+    }
+    drop(console);
+    // Reap everything and pass forwarded signals on; return when our process ends (the rest
+    // dies with the namespace).
+    let status = crate::sandbox::signals::init_wait(pid).map_err(io("waitpid"))?;
+    // How long the process ran, from its fork to its exit: the rest of a step's time is
+    // strata's (setting up, committing).
+    report(&Report::Ran {
+        micros: u64::try_from(forked.elapsed().as_micros()).unwrap_or(u64::MAX),
+    });
+    if libc::WIFEXITED(status) {
+        return Ok(Outcome::Exited(libc::WEXITSTATUS(status)));
+    }
+    Ok(Outcome::Signaled(libc::WTERMSIG(status)))
+}
