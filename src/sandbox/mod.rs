@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod seccomp;
 mod session;
 pub mod signals;
+mod sys;
 pub mod terminal;
 pub mod user;
 
@@ -319,26 +320,19 @@ impl Rlimit {
     }
 
     /// Set it for this process (and so for the processes it starts).
-    pub(crate) fn apply(&self) -> Result<(), SetupError> {
+    pub(crate) fn apply(&self, sys: &dyn sys::Sys) -> Result<(), SetupError> {
         let Some((_, res)) = RLIMITS.iter().find(|(n, _)| *n == self.name) else {
             return Err(SetupError::UnknownUlimit {
                 name: self.name.clone(),
             });
         };
-        let l = libc::rlimit {
-            rlim_cur: self.soft,
-            rlim_max: self.hard,
-        };
-        // SAFETY: setrlimit with a valid, initialised rlimit.
-        if unsafe { libc::setrlimit(*res, &l) } != 0 {
-            return Err(SetupError::Ulimit {
+        sys.setrlimit(*res, self.soft, self.hard)
+            .map_err(|e| SetupError::Ulimit {
                 name: self.name.clone(),
                 soft: self.soft,
                 hard: self.hard,
-                errno: io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            });
-        }
-        Ok(())
+                errno: e.raw_os_error(),
+            })
     }
 
     /// As given (`nofile=1024:4096`), for a cache key.

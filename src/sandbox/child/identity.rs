@@ -1,5 +1,12 @@
 //! Who the step's process is: Docker's capability set (the bounding set cut to it, effective
-//! and permitted limited to it).
+//! and permitted limited to it), and the hardening of the step's process before exec: groups,
+//! seccomp, capabilities, ids, working directory, in that order.
+
+use std::ffi::CStr;
+
+use crate::sandbox::seccomp::Filters;
+use crate::sandbox::sys::{Sys, SysResult};
+use crate::sandbox::user;
 
 /// Docker's default capability set: what a RUN step's root keeps. Every other capability leaves
 /// the bounding set, so no setuid binary or file capability can bring it back.
@@ -29,58 +36,73 @@ pub(super) fn caps_to_drop() -> Vec<u32> {
     (0..=last).filter(|c| !DEFAULT_CAPS.contains(c)).collect()
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
+/// What kept the step's process from becoming who it should be, before exec: it exits 126,
+/// saying why on its stderr where strata always has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    Groups,
+    Seccomp,
+    Capabilities,
+    Ids,
+    Workdir,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+impl Refused {
+    /// The line for the process's stderr (none for the refusals that never had one).
+    pub(super) fn message(self) -> &'static [u8] {
+        match self {
+            Refused::Seccomp => b"strata: installing the seccomp filter failed\n",
+            Refused::Capabilities => b"strata: dropping capabilities failed\n",
+            Refused::Groups | Refused::Ids | Refused::Workdir => b"",
+        }
+    }
+}
+
+/// Make the process about to exec the step's: its supplementary groups (when the user
+/// namespace maps more than root), Docker's seccomp profile while it still holds
+/// CAP_SYS_ADMIN (so without no_new_privs: setuid binaries keep working), Docker's capability
+/// set while it still holds CAP_SETPCAP, then its gid and uid (a non-root USER loses the rest
+/// of its capabilities there, as under Docker) and its working directory. Only system calls,
+/// on memory prepared before the fork: async-signal-safe.
+pub(super) fn harden(
+    sys: &dyn Sys,
+    root_only: bool,
+    ids: &user::Ids,
+    filters: &Filters,
+    drop_caps: &[u32],
+    workdir: &CStr,
+) -> Result<(), Refused> {
+    if !root_only {
+        sys.setgroups(&ids.groups).map_err(|_| Refused::Groups)?;
+    }
+    sys.seccomp_load(filters).map_err(|_| Refused::Seccomp)?;
+    limit_capabilities(sys, drop_caps).map_err(|_| Refused::Capabilities)?;
+    sys.setresgid(ids.gid)
+        .and_then(|()| sys.setresuid(ids.uid))
+        .map_err(|_| Refused::Ids)?;
+    sys.chdir(workdir).map_err(|_| Refused::Workdir)
 }
 
 /// Drop every capability outside Docker's set from the bounding set, and keep only Docker's
-/// set as effective and permitted (none inheritable, none ambient). Async-signal-safe: only
-/// syscalls, for the forked child before exec.
-///
-/// # Safety
-/// Must run in the process about to exec, before it changes to the step's user.
-pub(super) unsafe fn limit_capabilities(drop_list: &[u32]) -> bool {
+/// set as effective and permitted (none inheritable, none ambient). Must run in the process
+/// about to exec, before it changes to the step's user.
+fn limit_capabilities(sys: &dyn Sys, drop_list: &[u32]) -> SysResult {
     for c in drop_list {
-        if libc::prctl(libc::PR_CAPBSET_DROP, *c as libc::c_ulong, 0, 0, 0) != 0 {
-            return false;
-        }
+        sys.prctl(libc::PR_CAPBSET_DROP, *c as libc::c_ulong)?;
     }
-    libc::prctl(
+    // As before the seam: a kernel without ambient capabilities has none to clear.
+    let _ = sys.prctl(
         libc::PR_CAP_AMBIENT,
         libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-        0,
-        0,
-        0,
     );
+    sys.capset(docker_mask(), docker_mask(), [0, 0])
+}
+
+/// Docker's set as capset's two words.
+pub(super) fn docker_mask() -> [u32; 2] {
     let mut mask = [0u32; 2];
     for c in DEFAULT_CAPS {
         mask[(*c / 32) as usize] |= 1 << (c % 32);
     }
-    let mut hdr = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let data = [
-        CapData {
-            effective: mask[0],
-            permitted: mask[0],
-            inheritable: 0,
-        },
-        CapData {
-            effective: mask[1],
-            permitted: mask[1],
-            inheritable: 0,
-        },
-    ];
-    libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) == 0
+    mask
 }

@@ -3,6 +3,7 @@
 
 use super::mounts::{bind, ensure_dir};
 use super::{io, mount, R};
+use crate::sandbox::sys::Sys;
 use crate::sandbox::{SetupError, Spec};
 
 /// Paths Docker hides from a container: files get /dev/null, directories an empty read-only
@@ -30,20 +31,20 @@ pub const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
-fn mask_paths(root: &str) -> R<()> {
+fn mask_paths(sys: &dyn Sys, root: &str) -> R<()> {
     let hidden = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     for p in MASKED_PATHS {
         let t = format!("{root}{p}");
         match std::fs::symlink_metadata(&t) {
             Err(_) => continue,
-            Ok(m) if m.is_dir() => mount("tmpfs", &t, "tmpfs", hidden, "size=0,mode=0555")?,
-            Ok(_) => bind("/dev/null", &t, 0, false)?,
+            Ok(m) if m.is_dir() => mount(sys, "tmpfs", &t, "tmpfs", hidden, "size=0,mode=0555")?,
+            Ok(_) => bind(sys, "/dev/null", &t, 0, false)?,
         }
     }
     for p in READONLY_PATHS {
         let t = format!("{root}{p}");
         if std::fs::symlink_metadata(&t).is_ok() {
-            bind(&t, &t, libc::MS_REC, true)?;
+            bind(sys, &t, &t, libc::MS_REC, true)?;
         }
     }
     Ok(())
@@ -51,11 +52,16 @@ fn mask_paths(root: &str) -> R<()> {
 
 /// /proc (a new one, or with STRATA_PROC=host the container's), /dev (a small tmpfs with the host's usual nodes, pts and
 /// shm), /sys read-only, and Docker's masked and read-only paths, in the root `root`.
-pub(super) fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R<()> {
+pub(super) fn kernel_fs(
+    sys: &dyn Sys,
+    spec: &Spec,
+    root: &str,
+    created: &mut Vec<String>,
+) -> R<()> {
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     ensure_dir(root, "/proc", created)?;
     let proc_at = format!("{root}/proc");
-    if let Err(e) = mount("proc", &proc_at, "proc", nosuid_nodev_noexec, "") {
+    if let Err(e) = mount(sys, "proc", &proc_at, "proc", nosuid_nodev_noexec, "") {
         // A container whose /proc has masked paths refuses a new proc. STRATA_PROC=host: the
         // container's own, bound (the step sees the container's processes, not its own pid
         // namespace's; signals stay within its namespace).
@@ -65,12 +71,13 @@ pub(super) fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R
                 errno: e.errno().unwrap_or(0),
             });
         }
-        mount("/proc", &proc_at, "", libc::MS_BIND | libc::MS_REC, "")?;
+        mount(sys, "/proc", &proc_at, "", libc::MS_BIND | libc::MS_REC, "")?;
     }
 
     // /dev: a small tmpfs with the usual nodes bound from the host, pts and shm.
     ensure_dir(root, "/dev", created)?;
     mount(
+        sys,
         "tmpfs",
         &format!("{root}/dev"),
         "tmpfs",
@@ -80,11 +87,12 @@ pub(super) fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R
     for d in ["null", "zero", "full", "random", "urandom", "tty"] {
         let t = format!("{root}/dev/{d}");
         std::fs::write(&t, b"").map_err(io(format!("creating {t}")))?;
-        mount(&format!("/dev/{d}"), &t, "", libc::MS_BIND, "")?;
+        mount(sys, &format!("/dev/{d}"), &t, "", libc::MS_BIND, "")?;
     }
     std::fs::create_dir_all(format!("{root}/dev/pts"))
         .map_err(|e| SetupError::Os { cause: e.into() })?;
     mount(
+        sys,
         "devpts",
         &format!("{root}/dev/pts"),
         "devpts",
@@ -99,6 +107,7 @@ pub(super) fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R
     std::fs::create_dir_all(format!("{root}/dev/shm"))
         .map_err(|e| SetupError::Os { cause: e.into() })?;
     mount(
+        sys,
         "shm",
         &format!("{root}/dev/shm"),
         "tmpfs",
@@ -123,6 +132,7 @@ pub(super) fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R
     // /sys: the host's, read-only.
     ensure_dir(root, "/sys", created)?;
     mount(
+        sys,
         "/sys",
         &format!("{root}/sys"),
         "",
@@ -130,6 +140,7 @@ pub(super) fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R
         "",
     )?;
     mount(
+        sys,
         "",
         &format!("{root}/sys"),
         "",
@@ -139,6 +150,6 @@ pub(super) fn kernel_fs(spec: &Spec, root: &str, created: &mut Vec<String>) -> R
 
     // Docker's masked and read-only paths (moby's default spec): kernel memory, keys, timers
     // and firmware hidden; /proc/sys and friends read-only.
-    mask_paths(root)?;
+    mask_paths(sys, root)?;
     Ok(())
 }

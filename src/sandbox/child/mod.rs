@@ -12,6 +12,8 @@ mod kernelfs;
 mod mounts;
 mod pid1;
 mod rootfs;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -19,6 +21,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use super::error::io;
 use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
 use super::session::MAX_FDS;
+use super::sys::{Linux, Sys};
 use super::{Network, Outcome, Report, SetupError, Spec, Task};
 use pid1::init;
 
@@ -37,12 +40,20 @@ fn syscall(call: &str) -> SetupError {
     }
 }
 
-/// A failed unshare of `namespaces` (as the message names them), with errno.
-fn unshare_failed(namespaces: &str) -> SetupError {
-    SetupError::Unshare {
-        namespaces: namespaces.into(),
-        errno: last_errno(),
+/// A refused system call `call` ("pivot_root"), with its errno.
+fn refused(call: &str) -> impl FnOnce(rustix::io::Errno) -> SetupError + '_ {
+    move |e| SetupError::Syscall {
+        call: call.into(),
+        errno: e.raw_os_error(),
     }
+}
+
+/// unshare(2) of `flags`; a refusal names the namespaces as `namespaces` says them.
+fn unshare(sys: &dyn Sys, flags: libc::c_int, namespaces: &str) -> R<()> {
+    sys.unshare(flags).map_err(|e| SetupError::Unshare {
+        namespaces: namespaces.into(),
+        errno: e.raw_os_error(),
+    })
 }
 
 fn cstr(s: &str) -> CString {
@@ -55,46 +66,29 @@ fn report(r: &Report) {
     let _ = write_frame(&mut *f, r);
 }
 
-fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R<()> {
-    let (s, t, f, d) = (cstr(src), cstr(target), cstr(fstype), cstr(data));
-    // SAFETY: all pointers are valid NUL-terminated strings (or null where allowed).
-    let rc = unsafe {
-        libc::mount(
-            if src.is_empty() {
-                std::ptr::null()
-            } else {
-                s.as_ptr()
-            },
-            t.as_ptr(),
-            if fstype.is_empty() {
-                std::ptr::null()
-            } else {
-                f.as_ptr()
-            },
-            flags,
-            if data.is_empty() {
-                std::ptr::null()
-            } else {
-                d.as_ptr() as *const libc::c_void
-            },
-        )
-    };
-    if rc != 0 {
-        return Err(SetupError::Mount {
+/// mount(2) through `sys`; a refusal is [`SetupError::Mount`] with its operands and errno.
+fn mount(
+    sys: &dyn Sys,
+    src: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> R<()> {
+    sys.mount(src, target, fstype, flags, data)
+        .map_err(|e| SetupError::Mount {
             fstype: fstype.into(),
             from: src.into(),
             target: target.into(),
             data: data.into(),
-            errno: last_errno(),
-        });
-    }
-    Ok(())
+            errno: e.raw_os_error(),
+        })
 }
 
 /// The session's entry point (see [`super::session`]): never returns. `hook` runs named hooks
 /// of `main()` in the children it forks.
 pub fn child_main(hook: &super::HookFn) -> ! {
-    let code = match session(hook) {
+    let code = match session(&Linux, hook) {
         Ok(()) => 0,
         Err(e) => {
             report(&Report::Error(e));
@@ -106,27 +100,23 @@ pub fn child_main(hook: &super::HookFn) -> ! {
 
 /// Make the user namespace, wait for strata to map it, then fork one child per request until
 /// strata closes the socket (fd 5).
-fn session(hook: &super::HookFn) -> R<()> {
-    // SAFETY: unshare has no memory-safety preconditions; this process has one thread.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
-        return Err(SetupError::UserNs {
-            errno: last_errno(),
-        });
-    }
+fn session(sys: &dyn Sys, hook: &super::HookFn) -> R<()> {
+    // This process has one thread (a user namespace needs it).
+    sys.unshare(libc::CLONE_NEWUSER)
+        .map_err(|e| SetupError::UserNs {
+            errno: e.raw_os_error(),
+        })?;
     report(&Report::Unshared);
     // SAFETY: fd 4 is the pipe strata dup'ed for us; this is its only owner.
     let mut from_parent = unsafe { std::fs::File::from_raw_fd(4) };
     if !matches!(read_frame(&mut from_parent), Ok(Some(ToChild::Mapped))) {
         return Err(SetupError::NotMapped);
     }
-    // SAFETY: plain credential syscalls.
-    unsafe {
-        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
-            return Err(SetupError::BecomeRoot {
-                errno: last_errno(),
-            });
-        }
-    }
+    sys.setresgid(0)
+        .and_then(|()| sys.setresuid(0))
+        .map_err(|e| SetupError::BecomeRoot {
+            errno: e.raw_os_error(),
+        })?;
     report(&Report::Ready);
     drop(from_parent);
     // SAFETY: fd 3 (the report pipe) and fd 5 (the socket) are ours; children are reaped by the
@@ -168,7 +158,7 @@ fn session(hook: &super::HookFn) -> R<()> {
             // returns.
             match unsafe { libc::fork() } {
                 -1 => SessionReply::Failed(syscall("fork")),
-                0 => forked(hook, me, fds),
+                0 => forked(sys, hook, me, fds),
                 pid => SessionReply::Started(pid as u32),
             }
         };
@@ -182,12 +172,13 @@ fn session(hook: &super::HookFn) -> R<()> {
 
 /// A child of the session: put `fds` in place (0, 1, 2, the report pipe on 3, the task pipe on
 /// 4, secret files from [`MEMORY_FD_BASE`](super::MEMORY_FD_BASE)), then do the task.
-fn forked(hook: &super::HookFn, session: i32, fds: Vec<std::os::fd::OwnedFd>) -> ! {
-    // SAFETY: plain signal, prctl and descriptor syscalls on descriptors this process owns.
+fn forked(sys: &dyn Sys, hook: &super::HookFn, session: i32, fds: Vec<std::os::fd::OwnedFd>) -> ! {
+    // run_spec waits for its pid 1: SIGCHLD must not be ignored here.
+    // SAFETY: resetting a signal's disposition.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    let _ = sys.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    // SAFETY: plain signal and descriptor syscalls on descriptors this process owns.
     unsafe {
-        // run_spec waits for its pid 1: SIGCHLD must not be ignored here.
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         // The session may have ended before the line above: then nothing waits for us.
         if libc::getppid() != session {
             libc::_exit(125);
@@ -211,7 +202,7 @@ fn forked(hook: &super::HookFn, session: i32, fds: Vec<std::os::fd::OwnedFd>) ->
             libc::close(*fd);
         }
     }
-    let code = match run_task(hook) {
+    let code = match run_task(sys, hook) {
         Ok(code) => code,
         Err(e) => {
             report(&Report::Error(e));
@@ -222,7 +213,7 @@ fn forked(hook: &super::HookFn, session: i32, fds: Vec<std::os::fd::OwnedFd>) ->
 }
 
 /// Read the task from fd 4 and do it.
-fn run_task(hook: &super::HookFn) -> R<i32> {
+fn run_task(sys: &dyn Sys, hook: &super::HookFn) -> R<i32> {
     // SAFETY: fd 4 is the task pipe `forked` put there; this is its only owner.
     let mut from_parent = unsafe { std::fs::File::from_raw_fd(4) };
     let task: Task = read_frame(&mut from_parent)
@@ -231,17 +222,13 @@ fn run_task(hook: &super::HookFn) -> R<i32> {
     // A private network's namespace is made first, owned by the session's user namespace, so
     // that slirp4netns can configure it while we build the root.
     let private_net = matches!(&task, Task::Run(s) if s.network == Network::Private);
-    // SAFETY: see above.
-    if private_net && unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(unshare_failed("CLONE_NEWNET"));
+    if private_net {
+        unshare(sys, libc::CLONE_NEWNET, "CLONE_NEWNET")?;
     }
     report(&Report::Unshared);
     match task {
         Task::Hook(h) => {
-            // SAFETY: see above.
-            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-                return Err(unshare_failed("CLONE_NEWNS"));
-            }
+            unshare(sys, libc::CLONE_NEWNS, "CLONE_NEWNS")?;
             let output = hook(h.task).map_err(SetupError::Hook)?;
             report(&Report::HookOutput(output));
             report(&Report::Outcome(Outcome::Exited(0)));
@@ -249,20 +236,17 @@ fn run_task(hook: &super::HookFn) -> R<i32> {
         }
         // With a private network strata sends NetworkReady on the task pipe once slirp4netns
         // is ready.
-        Task::Run(spec) => run_spec(&spec, private_net.then_some(from_parent)),
+        Task::Run(spec) => run_spec(sys, &spec, private_net.then_some(from_parent)),
     }
 }
 
-fn run_spec(spec: &Spec, net_ready: Option<std::fs::File>) -> R<i32> {
+fn run_spec(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>) -> R<i32> {
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
-    // SAFETY: see above.
-    if unsafe { libc::unshare(flags) } != 0 {
-        return Err(unshare_failed("mount, pid, uts, ipc namespaces"));
-    }
+    unshare(sys, flags, "mount, pid, uts, ipc namespaces")?;
     // The first child is pid 1 of the new pid namespace; when it exits, the kernel kills every
     // process left in the namespace.
     // SAFETY: single-threaded process; the child only continues this function.
@@ -287,9 +271,8 @@ fn run_spec(spec: &Spec, net_ready: Option<std::fs::File>) -> R<i32> {
             128 + libc::WTERMSIG(status)
         });
     }
-    // SAFETY: see above.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    let code = match init(spec, net_ready) {
+    let _ = sys.prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    let code = match init(sys, spec, net_ready) {
         Ok(o) => {
             report(&Report::Outcome(o));
             o.code()

@@ -7,50 +7,33 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 
-use super::{cstr, io, mount, R};
+use super::{io, mount, R};
+use crate::sandbox::sys::Sys;
 use crate::sandbox::{Bind, BindSource, SetupError, Spec};
 
 /// Bind-mount `src` at `target` (with `flags` such as MS_REC), then make it read-only when
 /// asked (a bind mount takes MS_RDONLY only on a remount). The remount keeps the flags the
 /// source's mount has (nosuid, nodev, noexec, atime): in a user namespace they are locked,
 /// and a remount that drops one is refused (a container's tmpfs /tmp is nosuid,nodev).
-pub(super) fn bind(src: &str, target: &str, flags: libc::c_ulong, readonly: bool) -> R<()> {
-    mount(src, target, "", libc::MS_BIND | flags, "")?;
+pub(super) fn bind(
+    sys: &dyn Sys,
+    src: &str,
+    target: &str,
+    flags: libc::c_ulong,
+    readonly: bool,
+) -> R<()> {
+    mount(sys, src, target, "", libc::MS_BIND | flags, "")?;
     if readonly {
         mount(
+            sys,
             "",
             target,
             "",
-            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | locked_flags(target),
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | sys.locked_flags(target),
             "",
         )?;
     }
     Ok(())
-}
-
-/// The mount flags of the mount `path` is on that a user namespace cannot clear.
-fn locked_flags(path: &str) -> libc::c_ulong {
-    let c = cstr(path);
-    // SAFETY: a valid NUL-terminated path and a zeroed statvfs for the kernel to fill.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return 0;
-    }
-    let f = st.f_flag;
-    let mut out = 0;
-    for (st_flag, ms_flag) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if f & st_flag != 0 {
-            out |= ms_flag;
-        }
-    }
-    out
 }
 
 /// Create the missing directories of `inside` (a path in the root `root`, `/`-separated),
@@ -164,7 +147,13 @@ fn beneath(dir: &Path, sub: &str, target: &str) -> R<(std::path::PathBuf, std::o
 /// directory of the step's scratch space): the tmpfs exists only in this mount namespace, so the
 /// content never reaches a disk and goes away with the sandbox however it ends. Returns the
 /// file to bind-mount (bind mounts of a memfd itself are refused by the kernel).
-fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::PathBuf> {
+fn memory_file(
+    sys: &dyn Sys,
+    dir: &Path,
+    index: usize,
+    uid: u32,
+    gid: u32,
+) -> R<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let fd = crate::sandbox::MEMORY_FD_BASE + index as i32;
     // SAFETY: the parent dup'ed memory file `index` to this descriptor; ManuallyDrop leaves it
@@ -183,6 +172,7 @@ fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::Pat
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let d = dir.display().to_string();
     mount(
+        sys,
         "tmpfs",
         &d,
         "tmpfs",
@@ -202,12 +192,18 @@ fn memory_file(dir: &Path, index: usize, uid: u32, gid: u32) -> R<std::path::Pat
 
 /// The step's /etc files and binds (host dirs, tmpfs, secrets, contexts, layers, caches) in
 /// the root `root`; returns the cache mounts to hand to the step's user once it is known.
-pub(super) fn mount_binds(spec: &Spec, root: &str, created: &mut Vec<String>) -> R<Vec<String>> {
+pub(super) fn mount_binds(
+    sys: &dyn Sys,
+    spec: &Spec,
+    root: &str,
+    created: &mut Vec<String>,
+) -> R<Vec<String>> {
     // resolv.conf, hosts, hostname: provided, not part of the layer.
     for (name, host) in &spec.etc_files {
         let inside = in_root(root, &format!("/etc/{name}"))?;
         ensure_file(root, &inside, created)?;
         bind(
+            sys,
             &host.display().to_string(),
             &format!("{root}{inside}"),
             0,
@@ -244,6 +240,7 @@ pub(super) fn mount_binds(spec: &Spec, root: &str, created: &mut Vec<String>) ->
                     None => "mode=1777".to_string(),
                 };
                 mount(
+                    sys,
                     "tmpfs",
                     &t,
                     "tmpfs",
@@ -252,7 +249,7 @@ pub(super) fn mount_binds(spec: &Spec, root: &str, created: &mut Vec<String>) ->
                 )?;
                 continue;
             }
-            BindSource::Memory { index, uid, gid } => memory_file(host, *index, *uid, *gid)?,
+            BindSource::Memory { index, uid, gid } => memory_file(sys, host, *index, *uid, *gid)?,
             BindSource::Context { sub } => {
                 let (path, fd) = beneath(host, sub, target)?;
                 held_fds.push(fd);
@@ -263,7 +260,7 @@ pub(super) fn mount_binds(spec: &Spec, root: &str, created: &mut Vec<String>) ->
                 for d in [&m, &u, &w] {
                     std::fs::create_dir_all(d).map_err(io(format!("creating {}", d.display())))?;
                 }
-                crate::sandbox::overlay::mount(&m, lower, Some((&u, &w)))?;
+                sys.mount_overlay(&m, lower, Some((&u, &w)))?;
                 let (path, fd) = beneath(&m, sub, target)?;
                 held_fds.push(fd);
                 path
@@ -274,7 +271,13 @@ pub(super) fn mount_binds(spec: &Spec, root: &str, created: &mut Vec<String>) ->
         } else {
             ensure_file(root, &inside, created)?;
         }
-        bind(&host.display().to_string(), &t, libc::MS_REC, *readonly)?;
+        bind(
+            sys,
+            &host.display().to_string(),
+            &t,
+            libc::MS_REC,
+            *readonly,
+        )?;
     }
     drop(held_fds);
     Ok(hand_to_user)

@@ -3,74 +3,99 @@
 //! in that fork, resets signals, hardens it (groups, seccomp, capabilities, ids) and execs it;
 //! then passes signals on and reaps until the process ends.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::identity::{caps_to_drop, limit_capabilities};
+use super::identity::{caps_to_drop, harden, Refused};
 use super::kernelfs::kernel_fs;
 use super::mounts::{hand_over, mount_binds};
 use super::rootfs::{pivot, root_fs};
 use super::{cstr, io, report, syscall, R};
 use crate::sandbox::protocol::{read_frame, ToChild};
+use crate::sandbox::sys::{Exec, Sys};
 use crate::sandbox::{user, Outcome, Report, SetupError, Spec};
+use rustix::io::Errno;
 
-/// Close every descriptor numbered `first` or above, in the forked child just before exec:
-/// whatever strata inherited without close-on-exec would otherwise reach the step's process
-/// (a directory opened by the caller is a way out of the root, as in runc's CVE-2024-21626).
-/// Async-signal-safe: close_range(2), or a close of every possible number where the kernel
-/// lacks it (before Linux 5.9).
-///
-/// # Safety
-/// Only for the process about to exec: every descriptor above `first` goes.
-unsafe fn close_from(first: u32) {
-    if libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) == 0 {
-        return;
-    }
-    let mut lim: libc::rlimit = std::mem::zeroed();
-    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-        lim.rlim_cur.min(1 << 20) as i32
-    } else {
-        1 << 16
-    };
-    for fd in first as i32..max {
-        libc::close(fd);
-    }
-}
-
-/// Say why on stderr and exit 126, in the forked child before exec (async-signal-safe).
+/// Say `msg` (when there is one) on stderr and exit 126, in the forked child before exec
+/// (async-signal-safe).
 fn fail(msg: &[u8]) -> ! {
     // SAFETY: write and _exit are async-signal-safe; msg is valid for its length.
     unsafe {
-        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        if !msg.is_empty() {
+            libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        }
         libc::_exit(126)
     }
 }
 
-/// The forked child of pid 1: stdio, signals, session, groups, seccomp, capabilities, ids,
-/// workdir, no inherited descriptors, then exec; never returns (126 or 127 on failure).
+/// The forked child of pid 1: stdio, signals, session, then [`start`]; never returns (126 or
+/// 127 on failure).
 #[allow(clippy::too_many_arguments)]
 fn exec_child(
+    sys: &dyn Sys,
     spec: &Spec,
-    argv: &[CString],
-    env: &[CString],
+    exec: &Exec,
     console: Option<&std::os::fd::OwnedFd>,
     ids: &user::Ids,
-    workdir: &str,
+    workdir: &CStr,
     filters: &crate::sandbox::seccomp::Filters,
     drop_caps: &[u32],
     prog: &str,
-    prog_c: &CString,
 ) -> ! {
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut env_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-    env_p.push(std::ptr::null());
-    let groups: Vec<libc::gid_t> = ids.groups.clone();
-    let wd = cstr(workdir);
+    reset_process(spec, console);
+    let errno = match start(
+        sys,
+        spec.maps.root_only,
+        ids,
+        filters,
+        drop_caps,
+        workdir,
+        exec,
+    ) {
+        Ok(errno) => errno,
+        Err(refused) => fail(refused.message()),
+    };
+    // Said on the process's stderr, as a shell says it (this process is a fork of a
+    // single-threaded one: formatting is safe here): 126 when the file is there but cannot be
+    // run (not executable, an argument list over the kernel's limit).
+    let e = std::io::Error::from(errno);
+    let msg = format!("strata: exec {prog}: {e}\n");
+    // SAFETY: write and _exit on a valid buffer.
+    unsafe {
+        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
+        libc::_exit(if errno == Errno::NOENT { 127 } else { 126 });
+    }
+}
+
+/// Harden the process ([`harden`]: groups, seccomp, capabilities, ids, workdir), close every
+/// descriptor above 2, exec. Returns the exec's errno when it failed.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn start(
+    sys: &dyn Sys,
+    root_only: bool,
+    ids: &user::Ids,
+    filters: &crate::sandbox::seccomp::Filters,
+    drop_caps: &[u32],
+    workdir: &CStr,
+    exec: &Exec,
+) -> Result<Errno, Refused> {
+    harden(sys, root_only, ids, filters, drop_caps, workdir)?;
+    // The process starts with exactly 0, 1 and 2: not the report and task pipes, not the
+    // memory files (already mounted), and nothing strata inherited without close-on-exec (a
+    // directory of the caller's, a jobserver pipe, a socket: a way out of the root, as in
+    // runc's CVE-2024-21626).
+    sys.close_range(3);
+    Ok(sys.execve(exec))
+}
+
+/// The process's stdio (the terminal, or /dev/null for stdin), default signal dispositions
+/// and an empty mask, a new session (with the terminal as its controlling one). Calls on this
+/// process's own state, not the sandbox's: outside [`Sys`].
+fn reset_process(spec: &Spec, console: Option<&std::os::fd::OwnedFd>) {
     let devnull = cstr("/dev/null");
-    // SAFETY: raw syscalls on valid pointers; on any failure the child exits 127.
+    // SAFETY: raw syscalls on valid pointers and descriptors this process owns.
     unsafe {
         if let Some(t) = &console {
             // The terminal (close-on-exec itself) on 0, 1 and 2.
@@ -122,58 +147,21 @@ fn exec_child(
             // the step's process group its foreground: Ctrl-C and Ctrl-Z reach the shell.
             libc::ioctl(0, libc::TIOCSCTTY, 0);
         }
-        if !spec.maps.root_only && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-            libc::_exit(126);
-        }
-        // Docker's seccomp profile, while we still hold CAP_SYS_ADMIN (so without
-        // no_new_privs: setuid binaries keep working), then Docker's capability set while
-        // we still hold CAP_SETPCAP; a non-root USER then loses the rest when it changes
-        // ids, as under Docker.
-        if !filters.install() {
-            fail(b"strata: installing the seccomp filter failed\n");
-        }
-        if !limit_capabilities(drop_caps) {
-            fail(b"strata: dropping capabilities failed\n");
-        }
-        if libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
-            || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
-        {
-            libc::_exit(126);
-        }
-        if libc::chdir(wd.as_ptr()) != 0 {
-            libc::_exit(126);
-        }
-        // The process starts with exactly 0, 1 and 2: not the report and task pipes, not
-        // the memory files (already mounted), and nothing strata inherited without
-        // close-on-exec (a directory of the caller's, a jobserver pipe, a socket).
-        close_from(3);
-        libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
-        // Said on the process's stderr, as a shell says it (this process is a fork of a
-        // single-threaded one: formatting is safe here): 126 when the file is there but
-        // cannot be run (not executable, an argument list over the kernel's limit).
-        let e = std::io::Error::last_os_error();
-        let msg = format!("strata: exec {prog}: {e}\n");
-        libc::write(2, msg.as_ptr() as *const libc::c_void, msg.len());
-        libc::_exit(if e.raw_os_error() == Some(libc::ENOENT) {
-            127
-        } else {
-            126
-        });
     }
 }
 
 /// pid 1: build the root, start the process, reap until it ends.
-pub(super) fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
+pub(super) fn init(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> {
     crate::sandbox::signals::init_prepare();
-    let root = root_fs(spec)?;
+    let root = root_fs(sys, spec)?;
 
     let mut created = Vec::new();
-    kernel_fs(spec, &root, &mut created)?;
+    kernel_fs(sys, spec, &root, &mut created)?;
 
-    let hand_to_user = mount_binds(spec, &root, &mut created)?;
+    let hand_to_user = mount_binds(sys, spec, &root, &mut created)?;
     report(&Report::Created(created));
 
-    pivot(&root, &spec.hostname)?;
+    pivot(sys, &root, &spec.hostname)?;
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
@@ -257,7 +245,8 @@ pub(super) fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> 
         let _ = std::io::stderr().write_all(msg.as_bytes());
         return Ok(Outcome::Exited(127));
     };
-    let prog_c = cstr(&prog);
+    let exec = Exec::new(cstr(&prog), argv, env);
+    let wd = cstr(&workdir);
     if let Some(mut f) = net_ready {
         if !matches!(read_frame(&mut f), Ok(Some(ToChild::NetworkReady))) {
             return Err(SetupError::NetworkNotReady);
@@ -267,7 +256,7 @@ pub(super) fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> 
     let drop_caps = caps_to_drop();
     // --ulimit: set here, inherited by the process.
     for l in &spec.rlimits {
-        l.apply()?;
+        l.apply(sys)?;
     }
     let filters = crate::sandbox::seccomp::docker_default()
         .map_err(|message| SetupError::Seccomp { message })?;
@@ -279,16 +268,15 @@ pub(super) fn init(spec: &Spec, net_ready: Option<std::fs::File>) -> R<Outcome> 
     }
     if pid == 0 {
         exec_child(
+            sys,
             spec,
-            &argv,
-            &env,
+            &exec,
             console.as_ref(),
             &ids,
-            &workdir,
+            &wd,
             &filters,
             &drop_caps,
             &prog,
-            &prog_c,
         );
     }
     drop(console);

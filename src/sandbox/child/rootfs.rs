@@ -1,13 +1,14 @@
 //! The step's root: the host's mounts made private, the overlay of the image's layers (or the
 //! copy, bound onto itself), then pivot_root into it with the old root detached.
 
-use super::{cstr, io, mount, syscall, R};
+use super::{cstr, io, mount, refused, R};
+use crate::sandbox::sys::Sys;
 use crate::sandbox::{Rootfs, SetupError, Spec};
 
 /// The root: mounts made private, then the overlay (or the copy, bound onto itself); its path.
-pub(super) fn root_fs(spec: &Spec) -> R<String> {
+pub(super) fn root_fs(sys: &dyn Sys, spec: &Spec) -> R<String> {
     let rec_private = libc::MS_REC | libc::MS_PRIVATE;
-    mount("", "/", "", rec_private, "")?;
+    mount(sys, "", "/", "", rec_private, "")?;
     Ok(match &spec.rootfs {
         Rootfs::Overlay {
             lower,
@@ -15,7 +16,7 @@ pub(super) fn root_fs(spec: &Spec) -> R<String> {
             work,
             merged,
         } => {
-            crate::sandbox::overlay::mount(merged, lower, Some((upper, work)))?;
+            sys.mount_overlay(merged, lower, Some((upper, work)))?;
             merged.display().to_string()
         }
         Rootfs::Copy { lower, root, state } => {
@@ -27,28 +28,25 @@ pub(super) fn root_fs(spec: &Spec) -> R<String> {
             }
             let r = root.display().to_string();
             // pivot_root needs a mount point.
-            mount(&r, &r, "", libc::MS_BIND | libc::MS_REC, "")?;
+            mount(sys, &r, &r, "", libc::MS_BIND | libc::MS_REC, "")?;
             r
         }
     })
 }
 
 /// pivot_root into `root`, detach the old root, name the host.
-pub(super) fn pivot(root: &str, hostname: &str) -> R<()> {
+pub(super) fn pivot(sys: &dyn Sys, root: &str, hostname: &str) -> R<()> {
+    let chdir = |dir: &str| {
+        sys.chdir(&cstr(dir))
+            .map_err(|e| io(format!("chdir {dir}"))(e.into()))
+    };
     // pivot_root(".", ".") then detach the old root: no directory is left in the new root.
-    std::env::set_current_dir(root).map_err(io(format!("chdir {root}")))?;
-    let dot = cstr(".");
-    // SAFETY: pivot_root via syscall with valid path pointers.
-    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
-        return Err(syscall("pivot_root"));
-    }
-    // SAFETY: see above.
-    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(syscall("detaching the old root"));
-    }
-    std::env::set_current_dir("/").map_err(io("chdir /"))?;
-    let host = cstr(hostname);
-    // SAFETY: valid pointer and length.
-    unsafe { libc::sethostname(host.as_ptr(), hostname.len()) };
+    chdir(root)?;
+    sys.pivot_root(".", ".").map_err(refused("pivot_root"))?;
+    sys.umount2(".", libc::MNT_DETACH)
+        .map_err(refused("detaching the old root"))?;
+    chdir("/")?;
+    // As before the seam: a hostname the kernel refuses is not a failure.
+    let _ = sys.sethostname(hostname);
     Ok(())
 }
