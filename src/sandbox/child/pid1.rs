@@ -165,9 +165,9 @@ pub(super) fn init(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>)
 
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let ids = user::resolve(&spec.user, &passwd, &group).map_err(|message| SetupError::User {
+    let ids = user::resolve(&spec.user, &passwd, &group).map_err(|e| SetupError::User {
         user: spec.user.clone(),
-        message,
+        message: e.to_string(),
     })?;
     if spec.maps.root_only && (ids.uid != 0 || ids.gid != 0) {
         return Err(SetupError::RootOnly {
@@ -185,8 +185,10 @@ pub(super) fn init(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>)
     // -t: the terminal, from this sandbox's devpts; its master goes to strata over the console
     // socket strata gave us as fd 0. Our own messages (a command not found) go to it too.
     let console = if spec.tty {
-        let console = |message| SetupError::Console { message };
-        let c = crate::sandbox::console::allocate(spec.tty_size, ids.uid).map_err(console)?;
+        let console = |e: crate::sandbox::console::ConsoleError| SetupError::Console {
+            message: e.to_string(),
+        };
+        let c = crate::sandbox::console::allocate(sys, spec.tty_size, ids.uid).map_err(console)?;
         // SAFETY: fd 0 is the console socket strata passed; borrowed for one sendmsg.
         crate::sandbox::console::send(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }, &c.master)
             .map_err(console)?;
@@ -258,8 +260,9 @@ pub(super) fn init(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>)
     for l in &spec.rlimits {
         l.apply(sys)?;
     }
-    let filters = crate::sandbox::seccomp::docker_default()
-        .map_err(|message| SetupError::Seccomp { message })?;
+    let filters = crate::sandbox::seccomp::docker_default().map_err(|e| SetupError::Seccomp {
+        message: e.to_string(),
+    })?;
     let forked = std::time::Instant::now();
     // SAFETY: single-threaded; the child only calls async-signal-safe functions before exec.
     let pid = unsafe { libc::fork() };
