@@ -163,45 +163,14 @@ pub(super) fn init(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>)
 
     pivot(sys, &root, &spec.hostname)?;
 
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let ids = user::resolve(&spec.user, &passwd, &group).map_err(|e| SetupError::User {
-        user: spec.user.clone(),
-        message: e.to_string(),
-    })?;
-    if spec.maps.root_only && (ids.uid != 0 || ids.gid != 0) {
-        return Err(SetupError::RootOnly {
-            user: spec.user.clone(),
-            uid: ids.uid,
-            gid: ids.gid,
-        });
-    }
+    let ids = step_user(spec)?;
     for t in &hand_to_user {
         hand_over(Path::new(t), ids.uid, ids.gid).map_err(|e| SetupError::CacheOwner {
             target: t.clone(),
             cause: Box::new(e),
         })?;
     }
-    // -t: the terminal, from this sandbox's devpts; its master goes to strata over the console
-    // socket strata gave us as fd 0. Our own messages (a command not found) go to it too.
-    let console = if spec.tty {
-        let console = |e: crate::sandbox::console::ConsoleError| SetupError::Console {
-            message: e.to_string(),
-        };
-        let c = crate::sandbox::console::allocate(sys, spec.tty_size, ids.uid).map_err(console)?;
-        // SAFETY: fd 0 is the console socket strata passed; borrowed for one sendmsg.
-        crate::sandbox::console::send(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }, &c.master)
-            .map_err(console)?;
-        drop(c.master);
-        // SAFETY: dup2 onto our own stdout and stderr.
-        unsafe {
-            libc::dup2(c.slave.as_raw_fd(), 1);
-            libc::dup2(c.slave.as_raw_fd(), 2);
-        }
-        Some(c.slave)
-    } else {
-        None
-    };
+    let console = open_console(sys, spec, ids.uid)?;
     let workdir = if spec.workdir.is_empty() {
         "/".to_string()
     } else {
@@ -215,29 +184,9 @@ pub(super) fn init(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>)
     if argv.is_empty() {
         return Err(SetupError::NoCommand);
     }
-    // HOME, when the image's ENV does not set it, is the user's home from the image's passwd
-    // ("/" for a user without an entry), as runc sets it: `cd ~` works, and pip, uv and npm
-    // find their caches under it (a cache mount on /root/.cache/pip is used, not bypassed).
-    let mut env: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
-    if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
-        let home = ids.home.as_deref().filter(|h| !h.is_empty()).unwrap_or("/");
-        env.push(cstr(&format!("HOME={home}")));
-    }
-    let path_var = spec
-        .env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(crate::oci::DEFAULT_PATH)
-        .to_string();
-    let found = if spec.argv[0].contains('/') {
-        Some(spec.argv[0].clone())
-    } else {
-        path_var
-            .split(':')
-            .map(|d| format!("{d}/{}", spec.argv[0]))
-            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-    };
-    let Some(prog) = found else {
+    let env = environment(spec, &ids);
+    let path_var = search_path(spec);
+    let Some(prog) = find_program(&spec.argv[0], path_var) else {
         // As a shell (and docker run): a command that is not there is the process's failure,
         // exit code 127, with the reason on its stderr; not a failure of the sandbox.
         let msg = format!(
@@ -295,4 +244,79 @@ pub(super) fn init(sys: &dyn Sys, spec: &Spec, net_ready: Option<std::fs::File>)
         return Ok(Outcome::Exited(libc::WEXITSTATUS(status)));
     }
     Ok(Outcome::Signaled(libc::WTERMSIG(status)))
+}
+
+/// The step's user from the image's /etc/passwd and /etc/group (read after pivot_root), which
+/// must be root when only root is mapped.
+fn step_user(spec: &Spec) -> R<user::Ids> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let ids = user::resolve(&spec.user, &passwd, &group).map_err(|e| SetupError::User {
+        user: spec.user.clone(),
+        message: e.to_string(),
+    })?;
+    if spec.maps.root_only && (ids.uid != 0 || ids.gid != 0) {
+        return Err(SetupError::RootOnly {
+            user: spec.user.clone(),
+            uid: ids.uid,
+            gid: ids.gid,
+        });
+    }
+    Ok(ids)
+}
+
+/// With `-t`, the step's terminal (given to `uid`), on our stdout and stderr too.
+fn open_console(sys: &dyn Sys, spec: &Spec, uid: u32) -> R<Option<std::os::fd::OwnedFd>> {
+    // -t: the terminal, from this sandbox's devpts; its master goes to strata over the console
+    // socket strata gave us as fd 0. Our own messages (a command not found) go to it too.
+    if !spec.tty {
+        return Ok(None);
+    }
+    let console = |e: crate::sandbox::console::ConsoleError| SetupError::Console {
+        message: e.to_string(),
+    };
+    let c = crate::sandbox::console::allocate(sys, spec.tty_size, uid).map_err(console)?;
+    // SAFETY: fd 0 is the console socket strata passed; borrowed for one sendmsg.
+    crate::sandbox::console::send(unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }, &c.master)
+        .map_err(console)?;
+    drop(c.master);
+    // SAFETY: dup2 onto our own stdout and stderr.
+    unsafe {
+        libc::dup2(c.slave.as_raw_fd(), 1);
+        libc::dup2(c.slave.as_raw_fd(), 2);
+    }
+    Ok(Some(c.slave))
+}
+
+/// The process's environment: the spec's, and HOME when the image's ENV does not set it: the
+/// user's home from the image's passwd ("/" for a user without an entry), as runc sets it:
+/// `cd ~` works, and pip, uv and npm find their caches under it (a cache mount on
+/// /root/.cache/pip is used, not bypassed).
+fn environment(spec: &Spec, ids: &user::Ids) -> Vec<CString> {
+    let mut env: Vec<CString> = spec.env.iter().map(|e| cstr(e)).collect();
+    if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = ids.home.as_deref().filter(|h| !h.is_empty()).unwrap_or("/");
+        env.push(cstr(&format!("HOME={home}")));
+    }
+    env
+}
+
+/// The PATH the program is looked up in: the step's, or the default.
+fn search_path(spec: &Spec) -> &str {
+    spec.env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(crate::oci::DEFAULT_PATH)
+}
+
+/// `name` as a path (when it has a `/`), or the first regular file `name` in `path_var`'s
+/// directories.
+fn find_program(name: &str, path_var: &str) -> Option<String> {
+    if name.contains('/') {
+        return Some(name.to_string());
+    }
+    path_var
+        .split(':')
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
 }
