@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use super::identity::{harden, Refused};
 use super::kernelfs::{kernel_fs, MASKED_PATHS, READONLY_PATHS};
+use super::mounts::mount_binds;
 use super::pid1::start;
 use super::rootfs::{pivot, root_fs};
 use crate::sandbox::sys::fake::{Call, Recorder};
 use crate::sandbox::sys::Exec;
-use crate::sandbox::{idmap, seccomp, user, Network, Rootfs, SetupError, Spec};
+use crate::sandbox::{idmap, seccomp, user, Bind, BindSource, Network, Rootfs, SetupError, Spec};
 
 /// Docker's capability set as capset's first word (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,
 /// SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE,
@@ -396,4 +397,77 @@ fn a_refused_mount_names_its_fstype_target_data_and_errno() {
     let sys = Recorder::new();
     sys.fail(libc::EINVAL, |c| matches!(c, Call::Overlay { .. }));
     assert!(root_fs(&sys, &spec).unwrap_err().is_overlay_refused());
+}
+
+#[test]
+fn the_step_s_etc_files_tmpfs_and_binds_are_mounted_in_order_read_only_by_a_remount() {
+    let root = Root::new("binds");
+    let host = Root::new("host");
+    let r = root.path();
+    let h = host.path();
+    std::fs::write(format!("{h}/resolv.conf"), b"nameserver 10.0.2.3\n").unwrap();
+    std::fs::create_dir(format!("{h}/src")).unwrap();
+    let mut spec = spec(&root);
+    spec.etc_files = vec![("resolv.conf".into(), format!("{h}/resolv.conf").into())];
+    spec.binds = vec![
+        Bind {
+            host: PathBuf::new(),
+            target: "/t".into(),
+            readonly: false,
+            source: BindSource::Tmpfs { size: Some(1024) },
+        },
+        Bind {
+            host: format!("{h}/src").into(),
+            target: "/work/src".into(),
+            readonly: true,
+            source: BindSource::Host,
+        },
+        Bind {
+            host: format!("{h}/src").into(),
+            target: "/cache".into(),
+            readonly: false,
+            source: BindSource::Cache { follow_user: true },
+        },
+    ];
+    let sys = Recorder::new();
+    let mut created = Vec::new();
+    let hand_to_user = mount_binds(&sys, &spec, &r, &mut created).unwrap();
+    let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+    let rec = libc::MS_BIND | libc::MS_REC;
+    assert_eq!(
+        sys.calls(),
+        vec![
+            mnt(
+                &format!("{h}/resolv.conf"),
+                &format!("{r}/etc/resolv.conf"),
+                "",
+                libc::MS_BIND,
+                ""
+            ),
+            mnt("", &format!("{r}/etc/resolv.conf"), "", ro, ""),
+            mnt(
+                "tmpfs",
+                &format!("{r}/t"),
+                "tmpfs",
+                libc::MS_NOSUID | libc::MS_NODEV,
+                "mode=1777,size=1024"
+            ),
+            mnt(&format!("{h}/src"), &format!("{r}/work/src"), "", rec, ""),
+            mnt("", &format!("{r}/work/src"), "", ro, ""),
+            mnt(&format!("{h}/src"), &format!("{r}/cache"), "", rec, ""),
+        ]
+    );
+    // Mount points the image lacked, for the layer to leave out; the cache for the user.
+    assert_eq!(
+        created,
+        vec![
+            "/etc",
+            "/etc/resolv.conf",
+            "/t",
+            "/work",
+            "/work/src",
+            "/cache"
+        ]
+    );
+    assert_eq!(hand_to_user, vec!["/cache"]);
 }
