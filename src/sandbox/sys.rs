@@ -1,6 +1,6 @@
 //! The sandbox's kernel seam: every call the child makes on the kernel while it builds the
 //! step's root and hardens the step's process goes through [`Sys`] — [`Linux`] makes the
-//! calls, and in tests [`fake::Recorder`] records them with their arguments (and fails the ones
+//! calls, and in tests `fake::Recorder` records them with their arguments (and fails the ones
 //! it is told to), so the exact order of the set-up and the hardening is a unit test without
 //! namespaces (youki's `libcontainer/src/syscall/` is the model).
 //!
