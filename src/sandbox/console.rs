@@ -82,15 +82,37 @@ pub(super) struct Console {
     pub slave: OwnedFd,
 }
 
-fn errno(what: &str) -> String {
-    format!("{what}: {}", io::Error::last_os_error())
+/// Why the terminal could not be made or sent to strata, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    /// A call on the terminal refused: `what` names it ("unlocking the terminal").
+    #[error("{what}: {cause}")]
+    Os { what: String, cause: io::Error },
+    /// The terminal's path as a C string (it never holds a NUL).
+    #[error("{0}")]
+    Path(#[from] std::ffi::NulError),
+    #[error("no room for the terminal's descriptor")]
+    NoRoom,
+    #[error("sending the terminal to strata (fd {fd}): {cause}")]
+    Send { fd: i32, cause: rustix::io::Errno },
+}
+
+fn errno(what: &str) -> ConsoleError {
+    ConsoleError::Os {
+        what: what.into(),
+        cause: io::Error::last_os_error(),
+    }
 }
 
 /// Open a new terminal of the sandbox's devpts (`/dev/ptmx` is `pts/ptmx` of its own instance),
 /// with the window size `size` (rows, columns), bind its slave over `/dev/console`, and give
 /// the slave to `uid` (as runc does for a container's stdio) so that a non-root user can open
 /// its own terminal by name. Both descriptors are close-on-exec.
-pub(super) fn allocate(size: Option<[u16; 2]>, uid: u32) -> Result<Console, String> {
+pub(super) fn allocate(
+    sys: &dyn super::sys::Sys,
+    size: Option<[u16; 2]>,
+    uid: u32,
+) -> Result<Console, ConsoleError> {
     // SAFETY: plain open and ioctls on descriptors this process owns; the path is a valid
     // NUL-terminated string.
     unsafe {
@@ -118,7 +140,7 @@ pub(super) fn allocate(size: Option<[u16; 2]>, uid: u32) -> Result<Console, Stri
             libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
         );
         if s < 0 {
-            let p = std::ffi::CString::new(path.as_str()).map_err(|e| e.to_string())?;
+            let p = std::ffi::CString::new(path.as_str())?;
             s = libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
         }
         if s < 0 {
@@ -149,28 +171,22 @@ pub(super) fn allocate(size: Option<[u16; 2]>, uid: u32) -> Result<Console, Stri
             return Err(errno("creating /dev/console"));
         }
         libc::close(f);
-        let src = std::ffi::CString::new(path.as_str()).map_err(|e| e.to_string())?;
-        if libc::mount(
-            src.as_ptr(),
-            console.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(errno(&format!("binding {path} over /dev/console")));
-        }
+        sys.mount(&path, "/dev/console", "", libc::MS_BIND, "")
+            .map_err(|e| ConsoleError::Os {
+                what: format!("binding {path} over /dev/console"),
+                cause: e.into(),
+            })?;
         Ok(Console { master, slave })
     }
 }
 
 /// Send `master` to strata over the console socket `socket`.
-pub(super) fn send(socket: BorrowedFd<'_>, master: &OwnedFd) -> Result<(), String> {
+pub(super) fn send(socket: BorrowedFd<'_>, master: &OwnedFd) -> Result<(), ConsoleError> {
     let fds = [master.as_fd()];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err("no room for the terminal's descriptor".into());
+        return Err(ConsoleError::NoRoom);
     }
     rustix::net::sendmsg(
         socket,
@@ -178,11 +194,9 @@ pub(super) fn send(socket: BorrowedFd<'_>, master: &OwnedFd) -> Result<(), Strin
         &mut control,
         SendFlags::NOSIGNAL,
     )
-    .map_err(|e| {
-        format!(
-            "sending the terminal to strata (fd {}): {e}",
-            socket.as_raw_fd()
-        )
+    .map_err(|cause| ConsoleError::Send {
+        fd: socket.as_raw_fd(),
+        cause,
     })?;
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod protocol;
 pub mod seccomp;
 mod session;
 pub mod signals;
+mod sys;
 pub mod terminal;
 pub mod user;
 
@@ -284,24 +285,45 @@ const RLIMITS: &[(&str, libc::__rlimit_resource_t)] = &[
     ("stack", libc::RLIMIT_STACK),
 ];
 
+/// A `--ulimit` value strata cannot take: the value as given, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UlimitError {
+    #[error("invalid ulimit \"{given}\": expected NAME=SOFT[:HARD], as nofile=1024:4096")]
+    Form { given: String },
+    #[error("invalid ulimit \"{given}\": no limit {name} (known: {known})")]
+    Unknown {
+        given: String,
+        name: String,
+        known: String,
+    },
+    #[error("invalid ulimit \"{given}\": {value} is not a number")]
+    NotNumber { given: String, value: String },
+    #[error("invalid ulimit \"{given}\": the soft limit is above the hard one")]
+    SoftAboveHard { given: String },
+}
+
 impl Rlimit {
     /// `NAME=SOFT[:HARD]` (`nofile=1024:4096`; `-1` for unlimited).
-    pub fn parse(s: &str) -> Result<Rlimit, String> {
-        let bad = |why: &str| format!("invalid ulimit \"{s}\": {why}");
+    pub fn parse(s: &str) -> Result<Rlimit, UlimitError> {
+        let given = || s.to_string();
         let (name, v) = s
             .split_once('=')
-            .ok_or_else(|| bad("expected NAME=SOFT[:HARD], as nofile=1024:4096"))?;
+            .ok_or_else(|| UlimitError::Form { given: given() })?;
         if !RLIMITS.iter().any(|(n, _)| *n == name) {
             let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
-            return Err(bad(&format!(
-                "no limit {name} (known: {})",
-                names.join(", ")
-            )));
+            return Err(UlimitError::Unknown {
+                given: given(),
+                name: name.to_string(),
+                known: names.join(", "),
+            });
         }
-        let num = |x: &str| -> Result<u64, String> {
+        let num = |x: &str| -> Result<u64, UlimitError> {
             match x.trim() {
                 "-1" | "unlimited" => Ok(libc::RLIM_INFINITY),
-                n => n.parse().map_err(|_| bad(&format!("{n} is not a number"))),
+                n => n.parse().map_err(|_| UlimitError::NotNumber {
+                    given: given(),
+                    value: n.to_string(),
+                }),
             }
         };
         let (soft, hard) = match v.split_once(':') {
@@ -309,7 +331,7 @@ impl Rlimit {
             None => (num(v)?, num(v)?),
         };
         if soft > hard {
-            return Err(bad("the soft limit is above the hard one"));
+            return Err(UlimitError::SoftAboveHard { given: given() });
         }
         Ok(Rlimit {
             name: name.to_string(),
@@ -319,26 +341,19 @@ impl Rlimit {
     }
 
     /// Set it for this process (and so for the processes it starts).
-    pub(crate) fn apply(&self) -> Result<(), SetupError> {
+    pub(crate) fn apply(&self, sys: &dyn sys::Sys) -> Result<(), SetupError> {
         let Some((_, res)) = RLIMITS.iter().find(|(n, _)| *n == self.name) else {
             return Err(SetupError::UnknownUlimit {
                 name: self.name.clone(),
             });
         };
-        let l = libc::rlimit {
-            rlim_cur: self.soft,
-            rlim_max: self.hard,
-        };
-        // SAFETY: setrlimit with a valid, initialised rlimit.
-        if unsafe { libc::setrlimit(*res, &l) } != 0 {
-            return Err(SetupError::Ulimit {
+        sys.setrlimit(*res, self.soft, self.hard)
+            .map_err(|e| SetupError::Ulimit {
                 name: self.name.clone(),
                 soft: self.soft,
                 hard: self.hard,
-                errno: io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            });
-        }
-        Ok(())
+                errno: e.raw_os_error(),
+            })
     }
 
     /// As given (`nofile=1024:4096`), for a cache key.
@@ -858,5 +873,30 @@ mod tests {
         s.env = vec![format!("BIG={}", "v".repeat(MAX_ARG_LEN))];
         let e = run(Path::new("/nonexistent"), &s, null(), null()).unwrap_err();
         assert!(e.to_string().contains("environment variable BIG"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_ulimit_says_what_is_wrong_with_it() {
+        let r = Rlimit::parse("nofile=1024:4096").unwrap();
+        assert_eq!((r.name.as_str(), r.soft, r.hard), ("nofile", 1024, 4096));
+        assert_eq!(
+            Rlimit::parse("nofile").unwrap_err().to_string(),
+            "invalid ulimit \"nofile\": expected NAME=SOFT[:HARD], as nofile=1024:4096"
+        );
+        let e = Rlimit::parse("files=1").unwrap_err();
+        assert!(matches!(&e, UlimitError::Unknown { name, .. } if name == "files"));
+        assert!(e
+            .to_string()
+            .starts_with("invalid ulimit \"files=1\": no limit files (known: "));
+        assert_eq!(
+            Rlimit::parse("nofile=x").unwrap_err().to_string(),
+            "invalid ulimit \"nofile=x\": x is not a number"
+        );
+        assert_eq!(
+            Rlimit::parse("nofile=10:5").unwrap_err(),
+            UlimitError::SoftAboveHard {
+                given: "nofile=10:5".into()
+            }
+        );
     }
 }

@@ -219,6 +219,14 @@ pub struct Forwards {
     pub ports: Vec<PortForward>,
 }
 
+/// A `-p` value that is not `[IP:]HOST:CONTAINER[/tcp|/udp]`: the value, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid port \"{given}\": {why} (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp])")]
+pub struct PortError {
+    pub given: String,
+    pub why: &'static str,
+}
+
 /// One `-p [IP:]HOST:CONTAINER[/tcp|/udp]`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortForward {
@@ -232,11 +240,10 @@ impl PortForward {
     /// Parse docker's `-p` syntax. Without an address the port is published on the host's
     /// loopback only (docker publishes on every interface; strata is a builder's tool, so the
     /// server is for this machine unless an address says otherwise, `0.0.0.0:8080:80`).
-    pub fn parse(v: &str) -> Result<PortForward, String> {
-        let bad = |why: &str| {
-            format!(
-                "invalid port \"{v}\": {why} (expected [IP:]HOST_PORT:CONTAINER_PORT[/tcp|/udp])"
-            )
+    pub fn parse(v: &str) -> Result<PortForward, PortError> {
+        let bad = |why: &'static str| PortError {
+            given: v.to_string(),
+            why,
         };
         let (spec, udp) = match v.rsplit_once('/') {
             Some((s, "tcp")) => (s, false),
@@ -339,7 +346,7 @@ mod tests {
             "host:8080:80",
             "70000:80",
         ] {
-            let e = PortForward::parse(bad).unwrap_err();
+            let e = PortForward::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("expected"), "{bad}: {e}");
         }
     }

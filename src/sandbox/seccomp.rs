@@ -367,22 +367,33 @@ const AF_VSOCK: u64 = 40;
 /// and 0xffffffff (query).
 const PERSONALITIES: [u64; 5] = [0, 8, 0x20000, 0x20008, 0xffff_ffff];
 
-fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, String> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(|e| e.to_string())
+/// Why Docker's profile could not be compiled: seccompiler's refusal, in its words.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// A condition or rule of the profile refused.
+    #[error("{0}")]
+    Rule(seccompiler::BackendError),
+    /// This architecture, or a filter of the profile, refused.
+    #[error("seccomp: {0}")]
+    Filter(seccompiler::BackendError),
 }
 
-fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, String> {
-    SeccompRule::new(conds).map_err(|e| e.to_string())
+fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, ProfileError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(ProfileError::Rule)
 }
 
-fn arch() -> Result<TargetArch, String> {
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, ProfileError> {
+    SeccompRule::new(conds).map_err(ProfileError::Rule)
+}
+
+fn arch() -> Result<TargetArch, ProfileError> {
     std::env::consts::ARCH
         .try_into()
-        .map_err(|e: seccompiler::BackendError| format!("seccomp: {e}"))
+        .map_err(ProfileError::Filter)
 }
 
 /// Docker's default profile for Docker's default capabilities, compiled.
-pub fn docker_default() -> Result<Filters, String> {
+pub fn docker_default() -> Result<Filters, ProfileError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for nr in COMMON.iter().chain(ARCH).chain(UNNAMED).chain(NEWER) {
         rules.insert(*nr, Vec::new());
@@ -413,7 +424,7 @@ pub fn docker_default() -> Result<Filters, String> {
         arch()?,
     )
     .and_then(BpfProgram::try_from)
-    .map_err(|e| format!("seccomp: {e}"))?;
+    .map_err(ProfileError::Filter)?;
     let nosys: BpfProgram = SeccompFilter::new(
         [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
         SeccompAction::Allow,
@@ -421,7 +432,7 @@ pub fn docker_default() -> Result<Filters, String> {
         arch()?,
     )
     .and_then(BpfProgram::try_from)
-    .map_err(|e| format!("seccomp: {e}"))?;
+    .map_err(ProfileError::Filter)?;
     Ok(Filters { allow, nosys })
 }
 

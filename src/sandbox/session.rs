@@ -110,7 +110,7 @@ impl Session {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        // The settings the sandbox reads itself (see `overlay::mount` and `child::init`).
+        // The settings the sandbox reads itself (see `overlay::mount` and `child::pid1::init`).
         for k in ["STRATA_OVERLAY_MOUNT", "STRATA_PROC"] {
             if let Some(v) = std::env::var_os(k) {
                 cmd.env(k, v);

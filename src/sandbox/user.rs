@@ -25,8 +25,21 @@ fn group_id(group: &str, key: &str) -> Option<u32> {
         .and_then(|f| f[2].parse().ok())
 }
 
+/// A USER value the image's /etc/passwd and /etc/group cannot resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("invalid uid in /etc/passwd for {user}")]
+    BadUid { user: String },
+    #[error("invalid gid in /etc/passwd for {user}")]
+    BadGid { user: String },
+    #[error("unable to find user {user}: no matching entries in /etc/passwd")]
+    NoUser { user: String },
+    #[error("unable to find group {group}: no matching entries in /etc/group")]
+    NoGroup { group: String },
+}
+
 /// Resolve a USER value. Errors name what could not be found.
-pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
+pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Ids, UserError> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -36,18 +49,14 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
     let (uid, mut gid, name, home) = match (&entry, user.parse::<u32>()) {
         (Some(f), _) => (
             f[2].parse::<u32>()
-                .map_err(|_| format!("invalid uid in /etc/passwd for {user}"))?,
+                .map_err(|_| UserError::BadUid { user: user.into() })?,
             f[3].parse::<u32>()
-                .map_err(|_| format!("invalid gid in /etc/passwd for {user}"))?,
+                .map_err(|_| UserError::BadGid { user: user.into() })?,
             Some(f[0]),
             f.get(5).map(|h| h.to_string()),
         ),
         (None, Ok(n)) => (n, 0, None, None),
-        (None, Err(_)) => {
-            return Err(format!(
-                "unable to find user {user}: no matching entries in /etc/passwd"
-            ))
-        }
+        (None, Err(_)) => return Err(UserError::NoUser { user: user.into() }),
     };
     let mut groups = Vec::new();
     match grp {
@@ -55,11 +64,7 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Ids, String> {
             gid = match (group_id(group, g), g.parse::<u32>()) {
                 (Some(id), _) => id,
                 (None, Ok(n)) => n,
-                (None, Err(_)) => {
-                    return Err(format!(
-                        "unable to find group {g}: no matching entries in /etc/group"
-                    ))
-                }
+                (None, Err(_)) => return Err(UserError::NoGroup { group: g.into() }),
             };
         }
         None => {
@@ -122,11 +127,21 @@ mod tests {
             }
         );
         assert_eq!(resolve("1234", PASSWD, GROUP).unwrap().gid, 0);
-        assert!(resolve("nobody", PASSWD, GROUP)
-            .unwrap_err()
-            .contains("unable to find user nobody"));
-        assert!(resolve("app:nope", PASSWD, GROUP)
-            .unwrap_err()
-            .contains("unable to find group nope"));
+        let e = resolve("nobody", PASSWD, GROUP).unwrap_err();
+        assert_eq!(
+            e,
+            UserError::NoUser {
+                user: "nobody".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "unable to find user nobody: no matching entries in /etc/passwd"
+        );
+        let e = resolve("app:nope", PASSWD, GROUP).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unable to find group nope: no matching entries in /etc/group"
+        );
     }
 }
