@@ -1148,14 +1148,95 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
             dest_location.is_some() && b.imported.location_of(d).as_ref() == dest_location.as_ref()
         }
     };
-    // The layers, by digest, and the records and mounts that point to them by digest.
-    let mut layers: BTreeMap<Digest, Out> = BTreeMap::new();
-    // key → (record entry with no index yet, its layer digest)
-    let mut records: BTreeMap<Digest, (RecordEntry, Option<Digest>)> = BTreeMap::new();
-    let mut mounts: BTreeMap<String, (i64, Digest)> = BTreeMap::new();
-    if let Some(l) = &existing {
+    let mut merged = Merged::from_existing(existing.as_ref());
+    merged.add_steps(b, opts, &there, now)?;
+    if opts.mounts {
+        merged.add_mounts(b, opts, &there, now)?;
+    }
+    let fitted = merged.fit(opts.max_size);
+    let layers = &merged.layers;
+    let config = CacheConfig {
+        key_version: cache::KEY_VERSION,
+        diff_ids: fitted
+            .layers
+            .iter()
+            .map(|d| layers[d].diff_id.clone())
+            .collect(),
+        records: fitted.records,
+        mounts: fitted.mounts,
+    };
+    let cbytes = oci::canonical_json(&config);
+    let cdigest = b.store.put_blob(&cbytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: Descriptor::new(CONFIG_MEDIA_TYPE, cdigest, cbytes.len() as u64),
+        layers: fitted
+            .layers
+            .iter()
+            .map(|d| layers[d].desc.clone())
+            .collect(),
+        annotations: Default::default(),
+    };
+    let mbytes = oci::canonical_json(&manifest);
+    let to_send: Vec<Descriptor> = std::iter::once(manifest.config.clone())
+        .chain(
+            fitted
+                .layers
+                .iter()
+                .filter(|d| !layers[*d].there)
+                .map(|d| layers[d].desc.clone()),
+        )
+        .collect();
+    let digest = match (to, &reg_repo) {
+        (CacheTo::Registry { .. }, Some((reg, repo))) => {
+            repo.put(reg, b.store, &to_send, media::OCI_MANIFEST, &mbytes)?
+                .0
+        }
+        (CacheTo::Local { dest, tag, .. }, _) => {
+            write_layout(b.store, dest, tag, &to_send, &mbytes)?
+        }
+        _ => bail!("internal error: inline cache in export"),
+    };
+    Ok(Exported {
+        records: config.records.len(),
+        mounts: config.mounts.len(),
+        layers: fitted.layers.len(),
+        bytes: fitted.bytes,
+        dropped: fitted.dropped,
+        digest,
+    })
+}
+
+/// What an export merges: the layers by digest, and the records and cache mounts that point
+/// to them by digest (their index in the manifest is given once they are fitted).
+#[derive(Default)]
+struct Merged {
+    layers: BTreeMap<Digest, Out>,
+    /// key → (record entry with no index yet, its layer digest)
+    records: BTreeMap<Digest, (RecordEntry, Option<Digest>)>,
+    /// id → (when it was last used, its layer digest)
+    mounts: BTreeMap<String, (i64, Digest)>,
+}
+
+/// The records and mounts an export keeps, and the layers they use in the manifest's order.
+struct Fitted {
+    layers: Vec<Digest>,
+    records: Vec<RecordEntry>,
+    mounts: Vec<MountEntry>,
+    /// The size of the layers kept.
+    bytes: u64,
+    /// How many records and mounts were left out past max-size.
+    dropped: usize,
+}
+
+impl Merged {
+    /// What the destination holds already (its layers are there).
+    fn from_existing(existing: Option<&Loaded>) -> Merged {
+        let mut m = Merged::default();
+        let Some(l) = existing else { return m };
         for (i, d) in l.layers.iter().enumerate() {
-            layers.insert(
+            m.layers.insert(
                 d.digest.clone(),
                 Out {
                     desc: d.clone(),
@@ -1169,37 +1250,55 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
                 .layer
                 .and_then(|i| l.layers.get(i))
                 .map(|d| d.digest.clone());
-            records.insert(r.key.clone(), (r.clone(), d));
+            m.records.insert(r.key.clone(), (r.clone(), d));
         }
-        for m in &l.config.mounts {
-            if let Some(d) = l.layers.get(m.layer) {
-                mounts.insert(m.id.clone(), (m.used, d.digest.clone()));
+        for mt in &l.config.mounts {
+            if let Some(d) = l.layers.get(mt.layer) {
+                m.mounts.insert(mt.id.clone(), (mt.used, d.digest.clone()));
             }
         }
+        m
     }
-    // This build's steps.
-    for a in selected(b, opts.max) {
-        let d = match &a.record.layer {
-            None => None,
-            Some(l) => Some(add_layer(b, opts, &there, &mut layers, l)?),
-        };
-        records.insert(
-            a.key.clone(),
-            (
-                RecordEntry {
-                    key: a.key,
-                    layer: None,
-                    created: a.record.created,
-                    dirs: a.record.dirs,
-                    chain: a.record.chain,
-                    used: now,
-                },
-                d,
-            ),
-        );
+
+    /// This build's steps, used `now`.
+    fn add_steps(
+        &mut self,
+        b: &Build,
+        opts: &ExportOptions,
+        there: &dyn Fn(&Digest) -> bool,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        for a in selected(b, opts.max) {
+            let d = match &a.record.layer {
+                None => None,
+                Some(l) => Some(add_layer(b, opts, there, &mut self.layers, l)?),
+            };
+            self.records.insert(
+                a.key.clone(),
+                (
+                    RecordEntry {
+                        key: a.key,
+                        layer: None,
+                        created: a.record.created,
+                        dirs: a.record.dirs,
+                        chain: a.record.chain,
+                        used: now,
+                    },
+                    d,
+                ),
+            );
+        }
+        Ok(())
     }
-    // The cache mounts the build used, by id.
-    if opts.mounts {
+
+    /// The cache mounts the build used, by id, while they fit in mounts-max-size.
+    fn add_mounts(
+        &mut self,
+        b: &Build,
+        opts: &ExportOptions,
+        there: &dyn Fn(&Digest) -> bool,
+        now: i64,
+    ) -> anyhow::Result<()> {
         let used: Vec<String> = b
             .mounts_used
             .lock()
@@ -1220,113 +1319,80 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
                 Some((info, tar_size)) => {
                     budget -= tar_size;
                     let rec = LayerRec::from(info);
-                    let d = add_layer(b, opts, &there, &mut layers, &rec)?;
-                    mounts.insert(id, (now, d));
+                    let d = add_layer(b, opts, there, &mut self.layers, &rec)?;
+                    self.mounts.insert(id, (now, d));
                 }
             }
         }
+        Ok(())
     }
-    // Newest first (then by key or id); keep records and mounts while their layers fit in
-    // max-size. A layer shared by several is counted and listed once.
-    enum Item<'a> {
-        Record(&'a RecordEntry, Option<&'a Digest>),
-        Mount(&'a str, i64, &'a Digest),
+
+    /// Newest first (then by key or id); keep records and mounts while their layers fit in
+    /// `max_size`. A layer shared by several is counted and listed once.
+    fn fit(&self, max_size: u64) -> Fitted {
+        enum Item<'a> {
+            Record(&'a RecordEntry, Option<&'a Digest>),
+            Mount(&'a str, i64, &'a Digest),
+        }
+        let mut order: Vec<(i64, &str, Item)> = self
+            .records
+            .values()
+            .map(|(r, d)| (r.used, r.key.as_str(), Item::Record(r, d.as_ref())))
+            .chain(
+                self.mounts
+                    .iter()
+                    .map(|(id, (u, d))| (*u, id.as_str(), Item::Mount(id, *u, d))),
+            )
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let mut kept_layers: Vec<Digest> = Vec::new();
+        let mut index: BTreeMap<Digest, usize> = BTreeMap::new();
+        let mut total = 0u64;
+        let mut out_records = Vec::new();
+        let mut out_mounts = Vec::new();
+        let mut dropped = 0;
+        for (_, _, item) in order {
+            let layer = match &item {
+                Item::Record(_, d) => *d,
+                Item::Mount(_, _, d) => Some(*d),
+            };
+            let add = match layer {
+                Some(d) if !index.contains_key(d) => self.layers[d].desc.size,
+                _ => 0,
+            };
+            if total + add > max_size {
+                dropped += 1;
+                continue;
+            }
+            total += add;
+            let idx = layer.map(|d| {
+                *index.entry(d.clone()).or_insert_with(|| {
+                    kept_layers.push(d.clone());
+                    kept_layers.len() - 1
+                })
+            });
+            match item {
+                Item::Record(r, _) => out_records.push(RecordEntry {
+                    layer: idx,
+                    ..r.clone()
+                }),
+                Item::Mount(id, used, _) => out_mounts.push(MountEntry {
+                    id: id.to_string(),
+                    layer: idx.unwrap_or(0),
+                    used,
+                }),
+            }
+        }
+        out_records.sort_by(|a, b| a.key.cmp(&b.key));
+        out_mounts.sort_by(|a, b| a.id.cmp(&b.id));
+        Fitted {
+            layers: kept_layers,
+            records: out_records,
+            mounts: out_mounts,
+            bytes: total,
+            dropped,
+        }
     }
-    let mut order: Vec<(i64, &str, Item)> = records
-        .values()
-        .map(|(r, d)| (r.used, r.key.as_str(), Item::Record(r, d.as_ref())))
-        .chain(
-            mounts
-                .iter()
-                .map(|(id, (u, d))| (*u, id.as_str(), Item::Mount(id, *u, d))),
-        )
-        .collect();
-    order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    let mut kept_layers: Vec<Digest> = Vec::new();
-    let mut index: BTreeMap<Digest, usize> = BTreeMap::new();
-    let mut total = 0u64;
-    let mut out_records = Vec::new();
-    let mut out_mounts = Vec::new();
-    let mut dropped = 0;
-    for (_, _, item) in order {
-        let layer = match &item {
-            Item::Record(_, d) => *d,
-            Item::Mount(_, _, d) => Some(*d),
-        };
-        let add = match layer {
-            Some(d) if !index.contains_key(d) => layers[d].desc.size,
-            _ => 0,
-        };
-        if total + add > opts.max_size {
-            dropped += 1;
-            continue;
-        }
-        total += add;
-        let idx = layer.map(|d| {
-            *index.entry(d.clone()).or_insert_with(|| {
-                kept_layers.push(d.clone());
-                kept_layers.len() - 1
-            })
-        });
-        match item {
-            Item::Record(r, _) => out_records.push(RecordEntry {
-                layer: idx,
-                ..r.clone()
-            }),
-            Item::Mount(id, used, _) => out_mounts.push(MountEntry {
-                id: id.to_string(),
-                layer: idx.unwrap_or(0),
-                used,
-            }),
-        }
-    }
-    out_records.sort_by(|a, b| a.key.cmp(&b.key));
-    out_mounts.sort_by(|a, b| a.id.cmp(&b.id));
-    let config = CacheConfig {
-        key_version: cache::KEY_VERSION,
-        diff_ids: kept_layers
-            .iter()
-            .map(|d| layers[d].diff_id.clone())
-            .collect(),
-        records: out_records,
-        mounts: out_mounts,
-    };
-    let cbytes = oci::canonical_json(&config);
-    let cdigest = b.store.put_blob(&cbytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: Descriptor::new(CONFIG_MEDIA_TYPE, cdigest, cbytes.len() as u64),
-        layers: kept_layers.iter().map(|d| layers[d].desc.clone()).collect(),
-        annotations: Default::default(),
-    };
-    let mbytes = oci::canonical_json(&manifest);
-    let to_send: Vec<Descriptor> = std::iter::once(manifest.config.clone())
-        .chain(
-            kept_layers
-                .iter()
-                .filter(|d| !layers[*d].there)
-                .map(|d| layers[d].desc.clone()),
-        )
-        .collect();
-    let digest = match (to, &reg_repo) {
-        (CacheTo::Registry { .. }, Some((reg, repo))) => {
-            repo.put(reg, b.store, &to_send, media::OCI_MANIFEST, &mbytes)?
-                .0
-        }
-        (CacheTo::Local { dest, tag, .. }, _) => {
-            write_layout(b.store, dest, tag, &to_send, &mbytes)?
-        }
-        _ => bail!("internal error: inline cache in export"),
-    };
-    Ok(Exported {
-        records: config.records.len(),
-        mounts: config.mounts.len(),
-        layers: kept_layers.len(),
-        bytes: total,
-        dropped,
-        digest,
-    })
 }
 
 /// Make layer `l` ready to export: compressed as asked when the store holds it uncompressed,
