@@ -28,6 +28,7 @@ use crate::engine::cache::{self, Applied, LayerRec, Record};
 use crate::engine::size::human;
 use crate::engine::Build;
 use crate::layer::Compression;
+use crate::oci::layout::Layout;
 use crate::oci::{self, media, Descriptor, Digest, Manifest};
 use crate::registry::artifact::Repo;
 use crate::registry::Reference;
@@ -472,50 +473,14 @@ fn load_registry(
     parse_cache(&m, &config, &what).map(Some)
 }
 
-fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs/sha256").join(d.hex())
-}
-
-/// A blob of a layout, checked against its digest.
-fn read_layout_blob(dir: &Path, d: &Descriptor, max: u64) -> anyhow::Result<Vec<u8>> {
-    if d.size > max {
-        bail!(
-            "{}: blob {} is too large ({} bytes)",
-            dir.display(),
-            d.digest,
-            d.size
-        );
-    }
-    let p = layout_blob(dir, &d.digest);
-    let bytes = fs_err::read(&p)?;
-    if Digest::of(&bytes) != d.digest {
-        bail!("{}: does not match its digest {}", p.display(), d.digest);
-    }
-    Ok(bytes)
-}
-
-/// The descriptor tagged `tag` in the layout's index.
-fn layout_entry(dir: &Path, tag: &str) -> anyhow::Result<Option<Descriptor>> {
-    let p = dir.join("index.json");
-    let bytes = match fs_err::read(&p) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let idx: oci::Index = oci::parse_json(&bytes, &p.display().to_string())?;
-    Ok(idx
-        .manifests
-        .into_iter()
-        .find(|d| d.annotations.get(oci::REF_NAME).map(String::as_str) == Some(tag)))
-}
-
 fn load_local(dir: &Path, tag: &str) -> anyhow::Result<Option<Loaded>> {
-    let Some(d) = layout_entry(dir, tag)? else {
+    let layout = Layout::at(dir);
+    let Some(d) = layout.tagged(tag)? else {
         return Ok(None);
     };
     let what = format!("{}:{tag}", dir.display());
-    let m: Manifest = oci::parse_json(&read_layout_blob(dir, &d, 8 << 20)?, &what)?;
-    let config = read_layout_blob(dir, &m.config, 64 << 20)?;
+    let m: Manifest = oci::parse_json(&layout.read_blob(&d, 8 << 20)?, &what)?;
+    let config = layout.read_blob(&m.config, 64 << 20)?;
     parse_cache(&m, &config, &what).map(Some)
 }
 
@@ -841,12 +806,10 @@ impl Imported {
                 .registry()
                 .map_err(anyhow::Error::from)
                 .and_then(|reg| Ok(repo.layer(reg, b.store, &rb.desc, diff_id)?)),
-            Source::Local(dir) => {
-                let p = layout_blob(dir, digest);
-                fs_err::File::open(&p)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|f| copy_layer_checked(b.store, f, &rb.desc, diff_id))
-            }
+            Source::Local(dir) => Layout::at(dir)
+                .open_blob(digest)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| copy_layer_checked(b.store, f, &rb.desc, diff_id)),
         };
         match r {
             Ok(()) => {
@@ -892,8 +855,7 @@ fn fetch_seeded(b: &Build, from: &Seeded, l: &LayerRec) -> anyhow::Result<()> {
             Ok(repo.layer(reg, b.store, &desc, &l.diff_id)?)
         }
         Seeded::Local(dir) => {
-            let p = layout_blob(dir, &l.digest);
-            let f = fs_err::File::open(&p)?;
+            let f = Layout::at(dir).open_blob(&l.digest)?;
             copy_layer_checked(b.store, f, &desc, &l.diff_id)
         }
     }
@@ -1143,7 +1105,7 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
     // fetched): the registry repository it came from, or the layout directory itself.
     let dest_location = reg_repo.as_ref().map(|(_, r)| r.location());
     let there = |d: &Digest| match to {
-        CacheTo::Local { dest, .. } => layout_blob(dest, d).exists(),
+        CacheTo::Local { dest, .. } => Layout::at(dest).has_blob(d),
         _ => {
             dest_location.is_some() && b.imported.location_of(d).as_ref() == dest_location.as_ref()
         }
@@ -1534,7 +1496,9 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
     Ok(true)
 }
 
-/// Write blobs, then the manifest, then `index.json` (atomically, keeping its other entries).
+/// Write blobs, then the manifest, then `index.json` (atomically, keeping its other entries),
+/// then remove the blobs no manifest of the layout refers to any more (those a merge
+/// dropped), so a directory a CI system caches does not grow past `max-size`.
 fn write_layout(
     store: &Store,
     dest: &Path,
@@ -1542,17 +1506,15 @@ fn write_layout(
     blobs: &[Descriptor],
     manifest: &[u8],
 ) -> anyhow::Result<Digest> {
-    let bdir = dest.join("blobs/sha256");
-    fs_err::create_dir_all(&bdir)?;
-    let tmp_dir = dest.join("blobs");
+    let layout = Layout::create(dest)?;
     let put = |d: &Digest, from: &mut dyn std::io::Read| -> anyhow::Result<()> {
-        let p = layout_blob(dest, d);
-        if p.exists() {
-            return Ok(());
-        }
-        let mut t = crate::store::TempFile::new(&tmp_dir)?;
-        t.with(|f| std::io::copy(from, f).map(|_| ()))?;
-        t.persist(&p)?;
+        let tmp = format!(".blob-{}-{}", crate::store::owner_tag(), d.hex());
+        layout.put_blob(d, &tmp, |p| -> anyhow::Result<()> {
+            let mut f = fs_err::File::create_new(p)?;
+            std::io::copy(from, &mut f)?;
+            f.sync_all()?;
+            Ok(())
+        })?;
         Ok(())
     };
     for d in blobs {
@@ -1561,64 +1523,13 @@ fn write_layout(
     }
     let mdigest = Digest::of(manifest);
     put(&mdigest, &mut &manifest[..])?;
-    let layout = dest.join("oci-layout");
-    if !layout.exists() {
-        crate::store::write_atomic(
-            &tmp_dir,
-            &layout,
-            format!(
-                "{{\"imageLayoutVersion\":\"{}\"}}",
-                media::OCI_LAYOUT_VERSION
-            )
-            .as_bytes(),
-        )?;
-    }
-    let ip = dest.join("index.json");
-    let mut idx: oci::Index = match fs_err::read(&ip) {
-        Ok(bytes) => oci::parse_json(&bytes, &ip.display().to_string())?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => oci::Index {
-            schema_version: 2,
-            media_type: Some(media::OCI_INDEX.into()),
-            manifests: Vec::new(),
-            annotations: Default::default(),
-        },
-        Err(e) => return Err(e.into()),
-    };
-    idx.manifests
-        .retain(|d| d.annotations.get(oci::REF_NAME).map(String::as_str) != Some(tag));
+    let mut idx = layout.index()?.unwrap_or_default();
     let mut desc = Descriptor::new(media::OCI_MANIFEST, mdigest.clone(), manifest.len() as u64);
     desc.annotations.insert(oci::REF_NAME.into(), tag.into());
-    idx.manifests.push(desc);
-    crate::store::write_atomic(&tmp_dir, &ip, &oci::canonical_json(&idx))?;
-    collect_layout(dest, &idx);
+    oci::layout::set_entry(&mut idx, desc);
+    layout.write_index(&idx)?;
+    layout.remove_unused(&idx);
     Ok(mdigest)
-}
-
-/// Remove the blobs of the layout that no manifest of its index refers to (those a merge
-/// dropped), so a directory a CI system caches does not grow past `max-size`. Nothing is
-/// removed when a manifest cannot be read.
-fn collect_layout(dest: &Path, idx: &oci::Index) {
-    let mut keep: BTreeSet<String> = BTreeSet::new();
-    for d in &idx.manifests {
-        keep.insert(d.digest.hex().to_string());
-        let Ok(bytes) = read_layout_blob(dest, d, 8 << 20) else {
-            return;
-        };
-        let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
-            return;
-        };
-        keep.insert(m.config.digest.hex().to_string());
-        keep.extend(m.layers.iter().map(|l| l.digest.hex().to_string()));
-    }
-    let Ok(rd) = std::fs::read_dir(dest.join("blobs/sha256")) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.len() == 64 && !keep.contains(&name) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }
 
 #[cfg(test)]
