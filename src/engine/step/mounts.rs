@@ -5,15 +5,35 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _};
-
 use super::source::{self, FromRef};
 use crate::dockerfile::{MountKind, MountSpec, RunOptions, Sharing};
-use crate::engine::error::Error;
+use crate::engine::error::{BuildError, Doing as _, Error};
 use crate::engine::exec::{self, hook_ok};
 use crate::engine::state::{lowers, StageState};
 use crate::engine::{Build, SecretSource};
 use crate::sandbox::{self, Bind, BindSource};
+
+/// What setting up a mount failed on (besides the files, sandbox and hooks it uses).
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("--mount needs target=")]
+    NoTarget,
+    #[error("secret mount needs id= or target=")]
+    NoSecretId,
+    #[error("secret {id}: environment variable {var} is not set")]
+    SecretEnvUnset { id: String, var: String },
+    #[error("locking cache mount {id}: {errno}")]
+    Lock {
+        id: String,
+        errno: rustix::io::Errno,
+    },
+    /// A bind mount's source is not in its context.
+    #[error("mount source \"{rel}\": not found in {}", root.display())]
+    NotFound { rel: String, root: PathBuf },
+    /// A bind mount's source could not be opened beneath its context.
+    #[error("mount source \"{rel}\": {cause}")]
+    Source { rel: String, cause: std::io::Error },
+}
 
 /// What a RUN step's mounts hold while it runs: cache mount locks, and the in-memory files of
 /// its secrets.
@@ -24,8 +44,8 @@ pub(super) struct Held {
 }
 
 /// A mount's target, relative ones against WORKDIR.
-fn mount_target(st: &StageState<'_, '_>, t: &Option<String>) -> anyhow::Result<String> {
-    let t = t.clone().ok_or_else(|| anyhow!("--mount needs target="))?;
+fn mount_target(st: &StageState<'_, '_>, t: &Option<String>) -> Result<String, MountError> {
+    let t = t.clone().ok_or(MountError::NoTarget)?;
     Ok(if t.starts_with('/') {
         t
     } else {
@@ -79,7 +99,7 @@ fn host_bind(
     readonly: bool,
     step: &Path,
     i: usize,
-) -> anyhow::Result<Bind> {
+) -> Result<Bind, BuildError> {
     // Checked here too, for an error that names the source before any sandbox starts.
     let p = in_root(root, src)?;
     let rel = p.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
@@ -108,8 +128,10 @@ fn host_bind(
     }
     // A read-write file: a copy in the step's scratch space, read from beneath the root.
     let copy = scratch.join("file");
-    let mut from =
-        crate::fsx::open_beneath(root, &rel).map_err(|e| anyhow!("mount source \"{src}\": {e}"))?;
+    let mut from = crate::fsx::open_beneath(root, &rel).map_err(|cause| MountError::Source {
+        rel: src.to_string(),
+        cause,
+    })?;
     let mut to = fs_err::File::create(&copy)?;
     std::io::copy(&mut from, &mut to)?;
     to.set_permissions(from.metadata()?.permissions())?;
@@ -123,23 +145,27 @@ fn host_bind(
 
 /// A cache mount's directory at `dir`, owned and moded as the mount asks, made inside the user
 /// namespace (the owner may be a subordinate id).
-fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> anyhow::Result<()> {
+fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> Result<(), BuildError> {
     let make = exec::Hook::MakeCache {
         path: dir.to_path_buf(),
         uid: m.uid.unwrap_or(0),
         gid: m.gid.unwrap_or(0),
         mode: m.mode.unwrap_or(0o755),
     };
-    hook_ok(&b.exe, make, &b.maps, what)
+    Ok(hook_ok(&b.exe, make, &b.maps, what)?)
 }
 
 /// A path inside `root`, symlinks resolved as if `root` were `/`.
-fn in_root(root: &Path, rel: &str) -> anyhow::Result<PathBuf> {
+fn in_root(root: &Path, rel: &str) -> Result<PathBuf, BuildError> {
     let clean = crate::fsx::clean(&format!("/{rel}"));
     let r = crate::fsx::resolve_in_root(root, Path::new(clean.trim_start_matches('/')), 0)?;
     let p = root.join(r);
     if std::fs::symlink_metadata(&p).is_err() {
-        bail!("mount source \"{rel}\": not found in {}", root.display());
+        return Err(MountError::NotFound {
+            rel: rel.to_string(),
+            root: root.to_path_buf(),
+        }
+        .into());
     }
     Ok(p)
 }
@@ -154,7 +180,7 @@ pub(super) fn mount(
     binds: &mut Vec<Bind>,
     env: &mut Vec<String>,
     held: &mut Held,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     match m.kind {
         MountKind::Bind => binds.push(bind(st, m, step, i)?),
         MountKind::Cache => binds.push(cache(st, m, step, i, held)?),
@@ -167,7 +193,12 @@ pub(super) fn mount(
 
 /// `type=bind`: a path of the context (or of a named context), else of a stage or an image
 /// (`from=`), seen through an overlay of its layers.
-fn bind(st: &mut StageState<'_, '_>, m: &MountSpec, step: &Path, i: usize) -> anyhow::Result<Bind> {
+fn bind(
+    st: &mut StageState<'_, '_>,
+    m: &MountSpec,
+    step: &Path,
+    i: usize,
+) -> Result<Bind, BuildError> {
     let b = st.b;
     let t = mount_target(st, &m.target)?;
     let src = m.source.clone().unwrap_or_default();
@@ -207,7 +238,7 @@ fn cache(
     step: &Path,
     i: usize,
     held: &mut Held,
-) -> anyhow::Result<Bind> {
+) -> Result<Bind, BuildError> {
     let b = st.b;
     let t = mount_target(st, &m.target)?;
     let id = cache_id(m, &t);
@@ -242,7 +273,7 @@ fn cache(
                 let what = format!("creating a private cache mount {id}");
                 make_cache_dir(b, &host, m, &what)?;
             }
-            Err(e) => bail!("locking cache mount {id}: {e}"),
+            Err(errno) => return Err(MountError::Lock { id, errno }.into()),
         }
     }
     // `source=`: a directory of the cache, resolved inside it (a symlink there cannot
@@ -267,7 +298,7 @@ fn cache(
 }
 
 /// `type=tmpfs`: an empty tmpfs of `size=`.
-fn tmpfs(st: &StageState<'_, '_>, m: &MountSpec) -> anyhow::Result<Bind> {
+fn tmpfs(st: &StageState<'_, '_>, m: &MountSpec) -> Result<Bind, BuildError> {
     Ok(Bind {
         host: PathBuf::new(),
         target: mount_target(st, &m.target)?,
@@ -285,7 +316,7 @@ fn secret(
     i: usize,
     env: &mut Vec<String>,
     held: &mut Held,
-) -> anyhow::Result<Option<Bind>> {
+) -> Result<Option<Bind>, BuildError> {
     // As BuildKit's dispatchSecret: `source=` names the secret over `id=`.
     let id = m
         .source
@@ -296,14 +327,17 @@ fn secret(
                 .as_deref()
                 .map(|t| t.rsplit('/').next().unwrap_or(t).to_string())
         })
-        .ok_or_else(|| anyhow!("secret mount needs id= or target="))?;
+        .ok_or(MountError::NoSecretId)?;
     let value = match b.opts.secrets.get(&id) {
         Some(SecretSource::File(p)) => {
-            Some(fs_err::read(p).with_context(|| format!("reading secret {id}"))?)
+            Some(fs_err::read(p).doing_with(|| format!("reading secret {id}"))?)
         }
         Some(SecretSource::Env(v)) => Some(
             std::env::var(v)
-                .map_err(|_| anyhow!("secret {id}: environment variable {v} is not set"))?
+                .map_err(|_| MountError::SecretEnvUnset {
+                    id: id.clone(),
+                    var: v.clone(),
+                })?
                 .into_bytes(),
         ),
         None => None,
@@ -328,7 +362,7 @@ fn secret(
     // never on disk, so no kill at any instant leaves a copy; never in the upper
     // dir, so never in a layer.
     let f = sandbox::memory_file(&value, m.mode.unwrap_or(0o400))
-        .with_context(|| format!("secret {id}: an in-memory file"))?;
+        .doing_with(|| format!("secret {id}: an in-memory file"))?;
     let bind = Bind {
         host: step.join(format!("secret{i}")),
         target: t,
@@ -345,7 +379,12 @@ fn secret(
 
 /// `type=ssh`: the agent socket given with `--ssh` for the mount's id, and `SSH_AUTH_SOCK`
 /// naming it; nothing when it was not given and the mount does not require it.
-fn ssh(b: &Build, m: &MountSpec, i: usize, env: &mut Vec<String>) -> anyhow::Result<Option<Bind>> {
+fn ssh(
+    b: &Build,
+    m: &MountSpec,
+    i: usize,
+    env: &mut Vec<String>,
+) -> Result<Option<Bind>, BuildError> {
     let id = m.id.clone().unwrap_or_else(|| "default".into());
     let sock = match b.opts.ssh.get(&id) {
         Some(p) => p.clone(),

@@ -7,17 +7,14 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context as _};
-
 pub(in crate::engine) use super::mounts::cache_mount_ids;
 use super::mounts::{self, Held};
 use super::source::{self, FromRef};
 use crate::dockerfile::{self, Command, CommandLine, MountKind, RunNetwork, RunOptions};
 use crate::engine::cache::key::Inputs;
 use crate::engine::cache::LayerRec;
-use crate::engine::error::Cancelled;
-use crate::engine::error::Error;
-use crate::engine::exec::{self, remove_tree, sandbox_err};
+use crate::engine::error::{BuildError, Cancelled, Doing as _, Error};
+use crate::engine::exec::{self, remove_tree};
 use crate::engine::report::Event;
 use crate::engine::state::{first_line, lowers, step_dir, Commit, Ran, StageState};
 use crate::engine::Build;
@@ -25,7 +22,10 @@ use crate::sandbox::{self, Bind, BindSource, Network, Rootfs, Spec};
 
 /// What the RUN step reads: its effective network (a setting of its key) and the content of
 /// its bind mounts' sources.
-pub(in crate::engine) fn inputs(st: &StageState<'_, '_>, o: &RunOptions) -> anyhow::Result<Inputs> {
+pub(in crate::engine) fn inputs(
+    st: &StageState<'_, '_>,
+    o: &RunOptions,
+) -> Result<Inputs, BuildError> {
     let mut inputs = Inputs {
         settings: vec![format!(
             "network={}",
@@ -72,7 +72,7 @@ pub(in crate::engine) fn inputs(st: &StageState<'_, '_>, o: &RunOptions) -> anyh
 pub(in crate::engine) fn content_inputs(
     st: &StageState<'_, '_>,
     o: &RunOptions,
-) -> anyhow::Result<Option<Inputs>> {
+) -> Result<Option<Inputs>, BuildError> {
     let mut inputs = inputs(st, o)?;
     let mut any = false;
     let binds = o.mounts.iter().filter(|m| m.kind == MountKind::Bind);
@@ -88,7 +88,7 @@ pub(in crate::engine) fn content_inputs(
 }
 
 /// The network a RUN step gets: its `--network`, else the build's.
-fn network(st: &StageState<'_, '_>, o: &RunOptions) -> anyhow::Result<Network> {
+fn network(st: &StageState<'_, '_>, o: &RunOptions) -> Result<Network, BuildError> {
     Ok(match o.network {
         None | Some(RunNetwork::Default) => st.b.opts.network,
         Some(RunNetwork::None) => Network::None,
@@ -131,7 +131,7 @@ pub(in crate::engine) fn execute(
     cmd: &Command,
     r: &dockerfile::Run,
     o: &RunOptions,
-) -> anyhow::Result<Ran> {
+) -> Result<Ran, BuildError> {
     let b = st.b;
     let lower = st.lowers_now()?;
     let step = step_dir(b, "run")?;
@@ -156,7 +156,7 @@ fn run_in(
     o: &RunOptions,
     lower: Vec<PathBuf>,
     step: &Path,
-) -> anyhow::Result<Ran> {
+) -> Result<Ran, BuildError> {
     let b = st.b;
     let net = network(st, o)?;
     // The step's hostname: BuildKit's BUILDKIT_SANDBOX_HOSTNAME build arg, else strata's.
@@ -213,7 +213,7 @@ fn run_in(
     if b.schedule.failed() {
         return Err(Cancelled.into());
     }
-    let finished = finished.map_err(sandbox_err)?;
+    let finished = finished.map_err(BuildError::from)?;
     if let Some(command) = finished.command {
         b.report.event(Event::Ran { step: id, command });
     }
@@ -280,7 +280,7 @@ fn command_line(
     r: &dockerfile::Run,
     step: &Path,
     binds: &mut Vec<Bind>,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, BuildError> {
     let s = match &r.command {
         CommandLine::Exec(v) => return Ok(v.clone()),
         CommandLine::Shell(s) => s,
@@ -343,7 +343,7 @@ fn long_script(
     argv: Vec<String>,
     step: &Path,
     binds: &mut Vec<Bind>,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, BuildError> {
     match (&r.command, argv.last()) {
         (CommandLine::Shell(_), Some(script)) if script.len() >= sandbox::MAX_ARG_LEN => {
             let file = step.join("script");
@@ -372,7 +372,7 @@ fn run_logged(
     id: usize,
     step: &Path,
     spec: &mut Spec,
-) -> anyhow::Result<Result<sandbox::Finished, sandbox::Error>> {
+) -> Result<Result<sandbox::Finished, sandbox::Error>, BuildError> {
     let (reader, writer) = std::io::pipe()?;
     let writer2 = writer.try_clone()?;
     let report = &*b.report;
@@ -413,6 +413,15 @@ fn run_logged(
     }))
 }
 
+/// Why a failed step was not kept for `strata debug`.
+#[derive(Debug, thiserror::Error)]
+enum NotKept {
+    #[error("the store's filesystem is full")]
+    Full,
+    #[error(transparent)]
+    Keep(BuildError),
+}
+
 /// A RUN command that exited with a code other than 0.
 struct Failed<'a> {
     id: usize,
@@ -434,7 +443,7 @@ fn keep_failed(st: &StageState<'_, '_>, step: &Path, spec: &Spec, f: Failed<'_>)
     let secret = crate::engine::debug::not_kept_because(&f.o.mounts, spec);
     let full = b.store.is_full();
     let kept = if full {
-        Err(anyhow!("the store's filesystem is full"))
+        Err(NotKept::Full)
     } else {
         crate::engine::debug::keep(
             b.store,
@@ -458,6 +467,7 @@ fn keep_failed(st: &StageState<'_, '_>, step: &Path, spec: &Spec, f: Failed<'_>)
             &f.o.mounts,
             &b.maps,
         )
+        .map_err(|e| NotKept::Keep(e.into()))
     };
     if let (Err(e), None) = (&kept, secret) {
         b.report.event(Event::Log {
@@ -499,7 +509,7 @@ fn commit(
     spec: &Spec,
     upper: &Path,
     created: &[String],
-) -> anyhow::Result<Ran> {
+) -> Result<Ran, BuildError> {
     let tar = step.join("layer.tar");
     if let (Rootfs::Overlay { lower, .. }, None) = (&spec.rootfs, b.opts.epoch) {
         // The upper dir, once the sandbox's mount points are out of it, is what the next
@@ -515,8 +525,9 @@ fn commit(
         let compression = b.opts.compression;
         let job = std::thread::Builder::new()
             .name("commit".into())
+            // The commit's job says anyhow's error (`state.rs`): `?` converts.
             .spawn(move || {
-                layer_of(
+                Ok(layer_of(
                     &diff,
                     &step_dir,
                     &[],
@@ -525,9 +536,9 @@ fn commit(
                     None,
                     &store,
                     compression,
-                )
+                )?)
             })
-            .context("starting the thread that writes a RUN step's layer")?;
+            .doing("starting the thread that writes a RUN step's layer")?;
         return Ok(Ran::Committing(Commit::new(
             upper.to_path_buf(),
             step.to_path_buf(),
@@ -559,7 +570,7 @@ fn layer_of(
     epoch: Option<i64>,
     store: &crate::store::Store,
     compression: crate::layer::Compression,
-) -> anyhow::Result<Option<LayerRec>> {
+) -> Result<Option<LayerRec>, BuildError> {
     exec::diff_to_tar(spec, step, created, tar, maps, epoch)?;
     if fs_err::metadata(tar)?.len() <= 1024 {
         return Ok(None);
@@ -573,7 +584,7 @@ fn layer_of(
 /// `--debug`: an interactive shell (the SHELL's program) in the failed step's sandbox as
 /// the command left it: the same root with its changes, mounts, environment, user and
 /// working directory, on a pseudo-terminal of its own.
-fn debug_shell(st: &StageState<'_, '_>, id: usize, failed: &Spec) -> anyhow::Result<()> {
+fn debug_shell(st: &StageState<'_, '_>, id: usize, failed: &Spec) -> Result<(), BuildError> {
     let shell = st
         .shell()
         .into_iter()
@@ -589,6 +600,6 @@ fn debug_shell(st: &StageState<'_, '_>, id: usize, failed: &Spec) -> anyhow::Res
         tty: true,
         ..failed.clone()
     };
-    sandbox::run_on_console(&st.b.exe, &spec, true, &|_| {}).map_err(sandbox_err)?;
+    sandbox::run_on_console(&st.b.exe, &spec, true, &|_| {}).map_err(BuildError::from)?;
     Ok(())
 }
