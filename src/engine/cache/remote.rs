@@ -80,8 +80,61 @@ pub enum CacheFrom {
     Local { src: PathBuf, tag: String },
 }
 
+/// A `--cache-to` / `--cache-from` value strata cannot use; the message names the option
+/// (`what`) and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheOptionError {
+    #[error("invalid cache option \"{part}\": expected key=value")]
+    NotKeyValue { part: String },
+    #[error("cache option \"{key}\" given twice")]
+    Twice { key: String },
+    #[error("invalid {key} value \"{value}\": expected true or false")]
+    NotBool { key: String, value: String },
+    #[error("{what} type=registry needs ref=REGISTRY/REPOSITORY[:TAG]")]
+    NoRef { what: &'static str },
+    #[error("{what} ref={given}: {cause}")]
+    BadRef {
+        what: &'static str,
+        given: String,
+        cause: crate::oci::reference::ReferenceError,
+    },
+    #[error("{what} ref={reference}: name a tag, not a digest (the cache is updated in place)")]
+    DigestRef {
+        what: &'static str,
+        reference: Reference,
+    },
+    #[error("{what}: unknown option \"{key}\" (known: {known})")]
+    Unknown {
+        what: &'static str,
+        key: String,
+        known: String,
+    },
+    #[error("{what}: mode={value}: expected min or max")]
+    Mode { what: &'static str, value: String },
+    #[error("{what}: compression={value}: expected gzip, zstd or uncompressed")]
+    Compression { what: &'static str, value: String },
+    #[error("{what}: {key}={value}: expected a size such as 10GB")]
+    Size {
+        what: &'static str,
+        key: String,
+        value: String,
+    },
+    /// `type=local` without its directory (`needs` is `dest=DIR` or `src=DIR`).
+    #[error("{what} type=local needs {needs}")]
+    LocalNeeds {
+        what: &'static str,
+        needs: &'static str,
+    },
+    #[error("{what}: unsupported type \"{kind}\": use {choices}")]
+    Type {
+        what: &'static str,
+        kind: String,
+        choices: &'static str,
+    },
+}
+
 /// `key=value,…` into pairs, the type first; a bare value is `type=registry,ref=VALUE`.
-fn pairs(s: &str) -> Result<(String, BTreeMap<String, String>), String> {
+fn pairs(s: &str) -> Result<(String, BTreeMap<String, String>), CacheOptionError> {
     if !s.contains('=') {
         let mut m = BTreeMap::new();
         m.insert("ref".to_string(), s.to_string());
@@ -91,42 +144,59 @@ fn pairs(s: &str) -> Result<(String, BTreeMap<String, String>), String> {
     for part in s.split(',') {
         let (k, v) = part
             .split_once('=')
-            .ok_or_else(|| format!("invalid cache option \"{part}\": expected key=value"))?;
+            .ok_or_else(|| CacheOptionError::NotKeyValue {
+                part: part.to_string(),
+            })?;
         if m.insert(k.trim().to_string(), v.trim().to_string())
             .is_some()
         {
-            return Err(format!("cache option \"{k}\" given twice"));
+            return Err(CacheOptionError::Twice { key: k.to_string() });
         }
     }
     let t = m.remove("type").unwrap_or_else(|| "registry".into());
     Ok((t, m))
 }
 
-fn flag(m: &mut BTreeMap<String, String>, k: &str) -> Result<bool, String> {
+fn flag(m: &mut BTreeMap<String, String>, k: &str) -> Result<bool, CacheOptionError> {
     match m.remove(k) {
         None => Ok(false),
-        Some(v) => crate::dockerfile::instructions::parse_bool(&v)
-            .ok_or_else(|| format!("invalid {k} value \"{v}\": expected true or false")),
+        Some(v) => crate::dockerfile::instructions::parse_bool(&v).ok_or_else(|| {
+            CacheOptionError::NotBool {
+                key: k.to_string(),
+                value: v,
+            }
+        }),
     }
 }
 
-fn reference(m: &mut BTreeMap<String, String>, what: &str) -> Result<Reference, String> {
-    let r = m
-        .remove("ref")
-        .ok_or_else(|| format!("{what} type=registry needs ref=REGISTRY/REPOSITORY[:TAG]"))?;
-    let r = Reference::parse(&r).map_err(|e| format!("{what} ref={r}: {e}"))?;
-    if r.digest().is_some() {
-        return Err(format!(
-            "{what} ref={r}: name a tag, not a digest (the cache is updated in place)"
-        ));
+fn reference(
+    m: &mut BTreeMap<String, String>,
+    what: &'static str,
+) -> Result<Reference, CacheOptionError> {
+    let r = m.remove("ref").ok_or(CacheOptionError::NoRef { what })?;
+    let reference = Reference::parse(&r).map_err(|cause| CacheOptionError::BadRef {
+        what,
+        given: r.clone(),
+        cause,
+    })?;
+    if reference.digest().is_some() {
+        return Err(CacheOptionError::DigestRef { what, reference });
     }
-    Ok(r)
+    Ok(reference)
 }
 
-fn no_more(m: BTreeMap<String, String>, what: &str, known: &str) -> Result<(), String> {
-    match m.keys().next() {
+fn no_more(
+    m: BTreeMap<String, String>,
+    what: &'static str,
+    known: &str,
+) -> Result<(), CacheOptionError> {
+    match m.into_keys().next() {
         None => Ok(()),
-        Some(k) => Err(format!("{what}: unknown option \"{k}\" (known: {known})")),
+        Some(key) => Err(CacheOptionError::Unknown {
+            what,
+            key,
+            known: known.to_string(),
+        }),
     }
 }
 
@@ -134,7 +204,7 @@ impl CacheTo {
     /// `type=registry,ref=R[,mode=min|max][,mounts=true][,compression=gzip|zstd|uncompressed]
     /// [,ignore-error=true][,max-size=10GB][,mounts-max-size=4GB]`, `type=local,dest=DIR[,tag=T]…`,
     /// `type=inline`.
-    pub fn parse(s: &str) -> Result<CacheTo, String> {
+    pub fn parse(s: &str) -> Result<CacheTo, CacheOptionError> {
         let what = "--cache-to";
         let (t, mut m) = pairs(s)?;
         if t == "inline" {
@@ -144,22 +214,33 @@ impl CacheTo {
         let max = match m.remove("mode").as_deref() {
             None | Some("min") => false,
             Some("max") => true,
-            Some(o) => return Err(format!("{what}: mode={o}: expected min or max")),
+            Some(o) => {
+                return Err(CacheOptionError::Mode {
+                    what,
+                    value: o.to_string(),
+                })
+            }
         };
         let compression = match m.remove("compression").as_deref() {
             None | Some("gzip") => Compression::GZIP,
             Some("zstd") => Compression::ZSTD,
             Some("uncompressed") => Compression::None,
             Some(o) => {
-                return Err(format!(
-                    "{what}: compression={o}: expected gzip, zstd or uncompressed"
-                ))
+                return Err(CacheOptionError::Compression {
+                    what,
+                    value: o.to_string(),
+                })
             }
         };
         let size = |m: &mut BTreeMap<String, String>, k: &str, d: u64| match m.remove(k) {
             None => Ok(d),
-            Some(v) => crate::dockerfile::instructions::parse_size(&v)
-                .ok_or_else(|| format!("{what}: {k}={v}: expected a size such as 10GB")),
+            Some(v) => crate::dockerfile::instructions::parse_size(&v).ok_or_else(|| {
+                CacheOptionError::Size {
+                    what,
+                    key: k.to_string(),
+                    value: v,
+                }
+            }),
         };
         let opts = ExportOptions {
             max,
@@ -181,9 +262,10 @@ impl CacheTo {
                 Ok(CacheTo::Registry { reference, opts })
             }
             "local" => {
-                let dest = m
-                    .remove("dest")
-                    .ok_or("--cache-to type=local needs dest=DIR")?;
+                let dest = m.remove("dest").ok_or(CacheOptionError::LocalNeeds {
+                    what,
+                    needs: "dest=DIR",
+                })?;
                 let tag = m.remove("tag").unwrap_or_else(|| "latest".into());
                 no_more(m, what, &format!("dest, tag, {known}"))?;
                 Ok(CacheTo::Local {
@@ -192,9 +274,11 @@ impl CacheTo {
                     opts,
                 })
             }
-            o => Err(format!(
-                "{what}: unsupported type \"{o}\": use registry, local or inline"
-            )),
+            o => Err(CacheOptionError::Type {
+                what,
+                kind: o.to_string(),
+                choices: "registry, local or inline",
+            }),
         }
     }
 
@@ -216,7 +300,7 @@ impl CacheTo {
 
 impl CacheFrom {
     /// `type=registry,ref=R`, a bare `R`, or `type=local,src=DIR[,tag=T]`.
-    pub fn parse(s: &str) -> Result<CacheFrom, String> {
+    pub fn parse(s: &str) -> Result<CacheFrom, CacheOptionError> {
         let what = "--cache-from";
         let (t, mut m) = pairs(s)?;
         match t.as_str() {
@@ -226,7 +310,10 @@ impl CacheFrom {
                 Ok(CacheFrom::Registry { reference })
             }
             "local" => {
-                let src = m.remove("src").ok_or("--cache-from type=local needs src=DIR")?;
+                let src = m.remove("src").ok_or(CacheOptionError::LocalNeeds {
+                    what,
+                    needs: "src=DIR",
+                })?;
                 let tag = m.remove("tag").unwrap_or_else(|| "latest".into());
                 m.remove("digest");
                 no_more(m, what, "src, tag")?;
@@ -235,9 +322,11 @@ impl CacheFrom {
                     tag,
                 })
             }
-            o => Err(format!(
-                "{what}: unsupported type \"{o}\": use registry or local (an image with an inline cache is type=registry)"
-            )),
+            o => Err(CacheOptionError::Type {
+                what,
+                kind: o.to_string(),
+                choices: "registry or local (an image with an inline cache is type=registry)",
+            }),
         }
     }
 
@@ -1575,9 +1664,41 @@ mod tests {
         ] {
             assert!(CacheTo::parse(bad).is_err(), "{bad}");
         }
-        let e = CacheTo::parse("type=registry,ref=reg.test/a,colour=blue").unwrap_err();
+        let e = CacheTo::parse("type=registry,ref=reg.test/a,colour=blue")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("colour") && e.contains("known"), "{e}");
         assert!(CacheFrom::parse("type=local").is_err());
+        // Typed errors, with the texts they had as strings.
+        assert_eq!(
+            CacheFrom::parse("type=local").unwrap_err(),
+            CacheOptionError::LocalNeeds {
+                what: "--cache-from",
+                needs: "src=DIR"
+            }
+        );
+        for (bad, text) in [
+            ("type=local", "--cache-to type=local needs dest=DIR"),
+            (
+                "type=gha",
+                "--cache-to: unsupported type \"gha\": use registry, local or inline",
+            ),
+            (
+                "type=registry,ref=r.test/a,mode=all",
+                "--cache-to: mode=all: expected min or max",
+            ),
+            (
+                "type=registry,ref=r.test/a,mounts=2",
+                "invalid mounts value \"2\": expected true or false",
+            ),
+            (
+                "type=registry,ref=r.test/a,max-size=lots",
+                "--cache-to: max-size=lots: expected a size such as 10GB",
+            ),
+            ("a=1,a=2", "cache option \"a\" given twice"),
+        ] {
+            assert_eq!(CacheTo::parse(bad).unwrap_err().to_string(), text);
+        }
         // Sizes as Docker reads them (the parser of RUN --mount=type=tmpfs,size=).
         let size = crate::dockerfile::instructions::parse_size;
         assert_eq!(size("512MiB"), Some(512 << 20));
