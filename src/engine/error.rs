@@ -219,6 +219,8 @@ pub enum BuildError {
     /// variant goes with the last of them.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+    #[error(transparent)]
+    Mount(#[from] crate::engine::step::mounts::MountError),
 }
 
 impl BuildError {
@@ -240,6 +242,7 @@ impl BuildError {
             BuildError::Io(e) => e,
             BuildError::Json(e) => e,
             BuildError::Other(e) => e.as_ref(),
+            BuildError::Mount(e) => e,
             BuildError::Step { .. }
             | BuildError::Base { .. }
             | BuildError::Output { .. }

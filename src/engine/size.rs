@@ -218,81 +218,108 @@ fn instruction(by: &str) -> String {
     }
 }
 
+/// What could make the image smaller: caches left in layers, files deleted in a later layer
+/// than the one that added them, directories written twice and, in the final stage of a
+/// multi-stage build, compilers and headers; largest first.
 fn hints(facts: &[LayerFacts], layers: &[LayerRow], multi_stage: bool) -> Vec<Hint> {
     let mut out = Vec::new();
     let made = |i: usize| instruction(&layers[i].created_by);
     for (i, f) in facts.iter().enumerate() {
-        for (kind, bytes) in &f.caches {
-            if *bytes < HINT_BYTES {
+        cache_hints(i, f, &made, &mut out);
+        deleted_later_hints(facts, i, &made, &mut out);
+    }
+    duplicated_hints(facts, &made, &mut out);
+    if multi_stage {
+        final_stage_hints(facts, &made, &mut out);
+    }
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.layer.cmp(&b.layer)));
+    out
+}
+
+/// The caches of package managers that layer `i` (0-based) holds.
+fn cache_hints(i: usize, f: &LayerFacts, made: &dyn Fn(usize) -> String, out: &mut Vec<Hint>) {
+    for (kind, bytes) in &f.caches {
+        if *bytes < HINT_BYTES {
+            continue;
+        }
+        let (what, fix) = match kind.as_str() {
+            "pip" => ("pip's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pip pip install …`, or `pip install --no-cache-dir`"),
+            "uv" => ("uv's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/uv uv …`, or set UV_NO_CACHE=1 for the step"),
+            "poetry" => ("Poetry's cache (~/.cache/pypoetry)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pypoetry poetry install …`, or `poetry install --no-cache`"),
+            "pipenv" => ("Pipenv's cache (~/.cache/pipenv)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pipenv pipenv install …`, or remove it in the same RUN"),
+            "pdm" => ("PDM's cache (~/.cache/pdm)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pdm pdm install …`, or remove it in the same RUN"),
+            "apt-lists" => ("apt's package lists (/var/lib/apt/lists)", "`rm -rf /var/lib/apt/lists/*` in the same RUN as apt-get install, or mount a cache on /var/lib/apt"),
+            "apt-archives" => ("downloaded .deb files (/var/cache/apt/archives)", "`apt-get clean` in the same RUN, or mount a cache on /var/cache/apt"),
+            "apt-pkgcache" => ("apt's package caches (/var/cache/apt/pkgcache.bin and srcpkgcache.bin, which removing /var/lib/apt/lists leaves)", "`apt-get clean` in the same RUN as apt-get install (Debian's images do it through /etc/apt/apt.conf.d/docker-clean), or mount a cache on /var/cache/apt"),
+            "apk" => ("apk's cache (/var/cache/apk: package indexes and packages)", "`apk add --no-cache …`, or mount a cache on /var/cache/apk"),
+            "npm" => ("npm's cache (~/.npm)", "use `RUN --mount=type=cache,target=<the user's home>/.npm npm ci`, or `npm cache clean --force` in the same RUN"),
+            "yarn" => ("Yarn's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/yarn yarn install …`, or `yarn cache clean` in the same RUN"),
+            _ => continue,
+        };
+        out.push(Hint {
+            kind: format!("cache-{kind}"),
+            layer: i + 1,
+            bytes: *bytes,
+            message: format!("{what}: {} in layer {} ({})", human(*bytes), i + 1, made(i)),
+            fix: fix.to_string(),
+        });
+    }
+}
+
+/// What layer `i` deletes that lower layers added: those bytes still ship, in them.
+fn deleted_later_hints(
+    facts: &[LayerFacts],
+    i: usize,
+    made: &dyn Fn(usize) -> String,
+    out: &mut Vec<Hint>,
+) {
+    let f = &facts[i];
+    let mut pyc = vec![0u64; i];
+    let mut other = vec![0u64; i];
+    for gone in f.deleted.iter().chain(&f.opaque) {
+        for (j, lower) in facts[..i].iter().enumerate() {
+            let Some(b) = lower.sizes.get(gone) else {
                 continue;
-            }
-            let (what, fix) = match kind.as_str() {
-                "pip" => ("pip's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pip pip install …`, or `pip install --no-cache-dir`"),
-                "uv" => ("uv's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/uv uv …`, or set UV_NO_CACHE=1 for the step"),
-                "poetry" => ("Poetry's cache (~/.cache/pypoetry)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pypoetry poetry install …`, or `poetry install --no-cache`"),
-                "pipenv" => ("Pipenv's cache (~/.cache/pipenv)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pipenv pipenv install …`, or remove it in the same RUN"),
-                "pdm" => ("PDM's cache (~/.cache/pdm)", "use `RUN --mount=type=cache,target=<the user's home>/.cache/pdm pdm install …`, or remove it in the same RUN"),
-                "apt-lists" => ("apt's package lists (/var/lib/apt/lists)", "`rm -rf /var/lib/apt/lists/*` in the same RUN as apt-get install, or mount a cache on /var/lib/apt"),
-                "apt-archives" => ("downloaded .deb files (/var/cache/apt/archives)", "`apt-get clean` in the same RUN, or mount a cache on /var/cache/apt"),
-                "apt-pkgcache" => ("apt's package caches (/var/cache/apt/pkgcache.bin and srcpkgcache.bin, which removing /var/lib/apt/lists leaves)", "`apt-get clean` in the same RUN as apt-get install (Debian's images do it through /etc/apt/apt.conf.d/docker-clean), or mount a cache on /var/cache/apt"),
-                "apk" => ("apk's cache (/var/cache/apk: package indexes and packages)", "`apk add --no-cache …`, or mount a cache on /var/cache/apk"),
-                "npm" => ("npm's cache (~/.npm)", "use `RUN --mount=type=cache,target=<the user's home>/.npm npm ci`, or `npm cache clean --force` in the same RUN"),
-                "yarn" => ("Yarn's cache", "use `RUN --mount=type=cache,target=<the user's home>/.cache/yarn yarn install …`, or `yarn cache clean` in the same RUN"),
-                _ => continue,
             };
-            out.push(Hint {
-                kind: format!("cache-{kind}"),
-                layer: i + 1,
-                bytes: *bytes,
-                message: format!("{what}: {} in layer {} ({})", human(*bytes), i + 1, made(i)),
-                fix: fix.to_string(),
-            });
-        }
-        // What this layer deletes that lower layers added: those bytes still ship, in them.
-        let mut pyc = vec![0u64; i];
-        let mut other = vec![0u64; i];
-        for gone in f.deleted.iter().chain(&f.opaque) {
-            for (j, lower) in facts[..i].iter().enumerate() {
-                let Some(b) = lower.sizes.get(gone) else {
-                    continue;
-                };
-                if gone.ends_with("__pycache__") || gone.ends_with(".pyc") {
-                    pyc[j] += b;
-                } else {
-                    other[j] += b;
-                }
-            }
-        }
-        for j in 0..i {
-            if pyc[j] >= HINT_BYTES {
-                out.push(Hint {
-                    kind: "pycache-deleted-later".into(),
-                    layer: j + 1,
-                    bytes: pyc[j],
-                    message: format!(
-                        "{} of __pycache__ written in layer {} ({}) and deleted in layer {} ({}) still ships in layer {}",
-                        human(pyc[j]), j + 1, made(j), i + 1, made(i), j + 1
-                    ),
-                    fix: "do not write it (PYTHONDONTWRITEBYTECODE=1 for that step, or `pip install --no-compile`), or delete it in the same RUN".into(),
-                });
-            }
-            if other[j] >= HINT_BYTES {
-                out.push(Hint {
-                    kind: "deleted-later".into(),
-                    layer: j + 1,
-                    bytes: other[j],
-                    message: format!(
-                        "{} added in layer {} ({}) is deleted in layer {} ({}) but still ships in layer {}",
-                        human(other[j]), j + 1, made(j), i + 1, made(i), j + 1
-                    ),
-                    fix: "delete it in the step that creates it, or build it in another stage and COPY --from only what is needed".into(),
-                });
+            if gone.ends_with("__pycache__") || gone.ends_with(".pyc") {
+                pyc[j] += b;
+            } else {
+                other[j] += b;
             }
         }
     }
-    // A layer that holds a lower layer's directory again, byte for byte the same size: the
-    // files were rewritten without a change of content (`chown -R` or `chmod -R` after a COPY,
-    // which copies every file up). Reported once per directory tree, at its top.
+    for j in 0..i {
+        if pyc[j] >= HINT_BYTES {
+            out.push(Hint {
+                kind: "pycache-deleted-later".into(),
+                layer: j + 1,
+                bytes: pyc[j],
+                message: format!(
+                    "{} of __pycache__ written in layer {} ({}) and deleted in layer {} ({}) still ships in layer {}",
+                    human(pyc[j]), j + 1, made(j), i + 1, made(i), j + 1
+                ),
+                fix: "do not write it (PYTHONDONTWRITEBYTECODE=1 for that step, or `pip install --no-compile`), or delete it in the same RUN".into(),
+            });
+        }
+        if other[j] >= HINT_BYTES {
+            out.push(Hint {
+                kind: "deleted-later".into(),
+                layer: j + 1,
+                bytes: other[j],
+                message: format!(
+                    "{} added in layer {} ({}) is deleted in layer {} ({}) but still ships in layer {}",
+                    human(other[j]), j + 1, made(j), i + 1, made(i), j + 1
+                ),
+                fix: "delete it in the step that creates it, or build it in another stage and COPY --from only what is needed".into(),
+            });
+        }
+    }
+}
+
+/// A layer that holds a lower layer's directory again, byte for byte the same size: the
+/// files were rewritten without a change of content (`chown -R` or `chmod -R` after a COPY,
+/// which copies every file up). Reported once per directory tree, at its top.
+fn duplicated_hints(facts: &[LayerFacts], made: &dyn Fn(usize) -> String, out: &mut Vec<Hint>) {
     for (j, f) in facts.iter().enumerate() {
         let mut reported: Vec<&str> = Vec::new();
         for (d, bytes) in &f.sizes {
@@ -339,53 +366,53 @@ fn hints(facts: &[LayerFacts], layers: &[LayerRow], multi_stage: bool) -> Vec<Hi
             });
         }
     }
-    if multi_stage {
-        // Compilers and headers still present (not deleted by a later layer).
-        let deleted_later = |i: usize, p: &str| {
-            facts[i + 1..].iter().any(|f| {
-                f.deleted
-                    .iter()
-                    .chain(&f.opaque)
-                    .any(|d| p == d || p.starts_with(&format!("{d}/")))
-            })
-        };
-        if let Some((i, p)) = facts.iter().enumerate().find_map(|(i, f)| {
-            f.compilers
+}
+
+/// Compilers and headers still present in the final stage of a multi-stage build (not
+/// deleted by a later layer).
+fn final_stage_hints(facts: &[LayerFacts], made: &dyn Fn(usize) -> String, out: &mut Vec<Hint>) {
+    let deleted_later = |i: usize, p: &str| {
+        facts[i + 1..].iter().any(|f| {
+            f.deleted
                 .iter()
-                .find(|p| !deleted_later(i, p))
-                .map(|p| (i, p.clone()))
-        }) {
+                .chain(&f.opaque)
+                .any(|d| p == d || p.starts_with(&format!("{d}/")))
+        })
+    };
+    if let Some((i, p)) = facts.iter().enumerate().find_map(|(i, f)| {
+        f.compilers
+            .iter()
+            .find(|p| !deleted_later(i, p))
+            .map(|p| (i, p.clone()))
+    }) {
+        out.push(Hint {
+            kind: "compiler-in-final-stage".into(),
+            layer: i + 1,
+            bytes: facts[i].sizes.get("usr/lib/gcc").copied().unwrap_or(0),
+            message: format!(
+                "the final stage has a compiler: /{p} from layer {} ({})",
+                i + 1,
+                made(i)
+            ),
+            fix: "install compilers only in the builder stage and COPY --from it the results (a venv, a wheel); start the final stage from a slim base".into(),
+        });
+    }
+    for (i, f) in facts.iter().enumerate() {
+        if f.headers >= HINT_BYTES && !deleted_later(i, "usr/include") {
             out.push(Hint {
-                kind: "compiler-in-final-stage".into(),
+                kind: "headers-in-final-stage".into(),
                 layer: i + 1,
-                bytes: facts[i].sizes.get("usr/lib/gcc").copied().unwrap_or(0),
+                bytes: f.headers,
                 message: format!(
-                    "the final stage has a compiler: /{p} from layer {} ({})",
+                    "{} of C headers (/usr/include, from -dev packages) in layer {} ({}) of the final stage",
+                    human(f.headers),
                     i + 1,
                     made(i)
                 ),
-                fix: "install compilers only in the builder stage and COPY --from it the results (a venv, a wheel); start the final stage from a slim base".into(),
+                fix: "install -dev packages only in the builder stage; the final stage needs the runtime libraries alone".into(),
             });
         }
-        for (i, f) in facts.iter().enumerate() {
-            if f.headers >= HINT_BYTES && !deleted_later(i, "usr/include") {
-                out.push(Hint {
-                    kind: "headers-in-final-stage".into(),
-                    layer: i + 1,
-                    bytes: f.headers,
-                    message: format!(
-                        "{} of C headers (/usr/include, from -dev packages) in layer {} ({}) of the final stage",
-                        human(f.headers),
-                        i + 1,
-                        made(i)
-                    ),
-                    fix: "install -dev packages only in the builder stage; the final stage needs the runtime libraries alone".into(),
-                });
-            }
-        }
     }
-    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.layer.cmp(&b.layer)));
-    out
 }
 
 /// Bytes for people, as docker prints them: `512B`, `3.4kB`, `12.1MB`, `1.2GB` (powers of

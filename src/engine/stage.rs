@@ -316,7 +316,7 @@ impl StageState<'_, '_> {
                     .push(label.to_string());
                 b.report.event(Event::Done { step: id })
             }
-            Err(e) if e.downcast_ref::<Cancelled>().is_some() => {
+            Err(e) if super::error::chain(e.as_ref()).any(|c| c.is::<Cancelled>()) => {
                 b.report.event(Event::Cancelled { step: id })
             }
             Err(e) => b.report.event(Event::Failed {
@@ -496,7 +496,7 @@ impl StageState<'_, '_> {
     /// What a RUN, COPY or ADD step reads, for its key.
     fn inputs(&mut self, ins: &Instruction, run: Option<&RunOptions>) -> anyhow::Result<Inputs> {
         match (ins, run) {
-            (Instruction::Run(_), Some(o)) => step::run::inputs(self, o),
+            (Instruction::Run(_), Some(o)) => Ok(step::run::inputs(self, o)?),
             (Instruction::Copy(c), _) => step::copy::inputs(self, c, false),
             (Instruction::Add(c), _) => step::copy::inputs(self, c, true),
             _ => Ok(Inputs::default()),

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// `oci.DefaultPathEnv`), used by RUN, `strata run`, images built FROM scratch and the checks.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+pub mod layout;
 mod platform;
 pub mod reference;
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::{at, Error, ImageRecord, ImageRef, Result, Store};
 use crate::layer;
+use crate::oci::layout::{Layout, LayoutError};
 use crate::oci::{
     self, canonical_json, media, Descriptor, Digest, ImageConfig, Index, Manifest, Platform,
     REF_NAME,
@@ -76,6 +77,18 @@ fn ref_to_name(r: &str, fallback: &str) -> String {
 }
 
 /// An error while writing an archive stream (the destination is named by `save`).
+/// A layout's failures as the store's: an IO error names its path as the store's do; the
+/// others keep their message.
+impl From<LayoutError> for Error {
+    fn from(e: LayoutError) -> Error {
+        match e {
+            LayoutError::Io { path, source } => Error::Io { path, source },
+            LayoutError::Json(e) => Error::Oci(e),
+            e => Error::Invalid(e.to_string()),
+        }
+    }
+}
+
 fn archive_io(e: io::Error) -> Error {
     Error::Io {
         path: PathBuf::from("<archive>"),
@@ -167,61 +180,26 @@ impl Store {
     }
 
     fn save_oci_dir(&self, images: &[(ImageRecord, Vec<ImageRef>)], dest: &Path) -> Result<()> {
-        let blobs = dest.join("blobs/sha256");
-        at(&blobs, std::fs::create_dir_all(&blobs))?;
-        let layout = dest.join("oci-layout");
-        if !layout.exists() {
-            at(
-                &layout,
-                std::fs::write(
-                    &layout,
-                    format!(
-                        "{{\"imageLayoutVersion\":\"{}\"}}",
-                        media::OCI_LAYOUT_VERSION
-                    ),
-                ),
-            )?;
-        }
+        let layout = Layout::create(dest)?;
+        let blobs = layout.blobs_dir();
         // What an earlier save killed mid-copy left here (`.copy-PID-…` of a dead process).
         super::io_util::remove_dead_leftovers(&blobs, ".copy-");
         for (img, _) in images {
             for d in self.blobs_of(img) {
-                let to = blobs.join(d.digest.hex());
-                if to.exists() {
-                    continue;
-                }
                 // Never a hard link: writing to the exported copy would change the store's
                 // blob. A reflink where the filesystem has them (no data copied), else a copy.
                 let from = self.blob_path(&d.digest);
-                let tmp = blobs.join(format!(".{}", super::io_util::unique_name("copy")));
-                let r = super::io_util::clone_or_copy(&from, &tmp)
-                    .and_then(|()| at(&to, std::fs::rename(&tmp, &to)));
-                if r.is_err() {
-                    let _ = std::fs::remove_file(&tmp);
-                }
-                r?;
+                let tmp = format!(".{}", super::io_util::unique_name("copy"));
+                layout.put_blob(&d.digest, &tmp, |tmp| {
+                    super::io_util::clone_or_copy(&from, tmp)
+                })?;
             }
         }
-        let index_path = dest.join("index.json");
-        let mut index = if index_path.exists() {
-            oci::parse_json::<Index>(
-                &at(&index_path, std::fs::read(&index_path))?,
-                &index_path.display().to_string(),
-            )?
-        } else {
-            Index::default()
-        };
+        let mut index = layout.index()?.unwrap_or_default();
         for d in self.export_descriptors(images)? {
-            if let Some(r) = d.annotations.get(REF_NAME) {
-                index
-                    .manifests
-                    .retain(|m| m.annotations.get(REF_NAME) != Some(r));
-            }
-            index.manifests.push(d);
+            oci::layout::set_entry(&mut index, d);
         }
-        let tmp = dest.join(format!(".{}", super::io_util::unique_name("index")));
-        at(&tmp, std::fs::write(&tmp, canonical_json(&index)))?;
-        at(&index_path, std::fs::rename(&tmp, &index_path))
+        Ok(layout.write_index(&index)?)
     }
 
     fn write_oci_archive<W: Write>(
@@ -334,31 +312,27 @@ impl Store {
             .unwrap_or("loaded")
             .to_ascii_lowercase();
         if at(src, std::fs::metadata(src))?.is_dir() {
-            if !src.join("oci-layout").exists() {
-                return Err(Error::Invalid(format!(
-                    "{}: not an OCI image layout (no oci-layout file)",
-                    src.display()
-                )));
-            }
-            let blobs = src.join("blobs/sha256");
-            let index_bytes = at(
-                &src.join("index.json"),
-                std::fs::read(src.join("index.json")),
-            )?;
-            let index: Index =
-                oci::parse_json(&index_bytes, &src.join("index.json").display().to_string())?;
+            let layout = Layout::open(src)?;
+            let index = match layout.index()? {
+                Some(i) => i,
+                None => {
+                    let p = src.join("index.json");
+                    let source = io::Error::from_raw_os_error(libc::ENOENT);
+                    return Err(Error::Io { path: p, source });
+                }
+            };
             let mut needed = Vec::new();
             for d in &index.manifests {
                 self.collect_needed(
                     d,
-                    &|dg: &Digest| std::fs::read(blobs.join(dg.hex())).ok(),
+                    &|dg: &Digest| std::fs::read(layout.blob_path(dg)).ok(),
                     &mut needed,
                 )?;
             }
             for d in &needed {
                 if !self.has_blob(&d.digest) {
-                    let p = blobs.join(d.digest.hex());
-                    let f = at(&p, std::fs::File::open(&p))?;
+                    let p = layout.blob_path(&d.digest);
+                    let f = layout.open_blob(&d.digest)?;
                     self.put_blob_from(f, Some((&d.digest, None)), &p.display().to_string())?;
                 }
             }

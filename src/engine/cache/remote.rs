@@ -28,6 +28,7 @@ use crate::engine::cache::{self, Applied, LayerRec, Record};
 use crate::engine::size::human;
 use crate::engine::Build;
 use crate::layer::Compression;
+use crate::oci::layout::Layout;
 use crate::oci::{self, media, Descriptor, Digest, Manifest};
 use crate::registry::artifact::Repo;
 use crate::registry::Reference;
@@ -79,8 +80,61 @@ pub enum CacheFrom {
     Local { src: PathBuf, tag: String },
 }
 
+/// A `--cache-to` / `--cache-from` value strata cannot use; the message names the option
+/// (`what`) and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheOptionError {
+    #[error("invalid cache option \"{part}\": expected key=value")]
+    NotKeyValue { part: String },
+    #[error("cache option \"{key}\" given twice")]
+    Twice { key: String },
+    #[error("invalid {key} value \"{value}\": expected true or false")]
+    NotBool { key: String, value: String },
+    #[error("{what} type=registry needs ref=REGISTRY/REPOSITORY[:TAG]")]
+    NoRef { what: &'static str },
+    #[error("{what} ref={given}: {cause}")]
+    BadRef {
+        what: &'static str,
+        given: String,
+        cause: crate::oci::reference::ReferenceError,
+    },
+    #[error("{what} ref={reference}: name a tag, not a digest (the cache is updated in place)")]
+    DigestRef {
+        what: &'static str,
+        reference: Reference,
+    },
+    #[error("{what}: unknown option \"{key}\" (known: {known})")]
+    Unknown {
+        what: &'static str,
+        key: String,
+        known: String,
+    },
+    #[error("{what}: mode={value}: expected min or max")]
+    Mode { what: &'static str, value: String },
+    #[error("{what}: compression={value}: expected gzip, zstd or uncompressed")]
+    Compression { what: &'static str, value: String },
+    #[error("{what}: {key}={value}: expected a size such as 10GB")]
+    Size {
+        what: &'static str,
+        key: String,
+        value: String,
+    },
+    /// `type=local` without its directory (`needs` is `dest=DIR` or `src=DIR`).
+    #[error("{what} type=local needs {needs}")]
+    LocalNeeds {
+        what: &'static str,
+        needs: &'static str,
+    },
+    #[error("{what}: unsupported type \"{kind}\": use {choices}")]
+    Type {
+        what: &'static str,
+        kind: String,
+        choices: &'static str,
+    },
+}
+
 /// `key=value,…` into pairs, the type first; a bare value is `type=registry,ref=VALUE`.
-fn pairs(s: &str) -> Result<(String, BTreeMap<String, String>), String> {
+fn pairs(s: &str) -> Result<(String, BTreeMap<String, String>), CacheOptionError> {
     if !s.contains('=') {
         let mut m = BTreeMap::new();
         m.insert("ref".to_string(), s.to_string());
@@ -90,42 +144,59 @@ fn pairs(s: &str) -> Result<(String, BTreeMap<String, String>), String> {
     for part in s.split(',') {
         let (k, v) = part
             .split_once('=')
-            .ok_or_else(|| format!("invalid cache option \"{part}\": expected key=value"))?;
+            .ok_or_else(|| CacheOptionError::NotKeyValue {
+                part: part.to_string(),
+            })?;
         if m.insert(k.trim().to_string(), v.trim().to_string())
             .is_some()
         {
-            return Err(format!("cache option \"{k}\" given twice"));
+            return Err(CacheOptionError::Twice { key: k.to_string() });
         }
     }
     let t = m.remove("type").unwrap_or_else(|| "registry".into());
     Ok((t, m))
 }
 
-fn flag(m: &mut BTreeMap<String, String>, k: &str) -> Result<bool, String> {
+fn flag(m: &mut BTreeMap<String, String>, k: &str) -> Result<bool, CacheOptionError> {
     match m.remove(k) {
         None => Ok(false),
-        Some(v) => crate::dockerfile::instructions::parse_bool(&v)
-            .ok_or_else(|| format!("invalid {k} value \"{v}\": expected true or false")),
+        Some(v) => crate::dockerfile::instructions::parse_bool(&v).ok_or_else(|| {
+            CacheOptionError::NotBool {
+                key: k.to_string(),
+                value: v,
+            }
+        }),
     }
 }
 
-fn reference(m: &mut BTreeMap<String, String>, what: &str) -> Result<Reference, String> {
-    let r = m
-        .remove("ref")
-        .ok_or_else(|| format!("{what} type=registry needs ref=REGISTRY/REPOSITORY[:TAG]"))?;
-    let r = Reference::parse(&r).map_err(|e| format!("{what} ref={r}: {e}"))?;
-    if r.digest().is_some() {
-        return Err(format!(
-            "{what} ref={r}: name a tag, not a digest (the cache is updated in place)"
-        ));
+fn reference(
+    m: &mut BTreeMap<String, String>,
+    what: &'static str,
+) -> Result<Reference, CacheOptionError> {
+    let r = m.remove("ref").ok_or(CacheOptionError::NoRef { what })?;
+    let reference = Reference::parse(&r).map_err(|cause| CacheOptionError::BadRef {
+        what,
+        given: r.clone(),
+        cause,
+    })?;
+    if reference.digest().is_some() {
+        return Err(CacheOptionError::DigestRef { what, reference });
     }
-    Ok(r)
+    Ok(reference)
 }
 
-fn no_more(m: BTreeMap<String, String>, what: &str, known: &str) -> Result<(), String> {
-    match m.keys().next() {
+fn no_more(
+    m: BTreeMap<String, String>,
+    what: &'static str,
+    known: &str,
+) -> Result<(), CacheOptionError> {
+    match m.into_keys().next() {
         None => Ok(()),
-        Some(k) => Err(format!("{what}: unknown option \"{k}\" (known: {known})")),
+        Some(key) => Err(CacheOptionError::Unknown {
+            what,
+            key,
+            known: known.to_string(),
+        }),
     }
 }
 
@@ -133,7 +204,7 @@ impl CacheTo {
     /// `type=registry,ref=R[,mode=min|max][,mounts=true][,compression=gzip|zstd|uncompressed]
     /// [,ignore-error=true][,max-size=10GB][,mounts-max-size=4GB]`, `type=local,dest=DIR[,tag=T]…`,
     /// `type=inline`.
-    pub fn parse(s: &str) -> Result<CacheTo, String> {
+    pub fn parse(s: &str) -> Result<CacheTo, CacheOptionError> {
         let what = "--cache-to";
         let (t, mut m) = pairs(s)?;
         if t == "inline" {
@@ -143,22 +214,33 @@ impl CacheTo {
         let max = match m.remove("mode").as_deref() {
             None | Some("min") => false,
             Some("max") => true,
-            Some(o) => return Err(format!("{what}: mode={o}: expected min or max")),
+            Some(o) => {
+                return Err(CacheOptionError::Mode {
+                    what,
+                    value: o.to_string(),
+                })
+            }
         };
         let compression = match m.remove("compression").as_deref() {
             None | Some("gzip") => Compression::GZIP,
             Some("zstd") => Compression::ZSTD,
             Some("uncompressed") => Compression::None,
             Some(o) => {
-                return Err(format!(
-                    "{what}: compression={o}: expected gzip, zstd or uncompressed"
-                ))
+                return Err(CacheOptionError::Compression {
+                    what,
+                    value: o.to_string(),
+                })
             }
         };
         let size = |m: &mut BTreeMap<String, String>, k: &str, d: u64| match m.remove(k) {
             None => Ok(d),
-            Some(v) => crate::dockerfile::instructions::parse_size(&v)
-                .ok_or_else(|| format!("{what}: {k}={v}: expected a size such as 10GB")),
+            Some(v) => crate::dockerfile::instructions::parse_size(&v).ok_or_else(|| {
+                CacheOptionError::Size {
+                    what,
+                    key: k.to_string(),
+                    value: v,
+                }
+            }),
         };
         let opts = ExportOptions {
             max,
@@ -180,9 +262,10 @@ impl CacheTo {
                 Ok(CacheTo::Registry { reference, opts })
             }
             "local" => {
-                let dest = m
-                    .remove("dest")
-                    .ok_or("--cache-to type=local needs dest=DIR")?;
+                let dest = m.remove("dest").ok_or(CacheOptionError::LocalNeeds {
+                    what,
+                    needs: "dest=DIR",
+                })?;
                 let tag = m.remove("tag").unwrap_or_else(|| "latest".into());
                 no_more(m, what, &format!("dest, tag, {known}"))?;
                 Ok(CacheTo::Local {
@@ -191,9 +274,11 @@ impl CacheTo {
                     opts,
                 })
             }
-            o => Err(format!(
-                "{what}: unsupported type \"{o}\": use registry, local or inline"
-            )),
+            o => Err(CacheOptionError::Type {
+                what,
+                kind: o.to_string(),
+                choices: "registry, local or inline",
+            }),
         }
     }
 
@@ -215,7 +300,7 @@ impl CacheTo {
 
 impl CacheFrom {
     /// `type=registry,ref=R`, a bare `R`, or `type=local,src=DIR[,tag=T]`.
-    pub fn parse(s: &str) -> Result<CacheFrom, String> {
+    pub fn parse(s: &str) -> Result<CacheFrom, CacheOptionError> {
         let what = "--cache-from";
         let (t, mut m) = pairs(s)?;
         match t.as_str() {
@@ -225,7 +310,10 @@ impl CacheFrom {
                 Ok(CacheFrom::Registry { reference })
             }
             "local" => {
-                let src = m.remove("src").ok_or("--cache-from type=local needs src=DIR")?;
+                let src = m.remove("src").ok_or(CacheOptionError::LocalNeeds {
+                    what,
+                    needs: "src=DIR",
+                })?;
                 let tag = m.remove("tag").unwrap_or_else(|| "latest".into());
                 m.remove("digest");
                 no_more(m, what, "src, tag")?;
@@ -234,9 +322,11 @@ impl CacheFrom {
                     tag,
                 })
             }
-            o => Err(format!(
-                "{what}: unsupported type \"{o}\": use registry or local (an image with an inline cache is type=registry)"
-            )),
+            o => Err(CacheOptionError::Type {
+                what,
+                kind: o.to_string(),
+                choices: "registry or local (an image with an inline cache is type=registry)",
+            }),
         }
     }
 
@@ -472,50 +562,14 @@ fn load_registry(
     parse_cache(&m, &config, &what).map(Some)
 }
 
-fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs/sha256").join(d.hex())
-}
-
-/// A blob of a layout, checked against its digest.
-fn read_layout_blob(dir: &Path, d: &Descriptor, max: u64) -> anyhow::Result<Vec<u8>> {
-    if d.size > max {
-        bail!(
-            "{}: blob {} is too large ({} bytes)",
-            dir.display(),
-            d.digest,
-            d.size
-        );
-    }
-    let p = layout_blob(dir, &d.digest);
-    let bytes = fs_err::read(&p)?;
-    if Digest::of(&bytes) != d.digest {
-        bail!("{}: does not match its digest {}", p.display(), d.digest);
-    }
-    Ok(bytes)
-}
-
-/// The descriptor tagged `tag` in the layout's index.
-fn layout_entry(dir: &Path, tag: &str) -> anyhow::Result<Option<Descriptor>> {
-    let p = dir.join("index.json");
-    let bytes = match fs_err::read(&p) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let idx: oci::Index = oci::parse_json(&bytes, &p.display().to_string())?;
-    Ok(idx
-        .manifests
-        .into_iter()
-        .find(|d| d.annotations.get(oci::REF_NAME).map(String::as_str) == Some(tag)))
-}
-
 fn load_local(dir: &Path, tag: &str) -> anyhow::Result<Option<Loaded>> {
-    let Some(d) = layout_entry(dir, tag)? else {
+    let layout = Layout::at(dir);
+    let Some(d) = layout.tagged(tag)? else {
         return Ok(None);
     };
     let what = format!("{}:{tag}", dir.display());
-    let m: Manifest = oci::parse_json(&read_layout_blob(dir, &d, 8 << 20)?, &what)?;
-    let config = read_layout_blob(dir, &m.config, 64 << 20)?;
+    let m: Manifest = oci::parse_json(&layout.read_blob(&d, 8 << 20)?, &what)?;
+    let config = layout.read_blob(&m.config, 64 << 20)?;
     parse_cache(&m, &config, &what).map(Some)
 }
 
@@ -841,12 +895,10 @@ impl Imported {
                 .registry()
                 .map_err(anyhow::Error::from)
                 .and_then(|reg| Ok(repo.layer(reg, b.store, &rb.desc, diff_id)?)),
-            Source::Local(dir) => {
-                let p = layout_blob(dir, digest);
-                fs_err::File::open(&p)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|f| copy_layer_checked(b.store, f, &rb.desc, diff_id))
-            }
+            Source::Local(dir) => Layout::at(dir)
+                .open_blob(digest)
+                .map_err(anyhow::Error::from)
+                .and_then(|f| copy_layer_checked(b.store, f, &rb.desc, diff_id)),
         };
         match r {
             Ok(()) => {
@@ -892,8 +944,7 @@ fn fetch_seeded(b: &Build, from: &Seeded, l: &LayerRec) -> anyhow::Result<()> {
             Ok(repo.layer(reg, b.store, &desc, &l.diff_id)?)
         }
         Seeded::Local(dir) => {
-            let p = layout_blob(dir, &l.digest);
-            let f = fs_err::File::open(&p)?;
+            let f = Layout::at(dir).open_blob(&l.digest)?;
             copy_layer_checked(b.store, f, &desc, &l.diff_id)
         }
     }
@@ -1143,19 +1194,100 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
     // fetched): the registry repository it came from, or the layout directory itself.
     let dest_location = reg_repo.as_ref().map(|(_, r)| r.location());
     let there = |d: &Digest| match to {
-        CacheTo::Local { dest, .. } => layout_blob(dest, d).exists(),
+        CacheTo::Local { dest, .. } => Layout::at(dest).has_blob(d),
         _ => {
             dest_location.is_some() && b.imported.location_of(d).as_ref() == dest_location.as_ref()
         }
     };
-    // The layers, by digest, and the records and mounts that point to them by digest.
-    let mut layers: BTreeMap<Digest, Out> = BTreeMap::new();
-    // key → (record entry with no index yet, its layer digest)
-    let mut records: BTreeMap<Digest, (RecordEntry, Option<Digest>)> = BTreeMap::new();
-    let mut mounts: BTreeMap<String, (i64, Digest)> = BTreeMap::new();
-    if let Some(l) = &existing {
+    let mut merged = Merged::from_existing(existing.as_ref());
+    merged.add_steps(b, opts, &there, now)?;
+    if opts.mounts {
+        merged.add_mounts(b, opts, &there, now)?;
+    }
+    let fitted = merged.fit(opts.max_size);
+    let layers = &merged.layers;
+    let config = CacheConfig {
+        key_version: cache::KEY_VERSION,
+        diff_ids: fitted
+            .layers
+            .iter()
+            .map(|d| layers[d].diff_id.clone())
+            .collect(),
+        records: fitted.records,
+        mounts: fitted.mounts,
+    };
+    let cbytes = oci::canonical_json(&config);
+    let cdigest = b.store.put_blob(&cbytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: Descriptor::new(CONFIG_MEDIA_TYPE, cdigest, cbytes.len() as u64),
+        layers: fitted
+            .layers
+            .iter()
+            .map(|d| layers[d].desc.clone())
+            .collect(),
+        annotations: Default::default(),
+    };
+    let mbytes = oci::canonical_json(&manifest);
+    let to_send: Vec<Descriptor> = std::iter::once(manifest.config.clone())
+        .chain(
+            fitted
+                .layers
+                .iter()
+                .filter(|d| !layers[*d].there)
+                .map(|d| layers[d].desc.clone()),
+        )
+        .collect();
+    let digest = match (to, &reg_repo) {
+        (CacheTo::Registry { .. }, Some((reg, repo))) => {
+            repo.put(reg, b.store, &to_send, media::OCI_MANIFEST, &mbytes)?
+                .0
+        }
+        (CacheTo::Local { dest, tag, .. }, _) => {
+            write_layout(b.store, dest, tag, &to_send, &mbytes)?
+        }
+        _ => bail!("internal error: inline cache in export"),
+    };
+    Ok(Exported {
+        records: config.records.len(),
+        mounts: config.mounts.len(),
+        layers: fitted.layers.len(),
+        bytes: fitted.bytes,
+        dropped: fitted.dropped,
+        digest,
+    })
+}
+
+/// What an export merges: the layers by digest, and the records and cache mounts that point
+/// to them by digest (their index in the manifest is given once they are fitted).
+#[derive(Default)]
+struct Merged {
+    layers: BTreeMap<Digest, Out>,
+    /// key → (record entry with no index yet, its layer digest)
+    records: BTreeMap<Digest, (RecordEntry, Option<Digest>)>,
+    /// id → (when it was last used, its layer digest)
+    mounts: BTreeMap<String, (i64, Digest)>,
+}
+
+/// The records and mounts an export keeps, and the layers they use in the manifest's order.
+struct Fitted {
+    layers: Vec<Digest>,
+    records: Vec<RecordEntry>,
+    mounts: Vec<MountEntry>,
+    /// The size of the layers kept.
+    bytes: u64,
+    /// How many records and mounts were left out past max-size.
+    dropped: usize,
+}
+
+impl Merged {
+    /// What the destination holds already (its layers are there).
+    fn from_existing(existing: Option<&Loaded>) -> Merged {
+        let mut m = Merged::default();
+        let Some(l) = existing else { return m };
         for (i, d) in l.layers.iter().enumerate() {
-            layers.insert(
+            m.layers.insert(
                 d.digest.clone(),
                 Out {
                     desc: d.clone(),
@@ -1169,37 +1301,55 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
                 .layer
                 .and_then(|i| l.layers.get(i))
                 .map(|d| d.digest.clone());
-            records.insert(r.key.clone(), (r.clone(), d));
+            m.records.insert(r.key.clone(), (r.clone(), d));
         }
-        for m in &l.config.mounts {
-            if let Some(d) = l.layers.get(m.layer) {
-                mounts.insert(m.id.clone(), (m.used, d.digest.clone()));
+        for mt in &l.config.mounts {
+            if let Some(d) = l.layers.get(mt.layer) {
+                m.mounts.insert(mt.id.clone(), (mt.used, d.digest.clone()));
             }
         }
+        m
     }
-    // This build's steps.
-    for a in selected(b, opts.max) {
-        let d = match &a.record.layer {
-            None => None,
-            Some(l) => Some(add_layer(b, opts, &there, &mut layers, l)?),
-        };
-        records.insert(
-            a.key.clone(),
-            (
-                RecordEntry {
-                    key: a.key,
-                    layer: None,
-                    created: a.record.created,
-                    dirs: a.record.dirs,
-                    chain: a.record.chain,
-                    used: now,
-                },
-                d,
-            ),
-        );
+
+    /// This build's steps, used `now`.
+    fn add_steps(
+        &mut self,
+        b: &Build,
+        opts: &ExportOptions,
+        there: &dyn Fn(&Digest) -> bool,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        for a in selected(b, opts.max) {
+            let d = match &a.record.layer {
+                None => None,
+                Some(l) => Some(add_layer(b, opts, there, &mut self.layers, l)?),
+            };
+            self.records.insert(
+                a.key.clone(),
+                (
+                    RecordEntry {
+                        key: a.key,
+                        layer: None,
+                        created: a.record.created,
+                        dirs: a.record.dirs,
+                        chain: a.record.chain,
+                        used: now,
+                    },
+                    d,
+                ),
+            );
+        }
+        Ok(())
     }
-    // The cache mounts the build used, by id.
-    if opts.mounts {
+
+    /// The cache mounts the build used, by id, while they fit in mounts-max-size.
+    fn add_mounts(
+        &mut self,
+        b: &Build,
+        opts: &ExportOptions,
+        there: &dyn Fn(&Digest) -> bool,
+        now: i64,
+    ) -> anyhow::Result<()> {
         let used: Vec<String> = b
             .mounts_used
             .lock()
@@ -1220,113 +1370,80 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
                 Some((info, tar_size)) => {
                     budget -= tar_size;
                     let rec = LayerRec::from(info);
-                    let d = add_layer(b, opts, &there, &mut layers, &rec)?;
-                    mounts.insert(id, (now, d));
+                    let d = add_layer(b, opts, there, &mut self.layers, &rec)?;
+                    self.mounts.insert(id, (now, d));
                 }
             }
         }
+        Ok(())
     }
-    // Newest first (then by key or id); keep records and mounts while their layers fit in
-    // max-size. A layer shared by several is counted and listed once.
-    enum Item<'a> {
-        Record(&'a RecordEntry, Option<&'a Digest>),
-        Mount(&'a str, i64, &'a Digest),
+
+    /// Newest first (then by key or id); keep records and mounts while their layers fit in
+    /// `max_size`. A layer shared by several is counted and listed once.
+    fn fit(&self, max_size: u64) -> Fitted {
+        enum Item<'a> {
+            Record(&'a RecordEntry, Option<&'a Digest>),
+            Mount(&'a str, i64, &'a Digest),
+        }
+        let mut order: Vec<(i64, &str, Item)> = self
+            .records
+            .values()
+            .map(|(r, d)| (r.used, r.key.as_str(), Item::Record(r, d.as_ref())))
+            .chain(
+                self.mounts
+                    .iter()
+                    .map(|(id, (u, d))| (*u, id.as_str(), Item::Mount(id, *u, d))),
+            )
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        let mut kept_layers: Vec<Digest> = Vec::new();
+        let mut index: BTreeMap<Digest, usize> = BTreeMap::new();
+        let mut total = 0u64;
+        let mut out_records = Vec::new();
+        let mut out_mounts = Vec::new();
+        let mut dropped = 0;
+        for (_, _, item) in order {
+            let layer = match &item {
+                Item::Record(_, d) => *d,
+                Item::Mount(_, _, d) => Some(*d),
+            };
+            let add = match layer {
+                Some(d) if !index.contains_key(d) => self.layers[d].desc.size,
+                _ => 0,
+            };
+            if total + add > max_size {
+                dropped += 1;
+                continue;
+            }
+            total += add;
+            let idx = layer.map(|d| {
+                *index.entry(d.clone()).or_insert_with(|| {
+                    kept_layers.push(d.clone());
+                    kept_layers.len() - 1
+                })
+            });
+            match item {
+                Item::Record(r, _) => out_records.push(RecordEntry {
+                    layer: idx,
+                    ..r.clone()
+                }),
+                Item::Mount(id, used, _) => out_mounts.push(MountEntry {
+                    id: id.to_string(),
+                    layer: idx.unwrap_or(0),
+                    used,
+                }),
+            }
+        }
+        out_records.sort_by(|a, b| a.key.cmp(&b.key));
+        out_mounts.sort_by(|a, b| a.id.cmp(&b.id));
+        Fitted {
+            layers: kept_layers,
+            records: out_records,
+            mounts: out_mounts,
+            bytes: total,
+            dropped,
+        }
     }
-    let mut order: Vec<(i64, &str, Item)> = records
-        .values()
-        .map(|(r, d)| (r.used, r.key.as_str(), Item::Record(r, d.as_ref())))
-        .chain(
-            mounts
-                .iter()
-                .map(|(id, (u, d))| (*u, id.as_str(), Item::Mount(id, *u, d))),
-        )
-        .collect();
-    order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    let mut kept_layers: Vec<Digest> = Vec::new();
-    let mut index: BTreeMap<Digest, usize> = BTreeMap::new();
-    let mut total = 0u64;
-    let mut out_records = Vec::new();
-    let mut out_mounts = Vec::new();
-    let mut dropped = 0;
-    for (_, _, item) in order {
-        let layer = match &item {
-            Item::Record(_, d) => *d,
-            Item::Mount(_, _, d) => Some(*d),
-        };
-        let add = match layer {
-            Some(d) if !index.contains_key(d) => layers[d].desc.size,
-            _ => 0,
-        };
-        if total + add > opts.max_size {
-            dropped += 1;
-            continue;
-        }
-        total += add;
-        let idx = layer.map(|d| {
-            *index.entry(d.clone()).or_insert_with(|| {
-                kept_layers.push(d.clone());
-                kept_layers.len() - 1
-            })
-        });
-        match item {
-            Item::Record(r, _) => out_records.push(RecordEntry {
-                layer: idx,
-                ..r.clone()
-            }),
-            Item::Mount(id, used, _) => out_mounts.push(MountEntry {
-                id: id.to_string(),
-                layer: idx.unwrap_or(0),
-                used,
-            }),
-        }
-    }
-    out_records.sort_by(|a, b| a.key.cmp(&b.key));
-    out_mounts.sort_by(|a, b| a.id.cmp(&b.id));
-    let config = CacheConfig {
-        key_version: cache::KEY_VERSION,
-        diff_ids: kept_layers
-            .iter()
-            .map(|d| layers[d].diff_id.clone())
-            .collect(),
-        records: out_records,
-        mounts: out_mounts,
-    };
-    let cbytes = oci::canonical_json(&config);
-    let cdigest = b.store.put_blob(&cbytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: Descriptor::new(CONFIG_MEDIA_TYPE, cdigest, cbytes.len() as u64),
-        layers: kept_layers.iter().map(|d| layers[d].desc.clone()).collect(),
-        annotations: Default::default(),
-    };
-    let mbytes = oci::canonical_json(&manifest);
-    let to_send: Vec<Descriptor> = std::iter::once(manifest.config.clone())
-        .chain(
-            kept_layers
-                .iter()
-                .filter(|d| !layers[*d].there)
-                .map(|d| layers[d].desc.clone()),
-        )
-        .collect();
-    let digest = match (to, &reg_repo) {
-        (CacheTo::Registry { .. }, Some((reg, repo))) => {
-            repo.put(reg, b.store, &to_send, media::OCI_MANIFEST, &mbytes)?
-                .0
-        }
-        (CacheTo::Local { dest, tag, .. }, _) => {
-            write_layout(b.store, dest, tag, &to_send, &mbytes)?
-        }
-        _ => bail!("internal error: inline cache in export"),
-    };
-    Ok(Exported {
-        records: config.records.len(),
-        mounts: config.mounts.len(),
-        layers: kept_layers.len(),
-        bytes: total,
-        dropped,
-        digest,
-    })
 }
 
 /// Make layer `l` ready to export: compressed as asked when the store holds it uncompressed,
@@ -1468,7 +1585,9 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
     Ok(true)
 }
 
-/// Write blobs, then the manifest, then `index.json` (atomically, keeping its other entries).
+/// Write blobs, then the manifest, then `index.json` (atomically, keeping its other entries),
+/// then remove the blobs no manifest of the layout refers to any more (those a merge
+/// dropped), so a directory a CI system caches does not grow past `max-size`.
 fn write_layout(
     store: &Store,
     dest: &Path,
@@ -1476,17 +1595,15 @@ fn write_layout(
     blobs: &[Descriptor],
     manifest: &[u8],
 ) -> anyhow::Result<Digest> {
-    let bdir = dest.join("blobs/sha256");
-    fs_err::create_dir_all(&bdir)?;
-    let tmp_dir = dest.join("blobs");
+    let layout = Layout::create(dest)?;
     let put = |d: &Digest, from: &mut dyn std::io::Read| -> anyhow::Result<()> {
-        let p = layout_blob(dest, d);
-        if p.exists() {
-            return Ok(());
-        }
-        let mut t = crate::store::TempFile::new(&tmp_dir)?;
-        t.with(|f| std::io::copy(from, f).map(|_| ()))?;
-        t.persist(&p)?;
+        let tmp = format!(".blob-{}-{}", crate::store::owner_tag(), d.hex());
+        layout.put_blob(d, &tmp, |p| -> anyhow::Result<()> {
+            let mut f = fs_err::File::create_new(p)?;
+            std::io::copy(from, &mut f)?;
+            f.sync_all()?;
+            Ok(())
+        })?;
         Ok(())
     };
     for d in blobs {
@@ -1495,64 +1612,13 @@ fn write_layout(
     }
     let mdigest = Digest::of(manifest);
     put(&mdigest, &mut &manifest[..])?;
-    let layout = dest.join("oci-layout");
-    if !layout.exists() {
-        crate::store::write_atomic(
-            &tmp_dir,
-            &layout,
-            format!(
-                "{{\"imageLayoutVersion\":\"{}\"}}",
-                media::OCI_LAYOUT_VERSION
-            )
-            .as_bytes(),
-        )?;
-    }
-    let ip = dest.join("index.json");
-    let mut idx: oci::Index = match fs_err::read(&ip) {
-        Ok(bytes) => oci::parse_json(&bytes, &ip.display().to_string())?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => oci::Index {
-            schema_version: 2,
-            media_type: Some(media::OCI_INDEX.into()),
-            manifests: Vec::new(),
-            annotations: Default::default(),
-        },
-        Err(e) => return Err(e.into()),
-    };
-    idx.manifests
-        .retain(|d| d.annotations.get(oci::REF_NAME).map(String::as_str) != Some(tag));
+    let mut idx = layout.index()?.unwrap_or_default();
     let mut desc = Descriptor::new(media::OCI_MANIFEST, mdigest.clone(), manifest.len() as u64);
     desc.annotations.insert(oci::REF_NAME.into(), tag.into());
-    idx.manifests.push(desc);
-    crate::store::write_atomic(&tmp_dir, &ip, &oci::canonical_json(&idx))?;
-    collect_layout(dest, &idx);
+    oci::layout::set_entry(&mut idx, desc);
+    layout.write_index(&idx)?;
+    layout.remove_unused(&idx);
     Ok(mdigest)
-}
-
-/// Remove the blobs of the layout that no manifest of its index refers to (those a merge
-/// dropped), so a directory a CI system caches does not grow past `max-size`. Nothing is
-/// removed when a manifest cannot be read.
-fn collect_layout(dest: &Path, idx: &oci::Index) {
-    let mut keep: BTreeSet<String> = BTreeSet::new();
-    for d in &idx.manifests {
-        keep.insert(d.digest.hex().to_string());
-        let Ok(bytes) = read_layout_blob(dest, d, 8 << 20) else {
-            return;
-        };
-        let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
-            return;
-        };
-        keep.insert(m.config.digest.hex().to_string());
-        keep.extend(m.layers.iter().map(|l| l.digest.hex().to_string()));
-    }
-    let Ok(rd) = std::fs::read_dir(dest.join("blobs/sha256")) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.len() == 64 && !keep.contains(&name) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1598,9 +1664,41 @@ mod tests {
         ] {
             assert!(CacheTo::parse(bad).is_err(), "{bad}");
         }
-        let e = CacheTo::parse("type=registry,ref=reg.test/a,colour=blue").unwrap_err();
+        let e = CacheTo::parse("type=registry,ref=reg.test/a,colour=blue")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("colour") && e.contains("known"), "{e}");
         assert!(CacheFrom::parse("type=local").is_err());
+        // Typed errors, with the texts they had as strings.
+        assert_eq!(
+            CacheFrom::parse("type=local").unwrap_err(),
+            CacheOptionError::LocalNeeds {
+                what: "--cache-from",
+                needs: "src=DIR"
+            }
+        );
+        for (bad, text) in [
+            ("type=local", "--cache-to type=local needs dest=DIR"),
+            (
+                "type=gha",
+                "--cache-to: unsupported type \"gha\": use registry, local or inline",
+            ),
+            (
+                "type=registry,ref=r.test/a,mode=all",
+                "--cache-to: mode=all: expected min or max",
+            ),
+            (
+                "type=registry,ref=r.test/a,mounts=2",
+                "invalid mounts value \"2\": expected true or false",
+            ),
+            (
+                "type=registry,ref=r.test/a,max-size=lots",
+                "--cache-to: max-size=lots: expected a size such as 10GB",
+            ),
+            ("a=1,a=2", "cache option \"a\" given twice"),
+        ] {
+            assert_eq!(CacheTo::parse(bad).unwrap_err().to_string(), text);
+        }
         // Sizes as Docker reads them (the parser of RUN --mount=type=tmpfs,size=).
         let size = crate::dockerfile::instructions::parse_size;
         assert_eq!(size("512MiB"), Some(512 << 20));

@@ -11,6 +11,7 @@
 
 pub(super) mod copy;
 pub(super) mod meta;
+pub(super) mod mounts;
 pub(super) mod run;
 pub(super) mod source;
 pub(super) mod workdir;
