@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use super::cache::remote::{CacheFrom, CacheTo};
+use super::cache::remote::{CacheFrom, CacheOptionError, CacheTo};
 use super::load;
 use crate::dockerfile::instructions::parse_bool;
 use crate::layer::Compression;
@@ -254,26 +254,13 @@ impl FromStr for Compression {
     }
 }
 
-/// A `--cache-to` or `--cache-from` value refused; `reason` is the cache module's words,
-/// which name the option themselves.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct CacheOptionError {
-    /// `--cache-to` or `--cache-from`.
-    pub option: &'static str,
-    pub value: String,
-    pub reason: String,
-}
-
+/// `--cache-to` and `--cache-from` values parse in the cache module, whose
+/// [`CacheOptionError`] names the option, key and value.
 impl FromStr for CacheTo {
     type Err = CacheOptionError;
 
     fn from_str(s: &str) -> Result<CacheTo, CacheOptionError> {
-        CacheTo::parse(s).map_err(|reason| CacheOptionError {
-            option: "--cache-to",
-            value: s.to_string(),
-            reason,
-        })
+        CacheTo::parse(s)
     }
 }
 
@@ -281,11 +268,7 @@ impl FromStr for CacheFrom {
     type Err = CacheOptionError;
 
     fn from_str(s: &str) -> Result<CacheFrom, CacheOptionError> {
-        CacheFrom::parse(s).map_err(|reason| CacheOptionError {
-            option: "--cache-from",
-            value: s.to_string(),
-            reason,
-        })
+        CacheFrom::parse(s)
     }
 }
 
