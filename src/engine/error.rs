@@ -103,6 +103,114 @@ pub enum Error {
     /// `RUN --network=host` without `--allow network.host`.
     #[error("RUN --network=host gives the step the host's network, loopback included")]
     HostNetworkNotAllowed,
+    /// The stages ran without an error, yet the target stage has no result.
+    #[error("the build stopped before the target stage finished")]
+    TargetUnfinished,
+    /// `--push` without a `-t` name.
+    #[error("--push needs a name to push to: give -t REGISTRY/REPOSITORY[:TAG]")]
+    PushWithoutName,
+    /// `--output type=registry` with neither `name=` nor a `-t` name.
+    #[error("--output type=registry needs a name: give -t REGISTRY/REPOSITORY[:TAG] or name=")]
+    RegistryOutputWithoutName,
+    /// `--output type=local,dest=DIR` where DIR has files.
+    #[error("--output {}: the directory exists and is not empty", dest.display())]
+    OutputNotEmpty { dest: std::path::PathBuf },
+    /// An ONBUILD trigger of a stage's base image does not parse.
+    #[error("ONBUILD trigger \"{trigger}\" of the base of stage {stage}: {message}")]
+    BadTrigger {
+        trigger: String,
+        stage: String,
+        message: String,
+    },
+    /// `FROM --platform=` names no platform (`at` is `Dockerfile:LINE`).
+    #[error("{at}: invalid --platform \"{platform}\"")]
+    BadPlatform { at: String, platform: String },
+    /// `FROM --platform=` asks for a platform the base image is not.
+    #[error("{at}: base image {image} is {os}/{architecture}, not the {want} that --platform asks for (strata does not emulate other platforms)")]
+    WrongPlatform {
+        at: String,
+        image: String,
+        os: String,
+        architecture: String,
+        want: String,
+    },
+    /// An OCI layout (a named context) has no image of the tag asked for.
+    #[error("{}: no image tagged {tag}", layout.display())]
+    NoTaggedImage {
+        layout: std::path::PathBuf,
+        tag: String,
+    },
+    /// An OCI layout (a named context) has no image.
+    #[error("{}: no image in the layout", layout.display())]
+    EmptyLayout { layout: std::path::PathBuf },
+    /// `FROM name` where the named context `name` is a directory.
+    #[error("{at}: FROM {name}: the build context {name} is a directory ({}); FROM needs an image (docker-image://REF or oci-layout://PATH)", dir.display())]
+    ContextIsDir {
+        at: String,
+        name: String,
+        dir: std::path::PathBuf,
+    },
+    /// A stage's base is a named context that was not given.
+    #[error("{at}: no build context named {name}")]
+    NoNamedContext { at: String, name: String },
+    /// An instruction's variables do not expand.
+    #[error("{cause}")]
+    Expand {
+        cause: crate::dockerfile::shell::ShellError,
+    },
+    /// A heredoc's body does not expand.
+    #[error("heredoc {path}: {cause}")]
+    Heredoc {
+        path: String,
+        cause: crate::dockerfile::shell::ShellError,
+    },
+    #[error("FROM inside a stage")]
+    FromInStage,
+    /// What cannot happen did (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A hook in the user namespace exited 0 without saying what it did.
+    #[error("{what} ended without an answer")]
+    HookNoAnswer { what: String },
+    /// A hook in the user namespace did not exit 0 (`outcome` as the sandbox tells it).
+    #[error("{what} ended with {outcome}")]
+    HookEnded { what: String, outcome: String },
+    /// A COPY hook answered something else than a COPY's result.
+    #[error("{what}: the hook answered something else than a COPY")]
+    HookNotCopy { what: String },
+    /// A failed step's filesystem is not kept for `strata debug` (`why`: a secret in it).
+    #[error("not kept: {why}")]
+    NotKept { why: &'static str },
+    #[error("source can't be a URL for COPY")]
+    UrlInCopy,
+    #[error("ADD: mixing URL or git sources with local files (or --from) in one ADD is not supported; use one ADD per kind of source")]
+    MixedAddSources,
+    #[error("ADD: one git repository per ADD, not mixed with other sources")]
+    TwoGitSources,
+    #[error("checksum requires HTTP(S) or Git sources")]
+    ChecksumForLocal,
+    /// A COPY or ADD the copy job refused (a source not found, an unknown --chown user, …).
+    #[error("{message}")]
+    Copy { message: String },
+    /// The directory of a WORKDIR could not be made.
+    #[error("WORKDIR {dir}: {message}")]
+    Workdir { dir: String, message: String },
+    /// A COPY source that `.dockerignore` excludes.
+    #[error("\"/{path}\": not found (excluded by .dockerignore)")]
+    Excluded { path: String },
+    /// The `.dockerignore` patterns do not parse.
+    #[error("{cause}")]
+    BadIgnore {
+        cause: crate::context::ignore::Error,
+    },
+    /// `--from=` names the stage it is in.
+    #[error("--from={name} names this stage itself")]
+    FromItself { name: String },
+    /// EXPOSE of what is not a port.
+    #[error("EXPOSE {port}: {message}")]
+    BadPort { port: String, message: String },
+    #[error("VOLUME specified can not be an empty string")]
+    EmptyVolume,
 }
 
 impl Error {
@@ -132,6 +240,7 @@ impl Error {
                 "allow it on the command line with `--allow network.host` (as buildx's entitlement)"
                     .to_string()
             }
+            _ => return None,
         })
     }
 
@@ -145,6 +254,8 @@ impl Error {
             | Error::NoContext { .. }
             | Error::BadFlag { .. }
             | Error::HostNetworkNotAllowed => Class::Input,
+            // Each of these was a plain message before it was typed, and kept its class.
+            _ => Class::Failed,
         }
     }
 }
@@ -215,6 +326,12 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Reference(#[from] crate::oci::ReferenceError),
+    #[error(transparent)]
+    Fetch(#[from] crate::engine::fetch::FetchError),
+    #[error(transparent)]
+    Load(#[from] crate::engine::load::LoadError),
     /// Not yet typed: the engine's modules move off `anyhow` one by one (issue 28); this
     /// variant goes with the last of them.
     #[error(transparent)]
@@ -239,6 +356,9 @@ impl BuildError {
             BuildError::Apply(e) => e,
             BuildError::Io(e) => e,
             BuildError::Json(e) => e,
+            BuildError::Reference(e) => e,
+            BuildError::Fetch(e) => e,
+            BuildError::Load(e) => e,
             BuildError::Other(e) => e.as_ref(),
             BuildError::Step { .. }
             | BuildError::Base { .. }
@@ -246,6 +366,14 @@ impl BuildError {
             | BuildError::Cache { .. }
             | BuildError::Doing { .. } => return None,
         })
+    }
+
+    /// A step failed: `self` wrapped in `step` (the CLI shows its lines).
+    pub fn in_step(self, step: crate::engine::StepFailed) -> BuildError {
+        BuildError::Step {
+            step: Box::new(step),
+            source: Box::new(self),
+        }
     }
 
     /// The step this error happened in, if it names one.
@@ -297,17 +425,38 @@ impl<T, E: Into<BuildError>> Doing<T> for Result<T, E> {
 pub fn chain<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    // A boxed cause (`source: Box<BuildError>`) is seen as the box: look inside it.
-    let unwrap = |c: &'a (dyn std::error::Error + 'static)| {
+    std::iter::successors(Some(see_through(e)), |c| c.source().map(see_through))
+}
+
+/// What `c` stands for when it is a [`BuildError`] that only wraps another, and so on down
+/// (a transparent variant may hold an anyhow error that holds a `BuildError` again, while the
+/// modules move off anyhow). A boxed cause (`source: Box<BuildError>`) is seen as the box:
+/// looked inside too.
+fn see_through<'a>(
+    mut c: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    loop {
         let b = c
             .downcast_ref::<BuildError>()
             .or_else(|| c.downcast_ref::<Box<BuildError>>().map(|b| &**b));
         match b {
-            Some(b) => b.inner().unwrap_or(b),
-            None => c,
+            Some(b) => match b.inner() {
+                Some(inner) => c = inner,
+                None => return b,
+            },
+            None => return c,
         }
-    };
-    std::iter::successors(Some(unwrap(e)), move |c| c.source().map(unwrap))
+    }
+}
+
+/// `e` and its causes, outermost first, joined by `: ` (as anyhow's `{:#}` shows a chain).
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    for c in std::iter::successors(e.source(), |c| c.source()) {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+    }
+    out
 }
 
 /// The step an error chain failed in, if it names one (the CLI shows its lines).
@@ -471,6 +620,15 @@ mod tests {
             anyhow::Error::from(Error::MissingSecret { id: "t".into() }).context("step"),
         );
         assert_eq!(other.explain().class, Class::Input);
+        // A typed error inside anyhow inside a BuildError (a step still on anyhow, its
+        // sandbox error typed): seen, and so is its class.
+        let too_large = BuildError::from(crate::sandbox::Error::TooLarge {
+            message: "an argument of 1 MiB".into(),
+            advice: Vec::new(),
+        });
+        let wrapped = BuildError::from(anyhow::Error::from(too_large)).doing("RUN x");
+        assert_eq!(wrapped.explain().class, Class::Input);
+        assert_eq!(explain(&anyhow::Error::from(wrapped)).class, Class::Input);
         assert!(BuildError::from(Cancelled).doing("stage b").is_cancelled());
         assert!(!BuildError::from(Error::HostNetworkNotAllowed).is_cancelled());
         let io = BuildError::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).doing("w");

@@ -32,8 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context as _};
-
 use crate::context::checksum;
 use crate::layer::Compression;
 use crate::oci::{Descriptor, Digest, ImageConfig};
@@ -41,6 +39,7 @@ use crate::plan::Plan;
 use crate::registry::{ImageSource, PullPolicy};
 use crate::sandbox::{idmap, Network};
 use crate::store::{ImageRef, SaveFormat, Store};
+use error::{BuildError, Doing as _, Error};
 
 /// A `--secret`: where its value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,9 +326,7 @@ pub fn build(
     let mut skip = Vec::new();
     let mut forgotten = Vec::new();
     loop {
-        match attempt(store, plan, opts, report.clone(), &skip, &step_ids)
-            .map_err(error::BuildError::from)
-        {
+        match attempt(store, plan, opts, report.clone(), &skip, &step_ids) {
             Err(e) => {
                 let bad = error::chain(&e)
                     .find_map(|c| c.downcast_ref::<cache::remote::BadImport>())
@@ -370,7 +367,7 @@ fn attempt(
     report: Arc<dyn report::Reporter>,
     skip: &[usize],
     step_ids: &AtomicUsize,
-) -> anyhow::Result<Built> {
+) -> Result<Built, BuildError> {
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
@@ -416,7 +413,7 @@ fn attempt(
         return Err(e);
     }
     let Some(result) = b.stage_result(plan.target) else {
-        bail!("the build stopped before the target stage finished");
+        return Err(Error::TargetUnfinished.into());
     };
     let mut config = result.config.clone();
     if !opts.labels.is_empty() {
@@ -468,7 +465,7 @@ fn attempt(
     }
     if opts.push {
         if opts.tags.is_empty() {
-            bail!("--push needs a name to push to: give -t REGISTRY/REPOSITORY[:TAG]");
+            return Err(Error::PushWithoutName.into());
         }
         for t in &opts.tags {
             pushed.push(push_to(&b, store, &img, t)?);
@@ -485,7 +482,7 @@ fn attempt(
     }
     if let Some(f) = &opts.iidfile {
         fs_err::write(f, img.config_digest.to_string())
-            .with_context(|| format!("writing --iidfile {}", f.display()))?;
+            .doing_with(|| format!("writing --iidfile {}", f.display()))?;
     }
     let steps = b.steps.load(Ordering::SeqCst);
     let cached = b.cached.load(Ordering::SeqCst);
@@ -537,7 +534,7 @@ fn push_to(
     store: &Store,
     img: &crate::store::ImageRecord,
     to: &ImageRef,
-) -> anyhow::Result<(String, Digest)> {
+) -> Result<(String, Digest), BuildError> {
     // The session that resolved the bases: its policy and tokens serve the push too.
     let reg = b.source.registry()?;
     let compression = match b.opts.compression {
@@ -554,7 +551,7 @@ fn push_to(
                 chunk_size: None,
             },
         )
-        .with_context(|| format!("pushing {to}"))?;
+        .doing_with(|| format!("pushing {to}"))?;
     b.note(&p.to_string());
     Ok((to.to_string(), p.digest))
 }
@@ -582,7 +579,7 @@ fn write_metadata(
     img: &crate::store::ImageRecord,
     pushed: &[(String, Digest)],
     f: &Path,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     let digest = pushed
         .first()
         .map(|(_, d)| d.clone())
@@ -608,7 +605,7 @@ fn write_metadata(
         "strata.cache": cache_summary(b),
     });
     fs_err::write(f, serde_json::to_vec_pretty(&v)?)
-        .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+        .doing_with(|| format!("writing --metadata-file {}", f.display()))?;
     Ok(())
 }
 
@@ -617,13 +614,11 @@ fn write_output(
     store: &Store,
     img: &crate::store::ImageRecord,
     o: &Output,
-) -> anyhow::Result<Vec<(String, Digest)>> {
+) -> Result<Vec<(String, Digest)>, BuildError> {
     if let Output::Registry { name } = o {
         let targets = match name {
-            Some(n) => vec![ImageRef::parse(n).with_context(|| format!("--output name={n}"))?],
-            None if b.opts.tags.is_empty() => {
-                bail!("--output type=registry needs a name: give -t REGISTRY/REPOSITORY[:TAG] or name=")
-            }
+            Some(n) => vec![ImageRef::parse(n).doing_with(|| format!("--output name={n}"))?],
+            None if b.opts.tags.is_empty() => return Err(Error::RegistryOutputWithoutName.into()),
             None => b.opts.tags.clone(),
         };
         return targets.iter().map(|t| push_to(b, store, img, t)).collect();
@@ -653,10 +648,7 @@ fn write_output(
                         .map(|mut d| d.next().is_some())
                         .unwrap_or(false)
                 {
-                    bail!(
-                        "--output {}: the directory exists and is not empty",
-                        dest.display()
-                    );
+                    return Err(Error::OutputNotEmpty { dest: dest.clone() }.into());
                 }
                 dest.clone()
             } else {
@@ -681,7 +673,8 @@ fn write_output(
                     dir: dir.clone(),
                     out: std::path::absolute(dest)?,
                 };
-                let r = exec::hook_ok(&b.exe, flatten, &b.maps, "writing the root filesystem tar");
+                let r =
+                    exec::hook_done(&b.exe, flatten, &b.maps, "writing the root filesystem tar");
                 let cleanup = exec::remove_tree(&dir, &b.maps);
                 r?;
                 cleanup?;

@@ -271,7 +271,11 @@ pub fn collect(
 }
 
 /// Record what the step with `key` produced.
-pub fn put(store: &Store, key: &Digest, rec: &Record) -> anyhow::Result<()> {
+pub fn put(
+    store: &Store,
+    key: &Digest,
+    rec: &Record,
+) -> Result<(), crate::engine::error::BuildError> {
     let d = dir(store);
     fs_err::create_dir_all(&d)?;
     let bytes = serde_json::to_vec(rec)?;
