@@ -415,6 +415,31 @@ fn attempt(
     let Some(result) = b.stage_result(plan.target) else {
         return Err(Error::TargetUnfinished.into());
     };
+    let mut config = image_config(&b, &result);
+    let names = if opts.outputs.is_empty() {
+        opts.tags.clone()
+    } else {
+        Vec::new()
+    };
+    let annotations = annotations(&b);
+    // Layers that hit in an imported cache come now, and only those of the final image.
+    for (l, d) in result.layers.iter().zip(&config.rootfs.diff_ids) {
+        b.imported.fetch(&b, &l.digest, d)?;
+    }
+    if opts.cache_to.contains(&cache::remote::CacheTo::Inline) {
+        let v = cache::remote::inline(&b, &config.rootfs.diff_ids);
+        config.extra.insert(cache::remote::INLINE_KEY.into(), v);
+    }
+    // The imported steps are the store's own from now on (their layers fetched on use).
+    cache::remote::remember(&b);
+    let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
+    deliver(&b, &img)?;
+    Ok(finished(&b, &img, &names))
+}
+
+/// The target stage's config as the image has it: `--label`s added, its time set.
+fn image_config(b: &Build, result: &StageResult) -> ImageConfig {
+    let opts = b.opts;
     let mut config = result.config.clone();
     if !opts.labels.is_empty() {
         let c = config.config.get_or_insert_with(Default::default);
@@ -431,14 +456,14 @@ fn attempt(
             .and_then(|h| h.created.clone())
             .or_else(|| Some(crate::oci::rfc3339(crate::oci::now_secs()))),
     };
-    let names = if opts.outputs.is_empty() {
-        opts.tags.clone()
-    } else {
-        Vec::new()
-    };
-    // The base of the target stage, as BuildKit records it.
+    config
+}
+
+/// The image's annotations: its base (as BuildKit records it), then `--annotation`s.
+fn annotations(b: &Build) -> BTreeMap<String, String> {
+    let opts = b.opts;
     let mut annotations = BTreeMap::new();
-    if let Some((r, d)) = target_base(&b) {
+    if let Some((r, d)) = target_base(b) {
         annotations.insert("org.opencontainers.image.base.name".to_string(), r);
         annotations.insert(
             "org.opencontainers.image.base.digest".to_string(),
@@ -448,42 +473,43 @@ fn attempt(
     for (k, v) in &opts.annotations {
         annotations.insert(k.clone(), v.clone());
     }
-    // Layers that hit in an imported cache come now, and only those of the final image.
-    for (l, d) in result.layers.iter().zip(&config.rootfs.diff_ids) {
-        b.imported.fetch(&b, &l.digest, d)?;
-    }
-    if opts.cache_to.contains(&cache::remote::CacheTo::Inline) {
-        let v = cache::remote::inline(&b, &config.rootfs.diff_ids);
-        config.extra.insert(cache::remote::INLINE_KEY.into(), v);
-    }
-    // The imported steps are the store's own from now on (their layers fetched on use).
-    cache::remote::remember(&b);
-    let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
+    annotations
+}
+
+/// Write the built image `img` where the options say: `--output`s, `--push`, `--load`,
+/// `--cache-to`, `--metadata-file`, `--iidfile`.
+fn deliver(b: &Build, img: &crate::store::ImageRecord) -> Result<(), BuildError> {
+    let (opts, store) = (b.opts, b.store);
     let mut pushed = Vec::new();
     for o in &opts.outputs {
-        pushed.extend(write_output(&b, store, &img, o)?);
+        pushed.extend(write_output(b, store, img, o)?);
     }
     if opts.push {
         if opts.tags.is_empty() {
             return Err(Error::PushWithoutName.into());
         }
         for t in &opts.tags {
-            pushed.push(push_to(&b, store, &img, t)?);
+            pushed.push(push_to(b, store, img, t)?);
         }
     }
     if let Some(t) = &opts.load {
-        for said in load::load(store, &img, &opts.tags, t)? {
+        for said in load::load(store, img, &opts.tags, t)? {
             b.note(&said);
         }
     }
-    cache::remote::export_all(&b)?;
+    cache::remote::export_all(b)?;
     if let Some(f) = &opts.metadata_file {
-        write_metadata(&b, &img, &pushed, f)?;
+        write_metadata(b, img, &pushed, f)?;
     }
     if let Some(f) = &opts.iidfile {
         fs_err::write(f, img.config_digest.to_string())
             .doing_with(|| format!("writing --iidfile {}", f.display()))?;
     }
+    Ok(())
+}
+
+/// Say the build is done (`names`: what it tagged) and what it built.
+fn finished(b: &Build, img: &crate::store::ImageRecord, names: &[ImageRef]) -> Built {
     let steps = b.steps.load(Ordering::SeqCst);
     let cached = b.cached.load(Ordering::SeqCst);
     let summary = format!(
@@ -504,13 +530,13 @@ fn attempt(
     );
     b.report
         .event(report::Event::Finished { summary: &summary });
-    Ok(Built {
+    Built {
         image: img.clone(),
         image_id: img.config_digest.clone(),
         manifest_digest: img.manifest_digest.clone(),
         steps,
         cached,
-    })
+    }
 }
 
 /// The reference and digest of the target stage's base image, when it is an image.
