@@ -329,6 +329,8 @@ pub enum BuildError {
     #[error(transparent)]
     Reference(#[from] crate::oci::ReferenceError),
     #[error(transparent)]
+    Copy(#[from] crate::engine::copy::CopyError),
+    #[error(transparent)]
     Fetch(#[from] crate::engine::fetch::FetchError),
     #[error(transparent)]
     Load(#[from] crate::engine::load::LoadError),
@@ -357,6 +359,7 @@ impl BuildError {
             BuildError::Io(e) => e,
             BuildError::Json(e) => e,
             BuildError::Reference(e) => e,
+            BuildError::Copy(e) => e,
             BuildError::Fetch(e) => e,
             BuildError::Load(e) => e,
             BuildError::Other(e) => e.as_ref(),

@@ -45,8 +45,7 @@ pub(in crate::engine) fn context_digest(
     excludes: &[String],
     parents: bool,
 ) -> Result<(String, Vec<String>), BuildError> {
-    let resolved =
-        copy::resolve_sources(root, sources, parents).map_err(|message| Error::Copy { message })?;
+    let resolved = copy::resolve_sources(root, sources, parents)?;
     let mut entries = Vec::new();
     let mut names = Vec::new();
     let ignored =
@@ -70,10 +69,7 @@ pub(in crate::engine) fn context_digest(
                 .as_deref()
                 .map_or("-".to_string(), |k| format!("+{k}"))
         ));
-        entries.extend(
-            copy::source_entries(root, r, ignore, excludes)
-                .map_err(|message| Error::Copy { message })?,
-        );
+        entries.extend(copy::source_entries(root, r, ignore, excludes)?);
     }
     let mut cache = st.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
     let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
