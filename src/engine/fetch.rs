@@ -6,60 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::engine::error::BuildError;
+pub use crate::engine::error::FetchError;
 use crate::oci::Digest;
-
-/// What goes wrong fetching ADD's remote sources.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// `--checksum`'s value does not parse (the parser's message).
-    #[error("{0}")]
-    BadChecksum(String),
-    #[error("invalid checksum digest format {expected} for {url}: a commit hash is for git sources; a file needs sha256:<hex>")]
-    CommitForFile { expected: String, url: String },
-    #[error("digest mismatch for {url}: expected {expected}, got {alg}:{got}")]
-    Mismatch {
-        url: String,
-        expected: String,
-        alg: &'static str,
-        got: String,
-    },
-    #[error("setting up the HTTP client")]
-    Client(#[source] reqwest::Error),
-    #[error("downloading {url}")]
-    Download {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("downloading {url}: HTTP {status}")]
-    Status {
-        url: String,
-        status: reqwest::StatusCode,
-    },
-    /// git could not be run (its error shown in the message, as before it was typed).
-    #[error("running git (needed for ADD of a git repository): {0}")]
-    NoGit(std::io::Error),
-    #[error("git {args}: {stderr}")]
-    Git { args: String, stderr: String },
-    #[error("{url}: repository does not contain ref {reference} ({cause})")]
-    NoRef {
-        url: String,
-        reference: String,
-        cause: Box<FetchError>,
-    },
-    #[error("{url}: expected checksum to match {checksum}, the ref resolved to commit {commit}")]
-    CommitMismatch {
-        url: String,
-        checksum: String,
-        commit: String,
-    },
-    #[error(
-        "invalid checksum {checksum} for {url}: a git source takes a commit hash, not a digest"
-    )]
-    DigestForGit { checksum: String, url: String },
-    #[error("{url}: no directory {subdir} in the repository")]
-    NoSubdir { url: String, subdir: String },
-}
 
 /// Is `s` a git source as ADD understands it (BuildKit's forms)?
 pub fn is_git(s: &str) -> bool {

@@ -6,27 +6,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+pub use crate::engine::error::LoadError;
 use crate::engine::error::{BuildError, Doing as _};
 use crate::store::{ImageRecord, ImageRef, SaveFormat, Store};
-
-/// What goes wrong with `--load`.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("--load={given}: expected docker or podman (--load alone: docker when its socket answers, else podman)")]
-    BadTarget { given: String },
-    #[error(
-        "DOCKER_HOST={host}: --load talks to a docker daemon through a unix socket (unix://PATH)"
-    )]
-    DockerHost { host: String },
-    /// Neither a docker daemon nor podman (`socket`: where docker was looked for).
-    #[error("--load: no docker daemon answers at {socket} and podman is not installed: start docker (or set DOCKER_HOST=unix://PATH), install podman, or write an archive with --output type=docker,dest=FILE")]
-    NoTarget { socket: String },
-    #[error("--load: podman load failed ({status}): {stderr}")]
-    Podman { status: String, stderr: String },
-    /// The docker daemon at `socket` answered something wrong (`said`).
-    #[error("--load: the docker daemon at {}: {said}", socket.display())]
-    Daemon { socket: PathBuf, said: String },
-}
 
 /// Where `--load` puts the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
