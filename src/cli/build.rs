@@ -378,7 +378,9 @@ fn build_options(
         .as_deref()
         .map(engine::load::LoadTarget::parse)
         .transpose()
-        .map_err(|e| engine::error::Error::BadFlag { message: e })?;
+        .map_err(|e| engine::error::Error::BadFlag {
+            message: e.to_string(),
+        })?;
     let opts = BuildOptions {
         context: context.to_path_buf(),
         dockerfile_name: src.name().to_string(),

@@ -332,7 +332,7 @@ pub fn prune(store: &Store, a: PruneArgs) -> anyhow::Result<i32> {
             anyhow::anyhow!("invalid --keep-storage \"{v}\": expected a size such as 10g or 512m")
         })?,
         None if a.cache || a.all => 0,
-        None => cache::limit().map_err(|e| anyhow::anyhow!(e))?,
+        None => cache::limit()?,
     };
     // The build cache first (least recently used steps out), then what nothing refers to any
     // more: blobs and snapshots of neither an image nor a step still cached. Both under the

@@ -20,6 +20,43 @@ use serde::{Deserialize, Serialize};
 use crate::context::{self, ignore::Matcher, Entry, Filter, Kind};
 use crate::layer::{Compression, LayerInfo, LayerSink};
 
+/// Why a COPY, ADD or WORKDIR's copy job failed. It crosses the hook's report pipe as its
+/// message ([`CopyResult::Error`]), which is what the user sees; the causes are part of the
+/// message, not typed causes of a chain (so they class nothing: the step failed).
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A source that is not there (`path` relative to the source root).
+    #[error("\"/{path}\": not found")]
+    NotFound { path: String },
+    /// A source that could not be resolved or read.
+    #[error("\"/{path}\": {cause}")]
+    Source { path: String, cause: io::Error },
+    /// The include and ignore patterns of a source do not parse, or its walk failed.
+    #[error("{0}")]
+    Walk(context::Error),
+    #[error("--exclude: {0}")]
+    Exclude(context::ignore::Error),
+    /// A file or directory (named in the message by fs_err) could not be read or made.
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("a view of the layers: {0}")]
+    View(crate::sandbox::SetupError),
+    #[error("writing the layer: {0}")]
+    Layer(io::Error),
+    /// A `--chown` user or group not in the destination's passwd or group file.
+    #[error("{0}")]
+    Chown(#[from] crate::fsx::passwd::ChownError),
+    /// An archive that could not be opened or sniffed.
+    #[error("{}: {cause}", path.display())]
+    Archive { path: PathBuf, cause: io::Error },
+    /// An archive that could not be unpacked.
+    #[error("extracting {}: {cause}", path.display())]
+    Extract {
+        path: PathBuf,
+        cause: crate::layer::apply::ApplyError,
+    },
+}
+
 /// Where COPY reads from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Source {
@@ -119,7 +156,7 @@ pub fn resolve_sources(
     root: &Path,
     sources: &[String],
     parents: bool,
-) -> Result<Vec<Resolved>, String> {
+) -> Result<Vec<Resolved>, CopyError> {
     let mut out = Vec::new();
     for s in sources {
         // `--parents` with a `/./` pivot keeps only what follows it.
@@ -134,18 +171,22 @@ pub fn resolve_sources(
             vec![full.clone()]
         };
         if matches.is_empty() && !has_glob(&full) {
-            return Err(format!("\"/{full}\": not found"));
+            return Err(CopyError::NotFound { path: full });
         }
         for m in matches {
-            let real = crate::fsx::resolve_in_root(root, Path::new(&m), 0)
-                .map_err(|e| format!("\"/{m}\": {e}"))?;
+            let real = crate::fsx::resolve_in_root(root, Path::new(&m), 0).map_err(|cause| {
+                CopyError::Source {
+                    path: m.clone(),
+                    cause,
+                }
+            })?;
             let real = real.to_string_lossy().into_owned();
             let meta = match std::fs::metadata(root.join(&real)) {
                 Ok(md) => md,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(format!("\"/{m}\": not found"))
+                    return Err(CopyError::NotFound { path: m })
                 }
-                Err(e) => return Err(format!("\"/{m}\": {e}")),
+                Err(cause) => return Err(CopyError::Source { path: m, cause }),
             };
             let name = m.rsplit('/').next().unwrap_or("").to_string();
             // Below the pivot, which may itself hold wildcards (`a/b*/./c`): as many
@@ -260,7 +301,7 @@ pub fn source_entries(
     r: &Resolved,
     ignore: &[String],
     excludes: &[String],
-) -> Result<Vec<Entry>, String> {
+) -> Result<Vec<Entry>, CopyError> {
     if !r.is_dir {
         return Ok(vec![Entry {
             path: r.path.clone(),
@@ -273,10 +314,10 @@ pub fn source_entries(
     } else {
         vec![escape_pattern(&r.path)]
     };
-    let filter = Filter::new(&include, ignore).map_err(|e| e.to_string())?;
-    let mut entries = context::walk(root, &filter).map_err(|e| e.to_string())?;
+    let filter = Filter::new(&include, ignore).map_err(CopyError::Walk)?;
+    let mut entries = context::walk(root, &filter).map_err(CopyError::Walk)?;
     if !excludes.is_empty() {
-        let ex = Matcher::new(excludes).map_err(|e| format!("--exclude: {e}"))?;
+        let ex = Matcher::new(excludes).map_err(CopyError::Exclude)?;
         let prefix = if r.path.is_empty() {
             String::new()
         } else {
@@ -316,23 +357,22 @@ struct Out {
 pub fn hook(job: &CopyJob) -> CopyResult {
     match run(job) {
         Ok(r) => r,
-        Err(e) => CopyResult::Error(e),
+        Err(e) => CopyResult::Error(e.to_string()),
     }
 }
 
 /// A read-only view of `lowers` (top first) at `at`: the single dir itself, an empty dir, or
 /// an overlay of several.
-fn view(lowers: &[PathBuf], at: &Path) -> Result<PathBuf, String> {
+fn view(lowers: &[PathBuf], at: &Path) -> Result<PathBuf, CopyError> {
     match lowers {
         [] => {
-            fs_err::create_dir_all(at).map_err(|e| e.to_string())?;
+            fs_err::create_dir_all(at).map_err(CopyError::Io)?;
             Ok(at.to_path_buf())
         }
         [one] => Ok(one.clone()),
         many => {
-            fs_err::create_dir_all(at).map_err(|e| e.to_string())?;
-            crate::sandbox::overlay::mount(at, many, None)
-                .map_err(|e| format!("a view of the layers: {e}"))?;
+            fs_err::create_dir_all(at).map_err(CopyError::Io)?;
+            crate::sandbox::overlay::mount(at, many, None).map_err(CopyError::View)?;
             Ok(at.to_path_buf())
         }
     }
@@ -346,13 +386,13 @@ enum Dest {
 }
 
 impl Dest {
-    fn open(job: &CopyJob) -> Result<Dest, String> {
+    fn open(job: &CopyJob) -> Result<Dest, CopyError> {
         if job.dest_paths.is_empty() {
             return Ok(Dest::Dir(view(&job.dest_lowers, &job.work.join("dest"))?));
         }
         crate::layer::paths::Merged::load(&job.dest_paths)
             .map(Dest::Paths)
-            .map_err(|e| e.to_string())
+            .map_err(CopyError::Io)
     }
 
     /// `etc/passwd` or `etc/group` (empty when absent).
@@ -401,7 +441,7 @@ impl Dest {
     }
 }
 
-fn run(job: &CopyJob) -> Result<CopyResult, String> {
+fn run(job: &CopyJob) -> Result<CopyResult, CopyError> {
     let dest_root = Dest::open(job)?;
     let (src_root, ignore, keep_owner) = match &job.source {
         Source::Context { root, ignore } => (root.clone(), ignore.clone(), false),
@@ -432,7 +472,7 @@ fn run(job: &CopyJob) -> Result<CopyResult, String> {
         copy_sources(&mut plan, &src_root, &ignore, keep_owner)?;
     }
     plan.existing_parents();
-    let info = write_layer(job, &plan.entries).map_err(|e| format!("writing the layer: {e}"))?;
+    let info = write_layer(job, &plan.entries).map_err(CopyError::Layer)?;
     Ok(CopyResult::Layer {
         layer: info.into(),
         entries: plan.entries.len(),
@@ -446,7 +486,7 @@ fn copy_sources(
     src_root: &Path,
     ignore: &[String],
     keep_owner: bool,
-) -> Result<(), String> {
+) -> Result<(), CopyError> {
     let job = plan.job;
     let resolved = resolve_sources(src_root, &job.sources, job.parents)?;
     if resolved.is_empty() && job.inline.is_empty() {
@@ -501,7 +541,7 @@ fn copy_sources(
             plan.tree(src_root, &r.path, &base, ignore, &job.excludes, keep_owner)?;
         } else {
             plan.parents_of(&base);
-            let m = fs_err::metadata(src_root.join(&r.path)).map_err(|e| e.to_string())?;
+            let m = fs_err::metadata(src_root.join(&r.path)).map_err(CopyError::Io)?;
             let o = plan.file_out(src_root, &r.path, &m, keep_owner);
             plan.add(&base, o);
         }
@@ -514,78 +554,14 @@ fn join_abs(dir: &str, name: &str) -> String {
 }
 
 /// `--chown` ids: names resolved in the destination's passwd and group files.
-pub fn owner_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+pub fn owner_ids(spec: &str, passwd: &str, group: &str) -> Result<(u32, u32), CopyError> {
     let chown = crate::dockerfile::Chown::split(spec);
-    crate::fsx::passwd::chown_ids(&chown.user, chown.group.as_deref(), passwd, group)
-        .map_err(|e| e.to_string())
-}
-
-/// Apply a `--chmod` value (octal or symbolic, as chmod(1)) to `mode`.
-pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Result<u32, String> {
-    if let Ok(n) = u32::from_str_radix(spec, 8) {
-        if n > 0o7777 {
-            return Err(format!("invalid chmod parameter: '{spec}'"));
-        }
-        return Ok(n);
-    }
-    let mut m = mode & 0o7777;
-    for clause in spec.split(',') {
-        let who_end = clause
-            .find(|c: char| !matches!(c, 'u' | 'g' | 'o' | 'a'))
-            .unwrap_or(clause.len());
-        let who = &clause[..who_end];
-        let mut rest = &clause[who_end..];
-        let mask = if who.is_empty() || who.contains('a') {
-            0o7777
-        } else {
-            let mut k = 0;
-            if who.contains('u') {
-                k |= 0o4700;
-            }
-            if who.contains('g') {
-                k |= 0o2070;
-            }
-            if who.contains('o') {
-                k |= 0o1007;
-            }
-            k
-        };
-        if rest.is_empty() {
-            return Err(format!("invalid chmod parameter: '{spec}'"));
-        }
-        while !rest.is_empty() {
-            let op = rest.chars().next().unwrap_or('?');
-            if !matches!(op, '+' | '-' | '=') {
-                return Err(format!("invalid chmod parameter: '{spec}'"));
-            }
-            let perm_end = rest[1..]
-                .find(['+', '-', '='])
-                .map(|i| i + 1)
-                .unwrap_or(rest.len());
-            let perms = &rest[1..perm_end];
-            rest = &rest[perm_end..];
-            let mut bits = 0u32;
-            for p in perms.chars() {
-                bits |= match p {
-                    'r' => 0o444,
-                    'w' => 0o222,
-                    'x' => 0o111,
-                    'X' if is_dir || m & 0o111 != 0 => 0o111,
-                    'X' => 0,
-                    's' => 0o6000,
-                    't' => 0o1000,
-                    _ => return Err(format!("invalid chmod parameter: '{spec}'")),
-                };
-            }
-            let bits = bits & mask;
-            match op {
-                '+' => m |= bits,
-                '-' => m &= !bits,
-                _ => m = (m & !mask) | bits,
-            }
-        }
-    }
-    Ok(m)
+    Ok(crate::fsx::passwd::chown_ids(
+        &chown.user,
+        chown.group.as_deref(),
+        passwd,
+        group,
+    )?)
 }
 
 struct Planner<'a> {
@@ -780,7 +756,7 @@ impl Planner<'_> {
         ignore: &[String],
         excludes: &[String],
         keep_owner: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), CopyError> {
         let r = Resolved {
             path: rel.to_string(),
             name: String::new(),
@@ -793,7 +769,7 @@ impl Planner<'_> {
             // Only the directory's contents are copied: the destination is made as a parent
             // directory is (root's or --chown's, 0755 or an octal --chmod), with the source
             // directory's time, as BuildKit's copy leaves it.
-            let m = fs_err::metadata(root.join(rel)).map_err(|e| e.to_string())?;
+            let m = fs_err::metadata(root.join(rel)).map_err(CopyError::Io)?;
             let mut o = self.created(Body::Dir, self.dir_mode());
             o.mtime = self.clamp(context::Meta::of(&m).mtime_ns.div_euclid(1_000_000_000));
             self.add(target, o);
@@ -815,7 +791,7 @@ impl Planner<'_> {
             let m = match e.meta {
                 Some(m) => m,
                 None => context::Meta::of(
-                    &fs_err::symlink_metadata(root.join(&e.path)).map_err(|e| e.to_string())?,
+                    &fs_err::symlink_metadata(root.join(&e.path)).map_err(CopyError::Io)?,
                 ),
             };
             let dest = join_abs(target, below);
@@ -833,9 +809,12 @@ impl Planner<'_> {
 /// Extract `rel` (under `root`) into a scratch directory when it is a tar (plain, gzip or zstd);
 /// `None` when it is not an archive. The file is opened once, beneath `root` and without
 /// following a symlink (as every context read), and that one descriptor is sniffed and read.
-fn extract_archive(root: &Path, rel: &Path, job: &CopyJob) -> Result<Option<PathBuf>, String> {
+fn extract_archive(root: &Path, rel: &Path, job: &CopyJob) -> Result<Option<PathBuf>, CopyError> {
     let path = root.join(rel);
-    let err = |e: io::Error| format!("{}: {e}", path.display());
+    let err = |cause: io::Error| CopyError::Archive {
+        path: path.clone(),
+        cause,
+    };
     let mut f = crate::fsx::open_beneath(root, rel).map_err(err)?;
     let mut head = [0u8; 512];
     let n = read_full(&mut f, &mut head).map_err(err)?;
@@ -858,7 +837,7 @@ fn extract_archive(root: &Path, rel: &Path, job: &CopyJob) -> Result<Option<Path
         "archive-{}",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    fs_err::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    fs_err::create_dir_all(&dir).map_err(CopyError::Io)?;
     f.rewind().map_err(err)?;
     let r = crate::layer::decompress(f).map_err(err)?;
     crate::layer::apply_layer(
@@ -869,7 +848,10 @@ fn extract_archive(root: &Path, rel: &Path, job: &CopyJob) -> Result<Option<Path
             overlay_whiteouts: false,
         },
     )
-    .map_err(|e| format!("extracting {}: {e}", path.display()))?;
+    .map_err(|cause| CopyError::Extract {
+        path: path.clone(),
+        cause,
+    })?;
     Ok(Some(dir))
 }
 
@@ -964,22 +946,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chmod_octal_and_symbolic() {
-        assert_eq!(apply_chmod("0644", 0o755, false).unwrap(), 0o644);
-        assert_eq!(apply_chmod("777", 0o600, false).unwrap(), 0o777);
-        assert_eq!(apply_chmod("go-w", 0o777, false).unwrap(), 0o755);
-        assert_eq!(apply_chmod("u=rw,g=r,o=r", 0o777, false).unwrap(), 0o644);
-        assert_eq!(apply_chmod("a+X", 0o644, true).unwrap(), 0o755);
-        assert_eq!(apply_chmod("a+X", 0o644, false).unwrap(), 0o644);
-        assert_eq!(
-            apply_chmod("u+rw,g+r,o-x,o+w", 0o751, false).unwrap(),
-            0o752 | 0o040
-        );
-        assert!(apply_chmod("64a", 0, false).is_err());
-        assert!(apply_chmod("10000", 0, false).is_err());
-    }
-
-    #[test]
     fn chown_names_and_numbers() {
         let passwd =
             "root:x:0:0::/root:/bin/sh\ndaemon:x:1:1::/:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n";
@@ -988,7 +954,7 @@ mod tests {
         assert_eq!(owner_ids("app:staff", passwd, group).unwrap(), (1000, 50));
         assert_eq!(owner_ids("1042:1043", passwd, group).unwrap(), (1042, 1043));
         assert_eq!(owner_ids("1042", passwd, group).unwrap(), (1042, 1042));
-        let e = owner_ids("nobody", passwd, group).unwrap_err();
+        let e = owner_ids("nobody", passwd, group).unwrap_err().to_string();
         assert!(e.contains("unable to find user nobody"), "{e}");
     }
 
@@ -1011,9 +977,13 @@ mod tests {
         assert_eq!(r[0].path, "sub/dir");
         assert!(r[0].is_dir);
         // A link out of the context stays inside it: /etc below the context does not exist.
-        let e = resolve_sources(&d, &["escape/passwd".into()], false).unwrap_err();
+        let e = resolve_sources(&d, &["escape/passwd".into()], false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not found"), "{e}");
-        let e = resolve_sources(&d, &["nope".into()], false).unwrap_err();
+        let e = resolve_sources(&d, &["nope".into()], false)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "\"/nope\": not found");
         assert!(resolve_sources(&d, &["nomatch*".into()], false)
             .unwrap()

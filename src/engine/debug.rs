@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use super::error::{BuildError, Doing as _};
 use serde::{Deserialize, Serialize};
 
 use crate::dockerfile::{MountKind, MountSpec};
@@ -54,16 +54,17 @@ pub fn not_kept_because(mounts: &[MountSpec], spec: &Spec) -> Option<&'static st
 
 /// Keep the failed step whose scratch dir is `step` (moved, so the caller's clean-up of `step`
 /// finds nothing left), replacing the failure kept before. Refused for a step with a secret
-/// or an SSH socket ([`not_kept_because`] with the step's `mounts`).
+/// or an SSH socket ([`not_kept_because`] with the step's `mounts`). Generic over the error
+/// type while the RUN step, which calls it, still returns anyhow's (issue 28).
 pub fn keep(
     store: &Store,
     step: &Path,
     failure: Failure,
     mounts: &[MountSpec],
     maps: &idmap::IdMaps,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, BuildError> {
     if let Some(why) = not_kept_because(mounts, &failure.spec) {
-        anyhow::bail!("not kept: {why}");
+        return Err(super::error::Error::NotKept { why }.into());
     }
     let dir = store.debug_dir();
     fs_err::create_dir_all(&dir)?;
@@ -78,10 +79,10 @@ pub fn keep(
     f.spec.relocate(step, &dest);
     f.spec.memory_files = Vec::new();
     let written = serde_json::to_vec(&f)
-        .map_err(anyhow::Error::from)
+        .map_err(BuildError::from)
         .and_then(|r| {
             crate::store::write_atomic(&store.tmp_dir(), &dest.join(RECORD), &r)
-                .map_err(anyhow::Error::from)
+                .map_err(BuildError::from)
         });
     if let Err(e) = written {
         // Half kept is not kept (a full disk, typically): the step's files go.
@@ -97,7 +98,7 @@ pub fn keep(
 }
 
 /// The newest kept failure, with its directory.
-pub fn last(store: &Store) -> anyhow::Result<Option<(PathBuf, Failure)>> {
+pub fn last(store: &Store) -> Result<Option<(PathBuf, Failure)>, BuildError> {
     let Ok(rd) = std::fs::read_dir(store.debug_dir()) else {
         return Ok(None);
     };
@@ -109,7 +110,7 @@ pub fn last(store: &Store) -> anyhow::Result<Option<(PathBuf, Failure)>> {
             continue;
         };
         let f: Failure = serde_json::from_slice(&bytes)
-            .with_context(|| format!("reading {}", record.display()))?;
+            .doing_with(|| format!("reading {}", record.display()))?;
         return Ok(Some((dir, f)));
     }
     Ok(None)

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use super::error::{BuildError, Doing as _};
 
 use crate::layer::ApplyOptions;
 use crate::oci::Digest;
@@ -590,7 +590,7 @@ pub fn forget_created(
     created: &[String],
     lowers: &[PathBuf],
     maps: &idmap::IdMaps,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     if created.is_empty() {
         return Ok(());
     }
@@ -598,7 +598,7 @@ pub fn forget_created(
         forget_mount_points(upper, created, lowers);
         return Ok(());
     }
-    hook_ok(
+    hook_done(
         &exe()?,
         Hook::Forget {
             upper: upper.to_path_buf(),
@@ -610,37 +610,56 @@ pub fn forget_created(
     )
 }
 
-pub fn exe() -> anyhow::Result<PathBuf> {
-    std::env::current_exe().context("finding the strata binary to re-execute for the sandbox")
+pub fn exe() -> Result<PathBuf, BuildError> {
+    std::env::current_exe().doing("finding the strata binary to re-execute for the sandbox")
 }
 
 /// A sandbox error as the engine returns it: typed, so its advice reaches the command line as
 /// hints ([`super::error::explain`]).
-pub fn sandbox_err(e: sandbox::Error) -> anyhow::Error {
+pub fn sandbox_err(e: sandbox::Error) -> BuildError {
     e.into()
 }
 
 /// Run a hook inside the user namespace; anything but exit status 0 is an error saying `what`.
-pub fn hook_ok(exe: &Path, hook: Hook, maps: &idmap::IdMaps, what: &str) -> anyhow::Result<()> {
+pub fn hook_done(
+    exe: &Path,
+    hook: Hook,
+    maps: &idmap::IdMaps,
+    what: &str,
+) -> Result<(), BuildError> {
     hook_output(exe, hook, maps, what).map(|_| ())
 }
 
-/// [`hook_ok`], returning what the hook answered over the report pipe.
+/// [`hook_done`] for the RUN step and the remote cache, which still return anyhow's errors and
+/// use this one's as theirs. TRANSITIONAL (issue 28): it goes when they are typed.
+pub fn hook_ok(exe: &Path, hook: Hook, maps: &idmap::IdMaps, what: &str) -> anyhow::Result<()> {
+    Ok(hook_done(exe, hook, maps, what)?)
+}
+
+/// [`hook_done`], returning what the hook answered over the report pipe.
 pub fn hook_output(
     exe: &Path,
     hook: Hook,
     maps: &idmap::IdMaps,
     what: &str,
-) -> anyhow::Result<HookOutput> {
+) -> Result<HookOutput, BuildError> {
     let h = HookSpec {
         task: serde_json::to_value(&hook)?,
         maps: maps.clone(),
     };
     match sandbox::run_hook_output(exe, &h).map_err(sandbox_err)? {
-        (sandbox::Outcome::Exited(0), Some(out)) => serde_json::from_value(out)
-            .with_context(|| format!("{what}: reading the hook's answer")),
-        (sandbox::Outcome::Exited(0), None) => bail!("{what} ended without an answer"),
-        (o, _) => bail!("{what} ended with {o:?}"),
+        (sandbox::Outcome::Exited(0), Some(out)) => {
+            serde_json::from_value(out).doing_with(|| format!("{what}: reading the hook's answer"))
+        }
+        (sandbox::Outcome::Exited(0), None) => Err(super::error::Error::HookNoAnswer {
+            what: what.to_string(),
+        }
+        .into()),
+        (o, _) => Err(super::error::Error::HookEnded {
+            what: what.to_string(),
+            outcome: format!("{o:?}"),
+        }
+        .into()),
     }
 }
 
@@ -656,16 +675,15 @@ pub fn hook_error(e: &sandbox::Error) -> Option<HookError> {
 }
 
 /// Remove a tree that may hold files owned by subordinate ids: inside the user namespace.
-pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
+pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> Result<(), BuildError> {
     if !path.exists() {
         return Ok(());
     }
     if maps.root_only || rustix::process::getuid().is_root() {
         crate::store::make_writable(path);
-        return std::fs::remove_dir_all(path)
-            .with_context(|| format!("removing {}", path.display()));
+        return std::fs::remove_dir_all(path).doing_with(|| format!("removing {}", path.display()));
     }
-    hook_ok(
+    hook_done(
         &exe()?,
         Hook::Remove {
             paths: vec![path.to_path_buf()],
@@ -677,7 +695,7 @@ pub fn remove_tree(path: &Path, maps: &idmap::IdMaps) -> anyhow::Result<()> {
 
 /// [`remove_tree`] as the store's prune and collection call it (their error type).
 pub fn remove_store_tree(path: &Path, maps: &idmap::IdMaps) -> crate::store::Result<()> {
-    remove_tree(path, maps).map_err(|e| crate::store::Error::Invalid(format!("{e:#}")))
+    remove_tree(path, maps).map_err(|e| crate::store::Error::Invalid(super::error::with_causes(&e)))
 }
 
 /// Remove what killed strata processes left in the store's tmp dir: every entry there is named
@@ -713,7 +731,7 @@ pub fn snapshots(
     diff_ids: &[Digest],
     layers: &[crate::oci::Descriptor],
     maps: &idmap::IdMaps,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> Result<Vec<PathBuf>, BuildError> {
     let mut out = Vec::new();
     for (d, l) in diff_ids.iter().zip(layers) {
         let p = store.snapshot_of(d, &l.digest, |blob, dest| {
@@ -723,7 +741,7 @@ pub fn snapshots(
                 diff_id: d.clone(),
                 lower: out.iter().rev().cloned().collect(),
             };
-            hook_ok(exe, unpack, maps, &format!("unpacking layer {d}"))
+            hook_done(exe, unpack, maps, &format!("unpacking layer {d}"))
         })?;
         out.push(p);
     }
@@ -760,7 +778,7 @@ pub fn step_root(
     lower: Vec<PathBuf>,
     hostname: &str,
     network: sandbox::Network,
-) -> anyhow::Result<StepRoot> {
+) -> Result<StepRoot, BuildError> {
     let mut lower = unique_top_first(lower);
     let (upper, work, merged, etc) = (
         step.join("upper"),
@@ -802,7 +820,7 @@ pub fn step_root(
 }
 
 /// Add `hosts` (name, address) to the step's provided /etc/hosts (`--add-host`).
-pub fn add_hosts(root: &StepRoot, hosts: &[(String, String)]) -> anyhow::Result<()> {
+pub fn add_hosts(root: &StepRoot, hosts: &[(String, String)]) -> Result<(), BuildError> {
     if hosts.is_empty() {
         return Ok(());
     }
@@ -839,7 +857,7 @@ pub fn diff_to_tar(
     tar: &Path,
     maps: &idmap::IdMaps,
     epoch: Option<i64>,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     let diff = |upper: PathBuf, lower: &[PathBuf]| DiffSpec {
         upper,
         out: tar.to_path_buf(),
@@ -855,7 +873,7 @@ pub fn diff_to_tar(
             diff: diff(step.join("changes"), lower),
         },
     };
-    hook_ok(&exe()?, hook, maps, "reading the step's changes")
+    hook_done(&exe()?, hook, maps, "reading the step's changes")
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{anyhow, bail, Context as _};
-
+use crate::engine::error::BuildError;
+pub use crate::engine::error::FetchError;
 use crate::oci::Digest;
 
 /// Is `s` a git source as ADD understands it (BuildKit's forms)?
@@ -48,13 +48,22 @@ pub fn url_file_name(url: &str) -> String {
 
 /// Check a downloaded file against `--checksum` (sha256 from the digest taken while it was
 /// written; sha384 and sha512 by reading it again).
-fn check_checksum(expected: &str, path: &Path, actual: &Digest, url: &str) -> anyhow::Result<()> {
+fn check_checksum(
+    expected: &str,
+    path: &Path,
+    actual: &Digest,
+    url: &str,
+) -> Result<(), BuildError> {
     use crate::dockerfile::instructions::{parse_checksum, Checksum, ChecksumAlg};
-    let (alg, hex) = match parse_checksum(expected).map_err(|e| anyhow!("{e}"))? {
+    let (alg, hex) = match parse_checksum(expected).map_err(FetchError::BadChecksum)? {
         Checksum::Digest { alg, hex } => (alg, hex),
-        Checksum::Commit(_) => bail!(
-            "invalid checksum digest format {expected} for {url}: a commit hash is for git sources; a file needs sha256:<hex>"
-        ),
+        Checksum::Commit(_) => {
+            return Err(FetchError::CommitForFile {
+                expected: expected.to_string(),
+                url: url.to_string(),
+            }
+            .into())
+        }
     };
     let got = match alg {
         ChecksumAlg::Sha256 => actual.hex().to_string(),
@@ -78,20 +87,23 @@ fn check_checksum(expected: &str, path: &Path, actual: &Digest, url: &str) -> an
         }
     };
     if got != hex {
-        bail!(
-            "digest mismatch for {url}: expected {expected}, got {}:{got}",
-            alg.name()
-        );
+        return Err(FetchError::Mismatch {
+            url: url.to_string(),
+            expected: expected.to_string(),
+            alg: alg.name(),
+            got,
+        }
+        .into());
     }
     Ok(())
 }
 
 /// Download `urls` into `dir`.
-pub fn http(urls: &[String], dir: &Path, checksum: Option<&str>) -> anyhow::Result<Fetched> {
+pub fn http(urls: &[String], dir: &Path, checksum: Option<&str>) -> Result<Fetched, BuildError> {
     let client = reqwest::blocking::Client::builder()
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .build()
-        .context("setting up the HTTP client")?;
+        .map_err(FetchError::Client)?;
     let mut out = Fetched {
         root: dir.to_path_buf(),
         sources: Vec::new(),
@@ -103,12 +115,17 @@ pub fn http(urls: &[String], dir: &Path, checksum: Option<&str>) -> anyhow::Resu
         fs_err::create_dir_all(&sub)?;
         let name = url_file_name(url);
         let path = sub.join(&name);
-        let mut resp = client
-            .get(url)
-            .send()
-            .with_context(|| format!("downloading {url}"))?;
+        let download = |source| FetchError::Download {
+            url: url.clone(),
+            source,
+        };
+        let mut resp = client.get(url).send().map_err(download)?;
         if !resp.status().is_success() {
-            bail!("downloading {url}: HTTP {}", resp.status());
+            return Err(FetchError::Status {
+                url: url.clone(),
+                status: resp.status(),
+            }
+            .into());
         }
         let modified = resp
             .headers()
@@ -117,8 +134,7 @@ pub fn http(urls: &[String], dir: &Path, checksum: Option<&str>) -> anyhow::Resu
             .and_then(httpdate);
         let f = fs_err::File::create(&path)?;
         let mut w = crate::oci::HashingWriter::new(std::io::BufWriter::new(f));
-        resp.copy_to(&mut w)
-            .with_context(|| format!("downloading {url}"))?;
+        resp.copy_to(&mut w).map_err(download)?;
         let (bw, digest, _) = w.finish();
         bw.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         if let Some(c) = checksum {
@@ -180,19 +196,18 @@ fn httpdate(s: &str) -> Option<i64> {
     Some(days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2])
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+fn git(dir: &Path, args: &[&str]) -> Result<String, FetchError> {
     let o = Command::new("git")
         .args(args)
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
         .output()
-        .map_err(|e| anyhow!("running git (needed for ADD of a git repository): {e}"))?;
+        .map_err(FetchError::NoGit)?;
     if !o.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
+        return Err(FetchError::Git {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
@@ -203,7 +218,7 @@ pub fn git_repo(
     dir: &Path,
     keep_git_dir: bool,
     checksum: Option<&str>,
-) -> anyhow::Result<Fetched> {
+) -> Result<Fetched, BuildError> {
     let (url, fragment) = match src.split_once('#') {
         Some((u, f)) => (u, Some(f)),
         None => (src, None),
@@ -227,8 +242,11 @@ pub fn git_repo(
         &["clone", "--quiet", "--recurse-submodules", &url, "repo"],
     )?;
     if let Some(r) = reference {
-        git(&repo, &["checkout", "--quiet", r])
-            .map_err(|e| anyhow!("{url}: repository does not contain ref {r} ({e})"))?;
+        git(&repo, &["checkout", "--quiet", r]).map_err(|e| FetchError::NoRef {
+            url: url.clone(),
+            reference: r.to_string(),
+            cause: Box::new(e),
+        })?;
         git(
             &repo,
             &["submodule", "--quiet", "update", "--init", "--recursive"],
@@ -237,14 +255,23 @@ pub fn git_repo(
     let commit = git(&repo, &["rev-parse", "HEAD"])?;
     if let Some(c) = checksum {
         use crate::dockerfile::instructions::{parse_checksum, Checksum};
-        match parse_checksum(c).map_err(|e| anyhow!("{e}"))? {
+        match parse_checksum(c).map_err(FetchError::BadChecksum)? {
             Checksum::Commit(p) if commit.starts_with(&p) => {}
             Checksum::Commit(_) => {
-                bail!("{url}: expected checksum to match {c}, the ref resolved to commit {commit}")
+                return Err(FetchError::CommitMismatch {
+                    url,
+                    checksum: c.to_string(),
+                    commit,
+                }
+                .into())
             }
-            Checksum::Digest { .. } => bail!(
-                "invalid checksum {c} for {url}: a git source takes a commit hash, not a digest"
-            ),
+            Checksum::Digest { .. } => {
+                return Err(FetchError::DigestForGit {
+                    checksum: c.to_string(),
+                    url,
+                }
+                .into())
+            }
         }
     }
     if !keep_git_dir {
@@ -255,10 +282,11 @@ pub fn git_repo(
         None => repo,
     };
     if !root.is_dir() {
-        bail!(
-            "{url}: no directory {} in the repository",
-            subdir.unwrap_or("")
-        );
+        return Err(FetchError::NoSubdir {
+            url,
+            subdir: subdir.unwrap_or("").to_string(),
+        }
+        .into());
     }
     Ok(Fetched {
         root,

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _};
-
+pub use crate::engine::error::LoadError;
+use crate::engine::error::{BuildError, Doing as _};
 use crate::store::{ImageRecord, ImageRef, SaveFormat, Store};
 
 /// Where `--load` puts the image.
@@ -20,27 +20,25 @@ pub enum LoadTarget {
 }
 
 impl LoadTarget {
-    pub fn parse(s: &str) -> Result<LoadTarget, String> {
+    pub fn parse(s: &str) -> Result<LoadTarget, LoadError> {
         match s {
             "" | "true" | "auto" => Ok(LoadTarget::Auto),
             "docker" => Ok(LoadTarget::Docker),
             "podman" => Ok(LoadTarget::Podman),
-            other => Err(format!(
-                "--load={other}: expected docker or podman (--load alone: docker when its socket answers, else podman)"
-            )),
+            other => Err(LoadError::BadTarget {
+                given: other.to_string(),
+            }),
         }
     }
 }
 
 /// The docker daemon's socket: `$DOCKER_HOST` when it is `unix://PATH`, else
 /// `/var/run/docker.sock`.
-pub fn docker_socket() -> Result<PathBuf, String> {
+pub fn docker_socket() -> Result<PathBuf, LoadError> {
     match std::env::var("DOCKER_HOST") {
         Ok(h) if !h.is_empty() => match h.strip_prefix("unix://") {
             Some(p) => Ok(PathBuf::from(p)),
-            None => Err(format!(
-                "DOCKER_HOST={h}: --load talks to a docker daemon through a unix socket (unix://PATH)"
-            )),
+            None => Err(LoadError::DockerHost { host: h.clone() }),
         },
         _ => Ok(PathBuf::from("/var/run/docker.sock")),
     }
@@ -59,7 +57,7 @@ pub fn load(
     img: &ImageRecord,
     names: &[ImageRef],
     target: &LoadTarget,
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>, BuildError> {
     let target = match target {
         LoadTarget::Auto => {
             let docker = docker_socket()
@@ -70,10 +68,12 @@ pub fn load(
             } else if on_path("podman") {
                 LoadTarget::Podman
             } else {
-                bail!(
-                    "--load: no docker daemon answers at {} and podman is not installed: start docker (or set DOCKER_HOST=unix://PATH), install podman, or write an archive with --output type=docker,dest=FILE",
-                    docker_socket().map(|p| p.display().to_string()).unwrap_or_else(|e| e)
-                )
+                return Err(LoadError::NoTarget {
+                    socket: docker_socket()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|e| e.to_string()),
+                }
+                .into());
             }
         }
         t => t.clone(),
@@ -87,11 +87,11 @@ pub fn load(
             &archive,
             SaveFormat::DockerArchive,
         )
-        .context("writing the image as a docker-archive for --load")?;
+        .doing("writing the image as a docker-archive for --load")?;
     let r = match target {
         LoadTarget::Podman => podman_load(&archive),
         _ => {
-            let sock = docker_socket().map_err(|e| anyhow!(e))?;
+            let sock = docker_socket()?;
             docker_load(&sock, &archive)
         }
     };
@@ -99,20 +99,20 @@ pub fn load(
     r
 }
 
-fn podman_load(archive: &Path) -> anyhow::Result<Vec<String>> {
+fn podman_load(archive: &Path) -> Result<Vec<String>, BuildError> {
     let o = std::process::Command::new("podman")
         .arg("load")
         .arg("-i")
         .arg(archive)
         .stdin(std::process::Stdio::null())
         .output()
-        .context("--load: running podman load")?;
+        .doing("--load: running podman load")?;
     if !o.status.success() {
-        bail!(
-            "--load: podman load failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
+        return Err(LoadError::Podman {
+            status: o.status.to_string(),
+            stderr: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        }
+        .into());
     }
     Ok(String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -122,9 +122,13 @@ fn podman_load(archive: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// `POST /images/load` on the docker API at `sock`, the archive as the body.
-fn docker_load(sock: &Path, archive: &Path) -> anyhow::Result<Vec<String>> {
+fn docker_load(sock: &Path, archive: &Path) -> Result<Vec<String>, BuildError> {
     let what = || format!("--load: the docker daemon at {}", sock.display());
-    let mut conn = UnixStream::connect(sock).with_context(|| {
+    let daemon = |said: String| LoadError::Daemon {
+        socket: sock.to_path_buf(),
+        said,
+    };
+    let mut conn = UnixStream::connect(sock).doing_with(|| {
         format!(
             "{}: cannot connect (is dockerd running, and may this user use its socket?)",
             what()
@@ -136,21 +140,21 @@ fn docker_load(sock: &Path, archive: &Path) -> anyhow::Result<Vec<String>> {
         conn,
         "POST /images/load HTTP/1.1\r\nHost: docker\r\nUser-Agent: strata\r\nContent-Type: application/x-tar\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     )
-    .with_context(what)?;
-    std::io::copy(&mut body, &mut conn).with_context(what)?;
-    conn.flush().with_context(what)?;
+    .doing_with(what)?;
+    std::io::copy(&mut body, &mut conn).doing_with(what)?;
+    conn.flush().doing_with(what)?;
     let mut r = BufReader::new(conn);
     let mut status = String::new();
-    r.read_line(&mut status).with_context(what)?;
+    r.read_line(&mut status).doing_with(what)?;
     let code: u16 = status
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("{}: not an HTTP answer: {status:?}", what()))?;
+        .ok_or_else(|| daemon(format!("not an HTTP answer: {status:?}")))?;
     let mut chunked = false;
     loop {
         let mut h = String::new();
-        if r.read_line(&mut h).with_context(what)? == 0 || h == "\r\n" || h == "\n" {
+        if r.read_line(&mut h).doing_with(what)? == 0 || h == "\r\n" || h == "\n" {
             break;
         }
         let lower = h.to_ascii_lowercase();
@@ -162,21 +166,21 @@ fn docker_load(sock: &Path, archive: &Path) -> anyhow::Result<Vec<String>> {
     if chunked {
         loop {
             let mut size = String::new();
-            r.read_line(&mut size).with_context(what)?;
+            r.read_line(&mut size).doing_with(what)?;
             let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| anyhow!("{}: a bad chunk size {size:?}", what()))?;
+                .map_err(|_| daemon(format!("a bad chunk size {size:?}")))?;
             if n == 0 {
                 break;
             }
             let mut chunk = vec![0u8; n];
-            r.read_exact(&mut chunk).with_context(what)?;
+            r.read_exact(&mut chunk).doing_with(what)?;
             raw.extend_from_slice(&chunk);
             let mut crlf = [0u8; 2];
-            r.read_exact(&mut crlf).with_context(what)?;
+            r.read_exact(&mut crlf).doing_with(what)?;
         }
     } else {
         // Bounded: the answer is a few lines of JSON.
-        r.take(16 << 20).read_to_end(&mut raw).with_context(what)?;
+        r.take(16 << 20).read_to_end(&mut raw).doing_with(what)?;
     }
     let text = String::from_utf8_lossy(&raw);
     if code != 200 {
@@ -184,14 +188,14 @@ fn docker_load(sock: &Path, archive: &Path) -> anyhow::Result<Vec<String>> {
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| text.trim().to_string());
-        bail!("{}: HTTP {code}: {message}", what());
+        return Err(daemon(format!("HTTP {code}: {message}")).into());
     }
     let mut said = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|_| anyhow!("{}: an answer that is not JSON: {line}", what()))?;
+            .map_err(|_| daemon(format!("an answer that is not JSON: {line}")))?;
         if let Some(e) = v["errorDetail"]["message"].as_str().or(v["error"].as_str()) {
-            bail!("{}: {e}", what());
+            return Err(daemon(e.to_string()).into());
         }
         if let Some(s) = v["stream"].as_str() {
             let s = s.trim();

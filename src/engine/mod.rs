@@ -35,8 +35,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context as _};
-
 use crate::context::checksum;
 use crate::layer::Compression;
 use crate::oci::{Descriptor, Digest, ImageConfig};
@@ -44,6 +42,7 @@ use crate::plan::Plan;
 use crate::registry::ImageSource;
 use crate::sandbox::idmap;
 use crate::store::{ImageRef, SaveFormat, Store};
+use error::{BuildError, Doing as _, Error};
 
 /// The instruction a build failed at: what the error's causes happened in. Displays as
 /// `Dockerfile:4 RUN …`; the CLI shows the lines of `span` with a marker, as for parse errors.
@@ -173,9 +172,7 @@ pub fn build(
     let mut skip = Vec::new();
     let mut forgotten = Vec::new();
     loop {
-        match attempt(store, plan, opts, report.clone(), &skip, &step_ids)
-            .map_err(error::BuildError::from)
-        {
+        match attempt(store, plan, opts, report.clone(), &skip, &step_ids) {
             Err(e) => {
                 let bad = error::chain(&e)
                     .find_map(|c| c.downcast_ref::<cache::remote::BadImport>())
@@ -216,7 +213,7 @@ fn attempt(
     report: Arc<dyn report::Reporter>,
     skip: &[usize],
     step_ids: &AtomicUsize,
-) -> anyhow::Result<Built> {
+) -> Result<Built, BuildError> {
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
@@ -262,8 +259,33 @@ fn attempt(
         return Err(e);
     }
     let Some(result) = b.stage_result(plan.target) else {
-        bail!("the build stopped before the target stage finished");
+        return Err(Error::TargetUnfinished.into());
     };
+    let mut config = image_config(&b, &result);
+    let names = if opts.outputs.is_empty() {
+        opts.tags.clone()
+    } else {
+        Vec::new()
+    };
+    let annotations = annotations(&b);
+    // Layers that hit in an imported cache come now, and only those of the final image.
+    for (l, d) in result.layers.iter().zip(&config.rootfs.diff_ids) {
+        b.imported.fetch(&b, &l.digest, d)?;
+    }
+    if opts.cache_to.contains(&cache::remote::CacheTo::Inline) {
+        let v = cache::remote::inline(&b, &config.rootfs.diff_ids);
+        config.extra.insert(cache::remote::INLINE_KEY.into(), v);
+    }
+    // The imported steps are the store's own from now on (their layers fetched on use).
+    cache::remote::remember(&b);
+    let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
+    deliver(&b, &img)?;
+    Ok(finished(&b, &img, &names))
+}
+
+/// The target stage's config as the image has it: `--label`s added, its time set.
+fn image_config(b: &Build, result: &StageResult) -> ImageConfig {
+    let opts = b.opts;
     let mut config = result.config.clone();
     if !opts.labels.is_empty() {
         let c = config.config.get_or_insert_with(Default::default);
@@ -280,14 +302,14 @@ fn attempt(
             .and_then(|h| h.created.clone())
             .or_else(|| Some(crate::oci::rfc3339(crate::oci::now_secs()))),
     };
-    let names = if opts.outputs.is_empty() {
-        opts.tags.clone()
-    } else {
-        Vec::new()
-    };
-    // The base of the target stage, as BuildKit records it.
+    config
+}
+
+/// The image's annotations: its base (as BuildKit records it), then `--annotation`s.
+fn annotations(b: &Build) -> BTreeMap<String, String> {
+    let opts = b.opts;
     let mut annotations = BTreeMap::new();
-    if let Some((r, d)) = target_base(&b) {
+    if let Some((r, d)) = target_base(b) {
         annotations.insert("org.opencontainers.image.base.name".to_string(), r);
         annotations.insert(
             "org.opencontainers.image.base.digest".to_string(),
@@ -297,42 +319,43 @@ fn attempt(
     for (k, v) in &opts.annotations {
         annotations.insert(k.clone(), v.clone());
     }
-    // Layers that hit in an imported cache come now, and only those of the final image.
-    for (l, d) in result.layers.iter().zip(&config.rootfs.diff_ids) {
-        b.imported.fetch(&b, &l.digest, d)?;
-    }
-    if opts.cache_to.contains(&cache::remote::CacheTo::Inline) {
-        let v = cache::remote::inline(&b, &config.rootfs.diff_ids);
-        config.extra.insert(cache::remote::INLINE_KEY.into(), v);
-    }
-    // The imported steps are the store's own from now on (their layers fetched on use).
-    cache::remote::remember(&b);
-    let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
+    annotations
+}
+
+/// Write the built image `img` where the options say: `--output`s, `--push`, `--load`,
+/// `--cache-to`, `--metadata-file`, `--iidfile`.
+fn deliver(b: &Build, img: &crate::store::ImageRecord) -> Result<(), BuildError> {
+    let (opts, store) = (b.opts, b.store);
     let mut pushed = Vec::new();
     for o in &opts.outputs {
-        pushed.extend(write_output(&b, store, &img, o)?);
+        pushed.extend(write_output(b, store, img, o)?);
     }
     if opts.push {
         if opts.tags.is_empty() {
-            bail!("--push needs a name to push to: give -t REGISTRY/REPOSITORY[:TAG]");
+            return Err(Error::PushWithoutName.into());
         }
         for t in &opts.tags {
-            pushed.push(push_to(&b, store, &img, t)?);
+            pushed.push(push_to(b, store, img, t)?);
         }
     }
     if let Some(t) = &opts.load {
-        for said in load::load(store, &img, &opts.tags, t)? {
+        for said in load::load(store, img, &opts.tags, t)? {
             b.note(&said);
         }
     }
-    cache::remote::export_all(&b)?;
+    cache::remote::export_all(b)?;
     if let Some(f) = &opts.metadata_file {
-        write_metadata(&b, &img, &pushed, f)?;
+        write_metadata(b, img, &pushed, f)?;
     }
     if let Some(f) = &opts.iidfile {
         fs_err::write(f, img.config_digest.to_string())
-            .with_context(|| format!("writing --iidfile {}", f.display()))?;
+            .doing_with(|| format!("writing --iidfile {}", f.display()))?;
     }
+    Ok(())
+}
+
+/// Say the build is done (`names`: what it tagged) and what it built.
+fn finished(b: &Build, img: &crate::store::ImageRecord, names: &[ImageRef]) -> Built {
     let steps = b.steps.load(Ordering::SeqCst);
     let cached = b.cached.load(Ordering::SeqCst);
     let summary = format!(
@@ -353,13 +376,13 @@ fn attempt(
     );
     b.report
         .event(report::Event::Finished { summary: &summary });
-    Ok(Built {
+    Built {
         image: img.clone(),
         image_id: img.config_digest.clone(),
         manifest_digest: img.manifest_digest.clone(),
         steps,
         cached,
-    })
+    }
 }
 
 /// The reference and digest of the target stage's base image, when it is an image.
@@ -383,7 +406,7 @@ fn push_to(
     store: &Store,
     img: &crate::store::ImageRecord,
     to: &ImageRef,
-) -> anyhow::Result<(String, Digest)> {
+) -> Result<(String, Digest), BuildError> {
     // The session that resolved the bases: its policy and tokens serve the push too.
     let reg = b.source.registry()?;
     let compression = match b.opts.compression {
@@ -400,7 +423,7 @@ fn push_to(
                 chunk_size: None,
             },
         )
-        .with_context(|| format!("pushing {to}"))?;
+        .doing_with(|| format!("pushing {to}"))?;
     b.note(&p.to_string());
     Ok((to.to_string(), p.digest))
 }
@@ -428,7 +451,7 @@ fn write_metadata(
     img: &crate::store::ImageRecord,
     pushed: &[(String, Digest)],
     f: &Path,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     let digest = pushed
         .first()
         .map(|(_, d)| d.clone())
@@ -454,7 +477,7 @@ fn write_metadata(
         "strata.cache": cache_summary(b),
     });
     fs_err::write(f, serde_json::to_vec_pretty(&v)?)
-        .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+        .doing_with(|| format!("writing --metadata-file {}", f.display()))?;
     Ok(())
 }
 
@@ -463,13 +486,11 @@ fn write_output(
     store: &Store,
     img: &crate::store::ImageRecord,
     o: &Output,
-) -> anyhow::Result<Vec<(String, Digest)>> {
+) -> Result<Vec<(String, Digest)>, BuildError> {
     if let Output::Registry { name } = o {
         let targets = match name {
-            Some(n) => vec![ImageRef::parse(n).with_context(|| format!("--output name={n}"))?],
-            None if b.opts.tags.is_empty() => {
-                bail!("--output type=registry needs a name: give -t REGISTRY/REPOSITORY[:TAG] or name=")
-            }
+            Some(n) => vec![ImageRef::parse(n).doing_with(|| format!("--output name={n}"))?],
+            None if b.opts.tags.is_empty() => return Err(Error::RegistryOutputWithoutName.into()),
             None => b.opts.tags.clone(),
         };
         return targets.iter().map(|t| push_to(b, store, img, t)).collect();
@@ -499,10 +520,7 @@ fn write_output(
                         .map(|mut d| d.next().is_some())
                         .unwrap_or(false)
                 {
-                    bail!(
-                        "--output {}: the directory exists and is not empty",
-                        dest.display()
-                    );
+                    return Err(Error::OutputNotEmpty { dest: dest.clone() }.into());
                 }
                 dest.clone()
             } else {
@@ -527,7 +545,8 @@ fn write_output(
                     dir: dir.clone(),
                     out: std::path::absolute(dest)?,
                 };
-                let r = exec::hook_ok(&b.exe, flatten, &b.maps, "writing the root filesystem tar");
+                let r =
+                    exec::hook_done(&b.exe, flatten, &b.maps, "writing the root filesystem tar");
                 let cleanup = exec::remove_tree(&dir, &b.maps);
                 r?;
                 cleanup?;

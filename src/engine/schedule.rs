@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
+use super::error::BuildError;
 use super::StageResult;
 use crate::plan::{DepKind, Plan};
 
@@ -32,7 +33,7 @@ pub(crate) struct Schedule {
     ready: Condvar,
     failed: AtomicBool,
     /// The first error, with the step it came from.
-    error: Mutex<Option<anyhow::Error>>,
+    error: Mutex<Option<BuildError>>,
     slots: Mutex<usize>,
     slot_free: Condvar,
     /// Sandbox children running now (killed when the build fails).
@@ -91,7 +92,7 @@ impl Schedule {
     }
 
     /// The result of a stage run through [`Schedule::claim`].
-    pub fn finish(&self, i: usize, r: anyhow::Result<StageResult>) {
+    pub fn finish(&self, i: usize, r: Result<StageResult, BuildError>) {
         match r {
             Ok(res) => self.set_result(i, Some(Arc::new(res))),
             Err(e) => {
@@ -152,7 +153,7 @@ impl Schedule {
     }
 
     /// Fail the build with `e` (only the first error is kept) and kill the running sandboxes.
-    pub fn fail(&self, e: anyhow::Error) {
+    pub fn fail(&self, e: BuildError) {
         self.failed.store(true, Ordering::SeqCst);
         // The first error is the build's (set before the kills below, whose victims report
         // only that they were cancelled).
@@ -166,7 +167,7 @@ impl Schedule {
     }
 
     /// The build's first error, if it failed.
-    pub fn take_error(&self) -> Option<anyhow::Error> {
+    pub fn take_error(&self) -> Option<BuildError> {
         lock(&self.error).take()
     }
 
@@ -185,7 +186,11 @@ impl Schedule {
 
     /// Run the stages of `plan.order`, each with `stage`, on threads, as their inputs allow;
     /// a stage that panicked takes the build down with it once every thread is joined.
-    pub fn run(&self, plan: &Plan, stage: &(dyn Fn(usize) -> anyhow::Result<StageResult> + Sync)) {
+    pub fn run(
+        &self,
+        plan: &Plan,
+        stage: &(dyn Fn(usize) -> Result<StageResult, BuildError> + Sync),
+    ) {
         // Set when every stage is done; the watcher waits on it, so the build's end never
         // waits for the watcher's next poll.
         let done = (Mutex::new(false), Condvar::new());
@@ -263,15 +268,16 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::error::Error;
 
     #[test]
     fn the_first_error_is_kept() {
         let s = Schedule::new(1);
         assert!(!s.failed());
-        s.fail(anyhow::anyhow!("first"));
-        s.fail(anyhow::anyhow!("second"));
+        s.fail(Error::Internal("first".into()).into());
+        s.fail(Error::Internal("second".into()).into());
         assert!(s.failed());
-        assert_eq!(s.take_error().unwrap().to_string(), "first");
+        assert_eq!(s.take_error().unwrap().to_string(), "internal error: first");
     }
 
     #[test]

@@ -5,11 +5,9 @@
 
 use std::sync::atomic::Ordering;
 
-use anyhow::{anyhow, bail, Context as _};
-
 use super::cache::key::{self, Inputs};
 use super::cache::{self, Record};
-use super::error::Cancelled;
+use super::error::{BuildError, Cancelled, Doing as _, Error};
 use super::report::Event;
 use super::state::{first_line, image_for, rfc, Pending, Ran, StageState};
 use super::step;
@@ -26,7 +24,7 @@ fn loc(b: &Build, c: &Command) -> String {
     format!("{}:{}", b.opts.dockerfile_name, c.start_line)
 }
 
-pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
+pub(crate) fn run(b: &Build, i: usize) -> Result<StageResult, BuildError> {
     let stage = &b.plan.stages[i];
     let name = stage.display_name();
     let (mut config, layers, key, dirs, moved) = base(b, i)?;
@@ -46,11 +44,10 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
     let mut trigger_cmds = Vec::new();
     for t in &triggers {
         let src = dockerfile::Source::new(format!("ONBUILD trigger of {name}"), t.clone());
-        let (_, cmds) = dockerfile::load(&src).map_err(|d| {
-            anyhow!(
-                "ONBUILD trigger \"{t}\" of the base of stage {name}: {}",
-                d.message
-            )
+        let (_, cmds) = dockerfile::load(&src).map_err(|d| Error::BadTrigger {
+            trigger: t.clone(),
+            stage: name.clone(),
+            message: d.message,
         })?;
         trigger_cmds.extend(cmds);
     }
@@ -98,7 +95,7 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
         env_pos: Default::default(),
         pending: Vec::new(),
     };
-    let mut steps = || -> anyhow::Result<()> {
+    let mut steps = || -> Result<(), BuildError> {
         for (k, cmd) in all.iter().enumerate() {
             if b.schedule.failed() {
                 return Err(Cancelled.into());
@@ -107,12 +104,14 @@ pub(crate) fn run(b: &Build, i: usize) -> anyhow::Result<StageResult> {
                 st.n += 1;
             }
             st.onbuild = k < trigger_cmds.len();
-            st.command(cmd).with_context(|| super::StepFailed {
-                file: b.opts.dockerfile_name.clone(),
-                line: cmd.start_line,
-                instruction: first_line(&cmd.original),
-                span: cmd.span,
-                source_text: b.opts.dockerfile.clone(),
+            st.command(cmd).map_err(|e| {
+                e.in_step(super::StepFailed {
+                    file: b.opts.dockerfile_name.clone(),
+                    line: cmd.start_line,
+                    instruction: first_line(&cmd.original),
+                    span: cmd.span,
+                    source_text: b.opts.dockerfile.clone(),
+                })
             })?;
         }
         Ok(())
@@ -162,26 +161,28 @@ type BaseState = (
     Option<String>,
 );
 
-fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
+fn base(b: &Build, i: usize) -> Result<BaseState, BuildError> {
     let stage = &b.plan.stages[i];
     let want = match &stage.platform {
-        Some(p) => Some(
-            Platform::parse(p)
-                .ok_or_else(|| anyhow!("{}: invalid --platform \"{p}\"", loc(b, &stage.from)))?,
-        ),
+        Some(p) => Some(Platform::parse(p).ok_or_else(|| Error::BadPlatform {
+            at: loc(b, &stage.from),
+            platform: p.clone(),
+        })?),
         None => None,
     };
-    let from_image = |r: &str| -> anyhow::Result<BaseState> {
-        let res = image_for(b, r, want.as_ref()).with_context(|| loc(b, &stage.from))?;
+    let from_image = |r: &str| -> Result<BaseState, BuildError> {
+        let res = image_for(b, r, want.as_ref()).doing_with(|| loc(b, &stage.from))?;
         let img = &res.record;
         if let Some(w) = &want {
             if img.config.os != w.os || img.config.architecture != w.architecture {
-                bail!(
-                    "{}: base image {r} is {}/{}, not the {w} that --platform asks for (strata does not emulate other platforms)",
-                    loc(b, &stage.from),
-                    img.config.os,
-                    img.config.architecture
-                );
+                return Err(Error::WrongPlatform {
+                    at: loc(b, &stage.from),
+                    image: r.to_string(),
+                    os: img.config.os.clone(),
+                    architecture: img.config.architecture.clone(),
+                    want: w.to_string(),
+                }
+                .into());
             }
         }
         Ok((
@@ -210,7 +211,13 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
             // The key of a stage's steps follows what it produced, not only how: a stage that
             // reran (--no-cache-filter) with different output changes everything built on it.
             let key = Digest::of(format!("{} {}", r.key, r.content_id()).as_bytes());
-            Ok((r.config.clone(), r.layers.clone(), key, r.dirs.clone(), None))
+            Ok((
+                r.config.clone(),
+                r.layers.clone(),
+                key,
+                r.dirs.clone(),
+                None,
+            ))
         }
         Base::Image(r) => from_image(r),
         Base::Context(name) => match b.opts.named_contexts.get(name) {
@@ -219,34 +226,42 @@ fn base(b: &Build, i: usize) -> anyhow::Result<BaseState> {
                 let loaded = b
                     .store
                     .load(p)
-                    .with_context(|| format!("loading the OCI layout {}", p.display()))?;
+                    .doing_with(|| format!("loading the OCI layout {}", p.display()))?;
                 let img = match tag {
                     Some(t) => loaded
                         .into_iter()
                         .find(|i| i.names.iter().any(|n| n.tag() == t))
-                        .ok_or_else(|| anyhow!("{}: no image tagged {t}", p.display()))?,
+                        .ok_or_else(|| Error::NoTaggedImage {
+                            layout: p.clone(),
+                            tag: t.clone(),
+                        })?,
                     None => loaded
                         .into_iter()
                         .next()
-                        .ok_or_else(|| anyhow!("{}: no image in the layout", p.display()))?,
+                        .ok_or_else(|| Error::EmptyLayout { layout: p.clone() })?,
                 };
                 from_image(&img.config_digest.to_string())
             }
-            Some(NamedContext::Dir(p)) => bail!(
-                "{}: FROM {name}: the build context {name} is a directory ({}); FROM needs an image (docker-image://REF or oci-layout://PATH)",
-                loc(b, &stage.from),
-                p.display()
-            ),
-            None => bail!("{}: no build context named {name}", loc(b, &stage.from)),
+            Some(NamedContext::Dir(p)) => Err(Error::ContextIsDir {
+                at: loc(b, &stage.from),
+                name: name.clone(),
+                dir: p.clone(),
+            }
+            .into()),
+            None => Err(Error::NoNamedContext {
+                at: loc(b, &stage.from),
+                name: name.clone(),
+            }
+            .into()),
         },
     }
 }
 
 impl StageState<'_, '_> {
     /// One instruction: expand it, then the step of its kind.
-    fn command(&mut self, cmd: &Command) -> anyhow::Result<()> {
+    fn command(&mut self, cmd: &Command) -> Result<(), BuildError> {
         let ex = expand_instruction(&cmd.instruction, &self.scope, &self.lexer)
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(|cause| Error::Expand { cause })?;
         let ins = ex.instruction;
         let label = format!(
             "[{} {:>w$}/{}] {}{}",
@@ -262,7 +277,7 @@ impl StageState<'_, '_> {
                 self.layer_step(cmd, &ins, run.as_ref(), &label)
             }
             (Instruction::Workdir(w), _) => step::workdir::execute(self, cmd, w, &label),
-            (Instruction::From(_), _) => bail!("FROM inside a stage"),
+            (Instruction::From(_), _) => Err(Error::FromInStage.into()),
             _ => step::meta::execute(self, cmd, &ins),
         }
     }
@@ -274,7 +289,7 @@ impl StageState<'_, '_> {
         ins: &Instruction,
         run: Option<&RunOptions>,
         label: &str,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), BuildError> {
         let b = self.b;
         // A step that reads another stage waits for it before it shows as started (its
         // stage's job slot is given back meanwhile); the steps before it ran alongside. The
@@ -316,12 +331,10 @@ impl StageState<'_, '_> {
                     .push(label.to_string());
                 b.report.event(Event::Done { step: id })
             }
-            Err(e) if super::error::chain(e.as_ref()).any(|c| c.is::<Cancelled>()) => {
-                b.report.event(Event::Cancelled { step: id })
-            }
+            Err(e) if e.is_cancelled() => b.report.event(Event::Cancelled { step: id }),
             Err(e) => b.report.event(Event::Failed {
                 step: id,
-                error: &format!("{e:#}"),
+                error: &super::error::with_causes(e),
             }),
         }
         r.map(|_| ())
@@ -334,7 +347,7 @@ impl StageState<'_, '_> {
         cmd: &Command,
         ins: &Instruction,
         run: Option<&RunOptions>,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, BuildError> {
         if !matches!(ins, Instruction::Run(_)) {
             // COPY and ADD read the layers below by their paths or snapshots, whichever is
             // cheaper: with every layer in place.
@@ -422,7 +435,11 @@ impl StageState<'_, '_> {
                 let (layer, dirs) = step::copy::execute(self, c, true)?;
                 (Ran::Done(layer), dirs)
             }
-            _ => bail!("internal error: {} is not a step with a layer", ins.name()),
+            _ => {
+                return Err(
+                    Error::Internal(format!("{} is not a step with a layer", ins.name())).into(),
+                )
+            }
         };
         // What was copied (or bound into the RUN step) must be what the key hashed: read the
         // local sources' digests again (a stat per file when nothing changed) and refuse the
@@ -434,7 +451,7 @@ impl StageState<'_, '_> {
                     .why_changed()
                     .map(|w| format!(" ({w})"))
                     .unwrap_or_default();
-                return Err(super::error::Error::ContextChanged { files }.into());
+                return Err(Error::ContextChanged { files }.into());
             }
         }
         let layer = match ran {
@@ -494,7 +511,11 @@ impl StageState<'_, '_> {
     }
 
     /// What a RUN, COPY or ADD step reads, for its key.
-    fn inputs(&mut self, ins: &Instruction, run: Option<&RunOptions>) -> anyhow::Result<Inputs> {
+    fn inputs(
+        &mut self,
+        ins: &Instruction,
+        run: Option<&RunOptions>,
+    ) -> Result<Inputs, BuildError> {
         match (ins, run) {
             (Instruction::Run(_), Some(o)) => Ok(step::run::inputs(self, o)?),
             (Instruction::Copy(c), _) => step::copy::inputs(self, c, false),

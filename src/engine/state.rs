@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use anyhow::{anyhow, Context as _};
+use super::error::{BuildError, Doing as _};
 
 use super::cache::key::{self, Inputs, KeyScope};
 use super::cache::{self, LayerRec, Record};
@@ -88,7 +88,7 @@ pub(super) fn first_line(s: &str) -> String {
 }
 
 /// An image from the store, pulled from its registry when missing (or moved, with `--pull`).
-pub(super) fn image(b: &Build, r: &str) -> anyhow::Result<crate::registry::Resolved> {
+pub(super) fn image(b: &Build, r: &str) -> Result<crate::registry::Resolved, BuildError> {
     image_for(b, r, None)
 }
 
@@ -97,8 +97,8 @@ pub(super) fn image_for(
     b: &Build,
     r: &str,
     platform: Option<&crate::oci::Platform>,
-) -> anyhow::Result<crate::registry::Resolved> {
-    let res = b.source.image_for(r, platform).with_context(|| {
+) -> Result<crate::registry::Resolved, BuildError> {
+    let res = b.source.image_for(r, platform).doing_with(|| {
         if b.opts.pull == crate::registry::PullPolicy::Always {
             format!("base image \"{r}\": checking its registry (--pull) failed")
         } else {
@@ -117,7 +117,7 @@ pub(super) fn lowers(
     b: &Build,
     config: &ImageConfig,
     layers: &[crate::oci::Descriptor],
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> Result<Vec<PathBuf>, BuildError> {
     // A layer that hit in an imported cache is fetched now that something needs its files.
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
         if !b.store.snapshot_path(d).exists() {
@@ -136,7 +136,7 @@ pub(super) fn layer_paths(
     b: &Build,
     config: &ImageConfig,
     layers: &[crate::oci::Descriptor],
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> Result<Vec<PathBuf>, BuildError> {
     let mut out = Vec::new();
     for (d, l) in config.rootfs.diff_ids.iter().zip(layers) {
         let p = b.store.layer_paths_file(&l.digest);
@@ -146,7 +146,7 @@ pub(super) fn layer_paths(
             // same way).
             let blob = b.store.open_blob(&l.digest)?;
             let (_, paths) = crate::layer::facts::read_blob_with_paths(blob)
-                .with_context(|| format!("reading the paths of layer {d}"))?;
+                .doing_with(|| format!("reading the paths of layer {d}"))?;
             b.store.put_layer_paths(&l.digest, &paths)?;
         }
         out.push(p);
@@ -155,7 +155,7 @@ pub(super) fn layer_paths(
 }
 
 /// A unique scratch directory for a step.
-pub(super) fn step_dir(b: &Build, what: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn step_dir(b: &Build, what: &str) -> Result<PathBuf, BuildError> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let d = b.store.tmp_dir().join(format!(
         "{what}-{}-{}",
@@ -291,7 +291,7 @@ impl StageState<'_, '_> {
     /// Wait for the layers being written and put every pending layer in `layers`, in order;
     /// record the RUN steps among them in the cache. After an error the rest are only waited
     /// for (and their scratch dirs removed).
-    pub(super) fn settle(&mut self) -> anyhow::Result<()> {
+    pub(super) fn settle(&mut self) -> Result<(), BuildError> {
         let mut result = Ok(());
         for p in std::mem::take(&mut self.pending) {
             match p {
@@ -308,7 +308,7 @@ impl StageState<'_, '_> {
                 } => {
                     result = commit
                         .finish()
-                        .with_context(|| format!("writing the layer of {what}"))
+                        .doing_with(|| format!("writing the layer of {what}"))
                         .and_then(|layer| self.committed(key, alias, layer, created, history));
                     drop(lock);
                 }
@@ -326,7 +326,7 @@ impl StageState<'_, '_> {
         layer: Option<LayerRec>,
         created: String,
         history: usize,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), BuildError> {
         match &layer {
             Some(l) => self.push_layer_now(l),
             None => {
@@ -351,7 +351,7 @@ impl StageState<'_, '_> {
 
     /// The lower dirs (top first) a step mounts now: the snapshots of `layers`, under the
     /// pending layers (a RUN step's upper dir while its layer is written).
-    pub(super) fn lowers_now(&self) -> anyhow::Result<Vec<PathBuf>> {
+    pub(super) fn lowers_now(&self) -> Result<Vec<PathBuf>, BuildError> {
         let mut out = lowers(self.b, &self.config, &self.layers)?;
         for p in &self.pending {
             let top = match p {
@@ -409,30 +409,41 @@ pub(in crate::engine) struct Commit {
     step: PathBuf,
     store: crate::store::Store,
     maps: crate::sandbox::idmap::IdMaps,
-    job: Option<std::thread::JoinHandle<anyhow::Result<Option<LayerRec>>>>,
+    /// Waits for the thread writing the layer.
+    job: Option<Join>,
 }
+
+/// Waits for the thread writing a RUN step's layer and returns what it made.
+type Join = Box<dyn FnOnce() -> Result<Option<LayerRec>, BuildError> + Send>;
 
 impl Commit {
     /// The commit of the RUN step whose scratch dir is `step` (its upper dir `upper` in it),
-    /// its layer made by `job`.
-    pub fn new(
+    /// its layer made by `job` (of any error type the engine's errors take in).
+    pub fn new<E: Into<BuildError> + Send + 'static>(
         upper: PathBuf,
         step: PathBuf,
         b: &Build,
-        job: std::thread::JoinHandle<anyhow::Result<Option<LayerRec>>>,
+        job: std::thread::JoinHandle<Result<Option<LayerRec>, E>>,
     ) -> Commit {
+        let join = move || match job.join() {
+            Ok(made) => made.map_err(Into::into),
+            Err(_) => Err(super::error::Error::Internal(
+                "the thread writing a RUN step's layer panicked".into(),
+            )
+            .into()),
+        };
         Commit {
             upper,
             step,
             store: b.store.clone(),
             maps: b.maps.clone(),
-            job: Some(job),
+            job: Some(Box::new(join)),
         }
     }
 
     /// The layer (None when the step changed nothing), with the upper dir kept as its
     /// snapshot and the scratch dir removed.
-    pub fn finish(mut self) -> anyhow::Result<Option<LayerRec>> {
+    pub fn finish(mut self) -> Result<Option<LayerRec>, BuildError> {
         let layer = self.join();
         if let Ok(Some(l)) = &layer {
             let _ = self.store.adopt_snapshot(&l.diff_id, &self.upper);
@@ -443,13 +454,9 @@ impl Commit {
         Ok(layer)
     }
 
-    fn join(&mut self) -> anyhow::Result<Option<LayerRec>> {
+    fn join(&mut self) -> Result<Option<LayerRec>, BuildError> {
         match self.job.take() {
-            Some(j) => j.join().unwrap_or_else(|_| {
-                Err(anyhow!(
-                    "internal error: the thread writing a RUN step's layer panicked"
-                ))
-            }),
+            Some(join) => join(),
             None => Ok(None),
         }
     }

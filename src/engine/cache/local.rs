@@ -214,13 +214,18 @@ pub fn evict(store: &Store, keep: u64) -> (usize, u64) {
 /// The build cache's size limit when nothing sets one: the layers its steps refer to.
 pub const DEFAULT_LIMIT: u64 = 10 << 30;
 
+/// `$STRATA_CACHE_LIMIT` is not a size.
+#[derive(Debug, thiserror::Error)]
+#[error("STRATA_CACHE_LIMIT=\"{value}\": expected a size such as 20g or 512m")]
+pub struct BadLimit {
+    pub value: String,
+}
+
 /// The build cache's size limit: `$STRATA_CACHE_LIMIT` (a size such as `20g`), else
 /// [`DEFAULT_LIMIT`].
-pub fn limit() -> Result<u64, String> {
+pub fn limit() -> Result<u64, BadLimit> {
     match std::env::var("STRATA_CACHE_LIMIT") {
-        Ok(v) => crate::dockerfile::instructions::parse_size(&v).ok_or_else(|| {
-            format!("STRATA_CACHE_LIMIT=\"{v}\": expected a size such as 20g or 512m")
-        }),
+        Ok(v) => crate::dockerfile::instructions::parse_size(&v).ok_or(BadLimit { value: v }),
         Err(_) => Ok(DEFAULT_LIMIT),
     }
 }
@@ -271,7 +276,11 @@ pub fn collect(
 }
 
 /// Record what the step with `key` produced.
-pub fn put(store: &Store, key: &Digest, rec: &Record) -> anyhow::Result<()> {
+pub fn put(
+    store: &Store,
+    key: &Digest,
+    rec: &Record,
+) -> Result<(), crate::engine::error::BuildError> {
     let d = dir(store);
     fs_err::create_dir_all(&d)?;
     let bytes = serde_json::to_vec(rec)?;

@@ -2,7 +2,7 @@
 //! git sources fetched first, whose digests are then known), and on a miss the copy job run in
 //! the user namespace (`engine/copy.rs`), which writes the layer.
 
-use anyhow::{anyhow, bail};
+use crate::engine::error::{BuildError, Error};
 
 use super::source::{self, FromRef};
 use crate::dockerfile;
@@ -19,7 +19,7 @@ pub(in crate::engine) fn inputs(
     st: &mut StageState<'_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
-) -> anyhow::Result<Inputs> {
+) -> Result<Inputs, BuildError> {
     let mut inputs = Inputs::default();
     let remote: Vec<String> = c
         .sources
@@ -29,19 +29,17 @@ pub(in crate::engine) fn inputs(
         .collect();
     if !remote.is_empty() {
         if !is_add {
-            bail!("source can't be a URL for COPY");
+            return Err(Error::UrlInCopy.into());
         }
         if remote.len() != c.sources.len() || c.from.is_some() {
-            bail!("ADD: mixing URL or git sources with local files (or --from) in one ADD is not supported; use one ADD per kind of source");
+            return Err(Error::MixedAddSources.into());
         }
         let dir = step_dir(st.b, "fetch")?;
         let git = remote.iter().filter(|s| fetch::is_git(s)).count();
         let fetched = match (git, remote.as_slice()) {
             (0, _) => fetch::http(&remote, &dir, c.checksum.as_deref()),
             (1, [one]) => fetch::git_repo(one, &dir, c.keep_git_dir, c.checksum.as_deref()),
-            _ => Err(anyhow!(
-                "ADD: one git repository per ADD, not mixed with other sources"
-            )),
+            _ => Err(Error::TwoGitSources.into()),
         };
         let fetched = match fetched {
             Ok(f) => f,
@@ -55,7 +53,7 @@ pub(in crate::engine) fn inputs(
         return Ok(inputs);
     }
     if c.checksum.is_some() {
-        bail!("checksum requires HTTP(S) or Git sources");
+        return Err(Error::ChecksumForLocal.into());
     }
     let (d, changed) = source::digest(st, c.from.as_deref(), &c.sources, &c.excludes, c.parents)?;
     inputs.digests.push(d);
@@ -73,7 +71,7 @@ pub(in crate::engine) fn inputs(
 /// The heredoc files of a COPY or ADD, bodies expanded as BuildKit's ExpandRaw does it
 /// (unless the delimiter is quoted): variables and `\` escapes (always `\`, whatever the
 /// escape directive), quotes left as they are.
-fn inline_files(st: &StageState<'_, '_>, c: &dockerfile::Copy) -> anyhow::Result<Vec<Inline>> {
+fn inline_files(st: &StageState<'_, '_>, c: &dockerfile::Copy) -> Result<Vec<Inline>, Error> {
     let raw = crate::dockerfile::shell::Lexer {
         skip_quotes: true,
         ..crate::dockerfile::shell::Lexer::new('\\')
@@ -82,7 +80,10 @@ fn inline_files(st: &StageState<'_, '_>, c: &dockerfile::Copy) -> anyhow::Result
     for i in &c.inline {
         let data = if i.expand {
             raw.process_word(&i.data, &st.scope)
-                .map_err(|e| anyhow!("heredoc {}: {e}", i.path))?
+                .map_err(|cause| Error::Heredoc {
+                    path: i.path.clone(),
+                    cause,
+                })?
         } else {
             i.data.clone()
         };
@@ -111,7 +112,7 @@ pub(in crate::engine) fn execute(
     st: &mut StageState<'_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
-) -> anyhow::Result<(Option<LayerRec>, Vec<String>)> {
+) -> Result<(Option<LayerRec>, Vec<String>), BuildError> {
     let remote = st.fetched.as_ref().map(|(_, f)| f.clone());
     let source = match &c.from {
         None if remote.is_some() => Source::Context {
@@ -162,6 +163,6 @@ pub(in crate::engine) fn execute(
     let _ = remove_tree(&dir, &st.b.maps);
     match r? {
         CopyResult::Layer { layer, dirs, .. } => Ok((Some(layer), dirs)),
-        CopyResult::Error(e) => bail!("{e}"),
+        CopyResult::Error(message) => Err(Error::Copy { message }.into()),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail};
+use crate::engine::error::{BuildError, Error};
 
 use crate::dockerfile::instructions::parse_port;
 use crate::dockerfile::{Command, CommandLine, Healthcheck, Instruction};
@@ -17,7 +17,7 @@ pub(in crate::engine) fn execute(
     st: &mut StageState<'_, '_>,
     cmd: &Command,
     ins: &Instruction,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     // Metadata: change the config, record a history entry (its time from the cache).
     match ins {
         Instruction::Arg(_) => st.scope.apply(ins),
@@ -57,7 +57,10 @@ pub(in crate::engine) fn execute(
         Instruction::Expose(ports) => {
             let mut keys = Vec::new();
             for p in ports {
-                let spec = parse_port(p).map_err(|e| anyhow!("EXPOSE {p}: {e}"))?;
+                let spec = parse_port(p).map_err(|message| Error::BadPort {
+                    port: p.clone(),
+                    message,
+                })?;
                 for n in spec.start..=spec.end {
                     keys.push(format!("{n}/{}", spec.proto.to_ascii_lowercase()));
                 }
@@ -71,7 +74,7 @@ pub(in crate::engine) fn execute(
             let vols = st.cfg().volumes.get_or_insert_with(BTreeMap::new);
             for p in v {
                 if p.trim().is_empty() {
-                    bail!("VOLUME specified can not be an empty string");
+                    return Err(Error::EmptyVolume.into());
                 }
                 vols.insert(p.clone(), serde_json::json!({}));
             }
@@ -128,7 +131,7 @@ pub(in crate::engine) fn execute(
                 .get_or_insert_with(Vec::new)
                 .push(o.expression.clone());
         }
-        Instruction::From(_) => bail!("FROM inside a stage"),
+        Instruction::From(_) => return Err(Error::FromInStage.into()),
         _ => {}
     }
     // A metadata step takes no time: its history entry has the time of the entry before it

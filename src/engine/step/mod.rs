@@ -19,6 +19,7 @@ pub(super) mod workdir;
 use std::path::Path;
 
 use super::copy::{CopyJob, CopyResult, Source};
+use super::error::BuildError;
 use super::exec;
 use super::state::StageState;
 use crate::dockerfile::Instruction;
@@ -61,7 +62,7 @@ pub(in crate::engine) fn new_job(
     source: Source,
     link: bool,
     what: &str,
-) -> anyhow::Result<CopyJob> {
+) -> Result<CopyJob, BuildError> {
     let by_paths = !link && by_paths(st);
     let dest_paths = if by_paths {
         crate::engine::state::layer_paths(st.b, &st.config, &st.layers)?
@@ -99,7 +100,7 @@ const PATHS_AT_COMMIT_MAX: u64 = 1 << 30;
 pub(in crate::engine) fn run_copy(
     st: &mut StageState<'_, '_>,
     job: CopyJob,
-) -> anyhow::Result<CopyResult> {
+) -> Result<CopyResult, BuildError> {
     fs_err::create_dir_all(&job.work)?;
     let what = format!("{} in the user namespace", job.what);
     let out = job.out.clone();
@@ -110,7 +111,7 @@ pub(in crate::engine) fn run_copy(
         &what,
     )?
     else {
-        anyhow::bail!("{what}: the hook answered something else than a COPY");
+        return Err(crate::engine::error::Error::HookNotCopy { what }.into());
     };
     if let CopyResult::Layer { layer, .. } = &res {
         // The hook wrote (and synced) the blob in the store's tmp dir: move it into place.
@@ -125,7 +126,7 @@ pub(in crate::engine) fn run_copy(
         if layer.size <= PATHS_AT_COMMIT_MAX && !store.layer_paths_file(&layer.digest).exists() {
             let read = store
                 .open_blob(&layer.digest)
-                .map_err(anyhow::Error::from)
+                .map_err(BuildError::from)
                 .and_then(|f| Ok(crate::layer::facts::read_blob_with_paths(f)?));
             if let Ok((_, p)) = read {
                 let _ = store.put_layer_paths(&layer.digest, &p);

@@ -467,7 +467,7 @@ fn keep_failed(st: &StageState<'_, '_>, step: &Path, spec: &Spec, f: Failed<'_>)
             &f.o.mounts,
             &b.maps,
         )
-        .map_err(|e| NotKept::Keep(e.into()))
+        .map_err(NotKept::Keep)
     };
     if let (Err(e), None) = (&kept, secret) {
         b.report.event(Event::Log {
@@ -525,9 +525,8 @@ fn commit(
         let compression = b.opts.compression;
         let job = std::thread::Builder::new()
             .name("commit".into())
-            // The commit's job says anyhow's error (`state.rs`): `?` converts.
             .spawn(move || {
-                Ok(layer_of(
+                layer_of(
                     &diff,
                     &step_dir,
                     &[],
@@ -536,7 +535,7 @@ fn commit(
                     None,
                     &store,
                     compression,
-                )?)
+                )
             })
             .doing("starting the thread that writes a RUN step's layer")?;
         return Ok(Ran::Committing(Commit::new(

@@ -4,10 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail};
-
 use crate::engine::copy;
-use crate::engine::error::Cancelled;
+use crate::engine::error::{BuildError, Cancelled, Error};
 use crate::engine::state::{image, StageState};
 use crate::engine::{NamedContext, StageResult};
 
@@ -26,7 +24,7 @@ pub(in crate::engine) fn digest(
     sources: &[String],
     excludes: &[String],
     parents: bool,
-) -> anyhow::Result<(String, Vec<String>)> {
+) -> Result<(String, Vec<String>), BuildError> {
     let opts = st.b.opts;
     match from {
         None => context_digest(st, &opts.context, &opts.ignore, sources, excludes, parents),
@@ -46,16 +44,20 @@ pub(in crate::engine) fn context_digest(
     sources: &[String],
     excludes: &[String],
     parents: bool,
-) -> anyhow::Result<(String, Vec<String>)> {
-    let resolved = copy::resolve_sources(root, sources, parents).map_err(|e| anyhow!("{e}"))?;
+) -> Result<(String, Vec<String>), BuildError> {
+    let resolved = copy::resolve_sources(root, sources, parents)?;
     let mut entries = Vec::new();
     let mut names = Vec::new();
-    let ignored = crate::context::ignore::Matcher::new(ignore).map_err(|e| anyhow!("{e}"))?;
+    let ignored =
+        crate::context::ignore::Matcher::new(ignore).map_err(|cause| Error::BadIgnore { cause })?;
     for r in &resolved {
         if !r.path.is_empty() && !r.is_dir {
             // A single file excluded by .dockerignore is not there for the build.
             if ignored.excluded(&r.path) {
-                bail!("\"/{}\": not found (excluded by .dockerignore)", r.path);
+                return Err(Error::Excluded {
+                    path: r.path.clone(),
+                }
+                .into());
             }
         }
         // path, name, and the kept path below a --parents pivot ("-" when none).
@@ -67,8 +69,7 @@ pub(in crate::engine) fn context_digest(
                 .as_deref()
                 .map_or("-".to_string(), |k| format!("+{k}"))
         ));
-        entries
-            .extend(copy::source_entries(root, r, ignore, excludes).map_err(|e| anyhow!("{e}"))?);
+        entries.extend(copy::source_entries(root, r, ignore, excludes)?);
     }
     let mut cache = st.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
     let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
@@ -83,7 +84,10 @@ pub(in crate::engine) fn context_digest(
     Ok((format!("{d} {}", names.join(" ")), why))
 }
 
-pub(in crate::engine) fn source_ref(st: &StageState<'_, '_>, f: &str) -> anyhow::Result<FromRef> {
+pub(in crate::engine) fn source_ref(
+    st: &StageState<'_, '_>,
+    f: &str,
+) -> Result<FromRef, BuildError> {
     let plan = st.b.plan;
     // A named context replaces the stage of the same name (the plan never builds that stage,
     // so waiting for it would wait forever).
@@ -100,7 +104,7 @@ pub(in crate::engine) fn source_ref(st: &StageState<'_, '_>, f: &str) -> anyhow:
             let loaded = st.b.store.load(p)?;
             let img = loaded
                 .first()
-                .ok_or_else(|| anyhow!("{}: no image in the layout", p.display()))?;
+                .ok_or_else(|| Error::EmptyLayout { layout: p.clone() })?;
             return image_ref(st, &img.config_digest.to_string());
         }
         None => {}
@@ -111,13 +115,16 @@ pub(in crate::engine) fn source_ref(st: &StageState<'_, '_>, f: &str) -> anyhow:
         .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
     if let Some(i) = idx {
         if i == st.index {
-            bail!("--from={f} names this stage itself");
+            return Err(Error::FromItself {
+                name: f.to_string(),
+            }
+            .into());
         }
         let r = st.b.stage_result(i).ok_or(Cancelled)?;
         return Ok(FromRef::Stage(r));
     }
     if let Some(s) = plan.stage_typo(f) {
-        return Err(crate::engine::error::Error::NoSuchStage {
+        return Err(Error::NoSuchStage {
             name: f.to_string(),
             suggestion: s.to_string(),
         }
@@ -134,7 +141,7 @@ pub(in crate::engine) fn stage_subtree(
     st: &StageState<'_, '_>,
     r: &StageResult,
     src: &str,
-) -> anyhow::Result<String> {
+) -> Result<String, BuildError> {
     let b = st.b;
     let clean = crate::fsx::clean(&format!("/{src}"));
     let id = crate::oci::Digest::of(format!("{} {clean}", r.content_id()).as_bytes());
@@ -150,7 +157,7 @@ pub(in crate::engine) fn stage_subtree(
     let lowers = crate::engine::state::lowers(b, &r.config, &r.layers)?;
     let work = crate::engine::state::step_dir(b, "digest")?;
     let out = work.join("digest");
-    let result = crate::engine::exec::hook_ok(
+    let result = crate::engine::exec::hook_done(
         &b.exe,
         crate::engine::exec::Hook::TreeDigest {
             lowers,
@@ -191,7 +198,7 @@ pub(in crate::engine) fn missed(st: &StageState<'_, '_>, f: &str) -> bool {
         .is_some_and(|r| r.ran)
 }
 
-fn image_ref(st: &StageState<'_, '_>, r: &str) -> anyhow::Result<FromRef> {
+fn image_ref(st: &StageState<'_, '_>, r: &str) -> Result<FromRef, BuildError> {
     if let Some(x) =
         st.b.externals
             .lock()

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use anyhow::bail;
+use crate::engine::error::{BuildError, Error};
 
 use crate::dockerfile::{Command, Instruction};
 use crate::engine::cache::key::Inputs;
@@ -21,7 +21,7 @@ pub(in crate::engine) fn execute(
     cmd: &Command,
     w: &str,
     label: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     // The config keeps the path as BuildKit records it (`/app/` stays `/app/`); the directory
     // made is the cleaned path.
     let recorded = crate::plan::workdir_config(&st.workdir(), w);
@@ -84,7 +84,7 @@ pub(in crate::engine) fn execute(
 }
 
 /// A layer holding directory `wd` (and missing parents), owned by the USER.
-fn mkdir_layer(st: &mut StageState<'_, '_>, wd: &str) -> anyhow::Result<LayerRec> {
+fn mkdir_layer(st: &mut StageState<'_, '_>, wd: &str) -> Result<LayerRec, BuildError> {
     let user = st.user();
     let owner = if user.is_empty() { None } else { Some(user) };
     let job_dir = step_dir(st.b, "workdir")?;
@@ -103,7 +103,11 @@ fn mkdir_layer(st: &mut StageState<'_, '_>, wd: &str) -> anyhow::Result<LayerRec
     let _ = remove_tree(&job_dir, &st.b.maps);
     match result? {
         CopyResult::Layer { layer, .. } => Ok(layer),
-        CopyResult::Error(e) => bail!("WORKDIR {wd}: {e}"),
+        CopyResult::Error(message) => Err(Error::Workdir {
+            dir: wd.to_string(),
+            message,
+        }
+        .into()),
     }
 }
 
