@@ -418,7 +418,7 @@ pub enum BuildError {
     #[error(transparent)]
     Other(#[from] anyhow::Error),
     #[error(transparent)]
-    Mount(#[from] crate::engine::step::mounts::MountError),
+    Mount(#[from] MountError),
 }
 
 impl BuildError {
@@ -632,6 +632,31 @@ fn explain_chain(e: &(dyn std::error::Error + 'static)) -> Explained {
         hints,
         class: interrupted.or(class).unwrap_or(Class::Failed),
     }
+}
+
+/// What setting up a mount failed on (besides the files, sandbox and hooks it uses).
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("--mount needs target=")]
+    NoTarget,
+    #[error("secret mount needs id= or target=")]
+    NoSecretId,
+    #[error("secret {id}: environment variable {var} is not set")]
+    SecretEnvUnset { id: String, var: String },
+    #[error("locking cache mount {id}: {errno}")]
+    Lock {
+        id: String,
+        errno: rustix::io::Errno,
+    },
+    /// A bind mount's source is not in its context.
+    #[error("mount source \"{rel}\": not found in {}", root.display())]
+    NotFound {
+        rel: String,
+        root: std::path::PathBuf,
+    },
+    /// A bind mount's source could not be opened beneath its context.
+    #[error("mount source \"{rel}\": {cause}")]
+    Source { rel: String, cause: std::io::Error },
 }
 
 #[cfg(test)]
