@@ -5,6 +5,9 @@
 
 use std::process::Command;
 
+#[macro_use]
+mod support;
+
 fn in_blocked_userns(args: &str) -> std::process::Output {
     Command::new("unshare")
         .args([
@@ -21,13 +24,11 @@ fn in_blocked_userns(args: &str) -> std::process::Output {
 #[test]
 fn blocked_user_namespaces_give_advice() {
     let probe = in_blocked_userns("true");
-    if !probe.status.success() {
-        eprintln!(
-            "SKIPPED: cannot make a user namespace to run the test in: {}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
-        return;
-    }
+    require!(
+        probe.status.success(),
+        "cannot make a user namespace to run the test in: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     let dir = std::env::temp_dir().join(format!("strata-blocked-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     fs_err::create_dir_all(dir.join("rootfs/bin")).unwrap();

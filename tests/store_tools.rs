@@ -467,9 +467,11 @@ fn processes_writing_one_store_at_once() {
 
 #[test]
 fn podman_loads_what_strata_saves() {
-    if !(have("podman") && Path::new("/bin/busybox").exists()) {
-        return;
-    }
+    require!(have("podman"), "podman is not installed");
+    require!(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox (busybox-static) is not installed"
+    );
     if !rustix::process::geteuid().is_root() {
         support::not_applicable(
             "podman's rootless storage needs subuid ranges for this user; run as root",
@@ -608,9 +610,14 @@ fn device_nodes_are_skipped_with_a_warning_rootless() {
 
 #[test]
 fn docker_loads_and_runs_a_strata_docker_archive() {
-    if !(have("dockerd") && have("docker") && Path::new("/bin/busybox").exists()) {
-        return;
-    }
+    require!(
+        have("dockerd") && have("docker"),
+        "docker (docker.io) is not installed"
+    );
+    require!(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox (busybox-static) is not installed"
+    );
     not_applicable!(rustix::process::geteuid().is_root(), "dockerd needs root");
     let (d, root) = busybox_store("docker", "dk:5");
     let r = root.as_str();
