@@ -338,6 +338,72 @@ pub enum LoadError {
     },
 }
 
+/// A layer of an imported cache that could not be used (missing, damaged, or not the diffID
+/// its record claims): [`crate::engine::build`] starts again without the cache at index
+/// `cache_from` among the build's `--cache-from` (or, for
+/// [`crate::engine::cache::remote::REMEMBERED`], without the remembered records of `digest`).
+#[derive(Debug, thiserror::Error)]
+#[error("the cache {name}: layer {digest}: {reason}")]
+pub struct BadImport {
+    pub cache_from: usize,
+    pub name: String,
+    pub digest: crate::oci::Digest,
+    pub reason: String,
+}
+
+/// What goes wrong reading a `--cache-from` / `--cache-to` cache (`what`: its reference, or
+/// `DIR:TAG` for a layout) or checking one of its layers as it is copied into the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteCacheError {
+    #[error("{what}: the cache config is not valid")]
+    BadConfig {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: the cache config lists {diff_ids} diffIDs for {layers} layers")]
+    DiffIdCount {
+        what: String,
+        diff_ids: usize,
+        layers: usize,
+    },
+    #[error("{what} is an image without a strata cache in its config (built without --cache-to type=inline)")]
+    NoInline { what: String },
+    #[error("{what}: the inline cache is not valid")]
+    BadInline {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: the image's config and manifest disagree on its layers")]
+    LayersDisagree { what: String },
+    #[error("{what} is a {media_type}, not a cache manifest")]
+    NotManifest { what: String, media_type: String },
+    #[error("layer {digest} is neither in the store nor in an imported cache")]
+    NotImported { digest: crate::oci::Digest },
+    /// A layer copied from a layout is longer than its descriptor's `size`.
+    #[error("longer than the {size} bytes its descriptor says; nothing was stored")]
+    TooLong { size: u64 },
+    /// A layer copied from a layout is not its descriptor's `digest` (`have` bytes of `size`).
+    #[error("its bytes ({have} of {size}) hash to {actual}, not {digest}; nothing was stored")]
+    WrongDigest {
+        have: u64,
+        size: u64,
+        actual: crate::oci::Digest,
+        digest: crate::oci::Digest,
+    },
+    /// A layer copied from a layout inflates to another diffID than its record gives it.
+    #[error("uncompressed ({len} bytes) it is {actual}, not the diffID {diff_id} its record gives it; nothing was stored")]
+    WrongDiffId {
+        len: u64,
+        actual: crate::oci::Digest,
+        diff_id: crate::oci::Digest,
+    },
+    /// A layer copied from a layout does not inflate (`cause` shown in the message).
+    #[error("not a readable gzip, zstd or tar stream ({cause}); nothing was stored")]
+    Unreadable { cause: std::io::Error },
+}
+
 /// Everything [`crate::engine::build`] fails with: the engine's own failures ([`Error`]) and
 /// the typed errors of the floors below, kept whole so that [`explain`] reads their hints and
 /// class, wrapped in what the engine was doing when they happened.
@@ -410,11 +476,14 @@ pub enum BuildError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    BadImport(#[from] BadImport),
+    #[error(transparent)]
+    RemoteCache(#[from] RemoteCacheError),
+    #[error(transparent)]
+    Layout(#[from] crate::oci::layout::LayoutError),
     /// Not yet typed: the engine's modules move off `anyhow` one by one (issue 28); this
-    /// variant goes with the last of them. A `--cache-from` layer that fails its check
-    /// (`cache::remote::BadImport`) comes in here too, and [`crate::engine::build`] finds it
-    /// by [`chain`]: it gets a variant of its own when it lives in this file (naming it in
-    /// `cache/remote.rs` from here closes a circle: remote → exec, state → error → remote).
+    /// variant goes with the last of them.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
     #[error(transparent)]
@@ -442,6 +511,9 @@ impl BuildError {
             BuildError::Copy(e) => e,
             BuildError::Fetch(e) => e,
             BuildError::Load(e) => e,
+            BuildError::BadImport(e) => e,
+            BuildError::RemoteCache(e) => e,
+            BuildError::Layout(e) => e,
             BuildError::Other(e) => e.as_ref(),
             BuildError::Mount(e) => e,
             BuildError::Step { .. }
