@@ -238,7 +238,10 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
                 serde_json::json!({"event": "size-report", "report": r})
             ),
             Ok(r) => eprint!("{}", engine::size::render(&r)),
-            Err(e) => eprintln!("warning: no size report: {e:#}"),
+            Err(e) => eprintln!(
+                "warning: no size report: {}",
+                engine::error::with_causes(&e)
+            ),
         }
     }
     lint_summary(&src, &checked.warnings, mode);

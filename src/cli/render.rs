@@ -128,7 +128,7 @@ pub const INPUT: i32 = strata::engine::error::Class::Input.exit_code();
 /// a Dockerfile instruction as [`step_failure`] shows it, anything else as `error:` and its
 /// causes; then the hints of its typed causes.
 pub fn error(e: &anyhow::Error) -> (String, i32) {
-    let explained = strata::engine::error::explain(e);
+    let explained = strata::engine::error::explain(e.as_ref());
     let code = explained.class.exit_code();
     if let Some(shown) = step_failure(e, &explained.hints) {
         return (shown, code);

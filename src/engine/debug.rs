@@ -54,8 +54,7 @@ pub fn not_kept_because(mounts: &[MountSpec], spec: &Spec) -> Option<&'static st
 
 /// Keep the failed step whose scratch dir is `step` (moved, so the caller's clean-up of `step`
 /// finds nothing left), replacing the failure kept before. Refused for a step with a secret
-/// or an SSH socket ([`not_kept_because`] with the step's `mounts`). Generic over the error
-/// type while the RUN step, which calls it, still returns anyhow's (issue 28).
+/// or an SSH socket ([`not_kept_because`] with the step's `mounts`).
 pub fn keep(
     store: &Store,
     step: &Path,

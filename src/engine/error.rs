@@ -41,11 +41,7 @@ pub const NO_SPACE: &str = "the store's filesystem is full: `strata df` shows wh
 
 /// Whether `e` (or a cause of it) is a disk that is full. ENOSPC from `unshare`/`clone` is
 /// something else (the limit on user namespaces), and so is not counted.
-pub fn is_no_space(e: &anyhow::Error) -> bool {
-    no_space(e.as_ref())
-}
-
-fn no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
     let setup = |c: &(dyn std::error::Error + 'static)| match c.downcast_ref() {
         Some(crate::sandbox::Error::Setup { cause, .. }) => Some(cause.clone()),
         _ => None,
@@ -338,6 +334,72 @@ pub enum LoadError {
     },
 }
 
+/// A layer of an imported cache that could not be used (missing, damaged, or not the diffID
+/// its record claims): [`crate::engine::build`] starts again without the cache at index
+/// `cache_from` among the build's `--cache-from` (or, for
+/// [`crate::engine::cache::remote::REMEMBERED`], without the remembered records of `digest`).
+#[derive(Debug, thiserror::Error)]
+#[error("the cache {name}: layer {digest}: {reason}")]
+pub struct BadImport {
+    pub cache_from: usize,
+    pub name: String,
+    pub digest: crate::oci::Digest,
+    pub reason: String,
+}
+
+/// What goes wrong reading a `--cache-from` / `--cache-to` cache (`what`: its reference, or
+/// `DIR:TAG` for a layout) or checking one of its layers as it is copied into the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteCacheError {
+    #[error("{what}: the cache config is not valid")]
+    BadConfig {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: the cache config lists {diff_ids} diffIDs for {layers} layers")]
+    DiffIdCount {
+        what: String,
+        diff_ids: usize,
+        layers: usize,
+    },
+    #[error("{what} is an image without a strata cache in its config (built without --cache-to type=inline)")]
+    NoInline { what: String },
+    #[error("{what}: the inline cache is not valid")]
+    BadInline {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: the image's config and manifest disagree on its layers")]
+    LayersDisagree { what: String },
+    #[error("{what} is a {media_type}, not a cache manifest")]
+    NotManifest { what: String, media_type: String },
+    #[error("layer {digest} is neither in the store nor in an imported cache")]
+    NotImported { digest: crate::oci::Digest },
+    /// A layer copied from a layout is longer than its descriptor's `size`.
+    #[error("longer than the {size} bytes its descriptor says; nothing was stored")]
+    TooLong { size: u64 },
+    /// A layer copied from a layout is not its descriptor's `digest` (`have` bytes of `size`).
+    #[error("its bytes ({have} of {size}) hash to {actual}, not {digest}; nothing was stored")]
+    WrongDigest {
+        have: u64,
+        size: u64,
+        actual: crate::oci::Digest,
+        digest: crate::oci::Digest,
+    },
+    /// A layer copied from a layout inflates to another diffID than its record gives it.
+    #[error("uncompressed ({len} bytes) it is {actual}, not the diffID {diff_id} its record gives it; nothing was stored")]
+    WrongDiffId {
+        len: u64,
+        actual: crate::oci::Digest,
+        diff_id: crate::oci::Digest,
+    },
+    /// A layer copied from a layout does not inflate (`cause` shown in the message).
+    #[error("not a readable gzip, zstd or tar stream ({cause}); nothing was stored")]
+    Unreadable { cause: std::io::Error },
+}
+
 /// Everything [`crate::engine::build`] fails with: the engine's own failures ([`Error`]) and
 /// the typed errors of the floors below, kept whole so that [`explain`] reads their hints and
 /// class, wrapped in what the engine was doing when they happened.
@@ -410,13 +472,12 @@ pub enum BuildError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// Not yet typed: the engine's modules move off `anyhow` one by one (issue 28); this
-    /// variant goes with the last of them. A `--cache-from` layer that fails its check
-    /// (`cache::remote::BadImport`) comes in here too, and [`crate::engine::build`] finds it
-    /// by [`chain`]: it gets a variant of its own when it lives in this file (naming it in
-    /// `cache/remote.rs` from here closes a circle: remote → exec, state → error → remote).
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    BadImport(#[from] BadImport),
+    #[error(transparent)]
+    RemoteCache(#[from] RemoteCacheError),
+    #[error(transparent)]
+    Layout(#[from] crate::oci::layout::LayoutError),
     #[error(transparent)]
     Mount(#[from] MountError),
 }
@@ -442,7 +503,9 @@ impl BuildError {
             BuildError::Copy(e) => e,
             BuildError::Fetch(e) => e,
             BuildError::Load(e) => e,
-            BuildError::Other(e) => e.as_ref(),
+            BuildError::BadImport(e) => e,
+            BuildError::RemoteCache(e) => e,
+            BuildError::Layout(e) => e,
             BuildError::Mount(e) => e,
             BuildError::Step { .. }
             | BuildError::Base { .. }
@@ -464,7 +527,6 @@ impl BuildError {
     pub fn step(&self) -> Option<&crate::engine::StepFailed> {
         match self {
             BuildError::Step { step, .. } => Some(step),
-            BuildError::Other(a) => a.downcast_ref(),
             _ => None,
         }
     }
@@ -479,7 +541,7 @@ impl BuildError {
 
     /// The hints and the exit class, as [`explain`] reads them.
     pub fn explain(&self) -> Explained {
-        explain_chain(self)
+        explain(self)
     }
 
     /// Whether this is only "another stage failed first".
@@ -488,8 +550,8 @@ impl BuildError {
     }
 }
 
-/// `.doing("what")` on any result whose error becomes a [`BuildError`], as anyhow's
-/// `.context`, but typed.
+/// `.doing("what")` on any result whose error becomes a [`BuildError`]: a `.context`, but
+/// typed.
 pub trait Doing<T> {
     fn doing(self, what: impl Into<String>) -> Result<T, BuildError>;
     fn doing_with<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T, BuildError>;
@@ -505,16 +567,15 @@ impl<T, E: Into<BuildError>> Doing<T> for Result<T, E> {
 }
 
 /// The causes of `e`, outermost first, each [`BuildError`] that only wraps another replaced by
-/// what it wraps (an `anyhow::Error` by its own first cause), so that downcasts see them.
+/// what it wraps, so that downcasts see them.
 pub fn chain<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(see_through(e)), |c| c.source().map(see_through))
 }
 
-/// What `c` stands for when it is a [`BuildError`] that only wraps another, and so on down
-/// (a transparent variant may hold an anyhow error that holds a `BuildError` again, while the
-/// modules move off anyhow). A boxed cause (`source: Box<BuildError>`) is seen as the box:
+/// What `c` stands for when it is a [`BuildError`] that only wraps another, and so on down.
+/// A boxed cause (`source: Box<BuildError>`) is seen as the box:
 /// looked inside too.
 fn see_through<'a>(
     mut c: &'a (dyn std::error::Error + 'static),
@@ -533,7 +594,7 @@ fn see_through<'a>(
     }
 }
 
-/// `e` and its causes, outermost first, joined by `: ` (as anyhow's `{:#}` shows a chain).
+/// `e` and its causes, outermost first, joined by `: ` (as the command line shows a chain).
 pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     for c in std::iter::successors(e.source(), |c| c.source()) {
@@ -565,11 +626,7 @@ pub struct Explained {
 /// Read the hints and the class of every typed cause in `e`'s chain. The innermost typed
 /// cause gives the class (it knows best what went wrong), except that an interruption always
 /// wins; a chain of plain messages is [`Class::Failed`].
-pub fn explain(e: &anyhow::Error) -> Explained {
-    explain_chain(e.as_ref())
-}
-
-fn explain_chain(e: &(dyn std::error::Error + 'static)) -> Explained {
+pub fn explain(e: &(dyn std::error::Error + 'static)) -> Explained {
     let mut hints = Vec::new();
     let mut class = None;
     let mut interrupted = None;
@@ -622,7 +679,7 @@ fn explain_chain(e: &(dyn std::error::Error + 'static)) -> Explained {
     }
     // A full disk says so whatever failed on it (the commit of a layer, a pull, a hook in the
     // sandbox: not this machine's sandbox being unable to run).
-    if no_space(e) {
+    if is_no_space(e) {
         if !hints.iter().any(|h| h == NO_SPACE) {
             hints.push(NO_SPACE.to_string());
         }
@@ -662,7 +719,11 @@ pub enum MountError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context as _;
+
+    /// A typed error under a message, as the command line's `.context("…")` puts one.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Under(&'static str, #[source] BuildError);
 
     #[test]
     fn exit_codes_by_class() {
@@ -682,8 +743,8 @@ mod tests {
 
     #[test]
     fn the_innermost_typed_cause_classes_the_chain_and_hints_are_collected() {
-        let e = anyhow::Error::from(Error::MissingSecret { id: "tok".into() })
-            .context("Dockerfile:3 RUN cat /run/secrets/tok");
+        let e = BuildError::from(Error::MissingSecret { id: "tok".into() })
+            .doing("Dockerfile:3 RUN cat /run/secrets/tok");
         let x = explain(&e);
         assert_eq!(x.class, Class::Input);
         assert_eq!(
@@ -691,7 +752,7 @@ mod tests {
             ["pass it with --secret id=tok,src=FILE or --secret id=tok,env=VAR"]
         );
         // Messages never carry their hints.
-        assert!(!format!("{e:#}").contains("hint"), "{e:#}");
+        assert!(!with_causes(&e).contains("hint"), "{}", with_causes(&e));
 
         let reg = crate::registry::Error::Denied {
             reference: "r/x".into(),
@@ -699,7 +760,7 @@ mod tests {
             detail: "401".into(),
             tried: "none".into(),
         };
-        let e = Err::<(), _>(reg).context("base image").unwrap_err();
+        let e = Err::<(), _>(reg).doing("base image").unwrap_err();
         let x = explain(&e);
         assert_eq!(x.class, Class::Registry);
         assert_eq!(x.hints.len(), 1);
@@ -722,22 +783,16 @@ mod tests {
         let x = e.explain();
         assert_eq!(x.class, Class::Registry);
         assert!(x.hints[0].contains("strata login r"), "{:?}", x.hints);
-        // Through the CLI's anyhow too, and through a not yet typed cause.
-        let a = anyhow::Error::from(e).context("strata build");
-        assert_eq!(explain(&a).class, Class::Registry);
-        let other = BuildError::from(
-            anyhow::Error::from(Error::MissingSecret { id: "t".into() }).context("step"),
-        );
-        assert_eq!(other.explain().class, Class::Input);
-        // A typed error inside anyhow inside a BuildError (a step still on anyhow, its
-        // sandbox error typed): seen, and so is its class.
+        // Under the command line's message too.
+        assert_eq!(explain(&Under("strata build", e)).class, Class::Registry);
+        // A typed error under a BuildError under another: seen, and so is its class.
         let too_large = BuildError::from(crate::sandbox::Error::TooLarge {
             message: "an argument of 1 MiB".into(),
             advice: Vec::new(),
         });
-        let wrapped = BuildError::from(anyhow::Error::from(too_large)).doing("RUN x");
+        let wrapped = too_large.doing("RUN x");
         assert_eq!(wrapped.explain().class, Class::Input);
-        assert_eq!(explain(&anyhow::Error::from(wrapped)).class, Class::Input);
+        assert_eq!(explain(&Under("strata build", wrapped)).class, Class::Input);
         assert!(BuildError::from(Cancelled).doing("stage b").is_cancelled());
         assert!(!BuildError::from(Error::HostNetworkNotAllowed).is_cancelled());
         let io = BuildError::from(std::io::Error::from_raw_os_error(libc::ENOSPC)).doing("w");
@@ -747,19 +802,20 @@ mod tests {
 
     #[test]
     fn an_interruption_wins_and_plain_messages_are_failures() {
-        let e = anyhow::Error::from(Interrupted(15)).context(Error::CommandFailed {
-            argv: "sleep 9".into(),
-            code: 137,
-            hint: None,
-        });
+        let e = BuildError::from(Interrupted(15)).doing("RUN sleep 9");
         assert_eq!(explain(&e).class, Class::Interrupted(15));
-        assert_eq!(explain(&anyhow::anyhow!("plain")).class, Class::Failed);
-        assert!(explain(&anyhow::anyhow!("plain")).hints.is_empty());
+        // Over a full disk's class too (the disk named by the message).
+        let e = BuildError::from(Interrupted(15))
+            .doing("writing /s/layer.tar: No space left on device");
+        assert_eq!(explain(&e).class, Class::Interrupted(15));
+        let plain = std::io::Error::other("plain");
+        assert_eq!(explain(&plain).class, Class::Failed);
+        assert!(explain(&plain).hints.is_empty());
     }
 
     #[test]
     fn a_full_disk_says_how_to_get_space_back_and_a_namespace_limit_does_not() {
-        let full = anyhow::Error::from(crate::sandbox::Error::Setup {
+        let full = BuildError::from(crate::sandbox::Error::Setup {
             cause: Box::new(crate::sandbox::SetupError::Io {
                 what: "reading /s/upper".into(),
                 cause: crate::sandbox::OsError {
@@ -772,12 +828,12 @@ mod tests {
         let x = explain(&full);
         assert_eq!(x.class, Class::Failed);
         assert!(x.hints.iter().any(|h| h == NO_SPACE), "{x:?}");
-        let io = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
-            .context("writing a blob");
+        let io = BuildError::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .doing("writing a blob");
         assert!(explain(&io).hints.iter().any(|h| h == NO_SPACE));
         // max_user_namespaces reached: unshare says ENOSPC too, and it is this machine's
         // sandbox, not a disk.
-        let ns = anyhow::Error::from(crate::sandbox::Error::Setup {
+        let ns = BuildError::from(crate::sandbox::Error::Setup {
             cause: Box::new(crate::sandbox::SetupError::UserNs {
                 errno: libc::ENOSPC,
             }),

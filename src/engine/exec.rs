@@ -630,10 +630,9 @@ pub fn hook_done(
     hook_output(exe, hook, maps, what).map(|_| ())
 }
 
-/// [`hook_done`] for the RUN step and the remote cache, which still return anyhow's errors and
-/// use this one's as theirs. TRANSITIONAL (issue 28): it goes when they are typed.
-pub fn hook_ok(exe: &Path, hook: Hook, maps: &idmap::IdMaps, what: &str) -> anyhow::Result<()> {
-    Ok(hook_done(exe, hook, maps, what)?)
+/// [`hook_done`] under the name the RUN step's cache mounts call it by.
+pub fn hook_ok(exe: &Path, hook: Hook, maps: &idmap::IdMaps, what: &str) -> Result<(), BuildError> {
+    hook_done(exe, hook, maps, what)
 }
 
 /// [`hook_done`], returning what the hook answered over the report pipe.

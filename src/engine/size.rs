@@ -12,9 +12,9 @@
 //! an earlier push made, else an estimate of its gzip size ([`crate::layer::estimate`],
 //! marked `≈`). The blob as stored (uncompressed by default) is neither, and only in the json.
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::error::{BuildError, Doing as _};
 use crate::layer::facts::{self, LayerFacts};
 use crate::oci::{Descriptor, Digest};
 use crate::store::{ImageRecord, Store};
@@ -76,7 +76,7 @@ fn facts_file(store: &Store, digest: &Digest) -> std::path::PathBuf {
 
 /// Keep the facts of the layer blob `digest`; best effort.
 fn keep_facts(store: &Store, digest: &Digest, f: &LayerFacts) {
-    let _ = (|| -> anyhow::Result<()> {
+    let _ = (|| -> Result<(), BuildError> {
         fs_err::create_dir_all(store.facts_dir())?;
         crate::store::write_atomic(
             &store.tmp_dir(),
@@ -89,7 +89,7 @@ fn keep_facts(store: &Store, digest: &Digest, f: &LayerFacts) {
 
 /// The facts of the layer blob `digest`, from the store's cache or read from the blob (and
 /// cached).
-pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts> {
+pub fn layer_facts(store: &Store, digest: &Digest) -> Result<LayerFacts, BuildError> {
     let cached = facts_file(store, digest);
     let known: Option<LayerFacts> = fs_err::read(&cached)
         .ok()
@@ -103,7 +103,7 @@ pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts>
     }
     // One pass for both (an uncompressed layer by its tar headers only).
     let (read, paths) = facts::read_blob_with_paths(store.open_blob(digest)?)
-        .with_context(|| format!("reading layer {digest}"))?;
+        .doing_with(|| format!("reading layer {digest}"))?;
     // Best effort: a report without a cache entry is still right, only slower next time.
     if need_paths {
         let _ = store.put_layer_paths(digest, &paths);
@@ -120,7 +120,7 @@ pub fn layer_facts(store: &Store, digest: &Digest) -> anyhow::Result<LayerFacts>
 /// What a push sends for layer `l` and whether that is an estimate: the blob when it is stored
 /// compressed (sent as it is), the compressed copy an earlier push made, else the estimate of
 /// its gzip size (computed once and kept with its facts).
-pub fn push_size(store: &Store, l: &Descriptor) -> anyhow::Result<(u64, bool)> {
+pub fn push_size(store: &Store, l: &Descriptor) -> Result<(u64, bool), BuildError> {
     if !crate::oci::media::is_uncompressed_layer(&l.media_type) {
         return Ok((l.size, false));
     }
@@ -133,7 +133,7 @@ pub fn push_size(store: &Store, l: &Descriptor) -> anyhow::Result<(u64, bool)> {
     }
     let blob = store.open_blob(&l.digest)?;
     let e = crate::layer::estimate::gzip_size(&blob, l.size)
-        .with_context(|| format!("estimating the compressed size of layer {}", l.digest))?;
+        .doing_with(|| format!("estimating the compressed size of layer {}", l.digest))?;
     f.gzip_estimate = Some(e);
     keep_facts(store, &l.digest, &f);
     Ok((e, true))
@@ -141,7 +141,7 @@ pub fn push_size(store: &Store, l: &Descriptor) -> anyhow::Result<(u64, bool)> {
 
 /// Bytes of file content of `image`'s layers once unpacked (what `strata images` shows): the
 /// same for an image id in any store, whatever its layers' compression.
-pub fn content(store: &Store, image: &ImageRecord) -> anyhow::Result<u64> {
+pub fn content(store: &Store, image: &ImageRecord) -> Result<u64, BuildError> {
     image
         .manifest
         .layers
@@ -151,7 +151,11 @@ pub fn content(store: &Store, image: &ImageRecord) -> anyhow::Result<u64> {
 }
 
 /// The layers of `image` with their history entries, bottom first.
-fn rows(store: &Store, image: &ImageRecord, facts: &[LayerFacts]) -> anyhow::Result<Vec<LayerRow>> {
+fn rows(
+    store: &Store,
+    image: &ImageRecord,
+    facts: &[LayerFacts],
+) -> Result<Vec<LayerRow>, BuildError> {
     let mut made_by = image
         .config
         .history
@@ -180,13 +184,17 @@ fn rows(store: &Store, image: &ImageRecord, facts: &[LayerFacts]) -> anyhow::Res
 
 /// The size report of `image`; `multi_stage` when it is the final stage of a multi-stage
 /// build (compilers and headers are worth a hint only there).
-pub fn report(store: &Store, image: &ImageRecord, multi_stage: bool) -> anyhow::Result<SizeReport> {
+pub fn report(
+    store: &Store,
+    image: &ImageRecord,
+    multi_stage: bool,
+) -> Result<SizeReport, BuildError> {
     let facts = image
         .manifest
         .layers
         .iter()
         .map(|l| layer_facts(store, &l.digest))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let layers = rows(store, image, &facts)?;
     let hints = hints(&facts, &layers, multi_stage);
     Ok(SizeReport {

@@ -53,6 +53,12 @@ impl<'a> Passwd<'a> {
         self.users().find(|u| u.name == name)
     }
 
+    /// The first entry whose uid field is `uid` as written in decimal.
+    pub fn by_uid(&self, uid: u32) -> Option<User<'a>> {
+        let uid = uid.to_string();
+        self.users().find(|u| u.uid == uid)
+    }
+
     /// The first entry whose name or uid field is `key` (USER takes either).
     pub fn by_name_or_uid(&self, key: &str) -> Option<User<'a>> {
         self.users().find(|u| u.name == key || u.uid == key)
@@ -245,6 +251,12 @@ mod tests {
             ("1000", "1000", Some("/home/app"))
         );
         assert_eq!(p.by_name_or_uid("42").unwrap().name, "_apt");
+        assert_eq!(p.by_uid(1000).unwrap().name, "app");
+        assert!(
+            p.by_uid(7).is_none(),
+            "a line with fewer than four fields is no entry"
+        );
+        assert!(p.by_uid(4242).is_none());
         assert!(p.by_name("42").is_none());
         assert!(p.by_name("short").is_none());
         let g = Groups(GROUP);

@@ -40,12 +40,16 @@ pub fn subordinate_range(file: &str, name: &str, id: u32) -> Option<(u32, u32)> 
     })
 }
 
+/// The name of `uid` in this machine's /etc/passwd (what /etc/subuid and /etc/subgid list).
 fn user_name(uid: u32) -> Option<String> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-    })
+    name_of(&passwd, uid)
+}
+
+fn name_of(passwd: &str, uid: u32) -> Option<String> {
+    crate::fsx::passwd::Passwd(passwd)
+        .by_uid(uid)
+        .map(|u| u.name.to_string())
 }
 
 /// Where Debian's uidmap package puts the setuid helpers (run by path: no PATH search, and no
@@ -240,6 +244,16 @@ mod tests {
             describe(&[r(0, 0, u32::MAX)]),
             "0–4294967294 → 0–4294967294 (4,294,967,295 ids)"
         );
+    }
+
+    #[test]
+    fn the_users_name_is_read_from_passwd_by_uid() {
+        let p = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n";
+        assert_eq!(name_of(p, 0).as_deref(), Some("root"));
+        // The first entry of a uid, as /etc/subuid is looked up by it.
+        assert_eq!(name_of(p, 1000).as_deref(), Some("alice"));
+        assert_eq!(name_of(p, 1001), None);
+        assert_eq!(name_of("", 0), None);
     }
 
     #[test]

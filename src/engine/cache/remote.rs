@@ -21,10 +21,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{anyhow, bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::cache::{self, Applied, LayerRec, Record};
+use crate::engine::error::{self, BuildError, Doing as _, RemoteCacheError};
 use crate::engine::size::human;
 use crate::engine::Build;
 use crate::layer::Compression;
@@ -414,8 +414,8 @@ pub enum Seeded {
 pub const REMEMBERED: usize = usize::MAX - 1;
 
 /// Whether `e` is a cancelled transfer (Ctrl-C or another stage's failure), not a bad layer.
-fn cancelled(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
+fn cancelled(e: &BuildError) -> bool {
+    error::chain(e).any(|c| {
         matches!(
             c.downcast_ref::<crate::registry::Error>(),
             Some(crate::registry::Error::Cancelled)
@@ -488,17 +488,8 @@ pub struct Imported {
     verified: Mutex<BTreeSet<(Digest, Digest)>>,
 }
 
-/// A layer of an imported cache that could not be used (missing, damaged, or not the diffID
-/// its record claims): the build starts again without the cache at index `cache_from` among
-/// the build's `--cache-from`.
-#[derive(Debug, thiserror::Error)]
-#[error("the cache {name}: layer {digest}: {reason}")]
-pub struct BadImport {
-    pub cache_from: usize,
-    pub name: String,
-    pub digest: Digest,
-    pub reason: String,
-}
+/// A layer of an imported cache that could not be used: the build starts again without it.
+pub use crate::engine::error::BadImport;
 
 /// A manifest and its cache content, read from a registry or a layout.
 struct Loaded {
@@ -508,16 +499,20 @@ struct Loaded {
 
 /// The cache in `manifest` (a cache manifest, or an image whose config carries inline records),
 /// with `config` the bytes of its config blob.
-fn parse_cache(manifest: &Manifest, config: &[u8], what: &str) -> anyhow::Result<Loaded> {
+fn parse_cache(manifest: &Manifest, config: &[u8], what: &str) -> Result<Loaded, BuildError> {
     if manifest.config.media_type == CONFIG_MEDIA_TYPE {
-        let c: CacheConfig = serde_json::from_slice(config)
-            .with_context(|| format!("{what}: the cache config is not valid"))?;
+        let c: CacheConfig =
+            serde_json::from_slice(config).map_err(|source| RemoteCacheError::BadConfig {
+                what: what.to_string(),
+                source,
+            })?;
         if c.diff_ids.len() != manifest.layers.len() {
-            bail!(
-                "{what}: the cache config lists {} diffIDs for {} layers",
-                c.diff_ids.len(),
-                manifest.layers.len()
-            );
+            return Err(RemoteCacheError::DiffIdCount {
+                what: what.to_string(),
+                diff_ids: c.diff_ids.len(),
+                layers: manifest.layers.len(),
+            }
+            .into());
         }
         return Ok(Loaded {
             layers: manifest.layers.clone(),
@@ -526,12 +521,21 @@ fn parse_cache(manifest: &Manifest, config: &[u8], what: &str) -> anyhow::Result
     }
     let img: oci::ImageConfig = oci::parse_json(config, what)?;
     let Some(v) = img.extra.get(INLINE_KEY) else {
-        bail!("{what} is an image without a strata cache in its config (built without --cache-to type=inline)");
+        return Err(RemoteCacheError::NoInline {
+            what: what.to_string(),
+        }
+        .into());
     };
-    let inline: InlineCache = serde_json::from_value(v.clone())
-        .with_context(|| format!("{what}: the inline cache is not valid"))?;
+    let inline: InlineCache =
+        serde_json::from_value(v.clone()).map_err(|source| RemoteCacheError::BadInline {
+            what: what.to_string(),
+            source,
+        })?;
     if img.rootfs.diff_ids.len() != manifest.layers.len() {
-        bail!("{what}: the image's config and manifest disagree on its layers");
+        return Err(RemoteCacheError::LayersDisagree {
+            what: what.to_string(),
+        }
+        .into());
     }
     Ok(Loaded {
         layers: manifest.layers.clone(),
@@ -549,20 +553,24 @@ fn load_registry(
     reg: &crate::registry::Registry,
     store: &Store,
     repo: &Repo,
-) -> anyhow::Result<Option<Loaded>> {
+) -> Result<Option<Loaded>, BuildError> {
     let Some((mt, bytes, _)) = repo.manifest(reg)? else {
         return Ok(None);
     };
     let what = repo.user_ref.to_string();
     if !media::is_manifest(&mt) {
-        bail!("{what} is a {mt}, not a cache manifest");
+        return Err(RemoteCacheError::NotManifest {
+            what,
+            media_type: mt,
+        }
+        .into());
     }
     let m: Manifest = oci::parse_json(&bytes, &what)?;
     let config = repo.json_blob(reg, store, &m.config)?;
     parse_cache(&m, &config, &what).map(Some)
 }
 
-fn load_local(dir: &Path, tag: &str) -> anyhow::Result<Option<Loaded>> {
+fn load_local(dir: &Path, tag: &str) -> Result<Option<Loaded>, BuildError> {
     let layout = Layout::at(dir);
     let Some(d) = layout.tagged(tag)? else {
         return Ok(None);
@@ -588,7 +596,7 @@ impl Imported {
                 CacheFrom::Registry { reference } => b
                     .source
                     .registry()
-                    .map_err(anyhow::Error::from)
+                    .map_err(BuildError::from)
                     .and_then(|reg| {
                         let repo = reg.repo(reference)?;
                         let l = load_registry(reg, b.store, &repo)?;
@@ -625,7 +633,8 @@ impl Imported {
                     out.sources.push((name, src, index));
                 }
                 Err(e) => b.note(&format!(
-                    "warning: importing the cache {name} failed; building without it: {e:#}"
+                    "warning: importing the cache {name} failed; building without it: {}",
+                    error::with_causes(&e)
                 )),
             }
         }
@@ -845,7 +854,12 @@ impl Imported {
     /// an imported record gave it that diffID; otherwise (the build's own records) it is
     /// used as it is. A failure is a [`BadImport`] (the caller's build starts again without
     /// that cache), except a cancellation.
-    pub(crate) fn fetch(&self, b: &Build, digest: &Digest, diff_id: &Digest) -> anyhow::Result<()> {
+    pub(crate) fn fetch(
+        &self,
+        b: &Build,
+        digest: &Digest,
+        diff_id: &Digest,
+    ) -> Result<(), BuildError> {
         if self.is_verified(digest, diff_id) {
             return Ok(());
         }
@@ -868,7 +882,10 @@ impl Imported {
                 .get(digest)
                 .cloned();
             let Some((from, l)) = remembered else {
-                bail!("layer {digest} is neither in the store nor in an imported cache");
+                return Err(RemoteCacheError::NotImported {
+                    digest: digest.clone(),
+                }
+                .into());
             };
             return match fetch_seeded(b, &from, &l) {
                 Ok(()) => {
@@ -883,7 +900,7 @@ impl Imported {
                         from.describe()
                     ),
                     digest: digest.clone(),
-                    reason: format!("{e:#}"),
+                    reason: error::with_causes(&e),
                 }
                 .into()),
             };
@@ -893,11 +910,11 @@ impl Imported {
             Source::Registry(repo) => b
                 .source
                 .registry()
-                .map_err(anyhow::Error::from)
+                .map_err(BuildError::from)
                 .and_then(|reg| Ok(repo.layer(reg, b.store, &rb.desc, diff_id)?)),
             Source::Local(dir) => Layout::at(dir)
                 .open_blob(digest)
-                .map_err(anyhow::Error::from)
+                .map_err(BuildError::from)
                 .and_then(|f| copy_layer_checked(b.store, f, &rb.desc, diff_id)),
         };
         match r {
@@ -910,7 +927,7 @@ impl Imported {
                 cache_from: *index,
                 name: name.clone(),
                 digest: digest.clone(),
-                reason: format!("{e:#}"),
+                reason: error::with_causes(&e),
             }
             .into()),
         }
@@ -934,7 +951,7 @@ impl Seeded {
 }
 
 /// Fetch layer `l` from `from` into the store, verified as an import's layers are.
-fn fetch_seeded(b: &Build, from: &Seeded, l: &LayerRec) -> anyhow::Result<()> {
+fn fetch_seeded(b: &Build, from: &Seeded, l: &LayerRec) -> Result<(), BuildError> {
     let desc = l.descriptor();
     match from {
         Seeded::Registry(r) => {
@@ -985,7 +1002,7 @@ pub(crate) fn remember(b: &Build) {
             record: a.record.clone(),
             from,
         };
-        let _ = (|| -> anyhow::Result<()> {
+        let _ = (|| -> Result<(), BuildError> {
             fs_err::create_dir_all(&dir)?;
             crate::store::write_atomic(&b.store.tmp_dir(), &remote, &serde_json::to_vec(&rec)?)?;
             Ok(())
@@ -1016,7 +1033,7 @@ fn copy_layer_checked(
     mut r: impl std::io::Read,
     desc: &Descriptor,
     diff_id: &Digest,
-) -> anyhow::Result<()> {
+) -> Result<(), BuildError> {
     use std::io::Write;
     let mut tmp = store.temp_file()?;
     let mut hasher = oci::Sha256::new();
@@ -1030,10 +1047,7 @@ fn copy_layer_checked(
         }
         have += n as u64;
         if have > desc.size {
-            bail!(
-                "longer than the {} bytes its descriptor says; nothing was stored",
-                desc.size
-            );
+            return Err(RemoteCacheError::TooLong { size: desc.size }.into());
         }
         hasher.update(&buf[..n]);
         tee.feed(&buf[..n]);
@@ -1041,18 +1055,25 @@ fn copy_layer_checked(
     }
     let actual = hasher.finish();
     if actual != desc.digest || have != desc.size {
-        bail!(
-            "its bytes ({have} of {}) hash to {actual}, not {}; nothing was stored",
-            desc.size,
-            desc.digest
-        );
+        return Err(RemoteCacheError::WrongDigest {
+            have,
+            size: desc.size,
+            actual,
+            digest: desc.digest.clone(),
+        }
+        .into());
     }
     let paths = match tee.finish() {
         Ok((actual, _, paths)) if &actual == diff_id => paths,
-        Ok((actual, len, _)) => bail!(
-            "uncompressed ({len} bytes) it is {actual}, not the diffID {diff_id} its record gives it; nothing was stored"
-        ),
-        Err(e) => bail!("not a readable gzip, zstd or tar stream ({e}); nothing was stored"),
+        Ok((actual, len, _)) => {
+            return Err(RemoteCacheError::WrongDiffId {
+                len,
+                actual,
+                diff_id: diff_id.clone(),
+            }
+            .into())
+        }
+        Err(cause) => return Err(RemoteCacheError::Unreadable { cause }.into()),
     };
     store.commit_blob(tmp, &desc.digest)?;
     if let Some(p) = paths {
@@ -1136,7 +1157,7 @@ pub struct Exported {
 
 /// Write the build's cache to every `--cache-to` (inline is done with the image). A failure
 /// is an error unless the destination says `ignore-error=true`.
-pub(crate) fn export_all(b: &Build) -> anyhow::Result<()> {
+pub(crate) fn export_all(b: &Build) -> Result<(), BuildError> {
     for to in &b.opts.cache_to {
         let Some(opts) = to.opts() else { continue };
         let started = std::time::Instant::now();
@@ -1157,16 +1178,17 @@ pub(crate) fn export_all(b: &Build) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             )),
             Err(e) if opts.ignore_error => b.note(&format!(
-                "warning: exporting the cache to {} failed (ignore-error=true): {e:#}",
-                to.describe()
+                "warning: exporting the cache to {} failed (ignore-error=true): {}",
+                to.describe(),
+                error::with_causes(&e)
             )),
-            Err(e) => return Err(e.context(format!("exporting the cache to {}", to.describe()))),
+            Err(e) => return Err(e.doing(format!("exporting the cache to {}", to.describe()))),
         }
     }
     Ok(())
 }
 
-fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Exported> {
+fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> Result<Exported, BuildError> {
     let now = oci::now_secs();
     let reg_repo = match to {
         CacheTo::Registry { reference, .. } => {
@@ -1184,8 +1206,9 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
     }
     .unwrap_or_else(|e| {
         b.note(&format!(
-            "warning: the cache at {} cannot be read ({e:#}); it is replaced, not merged",
-            to.describe()
+            "warning: the cache at {} cannot be read ({}); it is replaced, not merged",
+            to.describe(),
+            error::with_causes(&e)
         ));
         None
     })
@@ -1247,7 +1270,9 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> anyhow::Result<Expor
         (CacheTo::Local { dest, tag, .. }, _) => {
             write_layout(b.store, dest, tag, &to_send, &mbytes)?
         }
-        _ => bail!("internal error: inline cache in export"),
+        _ => {
+            return Err(error::Error::Internal("inline cache in export".into()).into());
+        }
     };
     Ok(Exported {
         records: config.records.len(),
@@ -1318,7 +1343,7 @@ impl Merged {
         opts: &ExportOptions,
         there: &dyn Fn(&Digest) -> bool,
         now: i64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), BuildError> {
         for a in selected(b, opts.max) {
             let d = match &a.record.layer {
                 None => None,
@@ -1349,7 +1374,7 @@ impl Merged {
         opts: &ExportOptions,
         there: &dyn Fn(&Digest) -> bool,
         now: i64,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), BuildError> {
         let used: Vec<String> = b
             .mounts_used
             .lock()
@@ -1454,7 +1479,7 @@ fn add_layer(
     there: &dyn Fn(&Digest) -> bool,
     layers: &mut BTreeMap<Digest, Out>,
     l: &LayerRec,
-) -> anyhow::Result<Digest> {
+) -> Result<Digest, BuildError> {
     if let Some(o) = layers.get(&l.digest) {
         return Ok(o.desc.digest.clone());
     }
@@ -1499,7 +1524,7 @@ fn mount_layer(
     b: &Build,
     id: &str,
     compression: Compression,
-) -> anyhow::Result<Option<(crate::layer::LayerInfo, u64)>> {
+) -> Result<Option<(crate::layer::LayerInfo, u64)>, BuildError> {
     let dir = crate::engine::cache::cache_mount_dir(b.store, id);
     if !dir.is_dir() {
         return Ok(None);
@@ -1507,7 +1532,7 @@ fn mount_layer(
     let tmp = crate::engine::state::step_dir(b, "mount-export")?;
     let tar = tmp.join("layer.tar");
     let r = (|| {
-        crate::engine::exec::hook_ok(
+        crate::engine::exec::hook_done(
             &b.exe,
             crate::engine::exec::Hook::TarDir {
                 dir: dir.clone(),
@@ -1530,7 +1555,7 @@ fn mount_layer(
 
 /// Seed the empty cache mount `id` at `dir` from an imported cache: its layer unpacked into a
 /// directory beside it, renamed into place when complete. Returns false when no source has it.
-pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool> {
+pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> Result<bool, BuildError> {
     let Some(l) = b.imported.mount(id).cloned() else {
         return Ok(false);
     };
@@ -1538,7 +1563,8 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
     // leaves the mount empty, as a cache without it would: a warning, not a failed step.
     if let Err(e) = b.imported.fetch(b, &l.digest, &l.diff_id) {
         b.note(&format!(
-            "warning: cache mount {id}: the imported content cannot be used ({e:#}); it starts empty"
+            "warning: cache mount {id}: the imported content cannot be used ({}); it starts empty",
+            error::with_causes(&e)
         ));
         return Ok(false);
     }
@@ -1555,7 +1581,7 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
         diff_id: l.diff_id.clone(),
         lower: Vec::new(),
     };
-    if let Err(e) = crate::engine::exec::hook_ok(
+    if let Err(e) = crate::engine::exec::hook_done(
         &b.exe,
         unpack,
         &b.maps,
@@ -1566,7 +1592,8 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
             return Err(e);
         }
         b.note(&format!(
-            "warning: cache mount {id}: the imported content cannot be unpacked ({e:#}); it starts empty"
+            "warning: cache mount {id}: the imported content cannot be unpacked ({}); it starts empty",
+            error::with_causes(&e)
         ));
         return Ok(false);
     }
@@ -1574,7 +1601,7 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> anyhow::Result<bool
         // Another step seeded it at the same moment: theirs is as good.
         let _ = crate::engine::exec::remove_tree(&tmp, &b.maps);
         if !dir.is_dir() {
-            return Err(anyhow!("seeding cache mount {id}: {e}"));
+            return Err(e).doing(format!("seeding cache mount {id}"));
         }
         return Ok(true);
     }
@@ -1594,11 +1621,11 @@ fn write_layout(
     tag: &str,
     blobs: &[Descriptor],
     manifest: &[u8],
-) -> anyhow::Result<Digest> {
+) -> Result<Digest, BuildError> {
     let layout = Layout::create(dest)?;
-    let put = |d: &Digest, from: &mut dyn std::io::Read| -> anyhow::Result<()> {
+    let put = |d: &Digest, from: &mut dyn std::io::Read| -> Result<(), BuildError> {
         let tmp = format!(".blob-{}-{}", crate::store::owner_tag(), d.hex());
-        layout.put_blob(d, &tmp, |p| -> anyhow::Result<()> {
+        layout.put_blob(d, &tmp, |p| -> Result<(), BuildError> {
             let mut f = fs_err::File::create_new(p)?;
             std::io::copy(from, &mut f)?;
             f.sync_all()?;

@@ -132,7 +132,7 @@ fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> Result<()
         gid: m.gid.unwrap_or(0),
         mode: m.mode.unwrap_or(0o755),
     };
-    Ok(hook_ok(&b.exe, make, &b.maps, what)?)
+    hook_ok(&b.exe, make, &b.maps, what)
 }
 
 /// A path inside `root`, symlinks resolved as if `root` were `/`.
