@@ -10,10 +10,10 @@ use super::cache::{self, Record};
 use super::error::{BuildError, Cancelled, Doing as _, Error};
 use super::report::Event;
 use super::state::{first_line, image_for, rfc, Pending, Ran, StageState};
-use super::step;
+use super::step::{self, Outcome};
 use super::{Build, NamedContext, StageResult};
 use crate::dockerfile::shell::{env_from_list, Lexer};
-use crate::dockerfile::{self, Command, Instruction, RunOptions};
+use crate::dockerfile::{self, Command, Instruction};
 use crate::oci::{Digest, ImageConfig};
 use crate::plan::{expand_instruction, Base, DepKind, Platform};
 
@@ -91,7 +91,6 @@ pub(crate) fn run(b: &Build, i: usize) -> Result<StageResult, BuildError> {
         total: from_step + all.iter().filter(|c| numbered(c)).count(),
         n: from_step,
         onbuild: false,
-        fetched: None,
         env_pos: Default::default(),
         pending: Vec::new(),
     };
@@ -262,7 +261,6 @@ impl StageState<'_, '_> {
     fn command(&mut self, cmd: &Command) -> Result<(), BuildError> {
         let ex = expand_instruction(&cmd.instruction, &self.scope, &self.lexer)
             .map_err(|cause| Error::Expand { cause })?;
-        let ins = ex.instruction;
         let label = format!(
             "[{} {:>w$}/{}] {}{}",
             self.name,
@@ -272,13 +270,11 @@ impl StageState<'_, '_> {
             first_line(&cmd.original),
             w = self.total.to_string().len()
         );
-        match (&ins, &ex.run) {
-            (Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_), run) => {
-                self.layer_step(cmd, &ins, run.as_ref(), &label)
-            }
-            (Instruction::Workdir(w), _) => step::workdir::execute(self, cmd, w, &label),
-            (Instruction::From(_), _) => Err(Error::FromInStage.into()),
-            _ => step::meta::execute(self, cmd, &ins),
+        let step = step::Step::new(&ex)?;
+        if step.has_layer() {
+            self.layer_step(cmd, &ex.instruction, step, &label)
+        } else {
+            step.execute(self, cmd, &label, 0).map(|_| ())
         }
     }
 
@@ -287,7 +283,7 @@ impl StageState<'_, '_> {
         &mut self,
         cmd: &Command,
         ins: &Instruction,
-        run: Option<&RunOptions>,
+        step: step::Step<'_>,
         label: &str,
     ) -> Result<(), BuildError> {
         let b = self.b;
@@ -315,10 +311,8 @@ impl StageState<'_, '_> {
             name: label,
         });
         b.steps.fetch_add(1, Ordering::SeqCst);
-        let r = self.layer_step_inner(id, cmd, ins, run);
-        if let Some((dir, _)) = self.fetched.take() {
-            let _ = fs_err::remove_dir_all(dir);
-        }
+        // ADD's fetched sources are removed with the step.
+        let r = self.layer_step_inner(id, cmd, ins, step, label);
         match &r {
             Ok(true) => {
                 b.cached.fetch_add(1, Ordering::SeqCst);
@@ -346,14 +340,16 @@ impl StageState<'_, '_> {
         id: usize,
         cmd: &Command,
         ins: &Instruction,
-        run: Option<&RunOptions>,
+        mut step: step::Step<'_>,
+        label: &str,
     ) -> Result<bool, BuildError> {
+        let run = step.run_options();
         if !matches!(ins, Instruction::Run(_)) {
             // COPY and ADD read the layers below by their paths or snapshots, whichever is
             // cheaper: with every layer in place.
             self.settle()?;
         }
-        let inputs = self.inputs(ins, run)?;
+        let inputs = step.inputs(self)?;
         let key = self.key_for(ins, &inputs);
         if let (Some(o), false) = (run, self.no_cache) {
             let ids = step::run::cache_mount_ids(self, o);
@@ -423,29 +419,22 @@ impl StageState<'_, '_> {
         });
         self.earlier_miss = true;
         let created = rfc(self.now());
-        let (ran, dirs) = match (ins, run) {
-            (Instruction::Run(r), Some(o)) => {
-                (step::run::execute(self, id, cmd, r, o)?, Vec::new())
-            }
-            (Instruction::Copy(c), _) => {
-                let (layer, dirs) = step::copy::execute(self, c, false)?;
-                (Ran::Done(layer), dirs)
-            }
-            (Instruction::Add(c), _) => {
-                let (layer, dirs) = step::copy::execute(self, c, true)?;
-                (Ran::Done(layer), dirs)
-            }
-            _ => {
+        // What was copied (or bound into the RUN step) must be what the key hashed: the local
+        // sources are read again after the step (ADD's fetched ones are what was fetched).
+        let mut again = (!step.fetched()).then(|| step.fresh());
+        let (ran, dirs) = match step.execute(self, cmd, label, id)? {
+            Outcome::Layer { ran, dirs } => (ran, dirs),
+            Outcome::Applied => {
                 return Err(
                     Error::Internal(format!("{} is not a step with a layer", ins.name())).into(),
                 )
             }
         };
-        // What was copied (or bound into the RUN step) must be what the key hashed: read the
-        // local sources' digests again (a stat per file when nothing changed) and refuse the
-        // result when a file changed, appeared or was swapped while the step read it.
-        if self.fetched.is_none() {
-            let again = self.inputs(ins, run)?;
+        // Read the local sources' digests again (a stat per file when nothing changed) and
+        // refuse the result when a file changed, appeared or was swapped while the step read
+        // it.
+        if let Some(again) = &mut again {
+            let again = again.inputs(self)?;
             if again.digests != inputs.digests {
                 let files = again
                     .why_changed()
@@ -507,20 +496,6 @@ impl StageState<'_, '_> {
             "an earlier step changed".to_string()
         } else {
             "not in the cache".to_string()
-        }
-    }
-
-    /// What a RUN, COPY or ADD step reads, for its key.
-    fn inputs(
-        &mut self,
-        ins: &Instruction,
-        run: Option<&RunOptions>,
-    ) -> Result<Inputs, BuildError> {
-        match (ins, run) {
-            (Instruction::Run(_), Some(o)) => Ok(step::run::inputs(self, o)?),
-            (Instruction::Copy(c), _) => step::copy::inputs(self, c, false),
-            (Instruction::Add(c), _) => step::copy::inputs(self, c, true),
-            _ => Ok(Inputs::default()),
         }
     }
 }

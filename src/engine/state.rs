@@ -47,8 +47,6 @@ pub(in crate::engine) struct StageState<'b, 'a> {
     pub n: usize,
     /// Whether the command being run is an ONBUILD trigger of the base.
     pub onbuild: bool,
-    /// ADD's downloads or clone for the current step (the scratch dir, what it holds).
-    pub fetched: Option<(PathBuf, super::fetch::Fetched)>,
     /// Where each name is in the config's Env, and for how many entries that was computed:
     /// ENV updates in constant time (a Dockerfile of 20,000 ENV lines stays linear).
     pub env_pos: (std::collections::HashMap<String, usize>, usize),

@@ -2,6 +2,8 @@
 //! git sources fetched first, whose digests are then known), and on a miss the copy job run in
 //! the user namespace (`engine/copy.rs`), which writes the layer.
 
+use std::path::PathBuf;
+
 use crate::engine::error::{BuildError, Error};
 
 use super::source::{self, FromRef};
@@ -13,13 +15,26 @@ use crate::engine::exec::remove_tree;
 use crate::engine::fetch;
 use crate::engine::state::{lowers, step_dir, StageState};
 
+/// ADD's downloads or clone for its step: the scratch dir, removed when the step is done with
+/// it, and what it holds.
+pub(in crate::engine) struct Fetch {
+    dir: PathBuf,
+    got: fetch::Fetched,
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_dir_all(&self.dir);
+    }
+}
+
 /// What the COPY or ADD `c` reads. ADD's remote sources are fetched here (their digests are
-/// only known once downloaded) into a scratch dir that `st.fetched` holds for [`execute`].
+/// only known once downloaded) into a scratch dir, returned for [`execute`].
 pub(in crate::engine) fn inputs(
-    st: &mut StageState<'_, '_>,
+    st: &StageState<'_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
-) -> Result<Inputs, BuildError> {
+) -> Result<(Inputs, Option<Fetch>), BuildError> {
     let mut inputs = Inputs::default();
     let remote: Vec<String> = c
         .sources
@@ -49,8 +64,7 @@ pub(in crate::engine) fn inputs(
             }
         };
         inputs.digests.extend(fetched.digests.iter().cloned());
-        st.fetched = Some((dir, fetched));
-        return Ok(inputs);
+        return Ok((inputs, Some(Fetch { dir, got: fetched })));
     }
     if c.checksum.is_some() {
         return Err(Error::ChecksumForLocal.into());
@@ -65,7 +79,7 @@ pub(in crate::engine) fn inputs(
         let d = crate::oci::Digest::of(serde_json::to_string(&text)?.as_bytes());
         inputs.digests.push(format!("heredocs {d}"));
     }
-    Ok(inputs)
+    Ok((inputs, None))
 }
 
 /// The heredoc files of a COPY or ADD, bodies expanded as BuildKit's ExpandRaw does it
@@ -112,8 +126,9 @@ pub(in crate::engine) fn execute(
     st: &mut StageState<'_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
+    fetched: Option<&Fetch>,
 ) -> Result<(Option<LayerRec>, Vec<String>), BuildError> {
-    let remote = st.fetched.as_ref().map(|(_, f)| f.clone());
+    let remote = fetched.map(|f| &f.got);
     let source = match &c.from {
         None if remote.is_some() => Source::Context {
             root: remote.as_ref().map(|f| f.root.clone()).unwrap_or_default(),

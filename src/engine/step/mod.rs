@@ -1,7 +1,9 @@
-//! One module per kind of step. Each says what its step reads (digests for the key, and why
-//! they changed), and executes it on a cache miss; [`key`] turns that, the expanded
-//! instruction (in the canonical encoding of `key.rs`) and the stage's settings into the step's
-//! cache key, a pure function pinned by a golden test. The stage loop (`stage.rs`) calls them.
+//! A step is a type: [`Step`], built once from the expanded instruction, says what it reads
+//! ([`Step::inputs`]: digests for the key, and why they changed) and does its work on a cache
+//! miss ([`Step::execute`]), as BuildKit's `Op` has `CacheMap` and `Exec`; `cache::key` turns
+//! the inputs, the expanded instruction (in the canonical encoding of `key.rs`) and the stage's
+//! settings into the step's cache key, a pure function pinned by a golden test. The stage loop
+//! (`stage.rs`) builds the steps and dispatches through them; one module per kind of step:
 //!
 //! - [`meta`]: ENV, LABEL, CMD and the other instructions that only change the config.
 //! - [`workdir`]: WORKDIR, a layer when the directory is new.
@@ -18,11 +20,159 @@ pub(super) mod workdir;
 
 use std::path::Path;
 
+use super::cache::key::Inputs;
 use super::copy::{CopyJob, CopyResult, Source};
-use super::error::BuildError;
+use super::error::{BuildError, Error};
 use super::exec;
-use super::state::StageState;
-use crate::dockerfile::Instruction;
+use super::state::{Ran, StageState};
+use crate::dockerfile::{self, Command, Instruction, RunOptions};
+use crate::plan::Expanded;
+
+/// A step of a stage, built once from its expanded instruction.
+pub(in crate::engine) enum Step<'i> {
+    /// ENV, LABEL, CMD and the other instructions that only change the config ([`meta`]).
+    Meta(&'i Instruction),
+    /// WORKDIR with its path expanded ([`workdir`]).
+    Workdir(&'i str),
+    /// COPY, or ADD (`add`) with its remote sources once [`Step::inputs`] fetched them
+    /// ([`copy`]).
+    Copy {
+        copy: &'i dockerfile::Copy,
+        add: bool,
+        fetched: Option<copy::Fetch>,
+    },
+    /// RUN with its mounts and network as types ([`run`]).
+    Run {
+        run: &'i dockerfile::Run,
+        opts: &'i RunOptions,
+    },
+}
+
+/// What a step's execution leaves for the stage loop.
+pub(in crate::engine) enum Outcome {
+    /// The step is applied to the stage (its config, key, history and record): the steps
+    /// without a layer of their own work, ENV and the like, and WORKDIR.
+    Applied,
+    /// The step's layer (written, or being written behind the next steps) and the
+    /// directories it made, for the loop to record and apply.
+    Layer { ran: Ran, dirs: Vec<String> },
+}
+
+impl<'i> Step<'i> {
+    /// The step of the expanded instruction `ex`; FROM is none (it starts a stage).
+    pub(in crate::engine) fn new(ex: &'i Expanded) -> Result<Step<'i>, BuildError> {
+        Ok(match (&ex.instruction, &ex.run) {
+            (Instruction::Run(run), Some(opts)) => Step::Run { run, opts },
+            (Instruction::Run(_), None) => {
+                return Err(Error::Internal("a RUN step without its options".into()).into())
+            }
+            (Instruction::Copy(copy), _) => Step::Copy {
+                copy,
+                add: false,
+                fetched: None,
+            },
+            (Instruction::Add(copy), _) => Step::Copy {
+                copy,
+                add: true,
+                fetched: None,
+            },
+            (Instruction::Workdir(w), _) => Step::Workdir(w),
+            (Instruction::From(_), _) => return Err(Error::FromInStage.into()),
+            (ins, _) => Step::Meta(ins),
+        })
+    }
+
+    /// Whether the step makes a layer through the stage loop's lookup and record (RUN, COPY,
+    /// ADD); the others are applied by their execution.
+    pub(in crate::engine) fn has_layer(&self) -> bool {
+        matches!(self, Step::Copy { .. } | Step::Run { .. })
+    }
+
+    /// RUN's options.
+    pub(in crate::engine) fn run_options(&self) -> Option<&'i RunOptions> {
+        match self {
+            Step::Run { opts, .. } => Some(opts),
+            _ => None,
+        }
+    }
+
+    /// Whether ADD fetched its sources (their digests are what was fetched: nothing to read
+    /// again after the step).
+    pub(in crate::engine) fn fetched(&self) -> bool {
+        matches!(
+            self,
+            Step::Copy {
+                fetched: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// The same step before [`Step::inputs`] fetched anything: to read its local sources again.
+    pub(in crate::engine) fn fresh(&self) -> Step<'i> {
+        match self {
+            Step::Meta(i) => Step::Meta(i),
+            Step::Workdir(w) => Step::Workdir(w),
+            Step::Copy { copy, add, .. } => Step::Copy {
+                copy,
+                add: *add,
+                fetched: None,
+            },
+            Step::Run { run, opts } => Step::Run { run, opts },
+        }
+    }
+
+    /// What the step reads, for its key (ADD's remote sources are fetched here: their digests
+    /// are only known once downloaded).
+    pub(in crate::engine) fn inputs(
+        &mut self,
+        st: &StageState<'_, '_>,
+    ) -> Result<Inputs, BuildError> {
+        match self {
+            Step::Run { opts, .. } => run::inputs(st, opts),
+            Step::Copy {
+                copy: c,
+                add,
+                fetched,
+            } => {
+                let (inputs, got) = copy::inputs(st, c, *add)?;
+                *fetched = got;
+                Ok(inputs)
+            }
+            Step::Meta(_) | Step::Workdir(_) => Ok(Inputs::default()),
+        }
+    }
+
+    /// Do the step's work: `cmd` is its command, `label` its name in the progress and `id`
+    /// its number there when the loop started it.
+    pub(in crate::engine) fn execute(
+        self,
+        st: &mut StageState<'_, '_>,
+        cmd: &Command,
+        label: &str,
+        id: usize,
+    ) -> Result<Outcome, BuildError> {
+        match self {
+            Step::Meta(ins) => meta::execute(st, cmd, ins).map(|()| Outcome::Applied),
+            Step::Workdir(w) => workdir::execute(st, cmd, w, label).map(|()| Outcome::Applied),
+            Step::Copy {
+                copy: c,
+                add,
+                fetched,
+            } => {
+                let (layer, dirs) = copy::execute(st, c, add, fetched.as_ref())?;
+                Ok(Outcome::Layer {
+                    ran: Ran::Done(layer),
+                    dirs,
+                })
+            }
+            Step::Run { run: r, opts } => Ok(Outcome::Layer {
+                ran: run::execute(st, id, cmd, r, opts)?,
+                dirs: Vec::new(),
+            }),
+        }
+    }
+}
 
 /// Whether COPY and WORKDIR look at the layers below through their paths rather than an
 /// unpacked view, whichever reads less: unpacking writes every file of the layers that have no
