@@ -9,7 +9,7 @@ use super::cache::key::{self, Inputs};
 use super::cache::{self, Record};
 use super::error::{BuildError, Cancelled, Doing as _, Error};
 use super::report::Event;
-use super::state::{first_line, image_for, rfc, Pending, Ran, StageState};
+use super::state::{first_line, image_for, rfc, start_step, Pending, Ran, StageCx, StageState};
 use super::step::{self, Outcome};
 use super::{Build, NamedContext, StageResult};
 use crate::dockerfile::shell::{env_from_list, Lexer};
@@ -274,7 +274,8 @@ impl StageState<'_, '_> {
         if step.has_layer() {
             self.layer_step(cmd, &ex.instruction, step, &label)
         } else {
-            step.execute(self, cmd, &label, 0).map(|_| ())
+            step.execute(&mut StageCx::new(self, cmd, &label, None))
+                .map(|_| ())
         }
     }
 
@@ -305,12 +306,7 @@ impl StageState<'_, '_> {
                 return Err(Cancelled.into());
             }
         }
-        let id = b.step_ids.fetch_add(1, Ordering::SeqCst);
-        b.report.event(Event::Started {
-            step: id,
-            name: label,
-        });
-        b.steps.fetch_add(1, Ordering::SeqCst);
+        let id = start_step(b, label);
         // ADD's fetched sources are removed with the step.
         let r = self.layer_step_inner(id, cmd, ins, step, label);
         match &r {
@@ -349,17 +345,17 @@ impl StageState<'_, '_> {
             // cheaper: with every layer in place.
             self.settle()?;
         }
-        let inputs = step.inputs(self)?;
-        let key = self.key_for(ins, &inputs);
+        let inputs = step.inputs(self.view())?;
+        let key = self.view().key_for(ins, &inputs);
         if let (Some(o), false) = (run, self.no_cache) {
-            let ids = step::run::cache_mount_ids(self, o);
+            let ids = step::run::cache_mount_ids(self.view(), o);
             self.b
                 .mounts_used
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(ids);
         }
-        if let Some(rec) = self.lookup(&key) {
+        if let Some(rec) = self.view().lookup(&key) {
             self.apply(cmd, key, &rec);
             return Ok(true);
         }
@@ -369,7 +365,7 @@ impl StageState<'_, '_> {
             None
         } else {
             let lock = self.b.store.step_lock(&key)?;
-            if let Some(rec) = self.lookup(&key) {
+            if let Some(rec) = self.view().lookup(&key) {
                 self.apply(cmd, key, &rec);
                 return Ok(true);
             }
@@ -380,12 +376,12 @@ impl StageState<'_, '_> {
         // (BuildKit keys such a mount by content). Read only now, after a miss.
         let content_key = match (ins, run) {
             (Instruction::Run(_), Some(o)) if !self.no_cache => {
-                step::run::content_inputs(self, o)?.map(|i| self.key_for(ins, &i))
+                step::run::content_inputs(self.view(), o)?.map(|i| self.view().key_for(ins, &i))
             }
             _ => None,
         };
         if let Some(c) = &content_key {
-            if let Some(rec) = self.lookup(c) {
+            if let Some(rec) = self.view().lookup(c) {
                 let rec = Record {
                     chain: Some(rec.chain.clone().unwrap_or_else(|| c.clone())),
                     ..rec
@@ -399,13 +395,13 @@ impl StageState<'_, '_> {
         // under a key without the parent, and reused when only the layers below changed.
         let link_key = match ins {
             Instruction::Copy(c) | Instruction::Add(c) if c.link => {
-                Some(key::key(&self.key_scope("link"), ins, &inputs))
+                Some(key::key(&self.view().key_scope("link"), ins, &inputs))
             }
             _ => None,
         };
-        if let Some(rec) = link_key.as_ref().and_then(|k| self.lookup(k)) {
+        if let Some(rec) = link_key.as_ref().and_then(|k| self.view().lookup(k)) {
             let rec = Record {
-                created: rfc(self.now()),
+                created: rfc(self.view().now()),
                 ..rec
             };
             cache::put(self.b.store, &key, &rec)?;
@@ -418,11 +414,11 @@ impl StageState<'_, '_> {
             reason: &why,
         });
         self.earlier_miss = true;
-        let created = rfc(self.now());
+        let created = rfc(self.view().now());
         // What was copied (or bound into the RUN step) must be what the key hashed: the local
         // sources are read again after the step (ADD's fetched ones are what was fetched).
         let mut again = (!step.fetched()).then(|| step.fresh());
-        let (ran, dirs) = match step.execute(self, cmd, label, id)? {
+        let (ran, dirs) = match step.execute(&mut StageCx::new(self, cmd, label, Some(id)))? {
             Outcome::Layer { ran, dirs } => (ran, dirs),
             Outcome::Applied => {
                 return Err(
@@ -434,7 +430,7 @@ impl StageState<'_, '_> {
         // refuse the result when a file changed, appeared or was swapped while the step read
         // it.
         if let Some(again) = &mut again {
-            let again = again.inputs(self)?;
+            let again = again.inputs(self.view())?;
             if again.digests != inputs.digests {
                 let files = again
                     .why_changed()
@@ -488,7 +484,8 @@ impl StageState<'_, '_> {
             "--no-cache".to_string()
         } else if let Some(w) = inputs.why_changed() {
             w
-        } else if let Some(f) = step::from_of(ins).filter(|f| step::source::missed(self, f)) {
+        } else if let Some(f) = step::from_of(ins).filter(|f| step::source::missed(self.view(), f))
+        {
             format!("the source stage {f} changed")
         } else if let Some(m) = self.base_moved.take() {
             m

@@ -24,8 +24,8 @@ use super::cache::key::Inputs;
 use super::copy::{CopyJob, CopyResult, Source};
 use super::error::{BuildError, Error};
 use super::exec;
-use super::state::{Ran, StageState};
-use crate::dockerfile::{self, Command, Instruction, RunOptions};
+use super::state::{Ran, StageCx, StageView};
+use crate::dockerfile::{self, Instruction, RunOptions};
 use crate::plan::Expanded;
 
 /// A step of a stage, built once from its expanded instruction.
@@ -126,7 +126,7 @@ impl<'i> Step<'i> {
     /// are only known once downloaded).
     pub(in crate::engine) fn inputs(
         &mut self,
-        st: &StageState<'_, '_>,
+        st: StageView<'_, '_, '_>,
     ) -> Result<Inputs, BuildError> {
         match self {
             Step::Run { opts, .. } => run::inputs(st, opts),
@@ -143,31 +143,27 @@ impl<'i> Step<'i> {
         }
     }
 
-    /// Do the step's work: `cmd` is its command, `label` its name in the progress and `id`
-    /// its number there when the loop started it.
+    /// Do the step's work, changing the stage only through `cx`.
     pub(in crate::engine) fn execute(
         self,
-        st: &mut StageState<'_, '_>,
-        cmd: &Command,
-        label: &str,
-        id: usize,
+        cx: &mut StageCx<'_, '_, '_>,
     ) -> Result<Outcome, BuildError> {
         match self {
-            Step::Meta(ins) => meta::execute(st, cmd, ins).map(|()| Outcome::Applied),
-            Step::Workdir(w) => workdir::execute(st, cmd, w, label).map(|()| Outcome::Applied),
+            Step::Meta(ins) => meta::execute(cx, ins).map(|()| Outcome::Applied),
+            Step::Workdir(w) => workdir::execute(cx, w).map(|()| Outcome::Applied),
             Step::Copy {
                 copy: c,
                 add,
                 fetched,
             } => {
-                let (layer, dirs) = copy::execute(st, c, add, fetched.as_ref())?;
+                let (layer, dirs) = copy::execute(cx.view(), c, add, fetched.as_ref())?;
                 Ok(Outcome::Layer {
                     ran: Ran::Done(layer),
                     dirs,
                 })
             }
             Step::Run { run: r, opts } => Ok(Outcome::Layer {
-                ran: run::execute(st, id, cmd, r, opts)?,
+                ran: run::execute(cx, r, opts)?,
                 dirs: Vec::new(),
             }),
         }
@@ -182,8 +178,8 @@ impl<'i> Step<'i> {
 /// they are cached. STRATA_COPY_VIEW=paths|mounts forces one (tests). Under a RUN step whose
 /// layer is still being written (WORKDIR after RUN; COPY waits for it), the snapshots: its
 /// upper dir is one, and its paths are not read yet.
-pub(in crate::engine) fn by_paths(st: &StageState<'_, '_>) -> bool {
-    if !st.pending.is_empty() {
+pub(in crate::engine) fn by_paths(st: StageView<'_, '_, '_>) -> bool {
+    if st.has_pending() {
         return false;
     }
     match std::env::var("STRATA_COPY_VIEW").as_deref() {
@@ -191,9 +187,9 @@ pub(in crate::engine) fn by_paths(st: &StageState<'_, '_>) -> bool {
         Ok("mounts") => return false,
         _ => {}
     }
-    let store = st.b.store;
+    let store = st.b().store;
     let (mut unpack, mut index) = (0u64, 0u64);
-    for (d, l) in st.config.rootfs.diff_ids.iter().zip(&st.layers) {
+    for (d, l) in st.config().rootfs.diff_ids.iter().zip(st.layers()) {
         if !store.snapshot_path(d).exists() {
             unpack += l.size.max(1);
         }
@@ -207,7 +203,7 @@ pub(in crate::engine) fn by_paths(st: &StageState<'_, '_>) -> bool {
 /// A copy job working in the scratch dir `dir`, with nothing to copy yet: the destination
 /// is the layers below unless `link`, times and compression are the build's.
 pub(in crate::engine) fn new_job(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     dir: &Path,
     source: Source,
     link: bool,
@@ -215,7 +211,7 @@ pub(in crate::engine) fn new_job(
 ) -> Result<CopyJob, BuildError> {
     let by_paths = !link && by_paths(st);
     let dest_paths = if by_paths {
-        crate::engine::state::layer_paths(st.b, &st.config, &st.layers)?
+        crate::engine::state::layer_paths(st.b(), st.config(), st.layers())?
     } else {
         Vec::new()
     };
@@ -235,11 +231,11 @@ pub(in crate::engine) fn new_job(
         excludes: Vec::new(),
         parents: false,
         unpack: false,
-        epoch: st.b.opts.epoch,
+        epoch: st.b().opts.epoch,
         now: st.now(),
         work: dir.join("work"),
         out: dir.join("layer.blob"),
-        compression: st.b.opts.compression,
+        compression: st.b().opts.compression,
         what: what.to_string(),
     })
 }
@@ -248,16 +244,17 @@ pub(in crate::engine) fn new_job(
 const PATHS_AT_COMMIT_MAX: u64 = 1 << 30;
 
 pub(in crate::engine) fn run_copy(
-    st: &mut StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     job: CopyJob,
 ) -> Result<CopyResult, BuildError> {
+    let b = st.b();
     fs_err::create_dir_all(&job.work)?;
     let what = format!("{} in the user namespace", job.what);
     let out = job.out.clone();
     let exec::HookOutput::Copy(res) = exec::hook_output(
-        &st.b.exe,
+        &b.exe,
         exec::Hook::Copy { job: Box::new(job) },
-        &st.b.maps,
+        &b.maps,
         &what,
     )?
     else {
@@ -265,14 +262,14 @@ pub(in crate::engine) fn run_copy(
     };
     if let CopyResult::Layer { layer, .. } = &res {
         // The hook wrote (and synced) the blob in the store's tmp dir: move it into place.
-        st.b.store.adopt_blob(&out, &layer.digest)?;
+        b.store.adopt_blob(&out, &layer.digest)?;
         // Its paths now, while the blob is in the page cache: a COPY's layer has no snapshot
         // (a RUN step's upper directory becomes one), so the next COPY or WORKDIR reads the
         // paths instead of unpacking it (a venv of 1,000 files took 2 s to unpack here).
         // Best effort; an uncompressed layer (a build's default) is read by its tar headers
         // only; none over PATHS_AT_COMMIT_MAX. Its facts are left to the size report, which
         // reads them as cheaply and is not made by every build (`-q`).
-        let store = st.b.store;
+        let store = b.store;
         if layer.size <= PATHS_AT_COMMIT_MAX && !store.layer_paths_file(&layer.digest).exists() {
             let read = store
                 .open_blob(&layer.digest)
