@@ -9,7 +9,9 @@ use super::cache::key::{self, Inputs};
 use super::cache::{self, Record};
 use super::error::{BuildError, Cancelled, Doing as _, Error};
 use super::report::Event;
-use super::state::{first_line, image_for, rfc, start_step, Pending, Ran, StageCx, StageState};
+use super::state::{
+    first_line, from_source, image_for, rfc, start_step, Pending, Ran, Resolve, StageCx, StageState,
+};
 use super::step::{self, Outcome};
 use super::{Build, NamedContext, StageResult};
 use crate::dockerfile::shell::{env_from_list, Lexer};
@@ -25,9 +27,14 @@ fn loc(b: &Build, c: &Command) -> String {
 }
 
 pub(crate) fn run(b: &Build, i: usize) -> Result<StageResult, BuildError> {
+    run_with(b, i, from_source)
+}
+
+/// Stage `i` of the build, its images found by `resolve`.
+fn run_with(b: &Build, i: usize, resolve: Resolve) -> Result<StageResult, BuildError> {
     let stage = &b.plan.stages[i];
     let name = stage.display_name();
-    let (mut config, layers, key, dirs, moved) = base(b, i)?;
+    let (mut config, layers, key, dirs, moved) = base(b, i, resolve)?;
     // A stage built on a stage that ran has changed too.
     let base_ran = match stage.base {
         Base::Stage(j) => b.stage_result(j).is_some_and(|r| r.ran),
@@ -93,6 +100,7 @@ pub(crate) fn run(b: &Build, i: usize) -> Result<StageResult, BuildError> {
         onbuild: false,
         env_pos: Default::default(),
         pending: Vec::new(),
+        resolve,
     };
     let mut steps = || -> Result<(), BuildError> {
         for (k, cmd) in all.iter().enumerate() {
@@ -160,7 +168,7 @@ type BaseState = (
     Option<String>,
 );
 
-fn base(b: &Build, i: usize) -> Result<BaseState, BuildError> {
+fn base(b: &Build, i: usize, resolve: Resolve) -> Result<BaseState, BuildError> {
     let stage = &b.plan.stages[i];
     let want = match &stage.platform {
         Some(p) => Some(Platform::parse(p).ok_or_else(|| Error::BadPlatform {
@@ -170,7 +178,7 @@ fn base(b: &Build, i: usize) -> Result<BaseState, BuildError> {
         None => None,
     };
     let from_image = |r: &str| -> Result<BaseState, BuildError> {
-        let res = image_for(b, r, want.as_ref()).doing_with(|| loc(b, &stage.from))?;
+        let res = image_for(b, resolve, r, want.as_ref()).doing_with(|| loc(b, &stage.from))?;
         let img = &res.record;
         if let Some(w) = &want {
             if img.config.os != w.os || img.config.architecture != w.architecture {
@@ -494,5 +502,219 @@ impl StageState<'_, '_> {
         } else {
             "not in the cache".to_string()
         }
+    }
+}
+
+/// The stage loop without the whole program: a store in a temporary directory, base images
+/// from a fake image source, and steps that need no sandbox (ENV, LABEL, WORKDIR of a known
+/// directory, USER, CMD).
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::engine::cache::Applied;
+    use crate::engine::{report, schedule, BuildOptions};
+    use crate::oci::History;
+    use crate::registry::{ImageSource, PullPolicy, Resolved};
+    use crate::store::Store;
+
+    /// A store in a temporary directory, removed with it.
+    struct TmpStore(PathBuf, Store);
+
+    impl TmpStore {
+        fn new(name: &str) -> TmpStore {
+            let dir =
+                std::env::temp_dir().join(format!("strata-stage-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = Store::open(&dir).unwrap();
+            TmpStore(dir, store)
+        }
+    }
+
+    impl Drop for TmpStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const BASE_TIME: &str = "2020-01-01T00:00:00Z";
+
+    /// The fake image source: every reference is one image with no layers, a PATH and one
+    /// history entry, put in the store.
+    fn fake_base(b: &Build, _: &str, _: Option<&Platform>) -> Result<Resolved, BuildError> {
+        let mut config = scratch_config(&b.plan.options.target_platform);
+        config.config = Some(crate::oci::ContainerConfig {
+            env: Some(vec!["PATH=/usr/bin:/bin".into()]),
+            ..Default::default()
+        });
+        config.history.push(History {
+            created: Some(BASE_TIME.into()),
+            created_by: Some("the fake base".into()),
+            author: None,
+            comment: None,
+            empty_layer: true,
+        });
+        let record = b.store.add_image(&config, &[], &[])?;
+        Ok(Resolved {
+            digest: record.manifest_digest.clone(),
+            record,
+            reference: None,
+            pulled: false,
+            moved_from: None,
+        })
+    }
+
+    fn options(context: PathBuf) -> BuildOptions {
+        BuildOptions {
+            context,
+            dockerfile_name: "Dockerfile".into(),
+            dockerfile: None,
+            ignore: Vec::new(),
+            tags: Vec::new(),
+            no_cache: false,
+            debug: false,
+            no_cache_filter: Vec::new(),
+            labels: Default::default(),
+            network: crate::sandbox::Network::Private,
+            allow_host_network: false,
+            secrets: Default::default(),
+            ssh: Default::default(),
+            iidfile: None,
+            outputs: Vec::new(),
+            jobs: 1,
+            named_contexts: Default::default(),
+            compression: crate::layer::Compression::None,
+            epoch: None,
+            pull: PullPolicy::Missing,
+            push: false,
+            metadata_file: None,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
+            extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
+            shm_size: None,
+            annotations: Default::default(),
+            load: None,
+        }
+    }
+
+    /// What one build of the first stage of a Dockerfile left.
+    struct Built {
+        result: StageResult,
+        bases: Vec<(String, Digest)>,
+        applied: Vec<Applied>,
+    }
+
+    /// Stage 0 of `dockerfile` built on `store` as a build runs it, its images from the fake.
+    fn build(store: &TmpStore, dockerfile: &str) -> Built {
+        let src = dockerfile::Source::new("Dockerfile", dockerfile);
+        let (df, cmds) = dockerfile::load(&src).unwrap();
+        let plan = crate::plan::plan(&df, cmds, Default::default()).unwrap();
+        let opts = options(store.0.clone());
+        let schedule = schedule::Schedule::new(1);
+        let step_ids = AtomicUsize::new(1);
+        let report: Arc<dyn report::Reporter> = Arc::new(report::Silent);
+        let b = Build {
+            store: &store.1,
+            opts: &opts,
+            plan: &plan,
+            maps: crate::sandbox::idmap::for_current_user(),
+            exe: PathBuf::new(),
+            source: ImageSource::new(
+                &store.1,
+                opts.pull,
+                plan.options.target_platform.clone(),
+                report.clone(),
+            ),
+            report,
+            bases: Mutex::new(Vec::new()),
+            checksums: Mutex::new(crate::context::checksum::Cache::load(
+                &store.0.join("no-checksums"),
+            )),
+            schedule: &schedule,
+            step_ids: &step_ids,
+            steps: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            externals: Mutex::new(Default::default()),
+            imported: Default::default(),
+            applied: Mutex::new(Vec::new()),
+            ran: Mutex::new(Vec::new()),
+            mounts_used: Mutex::new(Default::default()),
+            budget: Default::default(),
+        };
+        let result = run_with(&b, 0, fake_base).unwrap();
+        Built {
+            result,
+            bases: b.bases.into_inner().unwrap(),
+            applied: b.applied.into_inner().unwrap(),
+        }
+    }
+
+    const DOCKERFILE: &str = "FROM base:1\nENV A=1 B=two\nLABEL org.example.x=yes\n\
+        WORKDIR /\nUSER 1000\nCMD [\"serve\"]\n";
+
+    #[test]
+    fn config_steps_make_the_config_and_keys() {
+        let store = TmpStore::new("config");
+        let one = build(&store, DOCKERFILE);
+        let r = &one.result;
+        let c = r.config.config.as_ref().unwrap();
+        assert_eq!(
+            c.env.as_deref().unwrap(),
+            ["PATH=/usr/bin:/bin", "A=1", "B=two"]
+        );
+        assert_eq!(c.labels.as_ref().unwrap()["org.example.x"], "yes");
+        assert_eq!(c.working_dir.as_deref(), Some("/"));
+        assert_eq!(c.user.as_deref(), Some("1000"));
+        assert_eq!(c.cmd.as_deref().unwrap(), ["serve"]);
+        // The base's entry, then one empty entry per instruction; a metadata step takes the
+        // time of the entry before it.
+        let h = &r.config.history;
+        assert_eq!(h.len(), 6);
+        assert!(h.iter().all(|e| e.empty_layer));
+        assert_eq!(h[1].created.as_deref(), Some(BASE_TIME));
+        assert_eq!(h[2].created_by.as_deref(), Some("LABEL org.example.x=yes"));
+        assert!(r.layers.is_empty() && !r.ran);
+        assert_eq!(r.dirs, ["/"]);
+        assert_eq!(one.bases.len(), 1);
+        assert_eq!(one.bases[0].0, "base:1");
+        // Only WORKDIR is a record (a directory known to exist, no layer).
+        assert_eq!(one.applied.len(), 1);
+        assert_eq!(one.applied[0].record.dirs, ["/"]);
+        assert!(one.applied[0].record.layer.is_none());
+        // The same instructions on the same base give the same key; another value, another.
+        assert_eq!(build(&store, DOCKERFILE).result.key, r.key);
+        let other = build(&store, &DOCKERFILE.replace("A=1", "A=2"));
+        assert_ne!(other.result.key, r.key);
+        assert_ne!(other.applied[0].key, one.applied[0].key);
+    }
+
+    #[test]
+    fn a_second_run_takes_the_step_from_the_cache() {
+        let store = TmpStore::new("again");
+        let one = build(&store, DOCKERFILE);
+        let workdir = &one.applied[0];
+        assert_eq!(
+            crate::engine::cache::get(&store.1, &workdir.key).map(|r| r.created),
+            Some(workdir.record.created.clone())
+        );
+        // The record the second run finds is the one it uses: its time is what the cache
+        // says, not the clock's.
+        let marked = Record {
+            created: "2001-09-09T01:46:40Z".into(),
+            ..workdir.record.clone()
+        };
+        crate::engine::cache::put(&store.1, &workdir.key, &marked).unwrap();
+        let two = build(&store, DOCKERFILE);
+        assert_eq!(two.result.key, one.result.key);
+        assert_eq!(two.applied[0].key, workdir.key);
+        assert_eq!(
+            two.result.config.history[3].created.as_deref(),
+            Some("2001-09-09T01:46:40Z")
+        );
+        assert!(!two.result.ran);
     }
 }

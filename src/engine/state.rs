@@ -59,6 +59,8 @@ pub(in crate::engine) struct StageState<'b, 'a> {
     /// (the steps after it go ahead on its upper dir), and those applied after it. COPY and
     /// ADD, a RUN step that fails and the stage's end settle them ([`StageState::settle`]).
     pub pending: Vec<Pending>,
+    /// Where the stage's images come from.
+    pub resolve: Resolve,
 }
 
 /// Where each name is in a config's Env, and for how many entries of it that was computed.
@@ -93,24 +95,39 @@ pub(super) fn first_line(s: &str) -> String {
     }
 }
 
-/// An image from the store, pulled from its registry when missing (or moved, with `--pull`).
-pub(super) fn image(b: &Build, r: &str) -> Result<crate::registry::Resolved, BuildError> {
-    image_for(b, r, None)
-}
+/// How a stage turns an image reference into an image in the store (FROM, COPY --from, a
+/// bind mount's from=): [`from_source`], or a fake in the stage loop's tests.
+pub(super) type Resolve = fn(
+    &Build,
+    &str,
+    Option<&crate::oci::Platform>,
+) -> Result<crate::registry::Resolved, BuildError>;
 
-/// [`image`] for a platform other than the build's (`FROM --platform`).
-pub(super) fn image_for(
+/// An image from the build's image source: the store, pulled from its registry when missing
+/// (or moved, with `--pull`).
+pub(super) fn from_source(
     b: &Build,
     r: &str,
     platform: Option<&crate::oci::Platform>,
 ) -> Result<crate::registry::Resolved, BuildError> {
-    let res = b.source.image_for(r, platform).doing_with(|| {
+    b.source.image_for(r, platform).doing_with(|| {
         if b.opts.pull == crate::registry::PullPolicy::Always {
             format!("base image \"{r}\": checking its registry (--pull) failed")
         } else {
             format!("base image \"{r}\" is not in the local store, and pulling it failed")
         }
-    })?;
+    })
+}
+
+/// The image `r` (for `platform`, else the build's) as `resolve` finds it, recorded among the
+/// build's base images.
+pub(super) fn image_for(
+    b: &Build,
+    resolve: Resolve,
+    r: &str,
+    platform: Option<&crate::oci::Platform>,
+) -> Result<crate::registry::Resolved, BuildError> {
+    let res = resolve(b, r, platform)?;
     let mut bases = b.bases.lock().unwrap_or_else(|e| e.into_inner());
     if !bases.iter().any(|(x, _)| x == r) {
         bases.push((r.to_string(), res.digest.clone()));
@@ -208,6 +225,11 @@ impl<'s, 'b, 'a> StageView<'s, 'b, 'a> {
     /// The build: its options, plan, store, reporter and shared state.
     pub(super) fn b(&self) -> &'b Build<'a> {
         self.0.b
+    }
+
+    /// The image `r`, for the build's platform (COPY --from, a bind mount's from=).
+    pub(super) fn image(&self, r: &str) -> Result<crate::registry::Resolved, BuildError> {
+        image_for(self.0.b, self.0.resolve, r, None)
     }
 
     /// The stage's index in the plan.

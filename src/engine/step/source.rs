@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::copy;
 use crate::engine::error::{BuildError, Cancelled, Error};
-use crate::engine::state::{image, StageView};
+use crate::engine::state::StageView;
 use crate::engine::{NamedContext, StageResult};
 
 /// Where a `--from` points.
@@ -209,7 +209,7 @@ fn image_ref(st: StageView<'_, '_, '_>, r: &str) -> Result<FromRef, BuildError> 
     {
         return Ok(FromRef::Stage(x.clone()));
     }
-    let img = image(st.b(), r)?;
+    let img = st.image(r)?;
     let res = std::sync::Arc::new(StageResult {
         config: img.record.config.clone(),
         layers: img.record.manifest.layers.clone(),
