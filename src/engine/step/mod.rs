@@ -2,17 +2,20 @@
 //! ([`Step::inputs`]: digests for the key, and why they changed) and does its work on a cache
 //! miss ([`Step::execute`]), as BuildKit's `Op` has `CacheMap` and `Exec`; `cache::key` turns
 //! the inputs, the expanded instruction (in the canonical encoding of `key.rs`) and the stage's
-//! settings into the step's cache key, a pure function pinned by a golden test. The stage loop
-//! (`stage.rs`) builds the steps and dispatches through them; one module per kind of step:
+//! settings into the step's cache key, a pure function pinned by a golden test. A step reads
+//! its stage through a `StageView` and changes it through a `StageCx` (`state.rs`). The stage
+//! loop (`stage.rs`) builds the steps and dispatches through them; one module per kind of step:
 //!
 //! - [`meta`]: ENV, LABEL, CMD and the other instructions that only change the config.
 //! - [`workdir`]: WORKDIR, a layer when the directory is new.
 //! - [`copy`]: COPY and ADD (local, URL and git sources).
-//! - [`run`]: RUN in the sandbox, with its mounts and network.
+//! - [`run`]: RUN in the sandbox, with its network; [`mounts`]: its `--mount`s, one function
+//!   per kind; [`mount_error`]: what setting one up fails on (a leaf `error.rs` can name).
 //! - [`source`]: what COPY and RUN's bind mounts read: the context, a stage, an image.
 
 pub(super) mod copy;
 pub(super) mod meta;
+pub(super) mod mount_error;
 pub(super) mod mounts;
 pub(super) mod run;
 pub(super) mod source;
