@@ -22,29 +22,7 @@ pub(in crate::engine) fn execute(
         Instruction::Arg(_) => st.scope_mut().apply(ins),
         Instruction::Env(kvs) => {
             st.scope_mut().apply(ins);
-            let mut pos = std::mem::take(st.env_pos());
-            let env = st.cfg().env.get_or_insert_with(Vec::new);
-            if pos.1 != env.len() {
-                // First ENV of the stage (or the config changed): index it, first entry of
-                // each name as the update rule below always did.
-                pos.0.clear();
-                for (i, e) in env.iter().enumerate() {
-                    let name = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
-                    pos.0.entry(name.to_string()).or_insert(i);
-                }
-            }
-            for kv in kvs {
-                let item = format!("{}={}", kv.key, kv.value);
-                match pos.0.get(&kv.key) {
-                    Some(&i) => env[i] = item,
-                    None => {
-                        pos.0.insert(kv.key.clone(), env.len());
-                        env.push(item);
-                    }
-                }
-            }
-            pos.1 = env.len();
-            *st.env_pos() = pos;
+            set_env(st, kvs);
         }
         Instruction::Label(kvs) => {
             let l = st.cfg().labels.get_or_insert_with(BTreeMap::new);
@@ -96,33 +74,7 @@ pub(in crate::engine) fn execute(
         Instruction::Shell(s) => st.cfg().shell = Some(s.clone()),
         Instruction::StopSignal(s) => st.cfg().stop_signal = Some(s.clone()),
         Instruction::Healthcheck(h) => {
-            let v = match h {
-                Healthcheck::None => serde_json::json!({"Test": ["NONE"]}),
-                Healthcheck::Check {
-                    test,
-                    interval_ns,
-                    timeout_ns,
-                    start_period_ns,
-                    start_interval_ns,
-                    retries,
-                } => {
-                    let mut m = serde_json::Map::new();
-                    m.insert("Test".into(), serde_json::json!(test));
-                    for (k, v) in [
-                        ("Interval", interval_ns),
-                        ("Timeout", timeout_ns),
-                        ("StartPeriod", start_period_ns),
-                        ("StartInterval", start_interval_ns),
-                        ("Retries", retries),
-                    ] {
-                        if let Some(v) = v {
-                            m.insert(k.into(), serde_json::json!(v));
-                        }
-                    }
-                    serde_json::Value::Object(m)
-                }
-            };
-            st.cfg().healthcheck = Some(v);
+            st.cfg().healthcheck = Some(healthcheck(h));
         }
         Instruction::Onbuild(o) => {
             st.cfg()
@@ -160,6 +112,64 @@ pub(in crate::engine) fn execute(
     st.set_key(key);
     st.history(&created, true);
     Ok(())
+}
+
+/// ENV's `kvs` in the config's Env: a name already there keeps its place, a new one goes
+/// last.
+fn set_env(st: &mut StageCx<'_, '_, '_>, kvs: &[crate::dockerfile::KeyValue]) {
+    let mut pos = std::mem::take(st.env_pos());
+    let env = st.cfg().env.get_or_insert_with(Vec::new);
+    if pos.1 != env.len() {
+        // First ENV of the stage (or the config changed): index it, first entry of
+        // each name as the update rule below always did.
+        pos.0.clear();
+        for (i, e) in env.iter().enumerate() {
+            let name = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            pos.0.entry(name.to_string()).or_insert(i);
+        }
+    }
+    for kv in kvs {
+        let item = format!("{}={}", kv.key, kv.value);
+        match pos.0.get(&kv.key) {
+            Some(&i) => env[i] = item,
+            None => {
+                pos.0.insert(kv.key.clone(), env.len());
+                env.push(item);
+            }
+        }
+    }
+    pos.1 = env.len();
+    *st.env_pos() = pos;
+}
+
+/// HEALTHCHECK as the config has it (Docker's field names, durations in nanoseconds).
+fn healthcheck(h: &Healthcheck) -> serde_json::Value {
+    match h {
+        Healthcheck::None => serde_json::json!({"Test": ["NONE"]}),
+        Healthcheck::Check {
+            test,
+            interval_ns,
+            timeout_ns,
+            start_period_ns,
+            start_interval_ns,
+            retries,
+        } => {
+            let mut m = serde_json::Map::new();
+            m.insert("Test".into(), serde_json::json!(test));
+            for (k, v) in [
+                ("Interval", interval_ns),
+                ("Timeout", timeout_ns),
+                ("StartPeriod", start_period_ns),
+                ("StartInterval", start_interval_ns),
+                ("Retries", retries),
+            ] {
+                if let Some(v) = v {
+                    m.insert(k.into(), serde_json::json!(v));
+                }
+            }
+            serde_json::Value::Object(m)
+        }
+    }
 }
 
 fn command_line(st: StageView<'_, '_, '_>, c: &CommandLine) -> Vec<String> {
