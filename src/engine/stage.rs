@@ -264,6 +264,16 @@ fn base(b: &Build, i: usize, resolve: Resolve) -> Result<BaseState, BuildError> 
     }
 }
 
+/// The keys a step with a layer is recorded under, and its step lock while it is built.
+struct Keys {
+    key: Digest,
+    /// A RUN that bind-mounts a stage, known by what it mounts: later steps chain from it.
+    content: Option<Digest>,
+    /// COPY --link's, without the parent.
+    link: Option<Digest>,
+    lock: Option<crate::store::Lock>,
+}
+
 impl StageState<'_, '_> {
     /// One instruction: expand it, then the step of its kind.
     fn command(&mut self, cmd: &Command) -> Result<(), BuildError> {
@@ -447,6 +457,32 @@ impl StageState<'_, '_> {
                 return Err(Error::ContextChanged { files }.into());
             }
         }
+        let keys = Keys {
+            key,
+            content: content_key,
+            link: link_key,
+            lock: building,
+        };
+        self.record(cmd, keys, created, ran, dirs)?;
+        Ok(false)
+    }
+
+    /// A step that ran: its record under each of its `keys` and applied, or, while its layer
+    /// is being written, applied but for the layer and pending until settled.
+    fn record(
+        &mut self,
+        cmd: &Command,
+        keys: Keys,
+        created: String,
+        ran: Ran,
+        dirs: Vec<String>,
+    ) -> Result<(), BuildError> {
+        let Keys {
+            key,
+            content: content_key,
+            link: link_key,
+            lock: building,
+        } = keys;
         let layer = match ran {
             Ran::Done(layer) => layer,
             Ran::Committing(commit) => {
@@ -468,7 +504,7 @@ impl StageState<'_, '_> {
                     ),
                 });
                 self.history(cmd, &created, false);
-                return Ok(false);
+                return Ok(());
             }
         };
         let rec = Record {
@@ -482,7 +518,7 @@ impl StageState<'_, '_> {
             cache::put(self.b.store, k, &rec)?;
         }
         self.apply(cmd, key, &rec);
-        Ok(false)
+        Ok(())
     }
 
     /// Why a step missed, for the progress: `--no-cache`, the files that changed, its source
