@@ -9,11 +9,13 @@ use super::cache::key::{self, Inputs};
 use super::cache::{self, Record};
 use super::error::{BuildError, Cancelled, Doing as _, Error};
 use super::report::Event;
-use super::state::{first_line, image_for, rfc, Pending, Ran, StageState};
-use super::step;
+use super::state::{
+    first_line, from_source, image_for, rfc, start_step, Pending, Ran, Resolve, StageCx, StageState,
+};
+use super::step::{self, Outcome};
 use super::{Build, NamedContext, StageResult};
 use crate::dockerfile::shell::{env_from_list, Lexer};
-use crate::dockerfile::{self, Command, Instruction, RunOptions};
+use crate::dockerfile::{self, Command, Instruction};
 use crate::oci::{Digest, ImageConfig};
 use crate::plan::{expand_instruction, Base, DepKind, Platform};
 
@@ -25,9 +27,14 @@ fn loc(b: &Build, c: &Command) -> String {
 }
 
 pub(crate) fn run(b: &Build, i: usize) -> Result<StageResult, BuildError> {
+    run_with(b, i, from_source)
+}
+
+/// Stage `i` of the build, its images found by `resolve`.
+fn run_with(b: &Build, i: usize, resolve: Resolve) -> Result<StageResult, BuildError> {
     let stage = &b.plan.stages[i];
     let name = stage.display_name();
-    let (mut config, layers, key, dirs, moved) = base(b, i)?;
+    let (mut config, layers, key, dirs, moved) = base(b, i, resolve)?;
     // A stage built on a stage that ran has changed too.
     let base_ran = match stage.base {
         Base::Stage(j) => b.stage_result(j).is_some_and(|r| r.ran),
@@ -91,9 +98,9 @@ pub(crate) fn run(b: &Build, i: usize) -> Result<StageResult, BuildError> {
         total: from_step + all.iter().filter(|c| numbered(c)).count(),
         n: from_step,
         onbuild: false,
-        fetched: None,
         env_pos: Default::default(),
         pending: Vec::new(),
+        resolve,
     };
     let mut steps = || -> Result<(), BuildError> {
         for (k, cmd) in all.iter().enumerate() {
@@ -161,7 +168,7 @@ type BaseState = (
     Option<String>,
 );
 
-fn base(b: &Build, i: usize) -> Result<BaseState, BuildError> {
+fn base(b: &Build, i: usize, resolve: Resolve) -> Result<BaseState, BuildError> {
     let stage = &b.plan.stages[i];
     let want = match &stage.platform {
         Some(p) => Some(Platform::parse(p).ok_or_else(|| Error::BadPlatform {
@@ -171,7 +178,7 @@ fn base(b: &Build, i: usize) -> Result<BaseState, BuildError> {
         None => None,
     };
     let from_image = |r: &str| -> Result<BaseState, BuildError> {
-        let res = image_for(b, r, want.as_ref()).doing_with(|| loc(b, &stage.from))?;
+        let res = image_for(b, resolve, r, want.as_ref()).doing_with(|| loc(b, &stage.from))?;
         let img = &res.record;
         if let Some(w) = &want {
             if img.config.os != w.os || img.config.architecture != w.architecture {
@@ -257,12 +264,21 @@ fn base(b: &Build, i: usize) -> Result<BaseState, BuildError> {
     }
 }
 
+/// The keys a step with a layer is recorded under, and its step lock while it is built.
+struct Keys {
+    key: Digest,
+    /// A RUN that bind-mounts a stage, known by what it mounts: later steps chain from it.
+    content: Option<Digest>,
+    /// COPY --link's, without the parent.
+    link: Option<Digest>,
+    lock: Option<crate::store::Lock>,
+}
+
 impl StageState<'_, '_> {
     /// One instruction: expand it, then the step of its kind.
     fn command(&mut self, cmd: &Command) -> Result<(), BuildError> {
         let ex = expand_instruction(&cmd.instruction, &self.scope, &self.lexer)
             .map_err(|cause| Error::Expand { cause })?;
-        let ins = ex.instruction;
         let label = format!(
             "[{} {:>w$}/{}] {}{}",
             self.name,
@@ -272,13 +288,12 @@ impl StageState<'_, '_> {
             first_line(&cmd.original),
             w = self.total.to_string().len()
         );
-        match (&ins, &ex.run) {
-            (Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_), run) => {
-                self.layer_step(cmd, &ins, run.as_ref(), &label)
-            }
-            (Instruction::Workdir(w), _) => step::workdir::execute(self, cmd, w, &label),
-            (Instruction::From(_), _) => Err(Error::FromInStage.into()),
-            _ => step::meta::execute(self, cmd, &ins),
+        let step = step::Step::new(&ex)?;
+        if step.has_layer() {
+            self.layer_step(cmd, &ex.instruction, step, &label)
+        } else {
+            step.execute(&mut StageCx::new(self, cmd, &label, None))
+                .map(|_| ())
         }
     }
 
@@ -287,7 +302,7 @@ impl StageState<'_, '_> {
         &mut self,
         cmd: &Command,
         ins: &Instruction,
-        run: Option<&RunOptions>,
+        step: step::Step<'_>,
         label: &str,
     ) -> Result<(), BuildError> {
         let b = self.b;
@@ -309,16 +324,9 @@ impl StageState<'_, '_> {
                 return Err(Cancelled.into());
             }
         }
-        let id = b.step_ids.fetch_add(1, Ordering::SeqCst);
-        b.report.event(Event::Started {
-            step: id,
-            name: label,
-        });
-        b.steps.fetch_add(1, Ordering::SeqCst);
-        let r = self.layer_step_inner(id, cmd, ins, run);
-        if let Some((dir, _)) = self.fetched.take() {
-            let _ = fs_err::remove_dir_all(dir);
-        }
+        let id = start_step(b, label);
+        // ADD's fetched sources are removed with the step.
+        let r = self.layer_step_inner(id, cmd, ins, step, label);
         match &r {
             Ok(true) => {
                 b.cached.fetch_add(1, Ordering::SeqCst);
@@ -346,24 +354,26 @@ impl StageState<'_, '_> {
         id: usize,
         cmd: &Command,
         ins: &Instruction,
-        run: Option<&RunOptions>,
+        mut step: step::Step<'_>,
+        label: &str,
     ) -> Result<bool, BuildError> {
+        let run = step.run_options();
         if !matches!(ins, Instruction::Run(_)) {
             // COPY and ADD read the layers below by their paths or snapshots, whichever is
             // cheaper: with every layer in place.
             self.settle()?;
         }
-        let inputs = self.inputs(ins, run)?;
-        let key = self.key_for(ins, &inputs);
+        let inputs = step.inputs(self.view())?;
+        let key = self.view().key_for(ins, &inputs);
         if let (Some(o), false) = (run, self.no_cache) {
-            let ids = step::run::cache_mount_ids(self, o);
+            let ids = step::run::cache_mount_ids(self.view(), o);
             self.b
                 .mounts_used
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(ids);
         }
-        if let Some(rec) = self.lookup(&key) {
+        if let Some(rec) = self.view().lookup(&key) {
             self.apply(cmd, key, &rec);
             return Ok(true);
         }
@@ -373,7 +383,7 @@ impl StageState<'_, '_> {
             None
         } else {
             let lock = self.b.store.step_lock(&key)?;
-            if let Some(rec) = self.lookup(&key) {
+            if let Some(rec) = self.view().lookup(&key) {
                 self.apply(cmd, key, &rec);
                 return Ok(true);
             }
@@ -384,12 +394,12 @@ impl StageState<'_, '_> {
         // (BuildKit keys such a mount by content). Read only now, after a miss.
         let content_key = match (ins, run) {
             (Instruction::Run(_), Some(o)) if !self.no_cache => {
-                step::run::content_inputs(self, o)?.map(|i| self.key_for(ins, &i))
+                step::run::content_inputs(self.view(), o)?.map(|i| self.view().key_for(ins, &i))
             }
             _ => None,
         };
         if let Some(c) = &content_key {
-            if let Some(rec) = self.lookup(c) {
+            if let Some(rec) = self.view().lookup(c) {
                 let rec = Record {
                     chain: Some(rec.chain.clone().unwrap_or_else(|| c.clone())),
                     ..rec
@@ -403,13 +413,13 @@ impl StageState<'_, '_> {
         // under a key without the parent, and reused when only the layers below changed.
         let link_key = match ins {
             Instruction::Copy(c) | Instruction::Add(c) if c.link => {
-                Some(key::key(&self.key_scope("link"), ins, &inputs))
+                Some(key::key(&self.view().key_scope("link"), ins, &inputs))
             }
             _ => None,
         };
-        if let Some(rec) = link_key.as_ref().and_then(|k| self.lookup(k)) {
+        if let Some(rec) = link_key.as_ref().and_then(|k| self.view().lookup(k)) {
             let rec = Record {
-                created: rfc(self.now()),
+                created: rfc(self.view().now()),
                 ..rec
             };
             cache::put(self.b.store, &key, &rec)?;
@@ -422,30 +432,23 @@ impl StageState<'_, '_> {
             reason: &why,
         });
         self.earlier_miss = true;
-        let created = rfc(self.now());
-        let (ran, dirs) = match (ins, run) {
-            (Instruction::Run(r), Some(o)) => {
-                (step::run::execute(self, id, cmd, r, o)?, Vec::new())
-            }
-            (Instruction::Copy(c), _) => {
-                let (layer, dirs) = step::copy::execute(self, c, false)?;
-                (Ran::Done(layer), dirs)
-            }
-            (Instruction::Add(c), _) => {
-                let (layer, dirs) = step::copy::execute(self, c, true)?;
-                (Ran::Done(layer), dirs)
-            }
-            _ => {
+        let created = rfc(self.view().now());
+        // What was copied (or bound into the RUN step) must be what the key hashed: the local
+        // sources are read again after the step (ADD's fetched ones are what was fetched).
+        let mut again = (!step.fetched()).then(|| step.fresh());
+        let (ran, dirs) = match step.execute(&mut StageCx::new(self, cmd, label, Some(id)))? {
+            Outcome::Layer { ran, dirs } => (ran, dirs),
+            Outcome::Applied => {
                 return Err(
                     Error::Internal(format!("{} is not a step with a layer", ins.name())).into(),
                 )
             }
         };
-        // What was copied (or bound into the RUN step) must be what the key hashed: read the
-        // local sources' digests again (a stat per file when nothing changed) and refuse the
-        // result when a file changed, appeared or was swapped while the step read it.
-        if self.fetched.is_none() {
-            let again = self.inputs(ins, run)?;
+        // Read the local sources' digests again (a stat per file when nothing changed) and
+        // refuse the result when a file changed, appeared or was swapped while the step read
+        // it.
+        if let Some(again) = &mut again {
+            let again = again.inputs(self.view())?;
             if again.digests != inputs.digests {
                 let files = again
                     .why_changed()
@@ -454,6 +457,32 @@ impl StageState<'_, '_> {
                 return Err(Error::ContextChanged { files }.into());
             }
         }
+        let keys = Keys {
+            key,
+            content: content_key,
+            link: link_key,
+            lock: building,
+        };
+        self.record(cmd, keys, created, ran, dirs)?;
+        Ok(false)
+    }
+
+    /// A step that ran: its record under each of its `keys` and applied, or, while its layer
+    /// is being written, applied but for the layer and pending until settled.
+    fn record(
+        &mut self,
+        cmd: &Command,
+        keys: Keys,
+        created: String,
+        ran: Ran,
+        dirs: Vec<String>,
+    ) -> Result<(), BuildError> {
+        let Keys {
+            key,
+            content: content_key,
+            link: link_key,
+            lock: building,
+        } = keys;
         let layer = match ran {
             Ran::Done(layer) => layer,
             Ran::Committing(commit) => {
@@ -475,7 +504,7 @@ impl StageState<'_, '_> {
                     ),
                 });
                 self.history(cmd, &created, false);
-                return Ok(false);
+                return Ok(());
             }
         };
         let rec = Record {
@@ -489,7 +518,7 @@ impl StageState<'_, '_> {
             cache::put(self.b.store, k, &rec)?;
         }
         self.apply(cmd, key, &rec);
-        Ok(false)
+        Ok(())
     }
 
     /// Why a step missed, for the progress: `--no-cache`, the files that changed, its source
@@ -499,7 +528,8 @@ impl StageState<'_, '_> {
             "--no-cache".to_string()
         } else if let Some(w) = inputs.why_changed() {
             w
-        } else if let Some(f) = step::from_of(ins).filter(|f| step::source::missed(self, f)) {
+        } else if let Some(f) = step::from_of(ins).filter(|f| step::source::missed(self.view(), f))
+        {
             format!("the source stage {f} changed")
         } else if let Some(m) = self.base_moved.take() {
             m
@@ -509,18 +539,218 @@ impl StageState<'_, '_> {
             "not in the cache".to_string()
         }
     }
+}
 
-    /// What a RUN, COPY or ADD step reads, for its key.
-    fn inputs(
-        &mut self,
-        ins: &Instruction,
-        run: Option<&RunOptions>,
-    ) -> Result<Inputs, BuildError> {
-        match (ins, run) {
-            (Instruction::Run(_), Some(o)) => Ok(step::run::inputs(self, o)?),
-            (Instruction::Copy(c), _) => step::copy::inputs(self, c, false),
-            (Instruction::Add(c), _) => step::copy::inputs(self, c, true),
-            _ => Ok(Inputs::default()),
+/// The stage loop without the whole program: a store in a temporary directory, base images
+/// from a fake image source, and steps that need no sandbox (ENV, LABEL, WORKDIR of a known
+/// directory, USER, CMD).
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::engine::cache::Applied;
+    use crate::engine::{report, schedule, BuildOptions};
+    use crate::oci::History;
+    use crate::registry::{ImageSource, PullPolicy, Resolved};
+    use crate::store::Store;
+
+    /// A store in a temporary directory, removed with it.
+    struct TmpStore(PathBuf, Store);
+
+    impl TmpStore {
+        fn new(name: &str) -> TmpStore {
+            let dir =
+                std::env::temp_dir().join(format!("strata-stage-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = Store::open(&dir).unwrap();
+            TmpStore(dir, store)
         }
+    }
+
+    impl Drop for TmpStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const BASE_TIME: &str = "2020-01-01T00:00:00Z";
+
+    /// The fake image source: every reference is one image with no layers, a PATH and one
+    /// history entry, put in the store.
+    fn fake_base(b: &Build, _: &str, _: Option<&Platform>) -> Result<Resolved, BuildError> {
+        let mut config = scratch_config(&b.plan.options.target_platform);
+        config.config = Some(crate::oci::ContainerConfig {
+            env: Some(vec!["PATH=/usr/bin:/bin".into()]),
+            ..Default::default()
+        });
+        config.history.push(History {
+            created: Some(BASE_TIME.into()),
+            created_by: Some("the fake base".into()),
+            author: None,
+            comment: None,
+            empty_layer: true,
+        });
+        let record = b.store.add_image(&config, &[], &[])?;
+        Ok(Resolved {
+            digest: record.manifest_digest.clone(),
+            record,
+            reference: None,
+            pulled: false,
+            moved_from: None,
+        })
+    }
+
+    fn options(context: PathBuf) -> BuildOptions {
+        BuildOptions {
+            context,
+            dockerfile_name: "Dockerfile".into(),
+            dockerfile: None,
+            ignore: Vec::new(),
+            tags: Vec::new(),
+            no_cache: false,
+            debug: false,
+            no_cache_filter: Vec::new(),
+            labels: Default::default(),
+            network: crate::sandbox::Network::Private,
+            allow_host_network: false,
+            secrets: Default::default(),
+            ssh: Default::default(),
+            iidfile: None,
+            outputs: Vec::new(),
+            jobs: 1,
+            named_contexts: Default::default(),
+            compression: crate::layer::Compression::None,
+            epoch: None,
+            pull: PullPolicy::Missing,
+            push: false,
+            metadata_file: None,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
+            extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
+            shm_size: None,
+            annotations: Default::default(),
+            load: None,
+        }
+    }
+
+    /// What one build of the first stage of a Dockerfile left.
+    struct Built {
+        result: StageResult,
+        bases: Vec<(String, Digest)>,
+        applied: Vec<Applied>,
+    }
+
+    /// Stage 0 of `dockerfile` built on `store` as a build runs it, its images from the fake.
+    fn build(store: &TmpStore, dockerfile: &str) -> Built {
+        let src = dockerfile::Source::new("Dockerfile", dockerfile);
+        let (df, cmds) = dockerfile::load(&src).unwrap();
+        let plan = crate::plan::plan(&df, cmds, Default::default()).unwrap();
+        let opts = options(store.0.clone());
+        let schedule = schedule::Schedule::new(1);
+        let step_ids = AtomicUsize::new(1);
+        let report: Arc<dyn report::Reporter> = Arc::new(report::Silent);
+        let b = Build {
+            store: &store.1,
+            opts: &opts,
+            plan: &plan,
+            maps: crate::sandbox::idmap::for_current_user(),
+            exe: PathBuf::new(),
+            source: ImageSource::new(
+                &store.1,
+                opts.pull,
+                plan.options.target_platform.clone(),
+                report.clone(),
+            ),
+            report,
+            bases: Mutex::new(Vec::new()),
+            checksums: Mutex::new(crate::context::checksum::Cache::load(
+                &store.0.join("no-checksums"),
+            )),
+            schedule: &schedule,
+            step_ids: &step_ids,
+            steps: AtomicUsize::new(0),
+            cached: AtomicUsize::new(0),
+            externals: Mutex::new(Default::default()),
+            imported: Default::default(),
+            applied: Mutex::new(Vec::new()),
+            ran: Mutex::new(Vec::new()),
+            mounts_used: Mutex::new(Default::default()),
+            budget: Default::default(),
+        };
+        let result = run_with(&b, 0, fake_base).unwrap();
+        Built {
+            result,
+            bases: b.bases.into_inner().unwrap(),
+            applied: b.applied.into_inner().unwrap(),
+        }
+    }
+
+    const DOCKERFILE: &str = "FROM base:1\nENV A=1 B=two\nLABEL org.example.x=yes\n\
+        WORKDIR /\nUSER 1000\nCMD [\"serve\"]\n";
+
+    #[test]
+    fn config_steps_make_the_config_and_keys() {
+        let store = TmpStore::new("config");
+        let one = build(&store, DOCKERFILE);
+        let r = &one.result;
+        let c = r.config.config.as_ref().unwrap();
+        assert_eq!(
+            c.env.as_deref().unwrap(),
+            ["PATH=/usr/bin:/bin", "A=1", "B=two"]
+        );
+        assert_eq!(c.labels.as_ref().unwrap()["org.example.x"], "yes");
+        assert_eq!(c.working_dir.as_deref(), Some("/"));
+        assert_eq!(c.user.as_deref(), Some("1000"));
+        assert_eq!(c.cmd.as_deref().unwrap(), ["serve"]);
+        // The base's entry, then one empty entry per instruction; a metadata step takes the
+        // time of the entry before it.
+        let h = &r.config.history;
+        assert_eq!(h.len(), 6);
+        assert!(h.iter().all(|e| e.empty_layer));
+        assert_eq!(h[1].created.as_deref(), Some(BASE_TIME));
+        assert_eq!(h[2].created_by.as_deref(), Some("LABEL org.example.x=yes"));
+        assert!(r.layers.is_empty() && !r.ran);
+        assert_eq!(r.dirs, ["/"]);
+        assert_eq!(one.bases.len(), 1);
+        assert_eq!(one.bases[0].0, "base:1");
+        // Only WORKDIR is a record (a directory known to exist, no layer).
+        assert_eq!(one.applied.len(), 1);
+        assert_eq!(one.applied[0].record.dirs, ["/"]);
+        assert!(one.applied[0].record.layer.is_none());
+        // The same instructions on the same base give the same key; another value, another.
+        assert_eq!(build(&store, DOCKERFILE).result.key, r.key);
+        let other = build(&store, &DOCKERFILE.replace("A=1", "A=2"));
+        assert_ne!(other.result.key, r.key);
+        assert_ne!(other.applied[0].key, one.applied[0].key);
+    }
+
+    #[test]
+    fn a_second_run_takes_the_step_from_the_cache() {
+        let store = TmpStore::new("again");
+        let one = build(&store, DOCKERFILE);
+        let workdir = &one.applied[0];
+        assert_eq!(
+            crate::engine::cache::get(&store.1, &workdir.key).map(|r| r.created),
+            Some(workdir.record.created.clone())
+        );
+        // The record the second run finds is the one it uses: its time is what the cache
+        // says, not the clock's.
+        let marked = Record {
+            created: "2001-09-09T01:46:40Z".into(),
+            ..workdir.record.clone()
+        };
+        crate::engine::cache::put(&store.1, &workdir.key, &marked).unwrap();
+        let two = build(&store, DOCKERFILE);
+        assert_eq!(two.result.key, one.result.key);
+        assert_eq!(two.applied[0].key, workdir.key);
+        assert_eq!(
+            two.result.config.history[3].created.as_deref(),
+            Some("2001-09-09T01:46:40Z")
+        );
+        assert!(!two.result.ran);
     }
 }

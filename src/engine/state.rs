@@ -1,8 +1,12 @@
 //! The state of a stage being built ([`StageState`]: its config and layers so far, the key of
 //! its last step, the directories known to exist, and the RUN layers still being written) and
-//! what every step shares: the scratch dir of a step, the snapshots and path indexes of the
-//! layers below, image resolution. The stage loop (`stage.rs`) owns a `StageState`; the step
-//! modules read and change it and import nothing from the loop.
+//! the two narrow handles a step gets of it: [`StageView`] (read-only: the config, layers,
+//! key, scope, known dirs and the build, with the key of a step, a cache lookup and the lower
+//! dirs to mount), for what a step reads, and [`StageCx`] (what a step's execution may change:
+//! the config, scope and key, its history entry, a record applied, the pending layers settled).
+//! Also what every step shares: the scratch dir of a step, the snapshots and path indexes of
+//! the layers below, image resolution. The stage loop (`stage.rs`) owns a `StageState`; the
+//! step modules see it only through a view or a context and import nothing from the loop.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -12,6 +16,7 @@ use super::error::{BuildError, Doing as _};
 use super::cache::key::{self, Inputs, KeyScope};
 use super::cache::{self, LayerRec, Record};
 use super::exec::{self, remove_tree};
+use super::report::Event;
 use super::Build;
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Command, Instruction};
@@ -47,16 +52,19 @@ pub(in crate::engine) struct StageState<'b, 'a> {
     pub n: usize,
     /// Whether the command being run is an ONBUILD trigger of the base.
     pub onbuild: bool,
-    /// ADD's downloads or clone for the current step (the scratch dir, what it holds).
-    pub fetched: Option<(PathBuf, super::fetch::Fetched)>,
     /// Where each name is in the config's Env, and for how many entries that was computed:
     /// ENV updates in constant time (a Dockerfile of 20,000 ENV lines stays linear).
-    pub env_pos: (std::collections::HashMap<String, usize>, usize),
+    pub env_pos: EnvIndex,
     /// The stage's layers not yet in `layers`, in order: a RUN step's still being written
     /// (the steps after it go ahead on its upper dir), and those applied after it. COPY and
     /// ADD, a RUN step that fails and the stage's end settle them ([`StageState::settle`]).
     pub pending: Vec<Pending>,
+    /// Where the stage's images come from.
+    pub resolve: Resolve,
 }
+
+/// Where each name is in a config's Env, and for how many entries of it that was computed.
+pub(super) type EnvIndex = (std::collections::HashMap<String, usize>, usize);
 
 /// A layer of the stage that is not in its `layers` yet.
 pub(super) enum Pending {
@@ -87,24 +95,39 @@ pub(super) fn first_line(s: &str) -> String {
     }
 }
 
-/// An image from the store, pulled from its registry when missing (or moved, with `--pull`).
-pub(super) fn image(b: &Build, r: &str) -> Result<crate::registry::Resolved, BuildError> {
-    image_for(b, r, None)
-}
+/// How a stage turns an image reference into an image in the store (FROM, COPY --from, a
+/// bind mount's from=): [`from_source`], or a fake in the stage loop's tests.
+pub(super) type Resolve = fn(
+    &Build,
+    &str,
+    Option<&crate::oci::Platform>,
+) -> Result<crate::registry::Resolved, BuildError>;
 
-/// [`image`] for a platform other than the build's (`FROM --platform`).
-pub(super) fn image_for(
+/// An image from the build's image source: the store, pulled from its registry when missing
+/// (or moved, with `--pull`).
+pub(super) fn from_source(
     b: &Build,
     r: &str,
     platform: Option<&crate::oci::Platform>,
 ) -> Result<crate::registry::Resolved, BuildError> {
-    let res = b.source.image_for(r, platform).doing_with(|| {
+    b.source.image_for(r, platform).doing_with(|| {
         if b.opts.pull == crate::registry::PullPolicy::Always {
             format!("base image \"{r}\": checking its registry (--pull) failed")
         } else {
             format!("base image \"{r}\" is not in the local store, and pulling it failed")
         }
-    })?;
+    })
+}
+
+/// The image `r` (for `platform`, else the build's) as `resolve` finds it, recorded among the
+/// build's base images.
+pub(super) fn image_for(
+    b: &Build,
+    resolve: Resolve,
+    r: &str,
+    platform: Option<&crate::oci::Platform>,
+) -> Result<crate::registry::Resolved, BuildError> {
+    let res = resolve(b, r, platform)?;
     let mut bases = b.bases.lock().unwrap_or_else(|e| e.into_inner());
     if !bases.iter().any(|(x, _)| x == r) {
         bases.push((r.to_string(), res.digest.clone()));
@@ -170,53 +193,21 @@ pub(super) fn rfc(secs: i64) -> String {
     crate::oci::rfc3339(secs)
 }
 
-impl StageState<'_, '_> {
-    pub(super) fn cfg(&mut self) -> &mut crate::oci::ContainerConfig {
+/// What a step reads of its stage, and no more: the config, layers, key, scope and known
+/// directories so far, the build (its options, store and reporter), and what follows from
+/// them (the key of a step, a cache lookup, the lower dirs to mount). A step's
+/// [`inputs`](super::step::Step::inputs) get only this.
+#[derive(Clone, Copy)]
+pub(in crate::engine) struct StageView<'s, 'b, 'a>(&'s StageState<'b, 'a>);
+
+impl<'b, 'a> StageState<'b, 'a> {
+    /// The read-only view of the stage a step gets.
+    pub(super) fn view(&self) -> StageView<'_, 'b, 'a> {
+        StageView(self)
+    }
+
+    fn cfg(&mut self) -> &mut crate::oci::ContainerConfig {
         self.config.config.get_or_insert_with(Default::default)
-    }
-
-    pub(super) fn workdir(&self) -> String {
-        self.config
-            .config
-            .as_ref()
-            .and_then(|c| c.working_dir.clone())
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into())
-    }
-
-    pub(super) fn shell(&self) -> Vec<String> {
-        self.config
-            .config
-            .as_ref()
-            .and_then(|c| c.shell.clone())
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
-    }
-
-    pub(super) fn user(&self) -> String {
-        self.config
-            .config
-            .as_ref()
-            .and_then(|c| c.user.clone())
-            .unwrap_or_default()
-    }
-
-    pub(super) fn env_list(&self) -> Vec<String> {
-        self.config
-            .config
-            .as_ref()
-            .and_then(|c| c.env.clone())
-            .unwrap_or_default()
-    }
-
-    /// Build args and ARGs with a value that the step sees (ENV wins over ARG).
-    pub(super) fn visible_args(&self) -> Vec<(String, String)> {
-        let env = self.env_list();
-        self.scope
-            .args
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .filter(|(k, _)| !env.iter().any(|e| e.split('=').next() == Some(k)))
-            .collect()
     }
 
     pub(super) fn history(&mut self, cmd: &Command, created: &str, empty: bool) {
@@ -228,9 +219,105 @@ impl StageState<'_, '_> {
             empty_layer: empty,
         });
     }
+}
+
+impl<'s, 'b, 'a> StageView<'s, 'b, 'a> {
+    /// The build: its options, plan, store, reporter and shared state.
+    pub(super) fn b(&self) -> &'b Build<'a> {
+        self.0.b
+    }
+
+    /// The image `r`, for the build's platform (COPY --from, a bind mount's from=).
+    pub(super) fn image(&self, r: &str) -> Result<crate::registry::Resolved, BuildError> {
+        image_for(self.0.b, self.0.resolve, r, None)
+    }
+
+    /// The stage's index in the plan.
+    pub(super) fn index(&self) -> usize {
+        self.0.index
+    }
+
+    pub(super) fn config(&self) -> &'s ImageConfig {
+        &self.0.config
+    }
+
+    pub(super) fn layers(&self) -> &'s [crate::oci::Descriptor] {
+        &self.0.layers
+    }
+
+    /// The stage's ARGs and ENV as the next instruction sees them.
+    pub(super) fn scope(&self) -> &'s StageScope {
+        &self.0.scope
+    }
+
+    /// The directories known to exist in the stage's layers.
+    pub(super) fn dirs(&self) -> &'s [String] {
+        &self.0.dirs
+    }
+
+    /// `--no-cache` (or `--no-cache-filter`) names this stage: nothing is looked up, and its
+    /// cache mounts start empty.
+    pub(super) fn no_cache(&self) -> bool {
+        self.0.no_cache
+    }
+
+    /// Whether layers of the stage are still being written (a RUN step's, and those applied
+    /// after it).
+    pub(super) fn has_pending(&self) -> bool {
+        !self.0.pending.is_empty()
+    }
+
+    pub(super) fn workdir(&self) -> String {
+        self.0
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    pub(super) fn shell(&self) -> Vec<String> {
+        self.0
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.shell.clone())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    pub(super) fn user(&self) -> String {
+        self.0
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn env_list(&self) -> Vec<String> {
+        self.0
+            .config
+            .config
+            .as_ref()
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+    }
+
+    /// Build args and ARGs with a value that the step sees (ENV wins over ARG).
+    pub(super) fn visible_args(&self) -> Vec<(String, String)> {
+        let env = self.env_list();
+        self.0
+            .scope
+            .args
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .filter(|(k, _)| !env.iter().any(|e| e.split('=').next() == Some(k)))
+            .collect()
+    }
 
     pub(super) fn now(&self) -> i64 {
-        self.b.opts.epoch.unwrap_or_else(crate::oci::now_secs)
+        self.0.b.opts.epoch.unwrap_or_else(crate::oci::now_secs)
     }
 
     /// The scope of a key: the step before (`parent`) and the stage's settings now.
@@ -240,28 +327,154 @@ impl StageState<'_, '_> {
             user: self.user(),
             workdir: self.workdir(),
             shell: self.shell(),
-            platform: format!("{}/{}", self.config.os, self.config.architecture),
+            platform: format!("{}/{}", self.0.config.os, self.0.config.architecture),
             args: self.visible_args(),
-            epoch: self.b.opts.epoch,
+            epoch: self.0.b.opts.epoch,
         }
     }
 
     /// The key of `ins` as the next step of this stage.
     pub(super) fn key_for(&self, ins: &Instruction, inputs: &Inputs) -> Digest {
-        key::key(&self.key_scope(self.key.as_str()), ins, inputs)
+        key::key(&self.key_scope(self.0.key.as_str()), ins, inputs)
     }
 
     /// The record of `key`: the local cache first, then the caches of `--cache-from`, then
     /// the steps an earlier build imported whose layers stayed remote.
     pub(super) fn lookup(&self, key: &Digest) -> Option<Record> {
-        if self.no_cache {
+        let b = self.0.b;
+        if self.0.no_cache {
             return None;
         }
-        cache::get(self.b.store, key)
-            .or_else(|| self.b.imported.get(self.b, key))
-            .or_else(|| self.b.imported.remembered(self.b.store, key))
+        cache::get(b.store, key)
+            .or_else(|| b.imported.get(b, key))
+            .or_else(|| b.imported.remembered(b.store, key))
     }
 
+    /// The lower dirs (top first) a step mounts now: the snapshots of `layers`, under the
+    /// pending layers (a RUN step's upper dir while its layer is written).
+    pub(super) fn lowers_now(&self) -> Result<Vec<PathBuf>, BuildError> {
+        let mut out = lowers(self.0.b, &self.0.config, &self.0.layers)?;
+        for p in &self.0.pending {
+            let top = match p {
+                Pending::Run { commit, .. } => commit.upper.clone(),
+                Pending::Applied(l) => {
+                    let mut config = self.0.config.clone();
+                    config.rootfs.diff_ids = vec![l.diff_id.clone()];
+                    lowers(self.0.b, &config, &[l.descriptor()])?.remove(0)
+                }
+            };
+            out.insert(0, top);
+        }
+        Ok(exec::unique_top_first(out))
+    }
+}
+
+/// A step's number in the progress: the next one, shown as started with its `label`.
+pub(super) fn start_step(b: &Build, label: &str) -> usize {
+    let id = b.step_ids.fetch_add(1, Ordering::SeqCst);
+    b.report.event(Event::Started {
+        step: id,
+        name: label,
+    });
+    b.steps.fetch_add(1, Ordering::SeqCst);
+    id
+}
+
+/// What a step's [`execute`](super::step::Step::execute) may change of its stage: the config
+/// (and the ENV index and whether CMD was set that ENV, CMD and ENTRYPOINT keep), the scope,
+/// the key, the history entry of its command, a record applied, the pending layers settled;
+/// and its number in the progress, once it shows as started. It reads the rest through
+/// [`StageCx::view`].
+pub(in crate::engine) struct StageCx<'s, 'b, 'a> {
+    st: &'s mut StageState<'b, 'a>,
+    cmd: &'s Command,
+    label: &'s str,
+    id: Option<usize>,
+}
+
+impl<'s, 'b, 'a> StageCx<'s, 'b, 'a> {
+    /// The context of the step of `cmd`, shown as `label`, started as step `id` when the
+    /// loop showed it already.
+    pub(super) fn new(
+        st: &'s mut StageState<'b, 'a>,
+        cmd: &'s Command,
+        label: &'s str,
+        id: Option<usize>,
+    ) -> Self {
+        StageCx { st, cmd, label, id }
+    }
+
+    pub(super) fn view(&self) -> StageView<'_, 'b, 'a> {
+        self.st.view()
+    }
+
+    /// The build (as [`StageView::b`]).
+    pub(super) fn b(&self) -> &'b Build<'a> {
+        self.st.b
+    }
+
+    /// The command of the step.
+    pub(super) fn cmd(&self) -> &'s Command {
+        self.cmd
+    }
+
+    /// The step's number in the progress, started now unless it was.
+    pub(super) fn start(&mut self) -> usize {
+        match self.id {
+            Some(id) => id,
+            None => {
+                let id = start_step(self.st.b, self.label);
+                self.id = Some(id);
+                id
+            }
+        }
+    }
+
+    pub(super) fn config_mut(&mut self) -> &mut ImageConfig {
+        &mut self.st.config
+    }
+
+    /// The container config, made when the image has none.
+    pub(super) fn cfg(&mut self) -> &mut crate::oci::ContainerConfig {
+        self.st.cfg()
+    }
+
+    pub(super) fn scope_mut(&mut self) -> &mut StageScope {
+        &mut self.st.scope
+    }
+
+    /// Where each name is in the config's Env, and for how many entries that was computed.
+    pub(super) fn env_pos(&mut self) -> &mut EnvIndex {
+        &mut self.st.env_pos
+    }
+
+    /// Whether CMD was set in this stage (so ENTRYPOINT does not reset it).
+    pub(super) fn cmd_set(&mut self) -> &mut bool {
+        &mut self.st.cmd_set
+    }
+
+    /// The key the next step chains from.
+    pub(super) fn set_key(&mut self, key: Digest) {
+        self.st.key = key;
+    }
+
+    /// The history entry of the step's command.
+    pub(super) fn history(&mut self, created: &str, empty: bool) {
+        self.st.history(self.cmd, created, empty);
+    }
+
+    /// Apply the step's record (as the loop does for a cached step).
+    pub(super) fn apply(&mut self, key: Digest, rec: &Record) {
+        self.st.apply(self.cmd, key, rec);
+    }
+
+    /// Put the layers still being written in the stage's layers ([`StageState::settle`]).
+    pub(super) fn settle(&mut self) -> Result<(), BuildError> {
+        self.st.settle()
+    }
+}
+
+impl StageState<'_, '_> {
     fn push_layer(&mut self, l: &LayerRec) {
         if self.pending.is_empty() {
             self.push_layer_now(l);
@@ -347,24 +560,6 @@ impl StageState<'_, '_> {
         }
         self.record_applied(key, record);
         Ok(())
-    }
-
-    /// The lower dirs (top first) a step mounts now: the snapshots of `layers`, under the
-    /// pending layers (a RUN step's upper dir while its layer is written).
-    pub(super) fn lowers_now(&self) -> Result<Vec<PathBuf>, BuildError> {
-        let mut out = lowers(self.b, &self.config, &self.layers)?;
-        for p in &self.pending {
-            let top = match p {
-                Pending::Run { commit, .. } => commit.upper.clone(),
-                Pending::Applied(l) => {
-                    let mut config = self.config.clone();
-                    config.rootfs.diff_ids = vec![l.diff_id.clone()];
-                    lowers(self.b, &config, &[l.descriptor()])?.remove(0)
-                }
-            };
-            out.insert(0, top);
-        }
-        Ok(exec::unique_top_first(out))
     }
 
     /// Apply a step's record: its layer, known dirs and history.

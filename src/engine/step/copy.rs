@@ -2,6 +2,8 @@
 //! git sources fetched first, whose digests are then known), and on a miss the copy job run in
 //! the user namespace (`engine/copy.rs`), which writes the layer.
 
+use std::path::PathBuf;
+
 use crate::engine::error::{BuildError, Error};
 
 use super::source::{self, FromRef};
@@ -11,15 +13,28 @@ use crate::engine::cache::LayerRec;
 use crate::engine::copy::{CopyJob, CopyResult, Inline, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::fetch;
-use crate::engine::state::{lowers, step_dir, StageState};
+use crate::engine::state::{lowers, step_dir, StageView};
+
+/// ADD's downloads or clone for its step: the scratch dir, removed when the step is done with
+/// it, and what it holds.
+pub(in crate::engine) struct Fetch {
+    dir: PathBuf,
+    got: fetch::Fetched,
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_dir_all(&self.dir);
+    }
+}
 
 /// What the COPY or ADD `c` reads. ADD's remote sources are fetched here (their digests are
-/// only known once downloaded) into a scratch dir that `st.fetched` holds for [`execute`].
+/// only known once downloaded) into a scratch dir, returned for [`execute`].
 pub(in crate::engine) fn inputs(
-    st: &mut StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
-) -> Result<Inputs, BuildError> {
+) -> Result<(Inputs, Option<Fetch>), BuildError> {
     let mut inputs = Inputs::default();
     let remote: Vec<String> = c
         .sources
@@ -34,7 +49,7 @@ pub(in crate::engine) fn inputs(
         if remote.len() != c.sources.len() || c.from.is_some() {
             return Err(Error::MixedAddSources.into());
         }
-        let dir = step_dir(st.b, "fetch")?;
+        let dir = step_dir(st.b(), "fetch")?;
         let git = remote.iter().filter(|s| fetch::is_git(s)).count();
         let fetched = match (git, remote.as_slice()) {
             (0, _) => fetch::http(&remote, &dir, c.checksum.as_deref()),
@@ -49,8 +64,7 @@ pub(in crate::engine) fn inputs(
             }
         };
         inputs.digests.extend(fetched.digests.iter().cloned());
-        st.fetched = Some((dir, fetched));
-        return Ok(inputs);
+        return Ok((inputs, Some(Fetch { dir, got: fetched })));
     }
     if c.checksum.is_some() {
         return Err(Error::ChecksumForLocal.into());
@@ -65,13 +79,13 @@ pub(in crate::engine) fn inputs(
         let d = crate::oci::Digest::of(serde_json::to_string(&text)?.as_bytes());
         inputs.digests.push(format!("heredocs {d}"));
     }
-    Ok(inputs)
+    Ok((inputs, None))
 }
 
 /// The heredoc files of a COPY or ADD, bodies expanded as BuildKit's ExpandRaw does it
 /// (unless the delimiter is quoted): variables and `\` escapes (always `\`, whatever the
 /// escape directive), quotes left as they are.
-fn inline_files(st: &StageState<'_, '_>, c: &dockerfile::Copy) -> Result<Vec<Inline>, Error> {
+fn inline_files(st: StageView<'_, '_, '_>, c: &dockerfile::Copy) -> Result<Vec<Inline>, Error> {
     let raw = crate::dockerfile::shell::Lexer {
         skip_quotes: true,
         ..crate::dockerfile::shell::Lexer::new('\\')
@@ -79,7 +93,7 @@ fn inline_files(st: &StageState<'_, '_>, c: &dockerfile::Copy) -> Result<Vec<Inl
     let mut inline = Vec::new();
     for i in &c.inline {
         let data = if i.expand {
-            raw.process_word(&i.data, &st.scope)
+            raw.process_word(&i.data, st.scope())
                 .map_err(|cause| Error::Heredoc {
                     path: i.path.clone(),
                     cause,
@@ -95,7 +109,7 @@ fn inline_files(st: &StageState<'_, '_>, c: &dockerfile::Copy) -> Result<Vec<Inl
     Ok(inline)
 }
 
-fn dest_path(st: &StageState<'_, '_>, dest: &str) -> String {
+fn dest_path(st: StageView<'_, '_, '_>, dest: &str) -> String {
     if dest.starts_with('/') {
         return dest.to_string();
     }
@@ -109,22 +123,23 @@ fn dest_path(st: &StageState<'_, '_>, dest: &str) -> String {
 }
 
 pub(in crate::engine) fn execute(
-    st: &mut StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     c: &dockerfile::Copy,
     is_add: bool,
+    fetched: Option<&Fetch>,
 ) -> Result<(Option<LayerRec>, Vec<String>), BuildError> {
-    let remote = st.fetched.as_ref().map(|(_, f)| f.clone());
+    let remote = fetched.map(|f| &f.got);
     let source = match &c.from {
         None if remote.is_some() => Source::Context {
             root: remote.as_ref().map(|f| f.root.clone()).unwrap_or_default(),
             ignore: Vec::new(),
         },
         None => Source::Context {
-            root: st.b.opts.context.clone(),
-            ignore: st.b.opts.ignore.clone(),
+            root: st.b().opts.context.clone(),
+            ignore: st.b().opts.ignore.clone(),
         },
         Some(f) => match source::source_ref(st, f)? {
-            FromRef::Stage(r) => Source::Layers(lowers(st.b, &r.config, &r.layers)?),
+            FromRef::Stage(r) => Source::Layers(lowers(st.b(), &r.config, &r.layers)?),
             FromRef::Context(p) => Source::Context {
                 root: p,
                 ignore: Vec::new(),
@@ -132,7 +147,7 @@ pub(in crate::engine) fn execute(
         },
     };
     let inline = inline_files(st, c)?;
-    let dir = step_dir(st.b, if is_add { "add" } else { "copy" })?;
+    let dir = step_dir(st.b(), if is_add { "add" } else { "copy" })?;
     let base = super::new_job(
         st,
         &dir,
@@ -160,7 +175,7 @@ pub(in crate::engine) fn execute(
         ..base
     };
     let r = super::run_copy(st, job);
-    let _ = remove_tree(&dir, &st.b.maps);
+    let _ = remove_tree(&dir, &st.b().maps);
     match r? {
         CopyResult::Layer { layer, dirs, .. } => Ok((Some(layer), dirs)),
         CopyResult::Error(message) => Err(Error::Copy { message }.into()),

@@ -9,7 +9,7 @@ use super::source::{self, FromRef};
 use crate::dockerfile::{MountKind, MountSpec, RunOptions, Sharing};
 use crate::engine::error::{BuildError, Doing as _, Error};
 use crate::engine::exec::{self, hook_ok};
-use crate::engine::state::{lowers, StageState};
+use crate::engine::state::{lowers, StageView};
 use crate::engine::{Build, SecretSource};
 use crate::sandbox::{self, Bind, BindSource};
 
@@ -24,7 +24,7 @@ pub(super) struct Held {
 }
 
 /// A mount's target, relative ones against WORKDIR.
-fn mount_target(st: &StageState<'_, '_>, t: &Option<String>) -> Result<String, MountError> {
+fn mount_target(st: StageView<'_, '_, '_>, t: &Option<String>) -> Result<String, MountError> {
     let t = t.clone().ok_or(MountError::NoTarget)?;
     Ok(if t.starts_with('/') {
         t
@@ -58,7 +58,7 @@ fn cache_id(m: &MountSpec, target: &str) -> String {
 
 /// The ids of the cache mounts of a RUN step, whether it runs or is cached: what
 /// `--cache-to …,mounts=true` exports is every cache mount the build's steps declare.
-pub(in crate::engine) fn cache_mount_ids(st: &StageState<'_, '_>, o: &RunOptions) -> Vec<String> {
+pub(in crate::engine) fn cache_mount_ids(st: StageView<'_, '_, '_>, o: &RunOptions) -> Vec<String> {
     o.mounts
         .iter()
         .filter(|m| m.kind == MountKind::Cache)
@@ -153,7 +153,7 @@ fn in_root(root: &Path, rel: &str) -> Result<PathBuf, BuildError> {
 /// Set up one RUN --mount: its binds go to `binds`, the variables it sets to `env`, what it
 /// holds while the step runs to `held`.
 pub(super) fn mount(
-    st: &mut StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     m: &MountSpec,
     step: &Path,
     i: usize,
@@ -165,8 +165,8 @@ pub(super) fn mount(
         MountKind::Bind => binds.push(bind(st, m, step, i)?),
         MountKind::Cache => binds.push(cache(st, m, step, i, held)?),
         MountKind::Tmpfs => binds.push(tmpfs(st, m)?),
-        MountKind::Secret => binds.extend(secret(st.b, m, step, i, env, held)?),
-        MountKind::Ssh => binds.extend(ssh(st.b, m, i, env)?),
+        MountKind::Secret => binds.extend(secret(st.b(), m, step, i, env, held)?),
+        MountKind::Ssh => binds.extend(ssh(st.b(), m, i, env)?),
     }
     Ok(())
 }
@@ -174,12 +174,12 @@ pub(super) fn mount(
 /// `type=bind`: a path of the context (or of a named context), else of a stage or an image
 /// (`from=`), seen through an overlay of its layers.
 fn bind(
-    st: &mut StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     m: &MountSpec,
     step: &Path,
     i: usize,
 ) -> Result<Bind, BuildError> {
-    let b = st.b;
+    let b = st.b();
     let t = mount_target(st, &m.target)?;
     let src = m.source.clone().unwrap_or_default();
     let readonly = m.readonly.unwrap_or(true);
@@ -213,19 +213,19 @@ fn bind(
 /// `type=cache`: the store's directory for the cache's id (seeded from an imported cache when
 /// there is one), locked as `sharing=` asks; an empty throwaway one under `--no-cache`.
 fn cache(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     m: &MountSpec,
     step: &Path,
     i: usize,
     held: &mut Held,
 ) -> Result<Bind, BuildError> {
-    let b = st.b;
+    let b = st.b();
     let t = mount_target(st, &m.target)?;
     let id = cache_id(m, &t);
     let dir = crate::engine::cache::cache_mount_dir(b.store, &id);
     fs_err::create_dir_all(dir.parent().unwrap_or(Path::new(".")))?;
     let mut host = dir.clone();
-    if st.no_cache {
+    if st.no_cache() {
         // As BuildKit: a step built without the cache gets an empty cache mount of its
         // own, thrown away after the step; the kept one is left as it was.
         host = step.join(format!("no-cache{i}"));
@@ -233,7 +233,7 @@ fn cache(
     } else if !dir.exists() && !crate::engine::cache::remote::seed_mount(b, &id, &dir)? {
         make_cache_dir(b, &dir, m, &format!("creating cache mount {id}"))?;
     }
-    if m.sharing != Sharing::Shared && !st.no_cache {
+    if m.sharing != Sharing::Shared && !st.no_cache() {
         // locked: one step at a time; private: a step that finds the cache in use
         // gets a fresh, throwaway one.
         let f = fs_err::OpenOptions::new()
@@ -278,7 +278,7 @@ fn cache(
 }
 
 /// `type=tmpfs`: an empty tmpfs of `size=`.
-fn tmpfs(st: &StageState<'_, '_>, m: &MountSpec) -> Result<Bind, BuildError> {
+fn tmpfs(st: StageView<'_, '_, '_>, m: &MountSpec) -> Result<Bind, BuildError> {
     Ok(Bind {
         host: PathBuf::new(),
         target: mount_target(st, &m.target)?,

@@ -16,14 +16,14 @@ use crate::engine::cache::LayerRec;
 use crate::engine::error::{BuildError, Cancelled, Doing as _, Error};
 use crate::engine::exec::{self, remove_tree};
 use crate::engine::report::Event;
-use crate::engine::state::{first_line, lowers, step_dir, Commit, Ran, StageState};
+use crate::engine::state::{first_line, lowers, step_dir, Commit, Ran, StageCx, StageView};
 use crate::engine::Build;
 use crate::sandbox::{self, Bind, BindSource, Network, Rootfs, Spec};
 
 /// What the RUN step reads: its effective network (a setting of its key) and the content of
 /// its bind mounts' sources.
 pub(in crate::engine) fn inputs(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     o: &RunOptions,
 ) -> Result<Inputs, BuildError> {
     let mut inputs = Inputs {
@@ -34,18 +34,19 @@ pub(in crate::engine) fn inputs(
         ..Default::default()
     };
     // BUILDKIT_SANDBOX_HOSTNAME changes what the step sees (as it changes BuildKit's key).
-    if let Some(h) =
-        st.b.plan
-            .options
-            .build_args
-            .get("BUILDKIT_SANDBOX_HOSTNAME")
+    if let Some(h) = st
+        .b()
+        .plan
+        .options
+        .build_args
+        .get("BUILDKIT_SANDBOX_HOSTNAME")
     {
         inputs.settings.push(format!("hostname={h}"));
     }
     // What --add-host, --ulimit and --shm-size change in the step (as BuildKit keys its
     // ExecOp's extra hosts, limits and shm size); nothing when they are not given, so other
     // builds keep their keys.
-    let opts = st.b.opts;
+    let opts = st.b().opts;
     for (h, ip) in &opts.extra_hosts {
         inputs.settings.push(format!("add-host={h}:{ip}"));
     }
@@ -70,7 +71,7 @@ pub(in crate::engine) fn inputs(
 /// there. None when the step mounts no stage. Computed only after a miss of the usual key
 /// (which needs no file of the stage: an imported cache's layers stay where they are).
 pub(in crate::engine) fn content_inputs(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     o: &RunOptions,
 ) -> Result<Option<Inputs>, BuildError> {
     let mut inputs = inputs(st, o)?;
@@ -88,11 +89,11 @@ pub(in crate::engine) fn content_inputs(
 }
 
 /// The network a RUN step gets: its `--network`, else the build's.
-fn network(st: &StageState<'_, '_>, o: &RunOptions) -> Result<Network, BuildError> {
+fn network(st: StageView<'_, '_, '_>, o: &RunOptions) -> Result<Network, BuildError> {
     Ok(match o.network {
-        None | Some(RunNetwork::Default) => st.b.opts.network,
+        None | Some(RunNetwork::Default) => st.b().opts.network,
         Some(RunNetwork::None) => Network::None,
-        Some(RunNetwork::Host) if st.b.opts.allow_host_network => Network::Host,
+        Some(RunNetwork::Host) if st.b().opts.allow_host_network => Network::Host,
         Some(RunNetwork::Host) => return Err(Error::HostNetworkNotAllowed.into()),
     })
 }
@@ -126,16 +127,14 @@ fn proxy_env(build_args: &std::collections::BTreeMap<String, String>) -> Vec<(St
 }
 
 pub(in crate::engine) fn execute(
-    st: &mut StageState<'_, '_>,
-    id: usize,
-    cmd: &Command,
+    cx: &mut StageCx<'_, '_, '_>,
     r: &dockerfile::Run,
     o: &RunOptions,
 ) -> Result<Ran, BuildError> {
-    let b = st.b;
-    let lower = st.lowers_now()?;
+    let b = cx.b();
+    let lower = cx.view().lowers_now()?;
     let step = step_dir(b, "run")?;
-    let result = run_in(st, id, cmd, r, o, lower, &step);
+    let result = run_in(cx, r, o, lower, &step);
     if let Ok(Ran::Committing(_)) = result {
         // The commit owns the scratch dir now.
         return result;
@@ -149,15 +148,14 @@ pub(in crate::engine) fn execute(
 /// Run the step in its scratch dir `step` on the layers `lower`: its mounts, command and
 /// environment in the sandbox, then its layer (or its failure, kept for `strata debug`).
 fn run_in(
-    st: &mut StageState<'_, '_>,
-    id: usize,
-    cmd: &Command,
+    cx: &mut StageCx<'_, '_, '_>,
     r: &dockerfile::Run,
     o: &RunOptions,
     lower: Vec<PathBuf>,
     step: &Path,
 ) -> Result<Ran, BuildError> {
-    let b = st.b;
+    let (b, id, cmd) = (cx.b(), cx.start(), cx.cmd());
+    let st = cx.view();
     let net = network(st, o)?;
     // The step's hostname: BuildKit's BUILDKIT_SANDBOX_HOSTNAME build arg, else strata's.
     let hostname = b
@@ -219,14 +217,15 @@ fn run_in(
     }
     let code = finished.outcome.code();
     if code != 0 {
-        if !st.pending.is_empty() {
+        if st.has_pending() {
             // The layers below are committed first: a kept failure (and --debug's shell)
             // mounts their snapshots, not upper dirs that are about to move.
-            st.settle()?;
+            cx.settle()?;
             if let Rootfs::Overlay { lower, .. } = &mut spec.rootfs {
-                *lower = lowers(b, &st.config, &st.layers)?;
+                *lower = lowers(b, cx.view().config(), cx.view().layers())?;
             }
         }
+        let st = cx.view();
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
         if b.opts.debug && terminal {
             debug_shell(st, id, &spec)?;
@@ -248,8 +247,8 @@ fn run_in(
 
 /// The environment of a RUN step: the stage's ENV, the ARGs it sees, the proxy variables of
 /// the build args and SOURCE_DATE_EPOCH.
-fn environment(st: &StageState<'_, '_>) -> Vec<String> {
-    let b = st.b;
+fn environment(st: StageView<'_, '_, '_>) -> Vec<String> {
+    let b = st.b();
     let mut env = st.env_list();
     let args = st.visible_args();
     for (k, v) in &args {
@@ -276,7 +275,7 @@ fn environment(st: &StageState<'_, '_>) -> Vec<String> {
 /// The argv of a RUN step: its exec form as is, its shell form after the SHELL, with its
 /// heredocs; a single heredoc with a `#!` line runs as a file, bound into the sandbox.
 fn command_line(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     r: &dockerfile::Run,
     step: &Path,
     binds: &mut Vec<Bind>,
@@ -438,8 +437,8 @@ struct Failed<'a> {
 /// (best effort: the build's failure is what matters), unless it had a secret or an SSH
 /// socket, or the store's disk is full (its files would hold the space: a command that failed
 /// for want of it wrote all it could).
-fn keep_failed(st: &StageState<'_, '_>, step: &Path, spec: &Spec, f: Failed<'_>) -> Error {
-    let b = st.b;
+fn keep_failed(st: StageView<'_, '_, '_>, step: &Path, spec: &Spec, f: Failed<'_>) -> Error {
+    let b = st.b();
     let secret = crate::engine::debug::not_kept_because(&f.o.mounts, spec);
     let full = b.store.is_full();
     let kept = if full {
@@ -583,13 +582,13 @@ fn layer_of(
 /// `--debug`: an interactive shell (the SHELL's program) in the failed step's sandbox as
 /// the command left it: the same root with its changes, mounts, environment, user and
 /// working directory, on a pseudo-terminal of its own.
-fn debug_shell(st: &StageState<'_, '_>, id: usize, failed: &Spec) -> Result<(), BuildError> {
+fn debug_shell(st: StageView<'_, '_, '_>, id: usize, failed: &Spec) -> Result<(), BuildError> {
     let shell = st
         .shell()
         .into_iter()
         .next()
         .unwrap_or_else(|| "/bin/sh".into());
-    st.b.report.event(Event::Log {
+    st.b().report.event(Event::Log {
         step: id,
         line: &format!("--debug: {shell} in the failed step; exit it to end the build"),
     });
@@ -599,6 +598,6 @@ fn debug_shell(st: &StageState<'_, '_>, id: usize, failed: &Spec) -> Result<(), 
         tty: true,
         ..failed.clone()
     };
-    sandbox::run_on_console(&st.b.exe, &spec, true, &|_| {}).map_err(BuildError::from)?;
+    sandbox::run_on_console(&st.b().exe, &spec, true, &|_| {}).map_err(BuildError::from)?;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::copy;
 use crate::engine::error::{BuildError, Cancelled, Error};
-use crate::engine::state::{image, StageState};
+use crate::engine::state::StageView;
 use crate::engine::{NamedContext, StageResult};
 
 /// Where a `--from` points.
@@ -19,13 +19,13 @@ pub(in crate::engine) enum FromRef {
 /// content of a context directory, or a stage's or image's layers; and the context files
 /// that changed since the last build.
 pub(in crate::engine) fn digest(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     from: Option<&str>,
     sources: &[String],
     excludes: &[String],
     parents: bool,
 ) -> Result<(String, Vec<String>), BuildError> {
-    let opts = st.b.opts;
+    let opts = st.b().opts;
     match from {
         None => context_digest(st, &opts.context, &opts.ignore, sources, excludes, parents),
         Some(f) => match source_ref(st, f)? {
@@ -38,7 +38,7 @@ pub(in crate::engine) fn digest(
 /// The digest of exactly what `sources` read from a context directory (path, kind, mode,
 /// owner, content), with the files that changed since the last build.
 pub(in crate::engine) fn context_digest(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     root: &Path,
     ignore: &[String],
     sources: &[String],
@@ -71,7 +71,7 @@ pub(in crate::engine) fn context_digest(
         ));
         entries.extend(copy::source_entries(root, r, ignore, excludes)?);
     }
-    let mut cache = st.b.checksums.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cache = st.b().checksums.lock().unwrap_or_else(|e| e.into_inner());
     let (d, stats) = crate::context::checksum::digest(root, &entries, &mut cache)?;
     // What to say when the step misses: the files whose content changed, and new ones when an
     // earlier build saw some of the others (a first build is "not in the cache", not "20,000
@@ -85,23 +85,24 @@ pub(in crate::engine) fn context_digest(
 }
 
 pub(in crate::engine) fn source_ref(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     f: &str,
 ) -> Result<FromRef, BuildError> {
-    let plan = st.b.plan;
+    let plan = st.b().plan;
     // A named context replaces the stage of the same name (the plan never builds that stage,
     // so waiting for it would wait forever).
-    let named =
-        st.b.opts
-            .named_contexts
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(f))
-            .map(|(_, v)| v);
+    let named = st
+        .b()
+        .opts
+        .named_contexts
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(f))
+        .map(|(_, v)| v);
     match named {
         Some(NamedContext::Dir(p)) => return Ok(FromRef::Context(p.clone())),
         Some(NamedContext::Image(r)) => return image_ref(st, r),
         Some(NamedContext::OciLayout(p, _)) => {
-            let loaded = st.b.store.load(p)?;
+            let loaded = st.b().store.load(p)?;
             let img = loaded
                 .first()
                 .ok_or_else(|| Error::EmptyLayout { layout: p.clone() })?;
@@ -114,13 +115,13 @@ pub(in crate::engine) fn source_ref(
         .map(|s| s.index)
         .or_else(|| f.parse::<usize>().ok().filter(|i| *i < plan.stages.len()));
     if let Some(i) = idx {
-        if i == st.index {
+        if i == st.index() {
             return Err(Error::FromItself {
                 name: f.to_string(),
             }
             .into());
         }
-        let r = st.b.stage_result(i).ok_or(Cancelled)?;
+        let r = st.b().stage_result(i).ok_or(Cancelled)?;
         return Ok(FromRef::Stage(r));
     }
     if let Some(s) = plan.stage_typo(f) {
@@ -138,11 +139,11 @@ pub(in crate::engine) fn source_ref(
 /// by its content). Read once per stage filesystem and path, in the user namespace (the files
 /// may belong to subordinate ids), and kept in the store's facts as a cache.
 pub(in crate::engine) fn stage_subtree(
-    st: &StageState<'_, '_>,
+    st: StageView<'_, '_, '_>,
     r: &StageResult,
     src: &str,
 ) -> Result<String, BuildError> {
-    let b = st.b;
+    let b = st.b();
     let clean = crate::fsx::clean(&format!("/{src}"));
     let id = crate::oci::Digest::of(format!("{} {clean}", r.content_id()).as_bytes());
     let memo = b
@@ -179,11 +180,11 @@ pub(in crate::engine) fn stage_subtree(
 }
 
 /// Did a step of the stage `f` (by name or index) run rather than come from the cache?
-pub(in crate::engine) fn missed(st: &StageState<'_, '_>, f: &str) -> bool {
-    let plan = st.b.plan;
+pub(in crate::engine) fn missed(st: StageView<'_, '_, '_>, f: &str) -> bool {
+    let plan = st.b().plan;
     // A named context of that name stands for it: no stage of the plan ran.
     if st
-        .b
+        .b()
         .opts
         .named_contexts
         .keys()
@@ -194,20 +195,21 @@ pub(in crate::engine) fn missed(st: &StageState<'_, '_>, f: &str) -> bool {
     plan.stage_by_name(f)
         .map(|s| s.index)
         .or_else(|| f.parse::<usize>().ok())
-        .and_then(|i| st.b.stage_result(i))
+        .and_then(|i| st.b().stage_result(i))
         .is_some_and(|r| r.ran)
 }
 
-fn image_ref(st: &StageState<'_, '_>, r: &str) -> Result<FromRef, BuildError> {
-    if let Some(x) =
-        st.b.externals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(r)
+fn image_ref(st: StageView<'_, '_, '_>, r: &str) -> Result<FromRef, BuildError> {
+    if let Some(x) = st
+        .b()
+        .externals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(r)
     {
         return Ok(FromRef::Stage(x.clone()));
     }
-    let img = image(st.b, r)?;
+    let img = st.image(r)?;
     let res = std::sync::Arc::new(StageResult {
         config: img.record.config.clone(),
         layers: img.record.manifest.layers.clone(),
@@ -215,7 +217,8 @@ fn image_ref(st: &StageState<'_, '_>, r: &str) -> Result<FromRef, BuildError> {
         dirs: Vec::new(),
         ran: false,
     });
-    st.b.externals
+    st.b()
+        .externals
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(r.to_string(), res.clone());

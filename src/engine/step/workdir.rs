@@ -2,58 +2,51 @@
 //! layer (owned by the USER, as Docker does), one that exists is only recorded.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 use crate::engine::error::{BuildError, Error};
 
-use crate::dockerfile::{Command, Instruction};
+use crate::dockerfile::Instruction;
 use crate::engine::cache::key::Inputs;
 use crate::engine::cache::{self, LayerRec, Record};
 use crate::engine::copy::{CopyJob, CopyResult, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::report::Event;
-use crate::engine::state::{rfc, step_dir, StageState};
+use crate::engine::state::{rfc, step_dir, StageCx, StageView};
 
 /// WORKDIR `w` (expanded): the config's working directory, and a layer with the directory
 /// when no layer below has it.
-pub(in crate::engine) fn execute(
-    st: &mut StageState<'_, '_>,
-    cmd: &Command,
-    w: &str,
-    label: &str,
-) -> Result<(), BuildError> {
+pub(in crate::engine) fn execute(st: &mut StageCx<'_, '_, '_>, w: &str) -> Result<(), BuildError> {
     // The config keeps the path as BuildKit records it (`/app/` stays `/app/`); the directory
     // made is the cleaned path.
-    let recorded = crate::plan::workdir_config(&st.workdir(), w);
+    let recorded = crate::plan::workdir_config(&st.view().workdir(), w);
     let wd = &crate::plan::in_workdir("/", &recorded);
     st.cfg().working_dir = Some(recorded.clone());
-    let key = st.key_for(&Instruction::Workdir(recorded), &Inputs::default());
-    if let Some(rec) = st.lookup(&key) {
+    let b = st.b();
+    let key = st
+        .view()
+        .key_for(&Instruction::Workdir(recorded), &Inputs::default());
+    if let Some(rec) = st.view().lookup(&key) {
         if rec.layer.is_some() {
             // A WORKDIR that made a directory is a step when it runs: it is one (cached)
             // when it does not, so a no-op rebuild counts the steps its build counted.
-            let id = st.b.step_ids.fetch_add(1, Ordering::SeqCst);
-            st.b.report.event(Event::Started {
-                step: id,
-                name: label,
-            });
-            st.b.steps.fetch_add(1, Ordering::SeqCst);
-            st.b.cached.fetch_add(1, Ordering::SeqCst);
-            st.b.report.event(Event::Cached { step: id });
+            let id = st.start();
+            b.cached.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            b.report.event(Event::Cached { step: id });
         }
-        st.apply(cmd, key, &rec);
+        st.apply(key, &rec);
         return Ok(());
     }
-    let known = wd == "/" || st.dirs.iter().any(|d| d == wd);
+    let view = st.view();
+    let known = wd == "/" || view.dirs().iter().any(|d| d == wd);
     let exists = known
-        || if super::by_paths(st) {
-            let files = crate::engine::state::layer_paths(st.b, &st.config, &st.layers)?;
+        || if super::by_paths(view) {
+            let files = crate::engine::state::layer_paths(b, view.config(), view.layers())?;
             crate::layer::paths::Merged::load(&files)?.kind(wd)
                 == Some(&crate::layer::paths::Kind::Dir)
         } else {
-            exists_in_layers(&st.lowers_now()?, wd)
+            exists_in_layers(&view.lowers_now()?, wd)
         };
-    let created = rfc(st.now());
+    let created = rfc(view.now());
     let rec = if exists {
         Record {
             layer: None,
@@ -63,14 +56,9 @@ pub(in crate::engine) fn execute(
         }
     } else {
         // Create it, owned by the current USER, with a COPY-like job of no sources.
-        let id = st.b.step_ids.fetch_add(1, Ordering::SeqCst);
-        st.b.report.event(Event::Started {
-            step: id,
-            name: label,
-        });
-        st.b.steps.fetch_add(1, Ordering::SeqCst);
-        let layer = mkdir_layer(st, wd)?;
-        st.b.report.event(Event::Done { step: id });
+        let id = st.start();
+        let layer = mkdir_layer(st.view(), wd)?;
+        b.report.event(Event::Done { step: id });
         Record {
             layer: Some(layer),
             created,
@@ -78,16 +66,16 @@ pub(in crate::engine) fn execute(
             chain: None,
         }
     };
-    cache::put(st.b.store, &key, &rec)?;
-    st.apply(cmd, key, &rec);
+    cache::put(b.store, &key, &rec)?;
+    st.apply(key, &rec);
     Ok(())
 }
 
 /// A layer holding directory `wd` (and missing parents), owned by the USER.
-fn mkdir_layer(st: &mut StageState<'_, '_>, wd: &str) -> Result<LayerRec, BuildError> {
+fn mkdir_layer(st: StageView<'_, '_, '_>, wd: &str) -> Result<LayerRec, BuildError> {
     let user = st.user();
     let owner = if user.is_empty() { None } else { Some(user) };
-    let job_dir = step_dir(st.b, "workdir")?;
+    let job_dir = step_dir(st.b(), "workdir")?;
     // A job with no sources makes just the destination directory.
     let result = super::new_job(st, &job_dir, Source::Layers(Vec::new()), false, "WORKDIR")
         .and_then(|base| {
@@ -100,7 +88,7 @@ fn mkdir_layer(st: &mut StageState<'_, '_>, wd: &str) -> Result<LayerRec, BuildE
                 },
             )
         });
-    let _ = remove_tree(&job_dir, &st.b.maps);
+    let _ = remove_tree(&job_dir, &st.b().maps);
     match result? {
         CopyResult::Layer { layer, .. } => Ok(layer),
         CopyResult::Error(message) => Err(Error::Workdir {
