@@ -20,7 +20,7 @@ use std::path::Path;
 
 use super::copy::{CopyJob, CopyResult, Source};
 use super::error::BuildError;
-use super::exec;
+use super::hooks;
 use super::state::StageState;
 use crate::dockerfile::Instruction;
 
@@ -104,9 +104,9 @@ pub(in crate::engine) fn run_copy(
     fs_err::create_dir_all(&job.work)?;
     let what = format!("{} in the user namespace", job.what);
     let out = job.out.clone();
-    let exec::HookOutput::Copy(res) = exec::hook_output(
+    let hooks::HookOutput::Copy(res) = hooks::hook_output(
         &st.b.exe,
-        exec::Hook::Copy { job: Box::new(job) },
+        hooks::Hook::Copy { job: Box::new(job) },
         &st.b.maps,
         &what,
     )?

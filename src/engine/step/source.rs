@@ -157,9 +157,9 @@ pub(in crate::engine) fn stage_subtree(
     let lowers = crate::engine::state::lowers(b, &r.config, &r.layers)?;
     let work = crate::engine::state::step_dir(b, "digest")?;
     let out = work.join("digest");
-    let result = crate::engine::exec::hook_done(
+    let result = crate::engine::hooks::hook_done(
         &b.exe,
-        crate::engine::exec::Hook::TreeDigest {
+        crate::engine::hooks::Hook::TreeDigest {
             lowers,
             sub: clean.clone(),
             work: work.clone(),
