@@ -13,7 +13,6 @@
 //! - [`report`]: the events a build emits (the command line draws them).
 
 pub mod cache;
-pub mod copy;
 pub mod debug;
 pub mod error;
 pub mod exec;

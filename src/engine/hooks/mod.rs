@@ -3,7 +3,7 @@
 //! the sandbox's report pipe, and the engine's side that runs one ([`hook_done`],
 //! [`hook_output`]). Each kind of work has its file: unpacking a layer into a snapshot
 //! (`unpack.rs`), writing a step's changes or a directory as a tar (`diff.rs`), the digest of
-//! what a bind mount shows (`digest.rs`), COPY and ADD (`super::copy`), removing trees
+//! what a bind mount shows (`digest.rs`), COPY and ADD (`copy.rs`), removing trees
 //! (`remove.rs`), a cache mount's directory (`cache_mount.rs`), `strata doctor`'s tests
 //! (`probe.rs`).
 
@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use super::error::{BuildError, Doing as _};
 
-use super::copy;
 use crate::oci::Digest;
 use crate::sandbox::{self, idmap, HookSpec};
+
+pub mod copy;
 
 mod cache_mount;
 mod diff;

@@ -8,9 +8,9 @@ use super::source::{self, FromRef};
 use crate::dockerfile;
 use crate::engine::cache::key::Inputs;
 use crate::engine::cache::LayerRec;
-use crate::engine::copy::{CopyJob, CopyResult, Inline, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::fetch;
+use crate::engine::hooks::copy::{CopyJob, CopyResult, Inline, Source};
 use crate::engine::state::{lowers, step_dir, StageState};
 
 /// What the COPY or ADD `c` reads. ADD's remote sources are fetched here (their digests are

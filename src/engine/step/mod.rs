@@ -18,9 +18,9 @@ pub(super) mod workdir;
 
 use std::path::Path;
 
-use super::copy::{CopyJob, CopyResult, Source};
 use super::error::BuildError;
 use super::hooks;
+use super::hooks::copy::{CopyJob, CopyResult, Source};
 use super::state::StageState;
 use crate::dockerfile::Instruction;
 

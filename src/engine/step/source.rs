@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::copy;
 use crate::engine::error::{BuildError, Cancelled, Error};
+use crate::engine::hooks::copy;
 use crate::engine::state::{image, StageState};
 use crate::engine::{NamedContext, StageResult};
 
