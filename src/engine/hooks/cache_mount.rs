@@ -32,3 +32,34 @@ pub(super) fn make_cache(p: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), 
         Err(e) => Err(at(p.display())(std::io::Error::from(e))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_cache_dir_is_made_once_with_the_owner_and_mode_asked() {
+        let d = std::env::temp_dir().join(format!("strata-hookcache-{}", std::process::id()));
+        fs_err::create_dir_all(&d).unwrap();
+        let p = d.join("cache");
+        let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+        make_cache(&p, uid.as_raw(), gid.as_raw(), 0o1770).unwrap();
+        let m = fs_err::metadata(&p).unwrap();
+        assert!(m.is_dir());
+        assert_eq!(m.mode() & 0o7777, 0o1770);
+        assert_eq!((m.uid(), m.gid()), (uid.as_raw(), gid.as_raw()));
+
+        // Made once: a second step asking another mode finds the first one's dir.
+        fs_err::write(p.join("kept"), "x").unwrap();
+        make_cache(&p, uid.as_raw(), gid.as_raw(), 0o755).unwrap();
+        assert_eq!(fs_err::metadata(&p).unwrap().mode() & 0o7777, 0o1770);
+        assert!(p.join("kept").exists());
+        let names: Vec<_> = fs_err::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["cache"], "no temporary dir left beside it");
+        fs_err::remove_dir_all(&d).unwrap();
+    }
+}

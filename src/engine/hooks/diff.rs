@@ -127,3 +127,63 @@ pub(super) fn flatten(
     }
     tar_dir(dir, out)
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// The paths of the entries of the plain tar at `p`, in order.
+    pub(in crate::engine::hooks) fn names(p: &Path) -> Vec<String> {
+        let mut a = tar::Archive::new(fs_err::File::open(p).unwrap());
+        a.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_steps_layer_leaves_out_its_mount_points_and_comes_with_its_digest() {
+        let d = std::env::temp_dir().join(format!("strata-hookdiff-{}", std::process::id()));
+        let (upper, lower) = (d.join("upper"), d.join("lower"));
+        // /etc copied up only to hold the hosts file the sandbox mounted; /run/secrets made
+        // for a secret; /var/log holds what the step wrote next to a mount point.
+        for p in ["etc", "run/secrets", "var/log"] {
+            fs_err::create_dir_all(upper.join(p)).unwrap();
+        }
+        fs_err::create_dir_all(lower.join("etc")).unwrap();
+        fs_err::create_dir_all(lower.join("var")).unwrap();
+        fs_err::write(upper.join("etc/hosts"), "").unwrap();
+        fs_err::write(upper.join("run/secrets/token"), "").unwrap();
+        fs_err::write(upper.join("var/log/mounted"), "").unwrap();
+        fs_err::write(upper.join("var/log/step.log"), "written by the step").unwrap();
+        let out = d.join("layer.tar");
+        diff(&DiffSpec {
+            upper: upper.clone(),
+            out: out.clone(),
+            epoch: Some(0),
+            created: ["/etc/hosts", "/run/secrets/token", "/var/log/mounted"]
+                .map(String::from)
+                .to_vec(),
+            lowers: vec![lower],
+        })
+        .unwrap();
+        // /run is not in the lower layer: the step's layer must make it, so it stays.
+        assert_eq!(
+            names(&out),
+            [
+                "run/",
+                "run/secrets/",
+                "var/",
+                "var/log/",
+                "var/log/step.log"
+            ]
+        );
+        let tar = fs_err::read(&out).unwrap();
+        let text = fs_err::read_to_string(digest_file(&out)).unwrap();
+        assert_eq!(
+            text,
+            format!("{} {}", crate::oci::Digest::of(&tar), tar.len())
+        );
+        fs_err::remove_dir_all(&d).unwrap();
+    }
+}

@@ -107,3 +107,84 @@ pub(super) fn view(lowers: &[PathBuf], work: &Path) -> Result<PathBuf, HookError
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_tree_digest_covers_names_modes_contents_and_links_not_times() {
+        let root = std::env::temp_dir().join(format!("strata-hookdig-{}", std::process::id()));
+        let a = root.join("a");
+        fs_err::create_dir_all(a.join("sub")).unwrap();
+        fs_err::write(a.join("f"), "one").unwrap();
+        fs_err::write(a.join("sub/g"), "two").unwrap();
+        chmod(&a.join("f"), 0o644);
+        std::os::unix::fs::symlink("f", a.join("link")).unwrap();
+        let d = || tree_digest(&root, "a").unwrap();
+        let first = d();
+        assert_eq!(first.len(), 64);
+        // The path is cleaned as a bind mount's source is.
+        assert_eq!(tree_digest(&root, "/a/./sub/..").unwrap(), first);
+
+        // Times are left out.
+        let f = fs_err::File::options()
+            .write(true)
+            .open(a.join("f"))
+            .unwrap();
+        f.file()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(7))
+            .unwrap();
+        drop(f);
+        assert_eq!(d(), first);
+
+        // Permission bits, content, a link's target and a name each change it.
+        chmod(&a.join("f"), 0o600);
+        let moded = d();
+        assert_ne!(moded, first);
+        chmod(&a.join("f"), 0o644);
+        assert_eq!(d(), first);
+        fs_err::write(a.join("sub/g"), "twO").unwrap();
+        assert_ne!(d(), first);
+        fs_err::write(a.join("sub/g"), "two").unwrap();
+        fs_err::remove_file(a.join("link")).unwrap();
+        std::os::unix::fs::symlink("sub/g", a.join("link")).unwrap();
+        assert_ne!(d(), first);
+        fs_err::remove_file(a.join("link")).unwrap();
+        std::os::unix::fs::symlink("f", a.join("link")).unwrap();
+        assert_eq!(d(), first);
+        fs_err::rename(a.join("sub/g"), a.join("sub/h")).unwrap();
+        assert_ne!(d(), first);
+        fs_err::rename(a.join("sub/h"), a.join("sub/g")).unwrap();
+        assert_eq!(d(), first);
+
+        // A symlink on the way is followed inside the root: /l -> /a is /a.
+        std::os::unix::fs::symlink("/a", root.join("l")).unwrap();
+        assert_eq!(tree_digest(&root, "l").unwrap(), first);
+
+        // A missing source has a digest of its own, not an empty directory's.
+        let missing = tree_digest(&root, "nope").unwrap();
+        let of_missing = hex::encode(ring::digest::digest(&ring::digest::SHA256, b"missing"));
+        assert_eq!(missing, of_missing);
+        fs_err::create_dir(root.join("nope")).unwrap();
+        assert_ne!(tree_digest(&root, "nope").unwrap(), missing);
+        fs_err::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_view_of_no_layer_is_an_empty_dir_and_of_one_the_layer_itself() {
+        let w = std::env::temp_dir().join(format!("strata-hookview-{}", std::process::id()));
+        let empty = view(&[], &w).unwrap();
+        assert_eq!(empty, w.join("empty"));
+        assert_eq!(fs_err::read_dir(&empty).unwrap().count(), 0);
+        let one = w.join("one");
+        assert_eq!(view(std::slice::from_ref(&one), &w).unwrap(), one);
+        assert!(!one.exists(), "the layer is used as it is, not made");
+        fs_err::remove_dir_all(&w).unwrap();
+    }
+}

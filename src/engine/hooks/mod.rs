@@ -257,4 +257,173 @@ mod tests {
         assert_eq!(e.to_string(), f.message);
         fs_err::remove_dir_all(&d).unwrap();
     }
+
+    /// Run `h` as the sandbox child does: as JSON, answered as JSON.
+    fn run(h: Hook) -> Result<HookOutput, sandbox::HookFailure> {
+        let out = hook(serde_json::to_value(h).unwrap())?;
+        Ok(serde_json::from_value(out).unwrap())
+    }
+
+    #[test]
+    fn a_dir_tarred_then_unpacked_is_the_same_tree_and_a_wrong_diff_id_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("strata-hookrt-{}", std::process::id()));
+        let src = d.join("src");
+        fs_err::create_dir_all(src.join("app/bin")).unwrap();
+        fs_err::write(src.join("app/bin/tool"), "#!/bin/sh\n").unwrap();
+        fs_err::write(src.join("app/secret"), "s").unwrap();
+        std::os::unix::fs::symlink("bin/tool", src.join("app/run")).unwrap();
+        for (p, mode) in [("app/bin/tool", 0o751), ("app/secret", 0o600)] {
+            std::fs::set_permissions(src.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let tar = d.join("app.tar");
+        let done = run(Hook::TarDir {
+            dir: src.clone(),
+            out: tar.clone(),
+        });
+        assert!(matches!(done, Ok(HookOutput::Done)), "{done:?}");
+        let diff_id = Digest::of(&fs_err::read(&tar).unwrap());
+
+        let wrong = Digest::of(b"another layer");
+        let f = run(Hook::Unpack {
+            blob: tar.clone(),
+            dest: d.join("bad"),
+            diff_id: wrong,
+            lower: vec![],
+        })
+        .unwrap_err();
+        assert!(!f.message.is_empty());
+
+        let dest = d.join("dest");
+        run(Hook::Unpack {
+            blob: tar,
+            dest: dest.clone(),
+            diff_id,
+            lower: vec![],
+        })
+        .unwrap();
+        // Modes, owners, contents and links as they were (through the TreeDigest hook).
+        let digest_of = |dir: &Path, name: &str| {
+            let out = d.join(name);
+            run(Hook::TreeDigest {
+                lowers: vec![dir.to_path_buf()],
+                sub: "app".into(),
+                work: d.join("work"),
+                out: out.clone(),
+            })
+            .unwrap();
+            fs_err::read_to_string(out).unwrap()
+        };
+        let (a, b) = (
+            digest_of(&src, "src.digest"),
+            digest_of(&dest, "dest.digest"),
+        );
+        assert_eq!(a, digest::tree_digest(&src, "app").unwrap());
+        assert_eq!(a, b);
+        fs_err::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_image_flattened_applies_each_layers_whiteouts_to_the_ones_below() {
+        let d = std::env::temp_dir().join(format!("strata-hookflat-{}", std::process::id()));
+        let base = d.join("base");
+        fs_err::create_dir_all(base.join("etc")).unwrap();
+        fs_err::write(base.join("etc/old"), "old").unwrap();
+        fs_err::write(base.join("etc/kept"), "kept").unwrap();
+        let bottom = d.join("bottom.tar");
+        run(Hook::TarDir {
+            dir: base,
+            out: bottom.clone(),
+        })
+        .unwrap();
+        // The top layer deletes /etc/old and adds /etc/new.
+        let top = d.join("top.tar");
+        let mut b = tar::Builder::new(fs_err::File::create(&top).unwrap());
+        for (name, data) in [("etc/.wh.old", &b""[..]), ("etc/new", &b"new"[..])] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.into_inner().unwrap();
+        let layer = |p: &PathBuf| (p.clone(), Digest::of(&fs_err::read(p).unwrap()));
+        let out = d.join("rootfs.tar");
+        run(Hook::Flatten {
+            layers: vec![layer(&bottom), layer(&top)],
+            dir: d.join("flat"),
+            out: out.clone(),
+        })
+        .unwrap();
+        let mut names = diff::tests::names(&out);
+        names.sort();
+        assert_eq!(names, ["etc/", "etc/kept", "etc/new"]);
+        assert_eq!(
+            fs_err::read_to_string(d.join("flat/etc/new")).unwrap(),
+            "new"
+        );
+        fs_err::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn every_hook_crosses_as_json_unchanged() {
+        let p = |s: &str| PathBuf::from(s);
+        let hooks = [
+            Hook::Unpack {
+                blob: p("/b"),
+                dest: p("/d"),
+                diff_id: Digest::of(b"x"),
+                lower: vec![p("/l1"), p("/l2")],
+            },
+            Hook::Remove {
+                paths: vec![p("/x")],
+            },
+            Hook::Diff(DiffSpec {
+                upper: p("/u"),
+                out: p("/o"),
+                epoch: Some(1),
+                created: vec!["/etc/hosts".into()],
+                lowers: vec![p("/l")],
+            }),
+            Hook::Forget {
+                upper: p("/u"),
+                created: vec!["/etc/hosts".into()],
+                lowers: vec![],
+            },
+            Hook::OverlayTest { dir: p("/t") },
+            Hook::Noop,
+            Hook::ProcTest { dir: p("/t") },
+            Hook::TarDir {
+                dir: p("/c"),
+                out: p("/o"),
+            },
+            Hook::TreeDigest {
+                lowers: vec![p("/l")],
+                sub: "src".into(),
+                work: p("/w"),
+                out: p("/o"),
+            },
+            Hook::Flatten {
+                layers: vec![(p("/b"), Digest::of(b"y"))],
+                dir: p("/d"),
+                out: p("/o"),
+            },
+            Hook::MakeCache {
+                path: p("/c"),
+                uid: 1000,
+                gid: 100,
+                mode: 0o755,
+            },
+        ];
+        for h in hooks {
+            let v = serde_json::to_value(&h).unwrap();
+            let back: Hook = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&back).unwrap(), v);
+        }
+        // An Unpack written before `lower` existed still reads (serde default).
+        let old: Hook = serde_json::from_value(serde_json::json!({"Unpack": {
+            "blob": "/b", "dest": "/d", "diff_id": Digest::of(b"x")}}))
+        .unwrap();
+        assert!(matches!(old, Hook::Unpack { lower, .. } if lower.is_empty()));
+    }
 }
