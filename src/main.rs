@@ -9,7 +9,7 @@ fn main() {
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(strata::sandbox::CHILD_ARG))
     {
-        strata::sandbox::child_main(&strata::engine::exec::hook);
+        strata::sandbox::child_main(&strata::engine::hooks::hook);
     }
     // STRATA_PROC=host gives RUN steps the container's /proc: this process (its environment,
     // where --secret env= values are, and its memory) is made non-dumpable, so its /proc

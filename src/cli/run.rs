@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use strata::engine::exec::{self, exe, remove_tree, sandbox_err, snapshots};
+use strata::engine::hooks;
 use strata::oci::{ContainerConfig, Digest};
 use strata::sandbox::{self, idmap, Bind, HookSpec, Network, Rootfs, Spec};
 use strata::store::Store;
@@ -381,7 +382,7 @@ pub fn doctor() -> anyhow::Result<i32> {
     let maps = idmap::for_current_user();
     let tmp = std::env::temp_dir().join(format!("strata-doctor-{}", std::process::id()));
     let ov = HookSpec {
-        task: serde_json::to_value(exec::Hook::OverlayTest { dir: tmp.clone() })?,
+        task: serde_json::to_value(hooks::Hook::OverlayTest { dir: tmp.clone() })?,
         maps: maps.clone(),
     };
     match sandbox::run_hook(&exe()?, &ov) {
@@ -405,7 +406,7 @@ pub fn doctor() -> anyhow::Result<i32> {
     }
     let _ = remove_tree(&tmp, &maps);
     let h = HookSpec {
-        task: serde_json::to_value(exec::Hook::Noop)?,
+        task: serde_json::to_value(hooks::Hook::Noop)?,
         maps: maps.clone(),
     };
     match sandbox::run_hook(&exe()?, &h) {
@@ -430,7 +431,7 @@ pub fn doctor() -> anyhow::Result<i32> {
     // A RUN step's own /proc: refused in a container whose /proc has masked paths.
     let tmp = std::env::temp_dir().join(format!("strata-doctor-proc-{}", std::process::id()));
     let pt = HookSpec {
-        task: serde_json::to_value(exec::Hook::ProcTest { dir: tmp.clone() })?,
+        task: serde_json::to_value(hooks::Hook::ProcTest { dir: tmp.clone() })?,
         maps: maps.clone(),
     };
     let proc_host = std::env::var("STRATA_PROC").as_deref() == Ok("host");

@@ -467,7 +467,7 @@ pub enum BuildError {
     #[error(transparent)]
     Reference(#[from] crate::oci::ReferenceError),
     #[error(transparent)]
-    Copy(#[from] crate::engine::copy::CopyError),
+    Copy(#[from] crate::engine::hooks::copy::CopyError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
     #[error(transparent)]

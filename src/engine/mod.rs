@@ -13,11 +13,11 @@
 //! - [`report`]: the events a build emits (the command line draws them).
 
 pub mod cache;
-pub mod copy;
 pub mod debug;
 pub mod error;
 pub mod exec;
 pub mod fetch;
+pub mod hooks;
 pub mod interrupt;
 pub mod load;
 mod options;
@@ -540,13 +540,13 @@ fn write_output(
                     .zip(&img.config.rootfs.diff_ids)
                     .map(|(l, d)| (store.blob_path(&l.digest), d.clone()))
                     .collect();
-                let flatten = exec::Hook::Flatten {
+                let flatten = hooks::Hook::Flatten {
                     layers,
                     dir: dir.clone(),
                     out: std::path::absolute(dest)?,
                 };
                 let r =
-                    exec::hook_done(&b.exe, flatten, &b.maps, "writing the root filesystem tar");
+                    hooks::hook_done(&b.exe, flatten, &b.maps, "writing the root filesystem tar");
                 let cleanup = exec::remove_tree(&dir, &b.maps);
                 r?;
                 cleanup?;

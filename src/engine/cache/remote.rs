@@ -1532,9 +1532,9 @@ fn mount_layer(
     let tmp = crate::engine::state::step_dir(b, "mount-export")?;
     let tar = tmp.join("layer.tar");
     let r = (|| {
-        crate::engine::exec::hook_done(
+        crate::engine::hooks::hook_done(
             &b.exe,
-            crate::engine::exec::Hook::TarDir {
+            crate::engine::hooks::Hook::TarDir {
                 dir: dir.clone(),
                 out: tar.clone(),
             },
@@ -1575,13 +1575,13 @@ pub(crate) fn seed_mount(b: &Build, id: &str, dir: &Path) -> Result<bool, BuildE
         crate::engine::exec::remove_tree(&tmp, &b.maps)?;
     }
     fs_err::create_dir_all(&tmp)?;
-    let unpack = crate::engine::exec::Hook::Unpack {
+    let unpack = crate::engine::hooks::Hook::Unpack {
         blob: b.store.blob_path(&l.digest),
         dest: tmp.clone(),
         diff_id: l.diff_id.clone(),
         lower: Vec::new(),
     };
-    if let Err(e) = crate::engine::exec::hook_done(
+    if let Err(e) = crate::engine::hooks::hook_done(
         &b.exe,
         unpack,
         &b.maps,

@@ -1,6 +1,6 @@
 //! COPY and ADD: what they read (local files through the context's checksums, or ADD's URL and
 //! git sources fetched first, whose digests are then known), and on a miss the copy job run in
-//! the user namespace (`engine/copy.rs`), which writes the layer.
+//! the user namespace (`engine/hooks/copy.rs`), which writes the layer.
 
 use std::path::PathBuf;
 
@@ -10,9 +10,9 @@ use super::source::{self, FromRef};
 use crate::dockerfile;
 use crate::engine::cache::key::Inputs;
 use crate::engine::cache::LayerRec;
-use crate::engine::copy::{CopyJob, CopyResult, Inline, Source};
 use crate::engine::exec::remove_tree;
 use crate::engine::fetch;
+use crate::engine::hooks::copy::{CopyJob, CopyResult, Inline, Source};
 use crate::engine::state::{lowers, step_dir, StageView};
 
 /// ADD's downloads or clone for its step: the scratch dir, removed when the step is done with

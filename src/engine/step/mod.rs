@@ -23,9 +23,9 @@ pub(super) mod workdir;
 use std::path::Path;
 
 use super::cache::key::Inputs;
-use super::copy::{CopyJob, CopyResult, Source};
 use super::error::{BuildError, Error};
-use super::exec;
+use super::hooks;
+use super::hooks::copy::{CopyJob, CopyResult, Source};
 use super::state::{Ran, StageCx, StageView};
 use crate::dockerfile::{self, Instruction, RunOptions};
 use crate::plan::Expanded;
@@ -253,9 +253,9 @@ pub(in crate::engine) fn run_copy(
     fs_err::create_dir_all(&job.work)?;
     let what = format!("{} in the user namespace", job.what);
     let out = job.out.clone();
-    let exec::HookOutput::Copy(res) = exec::hook_output(
+    let hooks::HookOutput::Copy(res) = hooks::hook_output(
         &b.exe,
-        exec::Hook::Copy { job: Box::new(job) },
+        hooks::Hook::Copy { job: Box::new(job) },
         &b.maps,
         &what,
     )?

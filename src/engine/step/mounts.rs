@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::source::{self, FromRef};
 use crate::dockerfile::{MountKind, MountSpec, RunOptions, Sharing};
 use crate::engine::error::{BuildError, Doing as _, Error};
-use crate::engine::exec::{self, hook_ok};
+use crate::engine::hooks::{self, hook_done};
 use crate::engine::state::{lowers, StageView};
 use crate::engine::{Build, SecretSource};
 use crate::sandbox::{self, Bind, BindSource};
@@ -126,13 +126,13 @@ fn host_bind(
 /// A cache mount's directory at `dir`, owned and moded as the mount asks, made inside the user
 /// namespace (the owner may be a subordinate id).
 fn make_cache_dir(b: &Build, dir: &Path, m: &MountSpec, what: &str) -> Result<(), BuildError> {
-    let make = exec::Hook::MakeCache {
+    let make = hooks::Hook::MakeCache {
         path: dir.to_path_buf(),
         uid: m.uid.unwrap_or(0),
         gid: m.gid.unwrap_or(0),
         mode: m.mode.unwrap_or(0o755),
     };
-    hook_ok(&b.exe, make, &b.maps, what)
+    hook_done(&b.exe, make, &b.maps, what)
 }
 
 /// A path inside `root`, symlinks resolved as if `root` were `/`.

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::copy;
 use crate::engine::error::{BuildError, Cancelled, Error};
+use crate::engine::hooks::copy;
 use crate::engine::state::StageView;
 use crate::engine::{NamedContext, StageResult};
 
@@ -158,9 +158,9 @@ pub(in crate::engine) fn stage_subtree(
     let lowers = crate::engine::state::lowers(b, &r.config, &r.layers)?;
     let work = crate::engine::state::step_dir(b, "digest")?;
     let out = work.join("digest");
-    let result = crate::engine::exec::hook_done(
+    let result = crate::engine::hooks::hook_done(
         &b.exe,
-        crate::engine::exec::Hook::TreeDigest {
+        crate::engine::hooks::Hook::TreeDigest {
             lowers,
             sub: clean.clone(),
             work: work.clone(),

@@ -8,8 +8,8 @@ use crate::engine::error::{BuildError, Error};
 use crate::dockerfile::Instruction;
 use crate::engine::cache::key::Inputs;
 use crate::engine::cache::{self, LayerRec, Record};
-use crate::engine::copy::{CopyJob, CopyResult, Source};
 use crate::engine::exec::remove_tree;
+use crate::engine::hooks::copy::{CopyJob, CopyResult, Source};
 use crate::engine::report::Event;
 use crate::engine::state::{rfc, step_dir, StageCx, StageView};
 

@@ -110,7 +110,7 @@ pub struct CopyJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CopyResult {
     Layer {
-        layer: super::cache::LayerRec,
+        layer: crate::engine::cache::LayerRec,
         entries: usize,
         /// Directories the step created or copied (absolute), so later steps know they exist.
         dirs: Vec<String>,
