@@ -16,7 +16,7 @@ pub mod cache;
 pub mod debug;
 pub mod error;
 pub mod exec;
-pub mod fetch;
+mod fetch;
 pub mod hooks;
 pub mod interrupt;
 pub mod load;
