@@ -11,67 +11,31 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use support::store;
 use support::text;
 
-struct B {
-    dir: PathBuf,
-    root: String,
-}
+/// A store with busybox:latest imported ([`store::Store`]: root:x:0:0, app:x:1000:1000,
+/// nobody), strata run from the copy the unprivileged users can reach, with the caller's
+/// STRATA_CACHE_LIMIT, and contexts whose files may be in subdirectories.
+struct B(store::Store);
 
-impl Drop for B {
-    fn drop(&mut self) {
-        // Trees unpacked in the user namespace may hold subordinate owners: prune first.
-        let _ = self.strata(&["prune", "--all"]);
-        let _ = Command::new("chmod")
-            .args(["-R", "u+rwX"])
-            .arg(&self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+const STORE: store::Options = store::Options {
+    kind: "build",
+    bin: store::Bin::Copied,
+    cache_limit: store::CacheLimit::Inherited,
+    ctx: store::CtxFiles::WithParents,
+};
+
+impl std::ops::Deref for B {
+    type Target = store::Store;
+    fn deref(&self) -> &store::Store {
+        &self.0
     }
 }
 
 impl B {
-    /// A store with busybox:latest imported (root:x:0:0, app:x:1000:1000, nobody).
     fn new(name: &str) -> Option<B> {
-        if !Path::new("/bin/busybox").exists() {
-            support::skip("/bin/busybox (busybox-static) is not installed");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("strata-build-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let r = dir.join("rootfs");
-        support::busybox_rootfs(&r)?;
-        let b = B {
-            root: dir.join("store").display().to_string(),
-            dir,
-        };
-        let o = b.strata(&["import", r.to_str().unwrap(), "busybox:latest"]);
-        assert!(o.status.success(), "import: {}", text(&o.stderr));
-        Some(b)
-    }
-
-    fn strata(&self, args: &[&str]) -> Output {
-        Command::new(support::strata_bin())
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .env_remove("STRATA_ROOT")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// A context directory `name` with these files (parents created).
-    fn ctx(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let c = self.dir.join(name);
-        for (p, data) in files {
-            let f = c.join(p);
-            fs_err::create_dir_all(f.parent().unwrap()).unwrap();
-            fs_err::write(&f, data).unwrap();
-        }
-        fs_err::create_dir_all(&c).unwrap();
-        c
+        store::Store::new(&STORE, name).map(B)
     }
 
     /// `strata build --progress plain ARGS CTX`.

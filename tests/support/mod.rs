@@ -1,9 +1,12 @@
 //! The one support module every integration test binary shares (`mod support;`): the binary
 //! under test, skips that are recorded and fail under CI (`require!`, [`skip`]), skips that are
 //! not applicable to a pass (`not_applicable!`), strata for other users, terminals, and
-//! temporary directories removed when a test ends; [`snapshot`]: expected output kept in files.
+//! temporary directories removed when a test ends; [`snapshot`]: expected output kept in files;
+//! [`store`]: a test's stores, and a busybox store, removed when the test ends.
 
 pub mod snapshot;
+#[allow(dead_code)]
+pub mod store;
 
 use std::os::unix::fs::PermissionsExt;
 
