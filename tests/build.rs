@@ -11,67 +11,31 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use support::store;
 use support::text;
 
-struct B {
-    dir: PathBuf,
-    root: String,
-}
+/// A store with busybox:latest imported ([`store::Store`]: root:x:0:0, app:x:1000:1000,
+/// nobody), strata run from the copy the unprivileged users can reach, with the caller's
+/// STRATA_CACHE_LIMIT, and contexts whose files may be in subdirectories.
+struct B(store::Store);
 
-impl Drop for B {
-    fn drop(&mut self) {
-        // Trees unpacked in the user namespace may hold subordinate owners: prune first.
-        let _ = self.strata(&["prune", "--all"]);
-        let _ = Command::new("chmod")
-            .args(["-R", "u+rwX"])
-            .arg(&self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+const STORE: store::Options = store::Options {
+    kind: "build",
+    bin: store::Bin::Copied,
+    cache_limit: store::CacheLimit::Inherited,
+    ctx: store::CtxFiles::WithParents,
+};
+
+impl std::ops::Deref for B {
+    type Target = store::Store;
+    fn deref(&self) -> &store::Store {
+        &self.0
     }
 }
 
 impl B {
-    /// A store with busybox:latest imported (root:x:0:0, app:x:1000:1000, nobody).
     fn new(name: &str) -> Option<B> {
-        if !Path::new("/bin/busybox").exists() {
-            support::skip("/bin/busybox (busybox-static) is not installed");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("strata-build-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let r = dir.join("rootfs");
-        support::busybox_rootfs(&r)?;
-        let b = B {
-            root: dir.join("store").display().to_string(),
-            dir,
-        };
-        let o = b.strata(&["import", r.to_str().unwrap(), "busybox:latest"]);
-        assert!(o.status.success(), "import: {}", text(&o.stderr));
-        Some(b)
-    }
-
-    fn strata(&self, args: &[&str]) -> Output {
-        Command::new(support::strata_bin())
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
-            .env_remove("STRATA_ROOT")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// A context directory `name` with these files (parents created).
-    fn ctx(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let c = self.dir.join(name);
-        for (p, data) in files {
-            let f = c.join(p);
-            fs_err::create_dir_all(f.parent().unwrap()).unwrap();
-            fs_err::write(&f, data).unwrap();
-        }
-        fs_err::create_dir_all(&c).unwrap();
-        c
+        store::Store::new(&STORE, name).map(B)
     }
 
     /// `strata build --progress plain ARGS CTX`.
@@ -147,6 +111,26 @@ impl B {
 
 /// Every regular file under `root` whose bytes contain `needle`.
 fn contains_under(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    contains_under_but(root, needle, |_| false)
+}
+
+/// Every regular file in the temporary directory of the test run whose bytes contain `needle`,
+/// the test binaries' copies of strata aside (`strata-bin-<pid>`, [`support::strata_bin`]: the
+/// binary under test, 170 MB in a debug build, one for each test binary that ran; reading them
+/// all made the scan take a minute in `make test`'s unprivileged pass).
+fn tmp_contains(needle: &[u8]) -> Vec<PathBuf> {
+    contains_under_but(&std::env::temp_dir(), needle, |e| {
+        e.file_name().to_string_lossy().starts_with("strata-bin-")
+    })
+}
+
+/// Every regular file under `root` whose bytes contain `needle`, not looking into the
+/// directories `skip` names.
+fn contains_under_but(
+    root: &Path,
+    needle: &[u8],
+    skip: fn(&std::fs::DirEntry) -> bool,
+) -> Vec<PathBuf> {
     {
         let mut hits = Vec::new();
         let mut stack = vec![root.to_path_buf()];
@@ -158,7 +142,9 @@ fn contains_under(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
                 let p = e.path();
                 let Ok(ft) = e.file_type() else { continue };
                 if ft.is_dir() {
-                    stack.push(p);
+                    if !skip(&e) {
+                        stack.push(p);
+                    }
                 } else if ft.is_file() {
                     if let Ok(data) = fs_err::read(&p) {
                         if data.windows(needle.len()).any(|w| w == needle) {
@@ -1442,7 +1428,7 @@ fn secrets_reach_the_step_and_nothing_else() {
     let err = b.fails(&c2, &[]);
     assert!(err.contains("secret missing: not found"), "{err}");
     // Killed with SIGKILL while a step has the secret mounted: no copy anywhere on disk (the
-    // store, the temporary directory of the whole test run), because it only ever lived in
+    // store, the temporary directory of the whole test run, the copies of strata aside), because it only ever lived in
     // memory (a memfd, then a tmpfs of the sandbox's own mount namespace).
     let f = [df("FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && echo $((6*7))-mounted && sleep 60\n")];
     let c3 = b.ctx("c3", &files(&f));
@@ -1450,8 +1436,7 @@ fn secrets_reach_the_step_and_nothing_else() {
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let tmp = std::env::temp_dir();
-    let hits: Vec<PathBuf> = contains_under(&tmp, value.as_bytes())
+    let hits: Vec<PathBuf> = tmp_contains(value.as_bytes())
         .into_iter()
         .filter(|p| p != &secret)
         .collect();

@@ -17,69 +17,35 @@
 #[macro_use]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::LazyLock;
 
 use regex::Regex;
 use support::snapshot::assert_snapshot;
+use support::store;
 use support::text;
 
-/// A store with busybox:latest imported, in a directory removed (after `prune --all`, as its
-/// trees may hold subordinate owners) when the test ends.
-struct Store {
-    dir: PathBuf,
-}
+/// A store with busybox:latest imported ([`store::Store`]), strata run where cargo built it and
+/// without the caller's STRATA_CACHE_LIMIT (the snapshots must not change with it).
+struct Store(store::Store);
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = self.strata(&["prune", "--all"]);
-        let _ = Command::new("chmod")
-            .args(["-R", "u+rwX"])
-            .arg(&self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+const STORE: store::Options = store::Options {
+    kind: "progress",
+    bin: store::Bin::Cargo,
+    cache_limit: store::CacheLimit::Removed,
+    ctx: store::CtxFiles::Flat,
+};
+
+impl std::ops::Deref for Store {
+    type Target = store::Store;
+    fn deref(&self) -> &store::Store {
+        &self.0
     }
 }
 
 impl Store {
     fn new(name: &str) -> Option<Store> {
-        if !Path::new("/bin/busybox").exists() {
-            support::skip("/bin/busybox (busybox-static) is not installed");
-            return None;
-        }
-        let dir =
-            std::env::temp_dir().join(format!("strata-progress-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let s = Store { dir };
-        let r = s.dir.join("rootfs");
-        support::busybox_rootfs(&r)?;
-        let o = s.strata(&["import", r.to_str().unwrap(), "busybox:latest"]);
-        assert!(o.status.success(), "import: {}", text(&o.stderr));
-        Some(s)
-    }
-
-    fn strata(&self, args: &[&str]) -> std::process::Output {
-        Command::new(support::strata())
-            .arg("--root")
-            .arg(self.dir.join("store"))
-            .args(args)
-            .env_remove("STRATA_ROOT")
-            .env_remove("STRATA_CACHE_LIMIT")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// A context directory `name` holding these files.
-    fn ctx(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let c = self.dir.join(name);
-        fs_err::create_dir_all(&c).unwrap();
-        for (p, data) in files {
-            fs_err::write(c.join(p), data).unwrap();
-        }
-        c
+        store::Store::new(&STORE, name).map(Store)
     }
 
     /// `strata build ARGS CTX`, recorded for a snapshot: the command, the exit code, stdout

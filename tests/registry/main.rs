@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
+use support::store::{Bin, StoreDir};
 use support::{have, text};
 
 use harness::{
@@ -44,27 +45,14 @@ fn fails(o: &Output, what: &str) -> String {
 }
 
 /// One test's world: a directory with stores, a registries.conf and an auth file of its own,
-/// so nothing of the machine's configuration is read.
+/// so nothing of the machine's configuration is read ([`support::store::StoreDir`]: its stores
+/// are pruned and it is removed when the test ends).
 struct T {
     dir: PathBuf,
     conf: PathBuf,
     auth: PathBuf,
     path_prefix: Option<PathBuf>,
-}
-
-impl Drop for T {
-    fn drop(&mut self) {
-        for e in fs_err::read_dir(&self.dir).into_iter().flatten().flatten() {
-            if e.path().join("v1/oci").exists() {
-                let _ = self.strata_in(&e.path(), &["prune", "--all"]);
-            }
-        }
-        let _ = Command::new("chmod")
-            .args(["-R", "u+rwX"])
-            .arg(&self.dir)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    stores: StoreDir,
 }
 
 impl T {
@@ -83,16 +71,24 @@ impl T {
             support::skip("/bin/busybox (busybox-static) is not installed");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("strata-reg-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let stores = StoreDir::new("reg", name, Bin::Copied).without("XDG_RUNTIME_DIR");
+        let dir = stores.path.clone();
         fs_err::create_dir_all(dir.join("home")).unwrap();
         let conf = dir.join("registries.conf");
         fs_err::write(&conf, "").unwrap();
+        let auth = dir.join("auth.json");
+        let stores = stores
+            .with("HOME", dir.join("home"))
+            .with("XDG_CONFIG_HOME", dir.join("home/.config"))
+            .with("DOCKER_CONFIG", dir.join("docker"))
+            .with("REGISTRY_AUTH_FILE", &auth)
+            .with("CONTAINERS_REGISTRIES_CONF", &conf);
         Some(T {
-            auth: dir.join("auth.json"),
+            auth,
             conf,
             dir,
             path_prefix: None,
+            stores,
         })
     }
 
@@ -101,19 +97,8 @@ impl T {
     }
 
     fn cmd_in(&self, root: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new(support::strata_bin());
-        c.arg("--root")
-            .arg(root)
-            .args(args)
-            .env_remove("STRATA_ROOT")
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env("HOME", self.dir.join("home"))
-            .env("XDG_CONFIG_HOME", self.dir.join("home/.config"))
-            .env("DOCKER_CONFIG", self.dir.join("docker"))
-            .env("REGISTRY_AUTH_FILE", &self.auth)
-            .env("CONTAINERS_REGISTRIES_CONF", &self.conf)
-            .stdin(Stdio::null());
+        let mut c = self.stores.command(root);
+        c.args(args);
         if let Some(p) = &self.path_prefix {
             let path = std::env::var("PATH").unwrap_or_default();
             c.env("PATH", format!("{}:{path}", p.display()));

@@ -1,9 +1,12 @@
 //! The one support module every integration test binary shares (`mod support;`): the binary
 //! under test, skips that are recorded and fail under CI (`require!`, [`skip`]), skips that are
 //! not applicable to a pass (`not_applicable!`), strata for other users, terminals, and
-//! temporary directories removed when a test ends; [`snapshot`]: expected output kept in files.
+//! temporary directories removed when a test ends; [`snapshot`]: expected output kept in files;
+//! [`store`]: a test's stores, and a busybox store, removed when the test ends.
 
 pub mod snapshot;
+#[allow(dead_code)]
+pub mod store;
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -125,8 +128,8 @@ pub fn have(cmd: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// The binary under test, copied where the unprivileged users can run it (the checkout may be
-/// in a directory they cannot enter).
+/// The binary under test, hard-linked or copied where the unprivileged users can run it (the
+/// checkout may be in a directory they cannot enter).
 #[allow(dead_code)]
 pub fn strata_bin() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -141,8 +144,14 @@ pub fn strata_bin() -> &'static str {
         if !fresh {
             let tmp = dir
                 .join(format!("strata.{:?}", std::thread::current().id()).replace(['(', ')'], ""));
-            fs_err::copy(env!("CARGO_BIN_EXE_strata"), &tmp).unwrap();
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let _ = std::fs::remove_file(&tmp);
+            // A hard link where it can be one (the same file system, and the binary is the
+            // caller's own, as fs.protected_hardlinks wants): the binary is 170 MB in a debug
+            // build, and cargo's file is already 0755. Else a copy.
+            if std::fs::hard_link(env!("CARGO_BIN_EXE_strata"), &tmp).is_err() {
+                fs_err::copy(env!("CARGO_BIN_EXE_strata"), &tmp).unwrap();
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
             fs_err::rename(&tmp, &dest).unwrap();
         }
         dest.display().to_string()
