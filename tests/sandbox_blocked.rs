@@ -31,6 +31,7 @@ fn blocked_user_namespaces_give_advice() {
     );
     let dir = std::env::temp_dir().join(format!("strata-blocked-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let _gone = RemoveOnDrop(dir.clone());
     fs_err::create_dir_all(dir.join("rootfs/bin")).unwrap();
     fs_err::write(dir.join("rootfs/bin/x"), "x").unwrap();
     let root = dir.join("store");
@@ -71,4 +72,13 @@ fn blocked_user_namespaces_give_advice() {
         "{doc}"
     );
     assert!(!doctor.status.success());
+}
+
+/// Removes the test's directory (its store too) when the test ends, passed or failed.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
