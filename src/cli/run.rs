@@ -188,6 +188,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         maps: maps.clone(),
         memory_files: Vec::new(),
         stdin: a.interactive,
+        platform: None,
         tty: a.tty,
         tty_size: None,
         rlimits: a.ulimits.clone(),

@@ -211,6 +211,10 @@ pub struct Spec {
     /// RUN step gets.
     #[serde(default)]
     pub stdin: bool,
+    /// The platform of the image the process runs in; `None` for the host's own. A foreign
+    /// platform's binaries run under QEMU registered with binfmt_misc (see [`binfmt`]).
+    #[serde(default)]
+    pub platform: Option<crate::oci::Platform>,
     /// The files of [`BindSource::Memory`] binds, handed to the child as descriptors (never
     /// serialized: their content stays out of the spec and off the disk).
     #[serde(skip)]
@@ -832,6 +836,7 @@ mod tests {
             ports: None,
             tty: false,
             stdin: false,
+            platform: None,
             memory_files: Vec::new(),
             tty_size: None,
             rlimits: Vec::new(),

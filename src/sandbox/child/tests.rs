@@ -68,6 +68,7 @@ fn spec(root: &Root) -> Spec {
         rlimits: Vec::new(),
         shm_size: None,
         stdin: false,
+        platform: None,
         memory_files: Vec::new(),
     }
 }
