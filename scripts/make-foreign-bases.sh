@@ -169,9 +169,16 @@ in_userns() {
     wait "$pid" 2>/dev/null || true
     return 1
   fi
-  # Opened read-write, the FIFO takes the word without waiting for a reader.
-  echo go 1<>"$d/go"
-  wait "$pid"
+  # Opened read-write, the FIFO takes the word without waiting for a reader; it is held open
+  # until the child is done, because a FIFO drops what it holds when its last descriptor
+  # closes: a word written and closed before the child opened the FIFO was lost, and the child
+  # waited forever (seen here: test-deps hung at python-arm64).
+  local hold rc=0
+  exec {hold}<>"$d/go"
+  echo go >&"$hold"
+  wait "$pid" || rc=$?
+  exec {hold}>&-
+  return "$rc"
 }
 
 # The binfmt_misc registration line for NAME's QEMU (magic and mask as in QEMU's
