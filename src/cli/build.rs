@@ -10,6 +10,7 @@ use strata::dockerfile;
 use strata::engine::{
     self, BuildContext, BuildOptions, NamedContext, Output, Secret, SecretSource,
 };
+use strata::oci::Platform;
 use strata::plan;
 use strata::sandbox::Network;
 use strata::store::{ImageRef, Store};
@@ -104,8 +105,9 @@ pub struct BuildArgs {
     /// are any (buildx's --check).
     #[arg(long)]
     check: bool,
-    /// The platform to build for: this machine's (linux/amd64 here; `local` too). Other
-    /// platforms, and several at once, come with multi-platform builds.
+    /// The platforms to build for: OS/ARCH[/VARIANT], comma-separated or repeated
+    /// (linux/amd64,linux/arm64); `local` is this machine's, the default. Several make an
+    /// image index with one image per platform.
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_delimiter = ',')]
     platform: Vec<String>,
     /// After the build, load the image into a docker daemon (through its API socket:
@@ -145,7 +147,7 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
     strata::engine::interrupt::install();
     // Flags that say what strata does not do (yet), before anything is read.
-    check_platforms(&a.platform)?;
+    target_platforms(&a.platform)?;
     refuse_attestations(&a)?;
     for an in &a.annotations {
         parse_annotation(an)?;
@@ -196,15 +198,27 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
         named_contexts: named.keys().cloned().collect(),
         ..plan::Options::default()
     };
-    let p = match dockerfile::load(&src)
-        .and_then(|(df, cmds)| plan::plan(&df, cmds, options.clone()))
-    {
+    // One plan per target platform: FROM lines and the platform ARGs differ between them.
+    let platforms = target_platforms(&a.platform)?;
+    let plans = match dockerfile::load(&src).and_then(|(df, cmds)| {
+        platforms
+            .iter()
+            .map(|t| {
+                let o = plan::Options {
+                    target_platform: t.clone(),
+                    ..options.clone()
+                };
+                plan::plan(&df, cmds.clone(), o)
+            })
+            .collect::<Result<Vec<_>, _>>()
+    }) {
         Ok(p) => p,
         Err(d) => {
             eprint!("{}", render::diagnostic(&d));
             return Ok(INPUT);
         }
     };
+    let p = &plans[0];
     // `strata check`'s rules, with the base images' environments the store has: `--check`
     // stops here, `# check=error=true` fails on a warning, and otherwise the build ends with
     // their count, as buildx.
@@ -225,7 +239,7 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
     if !announce_warnings(&view, &src, &checked) {
         return Ok(INPUT);
     }
-    let built = engine::build(store, &p, &opts, view.clone())?;
+    let built = engine::build_platforms(store, &plans, &opts, view.clone())?;
     if built.cached < built.steps {
         collect_cache(store, &view);
     }
@@ -521,30 +535,41 @@ fn announce_warnings(
     true
 }
 
-/// `--platform`: this machine's platform only, for now.
-fn check_platforms(given: &[String]) -> anyhow::Result<()> {
-    let host = strata::oci::Platform::host();
-    let host_s = format!("{}/{}", host.os, host.architecture);
-    for p in given {
-        if p == "local" {
-            continue;
-        }
-        let parsed =
-            strata::oci::Platform::parse(p).ok_or_else(|| engine::error::Error::BadFlag {
-                message: format!(
-                    "invalid --platform \"{p}\": use OS/ARCH[/VARIANT], as linux/amd64"
-                ),
-            })?;
-        if !host.matches(&parsed) && !parsed.matches(&host) {
+/// `--platform`: the target platforms, in normal form, each once, in the order given (`local`
+/// is this machine's); none given: this machine's. This machine's platform is given as
+/// [`Platform::host`] says it, so a build for it alone is the build it always was.
+fn target_platforms(given: &[String]) -> anyhow::Result<Vec<Platform>> {
+    let host = Platform::host();
+    let mut out: Vec<Platform> = Vec::new();
+    for p in given.iter().map(|p| p.trim()) {
+        let parsed = if p == "local" {
+            host.normalized()
+        } else {
+            Platform::parse_specifier(p, &host).map_err(|e| engine::error::Error::BadFlag {
+                message: format!("invalid --platform \"{p}\": {e}"),
+            })?
+        };
+        if !parsed.is_known() {
             return Err(engine::error::Error::BadFlag {
                 message: format!(
-                    "--platform {p}: strata builds for this machine's platform ({host_s}) only for now; building for other platforms, and for several at once, comes with multi-platform builds"
+                    "--platform {p}: unknown platform {parsed} (write os/arch[/variant] with Go's names, as linux/amd64, linux/arm64 or linux/arm/v7)"
                 ),
             }
             .into());
         }
+        let parsed = if parsed == host.normalized() {
+            host.clone()
+        } else {
+            parsed
+        };
+        if !out.contains(&parsed) {
+            out.push(parsed);
+        }
     }
-    Ok(())
+    if out.is_empty() {
+        out.push(host);
+    }
+    Ok(out)
 }
 
 /// `--attest`, `--sbom`, `--provenance`: attestations are not made yet; turning them off is

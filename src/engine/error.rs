@@ -130,6 +130,21 @@ pub enum Error {
         architecture: String,
         want: String,
     },
+    /// A base image has no image for the platform a stage is built for (`--platform` of the
+    /// build, or `FROM --platform=`).
+    #[error("{at}: base image {image} has no {want} image (the one found is {found})")]
+    BaseLacksPlatform {
+        at: String,
+        image: String,
+        found: String,
+        want: String,
+    },
+    /// An output that takes one image (`type=docker`, `--load`) with several platforms.
+    #[error("{what}: docker exporter does not support multiple platforms ({platforms})")]
+    DockerExporterMultiPlatform { what: String, platforms: String },
+    /// Something a multi-platform build does not do yet.
+    #[error("{what} with several platforms ({platforms}) is not supported yet")]
+    NotWithPlatforms { what: String, platforms: String },
     /// An OCI layout (a named context) has no image of the tag asked for.
     #[error("{}: no image tagged {tag}", layout.display())]
     NoTaggedImage {
@@ -232,6 +247,15 @@ impl Error {
             }
             Error::NoDockerfile { given: false, .. } => "give one with -f FILE".to_string(),
             Error::BadFlag { .. } => return None,
+            Error::BaseLacksPlatform { want, .. } => format!(
+                "use a base whose index has {want} (`strata images` lists the platforms a tag has), or leave {want} out of --platform"
+            ),
+            Error::DockerExporterMultiPlatform { .. } => {
+                "build one platform for it (--platform linux/amd64), or write the image index with --output type=oci,dest=FILE or push it with --push".to_string()
+            }
+            Error::NotWithPlatforms { .. } => {
+                "build each platform on its own (one --platform per build) for it".to_string()
+            }
             Error::NoContext { .. } => {
                 "give a directory, or - for a tar on standard input".to_string()
             }
@@ -252,6 +276,9 @@ impl Error {
             | Error::NoDockerfile { .. }
             | Error::NoContext { .. }
             | Error::BadFlag { .. }
+            | Error::BaseLacksPlatform { .. }
+            | Error::DockerExporterMultiPlatform { .. }
+            | Error::NotWithPlatforms { .. }
             | Error::HostNetworkNotAllowed => Class::Input,
             // Each of these was a plain message before it was typed, and kept its class.
             _ => Class::Failed,

@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod interrupt;
 pub mod load;
 mod options;
+mod platforms;
 pub mod report;
 mod schedule;
 pub mod size;
@@ -29,6 +30,7 @@ mod state;
 mod step;
 
 pub use options::*;
+pub use platforms::build_platforms;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -92,6 +94,22 @@ pub struct Built {
     pub manifest_digest: Digest,
     pub steps: usize,
     pub cached: usize,
+    /// Each base image resolved, as (reference, digest).
+    pub bases: Vec<(String, Digest)>,
+    /// With several target platforms: the image index stored under the tags (`image` is then
+    /// the first platform's image, `images` every platform's).
+    pub index: Option<Descriptor>,
+    pub images: Vec<crate::store::ImageRecord>,
+}
+
+/// How much of a build one run of the engine does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// All of it: the image stored under its tags, and its outputs.
+    Whole,
+    /// One platform's image of a multi-platform build: stored without a name, no outputs (the
+    /// index is made and delivered when every platform is built, [`platforms`]).
+    Platform,
 }
 
 /// Shared state of one build.
@@ -119,6 +137,9 @@ pub(crate) struct Build<'a> {
     pub imported: cache::remote::Imported,
     /// Every step with a layer as applied (cached or run), for `--cache-to`.
     pub applied: Mutex<Vec<cache::Applied>>,
+    /// What stage names are prefixed with in the progress (`linux/arm64 `) in a build of
+    /// several platforms; empty otherwise.
+    pub label: String,
     /// The steps that ran (not cached), as shown in the progress, for `--metadata-file`.
     pub ran: Mutex<Vec<String>>,
     /// The ids of the cache mounts the build used, for `--cache-to …,mounts=true`.
@@ -168,11 +189,22 @@ pub fn build(
     opts: &BuildOptions,
     report: Arc<dyn report::Reporter>,
 ) -> Result<Built, error::BuildError> {
-    let step_ids = AtomicUsize::new(1);
+    build_part(store, plan, opts, report, &AtomicUsize::new(1), Part::Whole)
+}
+
+/// [`build`], or the part of it `part` says; step ids come from `step_ids`.
+fn build_part(
+    store: &Store,
+    plan: &Plan,
+    opts: &BuildOptions,
+    report: Arc<dyn report::Reporter>,
+    step_ids: &AtomicUsize,
+    part: Part,
+) -> Result<Built, error::BuildError> {
     let mut skip = Vec::new();
     let mut forgotten = Vec::new();
     loop {
-        match attempt(store, plan, opts, report.clone(), &skip, &step_ids) {
+        match attempt(store, plan, opts, report.clone(), &skip, step_ids, part) {
             Err(e) => {
                 let bad = error::chain(&e)
                     .find_map(|c| c.downcast_ref::<cache::remote::BadImport>())
@@ -213,11 +245,16 @@ fn attempt(
     report: Arc<dyn report::Reporter>,
     skip: &[usize],
     step_ids: &AtomicUsize,
+    part: Part,
 ) -> Result<Built, BuildError> {
     let _writer = store.writer_lock()?;
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
     let platform = plan.options.target_platform.clone();
+    let label = match part {
+        Part::Whole => String::new(),
+        Part::Platform => format!("{platform} "),
+    };
     let schedule = schedule::Schedule::new(opts.jobs);
     let mut b = Build {
         store,
@@ -236,6 +273,7 @@ fn attempt(
         externals: Mutex::new(HashMap::new()),
         imported: Default::default(),
         applied: Mutex::new(Vec::new()),
+        label,
         ran: Mutex::new(Vec::new()),
         mounts_used: Mutex::new(Default::default()),
         budget: Default::default(),
@@ -262,7 +300,7 @@ fn attempt(
         return Err(Error::TargetUnfinished.into());
     };
     let mut config = image_config(&b, &result);
-    let names = if opts.outputs.is_empty() {
+    let names = if opts.outputs.is_empty() && part == Part::Whole {
         opts.tags.clone()
     } else {
         Vec::new()
@@ -279,6 +317,18 @@ fn attempt(
     // The imported steps are the store's own from now on (their layers fetched on use).
     cache::remote::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
+    if part == Part::Platform {
+        return Ok(Built {
+            image_id: img.config_digest.clone(),
+            manifest_digest: img.manifest_digest.clone(),
+            steps: b.steps.load(Ordering::SeqCst),
+            cached: b.cached.load(Ordering::SeqCst),
+            bases: b.bases.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            index: None,
+            images: vec![img.clone()],
+            image: img,
+        });
+    }
     deliver(&b, &img)?;
     Ok(finished(&b, &img, &names))
 }
@@ -382,6 +432,9 @@ fn finished(b: &Build, img: &crate::store::ImageRecord, names: &[ImageRef]) -> B
         manifest_digest: img.manifest_digest.clone(),
         steps,
         cached,
+        bases: b.bases.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        index: None,
+        images: vec![img.clone()],
     }
 }
 

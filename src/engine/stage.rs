@@ -77,10 +77,14 @@ fn run_with(b: &Build, i: usize, resolve: Resolve) -> Result<StageResult, BuildE
         )
     };
     let from_step = usize::from(matches!(stage.base, Base::Image(_) | Base::Context(_)));
+    let foreign = {
+        let p = stage_platform(b, i)?.unwrap_or_else(|| b.plan.options.target_platform.clone());
+        (p.normalized() != Platform::host().normalized()).then_some(p)
+    };
     let mut st = StageState {
         b,
         index: i,
-        name,
+        name: format!("{}{name}", b.label),
         lexer: Lexer::new(b.plan.escape),
         config,
         layers,
@@ -101,6 +105,7 @@ fn run_with(b: &Build, i: usize, resolve: Resolve) -> Result<StageResult, BuildE
         env_pos: Default::default(),
         pending: Vec::new(),
         resolve,
+        foreign,
     };
     let mut steps = || -> Result<(), BuildError> {
         for (k, cmd) in all.iter().enumerate() {
@@ -168,15 +173,25 @@ type BaseState = (
     Option<String>,
 );
 
-fn base(b: &Build, i: usize, resolve: Resolve) -> Result<BaseState, BuildError> {
+/// The platform `FROM --platform=` asks stage `i` for, if it does.
+fn stage_platform(b: &Build, i: usize) -> Result<Option<Platform>, BuildError> {
     let stage = &b.plan.stages[i];
-    let want = match &stage.platform {
+    Ok(match &stage.platform {
         Some(p) => Some(Platform::parse(p).ok_or_else(|| Error::BadPlatform {
             at: loc(b, &stage.from),
             platform: p.clone(),
         })?),
         None => None,
-    };
+    })
+}
+
+fn base(b: &Build, i: usize, resolve: Resolve) -> Result<BaseState, BuildError> {
+    let stage = &b.plan.stages[i];
+    let want = stage_platform(b, i)?;
+    // A build for another platform than this machine's takes each base for that platform:
+    // an image of another is an error, not a stage that fails at its first RUN.
+    let target = &b.plan.options.target_platform;
+    let foreign_target = target.normalized() != Platform::host().normalized();
     let from_image = |r: &str| -> Result<BaseState, BuildError> {
         let res = image_for(b, resolve, r, want.as_ref()).doing_with(|| loc(b, &stage.from))?;
         let img = &res.record;
@@ -188,6 +203,24 @@ fn base(b: &Build, i: usize, resolve: Resolve) -> Result<BaseState, BuildError> 
                     os: img.config.os.clone(),
                     architecture: img.config.architecture.clone(),
                     want: w.to_string(),
+                }
+                .into());
+            }
+        } else if foreign_target {
+            let found = Platform {
+                architecture: img.config.architecture.clone(),
+                os: img.config.os.clone(),
+                os_version: None,
+                variant: img.config.variant.clone(),
+            }
+            .normalized();
+            let t = target.normalized();
+            if found.os != t.os || found.architecture != t.architecture {
+                return Err(Error::BaseLacksPlatform {
+                    at: loc(b, &stage.from),
+                    image: r.to_string(),
+                    found: found.to_string(),
+                    want: t.to_string(),
                 }
                 .into());
             }
@@ -677,6 +710,7 @@ mod tests {
             externals: Mutex::new(Default::default()),
             imported: Default::default(),
             applied: Mutex::new(Vec::new()),
+            label: String::new(),
             ran: Mutex::new(Vec::new()),
             mounts_used: Mutex::new(Default::default()),
             budget: Default::default(),

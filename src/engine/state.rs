@@ -61,6 +61,9 @@ pub(in crate::engine) struct StageState<'b, 'a> {
     pub pending: Vec<Pending>,
     /// Where the stage's images come from.
     pub resolve: Resolve,
+    /// The platform the stage is built for when it is not this machine's: its RUN steps run
+    /// emulated ([`crate::sandbox::Spec::platform`]).
+    pub foreign: Option<crate::oci::Platform>,
 }
 
 /// Where each name is in a config's Env, and for how many entries of it that was computed.
@@ -230,6 +233,11 @@ impl<'s, 'b, 'a> StageView<'s, 'b, 'a> {
     /// The image `r`, for the build's platform (COPY --from, a bind mount's from=).
     pub(super) fn image(&self, r: &str) -> Result<crate::registry::Resolved, BuildError> {
         image_for(self.0.b, self.0.resolve, r, None)
+    }
+
+    /// The stage's platform when it is not this machine's (see [`StageState::foreign`]).
+    pub(super) fn foreign(&self) -> Option<crate::oci::Platform> {
+        self.0.foreign.clone()
     }
 
     /// The stage's index in the plan.

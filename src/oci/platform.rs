@@ -213,6 +213,22 @@ impl Platform {
         Ok(p.normalized())
     }
 
+    /// Whether its operating system and architecture are ones Go (and so image indexes) name.
+    pub fn is_known(&self) -> bool {
+        KNOWN_OSES.contains(&self.os.as_str()) && KNOWN_ARCHES.contains(&self.architecture.as_str())
+    }
+
+    /// The name buildx gives this platform's directory in a `local` or `tar` output of several
+    /// platforms: `linux_arm64`, `linux_arm_v7`.
+    pub fn dir_name(&self) -> String {
+        let mut s = format!("{}_{}", self.os, self.architecture);
+        if let Some(v) = self.variant.as_deref().filter(|v| !v.is_empty()) {
+            s.push('_');
+            s.push_str(v);
+        }
+        s
+    }
+
     /// This platform in normal form (lower case, `aarch64` → `arm64`, `arm` → `arm/v7`, …).
     pub fn normalized(&self) -> Platform {
         let (architecture, variant) = normalize_arch(&self.architecture, self.variant.as_deref());

@@ -108,6 +108,24 @@ pub(super) fn flatten(
     dir: &Path,
     out: &Path,
 ) -> Result<(), HookError> {
+    unpack_all(layers, dir)?;
+    tar_dir(dir, out)
+}
+
+/// [`flatten`] of several images, each into `dir/<name>`, then one tar of `dir`.
+pub(super) fn flatten_each(
+    trees: &[(String, Vec<(PathBuf, Digest)>)],
+    dir: &Path,
+    out: &Path,
+) -> Result<(), HookError> {
+    for (name, layers) in trees {
+        unpack_all(layers, &dir.join(name))?;
+    }
+    tar_dir(dir, out)
+}
+
+/// The layers unpacked one on another in `dir`.
+fn unpack_all(layers: &[(PathBuf, Digest)], dir: &Path) -> Result<(), HookError> {
     std::fs::create_dir_all(dir).map_err(at(dir.display()))?;
     for (blob, diff_id) in layers {
         let f = fs_err::File::open(blob).map_err(bare)?;
@@ -125,7 +143,7 @@ pub(super) fn flatten(
         )
         .map_err(bare)?;
     }
-    tar_dir(dir, out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -90,6 +90,13 @@ pub enum Hook {
         dir: PathBuf,
         out: PathBuf,
     },
+    /// [`Hook::Flatten`] of several images, each into its own directory of `dir` (named by
+    /// the first of each pair), then one tar of `dir`: a multi-platform `type=tar` output.
+    FlattenEach {
+        trees: Vec<(String, Vec<(PathBuf, Digest)>)>,
+        dir: PathBuf,
+        out: PathBuf,
+    },
     /// A cache mount's directory, owned and moded as the step asked, created once.
     MakeCache {
         path: PathBuf,
@@ -159,6 +166,7 @@ fn run_hook(h: Hook) -> Result<HookOutput, HookError> {
             fs_err::write(&out, d).map_err(bare)?;
         }
         Hook::Flatten { layers, dir, out } => diff::flatten(&layers, &dir, &out)?,
+        Hook::FlattenEach { trees, dir, out } => diff::flatten_each(&trees, &dir, &out)?,
         Hook::Noop => {}
         Hook::ProcTest { dir } => probe::proc_test(&dir)?,
         Hook::Copy { job } => return Ok(HookOutput::Copy(copy::hook(&job))),

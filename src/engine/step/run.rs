@@ -200,7 +200,7 @@ fn run_in(
         binds,
         memory_files: std::mem::take(&mut held.memory),
         stdin: false,
-        platform: None,
+        platform: st.foreign(),
         tty: false,
         tty_size: None,
         rlimits: b.opts.ulimits.clone(),
@@ -596,7 +596,6 @@ fn debug_shell(st: StageView<'_, '_, '_>, id: usize, failed: &Spec) -> Result<()
     let spec = Spec {
         argv: vec![shell],
         stdin: true,
-        platform: None,
         tty: true,
         ..failed.clone()
     };

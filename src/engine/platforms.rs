@@ -1,0 +1,374 @@
+//! Builds for several target platforms (`--platform linux/amd64,linux/arm64`), as buildx's:
+//! the plan built once per platform, the platforms in parallel within `--jobs`, then one image
+//! index over their images, stored under the tags ([`index_of`]) and written where the
+//! outputs say ([`deliver`]).
+//!
+//! A stage that does not depend on the target platform (a `FROM --platform=$BUILDPLATFORM`
+//! builder that uses no TARGET* argument) has the same base and the same step keys in every
+//! platform's build: the first build to reach one of its steps runs it under the store's step
+//! lock, and the others wait on that lock and take the step from the cache, so it runs once.
+//! Where the base image or the platform differs, so do the keys (a stage's platform is part of
+//! every key, see `cache::key`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use super::error::{BuildError, Doing as _, Error};
+use super::{build, build_part, exec, hooks, report, BuildOptions, Built, Output, Part};
+use crate::oci::{media, Descriptor, Platform};
+use crate::plan::Plan;
+use crate::sandbox::idmap;
+use crate::store::{ImageRecord, ImageRef, Store};
+
+/// Build `plans`, one per target platform (each with its `target_platform`): with one, exactly
+/// [`build`]; with several, an image index over one image per platform.
+pub fn build_platforms(
+    store: &Store,
+    plans: &[Plan],
+    opts: &BuildOptions,
+    report: Arc<dyn report::Reporter>,
+) -> Result<Built, BuildError> {
+    match plans {
+        [] => Err(Error::Internal("a build for no platform".into()).into()),
+        [one] => build(store, one, opts, report),
+        several => build_several(store, several, opts, report),
+    }
+}
+
+fn build_several(
+    store: &Store,
+    plans: &[Plan],
+    opts: &BuildOptions,
+    report: Arc<dyn report::Reporter>,
+) -> Result<Built, BuildError> {
+    let platforms: Vec<Platform> = plans
+        .iter()
+        .map(|p| p.options.target_platform.clone())
+        .collect();
+    let listed = platforms
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    refuse(opts, &listed)?;
+    // Each platform's build stores its image, unnamed; the index gets the names.
+    let part = BuildOptions {
+        tags: Vec::new(),
+        outputs: Vec::new(),
+        push: false,
+        load: None,
+        metadata_file: None,
+        iidfile: None,
+        jobs: (opts.jobs / plans.len()).max(1),
+        ..opts.clone()
+    };
+    let step_ids = AtomicUsize::new(1);
+    let results: Vec<Result<Built, BuildError>> = std::thread::scope(|s| {
+        let running: Vec<_> = plans
+            .iter()
+            .map(|plan| {
+                let (part, report, step_ids) = (&part, report.clone(), &step_ids);
+                s.spawn(move || build_part(store, plan, part, report, step_ids, Part::Platform))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Internal("a platform's build panicked".into()).into())
+                })
+            })
+            .collect()
+    });
+    let mut images = Vec::new();
+    let (mut steps, mut cached) = (0, 0);
+    let mut bases: Vec<(String, crate::oci::Digest)> = Vec::new();
+    for (r, p) in results.into_iter().zip(&platforms) {
+        let built = r.doing_with(|| format!("building for {p}"))?;
+        steps += built.steps;
+        cached += built.cached;
+        for base in built.bases {
+            if !bases.contains(&base) {
+                bases.push(base);
+            }
+        }
+        images.push(built.image);
+    }
+    let names = if opts.outputs.is_empty() {
+        opts.tags.clone()
+    } else {
+        Vec::new()
+    };
+    let index = index_of(store, &images, &names)?;
+    deliver(store, opts, &report, &index, &images, &platforms, &bases)?;
+    let mut summary = format!(
+        "built image index {} for {listed} ({steps} steps, {cached} cached)",
+        index.digest
+    );
+    if !names.is_empty() {
+        let n: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        summary.push_str(&format!(" as {}", n.join(", ")));
+    }
+    report.event(report::Event::Finished { summary: &summary });
+    Ok(Built {
+        image: images[0].clone(),
+        image_id: images[0].config_digest.clone(),
+        manifest_digest: index.digest.clone(),
+        steps,
+        cached,
+        bases,
+        index: Some(index),
+        images,
+    })
+}
+
+/// What a build of several platforms does not do (yet): each is refused before anything is
+/// built.
+fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
+    let docker = |what: &str| Error::DockerExporterMultiPlatform {
+        what: what.to_string(),
+        platforms: platforms.to_string(),
+    };
+    let not_yet = |what: &str| Error::NotWithPlatforms {
+        what: what.to_string(),
+        platforms: platforms.to_string(),
+    };
+    if opts.load.is_some() {
+        return Err(docker("--load").into());
+    }
+    for o in &opts.outputs {
+        match o {
+            Output::Docker { .. } => return Err(docker("--output type=docker").into()),
+            Output::Registry { .. } => return Err(not_yet("--output type=registry").into()),
+            _ => {}
+        }
+    }
+    if opts.push {
+        return Err(not_yet("--push").into());
+    }
+    if !opts.cache_to.is_empty() {
+        return Err(not_yet("--cache-to").into());
+    }
+    if !opts.cache_from.is_empty() {
+        return Err(not_yet("--cache-from").into());
+    }
+    Ok(())
+}
+
+/// The image index of a multi-platform build over each platform's image (in `--platform`'s
+/// order), stored and named `names`: the one place the build assembles its index.
+fn index_of(
+    store: &Store,
+    images: &[ImageRecord],
+    names: &[ImageRef],
+) -> Result<Descriptor, BuildError> {
+    let mut manifests = Vec::new();
+    for img in images {
+        manifests.push(manifest_descriptor(store, img)?);
+    }
+    Ok(store.put_index(&manifests, BTreeMap::new(), names)?)
+}
+
+/// The descriptor of a stored image's manifest, with its platform.
+fn manifest_descriptor(store: &Store, img: &ImageRecord) -> Result<Descriptor, BuildError> {
+    let path = store.blob_path(&img.manifest_digest);
+    let size = fs_err::metadata(&path)?.len();
+    let mut d = Descriptor::new(media::OCI_MANIFEST, img.manifest_digest.clone(), size);
+    d.platform = Some(image_platform(img));
+    Ok(d)
+}
+
+/// The platform an image's config says.
+fn image_platform(img: &ImageRecord) -> Platform {
+    Platform {
+        architecture: img.config.architecture.clone(),
+        os: img.config.os.clone(),
+        os_version: None,
+        variant: img.config.variant.clone(),
+    }
+}
+
+/// Write the index where the options say: `--output`s, `--metadata-file`, `--iidfile` (the
+/// others are refused by [`refuse`]).
+fn deliver(
+    store: &Store,
+    opts: &BuildOptions,
+    report: &Arc<dyn report::Reporter>,
+    index: &Descriptor,
+    images: &[ImageRecord],
+    platforms: &[Platform],
+    bases: &[(String, crate::oci::Digest)],
+) -> Result<(), BuildError> {
+    let note = |m: &str| report.event(report::Event::Note(m));
+    let names = if opts.tags.is_empty() {
+        vec![ImageRef::parse("strata-build:latest")?]
+    } else {
+        opts.tags.clone()
+    };
+    for o in &opts.outputs {
+        match o {
+            Output::Oci { dest, tar } => {
+                write_oci(store, index, images, &names, dest, *tar)?;
+                note(&format!("wrote {}", super::describe(o)));
+            }
+            Output::Local { dest } => {
+                if dest.exists()
+                    && fs_err::read_dir(dest)
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(false)
+                {
+                    return Err(Error::OutputNotEmpty { dest: dest.clone() }.into());
+                }
+                for (img, p) in images.iter().zip(platforms) {
+                    store.unpack(img, &dest.join(p.dir_name()))?;
+                }
+                note(&format!(
+                    "wrote root filesystems in {} (one directory per platform)",
+                    dest.display()
+                ));
+            }
+            Output::Tar { dest } => {
+                write_tar(store, images, platforms, dest)?;
+                note(&format!(
+                    "wrote root filesystems tar {} (one directory per platform)",
+                    dest.display()
+                ));
+            }
+            Output::Docker { .. } | Output::Registry { .. } => {}
+        }
+    }
+    if let Some(f) = &opts.metadata_file {
+        let v = serde_json::json!({
+            "containerimage.digest": index.digest.to_string(),
+            "containerimage.descriptor": {
+                "mediaType": media::OCI_INDEX,
+                "digest": index.digest.to_string(),
+                "size": index.size,
+            },
+            "image.name": opts.tags.iter().map(|t| t.qualified()).collect::<Vec<_>>().join(","),
+            "strata.platforms": images.iter().zip(platforms).map(|(img, p)| serde_json::json!({
+                "platform": p.to_string(),
+                "digest": img.manifest_digest.to_string(),
+                "config.digest": img.config_digest.to_string(),
+            })).collect::<Vec<_>>(),
+            "strata.base-images": bases.iter().map(|(r, d)| serde_json::json!({"ref": r, "digest": d.to_string()})).collect::<Vec<_>>(),
+        });
+        fs_err::write(f, serde_json::to_vec_pretty(&v)?)
+            .doing_with(|| format!("writing --metadata-file {}", f.display()))?;
+    }
+    if let Some(f) = &opts.iidfile {
+        fs_err::write(f, index.digest.to_string())
+            .doing_with(|| format!("writing --iidfile {}", f.display()))?;
+    }
+    Ok(())
+}
+
+/// An OCI layout (a directory, or a tar of one with `tar`) holding the index, named `names`,
+/// and every blob of its images.
+fn write_oci(
+    store: &Store,
+    index: &Descriptor,
+    images: &[ImageRecord],
+    names: &[ImageRef],
+    dest: &Path,
+    tar: bool,
+) -> Result<(), BuildError> {
+    let dir = if tar {
+        store
+            .tmp_dir()
+            .join(format!("oci-index-{}", crate::store::owner_tag()))
+    } else {
+        dest.to_path_buf()
+    };
+    let written = (|| -> Result<(), BuildError> {
+        let layout = crate::oci::layout::Layout::create(&dir)?;
+        let mut blobs = vec![index.digest.clone()];
+        for img in images {
+            blobs.push(img.manifest_digest.clone());
+            blobs.push(img.config_digest.clone());
+            blobs.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
+        }
+        for d in &blobs {
+            let from = store.blob_path(d);
+            layout.put_blob(d, &format!(".copy-{}", d.hex()), |tmp| {
+                fs_err::copy(&from, tmp)
+                    .map(|_| ())
+                    .map_err(BuildError::from)
+            })?;
+        }
+        let mut top = layout.index()?.unwrap_or_default();
+        for n in names {
+            let mut d = index.clone();
+            d.annotations.clear();
+            d.annotations
+                .insert(crate::oci::REF_NAME.into(), n.tag().to_string());
+            d.annotations
+                .insert("io.containerd.image.name".into(), n.qualified());
+            crate::oci::layout::set_entry(&mut top, d);
+        }
+        layout.write_index(&top)?;
+        if tar {
+            let f = fs_err::File::create(dest)?;
+            let mut b = ::tar::Builder::new(std::io::BufWriter::new(f));
+            b.follow_symlinks(false);
+            let what = || format!("writing the OCI archive {}", dest.display());
+            for f in ["oci-layout", "index.json"] {
+                b.append_path_with_name(dir.join(f), f).doing_with(what)?;
+            }
+            b.append_dir_all("blobs", dir.join("blobs"))
+                .doing_with(what)?;
+            b.into_inner()
+                .doing_with(|| format!("writing the OCI archive {}", dest.display()))?;
+        }
+        Ok(())
+    })();
+    if tar {
+        let _ = fs_err::remove_dir_all(&dir);
+    }
+    written
+}
+
+/// One tar of every platform's root filesystem, each in its directory (`linux_arm64/`), with
+/// the images' owners: unpacked and read in the user namespace, as a single platform's.
+fn write_tar(
+    store: &Store,
+    images: &[ImageRecord],
+    platforms: &[Platform],
+    dest: &Path,
+) -> Result<(), BuildError> {
+    let dir = store
+        .tmp_dir()
+        .join(format!("rootfs-{}", crate::store::owner_tag()));
+    let maps = idmap::for_current_user();
+    let trees = images
+        .iter()
+        .zip(platforms)
+        .map(|(img, p)| {
+            let layers = img
+                .manifest
+                .layers
+                .iter()
+                .zip(&img.config.rootfs.diff_ids)
+                .map(|(l, d)| (store.blob_path(&l.digest), d.clone()))
+                .collect();
+            (p.dir_name(), layers)
+        })
+        .collect();
+    let flatten = hooks::Hook::FlattenEach {
+        trees,
+        dir: dir.clone(),
+        out: std::path::absolute(dest)?,
+    };
+    let r = hooks::hook_done(
+        &exec::exe()?,
+        flatten,
+        &maps,
+        "writing the root filesystems tar",
+    );
+    let cleanup = exec::remove_tree(&dir, &maps);
+    r?;
+    cleanup?;
+    Ok(())
+}

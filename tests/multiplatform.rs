@@ -1,0 +1,473 @@
+//! `strata build --platform linux/amd64,linux/arm64`: one build per target platform and an
+//! image index as the result, as buildx's. The bases: busybox:latest made from this machine's
+//! busybox-static (tagged busybox-amd64 too) and Debian's arm64 busybox-static from
+//! target/test-images/oci/busybox-arm64 (scripts/make-foreign-bases.sh), each under a tag of
+//! its own, so the Dockerfiles pick theirs with `FROM busybox-${TARGETARCH}`. `make test` runs
+//! this file as root and again as strata-test (scripts/test-as-user.sh). Without busybox-static
+//! or the arm64 image the tests say SKIPPED (and fail under STRATA_REQUIRE_TOOLS=1, as in CI).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use support::store;
+use support::text;
+
+const STORE: store::Options = store::Options {
+    kind: "multi",
+    bin: store::Bin::Copied,
+    cache_limit: store::CacheLimit::Inherited,
+    ctx: store::CtxFiles::WithParents,
+};
+
+fn images() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci")
+}
+
+/// A store with busybox-amd64 (this machine's busybox) and busybox-arm64; None (skipped) on
+/// another machine than x86-64 or without the arm64 image.
+struct M(store::Store);
+
+impl std::ops::Deref for M {
+    type Target = store::Store;
+    fn deref(&self) -> &store::Store {
+        &self.0
+    }
+}
+
+impl M {
+    fn new(name: &str) -> Option<M> {
+        if std::env::consts::ARCH != "x86_64" {
+            support::not_applicable(
+                "these tests expect an x86-64 host (their other platform is arm64)",
+            );
+            return None;
+        }
+        let arm64 = images().join("busybox-arm64");
+        if !arm64.join("index.json").exists() {
+            support::skip("target/test-images/oci/busybox-arm64 is missing: scripts/make-foreign-bases.sh target/test-images makes it");
+            return None;
+        }
+        let s = store::Store::new(&STORE, name).map(M)?;
+        let o = s.strata(&["tag", "busybox:latest", "busybox-amd64:latest"]);
+        assert!(o.status.success(), "tag: {}", text(&o.stderr));
+        let o = s.strata(&["load", "-i", arm64.to_str().unwrap()]);
+        assert!(o.status.success(), "load: {}", text(&o.stderr));
+        // The layout names its image busybox-arm64:latest.
+        assert!(
+            text(&o.stdout).contains("busybox-arm64:latest"),
+            "load said: {}",
+            text(&o.stdout)
+        );
+        Some(s)
+    }
+
+    /// `strata build --progress plain ARGS CTX`.
+    fn build(&self, ctx: &Path, args: &[&str]) -> Output {
+        let mut a = vec!["build", "--progress", "plain"];
+        a.extend_from_slice(args);
+        a.push(ctx.to_str().unwrap());
+        self.strata(&a)
+    }
+
+    /// Build, assert success, return the progress output.
+    fn ok(&self, ctx: &Path, args: &[&str]) -> String {
+        let o = self.build(ctx, args);
+        assert!(
+            o.status.success(),
+            "build of {} failed:\n{}",
+            ctx.display(),
+            text(&o.stderr)
+        );
+        text(&o.stderr)
+    }
+
+    /// Build, assert failure, return the error output.
+    fn fails(&self, ctx: &Path, args: &[&str]) -> String {
+        let o = self.build(ctx, args);
+        assert!(!o.status.success(), "build of {} succeeded", ctx.display());
+        text(&o.stderr)
+    }
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs_err::read(p).unwrap()).unwrap()
+}
+
+/// A blob of an OCI layout, as JSON.
+fn blob(layout: &Path, digest: &str) -> serde_json::Value {
+    json(
+        &layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+}
+
+/// COPY-only steps: the image of each platform is its own base plus the same file; a heredoc
+/// COPY writes the platform ARGs each build saw.
+const COPY_ONLY: &str = "\
+ARG TARGETARCH
+FROM busybox-${TARGETARCH}
+ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDARCH
+COPY hello.txt /hello.txt
+COPY <<EOF /platform.txt
+$TARGETPLATFORM $TARGETOS $TARGETARCH [$TARGETVARIANT] $BUILDPLATFORM $BUILDARCH
+EOF
+";
+
+#[test]
+fn two_platforms_of_copy_steps_make_an_index_with_both() {
+    let Some(s) = M::new("copy-index") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let out = s.dir.join("oci");
+    let err = s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--platform",
+            "arm64",
+            "-t",
+            "multi:1",
+            "--output",
+            &format!("type=oci,tar=false,dest={}", out.display()),
+            "--metadata-file",
+            s.dir.join("meta.json").to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("built image index sha256:"), "{err}");
+    assert!(err.contains("for linux/amd64, linux/arm64"), "{err}");
+    // The layout's one entry is the index, named as tagged.
+    let top = json(&out.join("index.json"));
+    let entries = top["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{top}");
+    assert_eq!(
+        entries[0]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        entries[0]["annotations"]["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    let index_digest = entries[0]["digest"].as_str().unwrap().to_string();
+    let index = blob(&out, &index_digest);
+    let ms = index["manifests"].as_array().unwrap();
+    let platforms: Vec<String> = ms
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    for (m, arch) in ms.iter().zip(["amd64", "arm64"]) {
+        let manifest = blob(&out, m["digest"].as_str().unwrap());
+        let config = blob(&out, manifest["config"]["digest"].as_str().unwrap());
+        assert_eq!(config["architecture"], arch);
+        // Every layer is in the layout.
+        for l in manifest["layers"].as_array().unwrap() {
+            let d = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            assert!(out.join("blobs/sha256").join(d).exists(), "{l}");
+        }
+    }
+    // --metadata-file records the index.
+    let meta = json(&s.dir.join("meta.json"));
+    assert_eq!(meta["containerimage.digest"], index_digest.as_str());
+    assert_eq!(meta["strata.platforms"].as_array().unwrap().len(), 2);
+    // skopeo reads the layout, each platform by its architecture.
+    if support::have("skopeo") {
+        for (arch, want) in [("amd64", "amd64"), ("arm64", "arm64")] {
+            let o = std::process::Command::new("skopeo")
+                .args(["--override-arch", arch, "inspect", "--config"])
+                .arg(format!("oci:{}:1", out.display()))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+            let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(c["architecture"], want);
+        }
+    }
+}
+
+#[test]
+fn each_platform_sees_its_target_args_and_the_build_platform() {
+    let Some(s) = M::new("args") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let out = s.dir.join("out");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    );
+    let read = |p: &str| fs_err::read_to_string(out.join(p)).unwrap();
+    assert_eq!(
+        read("linux_amd64/platform.txt"),
+        "linux/amd64 linux amd64 [] linux/amd64 amd64\n"
+    );
+    assert_eq!(
+        read("linux_arm64/platform.txt"),
+        "linux/arm64 linux arm64 [] linux/amd64 amd64\n"
+    );
+    assert_eq!(read("linux_arm64/hello.txt"), "hello\n");
+    // Each directory holds its platform's busybox.
+    let elf_machine = |p: &str| {
+        let b = fs_err::read(out.join(p)).unwrap();
+        u16::from_le_bytes([b[18], b[19]])
+    };
+    assert_eq!(elf_machine("linux_amd64/bin/busybox"), 62, "x86-64");
+    assert_eq!(elf_machine("linux_arm64/bin/busybox"), 183, "aarch64");
+    // type=tar: one tar with both directories.
+    let tar = s.dir.join("fs.tar");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("type=tar,dest={}", tar.display()),
+        ],
+    );
+    let o = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let names = text(&o.stdout);
+    for want in ["linux_amd64/platform.txt", "linux_arm64/platform.txt"] {
+        assert!(
+            names.lines().any(|l| l.trim_start_matches("./") == want),
+            "{want} not in the tar: {names}"
+        );
+    }
+}
+
+/// The cross-compilation shape: a builder on the build platform that does not use the target
+/// (run once for both), one that does (run once per target, natively), and a target stage of
+/// COPY steps only.
+const CROSS: &str = "\
+ARG TARGETARCH
+FROM --platform=$BUILDPLATFORM busybox-amd64 AS tools
+RUN echo tools-ran-$((40+2)) && echo tool > /tool
+FROM --platform=$BUILDPLATFORM busybox-amd64 AS cross
+ARG TARGETARCH
+RUN echo cross-ran-$((40+2)) for $TARGETARCH && uname -m > /built-on && echo $TARGETARCH > /built-for
+FROM busybox-${TARGETARCH}
+COPY --from=tools /tool /tool
+COPY --from=cross /built-on /built-for /
+";
+
+#[test]
+fn a_build_platform_stage_runs_once_for_both_targets() {
+    let Some(s) = M::new("shared") else {
+        return;
+    };
+    let ctx = s.ctx("ctx", &[("Dockerfile", CROSS)]);
+    let out = s.dir.join("out");
+    let err = s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "cross:1",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    );
+    let output_lines = |needle: &str| {
+        err.lines()
+            .filter(|l| l.contains(needle) && !l.contains("RUN "))
+            .count()
+    };
+    assert_eq!(output_lines("tools-ran-42"), 1, "{err}");
+    assert_eq!(output_lines("cross-ran-42 for amd64"), 1, "{err}");
+    assert_eq!(output_lines("cross-ran-42 for arm64"), 1, "{err}");
+    // Progress names each stage's platform.
+    assert!(err.contains("[linux/arm64 stage-2"), "{err}");
+    for (dir, arch) in [("linux_amd64", "amd64"), ("linux_arm64", "arm64")] {
+        let read = |p: &str| fs_err::read_to_string(out.join(dir).join(p)).unwrap();
+        assert_eq!(read("tool"), "tool\n");
+        assert_eq!(read("built-on"), "x86_64\n");
+        assert_eq!(read("built-for"), format!("{arch}\n"));
+    }
+    // Again: every step cached.
+    let again = s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("type=oci,dest={}", s.dir.join("again.tar").display()),
+        ],
+    );
+    assert_eq!(
+        again
+            .lines()
+            .filter(|l| l.contains("ran-42") && !l.contains("RUN "))
+            .count(),
+        0,
+        "{again}"
+    );
+}
+
+#[test]
+fn the_index_is_stored_under_the_tag() {
+    let Some(s) = M::new("stored") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    s.ok(
+        &ctx,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "multi:2"],
+    );
+    // The store's own index names the image index.
+    let top = json(&Path::new(&s.root).join("v1/oci/index.json"));
+    let entry = top["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("multi:2"))
+        })
+        .unwrap_or_else(|| panic!("multi:2 not in {top}"));
+    assert_eq!(
+        entry["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+}
+
+#[test]
+fn outputs_of_one_image_are_refused_with_several_platforms() {
+    let Some(s) = M::new("docker") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let dest = s.dir.join("img.tar");
+    let err = s.fails(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("type=docker,dest={}", dest.display()),
+        ],
+    );
+    assert!(
+        err.contains(
+            "docker exporter does not support multiple platforms (linux/amd64, linux/arm64)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("type=oci"), "{err}");
+    assert!(!dest.exists());
+    let err = s.fails(&ctx, &["--platform", "linux/amd64,linux/arm64", "--load"]);
+    assert!(
+        err.contains("--load: docker exporter does not support multiple platforms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_platforms_and_bases_without_the_platform_are_named() {
+    let Some(s) = M::new("errors") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let err = s.fails(&ctx, &["--platform", "linux/amd64,linux/sparkle"]);
+    assert!(err.contains("unknown platform linux/sparkle"), "{err}");
+    let err = s.fails(&ctx, &["--platform", "linux//arm64"]);
+    assert!(err.contains("invalid --platform \"linux//arm64\""), "{err}");
+    // busybox:latest is amd64 only.
+    let only = s.ctx(
+        "only",
+        &[("Dockerfile", "FROM busybox\nCOPY Dockerfile /\n")],
+    );
+    let err = s.fails(&only, &["--platform", "linux/amd64,linux/arm64"]);
+    assert!(
+        err.contains("base image busybox has no linux/arm64 image (the one found is linux/amd64)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_platform_builds_one_image_as_before() {
+    let Some(s) = M::new("single") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let out = s.dir.join("oci");
+    let err = s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--output",
+            &format!("type=oci,tar=false,dest={}", out.display()),
+        ],
+    );
+    assert!(!err.contains("image index"), "{err}");
+    let top = json(&out.join("index.json"));
+    assert_eq!(
+        top["manifests"][0]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+}
+
+#[test]
+#[ignore = "needs i29-emu"]
+fn a_foreign_run_step_runs_emulated() {
+    let Some(s) = M::new("emulated") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "ARG TARGETARCH\nFROM busybox-${TARGETARCH}\nRUN uname -m > /machine\n",
+        )],
+    );
+    let out = s.dir.join("out");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    );
+    let read = |p: &str| fs_err::read_to_string(out.join(p)).unwrap();
+    assert_eq!(read("linux_amd64/machine"), "x86_64\n");
+    assert_eq!(read("linux_arm64/machine"), "aarch64\n");
+}
