@@ -471,3 +471,28 @@ fn a_foreign_run_step_runs_emulated() {
     assert_eq!(read("linux_amd64/machine"), "x86_64\n");
     assert_eq!(read("linux_arm64/machine"), "aarch64\n");
 }
+
+#[test]
+fn a_failing_platform_cancels_the_others() {
+    let Some(s) = M::new("cancel") else {
+        return;
+    };
+    // linux/arm64 fails at once (its base is amd64 only); linux/amd64 would sleep.
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", "FROM busybox-amd64\nRUN sleep 60\n")],
+    );
+    let start = std::time::Instant::now();
+    let err = s.fails(&ctx, &["--platform", "linux/amd64,linux/arm64"]);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}: {err}",
+        start.elapsed()
+    );
+    assert!(err.contains("building for linux/arm64"), "{err}");
+    assert!(
+        err.contains("base image busybox-amd64 has no linux/arm64 image"),
+        "{err}"
+    );
+    assert!(!err.contains("cancelled"), "{err}");
+}

@@ -103,13 +103,14 @@ pub struct Built {
 }
 
 /// How much of a build one run of the engine does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Part {
     /// All of it: the image stored under its tags, and its outputs.
     Whole,
     /// One platform's image of a multi-platform build: stored without a name, no outputs (the
-    /// index is made and delivered when every platform is built, [`platforms`]).
-    Platform,
+    /// index is made and delivered when every platform is built, [`platforms`]). The flag is
+    /// shared by the platforms' builds: the first to fail sets it and the others cancel.
+    Platform(Arc<std::sync::atomic::AtomicBool>),
 }
 
 /// Shared state of one build.
@@ -204,7 +205,15 @@ fn build_part(
     let mut skip = Vec::new();
     let mut forgotten = Vec::new();
     loop {
-        match attempt(store, plan, opts, report.clone(), &skip, step_ids, part) {
+        match attempt(
+            store,
+            plan,
+            opts,
+            report.clone(),
+            &skip,
+            step_ids,
+            part.clone(),
+        ) {
             Err(e) => {
                 let bad = error::chain(&e)
                     .find_map(|c| c.downcast_ref::<cache::remote::BadImport>())
@@ -253,9 +262,13 @@ fn attempt(
     let platform = plan.options.target_platform.clone();
     let label = match part {
         Part::Whole => String::new(),
-        Part::Platform => format!("{platform} "),
+        Part::Platform(_) => format!("{platform} "),
     };
-    let schedule = schedule::Schedule::new(opts.jobs);
+    let peers = match &part {
+        Part::Whole => None,
+        Part::Platform(p) => Some(p.clone()),
+    };
+    let schedule = schedule::Schedule::new(opts.jobs).linked(peers);
     let mut b = Build {
         store,
         opts,
@@ -300,7 +313,7 @@ fn attempt(
         return Err(Error::TargetUnfinished.into());
     };
     let mut config = image_config(&b, &result);
-    let names = if opts.outputs.is_empty() && part == Part::Whole {
+    let names = if opts.outputs.is_empty() && matches!(part, Part::Whole) {
         opts.tags.clone()
     } else {
         Vec::new()
@@ -317,7 +330,7 @@ fn attempt(
     // The imported steps are the store's own from now on (their layers fetched on use).
     cache::remote::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
-    if part == Part::Platform {
+    if matches!(part, Part::Platform(_)) {
         return Ok(Built {
             image_id: img.config_digest.clone(),
             manifest_digest: img.manifest_digest.clone(),

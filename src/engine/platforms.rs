@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use super::error::{BuildError, Doing as _, Error};
@@ -65,12 +65,14 @@ fn build_several(
         ..opts.clone()
     };
     let step_ids = AtomicUsize::new(1);
+    let failed = Arc::new(AtomicBool::new(false));
     let results: Vec<Result<Built, BuildError>> = std::thread::scope(|s| {
         let running: Vec<_> = plans
             .iter()
             .map(|plan| {
                 let (part, report, step_ids) = (&part, report.clone(), &step_ids);
-                s.spawn(move || build_part(store, plan, part, report, step_ids, Part::Platform))
+                let linked = Part::Platform(failed.clone());
+                s.spawn(move || build_part(store, plan, part, report, step_ids, linked))
             })
             .collect();
         running
@@ -82,10 +84,23 @@ fn build_several(
             })
             .collect()
     });
+    // The failure of the platform that failed first, not the others' cancellation.
+    let cancelled = |e: &BuildError| {
+        super::error::chain(e).any(|c| c.downcast_ref::<super::error::Cancelled>().is_some())
+    };
+    let first = results
+        .iter()
+        .position(|r| r.as_ref().is_err_and(|e| !cancelled(e)));
+    let mut results: Vec<_> = results.into_iter().map(Some).collect();
+    if let Some(i) = first {
+        if let Some(Err(e)) = results[i].take() {
+            return Err(e).doing_with(|| format!("building for {}", platforms[i]));
+        }
+    }
     let mut images = Vec::new();
     let (mut steps, mut cached) = (0, 0);
     let mut bases: Vec<(String, crate::oci::Digest)> = Vec::new();
-    for (r, p) in results.into_iter().zip(&platforms) {
+    for (r, p) in results.into_iter().flatten().zip(&platforms) {
         let built = r.doing_with(|| format!("building for {p}"))?;
         steps += built.steps;
         cached += built.cached;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::error::BuildError;
+use super::error::{BuildError, Cancelled};
 use super::StageResult;
 use crate::plan::{DepKind, Plan};
 
@@ -40,6 +40,9 @@ pub(crate) struct Schedule {
     running: Mutex<Vec<u32>>,
     /// The stages that run, or were claimed to run (see [`Schedule::claim`]).
     claimed: Mutex<std::collections::HashSet<usize>>,
+    /// Shared with the schedules of the other platforms of a multi-platform build: set when
+    /// one fails, and then every other cancels (see [`Schedule::linked`]).
+    peers: Option<Arc<AtomicBool>>,
 }
 
 /// A job slot, given back when dropped.
@@ -81,7 +84,22 @@ impl Schedule {
             slot_free: Condvar::new(),
             running: Mutex::new(Vec::new()),
             claimed: Mutex::new(Default::default()),
+            peers: None,
         }
+    }
+
+    /// This schedule fails with [`Cancelled`] when `peers` is set, and sets it when it fails.
+    pub fn linked(mut self, peers: Option<Arc<AtomicBool>>) -> Schedule {
+        self.peers = peers;
+        self
+    }
+
+    /// Whether a linked schedule failed (this one not yet).
+    fn peer_failed(&self) -> bool {
+        self.peers
+            .as_ref()
+            .is_some_and(|p| p.load(Ordering::SeqCst))
+            && !self.failed()
     }
 
     /// Claim stage `i` for the calling thread when nothing runs it: a stage the plan did not
@@ -155,6 +173,9 @@ impl Schedule {
     /// Fail the build with `e` (only the first error is kept) and kill the running sandboxes.
     pub fn fail(&self, e: BuildError) {
         self.failed.store(true, Ordering::SeqCst);
+        if let Some(p) = &self.peers {
+            p.store(true, Ordering::SeqCst);
+        }
         // The first error is the build's (set before the kills below, whose victims report
         // only that they were cancelled).
         lock(&self.error).get_or_insert(e);
@@ -206,6 +227,11 @@ impl Schedule {
                         if let Some(i) = super::interrupt::requested() {
                             drop(finished);
                             self.fail(i.into());
+                            return;
+                        }
+                        if self.peer_failed() {
+                            drop(finished);
+                            self.fail(Cancelled.into());
                             return;
                         }
                         finished = done
