@@ -200,6 +200,28 @@ impl Store {
         Ok(Some((d, index)))
     }
 
+    /// The descriptor of `img`'s manifest as an index lists it: media type, digest, size and
+    /// the platform its config says (what [`Store::put_index`] takes for an image).
+    pub fn descriptor_of(&self, img: &ImageRecord) -> Result<Descriptor> {
+        let p = self.blob_path(&img.manifest_digest);
+        let size = super::at(&p, self.open_blob(&img.manifest_digest)?.metadata())?.len();
+        let mut d = Descriptor::new(
+            img.manifest
+                .media_type
+                .as_deref()
+                .unwrap_or(media::OCI_MANIFEST),
+            img.manifest_digest.clone(),
+            size,
+        );
+        d.platform = Some(Platform {
+            architecture: img.config.architecture.clone(),
+            os: img.config.os.clone(),
+            os_version: img.config.os_version.clone(),
+            variant: img.config.variant.clone(),
+        });
+        Ok(d)
+    }
+
     /// The image whose manifest is the blob `d` (an image of an index, which has no entry of
     /// its own), with no names.
     pub fn image_of_manifest(&self, d: &Digest) -> Result<ImageRecord> {
@@ -359,6 +381,7 @@ mod tests {
                 .find(|d| d.digest == img.manifest_digest)
                 .unwrap();
             assert_eq!(entry.platform, Some(plat(arch)));
+            assert_eq!(s.descriptor_of(&img).unwrap(), entry);
             descs.push(entry);
         }
         // An attestation manifest as BuildKit makes them.
