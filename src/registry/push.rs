@@ -600,6 +600,17 @@ impl Registry {
             &[digest.to_string(), at.tag().to_string()],
         )?;
         store.note_pushed(&at.full_name(), &sent_blobs)?;
+        // As for an image: the local name that is the pushed reference notes the registry's
+        // digest of the index (a later `--pull` finds it current).
+        let name = store_name(dest).to_string();
+        store.update_index(|entries| {
+            for d in entries.manifests.iter_mut().filter(|d| {
+                d.digest == index.digest && d.annotations.get(crate::oci::REF_NAME) == Some(&name)
+            }) {
+                d.annotations.insert(ANN_DIGEST.into(), digest.to_string());
+            }
+            Ok(())
+        })?;
         Ok(Pushed {
             reference: dest.clone(),
             digest,

@@ -220,8 +220,12 @@ impl<'a> ImageSource<'a> {
         // A name (or digest) of an image index of the store: its image for `platform`; an
         // index without one is an error naming the platforms it has, not a pull.
         let key = r.digest().map_or(name.clone(), ToString::to_string);
-        if let Some((desc, _)) = self.store.find_index(&key)? {
+        if let Some((mut desc, _)) = self.store.find_index(&key)? {
             let rec = self.store.resolve_platform(&key, Some(platform))?;
+            // What the name stands for at a registry is the index (as pushed, when a push
+            // noted it), not the platform's manifest: `--pull` compares that.
+            let index = desc.digest.to_string();
+            desc.annotations.entry(ANN_DIGEST.into()).or_insert(index);
             return Ok(Some((desc, rec)));
         }
         Ok(self.store.find_entry(|d| match r.digest() {

@@ -195,6 +195,30 @@ fn an_index_is_pushed_whole_and_pulled_per_platform() {
     let again = super::text(&o.stderr);
     assert!(again.contains("0 blobs uploaded"), "{again}");
 
+    // A local name that is the registry's reference: pushed (the index's name is the
+    // destination), then `pull` finds the registry's index current and keeps the local one.
+    ok(&t.strata("s", &["tag", "multi:1", &dest]), "tag");
+    ok(
+        &t.strata("s", &["push", &dest, "--progress", "plain"]),
+        "push by name",
+    );
+    let o = t.strata("s", &["pull", &dest, "--progress", "plain"]);
+    let said = ok(&o, "pull of what was pushed") + &super::text(&o.stderr);
+    assert!(said.contains("up to date"), "{said}");
+    let local: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata("s", &["images", "--format", "json"]),
+        "images",
+    ))
+    .unwrap();
+    assert!(
+        local.as_array().unwrap().iter().any(|r| r["names"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(dest.clone()))
+            && r["platforms"].as_array().unwrap().len() == 2),
+        "{local}"
+    );
+
     // A pull keeps one platform: the host's by default, or --platform's.
     let o = t.strata("p", &["pull", &dest, "--progress", "plain"]);
     ok(&o, "pull");
