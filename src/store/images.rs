@@ -359,9 +359,12 @@ impl Store {
     /// Returns the names removed.
     pub fn remove(&self, what: &str) -> Result<Vec<String>> {
         if let Some((desc, _)) = self.find_index(what)? {
-            // By name: that name; by digest: every name of the index.
+            // By name: that name; by digest (or a prefix of it): every name of the index.
             let name = desc.annotations.get(REF_NAME).cloned();
-            let by_digest = what.parse::<Digest>().is_ok_and(|d| d == desc.digest);
+            let by_digest = desc
+                .annotations
+                .get(REF_NAME)
+                .is_none_or(|n| ImageRef::parse(what).map_or(true, |r| r.to_string() != *n));
             return self.update_index(|idx| {
                 let mut removed = Vec::new();
                 idx.manifests.retain(|m| {
@@ -727,7 +730,7 @@ impl Store {
         };
         du.tmp = entries(&self.tmp_dir());
         du.debug = entries(&self.debug_dir());
-        du.images = self.images()?.len();
+        du.images = self.images()?.len() + self.indexes()?.len();
         Ok(du)
     }
 }

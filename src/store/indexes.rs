@@ -160,20 +160,72 @@ impl Store {
         Ok(desc)
     }
 
-    /// The index `what` (a name or an index digest) points at, if it names an index.
+    /// The index `what` (a name or an index digest) points at, if it names an index. A digest
+    /// may be shortened to a unique prefix of at least 4 hex digits (the IMAGE ID `strata
+    /// images` shows), as image ids may.
     pub fn find_index(&self, what: &str) -> Result<Option<(Descriptor, Index)>> {
         let entries = self.index()?;
         let by_name = ImageRef::parse(what).ok().map(|r| r.to_string());
         let by_digest = what.parse::<Digest>().ok();
-        let Some(d) = entries.manifests.into_iter().find(|d| {
-            media::is_index(&d.media_type)
-                && (by_name.is_some() && d.annotations.get(REF_NAME) == by_name.as_ref()
-                    || by_digest.as_ref() == Some(&d.digest))
-        }) else {
+        let indexes = || {
+            entries
+                .manifests
+                .iter()
+                .filter(|d| media::is_index(&d.media_type))
+        };
+        let mut found = indexes().find(|d| {
+            by_name.is_some() && d.annotations.get(REF_NAME) == by_name.as_ref()
+                || by_digest.as_ref() == Some(&d.digest)
+        });
+        let hex = what.strip_prefix("sha256:").unwrap_or(what);
+        if found.is_none() && hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: BTreeSet<&Digest> = indexes()
+                .filter(|d| d.digest.hex().starts_with(hex))
+                .map(|d| &d.digest)
+                .collect();
+            match hits.len() {
+                0 => {}
+                1 => found = indexes().find(|d| hits.contains(&d.digest)),
+                n => {
+                    return Err(Error::Invalid(format!(
+                        "image id prefix \"{what}\" matches {n} image indexes; give more digits"
+                    )))
+                }
+            }
+        }
+        let Some(d) = found.cloned() else {
             return Ok(None);
         };
         let index = self.read_index(&d.digest)?;
         Ok(Some((d, index)))
+    }
+
+    /// The descriptor of `img`'s manifest as an index lists it: media type, digest, size and
+    /// the platform its config says (what [`Store::put_index`] takes for an image).
+    pub fn descriptor_of(&self, img: &ImageRecord) -> Result<Descriptor> {
+        let p = self.blob_path(&img.manifest_digest);
+        let size = super::at(&p, self.open_blob(&img.manifest_digest)?.metadata())?.len();
+        let mut d = Descriptor::new(
+            img.manifest
+                .media_type
+                .as_deref()
+                .unwrap_or(media::OCI_MANIFEST),
+            img.manifest_digest.clone(),
+            size,
+        );
+        d.platform = Some(Platform {
+            architecture: img.config.architecture.clone(),
+            os: img.config.os.clone(),
+            os_version: img.config.os_version.clone(),
+            variant: img.config.variant.clone(),
+        });
+        Ok(d)
+    }
+
+    /// The image whose manifest is the blob `d` (an image of an index, which has no entry of
+    /// its own), with no names.
+    pub fn image_of_manifest(&self, d: &Digest) -> Result<ImageRecord> {
+        self.load_record(d, Vec::new())
     }
 
     /// Read and parse the index blob `d`.
@@ -329,6 +381,7 @@ mod tests {
                 .find(|d| d.digest == img.manifest_digest)
                 .unwrap();
             assert_eq!(entry.platform, Some(plat(arch)));
+            assert_eq!(s.descriptor_of(&img).unwrap(), entry);
             descs.push(entry);
         }
         // An attestation manifest as BuildKit makes them.
@@ -475,7 +528,14 @@ mod tests {
         assert!(s.find_index("multi:1").unwrap().is_none());
         s.tag("multi:2", &r("multi:3")).unwrap();
         assert_eq!(s.find_index("multi:3").unwrap().unwrap().0.digest, d.digest);
-        assert_eq!(s.remove(d.digest.as_str()).unwrap().len(), 2);
+        // The short id `strata images` shows finds it, and removes every name.
+        let short = &d.digest.hex()[..12];
+        assert_eq!(s.find_index(short).unwrap().unwrap().0.digest, d.digest);
+        assert_eq!(
+            s.resolve(short).unwrap().config.architecture,
+            Platform::host().architecture
+        );
+        assert_eq!(s.remove(short).unwrap().len(), 2);
         assert!(s.index().unwrap().manifests.is_empty());
         s.prune(false).unwrap();
         assert_eq!(blobs(&s), 0);

@@ -334,7 +334,7 @@ fn save_and_load_round_trip_every_format() {
 }
 
 #[test]
-fn load_picks_the_host_platform_from_an_index() {
+fn load_keeps_a_whole_index_or_else_the_host_platform_s_image() {
     let src = Store::open(tmp("mp-src")).unwrap();
     let host = src
         .import(
@@ -389,6 +389,28 @@ fn load_picks_the_host_platform_from_an_index() {
     assert_eq!(loaded.len(), 1);
     assert_eq!(loaded[0].config.architecture, Platform::host().architecture);
     assert_eq!(loaded[0].names, vec![r("multi:1")]);
+    // The layout holds all of the index: it is kept whole.
+    assert!(dst.find_index("multi:1").unwrap().is_some());
+    let s390x = Platform {
+        architecture: "s390x".into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        dst.resolve_platform("multi:1", Some(&s390x))
+            .unwrap()
+            .config
+            .architecture,
+        "s390x"
+    );
+    // Without the other platform's config (a layout of one platform's blobs, as skopeo copies
+    // one): the host's image only.
+    fs_err::remove_file(out.join("blobs/sha256").join(other.config_digest.hex())).unwrap();
+    let one = Store::open(tmp("mp-one")).unwrap();
+    let loaded = one.load(&out).unwrap();
+    assert_eq!(loaded[0].config.architecture, Platform::host().architecture);
+    assert!(one.find_index("multi:1").unwrap().is_none());
+    assert_eq!(one.resolve("multi:1").unwrap().names, vec![r("multi:1")]);
 }
 
 #[test]
