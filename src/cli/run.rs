@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// The size of /dev/shm (default 64m).
     #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
     shm_size: Option<u64>,
+    /// Run the image of this platform (os/arch[/variant], as linux/arm64): a foreign one runs
+    /// under QEMU, registered in strata's own user namespace (see `strata doctor`).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
     /// Save the container's changes as a new image (one layer on top), like `docker commit`.
     #[arg(long, value_name = "NAME[:TAG]")]
     commit: Option<String>,
@@ -120,14 +124,34 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     let progress = std::sync::Arc::new(super::progress::Progress::new(
         super::progress::Mode::parse("auto", false).unwrap_or(super::progress::Mode::Plain),
     ));
+    let platform = match &a.platform {
+        Some(p) => Some(
+            strata::oci::Platform::parse_specifier(p, &sandbox::binfmt::host_platform())
+                .with_context(|| format!("--platform {p}"))?,
+        ),
+        None => None,
+    };
     let img = strata::registry::ImageSource::new(
         store,
         strata::registry::PullPolicy::Missing,
-        strata::oci::Platform::host(),
+        platform.clone().unwrap_or_else(strata::oci::Platform::host),
         progress,
     )
     .image(a.image())?
     .record;
+    // Without --platform, an image of another platform runs emulated too (as docker runs it).
+    let platform = platform.or_else(|| {
+        let c = &img.config;
+        let p = strata::oci::Platform {
+            architecture: c.architecture.clone(),
+            os: c.os.clone(),
+            os_version: None,
+            variant: c.variant.clone(),
+        };
+        let host = sandbox::binfmt::host_platform();
+        (!c.architecture.is_empty() && p.normalized().architecture != host.architecture)
+            .then_some(p)
+    });
     let lowers = snapshots(
         store,
         &exe()?,
@@ -188,7 +212,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         maps: maps.clone(),
         memory_files: Vec::new(),
         stdin: a.interactive,
-        platform: None,
+        platform,
         tty: a.tty,
         tty_size: None,
         rlimits: a.ulimits.clone(),
