@@ -1104,6 +1104,9 @@ pub struct Support {
     pub platform: Platform,
     pub label: &'static str,
     pub how: Result<How, Error>,
+    /// Why strata cannot register in its own user namespace here, when it cannot (then a
+    /// [`How::Host`] is the host's handler used as it is, not a copy in strata's instance).
+    pub no_instance: Option<String>,
 }
 
 /// Every platform of [`EMULATORS`] and how this machine runs it: natively, emulated in
@@ -1123,10 +1126,18 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
                 how: m.how(&platform),
                 label: e.label,
                 platform,
+                no_instance: None,
             }
         })
         .collect();
     if !m.userns_binfmt() {
+        let why = format!(
+            "Linux {} cannot mount binfmt_misc in a user namespace (6.7 can)",
+            m.kernel
+        );
+        for s in &mut out {
+            s.no_instance = Some(why.clone());
+        }
         return out;
     }
     // Try what strata would register, all at once, as a session would.
@@ -1170,6 +1181,7 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
                     .host_handlers
                     .iter()
                     .find(|h| h.enabled && emulator.is_some_and(|e| h.runs(e)));
+                s.no_instance = Some(e.to_string());
                 s.how = match (host, emulator) {
                     (Some(h), Some(emulator)) => Ok(How::Host {
                         emulator,
@@ -1183,11 +1195,21 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
     out
 }
 
-/// `strata doctor`'s lines: one per row of [`EMULATORS`].
+/// `strata doctor`'s lines: one per row of [`EMULATORS`], saying how the platform runs now:
+/// natively, QEMU registered in strata's user namespace, the host's handler (copied into
+/// strata's namespace, or used as it is and why), or not at all and why, with the fix.
 pub fn doctor_checks() -> Vec<super::probe::Check> {
-    available_platforms()
+    doctor_lines(available_platforms())
+}
+
+fn doctor_lines(supports: Vec<Support>) -> Vec<super::probe::Check> {
+    supports
         .into_iter()
         .map(|s| {
+            let as_is = match &s.no_instance {
+                Some(why) => format!(", used as it is ({why})"),
+                None => ", copied into strata's user namespace".to_string(),
+            };
             let (ok, detail, fix) = match &s.how {
                 Ok(How::Native) => (true, "native".to_string(), None),
                 Ok(How::Namespace { qemu, .. }) => (
@@ -1202,10 +1224,11 @@ pub fn doctor_checks() -> Vec<super::probe::Check> {
                     ),
                     None,
                 ),
-                Ok(How::Host { handler, .. }) if handler.fixed() => (
+                // A copy in strata's own instance is registered with F.
+                Ok(How::Host { handler, .. }) if handler.fixed() || s.no_instance.is_none() => (
                     true,
                     format!(
-                        "through the host's binfmt_misc handler {} ({})",
+                        "through the host's binfmt_misc handler {} ({}){as_is}",
                         handler.name,
                         handler.interpreter.display()
                     ),
@@ -1214,7 +1237,7 @@ pub fn doctor_checks() -> Vec<super::probe::Check> {
                 Ok(How::Host { handler, .. }) => (
                     false,
                     format!(
-                        "through the host's binfmt_misc handler {}, registered without the F flag: images must contain {}",
+                        "through the host's binfmt_misc handler {}, registered without the F flag: images must contain {}{as_is}",
                         handler.name,
                         handler.interpreter.display()
                     ),
@@ -1628,5 +1651,59 @@ mod tests {
         assert_eq!(h.os, "linux");
         assert!(emulator_for(&h).is_some(), "{h}");
         assert!(Machine::detect().native(&h));
+    }
+
+    #[test]
+    fn doctor_says_how_each_platform_runs_and_why_not() {
+        let arm = emulator_for(&Platform::parse("linux/arm64").unwrap()).unwrap();
+        let handler = Handler::parse(
+            "qemu-aarch64",
+            "enabled\ninterpreter /usr/bin/qemu-aarch64\nflags: OC\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n",
+        )
+        .unwrap();
+        let host = How::Host {
+            emulator: arm,
+            handler,
+        };
+        let support = |no_instance: Option<&str>| Support {
+            platform: arm.platform(),
+            label: arm.label,
+            how: Ok(host.clone()),
+            no_instance: no_instance.map(str::to_string),
+        };
+        let lines = doctor_lines(vec![
+            support(None),
+            support(Some(
+                "Linux 6.1.0 cannot mount binfmt_misc in a user namespace (6.7 can)",
+            )),
+            Support {
+                platform: arm.platform(),
+                label: arm.label,
+                how: Err(Error::KernelTooOld {
+                    platform: "linux/arm64".into(),
+                    kernel: "6.1.0".into(),
+                }),
+                no_instance: None,
+            },
+        ]);
+        assert!(lines[0].ok);
+        assert_eq!(
+            lines[0].detail,
+            "through the host's binfmt_misc handler qemu-aarch64 (/usr/bin/qemu-aarch64), copied into strata's user namespace"
+        );
+        assert!(!lines[1].ok);
+        assert_eq!(
+            lines[1].detail,
+            "through the host's binfmt_misc handler qemu-aarch64, registered without the F flag: images must contain /usr/bin/qemu-aarch64, used as it is (Linux 6.1.0 cannot mount binfmt_misc in a user namespace (6.7 can))"
+        );
+        assert!(!lines[2].ok);
+        assert!(lines[2]
+            .detail
+            .starts_with("unavailable: linux/arm64: Linux 6.1.0 cannot mount"));
+        assert!(lines[2]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("tonistiigi/binfmt"));
     }
 }
