@@ -74,9 +74,8 @@ pub struct RunArgs {
     /// The size of /dev/shm (default 64m).
     #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
     shm_size: Option<u64>,
-    /// Run the image of this platform (os/arch[/variant], as linux/arm64): a foreign one runs
-    /// under QEMU, registered in strata's own user namespace (see `strata doctor`).
-    #[arg(long, value_name = "PLATFORM")]
+    /// The platform's image of an image index (os/arch[/variant]; default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
     /// Save the container's changes as a new image (one layer on top), like `docker commit`.
     #[arg(long, value_name = "NAME[:TAG]")]
@@ -124,34 +123,39 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     let progress = std::sync::Arc::new(super::progress::Progress::new(
         super::progress::Mode::parse("auto", false).unwrap_or(super::progress::Mode::Plain),
     ));
-    let platform = match &a.platform {
-        Some(p) => Some(
-            strata::oci::Platform::parse_specifier(p, &sandbox::binfmt::host_platform())
-                .with_context(|| format!("--platform {p}"))?,
-        ),
-        None => None,
-    };
     let img = strata::registry::ImageSource::new(
         store,
         strata::registry::PullPolicy::Missing,
-        platform.clone().unwrap_or_else(strata::oci::Platform::host),
+        strata::oci::Platform::host(),
         progress,
     )
     .image(a.image())?
     .record;
-    // Without --platform, an image of another platform runs emulated too (as docker runs it).
-    let platform = platform.or_else(|| {
-        let c = &img.config;
-        let p = strata::oci::Platform {
+    // The platform the process runs as: the image's own (its binaries are what they are), or
+    // --platform for an image whose config names none; a foreign one runs under QEMU (see
+    // `strata doctor`), with or without --platform, as docker runs it.
+    let asked = match &a.platform {
+        Some(p) => Some(strata::oci::Platform::parse_specifier(
+            p,
+            &sandbox::binfmt::host_platform(),
+        )?),
+        None => None,
+    };
+    let c = &img.config;
+    let platform = if c.architecture.is_empty() {
+        asked
+    } else {
+        Some(strata::oci::Platform {
             architecture: c.architecture.clone(),
             os: c.os.clone(),
             os_version: None,
             variant: c.variant.clone(),
-        };
-        let host = sandbox::binfmt::host_platform();
-        (!c.architecture.is_empty() && p.normalized().architecture != host.architecture)
-            .then_some(p)
-    });
+        })
+    };
+    let host = sandbox::binfmt::host_platform();
+    let platform = platform
+        .map(|p| p.normalized())
+        .filter(|p| p.architecture != host.architecture);
     let lowers = snapshots(
         store,
         &exe()?,
