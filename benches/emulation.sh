@@ -4,8 +4,9 @@
 # amd64 Debian and python base images (chroot) `apt-get --version`, `python3 -c pass`,
 # `python3 -c 'import ssl, json'` and `pip --version` (bytecode cached). QEMU (Debian's qemu-user-static) is
 # registered with binfmt_misc (flags POCF) inside a user namespace of the benchmark's own, as
-# strata does, never on the host. As root and as the unprivileged user strata-test.
-#   benches/emulation.sh    (as root; needs hyperfine, qemu-user-static, Linux 6.7+, and the
+# strata does, never on the host. As root and as the unprivileged user strata-test. Then
+# `strata run true` of a busybox image, native against arm64 emulated by strata itself.
+#   benches/emulation.sh [run]   (`run`: the strata run part only; as root; needs hyperfine, qemu-user-static, Linux 6.7+, and the
 #                           images of scripts/make-foreign-bases.sh and
 #                           ../shared/lab/make-base-images.sh in target/test-images:
 #                           scripts/test-deps.sh makes both)
@@ -65,8 +66,44 @@ for f in sys.argv[1:]:
               f"+{(e['median'] - r['median']) * 1000:6.1f} ms  x{e['median'] / r['median']:.1f}")
 PY
 }
-bench root
-id strata-test >/dev/null 2>&1 && bench strata-test
+# `strata run` of a tiny image, native against emulated (STRATA_BIN, default the release
+# build, else the debug one): what a RUN step of a foreign platform pays on top of a native
+# one. Each `strata run` is a session of its own, so the emulated one includes the session's
+# registration (a binfmt_misc instance mounted, QEMU's --version asked, its handler
+# registered: once per session and platform, see src/sandbox/emulation.rs) besides QEMU's
+# start-up in the one exec.
+strata_bin=${STRATA_BIN:-$here/target/release/strata}
+[ -x "$strata_bin" ] || strata_bin=$here/target/debug/strata
+install -m 0755 "$strata_bin" "$work/strata"
+oci=${STRATA_TEST_IMAGES:-$here/target/test-images}/oci
+cp -r "$oci/busybox-arm64" "$work/busybox-arm64"
+mkdir -p "$work/bb/bin"
+cp /bin/busybox "$work/bb/bin/busybox"
+chmod -R a+rX "$work/busybox-arm64" "$work/bb"
+run_bench() { # USER
+  local who=$1 s=$work/$1/store
+  runuser -u "$who" -- mkdir -p "$work/$1"
+  runuser -u "$who" -- "$work/strata" --root "$s" load -i "$work/busybox-arm64" >/dev/null
+  runuser -u "$who" -- "$work/strata" --root "$s" import "$work/bb" busybox-amd64 >/dev/null
+  echo "== strata run, as $who ($(basename "$(dirname "$strata_bin")") build)"
+  runuser -u "$who" -- env PATH="$PATH" hyperfine -N --warmup 3 --runs 30 --export-json "$work/$1/run.json" \
+    -n "native" "$work/strata --root $s run --network none busybox-amd64 /bin/busybox true" \
+    -n "emulated" "$work/strata --root $s run --network none --platform linux/arm64 busybox-arm64 /bin/busybox true" \
+    >/dev/null
+  python3 - "$work/$1/run.json" <<'PY'
+import json, sys
+rs = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+n, e = rs["native"], rs["emulated"]
+print(f"  strata run true            native {n['median'] * 1000:7.1f} ms   "
+      f"emulated {e['median'] * 1000:7.1f} ms   +{(e['median'] - n['median']) * 1000:6.1f} ms")
+PY
+}
+if [ "${1:-all}" != run ]; then
+  bench root
+  id strata-test >/dev/null 2>&1 && bench strata-test
+fi
+run_bench root
+id strata-test >/dev/null 2>&1 && run_bench strata-test
 # Nothing of this stays: the namespaces ended with their processes.
 if ls /proc/sys/fs/binfmt_misc 2>/dev/null | grep -q qemu-aarch64; then
   echo "note: the host has its own qemu-aarch64 handler (not from this benchmark)"

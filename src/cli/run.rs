@@ -132,6 +132,31 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     )
     .image(a.image())?
     .record;
+    // The platform the process runs as: the image's own (its binaries are what they are), or
+    // --platform for an image whose config names none; a foreign one runs under QEMU (see
+    // `strata doctor`), with or without --platform, as docker runs it.
+    let asked = match &a.platform {
+        Some(p) => Some(strata::oci::Platform::parse_specifier(
+            p,
+            &sandbox::binfmt::host_platform(),
+        )?),
+        None => None,
+    };
+    let c = &img.config;
+    let platform = if c.architecture.is_empty() {
+        asked
+    } else {
+        Some(strata::oci::Platform {
+            architecture: c.architecture.clone(),
+            os: c.os.clone(),
+            os_version: None,
+            variant: c.variant.clone(),
+        })
+    };
+    let host = sandbox::binfmt::host_platform();
+    let platform = platform
+        .map(|p| p.normalized())
+        .filter(|p| p.architecture != host.architecture);
     let lowers = snapshots(
         store,
         &exe()?,
@@ -192,7 +217,7 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
         maps: maps.clone(),
         memory_files: Vec::new(),
         stdin: a.interactive,
-        platform: None,
+        platform,
         tty: a.tty,
         tty_size: None,
         rlimits: a.ulimits.clone(),

@@ -667,7 +667,27 @@ impl How {
         }
     }
 
-    fn interpreter(&self) -> PathBuf {
+    /// What strata's session registers for it, if anything.
+    pub fn registration(&self) -> Option<Result<Registration, Error>> {
+        let platform = match self {
+            How::Native => return None,
+            How::Namespace { emulator, .. } | How::Host { emulator, .. } => {
+                emulator.platform().to_string()
+            }
+        };
+        let interpreter = self.interpreter();
+        self.line().map(|r| {
+            r.map(|(name, line)| Registration {
+                platform,
+                name,
+                interpreter,
+                line,
+            })
+        })
+    }
+
+    /// The interpreter it runs binaries with (empty for [`How::Native`]).
+    pub fn interpreter(&self) -> PathBuf {
         match self {
             How::Native => PathBuf::new(),
             How::Namespace { qemu, .. } => qemu.path.clone(),
@@ -713,6 +733,19 @@ impl Machine {
                 ("arm", Some(want), Some(have)) => want <= have,
                 _ => true,
             }
+    }
+
+    /// The host's enabled handler for `p`'s binaries, as a [`How`] (used as it is where strata
+    /// cannot mount an instance of its own).
+    pub fn host_handler(&self, p: &Platform) -> Option<How> {
+        let emulator = emulator_for(p)?;
+        self.host_handlers
+            .iter()
+            .find(|h| h.enabled && h.runs(emulator))
+            .map(|h| How::Host {
+                emulator,
+                handler: h.clone(),
+            })
     }
 
     /// How `p` runs here, or why it cannot (without trying: see [`probe`]).
@@ -808,26 +841,11 @@ pub fn register(mount_point: &Path, hows: &[How]) -> Result<Registered, Error> {
         kernel: kernel_release(),
         source: e.into(),
     })?;
-    let mut added = Vec::new();
-    for how in hows {
-        let Some(line) = how.line() else { continue };
-        let (name, line) = line?;
-        if mount_point.join(&name).exists() || added.contains(&name) {
-            continue;
-        }
-        let platform = match how {
-            How::Namespace { emulator, .. } | How::Host { emulator, .. } => {
-                emulator.platform().to_string()
-            }
-            How::Native => String::new(),
-        };
-        write_register(&mount_point.join("register"), &line).map_err(|source| Error::Register {
-            platform,
-            interpreter: how.interpreter(),
-            source,
-        })?;
-        added.push(name);
-    }
+    let regs = hows
+        .iter()
+        .filter_map(How::registration)
+        .collect::<Result<Vec<_>, _>>()?;
+    let added = register_at(mount_point, &regs)?;
     Ok(Registered {
         mount_point: mount_point.to_path_buf(),
         added,
@@ -835,12 +853,79 @@ pub fn register(mount_point: &Path, hows: &[How]) -> Result<Registered, Error> {
     })
 }
 
-/// Is this process in the machine's initial user namespace (whose map is every id onto
-/// itself)? There a binfmt_misc mount is the host's instance.
+/// The inode number of the initial user namespace (`PROC_USER_INIT_INO`), fixed by the
+/// kernel.
+const INITIAL_USER_NS_INO: u64 = 0xEFFF_FFFD;
+
+/// Is this process in the machine's initial user namespace? There a binfmt_misc mount is the
+/// host's instance. Decided by the namespace's inode, which the kernel fixes for the initial
+/// one: a map is no proof, since a root-run session's namespace maps every id onto itself
+/// like the initial one. Where `/proc/self/ns/user` cannot be read, by the map.
 pub fn in_initial_user_namespace() -> bool {
-    fs_err::read_to_string("/proc/self/uid_map").map_or(true, |m| {
-        m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
-    })
+    match rustix::fs::stat("/proc/self/ns/user") {
+        Ok(st) => st.st_ino == INITIAL_USER_NS_INO,
+        Err(_) => fs_err::read_to_string("/proc/self/uid_map").map_or(true, |m| {
+            m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+        }),
+    }
+}
+
+/// A fresh binfmt_misc instance of this user namespace, mounted nowhere (fsopen, fsmount):
+/// the descriptor is its root, and the instance with its handlers lives as long as the
+/// descriptor is open. Needs a mount namespace owned by this user namespace, and Linux 6.7.
+/// Refused in the initial user namespace (the instance there is the host's).
+pub fn mount_detached() -> Result<OwnedFd, Error> {
+    if in_initial_user_namespace() {
+        return Err(Error::HostNamespace);
+    }
+    let mount_err = |e: rustix::io::Errno| Error::Mount {
+        path: PathBuf::from("(a detached mount)"),
+        kernel: kernel_release(),
+        source: e.into(),
+    };
+    let fs = rustix::mount::fsopen("binfmt_misc", rustix::mount::FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(mount_err)?;
+    rustix::mount::fsconfig_create(&fs).map_err(mount_err)?;
+    rustix::mount::fsmount(
+        &fs,
+        rustix::mount::FsMountFlags::FSMOUNT_CLOEXEC,
+        rustix::mount::MountAttrFlags::MOUNT_ATTR_NOSUID
+            | rustix::mount::MountAttrFlags::MOUNT_ATTR_NODEV
+            | rustix::mount::MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(mount_err)
+}
+
+/// One handler to register, as strata's session receives it: the platform it is for, the
+/// entry's name, the interpreter and the registration line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    pub platform: String,
+    pub name: String,
+    pub interpreter: PathBuf,
+    pub line: Vec<u8>,
+}
+
+/// Register `regs` in the binfmt_misc instance whose root is `dir` (a mount point, or
+/// `/proc/self/fd/N` of [`mount_detached`]'s descriptor). An entry of the same name is left as
+/// it is. Returns the names written now.
+pub fn register_at(dir: &Path, regs: &[Registration]) -> Result<Vec<String>, Error> {
+    if in_initial_user_namespace() {
+        return Err(Error::HostNamespace);
+    }
+    let mut added = Vec::new();
+    for r in regs {
+        if dir.join(&r.name).exists() || added.contains(&r.name) {
+            continue;
+        }
+        write_register(&dir.join("register"), &r.line).map_err(|source| Error::Register {
+            platform: r.platform.clone(),
+            interpreter: r.interpreter.clone(),
+            source,
+        })?;
+        added.push(r.name.clone());
+    }
+    Ok(added)
 }
 
 /// One write(2) of the whole line: binfmt_misc parses each write as one registration.
@@ -1019,6 +1104,9 @@ pub struct Support {
     pub platform: Platform,
     pub label: &'static str,
     pub how: Result<How, Error>,
+    /// Why strata cannot register in its own user namespace here, when it cannot (then a
+    /// [`How::Host`] is the host's handler used as it is, not a copy in strata's instance).
+    pub no_instance: Option<String>,
 }
 
 /// Every platform of [`EMULATORS`] and how this machine runs it: natively, emulated in
@@ -1038,10 +1126,18 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
                 how: m.how(&platform),
                 label: e.label,
                 platform,
+                no_instance: None,
             }
         })
         .collect();
     if !m.userns_binfmt() {
+        let why = format!(
+            "Linux {} cannot mount binfmt_misc in a user namespace (6.7 can)",
+            m.kernel
+        );
+        for s in &mut out {
+            s.no_instance = Some(why.clone());
+        }
         return out;
     }
     // Try what strata would register, all at once, as a session would.
@@ -1085,6 +1181,7 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
                     .host_handlers
                     .iter()
                     .find(|h| h.enabled && emulator.is_some_and(|e| h.runs(e)));
+                s.no_instance = Some(e.to_string());
                 s.how = match (host, emulator) {
                     (Some(h), Some(emulator)) => Ok(How::Host {
                         emulator,
@@ -1098,11 +1195,21 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
     out
 }
 
-/// `strata doctor`'s lines: one per row of [`EMULATORS`].
+/// `strata doctor`'s lines: one per row of [`EMULATORS`], saying how the platform runs now:
+/// natively, QEMU registered in strata's user namespace, the host's handler (copied into
+/// strata's namespace, or used as it is and why), or not at all and why, with the fix.
 pub fn doctor_checks() -> Vec<super::probe::Check> {
-    available_platforms()
+    doctor_lines(available_platforms())
+}
+
+fn doctor_lines(supports: Vec<Support>) -> Vec<super::probe::Check> {
+    supports
         .into_iter()
         .map(|s| {
+            let as_is = match &s.no_instance {
+                Some(why) => format!(", used as it is ({why})"),
+                None => ", copied into strata's user namespace".to_string(),
+            };
             let (ok, detail, fix) = match &s.how {
                 Ok(How::Native) => (true, "native".to_string(), None),
                 Ok(How::Namespace { qemu, .. }) => (
@@ -1117,10 +1224,11 @@ pub fn doctor_checks() -> Vec<super::probe::Check> {
                     ),
                     None,
                 ),
-                Ok(How::Host { handler, .. }) if handler.fixed() => (
+                // A copy in strata's own instance is registered with F.
+                Ok(How::Host { handler, .. }) if handler.fixed() || s.no_instance.is_none() => (
                     true,
                     format!(
-                        "through the host's binfmt_misc handler {} ({})",
+                        "through the host's binfmt_misc handler {} ({}){as_is}",
                         handler.name,
                         handler.interpreter.display()
                     ),
@@ -1129,7 +1237,7 @@ pub fn doctor_checks() -> Vec<super::probe::Check> {
                 Ok(How::Host { handler, .. }) => (
                     false,
                     format!(
-                        "through the host's binfmt_misc handler {}, registered without the F flag: images must contain {}",
+                        "through the host's binfmt_misc handler {}, registered without the F flag: images must contain {}{as_is}",
                         handler.name,
                         handler.interpreter.display()
                     ),
@@ -1543,5 +1651,59 @@ mod tests {
         assert_eq!(h.os, "linux");
         assert!(emulator_for(&h).is_some(), "{h}");
         assert!(Machine::detect().native(&h));
+    }
+
+    #[test]
+    fn doctor_says_how_each_platform_runs_and_why_not() {
+        let arm = emulator_for(&Platform::parse("linux/arm64").unwrap()).unwrap();
+        let handler = Handler::parse(
+            "qemu-aarch64",
+            "enabled\ninterpreter /usr/bin/qemu-aarch64\nflags: OC\noffset 0\nmagic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n",
+        )
+        .unwrap();
+        let host = How::Host {
+            emulator: arm,
+            handler,
+        };
+        let support = |no_instance: Option<&str>| Support {
+            platform: arm.platform(),
+            label: arm.label,
+            how: Ok(host.clone()),
+            no_instance: no_instance.map(str::to_string),
+        };
+        let lines = doctor_lines(vec![
+            support(None),
+            support(Some(
+                "Linux 6.1.0 cannot mount binfmt_misc in a user namespace (6.7 can)",
+            )),
+            Support {
+                platform: arm.platform(),
+                label: arm.label,
+                how: Err(Error::KernelTooOld {
+                    platform: "linux/arm64".into(),
+                    kernel: "6.1.0".into(),
+                }),
+                no_instance: None,
+            },
+        ]);
+        assert!(lines[0].ok);
+        assert_eq!(
+            lines[0].detail,
+            "through the host's binfmt_misc handler qemu-aarch64 (/usr/bin/qemu-aarch64), copied into strata's user namespace"
+        );
+        assert!(!lines[1].ok);
+        assert_eq!(
+            lines[1].detail,
+            "through the host's binfmt_misc handler qemu-aarch64, registered without the F flag: images must contain /usr/bin/qemu-aarch64, used as it is (Linux 6.1.0 cannot mount binfmt_misc in a user namespace (6.7 can))"
+        );
+        assert!(!lines[2].ok);
+        assert!(lines[2]
+            .detail
+            .starts_with("unavailable: linux/arm64: Linux 6.1.0 cannot mount"));
+        assert!(lines[2]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("tonistiigi/binfmt"));
     }
 }

@@ -151,6 +151,17 @@ pub enum SetupError {
     /// Docker's seccomp profile could not be compiled.
     #[error("{message}")]
     Seccomp { message: String },
+    /// A step of a foreign platform cannot run here: no QEMU, a kernel that cannot mount
+    /// binfmt_misc in a user namespace and no handler on the host, a platform strata cannot
+    /// emulate, or the registration refused. `message` names the platform and what is
+    /// missing; `fix` is what to do.
+    #[error("cannot run {platform} binaries: {message}")]
+    Emulation {
+        platform: String,
+        message: String,
+        errno: Option<i32>,
+        fix: Option<String>,
+    },
     /// A hook of `main()` failed (its own typed error inside).
     #[error("{}", .0.message)]
     Hook(HookFailure),
@@ -179,6 +190,7 @@ impl SetupError {
             | Syscall { errno, .. }
             | Ulimit { errno, .. } => Some(*errno),
             IdMaps { cause } | Io { cause, .. } | Os { cause } | TaskRead { cause } => cause.errno,
+            Emulation { errno, .. } => *errno,
             CacheOwner { cause, .. } => cause.errno(),
             Hook(f) => f.errno,
             _ => None,
@@ -204,6 +216,11 @@ impl SetupError {
         match self {
             Proc { .. } => super::probe::proc_fixes(),
             UserNs { .. } | BecomeRoot { .. } | RootOnly { .. } => super::probe::advice(),
+            Emulation { fix, .. } => fix
+                .iter()
+                .cloned()
+                .chain(["`strata doctor` lists the platforms this machine runs, and how".into()])
+                .collect(),
             _ if self.errno() == Some(libc::EPERM) => {
                 vec!["run `strata doctor` for a full report".into()]
             }

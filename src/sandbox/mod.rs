@@ -15,6 +15,7 @@ pub mod binfmt;
 mod child;
 pub mod console;
 pub mod copyfs;
+pub mod emulation;
 mod error;
 pub mod idmap;
 pub mod net;
@@ -724,7 +725,11 @@ fn launch(
         task_r.as_fd(),
     ];
     fds.extend(memory.iter().map(|f| f.as_fd()));
-    let pid = session::fork_child(exe, maps, &fds)?;
+    let platform = match task {
+        Task::Run(s) => s.platform.as_ref(),
+        Task::Hook(_) => None,
+    };
+    let pid = session::fork_child(exe, maps, platform, &fds)?;
     drop(fds);
     drop((stdin, stdout, stderr, report_w, task_r));
     started(pid);

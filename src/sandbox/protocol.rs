@@ -27,13 +27,33 @@ pub enum ToChild {
     NetworkReady,
 }
 
+/// The byte that starts a request for a child (with its descriptors).
+pub const FORK_REQUEST: u8 = b'T';
+/// The byte that starts a [`SessionRequest`] (JSON after it, no descriptors).
+pub const JSON_REQUEST: u8 = b'E';
+/// The largest request datagram the session reads.
+pub const MAX_REQUEST: usize = 64 << 10;
+
+/// A request to the session other than a fork.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionRequest {
+    /// Register these handlers in the session's own binfmt_misc instance (mounted on the first
+    /// such request): see [`super::emulation`].
+    Emulate(Vec<super::binfmt::Registration>),
+}
+
 /// The session's answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionReply {
     /// The child for the request exists with this pid (in strata's pid namespace).
     Started(u32),
-    /// The session could not make the child.
+    /// The session could not make the child (or do the request).
     Failed(super::SetupError),
+    /// The handlers of an [`SessionRequest::Emulate`] are registered.
+    Emulating,
+    /// The session could not have a binfmt_misc instance of its own (nothing is mounted: the
+    /// host's handlers apply as they are).
+    NoInstance(super::SetupError),
 }
 
 /// `msg` as one frame's bytes, or an error naming its size when it is over [`MAX_FRAME`].

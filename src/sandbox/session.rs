@@ -25,8 +25,13 @@ use rustix::net::{
     AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
-use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
+use super::binfmt;
+use super::emulation::{self, Refusal};
+use super::protocol::{
+    read_frame, write_frame, SessionReply, SessionRequest, ToChild, JSON_REQUEST, MAX_REQUEST,
+};
 use super::{high, idmap, pipe, probe, Error, Report, SetupError, CHILD_ARG};
+use crate::oci::Platform;
 
 /// The most descriptors one request carries: stdin, stdout, stderr, the two pipes and up to
 /// 100 secret files (more are refused before a request is made).
@@ -36,6 +41,8 @@ struct Session {
     control: OwnedFd,
     process: Child,
     maps: idmap::IdMaps,
+    /// The platforms this session runs, and how (see [`emulation`]).
+    emulation: emulation::Cache,
 }
 
 impl Drop for Session {
@@ -50,10 +57,13 @@ impl Drop for Session {
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
 
 /// Have the session for `maps` (started on first use) fork a sandbox child with `fds` as its
-/// descriptors 0, 1, 2, 3, 4 and the secret files after them. Returns the child's pid.
+/// descriptors 0, 1, 2, 3, 4 and the secret files after them. Returns the child's pid. A
+/// child that runs binaries of `platform` (when foreign) finds QEMU registered for it in the
+/// session's user namespace, or the host's handler ([`emulation`]).
 pub(super) fn fork_child(
     exe: &Path,
     maps: &idmap::IdMaps,
+    platform: Option<&Platform>,
     fds: &[BorrowedFd<'_>],
 ) -> Result<u32, Error> {
     let mut slot = SESSION.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,6 +76,33 @@ pub(super) fn fork_child(
             Some(s) => s,
             None => slot.insert(Session::start(exe, maps)?),
         };
+        if let Some(p) = platform {
+            let Session {
+                control, emulation, ..
+            } = &mut *session;
+            let route = emulation.ensure(&binfmt::Machine::detect, p, &mut |regs| {
+                emulate(control, regs)
+            });
+            match route {
+                Ok(_) => {}
+                // A session that is gone (killed from outside) is replaced, once.
+                Err(SetupError::Emulation {
+                    errno: None,
+                    ref message,
+                    ..
+                }) if message == GONE && !restarted => {
+                    restarted = true;
+                    *slot = None;
+                    continue;
+                }
+                Err(cause) => {
+                    return Err(Error::Setup {
+                        advice: cause.advice(),
+                        cause: Box::new(cause),
+                    })
+                }
+            }
+        }
         match session.request(fds) {
             Ok(pid) => return Ok(pid),
             // A session that is gone (killed from outside) is replaced, once.
@@ -179,6 +216,7 @@ impl Session {
             control: mine,
             process,
             maps: maps.clone(),
+            emulation: emulation::Cache::default(),
         })
     }
 
@@ -217,7 +255,54 @@ impl Session {
                 cause: Box::new(cause),
                 advice: Vec::new(),
             }),
+            Ok(r) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the session answered a request for a child with {r:?}"),
+            )
+            .into()),
             Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e).into()),
         }
+    }
+}
+
+/// The message of the error [`emulate`] gives when the session is gone (it is replaced).
+const GONE: &str = "the sandbox session ended";
+
+/// Ask the session on `control` to register `regs` in its binfmt_misc instance.
+fn emulate(control: &OwnedFd, regs: &[binfmt::Registration]) -> Result<(), Refusal> {
+    let platform = regs.first().map(|r| r.platform.clone()).unwrap_or_default();
+    let gone = || {
+        Refusal::Failed(SetupError::Emulation {
+            platform: platform.clone(),
+            message: GONE.into(),
+            errno: None,
+            fix: None,
+        })
+    };
+    let mut body = vec![JSON_REQUEST];
+    serde_json::to_writer(&mut body, &SessionRequest::Emulate(regs.to_vec()))
+        .map_err(|_| gone())?;
+    if body.len() > MAX_REQUEST {
+        return Err(Refusal::Failed(SetupError::Emulation {
+            platform: platform.clone(),
+            message: format!("a registration request of {} bytes", body.len()),
+            errno: None,
+            fix: None,
+        }));
+    }
+    rustix::net::send(control, &body, SendFlags::NOSIGNAL).map_err(|_| gone())?;
+    let mut buf = [0u8; 4096];
+    let n = loop {
+        match rustix::io::read(control, &mut buf) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) | Ok(0) => return Err(gone()),
+            Ok(n) => break n,
+        }
+    };
+    match serde_json::from_slice::<SessionReply>(&buf[..n]) {
+        Ok(SessionReply::Emulating) => Ok(()),
+        Ok(SessionReply::NoInstance(e)) => Err(Refusal::NoInstance(e)),
+        Ok(SessionReply::Failed(e)) => Err(Refusal::Failed(e)),
+        _ => Err(gone()),
     }
 }

@@ -106,6 +106,15 @@ pub trait Sys {
     fn close_range(&self, first: u32);
     /// execve(2): returns only when it failed.
     fn execve(&self, exec: &Exec) -> Errno;
+    /// A binfmt_misc instance of this user namespace, mounted nowhere
+    /// ([`super::binfmt::mount_detached`]): its root's descriptor.
+    fn binfmt_instance(&self) -> Result<std::os::fd::OwnedFd, super::binfmt::Error>;
+    /// Register `regs` in the instance whose root is `dir` ([`super::binfmt::register_at`]).
+    fn binfmt_register(
+        &self,
+        dir: &Path,
+        regs: &[super::binfmt::Registration],
+    ) -> Result<(), super::binfmt::Error>;
 }
 
 fn last() -> Errno {
@@ -282,6 +291,18 @@ impl Sys for Linux {
         check(unsafe { libc::setrlimit(resource, &l) }.into())
     }
 
+    fn binfmt_instance(&self) -> Result<std::os::fd::OwnedFd, super::binfmt::Error> {
+        super::binfmt::mount_detached()
+    }
+
+    fn binfmt_register(
+        &self,
+        dir: &Path,
+        regs: &[super::binfmt::Registration],
+    ) -> Result<(), super::binfmt::Error> {
+        super::binfmt::register_at(dir, regs).map(|_| ())
+    }
+
     fn close_range(&self, first: u32) {
         // SAFETY: closing descriptors has no memory-safety preconditions; the caller is the
         // process about to exec.
@@ -373,6 +394,10 @@ pub mod fake {
             hard: u64,
         },
         CloseRange(u32),
+        /// A binfmt_misc instance mounted detached.
+        BinfmtInstance,
+        /// Handlers registered in it: the entry names.
+        BinfmtRegister(Vec<String>),
         Execve {
             prog: String,
             argv: Vec<String>,
@@ -537,6 +562,39 @@ pub mod fake {
 
         fn close_range(&self, first: u32) {
             let _ = self.record(Call::CloseRange(first));
+        }
+
+        fn binfmt_instance(&self) -> Result<std::os::fd::OwnedFd, crate::sandbox::binfmt::Error> {
+            self.record(Call::BinfmtInstance).map_err(|e| {
+                crate::sandbox::binfmt::Error::Mount {
+                    path: PathBuf::from("(a detached mount)"),
+                    kernel: "6.18.0".into(),
+                    source: e.into(),
+                }
+            })?;
+            Ok(fs_err::File::open("/dev/null")
+                .expect("/dev/null")
+                .into_parts()
+                .0
+                .into())
+        }
+
+        fn binfmt_register(
+            &self,
+            _dir: &Path,
+            regs: &[crate::sandbox::binfmt::Registration],
+        ) -> Result<(), crate::sandbox::binfmt::Error> {
+            self.record(Call::BinfmtRegister(
+                regs.iter().map(|r| r.name.clone()).collect(),
+            ))
+            .map_err(|e| crate::sandbox::binfmt::Error::Register {
+                platform: regs.first().map(|r| r.platform.clone()).unwrap_or_default(),
+                interpreter: regs
+                    .first()
+                    .map(|r| r.interpreter.clone())
+                    .unwrap_or_default(),
+                source: e.into(),
+            })
         }
 
         fn execve(&self, exec: &Exec) -> Errno {

@@ -18,8 +18,11 @@ mod tests;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd};
 
+use super::binfmt::Registration;
 use super::error::io;
-use super::protocol::{read_frame, write_frame, SessionReply, ToChild};
+use super::protocol::{
+    read_frame, write_frame, SessionReply, SessionRequest, ToChild, JSON_REQUEST, MAX_REQUEST,
+};
 use super::session::MAX_FDS;
 use super::sys::{Linux, Sys};
 use super::{Network, Outcome, Report, SetupError, Spec, Task};
@@ -127,14 +130,15 @@ fn session(sys: &dyn Sys, hook: &super::HookFn) -> R<()> {
         std::os::fd::OwnedFd::from_raw_fd(5)
     };
     let me = std::process::id() as i32;
+    let mut binfmt = Binfmt::default();
+    let mut request = vec![0u8; MAX_REQUEST];
     loop {
         let mut space =
             vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut ancillary = rustix::net::RecvAncillaryBuffer::new(&mut space);
-        let mut byte = [0u8; 1];
         let got = rustix::net::recvmsg(
             &control,
-            &mut [std::io::IoSliceMut::new(&mut byte)],
+            &mut [std::io::IoSliceMut::new(&mut request)],
             &mut ancillary,
             rustix::net::RecvFlags::CMSG_CLOEXEC,
         );
@@ -151,21 +155,80 @@ fn session(sys: &dyn Sys, hook: &super::HookFn) -> R<()> {
                 fds.extend(it);
             }
         }
-        let reply = if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) || fds.len() < 5 {
+        let reply = if request[0] == JSON_REQUEST {
+            drop(fds);
+            let req =
+                serde_json::from_slice::<SessionRequest>(&request[1..msg.bytes.min(MAX_REQUEST)]);
+            match req {
+                Ok(SessionRequest::Emulate(regs)) => binfmt.register(sys, &regs),
+                Err(_) => SessionReply::Failed(SetupError::BadRequest { count: 0 }),
+            }
+        } else if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) || fds.len() < 5 {
             SessionReply::Failed(SetupError::BadRequest { count: fds.len() })
         } else {
             // SAFETY: single-threaded; the child only continues in `forked`, which never
             // returns.
-            match unsafe { libc::fork() } {
+            let r = match unsafe { libc::fork() } {
                 -1 => SessionReply::Failed(syscall("fork")),
                 0 => forked(sys, hook, me, fds),
                 pid => SessionReply::Started(pid as u32),
-            }
+            };
+            drop(fds);
+            r
         };
-        drop(fds);
         let body = serde_json::to_vec(&reply).unwrap_or_default();
         if rustix::io::write(&control, &body).is_err() {
             return Ok(());
+        }
+    }
+}
+
+/// The session's own binfmt_misc instance (see [`super::emulation`]): mounted detached on the
+/// first request, in a mount namespace the session makes for it (a mount needs one its user
+/// namespace owns), and kept open for the session's life, which keeps its handlers.
+#[derive(Default)]
+struct Binfmt {
+    instance: Option<std::os::fd::OwnedFd>,
+    refused: Option<SetupError>,
+}
+
+impl Binfmt {
+    fn register(&mut self, sys: &dyn Sys, regs: &[Registration]) -> SessionReply {
+        let platform = regs.first().map(|r| r.platform.clone()).unwrap_or_default();
+        if let Some(e) = &self.refused {
+            return SessionReply::NoInstance(e.clone());
+        }
+        if self.instance.is_none() {
+            let made = sys
+                .unshare(libc::CLONE_NEWNS)
+                .map_err(|e| SetupError::Emulation {
+                    platform: platform.clone(),
+                    message: format!(
+                        "a mount namespace for binfmt_misc: unshare(CLONE_NEWNS): {}",
+                        std::io::Error::from(e)
+                    ),
+                    errno: Some(e.raw_os_error()),
+                    fix: None,
+                })
+                .and_then(|()| {
+                    sys.binfmt_instance()
+                        .map_err(|e| super::emulation::error(&platform, &e))
+                });
+            match made {
+                Ok(fd) => self.instance = Some(fd),
+                Err(e) => {
+                    self.refused = Some(e.clone());
+                    return SessionReply::NoInstance(e);
+                }
+            }
+        }
+        let Some(fd) = &self.instance else {
+            return SessionReply::Failed(SetupError::NoTask);
+        };
+        let dir = std::path::PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        match sys.binfmt_register(&dir, regs) {
+            Ok(()) => SessionReply::Emulating,
+            Err(e) => SessionReply::Failed(super::emulation::error(&platform, &e)),
         }
     }
 }

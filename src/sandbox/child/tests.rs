@@ -472,3 +472,72 @@ fn the_step_s_etc_files_tmpfs_and_binds_are_mounted_in_order_read_only_by_a_remo
     );
     assert_eq!(hand_to_user, vec!["/cache"]);
 }
+
+fn registration(platform: &str, name: &str) -> crate::sandbox::binfmt::Registration {
+    crate::sandbox::binfmt::Registration {
+        platform: platform.into(),
+        name: name.into(),
+        interpreter: PathBuf::from(format!("/usr/bin/{name}-static")),
+        line: format!(":{name}:M::x::/usr/bin/{name}-static:POCF").into_bytes(),
+    }
+}
+
+#[test]
+fn the_session_mounts_its_binfmt_instance_once_in_a_mount_namespace_of_its_own() {
+    use crate::sandbox::protocol::SessionReply;
+    let sys = Recorder::new();
+    let mut b = super::Binfmt::default();
+    let arm = [registration("linux/arm64", "qemu-aarch64")];
+    let rv = [registration("linux/riscv64", "qemu-riscv64")];
+    assert_eq!(b.register(&sys, &arm), SessionReply::Emulating);
+    assert_eq!(b.register(&sys, &rv), SessionReply::Emulating);
+    assert_eq!(
+        sys.calls(),
+        vec![
+            Call::Unshare(libc::CLONE_NEWNS),
+            Call::BinfmtInstance,
+            Call::BinfmtRegister(vec!["qemu-aarch64".into()]),
+            Call::BinfmtRegister(vec!["qemu-riscv64".into()]),
+        ]
+    );
+}
+
+#[test]
+fn a_refused_binfmt_instance_is_said_once_and_remembered() {
+    use crate::sandbox::protocol::SessionReply;
+    let sys = Recorder::new();
+    sys.fail(libc::EPERM, |c| *c == Call::BinfmtInstance);
+    let mut b = super::Binfmt::default();
+    let arm = [registration("linux/arm64", "qemu-aarch64")];
+    let SessionReply::NoInstance(e) = b.register(&sys, &arm) else {
+        panic!("not refused")
+    };
+    assert_eq!(e.errno(), Some(libc::EPERM));
+    assert!(
+        e.to_string()
+            .starts_with("cannot run linux/arm64 binaries: mounting binfmt_misc"),
+        "{e}"
+    );
+    assert!(matches!(
+        b.register(&sys, &arm),
+        SessionReply::NoInstance(_)
+    ));
+    // Asked once: the refusal is the session's answer from then on.
+    assert_eq!(
+        sys.calls(),
+        vec![Call::Unshare(libc::CLONE_NEWNS), Call::BinfmtInstance]
+    );
+    // A failed registration in a working instance is a failure, not a missing instance.
+    let sys = Recorder::new();
+    sys.fail(libc::EEXIST, |c| matches!(c, Call::BinfmtRegister(_)));
+    let mut b = super::Binfmt::default();
+    let SessionReply::Failed(e) = b.register(&sys, &arm) else {
+        panic!("not failed")
+    };
+    assert!(
+        e.to_string().starts_with(
+            "cannot run linux/arm64 binaries: registering /usr/bin/qemu-aarch64-static with binfmt_misc"
+        ),
+        "{e}"
+    );
+}
