@@ -445,7 +445,6 @@ fn one_platform_builds_one_image_as_before() {
 }
 
 #[test]
-#[ignore = "needs i29-emu"]
 fn a_foreign_run_step_runs_emulated() {
     let Some(s) = M::new("emulated") else {
         return;
