@@ -160,8 +160,8 @@ fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
             _ => {}
         }
     }
-    if opts.push {
-        return Err(not_yet("--push").into());
+    if opts.push && opts.tags.is_empty() {
+        return Err(Error::PushWithoutName.into());
     }
     if !opts.cache_to.is_empty() {
         return Err(not_yet("--cache-to").into());
@@ -254,12 +254,38 @@ fn deliver(
             Output::Docker { .. } | Output::Registry { .. } => {}
         }
     }
+    let mut pushed = Vec::new();
+    if opts.push {
+        let reg = crate::registry::Registry::from_environment()?.with_observer(report.clone());
+        let compression = match opts.compression {
+            crate::layer::Compression::None => crate::layer::Compression::GZIP,
+            c => c,
+        };
+        for t in &opts.tags {
+            let p = reg
+                .push_index(
+                    store,
+                    index,
+                    t,
+                    &crate::registry::push::PushOptions {
+                        compression,
+                        chunk_size: None,
+                    },
+                )
+                .doing_with(|| format!("pushing {t}"))?;
+            note(&p.to_string());
+            pushed.push((t.to_string(), p.digest));
+        }
+    }
     if let Some(f) = &opts.metadata_file {
+        // The digest the registry has when pushed (layers compressed on the way change it).
+        let digest = pushed.first().map(|(_, d)| d).unwrap_or(&index.digest);
         let v = serde_json::json!({
-            "containerimage.digest": index.digest.to_string(),
+            "strata.pushed": pushed.iter().map(|(r, d)| format!("{r}@{d}")).collect::<Vec<_>>(),
+            "containerimage.digest": digest.to_string(),
             "containerimage.descriptor": {
                 "mediaType": media::OCI_INDEX,
-                "digest": index.digest.to_string(),
+                "digest": digest.to_string(),
                 "size": index.size,
             },
             "image.name": opts.tags.iter().map(|t| t.qualified()).collect::<Vec<_>>().join(","),
