@@ -495,3 +495,124 @@ fn a_failing_platform_cancels_the_others() {
     );
     assert!(!err.contains("cancelled"), "{err}");
 }
+
+/// Debian's docker-registry on 127.0.0.1 for one test, stopped (by its pid) when dropped.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Option<Registry> {
+        if !support::have("docker-registry") {
+            support::skip("docker-registry is not installed (apt-get install docker-registry)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("registry.yml");
+        fs_err::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Stopped by Drop from here on, the panic below included.
+        let r = Registry { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(r);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not listen on {port}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn push_sends_the_index_and_each_platform() {
+    let Some(s) = M::new("push") else {
+        return;
+    };
+    let Some(r) = Registry::start(&s.dir) else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let name = format!("127.0.0.1:{}/multi:1", r.port);
+    let meta = s.dir.join("meta.json");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &name,
+            "--push",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+    );
+    if !support::have("skopeo") {
+        support::skip("skopeo is not installed: the pushed index is not read back");
+        return;
+    }
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    let o = std::process::Command::new("skopeo")
+        .args([
+            "--override-arch",
+            "arm64",
+            "inspect",
+            "--config",
+            "--tls-verify=false",
+        ])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(c["architecture"], "arm64");
+    let m = json(&meta);
+    assert!(m["containerimage.digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:")));
+    assert_eq!(m["strata.pushed"].as_array().unwrap().len(), 1);
+}
