@@ -616,3 +616,43 @@ fn push_sends_the_index_and_each_platform() {
         .is_some_and(|d| d.starts_with("sha256:")));
     assert_eq!(m["strata.pushed"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_multi_platform_base_gives_each_platform_its_image() {
+    let Some(s) = M::new("index-base") else {
+        return;
+    };
+    let base = s.ctx(
+        "base",
+        &[(
+            "Dockerfile",
+            "ARG TARGETARCH\nFROM busybox-${TARGETARCH}\nARG TARGETARCH\nCOPY <<EOF /arch\n$TARGETARCH\nEOF\n",
+        )],
+    );
+    s.ok(
+        &base,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "base:multi"],
+    );
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", "FROM base:multi\nCOPY Dockerfile /df\n")],
+    );
+    let out = s.dir.join("out");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+    );
+    for arch in ["amd64", "arm64"] {
+        let got = fs_err::read_to_string(out.join(format!("linux_{arch}/arch"))).unwrap();
+        assert_eq!(got, format!("{arch}\n"));
+    }
+    // A platform the base's index lacks is named.
+    let err = s.fails(&ctx, &["--platform", "linux/amd64,linux/riscv64"]);
+    assert!(err.contains("linux/riscv64"), "{err}");
+    assert!(err.contains("base:multi"), "{err}");
+}
