@@ -9,6 +9,7 @@ mod progress;
 mod registry_cmds;
 pub mod render;
 pub mod run;
+mod sbom;
 mod store_cmds;
 
 use std::path::PathBuf;
@@ -86,6 +87,9 @@ pub enum Commands {
     Login(registry_cmds::LoginArgs),
     /// Remove a registry's saved credentials.
     Logout(registry_cmds::LogoutArgs),
+    /// Print an image's SBOM (SPDX 2.3 or CycloneDX JSON): each package with the layer and
+    /// the instruction that added it.
+    Sbom(sbom::SbomArgs),
 }
 
 impl Commands {
@@ -160,6 +164,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Push(a) => registry_cmds::push(&store()?, a),
         Commands::Login(a) => registry_cmds::login(a),
         Commands::Logout(a) => registry_cmds::logout(a),
+        Commands::Sbom(a) => sbom::sbom(&store()?, a),
     }
 }
 

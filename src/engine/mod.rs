@@ -27,6 +27,7 @@ pub mod size;
 mod stage;
 mod state;
 mod step;
+pub mod supply;
 
 pub use options::*;
 
