@@ -92,6 +92,15 @@ impl Store {
             Ok(m) => m,
             Err(e) => return p(e.to_string()),
         };
+        // An attestation manifest of an index: its config and layers are not an image's.
+        if d.annotations.contains_key(super::REFERENCE_TYPE) {
+            for b in std::iter::once(&m.config).chain(&m.layers) {
+                if let Err(e) = self.read_blob(&b.digest) {
+                    p(format!("attestation {}: {e}", d.digest));
+                }
+            }
+            return;
+        }
         let cfg: ImageConfig = match self
             .read_blob(&m.config.digest)
             .map_err(|e| e.to_string())

@@ -67,7 +67,11 @@ fn annotated_names(d: &Descriptor) -> Vec<ImageRef> {
 }
 
 impl Store {
-    fn load_record(&self, manifest_digest: &Digest, names: Vec<ImageRef>) -> Result<ImageRecord> {
+    pub(super) fn load_record(
+        &self,
+        manifest_digest: &Digest,
+        names: Vec<ImageRef>,
+    ) -> Result<ImageRecord> {
         let mbytes = self.read_blob(manifest_digest)?;
         let manifest: Manifest = oci::parse_json(&mbytes, &format!("manifest {manifest_digest}"))?;
         let cbytes = self.read_blob(&manifest.config.digest)?;
@@ -189,8 +193,17 @@ impl Store {
     }
 
     /// Find an image by `name[:tag]`, by id (config digest, or a unique prefix of its hex of at
-    /// least 4 digits) or by manifest digest.
+    /// least 4 digits) or by manifest digest. A name (or digest) of an image index resolves to
+    /// the host platform's image of it ([`Store::resolve_platform`]).
     pub fn resolve(&self, what: &str) -> Result<ImageRecord> {
+        if self.find_index(what)?.is_some() {
+            return self.resolve_platform(what, None);
+        }
+        self.resolve_manifest(what)
+    }
+
+    /// [`Store::resolve`] among the entries that are image manifests.
+    pub(super) fn resolve_manifest(&self, what: &str) -> Result<ImageRecord> {
         let images = self.images()?;
         if let Ok(r) = ImageRef::parse(what) {
             if let Some(img) = images.iter().find(|i| i.names.contains(&r)) {
@@ -325,7 +338,11 @@ impl Store {
     /// Give an image another name.
     pub fn tag(&self, source: &str, target: &ImageRef) -> Result<()> {
         let _w = self.writer_lock()?;
-        let img = self.resolve(source)?;
+        if let Some((mut desc, _)) = self.find_index(source)? {
+            desc.annotations.remove(REF_NAME);
+            return self.set_ref(target, &desc);
+        }
+        let img = self.resolve_manifest(source)?;
         let idx = self.index()?;
         let desc = idx
             .manifests
@@ -341,7 +358,29 @@ impl Store {
     /// Remove a name, or every name of an image given by id. Blobs stay until `prune`.
     /// Returns the names removed.
     pub fn remove(&self, what: &str) -> Result<Vec<String>> {
-        let img = self.resolve(what)?;
+        if let Some((desc, _)) = self.find_index(what)? {
+            // By name: that name; by digest: every name of the index.
+            let name = desc.annotations.get(REF_NAME).cloned();
+            let by_digest = what.parse::<Digest>().is_ok_and(|d| d == desc.digest);
+            return self.update_index(|idx| {
+                let mut removed = Vec::new();
+                idx.manifests.retain(|m| {
+                    let drop = m.digest == desc.digest
+                        && (by_digest || m.annotations.get(REF_NAME) == name.as_ref());
+                    if drop {
+                        removed.push(
+                            m.annotations
+                                .get(REF_NAME)
+                                .cloned()
+                                .unwrap_or_else(|| desc.digest.to_string()),
+                        );
+                    }
+                    !drop
+                });
+                Ok(removed)
+            });
+        }
+        let img = self.resolve_manifest(what)?;
         let by_name = ImageRef::parse(what).ok().filter(|r| img.names.contains(r));
         self.update_index(|idx| {
             let mut removed = Vec::new();

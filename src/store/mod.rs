@@ -25,12 +25,17 @@
 
 mod fsck;
 mod images;
+mod indexes;
 mod io_util;
 mod snapshots;
 mod transfer;
 
 pub use fsck::{FsckReport, Problem};
 pub use images::{make_writable, select_platform, tree_size, DiskUsage, ImageRecord, ImageRef};
+pub use indexes::{
+    index_platforms, is_platform_image, platform_list, platform_manifest, IndexRecord,
+    REFERENCE_TYPE,
+};
 pub use io_util::{owner_gone, owner_tag, write_atomic, TempFile};
 pub use snapshots::unpack_verified;
 pub use transfer::SaveFormat;
@@ -51,6 +56,12 @@ pub enum Error {
     MissingBlob(Digest),
     #[error("{0}")]
     Invalid(String),
+    #[error("image \"{image}\" has no image for platform {wanted}; it has {available} (choose one with --platform)")]
+    NoPlatform {
+        image: String,
+        wanted: String,
+        available: String,
+    },
     #[error(transparent)]
     Oci(#[from] oci::Error),
     #[error(transparent)]
