@@ -90,6 +90,8 @@ pub enum Commands {
     /// Print an image's SBOM (SPDX 2.3 or CycloneDX JSON): each package with the layer and
     /// the instruction that added it.
     Sbom(sbom::SbomArgs),
+    /// Print the SLSA provenance statement attached to an image by `build --provenance`.
+    Provenance(sbom::ProvenanceArgs),
 }
 
 impl Commands {
@@ -165,6 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Login(a) => registry_cmds::login(a),
         Commands::Logout(a) => registry_cmds::logout(a),
         Commands::Sbom(a) => sbom::sbom(&store()?, a),
+        Commands::Provenance(a) => sbom::provenance(&store()?, a),
     }
 }
 

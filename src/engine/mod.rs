@@ -127,9 +127,22 @@ pub(crate) struct Build<'a> {
     /// What the words of every stage's instructions have grown by in expansion
     /// ([`crate::dockerfile::shell::MAX_TOTAL_EXPANSION`] for the whole build).
     pub budget: crate::dockerfile::shell::Budget,
+    /// ADD's remote sources as fetched (`URL DIGEST MTIME`, `git URL COMMIT SUBDIR`), for
+    /// the provenance.
+    pub fetched: Mutex<Vec<String>>,
+    /// The index that holds the image and its attestations ([`supply::attach`]).
+    pub attached: Mutex<Option<Descriptor>>,
 }
 
 impl Build<'_> {
+    /// The index of the image and its attestations, when the build made any.
+    pub fn attached_index(&self) -> Option<Descriptor> {
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// A line for the user that belongs to no step.
     pub fn note(&self, msg: &str) {
         self.report.event(report::Event::Note(msg));
@@ -216,6 +229,7 @@ fn attempt(
     step_ids: &AtomicUsize,
 ) -> Result<Built, BuildError> {
     let _writer = store.writer_lock()?;
+    let started = crate::oci::now_secs();
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
     let platform = plan.options.target_platform.clone();
@@ -240,6 +254,8 @@ fn attempt(
         ran: Mutex::new(Vec::new()),
         mounts_used: Mutex::new(Default::default()),
         budget: Default::default(),
+        fetched: Mutex::new(Vec::new()),
+        attached: Mutex::new(None),
     };
     if !opts.cache_from.is_empty() {
         b.imported = cache::remote::Imported::load(&b, &opts.cache_from, skip);
@@ -280,6 +296,8 @@ fn attempt(
     // The imported steps are the store's own from now on (their layers fetched on use).
     cache::remote::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
+    let attached = supply::attach(&b, &img, &names, started)?;
+    *b.attached.lock().unwrap_or_else(|e| e.into_inner()) = attached;
     deliver(&b, &img)?;
     Ok(finished(&b, &img, &names))
 }
@@ -502,14 +520,18 @@ fn write_output(
         b.opts.tags.clone()
     };
     match o {
-        Output::Oci { dest, tar } => {
-            let f = if *tar {
-                SaveFormat::OciArchive
-            } else {
-                SaveFormat::OciDir
-            };
-            store.save(&[(img.clone(), names)], dest, f)?;
-        }
+        Output::Oci { dest, tar } => match b.attached_index() {
+            // With attestations: the index that holds the image and them.
+            Some(index) => supply::save_index_oci(store, &index, &names, dest, *tar)?,
+            _ => {
+                let f = if *tar {
+                    SaveFormat::OciArchive
+                } else {
+                    SaveFormat::OciDir
+                };
+                store.save(&[(img.clone(), names)], dest, f)?;
+            }
+        },
         Output::Docker { dest } => {
             store.save(&[(img.clone(), names)], dest, SaveFormat::DockerArchive)?;
         }

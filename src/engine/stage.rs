@@ -634,6 +634,7 @@ mod tests {
             shm_size: None,
             annotations: Default::default(),
             load: None,
+            attest: Default::default(),
         }
     }
 
@@ -680,6 +681,8 @@ mod tests {
             ran: Mutex::new(Vec::new()),
             mounts_used: Mutex::new(Default::default()),
             budget: Default::default(),
+            fetched: Default::default(),
+            attached: Default::default(),
         };
         let result = run_with(&b, 0, fake_base).unwrap();
         Built {
