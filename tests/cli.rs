@@ -388,7 +388,7 @@ fn store_commands_end_to_end() {
     assert_eq!(s(&["tag", "demo:1", "demo:latest"]).status.code(), Some(0));
     let images = text(&s(&["images"]).stdout);
     assert!(
-        images.starts_with("NAME   TAG      IMAGE ID       CREATED    SIZE\n"),
+        images.starts_with("NAME   TAG      IMAGE ID       CREATED    SIZE   PLATFORMS\n"),
         "{images}"
     );
     assert!(

@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// The size of /dev/shm (default 64m).
     #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
     shm_size: Option<u64>,
+    /// The platform's image of an image index (os/arch[/variant]; default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
     /// Save the container's changes as a new image (one layer on top), like `docker commit`.
     #[arg(long, value_name = "NAME[:TAG]")]
     commit: Option<String>,
@@ -123,7 +126,8 @@ pub fn run(store: &Store, a: RunArgs) -> anyhow::Result<i32> {
     let img = strata::registry::ImageSource::new(
         store,
         strata::registry::PullPolicy::Missing,
-        strata::oci::Platform::host(),
+        super::store_cmds::platform_arg(a.platform.as_deref())?
+            .unwrap_or_else(strata::oci::Platform::host),
         progress,
     )
     .image(a.image())?

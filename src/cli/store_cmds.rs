@@ -32,6 +32,17 @@ pub struct DfArgs {
 pub struct ImageArg {
     /// An image: NAME[:TAG], or an id (config digest or a prefix of it).
     image: String,
+    /// For a name of an image index (several platforms): the platform's image (os/arch[/variant];
+    /// default: this machine's). For a single image: checked against its platform.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+}
+
+/// `--platform` as typed (`linux/arm64`, `arm64`, `linux/arm/v7`), in normal form.
+pub fn platform_arg(p: Option<&str>) -> anyhow::Result<Option<oci::Platform>> {
+    p.map(|s| oci::Platform::parse_specifier(s, &oci::Platform::host()))
+        .transpose()
+        .map_err(Into::into)
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +100,10 @@ pub struct SaveArgs {
     /// Archive format.
     #[arg(long, default_value = "oci-archive", value_parser = ["oci-archive", "docker-archive", "oci-dir"])]
     format: String,
+    /// Save one platform's image of an image index (needed for a docker-archive). Without it
+    /// an OCI archive or layout holds the whole index.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -154,7 +169,88 @@ pub(super) fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + se)
 }
 
+/// An image's platform as `--platform` takes it.
+fn platform_of(i: &ImageRecord) -> String {
+    oci::Platform {
+        architecture: i.config.architecture.clone(),
+        os: i.config.os.clone(),
+        os_version: None,
+        variant: i.config.variant.clone(),
+    }
+    .to_string()
+}
+
+/// A row of `strata images`: an image, or an image index with its platforms.
+struct Row {
+    names: Vec<ImageRef>,
+    id: String,
+    digest: String,
+    created: Option<String>,
+    size: Option<u64>,
+    stored: u64,
+    platforms: Vec<String>,
+}
+
 pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
+    let mut rows = image_rows(store)?;
+    rows.extend(index_rows(store)?);
+    rows.sort_by(|a, b| a.names.first().cmp(&b.names.first()));
+    match a.format {
+        Format::Json => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "names": i.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                        "id": i.id,
+                        "digest": i.digest,
+                        "created": i.created,
+                        "size": i.size,
+                        "stored": i.stored,
+                        "platforms": i.platforms,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            let mut table = vec![[
+                "NAME".to_string(),
+                "TAG".into(),
+                "IMAGE ID".into(),
+                "CREATED".into(),
+                "SIZE".into(),
+                "PLATFORMS".into(),
+            ]];
+            for i in &rows {
+                let names: Vec<(String, String)> = if i.names.is_empty() {
+                    vec![("<none>".into(), "<none>".into())]
+                } else {
+                    i.names
+                        .iter()
+                        .map(|n| (n.name(), n.tag().to_string()))
+                        .collect()
+                };
+                let id = i.id.strip_prefix("sha256:").unwrap_or(&i.id);
+                for (n, t) in names {
+                    table.push([
+                        n,
+                        t,
+                        id.get(..12).unwrap_or(id).to_string(),
+                        ago(i.created.as_deref()),
+                        i.size.map(human_size).unwrap_or_else(|| "?".into()),
+                        i.platforms.join(","),
+                    ]);
+                }
+            }
+            print_table(&table);
+        }
+    }
+    Ok(0)
+}
+
+/// The rows of the store's single images.
+fn image_rows(store: &Store) -> anyhow::Result<Vec<Row>> {
     let imgs = store.images()?;
     // SIZE is the content of the image's files once unpacked (as docker's): the same for an
     // image id in any store, whatever the compression of its layers there.
@@ -164,59 +260,55 @@ pub fn images(store: &Store, a: ImagesArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|i| strata::engine::size::content(store, i).ok())
         .collect();
-    match a.format {
-        Format::Json => {
-            let v: Vec<serde_json::Value> = imgs
-                .iter()
-                .zip(&sizes)
-                .map(|(i, size)| {
-                    serde_json::json!({
-                        "names": i.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-                        "id": i.id().to_string(),
-                        "digest": i.manifest_digest.to_string(),
-                        "created": i.config.created,
-                        "size": size,
-                        "stored": i.size(),
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Format::Table => {
-            let mut rows = vec![[
-                "NAME".to_string(),
-                "TAG".into(),
-                "IMAGE ID".into(),
-                "CREATED".into(),
-                "SIZE".into(),
-            ]];
-            for (i, size) in imgs.iter().zip(&sizes) {
-                let names: Vec<(String, String)> = if i.names.is_empty() {
-                    vec![("<none>".into(), "<none>".into())]
-                } else {
-                    i.names
-                        .iter()
-                        .map(|n| (n.name(), n.tag().to_string()))
-                        .collect()
-                };
-                for (n, t) in names {
-                    rows.push([
-                        n,
-                        t,
-                        i.id().short().to_string(),
-                        ago(i.config.created.as_deref()),
-                        size.map(human_size).unwrap_or_else(|| "?".into()),
-                    ]);
-                }
-            }
-            print_table(&rows);
-        }
-    }
-    Ok(0)
+    Ok(imgs
+        .iter()
+        .zip(sizes)
+        .map(|(i, size)| Row {
+            names: i.names.clone(),
+            id: i.id().to_string(),
+            digest: i.manifest_digest.to_string(),
+            created: i.config.created.clone(),
+            size,
+            stored: i.size(),
+            platforms: vec![platform_of(i)],
+        })
+        .collect())
 }
 
-fn print_table(rows: &[[String; 5]]) {
-    let mut w = [0usize; 5];
+/// The rows of the store's image indexes: the id is the index's digest; created, size and
+/// stored add up (created: the newest) over its platforms' images.
+fn index_rows(store: &Store) -> anyhow::Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for ix in store.indexes()? {
+        let mut row = Row {
+            names: ix.names.clone(),
+            id: ix.digest.to_string(),
+            digest: ix.digest.to_string(),
+            created: None,
+            size: Some(0),
+            stored: 0,
+            platforms: Vec::new(),
+        };
+        for p in ix.platforms() {
+            row.platforms.push(p.to_string());
+            let Ok(img) = store.resolve_platform(ix.digest.as_str(), Some(&p)) else {
+                row.size = None;
+                continue;
+            };
+            let size = strata::engine::size::content(store, &img).ok();
+            row.size = row.size.zip(size).map(|(a, b)| a + b);
+            row.stored += img.size();
+            if img.config.created > row.created {
+                row.created = img.config.created.clone();
+            }
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn print_table(rows: &[[String; 6]]) {
+    let mut w = [0usize; 6];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());
@@ -227,7 +319,7 @@ fn print_table(rows: &[[String; 5]]) {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if i == 4 {
+                if i == w.len() - 1 {
                     c.clone()
                 } else {
                     format!("{c:<width$}", width = w[i])
@@ -239,11 +331,12 @@ fn print_table(rows: &[[String; 5]]) {
 }
 
 pub fn inspect(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
-    let i = store.resolve(&a.image)?;
+    let i = store.resolve_platform(&a.image, platform_arg(a.platform.as_deref())?.as_ref())?;
     let v = serde_json::json!({
         "Id": i.id().to_string(),
         "Names": i.names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         "Digest": i.manifest_digest.to_string(),
+        "Platform": platform_of(&i),
         "Manifest": i.manifest,
         "Config": i.config,
     });
@@ -252,7 +345,7 @@ pub fn inspect(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
 }
 
 pub fn history(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
-    let i = store.resolve(&a.image)?;
+    let i = store.resolve_platform(&a.image, platform_arg(a.platform.as_deref())?.as_ref())?;
     // CONTENT is the layer's files once unpacked (docker history's SIZE); PUSH what a push
     // sends for it, ≈ when estimated (the same figures as a build's size report).
     let mut layers = i.manifest.layers.iter();
@@ -492,13 +585,28 @@ pub fn import(store: &Store, a: ImportArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The images to save with the names to write for each: with `platform`, each one's image
+/// for it; without, the names of image indexes go to `indexes` (saved whole).
+#[allow(clippy::type_complexity)]
 fn resolve_with_names(
     store: &Store,
     what: &[String],
+    platform: Option<&oci::Platform>,
+    indexes: &mut Vec<(oci::Descriptor, Vec<ImageRef>)>,
 ) -> anyhow::Result<Vec<(ImageRecord, Vec<ImageRef>)>> {
     let mut out = Vec::new();
     for w in what {
-        let img = store.resolve(w)?;
+        if platform.is_none() {
+            if let Some((d, _)) = store.find_index(w)? {
+                let names = match ImageRef::parse(w) {
+                    Ok(r) if d.annotations.get(oci::REF_NAME) == Some(&r.to_string()) => vec![r],
+                    _ => Vec::new(),
+                };
+                indexes.push((d, names));
+                continue;
+            }
+        }
+        let img = store.resolve_platform(w, platform)?;
         let names = match ImageRef::parse(w) {
             Ok(r) if img.names.contains(&r) => vec![r],
             _ => img.names.clone(),
@@ -510,7 +618,9 @@ fn resolve_with_names(
 
 pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<i32> {
     let format = SaveFormat::parse(&a.format).expect("clap checked the value");
-    let images = resolve_with_names(store, &a.images)?;
+    let platform = platform_arg(a.platform.as_deref())?;
+    let mut indexes = Vec::new();
+    let images = resolve_with_names(store, &a.images, platform.as_ref(), &mut indexes)?;
     if format == SaveFormat::OciDir
         && a.output.exists()
         && !a.output.join("oci-layout").exists()
@@ -521,7 +631,7 @@ pub fn save(store: &Store, a: SaveArgs) -> anyhow::Result<i32> {
             a.output.display()
         );
     }
-    store.save(&images, &a.output, format)?;
+    store.save_with_indexes(&images, &indexes, &a.output, format)?;
     Ok(0)
 }
 

@@ -149,7 +149,7 @@ impl<'a> ImageSource<'a> {
                 };
             }
         };
-        let local = self.local(&r)?;
+        let local = self.local(&r, platform)?;
         if self.policy != PullPolicy::Always {
             if let Some((desc, rec)) = local {
                 return Ok(Resolved::local(registry_digest(&desc, &rec), rec, Some(r)));
@@ -211,8 +211,19 @@ impl<'a> ImageSource<'a> {
 
     /// The store's entry for `r`: by name, or for a pinned reference by digest (the manifest's
     /// or the registry's).
-    fn local(&self, r: &Reference) -> Result<Option<(Descriptor, ImageRecord)>> {
+    fn local(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+    ) -> Result<Option<(Descriptor, ImageRecord)>> {
         let name = store_name(r).to_string();
+        // A name (or digest) of an image index of the store: its image for `platform`; an
+        // index without one is an error naming the platforms it has, not a pull.
+        let key = r.digest().map_or(name.clone(), ToString::to_string);
+        if let Some((desc, _)) = self.store.find_index(&key)? {
+            let rec = self.store.resolve_platform(&key, Some(platform))?;
+            return Ok(Some((desc, rec)));
+        }
         Ok(self.store.find_entry(|d| match r.digest() {
             Some(dg) => {
                 d.digest == *dg

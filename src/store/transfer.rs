@@ -76,6 +76,40 @@ fn ref_to_name(r: &str, fallback: &str) -> String {
     }
 }
 
+/// The names an OCI layout's index entry gives (containerd's full name, else the ref name).
+fn layout_names(d: &Descriptor, fallback: &str) -> Result<Vec<ImageRef>> {
+    let name = d.annotations.get(CONTAINERD_NAME).cloned().or_else(|| {
+        d.annotations
+            .get(REF_NAME)
+            .map(|r| ref_to_name(r, fallback))
+    });
+    Ok(name
+        .map(|n| ImageRef::parse(&n))
+        .transpose()?
+        .into_iter()
+        .collect())
+}
+
+/// Whether every manifest an image index lists is there (`read`) with every blob it needs
+/// (`has`): then it is loaded whole.
+fn whole_index(
+    i: &Index,
+    read: &dyn Fn(&Digest) -> Option<Vec<u8>>,
+    has: &dyn Fn(&Digest) -> bool,
+) -> bool {
+    !i.manifests.is_empty()
+        && i.manifests.iter().all(|m| {
+            media::is_manifest(&m.media_type)
+                && read(&m.digest)
+                    .and_then(|b| oci::parse_json::<Manifest>(&b, "manifest").ok())
+                    .is_some_and(|man| {
+                        std::iter::once(&man.config)
+                            .chain(&man.layers)
+                            .all(|b| has(&b.digest))
+                    })
+        })
+}
+
 /// An error while writing an archive stream (the destination is named by `save`).
 /// A layout's failures as the store's: an IO error names its path as the store's do; the
 /// others keep their message.
@@ -138,6 +172,22 @@ impl Store {
         v
     }
 
+    /// Every blob an index of the store reaches: the index, its manifests (attestation
+    /// manifests too) and their configs and layers.
+    fn index_blobs(&self, index: &Descriptor) -> Result<Vec<Descriptor>> {
+        let mut out = vec![index.clone()];
+        for m in self.read_index(&index.digest)?.manifests {
+            let man: Manifest = oci::parse_json(
+                &self.read_blob(&m.digest)?,
+                &format!("manifest {}", m.digest),
+            )?;
+            out.push(m);
+            out.push(man.config);
+            out.extend(man.layers);
+        }
+        Ok(out)
+    }
+
     /// Write `images` to `dest` in `format`. Archives are written to a temp file beside `dest`
     /// and renamed, so a failed save leaves no half-written archive.
     pub fn save(
@@ -146,8 +196,51 @@ impl Store {
         dest: &Path,
         format: SaveFormat,
     ) -> Result<()> {
+        self.save_with_indexes(images, &[], dest, format)
+    }
+
+    /// [`Store::save`] with image indexes of the store too (`indexes`: an index's descriptor,
+    /// as [`Store::find_index`] gives it, and the names to write for it): an OCI layout or
+    /// oci-archive holds each whole, every platform's image and attestation. A docker-archive
+    /// holds single images only: an index is refused there (choose a platform's image).
+    pub fn save_with_indexes(
+        &self,
+        images: &[(ImageRecord, Vec<ImageRef>)],
+        indexes: &[(Descriptor, Vec<ImageRef>)],
+        dest: &Path,
+        format: SaveFormat,
+    ) -> Result<()> {
+        if format == SaveFormat::DockerArchive {
+            if let Some((d, names)) = indexes.first() {
+                let what = names
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| d.digest.to_string());
+                return Err(Error::Invalid(format!(
+                    "\"{what}\" is an image index (several platforms): a docker-archive holds one platform's image; choose one with --platform, or save it as oci-archive"
+                )));
+            }
+        }
+        let mut extra = Vec::new();
+        let mut tops = Vec::new();
+        for (d, names) in indexes {
+            extra.extend(self.index_blobs(d)?);
+            let mut base = d.clone();
+            base.annotations.clear();
+            base.platform = None;
+            if names.is_empty() {
+                tops.push(base.clone());
+            }
+            for n in names {
+                let mut e = base.clone();
+                e.annotations.insert(REF_NAME.into(), n.tag().to_string());
+                e.annotations.insert(CONTAINERD_NAME.into(), n.qualified());
+                tops.push(e);
+            }
+        }
+        let extra = (extra, tops);
         match format {
-            SaveFormat::OciDir => self.save_oci_dir(images, dest),
+            SaveFormat::OciDir => self.save_oci_dir(images, &extra, dest),
             SaveFormat::OciArchive | SaveFormat::DockerArchive => {
                 let dir = dest
                     .parent()
@@ -163,7 +256,7 @@ impl Store {
                 let r = (|| {
                     let w = io::BufWriter::with_capacity(1 << 20, f);
                     let w = if format == SaveFormat::OciArchive {
-                        self.write_oci_archive(images, w)?
+                        self.write_oci_archive(images, &extra, w)?
                     } else {
                         self.write_docker_archive(images, w)?
                     };
@@ -179,13 +272,22 @@ impl Store {
         }
     }
 
-    fn save_oci_dir(&self, images: &[(ImageRecord, Vec<ImageRef>)], dest: &Path) -> Result<()> {
+    fn save_oci_dir(
+        &self,
+        images: &[(ImageRecord, Vec<ImageRef>)],
+        (extra, tops): &(Vec<Descriptor>, Vec<Descriptor>),
+        dest: &Path,
+    ) -> Result<()> {
         let layout = Layout::create(dest)?;
         let blobs = layout.blobs_dir();
         // What an earlier save killed mid-copy left here (`.copy-PID-…` of a dead process).
         super::io_util::remove_dead_leftovers(&blobs, ".copy-");
-        for (img, _) in images {
-            for d in self.blobs_of(img) {
+        let all = images
+            .iter()
+            .map(|(img, _)| self.blobs_of(img))
+            .chain(std::iter::once(extra.clone()));
+        for list in all {
+            for d in list {
                 // Never a hard link: writing to the exported copy would change the store's
                 // blob. A reflink where the filesystem has them (no data copied), else a copy.
                 let from = self.blob_path(&d.digest);
@@ -196,7 +298,11 @@ impl Store {
             }
         }
         let mut index = layout.index()?.unwrap_or_default();
-        for d in self.export_descriptors(images)? {
+        for d in self
+            .export_descriptors(images)?
+            .into_iter()
+            .chain(tops.clone())
+        {
             oci::layout::set_entry(&mut index, d);
         }
         Ok(layout.write_index(&index)?)
@@ -205,6 +311,7 @@ impl Store {
     fn write_oci_archive<W: Write>(
         &self,
         images: &[(ImageRecord, Vec<ImageRef>)],
+        (extra, tops): &(Vec<Descriptor>, Vec<Descriptor>),
         w: W,
     ) -> Result<W> {
         let mut b = tar::Builder::new(w);
@@ -217,8 +324,10 @@ impl Store {
             layout.as_bytes(),
         )
         .map_err(archive_io)?;
+        let mut manifests = self.export_descriptors(images)?;
+        manifests.extend(tops.iter().cloned());
         let index = Index {
-            manifests: self.export_descriptors(images)?,
+            manifests,
             ..Index::default()
         };
         let ib = canonical_json(&index);
@@ -229,8 +338,12 @@ impl Store {
         b.append(&tar_header("blobs/sha256/", 0, true), io::empty())
             .map_err(archive_io)?;
         let mut seen = std::collections::BTreeSet::new();
-        for (img, _) in images {
-            for d in self.blobs_of(img) {
+        let all = images
+            .iter()
+            .map(|(img, _)| self.blobs_of(img))
+            .chain(std::iter::once(extra.clone()));
+        for list in all {
+            for d in list {
                 if !seen.insert(d.digest.clone()) {
                     continue;
                 }
@@ -326,6 +439,7 @@ impl Store {
                 self.collect_needed(
                     d,
                     &|dg: &Digest| std::fs::read(layout.blob_path(dg)).ok(),
+                    &|dg: &Digest| layout.blob_path(dg).exists(),
                     &mut needed,
                 )?;
             }
@@ -416,19 +530,27 @@ impl Store {
         )))
     }
 
-    /// Every descriptor a top-level index entry needs, reading manifests with `read`.
+    /// Every descriptor a top-level index entry needs, reading manifests with `read` (`has`:
+    /// whether the source holds a blob). An image index whose every manifest is there with
+    /// all its blobs is needed whole; otherwise (a layout of one platform's blobs, as skopeo
+    /// copies one) the host platform's image of it.
     fn collect_needed(
         &self,
         d: &Descriptor,
         read: &dyn Fn(&Digest) -> Option<Vec<u8>>,
+        has: &dyn Fn(&Digest) -> bool,
         out: &mut Vec<Descriptor>,
     ) -> Result<()> {
         out.push(d.clone());
         let bytes = read(&d.digest).ok_or_else(|| Error::MissingBlob(d.digest.clone()))?;
         if media::is_index(&d.media_type) {
             let i: Index = oci::parse_json(&bytes, &format!("index {}", d.digest))?;
-            if let Some(m) = super::select_platform(&i, &Platform::host()) {
-                self.collect_needed(m, read, out)?;
+            if whole_index(&i, read, has) {
+                for m in &i.manifests {
+                    self.collect_needed(m, read, has, out)?;
+                }
+            } else if let Some(m) = super::select_platform(&i, &Platform::host()) {
+                self.collect_needed(m, read, has, out)?;
             }
         } else {
             let m: Manifest = oci::parse_json(&bytes, &format!("manifest {}", d.digest))?;
@@ -440,11 +562,22 @@ impl Store {
 
     fn name_oci_index(&self, index: &Index, fallback: &str) -> Result<Vec<ImageRecord>> {
         let mut checked = Vec::new();
+        let mut indexes: Vec<(Descriptor, Vec<ImageRef>)> = Vec::new();
         for d in &index.manifests {
             let mut d = d.clone();
             if media::is_index(&d.media_type) {
                 let i: Index =
                     oci::parse_json(&self.read_blob(&d.digest)?, &format!("index {}", d.digest))?;
+                let read = |dg: &Digest| self.read_blob(dg).ok();
+                let has = |dg: &Digest| self.has_blob(dg);
+                if whole_index(&i, &read, &has) {
+                    let names = layout_names(&d, fallback)?;
+                    let mut desc = d.clone();
+                    desc.annotations.clear();
+                    desc.platform = None;
+                    indexes.push((desc, names));
+                    continue;
+                }
                 let chosen = super::select_platform(&i, &Platform::host()).ok_or_else(|| {
                     Error::Invalid(format!(
                         "image index {} has no manifest for {}/{}",
@@ -469,16 +602,7 @@ impl Store {
                     return Err(Error::MissingBlob(b.digest.clone()));
                 }
             }
-            let name = d.annotations.get(CONTAINERD_NAME).cloned().or_else(|| {
-                d.annotations
-                    .get(REF_NAME)
-                    .map(|r| ref_to_name(r, fallback))
-            });
-            let names: Vec<ImageRef> = name
-                .map(|n| ImageRef::parse(&n))
-                .transpose()?
-                .into_iter()
-                .collect();
+            let names = layout_names(&d, fallback)?;
             let mut desc = d.clone();
             desc.annotations.clear();
             checked.push((desc, names));
@@ -487,6 +611,37 @@ impl Store {
         let mut out = Vec::new();
         for (desc, names) in checked {
             out.push(self.name_manifest(&desc, &names)?);
+        }
+        for (desc, names) in indexes {
+            // Named as it is (its digest does not change); its images need no entries.
+            if names.is_empty() {
+                self.update_index(|idx| {
+                    if !idx.manifests.iter().any(|m| m.digest == desc.digest) {
+                        idx.manifests.push(desc.clone());
+                    }
+                    Ok(())
+                })?;
+            }
+            for n in &names {
+                self.set_ref(n, &desc)?;
+            }
+            // The host's image stands for it, else its first platform's.
+            let mut rec = match self.resolve_platform(desc.digest.as_str(), None) {
+                Ok(r) => r,
+                Err(_) => {
+                    let i = self.read_index(&desc.digest)?;
+                    let first = i
+                        .manifests
+                        .iter()
+                        .find(|m| super::is_platform_image(m))
+                        .ok_or_else(|| {
+                            Error::Invalid(format!("image index {} lists no image", desc.digest))
+                        })?;
+                    self.load_record(&first.digest, Vec::new())?
+                }
+            };
+            rec.names = names;
+            out.push(rec);
         }
         Ok(out)
     }
