@@ -444,6 +444,11 @@ fn push_to(
         )
         .doing_with(|| format!("pushing {to}"))?;
     b.note(&p.to_string());
+    if b.attached_index().is_some() {
+        b.note(&format!(
+            "warning: {to} got the image without its attestations (pushing an image index is not supported yet); they are in the store and in --output type=oci"
+        ));
+    }
     Ok((to.to_string(), p.digest))
 }
 

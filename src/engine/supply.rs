@@ -224,6 +224,7 @@ pub(in crate::engine) fn attach(
     if !want.any() {
         return Ok(None);
     }
+    let clock = std::time::Instant::now();
     let store = b.store;
     let subject = &img.manifest_digest;
     let platform = config_platform(img);
@@ -296,10 +297,11 @@ pub(in crate::engine) fn attach(
     image.platform = Some(platform);
     let index = store.put_index(&[image, am.descriptor.clone()], Default::default(), names)?;
     b.note(&format!(
-        "attestations: {} in {} (index {})",
+        "attestations: {} in manifest {} of index {} ({:.3} s)",
         said.join(", "),
         am.descriptor.digest.short(),
-        index.digest.short()
+        index.digest.short(),
+        clock.elapsed().as_secs_f64()
     ));
     Ok(Some(index))
 }
