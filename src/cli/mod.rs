@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod forward;
+mod manifest;
 mod parse;
 mod progress;
 mod registry_cmds;
@@ -83,6 +84,9 @@ pub enum Commands {
     Pull(registry_cmds::PullArgs),
     /// Push an image of the store to a registry.
     Push(registry_cmds::PushArgs),
+    /// Image indexes in a registry: `create` combines images pushed by digest (one per
+    /// platform, from a CI matrix) into one tag; `inspect` prints a manifest or index.
+    Manifest(manifest::ManifestArgs),
     /// Log in to a registry: check the credentials and save them in the containers auth file.
     Login(registry_cmds::LoginArgs),
     /// Remove a registry's saved credentials.
@@ -103,6 +107,7 @@ impl Commands {
                 | Commands::Run(_)
                 | Commands::Pull(_)
                 | Commands::Push(_)
+                | Commands::Manifest(_)
                 | Commands::Login(_)
                 | Commands::Logout(_)
         )
@@ -164,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Doctor => run::doctor(),
         Commands::Pull(a) => registry_cmds::pull(&store()?, a),
         Commands::Push(a) => registry_cmds::push(&store()?, a),
+        Commands::Manifest(a) => manifest::run(&store()?, a),
         Commands::Login(a) => registry_cmds::login(a),
         Commands::Logout(a) => registry_cmds::logout(a),
         Commands::Sbom(a) => sbom::sbom(&store()?, a),

@@ -75,8 +75,7 @@ fn platform(p: Option<&str>) -> anyhow::Result<Platform> {
     let Some(p) = p else {
         return Ok(Platform::host());
     };
-    strata::oci::Platform::parse(p)
-        .ok_or_else(|| anyhow!("invalid --platform \"{p}\": use OS/ARCH[/VARIANT]"))
+    Ok(Platform::parse_specifier(p, &Platform::host())?)
 }
 
 pub fn pull(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
@@ -107,6 +106,37 @@ pub fn pull(store: &Store, a: PullArgs) -> anyhow::Result<i32> {
 
 pub fn push(store: &Store, a: PushArgs) -> anyhow::Result<i32> {
     let p = progress(&a.progress, a.quiet)?;
+    let compression = strata::layer::Compression::parse(&a.compression).ok_or_else(|| {
+        anyhow!(
+            "invalid --compression {}: gzip, zstd or none",
+            a.compression
+        )
+    })?;
+    let opts = PushOptions {
+        compression,
+        chunk_size: a.chunk_size,
+    };
+    // A name of an image index: every platform's image, then the index under the tag.
+    if let Some((desc, _)) = store.find_index(&a.image)? {
+        let dest = match &a.dest {
+            Some(d) => Reference::parse(d)?,
+            None => desc
+                .annotations
+                .get(strata::oci::REF_NAME)
+                .and_then(|n| Reference::parse(n).ok())
+                .ok_or_else(|| anyhow!("{} has no name: give the destination", a.image))?,
+        };
+        let reg = Registry::from_environment()?.with_observer(p.clone());
+        let pushed = reg
+            .push_index(store, &desc, &dest, &opts)
+            .with_context(|| format!("pushing {} to {dest}", a.image))?;
+        if a.quiet {
+            println!("{}", pushed.digest);
+        } else {
+            p.finish(&pushed.to_string());
+        }
+        return Ok(0);
+    }
     let img = store.resolve(&a.image)?;
     let dest = match &a.dest {
         Some(d) => Reference::parse(d)?,
@@ -118,23 +148,9 @@ pub fn push(store: &Store, a: PushArgs) -> anyhow::Result<i32> {
             .cloned()
             .ok_or_else(|| anyhow!("{} has no name: give the destination", a.image))?,
     };
-    let compression = strata::layer::Compression::parse(&a.compression).ok_or_else(|| {
-        anyhow!(
-            "invalid --compression {}: gzip, zstd or none",
-            a.compression
-        )
-    })?;
     let reg = Registry::from_environment()?.with_observer(p.clone());
     let pushed = reg
-        .push(
-            store,
-            &img,
-            &dest,
-            &PushOptions {
-                compression,
-                chunk_size: a.chunk_size,
-            },
-        )
+        .push(store, &img, &dest, &opts)
         .with_context(|| format!("pushing {} to {dest}", a.image))?;
     if a.quiet {
         println!("{}", pushed.digest);

@@ -59,6 +59,11 @@ impl Repo {
         }
     }
 
+    /// The manifest with selector `sel` (a digest) in this repository.
+    pub fn manifest_at(&self, reg: &Registry, sel: &str) -> Result<(String, Vec<u8>, Digest)> {
+        reg.get_manifest(&self.host, &self.at, &self.user_ref, sel)
+    }
+
     /// A small JSON blob (a config), through the store (verified, size-capped), as bytes.
     pub fn json_blob(&self, reg: &Registry, store: &Store, d: &Descriptor) -> Result<Vec<u8>> {
         self.blob(reg, store, d, Blob::Config)?;
@@ -108,5 +113,30 @@ impl Repo {
             &[d.to_string(), self.at.tag().to_string()],
         )?;
         Ok((d, counts))
+    }
+
+    /// Send `blobs` (each mounted from one of `mounts`, the repositories of this registry that
+    /// hold it, else uploaded from the store), then the manifest by digest only.
+    pub fn put_by_digest(
+        &self,
+        reg: &Registry,
+        store: &Store,
+        blobs: &[Descriptor],
+        mounts: &[(String, Vec<Digest>)],
+        media_type: &str,
+        manifest: &[u8],
+    ) -> Result<(usize, usize, usize)> {
+        let d = Digest::of(manifest);
+        reg.send_parts(
+            &self.host,
+            &self.repo,
+            &self.user_ref,
+            store,
+            blobs,
+            mounts,
+            &super::combine::as_is(),
+            (media_type, manifest, &d),
+            &[d.to_string()],
+        )
     }
 }

@@ -9,6 +9,7 @@
 //!   Basic, Bearer tokens per scope with refresh), retries with backoff and `Retry-After`.
 //! - [`pull`] and [`push`]: the protocol's flows; blobs go through the store's verified
 //!   temp-then-rename path, so nothing partial or unverified becomes a blob.
+//! - [`combine`]: images already in a registry made into one image index (`strata manifest`).
 //! - [`source`]: the one seam that turns a reference into a local image (store first, pull if
 //!   missing, `--pull` to check for a newer one), used by build, run and check.
 //!
@@ -17,6 +18,7 @@
 
 pub mod artifact;
 pub mod client;
+pub mod combine;
 pub mod config;
 pub mod credentials;
 pub mod pull;

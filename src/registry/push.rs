@@ -2,7 +2,9 @@
 //! blob came from another repository of the same registry, else an upload, monolithic or in
 //! chunks), then the manifest by digest, then the tag. Layers stored uncompressed are sent
 //! gzip-compressed (or as `--compression` says); the compressed copy is kept in the store so a
-//! second push does not compress again. A failed upload starts a fresh session.
+//! second push does not compress again. A failed upload starts a fresh session. An image index
+//! ([`Registry::push_index`]) goes manifest by manifest (each by digest), then the index under
+//! the tag.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,7 +15,7 @@ use super::client::{snippet, Host};
 use super::pull::{scope, store_name, ANN_DIGEST, ANN_SOURCE};
 use super::{BlobOutcome, Error, Reference, Registry, Result};
 use crate::layer::Compression;
-use crate::oci::{canonical_json, media, Descriptor, Digest, Manifest};
+use crate::oci::{self, canonical_json, media, Descriptor, Digest, Index, Manifest};
 use crate::store::{ImageRecord, Store};
 
 /// Blobs sent at once.
@@ -76,65 +78,19 @@ impl Registry {
         let host = self.host(at.domain(), target.insecure)?;
         let repo = at.path().to_string();
         let _w = store.writer_lock()?;
-        // The layers as they go on the wire.
-        let mut layers = Vec::new();
-        let mut changed = false;
-        for l in &img.manifest.layers {
-            if media::is_uncompressed_layer(&l.media_type) && opts.compression != Compression::None
-            {
-                layers.push(store.compressed_layer(l, opts.compression)?);
-                changed = true;
-            } else {
-                layers.push(l.clone());
-            }
-        }
-        let (mt, mbytes) = if !changed {
-            // As stored: a pulled image keeps its digest when pushed elsewhere.
-            let bytes = store.read_blob(&img.manifest_digest)?;
-            let mt = img
-                .manifest
-                .media_type
-                .clone()
-                .unwrap_or_else(|| media::OCI_MANIFEST.into());
-            (mt, bytes)
-        } else {
-            let mut config = img.manifest.config.clone();
-            config.media_type = media::OCI_CONFIG.into();
-            let m = Manifest {
-                schema_version: 2,
-                media_type: Some(media::OCI_MANIFEST.into()),
-                config,
-                layers: layers
-                    .iter()
-                    .map(|l| {
-                        let mut l = l.clone();
-                        if l.media_type == media::DOCKER_LAYER_GZIP {
-                            l.media_type = media::OCI_LAYER_GZIP.into();
-                        }
-                        l
-                    })
-                    .collect(),
-                annotations: img.manifest.annotations.clone(),
-            };
-            (media::OCI_MANIFEST.to_string(), canonical_json(&m))
-        };
-        let mdigest = Digest::of(&mbytes);
-        // Where each blob could be mounted from: repositories of the same registry that store
-        // images were pulled from or pushed to.
         let sources = mount_sources(store, at.domain(), &repo)?;
-        let mut blobs = vec![img.manifest.config.clone()];
-        blobs.extend(layers.iter().cloned());
-        let counts = self.send_parts(
+        let sent = self.send_image(
             &host,
             &repo,
             dest,
             store,
-            &blobs,
-            &sources,
+            img,
             opts,
-            (&mt, &mbytes, &mdigest),
-            &[mdigest.to_string(), at.tag().to_string()],
+            &sources,
+            Some(at.tag()),
         )?;
+        let (mdigest, mbytes, counts) = (sent.digest, sent.bytes, sent.counts);
+        let blobs = sent.blobs;
         // Where its blobs are now, so that a later push to another repository of the same
         // registry mounts them. No local name is added (as podman and skopeo): where `dest`
         // already names this image (`build -t REF --push`, `push REF`), that name notes the
@@ -431,6 +387,225 @@ impl Registry {
                     Ok(r)
                 }
             })
+    }
+}
+
+/// One image manifest as it went to a registry.
+struct SentImage {
+    media_type: String,
+    bytes: Vec<u8>,
+    digest: Digest,
+    blobs: Vec<Descriptor>,
+    counts: (usize, usize, usize),
+}
+
+impl Registry {
+    /// Send `img`'s blobs (uncompressed layers compressed as `opts` says), then its manifest
+    /// by digest and, with `tag`, under the tag.
+    #[allow(clippy::too_many_arguments)]
+    fn send_image(
+        &self,
+        host: &Host,
+        repo: &str,
+        dest: &Reference,
+        store: &Store,
+        img: &ImageRecord,
+        opts: &PushOptions,
+        sources: &[(String, Vec<Digest>)],
+        tag: Option<&str>,
+    ) -> Result<SentImage> {
+        // The layers as they go on the wire.
+        let mut layers = Vec::new();
+        let mut changed = false;
+        for l in &img.manifest.layers {
+            if media::is_uncompressed_layer(&l.media_type) && opts.compression != Compression::None
+            {
+                layers.push(store.compressed_layer(l, opts.compression)?);
+                changed = true;
+            } else {
+                layers.push(l.clone());
+            }
+        }
+        let (mt, mbytes) = if !changed {
+            // As stored: a pulled image keeps its digest when pushed elsewhere.
+            let bytes = store.read_blob(&img.manifest_digest)?;
+            let mt = img
+                .manifest
+                .media_type
+                .clone()
+                .unwrap_or_else(|| media::OCI_MANIFEST.into());
+            (mt, bytes)
+        } else {
+            let mut config = img.manifest.config.clone();
+            config.media_type = media::OCI_CONFIG.into();
+            let m = Manifest {
+                schema_version: 2,
+                media_type: Some(media::OCI_MANIFEST.into()),
+                config,
+                layers: layers
+                    .iter()
+                    .map(|l| {
+                        let mut l = l.clone();
+                        if l.media_type == media::DOCKER_LAYER_GZIP {
+                            l.media_type = media::OCI_LAYER_GZIP.into();
+                        }
+                        l
+                    })
+                    .collect(),
+                annotations: img.manifest.annotations.clone(),
+            };
+            (media::OCI_MANIFEST.to_string(), canonical_json(&m))
+        };
+        let mdigest = Digest::of(&mbytes);
+        let mut blobs = vec![img.manifest.config.clone()];
+        blobs.extend(layers.iter().cloned());
+        let mut selectors = vec![mdigest.to_string()];
+        selectors.extend(tag.map(str::to_string));
+        let counts = self.send_parts(
+            host,
+            repo,
+            dest,
+            store,
+            &blobs,
+            sources,
+            opts,
+            (&mt, &mbytes, &mdigest),
+            &selectors,
+        )?;
+        Ok(SentImage {
+            media_type: mt,
+            bytes: mbytes,
+            digest: mdigest,
+            blobs,
+            counts,
+        })
+    }
+
+    /// Push the image index `index` of the store (its descriptor, as
+    /// [`Store::find_index`] or [`Store::put_index`] gives it) to `dest`: every manifest it
+    /// lists by digest first (each image's blobs as [`Registry::push`] sends them; an
+    /// attestation manifest and its blobs as they are), then the index under the tag
+    /// (`application/vnd.oci.image.index.v1+json`). An image whose layers are compressed on
+    /// the way gets a new manifest digest, so the index sent lists the manifests as sent (and
+    /// an attestation's `vnd.docker.reference.digest` follows its image); it is the store's
+    /// index byte for byte when nothing changed. `build --push` of several platforms calls
+    /// this after [`Store::put_index`]. Returns the digest of the index sent, and blob counts
+    /// summed over the manifests.
+    pub fn push_index(
+        &self,
+        store: &Store,
+        index: &Descriptor,
+        dest: &Reference,
+        opts: &PushOptions,
+    ) -> Result<Pushed> {
+        if dest.digest().is_some() {
+            return Err(Error::Protocol(format!(
+                "{dest}: push to a tag, not a digest (the digest is the registry's answer)"
+            )));
+        }
+        let target = self.policy.push_target(dest)?;
+        let at = target.reference.clone();
+        let host = self.host(at.domain(), target.insecure)?;
+        let repo = at.path().to_string();
+        let _w = store.writer_lock()?;
+        let stored = store.read_blob(&index.digest)?;
+        let mut idx: Index = oci::parse_json(&stored, &format!("index {}", index.digest))?;
+        let sources = mount_sources(store, at.domain(), &repo)?;
+        let mut counts = (0, 0, 0);
+        let mut sent_blobs = Vec::new();
+        let mut renamed: Vec<(Digest, Digest)> = Vec::new();
+        let add = |c: &mut (usize, usize, usize), d: (usize, usize, usize)| {
+            c.0 += d.0;
+            c.1 += d.1;
+            c.2 += d.2;
+        };
+        // Images first, then attestation manifests (which may name an image's new digest).
+        let order: Vec<usize> = (0..idx.manifests.len())
+            .filter(|&i| crate::store::is_platform_image(&idx.manifests[i]))
+            .chain(
+                (0..idx.manifests.len())
+                    .filter(|&i| !crate::store::is_platform_image(&idx.manifests[i])),
+            )
+            .collect();
+        for i in order {
+            let m = &mut idx.manifests[i];
+            if !media::is_manifest(&m.media_type) {
+                return Err(Error::Protocol(format!(
+                    "index {}: {} is a {}, not a manifest (nested indexes are not pushed)",
+                    index.digest, m.digest, m.media_type
+                )));
+            }
+            if crate::store::is_platform_image(m) {
+                let img = store.image_of_manifest(&m.digest)?;
+                let sent =
+                    self.send_image(&host, &repo, dest, store, &img, opts, &sources, None)?;
+                add(&mut counts, sent.counts);
+                sent_blobs.extend(sent.blobs.iter().map(|b| b.digest.clone()));
+                if sent.digest != m.digest {
+                    renamed.push((m.digest.clone(), sent.digest.clone()));
+                    m.digest = sent.digest;
+                    m.size = sent.bytes.len() as u64;
+                    m.media_type = sent.media_type;
+                }
+            } else {
+                let key = "vnd.docker.reference.digest";
+                if let Some((_, new)) = renamed
+                    .iter()
+                    .find(|(old, _)| m.annotations.get(key) == Some(&old.to_string()))
+                {
+                    m.annotations.insert(key.into(), new.to_string());
+                }
+                let bytes = store.read_blob(&m.digest)?;
+                let man: Manifest = oci::parse_json(&bytes, &format!("manifest {}", m.digest))?;
+                let mut blobs = vec![man.config.clone()];
+                blobs.extend(man.layers.iter().cloned());
+                let c = self.send_parts(
+                    &host,
+                    &repo,
+                    dest,
+                    store,
+                    &blobs,
+                    &sources,
+                    &PushOptions {
+                        compression: Compression::None,
+                        ..opts.clone()
+                    },
+                    (&m.media_type, &bytes, &m.digest),
+                    &[m.digest.to_string()],
+                )?;
+                add(&mut counts, c);
+                sent_blobs.extend(blobs.iter().map(|b| b.digest.clone()));
+            }
+        }
+        let (bytes, mt) = if renamed.is_empty() {
+            let mt = idx
+                .media_type
+                .clone()
+                .unwrap_or_else(|| media::OCI_INDEX.into());
+            (stored, mt)
+        } else {
+            idx.media_type = Some(media::OCI_INDEX.into());
+            (canonical_json(&idx), media::OCI_INDEX.to_string())
+        };
+        let digest = Digest::of(&bytes);
+        self.send_parts(
+            &host,
+            &repo,
+            dest,
+            store,
+            &[],
+            &[],
+            opts,
+            (&mt, &bytes, &digest),
+            &[digest.to_string(), at.tag().to_string()],
+        )?;
+        store.note_pushed(&at.full_name(), &sent_blobs)?;
+        Ok(Pushed {
+            reference: dest.clone(),
+            digest,
+            size: bytes.len() as u64,
+            counts,
+        })
     }
 }
 

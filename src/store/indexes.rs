@@ -176,6 +176,12 @@ impl Store {
         Ok(Some((d, index)))
     }
 
+    /// The image whose manifest is the blob `d` (an image of an index, which has no entry of
+    /// its own), with no names.
+    pub fn image_of_manifest(&self, d: &Digest) -> Result<ImageRecord> {
+        self.load_record(d, Vec::new())
+    }
+
     /// Read and parse the index blob `d`.
     pub fn read_index(&self, d: &Digest) -> Result<Index> {
         Ok(oci::parse_json(&self.read_blob(d)?, &format!("index {d}"))?)

@@ -10,6 +10,7 @@ mod support;
 
 mod cache;
 mod harness;
+mod index;
 mod python;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,0 +1,397 @@
+//! Image indexes and registries: `strata push` of a name that points at an index sends every
+//! platform's image and then the index; `strata pull` of it keeps one platform (the host's, or
+//! `--platform`); `strata manifest create` combines images that two stores (two CI runners, one
+//! per platform) pushed by digest into one tag, checked with skopeo.
+
+use std::path::{Path, PathBuf};
+
+use super::harness::{Auth, Registry};
+use super::{digest_in, fails, ok, T};
+
+/// The arm64 busybox base the test set-up makes (`make test-deps`).
+fn arm64_base() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci/busybox-arm64");
+    if p.join("index.json").exists() {
+        Some(p)
+    } else {
+        super::support::skip(
+            "the arm64 busybox base is missing (target/test-images/oci/busybox-arm64; make test-deps)",
+        );
+        None
+    }
+}
+
+/// Store `store` with `host:1` (the host's busybox, its layer stored uncompressed: a push
+/// compresses it, so its manifest changes on the way) and `busybox-arm64:latest`.
+fn two_images(t: &T, store: &str, arm: &Path) {
+    t.busybox_layout();
+    let rootfs = t.dir.join("bb-rootfs");
+    ok(
+        &t.strata(
+            store,
+            &[
+                "import",
+                rootfs.to_str().unwrap(),
+                "host:1",
+                "--compression",
+                "none",
+            ],
+        ),
+        "import",
+    );
+    ok(
+        &t.strata(store, &["load", "-i", arm.to_str().unwrap()]),
+        "load arm64",
+    );
+}
+
+/// Make `name` in `store` an index over `host:1` and `busybox-arm64`: saved as an OCI layout,
+/// its index.json rewritten to name one image index over both, loaded back.
+fn make_index(t: &T, store: &str, name: &str) {
+    let layout = t.dir.join(format!("{store}-two"));
+    ok(
+        &t.strata(
+            store,
+            &[
+                "save",
+                "--format",
+                "oci-dir",
+                "-o",
+                layout.to_str().unwrap(),
+                "host:1",
+                "busybox-arm64",
+            ],
+        ),
+        "save",
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifests: Vec<serde_json::Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            m.as_object_mut().unwrap().remove("annotations");
+            m
+        })
+        .collect();
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap();
+    let hex = sha256(&inner);
+    fs_err::write(layout.join("blobs/sha256").join(&hex), &inner).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": inner.len(),
+            "annotations": {"org.opencontainers.image.ref.name": name},
+        }],
+    });
+    fs_err::write(layout.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    ok(
+        &t.strata(store, &["load", "-i", layout.to_str().unwrap()]),
+        "load index",
+    );
+}
+
+fn sha256(b: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b).unwrap();
+    super::text(&c.wait_with_output().unwrap().stdout)[..64].to_string()
+}
+
+/// skopeo's view of `r` for an architecture: `skopeo inspect --override-arch ARCH`.
+fn skopeo_arch(t: &T, r: &str, arch: &str) -> serde_json::Value {
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--override-arch", arch])
+        .arg(format!("docker://{r}"))
+        .env("HOME", t.dir.join("home"))
+        .output()
+        .unwrap();
+    serde_json::from_str(&ok(&o, "skopeo inspect --override-arch")).unwrap()
+}
+
+/// The platforms of the raw index at `r`, as skopeo reads it.
+fn raw_platforms(t: &T, r: &str) -> (serde_json::Value, Vec<String>) {
+    let raw: serde_json::Value = serde_json::from_str(&t.skopeo_inspect(r, true, None)).unwrap();
+    let p = raw["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an index: {raw}"))
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect();
+    (raw, p)
+}
+
+#[test]
+fn an_index_is_pushed_whole_and_pulled_per_platform() {
+    let t = require!(T::new("index-push"));
+    let arm = require!(arm64_base());
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    two_images(&t, "s", &arm);
+    make_index(&t, "s", "multi:1");
+    let dest = format!("{h}/team/multi:1");
+    let o = t.strata("s", &["push", "multi:1", &dest, "--progress", "plain"]);
+    let pushed = ok(&o, "push of an index");
+    let err = super::text(&o.stderr);
+    assert!(err.contains("pushed") || pushed.contains("pushed"), "{err}");
+    let (raw, platforms) = raw_platforms(&t, &dest);
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(platforms, vec!["linux/amd64", "linux/arm64"], "{raw}");
+    assert_eq!(skopeo_arch(&t, &dest, "arm64")["Architecture"], "arm64");
+    assert_eq!(skopeo_arch(&t, &dest, "amd64")["Architecture"], "amd64");
+    // The amd64 layer went gzip-compressed: the index sent lists the manifest as sent, so it
+    // is not the store's index.
+    let local: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata("s", &["images", "--format", "json"]),
+        "images",
+    ))
+    .unwrap();
+    let row = local
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["names"] == serde_json::json!(["multi:1"]))
+        .unwrap_or_else(|| panic!("{local}"));
+    assert_eq!(
+        row["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"])
+    );
+    assert_ne!(row["digest"], raw_digest(&t, &dest));
+    let amd: serde_json::Value = serde_json::from_str(&t.skopeo_inspect(
+        &format!(
+            "{h}/team/multi@{}",
+            raw["manifests"][0]["digest"].as_str().unwrap()
+        ),
+        true,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        amd["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    // A second push sends the same index, and no blob again.
+    let o = t.strata("s", &["push", "multi:1", &dest, "--progress", "plain"]);
+    ok(&o, "second push");
+    let again = super::text(&o.stderr);
+    assert!(again.contains("0 blobs uploaded"), "{again}");
+
+    // A pull keeps one platform: the host's by default, or --platform's.
+    let o = t.strata("p", &["pull", &dest, "--progress", "plain"]);
+    ok(&o, "pull");
+    let i: serde_json::Value =
+        serde_json::from_str(&ok(&t.strata("p", &["inspect", &dest]), "inspect")).unwrap();
+    assert_eq!(i["Config"]["architecture"], "amd64");
+    ok(
+        &t.strata(
+            "p2",
+            &[
+                "pull",
+                "--platform",
+                "linux/arm64",
+                &dest,
+                "--progress",
+                "plain",
+            ],
+        ),
+        "pull --platform",
+    );
+    let i: serde_json::Value =
+        serde_json::from_str(&ok(&t.strata("p2", &["inspect", &dest]), "inspect")).unwrap();
+    assert_eq!(i["Config"]["architecture"], "arm64");
+    let e = fails(
+        &t.strata("p3", &["pull", "--platform", "linux/s390x", &dest]),
+        "pull of a platform the index lacks",
+    );
+    assert!(
+        e.contains("linux/amd64") && e.contains("linux/arm64"),
+        "{e}"
+    );
+}
+
+/// The digest skopeo computes for what `r` names.
+fn raw_digest(t: &T, r: &str) -> String {
+    format!(
+        "sha256:{}",
+        sha256(t.skopeo_inspect(r, true, None).as_bytes())
+    )
+}
+
+#[test]
+fn manifest_create_combines_two_runners_images_pushed_by_digest() {
+    let t = require!(T::new("index-create"));
+    let arm = require!(arm64_base());
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    // Runner 1 (amd64) and runner 2 (arm64), each with a store of its own, push by digest
+    // (a throwaway tag; the digest is what they hand on). The arm64 one to a repository of its
+    // own, so that `create` mounts its blobs across.
+    t.busybox_layout();
+    let rootfs = t.dir.join("bb-rootfs");
+    ok(
+        &t.strata("r1", &["import", rootfs.to_str().unwrap(), "app"]),
+        "import",
+    );
+    let d1 = digest_in(&ok(
+        &t.strata(
+            "r1",
+            &["push", "-q", "app", &format!("{h}/team/app:ci-amd64")],
+        ),
+        "push amd64",
+    ));
+    ok(
+        &t.strata("r2", &["load", "-i", arm.to_str().unwrap()]),
+        "load arm64",
+    );
+    let d2 = digest_in(&ok(
+        &t.strata(
+            "r2",
+            &[
+                "push",
+                "-q",
+                "busybox-arm64",
+                &format!("{h}/team/app-arm64:ci"),
+            ],
+        ),
+        "push arm64",
+    ));
+    let s1 = format!("{h}/team/app@{d1}");
+    let s2 = format!("{h}/team/app-arm64@{d2}");
+    let dest = format!("{h}/team/app:1.0");
+    // --dry-run: the index, nothing pushed.
+    let dry: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata(
+            "m",
+            &[
+                "manifest",
+                "create",
+                "--dry-run",
+                "-t",
+                &dest,
+                &s1,
+                &s2,
+                "--annotation",
+                "org.opencontainers.image.source=https://example.com/app",
+            ],
+        ),
+        "manifest create --dry-run",
+    ))
+    .unwrap();
+    assert_eq!(dry["manifests"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(dry["manifests"][1]["platform"]["architecture"], "arm64");
+    assert_eq!(
+        dry["annotations"]["org.opencontainers.image.source"],
+        "https://example.com/app"
+    );
+    fails(
+        &t.strata("m", &["manifest", "inspect", &dest]),
+        "inspect before create",
+    );
+    let out = ok(
+        &t.strata(
+            "m",
+            &[
+                "manifest",
+                "create",
+                "-q",
+                "-t",
+                &dest,
+                &s1,
+                &s2,
+                "--annotation",
+                "org.opencontainers.image.source=https://example.com/app",
+            ],
+        ),
+        "manifest create",
+    );
+    let digest = digest_in(&out);
+    let (raw, platforms) = raw_platforms(&t, &dest);
+    assert_eq!(platforms, vec!["linux/amd64", "linux/arm64"], "{raw}");
+    assert_eq!(raw_digest(&t, &dest), digest);
+    assert_eq!(skopeo_arch(&t, &dest, "arm64")["Architecture"], "arm64");
+    assert_eq!(skopeo_arch(&t, &dest, "amd64")["Architecture"], "amd64");
+    let shown: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata("m", &["manifest", "inspect", &dest]),
+        "manifest inspect",
+    ))
+    .unwrap();
+    assert_eq!(shown, raw);
+    // A pull of the tag on an arm64 machine gets the arm64 image.
+    ok(
+        &t.strata(
+            "p",
+            &[
+                "pull",
+                "--platform",
+                "linux/arm64",
+                &dest,
+                "--progress",
+                "plain",
+            ],
+        ),
+        "pull arm64",
+    );
+    let i: serde_json::Value =
+        serde_json::from_str(&ok(&t.strata("p", &["inspect", &dest]), "inspect")).unwrap();
+    assert_eq!(i["Config"]["architecture"], "arm64");
+    // An index as a source is taken whole; two images for one platform are refused.
+    ok(
+        &t.strata(
+            "m",
+            &[
+                "manifest",
+                "create",
+                "-t",
+                &format!("{h}/team/app:latest"),
+                &dest,
+            ],
+        ),
+        "create from an index",
+    );
+    assert_eq!(
+        raw_platforms(&t, &format!("{h}/team/app:latest")).1.len(),
+        2
+    );
+    let e = fails(
+        &t.strata(
+            "m",
+            &[
+                "manifest",
+                "create",
+                "-t",
+                &format!("{h}/team/app:bad"),
+                &s1,
+                &format!("{h}/team/app:ci-amd64"),
+            ],
+        ),
+        "two images for one platform",
+    );
+    assert!(e.contains("linux/amd64"), "{e}");
+    let e = fails(
+        &t.strata(
+            "m",
+            &["manifest", "create", "-t", &format!("{h}/team/app:x"), "localhost:1/other@sha256:0000000000000000000000000000000000000000000000000000000000000000"],
+        ),
+        "a source on another registry",
+    );
+    assert!(e.contains("must be on its registry"), "{e}");
+}
