@@ -131,7 +131,7 @@ pub(crate) struct Build<'a> {
     /// the provenance.
     pub fetched: Mutex<Vec<String>>,
     /// The index that holds the image and its attestations ([`supply::attach`]).
-    pub attached: Mutex<Option<Descriptor>>,
+    pub attached: Mutex<Option<supply::Attached>>,
 }
 
 impl Build<'_> {
@@ -140,7 +140,8 @@ impl Build<'_> {
         self.attached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|a| a.index.clone())
     }
 
     /// A line for the user that belongs to no step.
@@ -432,23 +433,19 @@ fn push_to(
         Compression::None => Compression::GZIP,
         c => c,
     };
-    let p = reg
-        .push(
-            store,
-            img,
-            to,
-            &crate::registry::push::PushOptions {
-                compression,
-                chunk_size: None,
-            },
-        )
-        .doing_with(|| format!("pushing {to}"))?;
-    b.note(&p.to_string());
-    if b.attached_index().is_some() {
-        b.note(&format!(
-            "warning: {to} got the image without its attestations (pushing an image index is not supported yet); they are in the store and in --output type=oci"
-        ));
+    let opts = crate::registry::push::PushOptions {
+        compression,
+        chunk_size: None,
+    };
+    let p = if b.attached_index().is_some() {
+        // With its attestations: an index, whose statements name the manifest pushed.
+        let index = supply::index_for_push(b, img, compression)?;
+        reg.push_index(store, &index, to, &opts)
+    } else {
+        reg.push(store, img, to, &opts)
     }
+    .doing_with(|| format!("pushing {to}"))?;
+    b.note(&p.to_string());
     Ok((to.to_string(), p.digest))
 }
 

@@ -211,22 +211,23 @@ fn build_facts(b: &Build, started: i64, subject: &Digest) -> BuildFacts {
     }
 }
 
-/// Attach the attestations the options ask for to the built image `img`: their statements,
-/// the attestation manifest, and an index of the image (with its platform) and that manifest,
-/// which `names` now point at. Returns the index's descriptor; `None` when none was asked.
-pub(in crate::engine) fn attach(
+/// The index a build's attestations are kept in, and when the build started.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub index: Descriptor,
+    pub started: i64,
+}
+
+/// The attestations the options ask for about the image manifest `subject` (whose packages
+/// are those of `img`: the same layers, maybe compressed otherwise), and what they are.
+fn make_attestations(
     b: &Build,
     img: &ImageRecord,
+    subject: &Digest,
     names: &[crate::store::ImageRef],
     started: i64,
-) -> Result<Option<Descriptor>, BuildError> {
+) -> Result<(Vec<Attestation>, Vec<String>), BuildError> {
     let want = &b.opts.attest;
-    if !want.any() {
-        return Ok(None);
-    }
-    let clock = std::time::Instant::now();
-    let store = b.store;
-    let subject = &img.manifest_digest;
     let platform = config_platform(img);
     let tags = if names.is_empty() {
         &b.opts.tags[..]
@@ -240,7 +241,7 @@ pub(in crate::engine) fn attach(
     let mut made = Vec::new();
     let mut said = Vec::new();
     if want.sbom {
-        let inv = inventory(store, img)?;
+        let inv = inventory(b.store, img)?;
         said.push(format!("sbom ({} packages)", inv.packages.len()));
         let info = ImageInfo {
             name: image_name(img, tags, "strata-build"),
@@ -280,30 +281,114 @@ pub(in crate::engine) fn attach(
             ),
         });
     }
-    let am = attest::attestation_manifest(subject, &made);
+    Ok((made, said))
+}
+
+/// Store the attestation manifest of `made` about `image` (the manifest of the record
+/// `subject`) and an index of both, named `names`. Returns (index, attestation manifest).
+fn store_index(
+    store: &Store,
+    subject: &ImageRecord,
+    made: &[Attestation],
+    names: &[crate::store::ImageRef],
+) -> Result<(Descriptor, Descriptor), BuildError> {
+    let am = attest::attestation_manifest(&subject.manifest_digest, made);
     for (_, bytes) in &am.blobs {
         store.put_blob(bytes)?;
     }
     store.put_blob(&am.manifest)?;
-    let manifest_len = store.read_blob(subject)?.len() as u64;
+    let manifest_len = store.read_blob(&subject.manifest_digest)?.len() as u64;
     let mut image = Descriptor::new(
-        img.manifest
+        subject
+            .manifest
             .media_type
             .as_deref()
             .unwrap_or(crate::oci::media::OCI_MANIFEST),
-        subject.clone(),
+        subject.manifest_digest.clone(),
         manifest_len,
     );
-    image.platform = Some(platform);
+    image.platform = Some(config_platform(subject));
     let index = store.put_index(&[image, am.descriptor.clone()], Default::default(), names)?;
+    Ok((index, am.descriptor))
+}
+
+/// Attach the attestations the options ask for to the built image `img`: their statements,
+/// the attestation manifest, and an index of the image (with its platform) and that manifest,
+/// which `names` now point at. `None` when none was asked.
+pub(in crate::engine) fn attach(
+    b: &Build,
+    img: &ImageRecord,
+    names: &[crate::store::ImageRef],
+    started: i64,
+) -> Result<Option<Attached>, BuildError> {
+    if !b.opts.attest.any() {
+        return Ok(None);
+    }
+    let clock = std::time::Instant::now();
+    let (made, said) = make_attestations(b, img, &img.manifest_digest, names, started)?;
+    let (index, am) = store_index(b.store, img, &made, names)?;
     b.note(&format!(
         "attestations: {} in manifest {} of index {} ({:.3} s)",
         said.join(", "),
-        am.descriptor.digest.short(),
+        am.digest.short(),
         index.digest.short(),
         clock.elapsed().as_secs_f64()
     ));
-    Ok(Some(index))
+    Ok(Some(Attached { index, started }))
+}
+
+/// The index to push for `img` with its attestations: a push sends the image's layers
+/// compressed with `compression`, which makes another manifest (as the registry module's push
+/// writes it), so the statements are made again about that manifest (the packages are the
+/// same layers' ones, from the cache). Kept in the store, unnamed.
+pub(in crate::engine) fn index_for_push(
+    b: &Build,
+    img: &ImageRecord,
+    compression: crate::layer::Compression,
+) -> Result<Descriptor, BuildError> {
+    use crate::oci::media;
+    let store = b.store;
+    let started = b
+        .attached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|a| a.started)
+        .unwrap_or_else(crate::oci::now_secs);
+    let mut layers = Vec::new();
+    let mut changed = false;
+    for l in &img.manifest.layers {
+        if media::is_uncompressed_layer(&l.media_type)
+            && compression != crate::layer::Compression::None
+        {
+            let mut c = store.compressed_layer(l, compression)?;
+            if c.media_type == media::DOCKER_LAYER_GZIP {
+                c.media_type = media::OCI_LAYER_GZIP.into();
+            }
+            layers.push(c);
+            changed = true;
+        } else {
+            layers.push(l.clone());
+        }
+    }
+    let wire = if changed {
+        let mut config = img.manifest.config.clone();
+        config.media_type = media::OCI_CONFIG.into();
+        let m = crate::oci::Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            config,
+            layers,
+            annotations: img.manifest.annotations.clone(),
+        };
+        let d = store.put_blob(&crate::oci::canonical_json(&m))?;
+        store.image_of_manifest(&d)?
+    } else {
+        img.clone()
+    };
+    let (made, _) = make_attestations(b, img, &wire.manifest_digest, &[], started)?;
+    let (index, _) = store_index(store, &wire, &made, &[])?;
+    Ok(index)
 }
 
 /// The attestation manifest of `image_manifest` in the index `index`, if it has one.
