@@ -4,7 +4,9 @@
 //! `dpkg-query -W` and `pip list` report inside the image (run by `strata run`) and validates
 //! with spdx-tools (`pyspdxtools -i`, from target/sbom-fixtures); the provenance names the base
 //! image's digest and the build's arguments, and a `--secret`'s value is in no blob of the
-//! store; `--output type=oci` writes the index with the attestations (read back by skopeo).
+//! store; `--output type=oci` writes the index with the attestations (read back by skopeo);
+//! `--push` to Debian's docker-registry on 127.0.0.1 sends the index, skopeo copies it whole,
+//! and a pull into another store prints the very SBOM and provenance that were pushed.
 //! As the user running the tests and, when that is root, again as the unprivileged
 //! `strata-test`.
 
@@ -515,6 +517,175 @@ fn attestation_flags_are_parsed_as_buildx_and_unknown_ones_refused() {
             support::text(&o.stderr).contains(says),
             "{flag}: {}",
             support::text(&o.stderr)
+        );
+    }
+}
+
+/// Debian's docker-registry on a free port of 127.0.0.1, stopped (by its pid) and its storage
+/// removed on drop.
+struct Registry {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        if !support::have("docker-registry") {
+            support::skip("docker-registry is not installed: apt-get install docker-registry");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("strata-attest-reg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fs_err::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("config.yml");
+        fs_err::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Registry { child, dir, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(r);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not answer on 127.0.0.1:{port}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn attestations_survive_push_copy_and_pull() {
+    let Some(debian) = base("debian") else { return };
+    let Some(reg) = Registry::start() else { return };
+    require!(support::have("skopeo"), "skopeo is not installed");
+    for who in runners() {
+        let s = Scratch::new("push", who);
+        s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
+        let ctx = s.dir.join("ctx");
+        s.write(
+            "ctx/Dockerfile",
+            "FROM debian:latest\nRUN echo pushed > /note\n",
+        );
+        let user = who.unwrap_or("self");
+        let name = format!("127.0.0.1:{}/attest-{user}:1", reg.port);
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--sbom",
+            "--provenance=mode=max,version=v1",
+            "-t",
+            &name,
+            "--push",
+            ctx.to_str().unwrap(),
+        ]);
+        // The registry has the index with the attestation manifest, about the pushed image.
+        let raw = ok(
+            None,
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{name}"),
+            ],
+        );
+        let idx = json(&raw);
+        let m = idx["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "{raw}");
+        assert_eq!(
+            m[1]["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(
+            m[1]["annotations"]["vnd.docker.reference.digest"],
+            m[0]["digest"]
+        );
+        // skopeo copies the index with it.
+        let copy = format!("127.0.0.1:{}/attest-copy-{user}:1", reg.port);
+        ok(
+            None,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{name}"),
+                &format!("docker://{copy}"),
+            ],
+        );
+        let copied = json(&ok(
+            None,
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{copy}"),
+            ],
+        ));
+        assert_eq!(copied, idx);
+        // Pulled into another store: the SBOM printed is the one pushed (the statement's
+        // predicate, whose subject is the pushed manifest), and the provenance too.
+        let p = Scratch::new("pulled", who);
+        p.strata_ok(&["pull", &copy]);
+        let sbom = json(&p.strata_ok(&["sbom", &copy]));
+        let prov = json(&p.strata_ok(&["provenance", &copy]));
+        assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v1");
+        let pushed_digest = m[0]["digest"].as_str().unwrap();
+        assert_eq!(
+            prov["subject"][0]["digest"]["sha256"],
+            pushed_digest.strip_prefix("sha256:").unwrap()
+        );
+        assert_eq!(sbom["packages"][0]["versionInfo"], pushed_digest);
+        let am = json(&ok(
+            None,
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!(
+                    "docker://127.0.0.1:{}/attest-copy-{user}@{}",
+                    reg.port,
+                    m[1]["digest"].as_str().unwrap()
+                ),
+            ],
+        ));
+        let sbom_layer = am["layers"][0]["digest"].as_str().unwrap();
+        let statement = blob(&p.root(), sbom_layer);
+        let pushed: Value = serde_json::from_slice(&statement).unwrap();
+        assert_eq!(pushed["predicate"], sbom);
+        // The pulled image runs.
+        assert_eq!(
+            p.strata_ok(&["run", &copy, "cat", "/note"]).trim(),
+            "pushed"
         );
     }
 }
