@@ -122,9 +122,11 @@ impl Scratch {
         if let Some(parent) = p.parent() {
             ok(self.user, "mkdir", &["-p", parent.to_str().unwrap()]);
         }
+        // Named for this scratch too: the tests run at the same time.
         let tmp = std::env::temp_dir().join(format!(
-            "strata-attest-{}-{}",
+            "strata-attest-{}-{}-{}",
             std::process::id(),
+            self.dir.file_name().unwrap().to_string_lossy(),
             rel.replace('/', "_")
         ));
         fs_err::write(&tmp, data).unwrap();
