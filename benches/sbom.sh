@@ -5,8 +5,65 @@
 # scan of the python base blob on its own (STRATA_SBOM_SCAN_ONCE: no criterion in the way).
 #
 #   benches/sbom.sh        (needs target/test-images and target/sbom-fixtures: scripts/test-deps.sh)
+#
+# And what attestations add to a real build (`benches/sbom.sh build [RUNS]`, release binary,
+# default 5 runs): the Python example (examples/python-app, pip install from PyPI) built with
+# and without `--sbom --provenance=mode=max`, hyperfine medians of
+#   cold     build cache and cache mounts emptied before each run (the base image kept, as in
+#            benches/python.sh; its package list stays cached once an SBOM has read it)
+#   change1  one line appended to the app's code before each run
+# and the time the build itself reports for making and storing the attestations (the
+# "attestations: … (S s)" line), median of RUNS, for cold, change1 and `first` (a cold build
+# whose base layer has never been scanned: the one-time scan of the gzip base).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+if [ "${1:-}" = build ]; then
+  RUNS=${2:-5}
+  OUT=$(mktemp -d /var/tmp/strata-bench-sbom.XXXXXX)
+  trap 'chmod -R u+rwX "$OUT" 2>/dev/null; "$here/target/release/strata" --root "$OUT/store" prune --all >/dev/null 2>&1; rm -rf "$OUT"' EXIT
+  (cd "$here" && cargo build --release --locked -q)
+  S="$here/target/release/strata --root $OUT/store"
+  $S load -i "$here/target/test-images/oci/python" >/dev/null
+  $S tag python:latest python:3.11-slim
+  cp -r "$here/examples/python-app" "$OUT/ctx"
+  sed -i '/^# syntax=/d' "$OUT/ctx/Dockerfile"
+  ATT="--sbom --provenance=mode=max"
+  clean="$S rmi bench >/dev/null 2>&1; $S prune --cache >/dev/null; rm -rf $OUT/store/v1/cache-mounts"
+  change="echo '# change' >> $OUT/ctx/hello_app/__main__.py"
+  $S build -q -t bench "$OUT/ctx" >/dev/null
+  for flags in "" "$ATT"; do
+    name=${flags:+attest}; name=${name:-plain}
+    hyperfine -N -r "$RUNS" --prepare "sh -c \"$clean\"" --export-json "$OUT/cold-$name.json" \
+      "$S build -q $flags -t bench $OUT/ctx" >/dev/null
+    $S build -q $flags -t bench "$OUT/ctx" >/dev/null
+    hyperfine -N -r "$RUNS" --prepare "sh -c \"$change\"" --export-json "$OUT/change1-$name.json" \
+      "$S build -q $flags -t bench $OUT/ctx" >/dev/null
+  done
+  # The build's own figure for the attestations.
+  attach() { sh -c "$1"; $S build --progress plain $ATT -t bench "$OUT/ctx" 2>&1 | sed -n 's/^attestations: .*(\([0-9.]*\) s)$/\1/p'; }
+  : >"$OUT/attach-cold"; : >"$OUT/attach-change1"; : >"$OUT/attach-first"
+  for i in $(seq "$RUNS"); do
+    attach "$clean" >>"$OUT/attach-cold"
+    attach "$change" >>"$OUT/attach-change1"
+    attach "$clean; rm -f $OUT/store/v1/facts/*.pkgs" >>"$OUT/attach-first"
+  done
+  python3 - "$OUT" <<'PY'
+import json, statistics, sys
+out = sys.argv[1]
+def med(f):
+    return statistics.median(json.load(open(f"{out}/{f}.json"))["results"][0]["times"])
+def att(f):
+    xs = [float(x) for x in open(f"{out}/attach-{f}").read().split()]
+    return statistics.median(xs) if xs else float("nan")
+print("| build | without | --sbom --provenance=mode=max | difference | attestations (the build's own figure) |")
+print("|---|---|---|---|---|")
+for s in ["cold", "change1"]:
+    a, b = med(f"{s}-plain"), med(f"{s}-attest")
+    print(f"| {s} | {a:.3f} s | {b:.3f} s | {1000*(b-a):+.0f} ms | {1000*att(s):.0f} ms |")
+print(f"| first (base never scanned) | | | | {1000*att('first'):.0f} ms |")
+PY
+  exit 0
+fi
 layout=$here/target/test-images/oci/python
 [ -f "$layout/index.json" ] || { echo "missing $layout: run scripts/test-deps.sh" >&2; exit 1; }
 manifest=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["digest"].split(":")[1])' "$layout/index.json")

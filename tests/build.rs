@@ -3380,14 +3380,17 @@ fn buildx_flags_ci_scripts_pass() {
             "--platform linux/sparkle: unknown platform linux/sparkle",
         ),
         (
-            &["--sbom"],
-            "--sbom=true: strata does not make attestations",
+            &["--sbom=generator=docker/scanner"],
+            "strata makes the SBOM itself",
         ),
         (
-            &["--provenance=mode=max"],
-            "--provenance=mode=max: strata does not make attestations",
+            &["--provenance=mode=huge"],
+            "--provenance mode=huge: unknown option mode=huge",
         ),
-        (&["--attest", "type=sbom"], "--attest=type=sbom:"),
+        (
+            &["--attest", "type=vex"],
+            "--attest type=vex: unknown attestation type",
+        ),
         (
             &["--annotation", "index:a=b"],
             "index annotations come with multi-platform builds",

@@ -130,13 +130,16 @@ pub struct BuildArgs {
     /// Index annotations come with multi-platform builds.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
-    /// Attestations (SBOM, provenance): not made yet; only type=…,disabled=true is accepted.
+    /// Attestations: type=sbom[,disabled=true] or type=provenance[,mode=min|max]
+    /// [,version=v0.2|v1]; repeatable. Made only when asked.
     #[arg(long = "attest", value_name = "type=TYPE,…")]
     attest: Vec<String>,
-    /// An SBOM attestation: not made yet; --sbom=false is accepted.
+    /// An SBOM attestation (SPDX, made from the image's layers): --sbom or --sbom=true;
+    /// --sbom=false turns it off.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     sbom: Option<String>,
-    /// A provenance attestation: not made yet; --provenance=false is accepted.
+    /// A SLSA provenance attestation: --provenance (mode=min), --provenance=mode=max,
+    /// version=v1 for SLSA v1 (v0.2 by default); --provenance=false turns it off.
     #[arg(long, value_name = "BOOL|mode=…", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     provenance: Option<String>,
     /// The build context: a directory, or `-` for a tar on standard input.
@@ -147,8 +150,17 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
     strata::engine::interrupt::install();
     // Flags that say what strata does not do (yet), before anything is read.
-    target_platforms(&a.platform)?;
-    refuse_attestations(&a)?;
+    let platforms = target_platforms(&a.platform)?;
+    let attest = attestations(&a)?;
+    if platforms.len() > 1 && (attest.sbom || attest.provenance.is_some()) {
+        return Err(engine::error::Error::BadFlag {
+            message: format!(
+                "--sbom/--provenance/--attest with several platforms ({}) are not supported yet: build each platform with its attestations and combine them with `strata manifest create`",
+                platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+        .into());
+    }
     for an in &a.annotations {
         parse_annotation(an)?;
     }
@@ -444,6 +456,7 @@ fn build_options(
         shm_size: a.shm_size,
         annotations,
         load,
+        attest: attestations(a)?,
     };
     Ok((opts, mode))
 }
@@ -572,29 +585,83 @@ fn target_platforms(given: &[String]) -> anyhow::Result<Vec<Platform>> {
     Ok(out)
 }
 
-/// `--attest`, `--sbom`, `--provenance`: attestations are not made yet; turning them off is
-/// accepted (CI scripts pass `--provenance=false` to keep buildx from making one).
-fn refuse_attestations(a: &BuildArgs) -> anyhow::Result<()> {
-    let off = |v: &str| {
-        let v = v.trim().to_ascii_lowercase();
-        v == "false" || v == "0" || v.split(',').any(|kv| kv == "disabled=true")
-    };
-    let asked = a
-        .attest
-        .iter()
-        .map(|v| ("--attest", v.as_str()))
-        .chain(a.sbom.as_deref().map(|v| ("--sbom", v)))
-        .chain(a.provenance.as_deref().map(|v| ("--provenance", v)))
-        .find(|(_, v)| !off(v));
-    if let Some((flag, v)) = asked {
-        return Err(engine::error::Error::BadFlag {
-            message: format!(
-                "{flag}={v}: strata does not make attestations (SBOM, provenance) yet; they come with the supply-chain work. Leave the flag out, or turn it off ({flag}=false, or --attest type=…,disabled=true)"
-            ),
+/// `--attest type=sbom|provenance[,…]`, `--sbom[=…]`, `--provenance[=…]`, as buildx spells
+/// them: attestations are made only when asked (buildx adds a min provenance to every push by
+/// default; strata does not, so that nothing about a build leaves it unasked).
+fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
+    use strata::sbom::attest::{ProvenanceMode, SlsaVersion};
+    let bad = |m: String| anyhow::Error::from(engine::error::Error::BadFlag { message: m });
+    let mut out = engine::supply::Attest::default();
+    // (flag, type, value): --sbom X is --attest type=sbom,X.
+    let mut asked: Vec<(&str, String, String)> = Vec::new();
+    for v in &a.attest {
+        let mut ty = None;
+        let mut rest = Vec::new();
+        for kv in v.split(',') {
+            match kv.split_once('=') {
+                Some(("type", t)) => ty = Some(t.to_string()),
+                _ => rest.push(kv),
+            }
         }
-        .into());
+        let ty =
+            ty.ok_or_else(|| bad(format!("--attest {v}: give type=sbom or type=provenance")))?;
+        asked.push(("--attest", ty, rest.join(",")));
     }
-    Ok(())
+    if let Some(v) = &a.sbom {
+        asked.push(("--sbom", "sbom".into(), v.clone()));
+    }
+    if let Some(v) = &a.provenance {
+        asked.push(("--provenance", "provenance".into(), v.clone()));
+    }
+    for (flag, ty, value) in asked {
+        let mut on = true;
+        let mut mode = ProvenanceMode::Min;
+        let mut version = SlsaVersion::V02;
+        for kv in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or(("", kv));
+            match (ty.as_str(), k, v.to_ascii_lowercase().as_str()) {
+                (_, "", "true" | "1") => on = true,
+                (_, "", "false" | "0") => on = false,
+                (_, "disabled", "true") => on = false,
+                (_, "disabled", "false") => on = true,
+                ("provenance", "mode", "min") => mode = ProvenanceMode::Min,
+                ("provenance", "mode", "max") => mode = ProvenanceMode::Max,
+                ("provenance", "version", "v0.2") => version = SlsaVersion::V02,
+                ("provenance", "version", "v1") => version = SlsaVersion::V1,
+                ("sbom", "generator", _) => {
+                    return Err(bad(format!(
+                        "{flag} {value}: strata makes the SBOM itself from the image's layers; it runs no scanner image (leave generator= out)"
+                    )))
+                }
+                ("sbom", "scan-stages" | "scan-context", _) => {
+                    return Err(bad(format!(
+                        "{flag} {value}: strata's SBOM covers the final image only ({k} is not supported)"
+                    )))
+                }
+                ("sbom" | "provenance", _, _) => {
+                    return Err(bad(format!(
+                        "{flag} {value}: unknown option {kv} (sbom: true|false; provenance: true|false, mode=min|max, version=v0.2|v1; both: disabled=true)"
+                    )))
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "{flag} type={ty}: unknown attestation type (sbom or provenance)"
+                    )))
+                }
+            }
+        }
+        match ty.as_str() {
+            "sbom" => out.sbom = on,
+            "provenance" if on => out.provenance = Some((version, mode)),
+            "provenance" => out.provenance = None,
+            other => {
+                return Err(bad(format!(
+                    "{flag} type={other}: unknown attestation type (sbom or provenance)"
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `--annotation KEY=VALUE` or `manifest:KEY=VALUE` (with `[PLATFORM]` this machine's).

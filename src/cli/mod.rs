@@ -10,6 +10,7 @@ mod progress;
 mod registry_cmds;
 pub mod render;
 pub mod run;
+mod sbom;
 mod store_cmds;
 
 use std::path::PathBuf;
@@ -90,6 +91,11 @@ pub enum Commands {
     Login(registry_cmds::LoginArgs),
     /// Remove a registry's saved credentials.
     Logout(registry_cmds::LogoutArgs),
+    /// Print an image's SBOM (SPDX 2.3 or CycloneDX JSON): each package with the layer and
+    /// the instruction that added it.
+    Sbom(sbom::SbomArgs),
+    /// Print the SLSA provenance statement attached to an image by `build --provenance`.
+    Provenance(sbom::ProvenanceArgs),
 }
 
 impl Commands {
@@ -166,6 +172,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Commands::Manifest(a) => manifest::run(&store()?, a),
         Commands::Login(a) => registry_cmds::login(a),
         Commands::Logout(a) => registry_cmds::logout(a),
+        Commands::Sbom(a) => sbom::sbom(&store()?, a),
+        Commands::Provenance(a) => sbom::provenance(&store()?, a),
     }
 }
 

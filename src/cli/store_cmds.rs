@@ -148,7 +148,7 @@ pub fn ago_secs(d: i64) -> String {
 }
 
 /// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
-fn parse_rfc3339(s: &str) -> Option<i64> {
+pub(super) fn parse_rfc3339(s: &str) -> Option<i64> {
     let (y, mo, d) = (
         s.get(0..4)?.parse::<i64>().ok()?,
         s.get(5..7)?.parse::<i64>().ok()?,

@@ -28,6 +28,7 @@ pub mod size;
 mod stage;
 mod state;
 mod step;
+pub mod supply;
 
 pub use options::*;
 pub use platforms::build_platforms;
@@ -148,9 +149,23 @@ pub(crate) struct Build<'a> {
     /// What the words of every stage's instructions have grown by in expansion
     /// ([`crate::dockerfile::shell::MAX_TOTAL_EXPANSION`] for the whole build).
     pub budget: crate::dockerfile::shell::Budget,
+    /// ADD's remote sources as fetched (`URL DIGEST MTIME`, `git URL COMMIT SUBDIR`), for
+    /// the provenance.
+    pub fetched: Mutex<Vec<String>>,
+    /// The index that holds the image and its attestations ([`supply::attach`]).
+    pub attached: Mutex<Option<supply::Attached>>,
 }
 
 impl Build<'_> {
+    /// The index of the image and its attestations, when the build made any.
+    pub fn attached_index(&self) -> Option<Descriptor> {
+        self.attached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|a| a.index.clone())
+    }
+
     /// A line for the user that belongs to no step.
     pub fn note(&self, msg: &str) {
         self.report.event(report::Event::Note(msg));
@@ -257,6 +272,7 @@ fn attempt(
     part: Part,
 ) -> Result<Built, BuildError> {
     let _writer = store.writer_lock()?;
+    let started = crate::oci::now_secs();
     let cpath = checksum_cache_path(store, &opts.context);
     fs_err::create_dir_all(cpath.parent().unwrap_or(Path::new(".")))?;
     let platform = plan.options.target_platform.clone();
@@ -290,6 +306,8 @@ fn attempt(
         ran: Mutex::new(Vec::new()),
         mounts_used: Mutex::new(Default::default()),
         budget: Default::default(),
+        fetched: Mutex::new(Vec::new()),
+        attached: Mutex::new(None),
     };
     if !opts.cache_from.is_empty() {
         b.imported = cache::remote::Imported::load(&b, &opts.cache_from, skip);
@@ -342,6 +360,8 @@ fn attempt(
             image: img,
         });
     }
+    let attached = supply::attach(&b, &img, &names, started)?;
+    *b.attached.lock().unwrap_or_else(|e| e.into_inner()) = attached;
     deliver(&b, &img)?;
     Ok(finished(&b, &img, &names))
 }
@@ -479,17 +499,18 @@ fn push_to(
         Compression::None => Compression::GZIP,
         c => c,
     };
-    let p = reg
-        .push(
-            store,
-            img,
-            to,
-            &crate::registry::push::PushOptions {
-                compression,
-                chunk_size: None,
-            },
-        )
-        .doing_with(|| format!("pushing {to}"))?;
+    let opts = crate::registry::push::PushOptions {
+        compression,
+        chunk_size: None,
+    };
+    let p = if b.attached_index().is_some() {
+        // With its attestations: an index, whose statements name the manifest pushed.
+        let index = supply::index_for_push(b, img, compression)?;
+        reg.push_index(store, &index, to, &opts)
+    } else {
+        reg.push(store, img, to, &opts)
+    }
+    .doing_with(|| format!("pushing {to}"))?;
     b.note(&p.to_string());
     Ok((to.to_string(), p.digest))
 }
@@ -567,14 +588,18 @@ fn write_output(
         b.opts.tags.clone()
     };
     match o {
-        Output::Oci { dest, tar } => {
-            let f = if *tar {
-                SaveFormat::OciArchive
-            } else {
-                SaveFormat::OciDir
-            };
-            store.save(&[(img.clone(), names)], dest, f)?;
-        }
+        Output::Oci { dest, tar } => match b.attached_index() {
+            // With attestations: the index that holds the image and them.
+            Some(index) => supply::save_index_oci(store, &index, &names, dest, *tar)?,
+            _ => {
+                let f = if *tar {
+                    SaveFormat::OciArchive
+                } else {
+                    SaveFormat::OciDir
+                };
+                store.save(&[(img.clone(), names)], dest, f)?;
+            }
+        },
         Output::Docker { dest } => {
             store.save(&[(img.clone(), names)], dest, SaveFormat::DockerArchive)?;
         }

@@ -322,6 +322,8 @@ pub struct BuildOptions {
     pub annotations: BTreeMap<String, String>,
     /// `--load`: the image into a docker daemon or podman's storage after the build.
     pub load: Option<load::LoadTarget>,
+    /// `--sbom`, `--provenance`, `--attest`: the attestations to attach.
+    pub attest: crate::engine::supply::Attest,
 }
 
 #[cfg(test)]

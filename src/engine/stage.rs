@@ -667,6 +667,7 @@ mod tests {
             shm_size: None,
             annotations: Default::default(),
             load: None,
+            attest: Default::default(),
         }
     }
 
@@ -714,6 +715,8 @@ mod tests {
             ran: Mutex::new(Vec::new()),
             mounts_used: Mutex::new(Default::default()),
             budget: Default::default(),
+            fetched: Default::default(),
+            attached: Default::default(),
         };
         let result = run_with(&b, 0, fake_base).unwrap();
         Built {

@@ -228,6 +228,8 @@ impl Registry {
         let (mt, bytes, top) = self.get_manifest(&host, at, r, &at.manifest_selector())?;
         self.observer
             .resolved(&r.to_string(), &top, &at.to_string());
+        // BuildKit's attestation manifest of the chosen image, when the index has one.
+        let mut attestation = None;
         let (mt, mbytes, mdigest, entry_platform) = if media::is_index(&mt) {
             let index: Index = oci::parse_json(&bytes, &format!("index of {at}"))?;
             let chosen = crate::store::select_platform(&index, platform).ok_or_else(|| {
@@ -255,6 +257,15 @@ impl Registry {
                 }
             })?;
             let (cmt, cbytes, cdigest) = self.get_manifest(&host, at, r, chosen.digest.as_str())?;
+            attestation = index
+                .manifests
+                .iter()
+                .find(|d| {
+                    crate::sbom::attest::is_attestation(d)
+                        && d.annotations.get(crate::sbom::attest::REFERENCE_DIGEST)
+                            == Some(&cdigest.to_string())
+                })
+                .cloned();
             (cmt, cbytes, cdigest, chosen.platform.clone())
         } else {
             (mt, bytes, top.clone(), None)
@@ -318,8 +329,25 @@ impl Registry {
         desc.annotations.insert(ANN_DIGEST.into(), top.to_string());
         desc.annotations.insert(ANN_SOURCE.into(), at.full_name());
         let name = store_name(r);
-        store.set_ref(&name, &desc)?;
-        let mut record = store.resolve(mdigest.as_str())?;
+        // With its attestations (SBOM, provenance) the name is an index of the image and
+        // them, as it was pushed; an attestation that cannot be fetched leaves the image alone.
+        let kept = match attestation {
+            Some(a) => self
+                .pull_attestation(&host, at, r, &a, store, &downloaded)
+                .and_then(|()| {
+                    Ok(store.put_index(
+                        &[desc.clone(), a],
+                        Default::default(),
+                        std::slice::from_ref(&name),
+                    )?)
+                })
+                .is_ok(),
+            None => false,
+        };
+        if !kept {
+            store.set_ref(&name, &desc)?;
+        }
+        let mut record = store.image_of_manifest(&mdigest)?;
         record.names = vec![name];
         Ok(Pulled {
             record,
@@ -327,6 +355,27 @@ impl Registry {
             source: at.clone(),
             downloaded: downloaded.load(Ordering::SeqCst) as u64,
         })
+    }
+
+    /// The attestation manifest `a` and its blobs (small in-toto statements, size-capped as a
+    /// config) into the store.
+    fn pull_attestation(
+        &self,
+        host: &Host,
+        at: &Reference,
+        r: &Reference,
+        a: &Descriptor,
+        store: &Store,
+        downloaded: &AtomicUsize,
+    ) -> Result<()> {
+        let (_, bytes, digest) = self.get_manifest(host, at, r, a.digest.as_str())?;
+        let m: Manifest = oci::parse_json(&bytes, &format!("attestation manifest {digest}"))?;
+        let repo = at.path().to_string();
+        for b in std::iter::once(&m.config).chain(&m.layers) {
+            self.fetch_blob(host, &repo, r, b, store, Blob::Config, downloaded)?;
+        }
+        store.put_blob(&bytes)?;
+        Ok(())
     }
 
     /// Download one blob into the store (nothing to do when it is there). A layer is inflated

@@ -47,6 +47,7 @@
 //! `apt-get install` lists again in every later rewrite of dpkg's status keeps the layer that
 //! first installed it, and an upgrade moves it to the layer of the upgrade.
 
+pub mod attest;
 pub mod cyclonedx;
 mod golang;
 pub mod license;

@@ -615,7 +615,8 @@ impl Store {
                 remove_dir(&e.path())?;
             }
         }
-        // The size facts and path indexes of blobs that are gone (layer::facts, layer::paths).
+        // The size facts, path indexes and package lists of blobs that are gone (layer::facts,
+        // layer::paths, sbom).
         let facts = self.facts_dir();
         if let Ok(rd) = std::fs::read_dir(&facts) {
             for e in rd.flatten() {
@@ -623,6 +624,7 @@ impl Store {
                 let blob_kept = name
                     .strip_suffix(".json")
                     .or_else(|| name.strip_suffix(".paths2"))
+                    .or_else(|| name.strip_suffix(".pkgs"))
                     .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
                     .is_some_and(|d| keep.contains(&d));
                 if !blob_kept {

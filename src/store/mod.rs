@@ -258,6 +258,19 @@ impl Store {
         write_atomic(&self.tmp_dir(), &self.layer_paths_file(d), &bytes)
     }
 
+    /// Where the packages of the layer blob `d` are kept (`sbom::LayerPackages`, canonical
+    /// JSON), beside its facts and pruned with it: an SBOM scans each layer once.
+    pub fn layer_packages_file(&self, d: &Digest) -> PathBuf {
+        self.facts_dir().join(format!("{}.pkgs", d.hex()))
+    }
+
+    /// Keep the packages found in the layer blob `d` (written atomically).
+    pub fn put_layer_packages(&self, d: &Digest, p: &crate::sbom::LayerPackages) -> Result<()> {
+        let dir = self.facts_dir();
+        at(&dir, std::fs::create_dir_all(&dir))?;
+        write_atomic(&self.tmp_dir(), &self.layer_packages_file(d), &p.to_json())
+    }
+
     /// The last failed RUN step, kept for `strata debug` (see engine::debug).
     pub fn debug_dir(&self) -> PathBuf {
         self.base.join("debug")

@@ -64,6 +64,11 @@ pub(in crate::engine) fn inputs(
             }
         };
         inputs.digests.extend(fetched.digests.iter().cloned());
+        st.b()
+            .fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(fetched.digests.iter().cloned());
         return Ok((inputs, Some(Fetch { dir, got: fetched })));
     }
     if c.checksum.is_some() {

@@ -1,0 +1,527 @@
+//! Supply chain: the SBOM of a stored image, made from its layers' package lists
+//! ([`crate::sbom`]), each layer scanned once and its list kept in the store beside the
+//! layer's facts (`facts/<hex>.pkgs`), so a rebuild that changes the app layer scans that
+//! layer only. With `--sbom`/`--provenance`, the build's attestations ([`attach`]): in-toto
+//! statements in an attestation manifest beside the image, in an index under the image's
+//! names, as BuildKit stores them ([`crate::sbom::attest`]).
+
+use std::io::{BufReader, Seek, SeekFrom};
+
+use crate::engine::error::{BuildError, Doing as _};
+use crate::engine::Build;
+use crate::oci::{Descriptor, Digest, Index, Platform};
+use crate::sbom::attest::{self, Attestation, BuildFacts, ProvenanceMode, SlsaVersion};
+use crate::sbom::{self, ImageInfo, Inventory, LayerPackages, LayerRef};
+use crate::store::{ImageRecord, Store};
+
+/// The SBOM formats `strata sbom` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SbomFormat {
+    SpdxJson,
+    CycloneDxJson,
+}
+
+impl SbomFormat {
+    pub fn parse(s: &str) -> Option<SbomFormat> {
+        match s {
+            "spdx-json" | "spdx" => Some(SbomFormat::SpdxJson),
+            "cyclonedx-json" | "cyclonedx" => Some(SbomFormat::CycloneDxJson),
+            _ => None,
+        }
+    }
+}
+
+/// The packages of the layer blob `layer`: from the store's cache, else scanned from the blob
+/// (an uncompressed blob by seeking past what is no evidence) and kept.
+pub fn layer_packages(store: &Store, layer: &Descriptor) -> Result<LayerPackages, BuildError> {
+    let cached = store.layer_packages_file(&layer.digest);
+    if let Ok(p) = LayerPackages::load(&cached) {
+        return Ok(p);
+    }
+    let what = || format!("reading the packages of layer {}", layer.digest);
+    let mut f = store.open_blob(&layer.digest)?;
+    let mut head = [0u8; 4];
+    let n = std::io::Read::read(&mut f, &mut head).doing_with(what)?;
+    f.seek(SeekFrom::Start(0)).doing_with(what)?;
+    let found = if crate::layer::sniff(&head[..n]) == crate::layer::Compression::None {
+        let mut scanner = sbom::Scanner::new(sbom::ScanOptions::default());
+        let mut archive = tar::Archive::new(BufReader::with_capacity(256 << 10, f));
+        for e in archive.entries_with_seek().doing_with(what)? {
+            scanner.add(&mut e.doing_with(what)?).doing_with(what)?;
+        }
+        scanner.finish()
+    } else {
+        let r = crate::layer::decompress(f).doing_with(what)?;
+        sbom::scan_layer(r).doing_with(what)?
+    };
+    // Best effort: without the cache the next SBOM scans the layer again.
+    let _ = store.put_layer_packages(&layer.digest, &found);
+    Ok(found)
+}
+
+/// The layers of `image`, bottom first, as the SBOM names them: diffID, blob digest and the
+/// history entry (the instruction) that made each.
+pub fn layer_refs(image: &ImageRecord) -> Vec<LayerRef> {
+    let mut made_by = image
+        .config
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.created_by.clone().unwrap_or_default());
+    image
+        .manifest
+        .layers
+        .iter()
+        .zip(&image.config.rootfs.diff_ids)
+        .map(|(l, d)| LayerRef {
+            diff_id: d.clone(),
+            digest: Some(l.digest.clone()),
+            created_by: made_by.next().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The packages of `image` once its layers are stacked.
+pub fn inventory(store: &Store, image: &ImageRecord) -> Result<Inventory, BuildError> {
+    let refs = layer_refs(image);
+    let found = image
+        .manifest
+        .layers
+        .iter()
+        .map(|l| layer_packages(store, l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let layers: Vec<(LayerRef, &LayerPackages)> = refs.into_iter().zip(found.iter()).collect();
+    Ok(sbom::merge(&layers))
+}
+
+/// The SBOM of `image` in `format`, named `name`, dated `created` (seconds since the epoch).
+pub fn document(
+    store: &Store,
+    image: &ImageRecord,
+    name: &str,
+    created: i64,
+    format: SbomFormat,
+) -> Result<Vec<u8>, BuildError> {
+    let inv = inventory(store, image)?;
+    let info = ImageInfo {
+        name: name.to_string(),
+        digest: image.manifest_digest.clone(),
+        created,
+    };
+    Ok(match format {
+        SbomFormat::SpdxJson => sbom::spdx::to_bytes(&inv, &info),
+        SbomFormat::CycloneDxJson => sbom::cyclonedx::to_bytes(&inv, &info),
+    })
+}
+
+/// The attestations a build makes (`--sbom`, `--provenance`, `--attest`): none unless asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attest {
+    /// An SPDX SBOM of the final image.
+    pub sbom: bool,
+    /// SLSA provenance, in this version and mode.
+    pub provenance: Option<(SlsaVersion, ProvenanceMode)>,
+}
+
+impl Attest {
+    pub fn any(&self) -> bool {
+        self.sbom || self.provenance.is_some()
+    }
+}
+
+/// The image's platform as its config says it.
+fn config_platform(image: &ImageRecord) -> Platform {
+    Platform {
+        architecture: image.config.architecture.clone(),
+        os: image.config.os.clone(),
+        os_version: None,
+        variant: image.config.variant.clone(),
+    }
+}
+
+/// The date an image's documents carry: its config's `created` (so the same image gives the
+/// same SBOM, built or scanned later), else the epoch.
+pub fn image_time(image: &ImageRecord) -> i64 {
+    image
+        .config
+        .created
+        .as_deref()
+        .and_then(parse_rfc3339)
+        .unwrap_or(0)
+}
+
+/// The name documents give `image`: its first name, else `fallback`.
+pub fn image_name(image: &ImageRecord, names: &[crate::store::ImageRef], fallback: &str) -> String {
+    names
+        .first()
+        .or(image.names.first())
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// What the build knows about itself, for its provenance (no secret is a build fact).
+fn build_facts(b: &Build, started: i64, subject: &Digest) -> BuildFacts {
+    let (opts, plan) = (b.opts, b.plan);
+    let text = opts
+        .dockerfile
+        .as_ref()
+        .map(|s| s.text().to_string())
+        .unwrap_or_default();
+    // The Dockerfile's path in the context when it is there (BuildKit names it so).
+    let path = std::path::Path::new(&opts.dockerfile_name);
+    let path = path
+        .strip_prefix(&opts.context)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned();
+    let mut steps = Vec::new();
+    for &i in &plan.order {
+        let st = &plan.stages[i];
+        let name = st.display_name();
+        steps.push(format!("[{name}] {}", st.from.original));
+        for c in &st.commands {
+            steps.push(format!("[{name}] {}", c.original));
+        }
+    }
+    let fetched = b.fetched.lock().unwrap_or_else(|e| e.into_inner());
+    let bases = b.bases.lock().unwrap_or_else(|e| e.into_inner());
+    BuildFacts {
+        dockerfile_path: path,
+        dockerfile_digest: opts
+            .dockerfile
+            .as_ref()
+            .map(|s| Digest::of(s.text().as_bytes())),
+        dockerfile_text: text,
+        args: plan.options.build_args.clone(),
+        target: plan.options.target.clone(),
+        platforms: vec![plan.options.target_platform.to_string()],
+        bases: bases.clone(),
+        sources: fetched
+            .iter()
+            .filter_map(|r| attest::fetched_material(r))
+            .collect(),
+        git: attest::git_checkout(&opts.context),
+        steps,
+        started,
+        finished: crate::oci::now_secs(),
+        invocation_id: Digest::of(format!("{started} {} {subject}", std::process::id()).as_bytes())
+            .hex()[..32]
+            .to_string(),
+        builder_platform: Platform::host().to_string(),
+    }
+}
+
+/// The index a build's attestations are kept in, and when the build started.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub index: Descriptor,
+    pub started: i64,
+}
+
+/// The attestations the options ask for about the image manifest `subject` (whose packages
+/// are those of `img`: the same layers, maybe compressed otherwise), and what they are.
+fn make_attestations(
+    b: &Build,
+    img: &ImageRecord,
+    subject: &Digest,
+    names: &[crate::store::ImageRef],
+    started: i64,
+) -> Result<(Vec<Attestation>, Vec<String>), BuildError> {
+    let want = &b.opts.attest;
+    let platform = config_platform(img);
+    let tags = if names.is_empty() {
+        &b.opts.tags[..]
+    } else {
+        names
+    };
+    let subject_names: Vec<String> = tags
+        .iter()
+        .map(|t| attest::image_purl(&t.to_string(), Some(&platform)))
+        .collect();
+    let mut made = Vec::new();
+    let mut said = Vec::new();
+    if want.sbom {
+        let inv = inventory(b.store, img)?;
+        said.push(format!("sbom ({} packages)", inv.packages.len()));
+        let info = ImageInfo {
+            name: image_name(img, tags, "strata-build"),
+            digest: subject.clone(),
+            created: image_time(img),
+        };
+        let predicate = sbom::spdx::document(&inv, &info);
+        made.push(Attestation {
+            predicate_type: attest::SPDX_PREDICATE.into(),
+            statement: attest::statement(
+                subject,
+                &subject_names,
+                attest::SPDX_PREDICATE,
+                predicate,
+            ),
+        });
+    }
+    if let Some((version, mode)) = want.provenance {
+        let facts = build_facts(b, started, subject);
+        let predicate = facts.provenance(version, mode, Some(&platform));
+        said.push(format!(
+            "provenance ({}, mode={})",
+            version.predicate_type(),
+            if mode == ProvenanceMode::Max {
+                "max"
+            } else {
+                "min"
+            }
+        ));
+        made.push(Attestation {
+            predicate_type: version.predicate_type().into(),
+            statement: attest::statement(
+                subject,
+                &subject_names,
+                version.predicate_type(),
+                predicate,
+            ),
+        });
+    }
+    Ok((made, said))
+}
+
+/// Store the attestation manifest of `made` about `image` (the manifest of the record
+/// `subject`) and an index of both, named `names`. Returns (index, attestation manifest).
+fn store_index(
+    store: &Store,
+    subject: &ImageRecord,
+    made: &[Attestation],
+    names: &[crate::store::ImageRef],
+) -> Result<(Descriptor, Descriptor), BuildError> {
+    let am = attest::attestation_manifest(&subject.manifest_digest, made);
+    for (_, bytes) in &am.blobs {
+        store.put_blob(bytes)?;
+    }
+    store.put_blob(&am.manifest)?;
+    let manifest_len = store.read_blob(&subject.manifest_digest)?.len() as u64;
+    let mut image = Descriptor::new(
+        subject
+            .manifest
+            .media_type
+            .as_deref()
+            .unwrap_or(crate::oci::media::OCI_MANIFEST),
+        subject.manifest_digest.clone(),
+        manifest_len,
+    );
+    image.platform = Some(config_platform(subject));
+    let index = store.put_index(&[image, am.descriptor.clone()], Default::default(), names)?;
+    Ok((index, am.descriptor))
+}
+
+/// Attach the attestations the options ask for to the built image `img`: their statements,
+/// the attestation manifest, and an index of the image (with its platform) and that manifest,
+/// which `names` now point at. `None` when none was asked.
+pub(in crate::engine) fn attach(
+    b: &Build,
+    img: &ImageRecord,
+    names: &[crate::store::ImageRef],
+    started: i64,
+) -> Result<Option<Attached>, BuildError> {
+    if !b.opts.attest.any() {
+        return Ok(None);
+    }
+    let clock = std::time::Instant::now();
+    let (made, said) = make_attestations(b, img, &img.manifest_digest, names, started)?;
+    let (index, am) = store_index(b.store, img, &made, names)?;
+    b.note(&format!(
+        "attestations: {} in manifest {} of index {} ({:.3} s)",
+        said.join(", "),
+        am.digest.short(),
+        index.digest.short(),
+        clock.elapsed().as_secs_f64()
+    ));
+    Ok(Some(Attached { index, started }))
+}
+
+/// The index to push for `img` with its attestations: a push sends the image's layers
+/// compressed with `compression`, which makes another manifest (as the registry module's push
+/// writes it), so the statements are made again about that manifest (the packages are the
+/// same layers' ones, from the cache). Kept in the store, unnamed.
+pub(in crate::engine) fn index_for_push(
+    b: &Build,
+    img: &ImageRecord,
+    compression: crate::layer::Compression,
+) -> Result<Descriptor, BuildError> {
+    use crate::oci::media;
+    let store = b.store;
+    let started = b
+        .attached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|a| a.started)
+        .unwrap_or_else(crate::oci::now_secs);
+    let mut layers = Vec::new();
+    let mut changed = false;
+    for l in &img.manifest.layers {
+        if media::is_uncompressed_layer(&l.media_type)
+            && compression != crate::layer::Compression::None
+        {
+            let mut c = store.compressed_layer(l, compression)?;
+            if c.media_type == media::DOCKER_LAYER_GZIP {
+                c.media_type = media::OCI_LAYER_GZIP.into();
+            }
+            layers.push(c);
+            changed = true;
+        } else {
+            layers.push(l.clone());
+        }
+    }
+    let wire = if changed {
+        let mut config = img.manifest.config.clone();
+        config.media_type = media::OCI_CONFIG.into();
+        let m = crate::oci::Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            config,
+            layers,
+            annotations: img.manifest.annotations.clone(),
+        };
+        let d = store.put_blob(&crate::oci::canonical_json(&m))?;
+        store.image_of_manifest(&d)?
+    } else {
+        img.clone()
+    };
+    let (made, _) = make_attestations(b, img, &wire.manifest_digest, &[], started)?;
+    let (index, _) = store_index(store, &wire, &made, &[])?;
+    Ok(index)
+}
+
+/// The attestation manifest of `image_manifest` in the index `index`, if it has one.
+pub fn attestation_of<'a>(index: &'a Index, image_manifest: &Digest) -> Option<&'a Descriptor> {
+    index.manifests.iter().find(|d| {
+        attest::is_attestation(d)
+            && d.annotations
+                .get(attest::REFERENCE_DIGEST)
+                .map(String::as_str)
+                == Some(image_manifest.as_str())
+    })
+}
+
+/// The statements attached to `image` (the manifest `what` resolves to) whose predicate type
+/// is one of `types`: (predicate type, statement bytes), in the attestation manifest's order.
+pub fn attached(
+    store: &Store,
+    what: &str,
+    image: &ImageRecord,
+    types: &[&str],
+) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+    let Some((_, index)) = store.find_index(what)? else {
+        return Ok(Vec::new());
+    };
+    let Some(am) = attestation_of(&index, &image.manifest_digest) else {
+        return Ok(Vec::new());
+    };
+    let bytes = store.read_blob(&am.digest)?;
+    let manifest: crate::oci::Manifest =
+        crate::oci::parse_json(&bytes, &format!("attestation manifest {}", am.digest))?;
+    let mut out = Vec::new();
+    for l in &manifest.layers {
+        let Some(t) = l.annotations.get(attest::PREDICATE_ANNOTATION) else {
+            continue;
+        };
+        if types.contains(&t.as_str()) {
+            out.push((t.clone(), store.read_blob(&l.digest)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Write the index `index` (named `names`) with everything it reaches to `dest`, an OCI layout
+/// directory or (`tar`) an oci-archive: `--output type=oci` of a build with attestations.
+pub(in crate::engine) fn save_index_oci(
+    store: &Store,
+    index: &Descriptor,
+    names: &[crate::store::ImageRef],
+    dest: &std::path::Path,
+    tar: bool,
+) -> Result<(), BuildError> {
+    if !tar {
+        return save_index_oci_dir(store, index, names, dest);
+    }
+    let dir = store.tmp_dir().join(format!(
+        "oci-{}-{}",
+        std::process::id(),
+        index.digest.short()
+    ));
+    let _ = fs_err::remove_dir_all(&dir);
+    let r = (|| -> Result<(), BuildError> {
+        save_index_oci_dir(store, index, names, &dir)?;
+        let what = || format!("writing the oci-archive {}", dest.display());
+        let part = dest.with_extension("strata-part");
+        let f = fs_err::File::create(&part)?;
+        let mut b = tar::Builder::new(std::io::BufWriter::new(f));
+        b.mode(tar::HeaderMode::Deterministic);
+        b.follow_symlinks(false);
+        b.append_dir_all(".", &dir).doing_with(what)?;
+        let w = b.into_inner().doing_with(what)?;
+        w.into_inner()
+            .map_err(|e| e.into_error())
+            .doing_with(what)?
+            .sync_all()
+            .doing_with(what)?;
+        fs_err::rename(&part, dest)?;
+        Ok(())
+    })();
+    let _ = fs_err::remove_dir_all(&dir);
+    r
+}
+
+/// [`save_index_oci`] to a directory.
+fn save_index_oci_dir(
+    store: &Store,
+    index: &Descriptor,
+    names: &[crate::store::ImageRef],
+    dest: &std::path::Path,
+) -> Result<(), BuildError> {
+    use crate::oci::layout::{self, Layout};
+    let out = Layout::create(dest)?;
+    let idx = store.read_index(&index.digest)?;
+    let mut blobs = vec![index.digest.clone()];
+    for m in &idx.manifests {
+        blobs.push(m.digest.clone());
+        let bytes = store.read_blob(&m.digest)?;
+        let man: crate::oci::Manifest =
+            crate::oci::parse_json(&bytes, &format!("manifest {}", m.digest))?;
+        blobs.push(man.config.digest.clone());
+        blobs.extend(man.layers.iter().map(|l| l.digest.clone()));
+    }
+    for d in &blobs {
+        let from = store.blob_path(d);
+        let tmp = format!(".copy-{}-{}", std::process::id(), d.hex());
+        out.put_blob::<BuildError>(d, &tmp, |tmp| {
+            fs_err::copy(&from, tmp)
+                .map(|_| ())
+                .map_err(BuildError::from)
+        })?;
+    }
+    let mut top = out.index()?.unwrap_or_default();
+    if names.is_empty() {
+        layout::set_entry(&mut top, index.clone());
+    }
+    for n in names {
+        let mut d = index.clone();
+        d.annotations
+            .insert(crate::oci::REF_NAME.to_string(), n.to_string());
+        layout::set_entry(&mut top, d);
+    }
+    out.write_index(&top)?;
+    Ok(())
+}
+
+/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac]Z` (an image config's `created`).
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + se)
+}

@@ -1,0 +1,693 @@
+//! SBOM and provenance attestations through the binary: `strata build --sbom
+//! --provenance=mode=max` on the Debian and python test bases stores an index with the image
+//! and its attestation manifest (as BuildKit stores it); the SBOM lists exactly what
+//! `dpkg-query -W` and `pip list` report inside the image (run by `strata run`) and validates
+//! with spdx-tools (`pyspdxtools -i`, from target/sbom-fixtures); the provenance names the base
+//! image's digest and the build's arguments, and a `--secret`'s value is in no blob of the
+//! store; `--output type=oci` writes the index with the attestations (read back by skopeo);
+//! `--push` to Debian's docker-registry on 127.0.0.1 sends the index, skopeo copies it whole,
+//! and a pull into another store prints the very SBOM and provenance that were pushed.
+//! As the user running the tests and, when that is root, again as the unprivileged
+//! `strata-test`.
+
+#[macro_use]
+mod support;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const TEST_USER: &str = "strata-test";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn runners() -> Vec<Option<&'static str>> {
+    if support::root_pass_ran_as(TEST_USER) {
+        support::not_applicable(&format!("the root pass ran this as {TEST_USER} already"));
+        return Vec::new();
+    }
+    let mut v = vec![None];
+    if rustix::process::geteuid().is_root() {
+        if Command::new("id")
+            .arg(TEST_USER)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            v.push(Some(TEST_USER));
+        } else {
+            support::skip(&format!("no user {TEST_USER}: its runs are left out"));
+        }
+    }
+    v
+}
+
+fn run(user: Option<&str>, prog: &str, args: &[&str]) -> Output {
+    let mut c = match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u, "--", prog]);
+            c
+        }
+        None => Command::new(prog),
+    };
+    c.args(args)
+        .env_remove("STRATA_ROOT")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .current_dir("/tmp")
+        .stdin(std::process::Stdio::null());
+    c.output().unwrap_or_else(|e| panic!("running {prog}: {e}"))
+}
+
+fn ok(user: Option<&str>, prog: &str, args: &[&str]) -> String {
+    let o = run(user, prog, args);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} as {user:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A test's directory for `user` (owned by it), with a store in it; on drop the store is
+/// pruned by its owner and the directory removed.
+struct Scratch {
+    dir: PathBuf,
+    user: Option<&'static str>,
+}
+
+impl Scratch {
+    fn new(name: &str, user: Option<&'static str>) -> Scratch {
+        let base = std::env::temp_dir().join(format!("strata-attest-{}", std::process::id()));
+        fs_err::create_dir_all(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let dir = base.join(format!("{name}-{}", user.unwrap_or("self")));
+        let _ = std::fs::remove_dir_all(&dir);
+        ok(user, "mkdir", &["-p", dir.to_str().unwrap()]);
+        Scratch { dir, user }
+    }
+
+    fn root(&self) -> String {
+        self.dir.join("store").display().to_string()
+    }
+
+    /// `strata --root STORE ARGS`, as the scratch's user.
+    fn strata(&self, args: &[&str]) -> Output {
+        let root = self.root();
+        let mut all = vec!["--root", root.as_str()];
+        all.extend_from_slice(args);
+        run(self.user, support::strata_bin(), &all)
+    }
+
+    fn strata_ok(&self, args: &[&str]) -> String {
+        let o = self.strata(args);
+        assert!(
+            o.status.success(),
+            "strata {args:?} as {:?} failed: {}\n{}",
+            self.user,
+            support::text(&o.stdout),
+            support::text(&o.stderr)
+        );
+        support::text(&o.stdout)
+    }
+
+    /// A file written by the scratch's user.
+    fn write(&self, rel: &str, data: &str) -> PathBuf {
+        let p = self.dir.join(rel);
+        if let Some(parent) = p.parent() {
+            ok(self.user, "mkdir", &["-p", parent.to_str().unwrap()]);
+        }
+        // Named for this scratch too: the tests run at the same time.
+        let tmp = std::env::temp_dir().join(format!(
+            "strata-attest-{}-{}-{}",
+            std::process::id(),
+            self.dir.file_name().unwrap().to_string_lossy(),
+            rel.replace('/', "_")
+        ));
+        fs_err::write(&tmp, data).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        ok(
+            self.user,
+            "cp",
+            &[tmp.to_str().unwrap(), p.to_str().unwrap()],
+        );
+        let _ = std::fs::remove_file(&tmp);
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.strata(&["prune", "--all"]);
+        let _ = run(
+            self.user,
+            "chmod",
+            &["-R", "u+rwX", self.dir.to_str().unwrap()],
+        );
+        let _ = run(self.user, "rm", &["-rf", self.dir.to_str().unwrap()]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The OCI layout of a test base (scripts/test-deps.sh makes them), or a skip.
+fn base(name: &str) -> Option<PathBuf> {
+    let d = repo().join("target/test-images/oci").join(name);
+    if d.join("index.json").exists() {
+        Some(d)
+    } else {
+        support::skip(&format!(
+            "{} is missing: scripts/test-deps.sh makes it",
+            d.display()
+        ));
+        None
+    }
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The store's entry (index.json) named `name`.
+fn entry(root: &str, name: &str) -> Value {
+    let idx = json(&fs_err::read_to_string(Path::new(root).join("v1/oci/index.json")).unwrap());
+    idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(name))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no entry {name} in {idx}"))
+}
+
+fn blob(root: &str, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    fs_err::read(Path::new(root).join("v1/oci/blobs/sha256").join(hex)).unwrap()
+}
+
+/// The packages of an SPDX document whose purl starts with `prefix`: (name, version).
+fn spdx_packages(doc: &Value, prefix: &str) -> BTreeSet<(String, String)> {
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["externalRefs"].as_array().is_some_and(|r| {
+                r.iter().any(|r| {
+                    r["referenceLocator"]
+                        .as_str()
+                        .is_some_and(|l| l.starts_with(prefix))
+                })
+            })
+        })
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["versionInfo"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// spdx-tools' verdict on an SPDX file (from target/sbom-fixtures, made by test-deps.sh).
+fn check_spdx(file: &Path) {
+    let tool = repo().join("target/sbom-fixtures/tools/bin/pyspdxtools");
+    if !tool.exists() {
+        support::skip(&format!(
+            "{} is missing: scripts/sbom-fixtures.sh (run by scripts/test-deps.sh) makes it",
+            tool.display()
+        ));
+        return;
+    }
+    let o = Command::new(&tool).arg("-i").arg(file).output().unwrap();
+    let said = format!("{}{}", support::text(&o.stdout), support::text(&o.stderr));
+    assert!(
+        o.status.success() && !said.to_lowercase().contains("invalid"),
+        "pyspdxtools on {}: {said}",
+        file.display()
+    );
+}
+
+const SECRET: &str = "s3cr3t-value-never-attested-7f1c";
+
+#[test]
+fn debian_build_attests_its_dpkg_packages_and_provenance_without_secrets() {
+    let Some(debian) = base("debian") else { return };
+    for who in runners() {
+        let s = Scratch::new("debian", who);
+        s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
+        let ctx = s.dir.join("ctx");
+        s.write(
+            "ctx/Dockerfile",
+            "FROM debian:latest\nARG GREETING=hi\nRUN --mount=type=secret,id=tok test -s /run/secrets/tok && echo $GREETING > /hello\n",
+        );
+        let tok = s.write("tok", SECRET);
+        let out_tar = s.dir.join("out.tar");
+        let built = s.strata(&[
+            "build",
+            "--progress",
+            "plain",
+            "--sbom",
+            "--provenance=mode=max",
+            "--secret",
+            &format!("id=tok,src={}", tok.display()),
+            "--build-arg",
+            "GREETING=yo",
+            "-t",
+            "app:1",
+            ctx.to_str().unwrap(),
+        ]);
+        assert!(built.status.success(), "{}", support::text(&built.stderr));
+        assert!(
+            support::text(&built.stderr).contains("attestations: sbom ("),
+            "{}",
+            support::text(&built.stderr)
+        );
+        // The tag names an index: the image (its platform) and the attestation manifest.
+        let root = s.root();
+        let e = entry(&root, "app:1");
+        assert_eq!(e["mediaType"], "application/vnd.oci.image.index.v1+json");
+        let index = json(&String::from_utf8(blob(&root, e["digest"].as_str().unwrap())).unwrap());
+        let m = index["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "{index}");
+        assert_eq!(m[0]["platform"]["os"], "linux");
+        assert_eq!(m[1]["platform"]["os"], "unknown");
+        assert_eq!(m[1]["platform"]["architecture"], "unknown");
+        assert_eq!(
+            m[1]["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(
+            m[1]["annotations"]["vnd.docker.reference.digest"],
+            m[0]["digest"]
+        );
+        let am = json(&String::from_utf8(blob(&root, m[1]["digest"].as_str().unwrap())).unwrap());
+        assert_eq!(
+            am["config"]["mediaType"],
+            "application/vnd.oci.image.config.v1+json"
+        );
+        let types: Vec<&str> = am["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                assert_eq!(l["mediaType"], "application/vnd.in-toto+json");
+                l["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "https://spdx.dev/Document",
+                "https://slsa.dev/provenance/v0.2"
+            ]
+        );
+        // run and inspect of the tag still find the image (not the attestation manifest).
+        assert_eq!(s.strata_ok(&["run", "app:1", "cat", "/hello"]).trim(), "yo");
+        let inspect = json(&s.strata_ok(&["inspect", "app:1"]));
+        assert_eq!(inspect["Config"]["architecture"], "amd64");
+
+        // The SBOM: every dpkg package dpkg-query lists in the image, and nothing else.
+        let sbom_text = s.strata_ok(&["sbom", "app:1"]);
+        let doc = json(&sbom_text);
+        assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+        let listed = s.strata_ok(&[
+            "run",
+            "app:1",
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package} ${Version}\\n",
+        ]);
+        let dpkg: BTreeSet<(String, String)> = listed
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert!(dpkg.len() > 50, "{listed}");
+        assert_eq!(spdx_packages(&doc, "pkg:deb/"), dpkg);
+        // Each package names the layer and instruction that added it.
+        assert!(sbom_text.contains("make-base-images.sh debian"));
+        let f = s.dir.join("sbom.spdx.json");
+        fs_err::write(&f, &sbom_text).unwrap();
+        check_spdx(&f);
+        // A scan of the image (CycloneDX is made on request, not attached) finds the same.
+        let cdx = json(&s.strata_ok(&["sbom", "--format", "cyclonedx-json", "app:1"]));
+        let scanned: BTreeSet<(String, String)> = cdx["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["purl"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("pkg:deb/"))
+            })
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(scanned, dpkg);
+
+        // Provenance: the base by the digest that was used, the arguments, max's Dockerfile.
+        let prov = json(&s.strata_ok(&["provenance", "app:1"]));
+        assert_eq!(prov["_type"], "https://in-toto.io/Statement/v1");
+        assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v0.2");
+        assert_eq!(
+            prov["subject"][0]["digest"]["sha256"],
+            m[0]["digest"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("sha256:")
+                .unwrap()
+        );
+        let base_digest = json(&fs_err::read_to_string(debian.join("index.json")).unwrap())
+            ["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let p = &prov["predicate"];
+        assert_eq!(
+            p["materials"][0]["digest"]["sha256"],
+            base_digest.strip_prefix("sha256:").unwrap()
+        );
+        assert_eq!(
+            p["invocation"]["parameters"]["args"]["build-arg:GREETING"],
+            "yo"
+        );
+        assert!(p["buildConfig"]["dockerfile"]["data"]
+            .as_str()
+            .unwrap()
+            .contains("ARG GREETING=hi"));
+
+        // --output type=oci (an oci-archive): the index with its attestations.
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--attest",
+            "type=sbom",
+            "--attest",
+            "type=provenance,mode=min,version=v1",
+            "--secret",
+            &format!("id=tok,src={}", tok.display()),
+            "--output",
+            &format!("type=oci,dest={}", out_tar.display()),
+            "-t",
+            "app:2",
+            ctx.to_str().unwrap(),
+        ]);
+        if support::have("skopeo") {
+            let raw = ok(
+                None,
+                "skopeo",
+                &[
+                    "inspect",
+                    "--raw",
+                    &format!("oci-archive:{}:app:2", out_tar.display()),
+                ],
+            );
+            let idx = json(&raw);
+            assert_eq!(
+                idx["manifests"][1]["annotations"]["vnd.docker.reference.type"],
+                "attestation-manifest",
+                "{raw}"
+            );
+        } else {
+            support::skip("skopeo is not installed: the oci-archive is not read back");
+        }
+
+        // No secret anywhere: not in any blob of the store, not in what the commands print.
+        let blobs = Path::new(&root).join("v1/oci/blobs/sha256");
+        for b in fs_err::read_dir(&blobs).unwrap() {
+            let b = b.unwrap().path();
+            let bytes = fs_err::read(&b).unwrap();
+            assert!(
+                !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+                "the secret is in {}",
+                b.display()
+            );
+        }
+        let tar = fs_err::read(&out_tar).unwrap();
+        assert!(!tar.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+        assert!(!sbom_text.contains(SECRET));
+        assert!(!s.strata_ok(&["provenance", "app:1"]).contains(SECRET));
+    }
+}
+
+#[test]
+fn python_build_attests_what_pip_lists() {
+    let Some(python) = base("python") else { return };
+    for who in runners() {
+        let s = Scratch::new("python", who);
+        s.strata_ok(&["load", "-i", python.to_str().unwrap()]);
+        let ctx = s.dir.join("ctx");
+        s.write("ctx/Dockerfile", "FROM python:latest\nCOPY app.py /app/\n");
+        s.write("ctx/app.py", "print('hi')\n");
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--sbom=true",
+            "-t",
+            "py:1",
+            ctx.to_str().unwrap(),
+        ]);
+        let doc = json(&s.strata_ok(&["sbom", "py:1"]));
+        let pip = json(&s.strata_ok(&[
+            "run", "py:1", "python3", "-m", "pip", "list", "--format", "json",
+        ]));
+        let listed: BTreeSet<(String, String)> = pip
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert!(!listed.is_empty());
+        assert_eq!(spdx_packages(&doc, "pkg:pypi/"), listed);
+        // The image without attestations: no provenance to print, a scanned SBOM all the same.
+        let o = s.strata(&["provenance", "python:latest"]);
+        assert!(!o.status.success());
+        assert!(support::text(&o.stderr).contains("has no provenance attestation"));
+        let scanned = json(&s.strata_ok(&["sbom", "--format", "cyclonedx-json", "python:latest"]));
+        assert_eq!(scanned["bomFormat"], "CycloneDX");
+        // The scan cache: one package list per layer, beside the layer's facts.
+        let facts = Path::new(&s.root()).join("v1/facts");
+        let pkgs = fs_err::read_dir(&facts)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".pkgs")
+            })
+            .count();
+        assert_eq!(pkgs, 2, "the base layer and the COPY layer");
+    }
+}
+
+#[test]
+fn attestation_flags_are_parsed_as_buildx_and_unknown_ones_refused() {
+    let s = Scratch::new("flags", None);
+    let ctx = s.dir.join("ctx");
+    s.write("ctx/Dockerfile", "FROM scratch\n");
+    for (flag, says) in [
+        ("--attest=type=bogus", "unknown attestation type"),
+        ("--sbom=generator=docker/scanner", "runs no scanner image"),
+        ("--provenance=mode=huge", "unknown option mode=huge"),
+        ("--attest=mode=max", "give type=sbom or type=provenance"),
+    ] {
+        let o = s.strata(&["build", "-q", flag, ctx.to_str().unwrap()]);
+        assert!(!o.status.success(), "{flag}");
+        assert!(
+            support::text(&o.stderr).contains(says),
+            "{flag}: {}",
+            support::text(&o.stderr)
+        );
+    }
+}
+
+/// Debian's docker-registry on a free port of 127.0.0.1, stopped (by its pid) and its storage
+/// removed on drop.
+struct Registry {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        if !support::have("docker-registry") {
+            support::skip("docker-registry is not installed: apt-get install docker-registry");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("strata-attest-reg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        fs_err::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.join("config.yml");
+        fs_err::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Registry { child, dir, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(r);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not answer on 127.0.0.1:{port}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn attestations_survive_push_copy_and_pull() {
+    let Some(debian) = base("debian") else { return };
+    let Some(reg) = Registry::start() else { return };
+    require!(support::have("skopeo"), "skopeo is not installed");
+    for who in runners() {
+        let s = Scratch::new("push", who);
+        s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
+        let ctx = s.dir.join("ctx");
+        s.write(
+            "ctx/Dockerfile",
+            "FROM debian:latest\nRUN echo pushed > /note\n",
+        );
+        let user = who.unwrap_or("self");
+        let name = format!("127.0.0.1:{}/attest-{user}:1", reg.port);
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--sbom",
+            "--provenance=mode=max,version=v1",
+            "-t",
+            &name,
+            "--push",
+            ctx.to_str().unwrap(),
+        ]);
+        // The registry has the index with the attestation manifest, about the pushed image.
+        let raw = ok(
+            None,
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{name}"),
+            ],
+        );
+        let idx = json(&raw);
+        let m = idx["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "{raw}");
+        assert_eq!(
+            m[1]["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(
+            m[1]["annotations"]["vnd.docker.reference.digest"],
+            m[0]["digest"]
+        );
+        // skopeo copies the index with it.
+        let copy = format!("127.0.0.1:{}/attest-copy-{user}:1", reg.port);
+        ok(
+            None,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{name}"),
+                &format!("docker://{copy}"),
+            ],
+        );
+        let copied = json(&ok(
+            None,
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{copy}"),
+            ],
+        ));
+        assert_eq!(copied, idx);
+        // Pulled into another store: the SBOM printed is the one pushed (the statement's
+        // predicate, whose subject is the pushed manifest), and the provenance too.
+        let p = Scratch::new("pulled", who);
+        p.strata_ok(&["pull", &copy]);
+        let sbom = json(&p.strata_ok(&["sbom", &copy]));
+        let prov = json(&p.strata_ok(&["provenance", &copy]));
+        assert_eq!(prov["predicateType"], "https://slsa.dev/provenance/v1");
+        let pushed_digest = m[0]["digest"].as_str().unwrap();
+        assert_eq!(
+            prov["subject"][0]["digest"]["sha256"],
+            pushed_digest.strip_prefix("sha256:").unwrap()
+        );
+        assert_eq!(sbom["packages"][0]["versionInfo"], pushed_digest);
+        let am = json(&ok(
+            None,
+            "skopeo",
+            &[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!(
+                    "docker://127.0.0.1:{}/attest-copy-{user}@{}",
+                    reg.port,
+                    m[1]["digest"].as_str().unwrap()
+                ),
+            ],
+        ));
+        let sbom_layer = am["layers"][0]["digest"].as_str().unwrap();
+        let statement = blob(&p.root(), sbom_layer);
+        let pushed: Value = serde_json::from_slice(&statement).unwrap();
+        assert_eq!(pushed["predicate"], sbom);
+        // The pulled image runs.
+        assert_eq!(
+            p.strata_ok(&["run", &copy, "cat", "/note"]).trim(),
+            "pushed"
+        );
+    }
+}
