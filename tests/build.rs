@@ -3393,7 +3393,7 @@ fn buildx_flags_ci_scripts_pass() {
         ),
         (
             &["--annotation", "index:a=b"],
-            "index annotations come with multi-platform builds",
+            "index annotations are not supported yet",
         ),
         (&["--add-host", "x:notanip"], "notanip is not an IP address"),
         (&["--ulimit", "nofiles=1"], "no limit nofiles"),

@@ -127,7 +127,7 @@ pub struct BuildArgs {
     #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
     shm_size: Option<u64>,
     /// An annotation of the image's manifest: KEY=VALUE, or manifest:KEY=VALUE (repeatable).
-    /// Index annotations come with multi-platform builds.
+    /// Index annotations (index:KEY=VALUE) are not supported yet.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
     /// Attestations: type=sbom[,disabled=true] or type=provenance[,mode=min|max]
@@ -679,7 +679,7 @@ fn parse_annotation(s: &str) -> anyhow::Result<(String, String)> {
         "manifest" => {}
         "index" | "index-descriptor" | "manifest-descriptor" => {
             return Err(bad(format!(
-                "--annotation {s}: {kind} annotations come with multi-platform builds (strata writes one manifest, no index): use manifest:KEY=VALUE or KEY=VALUE"
+                "--annotation {s}: {kind} annotations are not supported yet (a multi-platform build's index gets none): use manifest:KEY=VALUE or KEY=VALUE"
             )))
         }
         other => {
