@@ -20,30 +20,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const TEST_USER: &str = "strata-test";
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn runners() -> Vec<Option<&'static str>> {
-    if support::root_pass_ran_as(TEST_USER) {
-        support::not_applicable(&format!("the root pass ran this as {TEST_USER} already"));
-        return Vec::new();
-    }
-    let mut v = vec![None];
-    if rustix::process::geteuid().is_root() {
-        if Command::new("id")
-            .arg(TEST_USER)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            v.push(Some(TEST_USER));
-        } else {
-            support::skip(&format!("no user {TEST_USER}: its runs are left out"));
-        }
-    }
-    v
 }
 
 fn run(user: Option<&str>, prog: &str, args: &[&str]) -> Output {
@@ -241,7 +219,7 @@ const SECRET: &str = "s3cr3t-value-never-attested-7f1c";
 #[test]
 fn debian_build_attests_its_dpkg_packages_and_provenance_without_secrets() {
     let Some(debian) = base("debian") else { return };
-    for who in runners() {
+    for who in support::runners() {
         let s = Scratch::new("debian", who);
         s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
         let ctx = s.dir.join("ctx");
@@ -449,7 +427,7 @@ fn debian_build_attests_its_dpkg_packages_and_provenance_without_secrets() {
 #[test]
 fn python_build_attests_what_pip_lists() {
     let Some(python) = base("python") else { return };
-    for who in runners() {
+    for who in support::runners() {
         let s = Scratch::new("python", who);
         s.strata_ok(&["load", "-i", python.to_str().unwrap()]);
         let ctx = s.dir.join("ctx");
@@ -585,7 +563,7 @@ fn attestations_survive_push_copy_and_pull() {
     let Some(debian) = base("debian") else { return };
     let Some(reg) = Registry::start() else { return };
     require!(support::have("skopeo"), "skopeo is not installed");
-    for who in runners() {
+    for who in support::runners() {
         let s = Scratch::new("push", who);
         s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
         let ctx = s.dir.join("ctx");

@@ -40,27 +40,6 @@ fn images() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci")
 }
 
-/// Who runs the namespaces: the user running the tests, and strata-test when that is root.
-fn runners() -> Vec<Option<&'static str>> {
-    if support::root_pass_ran_as("strata-test") {
-        support::not_applicable("the root pass ran this as strata-test already");
-        return Vec::new();
-    }
-    let mut v = vec![None];
-    if rustix::process::geteuid().is_root() {
-        if Command::new("id")
-            .arg("strata-test")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            v.push(Some("strata-test"));
-        } else {
-            support::skip("no user strata-test: its runs are left out");
-        }
-    }
-    v
-}
-
 /// What this machine needs for these tests, or why it cannot run them.
 fn ready() -> bool {
     let kernel = binfmt::kernel_release();
@@ -380,7 +359,7 @@ fn foreign_busyboxes_run_under_qemu_registered_in_a_user_namespace_only() {
         return;
     }
     let before = host_binfmt();
-    for user in runners() {
+    for user in support::runners() {
         let dir = scratch(&format!("register-{}", user.unwrap_or("me")));
         let roots: Vec<PathBuf> = BUSYBOXES.iter().map(|(n, _, _)| unpack(n, &dir)).collect();
         let mount = dir.join("binfmt");
@@ -458,7 +437,7 @@ fn the_hosts_handlers_apply_below_it_and_are_copied_into_an_own_instance() {
         return;
     }
     let before = host_binfmt();
-    for user in runners() {
+    for user in support::runners() {
         let dir = scratch(&format!("host-{}", user.unwrap_or("me")));
         let root = unpack("busybox-arm64", &dir);
         let mounts: Vec<PathBuf> = ["host", "own"]
@@ -555,7 +534,7 @@ fn doctor_lists_each_platform_and_how_it_runs() {
         return;
     }
     let before = host_binfmt();
-    for user in runners() {
+    for user in support::runners() {
         let dir = scratch(&format!("doctor-{}", user.unwrap_or("me")));
         let empty = dir.join("no-qemu");
         fs_err::create_dir(&empty).unwrap();
@@ -609,7 +588,7 @@ fn the_arm64_python_base_runs_under_emulation() {
         return;
     }
     require!(images().join("python-arm64/index.json").exists(), "target/test-images/oci/python-arm64 is missing: scripts/make-foreign-bases.sh target/test-images makes it (Linux 6.7+)");
-    let users = runners();
+    let users = support::runners();
     if users.is_empty() {
         return;
     }

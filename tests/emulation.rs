@@ -31,27 +31,6 @@ fn images() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-images/oci")
 }
 
-/// Who runs strata: the user running the tests, and strata-test when that is root.
-fn runners() -> Vec<Option<&'static str>> {
-    if support::root_pass_ran_as("strata-test") {
-        support::not_applicable("the root pass ran this as strata-test already");
-        return Vec::new();
-    }
-    let mut v = vec![None];
-    if rustix::process::geteuid().is_root() {
-        if Command::new("id")
-            .arg("strata-test")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            v.push(Some("strata-test"));
-        } else {
-            support::skip("no user strata-test: its runs are left out");
-        }
-    }
-    v
-}
-
 /// What these tests need, or why they cannot run.
 fn ready(layouts: &[&str]) -> bool {
     let kernel = binfmt::kernel_release();
@@ -185,7 +164,7 @@ fn run_platform_runs_a_foreign_image_under_qemu_in_strata_s_own_namespace() {
     require!(ready(&layouts), "see above");
     let before = host_handlers();
     let mut env = Env::new("run");
-    for who in runners() {
+    for who in support::runners() {
         for (layout, platform, machine) in IMAGES {
             env.load(who, layout);
             let o = env.strata(
@@ -257,7 +236,7 @@ fn a_platform_without_qemu_or_a_malformed_one_is_a_clear_error() {
     let mut env = Env::new("errors");
     let empty = env.dir.join("no-qemu");
     fs_err::create_dir_all(&empty).unwrap();
-    for who in runners() {
+    for who in support::runners() {
         env.load(who, "busybox-arm64");
         // QEMU looked for in an empty directory only.
         let o = env.strata(

@@ -12,28 +12,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const TEST_USER: &str = "strata-test";
-
-fn runners() -> Vec<Option<&'static str>> {
-    if support::root_pass_ran_as(TEST_USER) {
-        support::not_applicable(&format!("the root pass ran this as {TEST_USER} already"));
-        return Vec::new();
-    }
-    let mut v = vec![None];
-    if rustix::process::geteuid().is_root() {
-        if Command::new("id")
-            .arg(TEST_USER)
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            v.push(Some(TEST_USER));
-        } else {
-            support::skip(&format!("no user {TEST_USER}: its runs are left out"));
-        }
-    }
-    v
-}
-
 fn run(user: Option<&str>, prog: &str, args: &[&str]) -> Output {
     let mut c = match user {
         Some(u) => {
@@ -135,7 +113,7 @@ fn an_index_in_the_store_lists_resolves_saves_and_loads_per_platform() {
         Path::new("/bin/busybox").exists(),
         "busybox-static (Debian package) for the host image"
     );
-    for user in runners() {
+    for user in support::runners() {
         let d = scratch("e2e", user);
         let root = d.join("store").display().to_string();
         let s = |args: &[&str]| {

@@ -60,6 +60,31 @@ pub fn root_pass_ran_as(user: &str) -> bool {
         && std::env::var("STRATA_ROOT_PASS_RAN_AS").as_deref() == Ok(user)
 }
 
+/// Who a rootless-and-root test runs as: `None` (the caller itself) and, when root, also the
+/// unprivileged user `strata-test` (recorded as a skip when the user does not exist). Nothing
+/// in the unprivileged pass of make test when the root pass already ran it as strata-test.
+#[allow(dead_code)]
+pub fn runners() -> Vec<Option<&'static str>> {
+    const TEST_USER: &str = "strata-test";
+    if root_pass_ran_as(TEST_USER) {
+        not_applicable(&format!("the root pass ran this as {TEST_USER} already"));
+        return Vec::new();
+    }
+    let mut v = vec![None];
+    if rustix::process::geteuid().is_root() {
+        if std::process::Command::new("id")
+            .arg(TEST_USER)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            v.push(Some(TEST_USER));
+        } else {
+            skip(&format!("no user {TEST_USER}: its runs are left out"));
+        }
+    }
+    v
+}
+
 fn record_skip(kind: &str, reason: &str) {
     let line = format!("{kind} {}: {reason}", test_name());
     eprintln!("{line}");
