@@ -60,14 +60,12 @@ impl std::fmt::Display for Pushed {
 }
 
 impl Registry {
-    /// Push `img` to `dest` (its tag; a digest in `dest` is not allowed).
-    pub fn push(
+    /// Where a push to `dest` goes: the reference registries.conf makes of it, that registry's
+    /// session and the repository. A digest in `dest` is refused (it is the registry's answer).
+    fn push_destination(
         &self,
-        store: &Store,
-        img: &ImageRecord,
         dest: &Reference,
-        opts: &PushOptions,
-    ) -> Result<Pushed> {
+    ) -> Result<(Reference, std::sync::Arc<super::client::Host>, String)> {
         if dest.digest().is_some() {
             return Err(Error::Protocol(format!(
                 "{dest}: push to a tag, not a digest (the digest is the registry's answer)"
@@ -77,6 +75,18 @@ impl Registry {
         let at = target.reference.clone();
         let host = self.host(at.domain(), target.insecure)?;
         let repo = at.path().to_string();
+        Ok((at, host, repo))
+    }
+
+    /// Push `img` to `dest` (its tag; a digest in `dest` is not allowed).
+    pub fn push(
+        &self,
+        store: &Store,
+        img: &ImageRecord,
+        dest: &Reference,
+        opts: &PushOptions,
+    ) -> Result<Pushed> {
+        let (at, host, repo) = self.push_destination(dest)?;
         let _w = store.writer_lock()?;
         let sources = mount_sources(store, at.domain(), &repo)?;
         let sent = self.send_image(
@@ -498,15 +508,7 @@ impl Registry {
         dest: &Reference,
         opts: &PushOptions,
     ) -> Result<Pushed> {
-        if dest.digest().is_some() {
-            return Err(Error::Protocol(format!(
-                "{dest}: push to a tag, not a digest (the digest is the registry's answer)"
-            )));
-        }
-        let target = self.policy.push_target(dest)?;
-        let at = target.reference.clone();
-        let host = self.host(at.domain(), target.insecure)?;
-        let repo = at.path().to_string();
+        let (at, host, repo) = self.push_destination(dest)?;
         let _w = store.writer_lock()?;
         let stored = store.read_blob(&index.digest)?;
         let mut idx: Index = oci::parse_json(&stored, &format!("index {}", index.digest))?;
