@@ -4,9 +4,10 @@
 //! qemu-user-static there with the F flag (see `strata::sandbox::emulation`). The images are
 //! the foreign bases of scripts/make-foreign-bases.sh (target/test-images/oci), loaded into a
 //! store of the test's own. The errors (no QEMU, a platform string that is not one) are checked
-//! as the user reads them; a platform strata cannot emulate, an old kernel and the fallback to
-//! the host's handlers are unit tests of `sandbox::emulation` (no image here is of such a
-//! platform, and no test may register on the host).
+//! as the user reads them; a platform strata cannot emulate and an old kernel are unit tests of
+//! `sandbox::emulation` (no image here is of such a platform). The fallback to the host's
+//! handlers runs for real in a user namespace of the test's own standing for the host (no test
+//! may register on the host itself).
 //!
 //! Where Linux 6.7, QEMU, the images or the test user are missing the test says SKIPPED (a
 //! failure under CI).
@@ -284,4 +285,95 @@ fn a_platform_without_qemu_or_a_malformed_one_is_a_clear_error() {
             "{who:?}: {err}"
         );
     }
+}
+
+/// The fallback to handlers strata did not register (a kernel before 6.7, a seccomp profile
+/// that refuses the mount, or `STRATA_EMULATION=host`), for real and without touching the host:
+/// the test makes a user namespace that stands for the host, mounts a binfmt_misc instance of
+/// its own over /proc/sys/fs/binfmt_misc there and registers QEMU in it; strata, started inside
+/// with STRATA_EMULATION=host, registers nothing and its steps run through that handler (the
+/// kernel looks binfmt_misc up from the nearest enclosing namespace that mounted one). With the
+/// handler removed, the error names the platform and the fix; without the variable, strata
+/// (root of that namespace, with only root mapped) registers QEMU itself one namespace down.
+#[test]
+fn foreign_binaries_run_through_the_host_s_handler_when_strata_registers_none() {
+    require!(ready(&["busybox-arm64"]), "see above");
+    require!(support::have("unshare"), "no unshare (util-linux)");
+    let before = host_handlers();
+    let qemu = which("qemu-aarch64-static");
+    // QEMU's aarch64 magic and mask, as sandbox::binfmt derives them; F: opened now.
+    let e = binfmt::emulator_for(
+        &strata::oci::Platform::parse_specifier("linux/arm64", &strata::oci::Platform::host())
+            .unwrap(),
+    )
+    .unwrap();
+    let line = String::from_utf8(e.register_line(&qemu, "OCF").unwrap()).unwrap();
+    let mut env = Env::new("host-handler");
+    for who in support::runners() {
+        env.load(who, "busybox-arm64");
+        let store = env.dir.join(format!("store-{}", who.unwrap_or("me")));
+        let script = r#"
+            set -u
+            mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 90
+            printf '%s' "$LINE" > /proc/sys/fs/binfmt_misc/register || exit 91
+            run() { "$S" --root "$R" run --network none --platform linux/arm64 busybox-arm64 uname -m; }
+            echo "host: $(STRATA_EMULATION=host run 2>&1)"
+            echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64
+            echo "none: $(STRATA_EMULATION=host run 2>&1)"
+            echo "own: $(run 2>&1)"
+            ls /proc/sys/fs/binfmt_misc | tr '\n' ' '
+        "#;
+        let mut c = match who {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--", "unshare"]);
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let o = c
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--propagation",
+                "private",
+            ])
+            .args(["sh", "-c", script])
+            .env("LINE", &line)
+            .env("S", support::strata_bin())
+            .env("R", &store)
+            .env_remove("STRATA_EMULATION")
+            .env_remove(binfmt::QEMU_DIR_ENV)
+            .current_dir("/tmp")
+            .output()
+            .unwrap();
+        let out = support::text(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{who:?}: {out}{}",
+            support::text(&o.stderr)
+        );
+        assert!(out.contains("host: aarch64\n"), "{who:?}: {out}");
+        assert!(
+            out.contains("none: error: cannot create the sandbox: cannot run linux/arm64 binaries: STRATA_EMULATION=host uses only the host's binfmt_misc handlers, and the host has none registered for it"),
+            "{who:?}: {out}"
+        );
+        assert!(
+            out.contains("hint: unset STRATA_EMULATION to let strata register QEMU in its own user namespace"),
+            "{who:?}: {out}"
+        );
+        assert!(out.contains("own: aarch64\n"), "{who:?}: {out}");
+        // strata's own registration stayed in its namespace: the test's instance has none.
+        assert!(out.ends_with("register status "), "{who:?}: {out}");
+    }
+    assert_eq!(host_handlers(), before, "the host's binfmt_misc changed");
+}
+
+/// `name` on PATH.
+fn which(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not on PATH"))
 }

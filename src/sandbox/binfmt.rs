@@ -57,6 +57,10 @@ const PRESERVE_ARGV0_SINCE: (u32, u32) = (6, 0);
 
 /// The environment variable naming a directory of QEMU binaries (searched instead of PATH).
 pub const QEMU_DIR_ENV: &str = "STRATA_QEMU_DIR";
+/// `STRATA_EMULATION=host`: register nothing of strata's own, use the handlers of the
+/// binfmt_misc instance strata starts under (the host's, or an enclosing namespace's), as on
+/// a kernel before 6.7. For an administrator who registered another QEMU on purpose.
+pub const EMULATION_ENV: &str = "STRATA_EMULATION";
 
 /// ELF byte order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +289,8 @@ pub enum Error {
     },
     #[error("{platform}: Linux {kernel} cannot mount binfmt_misc in a user namespace (6.7 can), and the host has no handler registered for it")]
     KernelTooOld { platform: String, kernel: String },
+    #[error("{platform}: {EMULATION_ENV}=host uses only the host's binfmt_misc handlers, and the host has none registered for it")]
+    HostOnly { platform: String },
     #[error("mounting binfmt_misc at {} (Linux {kernel}): {source}", path.display())]
     Mount {
         path: PathBuf,
@@ -339,6 +345,9 @@ impl Error {
                 platform: platform.clone(),
                 kernel: kernel.clone(),
             },
+            Error::HostOnly { platform } => Error::HostOnly {
+                platform: platform.clone(),
+            },
             Error::Mount {
                 path,
                 kernel,
@@ -375,6 +384,9 @@ impl Error {
             Error::KernelTooOld { .. } => Some(
                 "Linux 6.7 or newer lets strata register QEMU itself; on this kernel an administrator can register it on the host, with the F flag: sudo apt-get install qemu-user-static binfmt-support (Debian's handlers have F), or docker run --privileged --rm tonistiigi/binfmt --install all".into(),
             ),
+            Error::HostOnly { .. } => Some(format!(
+                "unset {EMULATION_ENV} to let strata register QEMU in its own user namespace, or have an administrator register it on the host with the F flag (sudo apt-get install qemu-user-static binfmt-support)"
+            )),
             Error::Mount { source, .. } if source.raw_os_error() == Some(libc::EPERM) => Some(
                 "binfmt_misc was refused in strata's user namespace: a seccomp profile or security module that denies mount() (a container's default profile) does this; allow it, or have the host register QEMU with the F flag".into(),
             ),
@@ -703,6 +715,8 @@ pub struct Machine {
     pub kernel: String,
     pub host_handlers: Vec<Handler>,
     pub qemu: QemuSearch,
+    /// [`EMULATION_ENV`]`=host`: strata mounts no instance of its own.
+    pub host_only: bool,
 }
 
 impl Machine {
@@ -712,12 +726,15 @@ impl Machine {
             kernel: kernel_release(),
             host_handlers: host_handlers(),
             qemu: QemuSearch::from_env(),
+            host_only: std::env::var(EMULATION_ENV).is_ok_and(|v| v == "host"),
         }
     }
 
-    /// Can this kernel mount binfmt_misc in a user namespace?
+    /// Does strata mount a binfmt_misc instance of its own (Linux 6.7+, unless
+    /// [`EMULATION_ENV`]`=host`)? Where not, the host's handlers are used as they are.
     pub fn userns_binfmt(&self) -> bool {
-        parse_kernel_version(&self.kernel).is_some_and(|v| v >= USERNS_BINFMT_SINCE)
+        !self.host_only
+            && parse_kernel_version(&self.kernel).is_some_and(|v| v >= USERNS_BINFMT_SINCE)
     }
 
     /// Does this machine run `p` itself? Only its own architecture: 32-bit x86 and ARM
@@ -783,6 +800,9 @@ impl Machine {
                 Some(h) => Ok(How::Host {
                     emulator,
                     handler: h.clone(),
+                }),
+                None if self.host_only => Err(Error::HostOnly {
+                    platform: p.to_string(),
                 }),
                 None => Err(Error::KernelTooOld {
                     platform: p.to_string(),
@@ -1131,10 +1151,14 @@ pub fn available_on(m: &Machine) -> Vec<Support> {
         })
         .collect();
     if !m.userns_binfmt() {
-        let why = format!(
-            "Linux {} cannot mount binfmt_misc in a user namespace (6.7 can)",
-            m.kernel
-        );
+        let why = if m.host_only {
+            format!("{EMULATION_ENV}=host: strata registers nothing of its own")
+        } else {
+            format!(
+                "Linux {} cannot mount binfmt_misc in a user namespace (6.7 can)",
+                m.kernel
+            )
+        };
         for s in &mut out {
             s.no_instance = Some(why.clone());
         }
@@ -1515,6 +1539,7 @@ mod tests {
                 ),
                 path: None,
             },
+            host_only: false,
         }
     }
 
@@ -1569,6 +1594,23 @@ mod tests {
         assert!(matches!(e, Error::KernelTooOld { .. }), "{e}");
         assert!(e.to_string().contains("Linux 5.15.0-91-generic"), "{e}");
         assert!(e.fix().unwrap().contains("6.7"));
+        // STRATA_EMULATION=host on a new kernel: the host's handler as it is, or a named error.
+        let mut m = machine("x86_64", "6.18.44", Some(&dir), vec![host_arm64.clone()]);
+        m.host_only = true;
+        assert!(!m.userns_binfmt());
+        assert!(matches!(
+            m.how(&p("linux/arm64")).unwrap(),
+            How::Host { .. }
+        ));
+        m.host_handlers.clear();
+        let e = m.how(&p("linux/arm64")).unwrap_err();
+        assert!(matches!(e, Error::HostOnly { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("linux/arm64: STRATA_EMULATION=host"),
+            "{e}"
+        );
+        assert!(e.fix().unwrap().contains("unset STRATA_EMULATION"));
 
         // On an arm64 machine, amd64 is the foreign one and arm64 native.
         let m = machine("aarch64", "6.8.0", Some(&dir), vec![]);

@@ -166,6 +166,7 @@ mod tests {
                 dir: Some(dir.to_path_buf()),
                 path: None,
             },
+            host_only: false,
         }
     }
 

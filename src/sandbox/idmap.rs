@@ -66,15 +66,31 @@ pub fn for_current_user() -> IdMaps {
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     if uid == 0 {
-        let all = vec![Range {
-            inside: 0,
-            outside: 0,
-            count: u32::MAX,
-        }];
+        // Root maps every id that exists where it runs: all of them on the host, only those
+        // of its own maps inside a user namespace (root of a rootless container, or of an
+        // `unshare -r`), where a map naming any other id is refused.
+        let own = |f: &str| {
+            std::fs::read_to_string(format!("/proc/self/{f}"))
+                .ok()
+                .map(|t| existing_ids(&t))
+                .filter(|r| !r.is_empty())
+        };
+        let (uid, gid) = match (own("uid_map"), own("gid_map")) {
+            (Some(u), Some(g)) => (u, g),
+            _ => {
+                let all = vec![Range {
+                    inside: 0,
+                    outside: 0,
+                    count: u32::MAX,
+                }];
+                (all.clone(), all)
+            }
+        };
+        let root_only = uid.iter().map(|r| u64::from(r.count)).sum::<u64>() == 1;
         return IdMaps {
-            uid: all.clone(),
-            gid: all,
-            root_only: false,
+            uid,
+            gid,
+            root_only,
             use_helpers: false,
         };
     }
@@ -129,6 +145,22 @@ pub fn for_current_user() -> IdMaps {
             use_helpers: false,
         },
     }
+}
+
+/// The ids that exist in this user namespace, from its `/proc/self/uid_map` text
+/// (`inside outside count` lines), each mapped to itself: the map root writes for a child.
+fn existing_ids(map: &str) -> Vec<Range> {
+    map.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().map(str::parse::<u32>);
+            let (inside, _outside, count) = (f.next()?.ok()?, f.next()?.ok()?, f.next()?.ok()?);
+            (count > 0).then_some(Range {
+                inside,
+                outside: inside,
+                count,
+            })
+        })
+        .collect()
 }
 
 /// Ranges as a person reads them: `0 → 1001 (1 id), 1–65536 → 100000–165535 (65,536 ids)`.
@@ -228,6 +260,45 @@ pub fn apply(maps: &IdMaps, pid: u32) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_in_a_user_namespace_maps_only_the_ids_that_exist_there() {
+        // The host's: every id.
+        assert_eq!(
+            existing_ids("         0          0 4294967295\n"),
+            vec![Range {
+                inside: 0,
+                outside: 0,
+                count: u32::MAX
+            }]
+        );
+        // `unshare -r` as root or a user: root alone.
+        assert_eq!(
+            existing_ids("         0       1001          1\n"),
+            vec![Range {
+                inside: 0,
+                outside: 0,
+                count: 1
+            }]
+        );
+        // A rootless container: root and 65536 subordinate ids.
+        assert_eq!(
+            existing_ids("0 1000 1\n1 100000 65536\n"),
+            vec![
+                Range {
+                    inside: 0,
+                    outside: 0,
+                    count: 1
+                },
+                Range {
+                    inside: 1,
+                    outside: 1,
+                    count: 65536
+                }
+            ]
+        );
+        assert!(existing_ids("garbage\n").is_empty());
+    }
 
     #[test]
     fn ranges_read_as_a_person_would() {
