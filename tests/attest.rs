@@ -6,7 +6,10 @@
 //! image's digest and the build's arguments, and a `--secret`'s value is in no blob of the
 //! store; `--output type=oci` writes the index with the attestations (read back by skopeo);
 //! `--push` to Debian's docker-registry on 127.0.0.1 sends the index, skopeo copies it whole,
-//! and a pull into another store prints the very SBOM and provenance that were pushed.
+//! and a pull into another store prints the very SBOM and provenance that were pushed. A venv
+//! image (pip from PyPI in a builder stage, the venv copied into the runtime stage) is checked
+//! against `pip list` in the image and cyclonedx-bom's `cyclonedx-py environment`, and its
+//! CycloneDX document against CycloneDX's strict schema.
 //! As the user running the tests and, when that is root, again as the unprivileged
 //! `strata-test`.
 
@@ -667,5 +670,145 @@ fn attestations_survive_push_copy_and_pull() {
             p.strata_ok(&["run", &copy, "cat", "/note"]).trim(),
             "pushed"
         );
+    }
+}
+
+/// The issue's check of the Python example's shape (a builder stage with a venv installed by
+/// pip from PyPI, a runtime stage with the venv copied in): the venv's packages in the SBOM are
+/// what `pip list` reports inside the image's venv and what cyclonedx-bom's own
+/// `cyclonedx-py environment` finds in it (the image exported, its venv read by the host's
+/// python 3.11, the base's); both documents validate (pyspdxtools, CycloneDX's strict schema).
+#[test]
+fn a_venv_image_s_sbom_agrees_with_pip_list_and_cyclonedx_py() {
+    let Some(python) = base("python") else { return };
+    let tools = repo().join("target/sbom-fixtures/tools/bin");
+    require!(
+        tools.join("cyclonedx-py").exists(),
+        "target/sbom-fixtures/tools is missing: scripts/sbom-fixtures.sh (run by scripts/test-deps.sh) makes it"
+    );
+    for who in support::runners() {
+        let s = Scratch::new("venv", who);
+        s.strata_ok(&["load", "-i", python.to_str().unwrap()]);
+        let ctx = s.dir.join("ctx");
+        s.write(
+            "ctx/Dockerfile",
+            "FROM python:latest AS build\n\
+             RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install -q --disable-pip-version-check six==1.16.0 idna==3.7 markupsafe==2.1.5\n\
+             FROM python:latest\n\
+             COPY --from=build /opt/venv /opt/venv\n\
+             USER 1000\n",
+        );
+        let out = s.dir.join("rootfs");
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--sbom=true",
+            "-t",
+            "venv:1",
+            ctx.to_str().unwrap(),
+        ]);
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            ctx.to_str().unwrap(),
+        ]);
+        // The venv's packages in the SBOM (their location is under /opt/venv).
+        let doc = json(&s.strata_ok(&["sbom", "venv:1"]));
+        let in_venv: BTreeSet<(String, String)> = doc["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["annotations"].as_array().is_some_and(|a| {
+                    a.iter().any(|a| {
+                        a["comment"]
+                            .as_str()
+                            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+                            .is_some_and(|n| {
+                                n["location"]
+                                    .as_str()
+                                    .is_some_and(|l| l.starts_with("/opt/venv/"))
+                            })
+                    })
+                })
+            })
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_lowercase(),
+                    p["versionInfo"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        let pairs = |v: &Value| -> BTreeSet<(String, String)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap().to_lowercase(),
+                        p["version"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let pip = pairs(&json(&s.strata_ok(&[
+            "run",
+            "venv:1",
+            "/opt/venv/bin/pip",
+            "list",
+            "--format",
+            "json",
+            "--disable-pip-version-check",
+        ])));
+        assert!(pip.contains(&("six".into(), "1.16.0".into())), "{pip:?}");
+        assert!(
+            pip.contains(&("markupsafe".into(), "2.1.5".into())),
+            "{pip:?}"
+        );
+        assert_eq!(in_venv, pip, "{who:?}: the SBOM's venv against pip list");
+        // cyclonedx-bom's own scan of the exported venv.
+        let bom = json(&ok(
+            None,
+            tools.join("cyclonedx-py").to_str().unwrap(),
+            &[
+                "environment",
+                "--of",
+                "JSON",
+                "-o",
+                "-",
+                out.join("opt/venv").to_str().unwrap(),
+            ],
+        ));
+        let theirs: BTreeSet<(String, String)> = bom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_lowercase(),
+                    c["version"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            in_venv, theirs,
+            "{who:?}: the SBOM's venv against cyclonedx-py"
+        );
+        // Both formats validate with their own tools.
+        let spdx_file = s.write("sbom.spdx.json", &s.strata_ok(&["sbom", "venv:1"]));
+        check_spdx(&spdx_file);
+        let cdx_file = s.write(
+            "sbom.cdx.json",
+            &s.strata_ok(&["sbom", "--format", "cyclonedx-json", "venv:1"]),
+        );
+        let check = "import sys\nfrom cyclonedx.schema import SchemaVersion\nfrom cyclonedx.validation.json import JsonStrictValidator\nerr = JsonStrictValidator(SchemaVersion.V1_6).validate_str(open(sys.argv[1]).read())\nif err:\n    print(err); sys.exit(1)\nprint('valid')\n";
+        let said = ok(
+            None,
+            tools.join("python").to_str().unwrap(),
+            &["-c", check, cdx_file.to_str().unwrap()],
+        );
+        assert_eq!(said.trim(), "valid", "{who:?}");
     }
 }
