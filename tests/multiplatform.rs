@@ -656,3 +656,216 @@ fn a_multi_platform_base_gives_each_platform_its_image() {
     assert!(err.contains("linux/riscv64"), "{err}");
     assert!(err.contains("base:multi"), "{err}");
 }
+
+/// A builder stage on the build platform that both targets share, and a RUN in the target
+/// stage that runs for each (emulated for arm64): every RUN prints a line that counts it.
+const CACHED: &str = "\
+ARG TARGETARCH
+FROM --platform=$BUILDPLATFORM busybox-amd64 AS tools
+RUN echo tools-ran-$((40+2)) && echo tool > /tool
+FROM busybox-${TARGETARCH}
+ARG TARGETARCH
+RUN echo target-ran-$((40+2)) for $TARGETARCH && uname -m > /machine
+COPY --from=tools /tool /tool
+";
+
+/// The RUN steps that ran in a build (their output lines, not the step headers).
+fn runs(progress: &str) -> Vec<&str> {
+    progress
+        .lines()
+        .filter(|l| l.contains("ran-42") && !l.contains("RUN "))
+        .collect()
+}
+
+/// (steps, cached) of the "built image index … (N steps, M cached)" line.
+fn steps_cached(progress: &str) -> (usize, usize) {
+    let line = progress
+        .lines()
+        .find(|l| l.contains("built image index"))
+        .unwrap_or_else(|| panic!("no summary in {progress}"));
+    let inner = line.rsplit_once('(').unwrap().1;
+    let mut n = inner
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse::<usize>().unwrap());
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+/// Each platform's image id (its config's digest), from `--metadata-file`. (The store's
+/// manifests may differ: a layer taken from a cache is the cache's gzip blob, a layer built
+/// here is stored as it was written; once pushed, both are the same bytes.)
+fn platform_ids(meta: &Path) -> Vec<(String, String)> {
+    json(meta)["strata.platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap().to_string(),
+                p["config.digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cache_to_and_from_carry_every_platforms_steps() {
+    let Some(s) = M::new("cache-to") else {
+        return;
+    };
+    let reg = Registry::start(&s.dir);
+    let ctx = s.ctx("ctx", &[("Dockerfile", CACHED)]);
+    let cache = s.dir.join("cache");
+    let meta = s.dir.join("meta.json");
+    let mut args = vec![
+        "--platform".to_string(),
+        "linux/amd64,linux/arm64".into(),
+        "--cache-to".into(),
+        format!("type=local,dest={},mode=max", cache.display()),
+        "--metadata-file".into(),
+        meta.display().to_string(),
+    ];
+    let cache_ref = reg
+        .as_ref()
+        .map(|r| format!("127.0.0.1:{}/cache:multi", r.port));
+    let image_ref = reg
+        .as_ref()
+        .map(|r| format!("127.0.0.1:{}/multi:out", r.port));
+    if let (Some(c), Some(i)) = (&cache_ref, &image_ref) {
+        args.extend([
+            "--cache-to".into(),
+            format!("type=registry,ref={c},mode=max"),
+            "-t".into(),
+            i.clone(),
+            "--output".into(),
+            "type=registry".into(),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+    let first = s.ok(&ctx, &args);
+    let ran = runs(&first);
+    assert_eq!(ran.len(), 3, "{first}");
+    assert!(ran.iter().any(|l| l.contains("target-ran-42 for arm64")));
+    for p in ["linux/amd64", "linux/arm64"] {
+        assert!(
+            first.contains(&format!(
+                "exported the {p} steps to the cache {}",
+                cache.display()
+            )),
+            "{first}"
+        );
+    }
+    let built = platform_ids(&meta);
+    assert_eq!(built.len(), 2);
+    // One record per step key: the shared builder's RUN once, the target's RUN and COPY per
+    // platform.
+    let top = json(&cache.join("index.json"));
+    let m = blob(&cache, top["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(&cache, m["config"]["digest"].as_str().unwrap());
+    let keys: Vec<&str> = config["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 5, "{config}");
+    let distinct: std::collections::BTreeSet<&&str> = keys.iter().collect();
+    assert_eq!(distinct.len(), 5, "{config}");
+    // The fresh stores get this store's amd64 base (each store's busybox:latest is imported
+    // from a rootfs made for it, with its own times).
+    let base = s.dir.join("base-amd64");
+    let o = s.strata(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        base.to_str().unwrap(),
+        "busybox-amd64:latest",
+    ]);
+    assert!(o.status.success(), "save: {}", text(&o.stderr));
+    // In a fresh store, from the layout (then the registry): every RUN of both platforms is a
+    // hit, and the images are the same.
+    let mut sources = vec![format!("type=local,src={}", cache.display())];
+    sources.extend(cache_ref.iter().map(|c| format!("type=registry,ref={c}")));
+    for (i, from) in sources.iter().enumerate() {
+        let Some(fresh) = M::new(&format!("cache-from-{i}")) else {
+            return;
+        };
+        let o = fresh.strata(&["load", "-i", base.to_str().unwrap()]);
+        assert!(o.status.success(), "load: {}", text(&o.stderr));
+        let ctx = fresh.ctx("ctx", &[("Dockerfile", CACHED)]);
+        let meta2 = fresh.dir.join("meta.json");
+        let mut args = vec![
+            "--platform".to_string(),
+            "linux/amd64,linux/arm64".into(),
+            "--cache-from".into(),
+            from.clone(),
+            "--metadata-file".into(),
+            meta2.display().to_string(),
+        ];
+        // Pushed too: the same index, to the digest.
+        if let Some(r) = &reg {
+            args.extend([
+                "--output".into(),
+                format!("type=registry,name=127.0.0.1:{}/multi:fresh{i}", r.port),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        let again = fresh.ok(&ctx, &args);
+        assert_eq!(runs(&again), Vec::<&str>::new(), "{from}: {again}");
+        let (steps, cached) = steps_cached(&again);
+        assert!(steps >= 5, "{again}");
+        assert_eq!(steps, cached, "{from}: {again}");
+        assert_eq!(platform_ids(&meta2), built, "{from}");
+        if reg.is_some() {
+            assert_eq!(
+                json(&meta2)["containerimage.digest"],
+                json(&meta)["containerimage.digest"],
+                "{from}"
+            );
+        }
+    }
+    let Some(image) = image_ref else {
+        return;
+    };
+    // --output type=registry pushed the index under the tag.
+    if !support::have("skopeo") {
+        support::skip("skopeo is not installed: the pushed index is not read back");
+        return;
+    }
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+}
+
+#[test]
+fn an_inline_cache_is_refused_with_several_platforms() {
+    let Some(s) = M::new("inline") else {
+        return;
+    };
+    let ctx = s.ctx("ctx", &[("Dockerfile", CACHED)]);
+    let err = s.fails(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            "type=inline",
+        ],
+    );
+    assert!(
+        err.contains("--cache-to type=inline with several platforms (linux/amd64, linux/arm64) is not supported yet"),
+        "{err}"
+    );
+}
