@@ -869,3 +869,182 @@ fn an_inline_cache_is_refused_with_several_platforms() {
         "{err}"
     );
 }
+
+/// Podman run as `user` (`None`: as the test's own user) with its storage (vfs), runtime and
+/// temporary dirs in a directory of its own in $TMPDIR (short: Podman refuses a runroot longer
+/// than 50 characters), nothing in the user's own storage. Dropped: the storage removed
+/// (through `podman unshare` when rootless, whose files belong to subordinate ids), Podman's
+/// rootless pause process stopped by its pid, the directory removed.
+struct Podman {
+    dir: PathBuf,
+    user: Option<&'static str>,
+}
+
+impl Podman {
+    fn new(user: Option<&'static str>) -> Podman {
+        let dir = std::env::temp_dir().join(format!(
+            "pm-{}-{}",
+            std::process::id(),
+            user.unwrap_or("self")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let xdg = dir.join("xdg");
+        fs_err::create_dir_all(&xdg).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if let Some(u) = user {
+            let o = std::process::Command::new("chown")
+                .args(["-R", &format!("{u}:{u}")])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "chown: {}", text(&o.stderr));
+        }
+        Podman { dir, user }
+    }
+
+    fn rootless(&self) -> bool {
+        self.user.is_some() || !rustix::process::geteuid().is_root()
+    }
+
+    /// `podman ARGS` with the private storage.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = match self.user {
+            Some(u) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", u, "--", "podman"]);
+                c
+            }
+            None => std::process::Command::new("podman"),
+        };
+        let d = &self.dir;
+        c.arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .args(args)
+            .env("HOME", d)
+            .env("XDG_RUNTIME_DIR", d.join("xdg"))
+            .env("TMPDIR", d.join("tmp"))
+            .current_dir(d)
+            .stdin(std::process::Stdio::null());
+        c.output().unwrap()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        if self.rootless() {
+            let storage = self.dir.join("storage");
+            let _ = self.run(&["unshare", "rm", "-rf", storage.to_str().unwrap()]);
+            // Rootless Podman leaves a process that keeps its user namespace.
+            let pause = fs_err::read_to_string(self.dir.join("tmp/pause.pid")).ok();
+            if let Some(pid) = pause.and_then(|p| p.trim().parse::<i32>().ok()) {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Podman reads a pushed two-platform index back: `podman pull --platform` of each platform
+/// gives that platform's image, the one the index names. (`podman run --platform linux/arm64`
+/// is not tried: Podman runs a foreign binary only through a QEMU handler registered in the
+/// host's binfmt_misc, and the tests never register one on the host; strata's own emulation is
+/// `strata run --platform`, tested in tests/binfmt.rs.)
+#[test]
+fn podman_pulls_each_platform_of_a_pushed_index() {
+    if !support::have("podman") || !support::have("skopeo") {
+        support::skip("podman or skopeo is not installed (apt-get install podman skopeo)");
+        return;
+    }
+    let runners = support::runners();
+    if runners.is_empty() {
+        return;
+    }
+    let Some(s) = M::new("podman") else {
+        return;
+    };
+    let Some(r) = Registry::start(&s.dir) else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let name = format!("127.0.0.1:{}/multi:podman", r.port);
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &name,
+            "--push",
+        ],
+    );
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pushed = |arch: &str| {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap_or_else(|| panic!("no {arch} in {index}"))["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for user in runners {
+        let who = user.unwrap_or("caller");
+        let p = Podman::new(user);
+        for arch in ["arm64", "amd64"] {
+            let o = p.run(&[
+                "pull",
+                "-q",
+                "--tls-verify=false",
+                "--platform",
+                &format!("linux/{arch}"),
+                &name,
+            ]);
+            assert!(
+                o.status.success(),
+                "podman pull as {who}: {}",
+                text(&o.stderr)
+            );
+            let id = text(&o.stdout).trim().to_string();
+            let o = p.run(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{.Os}}/{{.Architecture}} {{.RepoDigests}}",
+                &id,
+            ]);
+            assert!(
+                o.status.success(),
+                "podman image inspect as {who}: {}",
+                text(&o.stderr)
+            );
+            let got = text(&o.stdout);
+            assert!(
+                got.starts_with(&format!("linux/{arch} ")),
+                "as {who}: {got}"
+            );
+            assert!(
+                got.contains(&format!("@{}", pushed(arch))),
+                "as {who}: {got}"
+            );
+        }
+    }
+}
