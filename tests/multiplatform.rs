@@ -61,33 +61,6 @@ impl M {
         );
         Some(s)
     }
-
-    /// `strata build --progress plain ARGS CTX`.
-    fn build(&self, ctx: &Path, args: &[&str]) -> Output {
-        let mut a = vec!["build", "--progress", "plain"];
-        a.extend_from_slice(args);
-        a.push(ctx.to_str().unwrap());
-        self.strata(&a)
-    }
-
-    /// Build, assert success, return the progress output.
-    fn ok(&self, ctx: &Path, args: &[&str]) -> String {
-        let o = self.build(ctx, args);
-        assert!(
-            o.status.success(),
-            "build of {} failed:\n{}",
-            ctx.display(),
-            text(&o.stderr)
-        );
-        text(&o.stderr)
-    }
-
-    /// Build, assert failure, return the error output.
-    fn fails(&self, ctx: &Path, args: &[&str]) -> String {
-        let o = self.build(ctx, args);
-        assert!(!o.status.success(), "build of {} succeeded", ctx.display());
-        text(&o.stderr)
-    }
 }
 
 fn json(p: &Path) -> serde_json::Value {
