@@ -689,12 +689,15 @@ fn cache_to_and_from_carry_every_platforms_steps() {
     let reg = Registry::start(&s.dir);
     let ctx = s.ctx("ctx", &[("Dockerfile", CACHED)]);
     let cache = s.dir.join("cache");
+    let cache_min = s.dir.join("cache-min");
     let meta = s.dir.join("meta.json");
     let mut args = vec![
         "--platform".to_string(),
         "linux/amd64,linux/arm64".into(),
         "--cache-to".into(),
         format!("type=local,dest={},mode=max", cache.display()),
+        "--cache-to".into(),
+        format!("type=local,dest={}", cache_min.display()),
         "--metadata-file".into(),
         meta.display().to_string(),
     ];
@@ -732,18 +735,25 @@ fn cache_to_and_from_carry_every_platforms_steps() {
     assert_eq!(built.len(), 2);
     // One record per step key: the shared builder's RUN once, the target's RUN and COPY per
     // platform.
-    let top = json(&cache.join("index.json"));
-    let m = blob(&cache, top["manifests"][0]["digest"].as_str().unwrap());
-    let config = blob(&cache, m["config"]["digest"].as_str().unwrap());
-    let keys: Vec<&str> = config["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys.len(), 5, "{config}");
-    let distinct: std::collections::BTreeSet<&&str> = keys.iter().collect();
-    assert_eq!(distinct.len(), 5, "{config}");
+    let keys = |dir: &Path| -> Vec<String> {
+        let top = json(&dir.join("index.json"));
+        let m = blob(dir, top["manifests"][0]["digest"].as_str().unwrap());
+        let config = blob(dir, m["config"]["digest"].as_str().unwrap());
+        config["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let max = keys(&cache);
+    assert_eq!(max.len(), 5, "{max:?}");
+    let distinct: std::collections::BTreeSet<&String> = max.iter().collect();
+    assert_eq!(distinct.len(), 5, "{max:?}");
+    // mode=min: the steps of each platform's image (its RUN and COPY), not the builder's.
+    let min = keys(&cache_min);
+    assert_eq!(min.len(), 4, "{min:?}");
+    assert!(min.iter().all(|k| max.contains(k)), "{min:?} {max:?}");
     // The fresh stores get this store's amd64 base (each store's busybox:latest is imported
     // from a rootfs made for it, with its own times).
     let base = s.dir.join("base-amd64");
@@ -823,7 +833,7 @@ fn cache_to_and_from_carry_every_platforms_steps() {
 }
 
 #[test]
-fn an_inline_cache_is_refused_with_several_platforms() {
+fn an_inline_cache_and_a_nameless_registry_output_are_refused_with_several_platforms() {
     let Some(s) = M::new("inline") else {
         return;
     };
@@ -841,6 +851,18 @@ fn an_inline_cache_is_refused_with_several_platforms() {
         err.contains("--cache-to type=inline with several platforms (linux/amd64, linux/arm64) is not supported yet"),
         "{err}"
     );
+    let err = s.fails(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            "type=registry",
+        ],
+    );
+    assert!(err.contains("--output type=registry needs a name"), "{err}");
+    // Refused before anything ran.
+    assert!(!err.contains("ran-42"), "{err}");
 }
 
 /// Podman run as `user` (`None`: as the test's own user) with its storage (vfs), runtime and
