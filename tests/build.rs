@@ -38,38 +38,6 @@ impl B {
         store::Store::new(&STORE, name).map(B)
     }
 
-    /// `strata build --progress plain ARGS CTX`.
-    fn build(&self, ctx: &Path, args: &[&str]) -> Output {
-        let mut a = vec!["build", "--progress", "plain"];
-        a.extend_from_slice(args);
-        a.push(ctx.to_str().unwrap());
-        self.strata(&a)
-    }
-
-    /// Build, assert success, return the progress output.
-    fn ok(&self, ctx: &Path, args: &[&str]) -> String {
-        let o = self.build(ctx, args);
-        assert!(
-            o.status.success(),
-            "build of {} failed:\n{}",
-            ctx.display(),
-            text(&o.stderr)
-        );
-        text(&o.stderr)
-    }
-
-    /// Build, assert failure, return the error output.
-    fn fails(&self, ctx: &Path, args: &[&str]) -> String {
-        self.fails_with(ctx, args).1
-    }
-
-    /// A build that fails: its exit code and stderr.
-    fn fails_with(&self, ctx: &Path, args: &[&str]) -> (Option<i32>, String) {
-        let o = self.build(ctx, args);
-        assert!(!o.status.success(), "build of {} succeeded", ctx.display());
-        (o.status.code(), text(&o.stderr))
-    }
-
     /// `strata run IMAGE sh -c SCRIPT` → stdout (asserting success).
     fn sh(&self, image: &str, script: &str) -> String {
         let o = self.strata(&["run", image, "sh", "-c", script]);

@@ -61,33 +61,6 @@ impl M {
         );
         Some(s)
     }
-
-    /// `strata build --progress plain ARGS CTX`.
-    fn build(&self, ctx: &Path, args: &[&str]) -> Output {
-        let mut a = vec!["build", "--progress", "plain"];
-        a.extend_from_slice(args);
-        a.push(ctx.to_str().unwrap());
-        self.strata(&a)
-    }
-
-    /// Build, assert success, return the progress output.
-    fn ok(&self, ctx: &Path, args: &[&str]) -> String {
-        let o = self.build(ctx, args);
-        assert!(
-            o.status.success(),
-            "build of {} failed:\n{}",
-            ctx.display(),
-            text(&o.stderr)
-        );
-        text(&o.stderr)
-    }
-
-    /// Build, assert failure, return the error output.
-    fn fails(&self, ctx: &Path, args: &[&str]) -> String {
-        let o = self.build(ctx, args);
-        assert!(!o.status.success(), "build of {} succeeded", ctx.display());
-        text(&o.stderr)
-    }
 }
 
 fn json(p: &Path) -> serde_json::Value {
@@ -655,4 +628,418 @@ fn a_multi_platform_base_gives_each_platform_its_image() {
     let err = s.fails(&ctx, &["--platform", "linux/amd64,linux/riscv64"]);
     assert!(err.contains("linux/riscv64"), "{err}");
     assert!(err.contains("base:multi"), "{err}");
+}
+
+/// A builder stage on the build platform that both targets share, and a RUN in the target
+/// stage that runs for each (emulated for arm64): every RUN prints a line that counts it.
+const CACHED: &str = "\
+ARG TARGETARCH
+FROM --platform=$BUILDPLATFORM busybox-amd64 AS tools
+RUN echo tools-ran-$((40+2)) && echo tool > /tool
+FROM busybox-${TARGETARCH}
+ARG TARGETARCH
+RUN echo target-ran-$((40+2)) for $TARGETARCH && uname -m > /machine
+COPY --from=tools /tool /tool
+";
+
+/// The RUN steps that ran in a build (their output lines, not the step headers).
+fn runs(progress: &str) -> Vec<&str> {
+    progress
+        .lines()
+        .filter(|l| l.contains("ran-42") && !l.contains("RUN "))
+        .collect()
+}
+
+/// (steps, cached) of the "built image index … (N steps, M cached)" line.
+fn steps_cached(progress: &str) -> (usize, usize) {
+    let line = progress
+        .lines()
+        .find(|l| l.contains("built image index"))
+        .unwrap_or_else(|| panic!("no summary in {progress}"));
+    let inner = line.rsplit_once('(').unwrap().1;
+    let mut n = inner
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse::<usize>().unwrap());
+    (n.next().unwrap(), n.next().unwrap())
+}
+
+/// Each platform's image id (its config's digest), from `--metadata-file`. (The store's
+/// manifests may differ: a layer taken from a cache is the cache's gzip blob, a layer built
+/// here is stored as it was written; once pushed, both are the same bytes.)
+fn platform_ids(meta: &Path) -> Vec<(String, String)> {
+    json(meta)["strata.platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap().to_string(),
+                p["config.digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cache_to_and_from_carry_every_platforms_steps() {
+    let Some(s) = M::new("cache-to") else {
+        return;
+    };
+    let reg = Registry::start(&s.dir);
+    let ctx = s.ctx("ctx", &[("Dockerfile", CACHED)]);
+    let cache = s.dir.join("cache");
+    let cache_min = s.dir.join("cache-min");
+    let meta = s.dir.join("meta.json");
+    let mut args = vec![
+        "--platform".to_string(),
+        "linux/amd64,linux/arm64".into(),
+        "--cache-to".into(),
+        format!("type=local,dest={},mode=max", cache.display()),
+        "--cache-to".into(),
+        format!("type=local,dest={}", cache_min.display()),
+        "--metadata-file".into(),
+        meta.display().to_string(),
+    ];
+    let cache_ref = reg
+        .as_ref()
+        .map(|r| format!("127.0.0.1:{}/cache:multi", r.port));
+    let image_ref = reg
+        .as_ref()
+        .map(|r| format!("127.0.0.1:{}/multi:out", r.port));
+    if let (Some(c), Some(i)) = (&cache_ref, &image_ref) {
+        args.extend([
+            "--cache-to".into(),
+            format!("type=registry,ref={c},mode=max"),
+            "-t".into(),
+            i.clone(),
+            "--output".into(),
+            "type=registry".into(),
+        ]);
+    }
+    let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+    let first = s.ok(&ctx, &args);
+    let ran = runs(&first);
+    assert_eq!(ran.len(), 3, "{first}");
+    assert!(ran.iter().any(|l| l.contains("target-ran-42 for arm64")));
+    for p in ["linux/amd64", "linux/arm64"] {
+        assert!(
+            first.contains(&format!(
+                "exported the {p} steps to the cache {}",
+                cache.display()
+            )),
+            "{first}"
+        );
+    }
+    let built = platform_ids(&meta);
+    assert_eq!(built.len(), 2);
+    // One record per step key: the shared builder's RUN once, the target's RUN and COPY per
+    // platform.
+    let keys = |dir: &Path| -> Vec<String> {
+        let top = json(&dir.join("index.json"));
+        let m = blob(dir, top["manifests"][0]["digest"].as_str().unwrap());
+        let config = blob(dir, m["config"]["digest"].as_str().unwrap());
+        config["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let max = keys(&cache);
+    assert_eq!(max.len(), 5, "{max:?}");
+    let distinct: std::collections::BTreeSet<&String> = max.iter().collect();
+    assert_eq!(distinct.len(), 5, "{max:?}");
+    // mode=min: the steps of each platform's image (its RUN and COPY), not the builder's.
+    let min = keys(&cache_min);
+    assert_eq!(min.len(), 4, "{min:?}");
+    assert!(min.iter().all(|k| max.contains(k)), "{min:?} {max:?}");
+    // The fresh stores get this store's amd64 base (each store's busybox:latest is imported
+    // from a rootfs made for it, with its own times).
+    let base = s.dir.join("base-amd64");
+    let o = s.strata(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        base.to_str().unwrap(),
+        "busybox-amd64:latest",
+    ]);
+    assert!(o.status.success(), "save: {}", text(&o.stderr));
+    // In a fresh store, from the layout (then the registry): every RUN of both platforms is a
+    // hit, and the images are the same.
+    let mut sources = vec![format!("type=local,src={}", cache.display())];
+    sources.extend(cache_ref.iter().map(|c| format!("type=registry,ref={c}")));
+    for (i, from) in sources.iter().enumerate() {
+        let Some(fresh) = M::new(&format!("cache-from-{i}")) else {
+            return;
+        };
+        let o = fresh.strata(&["load", "-i", base.to_str().unwrap()]);
+        assert!(o.status.success(), "load: {}", text(&o.stderr));
+        let ctx = fresh.ctx("ctx", &[("Dockerfile", CACHED)]);
+        let meta2 = fresh.dir.join("meta.json");
+        let mut args = vec![
+            "--platform".to_string(),
+            "linux/amd64,linux/arm64".into(),
+            "--cache-from".into(),
+            from.clone(),
+            "--metadata-file".into(),
+            meta2.display().to_string(),
+        ];
+        // Pushed too: the same index, to the digest.
+        if let Some(r) = &reg {
+            args.extend([
+                "--output".into(),
+                format!("type=registry,name=127.0.0.1:{}/multi:fresh{i}", r.port),
+            ]);
+        }
+        let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        let again = fresh.ok(&ctx, &args);
+        assert_eq!(runs(&again), Vec::<&str>::new(), "{from}: {again}");
+        let (steps, cached) = steps_cached(&again);
+        assert!(steps >= 5, "{again}");
+        assert_eq!(steps, cached, "{from}: {again}");
+        assert_eq!(platform_ids(&meta2), built, "{from}");
+        if reg.is_some() {
+            assert_eq!(
+                json(&meta2)["containerimage.digest"],
+                json(&meta)["containerimage.digest"],
+                "{from}"
+            );
+        }
+    }
+    let Some(image) = image_ref else {
+        return;
+    };
+    // --output type=registry pushed the index under the tag.
+    if !support::have("skopeo") {
+        support::skip("skopeo is not installed: the pushed index is not read back");
+        return;
+    }
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+}
+
+#[test]
+fn an_inline_cache_and_a_nameless_registry_output_are_refused_with_several_platforms() {
+    let Some(s) = M::new("inline") else {
+        return;
+    };
+    let ctx = s.ctx("ctx", &[("Dockerfile", CACHED)]);
+    let err = s.fails(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            "type=inline",
+        ],
+    );
+    assert!(
+        err.contains("--cache-to type=inline with several platforms (linux/amd64, linux/arm64) is not supported yet"),
+        "{err}"
+    );
+    let err = s.fails(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            "type=registry",
+        ],
+    );
+    assert!(err.contains("--output type=registry needs a name"), "{err}");
+    // Refused before anything ran.
+    assert!(!err.contains("ran-42"), "{err}");
+}
+
+/// Podman run as `user` (`None`: as the test's own user) with its storage (vfs), runtime and
+/// temporary dirs in a directory of its own in $TMPDIR (short: Podman refuses a runroot longer
+/// than 50 characters), nothing in the user's own storage. Dropped: the storage removed
+/// (through `podman unshare` when rootless, whose files belong to subordinate ids), Podman's
+/// rootless pause process stopped by its pid, the directory removed.
+struct Podman {
+    dir: PathBuf,
+    user: Option<&'static str>,
+}
+
+impl Podman {
+    fn new(user: Option<&'static str>) -> Podman {
+        let dir = std::env::temp_dir().join(format!(
+            "pm-{}-{}",
+            std::process::id(),
+            user.unwrap_or("self")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let xdg = dir.join("xdg");
+        fs_err::create_dir_all(&xdg).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if let Some(u) = user {
+            let o = std::process::Command::new("chown")
+                .args(["-R", &format!("{u}:{u}")])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "chown: {}", text(&o.stderr));
+        }
+        Podman { dir, user }
+    }
+
+    fn rootless(&self) -> bool {
+        self.user.is_some() || !rustix::process::geteuid().is_root()
+    }
+
+    /// `podman ARGS` with the private storage.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = match self.user {
+            Some(u) => {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", u, "--", "podman"]);
+                c
+            }
+            None => std::process::Command::new("podman"),
+        };
+        let d = &self.dir;
+        c.arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .args(args)
+            .env("HOME", d)
+            .env("XDG_RUNTIME_DIR", d.join("xdg"))
+            .env("TMPDIR", d.join("tmp"))
+            .current_dir(d)
+            .stdin(std::process::Stdio::null());
+        c.output().unwrap()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        if self.rootless() {
+            let storage = self.dir.join("storage");
+            let _ = self.run(&["unshare", "rm", "-rf", storage.to_str().unwrap()]);
+            // Rootless Podman leaves a process that keeps its user namespace.
+            let pause = fs_err::read_to_string(self.dir.join("tmp/pause.pid")).ok();
+            if let Some(pid) = pause.and_then(|p| p.trim().parse::<i32>().ok()) {
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Podman reads a pushed two-platform index back: `podman pull --platform` of each platform
+/// gives that platform's image, the one the index names. (`podman run --platform linux/arm64`
+/// is not tried: Podman runs a foreign binary only through a QEMU handler registered in the
+/// host's binfmt_misc, and the tests never register one on the host; strata's own emulation is
+/// `strata run --platform`, tested in tests/binfmt.rs.)
+#[test]
+fn podman_pulls_each_platform_of_a_pushed_index() {
+    if !support::have("podman") || !support::have("skopeo") {
+        support::skip("podman or skopeo is not installed (apt-get install podman skopeo)");
+        return;
+    }
+    let runners = support::runners();
+    if runners.is_empty() {
+        return;
+    }
+    let Some(s) = M::new("podman") else {
+        return;
+    };
+    let Some(r) = Registry::start(&s.dir) else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let name = format!("127.0.0.1:{}/multi:podman", r.port);
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &name,
+            "--push",
+        ],
+    );
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pushed = |arch: &str| {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap_or_else(|| panic!("no {arch} in {index}"))["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for user in runners {
+        let who = user.unwrap_or("caller");
+        let p = Podman::new(user);
+        for arch in ["arm64", "amd64"] {
+            let o = p.run(&[
+                "pull",
+                "-q",
+                "--tls-verify=false",
+                "--platform",
+                &format!("linux/{arch}"),
+                &name,
+            ]);
+            assert!(
+                o.status.success(),
+                "podman pull as {who}: {}",
+                text(&o.stderr)
+            );
+            let id = text(&o.stdout).trim().to_string();
+            let o = p.run(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{.Os}}/{{.Architecture}} {{.RepoDigests}}",
+                &id,
+            ]);
+            assert!(
+                o.status.success(),
+                "podman image inspect as {who}: {}",
+                text(&o.stderr)
+            );
+            let got = text(&o.stdout);
+            assert!(
+                got.starts_with(&format!("linux/{arch} ")),
+                "as {who}: {got}"
+            );
+            assert!(
+                got.contains(&format!("@{}", pushed(arch))),
+                "as {who}: {got}"
+            );
+        }
+    }
 }

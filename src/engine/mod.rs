@@ -349,6 +349,9 @@ fn attempt(
     cache::remote::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
     if matches!(part, Part::Platform(_)) {
+        // Each platform exports its own steps as soon as it is built, one after another into
+        // the same destination: a step of a stage the platforms share has one key, one record.
+        cache::remote::export_all(&b)?;
         return Ok(Built {
             image_id: img.config_digest.clone(),
             manifest_digest: img.manifest_digest.clone(),

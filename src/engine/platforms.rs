@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
+use super::cache::remote::CacheTo;
 use super::error::{BuildError, Doing as _, Error};
 use super::{build, build_part, exec, hooks, report, BuildOptions, Built, Output, Part};
 use crate::oci::{media, Descriptor, Platform};
@@ -140,7 +141,9 @@ fn build_several(
 }
 
 /// What a build of several platforms does not do (yet): each is refused before anything is
-/// built.
+/// built. `--cache-to` (registry, local) and `--cache-from` are each platform's build's: its
+/// steps are exported when it is built (see `cache::remote::export_all`), and imported as a
+/// single platform's.
 fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
     let docker = |what: &str| Error::DockerExporterMultiPlatform {
         what: what.to_string(),
@@ -156,18 +159,19 @@ fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
     for o in &opts.outputs {
         match o {
             Output::Docker { .. } => return Err(docker("--output type=docker").into()),
-            Output::Registry { .. } => return Err(not_yet("--output type=registry").into()),
+            Output::Registry { name: None } if opts.tags.is_empty() => {
+                return Err(Error::RegistryOutputWithoutName.into())
+            }
             _ => {}
         }
     }
     if opts.push && opts.tags.is_empty() {
         return Err(Error::PushWithoutName.into());
     }
-    if !opts.cache_to.is_empty() {
-        return Err(not_yet("--cache-to").into());
-    }
-    if !opts.cache_from.is_empty() {
-        return Err(not_yet("--cache-from").into());
+    // Each platform's image would carry its own records, and --cache-from reads one manifest,
+    // not an index.
+    if opts.cache_to.contains(&CacheTo::Inline) {
+        return Err(not_yet("--cache-to type=inline").into());
     }
     Ok(())
 }
@@ -205,8 +209,8 @@ fn image_platform(img: &ImageRecord) -> Platform {
     }
 }
 
-/// Write the index where the options say: `--output`s, `--metadata-file`, `--iidfile` (the
-/// others are refused by [`refuse`]).
+/// Write the index where the options say: `--output`s (`type=registry` pushes it, as
+/// `--push`), `--push`, `--metadata-file`, `--iidfile` (the others are refused by [`refuse`]).
 fn deliver(
     store: &Store,
     opts: &BuildOptions,
@@ -254,14 +258,31 @@ fn deliver(
             Output::Docker { .. } | Output::Registry { .. } => {}
         }
     }
-    let mut pushed = Vec::new();
+    // `--push` and `--output type=registry` (to its name=, else the tags) push the same way.
+    let mut to_push: Vec<ImageRef> = Vec::new();
+    for o in &opts.outputs {
+        if let Output::Registry { name } = o {
+            match name {
+                Some(n) => {
+                    to_push.push(ImageRef::parse(n).doing_with(|| format!("--output name={n}"))?)
+                }
+                None => to_push.extend(opts.tags.iter().cloned()),
+            }
+        }
+    }
     if opts.push {
+        to_push.extend(opts.tags.iter().cloned());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    to_push.retain(|t| seen.insert(t.to_string()));
+    let mut pushed = Vec::new();
+    if !to_push.is_empty() {
         let reg = crate::registry::Registry::from_environment()?.with_observer(report.clone());
         let compression = match opts.compression {
             crate::layer::Compression::None => crate::layer::Compression::GZIP,
             c => c,
         };
-        for t in &opts.tags {
+        for t in &to_push {
             let p = reg
                 .push_index(
                     store,

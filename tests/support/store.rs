@@ -1,7 +1,8 @@
 //! A test's directory of strata stores, removed when the test ends ([`StoreDir`]), and a store
-//! in one with busybox:latest imported ([`Store`]: tests/build.rs, tests/progress.rs; the
-//! registry tests use [`StoreDir`] with stores of their own). What differs between the test
-//! binaries is said in [`Options`], never left to the fixture to guess.
+//! in one with busybox:latest imported, with its build helpers ([`Store`]: tests/build.rs,
+//! tests/multiplatform.rs, tests/progress.rs; the registry tests use [`StoreDir`] with stores
+//! of their own). What differs between the test binaries is said in [`Options`], never left to
+//! the fixture to guess.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -169,6 +170,38 @@ impl Store {
     /// `strata --root <store> ARGS`.
     pub fn strata(&self, args: &[&str]) -> Output {
         self.stores.strata(Path::new(&self.root), args)
+    }
+
+    /// `strata build --progress plain ARGS CTX`.
+    pub fn build(&self, ctx: &Path, args: &[&str]) -> Output {
+        let mut a = vec!["build", "--progress", "plain"];
+        a.extend_from_slice(args);
+        a.push(ctx.to_str().unwrap());
+        self.strata(&a)
+    }
+
+    /// Build, assert success, return the progress output.
+    pub fn ok(&self, ctx: &Path, args: &[&str]) -> String {
+        let o = self.build(ctx, args);
+        assert!(
+            o.status.success(),
+            "build of {} failed:\n{}",
+            ctx.display(),
+            super::text(&o.stderr)
+        );
+        super::text(&o.stderr)
+    }
+
+    /// Build, assert failure, return the error output.
+    pub fn fails(&self, ctx: &Path, args: &[&str]) -> String {
+        self.fails_with(ctx, args).1
+    }
+
+    /// A build that fails: its exit code and stderr.
+    pub fn fails_with(&self, ctx: &Path, args: &[&str]) -> (Option<i32>, String) {
+        let o = self.build(ctx, args);
+        assert!(!o.status.success(), "build of {} succeeded", ctx.display());
+        (o.status.code(), super::text(&o.stderr))
     }
 
     /// A context directory `name` (in the test's directory) holding these files, written as

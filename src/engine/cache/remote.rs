@@ -1157,13 +1157,28 @@ pub struct Exported {
 
 /// Write the build's cache to every `--cache-to` (inline is done with the image). A failure
 /// is an error unless the destination says `ignore-error=true`.
+///
+/// The platforms of a multi-platform build each export their steps into the same destinations:
+/// one at a time (each merges with what the one before wrote, and a layout's unused blobs are
+/// removed after a write, which must not meet another write in the middle).
 pub(crate) fn export_all(b: &Build) -> Result<(), BuildError> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    if b.opts.cache_to.iter().all(|t| t.opts().is_none()) {
+        return Ok(());
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     for to in &b.opts.cache_to {
         let Some(opts) = to.opts() else { continue };
         let started = std::time::Instant::now();
         match export(b, to, opts) {
             Ok(e) => b.note(&format!(
-                "exported the cache to {}: {} steps, {} cache mounts, {} layers ({}){} as {} in {:.1}s",
+                "exported {} {}: {} steps, {} cache mounts, {} layers ({}){} as {} in {:.1}s",
+                if b.label.is_empty() {
+                    "the cache to".to_string()
+                } else {
+                    // One platform's steps, merged with the others' there.
+                    format!("the {}steps to the cache", b.label)
+                },
                 to.describe(),
                 e.records,
                 e.mounts,
