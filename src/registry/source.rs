@@ -149,14 +149,17 @@ impl<'a> ImageSource<'a> {
                 };
             }
         };
-        let local = self.local(&r, platform)?;
+        let (local, other_platform) = self.local(&r, platform)?;
         if self.policy != PullPolicy::Always {
             if let Some((desc, rec)) = local {
                 return Ok(Resolved::local(registry_digest(&desc, &rec), rec, Some(r)));
             }
-            // An image id typed as a bare hex prefix parses as a name: try the store's ids.
-            if let Ok(rec) = self.store.resolve(input) {
-                return Ok(Resolved::local(rec.manifest_digest.clone(), rec, Some(r)));
+            // An image id typed as a bare hex prefix parses as a name: try the store's ids
+            // (not when the name is there, pulled for another platform: it is pulled for this).
+            if !other_platform {
+                if let Ok(rec) = self.store.resolve(input) {
+                    return Ok(Resolved::local(rec.manifest_digest.clone(), rec, Some(r)));
+                }
             }
             if self.policy == PullPolicy::Never {
                 return Err(Error::NotFound {
@@ -210,12 +213,12 @@ impl<'a> ImageSource<'a> {
     }
 
     /// The store's entry for `r`: by name, or for a pinned reference by digest (the manifest's
-    /// or the registry's).
+    /// or the registry's); and whether the store has it pulled for another platform only.
     fn local(
         &self,
         r: &Reference,
         platform: &Platform,
-    ) -> Result<Option<(Descriptor, ImageRecord)>> {
+    ) -> Result<(Option<(Descriptor, ImageRecord)>, bool)> {
         let name = store_name(r).to_string();
         // A name (or digest) of an image index of the store: its image for `platform`; an
         // index without one is an error naming the platforms it has, not a pull.
@@ -226,16 +229,46 @@ impl<'a> ImageSource<'a> {
             // noted it), not the platform's manifest: `--pull` compares that.
             let index = desc.digest.to_string();
             desc.annotations.entry(ANN_DIGEST.into()).or_insert(index);
-            return Ok(Some((desc, rec)));
+            return Ok((Some((desc, rec)), false));
         }
-        Ok(self.store.find_entry(|d| match r.digest() {
+        let found = self.store.find_entry(|d| match r.digest() {
             Some(dg) => {
                 d.digest == *dg
                     || d.annotations.get(ANN_DIGEST).map(String::as_str) == Some(dg.as_str())
             }
             None => d.annotations.get(crate::oci::REF_NAME) == Some(&name),
-        })?)
+        })?;
+        // A pull keeps one platform under the name: an image pulled for another platform than
+        // `platform` (a multi-platform build's `$BUILDPLATFORM` stage pulled the base first)
+        // is not the answer, the registry is asked for this one. An image made here (built,
+        // imported, loaded) is kept, and the caller names its platform if it is the wrong one.
+        Ok(match found {
+            Some((desc, rec))
+                if desc.annotations.contains_key(ANN_DIGEST)
+                    && r.digest() != Some(&desc.digest)
+                    && !same_platform(&rec, platform) =>
+            {
+                (None, true)
+            }
+            found => (found, false),
+        })
     }
+}
+
+/// `rec` is an image of `platform`'s OS and architecture (or says none).
+fn same_platform(rec: &ImageRecord, platform: &Platform) -> bool {
+    if rec.config.architecture.is_empty() {
+        return true;
+    }
+    let have = Platform {
+        architecture: rec.config.architecture.clone(),
+        os: rec.config.os.clone(),
+        os_version: None,
+        variant: rec.config.variant.clone(),
+    }
+    .normalized();
+    let want = platform.normalized();
+    have.os == want.os && have.architecture == want.architecture
 }
 
 fn registry_digest(desc: &Descriptor, rec: &ImageRecord) -> Digest {
