@@ -833,24 +833,11 @@ fn cache_to_and_from_carry_every_platforms_steps() {
 }
 
 #[test]
-fn an_inline_cache_and_a_nameless_registry_output_are_refused_with_several_platforms() {
-    let Some(s) = M::new("inline") else {
+fn a_nameless_registry_output_is_refused_with_several_platforms() {
+    let Some(s) = M::new("nameless") else {
         return;
     };
     let ctx = s.ctx("ctx", &[("Dockerfile", CACHED)]);
-    let err = s.fails(
-        &ctx,
-        &[
-            "--platform",
-            "linux/amd64,linux/arm64",
-            "--cache-to",
-            "type=inline",
-        ],
-    );
-    assert!(
-        err.contains("--cache-to type=inline with several platforms (linux/amd64, linux/arm64) is not supported yet"),
-        "{err}"
-    );
     let err = s.fails(
         &ctx,
         &[
@@ -863,6 +850,92 @@ fn an_inline_cache_and_a_nameless_registry_output_are_refused_with_several_platf
     assert!(err.contains("--output type=registry needs a name"), "{err}");
     // Refused before anything ran.
     assert!(!err.contains("ran-42"), "{err}");
+}
+
+/// A target stage whose RUN runs for each platform, no builder stage (an inline cache holds
+/// the steps of the image only).
+const INLINE: &str = "\
+ARG TARGETARCH
+FROM busybox-${TARGETARCH}
+ARG TARGETARCH
+RUN echo target-ran-$((40+2)) for $TARGETARCH && uname -m > /machine
+COPY <<EOF /done
+done
+EOF
+";
+
+/// `--cache-to type=inline` puts each platform's records in its image's config; `--cache-from`
+/// of the index (pushed, or in an OCI layout) gives each platform's build its own image's.
+#[test]
+fn an_inline_cache_of_each_platform_is_read_from_the_index() {
+    let Some(s) = M::new("inline") else {
+        return;
+    };
+    let Some(r) = Registry::start(&s.dir) else {
+        return;
+    };
+    let ctx = s.ctx("ctx", &[("Dockerfile", INLINE)]);
+    let name = format!("127.0.0.1:{}/multi:inline", r.port);
+    let layout = s.dir.join("layout");
+    let first = s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--cache-to",
+            "type=inline",
+            "-t",
+            &name,
+            "--push",
+            "--output",
+            &format!("type=oci,tar=false,dest={}", layout.display()),
+        ],
+    );
+    assert_eq!(runs(&first).len(), 2, "{first}");
+    let base = s.dir.join("base-amd64");
+    let o = s.strata(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        base.to_str().unwrap(),
+        "busybox-amd64:latest",
+    ]);
+    assert!(o.status.success(), "save: {}", text(&o.stderr));
+    let sources = [
+        name.clone(),
+        format!("type=local,src={},tag=inline", layout.display()),
+    ];
+    for (i, from) in sources.iter().enumerate() {
+        let Some(fresh) = M::new(&format!("inline-from-{i}")) else {
+            return;
+        };
+        let o = fresh.strata(&["load", "-i", base.to_str().unwrap()]);
+        assert!(o.status.success(), "load: {}", text(&o.stderr));
+        let ctx = fresh.ctx("ctx", &[("Dockerfile", INLINE)]);
+        let again = fresh.ok(
+            &ctx,
+            &[
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--cache-from",
+                from,
+            ],
+        );
+        assert_eq!(runs(&again), Vec::<&str>::new(), "{from}: {again}");
+        let (steps, cached) = steps_cached(&again);
+        assert_eq!((steps, cached), (4, 4), "{from}: {again}");
+        // A platform the index lacks: the build goes on without the cache, and says why (then
+        // fails here, as there is no riscv64 base).
+        let riscv = fresh.build(&ctx, &["--platform", "linux/riscv64", "--cache-from", from]);
+        let err = text(&riscv.stderr);
+        assert!(
+            err.contains(
+                "is an image index without a linux/riscv64 image (it has linux/amd64,linux/arm64"
+            ),
+            "{from}: {err}"
+        );
+    }
 }
 
 /// Podman run as `user` (`None`: as the test's own user) with its storage (vfs), runtime and

@@ -402,6 +402,13 @@ pub enum RemoteCacheError {
     LayersDisagree { what: String },
     #[error("{what} is a {media_type}, not a cache manifest")]
     NotManifest { what: String, media_type: String },
+    /// An image index (a multi-platform image with inline caches) without the build's platform.
+    #[error("{what} is an image index without a {platform} image (it has {has})")]
+    NoPlatformInIndex {
+        what: String,
+        platform: String,
+        has: String,
+    },
     #[error("layer {digest} is neither in the store nor in an imported cache")]
     NotImported { digest: crate::oci::Digest },
     /// A layer copied from a layout is longer than its descriptor's `size`.

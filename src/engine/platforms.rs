@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
-use super::cache::remote::CacheTo;
 use super::error::{BuildError, Doing as _, Error};
 use super::{build, build_part, exec, hooks, report, BuildOptions, Built, Output, Part};
 use crate::oci::{media, Descriptor, Platform};
@@ -141,15 +140,11 @@ fn build_several(
 }
 
 /// What a build of several platforms does not do (yet): each is refused before anything is
-/// built. `--cache-to` (registry, local) and `--cache-from` are each platform's build's: its
-/// steps are exported when it is built (see `cache::remote::export_all`), and imported as a
-/// single platform's.
+/// built. `--cache-to` and `--cache-from` are each platform's build's: its steps are exported
+/// when it is built (see `cache::remote::export_all`; `type=inline`: in its image's config),
+/// and imported as a single platform's (from an index, its platform's image).
 fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
     let docker = |what: &str| Error::DockerExporterMultiPlatform {
-        what: what.to_string(),
-        platforms: platforms.to_string(),
-    };
-    let not_yet = |what: &str| Error::NotWithPlatforms {
         what: what.to_string(),
         platforms: platforms.to_string(),
     };
@@ -167,11 +162,6 @@ fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
     }
     if opts.push && opts.tags.is_empty() {
         return Err(Error::PushWithoutName.into());
-    }
-    // Each platform's image would carry its own records, and --cache-from reads one manifest,
-    // not an index.
-    if opts.cache_to.contains(&CacheTo::Inline) {
-        return Err(not_yet("--cache-to type=inline").into());
     }
     Ok(())
 }

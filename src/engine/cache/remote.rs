@@ -548,16 +548,40 @@ fn parse_cache(manifest: &Manifest, config: &[u8], what: &str) -> Result<Loaded,
     })
 }
 
-/// What the cache at `repo` holds now (`None`: nothing there yet).
+/// The image of `index` for `platform`: an image index whose images carry inline caches (a
+/// multi-platform build's with `--cache-to type=inline`) gives each platform's build its own.
+fn platform_image<'a>(
+    index: &'a oci::Index,
+    platform: &oci::Platform,
+    what: &str,
+) -> Result<&'a Descriptor, BuildError> {
+    crate::store::platform_manifest(index, platform).ok_or_else(|| {
+        RemoteCacheError::NoPlatformInIndex {
+            what: what.to_string(),
+            platform: platform.to_string(),
+            has: crate::store::platform_list(&crate::store::index_platforms(index)),
+        }
+        .into()
+    })
+}
+
+/// What the cache at `repo` holds now (`None`: nothing there yet); of an image index, its
+/// image for `platform`.
 fn load_registry(
     reg: &crate::registry::Registry,
     store: &Store,
     repo: &Repo,
+    platform: &oci::Platform,
 ) -> Result<Option<Loaded>, BuildError> {
-    let Some((mt, bytes, _)) = repo.manifest(reg)? else {
+    let Some((mut mt, mut bytes, _)) = repo.manifest(reg)? else {
         return Ok(None);
     };
     let what = repo.user_ref.to_string();
+    if media::is_index(&mt) {
+        let index: oci::Index = oci::parse_json(&bytes, &what)?;
+        let d = platform_image(&index, platform, &what)?;
+        (mt, bytes, _) = repo.manifest_at(reg, d.digest.as_str())?;
+    }
     if !media::is_manifest(&mt) {
         return Err(RemoteCacheError::NotManifest {
             what,
@@ -570,12 +594,21 @@ fn load_registry(
     parse_cache(&m, &config, &what).map(Some)
 }
 
-fn load_local(dir: &Path, tag: &str) -> Result<Option<Loaded>, BuildError> {
+/// [`load_registry`] of a layout's image tagged `tag`.
+fn load_local(
+    dir: &Path,
+    tag: &str,
+    platform: &oci::Platform,
+) -> Result<Option<Loaded>, BuildError> {
     let layout = Layout::at(dir);
-    let Some(d) = layout.tagged(tag)? else {
+    let Some(mut d) = layout.tagged(tag)? else {
         return Ok(None);
     };
     let what = format!("{}:{tag}", dir.display());
+    if media::is_index(&d.media_type) {
+        let index: oci::Index = oci::parse_json(&layout.read_blob(&d, 8 << 20)?, &what)?;
+        d = platform_image(&index, platform, &what)?.clone();
+    }
     let m: Manifest = oci::parse_json(&layout.read_blob(&d, 8 << 20)?, &what)?;
     let config = layout.read_blob(&m.config, 64 << 20)?;
     parse_cache(&m, &config, &what).map(Some)
@@ -587,6 +620,7 @@ impl Imported {
     /// BuildKit: the build goes on without it.
     pub(crate) fn load(b: &Build, from: &[CacheFrom], skip: &[usize]) -> Imported {
         let mut out = Imported::default();
+        let platform = &b.plan.options.target_platform;
         for (index, f) in from.iter().enumerate() {
             let name = f.describe();
             if skip.contains(&index) {
@@ -599,11 +633,11 @@ impl Imported {
                     .map_err(BuildError::from)
                     .and_then(|reg| {
                         let repo = reg.repo(reference)?;
-                        let l = load_registry(reg, b.store, &repo)?;
+                        let l = load_registry(reg, b.store, &repo, platform)?;
                         Ok((l, Source::Registry(repo)))
                     }),
                 CacheFrom::Local { src, tag } => {
-                    load_local(src, tag).map(|l| (l, Source::Local(src.clone())))
+                    load_local(src, tag, platform).map(|l| (l, Source::Local(src.clone())))
                 }
             };
             match got {
@@ -1215,8 +1249,12 @@ fn export(b: &Build, to: &CacheTo, opts: &ExportOptions) -> Result<Exported, Bui
     // What the destination has now, to merge with. One that cannot be read (damaged, or not
     // a cache) is replaced, as BuildKit does, with a warning.
     let existing = match (to, &reg_repo) {
-        (CacheTo::Registry { .. }, Some((reg, repo))) => load_registry(reg, b.store, repo),
-        (CacheTo::Local { dest, tag, .. }, _) => load_local(dest, tag),
+        (CacheTo::Registry { .. }, Some((reg, repo))) => {
+            load_registry(reg, b.store, repo, &b.plan.options.target_platform)
+        }
+        (CacheTo::Local { dest, tag, .. }, _) => {
+            load_local(dest, tag, &b.plan.options.target_platform)
+        }
         _ => Ok(None),
     }
     .unwrap_or_else(|e| {
