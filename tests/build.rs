@@ -3468,6 +3468,14 @@ fn load_puts_the_image_into_docker_and_podman() {
             clean.env(k, v);
         }
         let _ = clean.output();
+        // Rootless Podman leaves a process that keeps its user namespace: stopped by its pid.
+        let pause = b.dir.join("podman/xdg/libpod/tmp/pause.pid");
+        if let Some(pid) = fs_err::read_to_string(&pause)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).output();
+        }
     } else {
         support::skip("podman is not installed: --load=podman is not tested");
     }
