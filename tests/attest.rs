@@ -7,6 +7,9 @@
 //! store; `--output type=oci` writes the index with the attestations (read back by skopeo);
 //! `--push` to Debian's docker-registry on 127.0.0.1 sends the index, skopeo copies it whole,
 //! and a pull into another store prints the very SBOM and provenance that were pushed.
+//! A build for linux/amd64 and linux/arm64 (the debian and debian-arm64 bases) stores, writes
+//! and pushes one index with each platform's image and attestation manifest, each platform's
+//! SBOM listing its own architecture's packages.
 //! As the user running the tests and, when that is root, again as the unprivileged
 //! `strata-test`.
 
@@ -667,5 +670,241 @@ fn attestations_survive_push_copy_and_pull() {
             p.strata_ok(&["run", &copy, "cat", "/note"]).trim(),
             "pushed"
         );
+    }
+}
+
+/// The dpkg architectures of an SPDX document's `pkg:deb/` packages (their purls' `arch=`).
+fn deb_arches(doc: &Value) -> BTreeSet<String> {
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            p["externalRefs"].as_array()?.iter().find_map(|r| {
+                let l = r["referenceLocator"].as_str()?;
+                if !l.starts_with("pkg:deb/") {
+                    return None;
+                }
+                let arch = l
+                    .split(['?', '&'])
+                    .find_map(|kv| kv.strip_prefix("arch="))?;
+                Some(arch.to_string())
+            })
+        })
+        .collect()
+}
+
+/// The index `raw` as BuildKit stores a multi-platform build with attestations: two images,
+/// then their attestation manifests, each about its platform's image. Returns the images'
+/// digests (amd64, arm64) and the attestation manifests' (the same order).
+fn two_platforms_attested(raw: &str) -> ([String; 2], [String; 2]) {
+    let idx = json(raw);
+    let m = idx["manifests"].as_array().unwrap();
+    assert_eq!(m.len(), 4, "{raw}");
+    assert_eq!(m[0]["platform"]["architecture"], "amd64", "{raw}");
+    assert_eq!(m[1]["platform"]["architecture"], "arm64", "{raw}");
+    for (i, a) in [(0, 2), (1, 3)] {
+        assert_eq!(m[a]["platform"]["os"], "unknown", "{raw}");
+        assert_eq!(m[a]["platform"]["architecture"], "unknown", "{raw}");
+        assert_eq!(
+            m[a]["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(
+            m[a]["annotations"]["vnd.docker.reference.digest"], m[i]["digest"],
+            "{raw}"
+        );
+    }
+    let d = |i: usize| m[i]["digest"].as_str().unwrap().to_string();
+    ([d(0), d(1)], [d(2), d(3)])
+}
+
+#[test]
+fn a_multi_platform_build_attests_each_platform() {
+    let Some(debian) = base("debian") else { return };
+    let Some(debian_arm64) = base("debian-arm64") else {
+        return;
+    };
+    if std::env::consts::ARCH != "x86_64" {
+        support::not_applicable("this test expects an x86-64 host (its other platform is arm64)");
+        return;
+    }
+    let Some(reg) = Registry::start() else { return };
+    require!(support::have("skopeo"), "skopeo is not installed");
+    for who in support::runners() {
+        let s = Scratch::new("multi", who);
+        s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
+        s.strata_ok(&["load", "-i", debian_arm64.to_str().unwrap()]);
+        s.strata_ok(&["tag", "debian:latest", "debian-amd64:latest"]);
+        let ctx = s.dir.join("ctx");
+        s.write(
+            "ctx/Dockerfile",
+            "FROM debian-${TARGETARCH}:latest\nARG TARGETARCH\nCOPY note /note\n",
+        );
+        s.write("ctx/note", "two platforms\n");
+        let built = s.strata(&[
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "-t",
+            "multi:1",
+            ctx.to_str().unwrap(),
+        ]);
+        let said = support::text(&built.stderr);
+        assert!(built.status.success(), "{said}");
+        assert!(said.contains("attestations: linux/amd64: sbom ("), "{said}");
+        let root = s.root();
+        let e = entry(&root, "multi:1");
+        let raw = String::from_utf8(blob(&root, e["digest"].as_str().unwrap())).unwrap();
+        let (images, _) = two_platforms_attested(&raw);
+
+        // Each platform's SBOM lists its own packages, about its own image.
+        for (arch, image) in [("amd64", &images[0]), ("arm64", &images[1])] {
+            let platform = format!("linux/{arch}");
+            let doc = json(&s.strata_ok(&["sbom", "--platform", &platform, "multi:1"]));
+            assert_eq!(doc["packages"][0]["versionInfo"], image.as_str());
+            let arches = deb_arches(&doc);
+            assert!(arches.contains(arch), "{platform}: {arches:?}");
+            let other = if arch == "amd64" { "arm64" } else { "amd64" };
+            assert!(!arches.contains(other), "{platform}: {arches:?}");
+            let prov = json(&s.strata_ok(&["provenance", "--platform", &platform, "multi:1"]));
+            assert_eq!(
+                prov["subject"][0]["digest"]["sha256"],
+                image.strip_prefix("sha256:").unwrap()
+            );
+            let p = &prov["predicate"];
+            assert_eq!(p["invocation"]["environment"]["platform"], platform);
+            assert_eq!(
+                p["invocation"]["parameters"]["args"]["platform"],
+                "linux/amd64,linux/arm64"
+            );
+            assert!(p["buildConfig"]["dockerfile"]["data"]
+                .as_str()
+                .unwrap()
+                .contains("COPY note /note"));
+        }
+        // The image of either platform still runs by the tag (arm64's needs emulation: not
+        // run here).
+        assert_eq!(
+            s.strata_ok(&["run", "multi:1", "cat", "/note"]).trim(),
+            "two platforms"
+        );
+
+        // --output type=oci: the layout holds the index with all four manifests.
+        let layout = s.dir.join("layout");
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "--output",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+            "-t",
+            "multi:2",
+            ctx.to_str().unwrap(),
+        ]);
+        let raw = ok(
+            None,
+            "skopeo",
+            &["inspect", "--raw", &format!("oci:{}:2", layout.display())],
+        );
+        let (_, ams) = two_platforms_attested(&raw);
+        let copied = s.dir.join("copied");
+        ok(
+            None,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                &format!("oci:{}:2", layout.display()),
+                &format!("oci:{}:2", copied.display()),
+            ],
+        );
+        assert!(copied
+            .join("blobs/sha256")
+            .join(ams[1].strip_prefix("sha256:").unwrap())
+            .exists());
+
+        // --push: the registry has the index with the attestations, about the manifests it
+        // has; skopeo copies it whole; a pull of arm64 prints the very SBOM pushed.
+        let user = who.unwrap_or("self");
+        let name = format!("127.0.0.1:{}/multi-{user}:1", reg.port);
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "-t",
+            &name,
+            "--push",
+            ctx.to_str().unwrap(),
+        ]);
+        let inspect = |r: &str| {
+            ok(
+                None,
+                "skopeo",
+                &[
+                    "inspect",
+                    "--tls-verify=false",
+                    "--raw",
+                    &format!("docker://{r}"),
+                ],
+            )
+        };
+        let raw = inspect(&name);
+        let (pushed, ams) = two_platforms_attested(&raw);
+        let repo = format!("127.0.0.1:{}/multi-{user}", reg.port);
+        let mut statements = Vec::new();
+        for am in &ams {
+            let am = json(&inspect(&format!("{repo}@{am}")));
+            let layers = am["layers"].as_array().unwrap();
+            assert_eq!(layers.len(), 2, "{am}");
+            statements.push(layers[0]["digest"].as_str().unwrap().to_string());
+        }
+        let copy = format!("127.0.0.1:{}/multi-copy-{user}:1", reg.port);
+        ok(
+            None,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{name}"),
+                &format!("docker://{copy}"),
+            ],
+        );
+        assert_eq!(json(&inspect(&copy)), json(&raw));
+        // Pulled into another store, one per platform: each SBOM printed is the one pushed,
+        // and each statement names the manifest the registry has.
+        for (i, arch) in ["amd64", "arm64"].into_iter().enumerate() {
+            let p = Scratch::new(&format!("multi-pulled-{arch}"), who);
+            let platform = format!("linux/{arch}");
+            p.strata_ok(&["pull", "--platform", &platform, &copy]);
+            let sbom = json(&p.strata_ok(&["sbom", "--platform", &platform, &copy]));
+            let digest = pushed[i].strip_prefix("sha256:").unwrap();
+            assert_eq!(sbom["packages"][0]["versionInfo"], pushed[i].as_str());
+            assert!(deb_arches(&sbom).contains(arch), "{platform}");
+            let statement: Value =
+                serde_json::from_slice(&blob(&p.root(), &statements[i])).unwrap();
+            assert_eq!(statement["predicate"], sbom);
+            assert_eq!(statement["subject"][0]["digest"]["sha256"], digest);
+            let prov = json(&p.strata_ok(&["provenance", "--platform", &platform, &copy]));
+            assert_eq!(prov["subject"][0]["digest"]["sha256"], digest);
+            assert_eq!(
+                prov["predicate"]["invocation"]["environment"]["platform"],
+                platform
+            );
+        }
     }
 }

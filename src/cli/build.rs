@@ -150,17 +150,8 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
     strata::engine::interrupt::install();
     // Flags that say what strata does not do (yet), before anything is read.
-    let platforms = target_platforms(&a.platform)?;
-    let attest = attestations(&a)?;
-    if platforms.len() > 1 && (attest.sbom || attest.provenance.is_some()) {
-        return Err(engine::error::Error::BadFlag {
-            message: format!(
-                "--sbom/--provenance/--attest with several platforms ({}) are not supported yet: build each platform with its attestations and combine them with `strata manifest create`",
-                platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-            ),
-        }
-        .into());
-    }
+    target_platforms(&a.platform)?;
+    attestations(&a)?;
     for an in &a.annotations {
         parse_annotation(an)?;
     }
