@@ -10,6 +10,8 @@
 //! A build for linux/amd64 and linux/arm64 (the debian and debian-arm64 bases) stores, writes
 //! and pushes one index with each platform's image and attestation manifest, each platform's
 //! SBOM listing its own architecture's packages.
+//! `--sbom=scan-stage=…` (and BuildKit's BUILDKIT_SBOM_SCAN_STAGE argument) adds a builder
+//! stage's Python distribution, named with its stage, which the plain SBOM does not list.
 //! As the user running the tests and, when that is root, again as the unprivileged
 //! `strata-test`.
 
@@ -493,6 +495,7 @@ fn attestation_flags_are_parsed_as_buildx_and_unknown_ones_refused() {
         ("--sbom=generator=docker/scanner", "runs no scanner image"),
         ("--provenance=mode=huge", "unknown option mode=huge"),
         ("--attest=mode=max", "give type=sbom or type=provenance"),
+        ("--sbom=scan-context=true", "does not scan the build context"),
     ] {
         let o = s.strata(&["build", "-q", flag, ctx.to_str().unwrap()]);
         assert!(!o.status.success(), "{flag}");
@@ -906,5 +909,100 @@ fn a_multi_platform_build_attests_each_platform() {
                 platform
             );
         }
+    }
+}
+
+/// The SPDX package named `name`, if the document lists it.
+fn spdx_package<'a>(doc: &'a Value, name: &str) -> Option<&'a Value> {
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+#[test]
+fn scan_stage_adds_the_builder_stages_packages() {
+    let Some(debian) = base("debian") else { return };
+    for who in support::runners() {
+        let s = Scratch::new("stages", who);
+        s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
+        // The builder installs a Python distribution the final image does not get.
+        let install = "RUN mkdir -p /usr/lib/python3/dist-packages/toolz-0.12.1.dist-info && printf 'Metadata-Version: 2.1\\nName: toolz\\nVersion: 0.12.1\\n' > /usr/lib/python3/dist-packages/toolz-0.12.1.dist-info/METADATA && echo built > /out\n";
+        let final_stage = "FROM debian:latest\nCOPY --from=builder /out /out\n";
+        s.write(
+            "plain/Dockerfile",
+            &format!("FROM debian:latest AS builder\n{install}{final_stage}"),
+        );
+        s.write(
+            "arg/Dockerfile",
+            &format!(
+                "FROM debian:latest AS builder\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n{install}{final_stage}"
+            ),
+        );
+        let sbom_of = |ctx: &str, flags: &[&str], tag: &str| -> Value {
+            let ctx = s.dir.join(ctx);
+            let mut args = vec!["build", "-q"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&["-t", tag, ctx.to_str().unwrap()]);
+            s.strata_ok(&args);
+            json(&s.strata_ok(&["sbom", tag]))
+        };
+        // Without scan-stage: the final image's packages only.
+        let doc = sbom_of("plain", &["--sbom=true"], "st:1");
+        assert!(spdx_package(&doc, "toolz").is_none(), "{doc}");
+        // With it: the builder's package, named with its stage and instruction, as a build
+        // dependency of the image (not contained in it).
+        let doc = sbom_of("plain", &["--sbom=scan-stage=true"], "st:2");
+        let toolz = spdx_package(&doc, "toolz").unwrap_or_else(|| panic!("{doc}"));
+        assert_eq!(toolz["versionInfo"], "0.12.1");
+        let note = json(toolz["annotations"][0]["comment"].as_str().unwrap());
+        assert_eq!(note["stage"], "builder");
+        assert!(
+            note["created_by"]
+                .as_str()
+                .unwrap()
+                .contains("toolz-0.12.1.dist-info"),
+            "{note}"
+        );
+        let id = toolz["SPDXID"].as_str().unwrap();
+        assert!(doc["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == id
+                && r["relationshipType"] == "BUILD_DEPENDENCY_OF"
+                && r["relatedSpdxElement"] == "SPDXRef-Image"
+        }));
+        let f = s.dir.join("stages.spdx.json");
+        fs_err::write(&f, serde_json::to_vec(&doc).unwrap()).unwrap();
+        check_spdx(&f);
+        // A stage named in the value is scanned; another name is not.
+        let doc = sbom_of("plain", &["--sbom=scan-stage=builder"], "st:3");
+        assert!(spdx_package(&doc, "toolz").is_some(), "{doc}");
+        let doc = sbom_of("plain", &["--sbom=scan-stage=other"], "st:4");
+        assert!(spdx_package(&doc, "toolz").is_none(), "{doc}");
+        // BuildKit's build argument, and the stage's own ARG (which a build argument
+        // overrides).
+        let doc = sbom_of(
+            "plain",
+            &["--sbom", "--build-arg", "BUILDKIT_SBOM_SCAN_STAGE=true"],
+            "st:5",
+        );
+        assert!(spdx_package(&doc, "toolz").is_some(), "{doc}");
+        let doc = sbom_of("arg", &["--sbom"], "st:6");
+        assert!(spdx_package(&doc, "toolz").is_some(), "{doc}");
+        let doc = sbom_of(
+            "arg",
+            &["--sbom", "--build-arg", "BUILDKIT_SBOM_SCAN_STAGE=false"],
+            "st:7",
+        );
+        assert!(spdx_package(&doc, "toolz").is_none(), "{doc}");
+        // The image itself is unchanged: the builder's files are not in it.
+        let o = s.strata(&[
+            "run",
+            "st:2",
+            "test",
+            "-e",
+            "/usr/lib/python3/dist-packages/toolz-0.12.1.dist-info",
+        ]);
+        assert!(!o.status.success());
     }
 }

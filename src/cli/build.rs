@@ -608,6 +608,7 @@ fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
         let mut on = true;
         let mut mode = ProvenanceMode::Min;
         let mut version = SlsaVersion::V02;
+        let mut scan_stages = None;
         for kv in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or(("", kv));
             match (ty.as_str(), k, v.to_ascii_lowercase().as_str()) {
@@ -624,14 +625,25 @@ fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
                         "{flag} {value}: strata makes the SBOM itself from the image's layers; it runs no scanner image (leave generator= out)"
                     )))
                 }
-                ("sbom", "scan-stages" | "scan-context", _) => {
+                // BuildKit's BUILDKIT_SBOM_SCAN_STAGE: true, false or stage names (which
+                // contain no comma, so one name per option here).
+                ("sbom", "scan-stage" | "scan-stages", _) => {
+                    let v = v.trim();
+                    scan_stages = Some(match scan_stages.take() {
+                        Some(before) if !matches!(v, "true" | "false" | "1" | "0") => {
+                            format!("{before},{v}")
+                        }
+                        _ => v.to_string(),
+                    });
+                }
+                ("sbom", "scan-context", _) => {
                     return Err(bad(format!(
-                        "{flag} {value}: strata's SBOM covers the final image only ({k} is not supported)"
+                        "{flag} {value}: strata does not scan the build context (BUILDKIT_SBOM_SCAN_CONTEXT); the SBOM covers the image and, with scan-stage=true, its builder stages"
                     )))
                 }
                 ("sbom" | "provenance", _, _) => {
                     return Err(bad(format!(
-                        "{flag} {value}: unknown option {kv} (sbom: true|false; provenance: true|false, mode=min|max, version=v0.2|v1; both: disabled=true)"
+                        "{flag} {value}: unknown option {kv} (sbom: true|false, scan-stage=true|false|STAGE; provenance: true|false, mode=min|max, version=v0.2|v1; both: disabled=true)"
                     )))
                 }
                 _ => {
@@ -642,7 +654,12 @@ fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
             }
         }
         match ty.as_str() {
-            "sbom" => out.sbom = on,
+            "sbom" => {
+                out.sbom = on;
+                if scan_stages.is_some() {
+                    out.scan_stages = scan_stages;
+                }
+            }
             "provenance" if on => out.provenance = Some((version, mode)),
             "provenance" => out.provenance = None,
             other => {

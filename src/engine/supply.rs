@@ -121,6 +121,10 @@ pub struct Attest {
     pub sbom: bool,
     /// SLSA provenance, in this version and mode.
     pub provenance: Option<(SlsaVersion, ProvenanceMode)>,
+    /// `--sbom=scan-stage=VALUE`: which builder stages the SBOM adds, as BuildKit's
+    /// `BUILDKIT_SBOM_SCAN_STAGE` (`true`, `false`, or stage names separated by commas);
+    /// `None` leaves it to that build argument and the stages' `ARG`s ([`scanned_stages`]).
+    pub scan_stages: Option<String>,
 }
 
 impl Attest {
@@ -172,6 +176,8 @@ pub struct Facts {
     /// The platform the build was for, as asked (`linux/arm64`, where the base image's config
     /// may say `linux/arm64/v8`): the provenance's and the subject names' platform.
     platform: Platform,
+    /// The packages of the builder stages the SBOM adds, by stage name ([`scanned_stages`]).
+    stages: Vec<(String, Inventory)>,
 }
 
 impl Facts {
@@ -189,12 +195,136 @@ pub(in crate::engine) fn facts(b: &Build, started: i64) -> Option<Facts> {
     if !b.opts.attest.any() {
         return None;
     }
+    let stages = if b.opts.attest.sbom {
+        stage_inventories(b)
+    } else {
+        Vec::new()
+    };
     Some(Facts {
+        stages,
         want: b.opts.attest.clone(),
         build: build_facts(b, started),
         tags: b.opts.tags.clone(),
         platform: b.plan.options.target_platform.clone(),
     })
+}
+
+/// BuildKit's `isEnabledForStage`: `value` is a boolean, or stage names separated by commas.
+fn enabled_for_stage(stage: &str, value: &str) -> bool {
+    let v = value.trim().trim_matches(['"', '\'']);
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" => true,
+        "0" | "f" | "false" | "" => false,
+        _ => v.split(',').any(|s| s.trim() == stage),
+    }
+}
+
+/// The name of BuildKit's build argument that scans builder stages.
+pub const SCAN_STAGE_ARG: &str = "BUILDKIT_SBOM_SCAN_STAGE";
+
+/// The builder stages of `plan` whose packages the SBOM adds, as BuildKit chooses them: of the
+/// stages the target is built from (the plan's order, the target left out), those that
+/// `--sbom=scan-stage=…` (else `--build-arg BUILDKIT_SBOM_SCAN_STAGE=…`, else a global `ARG
+/// BUILDKIT_SBOM_SCAN_STAGE=…`) enables, and those that declare `ARG
+/// BUILDKIT_SBOM_SCAN_STAGE=true` (or name themselves in it); a build argument overrides a
+/// stage's default as it does for any ARG.
+pub fn scanned_stages(plan: &crate::plan::Plan, flag: Option<&str>) -> Vec<usize> {
+    use crate::dockerfile::Instruction;
+    let given = plan
+        .options
+        .build_args
+        .get(SCAN_STAGE_ARG)
+        .map(String::as_str);
+    let global = flag.or(given).or(plan.meta_value(SCAN_STAGE_ARG));
+    plan.order
+        .iter()
+        .copied()
+        .filter(|&i| i != plan.target)
+        .filter(|&i| {
+            let st = &plan.stages[i];
+            let name = st.display_name();
+            if global.is_some_and(|v| enabled_for_stage(&name, v)) {
+                return true;
+            }
+            st.commands.iter().any(|c| match &c.instruction {
+                Instruction::Arg(decls) => decls.iter().any(|d| {
+                    d.name == SCAN_STAGE_ARG
+                        && given
+                            .or(d.default.as_deref())
+                            .or(plan.meta_value(SCAN_STAGE_ARG))
+                            .is_some_and(|v| enabled_for_stage(&name, v))
+                }),
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+/// The packages of the builder stages [`scanned_stages`] chooses, by stage name, each named
+/// with the layer and instruction of the stage that added it. A stage whose layers are not all
+/// in the store (an imported cache's, fetched only for the final image) is left out, with a
+/// note.
+fn stage_inventories(b: &Build) -> Vec<(String, Inventory)> {
+    let mut out = Vec::new();
+    for i in scanned_stages(b.plan, b.opts.attest.scan_stages.as_deref()) {
+        let name = b.plan.stages[i].display_name();
+        let Some(result) = b.stage_result(i) else {
+            continue;
+        };
+        match stage_inventory(b.store, &result) {
+            Ok(inv) => out.push((name, inv)),
+            Err(e) => b.note(&format!(
+                "warning: the SBOM leaves out the packages of stage {name}: {e}"
+            )),
+        }
+    }
+    out
+}
+
+/// The packages of a stage's filesystem, each named with its layer and instruction.
+fn stage_inventory(
+    store: &Store,
+    result: &crate::engine::StageResult,
+) -> Result<Inventory, BuildError> {
+    let mut made_by = result
+        .config
+        .history
+        .iter()
+        .filter(|h| !h.empty_layer)
+        .map(|h| h.created_by.clone().unwrap_or_default());
+    let refs: Vec<LayerRef> = result
+        .layers
+        .iter()
+        .zip(&result.config.rootfs.diff_ids)
+        .map(|(l, d)| LayerRef {
+            diff_id: d.clone(),
+            digest: Some(l.digest.clone()),
+            created_by: made_by.next().unwrap_or_default(),
+        })
+        .collect();
+    let found = result
+        .layers
+        .iter()
+        .map(|l| layer_packages(store, l))
+        .collect::<Result<Vec<_>, _>>()?;
+    let layers: Vec<(LayerRef, &LayerPackages)> = refs.into_iter().zip(found.iter()).collect();
+    Ok(sbom::merge(&layers))
+}
+
+/// Add to the image's inventory the packages of builder stages it does not have itself (by
+/// purl; a package two stages have is added once), each naming its stage.
+fn add_stage_packages(inv: &mut Inventory, stages: &[(String, Inventory)]) {
+    let mut seen: std::collections::BTreeSet<String> =
+        inv.packages.iter().map(|p| p.purl.clone()).collect();
+    for (name, stage) in stages {
+        for p in &stage.packages {
+            if seen.insert(p.purl.clone()) {
+                let mut p = p.clone();
+                p.stage = Some(name.clone());
+                inv.packages.push(p);
+            }
+        }
+    }
 }
 
 /// What the build knows about itself, for its provenance (no secret is a build fact).
@@ -277,8 +407,17 @@ fn statements(
     let mut made = Vec::new();
     let mut said = Vec::new();
     if f.want.sbom {
-        let inv = inventory(store, img)?;
-        said.push(format!("sbom ({} packages)", inv.packages.len()));
+        let mut inv = inventory(store, img)?;
+        let own = inv.packages.len();
+        add_stage_packages(&mut inv, &f.stages);
+        if inv.packages.len() == own {
+            said.push(format!("sbom ({own} packages)"));
+        } else {
+            said.push(format!(
+                "sbom ({own} packages, {} more from builder stages)",
+                inv.packages.len() - own
+            ));
+        }
         let info = ImageInfo {
             name: image_name(img, &f.tags, "strata-build"),
             digest: subject.clone(),
@@ -620,4 +759,62 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     let doy = (153 * ((mo + 9) % 12) + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str, args: &[(&str, &str)]) -> crate::plan::Plan {
+        let src = crate::dockerfile::Source::new("Dockerfile", text);
+        let (df, cmds) = crate::dockerfile::load(&src).unwrap();
+        let options = crate::plan::Options {
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        crate::plan::plan(&df, cmds, options).unwrap()
+    }
+
+    const TWO: &str = "FROM scratch AS deps\nCOPY a /a\nFROM scratch AS builder\nCOPY b /b\nFROM scratch\nCOPY --from=deps /a /a\nCOPY --from=builder /b /b\n";
+
+    #[test]
+    fn stage_values_are_booleans_or_names() {
+        assert!(enabled_for_stage("builder", "true"));
+        assert!(enabled_for_stage("builder", "\"1\""));
+        assert!(!enabled_for_stage("builder", "false"));
+        assert!(enabled_for_stage("builder", "deps,builder"));
+        assert!(!enabled_for_stage("builder", "deps"));
+    }
+
+    #[test]
+    fn scanned_stages_follow_the_flag_the_build_argument_and_the_stages_args() {
+        let names = |p: &crate::plan::Plan, flag: Option<&str>| -> Vec<String> {
+            scanned_stages(p, flag)
+                .into_iter()
+                .map(|i| p.stages[i].display_name())
+                .collect()
+        };
+        let p = plan(TWO, &[]);
+        assert!(names(&p, None).is_empty());
+        assert_eq!(names(&p, Some("true")), ["deps", "builder"]);
+        assert_eq!(names(&p, Some("builder")), ["builder"]);
+        let p = plan(TWO, &[(SCAN_STAGE_ARG, "deps")]);
+        assert_eq!(names(&p, None), ["deps"]);
+        // A stage's own ARG, overridden by a build argument; a global ARG for all.
+        let own = TWO.replace(
+            "AS builder\n",
+            "AS builder\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n",
+        );
+        assert_eq!(names(&plan(&own, &[]), None), ["builder"]);
+        assert!(names(&plan(&own, &[(SCAN_STAGE_ARG, "false")]), None).is_empty());
+        let global = format!("ARG BUILDKIT_SBOM_SCAN_STAGE=true\n{TWO}");
+        assert_eq!(names(&plan(&global, &[]), None), ["deps", "builder"]);
+        // Only the stages the target is built from: here the target (`other`, the last
+        // stage) is built from none.
+        let unrelated = format!("{TWO}FROM scratch AS other\nCOPY c /c\n");
+        assert!(names(&plan(&unrelated, &[]), Some("true")).is_empty());
+    }
 }
