@@ -10,6 +10,11 @@
 //! image (pip from PyPI in a builder stage, the venv copied into the runtime stage) is checked
 //! against `pip list` in the image and cyclonedx-bom's `cyclonedx-py environment`, and its
 //! CycloneDX document against CycloneDX's strict schema.
+//! A build for linux/amd64 and linux/arm64 (the debian and debian-arm64 bases) stores, writes
+//! and pushes one index with each platform's image and attestation manifest, each platform's
+//! SBOM listing its own architecture's packages.
+//! `--sbom=scan-stage=…` (and BuildKit's BUILDKIT_SBOM_SCAN_STAGE argument) adds a builder
+//! stage's Python distribution, named with its stage, which the plain SBOM does not list.
 //! As the user running the tests and, when that is root, again as the unprivileged
 //! `strata-test`.
 
@@ -493,6 +498,7 @@ fn attestation_flags_are_parsed_as_buildx_and_unknown_ones_refused() {
         ("--sbom=generator=docker/scanner", "runs no scanner image"),
         ("--provenance=mode=huge", "unknown option mode=huge"),
         ("--attest=mode=max", "give type=sbom or type=provenance"),
+        ("--sbom=scan-context=true", "does not scan the build context"),
     ] {
         let o = s.strata(&["build", "-q", flag, ctx.to_str().unwrap()]);
         assert!(!o.status.success(), "{flag}");
@@ -810,5 +816,336 @@ fn a_venv_image_s_sbom_agrees_with_pip_list_and_cyclonedx_py() {
             &["-c", check, cdx_file.to_str().unwrap()],
         );
         assert_eq!(said.trim(), "valid", "{who:?}");
+    }
+}
+
+/// The dpkg architectures of an SPDX document's `pkg:deb/` packages (their purls' `arch=`).
+fn deb_arches(doc: &Value) -> BTreeSet<String> {
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            p["externalRefs"].as_array()?.iter().find_map(|r| {
+                let l = r["referenceLocator"].as_str()?;
+                if !l.starts_with("pkg:deb/") {
+                    return None;
+                }
+                let arch = l
+                    .split(['?', '&'])
+                    .find_map(|kv| kv.strip_prefix("arch="))?;
+                Some(arch.to_string())
+            })
+        })
+        .collect()
+}
+
+/// The index `raw` as BuildKit stores a multi-platform build with attestations: two images,
+/// then their attestation manifests, each about its platform's image. Returns the images'
+/// digests (amd64, arm64) and the attestation manifests' (the same order).
+fn two_platforms_attested(raw: &str) -> ([String; 2], [String; 2]) {
+    let idx = json(raw);
+    let m = idx["manifests"].as_array().unwrap();
+    assert_eq!(m.len(), 4, "{raw}");
+    assert_eq!(m[0]["platform"]["architecture"], "amd64", "{raw}");
+    assert_eq!(m[1]["platform"]["architecture"], "arm64", "{raw}");
+    for (i, a) in [(0, 2), (1, 3)] {
+        assert_eq!(m[a]["platform"]["os"], "unknown", "{raw}");
+        assert_eq!(m[a]["platform"]["architecture"], "unknown", "{raw}");
+        assert_eq!(
+            m[a]["annotations"]["vnd.docker.reference.type"],
+            "attestation-manifest"
+        );
+        assert_eq!(
+            m[a]["annotations"]["vnd.docker.reference.digest"], m[i]["digest"],
+            "{raw}"
+        );
+    }
+    let d = |i: usize| m[i]["digest"].as_str().unwrap().to_string();
+    ([d(0), d(1)], [d(2), d(3)])
+}
+
+#[test]
+fn a_multi_platform_build_attests_each_platform() {
+    let Some(debian) = base("debian") else { return };
+    let Some(debian_arm64) = base("debian-arm64") else {
+        return;
+    };
+    if std::env::consts::ARCH != "x86_64" {
+        support::not_applicable("this test expects an x86-64 host (its other platform is arm64)");
+        return;
+    }
+    let Some(reg) = Registry::start() else { return };
+    require!(support::have("skopeo"), "skopeo is not installed");
+    for who in support::runners() {
+        let s = Scratch::new("multi", who);
+        s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
+        s.strata_ok(&["load", "-i", debian_arm64.to_str().unwrap()]);
+        s.strata_ok(&["tag", "debian:latest", "debian-amd64:latest"]);
+        let ctx = s.dir.join("ctx");
+        s.write(
+            "ctx/Dockerfile",
+            "FROM debian-${TARGETARCH}:latest\nARG TARGETARCH\nCOPY note /note\n",
+        );
+        s.write("ctx/note", "two platforms\n");
+        let built = s.strata(&[
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "-t",
+            "multi:1",
+            ctx.to_str().unwrap(),
+        ]);
+        let said = support::text(&built.stderr);
+        assert!(built.status.success(), "{said}");
+        assert!(said.contains("attestations: linux/amd64: sbom ("), "{said}");
+        let root = s.root();
+        let e = entry(&root, "multi:1");
+        let raw = String::from_utf8(blob(&root, e["digest"].as_str().unwrap())).unwrap();
+        let (images, _) = two_platforms_attested(&raw);
+
+        // Each platform's SBOM lists its own packages, about its own image.
+        for (arch, image) in [("amd64", &images[0]), ("arm64", &images[1])] {
+            let platform = format!("linux/{arch}");
+            let doc = json(&s.strata_ok(&["sbom", "--platform", &platform, "multi:1"]));
+            assert_eq!(doc["packages"][0]["versionInfo"], image.as_str());
+            let arches = deb_arches(&doc);
+            assert!(arches.contains(arch), "{platform}: {arches:?}");
+            let other = if arch == "amd64" { "arm64" } else { "amd64" };
+            assert!(!arches.contains(other), "{platform}: {arches:?}");
+            let prov = json(&s.strata_ok(&["provenance", "--platform", &platform, "multi:1"]));
+            assert_eq!(
+                prov["subject"][0]["digest"]["sha256"],
+                image.strip_prefix("sha256:").unwrap()
+            );
+            let p = &prov["predicate"];
+            assert_eq!(p["invocation"]["environment"]["platform"], platform);
+            assert_eq!(
+                p["invocation"]["parameters"]["args"]["platform"],
+                "linux/amd64,linux/arm64"
+            );
+            assert!(p["buildConfig"]["dockerfile"]["data"]
+                .as_str()
+                .unwrap()
+                .contains("COPY note /note"));
+        }
+        // The image of either platform still runs by the tag (arm64's needs emulation: not
+        // run here).
+        assert_eq!(
+            s.strata_ok(&["run", "multi:1", "cat", "/note"]).trim(),
+            "two platforms"
+        );
+
+        // --output type=oci: the layout holds the index with all four manifests.
+        let layout = s.dir.join("layout");
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "--output",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+            "-t",
+            "multi:2",
+            ctx.to_str().unwrap(),
+        ]);
+        let raw = ok(
+            None,
+            "skopeo",
+            &["inspect", "--raw", &format!("oci:{}:2", layout.display())],
+        );
+        let (_, ams) = two_platforms_attested(&raw);
+        let copied = s.dir.join("copied");
+        ok(
+            None,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                &format!("oci:{}:2", layout.display()),
+                &format!("oci:{}:2", copied.display()),
+            ],
+        );
+        assert!(copied
+            .join("blobs/sha256")
+            .join(ams[1].strip_prefix("sha256:").unwrap())
+            .exists());
+
+        // --push: the registry has the index with the attestations, about the manifests it
+        // has; skopeo copies it whole; a pull of arm64 prints the very SBOM pushed.
+        let user = who.unwrap_or("self");
+        let name = format!("127.0.0.1:{}/multi-{user}:1", reg.port);
+        s.strata_ok(&[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--sbom=true",
+            "--provenance=mode=max",
+            "-t",
+            &name,
+            "--push",
+            ctx.to_str().unwrap(),
+        ]);
+        let inspect = |r: &str| {
+            ok(
+                None,
+                "skopeo",
+                &[
+                    "inspect",
+                    "--tls-verify=false",
+                    "--raw",
+                    &format!("docker://{r}"),
+                ],
+            )
+        };
+        let raw = inspect(&name);
+        let (pushed, ams) = two_platforms_attested(&raw);
+        let repo = format!("127.0.0.1:{}/multi-{user}", reg.port);
+        let mut statements = Vec::new();
+        for am in &ams {
+            let am = json(&inspect(&format!("{repo}@{am}")));
+            let layers = am["layers"].as_array().unwrap();
+            assert_eq!(layers.len(), 2, "{am}");
+            statements.push(layers[0]["digest"].as_str().unwrap().to_string());
+        }
+        let copy = format!("127.0.0.1:{}/multi-copy-{user}:1", reg.port);
+        ok(
+            None,
+            "skopeo",
+            &[
+                "copy",
+                "-q",
+                "--all",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+                &format!("docker://{name}"),
+                &format!("docker://{copy}"),
+            ],
+        );
+        assert_eq!(json(&inspect(&copy)), json(&raw));
+        // Pulled into another store, one per platform: each SBOM printed is the one pushed,
+        // and each statement names the manifest the registry has.
+        for (i, arch) in ["amd64", "arm64"].into_iter().enumerate() {
+            let p = Scratch::new(&format!("multi-pulled-{arch}"), who);
+            let platform = format!("linux/{arch}");
+            p.strata_ok(&["pull", "--platform", &platform, &copy]);
+            let sbom = json(&p.strata_ok(&["sbom", "--platform", &platform, &copy]));
+            let digest = pushed[i].strip_prefix("sha256:").unwrap();
+            assert_eq!(sbom["packages"][0]["versionInfo"], pushed[i].as_str());
+            assert!(deb_arches(&sbom).contains(arch), "{platform}");
+            let statement: Value =
+                serde_json::from_slice(&blob(&p.root(), &statements[i])).unwrap();
+            assert_eq!(statement["predicate"], sbom);
+            assert_eq!(statement["subject"][0]["digest"]["sha256"], digest);
+            let prov = json(&p.strata_ok(&["provenance", "--platform", &platform, &copy]));
+            assert_eq!(prov["subject"][0]["digest"]["sha256"], digest);
+            assert_eq!(
+                prov["predicate"]["invocation"]["environment"]["platform"],
+                platform
+            );
+        }
+    }
+}
+
+/// The SPDX package named `name`, if the document lists it.
+fn spdx_package<'a>(doc: &'a Value, name: &str) -> Option<&'a Value> {
+    doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+}
+
+#[test]
+fn scan_stage_adds_the_builder_stages_packages() {
+    let Some(debian) = base("debian") else { return };
+    for who in support::runners() {
+        let s = Scratch::new("stages", who);
+        s.strata_ok(&["load", "-i", debian.to_str().unwrap()]);
+        // The builder installs a Python distribution the final image does not get.
+        let install = "RUN mkdir -p /usr/lib/python3/dist-packages/toolz-0.12.1.dist-info && printf 'Metadata-Version: 2.1\\nName: toolz\\nVersion: 0.12.1\\n' > /usr/lib/python3/dist-packages/toolz-0.12.1.dist-info/METADATA && echo built > /out\n";
+        let final_stage = "FROM debian:latest\nCOPY --from=builder /out /out\n";
+        s.write(
+            "plain/Dockerfile",
+            &format!("FROM debian:latest AS builder\n{install}{final_stage}"),
+        );
+        s.write(
+            "arg/Dockerfile",
+            &format!(
+                "FROM debian:latest AS builder\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n{install}{final_stage}"
+            ),
+        );
+        let sbom_of = |ctx: &str, flags: &[&str], tag: &str| -> Value {
+            let ctx = s.dir.join(ctx);
+            let mut args = vec!["build", "-q"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&["-t", tag, ctx.to_str().unwrap()]);
+            s.strata_ok(&args);
+            json(&s.strata_ok(&["sbom", tag]))
+        };
+        // Without scan-stage: the final image's packages only.
+        let doc = sbom_of("plain", &["--sbom=true"], "st:1");
+        assert!(spdx_package(&doc, "toolz").is_none(), "{doc}");
+        // With it: the builder's package, named with its stage and instruction, as a build
+        // dependency of the image (not contained in it).
+        let doc = sbom_of("plain", &["--sbom=scan-stage=true"], "st:2");
+        let toolz = spdx_package(&doc, "toolz").unwrap_or_else(|| panic!("{doc}"));
+        assert_eq!(toolz["versionInfo"], "0.12.1");
+        let note = json(toolz["annotations"][0]["comment"].as_str().unwrap());
+        assert_eq!(note["stage"], "builder");
+        assert!(
+            note["created_by"]
+                .as_str()
+                .unwrap()
+                .contains("toolz-0.12.1.dist-info"),
+            "{note}"
+        );
+        let id = toolz["SPDXID"].as_str().unwrap();
+        assert!(doc["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == id
+                && r["relationshipType"] == "BUILD_DEPENDENCY_OF"
+                && r["relatedSpdxElement"] == "SPDXRef-Image"
+        }));
+        let f = s.dir.join("stages.spdx.json");
+        fs_err::write(&f, serde_json::to_vec(&doc).unwrap()).unwrap();
+        check_spdx(&f);
+        // A stage named in the value is scanned; another name is not.
+        let doc = sbom_of("plain", &["--sbom=scan-stage=builder"], "st:3");
+        assert!(spdx_package(&doc, "toolz").is_some(), "{doc}");
+        let doc = sbom_of("plain", &["--sbom=scan-stage=other"], "st:4");
+        assert!(spdx_package(&doc, "toolz").is_none(), "{doc}");
+        // BuildKit's build argument, and the stage's own ARG (which a build argument
+        // overrides).
+        let doc = sbom_of(
+            "plain",
+            &["--sbom", "--build-arg", "BUILDKIT_SBOM_SCAN_STAGE=true"],
+            "st:5",
+        );
+        assert!(spdx_package(&doc, "toolz").is_some(), "{doc}");
+        let doc = sbom_of("arg", &["--sbom"], "st:6");
+        assert!(spdx_package(&doc, "toolz").is_some(), "{doc}");
+        let doc = sbom_of(
+            "arg",
+            &["--sbom", "--build-arg", "BUILDKIT_SBOM_SCAN_STAGE=false"],
+            "st:7",
+        );
+        assert!(spdx_package(&doc, "toolz").is_none(), "{doc}");
+        // The image itself is unchanged: the builder's files are not in it.
+        let o = s.strata(&[
+            "run",
+            "st:2",
+            "test",
+            "-e",
+            "/usr/lib/python3/dist-packages/toolz-0.12.1.dist-info",
+        ]);
+        assert!(!o.status.success());
     }
 }

@@ -150,17 +150,8 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
     strata::engine::interrupt::install();
     // Flags that say what strata does not do (yet), before anything is read.
-    let platforms = target_platforms(&a.platform)?;
-    let attest = attestations(&a)?;
-    if platforms.len() > 1 && (attest.sbom || attest.provenance.is_some()) {
-        return Err(engine::error::Error::BadFlag {
-            message: format!(
-                "--sbom/--provenance/--attest with several platforms ({}) are not supported yet: build each platform with its attestations and combine them with `strata manifest create`",
-                platforms.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-            ),
-        }
-        .into());
-    }
+    target_platforms(&a.platform)?;
+    attestations(&a)?;
     for an in &a.annotations {
         parse_annotation(an)?;
     }
@@ -617,6 +608,7 @@ fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
         let mut on = true;
         let mut mode = ProvenanceMode::Min;
         let mut version = SlsaVersion::V02;
+        let mut scan_stages = None;
         for kv in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or(("", kv));
             match (ty.as_str(), k, v.to_ascii_lowercase().as_str()) {
@@ -633,14 +625,25 @@ fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
                         "{flag} {value}: strata makes the SBOM itself from the image's layers; it runs no scanner image (leave generator= out)"
                     )))
                 }
-                ("sbom", "scan-stages" | "scan-context", _) => {
+                // BuildKit's BUILDKIT_SBOM_SCAN_STAGE: true, false or stage names (which
+                // contain no comma, so one name per option here).
+                ("sbom", "scan-stage" | "scan-stages", _) => {
+                    let v = v.trim();
+                    scan_stages = Some(match scan_stages.take() {
+                        Some(before) if !matches!(v, "true" | "false" | "1" | "0") => {
+                            format!("{before},{v}")
+                        }
+                        _ => v.to_string(),
+                    });
+                }
+                ("sbom", "scan-context", _) => {
                     return Err(bad(format!(
-                        "{flag} {value}: strata's SBOM covers the final image only ({k} is not supported)"
+                        "{flag} {value}: strata does not scan the build context (BUILDKIT_SBOM_SCAN_CONTEXT); the SBOM covers the image and, with scan-stage=true, its builder stages"
                     )))
                 }
                 ("sbom" | "provenance", _, _) => {
                     return Err(bad(format!(
-                        "{flag} {value}: unknown option {kv} (sbom: true|false; provenance: true|false, mode=min|max, version=v0.2|v1; both: disabled=true)"
+                        "{flag} {value}: unknown option {kv} (sbom: true|false, scan-stage=true|false|STAGE; provenance: true|false, mode=min|max, version=v0.2|v1; both: disabled=true)"
                     )))
                 }
                 _ => {
@@ -651,7 +654,12 @@ fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
             }
         }
         match ty.as_str() {
-            "sbom" => out.sbom = on,
+            "sbom" => {
+                out.sbom = on;
+                if scan_stages.is_some() {
+                    out.scan_stages = scan_stages;
+                }
+            }
             "provenance" if on => out.provenance = Some((version, mode)),
             "provenance" => out.provenance = None,
             other => {

@@ -101,6 +101,9 @@ pub struct Built {
     /// the first platform's image, `images` every platform's).
     pub index: Option<Descriptor>,
     pub images: Vec<crate::store::ImageRecord>,
+    /// One platform's build of several ([`Part::Platform`]): what its attestations say, made
+    /// when the index is ([`platforms`]); `None` when none was asked (or it was attached).
+    pub attest: Option<supply::Facts>,
 }
 
 /// How much of a build one run of the engine does.
@@ -349,6 +352,8 @@ fn attempt(
     cache::remote::remember(&b);
     let img = store.add_image_annotated(&config, &result.layers, &names, annotations)?;
     if matches!(part, Part::Platform(_)) {
+        // Before the literal: its temporaries hold the bases' lock, which the facts take.
+        let attest = supply::facts(&b, started);
         // Each platform exports its own steps as soon as it is built, one after another into
         // the same destination: a step of a stage the platforms share has one key, one record.
         cache::remote::export_all(&b)?;
@@ -360,6 +365,7 @@ fn attempt(
             bases: b.bases.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             index: None,
             images: vec![img.clone()],
+            attest,
             image: img,
         });
     }
@@ -471,6 +477,7 @@ fn finished(b: &Build, img: &crate::store::ImageRecord, names: &[ImageRef]) -> B
         bases: b.bases.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         index: None,
         images: vec![img.clone()],
+        attest: None,
     }
 }
 

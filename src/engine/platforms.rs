@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use super::error::{BuildError, Doing as _, Error};
-use super::{build, build_part, exec, hooks, report, BuildOptions, Built, Output, Part};
+use super::{build, build_part, exec, hooks, report, supply, BuildOptions, Built, Output, Part};
 use crate::oci::{media, Descriptor, Platform};
 use crate::plan::Plan;
 use crate::sandbox::idmap;
@@ -98,6 +98,7 @@ fn build_several(
         }
     }
     let mut images = Vec::new();
+    let mut facts = Vec::new();
     let (mut steps, mut cached) = (0, 0);
     let mut bases: Vec<(String, crate::oci::Digest)> = Vec::new();
     for (r, p) in results.into_iter().flatten().zip(&platforms) {
@@ -109,6 +110,7 @@ fn build_several(
                 bases.push(base);
             }
         }
+        facts.extend(built.attest.map(|f| f.within(&platforms)));
         images.push(built.image);
     }
     let names = if opts.outputs.is_empty() {
@@ -116,8 +118,27 @@ fn build_several(
     } else {
         Vec::new()
     };
-    let index = index_of(store, &images, &names)?;
-    deliver(store, opts, &report, &index, &images, &platforms, &bases)?;
+    let clock = std::time::Instant::now();
+    let (index, attested) = index_of(store, &images, &facts, &names)?;
+    if !attested.is_empty() {
+        let said = format!(
+            "attestations: {} of index {} ({:.3} s)",
+            attested
+                .iter()
+                .zip(&platforms)
+                .map(|(a, p)| format!("{p}: {a}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            index.digest.short(),
+            clock.elapsed().as_secs_f64()
+        );
+        report.event(report::Event::Note(&said));
+    }
+    let attest = Attest {
+        images: &images,
+        facts: &facts,
+    };
+    deliver(store, opts, &report, &index, &attest, &platforms, &bases)?;
     let mut summary = format!(
         "built image index {} for {listed} ({steps} steps, {cached} cached)",
         index.digest
@@ -136,6 +157,7 @@ fn build_several(
         bases,
         index: Some(index),
         images,
+        attest: None,
     })
 }
 
@@ -167,17 +189,51 @@ fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
 }
 
 /// The image index of a multi-platform build over each platform's image (in `--platform`'s
-/// order), stored and named `names`: the one place the build assembles its index.
+/// order), stored and named `names`: the one place the build assembles its index. With the
+/// facts of each platform's build (`--sbom`, `--provenance`), each image's attestation
+/// manifest follows the images, as BuildKit's ([`supply::index_with_attestations`]); the
+/// second value says what was attested.
 fn index_of(
     store: &Store,
     images: &[ImageRecord],
+    facts: &[supply::Facts],
     names: &[ImageRef],
-) -> Result<Descriptor, BuildError> {
+) -> Result<(Descriptor, Vec<String>), BuildError> {
+    if !facts.is_empty() {
+        let pairs = attested_pairs(images, facts)?;
+        return supply::index_with_attestations(store, &pairs, names, None);
+    }
     let mut manifests = Vec::new();
     for img in images {
         manifests.push(manifest_descriptor(store, img)?);
     }
-    Ok(store.put_index(&manifests, BTreeMap::new(), names)?)
+    Ok((
+        store.put_index(&manifests, BTreeMap::new(), names)?,
+        Vec::new(),
+    ))
+}
+
+/// Each platform's image with the facts of its build (every platform's build has them when
+/// one has: they come from the same options).
+fn attested_pairs<'a>(
+    images: &'a [ImageRecord],
+    facts: &'a [supply::Facts],
+) -> Result<Vec<(&'a ImageRecord, &'a supply::Facts)>, BuildError> {
+    if images.len() != facts.len() {
+        return Err(Error::Internal(format!(
+            "{} platforms' images but {} platforms' attestation facts",
+            images.len(),
+            facts.len()
+        ))
+        .into());
+    }
+    Ok(images.iter().zip(facts).collect())
+}
+
+/// Each platform's image and, with `--sbom`/`--provenance`, the facts of its build.
+struct Attest<'a> {
+    images: &'a [ImageRecord],
+    facts: &'a [supply::Facts],
 }
 
 /// The descriptor of a stored image's manifest, with its platform.
@@ -206,10 +262,11 @@ fn deliver(
     opts: &BuildOptions,
     report: &Arc<dyn report::Reporter>,
     index: &Descriptor,
-    images: &[ImageRecord],
+    attest: &Attest,
     platforms: &[Platform],
     bases: &[(String, crate::oci::Digest)],
 ) -> Result<(), BuildError> {
+    let images = attest.images;
     let note = |m: &str| report.event(report::Event::Note(m));
     let names = if opts.tags.is_empty() {
         vec![ImageRef::parse("strata-build:latest")?]
@@ -272,11 +329,18 @@ fn deliver(
             crate::layer::Compression::None => crate::layer::Compression::GZIP,
             c => c,
         };
+        // With attestations: their statements about the manifests the push sends.
+        let sent = if attest.facts.is_empty() {
+            index.clone()
+        } else {
+            let pairs = attested_pairs(images, attest.facts)?;
+            supply::index_with_attestations(store, &pairs, &[], Some(compression))?.0
+        };
         for t in &to_push {
             let p = reg
                 .push_index(
                     store,
-                    index,
+                    &sent,
                     t,
                     &crate::registry::push::PushOptions {
                         compression,
@@ -342,6 +406,7 @@ fn write_oci(
             blobs.push(img.config_digest.clone());
             blobs.extend(img.manifest.layers.iter().map(|l| l.digest.clone()));
         }
+        blobs.extend(supply::attestation_blobs(store, &index.digest)?);
         for d in &blobs {
             let from = store.blob_path(d);
             layout.put_blob(d, &format!(".copy-{}", d.hex()), |tmp| {

@@ -339,6 +339,11 @@ pub struct Package {
     pub location: String,
     /// The layer that added the package (see [`merge`]).
     pub layer: LayerRef,
+    /// The builder stage whose filesystem holds the package, for a package of a stage the
+    /// image was built from that the image itself does not have (`--sbom=scan-stage=true`,
+    /// BuildKit's `BUILDKIT_SBOM_SCAN_STAGE`); `None` for the image's own packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// Python's INSTALLER.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installer: Option<String>,

@@ -109,6 +109,9 @@ pub fn document(inv: &Inventory, image: &ImageInfo) -> Value {
         if let Some(i) = &p.installer {
             note.insert("installer".into(), json!(i));
         }
+        if let Some(st) = &p.stage {
+            note.insert("stage".into(), json!(st));
+        }
         if let Some(s) = &p.checksum {
             note.insert("go_sum".into(), json!(s));
         }
@@ -126,11 +129,19 @@ pub fn document(inv: &Inventory, image: &ImageInfo) -> Value {
             }]),
         );
         packages.push(Value::Object(o));
-        relationships.push(json!({
-            "spdxElementId": "SPDXRef-Image",
-            "relationshipType": "CONTAINS",
-            "relatedSpdxElement": id,
-        }));
+        // A builder stage's package is not in the image: it built it.
+        relationships.push(match &p.stage {
+            None => json!({
+                "spdxElementId": "SPDXRef-Image",
+                "relationshipType": "CONTAINS",
+                "relatedSpdxElement": id,
+            }),
+            Some(_) => json!({
+                "spdxElementId": id,
+                "relationshipType": "BUILD_DEPENDENCY_OF",
+                "relatedSpdxElement": "SPDXRef-Image",
+            }),
+        });
     }
     let extracted: Vec<Value> = refs
         .iter()
