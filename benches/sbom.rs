@@ -7,6 +7,8 @@
 //! - `scan python base (tar)`: the package scan of the same tar (what it adds is the
 //!   difference: the scan rides along that pass when it is wired in);
 //! - `gunzip+scan python base`: the same from the 73 MB gzip blob, as a pulled base is read;
+//! - `pull pass …`: a pull's pass over the same blob as it arrives (inflate, diffID, paths),
+//!   without and with the package scan that rides it (what scanning at pull costs);
 //! - `scan venv layer`: a venv of six, idna and markupsafe (pip, setuptools);
 //! - `rebuild`: what a code-change rebuild adds: read the cached packages of the base and venv
 //!   layers, scan a new app layer, merge, and write SPDX and CycloneDX.
@@ -105,6 +107,24 @@ fn bench(c: &mut Criterion) {
     g.bench_function("gunzip+scan python base", |b| {
         b.iter(|| sbom::scan_layer(layer::decompress(&gz[..]).unwrap()).unwrap())
     });
+    // A pull's pass over a layer as it arrives (inflate, diffID, paths), without and with the
+    // package scan riding it: what scanning at pull adds.
+    let tee = |scan: bool| {
+        let sink: Option<Box<dyn layer::EntrySink>> = if scan {
+            Some(Box::new(sbom::SharedScan::new(Default::default()).0))
+        } else {
+            None
+        };
+        let mut t = layer::DiffIdTee::with_sink(sink).unwrap();
+        for piece in gz.chunks(1 << 20) {
+            t.feed(piece);
+        }
+        t.finish().unwrap().1
+    };
+    g.bench_function("pull pass (gunzip+diffID+paths) of the base", |b| {
+        b.iter(|| tee(false))
+    });
+    g.bench_function("pull pass with the package scan", |b| b.iter(|| tee(true)));
     g.throughput(Throughput::Bytes(venv.len() as u64));
     g.bench_function("scan venv layer", |b| {
         b.iter(|| sbom::scan_layer(&venv[..]).unwrap())

@@ -671,6 +671,37 @@ fn attestations_survive_push_copy_and_pull() {
         let statement = blob(&p.root(), sbom_layer);
         let pushed: Value = serde_json::from_slice(&statement).unwrap();
         assert_eq!(pushed["predicate"], sbom);
+        // The pull scanned each layer's packages as it inflated it (facts/<hex>.pkgs): the
+        // Debian base's dpkg list is there, and an SBOM made from them is the one made by
+        // scanning the blobs again.
+        let manifest = json(&String::from_utf8(blob(&p.root(), pushed_digest)).unwrap());
+        let pkgs: Vec<PathBuf> = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let hex = l["digest"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix("sha256:")
+                    .unwrap();
+                Path::new(&p.root()).join(format!("v1/facts/{hex}.pkgs"))
+            })
+            .collect();
+        let base_pkgs = json(&fs_err::read_to_string(&pkgs[0]).unwrap());
+        assert!(
+            base_pkgs["dpkg"]["var/lib/dpkg/status"]
+                .as_array()
+                .is_some_and(|a| a.len() > 50),
+            "{base_pkgs}"
+        );
+        let from_pull = p.strata_ok(&["sbom", "--format", "cyclonedx-json", &copy]);
+        for f in &pkgs {
+            ok(p.user, "rm", &[f.to_str().unwrap()]);
+        }
+        let rescanned = p.strata_ok(&["sbom", "--format", "cyclonedx-json", &copy]);
+        assert_eq!(json(&from_pull), json(&rescanned));
+        assert!(pkgs.iter().all(|f| f.exists()), "cached again");
         // The pulled image runs.
         assert_eq!(
             p.strata_ok(&["run", &copy, "cat", "/note"]).trim(),

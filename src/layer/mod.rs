@@ -343,8 +343,27 @@ pub struct DiffIdTee {
 /// The diffID and tar length of a layer, and its paths when the tar could be read as one.
 type TeeResult = io::Result<(Digest, u64, Option<paths::LayerPaths>)>;
 
+/// The inflated tar a [`DiffIdTee`] reads its entries from.
+pub type TeeTar = crate::oci::HashingReader<io::BufReader<Box<dyn Read>>>;
+
+/// Something that takes a layer's tar entries in order as [`DiffIdTee`]'s pass reads them (the
+/// package scan of an SBOM, which rides the pass instead of inflating the layer again).
+pub trait EntrySink: Send {
+    /// One entry, after the pass took its path (an `etc/passwd` or `etc/group` entry's data
+    /// has been read by then). An error ends the sink's part: it gets no more entries and no
+    /// [`EntrySink::end`]; the pass goes on.
+    fn add(&mut self, entry: &mut tar::Entry<'_, TeeTar>) -> io::Result<()>;
+    /// The tar's entries all went by (not called when the stream is no tar).
+    fn end(&mut self);
+}
+
 impl DiffIdTee {
     pub fn new() -> io::Result<Self> {
+        Self::with_sink(None)
+    }
+
+    /// A tee whose pass also feeds every tar entry to `sink`.
+    pub fn with_sink(mut sink: Option<Box<dyn EntrySink>>) -> io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let thread = std::thread::Builder::new()
             .name("diffid".into())
@@ -357,9 +376,16 @@ impl DiffIdTee {
                 // The layer's paths in the same pass (the tar's headers, as they go by), then
                 // whatever follows the end-of-archive blocks, so every byte is hashed. A
                 // stream that is not a tar still gets its digest (and no paths).
-                let mut h =
-                    crate::oci::HashingReader::new(io::BufReader::with_capacity(256 * 1024, tar));
-                let found = paths::read(&mut h).ok();
+                let mut archive = tar::Archive::new(crate::oci::HashingReader::new(
+                    io::BufReader::with_capacity(256 * 1024, tar),
+                ));
+                let found = entries_to(&mut archive, &mut sink).ok();
+                if found.is_some() {
+                    if let Some(s) = &mut sink {
+                        s.end();
+                    }
+                }
+                let mut h = archive.into_inner();
                 io::copy(&mut h, &mut io::sink())?;
                 let (digest, len) = h.finish();
                 Ok((digest, len, found))
@@ -399,6 +425,25 @@ impl Drop for DiffIdTee {
             let _ = t.join();
         }
     }
+}
+
+/// The paths of the tar `archive`, each entry also given to `sink` (dropped at its first
+/// error).
+fn entries_to(
+    archive: &mut tar::Archive<TeeTar>,
+    sink: &mut Option<Box<dyn EntrySink>>,
+) -> io::Result<paths::LayerPaths> {
+    let mut out = paths::LayerPaths::default();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        out.add(&mut entry)?;
+        if let Some(s) = sink {
+            if s.add(&mut entry).is_err() {
+                *sink = None;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The reading end of [`DiffIdTee`]'s queue; a closed queue is the end of the stream.
@@ -481,11 +526,39 @@ mod tests {
         let mut tee = DiffIdTee::new().unwrap();
         tee.feed(&blob);
         let (d, n, p) = tee.finish().unwrap();
-        assert_eq!((d, n), (info.diff_id, tar.len() as u64));
+        assert_eq!((d, n), (info.diff_id.clone(), tar.len() as u64));
         assert_eq!(
             p.unwrap().entries,
             vec![("app/main.py".to_string(), paths::Kind::File)]
         );
+        // A sink sees every entry of the same pass, then its end.
+        struct Names(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+        impl EntrySink for Names {
+            fn add(&mut self, e: &mut tar::Entry<'_, TeeTar>) -> io::Result<()> {
+                let mut body = String::new();
+                e.read_to_string(&mut body)?;
+                let name = e.path()?.display().to_string();
+                self.0.lock().unwrap().push(format!("{name}={body}"));
+                Ok(())
+            }
+            fn end(&mut self) {
+                self.0.lock().unwrap().push("end".into());
+            }
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tee = DiffIdTee::with_sink(Some(Box::new(Names(seen.clone())))).unwrap();
+        tee.feed(&blob);
+        let (d, _, p) = tee.finish().unwrap();
+        assert_eq!(d, info.diff_id);
+        assert_eq!(p.unwrap().entries.len(), 1);
+        assert_eq!(*seen.lock().unwrap(), vec!["app/main.py=x=1", "end"]);
+        // A stream that is no tar: its digest, no paths, and no end for the sink.
+        seen.lock().unwrap().clear();
+        let mut tee = DiffIdTee::with_sink(Some(Box::new(Names(seen.clone())))).unwrap();
+        tee.feed(&[0x55; 1024]);
+        let (d, _, p) = tee.finish().unwrap();
+        assert_eq!((d, p), (Digest::of(&[0x55; 1024]), None));
+        assert!(seen.lock().unwrap().is_empty());
         // A gzip stream cut short is an error; so is one that is dropped half-way (no hang).
         let (blob, _) = compress_tar(&data[..], Vec::new(), Compression::GZIP).unwrap();
         let mut tee = DiffIdTee::new().unwrap();

@@ -415,9 +415,15 @@ impl Registry {
         self.observer.blob_start(&desc.digest, desc.size, false);
         let mut tmp = store.temp_file()?;
         let mut hasher = oci::Sha256::new();
+        // A layer's package list (an SBOM's per-layer scan) rides the same pass: the inflate
+        // is most of a scan's cost, and later SBOMs read the list from the store.
         let new_tee = || match kind {
-            Blob::Layer(_) => crate::layer::DiffIdTee::new().map(Some),
-            Blob::Config => Ok(None),
+            Blob::Layer(_) => {
+                let (scan, found) = crate::sbom::SharedScan::new(Default::default());
+                crate::layer::DiffIdTee::with_sink(Some(Box::new(scan)))
+                    .map(|t| (Some(t), Some(found)))
+            }
+            Blob::Config => Ok((None, None)),
         };
         let mut have: u64 = 0;
         let mut breaks = 0u32;
@@ -427,7 +433,7 @@ impl Registry {
             path: tmp_path.clone(),
             source: e,
         };
-        let mut tee = new_tee().map_err(io)?;
+        let (mut tee, mut packages) = new_tee().map_err(io)?;
         'download: loop {
             let from = have;
             let resp = self.send(
@@ -451,7 +457,7 @@ impl Registry {
                         // The server ignored the Range: start over.
                         have = 0;
                         hasher = oci::Sha256::new();
-                        tee = new_tee().map_err(io)?;
+                        (tee, packages) = new_tee().map_err(io)?;
                         let f = tmp.file_mut();
                         f.set_len(0).map_err(io)?;
                         f.rewind().map_err(io)?;
@@ -517,6 +523,10 @@ impl Registry {
         // best effort: without them COPY reads the blob again when it needs them.
         if let Some(p) = layer_paths {
             let _ = store.put_layer_paths(&digest, &p);
+        }
+        // Its packages likewise (without them an SBOM scans the blob when it needs them).
+        if let Some(p) = packages.and_then(|f| f.take()) {
+            let _ = store.put_layer_packages(&digest, &p);
         }
         self.observer.blob_done(&digest, BlobOutcome::Downloaded);
         Ok(())

@@ -72,7 +72,7 @@ pub fn statement(
         .iter()
         .map(|n| json!({"name": n, "digest": {"sha256": subject.hex()}}))
         .collect();
-    canonical_json(&json!({
+    oci::canonical_value_json(&json!({
         "_type": STATEMENT_V1,
         "subject": subjects,
         "predicateType": predicate_type,
@@ -128,7 +128,7 @@ pub fn attestation_manifest(subject: &Digest, attestations: &[Attestation]) -> A
         blobs.push((desc, a.statement.clone()));
     }
     // A small config, only there for compatibility (BuildKit's own has these fields).
-    let config = canonical_json(&json!({
+    let config = oci::canonical_value_json(&json!({
         "architecture": "unknown",
         "os": "unknown",
         "config": {},

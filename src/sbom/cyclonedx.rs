@@ -130,5 +130,5 @@ pub fn document(inv: &Inventory, image: &ImageInfo) -> Value {
 
 /// The BOM's bytes (canonical JSON).
 pub fn to_bytes(inv: &Inventory, image: &ImageInfo) -> Vec<u8> {
-    crate::oci::canonical_json(&document(inv, image))
+    crate::oci::canonical_value_json(&document(inv, image))
 }

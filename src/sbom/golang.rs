@@ -275,12 +275,13 @@ pub(super) fn parse_modinfo(go_version: &str, text: &str) -> GoBinary {
 /// The Go build information of the ELF file `r` (`size` bytes), read as it streams by; None
 /// for a file that is not an ELF file or holds no build information.
 pub(super) fn scan(r: &mut impl Read, size: u64) -> io::Result<Option<Parsed>> {
-    let mut magic = [0u8; 4];
-    r.read_exact(&mut magic)?;
-    if &magic != b"\x7fELF" {
+    // Fewer than 4 bytes left is no ELF file (an entry whose data a pass sharing the tar has
+    // read already: the pull's paths keep etc/passwd's).
+    let mut head = Vec::with_capacity(4);
+    r.by_ref().take(4).read_to_end(&mut head)?;
+    if head != b"\x7fELF" {
         return Ok(None);
     }
-    let mut head = magic.to_vec();
     r.by_ref()
         .take((limits::ELF_HEAD as u64).min(size) - 4)
         .read_to_end(&mut head)?;

@@ -628,6 +628,55 @@ impl Scanner {
     }
 }
 
+/// A [`Scanner`] riding a pass that already reads a layer's tar ([`crate::layer::DiffIdTee`]'s,
+/// as a pull inflates and hashes each layer): its packages are in [`ScanResult::take`] once
+/// every entry went by, else (a stream that is not a whole tar, an entry it could not read)
+/// none.
+pub struct SharedScan {
+    scanner: Option<Scanner>,
+    found: std::sync::Arc<std::sync::Mutex<Option<LayerPackages>>>,
+}
+
+/// The reading end of a [`SharedScan`].
+#[derive(Clone, Default)]
+pub struct ScanResult(std::sync::Arc<std::sync::Mutex<Option<LayerPackages>>>);
+
+impl ScanResult {
+    /// The packages, when the scan saw the whole tar.
+    pub fn take(&self) -> Option<LayerPackages> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl SharedScan {
+    /// A scan with `opts` and where its result will be.
+    pub fn new(opts: ScanOptions) -> (SharedScan, ScanResult) {
+        let r = ScanResult::default();
+        (
+            SharedScan {
+                scanner: Some(Scanner::new(opts)),
+                found: r.0.clone(),
+            },
+            r,
+        )
+    }
+}
+
+impl crate::layer::EntrySink for SharedScan {
+    fn add(&mut self, entry: &mut tar::Entry<'_, crate::layer::TeeTar>) -> io::Result<()> {
+        match &mut self.scanner {
+            Some(s) => s.add(entry),
+            None => Ok(()),
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(s) = self.scanner.take() {
+            *self.found.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.finish());
+        }
+    }
+}
+
 impl Package {
     /// An identifier of the package, unique in its image and the same in every document made
     /// of it: ecosystem, name (letters, digits, `.`, `-`) and a hash of what tells it apart.
@@ -729,6 +778,39 @@ mod tests {
             &l,
         )]);
         assert_eq!(inv.packages.len(), 8, "{:#?}", inv.packages);
+    }
+
+    #[test]
+    fn a_scan_riding_the_diffid_pass_finds_what_a_scan_of_the_tar_finds() {
+        // The pass reads etc/passwd's data for the layer's paths before the scan sees it.
+        let mut files = vec![(
+            "etc/passwd",
+            &b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"[..],
+        )];
+        let s = sample();
+        let mut a = tar::Archive::new(&s[..]);
+        let mut kept = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            kept.push((e.path().unwrap().display().to_string(), body));
+        }
+        files.extend(kept.iter().map(|(p, b)| (p.as_str(), &b[..])));
+        let t = tar_of(&files);
+        let (blob, _) =
+            crate::layer::compress_tar(&t[..], Vec::new(), crate::layer::Compression::GZIP)
+                .unwrap();
+        let (scan, found) = SharedScan::new(ScanOptions::default());
+        let mut tee = crate::layer::DiffIdTee::with_sink(Some(Box::new(scan))).unwrap();
+        for piece in blob.chunks(4096) {
+            tee.feed(piece);
+        }
+        let (_, _, paths) = tee.finish().unwrap();
+        assert!(paths.unwrap().etc.contains_key("etc/passwd"));
+        let found = found.take().expect("the scan saw the whole tar");
+        assert_eq!(found, scan_layer(&t[..]).unwrap());
+        assert_eq!(found.count(), 6);
     }
 
     #[test]

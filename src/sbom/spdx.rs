@@ -125,7 +125,7 @@ pub fn document(inv: &Inventory, image: &ImageInfo) -> Value {
                 "annotationDate": created,
                 "annotationType": "OTHER",
                 "annotator": annotator,
-                "comment": String::from_utf8_lossy(&crate::oci::canonical_json(&note)),
+                "comment": String::from_utf8_lossy(&crate::oci::canonical_value_json(&Value::Object(note))),
             }]),
         );
         packages.push(Value::Object(o));
@@ -172,5 +172,5 @@ pub fn document(inv: &Inventory, image: &ImageInfo) -> Value {
 
 /// The document's bytes (canonical JSON: sorted keys, no whitespace).
 pub fn to_bytes(inv: &Inventory, image: &ImageInfo) -> Vec<u8> {
-    crate::oci::canonical_json(&document(inv, image))
+    crate::oci::canonical_value_json(&document(inv, image))
 }

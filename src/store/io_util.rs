@@ -181,6 +181,17 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// Replace `dest` with `bytes` by a rename, without waiting for the disk: for caches whose
+/// reader checks what it reads and rebuilds it when it is missing or torn (a crash may leave
+/// either, never another file's bytes).
+pub fn write_cache(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut t = TempFile::new(tmp_dir)?;
+    t.with(|f| f.write_all(bytes))?;
+    let f = t.file.take().expect("a new temp file is open");
+    drop(f);
+    at(dest, std::fs::rename(&t.path, dest))
+}
+
 /// Replace `dest` with `bytes` atomically.
 pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     let mut t = TempFile::new(tmp_dir)?;
