@@ -410,3 +410,59 @@ fn manifest_create_combines_two_runners_images_pushed_by_digest() {
     );
     assert!(e.contains("must be on its registry"), "{e}");
 }
+
+/// `e_machine` of the ELF file `f` (EM_X86_64 62, EM_AARCH64 183).
+fn elf_machine(f: &Path) -> u16 {
+    let b = fs_err::read(f).unwrap();
+    assert!(b.starts_with(b"\x7fELF") && b.len() > 20, "{}", f.display());
+    u16::from_le_bytes([b[18], b[19]])
+}
+
+/// A two-platform build whose `FROM --platform=$BUILDPLATFORM` stage and target stage take the
+/// same base from a registry index, in a store that has neither: the builder stage pulls the
+/// build platform's image first, and the arm64 target's stage must then get arm64's (it got
+/// the amd64 image under the name, and the build failed: "has no linux/arm64 image").
+#[test]
+fn a_base_pulled_for_the_build_platform_is_pulled_again_for_the_target() {
+    let t = require!(T::new("index-buildplatform"));
+    let arm = require!(arm64_base());
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    let h = reg.host();
+    two_images(&t, "s", &arm);
+    make_index(&t, "s", "multi:1");
+    let base = format!("{h}/team/multi:1");
+    ok(
+        &t.strata("s", &["push", "multi:1", &base]),
+        "push of the index",
+    );
+    let ctx = t.context(
+        "bp",
+        &format!(
+            "FROM --platform=$BUILDPLATFORM {base} AS tools\nRUN uname -m > /built-on\nFROM {base}\nCOPY --from=tools /built-on /built-on\n"
+        ),
+    );
+    let out = t.dir.join("bp-out");
+    let o = t.strata(
+        "fresh",
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    ok(&o, "the two-platform build from the registry's index");
+    for (dir, machine) in [("linux_amd64", 62), ("linux_arm64", 183)] {
+        let d = out.join(dir);
+        // The tools stage ran natively for both targets; each target's base is its own.
+        assert_eq!(
+            fs_err::read_to_string(d.join("built-on")).unwrap(),
+            "x86_64\n"
+        );
+        assert_eq!(elf_machine(&d.join("bin/busybox")), machine, "{dir}");
+    }
+}
