@@ -8,7 +8,7 @@
 #
 # And what attestations add to a real build (`benches/sbom.sh build [RUNS]`, release binary,
 # default 5 runs): the Python example (examples/python-app, pip install from PyPI) built with
-# and without `--sbom --provenance=mode=max`, hyperfine medians of
+# and without `--sbom --provenance=mode=max` in turn, medians of
 #   cold     build cache and cache mounts emptied before each run (the base image kept, as in
 #            benches/python.sh; its package list stays cached once an SBOM has read it)
 #   change1  one line appended to the app's code before each run
@@ -33,13 +33,17 @@ if [ "${1:-}" = build ]; then
   clean="$S rmi bench >/dev/null 2>&1; $S prune --cache >/dev/null; rm -rf $OUT/store/v1/cache-mounts"
   change="echo '# change' >> $OUT/ctx/hello_app/__main__.py"
   $S build -q -t bench "$OUT/ctx" >/dev/null
-  for flags in "" "$ATT"; do
-    name=${flags:+attest}; name=${name:-plain}
-    hyperfine -N -r "$RUNS" --prepare "sh -c \"$clean\"" --export-json "$OUT/cold-$name.json" \
-      "$S build -q $flags -t bench $OUT/ctx" >/dev/null
-    $S build -q $flags -t bench "$OUT/ctx" >/dev/null
-    hyperfine -N -r "$RUNS" --prepare "sh -c \"$change\"" --export-json "$OUT/change1-$name.json" \
-      "$S build -q $flags -t bench $OUT/ctx" >/dev/null
+  # Wall times, the builds with and without attestations taken in turn (a loaded machine's
+  # ups and downs weigh on both alike; hyperfine would run one series after the other).
+  wall() { local t0 t1; sh -c "$1"; t0=$(date +%s%N); $S build -q $2 -t bench "$OUT/ctx" >/dev/null; t1=$(date +%s%N); echo $(( (t1 - t0) / 1000 )); }
+  : >"$OUT/cold-plain"; : >"$OUT/cold-attest"; : >"$OUT/change1-plain"; : >"$OUT/change1-attest"
+  for i in $(seq "$RUNS"); do
+    wall "$clean" "" >>"$OUT/cold-plain"
+    wall "$clean" "$ATT" >>"$OUT/cold-attest"
+  done
+  for i in $(seq "$RUNS"); do
+    wall "$change" "" >>"$OUT/change1-plain"
+    wall "$change" "$ATT" >>"$OUT/change1-attest"
   done
   # The build's own figure for the attestations.
   attach() { sh -c "$1"; ${2:-$S} build --progress plain $ATT -t bench "$OUT/ctx" 2>&1 | sed -n 's/^attestations: .*(\([0-9.]*\) s)$/\1/p'; }
@@ -71,7 +75,7 @@ if [ "${1:-}" = build ]; then
 import json, statistics, sys
 out = sys.argv[1]
 def med(f):
-    return statistics.median(json.load(open(f"{out}/{f}.json"))["results"][0]["times"])
+    return statistics.median(int(x) for x in open(f"{out}/{f}").read().split()) / 1e6
 def att(f):
     xs = [float(x) for x in open(f"{out}/attach-{f}").read().split()]
     return statistics.median(xs) if xs else float("nan")
