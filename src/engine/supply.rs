@@ -526,6 +526,7 @@ pub(in crate::engine) fn index_with_attestations(
     images: &[(&ImageRecord, &Facts)],
     names: &[crate::store::ImageRef],
     compression: Option<crate::layer::Compression>,
+    annotations: &super::Annotations,
 ) -> Result<(Descriptor, Vec<String>), BuildError> {
     let mut manifests = Vec::new();
     let mut attestations = Vec::new();
@@ -546,11 +547,15 @@ pub(in crate::engine) fn index_with_attestations(
             what.join(", "),
             am.descriptor.digest.short()
         ));
-        manifests.push(image_descriptor(store, &subject)?);
+        let mut d = image_descriptor(store, &subject)?;
+        if let Some(p) = &d.platform {
+            d.annotations.extend(annotations.descriptor_of(p));
+        }
+        manifests.push(d);
         attestations.push(am.descriptor);
     }
     manifests.extend(attestations);
-    let index = store.put_index(&manifests, Default::default(), names)?;
+    let index = store.put_index(&manifests, annotations.index.clone(), names)?;
     Ok((index, said))
 }
 
@@ -567,7 +572,8 @@ pub(in crate::engine) fn attach(
         return Ok(None);
     };
     let clock = std::time::Instant::now();
-    let (index, said) = index_with_attestations(b.store, &[(img, &facts)], names, None)?;
+    let (index, said) =
+        index_with_attestations(b.store, &[(img, &facts)], names, None, &b.opts.annotations)?;
     b.note(&format!(
         "attestations: {} of index {} ({:.3} s)",
         said.join("; "),
@@ -603,7 +609,13 @@ pub(in crate::engine) fn index_for_push(
             }
         },
     };
-    let (index, _) = index_with_attestations(b.store, &[(img, &facts)], &[], Some(compression))?;
+    let (index, _) = index_with_attestations(
+        b.store,
+        &[(img, &facts)],
+        &[],
+        Some(compression),
+        &b.opts.annotations,
+    )?;
     Ok(index)
 }
 
