@@ -532,6 +532,72 @@ fn annotations_that_need_an_index_or_a_platform_of_the_build_are_refused() {
 }
 
 #[test]
+fn the_size_report_has_each_platforms_image() {
+    let Some(s) = M::new("size") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let err = s.ok(
+        &ctx,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "sized:1"],
+    );
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| *l != "size of each platform's image:")
+        .collect();
+    assert!(!table.is_empty(), "no size report in:\n{err}");
+    assert!(
+        table[1]
+            .split_whitespace()
+            .eq(["PLATFORM", "CONTENT", "PUSH", "LAYERS"]),
+        "{err}"
+    );
+    let row = |name: &str| -> Vec<String> {
+        table
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line in:\n{err}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let (amd, arm, all) = (row("linux/amd64"), row("linux/arm64"), row("together"));
+    // Each image: its base's layer and the two COPY layers; the sum is the index's.
+    assert_eq!(amd[3], "3", "{err}");
+    assert_eq!(arm[3], "3", "{err}");
+    assert_eq!(all[3], "6", "{err}");
+    // The content differs (each platform's own busybox), and the sum is what `strata images`
+    // shows for the index.
+    assert_ne!(amd[1], arm[1], "{err}");
+    let o = s.strata(&["images", "--format", "json"]);
+    assert!(o.status.success(), "images: {}", text(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let index = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().is_some_and(|n| n.ends_with("sized:1")))
+        })
+        .unwrap_or_else(|| panic!("sized:1 not in {rows}"));
+    assert_eq!(index["platforms"].as_array().unwrap().len(), 2, "{index}");
+    assert_eq!(
+        all[1],
+        strata::engine::size::human(index["size"].as_u64().unwrap()),
+        "{err}"
+    );
+    // Not the single-platform layer table.
+    assert!(!err.contains("LAYER    CONTENT"), "{err}");
+}
+
+#[test]
 fn outputs_of_one_image_are_refused_with_several_platforms() {
     let Some(s) = M::new("docker") else {
         return;

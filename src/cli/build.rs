@@ -249,8 +249,22 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
     }
     // The size report: the layers and what makes the image fat. A failure to read it is a
     // warning, never the build's failure.
-    if mode != progress::Mode::Quiet {
-        match engine::size::report(store, &built.image, p.stages.len() > 1) {
+    let multi_stage = p.stages.len() > 1;
+    if mode != progress::Mode::Quiet && built.images.len() > 1 {
+        // A multi-platform build: each platform's image, as `strata images` counts it.
+        match engine::size::platform_reports(store, &built.images, multi_stage) {
+            Ok(r) if mode == progress::Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "size-report", "platforms": r})
+            ),
+            Ok(r) => eprint!("{}", engine::size::render_platforms(&r)),
+            Err(e) => eprintln!(
+                "warning: no size report: {}",
+                engine::error::with_causes(&e)
+            ),
+        }
+    } else if mode != progress::Mode::Quiet {
+        match engine::size::report(store, &built.image, multi_stage) {
             Ok(r) if mode == progress::Mode::Json => eprintln!(
                 "{}",
                 serde_json::json!({"event": "size-report", "report": r})
