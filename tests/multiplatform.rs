@@ -801,6 +801,7 @@ fn push_sends_the_index_and_each_platform() {
     );
     let name = format!("127.0.0.1:{}/multi:1", r.port);
     let meta = s.dir.join("meta.json");
+    let iid = s.dir.join("iid");
     s.ok(
         &ctx,
         &[
@@ -815,6 +816,8 @@ fn push_sends_the_index_and_each_platform() {
             "index:org.example.pushed=index",
             "--annotation",
             "manifest-descriptor[linux/arm64]:org.example.arm=descriptor",
+            "--iidfile",
+            iid.to_str().unwrap(),
         ],
     );
     // The cache summary: both platforms' steps, none cached in a fresh store.
@@ -851,6 +854,10 @@ fn push_sends_the_index_and_each_platform() {
         "{m}"
     );
     assert_eq!(m["containerimage.digest"], d["digest"], "{m}");
+    // The push compressed the layers: another index than the local one (--iidfile's), of
+    // another size.
+    let local = fs_err::read_to_string(&iid).unwrap();
+    assert_ne!(d["digest"], local.as_str(), "{m}");
     // The annotations went with the index.
     assert_eq!(
         index["annotations"]["org.example.pushed"], "index",
