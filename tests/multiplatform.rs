@@ -529,6 +529,40 @@ fn annotations_that_need_an_index_or_a_platform_of_the_build_are_refused() {
     let top = json(&out.join("index.json"));
     let m = blob(&out, top["manifests"][0]["digest"].as_str().unwrap());
     assert_eq!(m["annotations"]["org.example.arm"], "yes", "{m}");
+    // One platform with an attestation is an index (BuildKit's too): the index kinds go on it.
+    let out = s.dir.join("attested");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/arm64",
+            "--provenance=true",
+            "--annotation",
+            "index:org.example.index=one",
+            "--annotation",
+            "index-descriptor:org.example.top=entry",
+            "--annotation",
+            "manifest-descriptor:org.example.desc=image",
+            "--output",
+            &format!("type=oci,tar=false,dest={}", out.display()),
+        ],
+    );
+    let top = json(&out.join("index.json"));
+    let entry = &top["manifests"][0];
+    assert_eq!(entry["annotations"]["org.example.top"], "entry", "{top}");
+    let index = blob(&out, entry["digest"].as_str().unwrap());
+    assert_eq!(index["annotations"]["org.example.index"], "one", "{index}");
+    let ms = index["manifests"].as_array().unwrap();
+    assert_eq!(
+        ms.len(),
+        2,
+        "the image and its attestation manifest: {index}"
+    );
+    assert_eq!(ms[0]["annotations"]["org.example.desc"], "image", "{index}");
+    assert!(
+        ms[1]["annotations"].get("org.example.desc").is_none(),
+        "{index}"
+    );
 }
 
 #[test]

@@ -154,8 +154,8 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     strata::engine::interrupt::install();
     // Flags that say what strata does not do (yet), before anything is read.
     let platforms = target_platforms(&a.platform)?;
-    attestations(&a)?;
-    annotations(&a.annotations)?.check(&platforms)?;
+    let attest = attestations(&a)?;
+    annotations(&a.annotations)?.check(&platforms, platforms.len() > 1 || attest.any())?;
     if a.file.as_deref() == Some(Path::new("-")) && a.context == "-" {
         bail!("the Dockerfile and the context cannot both come from standard input");
     }

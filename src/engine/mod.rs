@@ -617,7 +617,10 @@ fn write_output(
     match o {
         Output::Oci { dest, tar } => match b.attached_index() {
             // With attestations: the index that holds the image and them.
-            Some(index) => supply::save_index_oci(store, &index, &names, dest, *tar)?,
+            Some(index) => {
+                let top = &b.opts.annotations.index_descriptor;
+                supply::save_index_oci(store, &index, &names, top, dest, *tar)?
+            }
             _ => {
                 let f = if *tar {
                     SaveFormat::OciArchive

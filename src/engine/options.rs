@@ -405,8 +405,9 @@ impl Annotations {
     }
 
     /// That the annotations fit a build for `platforms`: one named for a platform is for one
-    /// of them, and the index kinds need several (an index), as BuildKit's exporter.
-    pub fn check(&self, platforms: &[Platform]) -> Result<(), super::error::Error> {
+    /// of them, and the index kinds need an index (`indexed`: several platforms, or one with
+    /// attestations, which BuildKit's exporter also makes an index), as BuildKit's exporter.
+    pub fn check(&self, platforms: &[Platform], indexed: bool) -> Result<(), super::error::Error> {
         let bad = |m: String| super::error::Error::BadFlag { message: m };
         let listed = || {
             platforms
@@ -425,16 +426,16 @@ impl Annotations {
                 }
             }
         }
-        if platforms.len() < 2 {
+        if !indexed {
             if let Some(k) = self.index.keys().chain(self.index_descriptor.keys()).next() {
                 return Err(bad(format!(
-                    "--annotation index:{k} (or index-descriptor:): index annotations not supported for single platform export (build for several platforms, --platform {},…, to make an index)",
+                    "--annotation index:{k} (or index-descriptor:): index annotations not supported for single platform export (build for several platforms, --platform {},…, or attest with --sbom/--provenance, to make an index)",
                     listed()
                 )));
             }
             if let Some((_, k, _)) = self.manifest_descriptor.first() {
                 return Err(bad(format!(
-                    "--annotation manifest-descriptor:{k}: a single-platform build has no index to hold its manifest's descriptor in strata: use manifest:{k}=… (the manifest itself), or build for several platforms"
+                    "--annotation manifest-descriptor:{k}: a single-platform build has no index to hold its manifest's descriptor in strata: use manifest:{k}=… (the manifest itself), or build for several platforms (or with --sbom/--provenance)"
                 )));
             }
         }
@@ -507,10 +508,10 @@ mod annotation_tests {
         assert_eq!(a.index_descriptor["e"], "6");
         assert_eq!(a.descriptor_of(&amd).len(), 2);
         assert_eq!(a.descriptor_of(&arm).len(), 1);
-        a.check(&[amd.clone(), arm.clone()]).unwrap();
+        a.check(&[amd.clone(), arm.clone()], true).unwrap();
         let single = parse(&["a=1", "index:d=5"])
             .unwrap()
-            .check(std::slice::from_ref(&amd))
+            .check(std::slice::from_ref(&amd), false)
             .unwrap_err()
             .to_string();
         assert!(
@@ -534,7 +535,7 @@ mod annotation_tests {
         }
         let host = Platform::parse_specifier("linux/amd64", &Platform::host()).unwrap();
         let a = parse(&["manifest[linux/riscv64]:k=v"]).unwrap();
-        let e = a.check(&[host]).unwrap_err().to_string();
+        let e = a.check(&[host], false).unwrap_err().to_string();
         assert!(e.contains("no platform linux/riscv64 in this build"), "{e}");
     }
 }

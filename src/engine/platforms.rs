@@ -36,7 +36,8 @@ pub fn build_platforms(
         .iter()
         .map(|p| p.options.target_platform.clone())
         .collect();
-    opts.annotations.check(&platforms)?;
+    opts.annotations
+        .check(&platforms, plans.len() > 1 || opts.attest.any())?;
     match plans {
         [] => Err(Error::Internal("a build for no platform".into()).into()),
         [one] => build(store, one, opts, report),

@@ -684,11 +684,12 @@ pub(in crate::engine) fn save_index_oci(
     store: &Store,
     index: &Descriptor,
     names: &[crate::store::ImageRef],
+    top: &std::collections::BTreeMap<String, String>,
     dest: &std::path::Path,
     tar: bool,
 ) -> Result<(), BuildError> {
     if !tar {
-        return save_index_oci_dir(store, index, names, dest);
+        return save_index_oci_dir(store, index, names, top, dest);
     }
     let dir = store.tmp_dir().join(format!(
         "oci-{}-{}",
@@ -697,7 +698,7 @@ pub(in crate::engine) fn save_index_oci(
     ));
     let _ = fs_err::remove_dir_all(&dir);
     let r = (|| -> Result<(), BuildError> {
-        save_index_oci_dir(store, index, names, &dir)?;
+        save_index_oci_dir(store, index, names, top, &dir)?;
         let what = || format!("writing the oci-archive {}", dest.display());
         let part = dest.with_extension("strata-part");
         let f = fs_err::File::create(&part)?;
@@ -723,6 +724,7 @@ fn save_index_oci_dir(
     store: &Store,
     index: &Descriptor,
     names: &[crate::store::ImageRef],
+    top_annotations: &std::collections::BTreeMap<String, String>,
     dest: &std::path::Path,
 ) -> Result<(), BuildError> {
     use crate::oci::layout::{self, Layout};
@@ -747,6 +749,9 @@ fn save_index_oci_dir(
         })?;
     }
     let mut top = out.index()?.unwrap_or_default();
+    // The entries have the `index-descriptor:` annotations.
+    let mut index = index.clone();
+    index.annotations.extend(top_annotations.clone());
     if names.is_empty() {
         layout::set_entry(&mut top, index.clone());
     }
