@@ -3361,7 +3361,11 @@ fn buildx_flags_ci_scripts_pass() {
         ),
         (
             &["--annotation", "index:a=b"],
-            "index annotations are not supported yet",
+            "index annotations not supported for single platform export",
+        ),
+        (
+            &["--annotation", "manifest[linux/arm64]:a=b"],
+            "no platform linux/arm64 in this build",
         ),
         (&["--add-host", "x:notanip"], "notanip is not an IP address"),
         (&["--ulimit", "nofiles=1"], "no limit nofiles"),

@@ -331,6 +331,306 @@ fn the_index_is_stored_under_the_tag() {
     );
 }
 
+/// `skopeo inspect --raw` of `reference` (a transport:reference), as JSON.
+fn skopeo_raw(reference: &str) -> serde_json::Value {
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", reference])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "skopeo {reference}: {}",
+        text(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The `--annotation` kinds of buildx: the manifests (all, or one platform's), the index, a
+/// manifest's descriptor in the index, the index's descriptor in the layout's index.json.
+const ANNOTATIONS: [&str; 12] = [
+    "--annotation",
+    "org.example.all=every",
+    "--annotation",
+    "manifest[linux/arm64]:org.example.arm=only-arm64",
+    "--annotation",
+    "index:org.example.index=the-index",
+    "--annotation",
+    "manifest-descriptor:org.example.desc=each",
+    "--annotation",
+    "manifest-descriptor[linux/amd64]:org.example.desc-amd=amd64",
+    "--annotation",
+    "index-descriptor:org.example.top=in-index-json",
+];
+
+#[test]
+fn annotations_go_where_buildx_puts_them() {
+    let Some(s) = M::new("annotations") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let out = s.dir.join("oci");
+    let mut args = vec![
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "annotated:1",
+        "--output",
+    ];
+    let dest = format!("type=oci,tar=false,dest={}", out.display());
+    args.push(&dest);
+    args.extend(ANNOTATIONS);
+    s.ok(&ctx, &args);
+    // index.json's entry: the index-descriptor annotation beside the name.
+    let top = json(&out.join("index.json"));
+    let entry = &top["manifests"][0];
+    assert_eq!(
+        entry["annotations"]["org.example.top"], "in-index-json",
+        "{top}"
+    );
+    assert_eq!(
+        entry["annotations"]["org.opencontainers.image.ref.name"],
+        "1"
+    );
+    let index = blob(&out, entry["digest"].as_str().unwrap());
+    let check = |index: &serde_json::Value, manifest: &dyn Fn(&str) -> serde_json::Value| {
+        assert_eq!(
+            index["annotations"]["org.example.index"], "the-index",
+            "{index}"
+        );
+        assert!(
+            index["annotations"].get("org.example.top").is_none(),
+            "{index}"
+        );
+        let ms = index["manifests"].as_array().unwrap();
+        assert_eq!(ms.len(), 2, "{index}");
+        for d in ms {
+            let arch = d["platform"]["architecture"].as_str().unwrap();
+            let a = &d["annotations"];
+            assert_eq!(a["org.example.desc"], "each", "{index}");
+            assert_eq!(
+                a.get("org.example.desc-amd").is_some(),
+                arch == "amd64",
+                "{index}"
+            );
+            let m = manifest(d["digest"].as_str().unwrap());
+            let a = &m["annotations"];
+            assert_eq!(a["org.example.all"], "every", "{arch}: {m}");
+            assert_eq!(
+                a.get("org.example.arm").is_some(),
+                arch == "arm64",
+                "{arch}: {m}"
+            );
+            // The base, as BuildKit records it, stays.
+            assert!(
+                a["org.opencontainers.image.base.name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(&format!("busybox-{arch}"))),
+                "{arch}: {m}"
+            );
+        }
+    };
+    check(&index, &|d| blob(&out, d));
+    if !support::have("skopeo") {
+        support::skip("skopeo is not installed: the annotations are not read back with it");
+        return;
+    }
+    // skopeo reads the same from the layout...
+    let raw = skopeo_raw(&format!("oci:{}:1", out.display()));
+    check(&raw, &|d| blob(&out, d));
+    // ...and from the store, where the build without --output names the index.
+    s.ok(
+        &ctx,
+        &[
+            &["--platform", "linux/amd64,linux/arm64", "-t", "annotated:2"][..],
+            &ANNOTATIONS,
+        ]
+        .concat(),
+    );
+    let store = Path::new(&s.root).join("v1/oci");
+    let top = json(&store.join("index.json"));
+    let name = top["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .find(|n| n.ends_with("annotated:2"))
+        .unwrap_or_else(|| panic!("annotated:2 not in {top}"))
+        .to_string();
+    let raw = skopeo_raw(&format!("oci:{}:{name}", store.display()));
+    check(&raw, &|d| blob(&store, d));
+}
+
+#[test]
+fn annotations_that_need_an_index_or_a_platform_of_the_build_are_refused() {
+    let Some(s) = M::new("annotations-refused") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    for (args, says) in [
+        (
+            &["--platform", "linux/amd64", "--annotation", "index:a=b"][..],
+            "index annotations not supported for single platform export",
+        ),
+        (
+            &[
+                "--platform",
+                "linux/arm64",
+                "--annotation",
+                "index-descriptor:a=b",
+            ],
+            "index annotations not supported for single platform export",
+        ),
+        (
+            &[
+                "--platform",
+                "linux/arm64",
+                "--annotation",
+                "manifest-descriptor:a=b",
+            ],
+            "a single-platform build has no index to hold its manifest's descriptor",
+        ),
+        (
+            &[
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--annotation",
+                "manifest[linux/riscv64]:a=b",
+            ],
+            "no platform linux/riscv64 in this build (--platform linux/amd64, linux/arm64)",
+        ),
+        (
+            &["--annotation", "index[linux/arm64]:a=b"],
+            "an index annotation is not for one platform",
+        ),
+    ] {
+        let (code, err) = s.fails_with(&ctx, args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // One platform's manifest annotation, named for it, is its manifest's.
+    let out = s.dir.join("one");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/arm64",
+            "--annotation",
+            "manifest[linux/arm64]:org.example.arm=yes",
+            "--output",
+            &format!("type=oci,tar=false,dest={}", out.display()),
+        ],
+    );
+    let top = json(&out.join("index.json"));
+    let m = blob(&out, top["manifests"][0]["digest"].as_str().unwrap());
+    assert_eq!(m["annotations"]["org.example.arm"], "yes", "{m}");
+    // One platform with an attestation is an index (BuildKit's too): the index kinds go on it.
+    let out = s.dir.join("attested");
+    s.ok(
+        &ctx,
+        &[
+            "--platform",
+            "linux/arm64",
+            "--provenance=true",
+            "--annotation",
+            "index:org.example.index=one",
+            "--annotation",
+            "index-descriptor:org.example.top=entry",
+            "--annotation",
+            "manifest-descriptor:org.example.desc=image",
+            "--output",
+            &format!("type=oci,tar=false,dest={}", out.display()),
+        ],
+    );
+    let top = json(&out.join("index.json"));
+    let entry = &top["manifests"][0];
+    assert_eq!(entry["annotations"]["org.example.top"], "entry", "{top}");
+    let index = blob(&out, entry["digest"].as_str().unwrap());
+    assert_eq!(index["annotations"]["org.example.index"], "one", "{index}");
+    let ms = index["manifests"].as_array().unwrap();
+    assert_eq!(
+        ms.len(),
+        2,
+        "the image and its attestation manifest: {index}"
+    );
+    assert_eq!(ms[0]["annotations"]["org.example.desc"], "image", "{index}");
+    assert!(
+        ms[1]["annotations"].get("org.example.desc").is_none(),
+        "{index}"
+    );
+}
+
+#[test]
+fn the_size_report_has_each_platforms_image() {
+    let Some(s) = M::new("size") else {
+        return;
+    };
+    let ctx = s.ctx(
+        "ctx",
+        &[("Dockerfile", COPY_ONLY), ("hello.txt", "hello\n")],
+    );
+    let err = s.ok(
+        &ctx,
+        &["--platform", "linux/amd64,linux/arm64", "-t", "sized:1"],
+    );
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| *l != "size of each platform's image:")
+        .collect();
+    assert!(!table.is_empty(), "no size report in:\n{err}");
+    assert!(
+        table[1]
+            .split_whitespace()
+            .eq(["PLATFORM", "CONTENT", "PUSH", "LAYERS"]),
+        "{err}"
+    );
+    let row = |name: &str| -> Vec<String> {
+        table
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} line in:\n{err}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let (amd, arm, all) = (row("linux/amd64"), row("linux/arm64"), row("together"));
+    // Each image: its base's layer and the two COPY layers; the sum is the index's.
+    assert_eq!(amd[3], "3", "{err}");
+    assert_eq!(arm[3], "3", "{err}");
+    assert_eq!(all[3], "6", "{err}");
+    // The content differs (each platform's own busybox), and the sum is what `strata images`
+    // shows for the index.
+    assert_ne!(amd[1], arm[1], "{err}");
+    let o = s.strata(&["images", "--format", "json"]);
+    assert!(o.status.success(), "images: {}", text(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let index = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["names"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().is_some_and(|n| n.ends_with("sized:1")))
+        })
+        .unwrap_or_else(|| panic!("sized:1 not in {rows}"));
+    assert_eq!(index["platforms"].as_array().unwrap().len(), 2, "{index}");
+    assert_eq!(
+        all[1],
+        strata::engine::size::human(index["size"].as_u64().unwrap()),
+        "{err}"
+    );
+    // Not the single-platform layer table.
+    assert!(!err.contains("LAYER    CONTENT"), "{err}");
+}
+
 #[test]
 fn outputs_of_one_image_are_refused_with_several_platforms() {
     let Some(s) = M::new("docker") else {
@@ -535,6 +835,7 @@ fn push_sends_the_index_and_each_platform() {
     );
     let name = format!("127.0.0.1:{}/multi:1", r.port);
     let meta = s.dir.join("meta.json");
+    let iid = s.dir.join("iid");
     s.ok(
         &ctx,
         &[
@@ -545,8 +846,24 @@ fn push_sends_the_index_and_each_platform() {
             "--push",
             "--metadata-file",
             meta.to_str().unwrap(),
+            "--annotation",
+            "index:org.example.pushed=index",
+            "--annotation",
+            "manifest-descriptor[linux/arm64]:org.example.arm=descriptor",
+            "--iidfile",
+            iid.to_str().unwrap(),
         ],
     );
+    // The cache summary: both platforms' steps, none cached in a fresh store.
+    let m = json(&meta);
+    let cache = &m["strata.cache"];
+    assert_eq!(cache["steps"], 4, "{m}");
+    assert_eq!(cache["cached"], 0, "{m}");
+    assert_eq!(cache["imported"], 0, "{m}");
+    assert_eq!(cache["ran"].as_array().unwrap().len(), 4, "{m}");
+    for p in m["strata.platforms"].as_array().unwrap() {
+        assert_eq!(p["cache"]["steps"], 2, "{m}");
+    }
     if !support::have("skopeo") {
         support::skip("skopeo is not installed: the pushed index is not read back");
         return;
@@ -561,6 +878,34 @@ fn push_sends_the_index_and_each_platform() {
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
+    );
+    // --metadata-file describes the index the registry has: its digest and size.
+    let d = &m["containerimage.descriptor"];
+    assert_eq!(d["size"], o.stdout.len(), "{m}");
+    assert_eq!(
+        d["digest"],
+        strata::oci::Digest::of(&o.stdout).to_string(),
+        "{m}"
+    );
+    assert_eq!(m["containerimage.digest"], d["digest"], "{m}");
+    // The push compressed the layers: another index than the local one (--iidfile's), of
+    // another size.
+    let local = fs_err::read_to_string(&iid).unwrap();
+    assert_ne!(d["digest"], local.as_str(), "{m}");
+    // The annotations went with the index.
+    assert_eq!(
+        index["annotations"]["org.example.pushed"], "index",
+        "{index}"
+    );
+    assert_eq!(
+        index["manifests"][1]["annotations"]["org.example.arm"], "descriptor",
+        "{index}"
+    );
+    assert!(
+        index["manifests"][0]["annotations"]
+            .get("org.example.arm")
+            .is_none(),
+        "{index}"
     );
     let archs: Vec<&str> = index["manifests"]
         .as_array()
@@ -583,10 +928,6 @@ fn push_sends_the_index_and_each_platform() {
     assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
     let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(c["architecture"], "arm64");
-    let m = json(&meta);
-    assert!(m["containerimage.digest"]
-        .as_str()
-        .is_some_and(|d| d.starts_with("sha256:")));
     assert_eq!(m["strata.pushed"].as_array().unwrap().len(), 1);
 }
 

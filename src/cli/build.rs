@@ -126,8 +126,11 @@ pub struct BuildArgs {
     /// The size of RUN steps' /dev/shm (default 64m).
     #[arg(long = "shm-size", value_name = "SIZE", value_parser = super::parse_shm_size)]
     shm_size: Option<u64>,
-    /// An annotation of the image's manifest: KEY=VALUE, or manifest:KEY=VALUE (repeatable).
-    /// Index annotations (index:KEY=VALUE) are not supported yet.
+    /// An annotation, as buildx's (repeatable): KEY=VALUE or manifest:KEY=VALUE (each image's
+    /// manifest), manifest[linux/arm64]:KEY=VALUE (that platform's only), and for a
+    /// multi-platform build index:KEY=VALUE (the image index), manifest-descriptor[[P]]:KEY=VALUE
+    /// (a manifest's descriptor in the index), index-descriptor:KEY=VALUE (the index's
+    /// descriptor in an OCI layout's index.json).
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
     /// Attestations: type=sbom[,disabled=true] or type=provenance[,mode=min|max]
@@ -150,11 +153,9 @@ pub fn run(store: &Store, a: BuildArgs) -> anyhow::Result<i32> {
     // Ctrl-C and SIGTERM cancel the build cleanly (exit 130 / 143), see engine::interrupt.
     strata::engine::interrupt::install();
     // Flags that say what strata does not do (yet), before anything is read.
-    target_platforms(&a.platform)?;
-    attestations(&a)?;
-    for an in &a.annotations {
-        parse_annotation(an)?;
-    }
+    let platforms = target_platforms(&a.platform)?;
+    let attest = attestations(&a)?;
+    annotations(&a.annotations)?.check(&platforms, platforms.len() > 1 || attest.any())?;
     if a.file.as_deref() == Some(Path::new("-")) && a.context == "-" {
         bail!("the Dockerfile and the context cannot both come from standard input");
     }
@@ -248,8 +249,22 @@ fn build(store: &Store, a: &BuildArgs, context: &Path) -> anyhow::Result<i32> {
     }
     // The size report: the layers and what makes the image fat. A failure to read it is a
     // warning, never the build's failure.
-    if mode != progress::Mode::Quiet {
-        match engine::size::report(store, &built.image, p.stages.len() > 1) {
+    let multi_stage = p.stages.len() > 1;
+    if mode != progress::Mode::Quiet && built.images.len() > 1 {
+        // A multi-platform build: each platform's image, as `strata images` counts it.
+        match engine::size::platform_reports(store, &built.images, multi_stage) {
+            Ok(r) if mode == progress::Mode::Json => eprintln!(
+                "{}",
+                serde_json::json!({"event": "size-report", "platforms": r})
+            ),
+            Ok(r) => eprint!("{}", engine::size::render_platforms(&r)),
+            Err(e) => eprintln!(
+                "warning: no size report: {}",
+                engine::error::with_causes(&e)
+            ),
+        }
+    } else if mode != progress::Mode::Quiet {
+        match engine::size::report(store, &built.image, multi_stage) {
             Ok(r) if mode == progress::Mode::Json => eprintln!(
                 "{}",
                 serde_json::json!({"event": "size-report", "report": r})
@@ -388,11 +403,7 @@ fn build_options(
         mode = progress::Mode::Plain;
     }
     let allow_host_network = allow_host_network(a)?;
-    let mut annotations = BTreeMap::new();
-    for an in &a.annotations {
-        let (k, v) = parse_annotation(an)?;
-        annotations.insert(k, v);
-    }
+    let annotations = annotations(&a.annotations)?;
     let load = a
         .load
         .as_deref()
@@ -672,36 +683,14 @@ fn attestations(a: &BuildArgs) -> anyhow::Result<engine::supply::Attest> {
     Ok(out)
 }
 
-/// `--annotation KEY=VALUE` or `manifest:KEY=VALUE` (with `[PLATFORM]` this machine's).
-fn parse_annotation(s: &str) -> anyhow::Result<(String, String)> {
-    let bad = |m: String| anyhow::Error::from(engine::error::Error::BadFlag { message: m });
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| bad(format!("invalid --annotation \"{s}\": expected KEY=VALUE")))?;
-    let (kind, key) = match k.split_once(':') {
-        Some((kind, key)) if !kind.contains('.') && !kind.contains('/') => (kind, key),
-        _ => ("manifest", k),
-    };
-    let kind = kind.split('[').next().unwrap_or(kind);
-    match kind {
-        "manifest" => {}
-        "index" | "index-descriptor" | "manifest-descriptor" => {
-            return Err(bad(format!(
-                "--annotation {s}: {kind} annotations are not supported yet (a multi-platform build's index gets none): use manifest:KEY=VALUE or KEY=VALUE"
-            )))
-        }
-        other => {
-            return Err(bad(format!(
-                "invalid --annotation \"{s}\": unknown kind {other} (manifest, index, manifest-descriptor, index-descriptor)"
-            )))
-        }
+/// The `--annotation`s, by kind (see `engine::Annotations::add`).
+fn annotations(given: &[String]) -> anyhow::Result<engine::Annotations> {
+    let mut out = engine::Annotations::default();
+    let host = Platform::host();
+    for an in given {
+        out.add(an, &host)?;
     }
-    if key.is_empty() {
-        return Err(bad(format!(
-            "invalid --annotation \"{s}\": the key is empty"
-        )));
-    }
-    Ok((key.to_string(), v.to_string()))
+    Ok(out)
 }
 
 /// After a build, the lint warnings in one line each, as buildx ends a build.

@@ -104,6 +104,18 @@ pub struct Built {
     /// One platform's build of several ([`Part::Platform`]): what its attestations say, made
     /// when the index is ([`platforms`]); `None` when none was asked (or it was attached).
     pub attest: Option<supply::Facts>,
+    /// What the cache gave (`strata.cache` of `--metadata-file`).
+    pub cache: CacheSummary,
+}
+
+/// What the cache gave a build: its steps, those cached (from the store or an imported
+/// cache), those from an imported cache, and the steps that ran.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CacheSummary {
+    pub steps: usize,
+    pub cached: usize,
+    pub imported: usize,
+    pub ran: Vec<String>,
 }
 
 /// How much of a build one run of the engine does.
@@ -357,6 +369,7 @@ fn attempt(
         // Each platform exports its own steps as soon as it is built, one after another into
         // the same destination: a step of a stage the platforms share has one key, one record.
         cache::remote::export_all(&b)?;
+        let cache = cache_summary(&b);
         return Ok(Built {
             image_id: img.config_digest.clone(),
             manifest_digest: img.manifest_digest.clone(),
@@ -367,6 +380,7 @@ fn attempt(
             images: vec![img.clone()],
             attest,
             image: img,
+            cache,
         });
     }
     let attached = supply::attach(&b, &img, &names, started)?;
@@ -397,7 +411,8 @@ fn image_config(b: &Build, result: &StageResult) -> ImageConfig {
     config
 }
 
-/// The image's annotations: its base (as BuildKit records it), then `--annotation`s.
+/// The image's annotations: its base (as BuildKit records it), then the `--annotation`s of
+/// its manifest (of every platform, then of its own).
 fn annotations(b: &Build) -> BTreeMap<String, String> {
     let opts = b.opts;
     let mut annotations = BTreeMap::new();
@@ -408,9 +423,10 @@ fn annotations(b: &Build) -> BTreeMap<String, String> {
             d.to_string(),
         );
     }
-    for (k, v) in &opts.annotations {
-        annotations.insert(k.clone(), v.clone());
-    }
+    annotations.extend(
+        opts.annotations
+            .manifest_of(&b.plan.options.target_platform),
+    );
     annotations
 }
 
@@ -478,6 +494,7 @@ fn finished(b: &Build, img: &crate::store::ImageRecord, names: &[ImageRef]) -> B
         index: None,
         images: vec![img.clone()],
         attest: None,
+        cache: cache_summary(b),
     }
 }
 
@@ -527,19 +544,19 @@ fn push_to(
 
 /// The steps with a layer, how many were cached, how many of those came from `--cache-from`,
 /// and the ones that ran, for `--metadata-file`.
-fn cache_summary(b: &Build) -> serde_json::Value {
+fn cache_summary(b: &Build) -> CacheSummary {
     let applied = b.applied.lock().unwrap_or_else(|e| e.into_inner());
     let imported = applied
         .iter()
         .filter(|a| b.imported.hit_here(&a.key))
         .count();
     let ran = b.ran.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    serde_json::json!({
-        "steps": b.steps.load(Ordering::SeqCst),
-        "cached": b.cached.load(Ordering::SeqCst),
-        "imported": imported,
-        "ran": ran,
-    })
+    CacheSummary {
+        steps: b.steps.load(Ordering::SeqCst),
+        cached: b.cached.load(Ordering::SeqCst),
+        imported,
+        ran,
+    }
 }
 
 /// buildx's `--metadata-file`, with strata's base-image record.
@@ -571,7 +588,7 @@ fn write_metadata(
         "image.name": names.join(","),
         "strata.pushed": pushed.iter().map(|(r, d)| format!("{r}@{d}")).collect::<Vec<_>>(),
         "strata.base-images": bases,
-        "strata.cache": cache_summary(b),
+        "strata.cache": serde_json::to_value(cache_summary(b))?,
     });
     fs_err::write(f, serde_json::to_vec_pretty(&v)?)
         .doing_with(|| format!("writing --metadata-file {}", f.display()))?;
@@ -600,7 +617,10 @@ fn write_output(
     match o {
         Output::Oci { dest, tar } => match b.attached_index() {
             // With attestations: the index that holds the image and them.
-            Some(index) => supply::save_index_oci(store, &index, &names, dest, *tar)?,
+            Some(index) => {
+                let top = &b.opts.annotations.index_descriptor;
+                supply::save_index_oci(store, &index, &names, top, dest, *tar)?
+            }
             _ => {
                 let f = if *tar {
                     SaveFormat::OciArchive

@@ -12,6 +12,7 @@ use super::cache::remote::{CacheFrom, CacheOptionError, CacheTo};
 use super::load;
 use crate::dockerfile::instructions::parse_bool;
 use crate::layer::Compression;
+use crate::oci::Platform;
 use crate::registry::PullPolicy;
 use crate::sandbox::Network;
 use crate::store::ImageRef;
@@ -318,12 +319,225 @@ pub struct BuildOptions {
     pub ulimits: Vec<crate::sandbox::Rlimit>,
     /// `--shm-size`: the size of RUN steps' /dev/shm.
     pub shm_size: Option<u64>,
-    /// `--annotation`: annotations of the image's manifest.
-    pub annotations: BTreeMap<String, String>,
+    /// `--annotation`s, by where they go.
+    pub annotations: Annotations,
     /// `--load`: the image into a docker daemon or podman's storage after the build.
     pub load: Option<load::LoadTarget>,
     /// `--sbom`, `--provenance`, `--attest`: the attestations to attach.
     pub attest: crate::engine::supply::Attest,
+}
+
+/// `--annotation`s by where BuildKit's image and oci exporters put them (buildx's
+/// `[KIND[\[PLATFORM\]]:]KEY=VALUE`). The index kinds need an index: a multi-platform build's
+/// (checked with the build's platforms, [`Annotations::check`]).
+#[derive(Clone, Debug, Default)]
+pub struct Annotations {
+    /// `KEY=VALUE`, `manifest:…`, `manifest[PLATFORM]:…`: the image manifest of every
+    /// platform (`None`) or of one.
+    pub manifest: Vec<(Option<Platform>, String, String)>,
+    /// `manifest-descriptor[\[PLATFORM\]]:…`: the manifest's descriptor in the index.
+    pub manifest_descriptor: Vec<(Option<Platform>, String, String)>,
+    /// `index:…`: the image index.
+    pub index: BTreeMap<String, String>,
+    /// `index-descriptor:…`: the index's descriptor in an OCI layout's index.json.
+    pub index_descriptor: BTreeMap<String, String>,
+}
+
+impl Annotations {
+    /// Add one `--annotation` (`machine` completes a platform given as an OS alone).
+    pub fn add(&mut self, s: &str, machine: &Platform) -> Result<(), super::error::Error> {
+        let bad = |m: String| super::error::Error::BadFlag { message: m };
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| bad(format!("invalid --annotation \"{s}\": expected KEY=VALUE")))?;
+        // A kind is letters and dashes, with a platform in brackets: a key with a colon of
+        // its own (`com.example:x`) is a manifest key.
+        let (kind, key) = match k.split_once(':') {
+            Some((kind, key))
+                if kind.split('[').next().is_some_and(|w| {
+                    !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                }) =>
+            {
+                (kind, key)
+            }
+            _ => ("manifest", k),
+        };
+        let (kind, platform) = match kind.split_once('[') {
+            Some((kind, rest)) => {
+                let p = rest.strip_suffix(']').ok_or_else(|| {
+                    bad(format!(
+                        "invalid --annotation \"{s}\": {kind}[PLATFORM] lacks its closing bracket"
+                    ))
+                })?;
+                let p = Platform::parse_specifier(p, machine)
+                    .map_err(|e| bad(format!("invalid --annotation \"{s}\": platform {p}: {e}")))?;
+                (kind, Some(p))
+            }
+            None => (kind, None),
+        };
+        if key.is_empty() {
+            return Err(bad(format!(
+                "invalid --annotation \"{s}\": the key is empty"
+            )));
+        }
+        let (key, v) = (key.to_string(), v.to_string());
+        match (kind, platform) {
+            ("manifest", p) => self.manifest.push((p, key, v)),
+            ("manifest-descriptor", p) => self.manifest_descriptor.push((p, key, v)),
+            ("index", None) => {
+                self.index.insert(key, v);
+            }
+            ("index-descriptor", None) => {
+                self.index_descriptor.insert(key, v);
+            }
+            ("index" | "index-descriptor", Some(p)) => {
+                return Err(bad(format!(
+                    "invalid --annotation \"{s}\": an {kind} annotation is not for one platform ({p}): the index holds them all"
+                )))
+            }
+            (other, _) => {
+                return Err(bad(format!(
+                    "invalid --annotation \"{s}\": unknown kind {other} (manifest, index, manifest-descriptor, index-descriptor)"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// That the annotations fit a build for `platforms`: one named for a platform is for one
+    /// of them, and the index kinds need an index (`indexed`: several platforms, or one with
+    /// attestations, which BuildKit's exporter also makes an index), as BuildKit's exporter.
+    pub fn check(&self, platforms: &[Platform], indexed: bool) -> Result<(), super::error::Error> {
+        let bad = |m: String| super::error::Error::BadFlag { message: m };
+        let listed = || {
+            platforms
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (p, k, _) in self.manifest.iter().chain(&self.manifest_descriptor) {
+            if let Some(p) = p {
+                if !platforms.iter().any(|t| t.normalized() == p.normalized()) {
+                    return Err(bad(format!(
+                        "--annotation for {p} (key {k}): no platform {p} in this build (--platform {})",
+                        listed()
+                    )));
+                }
+            }
+        }
+        if !indexed {
+            if let Some(k) = self.index.keys().chain(self.index_descriptor.keys()).next() {
+                return Err(bad(format!(
+                    "--annotation index:{k} (or index-descriptor:): index annotations not supported for single platform export (build for several platforms, --platform {},…, or attest with --sbom/--provenance, to make an index)",
+                    listed()
+                )));
+            }
+            if let Some((_, k, _)) = self.manifest_descriptor.first() {
+                return Err(bad(format!(
+                    "--annotation manifest-descriptor:{k}: a single-platform build has no index to hold its manifest's descriptor in strata: use manifest:{k}=… (the manifest itself), or build for several platforms (or with --sbom/--provenance)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest annotations of `platform`'s image (those for every platform, then its own).
+    pub fn manifest_of(&self, platform: &Platform) -> BTreeMap<String, String> {
+        Self::of(&self.manifest, platform)
+    }
+
+    /// The annotations of `platform`'s manifest's descriptor in the index.
+    pub fn descriptor_of(&self, platform: &Platform) -> BTreeMap<String, String> {
+        Self::of(&self.manifest_descriptor, platform)
+    }
+
+    fn of(
+        list: &[(Option<Platform>, String, String)],
+        platform: &Platform,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (_, k, v) in list.iter().filter(|(p, _, _)| p.is_none()) {
+            out.insert(k.clone(), v.clone());
+        }
+        for (p, k, v) in list.iter() {
+            if p.as_ref()
+                .is_some_and(|p| p.normalized() == platform.normalized())
+            {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod annotation_tests {
+    use super::*;
+
+    fn parse(list: &[&str]) -> Result<Annotations, crate::engine::error::Error> {
+        let host = Platform::parse_specifier("linux/amd64", &Platform::host()).unwrap();
+        let mut a = Annotations::default();
+        for s in list {
+            a.add(s, &host)?;
+        }
+        Ok(a)
+    }
+
+    #[test]
+    fn kinds_and_platforms() {
+        let a = parse(&[
+            "a=1",
+            "com.example:x=2",
+            "manifest:b=3",
+            "manifest[linux/arm64]:c=4",
+            "index:d=5",
+            "index-descriptor:e=6",
+            "manifest-descriptor:f=7",
+            "manifest-descriptor[linux/amd64]:g=8",
+        ])
+        .unwrap();
+        let arm = Platform::parse_specifier("linux/arm64", &Platform::host()).unwrap();
+        let amd = Platform::parse_specifier("linux/amd64", &Platform::host()).unwrap();
+        let m = a.manifest_of(&arm);
+        assert_eq!(m.len(), 4, "{m:?}");
+        assert_eq!(m["com.example:x"], "2");
+        assert_eq!(m["c"], "4");
+        assert!(!a.manifest_of(&amd).contains_key("c"));
+        assert_eq!(a.index["d"], "5");
+        assert_eq!(a.index_descriptor["e"], "6");
+        assert_eq!(a.descriptor_of(&amd).len(), 2);
+        assert_eq!(a.descriptor_of(&arm).len(), 1);
+        a.check(&[amd.clone(), arm.clone()], true).unwrap();
+        let single = parse(&["a=1", "index:d=5"])
+            .unwrap()
+            .check(std::slice::from_ref(&amd), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            single.contains("index annotations not supported for single platform export"),
+            "{single}"
+        );
+    }
+
+    #[test]
+    fn refused() {
+        for (given, says) in [
+            ("novalue", "expected KEY=VALUE"),
+            ("manifest:=x", "the key is empty"),
+            ("bogus:k=v", "unknown kind bogus"),
+            ("index[linux/arm64]:k=v", "not for one platform"),
+            ("manifest[linux/arm64:k=v", "closing bracket"),
+            ("manifest[a/b/c/d]:k=v", "platform a/b/c/d"),
+        ] {
+            let e = parse(&[given]).unwrap_err().to_string();
+            assert!(e.contains(says), "{given}: {e}");
+        }
+        let host = Platform::parse_specifier("linux/amd64", &Platform::host()).unwrap();
+        let a = parse(&["manifest[linux/riscv64]:k=v"]).unwrap();
+        let e = a.check(&[host], false).unwrap_err().to_string();
+        assert!(e.contains("no platform linux/riscv64 in this build"), "{e}");
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use super::error::{BuildError, Doing as _, Error};
-use super::{build, build_part, exec, hooks, report, supply, BuildOptions, Built, Output, Part};
+use super::{
+    build, build_part, exec, hooks, report, supply, Annotations, BuildOptions, Built, Output, Part,
+};
 use crate::oci::{media, Descriptor, Platform};
 use crate::plan::Plan;
 use crate::sandbox::idmap;
@@ -30,6 +32,12 @@ pub fn build_platforms(
     opts: &BuildOptions,
     report: Arc<dyn report::Reporter>,
 ) -> Result<Built, BuildError> {
+    let platforms: Vec<Platform> = plans
+        .iter()
+        .map(|p| p.options.target_platform.clone())
+        .collect();
+    opts.annotations
+        .check(&platforms, plans.len() > 1 || opts.attest.any())?;
     match plans {
         [] => Err(Error::Internal("a build for no platform".into()).into()),
         [one] => build(store, one, opts, report),
@@ -99,6 +107,7 @@ fn build_several(
     }
     let mut images = Vec::new();
     let mut facts = Vec::new();
+    let mut caches = Vec::new();
     let (mut steps, mut cached) = (0, 0);
     let mut bases: Vec<(String, crate::oci::Digest)> = Vec::new();
     for (r, p) in results.into_iter().flatten().zip(&platforms) {
@@ -112,14 +121,22 @@ fn build_several(
         }
         facts.extend(built.attest.map(|f| f.within(&platforms)));
         images.push(built.image);
+        caches.push(built.cache);
     }
+    // The whole build's: every platform's steps (a step the platforms share ran in one).
+    let cache = super::CacheSummary {
+        steps,
+        cached,
+        imported: caches.iter().map(|c| c.imported).sum(),
+        ran: caches.iter().flat_map(|c| c.ran.iter().cloned()).collect(),
+    };
     let names = if opts.outputs.is_empty() {
         opts.tags.clone()
     } else {
         Vec::new()
     };
     let clock = std::time::Instant::now();
-    let (index, attested) = index_of(store, &images, &facts, &names)?;
+    let (index, attested) = index_of(store, &images, &facts, &names, &opts.annotations)?;
     if !attested.is_empty() {
         let said = format!(
             "attestations: {} of index {} ({:.3} s)",
@@ -138,7 +155,13 @@ fn build_several(
         images: &images,
         facts: &facts,
     };
-    deliver(store, opts, &report, &index, &attest, &platforms, &bases)?;
+    let built = Delivered {
+        platforms: &platforms,
+        bases: &bases,
+        cache: &cache,
+        caches: &caches,
+    };
+    deliver(store, opts, &report, &index, &attest, &built)?;
     let mut summary = format!(
         "built image index {} for {listed} ({steps} steps, {cached} cached)",
         index.digest
@@ -158,6 +181,7 @@ fn build_several(
         index: Some(index),
         images,
         attest: None,
+        cache,
     })
 }
 
@@ -192,23 +216,27 @@ fn refuse(opts: &BuildOptions, platforms: &str) -> Result<(), BuildError> {
 /// order), stored and named `names`: the one place the build assembles its index. With the
 /// facts of each platform's build (`--sbom`, `--provenance`), each image's attestation
 /// manifest follows the images, as BuildKit's ([`supply::index_with_attestations`]); the
-/// second value says what was attested.
+/// second value says what was attested. The index and each manifest's descriptor in it have
+/// their `--annotation`s (`index:`, `manifest-descriptor:`).
 fn index_of(
     store: &Store,
     images: &[ImageRecord],
     facts: &[supply::Facts],
     names: &[ImageRef],
+    annotations: &Annotations,
 ) -> Result<(Descriptor, Vec<String>), BuildError> {
     if !facts.is_empty() {
         let pairs = attested_pairs(images, facts)?;
-        return supply::index_with_attestations(store, &pairs, names, None);
+        return supply::index_with_attestations(store, &pairs, names, None, annotations);
     }
     let mut manifests = Vec::new();
     for img in images {
-        manifests.push(manifest_descriptor(store, img)?);
+        let mut d = manifest_descriptor(store, img)?;
+        d.annotations = annotations.descriptor_of(&image_platform(img));
+        manifests.push(d);
     }
     Ok((
-        store.put_index(&manifests, BTreeMap::new(), names)?,
+        store.put_index(&manifests, annotations.index.clone(), names)?,
         Vec::new(),
     ))
 }
@@ -255,6 +283,15 @@ fn image_platform(img: &ImageRecord) -> Platform {
     }
 }
 
+/// What the build made besides the images, for `--metadata-file`: in `--platform`'s order,
+/// the platforms and what the cache gave each; the bases; what the cache gave the whole.
+struct Delivered<'a> {
+    platforms: &'a [Platform],
+    bases: &'a [(String, crate::oci::Digest)],
+    cache: &'a super::CacheSummary,
+    caches: &'a [super::CacheSummary],
+}
+
 /// Write the index where the options say: `--output`s (`type=registry` pushes it, as
 /// `--push`), `--push`, `--metadata-file`, `--iidfile` (the others are refused by [`refuse`]).
 fn deliver(
@@ -263,10 +300,9 @@ fn deliver(
     report: &Arc<dyn report::Reporter>,
     index: &Descriptor,
     attest: &Attest,
-    platforms: &[Platform],
-    bases: &[(String, crate::oci::Digest)],
+    built: &Delivered,
 ) -> Result<(), BuildError> {
-    let images = attest.images;
+    let (images, platforms) = (attest.images, built.platforms);
     let note = |m: &str| report.event(report::Event::Note(m));
     let names = if opts.tags.is_empty() {
         vec![ImageRef::parse("strata-build:latest")?]
@@ -276,7 +312,8 @@ fn deliver(
     for o in &opts.outputs {
         match o {
             Output::Oci { dest, tar } => {
-                write_oci(store, index, images, &names, dest, *tar)?;
+                let top = &opts.annotations.index_descriptor;
+                write_oci(store, index, images, &names, top, dest, *tar)?;
                 note(&format!("wrote {}", super::describe(o)));
             }
             Output::Local { dest } => {
@@ -334,7 +371,14 @@ fn deliver(
             index.clone()
         } else {
             let pairs = attested_pairs(images, attest.facts)?;
-            supply::index_with_attestations(store, &pairs, &[], Some(compression))?.0
+            supply::index_with_attestations(
+                store,
+                &pairs,
+                &[],
+                Some(compression),
+                &opts.annotations,
+            )?
+            .0
         };
         for t in &to_push {
             let p = reg
@@ -349,27 +393,32 @@ fn deliver(
                 )
                 .doing_with(|| format!("pushing {t}"))?;
             note(&p.to_string());
-            pushed.push((t.to_string(), p.digest));
+            pushed.push((t.to_string(), p.digest, p.size));
         }
     }
     if let Some(f) = &opts.metadata_file {
-        // The digest the registry has when pushed (layers compressed on the way change it).
-        let digest = pushed.first().map(|(_, d)| d).unwrap_or(&index.digest);
+        // The index the registry has when pushed (layers compressed on the way change it).
+        let (digest, size) = pushed
+            .first()
+            .map(|(_, d, n)| (d, *n))
+            .unwrap_or((&index.digest, index.size));
         let v = serde_json::json!({
-            "strata.pushed": pushed.iter().map(|(r, d)| format!("{r}@{d}")).collect::<Vec<_>>(),
+            "strata.pushed": pushed.iter().map(|(r, d, _)| format!("{r}@{d}")).collect::<Vec<_>>(),
             "containerimage.digest": digest.to_string(),
             "containerimage.descriptor": {
                 "mediaType": media::OCI_INDEX,
                 "digest": digest.to_string(),
-                "size": index.size,
+                "size": size,
             },
             "image.name": opts.tags.iter().map(|t| t.qualified()).collect::<Vec<_>>().join(","),
-            "strata.platforms": images.iter().zip(platforms).map(|(img, p)| serde_json::json!({
+            "strata.platforms": images.iter().zip(platforms).zip(built.caches).map(|((img, p), c)| serde_json::json!({
                 "platform": p.to_string(),
                 "digest": img.manifest_digest.to_string(),
                 "config.digest": img.config_digest.to_string(),
+                "cache": c,
             })).collect::<Vec<_>>(),
-            "strata.base-images": bases.iter().map(|(r, d)| serde_json::json!({"ref": r, "digest": d.to_string()})).collect::<Vec<_>>(),
+            "strata.cache": built.cache,
+            "strata.base-images": built.bases.iter().map(|(r, d)| serde_json::json!({"ref": r, "digest": d.to_string()})).collect::<Vec<_>>(),
         });
         fs_err::write(f, serde_json::to_vec_pretty(&v)?)
             .doing_with(|| format!("writing --metadata-file {}", f.display()))?;
@@ -381,13 +430,15 @@ fn deliver(
     Ok(())
 }
 
-/// An OCI layout (a directory, or a tar of one with `tar`) holding the index, named `names`,
-/// and every blob of its images.
+/// An OCI layout (a directory, or a tar of one with `tar`) holding the index, named `names`
+/// (each entry of index.json with the `index-descriptor:` annotations `top`), and every blob
+/// of its images.
 fn write_oci(
     store: &Store,
     index: &Descriptor,
     images: &[ImageRecord],
     names: &[ImageRef],
+    top_annotations: &BTreeMap<String, String>,
     dest: &Path,
     tar: bool,
 ) -> Result<(), BuildError> {
@@ -418,7 +469,7 @@ fn write_oci(
         let mut top = layout.index()?.unwrap_or_default();
         for n in names {
             let mut d = index.clone();
-            d.annotations.clear();
+            d.annotations = top_annotations.clone();
             d.annotations
                 .insert(crate::oci::REF_NAME.into(), n.tag().to_string());
             d.annotations

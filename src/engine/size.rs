@@ -207,6 +207,103 @@ pub fn report(
     })
 }
 
+/// The size report of one platform's image of a multi-platform build.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlatformReport {
+    /// `linux/arm64`, from the image's config (normalized: arm64's `v8` is left out).
+    pub platform: String,
+    pub report: SizeReport,
+}
+
+/// The size reports of a multi-platform build's images, in `--platform`'s order.
+pub fn platform_reports(
+    store: &Store,
+    images: &[ImageRecord],
+    multi_stage: bool,
+) -> Result<Vec<PlatformReport>, BuildError> {
+    images
+        .iter()
+        .map(|img| {
+            let platform = crate::oci::Platform {
+                architecture: img.config.architecture.clone(),
+                os: img.config.os.clone(),
+                os_version: None,
+                variant: img.config.variant.clone(),
+            }
+            .normalized()
+            .to_string();
+            Ok(PlatformReport {
+                platform,
+                report: report(store, img, multi_stage)?,
+            })
+        })
+        .collect()
+}
+
+/// The reports of a multi-platform build as text: one line per platform's image (its content,
+/// as `strata images` counts it, what a push sends, its layers), the sum (the index's SIZE in
+/// `strata images`), then the hints, each once with the platforms it is about.
+pub fn render_platforms(reports: &[PlatformReport]) -> String {
+    let w = reports
+        .iter()
+        .map(|r| r.platform.chars().count())
+        .chain(["together".len()])
+        .max()
+        .unwrap_or(0);
+    let mut s = format!(
+        "size of each platform's image:\n  {:<w$}    CONTENT       PUSH  LAYERS\n",
+        "PLATFORM"
+    );
+    let line = |name: &str, content: u64, push: u64, estimated: bool, layers: usize| {
+        format!(
+            "  {name:<w$}  {:>9}  {:>9}  {layers:>6}\n",
+            human(content),
+            approx(push, estimated)
+        )
+    };
+    for r in reports {
+        let r2 = &r.report;
+        s.push_str(&line(
+            &r.platform,
+            r2.content,
+            r2.push,
+            r2.push_estimated,
+            r2.layers.len(),
+        ));
+    }
+    let (content, push) = reports.iter().fold((0, 0), |(c, p), r| {
+        (c + r.report.content, p + r.report.push)
+    });
+    let estimated = reports.iter().any(|r| r.report.push_estimated);
+    let layers = reports.iter().map(|r| r.report.layers.len()).sum();
+    s.push_str(&line("together", content, push, estimated, layers));
+    if estimated {
+        s.push_str(
+            "  (≈: estimated gzip size; `strata history --platform P NAME` lists one's layers)\n",
+        );
+    } else {
+        s.push_str("  (`strata history --platform P NAME` lists one platform's layers)\n");
+    }
+    let mut hints: Vec<(&Hint, Vec<&str>)> = Vec::new();
+    for r in reports {
+        for h in &r.report.hints {
+            match hints.iter_mut().find(|(seen, _)| seen.message == h.message) {
+                Some((_, on)) => on.push(&r.platform),
+                None => hints.push((h, vec![&r.platform])),
+            }
+        }
+    }
+    for (h, on) in hints {
+        s.push_str(&format!(
+            "hint ({}): {}\n      {}\n",
+            on.join(", "),
+            h.message,
+            h.fix
+        ));
+    }
+    s
+}
+
 /// `created_by` cut to something a line can hold.
 fn instruction(by: &str) -> String {
     let by = by
@@ -564,6 +661,60 @@ mod tests {
         assert!(hints(&gone, &layers, true)
             .iter()
             .all(|h| h.kind != "compiler-in-final-stage"));
+    }
+
+    #[test]
+    fn a_multi_platform_report_has_a_line_per_platform_and_the_sum() {
+        let report = |content: u64, push: u64, estimated: bool, hint: Option<&str>| SizeReport {
+            content,
+            push,
+            push_estimated: estimated,
+            stored: content,
+            layers: vec![row("COPY a /a"), row("COPY b /b")],
+            hints: hint
+                .map(|m| Hint {
+                    kind: "cache-pip".into(),
+                    layer: 2,
+                    bytes: 2 << 20,
+                    message: m.into(),
+                    fix: "use a cache mount".into(),
+                })
+                .into_iter()
+                .collect(),
+        };
+        let text = render_platforms(&[
+            PlatformReport {
+                platform: "linux/amd64".into(),
+                report: report(1_500_000, 700_000, false, Some("pip's cache")),
+            },
+            PlatformReport {
+                platform: "linux/arm/v7".into(),
+                report: report(1_200_000, 600_000, true, Some("pip's cache")),
+            },
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1], "  PLATFORM        CONTENT       PUSH  LAYERS",
+            "{text}"
+        );
+        assert_eq!(
+            lines[2], "  linux/amd64       1.5MB    700.0kB       2",
+            "{text}"
+        );
+        assert_eq!(
+            lines[3], "  linux/arm/v7      1.2MB   ≈600.0kB       2",
+            "{text}"
+        );
+        assert_eq!(
+            lines[4], "  together          2.7MB     ≈1.3MB       4",
+            "{text}"
+        );
+        // The same finding on both platforms is one hint naming both.
+        assert_eq!(text.matches("pip's cache").count(), 1, "{text}");
+        assert!(
+            text.contains("hint (linux/amd64, linux/arm/v7): pip's cache"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -526,6 +526,7 @@ pub(in crate::engine) fn index_with_attestations(
     images: &[(&ImageRecord, &Facts)],
     names: &[crate::store::ImageRef],
     compression: Option<crate::layer::Compression>,
+    annotations: &super::Annotations,
 ) -> Result<(Descriptor, Vec<String>), BuildError> {
     let mut manifests = Vec::new();
     let mut attestations = Vec::new();
@@ -546,11 +547,15 @@ pub(in crate::engine) fn index_with_attestations(
             what.join(", "),
             am.descriptor.digest.short()
         ));
-        manifests.push(image_descriptor(store, &subject)?);
+        let mut d = image_descriptor(store, &subject)?;
+        if let Some(p) = &d.platform {
+            d.annotations.extend(annotations.descriptor_of(p));
+        }
+        manifests.push(d);
         attestations.push(am.descriptor);
     }
     manifests.extend(attestations);
-    let index = store.put_index(&manifests, Default::default(), names)?;
+    let index = store.put_index(&manifests, annotations.index.clone(), names)?;
     Ok((index, said))
 }
 
@@ -567,7 +572,8 @@ pub(in crate::engine) fn attach(
         return Ok(None);
     };
     let clock = std::time::Instant::now();
-    let (index, said) = index_with_attestations(b.store, &[(img, &facts)], names, None)?;
+    let (index, said) =
+        index_with_attestations(b.store, &[(img, &facts)], names, None, &b.opts.annotations)?;
     b.note(&format!(
         "attestations: {} of index {} ({:.3} s)",
         said.join("; "),
@@ -603,7 +609,13 @@ pub(in crate::engine) fn index_for_push(
             }
         },
     };
-    let (index, _) = index_with_attestations(b.store, &[(img, &facts)], &[], Some(compression))?;
+    let (index, _) = index_with_attestations(
+        b.store,
+        &[(img, &facts)],
+        &[],
+        Some(compression),
+        &b.opts.annotations,
+    )?;
     Ok(index)
 }
 
@@ -672,11 +684,12 @@ pub(in crate::engine) fn save_index_oci(
     store: &Store,
     index: &Descriptor,
     names: &[crate::store::ImageRef],
+    top: &std::collections::BTreeMap<String, String>,
     dest: &std::path::Path,
     tar: bool,
 ) -> Result<(), BuildError> {
     if !tar {
-        return save_index_oci_dir(store, index, names, dest);
+        return save_index_oci_dir(store, index, names, top, dest);
     }
     let dir = store.tmp_dir().join(format!(
         "oci-{}-{}",
@@ -685,7 +698,7 @@ pub(in crate::engine) fn save_index_oci(
     ));
     let _ = fs_err::remove_dir_all(&dir);
     let r = (|| -> Result<(), BuildError> {
-        save_index_oci_dir(store, index, names, &dir)?;
+        save_index_oci_dir(store, index, names, top, &dir)?;
         let what = || format!("writing the oci-archive {}", dest.display());
         let part = dest.with_extension("strata-part");
         let f = fs_err::File::create(&part)?;
@@ -711,6 +724,7 @@ fn save_index_oci_dir(
     store: &Store,
     index: &Descriptor,
     names: &[crate::store::ImageRef],
+    top_annotations: &std::collections::BTreeMap<String, String>,
     dest: &std::path::Path,
 ) -> Result<(), BuildError> {
     use crate::oci::layout::{self, Layout};
@@ -735,6 +749,9 @@ fn save_index_oci_dir(
         })?;
     }
     let mut top = out.index()?.unwrap_or_default();
+    // The entries have the `index-descriptor:` annotations.
+    let mut index = index.clone();
+    index.annotations.extend(top_annotations.clone());
     if names.is_empty() {
         layout::set_entry(&mut top, index.clone());
     }
