@@ -91,6 +91,18 @@ impl Store {
         annotations: BTreeMap<String, String>,
         names: &[ImageRef],
     ) -> Result<Descriptor> {
+        self.put_index_noted(manifests, annotations, names, &BTreeMap::new())
+    }
+
+    /// [`Store::put_index`] with `notes` on the names' entries in index.json (where the index
+    /// came from: a pull notes the registry's index digest and repository there).
+    pub fn put_index_noted(
+        &self,
+        manifests: &[Descriptor],
+        annotations: BTreeMap<String, String>,
+        names: &[ImageRef],
+        notes: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
         if manifests.is_empty() {
             return Err(Error::Invalid(
                 "an image index needs at least one manifest".into(),
@@ -119,13 +131,6 @@ impl Store {
                 }
             }
         }
-        // Prune waits while the index and the names are written.
-        let _w = self.writer_lock()?;
-        for d in manifests {
-            if !self.has_blob(&d.digest) {
-                return Err(Error::MissingBlob(d.digest.clone()));
-            }
-        }
         let mut entries: Vec<Descriptor> = manifests.to_vec();
         for d in &mut entries {
             d.annotations.remove(REF_NAME);
@@ -136,10 +141,65 @@ impl Store {
             manifests: entries,
             annotations,
         };
-        let bytes = canonical_json(&index);
-        let digest = self.put_blob(&bytes)?;
-        let desc = Descriptor::new(media::OCI_INDEX, digest.clone(), bytes.len() as u64);
-        let listed: BTreeSet<&Digest> = manifests.iter().map(|d| &d.digest).collect();
+        self.name_index(
+            media::OCI_INDEX,
+            &canonical_json(&index),
+            &index,
+            names,
+            notes,
+        )
+    }
+
+    /// Store an index exactly as a registry serves it (`bytes`, of media type `media_type`: OCI
+    /// index or Docker manifest list), every manifest it lists being in the store already, and
+    /// point `names` at it with `notes` on their entries. The index keeps its digest: the name
+    /// then stands for what the registry's reference does.
+    pub fn put_index_bytes(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+        names: &[ImageRef],
+        notes: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
+        if !media::is_index(media_type) {
+            return Err(Error::Invalid(format!(
+                "{media_type} is not an image index's media type"
+            )));
+        }
+        let index: Index = oci::parse_json(bytes, "image index")?;
+        if let Some(d) = index
+            .manifests
+            .iter()
+            .find(|d| !media::is_manifest(&d.media_type))
+        {
+            return Err(Error::Invalid(format!(
+                "{} ({}) is not an image manifest: an index in the store lists manifests",
+                d.digest, d.media_type
+            )));
+        }
+        self.name_index(media_type, bytes, &index, names, notes)
+    }
+
+    /// Write the index blob `bytes` (parsed: `index`), then point `names` at it; its manifests
+    /// must be in the store.
+    fn name_index(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+        index: &Index,
+        names: &[ImageRef],
+        notes: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
+        // Prune waits while the index and the names are written.
+        let _w = self.writer_lock()?;
+        for d in &index.manifests {
+            if !self.has_blob(&d.digest) {
+                return Err(Error::MissingBlob(d.digest.clone()));
+            }
+        }
+        let digest = self.put_blob(bytes)?;
+        let desc = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
+        let listed: BTreeSet<&Digest> = index.manifests.iter().map(|d| &d.digest).collect();
         let names: Vec<String> = names.iter().map(ToString::to_string).collect();
         self.update_index(|idx| {
             idx.manifests.retain(|m| match m.annotations.get(REF_NAME) {
@@ -149,6 +209,7 @@ impl Store {
             });
             for n in &names {
                 let mut d = desc.clone();
+                d.annotations.extend(notes.clone());
                 d.annotations.insert(REF_NAME.to_string(), n.clone());
                 idx.manifests.push(d);
             }

@@ -466,3 +466,145 @@ fn a_base_pulled_for_the_build_platform_is_pulled_again_for_the_target() {
         assert_eq!(elf_machine(&d.join("bin/busybox")), machine, "{dir}");
     }
 }
+
+/// The `images --format json` row whose names include `name`.
+fn row_named(t: &T, store: &str, name: &str) -> Option<serde_json::Value> {
+    let all: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata(store, &["images", "--format", "json"]),
+        "images",
+    ))
+    .unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["names"]
+                .as_array()
+                .is_some_and(|n| n.contains(&serde_json::json!(name)))
+        })
+        .cloned()
+}
+
+/// Pulling a second platform of a name keeps the first (as docker with the containerd store
+/// and podman do): the name is then an index of both, each platform resolves to its own image,
+/// a two-platform build from it asks the registry nothing, `--pull` still asks, and `rmi`
+/// removes both. Requests are counted on a logging proxy in front of the registry.
+#[test]
+fn pulling_a_second_platform_keeps_both() {
+    let t = require!(T::new("index-two-pulls"));
+    let arm = require!(arm64_base());
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    two_images(&t, "s", &arm);
+    make_index(&t, "s", "multi:1");
+    ok(
+        &t.strata(
+            "s",
+            &["push", "multi:1", &format!("{}/team/multi:1", reg.host())],
+        ),
+        "push of the index",
+    );
+    let proxy = super::harness::FaultProxy::start(reg.port);
+    let r = format!("127.0.0.1:{}/team/multi:1", proxy.port);
+    let registry_digest = raw_digest(&t, &r);
+    for p in ["linux/amd64", "linux/arm64"] {
+        ok(
+            &t.strata("p", &["pull", "--platform", p, &r, "--progress", "plain"]),
+            &format!("pull --platform {p}"),
+        );
+    }
+    let row = row_named(&t, "p", &r).expect("the pulled name in `images`");
+    assert_eq!(
+        row["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"]),
+        "{row}"
+    );
+    // Both platforms of the registry's index were pulled: the name is the registry's index.
+    assert_eq!(row["digest"], registry_digest, "{row}");
+    for (p, arch, machine) in [
+        ("linux/amd64", "amd64", "x86_64"),
+        ("linux/arm64", "arm64", "aarch64"),
+    ] {
+        let i: serde_json::Value = serde_json::from_str(&ok(
+            &t.strata("p", &["inspect", "--platform", p, &r]),
+            "inspect --platform",
+        ))
+        .unwrap();
+        assert_eq!(i["Config"]["architecture"], arch, "{i}");
+        assert_eq!(i["Index"]["Digest"], registry_digest, "{i}");
+        assert_eq!(i["Index"]["Registry"], true, "{i}");
+        let h = ok(
+            &t.strata("p", &["history", "--platform", p, &r]),
+            "history --platform",
+        );
+        assert!(!h.is_empty());
+        let out = ok(
+            &t.strata("p", &["run", "--platform", p, &r, "uname", "-m"]),
+            &format!("run --platform {p}"),
+        );
+        assert_eq!(out.trim(), machine);
+    }
+    // A second pull of either platform finds it current; prune keeps both while named.
+    ok(&t.strata("p", &["prune"]), "prune");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
+    for p in ["linux/amd64", "linux/arm64"] {
+        let o = t.strata("p", &["pull", "--platform", p, &r, "--progress", "plain"]);
+        let said = ok(&o, "pull again") + &super::text(&o.stderr);
+        assert!(said.contains("up to date"), "{said}");
+    }
+    // A two-platform build from the name: no request to the registry at all.
+    let ctx = t.context("two", &format!("FROM {r}\nCOPY f /f\n"));
+    fs_err::write(ctx.join("f"), "x").unwrap();
+    proxy.log.lock().unwrap().clear();
+    let out = t.dir.join("two-out");
+    ok(
+        &t.strata(
+            "p",
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--output",
+                &format!("type=local,dest={}", out.display()),
+                ctx.to_str().unwrap(),
+            ],
+        ),
+        "two-platform build from the pulled name",
+    );
+    assert_eq!(proxy.requests(), Vec::<String>::new());
+    assert_eq!(elf_machine(&out.join("linux_amd64/bin/busybox")), 62);
+    assert_eq!(elf_machine(&out.join("linux_arm64/bin/busybox")), 183);
+    // --pull asks the registry (one HEAD per platform's resolution), and downloads nothing.
+    ok(
+        &t.strata(
+            "p",
+            &[
+                "build",
+                "--pull",
+                "--progress",
+                "plain",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                ctx.to_str().unwrap(),
+            ],
+        ),
+        "the build with --pull",
+    );
+    let asked = proxy.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.starts_with("HEAD ") && q.contains("/manifests/")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|q| q.contains("/blobs/")), "{asked:?}");
+    // rmi removes the name, both platforms with it.
+    ok(&t.strata("p", &["rmi", &r]), "rmi");
+    assert!(row_named(&t, "p", &r).is_none());
+    fails(
+        &t.strata("p", &["inspect", "--platform", "linux/arm64", &r]),
+        "inspect after rmi",
+    );
+}
