@@ -48,22 +48,21 @@ fn two_images(t: &T, store: &str, arm: &Path) {
 /// Make `name` in `store` an index over `host:1` and `busybox-arm64`: saved as an OCI layout,
 /// its index.json rewritten to name one image index over both, loaded back.
 fn make_index(t: &T, store: &str, name: &str) {
-    let layout = t.dir.join(format!("{store}-two"));
-    ok(
-        &t.strata(
-            store,
-            &[
-                "save",
-                "--format",
-                "oci-dir",
-                "-o",
-                layout.to_str().unwrap(),
-                "host:1",
-                "busybox-arm64",
-            ],
-        ),
+    make_index_of(t, store, name, &["host:1", "busybox-arm64"]);
+}
+
+/// [`make_index`] over the images `images` of `store`.
+fn make_index_of(t: &T, store: &str, name: &str, images: &[&str]) {
+    let layout = t.dir.join(format!("{store}-{}", images.len()));
+    let mut args = vec![
         "save",
-    );
+        "--format",
+        "oci-dir",
+        "-o",
+        layout.to_str().unwrap(),
+    ];
+    args.extend(images);
+    ok(&t.strata(store, &args), "save");
     let index: serde_json::Value =
         serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
     let manifests: Vec<serde_json::Value> = index["manifests"]
@@ -456,6 +455,13 @@ fn a_base_pulled_for_the_build_platform_is_pulled_again_for_the_target() {
         ],
     );
     ok(&o, "the two-platform build from the registry's index");
+    // Both platforms stay under the name (an index of the two, as the registry's).
+    let row = row_named(&t, "fresh", &base).expect("the base in `images`");
+    assert_eq!(
+        row["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"]),
+        "{row}"
+    );
     for (dir, machine) in [("linux_amd64", 62), ("linux_arm64", 183)] {
         let d = out.join(dir);
         // The tools stage ran natively for both targets; each target's base is its own.
@@ -607,4 +613,103 @@ fn pulling_a_second_platform_keeps_both() {
         &t.strata("p", &["inspect", "--platform", "linux/arm64", &r]),
         "inspect after rmi",
     );
+}
+
+/// Two platforms pulled of a three-platform index: the name is an index the store made of the
+/// two (`inspect` says so, and gives the registry's digest, which `--pull` compares); the third
+/// pull completes it, and the name is then the registry's own index.
+#[test]
+fn a_partial_pull_is_a_local_index_until_every_platform_is_here() {
+    let t = require!(T::new("index-partial"));
+    let arm = require!(arm64_base());
+    let riscv = arm.with_file_name("busybox-riscv64");
+    if !riscv.join("index.json").exists() {
+        super::support::skip("the riscv64 busybox base is missing (make test-deps)");
+        return;
+    }
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    two_images(&t, "s", &arm);
+    ok(
+        &t.strata("s", &["load", "-i", riscv.to_str().unwrap()]),
+        "load riscv64",
+    );
+    // A tag of its own: the layout names each image by its tag (two `latest` would be one).
+    ok(
+        &t.strata("s", &["tag", "busybox-riscv64", "riscv:2"]),
+        "tag",
+    );
+    make_index_of(&t, "s", "three:1", &["host:1", "busybox-arm64", "riscv:2"]);
+    let r = format!("{}/team/three:1", reg.host());
+    ok(
+        &t.strata("s", &["push", "three:1", &r]),
+        "push of the index",
+    );
+    let registry_digest = raw_digest(&t, &r);
+    let index_of = |p: &str| -> serde_json::Value {
+        let i: serde_json::Value = serde_json::from_str(&ok(
+            &t.strata("p", &["inspect", "--platform", p, &r]),
+            "inspect --platform",
+        ))
+        .unwrap();
+        i["Index"].clone()
+    };
+    for p in ["linux/amd64", "linux/arm64"] {
+        ok(
+            &t.strata("p", &["pull", "--platform", p, &r]),
+            &format!("pull --platform {p}"),
+        );
+    }
+    let ix = index_of("linux/arm64");
+    assert_eq!(ix["Registry"], false, "{ix}");
+    assert_eq!(ix["RegistryDigest"], registry_digest, "{ix}");
+    assert_ne!(ix["Digest"], registry_digest, "{ix}");
+    assert_eq!(
+        ix["Platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"]),
+        "{ix}"
+    );
+    // The registry's index has not moved: `--pull` of a platform held finds it current.
+    let o = t.strata(
+        "p",
+        &[
+            "pull",
+            "--platform",
+            "linux/amd64",
+            &r,
+            "--progress",
+            "plain",
+        ],
+    );
+    let said = ok(&o, "pull again") + &super::text(&o.stderr);
+    assert!(said.contains("up to date"), "{said}");
+    // Prune keeps both while named; fsck finds nothing wrong.
+    ok(&t.strata("p", &["prune"]), "prune");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
+    assert_eq!(
+        index_of("linux/amd64")["Platforms"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The last platform: the name is the registry's index now.
+    ok(
+        &t.strata("p", &["pull", "--platform", "linux/riscv64", &r]),
+        "pull --platform linux/riscv64",
+    );
+    let ix = index_of("linux/riscv64");
+    assert_eq!(ix["Registry"], true, "{ix}");
+    assert_eq!(ix["Digest"], registry_digest, "{ix}");
+    assert_eq!(ix["Platforms"].as_array().unwrap().len(), 3, "{ix}");
+    // A tag is the same index; rmi of the pulled name leaves the tag; prune then keeps the
+    // tag's images only.
+    ok(&t.strata("p", &["tag", &r, "mine:1"]), "tag");
+    ok(&t.strata("p", &["rmi", &r]), "rmi");
+    assert!(row_named(&t, "p", &r).is_none());
+    ok(&t.strata("p", &["prune"]), "prune");
+    let row = row_named(&t, "p", "mine:1").expect("the tag in `images`");
+    assert_eq!(row["platforms"].as_array().unwrap().len(), 3, "{row}");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
 }
