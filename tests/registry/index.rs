@@ -713,3 +713,64 @@ fn a_partial_pull_is_a_local_index_until_every_platform_is_here() {
     let report = ok(&t.strata("p", &["fsck"]), "fsck");
     assert!(report.contains(" 0 problems"), "{report}");
 }
+
+/// An index pushed with BuildKit-style attestation manifests (`--sbom --provenance`), pulled
+/// one platform at a time into one store: the first pull made the name an index of the image
+/// and its attestation, and the second failed ("has no linux/arm64 image"); now the second
+/// joins the first, and once both are here the name is the registry's index, attestations and
+/// all, each platform's SBOM the one pushed for it.
+#[test]
+fn an_attested_index_pulled_per_platform_keeps_both() {
+    let t = require!(T::new("index-attested"));
+    let arm = require!(arm64_base());
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    two_images(&t, "s", &arm);
+    make_index(&t, "s", "multi:1");
+    let ctx = t.context("att", "FROM multi:1\nCOPY f /f\n");
+    fs_err::write(ctx.join("f"), "x").unwrap();
+    let r = format!("{}/team/attested:1", reg.host());
+    ok(
+        &t.strata(
+            "s",
+            &[
+                "build",
+                "-q",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--sbom=true",
+                "--provenance=mode=min",
+                "-t",
+                &r,
+                "--push",
+                ctx.to_str().unwrap(),
+            ],
+        ),
+        "the attested two-platform build, pushed",
+    );
+    let (raw, platforms) = raw_platforms(&t, &r);
+    assert_eq!(platforms.len(), 4, "{raw}");
+    let registry_digest = raw_digest(&t, &r);
+    for p in ["linux/amd64", "linux/arm64"] {
+        ok(
+            &t.strata("p", &["pull", "--platform", p, &r]),
+            &format!("pull --platform {p}"),
+        );
+    }
+    let row = row_named(&t, "p", &r).expect("the pulled name in `images`");
+    assert_eq!(row["digest"], registry_digest, "{row}");
+    assert_eq!(row["platforms"].as_array().unwrap().len(), 2, "{row}");
+    for (i, p) in ["linux/amd64", "linux/arm64"].into_iter().enumerate() {
+        let sbom: serde_json::Value = serde_json::from_str(&ok(
+            &t.strata("p", &["sbom", "--platform", p, &r]),
+            "sbom --platform",
+        ))
+        .unwrap();
+        assert_eq!(
+            sbom["packages"][0]["versionInfo"], raw["manifests"][i]["digest"],
+            "{p}"
+        );
+    }
+    ok(&t.strata("p", &["prune"]), "prune");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
+}
