@@ -1,6 +1,7 @@
 //! Image indexes and registries: `strata push` of a name that points at an index sends every
-//! platform's image and then the index; `strata pull` of it keeps one platform (the host's, or
-//! `--platform`); `strata manifest create` combines images that two stores (two CI runners, one
+//! platform's image and then the index; `strata pull` of it takes one platform (the host's, or
+//! `--platform`), and a platform pulled later joins the ones pulled before under the name;
+//! `strata manifest create` combines images that two stores (two CI runners, one
 //! per platform) pushed by digest into one tag, checked with skopeo.
 
 use std::path::{Path, PathBuf};
