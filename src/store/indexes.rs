@@ -627,4 +627,60 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("linux/amd64"), "{e}");
     }
+    #[test]
+    fn an_index_kept_as_a_registry_sent_it_keeps_its_digest_and_notes() {
+        let (s, _g, descs) = two_platforms("bytes");
+        // A Docker manifest list as a registry would send it (not strata's canonical JSON).
+        let list = format!(
+            "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{}\",\n  \"manifests\": {}\n}}",
+            media::DOCKER_LIST,
+            serde_json::to_string(&descs[..2]).unwrap()
+        );
+        let mut notes = BTreeMap::new();
+        notes.insert("io.example.from".to_string(), "registry".to_string());
+        let d = s
+            .put_index_bytes(
+                media::DOCKER_LIST,
+                list.as_bytes(),
+                &[r("pulled:1")],
+                &notes,
+            )
+            .unwrap();
+        assert_eq!(d.digest, Digest::of(list.as_bytes()));
+        let (entry, idx) = s.find_index("pulled:1").unwrap().unwrap();
+        assert_eq!(entry.digest, d.digest);
+        assert_eq!(entry.media_type, media::DOCKER_LIST);
+        assert_eq!(entry.annotations["io.example.from"], "registry");
+        assert_eq!(idx.manifests.len(), 2);
+        assert_eq!(
+            s.resolve_platform("pulled:1", Some(&plat("arm64")))
+                .unwrap()
+                .config
+                .architecture,
+            "arm64"
+        );
+        s.prune(false).unwrap();
+        assert!(s.fsck().unwrap().problems.is_empty());
+        // A store-made index carries the notes on its entry, not in its blob.
+        let made = s
+            .put_index_noted(&descs[..1], BTreeMap::new(), &[r("made:1")], &notes)
+            .unwrap();
+        let (entry, idx) = s.find_index("made:1").unwrap().unwrap();
+        assert_eq!(entry.digest, made.digest);
+        assert_eq!(entry.annotations["io.example.from"], "registry");
+        assert!(idx.manifests[0].annotations.is_empty());
+        // A manifest not in the store, and a manifest's media type, are refused.
+        let mut missing = descs[0].clone();
+        missing.digest = Digest::of(b"not here");
+        let bad = serde_json::json!({"schemaVersion": 2, "manifests": [missing]}).to_string();
+        let e = s
+            .put_index_bytes(media::OCI_INDEX, bad.as_bytes(), &[r("bad")], &notes)
+            .unwrap_err();
+        assert!(matches!(e, Error::MissingBlob(_)), "{e}");
+        let e = s
+            .put_index_bytes(media::OCI_MANIFEST, list.as_bytes(), &[r("bad")], &notes)
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        assert!(s.find_index("bad").unwrap().is_none());
+    }
 }
