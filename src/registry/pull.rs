@@ -342,6 +342,7 @@ impl Registry {
         });
         // The other platforms of the same registry index pulled under the name before are
         // kept beside this one: the name is then an index of every platform pulled.
+        let _n = store.name_lock(&name)?;
         let mut members = match &registry_index {
             Some(_) => pulled_before(store, &name, &top, &desc)?,
             None => Vec::new(),

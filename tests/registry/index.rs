@@ -607,6 +607,28 @@ fn pulling_a_second_platform_keeps_both() {
         "{asked:?}"
     );
     assert!(!asked.iter().any(|q| q.contains("/blobs/")), "{asked:?}");
+    // Two pulls at once, one per platform, into a fresh store: neither platform is lost. And a
+    // pinned reference (`REPO@DIGEST`) gathers its platforms the same way.
+    let pinned = format!("127.0.0.1:{}/team/multi@{registry_digest}", proxy.port);
+    for want in [&r, &pinned] {
+        let store = if want == &r { "c" } else { "d" };
+        let children: Vec<_> = ["linux/amd64", "linux/arm64"]
+            .into_iter()
+            .map(|p| {
+                t.cmd_in(&t.store(store), &["pull", "-q", "--platform", p, want])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            ok(&c.wait_with_output().unwrap(), "a pull beside another");
+        }
+        let row = row_named(&t, store, want).expect("the pulled name in `images`");
+        assert_eq!(row["platforms"].as_array().unwrap().len(), 2, "{row}");
+        assert_eq!(row["digest"], registry_digest, "{row}");
+    }
     // rmi removes the name, both platforms with it.
     ok(&t.strata("p", &["rmi", &r]), "rmi");
     assert!(row_named(&t, "p", &r).is_none());
