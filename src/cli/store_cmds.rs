@@ -340,8 +340,34 @@ pub fn inspect(store: &Store, a: ImageArg) -> anyhow::Result<i32> {
         "Manifest": i.manifest,
         "Config": i.config,
     });
+    let mut v = v;
+    if let Some(ix) = index_of(store, &a.image)? {
+        v["Index"] = ix;
+    }
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(0)
+}
+
+/// For `inspect` of a name of an image index: the index's digest and platforms, and for a
+/// pulled one whether it is the registry's own index (every platform of it pulled) or one the
+/// store made of the platforms pulled so far, with the digest the name has at the registry.
+fn index_of(store: &Store, what: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    let Some((entry, index)) = store.find_index(what)? else {
+        return Ok(None);
+    };
+    let at_registry = entry
+        .annotations
+        .get(strata::registry::pull::ANN_DIGEST)
+        .cloned();
+    Ok(Some(serde_json::json!({
+        "Digest": entry.digest.to_string(),
+        "Platforms": strata::store::index_platforms(&index)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        "Registry": at_registry.as_deref() == Some(entry.digest.as_str()),
+        "RegistryDigest": at_registry,
+    })))
 }
 
 pub fn history(store: &Store, a: ImageArg) -> anyhow::Result<i32> {

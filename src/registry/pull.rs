@@ -230,6 +230,8 @@ impl Registry {
             .resolved(&r.to_string(), &top, &at.to_string());
         // BuildKit's attestation manifest of the chosen image, when the index has one.
         let mut attestation = None;
+        // The registry's index as it sent it (kept whole once every manifest it lists is here).
+        let mut registry_index = None;
         let (mt, mbytes, mdigest, entry_platform) = if media::is_index(&mt) {
             let index: Index = oci::parse_json(&bytes, &format!("index of {at}"))?;
             let chosen = crate::store::select_platform(&index, platform).ok_or_else(|| {
@@ -266,7 +268,9 @@ impl Registry {
                             == Some(&cdigest.to_string())
                 })
                 .cloned();
-            (cmt, cbytes, cdigest, chosen.platform.clone())
+            let platform = chosen.platform.clone();
+            registry_index = Some((mt, bytes, index));
+            (cmt, cbytes, cdigest, platform)
         } else {
             (mt, bytes, top.clone(), None)
         };
@@ -326,26 +330,50 @@ impl Registry {
                 variant: config.variant.clone(),
             })
         });
-        desc.annotations.insert(ANN_DIGEST.into(), top.to_string());
-        desc.annotations.insert(ANN_SOURCE.into(), at.full_name());
         let name = store_name(r);
-        // With its attestations (SBOM, provenance) the name is an index of the image and
-        // them, as it was pushed; an attestation that cannot be fetched leaves the image alone.
-        let kept = match attestation {
-            Some(a) => self
-                .pull_attestation(&host, at, r, &a, store, &downloaded)
-                .and_then(|()| {
-                    Ok(store.put_index(
-                        &[desc.clone(), a],
+        let mut notes = std::collections::BTreeMap::new();
+        notes.insert(ANN_DIGEST.to_string(), top.to_string());
+        notes.insert(ANN_SOURCE.to_string(), at.full_name());
+        // With its attestations (SBOM, provenance); an attestation that cannot be fetched
+        // leaves the image alone.
+        let attestation = attestation.filter(|a| {
+            self.pull_attestation(&host, at, r, a, store, &downloaded)
+                .is_ok()
+        });
+        // The other platforms of the same registry index pulled under the name before are
+        // kept beside this one: the name is then an index of every platform pulled.
+        let _n = store.name_lock(&name)?;
+        let mut members = match &registry_index {
+            Some(_) => pulled_before(store, &name, &top, &desc)?,
+            None => Vec::new(),
+        };
+        if members.is_empty() && attestation.is_none() {
+            let mut desc = desc.clone();
+            desc.annotations.extend(notes);
+            store.set_ref(&name, &desc)?;
+        } else {
+            members.push(desc.clone());
+            members.extend(attestation);
+            let whole = registry_index.as_ref().filter(|(_, _, index)| {
+                index.manifests.iter().all(|d| {
+                    media::is_manifest(&d.media_type)
+                        && members.iter().any(|m| m.digest == d.digest)
+                })
+            });
+            match whole {
+                // Every manifest of the registry's index is here: the name is that index.
+                Some((imt, ibytes, _)) => {
+                    store.put_index_bytes(imt, ibytes, std::slice::from_ref(&name), &notes)?;
+                }
+                None => {
+                    store.put_index_noted(
+                        &members,
                         Default::default(),
                         std::slice::from_ref(&name),
-                    )?)
-                })
-                .is_ok(),
-            None => false,
-        };
-        if !kept {
-            store.set_ref(&name, &desc)?;
+                        &notes,
+                    )?;
+                }
+            }
         }
         let mut record = store.image_of_manifest(&mdigest)?;
         record.names = vec![name];
@@ -606,6 +634,74 @@ pub(crate) enum Blob<'a> {
     Config,
     /// A layer, whose uncompressed content must hash to this diffID.
     Layer(&'a Digest),
+}
+
+/// What `name` holds of the registry index `top` for other platforms than `new`'s: the images
+/// pulled under it before (and their attestation manifests), to keep beside `new`. Nothing
+/// when the name holds something else (another index the tag pointed at before, an image made
+/// here): the pull replaces that.
+fn pulled_before(
+    store: &Store,
+    name: &Reference,
+    top: &Digest,
+    new: &Descriptor,
+) -> Result<Vec<Descriptor>> {
+    let from_top = |d: &Descriptor| {
+        d.digest == *top || d.annotations.get(ANN_DIGEST).map(String::as_str) == Some(top.as_str())
+    };
+    let held: Vec<Descriptor> = match store.find_index(&name.to_string())? {
+        // An index of the platforms pulled before (or the registry's own, whole).
+        Some((entry, index)) => {
+            if !(from_top(&entry) || index.manifests.iter().any(from_top)) {
+                return Ok(Vec::new());
+            }
+            index.manifests
+        }
+        // One platform pulled before.
+        None => {
+            let n = name.to_string();
+            match store.find_entry(|d| d.annotations.get(oci::REF_NAME) == Some(&n))? {
+                Some((d, _)) if from_top(&d) => vec![d],
+                _ => return Ok(Vec::new()),
+            }
+        }
+    };
+    let want = new.platform.as_ref().map(Platform::normalized);
+    let same = |d: &Descriptor| {
+        d.digest == new.digest
+            || d.platform
+                .as_ref()
+                .map(Platform::normalized)
+                .is_some_and(|p| {
+                    want.as_ref().is_some_and(|w| {
+                        p.os == w.os && p.architecture == w.architecture && p.variant == w.variant
+                    })
+                })
+    };
+    let replaced: Vec<String> = held
+        .iter()
+        .filter(|d| crate::store::is_platform_image(d) && same(d))
+        .map(|d| d.digest.to_string())
+        .chain(std::iter::once(new.digest.to_string()))
+        .collect();
+    Ok(held
+        .into_iter()
+        .filter(|d| !(crate::store::is_platform_image(d) && same(d)))
+        // The attestations of the image replaced go with it (the new one's come with it).
+        .filter(|d| {
+            !crate::sbom::attest::is_attestation(d)
+                || d.annotations
+                    .get(crate::sbom::attest::REFERENCE_DIGEST)
+                    .is_none_or(|r| !replaced.contains(r))
+        })
+        .filter(|d| store.has_blob(&d.digest))
+        .map(|mut d| {
+            for a in [oci::REF_NAME, ANN_DIGEST, ANN_SOURCE] {
+                d.annotations.remove(a);
+            }
+            d
+        })
+        .collect())
 }
 
 /// The store name of a pulled reference: `name:tag`, or `name@digest` for a pinned one.

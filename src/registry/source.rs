@@ -222,8 +222,21 @@ impl<'a> ImageSource<'a> {
         let name = store_name(r).to_string();
         // A name (or digest) of an image index of the store: its image for `platform`; an
         // index without one is an error naming the platforms it has, not a pull.
-        let key = r.digest().map_or(name.clone(), ToString::to_string);
-        if let Some((mut desc, _)) = self.store.find_index(&key)? {
+        // A pinned reference's name first: the index of the platforms pulled under it.
+        let mut key = name.clone();
+        let mut found = self.store.find_index(&key)?;
+        if let (None, Some(d)) = (&found, r.digest()) {
+            key = d.to_string();
+            found = self.store.find_index(&key)?;
+        }
+        if let Some((mut desc, index)) = found {
+            // An index of the platforms pulled under the name so far: another platform is
+            // pulled (and joins them).
+            if desc.annotations.contains_key(ANN_DIGEST)
+                && crate::store::platform_manifest(&index, platform).is_none()
+            {
+                return Ok((None, true));
+            }
             let rec = self.store.resolve_platform(&key, Some(platform))?;
             // What the name stands for at a registry is the index (as pushed, when a push
             // noted it), not the platform's manifest: `--pull` compares that.
@@ -238,10 +251,11 @@ impl<'a> ImageSource<'a> {
             }
             None => d.annotations.get(crate::oci::REF_NAME) == Some(&name),
         })?;
-        // A pull keeps one platform under the name: an image pulled for another platform than
-        // `platform` (a multi-platform build's `$BUILDPLATFORM` stage pulled the base first)
-        // is not the answer, the registry is asked for this one. An image made here (built,
-        // imported, loaded) is kept, and the caller names its platform if it is the wrong one.
+        // An image pulled for another platform than `platform` (a multi-platform build's
+        // `$BUILDPLATFORM` stage pulled the base first) is not the answer: the registry is
+        // asked for this one, which then joins it under the name (an index of both). An image
+        // made here (built, imported, loaded) is kept, and the caller names its platform if it
+        // is the wrong one.
         Ok(match found {
             Some((desc, rec))
                 if desc.annotations.contains_key(ANN_DIGEST)

@@ -91,6 +91,18 @@ impl Store {
         annotations: BTreeMap<String, String>,
         names: &[ImageRef],
     ) -> Result<Descriptor> {
+        self.put_index_noted(manifests, annotations, names, &BTreeMap::new())
+    }
+
+    /// [`Store::put_index`] with `notes` on the names' entries in index.json (where the index
+    /// came from: a pull notes the registry's index digest and repository there).
+    pub fn put_index_noted(
+        &self,
+        manifests: &[Descriptor],
+        annotations: BTreeMap<String, String>,
+        names: &[ImageRef],
+        notes: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
         if manifests.is_empty() {
             return Err(Error::Invalid(
                 "an image index needs at least one manifest".into(),
@@ -119,13 +131,6 @@ impl Store {
                 }
             }
         }
-        // Prune waits while the index and the names are written.
-        let _w = self.writer_lock()?;
-        for d in manifests {
-            if !self.has_blob(&d.digest) {
-                return Err(Error::MissingBlob(d.digest.clone()));
-            }
-        }
         let mut entries: Vec<Descriptor> = manifests.to_vec();
         for d in &mut entries {
             d.annotations.remove(REF_NAME);
@@ -136,10 +141,65 @@ impl Store {
             manifests: entries,
             annotations,
         };
-        let bytes = canonical_json(&index);
-        let digest = self.put_blob(&bytes)?;
-        let desc = Descriptor::new(media::OCI_INDEX, digest.clone(), bytes.len() as u64);
-        let listed: BTreeSet<&Digest> = manifests.iter().map(|d| &d.digest).collect();
+        self.name_index(
+            media::OCI_INDEX,
+            &canonical_json(&index),
+            &index,
+            names,
+            notes,
+        )
+    }
+
+    /// Store an index exactly as a registry serves it (`bytes`, of media type `media_type`: OCI
+    /// index or Docker manifest list), every manifest it lists being in the store already, and
+    /// point `names` at it with `notes` on their entries. The index keeps its digest: the name
+    /// then stands for what the registry's reference does.
+    pub fn put_index_bytes(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+        names: &[ImageRef],
+        notes: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
+        if !media::is_index(media_type) {
+            return Err(Error::Invalid(format!(
+                "{media_type} is not an image index's media type"
+            )));
+        }
+        let index: Index = oci::parse_json(bytes, "image index")?;
+        if let Some(d) = index
+            .manifests
+            .iter()
+            .find(|d| !media::is_manifest(&d.media_type))
+        {
+            return Err(Error::Invalid(format!(
+                "{} ({}) is not an image manifest: an index in the store lists manifests",
+                d.digest, d.media_type
+            )));
+        }
+        self.name_index(media_type, bytes, &index, names, notes)
+    }
+
+    /// Write the index blob `bytes` (parsed: `index`), then point `names` at it; its manifests
+    /// must be in the store.
+    fn name_index(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+        index: &Index,
+        names: &[ImageRef],
+        notes: &BTreeMap<String, String>,
+    ) -> Result<Descriptor> {
+        // Prune waits while the index and the names are written.
+        let _w = self.writer_lock()?;
+        for d in &index.manifests {
+            if !self.has_blob(&d.digest) {
+                return Err(Error::MissingBlob(d.digest.clone()));
+            }
+        }
+        let digest = self.put_blob(bytes)?;
+        let desc = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
+        let listed: BTreeSet<&Digest> = index.manifests.iter().map(|d| &d.digest).collect();
         let names: Vec<String> = names.iter().map(ToString::to_string).collect();
         self.update_index(|idx| {
             idx.manifests.retain(|m| match m.annotations.get(REF_NAME) {
@@ -149,6 +209,7 @@ impl Store {
             });
             for n in &names {
                 let mut d = desc.clone();
+                d.annotations.extend(notes.clone());
                 d.annotations.insert(REF_NAME.to_string(), n.clone());
                 idx.manifests.push(d);
             }
@@ -565,5 +626,61 @@ mod tests {
             .put_index(&[descs[0].clone(), descs[0].clone()], BTreeMap::new(), &[])
             .unwrap_err();
         assert!(e.to_string().contains("linux/amd64"), "{e}");
+    }
+    #[test]
+    fn an_index_kept_as_a_registry_sent_it_keeps_its_digest_and_notes() {
+        let (s, _g, descs) = two_platforms("bytes");
+        // A Docker manifest list as a registry would send it (not strata's canonical JSON).
+        let list = format!(
+            "{{\n  \"schemaVersion\": 2,\n  \"mediaType\": \"{}\",\n  \"manifests\": {}\n}}",
+            media::DOCKER_LIST,
+            serde_json::to_string(&descs[..2]).unwrap()
+        );
+        let mut notes = BTreeMap::new();
+        notes.insert("io.example.from".to_string(), "registry".to_string());
+        let d = s
+            .put_index_bytes(
+                media::DOCKER_LIST,
+                list.as_bytes(),
+                &[r("pulled:1")],
+                &notes,
+            )
+            .unwrap();
+        assert_eq!(d.digest, Digest::of(list.as_bytes()));
+        let (entry, idx) = s.find_index("pulled:1").unwrap().unwrap();
+        assert_eq!(entry.digest, d.digest);
+        assert_eq!(entry.media_type, media::DOCKER_LIST);
+        assert_eq!(entry.annotations["io.example.from"], "registry");
+        assert_eq!(idx.manifests.len(), 2);
+        assert_eq!(
+            s.resolve_platform("pulled:1", Some(&plat("arm64")))
+                .unwrap()
+                .config
+                .architecture,
+            "arm64"
+        );
+        s.prune(false).unwrap();
+        assert!(s.fsck().unwrap().problems.is_empty());
+        // A store-made index carries the notes on its entry, not in its blob.
+        let made = s
+            .put_index_noted(&descs[..1], BTreeMap::new(), &[r("made:1")], &notes)
+            .unwrap();
+        let (entry, idx) = s.find_index("made:1").unwrap().unwrap();
+        assert_eq!(entry.digest, made.digest);
+        assert_eq!(entry.annotations["io.example.from"], "registry");
+        assert!(idx.manifests[0].annotations.is_empty());
+        // A manifest not in the store, and a manifest's media type, are refused.
+        let mut missing = descs[0].clone();
+        missing.digest = Digest::of(b"not here");
+        let bad = serde_json::json!({"schemaVersion": 2, "manifests": [missing]}).to_string();
+        let e = s
+            .put_index_bytes(media::OCI_INDEX, bad.as_bytes(), &[r("bad")], &notes)
+            .unwrap_err();
+        assert!(matches!(e, Error::MissingBlob(_)), "{e}");
+        let e = s
+            .put_index_bytes(media::OCI_MANIFEST, list.as_bytes(), &[r("bad")], &notes)
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        assert!(s.find_index("bad").unwrap().is_none());
     }
 }

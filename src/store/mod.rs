@@ -171,7 +171,7 @@ impl Drop for Lock {
 /// The lock files named per key (not `gc.lock` and `index.lock`, which live as long as the
 /// store): they are removed by their holder, or by [`Store::remove_stale_locks`] when the holder
 /// was killed.
-const PER_KEY_LOCKS: [&str; 3] = ["step-", "blob-", "snapshot-"];
+const PER_KEY_LOCKS: [&str; 4] = ["step-", "blob-", "snapshot-", "name-"];
 
 impl Store {
     /// Open (creating if needed) the store at `root`.
@@ -379,6 +379,14 @@ impl Store {
     /// the same step waits, then finds it in the cache, instead of doing the work again.
     pub fn step_lock(&self, key: &Digest) -> Result<Lock> {
         self.lock(&format!("step-{}.lock", key.hex()), LockKind::Exclusive)
+    }
+
+    /// Held while one process reads what `name` points at and points it elsewhere from that
+    /// (a pull adding its platform to the ones pulled before): another waits, then reads the
+    /// result, so neither platform is lost.
+    pub fn name_lock(&self, name: &ImageRef) -> Result<Lock> {
+        let key = oci::Digest::of(name.to_string().as_bytes());
+        self.lock(&format!("name-{}.lock", key.hex()), LockKind::Exclusive)
     }
 
     /// Held while one process downloads blob `d`: another that needs it waits, then finds it.

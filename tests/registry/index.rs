@@ -1,6 +1,7 @@
 //! Image indexes and registries: `strata push` of a name that points at an index sends every
-//! platform's image and then the index; `strata pull` of it keeps one platform (the host's, or
-//! `--platform`); `strata manifest create` combines images that two stores (two CI runners, one
+//! platform's image and then the index; `strata pull` of it takes one platform (the host's, or
+//! `--platform`), and a platform pulled later joins the ones pulled before under the name;
+//! `strata manifest create` combines images that two stores (two CI runners, one
 //! per platform) pushed by digest into one tag, checked with skopeo.
 
 use std::path::{Path, PathBuf};
@@ -48,22 +49,21 @@ fn two_images(t: &T, store: &str, arm: &Path) {
 /// Make `name` in `store` an index over `host:1` and `busybox-arm64`: saved as an OCI layout,
 /// its index.json rewritten to name one image index over both, loaded back.
 fn make_index(t: &T, store: &str, name: &str) {
-    let layout = t.dir.join(format!("{store}-two"));
-    ok(
-        &t.strata(
-            store,
-            &[
-                "save",
-                "--format",
-                "oci-dir",
-                "-o",
-                layout.to_str().unwrap(),
-                "host:1",
-                "busybox-arm64",
-            ],
-        ),
+    make_index_of(t, store, name, &["host:1", "busybox-arm64"]);
+}
+
+/// [`make_index`] over the images `images` of `store`.
+fn make_index_of(t: &T, store: &str, name: &str, images: &[&str]) {
+    let layout = t.dir.join(format!("{store}-{}", images.len()));
+    let mut args = vec![
         "save",
-    );
+        "--format",
+        "oci-dir",
+        "-o",
+        layout.to_str().unwrap(),
+    ];
+    args.extend(images);
+    ok(&t.strata(store, &args), "save");
     let index: serde_json::Value =
         serde_json::from_slice(&fs_err::read(layout.join("index.json")).unwrap()).unwrap();
     let manifests: Vec<serde_json::Value> = index["manifests"]
@@ -456,6 +456,13 @@ fn a_base_pulled_for_the_build_platform_is_pulled_again_for_the_target() {
         ],
     );
     ok(&o, "the two-platform build from the registry's index");
+    // Both platforms stay under the name (an index of the two, as the registry's).
+    let row = row_named(&t, "fresh", &base).expect("the base in `images`");
+    assert_eq!(
+        row["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"]),
+        "{row}"
+    );
     for (dir, machine) in [("linux_amd64", 62), ("linux_arm64", 183)] {
         let d = out.join(dir);
         // The tools stage ran natively for both targets; each target's base is its own.
@@ -465,4 +472,328 @@ fn a_base_pulled_for_the_build_platform_is_pulled_again_for_the_target() {
         );
         assert_eq!(elf_machine(&d.join("bin/busybox")), machine, "{dir}");
     }
+}
+
+/// The `images --format json` row whose names include `name`.
+fn row_named(t: &T, store: &str, name: &str) -> Option<serde_json::Value> {
+    let all: serde_json::Value = serde_json::from_str(&ok(
+        &t.strata(store, &["images", "--format", "json"]),
+        "images",
+    ))
+    .unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["names"]
+                .as_array()
+                .is_some_and(|n| n.contains(&serde_json::json!(name)))
+        })
+        .cloned()
+}
+
+/// Pulling a second platform of a name keeps the first (as docker with the containerd store
+/// and podman do): the name is then an index of both, each platform resolves to its own image,
+/// a two-platform build from it asks the registry nothing, `--pull` still asks, and `rmi`
+/// removes both. Requests are counted on a logging proxy in front of the registry.
+#[test]
+fn pulling_a_second_platform_keeps_both() {
+    let t = require!(T::new("index-two-pulls"));
+    let arm = require!(arm64_base());
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    two_images(&t, "s", &arm);
+    make_index(&t, "s", "multi:1");
+    ok(
+        &t.strata(
+            "s",
+            &["push", "multi:1", &format!("{}/team/multi:1", reg.host())],
+        ),
+        "push of the index",
+    );
+    let proxy = super::harness::FaultProxy::start(reg.port);
+    let r = format!("127.0.0.1:{}/team/multi:1", proxy.port);
+    let registry_digest = raw_digest(&t, &r);
+    for p in ["linux/amd64", "linux/arm64"] {
+        ok(
+            &t.strata("p", &["pull", "--platform", p, &r, "--progress", "plain"]),
+            &format!("pull --platform {p}"),
+        );
+    }
+    let row = row_named(&t, "p", &r).expect("the pulled name in `images`");
+    assert_eq!(
+        row["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"]),
+        "{row}"
+    );
+    // Both platforms of the registry's index were pulled: the name is the registry's index.
+    assert_eq!(row["digest"], registry_digest, "{row}");
+    for (p, arch, machine) in [
+        ("linux/amd64", "amd64", "x86_64"),
+        ("linux/arm64", "arm64", "aarch64"),
+    ] {
+        let i: serde_json::Value = serde_json::from_str(&ok(
+            &t.strata("p", &["inspect", "--platform", p, &r]),
+            "inspect --platform",
+        ))
+        .unwrap();
+        assert_eq!(i["Config"]["architecture"], arch, "{i}");
+        assert_eq!(i["Index"]["Digest"], registry_digest, "{i}");
+        assert_eq!(i["Index"]["Registry"], true, "{i}");
+        let h = ok(
+            &t.strata("p", &["history", "--platform", p, &r]),
+            "history --platform",
+        );
+        assert!(!h.is_empty());
+        let out = ok(
+            &t.strata("p", &["run", "--platform", p, &r, "uname", "-m"]),
+            &format!("run --platform {p}"),
+        );
+        assert_eq!(out.trim(), machine);
+    }
+    // A second pull of either platform finds it current; prune keeps both while named.
+    ok(&t.strata("p", &["prune"]), "prune");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
+    for p in ["linux/amd64", "linux/arm64"] {
+        let o = t.strata("p", &["pull", "--platform", p, &r, "--progress", "plain"]);
+        let said = ok(&o, "pull again") + &super::text(&o.stderr);
+        assert!(said.contains("up to date"), "{said}");
+    }
+    // A two-platform build from the name: no request to the registry at all.
+    let ctx = t.context("two", &format!("FROM {r}\nCOPY f /f\n"));
+    fs_err::write(ctx.join("f"), "x").unwrap();
+    proxy.log.lock().unwrap().clear();
+    let out = t.dir.join("two-out");
+    ok(
+        &t.strata(
+            "p",
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--output",
+                &format!("type=local,dest={}", out.display()),
+                ctx.to_str().unwrap(),
+            ],
+        ),
+        "two-platform build from the pulled name",
+    );
+    assert_eq!(proxy.requests(), Vec::<String>::new());
+    assert_eq!(elf_machine(&out.join("linux_amd64/bin/busybox")), 62);
+    assert_eq!(elf_machine(&out.join("linux_arm64/bin/busybox")), 183);
+    // --pull asks the registry (one HEAD per platform's resolution), and downloads nothing.
+    ok(
+        &t.strata(
+            "p",
+            &[
+                "build",
+                "--pull",
+                "--progress",
+                "plain",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                ctx.to_str().unwrap(),
+            ],
+        ),
+        "the build with --pull",
+    );
+    let asked = proxy.requests();
+    assert!(
+        asked
+            .iter()
+            .any(|q| q.starts_with("HEAD ") && q.contains("/manifests/")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|q| q.contains("/blobs/")), "{asked:?}");
+    // Two pulls at once, one per platform, into a fresh store: neither platform is lost. And a
+    // pinned reference (`REPO@DIGEST`) gathers its platforms the same way.
+    let pinned = format!("127.0.0.1:{}/team/multi@{registry_digest}", proxy.port);
+    for want in [&r, &pinned] {
+        let store = if want == &r { "c" } else { "d" };
+        let children: Vec<_> = ["linux/amd64", "linux/arm64"]
+            .into_iter()
+            .map(|p| {
+                t.cmd_in(&t.store(store), &["pull", "-q", "--platform", p, want])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            ok(&c.wait_with_output().unwrap(), "a pull beside another");
+        }
+        let row = row_named(&t, store, want).expect("the pulled name in `images`");
+        assert_eq!(row["platforms"].as_array().unwrap().len(), 2, "{row}");
+        assert_eq!(row["digest"], registry_digest, "{row}");
+    }
+    // rmi removes the name, both platforms with it.
+    ok(&t.strata("p", &["rmi", &r]), "rmi");
+    assert!(row_named(&t, "p", &r).is_none());
+    fails(
+        &t.strata("p", &["inspect", "--platform", "linux/arm64", &r]),
+        "inspect after rmi",
+    );
+}
+
+/// Two platforms pulled of a three-platform index: the name is an index the store made of the
+/// two (`inspect` says so, and gives the registry's digest, which `--pull` compares); the third
+/// pull completes it, and the name is then the registry's own index.
+#[test]
+fn a_partial_pull_is_a_local_index_until_every_platform_is_here() {
+    let t = require!(T::new("index-partial"));
+    let arm = require!(arm64_base());
+    let riscv = arm.with_file_name("busybox-riscv64");
+    if !riscv.join("index.json").exists() {
+        super::support::skip("the riscv64 busybox base is missing (make test-deps)");
+        return;
+    }
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    two_images(&t, "s", &arm);
+    ok(
+        &t.strata("s", &["load", "-i", riscv.to_str().unwrap()]),
+        "load riscv64",
+    );
+    // A tag of its own: the layout names each image by its tag (two `latest` would be one).
+    ok(
+        &t.strata("s", &["tag", "busybox-riscv64", "riscv:2"]),
+        "tag",
+    );
+    make_index_of(&t, "s", "three:1", &["host:1", "busybox-arm64", "riscv:2"]);
+    let r = format!("{}/team/three:1", reg.host());
+    ok(
+        &t.strata("s", &["push", "three:1", &r]),
+        "push of the index",
+    );
+    let registry_digest = raw_digest(&t, &r);
+    let index_of = |p: &str| -> serde_json::Value {
+        let i: serde_json::Value = serde_json::from_str(&ok(
+            &t.strata("p", &["inspect", "--platform", p, &r]),
+            "inspect --platform",
+        ))
+        .unwrap();
+        i["Index"].clone()
+    };
+    for p in ["linux/amd64", "linux/arm64"] {
+        ok(
+            &t.strata("p", &["pull", "--platform", p, &r]),
+            &format!("pull --platform {p}"),
+        );
+    }
+    let ix = index_of("linux/arm64");
+    assert_eq!(ix["Registry"], false, "{ix}");
+    assert_eq!(ix["RegistryDigest"], registry_digest, "{ix}");
+    assert_ne!(ix["Digest"], registry_digest, "{ix}");
+    assert_eq!(
+        ix["Platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64/v8"]),
+        "{ix}"
+    );
+    // The registry's index has not moved: `--pull` of a platform held finds it current.
+    let o = t.strata(
+        "p",
+        &[
+            "pull",
+            "--platform",
+            "linux/amd64",
+            &r,
+            "--progress",
+            "plain",
+        ],
+    );
+    let said = ok(&o, "pull again") + &super::text(&o.stderr);
+    assert!(said.contains("up to date"), "{said}");
+    // Prune keeps both while named; fsck finds nothing wrong.
+    ok(&t.strata("p", &["prune"]), "prune");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
+    assert_eq!(
+        index_of("linux/amd64")["Platforms"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The last platform: the name is the registry's index now.
+    ok(
+        &t.strata("p", &["pull", "--platform", "linux/riscv64", &r]),
+        "pull --platform linux/riscv64",
+    );
+    let ix = index_of("linux/riscv64");
+    assert_eq!(ix["Registry"], true, "{ix}");
+    assert_eq!(ix["Digest"], registry_digest, "{ix}");
+    assert_eq!(ix["Platforms"].as_array().unwrap().len(), 3, "{ix}");
+    // A tag is the same index; rmi of the pulled name leaves the tag; prune then keeps the
+    // tag's images only.
+    ok(&t.strata("p", &["tag", &r, "mine:1"]), "tag");
+    ok(&t.strata("p", &["rmi", &r]), "rmi");
+    assert!(row_named(&t, "p", &r).is_none());
+    ok(&t.strata("p", &["prune"]), "prune");
+    let row = row_named(&t, "p", "mine:1").expect("the tag in `images`");
+    assert_eq!(row["platforms"].as_array().unwrap().len(), 3, "{row}");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
+}
+
+/// An index pushed with BuildKit-style attestation manifests (`--sbom --provenance`), pulled
+/// one platform at a time into one store: the first pull made the name an index of the image
+/// and its attestation, and the second failed ("has no linux/arm64 image"); now the second
+/// joins the first, and once both are here the name is the registry's index, attestations and
+/// all, each platform's SBOM the one pushed for it.
+#[test]
+fn an_attested_index_pulled_per_platform_keeps_both() {
+    let t = require!(T::new("index-attested"));
+    let arm = require!(arm64_base());
+    let reg = Registry::start(&t.dir.join("reg"), Auth::Anonymous);
+    two_images(&t, "s", &arm);
+    make_index(&t, "s", "multi:1");
+    let ctx = t.context("att", "FROM multi:1\nCOPY f /f\n");
+    fs_err::write(ctx.join("f"), "x").unwrap();
+    let r = format!("{}/team/attested:1", reg.host());
+    ok(
+        &t.strata(
+            "s",
+            &[
+                "build",
+                "-q",
+                "--platform",
+                "linux/amd64,linux/arm64",
+                "--sbom=true",
+                "--provenance=mode=min",
+                "-t",
+                &r,
+                "--push",
+                ctx.to_str().unwrap(),
+            ],
+        ),
+        "the attested two-platform build, pushed",
+    );
+    let (raw, platforms) = raw_platforms(&t, &r);
+    assert_eq!(platforms.len(), 4, "{raw}");
+    let registry_digest = raw_digest(&t, &r);
+    for p in ["linux/amd64", "linux/arm64"] {
+        ok(
+            &t.strata("p", &["pull", "--platform", p, &r]),
+            &format!("pull --platform {p}"),
+        );
+    }
+    let row = row_named(&t, "p", &r).expect("the pulled name in `images`");
+    assert_eq!(row["digest"], registry_digest, "{row}");
+    assert_eq!(row["platforms"].as_array().unwrap().len(), 2, "{row}");
+    for (i, p) in ["linux/amd64", "linux/arm64"].into_iter().enumerate() {
+        let sbom: serde_json::Value = serde_json::from_str(&ok(
+            &t.strata("p", &["sbom", "--platform", p, &r]),
+            "sbom --platform",
+        ))
+        .unwrap();
+        assert_eq!(
+            sbom["packages"][0]["versionInfo"], raw["manifests"][i]["digest"],
+            "{p}"
+        );
+    }
+    ok(&t.strata("p", &["prune"]), "prune");
+    let report = ok(&t.strata("p", &["fsck"]), "fsck");
+    assert!(report.contains(" 0 problems"), "{report}");
 }
