@@ -1,0 +1,1 @@
+"""The two-platform example of strata's README (examples/python-multiplatform)."""
