@@ -38,13 +38,15 @@
 # user strata-test, and the bases of scripts/test-deps.sh in target/test-images/oci (python,
 # python-arm64, busybox-arm64; the amd64 busybox is made here by ../shared/lab/make-base-images.sh). Works under $OUT (default
 # /var/tmp/strata-bench-multiplatform), removed at the end unless KEEP=1.
-# PARTS="strata docker cross steps" picks parts; EXAMPLE=DIR another context (its Dockerfile,
+# PARTS="strata docker cross steps profile" picks parts (profile: after the emulated route's
+# scenarios, one more cold build of each with its steps' times: strata's JSON events, BuildKit's
+# plain progress); EXAMPLE=DIR another context (its Dockerfile,
 # Dockerfile.cross and the file the change appends to, APP_FILE=relative/path).
 set -euo pipefail
 RUNS=${1:-3}
 STEPS=${STEPS:-20}
 STEP_RUNS=${STEP_RUNS:-10}
-PARTS=${PARTS:-"strata docker cross steps"}
+PARTS=${PARTS:-"strata docker cross steps profile"}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 LAB=${LAB:-$here/../shared/lab}
@@ -222,9 +224,9 @@ prep_ctx() { # SRC DEST DOCKERFILE
 }
 prep_ctx "$EXAMPLE" "$OUT/ctx/emu" Dockerfile
 [ -f "$EXAMPLE/Dockerfile.cross" ] && prep_ctx "$EXAMPLE" "$OUT/ctx/cross" Dockerfile.cross
-# The app's file a one-line change appends to: APP_FILE, else the example's only .py file
-# outside its requirements.
-APP_FILE=${APP_FILE:-$(cd "$EXAMPLE" && find . -name '*.py' -not -path './.*' | sort | head -n1)}
+# The app's file a one-line change appends to: APP_FILE, else the example's __main__.py (else
+# its first .py file).
+APP_FILE=${APP_FILE:-$(cd "$EXAMPLE" && { find . -name __main__.py; find . -name '*.py' | sort; } | head -n1)}
 [ -f "$OUT/ctx/emu/$APP_FILE" ] || { echo "no app file $APP_FILE in $EXAMPLE (set APP_FILE)" >&2; exit 1; }
 change() { echo "echo \"# \$(date +%s%N)\" >> $OUT/ctx/$1/$APP_FILE"; }
 # The steps contexts: FROM busybox and 1 or 1+STEPS `RUN true`.
@@ -290,6 +292,11 @@ strata_part() { # CTX
   echo "== strata $c change1 (load $(load))" >&2
   as_user hyperfine -N -r "$RUNS" --prepare "sh -c '$(change "$c")'" \
     --export-json "$OUT/results/strata-$c-change1.json" "$(strata_build "$c")" >/dev/null
+  if has profile && [ "$c" = emu ]; then
+    echo "== strata $c cold, one build with its step times (load $(load))" >&2
+    as_user sh -c "$strata_clean"
+    as_user sh -c "$(strata_build "$c" | sed 's/ -q / --progress json /') 2>$OUT/results/strata-emu-profile.json >/dev/null"
+  fi
   echo "strata $c: load after $(load)" >>"$OUT/results/machine.txt"
 }
 has strata && strata_part emu
@@ -320,6 +327,14 @@ EOF
   echo "== BuildKit change1 (load $(load))" >&2
   hyperfine -N -r "$RUNS" --prepare "sh -c '$(change emu)'" \
     --export-json "$OUT/results/docker-emu-change1.json" "$OUT/bin/docker-both" >/dev/null
+  if has profile; then
+    echo "== BuildKit cold, one build with its step times (load $(load))" >&2
+    sh -c "$docker_clean"
+    for p in amd64 arm64; do
+      DOCKER_BUILDKIT=1 $DH build --progress plain --platform linux/$p -t bench-mp:$p "$OUT/ctx/emu" >/dev/null 2>"$OUT/results/docker-emu-profile-$p.log" &
+    done
+    wait
+  fi
   echo "BuildKit: load after $(load)" >>"$OUT/results/machine.txt"
   $DH builder prune -af >/dev/null
   bash "$LAB/dockerd.sh" stop "$OUT/docker" >/dev/null
@@ -360,6 +375,41 @@ for sc in ("cold", "change1"):
     s, d, c = get(f"strata-emu-{sc}"), get(f"docker-emu-{sc}"), get(f"strata-cross-{sc}")
     ratio = f"{s[0]['median'] / d[0]['median']:.2f}x" if s and d else "-"
     print(f"{sc:10} {fmt(s):>24} {fmt(d):>24} {ratio:>7} {fmt(c):>24}")
+prof = os.path.join(res, "strata-emu-profile.json")
+if os.path.exists(prof):
+    names, done, ran, fin = {}, {}, {}, None
+    for l in open(prof):
+        try:
+            e = json.loads(l)
+        except ValueError:
+            continue
+        ev = e.get("event")
+        if ev == "start": names[e["step"]] = e["name"]
+        elif ev == "done": done[e["step"]] = e["seconds"]
+        elif ev == "ran": ran[e["step"]] = e["seconds"]
+        elif ev == "finished": fin = e["seconds"]
+    print(f"\nstrata, one cold build: {fin:.1f} s; steps over 0.5 s (step total / its command):")
+    for k in sorted(done, key=lambda k: -done[k]):
+        if done[k] >= 0.5:
+            r = f"{ran[k]:6.1f}" if k in ran else "     -"
+            print(f"  {done[k]:6.1f} {r}  {names.get(k, '?')[:90]}")
+import re
+for p in ("amd64", "arm64"):
+    f = os.path.join(res, f"docker-emu-profile-{p}.log")
+    if not os.path.exists(f):
+        continue
+    names, done = {}, {}
+    for l in open(f):
+        m = re.match(r"#(\d+) (\[.*)$", l.rstrip())
+        if m and m.group(1) not in names:
+            names[m.group(1)] = m.group(2)
+        m = re.match(r"#(\d+) DONE ([\d.]+)s", l)
+        if m:
+            done[m.group(1)] = float(m.group(2))
+    print(f"BuildKit --platform linux/{p}, one cold build (concurrent with the other), steps over 0.5 s:")
+    for k in sorted(done, key=lambda k: -done[k]):
+        if done[k] >= 0.5 and k in names:
+            print(f"  {done[k]:6.1f}  {names[k][:90]}")
 st = get("steps")
 if st:
     m = {r["command"]: r["median"] for r in st}
