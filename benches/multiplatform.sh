@@ -37,7 +37,8 @@
 # Needs root, Linux 6.7+, hyperfine, skopeo, docker-registry, docker.io, qemu-user-static, the
 # user strata-test, and the bases of scripts/test-deps.sh in target/test-images/oci (python,
 # python-arm64, busybox-arm64; the amd64 busybox is made here by ../shared/lab/make-base-images.sh). Works under $OUT (default
-# /var/tmp/strata-bench-multiplatform), removed at the end unless KEEP=1.
+# /var/tmp/strata-bench-multiplatform), removed at the end unless KEEP=1; RESULTS=DIR keeps the
+# results elsewhere.
 # PARTS="strata docker cross steps profile" picks parts (profile: after the emulated route's
 # scenarios, one more cold build of each with its steps' times: strata's JSON events, BuildKit's
 # plain progress); EXAMPLE=DIR another context (its Dockerfile,
@@ -51,6 +52,7 @@ has() { [[ " $PARTS " == *" $1 "* ]]; }
 here=$(cd "$(dirname "$0")/.." && pwd)
 LAB=${LAB:-$here/../shared/lab}
 OUT=${OUT:-/var/tmp/strata-bench-multiplatform}
+RESULTS=${RESULTS:-$OUT/results} # the JSON and logs; outside $OUT they outlive the run
 IMGS=${STRATA_TEST_IMAGES:-$here/target/test-images}/oci
 EXAMPLE=${EXAMPLE:-$here/examples/python-multiplatform}
 WHO=strata-test
@@ -166,7 +168,10 @@ fi
 # --- Work dir, clean-up ---------------------------------------------------------------------
 uid=$(id -u "$WHO")
 rm -rf --one-file-system "$OUT"
-mkdir -p "$OUT/bin" "$OUT/results" "$OUT/ctx" "$OUT/home"
+mkdir -p "$OUT/bin" "$OUT/ctx" "$OUT/home"
+rm -rf "${RESULTS:?}"/*.json "${RESULTS:?}"/*.log "$RESULTS/machine.txt" 2>/dev/null || true
+mkdir -p "$RESULTS"
+chmod a+rwx "$RESULTS"
 cleanup() {
   host_restore || echo "WARNING: could not restore the host's binfmt_misc: $(host_state)" >&2
   bash "$LAB/dockerd.sh" stop "$OUT/docker" >/dev/null 2>&1 || true
@@ -226,7 +231,8 @@ prep_ctx "$EXAMPLE" "$OUT/ctx/emu" Dockerfile
 [ -f "$EXAMPLE/Dockerfile.cross" ] && prep_ctx "$EXAMPLE" "$OUT/ctx/cross" Dockerfile.cross
 # The app's file a one-line change appends to: APP_FILE, else the example's __main__.py (else
 # its first .py file).
-APP_FILE=${APP_FILE:-$(cd "$EXAMPLE" && { find . -name __main__.py; find . -name '*.py' | sort; } | head -n1)}
+[ -n "${APP_FILE:-}" ] || APP_FILE=$(cd "$EXAMPLE" && find . -name __main__.py -print -quit)
+[ -n "$APP_FILE" ] || APP_FILE=$(cd "$EXAMPLE" && find . -name '*.py' -print -quit)
 [ -f "$OUT/ctx/emu/$APP_FILE" ] || { echo "no app file $APP_FILE in $EXAMPLE (set APP_FILE)" >&2; exit 1; }
 change() { echo "echo \"# \$(date +%s%N)\" >> $OUT/ctx/$1/$APP_FILE"; }
 # The steps contexts: FROM busybox and 1 or 1+STEPS `RUN true`.
@@ -253,33 +259,44 @@ check_docker() {
   done
 }
 
-echo "# $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) cores, $("$QEMU" --version | head -n1), strata $(git -C "$here" rev-parse --short HEAD), docker $($DOCKER --version | cut -d' ' -f3 | tr -d ,)" >"$OUT/results/machine.txt"
-echo "load at start: $(load)" >>"$OUT/results/machine.txt"
+echo "# $(date -u +%FT%TZ) kernel $(uname -r), $(nproc) cores, $("$QEMU" --version | head -n1), strata $(git -C "$here" rev-parse --short HEAD), docker $($DOCKER --version | cut -d' ' -f3 | tr -d ,)" >"$RESULTS/machine.txt"
+echo "load at start: $(load)" >>"$RESULTS/machine.txt"
 
 # --- strata: rootless, nothing on the host --------------------------------------------------
 strata_clean="$S prune --all >/dev/null 2>&1; rm -rf $OUT/strata"
 strata_build() { echo "$S build -q --platform linux/amd64,linux/arm64 -t bench-mp-$1 $OUT/ctx/$1"; }
-seed_base() {
-  if [ ! -d "$OUT/pyindex" ]; then
-    skopeo copy -q --all --src-tls-verify=false "docker://$REG/python:3.11-slim" "oci:$OUT/pyindex:base"
-    chmod -R a+rX "$OUT/pyindex"
-  fi
-  local loaded
-  loaded=$(as_user $S load -i "$OUT/pyindex" | sed -n 's/^Loaded image: //p')
-  [ -n "$loaded" ] || { echo "strata load printed no image name" >&2; exit 1; }
-  for t in $ALIASES; do
-    as_user $S rmi "$REG/python:$t" >/dev/null 2>&1 || true
-    as_user $S tag "$loaded" "$REG/python:$t"
-  done
-}
+# The python base as the index the registry has, loaded into strata's store and tagged with the
+# names the Dockerfile pulls (a script strata-test runs: hyperfine prepares run it too).
+skopeo copy -q --all --src-tls-verify=false "docker://$REG/python:3.11-slim" "oci:$OUT/pyindex:base"
+chmod -R a+rX "$OUT/pyindex"
+cat >"$OUT/bin/seed" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+loaded=\$($S load -i $OUT/pyindex | sed -n 's/^Loaded image: //p')
+[ -n "\$loaded" ] || { echo "strata load printed no image name" >&2; exit 1; }
+for t in $ALIASES; do
+  $S rmi "$REG/python:\$t" >/dev/null 2>&1 || true
+  $S tag "\$loaded" "$REG/python:\$t" >/dev/null
+done
+EOF
+chmod 755 "$OUT/bin/seed"
+seed_base() { as_user "$OUT/bin/seed"; }
 strata_part() { # CTX
   local c=$1
   [ -d "$OUT/ctx/$c" ] || return 0
   [ "$(host_state)" = "binfmt_misc not mounted" ] || ! ls "$BINFMT" | grep -qx "$NAME" ||
     echo "note: the host has a $NAME handler (not from this benchmark) while strata runs" >&2
+  # The cross route's two FROMs of one name for two platforms (the builder for
+  # $BUILDPLATFORM, the runtime for the target) fail in one build from an empty store: the
+  # store keeps the tag's first pulled platform and the other stage takes it ("base image …
+  # has no linux/arm64 image (the one found is linux/amd64)"). Its cold builds start from the
+  # base loaded as an index (no pull; the build cache and cache mounts empty).
+  local clean=$strata_clean
+  [ "$c" = emu ] || clean="$strata_clean; $OUT/bin/seed"
   echo "== strata $c cold ($RUNS runs; load $(load))" >&2
-  as_user hyperfine -N -r "$RUNS" --prepare "sh -c '$strata_clean'" \
-    --export-json "$OUT/results/strata-$c-cold.json" "$(strata_build "$c")" >/dev/null
+  as_user hyperfine -N -r "$RUNS" --prepare "sh -c '$clean'" \
+    --export-json "$RESULTS/strata-$c-cold.json" "$(strata_build "$c")" >/dev/null ||
+    { echo "strata $c failed; once more, with its output:" >&2; as_user $(strata_build "$c" | sed 's/ -q / --progress plain /') >&2; exit 1; }
   check_strata "bench-mp-$c"
   # A rebuild needs the base as an index in the store: strata (as of this script) keeps one
   # platform's image under a pulled tag (the last pulled), and a later build takes it for every
@@ -291,13 +308,13 @@ strata_part() { # CTX
   as_user $(strata_build "$c") >/dev/null
   echo "== strata $c change1 (load $(load))" >&2
   as_user hyperfine -N -r "$RUNS" --prepare "sh -c '$(change "$c")'" \
-    --export-json "$OUT/results/strata-$c-change1.json" "$(strata_build "$c")" >/dev/null
+    --export-json "$RESULTS/strata-$c-change1.json" "$(strata_build "$c")" >/dev/null
   if has profile && [ "$c" = emu ]; then
     echo "== strata $c cold, one build with its step times (load $(load))" >&2
     as_user sh -c "$strata_clean"
-    as_user sh -c "$(strata_build "$c" | sed 's/ -q / --progress json /') 2>$OUT/results/strata-emu-profile.json >/dev/null"
+    as_user sh -c "$(strata_build "$c" | sed 's/ -q / --progress json /') 2>$RESULTS/strata-emu-profile.json >/dev/null"
   fi
-  echo "strata $c: load after $(load)" >>"$OUT/results/machine.txt"
+  echo "strata $c: load after $(load)" >>"$RESULTS/machine.txt"
 }
 has strata && strata_part emu
 has cross && strata_part cross
@@ -322,20 +339,20 @@ EOF
   docker_clean="$DH image prune -af >/dev/null; $DH builder prune -af >/dev/null"
   echo "== BuildKit cold ($RUNS runs; load $(load))" >&2
   hyperfine -N -r "$RUNS" --prepare "sh -c '$docker_clean'" \
-    --export-json "$OUT/results/docker-emu-cold.json" "$OUT/bin/docker-both" >/dev/null
+    --export-json "$RESULTS/docker-emu-cold.json" "$OUT/bin/docker-both" >/dev/null
   check_docker
   echo "== BuildKit change1 (load $(load))" >&2
   hyperfine -N -r "$RUNS" --prepare "sh -c '$(change emu)'" \
-    --export-json "$OUT/results/docker-emu-change1.json" "$OUT/bin/docker-both" >/dev/null
+    --export-json "$RESULTS/docker-emu-change1.json" "$OUT/bin/docker-both" >/dev/null
   if has profile; then
     echo "== BuildKit cold, one build with its step times (load $(load))" >&2
     sh -c "$docker_clean"
     for p in amd64 arm64; do
-      DOCKER_BUILDKIT=1 $DH build --progress plain --platform linux/$p -t bench-mp:$p "$OUT/ctx/emu" >/dev/null 2>"$OUT/results/docker-emu-profile-$p.log" &
+      DOCKER_BUILDKIT=1 $DH build --progress plain --platform linux/$p -t bench-mp:$p "$OUT/ctx/emu" >/dev/null 2>"$RESULTS/docker-emu-profile-$p.log" &
     done
     wait
   fi
-  echo "BuildKit: load after $(load)" >>"$OUT/results/machine.txt"
+  echo "BuildKit: load after $(load)" >>"$RESULTS/machine.txt"
   $DH builder prune -af >/dev/null
   bash "$LAB/dockerd.sh" stop "$OUT/docker" >/dev/null
   host_restore
@@ -350,16 +367,16 @@ if has steps; then
   b() { echo "$OUT/bin/strata --root $OUT/strata-steps-$1 build -q --no-cache --platform linux/$1 -t steps-$2 $OUT/ctx/steps-$2"; }
   n=$((STEPS + 1))
   echo "== RUN steps: 1 and $n, amd64 and arm64 ($STEP_RUNS runs; load $(load))" >&2
-  as_user hyperfine -N -w 1 -r "$STEP_RUNS" --export-json "$OUT/results/steps.json" \
+  as_user hyperfine -N -w 1 -r "$STEP_RUNS" --export-json "$RESULTS/steps.json" \
     -n amd64-1 "$(b amd64 1)" -n "amd64-$n" "$(b amd64 $n)" \
     -n arm64-1 "$(b arm64 1)" -n "arm64-$n" "$(b arm64 $n)" >/dev/null
-  echo "steps: load after $(load)" >>"$OUT/results/machine.txt"
+  echo "steps: load after $(load)" >>"$RESULTS/machine.txt"
 fi
 
 # --- The table ------------------------------------------------------------------------------
 echo
-cat "$OUT/results/machine.txt"
-python3 - "$OUT/results" "$RUNS" "$STEPS" <<'PY'
+cat "$RESULTS/machine.txt"
+python3 - "$RESULTS" "$RUNS" "$STEPS" <<'PY'
 import json, os, sys
 res, runs, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def get(name):
