@@ -498,7 +498,10 @@ fn attestation_flags_are_parsed_as_buildx_and_unknown_ones_refused() {
         ("--sbom=generator=docker/scanner", "runs no scanner image"),
         ("--provenance=mode=huge", "unknown option mode=huge"),
         ("--attest=mode=max", "give type=sbom or type=provenance"),
-        ("--sbom=scan-context=true", "does not scan the build context"),
+        (
+            "--sbom=scan-context=true",
+            "does not scan the build context",
+        ),
     ] {
         let o = s.strata(&["build", "-q", flag, ctx.to_str().unwrap()]);
         assert!(!o.status.success(), "{flag}");
