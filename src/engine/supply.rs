@@ -371,6 +371,7 @@ fn build_facts(b: &Build, started: i64) -> BuildFacts {
             .collect(),
         git: attest::git_checkout(&opts.context),
         steps,
+        cache_sources: opts.cache_from.iter().map(|c| c.spec()).collect(),
         started,
         finished: crate::oci::now_secs(),
         invocation_id: Digest::of(

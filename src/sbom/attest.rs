@@ -230,6 +230,9 @@ pub struct BuildFacts {
     pub git: Option<GitCheckout>,
     /// The instructions of the stages built, as `[stage-N] INSTRUCTION` (`mode=max`).
     pub steps: Vec<String>,
+    /// The build caches read (`--cache-from`, as `type=registry,ref=R` or
+    /// `type=local,src=DIR,tag=T`): the request's `cache-from`.
+    pub cache_sources: Vec<String>,
     /// Seconds since the epoch.
     pub started: i64,
     pub finished: i64,
@@ -288,11 +291,15 @@ impl BuildFacts {
         if !self.platforms.is_empty() {
             args.insert("platform".into(), json!(self.platforms.join(",")));
         }
-        json!({
+        let mut p = json!({
             "frontend": "dockerfile.v0",
             "args": args,
             "locals": [{"name": "context"}, {"name": "dockerfile"}],
-        })
+        });
+        if !self.cache_sources.is_empty() {
+            p["cache-from"] = json!(self.cache_sources);
+        }
+        p
     }
 
     /// What `mode=max` adds: the Dockerfile's text and the steps.
@@ -531,6 +538,7 @@ mod tests {
                 commit: "a".repeat(40),
             }),
             steps: vec!["[stage-0] RUN x".into()],
+            cache_sources: vec!["type=registry,ref=registry.example/app:cache".into()],
             started: 0,
             finished: 60,
             invocation_id: "id".into(),
@@ -591,6 +599,10 @@ mod tests {
         assert_eq!(p["invocation"]["parameters"]["args"]["build-arg:A"], "1");
         assert_eq!(p["invocation"]["parameters"]["args"]["target"], "app");
         assert_eq!(
+            p["invocation"]["parameters"]["cache-from"][0],
+            "type=registry,ref=registry.example/app:cache"
+        );
+        assert_eq!(
             p["invocation"]["configSource"]["digest"]["sha256"],
             Digest::of(b"FROM debian\n").hex()
         );
@@ -607,6 +619,14 @@ mod tests {
             v1["buildDefinition"]["internalParameters"]["buildConfig"]["steps"][0],
             "[stage-0] RUN x"
         );
+        assert_eq!(
+            v1["buildDefinition"]["externalParameters"]["request"]["cache-from"][0],
+            "type=registry,ref=registry.example/app:cache"
+        );
+        let mut none = facts();
+        none.cache_sources.clear();
+        let p = none.provenance(SlsaVersion::V02, ProvenanceMode::Min, None);
+        assert!(p["invocation"]["parameters"].get("cache-from").is_none());
         assert_eq!(
             v1["runDetails"]["metadata"]["startedOn"],
             "1970-01-01T00:00:00Z"

@@ -330,6 +330,16 @@ impl CacheFrom {
         }
     }
 
+    /// The option as buildx writes it: `type=registry,ref=R` or `type=local,src=DIR,tag=T`.
+    pub fn spec(&self) -> String {
+        match self {
+            CacheFrom::Registry { reference } => format!("type=registry,ref={reference}"),
+            CacheFrom::Local { src, tag } => {
+                format!("type=local,src={},tag={tag}", src.display())
+            }
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             CacheFrom::Registry { reference } => reference.to_string(),
