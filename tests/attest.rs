@@ -555,7 +555,11 @@ impl Registry {
             support::skip("docker-registry is not installed: apt-get install docker-registry");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("strata-attest-reg-{}", std::process::id()));
+        // One directory per registry: the tests run at the same time, each with its own.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("strata-attest-reg-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         fs_err::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
