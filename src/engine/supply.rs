@@ -62,17 +62,19 @@ pub fn layer_packages(store: &Store, layer: &Descriptor) -> Result<LayerPackages
 /// The layers of `image`, bottom first, as the SBOM names them: diffID, blob digest and the
 /// history entry (the instruction) that made each.
 pub fn layer_refs(image: &ImageRecord) -> Vec<LayerRef> {
-    let mut made_by = image
-        .config
+    refs_of(&image.config, &image.manifest.layers)
+}
+
+/// The layers `layers` of the image whose config is `config`, as [`layer_refs`] names them.
+fn refs_of(config: &crate::oci::ImageConfig, layers: &[Descriptor]) -> Vec<LayerRef> {
+    let mut made_by = config
         .history
         .iter()
         .filter(|h| !h.empty_layer)
         .map(|h| h.created_by.clone().unwrap_or_default());
-    image
-        .manifest
-        .layers
+    layers
         .iter()
-        .zip(&image.config.rootfs.diff_ids)
+        .zip(&config.rootfs.diff_ids)
         .map(|(l, d)| LayerRef {
             diff_id: d.clone(),
             digest: Some(l.digest.clone()),
@@ -286,22 +288,7 @@ fn stage_inventory(
     store: &Store,
     result: &crate::engine::StageResult,
 ) -> Result<Inventory, BuildError> {
-    let mut made_by = result
-        .config
-        .history
-        .iter()
-        .filter(|h| !h.empty_layer)
-        .map(|h| h.created_by.clone().unwrap_or_default());
-    let refs: Vec<LayerRef> = result
-        .layers
-        .iter()
-        .zip(&result.config.rootfs.diff_ids)
-        .map(|(l, d)| LayerRef {
-            diff_id: d.clone(),
-            digest: Some(l.digest.clone()),
-            created_by: made_by.next().unwrap_or_default(),
-        })
-        .collect();
+    let refs = refs_of(&result.config, &result.layers);
     let found = result
         .layers
         .iter()
