@@ -333,16 +333,23 @@ fn the_index_is_stored_under_the_tag() {
 
 /// `skopeo inspect --raw` of `reference` (a transport:reference), as JSON.
 fn skopeo_raw(reference: &str) -> serde_json::Value {
+    skopeo_json(&["inspect", "--raw", reference])
+}
+
+/// What `skopeo ARGS` prints (it must succeed).
+fn skopeo_out(args: &[&str]) -> Vec<u8> {
     let o = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", reference])
+        .args(args)
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "skopeo {reference}: {}",
-        text(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    assert!(o.status.success(), "skopeo {args:?}: {}", text(&o.stderr));
+    o.stdout
+}
+
+/// What `skopeo ARGS` prints, as JSON.
+fn skopeo_json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_slice(&skopeo_out(args))
+        .unwrap_or_else(|e| panic!("skopeo {args:?} printed no JSON ({e})"))
 }
 
 /// The `--annotation` kinds of buildx: the manifests (all, or one platform's), the index, a
@@ -868,23 +875,23 @@ fn push_sends_the_index_and_each_platform() {
         support::skip("skopeo is not installed: the pushed index is not read back");
         return;
     }
-    let o = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{name}"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
-    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let raw = skopeo_out(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]);
+    let index: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
     );
     // --metadata-file describes the index the registry has: its digest and size.
     let d = &m["containerimage.descriptor"];
-    assert_eq!(d["size"], o.stdout.len(), "{m}");
+    assert_eq!(d["size"], raw.len(), "{m}");
     assert_eq!(
         d["digest"],
-        strata::oci::Digest::of(&o.stdout).to_string(),
+        strata::oci::Digest::of(&raw).to_string(),
         "{m}"
     );
     assert_eq!(m["containerimage.digest"], d["digest"], "{m}");
@@ -914,19 +921,14 @@ fn push_sends_the_index_and_each_platform() {
         .map(|m| m["platform"]["architecture"].as_str().unwrap())
         .collect();
     assert_eq!(archs, ["amd64", "arm64"]);
-    let o = std::process::Command::new("skopeo")
-        .args([
-            "--override-arch",
-            "arm64",
-            "inspect",
-            "--config",
-            "--tls-verify=false",
-        ])
-        .arg(format!("docker://{name}"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
-    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = skopeo_json(&[
+        "--override-arch",
+        "arm64",
+        "inspect",
+        "--config",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]);
     assert_eq!(c["architecture"], "arm64");
     assert_eq!(m["strata.pushed"].as_array().unwrap().len(), 1);
 }
@@ -1157,13 +1159,12 @@ fn cache_to_and_from_carry_every_platforms_steps() {
         support::skip("skopeo is not installed: the pushed index is not read back");
         return;
     }
-    let o = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{image}"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
-    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let index = skopeo_json(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{image}"),
+    ]);
     let archs: Vec<&str> = index["manifests"]
         .as_array()
         .unwrap()
@@ -1397,13 +1398,12 @@ fn podman_pulls_each_platform_of_a_pushed_index() {
             "--push",
         ],
     );
-    let o = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{name}"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
-    let index: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let index = skopeo_json(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]);
     let pushed = |arch: &str| {
         index["manifests"]
             .as_array()
